@@ -1,0 +1,158 @@
+// The backward engine: topological order over grad_fn nodes, gradient accumulation, graph release.
+#include "engine/autograd.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace bam {
+namespace {
+thread_local bool t_grad_mode = true;
+}
+
+bool grad_mode_enabled() { return t_grad_mode; }
+
+NoGradGuard::NoGradGuard() : previous_(t_grad_mode) { t_grad_mode = false; }
+NoGradGuard::~NoGradGuard() { t_grad_mode = previous_; }
+
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!t_grad_mode) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+bool any_requires_grad(const std::vector<Tensor>& inputs) {
+  if (!t_grad_mode) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+Tensor record(const char* op_name, Tensor output, std::vector<Tensor> inputs, BackwardFn backward) {
+  if (!any_requires_grad(inputs)) return output;
+  auto node = std::make_shared<Node>();
+  node->op_name = op_name;
+  // Inputs that need no gradient are not kept alive by the graph.
+  for (auto& input : inputs)
+    if (input.defined() && !input.requires_grad()) input = Tensor();
+  node->inputs = std::move(inputs);
+  node->backward = std::move(backward);
+  node->output = output.impl_ptr();
+  node->output_shape = output.shape();
+  node->output_dtype = output.dtype();
+  output.impl()->grad_fn = std::move(node);
+  output.impl()->requires_grad = true;
+  return output;
+}
+
+namespace {
+
+// Nodes reachable from root, ordered so that every node comes before the nodes it depends on.
+// Shared pointers keep every node alive while backward releases their inputs one by one.
+std::vector<std::shared_ptr<Node>> topological_order(const std::shared_ptr<Node>& root) {
+  std::vector<std::shared_ptr<Node>> postorder;
+  std::unordered_set<Node*> visited;
+  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack;  // node, next input to visit
+  stack.emplace_back(root, 0);
+  visited.insert(root.get());
+  while (!stack.empty()) {
+    auto& [node, next] = stack.back();
+    if (next < node->inputs.size()) {
+      const Tensor& input = node->inputs[next++];
+      if (input.defined() && input.grad_fn()) {
+        const std::shared_ptr<Node>& child = input.grad_fn();
+        if (visited.insert(child.get()).second) stack.emplace_back(child, 0);
+      }
+      continue;
+    }
+    postorder.push_back(node);
+    stack.pop_back();
+  }
+  return {postorder.rbegin(), postorder.rend()};
+}
+
+void accumulate_leaf_grad(TensorImpl* leaf, const Tensor& grad) {
+  if (!leaf->grad) {
+    // A fresh copy: the incoming gradient may share memory with another leaf's gradient
+    // (add's backward hands the same tensor to both inputs), and optimizers update grads in place.
+    leaf->grad = grad.contiguous().clone().impl_ptr();
+  } else {
+    Tensor current(leaf->grad);
+    leaf->grad = add(current, grad).impl_ptr();
+  }
+}
+
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph) {
+  BAM_CHECK(root.defined(), "backward: called on an undefined tensor");
+  BAM_CHECK(root.requires_grad(),
+            "backward: tensor {} does not require grad (no input of the computation had "
+            "requires_grad set, or it was computed under NoGradGuard)",
+            root.describe());
+  Tensor grad = gradient;
+  if (!grad.defined()) {
+    BAM_CHECK(root.numel() == 1,
+              "backward: a gradient must be given for a non-scalar tensor {} (pass one of shape {})",
+              root.describe(), shape_str(root.shape()));
+    grad = ones_like(root);
+  } else {
+    BAM_CHECK(grad.shape() == root.shape(), "backward: gradient of shape {} given for a tensor of shape {}",
+              shape_str(grad.shape()), shape_str(root.shape()));
+    BAM_CHECK(grad.device() == root.device(), "backward: gradient on {} for a tensor on {}",
+              grad.device().str(), root.device().str());
+    if (grad.dtype() != root.dtype()) grad = grad.to(root.dtype());
+  }
+
+  NoGradGuard no_grad;
+  if (!root.grad_fn()) {
+    accumulate_leaf_grad(root.impl(), grad);
+    return;
+  }
+  std::vector<std::shared_ptr<Node>> order = topological_order(root.grad_fn());
+  std::unordered_map<Node*, Tensor> pending;
+  pending[root.grad_fn().get()] = grad;
+
+  for (const std::shared_ptr<Node>& node_ptr : order) {
+    Node* node = node_ptr.get();
+    auto it = pending.find(node);
+    if (it == pending.end()) continue;  // no gradient reached this node
+    Tensor grad_output = std::move(it->second);
+    pending.erase(it);
+    BAM_CHECK(!node->released,
+              "backward: the graph through '{}' was already freed by an earlier backward(); "
+              "pass retain_graph=true to the first call to backpropagate twice",
+              node->op_name);
+    if (auto output = node->output.lock(); output && output->retains_grad) {
+      Tensor keep = grad_output.clone();
+      output->grad = output->grad ? add(Tensor(output->grad), keep).impl_ptr() : keep.impl_ptr();
+    }
+    std::vector<Tensor> input_grads = node->backward(grad_output);
+    BAM_CHECK(input_grads.size() == node->inputs.size(), "backward of '{}' returned {} gradients for {} inputs",
+              node->op_name, input_grads.size(), node->inputs.size());
+    for (size_t i = 0; i < node->inputs.size(); ++i) {
+      const Tensor& input = node->inputs[i];
+      Tensor& g = input_grads[i];
+      if (!input.defined() || !input.requires_grad() || !g.defined()) continue;
+      BAM_CHECK(g.shape() == input.shape(), "backward of '{}': gradient {} for input {} has the wrong shape",
+                node->op_name, shape_str(g.shape()), i, input.describe());
+      if (g.dtype() != input.dtype()) g = g.to(input.dtype());
+      if (Node* producer = input.grad_fn().get()) {
+        auto [slot, inserted] = pending.try_emplace(producer, g);
+        if (!inserted) slot->second = add(slot->second, g);
+      } else {
+        accumulate_leaf_grad(input.impl(), g);
+      }
+    }
+    if (!retain_graph) {
+      node->inputs.clear();
+      node->backward = nullptr;
+      node->released = true;
+    }
+  }
+}
+
+}  // namespace bam

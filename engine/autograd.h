@@ -1,0 +1,55 @@
+// Define-by-run autograd: each differentiable op records a Node with its inputs and a backward
+// function; Tensor::backward walks the nodes in reverse topological order, accumulating gradients.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace bam {
+
+// Given d(loss)/d(output), returns d(loss)/d(input_i) for each input (an undefined Tensor where
+// an input needs no gradient). Runs with gradient recording off.
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+struct Node {
+  std::string op_name;
+  std::vector<Tensor> inputs;  // the op's tensor inputs; gradients flow back to those requiring grad
+  BackwardFn backward;
+  std::weak_ptr<TensorImpl> output;  // for retain_grad()
+  Shape output_shape;
+  DType output_dtype = DType::f32;
+  bool released = false;  // true once backward freed the saved state
+};
+
+// True when ops record the graph (false inside a NoGradGuard); thread-local.
+bool grad_mode_enabled();
+
+// Turns gradient recording off in this thread for the guard's lifetime.
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// True when an op with these inputs must record a node (grad mode on and any input requires grad).
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
+bool any_requires_grad(const std::vector<Tensor>& inputs);
+
+// Attaches a node to `output` when recording is needed; returns output for chaining.
+// The backward function must not capture `output` itself (that would form a cycle): capture
+// `output.detach()` instead when backward needs the result.
+Tensor record(const char* op_name, Tensor output, std::vector<Tensor> inputs, BackwardFn backward);
+
+// Runs backward from `root` with the given gradient (engine behind Tensor::backward).
+void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph);
+
+}  // namespace bam

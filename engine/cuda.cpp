@@ -1,0 +1,171 @@
+// CUDA plumbing for builds with the backend: device discovery, the caching allocator, copies, stream.
+#include "engine/cuda.h"
+
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "engine/cuda_check.h"
+
+namespace bam::cuda {
+namespace {
+
+struct DeviceQuery {
+  int count = 0;
+  std::string reason;
+};
+
+const DeviceQuery& query_devices() {
+  static DeviceQuery query = [] {
+    DeviceQuery q;
+    cudaError_t status = cudaGetDeviceCount(&q.count);
+    if (status != cudaSuccess) {
+      q.count = 0;
+      q.reason = fmt::format("no usable CUDA device: {}", cudaGetErrorString(status));
+      cudaGetLastError();  // clear the sticky error so later calls are not confused by it
+    } else if (q.count == 0) {
+      q.reason = "no CUDA device found";
+    }
+    return q;
+  }();
+  return query;
+}
+
+// Rounds requests up so blocks are reusable across slightly different sizes: 512 B granules
+// below 1 MiB, 2 MiB granules above.
+size_t rounded_size(size_t nbytes) {
+  if (nbytes == 0) nbytes = 1;
+  if (nbytes < (1u << 20)) return (nbytes + 511) / 512 * 512;
+  return (nbytes + (2u << 20) - 1) / (2u << 20) * (2u << 20);
+}
+
+struct DeviceCache {
+  std::multimap<size_t, void*> free_blocks;  // size -> block
+  std::map<void*, size_t> block_sizes;       // every block we own, in use or cached
+  MemoryStats stats;
+};
+
+std::mutex g_mutex;
+std::vector<DeviceCache> g_caches;
+void* g_stream = nullptr;  // nullptr: the legacy default stream
+
+DeviceCache& cache_for(int device) {
+  if (g_caches.size() <= static_cast<size_t>(device)) g_caches.resize(device + 1);
+  return g_caches[device];
+}
+
+}  // namespace
+
+bool built_with_cuda() { return true; }
+bool is_available() { return query_devices().count > 0; }
+std::string unavailable_reason() { return is_available() ? "" : query_devices().reason; }
+int device_count() { return query_devices().count; }
+
+std::string device_description(int index) {
+  if (index < 0 || index >= device_count()) return fmt::format("cuda:{} (not present)", index);
+  cudaDeviceProp prop{};
+  BAM_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  return fmt::format("{} (sm_{}{}, {:.1f} GiB)", prop.name, prop.major, prop.minor,
+                     prop.totalGlobalMem / double(1u << 30));
+}
+
+void* device_allocate(size_t nbytes, int device_index) {
+  if (!is_available()) fail("cannot allocate CUDA memory: {}", unavailable_reason());
+  size_t size = rounded_size(nbytes);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  DeviceCache& cache = cache_for(device_index);
+  void* ptr = nullptr;
+  auto it = cache.free_blocks.lower_bound(size);
+  // Reuse a cached block unless it is much larger than asked (then it would waste memory).
+  if (it != cache.free_blocks.end() && it->first <= size * 2) {
+    ptr = it->second;
+    size = it->first;
+    cache.free_blocks.erase(it);
+  } else {
+    BAM_CUDA_CHECK(cudaSetDevice(device_index));
+    cudaError_t status = cudaMalloc(&ptr, size);
+    if (status == cudaErrorMemoryAllocation) {
+      // Give the cache back to the driver and try once more before reporting.
+      cudaGetLastError();
+      for (auto& [block_size, block] : cache.free_blocks) {
+        cudaFree(block);
+        cache.block_sizes.erase(block);
+        cache.stats.bytes_reserved -= block_size;
+      }
+      cache.free_blocks.clear();
+      status = cudaMalloc(&ptr, size);
+    }
+    if (status != cudaSuccess)
+      fail("CUDA out of memory allocating {:.1f} MiB on cuda:{} ({:.1f} MiB in use): {}",
+           size / 1048576.0, device_index, cache.stats.bytes_in_use / 1048576.0,
+           cudaGetErrorString(status));
+    cache.block_sizes[ptr] = size;
+    cache.stats.bytes_reserved += size;
+  }
+  cache.stats.bytes_in_use += size;
+  cache.stats.peak_bytes_in_use = std::max(cache.stats.peak_bytes_in_use, cache.stats.bytes_in_use);
+  return ptr;
+}
+
+void device_free(void* ptr, size_t /*nbytes*/, int device_index) {
+  if (!ptr) return;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  DeviceCache& cache = cache_for(device_index);
+  auto it = cache.block_sizes.find(ptr);
+  if (it == cache.block_sizes.end()) return;  // not ours: never happens for engine storage
+  cache.stats.bytes_in_use -= it->second;
+  cache.free_blocks.emplace(it->second, ptr);
+}
+
+void empty_cache() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  for (auto& cache : g_caches) {
+    for (auto& [size, block] : cache.free_blocks) {
+      cudaFree(block);
+      cache.block_sizes.erase(block);
+      cache.stats.bytes_reserved -= size;
+    }
+    cache.free_blocks.clear();
+  }
+}
+
+MemoryStats memory_stats(int device_index) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return cache_for(device_index).stats;
+}
+
+void reset_peak_memory(int device_index) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto& stats = cache_for(device_index).stats;
+  stats.peak_bytes_in_use = stats.bytes_in_use;
+}
+
+void copy_bytes(void* dst, const void* src, size_t nbytes, CopyKind kind) {
+  if (nbytes == 0) return;
+  cudaMemcpyKind k = kind == CopyKind::host_to_device   ? cudaMemcpyHostToDevice
+                     : kind == CopyKind::device_to_host ? cudaMemcpyDeviceToHost
+                                                        : cudaMemcpyDeviceToDevice;
+  auto stream = static_cast<cudaStream_t>(g_stream);
+  BAM_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, k, stream));
+  // Copies to pageable host memory must be complete before the caller reads the buffer.
+  if (kind == CopyKind::device_to_host) BAM_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void synchronize() { BAM_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(g_stream))); }
+void* current_stream() { return g_stream; }
+void set_current_stream(void* stream) { g_stream = stream; }
+
+void* host_allocate_pinned(size_t nbytes) {
+  void* ptr = nullptr;
+  BAM_CUDA_CHECK(cudaMallocHost(&ptr, nbytes == 0 ? 1 : nbytes));
+  return ptr;
+}
+void host_free_pinned(void* ptr) {
+  if (ptr) cudaFreeHost(ptr);
+}
+
+}  // namespace bam::cuda

@@ -1,0 +1,51 @@
+// The CUDA plumbing the engine needs everywhere: is there a device, device memory behind a caching
+// allocator, host<->device copies, the current stream. Compiled against the CUDA runtime when the
+// backend is built (engine/cuda.cpp), and as "no CUDA in this build" otherwise (engine/cuda_none.cpp).
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace bam::cuda {
+
+// True when this build has the CUDA backend.
+bool built_with_cuda();
+// True when the backend is built and at least one device answers. Any error from the driver
+// (for example "CUDA driver version is insufficient" on a machine without a GPU) means "no device".
+bool is_available();
+// Why is_available() is false, in words ("built without CUDA", the driver's message, ...).
+std::string unavailable_reason();
+int device_count();
+// The device name and compute capability, e.g. "NVIDIA H200 (sm_90)".
+std::string device_description(int index);
+
+// Device memory through the caching allocator: freed blocks are kept for reuse by later
+// allocations on the same device (all work runs on one stream per device, so reuse is ordered).
+void* device_allocate(size_t nbytes, int device_index);
+void device_free(void* ptr, size_t nbytes, int device_index);
+// Returns cached, unused blocks to the driver.
+void empty_cache();
+
+struct MemoryStats {
+  size_t bytes_in_use = 0;    // held by live tensors
+  size_t peak_bytes_in_use = 0;
+  size_t bytes_reserved = 0;  // in use + cached
+};
+MemoryStats memory_stats(int device_index);
+void reset_peak_memory(int device_index);
+
+// Copies nbytes between host and device memory (either direction, or device to device) on the
+// current stream. Host memory that is not page-locked makes the copy synchronous.
+enum class CopyKind { host_to_device, device_to_host, device_to_device };
+void copy_bytes(void* dst, const void* src, size_t nbytes, CopyKind kind);
+// Waits for all work queued on the current stream.
+void synchronize();
+// The stream kernels launch on (a cudaStream_t, opaque here so this header needs no CUDA headers).
+void* current_stream();
+void set_current_stream(void* stream);
+
+// Page-locked host memory for fast, asynchronous uploads (data loader batch buffers).
+void* host_allocate_pinned(size_t nbytes);
+void host_free_pinned(void* ptr);
+
+}  // namespace bam::cuda

@@ -1,0 +1,31 @@
+// The CUDA plumbing of a build without the CUDA backend: no device, and clear errors if asked.
+#include <cstdlib>
+
+#include "engine/cuda.h"
+#include "engine/error.h"
+
+namespace bam::cuda {
+
+namespace {
+constexpr const char* kReason = "this build has no CUDA backend (configure with -DBAM_CUDA=ON)";
+}
+
+bool built_with_cuda() { return false; }
+bool is_available() { return false; }
+std::string unavailable_reason() { return kReason; }
+int device_count() { return 0; }
+std::string device_description(int index) { return "cuda:" + std::to_string(index) + " (no CUDA backend)"; }
+void* device_allocate(size_t, int) { fail("cannot allocate CUDA memory: {}", kReason); }
+void device_free(void*, size_t, int) {}
+void empty_cache() {}
+MemoryStats memory_stats(int) { return {}; }
+void reset_peak_memory(int) {}
+void copy_bytes(void*, const void*, size_t, CopyKind) { fail("cannot copy to or from CUDA: {}", kReason); }
+void synchronize() {}
+void* current_stream() { return nullptr; }
+void set_current_stream(void*) {}
+// Without CUDA there is no page-locking; plain aligned memory keeps callers' code paths the same.
+void* host_allocate_pinned(size_t nbytes) { return std::aligned_alloc(64, (nbytes + 63) / 64 * 64 + 64); }
+void host_free_pinned(void* ptr) { std::free(ptr); }
+
+}  // namespace bam::cuda

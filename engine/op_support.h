@@ -1,0 +1,46 @@
+// Helpers shared by the op implementations (engine/ops_*.cpp): validation, dtype dispatch,
+// broadcasting, contiguous inputs. Internal to the engine.
+#pragma once
+
+#include <initializer_list>
+
+#include "engine/device_copy.h"
+#include "engine/error.h"
+#include "engine/tensor.h"
+
+namespace bam::detail {
+
+// All defined tensors on one device; CPU-only until the op has a CUDA kernel (kernels/cuda/).
+void require_cpu(const char* op, std::initializer_list<const Tensor*> tensors);
+void require_same_dtype(const char* op, const Tensor& a, const Tensor& b);
+void require_floating(const char* op, const Tensor& t);
+
+// Calls fn(float{}) or fn(double{}) for the tensor's dtype; other dtypes fail naming the op.
+template <typename Fn>
+void dispatch_floating(const char* op, DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::f32: fn(float{}); return;
+    case DType::f64: fn(double{}); return;
+    default:
+      fail("{}: dtype {} is not supported on the CPU (use f32 or f64; bf16/f16 are for CUDA mixed precision)", op,
+           dtype_name(dtype));
+  }
+}
+
+// The broadcast shape of a and b (NumPy rules); fails naming the op and both shapes.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+
+// x itself when contiguous, else a contiguous copy without autograd history.
+Tensor contiguous_data(const Tensor& x);
+
+// Normalised, sorted, de-duplicated dims; an empty list means every dim.
+Shape reduction_dims(const Shape& dims, int64_t ndim, const char* op);
+// The shape after reducing `dims` (kept as size 1 when keepdim).
+Shape reduced_shape(const Shape& shape, const Shape& dims, bool keepdim);
+
+// A contiguous copy (or x itself) with dimension `dim` moved last, for row kernels.
+Tensor move_dim_last(const Tensor& x, int64_t dim);
+// The inverse of move_dim_last for a contiguous result: a (non-contiguous) view in x's layout.
+Tensor restore_dim(const Tensor& y_last, int64_t dim);
+
+}  // namespace bam::detail

@@ -1,0 +1,187 @@
+// matmul (plain, batched, broadcast) and linear, on the GEMM kernels. Transposed views become
+// transposed GEMM operands instead of copies, so backward passes (which multiply by transposes)
+// never materialise a transpose.
+#include <algorithm>
+
+#include "engine/autograd.h"
+#include "engine/op_support.h"
+#include "engine/ops.h"
+#include "kernels/cpu/gemm.h"
+
+namespace bam {
+using namespace detail;
+
+namespace {
+
+// How a [rows, cols] matrix view maps onto a GEMM operand.
+struct MatrixOperand {
+  bool usable = false;     // false: the strides fit neither layout; copy first
+  bool transposed = false;  // stored as [cols, rows]
+  int64_t ld = 1;           // leading dimension of the stored matrix
+};
+
+MatrixOperand operand_of(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
+  MatrixOperand m;
+  if ((cols == 1 || col_stride == 1) && (rows == 1 || row_stride >= std::max<int64_t>(cols, 1))) {
+    m.usable = true;
+    m.ld = rows == 1 ? std::max<int64_t>(cols, 1) : row_stride;
+  } else if ((rows == 1 || row_stride == 1) && (cols == 1 || col_stride >= std::max<int64_t>(rows, 1))) {
+    m.usable = true;
+    m.transposed = true;
+    m.ld = cols == 1 ? std::max<int64_t>(rows, 1) : col_stride;
+  }
+  return m;
+}
+
+// The matrix operand of the last two dims of t (copying t if its strides fit no GEMM layout).
+MatrixOperand matrix_operand(Tensor& t) {
+  int64_t n = t.dim();
+  MatrixOperand m = operand_of(t.size(n - 2), t.size(n - 1), t.stride(n - 2), t.stride(n - 1));
+  if (!m.usable) {
+    NoGradGuard no_grad;
+    t = t.contiguous();
+    m = operand_of(t.size(n - 2), t.size(n - 1), t.stride(n - 2), t.stride(n - 1));
+  }
+  return m;
+}
+
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+          T beta, T* C, int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>) cpu::gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+  else cpu::gemm_f64(ta, tb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
+}
+
+template <typename T>
+void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                  int64_t sa, const T* B, int64_t ldb, int64_t sb, T* C, int64_t ldc, int64_t sc) {
+  if constexpr (std::is_same_v<T, float>)
+    cpu::gemm_batched_f32(ta, tb, batch, M, N, K, 1.0f, A, lda, sa, B, ldb, sb, 0.0f, C, ldc, sc);
+  else
+    cpu::gemm_batched_f64(ta, tb, batch, M, N, K, 1.0, A, lda, sa, B, ldb, sb, 0.0, C, ldc, sc);
+}
+
+// a [..., M, K] @ b [K, N]: the leading dims of a fold into M when its layout allows.
+Tensor matmul_shared_rhs(Tensor a, Tensor b) {
+  const int64_t K = a.size(-1), N = b.size(-1);
+  Shape out_shape(a.shape().begin(), a.shape().end() - 1);
+  out_shape.push_back(N);
+  int64_t rows = a.numel() / std::max<int64_t>(K, 1);
+  {
+    NoGradGuard no_grad;
+    a = a.dim() == 2 ? a : a.reshape({rows, K});
+  }
+  MatrixOperand ma = matrix_operand(a), mb = matrix_operand(b);
+  Tensor out = empty({rows, N}, {a.dtype(), a.device()});
+  dispatch_floating("matmul", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    gemm<T>(ma.transposed, mb.transposed, rows, N, K, a.data<T>(), ma.ld, b.data<T>(), mb.ld, T(0), out.data<T>(), N);
+  });
+  return out.view(out_shape);
+}
+
+// Batched: the batch dims broadcast, then flatten to one batch dim with a single stride.
+Tensor matmul_batched(const Tensor& a_in, const Tensor& b_in) {
+  const int64_t M = a_in.size(-2), K = a_in.size(-1), N = b_in.size(-1);
+  Shape batch_a(a_in.shape().begin(), a_in.shape().end() - 2), batch_b(b_in.shape().begin(), b_in.shape().end() - 2);
+  Shape batch = broadcast_shapes(batch_a, batch_b, "matmul");
+  int64_t count = shape_numel(batch);
+  Shape shape_a = batch, shape_b = batch, out_shape = batch;
+  shape_a.insert(shape_a.end(), {M, K});
+  shape_b.insert(shape_b.end(), {K, N});
+  out_shape.insert(out_shape.end(), {M, N});
+  Tensor a, b;
+  {
+    NoGradGuard no_grad;
+    a = a_in.expand(shape_a).reshape({count, M, K});
+    b = b_in.expand(shape_b).reshape({count, K, N});
+  }
+  MatrixOperand ma = matrix_operand(a), mb = matrix_operand(b);
+  Tensor out = empty({count, M, N}, {a.dtype(), a.device()});
+  dispatch_floating("matmul", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    gemm_batched<T>(ma.transposed, mb.transposed, count, M, N, K, a.data<T>(), ma.ld, a.stride(0), b.data<T>(), mb.ld,
+                    b.stride(0), out.data<T>(), N, M * N);
+  });
+  return out.view(out_shape);
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  require_cpu("matmul", {&a, &b});
+  require_same_dtype("matmul", a, b);
+  BAM_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: operands must have at least 1 dim, got {} and {}", a.describe(),
+            b.describe());
+  if (a.dim() == 1 && b.dim() == 1) return matmul(a.unsqueeze(0), b.unsqueeze(1)).reshape({});
+  if (a.dim() == 1) return matmul(a.unsqueeze(0), b).squeeze(-2);
+  if (b.dim() == 1) return matmul(a, b.unsqueeze(1)).squeeze(-1);
+  BAM_CHECK(a.size(-1) == b.size(-2), "matmul: inner dimensions differ: {} @ {}", a.describe(), b.describe());
+
+  Tensor out = b.dim() == 2 ? matmul_shared_rhs(a, b) : matmul_batched(a, b);
+  Tensor ad = a.detach(), bd = b.detach();
+  bool need_a = a.requires_grad(), need_b = b.requires_grad();
+  return record("matmul", out, {a, b}, [ad, bd, need_a, need_b](const Tensor& g) {
+    Tensor da, db;
+    if (need_a) da = sum_to_shape(matmul(g, bd.transpose(-1, -2)), ad.shape());
+    if (need_b) {
+      if (bd.dim() == 2) {
+        // Shared weight: one GEMM over all rows instead of a batched product then a sum.
+        int64_t K = ad.size(-1), N = g.size(-1);
+        db = matmul(ad.reshape({-1, K}).t(), g.reshape({-1, N}));
+      } else {
+        db = sum_to_shape(matmul(ad.transpose(-1, -2), g), bd.shape());
+      }
+    }
+    return std::vector<Tensor>{da, db};
+  });
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  require_cpu("linear", {&x, &weight, &bias});
+  require_same_dtype("linear", x, weight);
+  BAM_CHECK(weight.dim() == 2, "linear: weight must be [out, in], got {}", weight.describe());
+  BAM_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input {} does not match weight {} (in = {})",
+            x.describe(), weight.describe(), weight.size(1));
+  const int64_t in = weight.size(1), out_features = weight.size(0);
+  if (bias.defined()) {
+    require_same_dtype("linear", x, bias);
+    BAM_CHECK(bias.dim() == 1 && bias.size(0) == out_features, "linear: bias {} does not match {} outputs",
+              bias.describe(), out_features);
+  }
+  Tensor x2, w = weight;
+  {
+    NoGradGuard no_grad;
+    x2 = x.reshape({-1, in});
+  }
+  const int64_t rows = x2.size(0);
+  MatrixOperand mx = matrix_operand(x2), mw = matrix_operand(w);
+  Tensor out = empty({rows, out_features}, {x.dtype(), x.device()});
+  dispatch_floating("linear", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T beta = T(0);
+    if (bias.defined()) {
+      copy_into(out, bias);  // every row starts as the bias; the GEMM accumulates on top
+      beta = T(1);
+    }
+    // out = x2 @ w^T: w stored [out, in] is the transposed form of the [in, out] operand.
+    gemm<T>(mx.transposed, !mw.transposed, rows, out_features, in, x2.data<T>(), mx.ld, w.data<T>(), mw.ld, beta,
+            out.data<T>(), out_features);
+  });
+  Shape out_shape(x.shape().begin(), x.shape().end() - 1);
+  out_shape.push_back(out_features);
+  out = out.view(out_shape);
+
+  Tensor xd = x.detach(), wd = weight.detach();
+  bool need_x = x.requires_grad(), need_w = weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
+  return record("linear", out, {x, weight, bias}, [xd, wd, need_x, need_w, need_b, in, out_features](const Tensor& g) {
+    Tensor g2 = g.reshape({-1, out_features});
+    Tensor dx, dw, db;
+    if (need_x) dx = matmul(g2, wd).view(xd.shape());
+    if (need_w) dw = matmul(g2.t(), xd.reshape({-1, in}));
+    if (need_b) db = sum(g2, {0});
+    return std::vector<Tensor>{dx, dw, db};
+  });
+}
+
+}  // namespace bam

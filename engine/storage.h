@@ -1,0 +1,38 @@
+// Storage: one reference-counted block of memory on a device, shared by all views of a tensor.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+
+#include "engine/device.h"
+
+namespace bam {
+
+class Storage {
+ public:
+  // Allocates nbytes on the device (CPU: 64-byte aligned; CUDA: through the caching allocator).
+  Storage(size_t nbytes, Device device);
+  // Wraps memory owned elsewhere; `release` is called with the pointer when the storage dies.
+  Storage(void* data, size_t nbytes, Device device, std::function<void(void*)> release);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Device device_;
+  std::function<void(void*)> release_;
+};
+
+// Bytes currently held by CPU tensors, and the peak since start (for the progress line).
+size_t cpu_bytes_in_use();
+size_t cpu_peak_bytes();
+void reset_cpu_peak_bytes();
+
+}  // namespace bam

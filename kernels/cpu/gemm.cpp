@@ -1,0 +1,414 @@
+// GEMM driver: kernel choice, cache blocking and packing, threading, plus the f64 and batched
+// paths. The AVX2 micro-kernel lives in gemm_avx2.cpp; a portable one is defined here.
+//
+// Blocking (BLIS-style), with mr x nr the micro-kernel tile:
+//   - op(B) is packed once per call, shared by all threads: for each kc-deep slice of K, nr-wide
+//     column micro-panels (kc x nr, k-major). One micro-panel (kc x 16 floats = 24 KiB at kc = 384)
+//     stays in L1 while the micro-kernel sweeps the rows of an A block against it.
+//   - op(A) is packed per task: an mc x kc block (in L2) as mr-row micro-panels.
+//   - Tasks are (row block of mc rows) x (column chunk). Tall problems split only rows, so no
+//     packing is repeated; short-and-wide ones also split columns.
+#include "kernels/cpu/gemm.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "kernels/cpu/parallel.h"
+
+namespace bam::cpu {
+namespace {
+
+using gemm_detail::MicroKernelF32;
+
+// ---------------------------------------------------------------------------------------------
+// Portable micro-kernel: plain C++ the compiler can vectorise for any target.
+
+constexpr int kPortableRows = 4;
+constexpr int kPortableCols = 8;
+
+void portable_multiply_tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                            float alpha, float beta, int rows, int cols) {
+  // Fully unrolled constant loops let the compiler keep acc in (SIMD) registers.
+  float acc[kPortableRows][kPortableCols] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* b_row = b + k * kPortableCols;
+#pragma GCC unroll 8
+    for (int r = 0; r < kPortableRows; ++r) {
+      const float a_value = a[k * kPortableRows + r];
+#pragma GCC unroll 8
+      for (int j = 0; j < kPortableCols; ++j) acc[r][j] += a_value * b_row[j];
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    float* c_row = c + r * ldc;
+    if (beta == 0.0f) {
+      for (int j = 0; j < cols; ++j) c_row[j] = alpha * acc[r][j];
+    } else {
+      for (int j = 0; j < cols; ++j) c_row[j] = alpha * acc[r][j] + beta * c_row[j];
+    }
+  }
+}
+
+// Packs `lanes` (rows of op(A) or columns of op(B)) into micro-panels `width` lanes wide,
+// k-major, zero-padding the last panel. Lane i at step k is src[i * lane_stride + k * k_stride].
+void portable_pack(const float* src, int64_t lane_stride, int64_t k_stride, int64_t lanes,
+                   int64_t kc, int width, float* dst) {
+  for (int64_t lane0 = 0; lane0 < lanes; lane0 += width, dst += width * kc) {
+    const int64_t panel_lanes = std::min<int64_t>(width, lanes - lane0);
+    const float* panel_src = src + lane0 * lane_stride;
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int64_t i = 0; i < width; ++i) {
+        dst[k * width + i] = i < panel_lanes ? panel_src[i * lane_stride + k * k_stride] : 0.0f;
+      }
+    }
+  }
+}
+
+void portable_pack_a(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc,
+                     float* dst) {
+  portable_pack(src, trans ? 1 : ld, trans ? ld : 1, rows, kc, kPortableRows, dst);
+}
+
+void portable_pack_b(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc,
+                     float* dst) {
+  portable_pack(src, trans ? ld : 1, trans ? 1 : ld, cols, kc, kPortableCols, dst);
+}
+
+const MicroKernelF32 kPortableKernel{"portable 4x8", kPortableRows, kPortableCols,
+                                     portable_multiply_tile, portable_pack_a, portable_pack_b};
+
+// ---------------------------------------------------------------------------------------------
+// Kernel choice: decided once (CPU check + BAM_GEMM_KERNEL), overridable by gemm_force_kernel.
+
+bool cpu_has_avx2_fma() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+const MicroKernelF32* kernel_for_name(const char* name) {
+  const bool want_portable = std::strcmp(name, "portable") == 0;
+  const bool want_best = std::strcmp(name, "auto") == 0 || std::strcmp(name, "avx2") == 0;
+  if (!want_portable && !want_best) return nullptr;
+  if (want_best && cpu_has_avx2_fma()) return &gemm_detail::avx2_micro_kernel_f32();
+  return &kPortableKernel;
+}
+
+std::atomic<const MicroKernelF32*> g_forced_kernel{nullptr};
+
+const MicroKernelF32& active_kernel() {
+  if (const MicroKernelF32* forced = g_forced_kernel.load(std::memory_order_acquire)) {
+    return *forced;
+  }
+  static const MicroKernelF32* from_environment = [] {
+    const char* env = std::getenv("BAM_GEMM_KERNEL");
+    const MicroKernelF32* kernel = env ? kernel_for_name(env) : nullptr;
+    return kernel ? kernel : kernel_for_name("auto");
+  }();
+  return *from_environment;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block sizes, chosen for a 48 KiB L1d / 1 MiB L2 per core (AMD Zen 5; also fine on Zen 3/4 and
+// recent Intel). kc: the B micro-panel (kc x nr) must stay in L1 next to the streamed A panel.
+// mc: the A block (mc x kc) takes about a third of L2, leaving room for B panels passing through.
+
+static int64_t env_or(const char* n, int64_t d) { const char* e = std::getenv(n); return e ? std::atol(e) : d; }  // TUNING
+static const int64_t kMaxDepth = env_or("KC", 384);     // kc
+static const int64_t kMaxBlockRows = env_or("MC", 168);  // mc (rounded to a multiple of mr)
+// Packed op(B) kept at once, in floats: within L3, so each task rereads it from cache.
+static const int64_t kPackedBBudget = env_or("BB", 256 * 1024);  // TUNING
+// Below this many multiply-adds packing costs more than it saves: use the direct loop.
+constexpr int64_t kDirectLoopMaxWork = 32 * 1024;
+// Below this many multiply-adds one thread is quicker than waking the pool.
+constexpr int64_t kSerialMaxWork = 256 * 1024;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t multiple) { return ceil_div(a, multiple) * multiple; }
+
+// A per-thread scratch buffer aligned to 64 bytes that only grows.
+class PackBuffer {
+ public:
+  PackBuffer() = default;
+  PackBuffer(const PackBuffer&) = delete;
+  PackBuffer& operator=(const PackBuffer&) = delete;
+  ~PackBuffer() { std::free(data_); }
+
+  float* get(int64_t num_floats) {
+    const size_t bytes = static_cast<size_t>(round_up(num_floats * int64_t{sizeof(float)}, 64));
+    if (bytes > capacity_) {
+      std::free(data_);
+      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!data_) throw std::bad_alloc();
+      capacity_ = bytes;
+    }
+    return data_;
+  }
+
+ private:
+  float* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+thread_local PackBuffer t_packed_a;
+thread_local PackBuffer t_packed_b;
+
+// Slack after a packed buffer: the AVX2 packers may store up to 8 floats past the last panel.
+constexpr int64_t kPackSlack = 16;
+
+template <typename T>
+void scale_matrix(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; ++i) {
+    T* c_row = C + i * ldc;
+    if (beta == T(0)) {
+      std::fill(c_row, c_row + N, T(0));
+    } else if (beta != T(1)) {
+      for (int64_t j = 0; j < N; ++j) c_row[j] *= beta;
+    }
+  }
+}
+
+// Unpacked i-k-j loop for rows [row_begin, row_end): for tiny problems and for the f64 path.
+template <typename T>
+void direct_gemm_rows(bool trans_a, bool trans_b, int64_t row_begin, int64_t row_end, int64_t N,
+                      int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb, T beta,
+                      T* C, int64_t ldc) {
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    T* c_row = C + i * ldc;
+    scale_matrix<T>(1, N, beta, c_row, ldc);
+    for (int64_t k = 0; k < K; ++k) {
+      const T a_value = alpha * (trans_a ? A[k * lda + i] : A[i * lda + k]);
+      if (trans_b) {
+        for (int64_t j = 0; j < N; ++j) c_row[j] += a_value * B[j * ldb + k];
+      } else {
+        const T* b_row = B + k * ldb;
+        for (int64_t j = 0; j < N; ++j) c_row[j] += a_value * b_row[j];
+      }
+    }
+  }
+}
+
+// How one packed GEMM is cut into tasks.
+struct GemmPlan {
+  int64_t depth;         // kc of every K slice but possibly the last
+  int64_t block_rows;    // mc
+  int64_t row_blocks;    // ceil(M / mc)
+  int64_t panels;        // ceil(N / nr)
+  int64_t column_chunks; // tasks per row block, each a run of B micro-panels
+};
+
+GemmPlan make_plan(const MicroKernelF32& kernel, int64_t M, int64_t N, int64_t K, int threads) {
+  GemmPlan plan{};
+  // Equal K slices no deeper than kMaxDepth, so the last one is not a short remnant.
+  const int64_t depth_slices = ceil_div(K, kMaxDepth);
+  plan.depth = std::min(round_up(ceil_div(K, depth_slices), 8), kMaxDepth);
+  // Equal row blocks, their count a multiple of the thread count so every thread gets as many.
+  const int64_t row_panels = ceil_div(M, kernel.mr);
+  int64_t row_blocks = ceil_div(M, kMaxBlockRows);
+  if (threads > 1) row_blocks = std::min(round_up(row_blocks, threads), row_panels);
+  plan.block_rows = round_up(ceil_div(M, row_blocks), kernel.mr);
+  plan.row_blocks = ceil_div(M, plan.block_rows);
+  plan.panels = ceil_div(N, kernel.nr);
+  // Too few row blocks for the threads: split the columns too (each chunk repacks its A block,
+  // which is small when M is).
+  plan.column_chunks = 1;
+  if (plan.row_blocks < threads) {
+    plan.column_chunks = std::min<int64_t>(ceil_div(threads, plan.row_blocks), plan.panels);
+  }
+  return plan;
+}
+
+// The packed GEMM: K > 0, alpha != 0.
+void packed_gemm_f32(const MicroKernelF32& kernel, bool trans_a, bool trans_b, int64_t M,
+                     int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                     const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int threads =
+      (in_parallel_region() || M * N * K <= kSerialMaxWork) ? 1 : num_threads();
+  const GemmPlan plan = make_plan(kernel, M, N, K, threads);
+  const int64_t mr = kernel.mr;
+  const int64_t nr = kernel.nr;
+  const int64_t padded_n = plan.panels * nr;
+  // K slices are handled in groups whose packed B fits kPackedBBudget: pack the group's B (all
+  // threads), then every task multiplies against it while it is still in cache.
+  const int64_t group_depth =
+      std::min(K, std::max<int64_t>(1, kPackedBBudget / (plan.depth * padded_n)) * plan.depth);
+  float* packed_b = t_packed_b.get(group_depth * padded_n + kPackSlack);
+  const int64_t panels_per_chunk = ceil_div(plan.panels, plan.column_chunks);
+  const int num_tasks = static_cast<int>(plan.row_blocks * plan.column_chunks);
+
+  for (int64_t group_k0 = 0; group_k0 < K; group_k0 += group_depth) {
+    const int64_t group_k1 = std::min(K, group_k0 + group_depth);
+    // Slice s of the group (K rows from k0 = group_k0 + s*depth) starts at (k0 - group_k0) *
+    // padded_n; within it, micro-panel j starts at j * slice_depth * nr.
+    const int64_t group_slices = ceil_div(group_k1 - group_k0, plan.depth);
+    const auto pack_b_items = [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t k0 = group_k0 + (item / plan.panels) * plan.depth;
+        const int64_t panel = item % plan.panels;
+        const int64_t kc = std::min(plan.depth, group_k1 - k0);
+        const int64_t j0 = panel * nr;
+        const float* src = trans_b ? B + j0 * ldb + k0 : B + k0 * ldb + j0;
+        kernel.pack_b(trans_b, src, ldb, std::min(nr, N - j0), kc,
+                      packed_b + (k0 - group_k0) * padded_n + panel * kc * nr);
+      }
+    };
+    const int64_t pack_items = group_slices * plan.panels;
+    if (threads > 1) {
+      parallel_for(pack_items, std::max<int64_t>(1, 64 * 1024 / (plan.depth * nr)), pack_b_items);
+    } else {
+      pack_b_items(0, pack_items);
+    }
+
+    // Each task packs its A block slice by slice and sweeps its B micro-panels.
+    const auto run_task = [&](int task) {
+      const int64_t row_block = task / plan.column_chunks;
+      const int64_t chunk = task % plan.column_chunks;
+      const int64_t i0 = row_block * plan.block_rows;
+      const int64_t rows = std::min(plan.block_rows, M - i0);
+      const int64_t panel_begin = chunk * panels_per_chunk;
+      const int64_t panel_end = std::min(plan.panels, panel_begin + panels_per_chunk);
+      float* packed_a = t_packed_a.get(round_up(rows, mr) * plan.depth + kPackSlack);
+      for (int64_t k0 = group_k0; k0 < group_k1; k0 += plan.depth) {
+        const int64_t kc = std::min(plan.depth, group_k1 - k0);
+        kernel.pack_a(trans_a, trans_a ? A + k0 * lda + i0 : A + i0 * lda + k0, lda, rows, kc,
+                      packed_a);
+        const float slice_beta = k0 == 0 ? beta : 1.0f;
+        for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
+          const float* b_panel = packed_b + (k0 - group_k0) * padded_n + panel * kc * nr;
+          const int64_t j0 = panel * nr;
+          const int64_t cols = std::min(nr, N - j0);
+          for (int64_t r0 = 0; r0 < rows; r0 += mr) {
+            kernel.multiply_tile(kc, packed_a + r0 * kc, b_panel, C + (i0 + r0) * ldc + j0, ldc,
+                                 alpha, slice_beta, static_cast<int>(std::min(mr, rows - r0)),
+                                 static_cast<int>(cols));
+          }
+        }
+      }
+    };
+    parallel_tasks(num_tasks, run_task);
+  }
+}
+
+constexpr int64_t kPrefetchMaxFloats = 16 * 1024;
+
+void prefetch_span(const float* begin, int64_t num_floats) {
+  for (int64_t i = 0; i < num_floats; i += 16) __builtin_prefetch(begin + i);
+}
+
+// Threads share a batch when it splits evenly or is large; otherwise each GEMM is threaded.
+bool spread_batch_over_threads(int64_t batch) {
+  if (in_parallel_region()) return false;
+  const int threads = num_threads();
+  return threads > 1 && (batch % threads == 0 || batch >= 4 * threads);
+}
+
+}  // namespace
+
+void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+              int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {
+    scale_matrix<float>(M, N, beta, C, ldc);
+    return;
+  }
+  if (M * N * K <= kDirectLoopMaxWork) {
+    direct_gemm_rows<float>(trans_a, trans_b, 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  packed_gemm_f32(active_kernel(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                  ldc);
+}
+
+void gemm_f64(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha,
+              const double* A, int64_t lda, const double* B, int64_t ldb, double beta, double* C,
+              int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0) {
+    scale_matrix<double>(M, N, beta, C, ldc);
+    return;
+  }
+  // Rows are independent; each chunk walks K in slices so a slice of B stays cached across rows.
+  constexpr int64_t kSliceDepth = 64;
+  constexpr int64_t kRowBlock = 32;
+  const auto rows = [&](int64_t row_begin, int64_t row_end) {
+    for (int64_t i0 = row_begin; i0 < row_end; i0 += kRowBlock) {
+      const int64_t i1 = std::min(row_end, i0 + kRowBlock);
+      for (int64_t k0 = 0; k0 < K; k0 += kSliceDepth) {
+        const int64_t kc = std::min(kSliceDepth, K - k0);
+        const double* a_slice = trans_a ? A + k0 * lda : A + k0;
+        const double* b_slice = trans_b ? B + k0 : B + k0 * ldb;
+        direct_gemm_rows<double>(trans_a, trans_b, i0, i1, N, kc, alpha, a_slice, lda, b_slice,
+                                 ldb, k0 == 0 ? beta : 1.0, C, ldc);
+      }
+    }
+  };
+  const int64_t grain = std::max<int64_t>(1, kSerialMaxWork / std::max<int64_t>(1, N * K));
+  parallel_for(M, grain, rows);
+}
+
+void gemm_batched_f32(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
+                      float alpha, const float* A, int64_t lda, int64_t stride_a, const float* B,
+                      int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc,
+                      int64_t stride_c) {
+  // Small matrices are latency-bound on their first touch: fetch the next item's operands while
+  // this one is multiplied.
+  const int64_t a_span = ((trans_a ? K : M) - 1) * lda + (trans_a ? M : K);
+  const int64_t b_span = ((trans_b ? N : K) - 1) * ldb + (trans_b ? K : N);
+  const bool prefetch_next = a_span + b_span <= kPrefetchMaxFloats;
+  const auto one = [&](int64_t i) {
+    if (prefetch_next && i + 1 < batch) {
+      prefetch_span(A + (i + 1) * stride_a, a_span);
+      prefetch_span(B + (i + 1) * stride_b, b_span);
+    }
+    gemm_f32(trans_a, trans_b, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta,
+             C + i * stride_c, ldc);
+  };
+  if (batch <= 0) return;
+  if (spread_batch_over_threads(batch)) {
+    parallel_for(batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) one(i);
+    });
+  } else {
+    for (int64_t i = 0; i < batch; ++i) one(i);
+  }
+}
+
+void gemm_batched_f64(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
+                      double alpha, const double* A, int64_t lda, int64_t stride_a,
+                      const double* B, int64_t ldb, int64_t stride_b, double beta, double* C,
+                      int64_t ldc, int64_t stride_c) {
+  const auto one = [&](int64_t i) {
+    gemm_f64(trans_a, trans_b, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta,
+             C + i * stride_c, ldc);
+  };
+  if (batch <= 0) return;
+  if (spread_batch_over_threads(batch)) {
+    parallel_for(batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) one(i);
+    });
+  } else {
+    for (int64_t i = 0; i < batch; ++i) one(i);
+  }
+}
+
+const char* gemm_kernel_name() { return active_kernel().name; }
+
+bool gemm_force_kernel(const char* name) {
+  if (!name) {
+    g_forced_kernel.store(nullptr, std::memory_order_release);
+    return true;
+  }
+  const MicroKernelF32* kernel = kernel_for_name(name);
+  if (!kernel) return false;
+  g_forced_kernel.store(kernel, std::memory_order_release);
+  return true;
+}
+
+}  // namespace bam::cpu

@@ -1,0 +1,75 @@
+// Dense matrix multiply on the CPU (single and batched, f32 and f64): the engine's GEMM.
+#pragma once
+
+#include <cstdint>
+
+namespace bam::cpu {
+
+// Shape letters: C is M x N, the reduction runs over K. All matrices are row-major with an
+// explicit row stride (lda, ldb, ldc >= the row length as stored).
+//
+// C[M,N] = alpha * op(A) * op(B) + beta * C.
+//   op(A) is M x K: A is stored M x K when !trans_a, K x M when trans_a.
+//   op(B) is K x N: B is stored K x N when !trans_b, N x K when trans_b.
+// When beta == 0, C is never read (it may hold NaN). M, N or K may be 0; K == 0 gives C = beta*C.
+// Runs on the thread pool of parallel.h (serially when called from inside a parallel region).
+void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+              int64_t ldc);
+
+// The same contract in double precision, for finite-difference gradient checks: a plain
+// cache-blocked loop, exact rather than fast.
+void gemm_f64(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha,
+              const double* A, int64_t lda, const double* B, int64_t ldb, double beta, double* C,
+              int64_t ldc);
+
+// `batch` independent GEMMs: matrix i uses A + i*stride_a, B + i*stride_b, C + i*stride_c.
+// Many small matrices are spread over threads one matrix per task; a few big ones are threaded
+// inside each GEMM.
+void gemm_batched_f32(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
+                      float alpha, const float* A, int64_t lda, int64_t stride_a, const float* B,
+                      int64_t ldb, int64_t stride_b, float beta, float* C, int64_t ldc,
+                      int64_t stride_c);
+void gemm_batched_f64(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
+                      double alpha, const double* A, int64_t lda, int64_t stride_a, const double* B,
+                      int64_t ldb, int64_t stride_b, double beta, double* C, int64_t ldc,
+                      int64_t stride_c);
+
+// The f32 micro-kernel in use, e.g. "avx2-fma 6x16" or "portable 4x8".
+const char* gemm_kernel_name();
+
+// Chooses the f32 micro-kernel: "auto" (AVX2/FMA when the CPU has it), "avx2" (falls back to
+// portable when the CPU lacks AVX2/FMA) or "portable". Returns false for an unknown name.
+// nullptr returns to the default: the environment variable BAM_GEMM_KERNEL (same names, read
+// once on first use), else "auto".
+// Meant for tests and benchmarks; not to be called while a GEMM runs on another thread.
+bool gemm_force_kernel(const char* name);
+
+namespace gemm_detail {
+
+// What gemm.cpp needs from an f32 micro-kernel implementation (one per instruction set).
+// Packed layouts: an A micro-panel holds `mr` rows of op(A) for kc steps, stored k-major
+// (a[k*mr + row]); a B micro-panel holds `nr` columns of op(B), stored k-major (b[k*nr + col]).
+// Rows/columns past the matrix edge are zero in the packed copy.
+struct MicroKernelF32 {
+  const char* name;
+  int mr;
+  int nr;
+  // c (row stride ldc) = alpha * a_panel * b_panel + beta * c on the top-left rows x cols of the
+  // mr x nr tile (1 <= rows <= mr, 1 <= cols <= nr); beta == 0 never reads c.
+  void (*multiply_tile)(int64_t kc, const float* a_panel, const float* b_panel, float* c,
+                        int64_t ldc, float alpha, float beta, int rows, int cols);
+  // Packs rows x kc of op(A) into ceil(rows / mr) micro-panels at dst. `src` points at element
+  // (0, 0) of the block: rows are `ld` apart when !trans, columns are `ld` apart when trans.
+  // dst needs room for ceil(rows / mr) * mr * kc floats plus 8 floats of slack.
+  void (*pack_a)(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, float* dst);
+  // Packs kc x cols of op(B) into ceil(cols / nr) micro-panels (same conventions as pack_a).
+  void (*pack_b)(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc, float* dst);
+};
+
+// The AVX2/FMA implementation (gemm_avx2.cpp); only to be used when the CPU supports it.
+const MicroKernelF32& avx2_micro_kernel_f32();
+
+}  // namespace gemm_detail
+
+}  // namespace bam::cpu

@@ -1,0 +1,219 @@
+// AVX2/FMA pieces of the f32 GEMM: the 6x16 micro-kernel and the packing routines that feed it.
+// Compiled with -mavx2 -mfma; gemm.cpp only calls in here after checking the CPU at run time.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels/cpu/gemm.h"
+
+namespace bam::cpu::gemm_detail {
+namespace {
+
+// The tile: 6 rows x 16 columns (see multiply_tile_fixed).
+constexpr int kRows = 6;
+constexpr int kCols = 16;
+
+// Accumulates a ROWS x (8 * HALVES) tile over kc steps, then writes its top-left rows x cols
+// corner (cols > 8 * (HALVES - 1)): c = alpha * acc + beta * c, c not read when beta == 0.
+// <6, 2> is the main kernel: 12 accumulators + 2 B vectors + 1 broadcast A value = 15 of the 16
+// ymm registers, and 12 independent FMAs per k step (8 loads) keep both FMA pipes busy. Smaller
+// instances serve the edges of C without computing (much) padding. The constant loops must be
+// unrolled (pragmas) so that the accumulators live in registers.
+template <int ROWS, int HALVES>
+void multiply_tile_fixed(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                         float alpha, float beta, int cols) {
+  // Start pulling the C tile towards L1 now; it is only touched after the k loop.
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 8 * HALVES - 1), _MM_HINT_T0);
+  }
+  __m256 acc[ROWS][HALVES];
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 8
+    for (int h = 0; h < HALVES; ++h) acc[r][h] = _mm256_setzero_ps();
+  }
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    __m256 b_half[HALVES];
+#pragma GCC unroll 8
+    for (int h = 0; h < HALVES; ++h) b_half[h] = _mm256_load_ps(b + 8 * h);
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) {
+      const __m256 a_value = _mm256_broadcast_ss(a + r);
+#pragma GCC unroll 8
+      for (int h = 0; h < HALVES; ++h) acc[r][h] = _mm256_fmadd_ps(a_value, b_half[h], acc[r][h]);
+    }
+    a += kRows;
+    b += kCols;
+  }
+  const __m256 valpha = _mm256_set1_ps(alpha);
+  const __m256 vbeta = _mm256_set1_ps(beta);
+  // Lanes of the last half that lie inside C.
+  const __m256i last_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8 * (HALVES - 1)),
+                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const bool last_full = cols == 8 * HALVES;
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+    float* c_row = c + r * ldc;
+#pragma GCC unroll 8
+    for (int h = 0; h < HALVES; ++h) {
+      __m256 value = _mm256_mul_ps(acc[r][h], valpha);
+      if (h < HALVES - 1 || last_full) {
+        if (beta != 0.0f) value = _mm256_fmadd_ps(vbeta, _mm256_loadu_ps(c_row + 8 * h), value);
+        _mm256_storeu_ps(c_row + 8 * h, value);
+      } else {
+        if (beta != 0.0f) {
+          value = _mm256_fmadd_ps(vbeta, _mm256_maskload_ps(c_row + 8 * h, last_mask), value);
+        }
+        _mm256_maskstore_ps(c_row + 8 * h, last_mask, value);
+      }
+    }
+  }
+}
+
+template <int ROWS>
+void multiply_tile_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                        float alpha, float beta, int cols) {
+  if (cols > 8) {
+    multiply_tile_fixed<ROWS, 2>(kc, a, b, c, ldc, alpha, beta, cols);
+  } else {
+    multiply_tile_fixed<ROWS, 1>(kc, a, b, c, ldc, alpha, beta, cols);
+  }
+}
+
+void multiply_tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+                   float beta, int rows, int cols) {
+  switch (rows) {
+    case 6: return multiply_tile_rows<6>(kc, a, b, c, ldc, alpha, beta, cols);
+    case 5: return multiply_tile_rows<5>(kc, a, b, c, ldc, alpha, beta, cols);
+    case 4: return multiply_tile_rows<4>(kc, a, b, c, ldc, alpha, beta, cols);
+    case 3: return multiply_tile_rows<3>(kc, a, b, c, ldc, alpha, beta, cols);
+    case 2: return multiply_tile_rows<2>(kc, a, b, c, ldc, alpha, beta, cols);
+    default: return multiply_tile_rows<1>(kc, a, b, c, ldc, alpha, beta, cols);
+  }
+}
+
+// In-register transpose: on return row[j] holds element j of every input row (8 x 8 floats).
+inline void transpose_8x8(__m256 row[8]) {
+  __m256 pair[8], quad[8];
+  for (int i = 0; i < 8; i += 2) {
+    pair[i] = _mm256_unpacklo_ps(row[i], row[i + 1]);
+    pair[i + 1] = _mm256_unpackhi_ps(row[i], row[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    quad[i + 0] = _mm256_shuffle_ps(pair[i], pair[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    quad[i + 1] = _mm256_shuffle_ps(pair[i], pair[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    quad[i + 2] = _mm256_shuffle_ps(pair[i + 1], pair[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    quad[i + 3] = _mm256_shuffle_ps(pair[i + 1], pair[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    row[i] = _mm256_permute2f128_ps(quad[i], quad[i + 4], 0x20);
+    row[i + 4] = _mm256_permute2f128_ps(quad[i], quad[i + 4], 0x31);
+  }
+}
+
+// Scalar packing of a partial micro-panel (fewer than `width` rows/columns), zero-padded.
+// Lane i at step k is src[i * lane_stride + k * k_stride].
+void pack_edge(const float* src, int64_t lane_stride, int64_t k_stride, int64_t lanes, int64_t kc,
+               int width, float* dst) {
+  for (int64_t k = 0; k < kc; ++k) {
+    float* to = dst + k * width;
+    const float* from = src + k * k_stride;
+    for (int64_t i = 0; i < lanes; ++i) to[i] = from[i * lane_stride];
+    for (int64_t i = lanes; i < width; ++i) to[i] = 0.0f;
+  }
+}
+
+// One full 6-row micro-panel from row-major A (rows `ld` apart, contiguous along k): transpose
+// 8 k-steps at a time. Each 8-float store spills 2 floats into the next step's slot, which the
+// next store overwrites; the last one lands in the caller's slack.
+void pack_a_rows(const float* src, int64_t ld, int64_t kc, float* dst) {
+  int64_t k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    __m256 row[8];
+    for (int r = 0; r < kRows; ++r) row[r] = _mm256_loadu_ps(src + r * ld + k);
+    row[6] = row[7] = _mm256_setzero_ps();
+    transpose_8x8(row);
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (k + j) * kRows, row[j]);
+  }
+  for (; k < kc; ++k) {
+    for (int r = 0; r < kRows; ++r) dst[k * kRows + r] = src[r * ld + k];
+  }
+}
+
+// One full 6-row micro-panel from transposed A (each k step holds 6 contiguous values).
+void pack_a_columns(const float* src, int64_t ld, int64_t kc, float* dst) {
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* from = src + k * ld;
+    float* to = dst + k * kRows;
+    _mm_storeu_ps(to, _mm_loadu_ps(from));
+    // Two floats via a 64-bit load: never reads past the 6 values that belong to the panel.
+    _mm_storel_pi(reinterpret_cast<__m64*>(to + 4),
+                  _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(from + 4))));
+  }
+}
+
+void pack_a(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, float* dst) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows, dst += kRows * kc) {
+    const int64_t panel_rows = rows - r0 < kRows ? rows - r0 : kRows;
+    const float* panel_src = trans ? src + r0 : src + r0 * ld;
+    if (panel_rows < kRows) {
+      pack_edge(panel_src, trans ? 1 : ld, trans ? ld : 1, panel_rows, kc, kRows, dst);
+    } else if (trans) {
+      pack_a_columns(panel_src, ld, kc, dst);
+    } else {
+      pack_a_rows(panel_src, ld, kc, dst);
+    }
+  }
+}
+
+// One full 16-column micro-panel from row-major B (each k step holds 16 contiguous values).
+void pack_b_rows(const float* src, int64_t ld, int64_t kc, float* dst) {
+  for (int64_t k = 0; k < kc; ++k) {
+    _mm256_store_ps(dst + k * kCols, _mm256_loadu_ps(src + k * ld));
+    _mm256_store_ps(dst + k * kCols + 8, _mm256_loadu_ps(src + k * ld + 8));
+  }
+}
+
+// One full 16-column micro-panel from transposed B (columns `ld` apart, contiguous along k):
+// two 8 x 8 transposes per 8 k-steps.
+void pack_b_columns(const float* src, int64_t ld, int64_t kc, float* dst) {
+  int64_t k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    for (int half = 0; half < 2; ++half) {
+      __m256 row[8];
+      for (int j = 0; j < 8; ++j) row[j] = _mm256_loadu_ps(src + (half * 8 + j) * ld + k);
+      transpose_8x8(row);
+      for (int j = 0; j < 8; ++j) _mm256_store_ps(dst + (k + j) * kCols + half * 8, row[j]);
+    }
+  }
+  for (; k < kc; ++k) {
+    for (int j = 0; j < kCols; ++j) dst[k * kCols + j] = src[j * ld + k];
+  }
+}
+
+void pack_b(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc, float* dst) {
+  for (int64_t c0 = 0; c0 < cols; c0 += kCols, dst += kCols * kc) {
+    const int64_t panel_cols = cols - c0 < kCols ? cols - c0 : kCols;
+    const float* panel_src = trans ? src + c0 * ld : src + c0;
+    if (panel_cols < kCols) {
+      pack_edge(panel_src, trans ? ld : 1, trans ? 1 : ld, panel_cols, kc, kCols, dst);
+    } else if (trans) {
+      pack_b_columns(panel_src, ld, kc, dst);
+    } else {
+      pack_b_rows(panel_src, ld, kc, dst);
+    }
+  }
+}
+
+}  // namespace
+
+const MicroKernelF32& avx2_micro_kernel_f32() {
+  static const MicroKernelF32 kernel{"avx2-fma 6x16", kRows, kCols, multiply_tile, pack_a,
+                                     pack_b};
+  return kernel;
+}
+
+}  // namespace bam::cpu::gemm_detail

@@ -1,0 +1,99 @@
+// LayerNorm kernels. Statistics in double per row (two passes: mean, then centred variance);
+// parameter gradients are summed per thread and combined at the end.
+#include "kernels/cpu/layer_norm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/parallel.h"
+
+namespace bam::cpu {
+
+template <typename T>
+void layer_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mean, T* rstd, int64_t rows,
+                        int64_t cols, double eps) {
+  parallel_for(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * cols;
+      T* yr = y + r * cols;
+      double m = 0;
+      for (int64_t j = 0; j < cols; ++j) m += xr[j];
+      m /= static_cast<double>(cols);
+      double v = 0;
+      for (int64_t j = 0; j < cols; ++j) v += (xr[j] - m) * (xr[j] - m);
+      v /= static_cast<double>(cols);
+      const T mu = static_cast<T>(m);
+      const T rs = static_cast<T>(1.0 / std::sqrt(v + eps));
+      mean[r] = mu;
+      rstd[r] = rs;
+      for (int64_t j = 0; j < cols; ++j) {
+        T h = (xr[j] - mu) * rs;
+        if (weight) h *= weight[j];
+        if (bias) h += bias[j];
+        yr[j] = h;
+      }
+    }
+  });
+}
+
+template <typename T>
+void layer_norm_backward(const T* x, const T* weight, const T* mean, const T* rstd, const T* dy, T* dx,
+                         T* d_weight, T* d_bias, int64_t rows, int64_t cols) {
+  const int tasks = std::max(1, std::min<int>(num_threads(), static_cast<int>(rows)));
+  const bool want_params = d_weight || d_bias;
+  std::vector<double> partial(want_params ? static_cast<size_t>(tasks) * 2 * cols : 0, 0.0);
+  parallel_tasks(tasks, [&](int task) {
+    int64_t begin = rows * task / tasks, end = rows * (task + 1) / tasks;
+    double* pw = want_params ? partial.data() + static_cast<size_t>(task) * 2 * cols : nullptr;
+    double* pb = want_params ? pw + cols : nullptr;
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * cols;
+      const T* gr = dy + r * cols;
+      const T mu = mean[r], rs = rstd[r];
+      // With xhat = (x - mu) rstd and g = dy * weight:
+      // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+      double sum_g = 0, sum_g_xhat = 0;
+      for (int64_t j = 0; j < cols; ++j) {
+        T xhat = (xr[j] - mu) * rs;
+        T g = weight ? gr[j] * weight[j] : gr[j];
+        sum_g += g;
+        sum_g_xhat += double(g) * xhat;
+        if (want_params) {
+          pw[j] += double(gr[j]) * xhat;
+          pb[j] += gr[j];
+        }
+      }
+      if (dx) {
+        T* dr = dx + r * cols;
+        const T mean_g = static_cast<T>(sum_g / cols), mean_gx = static_cast<T>(sum_g_xhat / cols);
+        for (int64_t j = 0; j < cols; ++j) {
+          T xhat = (xr[j] - mu) * rs;
+          T g = weight ? gr[j] * weight[j] : gr[j];
+          dr[j] = rs * (g - mean_g - xhat * mean_gx);
+        }
+      }
+    }
+  });
+  if (!want_params) return;
+  for (int64_t j = 0; j < cols; ++j) {
+    double w = 0, b = 0;
+    for (int t = 0; t < tasks; ++t) {
+      w += partial[static_cast<size_t>(t) * 2 * cols + j];
+      b += partial[static_cast<size_t>(t) * 2 * cols + cols + j];
+    }
+    if (d_weight) d_weight[j] = static_cast<T>(w);
+    if (d_bias) d_bias[j] = static_cast<T>(b);
+  }
+}
+
+template void layer_norm_forward<float>(const float*, const float*, const float*, float*, float*, float*, int64_t,
+                                        int64_t, double);
+template void layer_norm_forward<double>(const double*, const double*, const double*, double*, double*, double*,
+                                         int64_t, int64_t, double);
+template void layer_norm_backward<float>(const float*, const float*, const float*, const float*, const float*,
+                                         float*, float*, float*, int64_t, int64_t);
+template void layer_norm_backward<double>(const double*, const double*, const double*, const double*,
+                                          const double*, double*, double*, double*, int64_t, int64_t);
+
+}  // namespace bam::cpu

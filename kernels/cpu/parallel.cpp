@@ -1,0 +1,180 @@
+// The thread pool behind parallel_for: N-1 workers plus the calling thread, woken per region.
+#include "kernels/cpu/parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace bam::cpu {
+namespace {
+
+thread_local bool t_in_region = false;
+
+int threads_from_environment() {
+  if (const char* env = std::getenv("BAM_NUM_THREADS")) {
+    char* end = nullptr;
+    long n = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && n >= 1 && n <= 1024) return static_cast<int>(n);
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+// Workers sleep on a condition variable; a region publishes a job (task count + function),
+// bumps the generation, and every participant pulls task indices from an atomic counter.
+class ThreadPool {
+ public:
+  explicit ThreadPool(int n) { start(n); }
+  ~ThreadPool() { stop(); }
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void resize(int n) {
+    std::lock_guard<std::mutex> region(region_mutex_);
+    stop();
+    start(n);
+  }
+
+  void run(int num_tasks, const std::function<void(int)>& fn) {
+    std::lock_guard<std::mutex> region(region_mutex_);  // one region at a time
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &fn;
+      num_tasks_ = num_tasks;
+      next_task_.store(0);
+      busy_workers_ = static_cast<int>(workers_.size());
+      ++generation_;
+    }
+    wake_.notify_all();
+    work_on_tasks(fn, num_tasks);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return busy_workers_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void start(int n) {
+    quit_ = false;
+    // Workers start from the current generation; reading it inside the thread instead could
+    // miss a job published before the thread got going.
+    uint64_t generation = generation_;
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, generation] { worker_loop(generation); });
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
+      ++generation_;
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+  }
+
+  void work_on_tasks(const std::function<void(int)>& fn, int num_tasks) {
+    t_in_region = true;
+    for (int task = next_task_.fetch_add(1); task < num_tasks; task = next_task_.fetch_add(1)) fn(task);
+    t_in_region = false;
+  }
+
+  void worker_loop(uint64_t seen) {
+    for (;;) {
+      const std::function<void(int)>* job = nullptr;
+      int num_tasks = 0;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (quit_) return;
+        job = job_;
+        num_tasks = num_tasks_;
+      }
+      if (job) work_on_tasks(*job, num_tasks);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (--busy_workers_ == 0) done_.notify_one();
+      }
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex region_mutex_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  const std::function<void(int)>* job_ = nullptr;
+  int num_tasks_ = 0;
+  int busy_workers_ = 0;
+  uint64_t generation_ = 0;
+  bool quit_ = false;
+  std::atomic<int> next_task_{0};
+};
+
+std::mutex g_pool_mutex;
+ThreadPool* g_pool = nullptr;
+int g_num_threads = 0;
+
+ThreadPool& pool() {
+  std::lock_guard<std::mutex> lock(g_pool_mutex);
+  if (!g_pool) {
+    if (g_num_threads == 0) g_num_threads = threads_from_environment();
+    g_pool = new ThreadPool(g_num_threads);  // lives until exit; workers are joined never
+  }
+  return *g_pool;
+}
+
+}  // namespace
+
+int num_threads() {
+  std::lock_guard<std::mutex> lock(g_pool_mutex);
+  if (g_num_threads == 0) g_num_threads = threads_from_environment();
+  return g_num_threads;
+}
+
+void set_num_threads(int n) {
+  n = std::max(1, n);
+  {
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    g_num_threads = n;
+    if (!g_pool) return;
+  }
+  g_pool->resize(n);
+}
+
+bool in_parallel_region() { return t_in_region; }
+
+void parallel_tasks(int num_tasks, const std::function<void(int)>& fn) {
+  if (num_tasks <= 0) return;
+  if (num_tasks == 1 || t_in_region || num_threads() == 1) {
+    for (int t = 0; t < num_tasks; ++t) fn(t);
+    return;
+  }
+  pool().run(num_tasks, fn);
+}
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  int threads = num_threads();
+  if (n <= grain || threads == 1 || t_in_region) {
+    fn(0, n);
+    return;
+  }
+  // A few chunks per thread balance uneven work without much scheduling overhead.
+  int64_t max_chunks = static_cast<int64_t>(threads) * 4;
+  int64_t chunks = std::min<int64_t>(max_chunks, (n + grain - 1) / grain);
+  int64_t chunk = (n + chunks - 1) / chunks;
+  chunks = (n + chunk - 1) / chunk;
+  parallel_tasks(static_cast<int>(chunks), [&](int c) {
+    int64_t begin = c * chunk;
+    fn(begin, std::min(n, begin + chunk));
+  });
+}
+
+}  // namespace bam::cpu

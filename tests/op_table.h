@@ -1,0 +1,30 @@
+// The op-test table: every differentiable op with input specs, the op call, and an independent
+// naive f64 reference. tests/test_ops.cpp runs each row: forward in f64 and f32 against the
+// reference, and a finite-difference gradient check in f64. Adding an op means adding a row.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tests/support.h"
+
+namespace bam::test {
+
+struct OpCase {
+  std::string name;
+  std::vector<InputSpec> inputs;
+  std::function<Tensor(const std::vector<Tensor>&)> run;
+  std::function<Ref(const std::vector<Ref>&)> reference;  // null: forward checked elsewhere
+  bool gradient = true;          // run the finite-difference check
+  Tolerance f32_tolerance = tolerance_for(DType::f32);
+};
+
+// Rows are split over files by op family; each returns its rows.
+std::vector<OpCase> elementwise_cases();
+std::vector<OpCase> reduction_cases();
+std::vector<OpCase> linalg_cases();
+std::vector<OpCase> nn_cases();
+std::vector<OpCase> shape_cases();
+
+}  // namespace bam::test

@@ -1,0 +1,96 @@
+// Test support: seeded random inputs in chosen layouts, a tiny f64 reference array type for naive
+// reference implementations, closeness checks from engine/tolerance.h, and the f64
+// finite-difference gradient check used by the op table.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/tolerance.h"
+
+namespace bam::test {
+
+// A dense row-major f64 array: what reference implementations read and write.
+struct Ref {
+  Shape shape;
+  std::vector<double> data;
+
+  Ref() = default;
+  explicit Ref(Shape s, double fill = 0.0) : shape(std::move(s)), data(shape_numel(shape), fill) {}
+  int64_t numel() const { return static_cast<int64_t>(data.size()); }
+  int64_t dim() const { return static_cast<int64_t>(shape.size()); }
+  // Linear position of a multi-index.
+  int64_t offset(const Shape& index) const;
+  double& at(const Shape& index) { return data[offset(index)]; }
+  double at(const Shape& index) const { return data[offset(index)]; }
+};
+
+// Every multi-index of `shape` in row-major order.
+std::vector<Shape> all_indices(const Shape& shape);
+// The element of `r` that broadcasts to `index` of a larger shape (NumPy rules).
+double broadcast_at(const Ref& r, const Shape& index);
+
+// The logical contents of any tensor (any layout, dtype) as a Ref.
+Ref to_ref(const Tensor& t);
+
+// How a generated input is laid out in memory: the values are the same, only strides differ.
+enum class Layout { contiguous, transposed, strided };
+// What values a generated input holds.
+enum class Values {
+  normal,     // N(0, 1)
+  positive,   // in [0.5, 2]
+  unit,       // in (-0.9, 0.9)
+  away,       // N(0, 1) kept at least 0.05 away from 0 and +-0.5 (kinks of relu/abs/clamp)
+  mask,       // bool, about half true
+  index,      // i64 in [0, high)
+  distinct,   // a shuffled set of well-separated values (max/min/topk without ties)
+};
+
+struct InputSpec {
+  Shape shape;
+  Values values = Values::normal;
+  Layout layout = Layout::contiguous;
+  bool grad = true;    // gradient-checked (floating inputs only)
+  int64_t high = 0;    // for Values::index
+};
+
+// A generator of test inputs whose seed is printed, so a failure can be replayed.
+class InputMaker {
+ public:
+  explicit InputMaker(uint64_t seed);
+  uint64_t seed() const { return seed_; }
+  // Values for a spec (in logical row-major order).
+  std::vector<double> values(const InputSpec& spec);
+  // A tensor holding `logical` in the spec's layout and the given dtype.
+  Tensor make(const InputSpec& spec, const std::vector<double>& logical, DType float_dtype);
+  std::mt19937_64& engine() { return engine_; }
+
+ private:
+  uint64_t seed_;
+  std::mt19937_64 engine_;
+};
+
+// Checks every element of `actual` against `expected`; reports the first mismatches with context.
+void check_close(const Tensor& actual, const Ref& expected, Tolerance tol, const std::string& what);
+
+// Finite-difference gradient check in f64: L = sum(f(inputs) * w) for fixed random w; compares
+// backward's gradient for every input with grad=true against central differences.
+struct GradCheckOptions {
+  double step = 1e-6;
+  Tolerance tol{1e-6, 1e-5};
+};
+void check_gradients(const std::function<Tensor(const std::vector<Tensor>&)>& f, const std::vector<Tensor>& inputs,
+                     const std::vector<bool>& check, InputMaker& maker, const std::string& what,
+                     GradCheckOptions options = {});
+
+// A fresh seed for a test, printed through doctest's MESSAGE (BAM_TEST_SEED overrides it).
+uint64_t test_seed(const char* test_name);
+
+}  // namespace bam::test

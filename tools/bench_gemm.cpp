@@ -1,0 +1,159 @@
+// bench_gemm: times bam's f32 GEMM on the transformer's shapes and, when built with OpenBLAS
+// (BAM_HAVE_OPENBLAS), the same calls through cblas_sgemm; prints one table row per shape.
+//
+// Shapes are M x N x K (C is M x N); 12544 = 64 images x 196 tokens, 384 channels, 1152 = qkv
+// width, 1536 = MLP width. Usage: bench_gemm [--threads N] [--quick] [--kernel auto|portable]
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/parallel.h"
+
+#ifdef BAM_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace {
+
+struct Shape {
+  const char* what;
+  bool trans_a;
+  bool trans_b;
+  int64_t batch;  // > 1: a batched GEMM (OpenBLAS runs it as a loop of single calls)
+  int64_t M, N, K;
+};
+
+const Shape kAllShapes[] = {
+    {"square", false, false, 1, 1024, 1024, 1024},
+    {"qkv forward", false, true, 1, 12544, 1152, 384},
+    {"qkv d_input", false, false, 1, 12544, 384, 1152},
+    {"mlp fc1 forward", false, true, 1, 12544, 1536, 384},
+    {"mlp fc2 forward", false, true, 1, 12544, 384, 1536},
+    {"mlp fc1 d_input", false, false, 1, 12544, 384, 1536},
+    {"mlp fc1 d_weight", true, false, 1, 1536, 384, 12544},
+    {"qkv d_weight", true, false, 1, 1152, 384, 12544},
+    {"attn scores", false, true, 1024, 50, 50, 32},
+    {"attn values", false, false, 1024, 50, 32, 50},
+};
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double median(std::vector<double> times) {
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+template <typename Fn>
+double time_once(Fn&& fn) {
+  const auto start = std::chrono::steady_clock::now();
+  fn();
+  return seconds_since(start);
+}
+
+struct Operands {
+  std::vector<float> A, B, C;
+  int64_t lda, ldb, ldc;
+};
+
+Operands make_operands(const Shape& s, std::mt19937& rng) {
+  Operands op;
+  op.lda = s.trans_a ? s.M : s.K;
+  op.ldb = s.trans_b ? s.K : s.N;
+  op.ldc = s.N;
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  op.A.resize(static_cast<size_t>(s.batch * s.M * s.K));
+  op.B.resize(static_cast<size_t>(s.batch * s.K * s.N));
+  op.C.resize(static_cast<size_t>(s.batch * s.M * s.N));
+  for (float& x : op.A) x = dist(rng);
+  for (float& x : op.B) x = dist(rng);
+  return op;
+}
+
+void run_ours(const Shape& s, Operands& op) {
+  bam::cpu::gemm_batched_f32(s.trans_a, s.trans_b, s.batch, s.M, s.N, s.K, 1.0f, op.A.data(),
+                             op.lda, s.M * s.K, op.B.data(), op.ldb, s.K * s.N, 0.0f, op.C.data(),
+                             op.ldc, s.M * s.N);
+}
+
+#ifdef BAM_HAVE_OPENBLAS
+void run_openblas(const Shape& s, Operands& op) {
+  for (int64_t i = 0; i < s.batch; ++i) {
+    cblas_sgemm(CblasRowMajor, s.trans_a ? CblasTrans : CblasNoTrans,
+                s.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(s.M),
+                static_cast<int>(s.N), static_cast<int>(s.K), 1.0f, op.A.data() + i * s.M * s.K,
+                static_cast<int>(op.lda), op.B.data() + i * s.K * s.N, static_cast<int>(op.ldb),
+                0.0f, op.C.data() + i * s.M * s.N, static_cast<int>(op.ldc));
+  }
+}
+#endif
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = bam::cpu::num_threads();
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+      threads = std::max(1, std::atoi(argv[++i]));
+    } else if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--kernel") == 0 && i + 1 < argc) {
+      if (!bam::cpu::gemm_force_kernel(argv[++i])) {
+        std::fprintf(stderr, "bench_gemm: unknown kernel '%s' (auto, avx2, portable)\n", argv[i]);
+        return 2;
+      }
+    } else {
+      std::fprintf(stderr, "usage: bench_gemm [--threads N] [--quick] [--kernel NAME]\n");
+      return 2;
+    }
+  }
+  bam::cpu::set_num_threads(threads);
+#ifdef BAM_HAVE_OPENBLAS
+  openblas_set_num_threads(threads);
+#endif
+  std::printf("bam gemm kernel: %s, threads: %d\n", bam::cpu::gemm_kernel_name(), threads);
+  std::printf("%-17s %5s %5s %5s %5s %2s | %9s %8s | %9s %8s | %6s\n", "shape", "batch", "M",
+              "N", "K", "op", "ours ms", "GFLOP/s", "blas ms", "GFLOP/s", "ratio");
+
+  std::mt19937 rng(1234);
+  const int num_shapes = quick ? 1 : static_cast<int>(std::size(kAllShapes));
+  const int reps = quick ? 3 : 5;
+  for (int i = 0; i < num_shapes; ++i) {
+    const Shape& s = kAllShapes[i];
+    Operands op = make_operands(s, rng);
+    const double flops = 2.0 * static_cast<double>(s.batch * s.M) * s.N * s.K;
+    // Ours and OpenBLAS alternate rep by rep, so both see the same machine load.
+    std::vector<double> ours_times, blas_times;
+    for (int r = 0; r <= reps; ++r) {  // rep 0 is the warm-up: page faults, pool start, caches
+      const double ours = time_once([&] { run_ours(s, op); });
+      if (r > 0) ours_times.push_back(ours);
+#ifdef BAM_HAVE_OPENBLAS
+      const double blas = time_once([&] { run_openblas(s, op); });
+      if (r > 0) blas_times.push_back(blas);
+#endif
+    }
+    const double ours = median(ours_times);
+    const std::string trans = std::string(s.trans_a ? "T" : "N") + (s.trans_b ? "T" : "N");
+    std::printf("%-17s %5lld %5lld %5lld %5lld %2s | %9.3f %8.1f |", s.what,
+                static_cast<long long>(s.batch), static_cast<long long>(s.M),
+                static_cast<long long>(s.N), static_cast<long long>(s.K), trans.c_str(),
+                ours * 1e3, flops / ours * 1e-9);
+#ifdef BAM_HAVE_OPENBLAS
+    const double blas = median(blas_times);
+    std::printf(" %9.3f %8.1f | %6.2f\n", blas * 1e3, flops / blas * 1e-9, blas / ours);
+#else
+    std::printf(" %9s %8s | %6s\n", "-", "-", "-");
+#endif
+    std::fflush(stdout);
+  }
+  return 0;
+}
