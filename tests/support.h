@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/cuda.h"
+#include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/tolerance.h"
 

@@ -1,0 +1,14 @@
+// bamtool subcommands: each registers its flags on the CLI11 app and returns the action to run.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace bam::tool {
+
+using Action = std::function<int()>;
+
+// Each add_* function declares one subcommand with its flags; the action runs when it is chosen.
+Action add_demo(CLI::App& app);
+
+}  // namespace bam::tool

@@ -1,0 +1,26 @@
+// bamtool: the utility front end. Each subcommand lives in its own file in tools/bamtool/.
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include "engine/error.h"
+#include "tools/bamtool/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"bamtool: utilities of the bam engine (run `bamtool <command> --help` for a command's flags)"};
+  app.require_subcommand(1);
+  std::map<std::string, bam::tool::Action> actions;
+  actions["demo"] = bam::tool::add_demo(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto* sub : app.get_subcommands()) return actions.at(sub->get_name())();
+  } catch (const bam::Error& e) {
+    std::fprintf(stderr, "bamtool: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
