@@ -122,6 +122,12 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
 // The k largest (or smallest) values along dim, sorted, and their i64 indices.
 std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim = -1, bool largest = true);
 
+// ---- attention -------------------------------------------------------------------------------
+// Multi-head self-attention on packed qkv [B, N, 3*C] (q, k, v blocks of C = heads * D along the
+// last dim, as timm's qkv linear produces): softmax(q k^T / sqrt(D)) v per head -> [B, N, C].
+// When `probs` is given it receives the attention weights [B, heads, N, N] (for visualisation).
+Tensor attention(const Tensor& qkv, int64_t num_heads, Tensor* probs = nullptr);
+
 // ---- image ops for the ViT -----------------------------------------------------------------------
 // im2col of a P x P, stride P convolution: [B, C, H, W] -> [B, (H/P)*(W/P), C*P*P]; the last dim is
 // ordered (c, ky, kx) like a flattened conv weight [E, C, P, P].

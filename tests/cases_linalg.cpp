@@ -1,5 +1,7 @@
 // Op-table rows for matmul (2-D, transposed and strided operands, batched with broadcasting,
 // N-d @ 2-D, 1-D forms) and linear. The reference is the textbook triple loop.
+#include <cmath>
+
 #include "tests/op_table.h"
 
 namespace bam::test {
@@ -101,6 +103,38 @@ std::vector<OpCase> linalg_cases() {
                    [](const std::vector<Tensor>& x) { return linear(x[0], x[1]); }, linear_ref});
   cases.push_back({"linear strided input", {{{4, 3}, Values::normal, Layout::strided}, {{2, 3}}, {{2}, Values::normal, Layout::strided}},
                    [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, linear_ref});
+
+  // Attention: q, k, v read from the packed layout by index arithmetic, softmax per row.
+  for (int64_t heads : {1, 2}) {
+    cases.push_back({"attention " + std::to_string(heads) + " heads",
+                     {{{2, 5, 18}, Values::normal, heads == 2 ? Layout::strided : Layout::contiguous}},
+                     [heads](const std::vector<Tensor>& x) { return attention(x[0], heads); },
+                     [heads](const std::vector<Ref>& r) {
+                       const Ref& qkv = r[0];
+                       int64_t B = 2, N = 5, C = 6, D = C / heads;
+                       Ref out({B, N, C});
+                       for (int64_t b = 0; b < B; ++b)
+                         for (int64_t h = 0; h < heads; ++h)
+                           for (int64_t i = 0; i < N; ++i) {
+                             std::vector<double> w(N);
+                             double top = -1e300, total = 0;
+                             for (int64_t j = 0; j < N; ++j) {
+                               double dot = 0;
+                               for (int64_t d = 0; d < D; ++d)
+                                 dot += qkv.at({b, i, h * D + d}) * qkv.at({b, j, C + h * D + d});
+                               w[j] = dot / std::sqrt(double(D));
+                               top = std::max(top, w[j]);
+                             }
+                             for (auto& e : w) total += (e = std::exp(e - top));
+                             for (int64_t d = 0; d < D; ++d) {
+                               double acc = 0;
+                               for (int64_t j = 0; j < N; ++j) acc += w[j] / total * qkv.at({b, j, 2 * C + h * D + d});
+                               out.at({b, i, h * D + d}) = acc;
+                             }
+                           }
+                       return out;
+                     }});
+  }
   return cases;
 }
 

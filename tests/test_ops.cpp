@@ -69,7 +69,7 @@ TEST_CASE("op table covers every op of the API") {
       "log_softmax", "layer_norm", "batch_norm train", "batch_norm eval", "dropout", "drop_path", "l2_normalize",
       "soft_cross_entropy", "cross_entropy", "patchify", "bicubic", "reshape", "view", "permute", "transpose",
       "narrow", "slice", "select", "expand", "unsqueeze", "flatten", "contiguous", "clone", "cat", "stack", "split",
-      "chunk", "index_select", "gather", "scatter_add", "topk"};
+      "chunk", "index_select", "gather", "scatter_add", "topk", "attention"};
   auto cases = all_cases();
   for (const char* op : required) {
     bool found = false;

@@ -1,0 +1,142 @@
+// The BAM loss, written with engine ops so the same code runs on any device: cosine similarities,
+// a Sinkhorn target under NoGradGuard, a masked temperature log-softmax, and the cross-entropy
+// between each target view's balanced distribution and every other view's log-softmax.
+#include "bam/bam_loss.h"
+
+#include <cmath>
+#include <limits>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+
+namespace bam {
+namespace {
+
+double lowest_of(DType t) {
+  return t == DType::f64 ? std::numeric_limits<double>::lowest() : std::numeric_limits<float>::lowest();
+}
+
+}  // namespace
+
+Tensor positive_mask(int64_t rows, int64_t cols, int64_t batch, bool positive_masking, Device device) {
+  Tensor mask = zeros({rows, cols}, {DType::boolean});
+  if (positive_masking) {
+    bool* m = mask.data<bool>();
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = i % batch; j < cols; j += batch) m[i * cols + j] = true;
+  }
+  return mask.to(device);
+}
+
+Tensor sinkhorn_target(const Tensor& similarities, const Tensor& mask, double eps, int64_t num_iters,
+                       int64_t target_crops, bool positive_masking) {
+  NoGradGuard no_grad;
+  const int64_t rows = similarities.size(0), cols = similarities.size(1);  // V*B, T*B
+  Tensor a = masked_fill(div(similarities.detach(), eps), mask, lowest_of(similarities.dtype()));
+  a = sub(a, max(a));
+  Tensor k = exp(a).t();  // [T*B, V*B]
+  k = div(k, sum(k));
+  // Row marginal 1/(T*B - T) with masking (each target column loses its T positives), column
+  // marginal 1/(V*B): the spec's marginals, kept exactly.
+  const double r = 1.0 / static_cast<double>(cols - (positive_masking ? target_crops : 0));
+  const double c = 1.0 / static_cast<double>(rows);
+  for (int64_t it = 0; it < num_iters; ++it) {
+    k = mul(k, div(r, sum(k, {1}, true)));
+    k = mul(k, div(c, sum(k, {0}, true)));
+  }
+  return div(k, sum(k, {0}, true)).t().contiguous();  // [V*B, T*B], rows sum to 1
+}
+
+namespace {
+
+// Everything both entry points share: validated sizes, normalised embeddings, similarities, mask.
+struct Prepared {
+  int64_t V, B, T, G;
+  DType compute;
+  Tensor z, zt, targets, similarities, mask;
+};
+
+Prepared prepare(const Tensor& z_in, double eps, const BamLossOptions& o, const Tensor& z_teacher_in) {
+  Prepared p;
+  p.V = o.n_global + o.n_local;
+  BAM_CHECK(o.n_global >= 1 && o.n_local >= 0, "bam_loss: need at least one global view (got {} global, {} local)",
+            o.n_global, o.n_local);
+  BAM_CHECK(o.target_crops >= 1 && o.target_crops <= p.V, "bam_loss: target_crops {} must be in [1, {}]",
+            o.target_crops, p.V);
+  BAM_CHECK(z_in.dim() == 2 && z_in.size(0) % p.V == 0 && z_in.size(0) > 0,
+            "bam_loss: z must be [V*B, D] with V = {} views, got {}", p.V, z_in.describe());
+  BAM_CHECK(eps > 0 && o.temperature > 0, "bam_loss: eps ({}) and temperature ({}) must be positive", eps,
+            o.temperature);
+  p.B = z_in.size(0) / p.V;
+  p.T = o.target_crops;
+  p.G = o.n_global;
+  BAM_CHECK(o.top_k >= 0 && o.top_k <= p.T * p.B, "bam_loss: top_k {} must be in [0, {}] (the target columns)",
+            o.top_k, p.T * p.B);
+  BAM_CHECK(!o.positive_masking || p.B > 1, "bam_loss: with positive masking a batch of 1 image masks everything");
+  p.compute = z_in.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  p.z = l2_normalize(z_in.to(p.compute), -1);
+  if (z_teacher_in.defined()) {
+    BAM_CHECK(z_teacher_in.shape() == z_in.shape(), "bam_loss: teacher embeddings {} do not match the student's {}",
+              z_teacher_in.describe(), z_in.describe());
+    p.zt = l2_normalize(z_teacher_in.detach().to(p.compute), -1);
+  } else {
+    p.zt = p.z;
+  }
+  p.targets = p.zt.narrow(0, 0, p.T * p.B);
+  p.similarities = matmul(p.z, p.targets.t());  // [V*B, T*B]; grads reach rows and columns
+  p.mask = positive_mask(p.V * p.B, p.T * p.B, p.B, o.positive_masking, p.z.device());
+  return p;
+}
+
+// -1/G sum_t 1/(V-1) sum_{s != t} 1/B sum_b sum_j P_t[b,j] logQ_s[b,j] (masked entries excluded).
+Tensor cross_entropy_part(const Prepared& p, const Tensor& target, const BamLossOptions& o) {
+  BAM_CHECK(target.dim() == 2 && target.size(0) == p.G * p.B && target.size(1) == p.T * p.B,
+            "bam_loss: target must be [{}, {}], got {}", p.G * p.B, p.T * p.B, target.describe());
+  Tensor logits = masked_fill(div(p.similarities, o.temperature), p.mask, lowest_of(p.compute));
+  // Masked entries are zeroed after the log-softmax so no 0 * (huge) product ever forms.
+  Tensor log_q = masked_fill(log_softmax(logits, 1), p.mask, 0.0).view({p.V, p.B, p.T * p.B});
+  Tensor pt = target.detach().to(p.compute).view({p.G, p.B, p.T * p.B});
+  // sum over s != t of <P_t, logQ_s> = <P_t, sum_s logQ_s> - <P_t, logQ_t>; with one view, s = t counts.
+  Tensor cross = sum(mul(pt, sum(log_q, {0}).unsqueeze(0)));
+  double pairs = 1.0;
+  if (p.V > 1) {
+    cross = sub(cross, sum(mul(pt, log_q.narrow(0, 0, p.G))));
+    pairs = static_cast<double>(p.V - 1);
+  }
+  return div(cross, -static_cast<double>(p.G) * pairs * static_cast<double>(p.B));
+}
+
+}  // namespace
+
+Tensor bam_loss_given_target(const Tensor& z, const Tensor& target, const BamLossOptions& options,
+                             const Tensor& z_teacher) {
+  Prepared p = prepare(z, 1.0, options, z_teacher);
+  return cross_entropy_part(p, target, options);
+}
+
+BamLossResult bam_loss(const Tensor& z_in, double eps, const BamLossOptions& o, const Tensor& z_teacher_in) {
+  Prepared p = prepare(z_in, eps, o, z_teacher_in);
+  const int64_t B = p.B, T = p.T, G = p.G;
+  Tensor target;
+  double entropy = 0;
+  {
+    NoGradGuard no_grad;
+    Tensor target_similarities = z_teacher_in.defined() ? matmul(p.zt, p.targets.t()) : p.similarities.detach();
+    target = sinkhorn_target(target_similarities, p.mask, eps, o.num_sink_iter, T, o.positive_masking)
+                 .narrow(0, 0, G * B)  // only the global views are targets
+                 .contiguous();
+    if (o.top_k > 0) {
+      // The top-k columns of the views' average distribution, kept in every view.
+      Tensor average = mean(target.view({G, B, T * B}), {0});
+      Tensor index = topk(average, o.top_k, -1).second;
+      Tensor repeated = cat(std::vector<Tensor>(G, index), 0);
+      Tensor kept = scatter_add(zeros_like(target), 1, repeated, gather(target, 1, repeated));
+      target = div(kept, sum(kept, {1}, true));
+    }
+    Tensor p_log_p = mul(target, log(clamp_min(target, 1e-30)));
+    entropy = -sum(p_log_p).item() / static_cast<double>(G * B);
+  }
+  return {cross_entropy_part(p, target, o), target, entropy};
+}
+
+}  // namespace bam

@@ -1,0 +1,32 @@
+// Layer construction and initialisation.
+#include "engine/layers.h"
+
+#include "engine/random.h"
+
+namespace bam {
+
+Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Generator* gen) {
+  weight = register_parameter("weight", trunc_normal({out_features, in_features}, 0.0, 0.02, -2.0, 2.0, {}, gen));
+  if (with_bias) bias = register_parameter("bias", zeros({out_features}));
+}
+
+LayerNorm::LayerNorm(int64_t features, double eps) : eps_(eps) {
+  weight = register_parameter("weight", ones({features}));
+  bias = register_parameter("bias", zeros({features}));
+}
+
+BatchNorm1d::BatchNorm1d(int64_t features, bool affine, double momentum, double eps)
+    : momentum_(momentum), eps_(eps) {
+  if (affine) {
+    weight = register_parameter("weight", ones({features}));
+    bias = register_parameter("bias", zeros({features}));
+  }
+  running_mean = register_buffer("running_mean", zeros({features}));
+  running_var = register_buffer("running_var", ones({features}));
+}
+
+Tensor BatchNorm1d::forward(const Tensor& x) const {
+  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum_, eps_);
+}
+
+}  // namespace bam

@@ -1,0 +1,43 @@
+// Basic layers built on the op API: Linear, LayerNorm, BatchNorm1d. Parameter names follow PyTorch
+// ("weight", "bias", "running_mean", "running_var") so state maps line up with timm checkpoints.
+#pragma once
+
+#include "engine/module.h"
+#include "engine/ops.h"
+
+namespace bam {
+
+class Generator;
+
+// y = x W^T + b with W [out, in]. Initialised as timm does for ViT Linear layers: W from a
+// normal(0, 0.02) truncated to [-2, 2], b = 0.
+class Linear : public Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias, Generator* gen);
+  Tensor forward(const Tensor& x) const { return linear(x, weight, bias); }
+  Tensor weight, bias;
+};
+
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(int64_t features, double eps = 1e-6);
+  Tensor forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps_); }
+  Tensor weight, bias;
+
+ private:
+  double eps_;
+};
+
+// BatchNorm over [N, C]: batch statistics in training (updating the running ones), running
+// statistics in eval. affine = false drops weight/bias (the projector's last BN).
+class BatchNorm1d : public Module {
+ public:
+  explicit BatchNorm1d(int64_t features, bool affine = true, double momentum = 0.1, double eps = 1e-5);
+  Tensor forward(const Tensor& x) const;
+  Tensor weight, bias, running_mean, running_var;
+
+ private:
+  double momentum_, eps_;
+};
+
+}  // namespace bam

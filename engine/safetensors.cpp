@@ -1,0 +1,199 @@
+// Safetensors reading and atomic writing with nlohmann::json for the header.
+#include "engine/safetensors.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+
+namespace bam {
+namespace {
+
+struct DTypeName {
+  DType dtype;
+  const char* name;
+};
+constexpr DTypeName kNames[] = {{DType::f32, "F32"}, {DType::f64, "F64"}, {DType::bf16, "BF16"},
+                                {DType::f16, "F16"}, {DType::i32, "I32"}, {DType::i64, "I64"},
+                                {DType::u8, "U8"},   {DType::boolean, "BOOL"}};
+
+const char* safetensors_name(DType t) {
+  for (const auto& n : kNames)
+    if (n.dtype == t) return n.name;
+  return "?";
+}
+
+bool safetensors_dtype(const std::string& name, DType* out) {
+  for (const auto& n : kNames)
+    if (name == n.name) {
+      *out = n.dtype;
+      return true;
+    }
+  return false;
+}
+
+constexpr uint64_t kMaxHeader = 100u << 20;  // the format's own limit is 100 MB
+
+}  // namespace
+
+const Tensor* SafetensorsFile::find(const std::string& name) const {
+  for (const auto& [n, t] : tensors)
+    if (n == name) return &t;
+  return nullptr;
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  BAM_CHECK(in.good(), "{}: cannot open for reading", path);
+  in.seekg(0, std::ios::end);
+  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
+  in.seekg(0);
+  BAM_CHECK(file_size >= 8, "{}: not a safetensors file ({} bytes, too short for the header length)", path,
+            file_size);
+  unsigned char length_bytes[8];
+  in.read(reinterpret_cast<char*>(length_bytes), 8);
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | length_bytes[i];
+  BAM_CHECK(header_size <= kMaxHeader && header_size <= file_size - 8,
+            "{}: header length {} does not fit a file of {} bytes (not a safetensors file, or truncated)", path,
+            header_size, file_size);
+  std::string header(header_size, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(header_size));
+  BAM_CHECK(in.good(), "{}: could not read the {}-byte header", path, header_size);
+
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(header);
+  } catch (const std::exception& e) {
+    fail("{}: the header is not valid JSON: {}", path, e.what());
+  }
+  BAM_CHECK(json.is_object(), "{}: the header is not a JSON object", path);
+  const uint64_t data_start = 8 + header_size, data_size = file_size - data_start;
+
+  SafetensorsFile out;
+  struct Entry {
+    std::string name;
+    DType dtype;
+    Shape shape;
+    uint64_t begin, end;
+  };
+  std::vector<Entry> entries;
+  for (auto it = json.begin(); it != json.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      BAM_CHECK(it->is_object(), "{}: __metadata__ must be an object", path);
+      for (auto m = it->begin(); m != it->end(); ++m) {
+        BAM_CHECK(m->is_string(), "{}: metadata '{}' is not a string", path, m.key());
+        out.metadata[m.key()] = m->get<std::string>();
+      }
+      continue;
+    }
+    const auto& info = *it;
+    const std::string& name = it.key();
+    try {
+      Entry e;
+      e.name = name;
+      std::string dtype_name = info.at("dtype").get<std::string>();
+      BAM_CHECK(safetensors_dtype(dtype_name, &e.dtype), "{}: tensor '{}' has unsupported dtype {}", path, name,
+                dtype_name);
+      for (const auto& s : info.at("shape")) {
+        BAM_CHECK(s.is_number_unsigned(), "{}: tensor '{}' has a bad shape entry", path, name);
+        e.shape.push_back(s.get<int64_t>());
+      }
+      const auto& offsets = info.at("data_offsets");
+      BAM_CHECK(offsets.is_array() && offsets.size() == 2, "{}: tensor '{}' needs two data_offsets", path, name);
+      e.begin = offsets[0].get<uint64_t>();
+      e.end = offsets[1].get<uint64_t>();
+      BAM_CHECK(e.begin <= e.end && e.end <= data_size, "{}: tensor '{}' has data_offsets [{}, {}) outside the {} data bytes",
+                path, name, e.begin, e.end, data_size);
+      uint64_t expected = static_cast<uint64_t>(shape_numel(e.shape)) * dtype_size(e.dtype);
+      BAM_CHECK(e.end - e.begin == expected, "{}: tensor '{}' of shape {} {} needs {} bytes but has {}", path, name,
+                shape_str(e.shape), dtype_name, expected, e.end - e.begin);
+      entries.push_back(e);
+    } catch (const nlohmann::json::exception& ex) {
+      fail("{}: bad header entry for tensor '{}': {}", path, name, ex.what());
+    }
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < entries.size(); ++i)
+    BAM_CHECK(entries[i].begin >= entries[i - 1].end || entries[i - 1].begin == entries[i - 1].end,
+              "{}: tensors '{}' and '{}' overlap", path, entries[i - 1].name, entries[i].name);
+  for (const Entry& e : entries) {
+    Tensor t = empty(e.shape, {e.dtype});
+    in.seekg(static_cast<std::streamoff>(data_start + e.begin));
+    in.read(static_cast<char*>(t.raw_data()), static_cast<std::streamsize>(e.end - e.begin));
+    BAM_CHECK(in.good() || e.end == e.begin, "{}: could not read tensor '{}'", path, e.name);
+    out.tensors.emplace_back(e.name, t);
+  }
+  return out;
+}
+
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  NoGradGuard no_grad;
+  nlohmann::ordered_json header;
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<Tensor> host;
+  std::set<std::string> names;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    BAM_CHECK(names.insert(name).second, "save_safetensors: duplicate tensor name '{}' for {}", name, path);
+    BAM_CHECK(name != "__metadata__", "save_safetensors: '__metadata__' is reserved");
+    Tensor h = t.detach().to(Device::cpu()).contiguous();
+    uint64_t bytes = static_cast<uint64_t>(h.numel()) * h.element_size();
+    header[name] = {{"dtype", safetensors_name(h.dtype())}, {"shape", h.shape()}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+    host.push_back(h);
+  }
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // data starts 8-byte aligned
+
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  BAM_CHECK(fd >= 0, "{}: cannot open for writing: {}", tmp, std::strerror(errno));
+  auto write_all = [&](const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      ssize_t w = ::write(fd, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        int err = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        fail("{}: write failed: {}", tmp, std::strerror(err));
+      }
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  };
+  unsigned char length_bytes[8];
+  uint64_t length = text.size();
+  for (int i = 0; i < 8; ++i) length_bytes[i] = static_cast<unsigned char>(length >> (8 * i));
+  write_all(length_bytes, 8);
+  write_all(text.data(), text.size());
+  for (const Tensor& h : host) write_all(h.raw_data(), static_cast<size_t>(h.numel()) * h.element_size());
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    fail("{}: could not flush to disk: {}", tmp, std::strerror(errno));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    fail("{}: could not move the new file into place: {}", path, std::strerror(err));
+  }
+  // Make the rename itself durable.
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  int dir_fd = ::open(dir.empty() ? "/" : dir.c_str(), O_RDONLY);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+}
+
+}  // namespace bam

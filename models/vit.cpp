@@ -1,0 +1,147 @@
+// The Vision Transformer: patch embedding, CLS token, position embedding (bicubically resized for
+// other input sizes, as DINO's interpolate_pos_encoding), pre-norm blocks, final norm.
+#include "models/vit.h"
+
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/random.h"
+
+namespace bam {
+
+namespace {
+// A Module that only names a level of the tree ("blocks", "patch_embed").
+class Container : public Module {
+ public:
+  template <typename M>
+  std::shared_ptr<M> add(const std::string& name, std::shared_ptr<M> child) {
+    return register_module(name, std::move(child));
+  }
+};
+}  // namespace
+
+bool vit_preset(const std::string& arch, VitConfig* config) {
+  struct Preset {
+    const char* name;
+    int64_t dim, depth, heads;
+  };
+  static const Preset presets[] = {{"vit_tiny", 192, 12, 3}, {"vit_small", 384, 12, 6}, {"vit_base", 768, 12, 12}};
+  for (const auto& p : presets)
+    if (arch == p.name) {
+      config->embed_dim = p.dim;
+      config->depth = p.depth;
+      config->num_heads = p.heads;
+      return true;
+    }
+  return false;
+}
+
+ViTAttention::ViTAttention(int64_t dim, int64_t heads, bool qkv_bias, Generator* gen) : heads_(heads) {
+  qkv = register_module("qkv", std::make_shared<Linear>(dim, 3 * dim, qkv_bias, gen));
+  proj = register_module("proj", std::make_shared<Linear>(dim, dim, true, gen));
+}
+
+Tensor ViTAttention::forward(const Tensor& x, Tensor* probs) const {
+  return proj->forward(attention(qkv->forward(x), heads_, probs));
+}
+
+ViTMlp::ViTMlp(int64_t dim, int64_t hidden, Generator* gen) {
+  fc1 = register_module("fc1", std::make_shared<Linear>(dim, hidden, true, gen));
+  fc2 = register_module("fc2", std::make_shared<Linear>(hidden, dim, true, gen));
+}
+
+Tensor ViTMlp::forward(const Tensor& x) const { return fc2->forward(gelu(fc1->forward(x))); }
+
+ViTBlock::ViTBlock(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, double drop_path, Generator* gen)
+    : drop_path_(drop_path) {
+  norm1 = register_module("norm1", std::make_shared<LayerNorm>(dim, 1e-6));
+  attn = register_module("attn", std::make_shared<ViTAttention>(dim, heads, qkv_bias, gen));
+  norm2 = register_module("norm2", std::make_shared<LayerNorm>(dim, 1e-6));
+  mlp = register_module("mlp", std::make_shared<ViTMlp>(dim, static_cast<int64_t>(dim * mlp_ratio), gen));
+}
+
+Tensor ViTBlock::forward(const Tensor& x, Tensor* attention_probs) const {
+  Tensor y = add(x, drop_path(attn->forward(norm1->forward(x), attention_probs), drop_path_, is_training()));
+  return add(y, drop_path(mlp->forward(norm2->forward(y)), drop_path_, is_training()));
+}
+
+PatchProjection::PatchProjection(int64_t in_chans, int64_t dim, int64_t patch, Generator* gen) : patch_(patch) {
+  // PyTorch's Conv2d default: uniform in +-1/sqrt(fan_in) for weight and bias.
+  double bound = 1.0 / std::sqrt(static_cast<double>(in_chans * patch * patch));
+  weight = register_parameter("weight", sub(mul(rand({dim, in_chans, patch, patch}, {}, gen), 2 * bound), bound));
+  bias = register_parameter("bias", sub(mul(rand({dim}, {}, gen), 2 * bound), bound));
+}
+
+Tensor PatchProjection::forward(const Tensor& images) const {
+  return linear(patchify(images, patch_), weight.view({weight.size(0), -1}), bias);
+}
+
+VisionTransformer::VisionTransformer(const VitConfig& c, Generator* gen) : config_(c) {
+  BAM_CHECK(c.embed_dim % c.num_heads == 0, "ViT: embed_dim {} is not divisible by num_heads {}", c.embed_dim,
+            c.num_heads);
+  BAM_CHECK(c.img_size % c.patch_size == 0, "ViT: img_size {} is not a multiple of the patch size {}", c.img_size,
+            c.patch_size);
+  const int64_t grid = c.img_size / c.patch_size, E = c.embed_dim;
+  auto patch_container = std::make_shared<Container>();
+  patch_proj = patch_container->add("proj", std::make_shared<PatchProjection>(c.in_chans, E, c.patch_size, gen));
+  patch_embed = register_module("patch_embed", std::static_pointer_cast<Module>(patch_container));
+  cls_token = register_parameter("cls_token", mul(randn({1, 1, E}, {}, gen), 1e-6));
+  pos_embed = register_parameter("pos_embed", trunc_normal({1, 1 + grid * grid, E}, 0.0, 0.02, -2.0, 2.0, {}, gen));
+  auto block_container = std::make_shared<Container>();
+  for (int64_t i = 0; i < c.depth; ++i) {
+    double rate = c.depth > 1 ? c.drop_path_rate * static_cast<double>(i) / (c.depth - 1) : 0.0;
+    blocks.push_back(block_container->add(
+        std::to_string(i), std::make_shared<ViTBlock>(E, c.num_heads, c.mlp_ratio, c.qkv_bias, rate, gen)));
+  }
+  register_module("blocks", std::static_pointer_cast<Module>(block_container));
+  norm = register_module("norm", std::make_shared<LayerNorm>(E, 1e-6));
+}
+
+Tensor VisionTransformer::position_embedding(int64_t gh, int64_t gw) const {
+  const int64_t grid = config_.img_size / config_.patch_size, E = config_.embed_dim;
+  if (gh == grid && gw == grid) return pos_embed;
+  Tensor cls_pos = pos_embed.narrow(1, 0, 1);
+  Tensor patch_pos = pos_embed.narrow(1, 1, grid * grid).reshape({1, grid, grid, E}).permute({0, 3, 1, 2});
+  Tensor resized = interpolate_bicubic(patch_pos, gh, gw).permute({0, 2, 3, 1}).reshape({1, gh * gw, E});
+  return cat({cls_pos, resized}, 1);
+}
+
+Tensor VisionTransformer::embed(const Tensor& images) const {
+  BAM_CHECK(images.dim() == 4 && images.size(1) == config_.in_chans,
+            "ViT: expects images [B, {}, H, W], got {}", config_.in_chans, images.describe());
+  const int64_t P = config_.patch_size, B = images.size(0);
+  BAM_CHECK(images.size(2) >= P && images.size(3) >= P, "ViT: image {}x{} is smaller than the patch size {}",
+            images.size(2), images.size(3), P);
+  Tensor tokens = patch_proj->forward(images);
+  Tensor cls = cls_token.expand({B, 1, config_.embed_dim});
+  return add(cat({cls, tokens}, 1), position_embedding(images.size(2) / P, images.size(3) / P));
+}
+
+Tensor VisionTransformer::forward(const Tensor& images) const {
+  Tensor x = embed(images);
+  for (const auto& block : blocks) x = block->forward(x);
+  return norm->forward(x.select(1, 0));
+}
+
+std::vector<Tensor> VisionTransformer::forward_last_blocks(const Tensor& images, int64_t n) const {
+  BAM_CHECK(n >= 1 && n <= config_.depth, "ViT: asked for the last {} blocks of {}", n, config_.depth);
+  Tensor x = embed(images);
+  std::vector<Tensor> outputs;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    x = blocks[i]->forward(x);
+    if (static_cast<int64_t>(i) >= config_.depth - n) outputs.push_back(norm->forward(x));
+  }
+  return outputs;
+}
+
+Tensor VisionTransformer::last_attention(const Tensor& images) const {
+  NoGradGuard no_grad;
+  Tensor x = embed(images);
+  for (size_t i = 0; i + 1 < blocks.size(); ++i) x = blocks[i]->forward(x);
+  Tensor probs;
+  blocks.back()->forward(x, &probs);
+  return probs;
+}
+
+}  // namespace bam
