@@ -1,0 +1,43 @@
+// bamtrain checkpoints as safetensors: student.<name> and teacher.<name> (parameters and
+// buffers), optimizer.<param>.<slot> (moments), and in __metadata__ the epoch, step, optimizer
+// steps, the RNG seed and every argument as JSON ("args"), plus "format": "pt". Written
+// atomically; `bamtool export` turns one into a timm-loadable backbone.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "bam/train_config.h"
+#include "engine/module.h"
+#include "engine/optim.h"
+
+namespace bam {
+
+struct TrainState {
+  int64_t epoch = 0;            // completed epochs
+  int64_t step_in_epoch = 0;    // steps done of the next epoch (a run stopped mid-epoch)
+  int64_t global_step = 0;      // completed steps
+  int64_t optimizer_steps = 0;
+  double loss_scale = 0;        // fp16 dynamic loss scale (0 when unused)
+};
+
+void save_checkpoint(const std::string& path, const TrainConfig& config, const TrainState& state, const Module& student,
+                     const Module* teacher, const Optimizer& optimizer);
+
+struct LoadedCheckpoint {
+  TrainConfig config;
+  TrainState state;
+  NamedTensors student, teacher, optimizer;
+  std::map<std::string, std::string> metadata;
+};
+LoadedCheckpoint load_checkpoint(const std::string& path);
+
+// The backbone of a checkpoint (student or teacher) under timm names, ready for
+// timm.create_model(..., num_classes=0, checkpoint_path=...).
+NamedTensors backbone_from_checkpoint(const LoadedCheckpoint& checkpoint, bool teacher);
+
+// Names the first architecture flag that differs between a checkpoint and this run, if any.
+std::optional<std::string> architecture_mismatch(const TrainConfig& saved, const TrainConfig& current);
+
+}  // namespace bam

@@ -1,0 +1,73 @@
+// Every setting of a bamtrain run, named like the official BAM/DINO flags, with validation that
+// names the flag at fault, and a JSON round trip (stored in checkpoints, printed at start).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+
+#include "models/projector.h"
+#include "models/vit.h"
+
+namespace bam {
+
+struct TrainConfig {
+  // model
+  std::string arch = "vit_small";  // vit_tiny | vit_small | vit_base | custom
+  int64_t patch_size = 16;
+  int64_t embed_dim = 0, depth = 0, num_heads = 0;  // custom sizes (override the preset when > 0)
+  double drop_path_rate = 0.0;
+  bool qkv_bias = true;
+  // projector
+  int64_t out_dim = 4096, hidden_dim = 4096, n_layers = 3;
+  bool proj_use_bn = true, proj_last_bn = true, proj_bias = true;
+  std::string proj_act = "gelu";
+  // teacher
+  bool teacher = false;
+  double teacher_m = 0.995;
+  // precision and device
+  std::string precision = "f32";  // f32 | bf16 | fp16
+  std::string device = "cpu";
+  // optimisation
+  int64_t batch_size_per_gpu = 256, epochs = 100, warmup_epochs = 10;
+  double lr = 0.0005, min_lr = 1e-6;
+  std::string optimizer = "adamw";
+  double weight_decay = 0.04, weight_decay_end = 0.4;
+  double clip_grad = 3.0;
+  std::string clip_mode = "global";  // global | param (DINO's per-parameter clipping)
+  int64_t freeze_last_layer = 0;
+  // BAM
+  double reg = 0.05, reg_final = -1;  // reg_final < 0: same as reg
+  int64_t reg_warmup_epochs = 30;
+  double temperature = 0.1;
+  int64_t num_sink_iter = 3, top_k_sink = 0;
+  bool positive_masking = true;
+  int64_t target_crops_number = 0;  // 0: global_crops_number
+  // multi-crop
+  int64_t global_crops_number = 2, local_crops_number = 0;
+  std::pair<double, double> global_crops_scale{0.08, 1.0}, local_crops_scale{0.05, 0.25};
+  int64_t global_crops_size = 224, local_crops_size = 96;
+  // data, output, misc
+  std::string data_path;
+  std::string output_dir = ".";
+  int64_t saveckp_freq = 20;
+  int64_t seed = 0;
+  int64_t num_workers = 10;
+  int64_t knn_freq = 0;
+  std::string knn_train_path, knn_val_path;
+  int64_t log_freq = 10;
+  double time_budget_minutes = 0;  // > 0: stop (with a checkpoint) when the budget is spent
+
+  // Errors name the flag ("--lr must be positive, got -1"); call before any work.
+  void validate() const;
+  // Derived values.
+  VitConfig vit() const;
+  ProjectorConfig projector() const;
+  int64_t target_crops() const { return target_crops_number > 0 ? target_crops_number : global_crops_number; }
+  double final_reg() const { return reg_final < 0 ? reg : reg_final; }
+
+  nlohmann::ordered_json to_json() const;
+  static TrainConfig from_json(const nlohmann::json& j);
+};
+
+}  // namespace bam

@@ -1,0 +1,27 @@
+// Chooses the training data source from --data_path.
+#include "bam/train_data.h"
+
+#include <filesystem>
+
+#include "bam/train_config.h"
+#include "engine/error.h"
+
+namespace bam {
+
+std::unique_ptr<TrainData> make_train_data(const TrainConfig& config) {
+  const std::string& path = config.data_path;
+  if (path.rfind("synthetic:", 0) == 0) {
+    int64_t n = 0;
+    try {
+      n = std::stoll(path.substr(10));
+    } catch (const std::exception&) {
+      fail("--data_path {}: expected synthetic:N with N images", path);
+    }
+    BAM_CHECK(n > 0, "--data_path {}: N must be positive", path);
+    return make_synthetic_data(config, n);
+  }
+  BAM_CHECK(std::filesystem::is_directory(path), "--data_path {}: no such folder", path);
+  fail("--data_path {}: reading image folders needs the data module (bam_data), not linked into this build", path);
+}
+
+}  // namespace bam

@@ -1,0 +1,271 @@
+// The training loop and its bookkeeping.
+#include "bam/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "bam/bam_loss.h"
+#include "bam/schedules.h"
+#include "engine/autograd.h"
+#include "engine/cuda.h"
+#include "engine/error.h"
+#include "engine/random.h"
+#include "kernels/cpu/optimizer.h"
+
+namespace bam {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(); }
+
+std::string duration_text(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  int64_t s = static_cast<int64_t>(seconds);
+  return fmt::format("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60);
+}
+
+// The collapse monitor: per-dimension std of the L2-normalised embeddings, averaged, times
+// sqrt(D). About 1 for embeddings spread over the sphere, 0 for a collapsed model.
+double embedding_std(const Tensor& z) {
+  NoGradGuard no_grad;
+  Tensor zn = l2_normalize(z.detach().to(DType::f32), 1);
+  double d = static_cast<double>(z.size(1));
+  return mean(sqrt(var(zn, {0}, false))).item() * std::sqrt(d);
+}
+
+}  // namespace
+
+Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, KnnMonitor knn)
+    : config_(config), data_(std::move(data)), knn_(std::move(knn)) {
+  config_.validate();
+  BAM_CHECK(parse_device(config_.device, &device_), "--device: bad value '{}'", config_.device);
+  BAM_CHECK(device_.is_cpu(), "--device {}: training on CUDA needs the CUDA kernels of every op; this build trains on "
+            "the CPU (use --device cpu)", config_.device);
+  BAM_CHECK(data_->steps_per_epoch() >= 1, "--batch_size_per_gpu {} is larger than the {} training images",
+            config_.batch_size_per_gpu, data_->num_images());
+  Generator init(static_cast<uint64_t>(config_.seed));
+  student_ = std::make_unique<BamModel>(config_.vit(), config_.projector(), &init);
+  if (config_.teacher) {
+    teacher_ = std::make_unique<BamModel>(config_.vit(), config_.projector(), &init);
+    teacher_->load_state(student_->state());
+    for (auto& [name, p] : teacher_->named_parameters()) Tensor(p).requires_grad_(false);
+  }
+  optimizer_ = make_optimizer(config_.optimizer, make_param_groups(student_->named_parameters()));
+  const int64_t steps = data_->steps_per_epoch();
+  // Linear scaling rule: the base learning rate is given for a batch of 256.
+  const double base_lr = config_.lr * static_cast<double>(config_.batch_size_per_gpu) / 256.0;
+  lr_schedule_ = cosine_schedule(base_lr, config_.min_lr, config_.epochs, steps, config_.warmup_epochs);
+  wd_schedule_ = cosine_schedule(config_.weight_decay, config_.weight_decay_end, config_.epochs, steps);
+  momentum_schedule_ = cosine_schedule(config_.teacher_m, 1.0, config_.epochs, steps);
+}
+
+std::string Trainer::checkpoint_path() const { return config_.output_dir + "/checkpoint.safetensors"; }
+
+void Trainer::resume_if_possible(TrainResult& result) {
+  if (!std::filesystem::exists(checkpoint_path())) return;
+  LoadedCheckpoint ck = load_checkpoint(checkpoint_path());
+  if (auto flag = architecture_mismatch(ck.config, config_))
+    fail("{}: the checkpoint was trained with a different {}; resume with the same value or use a new --output_dir",
+         checkpoint_path(), *flag);
+  BAM_CHECK(ck.config.batch_size_per_gpu == config_.batch_size_per_gpu,
+            "{}: the checkpoint used --batch_size_per_gpu {}; resuming with {} would change the schedule",
+            checkpoint_path(), ck.config.batch_size_per_gpu, config_.batch_size_per_gpu);
+  student_->load_state(ck.student);
+  if (teacher_) teacher_->load_state(ck.teacher);
+  optimizer_->load_state(ck.optimizer, ck.state.optimizer_steps);
+  state_ = ck.state;
+  step_in_epoch_ = ck.state.step_in_epoch;
+  result.resumed = true;
+  std::printf("Resumed from %s: %lld epochs and %lld steps done\n", checkpoint_path().c_str(),
+              static_cast<long long>(state_.epoch), static_cast<long long>(state_.global_step));
+}
+
+void Trainer::save(const std::string& path) {
+  state_.optimizer_steps = optimizer_->steps();
+  state_.step_in_epoch = step_in_epoch_;
+  save_checkpoint(path, config_, state_, *student_, teacher_.get(), *optimizer_);
+}
+
+std::string Trainer::memory_text() const {
+  if (device_.is_cuda()) {
+    auto stats = cuda::memory_stats(device_.index);
+    return fmt::format("{:.2f} GiB (peak {:.2f})", stats.bytes_in_use / 1073741824.0,
+                       stats.peak_bytes_in_use / 1073741824.0);
+  }
+  return fmt::format("{:.2f} GiB (peak {:.2f})", cpu_bytes_in_use() / 1073741824.0, cpu_peak_bytes() / 1073741824.0);
+}
+
+void Trainer::append_log(const EpochStats& s) {
+  nlohmann::ordered_json j;
+  j["train_loss"] = s.loss;
+  j["train_lr"] = s.lr;
+  j["train_wd"] = s.wd;
+  j["train_reg"] = s.reg;
+  j["train_target_entropy"] = s.target_entropy;
+  j["train_embedding_std"] = s.embedding_std;
+  j["train_img_per_s"] = s.img_per_s;
+  j["train_data_wait_s"] = s.data_wait_s;
+  j["train_seconds"] = s.seconds;
+  if (s.knn_top1 >= 0) {
+    j["knn_top1"] = s.knn_top1;
+    j["knn_top5"] = s.knn_top5;
+  }
+  j["epoch"] = s.epoch;
+  std::ofstream out(config_.output_dir + "/log.txt", std::ios::app);
+  BAM_CHECK(out.good(), "{}/log.txt: cannot open for appending", config_.output_dir);
+  out << j.dump() << "\n";
+}
+
+EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::optional<Clock::time_point>& deadline) {
+  const int64_t steps = data_->steps_per_epoch(), B = config_.batch_size_per_gpu;
+  BamLossOptions loss_options;
+  loss_options.n_global = config_.global_crops_number;
+  loss_options.n_local = config_.local_crops_number;
+  loss_options.target_crops = config_.target_crops();
+  loss_options.temperature = config_.temperature;
+  loss_options.num_sink_iter = config_.num_sink_iter;
+  loss_options.top_k = config_.top_k_sink;
+  loss_options.positive_masking = config_.positive_masking;
+  const double reg = reg_for_epoch(config_.reg, config_.final_reg(), config_.reg_warmup_epochs, epoch);
+
+  EpochStats stats;
+  stats.epoch = epoch;
+  stats.reg = reg;
+  double loss_sum = 0, entropy_sum = 0, std_sum = 0;
+  int64_t counted = 0;
+  auto start = Clock::now();
+  data_->start_epoch(epoch, step_in_epoch_);
+  student_->train();
+  if (teacher_) teacher_->train();
+  for (int64_t it = step_in_epoch_; it < steps; ++it) {
+    const int64_t gs = epoch * steps + it;
+    // Dropout and stochastic depth draw from a stream keyed by the step: resumable exactly.
+    manual_seed(static_cast<uint64_t>(config_.seed) * 1000003ull + static_cast<uint64_t>(gs));
+    auto wait_start = Clock::now();
+    CropBatch batch = data_->next();
+    stats.data_wait_s += seconds_since(wait_start) + batch.wait_seconds;
+    for (Tensor& g : batch.groups) g = g.to(device_);
+
+    Tensor z = student_->forward(batch.groups);
+    Tensor z_teacher;
+    if (teacher_) {
+      NoGradGuard no_grad;
+      z_teacher = teacher_->forward(batch.groups);
+    }
+    BamLossResult out = bam_loss(z, reg, loss_options, z_teacher);
+    const double loss = out.loss.item();
+    if (!std::isfinite(loss)) {
+      std::fprintf(stderr, "Loss is %g at epoch %lld step %lld: stopping. The last checkpoint (%s) is intact.\n", loss,
+                   static_cast<long long>(epoch), static_cast<long long>(it), checkpoint_path().c_str());
+      fail("non-finite loss ({}) at epoch {} step {}; lower --lr or raise --reg, then resume", loss, epoch, it);
+    }
+    optimizer_->zero_grad();
+    out.loss.backward();
+    std::vector<Tensor> params = student_->parameters();
+    if (config_.clip_grad > 0) {
+      if (config_.clip_mode == "param") clip_grad_per_param(params, config_.clip_grad);
+      else clip_grad_norm(params, config_.clip_grad);
+    }
+    if (epoch < config_.freeze_last_layer)
+      for (auto& [name, p] : student_->head->last_linear()->named_parameters()) p.set_grad(Tensor());
+    optimizer_->set_lr(lr_schedule_[gs]);
+    optimizer_->set_weight_decay(wd_schedule_[gs]);
+    optimizer_->step();
+    if (teacher_) {
+      NoGradGuard no_grad;
+      auto sp = student_->parameters(), tp = teacher_->parameters();
+      for (size_t i = 0; i < sp.size(); ++i)
+        cpu::ema_update(tp[i].data<float>(), sp[i].data<float>(), tp[i].numel(), momentum_schedule_[gs]);
+    }
+
+    result.step_losses.push_back(loss);
+    loss_sum += loss;
+    entropy_sum += out.target_entropy;
+    double spread = embedding_std(z);
+    std_sum += spread;
+    ++counted;
+    ++state_.global_step;
+    step_in_epoch_ = it + 1;
+    stats.lr = lr_schedule_[gs];
+    stats.wd = wd_schedule_[gs];
+
+    double elapsed = seconds_since(start);
+    double img_per_s = counted * B / elapsed;
+    if ((it + 1) % config_.log_freq == 0 || it + 1 == steps) {
+      double remaining_steps = static_cast<double>((config_.epochs - epoch) * steps - (it + 1));
+      std::printf("Epoch [%lld/%lld] step %lld/%lld  eta %s  loss %.4f  lr %.3e  wd %.4f  ent %.3f  std %.3f  "
+                  "img/s %.1f  data %.3fs  mem %s\n",
+                  static_cast<long long>(epoch), static_cast<long long>(config_.epochs),
+                  static_cast<long long>(it + 1), static_cast<long long>(steps),
+                  duration_text(remaining_steps * elapsed / counted).c_str(), loss, lr_schedule_[gs],
+                  wd_schedule_[gs], out.target_entropy, spread, img_per_s, stats.data_wait_s / counted,
+                  memory_text().c_str());
+      std::fflush(stdout);
+    }
+    if (deadline && Clock::now() >= *deadline && it + 1 < steps) {
+      result.stopped_by_budget = true;
+      break;
+    }
+  }
+  stats.seconds = seconds_since(start);
+  if (counted > 0) {
+    stats.loss = loss_sum / counted;
+    stats.target_entropy = entropy_sum / counted;
+    stats.embedding_std = std_sum / counted;
+    stats.img_per_s = counted * B / stats.seconds;
+    stats.data_wait_s /= counted;
+  }
+  return stats;
+}
+
+TrainResult Trainer::run() {
+  std::filesystem::create_directories(config_.output_dir);
+  TrainResult result;
+  resume_if_possible(result);
+  int64_t params = 0;
+  for (auto& p : student_->parameters()) params += p.numel();
+  std::printf("%s\n%lld parameters; %lld steps per epoch of %lld images x %lld crops\n", data_->describe().c_str(),
+              static_cast<long long>(params), static_cast<long long>(data_->steps_per_epoch()),
+              static_cast<long long>(config_.batch_size_per_gpu),
+              static_cast<long long>(config_.global_crops_number + config_.local_crops_number));
+  std::optional<Clock::time_point> deadline;
+  if (config_.time_budget_minutes > 0)
+    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(60 * config_.time_budget_minutes));
+
+  for (int64_t epoch = state_.epoch; epoch < config_.epochs; ++epoch) {
+    EpochStats stats = train_epoch(epoch, result, deadline);
+    if (result.stopped_by_budget) {
+      save(checkpoint_path());
+      std::printf("Time budget of %.1f minutes spent at epoch %lld step %lld; checkpoint saved, run again to continue\n",
+                  config_.time_budget_minutes, static_cast<long long>(epoch), static_cast<long long>(step_in_epoch_));
+      break;
+    }
+    state_.epoch = epoch + 1;
+    step_in_epoch_ = 0;
+    bool last = epoch + 1 == config_.epochs;
+    if (knn_ && config_.knn_freq > 0 && ((epoch + 1) % config_.knn_freq == 0 || last)) {
+      student_->train(false);
+      KnnResult knn = knn_(*student_->backbone);
+      student_->train(true);
+      stats.knn_top1 = knn.top1;
+      stats.knn_top5 = knn.top5;
+      std::printf("kNN evaluation after epoch %lld: top-1 %.2f%%  top-5 %.2f%%\n", static_cast<long long>(epoch),
+                  knn.top1, knn.top5);
+    }
+    save(checkpoint_path());
+    if (config_.saveckp_freq > 0 && epoch % config_.saveckp_freq == 0)
+      save(fmt::format("{}/checkpoint{:04}.safetensors", config_.output_dir, epoch));
+    append_log(stats);
+    result.epochs.push_back(stats);
+    std::printf("Epoch %lld done in %s: loss %.4f  target entropy %.3f  embedding std %.3f  %.1f img/s\n",
+                static_cast<long long>(epoch), duration_text(stats.seconds).c_str(), stats.loss, stats.target_entropy,
+                stats.embedding_std, stats.img_per_s);
+    std::fflush(stdout);
+  }
+  return result;
+}
+
+}  // namespace bam

@@ -1,0 +1,71 @@
+// The bamtrain loop: schedules, forward over all crops, BAM loss, backward, clipping, optimizer,
+// teacher EMA; progress lines, log.txt (one JSON object per epoch), atomic checkpoints with exact
+// resume (also mid-epoch), the kNN monitor, and a stop on non-finite loss that leaves the last
+// checkpoint intact.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bam/bam_model.h"
+#include "bam/checkpoint.h"
+#include "bam/knn.h"
+#include "bam/train_config.h"
+#include "bam/train_data.h"
+#include "engine/optim.h"
+
+namespace bam {
+
+struct EpochStats {
+  int64_t epoch = 0;
+  double loss = 0, lr = 0, wd = 0, reg = 0;
+  double target_entropy = 0, embedding_std = 0;
+  double img_per_s = 0, data_wait_s = 0, seconds = 0;
+  double knn_top1 = -1, knn_top5 = -1;  // -1: not measured this epoch
+};
+
+struct TrainResult {
+  std::vector<double> step_losses;  // this run's steps, in order
+  std::vector<EpochStats> epochs;   // this run's completed epochs
+  bool resumed = false;
+  bool stopped_by_budget = false;
+};
+
+// Evaluates a backbone for the kNN monitor (supplied by the caller, which owns the labelled data).
+using KnnMonitor = std::function<KnnResult(const VisionTransformer& backbone)>;
+
+class Trainer {
+ public:
+  Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, KnnMonitor knn = {});
+  // Trains from output_dir/checkpoint.safetensors if it exists (same architecture flags
+  // required), else from scratch. Throws bam::Error on a non-finite loss, after reporting it.
+  TrainResult run();
+
+  BamModel& student() { return *student_; }
+  BamModel* teacher() { return teacher_.get(); }
+  std::string checkpoint_path() const;
+
+ private:
+  void resume_if_possible(TrainResult& result);
+  using Clock = std::chrono::steady_clock;
+  EpochStats train_epoch(int64_t epoch, TrainResult& result, const std::optional<Clock::time_point>& deadline);
+  void save(const std::string& path);
+  void append_log(const EpochStats& stats);
+  std::string memory_text() const;
+
+  TrainConfig config_;
+  std::unique_ptr<TrainData> data_;
+  KnnMonitor knn_;
+  std::unique_ptr<BamModel> student_, teacher_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::vector<double> lr_schedule_, wd_schedule_, momentum_schedule_;
+  TrainState state_;
+  int64_t step_in_epoch_ = 0;  // steps of state_.epoch already done (mid-epoch resume)
+  Device device_;
+};
+
+}  // namespace bam

@@ -1,0 +1,121 @@
+// bamtrain: self-supervised pretraining of a ViT with the BAM objective. Flags follow the official
+// BAM script (main_pretrain.py); the run prints every argument, then trains, resuming from
+// <output_dir>/checkpoint.safetensors when it exists.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+
+#include "bam/trainer.h"
+#include "engine/error.h"
+#include "tools/common/knn_monitor.h"
+
+namespace {
+
+void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_scale, std::vector<double>& local_scale,
+               bool& use_fp16) {
+  auto boolean = [&](const char* name, bool& value, const char* help) {
+    app.add_option(name, value, help)->type_name("BOOL")->default_val(value ? "true" : "false");
+  };
+  // model
+  app.add_option("--arch", c.arch, "vit_tiny | vit_small | vit_base | custom")->default_val(c.arch);
+  app.add_option("--patch_size", c.patch_size, "ViT patch size (4, 8, 16, ...)")->default_val(c.patch_size);
+  app.add_option("--embed_dim", c.embed_dim, "ViT width (overrides the --arch preset)");
+  app.add_option("--depth", c.depth, "number of ViT blocks (overrides the preset)");
+  app.add_option("--num_heads", c.num_heads, "attention heads (overrides the preset)");
+  app.add_option("--drop_path_rate", c.drop_path_rate, "stochastic depth rate")->default_val(c.drop_path_rate);
+  boolean("--qkv_bias", c.qkv_bias, "bias on the qkv projection");
+  // projector
+  app.add_option("--out_dim", c.out_dim, "projector output width")->default_val(c.out_dim);
+  app.add_option("--hidden_dim", c.hidden_dim, "projector hidden width")->default_val(c.hidden_dim);
+  app.add_option("--n_layers", c.n_layers, "projector Linear layers")->default_val(c.n_layers);
+  boolean("--proj_use_bn", c.proj_use_bn, "BatchNorm between projector layers");
+  boolean("--proj_last_bn", c.proj_last_bn, "affine-free BatchNorm on the projector output");
+  app.add_option("--proj_act", c.proj_act, "projector activation: gelu | relu")->default_val(c.proj_act);
+  boolean("--proj_bias", c.proj_bias, "bias in the projector's Linear layers");
+  // teacher
+  boolean("--teacher", c.teacher, "momentum (EMA) teacher provides the target");
+  app.add_option("--teacher_m", c.teacher_m, "initial teacher momentum (cosine to 1)")->default_val(c.teacher_m);
+  // precision, device
+  app.add_option("--precision", c.precision, "f32 | bf16 | fp16 (16-bit on CUDA only)")->default_val(c.precision);
+  app.add_option("--use_fp16", use_fp16, "same as --precision fp16 when true (official flag)")->type_name("BOOL");
+  app.add_option("--device", c.device, "cpu | cuda | cuda:N")->default_val(c.device);
+  // optimisation
+  app.add_option("--batch_size_per_gpu", c.batch_size_per_gpu, "images per step (each gives every crop)")
+      ->default_val(c.batch_size_per_gpu);
+  app.add_option("--epochs", c.epochs, "training epochs")->default_val(c.epochs);
+  app.add_option("--warmup_epochs", c.warmup_epochs, "linear learning-rate warm-up epochs")->default_val(c.warmup_epochs);
+  app.add_option("--lr", c.lr, "peak learning rate for a batch of 256 (scaled linearly)")->default_val(c.lr);
+  app.add_option("--min_lr", c.min_lr, "final learning rate of the cosine schedule")->default_val(c.min_lr);
+  app.add_option("--optimizer", c.optimizer, "adamw | sgd | lars")->default_val(c.optimizer);
+  app.add_option("--weight_decay", c.weight_decay, "initial weight decay (cosine schedule)")->default_val(c.weight_decay);
+  app.add_option("--weight_decay_end", c.weight_decay_end, "final weight decay")->default_val(c.weight_decay_end);
+  app.add_option("--clip_grad", c.clip_grad, "gradient clipping norm (0 disables)")->default_val(c.clip_grad);
+  app.add_option("--clip_mode", c.clip_mode, "global (one norm over all parameters) | param (DINO: each tensor)")
+      ->default_val(c.clip_mode);
+  app.add_option("--freeze_last_layer", c.freeze_last_layer, "epochs during which the projector's last layer is frozen")
+      ->default_val(c.freeze_last_layer);
+  // BAM
+  app.add_option("--reg", c.reg, "initial Sinkhorn entropy regularisation (eps)")->default_val(c.reg);
+  app.add_option("--reg_final", c.reg_final, "final eps (default: --reg)");
+  app.add_option("--reg_warmup_epochs", c.reg_warmup_epochs, "epochs over which eps moves from --reg to --reg_final")
+      ->default_val(c.reg_warmup_epochs);
+  app.add_option("--temperature", c.temperature, "source softmax temperature")->default_val(c.temperature);
+  app.add_option("--num_sink_iter", c.num_sink_iter, "Sinkhorn iterations")->default_val(c.num_sink_iter);
+  app.add_option("--top_k_sink", c.top_k_sink, "keep each target row's top-k entries (0: all)")->default_val(c.top_k_sink);
+  boolean("--positive_masking", c.positive_masking, "mask the views of the same image in the attention");
+  app.add_option("--target_crops_number", c.target_crops_number, "crops used as targets (default: global crops)");
+  // multi-crop
+  app.add_option("--global_crops_number", c.global_crops_number, "global crops per image")
+      ->default_val(c.global_crops_number);
+  app.add_option("--local_crops_number", c.local_crops_number, "local crops per image")->default_val(c.local_crops_number);
+  app.add_option("--global_crops_scale", global_scale, "area range of global crops (two numbers)")->expected(2);
+  app.add_option("--local_crops_scale", local_scale, "area range of local crops (two numbers)")->expected(2);
+  app.add_option("--global_crops_size", c.global_crops_size, "global crop side in pixels")->default_val(c.global_crops_size);
+  app.add_option("--local_crops_size", c.local_crops_size, "local crop side in pixels")->default_val(c.local_crops_size);
+  // data, output, misc
+  app.add_option("--data_path", c.data_path, "training images: a folder (ImageFolder or flat), a file list (.txt), "
+                                             "or synthetic:N");
+  app.add_option("--output_dir", c.output_dir, "checkpoints, log.txt and report go here")->default_val(c.output_dir);
+  app.add_option("--saveckp_freq", c.saveckp_freq, "also keep checkpointNNNN every N epochs (0: never)")
+      ->default_val(c.saveckp_freq);
+  app.add_option("--seed", c.seed, "random seed")->default_val(c.seed);
+  app.add_option("--num_workers", c.num_workers, "data loading threads")->default_val(c.num_workers);
+  app.add_option("--knn_freq", c.knn_freq, "kNN monitor every N epochs (0: off)")->default_val(c.knn_freq);
+  app.add_option("--knn_train_path", c.knn_train_path, "labelled ImageFolder for the kNN monitor's memory bank");
+  app.add_option("--knn_val_path", c.knn_val_path, "labelled ImageFolder the kNN monitor classifies");
+  app.add_option("--log_freq", c.log_freq, "progress line every N steps")->default_val(c.log_freq);
+  app.add_option("--time_budget_minutes", c.time_budget_minutes,
+                 "stop after this many minutes with a checkpoint (0: train all epochs)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bamtrain: BAM self-supervised pretraining of a Vision Transformer"};
+  bam::TrainConfig config;
+  std::vector<double> global_scale, local_scale;
+  bool use_fp16 = false;
+  add_flags(app, config, global_scale, local_scale, use_fp16);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (global_scale.size() == 2) config.global_crops_scale = {global_scale[0], global_scale[1]};
+    if (local_scale.size() == 2) config.local_crops_scale = {local_scale[0], local_scale[1]};
+    if (use_fp16) config.precision = "fp16";
+    config.validate();
+    const auto args = config.to_json();  // items() must not outlive the object it iterates
+    for (const auto& [key, value] : args.items()) std::printf("%s: %s\n", key.c_str(), value.dump().c_str());
+    std::fflush(stdout);
+    auto data = bam::make_train_data(config);
+    bam::Trainer trainer(config, std::move(data), bam::tool::make_knn_monitor(config));
+    bam::TrainResult result = trainer.run();
+    std::printf("Training %s.\n", result.stopped_by_budget ? "paused (time budget)" : "done");
+  } catch (const bam::Error& e) {
+    std::fprintf(stderr, "bamtrain: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
