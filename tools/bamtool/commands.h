@@ -10,5 +10,8 @@ using Action = std::function<int()>;
 
 // Each add_* function declares one subcommand with its flags; the action runs when it is chosen.
 Action add_demo(CLI::App& app);
+Action add_loss(CLI::App& app);
+Action add_export(CLI::App& app);
+Action add_bench_step(CLI::App& app);
 
 }  // namespace bam::tool

@@ -11,6 +11,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::map<std::string, bam::tool::Action> actions;
   actions["demo"] = bam::tool::add_demo(app);
+  actions["loss"] = bam::tool::add_loss(app);
+  actions["export"] = bam::tool::add_export(app);
+  actions["bench-step"] = bam::tool::add_bench_step(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,153 @@
+// Models: ViT output shapes at several input sizes, the position-embedding interpolation (identity
+// at the native grid, bicubic elsewhere), timm parameter names and shapes, the projector's
+// structure, the multi-crop forward, and gradients reaching every parameter.
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "bam/bam_model.h"
+#include "engine/random.h"
+#include "tests/support.h"
+
+namespace bam::test {
+namespace {
+VitConfig tiny_vit() {
+  VitConfig v;
+  v.embed_dim = 24;
+  v.depth = 2;
+  v.num_heads = 3;
+  v.patch_size = 4;
+  v.img_size = 16;
+  return v;
+}
+}  // namespace
+
+TEST_CASE("ViT output shapes at several input sizes") {
+  Generator gen(1);
+  VisionTransformer vit(tiny_vit(), &gen);
+  vit.train(false);
+  for (int64_t size : {16, 8, 12, 28}) {
+    CAPTURE(size);
+    Tensor x = randn({3, 3, size, size}, {}, &gen);
+    CHECK(vit.forward(x).shape() == Shape{3, 24});
+    auto last = vit.forward_last_blocks(x, 2);
+    REQUIRE(last.size() == 2);
+    int64_t tokens = 1 + (size / 4) * (size / 4);
+    CHECK(last[1].shape() == Shape{3, tokens, 24});
+    CHECK(vit.last_attention(x).shape() == Shape{3, 3, tokens, tokens});
+  }
+  // Non-square inputs too.
+  CHECK(vit.forward(randn({2, 3, 8, 20}, {}, &gen)).shape() == Shape{2, 24});
+  CHECK_THROWS_WITH_AS(vit.forward(randn({1, 1, 16, 16})), doctest::Contains("expects images [B, 3, H, W]"), Error);
+  CHECK_THROWS_AS(vit.forward_last_blocks(randn({1, 3, 16, 16}), 3), Error);
+  // The CLS output equals the last block's normalised first token.
+  Tensor x = randn({2, 3, 16, 16}, {}, &gen);
+  CHECK(vit.forward(x).to_vector<float>() == vit.forward_last_blocks(x, 1)[0].select(1, 0).contiguous().to_vector<float>());
+}
+
+TEST_CASE("position embedding: identity at the native grid, bicubic elsewhere") {
+  Generator gen(2);
+  VisionTransformer vit(tiny_vit(), &gen);
+  CHECK(vit.position_embedding(4, 4).same(vit.pos_embed));
+  Tensor resized = vit.position_embedding(2, 3);
+  CHECK(resized.shape() == Shape{1, 7, 24});
+  // The CLS position passes through untouched; patch positions are the bicubic resize of the grid.
+  CHECK(resized.narrow(1, 0, 1).contiguous().to_vector<float>() == vit.pos_embed.narrow(1, 0, 1).contiguous().to_vector<float>());
+  Tensor grid = vit.pos_embed.narrow(1, 1, 16).reshape({1, 4, 4, 24}).permute({0, 3, 1, 2});
+  Tensor expected = interpolate_bicubic(grid, 2, 3).permute({0, 2, 3, 1}).reshape({1, 6, 24});
+  CHECK(resized.narrow(1, 1, 6).contiguous().to_vector<float>() == expected.contiguous().to_vector<float>());
+  // A constant grid stays constant (the bicubic weights sum to one).
+  Tensor constant = full({1, 2, 4, 4}, 0.25);
+  for (float v : interpolate_bicubic(constant, 7, 5).to_vector<float>()) CHECK(v == doctest::Approx(0.25f));
+}
+
+TEST_CASE("bicubic matches hand-computed PyTorch values") {
+  // interpolate([1, 2], size=4, mode="bicubic", align_corners=False) along one axis:
+  // taps at -0.25, 0.25, 0.75, 1.25 with a = -0.75 give these exactly (derivation in the op table).
+  Tensor x = from_vector(std::vector<float>{1, 2}, {1, 1, 1, 2});
+  auto y = interpolate_bicubic(x, 1, 4).to_vector<float>();
+  CHECK(y[0] == doctest::Approx(0.89453125));
+  CHECK(y[1] == doctest::Approx(1.2265625));
+  CHECK(y[2] == doctest::Approx(1.7734375));
+  CHECK(y[3] == doctest::Approx(2.10546875));
+}
+
+TEST_CASE("ViT parameters carry timm's names and shapes") {
+  Generator gen(3);
+  VitConfig v;
+  REQUIRE(vit_preset("vit_small", &v));
+  v.depth = 2;  // names repeat per block; two blocks keep the test quick
+  VisionTransformer vit(v, &gen);
+  std::map<std::string, Shape> shapes;
+  for (auto& [name, t] : vit.named_parameters()) shapes[name] = t.shape();
+  CHECK(shapes.size() == 4 + 2 + 12 * 2);
+  CHECK(shapes.at("cls_token") == Shape{1, 1, 384});
+  CHECK(shapes.at("pos_embed") == Shape{1, 197, 384});
+  CHECK(shapes.at("patch_embed.proj.weight") == Shape{384, 3, 16, 16});
+  CHECK(shapes.at("patch_embed.proj.bias") == Shape{384});
+  CHECK(shapes.at("blocks.1.norm1.weight") == Shape{384});
+  CHECK(shapes.at("blocks.1.attn.qkv.weight") == Shape{1152, 384});
+  CHECK(shapes.at("blocks.1.attn.qkv.bias") == Shape{1152});
+  CHECK(shapes.at("blocks.1.attn.proj.weight") == Shape{384, 384});
+  CHECK(shapes.at("blocks.0.mlp.fc1.weight") == Shape{1536, 384});
+  CHECK(shapes.at("blocks.0.mlp.fc2.bias") == Shape{384});
+  CHECK(shapes.at("norm.weight") == Shape{384});
+  // timm's initialisation: truncated normal(0.02) weights, zero biases, unit LayerNorm.
+  for (auto& [name, t] : vit.named_parameters()) {
+    if (name == "blocks.0.attn.qkv.weight") {
+      double sd = std::sqrt(var(t.reshape({-1}), {0}).item());
+      CHECK(sd == doctest::Approx(0.02).epsilon(0.05));
+    }
+    if (name == "blocks.0.attn.qkv.bias") CHECK(sum(abs(t)).item() == 0.0);
+    if (name == "norm.weight") CHECK(mean(t).item() == 1.0);
+  }
+  VitConfig unknown;
+  CHECK_FALSE(vit_preset("vit_huge", &unknown));
+}
+
+TEST_CASE("projector structure follows the official head") {
+  Generator gen(4);
+  ProjectorConfig p;
+  p.in_dim = 8;
+  p.hidden_dim = 16;
+  p.out_dim = 12;
+  Projector head(p, &gen);
+  std::set<std::string> names;
+  for (auto& [name, t] : head.state()) names.insert(name);
+  // Linear(0) BN(1) GELU(2) Linear(3) BN(4) GELU(5) Linear(6) BN-no-affine(7)
+  std::set<std::string> expected = {"projector.0.weight", "projector.0.bias", "projector.1.weight", "projector.1.bias",
+                                    "projector.1.running_mean", "projector.1.running_var", "projector.3.weight",
+                                    "projector.3.bias", "projector.4.weight", "projector.4.bias",
+                                    "projector.4.running_mean", "projector.4.running_var", "projector.6.weight",
+                                    "projector.6.bias", "projector.7.running_mean", "projector.7.running_var"};
+  CHECK(names == expected);
+  Tensor out = head.forward(randn({10, 8}, {}, &gen));
+  CHECK(out.shape() == Shape{10, 12});
+  // The last BN has no affine: in training mode each output column has mean 0 and variance 1.
+  auto m = mean(out, {0}).to_vector<float>();
+  for (float v : m) CHECK(std::abs(v) < 1e-5);
+  p.use_bn = false;
+  p.n_layers = 1;
+  Projector plain(p, &gen);
+  CHECK(plain.named_parameters().size() == 2);
+}
+
+TEST_CASE("multi-crop model: one backbone pass per resolution, gradients reach every parameter") {
+  Generator gen(5);
+  ProjectorConfig p;
+  p.in_dim = 24;
+  p.hidden_dim = 32;
+  p.out_dim = 16;
+  BamModel model(tiny_vit(), p, &gen);
+  Tensor global = randn({2 * 4, 3, 16, 16}, {}, &gen), local = randn({3 * 4, 3, 8, 8}, {}, &gen);
+  Tensor z = model.forward({global, local});
+  CHECK(z.shape() == Shape{20, 16});
+  sum(square(z)).backward();
+  for (auto& [name, t] : model.named_parameters()) {
+    CAPTURE(name);
+    REQUIRE(t.grad().defined());
+    CHECK(sum(abs(t.grad())).item() > 0);
+  }
+}
+
+}  // namespace bam::test

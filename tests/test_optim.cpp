@@ -1,0 +1,140 @@
+// Optimizers against closed-form single steps, parameter groups, gradient clipping, schedules.
+#include <cmath>
+
+#include "bam/schedules.h"
+#include "engine/optim.h"
+#include "tests/support.h"
+
+namespace bam::test {
+namespace {
+
+// One parameter [2] with a given gradient, in the decayed group.
+struct OneParam {
+  Tensor p;
+  std::vector<ParamGroup> groups;
+  OneParam(std::vector<float> value, std::vector<float> grad, Shape shape = {2}) {
+    p = from_vector(value, shape).requires_grad_(true);
+    p.set_grad(from_vector(grad, shape));
+    groups = {ParamGroup{{{"w", p}}, true}};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("AdamW: two steps against the closed form") {
+  OneParam w({1.0f, -2.0f}, {0.5f, 0.25f});
+  AdamW opt(w.groups, 0.9, 0.999, 1e-8);
+  opt.set_lr(0.1);
+  opt.set_weight_decay(0.01);
+  opt.step();
+  // Step 1: m = 0.1 g, v = 0.001 g^2, m_hat = g, v_hat = g^2: p = p (1 - lr wd) - lr * g / (|g| + eps)
+  auto p1 = w.p.to_vector<float>();
+  CHECK(p1[0] == doctest::Approx(1.0 * (1 - 0.001) - 0.1 * 0.5 / (0.5 + 1e-8)).epsilon(1e-6));
+  CHECK(p1[1] == doctest::Approx(-2.0 * (1 - 0.001) - 0.1 * 0.25 / (0.25 + 1e-8)).epsilon(1e-6));
+  // Step 2 with gradient g2: m = 0.9*0.1 g + 0.1 g2, v = 0.999*0.001 g^2 + 0.001 g2^2, bias corrections 1-0.9^2, 1-0.999^2.
+  w.p.set_grad(from_vector(std::vector<float>{-1.0f, 0.25f}, {2}));
+  opt.step();
+  auto p2 = w.p.to_vector<float>();
+  double g = 0.5, g2 = -1.0;
+  double m = 0.9 * 0.1 * g + 0.1 * g2, v = 0.999 * 0.001 * g * g + 0.001 * g2 * g2;
+  double expected = p1[0] * (1 - 0.001) - 0.1 / (1 - 0.81) * m / (std::sqrt(v) / std::sqrt(1 - 0.999 * 0.999) + 1e-8);
+  CHECK(p2[0] == doctest::Approx(expected).epsilon(1e-5));
+  CHECK(opt.steps() == 2);
+  CHECK(opt.state().size() == 2);  // exp_avg and exp_avg_sq of one parameter
+}
+
+TEST_CASE("SGD with momentum and weight decay") {
+  OneParam w({1.0f, 2.0f}, {0.5f, -0.5f});
+  SGD opt(w.groups, 0.9);
+  opt.set_lr(0.1);
+  opt.set_weight_decay(0.1);
+  opt.step();  // d = g + 0.1 p = [0.6, -0.3]; buf = d; p -= 0.1 d
+  auto p1 = w.p.to_vector<float>();
+  CHECK(p1[0] == doctest::Approx(0.94f));
+  CHECK(p1[1] == doctest::Approx(2.03f));
+  opt.step();  // d = g + 0.1 p1; buf = 0.9 buf + d
+  double d0 = 0.5 + 0.1 * 0.94, buf0 = 0.9 * 0.6 + d0;
+  CHECK(w.p.to_vector<float>()[0] == doctest::Approx(0.94 - 0.1 * buf0).epsilon(1e-6));
+}
+
+TEST_CASE("LARS: trust ratio for matrices, plain momentum for vectors") {
+  // A 2x1 matrix: p = [3, 4] (norm 5), g = [0, 1], wd 0: d = g, ||d|| = 1, ratio = eta * 5 / 1.
+  OneParam w({3.0f, 4.0f}, {0.0f, 1.0f}, {2, 1});
+  LARS opt(w.groups, 0.9, 0.001);
+  opt.set_lr(1.0);
+  opt.set_weight_decay(0.0);
+  opt.step();
+  auto p = w.p.to_vector<float>();
+  CHECK(p[0] == doctest::Approx(3.0f));
+  CHECK(p[1] == doctest::Approx(4.0f - 0.005f));
+  // A vector ignores weight decay and the trust ratio.
+  OneParam b({3.0f, 4.0f}, {0.0f, 1.0f});
+  LARS opt2(b.groups, 0.9, 0.001);
+  opt2.set_lr(1.0);
+  opt2.set_weight_decay(0.5);
+  opt2.step();
+  CHECK(b.p.to_vector<float>()[1] == doctest::Approx(3.0f));
+}
+
+TEST_CASE("parameter groups leave biases and 1-d tensors undecayed") {
+  NamedTensors params = {{"blocks.0.attn.qkv.weight", zeros({4, 2}).requires_grad_(true)},
+                         {"blocks.0.attn.qkv.bias", zeros({4}).requires_grad_(true)},
+                         {"norm.weight", zeros({2}).requires_grad_(true)},
+                         {"pos_embed", zeros({1, 3, 2}).requires_grad_(true)},
+                         {"frozen", zeros({2, 2})}};
+  auto groups = make_param_groups(params);
+  REQUIRE(groups.size() == 2);
+  CHECK(groups[0].decay);
+  CHECK(groups[0].params.size() == 2);
+  CHECK(groups[1].params.size() == 2);
+  CHECK_FALSE(groups[1].decay);
+  // The undecayed group really gets no decay.
+  Tensor bias = groups[1].params[0].second;
+  bias.set_grad(zeros({4}));
+  {
+    NoGradGuard no_grad;
+    bias.fill_(1.0);
+  }
+  SGD opt(groups, 0.0);
+  opt.set_lr(1.0);
+  opt.set_weight_decay(0.5);
+  opt.step();
+  CHECK(bias.to_vector<float>()[0] == 1.0f);
+  CHECK_THROWS_WITH_AS(make_optimizer("adam", groups), doctest::Contains("--optimizer"), Error);
+}
+
+TEST_CASE("gradient clipping") {
+  Tensor a = zeros({2}).requires_grad_(true), b = zeros({1}).requires_grad_(true);
+  a.set_grad(from_vector(std::vector<float>{3, 0}, {2}));
+  b.set_grad(from_vector(std::vector<float>{4}, {1}));
+  double norm = clip_grad_norm({a, b}, 1.0);
+  CHECK(norm == doctest::Approx(5.0));
+  CHECK(a.grad().to_vector<float>()[0] == doctest::Approx(3.0 / (5.0 + 1e-6)));
+  CHECK(b.grad().to_vector<float>()[0] == doctest::Approx(4.0 / (5.0 + 1e-6)));
+  CHECK(clip_grad_norm({a, b}, 10.0) == doctest::Approx(1.0).epsilon(1e-5));  // below the limit: unchanged
+  b.set_grad(from_vector(std::vector<float>{4}, {1}));
+  a.set_grad(from_vector(std::vector<float>{0.3f, 0.4f}, {2}));
+  clip_grad_per_param({a, b}, 1.0);
+  CHECK(a.grad().to_vector<float>()[0] == doctest::Approx(0.3f));  // norm 0.5 stays
+  CHECK(b.grad().to_vector<float>()[0] == doctest::Approx(1.0f).epsilon(1e-5));
+}
+
+TEST_CASE("schedules") {
+  auto lr = cosine_schedule(1.0, 0.0, 4, 10, 1);
+  REQUIRE(lr.size() == 40);
+  CHECK(lr[0] == 0.0);        // warm-up starts at 0
+  CHECK(lr[9] == 1.0);        // and reaches the base value at its last step (np.linspace)
+  CHECK(lr[10] == 1.0);       // the cosine starts at the base value
+  CHECK(lr[25] == doctest::Approx(0.5));  // halfway through the cosine part
+  CHECK(lr[39] == doctest::Approx(0.5 * (1 + std::cos(M_PI * 29.0 / 30.0))));
+  auto wd = cosine_schedule(0.04, 0.4, 2, 3);
+  CHECK(wd.front() == doctest::Approx(0.04));
+  CHECK(wd.back() < 0.4);
+  CHECK(wd.back() > 0.35);
+  CHECK(reg_for_epoch(0.05, 0.1, 30, 0) == 0.05);
+  CHECK(reg_for_epoch(0.05, 0.1, 30, 29) == doctest::Approx(0.1));
+  CHECK(reg_for_epoch(0.05, 0.1, 30, 100) == 0.1);
+  CHECK(reg_for_epoch(0.05, 0.1, 3, 1) == doctest::Approx(0.075));
+}
+
+}  // namespace bam::test

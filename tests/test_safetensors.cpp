@@ -1,0 +1,106 @@
+// Safetensors: bit-exact round trips for every dtype and layout, metadata, atomic replacement, and
+// clear errors (naming the file) for every kind of damaged file.
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "engine/safetensors.h"
+#include "tests/support.h"
+
+namespace bam::test {
+namespace {
+
+std::string temp_path(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("bam_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out << bytes;
+}
+
+}  // namespace
+
+TEST_CASE("round trip is bit-exact for every dtype and layout") {
+  InputMaker maker(test_seed("safetensors"));
+  NamedTensors tensors;
+  for (DType t : kAllDTypes) {
+    InputSpec spec{{3, 4}, t == DType::boolean ? Values::mask : Values::normal};
+    tensors.emplace_back(std::string(dtype_name(t)), maker.make(spec, maker.values(spec), DType::f64).to(t));
+  }
+  tensors.emplace_back("transposed", maker.make({{5, 3}, Values::normal, Layout::transposed}, maker.values({{5, 3}}), DType::f32));
+  tensors.emplace_back("scalar", scalar_tensor(1.5));
+  tensors.emplace_back("empty", zeros({0, 7}));
+  std::string path = temp_path("roundtrip.safetensors");
+  save_safetensors(path, tensors, {{"format", "pt"}, {"note", "a \"quoted\" value"}});
+  SafetensorsFile back = load_safetensors(path);
+  REQUIRE(back.tensors.size() == tensors.size());
+  CHECK(back.metadata.at("format") == "pt");
+  CHECK(back.metadata.at("note") == "a \"quoted\" value");
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    CAPTURE(tensors[i].first);
+    const Tensor* t = back.find(tensors[i].first);
+    REQUIRE(t);
+    CHECK(t->dtype() == tensors[i].second.dtype());
+    CHECK(t->shape() == tensors[i].second.shape());
+    Tensor original = tensors[i].second.contiguous();
+    size_t bytes = static_cast<size_t>(original.numel()) * original.element_size();
+    CHECK(std::memcmp(t->raw_data(), original.raw_data(), bytes) == 0);
+  }
+  // The header is padded so the data starts 8-byte aligned, and no temporary file is left behind.
+  std::string raw = read_file(path);
+  uint64_t header = 0;
+  std::memcpy(&header, raw.data(), 8);
+  CHECK((8 + header) % 8 == 0);
+  for (auto& entry : std::filesystem::directory_iterator(std::filesystem::path(path).parent_path()))
+    CHECK(entry.path().filename().string().find(".tmp.") == std::string::npos);
+  CHECK_THROWS_WITH_AS(save_safetensors(path, {{"a", zeros({1})}, {"a", zeros({1})}}, {}),
+                       doctest::Contains("duplicate tensor name"), Error);
+  // A failed save leaves the previous file as it was.
+  CHECK(read_file(path) == raw);
+}
+
+TEST_CASE("damaged files give errors that name the file") {
+  std::string good_path = temp_path("good.safetensors");
+  save_safetensors(good_path, {{"w", arange(0, 10, 1, {DType::f32})}, {"b", ones({3})}}, {{"format", "pt"}});
+  std::string good = read_file(good_path);
+  std::string bad_path = temp_path("bad.safetensors");
+  auto expect_error = [&](const std::string& bytes, const char* fragment) {
+    write_file(bad_path, bytes);
+    CAPTURE(std::string(fragment));
+    CHECK_THROWS_WITH_AS(load_safetensors(bad_path), doctest::Contains(bad_path.c_str()), Error);
+    CHECK_THROWS_WITH_AS(load_safetensors(bad_path), doctest::Contains(fragment), Error);
+  };
+  expect_error("", "too short");
+  expect_error(good.substr(0, 5), "too short");
+  expect_error(good.substr(0, 20), "does not fit");
+  expect_error(good.substr(0, good.size() - 4), "outside the");
+  std::string bad_json = good;
+  bad_json[8] = '#';  // the header's opening brace
+  expect_error(bad_json, "not valid JSON");
+  std::string huge = good;
+  huge[6] = '\x7f';
+  expect_error(huge, "does not fit");
+  // Shape/byte-count disagreement: claim 11 elements for 40 bytes.
+  std::string wrong_shape = good;
+  auto at = wrong_shape.find("[10]");
+  REQUIRE(at != std::string::npos);
+  wrong_shape.replace(at, 4, "[11]");
+  expect_error(wrong_shape, "needs 44 bytes");
+  std::string wrong_dtype = good;
+  at = wrong_dtype.find("\"F32\"");
+  wrong_dtype.replace(at, 5, "\"F8E\"");
+  expect_error(wrong_dtype, "unsupported dtype F8E");
+  CHECK_THROWS_WITH_AS(load_safetensors(temp_path("missing.safetensors")), doctest::Contains("cannot open"), Error);
+}
+
+}  // namespace bam::test

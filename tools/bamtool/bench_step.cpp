@@ -1,0 +1,153 @@
+// `bamtool bench-step`: times one whole BAM training step (forward over all crops, projector, loss,
+// backward, clipping, AdamW) on synthetic inputs and reports the median step time, images/s,
+// achieved TFLOP/s and peak memory: how we hold the engine against PyTorch on the same work.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "bam/bam_loss.h"
+#include "bam/bam_model.h"
+#include "engine/autograd.h"
+#include "engine/cuda.h"
+#include "engine/error.h"
+#include "engine/optim.h"
+#include "engine/random.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/parallel.h"
+#include "tools/bamtool/commands.h"
+
+namespace bam::tool {
+namespace {
+
+struct BenchOptions {
+  std::string device = "cpu", precision = "f32", arch = "vit_small";
+  int64_t embed_dim = 0, depth = 0, num_heads = 0, patch_size = 16, batch = 256, global_crops = 2, local_crops = 6;
+  int64_t global_size = 224, local_size = 96, out_dim = 4096, hidden_dim = 4096, steps = 10, warmup = 2;
+};
+
+// Multiply-add FLOPs (x2) of one image's forward pass through the ViT at side `size`.
+double vit_forward_flops(const VitConfig& v, int64_t size) {
+  const double E = static_cast<double>(v.embed_dim), P = static_cast<double>(v.patch_size);
+  const double patches = static_cast<double>((size / v.patch_size) * (size / v.patch_size)), N = patches + 1;
+  double flops = 2 * patches * (v.in_chans * P * P) * E;           // patch embedding
+  double block = 2 * N * E * 3 * E                                 // qkv
+                 + 2 * 2 * N * N * E                               // q k^T and attention-weighted v
+                 + 2 * N * E * E                                   // output projection
+                 + 2 * 2 * N * E * (v.mlp_ratio * E);              // fc1 and fc2
+  return flops + v.depth * block;
+}
+
+double projector_forward_flops(const ProjectorConfig& p) {
+  double flops = 0;
+  for (int64_t i = 0; i < p.n_layers; ++i) {
+    double in = i == 0 ? p.in_dim : p.hidden_dim, out = i == p.n_layers - 1 ? p.out_dim : p.hidden_dim;
+    flops += 2 * in * out;
+  }
+  return flops;
+}
+
+int run_bench(const BenchOptions& o) {
+  Device device;
+  BAM_CHECK(parse_device(o.device, &device), "--device: expected cpu or cuda, got '{}'", o.device);
+  BAM_CHECK(o.precision == "f32" || o.precision == "bf16" || o.precision == "fp16",
+            "--precision: expected f32, bf16 or fp16, got '{}'", o.precision);
+  BAM_CHECK(device.is_cpu(), "--device {}: the CUDA training step needs the CUDA kernels of every op, which this build "
+            "does not have yet ({})", o.device, cuda::is_available() ? "device present" : cuda::unavailable_reason());
+  BAM_CHECK(o.precision == "f32", "--precision {}: 16-bit matmuls run on CUDA only; use f32 on the CPU", o.precision);
+  VitConfig vit;
+  if (o.arch != "custom") BAM_CHECK(vit_preset(o.arch, &vit), "--arch: unknown '{}'", o.arch);
+  if (o.embed_dim > 0) vit.embed_dim = o.embed_dim;
+  if (o.depth > 0) vit.depth = o.depth;
+  if (o.num_heads > 0) vit.num_heads = o.num_heads;
+  vit.patch_size = o.patch_size;
+  vit.img_size = o.global_size;
+  BAM_CHECK(vit.embed_dim % vit.num_heads == 0, "--embed_dim {} is not divisible by --num_heads {}", vit.embed_dim,
+            vit.num_heads);
+  BAM_CHECK(o.global_size % o.patch_size == 0 && (o.local_crops == 0 || o.local_size % o.patch_size == 0),
+            "crop sizes must be multiples of --patch_size {}", o.patch_size);
+  ProjectorConfig proj;
+  proj.in_dim = vit.embed_dim;
+  proj.hidden_dim = o.hidden_dim;
+  proj.out_dim = o.out_dim;
+
+  Generator gen(0);
+  BamModel model(vit, proj, &gen);
+  AdamW optimizer(make_param_groups(model.named_parameters()));
+  optimizer.set_lr(1e-4);
+  optimizer.set_weight_decay(0.04);
+  std::vector<Tensor> groups = {randn({o.global_crops * o.batch, 3, o.global_size, o.global_size}, {}, &gen)};
+  if (o.local_crops > 0) groups.push_back(randn({o.local_crops * o.batch, 3, o.local_size, o.local_size}, {}, &gen));
+  BamLossOptions loss_options;
+  loss_options.n_global = o.global_crops;
+  loss_options.n_local = o.local_crops;
+  loss_options.target_crops = o.global_crops;
+
+  auto step = [&] {
+    Tensor z = model.forward(groups);
+    BamLossResult r = bam_loss(z, 0.05, loss_options);
+    optimizer.zero_grad();
+    r.loss.backward();
+    clip_grad_norm(model.parameters(), 3.0);
+    optimizer.step();
+    return r.loss.item();
+  };
+  int64_t params = 0;
+  for (auto& p : model.parameters()) params += p.numel();
+  std::printf("bench-step: ViT %lld/%lld/%lld patch %lld, projector %lld-%lld, B=%lld, %lldx%lld + %lldx%lld crops, "
+              "%s %s, %d threads, GEMM %s, %.1fM parameters\n",
+              static_cast<long long>(vit.embed_dim), static_cast<long long>(vit.depth),
+              static_cast<long long>(vit.num_heads), static_cast<long long>(vit.patch_size),
+              static_cast<long long>(o.hidden_dim), static_cast<long long>(o.out_dim), static_cast<long long>(o.batch),
+              static_cast<long long>(o.global_crops), static_cast<long long>(o.global_size),
+              static_cast<long long>(o.local_crops), static_cast<long long>(o.local_size), o.device.c_str(),
+              o.precision.c_str(), cpu::num_threads(), cpu::gemm_kernel_name(), params / 1e6);
+  for (int64_t i = 0; i < o.warmup; ++i) step();
+  reset_cpu_peak_bytes();
+  std::vector<double> times;
+  double loss = 0;
+  for (int64_t i = 0; i < o.steps; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    loss = step();
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(times.begin(), times.end());
+  const double median = times[times.size() / 2];
+  const double per_image = 3 * (o.global_crops * (vit_forward_flops(vit, o.global_size) + projector_forward_flops(proj)) +
+                                o.local_crops * (vit_forward_flops(vit, o.local_size) + projector_forward_flops(proj)));
+  const double images_per_s = o.batch / median;
+  std::printf("| metric | value |\n|---|---|\n");
+  std::printf("| median step | %.1f ms (min %.1f, max %.1f, %lld steps) |\n", 1e3 * median, 1e3 * times.front(),
+              1e3 * times.back(), static_cast<long long>(o.steps));
+  std::printf("| images/s | %.1f |\n", images_per_s);
+  std::printf("| training FLOP per image | %.2f GFLOP (3x forward) |\n", per_image / 1e9);
+  std::printf("| achieved | %.3f TFLOP/s |\n", per_image * images_per_s / 1e12);
+  std::printf("| peak memory | %.2f GiB (host) |\n", cpu_peak_bytes() / 1073741824.0);
+  std::printf("| last loss | %.4f |\n", loss);
+  return 0;
+}
+
+}  // namespace
+
+Action add_bench_step(CLI::App& app) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* sub = app.add_subcommand("bench-step", "Time one full BAM training step on synthetic inputs");
+  sub->add_option("--device", o->device, "cpu | cuda")->default_val(o->device);
+  sub->add_option("--precision", o->precision, "f32 | bf16 | fp16")->default_val(o->precision);
+  sub->add_option("--arch", o->arch, "vit_tiny | vit_small | vit_base | custom")->default_val(o->arch);
+  sub->add_option("--embed_dim", o->embed_dim, "ViT width (overrides --arch)");
+  sub->add_option("--depth", o->depth, "ViT depth (overrides --arch)");
+  sub->add_option("--num_heads", o->num_heads, "heads (overrides --arch)");
+  sub->add_option("--patch_size", o->patch_size, "patch size")->default_val(o->patch_size)->check(CLI::PositiveNumber);
+  sub->add_option("--batch", o->batch, "images per step")->default_val(o->batch)->check(CLI::Range(2, 1 << 20));
+  sub->add_option("--global_crops", o->global_crops, "global crops")->default_val(o->global_crops)->check(CLI::PositiveNumber);
+  sub->add_option("--local_crops", o->local_crops, "local crops")->default_val(o->local_crops)->check(CLI::NonNegativeNumber);
+  sub->add_option("--global_size", o->global_size, "global crop side")->default_val(o->global_size)->check(CLI::PositiveNumber);
+  sub->add_option("--local_size", o->local_size, "local crop side")->default_val(o->local_size)->check(CLI::PositiveNumber);
+  sub->add_option("--out_dim", o->out_dim, "projector output")->default_val(o->out_dim)->check(CLI::PositiveNumber);
+  sub->add_option("--hidden_dim", o->hidden_dim, "projector hidden")->default_val(o->hidden_dim)->check(CLI::PositiveNumber);
+  sub->add_option("--steps", o->steps, "timed steps")->default_val(o->steps)->check(CLI::PositiveNumber);
+  sub->add_option("--warmup", o->warmup, "untimed steps first")->default_val(o->warmup)->check(CLI::NonNegativeNumber);
+  return [o] { return run_bench(*o); };
+}
+
+}  // namespace bam::tool

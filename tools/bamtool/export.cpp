@@ -1,0 +1,50 @@
+// `bamtool export`: the backbone of a bamtrain checkpoint as a timm-compatible safetensors file.
+#include <cstdio>
+
+#include "bam/checkpoint.h"
+#include "engine/safetensors.h"
+#include "tools/bamtool/commands.h"
+
+namespace bam::tool {
+namespace {
+
+struct ExportOptions {
+  std::string checkpoint, output;
+  bool teacher = false;
+};
+
+int run_export(const ExportOptions& o) {
+  LoadedCheckpoint ck = load_checkpoint(o.checkpoint);
+  NamedTensors backbone = backbone_from_checkpoint(ck, o.teacher);
+  VitConfig v = ck.config.vit();
+  save_safetensors(o.output, backbone,
+                   {{"format", "pt"},
+                    {"arch", ck.config.arch},
+                    {"embed_dim", std::to_string(v.embed_dim)},
+                    {"depth", std::to_string(v.depth)},
+                    {"num_heads", std::to_string(v.num_heads)},
+                    {"patch_size", std::to_string(v.patch_size)},
+                    {"img_size", std::to_string(v.img_size)},
+                    {"source", o.checkpoint + (o.teacher ? " (teacher)" : " (student)")},
+                    {"epoch", std::to_string(ck.state.epoch)}});
+  std::printf("wrote %zu backbone tensors (%s, epoch %lld) to %s\n", backbone.size(), o.teacher ? "teacher" : "student",
+              static_cast<long long>(ck.state.epoch), o.output.c_str());
+  if (ck.config.arch != "custom")
+    std::printf("load with: timm.create_model('%s_patch%lld_%lld', num_classes=0, checkpoint_path='%s')\n",
+                ck.config.arch.c_str(), static_cast<long long>(v.patch_size), static_cast<long long>(v.img_size),
+                o.output.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Action add_export(CLI::App& app) {
+  auto o = std::make_shared<ExportOptions>();
+  CLI::App* sub = app.add_subcommand("export", "Write a checkpoint's backbone with timm names (strict-loadable by timm)");
+  sub->add_option("checkpoint", o->checkpoint, "bamtrain checkpoint (.safetensors)")->required()->check(CLI::ExistingFile);
+  sub->add_option("output", o->output, "output .safetensors")->required();
+  sub->add_flag("--teacher", o->teacher, "export the EMA teacher instead of the student");
+  return [o] { return run_export(*o); };
+}
+
+}  // namespace bam::tool
