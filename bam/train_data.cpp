@@ -3,7 +3,9 @@
 
 #include <filesystem>
 
+#include "bam/folder_data.h"
 #include "bam/train_config.h"
+#include "data/image_error.h"
 #include "engine/error.h"
 
 namespace bam {
@@ -20,8 +22,12 @@ std::unique_ptr<TrainData> make_train_data(const TrainConfig& config) {
     BAM_CHECK(n > 0, "--data_path {}: N must be positive", path);
     return make_synthetic_data(config, n);
   }
-  BAM_CHECK(std::filesystem::is_directory(path), "--data_path {}: no such folder", path);
-  fail("--data_path {}: reading image folders needs the data module (bam_data), not linked into this build", path);
+  BAM_CHECK(std::filesystem::exists(path), "--data_path {}: no such folder or file list", path);
+  try {
+    return make_folder_data(config);
+  } catch (const data::ImageDecodeError& e) {
+    fail("--data_path {}: {}", path, e.what());
+  }
 }
 
 }  // namespace bam

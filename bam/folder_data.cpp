@@ -1,0 +1,58 @@
+// TrainData over an image folder or file list: the multi-crop loader with the run's recipe.
+#include "bam/folder_data.h"
+
+#include "bam/train_config.h"
+#include "data/loader.h"
+#include "engine/error.h"
+
+namespace bam {
+
+data::AugmentRecipe recipe_from_config(const TrainConfig& c) {
+  data::AugmentRecipe r;
+  r.global_crops = c.global_crops_number;
+  r.local_crops = c.local_crops_number;
+  r.global_size = c.global_crops_size;
+  r.local_size = c.local_crops_size;
+  r.global_scale_min = c.global_crops_scale.first;
+  r.global_scale_max = c.global_crops_scale.second;
+  r.local_scale_min = c.local_crops_scale.first;
+  r.local_scale_max = c.local_crops_scale.second;
+  return r;
+}
+
+namespace {
+
+class FolderData : public TrainData {
+ public:
+  FolderData(const TrainConfig& c, data::Dataset dataset)
+      : loader_(std::move(dataset), recipe_from_config(c), c.batch_size_per_gpu, static_cast<uint64_t>(c.seed),
+                data::LoaderOptions{static_cast<int>(std::max<int64_t>(1, c.num_workers)), 2, true}) {}
+  int64_t num_images() const override { return loader_.dataset().size(); }
+  int64_t steps_per_epoch() const override { return loader_.steps_per_epoch(); }
+  void start_epoch(int64_t epoch, int64_t first_step) override { loader_.start_epoch(epoch, first_step); }
+  CropBatch next() override {
+    data::MultiCropLoader::Batch b = loader_.next();
+    CropBatch out;
+    out.groups = std::move(b.groups);
+    out.batch_size = static_cast<int64_t>(b.indices.size());
+    out.wait_seconds = b.wait_seconds;
+    return out;
+  }
+  std::string describe() const override {
+    const auto& d = loader_.dataset();
+    return fmt::format("{}: {} images{}; loader buffers {:.1f} MiB{}", d.root, d.size(),
+                       d.num_classes() > 0 ? fmt::format(" in {} classes (labels unused)", d.num_classes()) : "",
+                       loader_.buffer_bytes() / 1048576.0, loader_.skipped_files() ? " (some files skipped)" : "");
+  }
+
+ private:
+  data::MultiCropLoader loader_;
+};
+
+}  // namespace
+
+std::unique_ptr<TrainData> make_folder_data(const TrainConfig& config) {
+  return std::make_unique<FolderData>(config, data::open_dataset(config.data_path));
+}
+
+}  // namespace bam

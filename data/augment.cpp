@@ -1,0 +1,332 @@
+// Multi-crop augmentation on the CPU: parameter sampling from Philox and the pixel pipeline.
+#include "data/augment.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/philox.h"
+
+namespace bam::data {
+
+float augment_uniform(uint64_t seed, uint32_t epoch, uint32_t image, uint32_t crop, AugmentPurpose purpose,
+                      uint32_t draw) {
+  PhiloxBlock block = philox4x32_10(
+      {{image, epoch, (crop & 0xffffu) | (static_cast<uint32_t>(purpose) << 16), draw / 4}}, philox_key(seed));
+  return uniform_from_bits(block.w[draw % 4]);
+}
+
+namespace {
+
+// Python's round(): halves go to the even neighbour (torchvision rounds crop sizes with it).
+int round_half_even(double v) { return static_cast<int>(std::nearbyint(v)); }
+
+struct Draws {
+  uint64_t seed;
+  uint32_t epoch, image, crop;
+  float operator()(AugmentPurpose p, uint32_t draw) const { return augment_uniform(seed, epoch, image, crop, p, draw); }
+  float uniform(AugmentPurpose p, uint32_t draw, double lo, double hi) const {
+    return static_cast<float>(lo + (hi - lo) * (*this)(p, draw));
+  }
+};
+
+}  // namespace
+
+void random_resized_box(int width, int height, double scale_min, double scale_max, uint64_t seed, uint32_t epoch,
+                        uint32_t image, uint32_t crop, int* top, int* left, int* box_h, int* box_w) {
+  Draws draw{seed, epoch, image, crop};
+  const double area = static_cast<double>(width) * height;
+  const double log_lo = std::log(3.0 / 4.0), log_hi = std::log(4.0 / 3.0);
+  for (uint32_t attempt = 0; attempt < 10; ++attempt) {
+    double target = area * draw.uniform(AugmentPurpose::geometry, 4 * attempt, scale_min, scale_max);
+    double aspect = std::exp(draw.uniform(AugmentPurpose::geometry, 4 * attempt + 1, log_lo, log_hi));
+    int w = round_half_even(std::sqrt(target * aspect));
+    int h = round_half_even(std::sqrt(target / aspect));
+    if (w > 0 && w <= width && h > 0 && h <= height) {
+      *top = std::min(height - h, static_cast<int>(draw(AugmentPurpose::geometry, 4 * attempt + 2) * (height - h + 1)));
+      *left = std::min(width - w, static_cast<int>(draw(AugmentPurpose::geometry, 4 * attempt + 3) * (width - w + 1)));
+      *box_h = h;
+      *box_w = w;
+      return;
+    }
+  }
+  // Fallback: the whole image, clamped to the aspect-ratio range, centred.
+  double ratio = static_cast<double>(width) / height;
+  int w = width, h = height;
+  if (ratio < 3.0 / 4.0) {
+    h = round_half_even(w / (3.0 / 4.0));
+  } else if (ratio > 4.0 / 3.0) {
+    w = round_half_even(h * (4.0 / 3.0));
+  }
+  *box_h = h;
+  *box_w = w;
+  *top = (height - h) / 2;
+  *left = (width - w) / 2;
+}
+
+CropParams sample_crop(const AugmentRecipe& r, int width, int height, uint64_t seed, uint32_t epoch, uint32_t image,
+                       uint32_t crop) {
+  Draws draw{seed, epoch, image, crop};
+  CropParams p;
+  const bool global = crop < r.global_crops;
+  p.out_size = static_cast<int>(global ? r.global_size : r.local_size);
+  random_resized_box(width, height, global ? r.global_scale_min : r.local_scale_min,
+                     global ? r.global_scale_max : r.local_scale_max, seed, epoch, image, crop, &p.top, &p.left,
+                     &p.height, &p.width);
+  p.flip = draw(AugmentPurpose::flip, 0) < 0.5f;
+  p.jitter = draw(AugmentPurpose::jitter, 0) < r.jitter_p;
+  if (p.jitter) {
+    p.brightness = draw.uniform(AugmentPurpose::jitter, 1, std::max(0.0, 1 - r.brightness), 1 + r.brightness);
+    p.contrast = draw.uniform(AugmentPurpose::jitter, 2, std::max(0.0, 1 - r.contrast), 1 + r.contrast);
+    p.saturation = draw.uniform(AugmentPurpose::jitter, 3, std::max(0.0, 1 - r.saturation), 1 + r.saturation);
+    p.hue = draw.uniform(AugmentPurpose::jitter, 4, -r.hue, r.hue);
+    // A random order of the four adjustments (Fisher-Yates).
+    for (int i = 3; i > 0; --i) {
+      int j = std::min(i, static_cast<int>(draw(AugmentPurpose::jitter, 5 + (3 - i)) * (i + 1)));
+      std::swap(p.jitter_order[i], p.jitter_order[j]);
+    }
+  }
+  p.grayscale = draw(AugmentPurpose::grayscale, 0) < r.grayscale_p;
+  const bool even_global = global && crop % 2 == 0;
+  double blur_p = global ? (even_global ? 1.0 : 0.1) : 0.5;
+  if (draw(AugmentPurpose::blur, 0) < blur_p)
+    p.blur_sigma = draw.uniform(AugmentPurpose::blur, 1, r.blur_sigma_min, r.blur_sigma_max);
+  p.solarize = global && !even_global && draw(AugmentPurpose::solarize, 0) < 0.2f;
+  return p;
+}
+
+// ---- pixels ---------------------------------------------------------------------------------------
+
+namespace {
+
+// PIL's bicubic filter (a = -0.5), support 2.
+double pil_bicubic(double x) {
+  const double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0;
+}
+
+// Weights of one output coordinate over a run of input coordinates.
+struct Taps {
+  int first = 0;
+  std::vector<float> weights;
+};
+
+// PIL's precompute_coeffs: the filter is stretched by the scale when shrinking (antialiasing).
+std::vector<Taps> resample_taps(double in_start, double in_size, int in_limit, int out_size) {
+  const double scale = in_size / out_size;
+  const double filter_scale = std::max(scale, 1.0);
+  const double support = 2.0 * filter_scale;
+  std::vector<Taps> taps(out_size);
+  for (int o = 0; o < out_size; ++o) {
+    double center = in_start + (o + 0.5) * scale;
+    int lo = std::max(static_cast<int>(center - support + 0.5), 0);
+    int hi = std::min(static_cast<int>(center + support + 0.5), in_limit);
+    Taps& t = taps[o];
+    t.first = lo;
+    double total = 0;
+    for (int k = lo; k < hi; ++k) {
+      double w = pil_bicubic((k - center + 0.5) / filter_scale);
+      t.weights.push_back(static_cast<float>(w));
+      total += w;
+    }
+    if (total != 0)
+      for (float& w : t.weights) w = static_cast<float>(w / total);
+  }
+  return taps;
+}
+
+template <typename Src>
+void resize_any(const Src* src, int src_h, int src_w, double top, double left, double box_h, double box_w, float* dst,
+                int out_h, int out_w) {
+  auto cols = resample_taps(left, box_w, src_w, out_w);
+  auto rows = resample_taps(top, box_h, src_h, out_h);
+  // Horizontal pass over only the source rows the vertical pass will read.
+  int row_lo = src_h, row_hi = 0;
+  for (const Taps& t : rows) {
+    row_lo = std::min(row_lo, t.first);
+    row_hi = std::max(row_hi, t.first + static_cast<int>(t.weights.size()));
+  }
+  row_hi = std::max(row_hi, row_lo);
+  std::vector<float> mid(static_cast<size_t>(row_hi - row_lo) * out_w * 3);
+  for (int y = row_lo; y < row_hi; ++y) {
+    const Src* line = src + static_cast<size_t>(y) * src_w * 3;
+    float* out = mid.data() + static_cast<size_t>(y - row_lo) * out_w * 3;
+    for (int x = 0; x < out_w; ++x) {
+      const Taps& t = cols[x];
+      float r = 0, g = 0, b = 0;
+      for (size_t k = 0; k < t.weights.size(); ++k) {
+        const Src* px = line + (t.first + k) * 3;
+        r += t.weights[k] * px[0];
+        g += t.weights[k] * px[1];
+        b += t.weights[k] * px[2];
+      }
+      // PIL stores each pass in 8 bits, so values are clamped to [0, 255] between passes.
+      out[3 * x] = std::clamp(r, 0.0f, 255.0f);
+      out[3 * x + 1] = std::clamp(g, 0.0f, 255.0f);
+      out[3 * x + 2] = std::clamp(b, 0.0f, 255.0f);
+    }
+  }
+  for (int y = 0; y < out_h; ++y) {
+    const Taps& t = rows[y];
+    float* out = dst + static_cast<size_t>(y) * out_w * 3;
+    for (int x = 0; x < 3 * out_w; ++x) {
+      float acc = 0;
+      for (size_t k = 0; k < t.weights.size(); ++k) acc += t.weights[k] * mid[(t.first - row_lo + k) * out_w * 3 + x];
+      out[x] = std::clamp(acc, 0.0f, 255.0f);
+    }
+  }
+}
+
+inline float luma(const float* px) { return 0.299f * px[0] + 0.587f * px[1] + 0.114f * px[2]; }
+
+void rgb_to_hsv(float r, float g, float b, float* h, float* s, float* v) {
+  float mx = std::max({r, g, b}), mn = std::min({r, g, b}), d = mx - mn;
+  *v = mx;
+  *s = mx > 0 ? d / mx : 0;
+  if (d == 0) {
+    *h = 0;
+    return;
+  }
+  float hh;
+  if (mx == r) hh = (g - b) / d;
+  else if (mx == g) hh = 2 + (b - r) / d;
+  else hh = 4 + (r - g) / d;
+  hh /= 6;
+  *h = hh < 0 ? hh + 1 : hh;
+}
+
+void hsv_to_rgb(float h, float s, float v, float* r, float* g, float* b) {
+  float hh = h * 6;
+  int i = static_cast<int>(std::floor(hh)) % 6;
+  float f = hh - std::floor(hh);
+  float p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
+  switch (i) {
+    case 0: *r = v, *g = t, *b = p; break;
+    case 1: *r = q, *g = v, *b = p; break;
+    case 2: *r = p, *g = v, *b = t; break;
+    case 3: *r = p, *g = q, *b = v; break;
+    case 4: *r = t, *g = p, *b = v; break;
+    default: *r = v, *g = p, *b = q; break;
+  }
+}
+
+void adjust(float* px, int n, int op, const CropParams& p) {
+  switch (op) {
+    case 0:  // brightness: blend with black
+      for (int i = 0; i < 3 * n; ++i) px[i] = std::clamp(px[i] * p.brightness, 0.0f, 255.0f);
+      break;
+    case 1: {  // contrast: blend with the mean grey level of the whole crop
+      double total = 0;
+      for (int i = 0; i < n; ++i) total += luma(px + 3 * i);
+      float m = static_cast<float>(total / n);
+      for (int i = 0; i < 3 * n; ++i) px[i] = std::clamp(m + p.contrast * (px[i] - m), 0.0f, 255.0f);
+      break;
+    }
+    case 2:  // saturation: blend with the pixel's own grey level
+      for (int i = 0; i < n; ++i) {
+        float* q = px + 3 * i;
+        float gray = luma(q);
+        for (int c = 0; c < 3; ++c) q[c] = std::clamp(gray + p.saturation * (q[c] - gray), 0.0f, 255.0f);
+      }
+      break;
+    default:  // hue: rotate in HSV
+      for (int i = 0; i < n; ++i) {
+        float* q = px + 3 * i;
+        float h, s, v;
+        rgb_to_hsv(q[0], q[1], q[2], &h, &s, &v);
+        h += p.hue;
+        h -= std::floor(h);
+        hsv_to_rgb(h, s, v, &q[0], &q[1], &q[2]);
+      }
+      break;
+  }
+}
+
+// Separable Gaussian with edge pixels repeated; radius ceil(3 sigma).
+void gaussian_blur(float* px, int size, float sigma) {
+  int radius = std::max(1, static_cast<int>(std::ceil(3 * sigma)));
+  std::vector<float> kernel(2 * radius + 1);
+  double total = 0;
+  for (int k = -radius; k <= radius; ++k) total += kernel[k + radius] = std::exp(-0.5f * k * k / (sigma * sigma));
+  for (float& w : kernel) w = static_cast<float>(w / total);
+  std::vector<float> tmp(static_cast<size_t>(size) * size * 3);
+  auto at = [size](int v) { return std::clamp(v, 0, size - 1); };
+  for (int y = 0; y < size; ++y)
+    for (int x = 0; x < size; ++x)
+      for (int c = 0; c < 3; ++c) {
+        float acc = 0;
+        for (int k = -radius; k <= radius; ++k) acc += kernel[k + radius] * px[(y * size + at(x + k)) * 3 + c];
+        tmp[(y * size + x) * 3 + c] = acc;
+      }
+  for (int y = 0; y < size; ++y)
+    for (int x = 0; x < size; ++x)
+      for (int c = 0; c < 3; ++c) {
+        float acc = 0;
+        for (int k = -radius; k <= radius; ++k) acc += kernel[k + radius] * tmp[(at(y + k) * size + x) * 3 + c];
+        px[(y * size + x) * 3 + c] = acc;
+      }
+}
+
+void normalize_into(const float* hwc, int h, int w, const AugmentRecipe& r, float* out) {
+  for (int c = 0; c < 3; ++c) {
+    const float scale = 1.0f / (255.0f * r.std[c]), shift = r.mean[c] / r.std[c];
+    float* plane = out + static_cast<size_t>(c) * h * w;
+    for (int i = 0; i < h * w; ++i) plane[i] = hwc[3 * i + c] * scale - shift;
+  }
+}
+
+}  // namespace
+
+void resize_bicubic_aa(const float* src, int src_h, int src_w, double top, double left, double box_h, double box_w,
+                       float* dst, int out_h, int out_w) {
+  resize_any(src, src_h, src_w, top, left, box_h, box_w, dst, out_h, out_w);
+}
+
+void render_crop(const DecodedImage& image, const CropParams& p, const AugmentRecipe& recipe, float* out) {
+  const int S = p.out_size, n = S * S;
+  std::vector<float> px(static_cast<size_t>(n) * 3);
+  resize_any(image.pixels.data(), image.height, image.width, p.top, p.left, p.height, p.width, px.data(), S, S);
+  if (p.flip)
+    for (int y = 0; y < S; ++y)
+      for (int x = 0; x < S / 2; ++x)
+        for (int c = 0; c < 3; ++c) std::swap(px[(y * S + x) * 3 + c], px[(y * S + S - 1 - x) * 3 + c]);
+  if (p.jitter)
+    for (int op : p.jitter_order) adjust(px.data(), n, op, p);
+  if (p.grayscale)
+    for (int i = 0; i < n; ++i) {
+      float g = luma(&px[3 * i]);
+      px[3 * i] = px[3 * i + 1] = px[3 * i + 2] = g;
+    }
+  if (p.blur_sigma > 0) gaussian_blur(px.data(), S, p.blur_sigma);
+  if (p.solarize)
+    for (float& v : px)
+      if (v >= 128.0f) v = 255.0f - v;
+  normalize_into(px.data(), S, S, recipe, out);
+}
+
+void render_eval(const DecodedImage& image, int size, const AugmentRecipe& recipe, float* out) {
+  const int short_target = static_cast<int>(std::lround(size * 256.0 / 224.0));
+  int w = image.width, h = image.height, ow, oh;
+  if (w <= h) {
+    ow = short_target;
+    oh = static_cast<int>(static_cast<int64_t>(short_target) * h / w);
+  } else {
+    oh = short_target;
+    ow = static_cast<int>(static_cast<int64_t>(short_target) * w / h);
+  }
+  std::vector<float> resized(static_cast<size_t>(ow) * oh * 3);
+  resize_any(image.pixels.data(), h, w, 0, 0, h, w, resized.data(), oh, ow);
+  const int top = round_half_even((oh - size) / 2.0), left = round_half_even((ow - size) / 2.0);
+  std::vector<float> crop(static_cast<size_t>(size) * size * 3);
+  for (int y = 0; y < size; ++y)
+    for (int x = 0; x < size; ++x)
+      for (int c = 0; c < 3; ++c) {
+        int sy = std::clamp(top + y, 0, oh - 1), sx = std::clamp(left + x, 0, ow - 1);
+        crop[(y * size + x) * 3 + c] = resized[(static_cast<size_t>(sy) * ow + sx) * 3 + c];
+      }
+  normalize_into(crop.data(), size, size, recipe, out);
+}
+
+}  // namespace bam::data

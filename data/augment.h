@@ -1,0 +1,77 @@
+// The BAM/DINO multi-crop augmentation (DESIGN.md section 5), split in two so that the GPU path
+// can share it: sample_crop draws every random choice for one crop from the counter-based RNG
+// keyed by (seed, epoch, image, crop, purpose), and render_crop applies them to RGB8 pixels.
+// render_crop is the CPU reference the GPU kernels are tested against.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "data/image_decode.h"
+
+namespace bam::data {
+
+struct AugmentRecipe {
+  int64_t global_crops = 2, local_crops = 0;
+  int64_t global_size = 224, local_size = 96;
+  double global_scale_min = 0.08, global_scale_max = 1.0;
+  double local_scale_min = 0.05, local_scale_max = 0.25;
+  double brightness = 0.4, contrast = 0.4, saturation = 0.4, hue = 0.1;
+  double jitter_p = 0.8, grayscale_p = 0.2;
+  double blur_sigma_min = 0.1, blur_sigma_max = 2.0;
+  std::array<float, 3> mean{0.485f, 0.456f, 0.406f};  // ImageNet normalisation
+  std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+  int64_t views() const { return global_crops + local_crops; }
+};
+
+// Every random decision for one crop, plus its geometry in source pixels.
+struct CropParams {
+  int top = 0, left = 0, height = 0, width = 0;  // the source box
+  int out_size = 0;                              // square output side
+  bool flip = false;
+  bool jitter = false;
+  float brightness = 1, contrast = 1, saturation = 1, hue = 0;
+  std::array<int, 4> jitter_order{0, 1, 2, 3};  // 0 brightness, 1 contrast, 2 saturation, 3 hue
+  bool grayscale = false;
+  float blur_sigma = 0;  // 0: no blur
+  bool solarize = false;
+};
+
+// What the RNG is drawn for; part of the counter, so purposes never share numbers.
+enum class AugmentPurpose : uint32_t { geometry = 1, flip, jitter, grayscale, blur, solarize };
+
+// Uniform [0, 1) number `draw` for (seed, epoch, image, crop, purpose), identical on CPU and GPU.
+float augment_uniform(uint64_t seed, uint32_t epoch, uint32_t image, uint32_t crop,
+                      AugmentPurpose purpose, uint32_t draw);
+
+// View `crop` (0-based; global views first) of `image`. Global view 0 (and every even global
+// view) blurs with p = 1.0; odd global views blur with p = 0.1 and solarize with p = 0.2; local
+// views blur with p = 0.5 (DINO's DataAugmentationDINO).
+CropParams sample_crop(const AugmentRecipe& recipe, int width, int height, uint64_t seed,
+                       uint32_t epoch, uint32_t image, uint32_t crop);
+
+// torchvision's RandomResizedCrop.get_params: 10 tries at an area in [scale_min, scale_max] of the
+// image with log-uniform aspect ratio in [3/4, 4/3], else a centre crop clamped to that ratio.
+void random_resized_box(int width, int height, double scale_min, double scale_max, uint64_t seed,
+                        uint32_t epoch, uint32_t image, uint32_t crop, int* top, int* left,
+                        int* box_h, int* box_w);
+
+// Renders a crop: antialiased bicubic resize of the box (PIL's filter, a = -0.5, support scaled
+// when shrinking), flip, colour jitter in the sampled order, grayscale, Gaussian blur, solarise,
+// then (x / 255 - mean) / std into out [3, out_size, out_size] (f32, CHW). Intermediate values stay
+// in float in [0, 255] (PIL would round to 8 bits between steps: differences are below 1 level).
+void render_crop(const DecodedImage& image, const CropParams& params, const AugmentRecipe& recipe,
+                 float* out);
+
+// The evaluation transform: resize the shorter side to round(size * 256 / 224) (bicubic,
+// antialiased), centre crop size x size, normalise. out [3, size, size].
+void render_eval(const DecodedImage& image, int size, const AugmentRecipe& recipe, float* out);
+
+// Separable antialiased bicubic resampling of a float HWC RGB image region (PIL's ImagingResample
+// arithmetic in float): box (top, left, box_h, box_w) of src [src_h, src_w, 3] -> dst [out_h,
+// out_w, 3].
+void resize_bicubic_aa(const float* src, int src_h, int src_w, double top, double left,
+                       double box_h, double box_w, float* dst, int out_h, int out_w);
+
+}  // namespace bam::data

@@ -1,0 +1,158 @@
+// Dataset indexing (directory walks, file lists) and epoch permutations.
+#include "data/dataset.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/image_error.h"
+#include "engine/philox.h"
+
+namespace bam::data {
+namespace fs = std::filesystem;
+
+namespace {
+
+[[noreturn]] void dataset_error(const std::string& message) { throw ImageDecodeError(message); }
+
+// Prints "indexing PATH: N images" every 10k files, so a big folder does not look like a hang.
+struct IndexProgress {
+  std::string path;
+  int64_t count = 0;
+  void tick() {
+    if (++count % 10000 == 0) std::fprintf(stderr, "\rindexing %s: %lld images...", path.c_str(), static_cast<long long>(count));
+  }
+  ~IndexProgress() {
+    if (count >= 10000) std::fprintf(stderr, "\rindexing %s: %lld images, done\n", path.c_str(), static_cast<long long>(count));
+  }
+};
+
+std::vector<std::string> sorted_images_in(const fs::path& dir, bool recursive, IndexProgress& progress) {
+  std::vector<std::string> out;
+  auto add = [&](const fs::directory_entry& e) {
+    if (e.is_regular_file() && has_image_extension(e.path().string())) {
+      out.push_back(e.path().string());
+      progress.tick();
+    }
+  };
+  std::error_code ec;
+  if (recursive) {
+    for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+      add(*it);
+  } else {
+    for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) add(*it);
+  }
+  if (ec) dataset_error(dir.string() + ": cannot list the folder: " + ec.message());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+bool has_image_extension(const std::string& path) {
+  static const char* extensions[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"};
+  std::string ext = fs::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  for (const char* e : extensions)
+    if (ext == e) return true;
+  return false;
+}
+
+Dataset open_image_folder(const std::string& root) {
+  Dataset d;
+  d.root = root;
+  IndexProgress progress{root};
+  std::vector<std::string> class_dirs;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory()) class_dirs.push_back(e.path().filename().string());
+  std::sort(class_dirs.begin(), class_dirs.end());
+  for (const std::string& name : class_dirs) {
+    auto files = sorted_images_in(fs::path(root) / name, true, progress);
+    if (files.empty()) continue;  // torchvision skips classes without images... it fails; we keep going
+    int64_t label = static_cast<int64_t>(d.classes.size());
+    d.classes.push_back(name);
+    for (auto& f : files) {
+      d.files.push_back(std::move(f));
+      d.labels.push_back(label);
+    }
+  }
+  if (d.files.empty()) dataset_error(root + ": no images found in its class subfolders");
+  return d;
+}
+
+Dataset open_flat_folder(const std::string& root) {
+  Dataset d;
+  d.root = root;
+  IndexProgress progress{root};
+  d.files = sorted_images_in(root, false, progress);
+  if (d.files.empty()) dataset_error(root + ": no images found (expected .jpg/.png/... files)");
+  d.labels.assign(d.files.size(), -1);
+  return d;
+}
+
+Dataset open_file_list(const std::string& list_path) {
+  std::ifstream in(list_path);
+  if (!in.good()) dataset_error(list_path + ": cannot open the file list");
+  Dataset d;
+  d.root = fs::path(list_path).parent_path().string();
+  std::string line;
+  int64_t line_number = 0;
+  bool any_label = false;
+  while (std::getline(in, line)) {
+    ++line_number;
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream fields(line);
+    std::string path;
+    fields >> path;
+    int64_t label = -1;
+    std::string label_text;
+    if (fields >> label_text) {
+      try {
+        label = std::stoll(label_text);
+      } catch (const std::exception&) {
+        dataset_error(list_path + ":" + std::to_string(line_number) + ": '" + label_text + "' is not an integer label");
+      }
+      any_label = true;
+    }
+    fs::path p(path);
+    d.files.push_back(p.is_absolute() ? path : (fs::path(d.root) / p).string());
+    d.labels.push_back(label);
+  }
+  if (d.files.empty()) dataset_error(list_path + ": the file list names no images");
+  if (any_label) {
+    int64_t top = *std::max_element(d.labels.begin(), d.labels.end());
+    for (int64_t c = 0; c <= top; ++c) d.classes.push_back(std::to_string(c));
+  }
+  return d;
+}
+
+Dataset open_dataset(const std::string& path) {
+  if (!fs::exists(path)) dataset_error(path + ": no such file or folder");
+  if (fs::is_regular_file(path)) return open_file_list(path);
+  for (const auto& e : fs::directory_iterator(path))
+    if (e.is_directory()) {
+      for (const auto& inner : fs::recursive_directory_iterator(e.path()))
+        if (inner.is_regular_file() && has_image_extension(inner.path().string())) return open_image_folder(path);
+    }
+  return open_flat_folder(path);
+}
+
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  // Fisher-Yates; draw i is word i of the stream keyed by (seed, epoch, purpose "shuffle").
+  PhiloxKey key = philox_key(seed ^ 0x5348554646ull);
+  for (int64_t i = n - 1; i > 0; --i) {
+    PhiloxBlock b = philox4x32_10({{static_cast<uint32_t>(i / 4), static_cast<uint32_t>(epoch), 0x73687566u, 0}}, key);
+    uint64_t bits = b.w[i % 4];
+    int64_t j = static_cast<int64_t>((bits * static_cast<uint64_t>(i + 1)) >> 32);
+    std::swap(order[i], order[j]);
+  }
+  return order;
+}
+
+}  // namespace bam::data

@@ -1,0 +1,35 @@
+// Image datasets: an ImageFolder (class subfolders give labels, sorted like torchvision), a flat
+// folder of unlabelled images, or a file list (one path per line, optionally followed by an
+// integer label). Deterministic per-epoch shuffling from the seed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bam::data {
+
+struct Dataset {
+  std::string root;
+  std::vector<std::string> files;    // absolute or root-relative paths, in index order
+  std::vector<int64_t> labels;       // per file; -1 when unlabelled
+  std::vector<std::string> classes;  // class names (ImageFolder), empty otherwise
+  int64_t size() const { return static_cast<int64_t>(files.size()); }
+  int64_t num_classes() const { return static_cast<int64_t>(classes.size()); }
+};
+
+// The image extensions torchvision accepts (case-insensitive).
+bool has_image_extension(const std::string& path);
+
+// Picks the layout: a .txt file is a file list; a folder whose entries include subfolders with
+// images is an ImageFolder; otherwise a flat folder. Prints indexing progress for big folders to
+// stderr. Fails (naming the path) when the path is missing or holds no image.
+Dataset open_dataset(const std::string& path);
+Dataset open_image_folder(const std::string& root);
+Dataset open_flat_folder(const std::string& root);
+Dataset open_file_list(const std::string& list_path);
+
+// The visiting order of an epoch: a permutation of [0, n) keyed by (seed, epoch).
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
+
+}  // namespace bam::data

@@ -1,0 +1,197 @@
+// Loader threads, batch slots and the replacement of undecodable files.
+#include "data/loader.h"
+
+#include <chrono>
+#include <cstdio>
+
+#include "engine/cuda.h"
+#include "engine/error.h"
+
+namespace bam::data {
+
+MultiCropLoader::MultiCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed,
+                                 LoaderOptions options)
+    : dataset_(std::move(dataset)), recipe_(recipe), batch_(batch_size), seed_(seed), options_(options) {
+  BAM_CHECK(batch_ >= 1, "loader: batch size must be positive, got {}", batch_);
+  BAM_CHECK(!options_.drop_last || dataset_.size() >= batch_,
+            "{}: {} images are fewer than one batch of {}", dataset_.root, dataset_.size(), batch_);
+  if (options_.eval_transform) {
+    group_views_ = {1};
+    group_sizes_ = {options_.eval_size};
+  } else {
+    group_views_.push_back(recipe_.global_crops);
+    group_sizes_.push_back(recipe_.global_size);
+    if (recipe_.local_crops > 0) {
+      group_views_.push_back(recipe_.local_crops);
+      group_sizes_.push_back(recipe_.local_size);
+    }
+  }
+  // Buffers are allocated once: page-locked when a GPU will read them.
+  pinned_ = cuda::is_available();
+  slots_.resize(static_cast<size_t>(std::max(1, options_.prefetch)) + 1);
+  for (Slot& slot : slots_) {
+    for (size_t g = 0; g < group_views_.size(); ++g) {
+      size_t bytes = sizeof(float) * group_views_[g] * batch_ * 3 * group_sizes_[g] * group_sizes_[g];
+      void* p = cuda::host_allocate_pinned(bytes);
+      allocations_.push_back(p);
+      slot.groups.push_back(static_cast<float*>(p));
+      buffer_bytes_ += bytes;
+    }
+  }
+  int threads = std::max(1, options_.threads);
+  for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+MultiCropLoader::~MultiCropLoader() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  work_ready_.notify_all();
+  for (auto& w : workers_) w.join();
+  for (void* p : allocations_) cuda::host_free_pinned(p);
+}
+
+int64_t MultiCropLoader::steps_per_epoch() const {
+  return options_.drop_last ? dataset_.size() / batch_ : (dataset_.size() + batch_ - 1) / batch_;
+}
+
+int64_t MultiCropLoader::batch_rows(int64_t step) const {
+  return std::min(batch_, dataset_.size() - step * batch_);
+}
+
+int64_t MultiCropLoader::skipped_files() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return skipped_;
+}
+
+void MultiCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  // Let work of the previous epoch finish before its slots are reused.
+  end_item_ = next_item_;
+  idle_.wait(lock, [&] { return active_ == 0; });
+  epoch_ = epoch;
+  if (options_.shuffle) {
+    order_ = epoch_order(dataset_.size(), seed_, epoch);
+  } else {
+    order_.resize(dataset_.size());
+    for (int64_t i = 0; i < dataset_.size(); ++i) order_[i] = i;
+  }
+  const int64_t steps = steps_per_epoch();
+  first_step = std::min(first_step, steps);
+  consumer_next_ = first_step;
+  next_item_ = first_step * batch_;
+  end_item_ = options_.drop_last ? steps * batch_ : dataset_.size();
+  for (Slot& s : slots_) {
+    s.step = -1;
+    s.done = 0;
+  }
+  failure_ = nullptr;
+  lock.unlock();
+  work_ready_.notify_all();
+}
+
+void MultiCropLoader::worker_loop() {
+  for (;;) {
+    int64_t item;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      const int64_t ahead = static_cast<int64_t>(slots_.size()) - 1;
+      work_ready_.wait(lock, [&] {
+        return stop_ || (next_item_ < end_item_ && next_item_ / batch_ < consumer_next_ + ahead);
+      });
+      if (stop_) return;
+      item = next_item_++;
+      ++active_;
+      Slot& slot = slots_[(item / batch_) % slots_.size()];
+      if (slot.step != item / batch_) {
+        slot.step = item / batch_;
+        slot.done = 0;
+        slot.indices.assign(batch_rows(slot.step), -1);
+        slot.labels.assign(batch_rows(slot.step), -1);
+      }
+    }
+    const int64_t step = item / batch_, b = item % batch_;
+    Slot& slot = slots_[step % slots_.size()];
+    try {
+      produce(step, b, slot);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!failure_) failure_ = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++slot.done;
+      --active_;
+    }
+    batch_ready_.notify_all();
+    idle_.notify_all();
+  }
+}
+
+const DecodedImage MultiCropLoader::decode_with_replacement(int64_t position, int64_t* index) {
+  const int64_t n = dataset_.size();
+  for (int64_t k = 0; k < n; ++k) {
+    int64_t candidate = order_[(position + k) % n];
+    try {
+      DecodedImage image = decode_image_file(dataset_.files[candidate]);
+      *index = candidate;
+      return image;
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (reported_bad_.insert(candidate).second) {
+        ++skipped_;
+        std::fprintf(stderr, "warning: skipping unreadable image (%lld so far): %s\n",
+                     static_cast<long long>(skipped_), e.what());
+      }
+    }
+  }
+  fail("{}: none of the {} images could be decoded", dataset_.root, n);
+}
+
+void MultiCropLoader::produce(int64_t step, int64_t b, Slot& slot) {
+  int64_t index = -1;
+  DecodedImage image = decode_with_replacement(step * batch_ + b, &index);
+  const int64_t rows = batch_rows(step);
+  slot.indices[b] = index;
+  slot.labels[b] = dataset_.labels[index];
+  if (options_.eval_transform) {
+    const int64_t S = options_.eval_size;
+    render_eval(image, static_cast<int>(S), recipe_, slot.groups[0] + b * 3 * S * S);
+    return;
+  }
+  uint32_t crop = 0;
+  for (size_t g = 0; g < group_views_.size(); ++g) {
+    const int64_t S = group_sizes_[g];
+    for (int64_t v = 0; v < group_views_[g]; ++v, ++crop) {
+      CropParams p = sample_crop(recipe_, image.width, image.height, seed_, static_cast<uint32_t>(epoch_),
+                                 static_cast<uint32_t>(index), crop);
+      render_crop(image, p, recipe_, slot.groups[g] + (v * rows + b) * 3 * S * S);
+    }
+  }
+}
+
+MultiCropLoader::Batch MultiCropLoader::next() {
+  auto start = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(mutex_);
+  const int64_t step = consumer_next_;
+  BAM_CHECK(step * batch_ < end_item_, "loader: the epoch has no batch {} (call start_epoch)", step);
+  Slot& slot = slots_[step % slots_.size()];
+  const int64_t rows = batch_rows(step);
+  batch_ready_.wait(lock, [&] { return failure_ || (slot.step == step && slot.done == rows); });
+  if (failure_) std::rethrow_exception(failure_);
+  Batch batch;
+  for (size_t g = 0; g < group_views_.size(); ++g) {
+    const int64_t S = group_sizes_[g];
+    batch.groups.push_back(from_blob(slot.groups[g], {group_views_[g] * rows, 3, S, S}, DType::f32));
+  }
+  batch.indices = slot.indices;
+  batch.labels = slot.labels;
+  ++consumer_next_;
+  lock.unlock();
+  work_ready_.notify_all();
+  batch.wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return batch;
+}
+
+}  // namespace bam::data

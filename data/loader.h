@@ -1,0 +1,92 @@
+// The prefetching multi-crop loader: background threads decode images and render their crops
+// into preallocated batch buffers (page-locked when CUDA is present), a few batches ahead of
+// the trainer. Crops of one resolution form one tensor [n_views * B, 3, S, S], crop-major.
+// Results do not depend on the thread count: every random choice is keyed by (seed, epoch,
+// image index, crop index). A file that fails to decode is reported once, counted, and replaced
+// by the next image of the epoch's order.
+#pragma once
+
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "data/augment.h"
+#include "data/dataset.h"
+#include "engine/tensor.h"
+
+namespace bam::data {
+
+struct LoaderOptions {
+  int threads = 4;
+  int prefetch = 2;        // batches prepared ahead of the one in use
+  bool drop_last = true;   // training; false gives a final partial batch (evaluation)
+  bool eval_transform = false;  // one centre crop per image (render_eval) instead of multi-crop
+  int eval_size = 224;
+  bool shuffle = true;
+};
+
+class MultiCropLoader {
+ public:
+  MultiCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed, LoaderOptions options);
+  ~MultiCropLoader();
+  MultiCropLoader(const MultiCropLoader&) = delete;
+  MultiCropLoader& operator=(const MultiCropLoader&) = delete;
+
+  int64_t steps_per_epoch() const;
+  // Starts an epoch at batch `first_step` (a resumed run skips what it already trained on).
+  void start_epoch(int64_t epoch, int64_t first_step = 0);
+
+  struct Batch {
+    std::vector<Tensor> groups;    // valid until the next call to next()
+    std::vector<int64_t> indices;  // dataset index of each image
+    std::vector<int64_t> labels;   // its label (-1 when unlabelled)
+    double wait_seconds = 0;       // time next() blocked waiting for the workers
+  };
+  // The next batch of the epoch; throws if the epoch is over or a worker failed.
+  Batch next();
+
+  const Dataset& dataset() const { return dataset_; }
+  int64_t skipped_files() const;
+  size_t buffer_bytes() const { return buffer_bytes_; }
+
+ private:
+  struct Slot {
+    std::vector<float*> groups;  // per resolution
+    int64_t step = -1;
+    int64_t done = 0;
+    std::vector<int64_t> indices, labels;
+  };
+  void worker_loop();
+  void produce(int64_t step, int64_t b, Slot& slot);
+  const DecodedImage decode_with_replacement(int64_t position, int64_t* index);
+  int64_t batch_rows(int64_t step) const;
+
+  Dataset dataset_;
+  AugmentRecipe recipe_;
+  int64_t batch_;
+  uint64_t seed_;
+  LoaderOptions options_;
+  std::vector<int64_t> group_views_, group_sizes_;
+  std::vector<Slot> slots_;
+  std::vector<void*> allocations_;
+  size_t buffer_bytes_ = 0;
+  bool pinned_ = false;
+
+  mutable std::mutex mutex_;
+  std::condition_variable work_ready_, batch_ready_, idle_;
+  std::vector<std::thread> workers_;
+  bool stop_ = false;
+  int64_t epoch_ = 0;
+  std::vector<int64_t> order_;
+  int64_t next_item_ = 0, end_item_ = 0, consumer_next_ = 0;
+  int active_ = 0;
+  std::exception_ptr failure_;
+  std::set<int64_t> reported_bad_;
+  int64_t skipped_ = 0;
+};
+
+}  // namespace bam::data
