@@ -67,6 +67,7 @@ void TrainConfig::validate() const {
   BAM_CHECK(saveckp_freq >= 0, "--saveckp_freq must be non-negative, got {}", saveckp_freq);
   BAM_CHECK(num_workers >= 0, "--num_workers must be non-negative, got {}", num_workers);
   BAM_CHECK(knn_freq >= 0, "--knn_freq must be non-negative, got {}", knn_freq);
+  BAM_CHECK(eval_resize_ratio >= 1, "--eval_resize_ratio must be at least 1, got {}", eval_resize_ratio);
   BAM_CHECK(log_freq >= 1, "--log_freq must be at least 1, got {}", log_freq);
   BAM_CHECK(time_budget_minutes >= 0, "--time_budget_minutes must be non-negative, got {}", time_budget_minutes);
 }
@@ -106,7 +107,8 @@ ProjectorConfig TrainConfig::projector() const {
   X(reg_warmup_epochs) X(temperature) X(num_sink_iter) X(top_k_sink) X(positive_masking)                      \
   X(target_crops_number) X(global_crops_number) X(local_crops_number) X(global_crops_scale)                   \
   X(local_crops_scale) X(global_crops_size) X(local_crops_size) X(data_path) X(output_dir) X(saveckp_freq)    \
-  X(seed) X(num_workers) X(knn_freq) X(knn_train_path) X(knn_val_path) X(log_freq) X(time_budget_minutes)
+  X(seed) X(num_workers) X(knn_freq) X(knn_train_path) X(knn_val_path) X(eval_resize_ratio) X(log_freq)        \
+  X(time_budget_minutes)
 
 nlohmann::ordered_json TrainConfig::to_json() const {
   nlohmann::ordered_json j;

@@ -55,6 +55,7 @@ struct TrainConfig {
   int64_t num_workers = 10;
   int64_t knn_freq = 0;
   std::string knn_train_path, knn_val_path;
+  double eval_resize_ratio = 256.0 / 224.0;  // kNN monitor: shorter side to size * ratio, centre crop
   int64_t log_freq = 10;
   double time_budget_minutes = 0;  // > 0: stop (with a checkpoint) when the budget is spent
 

@@ -30,6 +30,11 @@ target_include_directories(bam_third_party SYSTEM INTERFACE ${BAM_JSON_INCLUDE} 
 add_library(bam_doctest INTERFACE)
 target_include_directories(bam_doctest SYSTEM INTERFACE ${BAM_DOCTEST_INCLUDE})
 
+find_package(ZLIB)
+if(NOT ZLIB_FOUND)
+  message(FATAL_ERROR "bam: cannot find zlib. Install it with: apt-get install zlib1g-dev")
+endif()
+
 # OpenBLAS is never a dependency of the engine: only the GEMM benchmark uses it as a yardstick.
 find_path(BAM_CBLAS_INCLUDE cblas.h PATHS /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/openblas /usr/include)
 find_library(BAM_OPENBLAS_LIB openblas)

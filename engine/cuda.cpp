@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -159,13 +160,18 @@ void synchronize() { BAM_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream
 void* current_stream() { return g_stream; }
 void set_current_stream(void* stream) { g_stream = stream; }
 
+// Without a usable device there is nothing to page-lock for: plain aligned memory keeps the
+// callers' code paths the same (is_available() never changes within a process).
 void* host_allocate_pinned(size_t nbytes) {
+  if (!is_available()) return std::aligned_alloc(64, (nbytes + 63) / 64 * 64 + 64);
   void* ptr = nullptr;
   BAM_CUDA_CHECK(cudaMallocHost(&ptr, nbytes == 0 ? 1 : nbytes));
   return ptr;
 }
 void host_free_pinned(void* ptr) {
-  if (ptr) cudaFreeHost(ptr);
+  if (!ptr) return;
+  if (!is_available()) std::free(ptr);
+  else cudaFreeHost(ptr);
 }
 
 }  // namespace bam::cuda

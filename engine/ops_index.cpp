@@ -113,12 +113,14 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   Tensor out = empty(shape, {x.dtype(), x.device()});
   int64_t outer, inner;
   around(x.shape(), d, &outer, &inner);
-  dispatch_floating("index_select", x.dtype(), [&](auto tag) {
+  auto run = [&](auto tag) {
     using T = decltype(tag);
     check_index_result(cpu::index_select<T>(xc.data<T>(), ic.data<int64_t>(), out.data<T>(), outer, x.size(d),
                                             index.size(0), inner),
                        "index_select", x.size(d), d);
-  });
+  };
+  if (x.dtype() == DType::i64) run(int64_t{});  // labels, indices
+  else dispatch_floating("index_select", x.dtype(), run);
   Shape input_shape = x.shape();
   return record("index_select", out, {x}, [ic, d, input_shape, outer, inner](const Tensor& g) {
     Tensor gc = contiguous_data(g);

@@ -83,6 +83,9 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
   app.add_option("--knn_freq", c.knn_freq, "kNN monitor every N epochs (0: off)")->default_val(c.knn_freq);
   app.add_option("--knn_train_path", c.knn_train_path, "labelled ImageFolder for the kNN monitor's memory bank");
   app.add_option("--knn_val_path", c.knn_val_path, "labelled ImageFolder the kNN monitor classifies");
+  app.add_option("--eval_resize_ratio", c.eval_resize_ratio,
+                 "kNN monitor transform: shorter side to size x ratio, then centre crop (1 for small images)")
+      ->default_val(c.eval_resize_ratio);
   app.add_option("--log_freq", c.log_freq, "progress line every N steps")->default_val(c.log_freq);
   app.add_option("--time_budget_minutes", c.time_budget_minutes,
                  "stop after this many minutes with a checkpoint (0: train all epochs)");

@@ -123,8 +123,8 @@ int generate_test_set(const fs::path& dir, int count, uint64_t seed) {
       out << fmt::format("P6\n{} {}\n255\n", width, height);
       out.write(reinterpret_cast<const char*>(rgb.data()), std::streamsize(rgb.size()));
     }
-    std::string command = fmt::format("cjpeg -quality 90 -outfile '{}' '{}'", jpg.string(),
-                                      ppm.string());
+    std::string command =
+        fmt::format("cjpeg -quality 90 -outfile '{}' '{}'", jpg.string(), ppm.string());
     if (std::system(command.c_str()) != 0) {
       fmt::print(stderr, "cjpeg failed (install libjpeg-turbo-progs): {}\n", command);
       return 1;
@@ -153,8 +153,8 @@ size_t ours_full(const Bytes& file) {
 
 size_t ours_entropy(const Bytes& file) {
   thread_local std::vector<int16_t> buffer;
-  JpegLayout layout = decode_jpeg_coefficients_into(
-      file.data(), file.size(), "bench", [](const JpegLayout& l) {
+  JpegLayout layout =
+      decode_jpeg_coefficients_into(file.data(), file.size(), "bench", [](const JpegLayout& l) {
         if (buffer.size() < size_t(l.num_coefficients)) buffer.resize(size_t(l.num_coefficients));
         return buffer.data();
       });
@@ -281,8 +281,9 @@ int main(int argc, char** argv) {
     } else if (arg == "--seed") {
       seed = std::stoull(value());
     } else if (arg == "--help" || arg == "-h") {
-      fmt::print("usage: bench_decode DIR_OR_FILES... [--threads N] [--reps R]\n"
-                 "       bench_decode --generate DIR [--count N] [--seed S]\n");
+      fmt::print(
+          "usage: bench_decode DIR_OR_FILES... [--threads N] [--reps R]\n"
+          "       bench_decode --generate DIR [--count N] [--seed S]\n");
       return 0;
     } else {
       inputs.push_back(arg);
@@ -335,9 +336,8 @@ int main(int argc, char** argv) {
       {"stb_image 2.27 (RGB)", stb_full},
   };
 #ifdef BAM_HAVE_LIBJPEG
-  decoders.push_back({"libjpeg-turbo (RGB, islow, fancy)", [](const Bytes& f) {
-                        return libjpeg_full(f);
-                      }});
+  decoders.push_back(
+      {"libjpeg-turbo (RGB, islow, fancy)", [](const Bytes& f) { return libjpeg_full(f); }});
   decoders.push_back({"libjpeg-turbo: coefficients only", libjpeg_coefficients});
   // Check that the numbers compare like with like: our pixels must equal libjpeg-turbo's.
   size_t identical = 0;
@@ -361,7 +361,8 @@ int main(int argc, char** argv) {
   for (const Decoder& d : decoders) results.push_back(time_decoder(d, usable, threads, reps));
   double mp_per_image = megapixels / double(files.size());
   auto per_core = [&](const Result& r) { return double(r.images) / r.seconds / threads; };
-  fmt::print("\n| decoder | img/s per core | MP/s per core | ms per image | vs libjpeg-turbo RGB |\n");
+  fmt::print(
+      "\n| decoder | img/s per core | MP/s per core | ms per image | vs libjpeg-turbo RGB |\n");
   fmt::print("|---|---:|---:|---:|---:|\n");
   double reference = 0;
 #ifdef BAM_HAVE_LIBJPEG

@@ -13,5 +13,8 @@ Action add_demo(CLI::App& app);
 Action add_loss(CLI::App& app);
 Action add_export(CLI::App& app);
 Action add_bench_step(CLI::App& app);
+Action add_fmnist(CLI::App& app);
+Action add_decode(CLI::App& app);
+Action add_augment(CLI::App& app);
 
 }  // namespace bam::tool

@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
   actions["loss"] = bam::tool::add_loss(app);
   actions["export"] = bam::tool::add_export(app);
   actions["bench-step"] = bam::tool::add_bench_step(app);
+  actions["fmnist"] = bam::tool::add_fmnist(app);
+  actions["decode"] = bam::tool::add_decode(app);
+  actions["augment"] = bam::tool::add_augment(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

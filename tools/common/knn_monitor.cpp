@@ -1,15 +1,52 @@
-// kNN monitor construction.
+// kNN monitor: both labelled folders are indexed once; each evaluation extracts features afresh.
 #include "tools/common/knn_monitor.h"
 
+#include <cstdio>
+#include <filesystem>
+
+#include "bam/features.h"
+#include "bam/folder_data.h"
+#include "data/image_error.h"
 #include "engine/error.h"
 
 namespace bam::tool {
 
 KnnMonitor make_knn_monitor(const TrainConfig& config) {
   if (config.knn_freq == 0) return {};
-  fail("--knn_freq {}: the kNN monitor reads labelled image folders, which needs the data module (bam_data) in this "
-       "build",
-       config.knn_freq);
+  std::string train_path = config.knn_train_path, val_path = config.knn_val_path;
+  // Default: an ImageFolder pair next to the training data (.../train and .../val).
+  namespace fs = std::filesystem;
+  if (train_path.empty() && fs::path(config.data_path).filename() == "train") train_path = config.data_path;
+  if (val_path.empty() && !train_path.empty()) {
+    fs::path sibling = fs::path(train_path).parent_path() / "val";
+    if (fs::is_directory(sibling)) val_path = sibling.string();
+  }
+  BAM_CHECK(!train_path.empty() && !val_path.empty(),
+            "--knn_freq {} needs labelled ImageFolders: pass --knn_train_path and --knn_val_path (or train on "
+            ".../train with a .../val beside it)",
+            config.knn_freq);
+  data::Dataset train, val;
+  try {
+    train = data::open_image_folder(train_path);
+    val = data::open_image_folder(val_path);
+  } catch (const data::ImageDecodeError& e) {
+    fail("kNN monitor: {}", e.what());
+  }
+  BAM_CHECK(train.num_classes() == val.num_classes(), "kNN monitor: {} has {} classes but {} has {}", train_path,
+            train.num_classes(), val_path, val.num_classes());
+  std::printf("kNN monitor: %lld train / %lld val images in %lld classes, every %lld epochs\n",
+              static_cast<long long>(train.size()), static_cast<long long>(val.size()),
+              static_cast<long long>(train.num_classes()), static_cast<long long>(config.knn_freq));
+  FeatureOptions options;
+  options.img_size = config.global_crops_size;
+  options.threads = static_cast<int>(std::max<int64_t>(1, config.num_workers));
+  options.recipe = recipe_from_config(config);
+  options.recipe.eval_resize_ratio = config.eval_resize_ratio;
+  return [train, val, options](const VisionTransformer& backbone) {
+    FeatureSet tr = extract_features(&backbone, train, options);
+    FeatureSet va = extract_features(&backbone, val, options);
+    return knn_classify(tr.features, tr.labels, va.features, va.labels, tr.num_classes, 20, 0.07);
+  };
 }
 
 }  // namespace bam::tool

@@ -1,0 +1,55 @@
+// Feature extraction through the loader (evaluation transform, fixed order) and the backbone.
+#include "bam/features.h"
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "data/loader.h"
+
+namespace bam {
+
+FeatureSet extract_features(const VisionTransformer* backbone, const data::Dataset& dataset,
+                            const FeatureOptions& o) {
+  NoGradGuard no_grad;
+  data::LoaderOptions lo;
+  lo.threads = o.threads;
+  lo.drop_last = false;
+  lo.shuffle = false;
+  data::AugmentRecipe recipe = o.recipe;
+  if (o.augment) {
+    recipe.global_crops = 1;
+    recipe.local_crops = 0;
+    recipe.global_size = o.img_size;
+    recipe.crop_and_flip_only = true;
+  } else {
+    lo.eval_transform = true;
+    lo.eval_size = static_cast<int>(o.img_size);
+  }
+  data::MultiCropLoader loader(dataset, recipe, o.batch_size, o.seed, lo);
+  loader.start_epoch(o.epoch);
+  std::vector<Tensor> chunks;
+  std::vector<int64_t> labels;
+  for (int64_t step = 0; step < loader.steps_per_epoch(); ++step) {
+    data::MultiCropLoader::Batch batch = loader.next();
+    Tensor images = batch.groups[0];
+    Tensor f;
+    if (!backbone) {
+      f = images.reshape({images.size(0), -1}).clone();
+    } else {
+      std::vector<Tensor> blocks = backbone->forward_last_blocks(images, o.n_last_blocks);
+      std::vector<Tensor> parts;
+      for (const Tensor& b : blocks) parts.push_back(b.select(1, 0));
+      if (o.avgpool_patchtokens) parts.push_back(mean(blocks.back().narrow(1, 1, blocks.back().size(1) - 1), {1}));
+      f = parts.size() == 1 ? parts[0].contiguous() : cat(parts, 1);
+    }
+    chunks.push_back(f);
+    labels.insert(labels.end(), batch.labels.begin(), batch.labels.end());
+  }
+  FeatureSet out;
+  out.features = chunks.size() == 1 ? chunks[0] : cat(chunks, 0);
+  out.labels = from_vector(labels, {static_cast<int64_t>(labels.size())});
+  out.num_classes = dataset.num_classes();
+  return out;
+}
+
+}  // namespace bam

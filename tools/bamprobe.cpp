@@ -1,0 +1,222 @@
+// bamprobe: linear and kNN evaluation of a frozen backbone (DINO's eval_linear / eval_knn
+// protocol, DESIGN.md section 6), printed beside the same protocol on raw pixels and on a
+// randomly initialised backbone of the same architecture.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "bam/checkpoint.h"
+#include "bam/features.h"
+#include "bam/linear_probe.h"
+#include "data/image_error.h"
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/random.h"
+#include "engine/safetensors.h"
+#include "kernels/cpu/parallel.h"
+
+namespace {
+
+struct ProbeConfig {
+  std::string pretrained_weights, checkpoint_key = "student", arch = "vit_small";
+  int64_t patch_size = 16, embed_dim = 0, depth = 0, num_heads = 0;
+  int64_t n_last_blocks = 4;
+  bool avgpool_patchtokens = false, bn_head = false, linear_aug = false, baselines = true;
+  int64_t epochs = 100, batch_size_per_gpu = 128, nb_knn = 20, img_size = 224, num_workers = 4, seed = 0;
+  double lr = 0.001, temperature = 0.07, eval_resize_ratio = 256.0 / 224.0;
+  std::string data_path, output_dir = ".", mode = "both", device = "cpu";
+};
+
+struct Row {
+  std::string name;
+  bam::KnnResult knn{-1, -1}, linear{-1, -1};
+};
+
+// The backbone to evaluate: a bamtrain checkpoint, an exported backbone, or random init (empty path).
+std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std::string* description) {
+  bam::VitConfig v;
+  if (c.arch != "custom") BAM_CHECK(bam::vit_preset(c.arch, &v), "--arch: unknown architecture '{}'", c.arch);
+  v.patch_size = c.patch_size;
+  v.img_size = c.img_size;
+  bam::NamedTensors weights;
+  if (!c.pretrained_weights.empty()) {
+    bam::SafetensorsFile file = bam::load_safetensors(c.pretrained_weights);
+    if (file.metadata.count("bam_checkpoint")) {
+      bam::LoadedCheckpoint ck = bam::load_checkpoint(c.pretrained_weights);
+      BAM_CHECK(c.checkpoint_key == "student" || c.checkpoint_key == "teacher",
+                "--checkpoint_key must be student or teacher, got '{}'", c.checkpoint_key);
+      weights = bam::backbone_from_checkpoint(ck, c.checkpoint_key == "teacher");
+      v = ck.config.vit();
+      *description = fmt::format("{} ({}, epoch {})", c.pretrained_weights, c.checkpoint_key, ck.state.epoch);
+    } else {
+      weights = file.tensors;  // an exported backbone: timm names at the top level
+      auto number = [&](const char* key, int64_t fallback) {
+        return file.metadata.count(key) ? std::stoll(file.metadata.at(key)) : fallback;
+      };
+      v.embed_dim = number("embed_dim", v.embed_dim);
+      v.depth = number("depth", v.depth);
+      v.num_heads = number("num_heads", v.num_heads);
+      v.patch_size = number("patch_size", v.patch_size);
+      v.img_size = number("img_size", v.img_size);
+      *description = c.pretrained_weights;
+    }
+  } else {
+    *description = "random init";
+  }
+  if (c.embed_dim > 0) v.embed_dim = c.embed_dim;
+  if (c.depth > 0) v.depth = c.depth;
+  if (c.num_heads > 0) v.num_heads = c.num_heads;
+  bam::Generator gen(static_cast<uint64_t>(c.seed));
+  auto vit = std::make_unique<bam::VisionTransformer>(v, &gen);
+  if (!weights.empty()) vit->load_state(weights, true);
+  vit->train(false);
+  return vit;
+}
+
+Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, const bam::data::Dataset& train,
+             const bam::data::Dataset& val, const ProbeConfig& c) {
+  Row row{name};
+  bam::FeatureOptions f;
+  f.img_size = c.img_size;
+  f.batch_size = std::max<int64_t>(c.batch_size_per_gpu, 64);
+  f.threads = static_cast<int>(c.num_workers);
+  f.recipe.eval_resize_ratio = c.eval_resize_ratio;
+  f.seed = static_cast<uint64_t>(c.seed);
+  std::printf("[%s] extracting features...\n", name.c_str());
+  std::fflush(stdout);
+  if (c.mode != "linear") {
+    bam::FeatureSet tr = bam::extract_features(backbone, train, f), va = bam::extract_features(backbone, val, f);
+    row.knn = bam::knn_classify(tr.features, tr.labels, va.features, va.labels, tr.num_classes, c.nb_knn,
+                                c.temperature);
+    std::printf("[%s] kNN (k=%lld, T=%g): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
+                static_cast<long long>(c.nb_knn), c.temperature, row.knn.top1, row.knn.top5);
+  }
+  if (c.mode != "knn") {
+    f.n_last_blocks = backbone ? c.n_last_blocks : 1;
+    f.avgpool_patchtokens = backbone && c.avgpool_patchtokens;
+    bam::FeatureSet tr = bam::extract_features(backbone, train, f), va = bam::extract_features(backbone, val, f);
+    bam::LinearProbeOptions lo;
+    lo.epochs = c.epochs;
+    lo.lr = c.lr;
+    lo.batch_size = c.batch_size_per_gpu;
+    lo.bn_head = c.bn_head;
+    lo.seed = static_cast<uint64_t>(c.seed);
+    std::function<bam::FeatureSet(int64_t)> augmented;
+    if (c.linear_aug)
+      augmented = [&, f](int64_t epoch) {
+        bam::FeatureOptions a = f;
+        a.augment = true;
+        a.epoch = epoch;
+        return bam::extract_features(backbone, train, a);
+      };
+    row.linear = bam::train_linear_probe(tr, va, lo, augmented);
+    std::printf("[%s] linear (%lld epochs): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
+                static_cast<long long>(c.epochs), row.linear.top1, row.linear.top5);
+  }
+  std::fflush(stdout);
+  return row;
+}
+
+std::string cell(double v) { return v < 0 ? "-" : fmt::format("{:.2f}", v); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bamprobe: linear and kNN evaluation of a frozen ViT backbone"};
+  ProbeConfig c;
+  app.add_option("--pretrained_weights", c.pretrained_weights,
+                 "bamtrain checkpoint or exported backbone (.safetensors); none evaluates a random init");
+  app.add_option("--checkpoint_key", c.checkpoint_key, "student | teacher (bamtrain checkpoints)")->default_val(c.checkpoint_key);
+  app.add_option("--arch", c.arch, "vit_tiny | vit_small | vit_base | custom (taken from a checkpoint when given)")
+      ->default_val(c.arch);
+  app.add_option("--patch_size", c.patch_size, "patch size")->default_val(c.patch_size);
+  app.add_option("--embed_dim", c.embed_dim, "custom width");
+  app.add_option("--depth", c.depth, "custom depth");
+  app.add_option("--num_heads", c.num_heads, "custom heads");
+  app.add_option("--n_last_blocks", c.n_last_blocks, "linear: CLS tokens of the last n blocks")->default_val(c.n_last_blocks);
+  app.add_option("--avgpool_patchtokens", c.avgpool_patchtokens, "linear: also average-pooled patch tokens")
+      ->type_name("BOOL")->default_val("false");
+  app.add_option("--bn_head", c.bn_head, "linear: BatchNorm (no affine) before the Linear layer")
+      ->type_name("BOOL")->default_val("false");
+  app.add_option("--linear_aug", c.linear_aug,
+                 "linear: train on RandomResizedCrop + flip views (features recomputed every epoch); false trains on "
+                 "the evaluation view's features, computed once")
+      ->type_name("BOOL")->default_val("false");
+  app.add_option("--epochs", c.epochs, "linear probe epochs")->default_val(c.epochs)->check(CLI::PositiveNumber);
+  app.add_option("--lr", c.lr, "linear probe learning rate for a batch of 256")->default_val(c.lr)->check(CLI::PositiveNumber);
+  app.add_option("--batch_size_per_gpu", c.batch_size_per_gpu, "linear probe batch")->default_val(c.batch_size_per_gpu)
+      ->check(CLI::PositiveNumber);
+  app.add_option("--data_path", c.data_path, "folder with train/ and val/ ImageFolders")->required();
+  app.add_option("--output_dir", c.output_dir, "probe.json is written here")->default_val(c.output_dir);
+  app.add_option("--nb_knn", c.nb_knn, "k of the kNN classifier")->default_val(c.nb_knn)->check(CLI::PositiveNumber);
+  app.add_option("--temperature", c.temperature, "kNN vote temperature")->default_val(c.temperature)->check(CLI::PositiveNumber);
+  app.add_option("--mode", c.mode, "linear | knn | both")->default_val(c.mode)->check(CLI::IsMember({"linear", "knn", "both"}));
+  app.add_option("--img_size", c.img_size, "evaluation crop side")->default_val(c.img_size)->check(CLI::PositiveNumber);
+  app.add_option("--eval_resize_ratio", c.eval_resize_ratio, "shorter side to img_size x ratio before the centre crop")
+      ->default_val(c.eval_resize_ratio)->check(CLI::Range(1.0, 4.0));
+  app.add_option("--baselines", c.baselines, "also evaluate raw pixels and a random-init backbone")
+      ->type_name("BOOL")->default_val("true");
+  app.add_option("--num_workers", c.num_workers, "decoding threads")->default_val(c.num_workers)->check(CLI::PositiveNumber);
+  app.add_option("--seed", c.seed, "seed (random init, probe)")->default_val(c.seed);
+  app.add_option("--device", c.device, "cpu (CUDA probing needs the CUDA kernels)")->default_val(c.device)
+      ->check(CLI::IsMember({"cpu"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    namespace fs = std::filesystem;
+    bam::data::Dataset train, val;
+    try {
+      train = bam::data::open_image_folder((fs::path(c.data_path) / "train").string());
+      val = bam::data::open_image_folder((fs::path(c.data_path) / "val").string());
+    } catch (const bam::data::ImageDecodeError& e) {
+      bam::fail("--data_path {}: {} (expected train/ and val/ ImageFolders inside)", c.data_path, e.what());
+    }
+    BAM_CHECK(train.num_classes() == val.num_classes(), "--data_path {}: train has {} classes but val has {}",
+              c.data_path, train.num_classes(), val.num_classes());
+    std::string description;
+    auto backbone = load_backbone(c, &description);
+    std::printf("bamprobe: %lld train / %lld val images, %lld classes; backbone %s; %d threads\n",
+                static_cast<long long>(train.size()), static_cast<long long>(val.size()),
+                static_cast<long long>(train.num_classes()), description.c_str(), bam::cpu::num_threads());
+    std::vector<Row> rows;
+    if (c.baselines) {
+      rows.push_back(evaluate("raw pixels", nullptr, train, val, c));
+      if (!c.pretrained_weights.empty()) {
+        ProbeConfig random = c;
+        random.pretrained_weights.clear();
+        std::string ignored;
+        auto random_backbone = load_backbone(random, &ignored);
+        // Same architecture as the checkpoint's.
+        if (random_backbone->config().embed_dim != backbone->config().embed_dim ||
+            random_backbone->config().depth != backbone->config().depth) {
+          bam::Generator gen(static_cast<uint64_t>(c.seed));
+          random_backbone = std::make_unique<bam::VisionTransformer>(backbone->config(), &gen);
+          random_backbone->train(false);
+        }
+        rows.push_back(evaluate("random-init backbone", random_backbone.get(), train, val, c));
+      }
+    }
+    rows.push_back(evaluate(c.pretrained_weights.empty() ? "random-init backbone" : "backbone", backbone.get(), train,
+                            val, c));
+    std::printf("\n| features | kNN top-1 | kNN top-5 | linear top-1 | linear top-5 |\n|---|---|---|---|---|\n");
+    nlohmann::ordered_json results;
+    for (const Row& r : rows) {
+      std::printf("| %s | %s | %s | %s | %s |\n", r.name.c_str(), cell(r.knn.top1).c_str(), cell(r.knn.top5).c_str(),
+                  cell(r.linear.top1).c_str(), cell(r.linear.top5).c_str());
+      results[r.name] = {{"knn_top1", r.knn.top1}, {"knn_top5", r.knn.top5}, {"linear_top1", r.linear.top1},
+                         {"linear_top5", r.linear.top5}};
+    }
+    results["backbone"] = description;
+    fs::create_directories(c.output_dir);
+    std::ofstream((fs::path(c.output_dir) / "probe.json").string()) << results.dump(2) << "\n";
+  } catch (const bam::Error& e) {
+    std::fprintf(stderr, "bamprobe: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,51 @@
+// `bamtool decode`: decodes one image with our decoder (stb_image for formats it does not take)
+// and writes it as binary PPM (P6, RGB; grayscale replicated), e.g. to compare with djpeg.
+#include <cstdio>
+#include <fstream>
+
+#include "data/image_decode.h"
+#include "engine/cuda.h"
+#include "engine/error.h"
+#include "tools/bamtool/commands.h"
+
+namespace bam::tool {
+namespace {
+
+struct DecodeOptions {
+  std::string input, output, backend = "cpu";
+};
+
+int run_decode(const DecodeOptions& o) {
+  BAM_CHECK(o.backend == "cpu" || o.backend == "cuda", "--backend must be cpu or cuda, got '{}'", o.backend);
+  BAM_CHECK(o.backend == "cpu", "--backend cuda: the GPU decode stages belong to the GPU data pipeline, which this "
+            "build does not have ({})", cuda::is_available() ? "a device is present" : cuda::unavailable_reason());
+  data::DecodedImage image;
+  try {
+    image = data::decode_image_file(o.input);
+  } catch (const data::ImageDecodeError& e) {
+    fail("{}", e.what());
+  }
+  std::ofstream out(o.output, std::ios::binary);
+  BAM_CHECK(out.good(), "{}: cannot open for writing", o.output);
+  out << "P6\n" << image.width << " " << image.height << "\n255\n";
+  out.write(reinterpret_cast<const char*>(image.pixels.data()), static_cast<std::streamsize>(image.pixels.size()));
+  BAM_CHECK(out.good(), "{}: write failed", o.output);
+  std::printf("%s: %dx%d, %s%s\n", o.input.c_str(), image.width, image.height,
+              image.used_fallback ? "decoded by stb_image" : "decoded by bam's JPEG decoder",
+              image.exif_orientation != 1 ? fmt::format(", Exif orientation {} applied", image.exif_orientation).c_str() : "");
+  for (const auto& w : image.warnings) std::printf("warning: %s\n", w.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Action add_decode(CLI::App& app) {
+  auto o = std::make_shared<DecodeOptions>();
+  CLI::App* sub = app.add_subcommand("decode", "Decode an image and write it as binary PPM");
+  sub->add_option("input", o->input, "image file (JPEG, PNG, ...)")->required();
+  sub->add_option("output", o->output, "output .ppm")->required();
+  sub->add_option("--backend", o->backend, "cpu | cuda")->default_val(o->backend);
+  return [o] { return run_decode(*o); };
+}
+
+}  // namespace bam::tool
