@@ -73,6 +73,7 @@ CropParams sample_crop(const AugmentRecipe& r, int width, int height, uint64_t s
                      global ? r.global_scale_max : r.local_scale_max, seed, epoch, image, crop, &p.top, &p.left,
                      &p.height, &p.width);
   p.flip = draw(AugmentPurpose::flip, 0) < 0.5f;
+  if (r.crop_and_flip_only) return p;
   p.jitter = draw(AugmentPurpose::jitter, 0) < r.jitter_p;
   if (p.jitter) {
     p.brightness = draw.uniform(AugmentPurpose::jitter, 1, std::max(0.0, 1 - r.brightness), 1 + r.brightness);
@@ -307,7 +308,7 @@ void render_crop(const DecodedImage& image, const CropParams& p, const AugmentRe
 }
 
 void render_eval(const DecodedImage& image, int size, const AugmentRecipe& recipe, float* out) {
-  const int short_target = static_cast<int>(std::lround(size * 256.0 / 224.0));
+  const int short_target = static_cast<int>(std::lround(size * recipe.eval_resize_ratio));
   int w = image.width, h = image.height, ow, oh;
   if (w <= h) {
     ow = short_target;
@@ -317,7 +318,11 @@ void render_eval(const DecodedImage& image, int size, const AugmentRecipe& recip
     ow = static_cast<int>(static_cast<int64_t>(short_target) * w / h);
   }
   std::vector<float> resized(static_cast<size_t>(ow) * oh * 3);
-  resize_any(image.pixels.data(), h, w, 0, 0, h, w, resized.data(), oh, ow);
+  if (ow == w && oh == h) {
+    for (size_t i = 0; i < resized.size(); ++i) resized[i] = image.pixels[i];
+  } else {
+    resize_any(image.pixels.data(), h, w, 0, 0, h, w, resized.data(), oh, ow);
+  }
   const int top = round_half_even((oh - size) / 2.0), left = round_half_even((ow - size) / 2.0);
   std::vector<float> crop(static_cast<size_t>(size) * size * 3);
   for (int y = 0; y < size; ++y)

@@ -20,6 +20,11 @@ struct AugmentRecipe {
   double brightness = 0.4, contrast = 0.4, saturation = 0.4, hue = 0.1;
   double jitter_p = 0.8, grayscale_p = 0.2;
   double blur_sigma_min = 0.1, blur_sigma_max = 2.0;
+  // The linear probe's training transform: RandomResizedCrop + flip only (no colour, blur, solarise).
+  bool crop_and_flip_only = false;
+  // Evaluation resize: the shorter side goes to round(size * eval_resize_ratio) before the centre
+  // crop (256/224 for ImageNet; 1 keeps small images such as Fashion-MNIST as they are).
+  double eval_resize_ratio = 256.0 / 224.0;
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};  // ImageNet normalisation
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
   int64_t views() const { return global_crops + local_crops; }
@@ -64,8 +69,9 @@ void random_resized_box(int width, int height, double scale_min, double scale_ma
 void render_crop(const DecodedImage& image, const CropParams& params, const AugmentRecipe& recipe,
                  float* out);
 
-// The evaluation transform: resize the shorter side to round(size * 256 / 224) (bicubic,
-// antialiased), centre crop size x size, normalise. out [3, size, size].
+// The evaluation transform: resize the shorter side to round(size * eval_resize_ratio) (bicubic,
+// antialiased; skipped when it already has that size), centre crop size x size, normalise.
+// out [3, size, size].
 void render_eval(const DecodedImage& image, int size, const AugmentRecipe& recipe, float* out);
 
 // Separable antialiased bicubic resampling of a float HWC RGB image region (PIL's ImagingResample

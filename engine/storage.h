@@ -34,5 +34,8 @@ class Storage {
 size_t cpu_bytes_in_use();
 size_t cpu_peak_bytes();
 void reset_cpu_peak_bytes();
+// Freed host blocks kept for reuse (not counted as in use), and a way to hand them back.
+size_t cpu_cached_bytes();
+void release_cpu_cache();
 
 }  // namespace bam

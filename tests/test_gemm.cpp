@@ -34,8 +34,8 @@ struct GemmCase {
 };
 
 std::string describe(const GemmCase& c) {
-  return std::string(c.trans_a ? "T" : "N") + (c.trans_b ? "T" : "N") + " M=" +
-         std::to_string(c.M) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
+  return std::string(c.trans_a ? "T" : "N") + (c.trans_b ? "T" : "N") +
+         " M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
          " alpha=" + std::to_string(c.alpha) + " beta=" + std::to_string(c.beta) +
          " extra_ld=" + std::to_string(c.extra_ld);
 }
@@ -139,16 +139,16 @@ std::vector<T> run_gemm(const GemmCase& c, const Operands<T>& op) {
     gemm_f32(c.trans_a, c.trans_b, c.M, c.N, c.K, static_cast<float>(c.alpha), op.A.data(), op.lda,
              op.B.data(), op.ldb, static_cast<float>(c.beta), C.data(), op.ldc);
   } else {
-    gemm_f64(c.trans_a, c.trans_b, c.M, c.N, c.K, c.alpha, op.A.data(), op.lda, op.B.data(),
-             op.ldb, c.beta, C.data(), op.ldc);
+    gemm_f64(c.trans_a, c.trans_b, c.M, c.N, c.K, c.alpha, op.A.data(), op.lda, op.B.data(), op.ldb,
+             c.beta, C.data(), op.ldc);
   }
   return C;
 }
 
 // Padding columns of C (j >= N) must come back exactly as they went in.
 template <typename T>
-bool padding_untouched(const GemmCase& c, const std::vector<T>& before,
-                       const std::vector<T>& after, int64_t ldc) {
+bool padding_untouched(const GemmCase& c, const std::vector<T>& before, const std::vector<T>& after,
+                       int64_t ldc) {
   for (int64_t i = 0; i < c.M; ++i) {
     for (int64_t j = c.N; j < ldc; ++j) {
       const T x = before[i * ldc + j], y = after[i * ldc + j];
@@ -161,8 +161,8 @@ bool padding_untouched(const GemmCase& c, const std::vector<T>& before,
 // Sizes around the micro-tile (6x16, 4x8), the packing step of 8 and the K slice (384).
 std::vector<GemmCase> shape_cases() {
   const int64_t shapes[][3] = {
-      {1, 1, 1},     {2, 5, 7},      {7, 17, 63},   {63, 65, 100}, {100, 257, 65},
-      {257, 63, 17}, {65, 100, 257}, {17, 1, 257},  {1, 257, 100}, {5, 7, 2},
+      {1, 1, 1},     {2, 5, 7},      {7, 17, 63},    {63, 65, 100}, {100, 257, 65},
+      {257, 63, 17}, {65, 100, 257}, {17, 1, 257},   {1, 257, 100}, {5, 7, 2},
       {6, 16, 8},    {12, 32, 385},  {100, 48, 800}, {200, 33, 31}, {31, 200, 1},
   };
   std::vector<GemmCase> cases;
@@ -264,9 +264,9 @@ TEST_CASE("gemm_f32: problems big enough to be threaded and blocked") {
       for (int threads : {2, 3, 4}) {
         bam::cpu::set_num_threads(threads);
         const std::vector<float> threaded = run_gemm(c, op);
-        CHECK_MESSAGE(std::memcmp(threaded.data(), serial.data(), serial.size() * sizeof(float)) ==
-                          0,
-                      describe(c), " threads=", threads);
+        CHECK_MESSAGE(
+            std::memcmp(threaded.data(), serial.data(), serial.size() * sizeof(float)) == 0,
+            describe(c), " threads=", threads);
       }
     }
   }
@@ -340,8 +340,8 @@ void check_batched(const char* kernel, int threads, int64_t batch, const GemmCas
   for (int64_t i = 0; i < batch; ++i) {
     const std::vector<T> got(C.begin() + i * stride_c,
                              C.begin() + i * stride_c + static_cast<int64_t>(first.C.size()));
-    CHECK_MESSAGE(count_mismatches(c, got, first.ldc, reference_gemm(c, each[i])) == 0,
-                  describe(c), " batch item ", i, " kernel ", kernel, " threads ", threads);
+    CHECK_MESSAGE(count_mismatches(c, got, first.ldc, reference_gemm(c, each[i])) == 0, describe(c),
+                  " batch item ", i, " kernel ", kernel, " threads ", threads);
     for (int64_t g = 0; g < gap; ++g) {
       REQUIRE(C[i * stride_c + first.C.size() + g] == sentinel);
     }

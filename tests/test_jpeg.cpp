@@ -63,8 +63,9 @@ int run(const std::string& command) {
 void require_libjpeg_tools() {
   bool ok = run("cjpeg -version >/dev/null") == 0 && run("djpeg -version >/dev/null") == 0 &&
             run("jpegtran -version >/dev/null") == 0;
-  REQUIRE_MESSAGE(ok, "cjpeg/djpeg/jpegtran not found: install them with "
-                      "`apt-get install libjpeg-turbo-progs` (the JPEG tests compare against them)");
+  REQUIRE_MESSAGE(ok,
+                  "cjpeg/djpeg/jpegtran not found: install them with "
+                  "`apt-get install libjpeg-turbo-progs` (the JPEG tests compare against them)");
 }
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
@@ -238,7 +239,7 @@ std::string write_synthetic_ppm(const TempDir& dir, int width, int height, int c
   return path;
 }
 
-const std::vector<std::pair<int, int>> kSizes = {{1, 1},    {7, 5},    {17, 33},
+const std::vector<std::pair<int, int>> kSizes = {{1, 1},    {7, 5},     {17, 33},
                                                  {100, 75}, {233, 157}, {500, 375}};
 
 // ---- JPEG surgery for the damaged-file and Exif tests ----
@@ -265,7 +266,8 @@ std::vector<uint8_t> remove_segments(const std::vector<uint8_t>& jpeg, int marke
     int m = jpeg[pos + 1];
     size_t length = (size_t{jpeg[pos + 2]} << 8) | jpeg[pos + 3];
     if (m == 0xDA) break;
-    if (m != marker) out.insert(out.end(), jpeg.begin() + long(pos), jpeg.begin() + long(pos + 2 + length));
+    if (m != marker)
+      out.insert(out.end(), jpeg.begin() + long(pos), jpeg.begin() + long(pos + 2 + length));
     pos += 2 + length;
   }
   out.insert(out.end(), jpeg.begin() + long(pos), jpeg.end());
@@ -316,8 +318,7 @@ std::vector<uint8_t> exif_segment(int orientation, bool big_endian) {
   return segment;
 }
 
-std::vector<uint8_t> with_exif(const std::vector<uint8_t>& jpeg, int orientation,
-                               bool big_endian) {
+std::vector<uint8_t> with_exif(const std::vector<uint8_t>& jpeg, int orientation, bool big_endian) {
   std::vector<uint8_t> out(jpeg.begin(), jpeg.begin() + 2);
   std::vector<uint8_t> segment = exif_segment(orientation, big_endian);
   out.insert(out.end(), segment.begin(), segment.end());
@@ -373,8 +374,8 @@ TEST_CASE("jpeg: bit-exact with djpeg across sizes, qualities and sampling facto
       // Grayscale output is three identical channels.
       bool replicated = true;
       for (size_t i = 0; i < e.ours.pixels.size(); i += 3) {
-        replicated &= e.ours.pixels[i] == e.ours.pixels[i + 1] &&
-                      e.ours.pixels[i] == e.ours.pixels[i + 2];
+        replicated &=
+            e.ours.pixels[i] == e.ours.pixels[i + 1] && e.ours.pixels[i] == e.ours.pixels[i + 2];
       }
       CHECK(replicated);
       total.merge(e.stats);
@@ -395,15 +396,29 @@ TEST_CASE("jpeg: unusual sampling, restarts, optimised tables, DCT variants, mul
   write_bytes(scans_separate, {'0', ';', '\n', '1', ';', '\n', '2', ';', '\n'});
   write_bytes(scans_mixed, {'0', ';', '\n', '1', ' ', '2', ';', '\n'});
   const std::vector<std::string> variants = {
-      "-sample 4x2", "-sample 1x4", "-sample 3x1", "-sample 3x2", "-sample 2x4",
+      "-sample 4x2",
+      "-sample 1x4",
+      "-sample 3x1",
+      "-sample 3x2",
+      "-sample 2x4",
       "-sample 2x2,2x1,1x1",  // Cb at 1x2 ratio (vertical fancy), Cr at 2x2
       "-sample 2x1,1x2,1x1",  // luma itself upsampled vertically
       "-sample 1x1,2x2,1x1",  // chroma larger than luma
-      "-sample 2x2 -restart 1", "-sample 2x2 -restart 1B", "-sample 2x1 -restart 3B",
-      "-sample 1x1 -restart 2", "-grayscale -restart 5B", "-optimize", "-sample 2x2 -optimize",
-      "-dct int", "-dct fast", "-dct float", "-sample 2x2 -scans " + scans_separate,
-      "-sample 2x2 -scans " + scans_mixed, "-grayscale -optimize -restart 1B",
-      "-rgb", "-rgb -sample 2x2"};
+      "-sample 2x2 -restart 1",
+      "-sample 2x2 -restart 1B",
+      "-sample 2x1 -restart 3B",
+      "-sample 1x1 -restart 2",
+      "-grayscale -restart 5B",
+      "-optimize",
+      "-sample 2x2 -optimize",
+      "-dct int",
+      "-dct fast",
+      "-dct float",
+      "-sample 2x2 -scans " + scans_separate,
+      "-sample 2x2 -scans " + scans_mixed,
+      "-grayscale -optimize -restart 1B",
+      "-rgb",
+      "-rgb -sample 2x2"};
   const std::vector<std::pair<int, int>> sizes = {{7, 5}, {17, 33}, {233, 157}, {500, 375}};
   DiffStats total;
   int files = 0;
@@ -430,7 +445,7 @@ TEST_CASE("jpeg: progressive and arithmetic files are passed to stb_image") {
   for (auto [w, h] : kSizes) {
     std::string rgb = write_synthetic_ppm(dir, w, h, 3, seed + 99 * w + h);
     for (std::string args : {"-progressive -sample 2x2", "-progressive -sample 1x1",
-                                    "-progressive -sample 2x1", "-progressive -grayscale"}) {
+                             "-progressive -sample 2x1", "-progressive -grayscale"}) {
       std::string tag = fmt::format("p{}_{}x{}", files, w, h);
       Encoded e = encode_and_compare(dir, rgb, fmt::format("-quality 90 {}", args), tag);
       CHECK(e.ours.used_fallback);
@@ -453,10 +468,11 @@ TEST_CASE("jpeg: progressive and arithmetic files are passed to stb_image") {
       CHECK_THROWS_AS(decode_image(bytes.data(), bytes.size(), tag, strict), UnsupportedJpegError);
     }
   }
-  MESSAGE(fmt::format("progressive via stb: {} files, max diff {}, mean diff {:.4f}, {:.2f} % "
-                      "identical, {:.3f} % off by more than 8",
-                      files, total.max_diff, total.mean(), 100 * total.identical_fraction(),
-                      100.0 * double(total.beyond_8) / double(total.values)));
+  MESSAGE(
+      fmt::format("progressive via stb: {} files, max diff {}, mean diff {:.4f}, {:.2f} % "
+                  "identical, {:.3f} % off by more than 8",
+                  files, total.max_diff, total.mean(), 100 * total.identical_fraction(),
+                  100.0 * double(total.beyond_8) / double(total.values)));
 
   // Arithmetic coding: neither decoder handles it; the error says why.
   std::string ppm = write_synthetic_ppm(dir, 64, 48, 3, seed);
@@ -519,8 +535,8 @@ TEST_CASE("jpeg: coefficient layout, quantisation tables and the two decode entr
 
   // Decoding into caller memory gives the same coefficients (the buffer is poisoned first).
   std::vector<int16_t> external;
-  JpegLayout layout2 = decode_jpeg_coefficients_into(
-      bytes.data(), bytes.size(), path, [&](const JpegLayout& l) {
+  JpegLayout layout2 =
+      decode_jpeg_coefficients_into(bytes.data(), bytes.size(), path, [&](const JpegLayout& l) {
         external.assign(size_t(l.num_coefficients), int16_t(0x5A5A));
         return external.data();
       });
@@ -586,14 +602,20 @@ TEST_CASE("jpeg: the fast IDCT equals the reference idct_islow_block on every bl
     for (size_t i = 0; i < coefficients.size(); ++i) {
       int k = int(i % 64);
       switch (regime) {
-        case 0: coefficients[i] = int16_t(k < 10 || rng() % 5 == 0 ? int(rng() % 31) - 15 : 0); break;
-        case 1: coefficients[i] = int16_t(int(rng() % 161) - 80); break;
+        case 0:
+          coefficients[i] = int16_t(k < 10 || rng() % 5 == 0 ? int(rng() % 31) - 15 : 0);
+          break;
+        case 1:
+          coefficients[i] = int16_t(int(rng() % 161) - 80);
+          break;
         case 4: {  // every other block all positive: the sums then align and grow largest
           int sign = (i / 64) % 2 == 0 || rng() % 2 ? 1 : -1;
           coefficients[i] = int16_t(sign * (17500 + int(rng() % 2500)));
           break;
         }
-        default: coefficients[i] = int16_t(rng()); break;
+        default:
+          coefficients[i] = int16_t(rng());
+          break;
       }
       if (k != 0 && rng() % 7 == 0) coefficients[i] = 0;
     }
@@ -603,7 +625,8 @@ TEST_CASE("jpeg: the fast IDCT equals the reference idct_islow_block on every bl
       uint8_t reference[64];
       idct_islow_block(&coefficients[size_t(b) * 64], comp.quant, reference, 8);
       for (int r = 0; r < 8; ++r) {
-        mismatches += std::memcmp(reference + 8 * r, &plane[size_t(r) * num_blocks * 8 + b * 8], 8) != 0;
+        mismatches +=
+            std::memcmp(reference + 8 * r, &plane[size_t(r) * num_blocks * 8 + b * 8], 8) != 0;
       }
     }
   }
@@ -630,7 +653,7 @@ TEST_CASE("jpeg: truncated files decode like djpeg or fail before the first scan
   int files = 0, exact = 0, rejected = 0;
   DiffStats total;
   for (std::string args : {"-sample 2x2", "-sample 2x1 -restart 1", "-grayscale -restart 2B",
-                                  "-sample 1x1 -optimize"}) {
+                           "-sample 1x1 -optimize"}) {
     std::string path = dir.file("full.jpg");
     REQUIRE(run(fmt::format("cjpeg -quality 90 {} -outfile {} {}", args, path, ppm)) == 0);
     std::vector<uint8_t> bytes = read_bytes(path);
@@ -662,9 +685,10 @@ TEST_CASE("jpeg: truncated files decode like djpeg or fail before the first scan
       ++files;
     }
   }
-  MESSAGE(fmt::format("truncation: {} cut before the first scan (all rejected), {} cut in scan data "
-                      "decoded, {} identical to djpeg, {:.4f} % of values identical",
-                      rejected, files, exact, 100 * total.identical_fraction()));
+  MESSAGE(
+      fmt::format("truncation: {} cut before the first scan (all rejected), {} cut in scan data "
+                  "decoded, {} identical to djpeg, {:.4f} % of values identical",
+                  rejected, files, exact, 100 * total.identical_fraction()));
   CHECK(exact >= files * 9 / 10);
 }
 
@@ -676,7 +700,7 @@ TEST_CASE("jpeg: corrupted bytes decode or throw ImageDecodeError, never crash")
   std::string ppm = write_synthetic_ppm(dir, 100, 75, 3, seed);
   int decoded = 0, rejected = 0;
   for (std::string args : {"-sample 2x2", "-sample 2x1 -restart 1B", "-grayscale",
-                                  "-sample 1x2 -optimize -restart 2"}) {
+                           "-sample 1x2 -optimize -restart 2"}) {
     std::string path = dir.file("good.jpg");
     REQUIRE(run(fmt::format("cjpeg -quality 75 {} -outfile {} {}", args, path, ppm)) == 0);
     std::vector<uint8_t> bytes = read_bytes(path);
@@ -718,7 +742,8 @@ TEST_CASE("jpeg: hostile inputs are refused with messages that name the file and
 
   expect_error({}, "empty.jpg", "empty file");
   std::string text = "this is a text file, not an image\n";
-  expect_error(std::vector<uint8_t>(text.begin(), text.end()), "notes.txt", "not a decodable image");
+  expect_error(std::vector<uint8_t>(text.begin(), text.end()), "notes.txt",
+               "not a decodable image");
   expect_error({0xFF, 0xD8}, "soi_only.jpg", "before the first scan");
 
   // SOF claiming 65535 x 65535: refused before any allocation.
@@ -794,9 +819,9 @@ TEST_CASE("jpeg: Exif orientations 1-8 match jpegtran's lossless transforms") {
   std::string path = dir.file("upright.jpg");
   REQUIRE(run(fmt::format("cjpeg -quality 95 -sample 1x1 -outfile {} {}", path, ppm)) == 0);
   const std::vector<uint8_t> jpeg = read_bytes(path);
-  const char* transforms[9] = {nullptr,          "",          "-flip horizontal",
-                               "-rotate 180",    "-flip vertical", "-transpose",
-                               "-rotate 90",     "-transverse", "-rotate 270"};
+  const char* transforms[9] = {nullptr,          "",           "-flip horizontal", "-rotate 180",
+                               "-flip vertical", "-transpose", "-rotate 90",       "-transverse",
+                               "-rotate 270"};
   for (int orientation = 1; orientation <= 8; ++orientation) {
     for (bool big_endian : {false, true}) {
       std::vector<uint8_t> tagged = with_exif(jpeg, orientation, big_endian);
@@ -845,6 +870,7 @@ TEST_CASE("jpeg: Exif orientation is applied on the stb_image path too") {
     const int rw = rotated.width, rh = rotated.height;
     // Where the stored top-left and top-right pixels appear after the transform.
     std::pair<int, int> tl, tr;
+    // clang-format off
     switch (orientation) {
       case 1: tl = {0, 0}; tr = {rw - 1, 0}; break;
       case 2: tl = {rw - 1, 0}; tr = {0, 0}; break;
@@ -855,6 +881,7 @@ TEST_CASE("jpeg: Exif orientation is applied on the stb_image path too") {
       case 7: tl = {rw - 1, rh - 1}; tr = {rw - 1, 0}; break;
       case 8: tl = {0, rh - 1}; tr = {0, 0}; break;
     }
+    // clang-format on
     INFO("orientation ", orientation);
     CHECK(rotated.width == (orientation >= 5 ? H : W));
     CHECK(px(rotated, tl.first, tl.second) == top_left);

@@ -88,10 +88,10 @@ void run_ours(const Shape& s, Operands& op) {
 void run_openblas(const Shape& s, Operands& op) {
   for (int64_t i = 0; i < s.batch; ++i) {
     cblas_sgemm(CblasRowMajor, s.trans_a ? CblasTrans : CblasNoTrans,
-                s.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(s.M),
-                static_cast<int>(s.N), static_cast<int>(s.K), 1.0f, op.A.data() + i * s.M * s.K,
-                static_cast<int>(op.lda), op.B.data() + i * s.K * s.N, static_cast<int>(op.ldb),
-                0.0f, op.C.data() + i * s.M * s.N, static_cast<int>(op.ldc));
+                s.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(s.M), static_cast<int>(s.N),
+                static_cast<int>(s.K), 1.0f, op.A.data() + i * s.M * s.K, static_cast<int>(op.lda),
+                op.B.data() + i * s.K * s.N, static_cast<int>(op.ldb), 0.0f,
+                op.C.data() + i * s.M * s.N, static_cast<int>(op.ldc));
   }
 }
 #endif
@@ -121,8 +121,8 @@ int main(int argc, char** argv) {
   openblas_set_num_threads(threads);
 #endif
   std::printf("bam gemm kernel: %s, threads: %d\n", bam::cpu::gemm_kernel_name(), threads);
-  std::printf("%-17s %5s %5s %5s %5s %2s | %9s %8s | %9s %8s | %6s\n", "shape", "batch", "M",
-              "N", "K", "op", "ours ms", "GFLOP/s", "blas ms", "GFLOP/s", "ratio");
+  std::printf("%-17s %5s %5s %5s %5s %2s | %9s %8s | %9s %8s | %6s\n", "shape", "batch", "M", "N",
+              "K", "op", "ours ms", "GFLOP/s", "blas ms", "GFLOP/s", "ratio");
 
   std::mt19937 rng(1234);
   const int num_shapes = quick ? 1 : static_cast<int>(std::size(kAllShapes));
@@ -145,8 +145,8 @@ int main(int argc, char** argv) {
     const std::string trans = std::string(s.trans_a ? "T" : "N") + (s.trans_b ? "T" : "N");
     std::printf("%-17s %5lld %5lld %5lld %5lld %2s | %9.3f %8.1f |", s.what,
                 static_cast<long long>(s.batch), static_cast<long long>(s.M),
-                static_cast<long long>(s.N), static_cast<long long>(s.K), trans.c_str(),
-                ours * 1e3, flops / ours * 1e-9);
+                static_cast<long long>(s.N), static_cast<long long>(s.K), trans.c_str(), ours * 1e3,
+                flops / ours * 1e-9);
 #ifdef BAM_HAVE_OPENBLAS
     const double blas = median(blas_times);
     std::printf(" %9.3f %8.1f | %6.2f\n", blas * 1e3, flops / blas * 1e-9, blas / ours);

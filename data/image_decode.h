@@ -1,0 +1,49 @@
+// The front door for turning an image file into RGB8 pixels: our JPEG decoder for sequential
+// JPEGs, stb_image for everything else (progressive/CMYK JPEG, PNG, BMP, GIF, ...), with the Exif
+// orientation applied so the pixels are upright as a viewer (or PIL's exif_transpose) shows them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "data/image_error.h"
+
+namespace bam::data {
+
+struct DecodedImage {
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> pixels;        // width * height * 3 bytes, RGB, rows top to bottom
+  bool used_fallback = false;         // true when stb_image decoded it rather than our JPEG decoder
+  int exif_orientation = 1;           // the orientation found (1..8); already applied when asked to
+  std::vector<std::string> warnings;  // recoverable problems, e.g. JPEG data that ended early
+};
+
+struct ImageDecodeOptions {
+  // Images with more pixels are refused before decoding (see JpegDecodeLimits for the reasoning).
+  int64_t max_pixels = int64_t{1} << 26;
+  // Files larger than this are refused by decode_image_file without being read.
+  int64_t max_file_bytes = int64_t{1} << 30;
+  bool apply_exif_orientation = true;
+  // When false, only our JPEG decoder is used; anything else throws (the fuzzer uses this).
+  bool allow_fallback = true;
+};
+
+// Decodes an in-memory file. `name` (usually the path) starts every error message. Throws
+// ImageDecodeError for anything that cannot be decoded; never returns an empty image.
+DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view name,
+                          const ImageDecodeOptions& options = {});
+
+// Reads and decodes a file.
+DecodedImage decode_image_file(const std::string& path, const ImageDecodeOptions& options = {});
+
+// Transforms pixels stored with Exif orientation `orientation` (1..8) into upright pixels:
+// 2 mirror left-right, 3 rotate 180, 4 mirror top-bottom, 5 transpose, 6 rotate 90 clockwise,
+// 7 transverse (transpose then rotate 180), 8 rotate 90 counter-clockwise. 5..8 swap width and
+// height. Other values leave the image alone.
+void apply_exif_orientation(int orientation, DecodedImage* image);
+
+}  // namespace bam::data
