@@ -2,6 +2,8 @@
 #include "engine/storage.h"
 
 #include <algorithm>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
@@ -56,7 +58,10 @@ class HostCache {
   static size_t limit() {
     static const size_t bytes = [] {
       if (const char* env = std::getenv("BAM_CPU_CACHE_MB")) return static_cast<size_t>(std::strtoull(env, nullptr, 10)) << 20;
-      return size_t{2} << 30;
+      // A third of physical memory, at least 2 GiB: enough to hold a training step's tensors.
+      long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+      size_t third = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) / 3 : 0;
+      return std::max(third, size_t{2} << 30);
     }();
     return bytes;
   }

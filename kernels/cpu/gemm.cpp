@@ -10,6 +10,8 @@
 //     packing is repeated; short-and-wide ones also split columns.
 #include "kernels/cpu/gemm.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -77,7 +79,7 @@ void portable_pack_b(bool trans, const float* src, int64_t ld, int64_t cols, int
   portable_pack(src, trans ? ld : 1, trans ? 1 : ld, cols, kc, kPortableCols, dst);
 }
 
-const MicroKernelF32 kPortableKernel{"portable 4x8", kPortableRows, kPortableCols,
+const MicroKernelF32 kPortableKernel{"portable 4x8",         kPortableRows,   kPortableCols,
                                      portable_multiply_tile, portable_pack_a, portable_pack_b};
 
 // ---------------------------------------------------------------------------------------------
@@ -115,22 +117,60 @@ const MicroKernelF32& active_kernel() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Block sizes, chosen for a 48 KiB L1d / 1 MiB L2 per core (AMD Zen 5; also fine on Zen 3/4 and
-// recent Intel). kc: the B micro-panel (kc x nr) must stay in L1 next to the streamed A panel.
-// mc: the A block (mc x kc) takes about a third of L2, leaving room for B panels passing through.
+// Block sizes follow the data caches of the machine (read once):
+//   kc: the B micro-panel (kc x nr floats) fills ~2/3 of L1d, the rest is for the A micro-panel
+//       streaming past it: kc = 512 on a 48 KiB L1d (Zen 5), 336 on 32 KiB.
+//   mc: the A block (mc x kc floats) takes ~1/4 of L2, leaving room for the C rows and the B
+//       panels passing through: 126 rows on a 1 MiB L2.
+// Both measured best (within noise) among kc 256..768 and mc 72..336 on Zen 5.
+struct CacheSizes {
+  int64_t l1d_bytes = 32 * 1024;
+  int64_t l2_bytes = 512 * 1024;
+};
 
-static int64_t env_or(const char* n, int64_t d) { const char* e = std::getenv(n); return e ? std::atol(e) : d; }  // TUNING
-static const int64_t kMaxDepth = env_or("KC", 384);     // kc
-static const int64_t kMaxBlockRows = env_or("MC", 168);  // mc (rounded to a multiple of mr)
-// Packed op(B) kept at once, in floats: within L3, so each task rereads it from cache.
-static const int64_t kPackedBBudget = env_or("BB", 256 * 1024);  // TUNING
+const CacheSizes& cache_sizes() {
+  static const CacheSizes sizes = [] {
+    CacheSizes s;
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+    const long l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (l1 >= 16 * 1024 && l1 <= 1024 * 1024) s.l1d_bytes = l1;
+    if (l2 >= 128 * 1024 && l2 <= 64 * 1024 * 1024) s.l2_bytes = l2;
+#endif
+    return s;
+  }();
+  return sizes;
+}
+
+static int64_t env_or(const char* n, int64_t d) {  // TUNING
+  const char* e = std::getenv(n);
+  return e ? std::atol(e) : d;
+}
+
+int64_t max_depth(const MicroKernelF32& kernel) {
+  const int64_t kc = cache_sizes().l1d_bytes * 2 / 3 / (kernel.nr * int64_t{sizeof(float)});
+  return env_or("KC", std::clamp<int64_t>(kc / 8 * 8, 128, 1024));
+}
+
+int64_t max_block_rows(const MicroKernelF32& kernel, int64_t depth) {
+  const int64_t mc = cache_sizes().l2_bytes / 4 / (depth * int64_t{sizeof(float)});
+  return env_or("MC", std::max<int64_t>(kernel.mr, mc / kernel.mr * kernel.mr));
+}
+
+// Packed op(B) kept at once (floats): 8 MiB, within the L3 of current server CPUs, so each task
+// rereads it from cache; deeper problems are done in several rounds of (pack B, multiply).
+static const int64_t kPackedBBudget = env_or("BB", 2 * 1024 * 1024);  // TUNING
 // Below this many multiply-adds packing costs more than it saves: use the direct loop.
 constexpr int64_t kDirectLoopMaxWork = 32 * 1024;
 // Below this many multiply-adds one thread is quicker than waking the pool.
 constexpr int64_t kSerialMaxWork = 256 * 1024;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t round_up(int64_t a, int64_t multiple) { return ceil_div(a, multiple) * multiple; }
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+int64_t round_up(int64_t a, int64_t multiple) {
+  return ceil_div(a, multiple) * multiple;
+}
 
 // A per-thread scratch buffer aligned to 64 bytes that only grows.
 class PackBuffer {
@@ -194,26 +234,27 @@ void direct_gemm_rows(bool trans_a, bool trans_b, int64_t row_begin, int64_t row
   }
 }
 
-// How one packed GEMM is cut into tasks.
+// How one packed GEMM is cut into tasks: row blocks (runs of A micro-panels, at most mc rows)
+// times column chunks (runs of B micro-panels).
 struct GemmPlan {
-  int64_t depth;         // kc of every K slice but possibly the last
-  int64_t block_rows;    // mc
-  int64_t row_blocks;    // ceil(M / mc)
-  int64_t panels;        // ceil(N / nr)
-  int64_t column_chunks; // tasks per row block, each a run of B micro-panels
+  int64_t depth;          // kc of every K slice but possibly the last
+  int64_t row_panels;     // ceil(M / mr)
+  int64_t row_blocks;     // block b holds A micro-panels [b * row_panels / row_blocks, ...)
+  int64_t panels;         // ceil(N / nr)
+  int64_t column_chunks;  // tasks per row block
 };
 
 GemmPlan make_plan(const MicroKernelF32& kernel, int64_t M, int64_t N, int64_t K, int threads) {
   GemmPlan plan{};
-  // Equal K slices no deeper than kMaxDepth, so the last one is not a short remnant.
-  const int64_t depth_slices = ceil_div(K, kMaxDepth);
-  plan.depth = std::min(round_up(ceil_div(K, depth_slices), 8), kMaxDepth);
-  // Equal row blocks, their count a multiple of the thread count so every thread gets as many.
-  const int64_t row_panels = ceil_div(M, kernel.mr);
-  int64_t row_blocks = ceil_div(M, kMaxBlockRows);
-  if (threads > 1) row_blocks = std::min(round_up(row_blocks, threads), row_panels);
-  plan.block_rows = round_up(ceil_div(M, row_blocks), kernel.mr);
-  plan.row_blocks = ceil_div(M, plan.block_rows);
+  // Equal K slices no deeper than max_depth, so the last one is not a short remnant.
+  const int64_t deepest = max_depth(kernel);
+  const int64_t depth_slices = ceil_div(K, deepest);
+  plan.depth = std::min(round_up(ceil_div(K, depth_slices), 8), deepest);
+  // Row blocks of equal size (to one micro-panel), their count a multiple of the thread count
+  // so that every thread gets the same share.
+  plan.row_panels = ceil_div(M, kernel.mr);
+  plan.row_blocks = ceil_div(plan.row_panels, max_block_rows(kernel, plan.depth) / kernel.mr);
+  if (threads > 1) plan.row_blocks = std::min(round_up(plan.row_blocks, threads), plan.row_panels);
   plan.panels = ceil_div(N, kernel.nr);
   // Too few row blocks for the threads: split the columns too (each chunk repacks its A block,
   // which is small when M is).
@@ -225,11 +266,10 @@ GemmPlan make_plan(const MicroKernelF32& kernel, int64_t M, int64_t N, int64_t K
 }
 
 // The packed GEMM: K > 0, alpha != 0.
-void packed_gemm_f32(const MicroKernelF32& kernel, bool trans_a, bool trans_b, int64_t M,
-                     int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                     const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  const int threads =
-      (in_parallel_region() || M * N * K <= kSerialMaxWork) ? 1 : num_threads();
+void packed_gemm_f32(const MicroKernelF32& kernel, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                     int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                     int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int threads = (in_parallel_region() || M * N * K <= kSerialMaxWork) ? 1 : num_threads();
   const GemmPlan plan = make_plan(kernel, M, N, K, threads);
   const int64_t mr = kernel.mr;
   const int64_t nr = kernel.nr;
@@ -269,8 +309,9 @@ void packed_gemm_f32(const MicroKernelF32& kernel, bool trans_a, bool trans_b, i
     const auto run_task = [&](int task) {
       const int64_t row_block = task / plan.column_chunks;
       const int64_t chunk = task % plan.column_chunks;
-      const int64_t i0 = row_block * plan.block_rows;
-      const int64_t rows = std::min(plan.block_rows, M - i0);
+      const int64_t i0 = row_block * plan.row_panels / plan.row_blocks * mr;
+      const int64_t rows =
+          std::min(M, (row_block + 1) * plan.row_panels / plan.row_blocks * mr) - i0;
       const int64_t panel_begin = chunk * panels_per_chunk;
       const int64_t panel_end = std::min(plan.panels, panel_begin + panels_per_chunk);
       float* packed_a = t_packed_a.get(round_up(rows, mr) * plan.depth + kPackSlack);
@@ -322,8 +363,7 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     direct_gemm_rows<float>(trans_a, trans_b, 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  packed_gemm_f32(active_kernel(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C,
-                  ldc);
+  packed_gemm_f32(active_kernel(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void gemm_f64(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha,
@@ -344,8 +384,8 @@ void gemm_f64(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, doubl
         const int64_t kc = std::min(kSliceDepth, K - k0);
         const double* a_slice = trans_a ? A + k0 * lda : A + k0;
         const double* b_slice = trans_b ? B + k0 : B + k0 * ldb;
-        direct_gemm_rows<double>(trans_a, trans_b, i0, i1, N, kc, alpha, a_slice, lda, b_slice,
-                                 ldb, k0 == 0 ? beta : 1.0, C, ldc);
+        direct_gemm_rows<double>(trans_a, trans_b, i0, i1, N, kc, alpha, a_slice, lda, b_slice, ldb,
+                                 k0 == 0 ? beta : 1.0, C, ldc);
       }
     }
   };
@@ -381,9 +421,9 @@ void gemm_batched_f32(bool trans_a, bool trans_b, int64_t batch, int64_t M, int6
 }
 
 void gemm_batched_f64(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
-                      double alpha, const double* A, int64_t lda, int64_t stride_a,
-                      const double* B, int64_t ldb, int64_t stride_b, double beta, double* C,
-                      int64_t ldc, int64_t stride_c) {
+                      double alpha, const double* A, int64_t lda, int64_t stride_a, const double* B,
+                      int64_t ldb, int64_t stride_b, double beta, double* C, int64_t ldc,
+                      int64_t stride_c) {
   const auto one = [&](int64_t i) {
     gemm_f64(trans_a, trans_b, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta,
              C + i * stride_c, ldc);
@@ -398,7 +438,9 @@ void gemm_batched_f64(bool trans_a, bool trans_b, int64_t batch, int64_t M, int6
   }
 }
 
-const char* gemm_kernel_name() { return active_kernel().name; }
+const char* gemm_kernel_name() {
+  return active_kernel().name;
+}
 
 bool gemm_force_kernel(const char* name) {
   if (!name) {

@@ -86,12 +86,18 @@ void multiply_tile_rows(int64_t kc, const float* a, const float* b, float* c, in
 void multiply_tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                    float beta, int rows, int cols) {
   switch (rows) {
-    case 6: return multiply_tile_rows<6>(kc, a, b, c, ldc, alpha, beta, cols);
-    case 5: return multiply_tile_rows<5>(kc, a, b, c, ldc, alpha, beta, cols);
-    case 4: return multiply_tile_rows<4>(kc, a, b, c, ldc, alpha, beta, cols);
-    case 3: return multiply_tile_rows<3>(kc, a, b, c, ldc, alpha, beta, cols);
-    case 2: return multiply_tile_rows<2>(kc, a, b, c, ldc, alpha, beta, cols);
-    default: return multiply_tile_rows<1>(kc, a, b, c, ldc, alpha, beta, cols);
+    case 6:
+      return multiply_tile_rows<6>(kc, a, b, c, ldc, alpha, beta, cols);
+    case 5:
+      return multiply_tile_rows<5>(kc, a, b, c, ldc, alpha, beta, cols);
+    case 4:
+      return multiply_tile_rows<4>(kc, a, b, c, ldc, alpha, beta, cols);
+    case 3:
+      return multiply_tile_rows<3>(kc, a, b, c, ldc, alpha, beta, cols);
+    case 2:
+      return multiply_tile_rows<2>(kc, a, b, c, ldc, alpha, beta, cols);
+    default:
+      return multiply_tile_rows<1>(kc, a, b, c, ldc, alpha, beta, cols);
   }
 }
 
@@ -211,8 +217,7 @@ void pack_b(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc, 
 }  // namespace
 
 const MicroKernelF32& avx2_micro_kernel_f32() {
-  static const MicroKernelF32 kernel{"avx2-fma 6x16", kRows, kCols, multiply_tile, pack_a,
-                                     pack_b};
+  static const MicroKernelF32 kernel{"avx2-fma 6x16", kRows, kCols, multiply_tile, pack_a, pack_b};
   return kernel;
 }
 

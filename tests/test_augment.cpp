@@ -1,0 +1,216 @@
+// The CPU augmentation: crop geometry (torchvision's RandomResizedCrop), PIL-style antialiased
+// bicubic resampling against hand-computed values, each colour operation on hand-checked pixels,
+// the per-view recipe (blur/solarise probabilities), and determinism of the RNG keys.
+#include <cmath>
+
+#include "data/augment.h"
+#include "tests/support.h"
+
+namespace bam::test {
+namespace {
+
+data::DecodedImage solid(int w, int h, uint8_t r, uint8_t g, uint8_t b) {
+  data::DecodedImage img;
+  img.width = w;
+  img.height = h;
+  for (int i = 0; i < w * h; ++i) img.pixels.insert(img.pixels.end(), {r, g, b});
+  return img;
+}
+
+// A recipe whose normalisation is x / 255, so outputs read back as pixel values / 255.
+data::AugmentRecipe plain_recipe() {
+  data::AugmentRecipe r;
+  r.mean = {0, 0, 0};
+  r.std = {1, 1, 1};
+  return r;
+}
+
+// Renders `p` (a full-image box, output the image's size) and returns HWC pixel values.
+std::vector<float> render(const data::DecodedImage& img, data::CropParams p) {
+  p.top = p.left = 0;
+  p.height = img.height;
+  p.width = img.width;
+  p.out_size = img.width;
+  std::vector<float> chw(3 * img.width * img.width);
+  data::render_crop(img, p, plain_recipe(), chw.data());
+  std::vector<float> hwc(chw.size());
+  int n = img.width * img.width;
+  for (int c = 0; c < 3; ++c)
+    for (int i = 0; i < n; ++i) hwc[3 * i + c] = chw[c * n + i] * 255.0f;
+  return hwc;
+}
+
+}  // namespace
+
+TEST_CASE("RandomResizedCrop boxes stay inside the image, within scale and aspect bounds") {
+  uint64_t seed = test_seed("crop boxes");
+  int fallbacks = 0;
+  for (uint32_t image = 0; image < 300; ++image) {
+    int w = 20 + image % 97, h = 15 + (image * 7) % 131;
+    int top, left, bh, bw;
+    data::random_resized_box(w, h, 0.2, 0.9, seed, 0, image, 1, &top, &left, &bh, &bw);
+    CHECK(top >= 0);
+    CHECK(left >= 0);
+    CHECK(top + bh <= h);
+    CHECK(left + bw <= w);
+    double area = double(bw) * bh / (double(w) * h), ratio = double(bw) / bh;
+    if (area > 0.9 + 0.1 || area < 0.2 - 0.1) ++fallbacks;
+    else CHECK((ratio > 0.7 && ratio < 1.45));
+  }
+  CHECK(fallbacks < 15);
+  // A tall sliver cannot fit any 3/4..4/3 box at scale 1: the fallback centres a clamped box.
+  int top, left, bh, bw;
+  data::random_resized_box(10, 100, 1.0, 1.0, seed, 0, 0, 0, &top, &left, &bh, &bw);
+  CHECK(bw == 10);
+  CHECK(bh == 13);  // round(10 / 0.75) = 13
+  CHECK(top == (100 - 13) / 2);
+  // Same key, same crop; another crop index or epoch, another crop.
+  auto params = [&](uint32_t epoch, uint32_t crop) {
+    return data::sample_crop(data::AugmentRecipe{}, 200, 150, seed, epoch, 42, crop);
+  };
+  CHECK(params(0, 1).top == params(0, 1).top);
+  CHECK(params(0, 1).left == params(0, 1).left);
+  int same = 0;
+  for (uint32_t c = 0; c < 20; ++c) same += params(0, c).width == params(1, c).width && params(0, c).top == params(1, c).top;
+  CHECK(same < 3);
+}
+
+TEST_CASE("the view recipe: blur and solarisation probabilities per view") {
+  data::AugmentRecipe r;
+  r.global_crops = 2;
+  r.local_crops = 2;
+  int blur[4] = {0, 0, 0, 0}, solarize[4] = {0, 0, 0, 0}, jitter = 0, gray = 0, flip = 0;
+  const int n = 4000;
+  for (uint32_t image = 0; image < n; ++image)
+    for (uint32_t crop = 0; crop < 4; ++crop) {
+      auto p = data::sample_crop(r, 64, 48, 7, 0, image, crop);
+      blur[crop] += p.blur_sigma > 0;
+      solarize[crop] += p.solarize;
+      if (crop == 2) {
+        jitter += p.jitter;
+        gray += p.grayscale;
+        flip += p.flip;
+        if (p.jitter) {
+          CHECK((p.brightness >= 0.6f && p.brightness <= 1.4f));
+          CHECK((p.hue >= -0.1f && p.hue <= 0.1f));
+        }
+        if (p.blur_sigma > 0) CHECK((p.blur_sigma >= 0.1f && p.blur_sigma <= 2.0f));
+        CHECK(p.out_size == 96);
+      }
+    }
+  CHECK(blur[0] == n);                             // first global view: always
+  CHECK(std::abs(blur[1] / double(n) - 0.1) < 0.02);  // second global view: 10 %
+  CHECK(std::abs(blur[2] / double(n) - 0.5) < 0.03);  // local views: 50 %
+  CHECK(solarize[0] == 0);
+  CHECK(std::abs(solarize[1] / double(n) - 0.2) < 0.02);
+  CHECK(solarize[2] == 0);
+  CHECK(std::abs(jitter / double(n) - 0.8) < 0.025);
+  CHECK(std::abs(gray / double(n) - 0.2) < 0.02);
+  CHECK(std::abs(flip / double(n) - 0.5) < 0.03);
+}
+
+TEST_CASE("antialiased bicubic resampling against hand-computed PIL values") {
+  // [0, 0, 255, 255] -> 2 pixels: scale 2 stretches the a = -0.5 kernel to support 4; output 0
+  // weighs inputs 0..3 by W(-0.25), W(0.25), W(0.75), W(1.25) = .8671875, .8671875, .2265625,
+  // -.0703125 (sum 1.890625): 255 * (.2265625 - .0703125) / 1.890625.
+  std::vector<float> src;
+  for (float v : {0.f, 0.f, 255.f, 255.f}) src.insert(src.end(), {v, v, v});
+  std::vector<float> dst(6);
+  data::resize_bicubic_aa(src.data(), 1, 4, 0, 0, 1, 4, dst.data(), 1, 2);
+  CHECK(dst[0] == doctest::Approx(255 * 0.15625 / 1.890625).epsilon(1e-6));
+  CHECK(dst[3] == doctest::Approx(255 - 255 * 0.15625 / 1.890625).epsilon(1e-6));
+  // The same size is the identity; a constant stays constant at any scale.
+  std::vector<float> ramp;
+  for (int i = 0; i < 5 * 7; ++i) ramp.insert(ramp.end(), {float(i), float(2 * i), float(3 * i % 255)});
+  std::vector<float> same(ramp.size());
+  data::resize_bicubic_aa(ramp.data(), 5, 7, 0, 0, 5, 7, same.data(), 5, 7);
+  for (size_t i = 0; i < ramp.size(); ++i) CHECK(same[i] == doctest::Approx(ramp[i]).epsilon(1e-5));
+  std::vector<float> flat(9 * 11 * 3, 77.0f), out(4 * 6 * 3);
+  data::resize_bicubic_aa(flat.data(), 9, 11, 1.5, 2.0, 6.0, 7.0, out.data(), 4, 6);
+  for (float v : out) CHECK(v == doctest::Approx(77.0f).epsilon(1e-5));
+}
+
+TEST_CASE("colour operations on hand-checked pixels") {
+  data::DecodedImage img = solid(2, 2, 100, 50, 200);
+  img.pixels[0] = 250;  // one brighter red value
+  data::CropParams p;
+  p.jitter = true;
+  p.jitter_order = {0, 1, 2, 3};
+  // Brightness 1.5 alone: multiply and clamp.
+  p.brightness = 1.5f;
+  auto px = render(img, p);
+  CHECK(px[0] == doctest::Approx(255.0f));   // 250 * 1.5 clamps
+  CHECK(px[1] == doctest::Approx(75.0f));
+  CHECK(px[5] == doctest::Approx(255.0f));   // 200 * 1.5 clamps
+  // Contrast 0: every value becomes the crop's mean grey level.
+  p = data::CropParams{};
+  p.jitter = true;
+  p.contrast = 0.0f;
+  px = render(img, p);
+  double mean_luma = (0.299 * (250 + 3 * 100) + 0.587 * 4 * 50 + 0.114 * 4 * 200) / 4;
+  for (float v : px) CHECK(v == doctest::Approx(mean_luma).epsilon(1e-4));
+  // Saturation 0: each pixel becomes its own grey level.
+  p = data::CropParams{};
+  p.jitter = true;
+  p.saturation = 0.0f;
+  px = render(img, p);
+  CHECK(px[3] == doctest::Approx(0.299 * 100 + 0.587 * 50 + 0.114 * 200).epsilon(1e-4));
+  CHECK(px[4] == px[3]);
+  // Hue +1/3 turns pure red into pure green.
+  data::DecodedImage red = solid(2, 2, 255, 0, 0);
+  p = data::CropParams{};
+  p.jitter = true;
+  p.hue = 1.0f / 3.0f;
+  px = render(red, p);
+  CHECK(px[0] == doctest::Approx(0.0f).epsilon(1e-4));
+  CHECK(px[1] == doctest::Approx(255.0f).epsilon(1e-4));
+  // Grayscale, solarise (>= 128 inverted), flip.
+  p = data::CropParams{};
+  p.grayscale = true;
+  px = render(img, p);
+  CHECK(px[3] == doctest::Approx(0.299 * 100 + 0.587 * 50 + 0.114 * 200).epsilon(1e-4));
+  p = data::CropParams{};
+  p.solarize = true;
+  px = render(img, p);
+  CHECK(px[3] == doctest::Approx(100.0f));
+  CHECK(px[5] == doctest::Approx(55.0f));
+  data::DecodedImage two = solid(2, 2, 0, 0, 0);
+  two.pixels[0] = 200;  // top-left red
+  p = data::CropParams{};
+  p.flip = true;
+  px = render(two, p);
+  CHECK(px[0] == doctest::Approx(0.0f));
+  CHECK(px[3] == doctest::Approx(200.0f));
+  // Blur keeps a constant image constant and spreads a single bright pixel symmetrically.
+  data::DecodedImage dot = solid(9, 9, 0, 0, 0);
+  dot.pixels[(4 * 9 + 4) * 3] = 255;
+  p = data::CropParams{};
+  p.blur_sigma = 1.0f;
+  px = render(dot, p);
+  CHECK(px[(4 * 9 + 4) * 3] < 255.0f);
+  CHECK(px[(4 * 9 + 3) * 3] == doctest::Approx(px[(4 * 9 + 5) * 3]));
+  CHECK(px[(3 * 9 + 4) * 3] == doctest::Approx(px[(5 * 9 + 4) * 3]));
+  double total = 0;
+  for (int i = 0; i < 81; ++i) total += px[3 * i];
+  CHECK(total == doctest::Approx(255.0).epsilon(1e-3));
+}
+
+TEST_CASE("normalisation and the evaluation transform") {
+  data::DecodedImage img = solid(40, 30, 255, 128, 0);
+  data::AugmentRecipe r;
+  std::vector<float> out(3 * 24 * 24);
+  data::render_eval(img, 24, r, out.data());
+  CHECK(out[0] == doctest::Approx((1.0 - 0.485) / 0.229).epsilon(1e-4));
+  CHECK(out[24 * 24] == doctest::Approx((128 / 255.0 - 0.456) / 0.224).epsilon(1e-4));
+  CHECK(out[2 * 24 * 24] == doctest::Approx((0 - 0.406) / 0.225).epsilon(1e-4));
+  // With ratio 1 an image of exactly the crop size passes through untouched.
+  data::DecodedImage gradient = solid(4, 4, 0, 0, 0);
+  for (int i = 0; i < 16; ++i) gradient.pixels[3 * i] = static_cast<uint8_t>(i * 10);
+  data::AugmentRecipe same = plain_recipe();
+  same.eval_resize_ratio = 1.0;
+  std::vector<float> exact(3 * 16);
+  data::render_eval(gradient, 4, same, exact.data());
+  for (int i = 0; i < 16; ++i) CHECK(exact[i] * 255.0f == doctest::Approx(i * 10.0f));
+}
+
+}  // namespace bam::test

@@ -1,0 +1,178 @@
+// Datasets and the loader: ImageFolder/flat/file-list indexing, every image of an epoch seen once,
+// identical batches whatever the thread count, damaged files reported, skipped and counted, and
+// the probe on a tiny separable dataset reaching high accuracy with both kNN and linear.
+#include <stb_image_write.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <unistd.h>
+
+#include "bam/features.h"
+#include "bam/linear_probe.h"
+#include "data/loader.h"
+#include "engine/random.h"
+#include "tests/support.h"
+
+namespace bam::test {
+namespace fs = std::filesystem;
+namespace {
+
+// Class c images are noisy versions of a colour (red, green, blue, ...), size 12 to 20 px.
+std::string make_folder(const std::string& name, int classes, int per_class, uint64_t seed) {
+  fs::path root = fs::temp_directory_path() / ("bam_loader_" + std::to_string(::getpid())) / name;
+  fs::remove_all(root);
+  Generator gen(seed);
+  const uint8_t palette[4][3] = {{220, 40, 40}, {40, 200, 60}, {50, 60, 210}, {200, 200, 40}};
+  for (int c = 0; c < classes; ++c) {
+    fs::path dir = root / ("class_" + std::to_string(c));
+    fs::create_directories(dir);
+    for (int i = 0; i < per_class; ++i) {
+      int w = 12 + (i * 3) % 9, h = 12 + (i * 5) % 9;
+      std::vector<float> noise = randn({w * h * 3}, {}, &gen).to_vector<float>();
+      std::vector<uint8_t> px(w * h * 3);
+      for (int k = 0; k < w * h * 3; ++k)
+        px[k] = static_cast<uint8_t>(std::clamp(palette[c][k % 3] + 25.0f * noise[k], 0.0f, 255.0f));
+      std::string path = (dir / (std::to_string(i) + ".jpg")).string();
+      REQUIRE(stbi_write_jpg(path.c_str(), w, h, 3, px.data(), 92));
+    }
+  }
+  return root.string();
+}
+
+data::AugmentRecipe small_recipe() {
+  data::AugmentRecipe r;
+  r.global_size = 16;
+  r.local_crops = 2;
+  r.local_size = 8;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("dataset layouts") {
+  std::string root = make_folder("layouts", 3, 4, 1);
+  data::Dataset d = data::open_dataset(root);
+  CHECK(d.size() == 12);
+  CHECK(d.classes == std::vector<std::string>{"class_0", "class_1", "class_2"});
+  CHECK(d.labels[0] == 0);
+  CHECK(d.labels[11] == 2);
+  CHECK(std::is_sorted(d.files.begin(), d.files.begin() + 4));
+  data::Dataset flat = data::open_dataset(root + "/class_1");
+  CHECK(flat.size() == 4);
+  CHECK(flat.labels[0] == -1);
+  std::string list = root + "/list.txt";
+  std::ofstream(list) << "# a comment\nclass_0/0.jpg 5\n" << root << "/class_2/1.jpg 1\n";
+  data::Dataset listed = data::open_dataset(list);
+  REQUIRE(listed.size() == 2);
+  CHECK(listed.labels == std::vector<int64_t>{5, 1});
+  CHECK(fs::exists(listed.files[0]));
+  CHECK_THROWS_WITH_AS(data::open_dataset(root + "/missing"), doctest::Contains("no such file or folder"),
+                       data::ImageDecodeError);
+  fs::create_directories(root + "/empty");
+  CHECK_THROWS_WITH_AS(data::open_dataset(root + "/empty"), doctest::Contains("no images"), data::ImageDecodeError);
+  // Epoch orders are permutations, different per epoch, identical per (seed, epoch).
+  auto a = data::epoch_order(100, 3, 0), b = data::epoch_order(100, 3, 1);
+  CHECK(a == data::epoch_order(100, 3, 0));
+  CHECK(a != b);
+  std::sort(b.begin(), b.end());
+  for (int i = 0; i < 100; ++i) CHECK(b[i] == i);
+}
+
+TEST_CASE("every image once per epoch, identical batches for any thread count") {
+  std::string root = make_folder("epoch", 2, 11, 2);
+  data::Dataset d = data::open_dataset(root);
+  auto run = [&](int threads, int64_t epoch) {
+    data::MultiCropLoader loader(d, small_recipe(), 5, 9, {threads, 2});
+    loader.start_epoch(epoch);
+    CHECK(loader.steps_per_epoch() == 4);  // 22 images, drop_last
+    std::vector<int64_t> seen;
+    std::vector<float> pixels;
+    for (int s = 0; s < 4; ++s) {
+      auto batch = loader.next();
+      REQUIRE(batch.groups.size() == 2);
+      CHECK(batch.groups[0].shape() == Shape{10, 3, 16, 16});
+      CHECK(batch.groups[1].shape() == Shape{10, 3, 8, 8});
+      seen.insert(seen.end(), batch.indices.begin(), batch.indices.end());
+      for (auto& g : batch.groups) {
+        auto v = g.to_vector<float>();
+        pixels.insert(pixels.end(), v.begin(), v.end());
+      }
+    }
+    CHECK_THROWS_AS(loader.next(), Error);
+    return std::make_pair(seen, pixels);
+  };
+  auto [seen1, pixels1] = run(1, 0);
+  auto [seen3, pixels3] = run(3, 0);
+  CHECK(seen1 == seen3);
+  CHECK(pixels1 == pixels3);
+  std::set<int64_t> unique(seen1.begin(), seen1.end());
+  CHECK(unique.size() == 20);
+  auto [seen_next, pixels_next] = run(2, 1);
+  CHECK(seen_next != seen1);
+  // Resuming mid-epoch gives the same later batches.
+  data::MultiCropLoader loader(d, small_recipe(), 5, 9, {2, 2});
+  loader.start_epoch(0, 2);
+  auto batch = loader.next();
+  CHECK(std::vector<int64_t>(seen1.begin() + 10, seen1.begin() + 15) == batch.indices);
+}
+
+TEST_CASE("damaged files are reported once, skipped and counted") {
+  std::string root = make_folder("damaged", 2, 6, 3);
+  std::ofstream(root + "/class_0/bad_text.jpg") << "this is not a jpeg";
+  std::ofstream(root + "/class_1/empty.jpg");
+  {
+    std::ifstream good(root + "/class_1/0.jpg", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(good)), {});
+    std::ofstream(root + "/class_1/truncated.jpg", std::ios::binary) << bytes.substr(0, 40);
+  }
+  data::Dataset d = data::open_dataset(root);
+  CHECK(d.size() == 15);
+  data::MultiCropLoader loader(d, small_recipe(), 5, 1, {2, 2});
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    loader.start_epoch(epoch);
+    for (int s = 0; s < 3; ++s) {
+      auto batch = loader.next();
+      CHECK(batch.indices.size() == 5);
+      for (int64_t i : batch.indices) CHECK(d.files[i].find("/bad_") == std::string::npos);
+    }
+  }
+  CHECK(loader.skipped_files() == 3);  // each damaged file counted once over both epochs
+}
+
+TEST_CASE("the probe separates a tiny dataset with kNN and linear") {
+  std::string train_root = make_folder("probe_train", 3, 24, 4), val_root = make_folder("probe_val", 3, 8, 5);
+  data::Dataset train = data::open_dataset(train_root), val = data::open_dataset(val_root);
+  FeatureOptions f;
+  f.img_size = 16;
+  f.batch_size = 16;
+  f.threads = 2;
+  // Raw pixels.
+  FeatureSet tr = extract_features(nullptr, train, f), va = extract_features(nullptr, val, f);
+  CHECK(tr.features.shape() == Shape{72, 3 * 16 * 16});
+  KnnResult knn = knn_classify(tr.features, tr.labels, va.features, va.labels, 3, 5, 0.07);
+  CHECK(knn.top1 > 95);
+  LinearProbeOptions lo;
+  lo.epochs = 20;
+  lo.lr = 0.5;
+  lo.batch_size = 16;
+  lo.bn_head = true;
+  lo.verbose = false;
+  CHECK(train_linear_probe(tr, va, lo).top1 > 95);
+  // Through a random-init ViT the colours stay separable.
+  VitConfig v;
+  v.embed_dim = 24;
+  v.depth = 2;
+  v.num_heads = 2;
+  v.patch_size = 4;
+  v.img_size = 16;
+  Generator gen(6);
+  VisionTransformer vit(v, &gen);
+  vit.train(false);
+  f.n_last_blocks = 2;
+  FeatureSet vtr = extract_features(&vit, train, f), vva = extract_features(&vit, val, f);
+  CHECK(vtr.features.shape() == Shape{72, 48});
+  CHECK(train_linear_probe(vtr, vva, lo).top1 > 90);
+}
+
+}  // namespace bam::test
