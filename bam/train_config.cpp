@@ -70,6 +70,8 @@ void TrainConfig::validate() const {
   BAM_CHECK(eval_resize_ratio >= 1, "--eval_resize_ratio must be at least 1, got {}", eval_resize_ratio);
   BAM_CHECK(log_freq >= 1, "--log_freq must be at least 1, got {}", log_freq);
   BAM_CHECK(time_budget_minutes >= 0, "--time_budget_minutes must be non-negative, got {}", time_budget_minutes);
+  BAM_CHECK(!fit_epochs_to_budget || time_budget_minutes > 0,
+            "--fit_epochs_to_budget needs --time_budget_minutes");
 }
 
 VitConfig TrainConfig::vit() const {
@@ -108,7 +110,7 @@ ProjectorConfig TrainConfig::projector() const {
   X(target_crops_number) X(global_crops_number) X(local_crops_number) X(global_crops_scale)                   \
   X(local_crops_scale) X(global_crops_size) X(local_crops_size) X(data_path) X(output_dir) X(saveckp_freq)    \
   X(seed) X(num_workers) X(knn_freq) X(knn_train_path) X(knn_val_path) X(eval_resize_ratio) X(log_freq)        \
-  X(time_budget_minutes)
+  X(time_budget_minutes) X(fit_epochs_to_budget)
 
 nlohmann::ordered_json TrainConfig::to_json() const {
   nlohmann::ordered_json j;

@@ -58,6 +58,9 @@ struct TrainConfig {
   double eval_resize_ratio = 256.0 / 224.0;  // kNN monitor: shorter side to size * ratio, centre crop
   int64_t log_freq = 10;
   double time_budget_minutes = 0;  // > 0: stop (with a checkpoint) when the budget is spent
+  // With a budget: measure a few steps first and choose --epochs so the whole schedule fits the
+  // budget (warm-up becomes 10% of those epochs, the eps warm-up at most all of them).
+  bool fit_epochs_to_budget = false;
 
   // Errors name the flag ("--lr must be positive, got -1"); call before any work.
   void validate() const;

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "bam/bam_loss.h"
+#include "bam/report.h"
 #include "bam/schedules.h"
 #include "engine/autograd.h"
 #include "engine/cuda.h"
@@ -53,12 +54,42 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
     for (auto& [name, p] : teacher_->named_parameters()) Tensor(p).requires_grad_(false);
   }
   optimizer_ = make_optimizer(config_.optimizer, make_param_groups(student_->named_parameters()));
+  build_schedules();
+}
+
+void Trainer::build_schedules() {
   const int64_t steps = data_->steps_per_epoch();
   // Linear scaling rule: the base learning rate is given for a batch of 256.
   const double base_lr = config_.lr * static_cast<double>(config_.batch_size_per_gpu) / 256.0;
   lr_schedule_ = cosine_schedule(base_lr, config_.min_lr, config_.epochs, steps, config_.warmup_epochs);
   wd_schedule_ = cosine_schedule(config_.weight_decay, config_.weight_decay_end, config_.epochs, steps);
   momentum_schedule_ = cosine_schedule(config_.teacher_m, 1.0, config_.epochs, steps);
+}
+
+double Trainer::measure_step_seconds() {
+  Generator init(static_cast<uint64_t>(config_.seed) + 1);
+  BamModel model(config_.vit(), config_.projector(), &init);
+  auto optimizer = make_optimizer(config_.optimizer, make_param_groups(model.named_parameters()));
+  optimizer->set_lr(0.0);  // the copy only has to cost what a real step costs
+  BamLossOptions o;
+  o.n_global = config_.global_crops_number;
+  o.n_local = config_.local_crops_number;
+  o.target_crops = config_.target_crops();
+  o.top_k = config_.top_k_sink;
+  const int steps = static_cast<int>(std::min<int64_t>(6, data_->steps_per_epoch()));
+  data_->start_epoch(0, 0);
+  Clock::time_point start;
+  for (int i = 0; i < steps; ++i) {
+    if (i == std::min(2, steps - 1)) start = Clock::now();  // the first steps warm caches up
+    CropBatch batch = data_->next();
+    for (Tensor& g : batch.groups) g = g.to(device_);
+    BamLossResult out = bam_loss(model.forward(batch.groups), config_.reg, o);
+    optimizer->zero_grad();
+    out.loss.backward();
+    clip_grad_norm(model.parameters(), 1.0);
+    optimizer->step();
+  }
+  return seconds_since(start) / std::max(1, steps - std::min(2, steps - 1));
 }
 
 std::string Trainer::checkpoint_path() const { return config_.output_dir + "/checkpoint.safetensors"; }
@@ -72,6 +103,13 @@ void Trainer::resume_if_possible(TrainResult& result) {
   BAM_CHECK(ck.config.batch_size_per_gpu == config_.batch_size_per_gpu,
             "{}: the checkpoint used --batch_size_per_gpu {}; resuming with {} would change the schedule",
             checkpoint_path(), ck.config.batch_size_per_gpu, config_.batch_size_per_gpu);
+  if (ck.config.fit_epochs_to_budget) {
+    // The schedule was fitted when the run started; keep it rather than fitting again.
+    config_.epochs = ck.config.epochs;
+    config_.warmup_epochs = ck.config.warmup_epochs;
+    config_.reg_warmup_epochs = ck.config.reg_warmup_epochs;
+    build_schedules();
+  }
   student_->load_state(ck.student);
   if (teacher_) teacher_->load_state(ck.teacher);
   optimizer_->load_state(ck.optimizer, ck.state.optimizer_steps);
@@ -203,6 +241,17 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
                   wd_schedule_[gs], out.target_entropy, spread, img_per_s, stats.data_wait_s / counted,
                   memory_text().c_str());
       std::fflush(stdout);
+      nlohmann::ordered_json j;
+      j["epoch"] = epoch;
+      j["step"] = state_.global_step;
+      j["loss"] = loss;
+      j["lr"] = lr_schedule_[gs];
+      j["wd"] = wd_schedule_[gs];
+      j["target_entropy"] = out.target_entropy;
+      j["embedding_std"] = spread;
+      j["img_per_s"] = img_per_s;
+      j["data_wait_s"] = stats.data_wait_s / counted;
+      std::ofstream(config_.output_dir + "/steps.jsonl", std::ios::app) << j.dump() << "\n";
     }
     if (deadline && Clock::now() >= *deadline && it + 1 < steps) {
       result.stopped_by_budget = true;
@@ -230,10 +279,23 @@ TrainResult Trainer::run() {
               static_cast<long long>(params), static_cast<long long>(data_->steps_per_epoch()),
               static_cast<long long>(config_.batch_size_per_gpu),
               static_cast<long long>(config_.global_crops_number + config_.local_crops_number));
+  double budget_seconds = 60 * config_.time_budget_minutes;
+  if (config_.fit_epochs_to_budget && !result.resumed) {
+    double step_seconds = measure_step_seconds();
+    int64_t steps = data_->steps_per_epoch();
+    config_.epochs = std::max<int64_t>(1, static_cast<int64_t>(budget_seconds / (step_seconds * steps)));
+    config_.warmup_epochs = std::min(config_.epochs, std::max<int64_t>(1, std::llround(0.1 * config_.epochs)));
+    config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);
+    build_schedules();
+    std::printf("Measured %.3f s per step: %lld epochs of %lld steps fit the %.1f-minute budget (warm-up %lld)\n",
+                step_seconds, static_cast<long long>(config_.epochs), static_cast<long long>(steps),
+                config_.time_budget_minutes, static_cast<long long>(config_.warmup_epochs));
+    // The fitted schedule runs to its end unless the estimate was far off.
+    budget_seconds *= 1.15;
+  }
   std::optional<Clock::time_point> deadline;
   if (config_.time_budget_minutes > 0)
-    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                  std::chrono::duration<double>(60 * config_.time_budget_minutes));
+    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget_seconds));
 
   for (int64_t epoch = state_.epoch; epoch < config_.epochs; ++epoch) {
     EpochStats stats = train_epoch(epoch, result, deadline);
@@ -264,6 +326,11 @@ TrainResult Trainer::run() {
                 static_cast<long long>(epoch), duration_text(stats.seconds).c_str(), stats.loss, stats.target_entropy,
                 stats.embedding_std, stats.img_per_s);
     std::fflush(stdout);
+  }
+  try {
+    std::printf("Report: %s\n", write_training_report(config_.output_dir).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "warning: could not write the report: %s\n", e.what());
   }
   return result;
 }

@@ -51,6 +51,9 @@ class Trainer {
 
  private:
   void resume_if_possible(TrainResult& result);
+  void build_schedules();
+  // Times a few steps of a throwaway copy of the model on real batches; returns seconds per step.
+  double measure_step_seconds();
   using Clock = std::chrono::steady_clock;
   EpochStats train_epoch(int64_t epoch, TrainResult& result, const std::optional<Clock::time_point>& deadline);
   void save(const std::string& path);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
@@ -131,16 +132,21 @@ int main(int argc, char** argv) {
     const Shape& s = kAllShapes[i];
     Operands op = make_operands(s, rng);
     const double flops = 2.0 * static_cast<double>(s.batch * s.M) * s.N * s.K;
-    // Ours and OpenBLAS alternate rep by rep, so both see the same machine load.
+    // One library at a time: after a call OpenBLAS's threads spin for a while, which would steal
+    // a core from ours if the two alternated. Rep 0 of each is the warm-up (page faults, thread
+    // start, caches).
     std::vector<double> ours_times, blas_times;
-    for (int r = 0; r <= reps; ++r) {  // rep 0 is the warm-up: page faults, pool start, caches
-      const double ours = time_once([&] { run_ours(s, op); });
-      if (r > 0) ours_times.push_back(ours);
-#ifdef BAM_HAVE_OPENBLAS
-      const double blas = time_once([&] { run_openblas(s, op); });
-      if (r > 0) blas_times.push_back(blas);
-#endif
+    for (int r = 0; r <= reps; ++r) {
+      const double t = time_once([&] { run_ours(s, op); });
+      if (r > 0) ours_times.push_back(t);
     }
+#ifdef BAM_HAVE_OPENBLAS
+    for (int r = 0; r <= reps; ++r) {
+      const double t = time_once([&] { run_openblas(s, op); });
+      if (r > 0) blas_times.push_back(t);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let its threads go idle
+#endif
     const double ours = median(ours_times);
     const std::string trans = std::string(s.trans_a ? "T" : "N") + (s.trans_b ? "T" : "N");
     std::printf("%-17s %5lld %5lld %5lld %5lld %2s | %9.3f %8.1f |", s.what,

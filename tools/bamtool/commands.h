@@ -16,5 +16,6 @@ Action add_bench_step(CLI::App& app);
 Action add_fmnist(CLI::App& app);
 Action add_decode(CLI::App& app);
 Action add_augment(CLI::App& app);
+Action add_report(CLI::App& app);
 
 }  // namespace bam::tool

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   actions["fmnist"] = bam::tool::add_fmnist(app);
   actions["decode"] = bam::tool::add_decode(app);
   actions["augment"] = bam::tool::add_augment(app);
+  actions["report"] = bam::tool::add_report(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
