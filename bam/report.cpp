@@ -199,7 +199,7 @@ data::Dataset preview_dataset(const TrainConfig& c) {
 std::string augmentation_section(const TrainConfig& c, const data::Dataset& d) {
   data::AugmentRecipe r = recipe_from_config(c);
   const int rows = static_cast<int>(std::min<int64_t>(4, d.size())), views = static_cast<int>(r.views());
-  const int cell = static_cast<int>(std::max(r.global_size, r.local_size));
+  const int cell = static_cast<int>(r.local_crops > 0 ? std::max(r.global_size, r.local_size) : r.global_size);
   const int zoom = std::max(1, 96 / cell), pad = 6;
   Canvas canvas(views * (cell * zoom + pad) + pad, rows * (cell * zoom + pad) + pad);
   auto order = data::epoch_order(d.size(), static_cast<uint64_t>(c.seed), 0);

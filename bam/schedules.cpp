@@ -1,14 +1,19 @@
 // Schedule arithmetic.
 #include "bam/schedules.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace bam {
 
 std::vector<double> cosine_schedule(double base, double final, int64_t epochs, int64_t steps_per_epoch,
                                     int64_t warmup_epochs, double warmup_start) {
-  const int64_t total = epochs * steps_per_epoch;
-  const int64_t warmup = std::min(total, warmup_epochs * steps_per_epoch);
+  return cosine_schedule_steps(base, final, epochs * steps_per_epoch, warmup_epochs * steps_per_epoch, warmup_start);
+}
+
+std::vector<double> cosine_schedule_steps(double base, double final, int64_t total, int64_t warmup_steps,
+                                          double warmup_start) {
+  const int64_t warmup = std::min(total, std::max<int64_t>(0, warmup_steps));
   std::vector<double> schedule;
   schedule.reserve(total);
   for (int64_t i = 0; i < warmup; ++i)

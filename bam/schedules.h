@@ -9,6 +9,9 @@ namespace bam {
 
 std::vector<double> cosine_schedule(double base, double final, int64_t epochs, int64_t steps_per_epoch,
                                     int64_t warmup_epochs = 0, double warmup_start = 0.0);
+// The same over a number of steps that need not fill whole epochs.
+std::vector<double> cosine_schedule_steps(double base, double final, int64_t total_steps, int64_t warmup_steps,
+                                          double warmup_start = 0.0);
 
 // The Sinkhorn eps for an epoch: linear from `reg` to `reg_final` over the first `warmup_epochs`
 // epochs (inclusive end points, as np.linspace), then `reg_final`.

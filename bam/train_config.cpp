@@ -37,6 +37,7 @@ void TrainConfig::validate() const {
   BAM_CHECK(epochs >= 1, "--epochs must be at least 1, got {}", epochs);
   BAM_CHECK(warmup_epochs >= 0 && warmup_epochs <= epochs, "--warmup_epochs must be in [0, --epochs], got {}",
             warmup_epochs);
+  BAM_CHECK(max_steps >= 0 && warmup_steps >= 0, "--max_steps and --warmup_steps must be non-negative");
   BAM_CHECK(lr > 0, "--lr must be positive, got {}", lr);
   BAM_CHECK(min_lr >= 0, "--min_lr must be non-negative, got {}", min_lr);
   BAM_CHECK(optimizer == "adamw" || optimizer == "sgd" || optimizer == "lars",
@@ -104,7 +105,8 @@ ProjectorConfig TrainConfig::projector() const {
 #define BAM_CONFIG_FIELDS(X)                                                                                 \
   X(arch) X(patch_size) X(embed_dim) X(depth) X(num_heads) X(drop_path_rate) X(qkv_bias) X(out_dim)           \
   X(hidden_dim) X(n_layers) X(proj_use_bn) X(proj_last_bn) X(proj_bias) X(proj_act) X(teacher) X(teacher_m)   \
-  X(precision) X(device) X(batch_size_per_gpu) X(epochs) X(warmup_epochs) X(lr) X(min_lr) X(optimizer)        \
+  X(precision) X(device) X(batch_size_per_gpu) X(epochs) X(warmup_epochs) X(max_steps) X(warmup_steps) X(lr)     \
+  X(min_lr) X(optimizer)        \
   X(weight_decay) X(weight_decay_end) X(clip_grad) X(clip_mode) X(freeze_last_layer) X(reg) X(reg_final)      \
   X(reg_warmup_epochs) X(temperature) X(num_sink_iter) X(top_k_sink) X(positive_masking)                      \
   X(target_crops_number) X(global_crops_number) X(local_crops_number) X(global_crops_scale)                   \

@@ -30,6 +30,8 @@ struct TrainConfig {
   std::string device = "cpu";
   // optimisation
   int64_t batch_size_per_gpu = 256, epochs = 100, warmup_epochs = 10;
+  int64_t max_steps = 0;     // > 0: the run (and its schedules) ends after this many steps
+  int64_t warmup_steps = 0;  // > 0: overrides --warmup_epochs
   double lr = 0.0005, min_lr = 1e-6;
   std::string optimizer = "adamw";
   double weight_decay = 0.04, weight_decay_end = 0.4;
@@ -58,8 +60,8 @@ struct TrainConfig {
   double eval_resize_ratio = 256.0 / 224.0;  // kNN monitor: shorter side to size * ratio, centre crop
   int64_t log_freq = 10;
   double time_budget_minutes = 0;  // > 0: stop (with a checkpoint) when the budget is spent
-  // With a budget: measure a few steps first and choose --epochs so the whole schedule fits the
-  // budget (warm-up becomes 10% of those epochs, the eps warm-up at most all of them).
+  // With a budget: measure a few steps first and choose --max_steps so the whole schedule fits
+  // the budget (warm-up becomes 10% of those steps, the eps warm-up at most the epochs they span).
   bool fit_epochs_to_budget = false;
 
   // Errors name the flag ("--lr must be positive, got -1"); call before any work.

@@ -61,9 +61,11 @@ void Trainer::build_schedules() {
   const int64_t steps = data_->steps_per_epoch();
   // Linear scaling rule: the base learning rate is given for a batch of 256.
   const double base_lr = config_.lr * static_cast<double>(config_.batch_size_per_gpu) / 256.0;
-  lr_schedule_ = cosine_schedule(base_lr, config_.min_lr, config_.epochs, steps, config_.warmup_epochs);
-  wd_schedule_ = cosine_schedule(config_.weight_decay, config_.weight_decay_end, config_.epochs, steps);
-  momentum_schedule_ = cosine_schedule(config_.teacher_m, 1.0, config_.epochs, steps);
+  total_steps_ = config_.max_steps > 0 ? std::min(config_.max_steps, config_.epochs * steps) : config_.epochs * steps;
+  const int64_t warmup = config_.warmup_steps > 0 ? config_.warmup_steps : config_.warmup_epochs * steps;
+  lr_schedule_ = cosine_schedule_steps(base_lr, config_.min_lr, total_steps_, warmup);
+  wd_schedule_ = cosine_schedule_steps(config_.weight_decay, config_.weight_decay_end, total_steps_, 0);
+  momentum_schedule_ = cosine_schedule_steps(config_.teacher_m, 1.0, total_steps_, 0);
 }
 
 double Trainer::measure_step_seconds() {
@@ -106,6 +108,8 @@ void Trainer::resume_if_possible(TrainResult& result) {
   if (ck.config.fit_epochs_to_budget) {
     // The schedule was fitted when the run started; keep it rather than fitting again.
     config_.epochs = ck.config.epochs;
+    config_.max_steps = ck.config.max_steps;
+    config_.warmup_steps = ck.config.warmup_steps;
     config_.warmup_epochs = ck.config.warmup_epochs;
     config_.reg_warmup_epochs = ck.config.reg_warmup_epochs;
     build_schedules();
@@ -179,6 +183,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
   if (teacher_) teacher_->train();
   for (int64_t it = step_in_epoch_; it < steps; ++it) {
     const int64_t gs = epoch * steps + it;
+    if (gs >= total_steps_) break;  // --max_steps ends the run inside this epoch
     // Dropout and stochastic depth draw from a stream keyed by the step: resumable exactly.
     manual_seed(static_cast<uint64_t>(config_.seed) * 1000003ull + static_cast<uint64_t>(gs));
     auto wait_start = Clock::now();
@@ -232,7 +237,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     double elapsed = seconds_since(start);
     double img_per_s = counted * B / elapsed;
     if ((it + 1) % config_.log_freq == 0 || it + 1 == steps) {
-      double remaining_steps = static_cast<double>((config_.epochs - epoch) * steps - (it + 1));
+      double remaining_steps = static_cast<double>(total_steps_ - gs - 1);
       std::printf("Epoch [%lld/%lld] step %lld/%lld  eta %s  loss %.4f  lr %.3e  wd %.4f  ent %.3f  std %.3f  "
                   "img/s %.1f  data %.3fs  mem %s\n",
                   static_cast<long long>(epoch), static_cast<long long>(config_.epochs),
@@ -253,7 +258,23 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       j["data_wait_s"] = stats.data_wait_s / counted;
       std::ofstream(config_.output_dir + "/steps.jsonl", std::ios::app) << j.dump() << "\n";
     }
-    if (deadline && Clock::now() >= *deadline && it + 1 < steps) {
+    if (state_.global_step == refit_at_step_ / 3) refit_clock_ = Clock::now();  // past start-up costs
+    if (state_.global_step == refit_at_step_) {
+      // The throwaway calibration misses the costs of the real loop (logging, the loader's threads
+      // sharing the cores): refit the schedule from the real steps, still inside the warm-up.
+      double per_step = seconds_since(refit_clock_) / static_cast<double>(refit_at_step_ - refit_at_step_ / 3);
+      refit_at_step_ = -1;
+      double left = budget_seconds_ - seconds_since(run_start_);
+      config_.max_steps = std::max<int64_t>(state_.global_step + 1,
+                                            state_.global_step + static_cast<int64_t>(left / per_step));
+      config_.epochs = (config_.max_steps + steps - 1) / steps;
+      config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
+      config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);
+      build_schedules();
+      std::printf("Refitted to the budget: %.3f s per step measured, %lld steps in all (%.2f epochs)\n", per_step,
+                  static_cast<long long>(config_.max_steps), static_cast<double>(config_.max_steps) / steps);
+    }
+    if (deadline && Clock::now() >= *deadline && it + 1 < steps && gs + 1 < total_steps_) {
       result.stopped_by_budget = true;
       break;
     }
@@ -283,21 +304,29 @@ TrainResult Trainer::run() {
   if (config_.fit_epochs_to_budget && !result.resumed) {
     double step_seconds = measure_step_seconds();
     int64_t steps = data_->steps_per_epoch();
-    config_.epochs = std::max<int64_t>(1, static_cast<int64_t>(budget_seconds / (step_seconds * steps)));
-    config_.warmup_epochs = std::min(config_.epochs, std::max<int64_t>(1, std::llround(0.1 * config_.epochs)));
+    config_.max_steps = std::max<int64_t>(1, static_cast<int64_t>(budget_seconds / step_seconds));
+    config_.epochs = (config_.max_steps + steps - 1) / steps;
+    config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
     config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);
     build_schedules();
-    std::printf("Measured %.3f s per step: %lld epochs of %lld steps fit the %.1f-minute budget (warm-up %lld)\n",
-                step_seconds, static_cast<long long>(config_.epochs), static_cast<long long>(steps),
-                config_.time_budget_minutes, static_cast<long long>(config_.warmup_epochs));
-    // The fitted schedule runs to its end unless the estimate was far off.
+    std::printf("Measured %.3f s per step: %lld steps (%.2f epochs of %lld steps) fit the %.1f-minute budget; "
+                "warm-up %lld steps\n",
+                step_seconds, static_cast<long long>(config_.max_steps),
+                static_cast<double>(config_.max_steps) / steps, static_cast<long long>(steps),
+                config_.time_budget_minutes, static_cast<long long>(config_.warmup_steps));
+    // Refit from real steps early in the warm-up; the deadline only catches a far-off estimate.
+    refit_at_step_ = std::clamp<int64_t>(config_.max_steps / 20, 9, 60);
+    budget_seconds_ = budget_seconds;
     budget_seconds *= 1.15;
   }
+  run_start_ = Clock::now();
   std::optional<Clock::time_point> deadline;
   if (config_.time_budget_minutes > 0)
     deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget_seconds));
 
-  for (int64_t epoch = state_.epoch; epoch < config_.epochs; ++epoch) {
+  // Re-evaluated every epoch: a budget refit can change the schedule's length.
+  auto epochs_needed = [&] { return (total_steps_ + data_->steps_per_epoch() - 1) / data_->steps_per_epoch(); };
+  for (int64_t epoch = state_.epoch; epoch < epochs_needed(); ++epoch) {
     EpochStats stats = train_epoch(epoch, result, deadline);
     if (result.stopped_by_budget) {
       save(checkpoint_path());
@@ -307,7 +336,7 @@ TrainResult Trainer::run() {
     }
     state_.epoch = epoch + 1;
     step_in_epoch_ = 0;
-    bool last = epoch + 1 == config_.epochs;
+    bool last = epoch + 1 == epochs_needed();
     if (knn_ && config_.knn_freq > 0 && ((epoch + 1) % config_.knn_freq == 0 || last)) {
       student_->train(false);
       KnnResult knn = knn_(*student_->backbone);

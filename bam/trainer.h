@@ -66,6 +66,12 @@ class Trainer {
   std::unique_ptr<BamModel> student_, teacher_;
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<double> lr_schedule_, wd_schedule_, momentum_schedule_;
+  int64_t total_steps_ = 0;  // the schedules' length: --max_steps or epochs x steps per epoch
+  // Fitting to a time budget: after `refit_at_step_` real steps the step time is measured again
+  // and the schedule refitted to what is left of the budget (-1: no refit pending).
+  int64_t refit_at_step_ = -1;
+  Clock::time_point run_start_, refit_clock_;
+  double budget_seconds_ = 0;
   TrainState state_;
   int64_t step_in_epoch_ = 0;  // steps of state_.epoch already done (mid-epoch resume)
   Device device_;

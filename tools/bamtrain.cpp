@@ -44,6 +44,8 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
       ->default_val(c.batch_size_per_gpu);
   app.add_option("--epochs", c.epochs, "training epochs")->default_val(c.epochs);
   app.add_option("--warmup_epochs", c.warmup_epochs, "linear learning-rate warm-up epochs")->default_val(c.warmup_epochs);
+  app.add_option("--max_steps", c.max_steps, "end the run (and its schedules) after this many steps (0: all epochs)");
+  app.add_option("--warmup_steps", c.warmup_steps, "warm-up length in steps (overrides --warmup_epochs)");
   app.add_option("--lr", c.lr, "peak learning rate for a batch of 256 (scaled linearly)")->default_val(c.lr);
   app.add_option("--min_lr", c.min_lr, "final learning rate of the cosine schedule")->default_val(c.min_lr);
   app.add_option("--optimizer", c.optimizer, "adamw | sgd | lars")->default_val(c.optimizer);
@@ -90,7 +92,7 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
   app.add_option("--time_budget_minutes", c.time_budget_minutes,
                  "stop after this many minutes with a checkpoint (0: train all epochs)");
   boolean("--fit_epochs_to_budget", c.fit_epochs_to_budget,
-          "time a few steps first and set --epochs so the whole schedule fits --time_budget_minutes");
+          "time a few steps first and set --max_steps so the whole schedule fits --time_budget_minutes");
 }
 
 }  // namespace

@@ -120,6 +120,7 @@ int main(int argc, char** argv) {
   bam::cpu::set_num_threads(threads);
 #ifdef BAM_HAVE_OPENBLAS
   openblas_set_num_threads(threads);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // its new threads spin a while
 #endif
   std::printf("bam gemm kernel: %s, threads: %d\n", bam::cpu::gemm_kernel_name(), threads);
   std::printf("%-17s %5s %5s %5s %5s %2s | %9s %8s | %9s %8s | %6s\n", "shape", "batch", "M", "N",
