@@ -158,7 +158,8 @@ bool padding_untouched(const GemmCase& c, const std::vector<T>& before, const st
   return true;
 }
 
-// Sizes around the micro-tile (6x16, 4x8), the packing step of 8 and the K slice (384).
+// Sizes around the micro-tile (6x16, 4x8), the packing step of 8 and the K slice (kc comes from
+// the L1 size: 336..512 on current CPUs).
 std::vector<GemmCase> shape_cases() {
   const int64_t shapes[][3] = {
       {1, 1, 1},     {2, 5, 7},      {7, 17, 63},    {63, 65, 100}, {100, 257, 65},
@@ -244,12 +245,13 @@ TEST_CASE("gemm_f32: problems big enough to be threaded and blocked") {
   KernelAndThreadsGuard guard;
   std::mt19937 rng(kSeed + 2);
   MESSAGE("seed ", kSeed + 2);
-  // Several row blocks and K slices; a short-and-wide one that splits columns across threads.
+  // Several row blocks and K slices; short-and-wide ones that split columns across threads; the
+  // last has a packed B (K x N) over the 2M-float budget, so it is packed in two rounds.
+  // All are above the size (4M multiply-adds) from which GEMM uses the thread pool.
   const GemmCase cases[] = {
-      {false, true, 701, 130, 900, 1.0, 0.0, 3},
-      {true, false, 400, 97, 1100, 0.5, 1.0, 0},
-      {false, false, 7, 1000, 300, 1.0, 0.25, 1},
-      {true, true, 301, 301, 401, -1.0, 0.0, 5},
+      {false, true, 701, 130, 900, 1.0, 0.0, 3},   {true, false, 400, 97, 1100, 0.5, 1.0, 0},
+      {false, false, 20, 1000, 400, 1.0, 0.25, 1}, {true, true, 301, 301, 401, -1.0, 0.0, 5},
+      {false, true, 50, 2048, 1100, 1.0, 0.5, 0},
   };
   for (const char* kernel : {"avx2", "portable"}) {
     REQUIRE(bam::cpu::gemm_force_kernel(kernel));

@@ -1,13 +1,14 @@
 // GEMM driver: kernel choice, cache blocking and packing, threading, plus the f64 and batched
 // paths. The AVX2 micro-kernel lives in gemm_avx2.cpp; a portable one is defined here.
 //
-// Blocking (BLIS-style), with mr x nr the micro-kernel tile:
-//   - op(B) is packed once per call, shared by all threads: for each kc-deep slice of K, nr-wide
-//     column micro-panels (kc x nr, k-major). One micro-panel (kc x 16 floats = 24 KiB at kc = 384)
-//     stays in L1 while the micro-kernel sweeps the rows of an A block against it.
-//   - op(A) is packed per task: an mc x kc block (in L2) as mr-row micro-panels.
-//   - Tasks are (row block of mc rows) x (column chunk). Tall problems split only rows, so no
-//     packing is repeated; short-and-wide ones also split columns.
+// Blocking (BLIS-style), with mr x nr the micro-kernel tile and kc, mc from the cache sizes:
+//   - K is cut into slices of depth kc. op(B) is packed into nr-wide column micro-panels
+//     (kc x nr, k-major), shared by all threads; one micro-panel stays in L1 while the
+//     micro-kernel sweeps the rows of an A block against it. B is packed a group of slices at
+//     a time (at most kPackedBBudget floats), so it is reread from cache, not memory.
+//   - op(A) is packed per task: a block of at most mc rows x kc (in L2) as mr-row micro-panels.
+//   - Tasks are (row block) x (column chunk). Tall problems split only rows, so nothing is
+//     packed twice; problems with few rows split columns instead.
 #include "kernels/cpu/gemm.h"
 
 #include <unistd.h>
@@ -142,28 +143,23 @@ const CacheSizes& cache_sizes() {
   return sizes;
 }
 
-static int64_t env_or(const char* n, int64_t d) {  // TUNING
-  const char* e = std::getenv(n);
-  return e ? std::atol(e) : d;
-}
-
 int64_t max_depth(const MicroKernelF32& kernel) {
   const int64_t kc = cache_sizes().l1d_bytes * 2 / 3 / (kernel.nr * int64_t{sizeof(float)});
-  return env_or("KC", std::clamp<int64_t>(kc / 8 * 8, 128, 1024));
+  return std::clamp<int64_t>(kc / 8 * 8, 128, 1024);
 }
 
 int64_t max_block_rows(const MicroKernelF32& kernel, int64_t depth) {
   const int64_t mc = cache_sizes().l2_bytes / 4 / (depth * int64_t{sizeof(float)});
-  return env_or("MC", std::max<int64_t>(kernel.mr, mc / kernel.mr * kernel.mr));
+  return std::max<int64_t>(kernel.mr, mc / kernel.mr * kernel.mr);
 }
 
 // Packed op(B) kept at once (floats): 8 MiB, within the L3 of current server CPUs, so each task
 // rereads it from cache; deeper problems are done in several rounds of (pack B, multiply).
-static const int64_t kPackedBBudget = env_or("BB", 2 * 1024 * 1024);  // TUNING
+constexpr int64_t kPackedBBudget = 2 * 1024 * 1024;
 // Below this many multiply-adds packing costs more than it saves: use the direct loop.
 constexpr int64_t kDirectLoopMaxWork = 32 * 1024;
 // Below this many multiply-adds one thread is quicker than waking the pool.
-constexpr int64_t kSerialMaxWork = 256 * 1024;
+constexpr int64_t kSerialMaxWork = 4 * 1024 * 1024;
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -250,16 +246,16 @@ GemmPlan make_plan(const MicroKernelF32& kernel, int64_t M, int64_t N, int64_t K
   const int64_t deepest = max_depth(kernel);
   const int64_t depth_slices = ceil_div(K, deepest);
   plan.depth = std::min(round_up(ceil_div(K, depth_slices), 8), deepest);
-  // Row blocks of equal size (to one micro-panel), their count a multiple of the thread count
-  // so that every thread gets the same share.
   plan.row_panels = ceil_div(M, kernel.mr);
   plan.row_blocks = ceil_div(plan.row_panels, max_block_rows(kernel, plan.depth) / kernel.mr);
-  if (threads > 1) plan.row_blocks = std::min(round_up(plan.row_blocks, threads), plan.row_panels);
   plan.panels = ceil_div(N, kernel.nr);
-  // Too few row blocks for the threads: split the columns too (each chunk repacks its A block,
-  // which is small when M is).
   plan.column_chunks = 1;
-  if (plan.row_blocks < threads) {
+  if (threads > 1 && plan.row_panels >= 4 * threads) {
+    // Row blocks of equal size (to one micro-panel), their count a multiple of the thread
+    // count so that every thread gets the same share.
+    plan.row_blocks = std::min(round_up(plan.row_blocks, threads), plan.row_panels);
+  } else if (threads > 1) {
+    // Too few rows to share: split the columns (each chunk packs the small A block itself).
     plan.column_chunks = std::min<int64_t>(ceil_div(threads, plan.row_blocks), plan.panels);
   }
   return plan;
@@ -284,10 +280,9 @@ void packed_gemm_f32(const MicroKernelF32& kernel, bool trans_a, bool trans_b, i
 
   for (int64_t group_k0 = 0; group_k0 < K; group_k0 += group_depth) {
     const int64_t group_k1 = std::min(K, group_k0 + group_depth);
-    // Slice s of the group (K rows from k0 = group_k0 + s*depth) starts at (k0 - group_k0) *
-    // padded_n; within it, micro-panel j starts at j * slice_depth * nr.
-    const int64_t group_slices = ceil_div(group_k1 - group_k0, plan.depth);
-    const auto pack_b_items = [&](int64_t begin, int64_t end) {
+    // Slice s of the group (K rows from k0 = group_k0 + s * depth) starts at
+    // (k0 - group_k0) * padded_n; within it, micro-panel j starts at j * kc * nr.
+    const auto pack_b_panels = [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t k0 = group_k0 + (item / plan.panels) * plan.depth;
         const int64_t panel = item % plan.panels;
@@ -298,11 +293,12 @@ void packed_gemm_f32(const MicroKernelF32& kernel, bool trans_a, bool trans_b, i
                       packed_b + (k0 - group_k0) * padded_n + panel * kc * nr);
       }
     };
-    const int64_t pack_items = group_slices * plan.panels;
+    const int64_t num_panels = ceil_div(group_k1 - group_k0, plan.depth) * plan.panels;
     if (threads > 1) {
-      parallel_for(pack_items, std::max<int64_t>(1, 64 * 1024 / (plan.depth * nr)), pack_b_items);
+      // Chunks of at least ~256 KiB of packed B, so that a small B is packed by one thread.
+      parallel_for(num_panels, std::max<int64_t>(1, 64 * 1024 / (plan.depth * nr)), pack_b_panels);
     } else {
-      pack_b_items(0, pack_items);
+      pack_b_panels(0, num_panels);
     }
 
     // Each task packs its A block slice by slice and sweeps its B micro-panels.

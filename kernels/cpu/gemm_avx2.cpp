@@ -150,6 +150,8 @@ void pack_a_rows(const float* src, int64_t ld, int64_t kc, float* dst) {
 }
 
 // One full 6-row micro-panel from transposed A (each k step holds 6 contiguous values).
+// (Copying several panels per pass over k, to visit each source row fewer times, measured no
+// faster on Zen 5; all panels per pass was ~8% slower overall.)
 void pack_a_columns(const float* src, int64_t ld, int64_t kc, float* dst) {
   for (int64_t k = 0; k < kc; ++k) {
     const float* from = src + k * ld;
@@ -162,16 +164,19 @@ void pack_a_columns(const float* src, int64_t ld, int64_t kc, float* dst) {
 }
 
 void pack_a(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, float* dst) {
-  for (int64_t r0 = 0; r0 < rows; r0 += kRows, dst += kRows * kc) {
-    const int64_t panel_rows = rows - r0 < kRows ? rows - r0 : kRows;
-    const float* panel_src = trans ? src + r0 : src + r0 * ld;
-    if (panel_rows < kRows) {
-      pack_edge(panel_src, trans ? 1 : ld, trans ? ld : 1, panel_rows, kc, kRows, dst);
-    } else if (trans) {
-      pack_a_columns(panel_src, ld, kc, dst);
+  const int64_t full_panels = rows / kRows;
+  for (int64_t p = 0; p < full_panels; ++p) {
+    if (trans) {
+      pack_a_columns(src + p * kRows, ld, kc, dst + p * kRows * kc);
     } else {
-      pack_a_rows(panel_src, ld, kc, dst);
+      pack_a_rows(src + p * kRows * ld, ld, kc, dst + p * kRows * kc);
     }
+  }
+  const int64_t edge_rows = rows - full_panels * kRows;
+  if (edge_rows > 0) {
+    const int64_t r0 = full_panels * kRows;
+    pack_edge(trans ? src + r0 : src + r0 * ld, trans ? 1 : ld, trans ? ld : 1, edge_rows, kc,
+              kRows, dst + r0 * kc);
   }
 }
 
