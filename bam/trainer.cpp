@@ -240,7 +240,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       double remaining_steps = static_cast<double>(total_steps_ - gs - 1);
       std::printf("Epoch [%lld/%lld] step %lld/%lld  eta %s  loss %.4f  lr %.3e  wd %.4f  ent %.3f  std %.3f  "
                   "img/s %.1f  data %.3fs  mem %s\n",
-                  static_cast<long long>(epoch), static_cast<long long>(config_.epochs),
+                  static_cast<long long>(epoch), static_cast<long long>((total_steps_ + steps - 1) / steps),
                   static_cast<long long>(it + 1), static_cast<long long>(steps),
                   duration_text(remaining_steps * elapsed / counted).c_str(), loss, lr_schedule_[gs],
                   wd_schedule_[gs], out.target_entropy, spread, img_per_s, stats.data_wait_s / counted,

@@ -187,17 +187,10 @@ int main(int argc, char** argv) {
     if (c.baselines) {
       rows.push_back(evaluate("raw pixels", nullptr, train, val, c));
       if (!c.pretrained_weights.empty()) {
-        ProbeConfig random = c;
-        random.pretrained_weights.clear();
-        std::string ignored;
-        auto random_backbone = load_backbone(random, &ignored);
-        // Same architecture as the checkpoint's.
-        if (random_backbone->config().embed_dim != backbone->config().embed_dim ||
-            random_backbone->config().depth != backbone->config().depth) {
-          bam::Generator gen(static_cast<uint64_t>(c.seed));
-          random_backbone = std::make_unique<bam::VisionTransformer>(backbone->config(), &gen);
-          random_backbone->train(false);
-        }
+        // The same architecture as the pretrained backbone, freshly initialised.
+        bam::Generator gen(static_cast<uint64_t>(c.seed));
+        auto random_backbone = std::make_unique<bam::VisionTransformer>(backbone->config(), &gen);
+        random_backbone->train(false);
         rows.push_back(evaluate("random-init backbone", random_backbone.get(), train, val, c));
       }
     }

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "data/augment.h"
 #include "data/image_decode.h"
 #include "data/jpeg_decoder.h"
 
@@ -159,6 +160,24 @@ size_t ours_entropy(const Bytes& file) {
         return buffer.data();
       });
   return size_t(layout.num_coefficients);
+}
+
+// Decode plus the full DINO multi-crop recipe (2 x 224 + 6 x 96, every colour/blur/solarise
+// step), the CPU work per training image.
+size_t ours_multicrop(const Bytes& file) {
+  static std::atomic<uint32_t> counter{0};
+  ImageDecodeOptions options;
+  options.allow_fallback = false;
+  DecodedImage image = decode_image(file.data(), file.size(), "bench", options);
+  AugmentRecipe recipe;
+  recipe.local_crops = 6;
+  thread_local std::vector<float> out(3 * 224 * 224);
+  uint32_t index = counter++;
+  for (uint32_t crop = 0; crop < 8; ++crop) {
+    CropParams p = sample_crop(recipe, image.width, image.height, 0, 0, index, crop);
+    render_crop(image, p, recipe, out.data());
+  }
+  return image.pixels.size();
 }
 
 size_t stb_full(const Bytes& file) {
@@ -357,6 +376,8 @@ int main(int argc, char** argv) {
   fmt::print("our RGB output identical to libjpeg-turbo's on {}/{} files\n", identical,
              usable.size());
 #endif
+  // Last, so the libjpeg-turbo reference keeps its index.
+  decoders.push_back({"bam: decode + 2x224 + 6x96 multi-crop augmentation", ours_multicrop});
   std::vector<Result> results;
   for (const Decoder& d : decoders) results.push_back(time_decoder(d, usable, threads, reps));
   double mp_per_image = megapixels / double(files.size());

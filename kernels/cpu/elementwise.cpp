@@ -53,19 +53,22 @@ void map_grad(const T* x, const T* y, const T* dy, T* dx, int64_t n, G g) {
   });
 }
 
+// Row-major strides of a dense output of `shape`; returns its element count.
+int64_t dense_strides(const int64_t* shape, int ndim, int64_t* strides) {
+  int64_t stride = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    strides[d] = stride;
+    stride *= shape[d];
+  }
+  return stride;
+}
+
 // Walks a broadcast layout of (a, b, out) rows; `row` gets pointers and inner strides.
 template <typename TA, typename TB, typename TO, typename RowFn>
 void broadcast_rows(const TA* a, const int64_t* a_strides, const TB* b, const int64_t* b_strides, TO* out,
                     const int64_t* shape, int ndim, RowFn row) {
-  int64_t numel = 1;
-  for (int d = 0; d < ndim; ++d) numel *= shape[d];
-  if (numel == 0) return;
   int64_t out_strides[kMaxDims];
-  int64_t stride = 1;
-  for (int d = ndim - 1; d >= 0; --d) {
-    out_strides[d] = stride;
-    stride *= shape[d];
-  }
+  if (dense_strides(shape, ndim, out_strides) == 0) return;
   auto loop = make_strided_loop<3>(shape, ndim, {a_strides, b_strides, out_strides});
   int64_t inner = loop.inner();
   int64_t sa = loop.inner_stride(0), sb = loop.inner_stride(1);
@@ -216,15 +219,8 @@ void compare(CompareOp op, const T* a, const int64_t* as, const T* b, const int6
 template <typename T>
 void where(const bool* cond, const int64_t* cs, const T* a, const int64_t* as, const T* b, const int64_t* bs, T* out,
            const int64_t* shape, int ndim) {
-  int64_t numel = 1;
-  for (int d = 0; d < ndim; ++d) numel *= shape[d];
-  if (numel == 0) return;
   int64_t out_strides[kMaxDims];
-  int64_t stride = 1;
-  for (int d = ndim - 1; d >= 0; --d) {
-    out_strides[d] = stride;
-    stride *= shape[d];
-  }
+  if (dense_strides(shape, ndim, out_strides) == 0) return;
   auto loop = make_strided_loop<4>(shape, ndim, {cs, as, bs, out_strides});
   int64_t inner = loop.inner();
   int64_t sc = loop.inner_stride(0), sa = loop.inner_stride(1), sb = loop.inner_stride(2);
