@@ -16,6 +16,20 @@ void require_cpu(const char* op, std::initializer_list<const Tensor*> tensors) {
   }
 }
 
+Device same_device(const char* op, std::initializer_list<const Tensor*> tensors) {
+  const Tensor* first = nullptr;
+  for (const Tensor* t : tensors) {
+    if (!t || !t->defined()) continue;
+    if (!first) {
+      first = t;
+      continue;
+    }
+    BAM_CHECK(t->device() == first->device(), "{}: tensors on different devices ({} and {}); move one with .to()",
+              op, first->describe(), t->describe());
+  }
+  return first ? first->device() : Device::cpu();
+}
+
 void require_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
   BAM_CHECK(a.dtype() == b.dtype(), "{}: dtypes differ ({} and {}); convert one with .to()", op, a.describe(),
             b.describe());

@@ -12,6 +12,8 @@ namespace bam::detail {
 
 // All defined tensors on one device; CPU-only until the op has a CUDA kernel (kernels/cuda/).
 void require_cpu(const char* op, std::initializer_list<const Tensor*> tensors);
+// For ops with a CUDA kernel: all defined tensors on one device, which is returned.
+Device same_device(const char* op, std::initializer_list<const Tensor*> tensors);
 void require_same_dtype(const char* op, const Tensor& a, const Tensor& b);
 void require_floating(const char* op, const Tensor& t);
 
@@ -26,6 +28,14 @@ void dispatch_floating(const char* op, DType dtype, Fn&& fn) {
            dtype_name(dtype));
   }
 }
+
+// In ops with a CUDA branch: `stmt` in a CUDA build; elsewhere a CUDA tensor cannot exist, and
+// reaching the branch is an error naming the op.
+#ifdef BAM_WITH_CUDA
+#define BAM_CUDA_BRANCH(op, ...) __VA_ARGS__
+#else
+#define BAM_CUDA_BRANCH(op, ...) ::bam::fail("{}: this build has no CUDA backend", op)
+#endif
 
 // The broadcast shape of a and b (NumPy rules); fails naming the op and both shapes.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);

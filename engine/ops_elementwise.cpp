@@ -2,9 +2,11 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/cuda.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cuda/elementwise.h"
 
 namespace bam {
 using namespace detail;
@@ -17,11 +19,17 @@ namespace {
 
 // The forward of a broadcasting binary op, without autograd.
 Tensor binary_forward(BinaryOp op, const char* name, const Tensor& a, const Tensor& b) {
-  require_cpu(name, {&a, &b});
+  Device device = same_device(name, {&a, &b});
   require_same_dtype(name, a, b);
   Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
-  Tensor out = empty(shape, {a.dtype(), a.device()});
+  Tensor out = empty(shape, {a.dtype(), device});
   Shape as = broadcast_strides(a, shape, name), bs = broadcast_strides(b, shape, name);
+  if (device.is_cuda()) {
+    BAM_CUDA_BRANCH(name, cuda_kernels::binary_forward(op, a.dtype(), a.raw_data(), as.data(), b.raw_data(),
+                                                       bs.data(), out.raw_data(), shape.data(),
+                                                       static_cast<int>(shape.size()), cuda::current_stream()));
+    return out;
+  }
   dispatch_floating(name, a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     cpu::binary_forward<T>(op, a.data<T>(), as.data(), b.data<T>(), bs.data(), out.data<T>(), shape.data(),
@@ -113,20 +121,32 @@ bool derivative_is_constant(UnaryOp op) {
 }
 
 Tensor unary(UnaryOp op, const char* name, const Tensor& x, UnaryArgs args = {}) {
-  require_cpu(name, {&x});
   require_floating(name, x);
   Tensor xc = contiguous_data(x);
   Tensor out = empty(x.shape(), {x.dtype(), x.device()});
-  dispatch_floating(name, x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::unary_forward<T>(op, xc.data<T>(), out.data<T>(), x.numel(), args);
-  });
+  if (x.device().is_cuda()) {
+    BAM_CUDA_BRANCH(name, cuda_kernels::unary_forward(op, x.dtype(), xc.raw_data(), out.raw_data(), x.numel(), args,
+                                                      cuda::current_stream()));
+  } else {
+    dispatch_floating(name, x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::unary_forward<T>(op, xc.data<T>(), out.data<T>(), x.numel(), args);
+    });
+  }
   if (!any_requires_grad({&x})) return out;
   Tensor saved_x = derivative_uses_output(op) || derivative_is_constant(op) ? Tensor() : xc.detach();
   Tensor saved_y = derivative_uses_output(op) ? out.detach() : Tensor();
   return record(name, out, {x}, [op, args, saved_x, saved_y, name](const Tensor& g) {
     Tensor gc = contiguous_data(g);
     Tensor dx = empty(gc.shape(), {gc.dtype(), gc.device()});
+    if (gc.device().is_cuda()) {
+      BAM_CUDA_BRANCH(name, cuda_kernels::unary_backward(op, gc.dtype(),
+                                                         saved_x.defined() ? saved_x.raw_data() : nullptr,
+                                                         saved_y.defined() ? saved_y.raw_data() : nullptr,
+                                                         gc.raw_data(), dx.raw_data(), gc.numel(), args,
+                                                         cuda::current_stream()));
+      return std::vector<Tensor>{dx};
+    }
     dispatch_floating(name, gc.dtype(), [&](auto tag) {
       using T = decltype(tag);
       cpu::unary_backward<T>(op, saved_x.defined() ? saved_x.data<T>() : nullptr,
@@ -185,11 +205,17 @@ void dispatch_comparable(const char* op, DType dtype, Fn&& fn) {
 }
 
 Tensor compare(CompareOp op, const char* name, const Tensor& a, const Tensor& b) {
-  require_cpu(name, {&a, &b});
+  Device device = same_device(name, {&a, &b});
   require_same_dtype(name, a, b);
   Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
-  Tensor out = empty(shape, {DType::boolean, a.device()});
+  Tensor out = empty(shape, {DType::boolean, device});
   Shape as = broadcast_strides(a, shape, name), bs = broadcast_strides(b, shape, name);
+  if (device.is_cuda()) {
+    BAM_CUDA_BRANCH(name, cuda_kernels::compare(op, a.dtype(), a.raw_data(), as.data(), b.raw_data(), bs.data(),
+                                                out.data<bool>(), shape.data(), static_cast<int>(shape.size()),
+                                                cuda::current_stream()));
+    return out;
+  }
   dispatch_comparable(name, a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     cpu::compare<T>(op, a.data<T>(), as.data(), b.data<T>(), bs.data(), out.data<bool>(), shape.data(),
@@ -221,18 +247,24 @@ Tensor logical_not(const Tensor& mask) {
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
-  require_cpu("where", {&cond, &a, &b});
+  Device device = same_device("where", {&cond, &a, &b});
   BAM_CHECK(cond.dtype() == DType::boolean, "where: the condition must be bool, got {}", cond.describe());
   require_same_dtype("where", a, b);
   Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
-  Tensor out = empty(shape, {a.dtype(), a.device()});
+  Tensor out = empty(shape, {a.dtype(), device});
   Shape cs = broadcast_strides(cond, shape, "where"), as = broadcast_strides(a, shape, "where"),
         bs = broadcast_strides(b, shape, "where");
-  dispatch_comparable("where", a.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::where<T>(cond.data<bool>(), cs.data(), a.data<T>(), as.data(), b.data<T>(), bs.data(), out.data<T>(),
-                  shape.data(), static_cast<int>(shape.size()));
-  });
+  if (device.is_cuda()) {
+    BAM_CUDA_BRANCH("where", cuda_kernels::where(cond.data<bool>(), cs.data(), a.dtype(), a.raw_data(), as.data(),
+                                                 b.raw_data(), bs.data(), out.raw_data(), shape.data(),
+                                                 static_cast<int>(shape.size()), cuda::current_stream()));
+  } else {
+    dispatch_comparable("where", a.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::where<T>(cond.data<bool>(), cs.data(), a.data<T>(), as.data(), b.data<T>(), bs.data(), out.data<T>(),
+                    shape.data(), static_cast<int>(shape.size()));
+    });
+  }
   if (!any_requires_grad({&a, &b})) return out;
   Tensor cd = cond.detach();
   Shape sa = a.shape(), sb = b.shape();

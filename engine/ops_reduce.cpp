@@ -2,9 +2,11 @@
 #include <algorithm>
 
 #include "engine/autograd.h"
+#include "engine/cuda.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
 #include "kernels/cpu/reduce.h"
+#include "kernels/cuda/reduce.h"
 
 namespace bam {
 using namespace detail;
@@ -46,9 +48,13 @@ ReduceLayout reduce_layout(const Tensor& x, const Shape& dims) {
 }
 
 Tensor reduce_forward(cpu::ReduceOp op, const char* name, const Tensor& x, const Shape& dims, bool keepdim) {
-  require_cpu(name, {&x});
   ReduceLayout layout = reduce_layout(x, dims);
   Tensor out = empty(reduced_shape(x.shape(), dims, keepdim), {x.dtype(), x.device()});
+  if (x.device().is_cuda()) {
+    BAM_CUDA_BRANCH(name, cuda_kernels::reduce(op, x.dtype(), layout.data.raw_data(), out.raw_data(), layout.outer,
+                                               layout.reduce, layout.inner, cuda::current_stream()));
+    return out;
+  }
   dispatch_floating(name, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     cpu::reduce<T>(op, layout.data.data<T>(), out.data<T>(), layout.outer, layout.reduce, layout.inner);
@@ -57,11 +63,16 @@ Tensor reduce_forward(cpu::ReduceOp op, const char* name, const Tensor& x, const
 }
 
 Tensor arg_reduce_forward(bool is_max, const char* name, const Tensor& x, int64_t dim, bool keepdim) {
-  require_cpu(name, {&x});
   BAM_CHECK(x.numel() > 0 && x.size(dim) > 0, "{}: cannot reduce an empty dimension of {}", name, x.describe());
   Shape dims{normalize_dim(dim, x.dim(), name)};
   ReduceLayout layout = reduce_layout(x, dims);
   Tensor out = empty(reduced_shape(x.shape(), dims, keepdim), {DType::i64, x.device()});
+  if (x.device().is_cuda()) {
+    BAM_CUDA_BRANCH(name, cuda_kernels::arg_reduce(is_max, x.dtype(), layout.data.raw_data(), out.data<int64_t>(),
+                                                   layout.outer, layout.reduce, layout.inner,
+                                                   cuda::current_stream()));
+    return out;
+  }
   dispatch_floating(name, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     cpu::arg_reduce<T>(is_max, layout.data.data<T>(), out.data<int64_t>(), layout.outer, layout.reduce,

@@ -26,5 +26,7 @@ std::vector<OpCase> reduction_cases();
 std::vector<OpCase> linalg_cases();
 std::vector<OpCase> nn_cases();
 std::vector<OpCase> shape_cases();
+// Every row of the table (tests/test_ops.cpp on the CPU, tests/gpu/test_cuda_ops.cpp CUDA vs CPU).
+std::vector<OpCase> all_op_cases();
 
 }  // namespace bam::test

@@ -89,11 +89,12 @@ std::vector<double> InputMaker::values(const InputSpec& spec) {
   return v;
 }
 
-Tensor InputMaker::make(const InputSpec& spec, const std::vector<double>& logical, DType float_dtype) {
+Tensor InputMaker::make(const InputSpec& spec, const std::vector<double>& logical, DType float_dtype,
+                        Device device) {
   DType dtype = spec.values == Values::mask ? DType::boolean : spec.values == Values::index ? DType::i64 : float_dtype;
-  Tensor dense = from_vector(logical, spec.shape, {DType::f64}).to(dtype);
-  Tensor out;
   NoGradGuard no_grad;
+  Tensor dense = from_vector(logical, spec.shape, {DType::f64}).to(dtype).to(device);
+  Tensor out;
   if (spec.layout == Layout::transposed && spec.shape.size() >= 2) {
     // Same values, stored with the last two dims swapped.
     out = dense.transpose(-1, -2).contiguous().transpose(-1, -2);
@@ -101,7 +102,7 @@ Tensor InputMaker::make(const InputSpec& spec, const std::vector<double>& logica
     // Every other element of a buffer twice as long in the last dim.
     Shape wide = spec.shape;
     wide.back() *= 2;
-    Tensor buffer = zeros(wide, {dtype});
+    Tensor buffer = zeros(wide, {dtype, device});
     out = buffer.slice(-1, 0, wide.back(), 2);
     copy_into(out, dense);
   } else {

@@ -70,8 +70,10 @@ class InputMaker {
   uint64_t seed() const { return seed_; }
   // Values for a spec (in logical row-major order).
   std::vector<double> values(const InputSpec& spec);
-  // A tensor holding `logical` in the spec's layout and the given dtype.
-  Tensor make(const InputSpec& spec, const std::vector<double>& logical, DType float_dtype);
+  // A tensor holding `logical` in the spec's layout, dtype and device (the layout is built on the
+  // device, so CUDA kernels see the same strides as CPU kernels).
+  Tensor make(const InputSpec& spec, const std::vector<double>& logical, DType float_dtype,
+              Device device = Device::cpu());
   std::mt19937_64& engine() { return engine_; }
 
  private:

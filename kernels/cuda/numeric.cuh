@@ -1,0 +1,101 @@
+// Device-side number handling shared by the CUDA kernels: the storage types of the floating
+// dtypes, the type arithmetic happens in (float for f32/bf16/f16, double for f64), conversions
+// with round-to-nearest-even, grid-stride launch sizes, and a runtime dtype switch. Only for .cu files.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "engine/dtype.h"
+#include "engine/error.h"
+#include "kernels/cpu/strided.h"
+
+namespace bam::cuda_kernels {
+
+// Storage type S -> compute type (`Compute`) and the two conversions.
+template <typename S>
+struct Num;
+template <>
+struct Num<float> {
+  using Compute = float;
+  static __device__ __forceinline__ float load(float v) { return v; }
+  static __device__ __forceinline__ float store(float v) { return v; }
+};
+template <>
+struct Num<double> {
+  using Compute = double;
+  static __device__ __forceinline__ double load(double v) { return v; }
+  static __device__ __forceinline__ double store(double v) { return v; }
+};
+template <>
+struct Num<__nv_bfloat16> {
+  using Compute = float;
+  static __device__ __forceinline__ float load(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
+};
+template <>
+struct Num<__half> {
+  using Compute = float;
+  static __device__ __forceinline__ float load(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half store(float v) { return __float2half_rn(v); }
+};
+
+// Calls fn(S{}) with the storage type of a floating dtype; other dtypes fail naming the kernel.
+template <typename Fn>
+void dispatch_floating_storage(const char* kernel, DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::f32: fn(float{}); return;
+    case DType::f64: fn(double{}); return;
+    case DType::bf16: fn(__nv_bfloat16{}); return;
+    case DType::f16: fn(__half{}); return;
+    default: fail("{} (CUDA): dtype {} is not a floating-point type", kernel, dtype_name(dtype));
+  }
+}
+
+// A grid for a grid-stride loop over n elements: enough blocks to fill the device, capped so the
+// index arithmetic stays cheap; the loop covers the rest.
+constexpr int kBlock = 256;
+inline unsigned grid_for(int64_t n) {
+  int64_t blocks = (n + kBlock - 1) / kBlock;
+  if (blocks < 1) blocks = 1;
+  if (blocks > 65535L * 8) blocks = 65535L * 8;
+  return static_cast<unsigned>(blocks);
+}
+
+// Shape and element strides of up to N operands over one iteration space, passed by value.
+template <int N>
+struct StridedIndex {
+  int ndim = 0;
+  int64_t shape[cpu::kMaxDims];
+  int64_t strides[N][cpu::kMaxDims];
+
+  // The element offset of each operand for the row-major linear index `linear`.
+  __device__ __forceinline__ void offsets(int64_t linear, int64_t* out) const {
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[j] = 0;
+    for (int k = ndim - 1; k >= 0; --k) {
+      int64_t i = linear % shape[k];
+      linear /= shape[k];
+#pragma unroll
+      for (int j = 0; j < N; ++j) out[j] += i * strides[j][k];
+    }
+  }
+};
+
+template <int N>
+StridedIndex<N> make_strided_index(const int64_t* shape, int ndim, const int64_t* const* strides) {
+  StridedIndex<N> index;
+  index.ndim = ndim;
+  for (int k = 0; k < ndim; ++k) {
+    index.shape[k] = shape[k];
+    for (int j = 0; j < N; ++j) index.strides[j][k] = strides[j][k];
+  }
+  return index;
+}
+
+inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+}  // namespace bam::cuda_kernels

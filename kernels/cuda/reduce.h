@@ -1,0 +1,18 @@
+// CUDA twins of kernels/cpu/reduce.h: sum/max/min and argmax/argmin over the middle axis of a
+// contiguous [outer, reduce, inner] layout. Sums accumulate in double like the CPU twin; max/min
+// propagate NaN; arg reductions return the first extreme index. Asynchronous on `stream`.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/dtype.h"
+#include "kernels/cpu/reduce.h"
+
+namespace bam::cuda_kernels {
+
+void reduce(cpu::ReduceOp op, DType dtype, const void* x, void* out, int64_t outer, int64_t reduce_size,
+            int64_t inner, void* stream);
+void arg_reduce(bool is_max, DType dtype, const void* x, int64_t* out, int64_t outer, int64_t reduce_size,
+                int64_t inner, void* stream);
+
+}  // namespace bam::cuda_kernels
