@@ -4,9 +4,11 @@
 #include <algorithm>
 
 #include "engine/autograd.h"
+#include "engine/cuda.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cuda/gemm.h"
 
 namespace bam {
 using namespace detail;
@@ -73,6 +75,12 @@ Tensor matmul_shared_rhs(Tensor a, Tensor b) {
   }
   MatrixOperand ma = matrix_operand(a), mb = matrix_operand(b);
   Tensor out = empty({rows, N}, {a.dtype(), a.device()});
+  if (a.device().is_cuda()) {
+    BAM_CUDA_BRANCH("matmul", cuda_kernels::gemm(a.dtype(), ma.transposed, mb.transposed, 1, rows, N, K, a.raw_data(),
+                                                 ma.ld, 0, b.raw_data(), mb.ld, 0, 0.0f, out.raw_data(), N, 0,
+                                                 cuda::current_stream()));
+    return out.view(out_shape);
+  }
   dispatch_floating("matmul", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     gemm<T>(ma.transposed, mb.transposed, rows, N, K, a.data<T>(), ma.ld, b.data<T>(), mb.ld, T(0), out.data<T>(), N);
@@ -98,6 +106,12 @@ Tensor matmul_batched(const Tensor& a_in, const Tensor& b_in) {
   }
   MatrixOperand ma = matrix_operand(a), mb = matrix_operand(b);
   Tensor out = empty({count, M, N}, {a.dtype(), a.device()});
+  if (a.device().is_cuda()) {
+    BAM_CUDA_BRANCH("matmul", cuda_kernels::gemm(a.dtype(), ma.transposed, mb.transposed, count, M, N, K,
+                                                 a.raw_data(), ma.ld, a.stride(0), b.raw_data(), mb.ld, b.stride(0),
+                                                 0.0f, out.raw_data(), N, M * N, cuda::current_stream()));
+    return out.view(out_shape);
+  }
   dispatch_floating("matmul", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     gemm_batched<T>(ma.transposed, mb.transposed, count, M, N, K, a.data<T>(), ma.ld, a.stride(0), b.data<T>(), mb.ld,
@@ -109,7 +123,7 @@ Tensor matmul_batched(const Tensor& a_in, const Tensor& b_in) {
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
-  require_cpu("matmul", {&a, &b});
+  same_device("matmul", {&a, &b});
   require_same_dtype("matmul", a, b);
   BAM_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: operands must have at least 1 dim, got {} and {}", a.describe(),
             b.describe());
@@ -138,7 +152,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  require_cpu("linear", {&x, &weight, &bias});
+  Device device = same_device("linear", {&x, &weight, &bias});
   require_same_dtype("linear", x, weight);
   BAM_CHECK(weight.dim() == 2, "linear: weight must be [out, in], got {}", weight.describe());
   BAM_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input {} does not match weight {} (in = {})",
@@ -156,18 +170,22 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   }
   const int64_t rows = x2.size(0);
   MatrixOperand mx = matrix_operand(x2), mw = matrix_operand(w);
-  Tensor out = empty({rows, out_features}, {x.dtype(), x.device()});
-  dispatch_floating("linear", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    T beta = T(0);
-    if (bias.defined()) {
-      copy_into(out, bias);  // every row starts as the bias; the GEMM accumulates on top
-      beta = T(1);
-    }
-    // out = x2 @ w^T: w stored [out, in] is the transposed form of the [in, out] operand.
-    gemm<T>(mx.transposed, !mw.transposed, rows, out_features, in, x2.data<T>(), mx.ld, w.data<T>(), mw.ld, beta,
-            out.data<T>(), out_features);
-  });
+  Tensor out = empty({rows, out_features}, {x.dtype(), device});
+  // Every row starts as the bias; the GEMM accumulates on top (beta = 1).
+  if (bias.defined()) copy_into(out, bias);
+  // out = x2 @ w^T: w stored [out, in] is the transposed form of the [in, out] operand.
+  if (device.is_cuda()) {
+    BAM_CUDA_BRANCH("linear", cuda_kernels::gemm(x.dtype(), mx.transposed, !mw.transposed, 1, rows, out_features, in,
+                                                 x2.raw_data(), mx.ld, 0, w.raw_data(), mw.ld, 0,
+                                                 bias.defined() ? 1.0f : 0.0f, out.raw_data(), out_features, 0,
+                                                 cuda::current_stream()));
+  } else {
+    dispatch_floating("linear", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      gemm<T>(mx.transposed, !mw.transposed, rows, out_features, in, x2.data<T>(), mx.ld, w.data<T>(), mw.ld,
+              bias.defined() ? T(1) : T(0), out.data<T>(), out_features);
+    });
+  }
   Shape out_shape(x.shape().begin(), x.shape().end() - 1);
   out_shape.push_back(out_features);
   out = out.view(out_shape);

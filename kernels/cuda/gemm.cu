@@ -1,0 +1,179 @@
+// cuBLASLt behind the engine's row-major GEMM contract. cuBLAS is column-major: a row-major
+// C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T, so B is passed as cuBLAS's first
+// operand and A as its second, each with the transpose flag it already has. Descriptors and the
+// heuristic's algorithm are cached per (dtype, flags, sizes, strides, pointer alignment).
+#include <cublasLt.h>
+
+#include <array>
+#include <map>
+#include <mutex>
+
+#include "engine/cuda_check.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/numeric.cuh"
+
+namespace bam::cuda_kernels {
+namespace {
+
+#define BAM_CUBLAS_CHECK(call)                                                                         \
+  do {                                                                                                 \
+    cublasStatus_t bam_cublas_status = (call);                                                         \
+    if (bam_cublas_status != CUBLAS_STATUS_SUCCESS)                                                    \
+      ::bam::fail("cuBLASLt error {} ({}) from {} at {}:{}", cublasLtGetStatusName(bam_cublas_status), \
+                  static_cast<int>(bam_cublas_status), #call, __FILE__, __LINE__);                     \
+  } while (0)
+
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // what cuBLAS recommends for Hopper
+
+bool g_allow_tf32 = false;
+
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+struct Context {
+  std::mutex mutex;
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  std::map<std::array<int64_t, 16>, Plan> plans;
+};
+
+Context& context() {
+  static Context ctx;
+  if (!ctx.handle) {
+    BAM_CUBLAS_CHECK(cublasLtCreate(&ctx.handle));
+    BAM_CUDA_CHECK(cudaMalloc(&ctx.workspace, kWorkspaceBytes));
+  }
+  return ctx;
+}
+
+// The largest power of two (up to 256) dividing the address: what the algorithm may assume.
+int64_t alignment_of(const void* p) {
+  auto address = reinterpret_cast<uintptr_t>(p);
+  int64_t align = 256;
+  while (align > 1 && address % align != 0) align /= 2;
+  return align;
+}
+
+cudaDataType_t data_type(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return CUDA_R_32F;
+    case DType::f64: return CUDA_R_64F;
+    case DType::bf16: return CUDA_R_16BF;
+    case DType::f16: return CUDA_R_16F;
+    default: fail("gemm (CUDA): dtype {} is not supported (f32, f64, bf16, f16)", dtype_name(dtype));
+  }
+}
+
+// A column-major layout of `rows` x `cols` with leading dimension ld, batched at `stride`.
+cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld, int64_t batch,
+                                   int64_t stride) {
+  cublasLtMatrixLayout_t layout;
+  BAM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, uint64_t(rows), uint64_t(cols), ld));
+  if (batch > 1) {
+    int32_t count = static_cast<int32_t>(batch);
+    BAM_CUBLAS_CHECK(
+        cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+    BAM_CUBLAS_CHECK(
+        cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+  }
+  return layout;
+}
+
+}  // namespace
+
+void gemm_allow_tf32(bool allow) {
+  g_allow_tf32 = allow;
+}
+
+void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
+          int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, void* C, int64_t ldc,
+          int64_t stride_c, void* stream) {
+  if (batch == 0 || M == 0 || N == 0) return;
+  BAM_CHECK(batch < (int64_t(1) << 31), "gemm (CUDA): batch {} exceeds cuBLASLt's 32-bit batch count", batch);
+  if (K == 0) {
+    // op(A) op(B) is zero: C = beta * C. Only beta 0 and 1 occur in the engine.
+    BAM_CHECK(beta == 0.0f || beta == 1.0f, "gemm (CUDA): K = 0 with beta {} is not supported", beta);
+    if (beta == 0.0f)
+      for (int64_t i = 0; i < batch; ++i)
+        BAM_CUDA_CHECK(cudaMemset2DAsync(static_cast<char*>(C) + i * stride_c * dtype_size(dtype),
+                                         size_t(ldc) * dtype_size(dtype), 0, size_t(N) * dtype_size(dtype), size_t(M),
+                                         as_stream(stream)));
+    return;
+  }
+  cudaDataType_t type = data_type(dtype);
+  bool tf32 = dtype == DType::f32 && g_allow_tf32;
+  std::array<int64_t, 16> key{int64_t(dtype),
+                              trans_a,
+                              trans_b,
+                              batch,
+                              M,
+                              N,
+                              K,
+                              lda,
+                              ldb,
+                              ldc,
+                              stride_a,
+                              stride_b,
+                              stride_c,
+                              tf32,
+                              alignment_of(A),
+                              alignment_of(B) * 512 + alignment_of(C)};
+  Context& ctx = context();
+  std::lock_guard<std::mutex> lock(ctx.mutex);
+  auto it = ctx.plans.find(key);
+  if (it == ctx.plans.end()) {
+    Plan plan;
+    cublasComputeType_t compute = dtype == DType::f64 ? CUBLAS_COMPUTE_64F
+                                  : tf32              ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                      : CUBLAS_COMPUTE_32F;
+    cudaDataType_t scale = dtype == DType::f64 ? CUDA_R_64F : CUDA_R_32F;
+    BAM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.desc, compute, scale));
+    // cuBLAS's first operand is our B: stored K x N row-major (N x K column-major) unless trans_b.
+    cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    BAM_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)));
+    BAM_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)));
+    // Column-major shapes of the stored matrices.
+    plan.a = trans_b ? make_layout(type, K, N, ldb, batch, stride_b) : make_layout(type, N, K, ldb, batch, stride_b);
+    plan.b = trans_a ? make_layout(type, M, K, lda, batch, stride_a) : make_layout(type, K, M, lda, batch, stride_a);
+    plan.c = make_layout(type, N, M, ldc, batch, stride_c);
+
+    cublasLtMatmulPreference_t preference;
+    BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference));
+    BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                          &kWorkspaceBytes, sizeof(kWorkspaceBytes)));
+    uint32_t align_first = uint32_t(alignment_of(B)), align_second = uint32_t(alignment_of(A)),
+             align_c = uint32_t(alignment_of(C));
+    BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                          &align_first, sizeof(align_first)));
+    BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                          &align_second, sizeof(align_second)));
+    BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                          &align_c, sizeof(align_c)));
+    BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                          &align_c, sizeof(align_c)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    BAM_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan.desc, plan.a, plan.b, plan.c, plan.c, preference,
+                                                    1, &result, &found));
+    cublasLtMatmulPreferenceDestroy(preference);
+    BAM_CHECK(found > 0, "gemm (CUDA): cuBLASLt has no algorithm for {} batch {} M {} N {} K {} (trans {} {})",
+              dtype_name(dtype), batch, M, N, K, trans_a, trans_b);
+    plan.algo = result.algo;
+    it = ctx.plans.emplace(key, plan).first;
+  }
+  const Plan& plan = it->second;
+  double alpha64 = 1.0, beta64 = beta;
+  float alpha32 = 1.0f, beta32 = beta;
+  const void* alpha = dtype == DType::f64 ? static_cast<const void*>(&alpha64) : &alpha32;
+  const void* beta_ptr = dtype == DType::f64 ? static_cast<const void*>(&beta64) : &beta32;
+  BAM_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan.desc, alpha, B, plan.a, A, plan.b, beta_ptr, C, plan.c, C, plan.c,
+                                  &plan.algo, ctx.workspace, kWorkspaceBytes, as_stream(stream)));
+}
+
+}  // namespace bam::cuda_kernels

@@ -1,0 +1,20 @@
+// Dense matrix multiply on the GPU through cuBLASLt, with the row-major contract of
+// kernels/cpu/gemm.h: C[M,N] = op(A) op(B) + beta * C for `batch` matrices at fixed strides.
+// f32 (TF32 tensor cores when enabled), bf16 and f16 (f32 accumulation), f64. Asynchronous on
+// `stream`; the algorithm for each shape is chosen once by cuBLASLt's heuristic and cached.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/dtype.h"
+
+namespace bam::cuda_kernels {
+
+void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
+          int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, void* C, int64_t ldc,
+          int64_t stride_c, void* stream);
+
+// TF32 for f32 matmuls (off by default: f32 stays f32 unless the user opts in, as in PyTorch).
+void gemm_allow_tf32(bool allow);
+
+}  // namespace bam::cuda_kernels
