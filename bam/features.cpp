@@ -29,6 +29,8 @@ FeatureSet extract_features(const VisionTransformer* backbone, const data::Datas
   loader.start_epoch(o.epoch);
   std::vector<Tensor> chunks;
   std::vector<int64_t> labels;
+  // Images go to the backbone's device; features come back to the host for kNN and the probe.
+  const Device device = backbone ? backbone->parameters().front().device() : Device::cpu();
   for (int64_t step = 0; step < loader.steps_per_epoch(); ++step) {
     data::MultiCropLoader::Batch batch = loader.next();
     Tensor images = batch.groups[0];
@@ -36,13 +38,13 @@ FeatureSet extract_features(const VisionTransformer* backbone, const data::Datas
     if (!backbone) {
       f = images.reshape({images.size(0), -1}).clone();
     } else {
-      std::vector<Tensor> blocks = backbone->forward_last_blocks(images, o.n_last_blocks);
+      std::vector<Tensor> blocks = backbone->forward_last_blocks(images.to(device), o.n_last_blocks);
       std::vector<Tensor> parts;
       for (const Tensor& b : blocks) parts.push_back(b.select(1, 0));
       if (o.avgpool_patchtokens) parts.push_back(mean(blocks.back().narrow(1, 1, blocks.back().size(1) - 1), {1}));
       f = parts.size() == 1 ? parts[0].contiguous() : cat(parts, 1);
     }
-    chunks.push_back(f);
+    chunks.push_back(f.to(Device::cpu()));
     labels.insert(labels.end(), batch.labels.begin(), batch.labels.end());
   }
   FeatureSet out;

@@ -14,7 +14,6 @@
 #include "engine/cuda.h"
 #include "engine/error.h"
 #include "engine/random.h"
-#include "kernels/cpu/optimizer.h"
 
 namespace bam {
 namespace {
@@ -42,8 +41,10 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
     : config_(config), data_(std::move(data)), knn_(std::move(knn)) {
   config_.validate();
   BAM_CHECK(parse_device(config_.device, &device_), "--device: bad value '{}'", config_.device);
-  BAM_CHECK(device_.is_cpu(), "--device {}: training on CUDA needs the CUDA kernels of every op; this build trains on "
-            "the CPU (use --device cpu)", config_.device);
+  BAM_CHECK(device_.is_cpu() || cuda::is_available(), "--device {}: no usable CUDA device ({})", config_.device,
+            cuda::unavailable_reason());
+  BAM_CHECK(config_.precision == "f32", "--precision {}: mixed precision (the autocast policy) is not implemented yet; "
+            "use --precision f32", config_.precision);
   BAM_CHECK(data_->steps_per_epoch() >= 1, "--batch_size_per_gpu {} is larger than the {} training images",
             config_.batch_size_per_gpu, data_->num_images());
   Generator init(static_cast<uint64_t>(config_.seed));
@@ -53,6 +54,9 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
     teacher_->load_state(student_->state());
     for (auto& [name, p] : teacher_->named_parameters()) Tensor(p).requires_grad_(false);
   }
+  // Models are built (and seeded) on the CPU, then moved: the same initial weights on any device.
+  student_->to(device_);
+  if (teacher_) teacher_->to(device_);
   optimizer_ = make_optimizer(config_.optimizer, make_param_groups(student_->named_parameters()));
   build_schedules();
 }
@@ -71,6 +75,7 @@ void Trainer::build_schedules() {
 double Trainer::measure_step_seconds() {
   Generator init(static_cast<uint64_t>(config_.seed) + 1);
   BamModel model(config_.vit(), config_.projector(), &init);
+  model.to(device_);
   auto optimizer = make_optimizer(config_.optimizer, make_param_groups(model.named_parameters()));
   optimizer->set_lr(0.0);  // the copy only has to cost what a real step costs
   BamLossOptions o;
@@ -220,7 +225,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       NoGradGuard no_grad;
       auto sp = student_->parameters(), tp = teacher_->parameters();
       for (size_t i = 0; i < sp.size(); ++i)
-        cpu::ema_update(tp[i].data<float>(), sp[i].data<float>(), tp[i].numel(), momentum_schedule_[gs]);
+        ema_update(tp[i], sp[i], momentum_schedule_[gs]);
     }
 
     result.step_losses.push_back(loss);

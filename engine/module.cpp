@@ -49,6 +49,10 @@ void Module::train(bool on) {
   for (auto& [name, child] : children_) child->train(on);
 }
 
+void Module::to(Device device) {
+  for (auto& [name, t] : state()) Tensor(t).move_to_(device);
+}
+
 NamedTensors Module::state() const {
   NamedTensors out = named_parameters();
   NamedTensors buffers = named_buffers();

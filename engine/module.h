@@ -28,6 +28,8 @@ class Module {
 
   // Training mode affects BatchNorm (batch statistics), dropout and stochastic depth.
   void train(bool on = true);
+  // Moves every parameter and buffer to `device` in place (layers keep seeing their tensors).
+  void to(Device device);
   bool is_training() const { return training_; }
 
   // Copies values from `source` (same names and shapes) into this module's tensors in place.

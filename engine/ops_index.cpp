@@ -3,9 +3,11 @@
 #include <algorithm>
 
 #include "engine/autograd.h"
+#include "engine/cuda.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
 #include "kernels/cpu/index.h"
+#include "kernels/cuda/index.h"
 
 namespace bam {
 using namespace detail;
@@ -88,6 +90,20 @@ void check_index_result(const cpu::IndexResult& r, const char* op, int64_t size,
   BAM_CHECK(r.ok, "{}: index {} is out of range for dim {} of size {}", op, r.bad_index, d, size);
 }
 
+#ifdef BAM_WITH_CUDA
+// Runs a CUDA index kernel with a zeroed error slot, then checks it (one read back to the host).
+template <typename Launch>
+void run_cuda_index(const char* op, Device device, int64_t size, int64_t d, Launch launch) {
+  Tensor error = zeros({2}, {DType::i64, device});
+  launch(error.data<int64_t>(), cuda::current_stream());
+  std::vector<int64_t> e = error.to_vector<int64_t>();
+  BAM_CHECK(e[0] == 0, "{}: index {} is out of range for dim {} of size {}", op, e[1], d, size);
+}
+#define BAM_CUDA_INDEX(op, device, size, d, ...) run_cuda_index(op, device, size, d, __VA_ARGS__)
+#else
+#define BAM_CUDA_INDEX(op, ...) fail("{}: this build has no CUDA backend", op)
+#endif
+
 void check_index_tensor(const char* op, const Tensor& index) {
   BAM_CHECK(index.dtype() == DType::i64, "{}: the index must be i64, got {}", op, index.describe());
 }
@@ -103,7 +119,7 @@ void check_aligned(const char* op, const Tensor& x, const Tensor& index, int64_t
 }  // namespace
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
-  require_cpu("index_select", {&x, &index});
+  same_device("index_select", {&x, &index});
   check_index_tensor("index_select", index);
   BAM_CHECK(index.dim() == 1, "index_select: the index must be 1-d, got {}", index.describe());
   int64_t d = normalize_dim(dim, x.dim(), "index_select");
@@ -119,12 +135,27 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
                                             index.size(0), inner),
                        "index_select", x.size(d), d);
   };
-  if (x.dtype() == DType::i64) run(int64_t{});  // labels, indices
-  else dispatch_floating("index_select", x.dtype(), run);
+  if (x.device().is_cuda()) {
+    BAM_CUDA_INDEX("index_select", x.device(), x.size(d), d, [&](int64_t* error, void* stream) {
+      cuda_kernels::index_select(x.dtype(), xc.raw_data(), ic.data<int64_t>(), out.raw_data(), outer, x.size(d),
+                                 index.size(0), inner, error, stream);
+    });
+  } else if (x.dtype() == DType::i64) {
+    run(int64_t{});  // labels, indices
+  } else {
+    dispatch_floating("index_select", x.dtype(), run);
+  }
   Shape input_shape = x.shape();
   return record("index_select", out, {x}, [ic, d, input_shape, outer, inner](const Tensor& g) {
     Tensor gc = contiguous_data(g);
     Tensor dx = zeros(input_shape, {g.dtype(), g.device()});
+    if (g.device().is_cuda()) {
+      BAM_CUDA_INDEX("index_select", g.device(), input_shape[d], d, [&](int64_t* error, void* stream) {
+        cuda_kernels::index_add(g.dtype(), dx.raw_data(), ic.data<int64_t>(), gc.raw_data(), outer, input_shape[d],
+                                ic.size(0), inner, error, stream);
+      });
+      return std::vector<Tensor>{dx};
+    }
     dispatch_floating("index_select", g.dtype(), [&](auto tag) {
       using T = decltype(tag);
       cpu::index_add<T>(dx.data<T>(), ic.data<int64_t>(), gc.data<T>(), outer, input_shape[d], ic.size(0), inner);
@@ -134,7 +165,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
-  require_cpu("gather", {&x, &index});
+  same_device("gather", {&x, &index});
   check_index_tensor("gather", index);
   int64_t d = normalize_dim(dim, x.dim(), "gather");
   check_aligned("gather", x, index, d);
@@ -148,8 +179,16 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
                                       index.size(d), inner),
                        "gather", x.size(d), d);
   };
-  if (x.dtype() == DType::i64) run(int64_t{});
-  else dispatch_floating("gather", x.dtype(), run);
+  if (x.device().is_cuda()) {
+    BAM_CUDA_INDEX("gather", x.device(), x.size(d), d, [&](int64_t* error, void* stream) {
+      cuda_kernels::gather(x.dtype(), xc.raw_data(), ic.data<int64_t>(), out.raw_data(), outer, x.size(d),
+                           index.size(d), inner, error, stream);
+    });
+  } else if (x.dtype() == DType::i64) {
+    run(int64_t{});
+  } else {
+    dispatch_floating("gather", x.dtype(), run);
+  }
   Shape input_shape = x.shape();
   return record("gather", out, {x}, [ic, d, input_shape](const Tensor& g) {
     return std::vector<Tensor>{scatter_add(zeros(input_shape, {g.dtype(), g.device()}), d, ic, g)};
@@ -157,7 +196,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
-  require_cpu("scatter_add", {&x, &index, &src});
+  same_device("scatter_add", {&x, &index, &src});
   check_index_tensor("scatter_add", index);
   require_same_dtype("scatter_add", x, src);
   int64_t d = normalize_dim(dim, x.dim(), "scatter_add");
@@ -172,12 +211,19 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
   Tensor ic = contiguous_data(index), sc = contiguous_data(src);
   int64_t outer, inner;
   around(x.shape(), d, &outer, &inner);
-  dispatch_floating("scatter_add", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    check_index_result(cpu::scatter_add<T>(out.data<T>(), ic.data<int64_t>(), sc.data<T>(), outer, x.size(d),
-                                           index.size(d), inner),
-                       "scatter_add", x.size(d), d);
-  });
+  if (x.device().is_cuda()) {
+    BAM_CUDA_INDEX("scatter_add", x.device(), x.size(d), d, [&](int64_t* error, void* stream) {
+      cuda_kernels::scatter_add(x.dtype(), out.raw_data(), ic.data<int64_t>(), sc.raw_data(), outer, x.size(d),
+                                index.size(d), inner, error, stream);
+    });
+  } else {
+    dispatch_floating("scatter_add", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      check_index_result(cpu::scatter_add<T>(out.data<T>(), ic.data<int64_t>(), sc.data<T>(), outer, x.size(d),
+                                             index.size(d), inner),
+                         "scatter_add", x.size(d), d);
+    });
+  }
   return record("scatter_add", out, {x, src}, [ic, d](const Tensor& g) {
     return std::vector<Tensor>{g, gather(g, d, ic)};
   });

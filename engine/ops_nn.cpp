@@ -3,12 +3,15 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/cuda.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
 #include "kernels/cpu/batch_norm.h"
 #include "kernels/cpu/l2_normalize.h"
 #include "kernels/cpu/layer_norm.h"
 #include "kernels/cpu/softmax.h"
+#include "kernels/cuda/batch_norm.h"
+#include "kernels/cuda/rows.h"
 
 namespace bam {
 using namespace detail;
@@ -18,23 +21,32 @@ namespace {
 // softmax and log_softmax share everything but the kernels.
 Tensor softmax_like(bool log_form, const Tensor& x, int64_t dim) {
   const char* name = log_form ? "log_softmax" : "softmax";
-  require_cpu(name, {&x});
   require_floating(name, x);
   if (x.dim() == 0) return softmax_like(log_form, x.reshape({1}), 0).reshape({});
   int64_t d = normalize_dim(dim, x.dim(), name);
   Tensor xl = move_dim_last(x, d);
   const int64_t cols = xl.size(-1), rows = xl.numel() / std::max<int64_t>(cols, 1);
   Tensor yl = empty(xl.shape(), {x.dtype(), x.device()});
-  dispatch_floating(name, x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    if (log_form) cpu::log_softmax_forward<T>(xl.data<T>(), yl.data<T>(), rows, cols);
-    else cpu::softmax_forward<T>(xl.data<T>(), yl.data<T>(), rows, cols);
-  });
+  if (x.device().is_cuda()) {
+    BAM_CUDA_BRANCH(name, cuda_kernels::softmax_forward(log_form, x.dtype(), xl.raw_data(), yl.raw_data(), rows, cols,
+                                                        cuda::current_stream()));
+  } else {
+    dispatch_floating(name, x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      if (log_form) cpu::log_softmax_forward<T>(xl.data<T>(), yl.data<T>(), rows, cols);
+      else cpu::softmax_forward<T>(xl.data<T>(), yl.data<T>(), rows, cols);
+    });
+  }
   Tensor out = restore_dim(yl, d);
   Tensor saved = yl.detach();
   return record(name, out, {x}, [saved, d, log_form, rows, cols, name](const Tensor& g) {
     Tensor gl = move_dim_last(g, d);
     Tensor dl = empty(gl.shape(), {g.dtype(), g.device()});
+    if (g.device().is_cuda()) {
+      BAM_CUDA_BRANCH(name, cuda_kernels::softmax_backward(log_form, g.dtype(), saved.raw_data(), gl.raw_data(),
+                                                           dl.raw_data(), rows, cols, cuda::current_stream()));
+      return std::vector<Tensor>{restore_dim(dl, d)};
+    }
     dispatch_floating(name, g.dtype(), [&](auto tag) {
       using T = decltype(tag);
       if (log_form) cpu::log_softmax_backward<T>(saved.data<T>(), gl.data<T>(), dl.data<T>(), rows, cols);
@@ -49,13 +61,18 @@ const T* data_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
+void* raw_or_null(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
+
+// Saved statistics (mean, rstd, norms) keep the compute precision: f64 for f64, else f32.
+DType stat_dtype(DType dtype) { return dtype == DType::f64 ? DType::f64 : DType::f32; }
+
 }  // namespace
 
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_like(false, x, dim); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_like(true, x, dim); }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  require_cpu("layer_norm", {&x, &weight, &bias});
+  same_device("layer_norm", {&x, &weight, &bias});
   require_floating("layer_norm", x);
   BAM_CHECK(x.dim() >= 1, "layer_norm: expects at least 1 dim, got {}", x.describe());
   const int64_t cols = x.size(-1), rows = x.numel() / std::max<int64_t>(cols, 1);
@@ -68,12 +85,20 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   Tensor xc = contiguous_data(x), wc = weight.defined() ? contiguous_data(weight) : Tensor(),
          bc = bias.defined() ? contiguous_data(bias) : Tensor();
   Tensor out = empty(x.shape(), {x.dtype(), x.device()});
-  Tensor mean = empty({rows}, {x.dtype(), x.device()}), rstd = empty({rows}, {x.dtype(), x.device()});
-  dispatch_floating("layer_norm", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::layer_norm_forward<T>(xc.data<T>(), data_or_null<T>(wc), data_or_null<T>(bc), out.data<T>(), mean.data<T>(),
-                               rstd.data<T>(), rows, cols, eps);
-  });
+  TensorOptions stat_options{stat_dtype(x.dtype()), x.device()};
+  Tensor mean = empty({rows}, stat_options), rstd = empty({rows}, stat_options);
+  if (x.device().is_cuda()) {
+    BAM_CUDA_BRANCH("layer_norm", cuda_kernels::layer_norm_forward(x.dtype(), xc.raw_data(), raw_or_null(wc),
+                                                                   raw_or_null(bc), out.raw_data(), mean.raw_data(),
+                                                                   rstd.raw_data(), rows, cols, eps,
+                                                                   cuda::current_stream()));
+  } else {
+    dispatch_floating("layer_norm", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::layer_norm_forward<T>(xc.data<T>(), data_or_null<T>(wc), data_or_null<T>(bc), out.data<T>(),
+                                 mean.data<T>(), rstd.data<T>(), rows, cols, eps);
+    });
+  }
   if (!any_requires_grad({&x, &weight, &bias})) return out;
   Tensor xd = xc.detach(), wd = wc.defined() ? wc.detach() : Tensor();
   bool need_x = x.requires_grad(), need_w = weight.defined() && weight.requires_grad(),
@@ -84,6 +109,19 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                   TensorOptions o{g.dtype(), g.device()};
                   Tensor dx = need_x ? empty(xd.shape(), o) : Tensor();
                   Tensor dw = need_w ? empty({cols}, o) : Tensor(), db = need_b ? empty({cols}, o) : Tensor();
+                  if (g.device().is_cuda()) {
+#ifdef BAM_WITH_CUDA
+                    size_t bytes = cuda_kernels::layer_norm_backward_scratch_bytes(g.dtype(), rows, cols);
+                    Tensor scratch = empty({static_cast<int64_t>(bytes)}, {DType::u8, g.device()});
+                    cuda_kernels::layer_norm_backward(g.dtype(), xd.raw_data(), raw_or_null(wd), mean.raw_data(),
+                                                      rstd.raw_data(), gc.raw_data(), raw_or_null(dx),
+                                                      raw_or_null(dw), raw_or_null(db), rows, cols,
+                                                      scratch.raw_data(), cuda::current_stream());
+#else
+                    fail("layer_norm: this build has no CUDA backend");
+#endif
+                    return std::vector<Tensor>{dx, dw, db};
+                  }
                   dispatch_floating("layer_norm", g.dtype(), [&](auto tag) {
                     using T = decltype(tag);
                     cpu::layer_norm_backward<T>(xd.data<T>(), data_or_null<T>(wd), mean.data<T>(), rstd.data<T>(),
@@ -97,7 +135,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum, double eps) {
-  require_cpu("batch_norm", {&x, &weight, &bias, &running_mean, &running_var});
+  same_device("batch_norm", {&x, &weight, &bias, &running_mean, &running_var});
   require_floating("batch_norm", x);
   BAM_CHECK(x.dim() == 2 || x.dim() == 3, "batch_norm: expects [N, C] or [N, C, L], got {}", x.describe());
   const int64_t N = x.size(0), C = x.size(1), L = x.dim() == 3 ? x.size(2) : 1;
@@ -112,8 +150,20 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
   if (training) BAM_CHECK(N * L > 1, "batch_norm: training needs more than one value per channel, got {}", x.describe());
   Tensor xc = contiguous_data(x), wc = weight.defined() ? contiguous_data(weight) : Tensor(),
          bc = bias.defined() ? contiguous_data(bias) : Tensor();
-  TensorOptions o{x.dtype(), x.device()};
-  Tensor mean = empty({C}, o), rstd = empty({C}, o), out = empty(x.shape(), o);
+  TensorOptions o{x.dtype(), x.device()}, stat_options{stat_dtype(x.dtype()), x.device()};
+  Tensor mean = empty({C}, stat_options), rstd = empty({C}, stat_options), out = empty(x.shape(), o);
+  if (x.device().is_cuda()) {
+    bool update_running = training && running_mean.defined() && running_var.defined();
+    if (running_mean.defined() && running_var.defined())
+      BAM_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(),
+                "batch_norm: running statistics must be contiguous tensors");
+    BAM_CUDA_BRANCH("batch_norm",
+                    cuda_kernels::batch_norm_forward(
+                        x.dtype(), xc.raw_data(), raw_or_null(wc), raw_or_null(bc),
+                        update_running || !training ? running_mean.raw_data() : nullptr,
+                        update_running || !training ? running_var.raw_data() : nullptr, training, momentum, eps,
+                        mean.raw_data(), rstd.raw_data(), out.raw_data(), N, C, L, cuda::current_stream()));
+  } else {
   dispatch_floating("batch_norm", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* m = mean.data<T>();
@@ -145,6 +195,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
     }
     cpu::batch_norm_apply<T>(xc.data<T>(), m, r, data_or_null<T>(wc), data_or_null<T>(bc), out.data<T>(), N, C, L);
   });
+  }
   if (!any_requires_grad({&x, &weight, &bias})) return out;
   Tensor xd = xc.detach(), wd = wc.defined() ? wc.detach() : Tensor();
   bool need_x = x.requires_grad(), need_w = weight.defined() && weight.requires_grad(),
@@ -155,6 +206,15 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
                   TensorOptions o{g.dtype(), g.device()};
                   Tensor dx = need_x ? empty(xd.shape(), o) : Tensor();
                   Tensor dw = need_w ? empty({C}, o) : Tensor(), db = need_b ? empty({C}, o) : Tensor();
+                  if (g.device().is_cuda()) {
+                    Tensor scratch = empty({2 * C}, {stat_dtype(g.dtype()), g.device()});
+                    BAM_CUDA_BRANCH("batch_norm",
+                                    cuda_kernels::batch_norm_backward(
+                                        g.dtype(), xd.raw_data(), mean.raw_data(), rstd.raw_data(), raw_or_null(wd),
+                                        gc.raw_data(), raw_or_null(dx), raw_or_null(dw), raw_or_null(db), N, C, L,
+                                        training, scratch.raw_data(), cuda::current_stream()));
+                    return std::vector<Tensor>{dx, dw, db};
+                  }
                   dispatch_floating("batch_norm", g.dtype(), [&](auto tag) {
                     using T = decltype(tag);
                     cpu::batch_norm_backward<T>(xd.data<T>(), mean.data<T>(), rstd.data<T>(), data_or_null<T>(wd),
@@ -191,20 +251,32 @@ Tensor drop_path(const Tensor& x, double p, bool training, Generator* gen) {
 }
 
 Tensor l2_normalize(const Tensor& x, int64_t dim, double eps) {
-  require_cpu("l2_normalize", {&x});
   require_floating("l2_normalize", x);
   int64_t d = normalize_dim(dim, x.dim(), "l2_normalize");
   Tensor xl = move_dim_last(x, d);
   const int64_t cols = xl.size(-1), rows = xl.numel() / std::max<int64_t>(cols, 1);
-  Tensor yl = empty(xl.shape(), {x.dtype(), x.device()}), norms = empty({rows}, {x.dtype(), x.device()});
-  dispatch_floating("l2_normalize", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::l2_normalize_forward<T>(xl.data<T>(), yl.data<T>(), norms.data<T>(), rows, cols, eps);
-  });
+  Tensor yl = empty(xl.shape(), {x.dtype(), x.device()}), norms = empty({rows}, {stat_dtype(x.dtype()), x.device()});
+  if (x.device().is_cuda()) {
+    BAM_CUDA_BRANCH("l2_normalize", cuda_kernels::l2_normalize_forward(x.dtype(), xl.raw_data(), yl.raw_data(),
+                                                                       norms.raw_data(), rows, cols, eps,
+                                                                       cuda::current_stream()));
+  } else {
+    dispatch_floating("l2_normalize", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::l2_normalize_forward<T>(xl.data<T>(), yl.data<T>(), norms.data<T>(), rows, cols, eps);
+    });
+  }
   Tensor saved = yl.detach();
   return record("l2_normalize", restore_dim(yl, d), {x}, [saved, norms, d, rows, cols, eps](const Tensor& g) {
     Tensor gl = move_dim_last(g, d);
     Tensor dl = empty(gl.shape(), {g.dtype(), g.device()});
+    if (g.device().is_cuda()) {
+      BAM_CUDA_BRANCH("l2_normalize", cuda_kernels::l2_normalize_backward(g.dtype(), saved.raw_data(),
+                                                                          norms.raw_data(), gl.raw_data(),
+                                                                          dl.raw_data(), rows, cols, eps,
+                                                                          cuda::current_stream()));
+      return std::vector<Tensor>{restore_dim(dl, d)};
+    }
     dispatch_floating("l2_normalize", g.dtype(), [&](auto tag) {
       using T = decltype(tag);
       cpu::l2_normalize_backward<T>(saved.data<T>(), norms.data<T>(), gl.data<T>(), dl.data<T>(), rows, cols, eps);

@@ -5,8 +5,12 @@
 #include <map>
 
 #include "engine/autograd.h"
+#include "engine/cuda.h"
 #include "engine/error.h"
+#include "engine/op_support.h"
+#include "engine/ops.h"
 #include "kernels/cpu/optimizer.h"
+#include "kernels/cuda/optimizer.h"
 
 namespace bam {
 
@@ -21,11 +25,17 @@ std::vector<ParamGroup> make_param_groups(const NamedTensors& params) {
 }
 
 namespace {
-void require_f32_cpu(const Tensor& t, const char* what) {
-  BAM_CHECK(t.dtype() == DType::f32 && t.device().is_cpu() && t.is_contiguous(),
-            "optimizer: {} {} must be a contiguous f32 CPU tensor (the CUDA update lives with the CUDA backend)",
-            what, t.describe());
+// Parameters are the fp32 master weights; gradients and state live beside them.
+void require_f32(const Tensor& t, const Tensor& param, const char* what) {
+  BAM_CHECK(t.dtype() == DType::f32 && t.is_contiguous(), "optimizer: {} {} must be a contiguous f32 tensor", what,
+            t.describe());
+  BAM_CHECK(t.device() == param.device(), "optimizer: {} {} is not on the parameter's device {}", what, t.describe(),
+            param.device().str());
 }
+
+#ifdef BAM_WITH_CUDA
+void* stream() { return cuda::current_stream(); }
+#endif
 }  // namespace
 
 void Optimizer::step() {
@@ -80,7 +90,7 @@ void Optimizer::load_state(const NamedTensors& state, int64_t steps) {
         }
         BAM_CHECK(it->second.shape() == param.shape(), "optimizer state '{}.{}' has shape {} but the parameter is {}",
                   name, slot, shape_str(it->second.shape()), shape_str(param.shape()));
-        slots_[index].push_back(it->second.to(DType::f32).contiguous().clone());
+        slots_[index].push_back(it->second.to(DType::f32).to(param.device()).contiguous().clone());
       }
       ++index;
     }
@@ -92,33 +102,51 @@ namespace {
 bool ensure_slots(std::vector<Tensor>& slots, const Tensor& param, size_t count) {
   if (slots.size() == count) return false;
   slots.clear();
-  for (size_t i = 0; i < count; ++i) slots.push_back(zeros(param.shape()));
+  for (size_t i = 0; i < count; ++i) slots.push_back(zeros(param.shape(), {DType::f32, param.device()}));
   return true;
 }
 }  // namespace
 
 void AdamW::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) {
-  require_f32_cpu(param, "parameter");
-  require_f32_cpu(grad, "gradient");
+  require_f32(param, param, "parameter");
+  require_f32(grad, param, "gradient");
   ensure_slots(slots, param, 2);
-  cpu::adamw_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(), slots[1].data<float>(),
-                    param.numel(), lr_, beta1_, beta2_, eps_, weight_decay, steps_);
+  float *p = param.data<float>(), *m = slots[0].data<float>(), *v = slots[1].data<float>();
+  const float* g = grad.data<float>();
+  if (param.device().is_cuda()) {
+    BAM_CUDA_BRANCH("adamw", cuda_kernels::adamw_update(p, g, m, v, param.numel(), lr_, beta1_, beta2_, eps_,
+                                                        weight_decay, steps_, stream()));
+    return;
+  }
+  cpu::adamw_update(p, g, m, v, param.numel(), lr_, beta1_, beta2_, eps_, weight_decay, steps_);
 }
 
 void SGD::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) {
-  require_f32_cpu(param, "parameter");
-  require_f32_cpu(grad, "gradient");
+  require_f32(param, param, "parameter");
+  require_f32(grad, param, "gradient");
   bool first = ensure_slots(slots, param, 1);
+  if (param.device().is_cuda()) {
+    BAM_CUDA_BRANCH("sgd", cuda_kernels::sgd_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(),
+                                                    param.numel(), lr_, momentum_, weight_decay, first, stream()));
+    return;
+  }
   cpu::sgd_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(), param.numel(), lr_, momentum_,
                   weight_decay, first);
 }
 
 void LARS::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) {
-  require_f32_cpu(param, "parameter");
-  require_f32_cpu(grad, "gradient");
+  require_f32(param, param, "parameter");
+  require_f32(grad, param, "gradient");
   ensure_slots(slots, param, 1);
-  cpu::lars_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(), param.numel(), param.dim() > 1,
-                   lr_, momentum_, weight_decay, eta_);
+  if (param.device().is_cuda()) {
+    Tensor norms = empty({2}, {DType::f64, param.device()});
+    BAM_CUDA_BRANCH("lars", cuda_kernels::lars_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(),
+                                                      param.numel(), param.dim() > 1, lr_, momentum_, weight_decay,
+                                                      eta_, norms.data<double>(), stream()));
+    return;
+  }
+  cpu::lars_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(), param.numel(), param.dim() > 1, lr_,
+                   momentum_, weight_decay, eta_);
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, std::vector<ParamGroup> groups) {
@@ -128,32 +156,74 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& name, std::vector<P
   fail("--optimizer: unknown optimizer '{}' (choose adamw, sgd or lars)", name);
 }
 
+namespace {
+
+// The gradients of `params` that exist, checked: contiguous f32, all on one device.
+std::vector<Tensor> gradients_of(const std::vector<Tensor>& params) {
+  std::vector<Tensor> grads;
+  for (const Tensor& p : params)
+    if (Tensor g = p.grad(); g.defined()) {
+      require_f32(g, p, "gradient");
+      BAM_CHECK(grads.empty() || grads.front().device() == g.device(),
+                "clip_grad: gradients on different devices ({} and {})", grads.front().device().str(),
+                g.device().str());
+      grads.push_back(g);
+    }
+  return grads;
+}
+
+}  // namespace
+
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard no_grad;
-  double total = 0;
-  for (const Tensor& p : params) {
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    require_f32_cpu(g, "gradient");
-    total += cpu::sum_of_squares(g.data<float>(), g.numel());
+  std::vector<Tensor> grads = gradients_of(params);
+  if (!grads.empty() && grads.front().device().is_cuda()) {
+    // The norm and the coefficient stay on the device; only the returned norm is read back.
+    Tensor total = zeros({1}, {DType::f64, grads.front().device()});
+    BAM_CUDA_BRANCH("clip_grad_norm", [&] {
+      for (Tensor& g : grads)
+        cuda_kernels::accumulate_sum_of_squares(g.data<float>(), g.numel(), total.data<double>(), stream());
+      for (Tensor& g : grads)
+        cuda_kernels::clip_by_norm(g.data<float>(), g.numel(), total.data<double>(), max_norm, stream());
+    }());
+    return std::sqrt(total.item());
   }
-  double norm = std::sqrt(total);
+  double sum = 0;
+  for (const Tensor& g : grads) sum += cpu::sum_of_squares(g.data<float>(), g.numel());
+  double norm = std::sqrt(sum);
   double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0)
-    for (const Tensor& p : params)
-      if (Tensor g = p.grad(); g.defined()) cpu::scale_in_place(g.data<float>(), g.numel(), static_cast<float>(coef));
+    for (const Tensor& g : grads) cpu::scale_in_place(g.data<float>(), g.numel(), static_cast<float>(coef));
   return norm;
 }
 
 void clip_grad_per_param(const std::vector<Tensor>& params, double max_norm) {
-  for (const Tensor& p : params) {
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    require_f32_cpu(g, "gradient");
+  NoGradGuard no_grad;
+  for (const Tensor& g : gradients_of(params)) {
+    if (g.device().is_cuda()) {
+      Tensor sum = zeros({1}, {DType::f64, g.device()});
+      BAM_CUDA_BRANCH("clip_grad_per_param", [&] {
+        cuda_kernels::accumulate_sum_of_squares(g.data<float>(), g.numel(), sum.data<double>(), stream());
+        cuda_kernels::clip_by_norm(g.data<float>(), g.numel(), sum.data<double>(), max_norm, stream());
+      }());
+      continue;
+    }
     double norm = std::sqrt(cpu::sum_of_squares(g.data<float>(), g.numel()));
     double coef = max_norm / (norm + 1e-6);
     if (coef < 1.0) cpu::scale_in_place(g.data<float>(), g.numel(), static_cast<float>(coef));
   }
+}
+
+void ema_update(const Tensor& ema, const Tensor& x, double momentum) {
+  BAM_CHECK(ema.shape() == x.shape(), "ema_update: shapes differ ({} and {})", ema.describe(), x.describe());
+  require_f32(ema, ema, "EMA tensor");
+  require_f32(x, ema, "source tensor");
+  if (ema.device().is_cuda()) {
+    BAM_CUDA_BRANCH("ema_update",
+                    cuda_kernels::ema_update(ema.data<float>(), x.data<float>(), ema.numel(), momentum, stream()));
+    return;
+  }
+  cpu::ema_update(ema.data<float>(), x.data<float>(), ema.numel(), momentum);
 }
 
 }  // namespace bam

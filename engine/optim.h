@@ -98,4 +98,7 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 // DINO's per-parameter clipping: each gradient scaled to norm <= max_norm on its own.
 void clip_grad_per_param(const std::vector<Tensor>& params, double max_norm);
 
+// ema = momentum * ema + (1 - momentum) * x, in place (the EMA teacher); f32, same device.
+void ema_update(const Tensor& ema, const Tensor& x, double momentum);
+
 }  // namespace bam

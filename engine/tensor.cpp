@@ -261,6 +261,26 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
   return *this;
 }
 
+Tensor& Tensor::move_to_(Device target) {
+  BAM_REQUIRE_DEFINED("move_to_");
+  if (device() == target) return *this;
+  BAM_CHECK(!impl_->grad_fn, "move_to_: {} has autograd history; only leaves (parameters, buffers) move in place",
+            describe());
+  Tensor moved;
+  {
+    NoGradGuard no_grad;
+    moved = detach().to(target);  // contiguous on the target
+  }
+  impl_->storage = moved.impl_->storage;
+  impl_->strides = moved.impl_->strides;
+  impl_->offset = moved.impl_->offset;
+  if (impl_->grad) {
+    Tensor grad(impl_->grad);
+    impl_->grad = grad.detach().to(target).impl_;
+  }
+  return *this;
+}
+
 Tensor& Tensor::mul_(double value) {
   check_inplace_allowed(*this, "mul_");
   NoGradGuard no_grad;

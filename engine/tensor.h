@@ -118,6 +118,9 @@ class Tensor {
   Tensor& copy_(const Tensor& src);  // src broadcast to this shape, converted to this dtype
   Tensor& add_(const Tensor& other, double alpha = 1.0);
   Tensor& mul_(double value);
+  // Moves this leaf's values (and its gradient) to `device` in place: every Tensor sharing this
+  // one (a module's parameter and the layer holding it) sees the move. For Module::to.
+  Tensor& move_to_(Device device);
 
   std::string str() const;  // readable printing, elided when large
 

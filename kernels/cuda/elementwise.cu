@@ -235,9 +235,8 @@ void binary_forward(BinaryOp op, DType dtype, const void* a, const int64_t* a_st
   dispatch_floating_storage("binary_forward", dtype, [&](auto tag) {
     using S = decltype(tag);
     if (dense)
-      binary_dense_kernel<S><<<grid_for(n), kBlock, 0, as_stream(stream)>>>(op, static_cast<const S*>(a),
-                                                                            static_cast<const S*>(b),
-                                                                            static_cast<S*>(out), n);
+      binary_dense_kernel<S><<<grid_for(n), kBlock, 0, as_stream(stream)>>>(
+          op, static_cast<const S*>(a), static_cast<const S*>(b), static_cast<S*>(out), n);
     else
       binary_kernel<S><<<grid_for(n), kBlock, 0, as_stream(stream)>>>(
           op, static_cast<const S*>(a), static_cast<const S*>(b), static_cast<S*>(out), n, index);
@@ -267,9 +266,8 @@ void where(const bool* cond, const int64_t* cond_strides, DType dtype, const voi
   StridedIndex<3> index = make_strided_index<3>(shape, ndim, strides);
   auto launch = [&](auto word) {
     using W = decltype(word);
-    where_kernel<W><<<grid_for(n), kBlock, 0, as_stream(stream)>>>(cond, static_cast<const W*>(a),
-                                                                   static_cast<const W*>(b), static_cast<W*>(out), n,
-                                                                   index);
+    where_kernel<W><<<grid_for(n), kBlock, 0, as_stream(stream)>>>(
+        cond, static_cast<const W*>(a), static_cast<const W*>(b), static_cast<W*>(out), n, index);
   };
   switch (dtype_size(dtype)) {
     case 1: launch(uint8_t{}); break;

@@ -10,8 +10,7 @@
 
 namespace bam::cuda_kernels {
 
-void unary_forward(cpu::UnaryOp op, DType dtype, const void* x, void* y, int64_t n, cpu::UnaryArgs args,
-                   void* stream);
+void unary_forward(cpu::UnaryOp op, DType dtype, const void* x, void* y, int64_t n, cpu::UnaryArgs args, void* stream);
 // x or y may be null when the derivative does not read it (see the CPU twin).
 void unary_backward(cpu::UnaryOp op, DType dtype, const void* x, const void* y, const void* dy, void* dx, int64_t n,
                     cpu::UnaryArgs args, void* stream);

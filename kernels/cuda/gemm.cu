@@ -84,9 +84,7 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int64_t rows, int64_t co
 
 }  // namespace
 
-void gemm_allow_tf32(bool allow) {
-  g_allow_tf32 = allow;
-}
+void gemm_allow_tf32(bool allow) { g_allow_tf32 = allow; }
 
 void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
           int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, void* C, int64_t ldc,

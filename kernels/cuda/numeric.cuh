@@ -99,3 +99,45 @@ StridedIndex<N> make_strided_index(const int64_t* shape, int ndim, const int64_t
 inline cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
 }  // namespace bam::cuda_kernels
+
+namespace bam::cuda_kernels {
+
+// Reduces v over the whole block (blockDim.x a multiple of 32, at most 1024) with `op`, whose
+// identity is `identity`; every thread gets the result. Safe to call repeatedly in one kernel.
+template <typename C, typename Op>
+__device__ __forceinline__ C block_all_reduce(C v, Op op, C identity) {
+  __shared__ C partial[32];
+  __shared__ C result;
+  for (int offset = 16; offset > 0; offset /= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  __syncthreads();  // an earlier call has finished reading `result`
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    C w = lane < warps ? partial[lane] : identity;
+    for (int offset = 16; offset > 0; offset /= 2) w = op(w, __shfl_xor_sync(0xffffffffu, w, offset));
+    if (lane == 0) result = w;
+  }
+  __syncthreads();
+  return result;
+}
+
+struct SumOp {
+  template <typename C>
+  __device__ __forceinline__ C operator()(C a, C b) const {
+    return a + b;
+  }
+};
+struct MaxOp {
+  template <typename C>
+  __device__ __forceinline__ C operator()(C a, C b) const {
+    return a > b ? a : b;
+  }
+};
+
+// Blocks for one-block-per-row kernels (grid-stride over rows beyond this).
+inline unsigned row_blocks(int64_t rows) {
+  return static_cast<unsigned>(rows < 65535L * 8 ? (rows > 0 ? rows : 1) : 65535L * 8);
+}
+
+}  // namespace bam::cuda_kernels

@@ -117,8 +117,8 @@ void arg_reduce(bool is_max, DType dtype, const void* x, int64_t* out, int64_t o
   BAM_CHECK(reduce_size > 0, "arg_reduce (CUDA): cannot reduce an empty dimension");
   dispatch_floating_storage("arg_reduce", dtype, [&](auto tag) {
     using S = decltype(tag);
-    arg_reduce_kernel<S><<<grid_for(outer * inner), kBlock, 0, as_stream(stream)>>>(
-        is_max, static_cast<const S*>(x), out, outer, reduce_size, inner);
+    arg_reduce_kernel<S><<<grid_for(outer * inner), kBlock, 0, as_stream(stream)>>>(is_max, static_cast<const S*>(x),
+                                                                                    out, outer, reduce_size, inner);
   });
   BAM_CUDA_CHECK_LAUNCH();
 }

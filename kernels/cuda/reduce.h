@@ -10,8 +10,8 @@
 
 namespace bam::cuda_kernels {
 
-void reduce(cpu::ReduceOp op, DType dtype, const void* x, void* out, int64_t outer, int64_t reduce_size,
-            int64_t inner, void* stream);
+void reduce(cpu::ReduceOp op, DType dtype, const void* x, void* out, int64_t outer, int64_t reduce_size, int64_t inner,
+            void* stream);
 void arg_reduce(bool is_max, DType dtype, const void* x, int64_t* out, int64_t outer, int64_t reduce_size,
                 int64_t inner, void* stream);
 

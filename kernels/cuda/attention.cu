@@ -1,0 +1,301 @@
+// Flash-attention-style multi-head attention. Forward: each thread owns one query row, keeps q,
+// the running max m, the running sum l and the output accumulator in registers, and streams keys
+// and values through shared memory tile by tile (online softmax: when the max grows, what was
+// accumulated is rescaled by exp(m_old - m_new)). It saves lse = m + log(l) per row. Backward
+// recomputes p = exp(scale q.k - lse) instead of reading a stored N x N matrix:
+//   delta_i = dO_i . O_i,  ds_ij = p_ij (dO_i . v_j - delta_i),
+//   dq_i = scale sum_j ds_ij k_j,  dk_j = scale sum_i ds_ij q_i,  dv_j = sum_i p_ij dO_i,
+// with one kernel owning query rows (dq) and one owning key rows (dk, dv), so nothing is atomic.
+// Head dims up to DM (16/32/64/128) are zero-padded to DM inside the kernel.
+#include <cuda/std/limits>
+#include <type_traits>
+
+#include "engine/cuda_check.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/numeric.cuh"
+
+namespace bam::cuda_kernels {
+namespace {
+
+constexpr int kRowsPerBlock = 64;  // query (or key) rows per block: one per thread
+
+// Keys per shared-memory tile: 32 KiB of tiles for f32 at any head dim, within the 48 KiB limit.
+template <typename C, int DM>
+constexpr int tile_rows() {
+  return (DM <= 64 ? 64 : 32) * 4 / int(sizeof(C));
+}
+
+// Element offsets inside packed qkv [B, N, 3, H, D] and out [B, N, H*D].
+struct Packed {
+  int64_t N, H, D;
+  __device__ __forceinline__ int64_t q(int64_t b, int64_t i, int64_t h) const {
+    return ((b * N + i) * 3) * H * D + h * D;
+  }
+  __device__ __forceinline__ int64_t k(int64_t b, int64_t i, int64_t h) const { return q(b, i, h) + H * D; }
+  __device__ __forceinline__ int64_t v(int64_t b, int64_t i, int64_t h) const { return q(b, i, h) + 2 * H * D; }
+  __device__ __forceinline__ int64_t o(int64_t b, int64_t i, int64_t h) const { return (b * N + i) * H * D + h * D; }
+};
+
+// Loads rows [r0, r0 + TK) of one head from `src` (row offsets from `offset`) into tile[TK][DM],
+// zero beyond N and beyond D.
+template <typename S, typename C, int TK, int DM, typename Offset>
+__device__ __forceinline__ void load_tile(C (*tile)[DM], const S* src, int64_t r0, int64_t N, int64_t D,
+                                          Offset offset) {
+  for (int e = threadIdx.x; e < TK * DM; e += blockDim.x) {
+    int r = e / DM, d = e % DM;
+    bool ok = r0 + r < N && d < D;
+    tile[r][d] = ok ? C(Num<S>::load(src[offset(r0 + r) + d])) : C(0);
+  }
+}
+
+template <typename S, int DM>
+__global__ void __launch_bounds__(kRowsPerBlock)
+    attention_forward_kernel(const S* qkv, S* out, typename Num<S>::Compute* lse, Packed p, double scale) {
+  using N_ = Num<S>;
+  using C = typename N_::Compute;
+  constexpr int TK = tile_rows<C, DM>();
+  __shared__ C ks[TK][DM];
+  __shared__ C vs[TK][DM];
+  const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool active = i < p.N;
+  C q[DM], acc[DM];
+#pragma unroll
+  for (int d = 0; d < DM; ++d) {
+    q[d] = active && d < p.D ? N_::load(qkv[p.q(b, i, h) + d]) * C(scale) : C(0);
+    acc[d] = 0;
+  }
+  C m = -cuda::std::numeric_limits<C>::infinity(), l = 0;
+  for (int64_t j0 = 0; j0 < p.N; j0 += TK) {
+    __syncthreads();  // the previous tile is no longer read
+    load_tile<S, C, TK, DM>(ks, qkv, j0, p.N, p.D, [&](int64_t j) { return p.k(b, j, h); });
+    load_tile<S, C, TK, DM>(vs, qkv, j0, p.N, p.D, [&](int64_t j) { return p.v(b, j, h); });
+    __syncthreads();
+    if (!active) continue;
+    const int tile = int(p.N - j0 < TK ? p.N - j0 : TK);
+    for (int jj = 0; jj < tile; ++jj) {
+      C s = 0;
+#pragma unroll
+      for (int d = 0; d < DM; ++d) s += q[d] * ks[jj][d];
+      C m_new = s > m ? s : m;
+      C correction = exp(m - m_new);  // 0 on the first key (m = -inf), 1 when the max holds
+      C weight = exp(s - m_new);
+      l = l * correction + weight;
+#pragma unroll
+      for (int d = 0; d < DM; ++d) acc[d] = acc[d] * correction + weight * vs[jj][d];
+      m = m_new;
+    }
+  }
+  if (!active) return;
+  C inv = C(1) / l;
+  for (int d = 0; d < p.D; ++d) out[p.o(b, i, h) + d] = N_::store(acc[d] * inv);
+  lse[(b * p.H + h) * p.N + i] = m + log(l);
+}
+
+template <typename S>
+__global__ void attention_probs_kernel(const S* qkv, const typename Num<S>::Compute* lse, S* probs, Packed p, int64_t B,
+                                       double scale) {
+  using N_ = Num<S>;
+  using C = typename N_::Compute;
+  const int64_t total = B * p.H * p.N * p.N;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    int64_t j = t % p.N, i = (t / p.N) % p.N, bh = t / (p.N * p.N);
+    int64_t b = bh / p.H, h = bh % p.H;
+    C s = 0;
+    for (int64_t d = 0; d < p.D; ++d) s += N_::load(qkv[p.q(b, i, h) + d]) * N_::load(qkv[p.k(b, j, h) + d]);
+    probs[t] = N_::store(exp(s * C(scale) - lse[bh * p.N + i]));
+  }
+}
+
+// delta[b, h, i] = dO_i . O_i
+template <typename S>
+__global__ void attention_delta_kernel(const S* out, const S* d_out, typename Num<S>::Compute* delta, Packed p,
+                                       int64_t B) {
+  using N_ = Num<S>;
+  using C = typename N_::Compute;
+  const int64_t total = B * p.H * p.N;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    int64_t i = t % p.N, bh = t / p.N, b = bh / p.H, h = bh % p.H;
+    C s = 0;
+    for (int64_t d = 0; d < p.D; ++d) s += N_::load(out[p.o(b, i, h) + d]) * N_::load(d_out[p.o(b, i, h) + d]);
+    delta[t] = s;
+  }
+}
+
+// One thread per query row: dq.
+template <typename S, int DM>
+__global__ void __launch_bounds__(kRowsPerBlock)
+    attention_dq_kernel(const S* qkv, const typename Num<S>::Compute* lse, const typename Num<S>::Compute* delta,
+                        const S* d_out, S* d_qkv, Packed p, double scale) {
+  using N_ = Num<S>;
+  using C = typename N_::Compute;
+  constexpr int TK = tile_rows<C, DM>();
+  __shared__ C ks[TK][DM];
+  __shared__ C vs[TK][DM];
+  const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool active = i < p.N;
+  C q[DM], g[DM], dq[DM];
+#pragma unroll
+  for (int d = 0; d < DM; ++d) {
+    q[d] = active && d < p.D ? N_::load(qkv[p.q(b, i, h) + d]) : C(0);
+    g[d] = active && d < p.D ? N_::load(d_out[p.o(b, i, h) + d]) : C(0);
+    dq[d] = 0;
+  }
+  const int64_t row = (b * p.H + h) * p.N + i;
+  const C lse_i = active ? lse[row] : C(0), delta_i = active ? delta[row] : C(0);
+  for (int64_t j0 = 0; j0 < p.N; j0 += TK) {
+    __syncthreads();
+    load_tile<S, C, TK, DM>(ks, qkv, j0, p.N, p.D, [&](int64_t j) { return p.k(b, j, h); });
+    load_tile<S, C, TK, DM>(vs, qkv, j0, p.N, p.D, [&](int64_t j) { return p.v(b, j, h); });
+    __syncthreads();
+    if (!active) continue;
+    const int tile = int(p.N - j0 < TK ? p.N - j0 : TK);
+    for (int jj = 0; jj < tile; ++jj) {
+      C s = 0, dp = 0;
+#pragma unroll
+      for (int d = 0; d < DM; ++d) {
+        s += q[d] * ks[jj][d];
+        dp += g[d] * vs[jj][d];
+      }
+      C prob = exp(s * C(scale) - lse_i);
+      C ds = prob * (dp - delta_i);
+#pragma unroll
+      for (int d = 0; d < DM; ++d) dq[d] += ds * ks[jj][d];
+    }
+  }
+  if (!active) return;
+  for (int d = 0; d < p.D; ++d) d_qkv[p.q(b, i, h) + d] = N_::store(dq[d] * C(scale));
+}
+
+// One thread per key row: dk and dv.
+template <typename S, int DM>
+__global__ void __launch_bounds__(kRowsPerBlock)
+    attention_dkv_kernel(const S* qkv, const typename Num<S>::Compute* lse, const typename Num<S>::Compute* delta,
+                         const S* d_out, S* d_qkv, Packed p, double scale) {
+  using N_ = Num<S>;
+  using C = typename N_::Compute;
+  constexpr int TK = tile_rows<C, DM>();
+  __shared__ C qs[TK][DM];
+  __shared__ C gs[TK][DM];
+  __shared__ C lse_s[TK], delta_s[TK];
+  const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool active = j < p.N;
+  C k[DM], v[DM], dk[DM], dv[DM];
+#pragma unroll
+  for (int d = 0; d < DM; ++d) {
+    k[d] = active && d < p.D ? N_::load(qkv[p.k(b, j, h) + d]) : C(0);
+    v[d] = active && d < p.D ? N_::load(qkv[p.v(b, j, h) + d]) : C(0);
+    dk[d] = 0;
+    dv[d] = 0;
+  }
+  const int64_t rows = (b * p.H + h) * p.N;
+  for (int64_t i0 = 0; i0 < p.N; i0 += TK) {
+    __syncthreads();
+    load_tile<S, C, TK, DM>(qs, qkv, i0, p.N, p.D, [&](int64_t i) { return p.q(b, i, h); });
+    load_tile<S, C, TK, DM>(gs, d_out, i0, p.N, p.D, [&](int64_t i) { return p.o(b, i, h); });
+    for (int r = threadIdx.x; r < TK; r += blockDim.x) {
+      lse_s[r] = i0 + r < p.N ? lse[rows + i0 + r] : C(0);
+      delta_s[r] = i0 + r < p.N ? delta[rows + i0 + r] : C(0);
+    }
+    __syncthreads();
+    if (!active) continue;
+    const int tile = int(p.N - i0 < TK ? p.N - i0 : TK);
+    for (int ii = 0; ii < tile; ++ii) {
+      C s = 0, dp = 0;
+#pragma unroll
+      for (int d = 0; d < DM; ++d) {
+        s += qs[ii][d] * k[d];
+        dp += gs[ii][d] * v[d];
+      }
+      C prob = exp(s * C(scale) - lse_s[ii]);
+      C ds = prob * (dp - delta_s[ii]);
+#pragma unroll
+      for (int d = 0; d < DM; ++d) {
+        dv[d] += prob * gs[ii][d];
+        dk[d] += ds * qs[ii][d];
+      }
+    }
+  }
+  if (!active) return;
+  for (int d = 0; d < p.D; ++d) {
+    d_qkv[p.k(b, j, h) + d] = N_::store(dk[d] * C(scale));
+    d_qkv[p.v(b, j, h) + d] = N_::store(dv[d]);
+  }
+}
+
+// Calls fn(std::integral_constant<int, DM>) for the smallest supported DM >= D.
+template <typename Fn>
+void dispatch_head_dim(int64_t D, Fn&& fn) {
+  if (D <= 16)
+    fn(std::integral_constant<int, 16>{});
+  else if (D <= 32)
+    fn(std::integral_constant<int, 32>{});
+  else if (D <= 64)
+    fn(std::integral_constant<int, 64>{});
+  else if (D <= 128)
+    fn(std::integral_constant<int, 128>{});
+  else
+    fail("attention (CUDA): head dim {} is larger than the supported 128", D);
+}
+
+template <typename S>
+using Stat = typename Num<S>::Compute;
+
+dim3 row_grid(int64_t B, int64_t N, int64_t H) {
+  BAM_CHECK(B * H < 65536, "attention (CUDA): B * H = {} exceeds the grid's y limit", B * H);
+  return dim3(unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(B * H));
+}
+
+}  // namespace
+
+void attention_forward(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H, int64_t D,
+                       double scale, void* stream) {
+  if (B * N * H == 0) return;
+  Packed p{N, H, D};
+  dispatch_floating_storage("attention", dtype, [&](auto tag) {
+    using S = decltype(tag);
+    dispatch_head_dim(D, [&](auto dm) {
+      attention_forward_kernel<S, decltype(dm)::value><<<row_grid(B, N, H), kRowsPerBlock, 0, as_stream(stream)>>>(
+          static_cast<const S*>(qkv), static_cast<S*>(out), static_cast<Stat<S>*>(lse), p, scale);
+    });
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+void attention_probs(DType dtype, const void* qkv, const void* lse, void* probs, int64_t B, int64_t N, int64_t H,
+                     int64_t D, double scale, void* stream) {
+  if (B * N * H == 0) return;
+  Packed p{N, H, D};
+  dispatch_floating_storage("attention_probs", dtype, [&](auto tag) {
+    using S = decltype(tag);
+    attention_probs_kernel<S><<<grid_for(B * H * N * N), kBlock, 0, as_stream(stream)>>>(
+        static_cast<const S*>(qkv), static_cast<const Stat<S>*>(lse), static_cast<S*>(probs), p, B, scale);
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+void attention_backward(DType dtype, const void* qkv, const void* out, const void* lse, const void* d_out, void* d_qkv,
+                        void* scratch, int64_t B, int64_t N, int64_t H, int64_t D, double scale, void* stream) {
+  if (B * N * H == 0) return;
+  Packed p{N, H, D};
+  dispatch_floating_storage("attention_backward", dtype, [&](auto tag) {
+    using S = decltype(tag);
+    auto* delta = static_cast<Stat<S>*>(scratch);
+    attention_delta_kernel<S><<<grid_for(B * H * N), kBlock, 0, as_stream(stream)>>>(
+        static_cast<const S*>(out), static_cast<const S*>(d_out), delta, p, B);
+    dispatch_head_dim(D, [&](auto dm) {
+      constexpr int DM = decltype(dm)::value;
+      attention_dq_kernel<S, DM><<<row_grid(B, N, H), kRowsPerBlock, 0, as_stream(stream)>>>(
+          static_cast<const S*>(qkv), static_cast<const Stat<S>*>(lse), delta, static_cast<const S*>(d_out),
+          static_cast<S*>(d_qkv), p, scale);
+      attention_dkv_kernel<S, DM><<<row_grid(B, N, H), kRowsPerBlock, 0, as_stream(stream)>>>(
+          static_cast<const S*>(qkv), static_cast<const Stat<S>*>(lse), delta, static_cast<const S*>(d_out),
+          static_cast<S*>(d_qkv), p, scale);
+    });
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace bam::cuda_kernels

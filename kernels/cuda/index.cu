@@ -1,0 +1,101 @@
+// Indexing kernels on the GPU: one thread per element of the indexed side. Gathers move words of
+// the element's size; scatters add atomically in the tensor's own type.
+#include "engine/cuda_check.h"
+#include "kernels/cuda/index.h"
+#include "kernels/cuda/numeric.cuh"
+
+namespace bam::cuda_kernels {
+namespace {
+
+__device__ __forceinline__ void report(int64_t* error, int64_t bad) {
+  atomicExch(reinterpret_cast<unsigned long long*>(&error[1]), static_cast<unsigned long long>(bad));
+  atomicExch(reinterpret_cast<unsigned long long*>(&error[0]), 1ull);
+}
+
+// per_slice_index: the index has one entry per (o, j, i) (gather) or one per j (index_select).
+template <typename W>
+__global__ void gather_kernel(const W* x, const int64_t* index, W* out, int64_t total, int64_t x_dim, int64_t index_dim,
+                              int64_t inner, bool per_slice_index, int64_t* error) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    int64_t i = t % inner, j = (t / inner) % index_dim, o = t / (inner * index_dim);
+    int64_t k = index[per_slice_index ? t : j];
+    if (k < 0 || k >= x_dim) {
+      report(error, k);
+      continue;
+    }
+    out[t] = x[(o * x_dim + k) * inner + i];
+  }
+}
+
+template <typename S>
+__global__ void scatter_add_kernel(S* out, const int64_t* index, const S* src, int64_t total, int64_t out_dim,
+                                   int64_t index_dim, int64_t inner, bool per_slice_index, int64_t* error) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    int64_t i = t % inner, j = (t / inner) % index_dim, o = t / (inner * index_dim);
+    int64_t k = index[per_slice_index ? t : j];
+    if (k < 0 || k >= out_dim) {
+      report(error, k);
+      continue;
+    }
+    atomicAdd(&out[(o * out_dim + k) * inner + i], src[t]);
+  }
+}
+
+template <typename Fn>
+void dispatch_word(const char* kernel, DType dtype, Fn&& fn) {
+  switch (dtype_size(dtype)) {
+    case 1: fn(uint8_t{}); return;
+    case 2: fn(uint16_t{}); return;
+    case 4: fn(uint32_t{}); return;
+    case 8: fn(uint64_t{}); return;
+    default: fail("{} (CUDA): unsupported element size of {}", kernel, dtype_name(dtype));
+  }
+}
+
+void launch_gather(const char* name, DType dtype, const void* x, const int64_t* index, void* out, int64_t outer,
+                   int64_t x_dim, int64_t index_dim, int64_t inner, bool per_slice, int64_t* error, void* stream) {
+  int64_t total = outer * index_dim * inner;
+  if (total == 0) return;
+  dispatch_word(name, dtype, [&](auto word) {
+    using W = decltype(word);
+    gather_kernel<W><<<grid_for(total), kBlock, 0, as_stream(stream)>>>(
+        static_cast<const W*>(x), index, static_cast<W*>(out), total, x_dim, index_dim, inner, per_slice, error);
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+void launch_scatter(const char* name, DType dtype, void* out, const int64_t* index, const void* src, int64_t outer,
+                    int64_t out_dim, int64_t index_dim, int64_t inner, bool per_slice, int64_t* error, void* stream) {
+  int64_t total = outer * index_dim * inner;
+  if (total == 0) return;
+  dispatch_floating_storage(name, dtype, [&](auto tag) {
+    using S = decltype(tag);
+    scatter_add_kernel<S><<<grid_for(total), kBlock, 0, as_stream(stream)>>>(
+        static_cast<S*>(out), index, static_cast<const S*>(src), total, out_dim, index_dim, inner, per_slice, error);
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void gather(DType dtype, const void* x, const int64_t* index, void* out, int64_t outer, int64_t x_dim,
+            int64_t index_dim, int64_t inner, int64_t* error, void* stream) {
+  launch_gather("gather", dtype, x, index, out, outer, x_dim, index_dim, inner, true, error, stream);
+}
+
+void scatter_add(DType dtype, void* out, const int64_t* index, const void* src, int64_t outer, int64_t out_dim,
+                 int64_t index_dim, int64_t inner, int64_t* error, void* stream) {
+  launch_scatter("scatter_add", dtype, out, index, src, outer, out_dim, index_dim, inner, true, error, stream);
+}
+
+void index_select(DType dtype, const void* x, const int64_t* index, void* out, int64_t outer, int64_t x_dim,
+                  int64_t num_indices, int64_t inner, int64_t* error, void* stream) {
+  launch_gather("index_select", dtype, x, index, out, outer, x_dim, num_indices, inner, false, error, stream);
+}
+
+void index_add(DType dtype, void* out, const int64_t* index, const void* src, int64_t outer, int64_t out_dim,
+               int64_t num_indices, int64_t inner, int64_t* error, void* stream) {
+  launch_scatter("index_add", dtype, out, index, src, outer, out_dim, num_indices, inner, false, error, stream);
+}
+
+}  // namespace bam::cuda_kernels

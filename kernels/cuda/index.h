@@ -1,0 +1,25 @@
+// CUDA twins of kernels/cpu/index.h over contiguous [outer, dim, inner] layouts. Out-of-range
+// indices are skipped and reported through `error` (device int64[2], zeroed by the caller):
+// error[0] becomes 1 and error[1] holds one offending index value.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/dtype.h"
+
+namespace bam::cuda_kernels {
+
+// out[o, j, i] = x[o, index[o, j, i], i]   (any dtype: values are moved, not computed)
+void gather(DType dtype, const void* x, const int64_t* index, void* out, int64_t outer, int64_t x_dim,
+            int64_t index_dim, int64_t inner, int64_t* error, void* stream);
+// out[o, index[o, j, i], i] += src[o, j, i]   (floating dtypes; atomic, so duplicates accumulate)
+void scatter_add(DType dtype, void* out, const int64_t* index, const void* src, int64_t outer, int64_t out_dim,
+                 int64_t index_dim, int64_t inner, int64_t* error, void* stream);
+// out[o, k, i] = x[o, index[k], i]
+void index_select(DType dtype, const void* x, const int64_t* index, void* out, int64_t outer, int64_t x_dim,
+                  int64_t num_indices, int64_t inner, int64_t* error, void* stream);
+// out[o, index[k], i] += src[o, k, i]
+void index_add(DType dtype, void* out, const int64_t* index, const void* src, int64_t outer, int64_t out_dim,
+               int64_t num_indices, int64_t inner, int64_t* error, void* stream);
+
+}  // namespace bam::cuda_kernels

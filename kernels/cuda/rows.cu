@@ -1,0 +1,294 @@
+// Row kernels on the GPU: softmax / log-softmax, LayerNorm and L2 normalisation, forward and
+// backward, one block per row (grid-stride over rows). Statistics are block reductions in the
+// compute type. LayerNorm's d_weight and d_bias are column sums over all rows: each block of the
+// column kernel sums a chunk of rows into scratch, and a final pass adds the chunks.
+#include <cuda/std/limits>
+
+#include "engine/cuda_check.h"
+#include "kernels/cuda/numeric.cuh"
+#include "kernels/cuda/rows.h"
+
+namespace bam::cuda_kernels {
+namespace {
+
+constexpr int kRowBlock = 256;
+constexpr int64_t kChunkRows = 256;  // rows per partial column sum in LayerNorm backward
+
+template <typename S>
+__global__ void softmax_forward_kernel(bool log_form, const S* x, S* y, int64_t rows, int64_t cols) {
+  using N = Num<S>;
+  using C = typename N::Compute;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const S* xr = x + r * cols;
+    S* yr = y + r * cols;
+    C m = -cuda::std::numeric_limits<C>::infinity();
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) m = max(m, N::load(xr[j]));
+    m = block_all_reduce(m, MaxOp{}, -cuda::std::numeric_limits<C>::infinity());
+    C s = 0;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += exp(N::load(xr[j]) - m);
+    s = block_all_reduce(s, SumOp{}, C(0));
+    if (log_form) {
+      C log_s = log(s);
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) yr[j] = N::store(N::load(xr[j]) - m - log_s);
+    } else {
+      C inv = C(1) / s;
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) yr[j] = N::store(exp(N::load(xr[j]) - m) * inv);
+    }
+  }
+}
+
+template <typename S>
+__global__ void softmax_backward_kernel(bool log_form, const S* y, const S* dy, S* dx, int64_t rows, int64_t cols) {
+  using N = Num<S>;
+  using C = typename N::Compute;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const S* yr = y + r * cols;
+    const S* gr = dy + r * cols;
+    S* dr = dx + r * cols;
+    C s = 0;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x)
+      s += log_form ? N::load(gr[j]) : N::load(gr[j]) * N::load(yr[j]);
+    s = block_all_reduce(s, SumOp{}, C(0));
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      C yv = N::load(yr[j]), g = N::load(gr[j]);
+      dr[j] = N::store(log_form ? g - exp(yv) * s : yv * (g - s));
+    }
+  }
+}
+
+template <typename S>
+__global__ void layer_norm_forward_kernel(const S* x, const S* w, const S* b, S* y, typename Num<S>::Compute* mean_out,
+                                          typename Num<S>::Compute* rstd_out, int64_t rows, int64_t cols, double eps) {
+  using N = Num<S>;
+  using C = typename N::Compute;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const S* xr = x + r * cols;
+    C s = 0;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += N::load(xr[j]);
+    C mean = block_all_reduce(s, SumOp{}, C(0)) / C(cols);
+    C ss = 0;  // two passes: the variance of centred values does not cancel
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      C d = N::load(xr[j]) - mean;
+      ss += d * d;
+    }
+    C var = block_all_reduce(ss, SumOp{}, C(0)) / C(cols);
+    C rstd = C(1) / sqrt(var + C(eps));
+    if (threadIdx.x == 0) {
+      mean_out[r] = mean;
+      rstd_out[r] = rstd;
+    }
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      C v = (N::load(xr[j]) - mean) * rstd;
+      if (w) v *= N::load(w[j]);
+      if (b) v += N::load(b[j]);
+      y[r * cols + j] = N::store(v);
+    }
+  }
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * weight.
+template <typename S>
+__global__ void layer_norm_dx_kernel(const S* x, const S* w, const typename Num<S>::Compute* mean,
+                                     const typename Num<S>::Compute* rstd, const S* dy, S* dx, int64_t rows,
+                                     int64_t cols) {
+  using N = Num<S>;
+  using C = typename N::Compute;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const S* xr = x + r * cols;
+    const S* gr = dy + r * cols;
+    C m = mean[r], rs = rstd[r];
+    C sum_g = 0, sum_gx = 0;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      C g = N::load(gr[j]) * (w ? N::load(w[j]) : C(1));
+      sum_g += g;
+      sum_gx += g * (N::load(xr[j]) - m) * rs;
+    }
+    sum_g = block_all_reduce(sum_g, SumOp{}, C(0));
+    sum_gx = block_all_reduce(sum_gx, SumOp{}, C(0));
+    C mean_g = sum_g / C(cols), mean_gx = sum_gx / C(cols);
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      C g = N::load(gr[j]) * (w ? N::load(w[j]) : C(1));
+      C xhat = (N::load(xr[j]) - m) * rs;
+      dx[r * cols + j] = N::store(rs * (g - mean_g - xhat * mean_gx));
+    }
+  }
+}
+
+// partial[chunk][c] sums over the chunk's rows: dy * xhat (d_weight) and dy (d_bias).
+template <typename S>
+__global__ void layer_norm_partial_kernel(const S* x, const typename Num<S>::Compute* mean,
+                                          const typename Num<S>::Compute* rstd, const S* dy,
+                                          typename Num<S>::Compute* partial_w, typename Num<S>::Compute* partial_b,
+                                          int64_t rows, int64_t cols) {
+  using N = Num<S>;
+  using C = typename N::Compute;
+  int64_t chunk = blockIdx.y;
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
+    C sw = 0, sb = 0;
+    int64_t end = (chunk + 1) * kChunkRows < rows ? (chunk + 1) * kChunkRows : rows;
+    for (int64_t r = chunk * kChunkRows; r < end; ++r) {
+      C g = N::load(dy[r * cols + c]);
+      sw += g * (N::load(x[r * cols + c]) - mean[r]) * rstd[r];
+      sb += g;
+    }
+    partial_w[chunk * cols + c] = sw;
+    partial_b[chunk * cols + c] = sb;
+  }
+}
+
+template <typename S>
+__global__ void layer_norm_finish_kernel(const typename Num<S>::Compute* partial_w,
+                                         const typename Num<S>::Compute* partial_b, S* d_weight, S* d_bias,
+                                         int64_t chunks, int64_t cols) {
+  using N = Num<S>;
+  using C = typename N::Compute;
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
+    C sw = 0, sb = 0;
+    for (int64_t k = 0; k < chunks; ++k) {
+      sw += partial_w[k * cols + c];
+      sb += partial_b[k * cols + c];
+    }
+    if (d_weight) d_weight[c] = N::store(sw);
+    if (d_bias) d_bias[c] = N::store(sb);
+  }
+}
+
+template <typename S>
+__global__ void l2_normalize_forward_kernel(const S* x, S* y, typename Num<S>::Compute* norms, int64_t rows,
+                                            int64_t cols, double eps) {
+  using N = Num<S>;
+  using C = typename N::Compute;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const S* xr = x + r * cols;
+    C ss = 0;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      C v = N::load(xr[j]);
+      ss += v * v;
+    }
+    C norm = sqrt(block_all_reduce(ss, SumOp{}, C(0)));
+    if (threadIdx.x == 0) norms[r] = norm;
+    C inv = C(1) / max(norm, C(eps));
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) y[r * cols + j] = N::store(N::load(xr[j]) * inv);
+  }
+}
+
+template <typename S>
+__global__ void l2_normalize_backward_kernel(const S* y, const typename Num<S>::Compute* norms, const S* dy, S* dx,
+                                             int64_t rows, int64_t cols, double eps) {
+  using N = Num<S>;
+  using C = typename N::Compute;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const S* yr = y + r * cols;
+    const S* gr = dy + r * cols;
+    S* dr = dx + r * cols;
+    C norm = norms[r];
+    if (norm <= C(eps)) {  // the divisor was the constant eps (uniform across the block)
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) dr[j] = N::store(N::load(gr[j]) / C(eps));
+      continue;
+    }
+    C dot = 0;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) dot += N::load(gr[j]) * N::load(yr[j]);
+    dot = block_all_reduce(dot, SumOp{}, C(0));
+    C inv = C(1) / norm;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x)
+      dr[j] = N::store((N::load(gr[j]) - N::load(yr[j]) * dot) * inv);
+  }
+}
+
+template <typename S>
+using Stat = typename Num<S>::Compute;
+
+}  // namespace
+
+void softmax_forward(bool log_form, DType dtype, const void* x, void* y, int64_t rows, int64_t cols, void* stream) {
+  if (rows * cols == 0) return;
+  dispatch_floating_storage("softmax", dtype, [&](auto tag) {
+    using S = decltype(tag);
+    softmax_forward_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(log_form, static_cast<const S*>(x),
+                                                                                     static_cast<S*>(y), rows, cols);
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+void softmax_backward(bool log_form, DType dtype, const void* y, const void* dy, void* dx, int64_t rows, int64_t cols,
+                      void* stream) {
+  if (rows * cols == 0) return;
+  dispatch_floating_storage("softmax_backward", dtype, [&](auto tag) {
+    using S = decltype(tag);
+    softmax_backward_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(
+        log_form, static_cast<const S*>(y), static_cast<const S*>(dy), static_cast<S*>(dx), rows, cols);
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+void layer_norm_forward(DType dtype, const void* x, const void* weight, const void* bias, void* y, void* mean,
+                        void* rstd, int64_t rows, int64_t cols, double eps, void* stream) {
+  if (rows * cols == 0) return;
+  dispatch_floating_storage("layer_norm", dtype, [&](auto tag) {
+    using S = decltype(tag);
+    layer_norm_forward_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(
+        static_cast<const S*>(x), static_cast<const S*>(weight), static_cast<const S*>(bias), static_cast<S*>(y),
+        static_cast<Stat<S>*>(mean), static_cast<Stat<S>*>(rstd), rows, cols, eps);
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+size_t layer_norm_backward_scratch_bytes(DType dtype, int64_t rows, int64_t cols) {
+  int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
+  size_t stat = dtype == DType::f64 ? sizeof(double) : sizeof(float);
+  return size_t(2 * chunks * cols) * stat;
+}
+
+void layer_norm_backward(DType dtype, const void* x, const void* weight, const void* mean, const void* rstd,
+                         const void* dy, void* dx, void* d_weight, void* d_bias, int64_t rows, int64_t cols,
+                         void* scratch, void* stream) {
+  if (rows * cols == 0) return;
+  dispatch_floating_storage("layer_norm_backward", dtype, [&](auto tag) {
+    using S = decltype(tag);
+    using C = Stat<S>;
+    const S* xs = static_cast<const S*>(x);
+    const C* m = static_cast<const C*>(mean);
+    const C* rs = static_cast<const C*>(rstd);
+    const S* g = static_cast<const S*>(dy);
+    if (dx)
+      layer_norm_dx_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(
+          xs, static_cast<const S*>(weight), m, rs, g, static_cast<S*>(dx), rows, cols);
+    if (d_weight || d_bias) {
+      int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
+      BAM_CHECK(chunks < 65536, "layer_norm_backward (CUDA): {} rows exceed the column-sum grid", rows);
+      C* partial_w = static_cast<C*>(scratch);
+      C* partial_b = partial_w + chunks * cols;
+      unsigned column_blocks = static_cast<unsigned>((cols + kBlock - 1) / kBlock);
+      layer_norm_partial_kernel<S><<<dim3(column_blocks, unsigned(chunks)), kBlock, 0, as_stream(stream)>>>(
+          xs, m, rs, g, partial_w, partial_b, rows, cols);
+      layer_norm_finish_kernel<S><<<column_blocks, kBlock, 0, as_stream(stream)>>>(
+          partial_w, partial_b, static_cast<S*>(d_weight), static_cast<S*>(d_bias), chunks, cols);
+    }
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+void l2_normalize_forward(DType dtype, const void* x, void* y, void* norms, int64_t rows, int64_t cols, double eps,
+                          void* stream) {
+  if (rows * cols == 0) return;
+  dispatch_floating_storage("l2_normalize", dtype, [&](auto tag) {
+    using S = decltype(tag);
+    l2_normalize_forward_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(
+        static_cast<const S*>(x), static_cast<S*>(y), static_cast<Stat<S>*>(norms), rows, cols, eps);
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+void l2_normalize_backward(DType dtype, const void* y, const void* norms, const void* dy, void* dx, int64_t rows,
+                           int64_t cols, double eps, void* stream) {
+  if (rows * cols == 0) return;
+  dispatch_floating_storage("l2_normalize_backward", dtype, [&](auto tag) {
+    using S = decltype(tag);
+    l2_normalize_backward_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(
+        static_cast<const S*>(y), static_cast<const Stat<S>*>(norms), static_cast<const S*>(dy), static_cast<S*>(dx),
+        rows, cols, eps);
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace bam::cuda_kernels

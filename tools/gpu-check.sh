@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The GPU check, for a machine with a CUDA device and nothing installed beyond nvcc, CMake, ninja,
+# PyTorch and timm (the lent H200): builds for sm_90 with the vendored headers of .deps
+# (scripts/vendor-deps.sh), runs the GPU suites plainly and under compute-sanitizer memcheck,
+# runs bamtool bench-step beside the PyTorch peer (../shared/bench/torch_bam_step.py, copied to
+# .deps/bench), and prints one table last. Logs go to $OUT (default /tmp/gpu-check).
+#   tools/gpu-check.sh            # everything (about 8 minutes on an H200)
+#   tools/gpu-check.sh --quick    # build and GPU tests only
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+declare -a rows
+row() { rows+=("| $1 | $2 |"); echo "== $1: $2"; }
+start=$(date +%s)
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
+[ -d .deps/include ] || { echo "gpu-check: .deps/ is missing (run scripts/vendor-deps.sh and carry .deps)" >&2; exit 2; }
+
+# 1. Build: one architecture, the GPU test binary and bamtool.
+if cmake -S . -B build-gpu -G Ninja -DBAM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DBAM_BUILD_BENCH=OFF \
+     -DBAM_DEPS_DIR="$PWD/.deps" -DZLIB_INCLUDE_DIR="$PWD/.deps/include" -DZLIB_LIBRARY="$PWD/.deps/lib/libz.a" \
+     >"$OUT/configure.log" 2>&1 &&
+   cmake --build build-gpu -j"$(nproc)" --target bam_gpu_tests bamtool >"$OUT/build.log" 2>&1; then
+  row build "ok in $(( $(date +%s) - start )) s"
+else
+  row build "FAILED (see build.log)"; tail -40 "$OUT/build.log"; printf '%s\n' "${rows[@]}"; exit 1
+fi
+
+# 2. GPU suites: plainly, then under compute-sanitizer memcheck (op table only, to bound the time).
+./build-gpu/bin/bam_gpu_tests --no-intro=true >"$OUT/gpu_tests.log" 2>&1
+status=$?
+grep -E "rows checked|test cases|assertions" "$OUT/gpu_tests.log"
+row "GPU tests" "$([ $status = 0 ] && echo passed || echo "FAILED (rc $status, see gpu_tests.log)")"
+grep -E "rows checked on CUDA" "$OUT/gpu_tests.log" | sed 's/^.*MESSAGE: //' | while read -r line; do echo "   $line"; done
+if [ $quick = 0 ]; then
+  if command -v compute-sanitizer >/dev/null; then
+    timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/bin/bam_gpu_tests --no-intro=true \
+      -tc="*large*,*different devices*" >"$OUT/memcheck.log" 2>&1
+    status=$?
+    row "memcheck" "$([ $status = 0 ] && echo clean || echo "rc $status (see memcheck.log)")"
+  else
+    row "memcheck" "compute-sanitizer not found"
+  fi
+
+  # 3. The training step, ours beside PyTorch's (ViT-S/16, B=256, 2x224 + 6x96).
+  ./build-gpu/bin/bamtool bench-step --device cuda --precision f32 --arch vit_small --batch 256 \
+    --global_crops 2 --local_crops 6 --steps 10 >"$OUT/bench_step.log" 2>&1
+  ours=$(grep -E "images/s" "$OUT/bench_step.log" | awk -F'|' '{print $3}' | xargs)
+  mem=$(grep -E "peak memory" "$OUT/bench_step.log" | awk -F'|' '{print $3}' | xargs)
+  row "bamtool bench-step f32 img/s" "${ours:-failed (see bench_step.log)} (peak ${mem:-?})"
+  if [ -f .deps/bench/torch_bam_step.py ]; then
+    OUT="$OUT" PYTHONUNBUFFERED=1 timeout 240 python3 .deps/bench/torch_bam_step.py --batch 256 \
+      >"$OUT/torch_step.log" 2>&1
+    peer=$(tail -1 "$OUT/torch_step.log" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(f"{r[\"img_per_s\"]:.1f} img/s, peak {r[\"peak_gib\"]:.1f} GiB")' 2>/dev/null)
+    row "PyTorch bf16 eager img/s" "${peer:-failed (see torch_step.log)}"
+  fi
+fi
+
+echo
+echo "| check | result |"
+echo "|---|---|"
+printf '%s\n' "${rows[@]}"
+echo "(total $(( $(date +%s) - start )) s; logs in $OUT)"
