@@ -143,7 +143,7 @@ std::vector<OpCase> nn_cases() {
   };
   cases.push_back({"batch_norm train [N,C]", {{{6, 4}, Values::normal, Layout::transposed}, {{4}}, {{4}}},
                    [](const std::vector<Tensor>& x) {
-                     Tensor rm = zeros({4}, {x[0].dtype()}), rv = ones({4}, {x[0].dtype()});
+                     Tensor rm = zeros({4}, {x[0].dtype(), x[0].device()}), rv = ones({4}, {x[0].dtype(), x[0].device()});
                      return batch_norm(x[0], x[1], x[2], rm, rv, true, 0.1, 1e-5);
                    },
                    bn_train_ref});

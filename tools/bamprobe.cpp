@@ -12,6 +12,7 @@
 #include "bam/linear_probe.h"
 #include "data/image_error.h"
 #include "engine/autograd.h"
+#include "engine/cuda.h"
 #include "engine/error.h"
 #include "engine/random.h"
 #include "engine/safetensors.h"
@@ -160,8 +161,8 @@ int main(int argc, char** argv) {
       ->type_name("BOOL")->default_val("true");
   app.add_option("--num_workers", c.num_workers, "decoding threads")->default_val(c.num_workers)->check(CLI::PositiveNumber);
   app.add_option("--seed", c.seed, "seed (random init, probe)")->default_val(c.seed);
-  app.add_option("--device", c.device, "cpu (CUDA probing needs the CUDA kernels)")->default_val(c.device)
-      ->check(CLI::IsMember({"cpu"}));
+  app.add_option("--device", c.device, "cpu | cuda | cuda:N (where the backbone computes features)")
+      ->default_val(c.device);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -169,6 +170,10 @@ int main(int argc, char** argv) {
   }
   try {
     namespace fs = std::filesystem;
+    bam::Device device;
+    BAM_CHECK(bam::parse_device(c.device, &device), "--device must be cpu, cuda or cuda:N, got '{}'", c.device);
+    BAM_CHECK(device.is_cpu() || bam::cuda::is_available(), "--device {}: no usable CUDA device ({})", c.device,
+              bam::cuda::unavailable_reason());
     bam::data::Dataset train, val;
     try {
       train = bam::data::open_image_folder((fs::path(c.data_path) / "train").string());
@@ -180,6 +185,7 @@ int main(int argc, char** argv) {
               c.data_path, train.num_classes(), val.num_classes());
     std::string description;
     auto backbone = load_backbone(c, &description);
+    backbone->to(device);
     std::printf("bamprobe: %lld train / %lld val images, %lld classes; backbone %s; %d threads\n",
                 static_cast<long long>(train.size()), static_cast<long long>(val.size()),
                 static_cast<long long>(train.num_classes()), description.c_str(), bam::cpu::num_threads());
@@ -191,6 +197,7 @@ int main(int argc, char** argv) {
         bam::Generator gen(static_cast<uint64_t>(c.seed));
         auto random_backbone = std::make_unique<bam::VisionTransformer>(backbone->config(), &gen);
         random_backbone->train(false);
+        random_backbone->to(device);
         rows.push_back(evaluate("random-init backbone", random_backbone.get(), train, val, c));
       }
     }

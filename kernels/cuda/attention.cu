@@ -88,7 +88,10 @@ __global__ void __launch_bounds__(kRowsPerBlock)
   }
   if (!active) return;
   C inv = C(1) / l;
-  for (int d = 0; d < p.D; ++d) out[p.o(b, i, h) + d] = N_::store(acc[d] * inv);
+  // Unrolled over DM (constant indices keep the accumulators in registers), guarded by D.
+#pragma unroll
+  for (int d = 0; d < DM; ++d)
+    if (d < p.D) out[p.o(b, i, h) + d] = N_::store(acc[d] * inv);
   lse[(b * p.H + h) * p.N + i] = m + log(l);
 }
 
@@ -165,7 +168,9 @@ __global__ void __launch_bounds__(kRowsPerBlock)
     }
   }
   if (!active) return;
-  for (int d = 0; d < p.D; ++d) d_qkv[p.q(b, i, h) + d] = N_::store(dq[d] * C(scale));
+#pragma unroll
+  for (int d = 0; d < DM; ++d)
+    if (d < p.D) d_qkv[p.q(b, i, h) + d] = N_::store(dq[d] * C(scale));
 }
 
 // One thread per key row: dk and dv.
@@ -219,7 +224,9 @@ __global__ void __launch_bounds__(kRowsPerBlock)
     }
   }
   if (!active) return;
-  for (int d = 0; d < p.D; ++d) {
+#pragma unroll
+  for (int d = 0; d < DM; ++d) {
+    if (d >= p.D) continue;
     d_qkv[p.k(b, j, h) + d] = N_::store(dk[d] * C(scale));
     d_qkv[p.v(b, j, h) + d] = N_::store(dv[d]);
   }

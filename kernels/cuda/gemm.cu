@@ -40,12 +40,18 @@ struct Context {
   std::map<std::array<int64_t, 16>, Plan> plans;
 };
 
-Context& context() {
-  static Context ctx;
+// The handle, workspace and plans (one device: the engine runs on the current device's stream).
+// Callers hold ctx.mutex; the handle is created on first use under it.
+Context& context_locked(Context& ctx) {
   if (!ctx.handle) {
     BAM_CUBLAS_CHECK(cublasLtCreate(&ctx.handle));
     BAM_CUDA_CHECK(cudaMalloc(&ctx.workspace, kWorkspaceBytes));
   }
+  return ctx;
+}
+
+Context& shared_context() {
+  static Context ctx;
   return ctx;
 }
 
@@ -119,8 +125,9 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
                               tf32,
                               alignment_of(A),
                               alignment_of(B) * 512 + alignment_of(C)};
-  Context& ctx = context();
+  Context& ctx = shared_context();
   std::lock_guard<std::mutex> lock(ctx.mutex);
+  context_locked(ctx);
   auto it = ctx.plans.find(key);
   if (it == ctx.plans.end()) {
     Plan plan;
@@ -157,11 +164,12 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
                                                           &align_c, sizeof(align_c)));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    BAM_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan.desc, plan.a, plan.b, plan.c, plan.c, preference,
-                                                    1, &result, &found));
+    cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan.desc, plan.a, plan.b, plan.c, plan.c,
+                                                           preference, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(preference);
-    BAM_CHECK(found > 0, "gemm (CUDA): cuBLASLt has no algorithm for {} batch {} M {} N {} K {} (trans {} {})",
-              dtype_name(dtype), batch, M, N, K, trans_a, trans_b);
+    BAM_CHECK(status == CUBLAS_STATUS_SUCCESS && found > 0,
+              "gemm (CUDA): cuBLASLt has no algorithm for {} batch {} M {} N {} K {} (trans {} {}): {}",
+              dtype_name(dtype), batch, M, N, K, trans_a, trans_b, cublasLtGetStatusName(status));
     plan.algo = result.algo;
     it = ctx.plans.emplace(key, plan).first;
   }

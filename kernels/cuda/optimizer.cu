@@ -71,7 +71,7 @@ __global__ void sum_of_squares_kernel(const float* x, int64_t n, double* sum) {
 
 __global__ void clip_kernel(float* x, int64_t n, const double* sum_of_squares, double max_norm) {
   double coef = max_norm / (sqrt(*sum_of_squares) + 1e-6);
-  if (coef >= 1.0) return;
+  if (!(coef < 1.0)) return;  // as the CPU: a NaN norm leaves the gradients alone
   float c = float(coef);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     x[i] *= c;
