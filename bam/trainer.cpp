@@ -41,7 +41,7 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
     : config_(config), data_(std::move(data)), knn_(std::move(knn)) {
   config_.validate();
   BAM_CHECK(parse_device(config_.device, &device_), "--device: bad value '{}'", config_.device);
-  BAM_CHECK(device_.is_cpu() || cuda::is_available(), "--device {}: no usable CUDA device ({})", config_.device,
+  BAM_CHECK(device_.is_cpu() || cuda::is_available(), "--device {}: {}", config_.device,
             cuda::unavailable_reason());
   BAM_CHECK(config_.precision == "f32", "--precision {}: mixed precision (the autocast policy) is not implemented yet; "
             "use --precision f32", config_.precision);

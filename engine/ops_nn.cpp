@@ -61,7 +61,8 @@ const T* data_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
-void* raw_or_null(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
+// For the CUDA branches (unused in a CPU-only build).
+[[maybe_unused]] void* raw_or_null(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
 
 // Saved statistics (mean, rstd, norms) keep the compute precision: f64 for f64, else f32.
 DType stat_dtype(DType dtype) { return dtype == DType::f64 ? DType::f64 : DType::f32; }
@@ -153,7 +154,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, con
   TensorOptions o{x.dtype(), x.device()}, stat_options{stat_dtype(x.dtype()), x.device()};
   Tensor mean = empty({C}, stat_options), rstd = empty({C}, stat_options), out = empty(x.shape(), o);
   if (x.device().is_cuda()) {
-    bool update_running = training && running_mean.defined() && running_var.defined();
+    [[maybe_unused]] bool update_running = training && running_mean.defined() && running_var.defined();
     if (running_mean.defined() && running_var.defined())
       BAM_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(),
                 "batch_norm: running statistics must be contiguous tensors");

@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
     namespace fs = std::filesystem;
     bam::Device device;
     BAM_CHECK(bam::parse_device(c.device, &device), "--device must be cpu, cuda or cuda:N, got '{}'", c.device);
-    BAM_CHECK(device.is_cpu() || bam::cuda::is_available(), "--device {}: no usable CUDA device ({})", c.device,
+    BAM_CHECK(device.is_cpu() || bam::cuda::is_available(), "--device {}: {}", c.device,
               bam::cuda::unavailable_reason());
     bam::data::Dataset train, val;
     try {

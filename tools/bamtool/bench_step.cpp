@@ -53,7 +53,7 @@ int run_bench(const BenchOptions& o) {
   BAM_CHECK(parse_device(o.device, &device), "--device: expected cpu or cuda, got '{}'", o.device);
   BAM_CHECK(o.precision == "f32" || o.precision == "bf16" || o.precision == "fp16",
             "--precision: expected f32, bf16 or fp16, got '{}'", o.precision);
-  BAM_CHECK(device.is_cpu() || cuda::is_available(), "--device {}: no usable CUDA device ({})", o.device,
+  BAM_CHECK(device.is_cpu() || cuda::is_available(), "--device {}: {}", o.device,
             cuda::unavailable_reason());
   BAM_CHECK(o.precision == "f32", "--precision {}: mixed precision (the autocast policy) is not implemented yet; use "
             "--precision f32", o.precision);
