@@ -208,10 +208,11 @@ int main(int argc, char** argv) {
     for (const Row& r : rows) {
       std::printf("| %s | %s | %s | %s | %s |\n", r.name.c_str(), cell(r.knn.top1).c_str(), cell(r.knn.top5).c_str(),
                   cell(r.linear.top1).c_str(), cell(r.linear.top5).c_str());
-      results[r.name] = {{"knn_top1", r.knn.top1}, {"knn_top5", r.knn.top5}, {"linear_top1", r.linear.top1},
-                         {"linear_top5", r.linear.top5}};
+      auto value = [](double v) { return v < 0 ? nlohmann::ordered_json() : nlohmann::ordered_json(v); };  // not run
+      results[r.name] = {{"knn_top1", value(r.knn.top1)}, {"knn_top5", value(r.knn.top5)},
+                         {"linear_top1", value(r.linear.top1)}, {"linear_top5", value(r.linear.top5)}};
     }
-    results["backbone"] = description;
+    results["weights"] = description;  // beside the rows, not over the "backbone" row
     fs::create_directories(c.output_dir);
     std::ofstream((fs::path(c.output_dir) / "probe.json").string()) << results.dump(2) << "\n";
   } catch (const bam::Error& e) {
