@@ -23,7 +23,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 if cmake -S . -B build-gpu -G Ninja -DBAM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DBAM_BUILD_BENCH=OFF \
      -DBAM_DEPS_DIR="$PWD/.deps" -DZLIB_INCLUDE_DIR="$PWD/.deps/include" -DZLIB_LIBRARY="$PWD/.deps/lib/libz.a" \
      >"$OUT/configure.log" 2>&1 &&
-   cmake --build build-gpu -j"$(nproc)" --target bam_gpu_tests bamtool >"$OUT/build.log" 2>&1; then
+   cmake --build build-gpu -j"$(nproc)" --target bam_gpu_tests bamtool bamtrain >"$OUT/build.log" 2>&1; then
   row build "ok in $(( $(date +%s) - start )) s"
 else
   row build "FAILED (see build.log)"; tail -40 "$OUT/build.log"; printf '%s\n' "${rows[@]}"; exit 1
@@ -56,6 +56,20 @@ if [ $quick = 0 ]; then
       >"$OUT/torch_step.log" 2>&1
     peer=$(tail -1 "$OUT/torch_step.log" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(f"{r[\"img_per_s\"]:.1f} img/s, peak {r[\"peak_gib\"]:.1f} GiB")' 2>/dev/null)
     row "PyTorch bf16 eager img/s" "${peer:-failed (see torch_step.log)}"
+  fi
+
+  # 4. timm loads `bamtool export` output with strict name matching (one CPU step makes a checkpoint).
+  tiny=/tmp/gpu-check-tiny
+  rm -rf "$tiny"
+  if ./build-gpu/bin/bamtrain --arch vit_small --patch_size 16 --data_path synthetic:16 --batch_size_per_gpu 8 \
+       --epochs 1 --warmup_epochs 0 --max_steps 1 --local_crops_number 0 --knn_freq 0 --output_dir "$tiny" >"$OUT/timm.log" 2>&1 &&
+     ./build-gpu/bin/bamtool export "$tiny/checkpoint.safetensors" "$tiny/vits16.safetensors" >>"$OUT/timm.log" 2>&1 &&
+     python3 -c "import timm, sys; m = timm.create_model('vit_small_patch16_224', num_classes=0); \
+timm.models.load_checkpoint(m, sys.argv[1], strict=True); print('strict load ok')" "$tiny/vits16.safetensors" \
+       >>"$OUT/timm.log" 2>&1; then
+    row "timm strict load of bamtool export" ok
+  else
+    row "timm strict load of bamtool export" "FAILED (see timm.log)"
   fi
 fi
 
