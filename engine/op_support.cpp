@@ -8,14 +8,6 @@
 
 namespace bam::detail {
 
-void require_cpu(const char* op, std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors) {
-    if (!t || !t->defined()) continue;
-    BAM_CHECK(t->device().is_cpu(), "{}: {} is on {}, and this op has no CUDA kernel in this build", op,
-              t->describe(), t->device().str());
-  }
-}
-
 Device same_device(const char* op, std::initializer_list<const Tensor*> tensors) {
   const Tensor* first = nullptr;
   for (const Tensor* t : tensors) {

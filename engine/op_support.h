@@ -10,9 +10,7 @@
 
 namespace bam::detail {
 
-// All defined tensors on one device; CPU-only until the op has a CUDA kernel (kernels/cuda/).
-void require_cpu(const char* op, std::initializer_list<const Tensor*> tensors);
-// For ops with a CUDA kernel: all defined tensors on one device, which is returned.
+// All defined tensors on one device, which is returned (the CPU when none is defined).
 Device same_device(const char* op, std::initializer_list<const Tensor*> tensors);
 void require_same_dtype(const char* op, const Tensor& a, const Tensor& b);
 void require_floating(const char* op, const Tensor& t);

@@ -230,7 +230,6 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
 }
 
 std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
-  require_cpu("topk", {&x});
   int64_t d = normalize_dim(dim, x.dim(), "topk");
   BAM_CHECK(k >= 0 && k <= x.size(d), "topk: k = {} is out of range for dim {} of size {}", k, d, x.size(d));
   Tensor xl = move_dim_last(x, d);
@@ -238,10 +237,16 @@ std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, int64_t dim, bool lar
   Shape shape = xl.shape();
   shape.back() = k;
   Tensor values = empty(shape, {x.dtype(), x.device()}), indices = empty(shape, {DType::i64, x.device()});
-  dispatch_floating("topk", x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::topk<T>(xl.data<T>(), values.data<T>(), indices.data<int64_t>(), rows, cols, k, largest);
-  });
+  if (x.device().is_cuda()) {
+    BAM_CUDA_BRANCH("topk", cuda_kernels::topk(x.dtype(), xl.raw_data(), values.raw_data(),
+                                               indices.data<int64_t>(), rows, cols, k, largest,
+                                               cuda::current_stream()));
+  } else {
+    dispatch_floating("topk", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      cpu::topk<T>(xl.data<T>(), values.data<T>(), indices.data<int64_t>(), rows, cols, k, largest);
+    });
+  }
   Tensor index_out = contiguous_data(restore_dim(indices, d));
   Tensor value_out = contiguous_data(restore_dim(values, d));
   Shape input_shape = x.shape();

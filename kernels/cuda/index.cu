@@ -41,6 +41,65 @@ __global__ void scatter_add_kernel(S* out, const int64_t* index, const S* src, i
   }
 }
 
+// The CPU twin's order: NaN first (lower index first among NaNs), then by value, then by index.
+template <typename C>
+__device__ __forceinline__ bool topk_before(C va, int64_t a, C vb, int64_t b, bool largest) {
+  bool na = isnan(va), nb = isnan(vb);
+  if (na || nb) return na && !nb ? true : (na && nb ? a < b : false);
+  if (va != vb) return largest ? va > vb : va < vb;
+  return a < b;
+}
+
+constexpr int kTopkBlock = 256;
+
+// Pass j finds the first element, in that order, among those after pass j-1's pick.
+template <typename S>
+__global__ void topk_kernel(const S* x, S* values, int64_t* indices, int64_t rows, int64_t cols, int64_t k,
+                            bool largest) {
+  using C = typename Num<S>::Compute;
+  __shared__ C best_v[kTopkBlock];
+  __shared__ int64_t best_i[kTopkBlock];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const S* row = x + r * cols;
+    C prev_v = 0;
+    int64_t prev_i = -1;
+    for (int64_t j = 0; j < k; ++j) {
+      C bv = 0;
+      int64_t bi = -1;
+      for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        C v = Num<S>::load(row[c]);
+        if (prev_i >= 0 && !topk_before(prev_v, prev_i, v, c, largest)) continue;
+        if (bi < 0 || topk_before(v, c, bv, bi, largest)) {
+          bv = v;
+          bi = c;
+        }
+      }
+      best_v[threadIdx.x] = bv;
+      best_i[threadIdx.x] = bi;
+      __syncthreads();
+      for (int s = blockDim.x / 2; s > 0; s /= 2) {
+        if (threadIdx.x < s) {
+          int o = threadIdx.x + s;
+          if (best_i[o] >= 0 &&
+              (best_i[threadIdx.x] < 0 || topk_before(best_v[o], best_i[o], best_v[threadIdx.x], best_i[threadIdx.x],
+                                                      largest))) {
+            best_v[threadIdx.x] = best_v[o];
+            best_i[threadIdx.x] = best_i[o];
+          }
+        }
+        __syncthreads();
+      }
+      prev_v = best_v[0];
+      prev_i = best_i[0];
+      if (threadIdx.x == 0) {
+        values[r * k + j] = Num<S>::store(prev_v);
+        indices[r * k + j] = prev_i;
+      }
+      __syncthreads();  // best_* is rewritten by the next pass
+    }
+  }
+}
+
 template <typename Fn>
 void dispatch_word(const char* kernel, DType dtype, Fn&& fn) {
   switch (dtype_size(dtype)) {
@@ -91,6 +150,17 @@ void scatter_add(DType dtype, void* out, const int64_t* index, const void* src, 
 void index_select(DType dtype, const void* x, const int64_t* index, void* out, int64_t outer, int64_t x_dim,
                   int64_t num_indices, int64_t inner, int64_t* error, void* stream) {
   launch_gather("index_select", dtype, x, index, out, outer, x_dim, num_indices, inner, false, error, stream);
+}
+
+void topk(DType dtype, const void* x, void* values, int64_t* indices, int64_t rows, int64_t cols, int64_t k,
+          bool largest, void* stream) {
+  if (rows == 0 || k == 0) return;
+  dispatch_floating_storage("topk", dtype, [&](auto tag) {
+    using S = decltype(tag);
+    topk_kernel<S><<<row_blocks(rows), kTopkBlock, 0, as_stream(stream)>>>(
+        static_cast<const S*>(x), static_cast<S*>(values), indices, rows, cols, k, largest);
+  });
+  BAM_CUDA_CHECK_LAUNCH();
 }
 
 void index_add(DType dtype, void* out, const int64_t* index, const void* src, int64_t outer, int64_t out_dim,

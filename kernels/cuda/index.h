@@ -22,4 +22,9 @@ void index_select(DType dtype, const void* x, const int64_t* index, void* out, i
 void index_add(DType dtype, void* out, const int64_t* index, const void* src, int64_t outer, int64_t out_dim,
                int64_t num_indices, int64_t inner, int64_t* error, void* stream);
 
+// Per row of [rows, cols]: the k largest (or smallest) values in order, ties broken by the lower
+// index, NaN ranked before everything (the CPU twin's order). One block per row, k selection passes.
+void topk(DType dtype, const void* x, void* values, int64_t* indices, int64_t rows, int64_t cols, int64_t k,
+          bool largest, void* stream);
+
 }  // namespace bam::cuda_kernels
