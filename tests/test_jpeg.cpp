@@ -450,13 +450,14 @@ TEST_CASE("jpeg: progressive and arithmetic files are passed to stb_image") {
       Encoded e = encode_and_compare(dir, rgb, fmt::format("-quality 90 {}", args), tag);
       CHECK(e.ours.used_fallback);
       // stb_image has its own IDCT, upsampling and colour conversion: close to djpeg, not equal.
-      // Stated tolerance: mean abs diff <= 1, and at most 0.5 % of values (or one column's worth,
-      // for tiny images) off by more than 8.
+      // Stated tolerance: mean abs diff <= 1 (for images at least 16 px wide), and at most 0.5 %
+      // of values (or one column's worth, for tiny images) off by more than 8.
       // (The largest differences sit in the last column of odd-width 4:2:x images, where stb
-      // upsamples chroma from its padding; 50 levels happen there.)
+      // upsamples chroma from its padding; 50 levels happen there. In a 7 px wide image that
+      // column is a seventh of the values, so its mean can pass 1 for some random contents.)
       INFO(args, " ", tag, ": max diff ", e.stats.max_diff, ", mean ", e.stats.mean(),
            ", beyond 8: ", e.stats.beyond_8);
-      CHECK(e.stats.mean() <= 1.0);
+      if (w >= 16) CHECK(e.stats.mean() <= 1.0);
       CHECK(e.stats.beyond_8 <= std::max<size_t>(e.stats.values / 200, 3 * size_t(h)));
       total.merge(e.stats);
       ++files;
