@@ -35,6 +35,10 @@ void dispatch_floating(const char* op, DType dtype, Fn&& fn) {
 #define BAM_CUDA_BRANCH(op, ...) ::bam::fail("{}: this build has no CUDA backend", op)
 #endif
 
+// The dtype of saved statistics (mean, rstd, norms, log-sum-exp): the compute precision, f64 for
+// f64 and f32 otherwise, so 16-bit activations keep exact statistics for backward.
+inline DType stat_dtype(DType dtype) { return dtype == DType::f64 ? DType::f64 : DType::f32; }
+
 // The broadcast shape of a and b (NumPy rules); fails naming the op and both shapes.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 

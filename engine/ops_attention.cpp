@@ -18,7 +18,7 @@ namespace {
 Tensor attention_cuda(const Tensor& qkv, const Tensor& qc, int64_t B, int64_t N, int64_t H, int64_t D, double scale,
                       Tensor* probs_out) {
 #ifdef BAM_WITH_CUDA
-  DType stat = qc.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  DType stat = stat_dtype(qc.dtype());
   Tensor out = empty({B, N, H * D}, {qc.dtype(), qc.device()});
   Tensor lse = empty({B, H, N}, {stat, qc.device()});
   cuda_kernels::attention_forward(qc.dtype(), qc.raw_data(), out.raw_data(), lse.raw_data(), B, N, H, D, scale,

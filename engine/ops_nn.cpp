@@ -64,9 +64,6 @@ const T* data_or_null(const Tensor& t) {
 // For the CUDA branches (unused in a CPU-only build).
 [[maybe_unused]] void* raw_or_null(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
 
-// Saved statistics (mean, rstd, norms) keep the compute precision: f64 for f64, else f32.
-DType stat_dtype(DType dtype) { return dtype == DType::f64 ? DType::f64 : DType::f32; }
-
 }  // namespace
 
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_like(false, x, dim); }
