@@ -164,6 +164,11 @@ void copy_bytes(void* dst, const void* src, size_t nbytes, CopyKind kind) {
 }
 
 void synchronize() { BAM_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(g_stream))); }
+bool device_is_usable() {
+  if (cudaDeviceSynchronize() != cudaSuccess) return false;
+  (void)cudaGetLastError();
+  return cudaPeekAtLastError() == cudaSuccess;
+}
 void* current_stream() { return g_stream; }
 void set_current_stream(void* stream) { g_stream = stream; }
 

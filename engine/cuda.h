@@ -40,6 +40,10 @@ enum class CopyKind { host_to_device, device_to_host, device_to_device };
 void copy_bytes(void* dst, const void* src, size_t nbytes, CopyKind kind);
 // Waits for all work queued on the current stream.
 void synchronize();
+// Waits for the device and reports whether it can still run work: false after a sticky error (an
+// illegal address in a kernel, say), which poisons the context for the rest of the process.
+// A non-sticky error left by a failed call is cleared.
+bool device_is_usable();
 // The stream kernels launch on (a cudaStream_t, opaque here so this header needs no CUDA headers).
 void* current_stream();
 void set_current_stream(void* stream);

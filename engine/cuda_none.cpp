@@ -22,6 +22,7 @@ MemoryStats memory_stats(int) { return {}; }
 void reset_peak_memory(int) {}
 void copy_bytes(void*, const void*, size_t, CopyKind) { fail("cannot copy to or from CUDA: {}", kReason); }
 void synchronize() {}
+bool device_is_usable() { return false; }
 void* current_stream() { return nullptr; }
 void set_current_stream(void*) {}
 // Without CUDA there is no page-locking; plain aligned memory keeps callers' code paths the same.
