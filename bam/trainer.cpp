@@ -10,6 +10,7 @@
 #include "bam/bam_loss.h"
 #include "bam/report.h"
 #include "bam/schedules.h"
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/cuda.h"
 #include "engine/error.h"
@@ -43,8 +44,8 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
   BAM_CHECK(parse_device(config_.device, &device_), "--device: bad value '{}'", config_.device);
   BAM_CHECK(device_.is_cpu() || cuda::is_available(), "--device {}: {}", config_.device,
             cuda::unavailable_reason());
-  BAM_CHECK(config_.precision == "f32", "--precision {}: mixed precision (the autocast policy) is not implemented yet; "
-            "use --precision f32", config_.precision);
+  compute_dtype_ = precision_dtype(config_.precision);  // validate() refused 16-bit on the CPU
+  scaler_ = GradScaler(compute_dtype_ == DType::f16);
   BAM_CHECK(data_->steps_per_epoch() >= 1, "--batch_size_per_gpu {} is larger than the {} training images",
             config_.batch_size_per_gpu, data_->num_images());
   Generator init(static_cast<uint64_t>(config_.seed));
@@ -90,7 +91,12 @@ double Trainer::measure_step_seconds() {
     if (i == std::min(2, steps - 1)) start = Clock::now();  // the first steps warm caches up
     CropBatch batch = data_->next();
     for (Tensor& g : batch.groups) g = g.to(device_);
-    BamLossResult out = bam_loss(model.forward(batch.groups), config_.reg, o);
+    Tensor z;
+    {
+      AutocastGuard autocast(compute_dtype_);
+      z = model.forward(batch.groups);
+    }
+    BamLossResult out = bam_loss(z, config_.reg, o);
     optimizer->zero_grad();
     out.loss.backward();
     clip_grad_norm(model.parameters(), 1.0);
@@ -196,11 +202,15 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     stats.data_wait_s += seconds_since(wait_start) + batch.wait_seconds;
     for (Tensor& g : batch.groups) g = g.to(device_);
 
-    Tensor z = student_->forward(batch.groups);
-    Tensor z_teacher;
-    if (teacher_) {
-      NoGradGuard no_grad;
-      z_teacher = teacher_->forward(batch.groups);
+    // The model runs under the autocast policy (engine/autocast.h); the loss always in f32.
+    Tensor z, z_teacher;
+    {
+      AutocastGuard autocast(compute_dtype_);
+      z = student_->forward(batch.groups);
+      if (teacher_) {
+        NoGradGuard no_grad;
+        z_teacher = teacher_->forward(batch.groups);
+      }
     }
     BamLossResult out = bam_loss(z, reg, loss_options, z_teacher);
     const double loss = out.loss.item();
@@ -210,9 +220,11 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       fail("non-finite loss ({}) at epoch {} step {}; lower --lr or raise --reg, then resume", loss, epoch, it);
     }
     optimizer_->zero_grad();
-    out.loss.backward();
+    scaler_.scale_loss(out.loss).backward();
     std::vector<Tensor> params = student_->parameters();
-    if (config_.clip_grad > 0) {
+    // fp16: gradients back to their true size; an overflow skips this step and shrinks the scale.
+    const bool finite = scaler_.unscale(params);
+    if (finite && config_.clip_grad > 0) {
       if (config_.clip_mode == "param") clip_grad_per_param(params, config_.clip_grad);
       else clip_grad_norm(params, config_.clip_grad);
     }
@@ -220,7 +232,8 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       for (auto& [name, p] : student_->head->last_linear()->named_parameters()) p.set_grad(Tensor());
     optimizer_->set_lr(lr_schedule_[gs]);
     optimizer_->set_weight_decay(wd_schedule_[gs]);
-    optimizer_->step();
+    if (finite) optimizer_->step();
+    scaler_.update(finite);
     if (teacher_) {
       NoGradGuard no_grad;
       auto sp = student_->parameters(), tp = teacher_->parameters();

@@ -16,6 +16,7 @@
 #include "bam/knn.h"
 #include "bam/train_config.h"
 #include "bam/train_data.h"
+#include "engine/grad_scaler.h"
 #include "engine/optim.h"
 
 namespace bam {
@@ -65,6 +66,8 @@ class Trainer {
   KnnMonitor knn_;
   std::unique_ptr<BamModel> student_, teacher_;
   std::unique_ptr<Optimizer> optimizer_;
+  DType compute_dtype_ = DType::f32;  // the autocast type of --precision (f32: autocast off)
+  GradScaler scaler_{false};          // enabled for fp16
   std::vector<double> lr_schedule_, wd_schedule_, momentum_schedule_;
   int64_t total_steps_ = 0;  // the schedules' length: --max_steps or epochs x steps per epoch
   // Fitting to a time budget: after `refit_at_step_` real steps the step time is measured again

@@ -1,6 +1,7 @@
 // Layer construction and initialisation.
 #include "engine/layers.h"
 
+#include "engine/autocast.h"
 #include "engine/random.h"
 
 namespace bam {
@@ -10,10 +11,16 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Genera
   if (with_bias) bias = register_parameter("bias", zeros({out_features}));
 }
 
+Tensor Linear::forward(const Tensor& x) const {
+  return linear(autocast_compute(x), autocast_compute(weight), autocast_compute(bias));
+}
+
 LayerNorm::LayerNorm(int64_t features, double eps) : eps_(eps) {
   weight = register_parameter("weight", ones({features}));
   bias = register_parameter("bias", zeros({features}));
 }
+
+Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(autocast_f32(x), weight, bias, eps_); }
 
 BatchNorm1d::BatchNorm1d(int64_t features, bool affine, double momentum, double eps)
     : momentum_(momentum), eps_(eps) {
@@ -26,7 +33,7 @@ BatchNorm1d::BatchNorm1d(int64_t features, bool affine, double momentum, double 
 }
 
 Tensor BatchNorm1d::forward(const Tensor& x) const {
-  return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum_, eps_);
+  return batch_norm(autocast_f32(x), weight, bias, running_mean, running_var, is_training(), momentum_, eps_);
 }
 
 }  // namespace bam

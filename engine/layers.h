@@ -14,14 +14,16 @@ class Generator;
 class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias, Generator* gen);
-  Tensor forward(const Tensor& x) const { return linear(x, weight, bias); }
+  // Under autocast (engine/autocast.h) x, weight and bias are cast to the 16-bit compute type.
+  Tensor forward(const Tensor& x) const;
   Tensor weight, bias;
 };
 
 class LayerNorm : public Module {
  public:
   explicit LayerNorm(int64_t features, double eps = 1e-6);
-  Tensor forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps_); }
+  // 16-bit inputs (autocast) are normalised in f32; the output is f32.
+  Tensor forward(const Tensor& x) const;
   Tensor weight, bias;
 
  private:

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/random.h"
@@ -62,8 +63,10 @@ ViTBlock::ViTBlock(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, 
 }
 
 Tensor ViTBlock::forward(const Tensor& x, Tensor* attention_probs) const {
-  Tensor y = add(x, drop_path(attn->forward(norm1->forward(x), attention_probs), drop_path_, is_training()));
-  return add(y, drop_path(mlp->forward(norm2->forward(y)), drop_path_, is_training()));
+  // The residual stream keeps its dtype (f32 under autocast, whose branches come back in 16 bits).
+  Tensor branch = attn->forward(norm1->forward(x), attention_probs).to(x.dtype());
+  Tensor y = add(x, drop_path(branch, drop_path_, is_training()));
+  return add(y, drop_path(mlp->forward(norm2->forward(y)).to(y.dtype()), drop_path_, is_training()));
 }
 
 PatchProjection::PatchProjection(int64_t in_chans, int64_t dim, int64_t patch, Generator* gen) : patch_(patch) {
@@ -74,7 +77,8 @@ PatchProjection::PatchProjection(int64_t in_chans, int64_t dim, int64_t patch, G
 }
 
 Tensor PatchProjection::forward(const Tensor& images) const {
-  return linear(patchify(images, patch_), weight.view({weight.size(0), -1}), bias);
+  Tensor patches = patchify(autocast_compute(images), patch_);
+  return linear(patches, autocast_compute(weight.view({weight.size(0), -1})), autocast_compute(bias));
 }
 
 VisionTransformer::VisionTransformer(const VitConfig& c, Generator* gen) : config_(c) {
@@ -113,7 +117,7 @@ Tensor VisionTransformer::embed(const Tensor& images) const {
   const int64_t P = config_.patch_size, B = images.size(0);
   BAM_CHECK(images.size(2) >= P && images.size(3) >= P, "ViT: image {}x{} is smaller than the patch size {}",
             images.size(2), images.size(3), P);
-  Tensor tokens = patch_proj->forward(images);
+  Tensor tokens = patch_proj->forward(images).to(cls_token.dtype());  // 16-bit under autocast
   Tensor cls = cls_token.expand({B, 1, config_.embed_dim});
   return add(cat({cls, tokens}, 1), position_embedding(images.size(2) / P, images.size(3) / P));
 }

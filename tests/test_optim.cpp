@@ -1,7 +1,10 @@
 // Optimizers against closed-form single steps, parameter groups, gradient clipping, schedules.
 #include <cmath>
+#include <limits>
 
 #include "bam/schedules.h"
+#include "engine/autocast.h"
+#include "engine/grad_scaler.h"
 #include "engine/optim.h"
 #include "tests/support.h"
 
@@ -135,6 +138,67 @@ TEST_CASE("schedules") {
   CHECK(reg_for_epoch(0.05, 0.1, 30, 29) == doctest::Approx(0.1));
   CHECK(reg_for_epoch(0.05, 0.1, 30, 100) == 0.1);
   CHECK(reg_for_epoch(0.05, 0.1, 3, 1) == doctest::Approx(0.075));
+}
+
+
+
+TEST_CASE("GradScaler: unscales, skips on inf/NaN with backoff, grows after clean steps") {
+  GradScalerOptions options;
+  options.init_scale = 1024;
+  options.growth_interval = 3;
+  GradScaler scaler(true, options);
+  Tensor loss = from_vector(std::vector<float>{0.5f}, {});
+  CHECK(scaler.scale_loss(loss).item() == doctest::Approx(512.0));
+
+  OneParam w({1.0f, 2.0f}, {2048.0f, -512.0f});
+  REQUIRE(scaler.unscale({w.p}));
+  std::vector<float> g = w.p.grad().to_vector<float>();
+  CHECK(g[0] == 2.0f);
+  CHECK(g[1] == -0.5f);
+
+  // An overflowed gradient: the step is reported non-finite, the scale halves, the counter resets.
+  for (float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    OneParam v({1.0f, 2.0f}, {1.0f, bad});
+    double before = scaler.scale();
+    CHECK_FALSE(scaler.unscale({v.p}));
+    scaler.update(false);
+    CHECK(scaler.scale() == before * 0.5);
+  }
+  CHECK(scaler.skipped_steps() == 2);
+  // Three clean steps in a row double it.
+  double before = scaler.scale();
+  for (int i = 0; i < 3; ++i) {
+    CHECK(scaler.scale() == before);
+    scaler.update(true);
+  }
+  CHECK(scaler.scale() == before * 2);
+
+  // Disabled (f32/bf16): the loss is untouched and gradients are left alone.
+  GradScaler off(false);
+  CHECK(off.scale_loss(loss).item() == doctest::Approx(0.5));
+  OneParam u({1.0f, 2.0f}, {3.0f, std::numeric_limits<float>::infinity()});
+  CHECK(off.unscale({u.p}));
+  CHECK(u.p.grad().to_vector<float>()[0] == 3.0f);
+}
+
+TEST_CASE("autocast: the guard nests and restores; CPU tensors are never cast") {
+  CHECK(autocast_dtype() == DType::f32);
+  Tensor x = from_vector(std::vector<float>{1.0f, 2.0f}, {2});
+  {
+    AutocastGuard outer(DType::bf16);
+    CHECK(autocast_dtype() == DType::bf16);
+    {
+      AutocastGuard inner(DType::f32);
+      CHECK(autocast_dtype() == DType::f32);
+    }
+    CHECK(autocast_dtype() == DType::bf16);
+    // The CPU kernels have no 16-bit paths: autocast leaves CPU tensors in f32.
+    CHECK(autocast_compute(x).dtype() == DType::f32);
+  }
+  CHECK(autocast_dtype() == DType::f32);
+  CHECK_THROWS_WITH_AS(AutocastGuard(DType::i32), doctest::Contains("bf16, f16 or f32"), Error);
+  CHECK(precision_dtype("fp16") == DType::f16);
+  CHECK_THROWS_WITH_AS(precision_dtype("tf32"), doctest::Contains("--precision"), Error);
 }
 
 }  // namespace bam::test

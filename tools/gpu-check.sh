@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with a CUDA device and nothing installed beyond nvcc, CMake, ninja,
 # PyTorch and timm (the lent H200): builds for sm_90 with the vendored headers of .deps
-# (scripts/vendor-deps.sh), runs the GPU suites plainly and under compute-sanitizer memcheck,
-# runs bamtool bench-step beside the PyTorch peer (../shared/bench/torch_bam_step.py, copied to
-# .deps/bench), and prints one table last. Logs go to $OUT (default /tmp/gpu-check).
+# (scripts/vendor-deps.sh), runs the GPU suites, the per-op microbenchmarks (bench_cuda_ops),
+# bamtool bench-step in bf16 (with a CUPTI kernel profile), fp16 and f32 beside the PyTorch peer
+# (../shared/bench/torch_bam_step.py, copied to .deps/bench), a bamtrain run on the GPU whose
+# export timm loads strictly, compute-sanitizer memcheck over the GPU suites in whatever time is
+# left, and prints one table last. Logs go to $OUT (default /tmp/gpu-check).
 #   tools/gpu-check.sh            # everything, within GPU_CHECK_BUDGET_S (default 520 s)
 #   tools/gpu-check.sh --quick    # build and GPU tests only
+# GPU_CHECK_PEER=0, GPU_CHECK_TIMM=0 and GPU_CHECK_MEMCHECK=0 leave those steps out.
 set -uo pipefail
 export PATH="$PATH:/usr/local/cuda/bin"
 cd "$(dirname "$0")/.."
@@ -13,19 +16,25 @@ OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
+budget=${GPU_CHECK_BUDGET_S:-520}
 declare -a rows
 row() { rows+=("| $1 | $2 |"); echo "== $1: $2"; }
 start=$(date +%s)
+elapsed() { echo $(( $(date +%s) - start )); }
+# CUPTI for bench-step --profile: the toolkit's copy, else the one in PyTorch's wheels.
+cupti=$(find /usr/local/cuda/ -name 'libcupti.so*' 2>/dev/null | head -1)
+[ -z "$cupti" ] && cupti=$(python3 -c 'import nvidia.cuda_cupti as m, glob, os; print((glob.glob(os.path.join(os.path.dirname(m.__file__), "lib", "libcupti.so*")) + [""])[0])' 2>/dev/null)
+[ -n "$cupti" ] && export LD_LIBRARY_PATH="$(dirname "$cupti"):${LD_LIBRARY_PATH:-}"
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
 [ -d .deps/include ] || { echo "gpu-check: .deps/ is missing (run scripts/vendor-deps.sh and carry .deps)" >&2; exit 2; }
 
-# 1. Build: one architecture, the GPU test binary and bamtool.
+# 1. Build: one architecture; the GPU tests, the microbenchmarks and the tools.
 if cmake -S . -B build-gpu -G Ninja -DBAM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DBAM_BUILD_BENCH=OFF \
      -DBAM_DEPS_DIR="$PWD/.deps" -DZLIB_INCLUDE_DIR="$PWD/.deps/include" -DZLIB_LIBRARY="$PWD/.deps/lib/libz.a" \
-     >"$OUT/configure.log" 2>&1 &&
-   cmake --build build-gpu -j"$(nproc)" --target bam_gpu_tests bamtool bamtrain >"$OUT/build.log" 2>&1; then
-  row build "ok in $(( $(date +%s) - start )) s"
+     >"$OUT/build.log" 2>&1 &&
+   cmake --build build-gpu -j"$(nproc)" --target bam_gpu_tests bench_cuda_ops bamtool bamtrain >>"$OUT/build.log" 2>&1; then
+  row build "ok in $(elapsed) s"
 else
   row build "FAILED (see build.log)"; tail -40 "$OUT/build.log"; printf '%s\n' "${rows[@]}"; exit 1
 fi
@@ -33,38 +42,62 @@ fi
 # 2. GPU suites, with synchronous launches so that a failing kernel is named where it fails.
 CUDA_LAUNCH_BLOCKING=1 timeout 150 ./build-gpu/bin/bam_gpu_tests --no-intro=true >"$OUT/gpu_tests.log" 2>&1
 status=$?
-grep -E "rows run on CUDA|test cases|assertions" "$OUT/gpu_tests.log"
+grep -E "rows run on CUDA|relative|worst relative|test cases|assertions" "$OUT/gpu_tests.log" | sed 's/^.*MESSAGE: //'
 row "GPU tests" "$([ $status = 0 ] && echo passed || echo "FAILED (rc $status, see gpu_tests.log)")"
-if [ $quick = 0 ]; then
-  # 3. The training step, ours beside PyTorch's (ViT-S/16, B=256, 2x224 + 6x96).
-  timeout 120 ./build-gpu/bin/bamtool bench-step --device cuda --precision f32 --arch vit_small --batch 256 \
-    --global_crops 2 --local_crops 6 --steps 10 >"$OUT/bench_step.log" 2>&1
-  ours=$(grep -E "images/s" "$OUT/bench_step.log" | awk -F'|' '{print $3}' | xargs)
-  mem=$(grep -E "peak memory" "$OUT/bench_step.log" | awk -F'|' '{print $3}' | xargs)
-  row "bamtool bench-step f32 img/s" "${ours:-failed (see bench_step.log)} (peak ${mem:-?})"
-  if [ -f .deps/bench/torch_bam_step.py ]; then
-    OUT="$OUT" PYTHONUNBUFFERED=1 timeout 150 python3 .deps/bench/torch_bam_step.py --batch 256 \
-      >"$OUT/torch_step.log" 2>&1
-    peer=$(tail -1 "$OUT/torch_step.log" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(f"{r[\"img_per_s\"]:.1f} img/s, peak {r[\"peak_gib\"]:.1f} GiB")' 2>/dev/null)
-    row "PyTorch bf16 eager img/s" "${peer:-failed (see torch_step.log)}"
-  fi
+[ $quick = 1 ] && { printf '%s\n' "${rows[@]}"; exit $status; }
 
-  # 4. timm loads `bamtool export` output with strict name matching (one CPU step makes a checkpoint).
+# 3. Per-op microbenchmarks against the card's ceilings.
+timeout 90 ./build-gpu/bin/bench_cuda_ops >"$OUT/ops.log" 2>"$OUT/ops_progress.log"
+status=$?
+cat "$OUT/ops.log"
+row "bench_cuda_ops" "$([ $status = 0 ] && echo "ok (table above)" || echo "rc $status (see ops.log)")"
+
+# 4. The training step, ViT-S/16, B=256, 2x224 + 6x96: bf16 with a kernel profile, fp16, f32 (TF32).
+step() {  # step PRECISION EXTRA...
+  local precision=$1; shift
+  echo "### bench-step --precision $precision $*" >>"$OUT/steps.log"
+  timeout 150 ./build-gpu/bin/bamtool bench-step --device cuda --precision "$precision" --arch vit_small --batch 256 \
+    --global_crops 2 --local_crops 6 "$@" >"$OUT/step.tmp" 2>&1
+  cat "$OUT/step.tmp" >>"$OUT/steps.log"
+  local ours mem
+  ours=$(grep -E "^\| images/s" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
+  mem=$(grep -E "^\| peak memory" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
+  row "bench-step $precision $* img/s" "${ours:-failed (see steps.log)} (peak ${mem:-?})"
+}
+step bf16 --steps 10 --profile 2
+sed -n '/kernel profile/,$p' "$OUT/step.tmp"
+step fp16 --steps 5
+step f32 --steps 5 --tf32
+rm -f "$OUT/step.tmp"
+if [ "${GPU_CHECK_PEER:-1}" = 1 ] && [ -f .deps/bench/torch_bam_step.py ]; then
+  OUT="$OUT" PYTHONUNBUFFERED=1 timeout 150 python3 .deps/bench/torch_bam_step.py --batch 256 >"$OUT/torch_step.log" 2>&1
+  peer=$(tail -1 "$OUT/torch_step.log" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+print("%.1f img/s, peak %.1f GiB" % (r["img_per_s"], r["peak_gib"]))' 2>/dev/null)
+  row "PyTorch peer bf16 eager img/s" "${peer:-failed (see torch_step.log)}"
+fi
+
+# 5. bamtrain on the GPU in bf16 (synthetic data), then timm loads its export with strict names.
+if [ "${GPU_CHECK_TIMM:-1}" = 1 ]; then
   tiny=/tmp/gpu-check-tiny
   rm -rf "$tiny"
-  if timeout 60 ./build-gpu/bin/bamtrain --arch vit_small --patch_size 16 --data_path synthetic:16 --batch_size_per_gpu 8 \
-       --epochs 1 --warmup_epochs 0 --max_steps 1 --local_crops_number 0 --knn_freq 0 --output_dir "$tiny" >"$OUT/timm.log" 2>&1 &&
+  if timeout 90 ./build-gpu/bin/bamtrain --arch vit_small --patch_size 16 --data_path synthetic:512 --batch_size_per_gpu 64 \
+       --device cuda --precision bf16 --epochs 1 --warmup_epochs 0 --max_steps 6 --local_crops_number 2 --knn_freq 0 \
+       --output_dir "$tiny" >"$OUT/timm.log" 2>&1 &&
      ./build-gpu/bin/bamtool export "$tiny/checkpoint.safetensors" "$tiny/vits16.safetensors" >>"$OUT/timm.log" 2>&1 &&
      python3 -c "import timm, sys; m = timm.create_model('vit_small_patch16_224', num_classes=0); \
 timm.models.load_checkpoint(m, sys.argv[1], strict=True); print('strict load ok')" "$tiny/vits16.safetensors" \
        >>"$OUT/timm.log" 2>&1; then
-    row "timm strict load of bamtool export" ok
+    row "bamtrain cuda bf16 + timm strict load of the export" ok
   else
-    row "timm strict load of bamtool export" "FAILED (see timm.log)"
+    row "bamtrain cuda bf16 + timm strict load of the export" "FAILED (see timm.log)"; tail -5 "$OUT/timm.log"
   fi
+fi
 
-  # 5. compute-sanitizer memcheck over the GPU suites, last, in whatever time the budget leaves.
-  left=$(( ${GPU_CHECK_BUDGET_S:-520} - ($(date +%s) - start) ))
+# 6. compute-sanitizer memcheck over the GPU suites, last, in whatever time the budget leaves.
+if [ "${GPU_CHECK_MEMCHECK:-1}" = 1 ]; then
+  left=$(( budget - $(elapsed) ))
   if ! command -v compute-sanitizer >/dev/null; then
     row "memcheck" "compute-sanitizer not found"
   elif [ $left -lt 30 ]; then
@@ -86,4 +119,4 @@ echo
 echo "| check | result |"
 echo "|---|---|"
 printf '%s\n' "${rows[@]}"
-echo "(total $(( $(date +%s) - start )) s; logs in $OUT)"
+echo "(total $(elapsed) s; logs in $OUT)"

@@ -9,14 +9,18 @@
 
 #include "bam/bam_loss.h"
 #include "bam/bam_model.h"
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/cuda.h"
 #include "engine/error.h"
+#include "engine/grad_scaler.h"
 #include "engine/optim.h"
 #include "engine/random.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cuda/gemm.h"
 #include "tools/bamtool/commands.h"
+#include "tools/common/kernel_profile.h"
 
 namespace bam::tool {
 namespace {
@@ -25,6 +29,8 @@ struct BenchOptions {
   std::string device = "cpu", precision = "f32", arch = "vit_small";
   int64_t embed_dim = 0, depth = 0, num_heads = 0, patch_size = 16, batch = 256, global_crops = 2, local_crops = 6;
   int64_t global_size = 224, local_size = 96, out_dim = 4096, hidden_dim = 4096, steps = 10, warmup = 2;
+  int64_t profile = 0;  // steps run under the CUPTI kernel profile after the timed ones
+  bool tf32 = false;
 };
 
 // Multiply-add FLOPs (x2) of one image's forward pass through the ViT at side `size`.
@@ -51,12 +57,15 @@ double projector_forward_flops(const ProjectorConfig& p) {
 int run_bench(const BenchOptions& o) {
   Device device;
   BAM_CHECK(parse_device(o.device, &device), "--device: expected cpu or cuda, got '{}'", o.device);
-  BAM_CHECK(o.precision == "f32" || o.precision == "bf16" || o.precision == "fp16",
-            "--precision: expected f32, bf16 or fp16, got '{}'", o.precision);
+  const DType compute = precision_dtype(o.precision);
   BAM_CHECK(device.is_cpu() || cuda::is_available(), "--device {}: {}", o.device,
             cuda::unavailable_reason());
-  BAM_CHECK(o.precision == "f32", "--precision {}: mixed precision (the autocast policy) is not implemented yet; use "
-            "--precision f32", o.precision);
+  BAM_CHECK(compute == DType::f32 || device.is_cuda(),
+            "--precision {}: 16-bit autocast runs on the GPU only; on the CPU use --precision f32", o.precision);
+  BAM_CHECK(o.profile == 0 || device.is_cuda(), "--profile: the kernel profile needs --device cuda");
+#ifdef BAM_WITH_CUDA
+  cuda_kernels::gemm_allow_tf32(o.tf32);
+#endif
   VitConfig vit;
   if (o.arch != "custom") BAM_CHECK(vit_preset(o.arch, &vit), "--arch: unknown '{}'", o.arch);
   if (o.embed_dim > 0) vit.embed_dim = o.embed_dim;
@@ -87,13 +96,22 @@ int run_bench(const BenchOptions& o) {
   loss_options.n_local = o.local_crops;
   loss_options.target_crops = o.global_crops;
 
+  GradScaler scaler(compute == DType::f16);
   auto step = [&] {
-    Tensor z = model.forward(groups);
+    Tensor z;
+    {
+      AutocastGuard autocast(compute);  // the model under autocast; the loss in f32 (as the peer)
+      z = model.forward(groups);
+    }
     BamLossResult r = bam_loss(z, 0.05, loss_options);
     optimizer.zero_grad();
-    r.loss.backward();
-    clip_grad_norm(model.parameters(), 3.0);
-    optimizer.step();
+    scaler.scale_loss(r.loss).backward();
+    bool finite = scaler.unscale(model.parameters());
+    if (finite) {
+      clip_grad_norm(model.parameters(), 3.0);
+      optimizer.step();
+    }
+    scaler.update(finite);
     return r.loss.item();  // reads the loss back: on CUDA this waits for the step to finish
   };
   std::string where = device.is_cuda() ? cuda::device_description(device.index)
@@ -135,6 +153,19 @@ int run_bench(const BenchOptions& o) {
   else
     std::printf("| peak memory | %.2f GiB (host) |\n", cpu_peak_bytes() / 1073741824.0);
   std::printf("| last loss | %.4f |\n", loss);
+  if (scaler.enabled())
+    std::printf("| loss scale | %.0f (%lld skipped steps) |\n", scaler.scale(),
+                static_cast<long long>(scaler.skipped_steps()));
+  if (o.profile > 0) {
+    KernelProfile profile;
+    std::string why;
+    if (!profile.start(&why)) {
+      std::printf("\nkernel profile: not available: %s\n", why.c_str());
+      return 0;
+    }
+    for (int64_t i = 0; i < o.profile; ++i) step();
+    print_kernel_profile(profile.stop(), static_cast<int>(o.profile), 1e3 * median, 30);
+  }
   return 0;
 }
 
@@ -159,6 +190,9 @@ Action add_bench_step(CLI::App& app) {
   sub->add_option("--hidden_dim", o->hidden_dim, "projector hidden")->default_val(o->hidden_dim)->check(CLI::PositiveNumber);
   sub->add_option("--steps", o->steps, "timed steps")->default_val(o->steps)->check(CLI::PositiveNumber);
   sub->add_option("--warmup", o->warmup, "untimed steps first")->default_val(o->warmup)->check(CLI::NonNegativeNumber);
+  sub->add_option("--profile", o->profile, "after the timed steps, run this many under a CUPTI kernel profile and "
+                  "print the kernels by time (CUDA)")->default_val(o->profile)->check(CLI::NonNegativeNumber);
+  sub->add_flag("--tf32", o->tf32, "let f32 matmuls use TF32 tensor cores (CUDA)");
   return [o] { return run_bench(*o); };
 }
 

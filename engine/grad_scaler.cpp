@@ -1,0 +1,73 @@
+// Loss scaling: scale, unscale-and-check, and the scale's growth and backoff (grad_scaler.h).
+#include "engine/grad_scaler.h"
+
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/cuda.h"
+#include "engine/error.h"
+#include "engine/op_support.h"
+#include "engine/ops.h"
+#include "kernels/cpu/optimizer.h"
+#include "kernels/cuda/optimizer.h"
+
+namespace bam {
+
+GradScaler::GradScaler(bool enabled, GradScalerOptions options)
+    : enabled_(enabled), options_(options), scale_(enabled ? options.init_scale : 1.0) {
+  BAM_CHECK(options.init_scale > 0 && options.growth_factor > 1 && options.backoff_factor > 0 &&
+                options.backoff_factor < 1 && options.growth_interval >= 1,
+            "GradScaler: needs init_scale > 0, growth_factor > 1, 0 < backoff_factor < 1, growth_interval >= 1");
+}
+
+Tensor GradScaler::scale_loss(const Tensor& loss) const { return enabled_ ? mul(loss, scale_) : loss; }
+
+bool GradScaler::unscale(const std::vector<Tensor>& params) {
+  if (!enabled_) return true;
+  NoGradGuard no_grad;
+  const float inverse = static_cast<float>(1.0 / scale_);
+  std::vector<Tensor> grads;
+  for (const Tensor& p : params)
+    if (Tensor g = p.grad(); g.defined()) {
+      BAM_CHECK(g.dtype() == DType::f32 && g.is_contiguous(),
+                "GradScaler: gradients must be contiguous f32 (the master weights'), got {}", g.describe());
+      grads.push_back(g);
+    }
+  if (grads.empty()) return true;
+  // A sum of squares is finite exactly when every term is: one number tells inf/NaN anywhere.
+  double sum_of_squares = 0;
+  if (grads.front().device().is_cuda()) {
+    Tensor total = zeros({1}, {DType::f64, grads.front().device()});
+    BAM_CUDA_BRANCH("GradScaler.unscale", [&] {
+      for (Tensor& g : grads) {
+        BAM_CHECK(g.device() == total.device(), "GradScaler: gradients on different devices");
+        cuda_kernels::scale_in_place(g.data<float>(), g.numel(), inverse, cuda::current_stream());
+        cuda_kernels::accumulate_sum_of_squares(g.data<float>(), g.numel(), total.data<double>(),
+                                                cuda::current_stream());
+      }
+    }());
+    sum_of_squares = total.item();
+  } else {
+    for (Tensor& g : grads) {
+      cpu::scale_in_place(g.data<float>(), g.numel(), inverse);
+      sum_of_squares += cpu::sum_of_squares(g.data<float>(), g.numel());
+    }
+  }
+  return std::isfinite(sum_of_squares);
+}
+
+void GradScaler::update(bool finite) {
+  if (!enabled_) return;
+  if (!finite) {
+    scale_ *= options_.backoff_factor;
+    clean_steps_ = 0;
+    ++skipped_;
+    return;
+  }
+  if (++clean_steps_ >= options_.growth_interval) {
+    scale_ *= options_.growth_factor;
+    clean_steps_ = 0;
+  }
+}
+
+}  // namespace bam
