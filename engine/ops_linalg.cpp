@@ -171,15 +171,24 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const int64_t rows = x2.size(0);
   MatrixOperand mx = matrix_operand(x2), mw = matrix_operand(w);
   Tensor out = empty({rows, out_features}, {x.dtype(), device});
-  // Every row starts as the bias; the GEMM accumulates on top (beta = 1).
-  if (bias.defined()) copy_into(out, bias);
   // out = x2 @ w^T: w stored [out, in] is the transposed form of the [in, out] operand.
-  if (device.is_cuda()) {
+  if (device.is_cuda() && bias.defined() && in > 0 && x.dtype() != DType::f64) {
+    // cuBLASLt adds the bias in the GEMM's epilogue: no separate pass over the output (f32 and
+    // 16 bits; f64 GEMMs have no epilogues and take the copy path below).
+    Tensor bc = contiguous_data(bias);
+    BAM_CUDA_BRANCH("linear", cuda_kernels::gemm_bias(x.dtype(), mx.transposed, !mw.transposed, rows, out_features, in,
+                                                      x2.raw_data(), mx.ld, w.raw_data(), mw.ld, bc.raw_data(),
+                                                      out.raw_data(), out_features, cuda::current_stream()));
+  } else if (device.is_cuda()) {
+    // Every row starts as the bias (K = 0 leaves just that); the GEMM accumulates on top (beta = 1).
+    if (bias.defined()) copy_into(out, bias);
     BAM_CUDA_BRANCH("linear", cuda_kernels::gemm(x.dtype(), mx.transposed, !mw.transposed, 1, rows, out_features, in,
                                                  x2.raw_data(), mx.ld, 0, w.raw_data(), mw.ld, 0,
                                                  bias.defined() ? 1.0f : 0.0f, out.raw_data(), out_features, 0,
                                                  cuda::current_stream()));
   } else {
+    // Every row starts as the bias; the GEMM accumulates on top (beta = 1).
+    if (bias.defined()) copy_into(out, bias);
     dispatch_floating("linear", x.dtype(), [&](auto tag) {
       using T = decltype(tag);
       gemm<T>(mx.transposed, !mw.transposed, rows, out_features, in, x2.data<T>(), mx.ld, w.data<T>(), mw.ld,

@@ -51,8 +51,12 @@ Tensor reduce_forward(cpu::ReduceOp op, const char* name, const Tensor& x, const
   ReduceLayout layout = reduce_layout(x, dims);
   Tensor out = empty(reduced_shape(x.shape(), dims, keepdim), {x.dtype(), x.device()});
   if (x.device().is_cuda()) {
-    BAM_CUDA_BRANCH(name, cuda_kernels::reduce(op, x.dtype(), layout.data.raw_data(), out.raw_data(), layout.outer,
-                                               layout.reduce, layout.inner, cuda::current_stream()));
+    BAM_CUDA_BRANCH(name, [&] {
+      size_t bytes = cuda_kernels::reduce_scratch_bytes(layout.outer, layout.reduce, layout.inner);
+      Tensor scratch = bytes ? empty({static_cast<int64_t>(bytes)}, {DType::u8, x.device()}) : Tensor();
+      cuda_kernels::reduce(op, x.dtype(), layout.data.raw_data(), out.raw_data(), layout.outer, layout.reduce,
+                           layout.inner, bytes ? scratch.raw_data() : nullptr, cuda::current_stream());
+    }());
     return out;
   }
   dispatch_floating(name, x.dtype(), [&](auto tag) {

@@ -6,12 +6,14 @@
 //   delta_i = dO_i . O_i,  ds_ij = p_ij (dO_i . v_j - delta_i),
 //   dq_i = scale sum_j ds_ij k_j,  dk_j = scale sum_i ds_ij q_i,  dv_j = sum_i p_ij dO_i,
 // with one kernel owning query rows (dq) and one owning key rows (dk, dv), so nothing is atomic.
-// Head dims up to DM (16/32/64/128) are zero-padded to DM inside the kernel.
+// Head dims up to DM (16/32/64/128) are zero-padded to DM inside the kernel. These kernels serve
+// f32 and f64; bf16 and f16 go to the tensor-core version in attention_tc.cu.
 #include <cuda/std/limits>
 #include <type_traits>
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/numeric.cuh"
 
 namespace bam::cuda_kernels {
@@ -260,6 +262,8 @@ dim3 row_grid(int64_t B, int64_t N, int64_t H) {
 void attention_forward(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H, int64_t D,
                        double scale, void* stream) {
   if (B * N * H == 0) return;
+  if (dtype == DType::bf16 || dtype == DType::f16)  // 16 bits: the tensor-core kernels
+    return attention_forward_tc(dtype, qkv, out, lse, B, N, H, D, scale, stream);
   Packed p{N, H, D};
   dispatch_floating_storage("attention", dtype, [&](auto tag) {
     using S = decltype(tag);
@@ -292,6 +296,11 @@ void attention_backward(DType dtype, const void* qkv, const void* out, const voi
     auto* delta = static_cast<Stat<S>*>(scratch);
     attention_delta_kernel<S><<<grid_for(B * H * N), kBlock, 0, as_stream(stream)>>>(
         static_cast<const S*>(out), static_cast<const S*>(d_out), delta, p, B);
+    if constexpr (std::is_same_v<S, __nv_bfloat16> || std::is_same_v<S, __half>) {
+      BAM_CUDA_CHECK_LAUNCH();
+      attention_backward_tc(dtype, qkv, lse, delta, d_out, d_qkv, B, N, H, D, scale, stream);
+      return;
+    }
     dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;
       attention_dq_kernel<S, DM><<<row_grid(B, N, H), kRowsPerBlock, 0, as_stream(stream)>>>(

@@ -92,9 +92,12 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int64_t rows, int64_t co
 
 void gemm_allow_tf32(bool allow) { g_allow_tf32 = allow; }
 
-void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
-          int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, void* C, int64_t ldc,
-          int64_t stride_c, void* stream) {
+namespace {
+
+// gemm and gemm_bias: `bias` (length N, or null) is added to every row by cuBLASLt's BIAS epilogue.
+void run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
+              int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta,
+              const void* bias, void* C, int64_t ldc, int64_t stride_c, void* stream) {
   if (batch == 0 || M == 0 || N == 0) return;
   BAM_CHECK(batch < (int64_t(1) << 31), "gemm (CUDA): batch {} exceeds cuBLASLt's 32-bit batch count", batch);
   if (K == 0) {
@@ -122,7 +125,7 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
                               stride_a,
                               stride_b,
                               stride_c,
-                              tf32,
+                              tf32 + 2 * (bias != nullptr),
                               alignment_of(A),
                               alignment_of(B) * 512 + alignment_of(C)};
   Context& ctx = shared_context();
@@ -147,6 +150,12 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
     plan.a = trans_b ? make_layout(type, K, N, ldb, batch, stride_b) : make_layout(type, N, K, ldb, batch, stride_b);
     plan.b = trans_a ? make_layout(type, M, K, lda, batch, stride_a) : make_layout(type, K, M, lda, batch, stride_a);
     plan.c = make_layout(type, N, M, ldc, batch, stride_c);
+    if (bias) {
+      // Column-major C^T is N x M: the bias runs down its rows (our columns), as the epilogue adds it.
+      cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+      BAM_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+    }
 
     cublasLtMatmulPreference_t preference;
     BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference));
@@ -174,12 +183,29 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
     it = ctx.plans.emplace(key, plan).first;
   }
   const Plan& plan = it->second;
+  if (bias)
+    BAM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   double alpha64 = 1.0, beta64 = beta;
   float alpha32 = 1.0f, beta32 = beta;
   const void* alpha = dtype == DType::f64 ? static_cast<const void*>(&alpha64) : &alpha32;
   const void* beta_ptr = dtype == DType::f64 ? static_cast<const void*>(&beta64) : &beta32;
   BAM_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan.desc, alpha, B, plan.a, A, plan.b, beta_ptr, C, plan.c, C, plan.c,
                                   &plan.algo, ctx.workspace, kWorkspaceBytes, as_stream(stream)));
+}
+
+}  // namespace
+
+void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
+          int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, void* C, int64_t ldc,
+          int64_t stride_c, void* stream) {
+  run_gemm(dtype, trans_a, trans_b, batch, M, N, K, A, lda, stride_a, B, ldb, stride_b, beta, nullptr, C, ldc, stride_c,
+           stream);
+}
+
+void gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+               const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, void* stream) {
+  BAM_CHECK(K > 0, "gemm_bias (CUDA): K must be positive");
+  run_gemm(dtype, trans_a, trans_b, 1, M, N, K, A, lda, 0, B, ldb, 0, 0.0f, bias, C, ldc, 0, stream);
 }
 
 }  // namespace bam::cuda_kernels

@@ -14,6 +14,11 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
           int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, void* C, int64_t ldc,
           int64_t stride_c, void* stream);
 
+// C[M,N] = op(A) op(B) + bias[N] (every row), the bias added by cuBLASLt's epilogue: one pass
+// over C instead of a broadcast copy before the product (what a Linear layer's forward needs).
+void gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+               const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, void* stream);
+
 // TF32 for f32 matmuls (off by default: f32 stays f32 unless the user opts in, as in PyTorch).
 void gemm_allow_tf32(bool allow);
 

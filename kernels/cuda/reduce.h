@@ -3,6 +3,7 @@
 // propagate NaN; arg reductions return the first extreme index. Asynchronous on `stream`.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "engine/dtype.h"
@@ -10,8 +11,10 @@
 
 namespace bam::cuda_kernels {
 
+// Device scratch that reduce() needs for these sizes (0 for row reductions).
+size_t reduce_scratch_bytes(int64_t outer, int64_t reduce_size, int64_t inner);
 void reduce(cpu::ReduceOp op, DType dtype, const void* x, void* out, int64_t outer, int64_t reduce_size, int64_t inner,
-            void* stream);
+            void* scratch, void* stream);
 void arg_reduce(bool is_max, DType dtype, const void* x, int64_t* out, int64_t outer, int64_t reduce_size,
                 int64_t inner, void* stream);
 

@@ -1,7 +1,8 @@
 // Row kernels on the GPU: softmax / log-softmax, LayerNorm and L2 normalisation, forward and
-// backward, one block per row (grid-stride over rows). Statistics are block reductions in the
-// compute type. LayerNorm's d_weight and d_bias are column sums over all rows: each block of the
-// column kernel sums a chunk of rows into scratch, and a final pass adds the chunks.
+// backward, one block per row (grid-stride over rows), sized to the row (row_threads). Statistics
+// are block reductions in the compute type. LayerNorm's d_weight and d_bias are column sums over
+// all rows: each block of the column kernel sums a chunk of rows into scratch, and a final pass
+// adds the chunks.
 #include <cuda/std/limits>
 
 #include "engine/cuda_check.h"
@@ -11,7 +12,13 @@
 namespace bam::cuda_kernels {
 namespace {
 
-constexpr int kRowBlock = 256;
+// Threads per row: about four elements each, in whole warps, at most 256. Short rows (LayerNorm
+// over 384 channels: 96 threads) then leave room for more rows in flight per SM, which is what
+// hides memory latency in these few-bytes-per-thread kernels.
+inline unsigned row_threads(int64_t cols) {
+  int64_t warps = (cols + 127) / 128;
+  return static_cast<unsigned>(32 * (warps < 1 ? 1 : warps > 8 ? 8 : warps));
+}
 constexpr int64_t kChunkRows = 256;  // rows per partial column sum in LayerNorm backward
 
 template <typename S>
@@ -204,7 +211,7 @@ void softmax_forward(bool log_form, DType dtype, const void* x, void* y, int64_t
   if (rows * cols == 0) return;
   dispatch_floating_storage("softmax", dtype, [&](auto tag) {
     using S = decltype(tag);
-    softmax_forward_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(log_form, static_cast<const S*>(x),
+    softmax_forward_kernel<S><<<row_blocks(rows), row_threads(cols), 0, as_stream(stream)>>>(log_form, static_cast<const S*>(x),
                                                                                      static_cast<S*>(y), rows, cols);
   });
   BAM_CUDA_CHECK_LAUNCH();
@@ -215,7 +222,7 @@ void softmax_backward(bool log_form, DType dtype, const void* y, const void* dy,
   if (rows * cols == 0) return;
   dispatch_floating_storage("softmax_backward", dtype, [&](auto tag) {
     using S = decltype(tag);
-    softmax_backward_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(
+    softmax_backward_kernel<S><<<row_blocks(rows), row_threads(cols), 0, as_stream(stream)>>>(
         log_form, static_cast<const S*>(y), static_cast<const S*>(dy), static_cast<S*>(dx), rows, cols);
   });
   BAM_CUDA_CHECK_LAUNCH();
@@ -226,7 +233,7 @@ void layer_norm_forward(DType dtype, const void* x, const void* weight, const vo
   if (rows * cols == 0) return;
   dispatch_floating_storage("layer_norm", dtype, [&](auto tag) {
     using S = decltype(tag);
-    layer_norm_forward_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(
+    layer_norm_forward_kernel<S><<<row_blocks(rows), row_threads(cols), 0, as_stream(stream)>>>(
         static_cast<const S*>(x), static_cast<const S*>(weight), static_cast<const S*>(bias), static_cast<S*>(y),
         static_cast<Stat<S>*>(mean), static_cast<Stat<S>*>(rstd), rows, cols, eps);
   });
@@ -251,7 +258,7 @@ void layer_norm_backward(DType dtype, const void* x, const void* weight, const v
     const C* rs = static_cast<const C*>(rstd);
     const S* g = static_cast<const S*>(dy);
     if (dx)
-      layer_norm_dx_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(
+      layer_norm_dx_kernel<S><<<row_blocks(rows), row_threads(cols), 0, as_stream(stream)>>>(
           xs, static_cast<const S*>(weight), m, rs, g, static_cast<S*>(dx), rows, cols);
     if (d_weight || d_bias) {
       int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
@@ -273,7 +280,7 @@ void l2_normalize_forward(DType dtype, const void* x, void* y, void* norms, int6
   if (rows * cols == 0) return;
   dispatch_floating_storage("l2_normalize", dtype, [&](auto tag) {
     using S = decltype(tag);
-    l2_normalize_forward_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(
+    l2_normalize_forward_kernel<S><<<row_blocks(rows), row_threads(cols), 0, as_stream(stream)>>>(
         static_cast<const S*>(x), static_cast<S*>(y), static_cast<Stat<S>*>(norms), rows, cols, eps);
   });
   BAM_CUDA_CHECK_LAUNCH();
@@ -284,7 +291,7 @@ void l2_normalize_backward(DType dtype, const void* y, const void* norms, const 
   if (rows * cols == 0) return;
   dispatch_floating_storage("l2_normalize_backward", dtype, [&](auto tag) {
     using S = decltype(tag);
-    l2_normalize_backward_kernel<S><<<row_blocks(rows), kRowBlock, 0, as_stream(stream)>>>(
+    l2_normalize_backward_kernel<S><<<row_blocks(rows), row_threads(cols), 0, as_stream(stream)>>>(
         static_cast<const S*>(y), static_cast<const Stat<S>*>(norms), static_cast<const S*>(dy), static_cast<S*>(dx),
         rows, cols, eps);
   });

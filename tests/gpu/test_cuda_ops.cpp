@@ -100,6 +100,39 @@ TEST_CASE("CUDA elementwise and reductions: large, odd-sized inputs exercise the
   }
 }
 
+TEST_CASE("CUDA attention at the ViT shapes: tensor-core kernels (bf16, f16) and f32 against the CPU") {
+  InputMaker maker(test_seed("cuda attention shapes"));
+  struct Shape4 {
+    int64_t B, N, H, D;
+  };
+  // ViT-S/16 global (197 tokens) and local (37) crops, the Fashion-MNIST demo (17 tokens, head dim
+  // 32), and a head dim that is padded inside the kernel (24 -> 32) with N just past a tile (65).
+  for (Shape4 s : {Shape4{2, 197, 6, 64}, Shape4{3, 37, 6, 64}, Shape4{4, 17, 4, 32}, Shape4{2, 65, 2, 24}}) {
+    for (DType dtype : {DType::bf16, DType::f16, DType::f32}) {
+      std::string what = "attention B=" + std::to_string(s.B) + " N=" + std::to_string(s.N) + " H=" +
+                         std::to_string(s.H) + " D=" + std::to_string(s.D) + " " + dtype_name(dtype);
+      CAPTURE(what);
+      InputSpec spec{{s.B, s.N, 3 * s.H * s.D}};
+      std::vector<double> v = maker.values(spec);
+      std::vector<double> exact = maker.make(spec, v, dtype).to_vector<double>();
+      Tensor cpu = maker.make(spec, exact, DType::f64).requires_grad_(true);
+      Tensor gpu = maker.make(spec, exact, dtype, Device::cuda()).requires_grad_(true);
+      Tensor out_gpu = attention(gpu, s.H), out_cpu = attention(cpu, s.H);
+      // The 16-bit kernels round the probabilities P (and in backward dS) to 16 bits before the
+      // tensor-core products, as FlashAttention does, and sum over N terms: twice the elementwise
+      // tolerance forward, eight times for gradients.
+      Tolerance tol = tolerance_for(dtype);
+      Tolerance forward{tol.atol * 2, tol.rtol * 2}, backward{tol.atol * 8, tol.rtol * 8};
+      check_close(out_gpu, to_ref(out_cpu), forward, what + " forward");
+      std::vector<double> w = maker.values({out_gpu.shape()});
+      std::vector<double> w_exact = from_vector(w, out_gpu.shape(), {DType::f64}).to(dtype).to_vector<double>();
+      out_gpu.backward(from_vector(w_exact, out_gpu.shape(), {DType::f64}).to(dtype).to(Device::cuda()));
+      out_cpu.backward(from_vector(w_exact, out_cpu.shape(), {DType::f64}));
+      check_close(gpu.grad(), to_ref(cpu.grad()), backward, what + " gradient");
+    }
+  }
+}
+
 TEST_CASE("CUDA ops reject tensors on different devices, naming both") {
   Tensor a = ones({2, 3}, {DType::f32, Device::cuda()});
   Tensor b = ones({2, 3});
