@@ -213,12 +213,6 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       }
     }
     BamLossResult out = bam_loss(z, reg, loss_options, z_teacher);
-    const double loss = out.loss.item();
-    if (!std::isfinite(loss)) {
-      std::fprintf(stderr, "Loss is %g at epoch %lld step %lld: stopping. The last checkpoint (%s) is intact.\n", loss,
-                   static_cast<long long>(epoch), static_cast<long long>(it), checkpoint_path().c_str());
-      fail("non-finite loss ({}) at epoch {} step {}; lower --lr or raise --reg, then resume", loss, epoch, it);
-    }
     optimizer_->zero_grad();
     scaler_.scale_loss(out.loss).backward();
     std::vector<Tensor> params = student_->parameters();
@@ -234,6 +228,14 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     optimizer_->set_weight_decay(wd_schedule_[gs]);
     if (finite) optimizer_->step();
     scaler_.update(finite);
+    // The loss is read once the whole step is queued, so that on a GPU the host never waits in
+    // the middle of a step. A non-finite loss stops the run before anything is saved.
+    const double loss = out.loss.item();
+    if (!std::isfinite(loss)) {
+      std::fprintf(stderr, "Loss is %g at epoch %lld step %lld: stopping. The last checkpoint (%s) is intact.\n", loss,
+                   static_cast<long long>(epoch), static_cast<long long>(it), checkpoint_path().c_str());
+      fail("non-finite loss ({}) at epoch {} step {}; lower --lr or raise --reg, then resume", loss, epoch, it);
+    }
     if (teacher_) {
       NoGradGuard no_grad;
       auto sp = student_->parameters(), tp = teacher_->parameters();

@@ -35,10 +35,17 @@ Tensor record(const char* op_name, Tensor output, std::vector<Tensor> inputs, Ba
   if (!any_requires_grad(inputs)) return output;
   auto node = std::make_shared<Node>();
   node->op_name = op_name;
-  // Inputs that need no gradient are not kept alive by the graph.
-  for (auto& input : inputs)
-    if (input.defined() && !input.requires_grad()) input = Tensor();
-  node->inputs = std::move(inputs);
+  // Inputs that need no gradient get no edge; a non-leaf input is reached through its producer.
+  node->inputs.resize(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& input = inputs[i];
+    if (!input.defined() || !input.requires_grad()) continue;
+    Edge& edge = node->inputs[i];
+    if (input.grad_fn()) edge.producer = input.grad_fn();
+    else edge.leaf = input.impl_ptr();
+    edge.shape = input.shape();
+    edge.dtype = input.dtype();
+  }
   node->backward = std::move(backward);
   node->output = output.impl_ptr();
   node->output_shape = output.shape();
@@ -61,11 +68,8 @@ std::vector<std::shared_ptr<Node>> topological_order(const std::shared_ptr<Node>
   while (!stack.empty()) {
     auto& [node, next] = stack.back();
     if (next < node->inputs.size()) {
-      const Tensor& input = node->inputs[next++];
-      if (input.defined() && input.grad_fn()) {
-        const std::shared_ptr<Node>& child = input.grad_fn();
-        if (visited.insert(child.get()).second) stack.emplace_back(child, 0);
-      }
+      const std::shared_ptr<Node>& child = node->inputs[next++].producer;
+      if (child && visited.insert(child.get()).second) stack.emplace_back(child, 0);
       continue;
     }
     postorder.push_back(node);
@@ -134,17 +138,18 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
     BAM_CHECK(input_grads.size() == node->inputs.size(), "backward of '{}' returned {} gradients for {} inputs",
               node->op_name, input_grads.size(), node->inputs.size());
     for (size_t i = 0; i < node->inputs.size(); ++i) {
-      const Tensor& input = node->inputs[i];
+      const Edge& edge = node->inputs[i];
       Tensor& g = input_grads[i];
-      if (!input.defined() || !input.requires_grad() || !g.defined()) continue;
-      BAM_CHECK(g.shape() == input.shape(), "backward of '{}': gradient {} for input {} has the wrong shape",
-                node->op_name, shape_str(g.shape()), i, input.describe());
-      if (g.dtype() != input.dtype()) g = g.to(input.dtype());
-      if (Node* producer = input.grad_fn().get()) {
+      if (!edge.connected() || !g.defined()) continue;
+      if (edge.leaf && !edge.leaf->requires_grad) continue;  // switched off since the forward
+      BAM_CHECK(g.shape() == edge.shape, "backward of '{}': gradient {} for input {} of shape {} has the wrong shape",
+                node->op_name, shape_str(g.shape()), i, shape_str(edge.shape));
+      if (g.dtype() != edge.dtype) g = g.to(edge.dtype);
+      if (Node* producer = edge.producer.get()) {
         auto [slot, inserted] = pending.try_emplace(producer, g);
         if (!inserted) slot->second = add(slot->second, g);
       } else {
-        accumulate_leaf_grad(input.impl(), g);
+        accumulate_leaf_grad(edge.leaf.get(), g);
       }
     }
     if (!retain_graph) {

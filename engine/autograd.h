@@ -15,9 +15,23 @@ namespace bam {
 // an input needs no gradient). Runs with gradient recording off.
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
 
+struct Node;
+
+// Where the gradient of one input of a node goes: the node that produced the input, or, for a leaf
+// (a parameter, a tensor the user marked requires_grad), the leaf itself, whose .grad accumulates.
+// An edge never holds a non-leaf input's data: activations live only as long as the ops' backward
+// functions keep what they saved, as in PyTorch, not for as long as the graph exists.
+struct Edge {
+  std::shared_ptr<Node> producer;
+  std::shared_ptr<TensorImpl> leaf;
+  Shape shape;
+  DType dtype = DType::f32;
+  bool connected() const { return producer || leaf; }
+};
+
 struct Node {
   std::string op_name;
-  std::vector<Tensor> inputs;  // the op's tensor inputs; gradients flow back to those requiring grad
+  std::vector<Edge> inputs;  // one per tensor input of the op; unconnected where no gradient is needed
   BackwardFn backward;
   std::weak_ptr<TensorImpl> output;  // for retain_grad()
   Shape output_shape;

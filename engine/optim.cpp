@@ -121,6 +121,34 @@ void AdamW::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots
   cpu::adamw_update(p, g, m, v, param.numel(), lr_, beta1_, beta2_, eps_, weight_decay, steps_);
 }
 
+void AdamW::step() {
+  bool on_cuda = false;
+  for (const auto& group : groups_)
+    for (const auto& [name, param] : group.params) on_cuda = on_cuda || param.device().is_cuda();
+  if (!on_cuda) return Optimizer::step();
+  NoGradGuard no_grad;
+  ++steps_;
+  std::vector<cuda_kernels::AdamwTensor> list;
+  size_t index = 0;
+  for (auto& group : groups_) {
+    for (auto& [name, param] : group.params) {
+      if (slots_.size() <= index) slots_.resize(index + 1);
+      Tensor grad = param.grad();
+      if (grad.defined()) {
+        if (!grad.is_contiguous()) grad = grad.contiguous();
+        require_f32(param, param, "parameter");
+        require_f32(grad, param, "gradient");
+        ensure_slots(slots_[index], param, 2);
+        list.push_back({param.data<float>(), grad.data<float>(), slots_[index][0].data<float>(),
+                        slots_[index][1].data<float>(), param.numel(), group.decay ? weight_decay_ : 0.0});
+      }
+      ++index;
+    }
+  }
+  BAM_CUDA_BRANCH("adamw", cuda_kernels::adamw_update_many(list.data(), static_cast<int64_t>(list.size()), lr_, beta1_,
+                                                           beta2_, eps_, steps_, stream()));
+}
+
 void SGD::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) {
   require_f32(param, param, "parameter");
   require_f32(grad, param, "gradient");
@@ -174,19 +202,21 @@ std::vector<Tensor> gradients_of(const std::vector<Tensor>& params) {
 
 }  // namespace
 
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard no_grad;
   std::vector<Tensor> grads = gradients_of(params);
   if (!grads.empty() && grads.front().device().is_cuda()) {
-    // The norm and the coefficient stay on the device; only the returned norm is read back.
-    Tensor total = zeros({1}, {DType::f64, grads.front().device()});
+    // Two multi-tensor launches: the squares summed into one device double, then every gradient
+    // scaled by the coefficient each block computes from it. The host never waits.
+    Tensor total = zeros({}, {DType::f64, grads.front().device()});
     BAM_CUDA_BRANCH("clip_grad_norm", [&] {
-      for (Tensor& g : grads)
-        cuda_kernels::accumulate_sum_of_squares(g.data<float>(), g.numel(), total.data<double>(), stream());
-      for (Tensor& g : grads)
-        cuda_kernels::clip_by_norm(g.data<float>(), g.numel(), total.data<double>(), max_norm, stream());
+      std::vector<cuda_kernels::FloatSpan> spans;
+      for (Tensor& g : grads) spans.push_back({g.data<float>(), g.numel()});
+      const auto count = static_cast<int64_t>(spans.size());
+      cuda_kernels::accumulate_sum_of_squares_many(spans.data(), count, total.data<double>(), stream());
+      cuda_kernels::clip_by_norm_many(spans.data(), count, total.data<double>(), max_norm, stream());
     }());
-    return std::sqrt(total.item());
+    return sqrt(total);
   }
   double sum = 0;
   for (const Tensor& g : grads) sum += cpu::sum_of_squares(g.data<float>(), g.numel());
@@ -194,7 +224,7 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0)
     for (const Tensor& g : grads) cpu::scale_in_place(g.data<float>(), g.numel(), static_cast<float>(coef));
-  return norm;
+  return full({}, norm, {DType::f64});
 }
 
 void clip_grad_per_param(const std::vector<Tensor>& params, double max_norm) {

@@ -31,7 +31,7 @@ class Optimizer {
   int64_t steps() const { return steps_; }
 
   // Applies one update to every parameter that has a gradient.
-  void step();
+  virtual void step();
   // Drops every gradient (the next backward starts from nothing).
   void zero_grad();
 
@@ -55,6 +55,8 @@ class AdamW : public Optimizer {
  public:
   AdamW(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
       : Optimizer(std::move(groups)), beta1_(beta1), beta2_(beta2), eps_(eps) {}
+  // On CUDA every parameter is updated by one multi-tensor launch (a few for very long lists).
+  void step() override;
 
  protected:
   void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) override;
@@ -93,8 +95,10 @@ class LARS : public Optimizer {
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, std::vector<ParamGroup> groups);
 
 // Global L2 norm of all gradients; when it exceeds max_norm every gradient is scaled by
-// max_norm / (norm + 1e-6) (torch.nn.utils.clip_grad_norm_). Returns the norm before clipping.
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+// max_norm / (norm + 1e-6) (torch.nn.utils.clip_grad_norm_). Returns the norm before clipping as
+// a 0-d f64 tensor on the gradients' device: on CUDA the norm and the scaling stay on the device
+// (no host round trip) until someone reads the result with item().
+Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 // DINO's per-parameter clipping: each gradient scaled to norm <= max_norm on its own.
 void clip_grad_per_param(const std::vector<Tensor>& params, double max_norm);
 

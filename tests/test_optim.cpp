@@ -110,11 +110,11 @@ TEST_CASE("gradient clipping") {
   Tensor a = zeros({2}).requires_grad_(true), b = zeros({1}).requires_grad_(true);
   a.set_grad(from_vector(std::vector<float>{3, 0}, {2}));
   b.set_grad(from_vector(std::vector<float>{4}, {1}));
-  double norm = clip_grad_norm({a, b}, 1.0);
+  double norm = clip_grad_norm({a, b}, 1.0).item();
   CHECK(norm == doctest::Approx(5.0));
   CHECK(a.grad().to_vector<float>()[0] == doctest::Approx(3.0 / (5.0 + 1e-6)));
   CHECK(b.grad().to_vector<float>()[0] == doctest::Approx(4.0 / (5.0 + 1e-6)));
-  CHECK(clip_grad_norm({a, b}, 10.0) == doctest::Approx(1.0).epsilon(1e-5));  // below the limit: unchanged
+  CHECK(clip_grad_norm({a, b}, 10.0).item() == doctest::Approx(1.0).epsilon(1e-5));  // below the limit: unchanged
   b.set_grad(from_vector(std::vector<float>{4}, {1}));
   a.set_grad(from_vector(std::vector<float>{0.3f, 0.4f}, {2}));
   clip_grad_per_param({a, b}, 1.0);

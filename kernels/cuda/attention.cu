@@ -112,18 +112,22 @@ __global__ void attention_probs_kernel(const S* qkv, const typename Num<S>::Comp
   }
 }
 
-// delta[b, h, i] = dO_i . O_i
+// delta[b, h, i] = dO_i . O_i, a warp per row: the lanes read the row's D values together
+// (coalesced) and combine by shuffles.
 template <typename S>
 __global__ void attention_delta_kernel(const S* out, const S* d_out, typename Num<S>::Compute* delta, Packed p,
                                        int64_t B) {
   using N_ = Num<S>;
   using C = typename N_::Compute;
   const int64_t total = B * p.H * p.N;
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
-    int64_t i = t % p.N, bh = t / p.N, b = bh / p.H, h = bh % p.H;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; t < total; t += warps) {
+    const int64_t i = t % p.N, bh = t / p.N, b = bh / p.H, h = bh % p.H, row = p.o(b, i, h);
     C s = 0;
-    for (int64_t d = 0; d < p.D; ++d) s += N_::load(out[p.o(b, i, h) + d]) * N_::load(d_out[p.o(b, i, h) + d]);
-    delta[t] = s;
+    for (int64_t d = lane; d < p.D; d += 32) s += N_::load(out[row + d]) * N_::load(d_out[row + d]);
+    for (int offset = 16; offset > 0; offset /= 2) s += __shfl_xor_sync(0xffffffffu, s, offset);
+    if (lane == 0) delta[t] = s;
   }
 }
 
@@ -294,7 +298,7 @@ void attention_backward(DType dtype, const void* qkv, const void* out, const voi
   dispatch_floating_storage("attention_backward", dtype, [&](auto tag) {
     using S = decltype(tag);
     auto* delta = static_cast<Stat<S>*>(scratch);
-    attention_delta_kernel<S><<<grid_for(B * H * N), kBlock, 0, as_stream(stream)>>>(
+    attention_delta_kernel<S><<<grid_for(B * H * N * 32), kBlock, 0, as_stream(stream)>>>(
         static_cast<const S*>(out), static_cast<const S*>(d_out), delta, p, B);
     if constexpr (std::is_same_v<S, __nv_bfloat16> || std::is_same_v<S, __half>) {
       BAM_CUDA_CHECK_LAUNCH();

@@ -48,10 +48,31 @@ struct Layout {
   __device__ __forceinline__ int64_t o(int64_t b, int64_t i, int64_t h) const { return (b * N + i) * H * D + h * D; }
 };
 
-// tile[r][d] = src[offset(r0 + r) + d] for r < 64, d < DM; zero beyond N and beyond D.
+// tile[r][d] = src[offset(r0 + r) + d] for r < 64, d < DM; zero beyond N and beyond D. When the
+// head dim fills the tile (D == DM, the tensor 16-byte aligned) each thread moves 16-byte vectors, and
+// the compile-time trip counts let the loop unroll so that all of a thread's loads are in flight
+// at once; otherwise (a padded head dim) element by element.
 template <typename S, int DM, typename Offset>
 __device__ __forceinline__ void load_rows(S* tile, const S* src, int64_t r0, int64_t N, int64_t D, Offset offset) {
   constexpr int LD = half_ld<DM>();
+  constexpr int kVec = 16 / sizeof(S);  // elements per 16-byte vector
+  if (D == DM && DM % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+    constexpr int kPerRow = DM / kVec, kCount = kTile * kPerRow / kThreads;
+    static_assert(kTile * kPerRow % kThreads == 0, "whole vectors per thread");
+    uint4 values[kCount];
+#pragma unroll
+    for (int t = 0; t < kCount; ++t) {
+      const int e = threadIdx.x + t * kThreads, r = e / kPerRow, c = (e % kPerRow) * kVec;
+      values[t] = r0 + r < N ? *reinterpret_cast<const uint4*>(src + offset(r0 + r) + c) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int t = 0; t < kCount; ++t) {
+      const int e = threadIdx.x + t * kThreads, r = e / kPerRow, c = (e % kPerRow) * kVec;
+      *reinterpret_cast<uint4*>(tile + r * LD + c) = values[t];
+    }
+    return;
+  }
+#pragma unroll 8
   for (int e = threadIdx.x; e < kTile * DM; e += kThreads) {
     const int r = e / DM, d = e % DM;
     tile[r * LD + d] = (r0 + r < N && d < D) ? src[offset(r0 + r) + d] : S(0.0f);

@@ -87,6 +87,99 @@ __global__ void ema_kernel(float* ema, const float* x, int64_t n, float m, float
     ema[i] = m * ema[i] + one_minus * x[i];
 }
 
+// Multi-tensor launches: a list of up to kListTensors tensors cut into chunks of kChunk elements;
+// block b works on chunk b, which names its tensor and where in it the chunk starts. The list is
+// a kernel parameter (CUDA 12.1+ allows 32 KiB of them), so nothing is copied to the device first.
+constexpr int kListTensors = 64, kListChunks = 512;
+constexpr int64_t kChunk = int64_t(1) << 15;
+
+struct ChunkTable {
+  int32_t tensor[kListChunks];
+  int32_t index[kListChunks];  // chunk number within its tensor
+};
+
+struct AdamwList {
+  float* p[kListTensors];
+  const float* g[kListTensors];
+  float* m[kListTensors];
+  float* v[kListTensors];
+  int64_t n[kListTensors];
+  float decay[kListTensors];
+  ChunkTable chunks;
+};
+
+struct SpanList {
+  float* x[kListTensors];
+  int64_t n[kListTensors];
+  ChunkTable chunks;
+};
+
+__global__ void adamw_many_kernel(AdamwList list, float step_size, float inv_sqrt_bias2, float b1, float b2,
+                                  float e) {
+  const int t = list.chunks.tensor[blockIdx.x];
+  const int64_t begin = list.chunks.index[blockIdx.x] * kChunk;
+  const int64_t end = begin + kChunk < list.n[t] ? begin + kChunk : list.n[t];
+  float *p = list.p[t], *m = list.m[t], *v = list.v[t];
+  const float* g = list.g[t];
+  const float decay = list.decay[t];
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    float gi = g[i];
+    float mi = b1 * m[i] + (1.0f - b1) * gi;
+    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) * inv_sqrt_bias2 + e);
+  }
+}
+
+__global__ void sum_of_squares_many_kernel(SpanList list, double* sum) {
+  const int t = list.chunks.tensor[blockIdx.x];
+  const int64_t begin = list.chunks.index[blockIdx.x] * kChunk;
+  const int64_t end = begin + kChunk < list.n[t] ? begin + kChunk : list.n[t];
+  const float* x = list.x[t];
+  double acc = 0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) acc += double(x[i]) * x[i];
+  acc = block_all_reduce(acc, SumOp{}, 0.0);
+  if (threadIdx.x == 0) atomicAdd(sum, acc);
+}
+
+__global__ void clip_many_kernel(SpanList list, const double* sum_of_squares, double max_norm) {
+  double coef = max_norm / (sqrt(*sum_of_squares) + 1e-6);
+  if (!(coef < 1.0)) return;
+  const int t = list.chunks.tensor[blockIdx.x];
+  const int64_t begin = list.chunks.index[blockIdx.x] * kChunk;
+  const int64_t end = begin + kChunk < list.n[t] ? begin + kChunk : list.n[t];
+  float* x = list.x[t];
+  const float c = float(coef);
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) x[i] *= c;
+}
+
+// Walks `count` tensors of sizes size(i), filling a list through add(slot, i) and its chunk table;
+// calls launch(chunks) whenever the list or the table is full, and at the end.
+template <typename Size, typename Add, typename Launch>
+void for_each_list(int64_t count, ChunkTable& table, Size size, Add add, Launch launch) {
+  int tensors = 0, chunks = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t n = size(i);
+    if (n == 0) continue;
+    const int64_t pieces = (n + kChunk - 1) / kChunk;
+    if (tensors == kListTensors) launch(chunks), tensors = 0, chunks = 0;
+    add(tensors, i);
+    for (int64_t c = 0; c < pieces; ++c) {
+      if (chunks == kListChunks) {  // the table is full: launch, and keep this tensor as slot 0
+        launch(chunks);
+        add(0, i);
+        tensors = 0, chunks = 0;
+      }
+      table.tensor[chunks] = tensors;
+      table.index[chunks] = int32_t(c);
+      ++chunks;
+    }
+    ++tensors;
+  }
+  if (chunks > 0) launch(chunks);
+}
+
 // Reductions need only enough blocks to fill the device once.
 unsigned reduce_grid(int64_t n) {
   unsigned g = grid_for(n);
@@ -143,6 +236,48 @@ void scale_in_place(float* x, int64_t n, float scale, void* stream) {
   if (n == 0) return;
   scale_kernel<<<grid_for(n), kBlock, 0, as_stream(stream)>>>(x, n, scale);
   BAM_CUDA_CHECK_LAUNCH();
+}
+
+void adamw_update_many(const AdamwTensor* tensors, int64_t count, double lr, double beta1, double beta2, double eps,
+                       int64_t step, void* stream) {
+  const double bias1 = 1.0 - std::pow(beta1, double(step)), bias2 = 1.0 - std::pow(beta2, double(step));
+  AdamwList list{};
+  for_each_list(
+      count, list.chunks, [&](int64_t i) { return tensors[i].n; },
+      [&](int slot, int64_t i) {
+        const AdamwTensor& t = tensors[i];
+        list.p[slot] = t.p, list.g[slot] = t.g, list.m[slot] = t.m, list.v[slot] = t.v, list.n[slot] = t.n;
+        list.decay[slot] = float(1.0 - lr * t.weight_decay);
+      },
+      [&](int chunks) {
+        adamw_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, float(lr / bias1),
+                                                                   float(1.0 / std::sqrt(bias2)), float(beta1),
+                                                                   float(beta2), float(eps));
+        BAM_CUDA_CHECK_LAUNCH();
+      });
+}
+
+void accumulate_sum_of_squares_many(const FloatSpan* spans, int64_t count, double* sum, void* stream) {
+  SpanList list{};
+  for_each_list(
+      count, list.chunks, [&](int64_t i) { return spans[i].n; },
+      [&](int slot, int64_t i) { list.x[slot] = spans[i].x, list.n[slot] = spans[i].n; },
+      [&](int chunks) {
+        sum_of_squares_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, sum);
+        BAM_CUDA_CHECK_LAUNCH();
+      });
+}
+
+void clip_by_norm_many(const FloatSpan* spans, int64_t count, const double* sum_of_squares, double max_norm,
+                       void* stream) {
+  SpanList list{};
+  for_each_list(
+      count, list.chunks, [&](int64_t i) { return spans[i].n; },
+      [&](int slot, int64_t i) { list.x[slot] = spans[i].x, list.n[slot] = spans[i].n; },
+      [&](int chunks) {
+        clip_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, sum_of_squares, max_norm);
+        BAM_CUDA_CHECK_LAUNCH();
+      });
 }
 
 void ema_update(float* ema, const float* x, int64_t n, double momentum, void* stream) {

@@ -20,6 +20,28 @@ void accumulate_sum_of_squares(const float* x, int64_t n, double* sum, void* str
 // x *= min(1, max_norm / (sqrt(*sum_of_squares) + 1e-6)), the coefficient computed on the device.
 void clip_by_norm(float* x, int64_t n, const double* sum_of_squares, double max_norm, void* stream);
 void scale_in_place(float* x, int64_t n, float scale, void* stream);
+
+// Multi-tensor forms: one launch covers a whole list of tensors (their pointers and sizes travel as
+// a kernel parameter, split into as many launches as needed), instead of a launch per tensor.
+struct AdamwTensor {
+  float* p;
+  const float* g;
+  float* m;
+  float* v;
+  int64_t n;
+  double weight_decay;
+};
+void adamw_update_many(const AdamwTensor* tensors, int64_t count, double lr, double beta1, double beta2, double eps,
+                       int64_t step, void* stream);
+struct FloatSpan {
+  float* x;
+  int64_t n;
+};
+// *sum += sum of x^2 over every span.
+void accumulate_sum_of_squares_many(const FloatSpan* spans, int64_t count, double* sum, void* stream);
+// Every span *= min(1, max_norm / (sqrt(*sum_of_squares) + 1e-6)).
+void clip_by_norm_many(const FloatSpan* spans, int64_t count, const double* sum_of_squares, double max_norm,
+                       void* stream);
 void ema_update(float* ema, const float* x, int64_t n, double momentum, void* stream);
 
 }  // namespace bam::cuda_kernels
