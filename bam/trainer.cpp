@@ -128,6 +128,8 @@ void Trainer::resume_if_possible(TrainResult& result) {
   student_->load_state(ck.student);
   if (teacher_) teacher_->load_state(ck.teacher);
   optimizer_->load_state(ck.optimizer, ck.state.optimizer_steps);
+  // fp16: continue from the saved loss scale instead of backing off from 2^16 again.
+  if (scaler_.enabled() && ck.state.loss_scale > 0) scaler_.load_state(ck.state.loss_scale, 0);
   state_ = ck.state;
   step_in_epoch_ = ck.state.step_in_epoch;
   result.resumed = true;
@@ -138,6 +140,7 @@ void Trainer::resume_if_possible(TrainResult& result) {
 void Trainer::save(const std::string& path) {
   state_.optimizer_steps = optimizer_->steps();
   state_.step_in_epoch = step_in_epoch_;
+  state_.loss_scale = scaler_.enabled() ? scaler_.scale() : 0.0;
   save_checkpoint(path, config_, state_, *student_, teacher_.get(), *optimizer_);
 }
 

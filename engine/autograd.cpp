@@ -41,8 +41,10 @@ Tensor record(const char* op_name, Tensor output, std::vector<Tensor> inputs, Ba
     const Tensor& input = inputs[i];
     if (!input.defined() || !input.requires_grad()) continue;
     Edge& edge = node->inputs[i];
-    if (input.grad_fn()) edge.producer = input.grad_fn();
-    else edge.leaf = input.impl_ptr();
+    if (input.grad_fn())
+      edge.producer = input.grad_fn();
+    else
+      edge.leaf = input.impl_ptr();
     edge.shape = input.shape();
     edge.dtype = input.dtype();
   }
@@ -99,15 +101,14 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
             root.describe());
   Tensor grad = gradient;
   if (!grad.defined()) {
-    BAM_CHECK(root.numel() == 1,
-              "backward: a gradient must be given for a non-scalar tensor {} (pass one of shape {})",
+    BAM_CHECK(root.numel() == 1, "backward: a gradient must be given for a non-scalar tensor {} (pass one of shape {})",
               root.describe(), shape_str(root.shape()));
     grad = ones_like(root);
   } else {
     BAM_CHECK(grad.shape() == root.shape(), "backward: gradient of shape {} given for a tensor of shape {}",
               shape_str(grad.shape()), shape_str(root.shape()));
-    BAM_CHECK(grad.device() == root.device(), "backward: gradient on {} for a tensor on {}",
-              grad.device().str(), root.device().str());
+    BAM_CHECK(grad.device() == root.device(), "backward: gradient on {} for a tensor on {}", grad.device().str(),
+              root.device().str());
     if (grad.dtype() != root.dtype()) grad = grad.to(root.dtype());
   }
 

@@ -25,8 +25,8 @@ namespace {
 namespace wmma = nvcuda::wmma;
 
 constexpr int kWarps = 4, kThreads = kWarps * 32;
-constexpr int kRows = 16 * kWarps;  // rows a block owns (queries, or keys in dK/dV)
-constexpr int kTile = 64;           // rows of the streamed side per tile
+constexpr int kRows = 16 * kWarps;   // rows a block owns (queries, or keys in dK/dV)
+constexpr int kTile = 64;            // rows of the streamed side per tile
 constexpr int kScoreLd = kTile + 4;  // f32 score rows, padded against bank conflicts
 constexpr int kProbLd = kTile + 8;   // 16-bit probability rows
 
@@ -42,7 +42,9 @@ constexpr int out_ld() {  // f32 output staging rows
 // Packed qkv [B, N, 3, H, D] and out [B, N, H*D] offsets.
 struct Layout {
   int64_t N, H, D;
-  __device__ __forceinline__ int64_t q(int64_t b, int64_t i, int64_t h) const { return ((b * N + i) * 3) * H * D + h * D; }
+  __device__ __forceinline__ int64_t q(int64_t b, int64_t i, int64_t h) const {
+    return ((b * N + i) * 3) * H * D + h * D;
+  }
   __device__ __forceinline__ int64_t k(int64_t b, int64_t i, int64_t h) const { return q(b, i, h) + H * D; }
   __device__ __forceinline__ int64_t v(int64_t b, int64_t i, int64_t h) const { return q(b, i, h) + 2 * H * D; }
   __device__ __forceinline__ int64_t o(int64_t b, int64_t i, int64_t h) const { return (b * N + i) * H * D + h * D; }
@@ -167,7 +169,7 @@ __global__ void __launch_bounds__(kThreads)
     float tile_max = -cuda::std::numeric_limits<float>::infinity();
     for (int c = parity; c < valid; c += 2) tile_max = fmaxf(tile_max, scores[r * kScoreLd + c] * scale);
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-    const float m_new = fmaxf(m, tile_max);  // finite: every tile holds at least one key
+    const float m_new = fmaxf(m, tile_max);      // finite: every tile holds at least one key
     const float correction = __expf(m - m_new);  // 0 on the first tile (m = -inf)
     float sum = 0.0f;
     for (int c = parity; c < kTile; c += 2) {
@@ -229,9 +231,8 @@ __device__ __forceinline__ void write_rows(FragAcc (&acc)[DM / 16], float* stagi
 
 // dQ for the block's 64 query rows, streaming keys.
 template <typename S, int DM>
-__global__ void __launch_bounds__(kThreads)
-    attention_dq_tc_kernel(const S* qkv, const float* lse, const float* delta, const S* d_out, S* d_qkv, Layout p,
-                           float scale) {
+__global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(const S* qkv, const float* lse, const float* delta,
+                                                                   const S* d_out, S* d_qkv, Layout p, float scale) {
   using Smem = BackwardSmem<S, DM>;
   constexpr int LD = half_ld<DM>();
   extern __shared__ __align__(128) unsigned char smem[];
@@ -279,9 +280,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // dK and dV for the block's 64 key rows, streaming queries.
 template <typename S, int DM>
-__global__ void __launch_bounds__(kThreads)
-    attention_dkv_tc_kernel(const S* qkv, const float* lse, const float* delta, const S* d_out, S* d_qkv, Layout p,
-                            float scale) {
+__global__ void __launch_bounds__(kThreads) attention_dkv_tc_kernel(const S* qkv, const float* lse, const float* delta,
+                                                                    const S* d_out, S* d_qkv, Layout p, float scale) {
   using Smem = BackwardSmem<S, DM>;
   constexpr int LD = half_ld<DM>();
   extern __shared__ __align__(128) unsigned char smem[];
@@ -342,18 +342,26 @@ __global__ void __launch_bounds__(kThreads)
 // Calls fn(integral_constant<int, DM>) for the smallest tile head dim >= D.
 template <typename Fn>
 void dispatch_tc_head_dim(int64_t D, Fn&& fn) {
-  if (D <= 16) fn(std::integral_constant<int, 16>{});
-  else if (D <= 32) fn(std::integral_constant<int, 32>{});
-  else if (D <= 64) fn(std::integral_constant<int, 64>{});
-  else if (D <= 128) fn(std::integral_constant<int, 128>{});
-  else fail("attention (CUDA): head dim {} is larger than the supported 128", D);
+  if (D <= 16)
+    fn(std::integral_constant<int, 16>{});
+  else if (D <= 32)
+    fn(std::integral_constant<int, 32>{});
+  else if (D <= 64)
+    fn(std::integral_constant<int, 64>{});
+  else if (D <= 128)
+    fn(std::integral_constant<int, 128>{});
+  else
+    fail("attention (CUDA): head dim {} is larger than the supported 128", D);
 }
 
 template <typename Fn>
 void dispatch_16bit(DType dtype, Fn&& fn) {
-  if (dtype == DType::bf16) fn(__nv_bfloat16{});
-  else if (dtype == DType::f16) fn(__half{});
-  else fail("attention (CUDA tensor cores): dtype {} is not bf16 or f16", dtype_name(dtype));
+  if (dtype == DType::bf16)
+    fn(__nv_bfloat16{});
+  else if (dtype == DType::f16)
+    fn(__half{});
+  else
+    fail("attention (CUDA tensor cores): dtype {} is not bf16 or f16", dtype_name(dtype));
 }
 
 dim3 block_grid(int64_t B, int64_t N, int64_t H) {
@@ -371,8 +379,8 @@ void launch(Kernel kernel, size_t bytes, dim3 grid, void* stream, Args... args) 
 
 }  // namespace
 
-void attention_forward_tc(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H, int64_t D,
-                          double scale, void* stream) {
+void attention_forward_tc(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H,
+                          int64_t D, double scale, void* stream) {
   Layout p{N, H, D};
   dispatch_16bit(dtype, [&](auto tag) {
     using S = decltype(tag);

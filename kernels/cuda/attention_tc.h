@@ -9,8 +9,8 @@
 namespace bam::cuda_kernels {
 
 // lse: [B, H, N] f32.
-void attention_forward_tc(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H, int64_t D,
-                          double scale, void* stream);
+void attention_forward_tc(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H,
+                          int64_t D, double scale, void* stream);
 // delta: [B, H, N] f32, dot(d_out, out) per row (computed by the caller). d_qkv is fully overwritten.
 void attention_backward_tc(DType dtype, const void* qkv, const void* lse, const void* delta, const void* d_out,
                            void* d_qkv, int64_t B, int64_t N, int64_t H, int64_t D, double scale, void* stream);

@@ -96,8 +96,8 @@ namespace {
 
 // gemm and gemm_bias: `bias` (length N, or null) is added to every row by cuBLASLt's BIAS epilogue.
 void run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
-              int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta,
-              const void* bias, void* C, int64_t ldc, int64_t stride_c, void* stream) {
+              int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, const void* bias,
+              void* C, int64_t ldc, int64_t stride_c, void* stream) {
   if (batch == 0 || M == 0 || N == 0) return;
   BAM_CHECK(batch < (int64_t(1) << 31), "gemm (CUDA): batch {} exceeds cuBLASLt's 32-bit batch count", batch);
   if (K == 0) {

@@ -114,8 +114,7 @@ struct SpanList {
   ChunkTable chunks;
 };
 
-__global__ void adamw_many_kernel(AdamwList list, float step_size, float inv_sqrt_bias2, float b1, float b2,
-                                  float e) {
+__global__ void adamw_many_kernel(AdamwList list, float step_size, float inv_sqrt_bias2, float b1, float b2, float e) {
   const int t = list.chunks.tensor[blockIdx.x];
   const int64_t begin = list.chunks.index[blockIdx.x] * kChunk;
   const int64_t end = begin + kChunk < list.n[t] ? begin + kChunk : list.n[t];
@@ -250,9 +249,8 @@ void adamw_update_many(const AdamwTensor* tensors, int64_t count, double lr, dou
         list.decay[slot] = float(1.0 - lr * t.weight_decay);
       },
       [&](int chunks) {
-        adamw_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, float(lr / bias1),
-                                                                   float(1.0 / std::sqrt(bias2)), float(beta1),
-                                                                   float(beta2), float(eps));
+        adamw_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(
+            list, float(lr / bias1), float(1.0 / std::sqrt(bias2)), float(beta1), float(beta2), float(eps));
         BAM_CUDA_CHECK_LAUNCH();
       });
 }

@@ -65,9 +65,9 @@ __global__ void reduce_rows_kernel(ReduceOp op, const S* x, S* out, int64_t rows
 constexpr int kColumnTile = 32, kRowGroups = 8;
 
 template <typename S>
-__global__ void __launch_bounds__(kColumnTile * kRowGroups)
-    reduce_columns_kernel(ReduceOp op, const S* x, double* partials, int64_t outer, int64_t reduce_size,
-                          int64_t inner, int64_t rows_per_chunk) {
+__global__ void __launch_bounds__(kColumnTile* kRowGroups)
+    reduce_columns_kernel(ReduceOp op, const S* x, double* partials, int64_t outer, int64_t reduce_size, int64_t inner,
+                          int64_t rows_per_chunk) {
   using N = Num<S>;
   Accumulate<typename N::Compute> acc{op};
   __shared__ double partial[kRowGroups][kColumnTile];
@@ -79,7 +79,8 @@ __global__ void __launch_bounds__(kColumnTile * kRowGroups)
   double value = acc.identity();
   if (i < inner) {
     const S* p = x + o * reduce_size * inner + i;
-    for (int64_t r = r_begin + threadIdx.y; r < r_end; r += kRowGroups) value = acc.combine(value, double(N::load(p[r * inner])));
+    for (int64_t r = r_begin + threadIdx.y; r < r_end; r += kRowGroups)
+      value = acc.combine(value, double(N::load(p[r * inner])));
   }
   partial[threadIdx.y][threadIdx.x] = value;
   __syncthreads();
@@ -195,9 +196,9 @@ void reduce(ReduceOp op, DType dtype, const void* x, void* out, int64_t outer, i
       const int64_t tiles = outer * ((inner + kColumnTile - 1) / kColumnTile);
       BAM_CHECK(tiles <= 0x7fffffff, "reduce (CUDA): {} column tiles are too many for one launch", tiles);
       double* partials = static_cast<double*>(scratch);
-      reduce_columns_kernel<S><<<dim3(unsigned(tiles), unsigned(chunks)), dim3(kColumnTile, kRowGroups), 0,
-                                 as_stream(stream)>>>(op, static_cast<const S*>(x), partials, outer, reduce_size, inner,
-                                                      rows_per_chunk);
+      reduce_columns_kernel<S>
+          <<<dim3(unsigned(tiles), unsigned(chunks)), dim3(kColumnTile, kRowGroups), 0, as_stream(stream)>>>(
+              op, static_cast<const S*>(x), partials, outer, reduce_size, inner, rows_per_chunk);
       BAM_CUDA_CHECK_LAUNCH();
       reduce_chunks_kernel<S><<<grid_for(outer * inner), kBlock, 0, as_stream(stream)>>>(
           op, partials, static_cast<S*>(out), outer * inner, chunks);
@@ -214,11 +215,11 @@ void arg_reduce(bool is_max, DType dtype, const void* x, int64_t* out, int64_t o
     using S = decltype(tag);
     if (inner == 1) {  // contiguous rows (max of a whole tensor, argmax over the last dim): a block each
       unsigned blocks = static_cast<unsigned>(outer < 65535 * 8 ? outer : 65535 * 8);
-      arg_reduce_rows_kernel<S><<<blocks, kBlock, 0, as_stream(stream)>>>(is_max, static_cast<const S*>(x), out, outer,
-                                                                          reduce_size);
+      arg_reduce_rows_kernel<S>
+          <<<blocks, kBlock, 0, as_stream(stream)>>>(is_max, static_cast<const S*>(x), out, outer, reduce_size);
     } else {
-      arg_reduce_kernel<S><<<grid_for(outer * inner), kBlock, 0, as_stream(stream)>>>(
-          is_max, static_cast<const S*>(x), out, outer, reduce_size, inner);
+      arg_reduce_kernel<S><<<grid_for(outer * inner), kBlock, 0, as_stream(stream)>>>(is_max, static_cast<const S*>(x),
+                                                                                      out, outer, reduce_size, inner);
     }
   });
   BAM_CUDA_CHECK_LAUNCH();

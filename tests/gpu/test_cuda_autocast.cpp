@@ -128,8 +128,8 @@ TEST_CASE("a short bf16 and fp16 training run tracks the f32 run's loss") {
   for (int i = 0; i + skipped < steps; ++i)
     worst_fp16 = std::max(worst_fp16, std::abs(fp16[i + skipped] - f32[i]) / f32[i]);
   MESSAGE("loss: f32 " << f32.front() << " -> " << f32.back() << ", bf16 -> " << bf16.back() << ", fp16 -> "
-                       << fp16.back() << " (" << skipped << " skipped steps); worst relative gap bf16 "
-                       << worst_bf16 << ", fp16 " << worst_fp16);
+                       << fp16.back() << " (" << skipped << " skipped steps); worst relative gap bf16 " << worst_bf16
+                       << ", fp16 " << worst_fp16);
   CHECK(f32.back() < f32.front() - 0.05);  // the run learns, so tracking it means something
   CHECK(worst_bf16 < 0.02);
   CHECK(worst_fp16 < 0.01);

@@ -127,8 +127,8 @@ TEST_CASE("CUDA attention at the ViT shapes: tensor-core kernels (bf16, f16) and
   // 32), and a head dim that is padded inside the kernel (24 -> 32) with N just past a tile (65).
   for (Shape4 s : {Shape4{2, 197, 6, 64}, Shape4{3, 37, 6, 64}, Shape4{4, 17, 4, 32}, Shape4{2, 65, 2, 24}}) {
     for (DType dtype : {DType::bf16, DType::f16, DType::f32}) {
-      std::string what = "attention B=" + std::to_string(s.B) + " N=" + std::to_string(s.N) + " H=" +
-                         std::to_string(s.H) + " D=" + std::to_string(s.D) + " " + dtype_name(dtype);
+      std::string what = "attention B=" + std::to_string(s.B) + " N=" + std::to_string(s.N) +
+                         " H=" + std::to_string(s.H) + " D=" + std::to_string(s.D) + " " + dtype_name(dtype);
       CAPTURE(what);
       InputSpec spec{{s.B, s.N, 3 * s.H * s.D}};
       std::vector<double> v = maker.values(spec);

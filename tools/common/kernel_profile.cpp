@@ -41,7 +41,6 @@ std::string short_kernel_name(std::string name) {
   return name;
 }
 
-
 struct Cupti {
   decltype(&cuptiActivityRegisterCallbacks) register_callbacks = nullptr;
   decltype(&cuptiActivityEnable) enable = nullptr;
@@ -61,13 +60,15 @@ const Cupti& cupti(std::string* why) {
   if (!tried) {
     tried = true;
     void* lib = nullptr;
-    for (const char* path : {"libcupti.so", "libcupti.so.13", "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so",
-                             "/usr/local/cuda/lib64/libcupti.so", "/usr/local/cuda/targets/x86_64-linux/lib/libcupti.so"})
+    for (const char* path :
+         {"libcupti.so", "libcupti.so.13", "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so",
+          "/usr/local/cuda/lib64/libcupti.so", "/usr/local/cuda/targets/x86_64-linux/lib/libcupti.so"})
       if ((lib = dlopen(path, RTLD_NOW | RTLD_LOCAL))) break;
     if (!lib) {
       reason = "libcupti.so was not found (add its folder to LD_LIBRARY_PATH)";
     } else {
-      c.register_callbacks = reinterpret_cast<decltype(c.register_callbacks)>(dlsym(lib, "cuptiActivityRegisterCallbacks"));
+      c.register_callbacks =
+          reinterpret_cast<decltype(c.register_callbacks)>(dlsym(lib, "cuptiActivityRegisterCallbacks"));
       c.enable = reinterpret_cast<decltype(c.enable)>(dlsym(lib, "cuptiActivityEnable"));
       c.disable = reinterpret_cast<decltype(c.disable)>(dlsym(lib, "cuptiActivityDisable"));
       c.flush_all = reinterpret_cast<decltype(c.flush_all)>(dlsym(lib, "cuptiActivityFlushAll"));

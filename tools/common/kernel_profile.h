@@ -10,7 +10,7 @@
 namespace bam::tool {
 
 struct KernelTime {
-  std::string name;       // demangled, without the namespaces and the parameter list
+  std::string name;  // demangled, without the namespaces and the parameter list
   long long calls = 0;
   double total_ms = 0;
 };
