@@ -24,6 +24,7 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, const T
       {"global_step", std::to_string(state.global_step)},
       {"optimizer_steps", std::to_string(state.optimizer_steps)},
       {"loss_scale", fmt::format("{}", state.loss_scale)},
+      {"loss_scale_clean_steps", std::to_string(state.loss_scale_clean_steps)},
       {"seed", std::to_string(config.seed)},
       {"args", config.to_json().dump()},
   };
@@ -45,13 +46,18 @@ LoadedCheckpoint load_checkpoint(const std::string& path) {
     out.state.global_step = std::stoll(file.metadata.at("global_step"));
     out.state.optimizer_steps = std::stoll(file.metadata.at("optimizer_steps"));
     out.state.loss_scale = std::stod(file.metadata.at("loss_scale"));
+    if (auto it = file.metadata.find("loss_scale_clean_steps"); it != file.metadata.end())
+      out.state.loss_scale_clean_steps = std::stoll(it->second);  // absent in older checkpoints
   } catch (const std::exception& e) {
     fail("{}: corrupt checkpoint metadata: {}", path, e.what());
   }
   for (auto& [name, t] : file.tensors) {
-    if (starts_with(name, "student.")) out.student.emplace_back(name.substr(8), t);
-    else if (starts_with(name, "teacher.")) out.teacher.emplace_back(name.substr(8), t);
-    else if (starts_with(name, "optimizer.")) out.optimizer.emplace_back(name.substr(10), t);
+    if (starts_with(name, "student."))
+      out.student.emplace_back(name.substr(8), t);
+    else if (starts_with(name, "teacher."))
+      out.teacher.emplace_back(name.substr(8), t);
+    else if (starts_with(name, "optimizer."))
+      out.optimizer.emplace_back(name.substr(10), t);
   }
   return out;
 }

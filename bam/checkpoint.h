@@ -20,6 +20,7 @@ struct TrainState {
   int64_t global_step = 0;      // completed steps
   int64_t optimizer_steps = 0;
   double loss_scale = 0;        // fp16 dynamic loss scale (0 when unused)
+  int64_t loss_scale_clean_steps = 0;  // clean steps since the scale last changed (fp16)
 };
 
 void save_checkpoint(const std::string& path, const TrainConfig& config, const TrainState& state, const Module& student,

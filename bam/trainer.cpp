@@ -19,7 +19,9 @@
 namespace bam {
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(); }
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
 
 std::string duration_text(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -42,8 +44,7 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
     : config_(config), data_(std::move(data)), knn_(std::move(knn)) {
   config_.validate();
   BAM_CHECK(parse_device(config_.device, &device_), "--device: bad value '{}'", config_.device);
-  BAM_CHECK(device_.is_cpu() || cuda::is_available(), "--device {}: {}", config_.device,
-            cuda::unavailable_reason());
+  BAM_CHECK(device_.is_cpu() || cuda::is_available(), "--device {}: {}", config_.device, cuda::unavailable_reason());
   compute_dtype_ = precision_dtype(config_.precision);  // validate() refused 16-bit on the CPU
   scaler_ = GradScaler(compute_dtype_ == DType::f16);
   BAM_CHECK(data_->steps_per_epoch() >= 1, "--batch_size_per_gpu {} is larger than the {} training images",
@@ -129,7 +130,8 @@ void Trainer::resume_if_possible(TrainResult& result) {
   if (teacher_) teacher_->load_state(ck.teacher);
   optimizer_->load_state(ck.optimizer, ck.state.optimizer_steps);
   // fp16: continue from the saved loss scale instead of backing off from 2^16 again.
-  if (scaler_.enabled() && ck.state.loss_scale > 0) scaler_.load_state(ck.state.loss_scale, 0);
+  if (scaler_.enabled() && ck.state.loss_scale > 0)
+    scaler_.load_state(ck.state.loss_scale, ck.state.loss_scale_clean_steps);
   state_ = ck.state;
   step_in_epoch_ = ck.state.step_in_epoch;
   result.resumed = true;
@@ -141,6 +143,7 @@ void Trainer::save(const std::string& path) {
   state_.optimizer_steps = optimizer_->steps();
   state_.step_in_epoch = step_in_epoch_;
   state_.loss_scale = scaler_.enabled() ? scaler_.scale() : 0.0;
+  state_.loss_scale_clean_steps = scaler_.enabled() ? scaler_.clean_steps() : 0;
   save_checkpoint(path, config_, state_, *student_, teacher_.get(), *optimizer_);
 }
 
@@ -222,28 +225,29 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     // fp16: gradients back to their true size; an overflow skips this step and shrinks the scale.
     const bool finite = scaler_.unscale(params);
     if (finite && config_.clip_grad > 0) {
-      if (config_.clip_mode == "param") clip_grad_per_param(params, config_.clip_grad);
-      else clip_grad_norm(params, config_.clip_grad);
+      if (config_.clip_mode == "param")
+        clip_grad_per_param(params, config_.clip_grad);
+      else
+        clip_grad_norm(params, config_.clip_grad);
     }
     if (epoch < config_.freeze_last_layer)
       for (auto& [name, p] : student_->head->last_linear()->named_parameters()) p.set_grad(Tensor());
     optimizer_->set_lr(lr_schedule_[gs]);
     optimizer_->set_weight_decay(wd_schedule_[gs]);
-    if (finite) optimizer_->step();
-    scaler_.update(finite);
-    // The loss is read once the whole step is queued, so that on a GPU the host never waits in
-    // the middle of a step. A non-finite loss stops the run before anything is saved.
+    // The loss is read once backward is queued (on a GPU the host then waits for backward, not
+    // for the forward): a non-finite loss stops the run before the weights or anything saved change.
     const double loss = out.loss.item();
     if (!std::isfinite(loss)) {
       std::fprintf(stderr, "Loss is %g at epoch %lld step %lld: stopping. The last checkpoint (%s) is intact.\n", loss,
                    static_cast<long long>(epoch), static_cast<long long>(it), checkpoint_path().c_str());
       fail("non-finite loss ({}) at epoch {} step {}; lower --lr or raise --reg, then resume", loss, epoch, it);
     }
+    if (finite) optimizer_->step();
+    scaler_.update(finite);
     if (teacher_) {
       NoGradGuard no_grad;
       auto sp = student_->parameters(), tp = teacher_->parameters();
-      for (size_t i = 0; i < sp.size(); ++i)
-        ema_update(tp[i], sp[i], momentum_schedule_[gs]);
+      for (size_t i = 0; i < sp.size(); ++i) ema_update(tp[i], sp[i], momentum_schedule_[gs]);
     }
 
     result.step_losses.push_back(loss);
@@ -261,13 +265,13 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     double img_per_s = counted * B / elapsed;
     if ((it + 1) % config_.log_freq == 0 || it + 1 == steps) {
       double remaining_steps = static_cast<double>(total_steps_ - gs - 1);
-      std::printf("Epoch [%lld/%lld] step %lld/%lld  eta %s  loss %.4f  lr %.3e  wd %.4f  ent %.3f  std %.3f  "
-                  "img/s %.1f  data %.3fs  mem %s\n",
-                  static_cast<long long>(epoch), static_cast<long long>((total_steps_ + steps - 1) / steps),
-                  static_cast<long long>(it + 1), static_cast<long long>(steps),
-                  duration_text(remaining_steps * elapsed / counted).c_str(), loss, lr_schedule_[gs],
-                  wd_schedule_[gs], out.target_entropy, spread, img_per_s, stats.data_wait_s / counted,
-                  memory_text().c_str());
+      std::printf(
+          "Epoch [%lld/%lld] step %lld/%lld  eta %s  loss %.4f  lr %.3e  wd %.4f  ent %.3f  std %.3f  "
+          "img/s %.1f  data %.3fs  mem %s\n",
+          static_cast<long long>(epoch), static_cast<long long>((total_steps_ + steps - 1) / steps),
+          static_cast<long long>(it + 1), static_cast<long long>(steps),
+          duration_text(remaining_steps * elapsed / counted).c_str(), loss, lr_schedule_[gs], wd_schedule_[gs],
+          out.target_entropy, spread, img_per_s, stats.data_wait_s / counted, memory_text().c_str());
       std::fflush(stdout);
       nlohmann::ordered_json j;
       j["epoch"] = epoch;
@@ -288,8 +292,8 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       double per_step = seconds_since(refit_clock_) / static_cast<double>(refit_at_step_ - refit_at_step_ / 3);
       refit_at_step_ = -1;
       double left = budget_seconds_ - seconds_since(run_start_);
-      config_.max_steps = std::max<int64_t>(state_.global_step + 1,
-                                            state_.global_step + static_cast<int64_t>(left / per_step));
+      config_.max_steps =
+          std::max<int64_t>(state_.global_step + 1, state_.global_step + static_cast<int64_t>(left / per_step));
       config_.epochs = (config_.max_steps + steps - 1) / steps;
       config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
       config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);
@@ -332,11 +336,11 @@ TrainResult Trainer::run() {
     config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
     config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);
     build_schedules();
-    std::printf("Measured %.3f s per step: %lld steps (%.2f epochs of %lld steps) fit the %.1f-minute budget; "
-                "warm-up %lld steps\n",
-                step_seconds, static_cast<long long>(config_.max_steps),
-                static_cast<double>(config_.max_steps) / steps, static_cast<long long>(steps),
-                config_.time_budget_minutes, static_cast<long long>(config_.warmup_steps));
+    std::printf(
+        "Measured %.3f s per step: %lld steps (%.2f epochs of %lld steps) fit the %.1f-minute budget; "
+        "warm-up %lld steps\n",
+        step_seconds, static_cast<long long>(config_.max_steps), static_cast<double>(config_.max_steps) / steps,
+        static_cast<long long>(steps), config_.time_budget_minutes, static_cast<long long>(config_.warmup_steps));
     // Refit from real steps early in the warm-up; the deadline only catches a far-off estimate.
     refit_at_step_ = std::clamp<int64_t>(config_.max_steps / 20, 9, 60);
     budget_seconds_ = budget_seconds;
@@ -345,7 +349,8 @@ TrainResult Trainer::run() {
   run_start_ = Clock::now();
   std::optional<Clock::time_point> deadline;
   if (config_.time_budget_minutes > 0)
-    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget_seconds));
+    deadline =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget_seconds));
 
   // Re-evaluated every epoch: a budget refit can change the schedule's length.
   auto epochs_needed = [&] { return (total_steps_ + data_->steps_per_epoch() - 1) / data_->steps_per_epoch(); };
@@ -353,8 +358,9 @@ TrainResult Trainer::run() {
     EpochStats stats = train_epoch(epoch, result, deadline);
     if (result.stopped_by_budget) {
       save(checkpoint_path());
-      std::printf("Time budget of %.1f minutes spent at epoch %lld step %lld; checkpoint saved, run again to continue\n",
-                  config_.time_budget_minutes, static_cast<long long>(epoch), static_cast<long long>(step_in_epoch_));
+      std::printf(
+          "Time budget of %.1f minutes spent at epoch %lld step %lld; checkpoint saved, run again to continue\n",
+          config_.time_budget_minutes, static_cast<long long>(epoch), static_cast<long long>(step_in_epoch_));
       break;
     }
     state_.epoch = epoch + 1;

@@ -17,7 +17,7 @@ namespace {
 
 // How a [rows, cols] matrix view maps onto a GEMM operand.
 struct MatrixOperand {
-  bool usable = false;     // false: the strides fit neither layout; copy first
+  bool usable = false;      // false: the strides fit neither layout; copy first
   bool transposed = false;  // stored as [cols, rows]
   int64_t ld = 1;           // leading dimension of the stored matrix
 };
@@ -48,15 +48,17 @@ MatrixOperand matrix_operand(Tensor& t) {
 }
 
 template <typename T>
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
-          T beta, T* C, int64_t ldc) {
-  if constexpr (std::is_same_v<T, float>) cpu::gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-  else cpu::gemm_f64(ta, tb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T beta,
+          T* C, int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>)
+    cpu::gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+  else
+    cpu::gemm_f64(ta, tb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
 }
 
 template <typename T>
-void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-                  int64_t sa, const T* B, int64_t ldb, int64_t sb, T* C, int64_t ldc, int64_t sc) {
+void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, int64_t sa,
+                  const T* B, int64_t ldb, int64_t sb, T* C, int64_t ldc, int64_t sc) {
   if constexpr (std::is_same_v<T, float>)
     cpu::gemm_batched_f32(ta, tb, batch, M, N, K, 1.0f, A, lda, sa, B, ldb, sb, 0.0f, C, ldc, sc);
   else
@@ -76,9 +78,9 @@ Tensor matmul_shared_rhs(Tensor a, Tensor b) {
   MatrixOperand ma = matrix_operand(a), mb = matrix_operand(b);
   Tensor out = empty({rows, N}, {a.dtype(), a.device()});
   if (a.device().is_cuda()) {
-    BAM_CUDA_BRANCH("matmul", cuda_kernels::gemm(a.dtype(), ma.transposed, mb.transposed, 1, rows, N, K, a.raw_data(),
-                                                 ma.ld, 0, b.raw_data(), mb.ld, 0, 0.0f, out.raw_data(), N, 0,
-                                                 cuda::current_stream()));
+    BAM_CUDA_BRANCH("matmul",
+                    cuda_kernels::gemm(a.dtype(), ma.transposed, mb.transposed, 1, rows, N, K, a.raw_data(), ma.ld, 0,
+                                       b.raw_data(), mb.ld, 0, 0.0f, out.raw_data(), N, 0, cuda::current_stream()));
     return out.view(out_shape);
   }
   dispatch_floating("matmul", a.dtype(), [&](auto tag) {
@@ -107,9 +109,9 @@ Tensor matmul_batched(const Tensor& a_in, const Tensor& b_in) {
   MatrixOperand ma = matrix_operand(a), mb = matrix_operand(b);
   Tensor out = empty({count, M, N}, {a.dtype(), a.device()});
   if (a.device().is_cuda()) {
-    BAM_CUDA_BRANCH("matmul", cuda_kernels::gemm(a.dtype(), ma.transposed, mb.transposed, count, M, N, K,
-                                                 a.raw_data(), ma.ld, a.stride(0), b.raw_data(), mb.ld, b.stride(0),
-                                                 0.0f, out.raw_data(), N, M * N, cuda::current_stream()));
+    BAM_CUDA_BRANCH("matmul", cuda_kernels::gemm(a.dtype(), ma.transposed, mb.transposed, count, M, N, K, a.raw_data(),
+                                                 ma.ld, a.stride(0), b.raw_data(), mb.ld, b.stride(0), 0.0f,
+                                                 out.raw_data(), N, M * N, cuda::current_stream()));
     return out.view(out_shape);
   }
   dispatch_floating("matmul", a.dtype(), [&](auto tag) {
@@ -172,20 +174,20 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   MatrixOperand mx = matrix_operand(x2), mw = matrix_operand(w);
   Tensor out = empty({rows, out_features}, {x.dtype(), device});
   // out = x2 @ w^T: w stored [out, in] is the transposed form of the [in, out] operand.
-  if (device.is_cuda() && bias.defined() && in > 0 && x.dtype() != DType::f64) {
+  Tensor bc = device.is_cuda() && bias.defined() ? contiguous_data(bias) : Tensor();
+  if (bc.defined() && in > 0 && x.dtype() != DType::f64 && reinterpret_cast<uintptr_t>(bc.raw_data()) % 16 == 0) {
     // cuBLASLt adds the bias in the GEMM's epilogue: no separate pass over the output (f32 and
-    // 16 bits; f64 GEMMs have no epilogues and take the copy path below).
-    Tensor bc = contiguous_data(bias);
+    // 16 bits, a 16-byte aligned bias; f64 GEMMs have no epilogues and take the copy path below).
     BAM_CUDA_BRANCH("linear", cuda_kernels::gemm_bias(x.dtype(), mx.transposed, !mw.transposed, rows, out_features, in,
                                                       x2.raw_data(), mx.ld, w.raw_data(), mw.ld, bc.raw_data(),
                                                       out.raw_data(), out_features, cuda::current_stream()));
   } else if (device.is_cuda()) {
     // Every row starts as the bias (K = 0 leaves just that); the GEMM accumulates on top (beta = 1).
     if (bias.defined()) copy_into(out, bias);
-    BAM_CUDA_BRANCH("linear", cuda_kernels::gemm(x.dtype(), mx.transposed, !mw.transposed, 1, rows, out_features, in,
-                                                 x2.raw_data(), mx.ld, 0, w.raw_data(), mw.ld, 0,
-                                                 bias.defined() ? 1.0f : 0.0f, out.raw_data(), out_features, 0,
-                                                 cuda::current_stream()));
+    BAM_CUDA_BRANCH(
+        "linear", cuda_kernels::gemm(x.dtype(), mx.transposed, !mw.transposed, 1, rows, out_features, in, x2.raw_data(),
+                                     mx.ld, 0, w.raw_data(), mw.ld, 0, bias.defined() ? 1.0f : 0.0f, out.raw_data(),
+                                     out_features, 0, cuda::current_stream()));
   } else {
     // Every row starts as the bias; the GEMM accumulates on top (beta = 1).
     if (bias.defined()) copy_into(out, bias);

@@ -129,13 +129,14 @@ void AdamW::step() {
   NoGradGuard no_grad;
   ++steps_;
   std::vector<cuda_kernels::AdamwTensor> list;
+  std::vector<Tensor> keep;  // contiguous copies of strided gradients must outlive the launch
   size_t index = 0;
   for (auto& group : groups_) {
     for (auto& [name, param] : group.params) {
       if (slots_.size() <= index) slots_.resize(index + 1);
       Tensor grad = param.grad();
       if (grad.defined()) {
-        if (!grad.is_contiguous()) grad = grad.contiguous();
+        if (!grad.is_contiguous()) keep.push_back(grad = grad.contiguous());
         require_f32(param, param, "parameter");
         require_f32(grad, param, "gradient");
         ensure_slots(slots_[index], param, 2);

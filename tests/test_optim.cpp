@@ -125,9 +125,9 @@ TEST_CASE("gradient clipping") {
 TEST_CASE("schedules") {
   auto lr = cosine_schedule(1.0, 0.0, 4, 10, 1);
   REQUIRE(lr.size() == 40);
-  CHECK(lr[0] == 0.0);        // warm-up starts at 0
-  CHECK(lr[9] == 1.0);        // and reaches the base value at its last step (np.linspace)
-  CHECK(lr[10] == 1.0);       // the cosine starts at the base value
+  CHECK(lr[0] == 0.0);                    // warm-up starts at 0
+  CHECK(lr[9] == 1.0);                    // and reaches the base value at its last step (np.linspace)
+  CHECK(lr[10] == 1.0);                   // the cosine starts at the base value
   CHECK(lr[25] == doctest::Approx(0.5));  // halfway through the cosine part
   CHECK(lr[39] == doctest::Approx(0.5 * (1 + std::cos(M_PI * 29.0 / 30.0))));
   auto wd = cosine_schedule(0.04, 0.4, 2, 3);
@@ -139,8 +139,6 @@ TEST_CASE("schedules") {
   CHECK(reg_for_epoch(0.05, 0.1, 30, 100) == 0.1);
   CHECK(reg_for_epoch(0.05, 0.1, 3, 1) == doctest::Approx(0.075));
 }
-
-
 
 TEST_CASE("GradScaler: unscales, skips on inf/NaN with backoff, grows after clean steps") {
   GradScalerOptions options;

@@ -1,7 +1,8 @@
 // cuBLASLt behind the engine's row-major GEMM contract. cuBLAS is column-major: a row-major
 // C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T, so B is passed as cuBLAS's first
 // operand and A as its second, each with the transpose flag it already has. Descriptors and the
-// heuristic's algorithm are cached per (dtype, flags, sizes, strides, pointer alignment).
+// heuristic's algorithm are cached per (dtype, flags, sizes, strides, pointer alignment, TF32 and
+// bias epilogue); the bias pointer itself is set on the cached descriptor before each call.
 #include <cublasLt.h>
 
 #include <array>

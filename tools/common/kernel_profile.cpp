@@ -24,9 +24,10 @@ namespace {
 // anonymous namespace and the parameter list ("bam::cuda_kernels::(anonymous namespace)::
 // layer_norm_forward_kernel<float, float>(float const*, ...)" -> "layer_norm_forward_kernel<float, float>").
 std::string short_kernel_name(std::string name) {
-  for (const char* prefix : {"bam::cuda_kernels::", "(anonymous namespace)::", "void "}) {
+  for (const char* prefix : {"bam::cuda_kernels::", "(anonymous namespace)::"}) {
     for (size_t at; (at = name.find(prefix)) != std::string::npos;) name.erase(at, std::string(prefix).size());
   }
+  if (name.rfind("void ", 0) == 0) name.erase(0, 5);  // a leading return type
   // The parameter list starts at the first '(' outside template brackets.
   int depth = 0;
   for (size_t i = 0; i < name.size(); ++i) {
@@ -61,7 +62,7 @@ const Cupti& cupti(std::string* why) {
     tried = true;
     void* lib = nullptr;
     for (const char* path :
-         {"libcupti.so", "libcupti.so.13", "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so",
+         {"libcupti.so", "libcupti.so.13", "libcupti.so.12", "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so",
           "/usr/local/cuda/lib64/libcupti.so", "/usr/local/cuda/targets/x86_64-linux/lib/libcupti.so"})
       if ((lib = dlopen(path, RTLD_NOW | RTLD_LOCAL))) break;
     if (!lib) {
@@ -133,6 +134,8 @@ bool KernelProfile::start(std::string* why) {
   for (CUpti_ActivityKind kind : kKinds)
     if (c.enable(kind) != CUPTI_SUCCESS) {
       *why = "cuptiActivityEnable failed (is another profiler attached?)";
+      for (CUpti_ActivityKind enabled : kKinds) c.disable(enabled);
+      g_totals = nullptr;
       return false;
     }
   return true;
