@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "data/image_error.h"
+#include "engine/error.h"
 #include "engine/philox.h"
 
 namespace bam::data {
@@ -65,6 +66,8 @@ bool has_image_extension(const std::string& path) {
 Dataset open_image_folder(const std::string& root) {
   Dataset d;
   d.root = root;
+  BAM_CHECK(fs::is_directory(root), "{}: no such folder (an ImageFolder has one sub-folder of images per class)",
+            root);
   IndexProgress progress{root};
   std::vector<std::string> class_dirs;
   for (const auto& e : fs::directory_iterator(root))

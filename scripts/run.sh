@@ -8,18 +8,22 @@
 #   ./scripts/run.sh --minutes 60    # a longer run
 #   ./scripts/run.sh --fresh         # discard the previous run and start clean
 #   ./scripts/run.sh --out DIR       # everything goes under DIR (default runs/fmnist)
+#   ./scripts/run.sh --device cpu    # where to train: auto (default: the GPU with bf16 when one
+#                                    # answers, else the CPU), cpu, cuda or cuda:N
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 minutes=15
 out=runs/fmnist
 fresh=0
+device=auto
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) minutes="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --fresh) fresh=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --device) device="$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -48,14 +52,15 @@ if [ "$fresh" = 1 ]; then rm -rf "$out/train" "$out/probe"; fi
   --clip_grad 3.0 --reg 0.05 --temperature 0.1 \
   --time_budget_minutes "$minutes" --fit_epochs_to_budget true \
   --data_path "$out/data/train" --output_dir "$out/train" \
-  --knn_freq 2 --eval_resize_ratio 1 --num_workers "$threads" --log_freq 50 --seed 0
+  --knn_freq 2 --eval_resize_ratio 1 --num_workers "$threads" --log_freq 50 --seed 0 \
+  --device "$device" --precision auto
 
 # 3. Evaluation on the Fashion-MNIST test set (DESIGN.md section 6 protocol at 28 px).
 "$bin/bamprobe" \
   --pretrained_weights "$out/train/checkpoint.safetensors" --data_path "$out/data" \
   --img_size 28 --eval_resize_ratio 1 --n_last_blocks 4 --bn_head true \
   --epochs 30 --lr 0.1 --batch_size_per_gpu 256 --nb_knn 20 --temperature 0.07 \
-  --num_workers "$threads" --output_dir "$out/probe"
+  --num_workers "$threads" --output_dir "$out/probe" --device "$device"
 
 echo
 echo "Outputs: $out/train (checkpoint.safetensors, log.txt, steps.jsonl, report.html), $out/probe/probe.json"

@@ -17,6 +17,7 @@
 #include "engine/random.h"
 #include "engine/safetensors.h"
 #include "kernels/cpu/parallel.h"
+#include "tools/common/device_choice.h"
 
 namespace {
 
@@ -89,10 +90,10 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
   std::fflush(stdout);
   if (c.mode != "linear") {
     bam::FeatureSet tr = bam::extract_features(backbone, train, f), va = bam::extract_features(backbone, val, f);
-    row.knn = bam::knn_classify(tr.features, tr.labels, va.features, va.labels, tr.num_classes, c.nb_knn,
-                                c.temperature);
-    std::printf("[%s] kNN (k=%lld, T=%g): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
-                static_cast<long long>(c.nb_knn), c.temperature, row.knn.top1, row.knn.top5);
+    row.knn =
+        bam::knn_classify(tr.features, tr.labels, va.features, va.labels, tr.num_classes, c.nb_knn, c.temperature);
+    std::printf("[%s] kNN (k=%lld, T=%g): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(), static_cast<long long>(c.nb_knn),
+                c.temperature, row.knn.top1, row.knn.top5);
   }
   if (c.mode != "knn") {
     f.n_last_blocks = backbone ? c.n_last_blocks : 1;
@@ -129,39 +130,56 @@ int main(int argc, char** argv) {
   ProbeConfig c;
   app.add_option("--pretrained_weights", c.pretrained_weights,
                  "bamtrain checkpoint or exported backbone (.safetensors); none evaluates a random init");
-  app.add_option("--checkpoint_key", c.checkpoint_key, "student | teacher (bamtrain checkpoints)")->default_val(c.checkpoint_key);
+  app.add_option("--checkpoint_key", c.checkpoint_key, "student | teacher (bamtrain checkpoints)")
+      ->default_val(c.checkpoint_key);
   app.add_option("--arch", c.arch, "vit_tiny | vit_small | vit_base | custom (taken from a checkpoint when given)")
       ->default_val(c.arch);
   app.add_option("--patch_size", c.patch_size, "patch size")->default_val(c.patch_size);
   app.add_option("--embed_dim", c.embed_dim, "custom width");
   app.add_option("--depth", c.depth, "custom depth");
   app.add_option("--num_heads", c.num_heads, "custom heads");
-  app.add_option("--n_last_blocks", c.n_last_blocks, "linear: CLS tokens of the last n blocks")->default_val(c.n_last_blocks);
+  app.add_option("--n_last_blocks", c.n_last_blocks, "linear: CLS tokens of the last n blocks")
+      ->default_val(c.n_last_blocks);
   app.add_option("--avgpool_patchtokens", c.avgpool_patchtokens, "linear: also average-pooled patch tokens")
-      ->type_name("BOOL")->default_val("false");
+      ->type_name("BOOL")
+      ->default_val("false");
   app.add_option("--bn_head", c.bn_head, "linear: BatchNorm (no affine) before the Linear layer")
-      ->type_name("BOOL")->default_val("false");
+      ->type_name("BOOL")
+      ->default_val("false");
   app.add_option("--linear_aug", c.linear_aug,
                  "linear: train on RandomResizedCrop + flip views (features recomputed every epoch); false trains on "
                  "the evaluation view's features, computed once")
-      ->type_name("BOOL")->default_val("false");
+      ->type_name("BOOL")
+      ->default_val("false");
   app.add_option("--epochs", c.epochs, "linear probe epochs")->default_val(c.epochs)->check(CLI::PositiveNumber);
-  app.add_option("--lr", c.lr, "linear probe learning rate for a batch of 256")->default_val(c.lr)->check(CLI::PositiveNumber);
-  app.add_option("--batch_size_per_gpu", c.batch_size_per_gpu, "linear probe batch")->default_val(c.batch_size_per_gpu)
+  app.add_option("--lr", c.lr, "linear probe learning rate for a batch of 256")
+      ->default_val(c.lr)
+      ->check(CLI::PositiveNumber);
+  app.add_option("--batch_size_per_gpu", c.batch_size_per_gpu, "linear probe batch")
+      ->default_val(c.batch_size_per_gpu)
       ->check(CLI::PositiveNumber);
   app.add_option("--data_path", c.data_path, "folder with train/ and val/ ImageFolders")->required();
   app.add_option("--output_dir", c.output_dir, "probe.json is written here")->default_val(c.output_dir);
   app.add_option("--nb_knn", c.nb_knn, "k of the kNN classifier")->default_val(c.nb_knn)->check(CLI::PositiveNumber);
-  app.add_option("--temperature", c.temperature, "kNN vote temperature")->default_val(c.temperature)->check(CLI::PositiveNumber);
-  app.add_option("--mode", c.mode, "linear | knn | both")->default_val(c.mode)->check(CLI::IsMember({"linear", "knn", "both"}));
+  app.add_option("--temperature", c.temperature, "kNN vote temperature")
+      ->default_val(c.temperature)
+      ->check(CLI::PositiveNumber);
+  app.add_option("--mode", c.mode, "linear | knn | both")
+      ->default_val(c.mode)
+      ->check(CLI::IsMember({"linear", "knn", "both"}));
   app.add_option("--img_size", c.img_size, "evaluation crop side")->default_val(c.img_size)->check(CLI::PositiveNumber);
   app.add_option("--eval_resize_ratio", c.eval_resize_ratio, "shorter side to img_size x ratio before the centre crop")
-      ->default_val(c.eval_resize_ratio)->check(CLI::Range(1.0, 4.0));
+      ->default_val(c.eval_resize_ratio)
+      ->check(CLI::Range(1.0, 4.0));
   app.add_option("--baselines", c.baselines, "also evaluate raw pixels and a random-init backbone")
-      ->type_name("BOOL")->default_val("true");
-  app.add_option("--num_workers", c.num_workers, "decoding threads")->default_val(c.num_workers)->check(CLI::PositiveNumber);
+      ->type_name("BOOL")
+      ->default_val("true");
+  app.add_option("--num_workers", c.num_workers, "decoding threads")
+      ->default_val(c.num_workers)
+      ->check(CLI::PositiveNumber);
   app.add_option("--seed", c.seed, "seed (random init, probe)")->default_val(c.seed);
-  app.add_option("--device", c.device, "cpu | cuda | cuda:N (where the backbone computes features)")
+  app.add_option("--device", c.device,
+                 "cpu | cuda | cuda:N | auto (cuda when a GPU answers): where the backbone computes features")
       ->default_val(c.device);
   try {
     app.parse(argc, argv);
@@ -170,6 +188,8 @@ int main(int argc, char** argv) {
   }
   try {
     namespace fs = std::filesystem;
+    c.device = bam::tool::resolve_device(c.device);
+    std::printf("device: %s\n", c.device.c_str());
     bam::Device device;
     BAM_CHECK(bam::parse_device(c.device, &device), "--device must be cpu, cuda or cuda:N, got '{}'", c.device);
     BAM_CHECK(device.is_cpu() || bam::cuda::is_available(), "--device {}: {}", c.device,
@@ -201,16 +221,18 @@ int main(int argc, char** argv) {
         rows.push_back(evaluate("random-init backbone", random_backbone.get(), train, val, c));
       }
     }
-    rows.push_back(evaluate(c.pretrained_weights.empty() ? "random-init backbone" : "backbone", backbone.get(), train,
-                            val, c));
+    rows.push_back(
+        evaluate(c.pretrained_weights.empty() ? "random-init backbone" : "backbone", backbone.get(), train, val, c));
     std::printf("\n| features | kNN top-1 | kNN top-5 | linear top-1 | linear top-5 |\n|---|---|---|---|---|\n");
     nlohmann::ordered_json results;
     for (const Row& r : rows) {
       std::printf("| %s | %s | %s | %s | %s |\n", r.name.c_str(), cell(r.knn.top1).c_str(), cell(r.knn.top5).c_str(),
                   cell(r.linear.top1).c_str(), cell(r.linear.top5).c_str());
       auto value = [](double v) { return v < 0 ? nlohmann::ordered_json() : nlohmann::ordered_json(v); };  // not run
-      results[r.name] = {{"knn_top1", value(r.knn.top1)}, {"knn_top5", value(r.knn.top5)},
-                         {"linear_top1", value(r.linear.top1)}, {"linear_top5", value(r.linear.top5)}};
+      results[r.name] = {{"knn_top1", value(r.knn.top1)},
+                         {"knn_top5", value(r.knn.top5)},
+                         {"linear_top1", value(r.linear.top1)},
+                         {"linear_top5", value(r.linear.top5)}};
     }
     results["weights"] = description;  // beside the rows, not over the "backbone" row
     fs::create_directories(c.output_dir);

@@ -7,6 +7,7 @@
 
 #include "bam/trainer.h"
 #include "engine/error.h"
+#include "tools/common/device_choice.h"
 #include "tools/common/knn_monitor.h"
 
 namespace {
@@ -36,20 +37,24 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
   boolean("--teacher", c.teacher, "momentum (EMA) teacher provides the target");
   app.add_option("--teacher_m", c.teacher_m, "initial teacher momentum (cosine to 1)")->default_val(c.teacher_m);
   // precision, device
-  app.add_option("--precision", c.precision, "f32 | bf16 | fp16 (16-bit on CUDA only)")->default_val(c.precision);
+  app.add_option("--precision", c.precision, "f32 | bf16 | fp16 (16-bit on CUDA only) | auto (bf16 on CUDA, else f32)")
+      ->default_val(c.precision);
   app.add_option("--use_fp16", use_fp16, "same as --precision fp16 when true (official flag)")->type_name("BOOL");
-  app.add_option("--device", c.device, "cpu | cuda | cuda:N")->default_val(c.device);
+  app.add_option("--device", c.device, "cpu | cuda | cuda:N | auto (cuda when a GPU answers, else cpu)")
+      ->default_val(c.device);
   // optimisation
   app.add_option("--batch_size_per_gpu", c.batch_size_per_gpu, "images per step (each gives every crop)")
       ->default_val(c.batch_size_per_gpu);
   app.add_option("--epochs", c.epochs, "training epochs")->default_val(c.epochs);
-  app.add_option("--warmup_epochs", c.warmup_epochs, "linear learning-rate warm-up epochs")->default_val(c.warmup_epochs);
+  app.add_option("--warmup_epochs", c.warmup_epochs, "linear learning-rate warm-up epochs")
+      ->default_val(c.warmup_epochs);
   app.add_option("--max_steps", c.max_steps, "end the run (and its schedules) after this many steps (0: all epochs)");
   app.add_option("--warmup_steps", c.warmup_steps, "warm-up length in steps (overrides --warmup_epochs)");
   app.add_option("--lr", c.lr, "peak learning rate for a batch of 256 (scaled linearly)")->default_val(c.lr);
   app.add_option("--min_lr", c.min_lr, "final learning rate of the cosine schedule")->default_val(c.min_lr);
   app.add_option("--optimizer", c.optimizer, "adamw | sgd | lars")->default_val(c.optimizer);
-  app.add_option("--weight_decay", c.weight_decay, "initial weight decay (cosine schedule)")->default_val(c.weight_decay);
+  app.add_option("--weight_decay", c.weight_decay, "initial weight decay (cosine schedule)")
+      ->default_val(c.weight_decay);
   app.add_option("--weight_decay_end", c.weight_decay_end, "final weight decay")->default_val(c.weight_decay_end);
   app.add_option("--clip_grad", c.clip_grad, "gradient clipping norm (0 disables)")->default_val(c.clip_grad);
   app.add_option("--clip_mode", c.clip_mode, "global (one norm over all parameters) | param (DINO: each tensor)")
@@ -63,20 +68,25 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
       ->default_val(c.reg_warmup_epochs);
   app.add_option("--temperature", c.temperature, "source softmax temperature")->default_val(c.temperature);
   app.add_option("--num_sink_iter", c.num_sink_iter, "Sinkhorn iterations")->default_val(c.num_sink_iter);
-  app.add_option("--top_k_sink", c.top_k_sink, "keep each target row's top-k entries (0: all)")->default_val(c.top_k_sink);
+  app.add_option("--top_k_sink", c.top_k_sink, "keep each target row's top-k entries (0: all)")
+      ->default_val(c.top_k_sink);
   boolean("--positive_masking", c.positive_masking, "mask the views of the same image in the attention");
   app.add_option("--target_crops_number", c.target_crops_number, "crops used as targets (default: global crops)");
   // multi-crop
   app.add_option("--global_crops_number", c.global_crops_number, "global crops per image")
       ->default_val(c.global_crops_number);
-  app.add_option("--local_crops_number", c.local_crops_number, "local crops per image")->default_val(c.local_crops_number);
+  app.add_option("--local_crops_number", c.local_crops_number, "local crops per image")
+      ->default_val(c.local_crops_number);
   app.add_option("--global_crops_scale", global_scale, "area range of global crops (two numbers)")->expected(2);
   app.add_option("--local_crops_scale", local_scale, "area range of local crops (two numbers)")->expected(2);
-  app.add_option("--global_crops_size", c.global_crops_size, "global crop side in pixels")->default_val(c.global_crops_size);
-  app.add_option("--local_crops_size", c.local_crops_size, "local crop side in pixels")->default_val(c.local_crops_size);
+  app.add_option("--global_crops_size", c.global_crops_size, "global crop side in pixels")
+      ->default_val(c.global_crops_size);
+  app.add_option("--local_crops_size", c.local_crops_size, "local crop side in pixels")
+      ->default_val(c.local_crops_size);
   // data, output, misc
-  app.add_option("--data_path", c.data_path, "training images: a folder (ImageFolder or flat), a file list (.txt), "
-                                             "or synthetic:N");
+  app.add_option("--data_path", c.data_path,
+                 "training images: a folder (ImageFolder or flat), a file list (.txt), "
+                 "or synthetic:N");
   app.add_option("--output_dir", c.output_dir, "checkpoints, log.txt and report go here")->default_val(c.output_dir);
   app.add_option("--saveckp_freq", c.saveckp_freq, "also keep checkpointNNNN every N epochs (0: never)")
       ->default_val(c.saveckp_freq);
@@ -112,6 +122,8 @@ int main(int argc, char** argv) {
     if (global_scale.size() == 2) config.global_crops_scale = {global_scale[0], global_scale[1]};
     if (local_scale.size() == 2) config.local_crops_scale = {local_scale[0], local_scale[1]};
     if (use_fp16) config.precision = "fp16";
+    config.device = bam::tool::resolve_device(config.device);
+    config.precision = bam::tool::resolve_precision(config.precision, config.device);
     config.validate();
     const auto args = config.to_json();  // items() must not outlive the object it iterates
     for (const auto& [key, value] : args.items()) std::printf("%s: %s\n", key.c_str(), value.dump().c_str());

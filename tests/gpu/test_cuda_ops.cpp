@@ -94,7 +94,7 @@ TEST_CASE("CUDA ops match their CPU twins: op table, forward and gradients, f32/
         if (!cuda::device_is_usable()) throw;
       }
     }
-    MESSAGE(dtype_name(dtype) << ": " << cases.size() << " op-table rows run on CUDA");
+    MESSAGE(std::string(dtype_name(dtype)) << ": " << cases.size() << " op-table rows run on CUDA");
   }
 }
 

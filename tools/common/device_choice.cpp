@@ -1,0 +1,18 @@
+// Resolution of the "auto" device and precision flags (device_choice.h).
+#include "tools/common/device_choice.h"
+
+#include "engine/cuda.h"
+
+namespace bam::tool {
+
+std::string resolve_device(const std::string& device) {
+  if (device != "auto") return device;
+  return cuda::is_available() ? "cuda" : "cpu";
+}
+
+std::string resolve_precision(const std::string& precision, const std::string& resolved_device) {
+  if (precision != "auto") return precision;
+  return resolved_device.rfind("cuda", 0) == 0 ? "bf16" : "f32";
+}
+
+}  // namespace bam::tool

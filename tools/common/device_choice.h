@@ -1,0 +1,15 @@
+// `--device auto` and `--precision auto` for the tools: the GPU with bf16 autocast when a CUDA
+// device answers, else the CPU in f32. Resolved once, before the flags are validated, so that logs
+// and checkpoints record what actually ran.
+#pragma once
+
+#include <string>
+
+namespace bam::tool {
+
+// "auto" -> "cuda" when a CUDA device is usable, else "cpu"; any other value is returned as is.
+std::string resolve_device(const std::string& device);
+// "auto" -> "bf16" on a CUDA device, "f32" on the CPU; any other value is returned as is.
+std::string resolve_precision(const std::string& precision, const std::string& resolved_device);
+
+}  // namespace bam::tool
