@@ -10,6 +10,8 @@
 #   ./scripts/run.sh --out DIR       # everything goes under DIR (default runs/fmnist)
 #   ./scripts/run.sh --device cpu    # where to train: auto (default: the GPU with bf16 when one
 #                                    # answers, else the CPU), cpu, cuda or cuda:N
+#   ./scripts/run.sh --crop_scale 0.4  # the smallest global crop, as a fraction of the image
+#                                    # (default 0.25, the PyTorch peer's; 0.4 did better in 60 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,17 +19,20 @@ minutes=15
 out=runs/fmnist
 fresh=0
 device=auto
+crop_scale=0.25
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) minutes="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --fresh) fresh=1; shift ;;
     --device) device="$2"; shift 2 ;;
+    --crop_scale) crop_scale="$2"; shift 2 ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$minutes" in ''|*[!0-9.]*) echo "run.sh: --minutes needs a number, got '$minutes'" >&2; exit 2 ;; esac
+case "$crop_scale" in ''|*[!0-9.]*) echo "run.sh: --crop_scale needs a number in (0, 1], got '$crop_scale'" >&2; exit 2 ;; esac
 
 ./scripts/build.sh
 bin=build/bin
@@ -46,7 +51,7 @@ fi
 if [ "$fresh" = 1 ]; then rm -rf "$out/train" "$out/probe"; fi
 "$bin/bamtrain" \
   --arch custom --embed_dim 128 --depth 4 --num_heads 4 --patch_size 7 \
-  --global_crops_size 28 --global_crops_scale 0.25 1.0 --local_crops_number 0 \
+  --global_crops_size 28 --global_crops_scale "$crop_scale" 1.0 --local_crops_number 0 \
   --out_dim 1024 --hidden_dim 1024 --n_layers 3 \
   --batch_size_per_gpu 256 --lr 0.0005 --min_lr 1e-6 --weight_decay 0.04 --weight_decay_end 0.4 \
   --clip_grad 3.0 --reg 0.05 --temperature 0.1 \
