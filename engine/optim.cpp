@@ -53,6 +53,7 @@ void Optimizer::step() {
       ++index;
     }
   }
+  finish_step();
 }
 
 void Optimizer::zero_grad() {
@@ -114,40 +115,21 @@ void AdamW::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots
   float *p = param.data<float>(), *m = slots[0].data<float>(), *v = slots[1].data<float>();
   const float* g = grad.data<float>();
   if (param.device().is_cuda()) {
-    BAM_CUDA_BRANCH("adamw", cuda_kernels::adamw_update(p, g, m, v, param.numel(), lr_, beta1_, beta2_, eps_,
-                                                        weight_decay, steps_, stream()));
+    // Queued for one multi-tensor launch in finish_step(); the gradient (perhaps a contiguous
+    // copy made for this step) is kept alive until then.
+    pending_.push_back({p, g, m, v, param.numel(), weight_decay});
+    pending_grads_.push_back(grad);
     return;
   }
   cpu::adamw_update(p, g, m, v, param.numel(), lr_, beta1_, beta2_, eps_, weight_decay, steps_);
 }
 
-void AdamW::step() {
-  bool on_cuda = false;
-  for (const auto& group : groups_)
-    for (const auto& [name, param] : group.params) on_cuda = on_cuda || param.device().is_cuda();
-  if (!on_cuda) return Optimizer::step();
-  NoGradGuard no_grad;
-  ++steps_;
-  std::vector<cuda_kernels::AdamwTensor> list;
-  std::vector<Tensor> keep;  // contiguous copies of strided gradients must outlive the launch
-  size_t index = 0;
-  for (auto& group : groups_) {
-    for (auto& [name, param] : group.params) {
-      if (slots_.size() <= index) slots_.resize(index + 1);
-      Tensor grad = param.grad();
-      if (grad.defined()) {
-        if (!grad.is_contiguous()) keep.push_back(grad = grad.contiguous());
-        require_f32(param, param, "parameter");
-        require_f32(grad, param, "gradient");
-        ensure_slots(slots_[index], param, 2);
-        list.push_back({param.data<float>(), grad.data<float>(), slots_[index][0].data<float>(),
-                        slots_[index][1].data<float>(), param.numel(), group.decay ? weight_decay_ : 0.0});
-      }
-      ++index;
-    }
-  }
-  BAM_CUDA_BRANCH("adamw", cuda_kernels::adamw_update_many(list.data(), static_cast<int64_t>(list.size()), lr_, beta1_,
-                                                           beta2_, eps_, steps_, stream()));
+void AdamW::finish_step() {
+  if (pending_.empty()) return;
+  BAM_CUDA_BRANCH("adamw", cuda_kernels::adamw_update_many(pending_.data(), static_cast<int64_t>(pending_.size()), lr_,
+                                                           beta1_, beta2_, eps_, steps_, stream()));
+  pending_.clear();
+  pending_grads_.clear();
 }
 
 void SGD::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) {

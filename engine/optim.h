@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/module.h"
+#include "kernels/cuda/optimizer.h"
 
 namespace bam {
 
@@ -31,7 +32,7 @@ class Optimizer {
   int64_t steps() const { return steps_; }
 
   // Applies one update to every parameter that has a gradient.
-  virtual void step();
+  void step();
   // Drops every gradient (the next backward starts from nothing).
   void zero_grad();
 
@@ -44,6 +45,8 @@ class Optimizer {
   // Updates one parameter; `slots` are this optimizer's state tensors for it (created on demand).
   virtual void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) = 0;
   virtual std::vector<std::string> slot_names() const = 0;
+  // Called once after every update() of a step: optimizers that batch their updates launch them.
+  virtual void finish_step() {}
 
   std::vector<ParamGroup> groups_;
   std::vector<std::vector<Tensor>> slots_;  // per parameter, flattened over groups
@@ -55,15 +58,18 @@ class AdamW : public Optimizer {
  public:
   AdamW(std::vector<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
       : Optimizer(std::move(groups)), beta1_(beta1), beta2_(beta2), eps_(eps) {}
-  // On CUDA every parameter is updated by one multi-tensor launch (a few for very long lists).
-  void step() override;
 
  protected:
+  // On the CPU each parameter is updated at once; on CUDA the updates are queued and finish_step()
+  // applies them all in one multi-tensor launch (a few for very long lists).
   void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) override;
+  void finish_step() override;
   std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
 
  private:
   double beta1_, beta2_, eps_;
+  std::vector<cuda_kernels::AdamwTensor> pending_;
+  std::vector<Tensor> pending_grads_;
 };
 
 class SGD : public Optimizer {

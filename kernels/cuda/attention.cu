@@ -13,6 +13,7 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_layout.cuh"
 #include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/numeric.cuh"
 
@@ -26,17 +27,6 @@ template <typename C, int DM>
 constexpr int tile_rows() {
   return (DM <= 64 ? 64 : 32) * 4 / int(sizeof(C));
 }
-
-// Element offsets inside packed qkv [B, N, 3, H, D] and out [B, N, H*D].
-struct Packed {
-  int64_t N, H, D;
-  __device__ __forceinline__ int64_t q(int64_t b, int64_t i, int64_t h) const {
-    return ((b * N + i) * 3) * H * D + h * D;
-  }
-  __device__ __forceinline__ int64_t k(int64_t b, int64_t i, int64_t h) const { return q(b, i, h) + H * D; }
-  __device__ __forceinline__ int64_t v(int64_t b, int64_t i, int64_t h) const { return q(b, i, h) + 2 * H * D; }
-  __device__ __forceinline__ int64_t o(int64_t b, int64_t i, int64_t h) const { return (b * N + i) * H * D + h * D; }
-};
 
 // Loads rows [r0, r0 + TK) of one head from `src` (row offsets from `offset`) into tile[TK][DM],
 // zero beyond N and beyond D.
@@ -52,7 +42,7 @@ __device__ __forceinline__ void load_tile(C (*tile)[DM], const S* src, int64_t r
 
 template <typename S, int DM>
 __global__ void __launch_bounds__(kRowsPerBlock)
-    attention_forward_kernel(const S* qkv, S* out, typename Num<S>::Compute* lse, Packed p, double scale) {
+    attention_forward_kernel(const S* qkv, S* out, typename Num<S>::Compute* lse, PackedQkv p, double scale) {
   using N_ = Num<S>;
   using C = typename N_::Compute;
   constexpr int TK = tile_rows<C, DM>();
@@ -98,8 +88,8 @@ __global__ void __launch_bounds__(kRowsPerBlock)
 }
 
 template <typename S>
-__global__ void attention_probs_kernel(const S* qkv, const typename Num<S>::Compute* lse, S* probs, Packed p, int64_t B,
-                                       double scale) {
+__global__ void attention_probs_kernel(const S* qkv, const typename Num<S>::Compute* lse, S* probs, PackedQkv p,
+                                       int64_t B, double scale) {
   using N_ = Num<S>;
   using C = typename N_::Compute;
   const int64_t total = B * p.H * p.N * p.N;
@@ -115,7 +105,7 @@ __global__ void attention_probs_kernel(const S* qkv, const typename Num<S>::Comp
 // delta[b, h, i] = dO_i . O_i, a warp per row: the lanes read the row's D values together
 // (coalesced) and combine by shuffles.
 template <typename S>
-__global__ void attention_delta_kernel(const S* out, const S* d_out, typename Num<S>::Compute* delta, Packed p,
+__global__ void attention_delta_kernel(const S* out, const S* d_out, typename Num<S>::Compute* delta, PackedQkv p,
                                        int64_t B) {
   using N_ = Num<S>;
   using C = typename N_::Compute;
@@ -135,7 +125,7 @@ __global__ void attention_delta_kernel(const S* out, const S* d_out, typename Nu
 template <typename S, int DM>
 __global__ void __launch_bounds__(kRowsPerBlock)
     attention_dq_kernel(const S* qkv, const typename Num<S>::Compute* lse, const typename Num<S>::Compute* delta,
-                        const S* d_out, S* d_qkv, Packed p, double scale) {
+                        const S* d_out, S* d_qkv, PackedQkv p, double scale) {
   using N_ = Num<S>;
   using C = typename N_::Compute;
   constexpr int TK = tile_rows<C, DM>();
@@ -183,7 +173,7 @@ __global__ void __launch_bounds__(kRowsPerBlock)
 template <typename S, int DM>
 __global__ void __launch_bounds__(kRowsPerBlock)
     attention_dkv_kernel(const S* qkv, const typename Num<S>::Compute* lse, const typename Num<S>::Compute* delta,
-                         const S* d_out, S* d_qkv, Packed p, double scale) {
+                         const S* d_out, S* d_qkv, PackedQkv p, double scale) {
   using N_ = Num<S>;
   using C = typename N_::Compute;
   constexpr int TK = tile_rows<C, DM>();
@@ -238,28 +228,8 @@ __global__ void __launch_bounds__(kRowsPerBlock)
   }
 }
 
-// Calls fn(std::integral_constant<int, DM>) for the smallest supported DM >= D.
-template <typename Fn>
-void dispatch_head_dim(int64_t D, Fn&& fn) {
-  if (D <= 16)
-    fn(std::integral_constant<int, 16>{});
-  else if (D <= 32)
-    fn(std::integral_constant<int, 32>{});
-  else if (D <= 64)
-    fn(std::integral_constant<int, 64>{});
-  else if (D <= 128)
-    fn(std::integral_constant<int, 128>{});
-  else
-    fail("attention (CUDA): head dim {} is larger than the supported 128", D);
-}
-
 template <typename S>
 using Stat = typename Num<S>::Compute;
-
-dim3 row_grid(int64_t B, int64_t N, int64_t H) {
-  BAM_CHECK(B * H < 65536, "attention (CUDA): B * H = {} exceeds the grid's y limit", B * H);
-  return dim3(unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(B * H));
-}
 
 }  // namespace
 
@@ -268,12 +238,13 @@ void attention_forward(DType dtype, const void* qkv, void* out, void* lse, int64
   if (B * N * H == 0) return;
   if (dtype == DType::bf16 || dtype == DType::f16)  // 16 bits: the tensor-core kernels
     return attention_forward_tc(dtype, qkv, out, lse, B, N, H, D, scale, stream);
-  Packed p{N, H, D};
+  PackedQkv p{N, H, D};
   dispatch_floating_storage("attention", dtype, [&](auto tag) {
     using S = decltype(tag);
     dispatch_head_dim(D, [&](auto dm) {
-      attention_forward_kernel<S, decltype(dm)::value><<<row_grid(B, N, H), kRowsPerBlock, 0, as_stream(stream)>>>(
-          static_cast<const S*>(qkv), static_cast<S*>(out), static_cast<Stat<S>*>(lse), p, scale);
+      attention_forward_kernel<S, decltype(dm)::value>
+          <<<attention_grid(B, N, H, kRowsPerBlock), kRowsPerBlock, 0, as_stream(stream)>>>(
+              static_cast<const S*>(qkv), static_cast<S*>(out), static_cast<Stat<S>*>(lse), p, scale);
     });
   });
   BAM_CUDA_CHECK_LAUNCH();
@@ -282,7 +253,7 @@ void attention_forward(DType dtype, const void* qkv, void* out, void* lse, int64
 void attention_probs(DType dtype, const void* qkv, const void* lse, void* probs, int64_t B, int64_t N, int64_t H,
                      int64_t D, double scale, void* stream) {
   if (B * N * H == 0) return;
-  Packed p{N, H, D};
+  PackedQkv p{N, H, D};
   dispatch_floating_storage("attention_probs", dtype, [&](auto tag) {
     using S = decltype(tag);
     attention_probs_kernel<S><<<grid_for(B * H * N * N), kBlock, 0, as_stream(stream)>>>(
@@ -294,7 +265,7 @@ void attention_probs(DType dtype, const void* qkv, const void* lse, void* probs,
 void attention_backward(DType dtype, const void* qkv, const void* out, const void* lse, const void* d_out, void* d_qkv,
                         void* scratch, int64_t B, int64_t N, int64_t H, int64_t D, double scale, void* stream) {
   if (B * N * H == 0) return;
-  Packed p{N, H, D};
+  PackedQkv p{N, H, D};
   dispatch_floating_storage("attention_backward", dtype, [&](auto tag) {
     using S = decltype(tag);
     auto* delta = static_cast<Stat<S>*>(scratch);
@@ -307,10 +278,10 @@ void attention_backward(DType dtype, const void* qkv, const void* out, const voi
     }
     dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;
-      attention_dq_kernel<S, DM><<<row_grid(B, N, H), kRowsPerBlock, 0, as_stream(stream)>>>(
+      attention_dq_kernel<S, DM><<<attention_grid(B, N, H, kRowsPerBlock), kRowsPerBlock, 0, as_stream(stream)>>>(
           static_cast<const S*>(qkv), static_cast<const Stat<S>*>(lse), delta, static_cast<const S*>(d_out),
           static_cast<S*>(d_qkv), p, scale);
-      attention_dkv_kernel<S, DM><<<row_grid(B, N, H), kRowsPerBlock, 0, as_stream(stream)>>>(
+      attention_dkv_kernel<S, DM><<<attention_grid(B, N, H, kRowsPerBlock), kRowsPerBlock, 0, as_stream(stream)>>>(
           static_cast<const S*>(qkv), static_cast<const Stat<S>*>(lse), delta, static_cast<const S*>(d_out),
           static_cast<S*>(d_qkv), p, scale);
     });

@@ -13,9 +13,9 @@
 #include <mma.h>
 
 #include <cuda/std/limits>
-#include <type_traits>
 
 #include "engine/cuda_check.h"
+#include "kernels/cuda/attention_layout.cuh"
 #include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/numeric.cuh"
 
@@ -38,17 +38,6 @@ template <int DM>
 constexpr int out_ld() {  // f32 output staging rows
   return DM + 4;
 }
-
-// Packed qkv [B, N, 3, H, D] and out [B, N, H*D] offsets.
-struct Layout {
-  int64_t N, H, D;
-  __device__ __forceinline__ int64_t q(int64_t b, int64_t i, int64_t h) const {
-    return ((b * N + i) * 3) * H * D + h * D;
-  }
-  __device__ __forceinline__ int64_t k(int64_t b, int64_t i, int64_t h) const { return q(b, i, h) + H * D; }
-  __device__ __forceinline__ int64_t v(int64_t b, int64_t i, int64_t h) const { return q(b, i, h) + 2 * H * D; }
-  __device__ __forceinline__ int64_t o(int64_t b, int64_t i, int64_t h) const { return (b * N + i) * H * D + h * D; }
-};
 
 // tile[r][d] = src[offset(r0 + r) + d] for r < 64, d < DM; zero beyond N and beyond D. When the
 // head dim fills the tile (D == DM, the tensor 16-byte aligned) each thread moves 16-byte vectors, and
@@ -139,7 +128,7 @@ struct ForwardSmem {
 
 template <typename S, int DM>
 __global__ void __launch_bounds__(kThreads)
-    attention_forward_tc_kernel(const S* qkv, S* out, float* lse, Layout p, float scale) {
+    attention_forward_tc_kernel(const S* qkv, S* out, float* lse, PackedQkv p, float scale) {
   using Smem = ForwardSmem<S, DM>;
   constexpr int LD = half_ld<DM>(), OLD = out_ld<DM>();
   extern __shared__ __align__(128) unsigned char smem[];
@@ -232,7 +221,7 @@ __device__ __forceinline__ void write_rows(FragAcc (&acc)[DM / 16], float* stagi
 // dQ for the block's 64 query rows, streaming keys.
 template <typename S, int DM>
 __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(const S* qkv, const float* lse, const float* delta,
-                                                                   const S* d_out, S* d_qkv, Layout p, float scale) {
+                                                                   const S* d_out, S* d_qkv, PackedQkv p, float scale) {
   using Smem = BackwardSmem<S, DM>;
   constexpr int LD = half_ld<DM>();
   extern __shared__ __align__(128) unsigned char smem[];
@@ -280,8 +269,9 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(const S* qkv,
 
 // dK and dV for the block's 64 key rows, streaming queries.
 template <typename S, int DM>
-__global__ void __launch_bounds__(kThreads) attention_dkv_tc_kernel(const S* qkv, const float* lse, const float* delta,
-                                                                    const S* d_out, S* d_qkv, Layout p, float scale) {
+__global__ void __launch_bounds__(kThreads)
+    attention_dkv_tc_kernel(const S* qkv, const float* lse, const float* delta, const S* d_out, S* d_qkv, PackedQkv p,
+                            float scale) {
   using Smem = BackwardSmem<S, DM>;
   constexpr int LD = half_ld<DM>();
   extern __shared__ __align__(128) unsigned char smem[];
@@ -339,21 +329,6 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_tc_kernel(const S* qkv
   write_rows<S, DM>(dv, st, d_qkv, j0 + warp * 16, p.N, p.D, 1.0f, [&](int64_t x) { return p.v(b, x, h); });
 }
 
-// Calls fn(integral_constant<int, DM>) for the smallest tile head dim >= D.
-template <typename Fn>
-void dispatch_tc_head_dim(int64_t D, Fn&& fn) {
-  if (D <= 16)
-    fn(std::integral_constant<int, 16>{});
-  else if (D <= 32)
-    fn(std::integral_constant<int, 32>{});
-  else if (D <= 64)
-    fn(std::integral_constant<int, 64>{});
-  else if (D <= 128)
-    fn(std::integral_constant<int, 128>{});
-  else
-    fail("attention (CUDA): head dim {} is larger than the supported 128", D);
-}
-
 template <typename Fn>
 void dispatch_16bit(DType dtype, Fn&& fn) {
   if (dtype == DType::bf16)
@@ -364,17 +339,17 @@ void dispatch_16bit(DType dtype, Fn&& fn) {
     fail("attention (CUDA tensor cores): dtype {} is not bf16 or f16", dtype_name(dtype));
 }
 
-dim3 block_grid(int64_t B, int64_t N, int64_t H) {
-  BAM_CHECK(B * H < 65536, "attention (CUDA): B * H = {} exceeds the grid's y limit", B * H);
-  return dim3(unsigned((N + kRows - 1) / kRows), unsigned(B * H));
-}
-
-// Launches `kernel` with `bytes` of dynamic shared memory, opting in above 48 KiB (a cheap host
-// call, made before every launch). sm_90 allows 227 KiB per block; the largest case (head dim 128,
-// backward) needs about 120 KiB, more than sm_86/sm_89's 99 KiB.
-template <typename Kernel, typename... Args>
-void launch(Kernel kernel, size_t bytes, dim3 grid, void* stream, Args... args) {
-  BAM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+// Launches `kernel` with `bytes` of dynamic shared memory. Above 48 KiB a kernel must opt in, once
+// (the attribute stays set): the static flag is per kernel, since the kernel is a template argument.
+// sm_90 allows 227 KiB per block; the largest case (head dim 128, backward) needs about 120 KiB,
+// more than sm_86/sm_89's 99 KiB.
+template <auto kernel, typename... Args>
+void launch(size_t bytes, dim3 grid, void* stream, Args... args) {
+  static const bool opted_in = [bytes] {
+    BAM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    return true;
+  }();
+  (void)opted_in;
   kernel<<<grid, kThreads, bytes, as_stream(stream)>>>(args...);
   BAM_CUDA_CHECK_LAUNCH();
 }
@@ -383,31 +358,32 @@ void launch(Kernel kernel, size_t bytes, dim3 grid, void* stream, Args... args) 
 
 void attention_forward_tc(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H,
                           int64_t D, double scale, void* stream) {
-  Layout p{N, H, D};
+  PackedQkv p{N, H, D};
   dispatch_16bit(dtype, [&](auto tag) {
     using S = decltype(tag);
-    dispatch_tc_head_dim(D, [&](auto dm) {
+    dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;
-      launch(attention_forward_tc_kernel<S, DM>, ForwardSmem<S, DM>::bytes, block_grid(B, N, H), stream,
-             static_cast<const S*>(qkv), static_cast<S*>(out), static_cast<float*>(lse), p, float(scale));
+      launch<attention_forward_tc_kernel<S, DM>>(ForwardSmem<S, DM>::bytes, attention_grid(B, N, H, kRows), stream,
+                                                 static_cast<const S*>(qkv), static_cast<S*>(out),
+                                                 static_cast<float*>(lse), p, float(scale));
     });
   });
 }
 
 void attention_backward_tc(DType dtype, const void* qkv, const void* lse, const void* delta, const void* d_out,
                            void* d_qkv, int64_t B, int64_t N, int64_t H, int64_t D, double scale, void* stream) {
-  Layout p{N, H, D};
+  PackedQkv p{N, H, D};
   dispatch_16bit(dtype, [&](auto tag) {
     using S = decltype(tag);
-    dispatch_tc_head_dim(D, [&](auto dm) {
+    dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;
       const size_t bytes = BackwardSmem<S, DM>::bytes;
-      launch(attention_dq_tc_kernel<S, DM>, bytes, block_grid(B, N, H), stream, static_cast<const S*>(qkv),
-             static_cast<const float*>(lse), static_cast<const float*>(delta), static_cast<const S*>(d_out),
-             static_cast<S*>(d_qkv), p, float(scale));
-      launch(attention_dkv_tc_kernel<S, DM>, bytes, block_grid(B, N, H), stream, static_cast<const S*>(qkv),
-             static_cast<const float*>(lse), static_cast<const float*>(delta), static_cast<const S*>(d_out),
-             static_cast<S*>(d_qkv), p, float(scale));
+      launch<attention_dq_tc_kernel<S, DM>>(bytes, attention_grid(B, N, H, kRows), stream, static_cast<const S*>(qkv),
+                                            static_cast<const float*>(lse), static_cast<const float*>(delta),
+                                            static_cast<const S*>(d_out), static_cast<S*>(d_qkv), p, float(scale));
+      launch<attention_dkv_tc_kernel<S, DM>>(bytes, attention_grid(B, N, H, kRows), stream, static_cast<const S*>(qkv),
+                                             static_cast<const float*>(lse), static_cast<const float*>(delta),
+                                             static_cast<const S*>(d_out), static_cast<S*>(d_qkv), p, float(scale));
     });
   });
 }

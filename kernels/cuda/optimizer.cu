@@ -8,18 +8,6 @@
 namespace bam::cuda_kernels {
 namespace {
 
-__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, float decay, float step_size,
-                             float inv_sqrt_bias2, float b1, float b2, float e) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float gi = g[i];
-    float mi = b1 * m[i] + (1.0f - b1) * gi;
-    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) * inv_sqrt_bias2 + e);
-  }
-}
-
 __global__ void sgd_kernel(float* p, const float* g, float* buf, int64_t n, float rate, float mu, float wd,
                            bool first_step) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -114,14 +102,26 @@ struct SpanList {
   ChunkTable chunks;
 };
 
+// The chunk block b works on: its tensor's slot and the element range [begin, end).
+struct Chunk {
+  int t;
+  int64_t begin, end;
+};
+__device__ __forceinline__ Chunk chunk_of(const ChunkTable& table, const int64_t* n) {
+  Chunk c;
+  c.t = table.tensor[blockIdx.x];
+  c.begin = table.index[blockIdx.x] * kChunk;
+  c.end = c.begin + kChunk < n[c.t] ? c.begin + kChunk : n[c.t];
+  return c;
+}
+
+// AdamW with decoupled weight decay, in f32 as kernels/cpu/optimizer.cpp.
 __global__ void adamw_many_kernel(AdamwList list, float step_size, float inv_sqrt_bias2, float b1, float b2, float e) {
-  const int t = list.chunks.tensor[blockIdx.x];
-  const int64_t begin = list.chunks.index[blockIdx.x] * kChunk;
-  const int64_t end = begin + kChunk < list.n[t] ? begin + kChunk : list.n[t];
-  float *p = list.p[t], *m = list.m[t], *v = list.v[t];
-  const float* g = list.g[t];
-  const float decay = list.decay[t];
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+  const Chunk c = chunk_of(list.chunks, list.n);
+  float *p = list.p[c.t], *m = list.m[c.t], *v = list.v[c.t];
+  const float* g = list.g[c.t];
+  const float decay = list.decay[c.t];
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
     float gi = g[i];
     float mi = b1 * m[i] + (1.0f - b1) * gi;
     float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
@@ -132,25 +132,21 @@ __global__ void adamw_many_kernel(AdamwList list, float step_size, float inv_sqr
 }
 
 __global__ void sum_of_squares_many_kernel(SpanList list, double* sum) {
-  const int t = list.chunks.tensor[blockIdx.x];
-  const int64_t begin = list.chunks.index[blockIdx.x] * kChunk;
-  const int64_t end = begin + kChunk < list.n[t] ? begin + kChunk : list.n[t];
-  const float* x = list.x[t];
+  const Chunk c = chunk_of(list.chunks, list.n);
+  const float* x = list.x[c.t];
   double acc = 0;
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) acc += double(x[i]) * x[i];
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) acc += double(x[i]) * x[i];
   acc = block_all_reduce(acc, SumOp{}, 0.0);
   if (threadIdx.x == 0) atomicAdd(sum, acc);
 }
 
 __global__ void clip_many_kernel(SpanList list, const double* sum_of_squares, double max_norm) {
   double coef = max_norm / (sqrt(*sum_of_squares) + 1e-6);
-  if (!(coef < 1.0)) return;
-  const int t = list.chunks.tensor[blockIdx.x];
-  const int64_t begin = list.chunks.index[blockIdx.x] * kChunk;
-  const int64_t end = begin + kChunk < list.n[t] ? begin + kChunk : list.n[t];
-  float* x = list.x[t];
-  const float c = float(coef);
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) x[i] *= c;
+  if (!(coef < 1.0)) return;  // as the CPU: a NaN norm leaves the gradients alone
+  const Chunk c = chunk_of(list.chunks, list.n);
+  float* x = list.x[c.t];
+  const float scale = float(coef);
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) x[i] *= scale;
 }
 
 // Walks `count` tensors of sizes size(i), filling a list through add(slot, i) and its chunk table;
@@ -186,16 +182,6 @@ unsigned reduce_grid(int64_t n) {
 }
 
 }  // namespace
-
-void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
-                  double eps, double weight_decay, int64_t step, void* stream) {
-  if (n == 0) return;
-  const double bias1 = 1.0 - std::pow(beta1, double(step)), bias2 = 1.0 - std::pow(beta2, double(step));
-  adamw_kernel<<<grid_for(n), kBlock, 0, as_stream(stream)>>>(p, g, m, v, n, float(1.0 - lr * weight_decay),
-                                                              float(lr / bias1), float(1.0 / std::sqrt(bias2)),
-                                                              float(beta1), float(beta2), float(eps));
-  BAM_CUDA_CHECK_LAUNCH();
-}
 
 void sgd_update(float* p, const float* g, float* buf, int64_t n, double lr, double momentum, double weight_decay,
                 bool first_step, void* stream) {

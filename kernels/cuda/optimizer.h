@@ -7,8 +7,6 @@
 
 namespace bam::cuda_kernels {
 
-void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
-                  double eps, double weight_decay, int64_t step, void* stream);
 void sgd_update(float* p, const float* g, float* buf, int64_t n, double lr, double momentum, double weight_decay,
                 bool first_step, void* stream);
 // scratch: 2 doubles of device memory (||p||^2 and ||d||^2), overwritten.
