@@ -1,0 +1,267 @@
+// Planning one batch of the GPU data path: crop rectangles, IDCT block rectangles, buffer offsets.
+#include "data/gpu_batch_plan.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/error.h"
+
+namespace bam::data {
+
+using cuda_kernels::CropTask;
+
+CropTask crop_task_from_params(const CropParams& p, int src_w, int src_h, int64_t out_index) {
+  CropTask t{};
+  t.src_w = src_w;
+  t.src_h = src_h;
+  t.x0 = p.left;
+  t.y0 = p.top;
+  t.scale_x = static_cast<double>(p.width) / p.out_size;
+  t.scale_y = static_cast<double>(p.height) / p.out_size;
+  t.off_x = t.off_y = 0;
+  t.lim_x = t.lim_y = p.out_size - 1;
+  t.out_index = out_index;
+  t.flip = p.flip;
+  t.jitter = p.jitter;
+  t.grayscale = p.grayscale;
+  t.solarize = p.solarize;
+  t.brightness = p.brightness;
+  t.contrast = p.contrast;
+  t.saturation = p.saturation;
+  t.hue = p.hue;
+  for (int k = 0; k < 4; ++k) t.order[k] = p.jitter_order[k];
+  t.blur_sigma = p.blur_sigma;
+  return t;
+}
+
+CropTask eval_crop_task(int w, int h, int size, double eval_resize_ratio, int64_t out_index) {
+  // render_eval: the shorter side to round(size * ratio), then a centre crop of size x size.
+  const int short_target = static_cast<int>(std::lround(size * eval_resize_ratio));
+  int ow, oh;
+  if (w <= h) {
+    ow = short_target;
+    oh = static_cast<int>(static_cast<int64_t>(short_target) * h / w);
+  } else {
+    oh = short_target;
+    ow = static_cast<int>(static_cast<int64_t>(short_target) * w / h);
+  }
+  CropTask t{};
+  t.src_w = w;
+  t.src_h = h;
+  t.x0 = t.y0 = 0;
+  t.scale_x = static_cast<double>(w) / ow;
+  t.scale_y = static_cast<double>(h) / oh;
+  t.off_x = static_cast<int>(std::nearbyint((ow - size) / 2.0));
+  t.off_y = static_cast<int>(std::nearbyint((oh - size) / 2.0));
+  t.lim_x = ow - 1;
+  t.lim_y = oh - 1;
+  t.out_index = out_index;
+  for (int k = 0; k < 4; ++k) t.order[k] = k;
+  t.brightness = t.contrast = t.saturation = 1;
+  return t;
+}
+
+cuda_kernels::CropNormalize crop_normalize(const AugmentRecipe& r) {
+  cuda_kernels::CropNormalize n{};
+  for (int c = 0; c < 3; ++c) {
+    n.scale[c] = 1.0f / (255.0f * r.std[c]);
+    n.shift[c] = r.mean[c] / r.std[c];
+  }
+  return n;
+}
+
+std::vector<std::vector<GpuBatchCrop>> multi_crop_tasks(const AugmentRecipe& recipe,
+                                                        const std::vector<std::pair<int, int>>& sizes,
+                                                        const std::vector<int64_t>& dataset_indices, uint64_t seed,
+                                                        uint32_t epoch) {
+  BAM_CHECK(sizes.size() == dataset_indices.size(), "multi_crop_tasks: {} sizes for {} images", sizes.size(),
+            dataset_indices.size());
+  const int64_t B = static_cast<int64_t>(sizes.size());
+  std::vector<std::vector<GpuBatchCrop>> groups(recipe.local_crops > 0 ? 2 : 1);
+  for (int64_t v = 0; v < recipe.views(); ++v) {
+    const bool global = v < recipe.global_crops;
+    const int64_t row_view = global ? v : v - recipe.global_crops;
+    for (int64_t b = 0; b < B; ++b) {
+      const auto [w, h] = sizes[b];
+      CropParams p = sample_crop(recipe, w, h, seed, epoch, static_cast<uint32_t>(dataset_indices[b]),
+                                 static_cast<uint32_t>(v));
+      groups[global ? 0 : 1].push_back({static_cast<int>(b), crop_task_from_params(p, w, h, row_view * B + b)});
+    }
+  }
+  return groups;
+}
+
+std::vector<std::vector<GpuBatchCrop>> eval_crop_tasks(const AugmentRecipe& recipe,
+                                                       const std::vector<std::pair<int, int>>& sizes, int size) {
+  std::vector<std::vector<GpuBatchCrop>> groups(1);
+  for (size_t b = 0; b < sizes.size(); ++b)
+    groups[0].push_back({static_cast<int>(b), eval_crop_task(sizes[b].first, sizes[b].second, size,
+                                                             recipe.eval_resize_ratio, static_cast<int64_t>(b))});
+  return groups;
+}
+
+GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std::string& name,
+                                    const JpegCoefficientAllocator& allocate, DecodedImage* pixels,
+                                    std::vector<std::string>* warnings) {
+  GpuBatchImage image;
+  const bool jpeg = size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8;
+  if (jpeg && read_jpeg_exif_orientation(bytes, size) == 1) {
+    try {
+      image.layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, warnings);
+      image.width = image.layout.width;
+      image.height = image.layout.height;
+      image.decode_on_gpu = true;
+      return image;
+    } catch (const UnsupportedJpegError&) {
+      // progressive, CMYK, 12-bit, ...: the CPU decodes it below
+    }
+  }
+  *pixels = decode_image(bytes, size, name);
+  if (warnings) warnings->insert(warnings->end(), pixels->warnings.begin(), pixels->warnings.end());
+  image.width = pixels->width;
+  image.height = pixels->height;
+  return image;
+}
+
+namespace {
+
+// First and one-past-last source index of output coordinate o's taps (resample_taps).
+void tap_range(double x0, double scale, int off, int lim, int in_limit, int o, int* lo, int* hi) {
+  const int coord = std::clamp(o + off, 0, lim);
+  const double support = 2.0 * std::max(scale, 1.0);
+  const double center = x0 + (coord + 0.5) * scale;
+  *lo = std::max(static_cast<int>(center - support + 0.5), 0);
+  *hi = std::min(static_cast<int>(center + support + 0.5), in_limit);
+}
+
+cuda_kernels::JpegUpsample upsample_method(const JpegLayout& layout, const JpegComponent& comp, int* ratio_h,
+                                           int* ratio_v) {
+  using cuda_kernels::JpegUpsample;
+  *ratio_h = layout.max_h_samp / comp.h_samp;
+  *ratio_v = layout.max_v_samp / comp.v_samp;
+  // The choices of jpeg_upsample_convert (data/jpeg_reconstruct.cpp).
+  if (*ratio_h == 1 && *ratio_v == 1) return JpegUpsample::full;
+  if (*ratio_h == 2 && *ratio_v == 1 && comp.width > 2) return JpegUpsample::h2v1_fancy;
+  if (*ratio_h == 1 && *ratio_v == 2) return JpegUpsample::h1v2_fancy;
+  if (*ratio_h == 2 && *ratio_v == 2 && comp.width > 2) return JpegUpsample::h2v2_fancy;
+  return JpegUpsample::replicate;
+}
+
+}  // namespace
+
+PixelRect crop_source_rect(const CropTask& t, int S) {
+  PixelRect r;
+  int lo, hi;
+  tap_range(t.x0, t.scale_x, t.off_x, t.lim_x, t.src_w, 0, &r.x0, &hi);
+  tap_range(t.x0, t.scale_x, t.off_x, t.lim_x, t.src_w, S - 1, &lo, &r.x1);
+  tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, 0, &r.y0, &hi);
+  tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, S - 1, &lo, &r.y1);
+  return r;
+}
+
+GpuBatchPlan plan_gpu_batch(const std::vector<GpuBatchImage>& images, const std::vector<int>& sizes,
+                            const std::vector<std::vector<GpuBatchCrop>>& crops) {
+  BAM_CHECK(sizes.size() == crops.size(), "plan_gpu_batch: {} sizes for {} crop groups", sizes.size(), crops.size());
+  GpuBatchPlan plan;
+  const size_t n = images.size();
+  plan.rects.assign(n, PixelRect{});
+  std::vector<bool> seen(n, false);
+  for (size_t g = 0; g < crops.size(); ++g) {
+    for (const GpuBatchCrop& c : crops[g]) {
+      BAM_CHECK(c.image >= 0 && static_cast<size_t>(c.image) < n, "plan_gpu_batch: crop of image {} of {}",
+                c.image, n);
+      const GpuBatchImage& im = images[c.image];
+      BAM_CHECK(c.task.src_w == im.width && c.task.src_h == im.height,
+                "plan_gpu_batch: crop made for {}x{}, image {} is {}x{}", c.task.src_w, c.task.src_h, c.image,
+                im.width, im.height);
+      PixelRect r = crop_source_rect(c.task, sizes[g]);
+      PixelRect& u = plan.rects[c.image];
+      if (!seen[c.image]) {
+        u = r;
+        seen[c.image] = true;
+      } else {
+        u = {std::min(u.x0, r.x0), std::min(u.y0, r.y0), std::max(u.x1, r.x1), std::max(u.y1, r.y1)};
+      }
+    }
+  }
+
+  plan.rgb_offsets.resize(n);
+  plan.plane_offsets.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const GpuBatchImage& im = images[i];
+    plan.rgb_offsets[i] = plan.rgb_bytes;
+    plan.rgb_bytes += int64_t{im.width} * im.height * 3;
+    plan.rgb_bytes = (plan.rgb_bytes + 15) / 16 * 16;
+    plan.plane_offsets[i] = plan.plane_bytes;
+    if (!im.decode_on_gpu || plan.rects[i].empty()) continue;
+    const JpegLayout& L = im.layout;
+    BAM_CHECK(L.width == im.width && L.height == im.height, "plan_gpu_batch: layout {}x{} for image {} of {}x{}",
+              L.width, L.height, i, im.width, im.height);
+    const PixelRect& rect = plan.rects[i];
+    cuda_kernels::JpegPixelTask pt{};
+    pt.first_pixel = plan.total_pixels;
+    pt.rgb_offset = plan.rgb_offsets[i];
+    pt.width = im.width;
+    pt.height = im.height;
+    pt.x0 = rect.x0;
+    pt.y0 = rect.y0;
+    pt.rect_w = rect.x1 - rect.x0;
+    pt.color_space = static_cast<int32_t>(L.color_space);
+    pt.num_components = L.num_components;
+    for (int c = 0; c < L.num_components; ++c) {
+      const JpegComponent& comp = L.components[c];
+      cuda_kernels::JpegPlaneView& view = pt.planes[c];
+      view.plane_offset = plan.plane_bytes;
+      view.stride = comp.blocks_w * 8;
+      view.width = comp.width;
+      view.height = comp.height;
+      view.method = upsample_method(L, comp, &view.ratio_h, &view.ratio_v);
+      // The samples the upsampler reads for the rectangle: the triangle filters reach one sample
+      // beyond the nearest ones, clamped to the samples that carry data.
+      const int sx0 = std::clamp(rect.x0 / view.ratio_h - 1, 0, comp.width - 1);
+      const int sx1 = std::clamp((rect.x1 - 1) / view.ratio_h + 1, 0, comp.width - 1);
+      const int sy0 = std::clamp(rect.y0 / view.ratio_v - 1, 0, comp.height - 1);
+      const int sy1 = std::clamp((rect.y1 - 1) / view.ratio_v + 1, 0, comp.height - 1);
+      cuda_kernels::JpegBlockTask bt{};
+      bt.first_block = plan.total_blocks;
+      bt.coef_offset = im.coef_offset + comp.coef_offset;
+      bt.plane_offset = plan.plane_bytes;
+      bt.blocks_w = comp.blocks_w;
+      bt.bx0 = sx0 / 8;
+      bt.by0 = sy0 / 8;
+      bt.rect_w = sx1 / 8 - bt.bx0 + 1;
+      std::copy(std::begin(comp.quant), std::end(comp.quant), bt.quant);
+      plan.total_blocks += int64_t{bt.rect_w} * (sy1 / 8 - bt.by0 + 1);
+      plan.block_tasks.push_back(bt);
+      plan.plane_bytes += int64_t{comp.blocks_w} * 8 * comp.blocks_h * 8;
+    }
+    plan.plane_bytes = (plan.plane_bytes + 15) / 16 * 16;
+    plan.total_pixels += int64_t{pt.rect_w} * (rect.y1 - rect.y0);
+    plan.pixel_tasks.push_back(pt);
+  }
+
+  for (size_t g = 0; g < crops.size(); ++g) {
+    GpuCropGroup group;
+    group.S = sizes[g];
+    const int S = sizes[g];
+    int64_t mid = 0;
+    for (const GpuBatchCrop& c : crops[g]) {
+      CropTask t = c.task;
+      t.src_offset = plan.rgb_offsets[c.image];
+      int lo, hi;
+      tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, 0, &t.row_lo, &hi);
+      tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, S - 1, &lo, &t.row_hi);
+      t.row_hi = std::max(t.row_hi, t.row_lo);
+      t.mid_offset = mid;
+      mid += int64_t{t.row_hi - t.row_lo} * S * 3;
+      group.max_rows = std::max(group.max_rows, t.row_hi - t.row_lo);
+      group.crops.push_back(t);
+    }
+    group.pixel_floats = static_cast<int64_t>(group.crops.size()) * S * S * 3;
+    group.scratch_floats = std::max(mid, group.pixel_floats);
+    plan.groups.push_back(std::move(group));
+  }
+  return plan;
+}
+
+}  // namespace bam::data

@@ -1,0 +1,176 @@
+// The host half of the GPU data path, and (when the CUDA backend is built) the GPU kernels' per-thread
+// code run by their host emulators: the plan's rectangles cover every pixel a crop reads; the
+// emulated IDCT + upsampling + colour conversion equal the CPU decode bit for bit inside them (with
+// everything outside poisoned); the emulated crops equal render_crop / render_eval.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "tests/gpu_batch_support.h"
+#include "tests/jpeg_test_support.h"
+#ifdef BAM_WITH_CUDA
+#include "kernels/cuda/crop_batch.h"
+#include "kernels/cuda/jpeg_batch.h"
+#endif
+
+namespace bam::test {
+namespace {
+
+// The stb corpus plus cjpeg's 4:2:2 (h2v1) and 4:4:0 (h1v2) samplings, which stb does not write.
+std::vector<ImageFile> corpus_with_cjpeg(uint64_t seed) {
+  std::vector<ImageFile> files = gpu_test_corpus(seed);
+  require_libjpeg_tools();
+  TempDir dir;
+  std::string ppm = write_synthetic_ppm(dir, 181, 127, 3, seed + 11);
+  for (const char* sampling : {"2x1", "1x2"}) {
+    std::string out = dir.file(std::string("s") + sampling + ".jpg");
+    REQUIRE(run("cjpeg -quality 88 -sample " + std::string(sampling) + " " + ppm + " > " + out) == 0);
+    files.push_back({std::string("cjpeg_181x127_") + sampling + ".jpg", read_bytes(out)});
+  }
+  return files;
+}
+
+data::AugmentRecipe full_recipe() {
+  data::AugmentRecipe r;
+  r.global_crops = 2;
+  r.local_crops = 6;
+  r.global_scale_min = 0.25;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("GPU batch plan: rectangles cover the crops, blocks outside them are skipped") {
+  const uint64_t seed = test_seed();
+  std::vector<ImageFile> files = gpu_test_corpus(seed);
+  data::AugmentRecipe recipe = full_recipe();
+  HostBatch b = prepare_host_batch(files, recipe, seed, false);
+  REQUIRE(b.plan.groups.size() == 2);
+  CHECK(b.plan.groups[0].crops.size() == 2 * files.size());
+  CHECK(b.plan.groups[1].crops.size() == 6 * files.size());
+  int on_gpu = 0;
+  for (size_t i = 0; i < b.images.size(); ++i) {
+    on_gpu += b.images[i].decode_on_gpu;
+    const data::PixelRect& r = b.plan.rects[i];
+    CHECK(r.x0 >= 0);
+    CHECK(r.y0 >= 0);
+    CHECK(r.x1 <= b.images[i].width);
+    CHECK(r.y1 <= b.images[i].height);
+  }
+  CHECK(on_gpu == static_cast<int>(files.size()) - 1);  // the PNG goes as pixels
+  for (size_t g = 0; g < b.crops.size(); ++g)
+    for (const data::GpuBatchCrop& c : b.crops[g]) {
+      data::PixelRect r = data::crop_source_rect(c.task, b.sizes[g]);
+      const data::PixelRect& u = b.plan.rects[c.image];
+      CHECK((r.x0 >= u.x0 && r.x1 <= u.x1 && r.y0 >= u.y0 && r.y1 <= u.y1));
+    }
+  // Local crops alone (small boxes) leave most of a 500x375 image's blocks out.
+  data::AugmentRecipe small = recipe;
+  small.global_crops = 0;
+  small.local_crops = 2;
+  small.local_scale_min = 0.05;
+  small.local_scale_max = 0.1;
+  HostBatch s = prepare_host_batch({files[0]}, small, seed, false);
+  int64_t all_blocks = 0;
+  for (int c = 0; c < s.images[0].layout.num_components; ++c)
+    all_blocks += int64_t{s.images[0].layout.components[c].blocks_w} * s.images[0].layout.components[c].blocks_h;
+  MESSAGE("blocks decoded for two small crops: " << s.plan.total_blocks << " of " << all_blocks);
+  CHECK(s.plan.total_blocks > 0);
+  CHECK(s.plan.total_blocks < all_blocks / 2);
+}
+
+#ifdef BAM_WITH_CUDA
+
+TEST_CASE("emulated GPU decode kernels equal the CPU decode inside the crop rectangles") {
+  const uint64_t seed = test_seed();
+  std::vector<ImageFile> files = corpus_with_cjpeg(seed);
+  for (bool eval : {false, true}) {
+    data::AugmentRecipe recipe = full_recipe();
+    HostBatch b = prepare_host_batch(files, recipe, seed, eval);
+    std::vector<uint8_t> planes(b.plan.plane_bytes, 0xA5), rgb(b.plan.rgb_bytes, 0x5A);
+    cuda_kernels::jpeg_idct_batch_emulated(b.plan.block_tasks.data(), static_cast<int>(b.plan.block_tasks.size()),
+                                           b.plan.total_blocks, b.coefficients.data(), planes.data());
+    cuda_kernels::jpeg_upsample_convert_batch_emulated(b.plan.pixel_tasks.data(),
+                                                       static_cast<int>(b.plan.pixel_tasks.size()),
+                                                       b.plan.total_pixels, planes.data(), rgb.data());
+    for (size_t i = 0; i < b.images.size(); ++i) {
+      if (!b.images[i].decode_on_gpu) continue;
+      const data::PixelRect& r = b.plan.rects[i];
+      const data::DecodedImage& ref = b.reference[i];
+      size_t mismatches = 0, checked = 0;
+      for (int y = r.y0; y < r.y1; ++y)
+        for (int x = r.x0; x < r.x1; ++x)
+          for (int c = 0; c < 3; ++c) {
+            size_t at = (size_t(y) * ref.width + x) * 3 + c;
+            mismatches += rgb[b.plan.rgb_offsets[i] + at] != ref.pixels[at];
+            ++checked;
+          }
+      INFO(files[i].name << (eval ? " (eval)" : ""));
+      CHECK(checked > 0);
+      CHECK(mismatches == 0);
+    }
+  }
+}
+
+TEST_CASE("emulated GPU crop kernels equal render_crop and render_eval") {
+  const uint64_t seed = test_seed();
+  std::vector<ImageFile> files = corpus_with_cjpeg(seed);
+  struct Variant {
+    const char* name;
+    bool eval, crop_and_flip_only;
+    DType out;
+  };
+  for (Variant v : {Variant{"multi-crop f32", false, false, DType::f32}, Variant{"multi-crop bf16", false, false, DType::bf16},
+                    Variant{"crop and flip only", false, true, DType::f32}, Variant{"eval", true, false, DType::f32}}) {
+    data::AugmentRecipe recipe = full_recipe();
+    recipe.crop_and_flip_only = v.crop_and_flip_only;
+    if (v.eval) recipe.global_size = 64;
+    HostBatch b = prepare_host_batch(files, recipe, seed, v.eval);
+    std::vector<uint8_t> planes(b.plan.plane_bytes, 0xA5), rgb(b.plan.rgb_bytes, 0x5A);
+    cuda_kernels::jpeg_idct_batch_emulated(b.plan.block_tasks.data(), static_cast<int>(b.plan.block_tasks.size()),
+                                           b.plan.total_blocks, b.coefficients.data(), planes.data());
+    cuda_kernels::jpeg_upsample_convert_batch_emulated(b.plan.pixel_tasks.data(),
+                                                       static_cast<int>(b.plan.pixel_tasks.size()),
+                                                       b.plan.total_pixels, planes.data(), rgb.data());
+    place_fallback_pixels(b, rgb.data());
+    std::vector<std::vector<float>> expected = reference_crops(b);
+    const cuda_kernels::CropNormalize norm = data::crop_normalize(recipe);
+    for (size_t g = 0; g < b.plan.groups.size(); ++g) {
+      const data::GpuCropGroup& group = b.plan.groups[g];
+      const int S = group.S, count = static_cast<int>(group.crops.size());
+      std::vector<float> scratch(group.scratch_floats, NAN), pixels(group.pixel_floats, NAN), means(count, NAN);
+      std::vector<double> row_sums(size_t(count) * S, NAN);
+      const size_t n = size_t(count) * 3 * S * S;
+      std::vector<float> actual(n, NAN);
+      std::vector<uint16_t> actual_bf16(n, 0xFFFF);
+      cuda_kernels::crop_batch_render_emulated(group.crops.data(), count, S, group.max_rows, rgb.data(), norm,
+                                               {scratch.data(), pixels.data(), row_sums.data(), means.data()}, v.out,
+                                               v.out == DType::bf16 ? static_cast<void*>(actual_bf16.data())
+                                                                    : static_cast<void*>(actual.data()));
+      std::vector<float> want = expected[g];
+      if (v.out == DType::bf16) {
+        // Compare with the CPU values rounded to bf16 the same way (round to nearest even).
+        for (size_t i = 0; i < n; ++i) {
+          uint32_t bits = uint32_t{actual_bf16[i]} << 16;
+          std::memcpy(&actual[i], &bits, 4);
+          uint32_t w;
+          std::memcpy(&w, &want[i], 4);
+          w = (w + 0x7fffu + ((w >> 16) & 1u)) & 0xffff0000u;
+          std::memcpy(&want[i], &w, 4);
+        }
+      }
+      CropComparison c = compare_crops(want, actual);
+      INFO(std::string(v.name) << ", group " << g << " (S=" << S << ", " << count << " crops)");
+      MESSAGE(std::string(v.name) << " S=" << S << ": max |GPU emulated - CPU| = " << c.max_abs << ", " << c.beyond << " of "
+                     << c.values << " beyond 1e-3");
+      CHECK(c.beyond == 0);
+      CHECK(c.max_abs <= (v.out == DType::bf16 ? 0.0 : 1e-5));
+    }
+  }
+}
+
+#endif  // BAM_WITH_CUDA
+
+}  // namespace bam::test
