@@ -25,14 +25,15 @@ FeatureSet extract_features(const VisionTransformer* backbone, const data::Datas
     lo.eval_transform = true;
     lo.eval_size = static_cast<int>(o.img_size);
   }
-  data::MultiCropLoader loader(dataset, recipe, o.batch_size, o.seed, lo);
-  loader.start_epoch(o.epoch);
+  lo.backend = o.backend;
+  std::unique_ptr<data::CropLoader> loader = data::make_crop_loader(dataset, recipe, o.batch_size, o.seed, lo);
+  loader->start_epoch(o.epoch);
   std::vector<Tensor> chunks;
   std::vector<int64_t> labels;
   // Images go to the backbone's device; features come back to the host for kNN and the probe.
   const Device device = backbone ? backbone->parameters().front().device() : Device::cpu();
-  for (int64_t step = 0; step < loader.steps_per_epoch(); ++step) {
-    data::MultiCropLoader::Batch batch = loader.next();
+  for (int64_t step = 0; step < loader->steps_per_epoch(); ++step) {
+    data::LoaderBatch batch = loader->next();
     Tensor images = batch.groups[0];
     Tensor f;
     if (!backbone) {

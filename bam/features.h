@@ -4,6 +4,7 @@
 
 #include "data/augment.h"
 #include "data/dataset.h"
+#include "data/loader.h"
 #include "models/vit.h"
 
 namespace bam {
@@ -20,6 +21,7 @@ struct FeatureOptions {
   bool augment = false;
   uint64_t seed = 0;
   int64_t epoch = 0;
+  data::DataBackend backend = data::DataBackend::cpu;  // gpu: decoded and cropped on the GPU
 };
 
 struct FeatureSet {

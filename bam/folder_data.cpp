@@ -22,16 +22,25 @@ data::AugmentRecipe recipe_from_config(const TrainConfig& c) {
 
 namespace {
 
+data::LoaderOptions loader_options(const TrainConfig& c) {
+  data::LoaderOptions o;
+  o.threads = static_cast<int>(std::max<int64_t>(1, c.num_workers));
+  o.prefetch = 2;
+  o.drop_last = true;
+  o.backend = c.data_backend == "gpu" ? data::DataBackend::gpu : data::DataBackend::cpu;
+  return o;
+}
+
 class FolderData : public TrainData {
  public:
   FolderData(const TrainConfig& c, data::Dataset dataset)
-      : loader_(std::move(dataset), recipe_from_config(c), c.batch_size_per_gpu, static_cast<uint64_t>(c.seed),
-                data::LoaderOptions{static_cast<int>(std::max<int64_t>(1, c.num_workers)), 2, true}) {}
-  int64_t num_images() const override { return loader_.dataset().size(); }
-  int64_t steps_per_epoch() const override { return loader_.steps_per_epoch(); }
-  void start_epoch(int64_t epoch, int64_t first_step) override { loader_.start_epoch(epoch, first_step); }
+      : loader_(data::make_crop_loader(std::move(dataset), recipe_from_config(c), c.batch_size_per_gpu,
+                                       static_cast<uint64_t>(c.seed), loader_options(c))) {}
+  int64_t num_images() const override { return loader_->dataset().size(); }
+  int64_t steps_per_epoch() const override { return loader_->steps_per_epoch(); }
+  void start_epoch(int64_t epoch, int64_t first_step) override { loader_->start_epoch(epoch, first_step); }
   CropBatch next() override {
-    data::MultiCropLoader::Batch b = loader_.next();
+    data::LoaderBatch b = loader_->next();
     CropBatch out;
     out.groups = std::move(b.groups);
     out.batch_size = static_cast<int64_t>(b.indices.size());
@@ -39,14 +48,14 @@ class FolderData : public TrainData {
     return out;
   }
   std::string describe() const override {
-    const auto& d = loader_.dataset();
-    return fmt::format("{}: {} images{}; loader buffers {:.1f} MiB{}", d.root, d.size(),
+    const auto& d = loader_->dataset();
+    return fmt::format("{}: {} images{}; {}{}", d.root, d.size(),
                        d.num_classes() > 0 ? fmt::format(" in {} classes (labels unused)", d.num_classes()) : "",
-                       loader_.buffer_bytes() / 1048576.0, loader_.skipped_files() ? " (some files skipped)" : "");
+                       loader_->describe_buffers(), loader_->skipped_files() ? " (some files skipped)" : "");
   }
 
  private:
-  data::MultiCropLoader loader_;
+  std::unique_ptr<data::CropLoader> loader_;
 };
 
 }  // namespace

@@ -67,6 +67,10 @@ void TrainConfig::validate() const {
   BAM_CHECK(!data_path.empty(), "--data_path is required (a folder of images, or synthetic:N for generated data)");
   BAM_CHECK(saveckp_freq >= 0, "--saveckp_freq must be non-negative, got {}", saveckp_freq);
   BAM_CHECK(num_workers >= 0, "--num_workers must be non-negative, got {}", num_workers);
+  BAM_CHECK(data_backend == "cpu" || data_backend == "gpu", "--data_backend must be cpu, gpu or auto, got '{}'",
+            data_backend);
+  BAM_CHECK(data_backend == "cpu" || device.rfind("cuda", 0) == 0,
+            "--data_backend gpu needs --device cuda (the crops are made on the GPU), got --device {}", device);
   BAM_CHECK(knn_freq >= 0, "--knn_freq must be non-negative, got {}", knn_freq);
   BAM_CHECK(eval_resize_ratio >= 1, "--eval_resize_ratio must be at least 1, got {}", eval_resize_ratio);
   BAM_CHECK(log_freq >= 1, "--log_freq must be at least 1, got {}", log_freq);
@@ -111,7 +115,7 @@ ProjectorConfig TrainConfig::projector() const {
   X(reg_warmup_epochs) X(temperature) X(num_sink_iter) X(top_k_sink) X(positive_masking)                      \
   X(target_crops_number) X(global_crops_number) X(local_crops_number) X(global_crops_scale)                   \
   X(local_crops_scale) X(global_crops_size) X(local_crops_size) X(data_path) X(output_dir) X(saveckp_freq)    \
-  X(seed) X(num_workers) X(knn_freq) X(knn_train_path) X(knn_val_path) X(eval_resize_ratio) X(log_freq)        \
+  X(seed) X(num_workers) X(data_backend) X(knn_freq) X(knn_train_path) X(knn_val_path) X(eval_resize_ratio) X(log_freq)        \
   X(time_budget_minutes) X(fit_epochs_to_budget)
 
 nlohmann::ordered_json TrainConfig::to_json() const {

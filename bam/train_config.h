@@ -55,6 +55,7 @@ struct TrainConfig {
   int64_t saveckp_freq = 20;
   int64_t seed = 0;
   int64_t num_workers = 10;
+  std::string data_backend = "cpu";  // cpu | gpu (the tools resolve "auto" before validation)
   int64_t knn_freq = 0;
   std::string knn_train_path, knn_val_path;
   double eval_resize_ratio = 256.0 / 224.0;  // kNN monitor: shorter side to size * ratio, centre crop

@@ -6,6 +6,7 @@
 
 #include "engine/cuda.h"
 #include "engine/error.h"
+#include <fmt/format.h>
 
 namespace bam::data {
 
@@ -58,6 +59,11 @@ int64_t MultiCropLoader::steps_per_epoch() const {
 
 int64_t MultiCropLoader::batch_rows(int64_t step) const {
   return std::min(batch_, dataset_.size() - step * batch_);
+}
+
+std::string MultiCropLoader::describe_buffers() const {
+  return fmt::format("CPU loader: {} threads, {:.1f} MiB of {} batch buffers", std::max(1, options_.threads),
+                     buffer_bytes_ / 1048576.0, pinned_ ? "page-locked" : "host");
 }
 
 int64_t MultiCropLoader::skipped_files() const {

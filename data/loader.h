@@ -10,6 +10,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <set>
 #include <thread>
 #include <vector>
@@ -20,6 +21,11 @@
 
 namespace bam::data {
 
+// Where batches are decoded and augmented: on CPU threads (MultiCropLoader) or, with CUDA, the
+// hybrid GPU path (GpuCropLoader: Huffman decoding on CPU threads, everything else on the GPU).
+enum class DataBackend { cpu, gpu };
+const char* data_backend_name(DataBackend backend);
+
 struct LoaderOptions {
   int threads = 4;
   int prefetch = 2;        // batches prepared ahead of the one in use
@@ -27,30 +33,51 @@ struct LoaderOptions {
   bool eval_transform = false;  // one centre crop per image (render_eval) instead of multi-crop
   int eval_size = 224;
   bool shuffle = true;
+  DataBackend backend = DataBackend::cpu;
+  DType gpu_output = DType::f32;  // the GPU path writes crops in f32 or bf16
 };
 
-class MultiCropLoader {
+struct LoaderBatch {
+  std::vector<Tensor> groups;    // per resolution; on the GPU for the gpu backend. Valid until the next next()
+  std::vector<int64_t> indices;  // dataset index of each image
+  std::vector<int64_t> labels;   // its label (-1 when unlabelled)
+  double wait_seconds = 0;       // time next() blocked waiting for the workers
+};
+
+// What bamtrain and bamprobe see of a loader.
+class CropLoader {
+ public:
+  using Batch = LoaderBatch;
+  virtual ~CropLoader() = default;
+  virtual int64_t steps_per_epoch() const = 0;
+  // Starts an epoch at batch `first_step` (a resumed run skips what it already trained on).
+  virtual void start_epoch(int64_t epoch, int64_t first_step = 0) = 0;
+  // The next batch of the epoch; throws if the epoch is over or a worker failed.
+  virtual Batch next() = 0;
+  virtual const Dataset& dataset() const = 0;
+  virtual int64_t skipped_files() const = 0;
+  // The buffers allocated at start, in words (pinned and device memory).
+  virtual std::string describe_buffers() const = 0;
+};
+
+// The loader of options.backend. The gpu backend needs a CUDA build and a device; otherwise this
+// fails saying why.
+std::unique_ptr<CropLoader> make_crop_loader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size,
+                                             uint64_t seed, LoaderOptions options);
+
+class MultiCropLoader : public CropLoader {
  public:
   MultiCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed, LoaderOptions options);
   ~MultiCropLoader();
   MultiCropLoader(const MultiCropLoader&) = delete;
   MultiCropLoader& operator=(const MultiCropLoader&) = delete;
 
-  int64_t steps_per_epoch() const;
-  // Starts an epoch at batch `first_step` (a resumed run skips what it already trained on).
-  void start_epoch(int64_t epoch, int64_t first_step = 0);
-
-  struct Batch {
-    std::vector<Tensor> groups;    // valid until the next call to next()
-    std::vector<int64_t> indices;  // dataset index of each image
-    std::vector<int64_t> labels;   // its label (-1 when unlabelled)
-    double wait_seconds = 0;       // time next() blocked waiting for the workers
-  };
-  // The next batch of the epoch; throws if the epoch is over or a worker failed.
-  Batch next();
-
-  const Dataset& dataset() const { return dataset_; }
-  int64_t skipped_files() const;
+  int64_t steps_per_epoch() const override;
+  void start_epoch(int64_t epoch, int64_t first_step = 0) override;
+  Batch next() override;
+  const Dataset& dataset() const override { return dataset_; }
+  int64_t skipped_files() const override;
+  std::string describe_buffers() const override;
   size_t buffer_bytes() const { return buffer_bytes_; }
 
  private:

@@ -28,7 +28,7 @@ struct ProbeConfig {
   bool avgpool_patchtokens = false, bn_head = false, linear_aug = false, baselines = true;
   int64_t epochs = 100, batch_size_per_gpu = 128, nb_knn = 20, img_size = 224, num_workers = 4, seed = 0;
   double lr = 0.001, temperature = 0.07, eval_resize_ratio = 256.0 / 224.0;
-  std::string data_path, output_dir = ".", mode = "both", device = "cpu";
+  std::string data_path, output_dir = ".", mode = "both", device = "cpu", data_backend = "auto";
 };
 
 struct Row {
@@ -84,6 +84,7 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
   f.img_size = c.img_size;
   f.batch_size = std::max<int64_t>(c.batch_size_per_gpu, 64);
   f.threads = static_cast<int>(c.num_workers);
+  f.backend = c.data_backend == "gpu" ? bam::data::DataBackend::gpu : bam::data::DataBackend::cpu;
   f.recipe.eval_resize_ratio = c.eval_resize_ratio;
   f.seed = static_cast<uint64_t>(c.seed);
   std::printf("[%s] extracting features...\n", name.c_str());
@@ -177,6 +178,10 @@ int main(int argc, char** argv) {
   app.add_option("--num_workers", c.num_workers, "decoding threads")
       ->default_val(c.num_workers)
       ->check(CLI::PositiveNumber);
+  app.add_option("--data_backend", c.data_backend,
+                 "cpu | gpu | auto: where images are decoded and cropped (auto: gpu with a CUDA device)")
+      ->default_val(c.data_backend)
+      ->check(CLI::IsMember({"cpu", "gpu", "auto"}));
   app.add_option("--seed", c.seed, "seed (random init, probe)")->default_val(c.seed);
   app.add_option("--device", c.device,
                  "cpu | cuda | cuda:N | auto (cuda when a GPU answers): where the backbone computes features")
@@ -189,11 +194,14 @@ int main(int argc, char** argv) {
   try {
     namespace fs = std::filesystem;
     c.device = bam::tool::resolve_device(c.device);
-    std::printf("device: %s\n", c.device.c_str());
+    c.data_backend = bam::tool::resolve_data_backend(c.data_backend, c.device);
+    std::printf("device: %s\ndata_backend: %s\n", c.device.c_str(), c.data_backend.c_str());
     bam::Device device;
     BAM_CHECK(bam::parse_device(c.device, &device), "--device must be cpu, cuda or cuda:N, got '{}'", c.device);
     BAM_CHECK(device.is_cpu() || bam::cuda::is_available(), "--device {}: {}", c.device,
               bam::cuda::unavailable_reason());
+    BAM_CHECK(c.data_backend == "cpu" || device.is_cuda(),
+              "--data_backend gpu needs --device cuda (the crops are made on the GPU), got --device {}", c.device);
     bam::data::Dataset train, val;
     try {
       train = bam::data::open_image_folder((fs::path(c.data_path) / "train").string());

@@ -91,7 +91,12 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
   app.add_option("--saveckp_freq", c.saveckp_freq, "also keep checkpointNNNN every N epochs (0: never)")
       ->default_val(c.saveckp_freq);
   app.add_option("--seed", c.seed, "random seed")->default_val(c.seed);
-  app.add_option("--num_workers", c.num_workers, "data loading threads")->default_val(c.num_workers);
+  app.add_option("--num_workers", c.num_workers, "data loading threads (JPEG parsing and Huffman decoding for gpu)")
+      ->default_val(c.num_workers);
+  c.data_backend = "auto";
+  app.add_option("--data_backend", c.data_backend,
+                 "cpu | gpu | auto: where JPEGs are decoded and augmented (auto: gpu with --device cuda)")
+      ->default_val(c.data_backend);
   app.add_option("--knn_freq", c.knn_freq, "kNN monitor every N epochs (0: off)")->default_val(c.knn_freq);
   app.add_option("--knn_train_path", c.knn_train_path, "labelled ImageFolder for the kNN monitor's memory bank");
   app.add_option("--knn_val_path", c.knn_val_path, "labelled ImageFolder the kNN monitor classifies");
@@ -124,6 +129,7 @@ int main(int argc, char** argv) {
     if (use_fp16) config.precision = "fp16";
     config.device = bam::tool::resolve_device(config.device);
     config.precision = bam::tool::resolve_precision(config.precision, config.device);
+    config.data_backend = bam::tool::resolve_data_backend(config.data_backend, config.device);
     config.validate();
     const auto args = config.to_json();  // items() must not outlive the object it iterates
     for (const auto& [key, value] : args.items()) std::printf("%s: %s\n", key.c_str(), value.dump().c_str());

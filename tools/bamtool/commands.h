@@ -17,5 +17,6 @@ Action add_fmnist(CLI::App& app);
 Action add_decode(CLI::App& app);
 Action add_augment(CLI::App& app);
 Action add_report(CLI::App& app);
+Action add_bench_data(CLI::App& app);
 
 }  // namespace bam::tool

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   actions["decode"] = bam::tool::add_decode(app);
   actions["augment"] = bam::tool::add_augment(app);
   actions["report"] = bam::tool::add_report(app);
+  actions["bench-data"] = bam::tool::add_bench_data(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -15,4 +15,9 @@ std::string resolve_precision(const std::string& precision, const std::string& r
   return resolved_device.rfind("cuda", 0) == 0 ? "bf16" : "f32";
 }
 
+std::string resolve_data_backend(const std::string& backend, const std::string& resolved_device) {
+  if (backend != "auto") return backend;
+  return resolved_device.rfind("cuda", 0) == 0 && cuda::built_with_cuda() ? "gpu" : "cpu";
+}
+
 }  // namespace bam::tool

@@ -12,4 +12,7 @@ std::string resolve_device(const std::string& device);
 // "auto" -> "bf16" on a CUDA device, "f32" on the CPU; any other value is returned as is.
 std::string resolve_precision(const std::string& precision, const std::string& resolved_device);
 
+// "auto" -> "gpu" on a CUDA device (with a CUDA build), "cpu" otherwise; any other value as is.
+std::string resolve_data_backend(const std::string& backend, const std::string& resolved_device);
+
 }  // namespace bam::tool

@@ -1,0 +1,530 @@
+// GpuCropLoader: CPU threads for entropy decoding, a launcher thread for uploads and kernels,
+// events between the loader's stream and the trainer's.
+#include "data/gpu_loader.h"
+
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+#include "engine/cuda.h"
+#include "engine/cuda_check.h"
+#include "engine/error.h"
+
+namespace bam::data {
+
+namespace {
+
+constexpr int kOutputSlots = 2;  // batch k+1 is written while the trainer reads batch k
+
+int64_t align16(int64_t n) { return (n + 15) / 16 * 16; }
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) throw ImageDecodeError(fmt::format("{}: cannot open ({})", path, std::strerror(errno)));
+  const std::streamoff size = in.tellg();
+  if (size <= 0) throw ImageDecodeError(fmt::format("{}: empty file (0 bytes)", path));
+  if (size > (std::streamoff{1} << 30)) throw ImageDecodeError(fmt::format("{}: {} bytes, above 1 GiB", path, size));
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  in.seekg(0);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), size))
+    throw ImageDecodeError(fmt::format("{}: read failed", path));
+  return bytes;
+}
+
+// The largest coefficient buffer (bytes) and pixel count among a few files spread over the
+// dataset, from their frame headers alone; sizes the pinned arenas.
+struct SizeEstimate {
+  int64_t coefficient_bytes = 0, pixels = 0;
+};
+struct HeaderSeen {};
+
+SizeEstimate estimate_sizes(const Dataset& d) {
+  SizeEstimate e;
+  const int64_t samples = std::min<int64_t>(d.size(), 32);
+  for (int64_t k = 0; k < samples; ++k) {
+    const std::string& path = d.files[static_cast<size_t>(k * d.size() / samples)];
+    try {
+      std::vector<uint8_t> bytes = read_file(path);
+      decode_jpeg_coefficients_into(bytes.data(), bytes.size(), path, [&](const JpegLayout& layout) -> int16_t* {
+        e.coefficient_bytes = std::max<int64_t>(e.coefficient_bytes, layout.num_coefficients * 2);
+        e.pixels = std::max<int64_t>(e.pixels, int64_t{layout.width} * layout.height);
+        throw HeaderSeen{};
+      });
+    } catch (const HeaderSeen&) {
+    } catch (const std::exception&) {
+      // not a sequential JPEG, or damaged: the workers will say so
+    }
+  }
+  if (e.coefficient_bytes == 0) e.coefficient_bytes = 500 * 375 * 3;  // a 4:2:0 ImageNet-sized photo
+  if (e.pixels == 0) e.pixels = 500 * 375;
+  return e;
+}
+
+cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+cudaEvent_t as_event(void* e) { return static_cast<cudaEvent_t>(e); }
+
+}  // namespace
+
+GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed,
+                             LoaderOptions options)
+    : dataset_(std::move(dataset)), recipe_(recipe), batch_(batch_size), seed_(seed), options_(options) {
+  BAM_CHECK(batch_ >= 1, "loader: batch size must be positive, got {}", batch_);
+  BAM_CHECK(!options_.drop_last || dataset_.size() >= batch_, "{}: {} images are fewer than one batch of {}",
+            dataset_.root, dataset_.size(), batch_);
+  BAM_CHECK(options_.gpu_output == DType::f32 || options_.gpu_output == DType::bf16,
+            "GPU loader: crops are written in f32 or bf16, not {}", dtype_name(options_.gpu_output));
+  if (options_.eval_transform) {
+    group_views_ = {1};
+    group_sizes_ = {options_.eval_size};
+  } else {
+    group_views_.push_back(recipe_.global_crops);
+    group_sizes_.push_back(recipe_.global_size);
+    if (recipe_.local_crops > 0) {
+      group_views_.push_back(recipe_.local_crops);
+      group_sizes_.push_back(recipe_.local_size);
+    }
+  }
+  normalize_ = crop_normalize(recipe_);
+  BAM_CUDA_CHECK(cudaSetDevice(0));
+
+  const SizeEstimate estimate = estimate_sizes(dataset_);
+  const int64_t coefficient_arena = align16(batch_ * estimate.coefficient_bytes * 5 / 4 + (int64_t{1} << 20));
+  const int64_t pixel_arena = align16(std::max<int64_t>(int64_t{16} << 20, batch_ * estimate.pixels * 3 / 8));
+  host_slots_.resize(static_cast<size_t>(std::max(1, options_.prefetch)) + 1);
+  for (auto& slot : host_slots_) {
+    slot = std::make_unique<HostSlot>();
+    slot->coefficients = static_cast<int16_t*>(cuda::host_allocate_pinned(coefficient_arena));
+    slot->coefficient_capacity = coefficient_arena;
+    slot->pixels = static_cast<uint8_t*>(cuda::host_allocate_pinned(pixel_arena));
+    slot->pixel_capacity = pixel_arena;
+    pinned_bytes_ += coefficient_arena + pixel_arena;
+  }
+
+  cudaStream_t stream;
+  BAM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  stream_ = stream;
+  output_slots_.resize(kOutputSlots);
+  const size_t out_elem = dtype_size(options_.gpu_output);
+  for (OutputSlot& out : output_slots_) {
+    for (size_t g = 0; g < group_views_.size(); ++g) {
+      const size_t bytes = out_elem * group_views_[g] * batch_ * 3 * group_sizes_[g] * group_sizes_[g];
+      void* p = nullptr;
+      BAM_CUDA_CHECK(cudaMalloc(&p, bytes));
+      out.groups.push_back(p);
+      output_bytes_ += bytes;
+    }
+    cudaEvent_t ready, released;
+    BAM_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    BAM_CUDA_CHECK(cudaEventCreateWithFlags(&released, cudaEventDisableTiming));
+    out.ready = ready;
+    out.released = released;
+  }
+  ensure_device(&d_coefficients_, &coefficients_bytes_, coefficient_arena, "coefficients");
+
+  const int threads = std::max(1, options_.threads);
+  for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  launcher_ = std::thread([this] { launcher_loop(); });
+}
+
+GpuCropLoader::~GpuCropLoader() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  work_ready_.notify_all();
+  slot_done_.notify_all();
+  launched_.notify_all();
+  for (auto& w : workers_) w.join();
+  launcher_.join();
+  cudaStreamSynchronize(as_stream(stream_));
+  for (OutputSlot& out : output_slots_) {
+    for (void* p : out.groups) cudaFree(p);
+    cudaEventDestroy(as_event(out.ready));
+    cudaEventDestroy(as_event(out.released));
+  }
+  for (void* p : {d_coefficients_, d_planes_, d_rgb_, d_tables_, d_scratch_, d_pixels_, d_row_sums_, d_means_})
+    if (p) cudaFree(p);
+  for (auto& slot : host_slots_) {
+    cuda::host_free_pinned(slot->coefficients);
+    cuda::host_free_pinned(slot->pixels);
+    if (slot->tables) cuda::host_free_pinned(slot->tables);
+  }
+  cudaStreamDestroy(as_stream(stream_));
+}
+
+std::string GpuCropLoader::describe_buffers() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const double device = static_cast<double>(output_bytes_ + coefficients_bytes_ + planes_bytes_ + rgb_bytes_ +
+                                            tables_bytes_ + scratch_bytes_ + pixels_bytes_ + row_sums_bytes_ +
+                                            means_bytes_);
+  return fmt::format(
+      "GPU loader: {} decode threads, {:.1f} MiB page-locked ({} slots), {:.1f} MiB device ({:.1f} MiB of it "
+      "{} output crops){}",
+      std::max(1, options_.threads), pinned_bytes_ / 1048576.0, host_slots_.size(), device / 1048576.0,
+      output_bytes_ / 1048576.0, dtype_name(options_.gpu_output),
+      coefficient_overflows_ ? fmt::format("; {} images over the coefficient arena were decoded on the CPU",
+                                           coefficient_overflows_.load())
+                             : "");
+}
+
+void GpuCropLoader::ensure_device(void** ptr, int64_t* capacity, int64_t bytes, const char* what) {
+  if (bytes <= *capacity) return;
+  const bool growing = *capacity > 0;
+  const int64_t size = align16(growing ? bytes * 5 / 4 : bytes);
+  BAM_CUDA_CHECK(cudaStreamSynchronize(as_stream(stream_)));  // earlier batches may still read it
+  if (*ptr) BAM_CUDA_CHECK(cudaFree(*ptr));
+  *ptr = nullptr;
+  BAM_CUDA_CHECK(cudaMalloc(ptr, static_cast<size_t>(size)));
+  *capacity = size;
+  if (growing)
+    std::fprintf(stderr, "GPU loader: device buffer for %s grown to %.1f MiB\n", what, size / 1048576.0);
+}
+
+int64_t GpuCropLoader::steps_per_epoch() const {
+  return options_.drop_last ? dataset_.size() / batch_ : (dataset_.size() + batch_ - 1) / batch_;
+}
+
+int64_t GpuCropLoader::batch_rows(int64_t step) const { return std::min(batch_, dataset_.size() - step * batch_); }
+
+int64_t GpuCropLoader::skipped_files() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return skipped_;
+}
+
+void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  // Stop the previous epoch's work and let what is running finish before slots are reused.
+  end_item_ = next_item_;
+  end_step_ = launch_next_;
+  ++epoch_id_;
+  lock.unlock();
+  launched_.notify_all();
+  slot_done_.notify_all();
+  lock.lock();
+  idle_.wait(lock, [&] { return active_ == 0 && !launching_; });
+  // The trainer's work on the batches it holds is queued by now: their buffers are released after it.
+  for (OutputSlot& out : output_slots_) {
+    if (out.step < 0) continue;
+    BAM_CUDA_CHECK(cudaEventRecord(as_event(out.released), as_stream(cuda::current_stream())));
+    out.release_recorded = true;
+    out.step = -1;
+  }
+  epoch_ = epoch;
+  if (options_.shuffle) {
+    order_ = epoch_order(dataset_.size(), seed_, epoch);
+  } else {
+    order_.resize(dataset_.size());
+    for (int64_t i = 0; i < dataset_.size(); ++i) order_[i] = i;
+  }
+  const int64_t steps = steps_per_epoch();
+  first_step = std::min(first_step, steps);
+  consumer_next_ = launch_next_ = launched_until_ = first_step;
+  next_item_ = first_step * batch_;
+  end_item_ = options_.drop_last ? steps * batch_ : dataset_.size();
+  end_step_ = steps;
+  for (auto& s : host_slots_) {
+    s->step = -1;
+    s->done = 0;
+    s->uploaded = true;
+  }
+  failure_ = nullptr;
+  lock.unlock();
+  work_ready_.notify_all();
+  slot_done_.notify_all();
+}
+
+void GpuCropLoader::worker_loop() {
+  for (;;) {
+    int64_t item;
+    HostSlot* slot;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      auto available = [&](int64_t step) {
+        HostSlot& s = *host_slots_[step % host_slots_.size()];
+        return s.step == step || (s.uploaded && s.step < step);
+      };
+      work_ready_.wait(lock, [&] { return stop_ || (next_item_ < end_item_ && available(next_item_ / batch_)); });
+      if (stop_) return;
+      item = next_item_++;
+      ++active_;
+      const int64_t step = item / batch_;
+      slot = host_slots_[step % host_slots_.size()].get();
+      if (slot->step != step) {
+        const size_t rows = static_cast<size_t>(batch_rows(step));
+        slot->step = step;
+        slot->done = 0;
+        slot->uploaded = false;
+        slot->coefficients_used = 0;
+        slot->pixels_used = 0;
+        slot->images.assign(rows, GpuBatchImage{});
+        slot->pixel_offsets.assign(rows, -1);
+        slot->overflow.assign(rows, {});
+        slot->indices.assign(rows, -1);
+        slot->labels.assign(rows, -1);
+      }
+    }
+    try {
+      produce(item / batch_, item % batch_, *slot);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!failure_) failure_ = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++slot->done;
+      --active_;
+    }
+    slot_done_.notify_all();
+    launched_.notify_all();
+    idle_.notify_all();
+  }
+}
+
+void GpuCropLoader::produce(int64_t step, int64_t b, HostSlot& slot) {
+  const int64_t n = dataset_.size();
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t candidate = order_[(step * batch_ + b + k) % n];
+    const std::string& path = dataset_.files[candidate];
+    try {
+      std::vector<uint8_t> bytes = read_file(path);
+      std::vector<int16_t> spilled;  // coefficients that did not fit the arena
+      int64_t coef_offset = -1;
+      DecodedImage pixels;
+      GpuBatchImage image = prepare_image_for_gpu(
+          bytes.data(), bytes.size(), path,
+          [&](const JpegLayout& layout) -> int16_t* {
+            const int64_t need = align16(layout.num_coefficients * 2);
+            const int64_t at = slot.coefficients_used.fetch_add(need);
+            if (at + need <= slot.coefficient_capacity) {
+              coef_offset = at / 2;
+              return slot.coefficients + coef_offset;
+            }
+            spilled.assign(static_cast<size_t>(layout.num_coefficients), 0);
+            return spilled.data();
+          },
+          &pixels);
+      if (image.decode_on_gpu && coef_offset < 0) {
+        // The arena was full: reconstruct this one on the CPU from the coefficients it has.
+        ++coefficient_overflows_;
+        pixels.width = image.width;
+        pixels.height = image.height;
+        pixels.pixels.resize(size_t(image.width) * image.height * 3);
+        jpeg_reconstruct_rgb(image.layout, spilled.data(), pixels.pixels.data());
+        image.decode_on_gpu = false;
+      }
+      if (image.decode_on_gpu) {
+        image.coef_offset = coef_offset;
+        ++gpu_images_;
+      } else {
+        ++cpu_images_;
+        const int64_t need = static_cast<int64_t>(pixels.pixels.size());
+        const int64_t at = slot.pixels_used.fetch_add(align16(need));
+        if (at + need <= slot.pixel_capacity) {
+          std::memcpy(slot.pixels + at, pixels.pixels.data(), static_cast<size_t>(need));
+          slot.pixel_offsets[b] = at;
+        } else {
+          slot.overflow[b] = std::move(pixels.pixels);
+        }
+      }
+      slot.images[b] = image;
+      slot.indices[b] = candidate;
+      slot.labels[b] = dataset_.labels[candidate];
+      return;
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (reported_bad_.insert(candidate).second) {
+        ++skipped_;
+        std::fprintf(stderr, "warning: skipping unreadable image (%lld so far): %s\n",
+                     static_cast<long long>(skipped_), e.what());
+      }
+    }
+  }
+  fail("{}: none of the {} images could be decoded", dataset_.root, n);
+}
+
+void GpuCropLoader::launcher_loop() {
+  try {
+    BAM_CUDA_CHECK(cudaSetDevice(0));
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    failure_ = std::current_exception();
+    return;
+  }
+  for (;;) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    auto slot_ready = [&] {
+      if (launch_next_ >= end_step_ || failure_) return false;
+      const HostSlot& s = *host_slots_[launch_next_ % host_slots_.size()];
+      return s.step == launch_next_ && s.done == batch_rows(launch_next_);
+    };
+    slot_done_.wait(lock, [&] { return stop_ || slot_ready(); });
+    if (stop_) return;
+    const int64_t step = launch_next_, epoch_id = epoch_id_;
+    // Output slot reuse: the trainer must have taken the batch after the one that used it last.
+    launched_.wait(lock, [&] {
+      return stop_ || epoch_id_ != epoch_id || consumer_next_ >= step - kOutputSlots + 2;
+    });
+    if (stop_) return;
+    if (epoch_id_ != epoch_id) continue;
+    launching_ = true;
+    HostSlot& slot = *host_slots_[step % host_slots_.size()];
+    OutputSlot& out = output_slots_[step % kOutputSlots];
+    lock.unlock();
+    std::exception_ptr error;
+    try {
+      launch(step, slot, out);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    if (error && !failure_) failure_ = error;
+    slot.uploaded = true;
+    if (!error) {
+      out.step = step;
+      launched_until_ = step + 1;
+      ++launch_next_;
+    }
+    launching_ = false;
+    lock.unlock();
+    launched_.notify_all();
+    work_ready_.notify_all();
+    idle_.notify_all();
+  }
+}
+
+void GpuCropLoader::launch(int64_t step, HostSlot& slot, OutputSlot& out) {
+  const int64_t rows = batch_rows(step);
+  std::vector<std::pair<int, int>> sizes;
+  for (const GpuBatchImage& im : slot.images) sizes.push_back({im.width, im.height});
+  auto crops = options_.eval_transform
+                   ? eval_crop_tasks(recipe_, sizes, options_.eval_size)
+                   : multi_crop_tasks(recipe_, sizes, slot.indices, seed_, static_cast<uint32_t>(epoch_));
+  std::vector<int> group_sizes(group_sizes_.begin(), group_sizes_.end());
+  const GpuBatchPlan plan = plan_gpu_batch(slot.images, group_sizes, crops);
+
+  // The task tables, packed into the slot's pinned staging buffer.
+  const int64_t block_bytes = align16(plan.block_tasks.size() * sizeof(cuda_kernels::JpegBlockTask));
+  const int64_t pixel_bytes = align16(plan.pixel_tasks.size() * sizeof(cuda_kernels::JpegPixelTask));
+  std::vector<int64_t> crop_at;
+  int64_t table_bytes = block_bytes + pixel_bytes;
+  for (const GpuCropGroup& g : plan.groups) {
+    crop_at.push_back(table_bytes);
+    table_bytes += align16(g.crops.size() * sizeof(cuda_kernels::CropTask));
+  }
+  if (table_bytes > slot.table_capacity) {
+    if (slot.tables) cuda::host_free_pinned(slot.tables);
+    slot.table_capacity = align16(table_bytes * 5 / 4);
+    slot.tables = static_cast<uint8_t*>(cuda::host_allocate_pinned(slot.table_capacity));
+  }
+  std::memcpy(slot.tables, plan.block_tasks.data(), plan.block_tasks.size() * sizeof(cuda_kernels::JpegBlockTask));
+  std::memcpy(slot.tables + block_bytes, plan.pixel_tasks.data(),
+              plan.pixel_tasks.size() * sizeof(cuda_kernels::JpegPixelTask));
+  for (size_t g = 0; g < plan.groups.size(); ++g)
+    std::memcpy(slot.tables + crop_at[g], plan.groups[g].crops.data(),
+                plan.groups[g].crops.size() * sizeof(cuda_kernels::CropTask));
+
+  // Device working memory (grown, with a note, when a batch needs more than any before).
+  const int64_t coefficient_bytes = std::min(slot.coefficients_used.load(), slot.coefficient_capacity);
+  int64_t scratch = 0, pixels = 0, row_sums = 0, means = 0;
+  for (const GpuCropGroup& g : plan.groups) {
+    scratch = std::max(scratch, g.scratch_floats * 4);
+    pixels = std::max(pixels, g.pixel_floats * 4);
+    row_sums = std::max<int64_t>(row_sums, int64_t(g.crops.size()) * g.S * 8);
+    means = std::max<int64_t>(means, int64_t(g.crops.size()) * 4);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);  // describe_buffers reads the sizes
+    ensure_device(&d_coefficients_, &coefficients_bytes_, coefficient_bytes, "coefficients");
+    ensure_device(&d_planes_, &planes_bytes_, plan.plane_bytes, "component planes");
+    ensure_device(&d_rgb_, &rgb_bytes_, plan.rgb_bytes, "decoded images");
+    ensure_device(&d_tables_, &tables_bytes_, table_bytes, "task tables");
+    ensure_device(&d_scratch_, &scratch_bytes_, scratch, "resize scratch");
+    ensure_device(&d_pixels_, &pixels_bytes_, pixels, "crop pixels");
+    ensure_device(&d_row_sums_, &row_sums_bytes_, row_sums, "row sums");
+    ensure_device(&d_means_, &means_bytes_, means, "crop means");
+  }
+
+  cudaStream_t stream = as_stream(stream_);
+  if (out.release_recorded) BAM_CUDA_CHECK(cudaStreamWaitEvent(stream, as_event(out.released), 0));
+  if (coefficient_bytes > 0)
+    BAM_CUDA_CHECK(cudaMemcpyAsync(d_coefficients_, slot.coefficients, coefficient_bytes, cudaMemcpyHostToDevice,
+                                   stream));
+  BAM_CUDA_CHECK(cudaMemcpyAsync(d_tables_, slot.tables, table_bytes, cudaMemcpyHostToDevice, stream));
+  auto* rgb = static_cast<uint8_t*>(d_rgb_);
+  for (int64_t b = 0; b < rows; ++b) {
+    if (slot.images[b].decode_on_gpu) continue;
+    const size_t bytes = size_t(slot.images[b].width) * slot.images[b].height * 3;
+    const void* src = slot.pixel_offsets[b] >= 0 ? static_cast<const void*>(slot.pixels + slot.pixel_offsets[b])
+                                                 : static_cast<const void*>(slot.overflow[b].data());
+    BAM_CUDA_CHECK(cudaMemcpyAsync(rgb + plan.rgb_offsets[b], src, bytes, cudaMemcpyHostToDevice, stream));
+  }
+  cudaEvent_t uploaded;
+  BAM_CUDA_CHECK(cudaEventCreateWithFlags(&uploaded, cudaEventDisableTiming));
+  BAM_CUDA_CHECK(cudaEventRecord(uploaded, stream));
+
+  auto* tables = static_cast<uint8_t*>(d_tables_);
+  cuda_kernels::jpeg_idct_batch(reinterpret_cast<const cuda_kernels::JpegBlockTask*>(tables),
+                                static_cast<int>(plan.block_tasks.size()), plan.total_blocks,
+                                static_cast<const int16_t*>(d_coefficients_), static_cast<uint8_t*>(d_planes_), stream);
+  cuda_kernels::jpeg_upsample_convert_batch(
+      reinterpret_cast<const cuda_kernels::JpegPixelTask*>(tables + block_bytes),
+      static_cast<int>(plan.pixel_tasks.size()), plan.total_pixels, static_cast<const uint8_t*>(d_planes_), rgb,
+      stream);
+  const cuda_kernels::CropScratch scratch_view{static_cast<float*>(d_scratch_), static_cast<float*>(d_pixels_),
+                                               static_cast<double*>(d_row_sums_), static_cast<float*>(d_means_)};
+  for (size_t g = 0; g < plan.groups.size(); ++g) {
+    const GpuCropGroup& group = plan.groups[g];
+    cuda_kernels::crop_batch_render(reinterpret_cast<const cuda_kernels::CropTask*>(tables + crop_at[g]),
+                                    static_cast<int>(group.crops.size()), group.S, group.max_rows, rgb, normalize_,
+                                    scratch_view, options_.gpu_output, out.groups[g], stream);
+  }
+  BAM_CUDA_CHECK(cudaEventRecord(as_event(out.ready), stream));
+  out.indices = slot.indices;
+  out.labels = slot.labels;
+  // The host slot is free for the workers once its bytes are on the device.
+  const cudaError_t synced = cudaEventSynchronize(uploaded);
+  cudaEventDestroy(uploaded);
+  BAM_CUDA_CHECK(synced);
+}
+
+GpuCropLoader::Batch GpuCropLoader::next() {
+  auto start = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(mutex_);
+  const int64_t step = consumer_next_;
+  BAM_CHECK(step < end_step_ && step * batch_ < end_item_, "loader: the epoch has no batch {} (call start_epoch)",
+            step);
+  launched_.wait(lock, [&] { return failure_ || launched_until_ > step; });
+  if (failure_) std::rethrow_exception(failure_);
+  OutputSlot& out = output_slots_[step % kOutputSlots];
+  void* compute = cuda::current_stream();
+  BAM_CUDA_CHECK(cudaStreamWaitEvent(as_stream(compute), as_event(out.ready), 0));
+  // The trainer's work on the previous batch is queued: its buffers may be rewritten after it.
+  if (step > 0) {
+    OutputSlot& previous = output_slots_[(step - 1) % kOutputSlots];
+    if (previous.step == step - 1) {
+      BAM_CUDA_CHECK(cudaEventRecord(as_event(previous.released), as_stream(compute)));
+      previous.release_recorded = true;
+    }
+  }
+  const int64_t rows = batch_rows(step);
+  Batch batch;
+  for (size_t g = 0; g < group_views_.size(); ++g) {
+    const int64_t S = group_sizes_[g];
+    batch.groups.push_back(
+        from_blob(out.groups[g], {group_views_[g] * rows, 3, S, S}, options_.gpu_output, Device::cuda(0)));
+  }
+  batch.indices = out.indices;
+  batch.labels = out.labels;
+  ++consumer_next_;
+  lock.unlock();
+  launched_.notify_all();
+  batch.wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return batch;
+}
+
+}  // namespace bam::data

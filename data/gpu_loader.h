@@ -1,0 +1,115 @@
+// The GPU data path (DESIGN.md section 2): CPU threads parse each JPEG and Huffman-decode it into
+// DCT coefficients in a ring of page-locked slots; a launcher thread uploads each finished batch on
+// the loader's own stream and runs the batched kernels (kernels/cuda/jpeg_batch.h, then
+// kernels/cuda/crop_batch.h) that write the crops straight into device tensors. The trainer's
+// stream waits on an event, never the host, so batch k+1 is decoded and augmented while the model
+// trains on batch k. Files the GPU does not decode (PNG, progressive, CMYK, Exif-rotated) are
+// decoded on the CPU and uploaded as pixels in the same batch. Random choices are the CPU loader's
+// (same counter-based keys), so the crops match MultiCropLoader's.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "data/gpu_batch_plan.h"
+#include "data/loader.h"
+
+namespace bam::data {
+
+class GpuCropLoader : public CropLoader {
+ public:
+  GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed, LoaderOptions options);
+  ~GpuCropLoader() override;
+
+  int64_t steps_per_epoch() const override;
+  void start_epoch(int64_t epoch, int64_t first_step = 0) override;
+  Batch next() override;
+  const Dataset& dataset() const override { return dataset_; }
+  int64_t skipped_files() const override;
+  std::string describe_buffers() const override;
+
+  // Batches decoded per stage so far (tests and bench-data): images whose coefficients went to the
+  // GPU, images decoded to pixels on the CPU.
+  int64_t gpu_decoded_images() const { return gpu_images_.load(); }
+  int64_t cpu_decoded_images() const { return cpu_images_.load(); }
+
+ private:
+  // One batch being prepared on the host: pinned coefficients and pixels, filled by the workers.
+  struct HostSlot {
+    int64_t step = -1;
+    int64_t done = 0;
+    bool uploaded = true;  // free for the workers (its previous upload has completed)
+    int16_t* coefficients = nullptr;  // pinned arena
+    int64_t coefficient_capacity = 0;
+    std::atomic<int64_t> coefficients_used{0};
+    uint8_t* pixels = nullptr;  // pinned arena for CPU-decoded images
+    int64_t pixel_capacity = 0;
+    std::atomic<int64_t> pixels_used{0};
+    std::vector<GpuBatchImage> images;
+    std::vector<int64_t> pixel_offsets;          // per image in `pixels`, -1: in overflow[b]
+    std::vector<std::vector<uint8_t>> overflow;  // pixels that did not fit the pinned arena
+    std::vector<int64_t> indices, labels;
+    uint8_t* tables = nullptr;  // pinned staging of the task tables
+    int64_t table_capacity = 0;
+  };
+  // Device buffers written by one batch's kernels and read by the trainer.
+  struct OutputSlot {
+    std::vector<void*> groups;
+    void* ready = nullptr;     // cudaEvent_t: the batch's kernels are done
+    void* released = nullptr;  // cudaEvent_t: the trainer's work on the previous batch in it is queued
+    bool release_recorded = false;
+    int64_t step = -1;
+    std::vector<int64_t> indices, labels;  // of the batch in it
+  };
+
+  void worker_loop();
+  void launcher_loop();
+  void produce(int64_t step, int64_t b, HostSlot& slot);
+  void launch(int64_t step, HostSlot& slot, OutputSlot& out);
+  int64_t batch_rows(int64_t step) const;
+  void ensure_device(void** ptr, int64_t* capacity, int64_t bytes, const char* what);
+
+  Dataset dataset_;
+  AugmentRecipe recipe_;
+  int64_t batch_;
+  uint64_t seed_;
+  LoaderOptions options_;
+  std::vector<int64_t> group_views_, group_sizes_;
+  cuda_kernels::CropNormalize normalize_{};
+
+  std::vector<std::unique_ptr<HostSlot>> host_slots_;
+  std::vector<OutputSlot> output_slots_;
+  void* stream_ = nullptr;  // cudaStream_t of the loader
+  // Device working memory, shared by the batches (the loader's stream orders them).
+  void *d_coefficients_ = nullptr, *d_planes_ = nullptr, *d_rgb_ = nullptr, *d_tables_ = nullptr;
+  void *d_scratch_ = nullptr, *d_pixels_ = nullptr, *d_row_sums_ = nullptr, *d_means_ = nullptr;
+  int64_t coefficients_bytes_ = 0, planes_bytes_ = 0, rgb_bytes_ = 0, tables_bytes_ = 0;
+  int64_t scratch_bytes_ = 0, pixels_bytes_ = 0, row_sums_bytes_ = 0, means_bytes_ = 0;
+  size_t pinned_bytes_ = 0, output_bytes_ = 0;
+  std::atomic<int64_t> gpu_images_{0}, cpu_images_{0}, coefficient_overflows_{0};
+
+  mutable std::mutex mutex_;
+  std::condition_variable work_ready_, slot_done_, launched_, idle_;
+  std::vector<std::thread> workers_;
+  std::thread launcher_;
+  bool stop_ = false;
+  int64_t epoch_ = 0;
+  int64_t epoch_id_ = 0;  // bumps at every start_epoch, so the launcher notices restarts
+  std::vector<int64_t> order_;
+  int64_t next_item_ = 0, end_item_ = 0, consumer_next_ = 0, launch_next_ = 0, launched_until_ = 0;
+  int64_t end_step_ = 0;
+  int active_ = 0;
+  bool launching_ = false;
+  std::exception_ptr failure_;
+  std::set<int64_t> reported_bad_;
+  int64_t skipped_ = 0;
+};
+
+}  // namespace bam::data

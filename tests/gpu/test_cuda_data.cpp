@@ -1,0 +1,194 @@
+// The GPU data path on a device: the batched decode kernels against the CPU decode (bit for bit
+// inside the crop rectangles), the crop kernels against render_crop / render_eval, and the whole
+// GpuCropLoader against MultiCropLoader on a folder with damaged files mixed in.
+#include <doctest/doctest.h>
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "data/gpu_loader.h"
+#include "data/loader.h"
+#include "kernels/cuda/crop_batch.h"
+#include "kernels/cuda/jpeg_batch.h"
+#include "tests/gpu_batch_support.h"
+#include "tests/jpeg_test_support.h"
+
+namespace bam::test {
+namespace {
+
+// A device buffer holding a copy of `host` (or `bytes` of poison when host is empty).
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  explicit DeviceBuffer(size_t n, int poison = 0x7F) : bytes(std::max<size_t>(n, 16)) {
+    REQUIRE(cudaMalloc(&ptr, bytes) == cudaSuccess);
+    REQUIRE(cudaMemset(ptr, poison, bytes) == cudaSuccess);
+  }
+  template <typename T>
+  static DeviceBuffer from(const std::vector<T>& host) {
+    DeviceBuffer d(host.size() * sizeof(T));
+    if (!host.empty()) REQUIRE(cudaMemcpy(d.ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice) == 0);
+    return d;
+  }
+  template <typename T>
+  std::vector<T> to_host(size_t count) const {
+    std::vector<T> out(count);
+    REQUIRE(cudaMemcpy(out.data(), ptr, count * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+    return out;
+  }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr(o.ptr), bytes(o.bytes) { o.ptr = nullptr; }
+};
+
+data::AugmentRecipe full_recipe() {
+  data::AugmentRecipe r;
+  r.global_crops = 2;
+  r.local_crops = 6;
+  r.global_scale_min = 0.25;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("GPU decode and crop kernels equal the CPU decode and crops") {
+  const uint64_t seed = test_seed();
+  std::vector<ImageFile> files = gpu_test_corpus(seed);
+  for (bool eval : {false, true}) {
+    for (DType out_dtype : {DType::f32, DType::bf16}) {
+      data::AugmentRecipe recipe = full_recipe();
+      HostBatch b = prepare_host_batch(files, recipe, seed, eval);
+      DeviceBuffer coefficients = DeviceBuffer::from(b.coefficients);
+      DeviceBuffer block_tasks = DeviceBuffer::from(b.plan.block_tasks);
+      DeviceBuffer pixel_tasks = DeviceBuffer::from(b.plan.pixel_tasks);
+      DeviceBuffer planes(b.plan.plane_bytes, 0xA5);
+      std::vector<uint8_t> rgb_host(b.plan.rgb_bytes, 0x5A);
+      place_fallback_pixels(b, rgb_host.data());
+      DeviceBuffer rgb = DeviceBuffer::from(rgb_host);
+      cuda_kernels::jpeg_idct_batch(static_cast<const cuda_kernels::JpegBlockTask*>(block_tasks.ptr),
+                                    static_cast<int>(b.plan.block_tasks.size()), b.plan.total_blocks,
+                                    static_cast<const int16_t*>(coefficients.ptr), static_cast<uint8_t*>(planes.ptr),
+                                    nullptr);
+      cuda_kernels::jpeg_upsample_convert_batch(static_cast<const cuda_kernels::JpegPixelTask*>(pixel_tasks.ptr),
+                                                static_cast<int>(b.plan.pixel_tasks.size()), b.plan.total_pixels,
+                                                static_cast<const uint8_t*>(planes.ptr),
+                                                static_cast<uint8_t*>(rgb.ptr), nullptr);
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+      std::vector<uint8_t> decoded = rgb.to_host<uint8_t>(b.plan.rgb_bytes);
+      for (size_t i = 0; i < b.images.size(); ++i) {
+        if (!b.images[i].decode_on_gpu) continue;
+        const data::PixelRect& r = b.plan.rects[i];
+        size_t mismatches = 0;
+        for (int y = r.y0; y < r.y1; ++y)
+          for (int x = r.x0; x < r.x1; ++x)
+            for (int c = 0; c < 3; ++c) {
+              size_t at = (size_t(y) * b.images[i].width + x) * 3 + c;
+              mismatches += decoded[b.plan.rgb_offsets[i] + at] != b.reference[i].pixels[at];
+            }
+        INFO(files[i].name);
+        CHECK(mismatches == 0);
+      }
+      std::vector<std::vector<float>> expected = reference_crops(b);
+      for (size_t g = 0; g < b.plan.groups.size(); ++g) {
+        const data::GpuCropGroup& group = b.plan.groups[g];
+        const int S = group.S, count = static_cast<int>(group.crops.size());
+        DeviceBuffer tasks = DeviceBuffer::from(group.crops);
+        DeviceBuffer scratch(group.scratch_floats * 4), pixels(group.pixel_floats * 4),
+            row_sums(size_t(count) * S * 8), means(size_t(count) * 4);
+        const size_t n = size_t(count) * 3 * S * S;
+        DeviceBuffer out(n * dtype_size(out_dtype), 0xFF);
+        cuda_kernels::crop_batch_render(
+            static_cast<const cuda_kernels::CropTask*>(tasks.ptr), count, S, group.max_rows,
+            static_cast<const uint8_t*>(rgb.ptr), data::crop_normalize(recipe),
+            {static_cast<float*>(scratch.ptr), static_cast<float*>(pixels.ptr), static_cast<double*>(row_sums.ptr),
+             static_cast<float*>(means.ptr)},
+            out_dtype, out.ptr, nullptr);
+        REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+        std::vector<float> actual(n), want = expected[g];
+        if (out_dtype == DType::bf16) {
+          std::vector<uint16_t> bits = out.to_host<uint16_t>(n);
+          for (size_t i = 0; i < n; ++i) {
+            uint32_t w = uint32_t{bits[i]} << 16;
+            std::memcpy(&actual[i], &w, 4);
+          }
+        } else {
+          actual = out.to_host<float>(n);
+        }
+        CropComparison c = compare_crops(want, actual);
+        MESSAGE((eval ? "eval" : "multi-crop") << " " << dtype_name(out_dtype) << " S=" << S
+                                               << ": max |GPU - CPU| = " << c.max_abs << ", " << c.beyond << " of "
+                                               << c.values << " beyond 1e-3");
+        // f32: equal up to expf's last bit in the blur weights; a solarisation threshold crossed
+        // by such a difference would flip a pixel, so a handful of values may differ more.
+        // bf16: the rounding of the output (8 bits of mantissa: 2^-8 relative, values below 3).
+        const double tolerance = out_dtype == DType::bf16 ? 0.0157 : 1e-3;
+        size_t beyond = 0;
+        for (size_t i = 0; i < n; ++i) beyond += !(std::fabs(double(want[i]) - double(actual[i])) <= tolerance);
+        CHECK(beyond <= n / 100000);
+      }
+    }
+  }
+}
+
+TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files skipped") {
+  namespace fs = std::filesystem;
+  const uint64_t seed = test_seed();
+  fs::path root = fs::temp_directory_path() / ("bam_gpu_loader_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "a");
+  fs::create_directories(root / "b");
+  std::vector<ImageFile> files = gpu_test_corpus(seed);
+  for (size_t i = 0; i < files.size(); ++i) {
+    std::ofstream((root / (i % 2 ? "a" : "b") / files[i].name), std::ios::binary)
+        .write(reinterpret_cast<const char*>(files[i].bytes.data()), files[i].bytes.size());
+  }
+  // Damaged: a truncated header, garbage with a .jpg name, an empty file.
+  std::ofstream(root / "a" / "truncated.jpg", std::ios::binary)
+      .write(reinterpret_cast<const char*>(files[0].bytes.data()), 100);
+  std::ofstream(root / "b" / "garbage.jpg") << "this is not an image";
+  std::ofstream(root / "b" / "empty.jpg");
+  data::Dataset dataset = data::open_dataset(root.string());
+  REQUIRE(dataset.size() == static_cast<int64_t>(files.size()) + 3);
+
+  for (bool eval : {false, true}) {
+    data::AugmentRecipe recipe = full_recipe();
+    data::LoaderOptions o;
+    o.threads = 3;
+    o.eval_transform = eval;
+    o.eval_size = 64;
+    o.drop_last = !eval;
+    o.shuffle = !eval;
+    data::LoaderOptions g = o;
+    g.backend = data::DataBackend::gpu;
+    auto cpu = data::make_crop_loader(dataset, recipe, 4, seed, o);
+    auto gpu = data::make_crop_loader(dataset, recipe, 4, seed, g);
+    for (int64_t epoch : {0, 1}) {
+      cpu->start_epoch(epoch);
+      gpu->start_epoch(epoch);
+      for (int64_t step = 0; step < cpu->steps_per_epoch(); ++step) {
+        data::LoaderBatch a = cpu->next(), bb = gpu->next();
+        CHECK(a.indices == bb.indices);
+        CHECK(a.labels == bb.labels);
+        REQUIRE(a.groups.size() == bb.groups.size());
+        for (size_t k = 0; k < a.groups.size(); ++k) {
+          CHECK(bb.groups[k].device().is_cuda());
+          CHECK(a.groups[k].shape() == bb.groups[k].shape());
+          std::vector<float> want = a.groups[k].to_vector<float>(), got = bb.groups[k].to(Device::cpu()).to_vector<float>();
+          CropComparison c = compare_crops(want, got);
+          INFO("epoch " << epoch << " step " << step << " group " << k << (eval ? " eval" : ""));
+          CHECK(c.beyond <= c.values / 100000);
+        }
+      }
+    }
+    CHECK(gpu->skipped_files() == cpu->skipped_files());
+    if (eval) CHECK(gpu->skipped_files() == 3);  // every file is visited once
+    MESSAGE(gpu->describe_buffers());
+  }
+  fs::remove_all(root);
+}
+
+}  // namespace bam::test

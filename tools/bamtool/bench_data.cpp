@@ -1,0 +1,258 @@
+// `bamtool bench-data`: how many images a second the data path delivers, on a folder of JPEGs.
+// Rows: decode only (CPU: our whole decoder per thread; GPU: the Huffman half on CPU threads, then
+// the batched reconstruction kernels on images already uploaded), and decode + the full multi-crop
+// recipe (2x224 + 6x96) through the real loaders (MultiCropLoader, GpuCropLoader). --make_corpus N
+// writes N synthetic 500x375 quality-90 JPEGs first (the GPU machine has no image tools).
+// The PyTorch peer is tools/peers/torch_data_bench.py (torchvision nvJPEG decode, PIL + DINO).
+#include <stb_image_write.h>
+
+#include <atomic>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "data/dataset.h"
+#include "data/gpu_batch_plan.h"
+#include "data/image_decode.h"
+#include "data/loader.h"
+#include "engine/cuda.h"
+#include "engine/error.h"
+#include "engine/random.h"
+#include "engine/tensor.h"
+#include "tools/bamtool/commands.h"
+#ifdef BAM_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/jpeg_batch.h"
+#endif
+
+namespace bam::tool {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchDataOptions {
+  std::string data_path;
+  int64_t make_corpus = 0, batch_size = 256, threads = 16;
+  double seconds = 10;
+  std::string backend = "both", mode = "both";
+};
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+void make_corpus(const std::string& folder, int64_t n) {
+  namespace fs = std::filesystem;
+  fs::create_directories(folder);
+  const int W = 500, H = 375;
+  Generator gen(1234);
+  for (int64_t i = 0; i < n; ++i) {
+    // Smooth colour fields plus noise: JPEG sizes near a photo's at quality 90 (~40-60 KB).
+    std::vector<float> noise = randn({W * H * 3}, {}, &gen).to_vector<float>();
+    std::vector<uint8_t> px(size_t(W) * H * 3);
+    const float fx = 0.01f + 0.002f * (i % 7), fy = 0.013f + 0.003f * (i % 5);
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x)
+        for (int c = 0; c < 3; ++c) {
+          float v = 128 + 70 * std::sin(fx * x * (c + 1) + fy * y + i) + 12 * noise[(size_t(y) * W + x) * 3 + c];
+          px[(size_t(y) * W + x) * 3 + c] = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f));
+        }
+    std::string path = (fs::path(folder) / fmt::format("img_{:05d}.jpg", i)).string();
+    BAM_CHECK(stbi_write_jpg(path.c_str(), W, H, 3, px.data(), 90), "{}: cannot write", path);
+  }
+  std::printf("wrote %lld JPEGs (500x375, quality 90) to %s\n", static_cast<long long>(n), folder.c_str());
+}
+
+std::vector<std::vector<uint8_t>> read_all(const data::Dataset& d) {
+  std::vector<std::vector<uint8_t>> files;
+  for (const std::string& path : d.files) {
+    std::ifstream in(path, std::ios::binary);
+    files.emplace_back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  return files;
+}
+
+// Runs fn(i) for i = 0, 1, ... on `threads` threads until `seconds` pass; returns items per second.
+template <typename Fn>
+double parallel_rate(int64_t threads, double seconds, Fn fn) {
+  std::atomic<int64_t> next{0}, done{0};
+  const auto start = Clock::now();
+  std::vector<std::thread> pool;
+  for (int64_t t = 0; t < threads; ++t)
+    pool.emplace_back([&] {
+      while (since(start) < seconds) {
+        fn(next.fetch_add(1));
+        done.fetch_add(1);
+      }
+    });
+  for (auto& t : pool) t.join();
+  return done.load() / since(start);
+}
+
+struct Row {
+  std::string what;
+  double img_per_s;
+  std::string note;
+};
+
+double loader_rate(const data::Dataset& d, const BenchDataOptions& o, data::DataBackend backend, std::string* note) {
+  data::AugmentRecipe recipe;
+  recipe.global_crops = 2;
+  recipe.local_crops = 6;
+  recipe.global_scale_min = 0.25;
+  data::LoaderOptions lo;
+  lo.threads = static_cast<int>(o.threads);
+  lo.backend = backend;
+  auto loader = data::make_crop_loader(d, recipe, o.batch_size, 0, lo);
+  *note = loader->describe_buffers();
+  int64_t images = 0, epoch = 0;
+  loader->start_epoch(epoch);
+  loader->next();  // warm-up: threads started, buffers sized
+  int64_t step = 1;
+  const auto start = Clock::now();
+  while (since(start) < o.seconds) {
+    if (step == loader->steps_per_epoch()) {
+      loader->start_epoch(++epoch);
+      step = 0;
+    }
+    images += static_cast<int64_t>(loader->next().indices.size());
+    ++step;
+  }
+  if (backend == data::DataBackend::gpu) cuda::synchronize();  // the last batch's kernels
+  return images / since(start);
+}
+
+#ifdef BAM_WITH_CUDA
+// The reconstruction kernels alone, on one batch of whole images already on the device.
+double gpu_reconstruct_rate(const std::vector<std::vector<uint8_t>>& files, int64_t batch, double seconds) {
+  std::vector<data::GpuBatchImage> images;
+  std::vector<int16_t> coefficients;
+  std::vector<std::vector<data::GpuBatchCrop>> crops(1);
+  for (size_t i = 0; images.size() < static_cast<size_t>(batch) && i < files.size(); ++i) {
+    std::vector<int16_t> c;
+    data::DecodedImage unused;
+    data::GpuBatchImage im = data::prepare_image_for_gpu(files[i].data(), files[i].size(), "bench", [&](const data::JpegLayout& l) {
+      c.assign(size_t(l.num_coefficients), 0);
+      return c.data();
+    }, &unused);
+    if (!im.decode_on_gpu) continue;
+    im.coef_offset = static_cast<int64_t>(coefficients.size());
+    coefficients.insert(coefficients.end(), c.begin(), c.end());
+    data::CropParams whole;  // a crop box of the whole image: every block is reconstructed
+    whole.width = im.width;
+    whole.height = im.height;
+    whole.out_size = 224;
+    crops[0].push_back({static_cast<int>(images.size()), data::crop_task_from_params(whole, im.width, im.height, 0)});
+    images.push_back(im);
+  }
+  BAM_CHECK(!images.empty(), "bench-data: no sequential JPEG to reconstruct on the GPU");
+  data::GpuBatchPlan plan = data::plan_gpu_batch(images, {224}, crops);
+  void *d_coef, *d_blocks, *d_pixels, *d_planes, *d_rgb;
+  cudaMalloc(&d_coef, coefficients.size() * 2);
+  cudaMalloc(&d_blocks, plan.block_tasks.size() * sizeof(plan.block_tasks[0]));
+  cudaMalloc(&d_pixels, plan.pixel_tasks.size() * sizeof(plan.pixel_tasks[0]));
+  cudaMalloc(&d_planes, plan.plane_bytes);
+  cudaMalloc(&d_rgb, plan.rgb_bytes);
+  cudaMemcpy(d_coef, coefficients.data(), coefficients.size() * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(d_blocks, plan.block_tasks.data(), plan.block_tasks.size() * sizeof(plan.block_tasks[0]), cudaMemcpyHostToDevice);
+  cudaMemcpy(d_pixels, plan.pixel_tasks.data(), plan.pixel_tasks.size() * sizeof(plan.pixel_tasks[0]), cudaMemcpyHostToDevice);
+  auto run = [&] {
+    cuda_kernels::jpeg_idct_batch(static_cast<cuda_kernels::JpegBlockTask*>(d_blocks), int(plan.block_tasks.size()),
+                                  plan.total_blocks, static_cast<int16_t*>(d_coef), static_cast<uint8_t*>(d_planes), nullptr);
+    cuda_kernels::jpeg_upsample_convert_batch(static_cast<cuda_kernels::JpegPixelTask*>(d_pixels),
+                                              int(plan.pixel_tasks.size()), plan.total_pixels,
+                                              static_cast<uint8_t*>(d_planes), static_cast<uint8_t*>(d_rgb), nullptr);
+  };
+  run();
+  cudaDeviceSynchronize();
+  int64_t launches = 0;
+  const auto start = Clock::now();
+  while (since(start) < std::min(seconds, 3.0)) {
+    for (int k = 0; k < 10; ++k) run();
+    cudaDeviceSynchronize();
+    launches += 10;
+  }
+  const double rate = launches * double(images.size()) / since(start);
+  for (void* p : {d_coef, d_blocks, d_pixels, d_planes, d_rgb}) cudaFree(p);
+  return rate;
+}
+#endif
+
+int run_bench_data(const BenchDataOptions& o) {
+  BAM_CHECK(o.backend == "cpu" || o.backend == "gpu" || o.backend == "both", "--backend must be cpu, gpu or both");
+  BAM_CHECK(o.mode == "decode" || o.mode == "crops" || o.mode == "both", "--mode must be decode, crops or both");
+  BAM_CHECK(o.threads >= 1 && o.batch_size >= 1 && o.seconds > 0, "--threads, --batch_size, --seconds must be positive");
+  if (o.make_corpus > 0) make_corpus(o.data_path, o.make_corpus);
+  data::Dataset d;
+  try {
+    d = data::open_dataset(o.data_path);
+  } catch (const data::ImageDecodeError& e) {
+    fail("--data_path {}", e.what());
+  }
+  BAM_CHECK(d.size() >= o.batch_size, "--data_path {}: {} images, fewer than one batch of {}", o.data_path, d.size(),
+            o.batch_size);
+  const bool gpu = o.backend != "cpu";
+  if (gpu && !cuda::is_available()) {
+    BAM_CHECK(o.backend == "both", "--backend gpu: no usable CUDA device ({})", cuda::unavailable_reason());
+    std::printf("GPU rows skipped: %s\n", cuda::unavailable_reason().c_str());
+  }
+  const bool run_gpu = gpu && cuda::is_available(), run_cpu = o.backend != "gpu";
+  std::printf("bench-data: %lld images from %s, %lld threads, batch %lld, %.0f s per row\n",
+              static_cast<long long>(d.size()), o.data_path.c_str(), static_cast<long long>(o.threads),
+              static_cast<long long>(o.batch_size), o.seconds);
+  std::vector<std::vector<uint8_t>> files = read_all(d);
+  std::vector<Row> rows;
+  if (o.mode != "crops") {
+    auto pick = [&](int64_t i) -> const std::vector<uint8_t>& { return files[static_cast<size_t>(i) % files.size()]; };
+    if (run_cpu)
+      rows.push_back({"decode, CPU (whole decoder)",
+                      parallel_rate(o.threads, o.seconds, [&](int64_t i) { data::decode_image(pick(i).data(), pick(i).size(), "bench"); }),
+                      ""});
+    if (run_gpu) {
+      double entropy = parallel_rate(o.threads, o.seconds, [&](int64_t i) {
+        data::decode_jpeg_coefficients(pick(i).data(), pick(i).size(), "bench");
+      });
+      rows.push_back({"  Huffman half on CPU threads", entropy, ""});
+#ifdef BAM_WITH_CUDA
+      double kernels = gpu_reconstruct_rate(files, o.batch_size, o.seconds);
+      rows.push_back({"  reconstruction kernels (GPU)", kernels, "whole images, resident batch"});
+      rows.push_back({"decode, hybrid CPU+GPU", std::min(entropy, kernels), "the slower half (they overlap)"});
+#endif
+    }
+  }
+  if (o.mode != "decode") {
+    std::string note;
+    if (run_cpu) {
+      double r = loader_rate(d, o, data::DataBackend::cpu, &note);
+      rows.push_back({"decode + 2x224+6x96, CPU loader", r, note});
+    }
+    if (run_gpu) {
+      double r = loader_rate(d, o, data::DataBackend::gpu, &note);
+      rows.push_back({"decode + 2x224+6x96, GPU loader", r, note});
+    }
+  }
+  std::printf("\n%-36s %12s  %s\n", "path", "img/s", "notes");
+  for (const Row& r : rows) std::printf("%-36s %12.1f  %s\n", r.what.c_str(), r.img_per_s, r.note.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Action add_bench_data(CLI::App& app) {
+  auto o = std::make_shared<BenchDataOptions>();
+  CLI::App* sub = app.add_subcommand("bench-data", "Images per second of the data path (decode; decode + multi-crop)");
+  sub->add_option("--data_path", o->data_path, "folder of JPEGs (with --make_corpus: where to write them)")->required();
+  sub->add_option("--make_corpus", o->make_corpus, "first write N synthetic 500x375 quality-90 JPEGs there")
+      ->default_val(o->make_corpus);
+  sub->add_option("--threads", o->threads, "CPU threads (decoding workers)")->default_val(o->threads);
+  sub->add_option("--batch_size", o->batch_size, "images per batch")->default_val(o->batch_size);
+  sub->add_option("--seconds", o->seconds, "time per row")->default_val(o->seconds);
+  sub->add_option("--backend", o->backend, "cpu | gpu | both")->default_val(o->backend);
+  sub->add_option("--mode", o->mode, "decode | crops | both")->default_val(o->mode);
+  return [o] { return run_bench_data(*o); };
+}
+
+}  // namespace bam::tool
