@@ -4,11 +4,12 @@
 # (scripts/vendor-deps.sh), runs the GPU suites, the per-op microbenchmarks (bench_cuda_ops),
 # bamtool bench-step in bf16 (with a CUPTI kernel profile), fp16 and f32 beside the PyTorch peer
 # (../shared/bench/torch_bam_step.py, copied to .deps/bench), a bamtrain run on the GPU whose
-# export timm loads strictly, compute-sanitizer memcheck over the GPU suites in whatever time is
+# export timm loads strictly, the GPU data path (bamtool bench-data beside
+# tools/peers/torch_data_bench.py, bamtrain --data_backend gpu on JPEGs), compute-sanitizer memcheck over the GPU suites in whatever time is
 # left, and prints one table last. Logs go to $OUT (default /tmp/gpu-check).
 #   tools/gpu-check.sh            # everything, within GPU_CHECK_BUDGET_S (default 520 s)
 #   tools/gpu-check.sh --quick    # build and GPU tests only
-# GPU_CHECK_PEER=0, GPU_CHECK_TIMM=0 and GPU_CHECK_MEMCHECK=0 leave those steps out.
+# GPU_CHECK_PEER=0, GPU_CHECK_TIMM=0, GPU_CHECK_DATA=0 and GPU_CHECK_MEMCHECK=0 leave those steps out.
 set -uo pipefail
 export PATH="$PATH:/usr/local/cuda/bin"
 cd "$(dirname "$0")/.."
@@ -95,7 +96,38 @@ timm.models.load_checkpoint(m, sys.argv[1], strict=True); print('strict load ok'
   fi
 fi
 
-# 6. compute-sanitizer memcheck over the GPU suites, last, in whatever time the budget leaves.
+# 6. The GPU data path (issue 5): bench-data on 500x375 quality-90 JPEGs beside the torchvision
+#    peer (nvJPEG decode; PIL + the DINO 8-crop recipe with 16 workers), then bamtrain reading those
+#    JPEGs through the GPU loader against the synthetic-input step rate above.
+if [ "${GPU_CHECK_DATA:-1}" = 1 ]; then
+  corpus=/tmp/gpu-check-jpegs
+  rm -rf "$corpus"
+  timeout 200 ./build-gpu/bin/bamtool bench-data --data_path "$corpus/train" --make_corpus 1024 --threads 16 \
+    --batch_size 256 --seconds 6 >"$OUT/data.log" 2>&1
+  status=$?
+  sed -n '/^path/,$p' "$OUT/data.log"
+  for what in "decode, CPU" "decode, hybrid" "CPU loader" "GPU loader"; do
+    value=$(grep -F "$what" "$OUT/data.log" | tail -1 | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]$/) {print $i; exit}}')
+    row "bench-data $what img/s (16 threads)" "${value:-failed rc $status (see data.log)}"
+  done
+  if [ "${GPU_CHECK_PEER:-1}" = 1 ] && [ -f tools/peers/torch_data_bench.py ]; then
+    timeout 120 python3 tools/peers/torch_data_bench.py --folder "$corpus/train" --images 1024 --workers 16 \
+      --batch_size 256 --seconds 8 >"$OUT/torch_data.log" 2>&1
+    for mode in gpu_decode cpu_pipeline; do
+      value=$(grep -E "^peer $mode +img/s" "$OUT/torch_data.log" | awk '{print $NF}')
+      row "torchvision peer $mode img/s" "${value:-failed (see torch_data.log)}"
+    done
+  fi
+  timeout 150 ./build-gpu/bin/bamtrain --arch vit_small --data_path "$corpus/train" --batch_size_per_gpu 256 \
+    --local_crops_number 6 --global_crops_scale 0.25 1 --device cuda --precision bf16 --data_backend gpu \
+    --num_workers 16 --epochs 4 --warmup_epochs 0 --max_steps 12 --log_freq 4 --knn_freq 0 \
+    --output_dir /tmp/gpu-check-jpeg-train >"$OUT/train_jpeg.log" 2>&1
+  line=$(grep -E "img/s" "$OUT/train_jpeg.log" | tail -1)
+  grep -E "GPU loader|img/s" "$OUT/train_jpeg.log" | tail -4
+  row "bamtrain on JPEGs, --data_backend gpu" "$(echo "$line" | grep -oE "img/s [0-9.]+  data [0-9.]+s" || echo "failed (see train_jpeg.log)")"
+fi
+
+# 7. compute-sanitizer memcheck over the GPU suites, last, in whatever time the budget leaves.
 if [ "${GPU_CHECK_MEMCHECK:-1}" = 1 ]; then
   left=$(( budget - $(elapsed) ))
   if ! command -v compute-sanitizer >/dev/null; then
