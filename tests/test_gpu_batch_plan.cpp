@@ -18,6 +18,7 @@
 namespace bam::test {
 namespace {
 
+#ifdef BAM_WITH_CUDA
 // The stb corpus plus cjpeg's 4:2:2 (h2v1) and 4:4:0 (h1v2) samplings, which stb does not write.
 std::vector<ImageFile> corpus_with_cjpeg(uint64_t seed) {
   std::vector<ImageFile> files = gpu_test_corpus(seed);
@@ -31,6 +32,7 @@ std::vector<ImageFile> corpus_with_cjpeg(uint64_t seed) {
   }
   return files;
 }
+#endif
 
 data::AugmentRecipe full_recipe() {
   data::AugmentRecipe r;
