@@ -134,19 +134,6 @@ void tap_range(double x0, double scale, int off, int lim, int in_limit, int o, i
   *hi = std::min(static_cast<int>(center + support + 0.5), in_limit);
 }
 
-cuda_kernels::JpegUpsample upsample_method(const JpegLayout& layout, const JpegComponent& comp, int* ratio_h,
-                                           int* ratio_v) {
-  using cuda_kernels::JpegUpsample;
-  *ratio_h = layout.max_h_samp / comp.h_samp;
-  *ratio_v = layout.max_v_samp / comp.v_samp;
-  // The choices of jpeg_upsample_convert (data/jpeg_reconstruct.cpp).
-  if (*ratio_h == 1 && *ratio_v == 1) return JpegUpsample::full;
-  if (*ratio_h == 2 && *ratio_v == 1 && comp.width > 2) return JpegUpsample::h2v1_fancy;
-  if (*ratio_h == 1 && *ratio_v == 2) return JpegUpsample::h1v2_fancy;
-  if (*ratio_h == 2 && *ratio_v == 2 && comp.width > 2) return JpegUpsample::h2v2_fancy;
-  return JpegUpsample::replicate;
-}
-
 }  // namespace
 
 PixelRect crop_source_rect(const CropTask& t, int S) {
@@ -215,7 +202,7 @@ GpuBatchPlan plan_gpu_batch(const std::vector<GpuBatchImage>& images, const std:
       view.stride = comp.blocks_w * 8;
       view.width = comp.width;
       view.height = comp.height;
-      view.method = upsample_method(L, comp, &view.ratio_h, &view.ratio_v);
+      view.method = jpeg_upsample_method(L, c, &view.ratio_h, &view.ratio_v);
       // The samples the upsampler reads for the rectangle: the triangle filters reach one sample
       // beyond the nearest ones, clamped to the samples that carry data.
       const int sx0 = std::clamp(rect.x0 / view.ratio_h - 1, 0, comp.width - 1);

@@ -122,6 +122,11 @@ void idct_islow_block(const int16_t* coefficients, const uint16_t* quant, uint8_
 void jpeg_component_plane(const JpegLayout& layout, int c, const int16_t* coefficients,
                           uint8_t* plane);
 
+// How component c becomes full resolution, by its ratio (max_h_samp / h_samp, max_v_samp / v_samp),
+// which go to *ratio_h and *ratio_v: see jpeg_upsample_convert.
+enum class JpegUpsample : int32_t { full = 0, h2v1_fancy, h1v2_fancy, h2v2_fancy, replicate };
+JpegUpsample jpeg_upsample_method(const JpegLayout& layout, int c, int* ratio_h, int* ratio_v);
+
 // Upsamples component planes (as jpeg_component_plane writes them) to full resolution and converts
 // to interleaved RGB (width * height * 3 bytes). Upsampling per component, by the ratio
 // (max_h_samp / h_samp, max_v_samp / v_samp): (1,1) copy; (2,1) triangular "fancy" filter when the

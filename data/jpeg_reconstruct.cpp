@@ -7,40 +7,14 @@
 #include <memory>
 #include <vector>
 
+#include "data/jpeg_arith.h"
 #include "data/jpeg_internal.h"
 
 namespace bam::data {
 
 namespace {
 
-// ---- Colour conversion (jdcolor.c), 16-bit fixed point ----
-// libjpeg tabulates these products; the tables hold exactly these expressions, so computing them
-// is bit-identical (and is what a GPU kernel does):
-//   R = Y + ((91881 * (Cr - 128) + 2^15) >> 16)
-//   G = Y + ((-22554 * (Cb - 128) - 46802 * (Cr - 128) + 2^15) >> 16)
-//   B = Y + ((116130 * (Cb - 128) + 2^15) >> 16)
-// with each result clamped to 0..255 (>> is an arithmetic shift).
-constexpr int kScaleBits = 16;
-constexpr int32_t kOneHalf = int32_t{1} << (kScaleBits - 1);
-constexpr int32_t fix16(double x) {
-  return static_cast<int32_t>(x * (1 << kScaleBits) + 0.5);
-}
-constexpr int32_t kCrToR = fix16(1.40200);
-constexpr int32_t kCbToB = fix16(1.77200);
-constexpr int32_t kCrToG = fix16(0.71414);
-constexpr int32_t kCbToG = fix16(0.34414);
-static_assert(kCrToR == 91881 && kCbToB == 116130 && kCrToG == 46802 && kCbToG == 22554);
-
-inline uint8_t clamp255(int32_t v) {
-  return static_cast<uint8_t>(std::clamp(v, 0, 255));
-}
-
-inline void ycbcr_to_rgb_pixel(int32_t luma, int32_t cb, int32_t cr, uint8_t* rgb) {
-  int32_t b = cb - 128, r = cr - 128;
-  rgb[0] = clamp255(luma + ((kCrToR * r + kOneHalf) >> kScaleBits));
-  rgb[1] = clamp255(luma + ((-kCbToG * b - kCrToG * r + kOneHalf) >> kScaleBits));
-  rgb[2] = clamp255(luma + ((kCbToB * b + kOneHalf) >> kScaleBits));
-}
+using namespace jpeg_arith;
 
 // Loops in chunks of kChunk with a constant trip count are vectorised by GCC and Clang at -O2;
 // scalar loops finish each row. On x86-64 GCC also builds an AVX2 clone picked at load time.
@@ -75,7 +49,7 @@ void ycbcr_to_rgb_row(const uint8_t* __restrict y, const uint8_t* __restrict cb,
 }
 
 // ---- Upsampling (jdsample.c): the method libjpeg-turbo picks for each component ----
-enum class Upsample { full, h2v1_fancy, h1v2_fancy, h2v2_fancy, replicate };
+using Upsample = JpegUpsample;
 
 struct ComponentRows {
   const uint8_t* plane;
@@ -92,19 +66,7 @@ ComponentRows describe(const JpegLayout& layout, int c, const uint8_t* plane) {
   r.stride = ptrdiff_t{comp.blocks_w} * 8;
   r.width = comp.width;
   r.height = comp.height;
-  r.ratio_h = layout.max_h_samp / comp.h_samp;
-  r.ratio_v = layout.max_v_samp / comp.v_samp;
-  if (r.ratio_h == 1 && r.ratio_v == 1) {
-    r.method = Upsample::full;
-  } else if (r.ratio_h == 2 && r.ratio_v == 1 && r.width > 2) {
-    r.method = Upsample::h2v1_fancy;
-  } else if (r.ratio_h == 1 && r.ratio_v == 2) {
-    r.method = Upsample::h1v2_fancy;
-  } else if (r.ratio_h == 2 && r.ratio_v == 2 && r.width > 2) {
-    r.method = Upsample::h2v2_fancy;
-  } else {
-    r.method = Upsample::replicate;  // incl. 2x1 / 2x2 on components 1-2 samples wide
-  }
+  r.method = jpeg_upsample_method(layout, c, &r.ratio_h, &r.ratio_v);
   return r;
 }
 
@@ -205,6 +167,17 @@ const uint8_t* upsample_row(const ComponentRows& c, int y, int width, uint8_t* b
 }
 
 }  // namespace
+
+JpegUpsample jpeg_upsample_method(const JpegLayout& layout, int c, int* ratio_h, int* ratio_v) {
+  const JpegComponent& comp = layout.components[c];
+  *ratio_h = layout.max_h_samp / comp.h_samp;
+  *ratio_v = layout.max_v_samp / comp.v_samp;
+  if (*ratio_h == 1 && *ratio_v == 1) return JpegUpsample::full;
+  if (*ratio_h == 2 && *ratio_v == 1 && comp.width > 2) return JpegUpsample::h2v1_fancy;
+  if (*ratio_h == 1 && *ratio_v == 2) return JpegUpsample::h1v2_fancy;
+  if (*ratio_h == 2 && *ratio_v == 2 && comp.width > 2) return JpegUpsample::h2v2_fancy;
+  return JpegUpsample::replicate;  // incl. 2x1 / 2x2 on components 1-2 samples wide
+}
 
 void jpeg_component_plane(const JpegLayout& layout, int c, const int16_t* coefficients,
                           uint8_t* plane) {

@@ -1,10 +1,10 @@
-// BAM_HD marks functions that run in kernels and in their host emulators (tests run a kernel's
-// per-thread function on the CPU); small helpers both sides can call. Only for .cu files.
+// Helpers the CUDA kernels and their host emulators (tests run a kernel's per-thread function on
+// the CPU) both call. Only for .cu files.
 #pragma once
 
 #include <cstdint>
 
-#define BAM_HD __host__ __device__ __forceinline__
+#include "engine/host_device.h"
 
 namespace bam::cuda_kernels {
 

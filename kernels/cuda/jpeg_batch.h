@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "data/jpeg_decoder.h"
+
 namespace bam::cuda_kernels {
 
 // A rectangle of 8x8 blocks of one component of one image.
@@ -26,8 +28,7 @@ struct JpegBlockTask {
   uint16_t quant[64];    // natural order
 };
 
-// How a component becomes full resolution (the methods of jpeg_upsample_convert).
-enum class JpegUpsample : int32_t { full = 0, h2v1_fancy, h1v2_fancy, h2v2_fancy, replicate };
+using data::JpegUpsample;  // how a component becomes full resolution (jpeg_upsample_method)
 
 struct JpegPlaneView {
   int64_t plane_offset;  // byte index of the plane in the batch plane buffer
