@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "data/augment_math.h"
 #include "engine/philox.h"
 
 namespace bam::data {
@@ -99,14 +100,7 @@ CropParams sample_crop(const AugmentRecipe& r, int width, int height, uint64_t s
 
 namespace {
 
-// PIL's bicubic filter (a = -0.5), support 2.
-double pil_bicubic(double x) {
-  const double a = -0.5;
-  x = std::fabs(x);
-  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
-  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
-  return 0;
-}
+using namespace augment_math;
 
 // Weights of one output coordinate over a run of input coordinates.
 struct Taps {
@@ -117,23 +111,11 @@ struct Taps {
 // PIL's precompute_coeffs: the filter is stretched by the scale when shrinking (antialiasing).
 std::vector<Taps> resample_taps(double in_start, double in_size, int in_limit, int out_size) {
   const double scale = in_size / out_size;
-  const double filter_scale = std::max(scale, 1.0);
-  const double support = 2.0 * filter_scale;
   std::vector<Taps> taps(out_size);
   for (int o = 0; o < out_size; ++o) {
-    double center = in_start + (o + 0.5) * scale;
-    int lo = std::max(static_cast<int>(center - support + 0.5), 0);
-    int hi = std::min(static_cast<int>(center + support + 0.5), in_limit);
-    Taps& t = taps[o];
-    t.first = lo;
-    double total = 0;
-    for (int k = lo; k < hi; ++k) {
-      double w = pil_bicubic((k - center + 0.5) / filter_scale);
-      t.weights.push_back(static_cast<float>(w));
-      total += w;
-    }
-    if (total != 0)
-      for (float& w : t.weights) w = static_cast<float>(w / total);
+    const ResampleWindow w = resample_window(in_start, scale, o, in_limit);
+    taps[o].first = w.lo;
+    for (int k = w.lo; k < w.hi; ++k) taps[o].weights.push_back(w.weight(k));
   }
   return taps;
 }
@@ -180,78 +162,23 @@ void resize_any(const Src* src, int src_h, int src_w, double top, double left, d
   }
 }
 
-inline float luma(const float* px) { return 0.299f * px[0] + 0.587f * px[1] + 0.114f * px[2]; }
-
-void rgb_to_hsv(float r, float g, float b, float* h, float* s, float* v) {
-  float mx = std::max({r, g, b}), mn = std::min({r, g, b}), d = mx - mn;
-  *v = mx;
-  *s = mx > 0 ? d / mx : 0;
-  if (d == 0) {
-    *h = 0;
-    return;
-  }
-  float hh;
-  if (mx == r) hh = (g - b) / d;
-  else if (mx == g) hh = 2 + (b - r) / d;
-  else hh = 4 + (r - g) / d;
-  hh /= 6;
-  *h = hh < 0 ? hh + 1 : hh;
-}
-
-void hsv_to_rgb(float h, float s, float v, float* r, float* g, float* b) {
-  float hh = h * 6;
-  int i = static_cast<int>(std::floor(hh)) % 6;
-  float f = hh - std::floor(hh);
-  float p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
-  switch (i) {
-    case 0: *r = v, *g = t, *b = p; break;
-    case 1: *r = q, *g = v, *b = p; break;
-    case 2: *r = p, *g = v, *b = t; break;
-    case 3: *r = p, *g = q, *b = v; break;
-    case 4: *r = t, *g = p, *b = v; break;
-    default: *r = v, *g = p, *b = q; break;
-  }
-}
-
+// One jitter step over the whole crop; contrast blends towards the crop's mean grey level.
 void adjust(float* px, int n, int op, const CropParams& p) {
-  switch (op) {
-    case 0:  // brightness: blend with black
-      for (int i = 0; i < 3 * n; ++i) px[i] = std::clamp(px[i] * p.brightness, 0.0f, 255.0f);
-      break;
-    case 1: {  // contrast: blend with the mean grey level of the whole crop
-      double total = 0;
-      for (int i = 0; i < n; ++i) total += luma(px + 3 * i);
-      float m = static_cast<float>(total / n);
-      for (int i = 0; i < 3 * n; ++i) px[i] = std::clamp(m + p.contrast * (px[i] - m), 0.0f, 255.0f);
-      break;
-    }
-    case 2:  // saturation: blend with the pixel's own grey level
-      for (int i = 0; i < n; ++i) {
-        float* q = px + 3 * i;
-        float gray = luma(q);
-        for (int c = 0; c < 3; ++c) q[c] = std::clamp(gray + p.saturation * (q[c] - gray), 0.0f, 255.0f);
-      }
-      break;
-    default:  // hue: rotate in HSV
-      for (int i = 0; i < n; ++i) {
-        float* q = px + 3 * i;
-        float h, s, v;
-        rgb_to_hsv(q[0], q[1], q[2], &h, &s, &v);
-        h += p.hue;
-        h -= std::floor(h);
-        hsv_to_rgb(h, s, v, &q[0], &q[1], &q[2]);
-      }
-      break;
+  float mean = 0;
+  if (op == 1) {
+    double total = 0;
+    for (int i = 0; i < n; ++i) total += luma(px + 3 * i);
+    mean = static_cast<float>(total / n);
   }
+  for (int i = 0; i < n; ++i) jitter_pixel(px + 3 * i, op, p.brightness, p.contrast, p.saturation, p.hue, mean);
 }
 
 // Separable Gaussian with edge pixels repeated; radius ceil(3 sigma).
 void gaussian_blur(float* px, int size, float sigma) {
-  int radius = std::max(1, static_cast<int>(std::ceil(3 * sigma)));
+  const GaussianKernel g = gaussian_kernel(sigma);
+  const int radius = g.radius;
   std::vector<float> kernel(2 * radius + 1);
-  double total = 0;
-  for (int k = -radius; k <= radius; ++k) total += kernel[k + radius] = std::exp(-0.5f * k * k / (sigma * sigma));
-  for (float& w : kernel) w = static_cast<float>(w / total);
+  for (int k = -radius; k <= radius; ++k) kernel[k + radius] = g.weight(k);
   std::vector<float> tmp(static_cast<size_t>(size) * size * 3);
   auto at = [size](int v) { return std::clamp(v, 0, size - 1); };
   for (int y = 0; y < size; ++y)

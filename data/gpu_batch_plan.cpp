@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "data/augment_math.h"
 #include "engine/error.h"
 
 namespace bam::data {
@@ -127,11 +128,9 @@ namespace {
 
 // First and one-past-last source index of output coordinate o's taps (resample_taps).
 void tap_range(double x0, double scale, int off, int lim, int in_limit, int o, int* lo, int* hi) {
-  const int coord = std::clamp(o + off, 0, lim);
-  const double support = 2.0 * std::max(scale, 1.0);
-  const double center = x0 + (coord + 0.5) * scale;
-  *lo = std::max(static_cast<int>(center - support + 0.5), 0);
-  *hi = std::min(static_cast<int>(center + support + 0.5), in_limit);
+  const augment_math::ResampleWindow w = augment_math::resample_window(x0, scale, std::clamp(o + off, 0, lim), in_limit);
+  *lo = w.lo;
+  *hi = w.hi;
 }
 
 }  // namespace

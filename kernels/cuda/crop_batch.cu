@@ -1,115 +1,27 @@
 // Multi-crop augmentation kernels: one thread per output element of one stage, blockIdx.y the
-// crop. Each stage's per-thread function is also run by the host emulator. The arithmetic mirrors
-// data/augment.cpp operation for operation (float, in the same order), so that with -fmad=false
-// the GPU crops equal the CPU crops up to expf's last bit.
+// crop. Each stage's per-thread function is also run by the host emulator. The per-pixel arithmetic
+// is the CPU path's own (data/augment_math.h), accumulated in the same order, so that with
+// -fmad=false the GPU crops equal the CPU crops up to expf's last bit.
 #include <cmath>
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/crop_batch.h"
 #include "kernels/cuda/device_host.cuh"
 #include "kernels/cuda/numeric.cuh"
+#include "data/augment_math.h"
 
 namespace bam::cuda_kernels {
 namespace {
 
-// PIL's bicubic filter, a = -0.5.
-BAM_HD double pil_bicubic(double x) {
-  const double a = -0.5;
-  x = x < 0 ? -x : x;
-  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
-  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
-  return 0;
+using namespace data::augment_math;
+
+// The resampling window of output coordinate o along one axis of a crop (see CropTask).
+BAM_HD ResampleWindow window_for(double x0, double scale, int off, int lim, int in_limit, int o) {
+  return resample_window(x0, scale, clamp_to(o + off, 0, lim), in_limit);
 }
 
-// The taps of output coordinate o along one axis (resample_taps in data/augment.cpp): first
-// source index, count, and the normaliser; weight(k) = float(double(float(w_k)) / total).
-struct Taps {
-  int lo, hi;
-  double center, filter_scale, total;
-  BAM_HD float weight(int k) const {
-    return static_cast<float>(static_cast<double>(static_cast<float>(pil_bicubic((k - center + 0.5) / filter_scale))) /
-                              total);
-  }
-};
-
-BAM_HD Taps taps_for(double x0, double scale, int off, int lim, int in_limit, int o) {
-  Taps t;
-  const int coord = clamp_to(o + off, 0, lim);
-  t.filter_scale = scale > 1.0 ? scale : 1.0;
-  const double support = 2.0 * t.filter_scale;
-  t.center = x0 + (coord + 0.5) * scale;
-  t.lo = static_cast<int>(t.center - support + 0.5);
-  if (t.lo < 0) t.lo = 0;
-  t.hi = static_cast<int>(t.center + support + 0.5);
-  if (t.hi > in_limit) t.hi = in_limit;
-  // As on the CPU, the normaliser sums the weights in double, before their rounding to float.
-  t.total = 0;
-  for (int k = t.lo; k < t.hi; ++k) t.total += pil_bicubic((k - t.center + 0.5) / t.filter_scale);
-  if (t.total == 0) t.total = 1;  // the CPU leaves the weights alone then
-  return t;
-}
-
-BAM_HD float clamp255f(float v) { return v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v); }
-BAM_HD float luma(const float* px) { return 0.299f * px[0] + 0.587f * px[1] + 0.114f * px[2]; }
-
-BAM_HD void rgb_to_hsv(float r, float g, float b, float* h, float* s, float* v) {
-  float mx = r > g ? r : g;
-  mx = mx > b ? mx : b;
-  float mn = r < g ? r : g;
-  mn = mn < b ? mn : b;
-  const float d = mx - mn;
-  *v = mx;
-  *s = mx > 0 ? d / mx : 0;
-  if (d == 0) {
-    *h = 0;
-    return;
-  }
-  float hh;
-  if (mx == r) hh = (g - b) / d;
-  else if (mx == g) hh = 2 + (b - r) / d;
-  else hh = 4 + (r - g) / d;
-  hh /= 6;
-  *h = hh < 0 ? hh + 1 : hh;
-}
-
-BAM_HD void hsv_to_rgb(float h, float s, float v, float* r, float* g, float* b) {
-  const float hh = h * 6;
-  const int i = static_cast<int>(floorf(hh)) % 6;
-  const float f = hh - floorf(hh);
-  const float p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
-  switch (i) {
-    case 0: *r = v, *g = t, *b = p; break;
-    case 1: *r = q, *g = v, *b = p; break;
-    case 2: *r = p, *g = v, *b = t; break;
-    case 3: *r = p, *g = q, *b = v; break;
-    case 4: *r = t, *g = p, *b = v; break;
-    default: *r = v, *g = p, *b = q; break;
-  }
-}
-
-// One jitter adjustment on one pixel; `mean` is the crop's mean grey (contrast only).
 BAM_HD void adjust(float* px, int op, const CropTask& t, float mean) {
-  switch (op) {
-    case 0:
-      for (int c = 0; c < 3; ++c) px[c] = clamp255f(px[c] * t.brightness);
-      break;
-    case 1:
-      for (int c = 0; c < 3; ++c) px[c] = clamp255f(mean + t.contrast * (px[c] - mean));
-      break;
-    case 2: {
-      const float gray = luma(px);
-      for (int c = 0; c < 3; ++c) px[c] = clamp255f(gray + t.saturation * (px[c] - gray));
-      break;
-    }
-    default: {
-      float h, s, v;
-      rgb_to_hsv(px[0], px[1], px[2], &h, &s, &v);
-      h += t.hue;
-      h -= floorf(h);
-      hsv_to_rgb(h, s, v, &px[0], &px[1], &px[2]);
-      break;
-    }
-  }
+  jitter_pixel(px, op, t.brightness, t.contrast, t.saturation, t.hue, mean);
 }
 
 BAM_HD int contrast_position(const CropTask& t) {
@@ -154,7 +66,7 @@ BAM_HD void resize_rows(const Stage& s, int c, int64_t e) {
   const CropTask& t = s.tasks[c];
   if (e >= int64_t{t.row_hi - t.row_lo} * s.S) return;
   const int r = static_cast<int>(e / s.S), x = static_cast<int>(e % s.S);
-  const Taps taps = taps_for(t.x0, t.scale_x, t.off_x, t.lim_x, t.src_w, x);
+  const ResampleWindow taps = window_for(t.x0, t.scale_x, t.off_x, t.lim_x, t.src_w, x);
   const uint8_t* line = s.rgb + t.src_offset + (int64_t{t.row_lo + r} * t.src_w) * 3;
   float acc[3] = {0, 0, 0};
   for (int k = taps.lo; k < taps.hi; ++k) {
@@ -170,14 +82,14 @@ BAM_HD void resize_cols(const Stage& s, int c, int64_t e) {
   const CropTask& t = s.tasks[c];
   const int y = static_cast<int>(e / s.S), x = static_cast<int>(e % s.S);
   const int xs = t.flip ? s.S - 1 - x : x;
-  const Taps taps = taps_for(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, y);
-  float px[3];
-  for (int ch = 0; ch < 3; ++ch) {
-    float acc = 0;
-    for (int k = taps.lo; k < taps.hi; ++k)
-      acc += taps.weight(k) * s.scratch.scratch[t.mid_offset + ((int64_t{k} - t.row_lo) * s.S + xs) * 3 + ch];
-    px[ch] = clamp255f(acc);
+  const ResampleWindow taps = window_for(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, y);
+  float px[3] = {0, 0, 0};
+  for (int k = taps.lo; k < taps.hi; ++k) {  // each channel accumulates over k in order, as on the CPU
+    const float w = taps.weight(k);
+    const float* mid = s.scratch.scratch + t.mid_offset + ((int64_t{k} - t.row_lo) * s.S + xs) * 3;
+    for (int ch = 0; ch < 3; ++ch) px[ch] += w * mid[ch];
   }
+  for (int ch = 0; ch < 3; ++ch) px[ch] = clamp255f(px[ch]);
   if (t.jitter)
     for (int k = 0; k < contrast_position(t); ++k) adjust(px, t.order[k], t, 0);
   float* dst = s.scratch.pixels + (int64_t{c} * s.S * s.S + e) * 3;
@@ -217,53 +129,35 @@ BAM_HD void colour_rest(const Stage& s, int c, int64_t e) {
   }
 }
 
-// The blur's weights (gaussian_blur in data/augment.cpp): radius ceil(3 sigma), normalised in double.
-struct Gaussian {
-  int radius;
-  float sigma;
-  double total;
-  BAM_HD float raw(int k) const { return expf(-0.5f * k * k / (sigma * sigma)); }
-  BAM_HD float weight(int k) const { return static_cast<float>(static_cast<double>(raw(k)) / total); }
-};
-
-BAM_HD Gaussian gaussian_for(float sigma) {
-  Gaussian g;
-  g.sigma = sigma;
-  g.radius = static_cast<int>(ceilf(3 * sigma));
-  if (g.radius < 1) g.radius = 1;
-  g.total = 0;
-  for (int k = -g.radius; k <= g.radius; ++k) g.total += g.raw(k);
-  return g;
-}
-
 // 6. Horizontal blur into the scratch (edge pixels repeated).
 BAM_HD void blur_rows(const Stage& s, int c, int64_t e) {
   const CropTask& t = s.tasks[c];
   if (!(t.blur_sigma > 0)) return;
-  const Gaussian g = gaussian_for(t.blur_sigma);
+  const GaussianKernel g = gaussian_kernel(t.blur_sigma);
   const int y = static_cast<int>(e / s.S), x = static_cast<int>(e % s.S);
   const float* row = s.scratch.pixels + (int64_t{c} * s.S + y) * s.S * 3;
-  float* dst = s.scratch.scratch + (int64_t{c} * s.S * s.S + e) * 3;
-  for (int ch = 0; ch < 3; ++ch) {
-    float acc = 0;
-    for (int k = -g.radius; k <= g.radius; ++k) acc += g.weight(k) * row[clamp_to(x + k, 0, s.S - 1) * 3 + ch];
-    dst[ch] = acc;
+  float acc[3] = {0, 0, 0};
+  for (int k = -g.radius; k <= g.radius; ++k) {
+    const float w = g.weight(k);
+    const float* px = row + clamp_to(x + k, 0, s.S - 1) * 3;
+    for (int ch = 0; ch < 3; ++ch) acc[ch] += w * px[ch];
   }
+  float* dst = s.scratch.scratch + (int64_t{c} * s.S * s.S + e) * 3;
+  for (int ch = 0; ch < 3; ++ch) dst[ch] = acc[ch];
 }
 
 // 7. Vertical blur, solarise, normalise, store.
 BAM_HD void blur_cols_finish(const Stage& s, int c, int64_t e) {
   const CropTask& t = s.tasks[c];
   if (!(t.blur_sigma > 0)) return;
-  const Gaussian g = gaussian_for(t.blur_sigma);
+  const GaussianKernel g = gaussian_kernel(t.blur_sigma);
   const int y = static_cast<int>(e / s.S), x = static_cast<int>(e % s.S);
   const float* plane = s.scratch.scratch + int64_t{c} * s.S * s.S * 3;
-  float v[3];
-  for (int ch = 0; ch < 3; ++ch) {
-    float acc = 0;
-    for (int k = -g.radius; k <= g.radius; ++k)
-      acc += g.weight(k) * plane[(int64_t{clamp_to(y + k, 0, s.S - 1)} * s.S + x) * 3 + ch];
-    v[ch] = acc;
+  float v[3] = {0, 0, 0};
+  for (int k = -g.radius; k <= g.radius; ++k) {
+    const float w = g.weight(k);
+    const float* px = plane + (int64_t{clamp_to(y + k, 0, s.S - 1)} * s.S + x) * 3;
+    for (int ch = 0; ch < 3; ++ch) v[ch] += w * px[ch];
   }
   finish_pixel(v, t, s.S, e, s.normalize, s.out_dtype, s.out);
 }
