@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "data/loader_support.h"
 #include "engine/cuda.h"
 #include "engine/cuda_check.h"
 #include "engine/error.h"
@@ -22,19 +23,6 @@ namespace {
 constexpr int kOutputSlots = 2;  // batch k+1 is written while the trainer reads batch k
 
 int64_t align16(int64_t n) { return (n + 15) / 16 * 16; }
-
-std::vector<uint8_t> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw ImageDecodeError(fmt::format("{}: cannot open ({})", path, std::strerror(errno)));
-  const std::streamoff size = in.tellg();
-  if (size <= 0) throw ImageDecodeError(fmt::format("{}: empty file (0 bytes)", path));
-  if (size > (std::streamoff{1} << 30)) throw ImageDecodeError(fmt::format("{}: {} bytes, above 1 GiB", path, size));
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  in.seekg(0);
-  if (!in.read(reinterpret_cast<char*>(bytes.data()), size))
-    throw ImageDecodeError(fmt::format("{}: read failed", path));
-  return bytes;
-}
 
 // The largest coefficient buffer (bytes) and pixel count among a few files spread over the
 // dataset, from their frame headers alone; sizes the pinned arenas.
@@ -49,7 +37,7 @@ SizeEstimate estimate_sizes(const Dataset& d) {
   for (int64_t k = 0; k < samples; ++k) {
     const std::string& path = d.files[static_cast<size_t>(k * d.size() / samples)];
     try {
-      std::vector<uint8_t> bytes = read_file(path);
+      std::vector<uint8_t> bytes = read_image_file(path);
       decode_jpeg_coefficients_into(bytes.data(), bytes.size(), path, [&](const JpegLayout& layout) -> int16_t* {
         e.coefficient_bytes = std::max<int64_t>(e.coefficient_bytes, layout.num_coefficients * 2);
         e.pixels = std::max<int64_t>(e.pixels, int64_t{layout.width} * layout.height);
@@ -73,22 +61,12 @@ cudaEvent_t as_event(void* e) { return static_cast<cudaEvent_t>(e); }
 GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed,
                              LoaderOptions options)
     : dataset_(std::move(dataset)), recipe_(recipe), batch_(batch_size), seed_(seed), options_(options) {
-  BAM_CHECK(batch_ >= 1, "loader: batch size must be positive, got {}", batch_);
-  BAM_CHECK(!options_.drop_last || dataset_.size() >= batch_, "{}: {} images are fewer than one batch of {}",
-            dataset_.root, dataset_.size(), batch_);
+  check_loader_batch(dataset_, batch_, options_.drop_last);
   BAM_CHECK(options_.gpu_output == DType::f32 || options_.gpu_output == DType::bf16,
             "GPU loader: crops are written in f32 or bf16, not {}", dtype_name(options_.gpu_output));
-  if (options_.eval_transform) {
-    group_views_ = {1};
-    group_sizes_ = {options_.eval_size};
-  } else {
-    group_views_.push_back(recipe_.global_crops);
-    group_sizes_.push_back(recipe_.global_size);
-    if (recipe_.local_crops > 0) {
-      group_views_.push_back(recipe_.local_crops);
-      group_sizes_.push_back(recipe_.local_size);
-    }
-  }
+  const CropGroupLayout layout = crop_group_layout(recipe_, options_);
+  group_views_ = layout.views;
+  group_sizes_ = layout.sizes;
   normalize_ = crop_normalize(recipe_);
   BAM_CUDA_CHECK(cudaSetDevice(0));
 
@@ -103,6 +81,9 @@ GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batc
     slot->pixels = static_cast<uint8_t*>(cuda::host_allocate_pinned(pixel_arena));
     slot->pixel_capacity = pixel_arena;
     pinned_bytes_ += coefficient_arena + pixel_arena;
+    cudaEvent_t uploaded;
+    BAM_CUDA_CHECK(cudaEventCreateWithFlags(&uploaded, cudaEventDisableTiming));
+    slot->upload_done = uploaded;
   }
 
   cudaStream_t stream;
@@ -153,6 +134,7 @@ GpuCropLoader::~GpuCropLoader() {
     cuda::host_free_pinned(slot->coefficients);
     cuda::host_free_pinned(slot->pixels);
     if (slot->tables) cuda::host_free_pinned(slot->tables);
+    cudaEventDestroy(as_event(slot->upload_done));
   }
   cudaStreamDestroy(as_stream(stream_));
 }
@@ -186,15 +168,12 @@ void GpuCropLoader::ensure_device(void** ptr, int64_t* capacity, int64_t bytes, 
 }
 
 int64_t GpuCropLoader::steps_per_epoch() const {
-  return options_.drop_last ? dataset_.size() / batch_ : (dataset_.size() + batch_ - 1) / batch_;
+  return loader_steps_per_epoch(dataset_.size(), batch_, options_.drop_last);
 }
 
 int64_t GpuCropLoader::batch_rows(int64_t step) const { return std::min(batch_, dataset_.size() - step * batch_); }
 
-int64_t GpuCropLoader::skipped_files() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return skipped_;
-}
+int64_t GpuCropLoader::skipped_files() const { return unreadable_.count(); }
 
 void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
@@ -215,12 +194,7 @@ void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
     out.step = -1;
   }
   epoch_ = epoch;
-  if (options_.shuffle) {
-    order_ = epoch_order(dataset_.size(), seed_, epoch);
-  } else {
-    order_.resize(dataset_.size());
-    for (int64_t i = 0; i < dataset_.size(); ++i) order_[i] = i;
-  }
+  order_ = loader_visit_order(dataset_.size(), seed_, epoch, options_.shuffle);
   const int64_t steps = steps_per_epoch();
   first_step = std::min(first_step, steps);
   consumer_next_ = launch_next_ = launched_until_ = first_step;
@@ -286,65 +260,54 @@ void GpuCropLoader::worker_loop() {
 }
 
 void GpuCropLoader::produce(int64_t step, int64_t b, HostSlot& slot) {
-  const int64_t n = dataset_.size();
-  for (int64_t k = 0; k < n; ++k) {
-    const int64_t candidate = order_[(step * batch_ + b + k) % n];
+  GpuBatchImage image;
+  DecodedImage pixels;
+  std::vector<int16_t> spilled;  // coefficients that did not fit the arena
+  int64_t coef_offset = -1;
+  const int64_t index = unreadable_.first_decodable(order_, step * batch_ + b, dataset_.root, [&](int64_t candidate) {
     const std::string& path = dataset_.files[candidate];
-    try {
-      std::vector<uint8_t> bytes = read_file(path);
-      std::vector<int16_t> spilled;  // coefficients that did not fit the arena
-      int64_t coef_offset = -1;
-      DecodedImage pixels;
-      GpuBatchImage image = prepare_image_for_gpu(
-          bytes.data(), bytes.size(), path,
-          [&](const JpegLayout& layout) -> int16_t* {
-            const int64_t need = align16(layout.num_coefficients * 2);
-            const int64_t at = slot.coefficients_used.fetch_add(need);
-            if (at + need <= slot.coefficient_capacity) {
-              coef_offset = at / 2;
-              return slot.coefficients + coef_offset;
-            }
-            spilled.assign(static_cast<size_t>(layout.num_coefficients), 0);
-            return spilled.data();
-          },
-          &pixels);
-      if (image.decode_on_gpu && coef_offset < 0) {
-        // The arena was full: reconstruct this one on the CPU from the coefficients it has.
-        ++coefficient_overflows_;
-        pixels.width = image.width;
-        pixels.height = image.height;
-        pixels.pixels.resize(size_t(image.width) * image.height * 3);
-        jpeg_reconstruct_rgb(image.layout, spilled.data(), pixels.pixels.data());
-        image.decode_on_gpu = false;
-      }
-      if (image.decode_on_gpu) {
-        image.coef_offset = coef_offset;
-        ++gpu_images_;
-      } else {
-        ++cpu_images_;
-        const int64_t need = static_cast<int64_t>(pixels.pixels.size());
-        const int64_t at = slot.pixels_used.fetch_add(align16(need));
-        if (at + need <= slot.pixel_capacity) {
-          std::memcpy(slot.pixels + at, pixels.pixels.data(), static_cast<size_t>(need));
-          slot.pixel_offsets[b] = at;
-        } else {
-          slot.overflow[b] = std::move(pixels.pixels);
-        }
-      }
-      slot.images[b] = image;
-      slot.indices[b] = candidate;
-      slot.labels[b] = dataset_.labels[candidate];
-      return;
-    } catch (const std::exception& e) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (reported_bad_.insert(candidate).second) {
-        ++skipped_;
-        std::fprintf(stderr, "warning: skipping unreadable image (%lld so far): %s\n",
-                     static_cast<long long>(skipped_), e.what());
-      }
+    std::vector<uint8_t> bytes = read_image_file(path);
+    coef_offset = -1;
+    image = prepare_image_for_gpu(
+        bytes.data(), bytes.size(), path,
+        [&](const JpegLayout& layout) -> int16_t* {
+          const int64_t need = align16(layout.num_coefficients * 2);
+          const int64_t at = slot.coefficients_used.fetch_add(need);
+          if (at + need <= slot.coefficient_capacity) {
+            coef_offset = at / 2;
+            return slot.coefficients + coef_offset;
+          }
+          spilled.assign(static_cast<size_t>(layout.num_coefficients), 0);
+          return spilled.data();
+        },
+        &pixels);
+  });
+  if (image.decode_on_gpu && coef_offset < 0) {
+    // The arena was full: reconstruct this one on the CPU from the coefficients it has.
+    ++coefficient_overflows_;
+    pixels.width = image.width;
+    pixels.height = image.height;
+    pixels.pixels.resize(size_t(image.width) * image.height * 3);
+    jpeg_reconstruct_rgb(image.layout, spilled.data(), pixels.pixels.data());
+    image.decode_on_gpu = false;
+  }
+  if (image.decode_on_gpu) {
+    image.coef_offset = coef_offset;
+    ++gpu_images_;
+  } else {
+    ++cpu_images_;
+    const int64_t need = static_cast<int64_t>(pixels.pixels.size());
+    const int64_t at = slot.pixels_used.fetch_add(align16(need));
+    if (at + need <= slot.pixel_capacity) {
+      std::memcpy(slot.pixels + at, pixels.pixels.data(), static_cast<size_t>(need));
+      slot.pixel_offsets[b] = at;
+    } else {
+      slot.overflow[b] = std::move(pixels.pixels);
     }
   }
-  fail("{}: none of the {} images could be decoded", dataset_.root, n);
+  slot.images[b] = image;
+  slot.indices[b] = index;
+  slot.labels[b] = dataset_.labels[index];
 }
 
 void GpuCropLoader::launcher_loop() {
@@ -463,9 +426,7 @@ void GpuCropLoader::launch(int64_t step, HostSlot& slot, OutputSlot& out) {
                                                  : static_cast<const void*>(slot.overflow[b].data());
     BAM_CUDA_CHECK(cudaMemcpyAsync(rgb + plan.rgb_offsets[b], src, bytes, cudaMemcpyHostToDevice, stream));
   }
-  cudaEvent_t uploaded;
-  BAM_CUDA_CHECK(cudaEventCreateWithFlags(&uploaded, cudaEventDisableTiming));
-  BAM_CUDA_CHECK(cudaEventRecord(uploaded, stream));
+  BAM_CUDA_CHECK(cudaEventRecord(as_event(slot.upload_done), stream));
 
   auto* tables = static_cast<uint8_t*>(d_tables_);
   cuda_kernels::jpeg_idct_batch(reinterpret_cast<const cuda_kernels::JpegBlockTask*>(tables),
@@ -487,9 +448,7 @@ void GpuCropLoader::launch(int64_t step, HostSlot& slot, OutputSlot& out) {
   out.indices = slot.indices;
   out.labels = slot.labels;
   // The host slot is free for the workers once its bytes are on the device.
-  const cudaError_t synced = cudaEventSynchronize(uploaded);
-  cudaEventDestroy(uploaded);
-  BAM_CUDA_CHECK(synced);
+  BAM_CUDA_CHECK(cudaEventSynchronize(as_event(slot.upload_done)));
 }
 
 GpuCropLoader::Batch GpuCropLoader::next() {

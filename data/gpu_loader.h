@@ -13,13 +13,13 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "data/gpu_batch_plan.h"
 #include "data/loader.h"
+#include "data/unreadable_files.h"
 
 namespace bam::data {
 
@@ -56,6 +56,7 @@ class GpuCropLoader : public CropLoader {
     std::vector<int64_t> pixel_offsets;          // per image in `pixels`, -1: in overflow[b]
     std::vector<std::vector<uint8_t>> overflow;  // pixels that did not fit the pinned arena
     std::vector<int64_t> indices, labels;
+    void* upload_done = nullptr;  // cudaEvent_t: the slot's bytes are on the device
     uint8_t* tables = nullptr;  // pinned staging of the task tables
     int64_t table_capacity = 0;
   };
@@ -108,8 +109,7 @@ class GpuCropLoader : public CropLoader {
   int active_ = 0;
   bool launching_ = false;
   std::exception_ptr failure_;
-  std::set<int64_t> reported_bad_;
-  int64_t skipped_ = 0;
+  UnreadableFiles unreadable_;
 };
 
 }  // namespace bam::data

@@ -130,7 +130,7 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view na
   return image;
 }
 
-DecodedImage decode_image_file(const std::string& path, const ImageDecodeOptions& options) {
+std::vector<uint8_t> read_image_file(const std::string& path, const ImageDecodeOptions& options) {
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   if (!file) {
     throw ImageDecodeError(fmt::format("{}: cannot open ({})", path, std::strerror(errno)));
@@ -148,6 +148,11 @@ DecodedImage decode_image_file(const std::string& path, const ImageDecodeOptions
   if (length > 0 && !file.read(reinterpret_cast<char*>(bytes.data()), length)) {
     throw ImageDecodeError(fmt::format("{}: read failed", path));
   }
+  return bytes;
+}
+
+DecodedImage decode_image_file(const std::string& path, const ImageDecodeOptions& options) {
+  const std::vector<uint8_t> bytes = read_image_file(path, options);
   return decode_image(bytes.data(), bytes.size(), path, options);
 }
 

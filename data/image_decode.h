@@ -37,6 +37,9 @@ struct ImageDecodeOptions {
 DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view name,
                           const ImageDecodeOptions& options = {});
 
+// Reads a whole file (refusing ones above options.max_file_bytes); errors name the path.
+std::vector<uint8_t> read_image_file(const std::string& path, const ImageDecodeOptions& options = {});
+
 // Reads and decodes a file.
 DecodedImage decode_image_file(const std::string& path, const ImageDecodeOptions& options = {});
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "data/loader_support.h"
 #include "engine/cuda.h"
 #include "engine/error.h"
 #include <fmt/format.h>
@@ -13,20 +14,10 @@ namespace bam::data {
 MultiCropLoader::MultiCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed,
                                  LoaderOptions options)
     : dataset_(std::move(dataset)), recipe_(recipe), batch_(batch_size), seed_(seed), options_(options) {
-  BAM_CHECK(batch_ >= 1, "loader: batch size must be positive, got {}", batch_);
-  BAM_CHECK(!options_.drop_last || dataset_.size() >= batch_,
-            "{}: {} images are fewer than one batch of {}", dataset_.root, dataset_.size(), batch_);
-  if (options_.eval_transform) {
-    group_views_ = {1};
-    group_sizes_ = {options_.eval_size};
-  } else {
-    group_views_.push_back(recipe_.global_crops);
-    group_sizes_.push_back(recipe_.global_size);
-    if (recipe_.local_crops > 0) {
-      group_views_.push_back(recipe_.local_crops);
-      group_sizes_.push_back(recipe_.local_size);
-    }
-  }
+  check_loader_batch(dataset_, batch_, options_.drop_last);
+  const CropGroupLayout layout = crop_group_layout(recipe_, options_);
+  group_views_ = layout.views;
+  group_sizes_ = layout.sizes;
   // Buffers are allocated once: page-locked when a GPU will read them.
   pinned_ = cuda::is_available();
   slots_.resize(static_cast<size_t>(std::max(1, options_.prefetch)) + 1);
@@ -54,7 +45,7 @@ MultiCropLoader::~MultiCropLoader() {
 }
 
 int64_t MultiCropLoader::steps_per_epoch() const {
-  return options_.drop_last ? dataset_.size() / batch_ : (dataset_.size() + batch_ - 1) / batch_;
+  return loader_steps_per_epoch(dataset_.size(), batch_, options_.drop_last);
 }
 
 int64_t MultiCropLoader::batch_rows(int64_t step) const {
@@ -66,10 +57,7 @@ std::string MultiCropLoader::describe_buffers() const {
                      buffer_bytes_ / 1048576.0, pinned_ ? "page-locked" : "host");
 }
 
-int64_t MultiCropLoader::skipped_files() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return skipped_;
-}
+int64_t MultiCropLoader::skipped_files() const { return unreadable_.count(); }
 
 void MultiCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
@@ -77,12 +65,7 @@ void MultiCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   end_item_ = next_item_;
   idle_.wait(lock, [&] { return active_ == 0; });
   epoch_ = epoch;
-  if (options_.shuffle) {
-    order_ = epoch_order(dataset_.size(), seed_, epoch);
-  } else {
-    order_.resize(dataset_.size());
-    for (int64_t i = 0; i < dataset_.size(); ++i) order_[i] = i;
-  }
+  order_ = loader_visit_order(dataset_.size(), seed_, epoch, options_.shuffle);
   const int64_t steps = steps_per_epoch();
   first_step = std::min(first_step, steps);
   consumer_next_ = first_step;
@@ -135,29 +118,11 @@ void MultiCropLoader::worker_loop() {
   }
 }
 
-const DecodedImage MultiCropLoader::decode_with_replacement(int64_t position, int64_t* index) {
-  const int64_t n = dataset_.size();
-  for (int64_t k = 0; k < n; ++k) {
-    int64_t candidate = order_[(position + k) % n];
-    try {
-      DecodedImage image = decode_image_file(dataset_.files[candidate]);
-      *index = candidate;
-      return image;
-    } catch (const std::exception& e) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (reported_bad_.insert(candidate).second) {
-        ++skipped_;
-        std::fprintf(stderr, "warning: skipping unreadable image (%lld so far): %s\n",
-                     static_cast<long long>(skipped_), e.what());
-      }
-    }
-  }
-  fail("{}: none of the {} images could be decoded", dataset_.root, n);
-}
-
 void MultiCropLoader::produce(int64_t step, int64_t b, Slot& slot) {
-  int64_t index = -1;
-  DecodedImage image = decode_with_replacement(step * batch_ + b, &index);
+  DecodedImage image;
+  const int64_t index = unreadable_.first_decodable(order_, step * batch_ + b, dataset_.root, [&](int64_t candidate) {
+    image = decode_image_file(dataset_.files[candidate]);
+  });
   const int64_t rows = batch_rows(step);
   slot.indices[b] = index;
   slot.labels[b] = dataset_.labels[index];

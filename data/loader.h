@@ -11,12 +11,12 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <set>
 #include <thread>
 #include <vector>
 
 #include "data/augment.h"
 #include "data/dataset.h"
+#include "data/unreadable_files.h"
 #include "engine/tensor.h"
 
 namespace bam::data {
@@ -89,7 +89,6 @@ class MultiCropLoader : public CropLoader {
   };
   void worker_loop();
   void produce(int64_t step, int64_t b, Slot& slot);
-  const DecodedImage decode_with_replacement(int64_t position, int64_t* index);
   int64_t batch_rows(int64_t step) const;
 
   Dataset dataset_;
@@ -112,8 +111,7 @@ class MultiCropLoader : public CropLoader {
   int64_t next_item_ = 0, end_item_ = 0, consumer_next_ = 0;
   int active_ = 0;
   std::exception_ptr failure_;
-  std::set<int64_t> reported_bad_;
-  int64_t skipped_ = 0;
+  UnreadableFiles unreadable_;
 };
 
 }  // namespace bam::data

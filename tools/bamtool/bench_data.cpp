@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 
 #include "data/dataset.h"
@@ -25,8 +24,7 @@
 #include "engine/tensor.h"
 #include "tools/bamtool/commands.h"
 #ifdef BAM_WITH_CUDA
-#include <cuda_runtime_api.h>
-
+#include "engine/cuda_check.h"
 #include "kernels/cuda/jpeg_batch.h"
 #endif
 
@@ -68,10 +66,7 @@ void make_corpus(const std::string& folder, int64_t n) {
 
 std::vector<std::vector<uint8_t>> read_all(const data::Dataset& d) {
   std::vector<std::vector<uint8_t>> files;
-  for (const std::string& path : d.files) {
-    std::ifstream in(path, std::ios::binary);
-    files.emplace_back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  }
+  for (const std::string& path : d.files) files.push_back(data::read_image_file(path));
   return files;
 }
 
@@ -151,14 +146,14 @@ double gpu_reconstruct_rate(const std::vector<std::vector<uint8_t>>& files, int6
   BAM_CHECK(!images.empty(), "bench-data: no sequential JPEG to reconstruct on the GPU");
   data::GpuBatchPlan plan = data::plan_gpu_batch(images, {224}, crops);
   void *d_coef, *d_blocks, *d_pixels, *d_planes, *d_rgb;
-  cudaMalloc(&d_coef, coefficients.size() * 2);
-  cudaMalloc(&d_blocks, plan.block_tasks.size() * sizeof(plan.block_tasks[0]));
-  cudaMalloc(&d_pixels, plan.pixel_tasks.size() * sizeof(plan.pixel_tasks[0]));
-  cudaMalloc(&d_planes, plan.plane_bytes);
-  cudaMalloc(&d_rgb, plan.rgb_bytes);
-  cudaMemcpy(d_coef, coefficients.data(), coefficients.size() * 2, cudaMemcpyHostToDevice);
-  cudaMemcpy(d_blocks, plan.block_tasks.data(), plan.block_tasks.size() * sizeof(plan.block_tasks[0]), cudaMemcpyHostToDevice);
-  cudaMemcpy(d_pixels, plan.pixel_tasks.data(), plan.pixel_tasks.size() * sizeof(plan.pixel_tasks[0]), cudaMemcpyHostToDevice);
+  BAM_CUDA_CHECK(cudaMalloc(&d_coef, coefficients.size() * 2));
+  BAM_CUDA_CHECK(cudaMalloc(&d_blocks, plan.block_tasks.size() * sizeof(plan.block_tasks[0])));
+  BAM_CUDA_CHECK(cudaMalloc(&d_pixels, plan.pixel_tasks.size() * sizeof(plan.pixel_tasks[0])));
+  BAM_CUDA_CHECK(cudaMalloc(&d_planes, plan.plane_bytes));
+  BAM_CUDA_CHECK(cudaMalloc(&d_rgb, plan.rgb_bytes));
+  BAM_CUDA_CHECK(cudaMemcpy(d_coef, coefficients.data(), coefficients.size() * 2, cudaMemcpyHostToDevice));
+  BAM_CUDA_CHECK(cudaMemcpy(d_blocks, plan.block_tasks.data(), plan.block_tasks.size() * sizeof(plan.block_tasks[0]), cudaMemcpyHostToDevice));
+  BAM_CUDA_CHECK(cudaMemcpy(d_pixels, plan.pixel_tasks.data(), plan.pixel_tasks.size() * sizeof(plan.pixel_tasks[0]), cudaMemcpyHostToDevice));
   auto run = [&] {
     cuda_kernels::jpeg_idct_batch(static_cast<cuda_kernels::JpegBlockTask*>(d_blocks), int(plan.block_tasks.size()),
                                   plan.total_blocks, static_cast<int16_t*>(d_coef), static_cast<uint8_t*>(d_planes), nullptr);
@@ -167,12 +162,12 @@ double gpu_reconstruct_rate(const std::vector<std::vector<uint8_t>>& files, int6
                                               static_cast<uint8_t*>(d_planes), static_cast<uint8_t*>(d_rgb), nullptr);
   };
   run();
-  cudaDeviceSynchronize();
+  BAM_CUDA_CHECK(cudaDeviceSynchronize());
   int64_t launches = 0;
   const auto start = Clock::now();
   while (since(start) < std::min(seconds, 3.0)) {
     for (int k = 0; k < 10; ++k) run();
-    cudaDeviceSynchronize();
+    BAM_CUDA_CHECK(cudaDeviceSynchronize());
     launches += 10;
   }
   const double rate = launches * double(images.size()) / since(start);

@@ -1,0 +1,41 @@
+// Crop groups, epoch order and unreadable-file handling for both loaders.
+#include "data/loader_support.h"
+
+#include "engine/error.h"
+
+namespace bam::data {
+
+CropGroupLayout crop_group_layout(const AugmentRecipe& recipe, const LoaderOptions& options) {
+  CropGroupLayout g;
+  if (options.eval_transform) {
+    g.views = {1};
+    g.sizes = {options.eval_size};
+    return g;
+  }
+  g.views.push_back(recipe.global_crops);
+  g.sizes.push_back(recipe.global_size);
+  if (recipe.local_crops > 0) {
+    g.views.push_back(recipe.local_crops);
+    g.sizes.push_back(recipe.local_size);
+  }
+  return g;
+}
+
+int64_t loader_steps_per_epoch(int64_t num_images, int64_t batch, bool drop_last) {
+  return drop_last ? num_images / batch : (num_images + batch - 1) / batch;
+}
+
+std::vector<int64_t> loader_visit_order(int64_t num_images, uint64_t seed, int64_t epoch, bool shuffle) {
+  if (shuffle) return epoch_order(num_images, seed, epoch);
+  std::vector<int64_t> order(static_cast<size_t>(num_images));
+  for (int64_t i = 0; i < num_images; ++i) order[i] = i;
+  return order;
+}
+
+void check_loader_batch(const Dataset& dataset, int64_t batch, bool drop_last) {
+  BAM_CHECK(batch >= 1, "loader: batch size must be positive, got {}", batch);
+  BAM_CHECK(!drop_last || dataset.size() >= batch, "{}: {} images are fewer than one batch of {}", dataset.root,
+            dataset.size(), batch);
+}
+
+}  // namespace bam::data
