@@ -42,6 +42,14 @@ std::vector<ImageFile> gpu_test_corpus(uint64_t seed) {
   };
 }
 
+data::AugmentRecipe multi_crop_test_recipe() {
+  data::AugmentRecipe r;
+  r.global_crops = 2;
+  r.local_crops = 6;
+  r.global_scale_min = 0.25;
+  return r;
+}
+
 HostBatch prepare_host_batch(const std::vector<ImageFile>& files, const data::AugmentRecipe& recipe, uint64_t seed,
                              bool eval) {
   HostBatch b;

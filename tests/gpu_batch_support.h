@@ -21,6 +21,9 @@ struct ImageFile {
 // 500x375 quality-90 photo-like image, and a PNG (which the GPU path takes as pixels).
 std::vector<ImageFile> gpu_test_corpus(uint64_t seed);
 
+// The training recipe of the benchmarks: 2 global crops (224, scale 0.25-1) and 6 local (96).
+data::AugmentRecipe multi_crop_test_recipe();
+
 // One batch as the GPU loader prepares it on the host.
 struct HostBatch {
   data::AugmentRecipe recipe;

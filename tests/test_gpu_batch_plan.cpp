@@ -32,22 +32,26 @@ std::vector<ImageFile> corpus_with_cjpeg(uint64_t seed) {
   }
   return files;
 }
+
+// The emulated decode kernels over a batch, into poisoned planes and RGB (0xA5, 0x5A).
+std::vector<uint8_t> emulated_decode(const HostBatch& b) {
+  std::vector<uint8_t> planes(b.plan.plane_bytes, 0xA5), rgb(b.plan.rgb_bytes, 0x5A);
+  cuda_kernels::jpeg_idct_batch_emulated(b.plan.block_tasks.data(), static_cast<int>(b.plan.block_tasks.size()),
+                                         b.plan.total_blocks, b.coefficients.data(), planes.data());
+  cuda_kernels::jpeg_upsample_convert_batch_emulated(b.plan.pixel_tasks.data(),
+                                                     static_cast<int>(b.plan.pixel_tasks.size()), b.plan.total_pixels,
+                                                     planes.data(), rgb.data());
+  return rgb;
+}
 #endif
 
-data::AugmentRecipe full_recipe() {
-  data::AugmentRecipe r;
-  r.global_crops = 2;
-  r.local_crops = 6;
-  r.global_scale_min = 0.25;
-  return r;
-}
 
 }  // namespace
 
 TEST_CASE("GPU batch plan: rectangles cover the crops, blocks outside them are skipped") {
   const uint64_t seed = test_seed();
   std::vector<ImageFile> files = gpu_test_corpus(seed);
-  data::AugmentRecipe recipe = full_recipe();
+  data::AugmentRecipe recipe = multi_crop_test_recipe();
   HostBatch b = prepare_host_batch(files, recipe, seed, false);
   REQUIRE(b.plan.groups.size() == 2);
   CHECK(b.plan.groups[0].crops.size() == 2 * files.size());
@@ -89,14 +93,9 @@ TEST_CASE("emulated GPU decode kernels equal the CPU decode inside the crop rect
   const uint64_t seed = test_seed();
   std::vector<ImageFile> files = corpus_with_cjpeg(seed);
   for (bool eval : {false, true}) {
-    data::AugmentRecipe recipe = full_recipe();
+    data::AugmentRecipe recipe = multi_crop_test_recipe();
     HostBatch b = prepare_host_batch(files, recipe, seed, eval);
-    std::vector<uint8_t> planes(b.plan.plane_bytes, 0xA5), rgb(b.plan.rgb_bytes, 0x5A);
-    cuda_kernels::jpeg_idct_batch_emulated(b.plan.block_tasks.data(), static_cast<int>(b.plan.block_tasks.size()),
-                                           b.plan.total_blocks, b.coefficients.data(), planes.data());
-    cuda_kernels::jpeg_upsample_convert_batch_emulated(b.plan.pixel_tasks.data(),
-                                                       static_cast<int>(b.plan.pixel_tasks.size()),
-                                                       b.plan.total_pixels, planes.data(), rgb.data());
+    std::vector<uint8_t> rgb = emulated_decode(b);
     for (size_t i = 0; i < b.images.size(); ++i) {
       if (!b.images[i].decode_on_gpu) continue;
       const data::PixelRect& r = b.plan.rects[i];
@@ -126,16 +125,11 @@ TEST_CASE("emulated GPU crop kernels equal render_crop and render_eval") {
   };
   for (Variant v : {Variant{"multi-crop f32", false, false, DType::f32}, Variant{"multi-crop bf16", false, false, DType::bf16},
                     Variant{"crop and flip only", false, true, DType::f32}, Variant{"eval", true, false, DType::f32}}) {
-    data::AugmentRecipe recipe = full_recipe();
+    data::AugmentRecipe recipe = multi_crop_test_recipe();
     recipe.crop_and_flip_only = v.crop_and_flip_only;
     if (v.eval) recipe.global_size = 64;
     HostBatch b = prepare_host_batch(files, recipe, seed, v.eval);
-    std::vector<uint8_t> planes(b.plan.plane_bytes, 0xA5), rgb(b.plan.rgb_bytes, 0x5A);
-    cuda_kernels::jpeg_idct_batch_emulated(b.plan.block_tasks.data(), static_cast<int>(b.plan.block_tasks.size()),
-                                           b.plan.total_blocks, b.coefficients.data(), planes.data());
-    cuda_kernels::jpeg_upsample_convert_batch_emulated(b.plan.pixel_tasks.data(),
-                                                       static_cast<int>(b.plan.pixel_tasks.size()),
-                                                       b.plan.total_pixels, planes.data(), rgb.data());
+    std::vector<uint8_t> rgb = emulated_decode(b);
     place_fallback_pixels(b, rgb.data());
     std::vector<std::vector<float>> expected = reference_crops(b);
     const cuda_kernels::CropNormalize norm = data::crop_normalize(recipe);

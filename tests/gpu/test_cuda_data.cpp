@@ -45,13 +45,6 @@ struct DeviceBuffer {
   DeviceBuffer(DeviceBuffer&& o) noexcept : ptr(o.ptr), bytes(o.bytes) { o.ptr = nullptr; }
 };
 
-data::AugmentRecipe full_recipe() {
-  data::AugmentRecipe r;
-  r.global_crops = 2;
-  r.local_crops = 6;
-  r.global_scale_min = 0.25;
-  return r;
-}
 
 }  // namespace
 
@@ -60,7 +53,7 @@ TEST_CASE("GPU decode and crop kernels equal the CPU decode and crops") {
   std::vector<ImageFile> files = gpu_test_corpus(seed);
   for (bool eval : {false, true}) {
     for (DType out_dtype : {DType::f32, DType::bf16}) {
-      data::AugmentRecipe recipe = full_recipe();
+      data::AugmentRecipe recipe = multi_crop_test_recipe();
       HostBatch b = prepare_host_batch(files, recipe, seed, eval);
       DeviceBuffer coefficients = DeviceBuffer::from(b.coefficients);
       DeviceBuffer block_tasks = DeviceBuffer::from(b.plan.block_tasks);
@@ -155,7 +148,7 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
   REQUIRE(dataset.size() == static_cast<int64_t>(files.size()) + 3);
 
   for (bool eval : {false, true}) {
-    data::AugmentRecipe recipe = full_recipe();
+    data::AugmentRecipe recipe = multi_crop_test_recipe();
     data::LoaderOptions o;
     o.threads = 3;
     o.eval_transform = eval;
