@@ -234,23 +234,31 @@ void render_crop(const DecodedImage& image, const CropParams& p, const AugmentRe
   normalize_into(px.data(), S, S, recipe, out);
 }
 
-void render_eval(const DecodedImage& image, int size, const AugmentRecipe& recipe, float* out) {
-  const int short_target = static_cast<int>(std::lround(size * recipe.eval_resize_ratio));
-  int w = image.width, h = image.height, ow, oh;
+EvalGeometry eval_geometry(int w, int h, int size, double eval_resize_ratio) {
+  EvalGeometry g;
+  const int short_target = static_cast<int>(std::lround(size * eval_resize_ratio));
   if (w <= h) {
-    ow = short_target;
-    oh = static_cast<int>(static_cast<int64_t>(short_target) * h / w);
+    g.resized_w = short_target;
+    g.resized_h = static_cast<int>(static_cast<int64_t>(short_target) * h / w);
   } else {
-    oh = short_target;
-    ow = static_cast<int>(static_cast<int64_t>(short_target) * w / h);
+    g.resized_h = short_target;
+    g.resized_w = static_cast<int>(static_cast<int64_t>(short_target) * w / h);
   }
+  g.top = round_half_even((g.resized_h - size) / 2.0);
+  g.left = round_half_even((g.resized_w - size) / 2.0);
+  return g;
+}
+
+void render_eval(const DecodedImage& image, int size, const AugmentRecipe& recipe, float* out) {
+  const int w = image.width, h = image.height;
+  const EvalGeometry g = eval_geometry(w, h, size, recipe.eval_resize_ratio);
+  const int ow = g.resized_w, oh = g.resized_h, top = g.top, left = g.left;
   std::vector<float> resized(static_cast<size_t>(ow) * oh * 3);
   if (ow == w && oh == h) {
     for (size_t i = 0; i < resized.size(); ++i) resized[i] = image.pixels[i];
   } else {
     resize_any(image.pixels.data(), h, w, 0, 0, h, w, resized.data(), oh, ow);
   }
-  const int top = round_half_even((oh - size) / 2.0), left = round_half_even((ow - size) / 2.0);
   std::vector<float> crop(static_cast<size_t>(size) * size * 3);
   for (int y = 0; y < size; ++y)
     for (int x = 0; x < size; ++x)

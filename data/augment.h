@@ -69,6 +69,13 @@ void random_resized_box(int width, int height, double scale_min, double scale_ma
 void render_crop(const DecodedImage& image, const CropParams& params, const AugmentRecipe& recipe,
                  float* out);
 
+// The geometry of the evaluation transform for a width x height image: the resized size (shorter
+// side round(size * eval_resize_ratio), the other in proportion) and the centre crop's corner.
+struct EvalGeometry {
+  int resized_w = 0, resized_h = 0, top = 0, left = 0;
+};
+EvalGeometry eval_geometry(int width, int height, int size, double eval_resize_ratio);
+
 // The evaluation transform: resize the shorter side to round(size * eval_resize_ratio) (bicubic,
 // antialiased; skipped when it already has that size), centre crop size x size, normalise.
 // out [3, size, size].

@@ -36,24 +36,16 @@ CropTask crop_task_from_params(const CropParams& p, int src_w, int src_h, int64_
 }
 
 CropTask eval_crop_task(int w, int h, int size, double eval_resize_ratio, int64_t out_index) {
-  // render_eval: the shorter side to round(size * ratio), then a centre crop of size x size.
-  const int short_target = static_cast<int>(std::lround(size * eval_resize_ratio));
-  int ow, oh;
-  if (w <= h) {
-    ow = short_target;
-    oh = static_cast<int>(static_cast<int64_t>(short_target) * h / w);
-  } else {
-    oh = short_target;
-    ow = static_cast<int>(static_cast<int64_t>(short_target) * w / h);
-  }
+  const EvalGeometry g = eval_geometry(w, h, size, eval_resize_ratio);
+  const int ow = g.resized_w, oh = g.resized_h;
   CropTask t{};
   t.src_w = w;
   t.src_h = h;
   t.x0 = t.y0 = 0;
   t.scale_x = static_cast<double>(w) / ow;
   t.scale_y = static_cast<double>(h) / oh;
-  t.off_x = static_cast<int>(std::nearbyint((ow - size) / 2.0));
-  t.off_y = static_cast<int>(std::nearbyint((oh - size) / 2.0));
+  t.off_x = g.left;
+  t.off_y = g.top;
   t.lim_x = ow - 1;
   t.lim_y = oh - 1;
   t.out_index = out_index;
