@@ -1,11 +1,12 @@
-// The BAM loss, written with engine ops so the same code runs on any device: cosine similarities,
-// a Sinkhorn target under NoGradGuard, a masked temperature log-softmax, and the cross-entropy
-// between each target view's balanced distribution and every other view's log-softmax.
+// The BAM loss on any device: cosine similarities (engine ops), a Sinkhorn target under NoGradGuard,
+// and the fused cross-entropy between each target view's balanced distribution and every other
+// view's masked temperature log-softmax (bam/bam_cross_entropy.h).
 #include "bam/bam_loss.h"
 
 #include <cmath>
 #include <limits>
 
+#include "bam/bam_cross_entropy.h"
 #include "engine/autograd.h"
 #include "engine/error.h"
 
@@ -88,22 +89,13 @@ Prepared prepare(const Tensor& z_in, double eps, const BamLossOptions& o, const 
   return p;
 }
 
-// -1/G sum_t 1/(V-1) sum_{s != t} 1/B sum_b sum_j P_t[b,j] logQ_s[b,j] (masked entries excluded).
+// -1/G sum_t 1/(V-1) sum_{s != t} 1/B sum_b sum_j P_t[b,j] logQ_s[b,j] (masked entries excluded),
+// in one fused op (bam/bam_cross_entropy.h).
 Tensor cross_entropy_part(const Prepared& p, const Tensor& target, const BamLossOptions& o) {
   BAM_CHECK(target.dim() == 2 && target.size(0) == p.G * p.B && target.size(1) == p.T * p.B,
             "bam_loss: target must be [{}, {}], got {}", p.G * p.B, p.T * p.B, target.describe());
-  Tensor logits = masked_fill(div(p.similarities, o.temperature), p.mask, lowest_of(p.compute));
-  // Masked entries are zeroed after the log-softmax so no 0 * (huge) product ever forms.
-  Tensor log_q = masked_fill(log_softmax(logits, 1), p.mask, 0.0).view({p.V, p.B, p.T * p.B});
-  Tensor pt = target.detach().to(p.compute).view({p.G, p.B, p.T * p.B});
-  // sum over s != t of <P_t, logQ_s> = <P_t, sum_s logQ_s> - <P_t, logQ_t>; with one view, s = t counts.
-  Tensor cross = sum(mul(pt, sum(log_q, {0}).unsqueeze(0)));
-  double pairs = 1.0;
-  if (p.V > 1) {
-    cross = sub(cross, sum(mul(pt, log_q.narrow(0, 0, p.G))));
-    pairs = static_cast<double>(p.V - 1);
-  }
-  return div(cross, -static_cast<double>(p.G) * pairs * static_cast<double>(p.B));
+  return bam_cross_entropy(p.similarities, target.detach().to(p.compute), p.V, p.G, p.B, o.temperature,
+                           o.positive_masking);
 }
 
 }  // namespace

@@ -8,7 +8,9 @@
 //
 // The policy is applied where the layers meet (engine/layers.h, models/, bam_loss), not inside the
 // ops: every op still computes in the dtype it is given, which keeps the op contract simple and
-// the casts visible in the code that decides them. Autocast applies to CUDA tensors only (the CPU
+// the casts visible in the code that decides them. Two fused ops save the casts at the busiest
+// boundaries: LayerNorm writes the compute type for the Linear after it (LayerNorm::forward_compute),
+// and residual_add adds a 16-bit branch into the f32 stream. Autocast applies to CUDA tensors only (the CPU
 // kernels have no 16-bit paths), and only while the guard lives: backward replays the forward's
 // dtypes through the recorded casts.
 #pragma once
@@ -34,6 +36,8 @@ DType autocast_dtype();
 
 // x in the autocast compute type when autocast is on and x is a floating CUDA tensor; else x.
 Tensor autocast_compute(const Tensor& x);
+// The dtype autocast_compute(x) has, for ops that write it directly instead of casting afterwards.
+DType autocast_compute_dtype(const Tensor& x);
 // x in f32 when it is a 16-bit float tensor (the "keep in f32" side of the policy); else x.
 Tensor autocast_f32(const Tensor& x);
 

@@ -6,11 +6,7 @@
 #include <cstring>
 #include <string>
 
-#if defined(__CUDACC__)
-#define BAM_HOST_DEVICE __host__ __device__
-#else
-#define BAM_HOST_DEVICE
-#endif
+#include "engine/host_device.h"
 
 namespace bam {
 
@@ -63,27 +59,27 @@ struct f16_t {
   uint16_t bits;
 };
 
-BAM_HOST_DEVICE inline uint32_t float_bits(float f) {
+BAM_HD uint32_t float_bits(float f) {
   uint32_t u;
   memcpy(&u, &f, 4);
   return u;
 }
-BAM_HOST_DEVICE inline float bits_float(uint32_t u) {
+BAM_HD float bits_float(uint32_t u) {
   float f;
   memcpy(&f, &u, 4);
   return f;
 }
 
-BAM_HOST_DEVICE inline uint16_t float_to_bf16_bits(float f) {
+BAM_HD uint16_t float_to_bf16_bits(float f) {
   uint32_t u = float_bits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
   uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);  // ties go to the even neighbour
   return static_cast<uint16_t>((u + rounding) >> 16);
 }
-BAM_HOST_DEVICE inline float bf16_bits_to_float(uint16_t b) { return bits_float(uint32_t(b) << 16); }
+BAM_HD float bf16_bits_to_float(uint16_t b) { return bits_float(uint32_t(b) << 16); }
 
 // IEEE binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits; subnormals and inf/NaN kept.
-BAM_HOST_DEVICE inline uint16_t float_to_f16_bits(float f) {
+BAM_HD uint16_t float_to_f16_bits(float f) {
   uint32_t u = float_bits(f);
   uint32_t sign = (u >> 16) & 0x8000u;
   uint32_t abs = u & 0x7fffffffu;
@@ -108,7 +104,7 @@ BAM_HOST_DEVICE inline uint16_t float_to_f16_bits(float f) {
   return static_cast<uint16_t>(sign | value);
 }
 
-BAM_HOST_DEVICE inline float f16_bits_to_float(uint16_t h) {
+BAM_HD float f16_bits_to_float(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000u) << 16;
   uint32_t exponent = (h >> 10) & 0x1fu;
   uint32_t mantissa = h & 0x3ffu;

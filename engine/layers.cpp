@@ -22,6 +22,11 @@ LayerNorm::LayerNorm(int64_t features, double eps) : eps_(eps) {
 
 Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(autocast_f32(x), weight, bias, eps_); }
 
+Tensor LayerNorm::forward_compute(const Tensor& x) const {
+  Tensor x32 = autocast_f32(x);
+  return layer_norm(x32, weight, bias, eps_, autocast_compute_dtype(x32));
+}
+
 BatchNorm1d::BatchNorm1d(int64_t features, bool affine, double momentum, double eps)
     : momentum_(momentum), eps_(eps) {
   if (affine) {

@@ -24,6 +24,9 @@ class LayerNorm : public Module {
   explicit LayerNorm(int64_t features, double eps = 1e-6);
   // 16-bit inputs (autocast) are normalised in f32; the output is f32.
   Tensor forward(const Tensor& x) const;
+  // For a LayerNorm that feeds a Linear: normalised in f32 as forward(), written in the autocast
+  // compute type (autocast_compute_dtype), so the Linear needs no cast. forward() without autocast.
+  Tensor forward_compute(const Tensor& x) const;
   Tensor weight, bias;
 
  private:

@@ -17,6 +17,11 @@ Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
 Tensor maximum(const Tensor& a, const Tensor& b);  // gradient to a where a >= b, else to b
 Tensor minimum(const Tensor& a, const Tensor& b);  // gradient to a where a <= b, else to b
+// stream + branch for two tensors of one shape, where the branch may have another floating dtype:
+// the result (and the stream's gradient) keeps the stream's dtype, the branch's gradient comes back
+// in its own. A ViT block adds its 16-bit autocast branches into the f32 residual stream this way,
+// with no cast kernel in between.
+Tensor residual_add(const Tensor& stream, const Tensor& branch);
 // With a scalar on either side.
 Tensor add(const Tensor& a, double b);
 Tensor sub(const Tensor& a, double b);
@@ -91,6 +96,10 @@ Tensor softmax(const Tensor& x, int64_t dim = -1);
 Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 // Over the last dim; weight/bias of that size (either may be undefined).
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-6);
+// The same with the output (and so the incoming gradient) in out_dtype: layer_norm(...).to(out_dtype)
+// in one pass, no f32 copy in between. Under autocast the normalised activations leave in the 16-bit
+// type the next Linear reads. On CUDA, out_dtype is x's dtype or, for f32 x, bf16/f16.
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, DType out_dtype);
 // x is [N, C] or [N, C, L]. training: normalise with batch statistics and update the running ones
 // (momentum as PyTorch: running = (1 - m) running + m batch; unbiased variance for running_var).
 // eval: normalise with the running statistics. weight/bias may be undefined (no affine).

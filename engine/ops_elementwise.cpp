@@ -1,10 +1,12 @@
-// Elementwise ops: broadcasting binary arithmetic, unary maps, scalar forms, comparisons, where.
+// Elementwise ops: broadcasting binary arithmetic, the mixed-dtype residual add, unary maps, scalar
+// forms, comparisons, where.
 #include <cmath>
 
 #include "engine/autograd.h"
 #include "engine/cuda.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
+#include "kernels/cpu/copy.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cuda/elementwise.h"
 
@@ -47,6 +49,36 @@ Tensor add(const Tensor& a, const Tensor& b) {
   Shape sa = a.shape(), sb = b.shape();
   return record("add", out, {a, b}, [sa, sb](const Tensor& g) {
     return std::vector<Tensor>{sum_to_shape(g, sa), sum_to_shape(g, sb)};
+  });
+}
+
+Tensor residual_add(const Tensor& stream, const Tensor& branch) {
+  if (stream.dtype() == branch.dtype()) return add(stream, branch);
+  Device device = same_device("residual_add", {&stream, &branch});
+  require_floating("residual_add", stream);
+  require_floating("residual_add", branch);
+  BAM_CHECK(stream.shape() == branch.shape(), "residual_add: the branch {} must have the stream's shape {}",
+            branch.describe(), stream.describe());
+  Tensor sc = contiguous_data(stream), bc = contiguous_data(branch);
+  Tensor out = empty(stream.shape(), {stream.dtype(), device});
+  if (device.is_cuda()) {
+    BAM_CUDA_BRANCH("residual_add", cuda_kernels::add_mixed(stream.dtype(), sc.raw_data(), branch.dtype(),
+                                                            bc.raw_data(), out.raw_data(), out.numel(),
+                                                            cuda::current_stream()));
+  } else {
+    // The CPU specification: the branch converted to the stream's dtype, then added.
+    Tensor converted = empty(branch.shape(), {stream.dtype(), device});
+    cpu::convert(bc.raw_data(), branch.dtype(), converted.raw_data(), stream.dtype(), branch.numel());
+    const int64_t n = out.numel();
+    dispatch_floating("residual_add", stream.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const int64_t unit = 1;
+      cpu::binary_forward<T>(BinaryOp::add, sc.data<T>(), &unit, converted.data<T>(), &unit, out.data<T>(), &n, 1);
+    });
+  }
+  DType branch_dtype = branch.dtype();
+  return record("residual_add", out, {stream, branch}, [branch_dtype](const Tensor& g) {
+    return std::vector<Tensor>{g, g.to(branch_dtype)};
   });
 }
 

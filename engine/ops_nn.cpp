@@ -8,6 +8,7 @@
 #include "engine/ops.h"
 #include "kernels/cpu/batch_norm.h"
 #include "kernels/cpu/l2_normalize.h"
+#include "kernels/cpu/copy.h"
 #include "kernels/cpu/layer_norm.h"
 #include "kernels/cpu/softmax.h"
 #include "kernels/cuda/batch_norm.h"
@@ -70,8 +71,13 @@ Tensor softmax(const Tensor& x, int64_t dim) { return softmax_like(false, x, dim
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_like(true, x, dim); }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  return layer_norm(x, weight, bias, eps, x.dtype());
+}
+
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, DType out_dtype) {
   same_device("layer_norm", {&x, &weight, &bias});
   require_floating("layer_norm", x);
+  BAM_CHECK(is_floating(out_dtype), "layer_norm: the output dtype must be floating, got {}", dtype_name(out_dtype));
   BAM_CHECK(x.dim() >= 1, "layer_norm: expects at least 1 dim, got {}", x.describe());
   const int64_t cols = x.size(-1), rows = x.numel() / std::max<int64_t>(cols, 1);
   for (const Tensor* p : {&weight, &bias})
@@ -82,20 +88,23 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
     }
   Tensor xc = contiguous_data(x), wc = weight.defined() ? contiguous_data(weight) : Tensor(),
          bc = bias.defined() ? contiguous_data(bias) : Tensor();
-  Tensor out = empty(x.shape(), {x.dtype(), x.device()});
+  Tensor out = empty(x.shape(), {out_dtype, x.device()});
   TensorOptions stat_options{stat_dtype(x.dtype()), x.device()};
   Tensor mean = empty({rows}, stat_options), rstd = empty({rows}, stat_options);
   if (x.device().is_cuda()) {
-    BAM_CUDA_BRANCH("layer_norm", cuda_kernels::layer_norm_forward(x.dtype(), xc.raw_data(), raw_or_null(wc),
-                                                                   raw_or_null(bc), out.raw_data(), mean.raw_data(),
-                                                                   rstd.raw_data(), rows, cols, eps,
+    BAM_CUDA_BRANCH("layer_norm", cuda_kernels::layer_norm_forward(x.dtype(), out_dtype, xc.raw_data(),
+                                                                   raw_or_null(wc), raw_or_null(bc), out.raw_data(),
+                                                                   mean.raw_data(), rstd.raw_data(), rows, cols, eps,
                                                                    cuda::current_stream()));
   } else {
+    // The CPU specification of the fused form: normalise in x's dtype, then convert.
+    Tensor y = out_dtype == x.dtype() ? out : empty(x.shape(), {x.dtype(), x.device()});
     dispatch_floating("layer_norm", x.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      cpu::layer_norm_forward<T>(xc.data<T>(), data_or_null<T>(wc), data_or_null<T>(bc), out.data<T>(),
+      cpu::layer_norm_forward<T>(xc.data<T>(), data_or_null<T>(wc), data_or_null<T>(bc), y.data<T>(),
                                  mean.data<T>(), rstd.data<T>(), rows, cols, eps);
     });
+    if (out_dtype != x.dtype()) cpu::convert(y.raw_data(), x.dtype(), out.raw_data(), out_dtype, y.numel());
   }
   if (!any_requires_grad({&x, &weight, &bias})) return out;
   Tensor xd = xc.detach(), wd = wc.defined() ? wc.detach() : Tensor();
@@ -103,24 +112,30 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
        need_b = bias.defined() && bias.requires_grad();
   return record("layer_norm", out, {x, weight, bias},
                 [xd, wd, mean, rstd, rows, cols, need_x, need_w, need_b](const Tensor& g) {
+                  // The gradients are in x's dtype; the incoming one is in the output's.
                   Tensor gc = contiguous_data(g);
-                  TensorOptions o{g.dtype(), g.device()};
+                  TensorOptions o{xd.dtype(), g.device()};
                   Tensor dx = need_x ? empty(xd.shape(), o) : Tensor();
                   Tensor dw = need_w ? empty({cols}, o) : Tensor(), db = need_b ? empty({cols}, o) : Tensor();
                   if (g.device().is_cuda()) {
 #ifdef BAM_WITH_CUDA
-                    size_t bytes = cuda_kernels::layer_norm_backward_scratch_bytes(g.dtype(), rows, cols);
+                    size_t bytes = cuda_kernels::layer_norm_backward_scratch_bytes(xd.dtype(), rows, cols);
                     Tensor scratch = empty({static_cast<int64_t>(bytes)}, {DType::u8, g.device()});
-                    cuda_kernels::layer_norm_backward(g.dtype(), xd.raw_data(), raw_or_null(wd), mean.raw_data(),
-                                                      rstd.raw_data(), gc.raw_data(), raw_or_null(dx),
-                                                      raw_or_null(dw), raw_or_null(db), rows, cols,
+                    cuda_kernels::layer_norm_backward(xd.dtype(), gc.dtype(), xd.raw_data(), raw_or_null(wd),
+                                                      mean.raw_data(), rstd.raw_data(), gc.raw_data(),
+                                                      raw_or_null(dx), raw_or_null(dw), raw_or_null(db), rows, cols,
                                                       scratch.raw_data(), cuda::current_stream());
 #else
                     fail("layer_norm: this build has no CUDA backend");
 #endif
                     return std::vector<Tensor>{dx, dw, db};
                   }
-                  dispatch_floating("layer_norm", g.dtype(), [&](auto tag) {
+                  if (gc.dtype() != xd.dtype()) {
+                    Tensor converted = empty(gc.shape(), o);
+                    cpu::convert(gc.raw_data(), gc.dtype(), converted.raw_data(), xd.dtype(), gc.numel());
+                    gc = converted;
+                  }
+                  dispatch_floating("layer_norm", xd.dtype(), [&](auto tag) {
                     using T = decltype(tag);
                     cpu::layer_norm_backward<T>(xd.data<T>(), data_or_null<T>(wd), mean.data<T>(), rstd.data<T>(),
                                                 gc.data<T>(), need_x ? dx.data<T>() : nullptr,

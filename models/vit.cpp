@@ -63,10 +63,11 @@ ViTBlock::ViTBlock(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, 
 }
 
 Tensor ViTBlock::forward(const Tensor& x, Tensor* attention_probs) const {
-  // The residual stream keeps its dtype (f32 under autocast, whose branches come back in 16 bits).
-  Tensor branch = attn->forward(norm1->forward(x), attention_probs).to(x.dtype());
-  Tensor y = add(x, drop_path(branch, drop_path_, is_training()));
-  return add(y, drop_path(mlp->forward(norm2->forward(y)).to(y.dtype()), drop_path_, is_training()));
+  // The residual stream keeps its dtype (f32 under autocast). Each branch starts at a LayerNorm that
+  // writes the 16-bit compute type and comes back in it; residual_add adds it into the stream.
+  Tensor branch = attn->forward(norm1->forward_compute(x), attention_probs);
+  Tensor y = residual_add(x, drop_path(branch, drop_path_, is_training()));
+  return residual_add(y, drop_path(mlp->forward(norm2->forward_compute(y)), drop_path_, is_training()));
 }
 
 PatchProjection::PatchProjection(int64_t in_chans, int64_t dim, int64_t patch, Generator* gen) : patch_(patch) {

@@ -1,6 +1,7 @@
 // Runs the op-test table: every op's forward (f64 and f32) against its naive reference, and its
 // gradient against central finite differences in f64, over broadcasting and non-contiguous inputs.
 #include <set>
+#include <utility>
 
 #include "tests/op_table.h"
 
@@ -53,7 +54,7 @@ TEST_CASE("op table: forward against references, gradients against finite differ
 TEST_CASE("op table covers every op of the API") {
   // The public ops of engine/ops.h and the Tensor view methods; each must have a row.
   const char* required[] = {
-      "add", "sub", "mul", "div", "maximum", "minimum", "add scalar", "mul scalar", "scalar div", "neg", "exp",
+      "add", "sub", "mul", "div", "maximum", "minimum", "residual_add", "add scalar", "mul scalar", "scalar div", "neg", "exp",
       "log", "sqrt", "rsqrt", "abs", "square", "pow", "clamp", "clamp_min", "tanh", "erf", "sigmoid", "relu",
       "gelu (erf)", "gelu (tanh)", "eq", "ne", "lt", "le", "gt", "ge", "logical_not", "where", "masked_fill",
       "sum", "mean", "var", "max", "min", "argmax", "argmin", "sum_to_shape", "matmul", "linear", "softmax",
@@ -69,6 +70,48 @@ TEST_CASE("op table covers every op of the API") {
   }
   std::set<std::string> names;
   for (const auto& c : cases) CHECK_MESSAGE(names.insert(c.name).second, "duplicate row name " << c.name);
+}
+
+// The two fused autocast boundaries take operands of two dtypes. The CPU has f32 and f64, which is
+// enough to check that each equals its unfused form exactly (the GPU suite checks f32 with bf16/f16).
+TEST_CASE("residual_add with a branch of another dtype equals adding the converted branch") {
+  InputMaker maker(test_seed("residual_add mixed"));
+  InputSpec spec{{4, 6}};
+  Tensor stream = maker.make(spec, maker.values(spec), DType::f64).requires_grad_(true);
+  Tensor branch = maker.make(spec, maker.values(spec), DType::f32).requires_grad_(true);
+  Tensor out = residual_add(stream, branch);
+  CHECK(out.dtype() == DType::f64);
+  Tensor unfused = add(stream.detach(), branch.detach().to(DType::f64));
+  CHECK(max(abs(sub(out.detach(), unfused))).item() == 0.0);
+  Tensor upstream = maker.make(spec, maker.values(spec), DType::f64);
+  sum(mul(out, upstream)).backward();
+  REQUIRE(stream.grad().dtype() == DType::f64);
+  REQUIRE(branch.grad().dtype() == DType::f32);
+  CHECK(max(abs(sub(stream.grad(), upstream))).item() == 0.0);
+  CHECK(max(abs(sub(branch.grad(), upstream.to(DType::f32)))).item() == 0.0);
+  CHECK_THROWS_WITH_AS(residual_add(stream, branch.narrow(1, 0, 5)), doctest::Contains("must have the stream's shape"),
+                       Error);
+}
+
+TEST_CASE("layer_norm into another dtype equals layer_norm then a cast, forward and backward") {
+  InputMaker maker(test_seed("layer_norm out dtype"));
+  InputSpec xs{{5, 16}}, ps{{16}};
+  auto leaf = [&](const InputSpec& spec) { return maker.make(spec, maker.values(spec), DType::f64).requires_grad_(true); };
+  Tensor x = leaf(xs), w = leaf(ps), b = leaf(ps);
+  Tensor x2 = x.detach().requires_grad_(true), w2 = w.detach().requires_grad_(true), b2 = b.detach().requires_grad_(true);
+  Tensor fused = layer_norm(x, w, b, 1e-6, DType::f32);
+  Tensor unfused = layer_norm(x2, w2, b2, 1e-6).to(DType::f32);
+  REQUIRE(fused.dtype() == DType::f32);
+  CHECK(max(abs(sub(fused.detach(), unfused.detach()))).item() == 0.0);
+  Tensor upstream = maker.make(xs, maker.values(xs), DType::f32);
+  sum(mul(fused, upstream)).backward();
+  sum(mul(unfused, upstream)).backward();
+  for (auto [a, e] : {std::pair{x, x2}, {w, w2}, {b, b2}}) {
+    REQUIRE(a.grad().dtype() == DType::f64);  // gradients come back in the input's dtype
+    CHECK(max(abs(sub(a.grad(), e.grad()))).item() == 0.0);
+  }
+  CHECK_THROWS_WITH_AS(layer_norm(x, w, b, 1e-6, DType::i32), doctest::Contains("output dtype must be floating"),
+                       Error);
 }
 
 }  // namespace bam::test

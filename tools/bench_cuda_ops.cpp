@@ -17,12 +17,14 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/cuda.h"
 #include "engine/cuda_check.h"
 #include "engine/dtype.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/copy.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/optimizer.h"
@@ -236,6 +238,23 @@ void bench_elementwise(Table& t) {
     fill_random(x, dtype, n, -3.0f, 3.0f, 1);
     t.measure("gelu (erf) forward", std::to_string(n), dtype, Ceiling::hbm, 2.0 * n * bam::dtype_size(dtype),
               [&] { kc::unary_forward(bam::cpu::UnaryOp::gelu_erf, dtype, x.get(), y.get(), n, {}, stream()); });
+    DeviceBuffer dy(n, dtype), dx(n, dtype);
+    fill_random(dy, dtype, n, -1.0f, 1.0f, 11);
+    t.measure("gelu (erf) backward", std::to_string(n), dtype, Ceiling::hbm, 3.0 * n * bam::dtype_size(dtype), [&] {
+      kc::unary_backward(bam::cpu::UnaryOp::gelu_erf, dtype, x.get(), nullptr, dy.get(), dx.get(), n, {}, stream());
+    });
+  }
+  {  // the autocast boundary: the f32 stream to 16 bits, and a 16-bit branch added into it
+    const int64_t one[1] = {n}, unit[1] = {1};
+    DeviceBuffer f32(n, DType::f32), half(n, DType::bf16), sum(n, DType::f32);
+    fill_random(f32, DType::f32, n, -1.0f, 1.0f, 12);
+    fill_random(half, DType::bf16, n, -1.0f, 1.0f, 13);
+    t.measure("cast f32 -> bf16", std::to_string(n), "f32>bf16", Ceiling::hbm, 6.0 * n, [&] {
+      kc::copy_strided(f32.get(), DType::f32, unit, half.get(), DType::bf16, unit, one, 1, stream());
+    });
+    t.measure("residual add f32 + bf16", std::to_string(n), "f32+bf16", Ceiling::hbm, 10.0 * n, [&] {
+      kc::add_mixed(DType::f32, f32.get(), DType::bf16, half.get(), sum.get(), n, stream());
+    });
   }
   const DType dtype = DType::bf16;
   const int64_t shape[2] = {100'000, 1'000}, strides[2] = {1'000, 1};
@@ -250,24 +269,31 @@ void bench_elementwise(Table& t) {
 
 void bench_layer_norm(Table& t) {
   const int64_t rows = 256 * 2 * 197, cols = 384;
-  for (DType dtype : {DType::f32, DType::bf16}) {
-    const double s = double(bam::dtype_size(dtype)), act = double(rows * cols) * s;
+  // (input, output) types: f32 and bf16 as themselves, and f32 in with bf16 out (autocast).
+  const std::pair<DType, DType> types[] = {
+      {DType::f32, DType::f32}, {DType::bf16, DType::bf16}, {DType::f32, DType::bf16}};
+  for (auto [dtype, out_dtype] : types) {
+    const double s = double(bam::dtype_size(dtype)), so = double(bam::dtype_size(out_dtype));
+    const double in = double(rows * cols) * s, out = double(rows * cols) * so;
     const double params = double(cols) * s, stats = 2.0 * rows * 4;  // mean and rstd are f32
-    DeviceBuffer x(rows * cols, dtype), y(rows * cols, dtype), dy(rows * cols, dtype), dx(rows * cols, dtype);
+    const std::string label =
+        dtype == out_dtype ? std::string(bam::dtype_name(dtype))
+                           : fmt::format("{}>{}", bam::dtype_name(dtype), bam::dtype_name(out_dtype));
+    DeviceBuffer x(rows * cols, dtype), y(rows * cols, out_dtype), dy(rows * cols, out_dtype), dx(rows * cols, dtype);
     DeviceBuffer weight(cols, dtype), bias(cols, dtype), d_weight(cols, dtype), d_bias(cols, dtype);
     DeviceBuffer mean(rows, DType::f32), rstd(rows, DType::f32);
     DeviceBuffer scratch(std::max<size_t>(kc::layer_norm_backward_scratch_bytes(dtype, rows, cols), 1));
     fill_random(x, dtype, rows * cols, -2.0f, 2.0f, 4);
-    fill_random(dy, dtype, rows * cols, -1.0f, 1.0f, 5);
+    fill_random(dy, out_dtype, rows * cols, -1.0f, 1.0f, 5);
     fill_random(weight, dtype, cols, 0.5f, 1.5f, 6);
     fill_random(bias, dtype, cols, -0.1f, 0.1f, 7);
-    t.measure("layer_norm forward", dims(rows, cols), dtype, Ceiling::hbm, 2 * act + 2 * params + stats, [&] {
-      kc::layer_norm_forward(dtype, x.get(), weight.get(), bias.get(), y.get(), mean.get(), rstd.get(), rows, cols,
-                             1e-6, stream());
+    t.measure("layer_norm forward", dims(rows, cols), label, Ceiling::hbm, in + out + 2 * params + stats, [&] {
+      kc::layer_norm_forward(dtype, out_dtype, x.get(), weight.get(), bias.get(), y.get(), mean.get(), rstd.get(),
+                             rows, cols, 1e-6, stream());
     });
-    t.measure("layer_norm backward", dims(rows, cols), dtype, Ceiling::hbm, 3 * act + 3 * params + stats, [&] {
-      kc::layer_norm_backward(dtype, x.get(), weight.get(), mean.get(), rstd.get(), dy.get(), dx.get(), d_weight.get(),
-                              d_bias.get(), rows, cols, scratch.get(), stream());
+    t.measure("layer_norm backward", dims(rows, cols), label, Ceiling::hbm, 2 * in + out + 3 * params + stats, [&] {
+      kc::layer_norm_backward(dtype, out_dtype, x.get(), weight.get(), mean.get(), rstd.get(), dy.get(), dx.get(),
+                              d_weight.get(), d_bias.get(), rows, cols, scratch.get(), stream());
     });
   }
 }

@@ -1,6 +1,7 @@
-// Strided copy, dtype conversion and fill on the GPU. Same-dtype copies move raw words; converting
-// copies go through double (exact for every value of every dtype except i64 beyond 2^53, which
-// only same-dtype copies carry).
+// Strided copy, dtype conversion and fill on the GPU. Dense copies are a memcpy; dense conversions
+// between floating types move 16-byte packs. Strided same-dtype copies move raw words; other
+// converting copies go through double (exact for every value of every dtype except i64 beyond
+// 2^53, which only same-dtype copies carry).
 #include <cuda/std/limits>
 #include <cuda_runtime.h>
 
@@ -8,6 +9,7 @@
 #include "engine/cuda_check.h"
 #include "kernels/cpu/strided.h"
 #include "kernels/cuda/copy.h"
+#include "kernels/cuda/numeric.cuh"
 
 namespace bam::cuda_kernels {
 namespace {
@@ -85,16 +87,50 @@ __global__ void convert_elements(const void* src, DType src_dtype, void* dst, DT
   }
 }
 
+// The dense conversion between two floating storage types, K elements per thread (the autocast
+// casts between the f32 stream and 16-bit compute are all of this kind). Same rounding as the
+// generic path: through f32 for the 16-bit targets, round to nearest even.
+template <typename D>
+__device__ __forceinline__ D convert_float(float v);
+template <>
+__device__ __forceinline__ float convert_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ double convert_float<double>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 convert_float<__nv_bfloat16>(float v) {
+  return __nv_bfloat16_raw{float_to_bf16_bits(v)};
+}
+template <>
+__device__ __forceinline__ __half convert_float<__half>(float v) { return __half_raw{float_to_f16_bits(v)}; }
+
+template <typename Src, typename Dst>
+__device__ __forceinline__ Dst convert_value(Src v) {
+  if constexpr (std::is_same_v<Src, double> && std::is_same_v<Dst, double>) return v;
+  else if constexpr (std::is_same_v<Src, double>) return convert_float<Dst>(static_cast<float>(v));
+  else return convert_float<Dst>(Num<Src>::load(v));
+}
+
+template <typename Src, typename Dst, int K>
+__global__ void convert_dense(const Src* src, Dst* dst, int64_t n) {
+  using PS = Pack<Src, K>;
+  using PD = Pack<Dst, K>;
+  const int64_t packs = n / K;
+  for (int64_t p = grid_thread(); p < packs; p += grid_threads()) {
+    PS in = reinterpret_cast<const PS*>(src)[p];
+    PD out;
+#pragma unroll
+    for (int k = 0; k < K; ++k) out.v[k] = convert_value<Src, Dst>(in.v[k]);
+    reinterpret_cast<PD*>(dst)[p] = out;
+  }
+  for (int64_t i = packs * K + grid_thread(); i < n; i += grid_threads()) dst[i] = convert_value<Src, Dst>(src[i]);
+}
+
 template <typename Word>
 __global__ void fill_words(Word* dst, int64_t n, Word value) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     dst[i] = value;
 }
 
-unsigned grid_for(int64_t n, int threads) {
-  int64_t blocks = (n + threads - 1) / threads;
-  return static_cast<unsigned>(blocks < 65535 * 32 ? (blocks > 0 ? blocks : 1) : 65535 * 32);
-}
 
 }  // namespace
 
@@ -112,8 +148,28 @@ void copy_strided(const void* src, DType src_dtype, const int64_t* src_strides, 
     layout.dst_strides[d] = loop.strides[1][d];
   }
   auto stream = static_cast<cudaStream_t>(stream_handle);
-  const int threads = 256;
-  unsigned blocks = grid_for(n, threads);
+  const bool dense = layout.ndim == 1 && layout.src_strides[0] == 1 && layout.dst_strides[0] == 1;
+  if (dense && src_dtype == dst_dtype) {
+    BAM_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(n) * dtype_size(src_dtype), cudaMemcpyDeviceToDevice, stream));
+    return;
+  }
+  if (dense && is_floating(src_dtype) && is_floating(dst_dtype)) {
+    dispatch_floating_storage("copy", src_dtype, [&](auto src_tag) {
+      using Src = decltype(src_tag);
+      dispatch_floating_storage("copy", dst_dtype, [&](auto dst_tag) {
+        using Dst = decltype(dst_tag);
+        constexpr int K = pack_width<Src, Dst>();
+        launch_packed<K>(n, pack_aligned<Src, K>(src) && pack_aligned<Dst, K>(dst), [&](auto width, unsigned grid) {
+          convert_dense<Src, Dst, decltype(width)::value>
+              <<<grid, kBlock, 0, stream>>>(static_cast<const Src*>(src), static_cast<Dst*>(dst), n);
+        });
+      });
+    });
+    BAM_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  const int threads = kBlock;
+  unsigned blocks = grid_for(n);
   if (src_dtype == dst_dtype) {
     switch (dtype_size(src_dtype)) {
       case 1: copy_words<<<blocks, threads, 0, stream>>>(static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), n, layout); break;
@@ -133,8 +189,8 @@ void fill(void* dst, DType dtype, int64_t n, double value, void* stream_handle) 
   uint64_t bits = 0;
   cpu::convert(&value, DType::f64, &bits, dtype, 1);
   auto stream = static_cast<cudaStream_t>(stream_handle);
-  const int threads = 256;
-  unsigned blocks = grid_for(n, threads);
+  const int threads = kBlock;
+  unsigned blocks = grid_for(n);
   switch (dtype_size(dtype)) {
     case 1: fill_words<<<blocks, threads, 0, stream>>>(static_cast<uint8_t*>(dst), n, static_cast<uint8_t>(bits)); break;
     case 2: fill_words<<<blocks, threads, 0, stream>>>(static_cast<uint16_t*>(dst), n, static_cast<uint16_t>(bits)); break;

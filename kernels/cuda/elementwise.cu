@@ -1,7 +1,8 @@
 // Elementwise kernels on the GPU, one grid-stride kernel per shape of work (unary, unary
-// derivative, broadcasting binary, comparison, where). The op is a runtime switch inside the
-// kernel (uniform across the grid, so it costs no divergence): one instantiation per dtype, not
-// per op and dtype, keeps the build small. The formulas are those of kernels/cpu/elementwise.cpp.
+// derivative, broadcasting binary, mixed-dtype add, comparison, where); dense operands move as
+// 16-byte packs. The op is a runtime switch inside the kernel (uniform across the grid, so it costs
+// no divergence): one instantiation per dtype and pack width, not per op, keeps the build small.
+// The formulas are those of kernels/cpu/elementwise.cpp.
 #include <cuda/std/limits>
 
 #include "engine/cuda_check.h"
@@ -83,23 +84,47 @@ __device__ __forceinline__ C unary_derivative(UnaryOp op, C in, C out, C a, C b)
   return C(0);
 }
 
-template <typename S>
+// The dense kernels below move K elements per thread as one Pack (numeric.cuh); the elements past
+// the last whole pack are taken one at a time. K = 1 is the path for misaligned views.
+template <typename S, int K>
 __global__ void unary_forward_kernel(UnaryOp op, const S* x, S* y, int64_t n, double a, double b) {
   using N = Num<S>;
   using C = typename N::Compute;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = N::store(unary_value<C>(op, N::load(x[i]), C(a), C(b)));
+  using P = Pack<S, K>;
+  const C ca = C(a), cb = C(b);
+  const int64_t packs = n / K;
+  for (int64_t p = grid_thread(); p < packs; p += grid_threads()) {
+    P in = reinterpret_cast<const P*>(x)[p], out;
+#pragma unroll
+    for (int k = 0; k < K; ++k) out.v[k] = N::store(unary_value<C>(op, N::load(in.v[k]), ca, cb));
+    reinterpret_cast<P*>(y)[p] = out;
+  }
+  for (int64_t i = packs * K + grid_thread(); i < n; i += grid_threads())
+    y[i] = N::store(unary_value<C>(op, N::load(x[i]), ca, cb));
 }
 
-template <typename S>
+template <typename S, int K>
 __global__ void unary_backward_kernel(UnaryOp op, const S* x, const S* y, const S* dy, S* dx, int64_t n, double a,
                                       double b) {
   using N = Num<S>;
   using C = typename N::Compute;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  using P = Pack<S, K>;
+  const C ca = C(a), cb = C(b);
+  const int64_t packs = n / K;
+  for (int64_t p = grid_thread(); p < packs; p += grid_threads()) {
+    P xin{}, yin{}, g = reinterpret_cast<const P*>(dy)[p], out;
+    if (x) xin = reinterpret_cast<const P*>(x)[p];
+    if (y) yin = reinterpret_cast<const P*>(y)[p];
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+      out.v[k] = N::store(N::load(g.v[k]) *
+                          unary_derivative<C>(op, x ? N::load(xin.v[k]) : C(0), y ? N::load(yin.v[k]) : C(0), ca, cb));
+    reinterpret_cast<P*>(dx)[p] = out;
+  }
+  for (int64_t i = packs * K + grid_thread(); i < n; i += grid_threads()) {
     C in = x ? N::load(x[i]) : C(0);
     C out = y ? N::load(y[i]) : C(0);
-    dx[i] = N::store(N::load(dy[i]) * unary_derivative<C>(op, in, out, C(a), C(b)));
+    dx[i] = N::store(N::load(dy[i]) * unary_derivative<C>(op, in, out, ca, cb));
   }
 }
 
@@ -127,12 +152,40 @@ __global__ void binary_kernel(BinaryOp op, const S* a, const S* b, S* out, int64
   }
 }
 
-// Same-shape contiguous operands: no index arithmetic.
-template <typename S>
+// Same-shape contiguous operands: no index arithmetic, K elements per thread.
+template <typename S, int K>
 __global__ void binary_dense_kernel(BinaryOp op, const S* a, const S* b, S* out, int64_t n) {
   using N = Num<S>;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+  using P = Pack<S, K>;
+  const int64_t packs = n / K;
+  for (int64_t p = grid_thread(); p < packs; p += grid_threads()) {
+    P u = reinterpret_cast<const P*>(a)[p], v = reinterpret_cast<const P*>(b)[p], r;
+#pragma unroll
+    for (int k = 0; k < K; ++k) r.v[k] = N::store(binary_value(op, N::load(u.v[k]), N::load(v.v[k])));
+    reinterpret_cast<P*>(out)[p] = r;
+  }
+  for (int64_t i = packs * K + grid_thread(); i < n; i += grid_threads())
     out[i] = N::store(binary_value(op, N::load(a[i]), N::load(b[i])));
+}
+
+// out = a + b with b in another floating dtype B, computed in a's compute type and stored as a's
+// dtype: a 16-bit branch added into the f32 residual stream without a cast kernel in between.
+template <typename S, typename B, int K>
+__global__ void add_mixed_kernel(const S* a, const B* b, S* out, int64_t n) {
+  using N = Num<S>;
+  using C = typename N::Compute;
+  using PS = Pack<S, K>;
+  using PB = Pack<B, K>;
+  const int64_t packs = n / K;
+  for (int64_t p = grid_thread(); p < packs; p += grid_threads()) {
+    PS u = reinterpret_cast<const PS*>(a)[p], r;
+    PB v = reinterpret_cast<const PB*>(b)[p];
+#pragma unroll
+    for (int k = 0; k < K; ++k) r.v[k] = N::store(N::load(u.v[k]) + C(Num<B>::load(v.v[k])));
+    reinterpret_cast<PS*>(out)[p] = r;
+  }
+  for (int64_t i = packs * K + grid_thread(); i < n; i += grid_threads())
+    out[i] = N::store(N::load(a[i]) + C(Num<B>::load(b[i])));
 }
 
 // Comparisons read every dtype through its natural value type.
@@ -207,8 +260,11 @@ void unary_forward(UnaryOp op, DType dtype, const void* x, void* y, int64_t n, c
   if (n == 0) return;
   dispatch_floating_storage("unary_forward", dtype, [&](auto tag) {
     using S = decltype(tag);
-    unary_forward_kernel<S><<<grid_for(n), kBlock, 0, as_stream(stream)>>>(op, static_cast<const S*>(x),
-                                                                           static_cast<S*>(y), n, args.a, args.b);
+    constexpr int K = pack_width<S>();
+    launch_packed<K>(n, pack_aligned<S, K>(x) && pack_aligned<S, K>(y), [&](auto width, unsigned grid) {
+      unary_forward_kernel<S, decltype(width)::value><<<grid, kBlock, 0, as_stream(stream)>>>(op, static_cast<const S*>(x),
+                                                                               static_cast<S*>(y), n, args.a, args.b);
+    });
   });
   BAM_CUDA_CHECK_LAUNCH();
 }
@@ -218,9 +274,13 @@ void unary_backward(UnaryOp op, DType dtype, const void* x, const void* y, const
   if (n == 0) return;
   dispatch_floating_storage("unary_backward", dtype, [&](auto tag) {
     using S = decltype(tag);
-    unary_backward_kernel<S><<<grid_for(n), kBlock, 0, as_stream(stream)>>>(
-        op, static_cast<const S*>(x), static_cast<const S*>(y), static_cast<const S*>(dy), static_cast<S*>(dx), n,
-        args.a, args.b);
+    constexpr int K = pack_width<S>();
+    bool aligned = pack_aligned<S, K>(x) && pack_aligned<S, K>(y) && pack_aligned<S, K>(dy) && pack_aligned<S, K>(dx);
+    launch_packed<K>(n, aligned, [&](auto width, unsigned grid) {
+      unary_backward_kernel<S, decltype(width)::value><<<grid, kBlock, 0, as_stream(stream)>>>(
+          op, static_cast<const S*>(x), static_cast<const S*>(y), static_cast<const S*>(dy), static_cast<S*>(dx), n,
+          args.a, args.b);
+    });
   });
   BAM_CUDA_CHECK_LAUNCH();
 }
@@ -234,12 +294,33 @@ void binary_forward(BinaryOp op, DType dtype, const void* a, const int64_t* a_st
   StridedIndex<2> index = make_strided_index<2>(shape, ndim, strides);
   dispatch_floating_storage("binary_forward", dtype, [&](auto tag) {
     using S = decltype(tag);
+    constexpr int K = pack_width<S>();
     if (dense)
-      binary_dense_kernel<S><<<grid_for(n), kBlock, 0, as_stream(stream)>>>(
-          op, static_cast<const S*>(a), static_cast<const S*>(b), static_cast<S*>(out), n);
+      launch_packed<K>(n, pack_aligned<S, K>(a) && pack_aligned<S, K>(b) && pack_aligned<S, K>(out),
+                       [&](auto width, unsigned grid) {
+                         binary_dense_kernel<S, decltype(width)::value><<<grid, kBlock, 0, as_stream(stream)>>>(
+                             op, static_cast<const S*>(a), static_cast<const S*>(b), static_cast<S*>(out), n);
+                       });
     else
       binary_kernel<S><<<grid_for(n), kBlock, 0, as_stream(stream)>>>(
           op, static_cast<const S*>(a), static_cast<const S*>(b), static_cast<S*>(out), n, index);
+  });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+void add_mixed(DType dtype, const void* a, DType b_dtype, const void* b, void* out, int64_t n, void* stream) {
+  if (n == 0) return;
+  dispatch_floating_storage("add_mixed", dtype, [&](auto a_tag) {
+    using S = decltype(a_tag);
+    dispatch_floating_storage("add_mixed", b_dtype, [&](auto b_tag) {
+      using B = decltype(b_tag);
+      constexpr int K = pack_width<S, B>();
+      bool aligned = pack_aligned<S, K>(a) && pack_aligned<B, K>(b) && pack_aligned<S, K>(out);
+      launch_packed<K>(n, aligned, [&](auto width, unsigned grid) {
+        add_mixed_kernel<S, B, decltype(width)::value><<<grid, kBlock, 0, as_stream(stream)>>>(
+            static_cast<const S*>(a), static_cast<const B*>(b), static_cast<S*>(out), n);
+      });
+    });
   });
   BAM_CUDA_CHECK_LAUNCH();
 }

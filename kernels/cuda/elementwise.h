@@ -16,6 +16,9 @@ void unary_backward(cpu::UnaryOp op, DType dtype, const void* x, const void* y, 
                     cpu::UnaryArgs args, void* stream);
 void binary_forward(cpu::BinaryOp op, DType dtype, const void* a, const int64_t* a_strides, const void* b,
                     const int64_t* b_strides, void* out, const int64_t* shape, int ndim, void* stream);
+// out = a + b over n contiguous elements, where b may have another floating dtype: computed in a's
+// compute type, stored in a's dtype (the residual stream plus a 16-bit autocast branch).
+void add_mixed(DType dtype, const void* a, DType b_dtype, const void* b, void* out, int64_t n, void* stream);
 void compare(cpu::CompareOp op, DType dtype, const void* a, const int64_t* a_strides, const void* b,
              const int64_t* b_strides, bool* out, const int64_t* shape, int ndim, void* stream);
 void where(const bool* cond, const int64_t* cond_strides, DType dtype, const void* a, const int64_t* a_strides,

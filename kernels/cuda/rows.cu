@@ -63,11 +63,14 @@ __global__ void softmax_backward_kernel(bool log_form, const S* y, const S* dy, 
   }
 }
 
-template <typename S>
-__global__ void layer_norm_forward_kernel(const S* x, const S* w, const S* b, S* y, typename Num<S>::Compute* mean_out,
+// LayerNorm reads x and its parameters in S and writes y in O: O = S, or a 16-bit O after an f32
+// S under autocast, so the normalised activations leave in the type the next Linear reads.
+template <typename S, typename O>
+__global__ void layer_norm_forward_kernel(const S* x, const S* w, const S* b, O* y, typename Num<S>::Compute* mean_out,
                                           typename Num<S>::Compute* rstd_out, int64_t rows, int64_t cols, double eps) {
   using N = Num<S>;
   using C = typename N::Compute;
+  using NO = Num<O>;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const S* xr = x + r * cols;
     C s = 0;
@@ -88,25 +91,26 @@ __global__ void layer_norm_forward_kernel(const S* x, const S* w, const S* b, S*
       C v = (N::load(xr[j]) - mean) * rstd;
       if (w) v *= N::load(w[j]);
       if (b) v += N::load(b[j]);
-      y[r * cols + j] = N::store(v);
+      y[r * cols + j] = NO::store(static_cast<typename NO::Compute>(v));
     }
   }
 }
 
-// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * weight.
-template <typename S>
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * weight; dy in the output type O.
+template <typename S, typename O>
 __global__ void layer_norm_dx_kernel(const S* x, const S* w, const typename Num<S>::Compute* mean,
-                                     const typename Num<S>::Compute* rstd, const S* dy, S* dx, int64_t rows,
+                                     const typename Num<S>::Compute* rstd, const O* dy, S* dx, int64_t rows,
                                      int64_t cols) {
   using N = Num<S>;
   using C = typename N::Compute;
+  auto load_dy = [](O v) { return C(Num<O>::load(v)); };
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const S* xr = x + r * cols;
-    const S* gr = dy + r * cols;
+    const O* gr = dy + r * cols;
     C m = mean[r], rs = rstd[r];
     C sum_g = 0, sum_gx = 0;
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-      C g = N::load(gr[j]) * (w ? N::load(w[j]) : C(1));
+      C g = load_dy(gr[j]) * (w ? N::load(w[j]) : C(1));
       sum_g += g;
       sum_gx += g * (N::load(xr[j]) - m) * rs;
     }
@@ -114,7 +118,7 @@ __global__ void layer_norm_dx_kernel(const S* x, const S* w, const typename Num<
     sum_gx = block_all_reduce(sum_gx, SumOp{}, C(0));
     C mean_g = sum_g / C(cols), mean_gx = sum_gx / C(cols);
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-      C g = N::load(gr[j]) * (w ? N::load(w[j]) : C(1));
+      C g = load_dy(gr[j]) * (w ? N::load(w[j]) : C(1));
       C xhat = (N::load(xr[j]) - m) * rs;
       dx[r * cols + j] = N::store(rs * (g - mean_g - xhat * mean_gx));
     }
@@ -122,9 +126,9 @@ __global__ void layer_norm_dx_kernel(const S* x, const S* w, const typename Num<
 }
 
 // partial[chunk][c] sums over the chunk's rows: dy * xhat (d_weight) and dy (d_bias).
-template <typename S>
+template <typename S, typename O>
 __global__ void layer_norm_partial_kernel(const S* x, const typename Num<S>::Compute* mean,
-                                          const typename Num<S>::Compute* rstd, const S* dy,
+                                          const typename Num<S>::Compute* rstd, const O* dy,
                                           typename Num<S>::Compute* partial_w, typename Num<S>::Compute* partial_b,
                                           int64_t rows, int64_t cols) {
   using N = Num<S>;
@@ -134,7 +138,7 @@ __global__ void layer_norm_partial_kernel(const S* x, const typename Num<S>::Com
     C sw = 0, sb = 0;
     int64_t end = (chunk + 1) * kChunkRows < rows ? (chunk + 1) * kChunkRows : rows;
     for (int64_t r = chunk * kChunkRows; r < end; ++r) {
-      C g = N::load(dy[r * cols + c]);
+      C g = C(Num<O>::load(dy[r * cols + c]));
       sw += g * (N::load(x[r * cols + c]) - mean[r]) * rstd[r];
       sb += g;
     }
@@ -205,6 +209,22 @@ __global__ void l2_normalize_backward_kernel(const S* y, const typename Num<S>::
 template <typename S>
 using Stat = typename Num<S>::Compute;
 
+// Calls fn(S{}, O{}) for LayerNorm's input and output types: equal, or f32 in and 16 bits out.
+template <typename Fn>
+void dispatch_norm_types(const char* kernel, DType dtype, DType out_dtype, Fn&& fn) {
+  if (dtype == out_dtype) {
+    dispatch_floating_storage(kernel, dtype, [&](auto tag) { fn(tag, tag); });
+    return;
+  }
+  BAM_CHECK(dtype == DType::f32 && (out_dtype == DType::bf16 || out_dtype == DType::f16),
+            "{} (CUDA): input {} with output {} is not supported (a different output type needs f32 in, 16 bits out)",
+            kernel, dtype_name(dtype), dtype_name(out_dtype));
+  if (out_dtype == DType::bf16)
+    fn(float{}, __nv_bfloat16{});
+  else
+    fn(float{}, __half{});
+}
+
 }  // namespace
 
 void softmax_forward(bool log_form, DType dtype, const void* x, void* y, int64_t rows, int64_t cols, void* stream) {
@@ -228,13 +248,14 @@ void softmax_backward(bool log_form, DType dtype, const void* y, const void* dy,
   BAM_CUDA_CHECK_LAUNCH();
 }
 
-void layer_norm_forward(DType dtype, const void* x, const void* weight, const void* bias, void* y, void* mean,
-                        void* rstd, int64_t rows, int64_t cols, double eps, void* stream) {
+void layer_norm_forward(DType dtype, DType out_dtype, const void* x, const void* weight, const void* bias, void* y,
+                        void* mean, void* rstd, int64_t rows, int64_t cols, double eps, void* stream) {
   if (rows * cols == 0) return;
-  dispatch_floating_storage("layer_norm", dtype, [&](auto tag) {
-    using S = decltype(tag);
-    layer_norm_forward_kernel<S><<<row_blocks(rows), row_threads(cols), 0, as_stream(stream)>>>(
-        static_cast<const S*>(x), static_cast<const S*>(weight), static_cast<const S*>(bias), static_cast<S*>(y),
+  dispatch_norm_types("layer_norm", dtype, out_dtype, [&](auto in_tag, auto out_tag) {
+    using S = decltype(in_tag);
+    using O = decltype(out_tag);
+    layer_norm_forward_kernel<S, O><<<row_blocks(rows), row_threads(cols), 0, as_stream(stream)>>>(
+        static_cast<const S*>(x), static_cast<const S*>(weight), static_cast<const S*>(bias), static_cast<O*>(y),
         static_cast<Stat<S>*>(mean), static_cast<Stat<S>*>(rstd), rows, cols, eps);
   });
   BAM_CUDA_CHECK_LAUNCH();
@@ -246,19 +267,20 @@ size_t layer_norm_backward_scratch_bytes(DType dtype, int64_t rows, int64_t cols
   return size_t(2 * chunks * cols) * stat;
 }
 
-void layer_norm_backward(DType dtype, const void* x, const void* weight, const void* mean, const void* rstd,
-                         const void* dy, void* dx, void* d_weight, void* d_bias, int64_t rows, int64_t cols,
-                         void* scratch, void* stream) {
+void layer_norm_backward(DType dtype, DType dy_dtype, const void* x, const void* weight, const void* mean,
+                         const void* rstd, const void* dy, void* dx, void* d_weight, void* d_bias, int64_t rows,
+                         int64_t cols, void* scratch, void* stream) {
   if (rows * cols == 0) return;
-  dispatch_floating_storage("layer_norm_backward", dtype, [&](auto tag) {
-    using S = decltype(tag);
+  dispatch_norm_types("layer_norm_backward", dtype, dy_dtype, [&](auto in_tag, auto out_tag) {
+    using S = decltype(in_tag);
+    using O = decltype(out_tag);
     using C = Stat<S>;
     const S* xs = static_cast<const S*>(x);
     const C* m = static_cast<const C*>(mean);
     const C* rs = static_cast<const C*>(rstd);
-    const S* g = static_cast<const S*>(dy);
+    const O* g = static_cast<const O*>(dy);
     if (dx)
-      layer_norm_dx_kernel<S><<<row_blocks(rows), row_threads(cols), 0, as_stream(stream)>>>(
+      layer_norm_dx_kernel<S, O><<<row_blocks(rows), row_threads(cols), 0, as_stream(stream)>>>(
           xs, static_cast<const S*>(weight), m, rs, g, static_cast<S*>(dx), rows, cols);
     if (d_weight || d_bias) {
       int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
@@ -266,7 +288,7 @@ void layer_norm_backward(DType dtype, const void* x, const void* weight, const v
       C* partial_w = static_cast<C*>(scratch);
       C* partial_b = partial_w + chunks * cols;
       unsigned column_blocks = static_cast<unsigned>((cols + kBlock - 1) / kBlock);
-      layer_norm_partial_kernel<S><<<dim3(column_blocks, unsigned(chunks)), kBlock, 0, as_stream(stream)>>>(
+      layer_norm_partial_kernel<S, O><<<dim3(column_blocks, unsigned(chunks)), kBlock, 0, as_stream(stream)>>>(
           xs, m, rs, g, partial_w, partial_b, rows, cols);
       layer_norm_finish_kernel<S><<<column_blocks, kBlock, 0, as_stream(stream)>>>(
           partial_w, partial_b, static_cast<S*>(d_weight), static_cast<S*>(d_bias), chunks, cols);

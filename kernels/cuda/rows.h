@@ -16,15 +16,18 @@ void softmax_forward(bool log_form, DType dtype, const void* x, void* y, int64_t
 void softmax_backward(bool log_form, DType dtype, const void* y, const void* dy, void* dx, int64_t rows, int64_t cols,
                       void* stream);
 
-// weight and bias may be null. mean and rstd: [rows] in the compute type.
-void layer_norm_forward(DType dtype, const void* x, const void* weight, const void* bias, void* y, void* mean,
-                        void* rstd, int64_t rows, int64_t cols, double eps, void* stream);
+// x, weight, bias in dtype; y in out_dtype, which is dtype or, for an f32 input, bf16/f16 (the
+// normalised activations in the autocast compute type). weight and bias may be null. mean and
+// rstd: [rows] in the compute type.
+void layer_norm_forward(DType dtype, DType out_dtype, const void* x, const void* weight, const void* bias, void* y,
+                        void* mean, void* rstd, int64_t rows, int64_t cols, double eps, void* stream);
 // Scratch the backward needs for the column sums of d_weight and d_bias.
 size_t layer_norm_backward_scratch_bytes(DType dtype, int64_t rows, int64_t cols);
-// dx, d_weight, d_bias may each be null; weight may be null (no affine).
-void layer_norm_backward(DType dtype, const void* x, const void* weight, const void* mean, const void* rstd,
-                         const void* dy, void* dx, void* d_weight, void* d_bias, int64_t rows, int64_t cols,
-                         void* scratch, void* stream);
+// dy in dy_dtype (the forward's out_dtype); dx, d_weight, d_bias in dtype and may each be null;
+// weight may be null (no affine).
+void layer_norm_backward(DType dtype, DType dy_dtype, const void* x, const void* weight, const void* mean,
+                         const void* rstd, const void* dy, void* dx, void* d_weight, void* d_bias, int64_t rows,
+                         int64_t cols, void* scratch, void* stream);
 
 // y = x / max(||x||, eps); norms ([rows], compute type) = ||x||.
 void l2_normalize_forward(DType dtype, const void* x, void* y, void* norms, int64_t rows, int64_t cols, double eps,

@@ -5,7 +5,10 @@
 // poisoned with NaN bytes (BAM_CUDA_POISON, set by the GPU test main), so an unwritten output
 // element fails. Every op has a CUDA kernel: every row must pass in every dtype.
 #include <map>
+#include <tuple>
+#include <utility>
 
+#include "bam/bam_cross_entropy.h"
 #include "engine/cuda.h"
 #include "engine/optim.h"
 #include "engine/random.h"
@@ -115,6 +118,112 @@ TEST_CASE("CUDA elementwise and reductions: large, odd-sized inputs exercise the
     check_close(sum(gpu, {1}), to_ref(sum(cpu, {1})), tol, what + " row sums");
     check_close(sum(gpu, {0}), to_ref(sum(cpu, {0})), tol, what + " column sums");
     check_close(argmax(gpu, 1), to_ref(argmax(cpu, 1)), tolerance_for(DType::i64), what + " argmax");
+  }
+}
+
+// The dense elementwise kernels move 16-byte packs and take the leftover elements one at a time;
+// views at an odd offset are misaligned and take the one-element path. Sizes around the pack
+// widths (8 16-bit, 4 f32 elements) and a large odd size, at offsets 0 and 1, cover every path.
+TEST_CASE("CUDA autocast boundaries: dense casts, residual_add, gelu and LayerNorm into 16 bits match the CPU") {
+  InputMaker maker(test_seed("cuda autocast boundaries"));
+  auto same = [](const Tensor& a, const Tensor& b) {  // exact equality of values (no NaN in these inputs)
+    return a.to_vector<float>() == b.to_vector<float>();
+  };
+  for (int64_t n : {1, 7, 8, 9, 4099, 1000003}) {
+    for (int64_t offset : {0, 1}) {
+      std::string where = "n=" + std::to_string(n) + " offset=" + std::to_string(offset);
+      CAPTURE(where);
+      Tensor host = maker.make({{n + offset}}, maker.values({{n + offset}}), DType::f32);
+      Tensor cpu32 = host.narrow(0, offset, n), gpu32 = host.to(Device::cuda()).narrow(0, offset, n);
+      for (DType half : {DType::bf16, DType::f16}) {
+        CAPTURE(dtype_name(half));
+        // f32 -> 16 bits and back, each side misaligned in turn: exactly the CPU conversion.
+        Tensor cpu16 = cpu32.to(half), gpu16 = gpu32.to(half);
+        CHECK(same(gpu16, cpu16));
+        Tensor host16 = host.to(half);
+        Tensor cpu16_view = host16.narrow(0, offset, n), gpu16_view = host16.to(Device::cuda()).narrow(0, offset, n);
+        CHECK(same(gpu16_view.to(DType::f32), cpu16_view.to(DType::f32)));
+        // residual_add: one f32 addition of the same values on both sides, so exact; the branch's
+        // gradient is the upstream gradient rounded to its dtype.
+        Tensor gs = gpu32.detach().requires_grad_(true), gb = gpu16_view.detach().requires_grad_(true);
+        Tensor cs = cpu32.detach().requires_grad_(true), cb = cpu16_view.detach().requires_grad_(true);
+        Tensor gout = residual_add(gs, gb), cout = residual_add(cs, cb);
+        REQUIRE(gout.dtype() == DType::f32);
+        CHECK(same(gout, cout));
+        Tensor upstream = maker.make({{n}}, maker.values({{n}}), DType::f32);
+        gout.backward(upstream.to(Device::cuda()));
+        cout.backward(upstream);
+        CHECK(same(gs.grad(), cs.grad()));
+        REQUIRE(gb.grad().dtype() == half);
+        CHECK(same(gb.grad(), cb.grad()));
+      }
+      // gelu forward and backward on a (possibly misaligned) bf16 view, against f64 on the CPU.
+      Tensor x16 = host.to(DType::bf16);
+      std::vector<double> exact = x16.narrow(0, offset, n).to_vector<double>();
+      Tensor gx = x16.to(Device::cuda()).narrow(0, offset, n).detach().requires_grad_(true);
+      Tensor cx = from_vector(exact, {n}, {DType::f64}).requires_grad_(true);
+      Tensor gy = gelu(gx), cy = gelu(cx);
+      check_close(gy, to_ref(cy), tolerance_for(DType::bf16), where + " gelu bf16");
+      std::vector<double> w = maker.values({{n}});
+      Tensor w16 = from_vector(w, {n}, {DType::f64}).to(DType::bf16);
+      gy.backward(w16.to(Device::cuda()));
+      cy.backward(w16.to(DType::f64));
+      check_close(gx.grad(), to_ref(cx.grad()), gradient_tolerance(DType::bf16, tolerance_for(DType::bf16)),
+                  where + " gelu bf16 gradient");
+    }
+  }
+  // LayerNorm over 384 channels (ViT-S), f32 in and bf16/f16 out, against the CPU's layer_norm then
+  // cast; its gradients come back in f32 from a 16-bit upstream gradient.
+  for (DType half : {DType::bf16, DType::f16}) {
+    CAPTURE(dtype_name(half));
+    InputSpec xs{{3, 37, 384}, Values::normal, Layout::contiguous}, ps{{384}};
+    std::vector<double> xv = maker.values(xs), wv = maker.values(ps), bv = maker.values(ps);
+    auto both = [&](const InputSpec& spec, const std::vector<double>& v) {
+      Tensor c = maker.make(spec, v, DType::f32);
+      return std::pair{c.detach().requires_grad_(true), c.to(Device::cuda()).detach().requires_grad_(true)};
+    };
+    auto [cx, gx] = both(xs, xv);
+    auto [cw, gw] = both(ps, wv);
+    auto [cb, gb] = both(ps, bv);
+    Tensor gy = layer_norm(gx, gw, gb, 1e-6, half), cy = layer_norm(cx, cw, cb, 1e-6, half);
+    REQUIRE(gy.dtype() == half);
+    check_close(gy, to_ref(cy), tolerance_for(half), "layer_norm f32 -> 16 bits forward");
+    Tensor upstream = maker.make(xs, maker.values(xs), DType::f32).to(half);
+    gy.backward(upstream.to(Device::cuda()));
+    cy.backward(upstream);
+    for (auto [g, c, name] : {std::tuple{gx, cx, "x"}, {gw, cw, "weight"}, {gb, cb, "bias"}}) {
+      REQUIRE(g.grad().dtype() == DType::f32);
+      check_close(g.grad(), to_ref(c.grad()), tolerance_for(DType::f32), std::string("layer_norm gradient of ") + name);
+    }
+  }
+}
+
+TEST_CASE("CUDA fused BAM cross-entropy matches the CPU kernel: loss and gradient") {
+  InputMaker maker(test_seed("cuda bam cross entropy"));
+  struct Case {
+    int64_t V, G, B, T;
+    bool masking;
+  };
+  // A small case with and without masking, one view alone, and the ViT-S recipe (2 + 6 views of 256).
+  for (Case c : {Case{4, 2, 8, 2, true}, Case{4, 2, 8, 2, false}, Case{1, 1, 6, 1, true}, Case{8, 2, 256, 2, true}}) {
+    for (DType dtype : {DType::f32, DType::f64}) {
+      std::string what = fmt::format("V={} G={} B={} T={} masking={} {}", c.V, c.G, c.B, c.T, c.masking,
+                                     dtype_name(dtype));
+      CAPTURE(what);
+      const int64_t C = c.T * c.B;
+      // Similarities in [-1, 1] and targets whose rows sum to 1, as bam_loss gives them.
+      Tensor s = maker.make({{c.V * c.B, C}, Values::unit}, maker.values({{c.V * c.B, C}, Values::unit}), dtype);
+      Tensor raw = maker.make({{c.G * c.B, C}, Values::positive}, maker.values({{c.G * c.B, C}, Values::positive}), dtype);
+      Tensor p = div(raw, sum(raw, {1}, true));
+      Tensor cs = s.detach().requires_grad_(true), gs = s.to(Device::cuda()).detach().requires_grad_(true);
+      Tensor cpu_loss = bam_cross_entropy(cs, p, c.V, c.G, c.B, 0.1, c.masking);
+      Tensor gpu_loss = bam_cross_entropy(gs, p.to(Device::cuda()), c.V, c.G, c.B, 0.1, c.masking);
+      Tolerance tol = tolerance_for(dtype);
+      check_close(gpu_loss, to_ref(cpu_loss), tol, what + " loss");
+      cpu_loss.backward();
+      gpu_loss.backward();
+      check_close(gs.grad(), to_ref(cs.grad()), tol, what + " gradient");
+    }
   }
 }
 
