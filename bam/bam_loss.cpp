@@ -1,60 +1,23 @@
-// The BAM loss on any device: cosine similarities (engine ops), a Sinkhorn target under NoGradGuard,
-// and the fused cross-entropy between each target view's balanced distribution and every other
-// view's masked temperature log-softmax (bam/bam_cross_entropy.h).
+// The BAM loss on any device: cosine similarities (engine ops), the Sinkhorn target (bam/sinkhorn.h,
+// no gradient), and the fused cross-entropy between each target view's balanced distribution and
+// every other view's masked temperature log-softmax (bam/bam_cross_entropy.h).
 #include "bam/bam_loss.h"
 
 #include <cmath>
-#include <limits>
 
 #include "bam/bam_cross_entropy.h"
+#include "bam/sinkhorn.h"
 #include "engine/autograd.h"
 #include "engine/error.h"
 
 namespace bam {
 namespace {
 
-double lowest_of(DType t) {
-  return t == DType::f64 ? std::numeric_limits<double>::lowest() : std::numeric_limits<float>::lowest();
-}
-
-}  // namespace
-
-Tensor positive_mask(int64_t rows, int64_t cols, int64_t batch, bool positive_masking, Device device) {
-  Tensor mask = zeros({rows, cols}, {DType::boolean});
-  if (positive_masking) {
-    bool* m = mask.data<bool>();
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = i % batch; j < cols; j += batch) m[i * cols + j] = true;
-  }
-  return mask.to(device);
-}
-
-Tensor sinkhorn_target(const Tensor& similarities, const Tensor& mask, double eps, int64_t num_iters,
-                       int64_t target_crops, bool positive_masking) {
-  NoGradGuard no_grad;
-  const int64_t rows = similarities.size(0), cols = similarities.size(1);  // V*B, T*B
-  Tensor a = masked_fill(div(similarities.detach(), eps), mask, lowest_of(similarities.dtype()));
-  a = sub(a, max(a));
-  Tensor k = exp(a).t();  // [T*B, V*B]
-  k = div(k, sum(k));
-  // Row marginal 1/(T*B - T) with masking (each target column loses its T positives), column
-  // marginal 1/(V*B): the spec's marginals, kept exactly.
-  const double r = 1.0 / static_cast<double>(cols - (positive_masking ? target_crops : 0));
-  const double c = 1.0 / static_cast<double>(rows);
-  for (int64_t it = 0; it < num_iters; ++it) {
-    k = mul(k, div(r, sum(k, {1}, true)));
-    k = mul(k, div(c, sum(k, {0}, true)));
-  }
-  return div(k, sum(k, {0}, true)).t().contiguous();  // [V*B, T*B], rows sum to 1
-}
-
-namespace {
-
-// Everything both entry points share: validated sizes, normalised embeddings, similarities, mask.
+// Everything both entry points share: validated sizes, normalised embeddings, similarities.
 struct Prepared {
   int64_t V, B, T, G;
   DType compute;
-  Tensor z, zt, targets, similarities, mask;
+  Tensor z, zt, targets, similarities;
 };
 
 Prepared prepare(const Tensor& z_in, double eps, const BamLossOptions& o, const Tensor& z_teacher_in) {
@@ -85,7 +48,6 @@ Prepared prepare(const Tensor& z_in, double eps, const BamLossOptions& o, const 
   }
   p.targets = p.zt.narrow(0, 0, p.T * p.B);
   p.similarities = matmul(p.z, p.targets.t());  // [V*B, T*B]; grads reach rows and columns
-  p.mask = positive_mask(p.V * p.B, p.T * p.B, p.B, o.positive_masking, p.z.device());
   return p;
 }
 
@@ -114,9 +76,8 @@ BamLossResult bam_loss(const Tensor& z_in, double eps, const BamLossOptions& o, 
   {
     NoGradGuard no_grad;
     Tensor target_similarities = z_teacher_in.defined() ? matmul(p.zt, p.targets.t()) : p.similarities.detach();
-    target = sinkhorn_target(target_similarities, p.mask, eps, o.num_sink_iter, T, o.positive_masking)
-                 .narrow(0, 0, G * B)  // only the global views are targets
-                 .contiguous();
+    // Only the global views' rows are targets.
+    target = sinkhorn_target(target_similarities, eps, o.num_sink_iter, B, T, o.positive_masking, G * B);
     if (o.top_k > 0) {
       // The top-k columns of the views' average distribution, kept in every view.
       Tensor average = mean(target.view({G, B, T * B}), {0});

@@ -34,11 +34,4 @@ BamLossResult bam_loss(const Tensor& z, double eps, const BamLossOptions& option
 Tensor bam_loss_given_target(const Tensor& z, const Tensor& target, const BamLossOptions& options,
                              const Tensor& z_teacher = Tensor());
 
-// The pieces, exposed for tests and tools:
-// M[i, j] = (i mod B == j mod B) for i < rows, j < cols (all false when !positive_masking).
-Tensor positive_mask(int64_t rows, int64_t cols, int64_t batch, bool positive_masking, Device device);
-// Balanced target from similarities S [V*B, T*B] (no gradient): rows of the result sum to 1.
-Tensor sinkhorn_target(const Tensor& similarities, const Tensor& mask, double eps, int64_t num_iters,
-                       int64_t target_crops, bool positive_masking);
-
 }  // namespace bam

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "bam/bam_cross_entropy.h"
+#include "bam/sinkhorn.h"
 #include "engine/cuda.h"
 #include "engine/optim.h"
 #include "engine/random.h"
@@ -223,6 +224,28 @@ TEST_CASE("CUDA fused BAM cross-entropy matches the CPU kernel: loss and gradien
       cpu_loss.backward();
       gpu_loss.backward();
       check_close(gs.grad(), to_ref(cs.grad()), tol, what + " gradient");
+    }
+  }
+}
+
+TEST_CASE("CUDA Sinkhorn target matches the CPU kernel") {
+  InputMaker maker(test_seed("cuda sinkhorn"));
+  struct Case {
+    int64_t V, G, B, T, iterations;
+    bool masking;
+  };
+  for (Case c : {Case{4, 2, 8, 2, 3, true}, Case{4, 2, 8, 2, 3, false}, Case{3, 1, 5, 3, 0, true},
+                 Case{8, 2, 256, 2, 3, true}}) {
+    for (DType dtype : {DType::f32, DType::f64}) {
+      std::string what = fmt::format("V={} G={} B={} T={} iterations={} masking={} {}", c.V, c.G, c.B, c.T,
+                                     c.iterations, c.masking, dtype_name(dtype));
+      CAPTURE(what);
+      InputSpec spec{{c.V * c.B, c.T * c.B}, Values::unit};
+      Tensor s = maker.make(spec, maker.values(spec), dtype);
+      Tensor cpu = sinkhorn_target(s, 0.05, c.iterations, c.B, c.T, c.masking, c.G * c.B);
+      Tensor gpu = sinkhorn_target(s.to(Device::cuda()), 0.05, c.iterations, c.B, c.T, c.masking, c.G * c.B);
+      REQUIRE(gpu.device().is_cuda());
+      check_close(gpu, to_ref(cpu), tolerance_for(dtype), what);
     }
   }
 }

@@ -1,0 +1,62 @@
+// Sinkhorn balancing on the CPU (see sinkhorn.h): K once, then the scaling vectors, rows and
+// column blocks split over the worker threads.
+#include "kernels/cpu/sinkhorn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/parallel.h"
+
+namespace bam::cpu {
+
+template <typename T>
+void sinkhorn_balance(const T* s, T* out, const SinkhornShape& shape) {
+  const int64_t R = shape.rows, C = shape.columns, B = shape.batch;
+  const T inv_eps = T(1.0 / shape.eps);
+  auto masked = [&](int64_t i, int64_t j) { return shape.positive_masking && j % B == i % B; };
+  std::vector<T> row_max(static_cast<size_t>(R));
+  parallel_for(R, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      T m = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < C; ++j)
+        if (!masked(i, j)) m = std::max(m, s[i * C + j] * inv_eps);
+      row_max[i] = m;
+    }
+  });
+  const T m = *std::max_element(row_max.begin(), row_max.end());
+  std::vector<T> k(static_cast<size_t>(R * C));
+  parallel_for(R, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      for (int64_t j = 0; j < C; ++j) k[i * C + j] = masked(i, j) ? T(0) : std::exp(s[i * C + j] * inv_eps - m);
+  });
+  std::vector<double> x(static_cast<size_t>(C), 1.0), y(static_cast<size_t>(R), 1.0);
+  for (int64_t it = 0; it < shape.iterations; ++it) {
+    parallel_for(C, 64, [&](int64_t begin, int64_t end) {  // columns: each chunk walks every row
+      std::vector<double> sums(static_cast<size_t>(end - begin), 0.0);
+      for (int64_t i = 0; i < R; ++i)
+        for (int64_t j = begin; j < end; ++j) sums[j - begin] += double(k[i * C + j]) * y[i];
+      for (int64_t j = begin; j < end; ++j) x[j] = shape.column_mass / sums[j - begin];
+    });
+    parallel_for(R, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        double sum = 0;
+        for (int64_t j = 0; j < C; ++j) sum += double(k[i * C + j]) * x[j];
+        y[i] = shape.row_mass / sum;
+      }
+    });
+  }
+  parallel_for(shape.out_rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      double sum = 0;
+      for (int64_t j = 0; j < C; ++j) sum += double(k[i * C + j]) * x[j];
+      for (int64_t j = 0; j < C; ++j) out[i * C + j] = T(double(k[i * C + j]) * x[j] / sum);
+    }
+  });
+}
+
+template void sinkhorn_balance<float>(const float*, float*, const SinkhornShape&);
+template void sinkhorn_balance<double>(const double*, double*, const SinkhornShape&);
+
+}  // namespace bam::cpu

@@ -1,0 +1,149 @@
+// Sinkhorn balancing on the GPU, the steps of the CPU specification (kernels/cpu/sinkhorn.cpp):
+//   row maxima of S/eps (a block per row) -> K = exp(S/eps - max) with the global max reduced by
+//   every block from the row maxima -> per iteration: column sums of K y over chunks of rows, a
+//   pass that turns them into x, and row sums of K x into y (a block per row) -> the first
+//   out_rows rows of K x, normalised. Sums and scalings in double, as on the CPU. For the BAM
+//   shapes (2048 x 512 at B = 256) K is 4 MB and stays in L2 across the passes.
+#include <cuda/std/limits>
+
+#include "engine/cuda_check.h"
+#include "kernels/cuda/numeric.cuh"
+#include "kernels/cuda/sinkhorn.h"
+
+namespace bam::cuda_kernels {
+namespace {
+
+constexpr int64_t kChunkRows = 128;  // rows per partial column sum
+
+struct Geometry {
+  int64_t R, C, B;
+  bool masking;
+  __device__ __forceinline__ bool masked(int64_t i, int64_t j) const { return masking && j % B == i % B; }
+};
+
+template <typename T>
+__global__ void row_max_kernel(const T* s, T* row_max, Geometry g, T inv_eps) {
+  for (int64_t i = blockIdx.x; i < g.R; i += gridDim.x) {
+    T m = -cuda::std::numeric_limits<T>::infinity();
+    for (int64_t j = threadIdx.x; j < g.C; j += blockDim.x)
+      if (!g.masked(i, j)) m = max(m, s[i * g.C + j] * inv_eps);
+    m = block_all_reduce(m, MaxOp{}, -cuda::std::numeric_limits<T>::infinity());
+    if (threadIdx.x == 0) row_max[i] = m;
+  }
+}
+
+// K for a block's rows; every block reduces the row maxima to the global one itself (R values, a
+// few kilobytes from L2), which saves a launch. Also sets the scalings to 1.
+template <typename T>
+__global__ void exp_kernel(const T* s, const T* row_max, T* k, double* x, double* y, Geometry g, T inv_eps) {
+  T m = -cuda::std::numeric_limits<T>::infinity();
+  for (int64_t r = threadIdx.x; r < g.R; r += blockDim.x) m = max(m, row_max[r]);
+  m = block_all_reduce(m, MaxOp{}, -cuda::std::numeric_limits<T>::infinity());
+  for (int64_t i = blockIdx.x; i < g.R; i += gridDim.x) {
+    for (int64_t j = threadIdx.x; j < g.C; j += blockDim.x)
+      k[i * g.C + j] = g.masked(i, j) ? T(0) : exp(s[i * g.C + j] * inv_eps - m);
+    if (threadIdx.x == 0) y[i] = 1.0;
+    if (i < g.C && threadIdx.x == 0) x[i] = 1.0;  // C <= R: the target views are among the views
+  }
+}
+
+// partial[chunk][j] = sum over the chunk's rows i of K[i, j] y[i].
+template <typename T>
+__global__ void column_partial_kernel(const T* k, const double* y, double* partial, Geometry g) {
+  const int64_t chunk = blockIdx.y, begin = chunk * kChunkRows;
+  const int64_t end = begin + kChunkRows < g.R ? begin + kChunkRows : g.R;
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < g.C; j += int64_t(gridDim.x) * blockDim.x) {
+    double sum = 0;
+    for (int64_t i = begin; i < end; ++i) sum += double(k[i * g.C + j]) * y[i];
+    partial[chunk * g.C + j] = sum;
+  }
+}
+
+__global__ void column_scale_kernel(const double* partial, double* x, int64_t chunks, int64_t C, double mass) {
+  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < C; j += int64_t(gridDim.x) * blockDim.x) {
+    double sum = 0;
+    for (int64_t c = 0; c < chunks; ++c) sum += partial[c * C + j];
+    x[j] = mass / sum;
+  }
+}
+
+template <typename T>
+__global__ void row_scale_kernel(const T* k, const double* x, double* y, Geometry g, double mass) {
+  for (int64_t i = blockIdx.x; i < g.R; i += gridDim.x) {
+    double sum = 0;
+    for (int64_t j = threadIdx.x; j < g.C; j += blockDim.x) sum += double(k[i * g.C + j]) * x[j];
+    sum = block_all_reduce(sum, SumOp{}, 0.0);
+    if (threadIdx.x == 0) y[i] = mass / sum;
+  }
+}
+
+template <typename T>
+__global__ void output_kernel(const T* k, const double* x, T* out, int64_t out_rows, Geometry g) {
+  for (int64_t i = blockIdx.x; i < out_rows; i += gridDim.x) {
+    double sum = 0;
+    for (int64_t j = threadIdx.x; j < g.C; j += blockDim.x) sum += double(k[i * g.C + j]) * x[j];
+    sum = block_all_reduce(sum, SumOp{}, 0.0);
+    for (int64_t j = threadIdx.x; j < g.C; j += blockDim.x) out[i * g.C + j] = T(double(k[i * g.C + j]) * x[j] / sum);
+  }
+}
+
+size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+struct ScratchLayout {
+  size_t k, row_max, x, y, partial, total;
+  ScratchLayout(size_t element, const cpu::SinkhornShape& sh) {
+    const int64_t chunks = (sh.rows + kChunkRows - 1) / kChunkRows;
+    k = 0;
+    row_max = k + align256(size_t(sh.rows * sh.columns) * element);
+    x = row_max + align256(size_t(sh.rows) * element);
+    y = x + align256(size_t(sh.columns) * sizeof(double));
+    partial = y + align256(size_t(sh.rows) * sizeof(double));
+    total = partial + align256(size_t(chunks * sh.columns) * sizeof(double));
+  }
+};
+
+}  // namespace
+
+size_t sinkhorn_scratch_bytes(DType dtype, const cpu::SinkhornShape& shape) {
+  return ScratchLayout(dtype_size(dtype), shape).total;
+}
+
+void sinkhorn_balance(DType dtype, const void* s, void* out, void* scratch, const cpu::SinkhornShape& sh,
+                      void* stream) {
+  if (sh.rows == 0 || sh.columns == 0) return;
+  BAM_CHECK(sh.columns <= sh.rows && sh.out_rows <= sh.rows,
+            "sinkhorn (CUDA): {} columns and {} output rows need at most {} rows", sh.columns, sh.out_rows, sh.rows);
+  const Geometry g{sh.rows, sh.columns, sh.batch, sh.positive_masking};
+  const int64_t chunks = (sh.rows + kChunkRows - 1) / kChunkRows;
+  BAM_CHECK(chunks < 65536, "sinkhorn (CUDA): {} rows exceed the column-sum grid", sh.rows);
+  const unsigned threads = sh.columns >= 512 ? 256 : sh.columns >= 128 ? 128 : 32;
+  const unsigned column_blocks = unsigned((sh.columns + kBlock - 1) / kBlock);
+  cudaStream_t st = as_stream(stream);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    ScratchLayout layout(sizeof(T), sh);
+    auto* base = static_cast<unsigned char*>(scratch);
+    T* k = reinterpret_cast<T*>(base + layout.k);
+    T* row_max = reinterpret_cast<T*>(base + layout.row_max);
+    double* x = reinterpret_cast<double*>(base + layout.x);
+    double* y = reinterpret_cast<double*>(base + layout.y);
+    double* partial = reinterpret_cast<double*>(base + layout.partial);
+    const T inv_eps = T(1.0 / sh.eps);
+    row_max_kernel<T><<<row_blocks(sh.rows), threads, 0, st>>>(static_cast<const T*>(s), row_max, g, inv_eps);
+    exp_kernel<T><<<row_blocks(sh.rows), threads, 0, st>>>(static_cast<const T*>(s), row_max, k, x, y, g, inv_eps);
+    for (int64_t it = 0; it < sh.iterations; ++it) {
+      column_partial_kernel<T><<<dim3(column_blocks, unsigned(chunks)), kBlock, 0, st>>>(k, y, partial, g);
+      column_scale_kernel<<<column_blocks, kBlock, 0, st>>>(partial, x, chunks, sh.columns, sh.column_mass);
+      row_scale_kernel<T><<<row_blocks(sh.rows), threads, 0, st>>>(k, x, y, g, sh.row_mass);
+    }
+    output_kernel<T><<<row_blocks(sh.out_rows), threads, 0, st>>>(k, x, static_cast<T*>(out), sh.out_rows, g);
+  };
+  switch (dtype) {
+    case DType::f32: run(float{}); break;
+    case DType::f64: run(double{}); break;
+    default: fail("sinkhorn (CUDA): dtype {} is not f32 or f64 (the loss computes in f32)", dtype_name(dtype));
+  }
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace bam::cuda_kernels
