@@ -28,6 +28,9 @@ data::LoaderOptions loader_options(const TrainConfig& c) {
   o.prefetch = 2;
   o.drop_last = true;
   o.backend = c.data_backend == "gpu" ? data::DataBackend::gpu : data::DataBackend::cpu;
+  // Under bf16 autocast the patch embedding reads bf16 images: the GPU path writes its crops in
+  // bf16 directly, which halves their memory and saves the model's cast. fp16 and f32 take f32.
+  o.gpu_output = c.precision == "bf16" ? DType::bf16 : DType::f32;
   return o;
 }
 
