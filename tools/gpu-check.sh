@@ -64,8 +64,10 @@ step() {  # step PRECISION EXTRA...
   ours=$(grep -E "^\| images/s" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
   mem=$(grep -E "^\| peak memory" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
   row "bench-step $precision $* img/s" "${ours:-failed (see steps.log)} (peak ${mem:-?})"
+  last_step_ips=${ours:-}
 }
 step bf16 --steps 10 --profile 2
+bf16_step_ips=$last_step_ips
 sed -n '/kernel profile/,$p' "$OUT/step.tmp"
 step fp16 --steps 5
 step f32 --steps 5 --tf32
@@ -125,6 +127,11 @@ if [ "${GPU_CHECK_DATA:-1}" = 1 ]; then
   line=$(grep -E "img/s" "$OUT/train_jpeg.log" | tail -1)
   grep -E "GPU loader|img/s" "$OUT/train_jpeg.log" | tail -4
   row "bamtrain on JPEGs, --data_backend gpu" "$(echo "$line" | grep -oE "img/s [0-9.]+  data [0-9.]+s" || echo "failed (see train_jpeg.log)")"
+  # The goal: within 5 % of the step on device-resident inputs (bench-step bf16 above, same model).
+  jpeg_ips=$(echo "$line" | grep -oE "img/s [0-9.]+" | awk '{print $2}')
+  if [ -n "$jpeg_ips" ] && [ -n "${bf16_step_ips:-}" ]; then
+    row "bamtrain on JPEGs / bench-step bf16" "$(awk -v a="$jpeg_ips" -v b="$bf16_step_ips" 'BEGIN {printf "%.3f", a / b}')"
+  fi
 fi
 
 # 7. compute-sanitizer memcheck over the GPU suites, last, in whatever time the budget leaves.
