@@ -413,7 +413,6 @@ void GpuCropLoader::launch(int64_t step, HostSlot& slot, OutputSlot& out) {
   }
 
   cudaStream_t stream = as_stream(stream_);
-  if (out.release_recorded) BAM_CUDA_CHECK(cudaStreamWaitEvent(stream, as_event(out.released), 0));
   if (coefficient_bytes > 0)
     BAM_CUDA_CHECK(cudaMemcpyAsync(d_coefficients_, slot.coefficients, coefficient_bytes, cudaMemcpyHostToDevice,
                                    stream));
@@ -436,6 +435,9 @@ void GpuCropLoader::launch(int64_t step, HostSlot& slot, OutputSlot& out) {
       reinterpret_cast<const cuda_kernels::JpegPixelTask*>(tables + block_bytes),
       static_cast<int>(plan.pixel_tasks.size()), plan.total_pixels, static_cast<const uint8_t*>(d_planes_), rgb,
       stream);
+  // Only the crop kernels write the output slot: the upload and the decode above run while the
+  // trainer still reads this slot's previous batch, and the crops wait for its release.
+  if (out.release_recorded) BAM_CUDA_CHECK(cudaStreamWaitEvent(stream, as_event(out.released), 0));
   const cuda_kernels::CropScratch scratch_view{static_cast<float*>(d_scratch_), static_cast<float*>(d_pixels_),
                                                static_cast<double*>(d_row_sums_), static_cast<float*>(d_means_)};
   for (size_t g = 0; g < plan.groups.size(); ++g) {
