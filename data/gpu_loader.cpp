@@ -343,6 +343,9 @@ void GpuCropLoader::launcher_loop() {
       launch(step, slot, out);
     } catch (...) {
       error = std::current_exception();
+      // Copies queued before the failure may still read the slot's pinned memory, which the
+      // workers reuse once it is marked uploaded: let them finish (their own error is moot now).
+      cudaStreamSynchronize(as_stream(stream_));
     }
     lock.lock();
     if (error && !failure_) failure_ = error;

@@ -20,11 +20,15 @@ AutocastGuard::~AutocastGuard() { g_autocast = previous_; }
 DType autocast_dtype() { return g_autocast; }
 
 DType autocast_compute_dtype(const Tensor& x) {
-  if (g_autocast == DType::f32 || !x.defined() || !x.device().is_cuda() || !is_floating(x.dtype())) return x.dtype();
+  BAM_CHECK(x.defined(), "autocast: the tensor is undefined");
+  if (g_autocast == DType::f32 || !x.device().is_cuda() || !is_floating(x.dtype())) return x.dtype();
   return g_autocast;
 }
 
-Tensor autocast_compute(const Tensor& x) { return x.to(autocast_compute_dtype(x)); }
+Tensor autocast_compute(const Tensor& x) {
+  if (!x.defined()) return x;  // an absent bias stays absent
+  return x.to(autocast_compute_dtype(x));
+}
 
 Tensor autocast_f32(const Tensor& x) {
   if (!x.defined() || (x.dtype() != DType::bf16 && x.dtype() != DType::f16)) return x;

@@ -36,7 +36,8 @@ DType autocast_dtype();
 
 // x in the autocast compute type when autocast is on and x is a floating CUDA tensor; else x.
 Tensor autocast_compute(const Tensor& x);
-// The dtype autocast_compute(x) has, for ops that write it directly instead of casting afterwards.
+// The dtype autocast_compute(x) has, for ops that write it directly instead of casting afterwards
+// (x must be defined).
 DType autocast_compute_dtype(const Tensor& x);
 // x in f32 when it is a 16-bit float tensor (the "keep in f32" side of the policy); else x.
 Tensor autocast_f32(const Tensor& x);

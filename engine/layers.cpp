@@ -24,7 +24,10 @@ Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(autocast_f3
 
 Tensor LayerNorm::forward_compute(const Tensor& x) const {
   Tensor x32 = autocast_f32(x);
-  return layer_norm(x32, weight, bias, eps_, autocast_compute_dtype(x32));
+  const DType compute = autocast_compute_dtype(x32);
+  // The fused form takes f32 in and 16 bits out (or one dtype); an f64 model under autocast casts.
+  if (x32.dtype() == DType::f32 || compute == x32.dtype()) return layer_norm(x32, weight, bias, eps_, compute);
+  return layer_norm(x32, weight, bias, eps_).to(compute);
 }
 
 BatchNorm1d::BatchNorm1d(int64_t features, bool affine, double momentum, double eps)

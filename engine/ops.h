@@ -17,10 +17,10 @@ Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
 Tensor maximum(const Tensor& a, const Tensor& b);  // gradient to a where a >= b, else to b
 Tensor minimum(const Tensor& a, const Tensor& b);  // gradient to a where a <= b, else to b
-// stream + branch for two tensors of one shape, where the branch may have another floating dtype:
-// the result (and the stream's gradient) keeps the stream's dtype, the branch's gradient comes back
-// in its own. A ViT block adds its 16-bit autocast branches into the f32 residual stream this way,
-// with no cast kernel in between.
+// stream + branch for two tensors of one shape, where the branch may have another floating dtype no
+// wider than the stream's: the result (and the stream's gradient) keeps the stream's dtype, the
+// branch's gradient comes back in its own. A ViT block adds its 16-bit autocast branches into the
+// f32 residual stream this way, with no cast kernel in between.
 Tensor residual_add(const Tensor& stream, const Tensor& branch);
 // With a scalar on either side.
 Tensor add(const Tensor& a, double b);

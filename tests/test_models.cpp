@@ -45,6 +45,20 @@ TEST_CASE("ViT output shapes at several input sizes") {
   CHECK(vit.forward(x).to_vector<float>() == vit.forward_last_blocks(x, 1)[0].select(1, 0).contiguous().to_vector<float>());
 }
 
+TEST_CASE("layers without a bias (--qkv_bias false, --proj_bias false) run forward and backward") {
+  Generator gen(5);
+  VitConfig c = tiny_vit();
+  c.qkv_bias = false;
+  VisionTransformer vit(c, &gen);
+  Linear plain(24, 8, false, &gen);
+  Tensor x = randn({2, 3, 16, 16}, {}, &gen);
+  Tensor y = plain.forward(vit.forward(x));
+  CHECK(y.shape() == Shape{2, 8});
+  sum(y).backward();
+  CHECK(plain.weight.grad().defined());
+  CHECK(!plain.bias.defined());
+}
+
 TEST_CASE("position embedding: identity at the native grid, bicubic elsewhere") {
   Generator gen(2);
   VisionTransformer vit(tiny_vit(), &gen);

@@ -91,6 +91,7 @@ TEST_CASE("residual_add with a branch of another dtype equals adding the convert
   CHECK(max(abs(sub(branch.grad(), upstream.to(DType::f32)))).item() == 0.0);
   CHECK_THROWS_WITH_AS(residual_add(stream, branch.narrow(1, 0, 5)), doctest::Contains("must have the stream's shape"),
                        Error);
+  CHECK_THROWS_WITH_AS(residual_add(branch, stream), doctest::Contains("is wider than the stream"), Error);
 }
 
 TEST_CASE("layer_norm into another dtype equals layer_norm then a cast, forward and backward") {

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -332,7 +333,9 @@ void bench_gemm(Table& t) {
   bench_one_gemm(t, "gemm mlp fc1 forward", DType::bf16, false, rows, 1536, 384);
 }
 
-void bench_one_attention(Table& t, const std::string& crops, DType dtype, int64_t B, int64_t N, int64_t H, int64_t D) {
+// `kernels` labels the 16-bit tensor-core implementation that BAM_ATTENTION selects (mma or wmma).
+void bench_one_attention(Table& t, const std::string& crops, DType dtype, int64_t B, int64_t N, int64_t H, int64_t D,
+                         const std::string& kernels) {
   const int64_t qkv_count = B * N * 3 * H * D, out_count = B * N * H * D, stat_count = B * H * N;
   DeviceBuffer qkv(qkv_count, dtype), d_qkv(qkv_count, dtype), out(out_count, dtype), d_out(out_count, dtype);
   DeviceBuffer lse(stat_count, DType::f32), scratch(stat_count, DType::f32);
@@ -341,19 +344,24 @@ void bench_one_attention(Table& t, const std::string& crops, DType dtype, int64_
   const double scale = 1.0 / std::sqrt(double(D)), pairs = double(B * H) * double(N * N) * double(D);
   const Ceiling ceiling = dtype == DType::bf16 ? Ceiling::bf16_tc : Ceiling::f32_simt;
   const std::string shape = fmt::format("B={} N={} H={} D={}", B, N, H, D);
-  t.measure("attention forward " + crops, shape, dtype, ceiling, 4.0 * pairs,
+  const std::string label = kernels.empty() ? crops : crops + " " + kernels;
+  t.measure("attention forward " + label, shape, dtype, ceiling, 4.0 * pairs,
             [&] { kc::attention_forward(dtype, qkv.get(), out.get(), lse.get(), B, N, H, D, scale, stream()); });
-  t.measure("attention backward " + crops, shape, dtype, ceiling, 10.0 * pairs, [&] {
+  t.measure("attention backward " + label, shape, dtype, ceiling, 10.0 * pairs, [&] {
     kc::attention_backward(dtype, qkv.get(), out.get(), lse.get(), d_out.get(), d_qkv.get(), scratch.get(), B, N, H, D,
                            scale, stream());
   });
 }
 
 void bench_attention(Table& t) {
-  for (DType dtype : {DType::bf16, DType::f32}) {
-    bench_one_attention(t, "(global)", dtype, 512, 197, 6, 64);
-    bench_one_attention(t, "(local)", dtype, 1536, 37, 6, 64);
+  for (const char* kernels : {"mma", "wmma"}) {  // the two bf16 tensor-core implementations
+    setenv("BAM_ATTENTION", kernels, 1);
+    bench_one_attention(t, "(global)", DType::bf16, 512, 197, 6, 64, kernels);
+    bench_one_attention(t, "(local)", DType::bf16, 1536, 37, 6, 64, kernels);
   }
+  unsetenv("BAM_ATTENTION");
+  bench_one_attention(t, "(global)", DType::f32, 512, 197, 6, 64, "");
+  bench_one_attention(t, "(local)", DType::f32, 1536, 37, 6, 64, "");
 }
 
 void bench_optimizer(Table& t) {

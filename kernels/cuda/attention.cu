@@ -237,7 +237,8 @@ void attention_forward(DType dtype, const void* qkv, void* out, void* lse, int64
                        double scale, void* stream) {
   if (B * N * H == 0) return;
   if (dtype == DType::bf16 || dtype == DType::f16)  // 16 bits: the tensor-core kernels
-    return attention_forward_tc(dtype, qkv, out, lse, B, N, H, D, scale, stream);
+    return attention_prefers_wmma() ? attention_forward_wmma(dtype, qkv, out, lse, B, N, H, D, scale, stream)
+                                    : attention_forward_mma(dtype, qkv, out, lse, B, N, H, D, scale, stream);
   PackedQkv p{N, H, D};
   dispatch_floating_storage("attention", dtype, [&](auto tag) {
     using S = decltype(tag);
@@ -273,7 +274,10 @@ void attention_backward(DType dtype, const void* qkv, const void* out, const voi
         static_cast<const S*>(out), static_cast<const S*>(d_out), delta, p, B);
     if constexpr (std::is_same_v<S, __nv_bfloat16> || std::is_same_v<S, __half>) {
       BAM_CUDA_CHECK_LAUNCH();
-      attention_backward_tc(dtype, qkv, lse, delta, d_out, d_qkv, B, N, H, D, scale, stream);
+      if (attention_prefers_wmma())
+        attention_backward_wmma(dtype, qkv, lse, delta, d_out, d_qkv, B, N, H, D, scale, stream);
+      else
+        attention_backward_mma(dtype, qkv, lse, delta, d_out, d_qkv, B, N, H, D, scale, stream);
       return;
     }
     dispatch_head_dim(D, [&](auto dm) {

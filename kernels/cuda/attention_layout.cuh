@@ -1,6 +1,6 @@
-// What the two CUDA attention implementations share (attention.cu: a thread per row, for f32 and
-// f64; attention_tc.cu: tensor cores, for bf16 and f16): the packed qkv/out offsets, the
-// compile-time head dims, and the launch grid. Only for .cu files.
+// What the CUDA attention implementations share (attention.cu: a thread per row, for f32 and f64;
+// attention_mma.cu and attention_tc.cu: tensor cores, for bf16 and f16): the packed qkv/out
+// offsets, the compile-time head dims, the tile loader and the launch grid. Only for .cu files.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -37,6 +37,38 @@ void dispatch_head_dim(int64_t D, Fn&& fn) {
     fn(std::integral_constant<int, 128>{});
   else
     fail("attention (CUDA): head dim {} is larger than the supported 128", D);
+}
+
+// tile[r][d] = src[offset(r0 + r) + d] for r < ROWS, d < DM (row stride LD in the tile); zero
+// beyond N and beyond D. The block's THREADS threads share the copy. When the head dim fills the
+// tile (D == DM, the tensor 16-byte aligned) each thread moves 16-byte vectors, and the
+// compile-time trip counts let the loop unroll so that all of a thread's loads are in flight at
+// once; otherwise (a padded head dim) element by element.
+template <typename S, int DM, int ROWS, int THREADS, int LD, typename Offset>
+__device__ __forceinline__ void load_tile_rows(S* tile, const S* src, int64_t r0, int64_t N, int64_t D,
+                                               Offset offset) {
+  constexpr int kVec = 16 / sizeof(S);  // elements per 16-byte vector
+  if (D == DM && DM % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+    constexpr int kPerRow = DM / kVec, kCount = ROWS * kPerRow / THREADS;
+    static_assert(ROWS * kPerRow % THREADS == 0, "whole vectors per thread");
+    uint4 values[kCount];
+#pragma unroll
+    for (int t = 0; t < kCount; ++t) {
+      const int e = threadIdx.x + t * THREADS, r = e / kPerRow, c = (e % kPerRow) * kVec;
+      values[t] = r0 + r < N ? *reinterpret_cast<const uint4*>(src + offset(r0 + r) + c) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int t = 0; t < kCount; ++t) {
+      const int e = threadIdx.x + t * THREADS, r = e / kPerRow, c = (e % kPerRow) * kVec;
+      *reinterpret_cast<uint4*>(tile + r * LD + c) = values[t];
+    }
+    return;
+  }
+#pragma unroll 8
+  for (int e = threadIdx.x; e < ROWS * DM; e += THREADS) {
+    const int r = e / DM, d = e % DM;
+    tile[r * LD + d] = (r0 + r < N && d < D) ? src[offset(r0 + r) + d] : S(0.0f);
+  }
 }
 
 // Blocks of `rows_per_block` rows along x, one (image, head) pair per y.

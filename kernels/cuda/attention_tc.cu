@@ -1,5 +1,6 @@
-// Flash attention on the tensor cores, for 16-bit activations (bf16, f16): the same algorithm as
-// attention.cu's one-thread-per-row kernels, but each warp owns 16 rows and every product of tiles
+// Flash attention on the tensor cores with WMMA, for 16-bit activations (bf16, f16): the same
+// algorithm as attention.cu's one-thread-per-row kernels, but each warp owns 16 rows and every
+// product of tiles
 // (Q K^T, P V, and in backward dO V^T, dS K, P^T dO, dS^T Q) is a 16x16x16 WMMA on the tensor
 // cores with f32 accumulation. The softmax bookkeeping between the products runs in f32 on the
 // CUDA cores, on tiles staged in shared memory (WMMA fragments have an opaque register layout, so
@@ -13,6 +14,8 @@
 #include <mma.h>
 
 #include <cuda/std/limits>
+#include <cstdlib>
+#include <string>
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/attention_layout.cuh"
@@ -39,35 +42,9 @@ constexpr int out_ld() {  // f32 output staging rows
   return DM + 4;
 }
 
-// tile[r][d] = src[offset(r0 + r) + d] for r < 64, d < DM; zero beyond N and beyond D. When the
-// head dim fills the tile (D == DM, the tensor 16-byte aligned) each thread moves 16-byte vectors, and
-// the compile-time trip counts let the loop unroll so that all of a thread's loads are in flight
-// at once; otherwise (a padded head dim) element by element.
 template <typename S, int DM, typename Offset>
 __device__ __forceinline__ void load_rows(S* tile, const S* src, int64_t r0, int64_t N, int64_t D, Offset offset) {
-  constexpr int LD = half_ld<DM>();
-  constexpr int kVec = 16 / sizeof(S);  // elements per 16-byte vector
-  if (D == DM && DM % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-    constexpr int kPerRow = DM / kVec, kCount = kTile * kPerRow / kThreads;
-    static_assert(kTile * kPerRow % kThreads == 0, "whole vectors per thread");
-    uint4 values[kCount];
-#pragma unroll
-    for (int t = 0; t < kCount; ++t) {
-      const int e = threadIdx.x + t * kThreads, r = e / kPerRow, c = (e % kPerRow) * kVec;
-      values[t] = r0 + r < N ? *reinterpret_cast<const uint4*>(src + offset(r0 + r) + c) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int t = 0; t < kCount; ++t) {
-      const int e = threadIdx.x + t * kThreads, r = e / kPerRow, c = (e % kPerRow) * kVec;
-      *reinterpret_cast<uint4*>(tile + r * LD + c) = values[t];
-    }
-    return;
-  }
-#pragma unroll 8
-  for (int e = threadIdx.x; e < kTile * DM; e += kThreads) {
-    const int r = e / DM, d = e % DM;
-    tile[r * LD + d] = (r0 + r < N && d < D) ? src[offset(r0 + r) + d] : S(0.0f);
-  }
+  load_tile_rows<S, DM, kTile, kThreads, half_ld<DM>()>(tile, src, r0, N, D, offset);
 }
 
 template <typename S>
@@ -356,8 +333,13 @@ void launch(size_t bytes, dim3 grid, void* stream, Args... args) {
 
 }  // namespace
 
-void attention_forward_tc(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H,
-                          int64_t D, double scale, void* stream) {
+bool attention_prefers_wmma() {
+  const char* choice = std::getenv("BAM_ATTENTION");
+  return choice != nullptr && std::string(choice) == "wmma";
+}
+
+void attention_forward_wmma(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H,
+                            int64_t D, double scale, void* stream) {
   PackedQkv p{N, H, D};
   dispatch_16bit(dtype, [&](auto tag) {
     using S = decltype(tag);
@@ -370,8 +352,8 @@ void attention_forward_tc(DType dtype, const void* qkv, void* out, void* lse, in
   });
 }
 
-void attention_backward_tc(DType dtype, const void* qkv, const void* lse, const void* delta, const void* d_out,
-                           void* d_qkv, int64_t B, int64_t N, int64_t H, int64_t D, double scale, void* stream) {
+void attention_backward_wmma(DType dtype, const void* qkv, const void* lse, const void* delta, const void* d_out,
+                             void* d_qkv, int64_t B, int64_t N, int64_t H, int64_t D, double scale, void* stream) {
   PackedQkv p{N, H, D};
   dispatch_16bit(dtype, [&](auto tag) {
     using S = decltype(tag);
