@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with a CUDA device and nothing installed beyond nvcc, CMake, ninja,
 # PyTorch and timm (the lent H200): builds for sm_90 with the vendored headers of .deps
-# (scripts/vendor-deps.sh), runs the GPU suites, the per-op microbenchmarks (bench_cuda_ops),
-# bamtool bench-step in bf16 (with a CUPTI kernel profile), fp16 and f32 beside the PyTorch peer
+# (scripts/vendor-deps.sh), runs the GPU suites (each test case in its own process), the per-op
+# microbenchmarks (bench_cuda_ops, both tensor-core attention implementations),
+# bamtool bench-step in bf16 (with a CUPTI kernel profile; again with BAM_ATTENTION=wmma), fp16 and
+# f32 beside the PyTorch peer
 # (../shared/bench/torch_bam_step.py, copied to .deps/bench), a bamtrain run on the GPU whose
 # export timm loads strictly, the GPU data path (bamtool bench-data beside
 # tools/peers/torch_data_bench.py, bamtrain --data_backend gpu on JPEGs), compute-sanitizer memcheck over the GPU suites in whatever time is
@@ -40,11 +42,31 @@ else
   row build "FAILED (see build.log)"; tail -40 "$OUT/build.log"; printf '%s\n' "${rows[@]}"; exit 1
 fi
 
-# 2. GPU suites, with synchronous launches so that a failing kernel is named where it fails.
-CUDA_LAUNCH_BLOCKING=1 timeout 150 ./build-gpu/bin/bam_gpu_tests --no-intro=true >"$OUT/gpu_tests.log" 2>&1
-status=$?
-grep -E "rows run on CUDA|relative|worst relative|test cases|assertions" "$OUT/gpu_tests.log" | sed 's/^.*MESSAGE: //'
-row "GPU tests" "$([ $status = 0 ] && echo passed || echo "FAILED (rc $status, see gpu_tests.log)")"
+# 2. GPU suites, with synchronous launches so that a failing kernel is named where it fails. Each
+#    test case runs in its own process: a kernel fault (a sticky CUDA error) then costs only its
+#    own case, and the others still report.
+mapfile -t cases < <(./build-gpu/bin/bam_gpu_tests --list-test-cases --no-intro=true 2>/dev/null |
+  grep -v -E '^\[doctest\]|^=+$|^GPU suites on|^[[:space:]]*$')
+: >"$OUT/gpu_tests.log"
+failed=()
+if [ ${#cases[@]} -eq 0 ]; then
+  CUDA_LAUNCH_BLOCKING=1 timeout 200 ./build-gpu/bin/bam_gpu_tests --no-intro=true >"$OUT/gpu_tests.log" 2>&1 ||
+    failed+=("(whole suite, rc $?)")
+else
+  for name in "${cases[@]}"; do
+    echo "### $name" >>"$OUT/gpu_tests.log"
+    # doctest filters are comma-separated: a comma in a name becomes the wildcard '*'.
+    CUDA_LAUNCH_BLOCKING=1 timeout 120 ./build-gpu/bin/bam_gpu_tests --no-intro=true -tc="${name//,/*}" \
+      >>"$OUT/gpu_tests.log" 2>&1 || failed+=("$name")
+  done
+fi
+grep -E "rows run on CUDA|relative|worst relative" "$OUT/gpu_tests.log" | sed 's/^.*MESSAGE: //'
+status=${#failed[@]}
+if [ $status = 0 ]; then
+  row "GPU tests" "passed (${#cases[@]} cases, one process each)"
+else
+  row "GPU tests" "FAILED ${status} of ${#cases[@]}: $(printf '%s; ' "${failed[@]}")(see gpu_tests.log)"
+fi
 [ $quick = 1 ] && { printf '%s\n' "${rows[@]}"; exit $status; }
 
 # 3. Per-op microbenchmarks against the card's ceilings.
@@ -56,19 +78,22 @@ row "bench_cuda_ops" "$([ $status = 0 ] && echo "ok (table above)" || echo "rc $
 # 4. The training step, ViT-S/16, B=256, 2x224 + 6x96: bf16 with a kernel profile, fp16, f32 (TF32).
 step() {  # step PRECISION EXTRA...
   local precision=$1; shift
-  echo "### bench-step --precision $precision $*" >>"$OUT/steps.log"
+  echo "### bench-step --precision $precision $* ${BAM_ATTENTION:+BAM_ATTENTION=$BAM_ATTENTION}" >>"$OUT/steps.log"
   timeout 150 ./build-gpu/bin/bamtool bench-step --device cuda --precision "$precision" --arch vit_small --batch 256 \
     --global_crops 2 --local_crops 6 "$@" >"$OUT/step.tmp" 2>&1
   cat "$OUT/step.tmp" >>"$OUT/steps.log"
   local ours mem
   ours=$(grep -E "^\| images/s" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
   mem=$(grep -E "^\| peak memory" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
-  row "bench-step $precision $* img/s" "${ours:-failed (see steps.log)} (peak ${mem:-?})"
+  row "bench-step $precision $*${BAM_ATTENTION:+ (BAM_ATTENTION=$BAM_ATTENTION)} img/s" "${ours:-failed (see steps.log)} (peak ${mem:-?})"
   last_step_ips=${ours:-}
 }
 step bf16 --steps 10 --profile 2
 bf16_step_ips=$last_step_ips
 sed -n '/kernel profile/,$p' "$OUT/step.tmp"
+export BAM_ATTENTION=wmma  # the earlier attention kernels, for the side-by-side
+step bf16 --steps 5
+unset BAM_ATTENTION
 step fp16 --steps 5
 step f32 --steps 5 --tf32
 rm -f "$OUT/step.tmp"
