@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check, for a machine with a CUDA device and nothing installed beyond nvcc, CMake, ninja,
-# PyTorch and timm (the lent H200): builds for sm_90 with the vendored headers of .deps
-# (scripts/vendor-deps.sh), runs the GPU suites (each test case in its own process), the per-op
-# microbenchmarks (bench_cuda_ops, both tensor-core attention implementations),
-# bamtool bench-step in bf16 (with a CUPTI kernel profile; again with BAM_ATTENTION=wmma), fp16 and
-# f32 beside the PyTorch peer
-# (../shared/bench/torch_bam_step.py, copied to .deps/bench), a bamtrain run on the GPU whose
-# export timm loads strictly, the GPU data path (bamtool bench-data beside
-# tools/peers/torch_data_bench.py, bamtrain --data_backend gpu on JPEGs), compute-sanitizer memcheck over the GPU suites in whatever time is
-# left, and prints one table last. Logs go to $OUT (default /tmp/gpu-check).
+# PyTorch and timm (the lent H200). It builds for sm_90 with the vendored headers of .deps
+# (scripts/vendor-deps.sh), then runs, in order:
+#   - the GPU suites, each test case in its own process;
+#   - the per-op microbenchmarks (bench_cuda_ops, both tensor-core attention implementations);
+#   - bamtool bench-step in bf16 (with a CUPTI kernel profile, and again with BAM_ATTENTION=wmma),
+#     fp16 and f32, beside the PyTorch peer (../shared/bench/torch_bam_step.py, copied to
+#     .deps/bench);
+#   - a bamtrain run on the GPU whose export timm loads strictly;
+#   - the GPU data path (bamtool bench-data beside tools/peers/torch_data_bench.py, and bamtrain
+#     --data_backend gpu on JPEGs);
+#   - compute-sanitizer memcheck over the GPU suites, in whatever time is left.
+# It prints one table last. Logs go to $OUT (default /tmp/gpu-check).
 #   tools/gpu-check.sh            # everything, within GPU_CHECK_BUDGET_S (default 520 s)
 #   tools/gpu-check.sh --quick    # build and GPU tests only
 # GPU_CHECK_PEER=0, GPU_CHECK_TIMM=0, GPU_CHECK_DATA=0 and GPU_CHECK_MEMCHECK=0 leave those steps out.
