@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "engine/cuda_check.h"
 #include "engine/error.h"
 
 namespace bam::cuda_kernels {
@@ -45,8 +46,7 @@ void dispatch_head_dim(int64_t D, Fn&& fn) {
 // compile-time trip counts let the loop unroll so that all of a thread's loads are in flight at
 // once; otherwise (a padded head dim) element by element.
 template <typename S, int DM, int ROWS, int THREADS, int LD, typename Offset>
-__device__ __forceinline__ void load_tile_rows(S* tile, const S* src, int64_t r0, int64_t N, int64_t D,
-                                               Offset offset) {
+__device__ __forceinline__ void load_tile_rows(S* tile, const S* src, int64_t r0, int64_t N, int64_t D, Offset offset) {
   constexpr int kVec = 16 / sizeof(S);  // elements per 16-byte vector
   if (D == DM && DM % kVec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
     constexpr int kPerRow = DM / kVec, kCount = ROWS * kPerRow / THREADS;
@@ -69,6 +69,17 @@ __device__ __forceinline__ void load_tile_rows(S* tile, const S* src, int64_t r0
     const int r = e / DM, d = e % DM;
     tile[r * LD + d] = (r0 + r < N && d < D) ? src[offset(r0 + r) + d] : S(0.0f);
   }
+}
+
+// Launches `kernel` on THREADS threads per block with `bytes` of dynamic shared memory. Above the
+// default 48 KiB a kernel must opt in, and the attribute belongs to the current device, so it is
+// set at every such launch (a cheap driver call); sm_90 allows 227 KiB per block.
+template <auto kernel, int THREADS, typename... Args>
+void launch_with_smem(size_t bytes, dim3 grid, void* stream, Args... args) {
+  if (bytes > 48 * 1024)
+    BAM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  kernel<<<grid, THREADS, bytes, static_cast<cudaStream_t>(stream)>>>(args...);
+  BAM_CUDA_CHECK_LAUNCH();
 }
 
 // Blocks of `rows_per_block` rows along x, one (image, head) pair per y.

@@ -58,34 +58,30 @@ __device__ __forceinline__ Lane this_lane() {
   return {lane >> 2, lane & 3};
 }
 
+// 16-bit values as their bit patterns and back (no type punning).
+__device__ __forceinline__ uint16_t bits_of(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+__device__ __forceinline__ uint16_t bits_of(__half v) { return __half_as_ushort(v); }
 template <typename S>
-__device__ __forceinline__ uint32_t pack_floats(float lo, float hi);
-template <>
-__device__ __forceinline__ uint32_t pack_floats<__nv_bfloat16>(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-template <>
-__device__ __forceinline__ uint32_t pack_floats<__half>(float lo, float hi) {
-  __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-template <typename S>
-__device__ __forceinline__ float2 unpack_floats(uint32_t u);
-template <>
-__device__ __forceinline__ float2 unpack_floats<__nv_bfloat16>(uint32_t u) {
-  return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&u));
-}
-template <>
-__device__ __forceinline__ float2 unpack_floats<__half>(uint32_t u) {
-  return __half22float2(*reinterpret_cast<__half2*>(&u));
+__device__ __forceinline__ float float_of_bits(uint16_t b) {
+  if constexpr (std::is_same_v<S, __nv_bfloat16>)
+    return __bfloat162float(__ushort_as_bfloat16(b));
+  else
+    return __half2float(__ushort_as_half(b));
 }
 
 template <typename S>
 __device__ __forceinline__ uint32_t pack_values(S lo, S hi) {
-  const uint16_t l = *reinterpret_cast<const uint16_t*>(&lo), h = *reinterpret_cast<const uint16_t*>(&hi);
-  return uint32_t(l) | (uint32_t(h) << 16);
+  return uint32_t(bits_of(lo)) | (uint32_t(bits_of(hi)) << 16);
+}
+// Two floats rounded to S (to nearest even) and packed, the lower column in the low half.
+template <typename S>
+__device__ __forceinline__ uint32_t pack_floats(float lo, float hi) {
+  return pack_values(S(lo), S(hi));
+}
+// The two rounded values of a packed register, as floats.
+template <typename S>
+__device__ __forceinline__ float2 unpack_floats(uint32_t u) {
+  return make_float2(float_of_bits<S>(uint16_t(u & 0xffffu)), float_of_bits<S>(uint16_t(u >> 16)));
 }
 
 template <typename S>
@@ -203,9 +199,9 @@ __device__ __forceinline__ float row_sum4(float v) {
 template <typename S, int DM>
 struct MmaSmem {
   static constexpr int LD = tile_ld<DM>(), SR = stream_rows<DM>();
-  static constexpr size_t own = size_t(kRows) * LD * sizeof(S);   // one tile of the block's rows
-  static constexpr size_t stream = size_t(SR) * LD * sizeof(S);   // one streamed tile
-  static constexpr size_t forward = own + 2 * stream;             // Q; K, V
+  static constexpr size_t own = size_t(kRows) * LD * sizeof(S);                      // one tile of the block's rows
+  static constexpr size_t stream = size_t(SR) * LD * sizeof(S);                      // one streamed tile
+  static constexpr size_t forward = own + 2 * stream;                                // Q; K, V
   static constexpr size_t backward = 2 * own + 2 * stream + 2 * SR * sizeof(float);  // + lse, delta
 };
 
@@ -237,8 +233,7 @@ __global__ void __launch_bounds__(kThreads)
     float s[NT][4];
     scores<S, DM, NT>(s, q, warp * 16, k, l);
     const int valid = int(p.N - j0 < SR ? p.N - j0 : SR);
-    float tile_max[2] = {-cuda::std::numeric_limits<float>::infinity(),
-                         -cuda::std::numeric_limits<float>::infinity()};
+    float tile_max[2] = {-cuda::std::numeric_limits<float>::infinity(), -cuda::std::numeric_limits<float>::infinity()};
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
@@ -251,7 +246,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const float m_new = fmaxf(m[r], row_max4(tile_max[r]));  // finite: every tile holds a key
-      correction[r] = exp2f(m[r] - m_new);                      // 0 on the first tile
+      correction[r] = exp2f(m[r] - m_new);                     // 0 on the first tile
       m[r] = m_new;
       sum[r] *= correction[r];
     }
@@ -298,9 +293,9 @@ __global__ void __launch_bounds__(kThreads)
 
 // dQ for the block's 64 query rows, streaming keys.
 template <typename S, int DM>
-__global__ void __launch_bounds__(kThreads) attention_dq_mma_kernel(const S* qkv, const float* lse, const float* delta,
-                                                                    const S* d_out, S* d_qkv, PackedQkv p,
-                                                                    float scale) {
+__global__ void __launch_bounds__(kThreads)
+    attention_dq_mma_kernel(const S* qkv, const float* lse, const float* delta, const S* d_out, S* d_qkv, PackedQkv p,
+                            float scale) {
   using Smem = MmaSmem<S, DM>;
   constexpr int LD = Smem::LD, SR = Smem::SR, NT = SR / 8;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -434,18 +429,6 @@ void dispatch_16bit(DType dtype, Fn&& fn) {
     fail("attention (CUDA mma): dtype {} is not bf16 or f16", dtype_name(dtype));
 }
 
-// Launches `kernel` with `bytes` of dynamic shared memory, opting in once above 48 KiB.
-template <auto kernel, typename... Args>
-void launch(size_t bytes, dim3 grid, void* stream, Args... args) {
-  static const bool opted_in = [bytes] {
-    BAM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    return true;
-  }();
-  (void)opted_in;
-  kernel<<<grid, kThreads, bytes, as_stream(stream)>>>(args...);
-  BAM_CUDA_CHECK_LAUNCH();
-}
-
 }  // namespace
 
 void attention_forward_mma(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H,
@@ -455,9 +438,9 @@ void attention_forward_mma(DType dtype, const void* qkv, void* out, void* lse, i
     using S = decltype(tag);
     dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;
-      launch<attention_forward_mma_kernel<S, DM>>(MmaSmem<S, DM>::forward, attention_grid(B, N, H, kRows), stream,
-                                                  static_cast<const S*>(qkv), static_cast<S*>(out),
-                                                  static_cast<float*>(lse), p, float(scale));
+      launch_with_smem<attention_forward_mma_kernel<S, DM>, kThreads>(
+          MmaSmem<S, DM>::forward, attention_grid(B, N, H, kRows), stream, static_cast<const S*>(qkv),
+          static_cast<S*>(out), static_cast<float*>(lse), p, float(scale));
     });
   });
 }
@@ -470,13 +453,12 @@ void attention_backward_mma(DType dtype, const void* qkv, const void* lse, const
     dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;
       const size_t bytes = MmaSmem<S, DM>::backward;
-      launch<attention_dq_mma_kernel<S, DM>>(bytes, attention_grid(B, N, H, kRows), stream, static_cast<const S*>(qkv),
-                                             static_cast<const float*>(lse), static_cast<const float*>(delta),
-                                             static_cast<const S*>(d_out), static_cast<S*>(d_qkv), p, float(scale));
-      launch<attention_dkv_mma_kernel<S, DM>>(bytes, attention_grid(B, N, H, kRows), stream,
-                                              static_cast<const S*>(qkv), static_cast<const float*>(lse),
-                                              static_cast<const float*>(delta), static_cast<const S*>(d_out),
-                                              static_cast<S*>(d_qkv), p, float(scale));
+      launch_with_smem<attention_dq_mma_kernel<S, DM>, kThreads>(
+          bytes, attention_grid(B, N, H, kRows), stream, static_cast<const S*>(qkv), static_cast<const float*>(lse),
+          static_cast<const float*>(delta), static_cast<const S*>(d_out), static_cast<S*>(d_qkv), p, float(scale));
+      launch_with_smem<attention_dkv_mma_kernel<S, DM>, kThreads>(
+          bytes, attention_grid(B, N, H, kRows), stream, static_cast<const S*>(qkv), static_cast<const float*>(lse),
+          static_cast<const float*>(delta), static_cast<const S*>(d_out), static_cast<S*>(d_qkv), p, float(scale));
     });
   });
 }

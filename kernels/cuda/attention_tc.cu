@@ -13,8 +13,8 @@
 // zero-padded to DM in {16, 32, 64, 128}; rows beyond N are zero and masked out of the softmax.
 #include <mma.h>
 
-#include <cuda/std/limits>
 #include <cstdlib>
+#include <cuda/std/limits>
 #include <string>
 
 #include "engine/cuda_check.h"
@@ -316,21 +316,6 @@ void dispatch_16bit(DType dtype, Fn&& fn) {
     fail("attention (CUDA tensor cores): dtype {} is not bf16 or f16", dtype_name(dtype));
 }
 
-// Launches `kernel` with `bytes` of dynamic shared memory. Above 48 KiB a kernel must opt in, once
-// (the attribute stays set): the static flag is per kernel, since the kernel is a template argument.
-// sm_90 allows 227 KiB per block; the largest case (head dim 128, backward) needs about 120 KiB,
-// more than sm_86/sm_89's 99 KiB.
-template <auto kernel, typename... Args>
-void launch(size_t bytes, dim3 grid, void* stream, Args... args) {
-  static const bool opted_in = [bytes] {
-    BAM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    return true;
-  }();
-  (void)opted_in;
-  kernel<<<grid, kThreads, bytes, as_stream(stream)>>>(args...);
-  BAM_CUDA_CHECK_LAUNCH();
-}
-
 }  // namespace
 
 bool attention_prefers_wmma() {
@@ -345,9 +330,9 @@ void attention_forward_wmma(DType dtype, const void* qkv, void* out, void* lse, 
     using S = decltype(tag);
     dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;
-      launch<attention_forward_tc_kernel<S, DM>>(ForwardSmem<S, DM>::bytes, attention_grid(B, N, H, kRows), stream,
-                                                 static_cast<const S*>(qkv), static_cast<S*>(out),
-                                                 static_cast<float*>(lse), p, float(scale));
+      launch_with_smem<attention_forward_tc_kernel<S, DM>, kThreads>(
+          ForwardSmem<S, DM>::bytes, attention_grid(B, N, H, kRows), stream, static_cast<const S*>(qkv),
+          static_cast<S*>(out), static_cast<float*>(lse), p, float(scale));
     });
   });
 }
@@ -360,12 +345,12 @@ void attention_backward_wmma(DType dtype, const void* qkv, const void* lse, cons
     dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;
       const size_t bytes = BackwardSmem<S, DM>::bytes;
-      launch<attention_dq_tc_kernel<S, DM>>(bytes, attention_grid(B, N, H, kRows), stream, static_cast<const S*>(qkv),
-                                            static_cast<const float*>(lse), static_cast<const float*>(delta),
-                                            static_cast<const S*>(d_out), static_cast<S*>(d_qkv), p, float(scale));
-      launch<attention_dkv_tc_kernel<S, DM>>(bytes, attention_grid(B, N, H, kRows), stream, static_cast<const S*>(qkv),
-                                             static_cast<const float*>(lse), static_cast<const float*>(delta),
-                                             static_cast<const S*>(d_out), static_cast<S*>(d_qkv), p, float(scale));
+      launch_with_smem<attention_dq_tc_kernel<S, DM>, kThreads>(
+          bytes, attention_grid(B, N, H, kRows), stream, static_cast<const S*>(qkv), static_cast<const float*>(lse),
+          static_cast<const float*>(delta), static_cast<const S*>(d_out), static_cast<S*>(d_qkv), p, float(scale));
+      launch_with_smem<attention_dkv_tc_kernel<S, DM>, kThreads>(
+          bytes, attention_grid(B, N, H, kRows), stream, static_cast<const S*>(qkv), static_cast<const float*>(lse),
+          static_cast<const float*>(delta), static_cast<const S*>(d_out), static_cast<S*>(d_qkv), p, float(scale));
     });
   });
 }
