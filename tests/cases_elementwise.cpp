@@ -90,7 +90,9 @@ std::vector<OpCase> elementwise_cases() {
   // residual_add with one dtype (the mixed-dtype form is in tests/test_ops.cpp); no broadcasting.
   cases.push_back({"residual_add", {{{3, 5}, Values::normal, Layout::transposed}, {{3, 5}}},
                    [](const std::vector<Tensor>& x) { return residual_add(x[0], x[1]); },
-                   [](const std::vector<Ref>& r) { return zip_ref(r[0], r[1], [](double a, double b) { return a + b; }); }});
+                   [](const std::vector<Ref>& r) {
+                     return zip_ref(r[0], r[1], [](double a, double b) { return a + b; });
+                   }});
   add_binary(cases, "sub", sub, [](double a, double b) { return a - b; }, Values::normal, Values::normal);
   add_binary(cases, "mul", mul, [](double a, double b) { return a * b; }, Values::normal, Values::normal);
   add_binary(cases, "div", div, [](double a, double b) { return a / b; }, Values::normal, Values::positive);

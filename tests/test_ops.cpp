@@ -54,9 +54,9 @@ TEST_CASE("op table: forward against references, gradients against finite differ
 TEST_CASE("op table covers every op of the API") {
   // The public ops of engine/ops.h and the Tensor view methods; each must have a row.
   const char* required[] = {
-      "add", "sub", "mul", "div", "maximum", "minimum", "residual_add", "add scalar", "mul scalar", "scalar div", "neg", "exp",
-      "log", "sqrt", "rsqrt", "abs", "square", "pow", "clamp", "clamp_min", "tanh", "erf", "sigmoid", "relu",
-      "gelu (erf)", "gelu (tanh)", "eq", "ne", "lt", "le", "gt", "ge", "logical_not", "where", "masked_fill",
+      "add", "sub", "mul", "div", "maximum", "minimum", "residual_add", "add scalar", "mul scalar", "scalar div",
+      "neg", "exp", "log", "sqrt", "rsqrt", "abs", "square", "pow", "clamp", "clamp_min", "tanh", "erf", "sigmoid",
+      "relu", "gelu (erf)", "gelu (tanh)", "eq", "ne", "lt", "le", "gt", "ge", "logical_not", "where", "masked_fill",
       "sum", "mean", "var", "max", "min", "argmax", "argmin", "sum_to_shape", "matmul", "linear", "softmax",
       "log_softmax", "layer_norm", "batch_norm train", "batch_norm eval", "dropout", "drop_path", "l2_normalize",
       "soft_cross_entropy", "cross_entropy", "patchify", "bicubic", "reshape", "view", "permute", "transpose",
@@ -97,9 +97,12 @@ TEST_CASE("residual_add with a branch of another dtype equals adding the convert
 TEST_CASE("layer_norm into another dtype equals layer_norm then a cast, forward and backward") {
   InputMaker maker(test_seed("layer_norm out dtype"));
   InputSpec xs{{5, 16}}, ps{{16}};
-  auto leaf = [&](const InputSpec& spec) { return maker.make(spec, maker.values(spec), DType::f64).requires_grad_(true); };
+  auto leaf = [&](const InputSpec& spec) {
+    return maker.make(spec, maker.values(spec), DType::f64).requires_grad_(true);
+  };
+  auto twin = [](const Tensor& t) { return t.detach().requires_grad_(true); };
   Tensor x = leaf(xs), w = leaf(ps), b = leaf(ps);
-  Tensor x2 = x.detach().requires_grad_(true), w2 = w.detach().requires_grad_(true), b2 = b.detach().requires_grad_(true);
+  Tensor x2 = twin(x), w2 = twin(w), b2 = twin(b);
   Tensor fused = layer_norm(x, w, b, 1e-6, DType::f32);
   Tensor unfused = layer_norm(x2, w2, b2, 1e-6).to(DType::f32);
   REQUIRE(fused.dtype() == DType::f32);

@@ -262,8 +262,8 @@ void unary_forward(UnaryOp op, DType dtype, const void* x, void* y, int64_t n, c
     using S = decltype(tag);
     constexpr int K = pack_width<S>();
     launch_packed<K>(n, pack_aligned<S, K>(x) && pack_aligned<S, K>(y), [&](auto width, unsigned grid) {
-      unary_forward_kernel<S, decltype(width)::value><<<grid, kBlock, 0, as_stream(stream)>>>(op, static_cast<const S*>(x),
-                                                                               static_cast<S*>(y), n, args.a, args.b);
+      unary_forward_kernel<S, decltype(width)::value><<<grid, kBlock, 0, as_stream(stream)>>>(
+          op, static_cast<const S*>(x), static_cast<S*>(y), n, args.a, args.b);
     });
   });
   BAM_CUDA_CHECK_LAUNCH();

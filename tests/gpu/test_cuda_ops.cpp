@@ -215,7 +215,8 @@ TEST_CASE("CUDA fused BAM cross-entropy matches the CPU kernel: loss and gradien
       const int64_t C = c.T * c.B;
       // Similarities in [-1, 1] and targets whose rows sum to 1, as bam_loss gives them.
       Tensor s = maker.make({{c.V * c.B, C}, Values::unit}, maker.values({{c.V * c.B, C}, Values::unit}), dtype);
-      Tensor raw = maker.make({{c.G * c.B, C}, Values::positive}, maker.values({{c.G * c.B, C}, Values::positive}), dtype);
+      InputSpec positive{{c.G * c.B, C}, Values::positive};
+      Tensor raw = maker.make(positive, maker.values(positive), dtype);
       Tensor p = div(raw, sum(raw, {1}, true));
       Tensor cs = s.detach().requires_grad_(true), gs = s.to(Device::cuda()).detach().requires_grad_(true);
       Tensor cpu_loss = bam_cross_entropy(cs, p, c.V, c.G, c.B, 0.1, c.masking);
