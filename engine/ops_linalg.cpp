@@ -207,8 +207,24 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     Tensor g2 = g.reshape({-1, out_features});
     Tensor dx, dw, db;
     if (need_x) dx = matmul(g2, wd).view(xd.shape());
-    if (need_w) dw = matmul(g2.t(), xd.reshape({-1, in}));
-    if (need_b) db = sum(g2, {0});
+#ifdef BAM_WITH_CUDA
+    if (need_w && need_b && g2.device().is_cuda()) {
+      // dw = g^T x with db = the column sums of g in the same GEMM (cuBLASLt's bias-gradient
+      // epilogue), when cuBLASLt has an algorithm for it.
+      Tensor gt = g2.t(), x2 = xd.reshape({-1, in});
+      MatrixOperand mg = matrix_operand(gt), mx = matrix_operand(x2);
+      Tensor w_grad = empty({out_features, in}, {g2.dtype(), g2.device()});
+      Tensor b_grad = empty({out_features}, {g2.dtype(), g2.device()});
+      if (cuda_kernels::gemm_bias_grad(g2.dtype(), mg.transposed, mx.transposed, out_features, in, x2.size(0),
+                                       gt.raw_data(), mg.ld, x2.raw_data(), mx.ld, w_grad.raw_data(), in,
+                                       b_grad.raw_data(), cuda::current_stream())) {
+        dw = w_grad;
+        db = b_grad;
+      }
+    }
+#endif
+    if (need_w && !dw.defined()) dw = matmul(g2.t(), xd.reshape({-1, in}));
+    if (need_b && !db.defined()) db = sum(g2, {0});
     return std::vector<Tensor>{dx, dw, db};
   });
 }

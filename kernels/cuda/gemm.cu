@@ -2,7 +2,8 @@
 // C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T, so B is passed as cuBLAS's first
 // operand and A as its second, each with the transpose flag it already has. Descriptors and the
 // heuristic's algorithm are cached per (dtype, flags, sizes, strides, pointer alignment, TF32 and
-// bias epilogue); the bias pointer itself is set on the cached descriptor before each call.
+// epilogue: none, bias, or bias gradient); the bias pointer itself is set on the cached
+// descriptor before each call.
 #include <cublasLt.h>
 
 #include <array>
@@ -32,7 +33,11 @@ struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  bool available = true;  // false: cuBLASLt has no algorithm (only allowed for the bias gradient)
 };
+
+// What cuBLASLt's epilogue adds to the product.
+enum class Epilogue { none, bias, bias_grad };
 
 struct Context {
   std::mutex mutex;
@@ -95,11 +100,13 @@ void gemm_allow_tf32(bool allow) { g_allow_tf32 = allow; }
 
 namespace {
 
-// gemm and gemm_bias: `bias` (length N, or null) is added to every row by cuBLASLt's BIAS epilogue.
-void run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
-              int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, const void* bias,
-              void* C, int64_t ldc, int64_t stride_c, void* stream) {
-  if (batch == 0 || M == 0 || N == 0) return;
+// gemm, gemm_bias and gemm_bias_grad. Epilogue::bias adds `bias` (length N) to every row;
+// Epilogue::bias_grad writes the row sums of op(A) (length M) to `bias`. Returns false only when
+// cuBLASLt has no algorithm for a bias-gradient GEMM (nothing is computed then).
+bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
+              int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta,
+              Epilogue epilogue_kind, const void* bias, void* C, int64_t ldc, int64_t stride_c, void* stream) {
+  if (batch == 0 || M == 0 || N == 0) return true;
   BAM_CHECK(batch < (int64_t(1) << 31), "gemm (CUDA): batch {} exceeds cuBLASLt's 32-bit batch count", batch);
   if (K == 0) {
     // op(A) op(B) is zero: C = beta * C. Only beta 0 and 1 occur in the engine.
@@ -109,7 +116,7 @@ void run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
         BAM_CUDA_CHECK(cudaMemset2DAsync(static_cast<char*>(C) + i * stride_c * dtype_size(dtype),
                                          size_t(ldc) * dtype_size(dtype), 0, size_t(N) * dtype_size(dtype), size_t(M),
                                          as_stream(stream)));
-    return;
+    return true;
   }
   cudaDataType_t type = data_type(dtype);
   bool tf32 = dtype == DType::f32 && g_allow_tf32;
@@ -126,7 +133,7 @@ void run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
                               stride_a,
                               stride_b,
                               stride_c,
-                              tf32 + 2 * (bias != nullptr),
+                              tf32 + 2 * int64_t(epilogue_kind),
                               alignment_of(A),
                               alignment_of(B) * 512 + alignment_of(C)};
   Context& ctx = shared_context();
@@ -151,11 +158,18 @@ void run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
     plan.a = trans_b ? make_layout(type, K, N, ldb, batch, stride_b) : make_layout(type, N, K, ldb, batch, stride_b);
     plan.b = trans_a ? make_layout(type, M, K, lda, batch, stride_a) : make_layout(type, K, M, lda, batch, stride_a);
     plan.c = make_layout(type, N, M, ldc, batch, stride_c);
-    if (bias) {
-      // Column-major C^T is N x M: the bias runs down its rows (our columns), as the epilogue adds it.
-      cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    if (epilogue_kind != Epilogue::none) {
+      // Column-major C^T is N x M. BIAS: the bias runs down its rows (our columns), as the epilogue
+      // adds it. BGRADB: the sum over k of cuBLAS's second operand, our op(A), one value per column
+      // of C^T (our rows): the bias gradient of a Linear layer's weight-gradient GEMM.
+      cublasLtEpilogue_t epilogue =
+          epilogue_kind == Epilogue::bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_BGRADB;
       BAM_CUBLAS_CHECK(
           cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+      if (epilogue_kind == Epilogue::bias_grad) {  // written in C's dtype, stated rather than defaulted
+        BAM_CUBLAS_CHECK(
+            cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof(type)));
+      }
     }
 
     cublasLtMatmulPreference_t preference;
@@ -177,13 +191,18 @@ void run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
     cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan.desc, plan.a, plan.b, plan.c, plan.c,
                                                            preference, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(preference);
-    BAM_CHECK(status == CUBLAS_STATUS_SUCCESS && found > 0,
-              "gemm (CUDA): cuBLASLt has no algorithm for {} batch {} M {} N {} K {} (trans {} {}): {}",
-              dtype_name(dtype), batch, M, N, K, trans_a, trans_b, cublasLtGetStatusName(status));
-    plan.algo = result.algo;
+    if (epilogue_kind == Epilogue::bias_grad && (status != CUBLAS_STATUS_SUCCESS || found == 0)) {
+      plan.available = false;  // remembered: the caller sums the bias gradient itself
+    } else {
+      BAM_CHECK(status == CUBLAS_STATUS_SUCCESS && found > 0,
+                "gemm (CUDA): cuBLASLt has no algorithm for {} batch {} M {} N {} K {} (trans {} {}): {}",
+                dtype_name(dtype), batch, M, N, K, trans_a, trans_b, cublasLtGetStatusName(status));
+      plan.algo = result.algo;
+    }
     it = ctx.plans.emplace(key, plan).first;
   }
   const Plan& plan = it->second;
+  if (!plan.available) return false;
   if (bias)
     BAM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   double alpha64 = 1.0, beta64 = beta;
@@ -192,6 +211,7 @@ void run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
   const void* beta_ptr = dtype == DType::f64 ? static_cast<const void*>(&beta64) : &beta32;
   BAM_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan.desc, alpha, B, plan.a, A, plan.b, beta_ptr, C, plan.c, C, plan.c,
                                   &plan.algo, ctx.workspace, kWorkspaceBytes, as_stream(stream)));
+  return true;
 }
 
 }  // namespace
@@ -199,14 +219,21 @@ void run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
 void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
           int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, void* C, int64_t ldc,
           int64_t stride_c, void* stream) {
-  run_gemm(dtype, trans_a, trans_b, batch, M, N, K, A, lda, stride_a, B, ldb, stride_b, beta, nullptr, C, ldc, stride_c,
-           stream);
+  run_gemm(dtype, trans_a, trans_b, batch, M, N, K, A, lda, stride_a, B, ldb, stride_b, beta, Epilogue::none, nullptr,
+           C, ldc, stride_c, stream);
 }
 
 void gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
                const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, void* stream) {
   BAM_CHECK(K > 0, "gemm_bias (CUDA): K must be positive");
-  run_gemm(dtype, trans_a, trans_b, 1, M, N, K, A, lda, 0, B, ldb, 0, 0.0f, bias, C, ldc, 0, stream);
+  run_gemm(dtype, trans_a, trans_b, 1, M, N, K, A, lda, 0, B, ldb, 0, 0.0f, Epilogue::bias, bias, C, ldc, 0, stream);
+}
+
+bool gemm_bias_grad(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
+                    int64_t lda, const void* B, int64_t ldb, void* C, int64_t ldc, void* bias_grad, void* stream) {
+  if (K == 0 || M == 0 || N == 0 || dtype == DType::f64 || alignment_of(bias_grad) < 16) return false;
+  return run_gemm(dtype, trans_a, trans_b, 1, M, N, K, A, lda, 0, B, ldb, 0, 0.0f, Epilogue::bias_grad, bias_grad, C,
+                  ldc, 0, stream);
 }
 
 }  // namespace bam::cuda_kernels

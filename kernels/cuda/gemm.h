@@ -19,6 +19,14 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
 void gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
                const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, void* stream);
 
+// C[M,N] = op(A) op(B), and bias_grad[M] = the row sums of op(A) (its sum over K), from cuBLASLt's
+// BGRADB epilogue in the same pass: a Linear layer's weight gradient g^T x with its bias gradient,
+// the column sums of g, without a separate reduction over g. Returns false, computing nothing,
+// when cuBLASLt offers no algorithm for this layout (and for f64, K = 0, or a bias_grad pointer
+// not 16-byte aligned): the caller then runs gemm and sums itself.
+bool gemm_bias_grad(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
+                    int64_t lda, const void* B, int64_t ldb, void* C, int64_t ldc, void* bias_grad, void* stream);
+
 // TF32 for f32 matmuls (off by default: f32 stays f32 unless the user opts in, as in PyTorch).
 void gemm_allow_tf32(bool allow);
 
