@@ -15,6 +15,10 @@ Tensor Linear::forward(const Tensor& x) const {
   return linear(autocast_compute(x), autocast_compute(weight), autocast_compute(bias));
 }
 
+Tensor Linear::forward_of_gelu(const Tensor& h) const {
+  return gelu_linear(autocast_compute(h), autocast_compute(weight), autocast_compute(bias));
+}
+
 LayerNorm::LayerNorm(int64_t features, double eps) : eps_(eps) {
   weight = register_parameter("weight", ones({features}));
   bias = register_parameter("bias", zeros({features}));

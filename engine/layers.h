@@ -16,6 +16,8 @@ class Linear : public Module {
   Linear(int64_t in_features, int64_t out_features, bool bias, Generator* gen);
   // Under autocast (engine/autocast.h) x, weight and bias are cast to the 16-bit compute type.
   Tensor forward(const Tensor& x) const;
+  // forward(gelu(h)), with the GELU recomputed in backward instead of kept (gelu_linear).
+  Tensor forward_of_gelu(const Tensor& h) const;
   Tensor weight, bias;
 };
 

@@ -7,6 +7,7 @@
 #include "engine/device_copy.h"
 #include "engine/error.h"
 #include "engine/tensor.h"
+#include "kernels/cpu/elementwise.h"
 
 namespace bam::detail {
 
@@ -44,6 +45,11 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 
 // x itself when contiguous, else a contiguous copy without autograd history.
 Tensor contiguous_data(const Tensor& x);
+
+// g * f'(x) for a unary op, through its backward kernels (engine/ops_elementwise.cpp); x or y (the
+// forward output) may be undefined when the derivative does not read it. Any layout.
+Tensor unary_grad(cpu::UnaryOp op, const char* name, const Tensor& x, const Tensor& y, const Tensor& g,
+                  cpu::UnaryArgs args = {});
 
 // Normalised, sorted, de-duplicated dims; an empty list means every dim.
 Shape reduction_dims(const Shape& dims, int64_t ndim, const char* op);

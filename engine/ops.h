@@ -90,6 +90,9 @@ Tensor sum_to_shape(const Tensor& x, const Shape& shape);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // x @ weight^T + bias; weight is [out, in] (the PyTorch/timm layout), bias [out] or undefined.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// linear(gelu(h), weight, bias) without keeping gelu(h) for backward, which recomputes it from h:
+// one [rows, in] activation less per MLP for one more GELU pass (activation recomputation).
+Tensor gelu_linear(const Tensor& h, const Tensor& weight, const Tensor& bias = Tensor());
 
 // ---- normalisation, activations with state, losses -----------------------------------------------
 Tensor softmax(const Tensor& x, int64_t dim = -1);

@@ -156,6 +156,34 @@ bool derivative_is_constant(UnaryOp op) {
   return op == UnaryOp::neg || op == UnaryOp::add_scalar || op == UnaryOp::mul_scalar || op == UnaryOp::rsub_scalar;
 }
 
+}  // namespace
+
+// dx = g * f'(x) through the unary backward kernels; x or y (the forward's output) may be undefined
+// when the derivative does not read it.
+Tensor detail::unary_grad(UnaryOp op, const char* name, const Tensor& x, const Tensor& y, const Tensor& g,
+                          UnaryArgs args) {
+  // The kernels read every operand as one dense run of elements.
+  Tensor gc = contiguous_data(g);
+  Tensor saved_x = x.defined() ? contiguous_data(x) : Tensor(), saved_y = y.defined() ? contiguous_data(y) : Tensor();
+  Tensor dx = empty(gc.shape(), {gc.dtype(), gc.device()});
+  if (gc.device().is_cuda()) {
+    BAM_CUDA_BRANCH(name, cuda_kernels::unary_backward(op, gc.dtype(), saved_x.defined() ? saved_x.raw_data() : nullptr,
+                                                       saved_y.defined() ? saved_y.raw_data() : nullptr,
+                                                       gc.raw_data(), dx.raw_data(), gc.numel(), args,
+                                                       cuda::current_stream()));
+    return dx;
+  }
+  dispatch_floating(name, gc.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::unary_backward<T>(op, saved_x.defined() ? saved_x.data<T>() : nullptr,
+                           saved_y.defined() ? saved_y.data<T>() : nullptr, gc.data<T>(), dx.data<T>(), gc.numel(),
+                           args);
+  });
+  return dx;
+}
+
+namespace {
+
 Tensor unary(UnaryOp op, const char* name, const Tensor& x, UnaryArgs args = {}) {
   require_floating(name, x);
   Tensor xc = contiguous_data(x);
@@ -173,23 +201,7 @@ Tensor unary(UnaryOp op, const char* name, const Tensor& x, UnaryArgs args = {})
   Tensor saved_x = derivative_uses_output(op) || derivative_is_constant(op) ? Tensor() : xc.detach();
   Tensor saved_y = derivative_uses_output(op) ? out.detach() : Tensor();
   return record(name, out, {x}, [op, args, saved_x, saved_y, name](const Tensor& g) {
-    Tensor gc = contiguous_data(g);
-    Tensor dx = empty(gc.shape(), {gc.dtype(), gc.device()});
-    if (gc.device().is_cuda()) {
-      BAM_CUDA_BRANCH(name, cuda_kernels::unary_backward(op, gc.dtype(),
-                                                         saved_x.defined() ? saved_x.raw_data() : nullptr,
-                                                         saved_y.defined() ? saved_y.raw_data() : nullptr,
-                                                         gc.raw_data(), dx.raw_data(), gc.numel(), args,
-                                                         cuda::current_stream()));
-      return std::vector<Tensor>{dx};
-    }
-    dispatch_floating(name, gc.dtype(), [&](auto tag) {
-      using T = decltype(tag);
-      cpu::unary_backward<T>(op, saved_x.defined() ? saved_x.data<T>() : nullptr,
-                             saved_y.defined() ? saved_y.data<T>() : nullptr, gc.data<T>(), dx.data<T>(), gc.numel(),
-                             args);
-    });
-    return std::vector<Tensor>{dx};
+    return std::vector<Tensor>{unary_grad(op, name, saved_x, saved_y, g, args)};
   });
 }
 

@@ -153,6 +153,39 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   });
 }
 
+namespace {
+
+// The gradients of out = x weight^T + bias for the incoming g: dx, dw, db (undefined where not
+// needed). On CUDA dw and db come from one GEMM when cuBLASLt offers its bias-gradient epilogue.
+std::vector<Tensor> linear_backward(const Tensor& g, const Tensor& xd, const Tensor& wd, bool need_x, bool need_w,
+                                    bool need_b) {
+  const int64_t in = wd.size(1), out_features = wd.size(0);
+  Tensor g2 = g.reshape({-1, out_features});
+  Tensor dx, dw, db;
+  if (need_x) dx = matmul(g2, wd).view(xd.shape());
+#ifdef BAM_WITH_CUDA
+  if (need_w && need_b && g2.device().is_cuda()) {
+    // dw = g^T x with db = the column sums of g in the same GEMM (cuBLASLt's bias-gradient
+    // epilogue), when cuBLASLt has an algorithm for it.
+    Tensor gt = g2.t(), x2 = xd.reshape({-1, in});
+    MatrixOperand mg = matrix_operand(gt), mx = matrix_operand(x2);
+    Tensor w_grad = empty({out_features, in}, {g2.dtype(), g2.device()});
+    Tensor b_grad = empty({out_features}, {g2.dtype(), g2.device()});
+    if (cuda_kernels::gemm_bias_grad(g2.dtype(), mg.transposed, mx.transposed, out_features, in, x2.size(0),
+                                     gt.raw_data(), mg.ld, x2.raw_data(), mx.ld, w_grad.raw_data(), in,
+                                     b_grad.raw_data(), cuda::current_stream())) {
+      dw = w_grad;
+      db = b_grad;
+    }
+  }
+#endif
+  if (need_w && !dw.defined()) dw = matmul(g2.t(), xd.reshape({-1, in}));
+  if (need_b && !db.defined()) db = sum(g2, {0});
+  return {dx, dw, db};
+}
+
+}  // namespace
+
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Device device = same_device("linear", {&x, &weight, &bias});
   require_same_dtype("linear", x, weight);
@@ -203,29 +236,29 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 
   Tensor xd = x.detach(), wd = weight.detach();
   bool need_x = x.requires_grad(), need_w = weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
-  return record("linear", out, {x, weight, bias}, [xd, wd, need_x, need_w, need_b, in, out_features](const Tensor& g) {
-    Tensor g2 = g.reshape({-1, out_features});
-    Tensor dx, dw, db;
-    if (need_x) dx = matmul(g2, wd).view(xd.shape());
-#ifdef BAM_WITH_CUDA
-    if (need_w && need_b && g2.device().is_cuda()) {
-      // dw = g^T x with db = the column sums of g in the same GEMM (cuBLASLt's bias-gradient
-      // epilogue), when cuBLASLt has an algorithm for it.
-      Tensor gt = g2.t(), x2 = xd.reshape({-1, in});
-      MatrixOperand mg = matrix_operand(gt), mx = matrix_operand(x2);
-      Tensor w_grad = empty({out_features, in}, {g2.dtype(), g2.device()});
-      Tensor b_grad = empty({out_features}, {g2.dtype(), g2.device()});
-      if (cuda_kernels::gemm_bias_grad(g2.dtype(), mg.transposed, mx.transposed, out_features, in, x2.size(0),
-                                       gt.raw_data(), mg.ld, x2.raw_data(), mx.ld, w_grad.raw_data(), in,
-                                       b_grad.raw_data(), cuda::current_stream())) {
-        dw = w_grad;
-        db = b_grad;
-      }
+  return record("linear", out, {x, weight, bias}, [xd, wd, need_x, need_w, need_b](const Tensor& g) {
+    return linear_backward(g, xd, wd, need_x, need_w, need_b);
+  });
+}
+
+Tensor gelu_linear(const Tensor& h, const Tensor& weight, const Tensor& bias) {
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = linear(gelu(h), weight, bias);
+  }
+  if (!any_requires_grad({&h, &weight, &bias})) return out;
+  Tensor hd = contiguous_data(h).detach(), wd = weight.detach();
+  bool need_h = h.requires_grad(), need_w = weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
+  return record("gelu_linear", out, {h, weight, bias}, [hd, wd, need_h, need_w, need_b](const Tensor& g) {
+    Tensor a;  // gelu(h) again: the same kernel on the same input, so the same values as the forward's
+    {
+      NoGradGuard no_grad;
+      a = gelu(hd);
     }
-#endif
-    if (need_w && !dw.defined()) dw = matmul(g2.t(), xd.reshape({-1, in}));
-    if (need_b && !db.defined()) db = sum(g2, {0});
-    return std::vector<Tensor>{dx, dw, db};
+    std::vector<Tensor> grads = linear_backward(g, a, wd, need_h, need_w, need_b);
+    if (need_h) grads[0] = unary_grad(cpu::UnaryOp::gelu_erf, "gelu_linear", hd, Tensor(), grads[0]);
+    return grads;
   });
 }
 

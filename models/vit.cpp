@@ -47,19 +47,24 @@ Tensor ViTAttention::forward(const Tensor& x, Tensor* probs) const {
   return proj->forward(attention(qkv->forward(x), heads_, probs));
 }
 
-ViTMlp::ViTMlp(int64_t dim, int64_t hidden, Generator* gen) {
+ViTMlp::ViTMlp(int64_t dim, int64_t hidden, bool recompute_gelu, Generator* gen) : recompute_gelu_(recompute_gelu) {
   fc1 = register_module("fc1", std::make_shared<Linear>(dim, hidden, true, gen));
   fc2 = register_module("fc2", std::make_shared<Linear>(hidden, dim, true, gen));
 }
 
-Tensor ViTMlp::forward(const Tensor& x) const { return fc2->forward(gelu(fc1->forward(x))); }
+Tensor ViTMlp::forward(const Tensor& x) const {
+  Tensor h = fc1->forward(x);
+  return recompute_gelu_ ? fc2->forward_of_gelu(h) : fc2->forward(gelu(h));
+}
 
-ViTBlock::ViTBlock(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, double drop_path, Generator* gen)
+ViTBlock::ViTBlock(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, double drop_path, bool recompute_gelu,
+                   Generator* gen)
     : drop_path_(drop_path) {
   norm1 = register_module("norm1", std::make_shared<LayerNorm>(dim, 1e-6));
   attn = register_module("attn", std::make_shared<ViTAttention>(dim, heads, qkv_bias, gen));
   norm2 = register_module("norm2", std::make_shared<LayerNorm>(dim, 1e-6));
-  mlp = register_module("mlp", std::make_shared<ViTMlp>(dim, static_cast<int64_t>(dim * mlp_ratio), gen));
+  mlp = register_module("mlp",
+                        std::make_shared<ViTMlp>(dim, static_cast<int64_t>(dim * mlp_ratio), recompute_gelu, gen));
 }
 
 Tensor ViTBlock::forward(const Tensor& x, Tensor* attention_probs) const {
@@ -97,7 +102,8 @@ VisionTransformer::VisionTransformer(const VitConfig& c, Generator* gen) : confi
   for (int64_t i = 0; i < c.depth; ++i) {
     double rate = c.depth > 1 ? c.drop_path_rate * static_cast<double>(i) / (c.depth - 1) : 0.0;
     blocks.push_back(block_container->add(
-        std::to_string(i), std::make_shared<ViTBlock>(E, c.num_heads, c.mlp_ratio, c.qkv_bias, rate, gen)));
+        std::to_string(i),
+        std::make_shared<ViTBlock>(E, c.num_heads, c.mlp_ratio, c.qkv_bias, rate, c.recompute_gelu, gen)));
   }
   register_module("blocks", std::static_pointer_cast<Module>(block_container));
   norm = register_module("norm", std::make_shared<LayerNorm>(E, 1e-6));

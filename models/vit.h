@@ -25,6 +25,9 @@ struct VitConfig {
   double mlp_ratio = 4.0;
   bool qkv_bias = true;
   double drop_path_rate = 0.0;  // stochastic depth, linearly increasing over blocks
+  // The MLPs keep only fc1's output and recompute the GELU in backward (gelu_linear): one
+  // [tokens, 4*dim] activation less per block for one more GELU pass. Same numbers either way.
+  bool recompute_gelu = false;
 };
 
 // "vit_tiny" (192/12/3), "vit_small" (384/12/6), "vit_base" (768/12/12); other fields default.
@@ -43,14 +46,18 @@ class ViTAttention : public Module {
 
 class ViTMlp : public Module {
  public:
-  ViTMlp(int64_t dim, int64_t hidden, Generator* gen);
+  ViTMlp(int64_t dim, int64_t hidden, bool recompute_gelu, Generator* gen);
   Tensor forward(const Tensor& x) const;
   std::shared_ptr<Linear> fc1, fc2;
+
+ private:
+  bool recompute_gelu_;
 };
 
 class ViTBlock : public Module {
  public:
-  ViTBlock(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, double drop_path, Generator* gen);
+  ViTBlock(int64_t dim, int64_t heads, double mlp_ratio, bool qkv_bias, double drop_path, bool recompute_gelu,
+           Generator* gen);
   Tensor forward(const Tensor& x, Tensor* attention_probs = nullptr) const;
   std::shared_ptr<LayerNorm> norm1, norm2;
   std::shared_ptr<ViTAttention> attn;

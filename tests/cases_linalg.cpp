@@ -101,6 +101,14 @@ std::vector<OpCase> linalg_cases() {
                    [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, linear_ref});
   cases.push_back({"linear without bias", {{{6, 5}}, {{3, 5}, Values::normal, Layout::transposed}},
                    [](const std::vector<Tensor>& x) { return linear(x[0], x[1]); }, linear_ref});
+  // gelu_linear = linear(gelu(h), w, b), with the GELU recomputed in backward.
+  auto gelu_linear_ref = [linear_ref](const std::vector<Ref>& r) {
+    std::vector<Ref> args = r;
+    for (double& v : args[0].data) v = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+    return linear_ref(args);
+  };
+  cases.push_back({"gelu_linear", {{{2, 3, 5}, Values::normal, Layout::transposed}, {{4, 5}}, {{4}}},
+                   [](const std::vector<Tensor>& x) { return gelu_linear(x[0], x[1], x[2]); }, gelu_linear_ref});
   cases.push_back({"linear strided input", {{{4, 3}, Values::normal, Layout::strided}, {{2, 3}}, {{2}, Values::normal, Layout::strided}},
                    [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, linear_ref});
 

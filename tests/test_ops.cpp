@@ -57,7 +57,7 @@ TEST_CASE("op table covers every op of the API") {
       "add", "sub", "mul", "div", "maximum", "minimum", "residual_add", "add scalar", "mul scalar", "scalar div",
       "neg", "exp", "log", "sqrt", "rsqrt", "abs", "square", "pow", "clamp", "clamp_min", "tanh", "erf", "sigmoid",
       "relu", "gelu (erf)", "gelu (tanh)", "eq", "ne", "lt", "le", "gt", "ge", "logical_not", "where", "masked_fill",
-      "sum", "mean", "var", "max", "min", "argmax", "argmin", "sum_to_shape", "matmul", "linear", "softmax",
+      "sum", "mean", "var", "max", "min", "argmax", "argmin", "sum_to_shape", "matmul", "linear", "gelu_linear", "softmax",
       "log_softmax", "layer_norm", "batch_norm train", "batch_norm eval", "dropout", "drop_path", "l2_normalize",
       "soft_cross_entropy", "cross_entropy", "patchify", "bicubic", "reshape", "view", "permute", "transpose",
       "narrow", "slice", "select", "expand", "unsqueeze", "flatten", "contiguous", "clone", "cat", "stack", "split",

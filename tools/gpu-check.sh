@@ -4,7 +4,8 @@
 # (scripts/vendor-deps.sh), then runs, in order:
 #   - the GPU suites, each test case in its own process;
 #   - the per-op microbenchmarks (bench_cuda_ops, both tensor-core attention implementations);
-#   - bamtool bench-step in bf16 (with a CUPTI kernel profile, and again with BAM_ATTENTION=wmma),
+#   - bamtool bench-step in bf16 (with a CUPTI kernel profile, again with BAM_ATTENTION=wmma, and
+#     with --recompute_gelu),
 #     fp16 and f32, beside the PyTorch peer (../shared/bench/torch_bam_step.py, copied to
 #     .deps/bench);
 #   - a bamtrain run on the GPU whose export timm loads strictly;
@@ -97,6 +98,7 @@ sed -n '/kernel profile/,$p' "$OUT/step.tmp"
 export BAM_ATTENTION=wmma  # the earlier attention kernels, for the side-by-side
 step bf16 --steps 5
 unset BAM_ATTENTION
+step bf16 --steps 5 --recompute_gelu  # the memory lever: what it saves and what it costs
 step fp16 --steps 5
 step f32 --steps 5 --tf32
 rm -f "$OUT/step.tmp"

@@ -31,6 +31,7 @@ struct BenchOptions {
   int64_t global_size = 224, local_size = 96, out_dim = 4096, hidden_dim = 4096, steps = 10, warmup = 2;
   int64_t profile = 0;  // steps run under the CUPTI kernel profile after the timed ones
   bool tf32 = false;
+  bool recompute_gelu = false;
 };
 
 // Multiply-add FLOPs (x2) of one image's forward pass through the ViT at side `size`.
@@ -73,6 +74,7 @@ int run_bench(const BenchOptions& o) {
   if (o.num_heads > 0) vit.num_heads = o.num_heads;
   vit.patch_size = o.patch_size;
   vit.img_size = o.global_size;
+  vit.recompute_gelu = o.recompute_gelu;
   BAM_CHECK(vit.embed_dim % vit.num_heads == 0, "--embed_dim {} is not divisible by --num_heads {}", vit.embed_dim,
             vit.num_heads);
   BAM_CHECK(o.global_size % o.patch_size == 0 && (o.local_crops == 0 || o.local_size % o.patch_size == 0),
@@ -126,6 +128,7 @@ int run_bench(const BenchOptions& o) {
               static_cast<long long>(o.global_crops), static_cast<long long>(o.global_size),
               static_cast<long long>(o.local_crops), static_cast<long long>(o.local_size), o.device.c_str(),
               o.precision.c_str(), where.c_str(), params / 1e6);
+  if (o.recompute_gelu) std::printf("bench-step: the MLPs recompute their GELU in backward (--recompute_gelu)\n");
   for (int64_t i = 0; i < o.warmup; ++i) step();
   reset_cpu_peak_bytes();
   if (device.is_cuda()) cuda::reset_peak_memory(device.index);
@@ -193,6 +196,8 @@ Action add_bench_step(CLI::App& app) {
   sub->add_option("--profile", o->profile, "after the timed steps, run this many under a CUPTI kernel profile and "
                   "print the kernels by time (CUDA)")->default_val(o->profile)->check(CLI::NonNegativeNumber);
   sub->add_flag("--tf32", o->tf32, "let f32 matmuls use TF32 tensor cores (CUDA)");
+  sub->add_flag("--recompute_gelu", o->recompute_gelu,
+                "keep only fc1's output in each MLP and recompute the GELU in backward (less memory)");
   return [o] { return run_bench(*o); };
 }
 
