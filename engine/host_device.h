@@ -8,3 +8,11 @@
 #else
 #define BAM_HD inline
 #endif
+
+// Unrolls the next loop in device code (loops over register arrays must unroll to stay in
+// registers); nothing in host code, whose compiler does not know the pragma.
+#if defined(__CUDA_ARCH__)
+#define BAM_UNROLL _Pragma("unroll")
+#else
+#define BAM_UNROLL
+#endif

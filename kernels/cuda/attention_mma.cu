@@ -12,11 +12,9 @@
 //   dK, dV:   per warp 16 key rows, streaming queries: S^T = K Q^T and dP^T = V dO^T,
 //             dV += P^T dO and dK += dS^T Q, again operand-from-accumulator.
 //
-// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16"), with g = lane / 4 and
-// t = lane % 4: A (16 x 16) registers hold (row g, cols 2t..2t+1), (g+8, 2t..), (g, 8+2t..),
-// (g+8, 8+2t..); B (16 x 8) registers hold (rows 2t..2t+1, col g) and (rows 8+2t.., col g);
-// C (16 x 8) holds (row g, cols 2t, 2t+1) and (row g+8, cols 2t, 2t+1). Two 16-bit values share a
-// register, the lower column (A) or row (B) in the low half.
+// The fragment layouts and loaders are in mma_layout.h (host and device code, tested on the CPU
+// by tests/test_mma_layout.cpp): with g = lane / 4 and t = lane % 4, a thread holds C elements
+// (row g, cols 2t, 2t+1) and (row g+8, cols 2t, 2t+1) of each 16 x 8 product.
 //
 // Blocks are 4 warps = 64 rows of one (image, head); the streamed side comes in tiles of 64 rows
 // (32 for head dim 128, which keeps the accumulators in registers). Head dims are zero-padded to
@@ -30,6 +28,7 @@
 #include "engine/cuda_check.h"
 #include "kernels/cuda/attention_layout.cuh"
 #include "kernels/cuda/attention_tc.h"
+#include "kernels/cuda/mma_layout.h"
 #include "kernels/cuda/numeric.cuh"
 
 namespace bam::cuda_kernels {
@@ -50,13 +49,7 @@ constexpr int stream_rows() {  // rows of the streamed side per tile
 
 // ---- fragments -------------------------------------------------------------------------------
 
-struct Lane {
-  int g, t;  // groupID (the row within 8) and thread in group (the column pair)
-};
-__device__ __forceinline__ Lane this_lane() {
-  const int lane = threadIdx.x % 32;
-  return {lane >> 2, lane & 3};
-}
+__device__ __forceinline__ MmaLane this_lane() { return mma_lane(threadIdx.x % 32); }
 
 // 16-bit values as their bit patterns and back (no type punning).
 __device__ __forceinline__ uint16_t bits_of(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
@@ -84,36 +77,18 @@ __device__ __forceinline__ float2 unpack_floats(uint32_t u) {
   return make_float2(float_of_bits<S>(uint16_t(u & 0xffffu)), float_of_bits<S>(uint16_t(u >> 16)));
 }
 
+// A shared-memory tile of 16-bit values (row stride ld) as mma_layout.h's loaders read it.
 template <typename S>
-__device__ __forceinline__ uint32_t load_pair(const S* p) {  // two neighbours, 4-byte aligned
-  return *reinterpret_cast<const uint32_t*>(p);
-}
-
-// A operand: rows r0..r0+15, columns k0..k0+15 of a row-major tile.
-template <typename S>
-__device__ __forceinline__ void load_a(uint32_t (&a)[4], const S* tile, int ld, int r0, int k0, Lane l) {
-  const S* p = tile + (r0 + l.g) * ld + k0 + 2 * l.t;
-  a[0] = load_pair(p);
-  a[1] = load_pair(p + 8 * ld);
-  a[2] = load_pair(p + 8);
-  a[3] = load_pair(p + 8 * ld + 8);
-}
-
-// B operand B[k][n] = tile[n0 + n][k0 + k]: the tile's rows are B's columns (K for Q K^T).
-template <typename S>
-__device__ __forceinline__ void load_b_rows_are_n(uint32_t (&b)[2], const S* tile, int ld, int n0, int k0, Lane l) {
-  const S* p = tile + (n0 + l.g) * ld + k0 + 2 * l.t;
-  b[0] = load_pair(p);
-  b[1] = load_pair(p + 8);
-}
-
-// B operand B[k][n] = tile[k0 + k][n0 + n]: the tile's rows are B's rows (V for P V).
-template <typename S>
-__device__ __forceinline__ void load_b_rows_are_k(uint32_t (&b)[2], const S* tile, int ld, int k0, int n0, Lane l) {
-  const S* p = tile + (k0 + 2 * l.t) * ld + n0 + l.g;
-  b[0] = pack_values(p[0], p[ld]);
-  b[1] = pack_values(p[8 * ld], p[9 * ld]);
-}
+struct SmemTile {
+  const S* p;
+  int ld;
+  __device__ __forceinline__ uint32_t pair_in_row(int row, int col) const {  // 4-byte aligned: col even
+    return *reinterpret_cast<const uint32_t*>(p + row * ld + col);
+  }
+  __device__ __forceinline__ uint32_t pair_in_column(int row, int col) const {
+    return pack_values(p[row * ld + col], p[(row + 1) * ld + col]);
+  }
+};
 
 // c += a b on the tensor cores, f32 accumulation.
 template <typename S>
@@ -136,18 +111,18 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], const
 // acc[NT][4] = rows r0.. of `a_tile` (16 x DM) times the first NT*8 rows of `b_tile`, transposed:
 // the scores of a warp's 16 rows against a streamed tile (Q K^T, dO V^T, K Q^T, V dO^T).
 template <typename S, int DM, int NT>
-__device__ __forceinline__ void scores(float (&acc)[NT][4], const S* a_tile, int r0, const S* b_tile, Lane l) {
+__device__ __forceinline__ void scores(float (&acc)[NT][4], const S* a_tile, int r0, const S* b_tile, MmaLane l) {
   constexpr int LD = tile_ld<DM>();
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
 #pragma unroll
   for (int kk = 0; kk < DM / 16; ++kk) {
     uint32_t a[4];
-    load_a(a, a_tile, LD, r0, kk * 16, l);
+    load_a(a, SmemTile<S>{a_tile, LD}, r0, kk * 16, l);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       uint32_t b[2];
-      load_b_rows_are_n(b, b_tile, LD, nt * 8, kk * 16, l);
+      load_b_rows_are_n(b, SmemTile<S>{b_tile, LD}, nt * 8, kk * 16, l);
       mma<S>(acc[nt], a, b);
     }
   }
@@ -156,34 +131,38 @@ __device__ __forceinline__ void scores(float (&acc)[NT][4], const S* a_tile, int
 // acc[DM/8] += A (16 rows x 16 streamed rows kk*16.., in registers) times rows kk*16.. of `tile`.
 template <typename S, int DM>
 __device__ __forceinline__ void accumulate(float (&acc)[DM / 8][4], const uint32_t (&a)[4], const S* tile, int kk,
-                                           Lane l) {
+                                           MmaLane l) {
   constexpr int LD = tile_ld<DM>();
 #pragma unroll
   for (int dt = 0; dt < DM / 8; ++dt) {
     uint32_t b[2];
-    load_b_rows_are_k(b, tile, LD, kk * 16, dt * 8, l);
+    load_b_rows_are_k(b, SmemTile<S>{tile, LD}, kk * 16, dt * 8, l);
     mma<S>(acc[dt], a, b);
   }
 }
 
-// Writes a warp's 16 x D accumulator rows (times `factor`) to rows row0 + g and row0 + g + 8.
+// Writes a warp's 16 x D accumulator (times `factor`, per the thread's two rows) to rows row0...
+// Element e of a slice is row c_row(l, e) = g + 8 (e / 2): `e >> 1` picks the thread's row.
 template <typename S, int DM, typename Offset>
 __device__ __forceinline__ void store_rows(const float (&acc)[DM / 8][4], S* dst, int64_t row0, int64_t N, int64_t D,
-                                           const float (&factor)[2], Lane l, Offset offset) {
+                                           const float (&factor)[2], MmaLane l, Offset offset) {
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int64_t row = row0 + l.g + 8 * r;
+  for (int e = 0; e < 4; ++e) {
+    const int64_t row = row0 + c_row(l, e);
     if (row >= N) continue;
     S* out = dst + offset(row);
 #pragma unroll
-    for (int dt = 0; dt < DM / 8; ++dt)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int d = dt * 8 + 2 * l.t + e;
-        if (d < D) out[d] = S(acc[dt][2 * r + e] * factor[r]);
-      }
+    for (int dt = 0; dt < DM / 8; ++dt) {
+      const int d = dt * 8 + c_col(l, e);
+      if (d < D) out[d] = S(acc[dt][e] * factor[e >> 1]);
+    }
   }
 }
+
+template <typename S>
+struct PackTo {  // a_from_accumulators' packing: two floats rounded to S
+  __device__ __forceinline__ uint32_t operator()(float lo, float hi) const { return pack_floats<S>(lo, hi); }
+};
 
 __device__ __forceinline__ float row_max4(float v) {  // over the 4 threads that share a row
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -215,7 +194,7 @@ __global__ void __launch_bounds__(kThreads)
   S* k = reinterpret_cast<S*>(smem + Smem::own);
   S* v = reinterpret_cast<S*>(smem + Smem::own + Smem::stream);
   const int warp = threadIdx.x / 32;
-  const Lane l = this_lane();
+  const MmaLane l = this_lane();
   const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H, i0 = int64_t(blockIdx.x) * kRows;
   const bool active = i0 + warp * 16 < p.N;  // a warp of padding rows only loads
   load_tile_rows<S, DM, kRows, kThreads, LD>(q, qkv, i0, p.N, p.D, [&](int64_t i) { return p.q(b, i, h); });
@@ -237,8 +216,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = nt * 8 + 2 * l.t + (e & 1);
+      for (int e = 0; e < 4; ++e) {  // e >> 1: which of the thread's two rows (c_row)
+        const int col = nt * 8 + c_col(l, e);
         s[nt][e] = col < valid ? s[nt][e] * scale2 : -cuda::std::numeric_limits<float>::infinity();
         tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[nt][e]);
       }
@@ -260,17 +239,17 @@ __global__ void __launch_bounds__(kThreads)
     // P, 16 keys at a time: two 8-column slices of S become one A operand of P V.
 #pragma unroll
     for (int kk = 0; kk < SR / 16; ++kk) {
-      uint32_t a[4];
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const float(&x)[4] = s[2 * kk + half];
-        const uint32_t top = pack_floats<S>(exp2f(x[0] - m[0]), exp2f(x[1] - m[0]));
-        const uint32_t bottom = pack_floats<S>(exp2f(x[2] - m[1]), exp2f(x[3] - m[1]));
-        const float2 ft = unpack_floats<S>(top), fb = unpack_floats<S>(bottom);
-        sum[0] += ft.x + ft.y;  // the normaliser sums the rounded values P V multiplies
-        sum[1] += fb.x + fb.y;
-        a[2 * half] = top;
-        a[2 * half + 1] = bottom;
+      for (int e = 0; e < 4; ++e) {
+        s[2 * kk][e] = exp2f(s[2 * kk][e] - m[e >> 1]);
+        s[2 * kk + 1][e] = exp2f(s[2 * kk + 1][e] - m[e >> 1]);
+      }
+      uint32_t a[4];
+      a_from_accumulators(a, s, kk, PackTo<S>{});
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {  // the normaliser sums the rounded values P V multiplies
+        const float2 f = unpack_floats<S>(a[r]);
+        sum[r & 1] += f.x + f.y;  // A register r holds row a_row(l, r) = g + 8 (r % 2)
       }
       accumulate<S, DM>(o, a, v, kk, l);
     }
@@ -286,7 +265,7 @@ __global__ void __launch_bounds__(kThreads)
   if (l.t == 0)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int64_t i = i0 + warp * 16 + l.g + 8 * r;
+      const int64_t i = i0 + warp * 16 + c_row(l, 2 * r);
       if (i < p.N) lse[(b * p.H + h) * p.N + i] = (m[r] + log2f(sum[r])) * kLn2;
     }
 }
@@ -304,7 +283,7 @@ __global__ void __launch_bounds__(kThreads)
   S* k = reinterpret_cast<S*>(smem + 2 * Smem::own);
   S* v = reinterpret_cast<S*>(smem + 2 * Smem::own + Smem::stream);
   const int warp = threadIdx.x / 32;
-  const Lane l = this_lane();
+  const MmaLane l = this_lane();
   const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H, i0 = int64_t(blockIdx.x) * kRows;
   const bool active = i0 + warp * 16 < p.N;
   load_tile_rows<S, DM, kRows, kThreads, LD>(q, qkv, i0, p.N, p.D, [&](int64_t i) { return p.q(b, i, h); });
@@ -314,7 +293,7 @@ __global__ void __launch_bounds__(kThreads)
   bool row_ok[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const int64_t i = i0 + warp * 16 + l.g + 8 * r;
+    const int64_t i = i0 + warp * 16 + c_row(l, 2 * r);
     row_ok[r] = i < p.N;
     lse2[r] = row_ok[r] ? lse[(b * p.H + h) * p.N + i] * kLog2e : 0.0f;
     delta_r[r] = row_ok[r] ? delta[(b * p.H + h) * p.N + i] : 0.0f;
@@ -330,22 +309,19 @@ __global__ void __launch_bounds__(kThreads)
     scores<S, DM, NT>(s, q, warp * 16, k, l);
     scores<S, DM, NT>(dp, g, warp * 16, v, l);
     const int valid = int(p.N - j0 < SR ? p.N - j0 : SR);
+    // dS = P (dP - delta), in place in s, then 16 keys at a time as the A operand of dS K.
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1, col = nt * 8 + c_col(l, e);
+        const float prob = (col < valid && row_ok[r]) ? exp2f(s[nt][e] * scale2 - lse2[r]) : 0.0f;
+        s[nt][e] = prob * (dp[nt][e] - delta_r[r]);
+      }
 #pragma unroll
     for (int kk = 0; kk < SR / 16; ++kk) {
       uint32_t a[4];
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int nt = 2 * kk + half;
-        float ds[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = e >> 1, col = nt * 8 + 2 * l.t + (e & 1);
-          const float prob = (col < valid && row_ok[r]) ? exp2f(s[nt][e] * scale2 - lse2[r]) : 0.0f;
-          ds[e] = prob * (dp[nt][e] - delta_r[r]);
-        }
-        a[2 * half] = pack_floats<S>(ds[0], ds[1]);
-        a[2 * half + 1] = pack_floats<S>(ds[2], ds[3]);
-      }
+      a_from_accumulators(a, s, kk, PackTo<S>{});
       accumulate<S, DM>(dq, a, k, kk, l);
     }
   }
@@ -369,7 +345,7 @@ __global__ void __launch_bounds__(kThreads)
   float* lse_s = reinterpret_cast<float*>(smem + 2 * Smem::own + 2 * Smem::stream);
   float* delta_s = lse_s + SR;
   const int warp = threadIdx.x / 32;
-  const Lane l = this_lane();
+  const MmaLane l = this_lane();
   const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H, j0 = int64_t(blockIdx.x) * kRows;
   const int64_t rows = (b * p.H + h) * p.N;
   const bool active = j0 + warp * 16 < p.N;
@@ -391,24 +367,22 @@ __global__ void __launch_bounds__(kThreads)
     scores<S, DM, NT>(st, k, warp * 16, q, l);
     scores<S, DM, NT>(dpt, v, warp * 16, g, l);
     const int valid = int(p.N - i0 < SR ? p.N - i0 : SR);
+    // P^T in place in st, dS^T = P^T (dP^T - delta) in place in dpt; then 16 queries at a time as
+    // the A operands of dV += P^T dO and dK += dS^T Q.
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = nt * 8 + c_col(l, e);  // the query
+        const float prob = col < valid ? exp2f(st[nt][e] * scale2 - lse_s[col]) : 0.0f;
+        st[nt][e] = prob;
+        dpt[nt][e] = prob * (dpt[nt][e] - delta_s[col]);
+      }
 #pragma unroll
     for (int kk = 0; kk < SR / 16; ++kk) {
       uint32_t pa[4], dsa[4];
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int nt = 2 * kk + half;
-        float prob[4], ds[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = nt * 8 + 2 * l.t + (e & 1);  // the query
-          prob[e] = col < valid ? exp2f(st[nt][e] * scale2 - lse_s[col]) : 0.0f;
-          ds[e] = prob[e] * (dpt[nt][e] - delta_s[col]);
-        }
-        pa[2 * half] = pack_floats<S>(prob[0], prob[1]);
-        pa[2 * half + 1] = pack_floats<S>(prob[2], prob[3]);
-        dsa[2 * half] = pack_floats<S>(ds[0], ds[1]);
-        dsa[2 * half + 1] = pack_floats<S>(ds[2], ds[3]);
-      }
+      a_from_accumulators(pa, st, kk, PackTo<S>{});
+      a_from_accumulators(dsa, dpt, kk, PackTo<S>{});
       accumulate<S, DM>(dv, pa, g, kk, l);
       accumulate<S, DM>(dk, dsa, q, kk, l);
     }
