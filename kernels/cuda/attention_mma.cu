@@ -393,22 +393,12 @@ __global__ void __launch_bounds__(kThreads)
   store_rows<S, DM>(dv, d_qkv, j0 + warp * 16, p.N, p.D, v_factor, l, [&](int64_t j) { return p.v(b, j, h); });
 }
 
-template <typename Fn>
-void dispatch_16bit(DType dtype, Fn&& fn) {
-  if (dtype == DType::bf16)
-    fn(__nv_bfloat16{});
-  else if (dtype == DType::f16)
-    fn(__half{});
-  else
-    fail("attention (CUDA mma): dtype {} is not bf16 or f16", dtype_name(dtype));
-}
-
 }  // namespace
 
 void attention_forward_mma(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H,
                            int64_t D, double scale, void* stream) {
   PackedQkv p{N, H, D};
-  dispatch_16bit(dtype, [&](auto tag) {
+  dispatch_16bit_storage("attention", dtype, [&](auto tag) {
     using S = decltype(tag);
     dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;
@@ -422,7 +412,7 @@ void attention_forward_mma(DType dtype, const void* qkv, void* out, void* lse, i
 void attention_backward_mma(DType dtype, const void* qkv, const void* lse, const void* delta, const void* d_out,
                             void* d_qkv, int64_t B, int64_t N, int64_t H, int64_t D, double scale, void* stream) {
   PackedQkv p{N, H, D};
-  dispatch_16bit(dtype, [&](auto tag) {
+  dispatch_16bit_storage("attention", dtype, [&](auto tag) {
     using S = decltype(tag);
     dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;

@@ -14,8 +14,8 @@
 #include <mma.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <cuda/std/limits>
-#include <string>
 
 #include "engine/cuda_check.h"
 #include "kernels/cuda/attention_layout.cuh"
@@ -306,27 +306,17 @@ __global__ void __launch_bounds__(kThreads)
   write_rows<S, DM>(dv, st, d_qkv, j0 + warp * 16, p.N, p.D, 1.0f, [&](int64_t x) { return p.v(b, x, h); });
 }
 
-template <typename Fn>
-void dispatch_16bit(DType dtype, Fn&& fn) {
-  if (dtype == DType::bf16)
-    fn(__nv_bfloat16{});
-  else if (dtype == DType::f16)
-    fn(__half{});
-  else
-    fail("attention (CUDA tensor cores): dtype {} is not bf16 or f16", dtype_name(dtype));
-}
-
 }  // namespace
 
 bool attention_prefers_wmma() {
   const char* choice = std::getenv("BAM_ATTENTION");
-  return choice != nullptr && std::string(choice) == "wmma";
+  return choice != nullptr && std::strcmp(choice, "wmma") == 0;
 }
 
 void attention_forward_wmma(DType dtype, const void* qkv, void* out, void* lse, int64_t B, int64_t N, int64_t H,
                             int64_t D, double scale, void* stream) {
   PackedQkv p{N, H, D};
-  dispatch_16bit(dtype, [&](auto tag) {
+  dispatch_16bit_storage("attention", dtype, [&](auto tag) {
     using S = decltype(tag);
     dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;
@@ -340,7 +330,7 @@ void attention_forward_wmma(DType dtype, const void* qkv, void* out, void* lse, 
 void attention_backward_wmma(DType dtype, const void* qkv, const void* lse, const void* delta, const void* d_out,
                              void* d_qkv, int64_t B, int64_t N, int64_t H, int64_t D, double scale, void* stream) {
   PackedQkv p{N, H, D};
-  dispatch_16bit(dtype, [&](auto tag) {
+  dispatch_16bit_storage("attention", dtype, [&](auto tag) {
     using S = decltype(tag);
     dispatch_head_dim(D, [&](auto dm) {
       constexpr int DM = decltype(dm)::value;

@@ -12,8 +12,8 @@ namespace bam::cuda_kernels {
 namespace {
 
 template <typename T>
-__global__ void bam_cross_entropy_kernel(const T* s, const T* p, T* row_loss, T* d_s, int64_t V, int64_t G,
-                                         int64_t B, int64_t C, T inv_tau, T scale, bool positive_masking) {
+__global__ void bam_cross_entropy_kernel(const T* s, const T* p, T* row_loss, T* d_s, int64_t V, int64_t G, int64_t B,
+                                         int64_t C, T inv_tau, T scale, bool positive_masking) {
   for (int64_t i = blockIdx.x; i < V * B; i += gridDim.x) {
     const int64_t view = i / B, b = i % B;
     const T* row = s + i * C;
@@ -62,14 +62,10 @@ void bam_cross_entropy(DType dtype, const void* s, const void* p, void* row_loss
   auto launch = [&](auto tag) {
     using T = decltype(tag);
     bam_cross_entropy_kernel<T><<<row_blocks(V * B), threads, 0, as_stream(stream)>>>(
-        static_cast<const T*>(s), static_cast<const T*>(p), static_cast<T*>(row_loss), static_cast<T*>(d_s), V, G, B,
-        C, T(1.0 / shape.temperature), T(scale), shape.positive_masking);
+        static_cast<const T*>(s), static_cast<const T*>(p), static_cast<T*>(row_loss), static_cast<T*>(d_s), V, G, B, C,
+        T(1.0 / shape.temperature), T(scale), shape.positive_masking);
   };
-  switch (dtype) {
-    case DType::f32: launch(float{}); break;
-    case DType::f64: launch(double{}); break;
-    default: fail("bam_cross_entropy (CUDA): dtype {} is not f32 or f64 (the loss computes in f32)", dtype_name(dtype));
-  }
+  dispatch_wide_storage("bam_cross_entropy", dtype, launch);
   BAM_CUDA_CHECK_LAUNCH();
 }
 

@@ -56,6 +56,25 @@ void dispatch_floating_storage(const char* kernel, DType dtype, Fn&& fn) {
   }
 }
 
+// The same for the 16-bit types alone (the tensor-core kernels) and for f32/f64 alone (kernels
+// that compute in the input's precision, such as the BAM loss pieces).
+template <typename Fn>
+void dispatch_16bit_storage(const char* kernel, DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::bf16: fn(__nv_bfloat16{}); return;
+    case DType::f16: fn(__half{}); return;
+    default: fail("{} (CUDA): dtype {} is not bf16 or f16", kernel, dtype_name(dtype));
+  }
+}
+template <typename Fn>
+void dispatch_wide_storage(const char* kernel, DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::f32: fn(float{}); return;
+    case DType::f64: fn(double{}); return;
+    default: fail("{} (CUDA): dtype {} is not f32 or f64", kernel, dtype_name(dtype));
+  }
+}
+
 // A grid for a grid-stride loop over n elements: enough blocks to fill the device, capped so the
 // index arithmetic stays cheap; the loop covers the rest.
 constexpr int kBlock = 256;

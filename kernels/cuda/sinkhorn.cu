@@ -138,11 +138,7 @@ void sinkhorn_balance(DType dtype, const void* s, void* out, void* scratch, cons
     }
     output_kernel<T><<<row_blocks(sh.out_rows), threads, 0, st>>>(k, x, static_cast<T*>(out), sh.out_rows, g);
   };
-  switch (dtype) {
-    case DType::f32: run(float{}); break;
-    case DType::f64: run(double{}); break;
-    default: fail("sinkhorn (CUDA): dtype {} is not f32 or f64 (the loss computes in f32)", dtype_name(dtype));
-  }
+  dispatch_wide_storage("sinkhorn", dtype, run);
   BAM_CUDA_CHECK_LAUNCH();
 }
 
