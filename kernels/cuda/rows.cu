@@ -1,11 +1,15 @@
 // Row kernels on the GPU: softmax / log-softmax, LayerNorm and L2 normalisation, forward and
 // backward, one block per row (grid-stride over rows), sized to the row (row_threads). Statistics
-// are block reductions in the compute type. LayerNorm's d_weight and d_bias are column sums over
-// all rows: each block of the column kernel sums a chunk of rows into scratch, and a final pass
-// adds the chunks.
+// are block reductions in the compute type. LayerNorm's backward is one pass over x and dy: a
+// grid of resident blocks walks the rows, writes dx, and sums each block's share of the column
+// sums d_weight and d_bias in registers; a small kernel then adds the blocks' partial rows.
+// Rows wider than 2048 take two passes (dx, then the column sums in row chunks).
 #include <cuda/std/limits>
 
+#include <algorithm>
+
 #include "engine/cuda_check.h"
+#include "engine/host_device.h"
 #include "kernels/cuda/numeric.cuh"
 #include "kernels/cuda/rows.h"
 
@@ -125,6 +129,61 @@ __global__ void layer_norm_dx_kernel(const S* x, const S* w, const typename Num<
   }
 }
 
+// The one-pass backward. Thread t of a block owns the columns t + k * blockDim.x (k < PER_THREAD)
+// of every row its block visits, so it keeps the row's g and xhat in registers between the two
+// reductions (x and dy are read once), and it adds its columns' d_weight terms (dy * xhat) and
+// d_bias terms (dy) across all those rows. At the end the block writes them as its partial row.
+template <typename S, typename O, int PER_THREAD>
+__global__ void layer_norm_backward_one_pass_kernel(const S* x, const S* w, const typename Num<S>::Compute* mean,
+                                                    const typename Num<S>::Compute* rstd, const O* dy, S* dx,
+                                                    typename Num<S>::Compute* partial_w,
+                                                    typename Num<S>::Compute* partial_b, int64_t rows, int64_t cols) {
+  using N = Num<S>;
+  using C = typename N::Compute;
+  C sum_dy_xhat[PER_THREAD], sum_dy[PER_THREAD];
+  BAM_UNROLL
+  for (int k = 0; k < PER_THREAD; ++k) sum_dy_xhat[k] = sum_dy[k] = C(0);
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const S* xr = x + r * cols;
+    const O* gr = dy + r * cols;
+    const C m = mean[r], rs = rstd[r];
+    C g[PER_THREAD], xhat[PER_THREAD];
+    C sum_g = 0, sum_gx = 0;
+    BAM_UNROLL
+    for (int k = 0; k < PER_THREAD; ++k) {
+      const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
+      g[k] = xhat[k] = C(0);
+      if (j < cols) {
+        const C d = C(Num<O>::load(gr[j]));
+        xhat[k] = (N::load(xr[j]) - m) * rs;
+        sum_dy_xhat[k] += d * xhat[k];
+        sum_dy[k] += d;
+        g[k] = w ? d * N::load(w[j]) : d;
+        sum_g += g[k];
+        sum_gx += g[k] * xhat[k];
+      }
+    }
+    sum_g = block_all_reduce(sum_g, SumOp{}, C(0));
+    sum_gx = block_all_reduce(sum_gx, SumOp{}, C(0));
+    const C mean_g = sum_g / C(cols), mean_gx = sum_gx / C(cols);
+    if (dx) {
+      BAM_UNROLL
+      for (int k = 0; k < PER_THREAD; ++k) {
+        const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
+        if (j < cols) dx[r * cols + j] = N::store(rs * (g[k] - mean_g - xhat[k] * mean_gx));
+      }
+    }
+  }
+  BAM_UNROLL
+  for (int k = 0; k < PER_THREAD; ++k) {
+    const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
+    if (j < cols) {
+      partial_w[blockIdx.x * cols + j] = sum_dy_xhat[k];
+      partial_b[blockIdx.x * cols + j] = sum_dy[k];
+    }
+  }
+}
+
 // partial[chunk][c] sums over the chunk's rows: dy * xhat (d_weight) and dy (d_bias).
 template <typename S, typename O>
 __global__ void layer_norm_partial_kernel(const S* x, const typename Num<S>::Compute* mean,
@@ -147,21 +206,33 @@ __global__ void layer_norm_partial_kernel(const S* x, const typename Num<S>::Com
   }
 }
 
+// d_weight and d_bias: the column sums of the partial rows. A block takes 32 columns, and each of
+// its 8 warps a strided share of the parts, then they add up through shared memory.
+constexpr int kFinishGroups = 8;
 template <typename S>
 __global__ void layer_norm_finish_kernel(const typename Num<S>::Compute* partial_w,
                                          const typename Num<S>::Compute* partial_b, S* d_weight, S* d_bias,
-                                         int64_t chunks, int64_t cols) {
+                                         int64_t parts, int64_t cols) {
   using N = Num<S>;
   using C = typename N::Compute;
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
-    C sw = 0, sb = 0;
-    for (int64_t k = 0; k < chunks; ++k) {
+  __shared__ C group_w[kFinishGroups][32], group_b[kFinishGroups][32];
+  const int64_t c = blockIdx.x * int64_t(32) + threadIdx.x;
+  C sw = 0, sb = 0;
+  if (c < cols)
+    for (int64_t k = threadIdx.y; k < parts; k += kFinishGroups) {
       sw += partial_w[k * cols + c];
       sb += partial_b[k * cols + c];
     }
-    if (d_weight) d_weight[c] = N::store(sw);
-    if (d_bias) d_bias[c] = N::store(sb);
+  group_w[threadIdx.y][threadIdx.x] = sw;
+  group_b[threadIdx.y][threadIdx.x] = sb;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= cols) return;
+  for (int k = 1; k < kFinishGroups; ++k) {
+    sw += group_w[k][threadIdx.x];
+    sb += group_b[k][threadIdx.x];
   }
+  if (d_weight) d_weight[c] = N::store(sw);
+  if (d_bias) d_bias[c] = N::store(sb);
 }
 
 template <typename S>
@@ -225,6 +296,32 @@ void dispatch_norm_types(const char* kernel, DType dtype, DType out_dtype, Fn&& 
     fn(float{}, __half{});
 }
 
+// Columns per thread of the one-pass LayerNorm backward (4 or 8), or 0 for rows too wide for it.
+int one_pass_columns(int64_t cols) {
+  const int64_t threads = row_threads(cols), per_thread = (cols + threads - 1) / threads;
+  return per_thread <= 4 ? 4 : per_thread <= 8 ? 8 : 0;
+}
+
+// Blocks of the one-pass backward: as many as the device holds at once, at most one per row. Each
+// block then walks many rows, and the partial rows the finish kernel adds stay few (about 1,800 on
+// an H200 at 384 columns). Without a kernel this is the bound from the SM's thread and block
+// limits (the scratch size); with one, its registers may allow fewer (the launch).
+int64_t one_pass_blocks(int64_t rows, int64_t cols, const void* kernel = nullptr) {
+  int device = 0, sms = 0, threads_per_sm = 0, blocks_per_sm = 0;
+  BAM_CUDA_CHECK(cudaGetDevice(&device));
+  BAM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  BAM_CUDA_CHECK(cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
+  BAM_CUDA_CHECK(cudaDeviceGetAttribute(&blocks_per_sm, cudaDevAttrMaxBlocksPerMultiprocessor, device));
+  const int threads = static_cast<int>(row_threads(cols));
+  int64_t per_sm = std::min(blocks_per_sm, threads_per_sm / threads);
+  if (kernel) {
+    int resident = 0;
+    BAM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, threads, 0));
+    per_sm = std::min<int64_t>(per_sm, resident);
+  }
+  return std::max<int64_t>(1, std::min<int64_t>(rows, int64_t(sms) * std::max<int64_t>(per_sm, 1)));
+}
+
 }  // namespace
 
 void softmax_forward(bool log_form, DType dtype, const void* x, void* y, int64_t rows, int64_t cols, void* stream) {
@@ -262,37 +359,64 @@ void layer_norm_forward(DType dtype, DType out_dtype, const void* x, const void*
 }
 
 size_t layer_norm_backward_scratch_bytes(DType dtype, int64_t rows, int64_t cols) {
-  int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
-  size_t stat = dtype == DType::f64 ? sizeof(double) : sizeof(float);
-  return size_t(2 * chunks * cols) * stat;
+  const int64_t parts = one_pass_columns(cols) ? one_pass_blocks(rows, cols) : (rows + kChunkRows - 1) / kChunkRows;
+  const size_t stat = dtype == DType::f64 ? sizeof(double) : sizeof(float);
+  return size_t(2 * parts * cols) * stat;
 }
 
 void layer_norm_backward(DType dtype, DType dy_dtype, const void* x, const void* weight, const void* mean,
                          const void* rstd, const void* dy, void* dx, void* d_weight, void* d_bias, int64_t rows,
                          int64_t cols, void* scratch, void* stream) {
-  if (rows * cols == 0) return;
+  if (cols == 0) return;
+  if (rows == 0) {  // no rows: the column sums are empty sums (all-zero bits are 0 in every float type)
+    const size_t bytes = size_t(cols) * dtype_size(dtype);
+    if (d_weight) BAM_CUDA_CHECK(cudaMemsetAsync(d_weight, 0, bytes, as_stream(stream)));
+    if (d_bias) BAM_CUDA_CHECK(cudaMemsetAsync(d_bias, 0, bytes, as_stream(stream)));
+    return;
+  }
   dispatch_norm_types("layer_norm_backward", dtype, dy_dtype, [&](auto in_tag, auto out_tag) {
     using S = decltype(in_tag);
     using O = decltype(out_tag);
     using C = Stat<S>;
     const S* xs = static_cast<const S*>(x);
+    const S* ws = static_cast<const S*>(weight);
     const C* m = static_cast<const C*>(mean);
     const C* rs = static_cast<const C*>(rstd);
     const O* g = static_cast<const O*>(dy);
-    if (dx)
-      layer_norm_dx_kernel<S, O><<<row_blocks(rows), row_threads(cols), 0, as_stream(stream)>>>(
-          xs, static_cast<const S*>(weight), m, rs, g, static_cast<S*>(dx), rows, cols);
-    if (d_weight || d_bias) {
-      int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
-      BAM_CHECK(chunks < 65536, "layer_norm_backward (CUDA): {} rows exceed the column-sum grid", rows);
-      C* partial_w = static_cast<C*>(scratch);
-      C* partial_b = partial_w + chunks * cols;
-      unsigned column_blocks = static_cast<unsigned>((cols + kBlock - 1) / kBlock);
-      layer_norm_partial_kernel<S, O><<<dim3(column_blocks, unsigned(chunks)), kBlock, 0, as_stream(stream)>>>(
-          xs, m, rs, g, partial_w, partial_b, rows, cols);
-      layer_norm_finish_kernel<S><<<column_blocks, kBlock, 0, as_stream(stream)>>>(
-          partial_w, partial_b, static_cast<S*>(d_weight), static_cast<S*>(d_bias), chunks, cols);
+    S* dxs = static_cast<S*>(dx);
+    const unsigned threads = row_threads(cols);
+    auto finish = [&](int64_t parts, const C* partial_w, const C* partial_b) {
+      const unsigned column_blocks = static_cast<unsigned>((cols + 31) / 32);
+      layer_norm_finish_kernel<S><<<column_blocks, dim3(32, kFinishGroups), 0, as_stream(stream)>>>(
+          partial_w, partial_b, static_cast<S*>(d_weight), static_cast<S*>(d_bias), parts, cols);
+    };
+    if (!d_weight && !d_bias) {  // dx alone
+      if (dxs)
+        layer_norm_dx_kernel<S, O><<<row_blocks(rows), threads, 0, as_stream(stream)>>>(xs, ws, m, rs, g, dxs, rows, cols);
+      return;
     }
+    if (const int per_thread = one_pass_columns(cols)) {
+      auto kernel = per_thread == 4 ? layer_norm_backward_one_pass_kernel<S, O, 4>
+                                    : layer_norm_backward_one_pass_kernel<S, O, 8>;
+      const int64_t blocks = one_pass_blocks(rows, cols, reinterpret_cast<const void*>(kernel));
+      C* partial_w = static_cast<C*>(scratch);  // room for one_pass_blocks(rows, cols) >= blocks
+      C* partial_b = partial_w + blocks * cols;
+      kernel<<<unsigned(blocks), threads, 0, as_stream(stream)>>>(xs, ws, m, rs, g, dxs, partial_w, partial_b, rows,
+                                                                  cols);
+      finish(blocks, partial_w, partial_b);
+      return;
+    }
+    // Wider rows: dx, then the column sums over chunks of kChunkRows rows.
+    if (dxs)
+      layer_norm_dx_kernel<S, O><<<row_blocks(rows), threads, 0, as_stream(stream)>>>(xs, ws, m, rs, g, dxs, rows, cols);
+    const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
+    BAM_CHECK(chunks < 65536, "layer_norm_backward (CUDA): {} rows exceed the column-sum grid", rows);
+    C* partial_w = static_cast<C*>(scratch);
+    C* partial_b = partial_w + chunks * cols;
+    const unsigned column_blocks = static_cast<unsigned>((cols + kBlock - 1) / kBlock);
+    layer_norm_partial_kernel<S, O><<<dim3(column_blocks, unsigned(chunks)), kBlock, 0, as_stream(stream)>>>(
+        xs, m, rs, g, partial_w, partial_b, rows, cols);
+    finish(chunks, partial_w, partial_b);
   });
   BAM_CUDA_CHECK_LAUNCH();
 }

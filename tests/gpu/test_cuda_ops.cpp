@@ -4,6 +4,7 @@
 // rounded values, so the only differences are the GPU's own roundings. New device memory is
 // poisoned with NaN bytes (BAM_CUDA_POISON, set by the GPU test main), so an unwritten output
 // element fails. Every op has a CUDA kernel: every row must pass in every dtype.
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <tuple>
@@ -197,6 +198,56 @@ TEST_CASE("CUDA autocast boundaries: dense casts, residual_add, gelu and LayerNo
       REQUIRE(g.grad().dtype() == DType::f32);
       check_close(g.grad(), to_ref(c.grad()), tolerance_for(DType::f32), std::string("layer_norm gradient of ") + name);
     }
+  }
+}
+
+// LayerNorm backward at the sizes that pick its paths: far more rows than resident blocks (the one
+// pass: each block walks several rows, and ~1,800 partial rows are added at the end), eight
+// columns per thread (1536), a row too wide for the one pass (2500: dx, then chunked column
+// sums), fewer rows than blocks, and no rows at all (d_weight and d_bias are then zero).
+TEST_CASE("CUDA LayerNorm backward matches the CPU: one pass over many rows, wide rows, no rows") {
+  InputMaker maker(test_seed("cuda layer norm backward"));
+  struct Case {
+    int64_t rows, cols;
+    DType dtype, out_dtype;
+  };
+  const Case cases[] = {{20000, 384, DType::f32, DType::f32}, {20000, 384, DType::f32, DType::bf16},
+                        {3000, 1536, DType::bf16, DType::bf16}, {1500, 2500, DType::f32, DType::f32},
+                        {5, 384, DType::f64, DType::f64},       {0, 64, DType::f32, DType::f32}};
+  for (const Case& c : cases) {
+    CAPTURE(c.rows);
+    CAPTURE(c.cols);
+    CAPTURE(dtype_name(c.dtype));
+    CAPTURE(dtype_name(c.out_dtype));
+    // Both sides start from the same values, rounded to the GPU's dtype; the CPU runs in f64.
+    auto both = [&](const InputSpec& spec) {
+      std::vector<double> exact = maker.make(spec, maker.values(spec), c.dtype).to_vector<double>();
+      Tensor cpu = maker.make(spec, exact, DType::f64), gpu = maker.make(spec, exact, c.dtype, Device::cuda());
+      cpu.requires_grad_(true);
+      gpu.requires_grad_(true);
+      return std::pair{cpu, gpu};
+    };
+    InputSpec xs{{c.rows, c.cols}, Values::normal, Layout::contiguous}, ps{{c.cols}};
+    auto [cx, gx] = both(xs);
+    auto [cw, gw] = both(ps);
+    auto [cb, gb] = both(ps);
+    Tensor gy = layer_norm(gx, gw, gb, 1e-6, c.out_dtype), cy = layer_norm(cx, cw, cb, 1e-6);
+    REQUIRE(gy.dtype() == c.out_dtype);
+    check_close(gy, to_ref(cy), tolerance_for(c.out_dtype), "layer_norm forward");
+    std::vector<double> upstream = maker.make(xs, maker.values(xs), c.out_dtype).to_vector<double>();
+    gy.backward(maker.make(xs, upstream, c.out_dtype, Device::cuda()));
+    cy.backward(maker.make(xs, upstream, DType::f64));
+    check_close(gx.grad(), to_ref(cx.grad()), gradient_tolerance(c.dtype, tolerance_for(c.dtype)),
+                "layer_norm gradient of x");
+    // d_weight and d_bias add `rows` terms of unit size: a row dropped or counted twice moves every
+    // column by about 1, while f32 rounding over 20,000 terms stays near 1e-4.
+    Tolerance sums = gradient_tolerance(c.dtype, tolerance_for(c.dtype));
+    sums.atol *= std::max<double>(1.0, double(c.rows) / 100.0);
+    check_close(gw.grad(), to_ref(cw.grad()), sums, "layer_norm gradient of weight");
+    check_close(gb.grad(), to_ref(cb.grad()), sums, "layer_norm gradient of bias");
+    if (c.rows == 0)
+      for (const Tensor& g : {gw.grad(), gb.grad()})
+        for (double v : g.to_vector<double>()) CHECK(v == 0.0);
   }
 }
 
