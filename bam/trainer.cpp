@@ -246,8 +246,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     scaler_.update(finite);
     if (teacher_) {
       NoGradGuard no_grad;
-      auto sp = student_->parameters(), tp = teacher_->parameters();
-      for (size_t i = 0; i < sp.size(); ++i) ema_update(tp[i], sp[i], momentum_schedule_[gs]);
+      ema_update(teacher_->parameters(), student_->parameters(), momentum_schedule_[gs]);
     }
 
     result.step_losses.push_back(loss);

@@ -54,6 +54,7 @@ void Optimizer::step() {
     }
   }
   finish_step();
+  pending_grads_.clear();
 }
 
 void Optimizer::zero_grad() {
@@ -129,35 +130,51 @@ void AdamW::finish_step() {
   BAM_CUDA_BRANCH("adamw", cuda_kernels::adamw_update_many(pending_.data(), static_cast<int64_t>(pending_.size()), lr_,
                                                            beta1_, beta2_, eps_, steps_, stream()));
   pending_.clear();
-  pending_grads_.clear();
 }
 
 void SGD::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) {
   require_f32(param, param, "parameter");
   require_f32(grad, param, "gradient");
   bool first = ensure_slots(slots, param, 1);
-  if (param.device().is_cuda()) {
-    BAM_CUDA_BRANCH("sgd", cuda_kernels::sgd_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(),
-                                                    param.numel(), lr_, momentum_, weight_decay, first, stream()));
+  if (param.device().is_cuda()) {  // queued for finish_step()
+    pending_.push_back({param.data<float>(), grad.data<float>(), slots[0].data<float>(), param.numel(), weight_decay,
+                        first, false});
+    pending_grads_.push_back(grad);
     return;
   }
   cpu::sgd_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(), param.numel(), lr_, momentum_,
                   weight_decay, first);
 }
 
+void SGD::finish_step() {
+  if (pending_.empty()) return;
+  BAM_CUDA_BRANCH("sgd", cuda_kernels::sgd_update_many(pending_.data(), static_cast<int64_t>(pending_.size()), lr_,
+                                                       momentum_, stream()));
+  pending_.clear();
+}
+
 void LARS::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) {
   require_f32(param, param, "parameter");
   require_f32(grad, param, "gradient");
   ensure_slots(slots, param, 1);
-  if (param.device().is_cuda()) {
-    Tensor norms = empty({2}, {DType::f64, param.device()});
-    BAM_CUDA_BRANCH("lars", cuda_kernels::lars_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(),
-                                                      param.numel(), param.dim() > 1, lr_, momentum_, weight_decay,
-                                                      eta_, norms.data<double>(), stream()));
+  if (param.device().is_cuda()) {  // queued for finish_step()
+    pending_.push_back({param.data<float>(), grad.data<float>(), slots[0].data<float>(), param.numel(), weight_decay,
+                        false, param.dim() > 1});
+    pending_grads_.push_back(grad);
     return;
   }
   cpu::lars_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(), param.numel(), param.dim() > 1, lr_,
                    momentum_, weight_decay, eta_);
+}
+
+void LARS::finish_step() {
+  if (pending_.empty()) return;
+  // Two sums per tensor (||p||^2, ||g + wd p||^2), accumulated and read on the device.
+  const auto count = static_cast<int64_t>(pending_.size());
+  Tensor norms = empty({2 * count}, {DType::f64, pending_grads_.front().device()});
+  BAM_CUDA_BRANCH("lars", cuda_kernels::lars_update_many(pending_.data(), count, lr_, momentum_, eta_,
+                                                         norms.data<double>(), stream()));
+  pending_.clear();
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, std::vector<ParamGroup> groups) {
@@ -227,16 +244,22 @@ void clip_grad_per_param(const std::vector<Tensor>& params, double max_norm) {
   }
 }
 
-void ema_update(const Tensor& ema, const Tensor& x, double momentum) {
-  BAM_CHECK(ema.shape() == x.shape(), "ema_update: shapes differ ({} and {})", ema.describe(), x.describe());
-  require_f32(ema, ema, "EMA tensor");
-  require_f32(x, ema, "source tensor");
-  if (ema.device().is_cuda()) {
-    BAM_CUDA_BRANCH("ema_update",
-                    cuda_kernels::ema_update(ema.data<float>(), x.data<float>(), ema.numel(), momentum, stream()));
-    return;
+void ema_update(const std::vector<Tensor>& ema, const std::vector<Tensor>& x, double momentum) {
+  BAM_CHECK(ema.size() == x.size(), "ema_update: {} EMA tensors for {} sources", ema.size(), x.size());
+  std::vector<cuda_kernels::EmaPair> pairs;
+  for (size_t i = 0; i < ema.size(); ++i) {
+    BAM_CHECK(ema[i].shape() == x[i].shape(), "ema_update: shapes differ ({} and {})", ema[i].describe(),
+              x[i].describe());
+    require_f32(ema[i], ema.front(), "EMA tensor");
+    require_f32(x[i], ema.front(), "source tensor");
+    if (ema[i].device().is_cuda())
+      pairs.push_back({ema[i].data<float>(), x[i].data<float>(), ema[i].numel()});
+    else
+      cpu::ema_update(ema[i].data<float>(), x[i].data<float>(), ema[i].numel(), momentum);
   }
-  cpu::ema_update(ema.data<float>(), x.data<float>(), ema.numel(), momentum);
+  if (!pairs.empty())
+    BAM_CUDA_BRANCH("ema_update", cuda_kernels::ema_update_many(pairs.data(), static_cast<int64_t>(pairs.size()),
+                                                                momentum, stream()));
 }
 
 }  // namespace bam

@@ -45,10 +45,13 @@ class Optimizer {
   // Updates one parameter; `slots` are this optimizer's state tensors for it (created on demand).
   virtual void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) = 0;
   virtual std::vector<std::string> slot_names() const = 0;
-  // Called once after every update() of a step: optimizers that batch their updates launch them.
+  // Called once after every update() of a step: on CUDA the optimizers queue their updates in
+  // update() and launch them here, as one multi-tensor launch (a few for very long lists).
   virtual void finish_step() {}
 
   std::vector<ParamGroup> groups_;
+  std::vector<Tensor> pending_grads_;  // queued updates' gradients (perhaps contiguous copies), kept
+                                       // alive until finish_step() has launched them
   std::vector<std::vector<Tensor>> slots_;  // per parameter, flattened over groups
   double lr_ = 0, weight_decay_ = 0;
   int64_t steps_ = 0;
@@ -60,8 +63,6 @@ class AdamW : public Optimizer {
       : Optimizer(std::move(groups)), beta1_(beta1), beta2_(beta2), eps_(eps) {}
 
  protected:
-  // On the CPU each parameter is updated at once; on CUDA the updates are queued and finish_step()
-  // applies them all in one multi-tensor launch (a few for very long lists).
   void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) override;
   void finish_step() override;
   std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
@@ -69,7 +70,6 @@ class AdamW : public Optimizer {
  private:
   double beta1_, beta2_, eps_;
   std::vector<cuda_kernels::AdamwTensor> pending_;
-  std::vector<Tensor> pending_grads_;
 };
 
 class SGD : public Optimizer {
@@ -78,10 +78,12 @@ class SGD : public Optimizer {
 
  protected:
   void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) override;
+  void finish_step() override;
   std::vector<std::string> slot_names() const override { return {"momentum_buffer"}; }
 
  private:
   double momentum_;
+  std::vector<cuda_kernels::MomentumTensor> pending_;
 };
 
 class LARS : public Optimizer {
@@ -91,10 +93,12 @@ class LARS : public Optimizer {
 
  protected:
   void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) override;
+  void finish_step() override;
   std::vector<std::string> slot_names() const override { return {"mu"}; }
 
  private:
   double momentum_, eta_;
+  std::vector<cuda_kernels::MomentumTensor> pending_;
 };
 
 // "adamw", "sgd" or "lars"; fails naming the flag value otherwise.
@@ -108,7 +112,8 @@ Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 // DINO's per-parameter clipping: each gradient scaled to norm <= max_norm on its own.
 void clip_grad_per_param(const std::vector<Tensor>& params, double max_norm);
 
-// ema = momentum * ema + (1 - momentum) * x, in place (the EMA teacher); f32, same device.
-void ema_update(const Tensor& ema, const Tensor& x, double momentum);
+// ema[i] = momentum * ema[i] + (1 - momentum) * x[i], in place, for every pair (the EMA teacher's
+// parameters from the student's); f32, all on one device; one multi-tensor launch on CUDA.
+void ema_update(const std::vector<Tensor>& ema, const std::vector<Tensor>& x, double momentum);
 
 }  // namespace bam

@@ -79,6 +79,16 @@ TEST_CASE("LARS: trust ratio for matrices, plain momentum for vectors") {
   CHECK(b.p.to_vector<float>()[1] == doctest::Approx(3.0f));
 }
 
+TEST_CASE("EMA teacher update: every pair in one call; mismatched lists and shapes are errors") {
+  std::vector<Tensor> ema = {from_vector(std::vector<float>{1, 2}, {2}), from_vector(std::vector<float>{10}, {1, 1})};
+  std::vector<Tensor> x = {from_vector(std::vector<float>{3, 6}, {2}), from_vector(std::vector<float>{20}, {1, 1})};
+  ema_update(ema, x, 0.75);  // 0.75 * ema + 0.25 * x
+  CHECK(ema[0].to_vector<float>() == std::vector<float>{1.5f, 3.0f});
+  CHECK(ema[1].to_vector<float>() == std::vector<float>{12.5f});
+  CHECK_THROWS_WITH(ema_update(ema, {x[0]}, 0.9), doctest::Contains("2 EMA tensors for 1 sources"));
+  CHECK_THROWS_WITH(ema_update({ema[0]}, {x[1]}, 0.9), doctest::Contains("shapes differ"));
+}
+
 TEST_CASE("parameter groups leave biases and 1-d tensors undecayed") {
   NamedTensors params = {{"blocks.0.attn.qkv.weight", zeros({4, 2}).requires_grad_(true)},
                          {"blocks.0.attn.qkv.bias", zeros({4}).requires_grad_(true)},

@@ -1,53 +1,13 @@
-// Optimizer kernels on the GPU: one fused grid-stride pass per parameter tensor, the same
-// arithmetic (in f32) as kernels/cpu/optimizer.cpp. Norm sums go to a device double through a
-// block reduction and one atomic add per block.
+// Optimizer kernels on the GPU, the same arithmetic (in f32) as kernels/cpu/optimizer.cpp. The
+// updates (AdamW, SGD, LARS) and the EMA teacher are multi-tensor launches: a whole list of
+// parameters per launch. Norm sums go to device doubles through a block reduction and one atomic
+// add per block, so clipping and LARS's trust ratios never wait for the host.
 #include "engine/cuda_check.h"
 #include "kernels/cuda/numeric.cuh"
 #include "kernels/cuda/optimizer.h"
 
 namespace bam::cuda_kernels {
 namespace {
-
-__global__ void sgd_kernel(float* p, const float* g, float* buf, int64_t n, float rate, float mu, float wd,
-                           bool first_step) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float d = g[i] + wd * p[i];
-    float b = first_step ? d : mu * buf[i] + d;
-    buf[i] = b;
-    p[i] -= rate * b;
-  }
-}
-
-// sums[0] += ||p||^2, sums[1] += ||g + wd p||^2
-__global__ void lars_norms_kernel(const float* p, const float* g, int64_t n, float wd, double* sums) {
-  double pp = 0, dd = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    double pi = p[i], di = double(g[i]) + double(wd) * pi;
-    pp += pi * pi;
-    dd += di * di;
-  }
-  pp = block_all_reduce(pp, SumOp{}, 0.0);
-  dd = block_all_reduce(dd, SumOp{}, 0.0);
-  if (threadIdx.x == 0) {
-    atomicAdd(&sums[0], pp);
-    atomicAdd(&sums[1], dd);
-  }
-}
-
-__global__ void lars_kernel(float* p, const float* g, float* buf, int64_t n, bool adapt, float rate, float mu, float wd,
-                            double eta, const double* sums) {
-  float trust = 1.0f;
-  if (adapt) {
-    double p_norm = sqrt(sums[0]), d_norm = sqrt(sums[1]);
-    if (p_norm > 0 && d_norm > 0) trust = float(eta * p_norm / d_norm);
-  }
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float d = (g[i] + wd * p[i]) * trust;
-    float b = mu * buf[i] + d;
-    buf[i] = b;
-    p[i] -= rate * b;
-  }
-}
 
 __global__ void sum_of_squares_kernel(const float* x, int64_t n, double* sum) {
   double acc = 0;
@@ -68,11 +28,6 @@ __global__ void clip_kernel(float* x, int64_t n, const double* sum_of_squares, d
 __global__ void scale_kernel(float* x, int64_t n, float scale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     x[i] *= scale;
-}
-
-__global__ void ema_kernel(float* ema, const float* x, int64_t n, float m, float one_minus) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    ema[i] = m * ema[i] + one_minus * x[i];
 }
 
 // Multi-tensor launches: a list of up to kListTensors tensors cut into chunks of kChunk elements;
@@ -98,6 +53,27 @@ struct AdamwList {
 
 struct SpanList {
   float* x[kListTensors];
+  int64_t n[kListTensors];
+  ChunkTable chunks;
+};
+
+// SGD and LARS: parameter, gradient, momentum buffer. `flag` is SGD's first step (the buffer
+// starts as the first update) or LARS's adaptation (matrices: trust ratio and weight decay;
+// vectors: neither); `norms` is LARS's pair of sums for this tensor.
+struct MomentumList {
+  float* p[kListTensors];
+  const float* g[kListTensors];
+  float* buf[kListTensors];
+  int64_t n[kListTensors];
+  float weight_decay[kListTensors];
+  bool flag[kListTensors];
+  double* norms[kListTensors];
+  ChunkTable chunks;
+};
+
+struct EmaList {
+  float* ema[kListTensors];
+  const float* x[kListTensors];
   int64_t n[kListTensors];
   ChunkTable chunks;
 };
@@ -129,6 +105,66 @@ __global__ void adamw_many_kernel(AdamwList list, float step_size, float inv_sqr
     v[i] = vi;
     p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) * inv_sqrt_bias2 + e);
   }
+}
+
+// SGD with momentum and coupled weight decay (torch.optim.SGD).
+__global__ void sgd_many_kernel(MomentumList list, float rate, float mu) {
+  const Chunk c = chunk_of(list.chunks, list.n);
+  float *p = list.p[c.t], *buf = list.buf[c.t];
+  const float* g = list.g[c.t];
+  const float wd = list.weight_decay[c.t];
+  const bool first_step = list.flag[c.t];
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
+    float d = g[i] + wd * p[i];
+    float b = first_step ? d : mu * buf[i] + d;
+    buf[i] = b;
+    p[i] -= rate * b;
+  }
+}
+
+// LARS, first pass: norms[0] += ||p||^2 and norms[1] += ||g + wd p||^2 over the chunk.
+__global__ void lars_norms_many_kernel(MomentumList list) {
+  const Chunk c = chunk_of(list.chunks, list.n);
+  const float *p = list.p[c.t], *g = list.g[c.t];
+  const double wd = list.weight_decay[c.t];
+  double pp = 0, dd = 0;
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
+    double pi = p[i], di = double(g[i]) + wd * pi;
+    pp += pi * pi;
+    dd += di * di;
+  }
+  pp = block_all_reduce(pp, SumOp{}, 0.0);
+  dd = block_all_reduce(dd, SumOp{}, 0.0);
+  if (threadIdx.x == 0) {
+    atomicAdd(&list.norms[c.t][0], pp);
+    atomicAdd(&list.norms[c.t][1], dd);
+  }
+}
+
+// LARS, second pass: the update scaled by the trust ratio eta ||p|| / ||g + wd p|| (matrices).
+__global__ void lars_many_kernel(MomentumList list, float rate, float mu, double eta) {
+  const Chunk c = chunk_of(list.chunks, list.n);
+  float *p = list.p[c.t], *buf = list.buf[c.t];
+  const float* g = list.g[c.t];
+  const float wd = list.weight_decay[c.t];
+  float trust = 1.0f;
+  if (list.flag[c.t]) {
+    const double p_norm = sqrt(list.norms[c.t][0]), d_norm = sqrt(list.norms[c.t][1]);
+    if (p_norm > 0 && d_norm > 0) trust = float(eta * p_norm / d_norm);
+  }
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
+    float d = (g[i] + wd * p[i]) * trust;
+    float b = mu * buf[i] + d;
+    buf[i] = b;
+    p[i] -= rate * b;
+  }
+}
+
+__global__ void ema_many_kernel(EmaList list, float m, float one_minus) {
+  const Chunk c = chunk_of(list.chunks, list.n);
+  float* ema = list.ema[c.t];
+  const float* x = list.x[c.t];
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) ema[i] = m * ema[i] + one_minus * x[i];
 }
 
 __global__ void sum_of_squares_many_kernel(SpanList list, double* sum) {
@@ -182,28 +218,6 @@ unsigned reduce_grid(int64_t n) {
 }
 
 }  // namespace
-
-void sgd_update(float* p, const float* g, float* buf, int64_t n, double lr, double momentum, double weight_decay,
-                bool first_step, void* stream) {
-  if (n == 0) return;
-  sgd_kernel<<<grid_for(n), kBlock, 0, as_stream(stream)>>>(p, g, buf, n, float(lr), float(momentum),
-                                                            float(weight_decay), first_step);
-  BAM_CUDA_CHECK_LAUNCH();
-}
-
-void lars_update(float* p, const float* g, float* buf, int64_t n, bool adapt, double lr, double momentum,
-                 double weight_decay, double eta, double* scratch, void* stream) {
-  if (n == 0) return;
-  const float wd = adapt ? float(weight_decay) : 0.0f;
-  if (adapt) {
-    BAM_CUDA_CHECK(cudaMemsetAsync(scratch, 0, 2 * sizeof(double), as_stream(stream)));
-    lars_norms_kernel<<<reduce_grid(n), kBlock, 0, as_stream(stream)>>>(p, g, n, wd, scratch);
-    BAM_CUDA_CHECK_LAUNCH();
-  }
-  lars_kernel<<<grid_for(n), kBlock, 0, as_stream(stream)>>>(p, g, buf, n, adapt, float(lr), float(momentum), wd, eta,
-                                                             scratch);
-  BAM_CUDA_CHECK_LAUNCH();
-}
 
 void accumulate_sum_of_squares(const float* x, int64_t n, double* sum, void* stream) {
   if (n == 0) return;
@@ -264,10 +278,58 @@ void clip_by_norm_many(const FloatSpan* spans, int64_t count, const double* sum_
       });
 }
 
-void ema_update(float* ema, const float* x, int64_t n, double momentum, void* stream) {
-  if (n == 0) return;
-  ema_kernel<<<grid_for(n), kBlock, 0, as_stream(stream)>>>(ema, x, n, float(momentum), float(1.0 - momentum));
-  BAM_CUDA_CHECK_LAUNCH();
+void sgd_update_many(const MomentumTensor* tensors, int64_t count, double lr, double momentum, void* stream) {
+  MomentumList list{};
+  for_each_list(
+      count, list.chunks, [&](int64_t i) { return tensors[i].n; },
+      [&](int slot, int64_t i) {
+        const MomentumTensor& t = tensors[i];
+        list.p[slot] = t.p, list.g[slot] = t.g, list.buf[slot] = t.buf, list.n[slot] = t.n;
+        list.weight_decay[slot] = float(t.weight_decay), list.flag[slot] = t.first_step;
+      },
+      [&](int chunks) {
+        sgd_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, float(lr), float(momentum));
+        BAM_CUDA_CHECK_LAUNCH();
+      });
+}
+
+void lars_update_many(const MomentumTensor* tensors, int64_t count, double lr, double momentum, double eta,
+                      double* norms, void* stream) {
+  if (count == 0) return;
+  BAM_CUDA_CHECK(cudaMemsetAsync(norms, 0, size_t(2 * count) * sizeof(double), as_stream(stream)));
+  MomentumList list{};
+  // Vectors (adapt false) are neither decayed nor adapted, as the CPU's lars_update.
+  auto add = [&](int slot, int64_t i) {
+    const MomentumTensor& t = tensors[i];
+    list.p[slot] = t.p, list.g[slot] = t.g, list.buf[slot] = t.buf, list.n[slot] = t.n;
+    list.weight_decay[slot] = t.adapt ? float(t.weight_decay) : 0.0f, list.flag[slot] = t.adapt;
+    list.norms[slot] = norms + 2 * i;
+  };
+  // The norms of the matrices first (a vector's size counts as 0 there: it is skipped), then the
+  // updates of all tensors.
+  for_each_list(
+      count, list.chunks, [&](int64_t i) { return tensors[i].adapt ? tensors[i].n : 0; }, add,
+      [&](int chunks) {
+        lars_norms_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list);
+        BAM_CUDA_CHECK_LAUNCH();
+      });
+  for_each_list(
+      count, list.chunks, [&](int64_t i) { return tensors[i].n; }, add,
+      [&](int chunks) {
+        lars_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, float(lr), float(momentum), eta);
+        BAM_CUDA_CHECK_LAUNCH();
+      });
+}
+
+void ema_update_many(const EmaPair* pairs, int64_t count, double momentum, void* stream) {
+  EmaList list{};
+  for_each_list(
+      count, list.chunks, [&](int64_t i) { return pairs[i].n; },
+      [&](int slot, int64_t i) { list.ema[slot] = pairs[i].ema, list.x[slot] = pairs[i].x, list.n[slot] = pairs[i].n; },
+      [&](int chunks) {
+        ema_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, float(momentum), float(1.0 - momentum));
+        BAM_CUDA_CHECK_LAUNCH();
+      });
 }
 
 }  // namespace bam::cuda_kernels

@@ -7,12 +7,6 @@
 
 namespace bam::cuda_kernels {
 
-void sgd_update(float* p, const float* g, float* buf, int64_t n, double lr, double momentum, double weight_decay,
-                bool first_step, void* stream);
-// scratch: 2 doubles of device memory (||p||^2 and ||d||^2), overwritten.
-void lars_update(float* p, const float* g, float* buf, int64_t n, bool adapt, double lr, double momentum,
-                 double weight_decay, double eta, double* scratch, void* stream);
-
 // *sum += sum(x^2) (sum is a device double; zero it first with cudaMemsetAsync or a fill).
 void accumulate_sum_of_squares(const float* x, int64_t n, double* sum, void* stream);
 // x *= min(1, max_norm / (sqrt(*sum_of_squares) + 1e-6)), the coefficient computed on the device.
@@ -40,6 +34,29 @@ void accumulate_sum_of_squares_many(const FloatSpan* spans, int64_t count, doubl
 // Every span *= min(1, max_norm / (sqrt(*sum_of_squares) + 1e-6)).
 void clip_by_norm_many(const FloatSpan* spans, int64_t count, const double* sum_of_squares, double max_norm,
                        void* stream);
-void ema_update(float* ema, const float* x, int64_t n, double momentum, void* stream);
+
+// SGD (momentum, coupled weight decay) and LARS over a list of tensors. first_step: SGD's buffer
+// starts as the first update. adapt: LARS's trust ratio and weight decay apply (matrices; vectors
+// get plain momentum). norms: 2 * count device doubles of scratch for LARS, overwritten.
+struct MomentumTensor {
+  float* p;
+  const float* g;
+  float* buf;
+  int64_t n;
+  double weight_decay;
+  bool first_step;
+  bool adapt;
+};
+void sgd_update_many(const MomentumTensor* tensors, int64_t count, double lr, double momentum, void* stream);
+void lars_update_many(const MomentumTensor* tensors, int64_t count, double lr, double momentum, double eta,
+                      double* norms, void* stream);
+
+// ema = momentum * ema + (1 - momentum) * x for every pair (the EMA teacher).
+struct EmaPair {
+  float* ema;
+  const float* x;
+  int64_t n;
+};
+void ema_update_many(const EmaPair* pairs, int64_t count, double momentum, void* stream);
 
 }  // namespace bam::cuda_kernels

@@ -392,6 +392,71 @@ TEST_CASE("CUDA multi-tensor AdamW and gradient clipping match the CPU, across l
   }
 }
 
+TEST_CASE("CUDA multi-tensor SGD, LARS and EMA teacher updates match the CPU, across list and chunk-table splits") {
+  // As the AdamW case: 70 tensors (more than one list of 64) and one of 17M elements (more than one
+  // chunk table). Every third tensor is a vector, the rest matrices, so LARS adapts some of them
+  // and not others, in the same lists.
+  std::vector<Shape> shapes;
+  for (int i = 0; i < 69; ++i) {
+    const int64_t n = 1 + (i * 7919) % 70000;
+    shapes.push_back(i % 3 == 0 ? Shape{n} : Shape{1 + i % 5, n});
+  }
+  shapes.push_back({17, int64_t(1) << 20});
+  for (const char* name : {"sgd", "lars"}) {
+    CAPTURE(name);
+    Generator gen(12);
+    std::vector<ParamGroup> cpu_groups(2), gpu_groups(2);
+    std::vector<Tensor> cpu_params, gpu_params;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      Tensor p = randn(shapes[i], {}, &gen);
+      Tensor cp = p.clone().requires_grad_(true), gp = p.to(Device::cuda()).requires_grad_(true);
+      cpu_groups[i % 2].params.emplace_back("p" + std::to_string(i), cp);
+      gpu_groups[i % 2].params.emplace_back("p" + std::to_string(i), gp);
+      cpu_params.push_back(cp);
+      gpu_params.push_back(gp);
+    }
+    cpu_groups[1].decay = gpu_groups[1].decay = false;
+    auto cpu_opt = make_optimizer(name, cpu_groups), gpu_opt = make_optimizer(name, gpu_groups);
+    for (Optimizer* opt : {cpu_opt.get(), gpu_opt.get()}) {
+      opt->set_lr(0.1);
+      opt->set_weight_decay(0.05);
+    }
+    // Three steps with fresh gradients: SGD's first step seeds its buffer, the later ones use it.
+    for (int step = 0; step < 3; ++step) {
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        Tensor g = randn(shapes[i], {}, &gen);
+        cpu_params[i].set_grad(g.clone());
+        gpu_params[i].set_grad(g.to(Device::cuda()));
+      }
+      cpu_opt->step();
+      gpu_opt->step();
+    }
+    NamedTensors cpu_state = cpu_opt->state(), gpu_state = gpu_opt->state();
+    REQUIRE(gpu_state.size() == cpu_state.size());
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      CAPTURE(i);
+      check_close(gpu_params[i], to_ref(cpu_params[i]), tolerance_for(DType::f32), "parameter " + std::to_string(i));
+      CHECK(gpu_state[i].first == cpu_state[i].first);
+      check_close(gpu_state[i].second, to_ref(cpu_state[i].second), tolerance_for(DType::f32),
+                  "momentum buffer " + gpu_state[i].first);
+    }
+  }
+  // The EMA teacher: one multi-tensor update of every pair.
+  Generator gen(13);
+  std::vector<Tensor> cpu_ema, gpu_ema, cpu_x, gpu_x;
+  for (const Shape& shape : shapes) {
+    Tensor e = randn(shape, {}, &gen), x = randn(shape, {}, &gen);
+    cpu_ema.push_back(e.clone());
+    gpu_ema.push_back(e.to(Device::cuda()));
+    cpu_x.push_back(x);
+    gpu_x.push_back(x.to(Device::cuda()));
+  }
+  ema_update(cpu_ema, cpu_x, 0.996);
+  ema_update(gpu_ema, gpu_x, 0.996);
+  for (size_t i = 0; i < shapes.size(); ++i)
+    check_close(gpu_ema[i], to_ref(cpu_ema[i]), tolerance_for(DType::f32), "EMA tensor " + std::to_string(i));
+}
+
 TEST_CASE("CUDA ops reject tensors on different devices, naming both") {
   Tensor a = ones({2, 3}, {DType::f32, Device::cuda()});
   Tensor b = ones({2, 3});
