@@ -39,12 +39,14 @@ bool GradScaler::unscale(const std::vector<Tensor>& params) {
   if (grads.front().device().is_cuda()) {
     Tensor total = zeros({1}, {DType::f64, grads.front().device()});
     BAM_CUDA_BRANCH("GradScaler.unscale", [&] {
+      // One multi-tensor pass scales every gradient and sums the squares of the results.
+      std::vector<cuda_kernels::FloatSpan> spans;
       for (Tensor& g : grads) {
         BAM_CHECK(g.device() == total.device(), "GradScaler: gradients on different devices");
-        cuda_kernels::scale_in_place(g.data<float>(), g.numel(), inverse, cuda::current_stream());
-        cuda_kernels::accumulate_sum_of_squares(g.data<float>(), g.numel(), total.data<double>(),
-                                                cuda::current_stream());
+        spans.push_back({g.data<float>(), g.numel()});
       }
+      cuda_kernels::unscale_many(spans.data(), static_cast<int64_t>(spans.size()), inverse, total.data<double>(),
+                                 cuda::current_stream());
     }());
     sum_of_squares = total.item();
   } else {

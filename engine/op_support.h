@@ -16,6 +16,18 @@ Device same_device(const char* op, std::initializer_list<const Tensor*> tensors)
 void require_same_dtype(const char* op, const Tensor& a, const Tensor& b);
 void require_floating(const char* op, const Tensor& t);
 
+// Calls fn with the unsigned integer of dtype's size (uint8_t, uint16_t, uint32_t or uint64_t): for
+// ops that only move elements, every dtype is words of its size, as in the CUDA kernels.
+template <typename Fn>
+void dispatch_word(DType dtype, Fn&& fn) {
+  switch (dtype_size(dtype)) {
+    case 1: fn(uint8_t{}); return;
+    case 2: fn(uint16_t{}); return;
+    case 4: fn(uint32_t{}); return;
+    default: fn(uint64_t{}); return;
+  }
+}
+
 // Calls fn(float{}) or fn(double{}) for the tensor's dtype; other dtypes fail naming the op.
 template <typename Fn>
 void dispatch_floating(const char* op, DType dtype, Fn&& fn) {

@@ -129,21 +129,18 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   Tensor out = empty(shape, {x.dtype(), x.device()});
   int64_t outer, inner;
   around(x.shape(), d, &outer, &inner);
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    check_index_result(cpu::index_select<T>(xc.data<T>(), ic.data<int64_t>(), out.data<T>(), outer, x.size(d),
-                                            index.size(0), inner),
-                       "index_select", x.size(d), d);
-  };
   if (x.device().is_cuda()) {
     BAM_CUDA_INDEX("index_select", x.device(), x.size(d), d, [&](int64_t* error, void* stream) {
       cuda_kernels::index_select(x.dtype(), xc.raw_data(), ic.data<int64_t>(), out.raw_data(), outer, x.size(d),
                                  index.size(0), inner, error, stream);
     });
-  } else if (x.dtype() == DType::i64) {
-    run(int64_t{});  // labels, indices
   } else {
-    dispatch_floating("index_select", x.dtype(), run);
+    dispatch_word(x.dtype(), [&](auto word) {  // any dtype: the rows are moved, not computed on
+      using W = decltype(word);
+      check_index_result(cpu::index_select<W>(static_cast<const W*>(xc.raw_data()), ic.data<int64_t>(),
+                                              static_cast<W*>(out.raw_data()), outer, x.size(d), index.size(0), inner),
+                         "index_select", x.size(d), d);
+    });
   }
   Shape input_shape = x.shape();
   return record("index_select", out, {x}, [ic, d, input_shape, outer, inner](const Tensor& g) {
@@ -173,21 +170,18 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   Tensor out = empty(index.shape(), {x.dtype(), x.device()});
   int64_t outer, inner;
   around(x.shape(), d, &outer, &inner);
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    check_index_result(cpu::gather<T>(xc.data<T>(), ic.data<int64_t>(), out.data<T>(), outer, x.size(d),
-                                      index.size(d), inner),
-                       "gather", x.size(d), d);
-  };
   if (x.device().is_cuda()) {
     BAM_CUDA_INDEX("gather", x.device(), x.size(d), d, [&](int64_t* error, void* stream) {
       cuda_kernels::gather(x.dtype(), xc.raw_data(), ic.data<int64_t>(), out.raw_data(), outer, x.size(d),
                            index.size(d), inner, error, stream);
     });
-  } else if (x.dtype() == DType::i64) {
-    run(int64_t{});
   } else {
-    dispatch_floating("gather", x.dtype(), run);
+    dispatch_word(x.dtype(), [&](auto word) {  // any dtype: elements are moved, not computed on
+      using W = decltype(word);
+      check_index_result(cpu::gather<W>(static_cast<const W*>(xc.raw_data()), ic.data<int64_t>(),
+                                        static_cast<W*>(out.raw_data()), outer, x.size(d), index.size(d), inner),
+                         "gather", x.size(d), d);
+    });
   }
   Shape input_shape = x.shape();
   return record("gather", out, {x}, [ic, d, input_shape](const Tensor& g) {

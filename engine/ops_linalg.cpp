@@ -15,6 +15,13 @@ using namespace detail;
 
 namespace {
 
+// t as a matrix with t's last dim as its columns: [rows, t.size(-1)], rows being the product of the
+// other dims. Spelled out rather than reshape({-1, cols}): with an empty last dim (K = 0) the
+// element count says nothing about the rows.
+Tensor as_rows(const Tensor& t) {
+  return t.reshape({shape_numel(Shape(t.shape().begin(), t.shape().end() - 1)), t.size(-1)});
+}
+
 // How a [rows, cols] matrix view maps onto a GEMM operand.
 struct MatrixOperand {
   bool usable = false;      // false: the strides fit neither layout; copy first
@@ -70,11 +77,11 @@ Tensor matmul_shared_rhs(Tensor a, Tensor b) {
   const int64_t K = a.size(-1), N = b.size(-1);
   Shape out_shape(a.shape().begin(), a.shape().end() - 1);
   out_shape.push_back(N);
-  int64_t rows = a.numel() / std::max<int64_t>(K, 1);
   {
     NoGradGuard no_grad;
-    a = a.dim() == 2 ? a : a.reshape({rows, K});
+    a = a.dim() == 2 ? a : as_rows(a);
   }
+  const int64_t rows = a.size(0);
   MatrixOperand ma = matrix_operand(a), mb = matrix_operand(b);
   Tensor out = empty({rows, N}, {a.dtype(), a.device()});
   if (a.device().is_cuda()) {
@@ -143,8 +150,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     if (need_b) {
       if (bd.dim() == 2) {
         // Shared weight: one GEMM over all rows instead of a batched product then a sum.
-        int64_t K = ad.size(-1), N = g.size(-1);
-        db = matmul(ad.reshape({-1, K}).t(), g.reshape({-1, N}));
+        db = matmul(as_rows(ad).t(), as_rows(g));
       } else {
         db = sum_to_shape(matmul(ad.transpose(-1, -2), g), bd.shape());
       }
@@ -159,15 +165,15 @@ namespace {
 // needed). On CUDA dw and db come from one GEMM when cuBLASLt offers its bias-gradient epilogue.
 std::vector<Tensor> linear_backward(const Tensor& g, const Tensor& xd, const Tensor& wd, bool need_x, bool need_w,
                                     bool need_b) {
-  const int64_t in = wd.size(1), out_features = wd.size(0);
-  Tensor g2 = g.reshape({-1, out_features});
+  Tensor g2 = as_rows(g);
   Tensor dx, dw, db;
   if (need_x) dx = matmul(g2, wd).view(xd.shape());
 #ifdef BAM_WITH_CUDA
   if (need_w && need_b && g2.device().is_cuda()) {
     // dw = g^T x with db = the column sums of g in the same GEMM (cuBLASLt's bias-gradient
     // epilogue), when cuBLASLt has an algorithm for it.
-    Tensor gt = g2.t(), x2 = xd.reshape({-1, in});
+    const int64_t in = wd.size(1), out_features = wd.size(0);
+    Tensor gt = g2.t(), x2 = as_rows(xd);
     MatrixOperand mg = matrix_operand(gt), mx = matrix_operand(x2);
     Tensor w_grad = empty({out_features, in}, {g2.dtype(), g2.device()});
     Tensor b_grad = empty({out_features}, {g2.dtype(), g2.device()});
@@ -179,7 +185,7 @@ std::vector<Tensor> linear_backward(const Tensor& g, const Tensor& xd, const Ten
     }
   }
 #endif
-  if (need_w && !dw.defined()) dw = matmul(g2.t(), xd.reshape({-1, in}));
+  if (need_w && !dw.defined()) dw = matmul(g2.t(), as_rows(xd));
   if (need_b && !db.defined()) db = sum(g2, {0});
   return {dx, dw, db};
 }
@@ -201,7 +207,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor x2, w = weight;
   {
     NoGradGuard no_grad;
-    x2 = x.reshape({-1, in});
+    x2 = as_rows(x);
   }
   const int64_t rows = x2.size(0);
   MatrixOperand mx = matrix_operand(x2), mw = matrix_operand(w);

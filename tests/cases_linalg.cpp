@@ -67,6 +67,7 @@ std::vector<OpCase> linalg_cases() {
   cases.push_back(matmul_case("strided operands", {{3, 4}, Values::normal, Layout::strided},
                               {{4, 2}, Values::normal, Layout::strided}));
   cases.push_back(matmul_case("batched [2,3,4]@[2,4,5]", {{2, 3, 4}}, {{2, 4, 5}, Values::normal, Layout::transposed}));
+  cases.push_back(matmul_case("empty inner dim [3,0]@[0,2]", {{3, 0}}, {{0, 2}}));
   cases.push_back(matmul_case("broadcast batch [2,1,3,4]@[3,4,2]", {{2, 1, 3, 4}}, {{3, 4, 2}}));
   cases.push_back(matmul_case("N-d @ 2-d [2,3,4]@[4,5]", {{2, 3, 4}, Values::normal, Layout::transposed}, {{4, 5}}));
   cases.push_back(matmul_case("2-d @ N-d [3,4]@[2,4,2]", {{3, 4}}, {{2, 4, 2}}));
@@ -109,6 +110,15 @@ std::vector<OpCase> linalg_cases() {
   };
   cases.push_back({"gelu_linear", {{{2, 3, 5}, Values::normal, Layout::transposed}, {{4, 5}}, {{4}}},
                    [](const std::vector<Tensor>& x) { return gelu_linear(x[0], x[1], x[2]); }, gelu_linear_ref});
+  // A bias view at an odd offset is not 16-byte aligned: on CUDA the output then starts as a copy of
+  // the bias and the GEMM accumulates on top (beta = 1), instead of cuBLASLt's bias epilogue.
+  cases.push_back({"linear, bias at an odd offset", {{{3, 5}}, {{4, 5}}, {{5}}},
+                   [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2].slice(0, 1, 5)); },
+                   [linear_ref](const std::vector<Ref>& r) {
+                     Ref bias({4});
+                     for (int64_t o = 0; o < 4; ++o) bias.data[o] = r[2].data[o + 1];
+                     return linear_ref({r[0], r[1], bias});
+                   }});
   cases.push_back({"linear strided input", {{{4, 3}, Values::normal, Layout::strided}, {{2, 3}}, {{2}, Values::normal, Layout::strided}},
                    [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, linear_ref});
 

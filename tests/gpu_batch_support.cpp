@@ -42,6 +42,19 @@ std::vector<ImageFile> gpu_test_corpus(uint64_t seed) {
   };
 }
 
+std::vector<ImageFile> cjpeg_fixtures() {
+  std::vector<ImageFile> files;
+  for (const char* name : {"cjpeg_181x127_h2v1.jpg", "cjpeg_181x127_h1v2.jpg", "cjpeg_181x127_rgb.jpg"})
+    files.push_back({name, read_bytes(std::string(BAM_SOURCE_DIR) + "/tests/data/" + name)});
+  return files;
+}
+
+std::vector<ImageFile> gpu_test_corpus_with_fixtures(uint64_t seed) {
+  std::vector<ImageFile> files = gpu_test_corpus(seed), fixtures = cjpeg_fixtures();
+  files.insert(files.end(), fixtures.begin(), fixtures.end());
+  return files;
+}
+
 data::AugmentRecipe multi_crop_test_recipe() {
   data::AugmentRecipe r;
   r.global_crops = 2;

@@ -21,6 +21,14 @@ struct ImageFile {
 // 500x375 quality-90 photo-like image, and a PNG (which the GPU path takes as pixels).
 std::vector<ImageFile> gpu_test_corpus(uint64_t seed);
 
+// The chroma samplings and colour space stb does not write: cjpeg's 4:2:2 (h2v1), 4:4:0 (h1v2)
+// and RGB JPEGs of 181x127, committed under tests/data (see its README) so that the GPU machine,
+// which has no libjpeg tools, reads the same files.
+std::vector<ImageFile> cjpeg_fixtures();
+
+// The corpus above with those fixtures appended.
+std::vector<ImageFile> gpu_test_corpus_with_fixtures(uint64_t seed);
+
 // The training recipe of the benchmarks: 2 global crops (224, scale 0.25-1) and 6 local (96).
 data::AugmentRecipe multi_crop_test_recipe();
 

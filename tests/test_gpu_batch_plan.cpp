@@ -19,20 +19,6 @@ namespace bam::test {
 namespace {
 
 #ifdef BAM_WITH_CUDA
-// The stb corpus plus cjpeg's 4:2:2 (h2v1) and 4:4:0 (h1v2) samplings, which stb does not write.
-std::vector<ImageFile> corpus_with_cjpeg(uint64_t seed) {
-  std::vector<ImageFile> files = gpu_test_corpus(seed);
-  require_libjpeg_tools();
-  TempDir dir;
-  std::string ppm = write_synthetic_ppm(dir, 181, 127, 3, seed + 11);
-  for (const char* sampling : {"2x1", "1x2"}) {
-    std::string out = dir.file(std::string("s") + sampling + ".jpg");
-    REQUIRE(run("cjpeg -quality 88 -sample " + std::string(sampling) + " " + ppm + " > " + out) == 0);
-    files.push_back({std::string("cjpeg_181x127_") + sampling + ".jpg", read_bytes(out)});
-  }
-  return files;
-}
-
 // The emulated decode kernels over a batch, into poisoned planes and RGB (0xA5, 0x5A).
 std::vector<uint8_t> emulated_decode(const HostBatch& b) {
   std::vector<uint8_t> planes(b.plan.plane_bytes, 0xA5), rgb(b.plan.rgb_bytes, 0x5A);
@@ -92,12 +78,14 @@ TEST_CASE("GPU batch plan: rectangles cover the crops, blocks outside them are s
 
 TEST_CASE("emulated GPU decode kernels equal the CPU decode inside the crop rectangles") {
   const uint64_t seed = test_seed();
-  std::vector<ImageFile> files = corpus_with_cjpeg(seed);
+  std::vector<ImageFile> files = gpu_test_corpus_with_fixtures(seed);
   for (bool eval : {false, true}) {
     data::AugmentRecipe recipe = multi_crop_test_recipe();
     HostBatch b = prepare_host_batch(files, recipe, seed, eval);
     std::vector<uint8_t> rgb = emulated_decode(b);
     for (size_t i = 0; i < b.images.size(); ++i) {
+      // The fixtures' samplings and colour space are the GPU path's to decode, not the fallback's.
+      if (files[i].name.rfind("cjpeg_", 0) == 0) CHECK_MESSAGE(b.images[i].decode_on_gpu, files[i].name);
       if (!b.images[i].decode_on_gpu) continue;
       const data::PixelRect& r = b.plan.rects[i];
       const data::DecodedImage& ref = b.reference[i];
@@ -118,7 +106,7 @@ TEST_CASE("emulated GPU decode kernels equal the CPU decode inside the crop rect
 
 TEST_CASE("emulated GPU crop kernels equal render_crop and render_eval") {
   const uint64_t seed = test_seed();
-  std::vector<ImageFile> files = corpus_with_cjpeg(seed);
+  std::vector<ImageFile> files = gpu_test_corpus_with_fixtures(seed);
   struct Variant {
     const char* name;
     bool eval, crop_and_flip_only;

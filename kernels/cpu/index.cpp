@@ -125,16 +125,21 @@ void topk(const T* x, T* values, int64_t* indices, int64_t rows, int64_t cols, i
   });
 }
 
-#define BAM_INSTANTIATE(T)                                                                                   \
-  template IndexResult gather<T>(const T*, const int64_t*, T*, int64_t, int64_t, int64_t, int64_t);               \
-  template IndexResult scatter_add<T>(T*, const int64_t*, const T*, int64_t, int64_t, int64_t, int64_t);          \
-  template IndexResult index_select<T>(const T*, const int64_t*, T*, int64_t, int64_t, int64_t, int64_t);         \
-  template IndexResult index_add<T>(T*, const int64_t*, const T*, int64_t, int64_t, int64_t, int64_t);            \
-  template void topk<T>(const T*, T*, int64_t*, int64_t, int64_t, int64_t, bool);
-BAM_INSTANTIATE(float)
-BAM_INSTANTIATE(double)
+// Gathers only move elements: they are instantiated per word size (ops_index.cpp dispatches any
+// dtype to the unsigned word of its size, as the CUDA kernels do). Scatters add: floating types.
+#define BAM_INSTANTIATE_MOVE(W)                                                                      \
+  template IndexResult gather<W>(const W*, const int64_t*, W*, int64_t, int64_t, int64_t, int64_t); \
+  template IndexResult index_select<W>(const W*, const int64_t*, W*, int64_t, int64_t, int64_t, int64_t);
+BAM_INSTANTIATE_MOVE(uint8_t)
+BAM_INSTANTIATE_MOVE(uint16_t)
+BAM_INSTANTIATE_MOVE(uint32_t)
+BAM_INSTANTIATE_MOVE(uint64_t)
 
-template IndexResult gather<int64_t>(const int64_t*, const int64_t*, int64_t*, int64_t, int64_t, int64_t, int64_t);
-template IndexResult index_select<int64_t>(const int64_t*, const int64_t*, int64_t*, int64_t, int64_t, int64_t, int64_t);
+#define BAM_INSTANTIATE_ADD(T)                                                                              \
+  template IndexResult scatter_add<T>(T*, const int64_t*, const T*, int64_t, int64_t, int64_t, int64_t); \
+  template IndexResult index_add<T>(T*, const int64_t*, const T*, int64_t, int64_t, int64_t, int64_t);   \
+  template void topk<T>(const T*, T*, int64_t*, int64_t, int64_t, int64_t, bool);
+BAM_INSTANTIATE_ADD(float)
+BAM_INSTANTIATE_ADD(double)
 
 }  // namespace bam::cpu

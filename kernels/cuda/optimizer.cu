@@ -25,11 +25,6 @@ __global__ void clip_kernel(float* x, int64_t n, const double* sum_of_squares, d
     x[i] *= c;
 }
 
-__global__ void scale_kernel(float* x, int64_t n, float scale) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    x[i] *= scale;
-}
-
 // Multi-tensor launches: a list of up to kListTensors tensors cut into chunks of kChunk elements;
 // block b works on chunk b, which names its tensor and where in it the chunk starts. The list is
 // a kernel parameter (CUDA 12.1+ allows 32 KiB of them), so nothing is copied to the device first.
@@ -176,6 +171,21 @@ __global__ void sum_of_squares_many_kernel(SpanList list, double* sum) {
   if (threadIdx.x == 0) atomicAdd(sum, acc);
 }
 
+// GradScaler's unscale: x *= inverse, and *sum += the squares of the results (inf or NaN anywhere
+// makes the sum non-finite), in one pass.
+__global__ void unscale_many_kernel(SpanList list, float inverse, double* sum) {
+  const Chunk c = chunk_of(list.chunks, list.n);
+  float* x = list.x[c.t];
+  double acc = 0;
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
+    const float v = x[i] * inverse;
+    x[i] = v;
+    acc += double(v) * v;
+  }
+  acc = block_all_reduce(acc, SumOp{}, 0.0);
+  if (threadIdx.x == 0) atomicAdd(sum, acc);
+}
+
 __global__ void clip_many_kernel(SpanList list, const double* sum_of_squares, double max_norm) {
   double coef = max_norm / (sqrt(*sum_of_squares) + 1e-6);
   if (!(coef < 1.0)) return;  // as the CPU: a NaN norm leaves the gradients alone
@@ -231,12 +241,6 @@ void clip_by_norm(float* x, int64_t n, const double* sum_of_squares, double max_
   BAM_CUDA_CHECK_LAUNCH();
 }
 
-void scale_in_place(float* x, int64_t n, float scale, void* stream) {
-  if (n == 0) return;
-  scale_kernel<<<grid_for(n), kBlock, 0, as_stream(stream)>>>(x, n, scale);
-  BAM_CUDA_CHECK_LAUNCH();
-}
-
 void adamw_update_many(const AdamwTensor* tensors, int64_t count, double lr, double beta1, double beta2, double eps,
                        int64_t step, void* stream) {
   const double bias1 = 1.0 - std::pow(beta1, double(step)), bias2 = 1.0 - std::pow(beta2, double(step));
@@ -262,6 +266,17 @@ void accumulate_sum_of_squares_many(const FloatSpan* spans, int64_t count, doubl
       [&](int slot, int64_t i) { list.x[slot] = spans[i].x, list.n[slot] = spans[i].n; },
       [&](int chunks) {
         sum_of_squares_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, sum);
+        BAM_CUDA_CHECK_LAUNCH();
+      });
+}
+
+void unscale_many(const FloatSpan* spans, int64_t count, float inverse, double* sum, void* stream) {
+  SpanList list{};
+  for_each_list(
+      count, list.chunks, [&](int64_t i) { return spans[i].n; },
+      [&](int slot, int64_t i) { list.x[slot] = spans[i].x, list.n[slot] = spans[i].n; },
+      [&](int chunks) {
+        unscale_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, inverse, sum);
         BAM_CUDA_CHECK_LAUNCH();
       });
 }

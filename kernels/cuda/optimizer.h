@@ -1,6 +1,6 @@
 // CUDA twins of kernels/cpu/optimizer.h on f32 tensors (fp32 master weights), asynchronous on
 // `stream`. Norms are accumulated on the device (double, atomically) so that clipping and LARS
-// need no host round trip: scale_by_norm reads the accumulated sum where it runs.
+// need no host round trip: clip_by_norm reads the accumulated sum where it runs.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +11,6 @@ namespace bam::cuda_kernels {
 void accumulate_sum_of_squares(const float* x, int64_t n, double* sum, void* stream);
 // x *= min(1, max_norm / (sqrt(*sum_of_squares) + 1e-6)), the coefficient computed on the device.
 void clip_by_norm(float* x, int64_t n, const double* sum_of_squares, double max_norm, void* stream);
-void scale_in_place(float* x, int64_t n, float scale, void* stream);
 
 // Multi-tensor forms: one launch covers a whole list of tensors (their pointers and sizes travel as
 // a kernel parameter, split into as many launches as needed), instead of a launch per tensor.
@@ -31,6 +30,8 @@ struct FloatSpan {
 };
 // *sum += sum of x^2 over every span.
 void accumulate_sum_of_squares_many(const FloatSpan* spans, int64_t count, double* sum, void* stream);
+// GradScaler's unscale: every span *= inverse, and *sum += the squares of the results.
+void unscale_many(const FloatSpan* spans, int64_t count, float inverse, double* sum, void* stream);
 // Every span *= min(1, max_norm / (sqrt(*sum_of_squares) + 1e-6)).
 void clip_by_norm_many(const FloatSpan* spans, int64_t count, const double* sum_of_squares, double max_norm,
                        void* stream);

@@ -50,7 +50,7 @@ struct DeviceBuffer {
 
 TEST_CASE("GPU decode and crop kernels equal the CPU decode and crops") {
   const uint64_t seed = test_seed();
-  std::vector<ImageFile> files = gpu_test_corpus(seed);
+  std::vector<ImageFile> files = gpu_test_corpus_with_fixtures(seed);
   for (bool eval : {false, true}) {
     for (DType out_dtype : {DType::f32, DType::bf16}) {
       data::AugmentRecipe recipe = multi_crop_test_recipe();

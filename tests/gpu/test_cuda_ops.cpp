@@ -5,7 +5,9 @@
 // poisoned with NaN bytes (BAM_CUDA_POISON, set by the GPU test main), so an unwritten output
 // element fails. Every op has a CUDA kernel: every row must pass in every dtype.
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <tuple>
 #include <utility>
@@ -13,8 +15,10 @@
 #include "bam/bam_cross_entropy.h"
 #include "bam/sinkhorn.h"
 #include "engine/cuda.h"
+#include "engine/grad_scaler.h"
 #include "engine/optim.h"
 #include "engine/random.h"
+#include "kernels/cuda/gemm.h"
 #include "tests/op_table.h"
 
 namespace bam::test {
@@ -121,6 +125,133 @@ TEST_CASE("CUDA elementwise and reductions: large, odd-sized inputs exercise the
     check_close(sum(gpu, {1}), to_ref(sum(cpu, {1})), tol, what + " row sums");
     check_close(sum(gpu, {0}), to_ref(sum(cpu, {0})), tol, what + " column sums");
     check_close(argmax(gpu, 1), to_ref(argmax(cpu, 1)), tolerance_for(DType::i64), what + " argmax");
+  }
+}
+
+// What the op table's small shapes and float dtypes leave out: rows wide enough for a multi-warp
+// block (softmax, log_softmax, l2_normalize with an all-zero row), topk over wide rows with ties
+// and NaN, out-of-range indices, integer and bool words in where / index_select / compare, a
+// non-dense conversion, TF32 GEMMs, and BatchNorm's running statistics.
+TEST_CASE("CUDA paths the op table does not reach: wide rows, ties, index errors, integer words, TF32, BatchNorm") {
+  InputMaker maker(test_seed("cuda op table gaps"));
+  const Shape wide{1031, 517};
+  // f on both devices from the same values (rounded to dtype); the output and, through
+  // sum(out * w), the input's gradient.
+  auto compare = [&](const std::string& what, DType dtype, std::vector<double> exact, auto&& f) {
+    CAPTURE(what);
+    exact = from_vector(exact, wide, {DType::f64}).to(dtype).to_vector<double>();
+    Tensor c = from_vector(exact, wide, {DType::f64}), g = from_vector(exact, wide, {DType::f64}).to(dtype).to(Device::cuda());
+    c.requires_grad_(true);
+    g.requires_grad_(true);
+    Tensor co = f(c), go = f(g);
+    const Tolerance tol = tolerance_for(dtype);
+    check_close(go, to_ref(co), tol, what + " forward");
+    std::vector<double> w = from_vector(maker.values({co.shape()}), co.shape(), {DType::f64}).to(dtype).to_vector<double>();
+    co.backward(from_vector(w, co.shape(), {DType::f64}));
+    go.backward(from_vector(w, co.shape(), {DType::f64}).to(dtype).to(Device::cuda()));
+    check_close(g.grad(), to_ref(c.grad()), gradient_tolerance(dtype, tol), what + " gradient");
+  };
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const std::string d = dtype_name(dtype);
+    std::vector<double> v = maker.values({wide});
+    compare("softmax 1031x517 " + d, dtype, v, [](const Tensor& x) { return softmax(x, 1); });
+    compare("log_softmax 1031x517 " + d, dtype, v, [](const Tensor& x) { return log_softmax(x, 1); });
+    std::fill(v.begin() + 3 * 517, v.begin() + 4 * 517, 0.0);  // row 3: norm 0 <= eps
+    compare("l2_normalize 1031x517 " + d, dtype, v, [](const Tensor& x) { return l2_normalize(x, 1); });
+  }
+  {
+    // Quarter steps make many ties, broken by the lower index; NaN sorts first (the CPU's order).
+    std::vector<double> v = maker.values({wide});
+    for (double& x : v) x = std::round(x * 4) / 4;
+    v[5 * 517 + 100] = std::nan("");
+    v[6 * 517 + 7] = v[6 * 517 + 300] = std::nan("");
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      Tensor c = from_vector(v, wide, {DType::f64}).to(dtype), g = c.to(Device::cuda());
+      for (bool largest : {true, false}) {
+        auto [cv, ci] = topk(c, 20, 1, largest);
+        auto [gv, gi] = topk(g, 20, 1, largest);
+        const std::string what = std::string("topk 20 of 517 ") + dtype_name(dtype) + (largest ? " largest" : " smallest");
+        check_close(gv, to_ref(cv), {0.0, 0.0}, what + " values");
+        check_close(gi, to_ref(ci), {0.0, 0.0}, what + " indices");
+      }
+    }
+  }
+  {
+    // An out-of-range index is an error that names it; the kernels skip it rather than fault.
+    Tensor x = ones({4, 3}, {DType::f32, Device::cuda()});
+    Tensor bad_rows = from_vector(std::vector<int64_t>{0, 4}, {2}).to(Device::cuda());
+    Tensor bad = from_vector(std::vector<int64_t>{0, 1, 2, 3, -1, 0}, {2, 3}).to(Device::cuda());
+    CHECK_THROWS_WITH(index_select(x, 0, bad_rows), doctest::Contains("index 4 is out of range for dim 0 of size 4"));
+    CHECK_THROWS_WITH(gather(x, 0, bad), doctest::Contains("index -1 is out of range for dim 0 of size 4"));
+    CHECK_THROWS_WITH(scatter_add(x, 0, bad, ones({2, 3}, {DType::f32, Device::cuda()})),
+                      doctest::Contains("index -1 is out of range for dim 0 of size 4"));
+    CHECK(sum(x).item() == 12.0);  // the device still works
+  }
+  {
+    // 8-byte (i64) and 1-byte (bool) words in where and index_select; i32 and u8 comparisons.
+    std::vector<int64_t> a(300), b(300);
+    for (int64_t i = 0; i < 300; ++i) a[i] = (i * 7919) % 251, b[i] = (i * 104729) % 241;
+    Tensor ca = from_vector(a, {300}), cb = from_vector(b, {300});
+    Tensor cond = lt(ca, cb), ga = ca.to(Device::cuda()), gb = cb.to(Device::cuda()), gcond = cond.to(Device::cuda());
+    const Tolerance exact{0.0, 0.0};
+    check_close(where(gcond, ga, gb), to_ref(where(cond, ca, cb)), exact, "where on i64");
+    Tensor cflag = gt(ca, 100.0), gflag = cflag.to(Device::cuda());
+    check_close(where(gcond, gflag, logical_not(gflag)), to_ref(where(cond, cflag, logical_not(cflag))), exact,
+                "where on bool");
+    Tensor rows = from_vector(std::vector<int64_t>{299, 0, 17, 17, 150}, {5});
+    check_close(index_select(ga, 0, rows.to(Device::cuda())), to_ref(index_select(ca, 0, rows)), exact,
+                "index_select on i64");
+    check_close(index_select(gflag, 0, rows.to(Device::cuda())), to_ref(index_select(cflag, 0, rows)), exact,
+                "index_select on bool");
+    for (DType word : {DType::i32, DType::u8}) {
+      Tensor x = ca.to(word), y = cb.to(word);
+      Tensor gx = x.to(Device::cuda()), gy = y.to(Device::cuda());
+      check_close(lt(gx, gy), to_ref(lt(x, y)), exact, std::string("lt on ") + dtype_name(word));
+      check_close(eq(gx, gy), to_ref(eq(x, y)), exact, std::string("eq on ") + dtype_name(word));
+    }
+  }
+  {
+    // A transposed (non-dense) view converted: the generic strided conversion.
+    Tensor x = randn({37, 29});
+    Tensor gx = x.to(Device::cuda());
+    check_close(gx.t().to(DType::bf16), to_ref(x.t().to(DType::bf16)), {0.0, 0.0}, "transposed f32 -> bf16");
+    check_close(gx.t().to(DType::f64), to_ref(x.t().to(DType::f64)), {0.0, 0.0}, "transposed f32 -> f64");
+  }
+  {
+    // TF32 (opt-in for f32 GEMMs): 10 mantissa bits per operand, f32 sums over K = 300 products of
+    // unit size, so errors of order 1e-2; and it must differ from the f32 GEMM somewhere, or the
+    // opt-in did nothing.
+    Generator gen(21);
+    Tensor a = randn({64, 300}, {}, &gen), b = randn({300, 48}, {}, &gen);
+    Tensor ga = a.to(Device::cuda()), gb = b.to(Device::cuda());
+    Tensor f32 = matmul(ga, gb);
+    cuda_kernels::gemm_allow_tf32(true);
+    Tensor tf32 = matmul(ga, gb);
+    cuda_kernels::gemm_allow_tf32(false);
+    Ref expected = to_ref(matmul(a.to(DType::f64), b.to(DType::f64)));
+    check_close(tf32, expected, {5e-2, 2e-3}, "TF32 matmul");
+    check_close(f32, expected, {1e-3, 1e-4}, "f32 matmul");
+    const double differs = max(abs(sub(tf32, f32))).item();
+    MESSAGE("TF32 vs f32 GEMM, max |difference| = " << differs);
+    CHECK(differs > 0.0);
+  }
+  // BatchNorm in training updates its running statistics in place: mean with the batch mean,
+  // variance with the unbiased batch variance (momentum 0.1).
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    for (const Shape& shape : {Shape{6, 4}, Shape{3, 2, 4}}) {
+      const std::string what = std::string("batch_norm running stats ") + dtype_name(dtype) + " " + shape_str(shape);
+      CAPTURE(what);
+      const int64_t C = shape[1];
+      InputSpec spec{shape};
+      std::vector<double> exact = maker.make(spec, maker.values(spec), dtype).to_vector<double>();
+      Tensor cm = zeros({C}, {DType::f64}), cv = ones({C}, {DType::f64});
+      Tensor gm = zeros({C}, {dtype, Device::cuda()}), gv = ones({C}, {dtype, Device::cuda()});
+      Tensor cy = batch_norm(from_vector(exact, shape, {DType::f64}), Tensor(), Tensor(), cm, cv, true, 0.1, 1e-5);
+      Tensor gy = batch_norm(maker.make(spec, exact, dtype, Device::cuda()), Tensor(), Tensor(), gm, gv, true, 0.1, 1e-5);
+      check_close(gy, to_ref(cy), tolerance_for(dtype), what + " output");
+      check_close(gm, to_ref(cm), tolerance_for(dtype), what + " running mean");
+      check_close(gv, to_ref(cv), tolerance_for(dtype), what + " running variance");
+    }
   }
 }
 
@@ -274,6 +405,9 @@ TEST_CASE("CUDA fused BAM cross-entropy matches the CPU kernel: loss and gradien
       Tensor gpu_loss = bam_cross_entropy(gs, p.to(Device::cuda()), c.V, c.G, c.B, 0.1, c.masking);
       Tolerance tol = tolerance_for(dtype);
       check_close(gpu_loss, to_ref(cpu_loss), tol, what + " loss");
+      // Without a gradient to keep, the kernel computes the loss alone.
+      Tensor loss_only = bam_cross_entropy(s.to(Device::cuda()), p.to(Device::cuda()), c.V, c.G, c.B, 0.1, c.masking);
+      check_close(loss_only, to_ref(cpu_loss), tol, what + " loss without gradient");
       cpu_loss.backward();
       gpu_loss.backward();
       // Gradient entries are about scale / temperature / C (6e-6 at B = 256): the absolute
@@ -333,13 +467,16 @@ TEST_CASE("CUDA attention at the ViT shapes: tensor-core kernels (bf16, f16) and
         std::vector<double> exact = maker.make(spec, v, dtype).to_vector<double>();
         Tensor cpu = maker.make(spec, exact, DType::f64).requires_grad_(true);
         Tensor gpu = maker.make(spec, exact, dtype, Device::cuda()).requires_grad_(true);
-        Tensor out_gpu = attention(gpu, s.H), out_cpu = attention(cpu, s.H);
+        Tensor probs_gpu, probs_cpu;
+        Tensor out_gpu = attention(gpu, s.H, &probs_gpu), out_cpu = attention(cpu, s.H, &probs_cpu);
         // The 16-bit kernels round the probabilities P (and in backward dS) to 16 bits before the
         // tensor-core products, as FlashAttention does, and sum over N terms: twice the elementwise
         // tolerance forward, eight times for gradients.
         Tolerance tol = tolerance_for(dtype);
         Tolerance forward{tol.atol * 2, tol.rtol * 2}, backward{tol.atol * 8, tol.rtol * 8};
         check_close(out_gpu, to_ref(out_cpu), forward, what + " forward");
+        // The attention maps (rebuilt from the saved log-sum-exp): one rounding of each probability.
+        check_close(probs_gpu, to_ref(probs_cpu), tol, what + " probabilities");
         std::vector<double> w = maker.values({out_gpu.shape()});
         std::vector<double> w_exact = from_vector(w, out_gpu.shape(), {DType::f64}).to(dtype).to_vector<double>();
         out_gpu.backward(from_vector(w_exact, out_gpu.shape(), {DType::f64}).to(dtype).to(Device::cuda()));
@@ -455,6 +592,41 @@ TEST_CASE("CUDA multi-tensor SGD, LARS and EMA teacher updates match the CPU, ac
   ema_update(gpu_ema, gpu_x, 0.996);
   for (size_t i = 0; i < shapes.size(); ++i)
     check_close(gpu_ema[i], to_ref(cpu_ema[i]), tolerance_for(DType::f32), "EMA tensor " + std::to_string(i));
+}
+
+TEST_CASE("CUDA per-parameter clipping and GradScaler's unscale match the CPU; unscale finds inf and NaN") {
+  // Gradient norms of about 1, 10, 70 and 265: a max norm of 20 clips the last two only.
+  Generator gen(15);
+  std::vector<Tensor> cpu_params, gpu_params;
+  for (int64_t n : {1, 100, 5000, 70001}) {
+    Tensor p = randn({n}, {}, &gen), g = randn({n}, {}, &gen);
+    Tensor cp = p.clone().requires_grad_(true), gp = p.to(Device::cuda()).requires_grad_(true);
+    cp.set_grad(g.clone());
+    gp.set_grad(g.to(Device::cuda()));
+    cpu_params.push_back(cp);
+    gpu_params.push_back(gp);
+  }
+  auto compare_grads = [&](const std::string& what) {
+    for (size_t i = 0; i < cpu_params.size(); ++i)
+      check_close(gpu_params[i].grad(), to_ref(cpu_params[i].grad()), tolerance_for(DType::f32),
+                  what + " gradient " + std::to_string(i));
+  };
+  clip_grad_per_param(cpu_params, 20.0);
+  clip_grad_per_param(gpu_params, 20.0);
+  compare_grads("per-parameter clipping:");
+  GradScaler cpu_scaler(true), gpu_scaler(true);
+  CHECK(cpu_scaler.unscale(cpu_params));
+  CHECK(gpu_scaler.unscale(gpu_params));
+  compare_grads("unscaled");
+  // One inf, then one NaN, in the largest gradient: the step must be reported as not finite.
+  for (double bad : {std::numeric_limits<double>::infinity(), std::nan("")}) {
+    std::vector<float> g = cpu_params[3].grad().to_vector<float>();
+    g[12345] = static_cast<float>(bad);
+    cpu_params[3].set_grad(from_vector(g, {70001}));
+    gpu_params[3].set_grad(from_vector(g, {70001}).to(Device::cuda()));
+    CHECK_FALSE(cpu_scaler.unscale(cpu_params));
+    CHECK_FALSE(gpu_scaler.unscale(gpu_params));
+  }
 }
 
 TEST_CASE("CUDA ops reject tensors on different devices, naming both") {
