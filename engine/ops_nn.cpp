@@ -119,7 +119,10 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                   Tensor dw = need_w ? empty({cols}, o) : Tensor(), db = need_b ? empty({cols}, o) : Tensor();
                   if (g.device().is_cuda()) {
 #ifdef BAM_WITH_CUDA
-                    size_t bytes = cuda_kernels::layer_norm_backward_scratch_bytes(xd.dtype(), rows, cols);
+                    // Scratch holds the column sums' partial rows: none when only dx is wanted.
+                    size_t bytes = need_w || need_b
+                                       ? cuda_kernels::layer_norm_backward_scratch_bytes(xd.dtype(), rows, cols)
+                                       : 0;
                     Tensor scratch = empty({static_cast<int64_t>(bytes)}, {DType::u8, g.device()});
                     cuda_kernels::layer_norm_backward(xd.dtype(), gc.dtype(), xd.raw_data(), raw_or_null(wd),
                                                       mean.raw_data(), rstd.raw_data(), gc.raw_data(),

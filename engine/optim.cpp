@@ -42,16 +42,24 @@ void Optimizer::step() {
   NoGradGuard no_grad;
   ++steps_;
   size_t index = 0;
-  for (auto& group : groups_) {
-    for (auto& [name, param] : group.params) {
-      if (slots_.size() <= index) slots_.resize(index + 1);
-      Tensor grad = param.grad();
-      if (grad.defined()) {
-        if (!grad.is_contiguous()) grad = grad.contiguous();
-        update(param, grad, slots_[index], group.decay ? weight_decay_ : 0.0);
+  try {
+    for (auto& group : groups_) {
+      for (auto& [name, param] : group.params) {
+        if (slots_.size() <= index) slots_.resize(index + 1);
+        Tensor grad = param.grad();
+        if (grad.defined()) {
+          if (!grad.is_contiguous()) grad = grad.contiguous();
+          update(param, grad, slots_[index], group.decay ? weight_decay_ : 0.0);
+        }
+        ++index;
       }
-      ++index;
     }
+  } catch (...) {
+    // A parameter failed its checks: the updates queued before it are dropped, not launched by
+    // the next step on top of its own.
+    drop_queued();
+    pending_grads_.clear();
+    throw;
   }
   finish_step();
   pending_grads_.clear();
@@ -246,12 +254,14 @@ void clip_grad_per_param(const std::vector<Tensor>& params, double max_norm) {
 
 void ema_update(const std::vector<Tensor>& ema, const std::vector<Tensor>& x, double momentum) {
   BAM_CHECK(ema.size() == x.size(), "ema_update: {} EMA tensors for {} sources", ema.size(), x.size());
-  std::vector<cuda_kernels::EmaPair> pairs;
-  for (size_t i = 0; i < ema.size(); ++i) {
+  for (size_t i = 0; i < ema.size(); ++i) {  // every pair is checked before any is updated
     BAM_CHECK(ema[i].shape() == x[i].shape(), "ema_update: shapes differ ({} and {})", ema[i].describe(),
               x[i].describe());
     require_f32(ema[i], ema.front(), "EMA tensor");
     require_f32(x[i], ema.front(), "source tensor");
+  }
+  std::vector<cuda_kernels::EmaPair> pairs;
+  for (size_t i = 0; i < ema.size(); ++i) {
     if (ema[i].device().is_cuda())
       pairs.push_back({ema[i].data<float>(), x[i].data<float>(), ema[i].numel()});
     else

@@ -48,6 +48,8 @@ class Optimizer {
   // Called once after every update() of a step: on CUDA the optimizers queue their updates in
   // update() and launch them here, as one multi-tensor launch (a few for very long lists).
   virtual void finish_step() {}
+  // Forgets the updates queued so far (a later parameter of the step failed).
+  virtual void drop_queued() {}
 
   std::vector<ParamGroup> groups_;
   std::vector<Tensor> pending_grads_;  // queued updates' gradients (perhaps contiguous copies), kept
@@ -65,6 +67,7 @@ class AdamW : public Optimizer {
  protected:
   void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) override;
   void finish_step() override;
+  void drop_queued() override { pending_.clear(); }
   std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
 
  private:
@@ -79,6 +82,7 @@ class SGD : public Optimizer {
  protected:
   void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) override;
   void finish_step() override;
+  void drop_queued() override { pending_.clear(); }
   std::vector<std::string> slot_names() const override { return {"momentum_buffer"}; }
 
  private:
@@ -94,6 +98,7 @@ class LARS : public Optimizer {
  protected:
   void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) override;
   void finish_step() override;
+  void drop_queued() override { pending_.clear(); }
   std::vector<std::string> slot_names() const override { return {"mu"}; }
 
  private:

@@ -7,6 +7,9 @@
 #include <cuda/std/limits>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "engine/cuda_check.h"
 #include "engine/host_device.h"
@@ -305,21 +308,40 @@ int one_pass_columns(int64_t cols) {
 // Blocks of the one-pass backward: as many as the device holds at once, at most one per row. Each
 // block then walks many rows, and the partial rows the finish kernel adds stay few (about 1,800 on
 // an H200 at 384 columns). Without a kernel this is the bound from the SM's thread and block
-// limits (the scratch size); with one, its registers may allow fewer (the launch).
+// limits (the scratch size); with one, its registers may allow fewer (the launch). The device's
+// limits and each kernel's occupancy are looked up once per device.
 int64_t one_pass_blocks(int64_t rows, int64_t cols, const void* kernel = nullptr) {
-  int device = 0, sms = 0, threads_per_sm = 0, blocks_per_sm = 0;
+  struct Limits {
+    int sms = 0, threads_per_sm = 0, blocks_per_sm = 0;
+  };
+  static std::mutex mutex;
+  static std::map<int, Limits> device_limits;
+  static std::map<std::tuple<int, const void*, int>, int> resident_blocks;
+  int device = 0;
   BAM_CUDA_CHECK(cudaGetDevice(&device));
-  BAM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  BAM_CUDA_CHECK(cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
-  BAM_CUDA_CHECK(cudaDeviceGetAttribute(&blocks_per_sm, cudaDevAttrMaxBlocksPerMultiprocessor, device));
   const int threads = static_cast<int>(row_threads(cols));
-  int64_t per_sm = std::min(blocks_per_sm, threads_per_sm / threads);
-  if (kernel) {
-    int resident = 0;
-    BAM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, threads, 0));
-    per_sm = std::min<int64_t>(per_sm, resident);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = device_limits.find(device);
+  if (found == device_limits.end()) {
+    Limits l;
+    BAM_CUDA_CHECK(cudaDeviceGetAttribute(&l.sms, cudaDevAttrMultiProcessorCount, device));
+    BAM_CUDA_CHECK(cudaDeviceGetAttribute(&l.threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device));
+    BAM_CUDA_CHECK(cudaDeviceGetAttribute(&l.blocks_per_sm, cudaDevAttrMaxBlocksPerMultiprocessor, device));
+    found = device_limits.emplace(device, l).first;
   }
-  return std::max<int64_t>(1, std::min<int64_t>(rows, int64_t(sms) * std::max<int64_t>(per_sm, 1)));
+  const Limits& l = found->second;
+  int64_t per_sm = std::min(l.blocks_per_sm, l.threads_per_sm / threads);
+  if (kernel) {
+    auto key = std::make_tuple(device, kernel, threads);
+    auto it = resident_blocks.find(key);
+    if (it == resident_blocks.end()) {
+      int resident = 0;
+      BAM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, threads, 0));
+      it = resident_blocks.emplace(key, resident).first;
+    }
+    per_sm = std::min<int64_t>(per_sm, it->second);
+  }
+  return std::max<int64_t>(1, std::min<int64_t>(rows, int64_t(l.sms) * std::max<int64_t>(per_sm, 1)));
 }
 
 }  // namespace
