@@ -14,6 +14,7 @@
 #include "engine/autograd.h"
 #include "engine/cuda.h"
 #include "engine/error.h"
+#include "engine/host_allocator.h"
 #include "engine/random.h"
 #include "engine/safetensors.h"
 #include "kernels/cpu/parallel.h"
@@ -127,6 +128,7 @@ std::string cell(double v) { return v < 0 ? "-" : fmt::format("{:.2f}", v); }
 }  // namespace
 
 int main(int argc, char** argv) {
+  bam::tune_host_allocator();
   CLI::App app{"bamprobe: linear and kNN evaluation of a frozen ViT backbone"};
   ProbeConfig c;
   app.add_option("--pretrained_weights", c.pretrained_weights,

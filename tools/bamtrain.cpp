@@ -7,6 +7,7 @@
 
 #include "bam/trainer.h"
 #include "engine/error.h"
+#include "engine/host_allocator.h"
 #include "tools/common/device_choice.h"
 #include "tools/common/knn_monitor.h"
 
@@ -113,6 +114,7 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
 }  // namespace
 
 int main(int argc, char** argv) {
+  bam::tune_host_allocator();
   CLI::App app{"bamtrain: BAM self-supervised pretraining of a Vision Transformer"};
   bam::TrainConfig config;
   std::vector<double> global_scale, local_scale;

@@ -26,6 +26,7 @@
 #include "data/augment.h"
 #include "data/image_decode.h"
 #include "data/jpeg_decoder.h"
+#include "engine/host_allocator.h"
 
 #ifdef BAM_HAVE_LIBJPEG
 #include <jpeglib.h>
@@ -279,6 +280,7 @@ Result time_decoder(const Decoder& decoder, const std::vector<Bytes>& files, int
 }  // namespace
 
 int main(int argc, char** argv) {
+  bam::tune_host_allocator();
   std::vector<std::string> inputs;
   int threads = 1, reps = 5, count = 100;
   uint64_t seed = 2024;

@@ -4,9 +4,11 @@
 #include <string>
 
 #include "engine/error.h"
+#include "engine/host_allocator.h"
 #include "tools/bamtool/commands.h"
 
 int main(int argc, char** argv) {
+  bam::tune_host_allocator();
   CLI::App app{"bamtool: utilities of the bam engine (run `bamtool <command> --help` for a command's flags)"};
   app.require_subcommand(1);
   std::map<std::string, bam::tool::Action> actions;
