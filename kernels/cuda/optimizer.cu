@@ -221,6 +221,16 @@ void for_each_list(int64_t count, ChunkTable& table, Size size, Add add, Launch 
   if (chunks > 0) launch(chunks);
 }
 
+// for_each_list over float spans: launch(list, chunks) for each launch's worth of them.
+template <typename Launch>
+void for_each_span_list(const FloatSpan* spans, int64_t count, Launch launch) {
+  SpanList list{};
+  for_each_list(
+      count, list.chunks, [&](int64_t i) { return spans[i].n; },
+      [&](int slot, int64_t i) { list.x[slot] = spans[i].x, list.n[slot] = spans[i].n; },
+      [&](int chunks) { launch(list, chunks); });
+}
+
 // Reductions need only enough blocks to fill the device once.
 unsigned reduce_grid(int64_t n) {
   unsigned g = grid_for(n);
@@ -260,37 +270,25 @@ void adamw_update_many(const AdamwTensor* tensors, int64_t count, double lr, dou
 }
 
 void accumulate_sum_of_squares_many(const FloatSpan* spans, int64_t count, double* sum, void* stream) {
-  SpanList list{};
-  for_each_list(
-      count, list.chunks, [&](int64_t i) { return spans[i].n; },
-      [&](int slot, int64_t i) { list.x[slot] = spans[i].x, list.n[slot] = spans[i].n; },
-      [&](int chunks) {
-        sum_of_squares_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, sum);
-        BAM_CUDA_CHECK_LAUNCH();
-      });
+  for_each_span_list(spans, count, [&](const SpanList& list, int chunks) {
+    sum_of_squares_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, sum);
+    BAM_CUDA_CHECK_LAUNCH();
+  });
 }
 
 void unscale_many(const FloatSpan* spans, int64_t count, float inverse, double* sum, void* stream) {
-  SpanList list{};
-  for_each_list(
-      count, list.chunks, [&](int64_t i) { return spans[i].n; },
-      [&](int slot, int64_t i) { list.x[slot] = spans[i].x, list.n[slot] = spans[i].n; },
-      [&](int chunks) {
-        unscale_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, inverse, sum);
-        BAM_CUDA_CHECK_LAUNCH();
-      });
+  for_each_span_list(spans, count, [&](const SpanList& list, int chunks) {
+    unscale_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, inverse, sum);
+    BAM_CUDA_CHECK_LAUNCH();
+  });
 }
 
 void clip_by_norm_many(const FloatSpan* spans, int64_t count, const double* sum_of_squares, double max_norm,
                        void* stream) {
-  SpanList list{};
-  for_each_list(
-      count, list.chunks, [&](int64_t i) { return spans[i].n; },
-      [&](int slot, int64_t i) { list.x[slot] = spans[i].x, list.n[slot] = spans[i].n; },
-      [&](int chunks) {
-        clip_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, sum_of_squares, max_norm);
-        BAM_CUDA_CHECK_LAUNCH();
-      });
+  for_each_span_list(spans, count, [&](const SpanList& list, int chunks) {
+    clip_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, sum_of_squares, max_norm);
+    BAM_CUDA_CHECK_LAUNCH();
+  });
 }
 
 void sgd_update_many(const MomentumTensor* tensors, int64_t count, double lr, double momentum, void* stream) {
