@@ -292,10 +292,18 @@ void bench_layer_norm(Table& t) {
       kc::layer_norm_forward(dtype, out_dtype, x.get(), weight.get(), bias.get(), y.get(), mean.get(), rstd.get(),
                              rows, cols, 1e-6, stream());
     });
-    t.measure("layer_norm backward", dims(rows, cols), label, Ceiling::hbm, 2 * in + out + 3 * params + stats, [&] {
-      kc::layer_norm_backward(dtype, out_dtype, x.get(), weight.get(), mean.get(), rstd.get(), dy.get(), dx.get(),
-                              d_weight.get(), d_bias.get(), rows, cols, scratch.get(), stream());
-    });
+    // The one pass (the default) beside the two kernels it replaced (dx, then the column sums),
+    // which read x and dy twice; the bytes are the one pass's minimum either way.
+    for (const char* variant : {"one pass", "two_pass"}) {
+      const bool two = std::string(variant) == "two_pass";
+      if (two) setenv("BAM_LAYER_NORM_BACKWARD", "two_pass", 1);
+      t.measure(two ? "layer_norm backward, two kernels" : "layer_norm backward", dims(rows, cols), label, Ceiling::hbm,
+                2 * in + out + 3 * params + stats, [&] {
+                  kc::layer_norm_backward(dtype, out_dtype, x.get(), weight.get(), mean.get(), rstd.get(), dy.get(),
+                                          dx.get(), d_weight.get(), d_bias.get(), rows, cols, scratch.get(), stream());
+                });
+      unsetenv("BAM_LAYER_NORM_BACKWARD");
+    }
   }
 }
 

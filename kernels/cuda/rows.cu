@@ -7,6 +7,8 @@
 #include <cuda/std/limits>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -344,6 +346,13 @@ int64_t one_pass_blocks(int64_t rows, int64_t cols, const void* kernel = nullptr
   return std::max<int64_t>(1, std::min<int64_t>(rows, int64_t(l.sms) * std::max<int64_t>(per_sm, 1)));
 }
 
+// BAM_LAYER_NORM_BACKWARD=two_pass: the two-kernel backward at every width, so that the benchmark
+// and the GPU test can set the one pass beside it (read at every call, as BAM_ATTENTION).
+bool layer_norm_two_pass_requested() {
+  const char* choice = std::getenv("BAM_LAYER_NORM_BACKWARD");
+  return choice != nullptr && std::strcmp(choice, "two_pass") == 0;
+}
+
 }  // namespace
 
 void softmax_forward(bool log_form, DType dtype, const void* x, void* y, int64_t rows, int64_t cols, void* stream) {
@@ -417,7 +426,7 @@ void layer_norm_backward(DType dtype, DType dy_dtype, const void* x, const void*
         layer_norm_dx_kernel<S, O><<<row_blocks(rows), threads, 0, as_stream(stream)>>>(xs, ws, m, rs, g, dxs, rows, cols);
       return;
     }
-    if (const int per_thread = one_pass_columns(cols)) {
+    if (const int per_thread = one_pass_columns(cols); per_thread && !layer_norm_two_pass_requested()) {
       auto kernel = per_thread == 4 ? layer_norm_backward_one_pass_kernel<S, O, 4>
                                     : layer_norm_backward_one_pass_kernel<S, O, 8>;
       const int64_t blocks = one_pass_blocks(rows, cols, reinterpret_cast<const void*>(kernel));

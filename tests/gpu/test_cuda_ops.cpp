@@ -345,11 +345,13 @@ TEST_CASE("CUDA LayerNorm backward matches the CPU: one pass over many rows, wid
     DType dtype, out_dtype;
     bool x_grad = true;  // false: the one pass writes no dx
     bool weight = true;  // false: a bias alone (the one pass without a weight)
+    bool two_pass = false;  // BAM_LAYER_NORM_BACKWARD=two_pass: the two kernels at a one-pass width
   };
   const Case cases[] = {{20000, 384, DType::f32, DType::f32},
                         {20000, 384, DType::f32, DType::bf16},
                         {20000, 384, DType::f32, DType::bf16, false},
                         {20000, 384, DType::f32, DType::f32, true, false},
+                        {20000, 384, DType::f32, DType::bf16, true, true, true},
                         {3000, 1536, DType::f32, DType::f32},
                         {3000, 1536, DType::bf16, DType::bf16},
                         {1500, 2500, DType::f32, DType::f32},
@@ -358,6 +360,11 @@ TEST_CASE("CUDA LayerNorm backward matches the CPU: one pass over many rows, wid
   for (const Case& c : cases) {
     CAPTURE(c.x_grad);
     CAPTURE(c.weight);
+    CAPTURE(c.two_pass);
+    if (c.two_pass)
+      setenv("BAM_LAYER_NORM_BACKWARD", "two_pass", 1);
+    else
+      unsetenv("BAM_LAYER_NORM_BACKWARD");
     CAPTURE(c.rows);
     CAPTURE(c.cols);
     CAPTURE(dtype_name(c.dtype));
@@ -397,6 +404,7 @@ TEST_CASE("CUDA LayerNorm backward matches the CPU: one pass over many rows, wid
       for (const Tensor& g : {gw.grad(), gb.grad()})
         for (double v : g.to_vector<double>()) CHECK(v == 0.0);
   }
+  unsetenv("BAM_LAYER_NORM_BACKWARD");
 }
 
 TEST_CASE("CUDA fused BAM cross-entropy matches the CPU kernel: loss and gradient") {
