@@ -390,7 +390,10 @@ void layer_norm_forward(DType dtype, DType out_dtype, const void* x, const void*
 }
 
 size_t layer_norm_backward_scratch_bytes(DType dtype, int64_t rows, int64_t cols) {
-  const int64_t parts = one_pass_columns(cols) ? one_pass_blocks(rows, cols) : (rows + kChunkRows - 1) / kChunkRows;
+  // Room for whichever design runs: the one pass's blocks or the two-kernel path's row chunks
+  // (BAM_LAYER_NORM_BACKWARD may change between this call and the backward).
+  const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
+  const int64_t parts = std::max(chunks, one_pass_columns(cols) ? one_pass_blocks(rows, cols) : int64_t{0});
   const size_t stat = dtype == DType::f64 ? sizeof(double) : sizeof(float);
   return size_t(2 * parts * cols) * stat;
 }
