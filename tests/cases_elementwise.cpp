@@ -97,9 +97,9 @@ std::vector<OpCase> elementwise_cases() {
   add_binary(cases, "mul", mul, [](double a, double b) { return a * b; }, Values::normal, Values::normal);
   add_binary(cases, "div", div, [](double a, double b) { return a / b; }, Values::normal, Values::positive);
   add_binary(cases, "maximum", maximum, [](double a, double b) { return a >= b ? a : b; }, Values::distinct,
-             Values::distinct);
+             Values::distinct_between);
   add_binary(cases, "minimum", minimum, [](double a, double b) { return a <= b ? a : b; }, Values::distinct,
-             Values::distinct);
+             Values::distinct_between);
 
   add_unary(cases, "add scalar", [](const Tensor& x) { return add(x, 1.5); }, [](double x) { return x + 1.5; },
             Values::normal);

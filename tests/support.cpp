@@ -77,12 +77,16 @@ std::vector<double> InputMaker::values(const InputSpec& spec) {
       for (auto& x : v) x = static_cast<double>(pick(engine_));
       break;
     }
-    case Values::distinct: {
-      // Separated by 0.1 so finite differences never swap the order.
+    case Values::distinct:
+    case Values::distinct_between: {
+      // Separated by 0.1 so finite differences never swap the order; distinct_between sits halfway
+      // between the grid points of distinct, so two such inputs stay 0.04 apart as well.
+      const double shift = spec.values == Values::distinct_between ? 0.05 : 0.0;
       std::vector<int64_t> order(n);
       std::iota(order.begin(), order.end(), 0);
       std::shuffle(order.begin(), order.end(), engine_);
-      for (int64_t i = 0; i < n; ++i) v[i] = 0.1 * static_cast<double>(order[i] - n / 2) + 0.01 * uniform(engine_);
+      for (int64_t i = 0; i < n; ++i)
+        v[i] = 0.1 * static_cast<double>(order[i] - n / 2) + shift + 0.01 * uniform(engine_);
       break;
     }
   }

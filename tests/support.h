@@ -53,6 +53,8 @@ enum class Values {
   mask,       // bool, about half true
   index,      // i64 in [0, high)
   distinct,   // a shuffled set of well-separated values (max/min/topk without ties)
+  distinct_between,  // as distinct, shifted half a spacing: >= 0.04 from any distinct value, so
+                     // maximum/minimum of two inputs never compare values that finite differences swap
 };
 
 struct InputSpec {
