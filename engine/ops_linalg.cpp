@@ -213,20 +213,26 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   MatrixOperand mx = matrix_operand(x2), mw = matrix_operand(w);
   Tensor out = empty({rows, out_features}, {x.dtype(), device});
   // out = x2 @ w^T: w stored [out, in] is the transposed form of the [in, out] operand.
-  Tensor bc = device.is_cuda() && bias.defined() ? contiguous_data(bias) : Tensor();
-  if (bc.defined() && in > 0 && x.dtype() != DType::f64 && reinterpret_cast<uintptr_t>(bc.raw_data()) % 16 == 0) {
-    // cuBLASLt adds the bias in the GEMM's epilogue: no separate pass over the output (f32 and
-    // 16 bits, a 16-byte aligned bias; f64 GEMMs have no epilogues and take the copy path below).
-    BAM_CUDA_BRANCH("linear", cuda_kernels::gemm_bias(x.dtype(), mx.transposed, !mw.transposed, rows, out_features, in,
-                                                      x2.raw_data(), mx.ld, w.raw_data(), mw.ld, bc.raw_data(),
-                                                      out.raw_data(), out_features, cuda::current_stream()));
-  } else if (device.is_cuda()) {
-    // Every row starts as the bias (K = 0 leaves just that); the GEMM accumulates on top (beta = 1).
-    if (bias.defined()) copy_into(out, bias);
-    BAM_CUDA_BRANCH(
-        "linear", cuda_kernels::gemm(x.dtype(), mx.transposed, !mw.transposed, 1, rows, out_features, in, x2.raw_data(),
-                                     mx.ld, 0, w.raw_data(), mw.ld, 0, bias.defined() ? 1.0f : 0.0f, out.raw_data(),
-                                     out_features, 0, cuda::current_stream()));
+  if (device.is_cuda()) {
+    bool bias_fused = false;
+    if (bias.defined()) {
+      // cuBLASLt adds the bias in the GEMM's epilogue: no separate pass over the output. It
+      // declines (f64, K = 0, a bias not 16-byte aligned, a layout without such an algorithm) by
+      // returning false, and the copy below runs instead.
+      Tensor bc = contiguous_data(bias);
+      BAM_CUDA_BRANCH("linear", bias_fused = cuda_kernels::gemm_bias(
+                                    x.dtype(), mx.transposed, !mw.transposed, rows, out_features, in, x2.raw_data(),
+                                    mx.ld, w.raw_data(), mw.ld, bc.raw_data(), out.raw_data(), out_features,
+                                    cuda::current_stream()));
+    }
+    if (!bias_fused) {
+      // Every row starts as the bias (K = 0 leaves just that); the GEMM accumulates on top (beta = 1).
+      if (bias.defined()) copy_into(out, bias);
+      BAM_CUDA_BRANCH("linear", cuda_kernels::gemm(x.dtype(), mx.transposed, !mw.transposed, 1, rows, out_features,
+                                                   in, x2.raw_data(), mx.ld, 0, w.raw_data(), mw.ld, 0,
+                                                   bias.defined() ? 1.0f : 0.0f, out.raw_data(), out_features, 0,
+                                                   cuda::current_stream()));
+    }
   } else {
     // Every row starts as the bias; the GEMM accumulates on top (beta = 1).
     if (bias.defined()) copy_into(out, bias);

@@ -3,7 +3,9 @@
 // operand and A as its second, each with the transpose flag it already has. Descriptors and the
 // heuristic's algorithm are cached per (dtype, flags, sizes, strides, pointer alignment, TF32 and
 // epilogue: none, bias, or bias gradient); the bias pointer itself is set on the cached
-// descriptor before each call.
+// descriptor before each call. The epilogues are fast paths, never requirements: where cuBLASLt
+// offers no algorithm for one (or refuses it at run time), the plan remembers that, the call
+// returns false having computed nothing, and the caller takes its unfused path.
 #include <cublasLt.h>
 
 #include <array>
@@ -33,7 +35,7 @@ struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
-  bool available = true;  // false: cuBLASLt has no algorithm (only allowed for the bias gradient)
+  bool available = true;  // false: cuBLASLt has no algorithm for this epilogue plan (never for a plain GEMM)
 };
 
 // What cuBLASLt's epilogue adds to the product.
@@ -101,8 +103,9 @@ void gemm_allow_tf32(bool allow) { g_allow_tf32 = allow; }
 namespace {
 
 // gemm, gemm_bias and gemm_bias_grad. Epilogue::bias adds `bias` (length N) to every row;
-// Epilogue::bias_grad writes the row sums of op(A) (length M) to `bias`. Returns false only when
-// cuBLASLt has no algorithm for a bias-gradient GEMM (nothing is computed then).
+// Epilogue::bias_grad writes the row sums of op(A) (length M) to `bias`. Returns false only for an
+// epilogue that cuBLASLt cannot run for this layout (nothing is computed then); a plain GEMM
+// without an algorithm is an error.
 bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
               int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta,
               Epilogue epilogue_kind, const void* bias, void* C, int64_t ldc, int64_t stride_c, void* stream) {
@@ -186,13 +189,18 @@ bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
                                                           &align_c, sizeof(align_c)));
     BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                           &align_c, sizeof(align_c)));
+    // The heuristic sees the epilogue's real pointer (as PyTorch and Transformer Engine do), so
+    // an algorithm it picks can take this pointer's alignment.
+    if (bias)
+      BAM_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan.desc, plan.a, plan.b, plan.c, plan.c,
                                                            preference, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(preference);
-    if (epilogue_kind == Epilogue::bias_grad && (status != CUBLAS_STATUS_SUCCESS || found == 0)) {
-      plan.available = false;  // remembered: the caller sums the bias gradient itself
+    if (epilogue_kind != Epilogue::none && (status != CUBLAS_STATUS_SUCCESS || found == 0)) {
+      plan.available = false;  // remembered: the caller takes its unfused path for this layout
     } else {
       BAM_CHECK(status == CUBLAS_STATUS_SUCCESS && found > 0,
                 "gemm (CUDA): cuBLASLt has no algorithm for {} batch {} M {} N {} K {} (trans {} {}): {}",
@@ -201,7 +209,7 @@ bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
     }
     it = ctx.plans.emplace(key, plan).first;
   }
-  const Plan& plan = it->second;
+  Plan& plan = it->second;
   if (!plan.available) return false;
   if (bias)
     BAM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
@@ -209,8 +217,13 @@ bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
   float alpha32 = 1.0f, beta32 = beta;
   const void* alpha = dtype == DType::f64 ? static_cast<const void*>(&alpha64) : &alpha32;
   const void* beta_ptr = dtype == DType::f64 ? static_cast<const void*>(&beta64) : &beta32;
-  BAM_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan.desc, alpha, B, plan.a, A, plan.b, beta_ptr, C, plan.c, C, plan.c,
-                                  &plan.algo, ctx.workspace, kWorkspaceBytes, as_stream(stream)));
+  cublasStatus_t status = cublasLtMatmul(ctx.handle, plan.desc, alpha, B, plan.a, A, plan.b, beta_ptr, C, plan.c, C,
+                                         plan.c, &plan.algo, ctx.workspace, kWorkspaceBytes, as_stream(stream));
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED && epilogue_kind != Epilogue::none) {
+    plan.available = false;  // refused at run time, before any work: unfused from now on
+    return false;
+  }
+  BAM_CUBLAS_CHECK(status);
   return true;
 }
 
@@ -223,10 +236,10 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
            C, ldc, stride_c, stream);
 }
 
-void gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+bool gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
                const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, void* stream) {
-  BAM_CHECK(K > 0, "gemm_bias (CUDA): K must be positive");
-  run_gemm(dtype, trans_a, trans_b, 1, M, N, K, A, lda, 0, B, ldb, 0, 0.0f, Epilogue::bias, bias, C, ldc, 0, stream);
+  if (K == 0 || dtype == DType::f64 || alignment_of(bias) < 16) return false;
+  return run_gemm(dtype, trans_a, trans_b, 1, M, N, K, A, lda, 0, B, ldb, 0, 0.0f, Epilogue::bias, bias, C, ldc, 0, stream);
 }
 
 bool gemm_bias_grad(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,

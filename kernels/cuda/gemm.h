@@ -16,7 +16,10 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
 
 // C[M,N] = op(A) op(B) + bias[N] (every row), the bias added by cuBLASLt's epilogue: one pass
 // over C instead of a broadcast copy before the product (what a Linear layer's forward needs).
-void gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+// Returns false, computing nothing, when cuBLASLt offers no algorithm for this layout (and for
+// f64, K = 0, or a bias pointer not 16-byte aligned): the caller then copies the bias into C and
+// runs gemm with beta = 1.
+bool gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
                const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, void* stream);
 
 // C[M,N] = op(A) op(B), and bias_grad[M] = the row sums of op(A) (its sum over K), from cuBLASLt's

@@ -339,6 +339,10 @@ int64_t one_pass_blocks(int64_t rows, int64_t cols, const void* kernel = nullptr
     if (it == resident_blocks.end()) {
       int resident = 0;
       BAM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, threads, 0));
+      // 0 would mean the kernel cannot run at this block size at all (registers or shared memory):
+      // say so here rather than let the launch fail with a generic error.
+      BAM_CHECK(resident > 0, "layer_norm backward (CUDA): no block of {} threads fits on an SM of device {}",
+                threads, device);
       it = resident_blocks.emplace(key, resident).first;
     }
     per_sm = std::min<int64_t>(per_sm, it->second);

@@ -230,7 +230,11 @@ TEST_CASE("CUDA paths the op table does not reach: wide rows, ties, index errors
     Tensor tf32 = matmul(ga, gb);
     cuda_kernels::gemm_allow_tf32(false);
     Ref expected = to_ref(matmul(a.to(DType::f64), b.to(DType::f64)));
-    check_close(tf32, expected, {5e-2, 2e-3}, "TF32 matmul");
+    // TF32 keeps 10 mantissa bits: each product of the 300-term sums carries about 2^-10 of
+    // relative error, which sums to a spread of ~0.02 at these magnitudes (|entries| ~17), and to
+    // 0.05 at the tail of 3072 entries when the inputs are truncated rather than rounded. 0.1
+    // leaves room for either; a wrong GEMM is off by the entries' own size.
+    check_close(tf32, expected, {1e-1, 2e-3}, "TF32 matmul");
     check_close(f32, expected, {1e-3, 1e-4}, "f32 matmul");
     const double differs = max(abs(sub(tf32, f32))).item();
     MESSAGE("TF32 vs f32 GEMM, max |difference| = " << differs);
