@@ -98,15 +98,24 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
                                     std::vector<std::string>* warnings) {
   GpuBatchImage image;
   const bool jpeg = size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8;
+  // The kernels do not rotate, so an Exif-oriented JPEG is decoded (and turned upright) on the CPU.
+  // The quick scan reads the markers before the first scan; an Exif segment after it (before EOI,
+  // or between the scans of a multi-scan file) shows only in the full parse's layout.
   if (jpeg && read_jpeg_exif_orientation(bytes, size) == 1) {
+    const size_t warnings_before = warnings ? warnings->size() : 0;
     try {
       image.layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, warnings);
-      image.width = image.layout.width;
-      image.height = image.layout.height;
-      image.decode_on_gpu = true;
-      return image;
+      if (image.layout.exif_orientation == 1) {
+        image.width = image.layout.width;
+        image.height = image.layout.height;
+        image.decode_on_gpu = true;
+        return image;
+      }
+      image.layout = JpegLayout{};  // its coefficients go unused; the CPU decode below reports again
+      if (warnings) warnings->resize(warnings_before);
     } catch (const UnsupportedJpegError&) {
       // progressive, CMYK, 12-bit, ...: the CPU decodes it below
+      if (warnings) warnings->resize(warnings_before);
     }
   }
   *pixels = decode_image(bytes, size, name);

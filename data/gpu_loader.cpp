@@ -122,6 +122,9 @@ GpuCropLoader::~GpuCropLoader() {
   launched_.notify_all();
   for (auto& w : workers_) w.join();
   launcher_.join();
+  // The trainer's stream may still be reading the last batch from the output slots, and the
+  // loader's stream may still be writing the next: both finish before anything is freed.
+  cudaStreamSynchronize(as_stream(cuda::current_stream()));
   cudaStreamSynchronize(as_stream(stream_));
   for (OutputSlot& out : output_slots_) {
     for (void* p : out.groups) cudaFree(p);
@@ -314,8 +317,11 @@ void GpuCropLoader::launcher_loop() {
   try {
     BAM_CUDA_CHECK(cudaSetDevice(0));
   } catch (...) {
+    // No launcher from here on: start_epoch clears failure_, so the error is kept where next()
+    // finds it in every epoch, rather than leaving next() to wait for batches nobody launches.
     std::lock_guard<std::mutex> lock(mutex_);
-    failure_ = std::current_exception();
+    launcher_failure_ = std::current_exception();
+    launched_.notify_all();
     return;
   }
   for (;;) {
@@ -462,7 +468,8 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   const int64_t step = consumer_next_;
   BAM_CHECK(step < end_step_ && step * batch_ < end_item_, "loader: the epoch has no batch {} (call start_epoch)",
             step);
-  launched_.wait(lock, [&] { return failure_ || launched_until_ > step; });
+  launched_.wait(lock, [&] { return launcher_failure_ || failure_ || launched_until_ > step; });
+  if (launcher_failure_) std::rethrow_exception(launcher_failure_);
   if (failure_) std::rethrow_exception(failure_);
   OutputSlot& out = output_slots_[step % kOutputSlots];
   void* compute = cuda::current_stream();

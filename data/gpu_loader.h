@@ -109,6 +109,7 @@ class GpuCropLoader : public CropLoader {
   int active_ = 0;
   bool launching_ = false;
   std::exception_ptr failure_;
+  std::exception_ptr launcher_failure_;  // the launcher thread could not start: kept across epochs
   UnreadableFiles unreadable_;
 };
 

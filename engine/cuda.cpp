@@ -100,10 +100,14 @@ void* device_allocate(size_t nbytes, int device_index) {
       cache.free_blocks.clear();
       status = cudaMalloc(&ptr, size);
     }
-    if (status != cudaSuccess)
-      fail("CUDA out of memory allocating {:.1f} MiB on cuda:{} ({:.1f} MiB in use): {}",
-           size / 1048576.0, device_index, cache.stats.bytes_in_use / 1048576.0,
-           cudaGetErrorString(status));
+    if (status != cudaSuccess) {
+      // Clear a non-sticky error, so that it is not reported again by the next unrelated launch
+      // check; a sticky one (an earlier kernel's illegal address, say) stays and says so itself.
+      (void)cudaGetLastError();
+      fail("{} allocating {:.1f} MiB on cuda:{} ({:.1f} MiB in use): {}",
+           status == cudaErrorMemoryAllocation ? "CUDA out of memory" : "cudaMalloc failed", size / 1048576.0,
+           device_index, cache.stats.bytes_in_use / 1048576.0, cudaGetErrorString(status));
+    }
     cache.block_sizes[ptr] = size;
     cache.stats.bytes_reserved += size;
   }
@@ -170,7 +174,6 @@ bool device_is_usable() {
   return cudaPeekAtLastError() == cudaSuccess;
 }
 void* current_stream() { return g_stream; }
-void set_current_stream(void* stream) { g_stream = stream; }
 
 // Without a usable device there is nothing to page-lock for: plain aligned memory keeps the
 // callers' code paths the same (is_available() never changes within a process).

@@ -45,8 +45,11 @@ void synchronize();
 // A non-sticky error left by a failed call is cleared.
 bool device_is_usable();
 // The stream kernels launch on (a cudaStream_t, opaque here so this header needs no CUDA headers).
+// All engine work runs on this one stream, and the caching allocator relies on it: a freed block
+// is reused at once, which is safe only because every later use is queued behind every earlier
+// one. Work on another stream (the GPU loader's copies and kernels) uses its own buffers and
+// events.
 void* current_stream();
-void set_current_stream(void* stream);
 
 // Page-locked host memory for fast, asynchronous uploads (data loader batch buffers).
 void* host_allocate_pinned(size_t nbytes);

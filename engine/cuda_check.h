@@ -6,12 +6,16 @@
 
 #include "engine/error.h"
 
-#define BAM_CUDA_CHECK(call)                                                                     \
-  do {                                                                                           \
-    cudaError_t bam_cuda_status = (call);                                                        \
-    if (bam_cuda_status != cudaSuccess)                                                          \
-      ::bam::fail("CUDA error '{}' ({}) from {} at {}:{}", cudaGetErrorString(bam_cuda_status),  \
-                  static_cast<int>(bam_cuda_status), #call, __FILE__, __LINE__);                 \
+// A failed call's error is cleared before the throw (a sticky one cannot be and stays), so that
+// code which catches the error does not see it again at the next, unrelated launch check.
+#define BAM_CUDA_CHECK(call)                                                                       \
+  do {                                                                                             \
+    cudaError_t bam_cuda_status = (call);                                                          \
+    if (bam_cuda_status != cudaSuccess) {                                                          \
+      (void)cudaGetLastError();                                                                    \
+      ::bam::fail("CUDA error '{}' ({}) from {} at {}:{}", cudaGetErrorString(bam_cuda_status),    \
+                  static_cast<int>(bam_cuda_status), #call, __FILE__, __LINE__);                   \
+    }                                                                                              \
   } while (0)
 
 // After a kernel launch: reports bad launch configurations at the launch site.

@@ -24,7 +24,6 @@ void copy_bytes(void*, const void*, size_t, CopyKind) { fail("cannot copy to or 
 void synchronize() {}
 bool device_is_usable() { return false; }
 void* current_stream() { return nullptr; }
-void set_current_stream(void*) {}
 // Without CUDA there is no page-locking; plain aligned memory keeps callers' code paths the same.
 void* host_allocate_pinned(size_t nbytes) { return std::aligned_alloc(64, (nbytes + 63) / 64 * 64 + 64); }
 void host_free_pinned(void* ptr) { std::free(ptr); }

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 
 namespace bam::test {
 
@@ -54,6 +55,7 @@ void require_libjpeg_tools() {
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
+  if (!file) throw std::runtime_error("test support: cannot open " + path);  // not an empty "image"
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(file), {});
 }
 

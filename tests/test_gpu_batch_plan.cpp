@@ -74,6 +74,46 @@ TEST_CASE("GPU batch plan: rectangles cover the crops, blocks outside them are s
   CHECK(s.plan.total_blocks < all_blocks / 2);
 }
 
+// The GPU kernels do not rotate: a JPEG with an Exif orientation goes to the CPU decoder, wherever
+// its Exif segment is. The quick marker scan stops at the first scan, so a segment after it (legal
+// before EOI, and in multi-scan files between scans) must still send the file to the CPU, or the
+// GPU crops would be cut from the unrotated image while the CPU loader's are upright.
+TEST_CASE("GPU batch plan: a JPEG whose Exif orientation follows the scan is decoded and rotated on the CPU") {
+  const std::vector<uint8_t> jpeg = read_bytes(std::string(BAM_SOURCE_DIR) + "/tests/data/cjpeg_181x127_h2v1.jpg");
+  REQUIRE(jpeg.size() > 4);
+  REQUIRE((jpeg[jpeg.size() - 2] == 0xFF && jpeg[jpeg.size() - 1] == 0xD9));
+  for (bool before_scan : {true, false}) {
+    CAPTURE(before_scan);
+    std::vector<uint8_t> tagged;
+    if (before_scan) {
+      tagged = with_exif(jpeg, 6, false);
+    } else {  // right before EOI
+      const std::vector<uint8_t> segment = exif_segment(6, false);
+      tagged.assign(jpeg.begin(), jpeg.end() - 2);
+      tagged.insert(tagged.end(), segment.begin(), segment.end());
+      tagged.insert(tagged.end(), jpeg.end() - 2, jpeg.end());
+    }
+    const data::DecodedImage upright = data::decode_image(tagged.data(), tagged.size(), "tagged.jpg");
+    REQUIRE(upright.exif_orientation == 6);
+    REQUIRE((upright.width == 127 && upright.height == 181));
+    std::vector<int16_t> coefficients;
+    data::DecodedImage pixels;
+    std::vector<std::string> warnings;
+    data::GpuBatchImage im = data::prepare_image_for_gpu(
+        tagged.data(), tagged.size(), "tagged.jpg",
+        [&](const data::JpegLayout& layout) {
+          coefficients.assign(static_cast<size_t>(layout.num_coefficients), 0);
+          return coefficients.data();
+        },
+        &pixels, &warnings);
+    CHECK_FALSE(im.decode_on_gpu);
+    CHECK(im.width == 127);
+    CHECK(im.height == 181);
+    CHECK(pixels.pixels == upright.pixels);
+    CHECK(warnings.empty());
+  }
+}
+
 #ifdef BAM_WITH_CUDA
 
 TEST_CASE("emulated GPU decode kernels equal the CPU decode inside the crop rectangles") {

@@ -240,7 +240,7 @@ void attention_forward(DType dtype, const void* qkv, void* out, void* lse, int64
     return attention_prefers_wmma() ? attention_forward_wmma(dtype, qkv, out, lse, B, N, H, D, scale, stream)
                                     : attention_forward_mma(dtype, qkv, out, lse, B, N, H, D, scale, stream);
   PackedQkv p{N, H, D};
-  dispatch_floating_storage("attention", dtype, [&](auto tag) {
+  dispatch_wide_storage("attention", dtype, [&](auto tag) {  // f32 and f64: one thread per row
     using S = decltype(tag);
     dispatch_head_dim(D, [&](auto dm) {
       attention_forward_kernel<S, decltype(dm)::value>
@@ -278,17 +278,17 @@ void attention_backward(DType dtype, const void* qkv, const void* out, const voi
         attention_backward_wmma(dtype, qkv, lse, delta, d_out, d_qkv, B, N, H, D, scale, stream);
       else
         attention_backward_mma(dtype, qkv, lse, delta, d_out, d_qkv, B, N, H, D, scale, stream);
-      return;
+    } else {  // f32 and f64: one thread per row (no 16-bit copies of these kernels are compiled)
+      dispatch_head_dim(D, [&](auto dm) {
+        constexpr int DM = decltype(dm)::value;
+        attention_dq_kernel<S, DM><<<attention_grid(B, N, H, kRowsPerBlock), kRowsPerBlock, 0, as_stream(stream)>>>(
+            static_cast<const S*>(qkv), static_cast<const Stat<S>*>(lse), delta, static_cast<const S*>(d_out),
+            static_cast<S*>(d_qkv), p, scale);
+        attention_dkv_kernel<S, DM><<<attention_grid(B, N, H, kRowsPerBlock), kRowsPerBlock, 0, as_stream(stream)>>>(
+            static_cast<const S*>(qkv), static_cast<const Stat<S>*>(lse), delta, static_cast<const S*>(d_out),
+            static_cast<S*>(d_qkv), p, scale);
+      });
     }
-    dispatch_head_dim(D, [&](auto dm) {
-      constexpr int DM = decltype(dm)::value;
-      attention_dq_kernel<S, DM><<<attention_grid(B, N, H, kRowsPerBlock), kRowsPerBlock, 0, as_stream(stream)>>>(
-          static_cast<const S*>(qkv), static_cast<const Stat<S>*>(lse), delta, static_cast<const S*>(d_out),
-          static_cast<S*>(d_qkv), p, scale);
-      attention_dkv_kernel<S, DM><<<attention_grid(B, N, H, kRowsPerBlock), kRowsPerBlock, 0, as_stream(stream)>>>(
-          static_cast<const S*>(qkv), static_cast<const Stat<S>*>(lse), delta, static_cast<const S*>(d_out),
-          static_cast<S*>(d_qkv), p, scale);
-    });
   });
   BAM_CUDA_CHECK_LAUNCH();
 }
