@@ -59,10 +59,12 @@ Tensor residual_add(const Tensor& stream, const Tensor& branch) {
   require_floating("residual_add", branch);
   BAM_CHECK(stream.shape() == branch.shape(), "residual_add: the branch {} must have the stream's shape {}",
             branch.describe(), stream.describe());
-  // A narrower branch converts exactly; a wider one would be rounded twice on one device and once
-  // on the other.
+  // A narrower branch converts exactly; a wider one, or bf16 against f16 (same width, neither
+  // holding the other), would be rounded twice on one device and once on the other.
   BAM_CHECK(dtype_size(branch.dtype()) <= dtype_size(stream.dtype()),
             "residual_add: the branch {} is wider than the stream {}", branch.describe(), stream.describe());
+  BAM_CHECK(dtype_size(branch.dtype()) < dtype_size(stream.dtype()),
+            "residual_add: the branch {} is not narrower than the stream {}", branch.describe(), stream.describe());
   Tensor sc = contiguous_data(stream), bc = contiguous_data(branch);
   Tensor out = empty(stream.shape(), {stream.dtype(), device});
   if (device.is_cuda()) {

@@ -73,6 +73,7 @@ Tensor& Tensor::set_name(const std::string& name) {
 const std::shared_ptr<Storage>& Tensor::storage() const { return impl_->storage; }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // no element to be out of place (as PyTorch): no copy, no refusal
   int64_t expected = 1;
   for (int64_t d = dim() - 1; d >= 0; --d) {
     if (impl_->shape[d] == 1) continue;

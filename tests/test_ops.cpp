@@ -92,6 +92,11 @@ TEST_CASE("residual_add with a branch of another dtype equals adding the convert
   CHECK_THROWS_WITH_AS(residual_add(stream, branch.narrow(1, 0, 5)), doctest::Contains("must have the stream's shape"),
                        Error);
   CHECK_THROWS_WITH_AS(residual_add(branch, stream), doctest::Contains("is wider than the stream"), Error);
+  // bf16 and f16 are the same width but neither holds the other: refused on every device (the CUDA
+  // kernel would round once, where a CPU conversion would have to round twice).
+  Tensor bf16_stream = stream.detach().to(DType::bf16), f16_branch = branch.detach().to(DType::f16);
+  CHECK_THROWS_WITH_AS(residual_add(bf16_stream, f16_branch), doctest::Contains("is not narrower than the stream"),
+                       Error);
 }
 
 TEST_CASE("layer_norm into another dtype equals layer_norm then a cast, forward and backward") {

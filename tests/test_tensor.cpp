@@ -35,6 +35,10 @@ TEST_CASE("strides, contiguity and reshape versus view") {
   CHECK(p.strides() == Shape{1, 12, 4});
   CHECK_FALSE(p.is_contiguous());
   CHECK(p.contiguous().is_contiguous());
+  // An empty tensor has nothing out of place, whatever its strides (a fresh [2, 0] has strides
+  // {1, 1}); it must not be copied or refused as non-contiguous.
+  CHECK(zeros({2, 0}).is_contiguous());
+  CHECK(zeros({0, 3, 4}).permute({2, 0, 1}).is_contiguous());
   // Merging dims 1-2 of a transposed tensor is impossible without a copy: view refuses, reshape copies.
   Tensor t = x.transpose(1, 2);
   CHECK_THROWS_WITH_AS(t.view({2, 12}), doctest::Contains("cannot be viewed"), Error);
