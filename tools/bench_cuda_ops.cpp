@@ -29,6 +29,7 @@
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/optimizer.h"
+#include "kernels/cuda/reduce.h"
 #include "kernels/cuda/rows.h"
 
 namespace {
@@ -341,6 +342,41 @@ void bench_gemm(Table& t) {
   bench_one_gemm(t, "gemm mlp fc1 forward", DType::bf16, false, rows, 1536, 384);
 }
 
+// A Linear layer's weight gradient dW[out,in] = g^T x with its bias gradient db = the column sums
+// of g[rows,out], both ways the engine can take: cuBLASLt's BGRADB epilogue forming db inside the
+// GEMM (linear_backward's fast path), and the GEMM followed by the column-sum kernel (its fallback).
+// The first row says outright when cuBLASLt offers no algorithm for the epilogue.
+void bench_one_weight_gradient(Table& t, const std::string& layer, int64_t rows, int64_t out, int64_t in) {
+  const DType dtype = DType::bf16;
+  DeviceBuffer g(rows * out, dtype), x(rows * in, dtype), dw(out * in, dtype), db(out, dtype);
+  DeviceBuffer scratch(std::max<size_t>(kc::reduce_scratch_bytes(1, rows, out), 1));
+  fill_random(g, dtype, rows * out, -1.0f, 1.0f, 17);
+  fill_random(x, dtype, rows * in, -1.0f, 1.0f, 18);
+  const std::string shape = fmt::format("rows={} out={} in={}", rows, out, in);
+  const double flops = 2.0 * double(rows) * double(out) * double(in);
+  // g is [rows, out] row-major, so g^T is the transposed operand with leading dimension out.
+  auto fused = [&] {
+    return kc::gemm_bias_grad(dtype, true, false, out, in, rows, g.get(), out, x.get(), in, dw.get(), in, db.get(),
+                              stream());
+  };
+  const std::string fused_op = "linear dW + db, BGRADB epilogue " + layer;
+  if (fused()) {
+    t.measure(fused_op, shape, dtype, Ceiling::bf16_tc, flops, [&] { fused(); });
+  } else {
+    t.skip_group(fused_op, "no cuBLASLt algorithm: linear_backward takes the two kernels below");
+  }
+  t.measure("linear dW, then column sum " + layer, shape, dtype, Ceiling::bf16_tc, flops, [&] {
+    kc::gemm(dtype, true, false, 1, out, in, rows, g.get(), out, 0, x.get(), in, 0, 0.0f, dw.get(), in, 0, stream());
+    kc::reduce(bam::cpu::ReduceOp::sum, dtype, g.get(), db.get(), 1, rows, out, scratch.get(), stream());
+  });
+}
+
+void bench_weight_gradient(Table& t) {
+  const int64_t rows = 256 * 2 * 197;
+  bench_one_weight_gradient(t, "(qkv)", rows, 1152, 384);
+  bench_one_weight_gradient(t, "(mlp fc1)", rows, 1536, 384);
+}
+
 // `kernels` labels the 16-bit tensor-core implementation that BAM_ATTENTION selects (mma or wmma).
 void bench_one_attention(Table& t, const std::string& crops, DType dtype, int64_t B, int64_t N, int64_t H, int64_t D,
                          const std::string& kernels) {
@@ -403,6 +439,7 @@ int main() {
       {"layer_norm", bench_layer_norm},
       {"softmax", bench_softmax},
       {"gemm", bench_gemm},
+      {"weight gradient", bench_weight_gradient},
       {"attention", bench_attention},
       {"optimizer", bench_optimizer},
   };
