@@ -12,6 +12,10 @@
 #                                    # answers, else the CPU), cpu, cuda or cuda:N
 #   ./scripts/run.sh --crop_scale 0.4  # the smallest global crop, as a fraction of the image
 #                                    # (default 0.25, the PyTorch peer's; 0.4 did better in 60 minutes)
+#   ./scripts/run.sh --probe_epochs 5  # linear-probe epochs (default 30)
+#   ./scripts/run.sh --bin DIR       # use the tools already built in DIR: no install, no build
+#   ./scripts/run.sh --fmnist_source DIR  # the *-idx*-ubyte.gz files (default: the Debian package's)
+# (--bin and --fmnist_source let tools/gpu-check.sh run this job on a machine without apt.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +24,9 @@ out=runs/fmnist
 fresh=0
 device=auto
 crop_scale=0.25
+probe_epochs=30
+bin=""
+fmnist_source=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) minutes="$2"; shift 2 ;;
@@ -27,21 +34,33 @@ while [ $# -gt 0 ]; do
     --fresh) fresh=1; shift ;;
     --device) device="$2"; shift 2 ;;
     --crop_scale) crop_scale="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --probe_epochs) probe_epochs="$2"; shift 2 ;;
+    --bin) bin="$2"; shift 2 ;;
+    --fmnist_source) fmnist_source="$2"; shift 2 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$minutes" in ''|*[!0-9.]*) echo "run.sh: --minutes needs a number, got '$minutes'" >&2; exit 2 ;; esac
 case "$crop_scale" in ''|*[!0-9.]*) echo "run.sh: --crop_scale needs a number in (0, 1], got '$crop_scale'" >&2; exit 2 ;; esac
-
-./scripts/build.sh
-bin=build/bin
+case "$probe_epochs" in ''|*[!0-9]*|0) echo "run.sh: --probe_epochs needs a positive whole number, got '$probe_epochs'" >&2; exit 2 ;; esac
+if [ -n "$bin" ]; then
+  for tool in bamtool bamtrain bamprobe; do
+    [ -x "$bin/$tool" ] || { echo "run.sh: --bin $bin has no $tool" >&2; exit 2; }
+  done
+else
+  ./scripts/build.sh
+  bin=build/bin
+fi
+if [ -n "$fmnist_source" ] && [ ! -f "$fmnist_source/train-images-idx3-ubyte.gz" ]; then
+  echo "run.sh: --fmnist_source $fmnist_source has no train-images-idx3-ubyte.gz" >&2; exit 2
+fi
 threads=$(nproc 2>/dev/null || echo 2)
 
 # 1. Data: Fashion-MNIST (Debian package dataset-fashion-mnist) as JPEG files, written once.
 if [ ! -f "$out/data/.complete" ]; then
   rm -rf "$out/data"
-  "$bin/bamtool" fmnist --out "$out/data"
+  "$bin/bamtool" fmnist --out "$out/data" ${fmnist_source:+--source "$fmnist_source"}
   touch "$out/data/.complete"
 fi
 
@@ -64,7 +83,7 @@ if [ "$fresh" = 1 ]; then rm -rf "$out/train" "$out/probe"; fi
 "$bin/bamprobe" \
   --pretrained_weights "$out/train/checkpoint.safetensors" --data_path "$out/data" \
   --img_size 28 --eval_resize_ratio 1 --n_last_blocks 4 --bn_head true \
-  --epochs 30 --lr 0.1 --batch_size_per_gpu 256 --nb_knn 20 --temperature 0.07 \
+  --epochs "$probe_epochs" --lr 0.1 --batch_size_per_gpu 256 --nb_knn 20 --temperature 0.07 \
   --num_workers "$threads" --output_dir "$out/probe" --device "$device"
 
 echo

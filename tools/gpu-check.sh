@@ -11,11 +11,15 @@
 #   - a bamtrain run on the GPU whose export timm loads strictly;
 #   - the GPU data path (bamtool bench-data beside tools/peers/torch_data_bench.py, and bamtrain
 #     --data_backend gpu on JPEGs);
+#   - the README's main job (scripts/run.sh: Fashion-MNIST, bamtrain with its kNN monitor, bamprobe)
+#     on the GPU, shortened to one minute of training and 3 probe epochs (the dataset travels in
+#     .deps/fashion-mnist);
 #   - compute-sanitizer memcheck over the GPU suites, in whatever time is left.
 # It prints one table last. Logs go to $OUT (default /tmp/gpu-check).
 #   tools/gpu-check.sh            # everything, within GPU_CHECK_BUDGET_S (default 520 s)
 #   tools/gpu-check.sh --quick    # build and GPU tests only
-# GPU_CHECK_PEER=0, GPU_CHECK_TIMM=0, GPU_CHECK_DATA=0 and GPU_CHECK_MEMCHECK=0 leave those steps out.
+# GPU_CHECK_PEER=0, GPU_CHECK_TIMM=0, GPU_CHECK_DATA=0, GPU_CHECK_MAIN=0 and GPU_CHECK_MEMCHECK=0 leave
+# those steps out.
 set -uo pipefail
 export PATH="$PATH:/usr/local/cuda/bin"
 cd "$(dirname "$0")/.."
@@ -40,7 +44,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 if cmake -S . -B build-gpu -G Ninja -DBAM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DBAM_BUILD_BENCH=OFF \
      -DBAM_DEPS_DIR="$PWD/.deps" -DZLIB_INCLUDE_DIR="$PWD/.deps/include" -DZLIB_LIBRARY="$PWD/.deps/lib/libz.a" \
      >"$OUT/build.log" 2>&1 &&
-   cmake --build build-gpu -j"$(nproc)" --target bam_gpu_tests bench_cuda_ops bamtool bamtrain >>"$OUT/build.log" 2>&1; then
+   cmake --build build-gpu -j"$(nproc)" --target bam_gpu_tests bench_cuda_ops bamtool bamtrain bamprobe >>"$OUT/build.log" 2>&1; then
   row build "ok in $(elapsed) s"
 else
   row build "FAILED (see build.log)"; tail -40 "$OUT/build.log"; printf '%s\n' "${rows[@]}"; exit 1
@@ -164,7 +168,31 @@ if [ "${GPU_CHECK_DATA:-1}" = 1 ]; then
   fi
 fi
 
-# 7. compute-sanitizer memcheck over the GPU suites, last, in whatever time the budget leaves.
+# 7. The README's main job on the GPU, as a user runs it (--device cuda: bf16, the GPU loader on
+#    grayscale JPEGs, the kNN monitor, bamprobe's feature extraction and linear probe), shortened.
+if [ "${GPU_CHECK_MAIN:-1}" = 1 ]; then
+  left=$(( budget - $(elapsed) ))
+  if [ ! -f .deps/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    row "main job on the GPU (scripts/run.sh)" "not run: .deps/fashion-mnist is missing (scripts/vendor-deps.sh)"
+  elif [ $left -lt 120 ]; then
+    row "main job on the GPU (scripts/run.sh)" "not run: ${left} s left of the budget"
+  else
+    main_start=$(date +%s)
+    timeout 300 ./scripts/run.sh --bin build-gpu/bin --fmnist_source .deps/fashion-mnist --minutes 1 --probe_epochs 3 \
+      --device cuda --fresh --out /tmp/gpu-check-main >"$OUT/main_job.log" 2>&1
+    status=$?
+    grep -E "^(device|data_backend|precision):|kNN evaluation|Epoch [0-9]+ done|^\| " "$OUT/main_job.log" | tail -12
+    epoch=$(grep -E "Epoch [0-9]+ done" "$OUT/main_job.log" | tail -1 | grep -oE "[0-9.]+ img/s")
+    backbone=$(grep -E "^\| backbone \|" "$OUT/main_job.log" | awk -F'|' '{gsub(/ /, "", $3); gsub(/ /, "", $5); printf "kNN %s, linear %s", $3, $5}')
+    if [ $status = 0 ] && [ -n "$backbone" ]; then
+      row "main job on the GPU (1 min, 3 probe epochs)" "ok in $(( $(date +%s) - main_start )) s: ${epoch:-? img/s}; backbone top-1 ${backbone}"
+    else
+      row "main job on the GPU (scripts/run.sh)" "FAILED rc $status (see main_job.log)"; tail -5 "$OUT/main_job.log"
+    fi
+  fi
+fi
+
+# 8. compute-sanitizer memcheck over the GPU suites, last, in whatever time the budget leaves.
 if [ "${GPU_CHECK_MEMCHECK:-1}" = 1 ]; then
   left=$(( budget - $(elapsed) ))
   if ! command -v compute-sanitizer >/dev/null; then
