@@ -18,15 +18,36 @@
 # It prints one table last. Logs go to $OUT (default /tmp/gpu-check).
 #   tools/gpu-check.sh            # everything, within GPU_CHECK_BUDGET_S (default 520 s)
 #   tools/gpu-check.sh --quick    # build and GPU tests only
-# GPU_CHECK_PEER=0, GPU_CHECK_TIMM=0, GPU_CHECK_DATA=0, GPU_CHECK_MAIN=0 and GPU_CHECK_MEMCHECK=0 leave
-# those steps out.
+#   tools/gpu-check.sh --core     # build, GPU tests, microbenchmarks, bench-step + peer, timm
+#   tools/gpu-check.sh --rest     # build, data path, main job, memcheck
+# Everything takes longer than one device call allows (600 s), so a session runs --core, then
+# --rest on the still-warm machine (the build is then incremental, and --rest finds the bf16 step
+# rate that --core left in build-gpu/ for its JPEG ratio).
+# GPU_CHECK_<STEP>=0 leaves a step out: TESTS, OPS, STEP, PEER, TIMM, DATA, MAIN, MEMCHECK.
 set -uo pipefail
 export PATH="$PATH:/usr/local/cuda/bin"
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
-quick=0
-[ "${1:-}" = "--quick" ] && quick=1
+part=all
+case "${1:-}" in
+  "") ;;
+  --quick) part=quick ;;
+  --core) part=core ;;
+  --rest) part=rest ;;
+  *) echo "gpu-check: unknown argument '$1' (--quick, --core or --rest)" >&2; exit 2 ;;
+esac
+# enabled STEP: the step belongs to this part and GPU_CHECK_<STEP> is not 0.
+enabled() {
+  local var="GPU_CHECK_${1^^}"
+  [ "${!var:-1}" = 1 ] || return 1
+  case $part in
+    all) return 0 ;;
+    quick) [ "$1" = tests ] ;;
+    core) [[ $1 =~ ^(tests|ops|step|peer|timm)$ ]] ;;
+    rest) [[ $1 =~ ^(peer|data|main|memcheck)$ ]] ;;
+  esac
+}
 budget=${GPU_CHECK_BUDGET_S:-520}
 declare -a rows
 row() { rows+=("| $1 | $2 |"); echo "== $1: $2"; }
@@ -53,35 +74,40 @@ fi
 # 2. GPU suites, with synchronous launches so that a failing kernel is named where it fails. Each
 #    test case runs in its own process: a kernel fault (a sticky CUDA error) then costs only its
 #    own case, and the others still report.
-mapfile -t cases < <(./build-gpu/bin/bam_gpu_tests --list-test-cases --no-intro=true 2>/dev/null |
-  grep -v -E '^\[doctest\]|^=+$|^GPU suites on|^[[:space:]]*$')
-: >"$OUT/gpu_tests.log"
-failed=()
-if [ ${#cases[@]} -eq 0 ]; then
-  CUDA_LAUNCH_BLOCKING=1 timeout 200 ./build-gpu/bin/bam_gpu_tests --no-intro=true >"$OUT/gpu_tests.log" 2>&1 ||
-    failed+=("(whole suite, rc $?)")
-else
-  for name in "${cases[@]}"; do
-    echo "### $name" >>"$OUT/gpu_tests.log"
-    # doctest filters are comma-separated: a comma in a name becomes the wildcard '*'.
-    CUDA_LAUNCH_BLOCKING=1 timeout 120 ./build-gpu/bin/bam_gpu_tests --no-intro=true -tc="${name//,/*}" \
-      >>"$OUT/gpu_tests.log" 2>&1 || failed+=("$name")
-  done
+status=0
+if enabled tests; then
+  mapfile -t cases < <(./build-gpu/bin/bam_gpu_tests --list-test-cases --no-intro=true 2>/dev/null |
+    grep -v -E '^\[doctest\]|^=+$|^GPU suites on|^[[:space:]]*$')
+  : >"$OUT/gpu_tests.log"
+  failed=()
+  if [ ${#cases[@]} -eq 0 ]; then
+    CUDA_LAUNCH_BLOCKING=1 timeout 200 ./build-gpu/bin/bam_gpu_tests --no-intro=true >"$OUT/gpu_tests.log" 2>&1 ||
+      failed+=("(whole suite, rc $?)")
+  else
+    for name in "${cases[@]}"; do
+      echo "### $name" >>"$OUT/gpu_tests.log"
+      # doctest filters are comma-separated: a comma in a name becomes the wildcard '*'.
+      CUDA_LAUNCH_BLOCKING=1 timeout 120 ./build-gpu/bin/bam_gpu_tests --no-intro=true -tc="${name//,/*}" \
+        >>"$OUT/gpu_tests.log" 2>&1 || failed+=("$name")
+    done
+  fi
+  grep -E "rows run on CUDA|relative|worst relative" "$OUT/gpu_tests.log" | sed 's/^.*MESSAGE: //'
+  status=${#failed[@]}
+  if [ $status = 0 ]; then
+    row "GPU tests" "passed (${#cases[@]} cases, one process each)"
+  else
+    row "GPU tests" "FAILED ${status} of ${#cases[@]}: $(printf '%s; ' "${failed[@]}")(see gpu_tests.log)"
+  fi
 fi
-grep -E "rows run on CUDA|relative|worst relative" "$OUT/gpu_tests.log" | sed 's/^.*MESSAGE: //'
-status=${#failed[@]}
-if [ $status = 0 ]; then
-  row "GPU tests" "passed (${#cases[@]} cases, one process each)"
-else
-  row "GPU tests" "FAILED ${status} of ${#cases[@]}: $(printf '%s; ' "${failed[@]}")(see gpu_tests.log)"
-fi
-[ $quick = 1 ] && { printf '%s\n' "${rows[@]}"; exit $status; }
+[ $part = quick ] && { printf '%s\n' "${rows[@]}"; exit $status; }
 
 # 3. Per-op microbenchmarks against the card's ceilings.
-timeout 90 ./build-gpu/bin/bench_cuda_ops >"$OUT/ops.log" 2>"$OUT/ops_progress.log"
-status=$?
-cat "$OUT/ops.log"
-row "bench_cuda_ops" "$([ $status = 0 ] && echo "ok (table above)" || echo "rc $status (see ops.log)")"
+if enabled ops; then
+  timeout 90 ./build-gpu/bin/bench_cuda_ops >"$OUT/ops.log" 2>"$OUT/ops_progress.log"
+  status=$?
+  cat "$OUT/ops.log"
+  row "bench_cuda_ops" "$([ $status = 0 ] && echo "ok (table above)" || echo "rc $status (see ops.log)")"
+fi
 
 # 4. The training step, ViT-S/16, B=256, 2x224 + 6x96: bf16 with a kernel profile, fp16, f32 (TF32).
 step() {  # step PRECISION EXTRA...
@@ -96,27 +122,34 @@ step() {  # step PRECISION EXTRA...
   row "bench-step $precision $*${BAM_ATTENTION:+ (BAM_ATTENTION=$BAM_ATTENTION)} img/s" "${ours:-failed (see steps.log)} (peak ${mem:-?})"
   last_step_ips=${ours:-}
 }
-step bf16 --steps 10 --profile 2
-bf16_step_ips=$last_step_ips
-sed -n '/kernel profile/,$p' "$OUT/step.tmp"
-export BAM_ATTENTION=wmma  # the earlier attention kernels, for the side-by-side
-step bf16 --steps 5
-unset BAM_ATTENTION
-step bf16 --steps 5 --recompute_gelu  # the memory lever: what it saves and what it costs
-step fp16 --steps 5
-step f32 --steps 5 --tf32
-rm -f "$OUT/step.tmp"
-if [ "${GPU_CHECK_PEER:-1}" = 1 ] && [ -f .deps/bench/torch_bam_step.py ]; then
-  OUT="$OUT" PYTHONUNBUFFERED=1 timeout 150 python3 .deps/bench/torch_bam_step.py --batch 256 >"$OUT/torch_step.log" 2>&1
-  peer=$(tail -1 "$OUT/torch_step.log" | python3 -c '
+# The bf16 step rate is kept in build-gpu/ (which stays on a warm machine between calls), so that
+# a later --rest call can set the JPEG training rate against it.
+step_rate_file=build-gpu/gpu-check-bf16-step-ips
+bf16_step_ips=$(cat "$step_rate_file" 2>/dev/null || true)
+if enabled step; then
+  step bf16 --steps 10 --profile 2
+  bf16_step_ips=$last_step_ips
+  echo "$bf16_step_ips" >"$step_rate_file"
+  sed -n '/kernel profile/,$p' "$OUT/step.tmp"
+  export BAM_ATTENTION=wmma  # the earlier attention kernels, for the side-by-side
+  step bf16 --steps 5
+  unset BAM_ATTENTION
+  step bf16 --steps 5 --recompute_gelu  # the memory lever: what it saves and what it costs
+  step fp16 --steps 5
+  step f32 --steps 5 --tf32
+  rm -f "$OUT/step.tmp"
+  if enabled peer && [ -f .deps/bench/torch_bam_step.py ]; then
+    OUT="$OUT" PYTHONUNBUFFERED=1 timeout 150 python3 .deps/bench/torch_bam_step.py --batch 256 >"$OUT/torch_step.log" 2>&1
+    peer=$(tail -1 "$OUT/torch_step.log" | python3 -c '
 import json, sys
 r = json.loads(sys.stdin.read())
 print("%.1f img/s, peak %.1f GiB" % (r["img_per_s"], r["peak_gib"]))' 2>/dev/null)
-  row "PyTorch peer bf16 eager img/s" "${peer:-failed (see torch_step.log)}"
+    row "PyTorch peer bf16 eager img/s" "${peer:-failed (see torch_step.log)}"
+  fi
 fi
 
 # 5. bamtrain on the GPU in bf16 (synthetic data), then timm loads its export with strict names.
-if [ "${GPU_CHECK_TIMM:-1}" = 1 ]; then
+if enabled timm; then
   tiny=/tmp/gpu-check-tiny
   rm -rf "$tiny"
   if timeout 90 ./build-gpu/bin/bamtrain --arch vit_small --patch_size 16 --data_path synthetic:512 --batch_size_per_gpu 64 \
@@ -135,18 +168,24 @@ fi
 # 6. The GPU data path (issue 5): bench-data on 500x375 quality-90 JPEGs beside the torchvision
 #    peer (nvJPEG decode; PIL + the DINO 8-crop recipe with 16 workers), then bamtrain reading those
 #    JPEGs through the GPU loader against the synthetic-input step rate above.
-if [ "${GPU_CHECK_DATA:-1}" = 1 ]; then
+if enabled data; then
   corpus=/tmp/gpu-check-jpegs
   rm -rf "$corpus"
   timeout 200 ./build-gpu/bin/bamtool bench-data --data_path "$corpus/train" --make_corpus 1024 --threads 16 \
     --batch_size 256 --seconds 6 >"$OUT/data.log" 2>&1
   status=$?
   sed -n '/^path/,$p' "$OUT/data.log"
-  for what in "decode, CPU" "decode, hybrid" "CPU loader" "GPU loader"; do
-    value=$(grep -F "$what" "$OUT/data.log" | tail -1 | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]$/) {print $i; exit}}')
+  # Matched by the row's own label at the start of the line (a note may name another path).
+  for what in "decode, CPU" "Huffman half" "decode, hybrid" "CPU loader" "GPU loader"; do
+    case $what in
+      decode*) label="^$what" ;;
+      Huffman*) label="^ +$what" ;;
+      *) label="^decode \+ [^ ]+, $what" ;;
+    esac
+    value=$(grep -E "$label" "$OUT/data.log" | tail -1 | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]$/) {print $i; exit}}')
     row "bench-data $what img/s (16 threads)" "${value:-failed rc $status (see data.log)}"
   done
-  if [ "${GPU_CHECK_PEER:-1}" = 1 ] && [ -f tools/peers/torch_data_bench.py ]; then
+  if enabled peer && [ -f tools/peers/torch_data_bench.py ]; then
     timeout 120 python3 tools/peers/torch_data_bench.py --folder "$corpus/train" --images 1024 --workers 16 \
       --batch_size 256 --seconds 8 >"$OUT/torch_data.log" 2>&1
     for mode in gpu_decode cpu_pipeline; do
@@ -158,7 +197,8 @@ if [ "${GPU_CHECK_DATA:-1}" = 1 ]; then
     --local_crops_number 6 --global_crops_scale 0.25 1 --device cuda --precision bf16 --data_backend gpu \
     --num_workers 16 --epochs 4 --warmup_epochs 0 --max_steps 12 --log_freq 4 --knn_freq 0 \
     --output_dir /tmp/gpu-check-jpeg-train >"$OUT/train_jpeg.log" 2>&1
-  line=$(grep -E "img/s" "$OUT/train_jpeg.log" | tail -1)
+  # The last progress line (not the "Epoch N done ... img/s" summary after it, which has no data column).
+  line=$(grep -E "img/s [0-9.]+  data" "$OUT/train_jpeg.log" | tail -1)
   grep -E "GPU loader|img/s" "$OUT/train_jpeg.log" | tail -4
   row "bamtrain on JPEGs, --data_backend gpu" "$(echo "$line" | grep -oE "img/s [0-9.]+  data [0-9.]+s" || echo "failed (see train_jpeg.log)")"
   # The goal: within 5 % of the step on device-resident inputs (bench-step bf16 above, same model).
@@ -170,7 +210,7 @@ fi
 
 # 7. The README's main job on the GPU, as a user runs it (--device cuda: bf16, the GPU loader on
 #    grayscale JPEGs, the kNN monitor, bamprobe's feature extraction and linear probe), shortened.
-if [ "${GPU_CHECK_MAIN:-1}" = 1 ]; then
+if enabled main; then
   left=$(( budget - $(elapsed) ))
   if [ ! -f .deps/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     row "main job on the GPU (scripts/run.sh)" "not run: .deps/fashion-mnist is missing (scripts/vendor-deps.sh)"
@@ -193,7 +233,7 @@ if [ "${GPU_CHECK_MAIN:-1}" = 1 ]; then
 fi
 
 # 8. compute-sanitizer memcheck over the GPU suites, last, in whatever time the budget leaves.
-if [ "${GPU_CHECK_MEMCHECK:-1}" = 1 ]; then
+if enabled memcheck; then
   left=$(( budget - $(elapsed) ))
   if ! command -v compute-sanitizer >/dev/null; then
     row "memcheck" "compute-sanitizer not found"
