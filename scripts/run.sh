@@ -16,11 +16,13 @@
 #   ./scripts/run.sh --bin DIR       # use the tools already built in DIR: no install, no build
 #   ./scripts/run.sh --fmnist_source DIR  # the *-idx*-ubyte.gz files (default: the Debian package's)
 # (--bin and --fmnist_source let tools/gpu-check.sh run this job on a machine without apt.)
+# Relative paths are taken from the directory the script is called from.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 
 minutes=15
-out=runs/fmnist
+out=""
 fresh=0
 device=auto
 crop_scale=0.25
@@ -43,7 +45,15 @@ while [ $# -gt 0 ]; do
 done
 case "$minutes" in ''|*[!0-9.]*) echo "run.sh: --minutes needs a number, got '$minutes'" >&2; exit 2 ;; esac
 case "$crop_scale" in ''|*[!0-9.]*) echo "run.sh: --crop_scale needs a number in (0, 1], got '$crop_scale'" >&2; exit 2 ;; esac
-case "$probe_epochs" in ''|*[!0-9]*|0) echo "run.sh: --probe_epochs needs a positive whole number, got '$probe_epochs'" >&2; exit 2 ;; esac
+case "$probe_epochs" in ''|*[!0-9]*) probe_epochs_ok=0 ;; *) probe_epochs_ok=$(( 10#$probe_epochs > 0 )) ;; esac
+[ "$probe_epochs_ok" = 1 ] || { echo "run.sh: --probe_epochs needs a positive whole number, got '$probe_epochs'" >&2; exit 2; }
+probe_epochs=$(( 10#$probe_epochs ))
+# The paths given relative to the caller's directory (the script works from the repository root).
+absolute() { case "$1" in /*|'') echo "$1" ;; *) echo "$caller/$1" ;; esac; }
+out=$(absolute "$out")
+[ -n "$out" ] || out=runs/fmnist  # the default lives in the repository
+bin=$(absolute "$bin")
+fmnist_source=$(absolute "$fmnist_source")
 if [ -n "$bin" ]; then
   for tool in bamtool bamtrain bamprobe; do
     [ -x "$bin/$tool" ] || { echo "run.sh: --bin $bin has no $tool" >&2; exit 2; }

@@ -40,7 +40,7 @@ esac
 # enabled STEP: the step belongs to this part and GPU_CHECK_<STEP> is not 0.
 enabled() {
   local var="GPU_CHECK_${1^^}"
-  [ "${!var:-1}" = 1 ] || return 1
+  [ "${!var:-1}" != 0 ] || return 1
   case $part in
     all) return 0 ;;
     quick) [ "$1" = tests ] ;;
@@ -53,6 +53,13 @@ declare -a rows
 row() { rows+=("| $1 | $2 |"); echo "== $1: $2"; }
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
+# limit SECONDS: a step's timeout, cut to what the budget has left (less 20 s for the table), so
+# that one slow step cannot push the call past the device's limit and lose the table.
+limit() {
+  local left=$(( budget - $(elapsed) - 20 ))
+  [ $left -lt 10 ] && left=10
+  echo $(( $1 < left ? $1 : left ))
+}
 # CUPTI for bench-step --profile: the toolkit's copy, else the one in PyTorch's wheels.
 cupti=$(find /usr/local/cuda/ -name 'libcupti.so*' 2>/dev/null | head -1)
 [ -z "$cupti" ] && cupti=$(python3 -c 'import nvidia.cuda_cupti as m, glob, os; print((glob.glob(os.path.join(os.path.dirname(m.__file__), "lib", "libcupti.so*")) + [""])[0])' 2>/dev/null)
@@ -81,13 +88,13 @@ if enabled tests; then
   : >"$OUT/gpu_tests.log"
   failed=()
   if [ ${#cases[@]} -eq 0 ]; then
-    CUDA_LAUNCH_BLOCKING=1 timeout 200 ./build-gpu/bin/bam_gpu_tests --no-intro=true >"$OUT/gpu_tests.log" 2>&1 ||
+    CUDA_LAUNCH_BLOCKING=1 timeout $(limit 200) ./build-gpu/bin/bam_gpu_tests --no-intro=true >"$OUT/gpu_tests.log" 2>&1 ||
       failed+=("(whole suite, rc $?)")
   else
     for name in "${cases[@]}"; do
       echo "### $name" >>"$OUT/gpu_tests.log"
       # doctest filters are comma-separated: a comma in a name becomes the wildcard '*'.
-      CUDA_LAUNCH_BLOCKING=1 timeout 120 ./build-gpu/bin/bam_gpu_tests --no-intro=true -tc="${name//,/*}" \
+      CUDA_LAUNCH_BLOCKING=1 timeout $(limit 120) ./build-gpu/bin/bam_gpu_tests --no-intro=true -tc="${name//,/*}" \
         >>"$OUT/gpu_tests.log" 2>&1 || failed+=("$name")
     done
   fi
@@ -103,7 +110,7 @@ fi
 
 # 3. Per-op microbenchmarks against the card's ceilings.
 if enabled ops; then
-  timeout 90 ./build-gpu/bin/bench_cuda_ops >"$OUT/ops.log" 2>"$OUT/ops_progress.log"
+  timeout $(limit 90) ./build-gpu/bin/bench_cuda_ops >"$OUT/ops.log" 2>"$OUT/ops_progress.log"
   status=$?
   cat "$OUT/ops.log"
   row "bench_cuda_ops" "$([ $status = 0 ] && echo "ok (table above)" || echo "rc $status (see ops.log)")"
@@ -113,7 +120,7 @@ fi
 step() {  # step PRECISION EXTRA...
   local precision=$1; shift
   echo "### bench-step --precision $precision $* ${BAM_ATTENTION:+BAM_ATTENTION=$BAM_ATTENTION}" >>"$OUT/steps.log"
-  timeout 150 ./build-gpu/bin/bamtool bench-step --device cuda --precision "$precision" --arch vit_small --batch 256 \
+  timeout $(limit 150) ./build-gpu/bin/bamtool bench-step --device cuda --precision "$precision" --arch vit_small --batch 256 \
     --global_crops 2 --local_crops 6 "$@" >"$OUT/step.tmp" 2>&1
   cat "$OUT/step.tmp" >>"$OUT/steps.log"
   local ours mem
@@ -126,7 +133,9 @@ step() {  # step PRECISION EXTRA...
 # a later --rest call can set the JPEG training rate against it.
 step_rate_file=build-gpu/gpu-check-bf16-step-ips
 bf16_step_ips=$(cat "$step_rate_file" 2>/dev/null || true)
+step_rate_note=" (bench-step rate from an earlier call)"
 if enabled step; then
+  step_rate_note=""
   step bf16 --steps 10 --profile 2
   bf16_step_ips=$last_step_ips
   echo "$bf16_step_ips" >"$step_rate_file"
@@ -139,7 +148,7 @@ if enabled step; then
   step f32 --steps 5 --tf32
   rm -f "$OUT/step.tmp"
   if enabled peer && [ -f .deps/bench/torch_bam_step.py ]; then
-    OUT="$OUT" PYTHONUNBUFFERED=1 timeout 150 python3 .deps/bench/torch_bam_step.py --batch 256 >"$OUT/torch_step.log" 2>&1
+    OUT="$OUT" PYTHONUNBUFFERED=1 timeout $(limit 150) python3 .deps/bench/torch_bam_step.py --batch 256 >"$OUT/torch_step.log" 2>&1
     peer=$(tail -1 "$OUT/torch_step.log" | python3 -c '
 import json, sys
 r = json.loads(sys.stdin.read())
@@ -152,7 +161,7 @@ fi
 if enabled timm; then
   tiny=/tmp/gpu-check-tiny
   rm -rf "$tiny"
-  if timeout 90 ./build-gpu/bin/bamtrain --arch vit_small --patch_size 16 --data_path synthetic:512 --batch_size_per_gpu 64 \
+  if timeout $(limit 90) ./build-gpu/bin/bamtrain --arch vit_small --patch_size 16 --data_path synthetic:512 --batch_size_per_gpu 64 \
        --device cuda --precision bf16 --epochs 1 --warmup_epochs 0 --max_steps 6 --local_crops_number 2 --knn_freq 0 \
        --output_dir "$tiny" >"$OUT/timm.log" 2>&1 &&
      ./build-gpu/bin/bamtool export "$tiny/checkpoint.safetensors" "$tiny/vits16.safetensors" >>"$OUT/timm.log" 2>&1 &&
@@ -171,7 +180,7 @@ fi
 if enabled data; then
   corpus=/tmp/gpu-check-jpegs
   rm -rf "$corpus"
-  timeout 200 ./build-gpu/bin/bamtool bench-data --data_path "$corpus/train" --make_corpus 1024 --threads 16 \
+  timeout $(limit 200) ./build-gpu/bin/bamtool bench-data --data_path "$corpus/train" --make_corpus 1024 --threads 16 \
     --batch_size 256 --seconds 6 >"$OUT/data.log" 2>&1
   status=$?
   sed -n '/^path/,$p' "$OUT/data.log"
@@ -186,14 +195,14 @@ if enabled data; then
     row "bench-data $what img/s (16 threads)" "${value:-failed rc $status (see data.log)}"
   done
   if enabled peer && [ -f tools/peers/torch_data_bench.py ]; then
-    timeout 120 python3 tools/peers/torch_data_bench.py --folder "$corpus/train" --images 1024 --workers 16 \
+    timeout $(limit 120) python3 tools/peers/torch_data_bench.py --folder "$corpus/train" --images 1024 --workers 16 \
       --batch_size 256 --seconds 8 >"$OUT/torch_data.log" 2>&1
     for mode in gpu_decode cpu_pipeline; do
       value=$(grep -E "^peer $mode +img/s" "$OUT/torch_data.log" | awk '{print $NF}')
       row "torchvision peer $mode img/s" "${value:-failed (see torch_data.log)}"
     done
   fi
-  timeout 150 ./build-gpu/bin/bamtrain --arch vit_small --data_path "$corpus/train" --batch_size_per_gpu 256 \
+  timeout $(limit 150) ./build-gpu/bin/bamtrain --arch vit_small --data_path "$corpus/train" --batch_size_per_gpu 256 \
     --local_crops_number 6 --global_crops_scale 0.25 1 --device cuda --precision bf16 --data_backend gpu \
     --num_workers 16 --epochs 4 --warmup_epochs 0 --max_steps 12 --log_freq 4 --knn_freq 0 \
     --output_dir /tmp/gpu-check-jpeg-train >"$OUT/train_jpeg.log" 2>&1
@@ -204,7 +213,7 @@ if enabled data; then
   # The goal: within 5 % of the step on device-resident inputs (bench-step bf16 above, same model).
   jpeg_ips=$(echo "$line" | grep -oE "img/s [0-9.]+" | awk '{print $2}')
   if [ -n "$jpeg_ips" ] && [ -n "${bf16_step_ips:-}" ]; then
-    row "bamtrain on JPEGs / bench-step bf16" "$(awk -v a="$jpeg_ips" -v b="$bf16_step_ips" 'BEGIN {printf "%.3f", a / b}')"
+    row "bamtrain on JPEGs / bench-step bf16" "$(awk -v a="$jpeg_ips" -v b="$bf16_step_ips" 'BEGIN {printf "%.3f", a / b}')${step_rate_note}"
   fi
 fi
 
@@ -218,7 +227,7 @@ if enabled main; then
     row "main job on the GPU (scripts/run.sh)" "not run: ${left} s left of the budget"
   else
     main_start=$(date +%s)
-    timeout 300 ./scripts/run.sh --bin build-gpu/bin --fmnist_source .deps/fashion-mnist --minutes 1 --probe_epochs 3 \
+    timeout $(limit 300) ./scripts/run.sh --bin build-gpu/bin --fmnist_source .deps/fashion-mnist --minutes 1 --probe_epochs 3 \
       --device cuda --fresh --out /tmp/gpu-check-main >"$OUT/main_job.log" 2>&1
     status=$?
     grep -E "^(device|data_backend|precision):|kNN evaluation|Epoch [0-9]+ done|^\| " "$OUT/main_job.log" | tail -12
@@ -240,7 +249,7 @@ if enabled memcheck; then
   elif [ $left -lt 30 ]; then
     row "memcheck" "not run: ${left} s left of the budget"
   else
-    timeout $left compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/bin/bam_gpu_tests --no-intro=true \
+    timeout $(limit $left) compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/bin/bam_gpu_tests --no-intro=true \
       >"$OUT/memcheck.log" 2>&1
     status=$?
     grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1

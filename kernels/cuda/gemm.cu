@@ -136,7 +136,8 @@ bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
                               stride_a,
                               stride_b,
                               stride_c,
-                              tf32 + 2 * int64_t(epilogue_kind),
+                              // the epilogue, and its pointer's alignment, which the heuristic saw
+                              tf32 + 2 * int64_t(epilogue_kind) + 8 * alignment_of(bias),
                               alignment_of(A),
                               alignment_of(B) * 512 + alignment_of(C)};
   Context& ctx = shared_context();
