@@ -103,7 +103,30 @@ double Trainer::measure_step_seconds() {
     clip_grad_norm(model.parameters(), 1.0);
     optimizer->step();
   }
+  if (device_.is_cuda()) cuda::synchronize();  // the last step's kernels are still queued
   return seconds_since(start) / std::max(1, steps - std::min(2, steps - 1));
+}
+
+int64_t Trainer::steps_within(double seconds, double step_seconds, int64_t from_step) const {
+  const int64_t per_epoch = data_->steps_per_epoch();
+  const int64_t first_epoch = from_step / per_epoch;
+  auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  // Seconds for the steps [from_step, total) and the epoch ends they reach: a save per epoch (two
+  // on --saveckp_freq epochs) and a kNN evaluation every --knn_freq epochs and after the last.
+  auto cost = [&](int64_t total) {
+    const int64_t epochs = ceil_div(total, per_epoch) - first_epoch;
+    double t = static_cast<double>(total - from_step) * step_seconds + static_cast<double>(epochs) * save_seconds_;
+    if (config_.saveckp_freq > 0) t += static_cast<double>(ceil_div(epochs, config_.saveckp_freq)) * save_seconds_;
+    if (knn_ && config_.knn_freq > 0) t += static_cast<double>(ceil_div(epochs, config_.knn_freq)) * knn_seconds_;
+    return t;
+  };
+  // cost() grows with the step count: the largest count that fits, by bisection (at least one step).
+  int64_t lo = from_step + 1, hi = from_step + 1 + static_cast<int64_t>(seconds / std::max(step_seconds, 1e-9));
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo + 1) / 2;
+    if (cost(mid) <= seconds) lo = mid; else hi = mid - 1;
+  }
+  return lo;
 }
 
 std::string Trainer::checkpoint_path() const { return config_.output_dir + "/checkpoint.safetensors"; }
@@ -284,15 +307,16 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       j["data_wait_s"] = stats.data_wait_s / counted;
       std::ofstream(config_.output_dir + "/steps.jsonl", std::ios::app) << j.dump() << "\n";
     }
-    if (state_.global_step == refit_at_step_ / 3) refit_clock_ = Clock::now();  // past start-up costs
+    // The steps after the first third of the window (past start-up costs), each from its wait for
+    // data to here: the epoch-end work that the window may span is counted separately.
+    if (refit_at_step_ > 0 && state_.global_step > refit_at_step_ / 3) refit_step_seconds_ += seconds_since(wait_start);
     if (state_.global_step == refit_at_step_) {
       // The throwaway calibration misses the costs of the real loop (logging, the loader's threads
       // sharing the cores): refit the schedule from the real steps, still inside the warm-up.
-      double per_step = seconds_since(refit_clock_) / static_cast<double>(refit_at_step_ - refit_at_step_ / 3);
+      double per_step = refit_step_seconds_ / static_cast<double>(refit_at_step_ - refit_at_step_ / 3);
       refit_at_step_ = -1;
       double left = budget_seconds_ - seconds_since(run_start_);
-      config_.max_steps =
-          std::max<int64_t>(state_.global_step + 1, state_.global_step + static_cast<int64_t>(left / per_step));
+      config_.max_steps = steps_within(left, per_step, state_.global_step);
       config_.epochs = (config_.max_steps + steps - 1) / steps;
       config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
       config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);
@@ -327,10 +351,32 @@ TrainResult Trainer::run() {
               static_cast<long long>(config_.batch_size_per_gpu),
               static_cast<long long>(config_.global_crops_number + config_.local_crops_number));
   double budget_seconds = 60 * config_.time_budget_minutes;
+  run_start_ = Clock::now();
   if (config_.fit_epochs_to_budget && !result.resumed) {
     double step_seconds = measure_step_seconds();
     int64_t steps = data_->steps_per_epoch();
-    config_.max_steps = std::max<int64_t>(1, static_cast<int64_t>(budget_seconds / step_seconds));
+    // The work between epochs is part of the budget too: a checkpoint save per epoch, and a kNN
+    // evaluation every --knn_freq epochs. On a GPU a small model's epoch can take less time than
+    // one kNN evaluation, so both are measured once here (the evaluation, of the initial weights,
+    // is the monitor's baseline) and counted in the schedule; the clock runs from before them.
+    run_start_ = Clock::now();
+    {
+      const std::string probe = config_.output_dir + "/checkpoint.timing.tmp";
+      auto start = Clock::now();
+      save(probe);
+      save_seconds_ = seconds_since(start);
+      std::filesystem::remove(probe);
+    }
+    if (knn_ && config_.knn_freq > 0) {
+      auto start = Clock::now();
+      student_->train(false);
+      KnnResult knn = knn_(*student_->backbone);
+      student_->train(true);
+      knn_seconds_ = seconds_since(start);
+      std::printf("kNN evaluation before training: top-1 %.2f%%  top-5 %.2f%% (%.1f s, counted in the budget)\n",
+                  knn.top1, knn.top5, knn_seconds_);
+    }
+    config_.max_steps = steps_within(budget_seconds - seconds_since(run_start_), step_seconds, 0);
     config_.epochs = (config_.max_steps + steps - 1) / steps;
     config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
     config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);
@@ -345,11 +391,10 @@ TrainResult Trainer::run() {
     budget_seconds_ = budget_seconds;
     budget_seconds *= 1.15;
   }
-  run_start_ = Clock::now();
   std::optional<Clock::time_point> deadline;
   if (config_.time_budget_minutes > 0)
     deadline =
-        Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget_seconds));
+        run_start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget_seconds));
 
   // Re-evaluated every epoch: a budget refit can change the schedule's length.
   auto epochs_needed = [&] { return (total_steps_ + data_->steps_per_epoch() - 1) / data_->steps_per_epoch(); };
@@ -366,13 +411,14 @@ TrainResult Trainer::run() {
     step_in_epoch_ = 0;
     bool last = epoch + 1 == epochs_needed();
     if (knn_ && config_.knn_freq > 0 && ((epoch + 1) % config_.knn_freq == 0 || last)) {
+      auto start = Clock::now();
       student_->train(false);
       KnnResult knn = knn_(*student_->backbone);
       student_->train(true);
       stats.knn_top1 = knn.top1;
       stats.knn_top5 = knn.top5;
-      std::printf("kNN evaluation after epoch %lld: top-1 %.2f%%  top-5 %.2f%%\n", static_cast<long long>(epoch),
-                  knn.top1, knn.top5);
+      std::printf("kNN evaluation after epoch %lld: top-1 %.2f%%  top-5 %.2f%% (%.1f s)\n", static_cast<long long>(epoch),
+                  knn.top1, knn.top5, seconds_since(start));
     }
     save(checkpoint_path());
     if (config_.saveckp_freq > 0 && epoch % config_.saveckp_freq == 0)

@@ -55,6 +55,10 @@ class Trainer {
   void build_schedules();
   // Times a few steps of a throwaway copy of the model on real batches; returns seconds per step.
   double measure_step_seconds();
+  // Fitting to a time budget: the most steps, counted from `from_step`, whose training time
+  // (step_seconds each) plus the epoch-end work they bring (checkpoint saves, kNN evaluations, at
+  // the measured costs) fits in `seconds`.
+  int64_t steps_within(double seconds, double step_seconds, int64_t from_step) const;
   using Clock = std::chrono::steady_clock;
   EpochStats train_epoch(int64_t epoch, TrainResult& result, const std::optional<Clock::time_point>& deadline);
   void save(const std::string& path);
@@ -73,8 +77,11 @@ class Trainer {
   // Fitting to a time budget: after `refit_at_step_` real steps the step time is measured again
   // and the schedule refitted to what is left of the budget (-1: no refit pending).
   int64_t refit_at_step_ = -1;
-  Clock::time_point run_start_, refit_clock_;
+  Clock::time_point run_start_;
+  double refit_step_seconds_ = 0;  // the refit window's steps, summed (epoch-end work left out)
   double budget_seconds_ = 0;
+  // Measured before training when fitting to a budget: one checkpoint save, one kNN evaluation.
+  double save_seconds_ = 0, knn_seconds_ = 0;
   TrainState state_;
   int64_t step_in_epoch_ = 0;  // steps of state_.epoch already done (mid-epoch resume)
   Device device_;

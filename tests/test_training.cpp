@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 #include <unistd.h>
 
 #include "bam/trainer.h"
@@ -120,6 +121,42 @@ TEST_CASE("checkpoints round trip and resume reproduces the uninterrupted run") 
   other.embed_dim = 48;
   other.epochs = 4;
   CHECK_THROWS_WITH_AS(Trainer(other, make_train_data(other)).run(), doctest::Contains("--arch"), Error);
+}
+
+// --fit_epochs_to_budget counts the work between epochs: with a kNN monitor about as slow as an
+// epoch (a small model on a GPU), a schedule fitted to the steps alone ran into the deadline well
+// short of its end, its learning rate never annealed. The monitor here takes 0.4 s a call, and an
+// epoch is 64 steps, more than the refit's window, so the refit cannot average the monitor in.
+TEST_CASE("a budget-fitted schedule counts the kNN monitor and checkpoint time and completes") {
+  TrainConfig c = small_config(fresh_dir("budget"));
+  // Cheap steps (8 images of 16 px, a one-block model), so that the monitor's fixed 0.4 s rather
+  // than the step time, which a loaded machine makes noisy, sets the schedule's length.
+  c.embed_dim = 16;
+  c.depth = 1;
+  c.local_crops_number = 0;
+  c.hidden_dim = 32;
+  c.out_dim = 32;
+  c.batch_size_per_gpu = 8;
+  c.data_path = "synthetic:512";
+  c.epochs = 1000;
+  c.time_budget_minutes = 0.1;  // 6 s
+  c.fit_epochs_to_budget = true;
+  c.knn_freq = 1;
+  int calls = 0;
+  KnnMonitor slow_monitor = [&](const VisionTransformer&) {
+    ++calls;
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    return KnnResult{50.0, 90.0};
+  };
+  auto start = std::chrono::steady_clock::now();
+  Trainer trainer(c, make_train_data(c), slow_monitor);
+  TrainResult r = trainer.run();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  MESSAGE(r.epochs.size() << " epochs, " << calls << " kNN evaluations, " << seconds << " s for a 6 s budget");
+  CHECK_FALSE(r.stopped_by_budget);  // the whole fitted schedule ran: warm-up, then the full decay
+  CHECK(calls == static_cast<int>(r.epochs.size()) + 1);  // one before training, to measure it
+  CHECK(r.epochs.size() >= 4);  // nor planned short (about 10 fit here)
+  CHECK(seconds < 6.0 * 1.15 + 3.0);  // the budget, its deadline margin, and the step calibration
 }
 
 TEST_CASE("export writes the backbone under timm names") {
