@@ -233,8 +233,10 @@ if enabled main; then
     grep -E "^(device|data_backend|precision):|kNN evaluation|Epoch [0-9]+ done|^\| " "$OUT/main_job.log" | tail -12
     epoch=$(grep -E "Epoch [0-9]+ done" "$OUT/main_job.log" | tail -1 | grep -oE "[0-9.]+ img/s")
     backbone=$(grep -E "^\| backbone \|" "$OUT/main_job.log" | awk -F'|' '{gsub(/ /, "", $3); gsub(/ /, "", $5); printf "kNN %s, linear %s", $3, $5}')
+    # A fitted schedule that ran into its deadline says so ("Time budget ... spent"): worth knowing.
+    paused=$(grep -q "^Time budget of" "$OUT/main_job.log" && echo " (schedule cut short by the budget)")
     if [ $status = 0 ] && [ -n "$backbone" ]; then
-      row "main job on the GPU (1 min, 3 probe epochs)" "ok in $(( $(date +%s) - main_start )) s: ${epoch:-? img/s}; backbone top-1 ${backbone}"
+      row "main job on the GPU (1 min, 3 probe epochs)" "ok in $(( $(date +%s) - main_start )) s: ${epoch:-? img/s}; backbone top-1 ${backbone}${paused}"
     else
       row "main job on the GPU (scripts/run.sh)" "FAILED rc $status (see main_job.log)"; tail -5 "$OUT/main_job.log"
     fi
