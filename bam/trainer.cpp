@@ -107,6 +107,15 @@ double Trainer::measure_step_seconds() {
   return seconds_since(start) / std::max(1, steps - std::min(2, steps - 1));
 }
 
+KnnResult Trainer::evaluate_knn(double* seconds) {
+  auto start = Clock::now();
+  student_->train(false);
+  KnnResult knn = knn_(*student_->backbone);
+  student_->train(true);
+  *seconds = seconds_since(start);
+  return knn;
+}
+
 int64_t Trainer::steps_within(double seconds, double step_seconds, int64_t from_step) const {
   const int64_t per_epoch = data_->steps_per_epoch();
   const int64_t first_epoch = from_step / per_epoch;
@@ -351,15 +360,15 @@ TrainResult Trainer::run() {
               static_cast<long long>(config_.batch_size_per_gpu),
               static_cast<long long>(config_.global_crops_number + config_.local_crops_number));
   double budget_seconds = 60 * config_.time_budget_minutes;
+  const bool fit = config_.fit_epochs_to_budget && !result.resumed;
+  const double step_seconds = fit ? measure_step_seconds() : 0.0;  // calibration, outside the budget
   run_start_ = Clock::now();
-  if (config_.fit_epochs_to_budget && !result.resumed) {
-    double step_seconds = measure_step_seconds();
+  if (fit) {
     int64_t steps = data_->steps_per_epoch();
     // The work between epochs is part of the budget too: a checkpoint save per epoch, and a kNN
     // evaluation every --knn_freq epochs. On a GPU a small model's epoch can take less time than
     // one kNN evaluation, so both are measured once here (the evaluation, of the initial weights,
-    // is the monitor's baseline) and counted in the schedule; the clock runs from before them.
-    run_start_ = Clock::now();
+    // is the monitor's baseline) and counted in the schedule.
     {
       const std::string probe = config_.output_dir + "/checkpoint.timing.tmp";
       auto start = Clock::now();
@@ -368,11 +377,7 @@ TrainResult Trainer::run() {
       std::filesystem::remove(probe);
     }
     if (knn_ && config_.knn_freq > 0) {
-      auto start = Clock::now();
-      student_->train(false);
-      KnnResult knn = knn_(*student_->backbone);
-      student_->train(true);
-      knn_seconds_ = seconds_since(start);
+      KnnResult knn = evaluate_knn(&knn_seconds_);
       std::printf("kNN evaluation before training: top-1 %.2f%%  top-5 %.2f%% (%.1f s, counted in the budget)\n",
                   knn.top1, knn.top5, knn_seconds_);
     }
@@ -411,14 +416,12 @@ TrainResult Trainer::run() {
     step_in_epoch_ = 0;
     bool last = epoch + 1 == epochs_needed();
     if (knn_ && config_.knn_freq > 0 && ((epoch + 1) % config_.knn_freq == 0 || last)) {
-      auto start = Clock::now();
-      student_->train(false);
-      KnnResult knn = knn_(*student_->backbone);
-      student_->train(true);
+      double seconds = 0;
+      KnnResult knn = evaluate_knn(&seconds);
       stats.knn_top1 = knn.top1;
       stats.knn_top5 = knn.top5;
       std::printf("kNN evaluation after epoch %lld: top-1 %.2f%%  top-5 %.2f%% (%.1f s)\n", static_cast<long long>(epoch),
-                  knn.top1, knn.top5, seconds_since(start));
+                  knn.top1, knn.top5, seconds);
     }
     save(checkpoint_path());
     if (config_.saveckp_freq > 0 && epoch % config_.saveckp_freq == 0)

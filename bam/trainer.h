@@ -59,6 +59,8 @@ class Trainer {
   // (step_seconds each) plus the epoch-end work they bring (checkpoint saves, kNN evaluations, at
   // the measured costs) fits in `seconds`.
   int64_t steps_within(double seconds, double step_seconds, int64_t from_step) const;
+  // The kNN monitor on the student's backbone (in eval mode), and how long it took.
+  KnnResult evaluate_knn(double* seconds);
   using Clock = std::chrono::steady_clock;
   EpochStats train_epoch(int64_t epoch, TrainResult& result, const std::optional<Clock::time_point>& deadline);
   void save(const std::string& path);

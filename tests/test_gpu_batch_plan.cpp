@@ -79,7 +79,7 @@ TEST_CASE("GPU batch plan: rectangles cover the crops, blocks outside them are s
 // before EOI, and in multi-scan files between scans) must still send the file to the CPU, or the
 // GPU crops would be cut from the unrotated image while the CPU loader's are upright.
 TEST_CASE("GPU batch plan: a JPEG whose Exif orientation follows the scan is decoded and rotated on the CPU") {
-  const std::vector<uint8_t> jpeg = read_bytes(std::string(BAM_SOURCE_DIR) + "/tests/data/cjpeg_181x127_h2v1.jpg");
+  const std::vector<uint8_t> jpeg = cjpeg_fixtures().front().bytes;  // 181x127, 4:2:2
   REQUIRE(jpeg.size() > 4);
   REQUIRE((jpeg[jpeg.size() - 2] == 0xFF && jpeg[jpeg.size() - 1] == 0xD9));
   for (bool before_scan : {true, false}) {
