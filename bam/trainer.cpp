@@ -45,6 +45,7 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
   config_.validate();
   BAM_CHECK(parse_device(config_.device, &device_), "--device: bad value '{}'", config_.device);
   BAM_CHECK(device_.is_cpu() || cuda::is_available(), "--device {}: {}", config_.device, cuda::unavailable_reason());
+  if (device_.is_cuda()) cuda::select_device(device_.index);  // the process's device (engine/cuda.h)
   compute_dtype_ = precision_dtype(config_.precision);  // validate() refused 16-bit on the CPU
   scaler_ = GradScaler(compute_dtype_ == DType::f16);
   BAM_CHECK(data_->steps_per_epoch() >= 1, "--batch_size_per_gpu {} is larger than the {} training images",

@@ -52,7 +52,9 @@ struct DeviceCache {
 
 std::mutex g_mutex;
 std::vector<DeviceCache> g_caches;
-void* g_stream = nullptr;  // nullptr: the legacy default stream
+void* g_stream = nullptr;    // nullptr: the legacy default stream (of the thread's current device)
+int g_device = 0;            // the process's device (select_device); guarded by g_mutex
+bool g_device_used = false;  // set by the first allocation: from then on the device is fixed
 
 DeviceCache& cache_for(int device) {
   if (g_caches.size() <= static_cast<size_t>(device)) g_caches.resize(device + 1);
@@ -74,10 +76,34 @@ std::string device_description(int index) {
                      prop.totalGlobalMem / double(1u << 30));
 }
 
+void select_device(int index) {
+  if (!is_available()) fail("cuda:{}: {}", index, unavailable_reason());
+  const int count = device_count();
+  BAM_CHECK(index >= 0 && index < count, "cuda:{} is not present: this machine has {} CUDA device{} (cuda:0{})", index,
+            count, count == 1 ? "" : "s", count == 1 ? "" : fmt::format(" to cuda:{}", count - 1));
+  std::lock_guard<std::mutex> lock(g_mutex);
+  BAM_CHECK(!g_device_used || index == g_device,
+            "cuda:{}: this process already runs on cuda:{} (one CUDA device per process)", index, g_device);
+  g_device = index;
+  BAM_CUDA_CHECK(cudaSetDevice(index));
+}
+
+int selected_device() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_device;
+}
+
+void use_selected_device_on_this_thread() { BAM_CUDA_CHECK(cudaSetDevice(selected_device())); }
+
 void* device_allocate(size_t nbytes, int device_index) {
   if (!is_available()) fail("cannot allocate CUDA memory: {}", unavailable_reason());
   size_t size = rounded_size(nbytes);
   std::lock_guard<std::mutex> lock(g_mutex);
+  BAM_CHECK(device_index == g_device,
+            "cannot allocate on cuda:{}: this process runs on cuda:{} (one CUDA device per process; choose it "
+            "with --device cuda:N or CUDA_VISIBLE_DEVICES)",
+            device_index, g_device);
+  g_device_used = true;
   DeviceCache& cache = cache_for(device_index);
   void* ptr = nullptr;
   auto it = cache.free_blocks.lower_bound(size);

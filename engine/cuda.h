@@ -19,6 +19,16 @@ int device_count();
 // The device name and compute capability, e.g. "NVIDIA H200 (sm_90)".
 std::string device_description(int index);
 
+// One CUDA device per process, as one rank of a multi-GPU job runs on one GPU: every CUDA tensor
+// lives on it and all work runs on its stream. It is cuda:0 unless select_device() picks another
+// before the first allocation; a tensor on any other device is refused with an error naming both.
+// select_device() checks that the device is present and makes it current on the calling thread.
+void select_device(int index);
+int selected_device();
+// Makes the selected device current on the calling thread: a worker thread that launches CUDA
+// work (the GPU loader's) calls it first, since a new thread starts on cuda:0.
+void use_selected_device_on_this_thread();
+
 // Device memory through the caching allocator: freed blocks are kept for reuse by later
 // allocations on the same device (all work runs on one stream per device, so reuse is ordered).
 void* device_allocate(size_t nbytes, int device_index);
@@ -27,7 +37,7 @@ void device_free(void* ptr, size_t nbytes, int device_index);
 void empty_cache();
 
 struct MemoryStats {
-  size_t bytes_in_use = 0;    // held by live tensors
+  size_t bytes_in_use = 0;  // held by live tensors
   size_t peak_bytes_in_use = 0;
   size_t bytes_reserved = 0;  // in use + cached
 };

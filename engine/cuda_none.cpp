@@ -15,6 +15,9 @@ bool is_available() { return false; }
 std::string unavailable_reason() { return kReason; }
 int device_count() { return 0; }
 std::string device_description(int index) { return "cuda:" + std::to_string(index) + " (no CUDA backend)"; }
+void select_device(int index) { fail("cuda:{}: {}", index, kReason); }
+int selected_device() { return 0; }
+void use_selected_device_on_this_thread() {}
 void* device_allocate(size_t, int) { fail("cannot allocate CUDA memory: {}", kReason); }
 void device_free(void*, size_t, int) {}
 void empty_cache() {}

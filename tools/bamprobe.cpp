@@ -198,10 +198,7 @@ int main(int argc, char** argv) {
     c.device = bam::tool::resolve_device(c.device);
     c.data_backend = bam::tool::resolve_data_backend(c.data_backend, c.device);
     std::printf("device: %s\ndata_backend: %s\n", c.device.c_str(), c.data_backend.c_str());
-    bam::Device device;
-    BAM_CHECK(bam::parse_device(c.device, &device), "--device must be cpu, cuda or cuda:N, got '{}'", c.device);
-    BAM_CHECK(device.is_cpu() || bam::cuda::is_available(), "--device {}: {}", c.device,
-              bam::cuda::unavailable_reason());
+    const bam::Device device = bam::tool::open_device(c.device);
     BAM_CHECK(c.data_backend == "cpu" || device.is_cuda(),
               "--data_backend gpu needs --device cuda (the crops are made on the GPU), got --device {}", c.device);
     bam::data::Dataset train, val;

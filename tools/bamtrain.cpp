@@ -133,7 +133,8 @@ int main(int argc, char** argv) {
     config.precision = bam::tool::resolve_precision(config.precision, config.device);
     config.data_backend = bam::tool::resolve_data_backend(config.data_backend, config.device);
     config.validate();
-    const auto args = config.to_json();  // items() must not outlive the object it iterates
+    bam::tool::open_device(config.device);  // before the GPU loader and the model touch a device
+    const auto args = config.to_json();     // items() must not outlive the object it iterates
     for (const auto& [key, value] : args.items()) std::printf("%s: %s\n", key.c_str(), value.dump().c_str());
     std::fflush(stdout);
     auto data = bam::make_train_data(config);

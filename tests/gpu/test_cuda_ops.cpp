@@ -12,6 +12,8 @@
 #include <tuple>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "bam/bam_cross_entropy.h"
 #include "bam/sinkhorn.h"
 #include "engine/cuda.h"
@@ -673,6 +675,20 @@ TEST_CASE("CUDA ops reject tensors on different devices, naming both") {
     CHECK(message.find("different devices") != std::string::npos);
     CHECK(message.find("cuda:0") != std::string::npos);
   }
+}
+
+TEST_CASE("One CUDA device per process: an absent or second device is refused, naming it") {
+  const int count = cuda::device_count();
+  const int absent = count;  // one past the last device
+  const std::string not_present = fmt::format("cuda:{} is not present", absent);
+  CHECK_THROWS_WITH_AS(cuda::select_device(absent), doctest::Contains(not_present.c_str()), Error);
+  CHECK_NOTHROW(cuda::select_device(0));  // the device this process already runs on
+  CHECK(cuda::selected_device() == 0);
+  const std::string refused = fmt::format("cannot allocate on cuda:{}: this process runs on cuda:0", absent);
+  CHECK_THROWS_WITH_AS(zeros({2}, {DType::f32, Device::cuda(absent)}), doctest::Contains(refused.c_str()), Error);
+  CHECK(ones({3}, {DType::f32, Device::cuda()}).to(Device::cpu()).to_vector<float>() == std::vector<float>{1, 1, 1});
+  // Once memory is allocated the device is fixed.
+  if (count > 1) CHECK_THROWS_WITH_AS(cuda::select_device(1), doctest::Contains("already runs on cuda:0"), Error);
 }
 
 }  // namespace bam::test

@@ -2,6 +2,7 @@
 #include "tools/common/device_choice.h"
 
 #include "engine/cuda.h"
+#include "engine/error.h"
 
 namespace bam::tool {
 
@@ -18,6 +19,21 @@ std::string resolve_precision(const std::string& precision, const std::string& r
 std::string resolve_data_backend(const std::string& backend, const std::string& resolved_device) {
   if (backend != "auto") return backend;
   return resolved_device.rfind("cuda", 0) == 0 && cuda::built_with_cuda() ? "gpu" : "cpu";
+}
+
+Device open_device(const std::string& resolved_device) {
+  Device device;
+  BAM_CHECK(parse_device(resolved_device, &device), "--device must be cpu, cuda, cuda:N or auto, got '{}'",
+            resolved_device);
+  if (device.is_cuda()) {
+    BAM_CHECK(cuda::is_available(), "--device {}: {}", resolved_device, cuda::unavailable_reason());
+    try {
+      cuda::select_device(device.index);
+    } catch (const Error& e) {
+      fail("--device {}: {}", resolved_device, e.what());
+    }
+  }
+  return device;
 }
 
 }  // namespace bam::tool

@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "engine/device.h"
+
 namespace bam::tool {
 
 // "auto" -> "cuda" when a CUDA device is usable, else "cpu"; any other value is returned as is.
@@ -14,5 +16,10 @@ std::string resolve_precision(const std::string& precision, const std::string& r
 
 // "auto" -> "gpu" on a CUDA device (with a CUDA build), "cpu" otherwise; any other value as is.
 std::string resolve_data_backend(const std::string& backend, const std::string& resolved_device);
+
+// Parses a resolved --device value and, for cuda:N, makes N the process's device (engine/cuda.h)
+// before any CUDA work: stops with an error naming the flag when the value is not a device name or
+// the device does not answer.
+Device open_device(const std::string& resolved_device);
 
 }  // namespace bam::tool
