@@ -63,6 +63,18 @@ data::AugmentRecipe multi_crop_test_recipe() {
   return r;
 }
 
+data::GpuBatchImage prepare_file_for_gpu(const std::vector<uint8_t>& bytes, const std::string& name,
+                                         std::vector<int16_t>* coefficients, data::DecodedImage* pixels,
+                                         std::vector<std::string>* warnings) {
+  return data::prepare_image_for_gpu(
+      bytes.data(), bytes.size(), name,
+      [&](const data::JpegLayout& layout) {
+        coefficients->assign(static_cast<size_t>(layout.num_coefficients), 0);
+        return coefficients->data();
+      },
+      pixels, warnings);
+}
+
 HostBatch prepare_host_batch(const std::vector<ImageFile>& files, const data::AugmentRecipe& recipe, uint64_t seed,
                              bool eval) {
   HostBatch b;
@@ -74,13 +86,7 @@ HostBatch prepare_host_batch(const std::vector<ImageFile>& files, const data::Au
   for (const ImageFile& f : files) {
     std::vector<int16_t> coefficients;
     data::DecodedImage pixels;
-    data::GpuBatchImage im = data::prepare_image_for_gpu(
-        f.bytes.data(), f.bytes.size(), f.name,
-        [&](const data::JpegLayout& layout) {
-          coefficients.assign(static_cast<size_t>(layout.num_coefficients), 0);
-          return coefficients.data();
-        },
-        &pixels);
+    data::GpuBatchImage im = prepare_file_for_gpu(f.bytes, f.name, &coefficients, &pixels);
     if (im.decode_on_gpu) {
       im.coef_offset = static_cast<int64_t>(b.coefficients.size());
       b.coefficients.insert(b.coefficients.end(), coefficients.begin(), coefficients.end());

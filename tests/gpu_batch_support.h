@@ -32,6 +32,12 @@ std::vector<ImageFile> gpu_test_corpus_with_fixtures(uint64_t seed);
 // The training recipe of the benchmarks: 2 global crops (224, scale 0.25-1) and 6 local (96).
 data::AugmentRecipe multi_crop_test_recipe();
 
+// prepare_image_for_gpu on an in-memory file, its coefficients (when it goes to the GPU) into
+// *coefficients, its CPU-decoded pixels (when it does not) into *pixels.
+data::GpuBatchImage prepare_file_for_gpu(const std::vector<uint8_t>& bytes, const std::string& name,
+                                         std::vector<int16_t>* coefficients, data::DecodedImage* pixels,
+                                         std::vector<std::string>* warnings = nullptr);
+
 // One batch as the GPU loader prepares it on the host.
 struct HostBatch {
   data::AugmentRecipe recipe;

@@ -103,13 +103,7 @@ TEST_CASE("GPU batch plan: a JPEG whose Exif orientation follows the scan is dec
     std::vector<int16_t> coefficients;
     data::DecodedImage pixels;
     std::vector<std::string> warnings;
-    data::GpuBatchImage im = data::prepare_image_for_gpu(
-        tagged.data(), tagged.size(), "tagged.jpg",
-        [&](const data::JpegLayout& layout) {
-          coefficients.assign(static_cast<size_t>(layout.num_coefficients), 0);
-          return coefficients.data();
-        },
-        &pixels, &warnings);
+    data::GpuBatchImage im = prepare_file_for_gpu(tagged, "tagged.jpg", &coefficients, &pixels, &warnings);
     CHECK_FALSE(im.decode_on_gpu);
     CHECK(im.width == 127);
     CHECK(im.height == 181);
@@ -381,13 +375,7 @@ TEST_CASE("GPU path on damaged and unusual JPEGs: plans stay in bounds, emulated
     std::vector<int16_t> coefficients;
     data::DecodedImage pixels;
     try {
-      data::GpuBatchImage im = data::prepare_image_for_gpu(
-          f.bytes.data(), f.bytes.size(), f.name,
-          [&](const data::JpegLayout& layout) {
-            coefficients.assign(static_cast<size_t>(layout.num_coefficients), 0);
-            return coefficients.data();
-          },
-          &pixels);
+      data::GpuBatchImage im = prepare_file_for_gpu(f.bytes, f.name, &coefficients, &pixels);
       (im.decode_on_gpu ? on_gpu : on_cpu).push_back(f);
     } catch (const data::ImageDecodeError&) {
       ++refused;  // and the CPU loader skips it too
