@@ -116,12 +116,12 @@ TEST_CASE("GPU batch plan: a JPEG whose Exif orientation follows the scan is dec
 
 namespace {
 
-// The emulated decode of each batch equals the CPU decode, bit for bit, inside every GPU-decoded
-// image's rectangle (everything outside it is poisoned). Returns the images checked.
-int check_emulated_decode(const std::vector<ImageFile>& files, uint64_t seed) {
+// The emulated decode of each batch (the recipe's crops, then its evaluation transform) equals the
+// CPU decode, bit for bit, inside every GPU-decoded image's rectangle (everything outside it is
+// poisoned). Returns the images checked.
+int check_emulated_decode(const std::vector<ImageFile>& files, uint64_t seed, const data::AugmentRecipe& recipe) {
   int checked_images = 0;
   for (bool eval : {false, true}) {
-    data::AugmentRecipe recipe = multi_crop_test_recipe();
     HostBatch b = prepare_host_batch(files, recipe, seed, eval);
     std::vector<uint8_t> rgb = emulated_decode(b);
     for (size_t i = 0; i < b.images.size(); ++i) {
@@ -157,13 +157,14 @@ const std::vector<CropVariant> kAllCropVariants{kMultiCropF32,
                                                 kEval};
 
 // The emulated crop kernels on the emulated decode equal render_crop / render_eval on the CPU
-// decode, in each variant (multi-crop in f32 and bf16, crop and flip only, the evaluation transform).
-void check_emulated_crops(const std::vector<ImageFile>& files, uint64_t seed, const std::vector<CropVariant>& variants,
-                          bool quiet = false) {
+// decode, in each variant (multi-crop in f32 and bf16, crop and flip only, the evaluation transform
+// at a side of at most 64).
+void check_emulated_crops(const std::vector<ImageFile>& files, uint64_t seed, const data::AugmentRecipe& base,
+                          const std::vector<CropVariant>& variants, bool quiet = false) {
   for (const CropVariant& v : variants) {
-    data::AugmentRecipe recipe = multi_crop_test_recipe();
+    data::AugmentRecipe recipe = base;
     recipe.crop_and_flip_only = v.crop_and_flip_only;
-    if (v.eval) recipe.global_size = 64;
+    if (v.eval) recipe.global_size = std::min<int64_t>(recipe.global_size, 64);
     HostBatch b = prepare_host_batch(files, recipe, seed, v.eval);
     std::vector<uint8_t> rgb = emulated_decode(b);
     place_fallback_pixels(b, rgb.data());
@@ -333,6 +334,41 @@ std::vector<uint8_t> mutate_jpeg(const std::vector<uint8_t>& jpeg, std::mt19937_
   return out;
 }
 
+// A recipe a user could ask for: 1-3 global and 0-4 local crops of any side from 8 px, any scale
+// range, jitter strengths up to 0.9 (hue 0.5), probabilities of 0, 0.5 or 1, any blur range.
+data::AugmentRecipe random_recipe(std::mt19937_64& rng) {
+  auto uniform = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  data::AugmentRecipe r;
+  r.global_crops = pick(1, 3);
+  r.local_crops = pick(0, 4);
+  r.global_size = pick(8, 256);
+  r.local_size = pick(8, 128);
+  r.global_scale_min = uniform(0.01, 1.0);
+  r.global_scale_max = uniform(r.global_scale_min, 1.0);
+  r.local_scale_min = uniform(0.01, 1.0);
+  r.local_scale_max = uniform(r.local_scale_min, 1.0);
+  r.brightness = uniform(0, 0.9);
+  r.contrast = uniform(0, 0.9);
+  r.saturation = uniform(0, 0.9);
+  r.hue = uniform(0, 0.5);
+  r.jitter_p = 0.5 * pick(0, 2);
+  r.grayscale_p = 0.5 * pick(0, 2);
+  r.blur_sigma_min = uniform(0.05, 3.0);
+  r.blur_sigma_max = uniform(r.blur_sigma_min, 5.0);
+  r.eval_resize_ratio = uniform(1.0, 1.5);
+  return r;
+}
+
+std::string describe(const data::AugmentRecipe& r) {
+  return fmt::format(
+      "{}x{} + {}x{} px, scales [{:.3f}, {:.3f}] and [{:.3f}, {:.3f}], jitter {:.2f}/{:.2f}/{:.2f}/{:.2f} p {}, "
+      "grayscale p {}, blur [{:.2f}, {:.2f}], eval ratio {:.3f}",
+      r.global_crops, r.global_size, r.local_crops, r.local_size, r.global_scale_min, r.global_scale_max,
+      r.local_scale_min, r.local_scale_max, r.brightness, r.contrast, r.saturation, r.hue, r.jitter_p, r.grayscale_p,
+      r.blur_sigma_min, r.blur_sigma_max, r.eval_resize_ratio);
+}
+
 }  // namespace
 
 TEST_CASE("emulated GPU decode kernels equal the CPU decode inside the crop rectangles") {
@@ -342,18 +378,19 @@ TEST_CASE("emulated GPU decode kernels equal the CPU decode inside the crop rect
   HostBatch b = prepare_host_batch(files, multi_crop_test_recipe(), seed, false);
   for (size_t i = 0; i < files.size(); ++i)
     if (files[i].name.rfind("cjpeg_", 0) == 0) CHECK_MESSAGE(b.images[i].decode_on_gpu, files[i].name);
-  CHECK(check_emulated_decode(files, seed) == 2 * (static_cast<int>(files.size()) - 1));  // all but the PNG
+  CHECK(check_emulated_decode(files, seed, multi_crop_test_recipe()) ==
+        2 * (static_cast<int>(files.size()) - 1));  // all but the PNG
 }
 
 TEST_CASE("emulated GPU crop kernels equal render_crop and render_eval") {
   const uint64_t seed = test_seed();
-  check_emulated_crops(gpu_test_corpus_with_fixtures(seed), seed, kAllCropVariants);
+  check_emulated_crops(gpu_test_corpus_with_fixtures(seed), seed, multi_crop_test_recipe(), kAllCropVariants);
 }
 
 // The GPU path on damaged and unusual JPEGs. Each mutated file alone must be refused by both paths,
 // handed to the CPU decode, or taken by the GPU path; the files it takes are then batched (with a
-// CPU-decoded file mixed in), and each batch's plan must stay in bounds and its emulated kernels
-// must equal the CPU path: the decode inside the rectangles, and every crop variant. A file the
+// CPU-decoded file mixed in) under a random recipe, and each batch's plan must stay in bounds and
+// its emulated kernels must equal the CPU path: the decode inside the rectangles, and the crops. A file the
 // decoder accepts in a form the kernels index differently (a sampling no encoder writes, a frame
 // that is not a whole number of MCUs, a component wider than the luma) shows up here.
 TEST_CASE("GPU path on damaged and unusual JPEGs: plans stay in bounds, emulated kernels equal the CPU path") {
@@ -393,12 +430,14 @@ TEST_CASE("GPU path on damaged and unusual JPEGs: plans stay in bounds, emulated
     std::string names;
     for (const ImageFile& f : batch) names += "\n  " + f.name;
     INFO("batch:" << names);
+    const data::AugmentRecipe recipe = random_recipe(rng);
+    INFO("recipe: " << describe(recipe));
     bool in_bounds = true;
     for (bool eval : {false, true})
-      in_bounds = in_bounds && plan_in_bounds(prepare_host_batch(batch, multi_crop_test_recipe(), seed, eval));
+      in_bounds = in_bounds && plan_in_bounds(prepare_host_batch(batch, recipe, seed, eval));
     REQUIRE(in_bounds);
-    CHECK(check_emulated_decode(batch, seed) > 0);
-    check_emulated_crops(batch, seed, {kMultiCropF32, kEval}, true);
+    CHECK(check_emulated_decode(batch, seed, recipe) > 0);
+    check_emulated_crops(batch, seed, recipe, {kMultiCropF32, kEval}, true);
   }
 }
 
