@@ -1,10 +1,14 @@
 // The GPU data-path test helpers: corpus, host batch, CPU reference crops, comparison.
 #include "tests/gpu_batch_support.h"
 
+#include <fmt/format.h>
 #include <stb_image_write.h>
 
+#include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <numeric>
+#include <random>
 
 #include "engine/error.h"
 #include "tests/jpeg_test_support.h"
@@ -124,7 +128,7 @@ std::vector<std::vector<float>> reference_crops(const HostBatch& batch) {
       } else {
         const int64_t v = (g == 0 ? 0 : batch.recipe.global_crops) + c.task.out_index / B;
         data::CropParams p = data::sample_crop(batch.recipe, image.width, image.height, batch.seed, batch.epoch,
-                              static_cast<uint32_t>(c.image * 7 + 3), static_cast<uint32_t>(v));
+                                               static_cast<uint32_t>(c.image * 7 + 3), static_cast<uint32_t>(v));
         data::render_crop(image, p, batch.recipe, dst);
       }
     }
@@ -149,6 +153,215 @@ CropComparison compare_crops(const std::vector<float>& expected, const std::vect
     if (!(d <= c.max_abs)) c.max_abs = std::isnan(d) ? INFINITY : d;
   }
   return c;
+}
+
+// Every task of the plan stays inside the buffers the loader sizes from it (the images'
+// coefficients, plan.plane_bytes, plan.rgb_bytes) and inside its component's block grid: what an
+// index bug in the plan would make a kernel overrun on the GPU. Returns false (after reporting) on
+// the first task outside, so that the emulators are not run on a plan that would overrun.
+bool plan_in_bounds(const HostBatch& b) {
+  const data::GpuBatchPlan& plan = b.plan;
+  const int64_t coefficients = static_cast<int64_t>(b.coefficients.size());
+  for (size_t t = 0; t < plan.block_tasks.size(); ++t) {
+    const cuda_kernels::JpegBlockTask& bt = plan.block_tasks[t];
+    const int64_t end = t + 1 < plan.block_tasks.size() ? plan.block_tasks[t + 1].first_block : plan.total_blocks;
+    const int64_t blocks = end - bt.first_block, rows = bt.rect_w > 0 ? blocks / bt.rect_w : 0;
+    const int64_t last = (bt.by0 + rows - 1) * bt.blocks_w + bt.bx0 + bt.rect_w - 1;  // in the component's grid
+    const int64_t stride = int64_t{8} * bt.blocks_w;
+    INFO("block task " << t << ": first block " << bt.first_block << ", " << blocks << " blocks, rect " << bt.bx0 << ","
+                       << bt.by0 << " +" << bt.rect_w << " of a grid " << bt.blocks_w << " wide");
+    const bool ok = blocks > 0 && bt.rect_w > 0 && blocks % bt.rect_w == 0 && bt.bx0 >= 0 && bt.by0 >= 0 &&
+                    bt.bx0 + bt.rect_w <= bt.blocks_w && bt.coef_offset >= 0 &&
+                    bt.coef_offset + (last + 1) * 64 <= coefficients && bt.plane_offset >= 0 &&
+                    bt.plane_offset + ((bt.by0 + rows) * 8 - 1) * stride + (bt.bx0 + bt.rect_w) * 8 <= plan.plane_bytes;
+    CHECK(ok);
+    if (!ok) return false;
+  }
+  for (size_t t = 0; t < plan.pixel_tasks.size(); ++t) {
+    const cuda_kernels::JpegPixelTask& pt = plan.pixel_tasks[t];
+    const int64_t end = t + 1 < plan.pixel_tasks.size() ? plan.pixel_tasks[t + 1].first_pixel : plan.total_pixels;
+    const int64_t pixels = end - pt.first_pixel, rows = pt.rect_w > 0 ? pixels / pt.rect_w : 0;
+    bool ok = pixels > 0 && pt.rect_w > 0 && pixels % pt.rect_w == 0 && pt.x0 >= 0 && pt.y0 >= 0 &&
+              pt.x0 + pt.rect_w <= pt.width && pt.y0 + rows <= pt.height && pt.rgb_offset >= 0 &&
+              pt.rgb_offset + int64_t{pt.width} * pt.height * 3 <= plan.rgb_bytes;
+    for (int c = 0; c < pt.num_components; ++c) {
+      const cuda_kernels::JpegPlaneView& v = pt.planes[c];
+      // The upsampler reads samples [0, width) x [0, height) of the plane, no further.
+      ok = ok && v.ratio_h >= 1 && v.ratio_v >= 1 && v.width >= 1 && v.height >= 1 && v.width <= v.stride &&
+           v.plane_offset >= 0 && v.plane_offset + int64_t{v.height - 1} * v.stride + v.width <= plan.plane_bytes &&
+           (pt.width - 1) / v.ratio_h < v.width && (pt.height - 1) / v.ratio_v < v.height;
+    }
+    INFO("pixel task " << t << ": " << pt.width << "x" << pt.height << ", rect " << pt.x0 << "," << pt.y0 << " +"
+                       << pt.rect_w << " x " << rows << " rows, " << pt.num_components << " components");
+    CHECK(ok);
+    if (!ok) return false;
+  }
+  for (const data::GpuCropGroup& group : plan.groups) {
+    const int64_t count = static_cast<int64_t>(group.crops.size());
+    for (const cuda_kernels::CropTask& t : group.crops) {
+      // The horizontal pass reads rows [row_lo, row_hi) of its image and writes them to the scratch.
+      const bool ok = t.src_offset >= 0 && t.src_offset + int64_t{t.src_w} * t.src_h * 3 <= plan.rgb_bytes &&
+                      t.row_lo >= 0 && t.row_lo <= t.row_hi && t.row_hi <= t.src_h &&
+                      t.row_hi - t.row_lo <= group.max_rows && t.mid_offset >= 0 &&
+                      t.mid_offset + int64_t{t.row_hi - t.row_lo} * group.S * 3 <= group.scratch_floats &&
+                      t.out_index >= 0 && t.out_index < count;
+      INFO("crop of S " << group.S << " from a " << t.src_w << "x" << t.src_h << " image, rows " << t.row_lo << " to "
+                        << t.row_hi << ", output row " << t.out_index);
+      CHECK(ok);
+      if (!ok) return false;
+    }
+  }
+  return true;
+}
+
+namespace {
+
+// The first SOF0/SOF1 or DQT segment before the scan (its 0xFF byte), or 0 when there is none.
+size_t find_segment(const std::vector<uint8_t>& jpeg, std::initializer_list<int> markers) {
+  size_t pos = 2;
+  while (pos + 4 <= jpeg.size() && jpeg[pos] == 0xFF && jpeg[pos + 1] != 0xDA) {
+    for (int m : markers)
+      if (jpeg[pos + 1] == m) return pos;
+    pos += 2 + ((size_t{jpeg[pos + 2]} << 8) | jpeg[pos + 3]);
+  }
+  return 0;
+}
+
+}  // namespace
+
+// One random change to a baseline JPEG, described in *what: sampling factors of a component
+// (1..4 each, including ones no encoder writes), the frame size, both, bytes of the entropy-coded
+// data, a truncation inside it, a quantisation value (0 and 255 included), or any header byte.
+std::vector<uint8_t> mutate_jpeg(const std::vector<uint8_t>& jpeg, std::mt19937_64& rng, std::string* what) {
+  std::vector<uint8_t> out = jpeg;
+  const size_t sof = find_segment(jpeg, {0xC0, 0xC1}), dqt = find_segment(jpeg, {0xDB});
+  const size_t scan = scan_data_offset(jpeg);
+  REQUIRE((sof > 0 && dqt > 0 && scan < jpeg.size()));
+  auto below = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  auto set_sampling = [&] {
+    const size_t c = below(jpeg[sof + 9]), h = 1 + below(4), v = 1 + below(4);
+    out[sof + 11 + 3 * c] = static_cast<uint8_t>(h << 4 | v);
+    *what += fmt::format(" component {} sampled {}x{}", c, h, v);
+  };
+  auto set_size = [&] {
+    const size_t height = (size_t{jpeg[sof + 5]} << 8) | jpeg[sof + 6],
+                 width = (size_t{jpeg[sof + 7]} << 8) | jpeg[sof + 8];
+    const size_t h = 1 + below(2 * height + 16), w = 1 + below(2 * width + 16);
+    out[sof + 5] = static_cast<uint8_t>(h >> 8);
+    out[sof + 6] = static_cast<uint8_t>(h);
+    out[sof + 7] = static_cast<uint8_t>(w >> 8);
+    out[sof + 8] = static_cast<uint8_t>(w);
+    *what += fmt::format(" frame {}x{} (was {}x{})", w, h, width, height);
+  };
+  switch (below(7)) {
+    case 0: set_sampling(); break;
+    case 1: set_size(); break;
+    case 2:
+      set_sampling();
+      set_size();
+      break;
+    case 3: {
+      const size_t flips = 1 + below(6);
+      for (size_t i = 0; i < flips; ++i) out[scan + below(jpeg.size() - 2 - scan)] = static_cast<uint8_t>(rng());
+      *what += fmt::format(" {} entropy-coded bytes replaced", flips);
+      break;
+    }
+    case 4: {
+      const size_t keep = scan + below(jpeg.size() - scan);
+      out.resize(keep);
+      *what += fmt::format(" truncated to {} of {} bytes", keep, jpeg.size());
+      break;
+    }
+    case 5: {
+      const size_t k = below(64);
+      const uint8_t value = static_cast<uint8_t>(below(3) == 0 ? (rng() & 1) * 255 : rng());
+      out[dqt + 5 + k] = value;
+      *what += fmt::format(" quantiser {} set to {}", k, value);
+      break;
+    }
+    default: {
+      const size_t at = 2 + below(scan - 2);
+      out[at] = static_cast<uint8_t>(rng());
+      *what += fmt::format(" header byte {} set to {}", at, out[at]);
+    }
+  }
+  return out;
+}
+
+// A recipe a user could ask for: 1-3 global and 0-4 local crops of any side from 8 px, any scale
+// range, jitter strengths up to 0.9 (hue 0.5), probabilities of 0, 0.5 or 1, any blur range.
+data::AugmentRecipe random_recipe(std::mt19937_64& rng) {
+  auto uniform = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  data::AugmentRecipe r;
+  r.global_crops = pick(1, 3);
+  r.local_crops = pick(0, 4);
+  r.global_size = pick(8, 256);
+  r.local_size = pick(8, 128);
+  r.global_scale_min = uniform(0.01, 1.0);
+  r.global_scale_max = uniform(r.global_scale_min, 1.0);
+  r.local_scale_min = uniform(0.01, 1.0);
+  r.local_scale_max = uniform(r.local_scale_min, 1.0);
+  r.brightness = uniform(0, 0.9);
+  r.contrast = uniform(0, 0.9);
+  r.saturation = uniform(0, 0.9);
+  r.hue = uniform(0, 0.5);
+  r.jitter_p = 0.5 * pick(0, 2);
+  r.grayscale_p = 0.5 * pick(0, 2);
+  r.blur_sigma_min = uniform(0.05, 3.0);
+  r.blur_sigma_max = uniform(r.blur_sigma_min, 5.0);
+  r.eval_resize_ratio = uniform(1.0, 1.5);
+  return r;
+}
+
+std::string describe(const data::AugmentRecipe& r) {
+  return fmt::format(
+      "{}x{} + {}x{} px, scales [{:.3f}, {:.3f}] and [{:.3f}, {:.3f}], jitter {:.2f}/{:.2f}/{:.2f}/{:.2f} p {}, "
+      "grayscale p {}, blur [{:.2f}, {:.2f}], eval ratio {:.3f}",
+      r.global_crops, r.global_size, r.local_crops, r.local_size, r.global_scale_min, r.global_scale_max,
+      r.local_scale_min, r.local_scale_max, r.brightness, r.contrast, r.saturation, r.hue, r.jitter_p, r.grayscale_p,
+      r.blur_sigma_min, r.blur_sigma_max, r.eval_resize_ratio);
+}
+
+std::vector<MutatedBatch> mutated_batches(uint64_t seed, int trials) {
+  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
+  std::vector<ImageFile> bases, on_gpu, on_cpu;
+  for (const ImageFile& f : gpu_test_corpus_with_fixtures(seed))
+    (f.bytes.size() > 2 && f.bytes[0] == 0xFF && f.bytes[1] == 0xD8 ? bases : on_cpu).push_back(f);  // the PNG
+  REQUIRE(on_cpu.size() == 1);
+  int refused = 0;
+  for (int t = 0; t < trials; ++t) {
+    const ImageFile& base = bases[rng() % bases.size()];
+    std::string what;
+    ImageFile f{fmt::format("{} #{}:", base.name, t), {}};
+    f.bytes = mutate_jpeg(base.bytes, rng, &what);
+    f.name += what;
+    INFO(f.name);
+    std::vector<int16_t> coefficients;
+    data::DecodedImage pixels;
+    try {
+      data::GpuBatchImage im = prepare_file_for_gpu(f.bytes, f.name, &coefficients, &pixels);
+      (im.decode_on_gpu ? on_gpu : on_cpu).push_back(f);
+    } catch (const data::ImageDecodeError&) {
+      ++refused;  // and the CPU loader skips it too
+      CHECK_THROWS_AS(data::decode_image(f.bytes.data(), f.bytes.size(), f.name), data::ImageDecodeError);
+    }
+  }
+  MESSAGE(trials << " mutated JPEGs: " << on_gpu.size() << " taken by the GPU path, " << on_cpu.size() - 1
+                 << " decoded on the CPU, " << refused << " refused by both");
+  CHECK(on_gpu.size() >= static_cast<size_t>(trials / 3));
+  std::vector<MutatedBatch> batches;
+  const size_t per_batch = 6;
+  for (size_t first = 0; first < on_gpu.size(); first += per_batch) {
+    MutatedBatch batch;
+    batch.files.assign(on_gpu.begin() + long(first), on_gpu.begin() + long(std::min(on_gpu.size(), first + per_batch)));
+    batch.files.push_back(on_cpu[(first / per_batch) % on_cpu.size()]);  // a CPU-decoded image in every batch
+    batch.recipe = random_recipe(rng);
+    batch.description = "recipe: " + describe(batch.recipe) + "\nfiles:";
+    for (const ImageFile& f : batch.files) batch.description += "\n  " + f.name;
+    batches.push_back(std::move(batch));
+  }
+  return batches;
 }
 
 }  // namespace bam::test

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -42,8 +43,8 @@ data::GpuBatchImage prepare_file_for_gpu(const std::vector<uint8_t>& bytes, cons
 struct HostBatch {
   data::AugmentRecipe recipe;
   std::vector<data::GpuBatchImage> images;
-  std::vector<data::DecodedImage> fallback;  // per image; pixels only where !decode_on_gpu
-  std::vector<int16_t> coefficients;         // all decode_on_gpu images, at their coef_offset
+  std::vector<data::DecodedImage> fallback;   // per image; pixels only where !decode_on_gpu
+  std::vector<int16_t> coefficients;          // all decode_on_gpu images, at their coef_offset
   std::vector<data::DecodedImage> reference;  // every image decoded by the CPU path
   std::vector<int> sizes;
   std::vector<std::vector<data::GpuBatchCrop>> crops;
@@ -69,5 +70,28 @@ struct CropComparison {
   double max_abs = 0;
 };
 CropComparison compare_crops(const std::vector<float>& expected, const std::vector<float>& actual);
+
+// Every task of the plan stays inside the buffers the loader sizes from it (the images'
+// coefficients, plan.plane_bytes, plan.rgb_bytes) and inside its component's block grid: what an
+// index bug in the plan would make a kernel overrun on the GPU. Returns false (after reporting) on
+// the first task outside, so that no kernel is run on a plan that would overrun.
+bool plan_in_bounds(const HostBatch& b);
+
+// One random change to a baseline JPEG, described in *what (mutate_jpeg in the .cpp lists them).
+std::vector<uint8_t> mutate_jpeg(const std::vector<uint8_t>& jpeg, std::mt19937_64& rng, std::string* what);
+// A recipe a user could ask for, drawn at random; describe() puts it in words.
+data::AugmentRecipe random_recipe(std::mt19937_64& rng);
+std::string describe(const data::AugmentRecipe& recipe);
+
+// Batches of damaged and unusual JPEGs for the GPU path. `trials` random mutations of the corpus's
+// JPEGs are prepared one by one: a file the GPU path refuses must be refused by decode_image too
+// (the CPU loader skips it as well); the files it takes go in batches of up to 6, each with the
+// corpus's PNG (decoded on the CPU) and a random recipe. At least a third must be taken.
+struct MutatedBatch {
+  std::vector<ImageFile> files;
+  data::AugmentRecipe recipe;
+  std::string description;  // the recipe and the files' mutations, for failure messages
+};
+std::vector<MutatedBatch> mutated_batches(uint64_t seed, int trials);
 
 }  // namespace bam::test

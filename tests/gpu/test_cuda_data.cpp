@@ -1,15 +1,15 @@
 // The GPU data path on a device: the batched decode kernels against the CPU decode (bit for bit
 // inside the crop rectangles), the crop kernels against render_crop / render_eval, and the whole
 // GpuCropLoader against MultiCropLoader on a folder with damaged files mixed in.
-#include <doctest/doctest.h>
-
 #include <cuda_runtime_api.h>
+#include <doctest/doctest.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "data/gpu_loader.h"
 #include "data/loader.h"
@@ -45,85 +45,97 @@ struct DeviceBuffer {
   DeviceBuffer(DeviceBuffer&& o) noexcept : ptr(o.ptr), bytes(o.bytes) { o.ptr = nullptr; }
 };
 
+// One batch through the device kernels (a plan checked in bounds first): the decode equals the CPU
+// decode bit for bit inside the rectangles, and the crops equal render_crop / render_eval.
+void check_device_batch(const std::vector<ImageFile>& files, const data::AugmentRecipe& recipe, uint64_t seed,
+                        bool eval, DType out_dtype, bool quiet = false) {
+  HostBatch b = prepare_host_batch(files, recipe, seed, eval);
+  REQUIRE(plan_in_bounds(b));
+  DeviceBuffer coefficients = DeviceBuffer::from(b.coefficients);
+  DeviceBuffer block_tasks = DeviceBuffer::from(b.plan.block_tasks);
+  DeviceBuffer pixel_tasks = DeviceBuffer::from(b.plan.pixel_tasks);
+  DeviceBuffer planes(b.plan.plane_bytes, 0xA5);
+  std::vector<uint8_t> rgb_host(b.plan.rgb_bytes, 0x5A);
+  place_fallback_pixels(b, rgb_host.data());
+  DeviceBuffer rgb = DeviceBuffer::from(rgb_host);
+  cuda_kernels::jpeg_idct_batch(
+      static_cast<const cuda_kernels::JpegBlockTask*>(block_tasks.ptr), static_cast<int>(b.plan.block_tasks.size()),
+      b.plan.total_blocks, static_cast<const int16_t*>(coefficients.ptr), static_cast<uint8_t*>(planes.ptr), nullptr);
+  cuda_kernels::jpeg_upsample_convert_batch(
+      static_cast<const cuda_kernels::JpegPixelTask*>(pixel_tasks.ptr), static_cast<int>(b.plan.pixel_tasks.size()),
+      b.plan.total_pixels, static_cast<const uint8_t*>(planes.ptr), static_cast<uint8_t*>(rgb.ptr), nullptr);
+  REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  std::vector<uint8_t> decoded = rgb.to_host<uint8_t>(b.plan.rgb_bytes);
+  for (size_t i = 0; i < b.images.size(); ++i) {
+    if (!b.images[i].decode_on_gpu) continue;
+    const data::PixelRect& r = b.plan.rects[i];
+    size_t mismatches = 0;
+    for (int y = r.y0; y < r.y1; ++y)
+      for (int x = r.x0; x < r.x1; ++x)
+        for (int c = 0; c < 3; ++c) {
+          size_t at = (size_t(y) * b.images[i].width + x) * 3 + c;
+          mismatches += decoded[b.plan.rgb_offsets[i] + at] != b.reference[i].pixels[at];
+        }
+    INFO(files[i].name);
+    CHECK(mismatches == 0);
+  }
+  std::vector<std::vector<float>> expected = reference_crops(b);
+  for (size_t g = 0; g < b.plan.groups.size(); ++g) {
+    const data::GpuCropGroup& group = b.plan.groups[g];
+    const int S = group.S, count = static_cast<int>(group.crops.size());
+    DeviceBuffer tasks = DeviceBuffer::from(group.crops);
+    DeviceBuffer scratch(group.scratch_floats * 4), pixels(group.pixel_floats * 4), row_sums(size_t(count) * S * 8),
+        means(size_t(count) * 4);
+    const size_t n = size_t(count) * 3 * S * S;
+    DeviceBuffer out(n * dtype_size(out_dtype), 0xFF);
+    cuda_kernels::crop_batch_render(static_cast<const cuda_kernels::CropTask*>(tasks.ptr), count, S, group.max_rows,
+                                    static_cast<const uint8_t*>(rgb.ptr), data::crop_normalize(recipe),
+                                    {static_cast<float*>(scratch.ptr), static_cast<float*>(pixels.ptr),
+                                     static_cast<double*>(row_sums.ptr), static_cast<float*>(means.ptr)},
+                                    out_dtype, out.ptr, nullptr);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    std::vector<float> actual(n), want = expected[g];
+    if (out_dtype == DType::bf16) {
+      std::vector<uint16_t> bits = out.to_host<uint16_t>(n);
+      for (size_t i = 0; i < n; ++i) {
+        uint32_t w = uint32_t{bits[i]} << 16;
+        std::memcpy(&actual[i], &w, 4);
+      }
+    } else {
+      actual = out.to_host<float>(n);
+    }
+    CropComparison c = compare_crops(want, actual);
+    if (!quiet)
+      MESSAGE((eval ? "eval" : "multi-crop") << " " << dtype_name(out_dtype) << " S=" << S << ": max |GPU - CPU| = "
+                                             << c.max_abs << ", " << c.beyond << " of " << c.values << " beyond 1e-3");
+    // f32: equal up to expf's last bit in the blur weights; a solarisation threshold crossed
+    // by such a difference would flip a pixel, so a handful of values (at most 1 in 100,000, or 4
+    // in a small group) may differ more.
+    // bf16: the rounding of the output (8 bits of mantissa: 2^-8 relative, values below 3).
+    const double tolerance = out_dtype == DType::bf16 ? 0.0157 : 1e-3;
+    size_t beyond = 0;
+    for (size_t i = 0; i < n; ++i) beyond += !(std::fabs(double(want[i]) - double(actual[i])) <= tolerance);
+    INFO((eval ? "eval" : "multi-crop") << " " << dtype_name(out_dtype) << " S=" << S << ", " << count << " crops");
+    CHECK(beyond <= std::max<size_t>(n / 100000, 4));
+  }
+}
 
 }  // namespace
 
 TEST_CASE("GPU decode and crop kernels equal the CPU decode and crops") {
   const uint64_t seed = test_seed();
   std::vector<ImageFile> files = gpu_test_corpus_with_fixtures(seed);
-  for (bool eval : {false, true}) {
-    for (DType out_dtype : {DType::f32, DType::bf16}) {
-      data::AugmentRecipe recipe = multi_crop_test_recipe();
-      HostBatch b = prepare_host_batch(files, recipe, seed, eval);
-      DeviceBuffer coefficients = DeviceBuffer::from(b.coefficients);
-      DeviceBuffer block_tasks = DeviceBuffer::from(b.plan.block_tasks);
-      DeviceBuffer pixel_tasks = DeviceBuffer::from(b.plan.pixel_tasks);
-      DeviceBuffer planes(b.plan.plane_bytes, 0xA5);
-      std::vector<uint8_t> rgb_host(b.plan.rgb_bytes, 0x5A);
-      place_fallback_pixels(b, rgb_host.data());
-      DeviceBuffer rgb = DeviceBuffer::from(rgb_host);
-      cuda_kernels::jpeg_idct_batch(static_cast<const cuda_kernels::JpegBlockTask*>(block_tasks.ptr),
-                                    static_cast<int>(b.plan.block_tasks.size()), b.plan.total_blocks,
-                                    static_cast<const int16_t*>(coefficients.ptr), static_cast<uint8_t*>(planes.ptr),
-                                    nullptr);
-      cuda_kernels::jpeg_upsample_convert_batch(static_cast<const cuda_kernels::JpegPixelTask*>(pixel_tasks.ptr),
-                                                static_cast<int>(b.plan.pixel_tasks.size()), b.plan.total_pixels,
-                                                static_cast<const uint8_t*>(planes.ptr),
-                                                static_cast<uint8_t*>(rgb.ptr), nullptr);
-      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-      std::vector<uint8_t> decoded = rgb.to_host<uint8_t>(b.plan.rgb_bytes);
-      for (size_t i = 0; i < b.images.size(); ++i) {
-        if (!b.images[i].decode_on_gpu) continue;
-        const data::PixelRect& r = b.plan.rects[i];
-        size_t mismatches = 0;
-        for (int y = r.y0; y < r.y1; ++y)
-          for (int x = r.x0; x < r.x1; ++x)
-            for (int c = 0; c < 3; ++c) {
-              size_t at = (size_t(y) * b.images[i].width + x) * 3 + c;
-              mismatches += decoded[b.plan.rgb_offsets[i] + at] != b.reference[i].pixels[at];
-            }
-        INFO(files[i].name);
-        CHECK(mismatches == 0);
-      }
-      std::vector<std::vector<float>> expected = reference_crops(b);
-      for (size_t g = 0; g < b.plan.groups.size(); ++g) {
-        const data::GpuCropGroup& group = b.plan.groups[g];
-        const int S = group.S, count = static_cast<int>(group.crops.size());
-        DeviceBuffer tasks = DeviceBuffer::from(group.crops);
-        DeviceBuffer scratch(group.scratch_floats * 4), pixels(group.pixel_floats * 4),
-            row_sums(size_t(count) * S * 8), means(size_t(count) * 4);
-        const size_t n = size_t(count) * 3 * S * S;
-        DeviceBuffer out(n * dtype_size(out_dtype), 0xFF);
-        cuda_kernels::crop_batch_render(
-            static_cast<const cuda_kernels::CropTask*>(tasks.ptr), count, S, group.max_rows,
-            static_cast<const uint8_t*>(rgb.ptr), data::crop_normalize(recipe),
-            {static_cast<float*>(scratch.ptr), static_cast<float*>(pixels.ptr), static_cast<double*>(row_sums.ptr),
-             static_cast<float*>(means.ptr)},
-            out_dtype, out.ptr, nullptr);
-        REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-        std::vector<float> actual(n), want = expected[g];
-        if (out_dtype == DType::bf16) {
-          std::vector<uint16_t> bits = out.to_host<uint16_t>(n);
-          for (size_t i = 0; i < n; ++i) {
-            uint32_t w = uint32_t{bits[i]} << 16;
-            std::memcpy(&actual[i], &w, 4);
-          }
-        } else {
-          actual = out.to_host<float>(n);
-        }
-        CropComparison c = compare_crops(want, actual);
-        MESSAGE((eval ? "eval" : "multi-crop") << " " << dtype_name(out_dtype) << " S=" << S
-                                               << ": max |GPU - CPU| = " << c.max_abs << ", " << c.beyond << " of "
-                                               << c.values << " beyond 1e-3");
-        // f32: equal up to expf's last bit in the blur weights; a solarisation threshold crossed
-        // by such a difference would flip a pixel, so a handful of values may differ more.
-        // bf16: the rounding of the output (8 bits of mantissa: 2^-8 relative, values below 3).
-        const double tolerance = out_dtype == DType::bf16 ? 0.0157 : 1e-3;
-        size_t beyond = 0;
-        for (size_t i = 0; i < n; ++i) beyond += !(std::fabs(double(want[i]) - double(actual[i])) <= tolerance);
-        CHECK(beyond <= n / 100000);
-      }
-    }
+  for (bool eval : {false, true})
+    for (DType out_dtype : {DType::f32, DType::bf16})
+      check_device_batch(files, multi_crop_test_recipe(), seed, eval, out_dtype);
+}
+
+// The CPU suite runs the same batches through the kernels' emulators (test_gpu_batch_plan.cpp).
+TEST_CASE("GPU decode and crop kernels on damaged and unusual JPEGs, under random recipes, equal the CPU path") {
+  const uint64_t seed = test_seed();
+  for (const MutatedBatch& batch : mutated_batches(seed, 60)) {
+    INFO(batch.description);
+    for (bool eval : {false, true}) check_device_batch(batch.files, batch.recipe, seed, eval, DType::f32, true);
   }
 }
 
@@ -170,7 +182,8 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
         for (size_t k = 0; k < a.groups.size(); ++k) {
           CHECK(bb.groups[k].device().is_cuda());
           CHECK(a.groups[k].shape() == bb.groups[k].shape());
-          std::vector<float> want = a.groups[k].to_vector<float>(), got = bb.groups[k].to(Device::cpu()).to_vector<float>();
+          std::vector<float> want = a.groups[k].to_vector<float>(),
+                             got = bb.groups[k].to(Device::cpu()).to_vector<float>();
           CropComparison c = compare_crops(want, got);
           INFO("epoch " << epoch << " step " << step << " group " << k << (eval ? " eval" : ""));
           CHECK(c.beyond <= c.values / 100000);
