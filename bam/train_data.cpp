@@ -6,11 +6,17 @@
 #include "bam/folder_data.h"
 #include "bam/train_config.h"
 #include "data/image_error.h"
+#include "engine/cuda.h"
+#include "engine/device.h"
 #include "engine/error.h"
 
 namespace bam {
 
 std::unique_ptr<TrainData> make_train_data(const TrainConfig& config) {
+  // The GPU loader creates its buffers on the process's device: select it first (engine/cuda.h).
+  Device device;
+  if (parse_device(config.device, &device) && device.is_cuda() && cuda::is_available())
+    cuda::select_device(device.index);
   const std::string& path = config.data_path;
   if (path.rfind("synthetic:", 0) == 0) {
     int64_t n = 0;

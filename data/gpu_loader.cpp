@@ -69,6 +69,7 @@ GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batc
   group_sizes_ = layout.sizes;
   normalize_ = crop_normalize(recipe_);
   cuda::use_selected_device_on_this_thread();
+  device_ = cuda::selected_device();
 
   const SizeEstimate estimate = estimate_sizes(dataset_);
   const int64_t coefficient_arena = align16(batch_ * estimate.coefficient_bytes * 5 / 4 + (int64_t{1} << 20));
@@ -315,7 +316,7 @@ void GpuCropLoader::produce(int64_t step, int64_t b, HostSlot& slot) {
 
 void GpuCropLoader::launcher_loop() {
   try {
-    cuda::use_selected_device_on_this_thread();
+    BAM_CUDA_CHECK(cudaSetDevice(device_));
   } catch (...) {
     // No launcher from here on: start_epoch clears failure_, so the error is kept where next()
     // finds it in every epoch, rather than leaving next() to wait for batches nobody launches.
@@ -487,7 +488,7 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   for (size_t g = 0; g < group_views_.size(); ++g) {
     const int64_t S = group_sizes_[g];
     batch.groups.push_back(from_blob(out.groups[g], {group_views_[g] * rows, 3, S, S}, options_.gpu_output,
-                                     Device::cuda(cuda::selected_device())));
+                                     Device::cuda(device_)));
   }
   batch.indices = out.indices;
   batch.labels = out.labels;

@@ -82,6 +82,7 @@ class GpuCropLoader : public CropLoader {
   int64_t batch_;
   uint64_t seed_;
   LoaderOptions options_;
+  int device_ = 0;  // the CUDA device its buffers, stream and batches live on (the process's, at construction)
   std::vector<int64_t> group_views_, group_sizes_;
   cuda_kernels::CropNormalize normalize_{};
 

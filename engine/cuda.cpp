@@ -54,7 +54,7 @@ std::mutex g_mutex;
 std::vector<DeviceCache> g_caches;
 void* g_stream = nullptr;    // nullptr: the legacy default stream (of the thread's current device)
 int g_device = 0;            // the process's device (select_device); guarded by g_mutex
-bool g_device_used = false;  // set by the first allocation: from then on the device is fixed
+bool g_device_used = false;  // set by the first allocation (or thread binding): from then on the device is fixed
 
 DeviceCache& cache_for(int device) {
   if (g_caches.size() <= static_cast<size_t>(device)) g_caches.resize(device + 1);
@@ -84,8 +84,8 @@ void select_device(int index) {
   std::lock_guard<std::mutex> lock(g_mutex);
   BAM_CHECK(!g_device_used || index == g_device,
             "cuda:{}: this process already runs on cuda:{} (one CUDA device per process)", index, g_device);
-  g_device = index;
   BAM_CUDA_CHECK(cudaSetDevice(index));
+  g_device = index;
 }
 
 int selected_device() {
@@ -93,7 +93,11 @@ int selected_device() {
   return g_device;
 }
 
-void use_selected_device_on_this_thread() { BAM_CUDA_CHECK(cudaSetDevice(selected_device())); }
+void use_selected_device_on_this_thread() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  BAM_CUDA_CHECK(cudaSetDevice(g_device));
+  g_device_used = true;  // the caller is about to create resources there
+}
 
 void* device_allocate(size_t nbytes, int device_index) {
   if (!is_available()) fail("cannot allocate CUDA memory: {}", unavailable_reason());

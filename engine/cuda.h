@@ -25,8 +25,9 @@ std::string device_description(int index);
 // select_device() checks that the device is present and makes it current on the calling thread.
 void select_device(int index);
 int selected_device();
-// Makes the selected device current on the calling thread: a worker thread that launches CUDA
-// work (the GPU loader's) calls it first, since a new thread starts on cuda:0.
+// Makes the selected device current on the calling thread and fixes it for the process: code that
+// creates its own CUDA resources (the GPU loader's streams, events and buffers, on its constructor's
+// thread and its launcher thread) calls it first, since a new thread starts on cuda:0.
 void use_selected_device_on_this_thread();
 
 // Device memory through the caching allocator: freed blocks are kept for reuse by later

@@ -20,7 +20,7 @@ struct Device {
   std::string str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
 };
 
-// Parses "cpu", "cuda", "cuda:1"; returns false when the text is not a device name.
+// Parses "cpu", "cuda", "cuda:1" (index up to 9999); returns false when the text is not a device name.
 bool parse_device(const std::string& text, Device* out);
 
 }  // namespace bam

@@ -112,7 +112,7 @@ bool parse_device(const std::string& text, Device* out) {
     *out = Device::cuda(0);
     return true;
   }
-  if (text.rfind("cuda:", 0) == 0 && text.size() > 5) {
+  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.size() <= 9) {  // at most 4 digits
     int index = 0;
     for (char c : text.substr(5)) {
       if (c < '0' || c > '9') return false;

@@ -155,47 +155,67 @@ CropComparison compare_crops(const std::vector<float>& expected, const std::vect
   return c;
 }
 
-// Every task of the plan stays inside the buffers the loader sizes from it (the images'
-// coefficients, plan.plane_bytes, plan.rgb_bytes) and inside its component's block grid: what an
-// index bug in the plan would make a kernel overrun on the GPU. Returns false (after reporting) on
-// the first task outside, so that the emulators are not run on a plan that would overrun.
+// Every task of the plan stays inside its own image's and component's memory (which lies inside the
+// buffers the loader sizes from the plan): what an index bug in the plan would make a kernel read
+// or write out of place on the GPU. The tasks are matched to their images in plan_gpu_batch's order
+// (per GPU-decoded image with a non-empty rectangle: a block task per component, one pixel task).
+// Returns false (after reporting) at the first task out of place, so that no kernel or emulator is
+// run on a plan that would overrun.
 bool plan_in_bounds(const HostBatch& b) {
   const data::GpuBatchPlan& plan = b.plan;
   const int64_t coefficients = static_cast<int64_t>(b.coefficients.size());
-  for (size_t t = 0; t < plan.block_tasks.size(); ++t) {
-    const cuda_kernels::JpegBlockTask& bt = plan.block_tasks[t];
-    const int64_t end = t + 1 < plan.block_tasks.size() ? plan.block_tasks[t + 1].first_block : plan.total_blocks;
-    const int64_t blocks = end - bt.first_block, rows = bt.rect_w > 0 ? blocks / bt.rect_w : 0;
-    const int64_t last = (bt.by0 + rows - 1) * bt.blocks_w + bt.bx0 + bt.rect_w - 1;  // in the component's grid
-    const int64_t stride = int64_t{8} * bt.blocks_w;
-    INFO("block task " << t << ": first block " << bt.first_block << ", " << blocks << " blocks, rect " << bt.bx0 << ","
-                       << bt.by0 << " +" << bt.rect_w << " of a grid " << bt.blocks_w << " wide");
-    const bool ok = blocks > 0 && bt.rect_w > 0 && blocks % bt.rect_w == 0 && bt.bx0 >= 0 && bt.by0 >= 0 &&
-                    bt.bx0 + bt.rect_w <= bt.blocks_w && bt.coef_offset >= 0 &&
-                    bt.coef_offset + (last + 1) * 64 <= coefficients && bt.plane_offset >= 0 &&
-                    bt.plane_offset + ((bt.by0 + rows) * 8 - 1) * stride + (bt.bx0 + bt.rect_w) * 8 <= plan.plane_bytes;
+  size_t block_task = 0, pixel_task = 0;
+  for (size_t i = 0; i < b.images.size(); ++i) {
+    const data::GpuBatchImage& im = b.images[i];
+    if (!im.decode_on_gpu || plan.rects[i].empty()) continue;
+    const data::JpegLayout& L = im.layout;
+    bool ok = block_task + L.num_components <= plan.block_tasks.size() && pixel_task < plan.pixel_tasks.size() &&
+              plan.rgb_offsets[i] >= 0 && plan.rgb_offsets[i] + int64_t{im.width} * im.height * 3 <= plan.rgb_bytes;
+    INFO("image " << i << " (" << im.width << "x" << im.height << ", " << L.num_components << " components)");
     CHECK(ok);
     if (!ok) return false;
-  }
-  for (size_t t = 0; t < plan.pixel_tasks.size(); ++t) {
-    const cuda_kernels::JpegPixelTask& pt = plan.pixel_tasks[t];
-    const int64_t end = t + 1 < plan.pixel_tasks.size() ? plan.pixel_tasks[t + 1].first_pixel : plan.total_pixels;
-    const int64_t pixels = end - pt.first_pixel, rows = pt.rect_w > 0 ? pixels / pt.rect_w : 0;
-    bool ok = pixels > 0 && pt.rect_w > 0 && pixels % pt.rect_w == 0 && pt.x0 >= 0 && pt.y0 >= 0 &&
-              pt.x0 + pt.rect_w <= pt.width && pt.y0 + rows <= pt.height && pt.rgb_offset >= 0 &&
-              pt.rgb_offset + int64_t{pt.width} * pt.height * 3 <= plan.rgb_bytes;
-    for (int c = 0; c < pt.num_components; ++c) {
+    const cuda_kernels::JpegPixelTask& pt = plan.pixel_tasks[pixel_task];
+    const int64_t pixel_end =
+        pixel_task + 1 < plan.pixel_tasks.size() ? plan.pixel_tasks[pixel_task + 1].first_pixel : plan.total_pixels;
+    const int64_t pixels = pixel_end - pt.first_pixel, pixel_rows = pt.rect_w > 0 ? pixels / pt.rect_w : 0;
+    ok = pixels > 0 && pt.rect_w > 0 && pixels % pt.rect_w == 0 && pt.width == im.width && pt.height == im.height &&
+         pt.rgb_offset == plan.rgb_offsets[i] && pt.num_components == L.num_components && pt.x0 >= 0 && pt.y0 >= 0 &&
+         pt.x0 + pt.rect_w <= pt.width && pt.y0 + pixel_rows <= pt.height;
+    INFO("pixel task " << pixel_task << ": rect " << pt.x0 << "," << pt.y0 << " +" << pt.rect_w << " x " << pixel_rows
+                       << " rows");
+    CHECK(ok);
+    if (!ok) return false;
+    for (int c = 0; c < L.num_components; ++c, ++block_task) {
+      const data::JpegComponent& comp = L.components[c];
+      const int64_t coef_begin = im.coef_offset + comp.coef_offset;
+      const int64_t coef_end = coef_begin + int64_t{comp.blocks_w} * comp.blocks_h * 64;
+      const int64_t stride = int64_t{8} * comp.blocks_w;
+      const cuda_kernels::JpegBlockTask& bt = plan.block_tasks[block_task];
+      const int64_t plane_end = bt.plane_offset + stride * 8 * comp.blocks_h;  // this component's plane
+      const int64_t block_end =
+          block_task + 1 < plan.block_tasks.size() ? plan.block_tasks[block_task + 1].first_block : plan.total_blocks;
+      const int64_t blocks = block_end - bt.first_block, rows = bt.rect_w > 0 ? blocks / bt.rect_w : 0;
       const cuda_kernels::JpegPlaneView& v = pt.planes[c];
-      // The upsampler reads samples [0, width) x [0, height) of the plane, no further.
-      ok = ok && v.ratio_h >= 1 && v.ratio_v >= 1 && v.width >= 1 && v.height >= 1 && v.width <= v.stride &&
-           v.plane_offset >= 0 && v.plane_offset + int64_t{v.height - 1} * v.stride + v.width <= plan.plane_bytes &&
+      INFO("component " << c << " (" << comp.blocks_w << "x" << comp.blocks_h << " blocks): block task " << block_task
+                        << ", rect " << bt.bx0 << "," << bt.by0 << " +" << bt.rect_w << " x " << rows << " rows");
+      ok = blocks > 0 && bt.rect_w > 0 && blocks % bt.rect_w == 0 && bt.blocks_w == comp.blocks_w &&
+           bt.coef_offset == coef_begin && coef_begin >= 0 && coef_end <= coefficients && bt.plane_offset >= 0 &&
+           plane_end <= plan.plane_bytes && bt.bx0 >= 0 && bt.by0 >= 0 && bt.bx0 + bt.rect_w <= comp.blocks_w &&
+           bt.by0 + rows <= comp.blocks_h &&
+           // The upsampler reads samples [0, width) x [0, height) of this plane, no further.
+           v.plane_offset == bt.plane_offset && v.stride == stride && v.ratio_h >= 1 && v.ratio_v >= 1 &&
+           v.width >= 1 && v.height >= 1 && v.width <= stride && v.height <= 8 * comp.blocks_h &&
            (pt.width - 1) / v.ratio_h < v.width && (pt.height - 1) / v.ratio_v < v.height;
+      CHECK(ok);
+      if (!ok) return false;
     }
-    INFO("pixel task " << t << ": " << pt.width << "x" << pt.height << ", rect " << pt.x0 << "," << pt.y0 << " +"
-                       << pt.rect_w << " x " << rows << " rows, " << pt.num_components << " components");
-    CHECK(ok);
-    if (!ok) return false;
+    ++pixel_task;
   }
+  const bool all_matched = block_task == plan.block_tasks.size() && pixel_task == plan.pixel_tasks.size();
+  INFO(plan.block_tasks.size() << " block tasks and " << plan.pixel_tasks.size() << " pixel tasks, " << block_task
+                               << " and " << pixel_task << " of them matched to images");
+  CHECK(all_matched);
+  if (!all_matched) return false;
   for (const data::GpuCropGroup& group : plan.groups) {
     const int64_t count = static_cast<int64_t>(group.crops.size());
     for (const cuda_kernels::CropTask& t : group.crops) {
@@ -236,7 +256,7 @@ std::vector<uint8_t> mutate_jpeg(const std::vector<uint8_t>& jpeg, std::mt19937_
   std::vector<uint8_t> out = jpeg;
   const size_t sof = find_segment(jpeg, {0xC0, 0xC1}), dqt = find_segment(jpeg, {0xDB});
   const size_t scan = scan_data_offset(jpeg);
-  REQUIRE((sof > 0 && dqt > 0 && scan < jpeg.size()));
+  REQUIRE((sof > 0 && dqt > 0 && scan + 2 < jpeg.size()));
   auto below = [&](size_t n) { return static_cast<size_t>(rng() % n); };
   auto set_sampling = [&] {
     const size_t c = below(jpeg[sof + 9]), h = 1 + below(4), v = 1 + below(4);
@@ -326,9 +346,14 @@ std::string describe(const data::AugmentRecipe& r) {
 std::vector<MutatedBatch> mutated_batches(uint64_t seed, int trials) {
   std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
   std::vector<ImageFile> bases, on_gpu, on_cpu;
-  for (const ImageFile& f : gpu_test_corpus_with_fixtures(seed))
-    (f.bytes.size() > 2 && f.bytes[0] == 0xFF && f.bytes[1] == 0xD8 ? bases : on_cpu).push_back(f);  // the PNG
-  REQUIRE(on_cpu.size() == 1);
+  ImageFile png;
+  for (const ImageFile& f : gpu_test_corpus_with_fixtures(seed)) {
+    if (f.bytes.size() > 2 && f.bytes[0] == 0xFF && f.bytes[1] == 0xD8)
+      bases.push_back(f);
+    else
+      png = f;
+  }
+  REQUIRE(!png.bytes.empty());
   int refused = 0;
   for (int t = 0; t < trials; ++t) {
     const ImageFile& base = bases[rng() % bases.size()];
@@ -343,25 +368,55 @@ std::vector<MutatedBatch> mutated_batches(uint64_t seed, int trials) {
       data::GpuBatchImage im = prepare_file_for_gpu(f.bytes, f.name, &coefficients, &pixels);
       (im.decode_on_gpu ? on_gpu : on_cpu).push_back(f);
     } catch (const data::ImageDecodeError&) {
-      ++refused;  // and the CPU loader skips it too
+      // The GPU loader skips the file; the CPU loader's decode_image must refuse it as well.
+      ++refused;
       CHECK_THROWS_AS(data::decode_image(f.bytes.data(), f.bytes.size(), f.name), data::ImageDecodeError);
     }
   }
-  MESSAGE(trials << " mutated JPEGs: " << on_gpu.size() << " taken by the GPU path, " << on_cpu.size() - 1
+  MESSAGE(trials << " mutated JPEGs: " << on_gpu.size() << " taken by the GPU path, " << on_cpu.size()
                  << " decoded on the CPU, " << refused << " refused by both");
   CHECK(on_gpu.size() >= static_cast<size_t>(trials / 3));
+  // Batch k holds GPU files 6k to 6k+5, the PNG, CPU-decoded file k if there is one, and a recipe
+  // drawn from (seed, k): with fewer trials, the batches are a prefix of these (the last one aside).
   std::vector<MutatedBatch> batches;
   const size_t per_batch = 6;
-  for (size_t first = 0; first < on_gpu.size(); first += per_batch) {
+  for (size_t first = 0, k = 0; first < on_gpu.size(); first += per_batch, ++k) {
     MutatedBatch batch;
     batch.files.assign(on_gpu.begin() + long(first), on_gpu.begin() + long(std::min(on_gpu.size(), first + per_batch)));
-    batch.files.push_back(on_cpu[(first / per_batch) % on_cpu.size()]);  // a CPU-decoded image in every batch
-    batch.recipe = random_recipe(rng);
+    batch.files.push_back(png);
+    if (k < on_cpu.size()) batch.files.push_back(on_cpu[k]);
+    std::mt19937_64 recipe_rng(seed + 0x51ed270b27ull * (k + 1));
+    batch.recipe = random_recipe(recipe_rng);
+    batch.eval_recipe = batch.recipe;
+    batch.eval_recipe.global_size = std::min<int64_t>(batch.recipe.global_size, 64);
     batch.description = "recipe: " + describe(batch.recipe) + "\nfiles:";
     for (const ImageFile& f : batch.files) batch.description += "\n  " + f.name;
     batches.push_back(std::move(batch));
   }
   return batches;
+}
+
+CropDifferences crop_differences(const std::vector<float>& expected, const std::vector<float>& actual, int S,
+                                 const data::AugmentRecipe& recipe, double tolerance) {
+  BAM_CHECK(expected.size() == actual.size() && expected.size() % (size_t(3) * S * S) == 0,
+            "crop_differences: {} vs {} values for crops of side {}", expected.size(), actual.size(), S);
+  const cuda_kernels::CropNormalize norm = data::crop_normalize(recipe);
+  CropDifferences d;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const double e = expected[i], a = actual[i];
+    if (!std::isfinite(a)) {
+      ++d.not_finite;
+      continue;
+    }
+    if (std::fabs(e - a) <= tolerance) continue;
+    // Back to grey levels: x = v * scale - shift.
+    const int c = static_cast<int>((i / (size_t(S) * S)) % 3);
+    const double le = (e + norm.shift[c]) / norm.scale[c], la = (a + norm.shift[c]) / norm.scale[c];
+    const bool crossing =
+        le > 126.5 && le < 128.5 && la > 126.5 && la < 128.5 && std::fabs(le - la) > 0.5 && std::fabs(le - la) < 1.5;
+    ++(crossing ? d.solarize_crossings : d.beyond);
+  }
+  return d;
 }
 
 }  // namespace bam::test

@@ -85,13 +85,28 @@ std::string describe(const data::AugmentRecipe& recipe);
 
 // Batches of damaged and unusual JPEGs for the GPU path. `trials` random mutations of the corpus's
 // JPEGs are prepared one by one: a file the GPU path refuses must be refused by decode_image too
-// (the CPU loader skips it as well); the files it takes go in batches of up to 6, each with the
-// corpus's PNG (decoded on the CPU) and a random recipe. At least a third must be taken.
+// (both loaders skip it); the files it takes go in batches of up to 6, each with the corpus's PNG,
+// a CPU-decoded mutant where there is one, and a random recipe. At least a third must be taken.
+// The batches of fewer trials are a prefix of those of more (the last, partial one aside).
 struct MutatedBatch {
   std::vector<ImageFile> files;
   data::AugmentRecipe recipe;
-  std::string description;  // the recipe and the files' mutations, for failure messages
+  data::AugmentRecipe eval_recipe;  // the same with the evaluation side capped at 64 (a 1 x N image's
+                                    // evaluation resize would otherwise take gigabytes on the host)
+  std::string description;          // the recipe and the files' mutations, for failure messages
 };
 std::vector<MutatedBatch> mutated_batches(uint64_t seed, int trials);
+
+// The values of a group of crops [count, 3, S, S] (normalised with `recipe`) that differ from the
+// CPU's by more than `tolerance`, in three kinds: not finite (an output never written: the tests
+// poison it with NaN), solarisation crossings, and the rest. A crossing is a value that a last-bit
+// difference in the blur (the device's expf against the host's) left just below 128 grey levels
+// on one side and at or above it on the other: solarising turns v >= 128 into 255 - v, so the two
+// end about one level apart. Flat regions at 128 (blocks of damaged scans decode to them) cross together.
+struct CropDifferences {
+  size_t not_finite = 0, solarize_crossings = 0, beyond = 0;
+};
+CropDifferences crop_differences(const std::vector<float>& expected, const std::vector<float>& actual, int S,
+                                 const data::AugmentRecipe& recipe, double tolerance);
 
 }  // namespace bam::test

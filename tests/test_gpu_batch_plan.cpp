@@ -114,13 +114,15 @@ TEST_CASE("GPU batch plan: a JPEG whose Exif orientation follows the scan is dec
 
 namespace {
 
-// The emulated decode of each batch (the recipe's crops, then its evaluation transform) equals the
-// CPU decode, bit for bit, inside every GPU-decoded image's rectangle (everything outside it is
-// poisoned). Returns the images checked.
-int check_emulated_decode(const std::vector<ImageFile>& files, uint64_t seed, const data::AugmentRecipe& recipe) {
+// The emulated decode of each batch (the recipe's crops, then eval_recipe's evaluation transform),
+// its plan checked in bounds first, equals the CPU decode, bit for bit, inside every GPU-decoded
+// image's rectangle (everything outside it is poisoned). Returns the images checked.
+int check_emulated_decode(const std::vector<ImageFile>& files, uint64_t seed, const data::AugmentRecipe& recipe,
+                          const data::AugmentRecipe& eval_recipe) {
   int checked_images = 0;
   for (bool eval : {false, true}) {
-    HostBatch b = prepare_host_batch(files, recipe, seed, eval);
+    HostBatch b = prepare_host_batch(files, eval ? eval_recipe : recipe, seed, eval);
+    REQUIRE(plan_in_bounds(b));
     std::vector<uint8_t> rgb = emulated_decode(b);
     for (size_t i = 0; i < b.images.size(); ++i) {
       if (!b.images[i].decode_on_gpu) continue;
@@ -164,6 +166,7 @@ void check_emulated_crops(const std::vector<ImageFile>& files, uint64_t seed, co
     recipe.crop_and_flip_only = v.crop_and_flip_only;
     if (v.eval) recipe.global_size = std::min<int64_t>(recipe.global_size, 64);
     HostBatch b = prepare_host_batch(files, recipe, seed, v.eval);
+    REQUIRE(plan_in_bounds(b));
     std::vector<uint8_t> rgb = emulated_decode(b);
     place_fallback_pixels(b, rgb.data());
     std::vector<std::vector<float>> expected = reference_crops(b);
@@ -212,13 +215,32 @@ TEST_CASE("emulated GPU decode kernels equal the CPU decode inside the crop rect
   HostBatch b = prepare_host_batch(files, multi_crop_test_recipe(), seed, false);
   for (size_t i = 0; i < files.size(); ++i)
     if (files[i].name.rfind("cjpeg_", 0) == 0) CHECK_MESSAGE(b.images[i].decode_on_gpu, files[i].name);
-  CHECK(check_emulated_decode(files, seed, multi_crop_test_recipe()) ==
+  CHECK(check_emulated_decode(files, seed, multi_crop_test_recipe(), multi_crop_test_recipe()) ==
         2 * (static_cast<int>(files.size()) - 1));  // all but the PNG
 }
 
 TEST_CASE("emulated GPU crop kernels equal render_crop and render_eval") {
   const uint64_t seed = test_seed();
   check_emulated_crops(gpu_test_corpus_with_fixtures(seed), seed, multi_crop_test_recipe(), kAllCropVariants);
+}
+
+// The GPU suite's crop comparison tells unwritten outputs, solarisation crossings and other
+// differences apart.
+TEST_CASE("crop_differences: not finite, solarisation crossings and the rest") {
+  data::AugmentRecipe recipe = multi_crop_test_recipe();
+  const cuda_kernels::CropNormalize norm = data::crop_normalize(recipe);
+  const int S = 2;
+  auto normalised = [&](double level, int c) { return static_cast<float>(level * norm.scale[c] - norm.shift[c]); };
+  std::vector<float> expected(3 * S * S), actual(3 * S * S);
+  for (size_t i = 0; i < expected.size(); ++i) expected[i] = actual[i] = normalised(40.0 + i, int(i / (S * S)));
+  actual[0] = NAN;                                                       // never written
+  expected[5] = normalised(127.9, 1), actual[5] = normalised(127.0, 1);  // 127.9 kept, 128.0 solarised to 127
+  actual[6] = normalised(46.0 + 2.0, 1);                                 // two levels off
+  actual[9] = normalised(49.0 + 1e-4, 2);                                // within the tolerance
+  const CropDifferences d = crop_differences(expected, actual, S, recipe, 1e-3);
+  CHECK(d.not_finite == 1);
+  CHECK(d.solarize_crossings == 1);
+  CHECK(d.beyond == 1);
 }
 
 // The GPU path on damaged and unusual JPEGs. Each mutated file alone must be refused by both paths,
@@ -231,11 +253,7 @@ TEST_CASE("GPU path on damaged and unusual JPEGs: plans stay in bounds, emulated
   const uint64_t seed = test_seed();
   for (const MutatedBatch& batch : mutated_batches(seed, 150)) {
     INFO(batch.description);
-    bool in_bounds = true;
-    for (bool eval : {false, true})
-      in_bounds = in_bounds && plan_in_bounds(prepare_host_batch(batch.files, batch.recipe, seed, eval));
-    REQUIRE(in_bounds);
-    CHECK(check_emulated_decode(batch.files, seed, batch.recipe) > 0);
+    CHECK(check_emulated_decode(batch.files, seed, batch.recipe, batch.eval_recipe) > 0);
     check_emulated_crops(batch.files, seed, batch.recipe, {kMultiCropF32, kEval}, true);
   }
 }

@@ -57,7 +57,7 @@ double projector_forward_flops(const ProjectorConfig& p) {
 }
 
 int run_bench(const BenchOptions& o) {
-  const Device device = tool::open_device(o.device);
+  const Device device = tool::open_device(tool::resolve_device(o.device));
   const DType compute = precision_dtype(o.precision);
   BAM_CHECK(compute == DType::f32 || device.is_cuda(),
             "--precision {}: 16-bit autocast runs on the GPU only; on the CPU use --precision f32", o.precision);
@@ -175,7 +175,7 @@ int run_bench(const BenchOptions& o) {
 Action add_bench_step(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* sub = app.add_subcommand("bench-step", "Time one full BAM training step on synthetic inputs");
-  sub->add_option("--device", o->device, "cpu | cuda | cuda:N")->default_val(o->device);
+  sub->add_option("--device", o->device, "cpu | cuda | cuda:N | auto")->default_val(o->device);
   sub->add_option("--precision", o->precision, "f32 | bf16 | fp16")->default_val(o->precision);
   sub->add_option("--arch", o->arch, "vit_tiny | vit_small | vit_base | custom")->default_val(o->arch);
   sub->add_option("--embed_dim", o->embed_dim, "ViT width (overrides --arch)");
