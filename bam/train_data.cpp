@@ -15,8 +15,13 @@ namespace bam {
 std::unique_ptr<TrainData> make_train_data(const TrainConfig& config) {
   // The GPU loader creates its buffers on the process's device: select it first (engine/cuda.h).
   Device device;
-  if (parse_device(config.device, &device) && device.is_cuda() && cuda::is_available())
-    cuda::select_device(device.index);
+  if (parse_device(config.device, &device) && device.is_cuda() && cuda::is_available()) {
+    try {
+      cuda::select_device(device.index);
+    } catch (const Error& e) {
+      fail("--device {}: {}", config.device, e.what());
+    }
+  }
   const std::string& path = config.data_path;
   if (path.rfind("synthetic:", 0) == 0) {
     int64_t n = 0;

@@ -21,7 +21,8 @@ std::string device_description(int index);
 
 // One CUDA device per process, as one rank of a multi-GPU job runs on one GPU: every CUDA tensor
 // lives on it and all work runs on its stream. It is cuda:0 unless select_device() picks another
-// before the first allocation; a tensor on any other device is refused with an error naming both.
+// before the first allocation or thread binding (below); a tensor on any other device is refused
+// with an error naming both.
 // select_device() checks that the device is present and makes it current on the calling thread.
 void select_device(int index);
 int selected_device();

@@ -377,7 +377,9 @@ std::vector<MutatedBatch> mutated_batches(uint64_t seed, int trials) {
                  << " decoded on the CPU, " << refused << " refused by both");
   CHECK(on_gpu.size() >= static_cast<size_t>(trials / 3));
   // Batch k holds GPU files 6k to 6k+5, the PNG, CPU-decoded file k if there is one, and a recipe
-  // drawn from (seed, k): with fewer trials, the batches are a prefix of these (the last one aside).
+  // drawn from (seed, k). The mutations are drawn in order, so with fewer trials batch k has the
+  // same files and recipe, except the last, partial batch and a CPU-decoded file k that only the
+  // longer run reaches (none of 22,500 mutated files so far was decoded on the CPU).
   std::vector<MutatedBatch> batches;
   const size_t per_batch = 6;
   for (size_t first = 0, k = 0; first < on_gpu.size(); first += per_batch, ++k) {
@@ -396,10 +398,15 @@ std::vector<MutatedBatch> mutated_batches(uint64_t seed, int trials) {
   return batches;
 }
 
-CropDifferences crop_differences(const std::vector<float>& expected, const std::vector<float>& actual, int S,
-                                 const data::AugmentRecipe& recipe, double tolerance) {
-  BAM_CHECK(expected.size() == actual.size() && expected.size() % (size_t(3) * S * S) == 0,
-            "crop_differences: {} vs {} values for crops of side {}", expected.size(), actual.size(), S);
+CropDifferences crop_differences(const std::vector<float>& expected, const std::vector<float>& actual,
+                                 const data::GpuCropGroup& group, const data::AugmentRecipe& recipe, double tolerance) {
+  const int S = group.S;
+  const size_t per_crop = size_t(3) * S * S;
+  BAM_CHECK(expected.size() == actual.size() && expected.size() == group.crops.size() * per_crop,
+            "crop_differences: {} vs {} values for {} crops of side {}", expected.size(), actual.size(),
+            group.crops.size(), S);
+  std::vector<const cuda_kernels::CropTask*> by_row(group.crops.size(), nullptr);
+  for (const cuda_kernels::CropTask& t : group.crops) by_row.at(static_cast<size_t>(t.out_index)) = &t;
   const cuda_kernels::CropNormalize norm = data::crop_normalize(recipe);
   CropDifferences d;
   for (size_t i = 0; i < expected.size(); ++i) {
@@ -409,11 +416,14 @@ CropDifferences crop_differences(const std::vector<float>& expected, const std::
       continue;
     }
     if (std::fabs(e - a) <= tolerance) continue;
-    // Back to grey levels: x = v * scale - shift.
+    // Back to grey levels (x = v * scale - shift). A crossing needs a blurred, solarised crop, and
+    // values that solarising left just under 128 on one side and just under 127 on the other: the
+    // two pre-solarisation values were both within a tenth of a level of 128, so they sum to 255.
+    const cuda_kernels::CropTask* t = by_row[i / per_crop];
     const int c = static_cast<int>((i / (size_t(S) * S)) % 3);
     const double le = (e + norm.shift[c]) / norm.scale[c], la = (a + norm.shift[c]) / norm.scale[c];
-    const bool crossing =
-        le > 126.5 && le < 128.5 && la > 126.5 && la < 128.5 && std::fabs(le - la) > 0.5 && std::fabs(le - la) < 1.5;
+    const bool crossing = t != nullptr && t->solarize && t->blur_sigma > 0 && std::max(le, la) < 128.0 &&
+                          std::min(le, la) >= 126.9 && std::fabs(le + la - 255.0) < 0.1;
     ++(crossing ? d.solarize_crossings : d.beyond);
   }
   return d;

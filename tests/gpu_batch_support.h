@@ -87,7 +87,8 @@ std::string describe(const data::AugmentRecipe& recipe);
 // JPEGs are prepared one by one: a file the GPU path refuses must be refused by decode_image too
 // (both loaders skip it); the files it takes go in batches of up to 6, each with the corpus's PNG,
 // a CPU-decoded mutant where there is one, and a random recipe. At least a third must be taken.
-// The batches of fewer trials are a prefix of those of more (the last, partial one aside).
+// Batch k has the same files and recipe for any trial count that reaches it (the last, partial
+// batch and a CPU-decoded mutant only a longer run reaches aside).
 struct MutatedBatch {
   std::vector<ImageFile> files;
   data::AugmentRecipe recipe;
@@ -99,14 +100,16 @@ std::vector<MutatedBatch> mutated_batches(uint64_t seed, int trials);
 
 // The values of a group of crops [count, 3, S, S] (normalised with `recipe`) that differ from the
 // CPU's by more than `tolerance`, in three kinds: not finite (an output never written: the tests
-// poison it with NaN), solarisation crossings, and the rest. A crossing is a value that a last-bit
-// difference in the blur (the device's expf against the host's) left just below 128 grey levels
-// on one side and at or above it on the other: solarising turns v >= 128 into 255 - v, so the two
-// end about one level apart. Flat regions at 128 (blocks of damaged scans decode to them) cross together.
+// poison it with NaN), solarisation crossings, and the rest. A crossing is a value of a blurred,
+// solarised crop that a last-bit difference in the blur (the device's expf against the host's)
+// left just below 128 grey levels on one side and at or above it on the other: solarising turns
+// v >= 128 into 255 - v, so the outputs end just under 128 and just under 127, summing to 255.
+// Flat regions at 128 (blocks of damaged scans decode to them) cross together. Any other
+// difference, of any size, in any other crop, counts as the rest.
 struct CropDifferences {
   size_t not_finite = 0, solarize_crossings = 0, beyond = 0;
 };
-CropDifferences crop_differences(const std::vector<float>& expected, const std::vector<float>& actual, int S,
-                                 const data::AugmentRecipe& recipe, double tolerance);
+CropDifferences crop_differences(const std::vector<float>& expected, const std::vector<float>& actual,
+                                 const data::GpuCropGroup& group, const data::AugmentRecipe& recipe, double tolerance);
 
 }  // namespace bam::test

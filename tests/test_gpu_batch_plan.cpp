@@ -225,22 +225,34 @@ TEST_CASE("emulated GPU crop kernels equal render_crop and render_eval") {
 }
 
 // The GPU suite's crop comparison tells unwritten outputs, solarisation crossings and other
-// differences apart.
+// differences apart; only a blurred, solarised crop can have crossings.
 TEST_CASE("crop_differences: not finite, solarisation crossings and the rest") {
   data::AugmentRecipe recipe = multi_crop_test_recipe();
   const cuda_kernels::CropNormalize norm = data::crop_normalize(recipe);
-  const int S = 2;
-  auto normalised = [&](double level, int c) { return static_cast<float>(level * norm.scale[c] - norm.shift[c]); };
-  std::vector<float> expected(3 * S * S), actual(3 * S * S);
-  for (size_t i = 0; i < expected.size(); ++i) expected[i] = actual[i] = normalised(40.0 + i, int(i / (S * S)));
-  actual[0] = NAN;                                                       // never written
-  expected[5] = normalised(127.9, 1), actual[5] = normalised(127.0, 1);  // 127.9 kept, 128.0 solarised to 127
-  actual[6] = normalised(46.0 + 2.0, 1);                                 // two levels off
-  actual[9] = normalised(49.0 + 1e-4, 2);                                // within the tolerance
-  const CropDifferences d = crop_differences(expected, actual, S, recipe, 1e-3);
+  data::GpuCropGroup group;
+  group.S = 2;
+  group.crops.resize(2, cuda_kernels::CropTask{});
+  group.crops[0].out_index = 1;  // row 1: neither blurred nor solarised
+  group.crops[1].out_index = 0;  // row 0: blurred and solarised
+  group.crops[1].solarize = 1;
+  group.crops[1].blur_sigma = 1.0f;
+  const size_t per_crop = 3 * 2 * 2;
+  auto normalised = [&](double level, size_t i) {
+    const int c = static_cast<int>((i / 4) % 3);
+    return static_cast<float>(level * norm.scale[c] - norm.shift[c]);
+  };
+  std::vector<float> expected(2 * per_crop), actual(2 * per_crop);
+  for (size_t i = 0; i < expected.size(); ++i) expected[i] = actual[i] = normalised(40.0 + i, i);
+  actual[0] = NAN;                                                             // never written
+  expected[5] = normalised(127.96, 5), actual[5] = normalised(127.04, 5);      // 127.96 kept, 127.96+ solarised
+  actual[6] = normalised(46.0 + 2.0, 6);                                       // two levels off
+  actual[9] = normalised(49.0 + 1e-4, 9);                                      // within the tolerance
+  expected[10] = normalised(127.2, 10), actual[10] = normalised(128.2, 10);    // a level off, not a crossing
+  expected[17] = normalised(127.96, 17), actual[17] = normalised(127.04, 17);  // the same, unsolarised crop
+  const CropDifferences d = crop_differences(expected, actual, group, recipe, 1e-3);
   CHECK(d.not_finite == 1);
   CHECK(d.solarize_crossings == 1);
-  CHECK(d.beyond == 1);
+  CHECK(d.beyond == 3);
 }
 
 // The GPU path on damaged and unusual JPEGs. Each mutated file alone must be refused by both paths,

@@ -172,6 +172,17 @@ TEST_CASE("errors name the op and shapes") {
   CHECK_THROWS_AS(topk(a, 4, 1), Error);
 }
 
+TEST_CASE("device names: cpu, cuda, cuda:N with up to 4 digits") {
+  Device d;
+  CHECK((parse_device("cpu", &d) && d == Device::cpu()));
+  CHECK((parse_device("cuda", &d) && d == Device::cuda(0)));
+  CHECK((parse_device("cuda:9999", &d) && d == Device::cuda(9999)));
+  CHECK_FALSE(parse_device("cuda:4294967297", &d));  // wrapped to cuda:1 before the limit
+  CHECK_FALSE(parse_device("cuda:", &d));
+  CHECK_FALSE(parse_device("cuda:1x", &d));
+  CHECK_FALSE(parse_device("gpu", &d));
+}
+
 TEST_CASE("CUDA availability is reported, never assumed") {
   bool available = cuda::is_available();
   if (!available) {

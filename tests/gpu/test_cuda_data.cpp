@@ -110,7 +110,7 @@ void check_device_batch(const std::vector<ImageFile>& files, const data::Augment
     // crossings apart, and allows 1 in 100,000 of the rest. bf16: the rounding of the output (8
     // bits of mantissa: 2^-8 relative, values below 3). No output may be left unwritten (NaN).
     const double tolerance = out_dtype == DType::bf16 ? 0.0157 : 1e-3;
-    const CropDifferences d = crop_differences(want, actual, S, recipe, tolerance);
+    const CropDifferences d = crop_differences(want, actual, group, recipe, tolerance);
     if (!quiet)
       MESSAGE((eval ? "eval" : "multi-crop")
               << " " << dtype_name(out_dtype) << " S=" << S << ": max |GPU - CPU| = " << c.max_abs << ", " << c.beyond

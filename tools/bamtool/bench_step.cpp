@@ -57,7 +57,8 @@ double projector_forward_flops(const ProjectorConfig& p) {
 }
 
 int run_bench(const BenchOptions& o) {
-  const Device device = tool::open_device(tool::resolve_device(o.device));
+  const std::string device_name = tool::resolve_device(o.device);
+  const Device device = tool::open_device(device_name);
   const DType compute = precision_dtype(o.precision);
   BAM_CHECK(compute == DType::f32 || device.is_cuda(),
             "--precision {}: 16-bit autocast runs on the GPU only; on the CPU use --precision f32", o.precision);
@@ -124,7 +125,7 @@ int run_bench(const BenchOptions& o) {
               static_cast<long long>(vit.num_heads), static_cast<long long>(vit.patch_size),
               static_cast<long long>(o.hidden_dim), static_cast<long long>(o.out_dim), static_cast<long long>(o.batch),
               static_cast<long long>(o.global_crops), static_cast<long long>(o.global_size),
-              static_cast<long long>(o.local_crops), static_cast<long long>(o.local_size), o.device.c_str(),
+              static_cast<long long>(o.local_crops), static_cast<long long>(o.local_size), device_name.c_str(),
               o.precision.c_str(), where.c_str(), params / 1e6);
   if (o.recompute_gelu) std::printf("bench-step: the MLPs recompute their GELU in backward (--recompute_gelu)\n");
   for (int64_t i = 0; i < o.warmup; ++i) step();
