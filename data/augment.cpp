@@ -109,22 +109,28 @@ struct Taps {
 };
 
 // PIL's precompute_coeffs: the filter is stretched by the scale when shrinking (antialiasing).
-std::vector<Taps> resample_taps(double in_start, double in_size, int in_limit, int out_size) {
+// The taps of output coordinates `coords` of a resize of [in_start, in_start + in_size) to
+// out_size samples (all of them when coords is empty).
+std::vector<Taps> resample_taps(double in_start, double in_size, int in_limit, int out_size,
+                                const std::vector<int>& coords = {}) {
   const double scale = in_size / out_size;
-  std::vector<Taps> taps(out_size);
-  for (int o = 0; o < out_size; ++o) {
+  std::vector<Taps> taps(coords.empty() ? out_size : coords.size());
+  for (size_t i = 0; i < taps.size(); ++i) {
+    const int o = coords.empty() ? static_cast<int>(i) : coords[i];
     const ResampleWindow w = resample_window(in_start, scale, o, in_limit);
-    taps[o].first = w.lo;
-    for (int k = w.lo; k < w.hi; ++k) taps[o].weights.push_back(w.weight(k));
+    taps[i].first = w.lo;
+    for (int k = w.lo; k < w.hi; ++k) taps[i].weights.push_back(w.weight(k));
   }
   return taps;
 }
 
+// Both passes for the output rows and columns whose taps are given: dst is rows.size() x
+// cols.size() x 3. Each output value is computed the same way whichever others are computed, so
+// a window of a resize equals the same window cut from the whole resize, bit for bit.
 template <typename Src>
-void resize_any(const Src* src, int src_h, int src_w, double top, double left, double box_h, double box_w, float* dst,
-                int out_h, int out_w) {
-  auto cols = resample_taps(left, box_w, src_w, out_w);
-  auto rows = resample_taps(top, box_h, src_h, out_h);
+void resample_rows_cols(const Src* src, int src_h, int src_w, const std::vector<Taps>& rows,
+                        const std::vector<Taps>& cols, float* dst) {
+  const int out_h = static_cast<int>(rows.size()), out_w = static_cast<int>(cols.size());
   // Horizontal pass over only the source rows the vertical pass will read.
   int row_lo = src_h, row_hi = 0;
   for (const Taps& t : rows) {
@@ -160,6 +166,13 @@ void resize_any(const Src* src, int src_h, int src_w, double top, double left, d
       out[x] = std::clamp(acc, 0.0f, 255.0f);
     }
   }
+}
+
+template <typename Src>
+void resize_any(const Src* src, int src_h, int src_w, double top, double left, double box_h, double box_w, float* dst,
+                int out_h, int out_w) {
+  resample_rows_cols(src, src_h, src_w, resample_taps(top, box_h, src_h, out_h),
+                     resample_taps(left, box_w, src_w, out_w), dst);
 }
 
 // One jitter step over the whole crop; contrast blends towards the crop's mean grey level.
@@ -252,20 +265,25 @@ EvalGeometry eval_geometry(int w, int h, int size, double eval_resize_ratio) {
 void render_eval(const DecodedImage& image, int size, const AugmentRecipe& recipe, float* out) {
   const int w = image.width, h = image.height;
   const EvalGeometry g = eval_geometry(w, h, size, recipe.eval_resize_ratio);
-  const int ow = g.resized_w, oh = g.resized_h, top = g.top, left = g.left;
-  std::vector<float> resized(static_cast<size_t>(ow) * oh * 3);
-  if (ow == w && oh == h) {
-    for (size_t i = 0; i < resized.size(); ++i) resized[i] = image.pixels[i];
-  } else {
-    resize_any(image.pixels.data(), h, w, 0, 0, h, w, resized.data(), oh, ow);
+  const int ow = g.resized_w, oh = g.resized_h;
+  // The centre crop's rows and columns of the resized image (repeating its edge where the crop is
+  // larger). Only they are resampled: the whole resize of a long thin image could take gigabytes.
+  std::vector<int> rows(size), cols(size);
+  for (int i = 0; i < size; ++i) {
+    rows[i] = std::clamp(g.top + i, 0, oh - 1);
+    cols[i] = std::clamp(g.left + i, 0, ow - 1);
   }
   std::vector<float> crop(static_cast<size_t>(size) * size * 3);
-  for (int y = 0; y < size; ++y)
-    for (int x = 0; x < size; ++x)
-      for (int c = 0; c < 3; ++c) {
-        int sy = std::clamp(top + y, 0, oh - 1), sx = std::clamp(left + x, 0, ow - 1);
-        crop[(y * size + x) * 3 + c] = resized[(static_cast<size_t>(sy) * ow + sx) * 3 + c];
-      }
+  if (ow == w && oh == h) {
+    for (int y = 0; y < size; ++y)
+      for (int x = 0; x < size; ++x)
+        for (int c = 0; c < 3; ++c)
+          crop[(static_cast<size_t>(y) * size + x) * 3 + c] =
+              image.pixels[(static_cast<size_t>(rows[y]) * w + cols[x]) * 3 + c];
+  } else {
+    resample_rows_cols(image.pixels.data(), h, w, resample_taps(0, h, h, oh, rows), resample_taps(0, w, w, ow, cols),
+                       crop.data());
+  }
   normalize_into(crop.data(), size, size, recipe, out);
 }
 

@@ -1,7 +1,9 @@
 // The CPU augmentation: crop geometry (torchvision's RandomResizedCrop), PIL-style antialiased
 // bicubic resampling against hand-computed values, each colour operation on hand-checked pixels,
 // the per-view recipe (blur/solarise probabilities), and determinism of the RNG keys.
+#include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "data/augment.h"
 #include "tests/support.h"
@@ -211,6 +213,46 @@ TEST_CASE("normalisation and the evaluation transform") {
   std::vector<float> exact(3 * 16);
   data::render_eval(gradient, 4, same, exact.data());
   for (int i = 0; i < 16; ++i) CHECK(exact[i] * 255.0f == doctest::Approx(i * 10.0f));
+}
+
+// render_eval resamples only the centre crop's rows and columns: it must equal the whole resize
+// cut afterwards, bit for bit, at any aspect ratio (a long thin image's whole resize is huge).
+TEST_CASE("the evaluation transform equals the whole resize cut to its centre, bit for bit") {
+  std::mt19937_64 rng(test_seed("eval transform"));
+  struct Case {
+    int w, h, size;
+    double ratio;
+  };
+  for (Case k : {Case{37, 29, 24, 256.0 / 224.0}, Case{29, 37, 24, 256.0 / 224.0}, Case{3, 200, 16, 1.25},
+                 Case{200, 3, 16, 1.0}, Case{5, 5, 8, 1.0}, Case{24, 24, 24, 1.0}, Case{500, 375, 64, 256.0 / 224.0},
+                 Case{1, 40, 12, 1.5}, Case{9, 4, 30, 1.0}}) {
+    data::DecodedImage image = solid(k.w, k.h, 0, 0, 0);
+    for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(rng());
+    data::AugmentRecipe r;
+    r.eval_resize_ratio = k.ratio;
+    std::vector<float> got(3 * k.size * k.size);
+    data::render_eval(image, k.size, r, got.data());
+
+    const data::EvalGeometry g = data::eval_geometry(k.w, k.h, k.size, k.ratio);
+    std::vector<float> source(image.pixels.begin(), image.pixels.end());
+    std::vector<float> resized = source;
+    if (g.resized_w != k.w || g.resized_h != k.h) {
+      resized.assign(static_cast<size_t>(g.resized_w) * g.resized_h * 3, 0.0f);
+      data::resize_bicubic_aa(source.data(), k.h, k.w, 0, 0, k.h, k.w, resized.data(), g.resized_h, g.resized_w);
+    }
+    size_t differ = 0;
+    for (int c = 0; c < 3; ++c) {
+      const float scale = 1.0f / (255.0f * r.std[c]), shift = r.mean[c] / r.std[c];
+      for (int y = 0; y < k.size; ++y)
+        for (int x = 0; x < k.size; ++x) {
+          const int sy = std::clamp(g.top + y, 0, g.resized_h - 1), sx = std::clamp(g.left + x, 0, g.resized_w - 1);
+          const float want = resized[(static_cast<size_t>(sy) * g.resized_w + sx) * 3 + c] * scale - shift;
+          differ += got[(static_cast<size_t>(c) * k.size + y) * k.size + x] != want;
+        }
+    }
+    INFO(k.w << "x" << k.h << " to " << k.size << " at ratio " << k.ratio);
+    CHECK(differ == 0);
+  }
 }
 
 }  // namespace bam::test
