@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <initializer_list>
 #include <numeric>
 #include <random>
 
@@ -137,6 +136,20 @@ std::vector<std::vector<float>> reference_crops(const HostBatch& batch) {
   return out;
 }
 
+size_t decode_mismatches(const HostBatch& batch, size_t i, const std::vector<uint8_t>& rgb, size_t* checked) {
+  const data::PixelRect& r = batch.plan.rects[i];
+  const data::DecodedImage& ref = batch.reference[i];
+  size_t mismatches = 0, compared = 0;
+  for (int y = r.y0; y < r.y1; ++y)
+    for (int x = r.x0; x < r.x1; ++x)
+      for (int c = 0; c < 3; ++c, ++compared) {
+        const size_t at = (size_t(y) * ref.width + x) * 3 + c;
+        mismatches += rgb[batch.plan.rgb_offsets[i] + at] != ref.pixels[at];
+      }
+  if (checked) *checked = compared;
+  return mismatches;
+}
+
 void place_fallback_pixels(const HostBatch& batch, uint8_t* rgb) {
   for (size_t i = 0; i < batch.images.size(); ++i)
     if (!batch.images[i].decode_on_gpu)
@@ -234,27 +247,12 @@ bool plan_in_bounds(const HostBatch& b) {
   return true;
 }
 
-namespace {
-
-// The first SOF0/SOF1 or DQT segment before the scan (its 0xFF byte), or 0 when there is none.
-size_t find_segment(const std::vector<uint8_t>& jpeg, std::initializer_list<int> markers) {
-  size_t pos = 2;
-  while (pos + 4 <= jpeg.size() && jpeg[pos] == 0xFF && jpeg[pos + 1] != 0xDA) {
-    for (int m : markers)
-      if (jpeg[pos + 1] == m) return pos;
-    pos += 2 + ((size_t{jpeg[pos + 2]} << 8) | jpeg[pos + 3]);
-  }
-  return 0;
-}
-
-}  // namespace
-
 // One random change to a baseline JPEG, described in *what: sampling factors of a component
 // (1..4 each, including ones no encoder writes), the frame size, both, bytes of the entropy-coded
 // data, a truncation inside it, a quantisation value (0 and 255 included), or any header byte.
 std::vector<uint8_t> mutate_jpeg(const std::vector<uint8_t>& jpeg, std::mt19937_64& rng, std::string* what) {
   std::vector<uint8_t> out = jpeg;
-  const size_t sof = find_segment(jpeg, {0xC0, 0xC1}), dqt = find_segment(jpeg, {0xDB});
+  const size_t sof = segment_offset(jpeg, 0xC0), dqt = segment_offset(jpeg, 0xDB);  // baseline frame
   const size_t scan = scan_data_offset(jpeg);
   REQUIRE((sof > 0 && dqt > 0 && scan + 2 < jpeg.size()));
   auto below = [&](size_t n) { return static_cast<size_t>(rng() % n); };

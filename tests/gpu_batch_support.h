@@ -61,6 +61,10 @@ HostBatch prepare_host_batch(const std::vector<ImageFile>& files, const data::Au
 // The CPU path's crops of each group, [count, 3, S, S] as the GPU path lays them out.
 std::vector<std::vector<float>> reference_crops(const HostBatch& batch);
 
+// The values of GPU-decoded image i's rectangle in the batch's RGB buffer `rgb` that differ from
+// the CPU decode (bit for bit); *checked, when given, gets how many were compared.
+size_t decode_mismatches(const HostBatch& batch, size_t i, const std::vector<uint8_t>& rgb, size_t* checked = nullptr);
+
 // Writes the fallback images' pixels at their RGB offsets (the upload of CPU-decoded images).
 void place_fallback_pixels(const HostBatch& batch, uint8_t* rgb);
 

@@ -186,18 +186,21 @@ const std::vector<std::pair<int, int>> kSizes = {{1, 1}, {7, 5}, {17, 33}, {100,
 
 // ---- JPEG surgery for the damaged-file and Exif tests ----
 
+size_t segment_offset(const std::vector<uint8_t>& jpeg, int marker) {
+  size_t pos = 2;
+  while (pos + 4 <= jpeg.size() && jpeg[pos] == 0xFF) {
+    if (jpeg[pos + 1] == marker) return pos;
+    if (jpeg[pos + 1] == 0xDA) break;
+    pos += 2 + ((size_t{jpeg[pos + 2]} << 8) | jpeg[pos + 3]);
+  }
+  return 0;
+}
+
 // Offset of the first byte of entropy-coded data (just after the first SOS segment).
 size_t scan_data_offset(const std::vector<uint8_t>& jpeg) {
-  size_t pos = 2;
-  while (pos + 4 <= jpeg.size()) {
-    REQUIRE(jpeg[pos] == 0xFF);
-    int marker = jpeg[pos + 1];
-    size_t length = (size_t{jpeg[pos + 2]} << 8) | jpeg[pos + 3];
-    if (marker == 0xDA) return pos + 2 + length;
-    pos += 2 + length;
-  }
-  FAIL("no SOS found");
-  return 0;
+  const size_t sos = segment_offset(jpeg, 0xDA);
+  REQUIRE_MESSAGE(sos > 0, "no SOS found");
+  return sos + 2 + ((size_t{jpeg[sos + 2]} << 8) | jpeg[sos + 3]);
 }
 
 // Removes every segment with the given marker (before the first scan).

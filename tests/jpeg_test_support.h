@@ -102,6 +102,9 @@ std::string write_synthetic_ppm(const TempDir& dir, int width, int height, int c
 // Image sizes of the corpus, from 1x1 to 500x375.
 extern const std::vector<std::pair<int, int>> kSizes;
 
+// Offset of the first segment with the given marker (its 0xFF byte), looking no further than the
+// first SOS; 0 when there is none.
+size_t segment_offset(const std::vector<uint8_t>& jpeg, int marker);
 // Offset of the first byte of entropy-coded data (just after the first SOS segment).
 size_t scan_data_offset(const std::vector<uint8_t>& jpeg);
 // Removes every segment with the given marker (before the first scan).

@@ -126,16 +126,8 @@ int check_emulated_decode(const std::vector<ImageFile>& files, uint64_t seed, co
     std::vector<uint8_t> rgb = emulated_decode(b);
     for (size_t i = 0; i < b.images.size(); ++i) {
       if (!b.images[i].decode_on_gpu) continue;
-      const data::PixelRect& r = b.plan.rects[i];
-      const data::DecodedImage& ref = b.reference[i];
-      size_t mismatches = 0, checked = 0;
-      for (int y = r.y0; y < r.y1; ++y)
-        for (int x = r.x0; x < r.x1; ++x)
-          for (int c = 0; c < 3; ++c) {
-            size_t at = (size_t(y) * ref.width + x) * 3 + c;
-            mismatches += rgb[b.plan.rgb_offsets[i] + at] != ref.pixels[at];
-            ++checked;
-          }
+      size_t checked = 0;
+      const size_t mismatches = decode_mismatches(b, i, rgb, &checked);
       INFO(files[i].name << (eval ? " (eval)" : ""));
       CHECK(checked > 0);
       CHECK(mismatches == 0);

@@ -68,14 +68,7 @@ void check_device_batch(const std::vector<ImageFile>& files, const data::Augment
   std::vector<uint8_t> decoded = rgb.to_host<uint8_t>(b.plan.rgb_bytes);
   for (size_t i = 0; i < b.images.size(); ++i) {
     if (!b.images[i].decode_on_gpu) continue;
-    const data::PixelRect& r = b.plan.rects[i];
-    size_t mismatches = 0;
-    for (int y = r.y0; y < r.y1; ++y)
-      for (int x = r.x0; x < r.x1; ++x)
-        for (int c = 0; c < 3; ++c) {
-          size_t at = (size_t(y) * b.images[i].width + x) * 3 + c;
-          mismatches += decoded[b.plan.rgb_offsets[i] + at] != b.reference[i].pixels[at];
-        }
+    const size_t mismatches = decode_mismatches(b, i, decoded);
     INFO(files[i].name);
     CHECK(mismatches == 0);
   }
