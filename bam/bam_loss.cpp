@@ -71,8 +71,7 @@ Tensor bam_loss_given_target(const Tensor& z, const Tensor& target, const BamLos
 BamLossResult bam_loss(const Tensor& z_in, double eps, const BamLossOptions& o, const Tensor& z_teacher_in) {
   Prepared p = prepare(z_in, eps, o, z_teacher_in);
   const int64_t B = p.B, T = p.T, G = p.G;
-  Tensor target;
-  double entropy = 0;
+  Tensor target, entropy;
   {
     NoGradGuard no_grad;
     Tensor target_similarities = z_teacher_in.defined() ? matmul(p.zt, p.targets.t()) : p.similarities.detach();
@@ -87,7 +86,7 @@ BamLossResult bam_loss(const Tensor& z_in, double eps, const BamLossOptions& o, 
       target = div(kept, sum(kept, {1}, true));
     }
     Tensor p_log_p = mul(target, log(clamp_min(target, 1e-30)));
-    entropy = -sum(p_log_p).item() / static_cast<double>(G * B);
+    entropy = mul(sum(p_log_p), -1.0 / static_cast<double>(G * B));
   }
   return {cross_entropy_part(p, target, o), target, entropy};
 }

@@ -20,7 +20,9 @@ struct BamLossOptions {
 struct BamLossResult {
   Tensor loss;            // scalar f32; gradient flows into z (and only z)
   Tensor target;          // the balanced target P [n_global*B, T*B], no gradient
-  double target_entropy;  // mean entropy of P's rows (nats): a collapse/sharpness monitor
+  // Mean entropy of P's rows (nats), a collapse/sharpness monitor: a one-element tensor on z's
+  // device, left there so that computing it never makes the host wait (reading it does).
+  Tensor target_entropy;
 };
 
 // z: projector outputs [V*B, D], crop-major, global views first; any floating dtype (the loss is

@@ -30,12 +30,24 @@ std::string duration_text(double seconds) {
 }
 
 // The collapse monitor: per-dimension std of the L2-normalised embeddings, averaged, times
-// sqrt(D). About 1 for embeddings spread over the sphere, 0 for a collapsed model.
-double embedding_std(const Tensor& z) {
+// sqrt(D). About 1 for embeddings spread over the sphere, 0 for a collapsed model. A one-element
+// tensor on z's device: computing it does not make the host wait.
+Tensor embedding_std(const Tensor& z) {
   NoGradGuard no_grad;
   Tensor zn = l2_normalize(z.detach().to(DType::f32), 1);
-  double d = static_cast<double>(z.size(1));
-  return mean(sqrt(var(zn, {0}, false))).item() * std::sqrt(d);
+  return mul(mean(sqrt(var(zn, {0}, false))), std::sqrt(static_cast<double>(z.size(1))));
+}
+
+// The step's numbers the host needs, read back together: on a GPU this is the step's one wait.
+struct StepMetrics {
+  double loss, target_entropy, embedding_std;
+};
+StepMetrics read_step_metrics(const Tensor& loss, const Tensor& entropy, const Tensor& spread) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> parts;
+  for (const Tensor* t : {&loss, &entropy, &spread}) parts.push_back(t->detach().reshape({1}).to(DType::f64));
+  std::vector<double> v = cat(parts, 0).to(Device::cpu()).to_vector<double>();
+  return {v[0], v[1], v[2]};
 }
 
 }  // namespace
@@ -200,6 +212,7 @@ void Trainer::append_log(const EpochStats& s) {
   j["train_img_per_s"] = s.img_per_s;
   j["train_data_wait_s"] = s.data_wait_s;
   j["train_seconds"] = s.seconds;
+  if (device_.is_cuda()) j["train_host_waits_per_step"] = s.host_waits_per_step;
   if (s.knn_top1 >= 0) {
     j["knn_top1"] = s.knn_top1;
     j["knn_top5"] = s.knn_top5;
@@ -237,6 +250,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     // Dropout and stochastic depth draw from a stream keyed by the step: resumable exactly.
     manual_seed(static_cast<uint64_t>(config_.seed) * 1000003ull + static_cast<uint64_t>(gs));
     auto wait_start = Clock::now();
+    const int64_t waits_before = cuda::host_waits();
     CropBatch batch = data_->next();
     stats.data_wait_s += seconds_since(wait_start) + batch.wait_seconds;
     for (Tensor& g : batch.groups) g = g.to(device_);
@@ -267,9 +281,11 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       for (auto& [name, p] : student_->head->last_linear()->named_parameters()) p.set_grad(Tensor());
     optimizer_->set_lr(lr_schedule_[gs]);
     optimizer_->set_weight_decay(wd_schedule_[gs]);
-    // The loss is read once backward is queued (on a GPU the host then waits for backward, not
-    // for the forward): a non-finite loss stops the run before the weights or anything saved change.
-    const double loss = out.loss.item();
+    // The loss, the target entropy and the embedding spread are read together once backward is
+    // queued: on a GPU that is the step's one wait (fp16's overflow check adds a second), and a
+    // non-finite loss stops the run before the weights or anything saved change.
+    const StepMetrics metrics = read_step_metrics(out.loss, out.target_entropy, embedding_std(z));
+    const double loss = metrics.loss, spread = metrics.embedding_std;
     if (!std::isfinite(loss)) {
       std::fprintf(stderr, "Loss is %g at epoch %lld step %lld: stopping. The last checkpoint (%s) is intact.\n", loss,
                    static_cast<long long>(epoch), static_cast<long long>(it), checkpoint_path().c_str());
@@ -281,11 +297,11 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       NoGradGuard no_grad;
       ema_update(teacher_->parameters(), student_->parameters(), momentum_schedule_[gs]);
     }
+    stats.host_waits_per_step += static_cast<double>(cuda::host_waits() - waits_before);
 
     result.step_losses.push_back(loss);
     loss_sum += loss;
-    entropy_sum += out.target_entropy;
-    double spread = embedding_std(z);
+    entropy_sum += metrics.target_entropy;
     std_sum += spread;
     ++counted;
     ++state_.global_step;
@@ -303,7 +319,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
           static_cast<long long>(epoch), static_cast<long long>((total_steps_ + steps - 1) / steps),
           static_cast<long long>(it + 1), static_cast<long long>(steps),
           duration_text(remaining_steps * elapsed / counted).c_str(), loss, lr_schedule_[gs], wd_schedule_[gs],
-          out.target_entropy, spread, img_per_s, stats.data_wait_s / counted, memory_text().c_str());
+          metrics.target_entropy, spread, img_per_s, stats.data_wait_s / counted, memory_text().c_str());
       std::fflush(stdout);
       nlohmann::ordered_json j;
       j["epoch"] = epoch;
@@ -311,7 +327,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       j["loss"] = loss;
       j["lr"] = lr_schedule_[gs];
       j["wd"] = wd_schedule_[gs];
-      j["target_entropy"] = out.target_entropy;
+      j["target_entropy"] = metrics.target_entropy;
       j["embedding_std"] = spread;
       j["img_per_s"] = img_per_s;
       j["data_wait_s"] = stats.data_wait_s / counted;
@@ -346,6 +362,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     stats.embedding_std = std_sum / counted;
     stats.img_per_s = counted * B / stats.seconds;
     stats.data_wait_s /= counted;
+    stats.host_waits_per_step /= counted;
   }
   return stats;
 }

@@ -26,6 +26,7 @@ struct EpochStats {
   double loss = 0, lr = 0, wd = 0, reg = 0;
   double target_entropy = 0, embedding_std = 0;
   double img_per_s = 0, data_wait_s = 0, seconds = 0;
+  double host_waits_per_step = 0;  // on a GPU: times a step waited for the device (cuda::host_waits)
   double knn_top1 = -1, knn_top5 = -1;  // -1: not measured this epoch
 };
 

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -53,6 +54,7 @@ struct DeviceCache {
 std::mutex g_mutex;
 std::vector<DeviceCache> g_caches;
 void* g_stream = nullptr;    // nullptr: the legacy default stream (of the thread's current device)
+std::atomic<int64_t> g_host_waits{0};
 int g_device = 0;            // the process's device (select_device); guarded by g_mutex
 bool g_device_used = false;  // set by the first allocation (or thread binding): from then on the device is fixed
 
@@ -194,10 +196,17 @@ void copy_bytes(void* dst, const void* src, size_t nbytes, CopyKind kind) {
   auto stream = static_cast<cudaStream_t>(g_stream);
   BAM_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, k, stream));
   // Copies to pageable host memory must be complete before the caller reads the buffer.
-  if (kind == CopyKind::device_to_host) BAM_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (kind == CopyKind::device_to_host) {
+    g_host_waits.fetch_add(1, std::memory_order_relaxed);
+    BAM_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
 }
 
-void synchronize() { BAM_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(g_stream))); }
+void synchronize() {
+  g_host_waits.fetch_add(1, std::memory_order_relaxed);
+  BAM_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(g_stream)));
+}
+int64_t host_waits() { return g_host_waits.load(std::memory_order_relaxed); }
 bool device_is_usable() {
   if (cudaDeviceSynchronize() != cudaSuccess) return false;
   (void)cudaGetLastError();

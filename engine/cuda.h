@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace bam::cuda {
@@ -52,6 +53,10 @@ enum class CopyKind { host_to_device, device_to_host, device_to_device };
 void copy_bytes(void* dst, const void* src, size_t nbytes, CopyKind kind);
 // Waits for all work queued on the current stream.
 void synchronize();
+// How many times the host has waited for the current stream so far (each device-to-host copy and
+// each synchronize()): every wait drains the queue and leaves the GPU idle until the host
+// launches again, so a training step should wait once. The trainer and bench-step report it.
+int64_t host_waits();
 // Waits for the device and reports whether it can still run work: false after a sticky error (an
 // illegal address in a kernel, say), which poisons the context for the rest of the process.
 // A non-sticky error left by a failed call is cleared.

@@ -25,6 +25,7 @@ MemoryStats memory_stats(int) { return {}; }
 void reset_peak_memory(int) {}
 void copy_bytes(void*, const void*, size_t, CopyKind) { fail("cannot copy to or from CUDA: {}", kReason); }
 void synchronize() {}
+int64_t host_waits() { return 0; }
 bool device_is_usable() { return false; }
 void* current_stream() { return nullptr; }
 // Without CUDA there is no page-locking; plain aligned memory keeps callers' code paths the same.

@@ -126,7 +126,9 @@ step() {  # step PRECISION EXTRA...
   local ours mem
   ours=$(grep -E "^\| images/s" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
   mem=$(grep -E "^\| peak memory" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
-  row "bench-step $precision $*${BAM_ATTENTION:+ (BAM_ATTENTION=$BAM_ATTENTION)} img/s" "${ours:-failed (see steps.log)} (peak ${mem:-?})"
+  waits=$(grep -E "^\| host waits per step" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
+  row "bench-step $precision $*${BAM_ATTENTION:+ (BAM_ATTENTION=$BAM_ATTENTION)} img/s" \
+    "${ours:-failed (see steps.log)} (peak ${mem:-?}, ${waits:-?} host waits per step)"
   last_step_ips=${ours:-}
 }
 # The bf16 step rate is kept in build-gpu/ (which stays on a warm machine between calls), so that
@@ -209,6 +211,10 @@ if enabled data; then
   # The last progress line (not the "Epoch N done ... img/s" summary after it, which has no data column).
   line=$(grep -E "img/s [0-9.]+  data" "$OUT/train_jpeg.log" | tail -1)
   grep -E "GPU loader|img/s" "$OUT/train_jpeg.log" | tail -4
+  # One wait per step is the design (the loss read); more means a sync crept into the loop.
+  waits=$(tail -1 /tmp/gpu-check-jpeg-train/log.txt 2>/dev/null | python3 -c \
+    'import json, sys; print(json.loads(sys.stdin.read())["train_host_waits_per_step"])' 2>/dev/null)
+  row "bamtrain on JPEGs, host waits per step" "${waits:-? (see train_jpeg.log)}"
   row "bamtrain on JPEGs, --data_backend gpu" "$(echo "$line" | grep -oE "img/s [0-9.]+  data [0-9.]+s" || echo "failed (see train_jpeg.log)")"
   # The goal: within 5 % of the step on device-resident inputs (bench-step bf16 above, same model).
   jpeg_ips=$(echo "$line" | grep -oE "img/s [0-9.]+" | awk '{print $2}')

@@ -1,10 +1,15 @@
 // Mixed precision on the GPU: the autocast policy's dtypes (16-bit matmuls and attention, f32
 // residual stream, norms, loss and master weights), a forward that stays close to f32, and short
-// training runs in bf16 and in fp16 (with loss scaling) that track the f32 run's loss step by step.
+// training runs in bf16 and in fp16 (with loss scaling) that track the f32 run's loss step by step,
+// and bamtrain's step waiting for the device once (twice in fp16).
 #include <cmath>
+#include <filesystem>
+#include <unistd.h>
 
 #include "bam/bam_loss.h"
 #include "bam/bam_model.h"
+#include "bam/trainer.h"
+#include "engine/cuda.h"
 #include "engine/autocast.h"
 #include "engine/grad_scaler.h"
 #include "engine/optim.h"
@@ -133,6 +138,46 @@ TEST_CASE("a short bf16 and fp16 training run tracks the f32 run's loss") {
   CHECK(f32.back() < f32.front() - 0.05);  // the run learns, so tracking it means something
   CHECK(worst_bf16 < 0.02);
   CHECK(worst_fp16 < 0.01);
+}
+
+// Every host wait drains the stream and idles the GPU until the host launches again: a training
+// step reads its loss, target entropy and embedding spread in one copy, and fp16 adds the overflow
+// check. A .item() that creeps back into the loop (a metric, a logging value) fails this test.
+TEST_CASE("a bamtrain step waits for the device once (twice in fp16)") {
+  for (const char* precision : {"bf16", "fp16"}) {
+    CAPTURE(precision);
+    TrainConfig c;
+    c.arch = "custom";
+    c.embed_dim = 64;
+    c.depth = 2;
+    c.num_heads = 2;
+    c.patch_size = 4;
+    c.global_crops_size = 16;
+    c.local_crops_number = 2;
+    c.local_crops_size = 8;
+    c.hidden_dim = 64;
+    c.out_dim = 64;
+    c.batch_size_per_gpu = 16;
+    c.epochs = 1;
+    c.warmup_epochs = 0;
+    c.teacher = true;  // the EMA update must not wait either
+    c.data_path = "synthetic:64";
+    c.device = "cuda";
+    c.precision = precision;
+    c.log_freq = 1;  // the progress line and steps.jsonl every step: printing must not wait
+    c.saveckp_freq = 0;
+    c.output_dir = (std::filesystem::temp_directory_path() /
+                    ("bam_gpu_waits_" + std::to_string(::getpid()) + "_" + precision)).string();
+    std::filesystem::remove_all(c.output_dir);
+    Trainer trainer(c, make_train_data(c));
+    TrainResult r = trainer.run();
+    REQUIRE(r.epochs.size() == 1);
+    MESSAGE(precision << ": " << r.epochs[0].host_waits_per_step << " host waits per step");
+    CHECK(r.epochs[0].host_waits_per_step == (std::string(precision) == "fp16" ? 2.0 : 1.0));
+    CHECK(std::isfinite(r.epochs[0].target_entropy));
+    CHECK(r.epochs[0].embedding_std > 0);
+    std::filesystem::remove_all(c.output_dir);
+  }
 }
 
 }  // namespace bam::test

@@ -35,7 +35,7 @@ int run_loss(const LossOptions& o) {
   Tensor input = z->clone().requires_grad_(true);
   BamLossResult r = bam_loss(input, o.reg, options, teacher ? *teacher : Tensor());
   std::printf("loss %.9g\n", r.loss.item());
-  std::printf("target entropy %.6g\n", r.target_entropy);
+  std::printf("target entropy %.6g\n", r.target_entropy.item());
   if (!o.grad_out.empty()) {
     r.loss.backward();
     save_safetensors(o.grad_out, {{"grad_z", input.grad()}}, {{"format", "pt"}});
