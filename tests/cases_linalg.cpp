@@ -122,14 +122,21 @@ std::vector<OpCase> linalg_cases() {
   cases.push_back({"linear strided input", {{{4, 3}, Values::normal, Layout::strided}, {{2, 3}}, {{2}, Values::normal, Layout::strided}},
                    [](const std::vector<Tensor>& x) { return linear(x[0], x[1], x[2]); }, linear_ref});
 
-  // Attention: q, k, v read from the packed layout by index arithmetic, softmax per row.
-  for (int64_t heads : {1, 2}) {
-    cases.push_back({"attention " + std::to_string(heads) + " heads",
-                     {{{2, 5, 18}, Values::normal, heads == 2 ? Layout::strided : Layout::contiguous}},
+  // Attention: q, k, v read from the packed layout by index arithmetic, softmax per row; also a
+  // single token (one key: its probability is 1).
+  struct AttentionRow {
+    int64_t heads, N;
+    Layout layout;
+  };
+  for (AttentionRow row : {AttentionRow{1, 5, Layout::contiguous}, AttentionRow{2, 5, Layout::strided},
+                           AttentionRow{2, 1, Layout::contiguous}}) {
+    const int64_t heads = row.heads, N = row.N;
+    cases.push_back({"attention " + std::to_string(heads) + " heads, " + std::to_string(N) + " tokens",
+                     {{{2, N, 18}, Values::normal, row.layout}},
                      [heads](const std::vector<Tensor>& x) { return attention(x[0], heads); },
-                     [heads](const std::vector<Ref>& r) {
+                     [heads, N](const std::vector<Ref>& r) {
                        const Ref& qkv = r[0];
-                       int64_t B = 2, N = 5, C = 6, D = C / heads;
+                       int64_t B = 2, C = 6, D = C / heads;
                        Ref out({B, N, C});
                        for (int64_t b = 0; b < B; ++b)
                          for (int64_t h = 0; h < heads; ++h)

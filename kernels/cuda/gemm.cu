@@ -71,6 +71,16 @@ int64_t alignment_of(const void* p) {
   return align;
 }
 
+// The alignment every matrix of a batched operand keeps: matrix i starts i * stride elements after
+// the first, so an odd stride (197 x 197 bf16 scores, say) leaves every other matrix 2-byte aligned
+// whatever the base pointer's alignment.
+int64_t batched_alignment(const void* p, int64_t batch, int64_t stride, int64_t element_bytes) {
+  int64_t align = alignment_of(p);
+  if (batch > 1)
+    while (align > 1 && (stride * element_bytes) % align != 0) align /= 2;
+  return align;
+}
+
 cudaDataType_t data_type(DType dtype) {
   switch (dtype) {
     case DType::f32: return CUDA_R_32F;
@@ -123,6 +133,10 @@ bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
   }
   cudaDataType_t type = data_type(dtype);
   bool tf32 = dtype == DType::f32 && g_allow_tf32;
+  const int64_t element_bytes = dtype_size(dtype);
+  const int64_t align_a = batched_alignment(A, batch, stride_a, element_bytes),
+                align_b = batched_alignment(B, batch, stride_b, element_bytes),
+                align_c = batched_alignment(C, batch, stride_c, element_bytes);
   std::array<int64_t, 16> key{int64_t(dtype),
                               trans_a,
                               trans_b,
@@ -138,8 +152,8 @@ bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
                               stride_c,
                               // the epilogue, and its pointer's alignment, which the heuristic saw
                               tf32 + 2 * int64_t(epilogue_kind) + 8 * alignment_of(bias),
-                              alignment_of(A),
-                              alignment_of(B) * 512 + alignment_of(C)};
+                              align_a,
+                              align_b * 512 + align_c};
   Context& ctx = shared_context();
   std::lock_guard<std::mutex> lock(ctx.mutex);
   context_locked(ctx);
@@ -180,16 +194,15 @@ bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
     BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference));
     BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                           &kWorkspaceBytes, sizeof(kWorkspaceBytes)));
-    uint32_t align_first = uint32_t(alignment_of(B)), align_second = uint32_t(alignment_of(A)),
-             align_c = uint32_t(alignment_of(C));
+    uint32_t align_first = uint32_t(align_b), align_second = uint32_t(align_a), align_d = uint32_t(align_c);
     BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
                                                           &align_first, sizeof(align_first)));
     BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                                                           &align_second, sizeof(align_second)));
     BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                          &align_c, sizeof(align_c)));
+                                                          &align_d, sizeof(align_d)));
     BAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                          &align_c, sizeof(align_c)));
+                                                          &align_d, sizeof(align_d)));
     // The heuristic sees the epilogue's real pointer (as PyTorch and Transformer Engine do), so
     // an algorithm it picks can take this pointer's alignment.
     if (bias)
@@ -220,8 +233,10 @@ bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
   const void* beta_ptr = dtype == DType::f64 ? static_cast<const void*>(&beta64) : &beta32;
   cublasStatus_t status = cublasLtMatmul(ctx.handle, plan.desc, alpha, B, plan.a, A, plan.b, beta_ptr, C, plan.c, C,
                                          plan.c, &plan.algo, ctx.workspace, kWorkspaceBytes, as_stream(stream));
-  if (status == CUBLAS_STATUS_NOT_SUPPORTED && epilogue_kind != Epilogue::none) {
-    plan.available = false;  // refused at run time, before any work: unfused from now on
+  if (status != CUBLAS_STATUS_SUCCESS && epilogue_kind != Epilogue::none) {
+    // Refused at run time (NOT_SUPPORTED, or INVALID_VALUE for an epilogue it cannot take here),
+    // before any work: unfused from now on. A real fault shows again in the unfused GEMM.
+    plan.available = false;
     return false;
   }
   BAM_CUBLAS_CHECK(status);

@@ -134,7 +134,7 @@ TEST_CASE("CUDA elementwise and reductions: large, odd-sized inputs exercise the
 // block (softmax, log_softmax, l2_normalize with an all-zero row), topk over wide rows with ties
 // and NaN, out-of-range indices, integer and bool words in where / index_select / compare, a
 // non-dense conversion, TF32 GEMMs, and BatchNorm's running statistics.
-TEST_CASE("CUDA paths the op table does not reach: wide rows, ties, index errors, integer words, TF32, BatchNorm") {
+TEST_CASE("CUDA paths the op table does not reach: wide rows, ties, index errors, integer words, TF32, batched 16-bit GEMMs, BatchNorm") {
   InputMaker maker(test_seed("cuda op table gaps"));
   const Shape wide{1031, 517};
   // f on both devices from the same values (rounded to dtype); the output and, through
@@ -241,6 +241,21 @@ TEST_CASE("CUDA paths the op table does not reach: wide rows, ties, index errors
     const double differs = max(abs(sub(tf32, f32))).item();
     MESSAGE("TF32 vs f32 GEMM, max |difference| = " << differs);
     CHECK(differs > 0.0);
+  }
+  // Batched 16-bit GEMMs whose matrices are not all aligned like the first: a [3, 197, 197] or
+  // [3, 37, 37] matrix is an odd number of elements, so every other one starts 2 bytes off the
+  // alignment of the base pointer. cuBLASLt is told the alignment all of them keep.
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    for (auto [a_shape, b_shape] : {std::pair<Shape, Shape>{{3, 197, 64}, {3, 64, 197}},
+                                    std::pair<Shape, Shape>{{3, 37, 37}, {3, 37, 64}}}) {
+      const std::string what = std::string("batched matmul ") + dtype_name(dtype) + " " + shape_str(a_shape) + " @ " +
+                               shape_str(b_shape);
+      CAPTURE(what);
+      Generator gen(23);
+      Tensor a = randn(a_shape, {}, &gen).to(dtype), b = randn(b_shape, {}, &gen).to(dtype);
+      Ref expected = to_ref(matmul(a.to(DType::f64), b.to(DType::f64)));
+      check_close(matmul(a.to(Device::cuda()), b.to(Device::cuda())), expected, tolerance_for(dtype), what);
+    }
   }
   // BatchNorm in training updates its running statistics in place: mean with the batch mean,
   // variance with the unbiased batch variance (momentum 0.1).
@@ -478,9 +493,10 @@ TEST_CASE("CUDA attention at the ViT shapes: tensor-core kernels (bf16, f16) and
   };
   // ViT-S/16 global (197 tokens) and local (37) crops, the Fashion-MNIST demo (17 tokens, head dim
   // 32), a head dim that is padded inside the kernel (24 -> 32) with N just past a tile (65), and
-  // the smallest and largest compiled head dims (16; 128, whose kernels stream 32-row tiles).
+  // the smallest and largest compiled head dims (16; 128, whose kernels stream 32-row tiles), and
+  // one and five tokens (one key; three of a block's four warps without a row).
   const Shape4 shapes[] = {{2, 197, 6, 64}, {3, 37, 6, 64}, {4, 17, 4, 32}, {2, 65, 2, 24}, {2, 33, 3, 16},
-                           {2, 70, 2, 128}};
+                           {2, 70, 2, 128}, {3, 1, 2, 64}, {2, 5, 6, 64}};
   for (Shape4 s : shapes) {
     for (DType dtype : {DType::bf16, DType::f16, DType::f32}) {
       // The 16-bit dtypes have two tensor-core implementations (kernels/cuda/attention_tc.h): both
