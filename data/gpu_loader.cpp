@@ -71,6 +71,19 @@ GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batc
   cuda::use_selected_device_on_this_thread();
   device_ = cuda::selected_device();
 
+  try {
+    allocate_resources();
+  } catch (...) {
+    free_resources();  // the destructor does not run for a constructor that throws
+    throw;
+  }
+
+  const int threads = std::max(1, options_.threads);
+  for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  launcher_ = std::thread([this] { launcher_loop(); });
+}
+
+void GpuCropLoader::allocate_resources() {
   const SizeEstimate estimate = estimate_sizes(dataset_);
   const int64_t coefficient_arena = align16(batch_ * estimate.coefficient_bytes * 5 / 4 + (int64_t{1} << 20));
   const int64_t pixel_arena = align16(std::max<int64_t>(int64_t{16} << 20, batch_ * estimate.pixels * 3 / 8));
@@ -82,8 +95,10 @@ GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batc
     slot->pixels = static_cast<uint8_t*>(cuda::host_allocate_pinned(pixel_arena));
     slot->pixel_capacity = pixel_arena;
     pinned_bytes_ += coefficient_arena + pixel_arena;
+    // The launcher waits on this event once per batch: blocking, so that it sleeps rather than
+    // spinning a core the decode workers could use.
     cudaEvent_t uploaded;
-    BAM_CUDA_CHECK(cudaEventCreateWithFlags(&uploaded, cudaEventDisableTiming));
+    BAM_CUDA_CHECK(cudaEventCreateWithFlags(&uploaded, cudaEventDisableTiming | cudaEventBlockingSync));
     slot->upload_done = uploaded;
   }
 
@@ -106,11 +121,37 @@ GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batc
     out.ready = ready;
     out.released = released;
   }
+  // The other device buffers are sized by the first batch's plan, and grown by a later batch that
+  // needs more (ensure_device).
   ensure_device(&d_coefficients_, &coefficients_bytes_, coefficient_arena, "coefficients");
+}
 
-  const int threads = std::max(1, options_.threads);
-  for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
-  launcher_ = std::thread([this] { launcher_loop(); });
+void GpuCropLoader::free_resources() {
+  // The trainer's stream may still be reading the last batch from the output slots, and the
+  // loader's stream may still be writing the next: both finish before anything is freed.
+  cudaStreamSynchronize(as_stream(cuda::current_stream()));
+  if (stream_) cudaStreamSynchronize(as_stream(stream_));
+  for (OutputSlot& out : output_slots_) {
+    for (void* p : out.groups) cudaFree(p);
+    if (out.ready) cudaEventDestroy(as_event(out.ready));
+    if (out.released) cudaEventDestroy(as_event(out.released));
+  }
+  output_slots_.clear();
+  for (void** p : {&d_coefficients_, &d_planes_, &d_rgb_, &d_tables_, &d_scratch_, &d_pixels_, &d_row_sums_,
+                   &d_means_}) {
+    if (*p) cudaFree(*p);
+    *p = nullptr;
+  }
+  for (auto& slot : host_slots_) {
+    if (!slot) continue;
+    cuda::host_free_pinned(slot->coefficients);
+    cuda::host_free_pinned(slot->pixels);
+    if (slot->tables) cuda::host_free_pinned(slot->tables);
+    if (slot->upload_done) cudaEventDestroy(as_event(slot->upload_done));
+  }
+  host_slots_.clear();
+  if (stream_) cudaStreamDestroy(as_stream(stream_));
+  stream_ = nullptr;
 }
 
 GpuCropLoader::~GpuCropLoader() {
@@ -123,24 +164,7 @@ GpuCropLoader::~GpuCropLoader() {
   launched_.notify_all();
   for (auto& w : workers_) w.join();
   launcher_.join();
-  // The trainer's stream may still be reading the last batch from the output slots, and the
-  // loader's stream may still be writing the next: both finish before anything is freed.
-  cudaStreamSynchronize(as_stream(cuda::current_stream()));
-  cudaStreamSynchronize(as_stream(stream_));
-  for (OutputSlot& out : output_slots_) {
-    for (void* p : out.groups) cudaFree(p);
-    cudaEventDestroy(as_event(out.ready));
-    cudaEventDestroy(as_event(out.released));
-  }
-  for (void* p : {d_coefficients_, d_planes_, d_rgb_, d_tables_, d_scratch_, d_pixels_, d_row_sums_, d_means_})
-    if (p) cudaFree(p);
-  for (auto& slot : host_slots_) {
-    cuda::host_free_pinned(slot->coefficients);
-    cuda::host_free_pinned(slot->pixels);
-    if (slot->tables) cuda::host_free_pinned(slot->tables);
-    cudaEventDestroy(as_event(slot->upload_done));
-  }
-  cudaStreamDestroy(as_stream(stream_));
+  free_resources();
 }
 
 std::string GpuCropLoader::describe_buffers() const {
@@ -158,6 +182,9 @@ std::string GpuCropLoader::describe_buffers() const {
                              : "");
 }
 
+// Runs on the constructor's thread or the launcher thread, the only ones that touch the buffers;
+// the mutex guards only the sizes, which describe_buffers() reads, so that the workers and next()
+// do not wait while a buffer is reallocated.
 void GpuCropLoader::ensure_device(void** ptr, int64_t* capacity, int64_t bytes, const char* what) {
   if (bytes <= *capacity) return;
   const bool growing = *capacity > 0;
@@ -165,8 +192,29 @@ void GpuCropLoader::ensure_device(void** ptr, int64_t* capacity, int64_t bytes, 
   BAM_CUDA_CHECK(cudaStreamSynchronize(as_stream(stream_)));  // earlier batches may still read it
   if (*ptr) BAM_CUDA_CHECK(cudaFree(*ptr));
   *ptr = nullptr;
-  BAM_CUDA_CHECK(cudaMalloc(ptr, static_cast<size_t>(size)));
-  *capacity = size;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    *capacity = 0;
+  }
+  cudaError_t status = cudaMalloc(ptr, static_cast<size_t>(size));
+  if (status == cudaErrorMemoryAllocation) {
+    // The engine's caching allocator may be holding the free memory in unused blocks: hand them
+    // back to the driver and try once more.
+    (void)cudaGetLastError();
+    cuda::empty_cache();
+    status = cudaMalloc(ptr, static_cast<size_t>(size));
+  }
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();
+    *ptr = nullptr;
+    fail("GPU loader: cannot allocate {:.1f} MiB of device memory for the {} buffer: {} (a smaller "
+         "--batch_size_per_gpu, or --data_backend cpu, needs less)",
+         size / 1048576.0, what, cudaGetErrorString(status));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    *capacity = size;
+  }
   if (growing)
     std::fprintf(stderr, "GPU loader: device buffer for %s grown to %.1f MiB\n", what, size / 1048576.0);
 }
@@ -275,9 +323,9 @@ void GpuCropLoader::produce(int64_t step, int64_t b, HostSlot& slot) {
     image = prepare_image_for_gpu(
         bytes.data(), bytes.size(), path,
         [&](const JpegLayout& layout) -> int16_t* {
-          const int64_t need = align16(layout.num_coefficients * 2);
-          const int64_t at = slot.coefficients_used.fetch_add(need);
-          if (at + need <= slot.coefficient_capacity) {
+          const int64_t at =
+              reserve_in_arena(slot.coefficients_used, align16(layout.num_coefficients * 2), slot.coefficient_capacity);
+          if (at >= 0) {
             coef_offset = at / 2;
             return slot.coefficients + coef_offset;
           }
@@ -301,8 +349,8 @@ void GpuCropLoader::produce(int64_t step, int64_t b, HostSlot& slot) {
   } else {
     ++cpu_images_;
     const int64_t need = static_cast<int64_t>(pixels.pixels.size());
-    const int64_t at = slot.pixels_used.fetch_add(align16(need));
-    if (at + need <= slot.pixel_capacity) {
+    const int64_t at = reserve_in_arena(slot.pixels_used, align16(need), slot.pixel_capacity);
+    if (at >= 0) {
       std::memcpy(slot.pixels + at, pixels.pixels.data(), static_cast<size_t>(need));
       slot.pixel_offsets[b] = at;
     } else {
@@ -402,7 +450,7 @@ void GpuCropLoader::launch(int64_t step, HostSlot& slot, OutputSlot& out) {
                 plan.groups[g].crops.size() * sizeof(cuda_kernels::CropTask));
 
   // Device working memory (grown, with a note, when a batch needs more than any before).
-  const int64_t coefficient_bytes = std::min(slot.coefficients_used.load(), slot.coefficient_capacity);
+  const int64_t coefficient_bytes = slot.coefficients_used.load();  // reserve_in_arena keeps it within the arena
   int64_t scratch = 0, pixels = 0, row_sums = 0, means = 0;
   for (const GpuCropGroup& g : plan.groups) {
     scratch = std::max(scratch, g.scratch_floats * 4);
@@ -410,17 +458,14 @@ void GpuCropLoader::launch(int64_t step, HostSlot& slot, OutputSlot& out) {
     row_sums = std::max<int64_t>(row_sums, int64_t(g.crops.size()) * g.S * 8);
     means = std::max<int64_t>(means, int64_t(g.crops.size()) * 4);
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);  // describe_buffers reads the sizes
-    ensure_device(&d_coefficients_, &coefficients_bytes_, coefficient_bytes, "coefficients");
-    ensure_device(&d_planes_, &planes_bytes_, plan.plane_bytes, "component planes");
-    ensure_device(&d_rgb_, &rgb_bytes_, plan.rgb_bytes, "decoded images");
-    ensure_device(&d_tables_, &tables_bytes_, table_bytes, "task tables");
-    ensure_device(&d_scratch_, &scratch_bytes_, scratch, "resize scratch");
-    ensure_device(&d_pixels_, &pixels_bytes_, pixels, "crop pixels");
-    ensure_device(&d_row_sums_, &row_sums_bytes_, row_sums, "row sums");
-    ensure_device(&d_means_, &means_bytes_, means, "crop means");
-  }
+  ensure_device(&d_coefficients_, &coefficients_bytes_, coefficient_bytes, "coefficients");
+  ensure_device(&d_planes_, &planes_bytes_, plan.plane_bytes, "component planes");
+  ensure_device(&d_rgb_, &rgb_bytes_, plan.rgb_bytes, "decoded images");
+  ensure_device(&d_tables_, &tables_bytes_, table_bytes, "task tables");
+  ensure_device(&d_scratch_, &scratch_bytes_, scratch, "resize scratch");
+  ensure_device(&d_pixels_, &pixels_bytes_, pixels, "crop pixels");
+  ensure_device(&d_row_sums_, &row_sums_bytes_, row_sums, "row sums");
+  ensure_device(&d_means_, &means_bytes_, means, "crop means");
 
   cudaStream_t stream = as_stream(stream_);
   if (coefficient_bytes > 0)
@@ -470,8 +515,12 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   BAM_CHECK(step < end_step_ && step * batch_ < end_item_, "loader: the epoch has no batch {} (call start_epoch)",
             step);
   launched_.wait(lock, [&] { return launcher_failure_ || failure_ || launched_until_ > step; });
-  if (launcher_failure_) std::rethrow_exception(launcher_failure_);
-  if (failure_) std::rethrow_exception(failure_);
+  // A batch already launched is whole: an error while preparing a later one is reported when the
+  // trainer asks for that one.
+  if (launched_until_ <= step) {
+    if (launcher_failure_) std::rethrow_exception(launcher_failure_);
+    if (failure_) std::rethrow_exception(failure_);
+  }
   OutputSlot& out = output_slots_[step % kOutputSlots];
   void* compute = cuda::current_stream();
   BAM_CUDA_CHECK(cudaStreamWaitEvent(as_stream(compute), as_event(out.ready), 0));

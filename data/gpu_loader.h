@@ -76,6 +76,8 @@ class GpuCropLoader : public CropLoader {
   void launch(int64_t step, HostSlot& slot, OutputSlot& out);
   int64_t batch_rows(int64_t step) const;
   void ensure_device(void** ptr, int64_t* capacity, int64_t bytes, const char* what);
+  void allocate_resources();  // pinned slots, stream, output slots, the decode buffers
+  void free_resources();      // all of it, whatever allocate_resources got to
 
   Dataset dataset_;
   AugmentRecipe recipe_;

@@ -38,4 +38,12 @@ void check_loader_batch(const Dataset& dataset, int64_t batch, bool drop_last) {
             dataset.size(), batch);
 }
 
+int64_t reserve_in_arena(std::atomic<int64_t>& used, int64_t bytes, int64_t capacity) {
+  int64_t at = used.load();
+  do {
+    if (at + bytes > capacity) return -1;
+  } while (!used.compare_exchange_weak(at, at + bytes));
+  return at;
+}
+
 }  // namespace bam::data

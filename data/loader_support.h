@@ -3,6 +3,7 @@
 // files with data/unreadable_files.h.)
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -23,5 +24,10 @@ std::vector<int64_t> loader_visit_order(int64_t num_images, uint64_t seed, int64
 // Fails naming the dataset when a batch size cannot work (zero, or more images than there are
 // when incomplete batches are dropped).
 void check_loader_batch(const Dataset& dataset, int64_t batch, bool drop_last);
+
+// Reserves `bytes` of an arena that several threads fill (the GPU loader's pinned slots): the
+// offset of the reserved range, or -1 when it does not fit. Nothing is taken then, so one large
+// image does not push every image after it out of the arena too.
+int64_t reserve_in_arena(std::atomic<int64_t>& used, int64_t bytes, int64_t capacity);
 
 }  // namespace bam::data

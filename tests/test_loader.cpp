@@ -1,16 +1,20 @@
 // Datasets and the loader: ImageFolder/flat/file-list indexing, every image of an epoch seen once,
 // identical batches whatever the thread count, damaged files reported, skipped and counted, and
-// the probe on a tiny separable dataset reaching high accuracy with both kNN and linear.
+// the probe on a tiny separable dataset reaching high accuracy with both kNN and linear; the
+// arena reservations the GPU loader's decode threads share.
 #include <stb_image_write.h>
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <set>
+#include <thread>
 #include <unistd.h>
 
 #include "bam/features.h"
 #include "bam/linear_probe.h"
 #include "data/loader.h"
+#include "data/loader_support.h"
 #include "engine/random.h"
 #include "tests/support.h"
 
@@ -173,6 +177,44 @@ TEST_CASE("the probe separates a tiny dataset with kNN and linear") {
   FeatureSet vtr = extract_features(&vit, train, f), vva = extract_features(&vit, val, f);
   CHECK(vtr.features.shape() == Shape{72, 48});
   CHECK(train_linear_probe(vtr, vva, lo).top1 > 90);
+}
+
+TEST_CASE("arena reservations: what does not fit takes nothing, and threads get disjoint ranges") {
+  std::atomic<int64_t> used{0};
+  CHECK(data::reserve_in_arena(used, 60, 100) == 0);
+  CHECK(data::reserve_in_arena(used, 50, 100) == -1);  // does not fit ...
+  CHECK(used.load() == 60);                      // ... and takes nothing
+  CHECK(data::reserve_in_arena(used, 40, 100) == 60);  // so a smaller one after it still fits
+  CHECK(data::reserve_in_arena(used, 1, 100) == -1);
+
+  // Four threads reserving sizes 1..37 at random: the ranges they get never overlap, stay inside
+  // the arena, and together account for exactly what `used` says.
+  constexpr int64_t capacity = 20000;
+  std::atomic<int64_t> shared{0};
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> got(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      std::mt19937 gen(100 + t);
+      for (int i = 0; i < 1000; ++i) {
+        const int64_t bytes = 1 + static_cast<int64_t>(gen() % 37);
+        const int64_t at = data::reserve_in_arena(shared, bytes, capacity);
+        if (at >= 0) got[t].push_back({at, bytes});
+      }
+    });
+  for (auto& th : threads) th.join();
+  std::vector<std::pair<int64_t, int64_t>> all;
+  for (auto& g : got) all.insert(all.end(), g.begin(), g.end());
+  std::sort(all.begin(), all.end());
+  int64_t total = 0, end = 0;
+  for (auto [at, bytes] : all) {
+    CHECK(at >= end);  // no overlap with the range before
+    end = at + bytes;
+    total += bytes;
+  }
+  CHECK(end <= capacity);
+  CHECK(total == shared.load());
+  CHECK(shared.load() > capacity - 37);  // the arena filled up to within one reservation
 }
 
 }  // namespace bam::test

@@ -1,7 +1,8 @@
 // Multi-crop augmentation kernels: one thread per output element of one stage, blockIdx.y the
-// crop. Each stage's per-thread function is also run by the host emulator. The per-pixel arithmetic
+// crop (counted from the launch's first crop). Each stage's per-thread function is also run by the host emulator. The per-pixel arithmetic
 // is the CPU path's own (data/augment_math.h), accumulated in the same order, so that with
 // -fmad=false the GPU crops equal the CPU crops up to expf's last bit.
+#include <algorithm>
 #include <cmath>
 
 #include "engine/cuda_check.h"
@@ -177,8 +178,8 @@ BAM_HD void run_stage(StageId id, const Stage& s, int c, int64_t e) {
 }
 
 template <StageId id>
-__global__ void stage_kernel(Stage s, int64_t per_crop) {
-  const int c = blockIdx.y;
+__global__ void stage_kernel(Stage s, int64_t per_crop, int first_crop) {
+  const int c = first_crop + static_cast<int>(blockIdx.y);
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < per_crop; e += int64_t(gridDim.x) * blockDim.x)
     run_stage(id, s, c, e);
 }
@@ -201,12 +202,18 @@ void stage_list(int S, int max_rows, StagePlan* plan) {
 }
 constexpr int kStages = 7;
 
+// gridDim.y is the crop, which CUDA caps at 65535: larger groups (a big evaluation batch) go in
+// launches of that many crops each.
 template <StageId id>
 void launch_stage(const Stage& s, int count, int64_t per_crop, cudaStream_t stream) {
+  constexpr int kMaxGridY = 65535;
   const int64_t blocks = (per_crop + kBlock - 1) / kBlock;
-  dim3 grid(static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 4096 ? 4096 : blocks)), static_cast<unsigned>(count));
-  stage_kernel<id><<<grid, kBlock, 0, stream>>>(s, per_crop);
-  BAM_CUDA_CHECK_LAUNCH();
+  for (int first = 0; first < count; first += kMaxGridY) {
+    dim3 grid(static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 4096 ? 4096 : blocks)),
+              static_cast<unsigned>(std::min(kMaxGridY, count - first)));
+    stage_kernel<id><<<grid, kBlock, 0, stream>>>(s, per_crop, first);
+    BAM_CUDA_CHECK_LAUNCH();
+  }
 }
 
 Stage make_stage(const CropTask* tasks, int S, const uint8_t* rgb, const CropNormalize& normalize,
@@ -222,7 +229,6 @@ void crop_batch_render(const CropTask* tasks, int count, int S, int max_rows, co
                        const CropNormalize& normalize, const CropScratch& scratch, DType out_dtype, void* out,
                        void* stream) {
   if (count == 0) return;
-  BAM_CHECK(count <= 65535, "crop_batch_render: {} crops in one group (at most 65535)", count);
   const Stage s = make_stage(tasks, S, rgb, normalize, scratch, out_dtype, out);
   StagePlan plan[kStages];
   stage_list(S, max_rows, plan);
