@@ -427,4 +427,57 @@ CropDifferences crop_differences(const std::vector<float>& expected, const std::
   return d;
 }
 
+RepeatedCrops repeated_crops(const HostBatch& batch, size_t g, int distinct, int count) {
+  const data::GpuCropGroup& group = batch.plan.groups.at(g);
+  const int S = group.S;
+  const size_t per_crop = size_t(3) * S * S;
+  BAM_CHECK(distinct >= 1 && distinct <= static_cast<int>(group.crops.size()) && count >= distinct,
+            "repeated_crops: {} distinct crops of {}, {} in all", distinct, group.crops.size(), count);
+  std::vector<cuda_kernels::CropTask> by_rows = group.crops;
+  std::stable_sort(by_rows.begin(), by_rows.end(), [](const auto& a, const auto& b) {
+    return a.row_hi - a.row_lo < b.row_hi - b.row_lo;
+  });
+  const std::vector<float> all = reference_crops(batch)[g];
+  RepeatedCrops r;
+  r.distinct.S = S;
+  for (int i = 0; i < distinct; ++i) {
+    cuda_kernels::CropTask t = by_rows[i];
+    r.expected.insert(r.expected.end(), all.begin() + t.out_index * per_crop, all.begin() + (t.out_index + 1) * per_crop);
+    t.out_index = i;
+    r.distinct.crops.push_back(t);
+    r.max_rows = std::max(r.max_rows, t.row_hi - t.row_lo);
+  }
+  r.distinct.max_rows = r.max_rows;
+  int64_t mid = 0;
+  for (int i = 0; i < count; ++i) {
+    cuda_kernels::CropTask t = r.distinct.crops[i % distinct];
+    t.out_index = i;
+    t.mid_offset = mid;
+    mid += int64_t{t.row_hi - t.row_lo} * S * 3;
+    r.tasks.push_back(t);
+  }
+  r.scratch_floats = std::max<int64_t>(mid, int64_t(count) * int64_t(per_crop));
+  r.rgb.assign(batch.plan.rgb_bytes, 0);
+  for (size_t i = 0; i < batch.images.size(); ++i)
+    std::copy(batch.reference[i].pixels.begin(), batch.reference[i].pixels.end(),
+              r.rgb.begin() + batch.plan.rgb_offsets[i]);
+  return r;
+}
+
+RepeatedCropsCheck check_repeated_crops(const RepeatedCrops& r, const std::vector<float>& actual,
+                                        const data::AugmentRecipe& recipe) {
+  const int S = r.distinct.S;
+  const size_t per_crop = size_t(3) * S * S, distinct = r.distinct.crops.size();
+  BAM_CHECK(actual.size() == r.tasks.size() * per_crop, "check_repeated_crops: {} values for {} crops of side {}",
+            actual.size(), r.tasks.size(), S);
+  const std::vector<float> first(actual.begin(), actual.begin() + distinct * per_crop);
+  RepeatedCropsCheck c;
+  c.first = crop_differences(r.expected, first, r.distinct, recipe, 1e-3);
+  for (size_t i = 0; i < actual.size(); ++i) {
+    if (!std::isfinite(actual[i])) ++c.not_finite;
+    else if (actual[i] != first[(i / per_crop) % distinct * per_crop + i % per_crop]) ++c.unequal;
+  }
+  return c;
+}
+
 }  // namespace bam::test

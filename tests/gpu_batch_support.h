@@ -116,4 +116,27 @@ struct CropDifferences {
 CropDifferences crop_differences(const std::vector<float>& expected, const std::vector<float>& actual,
                                  const data::GpuCropGroup& group, const data::AugmentRecipe& recipe, double tolerance);
 
+// A group of `count` crops made of copies of a few of a batch's crops (those `distinct` of group
+// `g` that read the fewest source rows, so that a large count stays cheap), each copy with its own
+// output row and scratch. For the crop kernels' launch over many crops: copy i must render as
+// copy i % distinct does, and the first `distinct` as the CPU does.
+struct RepeatedCrops {
+  data::GpuCropGroup distinct;   // the chosen crops, output rows 0..distinct-1
+  std::vector<float> expected;   // the CPU's crops of `distinct`, [distinct, 3, S, S]
+  std::vector<cuda_kernels::CropTask> tasks;  // count tasks, copy i of distinct.crops[i % distinct]
+  int max_rows = 0;
+  int64_t scratch_floats = 0;    // what the count crops need (CropScratch)
+  std::vector<uint8_t> rgb;      // the batch's images as the CPU decodes them, at the plan's offsets
+};
+RepeatedCrops repeated_crops(const HostBatch& batch, size_t g, int distinct, int count);
+
+// Counts a repeated group's values left unwritten (not finite) and copies that differ from their
+// first copy (bit for bit); the first copies' differences from the CPU go to *first.
+struct RepeatedCropsCheck {
+  size_t not_finite = 0, unequal = 0;
+  CropDifferences first;
+};
+RepeatedCropsCheck check_repeated_crops(const RepeatedCrops& r, const std::vector<float>& actual,
+                                        const data::AugmentRecipe& recipe);
+
 }  // namespace bam::test

@@ -218,6 +218,31 @@ TEST_CASE("emulated GPU crop kernels equal render_crop and render_eval") {
 
 // The GPU suite's crop comparison tells unwritten outputs, solarisation crossings and other
 // differences apart; only a blurred, solarised crop can have crossings.
+// The harness of the GPU suite's many-crop launch test, through the emulator at a small count:
+// copies of a batch's crops, each with its own output row and scratch, render as the CPU does.
+TEST_CASE("emulated crop kernels: repeated crops render as their first copies, and those as the CPU does") {
+  const uint64_t seed = test_seed();
+  data::AugmentRecipe recipe = multi_crop_test_recipe();
+  recipe.local_size = 8;
+  HostBatch b = prepare_host_batch(gpu_test_corpus_with_fixtures(seed), recipe, seed, false);
+  REQUIRE(plan_in_bounds(b));
+  const int count = 3 * 4 + 3;
+  const RepeatedCrops r = repeated_crops(b, b.plan.groups.size() - 1, 4, count);
+  const int S = r.distinct.S;
+  const size_t n = size_t(count) * 3 * S * S;
+  std::vector<float> scratch(static_cast<size_t>(r.scratch_floats)), pixels(n), means(count), out(n, NAN);
+  std::vector<double> row_sums(size_t(count) * S);
+  cuda_kernels::crop_batch_render_emulated(r.tasks.data(), count, S, r.max_rows, r.rgb.data(),
+                                           data::crop_normalize(recipe),
+                                           {scratch.data(), pixels.data(), row_sums.data(), means.data()}, DType::f32,
+                                           out.data());
+  const RepeatedCropsCheck c = check_repeated_crops(r, out, recipe);
+  CHECK(c.not_finite == 0);
+  CHECK(c.unequal == 0);
+  CHECK(c.first.not_finite == 0);
+  CHECK(c.first.beyond == 0);
+}
+
 TEST_CASE("crop_differences: not finite, solarisation crossings and the rest") {
   data::AugmentRecipe recipe = multi_crop_test_recipe();
   const cuda_kernels::CropNormalize norm = data::crop_normalize(recipe);

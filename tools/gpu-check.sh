@@ -257,12 +257,14 @@ if enabled memcheck; then
   elif [ $left -lt 30 ]; then
     row "memcheck" "not run: ${left} s left of the budget"
   else
+    # The 65,535-crop launch test is left out: under memcheck its 65 thousand crops would take much
+    # of the time left, and its new part is host code (the launch loop).
     timeout $(limit $left) compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/bin/bam_gpu_tests --no-intro=true \
-      >"$OUT/memcheck.log" 2>&1
+      -tce="*more than 65535 crops*" >"$OUT/memcheck.log" 2>&1
     status=$?
     grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1
     case $status in
-      0) row "memcheck" "clean (whole GPU suite)";;
+      0) row "memcheck" "clean (GPU suite but the 65,535-crop launch)";;
       124) row "memcheck" "timed out after ${left} s (see memcheck.log)";;
       *) row "memcheck" "rc $status (see memcheck.log)";;
     esac
