@@ -39,15 +39,18 @@ Tensor embedding_std(const Tensor& z) {
 }
 
 // The step's numbers the host needs, read back together: on a GPU this is the step's one wait.
+// grad_sum_of_squares (fp16's overflow check, GradScaler::unscale_queued) is 0 when undefined.
 struct StepMetrics {
-  double loss, target_entropy, embedding_std;
+  double loss, target_entropy, embedding_std, grad_sum_of_squares;
 };
-StepMetrics read_step_metrics(const Tensor& loss, const Tensor& entropy, const Tensor& spread) {
+StepMetrics read_step_metrics(const Tensor& loss, const Tensor& entropy, const Tensor& spread,
+                              const Tensor& grad_sum_of_squares) {
   NoGradGuard no_grad;
   std::vector<Tensor> parts;
-  for (const Tensor* t : {&loss, &entropy, &spread}) parts.push_back(t->detach().reshape({1}).to(DType::f64));
+  for (const Tensor* t : {&loss, &entropy, &spread, &grad_sum_of_squares})
+    if (t->defined()) parts.push_back(t->detach().reshape({1}).to(DType::f64));
   std::vector<double> v = cat(parts, 0).to(Device::cpu()).to_vector<double>();
-  return {v[0], v[1], v[2]};
+  return {v[0], v[1], v[2], v.size() > 3 ? v[3] : 0.0};
 }
 
 }  // namespace
@@ -102,7 +105,10 @@ double Trainer::measure_step_seconds() {
   data_->start_epoch(0, 0);
   Clock::time_point start;
   for (int i = 0; i < steps; ++i) {
-    if (i == std::min(2, steps - 1)) start = Clock::now();  // the first steps warm caches up
+    if (i == std::min(2, steps - 1)) {  // the first steps warm caches up
+      if (device_.is_cuda()) cuda::synchronize();  // and are not timed
+      start = Clock::now();
+    }
     CropBatch batch = data_->next();
     for (Tensor& g : batch.groups) g = g.to(device_);
     Tensor z;
@@ -114,6 +120,9 @@ double Trainer::measure_step_seconds() {
     optimizer->zero_grad();
     out.loss.backward();
     clip_grad_norm(model.parameters(), 1.0);
+    // The real step's one wait, at the same place: it costs what it costs there, and the CPU
+    // loader's batch upload is done before next() lets its workers refill the buffer.
+    (void)out.loss.item();
     optimizer->step();
   }
   if (device_.is_cuda()) cuda::synchronize();  // the last step's kernels are still queued
@@ -269,9 +278,11 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     optimizer_->zero_grad();
     scaler_.scale_loss(out.loss).backward();
     std::vector<Tensor> params = student_->parameters();
-    // fp16: gradients back to their true size; an overflow skips this step and shrinks the scale.
-    const bool finite = scaler_.unscale(params);
-    if (finite && config_.clip_grad > 0) {
+    // fp16: gradients back to their true size. Their sum of squares, read below with the loss, is
+    // not finite when one overflowed: the step is then skipped and the scale shrinks. Clipping such
+    // gradients first is harmless, since they are never applied.
+    const Tensor grad_sum_of_squares = scaler_.enabled() ? scaler_.unscale_queued(params) : Tensor();
+    if (config_.clip_grad > 0) {
       if (config_.clip_mode == "param")
         clip_grad_per_param(params, config_.clip_grad);
       else
@@ -281,11 +292,14 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       for (auto& [name, p] : student_->head->last_linear()->named_parameters()) p.set_grad(Tensor());
     optimizer_->set_lr(lr_schedule_[gs]);
     optimizer_->set_weight_decay(wd_schedule_[gs]);
-    // The loss, the target entropy and the embedding spread are read together once backward is
-    // queued: on a GPU that is the step's one wait (fp16's overflow check adds a second), and a
-    // non-finite loss stops the run before the weights or anything saved change.
-    const StepMetrics metrics = read_step_metrics(out.loss, out.target_entropy, embedding_std(z));
+    // The loss, the target entropy, the embedding spread and fp16's overflow check are read
+    // together once backward is queued: on a GPU that is the step's one wait, and a non-finite
+    // loss stops the run before the weights or anything saved change. (The wait also guarantees
+    // that the upload of a CPU loader's batch is done before next() lets its workers refill it.)
+    const StepMetrics metrics =
+        read_step_metrics(out.loss, out.target_entropy, embedding_std(z), grad_sum_of_squares);
     const double loss = metrics.loss, spread = metrics.embedding_std;
+    const bool finite = std::isfinite(metrics.grad_sum_of_squares);
     if (!std::isfinite(loss)) {
       std::fprintf(stderr, "Loss is %g at epoch %lld step %lld: stopping. The last checkpoint (%s) is intact.\n", loss,
                    static_cast<long long>(epoch), static_cast<long long>(it), checkpoint_path().c_str());
@@ -297,7 +311,6 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       NoGradGuard no_grad;
       ema_update(teacher_->parameters(), student_->parameters(), momentum_schedule_[gs]);
     }
-    stats.host_waits_per_step += static_cast<double>(cuda::host_waits() - waits_before);
 
     result.step_losses.push_back(loss);
     loss_sum += loss;
@@ -350,6 +363,8 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       std::printf("Refitted to the budget: %.3f s per step measured, %lld steps in all (%.2f epochs)\n", per_step,
                   static_cast<long long>(config_.max_steps), static_cast<double>(config_.max_steps) / steps);
     }
+    // Everything of the step, its logging included, has run: a wait anywhere in it is counted.
+    stats.host_waits_per_step += static_cast<double>(cuda::host_waits() - waits_before);
     if (deadline && Clock::now() >= *deadline && it + 1 < steps && gs + 1 < total_steps_) {
       result.stopped_by_budget = true;
       break;

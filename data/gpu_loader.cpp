@@ -78,9 +78,28 @@ GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batc
     throw;
   }
 
-  const int threads = std::max(1, options_.threads);
-  for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
-  launcher_ = std::thread([this] { launcher_loop(); });
+  try {
+    const int threads = std::max(1, options_.threads);
+    for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    launcher_ = std::thread([this] { launcher_loop(); });
+  } catch (...) {
+    stop_threads();  // a thread that could not start: stop the others before anything is freed
+    free_resources();
+    throw;
+  }
+}
+
+void GpuCropLoader::stop_threads() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  work_ready_.notify_all();
+  slot_done_.notify_all();
+  launched_.notify_all();
+  for (auto& w : workers_)
+    if (w.joinable()) w.join();
+  if (launcher_.joinable()) launcher_.join();
 }
 
 void GpuCropLoader::allocate_resources() {
@@ -155,15 +174,7 @@ void GpuCropLoader::free_resources() {
 }
 
 GpuCropLoader::~GpuCropLoader() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
-  }
-  work_ready_.notify_all();
-  slot_done_.notify_all();
-  launched_.notify_all();
-  for (auto& w : workers_) w.join();
-  launcher_.join();
+  stop_threads();
   free_resources();
 }
 
@@ -514,9 +525,12 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   const int64_t step = consumer_next_;
   BAM_CHECK(step < end_step_ && step * batch_ < end_item_, "loader: the epoch has no batch {} (call start_epoch)",
             step);
-  launched_.wait(lock, [&] { return launcher_failure_ || failure_ || launched_until_ > step; });
-  // A batch already launched is whole: an error while preparing a later one is reported when the
-  // trainer asks for that one.
+  // A failure stops further launches, but the batches launched before it (this one too, if it is
+  // being launched right now) are whole and are returned first: the error is reported at the
+  // first batch that was not launched.
+  launched_.wait(lock, [&] {
+    return launcher_failure_ || launched_until_ > step || (failure_ && !(launching_ && launch_next_ == step));
+  });
   if (launched_until_ <= step) {
     if (launcher_failure_) std::rethrow_exception(launcher_failure_);
     if (failure_) std::rethrow_exception(failure_);

@@ -78,6 +78,7 @@ class GpuCropLoader : public CropLoader {
   void ensure_device(void** ptr, int64_t* capacity, int64_t bytes, const char* what);
   void allocate_resources();  // pinned slots, stream, output slots, the decode buffers
   void free_resources();      // all of it, whatever allocate_resources got to
+  void stop_threads();        // stops and joins the workers and the launcher (those that started)
 
   Dataset dataset_;
   AugmentRecipe recipe_;

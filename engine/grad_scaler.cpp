@@ -24,6 +24,11 @@ Tensor GradScaler::scale_loss(const Tensor& loss) const { return enabled_ ? mul(
 
 bool GradScaler::unscale(const std::vector<Tensor>& params) {
   if (!enabled_) return true;
+  return std::isfinite(unscale_queued(params).item());
+}
+
+Tensor GradScaler::unscale_queued(const std::vector<Tensor>& params) {
+  if (!enabled_) return zeros({1}, {DType::f64});
   NoGradGuard no_grad;
   const float inverse = static_cast<float>(1.0 / scale_);
   std::vector<Tensor> grads;
@@ -33,11 +38,10 @@ bool GradScaler::unscale(const std::vector<Tensor>& params) {
                 "GradScaler: gradients must be contiguous f32 (the master weights'), got {}", g.describe());
       grads.push_back(g);
     }
-  if (grads.empty()) return true;
+  if (grads.empty()) return zeros({1}, {DType::f64});
   // A sum of squares is finite exactly when every term is: one number tells inf/NaN anywhere.
-  double sum_of_squares = 0;
-  if (grads.front().device().is_cuda()) {
-    Tensor total = zeros({1}, {DType::f64, grads.front().device()});
+  Tensor total = zeros({1}, {DType::f64, grads.front().device()});
+  if (total.device().is_cuda()) {
     BAM_CUDA_BRANCH("GradScaler.unscale", [&] {
       // One multi-tensor pass scales every gradient and sums the squares of the results.
       std::vector<cuda_kernels::FloatSpan> spans;
@@ -48,14 +52,15 @@ bool GradScaler::unscale(const std::vector<Tensor>& params) {
       cuda_kernels::unscale_many(spans.data(), static_cast<int64_t>(spans.size()), inverse, total.data<double>(),
                                  cuda::current_stream());
     }());
-    sum_of_squares = total.item();
   } else {
+    double sum_of_squares = 0;
     for (Tensor& g : grads) {
       cpu::scale_in_place(g.data<float>(), g.numel(), inverse);
       sum_of_squares += cpu::sum_of_squares(g.data<float>(), g.numel());
     }
+    total.data<double>()[0] = sum_of_squares;
   }
-  return std::isfinite(sum_of_squares);
+  return total;
 }
 
 void GradScaler::update(bool finite) {

@@ -32,6 +32,11 @@ class GradScaler {
   // Divides every existing gradient of `params` by the scale, in place, and returns true when all
   // of them are finite. One value is read back from the device. A no-op returning true when disabled.
   bool unscale(const std::vector<Tensor>& params);
+  // The same division, returning the unscaled gradients' sum of squares as a one-element f64
+  // tensor on their device without reading it (finite exactly when every gradient is), so that a
+  // caller can read it together with other values in one wait. Zero when disabled or no
+  // gradient exists (on the CPU then).
+  Tensor unscale_queued(const std::vector<Tensor>& params);
   // After the step (finite: it was taken) or instead of it (!finite: skipped): adjusts the scale.
   void update(bool finite);
 

@@ -216,8 +216,6 @@ TEST_CASE("emulated GPU crop kernels equal render_crop and render_eval") {
   check_emulated_crops(gpu_test_corpus_with_fixtures(seed), seed, multi_crop_test_recipe(), kAllCropVariants);
 }
 
-// The GPU suite's crop comparison tells unwritten outputs, solarisation crossings and other
-// differences apart; only a blurred, solarised crop can have crossings.
 // The harness of the GPU suite's many-crop launch test, through the emulator at a small count:
 // copies of a batch's crops, each with its own output row and scratch, render as the CPU does.
 TEST_CASE("emulated crop kernels: repeated crops render as their first copies, and those as the CPU does") {
@@ -243,6 +241,8 @@ TEST_CASE("emulated crop kernels: repeated crops render as their first copies, a
   CHECK(c.first.beyond == 0);
 }
 
+// The GPU suite's crop comparison tells unwritten outputs, solarisation crossings and other
+// differences apart; only a blurred, solarised crop can have crossings.
 TEST_CASE("crop_differences: not finite, solarisation crossings and the rest") {
   data::AugmentRecipe recipe = multi_crop_test_recipe();
   const cuda_kernels::CropNormalize norm = data::crop_normalize(recipe);

@@ -187,6 +187,18 @@ TEST_CASE("GradScaler: unscales, skips on inf/NaN with backoff, grows after clea
   OneParam u({1.0f, 2.0f}, {3.0f, std::numeric_limits<float>::infinity()});
   CHECK(off.unscale({u.p}));
   CHECK(u.p.grad().to_vector<float>()[0] == 3.0f);
+
+  // unscale_queued (the trainer reads it with the loss): the unscaled gradients' sum of squares,
+  // not finite after an overflow, zero when disabled.
+  GradScaler queued(true, options);
+  OneParam q({1.0f, 2.0f}, {3072.0f, -4096.0f});
+  Tensor sum_of_squares = queued.unscale_queued({q.p});
+  CHECK(sum_of_squares.dtype() == DType::f64);
+  CHECK(sum_of_squares.item() == 25.0);  // (3072 / 1024)^2 + (4096 / 1024)^2
+  CHECK(q.p.grad().to_vector<float>()[1] == -4.0f);
+  OneParam bad({1.0f}, {std::numeric_limits<float>::infinity()}, {1});
+  CHECK_FALSE(std::isfinite(queued.unscale_queued({bad.p}).item()));
+  CHECK(off.unscale_queued({u.p}).item() == 0.0);
 }
 
 TEST_CASE("autocast: the guard nests and restores; CPU tensors are never cast") {

@@ -123,7 +123,7 @@ step() {  # step PRECISION EXTRA...
   timeout $(limit 150) ./build-gpu/bin/bamtool bench-step --device cuda --precision "$precision" --arch vit_small --batch 256 \
     --global_crops 2 --local_crops 6 "$@" >"$OUT/step.tmp" 2>&1
   cat "$OUT/step.tmp" >>"$OUT/steps.log"
-  local ours mem
+  local ours mem waits
   ours=$(grep -E "^\| images/s" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
   mem=$(grep -E "^\| peak memory" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
   waits=$(grep -E "^\| host waits per step" "$OUT/step.tmp" | awk -F'|' '{print $3}' | xargs)
@@ -204,6 +204,7 @@ if enabled data; then
       row "torchvision peer $mode img/s" "${value:-failed (see torch_data.log)}"
     done
   fi
+  rm -rf /tmp/gpu-check-jpeg-train  # a finished run left there would resume, train nothing and log nothing
   timeout $(limit 150) ./build-gpu/bin/bamtrain --arch vit_small --data_path "$corpus/train" --batch_size_per_gpu 256 \
     --local_crops_number 6 --global_crops_scale 0.25 1 --device cuda --precision bf16 --data_backend gpu \
     --num_workers 16 --epochs 4 --warmup_epochs 0 --max_steps 12 --log_freq 4 --knn_freq 0 \
@@ -211,7 +212,8 @@ if enabled data; then
   # The last progress line (not the "Epoch N done ... img/s" summary after it, which has no data column).
   line=$(grep -E "img/s [0-9.]+  data" "$OUT/train_jpeg.log" | tail -1)
   grep -E "GPU loader|img/s" "$OUT/train_jpeg.log" | tail -4
-  # One wait per step is the design (the loss read); more means a sync crept into the loop.
+  # One wait per step is the design (the one read of the loss and the step's other numbers); more
+  # means a sync crept into the loop.
   waits=$(tail -1 /tmp/gpu-check-jpeg-train/log.txt 2>/dev/null | python3 -c \
     'import json, sys; print(json.loads(sys.stdin.read())["train_host_waits_per_step"])' 2>/dev/null)
   row "bamtrain on JPEGs, host waits per step" "${waits:-? (see train_jpeg.log)}"
@@ -258,7 +260,8 @@ if enabled memcheck; then
     row "memcheck" "not run: ${left} s left of the budget"
   else
     # The 65,535-crop launch test is left out: under memcheck its 65 thousand crops would take much
-    # of the time left, and its new part is host code (the launch loop).
+    # of the time left, and it adds only the launch loop and the first-crop offset to what the other
+    # crop tests check.
     timeout $(limit $left) compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/bin/bam_gpu_tests --no-intro=true \
       -tce="*more than 65535 crops*" >"$OUT/memcheck.log" 2>&1
     status=$?

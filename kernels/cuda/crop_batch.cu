@@ -1,7 +1,8 @@
 // Multi-crop augmentation kernels: one thread per output element of one stage, blockIdx.y the
-// crop (counted from the launch's first crop). Each stage's per-thread function is also run by the host emulator. The per-pixel arithmetic
-// is the CPU path's own (data/augment_math.h), accumulated in the same order, so that with
-// -fmad=false the GPU crops equal the CPU crops up to expf's last bit.
+// crop (counted from the launch's first crop). Each stage's per-thread function is also run by the
+// host emulator. The per-pixel arithmetic is the CPU path's own (data/augment_math.h), accumulated
+// in the same order, so that with -fmad=false the GPU crops equal the CPU crops up to expf's last
+// bit.
 #include <algorithm>
 #include <cmath>
 

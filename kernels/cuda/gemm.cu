@@ -233,9 +233,10 @@ bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
   const void* beta_ptr = dtype == DType::f64 ? static_cast<const void*>(&beta64) : &beta32;
   cublasStatus_t status = cublasLtMatmul(ctx.handle, plan.desc, alpha, B, plan.a, A, plan.b, beta_ptr, C, plan.c, C,
                                          plan.c, &plan.algo, ctx.workspace, kWorkspaceBytes, as_stream(stream));
-  if (status != CUBLAS_STATUS_SUCCESS && epilogue_kind != Epilogue::none) {
+  if ((status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE) &&
+      epilogue_kind != Epilogue::none) {
     // Refused at run time (NOT_SUPPORTED, or INVALID_VALUE for an epilogue it cannot take here),
-    // before any work: unfused from now on. A real fault shows again in the unfused GEMM.
+    // before any work: unfused from now on. Any other status is an error.
     plan.available = false;
     return false;
   }
