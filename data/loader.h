@@ -37,8 +37,13 @@ struct LoaderOptions {
   DType gpu_output = DType::f32;  // the GPU path writes crops in f32 or bf16
 };
 
+// `groups` lives in the loader's buffers until the next next(): the CPU loader's workers refill a
+// host batch after it. Its page-locked memory makes an upload (.to(cuda)) asynchronous, so a
+// caller that uploads must have waited for the device once before calling next() again (the
+// Trainer's one wait per step, the feature extraction's read of each batch's features). The GPU
+// loader's batches are reused only after the trainer's stream is done with them (events).
 struct LoaderBatch {
-  std::vector<Tensor> groups;    // per resolution; on the GPU for the gpu backend. Valid until the next next()
+  std::vector<Tensor> groups;    // per resolution; on the GPU for the gpu backend
   std::vector<int64_t> indices;  // dataset index of each image
   std::vector<int64_t> labels;   // its label (-1 when unlabelled)
   double wait_seconds = 0;       // time next() blocked waiting for the workers
