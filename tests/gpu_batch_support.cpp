@@ -439,6 +439,7 @@ RepeatedCrops repeated_crops(const HostBatch& batch, size_t g, int distinct, int
   });
   const std::vector<float> all = reference_crops(batch)[g];
   RepeatedCrops r;
+  r.recipe = batch.recipe;
   r.distinct.S = S;
   for (int i = 0; i < distinct; ++i) {
     cuda_kernels::CropTask t = by_rows[i];
@@ -464,15 +465,22 @@ RepeatedCrops repeated_crops(const HostBatch& batch, size_t g, int distinct, int
   return r;
 }
 
-RepeatedCropsCheck check_repeated_crops(const RepeatedCrops& r, const std::vector<float>& actual,
-                                        const data::AugmentRecipe& recipe) {
+RepeatedCrops repeated_local_crops(uint64_t seed, int count) {
+  data::AugmentRecipe recipe = multi_crop_test_recipe();
+  recipe.local_size = 8;
+  HostBatch b = prepare_host_batch(gpu_test_corpus_with_fixtures(seed), recipe, seed, false);
+  BAM_CHECK(plan_in_bounds(b), "repeated_local_crops: the batch plan is out of bounds");
+  return repeated_crops(b, b.plan.groups.size() - 1, 4, count);
+}
+
+RepeatedCropsCheck check_repeated_crops(const RepeatedCrops& r, const std::vector<float>& actual) {
   const int S = r.distinct.S;
   const size_t per_crop = size_t(3) * S * S, distinct = r.distinct.crops.size();
   BAM_CHECK(actual.size() == r.tasks.size() * per_crop, "check_repeated_crops: {} values for {} crops of side {}",
             actual.size(), r.tasks.size(), S);
   const std::vector<float> first(actual.begin(), actual.begin() + distinct * per_crop);
   RepeatedCropsCheck c;
-  c.first = crop_differences(r.expected, first, r.distinct, recipe, 1e-3);
+  c.first = crop_differences(r.expected, first, r.distinct, r.recipe, 1e-3);
   for (size_t i = 0; i < actual.size(); ++i) {
     if (!std::isfinite(actual[i])) ++c.not_finite;
     else if (actual[i] != first[(i / per_crop) % distinct * per_crop + i % per_crop]) ++c.unequal;

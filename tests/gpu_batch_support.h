@@ -121,6 +121,7 @@ CropDifferences crop_differences(const std::vector<float>& expected, const std::
 // output row and scratch. For the crop kernels' launch over many crops: copy i must render as
 // copy i % distinct does, and the first `distinct` as the CPU does.
 struct RepeatedCrops {
+  data::AugmentRecipe recipe;
   data::GpuCropGroup distinct;   // the chosen crops, output rows 0..distinct-1
   std::vector<float> expected;   // the CPU's crops of `distinct`, [distinct, 3, S, S]
   std::vector<cuda_kernels::CropTask> tasks;  // count tasks, copy i of distinct.crops[i % distinct]
@@ -129,6 +130,9 @@ struct RepeatedCrops {
   std::vector<uint8_t> rgb;      // the batch's images as the CPU decodes them, at the plan's offsets
 };
 RepeatedCrops repeated_crops(const HostBatch& batch, size_t g, int distinct, int count);
+// The test corpus's batch under the multi-crop recipe with 8 px local crops, and `count` copies of
+// its 4 cheapest local crops.
+RepeatedCrops repeated_local_crops(uint64_t seed, int count);
 
 // Counts a repeated group's values left unwritten (not finite) and copies that differ from their
 // first copy (bit for bit); the first copies' differences from the CPU go to *first.
@@ -136,7 +140,6 @@ struct RepeatedCropsCheck {
   size_t not_finite = 0, unequal = 0;
   CropDifferences first;
 };
-RepeatedCropsCheck check_repeated_crops(const RepeatedCrops& r, const std::vector<float>& actual,
-                                        const data::AugmentRecipe& recipe);
+RepeatedCropsCheck check_repeated_crops(const RepeatedCrops& r, const std::vector<float>& actual);
 
 }  // namespace bam::test

@@ -219,22 +219,17 @@ TEST_CASE("emulated GPU crop kernels equal render_crop and render_eval") {
 // The harness of the GPU suite's many-crop launch test, through the emulator at a small count:
 // copies of a batch's crops, each with its own output row and scratch, render as the CPU does.
 TEST_CASE("emulated crop kernels: repeated crops render as their first copies, and those as the CPU does") {
-  const uint64_t seed = test_seed();
-  data::AugmentRecipe recipe = multi_crop_test_recipe();
-  recipe.local_size = 8;
-  HostBatch b = prepare_host_batch(gpu_test_corpus_with_fixtures(seed), recipe, seed, false);
-  REQUIRE(plan_in_bounds(b));
   const int count = 3 * 4 + 3;
-  const RepeatedCrops r = repeated_crops(b, b.plan.groups.size() - 1, 4, count);
+  const RepeatedCrops r = repeated_local_crops(test_seed(), count);
   const int S = r.distinct.S;
   const size_t n = size_t(count) * 3 * S * S;
   std::vector<float> scratch(static_cast<size_t>(r.scratch_floats)), pixels(n), means(count), out(n, NAN);
   std::vector<double> row_sums(size_t(count) * S);
   cuda_kernels::crop_batch_render_emulated(r.tasks.data(), count, S, r.max_rows, r.rgb.data(),
-                                           data::crop_normalize(recipe),
+                                           data::crop_normalize(r.recipe),
                                            {scratch.data(), pixels.data(), row_sums.data(), means.data()}, DType::f32,
                                            out.data());
-  const RepeatedCropsCheck c = check_repeated_crops(r, out, recipe);
+  const RepeatedCropsCheck c = check_repeated_crops(r, out);
   CHECK(c.not_finite == 0);
   CHECK(c.unequal == 0);
   CHECK(c.first.not_finite == 0);

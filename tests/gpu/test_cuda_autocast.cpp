@@ -15,6 +15,7 @@
 #include "engine/optim.h"
 #include "engine/random.h"
 #include "tests/support.h"
+#include "tests/train_test_support.h"
 
 namespace bam::test {
 namespace {
@@ -146,28 +147,15 @@ TEST_CASE("a short bf16 and fp16 training run tracks the f32 run's loss") {
 TEST_CASE("a bamtrain step waits for the device once, in bf16 and in fp16") {
   for (const char* precision : {"bf16", "fp16"}) {
     CAPTURE(precision);
-    TrainConfig c;
-    c.arch = "custom";
-    c.embed_dim = 64;
-    c.depth = 2;
-    c.num_heads = 2;
-    c.patch_size = 4;
-    c.global_crops_size = 16;
-    c.local_crops_number = 2;
-    c.local_crops_size = 8;
-    c.hidden_dim = 64;
-    c.out_dim = 64;
-    c.batch_size_per_gpu = 16;
+    TrainConfig c = small_train_config((std::filesystem::temp_directory_path() /
+                                        ("bam_gpu_waits_" + std::to_string(::getpid()) + "_" + precision))
+                                           .string());
     c.epochs = 1;
     c.warmup_epochs = 0;
     c.teacher = true;  // the EMA update must not wait either
-    c.data_path = "synthetic:64";
     c.device = "cuda";
     c.precision = precision;
-    c.log_freq = 1;  // the progress line and steps.jsonl every step: printing must not wait
-    c.saveckp_freq = 0;
-    c.output_dir = (std::filesystem::temp_directory_path() /
-                    ("bam_gpu_waits_" + std::to_string(::getpid()) + "_" + precision)).string();
+    c.log_freq = 1;  // the progress line and steps.jsonl every step: logging must not wait
     std::filesystem::remove_all(c.output_dir);
     Trainer trainer(c, make_train_data(c));
     TrainResult r = trainer.run();

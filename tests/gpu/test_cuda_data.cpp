@@ -143,25 +143,20 @@ TEST_CASE("GPU decode and crop kernels on damaged and unusual JPEGs, under rando
 // NaN (the output is poisoned), one rendered from another crop's task differs. The CPU suite runs
 // the same check through the emulator at a small count (test_gpu_batch_plan.cpp).
 TEST_CASE("GPU crop kernels render a group of more than 65535 crops") {
-  const uint64_t seed = test_seed();
-  data::AugmentRecipe recipe = multi_crop_test_recipe();
-  recipe.local_size = 8;
-  HostBatch b = prepare_host_batch(gpu_test_corpus_with_fixtures(seed), recipe, seed, false);
-  REQUIRE(plan_in_bounds(b));
   const int count = 65535 + 2 * 4 + 3;
-  const RepeatedCrops r = repeated_crops(b, b.plan.groups.size() - 1, 4, count);
+  const RepeatedCrops r = repeated_local_crops(test_seed(), count);
   const int S = r.distinct.S;
   const size_t n = size_t(count) * 3 * S * S;
   DeviceBuffer rgb = DeviceBuffer::from(r.rgb), tasks = DeviceBuffer::from(r.tasks);
   DeviceBuffer scratch(size_t(r.scratch_floats) * 4), pixels(n * 4), row_sums(size_t(count) * S * 8),
       means(size_t(count) * 4), out(n * 4, 0xFF);
   cuda_kernels::crop_batch_render(static_cast<const cuda_kernels::CropTask*>(tasks.ptr), count, S, r.max_rows,
-                                  static_cast<const uint8_t*>(rgb.ptr), data::crop_normalize(recipe),
+                                  static_cast<const uint8_t*>(rgb.ptr), data::crop_normalize(r.recipe),
                                   {static_cast<float*>(scratch.ptr), static_cast<float*>(pixels.ptr),
                                    static_cast<double*>(row_sums.ptr), static_cast<float*>(means.ptr)},
                                   DType::f32, out.ptr, nullptr);
   REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-  const RepeatedCropsCheck c = check_repeated_crops(r, out.to_host<float>(n), recipe);
+  const RepeatedCropsCheck c = check_repeated_crops(r, out.to_host<float>(n));
   MESSAGE(count << " crops of " << S << " px in one group: " << c.not_finite << " values not written, " << c.unequal
                 << " differing from their first copy; first copies against the CPU: " << c.first.beyond
                 << " beyond 1e-3");
