@@ -1,8 +1,13 @@
 // Runs the op-test table: every op's forward (f64 and f32) against its naive reference, and its
-// gradient against central finite differences in f64, over broadcasting and non-contiguous inputs.
+// gradient against central finite differences in f64, over broadcasting and non-contiguous inputs;
+// and the f32 GELU's AVX2 loop against its portable specification.
+#include <cmath>
+#include <limits>
 #include <set>
 #include <utility>
 
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/gelu.h"
 #include "tests/op_table.h"
 
 namespace bam::test {
@@ -121,6 +126,59 @@ TEST_CASE("layer_norm into another dtype equals layer_norm then a cast, forward 
   }
   CHECK_THROWS_WITH_AS(layer_norm(x, w, b, 1e-6, DType::i32), doctest::Contains("output dtype must be floating"),
                        Error);
+}
+
+}  // namespace bam::test
+
+namespace bam::test {
+
+// The f32 GELU's AVX2 loop against the portable one (its specification): the same formula with
+// a polynomial exp and FMA contraction, over a grid that covers the erf polynomial's whole range,
+// the exp cut-off at |x| = 13.2, the tails of a range that is not a whole number of vectors, and
+// infinities, NaN and signed zeros, which must come out alike. Phi(x) = (1 +- erf) / 2 carries
+// erf's absolute rounding (an ulp of 1, 6e-8), so for negative x, where Phi is small, the two
+// loops agree to that absolute error scaled by x (and dy), not to a relative one.
+TEST_CASE("f32 GELU: the AVX2 loop agrees with the portable loop, forward and backward") {
+  if (!cpu::cpu_has_avx2_fma()) {
+    MESSAGE("this CPU has no AVX2/FMA: only the portable GELU runs here");
+    return;
+  }
+  std::vector<float> x;
+  for (int i = -200000; i <= 200000; ++i) x.push_back(static_cast<float>(i) * 1e-4f);  // [-20, 20]
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 13.2f, -13.2f, 13.3f, -13.3f, 1e30f, -1e30f,
+                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN()})
+    x.push_back(v);
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<float> dy(x.size());
+  for (size_t i = 0; i < x.size(); ++i) dy[i] = 1.0f + 0.25f * static_cast<float>(i % 7);
+  for (int64_t len : {n, n - 1, int64_t{7}, int64_t{9}}) {
+    CAPTURE(len);
+    const int64_t start = n - len;  // the specials at the end are in every range
+    std::vector<float> y_port(len), y_avx(len), dx_port(len), dx_avx(len);
+    cpu::gelu_erf_forward_f32(x.data() + start, y_port.data(), len, false);
+    cpu::gelu_erf_forward_f32(x.data() + start, y_avx.data(), len, true);
+    cpu::gelu_erf_backward_f32(x.data() + start, dy.data() + start, dx_port.data(), len, false);
+    cpu::gelu_erf_backward_f32(x.data() + start, dy.data() + start, dx_avx.data(), len, true);
+    double worst = 0;  // |difference| / (scale of erf's rounding)
+    int64_t unlike = 0;
+    auto compare = [&](float p, float a, double scale) {
+      if (!std::isfinite(p) || !std::isfinite(a)) {
+        unlike += !(std::isnan(p) == std::isnan(a) && (std::isnan(p) || p == a));
+        return;
+      }
+      const double d = std::fabs(double(p) - double(a)) / scale;
+      worst = std::max(worst, d);
+      unlike += !(d <= 4e-7);
+    };
+    for (int64_t i = 0; i < len; ++i) {
+      const double xi = std::fabs(double(x[start + i])), scale_y = std::max(1.0, xi);
+      compare(y_port[i], y_avx[i], scale_y);
+      compare(dx_port[i], dx_avx[i], std::max(1.0, xi * xi) * dy[start + i]);
+    }
+    MESSAGE("length " << len << ": worst difference " << worst << " of max(1, |x|) forward, max(1, x^2) dy backward");
+    CHECK(unlike == 0);
+  }
 }
 
 }  // namespace bam::test

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "kernels/cpu/gelu.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/strided.h"
 
@@ -18,24 +19,11 @@ constexpr double kTwoOverSqrtPi = 1.12837916709551257390;
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
 constexpr double kGeluCubic = 0.044715;
 
-// GELU's Gaussian CDF and density at x from one exponential. For f32, erf(x/sqrt 2) uses
-// Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, under f32 rounding near 1) because
-// it shares exp(-x^2/2) with the density; f64 keeps std::erf for the gradient checks.
-template <typename T>
-inline void gaussian_cdf_pdf(T x, T* cdf, T* pdf) {
-  if constexpr (std::is_same_v<T, float>) {
-    const float z = std::fabs(x) * static_cast<float>(kSqrtHalf);
-    const float e = std::exp(-0.5f * x * x);
-    const float t = 1.0f / (1.0f + 0.3275911f * z);
-    const float poly =
-        t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-    const float erf_abs = 1.0f - poly * e;
-    *cdf = 0.5f * (1.0f + (x < 0 ? -erf_abs : erf_abs));
-    *pdf = static_cast<float>(kInvSqrt2Pi) * e;
-  } else {
-    *cdf = T(0.5) * (T(1) + std::erf(x * T(kSqrtHalf)));
-    *pdf = T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
-  }
+// GELU's Gaussian CDF and density at x, in f64 (the gradient checks' precision). f32 GELU has its
+// own kernels (gelu.h: A&S erf sharing one exponential with the density, and an AVX2 twin).
+inline void gaussian_cdf_pdf(double x, double* cdf, double* pdf) {
+  *cdf = 0.5 * (1.0 + std::erf(x * kSqrtHalf));
+  *pdf = kInvSqrt2Pi * std::exp(-0.5 * x * x);
 }
 
 template <typename T, typename F>
@@ -123,11 +111,16 @@ void unary_forward(UnaryOp op, const T* x, T* y, int64_t n, UnaryArgs args) {
     case UnaryOp::sigmoid: return map1(x, y, n, [](T v) { return T(1) / (T(1) + std::exp(-v)); });
     case UnaryOp::relu: return map1(x, y, n, [](T v) { return v > T(0) ? v : T(0); });
     case UnaryOp::gelu_erf:
-      return map1(x, y, n, [](T v) {
-        T cdf, pdf;
-        gaussian_cdf_pdf(v, &cdf, &pdf);
-        return v * cdf;
-      });
+      if constexpr (std::is_same_v<T, float>) {
+        return parallel_for(n, kGrain,
+                            [&](int64_t begin, int64_t end) { gelu_erf_forward_f32(x + begin, y + begin, end - begin); });
+      } else {
+        return map1(x, y, n, [](T v) {
+          T cdf, pdf;
+          gaussian_cdf_pdf(v, &cdf, &pdf);
+          return v * cdf;
+        });
+      }
     case UnaryOp::gelu_tanh:
       return map1(x, y, n, [](T v) {
         return T(0.5) * v * (T(1) + std::tanh(T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v)));
@@ -161,11 +154,17 @@ void unary_backward(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, int6
     case UnaryOp::sigmoid: return map_grad(x, y, dy, dx, n, [](T, T out) { return out * (T(1) - out); });
     case UnaryOp::relu: return map_grad(x, y, dy, dx, n, [](T in, T) { return in > T(0) ? T(1) : T(0); });
     case UnaryOp::gelu_erf:
-      return map_grad(x, y, dy, dx, n, [](T in, T) {
-        T cdf, pdf;
-        gaussian_cdf_pdf(in, &cdf, &pdf);
-        return cdf + in * pdf;
-      });
+      if constexpr (std::is_same_v<T, float>) {
+        return parallel_for(n, kGrain, [&](int64_t begin, int64_t end) {
+          gelu_erf_backward_f32(x + begin, dy + begin, dx + begin, end - begin);
+        });
+      } else {
+        return map_grad(x, y, dy, dx, n, [](T in, T) {
+          T cdf, pdf;
+          gaussian_cdf_pdf(in, &cdf, &pdf);
+          return cdf + in * pdf;
+        });
+      }
     case UnaryOp::gelu_tanh:
       return map_grad(x, y, dy, dx, n, [](T in, T) {
         T inner = T(kSqrt2OverPi) * (in + T(kGeluCubic) * in * in * in);

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <new>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/parallel.h"
 
 namespace bam::cpu {
@@ -80,20 +81,16 @@ void portable_pack_b(bool trans, const float* src, int64_t ld, int64_t cols, int
   portable_pack(src, trans ? ld : 1, trans ? 1 : ld, cols, kc, kPortableCols, dst);
 }
 
+// The unpacked i-k-j loop (direct_gemm_rows, below).
+void portable_direct(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
 const MicroKernelF32 kPortableKernel{"portable 4x8",         kPortableRows,   kPortableCols,
-                                     portable_multiply_tile, portable_pack_a, portable_pack_b};
+                                     portable_multiply_tile, portable_pack_a, portable_pack_b,
+                                     portable_direct};
 
 // ---------------------------------------------------------------------------------------------
 // Kernel choice: decided once (CPU check + BAM_GEMM_KERNEL), overridable by gemm_force_kernel.
-
-bool cpu_has_avx2_fma() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
 
 const MicroKernelF32* kernel_for_name(const char* name) {
   const bool want_portable = std::strcmp(name, "portable") == 0;
@@ -230,6 +227,11 @@ void direct_gemm_rows(bool trans_a, bool trans_b, int64_t row_begin, int64_t row
   }
 }
 
+void portable_direct(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  direct_gemm_rows<float>(trans_a, trans_b, 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 // How one packed GEMM is cut into tasks: row blocks (runs of A micro-panels, at most mc rows)
 // times column chunks (runs of B micro-panels).
 struct GemmPlan {
@@ -355,11 +357,12 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     scale_matrix<float>(M, N, beta, C, ldc);
     return;
   }
+  const MicroKernelF32& kernel = active_kernel();
   if (M * N * K <= kDirectLoopMaxWork) {
-    direct_gemm_rows<float>(trans_a, trans_b, 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    kernel.direct(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  packed_gemm_f32(active_kernel(), trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  packed_gemm_f32(kernel, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void gemm_f64(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha,

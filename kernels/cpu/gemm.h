@@ -65,6 +65,10 @@ struct MicroKernelF32 {
   void (*pack_a)(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, float* dst);
   // Packs kc x cols of op(B) into ceil(cols / nr) micro-panels (same conventions as pack_a).
   void (*pack_b)(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc, float* dst);
+  // The whole GEMM without packing, single-threaded (gemm_f32's contract), for problems too small
+  // for packing to pay.
+  void (*direct)(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 };
 
 // The AVX2/FMA implementation (gemm_avx2.cpp); only to be used when the CPU supports it.

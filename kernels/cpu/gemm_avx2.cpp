@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/cpu/gemm.h"
 
@@ -219,10 +220,90 @@ void pack_b(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc, 
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The unpacked path for tiny problems (attention's per-head products, for one): no packing, eight
+// lanes along a contiguous dimension.
+
+// Lane mask for the first `count` (0..8) lanes, for masked loads and stores at row ends.
+inline __m256i first_lanes(int64_t count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+inline float horizontal_sum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// c[0, width) = alpha * sum_k a(k) * b[k * ldb + (0, width)] + beta * c, width <= 32: four vector
+// accumulators stay in registers over the whole k loop (a(k) is op(A)'s row, stride a_step).
+inline void row_block(int64_t K, float alpha, const float* a, int64_t a_step, const float* b, int64_t ldb, float beta,
+                      float* c, int64_t width) {
+  const int vectors = static_cast<int>((width + 7) / 8);
+  const __m256i tail = first_lanes(width - 8 * (vectors - 1));
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256 av = _mm256_set1_ps(a[k * a_step]);
+    const float* b_row = b + k * ldb;
+    for (int v = 0; v < vectors; ++v) {
+      const __m256 bv = v + 1 < vectors ? _mm256_loadu_ps(b_row + 8 * v) : _mm256_maskload_ps(b_row + 8 * v, tail);
+      acc[v] = _mm256_fmadd_ps(av, bv, acc[v]);
+    }
+  }
+  for (int v = 0; v < vectors; ++v) {
+    const __m256i mask = v + 1 < vectors ? _mm256_set1_epi32(-1) : tail;
+    __m256 out = _mm256_mul_ps(_mm256_set1_ps(alpha), acc[v]);
+    if (beta != 0.0f) out = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_maskload_ps(c + 8 * v, mask), out);
+    _mm256_maskstore_ps(c + 8 * v, mask, out);
+  }
+}
+
+// sum_k a[k] * b[k] over contiguous vectors.
+inline float dot(const float* a, const float* b, int64_t K) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), acc1);
+  }
+  for (; k < K; k += 8) {
+    const __m256i mask = first_lanes(K - k < 8 ? K - k : 8);
+    acc0 = _mm256_fmadd_ps(_mm256_maskload_ps(a + k, mask), _mm256_maskload_ps(b + k, mask), acc0);
+  }
+  return horizontal_sum(_mm256_add_ps(acc0, acc1));
+}
+
+void direct_multiply(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  // op(A)'s row i: element k at a_row[k * a_step].
+  const int64_t a_step = trans_a ? lda : 1;
+  std::vector<float> a_copy(trans_a && trans_b ? static_cast<size_t>(K) : 0);
+  for (int64_t i = 0; i < M; ++i) {
+    const float* a_row = trans_a ? A + i : A + i * lda;
+    float* c_row = C + i * ldc;
+    if (!trans_b) {
+      // Rows of B are contiguous along j: axpy them into the row of C, 32 columns at a time.
+      for (int64_t j0 = 0; j0 < N; j0 += 32)
+        row_block(K, alpha, a_row, a_step, B + j0, ldb, beta, c_row + j0, N - j0 < 32 ? N - j0 : 32);
+    } else {
+      // Rows of B are contiguous along k: one dot product per element of C.
+      if (trans_a) {
+        for (int64_t k = 0; k < K; ++k) a_copy[k] = a_row[k * a_step];
+        a_row = a_copy.data();
+      }
+      for (int64_t j = 0; j < N; ++j) {
+        const float value = alpha * dot(a_row, B + j * ldb, K);
+        c_row[j] = beta == 0.0f ? value : value + beta * c_row[j];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const MicroKernelF32& avx2_micro_kernel_f32() {
-  static const MicroKernelF32 kernel{"avx2-fma 6x16", kRows, kCols, multiply_tile, pack_a, pack_b};
+  static const MicroKernelF32 kernel{"avx2-fma 6x16", kRows, kCols, multiply_tile, pack_a, pack_b, direct_multiply};
   return kernel;
 }
 

@@ -1,0 +1,18 @@
+// cpu_has_avx2_fma (cpu_features.h).
+#include "kernels/cpu/cpu_features.h"
+
+namespace bam::cpu {
+
+bool cpu_has_avx2_fma() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+}  // namespace bam::cpu

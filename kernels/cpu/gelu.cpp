@@ -1,0 +1,46 @@
+// The portable f32 GELU (the specification) and the choice of the AVX2 twin (gelu.h).
+#include "kernels/cpu/gelu.h"
+
+#include <cmath>
+
+#include "kernels/cpu/cpu_features.h"
+
+namespace bam::cpu {
+namespace {
+
+constexpr float kSqrtHalf = 0.70710678118654752440f;
+constexpr float kInvSqrt2Pi = 0.39894228040143267794f;  // 1 / sqrt(2 pi)
+
+// Phi(x) and phi(x) from one exponential (gelu.h).
+inline void gaussian_cdf_pdf(float x, float* cdf, float* pdf) {
+  const float z = std::fabs(x) * kSqrtHalf;
+  const float e = std::exp(-0.5f * x * x);
+  const float t = 1.0f / (1.0f + 0.3275911f * z);
+  const float poly =
+      t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  const float erf_abs = 1.0f - poly * e;
+  *cdf = 0.5f * (1.0f + (x < 0 ? -erf_abs : erf_abs));
+  *pdf = kInvSqrt2Pi * e;
+}
+
+}  // namespace
+
+void gelu_erf_forward_f32(const float* x, float* y, int64_t n, bool allow_avx2) {
+  if (allow_avx2 && cpu_has_avx2_fma()) return gelu_detail::forward_avx2(x, y, n);
+  for (int64_t i = 0; i < n; ++i) {
+    float cdf, pdf;
+    gaussian_cdf_pdf(x[i], &cdf, &pdf);
+    y[i] = x[i] * cdf;
+  }
+}
+
+void gelu_erf_backward_f32(const float* x, const float* dy, float* dx, int64_t n, bool allow_avx2) {
+  if (allow_avx2 && cpu_has_avx2_fma()) return gelu_detail::backward_avx2(x, dy, dx, n);
+  for (int64_t i = 0; i < n; ++i) {
+    float cdf, pdf;
+    gaussian_cdf_pdf(x[i], &cdf, &pdf);
+    dx[i] = dy[i] * (cdf + x[i] * pdf);
+  }
+}
+
+}  // namespace bam::cpu
