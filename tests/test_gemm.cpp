@@ -355,14 +355,19 @@ void check_batched(const char* kernel, int threads, int64_t batch, const GemmCas
 TEST_CASE("gemm_batched: strided batches, spread over threads or threaded inside") {
   std::mt19937 rng(kSeed + 4);
   MESSAGE("seed ", kSeed + 4);
-  // Attention-like many small matrices, and a few large ones (threaded inside each GEMM).
+  // Attention-like many small matrices, tiny ones (the unpacked path: attention's per-head products
+  // at 17 tokens), and a few large ones (threaded inside each GEMM).
   const GemmCase small{false, true, 50, 50, 32, 0.125, 0.0, 0};
   const GemmCase small_values{false, false, 50, 32, 50, 1.0, 1.0, 2};
+  const GemmCase tiny{false, true, 17, 17, 32, 0.125, 0.0, 0};
+  const GemmCase tiny_transposed{true, false, 17, 32, 17, 1.0, -0.5, 3};
   const GemmCase large{true, false, 300, 90, 500, -0.5, 0.5, 1};
   for (const char* kernel : {"avx2", "portable"}) {
     for (int threads : {1, 2}) {
       check_batched<float>(kernel, threads, 37, small, rng);
       check_batched<float>(kernel, threads, 8, small_values, rng);
+      check_batched<float>(kernel, threads, 37, tiny, rng);
+      check_batched<float>(kernel, threads, 37, tiny_transposed, rng);
       check_batched<float>(kernel, threads, 3, large, rng);
     }
   }

@@ -136,11 +136,13 @@ namespace bam::test {
 // a polynomial exp and FMA contraction, over a grid that covers the erf polynomial's whole range,
 // the exp cut-off at |x| = 13.2, the tails of a range that is not a whole number of vectors, and
 // infinities, NaN and signed zeros, which must come out alike. Phi(x) = (1 +- erf) / 2 carries
-// erf's absolute rounding (an ulp of 1, 6e-8), so for negative x, where Phi is small, the two
-// loops agree to that absolute error scaled by x (and dy), not to a relative one.
+// erf's absolute rounding (an ulp of 1, 6e-8) in both loops, so the two agree to a few of those
+// in Phi (times |x| forward, times dy backward) plus a relative 1e-6 of what is left: the density
+// term x phi(x) of the gradient, which has no such floor, is compared relatively down to where
+// it underflows (|x| about 13), so an exp wrong anywhere in its range fails.
 TEST_CASE("f32 GELU: the AVX2 loop agrees with the portable loop, forward and backward") {
   if (!cpu::cpu_has_avx2_fma()) {
-    MESSAGE("this CPU has no AVX2/FMA: only the portable GELU runs here");
+    MESSAGE("this CPU has no AVX2/FMA (or BAM_CPU_AVX2=0): only the portable GELU runs here");
     return;
   }
   std::vector<float> x;
@@ -160,23 +162,24 @@ TEST_CASE("f32 GELU: the AVX2 loop agrees with the portable loop, forward and ba
     cpu::gelu_erf_forward_f32(x.data() + start, y_avx.data(), len, true);
     cpu::gelu_erf_backward_f32(x.data() + start, dy.data() + start, dx_port.data(), len, false);
     cpu::gelu_erf_backward_f32(x.data() + start, dy.data() + start, dx_avx.data(), len, true);
-    double worst = 0;  // |difference| / (scale of erf's rounding)
+    double worst = 0;  // |difference| / allowed
     int64_t unlike = 0;
-    auto compare = [&](float p, float a, double scale) {
+    auto compare = [&](float p, float a, double allowed) {
       if (!std::isfinite(p) || !std::isfinite(a)) {
         unlike += !(std::isnan(p) == std::isnan(a) && (std::isnan(p) || p == a));
         return;
       }
-      const double d = std::fabs(double(p) - double(a)) / scale;
+      const double d = std::fabs(double(p) - double(a)) / allowed;
       worst = std::max(worst, d);
-      unlike += !(d <= 4e-7);
+      unlike += !(d <= 1.0);
     };
     for (int64_t i = 0; i < len; ++i) {
-      const double xi = std::fabs(double(x[start + i])), scale_y = std::max(1.0, xi);
-      compare(y_port[i], y_avx[i], scale_y);
-      compare(dx_port[i], dx_avx[i], std::max(1.0, xi * xi) * dy[start + i]);
+      const double xi = x[start + i], g = dy[start + i];
+      const double density_term = std::fabs(xi) * 0.3989422804014327 * std::exp(-0.5 * xi * xi);
+      compare(y_port[i], y_avx[i], 3e-7 * std::fabs(xi) + 1e-6 * std::fabs(double(y_port[i])) + 1e-38);
+      compare(dx_port[i], dx_avx[i], g * (3e-7 + 1e-6 * density_term) + 1e-6 * std::fabs(double(dx_port[i])) + 1e-38);
     }
-    MESSAGE("length " << len << ": worst difference " << worst << " of max(1, |x|) forward, max(1, x^2) dy backward");
+    MESSAGE("length " << len << ": worst difference " << worst << " of the allowed");
     CHECK(unlike == 0);
   }
 }

@@ -1,10 +1,11 @@
 // The f32 GELU eight lanes at a time with AVX2/FMA: the portable loop of gelu.cpp, with exp(-x^2/2)
 // from a polynomial instead of a libm call (which kept the loop scalar). Compiled with -mavx2
 // -mfma; gelu.cpp only calls in here after checking the CPU. Results agree with the portable loop
-// to a few f32 ulps (FMA contraction and the polynomial exp); the tests hold them to it.
+// to a few f32 ulps (FMA contraction and the polynomial exp); the tests hold them to it. No
+// standard-library templates or inline functions here: a copy compiled with AVX2 could be the one
+// the linker keeps for the whole program (the ctest avx2_objects_self_contained checks).
 #include <immintrin.h>
 
-#include <cmath>
 #include <cstdint>
 
 #include "kernels/cpu/gelu.h"

@@ -3,7 +3,6 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <vector>
 
 #include "kernels/cpu/gemm.h"
 
@@ -236,26 +235,40 @@ inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// c[0, width) = alpha * sum_k a(k) * b[k * ldb + (0, width)] + beta * c, width <= 32: four vector
-// accumulators stay in registers over the whole k loop (a(k) is op(A)'s row, stride a_step).
-inline void row_block(int64_t K, float alpha, const float* a, int64_t a_step, const float* b, int64_t ldb, float beta,
-                      float* c, int64_t width) {
-  const int vectors = static_cast<int>((width + 7) / 8);
-  const __m256i tail = first_lanes(width - 8 * (vectors - 1));
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+// c[0, width) = alpha * sum_k a(k) * b[k * ldb + (0, width)] + beta * c for 8 * (V - 1) < width
+// <= 8 * V: V vector accumulators, a compile-time count so that they stay in registers over the
+// whole k loop (a(k) is op(A)'s row, stride a_step). Only the last vector is masked.
+template <int V>
+void row_block_fixed(int64_t K, float alpha, const float* a, int64_t a_step, const float* b, int64_t ldb, float beta,
+                     float* c, int64_t width) {
+  const __m256i tail = first_lanes(width - 8 * (V - 1));
+  __m256 acc[V];
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     const __m256 av = _mm256_set1_ps(a[k * a_step]);
     const float* b_row = b + k * ldb;
-    for (int v = 0; v < vectors; ++v) {
-      const __m256 bv = v + 1 < vectors ? _mm256_loadu_ps(b_row + 8 * v) : _mm256_maskload_ps(b_row + 8 * v, tail);
-      acc[v] = _mm256_fmadd_ps(av, bv, acc[v]);
-    }
+#pragma GCC unroll 4
+    for (int v = 0; v < V - 1; ++v) acc[v] = _mm256_fmadd_ps(av, _mm256_loadu_ps(b_row + 8 * v), acc[v]);
+    acc[V - 1] = _mm256_fmadd_ps(av, _mm256_maskload_ps(b_row + 8 * (V - 1), tail), acc[V - 1]);
   }
-  for (int v = 0; v < vectors; ++v) {
-    const __m256i mask = v + 1 < vectors ? _mm256_set1_epi32(-1) : tail;
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    const __m256i mask = v + 1 < V ? _mm256_set1_epi32(-1) : tail;
     __m256 out = _mm256_mul_ps(_mm256_set1_ps(alpha), acc[v]);
     if (beta != 0.0f) out = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_maskload_ps(c + 8 * v, mask), out);
     _mm256_maskstore_ps(c + 8 * v, mask, out);
+  }
+}
+
+// The same for any width <= 32.
+inline void row_block(int64_t K, float alpha, const float* a, int64_t a_step, const float* b, int64_t ldb, float beta,
+                      float* c, int64_t width) {
+  switch ((width + 7) / 8) {
+    case 1: return row_block_fixed<1>(K, alpha, a, a_step, b, ldb, beta, c, width);
+    case 2: return row_block_fixed<2>(K, alpha, a, a_step, b, ldb, beta, c, width);
+    case 3: return row_block_fixed<3>(K, alpha, a, a_step, b, ldb, beta, c, width);
+    default: return row_block_fixed<4>(K, alpha, a, a_step, b, ldb, beta, c, width);
   }
 }
 
@@ -274,11 +287,13 @@ inline float dot(const float* a, const float* b, int64_t K) {
   return horizontal_sum(_mm256_add_ps(acc0, acc1));
 }
 
+// No standard-library templates in this file: an instantiation compiled here with AVX2 could be the
+// copy the linker keeps for the whole program, and run on a CPU without AVX2 (the ctest
+// avx2_objects_self_contained checks).
 void direct_multiply(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                      int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   // op(A)'s row i: element k at a_row[k * a_step].
   const int64_t a_step = trans_a ? lda : 1;
-  std::vector<float> a_copy(trans_a && trans_b ? static_cast<size_t>(K) : 0);
   for (int64_t i = 0; i < M; ++i) {
     const float* a_row = trans_a ? A + i : A + i * lda;
     float* c_row = C + i * ldc;
@@ -287,13 +302,17 @@ void direct_multiply(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
       for (int64_t j0 = 0; j0 < N; j0 += 32)
         row_block(K, alpha, a_row, a_step, B + j0, ldb, beta, c_row + j0, N - j0 < 32 ? N - j0 : 32);
     } else {
-      // Rows of B are contiguous along k: one dot product per element of C.
-      if (trans_a) {
-        for (int64_t k = 0; k < K; ++k) a_copy[k] = a_row[k * a_step];
-        a_row = a_copy.data();
-      }
+      // Rows of B are contiguous along k: one dot product per element of C (a strided row of
+      // op(A), when both are transposed, is summed element by element: no product here uses it).
       for (int64_t j = 0; j < N; ++j) {
-        const float value = alpha * dot(a_row, B + j * ldb, K);
+        const float* b_row = B + j * ldb;
+        float sum = 0.0f;
+        if (trans_a) {
+          for (int64_t k = 0; k < K; ++k) sum += a_row[k * a_step] * b_row[k];
+        } else {
+          sum = dot(a_row, b_row, K);
+        }
+        const float value = alpha * sum;
         c_row[j] = beta == 0.0f ? value : value + beta * c_row[j];
       }
     }
