@@ -344,6 +344,9 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       j["embedding_std"] = spread;
       j["img_per_s"] = img_per_s;
       j["data_wait_s"] = stats.data_wait_s / counted;
+      // When this line was written (seconds since the run started): with --log_freq 1, the
+      // differences between lines of one epoch are the steps' own times.
+      j["time_s"] = seconds_since(run_start_);
       std::ofstream(config_.output_dir + "/steps.jsonl", std::ios::app) << j.dump() << "\n";
     }
     // The steps after the first third of the window (past start-up costs), each from its wait for

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include "data/dataset.h"
@@ -89,9 +90,23 @@ double parallel_rate(int64_t threads, double seconds, Fn fn) {
 
 struct Row {
   std::string what;
-  double img_per_s;
+  double img_per_s;  // < 0: the measurement failed (note says why)
   std::string note;
 };
+
+// Measures one row; an error (a CUDA fault on the GPU rows, say) is recorded in that row, and the
+// rows measured before and after it still print.
+double measure_row(std::vector<Row>* rows, const std::string& what, const std::function<double(std::string*)>& rate) {
+  std::string note;
+  try {
+    const double r = rate(&note);
+    rows->push_back({what, r, note});
+    return r;
+  } catch (const std::exception& e) {
+    rows->push_back({what, -1.0, std::string("FAILED: ") + e.what()});
+    return -1.0;
+  }
+}
 
 double loader_rate(const data::Dataset& d, const BenchDataOptions& o, data::DataBackend backend, std::string* note) {
   data::AugmentRecipe recipe;
@@ -203,38 +218,50 @@ int run_bench_data(const BenchDataOptions& o) {
   if (o.mode != "crops") {
     auto pick = [&](int64_t i) -> const std::vector<uint8_t>& { return files[static_cast<size_t>(i) % files.size()]; };
     if (run_cpu)
-      rows.push_back({"decode, CPU (whole decoder)",
-                      parallel_rate(o.threads, o.seconds, [&](int64_t i) { data::decode_image(pick(i).data(), pick(i).size(), "bench"); }),
-                      ""});
+      measure_row(&rows, "decode, CPU (whole decoder)", [&](std::string*) {
+        return parallel_rate(o.threads, o.seconds,
+                             [&](int64_t i) { data::decode_image(pick(i).data(), pick(i).size(), "bench"); });
+      });
     if (gpu) {
       // The hybrid path's CPU half runs on the host alone: it is measured even without a device,
       // as the ceiling the CPU threads put on the GPU loader.
-      double entropy = parallel_rate(o.threads, o.seconds, [&](int64_t i) {
-        data::decode_jpeg_coefficients(pick(i).data(), pick(i).size(), "bench");
+      const double entropy = measure_row(&rows, "  Huffman half on CPU threads", [&](std::string* note) {
+        if (!run_gpu) *note = "the GPU loader's CPU ceiling";
+        return parallel_rate(o.threads, o.seconds, [&](int64_t i) {
+          data::decode_jpeg_coefficients(pick(i).data(), pick(i).size(), "bench");
+        });
       });
-      rows.push_back({"  Huffman half on CPU threads", entropy, run_gpu ? "" : "the GPU loader's CPU ceiling"});
 #ifdef BAM_WITH_CUDA
       if (run_gpu) {
-        double kernels = gpu_reconstruct_rate(files, o.batch_size, o.seconds);
-        rows.push_back({"  reconstruction kernels (GPU)", kernels, "whole images, resident batch"});
-        rows.push_back({"decode, hybrid CPU+GPU", std::min(entropy, kernels), "the slower half (they overlap)"});
+        const double kernels = measure_row(&rows, "  reconstruction kernels (GPU)", [&](std::string* note) {
+          *note = "whole images, resident batch";
+          return gpu_reconstruct_rate(files, o.batch_size, o.seconds);
+        });
+        if (entropy >= 0 && kernels >= 0)
+          rows.push_back({"decode, hybrid CPU+GPU", std::min(entropy, kernels), "the slower half (they overlap)"});
       }
 #endif
     }
   }
   if (o.mode != "decode") {
-    std::string note;
-    if (run_cpu) {
-      double r = loader_rate(d, o, data::DataBackend::cpu, &note);
-      rows.push_back({"decode + 2x224+6x96, CPU loader", r, note});
-    }
-    if (run_gpu) {
-      double r = loader_rate(d, o, data::DataBackend::gpu, &note);
-      rows.push_back({"decode + 2x224+6x96, GPU loader", r, note});
-    }
+    if (run_cpu)
+      measure_row(&rows, "decode + 2x224+6x96, CPU loader",
+                  [&](std::string* note) { return loader_rate(d, o, data::DataBackend::cpu, note); });
+    if (run_gpu)
+      measure_row(&rows, "decode + 2x224+6x96, GPU loader",
+                  [&](std::string* note) { return loader_rate(d, o, data::DataBackend::gpu, note); });
   }
   std::printf("\n%-36s %12s  %s\n", "path", "img/s", "notes");
-  for (const Row& r : rows) std::printf("%-36s %12.1f  %s\n", r.what.c_str(), r.img_per_s, r.note.c_str());
+  bool failed = false;
+  for (const Row& r : rows) {
+    if (r.img_per_s >= 0) {
+      std::printf("%-36s %12.1f  %s\n", r.what.c_str(), r.img_per_s, r.note.c_str());
+    } else {
+      std::printf("%-36s %12s  %s\n", r.what.c_str(), "failed", r.note.c_str());
+      failed = true;
+    }
+  }
+  if (failed) return 1;
   return 0;
 }
 

@@ -166,6 +166,9 @@ int run_bench(const BenchOptions& o) {
   if (scaler.enabled())
     std::printf("| loss scale | %.0f (%lld skipped steps) |\n", scaler.scale(),
                 static_cast<long long>(scaler.skipped_steps()));
+  // The table is out before CUPTI is loaded: a profiler that crashes or hangs cannot take it along
+  // (stdout is a file under gpu-check, so it would still be buffered).
+  std::fflush(stdout);
   if (o.profile > 0) {
     KernelProfile profile;
     std::string why;

@@ -100,9 +100,10 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
   while (g_totals && cupti(nullptr).next_record(buffer, valid, &record) == CUPTI_SUCCESS) {
     if (record->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL || record->kind == CUPTI_ACTIVITY_KIND_KERNEL) {
       auto* k = reinterpret_cast<CUpti_ActivityKernel10*>(record);
+      const char* name = k->name ? k->name : "(unnamed kernel)";
       int status = 0;
-      char* demangled = abi::__cxa_demangle(k->name, nullptr, nullptr, &status);
-      add(short_kernel_name(status == 0 && demangled ? demangled : k->name), k->start, k->end);
+      char* demangled = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+      add(short_kernel_name(status == 0 && demangled ? demangled : name), k->start, k->end);
       std::free(demangled);
     } else if (record->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
       auto* m = reinterpret_cast<CUpti_ActivityMemcpy6*>(record);
@@ -146,8 +147,11 @@ std::vector<KernelTime> KernelProfile::stop() {
   std::vector<KernelTime> out;
   if (!c.loaded || !g_totals) return out;
   cuda::synchronize();
+  // Flushed before the kinds are disabled as well as after: CUPTI 13.0 could deadlock disabling
+  // concurrent-kernel records with some still buffered (fixed in 13.0 Update 1).
+  c.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
   for (CUpti_ActivityKind kind : kKinds) c.disable(kind);
-  c.flush_all(1);  // CUPTI_ACTIVITY_FLAG_FLUSH_FORCED
+  c.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
   for (auto& [name, k] : *g_totals) out.push_back(k);
   g_totals = nullptr;
   std::sort(out.begin(), out.end(), [](const KernelTime& a, const KernelTime& b) { return a.total_ms > b.total_ms; });

@@ -4,7 +4,7 @@
 # torchvision.io.decode_jpeg(device='cuda') and (b) DINO's CPU multi-crop DataLoader.
 """Usage:
   python3 tools/peers/torch_data_bench.py --folder /data/imgs [--images 2000] \
-      [--workers 16] [--batch_size 256] [--seconds 20] \
+      [--workers 16] [--batch_size 256] [--cpu_batch_size 64] [--seconds 20] \
       [--modes gpu_decode,cpu_pipeline] [--blur pil|torchvision] [--json out.json]
 
 Prints one line per measured mode, e.g. `peer gpu_decode img/s 21157.3`.
@@ -310,24 +310,33 @@ def bench_cpu_pipeline(paths, args):
     ds = JpegFolder(paths, transform)
     pin = (not args.no_pin_memory) and torch.cuda.is_available()
     workers = max(0, args.workers)
-    kwargs = dict(batch_size=args.batch_size, sampler=EndlessShuffle(len(ds)),
+    kwargs = dict(batch_size=args.cpu_batch_size, sampler=EndlessShuffle(len(ds)),
                   num_workers=workers, pin_memory=pin, drop_last=True)
     if workers > 0:
         kwargs["persistent_workers"] = True
         kwargs["prefetch_factor"] = 2
+        # The dataset classes are local to a function: fork keeps them usable in the workers
+        # whatever the default start method (Python 3.14 made it forkserver on Linux).
+        if sys.platform.startswith("linux"):
+            kwargs["multiprocessing_context"] = "fork"
     loader = tud.DataLoader(ds, **kwargs)
     it = iter(loader)
 
+    # Each worker builds whole batches, so the first wave of `workers` batches arrives together once
+    # the workers have started: all of it is warm-up. Timing starts after it and ends on a whole
+    # wave, so no batch prepared before the clock started is counted in a partial window.
+    wave = max(1, workers)
     t0 = time.perf_counter()
-    batch = next(it)  # warm-up: worker start-up + first batch, excluded
+    for _ in range(wave):
+        batch = next(it)
+        del batch
     warm_s = time.perf_counter() - t0
-    del batch
-    print("cpu_pipeline: warm-up batch took %.2f s" % warm_s, flush=True)
+    print("cpu_pipeline: warm-up (first %d batches) took %.2f s" % (wave, warm_s), flush=True)
 
     n_img = 0
     n_batches = 0
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < args.seconds:
+    while time.perf_counter() - t0 < args.seconds or n_batches % wave != 0:
         batch = next(it)
         n_img += int(batch[0].shape[0])
         n_batches += 1
@@ -337,7 +346,7 @@ def bench_cpu_pipeline(paths, args):
     return {
         "images": len(paths),
         "workers": workers,
-        "batch_size": args.batch_size,
+        "batch_size": args.cpu_batch_size,
         "batches": n_batches,
         "decoded": n_img,
         "seconds": elapsed,
@@ -371,6 +380,11 @@ def env_info():
         info["pillow"] = PIL.__version__
     except Exception:
         pass
+    try:  # DataLoader workers pass batches through shared memory: a small /dev/shm makes them fail
+        st = os.statvfs("/dev/shm")
+        info["dev_shm_gib"] = round(st.f_frsize * st.f_blocks / 2**30, 1)
+    except OSError:
+        pass
     return info
 
 
@@ -379,7 +393,10 @@ def main(argv=None):
     ap.add_argument("--folder", required=True, help="folder of .jpg files (searched recursively)")
     ap.add_argument("--images", type=int, default=2000, help="cap on how many files are used")
     ap.add_argument("--workers", type=int, default=16, help="DataLoader workers (cpu_pipeline)")
-    ap.add_argument("--batch_size", type=int, default=256)
+    ap.add_argument("--batch_size", type=int, default=256, help="images per nvJPEG batch (gpu_decode)")
+    ap.add_argument("--cpu_batch_size", type=int, default=64,
+                    help="images per DataLoader batch (cpu_pipeline). The per-image work sets the rate; "
+                         "a small batch keeps the warm-up wave and the whole waves timed short")
     ap.add_argument("--seconds", type=float, default=20.0, help="time budget per measurement")
     ap.add_argument("--modes", default=",".join(ALL_MODES),
                     help="comma list of: " + ", ".join(ALL_MODES))
@@ -395,16 +412,16 @@ def main(argv=None):
     bad = [m for m in modes if m not in ALL_MODES]
     if bad:
         ap.error("unknown mode(s): %s (choose from %s)" % (", ".join(bad), ", ".join(ALL_MODES)))
-    if args.batch_size < 1:
-        ap.error("--batch_size must be >= 1")
+    if args.batch_size < 1 or args.cpu_batch_size < 1:
+        ap.error("--batch_size and --cpu_batch_size must be >= 1")
 
     paths = list_jpegs(args.folder, args.images)
     if not paths:
         print("error: no .jpg/.jpeg files under %s" % args.folder, file=sys.stderr)
         return 2
-    if "cpu_pipeline" in modes and len(paths) < args.batch_size:
+    if "cpu_pipeline" in modes and len(paths) < args.cpu_batch_size:
         print("note: %d files < batch size %d; cpu_pipeline reuses files across batches"
-              % (len(paths), args.batch_size), flush=True)
+              % (len(paths), args.cpu_batch_size), flush=True)
 
     info = env_info()
     print("env: " + ", ".join("%s=%s" % kv for kv in sorted(info.items())), flush=True)
