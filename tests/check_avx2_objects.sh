@@ -9,8 +9,13 @@ checked=0
 for object in "$@"; do
   case "$object" in *_avx2*) ;; *) continue ;; esac
   checked=$((checked + 1))
+  if ! symbols=$(nm -C --defined-only "$object"); then
+    echo "check_avx2_objects: nm cannot read $object"
+    status=1
+    continue
+  fi
   # (DW.ref.__gxx_personality_v0 is the exception-handling personality pointer: data, no code.)
-  weak=$(nm -C --defined-only "$object" | awk '$2 ~ /^[WVu]$/ && $3 !~ /^DW\.ref\./')
+  weak=$(printf '%s\n' "$symbols" | awk '$2 ~ /^[WVu]$/ && $3 !~ /^DW\.ref\./')
   if [ -n "$weak" ]; then
     echo "$object defines weak symbols, which the linker may keep for non-AVX2 code:"
     echo "$weak"
@@ -21,5 +26,5 @@ if [ "$checked" = 0 ]; then
   echo "check_avx2_objects: no *_avx2 object among the arguments"
   exit 1
 fi
-echo "check_avx2_objects: $checked AVX2 objects, no weak symbols"
+[ $status = 0 ] && echo "check_avx2_objects: $checked AVX2 objects, no weak symbols"
 exit $status

@@ -193,7 +193,9 @@ if enabled data; then
       Huffman*) label="^ +$what" ;;
       *) label="^decode \+ [^ ]+, $what" ;;
     esac
-    value=$(grep -E "$label" "$OUT/data.log" | tail -1 | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]$/) {print $i; exit}}')
+    # The img/s column (characters 38-49: "%-36s %12.1f"); a failed row has "failed" there, and
+    # its note may hold numbers of its own.
+    value=$(grep -E "$label" "$OUT/data.log" | tail -1 | cut -c38-49 | xargs)
     row "bench-data $what img/s (16 threads)" "${value:-failed rc $status (see data.log)}"
   done
   if enabled peer && [ -f tools/peers/torch_data_bench.py ]; then
@@ -226,7 +228,8 @@ if enabled data; then
   jpeg_ips=$(python3 -c '
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-steps = [b["time_s"] - a["time_s"] for a, b in zip(rows, rows[1:]) if a["epoch"] == b["epoch"]]
+steps = [b["time_s"] - a["time_s"] for a, b in zip(rows, rows[1:])
+         if a["epoch"] == b["epoch"] and b["step"] == a["step"] + 1 and b["time_s"] > a["time_s"]]
 print("%.1f" % (256 / statistics.median(steps)))' /tmp/gpu-check-jpeg-train/steps.jsonl 2>/dev/null)
   row "bamtrain on JPEGs, median step within an epoch" "${jpeg_ips:-?} img/s"
   if [ -n "$jpeg_ips" ] && [ -n "${bf16_step_ips:-}" ]; then

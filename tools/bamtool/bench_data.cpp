@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 #include "data/dataset.h"
@@ -75,16 +76,26 @@ std::vector<std::vector<uint8_t>> read_all(const data::Dataset& d) {
 template <typename Fn>
 double parallel_rate(int64_t threads, double seconds, Fn fn) {
   std::atomic<int64_t> next{0}, done{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;  // the first thread's failure, rethrown after the join
+  std::mutex error_mutex;
   const auto start = Clock::now();
   std::vector<std::thread> pool;
   for (int64_t t = 0; t < threads; ++t)
     pool.emplace_back([&] {
-      while (since(start) < seconds) {
-        fn(next.fetch_add(1));
-        done.fetch_add(1);
+      try {
+        while (!failed.load() && since(start) < seconds) {
+          fn(next.fetch_add(1));
+          done.fetch_add(1);
+        }
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        failed = true;
       }
     });
   for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
   return done.load() / since(start);
 }
 
