@@ -5,7 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "kernels/cpu/parallel.h"
 
@@ -33,6 +38,25 @@ double sum_row(const T* x, int64_t n) {
   return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
+// acc[c] += row[c] for c in [0, width): each column's sum takes the rows in order, so doing two
+// columns per SSE2 instruction (every x86-64 CPU has it) changes no result.
+template <typename T>
+inline void accumulate_row(double* acc, const T* row, int64_t width) {
+  int64_t c = 0;
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (; c + 4 <= width; c += 4) {
+      const __m128 v = _mm_loadu_ps(row + c);
+      _mm_storeu_pd(acc + c, _mm_add_pd(_mm_loadu_pd(acc + c), _mm_cvtps_pd(v)));
+      _mm_storeu_pd(acc + c + 2, _mm_add_pd(_mm_loadu_pd(acc + c + 2), _mm_cvtps_pd(_mm_movehl_ps(v, v))));
+    }
+  } else if constexpr (std::is_same_v<T, double>) {
+    for (; c + 2 <= width; c += 2) _mm_storeu_pd(acc + c, _mm_add_pd(_mm_loadu_pd(acc + c), _mm_loadu_pd(row + c)));
+  }
+#endif
+  for (; c < width; ++c) acc[c] += row[c];
+}
+
 }  // namespace
 
 template <typename T>
@@ -57,10 +81,7 @@ void reduce(ReduceOp op, const T* x, T* out, int64_t outer, int64_t reduce_size,
         int64_t width = std::min(block, inner - c0);
         std::fill(acc.begin(), acc.begin() + width, 0.0);
         const T* base = x + o * reduce_size * inner + c0;
-        for (int64_t r = 0; r < reduce_size; ++r) {
-          const T* row = base + r * inner;
-          for (int64_t c = 0; c < width; ++c) acc[c] += row[c];
-        }
+        for (int64_t r = 0; r < reduce_size; ++r) accumulate_row(acc.data(), base + r * inner, width);
         for (int64_t c = 0; c < width; ++c) out[o * inner + c0 + c] = static_cast<T>(acc[c]);
       }
     });
