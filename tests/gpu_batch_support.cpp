@@ -443,7 +443,8 @@ RepeatedCrops repeated_crops(const HostBatch& batch, size_t g, int distinct, int
   r.distinct.S = S;
   for (int i = 0; i < distinct; ++i) {
     cuda_kernels::CropTask t = by_rows[i];
-    r.expected.insert(r.expected.end(), all.begin() + t.out_index * per_crop, all.begin() + (t.out_index + 1) * per_crop);
+    const auto first = all.begin() + t.out_index * static_cast<int64_t>(per_crop);
+    r.expected.insert(r.expected.end(), first, first + static_cast<int64_t>(per_crop));
     t.out_index = i;
     r.distinct.crops.push_back(t);
     r.max_rows = std::max(r.max_rows, t.row_hi - t.row_lo);

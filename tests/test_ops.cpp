@@ -182,7 +182,8 @@ TEST_CASE("f32 GELU: the AVX2 loop agrees with the portable loop, forward and ba
       // gives 0 where libm's subnormals make gradients up to about 2e-37).
       const double phi_floor = xi < -5.5 ? 0.0 : kPhiFloor;
       compare(y_port[i], y_avx[i], kPhiFloor * std::fabs(xi) + 1e-6 * std::fabs(double(y_port[i])) + 1e-38);
-      compare(dx_port[i], dx_avx[i], g * (phi_floor + 2e-6 * density_term) + 1e-6 * std::fabs(double(dx_port[i])) + 1e-36);
+      compare(dx_port[i], dx_avx[i],
+              g * (phi_floor + 2e-6 * density_term) + 1e-6 * std::fabs(double(dx_port[i])) + 1e-36);
     }
     MESSAGE("length " << len << ": worst difference " << worst << " of the allowed");
     CHECK(unlike == 0);

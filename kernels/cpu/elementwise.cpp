@@ -112,8 +112,9 @@ void unary_forward(UnaryOp op, const T* x, T* y, int64_t n, UnaryArgs args) {
     case UnaryOp::relu: return map1(x, y, n, [](T v) { return v > T(0) ? v : T(0); });
     case UnaryOp::gelu_erf:
       if constexpr (std::is_same_v<T, float>) {
-        return parallel_for(n, kGrain,
-                            [&](int64_t begin, int64_t end) { gelu_erf_forward_f32(x + begin, y + begin, end - begin); });
+        return parallel_for(n, kGrain, [&](int64_t begin, int64_t end) {
+          gelu_erf_forward_f32(x + begin, y + begin, end - begin);
+        });
       } else {
         return map1(x, y, n, [](T v) {
           T cdf, pdf;
