@@ -38,18 +38,17 @@ Tensor embedding_std(const Tensor& z) {
   return mul(mean(sqrt(var(zn, {0}, false))), std::sqrt(static_cast<double>(z.size(1))));
 }
 
-// The step's numbers the host needs, read back together: on a GPU this is the step's one wait.
-// grad_sum_of_squares (fp16's overflow check, GradScaler::unscale_queued) is 0 when undefined.
+// The step's numbers the host needs, read back together (read_scalars): on a GPU this is the
+// step's one wait. grad_sum_of_squares (fp16's overflow check, GradScaler::unscale_queued) is 0
+// when undefined.
 struct StepMetrics {
   double loss, target_entropy, embedding_std, grad_sum_of_squares;
 };
 StepMetrics read_step_metrics(const Tensor& loss, const Tensor& entropy, const Tensor& spread,
                               const Tensor& grad_sum_of_squares) {
-  NoGradGuard no_grad;
-  std::vector<Tensor> parts;
-  for (const Tensor* t : {&loss, &entropy, &spread, &grad_sum_of_squares})
-    if (t->defined()) parts.push_back(t->detach().reshape({1}).to(DType::f64));
-  std::vector<double> v = cat(parts, 0).to(Device::cpu()).to_vector<double>();
+  std::vector<Tensor> values = {loss, entropy, spread};
+  if (grad_sum_of_squares.defined()) values.push_back(grad_sum_of_squares);
+  const std::vector<double> v = read_scalars(values);
   return {v[0], v[1], v[2], v.size() > 3 ? v[3] : 0.0};
 }
 

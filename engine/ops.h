@@ -122,6 +122,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
 
 // ---- joining, splitting, indexing -----------------------------------------------------------------
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0);
+// The values of one-element tensors (any floating dtype, one device) read back together: on a GPU
+// one copy and so one wait for the device, where an item() each would wait once per value.
+std::vector<double> read_scalars(const std::vector<Tensor>& values);
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0);
 std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim = 0);  // views
 std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim = 0);      // views

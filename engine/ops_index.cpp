@@ -49,6 +49,18 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   });
 }
 
+std::vector<double> read_scalars(const std::vector<Tensor>& values) {
+  if (values.empty()) return {};
+  NoGradGuard no_grad;
+  std::vector<Tensor> parts;
+  for (const Tensor& v : values) {
+    BAM_CHECK(v.defined() && v.numel() == 1, "read_scalars: expected one-element tensors, got {}",
+              v.defined() ? v.describe() : std::string("an undefined tensor"));
+    parts.push_back(v.detach().reshape({1}).to(DType::f64));
+  }
+  return cat(parts, 0).to(Device::cpu()).to_vector<double>();
+}
+
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
   BAM_CHECK(!tensors.empty(), "stack: needs at least one tensor");
   int64_t d = dim < 0 ? dim + tensors[0].dim() + 1 : dim;

@@ -172,6 +172,20 @@ TEST_CASE("errors name the op and shapes") {
   CHECK_THROWS_AS(topk(a, 4, 1), Error);
 }
 
+TEST_CASE("read_scalars: one-element tensors of any floating dtype, read together") {
+  Tensor a = from_vector(std::vector<float>{1.5f}, {});
+  Tensor b = from_vector(std::vector<double>{-2.25}, {1, 1});
+  Tensor c = mul(from_vector(std::vector<float>{3.0f}, {1}).requires_grad_(true), 2.0);  // in a graph
+  const std::vector<double> v = read_scalars({a, b, c});
+  REQUIRE(v.size() == 3);
+  CHECK(v[0] == 1.5);
+  CHECK(v[1] == -2.25);
+  CHECK(v[2] == 6.0);
+  CHECK(read_scalars({}).empty());
+  CHECK_THROWS_WITH(read_scalars({a, zeros({2})}), doctest::Contains("one-element tensors"));
+  CHECK_THROWS_WITH(read_scalars({Tensor()}), doctest::Contains("undefined"));
+}
+
 TEST_CASE("device names: cpu, cuda, cuda:N with up to 4 digits") {
   Device d;
   CHECK((parse_device("cpu", &d) && d == Device::cpu()));

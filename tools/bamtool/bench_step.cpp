@@ -110,10 +110,10 @@ int run_bench(const BenchOptions& o) {
     scaler.scale_loss(r.loss).backward();
     // As bamtrain's step: unscale and clip, then one read of the loss and fp16's overflow check
     // (the step's one wait on CUDA), then the update unless a gradient overflowed.
-    std::vector<Tensor> parts = {r.loss.detach().reshape({1}).to(DType::f64)};
-    if (scaler.enabled()) parts.push_back(scaler.unscale_queued(model.parameters()));
+    std::vector<Tensor> values = {r.loss};
+    if (scaler.enabled()) values.push_back(scaler.unscale_queued(model.parameters()));
     clip_grad_norm(model.parameters(), 3.0);
-    const std::vector<double> read = cat(parts, 0).to(Device::cpu()).to_vector<double>();
+    const std::vector<double> read = read_scalars(values);
     const bool finite = read.size() < 2 || std::isfinite(read[1]);
     if (finite) optimizer.step();
     scaler.update(finite);
