@@ -129,9 +129,7 @@ void GpuCropLoader::allocate_resources() {
   for (OutputSlot& out : output_slots_) {
     for (size_t g = 0; g < group_views_.size(); ++g) {
       const size_t bytes = out_elem * group_views_[g] * batch_ * 3 * group_sizes_[g] * group_sizes_[g];
-      void* p = nullptr;
-      BAM_CUDA_CHECK(cudaMalloc(&p, bytes));
-      out.groups.push_back(p);
+      out.groups.push_back(cuda::device_allocate_uncached(bytes, "the GPU loader's output crops"));
       output_bytes_ += bytes;
     }
     cudaEvent_t ready, released;
@@ -207,20 +205,12 @@ void GpuCropLoader::ensure_device(void** ptr, int64_t* capacity, int64_t bytes, 
     std::lock_guard<std::mutex> lock(mutex_);
     *capacity = 0;
   }
-  cudaError_t status = cudaMalloc(ptr, static_cast<size_t>(size));
-  if (status == cudaErrorMemoryAllocation) {
-    // The engine's caching allocator may be holding the free memory in unused blocks: hand them
-    // back to the driver and try once more.
-    (void)cudaGetLastError();
-    cuda::empty_cache();
-    status = cudaMalloc(ptr, static_cast<size_t>(size));
-  }
-  if (status != cudaSuccess) {
-    (void)cudaGetLastError();
-    *ptr = nullptr;
-    fail("GPU loader: cannot allocate {:.1f} MiB of device memory for the {} buffer: {} (a smaller "
-         "--batch_size_per_gpu, or --data_backend cpu, needs less)",
-         size / 1048576.0, what, cudaGetErrorString(status));
+  // Outside the engine's cache (this stream is not the engine's), which gives back its unused
+  // blocks when the device is full.
+  try {
+    *ptr = cuda::device_allocate_uncached(static_cast<size_t>(size), what);
+  } catch (const Error& e) {
+    fail("GPU loader: {} (a smaller --batch_size_per_gpu, or --data_backend cpu, needs less)", e.what());
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);

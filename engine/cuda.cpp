@@ -101,6 +101,49 @@ void use_selected_device_on_this_thread() {
   g_device_used = true;  // the caller is about to create resources there
 }
 
+namespace {
+
+// Hands a device's cached, unused blocks back to the driver (g_mutex held).
+void release_cache_locked(DeviceCache& cache) {
+  for (auto& [size, block] : cache.free_blocks) {
+    cudaFree(block);
+    cache.block_sizes.erase(block);
+    cache.stats.bytes_reserved -= size;
+  }
+  cache.free_blocks.clear();
+}
+
+// cudaMalloc on the current device. When the device is full, the cache's unused blocks go back to
+// the driver and it is tried once more; then a failure names `what` (g_mutex held).
+void* malloc_or_fail_locked(size_t size, int device_index, const char* what) {
+  void* ptr = nullptr;
+  cudaError_t status = cudaMalloc(&ptr, size);
+  if (status == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    release_cache_locked(cache_for(device_index));
+    status = cudaMalloc(&ptr, size);
+  }
+  if (status != cudaSuccess) {
+    // Clear a non-sticky error, so that it is not reported again by the next unrelated launch
+    // check; a sticky one (an earlier kernel's illegal address, say) stays and says so itself.
+    (void)cudaGetLastError();
+    fail("{} allocating {:.1f} MiB for {} on cuda:{} ({:.1f} MiB in use by tensors): {}",
+         status == cudaErrorMemoryAllocation ? "CUDA out of memory" : "cudaMalloc failed", size / 1048576.0, what,
+         device_index, cache_for(device_index).stats.bytes_in_use / 1048576.0, cudaGetErrorString(status));
+  }
+  return ptr;
+}
+
+}  // namespace
+
+void* device_allocate_uncached(size_t nbytes, const char* what) {
+  if (!is_available()) fail("cannot allocate CUDA memory for {}: {}", what, unavailable_reason());
+  std::lock_guard<std::mutex> lock(g_mutex);
+  BAM_CUDA_CHECK(cudaSetDevice(g_device));
+  g_device_used = true;
+  return malloc_or_fail_locked(nbytes == 0 ? 1 : nbytes, g_device, what);
+}
+
 void* device_allocate(size_t nbytes, int device_index) {
   if (!is_available()) fail("cannot allocate CUDA memory: {}", unavailable_reason());
   size_t size = rounded_size(nbytes);
@@ -120,26 +163,7 @@ void* device_allocate(size_t nbytes, int device_index) {
     cache.free_blocks.erase(it);
   } else {
     BAM_CUDA_CHECK(cudaSetDevice(device_index));
-    cudaError_t status = cudaMalloc(&ptr, size);
-    if (status == cudaErrorMemoryAllocation) {
-      // Give the cache back to the driver and try once more before reporting.
-      cudaGetLastError();
-      for (auto& [block_size, block] : cache.free_blocks) {
-        cudaFree(block);
-        cache.block_sizes.erase(block);
-        cache.stats.bytes_reserved -= block_size;
-      }
-      cache.free_blocks.clear();
-      status = cudaMalloc(&ptr, size);
-    }
-    if (status != cudaSuccess) {
-      // Clear a non-sticky error, so that it is not reported again by the next unrelated launch
-      // check; a sticky one (an earlier kernel's illegal address, say) stays and says so itself.
-      (void)cudaGetLastError();
-      fail("{} allocating {:.1f} MiB on cuda:{} ({:.1f} MiB in use): {}",
-           status == cudaErrorMemoryAllocation ? "CUDA out of memory" : "cudaMalloc failed", size / 1048576.0,
-           device_index, cache.stats.bytes_in_use / 1048576.0, cudaGetErrorString(status));
-    }
+    ptr = malloc_or_fail_locked(size, device_index, "tensor storage");
     cache.block_sizes[ptr] = size;
     cache.stats.bytes_reserved += size;
   }
@@ -167,14 +191,7 @@ void device_free(void* ptr, size_t /*nbytes*/, int device_index) {
 
 void empty_cache() {
   std::lock_guard<std::mutex> lock(g_mutex);
-  for (auto& cache : g_caches) {
-    for (auto& [size, block] : cache.free_blocks) {
-      cudaFree(block);
-      cache.block_sizes.erase(block);
-      cache.stats.bytes_reserved -= size;
-    }
-    cache.free_blocks.clear();
-  }
+  for (auto& cache : g_caches) release_cache_locked(cache);
 }
 
 MemoryStats memory_stats(int device_index) {

@@ -38,6 +38,10 @@ void* device_allocate(size_t nbytes, int device_index);
 void device_free(void* ptr, size_t nbytes, int device_index);
 // Returns cached, unused blocks to the driver.
 void empty_cache();
+// Device memory outside the cache, on the process's device, for code that keeps its own buffers
+// and uses them on its own stream (the GPU loader): free it with cudaFree. A full device first
+// gets the cache's unused blocks back; a failure names `what`.
+void* device_allocate_uncached(size_t nbytes, const char* what);
 
 struct MemoryStats {
   size_t bytes_in_use = 0;  // held by live tensors

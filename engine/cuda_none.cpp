@@ -20,6 +20,7 @@ int selected_device() { return 0; }
 void use_selected_device_on_this_thread() {}
 void* device_allocate(size_t, int) { fail("cannot allocate CUDA memory: {}", kReason); }
 void device_free(void*, size_t, int) {}
+void* device_allocate_uncached(size_t, const char* what) { fail("cannot allocate CUDA memory for {}: {}", what, kReason); }
 void empty_cache() {}
 MemoryStats memory_stats(int) { return {}; }
 void reset_peak_memory(int) {}

@@ -204,6 +204,8 @@ TEST_CASE("CUDA availability is reported, never assumed") {
     CHECK_FALSE(cuda::unavailable_reason().empty());
     CHECK_THROWS_AS(zeros({2}, {DType::f32, Device::cuda()}), Error);
     CHECK_THROWS_WITH_AS(cuda::select_device(1), doctest::Contains("cuda:1: "), Error);
+    CHECK_THROWS_WITH_AS(cuda::device_allocate_uncached(64, "the test's buffer"),
+                         doctest::Contains("for the test's buffer"), Error);
   } else {
     Tensor x = arange(0, 6, 1, {DType::f32}).reshape({2, 3});
     CHECK(x.to(Device::cuda()).t().contiguous().to(Device::cpu()).to_vector<float>() ==
