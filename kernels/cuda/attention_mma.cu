@@ -93,6 +93,9 @@ struct SmemTile {
 // c += a b on the tensor cores, f32 accumulation.
 template <typename S>
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#ifdef BAM_CUDA_EMULATOR  // kernels/cuda/emulator: the same instruction, emulated on the CPU
+  ::bam::emu::mma_m16n8k16<S>(c, a, b);
+#else
   if constexpr (std::is_same_v<S, __nv_bfloat16>) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -106,6 +109,7 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], const
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
+#endif
 }
 
 // acc[NT][4] = rows r0.. of `a_tile` (16 x DM) times the first NT*8 rows of `b_tile`, transposed:
@@ -189,7 +193,7 @@ __global__ void __launch_bounds__(kThreads)
     attention_forward_mma_kernel(const S* qkv, S* out, float* lse, PackedQkv p, float scale) {
   using Smem = MmaSmem<S, DM>;
   constexpr int LD = Smem::LD, SR = Smem::SR, NT = SR / 8;
-  extern __shared__ __align__(128) unsigned char smem[];
+  BAM_DYNAMIC_SHARED_MEMORY(smem);
   S* q = reinterpret_cast<S*>(smem);
   S* k = reinterpret_cast<S*>(smem + Smem::own);
   S* v = reinterpret_cast<S*>(smem + Smem::own + Smem::stream);
@@ -277,7 +281,7 @@ __global__ void __launch_bounds__(kThreads)
                             float scale) {
   using Smem = MmaSmem<S, DM>;
   constexpr int LD = Smem::LD, SR = Smem::SR, NT = SR / 8;
-  extern __shared__ __align__(128) unsigned char smem[];
+  BAM_DYNAMIC_SHARED_MEMORY(smem);
   S* q = reinterpret_cast<S*>(smem);
   S* g = reinterpret_cast<S*>(smem + Smem::own);
   S* k = reinterpret_cast<S*>(smem + 2 * Smem::own);
@@ -337,7 +341,7 @@ __global__ void __launch_bounds__(kThreads)
                              float scale) {
   using Smem = MmaSmem<S, DM>;
   constexpr int LD = Smem::LD, SR = Smem::SR, NT = SR / 8;
-  extern __shared__ __align__(128) unsigned char smem[];
+  BAM_DYNAMIC_SHARED_MEMORY(smem);
   S* k = reinterpret_cast<S*>(smem);
   S* v = reinterpret_cast<S*>(smem + Smem::own);
   S* q = reinterpret_cast<S*>(smem + 2 * Smem::own);

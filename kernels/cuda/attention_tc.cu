@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kThreads)
     attention_forward_tc_kernel(const S* qkv, S* out, float* lse, PackedQkv p, float scale) {
   using Smem = ForwardSmem<S, DM>;
   constexpr int LD = half_ld<DM>(), OLD = out_ld<DM>();
-  extern __shared__ __align__(128) unsigned char smem[];
+  BAM_DYNAMIC_SHARED_MEMORY(smem);
   S* q = reinterpret_cast<S*>(smem);
   S* k = reinterpret_cast<S*>(smem + Smem::tile);
   S* v = reinterpret_cast<S*>(smem + 2 * Smem::tile);
@@ -201,7 +201,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(const S* qkv,
                                                                    const S* d_out, S* d_qkv, PackedQkv p, float scale) {
   using Smem = BackwardSmem<S, DM>;
   constexpr int LD = half_ld<DM>();
-  extern __shared__ __align__(128) unsigned char smem[];
+  BAM_DYNAMIC_SHARED_MEMORY(smem);
   S* q = reinterpret_cast<S*>(smem);
   S* g = reinterpret_cast<S*>(smem + Smem::tile);
   S* k = reinterpret_cast<S*>(smem + 2 * Smem::tile);
@@ -251,7 +251,7 @@ __global__ void __launch_bounds__(kThreads)
                             float scale) {
   using Smem = BackwardSmem<S, DM>;
   constexpr int LD = half_ld<DM>();
-  extern __shared__ __align__(128) unsigned char smem[];
+  BAM_DYNAMIC_SHARED_MEMORY(smem);
   S* k = reinterpret_cast<S*>(smem);
   S* v = reinterpret_cast<S*>(smem + Smem::tile);
   S* q = reinterpret_cast<S*>(smem + 2 * Smem::tile);

@@ -172,10 +172,10 @@ void copy_strided(const void* src, DType src_dtype, const int64_t* src_strides, 
   unsigned blocks = grid_for(n);
   if (src_dtype == dst_dtype) {
     switch (dtype_size(src_dtype)) {
-      case 1: copy_words<<<blocks, threads, 0, stream>>>(static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), n, layout); break;
-      case 2: copy_words<<<blocks, threads, 0, stream>>>(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n, layout); break;
-      case 4: copy_words<<<blocks, threads, 0, stream>>>(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, layout); break;
-      default: copy_words<<<blocks, threads, 0, stream>>>(static_cast<const uint64_t*>(src), static_cast<uint64_t*>(dst), n, layout); break;
+      case 1: copy_words<uint8_t><<<blocks, threads, 0, stream>>>(static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), n, layout); break;
+      case 2: copy_words<uint16_t><<<blocks, threads, 0, stream>>>(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), n, layout); break;
+      case 4: copy_words<uint32_t><<<blocks, threads, 0, stream>>>(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, layout); break;
+      default: copy_words<uint64_t><<<blocks, threads, 0, stream>>>(static_cast<const uint64_t*>(src), static_cast<uint64_t*>(dst), n, layout); break;
     }
   } else {
     convert_elements<<<blocks, threads, 0, stream>>>(src, src_dtype, dst, dst_dtype, n, layout);
@@ -192,10 +192,10 @@ void fill(void* dst, DType dtype, int64_t n, double value, void* stream_handle) 
   const int threads = kBlock;
   unsigned blocks = grid_for(n);
   switch (dtype_size(dtype)) {
-    case 1: fill_words<<<blocks, threads, 0, stream>>>(static_cast<uint8_t*>(dst), n, static_cast<uint8_t>(bits)); break;
-    case 2: fill_words<<<blocks, threads, 0, stream>>>(static_cast<uint16_t*>(dst), n, static_cast<uint16_t>(bits)); break;
-    case 4: fill_words<<<blocks, threads, 0, stream>>>(static_cast<uint32_t*>(dst), n, static_cast<uint32_t>(bits)); break;
-    default: fill_words<<<blocks, threads, 0, stream>>>(static_cast<uint64_t*>(dst), n, bits); break;
+    case 1: fill_words<uint8_t><<<blocks, threads, 0, stream>>>(static_cast<uint8_t*>(dst), n, static_cast<uint8_t>(bits)); break;
+    case 2: fill_words<uint16_t><<<blocks, threads, 0, stream>>>(static_cast<uint16_t*>(dst), n, static_cast<uint16_t>(bits)); break;
+    case 4: fill_words<uint32_t><<<blocks, threads, 0, stream>>>(static_cast<uint32_t*>(dst), n, static_cast<uint32_t>(bits)); break;
+    default: fill_words<uint64_t><<<blocks, threads, 0, stream>>>(static_cast<uint64_t*>(dst), n, bits); break;
   }
   BAM_CUDA_CHECK_LAUNCH();
 }

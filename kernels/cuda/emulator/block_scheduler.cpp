@@ -1,0 +1,403 @@
+// The CUDA emulator's scheduler: each thread of a block is a fiber, run until it finishes or
+// waits at a barrier; when none can run, the barriers whose threads have all arrived are released.
+// Anything else at that point is a deadlock on a GPU too, and is reported.
+#include <sys/mman.h>
+
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/emulator/cuda_emulator.h"
+#include "kernels/cuda/emulator/emulator_state.h"
+
+// Fiber switching: saves the callee-saved registers on the current stack, stores its pointer in
+// *save, and continues on the stack `load` from the point where it was saved (or, for a new
+// fiber, at its entry function). ucontext's swapcontext would do the same plus two system calls
+// (the signal mask) per switch, which dominated the emulator's run time.
+#if !defined(__x86_64__)
+#error "the CUDA emulator's fiber switch is written for x86-64"
+#endif
+extern "C" void bam_emu_switch(void** save, void* load);
+asm(R"(
+  .text
+  .globl bam_emu_switch
+  .type bam_emu_switch, @function
+bam_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size bam_emu_switch, .-bam_emu_switch
+  .section .note.GNU-stack, "", @progbits
+  .text
+)");
+
+namespace bam::emu {
+
+
+namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr size_t kDefaultSharedLimit = 48 * 1024;
+constexpr size_t kOptInSharedLimit = 227 * 1024;  // sm_90's per-block maximum
+
+enum class State { ready, at_block_barrier, at_warp_operation, done };
+
+struct Fiber {
+  void* sp = nullptr;  // its saved stack pointer while it is suspended
+  State state = State::ready;
+  uint3 thread;
+  unsigned mask = 0;
+  const char* what = nullptr;
+  void* lane_data = nullptr;
+  Combine combine = nullptr;
+  const void* combine_context = nullptr;
+};
+
+struct BlockRun {
+  std::vector<Fiber> fibers;
+  std::vector<int> warp_waiting;  // per warp: lanes at a warp operation
+  void* scheduler_sp = nullptr;
+  size_t current = 0;
+  const std::function<void()>* body = nullptr;
+  std::vector<unsigned char> shared_storage;
+  unsigned char* shared = nullptr;  // 128-byte aligned, inside shared_storage
+  size_t shared_bytes = 0;
+  std::string fault;  // set by the kernel's thread (an exception) or by the scheduler
+};
+
+thread_local BlockRun* t_block = nullptr;
+
+// Fiber stacks are mapped once per host thread and reused by every block.
+std::vector<unsigned char*>& stack_pool() {
+  thread_local std::vector<unsigned char*> pool;
+  return pool;
+}
+unsigned char* stack_for(size_t i) {
+  auto& pool = stack_pool();
+  while (pool.size() <= i) {
+    void* p = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("CUDA emulator: cannot map a fiber stack");
+    pool.push_back(static_cast<unsigned char*>(p));
+  }
+  return pool[i];
+}
+
+std::string str(uint3 v) { return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")"; }
+std::string str(dim3 v) { return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")"; }
+
+void fiber_main() {
+  BlockRun& run = *t_block;
+  Fiber& self = run.fibers[run.current];
+  try {
+    (*run.body)();
+  } catch (const std::exception& e) {
+    if (run.fault.empty()) run.fault = "thread " + str(self.thread) + " threw: " + e.what();
+  } catch (...) {
+    if (run.fault.empty()) run.fault = "thread " + str(self.thread) + " threw";
+  }
+  self.state = State::done;
+  bam_emu_switch(&self.sp, run.scheduler_sp);  // never resumed
+  __builtin_unreachable();
+}
+
+// A new fiber's stack: bam_emu_switch pops six zero registers and returns into fiber_main, which
+// then sees the stack as a called function does (rsp + 8 a multiple of 16).
+void* initial_stack(unsigned char* stack) {
+  auto* sp = reinterpret_cast<uintptr_t*>(stack + kStackBytes);
+  *--sp = 0;  // fiber_main's return address: it never returns
+  *--sp = reinterpret_cast<uintptr_t>(&fiber_main);
+  for (int i = 0; i < 6; ++i) *--sp = 0;
+  return sp;
+}
+
+// Suspends the running fiber in `state` and returns to the scheduler.
+void suspend(State state) {
+  BlockRun* run = t_block;
+  if (!run) throw std::logic_error("CUDA emulator: a device function was called outside a kernel");
+  Fiber& self = run->fibers[run->current];
+  self.state = state;
+  bam_emu_switch(&self.sp, run->scheduler_sp);
+  // Resumed: the scheduler has set g_coordinates for this thread.
+}
+
+// The warp starting at thread `base`: if every lane its waiting lanes' mask names has arrived at
+// the same operation, runs the operation, makes them ready and returns true. A lane named by the
+// mask that has exited, waits at __syncthreads() or at another operation is a fault: `problem`
+// says which (the caller decides whether waiting longer could help).
+bool release_warp(BlockRun& run, size_t base, std::string* problem) {
+  const size_t n = run.fibers.size();
+  // The first waiting lane's mask names the lanes that must take part.
+  size_t first = n;
+  for (size_t i = base; i < std::min(n, base + 32); ++i)
+    if (run.fibers[i].state == State::at_warp_operation) {
+      first = i;
+      break;
+    }
+  if (first == n) return false;
+  const Fiber& f = run.fibers[first];
+  for (unsigned lane = 0; lane < 32; ++lane) {
+    if (!(f.mask >> lane & 1u)) continue;
+    const size_t i = base + lane;
+    auto who = [&] {
+      return "thread " + str(f.thread) + " waits at " + f.what + " with mask " + std::to_string(f.mask) +
+             ", which names lane " + std::to_string(lane);
+    };
+    if (i >= n) {
+      *problem = who() + ", beyond the block";
+      return false;
+    }
+    const Fiber& g = run.fibers[i];
+    if (g.state == State::done) {
+      *problem = who() + ", a thread that has exited";
+      return false;
+    }
+    if (g.state == State::at_block_barrier) {
+      *problem = who() + ", a thread waiting at __syncthreads()";
+      return false;
+    }
+    if (g.state != State::at_warp_operation) return false;  // still running: it may arrive
+    if (g.mask != f.mask || g.what != f.what) {
+      *problem = who() + ", which waits at " + g.what + " with mask " + std::to_string(g.mask);
+      return false;
+    }
+  }
+  void* lanes[32] = {};
+  for (unsigned lane = 0; lane < 32; ++lane)
+    if (f.mask >> lane & 1u) lanes[lane] = run.fibers[base + lane].lane_data;
+  f.combine(lanes, f.mask, f.combine_context);
+  for (unsigned lane = 0; lane < 32; ++lane)
+    if (f.mask >> lane & 1u) run.fibers[base + lane].state = State::ready;
+  run.warp_waiting[base / 32] -= __builtin_popcount(f.mask);
+  return true;
+}
+
+// Releases the warp operations whose threads have all arrived; false if none could be.
+bool release_warp_operations(BlockRun& run, std::string* problem) {
+  bool released = false;
+  for (size_t base = 0; base < run.fibers.size(); base += 32) {
+    std::string warp_problem;
+    if (release_warp(run, base, &warp_problem)) released = true;
+    else if (!warp_problem.empty() && problem->empty()) *problem = warp_problem;
+  }
+  return released;
+}
+
+void run_block(BlockRun& run, const LaunchConfig& config, uint3 block) {
+  const dim3 bd = config.block;
+  const size_t threads = size_t(bd.x) * bd.y * bd.z;
+  if (run.fibers.size() != threads) run.fibers.resize(threads);
+  run.warp_waiting.assign((threads + 31) / 32, 0);
+  run.fault.clear();
+  // Dynamic shared memory starts as NaN bytes, as uninitialised memory that a test can notice.
+  std::memset(run.shared, 0xff, run.shared_bytes);
+  for (size_t i = 0; i < threads; ++i) {
+    Fiber& f = run.fibers[i];
+    f.state = State::ready;
+    f.thread = uint3{unsigned(i % bd.x), unsigned(i / bd.x % bd.y), unsigned(i / (size_t(bd.x) * bd.y))};
+    f.sp = initial_stack(stack_for(i));
+  }
+  for (;;) {
+    bool any_ran = false;
+    for (size_t i = 0; i < threads; ++i) {
+      Fiber& f = run.fibers[i];
+      if (f.state != State::ready) continue;
+      run.current = i;
+      g_coordinates = Coordinates{f.thread, block, uint3{config.block.x, config.block.y, config.block.z},
+                                  uint3{config.grid.x, config.grid.y, config.grid.z}};
+      bam_emu_switch(&run.scheduler_sp, f.sp);
+      any_ran = true;
+      if (!run.fault.empty()) return;
+    }
+    if (any_ran) continue;
+    size_t done = 0, at_barrier = 0;
+    for (const Fiber& f : run.fibers) {
+      done += f.state == State::done;
+      at_barrier += f.state == State::at_block_barrier;
+    }
+    if (done == threads) return;
+    std::string problem;
+    bool released = false;
+    try {
+      released = release_warp_operations(run, &problem);
+    } catch (const std::exception& e) {
+      problem = e.what();
+    }
+    if (released) continue;  // a problem elsewhere may yet resolve
+    if (!problem.empty()) {
+      run.fault = problem;
+      return;
+    }
+    if (at_barrier + done == threads) {
+      for (Fiber& f : run.fibers)
+        if (f.state == State::at_block_barrier) f.state = State::ready;
+      continue;
+    }
+    run.fault = "deadlock: " + std::to_string(at_barrier) + " threads wait at __syncthreads() while others wait at a "
+                "warp operation that cannot complete";
+    return;
+  }
+}
+
+std::mutex g_launch_mutex;  // one launch at a time: __shared__ variables are static
+
+}  // namespace
+
+void sync_block() { suspend(State::at_block_barrier); }
+
+void warp_collective(unsigned mask, const char* what, void* lane_data, Combine combine, const void* context) {
+  BlockRun* run = t_block;
+  if (!run) throw std::logic_error("CUDA emulator: a warp operation was called outside a kernel");
+  Fiber& self = run->fibers[run->current];
+  const unsigned lane = static_cast<unsigned>(run->current % 32);
+  if (!(mask >> lane & 1u)) {
+    run->fault = "thread " + str(self.thread) + " calls " + what + " with a mask that leaves out its own lane";
+    suspend(State::at_warp_operation);  // never resumed: the block stops at the fault
+  }
+  self.mask = mask;
+  self.what = what;
+  self.lane_data = lane_data;
+  self.combine = combine;
+  self.combine_context = context;
+  self.state = State::at_warp_operation;
+  // The last lane to arrive runs the operation and carries on without a switch.
+  const size_t base = run->current / 32 * 32;
+  std::string problem;
+  if (++run->warp_waiting[base / 32] == __builtin_popcount(mask)) release_warp(*run, base, &problem);
+  if (self.state == State::at_warp_operation) bam_emu_switch(&self.sp, run->scheduler_sp);
+}
+
+unsigned char* dynamic_shared_memory() { return t_block ? t_block->shared : nullptr; }
+
+void run_grid(const void* kernel, const LaunchConfig& config, const std::function<void()>& body) {
+  const dim3 g = config.grid, b = config.block;
+  const std::string where = std::string(config.file) + ":" + std::to_string(config.line);
+  const size_t threads = size_t(b.x) * b.y * b.z;
+  cudaError_t bad = cudaSuccess;
+  std::string why;
+  if (threads == 0 || threads > 1024 || b.z > 64 || g.x == 0 || g.y == 0 || g.z == 0 || g.y > 65535 ||
+      g.z > 65535 || g.x > 2147483647u) {
+    bad = cudaErrorInvalidConfiguration;
+    why = "grid " + str(g) + ", block " + str(b);
+  } else if (config.shared_bytes > std::max(kDefaultSharedLimit, std::min(kOptInSharedLimit, shared_limit(kernel)))) {
+    bad = cudaErrorInvalidValue;
+    why = std::to_string(config.shared_bytes) + " bytes of dynamic shared memory (above 48 KiB needs "
+          "cudaFuncAttributeMaxDynamicSharedMemorySize, at most 227 KiB)";
+  }
+  if (bad != cudaSuccess) {
+    std::fprintf(stderr, "CUDA emulator: launch at %s refused: %s\n", where.c_str(), why.c_str());
+    set_launch_error(bad);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  BlockRun run;
+  run.body = &body;
+  run.shared_storage.resize(config.shared_bytes + 128);
+  run.shared = run.shared_storage.data() + (128 - reinterpret_cast<uintptr_t>(run.shared_storage.data()) % 128);
+  run.shared_bytes = config.shared_bytes;
+  BlockRun* outer = t_block;
+  t_block = &run;
+  for (unsigned z = 0; z < g.z; ++z)
+    for (unsigned y = 0; y < g.y; ++y)
+      for (unsigned x = 0; x < g.x; ++x) {
+        run_block(run, config, uint3{x, y, z});
+        if (!run.fault.empty()) {
+          t_block = outer;
+          throw std::runtime_error("CUDA emulator: kernel launched at " + where + ", grid " + str(g) + ", block " +
+                                   str(b) + ": in block (" + std::to_string(x) + "," + std::to_string(y) + "," +
+                                   std::to_string(z) + "), " + run.fault);
+        }
+      }
+  t_block = outer;
+  check_device_guards("the kernel launched at " + where);
+}
+
+// ---- the warp operations' arithmetic ----------------------------------------------------------
+
+void combine_shuffle(void* const* lanes, unsigned mask, const void*) {
+  for (int lane = 0; lane < 32; ++lane) {
+    auto* me = static_cast<ShuffleLane*>(lanes[lane]);
+    if (!me) continue;
+    const int width = me->width, base = lane / width * width;
+    int source = lane;
+    switch (me->kind) {
+      case ShuffleKind::index: source = base + me->argument % width; break;
+      case ShuffleKind::up: source = lane - me->argument >= base ? lane - me->argument : lane; break;
+      case ShuffleKind::down: source = lane + me->argument < base + width ? lane + me->argument : lane; break;
+      case ShuffleKind::xor_: source = lane ^ me->argument; break;
+    }
+    if (source < 0 || source >= 32 || !(mask >> source & 1u) || source / width * width != base)
+      throw std::runtime_error("CUDA emulator: lane " + std::to_string(lane) + " shuffles from lane " +
+                               std::to_string(source) + ", which is outside the mask or its segment");
+    me->result = static_cast<ShuffleLane*>(lanes[source])->value;
+  }
+}
+
+namespace {
+
+template <typename S>
+float element(uint32_t pair, int half) {
+  const uint16_t bits = static_cast<uint16_t>(half ? pair >> 16 : pair & 0xffffu);
+  if constexpr (std::is_same_v<S, __nv_bfloat16>) {
+    __nv_bfloat16_raw raw;
+    raw.x = bits;
+    return __bfloat162float(__nv_bfloat16(raw));
+  } else {
+    __half_raw raw;
+    raw.x = bits;
+    return __half2float(__half(raw));
+  }
+}
+
+// The fragment layout of PTX's "Matrix Fragments for mma.m16n8k16" (kernels/cuda/mma_layout.h
+// states it too; the emulator keeps its own copy so that a mistake there is not repeated here).
+template <typename S>
+void combine_mma(void* const* lanes) {
+  float A[16][16], B[16][8], C[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    const auto* me = static_cast<const MmaLane*>(lanes[lane]);
+    const int g = lane / 4, t = lane % 4;
+    for (int r = 0; r < 4; ++r) {
+      const int row = g + 8 * (r % 2), col = 2 * t + 8 * (r / 2);
+      A[row][col] = element<S>(me->a[r], 0);
+      A[row][col + 1] = element<S>(me->a[r], 1);
+    }
+    for (int r = 0; r < 2; ++r) {
+      const int row = 2 * t + 8 * r, col = g;
+      B[row][col] = element<S>(me->b[r], 0);
+      B[row + 1][col] = element<S>(me->b[r], 1);
+    }
+    for (int e = 0; e < 4; ++e) C[g + 8 * (e / 2)][2 * t + e % 2] = me->c[e];
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    auto* me = static_cast<const MmaLane*>(lanes[lane]);
+    const int g = lane / 4, t = lane % 4;
+    for (int e = 0; e < 4; ++e) {
+      const int row = g + 8 * (e / 2), col = 2 * t + e % 2;
+      float sum = C[row][col];
+      for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
+      me->c[e] = sum;
+    }
+  }
+}
+
+}  // namespace
+
+void combine_mma_bf16(void* const* lanes, unsigned, const void*) { combine_mma<__nv_bfloat16>(lanes); }
+void combine_mma_f16(void* const* lanes, unsigned, const void*) { combine_mma<__half>(lanes); }
+
+}  // namespace bam::emu

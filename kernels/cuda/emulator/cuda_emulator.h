@@ -1,0 +1,257 @@
+// The CUDA emulator: runs this project's CUDA kernels, from their own source, on the CPU, so that
+// CI (which has no GPU) executes every kernel against its CPU twin. The build rewrites each
+// `kernel<<<...>>>(args)` into `kernel ^ ::bam::emu::launch(...)(args)` (translate_launches.cmake)
+// and compiles the .cu files with the host compiler, with this header included first.
+//
+// What it models: every thread of a block is a fiber with its own stack; __syncthreads() and the
+// warp-wide operations (shuffles, __syncwarp, mma.sync) suspend the fiber until the threads they
+// wait for have arrived, so code that is correct on a GPU runs here unchanged. Blocks run one
+// after another, launches run to completion when issued (streams and events order nothing), and
+// device memory is host memory (runtime.cpp).
+//
+// What it checks, beyond the kernel's results: launch limits (block size, grid.y/z, dynamic shared
+// memory above 48 KiB without the opt-in), a shuffle or mma whose mask names a thread that has
+// exited or that waits elsewhere, threads stuck at different barriers (a deadlock on a GPU), and
+// reads of dynamic shared memory before it is written (it starts as NaN bytes). It does not model
+// timing, memory ordering between blocks, or the GPU's approximate intrinsics (__expf is expf).
+#pragma once
+
+// __shared__ variables are static: a block's threads share them, and blocks run one at a time.
+#define __shared__ static
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#define BAM_CUDA_EMULATOR 1
+
+namespace bam::emu {
+
+// The coordinates of the thread that is running (set by the scheduler at every switch). A plain
+// aggregate, so that reading it is a direct thread-local access.
+struct Coordinates {
+  uint3 thread, block, block_dim, grid_dim;
+};
+inline thread_local Coordinates g_coordinates;
+
+// Suspends the calling thread until every thread of its block that has not exited is at a
+// __syncthreads().
+void sync_block();
+
+// A warp-wide operation: each thread named in `mask` calls it with its own `lane_data`; once all
+// of them have, combine(lanes, mask, context) runs once (lanes[i] is lane i's data, nullptr outside
+// the mask) and every caller continues. `what` names the operation in error reports.
+using Combine = void (*)(void* const* lanes, unsigned mask, const void* context);
+void warp_collective(unsigned mask, const char* what, void* lane_data, Combine combine, const void* context);
+
+// The block's dynamic shared memory (extern __shared__ in CUDA): its size is the launch's.
+unsigned char* dynamic_shared_memory();
+
+inline unsigned lane_id() { return g_coordinates.thread.x % 32; }
+
+struct LaunchConfig {
+  const char* file;
+  int line;
+  dim3 grid, block;
+  size_t shared_bytes;
+};
+
+// Runs body() as every thread of the grid, after checking the configuration against an H200's
+// limits (and `kernel`'s dynamic shared memory opt-in). A bad configuration sets the error that
+// cudaGetLastError() returns, as on a GPU; a fault inside the kernel throws, naming the launch.
+void run_grid(const void* kernel, const LaunchConfig& config, const std::function<void()>& body);
+
+template <typename... A>
+struct PendingLaunch {
+  LaunchConfig config;
+  std::tuple<A...> args;
+};
+struct Launch {
+  LaunchConfig config;
+  template <typename... A>
+  PendingLaunch<std::decay_t<A>...> operator()(A&&... args) const {
+    return {config, std::tuple<std::decay_t<A>...>(std::forward<A>(args)...)};
+  }
+};
+inline Launch launch(const char* file, int line, dim3 grid, dim3 block, size_t shared_bytes = 0,
+                     cudaStream_t stream = nullptr) {
+  (void)stream;  // launches run when issued
+  return Launch{{file, line, grid, block, shared_bytes}};
+}
+
+// kernel ^ launch(...)(args): the translated form of kernel<<<...>>>(args). The arguments are
+// converted to the kernel's parameter types once, and every thread gets its own copy.
+template <typename... P, typename... A>
+void operator^(void (*kernel)(P...), PendingLaunch<A...>&& pending) {
+  static_assert(sizeof...(P) == sizeof...(A), "kernel launch: wrong number of arguments");
+  std::tuple<std::decay_t<P>...> converted = std::apply(
+      [](auto&... a) { return std::tuple<std::decay_t<P>...>(a...); }, pending.args);
+  run_grid(reinterpret_cast<const void*>(kernel), pending.config, [&] {
+    std::tuple<std::decay_t<P>...> own = converted;
+    std::apply(kernel, own);
+  });
+}
+
+// ---- warp-wide operations ---------------------------------------------------------------------
+
+enum class ShuffleKind { index, up, down, xor_ };
+
+struct ShuffleLane {
+  uint64_t value = 0, result = 0;
+  ShuffleKind kind;
+  int argument, width;
+};
+void combine_shuffle(void* const* lanes, unsigned mask, const void* context);
+
+template <typename T>
+T shuffle(unsigned mask, T value, ShuffleKind kind, int argument, int width) {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8, "shuffles move up to 8 bytes");
+  ShuffleLane lane;
+  std::memcpy(&lane.value, &value, sizeof(T));
+  lane.kind = kind;
+  lane.argument = argument;
+  lane.width = width;
+  warp_collective(mask, "a warp shuffle", &lane, combine_shuffle, nullptr);
+  T out;
+  std::memcpy(&out, &lane.result, sizeof(T));
+  return out;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}: c += a b for the warp's fragments, the
+// products in f32 (exact for 16-bit operands) summed in k order.
+struct MmaLane {
+  float* c;
+  const uint32_t* a;
+  const uint32_t* b;
+};
+void combine_mma_bf16(void* const* lanes, unsigned mask, const void* context);
+void combine_mma_f16(void* const* lanes, unsigned mask, const void* context);
+
+template <typename S>
+void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  MmaLane lane{c, a, b};
+  warp_collective(0xffffffffu, "mma.sync.m16n8k16", &lane,
+                  std::is_same_v<S, __nv_bfloat16> ? combine_mma_bf16 : combine_mma_f16, nullptr);
+}
+
+}  // namespace bam::emu
+
+// ---- the CUDA built-ins, as the kernels spell them ----------------------------------------------
+
+#define threadIdx (::bam::emu::g_coordinates.thread)
+#define blockIdx (::bam::emu::g_coordinates.block)
+#define blockDim (::bam::emu::g_coordinates.block_dim)
+#define gridDim (::bam::emu::g_coordinates.grid_dim)
+#define warpSize 32
+#define __launch_bounds__(...)
+
+// The device's overloads of the C math and integer helpers, for unqualified calls.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+template <typename A, typename B>
+std::common_type_t<A, B> max(A a, B b) {
+  return a > b ? a : b;
+}
+template <typename A, typename B>
+std::common_type_t<A, B> min(A a, B b) {
+  return a < b ? a : b;
+}
+
+// The runtime's C++ overload that takes the kernel itself.
+template <typename... P>
+cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attribute, int value) {
+  return cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), attribute, value);
+}
+
+inline void __syncthreads() { ::bam::emu::sync_block(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  ::bam::emu::warp_collective(mask, "__syncwarp", nullptr, [](void* const*, unsigned, const void*) {}, nullptr);
+}
+
+template <typename T>
+T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
+  return ::bam::emu::shuffle(mask, v, ::bam::emu::ShuffleKind::index, src_lane, width);
+}
+template <typename T>
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return ::bam::emu::shuffle(mask, v, ::bam::emu::ShuffleKind::up, static_cast<int>(delta), width);
+}
+template <typename T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return ::bam::emu::shuffle(mask, v, ::bam::emu::ShuffleKind::down, static_cast<int>(delta), width);
+}
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  return ::bam::emu::shuffle(mask, v, ::bam::emu::ShuffleKind::xor_, lane_mask, width);
+}
+
+// Threads are fibers of one host thread, and launches are serialised: plain read-modify-writes
+// are atomic here.
+template <typename T>
+T atomicAdd(T* address, T value) {
+  T old = *address;
+  *address = old + value;
+  return old;
+}
+template <typename T>
+T atomicExch(T* address, T value) {
+  T old = *address;
+  *address = value;
+  return old;
+}
+template <typename T>
+T atomicMax(T* address, T value) {
+  T old = *address;
+  if (value > old) *address = value;
+  return old;
+}
+template <typename T>
+T atomicMin(T* address, T value) {
+  T old = *address;
+  if (value < old) *address = value;
+  return old;
+}
+template <typename T>
+T atomicCAS(T* address, T compare, T value) {
+  T old = *address;
+  if (old == compare) *address = value;
+  return old;
+}
+
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+inline int __float_as_int(float x) {
+  int i;
+  std::memcpy(&i, &x, 4);
+  return i;
+}
+inline float __int_as_float(int i) {
+  float x;
+  std::memcpy(&x, &i, 4);
+  return x;
+}
+inline unsigned __float_as_uint(float x) {
+  unsigned i;
+  std::memcpy(&i, &x, 4);
+  return i;
+}
+inline float __uint_as_float(unsigned i) {
+  float x;
+  std::memcpy(&x, &i, 4);
+  return x;
+}
+
+#include "kernels/cuda/emulator/wmma.h"

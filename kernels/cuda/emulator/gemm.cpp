@@ -1,0 +1,120 @@
+// The CUDA emulator's stand-in for cuBLASLt (kernels/cuda/gemm.cu): the same entry points
+// (kernels/cuda/gemm.h), computed by the CPU GEMM in f32 (f64 for f64) and rounded once to the
+// output type, as cuBLASLt's f32 accumulation does; f32 operands are rounded to TF32 when it is on. It tests what the engine does around the
+// library (strides, transposes, batching, the fused bias and bias-gradient paths), not cuBLASLt.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cuda/gemm.h"
+
+namespace bam::cuda_kernels {
+namespace {
+
+bool g_allow_tf32 = false;
+
+// f32 rounded to TF32's 10 mantissa bits (to nearest, ties away from zero, as the tensor cores'
+// conversion does); infinities and NaN pass through.
+float to_tf32(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & ~0x1fffu;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+float load(DType dtype, const void* p, int64_t i) {
+  switch (dtype) {
+    case DType::f32: return static_cast<const float*>(p)[i];
+    case DType::bf16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case DType::f16: return __half2float(static_cast<const __half*>(p)[i]);
+    default: fail("gemm (CUDA emulator): dtype {} is not f32, bf16 or f16", dtype_name(dtype));
+  }
+}
+
+void store(DType dtype, void* p, int64_t i, float v) {
+  switch (dtype) {
+    case DType::f32: static_cast<float*>(p)[i] = v; return;
+    case DType::bf16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v); return;
+    case DType::f16: static_cast<__half*>(p)[i] = __float2half_rn(v); return;
+    default: fail("gemm (CUDA emulator): dtype {} is not f32, bf16 or f16", dtype_name(dtype));
+  }
+}
+
+// A rows x cols matrix (row stride ld) as dense f32.
+std::vector<float> dense(DType dtype, const void* p, int64_t rows, int64_t cols, int64_t ld) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = load(dtype, p, r * ld + c);
+  return out;
+}
+
+// An operand as the tensor cores read it: f32 operands in TF32 when it is allowed.
+std::vector<float> operand(DType dtype, const void* p, int64_t rows, int64_t cols, int64_t ld) {
+  std::vector<float> out = dense(dtype, p, rows, cols, ld);
+  if (dtype == DType::f32 && g_allow_tf32)
+    for (float& v : out) v = to_tf32(v);
+  return out;
+}
+
+const char* element(DType dtype, const void* base, int64_t offset) {
+  return static_cast<const char*>(base) + offset * static_cast<int64_t>(dtype_size(dtype));
+}
+
+// One product in f32: C = op(A) op(B) + beta C (+ bias per column), and the row sums of op(A).
+void multiply(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+              const void* B, int64_t ldb, float beta, const void* bias, void* C, int64_t ldc, void* bias_grad) {
+  std::vector<float> a = operand(dtype, A, trans_a ? K : M, trans_a ? M : K, lda);
+  std::vector<float> b = operand(dtype, B, trans_b ? N : K, trans_b ? K : N, ldb);
+  std::vector<float> c(static_cast<size_t>(M * N), 0.0f);
+  if (beta != 0.0f) c = dense(dtype, C, M, N, ldc);
+  cpu::gemm_f32(trans_a, trans_b, M, N, K, 1.0f, a.data(), trans_a ? M : K, b.data(), trans_b ? K : N, beta, c.data(),
+                N);
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t col = 0; col < N; ++col)
+      store(dtype, C, r * ldc + col, c[r * N + col] + (bias ? load(dtype, bias, col) : 0.0f));
+  if (bias_grad)
+    for (int64_t r = 0; r < M; ++r) {
+      float sum = 0;
+      for (int64_t k = 0; k < K; ++k) sum += trans_a ? a[k * M + r] : a[r * K + k];
+      store(dtype, bias_grad, r, sum);
+    }
+}
+
+}  // namespace
+
+void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
+          int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, void* C, int64_t ldc,
+          int64_t stride_c, void*) {
+  if (dtype == DType::f64) {
+    cpu::gemm_batched_f64(trans_a, trans_b, batch, M, N, K, 1.0, static_cast<const double*>(A), lda, stride_a,
+                          static_cast<const double*>(B), ldb, stride_b, beta, static_cast<double*>(C), ldc, stride_c);
+    return;
+  }
+  for (int64_t i = 0; i < batch; ++i)
+    multiply(dtype, trans_a, trans_b, M, N, K, element(dtype, A, i * stride_a), lda, element(dtype, B, i * stride_b),
+             ldb, beta, nullptr, const_cast<char*>(element(dtype, C, i * stride_c)), ldc, nullptr);
+}
+
+bool gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
+               const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, void*) {
+  if (K == 0 || dtype == DType::f64) return false;  // as cuBLASLt's path declines them
+  multiply(dtype, trans_a, trans_b, M, N, K, A, lda, B, ldb, 0.0f, bias, C, ldc, nullptr);
+  return true;
+}
+
+bool gemm_bias_grad(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
+                    int64_t lda, const void* B, int64_t ldb, void* C, int64_t ldc, void* bias_grad, void*) {
+  if (K == 0 || M == 0 || N == 0 || dtype == DType::f64) return false;
+  multiply(dtype, trans_a, trans_b, M, N, K, A, lda, B, ldb, 0.0f, nullptr, C, ldc, bias_grad);
+  return true;
+}
+
+void gemm_allow_tf32(bool allow) { g_allow_tf32 = allow; }
+
+}  // namespace bam::cuda_kernels

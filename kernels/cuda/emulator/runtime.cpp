@@ -1,0 +1,261 @@
+// The CUDA emulator's runtime: the CUDA runtime API calls this project makes, defined over host
+// memory, for binaries that link the emulator instead of libcudart. One device, "cuda:0", with
+// sm_90's limits. Launches run when issued, so copies, streams and events need no ordering:
+// an asynchronous call completes before it returns. Device blocks carry guard bytes on both sides,
+// checked after every launch and at cudaFree, so a kernel that writes out of bounds is named.
+#include <cuda_runtime_api.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/cuda/emulator/emulator_state.h"
+
+struct CUstream_st {
+  int unused = 0;
+};
+struct CUevent_st {
+  double seconds = 0;  // host time at the last record
+};
+
+namespace bam::emu {
+namespace {
+
+constexpr size_t kGuard = 64;
+constexpr unsigned char kGuardByte = 0xa5;
+constexpr size_t kDeviceBytes = size_t(16) << 30;  // what the emulated device reports as its memory
+
+std::mutex g_mutex;
+thread_local cudaError_t t_last_error = cudaSuccess;
+std::map<const void*, size_t> g_shared_limits;
+std::map<unsigned char*, size_t> g_blocks;  // user pointer -> size
+size_t g_allocated = 0;
+
+bool guards_intact(unsigned char* p, size_t size) {
+  for (size_t i = 0; i < kGuard; ++i)
+    if (p[-1 - static_cast<ptrdiff_t>(i)] != kGuardByte || p[size + i] != kGuardByte) return false;
+  return true;
+}
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+void set_launch_error(cudaError_t error) { t_last_error = error; }
+
+size_t shared_limit(const void* kernel) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_shared_limits.find(kernel);
+  return it == g_shared_limits.end() ? 0 : it->second;
+}
+
+void check_device_guards(const std::string& after) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  for (auto& [p, size] : g_blocks)
+    if (!guards_intact(p, size)) {
+      // Reported once: the guards are restored, so that later launches and cudaFree go on.
+      std::memset(p - kGuard, kGuardByte, kGuard);
+      std::memset(p + size, kGuardByte, kGuard);
+      throw std::runtime_error("CUDA emulator: " + after + " wrote outside a device block of " +
+                               std::to_string(size) + " bytes");
+    }
+}
+
+}  // namespace bam::emu
+
+using namespace bam::emu;
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  std::memset(prop, 0, sizeof(*prop));
+  std::snprintf(prop->name, sizeof(prop->name), "the CUDA emulator (CPU)");
+  prop->major = 9;
+  prop->minor = 0;
+  prop->totalGlobalMem = kDeviceBytes;
+  prop->multiProcessorCount = 4;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  prop->sharedMemPerBlock = 48 * 1024;
+  prop->sharedMemPerBlockOptin = 227 * 1024;
+  prop->maxThreadsPerMultiProcessor = 2048;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *value = 4; return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerMultiProcessor: *value = 2048; return cudaSuccess;
+    case cudaDevAttrMaxBlocksPerMultiprocessor: *value = 32; return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
+    case cudaDevAttrWarpSize: *value = 32; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; return cudaSuccess;
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void*, int block_size, size_t) {
+  if (block_size <= 0 || block_size > 1024) return cudaErrorInvalidValue;
+  *blocks = std::min(32, 2048 / block_size);
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
+  if (value < 0 || value > 227 * 1024) return cudaErrorInvalidValue;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_shared_limits[func] = static_cast<size_t>(value);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError(void) {
+  cudaError_t e = t_last_error;
+  t_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return t_last_error; }
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    default: return "unknown error (CUDA emulator)";
+  }
+}
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    default: return "cudaErrorUnknown";
+  }
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t size) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (g_allocated + size > kDeviceBytes) return cudaErrorMemoryAllocation;
+  auto* raw = static_cast<unsigned char*>(std::aligned_alloc(256, (size + 2 * 256 + 255) / 256 * 256));
+  if (!raw) return cudaErrorMemoryAllocation;
+  unsigned char* p = raw + 256;  // 256-byte aligned, as cudaMalloc's blocks are
+  std::memset(p - kGuard, kGuardByte, kGuard);
+  std::memset(p + size, kGuardByte, kGuard);
+  g_blocks[p] = size;
+  g_allocated += size;
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* ptr) {
+  if (!ptr) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_blocks.find(static_cast<unsigned char*>(ptr));
+  if (it == g_blocks.end()) return cudaErrorInvalidValue;
+  if (!guards_intact(it->first, it->second)) {
+    std::fprintf(stderr, "CUDA emulator: cudaFree of a block of %zu bytes whose guard bytes were overwritten\n",
+                 it->second);
+    std::abort();
+  }
+  g_allocated -= it->second;
+  std::free(it->first - 256);
+  g_blocks.erase(it);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  *total = kDeviceBytes;
+  *free_bytes = kDeviceBytes - g_allocated;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void** ptr, size_t size) {
+  *ptr = std::malloc(size ? size : 1);
+  return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int) { return cudaMallocHost(ptr, size); }
+cudaError_t cudaFreeHost(void* ptr) {
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind) {
+  if (count) std::memmove(dst, src, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t) {
+  return cudaMemcpy(dst, src, count, kind);
+}
+cudaError_t cudaMemset(void* ptr, int value, size_t count) {
+  if (count) std::memset(ptr, value, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t) { return cudaMemset(ptr, value, count); }
+cudaError_t cudaMemset2DAsync(void* ptr, size_t pitch, int value, size_t width, size_t height, cudaStream_t) {
+  if (width > pitch && height > 1) return cudaErrorInvalidValue;
+  for (size_t r = 0; r < height; ++r) std::memset(static_cast<unsigned char*>(ptr) + r * pitch, value, width);
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
+  *stream = new CUstream_st;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  delete stream;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned int) {
+  return event ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  *event = new CUevent_st;
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) { return cudaEventCreate(event); }
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  if (!event) return cudaErrorInvalidResourceHandle;
+  event->seconds = now_seconds();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) { return event ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaEventQuery(cudaEvent_t event) { return event ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!start || !end) return cudaErrorInvalidResourceHandle;
+  *ms = static_cast<float>((end->seconds - start->seconds) * 1e3);
+  return cudaSuccess;
+}
+
+}  // extern "C"

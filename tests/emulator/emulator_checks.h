@@ -1,0 +1,26 @@
+// Small kernels that exercise the CUDA emulator itself (tests/emulator/test_cuda_emulator.cpp):
+// warp shuffles, block barriers, and the faults it must report. Device pointers throughout.
+#pragma once
+
+#include <cstddef>
+
+namespace bam::emulator_checks {
+
+// out[w] = the sum of in over warp w's 32 lanes, by __shfl_xor_sync; out2[t] = in of lane
+// (t + 1) % 32 by __shfl_sync, out3[t] = in of lane t - 1 by __shfl_up_sync (own value at lane 0).
+void warp_shuffles(const float* in, float* sums, float* rotated, float* up, int threads);
+// out[0] = the sum of in[0..n) by one block of `threads` threads: shared memory, __syncthreads().
+void block_sum(const float* in, float* out, int n, int threads);
+// Threads of warp 0 shuffle with a full mask while lane 31 has returned.
+void shuffle_with_exited_lane(float* out);
+// In each warp, lanes 0-15 shuffle with a full mask while lanes 16-31 wait at __syncthreads():
+// a deadlock on a GPU.
+void barrier_against_shuffle(float* out);
+// A launch of `threads` threads per block and grid (x, y).
+void launch_shape(int threads, unsigned grid_x, unsigned grid_y, float* out);
+// A kernel with `bytes` of dynamic shared memory, with or without the opt-in above 48 KiB.
+void dynamic_shared(size_t bytes, bool opt_in, float* out);
+// Writes out[0..n] (one past the end when asked to).
+void write_elements(float* out, int n, bool one_past_the_end);
+
+}  // namespace bam::emulator_checks

@@ -1,0 +1,91 @@
+// The CUDA emulator (kernels/cuda/emulator) runs correct kernels correctly and reports the faults
+// it promises to: shuffles naming exited or blocked lanes, bad launch shapes, dynamic shared memory
+// without its opt-in, writes past a device block. Only in bam_gpu_tests_emulated.
+#include <doctest/doctest.h>
+
+#include <cuda_runtime_api.h>
+
+#include <functional>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "tests/emulator/emulator_checks.h"
+
+namespace bam {
+namespace {
+
+struct DeviceFloats {
+  float* ptr = nullptr;
+  explicit DeviceFloats(size_t n) { REQUIRE(cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(float)) == 0); }
+  ~DeviceFloats() { cudaFree(ptr); }
+};
+
+// Device memory here is host memory: the tests read it directly.
+std::string fault_of(const std::function<void()>& launch) {
+  try {
+    launch();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("the CUDA emulator runs shuffles and block barriers as a GPU does") {
+  const int threads = 128;
+  DeviceFloats in(threads), sums(threads / 32), rotated(threads), up(threads), total(1);
+  for (int t = 0; t < threads; ++t) in.ptr[t] = float(t);
+  emulator_checks::warp_shuffles(in.ptr, sums.ptr, rotated.ptr, up.ptr, threads);
+  for (int w = 0; w < threads / 32; ++w) CHECK(sums.ptr[w] == float(32 * 32 * w + 31 * 32 / 2));
+  for (int t = 0; t < threads; ++t) {
+    CHECK(rotated.ptr[t] == float(t / 32 * 32 + (t + 1) % 32));
+    CHECK(up.ptr[t] == float(t % 32 == 0 ? t : t - 1));
+  }
+  std::vector<float> values(1000);
+  std::iota(values.begin(), values.end(), 1.0f);
+  DeviceFloats many(values.size());
+  std::copy(values.begin(), values.end(), many.ptr);
+  emulator_checks::block_sum(many.ptr, total.ptr, 1000, 256);
+  CHECK(total.ptr[0] == 500500.0f);  // a missing barrier would leave partial sums out
+}
+
+TEST_CASE("the CUDA emulator reports a shuffle that names an exited lane or one at a barrier") {
+  DeviceFloats out(64);
+  const std::string exited = fault_of([&] { emulator_checks::shuffle_with_exited_lane(out.ptr); });
+  CHECK(exited.find("a thread that has exited") != std::string::npos);
+  CHECK(exited.find("emulator_checks.cu") != std::string::npos);  // the launch site
+  const std::string blocked = fault_of([&] { emulator_checks::barrier_against_shuffle(out.ptr); });
+  CHECK(blocked.find("waiting at __syncthreads()") != std::string::npos);
+}
+
+TEST_CASE("the CUDA emulator refuses launches a GPU refuses, with the error cudaGetLastError returns") {
+  DeviceFloats out(1);
+  emulator_checks::launch_shape(32, 1, 65535, out.ptr);
+  CHECK(out.ptr[0] == 65535.0f);
+  const std::string too_wide = fault_of([&] { emulator_checks::launch_shape(1025, 1, 1, out.ptr); });
+  CHECK(too_wide.find("invalid configuration") != std::string::npos);
+  const std::string too_tall = fault_of([&] { emulator_checks::launch_shape(32, 1, 65536, out.ptr); });
+  CHECK(too_tall.find("invalid configuration") != std::string::npos);
+
+  emulator_checks::dynamic_shared(40 * 1024, false, out.ptr);
+  CHECK(out.ptr[0] == float(10 * 1024 - 1));
+  const std::string no_opt_in = fault_of([&] { emulator_checks::dynamic_shared(64 * 1024, false, out.ptr); });
+  CHECK(no_opt_in.find("invalid argument") != std::string::npos);
+  emulator_checks::dynamic_shared(64 * 1024, true, out.ptr);
+  CHECK(out.ptr[0] == float(16 * 1024 - 1));
+  CHECK(cudaGetLastError() == cudaSuccess);
+}
+
+TEST_CASE("the CUDA emulator names a kernel that writes past the end of a device block") {
+  DeviceFloats out(100);
+  emulator_checks::write_elements(out.ptr, 100, false);
+  const std::string past = fault_of([&] { emulator_checks::write_elements(out.ptr, 100, true); });
+  CHECK(past.find("wrote outside a device block of 400 bytes") != std::string::npos);
+  CHECK(past.find("emulator_checks.cu") != std::string::npos);
+  emulator_checks::write_elements(out.ptr, 100, false);  // reported once: the next launch is clean
+}
+
+}  // namespace bam
