@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh "$@"
 cd build
-ctest --output-on-failure --timeout 1200
+# In parallel, one suite per core: the long emulated GPU suites start first (their COST).
+ctest --output-on-failure --timeout 1200 -j "$(nproc 2>/dev/null || echo 2)"
