@@ -57,6 +57,18 @@ __global__ void dynamic_shared_kernel(float* out, int floats) {
   if (threadIdx.x == 0) out[0] = f[floats - 1];
 }
 
+__global__ void half_warp_kernel(const float* in, float* out) {
+  const unsigned t = threadIdx.x, mask = t < 16 ? 0x0000ffffu : 0xffff0000u;
+  out[t] = __shfl_xor_sync(mask, in[t], 1, 16);
+}
+
+__global__ void racy_broadcast_kernel(float* out) {
+  BAM_DYNAMIC_SHARED_MEMORY(smem);
+  float* value = reinterpret_cast<float*>(smem);
+  if (threadIdx.x == 0) *value = 42.0f;
+  out[blockIdx.x * blockDim.x + threadIdx.x] = *value;  // missing: __syncthreads() before the read
+}
+
 __global__ void write_kernel(float* out, int count) {
   for (int i = threadIdx.x; i < count; i += blockDim.x) out[i] = 1.0f;
 }
@@ -82,6 +94,14 @@ void dynamic_shared(size_t bytes, bool opt_in, float* out) {
     BAM_CUDA_CHECK(cudaFuncSetAttribute(dynamic_shared_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         int(bytes)));
   dynamic_shared_kernel<<<1, 128, bytes>>>(out, int(bytes / sizeof(float)));
+  BAM_CUDA_CHECK_LAUNCH();
+}
+void half_warp_shuffles(const float* in, float* out) {
+  half_warp_kernel<<<1, 32>>>(in, out);
+  BAM_CUDA_CHECK_LAUNCH();
+}
+void racy_broadcast(float* out) {
+  racy_broadcast_kernel<<<2, 64, sizeof(float)>>>(out);
   BAM_CUDA_CHECK_LAUNCH();
 }
 void write_elements(float* out, int n, bool one_past_the_end) {

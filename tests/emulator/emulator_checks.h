@@ -20,6 +20,11 @@ void barrier_against_shuffle(float* out);
 void launch_shape(int threads, unsigned grid_x, unsigned grid_y, float* out);
 // A kernel with `bytes` of dynamic shared memory, with or without the opt-in above 48 KiB.
 void dynamic_shared(size_t bytes, bool opt_in, float* out);
+// Half-warps shuffle apart (masks 0x0000ffff and 0xffff0000, width 16): out[t] = in[t ^ 1].
+void half_warp_shuffles(const float* in, float* out);
+// Thread 0 writes a shared value that every thread of the block reads, with no barrier between:
+// a race. Two blocks of 64 threads; out[b * 64 + t] is what thread t of block b read.
+void racy_broadcast(float* out);
 // Writes out[0..n] (one past the end when asked to).
 void write_elements(float* out, int n, bool one_past_the_end);
 

@@ -1,10 +1,12 @@
 // The CUDA emulator (kernels/cuda/emulator) runs correct kernels correctly and reports the faults
-// it promises to: shuffles naming exited or blocked lanes, bad launch shapes, dynamic shared memory
-// without its opt-in, writes past a device block. Only in bam_gpu_tests_emulated.
+// it promises to: shuffles naming exited or blocked lanes, a race inside a block, bad launch shapes,
+// dynamic shared memory without its opt-in, writes and copies past a device block. Only in
+// bam_gpu_tests_emulated.
 #include <doctest/doctest.h>
 
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <functional>
 #include <numeric>
 #include <string>
@@ -52,6 +54,19 @@ TEST_CASE("the CUDA emulator runs shuffles and block barriers as a GPU does") {
   CHECK(total.ptr[0] == 500500.0f);  // a missing barrier would leave partial sums out
 }
 
+TEST_CASE("the CUDA emulator runs two half-warp shuffles at once, and shows a race in one of two orders") {
+  DeviceFloats in(32), out(32), racy(128);
+  for (int t = 0; t < 32; ++t) in.ptr[t] = float(t);
+  emulator_checks::half_warp_shuffles(in.ptr, out.ptr);
+  for (int t = 0; t < 32; ++t) CHECK(out.ptr[t] == float(t ^ 1));
+  // The two blocks run their threads in opposite orders: in one, thread 0 writes first and the
+  // race is invisible; in the other, the readers come first and find the unwritten (NaN) value.
+  emulator_checks::racy_broadcast(racy.ptr);
+  int unwritten = 0;
+  for (int i = 0; i < 128; ++i) unwritten += std::isnan(racy.ptr[i]);
+  CHECK(unwritten == 63);
+}
+
 TEST_CASE("the CUDA emulator reports a shuffle that names an exited lane or one at a barrier") {
   DeviceFloats out(64);
   const std::string exited = fault_of([&] { emulator_checks::shuffle_with_exited_lane(out.ptr); });
@@ -86,6 +101,11 @@ TEST_CASE("the CUDA emulator names a kernel that writes past the end of a device
   CHECK(past.find("wrote outside a device block of 400 bytes") != std::string::npos);
   CHECK(past.find("emulator_checks.cu") != std::string::npos);
   emulator_checks::write_elements(out.ptr, 100, false);  // reported once: the next launch is clean
+  // A copy whose device side runs past the block is refused, as an invalid argument.
+  std::vector<float> host(20, 1.0f);
+  CHECK(cudaMemcpy(out.ptr + 90, host.data(), 20 * sizeof(float), cudaMemcpyHostToDevice) == cudaErrorInvalidValue);
+  CHECK(cudaMemcpy(out.ptr + 80, host.data(), 20 * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess);
+  CHECK(cudaMemset(host.data(), 0, 4) == cudaErrorInvalidValue);  // host memory is not a device block
 }
 
 }  // namespace bam

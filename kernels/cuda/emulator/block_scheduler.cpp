@@ -82,19 +82,26 @@ struct BlockRun {
 
 thread_local BlockRun* t_block = nullptr;
 
-// Fiber stacks are mapped once per host thread and reused by every block.
-std::vector<unsigned char*>& stack_pool() {
-  thread_local std::vector<unsigned char*> pool;
-  return pool;
-}
-unsigned char* stack_for(size_t i) {
-  auto& pool = stack_pool();
-  while (pool.size() <= i) {
-    void* p = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) throw std::runtime_error("CUDA emulator: cannot map a fiber stack");
-    pool.push_back(static_cast<unsigned char*>(p));
+// Fiber stacks are mapped once per host thread, reused by every block and unmapped when the
+// thread ends. Below each stack is an inaccessible page: an overflow faults there instead of
+// writing over the next fiber's stack.
+constexpr size_t kGuardPage = 4096;
+struct StackPool {
+  std::vector<unsigned char*> stacks;  // each kStackBytes, above its guard page
+  ~StackPool() {
+    for (unsigned char* s : stacks) munmap(s - kGuardPage, kStackBytes + kGuardPage);
   }
-  return pool[i];
+};
+unsigned char* stack_for(size_t i) {
+  thread_local StackPool pool;
+  while (pool.stacks.size() <= i) {
+    void* p = mmap(nullptr, kStackBytes + kGuardPage, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("CUDA emulator: cannot map a fiber stack");
+    mprotect(p, kGuardPage, PROT_NONE);
+    pool.stacks.push_back(static_cast<unsigned char*>(p) + kGuardPage);
+  }
+  return pool.stacks[i];
 }
 
 std::string str(uint3 v) { return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")"; }
@@ -135,20 +142,12 @@ void suspend(State state) {
   // Resumed: the scheduler has set g_coordinates for this thread.
 }
 
-// The warp starting at thread `base`: if every lane its waiting lanes' mask names has arrived at
-// the same operation, runs the operation, makes them ready and returns true. A lane named by the
-// mask that has exited, waits at __syncthreads() or at another operation is a fault: `problem`
-// says which (the caller decides whether waiting longer could help).
-bool release_warp(BlockRun& run, size_t base, std::string* problem) {
+// The group of lanes waiting in the warp at `base` with the mask of lane `first`: if every lane
+// that mask names has arrived at the same operation, runs the operation, makes them ready and
+// returns true. A lane named by the mask that has exited, waits at __syncthreads() or at another
+// operation is a fault: `problem` says which (the caller decides whether waiting longer helps).
+bool release_group(BlockRun& run, size_t base, size_t first, std::string* problem) {
   const size_t n = run.fibers.size();
-  // The first waiting lane's mask names the lanes that must take part.
-  size_t first = n;
-  for (size_t i = base; i < std::min(n, base + 32); ++i)
-    if (run.fibers[i].state == State::at_warp_operation) {
-      first = i;
-      break;
-    }
-  if (first == n) return false;
   const Fiber& f = run.fibers[first];
   for (unsigned lane = 0; lane < 32; ++lane) {
     if (!(f.mask >> lane & 1u)) continue;
@@ -186,18 +185,40 @@ bool release_warp(BlockRun& run, size_t base, std::string* problem) {
   return true;
 }
 
+// Every group of lanes waiting in the warp at `base` (lanes of one warp may wait in separate
+// groups, e.g. two half-warps with their own masks): true if one was released.
+bool release_warp(BlockRun& run, size_t base, std::string* problem) {
+  const size_t end = std::min(run.fibers.size(), base + 32);
+  unsigned tried = 0;  // lanes whose group has been looked at
+  for (size_t i = base; i < end; ++i) {
+    const Fiber& f = run.fibers[i];
+    if (f.state != State::at_warp_operation || (tried >> (i - base) & 1u)) continue;
+    tried |= f.mask | (1u << (i - base));
+    std::string group_problem;
+    if (release_group(run, base, i, &group_problem)) return true;
+    if (problem->empty()) *problem = group_problem;
+  }
+  return false;
+}
+
 // Releases the warp operations whose threads have all arrived; false if none could be.
 bool release_warp_operations(BlockRun& run, std::string* problem) {
   bool released = false;
   for (size_t base = 0; base < run.fibers.size(); base += 32) {
     std::string warp_problem;
-    if (release_warp(run, base, &warp_problem)) released = true;
-    else if (!warp_problem.empty() && problem->empty()) *problem = warp_problem;
+    while (release_warp(run, base, &warp_problem)) {  // a warp may hold several groups
+      released = true;
+      warp_problem.clear();
+    }
+    if (!released && !warp_problem.empty() && problem->empty()) *problem = warp_problem;
   }
   return released;
 }
 
-void run_block(BlockRun& run, const LaunchConfig& config, uint3 block) {
+// Threads run in index order in even-numbered blocks and in reverse order in odd ones. A race
+// inside a block (a read of another thread's write with no barrier between) then sees the write
+// missing in one of the two orders, whichever thread comes first on the GPU.
+void run_block(BlockRun& run, const LaunchConfig& config, uint3 block, bool reverse) {
   const dim3 bd = config.block;
   const size_t threads = size_t(bd.x) * bd.y * bd.z;
   if (run.fibers.size() != threads) run.fibers.resize(threads);
@@ -213,7 +234,8 @@ void run_block(BlockRun& run, const LaunchConfig& config, uint3 block) {
   }
   for (;;) {
     bool any_ran = false;
-    for (size_t i = 0; i < threads; ++i) {
+    for (size_t k = 0; k < threads; ++k) {
+      const size_t i = reverse ? threads - 1 - k : k;
       Fiber& f = run.fibers[i];
       if (f.state != State::ready) continue;
       run.current = i;
@@ -304,25 +326,28 @@ void run_grid(const void* kernel, const LaunchConfig& config, const std::functio
     return;
   }
   std::lock_guard<std::mutex> lock(g_launch_mutex);
+  static uint64_t launches = 0;  // guarded by g_launch_mutex; alternates single-block launches' order
+  const uint64_t launch = launches++;
   BlockRun run;
   run.body = &body;
   run.shared_storage.resize(config.shared_bytes + 128);
   run.shared = run.shared_storage.data() + (128 - reinterpret_cast<uintptr_t>(run.shared_storage.data()) % 128);
   run.shared_bytes = config.shared_bytes;
-  BlockRun* outer = t_block;
-  t_block = &run;
+  struct CurrentBlock {  // t_block names `run` while it runs, whatever leaves this scope
+    BlockRun* outer = t_block;
+    explicit CurrentBlock(BlockRun* run) { t_block = run; }
+    ~CurrentBlock() { t_block = outer; }
+  } current(&run);
   for (unsigned z = 0; z < g.z; ++z)
     for (unsigned y = 0; y < g.y; ++y)
       for (unsigned x = 0; x < g.x; ++x) {
-        run_block(run, config, uint3{x, y, z});
+        run_block(run, config, uint3{x, y, z}, (launch + x + y + z) % 2 == 1);
         if (!run.fault.empty()) {
-          t_block = outer;
           throw std::runtime_error("CUDA emulator: kernel launched at " + where + ", grid " + str(g) + ", block " +
                                    str(b) + ": in block (" + std::to_string(x) + "," + std::to_string(y) + "," +
                                    std::to_string(z) + "), " + run.fault);
         }
       }
-  t_block = outer;
   check_device_guards("the kernel launched at " + where);
 }
 
@@ -332,17 +357,25 @@ void combine_shuffle(void* const* lanes, unsigned mask, const void*) {
   for (int lane = 0; lane < 32; ++lane) {
     auto* me = static_cast<ShuffleLane*>(lanes[lane]);
     if (!me) continue;
-    const int width = me->width, base = lane / width * width;
-    int source = lane;
+    const int width = me->width;
+    if (width <= 0 || width > 32 || (width & (width - 1)))
+      throw std::runtime_error("CUDA emulator: a shuffle of width " + std::to_string(width) +
+                               " (a power of 2 up to 32)");
+    const int base = lane / width * width;
+    int source = lane;  // a source outside the lane's segment gives the lane its own value
     switch (me->kind) {
-      case ShuffleKind::index: source = base + me->argument % width; break;
+      case ShuffleKind::index: source = base + (me->argument & (width - 1)); break;
       case ShuffleKind::up: source = lane - me->argument >= base ? lane - me->argument : lane; break;
       case ShuffleKind::down: source = lane + me->argument < base + width ? lane + me->argument : lane; break;
-      case ShuffleKind::xor_: source = lane ^ me->argument; break;
+      case ShuffleKind::xor_: {
+        const int partner = lane ^ (me->argument & 31);
+        source = partner / width * width == base ? partner : lane;
+        break;
+      }
     }
-    if (source < 0 || source >= 32 || !(mask >> source & 1u) || source / width * width != base)
+    if (!(mask >> source & 1u))
       throw std::runtime_error("CUDA emulator: lane " + std::to_string(lane) + " shuffles from lane " +
-                               std::to_string(source) + ", which is outside the mask or its segment");
+                               std::to_string(source) + ", which its mask leaves out");
     me->result = static_cast<ShuffleLane*>(lanes[source])->value;
   }
 }

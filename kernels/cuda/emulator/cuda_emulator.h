@@ -11,9 +11,12 @@
 //
 // What it checks, beyond the kernel's results: launch limits (block size, grid.y/z, dynamic shared
 // memory above 48 KiB without the opt-in), a shuffle or mma whose mask names a thread that has
-// exited or that waits elsewhere, threads stuck at different barriers (a deadlock on a GPU), and
-// reads of dynamic shared memory before it is written (it starts as NaN bytes). It does not model
-// timing, memory ordering between blocks, or the GPU's approximate intrinsics (__expf is expf).
+// exited or that waits elsewhere, threads stuck at different barriers (a deadlock on a GPU), races
+// inside a block (blocks alternate between running their threads in index order and in reverse),
+// writes past a device block, and reads of dynamic shared memory before it is written (it starts
+// as NaN bytes). It does not model timing, memory ordering between blocks, the GPU's approximate
+// intrinsics (__expf is expf) or fused multiply-adds, __launch_bounds__, or the static __shared__
+// arrays' share of the 48 KiB. docs/04-ops-on-the-gpu.md section 5.1 walks through it.
 #pragma once
 
 // __shared__ variables are static: a block's threads share them, and blocks run one at a time.
@@ -42,6 +45,12 @@ struct Coordinates {
 };
 inline thread_local Coordinates g_coordinates;
 
+// The calling thread's lane in its warp (threads are numbered x fastest, as on the GPU).
+inline unsigned lane_in_warp() {
+  const Coordinates& c = g_coordinates;
+  return (c.thread.x + c.block_dim.x * (c.thread.y + c.block_dim.y * c.thread.z)) % 32;
+}
+
 // Suspends the calling thread until every thread of its block that has not exited is at a
 // __syncthreads().
 void sync_block();
@@ -54,8 +63,6 @@ void warp_collective(unsigned mask, const char* what, void* lane_data, Combine c
 
 // The block's dynamic shared memory (extern __shared__ in CUDA): its size is the launch's.
 unsigned char* dynamic_shared_memory();
-
-inline unsigned lane_id() { return g_coordinates.thread.x % 32; }
 
 struct LaunchConfig {
   const char* file;
@@ -157,13 +164,19 @@ void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
 using std::isfinite;
 using std::isinf;
 using std::isnan;
+// As on the device, max and min of floating-point values are fmax and fmin (a NaN operand is
+// ignored); of integers, the usual comparison.
 template <typename A, typename B>
 std::common_type_t<A, B> max(A a, B b) {
-  return a > b ? a : b;
+  using C = std::common_type_t<A, B>;
+  if constexpr (std::is_floating_point_v<C>) return std::fmax(C(a), C(b));
+  else return a > b ? a : b;
 }
 template <typename A, typename B>
 std::common_type_t<A, B> min(A a, B b) {
-  return a < b ? a : b;
+  using C = std::common_type_t<A, B>;
+  if constexpr (std::is_floating_point_v<C>) return std::fmin(C(a), C(b));
+  else return a < b ? a : b;
 }
 
 // The runtime's C++ overload that takes the kernel itself.

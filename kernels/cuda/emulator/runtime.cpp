@@ -2,7 +2,8 @@
 // memory, for binaries that link the emulator instead of libcudart. One device, "cuda:0", with
 // sm_90's limits. Launches run when issued, so copies, streams and events need no ordering:
 // an asynchronous call completes before it returns. Device blocks carry guard bytes on both sides,
-// checked after every launch and at cudaFree, so a kernel that writes out of bounds is named.
+// checked after every launch and at cudaFree, so a kernel that writes out of bounds is named; the
+// device side of a copy or memset must lie inside one device block.
 #include <cuda_runtime_api.h>
 
 #include <chrono>
@@ -40,6 +41,23 @@ bool guards_intact(unsigned char* p, size_t size) {
   for (size_t i = 0; i < kGuard; ++i)
     if (p[-1 - static_cast<ptrdiff_t>(i)] != kGuardByte || p[size + i] != kGuardByte) return false;
   return true;
+}
+
+// Whether [p, p + n) lies inside one device block.
+bool in_device_block(const void* p, size_t n) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto* q = static_cast<const unsigned char*>(p);
+  auto it = g_blocks.upper_bound(const_cast<unsigned char*>(q));
+  if (it == g_blocks.begin()) return false;
+  --it;
+  return q >= it->first && q + n <= it->first + it->second;
+}
+
+// A copy or memset whose device side is not inside one device block: on a GPU, an invalid
+// argument or a fault; here, a report and cudaErrorInvalidValue (BAM_CUDA_CHECK names the call).
+cudaError_t outside_device_memory(const char* call, const char* side, size_t n) {
+  std::fprintf(stderr, "CUDA emulator: %s of %zu bytes: the %s is not inside one device block\n", call, n, side);
+  return cudaErrorInvalidValue;
 }
 
 double now_seconds() {
@@ -203,20 +221,29 @@ cudaError_t cudaFreeHost(void* ptr) {
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind) {
-  if (count) std::memmove(dst, src, count);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  if (count == 0) return cudaSuccess;
+  const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (dst_device && !in_device_block(dst, count)) return outside_device_memory("cudaMemcpy", "destination", count);
+  if (src_device && !in_device_block(src, count)) return outside_device_memory("cudaMemcpy", "source", count);
+  std::memmove(dst, src, count);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t) {
   return cudaMemcpy(dst, src, count, kind);
 }
 cudaError_t cudaMemset(void* ptr, int value, size_t count) {
-  if (count) std::memset(ptr, value, count);
+  if (count == 0) return cudaSuccess;
+  if (!in_device_block(ptr, count)) return outside_device_memory("cudaMemset", "destination", count);
+  std::memset(ptr, value, count);
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t) { return cudaMemset(ptr, value, count); }
 cudaError_t cudaMemset2DAsync(void* ptr, size_t pitch, int value, size_t width, size_t height, cudaStream_t) {
   if (width > pitch && height > 1) return cudaErrorInvalidValue;
+  if (height > 0 && width > 0 && !in_device_block(ptr, (height - 1) * pitch + width))
+    return outside_device_memory("cudaMemset2DAsync", "destination", (height - 1) * pitch + width);
   for (size_t r = 0; r < height; ++r) std::memset(static_cast<unsigned char*>(ptr) + r * pitch, value, width);
   return cudaSuccess;
 }
