@@ -25,6 +25,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -240,31 +241,15 @@ T atomicCAS(T* address, T compare, T value) {
   return old;
 }
 
+// The device's intrinsics, exactly rounded here (the GPU's __expf is an approximation).
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-inline int __float_as_int(float x) {
-  int i;
-  std::memcpy(&i, &x, 4);
-  return i;
-}
-inline float __int_as_float(int i) {
-  float x;
-  std::memcpy(&x, &i, 4);
-  return x;
-}
-inline unsigned __float_as_uint(float x) {
-  unsigned i;
-  std::memcpy(&i, &x, 4);
-  return i;
-}
-inline float __uint_as_float(unsigned i) {
-  float x;
-  std::memcpy(&x, &i, 4);
-  return x;
-}
+inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
+inline float __int_as_float(int i) { return std::bit_cast<float>(i); }
+inline unsigned __float_as_uint(float x) { return std::bit_cast<unsigned>(x); }
+inline float __uint_as_float(unsigned i) { return std::bit_cast<float>(i); }
 
 #include "kernels/cuda/emulator/wmma.h"
