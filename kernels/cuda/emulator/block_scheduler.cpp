@@ -83,9 +83,9 @@ struct BlockRun {
 thread_local BlockRun* t_block = nullptr;
 
 // Fiber stacks are mapped once per host thread, reused by every block and unmapped when the
-// thread ends. Below each stack is an inaccessible page: an overflow faults there instead of
+// thread ends. Below each stack are inaccessible pages: an overflow faults there instead of
 // writing over the next fiber's stack.
-constexpr size_t kGuardPage = 4096;
+constexpr size_t kGuardPage = 64 * 1024;  // wider than a kernel's largest stack frame
 struct StackPool {
   std::vector<unsigned char*> stacks;  // each kStackBytes, above its guard page
   ~StackPool() {
@@ -98,7 +98,7 @@ unsigned char* stack_for(size_t i) {
     void* p = mmap(nullptr, kStackBytes + kGuardPage, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) throw std::runtime_error("CUDA emulator: cannot map a fiber stack");
-    mprotect(p, kGuardPage, PROT_NONE);
+    if (mprotect(p, kGuardPage, PROT_NONE) != 0) throw std::runtime_error("CUDA emulator: cannot protect a stack guard");
     pool.stacks.push_back(static_cast<unsigned char*>(p) + kGuardPage);
   }
   return pool.stacks[i];
@@ -193,7 +193,10 @@ bool release_warp(BlockRun& run, size_t base, std::string* problem) {
   for (size_t i = base; i < end; ++i) {
     const Fiber& f = run.fibers[i];
     if (f.state != State::at_warp_operation || (tried >> (i - base) & 1u)) continue;
-    tried |= f.mask | (1u << (i - base));
+    for (size_t j = i; j < end; ++j) {  // the lanes of f's group: same operation, same mask
+      const Fiber& g = run.fibers[j];
+      if (g.state == State::at_warp_operation && g.mask == f.mask && g.what == f.what) tried |= 1u << (j - base);
+    }
     std::string group_problem;
     if (release_group(run, base, i, &group_problem)) return true;
     if (problem->empty()) *problem = group_problem;
@@ -326,8 +329,10 @@ void run_grid(const void* kernel, const LaunchConfig& config, const std::functio
     return;
   }
   std::lock_guard<std::mutex> lock(g_launch_mutex);
-  static uint64_t launches = 0;  // guarded by g_launch_mutex; alternates single-block launches' order
-  const uint64_t launch = launches++;
+  // Per kernel, so that a single-block kernel alternates between the two orders from one launch
+  // to its next whatever else runs between them (guarded by g_launch_mutex).
+  static std::map<const void*, uint64_t> launches;
+  const uint64_t launch = launches[kernel]++;
   BlockRun run;
   run.body = &body;
   run.shared_storage.resize(config.shared_bytes + 128);
@@ -368,8 +373,8 @@ void combine_shuffle(void* const* lanes, unsigned mask, const void*) {
       case ShuffleKind::up: source = lane - me->argument >= base ? lane - me->argument : lane; break;
       case ShuffleKind::down: source = lane + me->argument < base + width ? lane + me->argument : lane; break;
       case ShuffleKind::xor_: {
-        const int partner = lane ^ (me->argument & 31);
-        source = partner / width * width == base ? partner : lane;
+        const int partner = lane ^ (me->argument & 31);  // an earlier segment may be read, a later one not
+        source = partner < base + width ? partner : lane;
         break;
       }
     }
