@@ -62,6 +62,13 @@ __global__ void half_warp_kernel(const float* in, float* out) {
   out[t] = __shfl_xor_sync(mask, in[t], 1, 16);
 }
 
+__global__ void interleaved_groups_kernel(float* out) {
+  const unsigned t = threadIdx.x;
+  float v = float(t);
+  if (t >= 16) v = __shfl_xor_sync(0xffff0000u, v, 1);
+  out[t] = __shfl_xor_sync(0xffffffffu, v, 16);
+}
+
 __global__ void racy_broadcast_kernel(float* out) {
   BAM_DYNAMIC_SHARED_MEMORY(smem);
   float* value = reinterpret_cast<float*>(smem);
@@ -98,6 +105,10 @@ void dynamic_shared(size_t bytes, bool opt_in, float* out) {
 }
 void half_warp_shuffles(const float* in, float* out) {
   half_warp_kernel<<<1, 32>>>(in, out);
+  BAM_CUDA_CHECK_LAUNCH();
+}
+void interleaved_groups(float* out) {
+  interleaved_groups_kernel<<<1, 32>>>(out);
   BAM_CUDA_CHECK_LAUNCH();
 }
 void racy_broadcast(float* out) {

@@ -22,6 +22,10 @@ void launch_shape(int threads, unsigned grid_x, unsigned grid_y, float* out);
 void dynamic_shared(size_t bytes, bool opt_in, float* out);
 // Half-warps shuffle apart (masks 0x0000ffff and 0xffff0000, width 16): out[t] = in[t ^ 1].
 void half_warp_shuffles(const float* in, float* out);
+// Lanes 16-31 first shuffle among themselves (mask 0xffff0000, pairs t ^ 1), then the whole warp
+// shuffles (t ^ 16): the half-warp group must complete while lanes 0-15 wait at the full one.
+// out[t] = (t + 16) ^ 1 for t < 16, t - 16 above.
+void interleaved_groups(float* out);
 // Thread 0 writes a shared value that every thread of the block reads, with no barrier between:
 // a race. Two blocks of 64 threads; out[b * 64 + t] is what thread t of block b read.
 void racy_broadcast(float* out);

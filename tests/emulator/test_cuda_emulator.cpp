@@ -54,11 +54,16 @@ TEST_CASE("the CUDA emulator runs shuffles and block barriers as a GPU does") {
   CHECK(total.ptr[0] == 500500.0f);  // a missing barrier would leave partial sums out
 }
 
-TEST_CASE("the CUDA emulator runs two half-warp shuffles at once, and shows a race in one of two orders") {
+TEST_CASE("the CUDA emulator runs separate shuffle groups in one warp, and shows a race in one of two orders") {
   DeviceFloats in(32), out(32), racy(128);
   for (int t = 0; t < 32; ++t) in.ptr[t] = float(t);
   emulator_checks::half_warp_shuffles(in.ptr, out.ptr);
   for (int t = 0; t < 32; ++t) CHECK(out.ptr[t] == float(t ^ 1));
+  // Twice: the launches alternate the thread order.
+  for (int launch = 0; launch < 2; ++launch) {
+    emulator_checks::interleaved_groups(out.ptr);
+    for (int t = 0; t < 32; ++t) CHECK(out.ptr[t] == float(t < 16 ? (t + 16) ^ 1 : t - 16));
+  }
   // The two blocks run their threads in opposite orders: in one, thread 0 writes first and the
   // race is invisible; in the other, the readers come first and find the unwritten (NaN) value.
   emulator_checks::racy_broadcast(racy.ptr);
