@@ -280,7 +280,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     // fp16: gradients back to their true size. Their sum of squares, read below with the loss, is
     // not finite when one overflowed: the step is then skipped and the scale shrinks. Clipping such
     // gradients first is harmless, since they are never applied.
-    const Tensor grad_sum_of_squares = scaler_.enabled() ? scaler_.unscale_queued(params) : Tensor();
+    const Tensor grad_sum_of_squares = scaler_.unscale_queued(params);
     if (config_.clip_grad > 0) {
       if (config_.clip_mode == "param")
         clip_grad_per_param(params, config_.clip_grad);

@@ -71,19 +71,15 @@ GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batc
   cuda::use_selected_device_on_this_thread();
   device_ = cuda::selected_device();
 
+  // The destructor does not run for a constructor that throws: stop the threads that started
+  // (none, if allocation failed) before freeing what was allocated.
   try {
     allocate_resources();
-  } catch (...) {
-    free_resources();  // the destructor does not run for a constructor that throws
-    throw;
-  }
-
-  try {
     const int threads = std::max(1, options_.threads);
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
     launcher_ = std::thread([this] { launcher_loop(); });
   } catch (...) {
-    stop_threads();  // a thread that could not start: stop the others before anything is freed
+    stop_threads();
     free_resources();
     throw;
   }

@@ -23,12 +23,12 @@ GradScaler::GradScaler(bool enabled, GradScalerOptions options)
 Tensor GradScaler::scale_loss(const Tensor& loss) const { return enabled_ ? mul(loss, scale_) : loss; }
 
 bool GradScaler::unscale(const std::vector<Tensor>& params) {
-  if (!enabled_) return true;
-  return std::isfinite(unscale_queued(params).item());
+  const Tensor sum_of_squares = unscale_queued(params);
+  return !sum_of_squares.defined() || std::isfinite(sum_of_squares.item());
 }
 
 Tensor GradScaler::unscale_queued(const std::vector<Tensor>& params) {
-  if (!enabled_) return zeros({1}, {DType::f64});
+  if (!enabled_) return Tensor();
   NoGradGuard no_grad;
   const float inverse = static_cast<float>(1.0 / scale_);
   std::vector<Tensor> grads;
@@ -38,7 +38,7 @@ Tensor GradScaler::unscale_queued(const std::vector<Tensor>& params) {
                 "GradScaler: gradients must be contiguous f32 (the master weights'), got {}", g.describe());
       grads.push_back(g);
     }
-  if (grads.empty()) return zeros({1}, {DType::f64});
+  if (grads.empty()) return Tensor();
   // A sum of squares is finite exactly when every term is: one number tells inf/NaN anywhere.
   Tensor total = zeros({1}, {DType::f64, grads.front().device()});
   if (total.device().is_cuda()) {

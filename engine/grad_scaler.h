@@ -34,8 +34,8 @@ class GradScaler {
   bool unscale(const std::vector<Tensor>& params);
   // The same division, returning the unscaled gradients' sum of squares as a one-element f64
   // tensor on their device without reading it (finite exactly when every gradient is), so that a
-  // caller can read it together with other values in one wait. Zero when disabled or no
-  // gradient exists (on the CPU then).
+  // caller can read it together with other values in one wait. Undefined (nothing to check) when
+  // disabled or no gradient exists.
   Tensor unscale_queued(const std::vector<Tensor>& params);
   // After the step (finite: it was taken) or instead of it (!finite: skipped): adjusts the scale.
   void update(bool finite);

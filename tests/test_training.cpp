@@ -16,8 +16,6 @@
 namespace bam::test {
 namespace {
 
-TrainConfig small_config(const std::string& dir) { return small_train_config(dir); }
-
 std::string fresh_dir(const std::string& name) {
   auto dir = std::filesystem::temp_directory_path() / ("bam_train_" + std::to_string(::getpid())) / name;
   std::filesystem::remove_all(dir);
@@ -33,7 +31,7 @@ TrainResult train(const TrainConfig& c) {
 }  // namespace
 
 TEST_CASE("a short run lowers the loss and does not collapse") {
-  TrainConfig c = small_config(fresh_dir("short"));
+  TrainConfig c = small_train_config(fresh_dir("short"));
   c.epochs = 6;
   c.data_path = "synthetic:128";
   TrainResult r = train(c);
@@ -55,13 +53,13 @@ TEST_CASE("a short run lowers the loss and does not collapse") {
 }
 
 TEST_CASE("checkpoints round trip and resume reproduces the uninterrupted run") {
-  TrainConfig full = small_config(fresh_dir("full"));
+  TrainConfig full = small_train_config(fresh_dir("full"));
   full.teacher = true;
   TrainResult reference = train(full);
   REQUIRE(reference.step_losses.size() == 12);
 
   // Stop after 2 epochs, then resume to 3.
-  TrainConfig first = small_config(fresh_dir("resume"));
+  TrainConfig first = small_train_config(fresh_dir("resume"));
   first.teacher = true;
   first.epochs = 3;
   TrainConfig two = first;
@@ -107,7 +105,7 @@ TEST_CASE("checkpoints round trip and resume reproduces the uninterrupted run") 
 // short of its end, its learning rate never annealed. The monitor here takes 0.4 s a call, and an
 // epoch is 64 steps, more than the refit's window, so the refit cannot average the monitor in.
 TEST_CASE("a budget-fitted schedule counts the kNN monitor and checkpoint time and completes") {
-  TrainConfig c = small_config(fresh_dir("budget"));
+  TrainConfig c = small_train_config(fresh_dir("budget"));
   // Cheap steps (8 images of 16 px, a one-block model), so that the monitor's fixed 0.4 s rather
   // than the step time, which a loaded machine makes noisy, sets the schedule's length.
   c.embed_dim = 16;
@@ -139,7 +137,7 @@ TEST_CASE("a budget-fitted schedule counts the kNN monitor and checkpoint time a
 }
 
 TEST_CASE("export writes the backbone under timm names") {
-  TrainConfig c = small_config(fresh_dir("export"));
+  TrainConfig c = small_train_config(fresh_dir("export"));
   c.epochs = 1;
   train(c);
   auto ck = load_checkpoint(c.output_dir + "/checkpoint.safetensors");
@@ -156,7 +154,7 @@ TEST_CASE("export writes the backbone under timm names") {
 }
 
 TEST_CASE("a non-finite loss stops the run and keeps the last checkpoint") {
-  TrainConfig c = small_config(fresh_dir("nan"));
+  TrainConfig c = small_train_config(fresh_dir("nan"));
   c.epochs = 1;
   train(c);
   std::string path = c.output_dir + "/checkpoint.safetensors";
@@ -179,7 +177,7 @@ TEST_CASE("a non-finite loss stops the run and keeps the last checkpoint") {
 }
 
 TEST_CASE("bad settings name the flag before any work") {
-  TrainConfig c = small_config(fresh_dir("flags"));
+  TrainConfig c = small_train_config(fresh_dir("flags"));
   auto expect = [&](TrainConfig bad, const char* flag) {
     CAPTURE(flag);
     CHECK_THROWS_WITH_AS(bad.validate(), doctest::Contains(flag), Error);

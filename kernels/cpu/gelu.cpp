@@ -8,16 +8,14 @@
 namespace bam::cpu {
 namespace {
 
-constexpr float kSqrtHalf = 0.70710678118654752440f;
-constexpr float kInvSqrt2Pi = 0.39894228040143267794f;  // 1 / sqrt(2 pi)
+using namespace gelu_detail;  // the constants
 
 // Phi(x) and phi(x) from one exponential (gelu.h).
 inline void gaussian_cdf_pdf(float x, float* cdf, float* pdf) {
   const float z = std::fabs(x) * kSqrtHalf;
   const float e = std::exp(-0.5f * x * x);
-  const float t = 1.0f / (1.0f + 0.3275911f * z);
-  const float poly =
-      t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  const float t = 1.0f / (1.0f + kP * z);
+  const float poly = t * (kA1 + t * (kA2 + t * (kA3 + t * (kA4 + t * kA5))));
   const float erf_abs = 1.0f - poly * e;
   *cdf = 0.5f * (1.0f + (x < 0 ? -erf_abs : erf_abs));
   *pdf = kInvSqrt2Pi * e;

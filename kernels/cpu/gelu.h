@@ -17,6 +17,14 @@ void gelu_erf_forward_f32(const float* x, float* y, int64_t n, bool allow_avx2 =
 void gelu_erf_backward_f32(const float* x, const float* dy, float* dx, int64_t n, bool allow_avx2 = true);
 
 namespace gelu_detail {
+// The constants both loops use (internal linkage: no shared symbol between the portable and AVX2
+// objects): sqrt(1/2), 1/sqrt(2 pi), and A&S 7.1.26's p and a1..a5.
+constexpr float kSqrtHalf = 0.70710678118654752440f;
+constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
+constexpr float kP = 0.3275911f;
+constexpr float kA1 = 0.254829592f, kA2 = -0.284496736f, kA3 = 1.421413741f, kA4 = -1.453152027f,
+                kA5 = 1.061405429f;
+
 // The AVX2/FMA loops (gelu_avx2.cpp); only to be called when the CPU supports them.
 void forward_avx2(const float* x, float* y, int64_t n);
 void backward_avx2(const float* x, const float* dy, float* dx, int64_t n);

@@ -41,22 +41,22 @@ inline __m256 exp_nonpositive(__m256 a) {
 // Phi(x) and phi(x) for eight values, as gaussian_cdf_pdf in gelu.cpp.
 inline void gaussian_cdf_pdf(__m256 x, __m256* cdf, __m256* pdf) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
-  const __m256 z = _mm256_mul_ps(_mm256_andnot_ps(sign_bit, x), _mm256_set1_ps(0.70710678118654752440f));
+  const __m256 z = _mm256_mul_ps(_mm256_andnot_ps(sign_bit, x), _mm256_set1_ps(kSqrtHalf));
   const __m256 e = exp_nonpositive(_mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(-0.5f), x), x));
   const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z, one));
-  __m256 poly = _mm256_set1_ps(1.061405429f);
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
-  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(kP), z, one));
+  __m256 poly = _mm256_set1_ps(kA5);
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA4));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA3));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA2));
+  poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kA1));
   poly = _mm256_mul_ps(poly, t);
   const __m256 erf_abs = _mm256_fnmadd_ps(poly, e, one);
   // x < 0 takes -erf_abs (as the portable loop, so that -0 counts as positive).
   const __m256 negative = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
   const __m256 erf = _mm256_blendv_ps(erf_abs, _mm256_xor_ps(erf_abs, sign_bit), negative);
   *cdf = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(one, erf));
-  *pdf = _mm256_mul_ps(_mm256_set1_ps(0.39894228040143267794f), e);
+  *pdf = _mm256_mul_ps(_mm256_set1_ps(kInvSqrt2Pi), e);
 }
 
 // The last n % 8 values through a zero-padded vector, so that every value takes the same path.

@@ -9,6 +9,11 @@
 namespace bam::cpu::gemm_detail {
 namespace {
 
+// Lane mask for the first `count` (0..8) lanes, for masked loads and stores at row ends.
+inline __m256i first_lanes(int64_t count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 // The tile: 6 rows x 16 columns (see multiply_tile_fixed).
 constexpr int kRows = 6;
 constexpr int kCols = 16;
@@ -51,8 +56,7 @@ void multiply_tile_fixed(int64_t kc, const float* a, const float* b, float* c, i
   const __m256 valpha = _mm256_set1_ps(alpha);
   const __m256 vbeta = _mm256_set1_ps(beta);
   // Lanes of the last half that lie inside C.
-  const __m256i last_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8 * (HALVES - 1)),
-                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i last_mask = first_lanes(cols - 8 * (HALVES - 1));
   const bool last_full = cols == 8 * HALVES;
 #pragma GCC unroll 8
   for (int r = 0; r < ROWS; ++r) {
@@ -222,11 +226,6 @@ void pack_b(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc, 
 // ---------------------------------------------------------------------------------------------
 // The unpacked path for tiny problems (attention's per-head products, for one): no packing, eight
 // lanes along a contiguous dimension.
-
-// Lane mask for the first `count` (0..8) lanes, for masked loads and stores at row ends.
-inline __m256i first_lanes(int64_t count) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -111,7 +111,8 @@ int run_bench(const BenchOptions& o) {
     // As bamtrain's step: unscale and clip, then one read of the loss and fp16's overflow check
     // (the step's one wait on CUDA), then the update unless a gradient overflowed.
     std::vector<Tensor> values = {r.loss};
-    if (scaler.enabled()) values.push_back(scaler.unscale_queued(model.parameters()));
+    if (Tensor sum_of_squares = scaler.unscale_queued(model.parameters()); sum_of_squares.defined())
+      values.push_back(sum_of_squares);
     clip_grad_norm(model.parameters(), 3.0);
     const std::vector<double> read = read_scalars(values);
     const bool finite = read.size() < 2 || std::isfinite(read[1]);

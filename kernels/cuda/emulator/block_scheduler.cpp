@@ -98,14 +98,17 @@ unsigned char* stack_for(size_t i) {
     void* p = mmap(nullptr, kStackBytes + kGuardPage, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) throw std::runtime_error("CUDA emulator: cannot map a fiber stack");
-    if (mprotect(p, kGuardPage, PROT_NONE) != 0) throw std::runtime_error("CUDA emulator: cannot protect a stack guard");
+    if (mprotect(p, kGuardPage, PROT_NONE) != 0)
+      throw std::runtime_error("CUDA emulator: cannot protect a stack guard");
     pool.stacks.push_back(static_cast<unsigned char*>(p) + kGuardPage);
   }
   return pool.stacks[i];
 }
 
-std::string str(uint3 v) { return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")"; }
-std::string str(dim3 v) { return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")"; }
+template <typename Xyz>  // uint3 or dim3
+std::string str(Xyz v) {
+  return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")";
+}
 
 void fiber_main() {
   BlockRun& run = *t_block;
@@ -218,9 +221,10 @@ bool release_warp_operations(BlockRun& run, std::string* problem) {
   return released;
 }
 
-// Threads run in index order in even-numbered blocks and in reverse order in odd ones. A race
-// inside a block (a read of another thread's write with no barrier between) then sees the write
-// missing in one of the two orders, whichever thread comes first on the GPU.
+// Threads run in index order, or in reverse when `reverse` (run_grid alternates it from block to
+// block and from one launch of a kernel to the next). A race inside a block (a read of another
+// thread's write with no barrier between) then sees the write missing in one of the two orders,
+// whichever thread comes first on the GPU.
 void run_block(BlockRun& run, const LaunchConfig& config, uint3 block, bool reverse) {
   const dim3 bd = config.block;
   const size_t threads = size_t(bd.x) * bd.y * bd.z;

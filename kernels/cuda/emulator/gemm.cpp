@@ -1,15 +1,13 @@
 // The CUDA emulator's stand-in for cuBLASLt (kernels/cuda/gemm.cu): the same entry points
 // (kernels/cuda/gemm.h), computed by the CPU GEMM in f32 (f64 for f64) and rounded once to the
-// output type, as cuBLASLt's f32 accumulation does; f32 operands are rounded to TF32 when it is on. It tests what the engine does around the
-// library (strides, transposes, batching, the fused bias and bias-gradient paths), not cuBLASLt.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
+// output type, as cuBLASLt's f32 accumulation does; f32 operands are rounded to TF32 when it is
+// on. It tests what the engine does around the library (strides, transposes, batching, the fused
+// bias and bias-gradient paths), not cuBLASLt. Conversions are the CPU kernels' (cpu::convert).
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
-#include "engine/error.h"
+#include "kernels/cpu/copy.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cuda/gemm.h"
 
@@ -28,29 +26,14 @@ float to_tf32(float v) {
   return v;
 }
 
-float load(DType dtype, const void* p, int64_t i) {
-  switch (dtype) {
-    case DType::f32: return static_cast<const float*>(p)[i];
-    case DType::bf16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case DType::f16: return __half2float(static_cast<const __half*>(p)[i]);
-    default: fail("gemm (CUDA emulator): dtype {} is not f32, bf16 or f16", dtype_name(dtype));
-  }
-}
-
-void store(DType dtype, void* p, int64_t i, float v) {
-  switch (dtype) {
-    case DType::f32: static_cast<float*>(p)[i] = v; return;
-    case DType::bf16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v); return;
-    case DType::f16: static_cast<__half*>(p)[i] = __float2half_rn(v); return;
-    default: fail("gemm (CUDA emulator): dtype {} is not f32, bf16 or f16", dtype_name(dtype));
-  }
+const char* element(DType dtype, const void* base, int64_t offset) {
+  return static_cast<const char*>(base) + offset * static_cast<int64_t>(dtype_size(dtype));
 }
 
 // A rows x cols matrix (row stride ld) as dense f32.
 std::vector<float> dense(DType dtype, const void* p, int64_t rows, int64_t cols, int64_t ld) {
   std::vector<float> out(static_cast<size_t>(rows * cols));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = load(dtype, p, r * ld + c);
+  for (int64_t r = 0; r < rows; ++r) cpu::convert(element(dtype, p, r * ld), dtype, &out[r * cols], DType::f32, cols);
   return out;
 }
 
@@ -62,10 +45,6 @@ std::vector<float> operand(DType dtype, const void* p, int64_t rows, int64_t col
   return out;
 }
 
-const char* element(DType dtype, const void* base, int64_t offset) {
-  return static_cast<const char*>(base) + offset * static_cast<int64_t>(dtype_size(dtype));
-}
-
 // One product in f32: C = op(A) op(B) + beta C (+ bias per column), and the row sums of op(A).
 void multiply(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
               const void* B, int64_t ldb, float beta, const void* bias, void* C, int64_t ldc, void* bias_grad) {
@@ -75,15 +54,25 @@ void multiply(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int
   if (beta != 0.0f) c = dense(dtype, C, M, N, ldc);
   cpu::gemm_f32(trans_a, trans_b, M, N, K, 1.0f, a.data(), trans_a ? M : K, b.data(), trans_b ? K : N, beta, c.data(),
                 N);
+  if (bias) {
+    const std::vector<float> row = dense(dtype, bias, 1, N, N);
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t col = 0; col < N; ++col) c[r * N + col] += row[col];
+  }
   for (int64_t r = 0; r < M; ++r)
-    for (int64_t col = 0; col < N; ++col)
-      store(dtype, C, r * ldc + col, c[r * N + col] + (bias ? load(dtype, bias, col) : 0.0f));
-  if (bias_grad)
-    for (int64_t r = 0; r < M; ++r) {
-      float sum = 0;
-      for (int64_t k = 0; k < K; ++k) sum += trans_a ? a[k * M + r] : a[r * K + k];
-      store(dtype, bias_grad, r, sum);
-    }
+    cpu::convert(&c[r * N], DType::f32, const_cast<char*>(element(dtype, C, r * ldc)), dtype, N);
+  if (bias_grad) {
+    std::vector<float> sums(static_cast<size_t>(M), 0.0f);
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t k = 0; k < K; ++k) sums[r] += trans_a ? a[k * M + r] : a[r * K + k];
+    cpu::convert(sums.data(), DType::f32, bias_grad, dtype, M);
+  }
+}
+
+// The epilogue paths decline what gemm.cu declines (so that the engine's unfused fallback runs
+// here too): f64, K = 0 and a bias pointer not 16-byte aligned.
+bool epilogue_declined(DType dtype, int64_t K, const void* bias) {
+  return K == 0 || dtype == DType::f64 || reinterpret_cast<uintptr_t>(bias) % 16 != 0;
 }
 
 }  // namespace
@@ -99,12 +88,6 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
   for (int64_t i = 0; i < batch; ++i)
     multiply(dtype, trans_a, trans_b, M, N, K, element(dtype, A, i * stride_a), lda, element(dtype, B, i * stride_b),
              ldb, beta, nullptr, const_cast<char*>(element(dtype, C, i * stride_c)), ldc, nullptr);
-}
-
-// The epilogue paths decline what gemm.cu declines (so that the engine's unfused fallback runs
-// here too): f64, K = 0 and a bias pointer not 16-byte aligned.
-bool epilogue_declined(DType dtype, int64_t K, const void* bias) {
-  return K == 0 || dtype == DType::f64 || reinterpret_cast<uintptr_t>(bias) % 16 != 0;
 }
 
 bool gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
