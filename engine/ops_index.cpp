@@ -4,6 +4,9 @@
 
 #include "engine/autograd.h"
 #include "engine/cuda.h"
+#ifdef BAM_WITH_CUDA
+#include "engine/cuda_error_slots.h"
+#endif
 #include "engine/op_support.h"
 #include "engine/ops.h"
 #include "kernels/cpu/index.h"
@@ -103,15 +106,17 @@ void check_index_result(const cpu::IndexResult& r, const char* op, int64_t size,
 }
 
 #ifdef BAM_WITH_CUDA
-// Runs a CUDA index kernel with a zeroed error slot, then checks it (one read back to the host).
+// Runs a CUDA index kernel with an error slot: an out-of-range index is skipped by the kernel and
+// thrown at the host's next wait for the device (engine/cuda_error_slots.h), so that indexing on
+// the GPU costs no wait of its own.
 template <typename Launch>
-void run_cuda_index(const char* op, Device device, int64_t size, int64_t d, Launch launch) {
-  Tensor error = zeros({2}, {DType::i64, device});
-  launch(error.data<int64_t>(), cuda::current_stream());
-  std::vector<int64_t> e = error.to_vector<int64_t>();
-  BAM_CHECK(e[0] == 0, "{}: index {} is out of range for dim {} of size {}", op, e[1], d, size);
+void run_cuda_index(const char* op, int64_t size, int64_t d, Launch launch) {
+  int64_t* error = cuda::error_slot([op, size, d](int64_t bad) {
+    return fmt::format("{}: index {} is out of range for dim {} of size {}", op, bad, d, size);
+  });
+  launch(error, cuda::current_stream());
 }
-#define BAM_CUDA_INDEX(op, device, size, d, ...) run_cuda_index(op, device, size, d, __VA_ARGS__)
+#define BAM_CUDA_INDEX(op, size, d, ...) run_cuda_index(op, size, d, __VA_ARGS__)
 #else
 #define BAM_CUDA_INDEX(op, ...) fail("{}: this build has no CUDA backend", op)
 #endif
@@ -142,7 +147,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   int64_t outer, inner;
   around(x.shape(), d, &outer, &inner);
   if (x.device().is_cuda()) {
-    BAM_CUDA_INDEX("index_select", x.device(), x.size(d), d, [&](int64_t* error, void* stream) {
+    BAM_CUDA_INDEX("index_select", x.size(d), d, [&](int64_t* error, void* stream) {
       cuda_kernels::index_select(x.dtype(), xc.raw_data(), ic.data<int64_t>(), out.raw_data(), outer, x.size(d),
                                  index.size(0), inner, error, stream);
     });
@@ -159,7 +164,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
     Tensor gc = contiguous_data(g);
     Tensor dx = zeros(input_shape, {g.dtype(), g.device()});
     if (g.device().is_cuda()) {
-      BAM_CUDA_INDEX("index_select", g.device(), input_shape[d], d, [&](int64_t* error, void* stream) {
+      BAM_CUDA_INDEX("index_select", input_shape[d], d, [&](int64_t* error, void* stream) {
         cuda_kernels::index_add(g.dtype(), dx.raw_data(), ic.data<int64_t>(), gc.raw_data(), outer, input_shape[d],
                                 ic.size(0), inner, error, stream);
       });
@@ -183,7 +188,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   int64_t outer, inner;
   around(x.shape(), d, &outer, &inner);
   if (x.device().is_cuda()) {
-    BAM_CUDA_INDEX("gather", x.device(), x.size(d), d, [&](int64_t* error, void* stream) {
+    BAM_CUDA_INDEX("gather", x.size(d), d, [&](int64_t* error, void* stream) {
       cuda_kernels::gather(x.dtype(), xc.raw_data(), ic.data<int64_t>(), out.raw_data(), outer, x.size(d),
                            index.size(d), inner, error, stream);
     });
@@ -218,7 +223,7 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
   int64_t outer, inner;
   around(x.shape(), d, &outer, &inner);
   if (x.device().is_cuda()) {
-    BAM_CUDA_INDEX("scatter_add", x.device(), x.size(d), d, [&](int64_t* error, void* stream) {
+    BAM_CUDA_INDEX("scatter_add", x.size(d), d, [&](int64_t* error, void* stream) {
       cuda_kernels::scatter_add(x.dtype(), out.raw_data(), ic.data<int64_t>(), sc.raw_data(), outer, x.size(d),
                                 index.size(d), inner, error, stream);
     });

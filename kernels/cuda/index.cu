@@ -7,9 +7,12 @@
 namespace bam::cuda_kernels {
 namespace {
 
+// `error` is page-locked host memory (engine/cuda_error_slots.h): plain stores, no atomics, which
+// mapped memory does not promise. Racing threads each store a bad index; whichever lands is reported.
 __device__ __forceinline__ void report(int64_t* error, int64_t bad) {
-  atomicExch(reinterpret_cast<unsigned long long*>(&error[1]), static_cast<unsigned long long>(bad));
-  atomicExch(reinterpret_cast<unsigned long long*>(&error[0]), 1ull);
+  volatile int64_t* slot = error;
+  slot[1] = bad;
+  slot[0] = 1;
 }
 
 // per_slice_index: the index has one entry per (o, j, i) (gather) or one per j (index_select).

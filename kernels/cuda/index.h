@@ -1,6 +1,7 @@
 // CUDA twins of kernels/cpu/index.h over contiguous [outer, dim, inner] layouts. Out-of-range
-// indices are skipped and reported through `error` (device int64[2], zeroed by the caller):
-// error[0] becomes 1 and error[1] holds one offending index value.
+// indices are skipped and reported through `error` (int64[2] the device can write, zeroed by the
+// caller: a slot of engine/cuda_error_slots.h): error[0] becomes 1 and error[1] holds one offending
+// index value.
 #pragma once
 
 #include <cstdint>

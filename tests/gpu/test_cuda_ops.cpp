@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "bam/bam_cross_entropy.h"
+#include "bam/bam_loss.h"
 #include "bam/sinkhorn.h"
 #include "engine/cuda.h"
 #include "engine/grad_scaler.h"
@@ -180,14 +181,39 @@ TEST_CASE("CUDA paths the op table does not reach: wide rows, ties, index errors
     }
   }
   {
-    // An out-of-range index is an error that names it; the kernels skip it rather than fault.
+    // An out-of-range index is an error that names it, thrown at the host's next wait for the
+    // device (the op queues without one); the kernels skip it rather than fault.
     Tensor x = ones({4, 3}, {DType::f32, Device::cuda()});
     Tensor bad_rows = from_vector(std::vector<int64_t>{0, 4}, {2}).to(Device::cuda());
     Tensor bad = from_vector(std::vector<int64_t>{0, 1, 2, 3, -1, 0}, {2, 3}).to(Device::cuda());
-    CHECK_THROWS_WITH(index_select(x, 0, bad_rows), doctest::Contains("index 4 is out of range for dim 0 of size 4"));
-    CHECK_THROWS_WITH(gather(x, 0, bad), doctest::Contains("index -1 is out of range for dim 0 of size 4"));
-    CHECK_THROWS_WITH(scatter_add(x, 0, bad, ones({2, 3}, {DType::f32, Device::cuda()})),
-                      doctest::Contains("index -1 is out of range for dim 0 of size 4"));
+    Tensor good = from_vector(std::vector<int64_t>{0, 1, 2, 3, 3, 0}, {2, 3}).to(Device::cuda());
+    Tensor src = ones({2, 3}, {DType::f32, Device::cuda()});
+    CHECK_THROWS_WITH(index_select(x, 0, bad_rows).to(Device::cpu()),
+                      doctest::Contains("index_select: index 4 is out of range for dim 0 of size 4"));
+    CHECK_THROWS_WITH(gather(x, 0, bad).to(Device::cpu()),
+                      doctest::Contains("gather: index -1 is out of range for dim 0 of size 4"));
+    CHECK_THROWS_WITH((scatter_add(x, 0, bad, src), cuda::synchronize()),
+                      doctest::Contains("scatter_add: index -1 is out of range for dim 0 of size 4"));
+    // index_select's backward (index_add) checks its index too.
+    Tensor leaf = x.clone().requires_grad_(true);
+    Tensor picked = index_select(leaf, 0, from_vector(std::vector<int64_t>{3, 0, 3}, {3}).to(Device::cuda()));
+    sum(picked).backward();
+    CHECK(leaf.grad().to_vector<float>() == std::vector<float>{1, 1, 1, 0, 0, 0, 0, 0, 0, 2, 2, 2});
+
+    // No op waits of its own, and an error is thrown once, by the wait that covers its launch.
+    const int64_t waits = cuda::host_waits();
+    Tensor queued = gather(x, 0, bad);
+    CHECK(cuda::host_waits() == waits);
+    CHECK_THROWS_WITH(cuda::synchronize(), doctest::Contains("reported at the host's next wait"));
+    CHECK_NOTHROW(cuda::synchronize());
+    // More launches than the slot ring holds (1,024) between two waits: one extra wait frees the
+    // ring, and a bad index after the ring wrapped is still found.
+    const int64_t waits_before_many = cuda::host_waits();
+    for (int i = 0; i < 1100; ++i) (void)gather(x, 0, good);
+    CHECK(cuda::host_waits() - waits_before_many == 1);
+    (void)gather(x, 0, bad);
+    CHECK_THROWS_WITH(cuda::synchronize(), doctest::Contains("gather: index -1"));
+    CHECK(gather(x, 0, good).to_vector<float>() == std::vector<float>(6, 1.0f));
     CHECK(sum(x).item() == 12.0);  // the device still works
   }
   {
@@ -484,6 +510,46 @@ TEST_CASE("CUDA Sinkhorn target matches the CPU kernel") {
       check_close(gpu, to_ref(cpu), tolerance_for(dtype), what);
     }
   }
+}
+
+TEST_CASE("CUDA BAM loss with top-k targets (--top_k_sink) matches the CPU and queues without a wait") {
+  InputMaker maker(test_seed("cuda bam loss top-k"));
+  BamLossOptions o;
+  o.n_global = 2;
+  o.n_local = 2;
+  o.target_crops = 2;
+  o.top_k = 5;
+  const int64_t B = 8, D = 16;
+  InputSpec spec{{(o.n_global + o.n_local) * B, D}, Values::normal};
+  // The kept columns are a top-k of averaged target rows: draw until no two of them are within
+  // 1e-4 of each other at the cut, so f32 and f64 keep the same columns.
+  Tensor z_cpu;
+  for (int draw = 0; draw < 20 && !z_cpu.defined(); ++draw) {
+    Tensor candidate = maker.make(spec, maker.values(spec), DType::f32).to(DType::f64);
+    Tensor target = bam_loss(candidate, 0.05, o).target;
+    Tensor average = mean(target.view({o.n_global, B, o.target_crops * B}), {0});
+    std::vector<double> v = average.to_vector<double>();
+    bool separated = true;
+    for (int64_t row = 0; row < B; ++row) {
+      std::vector<double> r(v.begin() + row * o.target_crops * B, v.begin() + (row + 1) * o.target_crops * B);
+      std::sort(r.rbegin(), r.rend());
+      separated = separated && r[o.top_k - 1] - r[o.top_k] > 1e-4;
+    }
+    if (separated) z_cpu = candidate;
+  }
+  REQUIRE_MESSAGE(z_cpu.defined(), "no draw without a near-tie at the top-k cut");
+  Tensor z_gpu = z_cpu.to(DType::f32).to(Device::cuda()).requires_grad_(true);
+  z_cpu.requires_grad_(true);
+  BamLossResult cpu = bam_loss(z_cpu, 0.05, o);
+  const int64_t waits = cuda::host_waits();
+  BamLossResult gpu = bam_loss(z_gpu, 0.05, o);
+  gpu.loss.backward();
+  CHECK_MESSAGE(cuda::host_waits() == waits, "the loss with top-k waited for the device");
+  cpu.loss.backward();
+  const Tolerance tol = tolerance_for(DType::f32);
+  check_close(gpu.target, to_ref(cpu.target), tol, "top-k target");
+  check_close(gpu.loss, to_ref(cpu.loss), tol, "top-k loss");
+  check_close(z_gpu.grad(), to_ref(z_cpu.grad()), tol, "top-k loss gradient");
 }
 
 TEST_CASE("CUDA attention at the ViT shapes: tensor-core kernels (bf16, f16) and f32 against the CPU") {

@@ -216,6 +216,12 @@ cudaError_t cudaMallocHost(void** ptr, size_t size) {
   return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int) { return cudaMallocHost(ptr, size); }
+// Mapped page-locked memory: the emulated device addresses host memory as the host does.
+cudaError_t cudaHostGetDevicePointer(void** device_ptr, void* host_ptr, unsigned int flags) {
+  if (!host_ptr || flags != 0) return cudaErrorInvalidValue;
+  *device_ptr = host_ptr;
+  return cudaSuccess;
+}
 cudaError_t cudaFreeHost(void* ptr) {
   std::free(ptr);
   return cudaSuccess;
