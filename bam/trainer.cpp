@@ -119,8 +119,7 @@ double Trainer::measure_step_seconds() {
     optimizer->zero_grad();
     out.loss.backward();
     clip_grad_norm(model.parameters(), 1.0);
-    // The real step's one wait, at the same place: it costs what it costs there, and the CPU
-    // loader's batch upload is done before next() lets its workers refill the buffer.
+    // The real step's one wait, at the same place: it costs what it costs there.
     (void)out.loss.item();
     optimizer->step();
   }
@@ -293,8 +292,8 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     optimizer_->set_weight_decay(wd_schedule_[gs]);
     // The loss, the target entropy, the embedding spread and fp16's overflow check are read
     // together once backward is queued: on a GPU that is the step's one wait, and a non-finite
-    // loss stops the run before the weights or anything saved change. (The wait also guarantees
-    // that the upload of a CPU loader's batch is done before next() lets its workers refill it.)
+    // loss stops the run before the weights or anything saved change, as does an index error a
+    // kernel found (engine/cuda_error_slots.h).
     const StepMetrics metrics =
         read_step_metrics(out.loss, out.target_entropy, embedding_std(z), grad_sum_of_squares);
     const double loss = metrics.loss, spread = metrics.embedding_std;

@@ -41,7 +41,19 @@ MultiCropLoader::~MultiCropLoader() {
   }
   work_ready_.notify_all();
   for (auto& w : workers_) w.join();
+  try {
+    hand_back_lent_slot();
+    for (Slot& slot : slots_) slot.handed_back.wait();  // an upload may still read the buffers
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "warning: CPU loader: waiting for uploads from its buffers failed: %s\n", e.what());
+  }
   for (void* p : allocations_) cuda::host_free_pinned(p);
+}
+
+void MultiCropLoader::hand_back_lent_slot() {
+  if (lent_slot_ < 0) return;
+  if (pinned_) slots_[lent_slot_].handed_back.record();
+  lent_slot_ = -1;
 }
 
 int64_t MultiCropLoader::steps_per_epoch() const {
@@ -61,6 +73,7 @@ int64_t MultiCropLoader::skipped_files() const { return unreadable_.count(); }
 
 void MultiCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
+  hand_back_lent_slot();
   // Let work of the previous epoch finish before its slots are reused.
   end_item_ = next_item_;
   idle_.wait(lock, [&] { return active_ == 0; });
@@ -103,6 +116,7 @@ void MultiCropLoader::worker_loop() {
     const int64_t step = item / batch_, b = item % batch_;
     Slot& slot = slots_[step % slots_.size()];
     try {
+      slot.handed_back.wait();  // an upload from the batch this slot held before has read it
       produce(step, b, slot);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -145,6 +159,7 @@ void MultiCropLoader::produce(int64_t step, int64_t b, Slot& slot) {
 MultiCropLoader::Batch MultiCropLoader::next() {
   auto start = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mutex_);
+  hand_back_lent_slot();  // the batch before is refilled from here on
   const int64_t step = consumer_next_;
   BAM_CHECK(step * batch_ < end_item_, "loader: the epoch has no batch {} (call start_epoch)", step);
   Slot& slot = slots_[step % slots_.size()];
@@ -158,6 +173,7 @@ MultiCropLoader::Batch MultiCropLoader::next() {
   }
   batch.indices = slot.indices;
   batch.labels = slot.labels;
+  lent_slot_ = static_cast<int64_t>(step % slots_.size());
   ++consumer_next_;
   lock.unlock();
   work_ready_.notify_all();

@@ -17,6 +17,7 @@
 #include "data/augment.h"
 #include "data/dataset.h"
 #include "data/unreadable_files.h"
+#include "engine/cuda.h"
 #include "engine/tensor.h"
 
 namespace bam::data {
@@ -38,10 +39,11 @@ struct LoaderOptions {
 };
 
 // `groups` lives in the loader's buffers until the next next(): the CPU loader's workers refill a
-// host batch after it. Its page-locked memory makes an upload (.to(cuda)) asynchronous, so a
-// caller that uploads must have waited for the device once before calling next() again (the
-// Trainer's one wait per step, the feature extraction's read of each batch's features). The GPU
-// loader's batches are reused only after the trainer's stream is done with them (events).
+// host batch after it. Its page-locked memory makes an upload (.to(cuda)) asynchronous; next()
+// marks the current stream (cuda::StreamMark) and the workers refill the previous batch's buffer
+// only once the work queued before the mark has run, so an upload queued before the next next()
+// (or start_epoch()) reads the batch it was given, without the caller waiting. The GPU loader's
+// batches are reused only after the trainer's stream is done with them (events).
 struct LoaderBatch {
   std::vector<Tensor> groups;    // per resolution; on the GPU for the gpu backend
   std::vector<int64_t> indices;  // dataset index of each image
@@ -91,9 +93,14 @@ class MultiCropLoader : public CropLoader {
     int64_t step = -1;
     int64_t done = 0;
     std::vector<int64_t> indices, labels;
+    // Recorded on the current stream when the caller is done queueing work on this batch (at the
+    // next next() or start_epoch()): the workers wait for it before refilling the buffers.
+    cuda::StreamMark handed_back;
   };
   void worker_loop();
   void produce(int64_t step, int64_t b, Slot& slot);
+  // The caller is done queueing work on the batch it holds: marks the stream for its slot.
+  void hand_back_lent_slot();
   int64_t batch_rows(int64_t step) const;
 
   Dataset dataset_;
@@ -114,6 +121,7 @@ class MultiCropLoader : public CropLoader {
   int64_t epoch_ = 0;
   std::vector<int64_t> order_;
   int64_t next_item_ = 0, end_item_ = 0, consumer_next_ = 0;
+  int64_t lent_slot_ = -1;  // the slot of the batch the caller holds (-1: none)
   int active_ = 0;
   std::exception_ptr failure_;
   UnreadableFiles unreadable_;

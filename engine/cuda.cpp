@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "engine/cuda_check.h"
@@ -236,6 +237,42 @@ bool device_is_usable() {
   return cudaPeekAtLastError() == cudaSuccess;
 }
 void* current_stream() { return g_stream; }
+
+StreamMark::~StreamMark() {
+  if (event_) cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+}
+StreamMark::StreamMark(StreamMark&& other) noexcept
+    : event_(std::exchange(other.event_, nullptr)), device_(other.device_), recorded_(std::exchange(other.recorded_, false)) {}
+StreamMark& StreamMark::operator=(StreamMark&& other) noexcept {
+  if (this != &other) {
+    if (event_) cudaEventDestroy(static_cast<cudaEvent_t>(event_));
+    event_ = std::exchange(other.event_, nullptr);
+    device_ = other.device_;
+    recorded_ = std::exchange(other.recorded_, false);
+  }
+  return *this;
+}
+
+void StreamMark::record() {
+  if (!is_available()) return;
+  if (!event_) {
+    // Blocking sync: a waiting thread sleeps instead of spinning on a core the loader needs.
+    cudaEvent_t event;
+    BAM_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming | cudaEventBlockingSync));
+    event_ = event;
+    BAM_CUDA_CHECK(cudaGetDevice(&device_));
+  }
+  BAM_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), static_cast<cudaStream_t>(g_stream)));
+  recorded_ = true;
+}
+
+void StreamMark::wait() const {
+  if (!recorded_) return;
+  int current = 0;
+  BAM_CUDA_CHECK(cudaGetDevice(&current));
+  if (current != device_) BAM_CUDA_CHECK(cudaSetDevice(device_));
+  BAM_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event_)));
+}
 
 // Without a usable device there is nothing to page-lock for: plain aligned memory keeps the
 // callers' code paths the same (is_available() never changes within a process).

@@ -72,6 +72,30 @@ bool device_is_usable();
 // events.
 void* current_stream();
 
+// A mark in the current stream's queue that any host thread can wait for: record() queues it
+// behind the work queued so far, and wait() blocks the calling thread, asleep rather than
+// spinning, until that work has run. Waiting on it is not a host wait of the engine's (the stream
+// is not drained: later work stays queued). Without a device both do nothing. The CPU loader
+// marks the stream each time it hands out a batch, and refills the previous batch's page-locked
+// buffer only after the mark, so an upload queued from that buffer has read it first.
+class StreamMark {
+ public:
+  StreamMark() = default;
+  ~StreamMark();
+  StreamMark(StreamMark&& other) noexcept;
+  StreamMark& operator=(StreamMark&& other) noexcept;
+  StreamMark(const StreamMark&) = delete;
+  StreamMark& operator=(const StreamMark&) = delete;
+
+  void record();
+  void wait() const;  // returns at once if never recorded
+
+ private:
+  void* event_ = nullptr;  // cudaEvent_t, created by the first record()
+  int device_ = 0;         // the device it was recorded on (a new thread starts on cuda:0)
+  bool recorded_ = false;
+};
+
 // Page-locked host memory for fast, asynchronous uploads (data loader batch buffers).
 void* host_allocate_pinned(size_t nbytes);
 void host_free_pinned(void* ptr);

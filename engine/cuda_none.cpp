@@ -29,6 +29,11 @@ void synchronize() {}
 int64_t host_waits() { return 0; }
 bool device_is_usable() { return false; }
 void* current_stream() { return nullptr; }
+StreamMark::~StreamMark() = default;
+StreamMark::StreamMark(StreamMark&&) noexcept = default;
+StreamMark& StreamMark::operator=(StreamMark&&) noexcept = default;
+void StreamMark::record() {}
+void StreamMark::wait() const {}
 // Without CUDA there is no page-locking; plain aligned memory keeps callers' code paths the same.
 void* host_allocate_pinned(size_t nbytes) { return std::aligned_alloc(64, (nbytes + 63) / 64 * 64 + 64); }
 void host_free_pinned(void* ptr) { std::free(ptr); }

@@ -6,6 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <numeric>
@@ -111,6 +112,44 @@ TEST_CASE("the CUDA emulator names a kernel that writes past the end of a device
   CHECK(cudaMemcpy(out.ptr + 90, host.data(), 20 * sizeof(float), cudaMemcpyHostToDevice) == cudaErrorInvalidValue);
   CHECK(cudaMemcpy(out.ptr + 80, host.data(), 20 * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess);
   CHECK(cudaMemset(host.data(), 0, 4) == cudaErrorInvalidValue);  // host memory is not a device block
+}
+
+TEST_CASE("the CUDA emulator holds an asynchronous copy from page-locked memory back until a call must see it") {
+  DeviceFloats device(4);
+  float* pinned = nullptr;
+  REQUIRE(cudaMallocHost(reinterpret_cast<void**>(&pinned), 4 * sizeof(float)) == cudaSuccess);
+  cudaStream_t stream;
+  cudaEvent_t event;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaEventCreate(&event) == cudaSuccess);
+  REQUIRE(cudaMemset(device.ptr, 0, 4 * sizeof(float)) == cudaSuccess);
+  // Rewriting the buffer before waiting is a bug a busy GPU shows: the copy reads the new values.
+  std::fill(pinned, pinned + 4, 1.0f);
+  REQUIRE(cudaMemcpyAsync(device.ptr, pinned, 4 * sizeof(float), cudaMemcpyHostToDevice, stream) == cudaSuccess);
+  CHECK(device.ptr[0] == 0.0f);  // held back
+  REQUIRE(cudaEventRecord(event, stream) == cudaSuccess);
+  CHECK(device.ptr[0] == 0.0f);  // recording an event does not complete it
+  std::fill(pinned, pinned + 4, 2.0f);
+  REQUIRE(cudaEventSynchronize(event) == cudaSuccess);
+  CHECK(device.ptr[3] == 2.0f);
+  // A launch completes it before the kernel runs; so does a copy from pageable memory, in order.
+  std::fill(pinned, pinned + 4, 3.0f);
+  REQUIRE(cudaMemcpyAsync(device.ptr, pinned, 4 * sizeof(float), cudaMemcpyHostToDevice, stream) == cudaSuccess);
+  emulator_checks::write_elements(device.ptr, 2, false);
+  CHECK(device.ptr[3] == 3.0f);
+  std::vector<float> pageable(4, 4.0f);
+  REQUIRE(cudaMemcpyAsync(device.ptr, pinned, 4 * sizeof(float), cudaMemcpyHostToDevice, stream) == cudaSuccess);
+  REQUIRE(cudaMemcpyAsync(device.ptr, pageable.data(), 4 * sizeof(float), cudaMemcpyHostToDevice, stream) == 0);
+  CHECK(device.ptr[0] == 4.0f);  // done at once, after the held copy
+  // A copy into page-locked memory is held too: read it only after a wait.
+  std::fill(pinned, pinned + 4, 0.0f);
+  REQUIRE(cudaMemcpyAsync(pinned, device.ptr, 4 * sizeof(float), cudaMemcpyDeviceToHost, stream) == cudaSuccess);
+  CHECK(pinned[0] == 0.0f);
+  REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+  CHECK(pinned[0] == 4.0f);
+  cudaEventDestroy(event);
+  cudaStreamDestroy(stream);
+  cudaFreeHost(pinned);
 }
 
 }  // namespace bam

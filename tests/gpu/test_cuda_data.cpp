@@ -6,13 +6,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "data/gpu_loader.h"
 #include "data/loader.h"
+#include "engine/cuda.h"
+#include "engine/ops.h"
 #include "kernels/cuda/crop_batch.h"
 #include "kernels/cuda/jpeg_batch.h"
 #include "tests/gpu_batch_support.h"
@@ -166,25 +170,76 @@ TEST_CASE("GPU crop kernels render a group of more than 65535 crops") {
   CHECK(c.first.beyond == 0);
 }
 
-TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files skipped") {
+// A folder of the GPU test corpus in two classes, with three damaged files mixed in (a truncated
+// header, garbage with a .jpg name, an empty file): 3 more files than `files`.
+data::Dataset write_test_folder(const std::filesystem::path& root, const std::vector<ImageFile>& files) {
   namespace fs = std::filesystem;
-  const uint64_t seed = test_seed();
-  fs::path root = fs::temp_directory_path() / ("bam_gpu_loader_" + std::to_string(::getpid()));
   fs::remove_all(root);
   fs::create_directories(root / "a");
   fs::create_directories(root / "b");
-  std::vector<ImageFile> files = gpu_test_corpus(seed);
   for (size_t i = 0; i < files.size(); ++i) {
     std::ofstream((root / (i % 2 ? "a" : "b") / files[i].name), std::ios::binary)
         .write(reinterpret_cast<const char*>(files[i].bytes.data()), files[i].bytes.size());
   }
-  // Damaged: a truncated header, garbage with a .jpg name, an empty file.
   std::ofstream(root / "a" / "truncated.jpg", std::ios::binary)
       .write(reinterpret_cast<const char*>(files[0].bytes.data()), 100);
   std::ofstream(root / "b" / "garbage.jpg") << "this is not an image";
   std::ofstream(root / "b" / "empty.jpg");
   data::Dataset dataset = data::open_dataset(root.string());
   REQUIRE(dataset.size() == static_cast<int64_t>(files.size()) + 3);
+  return dataset;
+}
+
+// MultiCropLoader's batches live in page-locked buffers, so .to(cuda) only queues the upload.
+// The loop goes on without waiting, and gives the workers time to refill the previous batch's
+// buffer before its upload runs: on a GPU the upload is queued behind tens of milliseconds of
+// matmuls; the emulator holds a copy from page-locked memory back until the next call that must
+// see it done, so there the loop sleeps. Workers that refilled a buffer as soon as the next batch
+// was handed out would be caught by the upload reading the batch after.
+TEST_CASE("MultiCropLoader's page-locked batches upload without a wait: a buffer is refilled after its upload") {
+  namespace fs = std::filesystem;
+  const uint64_t seed = test_seed();
+  fs::path root = fs::temp_directory_path() / ("bam_pinned_loader_" + std::to_string(::getpid()));
+  data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
+  data::LoaderOptions o;
+  o.threads = 3;
+  o.prefetch = 1;  // two buffers: batch s + 2 goes where batch s was
+  data::AugmentRecipe recipe = multi_crop_test_recipe();
+  auto reference = data::make_crop_loader(dataset, recipe, 2, seed, o);
+  auto loader = data::make_crop_loader(dataset, recipe, 2, seed, o);
+  REQUIRE(loader->steps_per_epoch() == 5);
+  const bool emulated = cuda::device_description(0).find("emulator") != std::string::npos;
+  Tensor busy = emulated ? Tensor() : full({4096, 4096}, 1e-4, {DType::f32, Device::cuda()});
+  for (int64_t epoch : {0, 1}) {
+    reference->start_epoch(epoch);
+    loader->start_epoch(epoch);
+    std::vector<std::vector<Tensor>> expected, uploaded;
+    for (int64_t step = 0; step < loader->steps_per_epoch(); ++step) {
+      std::vector<Tensor> copies;
+      for (const Tensor& g : reference->next().groups) copies.push_back(g.clone());
+      expected.push_back(copies);
+      data::LoaderBatch batch = loader->next();
+      for (int i = 0; busy.defined() && i < 8; ++i) busy = matmul(busy, busy);
+      if (emulated) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      std::vector<Tensor> on_device;
+      for (const Tensor& g : batch.groups) on_device.push_back(g.to(Device::cuda()));
+      uploaded.push_back(on_device);
+    }
+    for (size_t step = 0; step < expected.size(); ++step)
+      for (size_t k = 0; k < expected[step].size(); ++k) {
+        INFO("epoch " << epoch << " step " << step << " group " << k);
+        const bool same = uploaded[step][k].to(Device::cpu()).to_vector<float>() == expected[step][k].to_vector<float>();
+        CHECK(same);
+      }
+  }
+  fs::remove_all(root);
+}
+
+TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files skipped") {
+  namespace fs = std::filesystem;
+  const uint64_t seed = test_seed();
+  fs::path root = fs::temp_directory_path() / ("bam_gpu_loader_" + std::to_string(::getpid()));
+  data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
 
   for (bool eval : {false, true}) {
     data::AugmentRecipe recipe = multi_crop_test_recipe();

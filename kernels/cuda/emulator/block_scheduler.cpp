@@ -332,6 +332,7 @@ void run_grid(const void* kernel, const LaunchConfig& config, const std::functio
     set_launch_error(bad);
     return;
   }
+  complete_held_copies();  // a kernel may read what a held-back copy writes (or write what it reads)
   std::lock_guard<std::mutex> lock(g_launch_mutex);
   // Per kernel, so that a single-block kernel alternates between the two orders from one launch
   // to its next whatever else runs between them (guarded by g_launch_mutex).

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu/copy.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cuda/emulator/emulator_state.h"
 #include "kernels/cuda/gemm.h"
 
 namespace bam::cuda_kernels {
@@ -80,6 +81,7 @@ bool epilogue_declined(DType dtype, int64_t K, const void* bias) {
 void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
           int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, void* C, int64_t ldc,
           int64_t stride_c, void*) {
+  emu::complete_held_copies();
   if (dtype == DType::f64) {
     cpu::gemm_batched_f64(trans_a, trans_b, batch, M, N, K, 1.0, static_cast<const double*>(A), lda, stride_a,
                           static_cast<const double*>(B), ldb, stride_b, beta, static_cast<double*>(C), ldc, stride_c);
@@ -93,6 +95,7 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
 bool gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
                const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, void*) {
   if (epilogue_declined(dtype, K, bias)) return false;
+  emu::complete_held_copies();
   multiply(dtype, trans_a, trans_b, M, N, K, A, lda, B, ldb, 0.0f, bias, C, ldc, nullptr);
   return true;
 }
@@ -100,6 +103,7 @@ bool gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, in
 bool gemm_bias_grad(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
                     int64_t lda, const void* B, int64_t ldb, void* C, int64_t ldc, void* bias_grad, void*) {
   if (M == 0 || N == 0 || epilogue_declined(dtype, K, bias_grad)) return false;
+  emu::complete_held_copies();
   multiply(dtype, trans_a, trans_b, M, N, K, A, lda, B, ldb, 0.0f, nullptr, C, ldc, bias_grad);
   return true;
 }

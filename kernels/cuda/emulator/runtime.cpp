@@ -1,7 +1,12 @@
 // The CUDA emulator's runtime: the CUDA runtime API calls this project makes, defined over host
 // memory, for binaries that link the emulator instead of libcudart. One device, "cuda:0", with
-// sm_90's limits. Launches run when issued, so copies, streams and events need no ordering:
-// an asynchronous call completes before it returns. Device blocks carry guard bytes on both sides,
+// sm_90's limits. Launches run when issued. An asynchronous copy between device memory and
+// page-locked host memory is held back, as a GPU may hold it back, until the next call that must
+// see it done: any launch, GEMM, other copy or memset, synchronisation, event or stream query, or
+// free. Host code that rewrites (or reads) a page-locked buffer before such a call reads the copy
+// wrong here, as it would on a GPU behind a busy queue. Recording an event does not complete them,
+// so only waiting for it does. Every other call completes before it returns, so streams and events
+// need no further ordering. Device blocks carry guard bytes on both sides,
 // checked after every launch and at cudaFree, so a kernel that writes out of bounds is named; the
 // device side of a copy or memset must lie inside one device block.
 #include <cuda_runtime_api.h>
@@ -14,6 +19,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/emulator/emulator_state.h"
 
@@ -36,6 +42,17 @@ thread_local cudaError_t t_last_error = cudaSuccess;
 std::map<const void*, size_t> g_shared_limits;
 std::map<unsigned char*, size_t> g_blocks;  // user pointer -> size
 size_t g_allocated = 0;
+std::map<const unsigned char*, size_t> g_pinned;  // page-locked host blocks -> size
+
+// Asynchronous copies to or from page-locked host memory, not yet done, oldest first. They are done
+// holding g_copies_mutex, so that a launch that completes them never overlaps one in progress.
+struct HeldCopy {
+  void* dst;
+  const void* src;
+  size_t count;
+};
+std::mutex g_copies_mutex;
+std::vector<HeldCopy> g_held_copies;
 
 bool guards_intact(unsigned char* p, size_t size) {
   for (size_t i = 0; i < kGuard; ++i)
@@ -60,6 +77,15 @@ cudaError_t outside_device_memory(const char* call, const char* side, size_t n) 
   return cudaErrorInvalidValue;
 }
 
+bool in_pinned_block(const void* p, size_t n) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto* q = static_cast<const unsigned char*>(p);
+  auto it = g_pinned.upper_bound(q);
+  if (it == g_pinned.begin()) return false;
+  --it;
+  return q >= it->first && q + n <= it->first + it->second;
+}
+
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -67,6 +93,12 @@ double now_seconds() {
 }  // namespace
 
 void set_launch_error(cudaError_t error) { t_last_error = error; }
+
+void complete_held_copies() {
+  std::lock_guard<std::mutex> lock(g_copies_mutex);
+  for (const HeldCopy& c : g_held_copies) std::memmove(c.dst, c.src, c.count);
+  g_held_copies.clear();
+}
 
 size_t shared_limit(const void* kernel) {
   std::lock_guard<std::mutex> lock(g_mutex);
@@ -189,6 +221,7 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
 }
 
 cudaError_t cudaFree(void* ptr) {
+  complete_held_copies();
   if (!ptr) return cudaSuccess;
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = g_blocks.find(static_cast<unsigned char*>(ptr));
@@ -213,7 +246,10 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
 
 cudaError_t cudaMallocHost(void** ptr, size_t size) {
   *ptr = std::malloc(size ? size : 1);
-  return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
+  if (!*ptr) return cudaErrorMemoryAllocation;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_pinned[static_cast<const unsigned char*>(*ptr)] = size;
+  return cudaSuccess;
 }
 cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int) { return cudaMallocHost(ptr, size); }
 // Mapped page-locked memory: the emulated device addresses host memory as the host does.
@@ -223,23 +259,46 @@ cudaError_t cudaHostGetDevicePointer(void** device_ptr, void* host_ptr, unsigned
   return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void* ptr) {
+  complete_held_copies();
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_pinned.erase(static_cast<const unsigned char*>(ptr));
+  }
   std::free(ptr);
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+namespace {
+
+// A copy's checks, then: held back when asynchronous and its host side is page-locked, else done.
+cudaError_t copy(const char* call, void* dst, const void* src, size_t count, cudaMemcpyKind kind, bool async) {
   if (count == 0) return cudaSuccess;
   const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
-  if (dst_device && !in_device_block(dst, count)) return outside_device_memory("cudaMemcpy", "destination", count);
-  if (src_device && !in_device_block(src, count)) return outside_device_memory("cudaMemcpy", "source", count);
+  if (dst_device && !in_device_block(dst, count)) return outside_device_memory(call, "destination", count);
+  if (src_device && !in_device_block(src, count)) return outside_device_memory(call, "source", count);
+  const bool held = async && ((kind == cudaMemcpyHostToDevice && in_pinned_block(src, count)) ||
+                              (kind == cudaMemcpyDeviceToHost && in_pinned_block(dst, count)));
+  if (held) {
+    std::lock_guard<std::mutex> lock(g_copies_mutex);
+    g_held_copies.push_back({dst, src, count});
+    return cudaSuccess;
+  }
+  complete_held_copies();
   std::memmove(dst, src, count);
   return cudaSuccess;
 }
+
+}  // namespace
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  return copy("cudaMemcpy", dst, src, count, kind, false);
+}
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy(dst, src, count, kind);
+  return copy("cudaMemcpyAsync", dst, src, count, kind, true);
 }
 cudaError_t cudaMemset(void* ptr, int value, size_t count) {
+  complete_held_copies();
   if (count == 0) return cudaSuccess;
   if (!in_device_block(ptr, count)) return outside_device_memory("cudaMemset", "destination", count);
   std::memset(ptr, value, count);
@@ -247,6 +306,7 @@ cudaError_t cudaMemset(void* ptr, int value, size_t count) {
 }
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t count, cudaStream_t) { return cudaMemset(ptr, value, count); }
 cudaError_t cudaMemset2DAsync(void* ptr, size_t pitch, int value, size_t width, size_t height, cudaStream_t) {
+  complete_held_copies();
   if (width > pitch && height > 1) return cudaErrorInvalidValue;
   if (height > 0 && width > 0 && !in_device_block(ptr, (height - 1) * pitch + width))
     return outside_device_memory("cudaMemset2DAsync", "destination", (height - 1) * pitch + width);
@@ -254,7 +314,10 @@ cudaError_t cudaMemset2DAsync(void* ptr, size_t pitch, int value, size_t width, 
   return cudaSuccess;
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  complete_held_copies();
+  return cudaSuccess;
+}
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
   *stream = new CUstream_st;
   return cudaSuccess;
@@ -263,9 +326,16 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   delete stream;
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  complete_held_copies();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t) {
+  complete_held_copies();
+  return cudaSuccess;
+}
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned int) {
+  complete_held_copies();
   return event ? cudaSuccess : cudaErrorInvalidResourceHandle;
 }
 
@@ -283,8 +353,14 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
   event->seconds = now_seconds();
   return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t event) { return event ? cudaSuccess : cudaErrorInvalidResourceHandle; }
-cudaError_t cudaEventQuery(cudaEvent_t event) { return event ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  complete_held_copies();
+  return event ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  complete_held_copies();
+  return event ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!start || !end) return cudaErrorInvalidResourceHandle;
   *ms = static_cast<float>((end->seconds - start->seconds) * 1e3);
