@@ -42,20 +42,25 @@ ErrorSlots& slots() {
 
 int64_t* error_slot(std::function<std::string(int64_t value)> describe) {
   ErrorSlots& s = slots();
-  {
-    std::unique_lock<std::mutex> lock(s.mutex);
-    if (static_cast<int64_t>(s.pending.size()) >= kSlots) {
-      // Every slot may still be written by a queued kernel: wait, and look at them all.
-      lock.unlock();
-      synchronize();
-    }
+  std::unique_lock<std::mutex> lock(s.mutex);
+  while (static_cast<int64_t>(s.pending.size()) >= kSlots) {
+    // Every slot may still be written by a queued kernel: wait, and look at them all. (This may
+    // throw an earlier launch's error from here, before this launch.)
+    lock.unlock();
+    synchronize();
+    lock.lock();
   }
-  std::lock_guard<std::mutex> lock(s.mutex);
   if (!s.host) {
     void* host = nullptr;
     void* device = nullptr;
     BAM_CUDA_CHECK(cudaHostAlloc(&host, kSlots * 2 * sizeof(int64_t), cudaHostAllocMapped | cudaHostAllocPortable));
-    BAM_CUDA_CHECK(cudaHostGetDevicePointer(&device, host, 0));
+    // With unified addressing (every 64-bit process) kernels reach page-locked memory through the
+    // host's own pointer; cudaHostGetDevicePointer may refuse when the context was created
+    // without cudaDeviceMapHost, which unified addressing makes unnecessary.
+    if (cudaHostGetDevicePointer(&device, host, 0) != cudaSuccess) {
+      (void)cudaGetLastError();
+      device = host;
+    }
     s.host = static_cast<int64_t*>(host);
     s.device = static_cast<int64_t*>(device);
     std::fill(s.host, s.host + kSlots * 2, int64_t{0});

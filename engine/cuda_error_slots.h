@@ -5,6 +5,8 @@
 // each wait on the current stream (cuda::synchronize, a copy to the host) the host reads them at
 // no cost, and throws the first error found. A kernel skips what it cannot do (a bad index reads
 // and writes nothing), and no result reaches the host before its error does.
+// Engine ops are queued from one host thread at a time: a slot is taken just before its kernel is
+// queued, and a wait on another thread in between would free it unread.
 // Only with the CUDA backend (engine/cuda_error_slots.cpp).
 #pragma once
 
@@ -15,7 +17,8 @@
 namespace bam::cuda {
 
 // The slot for the next launch on the current stream (zeroed). With every slot still pending,
-// waits for the device first (a rare extra wait: a slot per launch, a thousand between waits).
+// waits for the device first (a rare extra wait: a slot per launch, a thousand between waits),
+// which throws an earlier launch's error, if one was found, from here.
 int64_t* error_slot(std::function<std::string(int64_t value)> describe);
 
 // How many slots have been taken so far: read before a wait, and passed to throw_reported_errors

@@ -9,7 +9,11 @@ namespace {
 
 // `error` is page-locked host memory (engine/cuda_error_slots.h): plain stores, no atomics, which
 // mapped memory does not promise. Racing threads each store a bad index; whichever lands is reported.
-__device__ __forceinline__ void report(int64_t* error, int64_t bad) {
+// Each thread stores once (`reported`), so an index that is bad everywhere costs one write across
+// the bus per thread, not per element.
+__device__ __forceinline__ void report(int64_t* error, int64_t bad, bool& reported) {
+  if (reported) return;
+  reported = true;
   volatile int64_t* slot = error;
   slot[1] = bad;
   slot[0] = 1;
@@ -19,11 +23,12 @@ __device__ __forceinline__ void report(int64_t* error, int64_t bad) {
 template <typename W>
 __global__ void gather_kernel(const W* x, const int64_t* index, W* out, int64_t total, int64_t x_dim, int64_t index_dim,
                               int64_t inner, bool per_slice_index, int64_t* error) {
+  bool reported = false;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
     int64_t i = t % inner, j = (t / inner) % index_dim, o = t / (inner * index_dim);
     int64_t k = index[per_slice_index ? t : j];
     if (k < 0 || k >= x_dim) {
-      report(error, k);
+      report(error, k, reported);
       continue;
     }
     out[t] = x[(o * x_dim + k) * inner + i];
@@ -33,11 +38,12 @@ __global__ void gather_kernel(const W* x, const int64_t* index, W* out, int64_t 
 template <typename S>
 __global__ void scatter_add_kernel(S* out, const int64_t* index, const S* src, int64_t total, int64_t out_dim,
                                    int64_t index_dim, int64_t inner, bool per_slice_index, int64_t* error) {
+  bool reported = false;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
     int64_t i = t % inner, j = (t / inner) % index_dim, o = t / (inner * index_dim);
     int64_t k = index[per_slice_index ? t : j];
     if (k < 0 || k >= out_dim) {
-      report(error, k);
+      report(error, k, reported);
       continue;
     }
     atomicAdd(&out[(o * out_dim + k) * inner + i], src[t]);

@@ -122,11 +122,18 @@ TEST_CASE("the CUDA emulator holds an asynchronous copy from page-locked memory 
   cudaEvent_t event;
   REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
   REQUIRE(cudaEventCreate(&event) == cudaSuccess);
+  cudaStream_t other;
+  REQUIRE(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking) == cudaSuccess);
   REQUIRE(cudaMemset(device.ptr, 0, 4 * sizeof(float)) == cudaSuccess);
   // Rewriting the buffer before waiting is a bug a busy GPU shows: the copy reads the new values.
+  REQUIRE(cudaEventRecord(event, stream) == cudaSuccess);  // before the copy
   std::fill(pinned, pinned + 4, 1.0f);
   REQUIRE(cudaMemcpyAsync(device.ptr, pinned, 4 * sizeof(float), cudaMemcpyHostToDevice, stream) == cudaSuccess);
   CHECK(device.ptr[0] == 0.0f);  // held back
+  REQUIRE(cudaEventSynchronize(event) == cudaSuccess);
+  CHECK(device.ptr[0] == 0.0f);  // an event recorded before the copy does not cover it
+  REQUIRE(cudaStreamSynchronize(other) == cudaSuccess);
+  CHECK(device.ptr[0] == 0.0f);  // nor does another (non-blocking) stream's synchronize
   REQUIRE(cudaEventRecord(event, stream) == cudaSuccess);
   CHECK(device.ptr[0] == 0.0f);  // recording an event does not complete it
   std::fill(pinned, pinned + 4, 2.0f);
@@ -149,6 +156,7 @@ TEST_CASE("the CUDA emulator holds an asynchronous copy from page-locked memory 
   CHECK(pinned[0] == 4.0f);
   cudaEventDestroy(event);
   cudaStreamDestroy(stream);
+  cudaStreamDestroy(other);
   cudaFreeHost(pinned);
 }
 

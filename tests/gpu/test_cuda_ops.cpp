@@ -194,7 +194,7 @@ TEST_CASE("CUDA paths the op table does not reach: wide rows, ties, index errors
                       doctest::Contains("gather: index -1 is out of range for dim 0 of size 4"));
     CHECK_THROWS_WITH((scatter_add(x, 0, bad, src), cuda::synchronize()),
                       doctest::Contains("scatter_add: index -1 is out of range for dim 0 of size 4"));
-    // index_select's backward (index_add) checks its index too.
+    // index_select's backward (index_add, with the same error slot mechanism) with valid indices.
     Tensor leaf = x.clone().requires_grad_(true);
     Tensor picked = index_select(leaf, 0, from_vector(std::vector<int64_t>{3, 0, 3}, {3}).to(Device::cuda()));
     sum(picked).backward();

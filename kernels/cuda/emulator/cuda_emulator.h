@@ -6,8 +6,9 @@
 // What it models: every thread of a block is a fiber with its own stack; __syncthreads() and the
 // warp-wide operations (shuffles, __syncwarp, mma.sync) suspend the fiber until the threads they
 // wait for have arrived, so code that is correct on a GPU runs here unchanged. Blocks run one
-// after another, launches run to completion when issued (streams and events order nothing), and
-// device memory is host memory (runtime.cpp).
+// after another, launches run to completion when issued, and device memory is host memory
+// (runtime.cpp). Asynchronous copies to and from page-locked memory are held back until a wait
+// that covers them (runtime.cpp says which), so a buffer rewritten too early shows.
 //
 // What it checks, beyond the kernel's results: launch limits (block size, grid.y/z, dynamic shared
 // memory above 48 KiB without the opt-in), a shuffle or mma whose mask names a thread that has

@@ -1,12 +1,13 @@
 // The CUDA emulator's runtime: the CUDA runtime API calls this project makes, defined over host
 // memory, for binaries that link the emulator instead of libcudart. One device, "cuda:0", with
 // sm_90's limits. Launches run when issued. An asynchronous copy between device memory and
-// page-locked host memory is held back, as a GPU may hold it back, until the next call that must
-// see it done: any launch, GEMM, other copy or memset, synchronisation, event or stream query, or
-// free. Host code that rewrites (or reads) a page-locked buffer before such a call reads the copy
-// wrong here, as it would on a GPU behind a busy queue. Recording an event does not complete them,
-// so only waiting for it does. Every other call completes before it returns, so streams and events
-// need no further ordering. Device blocks carry guard bytes on both sides,
+// page-locked host memory is held back, as a GPU behind a busy queue holds it back, until a call
+// must see it done: any launch or GEMM, a synchronous copy, a memset or a free completes every
+// held copy; a stream's synchronize or query completes the copies queued on it (the legacy
+// default stream and blocking streams count as one queue); waiting for or querying an event
+// completes those queued on its stream before it was recorded. Host code that rewrites (or reads)
+// a page-locked buffer before the right wait reads the copy wrong here too. Every other call
+// completes before it returns. Device blocks carry guard bytes on both sides,
 // checked after every launch and at cudaFree, so a kernel that writes out of bounds is named; the
 // device side of a copy or memset must lie inside one device block.
 #include <cuda_runtime_api.h>
@@ -24,10 +25,13 @@
 #include "kernels/cuda/emulator/emulator_state.h"
 
 struct CUstream_st {
-  int unused = 0;
+  bool blocking = true;  // false: created with cudaStreamNonBlocking
 };
 struct CUevent_st {
-  double seconds = 0;  // host time at the last record
+  double seconds = 0;             // host time at the last record
+  uint64_t copies_before = 0;     // held copies issued before the last record
+  cudaStream_t stream = nullptr;  // recorded on (nullptr: the legacy default stream)
+  bool stream_blocking = true;
 };
 
 namespace bam::emu {
@@ -47,12 +51,43 @@ std::map<const unsigned char*, size_t> g_pinned;  // page-locked host blocks -> 
 // Asynchronous copies to or from page-locked host memory, not yet done, oldest first. They are done
 // holding g_copies_mutex, so that a launch that completes them never overlaps one in progress.
 struct HeldCopy {
+  uint64_t sequence;  // issue order
+  cudaStream_t stream;
+  bool stream_blocking;  // the stream synchronises with the legacy default stream (nullptr)
   void* dst;
   const void* src;
   size_t count;
 };
 std::mutex g_copies_mutex;
 std::vector<HeldCopy> g_held_copies;
+uint64_t g_copies_issued = 0;
+
+// Whether work on `stream` is ordered after a copy held on `copy`'s stream, as CUDA orders it: the
+// same stream, or the legacy default stream and a blocking stream (either way round).
+bool same_queue(const HeldCopy& copy, cudaStream_t stream, bool stream_blocking) {
+  if (copy.stream == stream) return true;
+  if (stream == nullptr) return copy.stream_blocking;
+  return stream_blocking && copy.stream == nullptr;
+}
+
+// Does the held copies that `wanted` picks, in issue order; the others stay held.
+template <typename Pick>
+void complete_held_copies_if(Pick wanted) {
+  std::lock_guard<std::mutex> lock(g_copies_mutex);
+  std::vector<HeldCopy> kept;
+  for (const HeldCopy& c : g_held_copies) {
+    if (wanted(c))
+      std::memmove(c.dst, c.src, c.count);
+    else
+      kept.push_back(c);
+  }
+  g_held_copies.swap(kept);
+}
+
+void complete_copies_on(cudaStream_t stream) {
+  const bool blocking = stream == nullptr || stream->blocking;
+  complete_held_copies_if([&](const HeldCopy& c) { return same_queue(c, stream, blocking); });
+}
 
 bool guards_intact(unsigned char* p, size_t size) {
   for (size_t i = 0; i < kGuard; ++i)
@@ -95,9 +130,7 @@ double now_seconds() {
 void set_launch_error(cudaError_t error) { t_last_error = error; }
 
 void complete_held_copies() {
-  std::lock_guard<std::mutex> lock(g_copies_mutex);
-  for (const HeldCopy& c : g_held_copies) std::memmove(c.dst, c.src, c.count);
-  g_held_copies.clear();
+  complete_held_copies_if([](const HeldCopy&) { return true; });
 }
 
 size_t shared_limit(const void* kernel) {
@@ -254,7 +287,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t size) {
 cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int) { return cudaMallocHost(ptr, size); }
 // Mapped page-locked memory: the emulated device addresses host memory as the host does.
 cudaError_t cudaHostGetDevicePointer(void** device_ptr, void* host_ptr, unsigned int flags) {
-  if (!host_ptr || flags != 0) return cudaErrorInvalidValue;
+  if (!host_ptr || flags != 0 || !in_pinned_block(host_ptr, 1)) return cudaErrorInvalidValue;
   *device_ptr = host_ptr;
   return cudaSuccess;
 }
@@ -271,7 +304,8 @@ cudaError_t cudaFreeHost(void* ptr) {
 namespace {
 
 // A copy's checks, then: held back when asynchronous and its host side is page-locked, else done.
-cudaError_t copy(const char* call, void* dst, const void* src, size_t count, cudaMemcpyKind kind, bool async) {
+cudaError_t copy(const char* call, void* dst, const void* src, size_t count, cudaMemcpyKind kind, bool async,
+                 cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
@@ -281,7 +315,7 @@ cudaError_t copy(const char* call, void* dst, const void* src, size_t count, cud
                               (kind == cudaMemcpyDeviceToHost && in_pinned_block(dst, count)));
   if (held) {
     std::lock_guard<std::mutex> lock(g_copies_mutex);
-    g_held_copies.push_back({dst, src, count});
+    g_held_copies.push_back({g_copies_issued++, stream, stream == nullptr || stream->blocking, dst, src, count});
     return cudaSuccess;
   }
   complete_held_copies();
@@ -292,10 +326,10 @@ cudaError_t copy(const char* call, void* dst, const void* src, size_t count, cud
 }  // namespace
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
-  return copy("cudaMemcpy", dst, src, count, kind, false);
+  return copy("cudaMemcpy", dst, src, count, kind, false, nullptr);
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t) {
-  return copy("cudaMemcpyAsync", dst, src, count, kind, true);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream) {
+  return copy("cudaMemcpyAsync", dst, src, count, kind, true, stream);
 }
 cudaError_t cudaMemset(void* ptr, int value, size_t count) {
   complete_held_copies();
@@ -318,24 +352,27 @@ cudaError_t cudaDeviceSynchronize(void) {
   complete_held_copies();
   return cudaSuccess;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) {
   *stream = new CUstream_st;
+  (*stream)->blocking = (flags & cudaStreamNonBlocking) == 0;
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  complete_copies_on(stream);  // its queued work still runs
   delete stream;
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) {
-  complete_held_copies();
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  complete_copies_on(stream);
   return cudaSuccess;
 }
-cudaError_t cudaStreamQuery(cudaStream_t) {
-  complete_held_copies();
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  complete_copies_on(stream);
   return cudaSuccess;
 }
+// Later work on the stream waits for the event; kernels complete every held copy anyway, and held
+// copies complete in issue order, so there is nothing to do here.
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned int) {
-  complete_held_copies();
   return event ? cudaSuccess : cudaErrorInvalidResourceHandle;
 }
 
@@ -348,18 +385,32 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   delete event;
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return cudaErrorInvalidResourceHandle;
   event->seconds = now_seconds();
+  std::lock_guard<std::mutex> lock(g_copies_mutex);
+  event->copies_before = g_copies_issued;
+  event->stream = stream;
+  event->stream_blocking = stream == nullptr || stream->blocking;
   return cudaSuccess;
 }
+namespace {
+// Waiting for an event completes the copies queued before it on its stream, and no others.
+void complete_copies_before(cudaEvent_t event) {
+  complete_held_copies_if([&](const HeldCopy& c) {
+    return c.sequence < event->copies_before && same_queue(c, event->stream, event->stream_blocking);
+  });
+}
+}  // namespace
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  complete_held_copies();
-  return event ? cudaSuccess : cudaErrorInvalidResourceHandle;
+  if (!event) return cudaErrorInvalidResourceHandle;
+  complete_copies_before(event);
+  return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t event) {
-  complete_held_copies();
-  return event ? cudaSuccess : cudaErrorInvalidResourceHandle;
+  if (!event) return cudaErrorInvalidResourceHandle;
+  complete_copies_before(event);
+  return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!start || !end) return cudaErrorInvalidResourceHandle;
