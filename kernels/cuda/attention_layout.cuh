@@ -11,14 +11,6 @@
 #include "engine/cuda_check.h"
 #include "engine/error.h"
 
-// The block's dynamic shared memory (the launch's byte count), 128-byte aligned, as `name`. The
-// CUDA emulator (kernels/cuda/emulator) hands out its own buffer instead.
-#ifdef BAM_CUDA_EMULATOR
-#define BAM_DYNAMIC_SHARED_MEMORY(name) unsigned char* const name = ::bam::emu::dynamic_shared_memory()
-#else
-#define BAM_DYNAMIC_SHARED_MEMORY(name) extern __shared__ __align__(128) unsigned char name[]
-#endif
-
 namespace bam::cuda_kernels {
 
 // Element offsets inside packed qkv [B, N, 3, H, D] and out [B, N, H*D].

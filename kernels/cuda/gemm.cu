@@ -255,13 +255,13 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
 
 bool gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
                const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, void* stream) {
-  if (K == 0 || dtype == DType::f64 || alignment_of(bias) < 16) return false;
+  if (gemm_epilogue_declined(dtype, M, N, K, bias)) return false;
   return run_gemm(dtype, trans_a, trans_b, 1, M, N, K, A, lda, 0, B, ldb, 0, 0.0f, Epilogue::bias, bias, C, ldc, 0, stream);
 }
 
 bool gemm_bias_grad(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
                     int64_t lda, const void* B, int64_t ldb, void* C, int64_t ldc, void* bias_grad, void* stream) {
-  if (K == 0 || M == 0 || N == 0 || dtype == DType::f64 || alignment_of(bias_grad) < 16) return false;
+  if (gemm_epilogue_declined(dtype, M, N, K, bias_grad)) return false;
   return run_gemm(dtype, trans_a, trans_b, 1, M, N, K, A, lda, 0, B, ldb, 0, 0.0f, Epilogue::bias_grad, bias_grad, C,
                   ldc, 0, stream);
 }

@@ -30,6 +30,13 @@ bool gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, in
 bool gemm_bias_grad(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
                     int64_t lda, const void* B, int64_t ldb, void* C, int64_t ldc, void* bias_grad, void* stream);
 
+// The layouts the two epilogue paths never take, before asking cuBLASLt: f64, K = 0, an empty
+// output, and a bias (or bias gradient) pointer not 16-byte aligned. Shared with the emulator's
+// stand-in (kernels/cuda/emulator/gemm.cpp), so that the engine's fallback runs there too.
+inline bool gemm_epilogue_declined(DType dtype, int64_t M, int64_t N, int64_t K, const void* bias) {
+  return K == 0 || M == 0 || N == 0 || dtype == DType::f64 || reinterpret_cast<uintptr_t>(bias) % 16 != 0;
+}
+
 // TF32 for f32 matmuls (off by default: f32 stays f32 unless the user opts in, as in PyTorch).
 void gemm_allow_tf32(bool allow);
 

@@ -14,6 +14,12 @@
 #include "engine/error.h"
 #include "kernels/cpu/strided.h"
 
+// The block's dynamic shared memory (the launch's byte count), 128-byte aligned, as `name`. The
+// CUDA emulator defines its own (kernels/cuda/emulator/cuda_emulator.h).
+#ifndef BAM_DYNAMIC_SHARED_MEMORY
+#define BAM_DYNAMIC_SHARED_MEMORY(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
+
 namespace bam::cuda_kernels {
 
 // Storage type S -> compute type (`Compute`) and the two conversions.

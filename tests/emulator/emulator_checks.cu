@@ -5,7 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "engine/cuda_check.h"
-#include "kernels/cuda/attention_layout.cuh"
+#include "kernels/cuda/numeric.cuh"
 
 namespace bam::emulator_checks {
 namespace {

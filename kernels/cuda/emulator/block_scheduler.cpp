@@ -52,8 +52,6 @@ namespace bam::emu {
 namespace {
 
 constexpr size_t kStackBytes = 256 * 1024;
-constexpr size_t kDefaultSharedLimit = 48 * 1024;
-constexpr size_t kOptInSharedLimit = 227 * 1024;  // sm_90's per-block maximum
 
 enum class State { ready, at_block_barrier, at_warp_operation, done };
 
@@ -65,7 +63,6 @@ struct Fiber {
   const char* what = nullptr;
   void* lane_data = nullptr;
   Combine combine = nullptr;
-  const void* combine_context = nullptr;
 };
 
 struct BlockRun {
@@ -181,7 +178,7 @@ bool release_group(BlockRun& run, size_t base, size_t first, std::string* proble
   void* lanes[32] = {};
   for (unsigned lane = 0; lane < 32; ++lane)
     if (f.mask >> lane & 1u) lanes[lane] = run.fibers[base + lane].lane_data;
-  f.combine(lanes, f.mask, f.combine_context);
+  f.combine(lanes, f.mask);
   for (unsigned lane = 0; lane < 32; ++lane)
     if (f.mask >> lane & 1u) run.fibers[base + lane].state = State::ready;
   run.warp_waiting[base / 32] -= __builtin_popcount(f.mask);
@@ -288,7 +285,7 @@ std::mutex g_launch_mutex;  // one launch at a time: __shared__ variables are st
 
 void sync_block() { suspend(State::at_block_barrier); }
 
-void warp_collective(unsigned mask, const char* what, void* lane_data, Combine combine, const void* context) {
+void warp_collective(unsigned mask, const char* what, void* lane_data, Combine combine) {
   BlockRun* run = t_block;
   if (!run) throw std::logic_error("CUDA emulator: a warp operation was called outside a kernel");
   Fiber& self = run->fibers[run->current];
@@ -301,7 +298,6 @@ void warp_collective(unsigned mask, const char* what, void* lane_data, Combine c
   self.what = what;
   self.lane_data = lane_data;
   self.combine = combine;
-  self.combine_context = context;
   self.state = State::at_warp_operation;
   // The last lane to arrive runs the operation and carries on without a switch.
   const size_t base = run->current / 32 * 32;
@@ -314,21 +310,21 @@ unsigned char* dynamic_shared_memory() { return t_block ? t_block->shared : null
 
 void run_grid(const void* kernel, const LaunchConfig& config, const std::function<void()>& body) {
   const dim3 g = config.grid, b = config.block;
-  const std::string where = std::string(config.file) + ":" + std::to_string(config.line);
+  auto where = [&] { return std::string(config.file) + ":" + std::to_string(config.line); };  // for reports
   const size_t threads = size_t(b.x) * b.y * b.z;
   cudaError_t bad = cudaSuccess;
   std::string why;
-  if (threads == 0 || threads > 1024 || b.z > 64 || g.x == 0 || g.y == 0 || g.z == 0 || g.y > 65535 ||
+  if (threads == 0 || threads > kMaxThreadsPerBlock || b.z > 64 || g.x == 0 || g.y == 0 || g.z == 0 || g.y > 65535 ||
       g.z > 65535 || g.x > 2147483647u) {
     bad = cudaErrorInvalidConfiguration;
     why = "grid " + str(g) + ", block " + str(b);
-  } else if (config.shared_bytes > std::max(kDefaultSharedLimit, std::min(kOptInSharedLimit, shared_limit(kernel)))) {
+  } else if (config.shared_bytes > std::max(kDefaultSharedLimit, shared_limit(kernel))) {
     bad = cudaErrorInvalidValue;
     why = std::to_string(config.shared_bytes) + " bytes of dynamic shared memory (above 48 KiB needs "
           "cudaFuncAttributeMaxDynamicSharedMemorySize, at most 227 KiB)";
   }
   if (bad != cudaSuccess) {
-    std::fprintf(stderr, "CUDA emulator: launch at %s refused: %s\n", where.c_str(), why.c_str());
+    std::fprintf(stderr, "CUDA emulator: launch at %s refused: %s\n", where().c_str(), why.c_str());
     set_launch_error(bad);
     return;
   }
@@ -353,17 +349,17 @@ void run_grid(const void* kernel, const LaunchConfig& config, const std::functio
       for (unsigned x = 0; x < g.x; ++x) {
         run_block(run, config, uint3{x, y, z}, (launch + x + y + z) % 2 == 1);
         if (!run.fault.empty()) {
-          throw std::runtime_error("CUDA emulator: kernel launched at " + where + ", grid " + str(g) + ", block " +
+          throw std::runtime_error("CUDA emulator: kernel launched at " + where() + ", grid " + str(g) + ", block " +
                                    str(b) + ": in block (" + std::to_string(x) + "," + std::to_string(y) + "," +
                                    std::to_string(z) + "), " + run.fault);
         }
       }
-  check_device_guards("the kernel launched at " + where);
+  check_device_guards(config.file, config.line);
 }
 
 // ---- the warp operations' arithmetic ----------------------------------------------------------
 
-void combine_shuffle(void* const* lanes, unsigned mask, const void*) {
+void combine_shuffle(void* const* lanes, unsigned mask) {
   for (int lane = 0; lane < 32; ++lane) {
     auto* me = static_cast<ShuffleLane*>(lanes[lane]);
     if (!me) continue;
@@ -440,7 +436,7 @@ void combine_mma(void* const* lanes) {
 
 }  // namespace
 
-void combine_mma_bf16(void* const* lanes, unsigned, const void*) { combine_mma<__nv_bfloat16>(lanes); }
-void combine_mma_f16(void* const* lanes, unsigned, const void*) { combine_mma<__half>(lanes); }
+void combine_mma_bf16(void* const* lanes, unsigned) { combine_mma<__nv_bfloat16>(lanes); }
+void combine_mma_f16(void* const* lanes, unsigned) { combine_mma<__half>(lanes); }
 
 }  // namespace bam::emu

@@ -26,7 +26,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -58,13 +57,14 @@ inline unsigned lane_in_warp() {
 void sync_block();
 
 // A warp-wide operation: each thread named in `mask` calls it with its own `lane_data`; once all
-// of them have, combine(lanes, mask, context) runs once (lanes[i] is lane i's data, nullptr outside
-// the mask) and every caller continues. `what` names the operation in error reports.
-using Combine = void (*)(void* const* lanes, unsigned mask, const void* context);
-void warp_collective(unsigned mask, const char* what, void* lane_data, Combine combine, const void* context);
+// of them have, combine(lanes, mask) runs once (lanes[i] is lane i's data, nullptr outside the
+// mask) and every caller continues. `what` names the operation in error reports.
+using Combine = void (*)(void* const* lanes, unsigned mask);
+void warp_collective(unsigned mask, const char* what, void* lane_data, Combine combine);
 
 // The block's dynamic shared memory (extern __shared__ in CUDA): its size is the launch's.
 unsigned char* dynamic_shared_memory();
+#define BAM_DYNAMIC_SHARED_MEMORY(name) unsigned char* const name = ::bam::emu::dynamic_shared_memory()
 
 struct LaunchConfig {
   const char* file;
@@ -118,7 +118,7 @@ struct ShuffleLane {
   ShuffleKind kind;
   int argument, width;
 };
-void combine_shuffle(void* const* lanes, unsigned mask, const void* context);
+void combine_shuffle(void* const* lanes, unsigned mask);
 
 template <typename T>
 T shuffle(unsigned mask, T value, ShuffleKind kind, int argument, int width) {
@@ -128,7 +128,7 @@ T shuffle(unsigned mask, T value, ShuffleKind kind, int argument, int width) {
   lane.kind = kind;
   lane.argument = argument;
   lane.width = width;
-  warp_collective(mask, "a warp shuffle", &lane, combine_shuffle, nullptr);
+  warp_collective(mask, "a warp shuffle", &lane, combine_shuffle);
   T out;
   std::memcpy(&out, &lane.result, sizeof(T));
   return out;
@@ -141,14 +141,14 @@ struct MmaLane {
   const uint32_t* a;
   const uint32_t* b;
 };
-void combine_mma_bf16(void* const* lanes, unsigned mask, const void* context);
-void combine_mma_f16(void* const* lanes, unsigned mask, const void* context);
+void combine_mma_bf16(void* const* lanes, unsigned mask);
+void combine_mma_f16(void* const* lanes, unsigned mask);
 
 template <typename S>
 void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   MmaLane lane{c, a, b};
   warp_collective(0xffffffffu, "mma.sync.m16n8k16", &lane,
-                  std::is_same_v<S, __nv_bfloat16> ? combine_mma_bf16 : combine_mma_f16, nullptr);
+                  std::is_same_v<S, __nv_bfloat16> ? combine_mma_bf16 : combine_mma_f16);
 }
 
 }  // namespace bam::emu
@@ -189,7 +189,7 @@ cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attribu
 
 inline void __syncthreads() { ::bam::emu::sync_block(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
-  ::bam::emu::warp_collective(mask, "__syncwarp", nullptr, [](void* const*, unsigned, const void*) {}, nullptr);
+  ::bam::emu::warp_collective(mask, "__syncwarp", nullptr, [](void* const*, unsigned) {});
 }
 
 template <typename T>
@@ -209,48 +209,17 @@ T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   return ::bam::emu::shuffle(mask, v, ::bam::emu::ShuffleKind::xor_, lane_mask, width);
 }
 
-// Threads are fibers of one host thread, and launches are serialised: plain read-modify-writes
-// are atomic here.
+// Threads are fibers of one host thread, and launches are serialised: a plain read-modify-write is
+// atomic here. (Only the atomics the kernels use are defined: a new one fails to compile here.)
 template <typename T>
 T atomicAdd(T* address, T value) {
   T old = *address;
   *address = old + value;
   return old;
 }
-template <typename T>
-T atomicExch(T* address, T value) {
-  T old = *address;
-  *address = value;
-  return old;
-}
-template <typename T>
-T atomicMax(T* address, T value) {
-  T old = *address;
-  if (value > old) *address = value;
-  return old;
-}
-template <typename T>
-T atomicMin(T* address, T value) {
-  T old = *address;
-  if (value < old) *address = value;
-  return old;
-}
-template <typename T>
-T atomicCAS(T* address, T compare, T value) {
-  T old = *address;
-  if (old == compare) *address = value;
-  return old;
-}
 
-// The device's intrinsics, exactly rounded here (the GPU's __expf is an approximation).
+// The device's intrinsics the kernels use, exactly rounded here (the GPU's __expf is an
+// approximation).
 inline float __expf(float x) { return std::exp(x); }
-inline float __logf(float x) { return std::log(x); }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
-inline float __int_as_float(int i) { return std::bit_cast<float>(i); }
-inline unsigned __float_as_uint(float x) { return std::bit_cast<unsigned>(x); }
-inline float __uint_as_float(unsigned i) { return std::bit_cast<float>(i); }
 
 #include "kernels/cuda/emulator/wmma.h"

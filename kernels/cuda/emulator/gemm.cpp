@@ -70,12 +70,6 @@ void multiply(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int
   }
 }
 
-// The epilogue paths decline what gemm.cu declines (so that the engine's unfused fallback runs
-// here too): f64, K = 0 and a bias pointer not 16-byte aligned.
-bool epilogue_declined(DType dtype, int64_t K, const void* bias) {
-  return K == 0 || dtype == DType::f64 || reinterpret_cast<uintptr_t>(bias) % 16 != 0;
-}
-
 }  // namespace
 
 void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const void* A,
@@ -94,7 +88,7 @@ void gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M, int
 
 bool gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda,
                const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, void*) {
-  if (epilogue_declined(dtype, K, bias)) return false;
+  if (gemm_epilogue_declined(dtype, M, N, K, bias)) return false;
   emu::complete_held_copies();
   multiply(dtype, trans_a, trans_b, M, N, K, A, lda, B, ldb, 0.0f, bias, C, ldc, nullptr);
   return true;
@@ -102,7 +96,7 @@ bool gemm_bias(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, in
 
 bool gemm_bias_grad(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
                     int64_t lda, const void* B, int64_t ldb, void* C, int64_t ldc, void* bias_grad, void*) {
-  if (M == 0 || N == 0 || epilogue_declined(dtype, K, bias_grad)) return false;
+  if (gemm_epilogue_declined(dtype, M, N, K, bias_grad)) return false;
   emu::complete_held_copies();
   multiply(dtype, trans_a, trans_b, M, N, K, A, lda, B, ldb, 0.0f, nullptr, C, ldc, bias_grad);
   return true;

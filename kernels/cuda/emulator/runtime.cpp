@@ -3,8 +3,8 @@
 // sm_90's limits. Launches run when issued. An asynchronous copy between device memory and
 // page-locked host memory is held back, as a GPU behind a busy queue holds it back, until a call
 // must see it done: any launch or GEMM, a synchronous copy, a memset or a free completes every
-// held copy; a stream's synchronize or query completes the copies queued on it (the legacy
-// default stream and blocking streams count as one queue); waiting for or querying an event
+// held copy; a stream's synchronize (or destroy) completes the copies queued on it (the legacy
+// default stream and blocking streams count as one queue); waiting for an event
 // completes those queued on its stream before it was recorded. Host code that rewrites (or reads)
 // a page-locked buffer before the right wait reads the copy wrong here too. Every other call
 // completes before it returns. Device blocks carry guard bytes on both sides,
@@ -12,6 +12,7 @@
 // device side of a copy or memset must lie inside one device block.
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -90,35 +91,32 @@ void complete_copies_on(cudaStream_t stream) {
 }
 
 bool guards_intact(unsigned char* p, size_t size) {
-  for (size_t i = 0; i < kGuard; ++i)
-    if (p[-1 - static_cast<ptrdiff_t>(i)] != kGuardByte || p[size + i] != kGuardByte) return false;
-  return true;
+  static const std::array<unsigned char, kGuard> pattern = [] {
+    std::array<unsigned char, kGuard> a;
+    a.fill(kGuardByte);
+    return a;
+  }();
+  return std::memcmp(p - kGuard, pattern.data(), kGuard) == 0 && std::memcmp(p + size, pattern.data(), kGuard) == 0;
 }
 
-// Whether [p, p + n) lies inside one device block.
-bool in_device_block(const void* p, size_t n) {
+// Whether [p, p + n) lies inside one of the blocks (start -> size) of `blocks`.
+template <typename Blocks>
+bool inside_one(const Blocks& blocks, const void* p, size_t n) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  auto* q = static_cast<const unsigned char*>(p);
-  auto it = g_blocks.upper_bound(const_cast<unsigned char*>(q));
-  if (it == g_blocks.begin()) return false;
+  auto* q = static_cast<unsigned char*>(const_cast<void*>(p));
+  auto it = blocks.upper_bound(q);
+  if (it == blocks.begin()) return false;
   --it;
   return q >= it->first && q + n <= it->first + it->second;
 }
+bool in_device_block(const void* p, size_t n) { return inside_one(g_blocks, p, n); }
+bool in_pinned_block(const void* p, size_t n) { return inside_one(g_pinned, p, n); }
 
 // A copy or memset whose device side is not inside one device block: on a GPU, an invalid
 // argument or a fault; here, a report and cudaErrorInvalidValue (BAM_CUDA_CHECK names the call).
 cudaError_t outside_device_memory(const char* call, const char* side, size_t n) {
   std::fprintf(stderr, "CUDA emulator: %s of %zu bytes: the %s is not inside one device block\n", call, n, side);
   return cudaErrorInvalidValue;
-}
-
-bool in_pinned_block(const void* p, size_t n) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  auto* q = static_cast<const unsigned char*>(p);
-  auto it = g_pinned.upper_bound(q);
-  if (it == g_pinned.begin()) return false;
-  --it;
-  return q >= it->first && q + n <= it->first + it->second;
 }
 
 double now_seconds() {
@@ -139,15 +137,16 @@ size_t shared_limit(const void* kernel) {
   return it == g_shared_limits.end() ? 0 : it->second;
 }
 
-void check_device_guards(const std::string& after) {
+void check_device_guards(const char* file, int line) {
   std::lock_guard<std::mutex> lock(g_mutex);
   for (auto& [p, size] : g_blocks)
     if (!guards_intact(p, size)) {
       // Reported once: the guards are restored, so that later launches and cudaFree go on.
       std::memset(p - kGuard, kGuardByte, kGuard);
       std::memset(p + size, kGuardByte, kGuard);
-      throw std::runtime_error("CUDA emulator: " + after + " wrote outside a device block of " +
-                               std::to_string(size) + " bytes");
+      throw std::runtime_error("CUDA emulator: the kernel launched at " + std::string(file) + ":" +
+                               std::to_string(line) + " wrote outside a device block of " + std::to_string(size) +
+                               " bytes");
     }
 }
 
@@ -174,39 +173,34 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->major = 9;
   prop->minor = 0;
   prop->totalGlobalMem = kDeviceBytes;
-  prop->multiProcessorCount = 4;
+  prop->multiProcessorCount = kEmulatedSms;
   prop->warpSize = 32;
-  prop->maxThreadsPerBlock = 1024;
-  prop->sharedMemPerBlock = 48 * 1024;
-  prop->sharedMemPerBlockOptin = 227 * 1024;
-  prop->maxThreadsPerMultiProcessor = 2048;
+  prop->maxThreadsPerBlock = kMaxThreadsPerBlock;
+  prop->sharedMemPerBlock = kDefaultSharedLimit;
+  prop->sharedMemPerBlockOptin = kOptInSharedLimit;
+  prop->maxThreadsPerMultiProcessor = kMaxThreadsPerSm;
   return cudaSuccess;
 }
 
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (device != 0) return cudaErrorInvalidDevice;
   switch (attr) {
-    case cudaDevAttrMultiProcessorCount: *value = 4; return cudaSuccess;
-    case cudaDevAttrMaxThreadsPerMultiProcessor: *value = 2048; return cudaSuccess;
-    case cudaDevAttrMaxBlocksPerMultiprocessor: *value = 32; return cudaSuccess;
-    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
-    case cudaDevAttrWarpSize: *value = 32; return cudaSuccess;
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; return cudaSuccess;
-    default: return cudaErrorInvalidValue;
+    case cudaDevAttrMultiProcessorCount: *value = kEmulatedSms; return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerMultiProcessor: *value = kMaxThreadsPerSm; return cudaSuccess;
+    case cudaDevAttrMaxBlocksPerMultiprocessor: *value = kMaxBlocksPerSm; return cudaSuccess;
+    default: return cudaErrorInvalidValue;  // the engine asks for no other
   }
 }
 
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void*, int block_size, size_t) {
-  if (block_size <= 0 || block_size > 1024) return cudaErrorInvalidValue;
-  *blocks = std::min(32, 2048 / block_size);
+  if (block_size <= 0 || block_size > kMaxThreadsPerBlock) return cudaErrorInvalidValue;
+  *blocks = std::min(kMaxBlocksPerSm, kMaxThreadsPerSm / block_size);
   return cudaSuccess;
 }
 
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
-  if (value < 0 || value > 227 * 1024) return cudaErrorInvalidValue;
+  if (value < 0 || static_cast<size_t>(value) > kOptInSharedLimit) return cudaErrorInvalidValue;
   std::lock_guard<std::mutex> lock(g_mutex);
   g_shared_limits[func] = static_cast<size_t>(value);
   return cudaSuccess;
@@ -226,16 +220,6 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     default: return "unknown error (CUDA emulator)";
-  }
-}
-const char* cudaGetErrorName(cudaError_t error) {
-  switch (error) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    default: return "cudaErrorUnknown";
   }
 }
 
@@ -267,13 +251,6 @@ cudaError_t cudaFree(void* ptr) {
   g_allocated -= it->second;
   std::free(it->first - 256);
   g_blocks.erase(it);
-  return cudaSuccess;
-}
-
-cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  *total = kDeviceBytes;
-  *free_bytes = kDeviceBytes - g_allocated;
   return cudaSuccess;
 }
 
@@ -366,10 +343,6 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   complete_copies_on(stream);
   return cudaSuccess;
 }
-cudaError_t cudaStreamQuery(cudaStream_t stream) {
-  complete_copies_on(stream);
-  return cudaSuccess;
-}
 // Later work on the stream waits for the event; kernels complete every held copy anyway, and held
 // copies complete in issue order, so there is nothing to do here.
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned int) {
@@ -403,11 +376,6 @@ void complete_copies_before(cudaEvent_t event) {
 }
 }  // namespace
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  if (!event) return cudaErrorInvalidResourceHandle;
-  complete_copies_before(event);
-  return cudaSuccess;
-}
-cudaError_t cudaEventQuery(cudaEvent_t event) {
   if (!event) return cudaErrorInvalidResourceHandle;
   complete_copies_before(event);
   return cudaSuccess;

@@ -76,7 +76,7 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix
   MmaOperands<S, LA, LB> mine{&d, &a, &b, &c};
   ::bam::emu::warp_collective(
       0xffffffffu, "wmma::mma_sync", &mine,
-      [](void* const* lanes, unsigned, const void*) {
+      [](void* const* lanes, unsigned) {
         const auto& first = *static_cast<const MmaOperands<S, LA, LB>*>(lanes[0]);
         float product[256];
         for (int r = 0; r < 16; ++r)
@@ -87,8 +87,7 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix
           }
         for (int lane = 0; lane < 32; ++lane)
           std::memcpy(static_cast<const MmaOperands<S, LA, LB>*>(lanes[lane])->d->x, product, sizeof(product));
-      },
-      nullptr);
+      });
 }
 
 }  // namespace nvcuda::wmma
