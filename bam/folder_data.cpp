@@ -26,6 +26,7 @@ data::LoaderOptions loader_options(const TrainConfig& c) {
   data::LoaderOptions o;
   o.threads = static_cast<int>(std::max<int64_t>(1, c.num_workers));
   o.prefetch = 2;
+  o.epochs = c.epochs;  // the next epoch's first batches are ready when it starts
   o.drop_last = true;
   o.backend = c.data_backend == "gpu" ? data::DataBackend::gpu : data::DataBackend::cpu;
   // Under bf16 autocast the patch embedding reads bf16 images: the GPU path writes its crops in

@@ -60,8 +60,12 @@ cudaEvent_t as_event(void* e) { return static_cast<cudaEvent_t>(e); }
 
 GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed,
                              LoaderOptions options)
-    : dataset_(std::move(dataset)), recipe_(recipe), batch_(batch_size), seed_(seed), options_(options) {
-  check_loader_batch(dataset_, batch_, options_.drop_last);
+    : dataset_(std::move(dataset)),
+      recipe_(recipe),
+      batch_(batch_size),
+      seed_(seed),
+      options_(options),
+      sequence_(dataset_, batch_size, options.drop_last, options.shuffle, seed) {
   BAM_CHECK(options_.gpu_output == DType::f32 || options_.gpu_output == DType::bf16,
             "GPU loader: crops are written in f32 or bf16, not {}", dtype_name(options_.gpu_output));
   const CropGroupLayout layout = crop_group_layout(recipe_, options_);
@@ -216,46 +220,43 @@ void GpuCropLoader::ensure_device(void** ptr, int64_t* capacity, int64_t bytes, 
     std::fprintf(stderr, "GPU loader: device buffer for %s grown to %.1f MiB\n", what, size / 1048576.0);
 }
 
-int64_t GpuCropLoader::steps_per_epoch() const {
-  return loader_steps_per_epoch(dataset_.size(), batch_, options_.drop_last);
-}
-
-int64_t GpuCropLoader::batch_rows(int64_t step) const { return std::min(batch_, dataset_.size() - step * batch_); }
+int64_t GpuCropLoader::steps_per_epoch() const { return sequence_.steps_per_epoch(); }
 
 int64_t GpuCropLoader::skipped_files() const { return unreadable_.count(); }
 
 void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
-  // Stop the previous epoch's work and let what is running finish before slots are reused.
-  end_item_ = next_item_;
-  end_step_ = launch_next_;
-  ++epoch_id_;
-  lock.unlock();
-  launched_.notify_all();
-  slot_done_.notify_all();
-  lock.lock();
-  idle_.wait(lock, [&] { return active_ == 0 && !launching_; });
-  // The trainer's work on the batches it holds is queued by now: their buffers are released after it.
-  for (OutputSlot& out : output_slots_) {
-    if (out.step < 0) continue;
-    BAM_CUDA_CHECK(cudaEventRecord(as_event(out.released), as_stream(cuda::current_stream())));
-    out.release_recorded = true;
-    out.step = -1;
+  const int64_t first = sequence_.number(epoch, std::min(first_step, sequence_.steps_per_epoch()));
+  if (first != consumer_next_ || failure_.any() || launcher_failure_) {
+    // Not where the loader has got to: stop its work, let what is running finish before the
+    // slots are reused, and drop what was prepared.
+    end_batch_ = next_batch_;
+    launch_end_ = launch_next_;
+    ++restarts_;
+    lock.unlock();
+    launched_.notify_all();
+    slot_done_.notify_all();
+    lock.lock();
+    idle_.wait(lock, [&] { return active_ == 0 && !launching_; });
+    // The trainer's work on the batches it holds is queued by now: their buffers are released after it.
+    for (OutputSlot& out : output_slots_) {
+      if (out.batch < 0) continue;
+      BAM_CUDA_CHECK(cudaEventRecord(as_event(out.released), as_stream(cuda::current_stream())));
+      out.release_recorded = true;
+      out.batch = -1;
+    }
+    next_batch_ = consumer_next_ = launch_next_ = launched_until_ = first;
+    next_row_ = 0;
+    for (auto& s : host_slots_) {
+      s->batch = -1;
+      s->done = 0;
+      s->uploaded = true;
+    }
+    failure_.clear();
   }
-  epoch_ = epoch;
-  order_ = loader_visit_order(dataset_.size(), seed_, epoch, options_.shuffle);
-  const int64_t steps = steps_per_epoch();
-  first_step = std::min(first_step, steps);
-  consumer_next_ = launch_next_ = launched_until_ = first_step;
-  next_item_ = first_step * batch_;
-  end_item_ = options_.drop_last ? steps * batch_ : dataset_.size();
-  end_step_ = steps;
-  for (auto& s : host_slots_) {
-    s->step = -1;
-    s->done = 0;
-    s->uploaded = true;
-  }
-  failure_ = nullptr;
+  // (Continuing, the batch the trainer holds is released by the next next(), as within an epoch.)
+  consumer_end_ = sequence_.number(epoch + 1, 0);
+  end_batch_ = launch_end_ = sequence_.number(std::max(options_.epochs, epoch + 1), 0);
   lock.unlock();
   work_ready_.notify_all();
   slot_done_.notify_all();
@@ -263,25 +264,30 @@ void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
 
 void GpuCropLoader::worker_loop() {
   for (;;) {
-    int64_t item;
+    int64_t g, b;
     HostSlot* slot;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      auto available = [&](int64_t step) {
-        HostSlot& s = *host_slots_[step % host_slots_.size()];
-        return s.step == step || (s.uploaded && s.step < step);
+      auto available = [&](int64_t g) {
+        HostSlot& s = *host_slots_[g % host_slots_.size()];
+        return s.batch == g || (s.uploaded && s.batch < g);
       };
-      work_ready_.wait(lock, [&] { return stop_ || (next_item_ < end_item_ && available(next_item_ / batch_)); });
+      work_ready_.wait(lock, [&] { return stop_ || (next_batch_ < end_batch_ && available(next_batch_)); });
       if (stop_) return;
-      item = next_item_++;
+      g = next_batch_;
+      b = next_row_;
+      const int64_t rows = sequence_.rows(g);
+      if (++next_row_ == rows) {
+        ++next_batch_;
+        next_row_ = 0;
+      }
       ++active_;
-      const int64_t step = item / batch_;
-      slot = host_slots_[step % host_slots_.size()].get();
-      if (slot->step != step) {
-        const size_t rows = static_cast<size_t>(batch_rows(step));
-        slot->step = step;
+      slot = host_slots_[g % host_slots_.size()].get();
+      if (slot->batch != g) {
+        slot->batch = g;
         slot->done = 0;
         slot->uploaded = false;
+        slot->order = sequence_.order(sequence_.epoch(g));
         slot->coefficients_used = 0;
         slot->pixels_used = 0;
         slot->images.assign(rows, GpuBatchImage{});
@@ -292,10 +298,10 @@ void GpuCropLoader::worker_loop() {
       }
     }
     try {
-      produce(item / batch_, item % batch_, *slot);
+      produce(g, b, *slot);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (!failure_) failure_ = std::current_exception();
+      failure_.note(g, std::current_exception());
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -308,12 +314,13 @@ void GpuCropLoader::worker_loop() {
   }
 }
 
-void GpuCropLoader::produce(int64_t step, int64_t b, HostSlot& slot) {
+void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
   GpuBatchImage image;
   DecodedImage pixels;
   std::vector<int16_t> spilled;  // coefficients that did not fit the arena
   int64_t coef_offset = -1;
-  const int64_t index = unreadable_.first_decodable(order_, step * batch_ + b, dataset_.root, [&](int64_t candidate) {
+  const int64_t index = unreadable_.first_decodable(*slot.order, sequence_.first_position(batch) + b, dataset_.root,
+                                                    [&](int64_t candidate) {
     const std::string& path = dataset_.files[candidate];
     std::vector<uint8_t> bytes = read_image_file(path);
     coef_offset = -1;
@@ -373,26 +380,24 @@ void GpuCropLoader::launcher_loop() {
   for (;;) {
     std::unique_lock<std::mutex> lock(mutex_);
     auto slot_ready = [&] {
-      if (launch_next_ >= end_step_ || failure_) return false;
+      if (launch_next_ >= launch_end_ || failure_.spoils(launch_next_)) return false;
       const HostSlot& s = *host_slots_[launch_next_ % host_slots_.size()];
-      return s.step == launch_next_ && s.done == batch_rows(launch_next_);
+      return s.batch == launch_next_ && s.done == sequence_.rows(launch_next_);
     };
     slot_done_.wait(lock, [&] { return stop_ || slot_ready(); });
     if (stop_) return;
-    const int64_t step = launch_next_, epoch_id = epoch_id_;
+    const int64_t g = launch_next_, restarts = restarts_;
     // Output slot reuse: the trainer must have taken the batch after the one that used it last.
-    launched_.wait(lock, [&] {
-      return stop_ || epoch_id_ != epoch_id || consumer_next_ >= step - kOutputSlots + 2;
-    });
+    launched_.wait(lock, [&] { return stop_ || restarts_ != restarts || consumer_next_ >= g - kOutputSlots + 2; });
     if (stop_) return;
-    if (epoch_id_ != epoch_id) continue;
+    if (restarts_ != restarts) continue;
     launching_ = true;
-    HostSlot& slot = *host_slots_[step % host_slots_.size()];
-    OutputSlot& out = output_slots_[step % kOutputSlots];
+    HostSlot& slot = *host_slots_[g % host_slots_.size()];
+    OutputSlot& out = output_slots_[g % kOutputSlots];
     lock.unlock();
     std::exception_ptr error;
     try {
-      launch(step, slot, out);
+      launch(g, slot, out);
     } catch (...) {
       error = std::current_exception();
       // Copies queued before the failure may still read the slot's pinned memory, which the
@@ -400,11 +405,11 @@ void GpuCropLoader::launcher_loop() {
       cudaStreamSynchronize(as_stream(stream_));
     }
     lock.lock();
-    if (error && !failure_) failure_ = error;
+    if (error) failure_.note(g, error);
     slot.uploaded = true;
     if (!error) {
-      out.step = step;
-      launched_until_ = step + 1;
+      out.batch = g;
+      launched_until_ = g + 1;
       ++launch_next_;
     }
     launching_ = false;
@@ -415,13 +420,13 @@ void GpuCropLoader::launcher_loop() {
   }
 }
 
-void GpuCropLoader::launch(int64_t step, HostSlot& slot, OutputSlot& out) {
-  const int64_t rows = batch_rows(step);
+void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
+  const int64_t rows = sequence_.rows(batch);
   std::vector<std::pair<int, int>> sizes;
   for (const GpuBatchImage& im : slot.images) sizes.push_back({im.width, im.height});
   auto crops = options_.eval_transform
                    ? eval_crop_tasks(recipe_, sizes, options_.eval_size)
-                   : multi_crop_tasks(recipe_, sizes, slot.indices, seed_, static_cast<uint32_t>(epoch_));
+                   : multi_crop_tasks(recipe_, sizes, slot.indices, seed_, static_cast<uint32_t>(sequence_.epoch(batch)));
   std::vector<int> group_sizes(group_sizes_.begin(), group_sizes_.end());
   const GpuBatchPlan plan = plan_gpu_batch(slot.images, group_sizes, crops);
 
@@ -508,35 +513,34 @@ void GpuCropLoader::launch(int64_t step, HostSlot& slot, OutputSlot& out) {
 GpuCropLoader::Batch GpuCropLoader::next() {
   auto start = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mutex_);
-  const int64_t step = consumer_next_;
-  BAM_CHECK(step < end_step_ && step * batch_ < end_item_, "loader: the epoch has no batch {} (call start_epoch)",
-            step);
-  // A failure stops further launches, but the batches launched before it (this one too, if it is
-  // being launched right now) are whole and are returned first: the error is reported at the
-  // first batch that was not launched.
+  const int64_t g = consumer_next_;
+  BAM_CHECK(g < consumer_end_, "loader: no batch left in the epoch (call start_epoch)");
+  // A failure stops launches at the batch it spoils; the batches before it (this one too, if it is
+  // being launched right now) are whole and are returned first.
   launched_.wait(lock, [&] {
-    return launcher_failure_ || launched_until_ > step || (failure_ && !(launching_ && launch_next_ == step));
+    return launcher_failure_ || launched_until_ > g || (failure_.spoils(g) && !(launching_ && launch_next_ == g));
   });
-  if (launched_until_ <= step) {
+  if (launched_until_ <= g) {
     if (launcher_failure_) std::rethrow_exception(launcher_failure_);
-    if (failure_) std::rethrow_exception(failure_);
+    failure_.rethrow();
   }
-  OutputSlot& out = output_slots_[step % kOutputSlots];
+  OutputSlot& out = output_slots_[g % kOutputSlots];
   void* compute = cuda::current_stream();
   BAM_CUDA_CHECK(cudaStreamWaitEvent(as_stream(compute), as_event(out.ready), 0));
-  // The trainer's work on the previous batch is queued: its buffers may be rewritten after it.
-  if (step > 0) {
-    OutputSlot& previous = output_slots_[(step - 1) % kOutputSlots];
-    if (previous.step == step - 1) {
+  // The trainer's work on the previous batch (the last of the epoch before, too) is queued: its
+  // buffers may be rewritten after it.
+  if (g > 0) {
+    OutputSlot& previous = output_slots_[(g - 1) % kOutputSlots];
+    if (previous.batch == g - 1) {
       BAM_CUDA_CHECK(cudaEventRecord(as_event(previous.released), as_stream(compute)));
       previous.release_recorded = true;
     }
   }
-  const int64_t rows = batch_rows(step);
+  const int64_t rows = sequence_.rows(g);
   Batch batch;
-  for (size_t g = 0; g < group_views_.size(); ++g) {
-    const int64_t S = group_sizes_[g];
-    batch.groups.push_back(from_blob(out.groups[g], {group_views_[g] * rows, 3, S, S}, options_.gpu_output,
+  for (size_t k = 0; k < group_views_.size(); ++k) {
+    const int64_t S = group_sizes_[k];
+    batch.groups.push_back(from_blob(out.groups[k], {group_views_[k] * rows, 3, S, S}, options_.gpu_output,
                                      Device::cuda(device_)));
   }
   batch.indices = out.indices;

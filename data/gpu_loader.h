@@ -5,7 +5,8 @@
 // stream waits on an event, never the host, so batch k+1 is decoded and augmented while the model
 // trains on batch k. Files the GPU does not decode (PNG, progressive, CMYK, Exif-rotated) are
 // decoded on the CPU and uploaded as pixels in the same batch. Random choices are the CPU loader's
-// (same counter-based keys), so the crops match MultiCropLoader's.
+// (same counter-based keys), so the crops match MultiCropLoader's; batches are numbered across
+// epochs as there (data/batch_sequence.h), so the next epoch's first batches are ready on time.
 #pragma once
 
 #include <atomic>
@@ -33,6 +34,7 @@ class GpuCropLoader : public CropLoader {
   Batch next() override;
   const Dataset& dataset() const override { return dataset_; }
   int64_t skipped_files() const override;
+  int64_t images_decoded() const override { return gpu_images_.load() + cpu_images_.load(); }
   std::string describe_buffers() const override;
 
   // Batches decoded per stage so far (tests and bench-data): images whose coefficients went to the
@@ -43,8 +45,9 @@ class GpuCropLoader : public CropLoader {
  private:
   // One batch being prepared on the host: pinned coefficients and pixels, filled by the workers.
   struct HostSlot {
-    int64_t step = -1;
+    int64_t batch = -1;  // its number in sequence_
     int64_t done = 0;
+    std::shared_ptr<const std::vector<int64_t>> order;  // of the batch's epoch
     bool uploaded = true;  // free for the workers (its previous upload has completed)
     int16_t* coefficients = nullptr;  // pinned arena
     int64_t coefficient_capacity = 0;
@@ -66,15 +69,14 @@ class GpuCropLoader : public CropLoader {
     void* ready = nullptr;     // cudaEvent_t: the batch's kernels are done
     void* released = nullptr;  // cudaEvent_t: the trainer's work on the previous batch in it is queued
     bool release_recorded = false;
-    int64_t step = -1;
+    int64_t batch = -1;
     std::vector<int64_t> indices, labels;  // of the batch in it
   };
 
   void worker_loop();
   void launcher_loop();
-  void produce(int64_t step, int64_t b, HostSlot& slot);
-  void launch(int64_t step, HostSlot& slot, OutputSlot& out);
-  int64_t batch_rows(int64_t step) const;
+  void produce(int64_t batch, int64_t b, HostSlot& slot);  // image b of batch number `batch`
+  void launch(int64_t batch, HostSlot& slot, OutputSlot& out);
   void ensure_device(void** ptr, int64_t* capacity, int64_t bytes, const char* what);
   void allocate_resources();  // pinned slots, stream, output slots, the decode buffers
   void free_resources();      // all of it, whatever allocate_resources got to
@@ -105,14 +107,15 @@ class GpuCropLoader : public CropLoader {
   std::vector<std::thread> workers_;
   std::thread launcher_;
   bool stop_ = false;
-  int64_t epoch_ = 0;
-  int64_t epoch_id_ = 0;  // bumps at every start_epoch, so the launcher notices restarts
-  std::vector<int64_t> order_;
-  int64_t next_item_ = 0, end_item_ = 0, consumer_next_ = 0, launch_next_ = 0, launched_until_ = 0;
-  int64_t end_step_ = 0;
+  int64_t restarts_ = 0;  // bumps when start_epoch drops the prepared batches, so the launcher notices
+  BatchSequence sequence_;
+  int64_t next_batch_ = 0, next_row_ = 0;  // the image the workers take next
+  int64_t end_batch_ = 0;                  // they take images of the batches before this one
+  int64_t launch_next_ = 0, launch_end_ = 0, launched_until_ = 0;  // the launcher's batches
+  int64_t consumer_next_ = 0, consumer_end_ = 0;  // next()'s, and the end of the epoch started
   int active_ = 0;
   bool launching_ = false;
-  std::exception_ptr failure_;
+  BatchFailure failure_;
   std::exception_ptr launcher_failure_;  // the launcher thread could not start: kept across epochs
   UnreadableFiles unreadable_;
 };

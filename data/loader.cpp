@@ -13,8 +13,12 @@ namespace bam::data {
 
 MultiCropLoader::MultiCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed,
                                  LoaderOptions options)
-    : dataset_(std::move(dataset)), recipe_(recipe), batch_(batch_size), seed_(seed), options_(options) {
-  check_loader_batch(dataset_, batch_, options_.drop_last);
+    : dataset_(std::move(dataset)),
+      recipe_(recipe),
+      batch_(batch_size),
+      seed_(seed),
+      options_(options),
+      sequence_(dataset_, batch_size, options.drop_last, options.shuffle, seed) {
   const CropGroupLayout layout = crop_group_layout(recipe_, options_);
   group_views_ = layout.views;
   group_sizes_ = layout.sizes;
@@ -56,13 +60,7 @@ void MultiCropLoader::hand_back_lent_slot() {
   lent_slot_ = -1;
 }
 
-int64_t MultiCropLoader::steps_per_epoch() const {
-  return loader_steps_per_epoch(dataset_.size(), batch_, options_.drop_last);
-}
-
-int64_t MultiCropLoader::batch_rows(int64_t step) const {
-  return std::min(batch_, dataset_.size() - step * batch_);
-}
+int64_t MultiCropLoader::steps_per_epoch() const { return sequence_.steps_per_epoch(); }
 
 std::string MultiCropLoader::describe_buffers() const {
   return fmt::format("CPU loader: {} threads, {:.1f} MiB of {} batch buffers", std::max(1, options_.threads),
@@ -74,53 +72,57 @@ int64_t MultiCropLoader::skipped_files() const { return unreadable_.count(); }
 void MultiCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
   hand_back_lent_slot();
-  // Let work of the previous epoch finish before its slots are reused.
-  end_item_ = next_item_;
-  idle_.wait(lock, [&] { return active_ == 0; });
-  epoch_ = epoch;
-  order_ = loader_visit_order(dataset_.size(), seed_, epoch, options_.shuffle);
-  const int64_t steps = steps_per_epoch();
-  first_step = std::min(first_step, steps);
-  consumer_next_ = first_step;
-  next_item_ = first_step * batch_;
-  end_item_ = options_.drop_last ? steps * batch_ : dataset_.size();
-  for (Slot& s : slots_) {
-    s.step = -1;
-    s.done = 0;
+  const int64_t first = sequence_.number(epoch, std::min(first_step, sequence_.steps_per_epoch()));
+  if (first != consumer_next_ || failure_.any()) {
+    // Not where the workers have got to: let the work in progress finish before the slots are
+    // reused, and drop what they prepared.
+    end_batch_ = next_batch_;
+    idle_.wait(lock, [&] { return active_ == 0; });
+    for (Slot& s : slots_) {
+      s.batch = -1;
+      s.done = 0;
+    }
+    next_batch_ = consumer_next_ = first;
+    next_row_ = 0;
+    failure_.clear();
   }
-  failure_ = nullptr;
+  consumer_end_ = sequence_.number(epoch + 1, 0);
+  end_batch_ = sequence_.number(std::max(options_.epochs, epoch + 1), 0);
   lock.unlock();
   work_ready_.notify_all();
 }
 
 void MultiCropLoader::worker_loop() {
   for (;;) {
-    int64_t item;
+    int64_t g, b;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       const int64_t ahead = static_cast<int64_t>(slots_.size()) - 1;
-      work_ready_.wait(lock, [&] {
-        return stop_ || (next_item_ < end_item_ && next_item_ / batch_ < consumer_next_ + ahead);
-      });
+      work_ready_.wait(lock, [&] { return stop_ || (next_batch_ < end_batch_ && next_batch_ < consumer_next_ + ahead); });
       if (stop_) return;
-      item = next_item_++;
+      g = next_batch_;
+      b = next_row_;
+      if (++next_row_ == sequence_.rows(g)) {
+        ++next_batch_;
+        next_row_ = 0;
+      }
       ++active_;
-      Slot& slot = slots_[(item / batch_) % slots_.size()];
-      if (slot.step != item / batch_) {
-        slot.step = item / batch_;
+      Slot& slot = slots_[g % slots_.size()];
+      if (slot.batch != g) {
+        slot.batch = g;
         slot.done = 0;
-        slot.indices.assign(batch_rows(slot.step), -1);
-        slot.labels.assign(batch_rows(slot.step), -1);
+        slot.order = sequence_.order(sequence_.epoch(g));
+        slot.indices.assign(sequence_.rows(g), -1);
+        slot.labels.assign(sequence_.rows(g), -1);
       }
     }
-    const int64_t step = item / batch_, b = item % batch_;
-    Slot& slot = slots_[step % slots_.size()];
+    Slot& slot = slots_[g % slots_.size()];
     try {
       slot.handed_back.wait();  // an upload from the batch this slot held before has read it
-      produce(step, b, slot);
+      produce(g, b, slot);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (!failure_) failure_ = std::current_exception();
+      failure_.note(g, std::current_exception());
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -132,12 +134,14 @@ void MultiCropLoader::worker_loop() {
   }
 }
 
-void MultiCropLoader::produce(int64_t step, int64_t b, Slot& slot) {
+void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
   DecodedImage image;
-  const int64_t index = unreadable_.first_decodable(order_, step * batch_ + b, dataset_.root, [&](int64_t candidate) {
-    image = decode_image_file(dataset_.files[candidate]);
-  });
-  const int64_t rows = batch_rows(step);
+  const int64_t index = unreadable_.first_decodable(
+      *slot.order, sequence_.first_position(batch) + b, dataset_.root,
+      [&](int64_t candidate) { image = decode_image_file(dataset_.files[candidate]); });
+  ++images_decoded_;
+  const int64_t rows = sequence_.rows(batch);
+  const auto epoch = static_cast<uint32_t>(sequence_.epoch(batch));
   slot.indices[b] = index;
   slot.labels[b] = dataset_.labels[index];
   if (options_.eval_transform) {
@@ -149,7 +153,7 @@ void MultiCropLoader::produce(int64_t step, int64_t b, Slot& slot) {
   for (size_t g = 0; g < group_views_.size(); ++g) {
     const int64_t S = group_sizes_[g];
     for (int64_t v = 0; v < group_views_[g]; ++v, ++crop) {
-      CropParams p = sample_crop(recipe_, image.width, image.height, seed_, static_cast<uint32_t>(epoch_),
+      CropParams p = sample_crop(recipe_, image.width, image.height, seed_, epoch,
                                  static_cast<uint32_t>(index), crop);
       render_crop(image, p, recipe_, slot.groups[g] + (v * rows + b) * 3 * S * S);
     }
@@ -160,20 +164,20 @@ MultiCropLoader::Batch MultiCropLoader::next() {
   auto start = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mutex_);
   hand_back_lent_slot();  // the batch before is refilled from here on
-  const int64_t step = consumer_next_;
-  BAM_CHECK(step * batch_ < end_item_, "loader: the epoch has no batch {} (call start_epoch)", step);
-  Slot& slot = slots_[step % slots_.size()];
-  const int64_t rows = batch_rows(step);
-  batch_ready_.wait(lock, [&] { return failure_ || (slot.step == step && slot.done == rows); });
-  if (failure_) std::rethrow_exception(failure_);
+  const int64_t g = consumer_next_;
+  BAM_CHECK(g < consumer_end_, "loader: no batch left in the epoch (call start_epoch)");
+  Slot& slot = slots_[g % slots_.size()];
+  const int64_t rows = sequence_.rows(g);
+  batch_ready_.wait(lock, [&] { return failure_.spoils(g) || (slot.batch == g && slot.done == rows); });
+  if (failure_.spoils(g)) failure_.rethrow();
   Batch batch;
-  for (size_t g = 0; g < group_views_.size(); ++g) {
-    const int64_t S = group_sizes_[g];
-    batch.groups.push_back(from_blob(slot.groups[g], {group_views_[g] * rows, 3, S, S}, DType::f32));
+  for (size_t k = 0; k < group_views_.size(); ++k) {
+    const int64_t S = group_sizes_[k];
+    batch.groups.push_back(from_blob(slot.groups[k], {group_views_[k] * rows, 3, S, S}, DType::f32));
   }
   batch.indices = slot.indices;
   batch.labels = slot.labels;
-  lent_slot_ = static_cast<int64_t>(step % slots_.size());
+  lent_slot_ = static_cast<int64_t>(g % slots_.size());
   ++consumer_next_;
   lock.unlock();
   work_ready_.notify_all();

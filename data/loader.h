@@ -6,6 +6,7 @@
 // by the next image of the epoch's order.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <memory>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "data/augment.h"
+#include "data/batch_sequence.h"
 #include "data/dataset.h"
 #include "data/unreadable_files.h"
 #include "engine/cuda.h"
@@ -30,6 +32,11 @@ const char* data_backend_name(DataBackend backend);
 struct LoaderOptions {
   int threads = 4;
   int prefetch = 2;        // batches prepared ahead of the one in use
+  // The epochs of the run. The workers run on past the end of an epoch into the next one's first
+  // batches while the caller finishes the epoch (its last steps, a checkpoint, a kNN check), up
+  // to the end of this epoch count; start_epoch(e + 1) then keeps them. 0: only the epoch started
+  // is prepared (a single pass, as in feature extraction).
+  int64_t epochs = 0;
   bool drop_last = true;   // training; false gives a final partial batch (evaluation)
   bool eval_transform = false;  // one centre crop per image (render_eval) instead of multi-crop
   int eval_size = 224;
@@ -57,12 +64,17 @@ class CropLoader {
   using Batch = LoaderBatch;
   virtual ~CropLoader() = default;
   virtual int64_t steps_per_epoch() const = 0;
-  // Starts an epoch at batch `first_step` (a resumed run skips what it already trained on).
+  // Starts an epoch at batch `first_step` (a resumed run skips what it already trained on). The
+  // batches prepared ahead are kept when this is where the loader had got to (the next epoch from
+  // its start, after the last one was taken); anywhere else, they are dropped.
   virtual void start_epoch(int64_t epoch, int64_t first_step = 0) = 0;
-  // The next batch of the epoch; throws if the epoch is over or a worker failed.
+  // The next batch of the epoch; throws if the epoch is over, or the error of a worker that
+  // failed on this batch (a failure in a later batch leaves the ones before it whole).
   virtual Batch next() = 0;
   virtual const Dataset& dataset() const = 0;
   virtual int64_t skipped_files() const = 0;
+  // Images decoded so far, in every batch prepared (taken or not); tests and benchmarks.
+  virtual int64_t images_decoded() const = 0;
   // The buffers allocated at start, in words (pinned and device memory).
   virtual std::string describe_buffers() const = 0;
 };
@@ -84,24 +96,25 @@ class MultiCropLoader : public CropLoader {
   Batch next() override;
   const Dataset& dataset() const override { return dataset_; }
   int64_t skipped_files() const override;
+  int64_t images_decoded() const override { return images_decoded_.load(); }
   std::string describe_buffers() const override;
   size_t buffer_bytes() const { return buffer_bytes_; }
 
  private:
   struct Slot {
     std::vector<float*> groups;  // per resolution
-    int64_t step = -1;
+    int64_t batch = -1;          // its number in sequence_
     int64_t done = 0;
+    std::shared_ptr<const std::vector<int64_t>> order;  // of the batch's epoch
     std::vector<int64_t> indices, labels;
     // Recorded on the current stream when the caller is done queueing work on this batch (at the
     // next next() or start_epoch()): the workers wait for it before refilling the buffers.
     cuda::StreamMark handed_back;
   };
   void worker_loop();
-  void produce(int64_t step, int64_t b, Slot& slot);
+  void produce(int64_t batch, int64_t b, Slot& slot);  // image b of batch number `batch`
   // The caller is done queueing work on the batch it holds: marks the stream for its slot.
   void hand_back_lent_slot();
-  int64_t batch_rows(int64_t step) const;
 
   Dataset dataset_;
   AugmentRecipe recipe_;
@@ -118,13 +131,16 @@ class MultiCropLoader : public CropLoader {
   std::condition_variable work_ready_, batch_ready_, idle_;
   std::vector<std::thread> workers_;
   bool stop_ = false;
-  int64_t epoch_ = 0;
-  std::vector<int64_t> order_;
-  int64_t next_item_ = 0, end_item_ = 0, consumer_next_ = 0;
+  BatchSequence sequence_;
+  int64_t next_batch_ = 0, next_row_ = 0;  // the image the workers take next
+  int64_t end_batch_ = 0;                  // they take images of the batches before this one
+  int64_t consumer_next_ = 0;              // the batch next() hands out next
+  int64_t consumer_end_ = 0;               // the end of the epoch started
   int64_t lent_slot_ = -1;  // the slot of the batch the caller holds (-1: none)
   int active_ = 0;
-  std::exception_ptr failure_;
+  BatchFailure failure_;
   UnreadableFiles unreadable_;
+  std::atomic<int64_t> images_decoded_{0};
 };
 
 }  // namespace bam::data

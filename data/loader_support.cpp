@@ -1,4 +1,4 @@
-// Crop groups, epoch order and unreadable-file handling for both loaders.
+// Crop groups, epoch order, the batch-size check and arena reservations for both loaders.
 #include "data/loader_support.h"
 
 #include "engine/error.h"

@@ -1,6 +1,6 @@
 // What the CPU loader (loader.h) and the GPU loader (gpu_loader.h) share: the crop groups of a
-// batch, the steps and visiting order of an epoch, the batch-size check. (Both skip undecodable
-// files with data/unreadable_files.h.)
+// batch, the steps and visiting order of an epoch, the batch-size check. (Both number their
+// batches with data/batch_sequence.h and skip undecodable files with data/unreadable_files.h.)
 #pragma once
 
 #include <atomic>

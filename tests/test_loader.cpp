@@ -1,9 +1,11 @@
 // Datasets and the loader: ImageFolder/flat/file-list indexing, every image of an epoch seen once,
-// identical batches whatever the thread count, damaged files reported, skipped and counted, and
+// identical batches whatever the thread count, batches numbered across epochs and prepared ahead
+// into the next one, damaged files reported, skipped and counted, and
 // the probe on a tiny separable dataset reaching high accuracy with both kNN and linear; the
 // arena reservations the GPU loader's decode threads share.
 #include <stb_image_write.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -13,6 +15,7 @@
 
 #include "bam/features.h"
 #include "bam/linear_probe.h"
+#include "data/batch_sequence.h"
 #include "data/loader.h"
 #include "data/loader_support.h"
 #include "engine/random.h"
@@ -119,6 +122,121 @@ TEST_CASE("every image once per epoch, identical batches for any thread count") 
   loader.start_epoch(0, 2);
   auto batch = loader.next();
   CHECK(std::vector<int64_t>(seen1.begin() + 10, seen1.begin() + 15) == batch.indices);
+}
+
+TEST_CASE("batch numbers across epochs, their orders, and the batch a failure spoils") {
+  data::Dataset d;
+  d.root = "twenty-two";
+  for (int i = 0; i < 22; ++i) {
+    d.files.push_back("image_" + std::to_string(i) + ".jpg");
+    d.labels.push_back(-1);
+  }
+  data::BatchSequence kept(d, 5, false, true, 9);
+  CHECK(kept.steps_per_epoch() == 5);
+  CHECK(kept.number(2, 3) == 13);
+  CHECK(kept.epoch(13) == 2);
+  CHECK(kept.step(13) == 3);
+  CHECK(kept.first_position(13) == 15);
+  CHECK(kept.rows(13) == 5);
+  CHECK(kept.rows(14) == 2);  // the short last batch, in every epoch
+  CHECK(kept.rows(9) == 2);
+  CHECK(kept.rows(10) == 5);
+  data::BatchSequence dropped(d, 5, true, true, 9);
+  CHECK(dropped.steps_per_epoch() == 4);
+  CHECK(dropped.rows(3) == 5);
+  CHECK(dropped.epoch(4) == 1);
+  // Orders are the loaders' epoch orders, computed once while kept; an older one stays valid.
+  auto first = kept.order(0);
+  CHECK(*first == data::loader_visit_order(22, 9, 0, true));
+  CHECK(kept.order(0) == first);
+  CHECK(*kept.order(1) == data::loader_visit_order(22, 9, 1, true));
+  CHECK(*kept.order(2) == data::loader_visit_order(22, 9, 2, true));
+  CHECK(*first == data::loader_visit_order(22, 9, 0, true));
+  CHECK(*data::BatchSequence(d, 5, false, false, 9).order(3) == data::loader_visit_order(22, 9, 0, false));
+  CHECK_THROWS_WITH_AS(data::BatchSequence(d, 23, true, true, 9), doctest::Contains("twenty-two"), Error);
+  CHECK_THROWS_AS(data::BatchSequence(d, 0, false, true, 9), Error);
+
+  data::BatchFailure failure;
+  CHECK_FALSE(failure.any());
+  failure.note(7, std::make_exception_ptr(Error("at seven")));
+  CHECK(failure.any());
+  CHECK_FALSE(failure.spoils(6));  // the batches before it are whole
+  CHECK(failure.spoils(7));
+  CHECK(failure.spoils(12));
+  failure.note(9, std::make_exception_ptr(Error("at nine")));  // a later one changes nothing
+  CHECK_THROWS_WITH(failure.rethrow(), "at seven");
+  failure.note(3, std::make_exception_ptr(Error("at three")));  // an earlier one is the one reported
+  CHECK(failure.spoils(3));
+  CHECK_THROWS_WITH(failure.rethrow(), "at three");
+  failure.clear();
+  CHECK_FALSE(failure.spoils(100));
+}
+
+// The workers go on from the end of one epoch into the next one's first batches (up to
+// LoaderOptions::epochs), start_epoch(e + 1) keeps them, and the batches are the ones a loader
+// started at e + 1 gives; starting anywhere else drops them and gives that place's batches.
+TEST_CASE("the loader runs on into the next epoch, and start_epoch keeps what it prepared") {
+  std::string root = make_folder("run_on", 2, 11, 7);
+  data::Dataset d = data::open_dataset(root);
+  auto settled_count = [](const data::CropLoader& loader, int64_t at_least) {
+    // Waits for the workers to reach `at_least` images, then gives them time to go beyond it.
+    for (int i = 0; i < 2000 && loader.images_decoded() < at_least; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return loader.images_decoded();
+  };
+  using Batches = std::vector<std::pair<std::vector<int64_t>, std::vector<float>>>;
+  auto take = [](data::CropLoader& loader, int64_t steps) {
+    Batches out;
+    for (int64_t s = 0; s < steps; ++s) {
+      auto batch = loader.next();
+      std::vector<float> pixels;
+      for (auto& g : batch.groups) {
+        auto v = g.to_vector<float>();
+        pixels.insert(pixels.end(), v.begin(), v.end());
+      }
+      out.push_back({batch.indices, pixels});
+    }
+    return out;
+  };
+  for (bool drop_last : {true, false}) {
+    INFO("drop_last " << drop_last);
+    data::LoaderOptions o{2, 2};
+    o.drop_last = drop_last;
+    const int64_t steps = drop_last ? 4 : 5, per_epoch = drop_last ? 20 : 22;
+    // Each epoch from a loader of its own, started there.
+    std::vector<Batches> expected;
+    for (int64_t epoch = 0; epoch < 3; ++epoch) {
+      data::MultiCropLoader alone(d, small_recipe(), 5, 9, o);
+      alone.start_epoch(epoch);
+      expected.push_back(take(alone, steps));
+    }
+    // By default the loader stops at the end of the epoch started.
+    {
+      data::MultiCropLoader single(d, small_recipe(), 5, 9, o);
+      single.start_epoch(0);
+      take(single, steps);
+      CHECK(settled_count(single, per_epoch) == per_epoch);
+    }
+    o.epochs = 3;
+    data::MultiCropLoader loader(d, small_recipe(), 5, 9, o);
+    loader.start_epoch(0);
+    CHECK(take(loader, steps) == expected[0]);
+    // Two batches ahead (three slots, one of them lent): the first two of epoch 1, at most.
+    const int64_t ahead = 10;
+    CHECK(settled_count(loader, per_epoch + ahead) == per_epoch + ahead);
+    CHECK_THROWS_AS(loader.next(), Error);  // they are not handed out before start_epoch
+    loader.start_epoch(1);
+    CHECK(take(loader, steps) == expected[1]);
+    // Nothing was prepared twice: the batches kept were not made again.
+    CHECK(settled_count(loader, 2 * per_epoch + ahead) == 2 * per_epoch + ahead);
+    loader.start_epoch(2);
+    CHECK(take(loader, steps) == expected[2]);
+    CHECK(settled_count(loader, 3 * per_epoch) == 3 * per_epoch);  // and nothing after the run's last epoch
+    // Anywhere else: a restart there.
+    loader.start_epoch(1, 2);
+    CHECK(take(loader, steps - 2) == Batches(expected[1].begin() + 2, expected[1].end()));
+  }
 }
 
 TEST_CASE("damaged files are reported once, skipped and counted") {

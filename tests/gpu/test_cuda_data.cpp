@@ -221,6 +221,7 @@ TEST_CASE("MultiCropLoader's page-locked batches upload without a wait: a buffer
       }
     }
   }
+  o.epochs = 2;  // the tested loader runs on into epoch 1 while the last uploads of epoch 0 are queued
   auto loader = data::make_crop_loader(dataset, recipe, 2, seed, o);
   const bool emulated = cuda::device_description(0).find("emulator") != std::string::npos;
   Tensor busy = emulated ? Tensor() : full({4096, 4096}, 1e-4, {DType::f32, Device::cuda()});
@@ -260,6 +261,7 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
     o.eval_size = 64;
     o.drop_last = !eval;
     o.shuffle = !eval;
+    o.epochs = 2;  // both run on from epoch 0 into epoch 1
     data::LoaderOptions g = o;
     g.backend = data::DataBackend::gpu;
     auto cpu = data::make_crop_loader(dataset, recipe, 4, seed, o);
@@ -285,6 +287,10 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
     }
     CHECK(gpu->skipped_files() == cpu->skipped_files());
     if (eval) CHECK(gpu->skipped_files() == 3);  // every file is visited once
+    // Every image of both epochs decoded once: what was prepared ahead of epoch 1 was kept.
+    const int64_t per_epoch = eval ? dataset.size() : cpu->steps_per_epoch() * 4;
+    CHECK(cpu->images_decoded() == 2 * per_epoch);
+    CHECK(gpu->images_decoded() == 2 * per_epoch);
     MESSAGE(gpu->describe_buffers());
   }
   fs::remove_all(root);

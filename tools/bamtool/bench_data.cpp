@@ -127,6 +127,7 @@ double loader_rate(const data::Dataset& d, const BenchDataOptions& o, data::Data
   data::LoaderOptions lo;
   lo.threads = static_cast<int>(o.threads);
   lo.backend = backend;
+  lo.epochs = int64_t{1} << 30;  // as many as the time allows, with no pause between them
   auto loader = data::make_crop_loader(d, recipe, o.batch_size, 0, lo);
   *note = loader->describe_buffers();
   int64_t images = 0, epoch = 0;
