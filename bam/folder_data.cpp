@@ -26,7 +26,6 @@ data::LoaderOptions loader_options(const TrainConfig& c) {
   data::LoaderOptions o;
   o.threads = static_cast<int>(std::max<int64_t>(1, c.num_workers));
   o.prefetch = 2;
-  o.epochs = c.epochs;  // the next epoch's first batches are ready when it starts
   o.drop_last = true;
   o.backend = c.data_backend == "gpu" ? data::DataBackend::gpu : data::DataBackend::cpu;
   // Under bf16 autocast the patch embedding reads bf16 images: the GPU path writes its crops in
@@ -43,6 +42,7 @@ class FolderData : public TrainData {
   int64_t num_images() const override { return loader_->dataset().size(); }
   int64_t steps_per_epoch() const override { return loader_->steps_per_epoch(); }
   void start_epoch(int64_t epoch, int64_t first_step) override { loader_->start_epoch(epoch, first_step); }
+  void set_epochs(int64_t epochs) override { loader_->set_epochs(epochs); }
   CropBatch next() override {
     data::LoaderBatch b = loader_->next();
     CropBatch out;

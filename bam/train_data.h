@@ -31,6 +31,9 @@ class TrainData {
   virtual void start_epoch(int64_t epoch, int64_t first_step = 0) = 0;
   // Batch `step` of the current epoch, steps taken in order.
   virtual CropBatch next() = 0;
+  // The run's length in epochs, set (and reset, when a schedule is refitted) by the trainer: a
+  // source that prepares batches ahead goes on into the next epoch's first batches up to there.
+  virtual void set_epochs(int64_t epochs) { (void)epochs; }
   virtual std::string describe() const = 0;
 };
 

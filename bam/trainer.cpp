@@ -87,6 +87,7 @@ void Trainer::build_schedules() {
   lr_schedule_ = cosine_schedule_steps(base_lr, config_.min_lr, total_steps_, warmup);
   wd_schedule_ = cosine_schedule_steps(config_.weight_decay, config_.weight_decay_end, total_steps_, 0);
   momentum_schedule_ = cosine_schedule_steps(config_.teacher_m, 1.0, total_steps_, 0);
+  data_->set_epochs((total_steps_ + steps - 1) / steps);  // the loader runs on into each next epoch up to here
 }
 
 double Trainer::measure_step_seconds() {

@@ -23,6 +23,11 @@ class BatchSequence {
   BatchSequence(const Dataset& dataset, int64_t batch, bool drop_last, bool shuffle, uint64_t seed);
   int64_t steps_per_epoch() const { return steps_; }
   int64_t number(int64_t epoch, int64_t step) const { return epoch * steps_ + step; }
+  // The batch start_epoch(epoch, first_step) asks for: first_step is clamped to the epoch's end (a
+  // run resumed after an epoch's last step starts nothing of it).
+  int64_t start_number(int64_t epoch, int64_t first_step) const {
+    return number(epoch, first_step < steps_ ? first_step : steps_);
+  }
   int64_t epoch(int64_t g) const { return g / steps_; }
   int64_t step(int64_t g) const { return g % steps_; }
   // Images in batch g: the batch size, less for an epoch's last batch when incomplete batches
@@ -40,6 +45,17 @@ class BatchSequence {
   bool shuffle_;
   uint64_t seed_;
   std::vector<std::pair<int64_t, std::shared_ptr<const std::vector<int64_t>>>> orders_;  // (epoch, order)
+};
+
+// The image the workers take next: row `row` of batch `batch`, and the step past it.
+struct BatchCursor {
+  int64_t batch = 0, row = 0;
+  void advance(const BatchSequence& sequence) {
+    if (++row == sequence.rows(batch)) {
+      ++batch;
+      row = 0;
+    }
+  }
 };
 
 // The first error a loader's workers (or its launcher) met, and the batch it spoils. The batches

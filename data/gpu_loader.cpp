@@ -226,11 +226,11 @@ int64_t GpuCropLoader::skipped_files() const { return unreadable_.count(); }
 
 void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
-  const int64_t first = sequence_.number(epoch, std::min(first_step, sequence_.steps_per_epoch()));
+  const int64_t first = sequence_.start_number(epoch, first_step);
   if (first != consumer_next_ || failure_.any() || launcher_failure_) {
-    // Not where the loader has got to: stop its work, let what is running finish before the
-    // slots are reused, and drop what was prepared.
-    end_batch_ = next_batch_;
+    // Not where the loader has got to (or it failed): stop its work, let what is running finish
+    // before the slots are reused, and drop what was prepared.
+    end_batch_ = next_.batch;
     launch_end_ = launch_next_;
     ++restarts_;
     lock.unlock();
@@ -245,8 +245,8 @@ void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
       out.release_recorded = true;
       out.batch = -1;
     }
-    next_batch_ = consumer_next_ = launch_next_ = launched_until_ = first;
-    next_row_ = 0;
+    next_ = {first, 0};
+    consumer_next_ = launch_next_ = first;
     for (auto& s : host_slots_) {
       s->batch = -1;
       s->done = 0;
@@ -256,7 +256,18 @@ void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   }
   // (Continuing, the batch the trainer holds is released by the next next(), as within an epoch.)
   consumer_end_ = sequence_.number(epoch + 1, 0);
-  end_batch_ = launch_end_ = sequence_.number(std::max(options_.epochs, epoch + 1), 0);
+  end_batch_ = launch_end_ = run_end();
+  lock.unlock();
+  work_ready_.notify_all();
+  slot_done_.notify_all();
+}
+
+int64_t GpuCropLoader::run_end() const { return std::max(consumer_end_, sequence_.number(options_.epochs, 0)); }
+
+void GpuCropLoader::set_epochs(int64_t epochs) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  options_.epochs = epochs;
+  if (consumer_end_ > 0) end_batch_ = launch_end_ = run_end();  // started: from now on
   lock.unlock();
   work_ready_.notify_all();
   slot_done_.notify_all();
@@ -272,15 +283,12 @@ void GpuCropLoader::worker_loop() {
         HostSlot& s = *host_slots_[g % host_slots_.size()];
         return s.batch == g || (s.uploaded && s.batch < g);
       };
-      work_ready_.wait(lock, [&] { return stop_ || (next_batch_ < end_batch_ && available(next_batch_)); });
+      work_ready_.wait(lock, [&] { return stop_ || (next_.batch < end_batch_ && available(next_.batch)); });
       if (stop_) return;
-      g = next_batch_;
-      b = next_row_;
+      g = next_.batch;
+      b = next_.row;
+      next_.advance(sequence_);
       const int64_t rows = sequence_.rows(g);
-      if (++next_row_ == rows) {
-        ++next_batch_;
-        next_row_ = 0;
-      }
       ++active_;
       slot = host_slots_[g % host_slots_.size()].get();
       if (slot->batch != g) {
@@ -319,25 +327,25 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
   DecodedImage pixels;
   std::vector<int16_t> spilled;  // coefficients that did not fit the arena
   int64_t coef_offset = -1;
-  const int64_t index = unreadable_.first_decodable(*slot.order, sequence_.first_position(batch) + b, dataset_.root,
-                                                    [&](int64_t candidate) {
-    const std::string& path = dataset_.files[candidate];
-    std::vector<uint8_t> bytes = read_image_file(path);
-    coef_offset = -1;
-    image = prepare_image_for_gpu(
-        bytes.data(), bytes.size(), path,
-        [&](const JpegLayout& layout) -> int16_t* {
-          const int64_t at =
-              reserve_in_arena(slot.coefficients_used, align16(layout.num_coefficients * 2), slot.coefficient_capacity);
-          if (at >= 0) {
-            coef_offset = at / 2;
-            return slot.coefficients + coef_offset;
-          }
-          spilled.assign(static_cast<size_t>(layout.num_coefficients), 0);
-          return spilled.data();
-        },
-        &pixels);
-  });
+  const int64_t index = unreadable_.first_decodable(
+      *slot.order, sequence_.first_position(batch) + b, dataset_.root, [&](int64_t candidate) {
+        const std::string& path = dataset_.files[candidate];
+        std::vector<uint8_t> bytes = read_image_file(path);
+        coef_offset = -1;
+        image = prepare_image_for_gpu(
+            bytes.data(), bytes.size(), path,
+            [&](const JpegLayout& layout) -> int16_t* {
+              const int64_t at = reserve_in_arena(slot.coefficients_used, align16(layout.num_coefficients * 2),
+                                                  slot.coefficient_capacity);
+              if (at >= 0) {
+                coef_offset = at / 2;
+                return slot.coefficients + coef_offset;
+              }
+              spilled.assign(static_cast<size_t>(layout.num_coefficients), 0);
+              return spilled.data();
+            },
+            &pixels);
+      });
   if (image.decode_on_gpu && coef_offset < 0) {
     // The arena was full: reconstruct this one on the CPU from the coefficients it has.
     ++coefficient_overflows_;
@@ -409,7 +417,6 @@ void GpuCropLoader::launcher_loop() {
     slot.uploaded = true;
     if (!error) {
       out.batch = g;
-      launched_until_ = g + 1;
       ++launch_next_;
     }
     launching_ = false;
@@ -424,9 +431,9 @@ void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
   const int64_t rows = sequence_.rows(batch);
   std::vector<std::pair<int, int>> sizes;
   for (const GpuBatchImage& im : slot.images) sizes.push_back({im.width, im.height});
-  auto crops = options_.eval_transform
-                   ? eval_crop_tasks(recipe_, sizes, options_.eval_size)
-                   : multi_crop_tasks(recipe_, sizes, slot.indices, seed_, static_cast<uint32_t>(sequence_.epoch(batch)));
+  auto crops = options_.eval_transform ? eval_crop_tasks(recipe_, sizes, options_.eval_size)
+                                       : multi_crop_tasks(recipe_, sizes, slot.indices, seed_,
+                                                          static_cast<uint32_t>(sequence_.epoch(batch)));
   std::vector<int> group_sizes(group_sizes_.begin(), group_sizes_.end());
   const GpuBatchPlan plan = plan_gpu_batch(slot.images, group_sizes, crops);
 
@@ -515,12 +522,11 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   std::unique_lock<std::mutex> lock(mutex_);
   const int64_t g = consumer_next_;
   BAM_CHECK(g < consumer_end_, "loader: no batch left in the epoch (call start_epoch)");
-  // A failure stops launches at the batch it spoils; the batches before it (this one too, if it is
-  // being launched right now) are whole and are returned first.
-  launched_.wait(lock, [&] {
-    return launcher_failure_ || launched_until_ > g || (failure_.spoils(g) && !(launching_ && launch_next_ == g));
-  });
-  if (launched_until_ <= g) {
+  // A failure stops launches at the batch it spoils (a worker's is noted before its batch is
+  // complete, the launcher's under the lock that ends the launch): the batches before it are
+  // whole and are returned first.
+  launched_.wait(lock, [&] { return launcher_failure_ || launch_next_ > g || failure_.spoils(g); });
+  if (launch_next_ <= g) {
     if (launcher_failure_) std::rethrow_exception(launcher_failure_);
     failure_.rethrow();
   }
@@ -540,8 +546,8 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   Batch batch;
   for (size_t k = 0; k < group_views_.size(); ++k) {
     const int64_t S = group_sizes_[k];
-    batch.groups.push_back(from_blob(out.groups[k], {group_views_[k] * rows, 3, S, S}, options_.gpu_output,
-                                     Device::cuda(device_)));
+    batch.groups.push_back(
+        from_blob(out.groups[k], {group_views_[k] * rows, 3, S, S}, options_.gpu_output, Device::cuda(device_)));
   }
   batch.indices = out.indices;
   batch.labels = out.labels;

@@ -35,9 +35,10 @@ class GpuCropLoader : public CropLoader {
   const Dataset& dataset() const override { return dataset_; }
   int64_t skipped_files() const override;
   int64_t images_decoded() const override { return gpu_images_.load() + cpu_images_.load(); }
+  void set_epochs(int64_t epochs) override;
   std::string describe_buffers() const override;
 
-  // Batches decoded per stage so far (tests and bench-data): images whose coefficients went to the
+  // Images decoded per stage so far (tests and bench-data): images whose coefficients went to the
   // GPU, images decoded to pixels on the CPU.
   int64_t gpu_decoded_images() const { return gpu_images_.load(); }
   int64_t cpu_decoded_images() const { return cpu_images_.load(); }
@@ -81,6 +82,7 @@ class GpuCropLoader : public CropLoader {
   void allocate_resources();  // pinned slots, stream, output slots, the decode buffers
   void free_resources();      // all of it, whatever allocate_resources got to
   void stop_threads();        // stops and joins the workers and the launcher (those that started)
+  int64_t run_end() const;    // the first batch the loader does not prepare (under the lock)
 
   Dataset dataset_;
   AugmentRecipe recipe_;
@@ -109,9 +111,9 @@ class GpuCropLoader : public CropLoader {
   bool stop_ = false;
   int64_t restarts_ = 0;  // bumps when start_epoch drops the prepared batches, so the launcher notices
   BatchSequence sequence_;
-  int64_t next_batch_ = 0, next_row_ = 0;  // the image the workers take next
-  int64_t end_batch_ = 0;                  // they take images of the batches before this one
-  int64_t launch_next_ = 0, launch_end_ = 0, launched_until_ = 0;  // the launcher's batches
+  BatchCursor next_;                              // the image the workers take next
+  int64_t end_batch_ = 0;                         // they take images of the batches before this one
+  int64_t launch_next_ = 0, launch_end_ = 0;      // the batch the launcher launches next, and its end
   int64_t consumer_next_ = 0, consumer_end_ = 0;  // next()'s, and the end of the epoch started
   int active_ = 0;
   bool launching_ = false;

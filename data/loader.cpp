@@ -72,22 +72,32 @@ int64_t MultiCropLoader::skipped_files() const { return unreadable_.count(); }
 void MultiCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
   hand_back_lent_slot();
-  const int64_t first = sequence_.number(epoch, std::min(first_step, sequence_.steps_per_epoch()));
+  const int64_t first = sequence_.start_number(epoch, first_step);
   if (first != consumer_next_ || failure_.any()) {
-    // Not where the workers have got to: let the work in progress finish before the slots are
-    // reused, and drop what they prepared.
-    end_batch_ = next_batch_;
+    // Not where the workers have got to (or they failed): let the work in progress finish before
+    // the slots are reused, and drop what they prepared.
+    end_batch_ = next_.batch;
     idle_.wait(lock, [&] { return active_ == 0; });
     for (Slot& s : slots_) {
       s.batch = -1;
       s.done = 0;
     }
-    next_batch_ = consumer_next_ = first;
-    next_row_ = 0;
+    next_ = {first, 0};
+    consumer_next_ = first;
     failure_.clear();
   }
   consumer_end_ = sequence_.number(epoch + 1, 0);
-  end_batch_ = sequence_.number(std::max(options_.epochs, epoch + 1), 0);
+  end_batch_ = run_end();
+  lock.unlock();
+  work_ready_.notify_all();
+}
+
+int64_t MultiCropLoader::run_end() const { return std::max(consumer_end_, sequence_.number(options_.epochs, 0)); }
+
+void MultiCropLoader::set_epochs(int64_t epochs) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  options_.epochs = epochs;
+  if (consumer_end_ > 0) end_batch_ = run_end();  // started: from now on
   lock.unlock();
   work_ready_.notify_all();
 }
@@ -98,14 +108,12 @@ void MultiCropLoader::worker_loop() {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       const int64_t ahead = static_cast<int64_t>(slots_.size()) - 1;
-      work_ready_.wait(lock, [&] { return stop_ || (next_batch_ < end_batch_ && next_batch_ < consumer_next_ + ahead); });
+      work_ready_.wait(lock,
+                       [&] { return stop_ || (next_.batch < end_batch_ && next_.batch < consumer_next_ + ahead); });
       if (stop_) return;
-      g = next_batch_;
-      b = next_row_;
-      if (++next_row_ == sequence_.rows(g)) {
-        ++next_batch_;
-        next_row_ = 0;
-      }
+      g = next_.batch;
+      b = next_.row;
+      next_.advance(sequence_);
       ++active_;
       Slot& slot = slots_[g % slots_.size()];
       if (slot.batch != g) {
@@ -136,9 +144,9 @@ void MultiCropLoader::worker_loop() {
 
 void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
   DecodedImage image;
-  const int64_t index = unreadable_.first_decodable(
-      *slot.order, sequence_.first_position(batch) + b, dataset_.root,
-      [&](int64_t candidate) { image = decode_image_file(dataset_.files[candidate]); });
+  const int64_t index =
+      unreadable_.first_decodable(*slot.order, sequence_.first_position(batch) + b, dataset_.root,
+                                  [&](int64_t candidate) { image = decode_image_file(dataset_.files[candidate]); });
   ++images_decoded_;
   const int64_t rows = sequence_.rows(batch);
   const auto epoch = static_cast<uint32_t>(sequence_.epoch(batch));
@@ -153,8 +161,7 @@ void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
   for (size_t g = 0; g < group_views_.size(); ++g) {
     const int64_t S = group_sizes_[g];
     for (int64_t v = 0; v < group_views_[g]; ++v, ++crop) {
-      CropParams p = sample_crop(recipe_, image.width, image.height, seed_, epoch,
-                                 static_cast<uint32_t>(index), crop);
+      CropParams p = sample_crop(recipe_, image.width, image.height, seed_, epoch, static_cast<uint32_t>(index), crop);
       render_crop(image, p, recipe_, slot.groups[g] + (v * rows + b) * 3 * S * S);
     }
   }

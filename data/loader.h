@@ -8,7 +8,6 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -69,12 +68,15 @@ class CropLoader {
   // its start, after the last one was taken); anywhere else, they are dropped.
   virtual void start_epoch(int64_t epoch, int64_t first_step = 0) = 0;
   // The next batch of the epoch; throws if the epoch is over, or the error of a worker that
-  // failed on this batch (a failure in a later batch leaves the ones before it whole).
+  // failed on this batch (a failure in a later batch leaves the ones before it whole; the next
+  // start_epoch then drops what was prepared and tries again).
   virtual Batch next() = 0;
   virtual const Dataset& dataset() const = 0;
   virtual int64_t skipped_files() const = 0;
   // Images decoded so far, in every batch prepared (taken or not); tests and benchmarks.
   virtual int64_t images_decoded() const = 0;
+  // The run's epoch count changed (LoaderOptions::epochs): a trainer that refits its schedule.
+  virtual void set_epochs(int64_t epochs) = 0;
   // The buffers allocated at start, in words (pinned and device memory).
   virtual std::string describe_buffers() const = 0;
 };
@@ -97,6 +99,7 @@ class MultiCropLoader : public CropLoader {
   const Dataset& dataset() const override { return dataset_; }
   int64_t skipped_files() const override;
   int64_t images_decoded() const override { return images_decoded_.load(); }
+  void set_epochs(int64_t epochs) override;
   std::string describe_buffers() const override;
   size_t buffer_bytes() const { return buffer_bytes_; }
 
@@ -115,6 +118,7 @@ class MultiCropLoader : public CropLoader {
   void produce(int64_t batch, int64_t b, Slot& slot);  // image b of batch number `batch`
   // The caller is done queueing work on the batch it holds: marks the stream for its slot.
   void hand_back_lent_slot();
+  int64_t run_end() const;  // the first batch the workers do not prepare (under the lock)
 
   Dataset dataset_;
   AugmentRecipe recipe_;
@@ -132,10 +136,10 @@ class MultiCropLoader : public CropLoader {
   std::vector<std::thread> workers_;
   bool stop_ = false;
   BatchSequence sequence_;
-  int64_t next_batch_ = 0, next_row_ = 0;  // the image the workers take next
-  int64_t end_batch_ = 0;                  // they take images of the batches before this one
-  int64_t consumer_next_ = 0;              // the batch next() hands out next
-  int64_t consumer_end_ = 0;               // the end of the epoch started
+  BatchCursor next_;           // the image the workers take next
+  int64_t end_batch_ = 0;      // they take images of the batches before this one
+  int64_t consumer_next_ = 0;  // the batch next() hands out next
+  int64_t consumer_end_ = 0;   // the end of the epoch started
   int64_t lent_slot_ = -1;  // the slot of the batch the caller holds (-1: none)
   int active_ = 0;
   BatchFailure failure_;

@@ -4,6 +4,7 @@
 // the probe on a tiny separable dataset reaching high accuracy with both kNN and linear; the
 // arena reservations the GPU loader's decode threads share.
 #include <stb_image_write.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -11,7 +12,6 @@
 #include <random>
 #include <set>
 #include <thread>
-#include <unistd.h>
 
 #include "bam/features.h"
 #include "bam/linear_probe.h"
@@ -45,6 +45,31 @@ std::string make_folder(const std::string& name, int classes, int per_class, uin
     }
   }
   return root.string();
+}
+
+// The loader's decoded-image count once the workers have reached `at_least`, after giving them
+// time to go beyond it.
+int64_t settled_count(const data::CropLoader& loader, int64_t at_least) {
+  for (int i = 0; i < 2000 && loader.images_decoded() < at_least; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  return loader.images_decoded();
+}
+
+// The indices and pixels of the loader's next `steps` batches.
+using Batches = std::vector<std::pair<std::vector<int64_t>, std::vector<float>>>;
+Batches take(data::CropLoader& loader, int64_t steps) {
+  Batches out;
+  for (int64_t s = 0; s < steps; ++s) {
+    auto batch = loader.next();
+    std::vector<float> pixels;
+    for (auto& g : batch.groups) {
+      auto v = g.to_vector<float>();
+      pixels.insert(pixels.end(), v.begin(), v.end());
+    }
+    out.push_back({batch.indices, pixels});
+  }
+  return out;
 }
 
 data::AugmentRecipe small_recipe() {
@@ -178,27 +203,6 @@ TEST_CASE("batch numbers across epochs, their orders, and the batch a failure sp
 TEST_CASE("the loader runs on into the next epoch, and start_epoch keeps what it prepared") {
   std::string root = make_folder("run_on", 2, 11, 7);
   data::Dataset d = data::open_dataset(root);
-  auto settled_count = [](const data::CropLoader& loader, int64_t at_least) {
-    // Waits for the workers to reach `at_least` images, then gives them time to go beyond it.
-    for (int i = 0; i < 2000 && loader.images_decoded() < at_least; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    return loader.images_decoded();
-  };
-  using Batches = std::vector<std::pair<std::vector<int64_t>, std::vector<float>>>;
-  auto take = [](data::CropLoader& loader, int64_t steps) {
-    Batches out;
-    for (int64_t s = 0; s < steps; ++s) {
-      auto batch = loader.next();
-      std::vector<float> pixels;
-      for (auto& g : batch.groups) {
-        auto v = g.to_vector<float>();
-        pixels.insert(pixels.end(), v.begin(), v.end());
-      }
-      out.push_back({batch.indices, pixels});
-    }
-    return out;
-  };
   for (bool drop_last : {true, false}) {
     INFO("drop_last " << drop_last);
     data::LoaderOptions o{2, 2};
@@ -211,19 +215,25 @@ TEST_CASE("the loader runs on into the next epoch, and start_epoch keeps what it
       alone.start_epoch(epoch);
       expected.push_back(take(alone, steps));
     }
-    // By default the loader stops at the end of the epoch started.
+    const int64_t ahead = 10;  // two batches (three slots, one of them lent)
+    // By default the loader stops at the end of the epoch started; set_epochs (a trainer refitting
+    // its schedule) lets it run on from there.
     {
       data::MultiCropLoader single(d, small_recipe(), 5, 9, o);
       single.start_epoch(0);
       take(single, steps);
       CHECK(settled_count(single, per_epoch) == per_epoch);
+      single.set_epochs(2);
+      CHECK(settled_count(single, per_epoch + ahead) == per_epoch + ahead);
+      single.start_epoch(1);
+      CHECK(take(single, steps) == expected[1]);
+      CHECK(settled_count(single, 2 * per_epoch) == 2 * per_epoch);
     }
     o.epochs = 3;
     data::MultiCropLoader loader(d, small_recipe(), 5, 9, o);
     loader.start_epoch(0);
     CHECK(take(loader, steps) == expected[0]);
-    // Two batches ahead (three slots, one of them lent): the first two of epoch 1, at most.
-    const int64_t ahead = 10;
+    // The first two batches of epoch 1, and no more.
     CHECK(settled_count(loader, per_epoch + ahead) == per_epoch + ahead);
     CHECK_THROWS_AS(loader.next(), Error);  // they are not handed out before start_epoch
     loader.start_epoch(1);
@@ -237,6 +247,40 @@ TEST_CASE("the loader runs on into the next epoch, and start_epoch keeps what it
     loader.start_epoch(1, 2);
     CHECK(take(loader, steps - 2) == Batches(expected[1].begin() + 2, expected[1].end()));
   }
+}
+
+// The workers fail on a batch prepared ahead (here every file is gone by then): the batches in
+// front of it are still handed out, next() throws at it, and start_epoch drops what was prepared
+// and tries again.
+TEST_CASE("a worker's failure spoils its batch only, and the next start_epoch tries again") {
+  std::string root = make_folder("spoiled", 2, 11, 8);
+  data::Dataset d = data::open_dataset(root);
+  data::LoaderOptions o{2, 2};
+  o.epochs = 2;
+  Batches expected;
+  {
+    data::MultiCropLoader alone(d, small_recipe(), 5, 9, o);
+    alone.start_epoch(1);
+    expected = take(alone, 4);
+  }
+  data::MultiCropLoader loader(d, small_recipe(), 5, 9, o);
+  loader.start_epoch(0);
+  take(loader, 4);
+  REQUIRE(settled_count(loader, 30) == 30);  // epoch 1's first two batches are ready; the workers wait
+  fs::rename(root, root + "_away");
+  loader.start_epoch(1);
+  CHECK(take(loader, 1) == Batches(expected.begin(), expected.begin() + 1));
+  // The workers go on to the third batch and fail on it: every file is reported missing first.
+  for (int i = 0; i < 2000 && loader.skipped_files() < 22; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(loader.skipped_files() == 22);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(take(loader, 1) == Batches(expected.begin() + 1, expected.begin() + 2));  // the batch before it
+  CHECK_THROWS_WITH_AS(loader.next(), doctest::Contains("none of the 22 images could be decoded"), Error);
+  CHECK_THROWS_WITH_AS(loader.next(), doctest::Contains("none of the 22 images could be decoded"), Error);
+  fs::rename(root + "_away", root);
+  loader.start_epoch(1);
+  CHECK(take(loader, 4) == expected);
 }
 
 TEST_CASE("damaged files are reported once, skipped and counted") {

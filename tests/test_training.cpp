@@ -1,9 +1,11 @@
 // Training: a short run on synthetic data lowers the loss without collapsing; checkpoints round
 // trip bit-exactly; resuming (after whole epochs or mid-epoch) reproduces the uninterrupted run's
 // losses; a non-finite loss stops the run and leaves the last checkpoint intact; export writes a
-// timm-named backbone; bad flags are rejected with the flag named.
+// timm-named backbone; bad flags are rejected with the flag named; the data source is told the
+// run's length in epochs, fitted to a time budget too.
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <thread>
 #include <unistd.h>
@@ -27,6 +29,22 @@ TrainResult train(const TrainConfig& c) {
   Trainer trainer(c, make_train_data(c));
   return trainer.run();
 }
+
+// Passes batches through and keeps the run length the trainer last gave its data source.
+class EpochsRecorder : public TrainData {
+ public:
+  EpochsRecorder(std::unique_ptr<TrainData> inner, int64_t* epochs) : inner_(std::move(inner)), epochs_(epochs) {}
+  int64_t num_images() const override { return inner_->num_images(); }
+  int64_t steps_per_epoch() const override { return inner_->steps_per_epoch(); }
+  void start_epoch(int64_t epoch, int64_t first_step) override { inner_->start_epoch(epoch, first_step); }
+  CropBatch next() override { return inner_->next(); }
+  void set_epochs(int64_t epochs) override { *epochs_ = epochs; }
+  std::string describe() const override { return inner_->describe(); }
+
+ private:
+  std::unique_ptr<TrainData> inner_;
+  int64_t* epochs_;
+};
 
 }  // namespace
 
@@ -126,13 +144,17 @@ TEST_CASE("a budget-fitted schedule counts the kNN monitor and checkpoint time a
     return KnnResult{50.0, 90.0};
   };
   auto start = std::chrono::steady_clock::now();
-  Trainer trainer(c, make_train_data(c), slow_monitor);
+  int64_t data_epochs = 0;
+  Trainer trainer(c, std::make_unique<EpochsRecorder>(make_train_data(c), &data_epochs), slow_monitor);
+  CHECK(data_epochs == 1000);  // --epochs, until the schedule is fitted
   TrainResult r = trainer.run();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   MESSAGE(r.epochs.size() << " epochs, " << calls << " kNN evaluations, " << seconds << " s for a 6 s budget");
   CHECK_FALSE(r.stopped_by_budget);  // the whole fitted schedule ran: warm-up, then the full decay
   CHECK(calls == static_cast<int>(r.epochs.size()) + 1);  // one before training, to measure it
   CHECK(r.epochs.size() >= 4);  // nor planned short (about 10 fit here)
+  // The loader was told the fitted length, so that it runs on into each next epoch up to there.
+  CHECK(data_epochs == static_cast<int64_t>(r.epochs.size()));
   CHECK(seconds < 6.0 * 1.15 + 3.0);  // the budget, its deadline margin, and the step calibration
 }
 

@@ -221,11 +221,12 @@ if enabled data; then
   row "bamtrain on JPEGs, host waits per step" "${waits:-? (see train_jpeg.log)}"
   row "bamtrain on JPEGs, --data_backend gpu" "$(echo "$line" | grep -oE "img/s [0-9.]+  data [0-9.]+s" || echo "failed (see train_jpeg.log)")"
   # The goal: within 5 % of the step on device-resident inputs (bench-step bf16 above, same model,
-  # a median step). The corpus makes epochs of 4 steps, and each epoch starts with the loader's
-  # pipeline empty: the progress line's average would charge that to so few steps. So the rate
-  # is 256 over the median step time within an epoch, from steps.jsonl's time stamps (each
-  # epoch's first step, which waits for the pipeline to fill, has no time within the epoch), past
-  # the first epoch's warm-up: 12 step times from epochs 1-4.
+  # a median step). The corpus makes epochs of 4 steps, and the time from an epoch's last step to
+  # the next one's first also holds the epoch's end (its log line and checkpoint), which bench-step
+  # does not have: the progress line's average would charge that to so few steps. So the rate is
+  # 256 over the median step time within an epoch, from steps.jsonl's time stamps, past the first
+  # epoch's warm-up: 12 step times from epochs 1-4. (The loader itself runs on over the boundary:
+  # each epoch's first batch is prepared while the epoch before ends.)
   jpeg_ips=$(python3 -c '
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

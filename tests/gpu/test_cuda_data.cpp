@@ -16,6 +16,7 @@
 #include "data/gpu_loader.h"
 #include "data/loader.h"
 #include "engine/cuda.h"
+#include "engine/error.h"
 #include "engine/ops.h"
 #include "kernels/cuda/crop_batch.h"
 #include "kernels/cuda/jpeg_batch.h"
@@ -266,10 +267,9 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
     g.backend = data::DataBackend::gpu;
     auto cpu = data::make_crop_loader(dataset, recipe, 4, seed, o);
     auto gpu = data::make_crop_loader(dataset, recipe, 4, seed, g);
-    for (int64_t epoch : {0, 1}) {
-      cpu->start_epoch(epoch);
-      gpu->start_epoch(epoch);
-      for (int64_t step = 0; step < cpu->steps_per_epoch(); ++step) {
+    const int64_t per_epoch = eval ? dataset.size() : cpu->steps_per_epoch() * 4;
+    auto compare_steps = [&](int64_t epoch, int64_t first_step) {
+      for (int64_t step = first_step; step < cpu->steps_per_epoch(); ++step) {
         data::LoaderBatch a = cpu->next(), bb = gpu->next();
         CHECK(a.indices == bb.indices);
         CHECK(a.labels == bb.labels);
@@ -284,15 +284,93 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
           CHECK(c.beyond <= c.values / 100000);
         }
       }
+    };
+    for (int64_t epoch : {0, 1}) {
+      if (epoch == 1) {
+        // Both have run on into epoch 1 before it starts.
+        for (int i = 0; i < 2000 && (gpu->images_decoded() <= per_epoch || cpu->images_decoded() <= per_epoch); ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        CHECK(gpu->images_decoded() > per_epoch);
+        CHECK(cpu->images_decoded() > per_epoch);
+      }
+      cpu->start_epoch(epoch);
+      gpu->start_epoch(epoch);
+      compare_steps(epoch, 0);
     }
     CHECK(gpu->skipped_files() == cpu->skipped_files());
     if (eval) CHECK(gpu->skipped_files() == 3);  // every file is visited once
     // Every image of both epochs decoded once: what was prepared ahead of epoch 1 was kept.
-    const int64_t per_epoch = eval ? dataset.size() : cpu->steps_per_epoch() * 4;
     CHECK(cpu->images_decoded() == 2 * per_epoch);
     CHECK(gpu->images_decoded() == 2 * per_epoch);
+    // Anywhere else, a restart: the GPU loader drops its host and output slots and starts there.
+    cpu->start_epoch(1, 2);
+    gpu->start_epoch(1, 2);
+    compare_steps(1, 2);
     MESSAGE(gpu->describe_buffers());
   }
+  fs::remove_all(root);
+}
+
+// With two host slots the GPU loader gets three batches ahead when an epoch ends: the first is
+// launched into the free output slot, which frees its host slot for the third; the second waits
+// for the trainer to take the first. Every file is then made unreadable: the fourth batch fails,
+// the three before it are still handed out, next() throws at it, and start_epoch tries again.
+TEST_CASE("GpuCropLoader: a worker's failure spoils its batch only, and the next start_epoch tries again") {
+  namespace fs = std::filesystem;
+  const uint64_t seed = test_seed();
+  fs::path root = fs::temp_directory_path() / ("bam_gpu_spoiled_" + std::to_string(::getpid()));
+  data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
+  data::AugmentRecipe recipe = multi_crop_test_recipe();
+  data::LoaderOptions o;
+  o.threads = 3;
+  o.prefetch = 1;
+  o.epochs = 2;
+  // Epoch 1 from the CPU loader (copied out: its buffers are refilled).
+  std::vector<std::pair<std::vector<int64_t>, std::vector<std::vector<float>>>> expected;
+  {
+    auto cpu = data::make_crop_loader(dataset, recipe, 2, seed, o);
+    REQUIRE(cpu->steps_per_epoch() >= 4);
+    cpu->start_epoch(1);
+    for (int64_t step = 0; step < cpu->steps_per_epoch(); ++step) {
+      data::LoaderBatch b = cpu->next();
+      expected.push_back({b.indices, {}});
+      for (const Tensor& t : b.groups) expected.back().second.push_back(t.to_vector<float>());
+    }
+  }
+  auto check_batch = [&](const data::LoaderBatch& got, size_t step) {
+    INFO("epoch 1 step " << step);
+    CHECK(got.indices == expected[step].first);
+    REQUIRE(got.groups.size() == expected[step].second.size());
+    for (size_t k = 0; k < got.groups.size(); ++k) {
+      CropComparison c = compare_crops(expected[step].second[k], got.groups[k].to(Device::cpu()).to_vector<float>());
+      CHECK(c.beyond <= c.values / 100000);
+    }
+  };
+  data::LoaderOptions g = o;
+  g.backend = data::DataBackend::gpu;
+  auto gpu = data::make_crop_loader(dataset, recipe, 2, seed, g);
+  const int64_t steps = gpu->steps_per_epoch(), per_epoch = steps * 2;
+  gpu->start_epoch(0);
+  for (int64_t step = 0; step < steps; ++step) gpu->next();
+  for (int i = 0; i < 2000 && gpu->images_decoded() < per_epoch + 6; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  REQUIRE(gpu->images_decoded() == per_epoch + 6);  // three batches ahead, and the workers wait
+  fs::rename(root, root.string() + "_away");
+  gpu->start_epoch(1);
+  check_batch(gpu->next(), 0);
+  // The fourth batch's worker is free now; it fails once every file is reported missing.
+  for (int i = 0; i < 2000 && gpu->skipped_files() < dataset.size(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(gpu->skipped_files() == dataset.size());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  check_batch(gpu->next(), 1);
+  check_batch(gpu->next(), 2);
+  CHECK_THROWS_WITH_AS(gpu->next(), doctest::Contains("images could be decoded"), bam::Error);
+  CHECK_THROWS_WITH_AS(gpu->next(), doctest::Contains("images could be decoded"), bam::Error);
+  fs::rename(root.string() + "_away", root);
+  gpu->start_epoch(1);
+  for (int64_t step = 0; step < steps; ++step) check_batch(gpu->next(), static_cast<size_t>(step));
   fs::remove_all(root);
 }
 
