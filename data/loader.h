@@ -30,7 +30,9 @@ const char* data_backend_name(DataBackend backend);
 
 struct LoaderOptions {
   int threads = 4;
-  int prefetch = 2;        // batches prepared ahead of the one in use
+  // Batches prepared ahead of the one in use: `prefetch` for the CPU loader; prefetch + 2 for
+  // the GPU loader (prefetch + 1 host slots, and one batch already in a device slot).
+  int prefetch = 2;
   // The epochs of the run. The workers run on past the end of an epoch into the next one's first
   // batches while the caller finishes the epoch (its last steps, a checkpoint, a kNN check), up
   // to the end of this epoch count; start_epoch(e + 1) then keeps them. 0: only the epoch started
@@ -75,7 +77,10 @@ class CropLoader {
   virtual int64_t skipped_files() const = 0;
   // Images decoded so far, in every batch prepared (taken or not); tests and benchmarks.
   virtual int64_t images_decoded() const = 0;
-  // The run's epoch count changed (LoaderOptions::epochs): a trainer that refits its schedule.
+  // The run's epoch count (LoaderOptions::epochs), as the trainer's schedule sets it, and again
+  // when it refits the schedule. Call it from the thread that calls start_epoch and next. It
+  // takes effect at once but never ends the work before the epoch in progress is done; batches
+  // already prepared past a shortened end stay until the next start_epoch.
   virtual void set_epochs(int64_t epochs) = 0;
   // The buffers allocated at start, in words (pinned and device memory).
   virtual std::string describe_buffers() const = 0;

@@ -1,11 +1,12 @@
 // Test support: seeded random inputs in chosen layouts, a tiny f64 reference array type for naive
-// reference implementations, closeness checks from engine/tolerance.h, and the f64
-// finite-difference gradient check used by the op table.
+// reference implementations, closeness checks from engine/tolerance.h, the f64
+// finite-difference gradient check used by the op table, and a folder moved away for a test.
 #pragma once
 
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <random>
 #include <string>
@@ -98,5 +99,23 @@ void check_gradients(const std::function<Tensor(const std::vector<Tensor>&)>& f,
 
 // A fresh seed for a test, printed through doctest's MESSAGE (BAM_TEST_SEED overrides it).
 uint64_t test_seed(const char* test_name);
+
+// Moves a folder away (to make every file of a dataset unreadable) and puts it back when
+// destroyed, however the test ends.
+class MovedFolder {
+ public:
+  MovedFolder(std::filesystem::path path, std::filesystem::path away) : path_(std::move(path)), away_(std::move(away)) {
+    std::filesystem::rename(path_, away_);
+  }
+  ~MovedFolder() {
+    std::error_code ignored;
+    std::filesystem::rename(away_, path_, ignored);
+  }
+  MovedFolder(const MovedFolder&) = delete;
+  MovedFolder& operator=(const MovedFolder&) = delete;
+
+ private:
+  std::filesystem::path path_, away_;
+};
 
 }  // namespace bam::test

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -246,6 +247,16 @@ TEST_CASE("the loader runs on into the next epoch, and start_epoch keeps what it
     // Anywhere else: a restart there.
     loader.start_epoch(1, 2);
     CHECK(take(loader, steps - 2) == Batches(expected[1].begin() + 2, expected[1].end()));
+    // A run shortened while its loader runs on (a refitted schedule): what is prepared is kept,
+    // and the workers stop at the end of the epoch in progress.
+    data::MultiCropLoader shortened(d, small_recipe(), 5, 9, o);
+    shortened.start_epoch(0);
+    take(shortened, steps);
+    CHECK(settled_count(shortened, per_epoch + ahead) == per_epoch + ahead);
+    shortened.set_epochs(1);
+    shortened.start_epoch(1);
+    CHECK(take(shortened, steps) == expected[1]);
+    CHECK(settled_count(shortened, 2 * per_epoch) == 2 * per_epoch);  // nothing of epoch 2
   }
 }
 
@@ -267,7 +278,7 @@ TEST_CASE("a worker's failure spoils its batch only, and the next start_epoch tr
   loader.start_epoch(0);
   take(loader, 4);
   REQUIRE(settled_count(loader, 30) == 30);  // epoch 1's first two batches are ready; the workers wait
-  fs::rename(root, root + "_away");
+  std::optional<MovedFolder> away(std::in_place, root, root + "_away");
   loader.start_epoch(1);
   CHECK(take(loader, 1) == Batches(expected.begin(), expected.begin() + 1));
   // The workers go on to the third batch and fail on it: every file is reported missing first.
@@ -278,7 +289,7 @@ TEST_CASE("a worker's failure spoils its batch only, and the next start_epoch tr
   CHECK(take(loader, 1) == Batches(expected.begin() + 1, expected.begin() + 2));  // the batch before it
   CHECK_THROWS_WITH_AS(loader.next(), doctest::Contains("none of the 22 images could be decoded"), Error);
   CHECK_THROWS_WITH_AS(loader.next(), doctest::Contains("none of the 22 images could be decoded"), Error);
-  fs::rename(root + "_away", root);
+  away.reset();  // the files are back
   loader.start_epoch(1);
   CHECK(take(loader, 4) == expected);
 }

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "data/gpu_loader.h"
@@ -22,6 +23,7 @@
 #include "kernels/cuda/jpeg_batch.h"
 #include "tests/gpu_batch_support.h"
 #include "tests/jpeg_test_support.h"
+#include "tests/support.h"
 
 namespace bam::test {
 namespace {
@@ -356,7 +358,7 @@ TEST_CASE("GpuCropLoader: a worker's failure spoils its batch only, and the next
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   REQUIRE(gpu->images_decoded() == per_epoch + 6);  // three batches ahead, and the workers wait
-  fs::rename(root, root.string() + "_away");
+  std::optional<MovedFolder> away(std::in_place, root, root.string() + "_away");
   gpu->start_epoch(1);
   check_batch(gpu->next(), 0);
   // The fourth batch's worker is free now; it fails once every file is reported missing.
@@ -368,7 +370,7 @@ TEST_CASE("GpuCropLoader: a worker's failure spoils its batch only, and the next
   check_batch(gpu->next(), 2);
   CHECK_THROWS_WITH_AS(gpu->next(), doctest::Contains("images could be decoded"), bam::Error);
   CHECK_THROWS_WITH_AS(gpu->next(), doctest::Contains("images could be decoded"), bam::Error);
-  fs::rename(root.string() + "_away", root);
+  away.reset();
   gpu->start_epoch(1);
   for (int64_t step = 0; step < steps; ++step) check_batch(gpu->next(), static_cast<size_t>(step));
   fs::remove_all(root);
