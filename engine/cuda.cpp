@@ -215,13 +215,9 @@ void copy_bytes(void* dst, const void* src, size_t nbytes, CopyKind kind) {
   auto stream = static_cast<cudaStream_t>(g_stream);
   BAM_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, k, stream));
   // Copies to pageable host memory must be complete before the caller reads the buffer; the
-  // errors the kernels before it found are thrown before the caller sees their results.
-  if (kind == CopyKind::device_to_host) {
-    const int64_t launches = error_slots_taken();
-    g_host_waits.fetch_add(1, std::memory_order_relaxed);
-    BAM_CUDA_CHECK(cudaStreamSynchronize(stream));
-    throw_reported_errors(launches);
-  }
+  // errors the kernels before it found are thrown (by synchronize) before the caller sees their
+  // results.
+  if (kind == CopyKind::device_to_host) synchronize();
 }
 
 void synchronize() {

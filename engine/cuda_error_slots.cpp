@@ -8,7 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <deque>
+#include <array>
 #include <mutex>
 
 #include "engine/cuda.h"
@@ -20,17 +20,13 @@ namespace {
 // 1,024 launches between two waits (a training step has a handful); past that, a launch waits.
 constexpr int64_t kSlots = 1024;
 
-struct PendingLaunch {
-  int64_t sequence;  // its slot is sequence % kSlots
-  std::function<std::string(int64_t)> describe;
-};
-
+// Launch number n uses slot n % kSlots; the launches from `oldest` to `next` are pending.
 struct ErrorSlots {
   std::mutex mutex;
   int64_t* host = nullptr;    // kSlots x {flag, value}, page-locked and mapped
   int64_t* device = nullptr;  // the same memory, as the device addresses it
-  int64_t next_sequence = 0;
-  std::deque<PendingLaunch> pending;  // oldest first
+  int64_t oldest = 0, next = 0;
+  std::array<std::function<std::string(int64_t)>, kSlots> describe;  // per slot: words its error
 };
 
 ErrorSlots& slots() {
@@ -43,7 +39,7 @@ ErrorSlots& slots() {
 int64_t* error_slot(std::function<std::string(int64_t value)> describe) {
   ErrorSlots& s = slots();
   std::unique_lock<std::mutex> lock(s.mutex);
-  while (static_cast<int64_t>(s.pending.size()) >= kSlots) {
+  while (s.next - s.oldest >= kSlots) {
     // Every slot may still be written by a queued kernel: wait, and look at them all. (This may
     // throw an earlier launch's error from here, before this launch.)
     lock.unlock();
@@ -65,9 +61,9 @@ int64_t* error_slot(std::function<std::string(int64_t value)> describe) {
     s.device = static_cast<int64_t*>(device);
     std::fill(s.host, s.host + kSlots * 2, int64_t{0});
   }
-  const int64_t sequence = s.next_sequence++;
-  s.pending.push_back({sequence, std::move(describe)});
-  return s.device + (sequence % kSlots) * 2;
+  const int64_t slot = s.next++ % kSlots;
+  s.describe[slot] = std::move(describe);
+  return s.device + slot * 2;
 }
 
 void throw_reported_errors(int64_t launches_before_wait) {
@@ -75,13 +71,13 @@ void throw_reported_errors(int64_t launches_before_wait) {
   std::string first_error;
   {
     std::lock_guard<std::mutex> lock(s.mutex);
-    while (!s.pending.empty() && s.pending.front().sequence < launches_before_wait) {
-      PendingLaunch& launch = s.pending.front();
-      volatile int64_t* slot = s.host + (launch.sequence % kSlots) * 2;
-      if (slot[0] != 0 && first_error.empty()) first_error = launch.describe(slot[1]);
+    for (; s.oldest < launches_before_wait; ++s.oldest) {
+      const int64_t k = s.oldest % kSlots;
+      volatile int64_t* slot = s.host + k * 2;
+      if (slot[0] != 0 && first_error.empty()) first_error = s.describe[k](slot[1]);
       slot[0] = 0;
       slot[1] = 0;
-      s.pending.pop_front();
+      s.describe[k] = nullptr;
     }
   }
   if (!first_error.empty())
@@ -91,7 +87,7 @@ void throw_reported_errors(int64_t launches_before_wait) {
 int64_t error_slots_taken() {
   ErrorSlots& s = slots();
   std::lock_guard<std::mutex> lock(s.mutex);
-  return s.next_sequence;
+  return s.next;
 }
 
 }  // namespace bam::cuda

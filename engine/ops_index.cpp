@@ -101,8 +101,12 @@ void around(const Shape& shape, int64_t d, int64_t* outer, int64_t* inner) {
   for (size_t k = d + 1; k < shape.size(); ++k) *inner *= shape[k];
 }
 
+std::string index_out_of_range(const char* op, int64_t bad, int64_t d, int64_t size) {
+  return fmt::format("{}: index {} is out of range for dim {} of size {}", op, bad, d, size);
+}
+
 void check_index_result(const cpu::IndexResult& r, const char* op, int64_t size, int64_t d) {
-  BAM_CHECK(r.ok, "{}: index {} is out of range for dim {} of size {}", op, r.bad_index, d, size);
+  if (!r.ok) fail("{}", index_out_of_range(op, r.bad_index, d, size));
 }
 
 #ifdef BAM_WITH_CUDA
@@ -111,9 +115,7 @@ void check_index_result(const cpu::IndexResult& r, const char* op, int64_t size,
 // the GPU costs no wait of its own.
 template <typename Launch>
 void run_cuda_index(const char* op, int64_t size, int64_t d, Launch launch) {
-  int64_t* error = cuda::error_slot([op, size, d](int64_t bad) {
-    return fmt::format("{}: index {} is out of range for dim {} of size {}", op, bad, d, size);
-  });
+  int64_t* error = cuda::error_slot([op, size, d](int64_t bad) { return index_out_of_range(op, bad, d, size); });
   launch(error, cuda::current_stream());
 }
 #define BAM_CUDA_INDEX(op, size, d, ...) run_cuda_index(op, size, d, __VA_ARGS__)

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <numeric>
+#include <thread>
 
 #include "engine/device_copy.h"
 #include "engine/random.h"
@@ -209,6 +210,12 @@ uint64_t test_seed(const char* test_name) {
   }
   MESSAGE(std::string(test_name) << ": seed " << seed << " (rerun with BAM_TEST_SEED=" << seed << ")");
   return seed;
+}
+
+int64_t settled_count(const std::function<int64_t()>& count, int64_t at_least) {
+  for (int i = 0; i < 2000 && count() < at_least; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  return count();
 }
 
 }  // namespace bam::test

@@ -100,6 +100,11 @@ void check_gradients(const std::function<Tensor(const std::vector<Tensor>&)>& f,
 // A fresh seed for a test, printed through doctest's MESSAGE (BAM_TEST_SEED overrides it).
 uint64_t test_seed(const char* test_name);
 
+// A count that background threads raise (images a loader decoded, files it skipped): waits up
+// to 20 s for it to reach `at_least`, then 300 ms for it to go beyond, and returns it. The counts
+// tests wait for are limits the code sets, not timings: a slow machine can only hide an overrun.
+int64_t settled_count(const std::function<int64_t()>& count, int64_t at_least);
+
 // Moves a folder away (to make every file of a dataset unreadable) and puts it back when
 // destroyed, however the test ends.
 class MovedFolder {

@@ -6,7 +6,6 @@
 #include <stb_image_write.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -48,13 +47,9 @@ std::string make_folder(const std::string& name, int classes, int per_class, uin
   return root.string();
 }
 
-// The loader's decoded-image count once the workers have reached `at_least`, after giving them
-// time to go beyond it.
-int64_t settled_count(const data::CropLoader& loader, int64_t at_least) {
-  for (int i = 0; i < 2000 && loader.images_decoded() < at_least; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  return loader.images_decoded();
+// The loader's decoded-image count once the workers have reached `at_least` (settled_count).
+int64_t settled_images(const data::CropLoader& loader, int64_t at_least) {
+  return settled_count([&] { return loader.images_decoded(); }, at_least);
 }
 
 // The indices and pixels of the loader's next `steps` batches.
@@ -223,27 +218,27 @@ TEST_CASE("the loader runs on into the next epoch, and start_epoch keeps what it
       data::MultiCropLoader single(d, small_recipe(), 5, 9, o);
       single.start_epoch(0);
       take(single, steps);
-      CHECK(settled_count(single, per_epoch) == per_epoch);
+      CHECK(settled_images(single, per_epoch) == per_epoch);
       single.set_epochs(2);
-      CHECK(settled_count(single, per_epoch + ahead) == per_epoch + ahead);
+      CHECK(settled_images(single, per_epoch + ahead) == per_epoch + ahead);
       single.start_epoch(1);
       CHECK(take(single, steps) == expected[1]);
-      CHECK(settled_count(single, 2 * per_epoch) == 2 * per_epoch);
+      CHECK(settled_images(single, 2 * per_epoch) == 2 * per_epoch);
     }
     o.epochs = 3;
     data::MultiCropLoader loader(d, small_recipe(), 5, 9, o);
     loader.start_epoch(0);
     CHECK(take(loader, steps) == expected[0]);
     // The first two batches of epoch 1, and no more.
-    CHECK(settled_count(loader, per_epoch + ahead) == per_epoch + ahead);
+    CHECK(settled_images(loader, per_epoch + ahead) == per_epoch + ahead);
     CHECK_THROWS_AS(loader.next(), Error);  // they are not handed out before start_epoch
     loader.start_epoch(1);
     CHECK(take(loader, steps) == expected[1]);
     // Nothing was prepared twice: the batches kept were not made again.
-    CHECK(settled_count(loader, 2 * per_epoch + ahead) == 2 * per_epoch + ahead);
+    CHECK(settled_images(loader, 2 * per_epoch + ahead) == 2 * per_epoch + ahead);
     loader.start_epoch(2);
     CHECK(take(loader, steps) == expected[2]);
-    CHECK(settled_count(loader, 3 * per_epoch) == 3 * per_epoch);  // and nothing after the run's last epoch
+    CHECK(settled_images(loader, 3 * per_epoch) == 3 * per_epoch);  // and nothing after the run's last epoch
     // Anywhere else: a restart there.
     loader.start_epoch(1, 2);
     CHECK(take(loader, steps - 2) == Batches(expected[1].begin() + 2, expected[1].end()));
@@ -252,11 +247,11 @@ TEST_CASE("the loader runs on into the next epoch, and start_epoch keeps what it
     data::MultiCropLoader shortened(d, small_recipe(), 5, 9, o);
     shortened.start_epoch(0);
     take(shortened, steps);
-    CHECK(settled_count(shortened, per_epoch + ahead) == per_epoch + ahead);
+    CHECK(settled_images(shortened, per_epoch + ahead) == per_epoch + ahead);
     shortened.set_epochs(1);
     shortened.start_epoch(1);
     CHECK(take(shortened, steps) == expected[1]);
-    CHECK(settled_count(shortened, 2 * per_epoch) == 2 * per_epoch);  // nothing of epoch 2
+    CHECK(settled_images(shortened, 2 * per_epoch) == 2 * per_epoch);  // nothing of epoch 2
   }
 }
 
@@ -277,15 +272,12 @@ TEST_CASE("a worker's failure spoils its batch only, and the next start_epoch tr
   data::MultiCropLoader loader(d, small_recipe(), 5, 9, o);
   loader.start_epoch(0);
   take(loader, 4);
-  REQUIRE(settled_count(loader, 30) == 30);  // epoch 1's first two batches are ready; the workers wait
+  REQUIRE(settled_images(loader, 30) == 30);  // epoch 1's first two batches are ready; the workers wait
   std::optional<MovedFolder> away(std::in_place, root, root + "_away");
   loader.start_epoch(1);
   CHECK(take(loader, 1) == Batches(expected.begin(), expected.begin() + 1));
   // The workers go on to the third batch and fail on it: every file is reported missing first.
-  for (int i = 0; i < 2000 && loader.skipped_files() < 22; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  REQUIRE(loader.skipped_files() == 22);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  REQUIRE(settled_count([&] { return loader.skipped_files(); }, 22) == 22);
   CHECK(take(loader, 1) == Batches(expected.begin() + 1, expected.begin() + 2));  // the batch before it
   CHECK_THROWS_WITH_AS(loader.next(), doctest::Contains("none of the 22 images could be decoded"), Error);
   CHECK_THROWS_WITH_AS(loader.next(), doctest::Contains("none of the 22 images could be decoded"), Error);

@@ -290,10 +290,8 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
     for (int64_t epoch : {0, 1}) {
       if (epoch == 1) {
         // Both have run on into epoch 1 before it starts.
-        for (int i = 0; i < 2000 && (gpu->images_decoded() <= per_epoch || cpu->images_decoded() <= per_epoch); ++i)
-          std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        CHECK(gpu->images_decoded() > per_epoch);
-        CHECK(cpu->images_decoded() > per_epoch);
+        CHECK(settled_count([&] { return gpu->images_decoded(); }, per_epoch + 1) > per_epoch);
+        CHECK(settled_count([&] { return cpu->images_decoded(); }, per_epoch + 1) > per_epoch);
       }
       cpu->start_epoch(epoch);
       gpu->start_epoch(epoch);
@@ -354,18 +352,13 @@ TEST_CASE("GpuCropLoader: a worker's failure spoils its batch only, and the next
   const int64_t steps = gpu->steps_per_epoch(), per_epoch = steps * 2;
   gpu->start_epoch(0);
   for (int64_t step = 0; step < steps; ++step) gpu->next();
-  for (int i = 0; i < 2000 && gpu->images_decoded() < per_epoch + 6; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  REQUIRE(gpu->images_decoded() == per_epoch + 6);  // three batches ahead, and the workers wait
+  // Three batches ahead, and the workers wait.
+  REQUIRE(settled_count([&] { return gpu->images_decoded(); }, per_epoch + 6) == per_epoch + 6);
   std::optional<MovedFolder> away(std::in_place, root, root.string() + "_away");
   gpu->start_epoch(1);
   check_batch(gpu->next(), 0);
   // The fourth batch's worker is free now; it fails once every file is reported missing.
-  for (int i = 0; i < 2000 && gpu->skipped_files() < dataset.size(); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  REQUIRE(gpu->skipped_files() == dataset.size());
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  REQUIRE(settled_count([&] { return gpu->skipped_files(); }, dataset.size()) == dataset.size());
   check_batch(gpu->next(), 1);
   check_batch(gpu->next(), 2);
   CHECK_THROWS_WITH_AS(gpu->next(), doctest::Contains("images could be decoded"), bam::Error);

@@ -63,6 +63,10 @@ std::mutex g_copies_mutex;
 std::vector<HeldCopy> g_held_copies;
 uint64_t g_copies_issued = 0;
 
+// The legacy default stream (null) and the streams created without cudaStreamNonBlocking are
+// ordered with one another.
+bool is_blocking(cudaStream_t stream) { return stream == nullptr || stream->blocking; }
+
 // Whether work on `stream` is ordered after a copy held on `copy`'s stream, as CUDA orders it: the
 // same stream, or the legacy default stream and a blocking stream (either way round).
 bool same_queue(const HeldCopy& copy, cudaStream_t stream, bool stream_blocking) {
@@ -75,6 +79,7 @@ bool same_queue(const HeldCopy& copy, cudaStream_t stream, bool stream_blocking)
 template <typename Pick>
 void complete_held_copies_if(Pick wanted) {
   std::lock_guard<std::mutex> lock(g_copies_mutex);
+  if (g_held_copies.empty()) return;  // the usual case, before every launch
   std::vector<HeldCopy> kept;
   for (const HeldCopy& c : g_held_copies) {
     if (wanted(c))
@@ -86,7 +91,7 @@ void complete_held_copies_if(Pick wanted) {
 }
 
 void complete_copies_on(cudaStream_t stream) {
-  const bool blocking = stream == nullptr || stream->blocking;
+  const bool blocking = is_blocking(stream);
   complete_held_copies_if([&](const HeldCopy& c) { return same_queue(c, stream, blocking); });
 }
 
@@ -292,7 +297,7 @@ cudaError_t copy(const char* call, void* dst, const void* src, size_t count, cud
                               (kind == cudaMemcpyDeviceToHost && in_pinned_block(dst, count)));
   if (held) {
     std::lock_guard<std::mutex> lock(g_copies_mutex);
-    g_held_copies.push_back({g_copies_issued++, stream, stream == nullptr || stream->blocking, dst, src, count});
+    g_held_copies.push_back({g_copies_issued++, stream, is_blocking(stream), dst, src, count});
     return cudaSuccess;
   }
   complete_held_copies();
@@ -364,7 +369,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   std::lock_guard<std::mutex> lock(g_copies_mutex);
   event->copies_before = g_copies_issued;
   event->stream = stream;
-  event->stream_blocking = stream == nullptr || stream->blocking;
+  event->stream_blocking = is_blocking(stream);
   return cudaSuccess;
 }
 namespace {
