@@ -53,6 +53,7 @@ void add_binary(std::vector<OpCase>& cases, const std::string& name, Tensor (*op
                      {{s.a, a_values, s.la}, {s.b, b_values, s.lb}},
                      [op](const std::vector<Tensor>& x) { return op(x[0], x[1]); },
                      [f](const std::vector<Ref>& r) { return zip_ref(r[0], r[1], f); }});
+    cases.back().broadcasts = true;
   }
 }
 

@@ -4,8 +4,6 @@
 // segments, adding an Exif orientation) for the damaged-file and Exif tests.
 #pragma once
 
-#include <doctest/doctest.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -14,6 +12,7 @@
 
 #include "data/image_decode.h"
 #include "data/jpeg_decoder.h"
+#include "tests/doctest_text.h"
 
 namespace bam::test {
 

@@ -18,6 +18,13 @@ struct OpCase {
   std::function<Ref(const std::vector<Ref>&)> reference;  // null: forward checked elsewhere
   bool gradient = true;          // run the finite-difference check
   Tolerance f32_tolerance = tolerance_for(DType::f32);
+  // Elementwise with broadcasting: a broadcast input's gradient sums one term per output element
+  // it reaches, and expanding that input to the output's shape changes nothing else.
+  bool broadcasts = false;
+  // The forward rounds terms to the dtype before it sums them (a GEMM operand computed by the op,
+  // an accumulator in the dtype). In 16 bits a sum that cancels keeps their error, so the forward
+  // is compared with rtol on the reference of |inputs|, which bounds sum |term| for such a row.
+  bool rounds_terms_before_summing = false;
 };
 
 // Rows are split over files by op family; each returns its rows.

@@ -116,16 +116,21 @@ Tensor InputMaker::make(const InputSpec& spec, const std::vector<double>& logica
   return out;
 }
 
-void check_close(const Tensor& actual, const Ref& expected, Tolerance tol, const std::string& what) {
+void check_close(const Tensor& actual, const Ref& expected, Tolerance tol, const std::string& what,
+                 const Ref* magnitude) {
   INFO(what);
   REQUIRE_MESSAGE(actual.shape() == expected.shape, "shape " << shape_str(actual.shape()) << " expected "
                                                            << shape_str(expected.shape));
+  if (magnitude) REQUIRE(magnitude->shape == expected.shape);
   Ref got = to_ref(actual);
   int reported = 0;
   int64_t bad = 0;
   double worst = 0;
   for (int64_t i = 0; i < got.numel(); ++i) {
     if (within_tolerance(got.data[i], expected.data[i], tol)) continue;
+    if (magnitude && std::isfinite(expected.data[i]) &&
+        std::fabs(got.data[i] - expected.data[i]) <= tol.atol + tol.rtol * magnitude->data[i])
+      continue;
     ++bad;
     worst = std::max(worst, std::abs(got.data[i] - expected.data[i]));
     if (reported++ < 5)

@@ -3,8 +3,6 @@
 // finite-difference gradient check used by the op table, and a folder moved away for a test.
 #pragma once
 
-#include <doctest/doctest.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -17,6 +15,7 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/tolerance.h"
+#include "tests/doctest_text.h"
 
 namespace bam::test {
 
@@ -85,7 +84,10 @@ class InputMaker {
 };
 
 // Checks every element of `actual` against `expected`; reports the first mismatches with context.
-void check_close(const Tensor& actual, const Ref& expected, Tolerance tol, const std::string& what);
+// With `magnitude` (the shape of `expected`), rtol applies to max(|expected|, magnitude): a value
+// that sums terms which cancel carries their rounding, so its error scales with sum |term|.
+void check_close(const Tensor& actual, const Ref& expected, Tolerance tol, const std::string& what,
+                 const Ref* magnitude = nullptr);
 
 // Finite-difference gradient check in f64: L = sum(f(inputs) * w) for fixed random w; compares
 // backward's gradient for every input with grad=true against central differences.

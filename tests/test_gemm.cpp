@@ -2,8 +2,6 @@
 // double-precision triple loop.
 //
 // Shape letters: C is M x N, the reduction runs over K. "op(A)" is A or its transpose.
-#include <doctest/doctest.h>
-
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -15,6 +13,7 @@
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
+#include "tests/doctest_text.h"
 
 namespace {
 

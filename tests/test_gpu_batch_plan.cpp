@@ -3,7 +3,6 @@
 // emulated IDCT + upsampling + colour conversion equal the CPU decode bit for bit inside them (with
 // everything outside poisoned); the emulated crops equal render_crop / render_eval. The same checks,
 // plus every task's bounds, run on randomly damaged JPEGs and on samplings no encoder writes.
-#include <doctest/doctest.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "tests/doctest_text.h"
 #include "tests/gpu_batch_support.h"
 #include "tests/jpeg_test_support.h"
 #ifdef BAM_WITH_CUDA

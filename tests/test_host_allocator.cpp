@@ -2,13 +2,13 @@
 // reuses its heap instead of taking fresh, zero-filled pages from the kernel for every image.
 // Page faults are counted with getrusage(RUSAGE_THREAD): without the tuning each 500x375 decode
 // maps its ~1.5 MB of buffers afresh, about 350 minor faults per image.
-#include <doctest/doctest.h>
 #include <sys/resource.h>
 
 #include <thread>
 
 #include "data/image_decode.h"
 #include "engine/host_allocator.h"
+#include "tests/doctest_text.h"
 #include "tests/gpu_batch_support.h"
 #include "tests/jpeg_test_support.h"
 

@@ -1,3 +1,3 @@
 // The doctest entry point shared by every CPU test suite.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
-#include <doctest/doctest.h>
+#include "tests/doctest_text.h"

@@ -3,14 +3,13 @@
 // element-index form), and the loaders and the accumulator-to-operand repacking through an
 // emulated warp that multiplies the way the instruction is specified to. What a GPU alone can
 // check (that the hardware follows the table) is the GPU suite's job.
-#include <doctest/doctest.h>
-
 #include <cstdint>
 #include <random>
 #include <vector>
 
 #include "engine/dtype.h"
 #include "kernels/cuda/mma_layout.h"
+#include "tests/doctest_text.h"
 
 namespace bam::test {
 namespace {

@@ -144,6 +144,14 @@ TEST_CASE("printing") {
   CHECK(Tensor().str() == "tensor(<undefined>)");
 }
 
+TEST_CASE("test messages print C strings as text, not as addresses (tests/doctest_text.h)") {
+  auto text = [](const auto& value) { return std::string(doctest::toString(value).c_str()); };
+  CHECK(text(dtype_name(DType::bf16)) == "bf16");
+  bool eval = std::string(dtype_name(DType::f16)) == "f16";
+  CHECK(text(eval ? "eval" : "multi-crop") == "eval");
+  CHECK(text(static_cast<const char*>(nullptr)) == "(null)");
+}
+
 TEST_CASE("in-place updates are refused on tensors that take part in autograd") {
   Tensor w = ones({3}, {DType::f32, Device::cpu(), true});
   CHECK_THROWS_WITH_AS(w.fill_(0), doctest::Contains("NoGradGuard"), Error);

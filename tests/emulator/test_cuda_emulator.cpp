@@ -2,8 +2,6 @@
 // it promises to: shuffles naming exited or blocked lanes, a race inside a block, bad launch shapes,
 // dynamic shared memory without its opt-in, writes and copies past a device block. Only in
 // bam_gpu_tests_emulated.
-#include <doctest/doctest.h>
-
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -14,6 +12,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "tests/doctest_text.h"
 #include "tests/emulator/emulator_checks.h"
 
 namespace bam {

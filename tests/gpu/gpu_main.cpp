@@ -2,12 +2,11 @@
 // ctest reports as "Skipped" (visibly, not as a pass). Otherwise new device memory is poisoned
 // (BAM_CUDA_POISON=1) and doctest runs the suites.
 #define DOCTEST_CONFIG_IMPLEMENT
-#include <doctest/doctest.h>
-
 #include <cstdio>
 #include <cstdlib>
 
 #include "engine/cuda.h"
+#include "tests/doctest_text.h"
 
 int main(int argc, char** argv) {
   if (!bam::cuda::is_available()) {

@@ -2,7 +2,6 @@
 // inside the crop rectangles), the crop kernels against render_crop / render_eval, and the whole
 // GpuCropLoader against MultiCropLoader on a folder with damaged files mixed in.
 #include <cuda_runtime_api.h>
-#include <doctest/doctest.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +20,7 @@
 #include "engine/ops.h"
 #include "kernels/cuda/crop_batch.h"
 #include "kernels/cuda/jpeg_batch.h"
+#include "tests/doctest_text.h"
 #include "tests/gpu_batch_support.h"
 #include "tests/jpeg_test_support.h"
 #include "tests/support.h"

@@ -44,6 +44,23 @@ const std::map<std::string, std::string>& rows_not_in_16bit() {
   return rows;
 }
 
+// The scale of a broadcast input's gradient (OpCase::broadcasts): the sum over the output elements
+// it reaches of |term|, from the CPU f64 gradient of that input expanded to the output's shape. In
+// 16 bits the backward rounds every term before the sum, so a sum that cancels keeps their error.
+Ref broadcast_gradient_magnitude(const OpCase& c, const std::vector<Tensor>& cpu_inputs, size_t i,
+                                 const Tensor& cpu_weights) {
+  std::vector<Tensor> inputs;
+  for (const Tensor& t : cpu_inputs) inputs.push_back(t.detach());
+  Tensor expanded = inputs[i].expand(cpu_weights.shape()).contiguous();
+  expanded.requires_grad_(true);
+  inputs[i] = expanded;
+  c.run(inputs).backward(cpu_weights);
+  // The terms must add up to the gradient itself, or the row is not an elementwise broadcast.
+  check_close(sum_to_shape(expanded.grad(), cpu_inputs[i].shape()), to_ref(cpu_inputs[i].grad()),
+              tolerance_for(DType::f64), c.name + ": broadcast gradient terms");
+  return to_ref(sum_to_shape(abs(expanded.grad()), cpu_inputs[i].shape()));
+}
+
 // Runs one row in `dtype` on both devices and compares forward outputs and input gradients.
 void run_row(const OpCase& c, DType dtype, InputMaker& maker) {
   std::vector<std::vector<double>> values;
@@ -69,20 +86,34 @@ void run_row(const OpCase& c, DType dtype, InputMaker& maker) {
   REQUIRE_MESSAGE(gpu_out.device().is_cuda(), what << ": the output is on " << gpu_out.device().str());
   Tolerance tol = dtype == DType::f32 ? c.f32_tolerance : tolerance_for(dtype);
   if (!is_floating(gpu_out.dtype())) tol = tolerance_for(gpu_out.dtype());
-  check_close(gpu_out, to_ref(cpu_out), tol, what + " forward");
+  Ref forward_magnitude;
+  bool rounded_terms = dtype != DType::f32 && c.rounds_terms_before_summing && c.reference;
+  if (rounded_terms) {
+    std::vector<Ref> magnitudes;
+    for (const Tensor& t : cpu_inputs) {
+      magnitudes.push_back(to_ref(t));
+      for (double& v : magnitudes.back().data) v = std::fabs(v);
+    }
+    forward_magnitude = c.reference(magnitudes);
+  }
+  check_close(gpu_out, to_ref(cpu_out), tol, what + " forward", rounded_terms ? &forward_magnitude : nullptr);
 
   if (!gpu_out.requires_grad() || !is_floating(gpu_out.dtype())) return;
   std::vector<double> w = maker.values({gpu_out.shape()});
   Tensor w_rounded = from_vector(w, gpu_out.shape(), {DType::f64}).to(dtype);
   std::vector<double> w_exact = w_rounded.to_vector<double>();
+  Tensor cpu_weights = from_vector(w_exact, cpu_out.shape(), {DType::f64});
   gpu_out.backward(from_vector(w_exact, gpu_out.shape(), {DType::f64}).to(dtype).to(Device::cuda()));
-  cpu_out.backward(from_vector(w_exact, cpu_out.shape(), {DType::f64}));
+  cpu_out.backward(cpu_weights);
   for (size_t i = 0; i < gpu_inputs.size(); ++i) {
     if (!gpu_inputs[i].requires_grad()) continue;
     Tensor g = gpu_inputs[i].grad();
     REQUIRE_MESSAGE(g.defined(), what << ": no gradient for input " << i);
+    Ref magnitude;
+    bool broadcast = c.broadcasts && gpu_inputs[i].numel() < gpu_out.numel();
+    if (broadcast) magnitude = broadcast_gradient_magnitude(c, cpu_inputs, i, cpu_weights);
     check_close(g, to_ref(cpu_inputs[i].grad()), gradient_tolerance(dtype, tol),
-                what + " gradient of input " + std::to_string(i));
+                what + " gradient of input " + std::to_string(i), broadcast ? &magnitude : nullptr);
   }
 }
 
