@@ -19,10 +19,22 @@ if(NOT BAM_STB_DIR)
   message(FATAL_ERROR "bam: cannot find <stb_image.h>. Install it with: apt-get install libstb-dev")
 endif()
 
-# fmt is used header-only so the same headers work on a machine that has no libfmt.so.
+# fmt: the system's compiled library where there is one (libfmt-dev), so that the ~125 translation
+# units that format an error message do not each compile fmt's implementation (about half of such a
+# unit's compile time); header-only with a carried folder (-DBAM_DEPS_DIR, a machine without apt),
+# where there is no library to link.
 add_library(bam_fmt INTERFACE)
-target_include_directories(bam_fmt SYSTEM INTERFACE ${BAM_FMT_INCLUDE})
-target_compile_definitions(bam_fmt INTERFACE FMT_HEADER_ONLY=1)
+if(NOT BAM_DEPS_DIR)
+  find_package(fmt CONFIG QUIET)
+endif()
+if(TARGET fmt::fmt)
+  target_link_libraries(bam_fmt INTERFACE fmt::fmt)
+  message(STATUS "bam: fmt ${fmt_VERSION}, the compiled library")
+else()
+  target_include_directories(bam_fmt SYSTEM INTERFACE ${BAM_FMT_INCLUDE})
+  target_compile_definitions(bam_fmt INTERFACE FMT_HEADER_ONLY=1)
+  message(STATUS "bam: fmt header-only (${BAM_FMT_INCLUDE})")
+endif()
 
 add_library(bam_third_party INTERFACE)
 target_include_directories(bam_third_party SYSTEM INTERFACE ${BAM_JSON_INCLUDE} ${BAM_CLI11_INCLUDE} ${BAM_STB_DIR})
