@@ -19,6 +19,7 @@
 #include "engine/safetensors.h"
 #include "kernels/cpu/parallel.h"
 #include "tools/common/device_choice.h"
+#include "tools/common/flag_checks.h"
 
 namespace {
 
@@ -154,23 +155,27 @@ int main(int argc, char** argv) {
                  "the evaluation view's features, computed once")
       ->type_name("BOOL")
       ->default_val("false");
-  app.add_option("--epochs", c.epochs, "linear probe epochs")->default_val(c.epochs)->check(CLI::PositiveNumber);
+  app.add_option("--epochs", c.epochs, "linear probe epochs")->default_val(c.epochs)->check(bam::tool::positive_number);
   app.add_option("--lr", c.lr, "linear probe learning rate for a batch of 256")
       ->default_val(c.lr)
-      ->check(CLI::PositiveNumber);
+      ->check(bam::tool::positive_number);
   app.add_option("--batch_size_per_gpu", c.batch_size_per_gpu, "linear probe batch")
       ->default_val(c.batch_size_per_gpu)
-      ->check(CLI::PositiveNumber);
+      ->check(bam::tool::positive_number);
   app.add_option("--data_path", c.data_path, "folder with train/ and val/ ImageFolders")->required();
   app.add_option("--output_dir", c.output_dir, "probe.json is written here")->default_val(c.output_dir);
-  app.add_option("--nb_knn", c.nb_knn, "k of the kNN classifier")->default_val(c.nb_knn)->check(CLI::PositiveNumber);
+  app.add_option("--nb_knn", c.nb_knn, "k of the kNN classifier")
+      ->default_val(c.nb_knn)
+      ->check(bam::tool::positive_number);
   app.add_option("--temperature", c.temperature, "kNN vote temperature")
       ->default_val(c.temperature)
-      ->check(CLI::PositiveNumber);
+      ->check(bam::tool::positive_number);
   app.add_option("--mode", c.mode, "linear | knn | both")
       ->default_val(c.mode)
       ->check(CLI::IsMember({"linear", "knn", "both"}));
-  app.add_option("--img_size", c.img_size, "evaluation crop side")->default_val(c.img_size)->check(CLI::PositiveNumber);
+  app.add_option("--img_size", c.img_size, "evaluation crop side")
+      ->default_val(c.img_size)
+      ->check(bam::tool::positive_number);
   app.add_option("--eval_resize_ratio", c.eval_resize_ratio, "shorter side to img_size x ratio before the centre crop")
       ->default_val(c.eval_resize_ratio)
       ->check(CLI::Range(1.0, 4.0));
@@ -179,7 +184,7 @@ int main(int argc, char** argv) {
       ->default_val("true");
   app.add_option("--num_workers", c.num_workers, "decoding threads")
       ->default_val(c.num_workers)
-      ->check(CLI::PositiveNumber);
+      ->check(bam::tool::positive_number);
   app.add_option("--data_backend", c.data_backend,
                  "cpu | gpu | auto: where images are decoded and cropped (auto: gpu with a CUDA device)")
       ->default_val(c.data_backend)

@@ -70,7 +70,7 @@ Action add_augment(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("augment", "Write a PNG grid of multi-crop views of some images");
   sub->add_option("--data_path", o->data_path, "folder or file list of images")->required();
   sub->add_option("--out", o->out, "output PNG")->default_val(o->out);
-  sub->add_option("--n", o->n, "number of images (rows)")->default_val(o->n)->check(CLI::PositiveNumber);
+  sub->add_option("--n", o->n, "number of images (rows)")->default_val(o->n)->check(positive_number);
   sub->add_option("--seed", o->seed, "augmentation seed")->default_val(o->seed);
   sub->add_option("--epoch", o->epoch, "epoch (part of the RNG key)")->default_val(o->epoch);
   sub->add_option("--global_crops_number", o->recipe.global_crops, "global views")->default_val(o->recipe.global_crops);

@@ -194,18 +194,29 @@ Action add_bench_step(CLI::App& app) {
   sub->add_option("--embed_dim", o->embed_dim, "ViT width (overrides --arch)");
   sub->add_option("--depth", o->depth, "ViT depth (overrides --arch)");
   sub->add_option("--num_heads", o->num_heads, "heads (overrides --arch)");
-  sub->add_option("--patch_size", o->patch_size, "patch size")->default_val(o->patch_size)->check(CLI::PositiveNumber);
+  sub->add_option("--patch_size", o->patch_size, "patch size")->default_val(o->patch_size)->check(positive_number);
   sub->add_option("--batch", o->batch, "images per step")->default_val(o->batch)->check(CLI::Range(2, 1 << 20));
-  sub->add_option("--global_crops", o->global_crops, "global crops")->default_val(o->global_crops)->check(CLI::PositiveNumber);
-  sub->add_option("--local_crops", o->local_crops, "local crops")->default_val(o->local_crops)->check(CLI::NonNegativeNumber);
-  sub->add_option("--global_size", o->global_size, "global crop side")->default_val(o->global_size)->check(CLI::PositiveNumber);
-  sub->add_option("--local_size", o->local_size, "local crop side")->default_val(o->local_size)->check(CLI::PositiveNumber);
-  sub->add_option("--out_dim", o->out_dim, "projector output")->default_val(o->out_dim)->check(CLI::PositiveNumber);
-  sub->add_option("--hidden_dim", o->hidden_dim, "projector hidden")->default_val(o->hidden_dim)->check(CLI::PositiveNumber);
-  sub->add_option("--steps", o->steps, "timed steps")->default_val(o->steps)->check(CLI::PositiveNumber);
-  sub->add_option("--warmup", o->warmup, "untimed steps first")->default_val(o->warmup)->check(CLI::NonNegativeNumber);
-  sub->add_option("--profile", o->profile, "after the timed steps, run this many under a CUPTI kernel profile and "
-                  "print the kernels by time (CUDA)")->default_val(o->profile)->check(CLI::NonNegativeNumber);
+  sub->add_option("--global_crops", o->global_crops, "global crops")
+      ->default_val(o->global_crops)
+      ->check(positive_number);
+  sub->add_option("--local_crops", o->local_crops, "local crops")
+      ->default_val(o->local_crops)
+      ->check(non_negative_number);
+  sub->add_option("--global_size", o->global_size, "global crop side")
+      ->default_val(o->global_size)
+      ->check(positive_number);
+  sub->add_option("--local_size", o->local_size, "local crop side")->default_val(o->local_size)->check(positive_number);
+  sub->add_option("--out_dim", o->out_dim, "projector output")->default_val(o->out_dim)->check(positive_number);
+  sub->add_option("--hidden_dim", o->hidden_dim, "projector hidden")
+      ->default_val(o->hidden_dim)
+      ->check(positive_number);
+  sub->add_option("--steps", o->steps, "timed steps")->default_val(o->steps)->check(positive_number);
+  sub->add_option("--warmup", o->warmup, "untimed steps first")->default_val(o->warmup)->check(non_negative_number);
+  sub->add_option("--profile", o->profile,
+                  "after the timed steps, run this many under a CUPTI kernel profile and "
+                  "print the kernels by time (CUDA)")
+      ->default_val(o->profile)
+      ->check(non_negative_number);
   sub->add_flag("--tf32", o->tf32, "let f32 matmuls use TF32 tensor cores (CUDA)");
   sub->add_flag("--recompute_gelu", o->recompute_gelu,
                 "keep only fc1's output in each MLP and recompute the GELU in backward (less memory)");

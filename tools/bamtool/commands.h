@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 
+#include "tools/common/flag_checks.h"
+
 namespace bam::tool {
 
 using Action = std::function<int()>;

@@ -94,7 +94,7 @@ Action add_demo(CLI::App& app) {
   sub->add_option("--steps", options->steps, "SGD steps")->check(CLI::Range(10, 1000000));
   sub->add_option("--points", options->points_per_class, "points per class")->check(CLI::Range(10, 1000000));
   sub->add_option("--hidden", options->hidden, "hidden width")->check(CLI::Range(1, 65536));
-  sub->add_option("--lr", options->lr, "learning rate")->check(CLI::PositiveNumber);
+  sub->add_option("--lr", options->lr, "learning rate")->check(positive_number);
   sub->add_option("--seed", options->seed, "random seed");
   return [options] { return run_demo(*options); };
 }

@@ -50,11 +50,13 @@ Action add_loss(CLI::App& app) {
   auto o = std::make_shared<LossOptions>();
   CLI::App* sub = app.add_subcommand("loss", "BAM loss (and gradient) of stored embeddings z [V*B, D], crop-major");
   sub->add_option("--emb", o->embeddings, "safetensors file with 'z' (and optionally 'z_teacher')")->required();
-  sub->add_option("--n_global", o->n_global, "global views")->required()->check(CLI::PositiveNumber);
-  sub->add_option("--n_local", o->n_local, "local views")->required()->check(CLI::NonNegativeNumber);
+  sub->add_option("--n_global", o->n_global, "global views")->required()->check(positive_number);
+  sub->add_option("--n_local", o->n_local, "local views")->required()->check(non_negative_number);
   sub->add_option("--target_crops", o->target_crops, "target views (default: n_global)");
-  sub->add_option("--reg", o->reg, "Sinkhorn eps")->default_val(o->reg)->check(CLI::PositiveNumber);
-  sub->add_option("--temperature", o->temperature, "source temperature")->default_val(o->temperature)->check(CLI::PositiveNumber);
+  sub->add_option("--reg", o->reg, "Sinkhorn eps")->default_val(o->reg)->check(positive_number);
+  sub->add_option("--temperature", o->temperature, "source temperature")
+      ->default_val(o->temperature)
+      ->check(positive_number);
   sub->add_option("--num_sink_iter", o->num_sink_iter, "Sinkhorn iterations")->default_val(o->num_sink_iter);
   sub->add_option("--top_k_sink", o->top_k_sink, "top-k target entries (0: all)")->default_val(o->top_k_sink);
   sub->add_option("--positive_masking", o->positive_masking, "mask same-image pairs")->type_name("BOOL")->default_val("true");
