@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "bam/bam_loss.h"
+#include "bam/output_dir.h"
 #include "bam/report.h"
 #include "bam/schedules.h"
 #include "engine/autocast.h"
@@ -385,7 +386,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
 }
 
 TrainResult Trainer::run() {
-  std::filesystem::create_directories(config_.output_dir);
+  prepare_output_dir(config_.output_dir);
   TrainResult result;
   resume_if_possible(result);
   int64_t params = 0;

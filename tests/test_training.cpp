@@ -2,14 +2,16 @@
 // trip bit-exactly; resuming (after whole epochs or mid-epoch) reproduces the uninterrupted run's
 // losses; a non-finite loss stops the run and leaves the last checkpoint intact; export writes a
 // timm-named backbone; bad flags are rejected with the flag named; the data source is told the
-// run's length in epochs, fitted to a time budget too.
+// run's length in epochs, fitted to a time budget too; the output folder is made (or refused) first.
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <set>
 #include <thread>
-#include <unistd.h>
 
+#include "bam/output_dir.h"
 #include "bam/trainer.h"
 #include "engine/safetensors.h"
 #include "tests/support.h"
@@ -231,6 +233,23 @@ TEST_CASE("bad settings name the flag before any work") {
   t = c;
   t.data_path = "/no/such/folder";
   CHECK_THROWS_WITH_AS(make_train_data(t), doctest::Contains("--data_path /no/such/folder"), Error);
+}
+
+TEST_CASE("the output folder is made, or refused with the flag named, before any work") {
+  const std::string root = fresh_dir("output_dir");
+  const std::string nested = root + "/a/b";
+  prepare_output_dir(nested);
+  CHECK(std::filesystem::is_directory(nested));
+  CHECK(std::filesystem::is_empty(nested));  // the write test leaves nothing behind
+  const std::string file = root + "/a_file";
+  std::ofstream(file) << "x";
+  CHECK_THROWS_WITH_AS(prepare_output_dir(file), doctest::Contains(("--output_dir " + file).c_str()), Error);
+  CHECK_THROWS_WITH_AS(prepare_output_dir(file + "/sub"), doctest::Contains("cannot create the folder"), Error);
+  CHECK_THROWS_WITH_AS(prepare_output_dir(""), doctest::Contains("--output_dir is empty"), Error);
+  // The trainer refuses it too, before it loads or trains anything.
+  TrainConfig c = small_train_config(file + "/sub");
+  Trainer trainer(c, make_train_data(c));
+  CHECK_THROWS_WITH_AS(trainer.run(), doctest::Contains(("--output_dir " + file + "/sub").c_str()), Error);
 }
 
 }  // namespace bam::test

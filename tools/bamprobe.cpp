@@ -10,6 +10,7 @@
 #include "bam/checkpoint.h"
 #include "bam/features.h"
 #include "bam/linear_probe.h"
+#include "bam/output_dir.h"
 #include "data/image_error.h"
 #include "engine/autograd.h"
 #include "engine/cuda.h"
@@ -203,6 +204,7 @@ int main(int argc, char** argv) {
     c.device = bam::tool::resolve_device(c.device);
     c.data_backend = bam::tool::resolve_data_backend(c.data_backend, c.device);
     std::printf("device: %s\ndata_backend: %s\n", c.device.c_str(), c.data_backend.c_str());
+    bam::prepare_output_dir(c.output_dir);
     const bam::Device device = bam::tool::open_device(c.device);
     BAM_CHECK(c.data_backend == "cpu" || device.is_cuda(),
               "--data_backend gpu needs --device cuda (the crops are made on the GPU), got --device {}", c.device);
@@ -247,9 +249,12 @@ int main(int argc, char** argv) {
                          {"linear_top5", value(r.linear.top5)}};
     }
     results["weights"] = description;  // beside the rows, not over the "backbone" row
-    fs::create_directories(c.output_dir);
-    std::ofstream((fs::path(c.output_dir) / "probe.json").string()) << results.dump(2) << "\n";
-  } catch (const bam::Error& e) {
+    const std::string json_path = (fs::path(c.output_dir) / "probe.json").string();
+    std::ofstream json(json_path);
+    json << results.dump(2) << "\n";
+    json.close();
+    BAM_CHECK(!json.fail(), "cannot write {} (the table above has the results)", json_path);
+  } catch (const std::exception& e) {  // bam::Error, and anything else a library throws
     std::fprintf(stderr, "bamprobe: %s\n", e.what());
     return 1;
   }

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "bam/output_dir.h"
 #include "bam/trainer.h"
 #include "engine/error.h"
 #include "engine/host_allocator.h"
@@ -133,6 +134,7 @@ int main(int argc, char** argv) {
     config.precision = bam::tool::resolve_precision(config.precision, config.device);
     config.data_backend = bam::tool::resolve_data_backend(config.data_backend, config.device);
     config.validate();
+    bam::prepare_output_dir(config.output_dir);
     bam::tool::open_device(config.device);  // before the GPU loader and the model touch a device
     const auto args = config.to_json();     // items() must not outlive the object it iterates
     for (const auto& [key, value] : args.items()) std::printf("%s: %s\n", key.c_str(), value.dump().c_str());
@@ -141,7 +143,7 @@ int main(int argc, char** argv) {
     bam::Trainer trainer(config, std::move(data), bam::tool::make_knn_monitor(config));
     bam::TrainResult result = trainer.run();
     std::printf("Training %s.\n", result.stopped_by_budget ? "paused (time budget)" : "done");
-  } catch (const bam::Error& e) {
+  } catch (const std::exception& e) {  // bam::Error, and anything else a library throws
     std::fprintf(stderr, "bamtrain: %s\n", e.what());
     return 1;
   }

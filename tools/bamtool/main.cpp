@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   }
   try {
     for (auto* sub : app.get_subcommands()) return actions.at(sub->get_name())();
-  } catch (const bam::Error& e) {
+  } catch (const std::exception& e) {  // bam::Error, and anything else a library throws
     std::fprintf(stderr, "bamtool: %s\n", e.what());
     return 1;
   }
