@@ -1,8 +1,12 @@
 // prepare_output_dir: see output_dir.h.
 #include "bam/output_dir.h"
 
-#include <cstdio>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <filesystem>
+#include <string>
 #include <system_error>
 
 #include "engine/error.h"
@@ -15,13 +19,14 @@ void prepare_output_dir(const std::string& dir, const char* flag) {
   std::error_code error;
   fs::create_directories(dir, error);
   BAM_CHECK(!error, "{} {}: cannot create the folder: {}", flag, dir, error.message());
-  BAM_CHECK(fs::is_directory(dir, error), "{} {}: exists and is not a folder", flag, dir);
-  // Creating the folder can succeed where writing in it fails (a read-only folder, a full disk).
-  const fs::path probe = fs::path(dir) / ".bam_write_test";
-  std::FILE* file = std::fopen(probe.c_str(), "wb");
-  BAM_CHECK(file != nullptr, "{} {}: cannot write in the folder", flag, dir);
-  std::fclose(file);
-  fs::remove(probe, error);
+  // A folder can exist and still refuse files (read-only, another user's). The test file's name is
+  // this process's own; O_EXCL | O_NOFOLLOW never opens an existing file or follows a link.
+  const std::string probe = (fs::path(dir) / (".bam_write_test." + std::to_string(::getpid()))).string();
+  int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+  BAM_CHECK(fd >= 0, "{} {}: cannot write in the folder: {}", flag, dir,
+            std::error_code(errno, std::generic_category()).message());
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 }  // namespace bam

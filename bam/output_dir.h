@@ -6,7 +6,7 @@
 
 namespace bam {
 
-// Creates `dir` and its parents if needed, then creates and removes a file in it. Throws
+// Creates `dir` and its parents if needed, then creates and removes a file of its own in it. Throws
 // bam::Error naming `flag` and `dir` when either fails.
 void prepare_output_dir(const std::string& dir, const char* flag = "--output_dir");
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,8 @@ struct OpCase {
   std::function<Ref(const std::vector<Ref>&)> reference;  // null: forward checked elsewhere
   bool gradient = true;          // run the finite-difference check
   Tolerance f32_tolerance = tolerance_for(DType::f32);
+  // The GPU test's f32 gradient tolerance where it must differ from the forward's.
+  std::optional<Tolerance> f32_gradient_tolerance = std::nullopt;
   // Elementwise with broadcasting: a broadcast input's gradient sums one term per output element
   // it reaches, and expanding that input to the output's shape changes nothing else.
   bool broadcasts = false;

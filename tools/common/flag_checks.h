@@ -4,6 +4,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -15,6 +16,7 @@ inline CLI::Validator sign_check(bool zero_allowed) {
         char* end = nullptr;
         double value = std::strtod(text.c_str(), &end);
         if (text.empty() || end != text.c_str() + text.size()) return "expected a number, got '" + text + "'";
+        if (!std::isfinite(value)) return "expected a finite number, got " + text;
         if (value > 0 || (zero_allowed && value == 0)) return {};
         return std::string(zero_allowed ? "must be 0 or more" : "must be positive") + ", got " + text;
       },
