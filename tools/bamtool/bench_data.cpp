@@ -6,8 +6,8 @@
 // The PyTorch peer is tools/peers/torch_data_bench.py (torchvision nvJPEG decode, PIL + DINO).
 #include <stb_image_write.h>
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "bam/output_dir.h"
 #include "data/dataset.h"
 #include "data/gpu_batch_plan.h"
 #include "data/image_decode.h"
@@ -46,7 +47,7 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 
 void make_corpus(const std::string& folder, int64_t n) {
   namespace fs = std::filesystem;
-  fs::create_directories(folder);
+  prepare_output_dir(folder, "--data_path");
   const int W = 500, H = 375;
   Generator gen(1234);
   for (int64_t i = 0; i < n; ++i) {

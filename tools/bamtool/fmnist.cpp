@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "bam/output_dir.h"
 #include "engine/error.h"
 #include "tools/bamtool/commands.h"
 
@@ -51,6 +52,7 @@ struct FmnistOptions {
 
 int run_fmnist(const FmnistOptions& o) {
   namespace fs = std::filesystem;
+  prepare_output_dir(o.out, "--out");
   for (const char* split : {"train", "val"}) {
     std::string prefix = std::string(o.source) + (std::string(split) == "train" ? "/train" : "/t10k");
     std::vector<int> image_dims, label_dims;
