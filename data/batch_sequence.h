@@ -28,6 +28,11 @@ class BatchSequence {
   int64_t start_number(int64_t epoch, int64_t first_step) const {
     return number(epoch, first_step < steps_ ? first_step : steps_);
   }
+  // The first batch a loader does not prepare: the end of the epoch being handed out
+  // (consumer_end) or of the run's last epoch (LoaderOptions::epochs), whichever is later.
+  int64_t run_end(int64_t consumer_end, int64_t epochs) const {
+    return consumer_end > number(epochs, 0) ? consumer_end : number(epochs, 0);
+  }
   int64_t epoch(int64_t g) const { return g / steps_; }
   int64_t step(int64_t g) const { return g % steps_; }
   // Images in batch g: the batch size, less for an epoch's last batch when incomplete batches

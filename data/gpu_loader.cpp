@@ -65,12 +65,10 @@ GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batc
       batch_(batch_size),
       seed_(seed),
       options_(options),
+      groups_(crop_group_layout(recipe_, options_)),
       sequence_(dataset_, batch_size, options.drop_last, options.shuffle, seed) {
   BAM_CHECK(options_.gpu_output == DType::f32 || options_.gpu_output == DType::bf16,
             "GPU loader: crops are written in f32 or bf16, not {}", dtype_name(options_.gpu_output));
-  const CropGroupLayout layout = crop_group_layout(recipe_, options_);
-  group_views_ = layout.views;
-  group_sizes_ = layout.sizes;
   normalize_ = crop_normalize(recipe_);
   cuda::use_selected_device_on_this_thread();
   device_ = cuda::selected_device();
@@ -127,8 +125,8 @@ void GpuCropLoader::allocate_resources() {
   output_slots_.resize(kOutputSlots);
   const size_t out_elem = dtype_size(options_.gpu_output);
   for (OutputSlot& out : output_slots_) {
-    for (size_t g = 0; g < group_views_.size(); ++g) {
-      const size_t bytes = out_elem * group_views_[g] * batch_ * 3 * group_sizes_[g] * group_sizes_[g];
+    for (size_t g = 0; g < groups_.views.size(); ++g) {
+      const size_t bytes = out_elem * groups_.views[g] * batch_ * 3 * groups_.sizes[g] * groups_.sizes[g];
       out.groups.push_back(cuda::device_allocate_uncached(bytes, "the GPU loader's output crops"));
       output_bytes_ += bytes;
     }
@@ -256,18 +254,17 @@ void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   }
   // (Continuing, the batch the trainer holds is released by the next next(), as within an epoch.)
   consumer_end_ = sequence_.number(epoch + 1, 0);
-  end_batch_ = launch_end_ = run_end();
+  end_batch_ = launch_end_ = sequence_.run_end(consumer_end_, options_.epochs);
   lock.unlock();
   work_ready_.notify_all();
   slot_done_.notify_all();
 }
 
-int64_t GpuCropLoader::run_end() const { return std::max(consumer_end_, sequence_.number(options_.epochs, 0)); }
-
 void GpuCropLoader::set_epochs(int64_t epochs) {
   std::unique_lock<std::mutex> lock(mutex_);
   options_.epochs = epochs;
-  if (consumer_end_ > 0) end_batch_ = launch_end_ = run_end();  // started: from now on
+  if (consumer_end_ > 0)
+    end_batch_ = launch_end_ = sequence_.run_end(consumer_end_, options_.epochs);  // started: from now on
   lock.unlock();
   work_ready_.notify_all();
   slot_done_.notify_all();
@@ -434,7 +431,7 @@ void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
   auto crops = options_.eval_transform ? eval_crop_tasks(recipe_, sizes, options_.eval_size)
                                        : multi_crop_tasks(recipe_, sizes, slot.indices, seed_,
                                                           static_cast<uint32_t>(sequence_.epoch(batch)));
-  std::vector<int> group_sizes(group_sizes_.begin(), group_sizes_.end());
+  std::vector<int> group_sizes(groups_.sizes.begin(), groups_.sizes.end());
   const GpuBatchPlan plan = plan_gpu_batch(slot.images, group_sizes, crops);
 
   // The task tables, packed into the slot's pinned staging buffer.
@@ -544,10 +541,10 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   }
   const int64_t rows = sequence_.rows(g);
   Batch batch;
-  for (size_t k = 0; k < group_views_.size(); ++k) {
-    const int64_t S = group_sizes_[k];
+  for (size_t k = 0; k < groups_.views.size(); ++k) {
+    const int64_t S = groups_.sizes[k];
     batch.groups.push_back(
-        from_blob(out.groups[k], {group_views_[k] * rows, 3, S, S}, options_.gpu_output, Device::cuda(device_)));
+        from_blob(out.groups[k], {groups_.views[k] * rows, 3, S, S}, options_.gpu_output, Device::cuda(device_)));
   }
   batch.indices = out.indices;
   batch.labels = out.labels;

@@ -82,7 +82,6 @@ class GpuCropLoader : public CropLoader {
   void allocate_resources();  // pinned slots, stream, output slots, the decode buffers
   void free_resources();      // all of it, whatever allocate_resources got to
   void stop_threads();        // stops and joins the workers and the launcher (those that started)
-  int64_t run_end() const;    // the first batch the loader does not prepare (under the lock)
 
   Dataset dataset_;
   AugmentRecipe recipe_;
@@ -90,7 +89,7 @@ class GpuCropLoader : public CropLoader {
   uint64_t seed_;
   LoaderOptions options_;
   int device_ = 0;  // the CUDA device its buffers, stream and batches live on (the process's, at construction)
-  std::vector<int64_t> group_views_, group_sizes_;
+  CropGroupLayout groups_;  // the crops of each resolution group: views and pixel sizes
   cuda_kernels::CropNormalize normalize_{};
 
   std::vector<std::unique_ptr<HostSlot>> host_slots_;

@@ -18,16 +18,14 @@ MultiCropLoader::MultiCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t 
       batch_(batch_size),
       seed_(seed),
       options_(options),
+      groups_(crop_group_layout(recipe_, options_)),
       sequence_(dataset_, batch_size, options.drop_last, options.shuffle, seed) {
-  const CropGroupLayout layout = crop_group_layout(recipe_, options_);
-  group_views_ = layout.views;
-  group_sizes_ = layout.sizes;
   // Buffers are allocated once: page-locked when a GPU will read them.
   pinned_ = cuda::is_available();
   slots_.resize(static_cast<size_t>(std::max(1, options_.prefetch)) + 1);
   for (Slot& slot : slots_) {
-    for (size_t g = 0; g < group_views_.size(); ++g) {
-      size_t bytes = sizeof(float) * group_views_[g] * batch_ * 3 * group_sizes_[g] * group_sizes_[g];
+    for (size_t g = 0; g < groups_.views.size(); ++g) {
+      size_t bytes = sizeof(float) * groups_.views[g] * batch_ * 3 * groups_.sizes[g] * groups_.sizes[g];
       void* p = cuda::host_allocate_pinned(bytes);
       allocations_.push_back(p);
       slot.groups.push_back(static_cast<float*>(p));
@@ -87,17 +85,15 @@ void MultiCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
     failure_.clear();
   }
   consumer_end_ = sequence_.number(epoch + 1, 0);
-  end_batch_ = run_end();
+  end_batch_ = sequence_.run_end(consumer_end_, options_.epochs);
   lock.unlock();
   work_ready_.notify_all();
 }
 
-int64_t MultiCropLoader::run_end() const { return std::max(consumer_end_, sequence_.number(options_.epochs, 0)); }
-
 void MultiCropLoader::set_epochs(int64_t epochs) {
   std::unique_lock<std::mutex> lock(mutex_);
   options_.epochs = epochs;
-  if (consumer_end_ > 0) end_batch_ = run_end();  // started: from now on
+  if (consumer_end_ > 0) end_batch_ = sequence_.run_end(consumer_end_, options_.epochs);  // started: from now on
   lock.unlock();
   work_ready_.notify_all();
 }
@@ -158,9 +154,9 @@ void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
     return;
   }
   uint32_t crop = 0;
-  for (size_t g = 0; g < group_views_.size(); ++g) {
-    const int64_t S = group_sizes_[g];
-    for (int64_t v = 0; v < group_views_[g]; ++v, ++crop) {
+  for (size_t g = 0; g < groups_.views.size(); ++g) {
+    const int64_t S = groups_.sizes[g];
+    for (int64_t v = 0; v < groups_.views[g]; ++v, ++crop) {
       CropParams p = sample_crop(recipe_, image.width, image.height, seed_, epoch, static_cast<uint32_t>(index), crop);
       render_crop(image, p, recipe_, slot.groups[g] + (v * rows + b) * 3 * S * S);
     }
@@ -178,9 +174,9 @@ MultiCropLoader::Batch MultiCropLoader::next() {
   batch_ready_.wait(lock, [&] { return failure_.spoils(g) || (slot.batch == g && slot.done == rows); });
   if (failure_.spoils(g)) failure_.rethrow();
   Batch batch;
-  for (size_t k = 0; k < group_views_.size(); ++k) {
-    const int64_t S = group_sizes_[k];
-    batch.groups.push_back(from_blob(slot.groups[k], {group_views_[k] * rows, 3, S, S}, DType::f32));
+  for (size_t k = 0; k < groups_.views.size(); ++k) {
+    const int64_t S = groups_.sizes[k];
+    batch.groups.push_back(from_blob(slot.groups[k], {groups_.views[k] * rows, 3, S, S}, DType::f32));
   }
   batch.indices = slot.indices;
   batch.labels = slot.labels;

@@ -91,6 +91,11 @@ class CropLoader {
 std::unique_ptr<CropLoader> make_crop_loader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size,
                                              uint64_t seed, LoaderOptions options);
 
+// The tensors of a batch: views per image and side, global crops first (or the one eval crop).
+struct CropGroupLayout {
+  std::vector<int64_t> views, sizes;
+};
+
 class MultiCropLoader : public CropLoader {
  public:
   MultiCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed, LoaderOptions options);
@@ -123,14 +128,13 @@ class MultiCropLoader : public CropLoader {
   void produce(int64_t batch, int64_t b, Slot& slot);  // image b of batch number `batch`
   // The caller is done queueing work on the batch it holds: marks the stream for its slot.
   void hand_back_lent_slot();
-  int64_t run_end() const;  // the first batch the workers do not prepare (under the lock)
 
   Dataset dataset_;
   AugmentRecipe recipe_;
   int64_t batch_;
   uint64_t seed_;
   LoaderOptions options_;
-  std::vector<int64_t> group_views_, group_sizes_;
+  CropGroupLayout groups_;  // the crops of each resolution group: views and pixel sizes
   std::vector<Slot> slots_;
   std::vector<void*> allocations_;
   size_t buffer_bytes_ = 0;

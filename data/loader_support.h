@@ -11,10 +11,7 @@
 
 namespace bam::data {
 
-// The tensors of a batch: views per image and side, global crops first (or the one eval crop).
-struct CropGroupLayout {
-  std::vector<int64_t> views, sizes;
-};
+// The tensors of a batch (CropGroupLayout, loader.h).
 CropGroupLayout crop_group_layout(const AugmentRecipe& recipe, const LoaderOptions& options);
 
 int64_t loader_steps_per_epoch(int64_t num_images, int64_t batch, bool drop_last);
