@@ -1,6 +1,8 @@
 // TrainConfig validation, derived model configs and JSON conversion.
 #include "bam/train_config.h"
 
+#include <algorithm>
+
 #include "engine/device.h"
 #include "engine/error.h"
 
@@ -72,6 +74,10 @@ void TrainConfig::validate() const {
   BAM_CHECK(data_backend == "cpu" || device.rfind("cuda", 0) == 0,
             "--data_backend gpu needs --device cuda (the crops are made on the GPU), got --device {}", device);
   BAM_CHECK(knn_freq >= 0, "--knn_freq must be non-negative, got {}", knn_freq);
+  BAM_CHECK(knn_train_fraction > 0 && knn_train_fraction <= 1, "--knn_train_fraction must be in (0, 1], got {}",
+            knn_train_fraction);
+  BAM_CHECK(knn_eval_fraction > 0 && knn_eval_fraction <= 1, "--knn_eval_fraction must be in (0, 1], got {}",
+            knn_eval_fraction);
   BAM_CHECK(eval_resize_ratio >= 1, "--eval_resize_ratio must be at least 1, got {}", eval_resize_ratio);
   BAM_CHECK(log_freq >= 1, "--log_freq must be at least 1, got {}", log_freq);
   BAM_CHECK(time_budget_minutes >= 0, "--time_budget_minutes must be non-negative, got {}", time_budget_minutes);
@@ -89,6 +95,7 @@ VitConfig TrainConfig::vit() const {
   v.img_size = global_crops_size;
   v.qkv_bias = qkv_bias;
   v.drop_path_rate = drop_path_rate;
+  v.checkpoint_every = std::max<int64_t>(grad_checkpointing, 0);
   return v;
 }
 
@@ -106,17 +113,20 @@ ProjectorConfig TrainConfig::projector() const {
 }
 
 // One table drives both directions of the JSON conversion.
-#define BAM_CONFIG_FIELDS(X)                                                                                 \
-  X(arch) X(patch_size) X(embed_dim) X(depth) X(num_heads) X(drop_path_rate) X(qkv_bias) X(out_dim)           \
-  X(hidden_dim) X(n_layers) X(proj_use_bn) X(proj_last_bn) X(proj_bias) X(proj_act) X(teacher) X(teacher_m)   \
-  X(precision) X(device) X(batch_size_per_gpu) X(epochs) X(warmup_epochs) X(max_steps) X(warmup_steps) X(lr)     \
-  X(min_lr) X(optimizer)        \
-  X(weight_decay) X(weight_decay_end) X(clip_grad) X(clip_mode) X(freeze_last_layer) X(reg) X(reg_final)      \
-  X(reg_warmup_epochs) X(temperature) X(num_sink_iter) X(top_k_sink) X(positive_masking)                      \
-  X(target_crops_number) X(global_crops_number) X(local_crops_number) X(global_crops_scale)                   \
-  X(local_crops_scale) X(global_crops_size) X(local_crops_size) X(data_path) X(output_dir) X(saveckp_freq)    \
-  X(seed) X(num_workers) X(data_backend) X(knn_freq) X(knn_train_path) X(knn_val_path) X(eval_resize_ratio) X(log_freq)        \
-  X(time_budget_minutes) X(fit_epochs_to_budget)
+// clang-format off
+#define BAM_CONFIG_FIELDS(X)                                                                                \
+  X(arch) X(patch_size) X(embed_dim) X(depth) X(num_heads) X(drop_path_rate) X(qkv_bias)                    \
+  X(grad_checkpointing) X(out_dim) X(hidden_dim) X(n_layers) X(proj_use_bn) X(proj_last_bn) X(proj_bias)    \
+  X(proj_act) X(teacher) X(teacher_m) X(precision) X(device) X(batch_size_per_gpu) X(epochs)                \
+  X(warmup_epochs) X(max_steps) X(warmup_steps) X(lr) X(min_lr) X(optimizer) X(weight_decay)                \
+  X(weight_decay_end) X(clip_grad) X(clip_mode) X(freeze_last_layer) X(reg) X(reg_final)                    \
+  X(reg_warmup_epochs) X(temperature) X(num_sink_iter) X(top_k_sink) X(positive_masking)                    \
+  X(target_crops_number) X(global_crops_number) X(local_crops_number) X(global_crops_scale)                 \
+  X(local_crops_scale) X(global_crops_size) X(local_crops_size) X(data_path) X(output_dir) X(saveckp_freq)  \
+  X(seed) X(num_workers) X(data_backend) X(knn_freq) X(knn_train_path) X(knn_val_path) X(eval_resize_ratio) \
+  X(knn_train_fraction) X(knn_eval_fraction) X(eval_first) X(log_freq) X(time_budget_minutes)               \
+  X(fit_epochs_to_budget)
+// clang-format on
 
 nlohmann::ordered_json TrainConfig::to_json() const {
   nlohmann::ordered_json j;

@@ -18,6 +18,9 @@ struct TrainConfig {
   int64_t embed_dim = 0, depth = 0, num_heads = 0;  // custom sizes (override the preset when > 0)
   double drop_path_rate = 0.0;
   bool qkv_bias = true;
+  // > 0: activation checkpointing, every n-th ViT block keeps only its input and recomputes its
+  // inside in backward (the official flag; 0 or negative: off)
+  int64_t grad_checkpointing = 0;
   // projector
   int64_t out_dim = 4096, hidden_dim = 4096, n_layers = 3;
   bool proj_use_bn = true, proj_last_bn = true, proj_bias = true;
@@ -59,6 +62,10 @@ struct TrainConfig {
   int64_t knn_freq = 0;
   std::string knn_train_path, knn_val_path;
   double eval_resize_ratio = 256.0 / 224.0;  // kNN monitor: shorter side to size * ratio, centre crop
+  // kNN monitor: class-balanced fractions of its two folders (the official script samples 0.1 of the
+  // train folder by default; here both default to all of it), and one evaluation before training.
+  double knn_train_fraction = 1.0, knn_eval_fraction = 1.0;
+  bool eval_first = false;
   int64_t log_freq = 10;
   double time_budget_minutes = 0;  // > 0: stop (with a checkpoint) when the budget is spent
   // With a budget: measure a few steps first and choose --max_steps so the whole schedule fits

@@ -400,23 +400,24 @@ TrainResult Trainer::run() {
   const double step_seconds = fit ? measure_step_seconds() : 0.0;  // calibration, outside the budget
   run_start_ = Clock::now();
   if (fit) {
-    int64_t steps = data_->steps_per_epoch();
     // The work between epochs is part of the budget too: a checkpoint save per epoch, and a kNN
     // evaluation every --knn_freq epochs. On a GPU a small model's epoch can take less time than
-    // one kNN evaluation, so both are measured once here (the evaluation, of the initial weights,
-    // is the monitor's baseline) and counted in the schedule.
-    {
-      const std::string probe = config_.output_dir + "/checkpoint.timing.tmp";
-      auto start = Clock::now();
-      save(probe);
-      save_seconds_ = seconds_since(start);
-      std::filesystem::remove(probe);
-    }
-    if (knn_ && config_.knn_freq > 0) {
-      KnnResult knn = evaluate_knn(&knn_seconds_);
-      std::printf("kNN evaluation before training: top-1 %.2f%%  top-5 %.2f%% (%.1f s, counted in the budget)\n",
-                  knn.top1, knn.top5, knn_seconds_);
-    }
+    // one kNN evaluation, so both are measured once here and counted in the schedule.
+    const std::string probe = config_.output_dir + "/checkpoint.timing.tmp";
+    auto start = Clock::now();
+    save(probe);
+    save_seconds_ = seconds_since(start);
+    std::filesystem::remove(probe);
+  }
+  // A kNN evaluation of the weights training starts from: asked for (--eval_first), or, fitting a
+  // budget, to time the monitor (it is then also the baseline of the evaluations to come).
+  if (knn_ && (config_.eval_first || (fit && config_.knn_freq > 0))) {
+    KnnResult knn = evaluate_knn(&knn_seconds_);
+    std::printf("kNN evaluation before training: top-1 %.2f%%  top-5 %.2f%% (%.1f s%s)\n", knn.top1, knn.top5,
+                knn_seconds_, config_.time_budget_minutes > 0 ? ", counted in the budget" : "");
+  }
+  if (fit) {
+    const int64_t steps = data_->steps_per_epoch();
     config_.max_steps = steps_within(budget_seconds - seconds_since(run_start_), step_seconds, 0);
     config_.epochs = (config_.max_steps + steps - 1) / steps;
     config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));

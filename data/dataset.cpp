@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -156,6 +157,35 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
     std::swap(order[i], order[j]);
   }
   return order;
+}
+
+Dataset balanced_subset(const Dataset& dataset, double fraction, uint64_t seed, const char* flag) {
+  BAM_CHECK(fraction > 0 && fraction <= 1, "{} must be in (0, 1], got {}", flag, fraction);
+  if (fraction == 1) return dataset;
+  BAM_CHECK(dataset.num_classes() > 0, "{} {}: {} is not labelled (an ImageFolder is needed)", flag, fraction,
+            dataset.root);
+  std::vector<std::vector<int64_t>> members(dataset.num_classes());
+  for (int64_t i = 0; i < dataset.size(); ++i) members[dataset.labels[i]].push_back(i);
+  std::vector<int64_t> kept;
+  for (int64_t c = 0; c < dataset.num_classes(); ++c) {
+    const auto& m = members[c];
+    if (m.empty()) continue;
+    const int64_t size = static_cast<int64_t>(m.size());
+    const int64_t take = std::clamp<int64_t>(std::llround(fraction * static_cast<double>(size)), 1, size);
+    const std::vector<int64_t> order = epoch_order(size, seed, /*epoch=*/c);  // one stream per class
+    for (int64_t k = 0; k < take; ++k) kept.push_back(m[order[k]]);
+  }
+  std::sort(kept.begin(), kept.end());
+  Dataset subset;
+  subset.root = dataset.root;
+  subset.classes = dataset.classes;
+  subset.files.reserve(kept.size());
+  subset.labels.reserve(kept.size());
+  for (int64_t i : kept) {
+    subset.files.push_back(dataset.files[i]);
+    subset.labels.push_back(dataset.labels[i]);
+  }
+  return subset;
 }
 
 }  // namespace bam::data

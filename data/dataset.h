@@ -32,4 +32,10 @@ Dataset open_file_list(const std::string& list_path);
 // The visiting order of an epoch: a permutation of [0, n) keyed by (seed, epoch).
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 
+// A class-balanced random fraction of a labelled dataset (the official kNN monitor's
+// --knn_train_fraction): from each class, round(fraction x its size) images, at least one, chosen
+// by a permutation keyed by seed, in their original order. fraction must be in (0, 1]; 1 returns
+// the dataset unchanged. `flag` names the setting in errors.
+Dataset balanced_subset(const Dataset& dataset, double fraction, uint64_t seed, const char* flag);
+
 }  // namespace bam::data

@@ -54,6 +54,19 @@ class NoGradGuard {
   bool previous_;
 };
 
+// Turns gradient recording back on in this thread for the guard's lifetime: a backward function
+// that recomputes part of the forward records that recomputation (engine/checkpoint.h).
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // True when an op with these inputs must record a node (grad mode on and any input requires grad).
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 bool any_requires_grad(const std::vector<Tensor>& inputs);

@@ -2,10 +2,12 @@
 // other input sizes, as DINO's interpolate_pos_encoding), pre-norm blocks, final norm.
 #include "models/vit.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/autocast.h"
 #include "engine/autograd.h"
+#include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/random.h"
 
@@ -131,7 +133,24 @@ Tensor VisionTransformer::embed(const Tensor& images) const {
 
 Tensor VisionTransformer::forward(const Tensor& images) const {
   Tensor x = embed(images);
-  for (const auto& block : blocks) x = block->forward(x);
+  const size_t every = static_cast<size_t>(config_.checkpoint_every);
+  if (every == 0 || !is_training()) {
+    for (const auto& block : blocks) x = block->forward(x);
+  } else {
+    for (size_t begin = 0; begin < blocks.size(); begin += every) {
+      const size_t end = std::min(blocks.size(), begin + every);
+      std::vector<Tensor> parameters;
+      for (size_t i = begin; i < end; ++i)
+        for (Tensor& p : blocks[i]->parameters()) parameters.push_back(std::move(p));
+      // The blocks themselves, not `this`: backward may run the segment again.
+      auto segment = [segment_blocks = std::vector(blocks.begin() + begin, blocks.begin() + end)](const Tensor& input) {
+        Tensor y = input;
+        for (const auto& block : segment_blocks) y = block->forward(y);
+        return y;
+      };
+      x = checkpoint("checkpointed_blocks", segment, x, parameters);
+    }
+  }
   return norm->forward(x.select(1, 0));
 }
 

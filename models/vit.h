@@ -28,6 +28,10 @@ struct VitConfig {
   // The MLPs keep only fc1's output and recompute the GELU in backward (gelu_linear): one
   // [tokens, 4*dim] activation less per block for one more GELU pass. Same numbers either way.
   bool recompute_gelu = false;
+  // > 0: activation checkpointing in training, the blocks in segments of this many, each keeping
+  // only its input and recomputing its blocks in backward (engine/checkpoint.h; timm's
+  // checkpoint_seq with every = n). One more forward of the blocks for their activations' memory.
+  int64_t checkpoint_every = 0;
 };
 
 // "vit_tiny" (192/12/3), "vit_small" (384/12/6), "vit_base" (768/12/12); other fields default.

@@ -6,6 +6,7 @@
 #include <stb_image_write.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -105,6 +106,49 @@ TEST_CASE("dataset layouts") {
   CHECK(a != b);
   std::sort(b.begin(), b.end());
   for (int i = 0; i < 100; ++i) CHECK(b[i] == i);
+}
+
+TEST_CASE("a balanced subset keeps each class's share, in order, the same for the same seed") {
+  // Classes of 50, 30, 7 and 1 images, interleaved.
+  data::Dataset d;
+  d.root = "/nowhere";
+  d.classes = {"a", "b", "c", "d"};
+  const int64_t sizes[] = {50, 30, 7, 1};
+  for (int64_t c = 0; c < 4; ++c)
+    for (int64_t i = 0; i < sizes[c]; ++i) {
+      d.files.push_back(fmt::format("{}/{}.jpg", d.classes[c], i));
+      d.labels.push_back(c);
+    }
+  std::shuffle(d.files.begin(), d.files.end(), std::mt19937(1));  // labels follow the names below
+  for (int64_t i = 0; i < d.size(); ++i) d.labels[i] = d.files[i][0] - 'a';
+
+  data::Dataset s = data::balanced_subset(d, 0.1, 7, "--knn_train_fraction");
+  int64_t per_class[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < s.size(); ++i) {
+    ++per_class[s.labels[i]];
+    CHECK(s.files[i][0] - 'a' == s.labels[i]);  // each file keeps its own label
+  }
+  CHECK(per_class[0] == 5);
+  CHECK(per_class[1] == 3);
+  CHECK(per_class[2] == 1);  // round(0.7)
+  CHECK(per_class[3] == 1);  // never an empty class
+  CHECK(s.classes == d.classes);
+  // In the dataset's order, no repeats.
+  std::vector<int64_t> positions;
+  for (const auto& f : s.files) positions.push_back(std::find(d.files.begin(), d.files.end(), f) - d.files.begin());
+  CHECK(std::is_sorted(positions.begin(), positions.end()));
+  CHECK(std::adjacent_find(positions.begin(), positions.end()) == positions.end());
+  // Deterministic per seed, different across seeds; 1 keeps everything; bad fractions name the flag.
+  CHECK(data::balanced_subset(d, 0.1, 7, "f").files == s.files);
+  CHECK(data::balanced_subset(d, 0.1, 8, "f").files != s.files);
+  CHECK(data::balanced_subset(d, 1.0, 7, "f").files == d.files);
+  CHECK_THROWS_WITH(data::balanced_subset(d, 0.0, 7, "--knn_eval_fraction"),
+                    doctest::Contains("--knn_eval_fraction must be in (0, 1]"));
+  CHECK_THROWS_WITH(data::balanced_subset(d, 1.5, 7, "--knn_eval_fraction"),
+                    doctest::Contains("--knn_eval_fraction must be in (0, 1]"));
+  data::Dataset flat = d;
+  flat.classes.clear();
+  CHECK_THROWS_WITH(data::balanced_subset(flat, 0.5, 7, "--knn_train_fraction"), doctest::Contains("not labelled"));
 }
 
 TEST_CASE("every image once per epoch, identical batches for any thread count") {

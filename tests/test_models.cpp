@@ -1,12 +1,14 @@
 // Models: ViT output shapes at several input sizes, the position-embedding interpolation (identity
 // at the native grid, bicubic elsewhere), timm parameter names and shapes, the projector's
-// structure, the multi-crop forward, and gradients reaching every parameter.
+// structure, the multi-crop forward, gradients reaching every parameter, and checkpointed blocks.
 #include <cmath>
 #include <map>
 #include <set>
 
 #include "bam/bam_model.h"
+#include "engine/autograd.h"
 #include "engine/random.h"
+#include "engine/storage.h"
 #include "tests/support.h"
 
 namespace bam::test {
@@ -75,6 +77,56 @@ TEST_CASE("recomputing the MLP's GELU in backward gives the same outputs and gra
   std::vector<std::vector<float>> kept = run(false), recomputed = run(true);
   REQUIRE(kept.size() == recomputed.size());
   for (size_t i = 0; i < kept.size(); ++i) CHECK(kept[i] == recomputed[i]);
+}
+
+TEST_CASE("checkpointed blocks give the same outputs, gradients and drop-path draws, and keep less memory") {
+  // Five blocks with stochastic depth, so the recomputation must replay the drop-path masks.
+  struct Run {
+    std::vector<std::vector<float>> values;
+    uint64_t rng_offset_after = 0;
+    size_t bytes_held_by_graph = 0;  // CPU bytes alive between forward and backward
+  };
+  auto run = [](int64_t every) {
+    Generator gen(11);
+    VitConfig c = tiny_vit();
+    c.depth = 5;
+    c.drop_path_rate = 0.5;
+    c.checkpoint_every = every;
+    VisionTransformer vit(c, &gen);
+    Tensor x = randn({8, 3, 16, 16}, {}, &gen);
+    manual_seed(5);
+    Run r;
+    const size_t before = cpu_bytes_in_use();
+    Tensor y = vit.forward(x);
+    r.bytes_held_by_graph = cpu_bytes_in_use() - before;
+    sum(mul(y, y)).backward();
+    r.rng_offset_after = default_generator().offset();
+    r.values.push_back(y.to_vector<float>());
+    for (const auto& [name, p] : vit.named_parameters()) {
+      REQUIRE_MESSAGE(p.grad().defined(), name);
+      r.values.push_back(p.grad().to_vector<float>());
+    }
+    return r;
+  };
+  const Run plain = run(0);
+  for (int64_t every : {1, 2, 5, 9}) {
+    CAPTURE(every);
+    const Run checkpointed = run(every);
+    REQUIRE(checkpointed.values.size() == plain.values.size());
+    for (size_t i = 0; i < plain.values.size(); ++i) CHECK(checkpointed.values[i] == plain.values[i]);
+    // The recomputation puts the generator back where backward found it.
+    CHECK(checkpointed.rng_offset_after == plain.rng_offset_after);
+    // Only the segments' inputs are kept: a fraction of what the plain graph holds.
+    CHECK(checkpointed.bytes_held_by_graph * 2 < plain.bytes_held_by_graph);
+  }
+  // Under NoGradGuard (the teacher, evaluation) the blocks simply run.
+  Generator gen(11);
+  VitConfig c = tiny_vit();
+  c.checkpoint_every = 1;
+  VisionTransformer vit(c, &gen);
+  Tensor x = randn({2, 3, 16, 16}, {}, &gen);
+  NoGradGuard no_grad;
+  CHECK(!vit.forward(x).requires_grad());
 }
 
 TEST_CASE("position embedding: identity at the native grid, bicubic elsewhere") {

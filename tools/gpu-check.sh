@@ -4,8 +4,8 @@
 # (scripts/vendor-deps.sh), then runs, in order:
 #   - the GPU suites, each test case in its own process;
 #   - the per-op microbenchmarks (bench_cuda_ops, both tensor-core attention implementations);
-#   - bamtool bench-step in bf16 (with a CUPTI kernel profile, again with BAM_ATTENTION=wmma, and
-#     with --recompute_gelu),
+#   - bamtool bench-step in bf16 (with a CUPTI kernel profile, again with BAM_ATTENTION=wmma, with
+#     --recompute_gelu and with --grad_checkpointing 1),
 #     fp16 and f32, beside the PyTorch peer (../shared/bench/torch_bam_step.py, copied to
 #     .deps/bench);
 #   - a bamtrain run on the GPU whose export timm loads strictly;
@@ -146,6 +146,7 @@ if enabled step; then
   step bf16 --steps 5
   unset BAM_ATTENTION
   step bf16 --steps 5 --recompute_gelu  # the memory lever: what it saves and what it costs
+  step bf16 --steps 5 --grad_checkpointing 1  # the bigger one: every block recomputed in backward
   step fp16 --steps 5
   step f32 --steps 5 --tf32
   rm -f "$OUT/step.tmp"

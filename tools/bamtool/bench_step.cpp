@@ -34,6 +34,7 @@ struct BenchOptions {
   int64_t profile = 0;  // steps run under the CUPTI kernel profile after the timed ones
   bool tf32 = false;
   bool recompute_gelu = false;
+  int64_t grad_checkpointing = 0;  // > 0: the ViT blocks in checkpointed segments of this many
 };
 
 // Multiply-add FLOPs (x2) of one image's forward pass through the ViT at side `size`.
@@ -75,6 +76,7 @@ int run_bench(const BenchOptions& o) {
   vit.patch_size = o.patch_size;
   vit.img_size = o.global_size;
   vit.recompute_gelu = o.recompute_gelu;
+  vit.checkpoint_every = o.grad_checkpointing;
   BAM_CHECK(vit.embed_dim % vit.num_heads == 0, "--embed_dim {} is not divisible by --num_heads {}", vit.embed_dim,
             vit.num_heads);
   BAM_CHECK(o.global_size % o.patch_size == 0 && (o.local_crops == 0 || o.local_size % o.patch_size == 0),
@@ -133,6 +135,11 @@ int run_bench(const BenchOptions& o) {
               static_cast<long long>(o.local_crops), static_cast<long long>(o.local_size), device_name.c_str(),
               o.precision.c_str(), where.c_str(), params / 1e6);
   if (o.recompute_gelu) std::printf("bench-step: the MLPs recompute their GELU in backward (--recompute_gelu)\n");
+  if (o.grad_checkpointing > 0)
+    std::printf(
+        "bench-step: the ViT blocks recompute their activations in backward, in segments of %lld "
+        "(--grad_checkpointing)\n",
+        static_cast<long long>(o.grad_checkpointing));
   for (int64_t i = 0; i < o.warmup; ++i) step();
   reset_cpu_peak_bytes();
   if (device.is_cuda()) cuda::reset_peak_memory(device.index);
@@ -220,6 +227,9 @@ Action add_bench_step(CLI::App& app) {
   sub->add_flag("--tf32", o->tf32, "let f32 matmuls use TF32 tensor cores (CUDA)");
   sub->add_flag("--recompute_gelu", o->recompute_gelu,
                 "keep only fc1's output in each MLP and recompute the GELU in backward (less memory)");
+  sub->add_option("--grad_checkpointing", o->grad_checkpointing,
+                  "checkpoint the ViT blocks in segments of N: they recompute their activations in backward (0: off)")
+      ->check(non_negative_number);
   return [o] { return run_bench(*o); };
 }
 

@@ -1,18 +1,21 @@
 // kNN monitor: both labelled folders are indexed once; each evaluation extracts features afresh.
 #include "tools/common/knn_monitor.h"
 
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <filesystem>
 
 #include "bam/features.h"
 #include "bam/folder_data.h"
+#include "data/dataset.h"
 #include "data/image_error.h"
 #include "engine/error.h"
 
 namespace bam::tool {
 
 KnnMonitor make_knn_monitor(const TrainConfig& config) {
-  if (config.knn_freq == 0) return {};
+  if (config.knn_freq == 0 && !config.eval_first) return {};
   std::string train_path = config.knn_train_path, val_path = config.knn_val_path;
   // Default: an ImageFolder pair next to the training data (.../train and .../val).
   namespace fs = std::filesystem;
@@ -22,9 +25,9 @@ KnnMonitor make_knn_monitor(const TrainConfig& config) {
     if (fs::is_directory(sibling)) val_path = sibling.string();
   }
   BAM_CHECK(!train_path.empty() && !val_path.empty(),
-            "--knn_freq {} needs labelled ImageFolders: pass --knn_train_path and --knn_val_path (or train on "
+            "{} needs labelled ImageFolders: pass --knn_train_path and --knn_val_path (or train on "
             ".../train with a .../val beside it)",
-            config.knn_freq);
+            config.knn_freq > 0 ? fmt::format("--knn_freq {}", config.knn_freq) : std::string("--eval_first"));
   data::Dataset train, val;
   try {
     train = data::open_image_folder(train_path);
@@ -34,9 +37,15 @@ KnnMonitor make_knn_monitor(const TrainConfig& config) {
   }
   BAM_CHECK(train.num_classes() == val.num_classes(), "kNN monitor: {} has {} classes but {} has {}", train_path,
             train.num_classes(), val_path, val.num_classes());
-  std::printf("kNN monitor: %lld train / %lld val images in %lld classes, every %lld epochs\n",
-              static_cast<long long>(train.size()), static_cast<long long>(val.size()),
-              static_cast<long long>(train.num_classes()), static_cast<long long>(config.knn_freq));
+  // The official monitor's balanced fractions; the same images at every evaluation.
+  const int64_t train_all = train.size(), val_all = val.size();
+  train = data::balanced_subset(train, config.knn_train_fraction, config.seed, "--knn_train_fraction");
+  val = data::balanced_subset(val, config.knn_eval_fraction, config.seed + 1, "--knn_eval_fraction");
+  std::printf("kNN monitor: %lld of %lld train / %lld of %lld val images in %lld classes, %s\n",
+              static_cast<long long>(train.size()), static_cast<long long>(train_all),
+              static_cast<long long>(val.size()), static_cast<long long>(val_all),
+              static_cast<long long>(train.num_classes()),
+              config.knn_freq > 0 ? fmt::format("every {} epochs", config.knn_freq).c_str() : "before training only");
   FeatureOptions options;
   options.img_size = config.global_crops_size;
   options.threads = static_cast<int>(std::max<int64_t>(1, config.num_workers));
