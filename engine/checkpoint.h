@@ -3,8 +3,9 @@
 // alive; backward runs it again, this time recording, from the saved input, and backpropagates
 // through that second graph. Memory for the segment's activations is traded for one more forward.
 // The recomputation sees the forward's conditions again: the autocast type, and the default
-// generator's position (so drop_path draws the same masks). Everything else the segment computes
-// must depend on its input and parameters alone.
+// generator's key and position (so drop_path draws the same masks). Everything else the segment
+// computes must depend on its input and parameters alone: a module's training flag must not change
+// between forward and backward, and no other thread may draw from the default generator meanwhile.
 #pragma once
 
 #include <functional>
