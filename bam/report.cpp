@@ -295,8 +295,13 @@ std::string write_training_report(const std::string& output_dir) {
   html << svg_chart("embedding std x sqrt(D) (collapse monitor: 0 = collapsed)", "step",
                     {column(steps, "step", "embedding_std", "std")});
   html << svg_chart("images / s", "step", {column(steps, "step", "img_per_s", "img/s")});
-  html << svg_chart("kNN accuracy (%)", "epoch",
-                    {column(epochs, "epoch", "knn_top1", "top-1"), column(epochs, "epoch", "knn_top5", "top-5")});
+  // The student's kNN accuracy, the teacher's beside it with --teacher, from epoch -1 with an
+  // evaluation before training.
+  std::vector<Series> knn{column(epochs, "epoch", "knn_top1", "top-1"), column(epochs, "epoch", "knn_top5", "top-5")};
+  for (Series teacher : {column(epochs, "epoch", "teacher_knn_top1", "teacher top-1"),
+                         column(epochs, "epoch", "teacher_knn_top5", "teacher top-5")})
+    if (!teacher.x.empty()) knn.push_back(std::move(teacher));
+  html << svg_chart("kNN accuracy (%)", "epoch", knn);
   html << svg_chart("epoch mean loss", "epoch", {column(epochs, "epoch", "train_loss", "loss")});
   html << "</div>";
 

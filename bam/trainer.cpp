@@ -129,13 +129,34 @@ double Trainer::measure_step_seconds() {
   return seconds_since(start) / std::max(1, steps - std::min(2, steps - 1));
 }
 
-KnnResult Trainer::evaluate_knn(double* seconds) {
+Trainer::KnnEvaluation Trainer::evaluate_knn() {
   auto start = Clock::now();
+  KnnEvaluation e;
   student_->train(false);
-  KnnResult knn = knn_(*student_->backbone);
+  e.student = knn_(*student_->backbone);
   student_->train(true);
-  *seconds = seconds_since(start);
-  return knn;
+  if (teacher_) {
+    teacher_->train(false);
+    e.teacher = knn_(*teacher_->backbone);
+    teacher_->train(true);
+  }
+  e.seconds = seconds_since(start);
+  return e;
+}
+
+std::string Trainer::KnnEvaluation::text() const {
+  std::string t = fmt::format("top-1 {:.2f}%  top-5 {:.2f}%", student.top1, student.top5);
+  if (teacher) t += fmt::format("  (teacher: top-1 {:.2f}%  top-5 {:.2f}%)", teacher->top1, teacher->top5);
+  return t;
+}
+
+void Trainer::KnnEvaluation::into(EpochStats* stats) const {
+  stats->knn_top1 = student.top1;
+  stats->knn_top5 = student.top5;
+  if (teacher) {
+    stats->teacher_knn_top1 = teacher->top1;
+    stats->teacher_knn_top5 = teacher->top5;
+  }
 }
 
 int64_t Trainer::steps_within(double seconds, double step_seconds, int64_t from_step) const {
@@ -226,10 +247,18 @@ void Trainer::append_log(const EpochStats& s) {
     j["knn_top1"] = s.knn_top1;
     j["knn_top5"] = s.knn_top5;
   }
+  if (s.teacher_knn_top1 >= 0) {
+    j["teacher_knn_top1"] = s.teacher_knn_top1;
+    j["teacher_knn_top5"] = s.teacher_knn_top5;
+  }
   j["epoch"] = s.epoch;
+  append_log_row(j);
+}
+
+void Trainer::append_log_row(const nlohmann::ordered_json& row) {
   std::ofstream out(config_.output_dir + "/log.txt", std::ios::app);
   BAM_CHECK(out.good(), "{}/log.txt: cannot open for appending", config_.output_dir);
-  out << j.dump() << "\n";
+  out << row.dump() << "\n";
 }
 
 EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::optional<Clock::time_point>& deadline) {
@@ -411,10 +440,21 @@ TrainResult Trainer::run() {
   }
   // A kNN evaluation of the weights training starts from: asked for (--eval_first), or, fitting a
   // budget, to time the monitor (it is then also the baseline of the evaluations to come).
+  // It goes to log.txt as a row of its own, marked before_training, at the epoch before the first
+  // one to train (-1 for a new run, as the official script's eval_first logs it).
   if (knn_ && (config_.eval_first || (fit && config_.knn_freq > 0))) {
-    KnnResult knn = evaluate_knn(&knn_seconds_);
-    std::printf("kNN evaluation before training: top-1 %.2f%%  top-5 %.2f%% (%.1f s%s)\n", knn.top1, knn.top5,
-                knn_seconds_, config_.time_budget_minutes > 0 ? ", counted in the budget" : "");
+    KnnEvaluation knn = evaluate_knn();
+    knn_seconds_ = knn.seconds;
+    std::printf("kNN evaluation before training: %s (%.1f s%s)\n", knn.text().c_str(), knn_seconds_,
+                config_.time_budget_minutes > 0 ? ", counted in the budget" : "");
+    nlohmann::ordered_json j{{"knn_top1", knn.student.top1}, {"knn_top5", knn.student.top5}};
+    if (knn.teacher) {
+      j["teacher_knn_top1"] = knn.teacher->top1;
+      j["teacher_knn_top5"] = knn.teacher->top5;
+    }
+    j["epoch"] = state_.epoch - 1;
+    j["before_training"] = true;
+    append_log_row(j);
   }
   if (fit) {
     const int64_t steps = data_->steps_per_epoch();
@@ -453,12 +493,10 @@ TrainResult Trainer::run() {
     step_in_epoch_ = 0;
     bool last = epoch + 1 == epochs_needed();
     if (knn_ && config_.knn_freq > 0 && ((epoch + 1) % config_.knn_freq == 0 || last)) {
-      double seconds = 0;
-      KnnResult knn = evaluate_knn(&seconds);
-      stats.knn_top1 = knn.top1;
-      stats.knn_top5 = knn.top5;
-      std::printf("kNN evaluation after epoch %lld: top-1 %.2f%%  top-5 %.2f%% (%.1f s)\n", static_cast<long long>(epoch),
-                  knn.top1, knn.top5, seconds);
+      KnnEvaluation knn = evaluate_knn();
+      knn.into(&stats);
+      std::printf("kNN evaluation after epoch %lld: %s (%.1f s)\n", static_cast<long long>(epoch), knn.text().c_str(),
+                  knn.seconds);
     }
     save(checkpoint_path());
     if (config_.saveckp_freq > 0 && epoch % config_.saveckp_freq == 0)

@@ -28,6 +28,7 @@ struct EpochStats {
   double img_per_s = 0, data_wait_s = 0, seconds = 0;
   double host_waits_per_step = 0;  // on a GPU: times a step waited for the device (cuda::host_waits)
   double knn_top1 = -1, knn_top5 = -1;  // -1: not measured this epoch
+  double teacher_knn_top1 = -1, teacher_knn_top5 = -1;  // with --teacher: the EMA teacher's backbone
 };
 
 struct TrainResult {
@@ -60,12 +61,21 @@ class Trainer {
   // (step_seconds each) plus the epoch-end work they bring (checkpoint saves, kNN evaluations, at
   // the measured costs) fits in `seconds`.
   int64_t steps_within(double seconds, double step_seconds, int64_t from_step) const;
-  // The kNN monitor on the student's backbone (in eval mode), and how long it took.
-  KnnResult evaluate_knn(double* seconds);
+  // The kNN monitor on the student's backbone and, with --teacher, the teacher's (in eval mode, as
+  // the official script reports both), and how long it took.
+  struct KnnEvaluation {
+    KnnResult student;
+    std::optional<KnnResult> teacher;
+    double seconds = 0;
+    std::string text() const;  // "top-1 ...  top-5 ... (teacher: ...)"
+    void into(EpochStats* stats) const;
+  };
+  KnnEvaluation evaluate_knn();
   using Clock = std::chrono::steady_clock;
   EpochStats train_epoch(int64_t epoch, TrainResult& result, const std::optional<Clock::time_point>& deadline);
   void save(const std::string& path);
   void append_log(const EpochStats& stats);
+  void append_log_row(const nlohmann::ordered_json& row);  // one line of log.txt
   std::string memory_text() const;
 
   TrainConfig config_;

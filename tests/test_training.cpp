@@ -160,6 +160,47 @@ TEST_CASE("a budget-fitted schedule counts the kNN monitor and checkpoint time a
   CHECK(seconds < 6.0 * 1.15 + 3.0);  // the budget, its deadline margin, and the step calibration
 }
 
+TEST_CASE("--eval_first and --teacher: the kNN monitor sees both backbones, and log.txt keeps each evaluation") {
+  TrainConfig c = small_train_config(fresh_dir("knn_teacher"));
+  c.epochs = 2;
+  c.teacher = true;
+  c.knn_freq = 1;
+  c.eval_first = true;
+  std::vector<std::string> seen;
+  const VisionTransformer* student_backbone = nullptr;
+  KnnMonitor monitor = [&](const VisionTransformer& backbone) {
+    const bool student = &backbone == student_backbone;
+    seen.push_back(student ? "student" : "teacher");
+    return student ? KnnResult{10.0, 20.0} : KnnResult{30.0, 40.0};
+  };
+  Trainer trainer(c, make_train_data(c), monitor);
+  student_backbone = trainer.student().backbone.get();
+  TrainResult r = trainer.run();
+  // Before training, then after each of the two epochs: the student, then the teacher.
+  CHECK(seen == std::vector<std::string>{"student", "teacher", "student", "teacher", "student", "teacher"});
+  REQUIRE(r.epochs.size() == 2);
+  CHECK(r.epochs[1].knn_top1 == 10.0);
+  CHECK(r.epochs[1].teacher_knn_top5 == 40.0);
+  std::ifstream log(c.output_dir + "/log.txt");
+  std::vector<nlohmann::json> rows;
+  for (std::string line; std::getline(log, line);) rows.push_back(nlohmann::json::parse(line));
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0].at("epoch") == -1);
+  CHECK(rows[0].at("before_training") == true);
+  CHECK(!rows[0].contains("train_loss"));
+  for (int i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    CHECK(rows[i].at("knn_top1") == 10.0);
+    CHECK(rows[i].at("teacher_knn_top1") == 30.0);
+    CHECK(rows[i].at("teacher_knn_top5") == 40.0);
+  }
+  CHECK(rows[2].at("epoch") == 1);
+  // The report plots the teacher's curve beside the student's.
+  std::ifstream report(c.output_dir + "/report.html");
+  const std::string html((std::istreambuf_iterator<char>(report)), {});
+  CHECK(html.find("teacher top-1") != std::string::npos);
+}
+
 TEST_CASE("export writes the backbone under timm names") {
   TrainConfig c = small_train_config(fresh_dir("export"));
   c.epochs = 1;
