@@ -21,6 +21,7 @@
 #include "kernels/cpu/parallel.h"
 #include "tools/common/device_choice.h"
 #include "tools/common/flag_checks.h"
+#include "tools/common/official_flags.h"
 
 namespace {
 
@@ -194,6 +195,8 @@ int main(int argc, char** argv) {
   app.add_option("--device", c.device,
                  "cpu | cuda | cuda:N | auto (cuda when a GPU answers): where the backbone computes features")
       ->default_val(c.device);
+  bam::tool::OfficialOnlyFlags official_only;
+  add_official_only_flags(app, official_only, bam::tool::OfficialScript::linear);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -201,6 +204,7 @@ int main(int argc, char** argv) {
   }
   try {
     namespace fs = std::filesystem;
+    check_official_only_flags(app, official_only, "bamprobe");
     c.device = bam::tool::resolve_device(c.device);
     c.data_backend = bam::tool::resolve_data_backend(c.data_backend, c.device);
     std::printf("device: %s\ndata_backend: %s\n", c.device.c_str(), c.data_backend.c_str());
@@ -217,8 +221,13 @@ int main(int argc, char** argv) {
     }
     BAM_CHECK(train.num_classes() == val.num_classes(), "--data_path {}: train has {} classes but val has {}",
               c.data_path, train.num_classes(), val.num_classes());
+    BAM_CHECK(official_only.num_labels == 0 || official_only.num_labels == train.num_classes(),
+              "--num_labels {}: --data_path {} has {} classes (the probe takes its labels from the class folders)",
+              official_only.num_labels, c.data_path, train.num_classes());
     std::string description;
     auto backbone = load_backbone(c, &description);
+    BAM_CHECK(c.mode == "knn" || (c.n_last_blocks >= 1 && c.n_last_blocks <= backbone->config().depth),
+              "--n_last_blocks {}: the backbone has {} blocks", c.n_last_blocks, backbone->config().depth);
     backbone->to(device);
     std::printf("bamprobe: %lld train / %lld val images, %lld classes; backbone %s; %d threads\n",
                 static_cast<long long>(train.size()), static_cast<long long>(val.size()),

@@ -3,7 +3,6 @@
 // <output_dir>/checkpoint.safetensors when it exists.
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 
 #include "bam/output_dir.h"
@@ -12,6 +11,7 @@
 #include "engine/host_allocator.h"
 #include "tools/common/device_choice.h"
 #include "tools/common/knn_monitor.h"
+#include "tools/common/official_flags.h"
 
 namespace {
 
@@ -123,64 +123,6 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
           "time a few steps first and set --max_steps so the whole schedule fits --time_budget_minutes");
 }
 
-// Flags of the official main_pretrain.py that have no counterpart here. They are accepted, so that
-// an official command line runs as it is, and each one given says what it means here; the two that
-// would change what is trained stop the run instead.
-struct OfficialOnlyFlags {
-  bool wandb = false, compile = false, debug = false, use_ccrop = false;
-  std::string wandb_key, dist_url;
-  int64_t local_rank = 0;
-  double box_thresh = 0.1, ccrop_alpha = 0.6;
-  int64_t loc_interval = 20, ccrop_img_size = 0;
-};
-
-void add_official_only_flags(CLI::App& app, OfficialOnlyFlags& f) {
-  const char* group = "Official flags with no effect here (accepted so that official command lines run)";
-  auto boolean = [&](const char* name, bool& value, const char* help) {
-    app.add_option(name, value, help)->type_name("BOOL")->group(group);
-  };
-  boolean("--wandb", f.wandb, "no Weights & Biases logging: see log.txt, steps.jsonl and report.html");
-  app.add_option("--wandb_key", f.wandb_key, "unused")->group(group);
-  boolean("--compile", f.compile, "torch.compile: the kernels here are compiled already");
-  boolean("--debug", f.debug, "unused");
-  app.add_option("--dist_url", f.dist_url, "unused: one process trains on one device")->group(group);
-  app.add_option("--local-rank,--local_rank", f.local_rank, "must be 0: one process trains on one device")
-      ->group(group);
-  boolean("--use_ccrop", f.use_ccrop, "ContrastiveCrop is not implemented: only false is accepted");
-  app.add_option("--box_thresh", f.box_thresh, "ContrastiveCrop setting (unused)")->group(group);
-  app.add_option("--loc_interval", f.loc_interval, "ContrastiveCrop setting (unused)")->group(group);
-  app.add_option("--ccrop_alpha", f.ccrop_alpha, "ContrastiveCrop setting (unused)")->group(group);
-  app.add_option("--ccrop_img_size", f.ccrop_img_size, "ContrastiveCrop setting (unused)")->group(group);
-}
-
-// Fails (naming the flag) where an official flag asks for what is not implemented; prints a note
-// for each other one given.
-void check_official_only_flags(const CLI::App& app, const OfficialOnlyFlags& f) {
-  BAM_CHECK(!f.use_ccrop,
-            "--use_ccrop true: ContrastiveCrop is not implemented; the crops are DINO's RandomResizedCrop. Pass "
-            "--use_ccrop false (the official script's default is true)");
-  const char* world = std::getenv("WORLD_SIZE");
-  BAM_CHECK(world == nullptr || std::atoll(world) <= 1,
-            "WORLD_SIZE={}: bamtrain trains on one device per process, and multi-GPU training is not implemented; "
-            "launched as {} processes it would train {} separate models. Run one process (unset WORLD_SIZE)",
-            world ? world : "", world ? world : "", world ? world : "");
-  BAM_CHECK(f.local_rank == 0,
-            "--local-rank {}: bamtrain trains on one device per process (no multi-GPU training); pick the GPU "
-            "with --device cuda:{}",
-            f.local_rank, f.local_rank);
-  auto note = [&](const char* flag, const char* what) {
-    if (app.count(flag) > 0) std::printf("note: %s %s\n", flag, what);
-  };
-  if (f.wandb) note("--wandb", "has no effect: the metrics go to log.txt and steps.jsonl, plotted in report.html");
-  note("--wandb_key", "is not used (no Weights & Biases logging)");
-  if (f.compile) note("--compile", "has no effect: there is no graph to compile, the kernels are native code");
-  note("--debug", "has no effect");
-  note("--dist_url", "has no effect: one process trains on one device");
-  for (const char* flag : {"--box_thresh", "--loc_interval", "--ccrop_alpha", "--ccrop_img_size"})
-    note(flag, "has no effect: it is a ContrastiveCrop setting, and ContrastiveCrop is not implemented");
-  std::fflush(stdout);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -190,8 +132,8 @@ int main(int argc, char** argv) {
   std::vector<double> global_scale, local_scale;
   bool use_fp16 = false;
   add_flags(app, config, global_scale, local_scale, use_fp16);
-  OfficialOnlyFlags official_only;
-  add_official_only_flags(app, official_only);
+  bam::tool::OfficialOnlyFlags official_only;
+  add_official_only_flags(app, official_only, bam::tool::OfficialScript::pretrain);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -200,7 +142,7 @@ int main(int argc, char** argv) {
   try {
     if (global_scale.size() == 2) config.global_crops_scale = {global_scale[0], global_scale[1]};
     if (local_scale.size() == 2) config.local_crops_scale = {local_scale[0], local_scale[1]};
-    check_official_only_flags(app, official_only);
+    check_official_only_flags(app, official_only, "bamtrain");
     if (use_fp16) config.precision = "fp16";
     config.device = bam::tool::resolve_device(config.device);
     config.precision = bam::tool::resolve_precision(config.precision, config.device);
