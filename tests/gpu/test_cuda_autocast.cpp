@@ -124,7 +124,8 @@ TEST_CASE("checkpointed blocks recompute in the forward's autocast type, though 
   // Gradients of the master weights with and without --grad_checkpointing 1, under bf16 autocast,
   // with stochastic depth; backward runs after the guard has ended, as in the trainer. A
   // recomputation in f32 would give gradients about a percent away.
-  auto gradients = [](int64_t every) {
+  size_t held[2] = {0, 0};  // device bytes held between forward and backward: kept, checkpointed
+  auto gradients = [&held](int64_t every) {
     TinySetup s;
     s.vit.drop_path_rate = 0.3;
     s.vit.checkpoint_every = every;
@@ -133,11 +134,13 @@ TEST_CASE("checkpointed blocks recompute in the forward's autocast type, though 
     model.to(Device::cuda());
     std::vector<Tensor> batch = fixed_batch(8);
     manual_seed(21);
+    const size_t before = cuda::memory_stats(0).bytes_in_use;
     Tensor z;
     {
       AutocastGuard autocast(DType::bf16);
       z = model.forward(batch);
     }
+    held[every > 0 ? 1 : 0] = cuda::memory_stats(0).bytes_in_use - before;
     bam_loss(z, 0.05, loss_options()).loss.backward();
     std::vector<Tensor> grads;
     for (const auto& [name, p] : model.named_parameters()) grads.push_back(p.grad().to(Device::cpu()));
@@ -151,8 +154,10 @@ TEST_CASE("checkpointed blocks recompute in the forward's autocast type, though 
     const double norm = std::sqrt(sum(mul(plain[i], plain[i])).item());
     if (norm > 0) worst = std::max(worst, std::sqrt(sum(mul(diff, diff)).item()) / norm);
   }
-  MESSAGE("checkpointed vs kept activations, bf16: worst relative L2 gradient difference " << worst);
+  MESSAGE("checkpointed vs kept activations, bf16: worst relative L2 gradient difference "
+          << worst << "; device bytes held between forward and backward " << held[1] << " vs " << held[0]);
   CHECK(worst < 1e-3);
+  CHECK(held[1] * 2 < held[0]);
 }
 
 TEST_CASE("a short bf16 and fp16 training run tracks the f32 run's loss") {
