@@ -441,8 +441,10 @@ TrainResult Trainer::run() {
   // A kNN evaluation of the weights training starts from: asked for (--eval_first), or, fitting a
   // budget, to time the monitor (it is then also the baseline of the evaluations to come).
   // It goes to log.txt as a row of its own, marked before_training, at the epoch before the first
-  // one to train (-1 for a new run, as the official script's eval_first logs it).
-  if (knn_ && (config_.eval_first || (fit && config_.knn_freq > 0))) {
+  // one to train (-1 for a new run, as the official script's eval_first logs it) and the step it
+  // starts from (a run resumed mid-epoch). A finished run, run again, trains nothing: no evaluation.
+  const bool finished = state_.global_step >= total_steps_;
+  if (knn_ && !finished && (config_.eval_first || (fit && config_.knn_freq > 0))) {
     KnnEvaluation knn = evaluate_knn();
     knn_seconds_ = knn.seconds;
     std::printf("kNN evaluation before training: %s (%.1f s%s)\n", knn.text().c_str(), knn_seconds_,
@@ -453,6 +455,7 @@ TrainResult Trainer::run() {
       j["teacher_knn_top5"] = knn.teacher->top5;
     }
     j["epoch"] = state_.epoch - 1;
+    j["global_step"] = state_.global_step;
     j["before_training"] = true;
     append_log_row(j);
   }

@@ -194,7 +194,13 @@ TEST_CASE("--eval_first and --teacher: the kNN monitor sees both backbones, and 
     CHECK(rows[i].at("teacher_knn_top1") == 30.0);
     CHECK(rows[i].at("teacher_knn_top5") == 40.0);
   }
+  CHECK(rows[0].at("global_step") == 0);
   CHECK(rows[2].at("epoch") == 1);
+  // Run again, the finished run resumes, trains nothing and evaluates nothing.
+  Trainer again(c, make_train_data(c), monitor);
+  student_backbone = again.student().backbone.get();
+  again.run();
+  CHECK(seen.size() == 6);
   // The report plots the teacher's curve beside the student's.
   std::ifstream report(c.output_dir + "/report.html");
   const std::string html((std::istreambuf_iterator<char>(report)), {});

@@ -227,7 +227,8 @@ int main(int argc, char** argv) {
     std::string description;
     auto backbone = load_backbone(c, &description);
     BAM_CHECK(c.mode == "knn" || (c.n_last_blocks >= 1 && c.n_last_blocks <= backbone->config().depth),
-              "--n_last_blocks {}: the backbone has {} blocks", c.n_last_blocks, backbone->config().depth);
+              "--n_last_blocks {}: the backbone has {} blocks (1 takes the final CLS token alone)", c.n_last_blocks,
+              backbone->config().depth);
     backbone->to(device);
     std::printf("bamprobe: %lld train / %lld val images, %lld classes; backbone %s; %d threads\n",
                 static_cast<long long>(train.size()), static_cast<long long>(val.size()),

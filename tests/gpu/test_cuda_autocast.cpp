@@ -124,7 +124,7 @@ TEST_CASE("checkpointed blocks recompute in the forward's autocast type, though 
   // Gradients of the master weights with and without --grad_checkpointing 1, under bf16 autocast,
   // with stochastic depth; backward runs after the guard has ended, as in the trainer. A
   // recomputation in f32 would give gradients about a percent away.
-  size_t held[2] = {0, 0};  // device bytes held between forward and backward: kept, checkpointed
+  int64_t held[2] = {0, 0};  // device bytes held between forward and backward: kept, checkpointed
   auto gradients = [&held](int64_t every) {
     TinySetup s;
     s.vit.drop_path_rate = 0.3;
@@ -134,13 +134,13 @@ TEST_CASE("checkpointed blocks recompute in the forward's autocast type, though 
     model.to(Device::cuda());
     std::vector<Tensor> batch = fixed_batch(8);
     manual_seed(21);
-    const size_t before = cuda::memory_stats(0).bytes_in_use;
+    const auto before = static_cast<int64_t>(cuda::memory_stats(0).bytes_in_use);
     Tensor z;
     {
       AutocastGuard autocast(DType::bf16);
       z = model.forward(batch);
     }
-    held[every > 0 ? 1 : 0] = cuda::memory_stats(0).bytes_in_use - before;
+    held[every > 0 ? 1 : 0] = static_cast<int64_t>(cuda::memory_stats(0).bytes_in_use) - before;
     bam_loss(z, 0.05, loss_options()).loss.backward();
     std::vector<Tensor> grads;
     for (const auto& [name, p] : model.named_parameters()) grads.push_back(p.grad().to(Device::cpu()));

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -66,7 +67,7 @@ inline void check_official_only_flags(const CLI::App& app, const OfficialOnlyFla
   const char* world = std::getenv("WORLD_SIZE");
   BAM_CHECK(world == nullptr || std::atoll(world) <= 1,
             "WORLD_SIZE={}: {} runs on one device per process, and multi-GPU runs are not implemented; launched as "
-            "{} processes it would do the same work {} times apart. Run one process (unset WORLD_SIZE)",
+            "{} processes it would do the same work {} times over. Run one process (unset WORLD_SIZE)",
             world ? world : "", tool, world ? world : "", world ? world : "");
   BAM_CHECK(f.local_rank == 0,
             "--local-rank {}: {} runs on one device per process (multi-GPU runs are not implemented); pick the GPU "
