@@ -130,11 +130,9 @@ void GpuCropLoader::allocate_resources() {
       out.groups.push_back(cuda::device_allocate_uncached(bytes, "the GPU loader's output crops"));
       output_bytes_ += bytes;
     }
-    cudaEvent_t ready, released;
+    cudaEvent_t ready;
     BAM_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-    BAM_CUDA_CHECK(cudaEventCreateWithFlags(&released, cudaEventDisableTiming));
     out.ready = ready;
-    out.released = released;
   }
   // The other device buffers are sized by the first batch's plan, and grown by a later batch that
   // needs more (ensure_device).
@@ -149,7 +147,6 @@ void GpuCropLoader::free_resources() {
   for (OutputSlot& out : output_slots_) {
     for (void* p : out.groups) cudaFree(p);
     if (out.ready) cudaEventDestroy(as_event(out.ready));
-    if (out.released) cudaEventDestroy(as_event(out.released));
   }
   output_slots_.clear();
   for (void** p : {&d_coefficients_, &d_planes_, &d_rgb_, &d_tables_, &d_scratch_, &d_pixels_, &d_row_sums_,
@@ -239,8 +236,7 @@ void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
     // The trainer's work on the batches it holds is queued by now: their buffers are released after it.
     for (OutputSlot& out : output_slots_) {
       if (out.batch < 0) continue;
-      BAM_CUDA_CHECK(cudaEventRecord(as_event(out.released), as_stream(cuda::current_stream())));
-      out.release_recorded = true;
+      out.released.record();
       out.batch = -1;
     }
     next_ = {first, 0};
@@ -498,7 +494,7 @@ void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
       stream);
   // Only the crop kernels write the output slot: the upload and the decode above run while the
   // trainer still reads this slot's previous batch, and the crops wait for its release.
-  if (out.release_recorded) BAM_CUDA_CHECK(cudaStreamWaitEvent(stream, as_event(out.released), 0));
+  out.released.wait_on_stream(stream);
   const cuda_kernels::CropScratch scratch_view{static_cast<float*>(d_scratch_), static_cast<float*>(d_pixels_),
                                                static_cast<double*>(d_row_sums_), static_cast<float*>(d_means_)};
   for (size_t g = 0; g < plan.groups.size(); ++g) {
@@ -534,10 +530,7 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   // buffers may be rewritten after it.
   if (g > 0) {
     OutputSlot& previous = output_slots_[(g - 1) % kOutputSlots];
-    if (previous.batch == g - 1) {
-      BAM_CUDA_CHECK(cudaEventRecord(as_event(previous.released), as_stream(compute)));
-      previous.release_recorded = true;
-    }
+    if (previous.batch == g - 1) previous.released.record();  // on `compute`, the current stream
   }
   const int64_t rows = sequence_.rows(g);
   Batch batch;

@@ -67,9 +67,8 @@ class GpuCropLoader : public CropLoader {
   // Device buffers written by one batch's kernels and read by the trainer.
   struct OutputSlot {
     std::vector<void*> groups;
-    void* ready = nullptr;     // cudaEvent_t: the batch's kernels are done
-    void* released = nullptr;  // cudaEvent_t: the trainer's work on the previous batch in it is queued
-    bool release_recorded = false;
+    void* ready = nullptr;      // cudaEvent_t: the batch's kernels are done
+    cuda::StreamMark released;  // on the trainer's stream, behind its work on the batch last in it
     int64_t batch = -1;
     std::vector<int64_t> indices, labels;  // of the batch in it
   };

@@ -262,6 +262,11 @@ void StreamMark::record() {
   recorded_ = true;
 }
 
+void StreamMark::wait_on_stream(void* stream) const {
+  if (!recorded_) return;
+  BAM_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(event_), 0));
+}
+
 void StreamMark::wait() const {
   if (!recorded_) return;
   int current = 0;

@@ -77,7 +77,9 @@ void* current_stream();
 // spinning, until that work has run. Waiting on it is not a host wait of the engine's (the stream
 // is not drained: later work stays queued). Without a device both do nothing. The CPU loader
 // marks the stream each time it hands out a batch, and refills the previous batch's page-locked
-// buffer only after the mark, so an upload queued from that buffer has read it first.
+// buffer only after the mark, so an upload queued from that buffer has read it first. The GPU
+// loader's stream waits on such a mark before it rewrites the output buffers of a batch the
+// trainer has finished with (wait_on_stream).
 class StreamMark {
  public:
   StreamMark() = default;
@@ -89,6 +91,9 @@ class StreamMark {
 
   void record();
   void wait() const;  // returns at once if never recorded
+  // Makes the work queued on `stream` (a cudaStream_t of the same device) from now on wait for the
+  // marked work, on the device: the host does not block. Nothing to wait for if never recorded.
+  void wait_on_stream(void* stream) const;
 
  private:
   void* event_ = nullptr;  // cudaEvent_t, created by the first record()

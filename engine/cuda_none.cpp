@@ -34,6 +34,7 @@ StreamMark::StreamMark(StreamMark&&) noexcept = default;
 StreamMark& StreamMark::operator=(StreamMark&&) noexcept = default;
 void StreamMark::record() {}
 void StreamMark::wait() const {}
+void StreamMark::wait_on_stream(void*) const {}
 // Without CUDA there is no page-locking; plain aligned memory keeps callers' code paths the same.
 void* host_allocate_pinned(size_t nbytes) { return std::aligned_alloc(64, (nbytes + 63) / 64 * 64 + 64); }
 void host_free_pinned(void* ptr) { std::free(ptr); }
