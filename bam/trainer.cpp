@@ -231,6 +231,22 @@ std::string Trainer::memory_text() const {
   return fmt::format("{:.2f} GiB (peak {:.2f})", cpu_bytes_in_use() / 1073741824.0, cpu_peak_bytes() / 1073741824.0);
 }
 
+namespace {
+
+// The kNN results of `s` that were measured, under their log.txt keys.
+void add_knn_fields(nlohmann::ordered_json& j, const EpochStats& s) {
+  if (s.knn_top1 >= 0) {
+    j["knn_top1"] = s.knn_top1;
+    j["knn_top5"] = s.knn_top5;
+  }
+  if (s.teacher_knn_top1 >= 0) {
+    j["teacher_knn_top1"] = s.teacher_knn_top1;
+    j["teacher_knn_top5"] = s.teacher_knn_top5;
+  }
+}
+
+}  // namespace
+
 void Trainer::append_log(const EpochStats& s) {
   nlohmann::ordered_json j;
   j["train_loss"] = s.loss;
@@ -243,14 +259,7 @@ void Trainer::append_log(const EpochStats& s) {
   j["train_data_wait_s"] = s.data_wait_s;
   j["train_seconds"] = s.seconds;
   if (device_.is_cuda()) j["train_host_waits_per_step"] = s.host_waits_per_step;
-  if (s.knn_top1 >= 0) {
-    j["knn_top1"] = s.knn_top1;
-    j["knn_top5"] = s.knn_top5;
-  }
-  if (s.teacher_knn_top1 >= 0) {
-    j["teacher_knn_top1"] = s.teacher_knn_top1;
-    j["teacher_knn_top5"] = s.teacher_knn_top5;
-  }
+  add_knn_fields(j, s);
   j["epoch"] = s.epoch;
   append_log_row(j);
 }
@@ -449,11 +458,10 @@ TrainResult Trainer::run() {
     knn_seconds_ = knn.seconds;
     std::printf("kNN evaluation before training: %s (%.1f s%s)\n", knn.text().c_str(), knn_seconds_,
                 config_.time_budget_minutes > 0 ? ", counted in the budget" : "");
-    nlohmann::ordered_json j{{"knn_top1", knn.student.top1}, {"knn_top5", knn.student.top5}};
-    if (knn.teacher) {
-      j["teacher_knn_top1"] = knn.teacher->top1;
-      j["teacher_knn_top5"] = knn.teacher->top5;
-    }
+    EpochStats measured;
+    knn.into(&measured);
+    nlohmann::ordered_json j;
+    add_knn_fields(j, measured);
     j["epoch"] = state_.epoch - 1;
     j["global_step"] = state_.global_step;
     j["before_training"] = true;

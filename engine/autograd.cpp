@@ -14,10 +14,8 @@ thread_local bool t_grad_mode = true;
 
 bool grad_mode_enabled() { return t_grad_mode; }
 
-NoGradGuard::NoGradGuard() : previous_(t_grad_mode) { t_grad_mode = false; }
-NoGradGuard::~NoGradGuard() { t_grad_mode = previous_; }
-EnableGradGuard::EnableGradGuard() : previous_(t_grad_mode) { t_grad_mode = true; }
-EnableGradGuard::~EnableGradGuard() { t_grad_mode = previous_; }
+GradModeGuard::GradModeGuard(bool enabled) : previous_(t_grad_mode) { t_grad_mode = enabled; }
+GradModeGuard::~GradModeGuard() { t_grad_mode = previous_; }
 
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
   if (!t_grad_mode) return false;

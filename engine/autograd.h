@@ -42,29 +42,26 @@ struct Node {
 // True when ops record the graph (false inside a NoGradGuard); thread-local.
 bool grad_mode_enabled();
 
-// Turns gradient recording off in this thread for the guard's lifetime.
-class NoGradGuard {
+// Sets gradient recording in this thread for the guard's lifetime, then restores it.
+class GradModeGuard {
  public:
-  NoGradGuard();
-  ~NoGradGuard();
-  NoGradGuard(const NoGradGuard&) = delete;
-  NoGradGuard& operator=(const NoGradGuard&) = delete;
+  explicit GradModeGuard(bool enabled);
+  ~GradModeGuard();
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
 
  private:
   bool previous_;
 };
 
-// Turns gradient recording back on in this thread for the guard's lifetime: a backward function
-// that recomputes part of the forward records that recomputation (engine/checkpoint.h).
-class EnableGradGuard {
- public:
-  EnableGradGuard();
-  ~EnableGradGuard();
-  EnableGradGuard(const EnableGradGuard&) = delete;
-  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
-
- private:
-  bool previous_;
+// Recording off (inference, backward closures, optimizer updates).
+struct NoGradGuard : GradModeGuard {
+  NoGradGuard() : GradModeGuard(false) {}
+};
+// Recording back on: a backward function that recomputes part of the forward records that
+// recomputation (engine/checkpoint.h).
+struct EnableGradGuard : GradModeGuard {
+  EnableGradGuard() : GradModeGuard(true) {}
 };
 
 // True when an op with these inputs must record a node (grad mode on and any input requires grad).
