@@ -10,12 +10,13 @@ bool starts_with(const std::string& s, const std::string& prefix) { return s.rfi
 }  // namespace
 
 void save_checkpoint(const std::string& path, const TrainConfig& config, const TrainState& state, const Module& student,
-                     const Module* teacher, const Optimizer& optimizer) {
+                     const Module* teacher, const Optimizer& optimizer, const Tensor& object_boxes) {
   NamedTensors tensors;
   for (const auto& [name, t] : student.state()) tensors.emplace_back("student." + name, t);
   if (teacher)
     for (const auto& [name, t] : teacher->state()) tensors.emplace_back("teacher." + name, t);
   for (const auto& [name, t] : optimizer.state()) tensors.emplace_back("optimizer." + name, t);
+  if (object_boxes.defined()) tensors.emplace_back("ccrop.boxes", object_boxes);
   std::map<std::string, std::string> metadata = {
       {"format", "pt"},
       {"bam_checkpoint", "1"},
@@ -58,6 +59,8 @@ LoadedCheckpoint load_checkpoint(const std::string& path) {
       out.teacher.emplace_back(name.substr(8), t);
     else if (starts_with(name, "optimizer."))
       out.optimizer.emplace_back(name.substr(10), t);
+    else if (name == "ccrop.boxes")
+      out.object_boxes = t;
   }
   return out;
 }

@@ -1,5 +1,6 @@
 // bamtrain checkpoints as safetensors: student.<name> and teacher.<name> (parameters and
-// buffers), optimizer.<param>.<slot> (moments), and in __metadata__ the epoch, step, optimizer
+// buffers), optimizer.<param>.<slot> (moments), ccrop.boxes (ContrastiveCrop's object boxes, [images,
+// 4] f32: top, left, bottom, right as fractions, when used), and in __metadata__ the epoch, step, optimizer
 // steps, the RNG seed and every argument as JSON ("args"), plus "format": "pt". Written
 // atomically; `bamtool export` turns one into a timm-loadable backbone.
 #pragma once
@@ -24,12 +25,13 @@ struct TrainState {
 };
 
 void save_checkpoint(const std::string& path, const TrainConfig& config, const TrainState& state, const Module& student,
-                     const Module* teacher, const Optimizer& optimizer);
+                     const Module* teacher, const Optimizer& optimizer, const Tensor& object_boxes = Tensor());
 
 struct LoadedCheckpoint {
   TrainConfig config;
   TrainState state;
   NamedTensors student, teacher, optimizer;
+  Tensor object_boxes;  // ccrop.boxes (undefined when the run did not use ContrastiveCrop)
   std::map<std::string, std::string> metadata;
 };
 LoadedCheckpoint load_checkpoint(const std::string& path);

@@ -51,6 +51,10 @@ class FolderData : public TrainData {
     out.wait_seconds = b.wait_seconds;
     return out;
   }
+  const data::Dataset* images() const override { return &loader_->dataset(); }
+  void set_object_boxes(std::shared_ptr<const data::ObjectBoxes> boxes) override {
+    loader_->set_object_boxes(std::move(boxes));
+  }
   std::string describe() const override {
     const auto& d = loader_->dataset();
     return fmt::format("{}: {} images{}; {}{}", d.root, d.size(),

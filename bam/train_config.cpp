@@ -67,6 +67,15 @@ void TrainConfig::validate() const {
             local_crops_scale.first, local_crops_scale.second);
   BAM_CHECK(global_crops_size >= patch_size && local_crops_size >= 1, "crop sizes must hold at least one patch");
   BAM_CHECK(!data_path.empty(), "--data_path is required (a folder of images, or synthetic:N for generated data)");
+  BAM_CHECK(loc_interval >= 1, "--loc_interval must be at least 1, got {}", loc_interval);
+  BAM_CHECK(box_thresh >= 0 && box_thresh < 1, "--box_thresh must be in [0, 1), got {}", box_thresh);
+  BAM_CHECK(ccrop_alpha > 0, "--ccrop_alpha must be positive, got {}", ccrop_alpha);
+  BAM_CHECK(ccrop_img_size >= 0 && box_image_size() % patch_size == 0,
+            "--ccrop_img_size {} is not a multiple of --patch_size {}", ccrop_img_size, patch_size);
+  BAM_CHECK(!use_ccrop || data_path.rfind("synthetic:", 0) != 0,
+            "--use_ccrop true needs images to locate objects in: --data_path {} is generated data, which has no "
+            "crops to place (pass --use_ccrop false)",
+            data_path);
   BAM_CHECK(saveckp_freq >= 0, "--saveckp_freq must be non-negative, got {}", saveckp_freq);
   BAM_CHECK(num_workers >= 0, "--num_workers must be non-negative, got {}", num_workers);
   BAM_CHECK(data_backend == "cpu" || data_backend == "gpu", "--data_backend must be cpu, gpu or auto, got '{}'",
@@ -122,7 +131,8 @@ ProjectorConfig TrainConfig::projector() const {
   X(weight_decay_end) X(clip_grad) X(clip_mode) X(freeze_last_layer) X(reg) X(reg_final)                    \
   X(reg_warmup_epochs) X(temperature) X(num_sink_iter) X(top_k_sink) X(positive_masking)                    \
   X(target_crops_number) X(global_crops_number) X(local_crops_number) X(global_crops_scale)                 \
-  X(local_crops_scale) X(global_crops_size) X(local_crops_size) X(data_path) X(output_dir) X(saveckp_freq)  \
+  X(local_crops_scale) X(global_crops_size) X(local_crops_size) X(use_ccrop) X(box_thresh) X(ccrop_alpha)  \
+  X(loc_interval) X(ccrop_img_size) X(data_path) X(output_dir) X(saveckp_freq)                              \
   X(seed) X(num_workers) X(data_backend) X(knn_freq) X(knn_train_path) X(knn_val_path) X(eval_resize_ratio) \
   X(knn_train_fraction) X(knn_eval_fraction) X(eval_first) X(log_freq) X(time_budget_minutes)               \
   X(fit_epochs_to_budget)

@@ -12,6 +12,11 @@
 
 namespace bam {
 
+void TrainData::set_object_boxes(std::shared_ptr<const data::ObjectBoxes> boxes) {
+  (void)boxes;
+  fail("ContrastiveCrop needs an image folder: this data source ({}) makes no crops to place", describe());
+}
+
 std::unique_ptr<TrainData> make_train_data(const TrainConfig& config) {
   // The GPU loader creates its buffers on the process's device: select it first (engine/cuda.h).
   Device device;

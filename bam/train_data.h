@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "data/dataset.h"
+#include "data/object_boxes.h"
 #include "engine/tensor.h"
 
 namespace bam {
@@ -35,6 +37,10 @@ class TrainData {
   // source that prepares batches ahead goes on into the next epoch's first batches up to there.
   virtual void set_epochs(int64_t epochs) { (void)epochs; }
   virtual std::string describe() const = 0;
+  // ContrastiveCrop (bam/contrastive_crop.h): the image files, to locate objects in, and the boxes
+  // the crops are placed by from now on (CropLoader::set_object_boxes). Generated data has neither.
+  virtual const data::Dataset* images() const { return nullptr; }
+  virtual void set_object_boxes(std::shared_ptr<const data::ObjectBoxes> boxes);
 };
 
 // Generated images for tests and benchmarks ("synthetic:N" as --data_path): N images, each one of

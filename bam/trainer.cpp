@@ -4,10 +4,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "bam/bam_loss.h"
+#include "bam/folder_data.h"
 #include "bam/output_dir.h"
 #include "bam/report.h"
 #include "bam/schedules.h"
@@ -76,6 +78,10 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
   student_->to(device_);
   if (teacher_) teacher_->to(device_);
   optimizer_ = make_optimizer(config_.optimizer, make_param_groups(student_->named_parameters()));
+  ccrop_schedule_ = {config_.loc_interval, config_.warmup_epochs};
+  BAM_CHECK(!config_.use_ccrop || data_->images(),
+            "--use_ccrop true needs an image folder as --data_path: {} has no images to locate objects in",
+            data_->describe());
   build_schedules();
 }
 
@@ -88,7 +94,12 @@ void Trainer::build_schedules() {
   lr_schedule_ = cosine_schedule_steps(base_lr, config_.min_lr, total_steps_, warmup);
   wd_schedule_ = cosine_schedule_steps(config_.weight_decay, config_.weight_decay_end, total_steps_, 0);
   momentum_schedule_ = cosine_schedule_steps(config_.teacher_m, 1.0, total_steps_, 0);
-  data_->set_epochs((total_steps_ + steps - 1) / steps);  // the loader runs on into each next epoch up to here
+  data_->set_epochs(epochs_in_schedule());  // the loader runs on into each next epoch up to here
+}
+
+int64_t Trainer::epochs_in_schedule() const {
+  const int64_t steps = data_->steps_per_epoch();
+  return (total_steps_ + steps - 1) / steps;
 }
 
 double Trainer::measure_step_seconds() {
@@ -209,6 +220,17 @@ void Trainer::resume_if_possible(TrainResult& result) {
     scaler_.load_state(ck.state.loss_scale, ck.state.loss_scale_clean_steps);
   state_ = ck.state;
   step_in_epoch_ = ck.state.step_in_epoch;
+  if (config_.use_ccrop && ck.object_boxes.defined()) {
+    const int64_t n = data_->images()->size();
+    BAM_CHECK(ck.object_boxes.dim() == 2 && ck.object_boxes.size(0) == n && ck.object_boxes.size(1) == 4 &&
+                  ck.object_boxes.dtype() == DType::f32,
+              "{}: ccrop.boxes holds {} ContrastiveCrop boxes, but --data_path {} has {} images; resume with the same "
+              "images or use a new --output_dir",
+              checkpoint_path(), ck.object_boxes.dim() == 2 ? ck.object_boxes.size(0) : -1, config_.data_path, n);
+    const float* b = ck.object_boxes.data<float>();
+    resumed_boxes_.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) resumed_boxes_[i] = {b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]};
+  }
   result.resumed = true;
   std::printf("Resumed from %s: %lld epochs and %lld steps done\n", checkpoint_path().c_str(),
               static_cast<long long>(state_.epoch), static_cast<long long>(state_.global_step));
@@ -219,7 +241,48 @@ void Trainer::save(const std::string& path) {
   state_.step_in_epoch = step_in_epoch_;
   state_.loss_scale = scaler_.enabled() ? scaler_.scale() : 0.0;
   state_.loss_scale_clean_steps = scaler_.enabled() ? scaler_.clean_steps() : 0;
-  save_checkpoint(path, config_, state_, *student_, teacher_.get(), *optimizer_);
+  Tensor boxes;
+  if (object_boxes_) {
+    const auto& v = object_boxes_->boxes;
+    static_assert(sizeof(data::ObjectBox) == 4 * sizeof(float));
+    boxes = empty({static_cast<int64_t>(v.size()), 4});
+    std::memcpy(boxes.data<float>(), v.data(), v.size() * sizeof(data::ObjectBox));
+  }
+  save_checkpoint(path, config_, state_, *student_, teacher_.get(), *optimizer_, boxes);
+}
+
+void Trainer::use_object_boxes(std::vector<data::ObjectBox> boxes, int64_t epoch) {
+  auto b = std::make_shared<data::ObjectBoxes>();
+  b->alpha = config_.ccrop_alpha;
+  b->first_epoch = ccrop_schedule_.first_epoch();
+  b->until_epoch = ccrop_schedule_.known_until(epoch, epochs_in_schedule());
+  b->boxes = std::move(boxes);
+  object_boxes_ = b;
+  data_->set_object_boxes(object_boxes_);
+}
+
+void Trainer::renew_object_boxes(int64_t epoch, EpochStats* stats) {
+  auto start = Clock::now();
+  BamModel& model = teacher_ ? *teacher_ : *student_;  // the official script locates with the teacher
+  ObjectLocatorOptions o;
+  o.image_size = config_.box_image_size();
+  o.threshold = config_.box_thresh;
+  o.threads = static_cast<int>(std::max<int64_t>(1, config_.num_workers));
+  o.recipe = recipe_from_config(config_);
+  o.backend = config_.data_backend == "gpu" ? data::DataBackend::gpu : data::DataBackend::cpu;
+  o.autocast = compute_dtype_;
+  model.train(false);
+  std::vector<data::ObjectBox> boxes = locate_objects(*model.backbone, *data_->images(), o);
+  model.train(true);
+  double area = 0;
+  for (const data::ObjectBox& b : boxes) area += (b.bottom - b.top) * (b.right - b.left);
+  stats->box_area = boxes.empty() ? 0 : area / static_cast<double>(boxes.size());
+  use_object_boxes(std::move(boxes), epoch + 1);
+  stats->box_seconds = seconds_since(start);
+  std::printf(
+      "ContrastiveCrop: boxes located after epoch %lld from the %s's attention in %.1f s: %.1f%% of the "
+      "image on average\n",
+      static_cast<long long>(epoch), teacher_ ? "teacher" : "student", stats->box_seconds, 100 * stats->box_area);
 }
 
 std::string Trainer::memory_text() const {
@@ -260,6 +323,10 @@ void Trainer::append_log(const EpochStats& s) {
   j["train_seconds"] = s.seconds;
   if (device_.is_cuda()) j["train_host_waits_per_step"] = s.host_waits_per_step;
   add_knn_fields(j, s);
+  if (s.box_area >= 0) {
+    j["ccrop_box_area"] = s.box_area;
+    j["ccrop_box_seconds"] = s.box_seconds;
+  }
   j["epoch"] = s.epoch;
   append_log_row(j);
 }
@@ -427,6 +494,20 @@ TrainResult Trainer::run() {
   prepare_output_dir(config_.output_dir);
   TrainResult result;
   resume_if_possible(result);
+  if (config_.use_ccrop) {
+    // The boxes start as the whole image (or as the checkpoint left them).
+    const bool resumed_boxes = !resumed_boxes_.empty();
+    use_object_boxes(resumed_boxes ? std::move(resumed_boxes_) : std::vector<data::ObjectBox>(data_->images()->size()),
+                     state_.epoch);
+    std::printf(
+        "ContrastiveCrop: crops placed by object boxes (Beta(%g) centres) from epoch %lld on; the boxes (%s) "
+        "are located from the %s's attention at %lld px after epochs %lld, %lld, ... (from --warmup_epochs "
+        "on, every --loc_interval)\n",
+        config_.ccrop_alpha, static_cast<long long>(ccrop_schedule_.first_epoch()),
+        resumed_boxes ? "from the checkpoint" : "the whole image so far", teacher_ ? "teacher" : "student",
+        static_cast<long long>(config_.box_image_size()), static_cast<long long>(ccrop_schedule_.first_renewal()),
+        static_cast<long long>(ccrop_schedule_.first_renewal() + config_.loc_interval));
+  }
   int64_t params = 0;
   for (auto& p : student_->parameters()) params += p.numel();
   std::printf("%s\n%lld parameters; %lld steps per epoch of %lld images x %lld crops\n", data_->describe().c_str(),
@@ -489,9 +570,8 @@ TrainResult Trainer::run() {
     deadline =
         run_start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget_seconds));
 
-  // Re-evaluated every epoch: a budget refit can change the schedule's length.
-  auto epochs_needed = [&] { return (total_steps_ + data_->steps_per_epoch() - 1) / data_->steps_per_epoch(); };
-  for (int64_t epoch = state_.epoch; epoch < epochs_needed(); ++epoch) {
+  // epochs_in_schedule() is asked every epoch: a budget refit can change the schedule's length.
+  for (int64_t epoch = state_.epoch; epoch < epochs_in_schedule(); ++epoch) {
     EpochStats stats = train_epoch(epoch, result, deadline);
     if (result.stopped_by_budget) {
       save(checkpoint_path());
@@ -502,7 +582,9 @@ TrainResult Trainer::run() {
     }
     state_.epoch = epoch + 1;
     step_in_epoch_ = 0;
-    bool last = epoch + 1 == epochs_needed();
+    bool last = epoch + 1 == epochs_in_schedule();
+    if (config_.use_ccrop && ccrop_schedule_.renews_after(epoch, epochs_in_schedule()))
+      renew_object_boxes(epoch, &stats);
     if (knn_ && config_.knn_freq > 0 && ((epoch + 1) % config_.knn_freq == 0 || last)) {
       KnnEvaluation knn = evaluate_knn();
       knn.into(&stats);

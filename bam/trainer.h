@@ -13,6 +13,7 @@
 
 #include "bam/bam_model.h"
 #include "bam/checkpoint.h"
+#include "bam/contrastive_crop.h"
 #include "bam/knn.h"
 #include "bam/train_config.h"
 #include "bam/train_data.h"
@@ -29,6 +30,9 @@ struct EpochStats {
   double host_waits_per_step = 0;  // on a GPU: times a step waited for the device (cuda::host_waits)
   double knn_top1 = -1, knn_top5 = -1;  // -1: not measured this epoch
   double teacher_knn_top1 = -1, teacher_knn_top5 = -1;  // with --teacher: the EMA teacher's backbone
+  // ContrastiveCrop's boxes renewed after this epoch: their mean area (fraction of the image) and
+  // the time it took (-1: not renewed)
+  double box_area = -1, box_seconds = -1;
 };
 
 struct TrainResult {
@@ -55,6 +59,8 @@ class Trainer {
  private:
   void resume_if_possible(TrainResult& result);
   void build_schedules();
+  // The epochs the schedule spans (the last one may end early, at --max_steps).
+  int64_t epochs_in_schedule() const;
   // Times a few steps of a throwaway copy of the model on real batches; returns seconds per step.
   double measure_step_seconds();
   // Fitting to a time budget: the most steps, counted from `from_step`, whose training time
@@ -73,6 +79,10 @@ class Trainer {
   KnnEvaluation evaluate_knn();
   using Clock = std::chrono::steady_clock;
   EpochStats train_epoch(int64_t epoch, TrainResult& result, const std::optional<Clock::time_point>& deadline);
+  // ContrastiveCrop: the boxes the crops are placed by from epoch `epoch` on, to the loader (and
+  // to the next checkpoint); and their renewal from the model's attention after `epoch`.
+  void use_object_boxes(std::vector<data::ObjectBox> boxes, int64_t epoch);
+  void renew_object_boxes(int64_t epoch, EpochStats* stats);
   void save(const std::string& path);
   void append_log(const EpochStats& stats);
   void append_log_row(const nlohmann::ordered_json& row);  // one line of log.txt
@@ -97,6 +107,9 @@ class Trainer {
   double save_seconds_ = 0, knn_seconds_ = 0;
   TrainState state_;
   int64_t step_in_epoch_ = 0;  // steps of state_.epoch already done (mid-epoch resume)
+  ContrastiveCropSchedule ccrop_schedule_;
+  std::shared_ptr<const data::ObjectBoxes> object_boxes_;  // with --use_ccrop
+  std::vector<data::ObjectBox> resumed_boxes_;             // from the checkpoint, until run() uses them
   Device device_;
 };
 

@@ -32,8 +32,22 @@ struct Draws {
 
 }  // namespace
 
+namespace {
+
+// ContrastiveCrop's corner along one side of `extent` pixels for a crop of `size`: from the box's
+// near edge `lo` to its far edge `hi` (fractions), Beta-distributed.
+int placed_corner(int extent, int size, float lo, float hi, double beta) {
+  auto clamp = [&](int v) { return std::clamp(v, 0, extent - size); };
+  const int first = clamp(static_cast<int>(extent * static_cast<double>(lo)) - size / 2);
+  const int last = clamp(static_cast<int>(extent * static_cast<double>(hi)) - size / 2);
+  return first + static_cast<int>((last - first) * beta);
+}
+
+}  // namespace
+
 void random_resized_box(int width, int height, double scale_min, double scale_max, uint64_t seed, uint32_t epoch,
-                        uint32_t image, uint32_t crop, int* top, int* left, int* box_h, int* box_w) {
+                        uint32_t image, uint32_t crop, int* top, int* left, int* box_h, int* box_w,
+                        const CropPlacement* placement) {
   Draws draw{seed, epoch, image, crop};
   const double area = static_cast<double>(width) * height;
   const double log_lo = std::log(3.0 / 4.0), log_hi = std::log(4.0 / 3.0);
@@ -43,10 +57,20 @@ void random_resized_box(int width, int height, double scale_min, double scale_ma
     int w = round_half_even(std::sqrt(target * aspect));
     int h = round_half_even(std::sqrt(target / aspect));
     if (w > 0 && w <= width && h > 0 && h <= height) {
-      *top = std::min(height - h, static_cast<int>(draw(AugmentPurpose::geometry, 4 * attempt + 2) * (height - h + 1)));
-      *left = std::min(width - w, static_cast<int>(draw(AugmentPurpose::geometry, 4 * attempt + 3) * (width - w + 1)));
       *box_h = h;
       *box_w = w;
+      if (placement) {
+        // Two Beta draws from their own stretches of the placement stream: rows, then columns.
+        auto beta = [&](uint32_t first) {
+          return beta_symmetric(placement->alpha,
+                                [&](uint32_t k) { return draw(AugmentPurpose::placement, first + k); });
+        };
+        *top = placed_corner(height, h, placement->box.top, placement->box.bottom, beta(0));
+        *left = placed_corner(width, w, placement->box.left, placement->box.right, beta(1024));
+        return;
+      }
+      *top = std::min(height - h, static_cast<int>(draw(AugmentPurpose::geometry, 4 * attempt + 2) * (height - h + 1)));
+      *left = std::min(width - w, static_cast<int>(draw(AugmentPurpose::geometry, 4 * attempt + 3) * (width - w + 1)));
       return;
     }
   }
@@ -64,15 +88,23 @@ void random_resized_box(int width, int height, double scale_min, double scale_ma
   *left = (width - w) / 2;
 }
 
+CropParams whole_image_params(int width, int height, int size) {
+  CropParams p;
+  p.height = height;
+  p.width = width;
+  p.out_size = size;
+  return p;
+}
+
 CropParams sample_crop(const AugmentRecipe& r, int width, int height, uint64_t seed, uint32_t epoch, uint32_t image,
-                       uint32_t crop) {
+                       uint32_t crop, const CropPlacement* placement) {
   Draws draw{seed, epoch, image, crop};
   CropParams p;
   const bool global = crop < r.global_crops;
   p.out_size = static_cast<int>(global ? r.global_size : r.local_size);
   random_resized_box(width, height, global ? r.global_scale_min : r.local_scale_min,
                      global ? r.global_scale_max : r.local_scale_max, seed, epoch, image, crop, &p.top, &p.left,
-                     &p.height, &p.width);
+                     &p.height, &p.width, placement);
   p.flip = draw(AugmentPurpose::flip, 0) < 0.5f;
   if (r.crop_and_flip_only) return p;
   p.jitter = draw(AugmentPurpose::jitter, 0) < r.jitter_p;

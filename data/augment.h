@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "data/image_decode.h"
+#include "data/object_boxes.h"
 
 namespace bam::data {
 
@@ -44,7 +45,7 @@ struct CropParams {
 };
 
 // What the RNG is drawn for; part of the counter, so purposes never share numbers.
-enum class AugmentPurpose : uint32_t { geometry = 1, flip, jitter, grayscale, blur, solarize };
+enum class AugmentPurpose : uint32_t { geometry = 1, flip, jitter, grayscale, blur, solarize, placement };
 
 // Uniform [0, 1) number `draw` for (seed, epoch, image, crop, purpose), identical on CPU and GPU.
 float augment_uniform(uint64_t seed, uint32_t epoch, uint32_t image, uint32_t crop,
@@ -52,15 +53,24 @@ float augment_uniform(uint64_t seed, uint32_t epoch, uint32_t image, uint32_t cr
 
 // View `crop` (0-based; global views first) of `image`. Global view 0 (and every even global
 // view) blurs with p = 1.0; odd global views blur with p = 0.1 and solarize with p = 0.2; local
-// views blur with p = 0.5 (DINO's DataAugmentationDINO).
-CropParams sample_crop(const AugmentRecipe& recipe, int width, int height, uint64_t seed,
-                       uint32_t epoch, uint32_t image, uint32_t crop);
+// views blur with p = 0.5 (DINO's DataAugmentationDINO). With a placement, the crop's corner is
+// ContrastiveCrop's (random_resized_box); its size and everything else are drawn as without.
+CropParams sample_crop(const AugmentRecipe& recipe, int width, int height, uint64_t seed, uint32_t epoch,
+                       uint32_t image, uint32_t crop, const CropPlacement* placement = nullptr);
 
 // torchvision's RandomResizedCrop.get_params: 10 tries at an area in [scale_min, scale_max] of the
 // image with log-uniform aspect ratio in [3/4, 4/3], else a centre crop clamped to that ratio.
-void random_resized_box(int width, int height, double scale_min, double scale_max, uint64_t seed,
-                        uint32_t epoch, uint32_t image, uint32_t crop, int* top, int* left,
-                        int* box_h, int* box_w);
+// With a placement (ContrastiveCrop's get_params), a try that fits is placed with its centre at
+// box edge + Beta(alpha, alpha) of the box's extent: the corner ranges from
+// clamp(int(height * box.top) - h / 2, 0, height - h) to the same at box.bottom (and so for the
+// columns), and the corner is the first plus int(Beta draw x the range's length).
+void random_resized_box(int width, int height, double scale_min, double scale_max, uint64_t seed, uint32_t epoch,
+                        uint32_t image, uint32_t crop, int* top, int* left, int* box_h, int* box_w,
+                        const CropPlacement* placement = nullptr);
+
+// The parameters of Resize((size, size)) of the whole image (no crop, flip or colour): the input
+// of ContrastiveCrop's box update, rendered by render_crop.
+CropParams whole_image_params(int width, int height, int size);
 
 // Renders a crop: antialiased bicubic resize of the box (PIL's filter, a = -0.5, support scaled
 // when shrinking), flip, colour jitter in the sampled order, grayscale, Gaussian blur, solarise,

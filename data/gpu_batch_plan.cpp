@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "data/augment_math.h"
 #include "engine/error.h"
@@ -66,18 +67,22 @@ cuda_kernels::CropNormalize crop_normalize(const AugmentRecipe& r) {
 std::vector<std::vector<GpuBatchCrop>> multi_crop_tasks(const AugmentRecipe& recipe,
                                                         const std::vector<std::pair<int, int>>& sizes,
                                                         const std::vector<int64_t>& dataset_indices, uint64_t seed,
-                                                        uint32_t epoch) {
+                                                        int64_t epoch, const ObjectBoxes* boxes) {
   BAM_CHECK(sizes.size() == dataset_indices.size(), "multi_crop_tasks: {} sizes for {} images", sizes.size(),
             dataset_indices.size());
   const int64_t B = static_cast<int64_t>(sizes.size());
   std::vector<std::vector<GpuBatchCrop>> groups(recipe.local_crops > 0 ? 2 : 1);
+  std::vector<std::optional<CropPlacement>> placements(static_cast<size_t>(B));
+  if (boxes)
+    for (int64_t b = 0; b < B; ++b) placements[b] = boxes->placement(epoch, dataset_indices[b]);
   for (int64_t v = 0; v < recipe.views(); ++v) {
     const bool global = v < recipe.global_crops;
     const int64_t row_view = global ? v : v - recipe.global_crops;
     for (int64_t b = 0; b < B; ++b) {
       const auto [w, h] = sizes[b];
-      CropParams p = sample_crop(recipe, w, h, seed, epoch, static_cast<uint32_t>(dataset_indices[b]),
-                                 static_cast<uint32_t>(v));
+      CropParams p =
+          sample_crop(recipe, w, h, seed, static_cast<uint32_t>(epoch), static_cast<uint32_t>(dataset_indices[b]),
+                      static_cast<uint32_t>(v), placements[b] ? &*placements[b] : nullptr);
       groups[global ? 0 : 1].push_back({static_cast<int>(b), crop_task_from_params(p, w, h, row_view * B + b)});
     }
   }
@@ -85,11 +90,16 @@ std::vector<std::vector<GpuBatchCrop>> multi_crop_tasks(const AugmentRecipe& rec
 }
 
 std::vector<std::vector<GpuBatchCrop>> eval_crop_tasks(const AugmentRecipe& recipe,
-                                                       const std::vector<std::pair<int, int>>& sizes, int size) {
+                                                       const std::vector<std::pair<int, int>>& sizes, int size,
+                                                       bool whole_image) {
   std::vector<std::vector<GpuBatchCrop>> groups(1);
-  for (size_t b = 0; b < sizes.size(); ++b)
-    groups[0].push_back({static_cast<int>(b), eval_crop_task(sizes[b].first, sizes[b].second, size,
-                                                             recipe.eval_resize_ratio, static_cast<int64_t>(b))});
+  for (size_t b = 0; b < sizes.size(); ++b) {
+    const auto [w, h] = sizes[b];
+    const auto row = static_cast<int64_t>(b);
+    groups[0].push_back({static_cast<int>(b), whole_image
+                                                  ? crop_task_from_params(whole_image_params(w, h, size), w, h, row)
+                                                  : eval_crop_task(w, h, size, recipe.eval_resize_ratio, row)});
+  }
   return groups;
 }
 

@@ -219,38 +219,45 @@ int64_t GpuCropLoader::steps_per_epoch() const { return sequence_.steps_per_epoc
 
 int64_t GpuCropLoader::skipped_files() const { return unreadable_.count(); }
 
+void GpuCropLoader::drop_prepared(std::unique_lock<std::mutex>& lock, int64_t first) {
+  end_batch_ = next_.batch;
+  launch_end_ = launch_next_;
+  ++restarts_;
+  lock.unlock();
+  launched_.notify_all();
+  slot_done_.notify_all();
+  lock.lock();
+  idle_.wait(lock, [&] { return active_ == 0 && !launching_; });
+  // The trainer's work on the batches it holds is queued by now: their buffers are released after it.
+  for (OutputSlot& out : output_slots_) {
+    if (out.batch < 0) continue;
+    out.released.record();
+    out.batch = -1;
+  }
+  next_ = {first, 0};
+  consumer_next_ = launch_next_ = first;
+  for (auto& s : host_slots_) {
+    s->batch = -1;
+    s->done = 0;
+    s->uploaded = true;
+  }
+  failure_.clear();
+}
+
+int64_t GpuCropLoader::work_end() const {
+  if (consumer_end_ == 0) return 0;  // no epoch started yet
+  return std::min(sequence_.run_end(consumer_end_, options_.epochs), boxes_known_end(sequence_, boxes_.get()));
+}
+
 void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
+  check_boxes_known(boxes_.get(), epoch);
   const int64_t first = sequence_.start_number(epoch, first_step);
-  if (first != consumer_next_ || failure_.any() || launcher_failure_) {
-    // Not where the loader has got to (or it failed): stop its work, let what is running finish
-    // before the slots are reused, and drop what was prepared.
-    end_batch_ = next_.batch;
-    launch_end_ = launch_next_;
-    ++restarts_;
-    lock.unlock();
-    launched_.notify_all();
-    slot_done_.notify_all();
-    lock.lock();
-    idle_.wait(lock, [&] { return active_ == 0 && !launching_; });
-    // The trainer's work on the batches it holds is queued by now: their buffers are released after it.
-    for (OutputSlot& out : output_slots_) {
-      if (out.batch < 0) continue;
-      out.released.record();
-      out.batch = -1;
-    }
-    next_ = {first, 0};
-    consumer_next_ = launch_next_ = first;
-    for (auto& s : host_slots_) {
-      s->batch = -1;
-      s->done = 0;
-      s->uploaded = true;
-    }
-    failure_.clear();
-  }
+  // Not where the loader has got to (or it failed): drop what was prepared.
+  if (first != consumer_next_ || failure_.any() || launcher_failure_) drop_prepared(lock, first);
   // (Continuing, the batch the trainer holds is released by the next next(), as within an epoch.)
   consumer_end_ = sequence_.number(epoch + 1, 0);
-  end_batch_ = launch_end_ = sequence_.run_end(consumer_end_, options_.epochs);
+  end_batch_ = launch_end_ = work_end();
   lock.unlock();
   work_ready_.notify_all();
   slot_done_.notify_all();
@@ -259,8 +266,17 @@ void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
 void GpuCropLoader::set_epochs(int64_t epochs) {
   std::unique_lock<std::mutex> lock(mutex_);
   options_.epochs = epochs;
-  if (consumer_end_ > 0)
-    end_batch_ = launch_end_ = sequence_.run_end(consumer_end_, options_.epochs);  // started: from now on
+  end_batch_ = launch_end_ = work_end();  // once started: from now on
+  lock.unlock();
+  work_ready_.notify_all();
+  slot_done_.notify_all();
+}
+
+void GpuCropLoader::set_object_boxes(std::shared_ptr<const ObjectBoxes> boxes) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  drop_prepared(lock, consumer_next_);  // prepared with the boxes before
+  boxes_ = std::move(boxes);
+  end_batch_ = launch_end_ = work_end();
   lock.unlock();
   work_ready_.notify_all();
   slot_done_.notify_all();
@@ -289,6 +305,7 @@ void GpuCropLoader::worker_loop() {
         slot->done = 0;
         slot->uploaded = false;
         slot->order = sequence_.order(sequence_.epoch(g));
+        slot->boxes = boxes_;
         slot->coefficients_used = 0;
         slot->pixels_used = 0;
         slot->images.assign(rows, GpuBatchImage{});
@@ -424,9 +441,9 @@ void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
   const int64_t rows = sequence_.rows(batch);
   std::vector<std::pair<int, int>> sizes;
   for (const GpuBatchImage& im : slot.images) sizes.push_back({im.width, im.height});
-  auto crops = options_.eval_transform ? eval_crop_tasks(recipe_, sizes, options_.eval_size)
-                                       : multi_crop_tasks(recipe_, sizes, slot.indices, seed_,
-                                                          static_cast<uint32_t>(sequence_.epoch(batch)));
+  auto crops = options_.eval_transform
+                   ? eval_crop_tasks(recipe_, sizes, options_.eval_size, options_.eval_whole_image)
+                   : multi_crop_tasks(recipe_, sizes, slot.indices, seed_, sequence_.epoch(batch), slot.boxes.get());
   std::vector<int> group_sizes(groups_.sizes.begin(), groups_.sizes.end());
   const GpuBatchPlan plan = plan_gpu_batch(slot.images, group_sizes, crops);
 

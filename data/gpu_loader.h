@@ -37,6 +37,7 @@ class GpuCropLoader : public CropLoader {
   int64_t images_decoded() const override { return gpu_images_.load() + cpu_images_.load(); }
   void set_epochs(int64_t epochs) override;
   std::string describe_buffers() const override;
+  void set_object_boxes(std::shared_ptr<const ObjectBoxes> boxes) override;
 
   // Images decoded per stage so far (tests and bench-data): images whose coefficients went to the
   // GPU, images decoded to pixels on the CPU.
@@ -49,6 +50,7 @@ class GpuCropLoader : public CropLoader {
     int64_t batch = -1;  // its number in sequence_
     int64_t done = 0;
     std::shared_ptr<const std::vector<int64_t>> order;  // of the batch's epoch
+    std::shared_ptr<const ObjectBoxes> boxes;           // ContrastiveCrop's, when set
     bool uploaded = true;  // free for the workers (its previous upload has completed)
     int16_t* coefficients = nullptr;  // pinned arena
     int64_t coefficient_capacity = 0;
@@ -81,6 +83,13 @@ class GpuCropLoader : public CropLoader {
   void allocate_resources();  // pinned slots, stream, output slots, the decode buffers
   void free_resources();      // all of it, whatever allocate_resources got to
   void stop_threads();        // stops and joins the workers and the launcher (those that started)
+  // Stops the workers and the launcher, lets what is running finish, releases the output slots
+  // after the trainer's queued work and drops every batch prepared, so that the loader starts
+  // again at batch `first` (under the lock).
+  void drop_prepared(std::unique_lock<std::mutex>& lock, int64_t first);
+  // The first batch the workers and the launcher may not take: the run's end, or the first batch
+  // of an epoch whose ContrastiveCrop boxes are not known yet (under the lock).
+  int64_t work_end() const;
 
   Dataset dataset_;
   AugmentRecipe recipe_;
@@ -117,6 +126,7 @@ class GpuCropLoader : public CropLoader {
   bool launching_ = false;
   BatchFailure failure_;
   std::exception_ptr launcher_failure_;  // the launcher thread could not start: kept across epochs
+  std::shared_ptr<const ObjectBoxes> boxes_;  // ContrastiveCrop's (null: RandomResizedCrop)
   UnreadableFiles unreadable_;
 };
 

@@ -67,25 +67,33 @@ std::string MultiCropLoader::describe_buffers() const {
 
 int64_t MultiCropLoader::skipped_files() const { return unreadable_.count(); }
 
+void MultiCropLoader::drop_prepared(std::unique_lock<std::mutex>& lock, int64_t first) {
+  end_batch_ = next_.batch;
+  idle_.wait(lock, [&] { return active_ == 0; });
+  for (Slot& s : slots_) {
+    s.batch = -1;
+    s.done = 0;
+  }
+  next_ = {first, 0};
+  consumer_next_ = first;
+  failure_.clear();
+}
+
+int64_t MultiCropLoader::work_end() const {
+  if (consumer_end_ == 0) return 0;  // no epoch started yet
+  return std::min(sequence_.run_end(consumer_end_, options_.epochs), boxes_known_end(sequence_, boxes_.get()));
+}
+
 void MultiCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
+  check_boxes_known(boxes_.get(), epoch);
   hand_back_lent_slot();
   const int64_t first = sequence_.start_number(epoch, first_step);
-  if (first != consumer_next_ || failure_.any()) {
-    // Not where the workers have got to (or they failed): let the work in progress finish before
-    // the slots are reused, and drop what they prepared.
-    end_batch_ = next_.batch;
-    idle_.wait(lock, [&] { return active_ == 0; });
-    for (Slot& s : slots_) {
-      s.batch = -1;
-      s.done = 0;
-    }
-    next_ = {first, 0};
-    consumer_next_ = first;
-    failure_.clear();
-  }
+  // Not where the workers have got to (or they failed): let the work in progress finish before
+  // the slots are reused, and drop what they prepared.
+  if (first != consumer_next_ || failure_.any()) drop_prepared(lock, first);
   consumer_end_ = sequence_.number(epoch + 1, 0);
-  end_batch_ = sequence_.run_end(consumer_end_, options_.epochs);
+  end_batch_ = work_end();
   lock.unlock();
   work_ready_.notify_all();
 }
@@ -93,7 +101,17 @@ void MultiCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
 void MultiCropLoader::set_epochs(int64_t epochs) {
   std::unique_lock<std::mutex> lock(mutex_);
   options_.epochs = epochs;
-  if (consumer_end_ > 0) end_batch_ = sequence_.run_end(consumer_end_, options_.epochs);  // started: from now on
+  end_batch_ = work_end();  // once started: from now on
+  lock.unlock();
+  work_ready_.notify_all();
+}
+
+void MultiCropLoader::set_object_boxes(std::shared_ptr<const ObjectBoxes> boxes) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  hand_back_lent_slot();
+  drop_prepared(lock, consumer_next_);  // prepared with the boxes before
+  boxes_ = std::move(boxes);
+  end_batch_ = work_end();
   lock.unlock();
   work_ready_.notify_all();
 }
@@ -116,6 +134,7 @@ void MultiCropLoader::worker_loop() {
         slot.batch = g;
         slot.done = 0;
         slot.order = sequence_.order(sequence_.epoch(g));
+        slot.boxes = boxes_;
         slot.indices.assign(sequence_.rows(g), -1);
         slot.labels.assign(sequence_.rows(g), -1);
       }
@@ -149,15 +168,22 @@ void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
   slot.indices[b] = index;
   slot.labels[b] = dataset_.labels[index];
   if (options_.eval_transform) {
-    const int64_t S = options_.eval_size;
-    render_eval(image, static_cast<int>(S), recipe_, slot.groups[0] + b * 3 * S * S);
+    const int S = options_.eval_size;
+    float* out = slot.groups[0] + b * 3 * S * S;
+    if (options_.eval_whole_image)
+      render_crop(image, whole_image_params(image.width, image.height, S), recipe_, out);
+    else
+      render_eval(image, S, recipe_, out);
     return;
   }
+  const std::optional<CropPlacement> placement =
+      slot.boxes ? slot.boxes->placement(sequence_.epoch(batch), index) : std::nullopt;
   uint32_t crop = 0;
   for (size_t g = 0; g < groups_.views.size(); ++g) {
     const int64_t S = groups_.sizes[g];
     for (int64_t v = 0; v < groups_.views[g]; ++v, ++crop) {
-      CropParams p = sample_crop(recipe_, image.width, image.height, seed_, epoch, static_cast<uint32_t>(index), crop);
+      CropParams p = sample_crop(recipe_, image.width, image.height, seed_, epoch, static_cast<uint32_t>(index), crop,
+                                 placement ? &*placement : nullptr);
       render_crop(image, p, recipe_, slot.groups[g] + (v * rows + b) * 3 * S * S);
     }
   }

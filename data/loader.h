@@ -41,6 +41,9 @@ struct LoaderOptions {
   bool drop_last = true;   // training; false gives a final partial batch (evaluation)
   bool eval_transform = false;  // one centre crop per image (render_eval) instead of multi-crop
   int eval_size = 224;
+  // With eval_transform: the whole image resized to eval_size x eval_size instead (torchvision's
+  // Resize((S, S)), the input of ContrastiveCrop's box update; whole_image_params).
+  bool eval_whole_image = false;
   bool shuffle = true;
   DataBackend backend = DataBackend::cpu;
   DType gpu_output = DType::f32;  // the GPU path writes crops in f32 or bf16
@@ -84,6 +87,12 @@ class CropLoader {
   virtual void set_epochs(int64_t epochs) = 0;
   // The buffers allocated at start, in words (pinned and device memory).
   virtual std::string describe_buffers() const = 0;
+  // ContrastiveCrop (data/object_boxes.h): training crops of the epochs from boxes->first_epoch on
+  // are placed within each image's box; nothing of boxes->until_epoch or later is prepared until
+  // the next call. Call it between epochs, from the thread that calls next(), once the work on the
+  // batch it holds is queued (as for start_epoch): batches prepared ahead with other boxes are
+  // dropped, and start_epoch prepares them again. Null: RandomResizedCrop everywhere (the default).
+  virtual void set_object_boxes(std::shared_ptr<const ObjectBoxes> boxes) = 0;
 };
 
 // The loader of options.backend. The gpu backend needs a CUDA build and a device; otherwise this
@@ -111,6 +120,7 @@ class MultiCropLoader : public CropLoader {
   int64_t images_decoded() const override { return images_decoded_.load(); }
   void set_epochs(int64_t epochs) override;
   std::string describe_buffers() const override;
+  void set_object_boxes(std::shared_ptr<const ObjectBoxes> boxes) override;
   size_t buffer_bytes() const { return buffer_bytes_; }
 
  private:
@@ -119,6 +129,7 @@ class MultiCropLoader : public CropLoader {
     int64_t batch = -1;          // its number in sequence_
     int64_t done = 0;
     std::shared_ptr<const std::vector<int64_t>> order;  // of the batch's epoch
+    std::shared_ptr<const ObjectBoxes> boxes;           // ContrastiveCrop's, when set
     std::vector<int64_t> indices, labels;
     // Recorded on the current stream when the caller is done queueing work on this batch (at the
     // next next() or start_epoch()): the workers wait for it before refilling the buffers.
@@ -128,6 +139,12 @@ class MultiCropLoader : public CropLoader {
   void produce(int64_t batch, int64_t b, Slot& slot);  // image b of batch number `batch`
   // The caller is done queueing work on the batch it holds: marks the stream for its slot.
   void hand_back_lent_slot();
+  // Stops the workers, lets the images in progress finish and drops every batch prepared, so that
+  // the workers start again at batch `first` (under the lock).
+  void drop_prepared(std::unique_lock<std::mutex>& lock, int64_t first);
+  // The first batch the workers may not take: the run's end, or the first batch of an epoch whose
+  // boxes are not known yet (under the lock).
+  int64_t work_end() const;
 
   Dataset dataset_;
   AugmentRecipe recipe_;
@@ -150,6 +167,7 @@ class MultiCropLoader : public CropLoader {
   int64_t consumer_next_ = 0;  // the batch next() hands out next
   int64_t consumer_end_ = 0;   // the end of the epoch started
   int64_t lent_slot_ = -1;  // the slot of the batch the caller holds (-1: none)
+  std::shared_ptr<const ObjectBoxes> boxes_;  // ContrastiveCrop's (null: RandomResizedCrop)
   int active_ = 0;
   BatchFailure failure_;
   UnreadableFiles unreadable_;

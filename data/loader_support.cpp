@@ -1,6 +1,8 @@
 // Crop groups, epoch order, the batch-size check and arena reservations for both loaders.
 #include "data/loader_support.h"
 
+#include <limits>
+
 #include "engine/error.h"
 
 namespace bam::data {
@@ -36,6 +38,18 @@ void check_loader_batch(const Dataset& dataset, int64_t batch, bool drop_last) {
   BAM_CHECK(batch >= 1, "loader: batch size must be positive, got {}", batch);
   BAM_CHECK(!drop_last || dataset.size() >= batch, "{}: {} images are fewer than one batch of {}", dataset.root,
             dataset.size(), batch);
+}
+
+int64_t boxes_known_end(const BatchSequence& sequence, const ObjectBoxes* boxes) {
+  if (!boxes || boxes->until_epoch == std::numeric_limits<int64_t>::max()) return std::numeric_limits<int64_t>::max();
+  return sequence.number(boxes->until_epoch, 0);
+}
+
+void check_boxes_known(const ObjectBoxes* boxes, int64_t epoch) {
+  BAM_CHECK(!boxes || epoch < boxes->until_epoch,
+            "loader: epoch {} crops with ContrastiveCrop boxes that are not known yet (they are known for the epochs "
+            "before {}; renew them with set_object_boxes first)",
+            epoch, boxes ? boxes->until_epoch : 0);
 }
 
 int64_t reserve_in_arena(std::atomic<int64_t>& used, int64_t bytes, int64_t capacity) {

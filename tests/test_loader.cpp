@@ -1,14 +1,15 @@
 // Datasets and the loader: ImageFolder/flat/file-list indexing, every image of an epoch seen once,
 // identical batches whatever the thread count, batches numbered across epochs and prepared ahead
-// into the next one, damaged files reported, skipped and counted, and
+// into the next one, ContrastiveCrop's boxes placing the crops and holding the run-ahead at an
+// epoch whose boxes are not known yet, damaged files reported, skipped and counted, and
 // the probe on a tiny separable dataset reaching high accuracy with both kNN and linear; the
 // arena reservations the GPU loader's decode threads share.
-#include <stb_image_write.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <random>
 #include <set>
@@ -21,31 +22,14 @@
 #include "data/loader_support.h"
 #include "engine/random.h"
 #include "tests/support.h"
+#include "tests/train_test_support.h"
 
 namespace bam::test {
 namespace fs = std::filesystem;
 namespace {
 
-// Class c images are noisy versions of a colour (red, green, blue, ...), size 12 to 20 px.
 std::string make_folder(const std::string& name, int classes, int per_class, uint64_t seed) {
-  fs::path root = fs::temp_directory_path() / ("bam_loader_" + std::to_string(::getpid())) / name;
-  fs::remove_all(root);
-  Generator gen(seed);
-  const uint8_t palette[4][3] = {{220, 40, 40}, {40, 200, 60}, {50, 60, 210}, {200, 200, 40}};
-  for (int c = 0; c < classes; ++c) {
-    fs::path dir = root / ("class_" + std::to_string(c));
-    fs::create_directories(dir);
-    for (int i = 0; i < per_class; ++i) {
-      int w = 12 + (i * 3) % 9, h = 12 + (i * 5) % 9;
-      std::vector<float> noise = randn({w * h * 3}, {}, &gen).to_vector<float>();
-      std::vector<uint8_t> px(w * h * 3);
-      for (int k = 0; k < w * h * 3; ++k)
-        px[k] = static_cast<uint8_t>(std::clamp(palette[c][k % 3] + 25.0f * noise[k], 0.0f, 255.0f));
-      std::string path = (dir / (std::to_string(i) + ".jpg")).string();
-      REQUIRE(stbi_write_jpg(path.c_str(), w, h, 3, px.data(), 92));
-    }
-  }
-  return root.string();
+  return write_colour_folder("bam_loader_" + std::to_string(::getpid()) + "/" + name, classes, per_class, seed);
 }
 
 // The loader's decoded-image count once the workers have reached `at_least` (settled_count).
@@ -328,6 +312,100 @@ TEST_CASE("a worker's failure spoils its batch only, and the next start_epoch tr
   away.reset();  // the files are back
   loader.start_epoch(1);
   CHECK(take(loader, 4) == expected);
+}
+
+namespace {
+
+// Boxes for every image of a dataset of n: random, at least 10% of each side.
+std::shared_ptr<data::ObjectBoxes> random_boxes(int64_t n, uint64_t seed, int64_t first_epoch, int64_t until_epoch) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(0, 0.9f);
+  auto b = std::make_shared<data::ObjectBoxes>();
+  b->first_epoch = first_epoch;
+  b->until_epoch = until_epoch;
+  for (int64_t i = 0; i < n; ++i) {
+    const float top = u(rng), left = u(rng);
+    b->boxes.push_back({top, left, std::min(1.0f, top + 0.1f + u(rng)), std::min(1.0f, left + 0.1f + u(rng))});
+  }
+  return b;
+}
+
+}  // namespace
+
+// A trainer renews the boxes after an epoch and gives them to the loader before the next one
+// starts: the loader must not prepare the next epoch ahead with the old ones. It runs on up to
+// the end of the epoch whose boxes it has, and batches prepared ahead with other boxes are made
+// again when new ones arrive.
+TEST_CASE("ContrastiveCrop: the loader crops by the boxes it is given and waits for boxes not known yet") {
+  std::string root = make_folder("ccrop", 2, 11, 5);
+  data::Dataset d = data::open_dataset(root);
+  data::LoaderOptions o{2, 2};
+  o.epochs = 3;
+  const int64_t steps = 4, per_epoch = 20, ahead = 10;
+  const uint64_t seed = 9;
+  auto b0 = random_boxes(d.size(), 1, /*first_epoch=*/1, /*until_epoch=*/1);
+  auto b1 = random_boxes(d.size(), 2, 1, std::numeric_limits<int64_t>::max());
+  auto epoch_alone = [&](int64_t epoch, std::shared_ptr<const data::ObjectBoxes> boxes) {
+    data::MultiCropLoader alone(d, small_recipe(), 5, seed, o);
+    alone.set_object_boxes(boxes);
+    alone.start_epoch(epoch);
+    return take(alone, steps);
+  };
+  // Epoch 0 is before first_epoch: RandomResizedCrop, boxes or not. Epoch 1 is placed by them.
+  CHECK(epoch_alone(0, b0) == epoch_alone(0, nullptr));
+  const Batches placed = epoch_alone(1, b1);
+  CHECK(placed != epoch_alone(1, nullptr));
+  {
+    // One crop of it against render_crop of sample_crop with the image's placement.
+    const int64_t index = placed[0].first[0];
+    const data::DecodedImage image = data::decode_image_file(d.files[index]);
+    const data::CropPlacement placement = *b1->placement(1, index);
+    const data::CropParams p = data::sample_crop(small_recipe(), image.width, image.height, seed, 1,
+                                                 static_cast<uint32_t>(index), 0, &placement);
+    std::vector<float> crop(3 * 16 * 16);
+    data::render_crop(image, p, small_recipe(), crop.data());
+    CHECK(std::vector<float>(placed[0].second.begin(), placed[0].second.begin() + crop.size()) == crop);
+  }
+
+  // Boxes known before epoch 1 only: nothing of epoch 1 is prepared, however far the run goes.
+  data::MultiCropLoader loader(d, small_recipe(), 5, seed, o);
+  loader.set_object_boxes(b0);
+  loader.start_epoch(0);
+  CHECK(take(loader, steps) == epoch_alone(0, nullptr));
+  CHECK(settled_images(loader, per_epoch + 1) == per_epoch);
+  CHECK_THROWS_WITH_AS(loader.start_epoch(1), doctest::Contains("boxes that are not known yet"), Error);
+  loader.set_object_boxes(b1);  // renewed: the workers go on into epoch 1 with these
+  CHECK(settled_images(loader, per_epoch + ahead) == per_epoch + ahead);
+  loader.start_epoch(1);
+  CHECK(take(loader, steps) == placed);
+
+  // Boxes replaced while batches were prepared ahead with the old ones: those are made again.
+  data::MultiCropLoader ran_ahead(d, small_recipe(), 5, seed, o);
+  ran_ahead.set_object_boxes(random_boxes(d.size(), 3, 1, std::numeric_limits<int64_t>::max()));
+  ran_ahead.start_epoch(0);
+  take(ran_ahead, steps);
+  CHECK(settled_images(ran_ahead, per_epoch + ahead) == per_epoch + ahead);
+  ran_ahead.set_object_boxes(b1);
+  ran_ahead.start_epoch(1);
+  CHECK(take(ran_ahead, steps) == placed);
+  // Epoch 1's first two batches twice (with the old boxes, then the new), and epoch 2's two.
+  CHECK(settled_images(ran_ahead, 2 * per_epoch + 2 * ahead) == 2 * per_epoch + 2 * ahead);
+
+  // The box update's input: each image resized whole to a square.
+  data::LoaderOptions whole;
+  whole.eval_transform = whole.eval_whole_image = true;
+  whole.eval_size = 16;
+  whole.shuffle = whole.drop_last = false;
+  data::MultiCropLoader squares(d, small_recipe(), 5, seed, whole);
+  squares.start_epoch(0);
+  const Batches first = take(squares, 1);
+  for (int b = 0; b < 5; ++b) {
+    const data::DecodedImage image = data::decode_image_file(d.files[first[0].first[b]]);
+    std::vector<float> want(3 * 16 * 16);
+    data::render_crop(image, data::whole_image_params(image.width, image.height, 16), small_recipe(), want.data());
+    CHECK(std::vector<float>(first[0].second.begin() + b * want.size(),
+                             first[0].second.begin() + (b + 1) * want.size()) == want);
+  }
 }
 
 TEST_CASE("damaged files are reported once, skipped and counted") {

@@ -1,5 +1,14 @@
-// small_train_config (train_test_support.h).
+// small_train_config and write_colour_folder (train_test_support.h).
 #include "tests/train_test_support.h"
+
+#include <stb_image_write.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <stdexcept>
+
+#include "engine/random.h"
+#include "engine/tensor.h"
 
 namespace bam::test {
 
@@ -25,6 +34,28 @@ TrainConfig small_train_config(const std::string& output_dir) {
   c.saveckp_freq = 0;
   c.drop_path_rate = 0.1;  // exercises the per-step RNG in the resume test
   return c;
+}
+
+std::string write_colour_folder(const std::string& name, int classes, int per_class, uint64_t seed) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / name;
+  fs::remove_all(root);
+  Generator gen(seed);
+  const uint8_t palette[4][3] = {{220, 40, 40}, {40, 200, 60}, {50, 60, 210}, {200, 200, 40}};
+  for (int c = 0; c < classes; ++c) {
+    const fs::path dir = root / ("class_" + std::to_string(c));
+    fs::create_directories(dir);
+    for (int i = 0; i < per_class; ++i) {
+      const int w = 12 + (i * 3) % 9, h = 12 + (i * 5) % 9;
+      std::vector<float> noise = randn({w * h * 3}, {}, &gen).to_vector<float>();
+      std::vector<uint8_t> px(static_cast<size_t>(w) * h * 3);
+      for (int k = 0; k < w * h * 3; ++k)
+        px[k] = static_cast<uint8_t>(std::clamp(palette[c % 4][k % 3] + 25.0f * noise[k], 0.0f, 255.0f));
+      const std::string path = (dir / (std::to_string(i) + ".jpg")).string();
+      if (!stbi_write_jpg(path.c_str(), w, h, 3, px.data(), 92)) throw std::runtime_error("cannot write " + path);
+    }
+  }
+  return root.string();
 }
 
 }  // namespace bam::test

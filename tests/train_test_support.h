@@ -1,6 +1,6 @@
 // The small training configuration the CPU and GPU training tests start from: a 2-block, 32-wide
 // ViT on 16 px global and 8 px local crops of synthetic images, a few epochs, no checkpoints
-// between epochs. Tests change what they exercise.
+// between epochs (tests change what they exercise); and a small labelled folder of image files.
 #pragma once
 
 #include <string>
@@ -10,5 +10,10 @@
 namespace bam::test {
 
 TrainConfig small_train_config(const std::string& output_dir);
+
+// A folder of `classes` x `per_class` JPEGs under the temporary directory (`name` relative to it,
+// emptied first), ImageFolder layout: class c's images are noisy versions of one colour (red,
+// green, blue, yellow), 12 to 20 px on a side. Returns its path.
+std::string write_colour_folder(const std::string& name, int classes, int per_class, uint64_t seed);
 
 }  // namespace bam::test

@@ -90,6 +90,20 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
       ->default_val(c.global_crops_size);
   app.add_option("--local_crops_size", c.local_crops_size, "local crop side in pixels")
       ->default_val(c.local_crops_size);
+  // ContrastiveCrop
+  boolean("--use_ccrop", c.use_ccrop,
+          "ContrastiveCrop: centre the crops within each image's object box, located from the attention (the "
+          "official script's default is true; this tool's is DESIGN.md's RandomResizedCrop)");
+  app.add_option("--box_thresh", c.box_thresh, "ContrastiveCrop: attention threshold of the object boxes")
+      ->default_val(c.box_thresh);
+  app.add_option("--loc_interval", c.loc_interval,
+                 "ContrastiveCrop: locate the boxes after every N-th epoch (from --warmup_epochs on)")
+      ->default_val(c.loc_interval);
+  app.add_option("--ccrop_alpha", c.ccrop_alpha, "ContrastiveCrop: Beta(alpha, alpha) of the crop centres")
+      ->default_val(c.ccrop_alpha);
+  app.add_option("--ccrop_img_size", c.ccrop_img_size,
+                 "ContrastiveCrop: image side for locating the boxes (0: --global_crops_size)")
+      ->default_val(c.ccrop_img_size);
   // data, output, misc
   app.add_option("--data_path", c.data_path,
                  "training images: a folder (ImageFolder or flat), a file list (.txt), "
@@ -143,6 +157,14 @@ int main(int argc, char** argv) {
     if (global_scale.size() == 2) config.global_crops_scale = {global_scale[0], global_scale[1]};
     if (local_scale.size() == 2) config.local_crops_scale = {local_scale[0], local_scale[1]};
     check_official_only_flags(app, official_only, "bamtrain");
+    if (!config.use_ccrop)
+      for (const char* flag : {"--box_thresh", "--loc_interval", "--ccrop_alpha", "--ccrop_img_size"})
+        if (app.get_option(flag)->count() > 0)
+          std::printf(
+              "note: %s is a ContrastiveCrop setting, and ContrastiveCrop is off: bamtrain's default is "
+              "--use_ccrop false (DESIGN.md's RandomResizedCrop), the official script's is true; pass "
+              "--use_ccrop true for the official recipe\n",
+              flag);
     if (use_fp16) config.precision = "fp16";
     config.device = bam::tool::resolve_device(config.device);
     config.precision = bam::tool::resolve_precision(config.precision, config.device);

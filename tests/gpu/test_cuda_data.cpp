@@ -11,13 +11,16 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <random>
 #include <thread>
 
+#include "bam/contrastive_crop.h"
 #include "data/gpu_loader.h"
 #include "data/loader.h"
 #include "engine/cuda.h"
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "engine/random.h"
 #include "kernels/cuda/crop_batch.h"
 #include "kernels/cuda/jpeg_batch.h"
 #include "tests/doctest_text.h"
@@ -250,17 +253,29 @@ TEST_CASE("MultiCropLoader's page-locked batches upload without a wait: a buffer
   fs::remove_all(root);
 }
 
+// The four kinds of batch: RandomResizedCrop, ContrastiveCrop (epoch 1's crops placed by random
+// boxes), the evaluation transform, and the whole image resized (ContrastiveCrop's box update).
 TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files skipped") {
   namespace fs = std::filesystem;
   const uint64_t seed = test_seed();
   fs::path root = fs::temp_directory_path() / ("bam_gpu_loader_" + std::to_string(::getpid()));
   data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
+  auto boxes = std::make_shared<data::ObjectBoxes>();
+  boxes->first_epoch = 1;
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(0, 0.5f);
+  for (int64_t i = 0; i < dataset.size(); ++i) {
+    const float top = u(rng), left = u(rng);
+    boxes->boxes.push_back({top, left, top + u(rng), left + u(rng)});
+  }
 
-  for (bool eval : {false, true}) {
+  for (const char* kind : {"multi-crop", "contrastive", "eval", "whole"}) {
+    const bool eval = kind[0] == 'e' || kind[0] == 'w';
     data::AugmentRecipe recipe = multi_crop_test_recipe();
     data::LoaderOptions o;
     o.threads = 3;
     o.eval_transform = eval;
+    o.eval_whole_image = kind[0] == 'w';
     o.eval_size = 64;
     o.drop_last = !eval;
     o.shuffle = !eval;
@@ -269,6 +284,10 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
     g.backend = data::DataBackend::gpu;
     auto cpu = data::make_crop_loader(dataset, recipe, 4, seed, o);
     auto gpu = data::make_crop_loader(dataset, recipe, 4, seed, g);
+    if (kind[0] == 'c') {
+      cpu->set_object_boxes(boxes);
+      gpu->set_object_boxes(boxes);
+    }
     const int64_t per_epoch = eval ? dataset.size() : cpu->steps_per_epoch() * 4;
     auto compare_steps = [&](int64_t epoch, int64_t first_step) {
       for (int64_t step = first_step; step < cpu->steps_per_epoch(); ++step) {
@@ -282,7 +301,7 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
           std::vector<float> want = a.groups[k].to_vector<float>(),
                              got = bb.groups[k].to(Device::cpu()).to_vector<float>();
           CropComparison c = compare_crops(want, got);
-          INFO("epoch " << epoch << " step " << step << " group " << k << (eval ? " eval" : ""));
+          INFO("epoch " << epoch << " step " << step << " group " << k << " " << kind);
           CHECK(c.beyond <= c.values / 100000);
         }
       }
@@ -308,6 +327,45 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
     compare_steps(1, 2);
     MESSAGE(gpu->describe_buffers());
   }
+  fs::remove_all(root);
+}
+
+// ContrastiveCrop's box update where bamtrain runs it with --device cuda --data_backend gpu: the
+// GPU loader's whole-image resize and the CUDA attention. The GPU's crops differ from the CPU's by
+// up to 1e-3 and its attention by rounding, so an edge may move by a pixel where a value sits at
+// the threshold; no more.
+TEST_CASE("ContrastiveCrop's box update on the GPU finds the CPU's boxes") {
+  namespace fs = std::filesystem;
+  const uint64_t seed = test_seed();
+  fs::path root = fs::temp_directory_path() / ("bam_gpu_boxes_" + std::to_string(::getpid()));
+  data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
+  VitConfig v;
+  v.embed_dim = 32;
+  v.depth = 2;
+  v.num_heads = 2;
+  v.patch_size = 8;
+  v.img_size = 64;
+  Generator gen(seed);
+  VisionTransformer vit(v, &gen);
+  vit.train(false);
+  ObjectLocatorOptions o;
+  o.image_size = 64;
+  o.threshold = 0.7;  // an untrained model's attention is nearly flat: only its peaks make a small box
+  o.batch_size = 4;
+  o.threads = 2;
+  const std::vector<data::ObjectBox> cpu = locate_objects(vit, dataset, o);
+  vit.to(Device::cuda());
+  o.backend = data::DataBackend::gpu;
+  const std::vector<data::ObjectBox> gpu = locate_objects(vit, dataset, o);
+  REQUIRE(gpu.size() == cpu.size());
+  int smaller = 0;
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    CAPTURE(i);
+    for (auto edge : {&data::ObjectBox::top, &data::ObjectBox::left, &data::ObjectBox::bottom, &data::ObjectBox::right})
+      CHECK(std::abs(gpu[i].*edge - cpu[i].*edge) <= 1.0f / 64 + 1e-6f);
+    smaller += cpu[i].bottom - cpu[i].top < 0.98f || cpu[i].right - cpu[i].left < 0.98f;
+  }
+  CHECK(smaller > 0);
   fs::remove_all(root);
 }
 

@@ -1,7 +1,7 @@
 // Flags of the official BAM scripts (main_pretrain.py, main_linear.py) that have no counterpart in
 // bamtrain and bamprobe. They are accepted, so that an official command line runs as it is, and
-// each one that asks for something prints what it means here. Those that would change the result
-// (ContrastiveCrop, a multi-process launch) stop the tool before any work instead. Header-only, so
+// each one that asks for something prints what it means here. One that would change the result
+// (a multi-process launch) stops the tool before any work instead. Header-only, so
 // that CLI11 is compiled only in each tool's own translation unit.
 #pragma once
 
@@ -21,9 +21,7 @@ struct OfficialOnlyFlags {
   std::string wandb_key, dist_url;
   int64_t local_rank = 0;
   // main_pretrain.py
-  bool compile = false, use_ccrop = false;
-  double box_thresh = 0.1, ccrop_alpha = 0.6;
-  int64_t loc_interval = 20, ccrop_img_size = 0;
+  bool compile = false;
   // main_linear.py
   bool augment = false, evaluate = false;
   int64_t imagenet_subset = 0, val_freq = 1, num_labels = 0;
@@ -43,11 +41,6 @@ inline void add_official_only_flags(CLI::App& app, OfficialOnlyFlags& f, Officia
   app.add_option("--local-rank,--local_rank", f.local_rank, "must be 0: one process runs on one device")->group(group);
   if (script == OfficialScript::pretrain) {
     boolean("--compile", f.compile, "torch.compile: the kernels here are compiled already");
-    boolean("--use_ccrop", f.use_ccrop, "ContrastiveCrop is not implemented: only false is accepted");
-    app.add_option("--box_thresh", f.box_thresh, "ContrastiveCrop setting (unused)")->group(group);
-    app.add_option("--loc_interval", f.loc_interval, "ContrastiveCrop setting (unused)")->group(group);
-    app.add_option("--ccrop_alpha", f.ccrop_alpha, "ContrastiveCrop setting (unused)")->group(group);
-    app.add_option("--ccrop_img_size", f.ccrop_img_size, "ContrastiveCrop setting (unused)")->group(group);
   } else {
     boolean("--augment", f.augment, "unused (it names the official checkpoint file; see --linear_aug)");
     app.add_option("--imagenet_subset", f.imagenet_subset, "unused")->group(group);
@@ -61,9 +54,6 @@ inline void add_official_only_flags(CLI::App& app, OfficialOnlyFlags& f, Officia
 // Fails (naming the flag or variable) where an official flag asks for what is not implemented;
 // prints a note for each other one that was given. `tool` names the program in the messages.
 inline void check_official_only_flags(const CLI::App& app, const OfficialOnlyFlags& f, const char* tool) {
-  BAM_CHECK(!f.use_ccrop,
-            "--use_ccrop true: ContrastiveCrop is not implemented; the crops are DINO's RandomResizedCrop. Pass "
-            "--use_ccrop false (the official script's default is true)");
   const char* world = std::getenv("WORLD_SIZE");
   BAM_CHECK(world == nullptr || std::atoll(world) <= 1,
             "WORLD_SIZE={}: {} runs on one device per process, and multi-GPU runs are not implemented; launched as "
@@ -82,8 +72,6 @@ inline void check_official_only_flags(const CLI::App& app, const OfficialOnlyFla
   note("--debug", "has no effect");
   note("--dist_url", "has no effect: one process runs on one device");
   if (f.compile) note("--compile", "has no effect: there is no graph to compile, the kernels are native code");
-  for (const char* flag : {"--box_thresh", "--loc_interval", "--ccrop_alpha", "--ccrop_img_size"})
-    note(flag, "has no effect: it is a ContrastiveCrop setting, and ContrastiveCrop is not implemented");
   if (f.augment) note("--augment", "has no effect: --linear_aug true trains the probe on augmented views");
   note("--imagenet_subset", "has no effect: the probe trains on the whole train/ folder");
   note("--val_freq", "has no effect: the linear probe is validated after its last epoch");

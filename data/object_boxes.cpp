@@ -1,0 +1,121 @@
+// ContrastiveCrop's boxes: reading one off an attention map, and the Beta draws that place crops.
+#include "data/object_boxes.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/error.h"
+
+namespace bam::data {
+
+std::optional<CropPlacement> ObjectBoxes::placement(int64_t epoch, int64_t index) const {
+  if (epoch < first_epoch) return std::nullopt;
+  BAM_CHECK(index >= 0 && index < static_cast<int64_t>(boxes.size()),
+            "ContrastiveCrop: image {} has no box ({} boxes for the dataset)", index, boxes.size());
+  return CropPlacement{boxes[static_cast<size_t>(index)], alpha};
+}
+
+namespace {
+
+// The source coordinate output sample `dst` of a linear resize reads (PyTorch's
+// area_pixel_compute_source_index with align_corners = false): below 0 clamps to 0.
+struct LinearTap {
+  int i0, i1;
+  float lambda;
+};
+LinearTap linear_tap(int dst, int in_size, int out_size) {
+  const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
+  float src = scale * (static_cast<float>(dst) + 0.5f) - 0.5f;
+  if (src < 0) src = 0;
+  const int i0 = std::min(static_cast<int>(src), in_size - 1);
+  return {i0, std::min(i0 + 1, in_size - 1), src - static_cast<float>(i0)};
+}
+
+}  // namespace
+
+ObjectBox box_from_attention(const float* map, int gh, int gw, int image_size, double threshold) {
+  BAM_CHECK(gh > 0 && gw > 0 && image_size > 0, "box_from_attention: a {}x{} map to {} pixels", gh, gw, image_size);
+  const int n = gh * gw, S = image_size;
+  // Scaled to [0, 1] as the official update_box does.
+  float lo = map[0];
+  for (int i = 1; i < n; ++i) lo = std::min(lo, map[i]);
+  std::vector<float> scaled(static_cast<size_t>(n));
+  float hi = 0;
+  for (int i = 0; i < n; ++i) hi = std::max(hi, scaled[i] = map[i] - lo);
+  for (float& v : scaled) v /= hi + 1e-5f;
+  // Bilinear resize, separably: every map row resized along x first ([gh, S]), then each output
+  // row is a blend of two of those. Only each output row's and column's largest value matters.
+  std::vector<LinearTap> xs(static_cast<size_t>(S)), ys(static_cast<size_t>(S));
+  for (int o = 0; o < S; ++o) xs[o] = linear_tap(o, gw, S), ys[o] = linear_tap(o, gh, S);
+  std::vector<float> along_x(static_cast<size_t>(gh) * S);
+  for (int r = 0; r < gh; ++r)
+    for (int x = 0; x < S; ++x) {
+      const LinearTap& t = xs[x];
+      along_x[r * S + x] = (1 - t.lambda) * scaled[r * gw + t.i0] + t.lambda * scaled[r * gw + t.i1];
+    }
+  std::vector<float> column_max(static_cast<size_t>(S), -1.0f);
+  int first_row = -1, last_row = -1;
+  const auto t = static_cast<float>(threshold);
+  for (int y = 0; y < S; ++y) {
+    const LinearTap& ty = ys[y];
+    const float* a = &along_x[ty.i0 * S];
+    const float* b = &along_x[ty.i1 * S];
+    float row_max = -1.0f;
+    for (int x = 0; x < S; ++x) {
+      const float v = (1 - ty.lambda) * a[x] + ty.lambda * b[x];
+      row_max = std::max(row_max, v);
+      column_max[x] = std::max(column_max[x], v);
+    }
+    if (row_max > t) {
+      if (first_row < 0) first_row = y;
+      last_row = y;
+    }
+  }
+  int first_col = -1, last_col = -1;
+  for (int x = 0; x < S; ++x)
+    if (column_max[x] > t) {
+      if (first_col < 0) first_col = x;
+      last_col = x;
+    }
+  if (first_row < 0 || first_col < 0) return ObjectBox{};  // a flat map: nothing stands out
+  const float s = static_cast<float>(S);
+  return {first_row / s, first_col / s, last_row / s, last_col / s};
+}
+
+namespace {
+
+// A uniform in (0, 1), safe to take the log of, from one in [0, 1) with 24 bits.
+double open_unit(float u) { return (static_cast<double>(u) * 16777216.0 + 0.5) / 16777216.0; }
+
+// Gamma(shape, 1) from the stream, taking uniforms from *k on.
+double gamma_sample(double shape, const std::function<float(uint32_t)>& uniform, uint32_t* k) {
+  double boost = 1;
+  if (shape < 1) {  // Gamma(a) = Gamma(a + 1) * U^(1/a)
+    boost = std::pow(open_unit(uniform((*k)++)), 1.0 / shape);
+    shape += 1;
+  }
+  const double d = shape - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
+  // Each try accepts with probability above 0.95 for shape >= 1: 64 tries never all fail in practice.
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    const double u1 = open_unit(uniform((*k)++)), u2 = uniform((*k)++);
+    const double x = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);  // standard normal
+    double v = 1.0 + c * x;
+    const double u = open_unit(uniform((*k)++));
+    if (v <= 0) continue;
+    v = v * v * v;
+    if (std::log(u) < 0.5 * x * x + d - d * v + d * std::log(v)) return d * v * boost;
+  }
+  return d * boost;  // the mode's neighbourhood; unreachable with any real probability
+}
+
+}  // namespace
+
+double beta_symmetric(double alpha, const std::function<float(uint32_t)>& uniform) {
+  BAM_CHECK(alpha > 0, "ContrastiveCrop: Beta({0}, {0}) needs alpha > 0", alpha);
+  uint32_t k = 0;
+  const double x = gamma_sample(alpha, uniform, &k);
+  const double y = gamma_sample(alpha, uniform, &k);
+  return x / (x + y);
+}
+
+}  // namespace bam::data

@@ -1,0 +1,394 @@
+// ContrastiveCrop: the Beta draws (moments and distribution), the crop placement of the official
+// ContrastiveCrop.get_params, boxes read off attention maps against a direct transcription of the
+// official update_box (the whole bilinear resize, then the first and last rows and columns above
+// the threshold) and a hand-worked map, the renewal schedule of main_pretrain.py, locate_objects
+// against the attention it reads, and a training run that renews its boxes with the teacher,
+// keeps them in its checkpoints and resumes from them exactly. (The loader's side is in
+// test_loader.cpp.)
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+
+#include "bam/contrastive_crop.h"
+#include "bam/trainer.h"
+#include "data/augment.h"
+#include "data/object_boxes.h"
+#include "engine/ops.h"
+#include "engine/random.h"
+#include "tests/support.h"
+#include "tests/train_test_support.h"
+
+namespace bam::test {
+namespace {
+
+// The CDF of Beta(a, a) at x, by Simpson's rule on the integral with t = u^(1/a) (which removes
+// the singularity at 0), and symmetry above 1/2.
+double beta_cdf(double a, double x) {
+  auto integral = [a](double upper) {  // of t^(a-1) (1-t)^(a-1) over [0, upper], upper <= 1/2
+    const double top = std::pow(upper, a);
+    const int n = 4000;
+    auto f = [a](double u) { return std::pow(1 - std::pow(u, 1 / a), a - 1) / a; };
+    double s = f(0) + f(top);
+    for (int i = 1; i < n; ++i) s += (i % 2 ? 4 : 2) * f(top * i / n);
+    return s * top / (3 * n);
+  };
+  const double half = integral(0.5);
+  return x <= 0.5 ? integral(x) / (2 * half) : 1 - integral(1 - x) / (2 * half);
+}
+
+// The official computation, written out as it reads: the whole bilinear resize (PyTorch's
+// upsample_bilinear2d, align_corners = false), then the rows and columns with a value above t.
+data::ObjectBox official_box(const std::vector<float>& map, int g, int S, float t) {
+  float lo = *std::min_element(map.begin(), map.end());
+  std::vector<float> m(map.size());
+  for (size_t i = 0; i < map.size(); ++i) m[i] = map[i] - lo;
+  const float hi = *std::max_element(m.begin(), m.end());
+  for (float& v : m) v /= hi + 1e-5f;
+  auto source = [&](int dst, int* i0, int* i1, float* lambda) {
+    float src = static_cast<float>(g) / static_cast<float>(S) * (dst + 0.5f) - 0.5f;
+    if (src < 0) src = 0;
+    *i0 = static_cast<int>(src);
+    *i1 = *i0 < g - 1 ? *i0 + 1 : *i0;
+    *lambda = src - *i0;
+  };
+  std::vector<float> up(static_cast<size_t>(S) * S);
+  for (int y = 0; y < S; ++y)
+    for (int x = 0; x < S; ++x) {
+      int y0, y1, x0, x1;
+      float ly, lx;
+      source(y, &y0, &y1, &ly);
+      source(x, &x0, &x1, &lx);
+      up[y * S + x] = (1 - ly) * ((1 - lx) * m[y0 * g + x0] + lx * m[y0 * g + x1]) +
+                      ly * ((1 - lx) * m[y1 * g + x0] + lx * m[y1 * g + x1]);
+    }
+  std::vector<int> rows, cols;
+  for (int y = 0; y < S; ++y) {
+    float best = -1;
+    for (int x = 0; x < S; ++x) best = std::max(best, up[y * S + x]);
+    if (best > t) rows.push_back(y);
+  }
+  for (int x = 0; x < S; ++x) {
+    float best = -1;
+    for (int y = 0; y < S; ++y) best = std::max(best, up[y * S + x]);
+    if (best > t) cols.push_back(x);
+  }
+  const float s = static_cast<float>(S);
+  return {rows.front() / s, cols.front() / s, rows.back() / s, cols.back() / s};
+}
+
+bool same_box(const data::ObjectBox& a, const data::ObjectBox& b) {
+  return a.top == b.top && a.left == b.left && a.bottom == b.bottom && a.right == b.right;
+}
+
+std::string fresh_dir(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("bam_ccrop_" + std::to_string(::getpid())) / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+std::vector<data::ObjectBox> boxes_of(const LoadedCheckpoint& ck) {
+  REQUIRE(ck.object_boxes.defined());
+  const std::vector<float> v = ck.object_boxes.to_vector<float>();
+  std::vector<data::ObjectBox> out;
+  for (size_t i = 0; i + 3 < v.size(); i += 4) out.push_back({v[i], v[i + 1], v[i + 2], v[i + 3]});
+  return out;
+}
+
+// Passes everything through to a folder's data, and fails at batch `fail_at` (counted over the run):
+// a crash in the middle of an epoch, after the checkpoint of the epoch before.
+class FailingData : public TrainData {
+ public:
+  FailingData(std::unique_ptr<TrainData> inner, int64_t fail_at) : inner_(std::move(inner)), fail_at_(fail_at) {}
+  int64_t num_images() const override { return inner_->num_images(); }
+  int64_t steps_per_epoch() const override { return inner_->steps_per_epoch(); }
+  void start_epoch(int64_t epoch, int64_t first_step) override { inner_->start_epoch(epoch, first_step); }
+  CropBatch next() override {
+    if (taken_++ == fail_at_) fail("the machine went down");
+    return inner_->next();
+  }
+  void set_epochs(int64_t epochs) override { inner_->set_epochs(epochs); }
+  std::string describe() const override { return inner_->describe(); }
+  const data::Dataset* images() const override { return inner_->images(); }
+  void set_object_boxes(std::shared_ptr<const data::ObjectBoxes> boxes) override {
+    inner_->set_object_boxes(std::move(boxes));
+  }
+
+ private:
+  std::unique_ptr<TrainData> inner_;
+  int64_t fail_at_, taken_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("Beta(alpha, alpha) from the counter stream has the Beta's mean, variance and distribution") {
+  const uint64_t seed = test_seed("beta draws");
+  for (double alpha : {0.6, 1.0, 3.0}) {
+    CAPTURE(alpha);
+    const int n = 20000;
+    std::vector<double> x(n);
+    for (int i = 0; i < n; ++i)
+      x[i] = data::beta_symmetric(alpha, [&](uint32_t k) {
+        return data::augment_uniform(seed, 0, static_cast<uint32_t>(i), 0, data::AugmentPurpose::placement, k);
+      });
+    double mean = 0, var = 0;
+    for (double v : x) mean += v / n;
+    for (double v : x) var += (v - mean) * (v - mean) / (n - 1);
+    CHECK(std::abs(mean - 0.5) < 0.01);                          // 4 standard errors
+    CHECK(std::abs(var / (0.25 / (2 * alpha + 1)) - 1) < 0.05);  // Var = 1 / (4 (2a + 1))
+    // Kolmogorov-Smirnov distance on a grid (the critical value at p = 0.001 is 0.0138).
+    std::sort(x.begin(), x.end());
+    double worst = 0;
+    for (double at = 0.05; at < 0.96; at += 0.05) {
+      const double empirical = static_cast<double>(std::lower_bound(x.begin(), x.end(), at) - x.begin()) / n;
+      worst = std::max(worst, std::abs(empirical - beta_cdf(alpha, at)));
+    }
+    CHECK(worst < 0.015);
+    CHECK(x.front() > 0);
+    CHECK(x.back() < 1);
+  }
+  // The numerical CDF itself: Beta(1, 1) is uniform; Beta(0.6, 0.6) puts more weight near the edges.
+  CHECK(beta_cdf(1.0, 0.3) == doctest::Approx(0.3).epsilon(1e-6));
+  CHECK(beta_cdf(0.6, 0.1) > 0.15);
+}
+
+TEST_CASE("ContrastiveCrop places crops as the official get_params: sizes and colours unchanged, corners in the box") {
+  const uint64_t seed = test_seed("placement");
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(0, 1);
+  data::AugmentRecipe recipe;
+  recipe.local_crops = 6;
+  int spread_rows = 0, fallbacks = 0;
+  for (uint32_t image = 0; image < 200; ++image) {
+    const int w = 60 + static_cast<int>(image * 37 % 300), h = 60 + static_cast<int>(image * 53 % 250);
+    float a = u(rng), b = u(rng), c = u(rng), d = u(rng);
+    const data::CropPlacement placement{{std::min(a, b), std::min(c, d), std::max(a, b), std::max(c, d)}, 0.6};
+    for (uint32_t crop = 0; crop < 8; ++crop) {
+      const data::CropParams plain = data::sample_crop(recipe, w, h, seed, 3, image, crop);
+      const data::CropParams placed = data::sample_crop(recipe, w, h, seed, 3, image, crop, &placement);
+      CHECK(placed.height == plain.height);
+      CHECK(placed.width == plain.width);
+      CHECK(placed.flip == plain.flip);
+      CHECK(placed.brightness == plain.brightness);
+      CHECK(placed.blur_sigma == plain.blur_sigma);
+      CHECK(placed.solarize == plain.solarize);
+      // No try fitted (an elongated image at a large scale): both take the same centred fallback.
+      if (placed.top == (h - placed.height) / 2 && placed.left == (w - placed.width) / 2 && placed.top == plain.top &&
+          placed.left == plain.left) {
+        ++fallbacks;
+        continue;
+      }
+      // The corner lies between the box's two edges less half the crop, clamped to the image.
+      auto range = [](int extent, int size, float lo, float hi) {
+        auto clamp = [&](int v) { return std::clamp(v, 0, extent - size); };
+        return std::pair{clamp(static_cast<int>(extent * double{lo}) - size / 2),
+                         clamp(static_cast<int>(extent * double{hi}) - size / 2)};
+      };
+      const auto [r0, r1] = range(h, placed.height, placement.box.top, placement.box.bottom);
+      const auto [c0, c1] = range(w, placed.width, placement.box.left, placement.box.right);
+      CHECK(placed.top >= r0);
+      CHECK(placed.top <= r1);
+      CHECK(placed.left >= c0);
+      CHECK(placed.left <= c1);
+      spread_rows += r1 > r0 && placed.top != r0 && placed.top != r1;
+    }
+  }
+  CHECK(fallbacks < 40);
+  CHECK(spread_rows > 100);  // the Beta draws do spread the crops across the box
+  // A box of no extent centres every crop on its point.
+  const data::CropPlacement point{{0.75f, 0.25f, 0.75f, 0.25f}, 0.6};
+  for (uint32_t crop = 0; crop < 8; ++crop) {
+    const data::CropParams p = data::sample_crop(recipe, 400, 300, seed, 0, 7, crop, &point);
+    CHECK(p.top == std::clamp(225 - p.height / 2, 0, 300 - p.height));
+    CHECK(p.left == std::clamp(100 - p.width / 2, 0, 400 - p.width));
+  }
+  // The boxes apply from their first epoch on, and every image needs one.
+  data::ObjectBoxes boxes;
+  boxes.first_epoch = 2;
+  boxes.boxes.resize(3);
+  CHECK(!boxes.placement(1, 0));
+  CHECK(boxes.placement(2, 2));
+  CHECK_THROWS_WITH_AS(boxes.placement(2, 3), doctest::Contains("image 3 has no box (3 boxes"), Error);
+}
+
+TEST_CASE("a box read off an attention map: the official update_box's, and a hand-worked one") {
+  const uint64_t seed = test_seed("attention boxes");
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(0, 1);
+  int differing = 0;
+  for (int trial = 0; trial < 60; ++trial) {
+    const int g = 2 + trial % 13, S = g * (trial % 2 ? 16 : 7);
+    const float t = 0.05f + 0.9f * u(rng);
+    std::vector<float> map(static_cast<size_t>(g) * g);
+    for (float& v : map) v = std::pow(u(rng), 4.0f) * 3;  // a few bright patches
+    const data::ObjectBox got = data::box_from_attention(map.data(), g, g, S, t);
+    CAPTURE(g);
+    CAPTURE(S);
+    CAPTURE(t);
+    CHECK(same_box(got, official_box(map, g, S, t)));
+    differing += !same_box(got, data::ObjectBox{});
+  }
+  CHECK(differing > 30);
+  // One hot patch (row 1, column 2) of a 4 x 4 map at 28 px: its weight in an output row is the
+  // bilinear tent around source row 1, above 0.1 for source positions (0.1, 1.9), i.e. output
+  // rows 4 to 16 (source = (y + 0.5) / 7 - 0.5); columns (1.1, 2.9), i.e. 11 to 23.
+  std::vector<float> hot(16, 0.0f);
+  hot[1 * 4 + 2] = 5;
+  const data::ObjectBox box = data::box_from_attention(hot.data(), 4, 4, 28, 0.1);
+  CHECK(box.top == 4 / 28.0f);
+  CHECK(box.bottom == 16 / 28.0f);
+  CHECK(box.left == 11 / 28.0f);
+  CHECK(box.right == 23 / 28.0f);
+  // A flat map shows nothing: the whole image.
+  std::vector<float> flat(16, 0.3f);
+  CHECK(same_box(data::box_from_attention(flat.data(), 4, 4, 28, 0.1), data::ObjectBox{}));
+}
+
+TEST_CASE("the boxes are used and renewed on main_pretrain.py's epochs") {
+  const int64_t none = std::numeric_limits<int64_t>::max();
+  ContrastiveCropSchedule defaults{20, 10};  // --loc_interval 20, --warmup_epochs 10, 100 epochs
+  CHECK(defaults.first_epoch() == 21);
+  CHECK(defaults.first_renewal() == 20);
+  for (int64_t e = 0; e < 100; ++e) {
+    CAPTURE(e);
+    CHECK(defaults.renews_after(e, 100) == (e == 20 || e == 40 || e == 60 || e == 80));
+  }
+  CHECK(defaults.known_until(0, 100) == 21);
+  CHECK(defaults.known_until(20, 100) == 21);
+  CHECK(defaults.known_until(21, 100) == 41);
+  CHECK(defaults.known_until(81, 100) == none);
+  CHECK(!defaults.renews_after(80, 81));  // never after the last epoch
+  ContrastiveCropSchedule slurm{40, 40};  // scripts/pretrain/vit_small.slurm
+  CHECK(slurm.first_epoch() == 41);
+  CHECK(slurm.first_renewal() == 40);
+  CHECK(slurm.renews_after(40, 400));
+  CHECK(!slurm.renews_after(0, 400));
+  ContrastiveCropSchedule late{20, 30};  // warm-up past the first interval: used from 31, renewed from 40
+  CHECK(late.first_epoch() == 31);
+  CHECK(late.first_renewal() == 40);
+  CHECK(!late.renews_after(20, 100));
+  ContrastiveCropSchedule every{1, 0};
+  CHECK(every.first_epoch() == 2);
+  CHECK(every.renews_after(0, 3));
+  CHECK(every.renews_after(1, 3));
+  CHECK(!every.renews_after(2, 3));
+  CHECK(every.known_until(2, 3) == none);
+}
+
+TEST_CASE("locate_objects reads the CLS attention of the last block of each whole image, in dataset order") {
+  const std::string root = write_colour_folder("bam_ccrop_" + std::to_string(::getpid()) + "/locate", 2, 7, 4);
+  data::Dataset d = data::open_dataset(root);
+  VitConfig v;
+  v.embed_dim = 32;
+  v.depth = 2;
+  v.num_heads = 2;
+  v.patch_size = 4;
+  v.img_size = 16;
+  Generator gen(test_seed("locate objects"));
+  VisionTransformer vit(v, &gen);
+  vit.train(false);
+  ObjectLocatorOptions o;
+  o.image_size = 16;
+  o.threshold = 0.4;
+  o.batch_size = 4;
+  o.threads = 2;
+  const std::vector<data::ObjectBox> boxes = locate_objects(vit, d, o);
+  REQUIRE(static_cast<int64_t>(boxes.size()) == d.size());
+  int smaller = 0;
+  for (int64_t i = 0; i < d.size(); ++i) {
+    CAPTURE(i);
+    const data::DecodedImage image = data::decode_image_file(d.files[i]);
+    Tensor x = empty({1, 3, 16, 16});
+    data::render_crop(image, data::whole_image_params(image.width, image.height, 16), o.recipe, x.data<float>());
+    Tensor probs = vit.last_attention(x);  // [1, heads, 17, 17]
+    std::vector<float> map(16, 0.0f);
+    for (int h = 0; h < 2; ++h)
+      for (int p = 0; p < 16; ++p) map[p] += probs.select(0, 0).select(0, h).select(0, 0).to_vector<float>()[1 + p];
+    const data::ObjectBox want = data::box_from_attention(map.data(), 4, 4, 16, 0.4);
+    CHECK(boxes[i].top == doctest::Approx(want.top));
+    CHECK(boxes[i].left == doctest::Approx(want.left));
+    CHECK(boxes[i].bottom == doctest::Approx(want.bottom));
+    CHECK(boxes[i].right == doctest::Approx(want.right));
+    smaller += !same_box(boxes[i], data::ObjectBox{});
+  }
+  CHECK(smaller > 0);
+}
+
+TEST_CASE("a ContrastiveCrop run renews its boxes with the teacher, keeps them in checkpoints and resumes exactly") {
+  const std::string folder = write_colour_folder("bam_ccrop_" + std::to_string(::getpid()) + "/images", 4, 16, 8);
+  auto config = [&](const std::string& name) {
+    TrainConfig c = small_train_config(fresh_dir(name));
+    c.data_path = folder;
+    c.num_workers = 2;
+    c.teacher = true;
+    c.use_ccrop = true;
+    c.loc_interval = 1;
+    c.warmup_epochs = 0;
+    c.box_thresh = 0.5;
+    c.saveckp_freq = 1;
+    c.teacher_m = 0.5;  // a teacher that follows the student, so that its boxes move between renewals
+    return c;
+  };
+  const TrainConfig full = config("full");
+  TrainResult reference = Trainer(full, make_train_data(full)).run();
+  REQUIRE(reference.step_losses.size() == 12);  // 3 epochs of 4 steps
+  // Renewed after epochs 0 and 1, not after the last; log.txt says so.
+  REQUIRE(reference.epochs.size() == 3);
+  CHECK(reference.epochs[0].box_area > 0);
+  CHECK(reference.epochs[0].box_area < 0.95);
+  CHECK(reference.epochs[1].box_area > 0);
+  CHECK(reference.epochs[2].box_area < 0);
+  std::ifstream log(full.output_dir + "/log.txt");
+  std::vector<nlohmann::json> rows;
+  for (std::string line; std::getline(log, line);) rows.push_back(nlohmann::json::parse(line));
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[1].at("ccrop_box_area") == reference.epochs[1].box_area);
+  CHECK(!rows[2].contains("ccrop_box_area"));
+
+  // checkpoint0001 is written after the renewal that follows epoch 1: its boxes are what its own
+  // teacher locates (in eval mode, at --global_crops_size, --box_thresh).
+  const LoadedCheckpoint after1 = load_checkpoint(full.output_dir + "/checkpoint0001.safetensors");
+  {
+    Generator gen(0);
+    BamModel teacher(full.vit(), full.projector(), &gen);
+    teacher.load_state(after1.teacher);
+    teacher.train(false);
+    ObjectLocatorOptions o;
+    o.image_size = 16;
+    o.threshold = 0.5;
+    const std::vector<data::ObjectBox> located = locate_objects(*teacher.backbone, data::open_dataset(folder), o);
+    const std::vector<data::ObjectBox> saved = boxes_of(after1);
+    REQUIRE(saved.size() == located.size());
+    for (size_t i = 0; i < saved.size(); ++i) CHECK(same_box(saved[i], located[i]));
+  }
+  // The boxes of epoch 0's renewal differ from epoch 1's for some image (the teacher moved).
+  const std::vector<data::ObjectBox> renewed0 =
+      boxes_of(load_checkpoint(full.output_dir + "/checkpoint0000.safetensors"));
+  CHECK(std::equal(renewed0.begin(), renewed0.end(), boxes_of(after1).begin(), same_box) == false);
+
+  // A crash in epoch 2 (whose crops the boxes place), then a resume: the same losses bit for bit.
+  const TrainConfig crashed = config("crashed");
+  CHECK_THROWS_WITH_AS(Trainer(crashed, std::make_unique<FailingData>(make_train_data(crashed), 9)).run(),
+                       doctest::Contains("the machine went down"), Error);
+  TrainResult rest = Trainer(crashed, make_train_data(crashed)).run();
+  CHECK(rest.resumed);
+  REQUIRE(rest.step_losses.size() == 4);
+  for (size_t i = 0; i < 4; ++i) {
+    CAPTURE(i);
+    CHECK(rest.step_losses[i] == reference.step_losses[8 + i]);
+  }
+  // Resuming over another folder: the boxes do not fit it, and the error says so.
+  const std::string other = write_colour_folder("bam_ccrop_" + std::to_string(::getpid()) + "/other", 3, 16, 9);
+  TrainConfig moved = config("moved");
+  std::filesystem::copy_file(full.output_dir + "/checkpoint0001.safetensors",
+                             moved.output_dir + "/checkpoint.safetensors");
+  moved.data_path = other;
+  CHECK_THROWS_WITH_AS(Trainer(moved, make_train_data(moved)).run(),
+                       doctest::Contains("ccrop.boxes holds 64 ContrastiveCrop boxes, but --data_path"), Error);
+}
+
+}  // namespace bam::test
