@@ -43,40 +43,44 @@ ObjectBox box_from_attention(const float* map, int gh, int gw, int image_size, d
   float hi = 0;
   for (int i = 0; i < n; ++i) hi = std::max(hi, scaled[i] = map[i] - lo);
   for (float& v : scaled) v /= hi + 1e-5f;
-  // Bilinear resize, separably: every map row resized along x first ([gh, S]), then each output
-  // row is a blend of two of those. Only each output row's and column's largest value matters.
+  // The bilinear resize, separably: every map row resized along x first ([gh, S]); an output value
+  // is then the blend of two of those rows. Only each output row's and column's largest value
+  // matters, and that needs few values: along a run of outputs that read the same two map samples,
+  // the value is linear in the blend weight, so its largest is at the run's first or last output.
   std::vector<LinearTap> xs(static_cast<size_t>(S)), ys(static_cast<size_t>(S));
   for (int o = 0; o < S; ++o) xs[o] = linear_tap(o, gw, S), ys[o] = linear_tap(o, gh, S);
+  auto run_ends = [S](const std::vector<LinearTap>& taps) {
+    std::vector<int> ends;
+    for (int o = 0; o < S; ++o)
+      if (o == 0 || o == S - 1 || taps[o].i0 != taps[o - 1].i0 || taps[o].i0 != taps[o + 1].i0) ends.push_back(o);
+    return ends;
+  };
+  const std::vector<int> x_ends = run_ends(xs), y_ends = run_ends(ys);
   std::vector<float> along_x(static_cast<size_t>(gh) * S);
   for (int r = 0; r < gh; ++r)
     for (int x = 0; x < S; ++x) {
       const LinearTap& t = xs[x];
       along_x[r * S + x] = (1 - t.lambda) * scaled[r * gw + t.i0] + t.lambda * scaled[r * gw + t.i1];
     }
-  std::vector<float> column_max(static_cast<size_t>(S), -1.0f);
-  int first_row = -1, last_row = -1;
+  auto value = [&](int y, int x) {  // the resized map at (y, x)
+    const LinearTap& t = ys[y];
+    return (1 - t.lambda) * along_x[t.i0 * S + x] + t.lambda * along_x[t.i1 * S + x];
+  };
   const auto t = static_cast<float>(threshold);
-  for (int y = 0; y < S; ++y) {
-    const LinearTap& ty = ys[y];
-    const float* a = &along_x[ty.i0 * S];
-    const float* b = &along_x[ty.i1 * S];
-    float row_max = -1.0f;
-    for (int x = 0; x < S; ++x) {
-      const float v = (1 - ty.lambda) * a[x] + ty.lambda * b[x];
-      row_max = std::max(row_max, v);
-      column_max[x] = std::max(column_max[x], v);
+  auto first_and_last = [&](bool rows, int* first, int* last) {  // rows (else columns) with a value above t
+    *first = *last = -1;
+    for (int o = 0; o < S; ++o) {
+      float best = -1.0f;
+      for (int across : rows ? x_ends : y_ends) best = std::max(best, rows ? value(o, across) : value(across, o));
+      if (best > t) {
+        if (*first < 0) *first = o;
+        *last = o;
+      }
     }
-    if (row_max > t) {
-      if (first_row < 0) first_row = y;
-      last_row = y;
-    }
-  }
-  int first_col = -1, last_col = -1;
-  for (int x = 0; x < S; ++x)
-    if (column_max[x] > t) {
-      if (first_col < 0) first_col = x;
-      last_col = x;
-    }
+  };
+  int first_row, last_row, first_col, last_col;
+  first_and_last(true, &first_row, &last_row);
+  first_and_last(false, &first_col, &last_col);
   if (first_row < 0 || first_col < 0) return ObjectBox{};  // a flat map: nothing stands out
   const float s = static_cast<float>(S);
   return {first_row / s, first_col / s, last_row / s, last_col / s};
