@@ -1,7 +1,6 @@
 // The box renewal of ContrastiveCrop: whole images through the backbone, a box per attention map.
 #include "bam/contrastive_crop.h"
 
-#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -30,7 +29,6 @@ std::vector<data::ObjectBox> locate_objects(const VisionTransformer& backbone, c
     Tensor maps;
     {
       NoGradGuard no_grad;
-      AutocastGuard autocast(o.autocast);
       Tensor probs = backbone.last_attention(batch.groups[0].to(device));  // [B, heads, N, N]
       // The CLS token's row, its attention to the patches, summed over the heads: [B, N - 1].
       const int64_t N = probs.size(2);

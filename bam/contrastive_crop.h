@@ -13,7 +13,6 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/object_boxes.h"
-#include "engine/dtype.h"
 #include "models/vit.h"
 
 namespace bam {
@@ -45,11 +44,10 @@ struct ObjectLocatorOptions {
   int threads = 4;
   data::AugmentRecipe recipe;  // the normalisation
   data::DataBackend backend = data::DataBackend::cpu;
-  DType autocast = DType::f32;  // the run's compute type for the forward pass
 };
 
-// One box per image of `dataset` (dataset order) from the backbone's last-block attention (run it
-// in eval mode). An image that cannot be decoded keeps the whole image as its box (the loader
+// One box per image of `dataset` (dataset order) from the backbone's last-block attention, in f32
+// as the official update_box runs it (put the backbone in eval mode). An image that cannot be decoded keeps the whole image as its box (the loader
 // reports it and puts another image in its place).
 std::vector<data::ObjectBox> locate_objects(const VisionTransformer& backbone, const data::Dataset& dataset,
                                             const ObjectLocatorOptions& options);

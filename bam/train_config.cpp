@@ -69,9 +69,12 @@ void TrainConfig::validate() const {
   BAM_CHECK(!data_path.empty(), "--data_path is required (a folder of images, or synthetic:N for generated data)");
   BAM_CHECK(loc_interval >= 1, "--loc_interval must be at least 1, got {}", loc_interval);
   BAM_CHECK(box_thresh >= 0 && box_thresh < 1, "--box_thresh must be in [0, 1), got {}", box_thresh);
-  BAM_CHECK(ccrop_alpha > 0, "--ccrop_alpha must be positive, got {}", ccrop_alpha);
-  BAM_CHECK(ccrop_img_size >= 0 && box_image_size() % patch_size == 0,
-            "--ccrop_img_size {} is not a multiple of --patch_size {}", ccrop_img_size, patch_size);
+  // Below 0.05 the Beta draws' U^(1/alpha) underflows to 0 (data/object_boxes.h).
+  BAM_CHECK(ccrop_alpha >= 0.05, "--ccrop_alpha must be at least 0.05, got {}", ccrop_alpha);
+  BAM_CHECK(ccrop_img_size >= 0, "--ccrop_img_size must be non-negative (0: --global_crops_size), got {}",
+            ccrop_img_size);
+  BAM_CHECK(!use_ccrop || box_image_size() % patch_size == 0,
+            "--ccrop_img_size {} is not a multiple of --patch_size {}", box_image_size(), patch_size);
   BAM_CHECK(!use_ccrop || data_path.rfind("synthetic:", 0) != 0,
             "--use_ccrop true needs images to locate objects in: --data_path {} is generated data, which has no "
             "crops to place (pass --use_ccrop false)",

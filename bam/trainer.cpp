@@ -78,7 +78,6 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
   student_->to(device_);
   if (teacher_) teacher_->to(device_);
   optimizer_ = make_optimizer(config_.optimizer, make_param_groups(student_->named_parameters()));
-  ccrop_schedule_ = {config_.loc_interval, config_.warmup_epochs};
   BAM_CHECK(!config_.use_ccrop || data_->images(),
             "--use_ccrop true needs an image folder as --data_path: {} has no images to locate objects in",
             data_->describe());
@@ -220,6 +219,25 @@ void Trainer::resume_if_possible(TrainResult& result) {
     scaler_.load_state(ck.state.loss_scale, ck.state.loss_scale_clean_steps);
   state_ = ck.state;
   step_in_epoch_ = ck.state.step_in_epoch;
+  if (config_.use_ccrop && !ck.object_boxes.defined()) {
+    // The boxes would have been located by now: starting them over from the whole image would
+    // crop differently from the run the checkpoint continues (the official script refuses too).
+    const ContrastiveCropSchedule saved{ck.config.loc_interval, ck.config.warmup_epochs};
+    BAM_CHECK(ck.state.epoch <= saved.first_renewal(),
+              "{}: --use_ccrop true, but the checkpoint holds no ContrastiveCrop boxes (its run did not use them) and "
+              "is {} epochs in, past the epoch after which they are first located ({}); resume with --use_ccrop false "
+              "or use a new --output_dir",
+              checkpoint_path(), ck.state.epoch, saved.first_renewal());
+  }
+  if (ck.config.use_ccrop != config_.use_ccrop || ck.config.loc_interval != config_.loc_interval ||
+      ck.config.ccrop_alpha != config_.ccrop_alpha || ck.config.box_thresh != config_.box_thresh ||
+      ck.config.box_image_size() != config_.box_image_size())
+    std::printf(
+        "note: the checkpoint's run used --use_ccrop %s --loc_interval %lld --ccrop_alpha %g --box_thresh %g "
+        "--ccrop_img_size %lld; this run's ContrastiveCrop settings differ, and its crops follow them from here "
+        "on\n",
+        ck.config.use_ccrop ? "true" : "false", static_cast<long long>(ck.config.loc_interval), ck.config.ccrop_alpha,
+        ck.config.box_thresh, static_cast<long long>(ck.config.box_image_size()));
   if (config_.use_ccrop && ck.object_boxes.defined()) {
     const int64_t n = data_->images()->size();
     BAM_CHECK(ck.object_boxes.dim() == 2 && ck.object_boxes.size(0) == n && ck.object_boxes.size(1) == 4 &&
@@ -270,9 +288,14 @@ void Trainer::renew_object_boxes(int64_t epoch, EpochStats* stats) {
   o.threads = static_cast<int>(std::max<int64_t>(1, config_.num_workers));
   o.recipe = recipe_from_config(config_);
   o.backend = config_.data_backend == "gpu" ? data::DataBackend::gpu : data::DataBackend::cpu;
-  o.autocast = compute_dtype_;
   model.train(false);
-  std::vector<data::ObjectBox> boxes = locate_objects(*model.backbone, *data_->images(), o);
+  std::vector<data::ObjectBox> boxes;
+  try {
+    boxes = locate_objects(*model.backbone, *data_->images(), o);
+  } catch (...) {
+    model.train(true);
+    throw;
+  }
   model.train(true);
   double area = 0;
   for (const data::ObjectBox& b : boxes) area += (b.bottom - b.top) * (b.right - b.left);
@@ -495,18 +518,26 @@ TrainResult Trainer::run() {
   TrainResult result;
   resume_if_possible(result);
   if (config_.use_ccrop) {
+    // After the resume, which may restore a budget-fitted --warmup_epochs.
+    ccrop_schedule_ = {config_.loc_interval, config_.warmup_epochs};
     // The boxes start as the whole image (or as the checkpoint left them).
     const bool resumed_boxes = !resumed_boxes_.empty();
     use_object_boxes(resumed_boxes ? std::move(resumed_boxes_) : std::vector<data::ObjectBox>(data_->images()->size()),
                      state_.epoch);
+    std::string renewals;  // the first few renewals of this run
+    int listed = 0;
+    for (int64_t e = state_.epoch; e < epochs_in_schedule() && listed < 4; ++e) {
+      if (!ccrop_schedule_.renews_after(e, epochs_in_schedule())) continue;
+      if (listed > 0) renewals += ", ";
+      renewals += ++listed == 4 ? std::string("...") : std::to_string(e);
+    }
     std::printf(
-        "ContrastiveCrop: crops placed by object boxes (Beta(%g) centres) from epoch %lld on; the boxes (%s) "
-        "are located from the %s's attention at %lld px after epochs %lld, %lld, ... (from --warmup_epochs "
-        "on, every --loc_interval)\n",
+        "ContrastiveCrop: crops placed by object boxes (Beta(%g) centres) from epoch %lld on; the boxes (%s) are "
+        "located from the %s's attention at %lld px after epochs %s (from --warmup_epochs on, every --loc_interval, "
+        "not after the last)\n",
         config_.ccrop_alpha, static_cast<long long>(ccrop_schedule_.first_epoch()),
         resumed_boxes ? "from the checkpoint" : "the whole image so far", teacher_ ? "teacher" : "student",
-        static_cast<long long>(config_.box_image_size()), static_cast<long long>(ccrop_schedule_.first_renewal()),
-        static_cast<long long>(ccrop_schedule_.first_renewal() + config_.loc_interval));
+        static_cast<long long>(config_.box_image_size()), renewals.empty() ? "(none in this run)" : renewals.c_str());
   }
   int64_t params = 0;
   for (auto& p : student_->parameters()) params += p.numel();

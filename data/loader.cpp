@@ -108,6 +108,7 @@ void MultiCropLoader::set_epochs(int64_t epochs) {
 
 void MultiCropLoader::set_object_boxes(std::shared_ptr<const ObjectBoxes> boxes) {
   std::unique_lock<std::mutex> lock(mutex_);
+  if (consumer_next_ < consumer_end_) check_boxes_known(boxes.get(), sequence_.epoch(consumer_next_));  // mid-epoch
   hand_back_lent_slot();
   drop_prepared(lock, consumer_next_);  // prepared with the boxes before
   boxes_ = std::move(boxes);

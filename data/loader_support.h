@@ -22,14 +22,16 @@ std::vector<int64_t> loader_visit_order(int64_t num_images, uint64_t seed, int64
 // when incomplete batches are dropped).
 void check_loader_batch(const Dataset& dataset, int64_t batch, bool drop_last);
 
-// Reserves `bytes` of an arena that several threads fill (the GPU loader's pinned slots): the
-// offset of the reserved range, or -1 when it does not fit. Nothing is taken then, so one large
-// image does not push every image after it out of the arena too.
 // ContrastiveCrop's limit on the loaders' run-ahead: the first batch of the epoch whose boxes are
 // not known yet (the largest number when there is none, or no boxes).
 int64_t boxes_known_end(const BatchSequence& sequence, const ObjectBoxes* boxes);
-// Fails when start_epoch asks for an epoch whose boxes are not known yet.
+// Fails when an epoch to be prepared (start_epoch's, or the one in progress when the boxes change)
+// is one whose boxes are not known yet.
 void check_boxes_known(const ObjectBoxes* boxes, int64_t epoch);
+
+// Reserves `bytes` of an arena that several threads fill (the GPU loader's pinned slots): the
+// offset of the reserved range, or -1 when it does not fit. Nothing is taken then, so one large
+// image does not push every image after it out of the arena too.
 
 int64_t reserve_in_arena(std::atomic<int64_t>& used, int64_t bytes, int64_t capacity);
 

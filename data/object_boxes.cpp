@@ -115,7 +115,8 @@ double gamma_sample(double shape, const std::function<float(uint32_t)>& uniform,
 }  // namespace
 
 double beta_symmetric(double alpha, const std::function<float(uint32_t)>& uniform) {
-  BAM_CHECK(alpha > 0, "ContrastiveCrop: Beta({0}, {0}) needs alpha > 0", alpha);
+  BAM_CHECK(alpha >= 0.05, "ContrastiveCrop: Beta({0}, {0}) needs alpha >= 0.05 (below, U^(1/alpha) underflows)",
+            alpha);
   uint32_t k = 0;
   const double x = gamma_sample(alpha, uniform, &k);
   const double y = gamma_sample(alpha, uniform, &k);

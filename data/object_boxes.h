@@ -52,7 +52,8 @@ ObjectBox box_from_attention(const float* map, int gh, int gw, int image_size, d
 
 // A sample of Beta(alpha, alpha) from the uniforms in [0, 1) `uniform(k)`, k = 0, 1, 2, ... (a
 // counter-based stream: the same uniforms give the same sample on any thread). X / (X + Y) for X, Y ~
-// Gamma(alpha) by Marsaglia and Tsang's method (alpha < 1 boosted by U^(1/alpha)).
+// Gamma(alpha) by Marsaglia and Tsang's method (alpha < 1 boosted by U^(1/alpha), which underflows
+// for alpha below about 0.023: alpha must be at least 0.05).
 double beta_symmetric(double alpha, const std::function<float(uint32_t)>& uniform);
 
 }  // namespace bam::data

@@ -372,7 +372,7 @@ TEST_CASE("ContrastiveCrop: the loader crops by the boxes it is given and waits 
   loader.set_object_boxes(b0);
   loader.start_epoch(0);
   CHECK(take(loader, steps) == epoch_alone(0, nullptr));
-  CHECK(settled_images(loader, per_epoch + 1) == per_epoch);
+  CHECK(settled_images(loader, per_epoch) == per_epoch);
   CHECK_THROWS_WITH_AS(loader.start_epoch(1), doctest::Contains("boxes that are not known yet"), Error);
   loader.set_object_boxes(b1);  // renewed: the workers go on into epoch 1 with these
   CHECK(settled_images(loader, per_epoch + ahead) == per_epoch + ahead);

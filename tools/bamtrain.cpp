@@ -101,8 +101,9 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
       ->default_val(c.loc_interval);
   app.add_option("--ccrop_alpha", c.ccrop_alpha, "ContrastiveCrop: Beta(alpha, alpha) of the crop centres")
       ->default_val(c.ccrop_alpha);
-  app.add_option("--ccrop_img_size", c.ccrop_img_size,
-                 "ContrastiveCrop: image side for locating the boxes (0: --global_crops_size)")
+  app.add_option(
+         "--ccrop_img_size", c.ccrop_img_size,
+         "ContrastiveCrop: image side for locating the boxes (0: --global_crops_size; the official default is 224)")
       ->default_val(c.ccrop_img_size);
   // data, output, misc
   app.add_option("--data_path", c.data_path,
