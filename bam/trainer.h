@@ -73,6 +73,9 @@ class Trainer {
     KnnResult student;
     std::optional<KnnResult> teacher;
     double seconds = 0;
+    // Before the first step the teacher is the student's copy: its result is the student's, not
+    // measured again (an evaluation of both costs about twice `seconds` later on).
+    bool teacher_copied = false;
     std::string text() const;  // "top-1 ...  top-5 ... (teacher: ...)"
     void into(EpochStats* stats) const;
   };
