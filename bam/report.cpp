@@ -303,6 +303,9 @@ std::string write_training_report(const std::string& output_dir) {
     if (!teacher.x.empty()) knn.push_back(std::move(teacher));
   html << svg_chart("kNN accuracy (%)", "epoch", knn);
   html << svg_chart("epoch mean loss", "epoch", {column(epochs, "epoch", "train_loss", "loss")});
+  // With --use_ccrop: how much of the image the located objects cover, after each renewal.
+  if (Series area = column(epochs, "epoch", "ccrop_box_area", "area"); !area.x.empty())
+    html << svg_chart("ContrastiveCrop: mean object-box area (fraction of the image)", "epoch", {area});
   html << "</div>";
 
   if (fs::exists(checkpoint)) {

@@ -349,6 +349,9 @@ TEST_CASE("a ContrastiveCrop run renews its boxes with the teacher, keeps them i
   REQUIRE(rows.size() == 3);
   CHECK(rows[1].at("ccrop_box_area") == reference.epochs[1].box_area);
   CHECK(!rows[2].contains("ccrop_box_area"));
+  std::ifstream report(full.output_dir + "/report.html");
+  const std::string html((std::istreambuf_iterator<char>(report)), {});
+  CHECK(html.find("mean object-box area") != std::string::npos);
 
   // checkpoint0001 is written after the renewal that follows epoch 1: its boxes are what its own
   // teacher locates (in eval mode, at --global_crops_size, --box_thresh).
