@@ -186,6 +186,10 @@ int64_t Trainer::steps_within(double seconds, double step_seconds, int64_t from_
     double t = static_cast<double>(total - from_step) * step_seconds + static_cast<double>(epochs) * save_seconds_;
     if (config_.saveckp_freq > 0) t += static_cast<double>(ceil_div(epochs, config_.saveckp_freq)) * save_seconds_;
     if (knn_ && config_.knn_freq > 0) t += static_cast<double>(ceil_div(epochs, config_.knn_freq)) * knn_seconds_;
+    if (config_.use_ccrop) {
+      const int64_t all = first_epoch + epochs;
+      for (int64_t e = first_epoch; e < all; ++e) t += ccrop_schedule_.renews_after(e, all) ? box_update_seconds_ : 0.0;
+    }
     return t;
   };
   // cost() grows with the step count: the largest count that fits, by bisection (at least one step).
@@ -285,8 +289,7 @@ void Trainer::use_object_boxes(std::vector<data::ObjectBox> boxes, int64_t epoch
   data_->set_object_boxes(object_boxes_);
 }
 
-void Trainer::renew_object_boxes(int64_t epoch, EpochStats* stats) {
-  auto start = Clock::now();
+std::vector<data::ObjectBox> Trainer::locate_objects_in(const data::Dataset& images) {
   BamModel& model = teacher_ ? *teacher_ : *student_;  // the official script locates with the teacher
   ObjectLocatorOptions o;
   o.image_size = config_.box_image_size();
@@ -297,12 +300,18 @@ void Trainer::renew_object_boxes(int64_t epoch, EpochStats* stats) {
   model.train(false);
   std::vector<data::ObjectBox> boxes;
   try {
-    boxes = locate_objects(*model.backbone, *data_->images(), o);
+    boxes = locate_objects(*model.backbone, images, o);
   } catch (...) {
     model.train(true);
     throw;
   }
   model.train(true);
+  return boxes;
+}
+
+void Trainer::renew_object_boxes(int64_t epoch, EpochStats* stats) {
+  auto start = Clock::now();
+  std::vector<data::ObjectBox> boxes = locate_objects_in(*data_->images());
   double area = 0;
   for (const data::ObjectBox& b : boxes) area += (b.bottom - b.top) * (b.right - b.left);
   stats->box_area = boxes.empty() ? 0 : area / static_cast<double>(boxes.size());
@@ -312,6 +321,39 @@ void Trainer::renew_object_boxes(int64_t epoch, EpochStats* stats) {
       "ContrastiveCrop: boxes located after epoch %lld from the %s's attention in %.1f s: %.1f%% of the "
       "image on average\n",
       static_cast<long long>(epoch), teacher_ ? "teacher" : "student", stats->box_seconds, 100 * stats->box_area);
+}
+
+double Trainer::measure_box_update_seconds() {
+  // Up to 256 images spread over the folder; a box update is a pass over all of them at that rate.
+  const data::Dataset& all = *data_->images();
+  data::Dataset sample;
+  sample.root = all.root;
+  const int64_t m = std::min<int64_t>(all.size(), 256);
+  for (int64_t k = 0; k < m; ++k) {
+    sample.files.push_back(all.files[static_cast<size_t>(k * all.size() / m)]);
+    sample.labels.push_back(-1);
+  }
+  auto start = Clock::now();
+  locate_objects_in(sample);
+  return seconds_since(start) * static_cast<double>(all.size()) / static_cast<double>(m);
+}
+
+void Trainer::print_contrastive_crop_plan(bool resumed_boxes) const {
+  std::string renewals;  // the first few renewals of this run
+  int listed = 0;
+  for (int64_t e = state_.epoch; e < epochs_in_schedule() && listed < 4; ++e) {
+    if (!ccrop_schedule_.renews_after(e, epochs_in_schedule())) continue;
+    if (listed > 0) renewals += ", ";
+    renewals += ++listed == 4 ? std::string("...") : std::to_string(e);
+  }
+  std::printf(
+      "ContrastiveCrop: crops placed by object boxes (Beta(%g) centres) from epoch %lld on; the boxes (%s) are "
+      "located from the %s's attention at %lld px after epochs %s (from --warmup_epochs on, every --loc_interval, "
+      "not after the last)\n",
+      config_.ccrop_alpha, static_cast<long long>(ccrop_schedule_.first_epoch()),
+      resumed_boxes ? "from the checkpoint" : "the whole image so far", teacher_ ? "teacher" : "student",
+      static_cast<long long>(config_.box_image_size()), renewals.empty() ? "(none in this run)" : renewals.c_str());
+  std::fflush(stdout);
 }
 
 std::string Trainer::memory_text() const {
@@ -523,27 +565,14 @@ TrainResult Trainer::run() {
   prepare_output_dir(config_.output_dir);
   TrainResult result;
   resume_if_possible(result);
+  bool resumed_boxes = false;
   if (config_.use_ccrop) {
     // After the resume, which may restore a budget-fitted --warmup_epochs.
     ccrop_schedule_ = {config_.loc_interval, config_.warmup_epochs};
     // The boxes start as the whole image (or as the checkpoint left them).
-    const bool resumed_boxes = !resumed_boxes_.empty();
+    resumed_boxes = !resumed_boxes_.empty();
     use_object_boxes(resumed_boxes ? std::move(resumed_boxes_) : std::vector<data::ObjectBox>(data_->images()->size()),
                      state_.epoch);
-    std::string renewals;  // the first few renewals of this run
-    int listed = 0;
-    for (int64_t e = state_.epoch; e < epochs_in_schedule() && listed < 4; ++e) {
-      if (!ccrop_schedule_.renews_after(e, epochs_in_schedule())) continue;
-      if (listed > 0) renewals += ", ";
-      renewals += ++listed == 4 ? std::string("...") : std::to_string(e);
-    }
-    std::printf(
-        "ContrastiveCrop: crops placed by object boxes (Beta(%g) centres) from epoch %lld on; the boxes (%s) are "
-        "located from the %s's attention at %lld px after epochs %s (from --warmup_epochs on, every --loc_interval, "
-        "not after the last)\n",
-        config_.ccrop_alpha, static_cast<long long>(ccrop_schedule_.first_epoch()),
-        resumed_boxes ? "from the checkpoint" : "the whole image so far", teacher_ ? "teacher" : "student",
-        static_cast<long long>(config_.box_image_size()), renewals.empty() ? "(none in this run)" : renewals.c_str());
   }
   int64_t params = 0;
   for (auto& p : student_->parameters()) params += p.numel();
@@ -564,6 +593,8 @@ TrainResult Trainer::run() {
     save(probe);
     save_seconds_ = seconds_since(start);
     std::filesystem::remove(probe);
+    // And ContrastiveCrop's box updates, a pass of the model over the training images each.
+    if (config_.use_ccrop) box_update_seconds_ = measure_box_update_seconds();
   }
   // A kNN evaluation of the weights training starts from: asked for (--eval_first), or, fitting a
   // budget, to time the monitor (it is then also the baseline of the evaluations to come).
@@ -593,10 +624,12 @@ TrainResult Trainer::run() {
     config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);
     build_schedules();
     std::printf(
-        "Measured %.3f s per step: %lld steps (%.2f epochs of %lld steps) fit the %.1f-minute budget; "
+        "Measured %.3f s per step: %lld steps (%.2f epochs of %lld steps) fit the %g-minute budget; "
         "warm-up %lld steps\n",
         step_seconds, static_cast<long long>(config_.max_steps), static_cast<double>(config_.max_steps) / steps,
         static_cast<long long>(steps), config_.time_budget_minutes, static_cast<long long>(config_.warmup_steps));
+    if (config_.use_ccrop)
+      std::printf("(counting a box update at %.3g s, measured on a sample of the images)\n", box_update_seconds_);
     // Refit from real steps early in the warm-up; the deadline only catches a far-off estimate.
     refit_at_step_ = std::clamp<int64_t>(config_.max_steps / 20, 9, 60);
     budget_seconds_ = budget_seconds;
@@ -607,14 +640,14 @@ TrainResult Trainer::run() {
     deadline =
         run_start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget_seconds));
 
+  if (config_.use_ccrop) print_contrastive_crop_plan(resumed_boxes);
   // epochs_in_schedule() is asked every epoch: a budget refit can change the schedule's length.
   for (int64_t epoch = state_.epoch; epoch < epochs_in_schedule(); ++epoch) {
     EpochStats stats = train_epoch(epoch, result, deadline);
     if (result.stopped_by_budget) {
       save(checkpoint_path());
-      std::printf(
-          "Time budget of %.1f minutes spent at epoch %lld step %lld; checkpoint saved, run again to continue\n",
-          config_.time_budget_minutes, static_cast<long long>(epoch), static_cast<long long>(step_in_epoch_));
+      std::printf("Time budget of %g minutes spent at epoch %lld step %lld; checkpoint saved, run again to continue\n",
+                  config_.time_budget_minutes, static_cast<long long>(epoch), static_cast<long long>(step_in_epoch_));
       break;
     }
     state_.epoch = epoch + 1;

@@ -64,8 +64,8 @@ class Trainer {
   // Times a few steps of a throwaway copy of the model on real batches; returns seconds per step.
   double measure_step_seconds();
   // Fitting to a time budget: the most steps, counted from `from_step`, whose training time
-  // (step_seconds each) plus the epoch-end work they bring (checkpoint saves, kNN evaluations, at
-  // the measured costs) fits in `seconds`.
+  // (step_seconds each) plus the epoch-end work they bring (checkpoint saves, kNN evaluations,
+  // ContrastiveCrop's box updates, at the measured costs) fits in `seconds`.
   int64_t steps_within(double seconds, double step_seconds, int64_t from_step) const;
   // The kNN monitor on the student's backbone and, with --teacher, the teacher's (in eval mode, as
   // the official script reports both), and how long it took.
@@ -86,6 +86,10 @@ class Trainer {
   // to the next checkpoint); and their renewal from the model's attention after `epoch`.
   void use_object_boxes(std::vector<data::ObjectBox> boxes, int64_t epoch);
   void renew_object_boxes(int64_t epoch, EpochStats* stats);
+  std::vector<data::ObjectBox> locate_objects_in(const data::Dataset& images);  // with the teacher, else the student
+  // Fitting to a time budget: one box update's time, from a sample of the images.
+  double measure_box_update_seconds();
+  void print_contrastive_crop_plan(bool resumed_boxes) const;
   void save(const std::string& path);
   void append_log(const EpochStats& stats);
   void append_log_row(const nlohmann::ordered_json& row);  // one line of log.txt
@@ -106,8 +110,10 @@ class Trainer {
   Clock::time_point run_start_;
   double refit_step_seconds_ = 0;  // the refit window's steps, summed (epoch-end work left out)
   double budget_seconds_ = 0;
-  // Measured before training when fitting to a budget: one checkpoint save, one kNN evaluation.
+  // Measured before training when fitting to a budget: one checkpoint save, one kNN evaluation,
+  // one box update (ContrastiveCrop).
   double save_seconds_ = 0, knn_seconds_ = 0;
+  double box_update_seconds_ = 0;  // with --use_ccrop
   TrainState state_;
   int64_t step_in_epoch_ = 0;  // steps of state_.epoch already done (mid-epoch resume)
   ContrastiveCropSchedule ccrop_schedule_;
