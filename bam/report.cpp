@@ -15,6 +15,7 @@
 #include "bam/folder_data.h"
 #include "data/augment.h"
 #include "data/dataset.h"
+#include "data/object_boxes.h"
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -258,11 +259,27 @@ std::string attention_section(const LoadedCheckpoint& ck, const data::Dataset& d
           canvas.put(x0 + x, y0 + y, rr, gg, bb);
         }
     }
+    if (c.use_ccrop) {
+      // The object box ContrastiveCrop reads off this map (box_from_attention), outlined in green
+      // on the crop: where the crops' centres would be drawn.
+      const data::ObjectBox box = data::box_from_attention(average.data(), g, g, S, c.box_thresh);
+      const int left = pad + static_cast<int>(box.left * S) * zoom,
+                right = pad + static_cast<int>(box.right * S + 1) * zoom - 1;
+      const int top = y0 + static_cast<int>(box.top * S) * zoom,
+                bottom = y0 + static_cast<int>(box.bottom * S + 1) * zoom - 1;
+      for (int x = left; x <= right; ++x) canvas.put(x, top, 30, 230, 50), canvas.put(x, bottom, 30, 230, 50);
+      for (int y = top; y <= bottom; ++y) canvas.put(left, y, 30, 230, 50), canvas.put(right, y, 30, 230, 50);
+    }
   }
   return canvas.img_tag("attention maps") +
-         fmt::format("<p class='note'>Left: the evaluation crop. Then the last block's attention from the CLS token "
-                     "to each of the {}x{} patches, one map per head ({} heads), and their average (right).</p>",
-                     g, g, H);
+         fmt::format(
+             "<p class='note'>Left: the evaluation crop. Then the last block's attention from the CLS token "
+             "to each of the {}x{} patches, one map per head ({} heads), and their average (right).{}</p>",
+             g, g, H,
+             c.use_ccrop ? fmt::format(" Green: the object box ContrastiveCrop reads off the average with "
+                                       "--box_thresh {} (the crops' centres are drawn within it).",
+                                       c.box_thresh)
+                         : "");
 }
 
 }  // namespace

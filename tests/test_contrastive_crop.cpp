@@ -352,6 +352,7 @@ TEST_CASE("a ContrastiveCrop run renews its boxes with the teacher, keeps them i
   std::ifstream report(full.output_dir + "/report.html");
   const std::string html((std::istreambuf_iterator<char>(report)), {});
   CHECK(html.find("mean object-box area") != std::string::npos);
+  CHECK(html.find("Green: the object box ContrastiveCrop reads off") != std::string::npos);
 
   // checkpoint0001 is written after the renewal that follows epoch 1: its boxes are what its own
   // teacher locates (in eval mode, at --global_crops_size, --box_thresh).
