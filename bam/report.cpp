@@ -260,13 +260,12 @@ std::string attention_section(const LoadedCheckpoint& ck, const data::Dataset& d
         }
     }
     if (c.use_ccrop) {
-      // The object box ContrastiveCrop reads off this map (box_from_attention), outlined in green
-      // on the crop: where the crops' centres would be drawn.
+      // The object box this map gives (box_from_attention at --box_thresh), outlined in green on
+      // the crop. Training locates the boxes the same way, with the teacher, on whole images.
       const data::ObjectBox box = data::box_from_attention(average.data(), g, g, S, c.box_thresh);
-      const int left = pad + static_cast<int>(box.left * S) * zoom,
-                right = pad + static_cast<int>(box.right * S + 1) * zoom - 1;
-      const int top = y0 + static_cast<int>(box.top * S) * zoom,
-                bottom = y0 + static_cast<int>(box.bottom * S + 1) * zoom - 1;
+      auto pixel = [S](float fraction) { return std::clamp(static_cast<int>(std::lround(fraction * S)), 0, S - 1); };
+      const int left = pad + pixel(box.left) * zoom, right = pad + (pixel(box.right) + 1) * zoom - 1;
+      const int top = y0 + pixel(box.top) * zoom, bottom = y0 + (pixel(box.bottom) + 1) * zoom - 1;
       for (int x = left; x <= right; ++x) canvas.put(x, top, 30, 230, 50), canvas.put(x, bottom, 30, 230, 50);
       for (int y = top; y <= bottom; ++y) canvas.put(left, y, 30, 230, 50), canvas.put(right, y, 30, 230, 50);
     }
@@ -277,7 +276,8 @@ std::string attention_section(const LoadedCheckpoint& ck, const data::Dataset& d
              "to each of the {}x{} patches, one map per head ({} heads), and their average (right).{}</p>",
              g, g, H,
              c.use_ccrop ? fmt::format(" Green: the object box ContrastiveCrop reads off the average with "
-                                       "--box_thresh {} (the crops' centres are drawn within it).",
+                                       "--box_thresh {} (training reads it off the teacher's map of the whole "
+                                       "image, and draws the crops' centres within it).",
                                        c.box_thresh)
                          : "");
 }

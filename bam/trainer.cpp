@@ -232,12 +232,12 @@ void Trainer::resume_if_possible(TrainResult& result) {
   if (config_.use_ccrop && !ck.object_boxes.defined()) {
     // The boxes would have been located by now: starting them over from the whole image would
     // crop differently from the run the checkpoint continues (the official script refuses too).
-    const ContrastiveCropSchedule saved{ck.config.loc_interval, ck.config.warmup_epochs};
-    BAM_CHECK(ck.state.epoch <= saved.first_renewal(),
+    const ContrastiveCropSchedule now{config_.loc_interval, config_.warmup_epochs};  // this run's flags
+    BAM_CHECK(ck.state.epoch <= now.first_renewal(),
               "{}: --use_ccrop true, but the checkpoint holds no ContrastiveCrop boxes (its run did not use them) and "
               "is {} epochs in, past the epoch after which they are first located ({}); resume with --use_ccrop false "
               "or use a new --output_dir",
-              checkpoint_path(), ck.state.epoch, saved.first_renewal());
+              checkpoint_path(), ck.state.epoch, now.first_renewal());
   }
   if (ck.config.use_ccrop != config_.use_ccrop || ck.config.loc_interval != config_.loc_interval ||
       ck.config.ccrop_alpha != config_.ccrop_alpha || ck.config.box_thresh != config_.box_thresh ||
@@ -324,18 +324,32 @@ void Trainer::renew_object_boxes(int64_t epoch, EpochStats* stats) {
 }
 
 double Trainer::measure_box_update_seconds() {
-  // Up to 256 images spread over the folder; a box update is a pass over all of them at that rate.
+  // Images spread evenly over the folder. A box update has a fixed cost (a loader and its
+  // threads, the first kernels) and one per image: two timed samples (after a warm-up) give both,
+  // and a pass over the whole folder costs fixed + per image x all.
   const data::Dataset& all = *data_->images();
-  data::Dataset sample;
-  sample.root = all.root;
-  const int64_t m = std::min<int64_t>(all.size(), 256);
-  for (int64_t k = 0; k < m; ++k) {
-    sample.files.push_back(all.files[static_cast<size_t>(k * all.size() / m)]);
-    sample.labels.push_back(-1);
-  }
-  auto start = Clock::now();
-  locate_objects_in(sample);
-  return seconds_since(start) * static_cast<double>(all.size()) / static_cast<double>(m);
+  auto spread = [&](int64_t m) {
+    data::Dataset sample;
+    sample.root = all.root;
+    for (int64_t k = 0; k < m; ++k) {
+      sample.files.push_back(all.files[static_cast<size_t>(k * all.size() / m)]);
+      sample.labels.push_back(-1);
+    }
+    return sample;
+  };
+  auto time_of = [&](const data::Dataset& images) {
+    auto start = Clock::now();
+    locate_objects_in(images);
+    return seconds_since(start);
+  };
+  const int64_t small = std::min<int64_t>(all.size(), 64), large = std::min<int64_t>(all.size(), 256);
+  time_of(spread(std::min<int64_t>(small, 8)));  // warm-up
+  const double t_small = time_of(spread(small));
+  if (large == small) return t_small * static_cast<double>(all.size()) / static_cast<double>(small);
+  const double t_large = time_of(spread(large));
+  const double per_image = std::max(0.0, (t_large - t_small) / static_cast<double>(large - small));
+  const double fixed = std::max(0.0, t_small - per_image * static_cast<double>(small));
+  return fixed + per_image * static_cast<double>(all.size());
 }
 
 void Trainer::print_contrastive_crop_plan(bool resumed_boxes) const {
@@ -605,7 +619,7 @@ TrainResult Trainer::run() {
   if (knn_ && !finished && (config_.eval_first || (fit && config_.knn_freq > 0))) {
     KnnEvaluation knn = evaluate_knn();
     knn_seconds_ = knn.teacher_copied ? 2 * knn.seconds : knn.seconds;  // what the evaluations to come cost
-    std::printf("kNN evaluation before training: %s (%.1f s%s)\n", knn.text().c_str(), knn_seconds_,
+    std::printf("kNN evaluation before training: %s (%.1f s%s)\n", knn.text().c_str(), knn.seconds,
                 config_.time_budget_minutes > 0 ? ", counted in the budget" : "");
     EpochStats measured;
     knn.into(&measured);

@@ -32,7 +32,6 @@ void check_boxes_known(const ObjectBoxes* boxes, int64_t epoch);
 // Reserves `bytes` of an arena that several threads fill (the GPU loader's pinned slots): the
 // offset of the reserved range, or -1 when it does not fit. Nothing is taken then, so one large
 // image does not push every image after it out of the arena too.
-
 int64_t reserve_in_arena(std::atomic<int64_t>& used, int64_t bytes, int64_t capacity);
 
 }  // namespace bam::data
