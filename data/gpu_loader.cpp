@@ -245,8 +245,7 @@ void GpuCropLoader::drop_prepared(std::unique_lock<std::mutex>& lock, int64_t fi
 }
 
 int64_t GpuCropLoader::work_end() const {
-  if (consumer_end_ == 0) return 0;  // no epoch started yet
-  return std::min(sequence_.run_end(consumer_end_, options_.epochs), boxes_known_end(sequence_, boxes_.get()));
+  return run_ahead_end(sequence_, consumer_end_, options_.epochs, boxes_.get());
 }
 
 void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {

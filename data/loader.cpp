@@ -80,8 +80,7 @@ void MultiCropLoader::drop_prepared(std::unique_lock<std::mutex>& lock, int64_t 
 }
 
 int64_t MultiCropLoader::work_end() const {
-  if (consumer_end_ == 0) return 0;  // no epoch started yet
-  return std::min(sequence_.run_end(consumer_end_, options_.epochs), boxes_known_end(sequence_, boxes_.get()));
+  return run_ahead_end(sequence_, consumer_end_, options_.epochs, boxes_.get());
 }
 
 void MultiCropLoader::start_epoch(int64_t epoch, int64_t first_step) {

@@ -142,9 +142,7 @@ class MultiCropLoader : public CropLoader {
   // Stops the workers, lets the images in progress finish and drops every batch prepared, so that
   // the workers start again at batch `first` (under the lock).
   void drop_prepared(std::unique_lock<std::mutex>& lock, int64_t first);
-  // The first batch the workers may not take: the run's end, or the first batch of an epoch whose
-  // boxes are not known yet (under the lock).
-  int64_t work_end() const;
+  int64_t work_end() const;  // run_ahead_end of the loader's state (under the lock)
 
   Dataset dataset_;
   AugmentRecipe recipe_;

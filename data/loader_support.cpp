@@ -1,6 +1,7 @@
 // Crop groups, epoch order, the batch-size check and arena reservations for both loaders.
 #include "data/loader_support.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "engine/error.h"
@@ -40,9 +41,11 @@ void check_loader_batch(const Dataset& dataset, int64_t batch, bool drop_last) {
             dataset.size(), batch);
 }
 
-int64_t boxes_known_end(const BatchSequence& sequence, const ObjectBoxes* boxes) {
-  if (!boxes || boxes->until_epoch == std::numeric_limits<int64_t>::max()) return std::numeric_limits<int64_t>::max();
-  return sequence.number(boxes->until_epoch, 0);
+int64_t run_ahead_end(const BatchSequence& sequence, int64_t consumer_end, int64_t epochs, const ObjectBoxes* boxes) {
+  if (consumer_end == 0) return 0;
+  const int64_t end = sequence.run_end(consumer_end, epochs);
+  if (!boxes || boxes->until_epoch == std::numeric_limits<int64_t>::max()) return end;
+  return std::min(end, sequence.number(boxes->until_epoch, 0));
 }
 
 void check_boxes_known(const ObjectBoxes* boxes, int64_t epoch) {

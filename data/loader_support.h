@@ -22,9 +22,10 @@ std::vector<int64_t> loader_visit_order(int64_t num_images, uint64_t seed, int64
 // when incomplete batches are dropped).
 void check_loader_batch(const Dataset& dataset, int64_t batch, bool drop_last);
 
-// ContrastiveCrop's limit on the loaders' run-ahead: the first batch of the epoch whose boxes are
-// not known yet (the largest number when there is none, or no boxes).
-int64_t boxes_known_end(const BatchSequence& sequence, const ObjectBoxes* boxes);
+// The first batch a loader's workers may not take: the end of the epoch handed out or of the run's
+// last epoch (BatchSequence::run_end), but not into an epoch whose ContrastiveCrop boxes are not
+// known yet. 0 before the first start_epoch (consumer_end 0).
+int64_t run_ahead_end(const BatchSequence& sequence, int64_t consumer_end, int64_t epochs, const ObjectBoxes* boxes);
 // Fails when an epoch to be prepared (start_epoch's, or the one in progress when the boxes change)
 // is one whose boxes are not known yet.
 void check_boxes_known(const ObjectBoxes* boxes, int64_t epoch);
