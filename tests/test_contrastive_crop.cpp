@@ -283,14 +283,8 @@ TEST_CASE("the boxes are used and renewed on main_pretrain.py's epochs") {
 TEST_CASE("locate_objects reads the CLS attention of the last block of each whole image, in dataset order") {
   const std::string root = write_colour_folder("bam_ccrop_" + std::to_string(::getpid()) + "/locate", 2, 7, 4);
   data::Dataset d = data::open_dataset(root);
-  VitConfig v;
-  v.embed_dim = 32;
-  v.depth = 2;
-  v.num_heads = 2;
-  v.patch_size = 4;
-  v.img_size = 16;
   Generator gen(test_seed("locate objects"));
-  VisionTransformer vit(v, &gen);
+  VisionTransformer vit(tiny_vit_config(4, 16), &gen);
   vit.train(false);
   ObjectLocatorOptions o;
   o.image_size = 16;

@@ -451,14 +451,8 @@ TEST_CASE("the probe separates a tiny dataset with kNN and linear") {
   lo.verbose = false;
   CHECK(train_linear_probe(tr, va, lo).top1 > 95);
   // Through a random-init ViT the colours stay separable.
-  VitConfig v;
-  v.embed_dim = 24;
-  v.depth = 2;
-  v.num_heads = 2;
-  v.patch_size = 4;
-  v.img_size = 16;
   Generator gen(6);
-  VisionTransformer vit(v, &gen);
+  VisionTransformer vit(tiny_vit_config(4, 16, 24), &gen);
   vit.train(false);
   f.n_last_blocks = 2;
   FeatureSet vtr = extract_features(&vit, train, f), vva = extract_features(&vit, val, f);

@@ -10,18 +10,11 @@
 #include "engine/random.h"
 #include "engine/storage.h"
 #include "tests/support.h"
+#include "tests/train_test_support.h"
 
 namespace bam::test {
 namespace {
-VitConfig tiny_vit() {
-  VitConfig v;
-  v.embed_dim = 24;
-  v.depth = 2;
-  v.num_heads = 3;
-  v.patch_size = 4;
-  v.img_size = 16;
-  return v;
-}
+VitConfig tiny_vit() { return tiny_vit_config(4, 16, 24, 3); }
 }  // namespace
 
 TEST_CASE("ViT output shapes at several input sizes") {

@@ -1,4 +1,4 @@
-// small_train_config and write_colour_folder (train_test_support.h).
+// small_train_config, tiny_vit_config and write_colour_folder (train_test_support.h).
 #include "tests/train_test_support.h"
 
 #include <stb_image_write.h>
@@ -34,6 +34,16 @@ TrainConfig small_train_config(const std::string& output_dir) {
   c.saveckp_freq = 0;
   c.drop_path_rate = 0.1;  // exercises the per-step RNG in the resume test
   return c;
+}
+
+VitConfig tiny_vit_config(int64_t patch_size, int64_t img_size, int64_t embed_dim, int64_t heads) {
+  VitConfig v;
+  v.embed_dim = embed_dim;
+  v.depth = 2;
+  v.num_heads = heads;
+  v.patch_size = patch_size;
+  v.img_size = img_size;
+  return v;
 }
 
 std::string write_colour_folder(const std::string& name, int classes, int per_class, uint64_t seed) {

@@ -11,6 +11,10 @@ namespace bam::test {
 
 TrainConfig small_train_config(const std::string& output_dir);
 
+// A ViT small enough for any test: 2 blocks of `embed_dim` with `heads` heads, on img_size-pixel
+// images in patch_size-pixel patches.
+VitConfig tiny_vit_config(int64_t patch_size, int64_t img_size, int64_t embed_dim = 32, int64_t heads = 2);
+
 // A folder of `classes` x `per_class` JPEGs under the temporary directory (`name` relative to it,
 // emptied first), ImageFolder layout: class c's images are noisy versions of one colour (red,
 // green, blue, yellow), 12 to 20 px on a side. Returns its path.

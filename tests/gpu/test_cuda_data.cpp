@@ -27,6 +27,7 @@
 #include "tests/gpu_batch_support.h"
 #include "tests/jpeg_test_support.h"
 #include "tests/support.h"
+#include "tests/train_test_support.h"
 
 namespace bam::test {
 namespace {
@@ -339,14 +340,8 @@ TEST_CASE("ContrastiveCrop's box update on the GPU finds the CPU's boxes") {
   const uint64_t seed = test_seed();
   fs::path root = fs::temp_directory_path() / ("bam_gpu_boxes_" + std::to_string(::getpid()));
   data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
-  VitConfig v;
-  v.embed_dim = 32;
-  v.depth = 2;
-  v.num_heads = 2;
-  v.patch_size = 8;
-  v.img_size = 64;
   Generator gen(seed);
-  VisionTransformer vit(v, &gen);
+  VisionTransformer vit(tiny_vit_config(8, 64), &gen);
   vit.train(false);
   ObjectLocatorOptions o;
   o.image_size = 64;
