@@ -47,8 +47,9 @@ struct ObjectLocatorOptions {
 };
 
 // One box per image of `dataset` (dataset order) from the backbone's last-block attention, in f32
-// as the official update_box runs it (put the backbone in eval mode). An image that cannot be decoded keeps the whole image as its box (the loader
-// reports it and puts another image in its place).
+// as the official update_box runs it (put the backbone in eval mode). An image that cannot be
+// decoded keeps the whole image as its box (the loader reports it and puts another image in its
+// place).
 std::vector<data::ObjectBox> locate_objects(const VisionTransformer& backbone, const data::Dataset& dataset,
                                             const ObjectLocatorOptions& options);
 
