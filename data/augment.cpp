@@ -93,6 +93,7 @@ CropParams whole_image_params(int width, int height, int size) {
   p.height = height;
   p.width = width;
   p.out_size = size;
+  p.bilinear = true;
   return p;
 }
 
@@ -144,12 +145,12 @@ struct Taps {
 // The taps of output coordinates `coords` of a resize of [in_start, in_start + in_size) to
 // out_size samples (all of them when coords is empty).
 std::vector<Taps> resample_taps(double in_start, double in_size, int in_limit, int out_size,
-                                const std::vector<int>& coords = {}) {
+                                const std::vector<int>& coords = {}, int filter = kBicubic) {
   const double scale = in_size / out_size;
   std::vector<Taps> taps(coords.empty() ? out_size : coords.size());
   for (size_t i = 0; i < taps.size(); ++i) {
     const int o = coords.empty() ? static_cast<int>(i) : coords[i];
-    const ResampleWindow w = resample_window(in_start, scale, o, in_limit);
+    const ResampleWindow w = resample_window(in_start, scale, o, in_limit, filter);
     taps[i].first = w.lo;
     for (int k = w.lo; k < w.hi; ++k) taps[i].weights.push_back(w.weight(k));
   }
@@ -202,9 +203,9 @@ void resample_rows_cols(const Src* src, int src_h, int src_w, const std::vector<
 
 template <typename Src>
 void resize_any(const Src* src, int src_h, int src_w, double top, double left, double box_h, double box_w, float* dst,
-                int out_h, int out_w) {
-  resample_rows_cols(src, src_h, src_w, resample_taps(top, box_h, src_h, out_h),
-                     resample_taps(left, box_w, src_w, out_w), dst);
+                int out_h, int out_w, int filter = kBicubic) {
+  resample_rows_cols(src, src_h, src_w, resample_taps(top, box_h, src_h, out_h, {}, filter),
+                     resample_taps(left, box_w, src_w, out_w, {}, filter), dst);
 }
 
 // One jitter step over the whole crop; contrast blends towards the crop's mean grey level.
@@ -260,7 +261,8 @@ void resize_bicubic_aa(const float* src, int src_h, int src_w, double top, doubl
 void render_crop(const DecodedImage& image, const CropParams& p, const AugmentRecipe& recipe, float* out) {
   const int S = p.out_size, n = S * S;
   std::vector<float> px(static_cast<size_t>(n) * 3);
-  resize_any(image.pixels.data(), image.height, image.width, p.top, p.left, p.height, p.width, px.data(), S, S);
+  resize_any(image.pixels.data(), image.height, image.width, p.top, p.left, p.height, p.width, px.data(), S, S,
+             p.bilinear ? kBilinear : kBicubic);
   if (p.flip)
     for (int y = 0; y < S; ++y)
       for (int x = 0; x < S / 2; ++x)

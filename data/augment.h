@@ -42,6 +42,7 @@ struct CropParams {
   bool grayscale = false;
   float blur_sigma = 0;  // 0: no blur
   bool solarize = false;
+  bool bilinear = false;  // the resize's filter: PIL's bilinear instead of bicubic (whole_image_params)
 };
 
 // What the RNG is drawn for; part of the counter, so purposes never share numbers.
@@ -68,8 +69,8 @@ void random_resized_box(int width, int height, double scale_min, double scale_ma
                         uint32_t image, uint32_t crop, int* top, int* left, int* box_h, int* box_w,
                         const CropPlacement* placement = nullptr);
 
-// The parameters of Resize((size, size)) of the whole image (no crop, flip or colour): the input
-// of ContrastiveCrop's box update, rendered by render_crop.
+// The parameters of torchvision's Resize((size, size)) of the whole image (bilinear, antialiased;
+// no crop, flip or colour): the input of ContrastiveCrop's box update, rendered by render_crop.
 CropParams whole_image_params(int width, int height, int size);
 
 // Renders a crop: antialiased bicubic resize of the box (PIL's filter, a = -0.5, support scaled

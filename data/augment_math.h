@@ -1,6 +1,6 @@
 // The per-pixel arithmetic of the multi-crop augmentation, shared by the CPU path (data/augment.cpp,
 // the specification) and the GPU kernels (kernels/cuda/crop_batch.cu): PIL's bicubic resampling
-// window and weights, the colour-jitter steps on one pixel, RGB<->HSV, the Gaussian blur's weights.
+// windows and weights (bicubic, and bilinear for the box update's input), the colour-jitter steps on one pixel, RGB<->HSV, the Gaussian blur's weights.
 // One definition, so the GPU crops are the CPU crops (tests/test_gpu_batch_plan.cpp checks it).
 #pragma once
 
@@ -9,6 +9,10 @@
 #include "engine/host_device.h"
 
 namespace bam::data::augment_math {
+
+// The filters of PIL's resize: bicubic (the crops) and bilinear (torchvision's Resize default:
+// the input of ContrastiveCrop's box update, whole_image_params).
+enum ResampleFilter : int { kBicubic = 0, kBilinear = 1 };
 
 // PIL's bicubic filter (a = -0.5), support 2.
 BAM_HD double pil_bicubic(double x) {
@@ -19,6 +23,12 @@ BAM_HD double pil_bicubic(double x) {
   return 0;
 }
 
+// PIL's bilinear (triangle) filter, support 1.
+BAM_HD double pil_bilinear(double x) {
+  x = x < 0 ? -x : x;
+  return x < 1 ? 1 - x : 0;
+}
+
 // The source samples output coordinate `coord` reads (PIL's precompute_coeffs): centred at
 // in_start + (coord + 0.5) * scale, the filter stretched by the scale when shrinking (antialiasing),
 // clipped to [0, in_limit).
@@ -26,17 +36,22 @@ struct ResampleWindow {
   int lo, hi;
   double center, filter_scale;
   double total;  // the sum of the raw weights, in double; 1 when they cancel (PIL keeps them then)
-  BAM_HD double raw(int k) const { return pil_bicubic((k - center + 0.5) / filter_scale); }
+  int filter;    // ResampleFilter
+  BAM_HD double raw(int k) const {
+    const double x = (k - center + 0.5) / filter_scale;
+    return filter == kBilinear ? pil_bilinear(x) : pil_bicubic(x);
+  }
   // The weight as PIL's float table holds it: rounded to float, then normalised.
   BAM_HD float weight(int k) const {
     return static_cast<float>(static_cast<double>(static_cast<float>(raw(k))) / total);
   }
 };
 
-BAM_HD ResampleWindow resample_window(double in_start, double scale, int coord, int in_limit) {
+BAM_HD ResampleWindow resample_window(double in_start, double scale, int coord, int in_limit, int filter = kBicubic) {
   ResampleWindow w;
+  w.filter = filter;
   w.filter_scale = scale > 1.0 ? scale : 1.0;
-  const double support = 2.0 * w.filter_scale;
+  const double support = (filter == kBilinear ? 1.0 : 2.0) * w.filter_scale;
   w.center = in_start + (coord + 0.5) * scale;
   w.lo = static_cast<int>(w.center - support + 0.5);
   if (w.lo < 0) w.lo = 0;

@@ -33,6 +33,7 @@ CropTask crop_task_from_params(const CropParams& p, int src_w, int src_h, int64_
   t.hue = p.hue;
   for (int k = 0; k < 4; ++k) t.order[k] = p.jitter_order[k];
   t.blur_sigma = p.blur_sigma;
+  t.filter = p.bilinear ? augment_math::kBilinear : augment_math::kBicubic;
   return t;
 }
 
@@ -138,8 +139,9 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
 namespace {
 
 // First and one-past-last source index of output coordinate o's taps (resample_taps).
-void tap_range(double x0, double scale, int off, int lim, int in_limit, int o, int* lo, int* hi) {
-  const augment_math::ResampleWindow w = augment_math::resample_window(x0, scale, std::clamp(o + off, 0, lim), in_limit);
+void tap_range(double x0, double scale, int off, int lim, int in_limit, int o, int filter, int* lo, int* hi) {
+  const augment_math::ResampleWindow w =
+      augment_math::resample_window(x0, scale, std::clamp(o + off, 0, lim), in_limit, filter);
   *lo = w.lo;
   *hi = w.hi;
 }
@@ -149,10 +151,10 @@ void tap_range(double x0, double scale, int off, int lim, int in_limit, int o, i
 PixelRect crop_source_rect(const CropTask& t, int S) {
   PixelRect r;
   int lo, hi;
-  tap_range(t.x0, t.scale_x, t.off_x, t.lim_x, t.src_w, 0, &r.x0, &hi);
-  tap_range(t.x0, t.scale_x, t.off_x, t.lim_x, t.src_w, S - 1, &lo, &r.x1);
-  tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, 0, &r.y0, &hi);
-  tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, S - 1, &lo, &r.y1);
+  tap_range(t.x0, t.scale_x, t.off_x, t.lim_x, t.src_w, 0, t.filter, &r.x0, &hi);
+  tap_range(t.x0, t.scale_x, t.off_x, t.lim_x, t.src_w, S - 1, t.filter, &lo, &r.x1);
+  tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, 0, t.filter, &r.y0, &hi);
+  tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, S - 1, t.filter, &lo, &r.y1);
   return r;
 }
 
@@ -246,8 +248,8 @@ GpuBatchPlan plan_gpu_batch(const std::vector<GpuBatchImage>& images, const std:
       CropTask t = c.task;
       t.src_offset = plan.rgb_offsets[c.image];
       int lo, hi;
-      tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, 0, &t.row_lo, &hi);
-      tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, S - 1, &lo, &t.row_hi);
+      tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, 0, t.filter, &t.row_lo, &hi);
+      tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, S - 1, t.filter, &lo, &t.row_hi);
       t.row_hi = std::max(t.row_hi, t.row_lo);
       t.mid_offset = mid;
       mid += int64_t{t.row_hi - t.row_lo} * S * 3;

@@ -132,6 +132,32 @@ TEST_CASE("antialiased bicubic resampling against hand-computed PIL values") {
   for (float v : out) CHECK(v == doctest::Approx(77.0f).epsilon(1e-5));
 }
 
+TEST_CASE("the whole image resized bilinearly (ContrastiveCrop's box update) against hand-computed PIL values") {
+  // Columns [0, 60, 120, 240] -> 2 pixels: scale 2 stretches the triangle to support 2. Output 0
+  // is centred at 1.0 and weighs inputs 0..2 by T(-0.25), T(0.25), T(0.75) = .75, .75, .25 (sum
+  // 1.75); output 1, centred at 3.0, inputs 1..3 by .25, .75, .75. Every row is the same, so the
+  // vertical pass keeps the values.
+  data::DecodedImage img;
+  img.width = img.height = 4;
+  for (int y = 0; y < 4; ++y)
+    for (uint8_t v : {0, 60, 120, 240}) img.pixels.insert(img.pixels.end(), {v, v, v});
+  const data::CropParams p = data::whole_image_params(4, 4, 2);
+  CHECK(p.bilinear);
+  std::vector<float> out(3 * 2 * 2);
+  data::render_crop(img, p, plain_recipe(), out.data());
+  const float left = (60 * 0.75f + 120 * 0.25f) / 1.75f, right = (60 * 0.25f + 120 * 0.75f + 240 * 0.75f) / 1.75f;
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < 2; ++y) {
+      CHECK(out[c * 4 + y * 2] * 255 == doctest::Approx(left).epsilon(1e-5));
+      CHECK(out[c * 4 + y * 2 + 1] * 255 == doctest::Approx(right).epsilon(1e-5));
+    }
+  // Bicubic would give other values: the filter is the one asked for.
+  data::CropParams bicubic = p;
+  bicubic.bilinear = false;
+  data::render_crop(img, bicubic, plain_recipe(), out.data());
+  CHECK(std::abs(out[0] * 255 - left) > 1);
+}
+
 TEST_CASE("colour operations on hand-checked pixels") {
   data::DecodedImage img = solid(2, 2, 100, 50, 200);
   img.pixels[0] = 250;  // one brighter red value

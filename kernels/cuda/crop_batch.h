@@ -35,7 +35,7 @@ struct CropTask {
   float brightness, contrast, saturation, hue;
   int32_t order[4];  // jitter order: 0 brightness, 1 contrast, 2 saturation, 3 hue
   float blur_sigma;  // 0: no blur
-  int32_t reserved;
+  int32_t filter;    // the resize's: data::augment_math::ResampleFilter (bicubic 0, bilinear 1)
 };
 
 // (x / 255 - mean) / std as x * scale - shift, per channel.
