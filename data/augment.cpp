@@ -9,11 +9,16 @@
 
 namespace bam::data {
 
-float augment_uniform(uint64_t seed, uint32_t epoch, uint32_t image, uint32_t crop, AugmentPurpose purpose,
+uint32_t augment_bits(uint64_t seed, uint32_t epoch, uint32_t image, uint32_t crop, AugmentPurpose purpose,
                       uint32_t draw) {
   PhiloxBlock block = philox4x32_10(
       {{image, epoch, (crop & 0xffffu) | (static_cast<uint32_t>(purpose) << 16), draw / 4}}, philox_key(seed));
-  return uniform_from_bits(block.w[draw % 4]);
+  return block.w[draw % 4];
+}
+
+float augment_uniform(uint64_t seed, uint32_t epoch, uint32_t image, uint32_t crop, AugmentPurpose purpose,
+                      uint32_t draw) {
+  return uniform_from_bits(augment_bits(seed, epoch, image, crop, purpose, draw));
 }
 
 namespace {
@@ -29,10 +34,6 @@ struct Draws {
     return static_cast<float>(lo + (hi - lo) * (*this)(p, draw));
   }
 };
-
-}  // namespace
-
-namespace {
 
 // ContrastiveCrop's corner along one side of `extent` pixels for a crop of `size`: from the box's
 // near edge `lo` to its far edge `hi` (fractions), Beta-distributed.
@@ -62,8 +63,9 @@ void random_resized_box(int width, int height, double scale_min, double scale_ma
       if (placement) {
         // Two Beta draws from their own stretches of the placement stream: rows, then columns.
         auto beta = [&](uint32_t first) {
-          return beta_symmetric(placement->alpha,
-                                [&](uint32_t k) { return draw(AugmentPurpose::placement, first + k); });
+          return beta_symmetric(placement->alpha, [&](uint32_t k) {
+            return augment_bits(seed, epoch, image, crop, AugmentPurpose::placement, first + k);
+          });
         };
         *top = placed_corner(height, h, placement->box.top, placement->box.bottom, beta(0));
         *left = placed_corner(width, w, placement->box.left, placement->box.right, beta(1024));

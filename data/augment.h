@@ -48,7 +48,10 @@ struct CropParams {
 // What the RNG is drawn for; part of the counter, so purposes never share numbers.
 enum class AugmentPurpose : uint32_t { geometry = 1, flip, jitter, grayscale, blur, solarize, placement };
 
-// Uniform [0, 1) number `draw` for (seed, epoch, image, crop, purpose), identical on CPU and GPU.
+// Random 32-bit word `draw` for (seed, epoch, image, crop, purpose), identical on CPU and GPU.
+uint32_t augment_bits(uint64_t seed, uint32_t epoch, uint32_t image, uint32_t crop, AugmentPurpose purpose,
+                      uint32_t draw);
+// The same word as a uniform [0, 1) number.
 float augment_uniform(uint64_t seed, uint32_t epoch, uint32_t image, uint32_t crop,
                       AugmentPurpose purpose, uint32_t draw);
 

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "engine/error.h"
+#include "engine/philox.h"
 
 namespace bam::data {
 
@@ -88,23 +89,22 @@ ObjectBox box_from_attention(const float* map, int gh, int gw, int image_size, d
 
 namespace {
 
-// A uniform in (0, 1), safe to take the log of, from one in [0, 1) with 24 bits.
-double open_unit(float u) { return (static_cast<double>(u) * 16777216.0 + 0.5) / 16777216.0; }
-
-// Gamma(shape, 1) from the stream, taking uniforms from *k on.
-double gamma_sample(double shape, const std::function<float(uint32_t)>& uniform, uint32_t* k) {
+// Gamma(shape, 1) from the stream, taking words from *k on: standard normals and uniforms in
+// (0, 1] from the engine's Philox helpers (engine/philox.h).
+double gamma_sample(double shape, const std::function<uint32_t(uint32_t)>& bits, uint32_t* k) {
   double boost = 1;
   if (shape < 1) {  // Gamma(a) = Gamma(a + 1) * U^(1/a)
-    boost = std::pow(open_unit(uniform((*k)++)), 1.0 / shape);
+    boost = std::pow(static_cast<double>(uniform_open_zero(bits((*k)++))), 1.0 / shape);
     shape += 1;
   }
   const double d = shape - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
   // Each try accepts with probability above 0.95 for shape >= 1: 64 tries never all fail in practice.
   for (int attempt = 0; attempt < 64; ++attempt) {
-    const double u1 = open_unit(uniform((*k)++)), u2 = uniform((*k)++);
-    const double x = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);  // standard normal
+    float z, unused;
+    normal_pair(bits(*k), bits(*k + 1), &z, &unused);
+    const double x = z, u = uniform_open_zero(bits(*k + 2));
+    *k += 3;
     double v = 1.0 + c * x;
-    const double u = open_unit(uniform((*k)++));
     if (v <= 0) continue;
     v = v * v * v;
     if (std::log(u) < 0.5 * x * x + d - d * v + d * std::log(v)) return d * v * boost;
@@ -114,12 +114,12 @@ double gamma_sample(double shape, const std::function<float(uint32_t)>& uniform,
 
 }  // namespace
 
-double beta_symmetric(double alpha, const std::function<float(uint32_t)>& uniform) {
+double beta_symmetric(double alpha, const std::function<uint32_t(uint32_t)>& bits) {
   BAM_CHECK(alpha >= 0.05, "ContrastiveCrop: Beta({0}, {0}) needs alpha >= 0.05 (below, U^(1/alpha) underflows)",
             alpha);
   uint32_t k = 0;
-  const double x = gamma_sample(alpha, uniform, &k);
-  const double y = gamma_sample(alpha, uniform, &k);
+  const double x = gamma_sample(alpha, bits, &k);
+  const double y = gamma_sample(alpha, bits, &k);
   return x / (x + y);
 }
 

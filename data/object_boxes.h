@@ -50,10 +50,10 @@ struct ObjectBoxes {
 // last / image_size). A map with no value above the threshold gives the whole image.
 ObjectBox box_from_attention(const float* map, int gh, int gw, int image_size, double threshold);
 
-// A sample of Beta(alpha, alpha) from the uniforms in [0, 1) `uniform(k)`, k = 0, 1, 2, ... (a
-// counter-based stream: the same uniforms give the same sample on any thread). X / (X + Y) for X, Y ~
+// A sample of Beta(alpha, alpha) from the random words `bits(k)`, k = 0, 1, 2, ... (a counter-based
+// stream: the same words give the same sample on any thread). X / (X + Y) for X, Y ~
 // Gamma(alpha) by Marsaglia and Tsang's method (alpha < 1 boosted by U^(1/alpha), which underflows
 // for alpha below about 0.023: alpha must be at least 0.05).
-double beta_symmetric(double alpha, const std::function<float(uint32_t)>& uniform);
+double beta_symmetric(double alpha, const std::function<uint32_t(uint32_t)>& bits);
 
 }  // namespace bam::data

@@ -133,7 +133,7 @@ TEST_CASE("Beta(alpha, alpha) from the counter stream has the Beta's mean, varia
     std::vector<double> x(n);
     for (int i = 0; i < n; ++i)
       x[i] = data::beta_symmetric(alpha, [&](uint32_t k) {
-        return data::augment_uniform(seed, 0, static_cast<uint32_t>(i), 0, data::AugmentPurpose::placement, k);
+        return data::augment_bits(seed, 0, static_cast<uint32_t>(i), 0, data::AugmentPurpose::placement, k);
       });
     double mean = 0, var = 0;
     for (double v : x) mean += v / n;
