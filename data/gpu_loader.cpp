@@ -457,9 +457,14 @@ void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
     table_bytes += align16(g.crops.size() * sizeof(cuda_kernels::CropTask));
   }
   if (table_bytes > slot.table_capacity) {
+    // Forgotten before the new one is asked for: a failed allocation leaves no freed pointer
+    // behind for a retried epoch to write into (or for free_resources to free again).
     if (slot.tables) cuda::host_free_pinned(slot.tables);
-    slot.table_capacity = align16(table_bytes * 5 / 4);
-    slot.tables = static_cast<uint8_t*>(cuda::host_allocate_pinned(slot.table_capacity));
+    slot.tables = nullptr;
+    slot.table_capacity = 0;
+    const int64_t capacity = align16(table_bytes * 5 / 4);
+    slot.tables = static_cast<uint8_t*>(cuda::host_allocate_pinned(capacity));
+    slot.table_capacity = capacity;
   }
   std::memcpy(slot.tables, plan.block_tasks.data(), plan.block_tasks.size() * sizeof(cuda_kernels::JpegBlockTask));
   std::memcpy(slot.tables + block_bytes, plan.pixel_tasks.data(),

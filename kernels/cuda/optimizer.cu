@@ -73,6 +73,13 @@ struct EmaList {
   ChunkTable chunks;
 };
 
+// A launch's parameters may total 32,764 bytes (CUDA 12.1 and later; cmake/BamCuda.cmake refuses an
+// older toolkit). The lists and the scalars after them stay well inside that.
+constexpr size_t kParameterBytes = 32764;
+static_assert(sizeof(AdamwList) + 64 <= kParameterBytes && sizeof(MomentumList) + 64 <= kParameterBytes &&
+                  sizeof(SpanList) + 64 <= kParameterBytes && sizeof(EmaList) + 64 <= kParameterBytes,
+              "a multi-tensor list is too large for one launch's parameters");
+
 // The chunk block b works on: its tensor's slot and the element range [begin, end).
 struct Chunk {
   int t;
