@@ -158,15 +158,15 @@ bool padding_untouched(const GemmCase& c, const std::vector<T>& before, const st
   return true;
 }
 
-// Sizes around the micro-tile (6x16, 4x8), the packing step of 8 and the K slice (kc comes from
+// Sizes around the micro-tiles (12x32, 6x16, 4x8), the packing step of 8 and the K slice (kc comes from
 // the L1 size: 336..512 on current CPUs); the small ones take the unpacked path (a row tail past a
 // whole vector, and attention's per-head products of 17 tokens).
 std::vector<GemmCase> shape_cases() {
   const int64_t shapes[][3] = {
-      {1, 1, 1},     {2, 5, 7},      {7, 17, 63},    {63, 65, 100}, {100, 257, 65},
-      {257, 63, 17}, {65, 100, 257}, {17, 1, 257},   {1, 257, 100}, {5, 7, 2},
-      {6, 16, 8},    {12, 32, 385},  {100, 48, 800}, {200, 33, 31}, {31, 200, 1},
-      {3, 45, 20},   {17, 17, 32},   {17, 32, 17},
+      {1, 1, 1},      {2, 5, 7},     {7, 17, 63},   {63, 65, 100}, {100, 257, 65}, {257, 63, 17},
+      {65, 100, 257}, {17, 1, 257},  {1, 257, 100}, {5, 7, 2},     {6, 16, 8},     {12, 32, 385},
+      {100, 48, 800}, {200, 33, 31}, {31, 200, 1},  {3, 45, 20},   {17, 17, 32},   {17, 32, 17},
+      {24, 64, 9},    {13, 33, 40},  {11, 31, 16},  {25, 96, 130},
   };
   std::vector<GemmCase> cases;
   for (const auto& s : shapes) {
@@ -227,11 +227,11 @@ TEST_CASE("gemm: the tolerance rejects a result missing one product") {
   CHECK(count_mismatches(c, got, op.ldc, expected) == 1);
 }
 
-TEST_CASE("gemm_f32: both kernels, all transposes, odd sizes, strides, alpha and beta") {
+TEST_CASE("gemm_f32: every kernel, all transposes, odd sizes, strides, alpha and beta") {
   KernelAndThreadsGuard guard;
   std::mt19937 rng(kSeed + 1);
   MESSAGE("seed ", kSeed + 1);
-  for (const char* kernel : {"avx2", "portable"}) {
+  for (const char* kernel : {"avx512", "avx2", "portable"}) {
     REQUIRE(bam::cpu::gemm_force_kernel(kernel));
     const std::string name = bam::cpu::gemm_kernel_name();
     MESSAGE("kernel ", name);
@@ -255,7 +255,7 @@ TEST_CASE("gemm_f32: problems big enough to be threaded and blocked") {
       {false, false, 20, 1000, 400, 1.0, 0.25, 1}, {true, true, 301, 301, 401, -1.0, 0.0, 5},
       {false, true, 50, 2048, 1100, 1.0, 0.5, 0},
   };
-  for (const char* kernel : {"avx2", "portable"}) {
+  for (const char* kernel : {"avx512", "avx2", "portable"}) {
     REQUIRE(bam::cpu::gemm_force_kernel(kernel));
     for (const GemmCase& c : cases) {
       const Operands<float> op = make_operands<float>(c, rng);
@@ -362,7 +362,7 @@ TEST_CASE("gemm_batched: strided batches, spread over threads or threaded inside
   const GemmCase tiny{false, true, 17, 17, 32, 0.125, 0.0, 0};
   const GemmCase tiny_transposed{true, false, 17, 32, 17, 1.0, -0.5, 3};
   const GemmCase large{true, false, 300, 90, 500, -0.5, 0.5, 1};
-  for (const char* kernel : {"avx2", "portable"}) {
+  for (const char* kernel : {"avx512", "avx2", "portable"}) {
     for (int threads : {1, 2}) {
       check_batched<float>(kernel, threads, 37, small, rng);
       check_batched<float>(kernel, threads, 8, small_values, rng);
@@ -380,8 +380,18 @@ TEST_CASE("gemm_force_kernel: names") {
   CHECK_FALSE(bam::cpu::gemm_force_kernel("no-such-kernel"));
   REQUIRE(bam::cpu::gemm_force_kernel("portable"));
   CHECK(std::string(bam::cpu::gemm_kernel_name()) == "portable 4x8");
-  REQUIRE(bam::cpu::gemm_force_kernel("auto"));
-  // "auto" is AVX2 exactly when the CPU has it and BAM_CPU_AVX2 does not turn it off.
+  // "auto" (and "avx512") is the widest kernel the CPU has, unless BAM_CPU_AVX512 or BAM_CPU_AVX2
+  // turns it off; "avx2" is AVX2 on an AVX-512 CPU too.
+  const std::string widest = bam::cpu::cpu_has_avx512()     ? "avx512 12x32"
+                             : bam::cpu::cpu_has_avx2_fma() ? "avx2-fma 6x16"
+                                                            : "portable 4x8";
+  for (const char* name : {"auto", "avx512"}) {
+    REQUIRE(bam::cpu::gemm_force_kernel(name));
+    CHECK(std::string(bam::cpu::gemm_kernel_name()) == widest);
+  }
+  REQUIRE(bam::cpu::gemm_force_kernel("avx2"));
   CHECK(std::string(bam::cpu::gemm_kernel_name()) ==
         (bam::cpu::cpu_has_avx2_fma() ? "avx2-fma 6x16" : "portable 4x8"));
+  MESSAGE("this CPU: AVX2/FMA ", bam::cpu::cpu_has_avx2_fma() ? "yes" : "no", ", AVX-512F ",
+          bam::cpu::cpu_has_avx512() ? "yes" : "no");
 }

@@ -6,5 +6,8 @@
 namespace bam::cpu {
 
 bool cpu_has_avx2_fma();
+// AVX-512F on top of AVX2/FMA (the *_avx512.cpp files), with the OS saving the wide registers.
+// BAM_CPU_AVX512=0 turns it off (and BAM_CPU_AVX2=0 with it).
+bool cpu_has_avx512();
 
 }  // namespace bam::cpu

@@ -94,9 +94,11 @@ const MicroKernelF32 kPortableKernel{"portable 4x8",         kPortableRows,   kP
 
 const MicroKernelF32* kernel_for_name(const char* name) {
   const bool want_portable = std::strcmp(name, "portable") == 0;
-  const bool want_best = std::strcmp(name, "auto") == 0 || std::strcmp(name, "avx2") == 0;
-  if (!want_portable && !want_best) return nullptr;
-  if (want_best && cpu_has_avx2_fma()) return &gemm_detail::avx2_micro_kernel_f32();
+  const bool want_avx2 = std::strcmp(name, "avx2") == 0;
+  const bool want_best = std::strcmp(name, "auto") == 0 || std::strcmp(name, "avx512") == 0;
+  if (!want_portable && !want_avx2 && !want_best) return nullptr;
+  if (want_best && cpu_has_avx512()) return &gemm_detail::avx512_micro_kernel_f32();
+  if ((want_best || want_avx2) && cpu_has_avx2_fma()) return &gemm_detail::avx2_micro_kernel_f32();
   return &kPortableKernel;
 }
 
@@ -192,7 +194,8 @@ class PackBuffer {
 thread_local PackBuffer t_packed_a;
 thread_local PackBuffer t_packed_b;
 
-// Slack after a packed buffer: the AVX2 packers may store up to 8 floats past the last panel.
+// Slack after a packed buffer: the AVX2 packers may store up to 8 floats past the last panel (the
+// AVX-512 ones store nothing past it).
 constexpr int64_t kPackSlack = 16;
 
 template <typename T>

@@ -35,11 +35,12 @@ void gemm_batched_f64(bool trans_a, bool trans_b, int64_t batch, int64_t M, int6
                       int64_t ldb, int64_t stride_b, double beta, double* C, int64_t ldc,
                       int64_t stride_c);
 
-// The f32 micro-kernel in use, e.g. "avx2-fma 6x16" or "portable 4x8".
+// The f32 micro-kernel in use: "avx512 12x32", "avx2-fma 6x16" or "portable 4x8".
 const char* gemm_kernel_name();
 
-// Chooses the f32 micro-kernel: "auto" (AVX2/FMA when the CPU has it), "avx2" (falls back to
-// portable when the CPU lacks AVX2/FMA) or "portable". Returns false for an unknown name.
+// Chooses the f32 micro-kernel: "auto" (the widest the CPU has: AVX-512, else AVX2/FMA, else
+// portable), "avx512" (the same), "avx2" (AVX2/FMA even on an AVX-512 CPU; portable without
+// AVX2/FMA) or "portable". Returns false for an unknown name.
 // nullptr returns to the default: the environment variable BAM_GEMM_KERNEL (same names, read
 // once on first use), else "auto".
 // Meant for tests and benchmarks; not to be called while a GEMM runs on another thread.
@@ -73,6 +74,9 @@ struct MicroKernelF32 {
 
 // The AVX2/FMA implementation (gemm_avx2.cpp); only to be used when the CPU supports it.
 const MicroKernelF32& avx2_micro_kernel_f32();
+// The AVX-512 implementation (gemm_avx512.cpp); only to be used when the CPU supports AVX-512F
+// (and with it AVX2 and FMA: its unpacked loop is the AVX2 one).
+const MicroKernelF32& avx512_micro_kernel_f32();
 
 }  // namespace gemm_detail
 
