@@ -128,19 +128,7 @@ void pack_a_columns(const float* src, int64_t ld, int64_t kc, float* dst) {
 }
 
 void pack_a(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, float* dst) {
-  const int64_t full_panels = rows / kRows;
-  for (int64_t p = 0; p < full_panels; ++p) {
-    if (trans) {
-      pack_a_columns(src + p * kRows, ld, kc, dst + p * kRows * kc);
-    } else {
-      pack_a_rows(src + p * kRows * ld, ld, kc, dst + p * kRows * kc);
-    }
-  }
-  const int64_t edge_rows = rows - full_panels * kRows;
-  if (edge_rows > 0) {
-    const int64_t r0 = full_panels * kRows;
-    pack_edge(trans ? src + r0 : src + r0 * ld, trans ? 1 : ld, trans ? ld : 1, edge_rows, kc, kRows, dst + r0 * kc);
-  }
+  pack_panels<kRows, pack_a_rows, pack_a_columns>(!trans, src, ld, rows, kc, dst);
 }
 
 // One full 32-column micro-panel from row-major B (each k step holds 32 contiguous values). The
@@ -152,35 +140,8 @@ void pack_b_rows(const float* src, int64_t ld, int64_t kc, float* dst) {
   }
 }
 
-// One full 32-column micro-panel from transposed B (columns `ld` apart, contiguous along k): four
-// 8 x 8 transposes per 8 k-steps.
-void pack_b_columns(const float* src, int64_t ld, int64_t kc, float* dst) {
-  int64_t k = 0;
-  for (; k + 8 <= kc; k += 8) {
-    for (int quarter = 0; quarter < 4; ++quarter) {
-      __m256 row[8];
-      for (int j = 0; j < 8; ++j) row[j] = _mm256_loadu_ps(src + (quarter * 8 + j) * ld + k);
-      transpose_8x8(row);
-      for (int j = 0; j < 8; ++j) _mm256_store_ps(dst + (k + j) * kCols + quarter * 8, row[j]);
-    }
-  }
-  for (; k < kc; ++k) {
-    for (int j = 0; j < kCols; ++j) dst[k * kCols + j] = src[j * ld + k];
-  }
-}
-
 void pack_b(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc, float* dst) {
-  for (int64_t c0 = 0; c0 < cols; c0 += kCols, dst += kCols * kc) {
-    const int64_t panel_cols = cols - c0 < kCols ? cols - c0 : kCols;
-    const float* panel_src = trans ? src + c0 * ld : src + c0;
-    if (panel_cols < kCols) {
-      pack_edge(panel_src, trans ? ld : 1, trans ? 1 : ld, panel_cols, kc, kCols, dst);
-    } else if (trans) {
-      pack_b_columns(panel_src, ld, kc, dst);
-    } else {
-      pack_b_rows(panel_src, ld, kc, dst);
-    }
-  }
+  pack_panels<kCols, pack_transposing<kCols>, pack_b_rows>(trans, src, ld, cols, kc, dst);
 }
 
 }  // namespace
