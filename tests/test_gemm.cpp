@@ -159,14 +159,16 @@ bool padding_untouched(const GemmCase& c, const std::vector<T>& before, const st
 }
 
 // Sizes around the micro-tiles (12x32, 6x16, 4x8), the packing step of 8 and the K slice (kc comes from
-// the L1 size: 336..512 on current CPUs); the small ones take the unpacked path (a row tail past a
-// whole vector, and attention's per-head products of 17 tokens).
+// the L1 size: 256..512 on current CPUs); the small ones (M N K up to 32,768) take the unpacked path
+// (a row tail past a whole vector, and attention's per-head products of 17 tokens). The last five
+// are packed, with every edge tile of the 12-row kernel not met above: 6, 7, 9, 10 and 11 rows.
 std::vector<GemmCase> shape_cases() {
   const int64_t shapes[][3] = {
       {1, 1, 1},      {2, 5, 7},     {7, 17, 63},   {63, 65, 100}, {100, 257, 65}, {257, 63, 17},
       {65, 100, 257}, {17, 1, 257},  {1, 257, 100}, {5, 7, 2},     {6, 16, 8},     {12, 32, 385},
       {100, 48, 800}, {200, 33, 31}, {31, 200, 1},  {3, 45, 20},   {17, 17, 32},   {17, 32, 17},
-      {24, 64, 9},    {13, 33, 40},  {11, 31, 16},  {25, 96, 130},
+      {24, 64, 9},    {25, 96, 130}, {18, 49, 75},  {19, 40, 57},  {21, 95, 33},   {22, 48, 41},
+      {23, 33, 47},
   };
   std::vector<GemmCase> cases;
   for (const auto& s : shapes) {
