@@ -19,6 +19,7 @@
 #include "engine/random.h"
 #include "engine/safetensors.h"
 #include "kernels/cpu/parallel.h"
+#include "tools/common/available_memory.h"
 #include "tools/common/device_choice.h"
 #include "tools/common/flag_checks.h"
 #include "tools/common/official_flags.h"
@@ -128,6 +129,16 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
 
 std::string cell(double v) { return v < 0 ? "-" : fmt::format("{:.2f}", v); }
 
+// Floats per image of the largest feature matrix a row holds at once (its kNN or its linear
+// features, for train and val together): the crop's pixels for raw pixels; for a backbone, its
+// CLS token (kNN) or the last n blocks' CLS tokens and the pooled patch tokens (linear).
+int64_t feature_floats(const bam::VisionTransformer* backbone, const ProbeConfig& c) {
+  if (!backbone) return 3 * c.img_size * c.img_size;
+  const int64_t width = backbone->config().embed_dim;
+  const int64_t knn = width, linear = width * (c.n_last_blocks + (c.avgpool_patchtokens ? 1 : 0));
+  return c.mode == "knn" ? knn : c.mode == "linear" ? linear : std::max(knn, linear);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -233,9 +244,30 @@ int main(int argc, char** argv) {
     std::printf("bamprobe: %lld train / %lld val images, %lld classes; backbone %s; %d threads\n",
                 static_cast<long long>(train.size()), static_cast<long long>(val.size()),
                 static_cast<long long>(train.num_classes()), description.c_str(), bam::cpu::num_threads());
+    // Every row keeps its train and val features in memory (f32). Checked before any work: the
+    // backbone's must fit, and raw pixels at a large --img_size (3 x 224 x 224 floats an image)
+    // are left out of the table when theirs would not.
+    const int64_t images = train.size() + val.size(), available = bam::tool::available_memory_bytes();
+    const int64_t backbone_bytes = images * feature_floats(backbone.get(), c) * int64_t{sizeof(float)};
+    BAM_CHECK(bam::tool::fits_in_memory(backbone_bytes, available),
+              "the backbone's features of {} images ({} floats each, f32) take {}, more than 80 % of the {} of "
+              "memory available; a smaller --n_last_blocks or --mode knn needs less",
+              images, feature_floats(backbone.get(), c), bam::tool::memory_text(backbone_bytes),
+              bam::tool::memory_text(available));
     std::vector<Row> rows;
     if (c.baselines) {
-      rows.push_back(evaluate("raw pixels", nullptr, train, val, c));
+      const int64_t raw_bytes = images * feature_floats(nullptr, c) * int64_t{sizeof(float)};
+      if (bam::tool::fits_in_memory(raw_bytes, available)) {
+        rows.push_back(evaluate("raw pixels", nullptr, train, val, c));
+      } else {
+        std::printf(
+            "[raw pixels] not evaluated: the pixels of %lld images (3 x %lld x %lld floats each) take %s, "
+            "more than 80 %% of the %s of memory available (a smaller --img_size fits them; --baselines "
+            "false leaves the baselines out)\n",
+            static_cast<long long>(images), static_cast<long long>(c.img_size), static_cast<long long>(c.img_size),
+            bam::tool::memory_text(raw_bytes).c_str(), bam::tool::memory_text(available).c_str());
+        rows.push_back(Row{"raw pixels (not evaluated: memory)"});
+      }
       if (!c.pretrained_weights.empty()) {
         // The same architecture as the pretrained backbone, freshly initialised.
         bam::Generator gen(static_cast<uint64_t>(c.seed));
