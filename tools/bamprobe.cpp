@@ -244,26 +244,27 @@ int main(int argc, char** argv) {
     std::printf("bamprobe: %lld train / %lld val images, %lld classes; backbone %s; %d threads\n",
                 static_cast<long long>(train.size()), static_cast<long long>(val.size()),
                 static_cast<long long>(train.num_classes()), description.c_str(), bam::cpu::num_threads());
-    // Every row keeps its train and val features in memory (f32). Checked before any work: the
-    // backbone's must fit, and raw pixels at a large --img_size (3 x 224 x 224 floats an image)
-    // are left out of the table when theirs would not.
+    // Every row keeps its train and val features in memory (f32), twice at the peak: the batches'
+    // features while they are joined, then the normalised copy the kNN votes with. Checked before
+    // any work: the backbone's must fit, and raw pixels at a large --img_size (3 x 224 x 224
+    // floats an image) are left out of the table when theirs would not.
     const int64_t images = train.size() + val.size(), available = bam::tool::available_memory_bytes();
-    const int64_t backbone_bytes = images * feature_floats(backbone.get(), c) * int64_t{sizeof(float)};
+    const int64_t backbone_bytes = 2 * images * feature_floats(backbone.get(), c) * int64_t{sizeof(float)};
     BAM_CHECK(bam::tool::fits_in_memory(backbone_bytes, available),
-              "the backbone's features of {} images ({} floats each, f32) take {}, more than 80 % of the {} of "
-              "memory available; a smaller --n_last_blocks or --mode knn needs less",
+              "the backbone's features of {} images ({} floats each, f32, held twice at the peak) take {}, more than "
+              "80 % of the {} of memory available; a smaller --n_last_blocks or --mode knn needs less",
               images, feature_floats(backbone.get(), c), bam::tool::memory_text(backbone_bytes),
               bam::tool::memory_text(available));
     std::vector<Row> rows;
     if (c.baselines) {
-      const int64_t raw_bytes = images * feature_floats(nullptr, c) * int64_t{sizeof(float)};
+      const int64_t raw_bytes = 2 * images * feature_floats(nullptr, c) * int64_t{sizeof(float)};
       if (bam::tool::fits_in_memory(raw_bytes, available)) {
         rows.push_back(evaluate("raw pixels", nullptr, train, val, c));
       } else {
         std::printf(
-            "[raw pixels] not evaluated: the pixels of %lld images (3 x %lld x %lld floats each) take %s, "
-            "more than 80 %% of the %s of memory available (a smaller --img_size fits them; --baselines "
-            "false leaves the baselines out)\n",
+            "[raw pixels] not evaluated: the pixels of %lld images (3 x %lld x %lld floats each, held twice at "
+            "the peak) take %s, more than 80 %% of the %s of memory available (a smaller --img_size fits them; "
+            "--baselines false leaves the baselines out)\n",
             static_cast<long long>(images), static_cast<long long>(c.img_size), static_cast<long long>(c.img_size),
             bam::tool::memory_text(raw_bytes).c_str(), bam::tool::memory_text(available).c_str());
         rows.push_back(Row{"raw pixels (not evaluated: memory)"});
