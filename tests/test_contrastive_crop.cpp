@@ -286,11 +286,7 @@ TEST_CASE("locate_objects reads the CLS attention of the last block of each whol
   Generator gen(test_seed("locate objects"));
   VisionTransformer vit(tiny_vit_config(4, 16), &gen);
   vit.train(false);
-  ObjectLocatorOptions o;
-  o.image_size = 16;
-  o.threshold = 0.9;  // an untrained model's attention is nearly flat: only its peaks make a small box
-  o.batch_size = 4;
-  o.threads = 2;
+  const ObjectLocatorOptions o = small_locator_options(16, 0.9);
   const std::vector<data::ObjectBox> boxes = locate_objects(vit, d, o);
   REQUIRE(static_cast<int64_t>(boxes.size()) == d.size());
   int smaller = 0;

@@ -68,4 +68,13 @@ std::string write_colour_folder(const std::string& name, int classes, int per_cl
   return root.string();
 }
 
+ObjectLocatorOptions small_locator_options(int64_t image_size, double threshold) {
+  ObjectLocatorOptions o;
+  o.image_size = image_size;
+  o.threshold = threshold;
+  o.batch_size = 4;
+  o.threads = 2;
+  return o;
+}
+
 }  // namespace bam::test

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "bam/contrastive_crop.h"
 #include "bam/train_config.h"
 
 namespace bam::test {
@@ -19,5 +20,9 @@ VitConfig tiny_vit_config(int64_t patch_size, int64_t img_size, int64_t embed_di
 // emptied first), ImageFolder layout: class c's images are noisy versions of one colour (red,
 // green, blue, yellow), 12 to 20 px on a side. Returns its path.
 std::string write_colour_folder(const std::string& name, int classes, int per_class, uint64_t seed);
+
+// ContrastiveCrop's box update on test-sized images: batches of 4, 2 loader threads. An untrained
+// model's attention is nearly flat, so only a high `threshold` (its peaks) makes a small box.
+ObjectLocatorOptions small_locator_options(int64_t image_size, double threshold);
 
 }  // namespace bam::test

@@ -343,11 +343,7 @@ TEST_CASE("ContrastiveCrop's box update on the GPU finds the CPU's boxes") {
   Generator gen(seed);
   VisionTransformer vit(tiny_vit_config(8, 64), &gen);
   vit.train(false);
-  ObjectLocatorOptions o;
-  o.image_size = 64;
-  o.threshold = 0.7;  // an untrained model's attention is nearly flat: only its peaks make a small box
-  o.batch_size = 4;
-  o.threads = 2;
+  ObjectLocatorOptions o = small_locator_options(64, 0.7);
   const std::vector<data::ObjectBox> cpu = locate_objects(vit, dataset, o);
   vit.to(Device::cuda());
   o.backend = data::DataBackend::gpu;

@@ -18,12 +18,9 @@ namespace bam::tool {
 inline int64_t available_memory_bytes() {
   if (const char* limit = std::getenv("BAM_AVAILABLE_MEMORY_MIB"); limit && *limit)
     return static_cast<int64_t>(std::atof(limit) * 1048576.0);
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key;
-  int64_t kib = 0;
-  std::string unit;
-  while (meminfo >> key >> kib >> unit) {
-    if (key == "MemAvailable:") return kib * 1024;
+  std::ifstream meminfo("/proc/meminfo");  // lines "Name:   value [kB]"
+  for (std::string line; std::getline(meminfo, line);) {
+    if (line.rfind("MemAvailable:", 0) == 0) return std::atoll(line.c_str() + 13) * 1024;
   }
   return 0;
 }
