@@ -32,8 +32,9 @@ void TrainConfig::validate() const {
             "--precision must be f32, bf16 or fp16, got '{}'", precision);
   Device d;
   BAM_CHECK(parse_device(device, &d), "--device must be cpu, cuda or cuda:N, got '{}'", device);
-  BAM_CHECK(precision == "f32" || d.is_cuda(),
-            "--precision {} runs matmuls in 16-bit on the GPU; on the CPU use --precision f32", precision);
+  BAM_CHECK(precision != "fp16" || d.is_cuda(),
+            "--precision fp16 runs on the GPU only (16-bit tensors with loss scaling); on the CPU use --precision f32 "
+            "or bf16");
   BAM_CHECK(batch_size_per_gpu >= 2, "--batch_size_per_gpu must be at least 2 (positive masking needs two images), got {}",
             batch_size_per_gpu);
   BAM_CHECK(epochs >= 1, "--epochs must be at least 1, got {}", epochs);

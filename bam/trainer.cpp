@@ -18,6 +18,8 @@
 #include "engine/cuda.h"
 #include "engine/error.h"
 #include "engine/random.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/gemm.h"
 
 namespace bam {
 namespace {
@@ -63,7 +65,8 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
   BAM_CHECK(parse_device(config_.device, &device_), "--device: bad value '{}'", config_.device);
   BAM_CHECK(device_.is_cpu() || cuda::is_available(), "--device {}: {}", config_.device, cuda::unavailable_reason());
   if (device_.is_cuda()) cuda::select_device(device_.index);  // the process's device (engine/cuda.h)
-  compute_dtype_ = precision_dtype(config_.precision);  // validate() refused 16-bit on the CPU
+  // On the CPU, bf16 autocast means bf16 GEMM operands (engine/ops_linalg.cpp); validate() refused fp16 there.
+  compute_dtype_ = precision_dtype(config_.precision);
   scaler_ = GradScaler(compute_dtype_ == DType::f16);
   BAM_CHECK(data_->steps_per_epoch() >= 1, "--batch_size_per_gpu {} is larger than the {} training images",
             config_.batch_size_per_gpu, data_->num_images());
@@ -594,6 +597,16 @@ TrainResult Trainer::run() {
               static_cast<long long>(params), static_cast<long long>(data_->steps_per_epoch()),
               static_cast<long long>(config_.batch_size_per_gpu),
               static_cast<long long>(config_.global_crops_number + config_.local_crops_number));
+  if (!device_.is_cuda()) {
+    const bool bf16 = compute_dtype_ == DType::bf16;
+    std::printf("CPU matmuls: %s (%s)\n", bf16 ? "bf16 operands, f32 sums" : "f32",
+                bf16 ? cpu::gemm_bf16_kernel_name() : cpu::gemm_kernel_name());
+    if (compute_dtype_ == DType::bf16 && !cpu::cpu_has_amx_bf16()) {
+      std::printf(
+          "note: this CPU has no AMX-BF16, so --precision bf16 rounds the matmul operands without running "
+          "faster; --precision f32 is quicker here\n");
+    }
+  }
   double budget_seconds = 60 * config_.time_budget_minutes;
   const bool fit = config_.fit_epochs_to_budget && !result.resumed;
   const double step_seconds = fit ? measure_step_seconds() : 0.0;  // calibration, outside the budget

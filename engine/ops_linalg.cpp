@@ -2,7 +2,9 @@
 // transposed GEMM operands instead of copies, so backward passes (which multiply by transposes)
 // never materialise a transpose.
 #include <algorithm>
+#include <optional>
 
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/cuda.h"
 #include "engine/op_support.h"
@@ -54,23 +56,54 @@ MatrixOperand matrix_operand(Tensor& t) {
   return m;
 }
 
+// Under bf16 autocast an f32 GEMM on the CPU rounds its operands to bf16 and accumulates in f32
+// (gemm_f32_bf16: AMX tiles where the CPU has them). That is the CPU's form of autocast: the
+// tensors stay f32 (the CPU kernels are f32/f64), only the products see bf16 operands, as the
+// GPU's bf16 GEMMs do.
+bool cpu_gemm_in_bf16() { return autocast_dtype() == DType::bf16; }
+
 template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T beta,
           T* C, int64_t ldc) {
-  if constexpr (std::is_same_v<T, float>)
-    cpu::gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-  else
+  if constexpr (std::is_same_v<T, float>) {
+    if (cpu_gemm_in_bf16()) {
+      cpu::gemm_f32_bf16(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    } else {
+      cpu::gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    }
+  } else {
     cpu::gemm_f64(ta, tb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
+  }
 }
 
 template <typename T>
 void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, int64_t sa,
                   const T* B, int64_t ldb, int64_t sb, T* C, int64_t ldc, int64_t sc) {
-  if constexpr (std::is_same_v<T, float>)
-    cpu::gemm_batched_f32(ta, tb, batch, M, N, K, 1.0f, A, lda, sa, B, ldb, sb, 0.0f, C, ldc, sc);
-  else
+  if constexpr (std::is_same_v<T, float>) {
+    if (cpu_gemm_in_bf16()) {
+      cpu::gemm_batched_f32_bf16(ta, tb, batch, M, N, K, 1.0f, A, lda, sa, B, ldb, sb, 0.0f, C, ldc, sc);
+    } else {
+      cpu::gemm_batched_f32(ta, tb, batch, M, N, K, 1.0f, A, lda, sa, B, ldb, sb, 0.0f, C, ldc, sc);
+    }
+  } else {
     cpu::gemm_batched_f64(ta, tb, batch, M, N, K, 1.0, A, lda, sa, B, ldb, sb, 0.0, C, ldc, sc);
+  }
 }
+
+// The autocast state a CPU product was recorded under, for its backward: backward runs after the
+// guard is gone, and its GEMMs must round as the forward's did (on the GPU the saved bf16 tensors
+// carry that by themselves).
+std::optional<DType> cpu_backward_autocast(const Device& device) {
+  if (device.is_cuda() || !cpu_gemm_in_bf16()) return std::nullopt;
+  return DType::bf16;
+}
+
+struct ScopedAutocast {
+  explicit ScopedAutocast(std::optional<DType> dtype) {
+    if (dtype) guard.emplace(*dtype);
+  }
+  std::optional<AutocastGuard> guard;
+};
 
 // a [..., M, K] @ b [K, N]: the leading dims of a fold into M when its layout allows.
 Tensor matmul_shared_rhs(Tensor a, Tensor b) {
@@ -144,7 +177,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor out = b.dim() == 2 ? matmul_shared_rhs(a, b) : matmul_batched(a, b);
   Tensor ad = a.detach(), bd = b.detach();
   bool need_a = a.requires_grad(), need_b = b.requires_grad();
-  return record("matmul", out, {a, b}, [ad, bd, need_a, need_b](const Tensor& g) {
+  const std::optional<DType> autocast = cpu_backward_autocast(a.device());
+  return record("matmul", out, {a, b}, [ad, bd, need_a, need_b, autocast](const Tensor& g) {
+    ScopedAutocast scope(autocast);
     Tensor da, db;
     if (need_a) da = sum_to_shape(matmul(g, bd.transpose(-1, -2)), ad.shape());
     if (need_b) {
@@ -248,7 +283,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 
   Tensor xd = x.detach(), wd = weight.detach();
   bool need_x = x.requires_grad(), need_w = weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
-  return record("linear", out, {x, weight, bias}, [xd, wd, need_x, need_w, need_b](const Tensor& g) {
+  const std::optional<DType> autocast = cpu_backward_autocast(device);
+  return record("linear", out, {x, weight, bias}, [xd, wd, need_x, need_w, need_b, autocast](const Tensor& g) {
+    ScopedAutocast scope(autocast);
     return linear_backward(g, xd, wd, need_x, need_w, need_b);
   });
 }
@@ -262,7 +299,9 @@ Tensor gelu_linear(const Tensor& h, const Tensor& weight, const Tensor& bias) {
   if (!any_requires_grad({&h, &weight, &bias})) return out;
   Tensor hd = contiguous_data(h).detach(), wd = weight.detach();
   bool need_h = h.requires_grad(), need_w = weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
-  return record("gelu_linear", out, {h, weight, bias}, [hd, wd, need_h, need_w, need_b](const Tensor& g) {
+  const std::optional<DType> autocast = cpu_backward_autocast(h.device());
+  return record("gelu_linear", out, {h, weight, bias}, [hd, wd, need_h, need_w, need_b, autocast](const Tensor& g) {
+    ScopedAutocast scope(autocast);
     Tensor a;  // gelu(h) again: the same kernel on the same input, so the same values as the forward's
     {
       NoGradGuard no_grad;

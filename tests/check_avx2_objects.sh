@@ -1,6 +1,6 @@
 #!/bin/sh
-# Fails when an object compiled for AVX2 or AVX-512 (kernels/cpu/*_avx2.cpp and *_avx512.cpp, built
-# with -mavx2 -mfma, and -mavx512f) defines
+# Fails when an object compiled for AVX2, AVX-512 or AMX (kernels/cpu/*_avx2.cpp, *_avx512.cpp and
+# *_amx.cpp, built with -mavx2 -mfma, -mavx512f, and -mamx-tile -mavx512bf16) defines
 # a weak symbol: a template or inline function instantiated there is a copy the linker may keep
 # for the whole program, which would then run AVX2 instructions on a CPU without them. Those files
 # must hold only their own functions (internal or explicitly named), entered after the CPU check.
@@ -8,7 +8,7 @@
 status=0
 checked=0
 for object in "$@"; do
-  case "$object" in *_avx2* | *_avx512*) ;; *) continue ;; esac
+  case "$object" in *_avx2* | *_avx512* | *_amx*) ;; *) continue ;; esac
   checked=$((checked + 1))
   if ! symbols=$(nm -C --defined-only "$object"); then
     echo "check_avx2_objects: nm cannot read $object"
@@ -27,5 +27,5 @@ if [ "$checked" = 0 ]; then
   echo "check_avx2_objects: no *_avx2 object among the arguments"
   exit 1
 fi
-[ $status = 0 ] && echo "check_avx2_objects: $checked AVX2/AVX-512 objects, no weak symbols"
+[ $status = 0 ] && echo "check_avx2_objects: $checked AVX2/AVX-512/AMX objects, no weak symbols"
 exit $status

@@ -72,6 +72,24 @@ TEST_CASE("a short run lowers the loss and does not collapse") {
   CHECK(lines == 6);
 }
 
+TEST_CASE("bf16 on the CPU (GEMM operands rounded) tracks the f32 run's loss") {
+  TrainConfig c = small_train_config(fresh_dir("precision_f32"));
+  c.epochs = 6;
+  c.data_path = "synthetic:128";
+  const TrainResult f32 = train(c);
+  c.output_dir = fresh_dir("precision_bf16");
+  c.precision = "bf16";
+  const TrainResult bf16 = train(c);
+  REQUIRE(f32.epochs.size() == bf16.epochs.size());
+  for (size_t e = 0; e < f32.epochs.size(); ++e) {
+    MESSAGE("epoch ", e, ": f32 loss ", f32.epochs[e].loss, ", bf16 loss ", bf16.epochs[e].loss);
+    CHECK(std::abs(bf16.epochs[e].loss - f32.epochs[e].loss) < 0.02 * std::abs(f32.epochs[e].loss));
+  }
+  // The same run, not a copy of it: the rounding changed the numbers.
+  CHECK(bf16.epochs.back().loss != f32.epochs.back().loss);
+  CHECK(bf16.epochs.back().loss < bf16.epochs.front().loss - 0.1);
+}
+
 TEST_CASE("checkpoints round trip and resume reproduces the uninterrupted run") {
   TrainConfig full = small_train_config(fresh_dir("full"));
   full.teacher = true;
@@ -270,7 +288,7 @@ TEST_CASE("bad settings name the flag before any work") {
   t.global_crops_size = 18;
   expect(t, "--global_crops_size");
   t = c;
-  t.precision = "bf16";
+  t.precision = "fp16";  // (bf16 runs on the CPU: its GEMMs round their operands)
   expect(t, "--precision");
   t = c;
   t.optimizer = "adam";

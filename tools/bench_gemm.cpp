@@ -1,8 +1,11 @@
 // bench_gemm: times bam's f32 GEMM on the transformer's shapes and, when built with OpenBLAS
 // (BAM_HAVE_OPENBLAS), the same calls through cblas_sgemm; prints one table row per shape.
+// With --bf16 "ours" is gemm_f32_bf16 (bf16-rounded operands: AMX when the CPU has it), still
+// against OpenBLAS's f32 sgemm.
 //
 // Shapes are M x N x K (C is M x N); 12544 = 64 images x 196 tokens, 384 channels, 1152 = qkv
-// width, 1536 = MLP width. Usage: bench_gemm [--threads N] [--quick] [--kernel auto|portable]
+// width, 1536 = MLP width; 4352 = 256 images x 17 tokens and 128 channels is the README's job.
+// Usage: bench_gemm [--threads N] [--quick] [--kernel auto|avx2|portable] [--bf16]
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -32,16 +35,13 @@ struct Shape {
 };
 
 const Shape kAllShapes[] = {
-    {"square", false, false, 1, 1024, 1024, 1024},
-    {"qkv forward", false, true, 1, 12544, 1152, 384},
-    {"qkv d_input", false, false, 1, 12544, 384, 1152},
-    {"mlp fc1 forward", false, true, 1, 12544, 1536, 384},
-    {"mlp fc2 forward", false, true, 1, 12544, 384, 1536},
-    {"mlp fc1 d_input", false, false, 1, 12544, 384, 1536},
-    {"mlp fc1 d_weight", true, false, 1, 1536, 384, 12544},
-    {"qkv d_weight", true, false, 1, 1152, 384, 12544},
-    {"attn scores", false, true, 1024, 50, 50, 32},
-    {"attn values", false, false, 1024, 50, 32, 50},
+    {"square", false, false, 1, 1024, 1024, 1024},          {"qkv forward", false, true, 1, 12544, 1152, 384},
+    {"qkv d_input", false, false, 1, 12544, 384, 1152},     {"mlp fc1 forward", false, true, 1, 12544, 1536, 384},
+    {"mlp fc2 forward", false, true, 1, 12544, 384, 1536},  {"mlp fc1 d_input", false, false, 1, 12544, 384, 1536},
+    {"mlp fc1 d_weight", true, false, 1, 1536, 384, 12544}, {"qkv d_weight", true, false, 1, 1152, 384, 12544},
+    {"attn scores", false, true, 1024, 50, 50, 32},         {"attn values", false, false, 1024, 50, 32, 50},
+    {"small fc1 forward", false, true, 1, 4352, 512, 128},  {"small fc1 d_weight", true, false, 1, 512, 128, 4352},
+    {"projector layer", false, true, 1, 512, 1024, 1024},
 };
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -79,7 +79,14 @@ Operands make_operands(const Shape& s, std::mt19937& rng) {
   return op;
 }
 
+bool g_bf16 = false;
+
 void run_ours(const Shape& s, Operands& op) {
+  if (g_bf16) {
+    bam::cpu::gemm_batched_f32_bf16(s.trans_a, s.trans_b, s.batch, s.M, s.N, s.K, 1.0f, op.A.data(), op.lda, s.M * s.K,
+                                    op.B.data(), op.ldb, s.K * s.N, 0.0f, op.C.data(), op.ldc, s.M * s.N);
+    return;
+  }
   bam::cpu::gemm_batched_f32(s.trans_a, s.trans_b, s.batch, s.M, s.N, s.K, 1.0f, op.A.data(),
                              op.lda, s.M * s.K, op.B.data(), op.ldb, s.K * s.N, 0.0f, op.C.data(),
                              op.ldc, s.M * s.N);
@@ -107,13 +114,15 @@ int main(int argc, char** argv) {
       threads = std::max(1, std::atoi(argv[++i]));
     } else if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
+    } else if (std::strcmp(argv[i], "--bf16") == 0) {
+      g_bf16 = true;
     } else if (std::strcmp(argv[i], "--kernel") == 0 && i + 1 < argc) {
       if (!bam::cpu::gemm_force_kernel(argv[++i])) {
         std::fprintf(stderr, "bench_gemm: unknown kernel '%s' (auto, avx2, portable)\n", argv[i]);
         return 2;
       }
     } else {
-      std::fprintf(stderr, "usage: bench_gemm [--threads N] [--quick] [--kernel NAME]\n");
+      std::fprintf(stderr, "usage: bench_gemm [--threads N] [--quick] [--kernel NAME] [--bf16]\n");
       return 2;
     }
   }
@@ -122,7 +131,8 @@ int main(int argc, char** argv) {
   openblas_set_num_threads(threads);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // its new threads spin a while
 #endif
-  std::printf("bam gemm kernel: %s, threads: %d\n", bam::cpu::gemm_kernel_name(), threads);
+  std::printf("bam gemm kernel: %s, threads: %d\n",
+              g_bf16 ? bam::cpu::gemm_bf16_kernel_name() : bam::cpu::gemm_kernel_name(), threads);
   std::printf("%-17s %5s %5s %5s %5s %2s | %9s %8s | %9s %8s | %6s\n", "shape", "batch", "M", "N",
               "K", "op", "ours ms", "GFLOP/s", "blas ms", "GFLOP/s", "ratio");
 

@@ -9,5 +9,8 @@ bool cpu_has_avx2_fma();
 // AVX-512F on top of AVX2/FMA (the *_avx512.cpp files), with the OS saving the wide registers.
 // BAM_CPU_AVX512=0 turns it off (and BAM_CPU_AVX2=0 with it).
 bool cpu_has_avx512();
+// Intel AMX with bf16 tiles (and AVX-512 BF16/BW for the packing), with Linux's permission to use
+// the tiles obtained for this process (the *_amx.cpp files). BAM_CPU_AMX=0 turns it off.
+bool cpu_has_amx_bf16();
 
 }  // namespace bam::cpu

@@ -46,7 +46,38 @@ const char* gemm_kernel_name();
 // Meant for tests and benchmarks; not to be called while a GEMM runs on another thread.
 bool gemm_force_kernel(const char* name);
 
+// gemm_f32's contract with both operands rounded to bf16 first (to nearest, ties to even) and the
+// products accumulated in f32: the CPU's matmul under bf16 autocast. With AMX-BF16
+// (cpu_has_amx_bf16) the rounding happens while the operands are packed into tiles; without it,
+// rounded copies of the operands go through gemm_f32 (the specification). The two differ only in
+// the order of the f32 additions, and in bf16 subnormals (below 1.2e-38), which AMX reads as zero.
+void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
+                           float beta, float* C, int64_t ldc, int64_t stride_c);
+
+// The bf16-operand GEMM in use: "amx-bf16 32x32" or "rounded copies + <the f32 kernel>".
+const char* gemm_bf16_kernel_name();
+// "auto" (AMX when the CPU has it), "amx" (the same) or "rounded" (the rounded copies, even with
+// AMX); nullptr returns to "auto". Returns false for an unknown name. For tests and benchmarks.
+bool gemm_bf16_force_kernel(const char* name);
+
 namespace gemm_detail {
+
+// The AMX pieces of gemm_f32_bf16 (gemm_amx.cpp; the driver is gemm_bf16.cpp); only to be used when
+// cpu_has_amx_bf16(), with M, N, K > 0. Packed layouts, in bf16 (uint16_t), 512 per tile:
+//   op(B): 32-column panels; panel p's K step s (32 deep) is "item" p * steps + s, two tiles of
+//          16 columns each in the pair layout, at packed_b + item * 1024; steps = ceil(K / 32).
+//   op(A): one 32-row block for all of K: step s's two 16-row tiles at packed_a + s * 1024.
+// Zero padding fills every tile past M, N or K.
+void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t item_begin, int64_t item_end,
+                uint16_t* packed_b);
+void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, int64_t i0, uint16_t* packed_a);
+// C rows [i0, i0 + 32) x panels [panel_begin, panel_end) = alpha * packed A block x packed B + beta * C.
+void amx_multiply_panels(const uint16_t* packed_a, const uint16_t* packed_b, int64_t M, int64_t N, int64_t K,
+                         int64_t i0, int64_t panel_begin, int64_t panel_end, float alpha, float beta, float* C,
+                         int64_t ldc);
 
 // What gemm.cpp needs from an f32 micro-kernel implementation (one per instruction set).
 // Packed layouts: an A micro-panel holds `mr` rows of op(A) for kc steps, stored k-major

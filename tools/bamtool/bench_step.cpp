@@ -62,8 +62,8 @@ int run_bench(const BenchOptions& o) {
   const std::string device_name = tool::resolve_device(o.device);
   const Device device = tool::open_device(device_name);
   const DType compute = precision_dtype(o.precision);
-  BAM_CHECK(compute == DType::f32 || device.is_cuda(),
-            "--precision {}: 16-bit autocast runs on the GPU only; on the CPU use --precision f32", o.precision);
+  BAM_CHECK(compute != DType::f16 || device.is_cuda(),
+            "--precision {}: fp16 runs on the GPU only; on the CPU use --precision f32 or bf16", o.precision);
   BAM_CHECK(o.profile == 0 || device.is_cuda(), "--profile: the kernel profile needs --device cuda");
 #ifdef BAM_WITH_CUDA
   cuda_kernels::gemm_allow_tf32(o.tf32);
@@ -122,8 +122,10 @@ int run_bench(const BenchOptions& o) {
     scaler.update(finite);
     return read[0];
   };
-  std::string where = device.is_cuda() ? cuda::device_description(device.index)
-                                       : fmt::format("{} threads, GEMM {}", cpu::num_threads(), cpu::gemm_kernel_name());
+  std::string where =
+      device.is_cuda() ? cuda::device_description(device.index)
+                       : fmt::format("{} threads, GEMM {}", cpu::num_threads(),
+                                     compute == DType::bf16 ? cpu::gemm_bf16_kernel_name() : cpu::gemm_kernel_name());
   int64_t params = 0;
   for (auto& p : model.parameters()) params += p.numel();
   std::printf("bench-step: ViT %lld/%lld/%lld patch %lld, projector %lld-%lld, B=%lld, %lldx%lld + %lldx%lld crops, "

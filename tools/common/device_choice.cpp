@@ -3,6 +3,7 @@
 
 #include "engine/cuda.h"
 #include "engine/error.h"
+#include "kernels/cpu/cpu_features.h"
 
 namespace bam::tool {
 
@@ -13,7 +14,8 @@ std::string resolve_device(const std::string& device) {
 
 std::string resolve_precision(const std::string& precision, const std::string& resolved_device) {
   if (precision != "auto") return precision;
-  return resolved_device.rfind("cuda", 0) == 0 ? "bf16" : "f32";
+  if (resolved_device.rfind("cuda", 0) == 0) return "bf16";
+  return cpu::cpu_has_amx_bf16() ? "bf16" : "f32";
 }
 
 std::string resolve_data_backend(const std::string& backend, const std::string& resolved_device) {

@@ -1,0 +1,179 @@
+// gemm_f32_bf16: the f32 GEMM with bf16-rounded operands (gemm.h), on AMX tiles when the CPU has
+// them, else as its specification: round copies of both operands, then the f32 GEMM.
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "engine/dtype.h"
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/parallel.h"
+
+namespace bam::cpu {
+namespace {
+
+// Below this many multiply-adds the tiles' packing costs more than it saves.
+constexpr int64_t kAmxMinWork = 32 * 1024;
+
+enum class Bf16Kernel { automatic, rounded };
+std::atomic<Bf16Kernel> g_forced{Bf16Kernel::automatic};
+
+bool use_amx(int64_t M, int64_t N, int64_t K) {
+  return g_forced.load(std::memory_order_acquire) == Bf16Kernel::automatic && cpu_has_amx_bf16() &&
+         M * N * K > kAmxMinWork;
+}
+
+float round_to_bf16(float x) { return bf16_bits_to_float(float_to_bf16_bits(x)); }
+
+// The rows x cols stored block at src (row stride ld), rounded, into dst (row stride cols).
+void round_block(const float* src, int64_t ld, int64_t rows, int64_t cols, float* dst) {
+  const auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t j = 0; j < cols; ++j) dst[r * cols + j] = round_to_bf16(src[r * ld + j]);
+    }
+  };
+  const int64_t grain = std::max<int64_t>(1, 64 * 1024 / std::max<int64_t>(1, cols));
+  parallel_for(rows, grain, run);
+}
+
+void rounded_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  // The stored shapes: A is M x K (K x M when trans_a), B is K x N (N x K when trans_b).
+  const int64_t a_rows = trans_a ? K : M, a_cols = trans_a ? M : K;
+  const int64_t b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
+  thread_local std::vector<float> a, b;  // grow-only scratch of this thread
+  a.resize(std::max(a.size(), static_cast<size_t>(a_rows * a_cols)));
+  b.resize(std::max(b.size(), static_cast<size_t>(b_rows * b_cols)));
+  round_block(A, lda, a_rows, a_cols, a.data());
+  round_block(B, ldb, b_rows, b_cols, b.data());
+  gemm_f32(trans_a, trans_b, M, N, K, alpha, a.data(), a_cols, b.data(), b_cols, beta, C, ldc);
+}
+
+// A per-thread 64-byte-aligned buffer of bf16 that only grows.
+class Bf16Buffer {
+ public:
+  Bf16Buffer() = default;
+  Bf16Buffer(const Bf16Buffer&) = delete;
+  Bf16Buffer& operator=(const Bf16Buffer&) = delete;
+  ~Bf16Buffer() { std::free(data_); }
+  uint16_t* get(int64_t elements) {
+    const size_t bytes = static_cast<size_t>((elements * 2 + 63) / 64 * 64);
+    if (bytes > capacity_) {
+      std::free(data_);
+      data_ = static_cast<uint16_t*>(std::aligned_alloc(64, bytes));
+      if (!data_) throw std::bad_alloc();
+      capacity_ = bytes;
+    }
+    return data_;
+  }
+
+ private:
+  uint16_t* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+thread_local Bf16Buffer t_packed_a;
+thread_local Bf16Buffer t_packed_b;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The AMX GEMM (the tile layouts are in gemm.h): op(B) is packed once by all threads, then each
+// task packs a 32-row block of op(A) and multiplies it with a run of B's 32-column panels.
+void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  constexpr int64_t kBlock = 32, kStep = 32, kTile = 512;
+  const int64_t steps = ceil_div(K, kStep);
+  const int64_t panels = ceil_div(N, kBlock);
+  const int64_t row_blocks = ceil_div(M, kBlock);
+  const int threads = in_parallel_region() ? 1 : num_threads();
+
+  uint16_t* packed_b = t_packed_b.get(panels * steps * 2 * kTile);
+  const auto pack_b = [&](int64_t begin, int64_t end) {
+    gemm_detail::amx_pack_b(trans_b, B, ldb, N, K, begin, end, packed_b);
+  };
+  if (threads > 1) {
+    parallel_for(panels * steps, 16, pack_b);
+  } else {
+    pack_b(0, panels * steps);
+  }
+
+  // Row blocks, and when there are too few of them for the threads, runs of panels too.
+  const int64_t column_chunks =
+      row_blocks >= 4 * threads ? 1 : std::min<int64_t>(panels, ceil_div(4 * threads, row_blocks));
+  const int64_t panels_per_chunk = ceil_div(panels, column_chunks);
+  const auto run_task = [&](int task) {
+    const int64_t block = task / column_chunks, chunk = task % column_chunks;
+    const int64_t panel_begin = chunk * panels_per_chunk;
+    const int64_t panel_end = std::min(panels, panel_begin + panels_per_chunk);
+    if (panel_begin >= panel_end) return;
+    uint16_t* packed_a = t_packed_a.get(steps * 2 * kTile);
+    gemm_detail::amx_pack_a(trans_a, A, lda, M, K, block * kBlock, packed_a);
+    gemm_detail::amx_multiply_panels(packed_a, packed_b, M, N, K, block * kBlock, panel_begin, panel_end, alpha, beta,
+                                     C, ldc);
+  };
+  const int num_tasks = static_cast<int>(row_blocks * column_chunks);
+  if (threads > 1) {
+    parallel_tasks(num_tasks, run_task);
+  } else {
+    for (int task = 0; task < num_tasks; ++task) run_task(task);
+  }
+}
+
+}  // namespace
+
+void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0 || K <= 0 || alpha == 0.0f) {
+    gemm_f32(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);  // C = beta * C
+    return;
+  }
+  if (use_amx(M, N, K)) {
+    amx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    rounded_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+}
+
+void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
+                           float beta, float* C, int64_t ldc, int64_t stride_c) {
+  const auto one = [&](int64_t i) {
+    gemm_f32_bf16(trans_a, trans_b, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta,
+                  C + i * stride_c, ldc);
+  };
+  // Many products: one per task; a few: each threaded inside (as gemm_batched_f32 does).
+  if (!in_parallel_region() && num_threads() > 1 && batch >= 4 * num_threads()) {
+    parallel_for(batch, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) one(i);
+    });
+  } else {
+    for (int64_t i = 0; i < batch; ++i) one(i);
+  }
+}
+
+const char* gemm_bf16_kernel_name() {
+  if (g_forced.load(std::memory_order_acquire) == Bf16Kernel::automatic && cpu_has_amx_bf16()) {
+    return "amx-bf16 32x32";
+  }
+  static thread_local std::string name;
+  name = std::string("rounded copies + ") + gemm_kernel_name();
+  return name.c_str();
+}
+
+bool gemm_bf16_force_kernel(const char* name) {
+  if (!name || std::strcmp(name, "auto") == 0 || std::strcmp(name, "amx") == 0) {
+    g_forced.store(Bf16Kernel::automatic, std::memory_order_release);
+    return true;
+  }
+  if (std::strcmp(name, "rounded") == 0) {
+    g_forced.store(Bf16Kernel::rounded, std::memory_order_release);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace bam::cpu
