@@ -210,12 +210,15 @@ TEST_CASE("gemm_f32_bf16: the operands are rounded, to nearest even") {
 TEST_CASE("gemm_f32_bf16: large problems, threaded, give the same bits on any thread count") {
   Restore restore;
   std::mt19937 rng(kSeed + 1);
-  // Several row blocks and column chunks per thread; a K of many tile steps with a remnant.
+  // Several row blocks and column chunks per thread; a K of many tile steps with a remnant; the
+  // second and the last are cut into K slices by the AMX driver.
   const Case large[] = {
       {false, true, 1000, 130, 300, 1.0f, 0.0f, 3},
       {true, false, 128, 512, 1100, 1.0f, 1.0f, 0},
       {false, false, 40, 1000, 257, 0.5f, 0.25f, 1},
       {true, true, 301, 97, 401, -1.0f, 0.0f, 5},
+      // Packed op(B) past the AMX driver's budget: K in three slices, alpha and beta through them.
+      {true, false, 70, 600, 2000, -0.5f, 0.5f, 1},
   };
   for (const char* kernel : kernels()) {
     REQUIRE(bam::cpu::gemm_bf16_force_kernel(kernel));

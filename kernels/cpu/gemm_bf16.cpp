@@ -81,45 +81,61 @@ thread_local Bf16Buffer t_packed_b;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// The AMX GEMM (the tile layouts are in gemm.h): op(B) is packed once by all threads, then each
-// task packs a 32-row block of op(A) and multiplies it with a run of B's 32-column panels.
+// Packed op(B) of one K slice kept at once: 512 Ki bf16 values (1 MiB), within a core's L2 on the CPUs that
+// have AMX (2 MiB), so that every row block rereads it from there rather than from memory.
+constexpr int64_t kPackedBBudget = 512 * 1024;
+
+// The AMX GEMM (the tile layouts are in gemm.h). K is cut into slices whose packed op(B) fits
+// kPackedBBudget; per slice, op(B) is packed by all threads, then each task packs its 32-row block
+// of op(A) for the slice and multiplies it with a run of B's 32-column panels, adding into C
+// (beta applies to the first slice only, as in gemm.cpp).
 void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   constexpr int64_t kBlock = 32, kStep = 32, kTile = 512;
-  const int64_t steps = ceil_div(K, kStep);
   const int64_t panels = ceil_div(N, kBlock);
   const int64_t row_blocks = ceil_div(M, kBlock);
   const int threads = in_parallel_region() ? 1 : num_threads();
-
-  uint16_t* packed_b = t_packed_b.get(panels * steps * 2 * kTile);
-  const auto pack_b = [&](int64_t begin, int64_t end) {
-    gemm_detail::amx_pack_b(trans_b, B, ldb, N, K, begin, end, packed_b);
-  };
-  if (threads > 1) {
-    parallel_for(panels * steps, 16, pack_b);
-  } else {
-    pack_b(0, panels * steps);
-  }
+  // Equal slices of whole 32-deep steps, as deep as the budget allows.
+  const int64_t budget_steps = std::max<int64_t>(1, kPackedBBudget / (panels * 2 * kTile));
+  const int64_t slices = ceil_div(ceil_div(K, kStep), budget_steps);
+  const int64_t depth = ceil_div(ceil_div(K, kStep), slices) * kStep;
 
   // Row blocks, and when there are too few of them for the threads, runs of panels too.
   const int64_t column_chunks =
       row_blocks >= 4 * threads ? 1 : std::min<int64_t>(panels, ceil_div(4 * threads, row_blocks));
   const int64_t panels_per_chunk = ceil_div(panels, column_chunks);
-  const auto run_task = [&](int task) {
-    const int64_t block = task / column_chunks, chunk = task % column_chunks;
-    const int64_t panel_begin = chunk * panels_per_chunk;
-    const int64_t panel_end = std::min(panels, panel_begin + panels_per_chunk);
-    if (panel_begin >= panel_end) return;
-    uint16_t* packed_a = t_packed_a.get(steps * 2 * kTile);
-    gemm_detail::amx_pack_a(trans_a, A, lda, M, K, block * kBlock, packed_a);
-    gemm_detail::amx_multiply_panels(packed_a, packed_b, M, N, K, block * kBlock, panel_begin, panel_end, alpha, beta,
-                                     C, ldc);
-  };
   const int num_tasks = static_cast<int>(row_blocks * column_chunks);
-  if (threads > 1) {
-    parallel_tasks(num_tasks, run_task);
-  } else {
-    for (int task = 0; task < num_tasks; ++task) run_task(task);
+  uint16_t* packed_b = t_packed_b.get(panels * ceil_div(depth, kStep) * 2 * kTile);
+
+  for (int64_t k0 = 0; k0 < K; k0 += depth) {
+    const int64_t kc = std::min(depth, K - k0);
+    const int64_t steps = ceil_div(kc, kStep);
+    const float* b_slice = trans_b ? B + k0 : B + k0 * ldb;
+    const float* a_slice = trans_a ? A + k0 * lda : A + k0;
+    const float slice_beta = k0 == 0 ? beta : 1.0f;
+    const auto pack_b = [&](int64_t begin, int64_t end) {
+      gemm_detail::amx_pack_b(trans_b, b_slice, ldb, N, kc, begin, end, packed_b);
+    };
+    if (threads > 1) {
+      parallel_for(panels * steps, 16, pack_b);
+    } else {
+      pack_b(0, panels * steps);
+    }
+    const auto run_task = [&](int task) {
+      const int64_t block = task / column_chunks, chunk = task % column_chunks;
+      const int64_t panel_begin = chunk * panels_per_chunk;
+      const int64_t panel_end = std::min(panels, panel_begin + panels_per_chunk);
+      if (panel_begin >= panel_end) return;
+      uint16_t* packed_a = t_packed_a.get(steps * 2 * kTile);
+      gemm_detail::amx_pack_a(trans_a, a_slice, lda, M, kc, block * kBlock, packed_a);
+      gemm_detail::amx_multiply_panels(packed_a, packed_b, M, N, kc, block * kBlock, panel_begin, panel_end, alpha,
+                                       slice_beta, C, ldc);
+    };
+    if (threads > 1) {
+      parallel_tasks(num_tasks, run_task);
+    } else {
+      for (int task = 0; task < num_tasks; ++task) run_task(task);
+    }
   }
 }
 
