@@ -10,9 +10,11 @@
 // ops: every op still computes in the dtype it is given, which keeps the op contract simple and
 // the casts visible in the code that decides them. Two fused ops save the casts at the busiest
 // boundaries: LayerNorm writes the compute type for the Linear after it (LayerNorm::forward_compute),
-// and residual_add adds a 16-bit branch into the f32 stream. Autocast applies to CUDA tensors only (the CPU
-// kernels have no 16-bit paths), and only while the guard lives: backward replays the forward's
-// dtypes through the recorded casts.
+// and residual_add adds a 16-bit branch into the f32 stream. The tensor casts apply to CUDA tensors only (the
+// CPU kernels have no 16-bit paths), and only while the guard lives: backward replays the forward's
+// dtypes through the recorded casts. On the CPU, bf16 autocast acts inside the ops instead: the
+// f32 GEMMs of linear, matmul and gelu_linear round their operands to bf16 (engine/ops_linalg.cpp,
+// on AMX tiles where the CPU has them), and their backward restores the forward's autocast state.
 #pragma once
 
 #include "engine/tensor.h"

@@ -90,12 +90,12 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
   }
 }
 
-// The autocast state a CPU product was recorded under, for its backward: backward runs after the
-// guard is gone, and its GEMMs must round as the forward's did (on the GPU the saved bf16 tensors
-// carry that by themselves).
+// The autocast state a CPU product was recorded under, restored for its backward: backward runs
+// after the guard is gone (or under another one), and its GEMMs must round exactly as the
+// forward's did. On the GPU the saved 16-bit tensors carry that by themselves: nothing to restore.
 std::optional<DType> cpu_backward_autocast(const Device& device) {
-  if (device.is_cuda() || !cpu_gemm_in_bf16()) return std::nullopt;
-  return DType::bf16;
+  if (device.is_cuda()) return std::nullopt;
+  return autocast_dtype();
 }
 
 struct ScopedAutocast {

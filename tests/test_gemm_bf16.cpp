@@ -219,6 +219,8 @@ TEST_CASE("gemm_f32_bf16: large problems, threaded, give the same bits on any th
       {true, true, 301, 97, 401, -1.0f, 0.0f, 5},
       // Packed op(B) past the AMX driver's budget: K in three slices, alpha and beta through them.
       {true, false, 70, 600, 2000, -0.5f, 0.5f, 1},
+      // And with alpha 1 and beta 0: C (NaN) is never read, the later slices add to the first.
+      {false, true, 64, 600, 2100, 1.0f, 0.0f, 0},
   };
   for (const char* kernel : kernels()) {
     REQUIRE(bam::cpu::gemm_bf16_force_kernel(kernel));

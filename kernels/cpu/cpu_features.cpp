@@ -44,7 +44,7 @@ bool cpu_has_avx512() {
 }
 
 bool cpu_has_amx_bf16() {
-#if defined(__x86_64__) && defined(__linux__)
+#if defined(__x86_64__) && defined(__linux__) && !defined(BAM_NO_AMX)
   static const bool has = [] {
     const char* setting = std::getenv("BAM_CPU_AMX");
     if (setting && std::strcmp(setting, "0") == 0) return false;

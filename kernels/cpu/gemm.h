@@ -50,14 +50,16 @@ bool gemm_force_kernel(const char* name);
 // products accumulated in f32: the CPU's matmul under bf16 autocast. With AMX-BF16
 // (cpu_has_amx_bf16) the rounding happens while the operands are packed into tiles; without it,
 // rounded copies of the operands go through gemm_f32 (the specification). The two differ only in
-// the order of the f32 additions, and in bf16 subnormals (below 1.2e-38), which AMX reads as zero.
+// the order of the f32 additions, and in subnormal numbers (below 1.2e-38): the tiles read
+// subnormal operands, and a subnormal C they accumulate onto, as zero, and flush subnormal results.
 void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
                            const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
                            float beta, float* C, int64_t ldc, int64_t stride_c);
 
-// The bf16-operand GEMM in use: "amx-bf16 32x32" or "rounded copies + <the f32 kernel>".
+// The bf16-operand GEMM in use: "amx-bf16 32x32" or "rounded copies + <the f32 kernel>". (Problems
+// of at most 32,768 multiply-adds always take the rounded copies.)
 const char* gemm_bf16_kernel_name();
 // "auto" (AMX when the CPU has it), "amx" (the same) or "rounded" (the rounded copies, even with
 // AMX); nullptr returns to "auto". Returns false for an unknown name. For tests and benchmarks.

@@ -11,17 +11,18 @@
 //
 // Blocking. Four C tiles make a 32 x 32 block of C; per step of 32 along K, two A tiles and two
 // B tiles are loaded and four products issued (all eight tile registers). The accumulators stay
-// in the tiles for the whole of K, so there is no K slicing: a task packs 32 rows of op(A) for
-// all of K, then sweeps its 32-column panels of the packed op(B) (packed once, by all threads).
+// in the tiles for a whole K slice: a task packs 32 rows of op(A) for the slice, then sweeps its
+// 32-column panels of the slice's packed op(B) (packed once per slice, by all threads).
 // The driver (threads, buffers) is in gemm_bf16.cpp: this file holds only what needs the AMX and
 // AVX-512 instructions, and no inline or template code from elsewhere (tests/check_avx2_objects.sh).
 // GCC 12's AVX-512 headers build the "undefined" source of unmasked shuffles as `__m512i x = x;`,
 // which -Wuninitialized reports at every use (a known header issue; the value is never read).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -53,6 +54,10 @@ TileConfig make_config() {
   }
   return config;
 }
+
+// std::min without the template: an instantiation here would be a weak symbol compiled for AMX
+// and AVX-512 that the linker could pick for the whole program (tests/check_avx2_objects.sh).
+inline int64_t smaller(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // The first `count` (0..16) lanes.
 inline __mmask16 first_lanes(int64_t count) {
@@ -222,8 +227,8 @@ void multiply_block(int64_t chunks, const uint16_t* a, const uint16_t* b, float*
   for (int q = 0; q < 4; ++q) {
     const int r0 = (q / 2) * 16, c0 = (q % 2) * 16;
     t[q].c = c + r0 * ldc + c0;
-    t[q].rows = std::min(16, rows - r0);
-    t[q].cols = std::min(16, cols - c0);
+    t[q].rows = static_cast<int>(smaller(16, rows - r0));
+    t[q].cols = static_cast<int>(smaller(16, cols - c0));
     t[q].direct = plain && t[q].rows == 16 && t[q].cols == 16;
   }
   start_tile(0, t[0], ldc, beta);
@@ -255,10 +260,10 @@ void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K,
   const int64_t chunks = (K + kChunk - 1) / kChunk;
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t panel = item / chunks, step = item % chunks;
-    const int64_t k0 = step * kChunk, kc = std::min<int64_t>(kChunk, K - k0);
+    const int64_t k0 = step * kChunk, kc = smaller(kChunk, K - k0);
     for (int half = 0; half < 2; ++half) {
       const int64_t j0 = panel * kBlock + half * 16;
-      const int64_t cols = std::min<int64_t>(16, N - j0);
+      const int64_t cols = smaller(16, N - j0);
       uint16_t* dst = packed_b + (item * 2 + half) * kTileElements;
       if (cols <= 0) {
         std::memset(dst, 0, kTileElements * sizeof(uint16_t));
@@ -272,10 +277,10 @@ void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K,
 void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, int64_t i0, uint16_t* packed_a) {
   const int64_t chunks = (K + kChunk - 1) / kChunk;
   for (int64_t step = 0; step < chunks; ++step) {
-    const int64_t k0 = step * kChunk, kc = std::min<int64_t>(kChunk, K - k0);
+    const int64_t k0 = step * kChunk, kc = smaller(kChunk, K - k0);
     for (int half = 0; half < 2; ++half) {
       const int64_t r0 = i0 + half * 16;
-      const int64_t rows = std::min<int64_t>(16, M - r0);
+      const int64_t rows = smaller(16, M - r0);
       uint16_t* dst = packed_a + (step * 2 + half) * kTileElements;
       if (rows <= 0) {
         std::memset(dst, 0, kTileElements * sizeof(uint16_t));
@@ -291,11 +296,11 @@ void amx_multiply_panels(const uint16_t* packed_a, const uint16_t* packed_b, int
                          int64_t ldc) {
   static const TileConfig config = make_config();
   const int64_t chunks = (K + kChunk - 1) / kChunk;
-  const int rows = static_cast<int>(std::min<int64_t>(kBlock, M - i0));
+  const int rows = static_cast<int>(smaller(kBlock, M - i0));
   _tile_loadconfig(&config);
   for (int64_t panel = panel_begin; panel < panel_end; ++panel) {
     const int64_t j0 = panel * kBlock;
-    const int cols = static_cast<int>(std::min<int64_t>(kBlock, N - j0));
+    const int cols = static_cast<int>(smaller(kBlock, N - j0));
     const uint16_t* b = packed_b + panel * chunks * 2 * kTileElements;
     float* c = C + i0 * ldc + j0;
     if (rows > 16 && cols > 16) {

@@ -16,16 +16,8 @@
 namespace bam::cpu {
 namespace {
 
-// Below this many multiply-adds the tiles' packing costs more than it saves.
-constexpr int64_t kAmxMinWork = 32 * 1024;
-
 enum class Bf16Kernel { automatic, rounded };
 std::atomic<Bf16Kernel> g_forced{Bf16Kernel::automatic};
-
-bool use_amx(int64_t M, int64_t N, int64_t K) {
-  return g_forced.load(std::memory_order_acquire) == Bf16Kernel::automatic && cpu_has_amx_bf16() &&
-         M * N * K > kAmxMinWork;
-}
 
 float round_to_bf16(float x) { return bf16_bits_to_float(float_to_bf16_bits(x)); }
 
@@ -51,6 +43,15 @@ void rounded_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   round_block(A, lda, a_rows, a_cols, a.data());
   round_block(B, ldb, b_rows, b_cols, b.data());
   gemm_f32(trans_a, trans_b, M, N, K, alpha, a.data(), a_cols, b.data(), b_cols, beta, C, ldc);
+}
+
+#ifndef BAM_NO_AMX  // (defined when the compiler cannot build gemm_amx.cpp)
+// Below this many multiply-adds the tiles' packing costs more than it saves.
+constexpr int64_t kAmxMinWork = 32 * 1024;
+
+bool use_amx(int64_t M, int64_t N, int64_t K) {
+  return g_forced.load(std::memory_order_acquire) == Bf16Kernel::automatic && cpu_has_amx_bf16() &&
+         M * N * K > kAmxMinWork;
 }
 
 // A per-thread 64-byte-aligned buffer of bf16 that only grows.
@@ -96,7 +97,9 @@ void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
   const int64_t row_blocks = ceil_div(M, kBlock);
   const int threads = in_parallel_region() ? 1 : num_threads();
   // Equal slices of whole 32-deep steps, as deep as the budget allows.
-  const int64_t budget_steps = std::max<int64_t>(1, kPackedBBudget / (panels * 2 * kTile));
+  // (At least 16 steps, 512 deep: a wide op(B) would otherwise cut K so thin that loading and
+  // storing C for every slice cost more than reading its packed B from L3.)
+  const int64_t budget_steps = std::max<int64_t>(16, kPackedBBudget / (panels * 2 * kTile));
   const int64_t slices = ceil_div(ceil_div(K, kStep), budget_steps);
   const int64_t depth = ceil_div(ceil_div(K, kStep), slices) * kStep;
 
@@ -138,6 +141,7 @@ void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     }
   }
 }
+#endif
 
 }  // namespace
 
@@ -147,11 +151,13 @@ void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
     gemm_f32(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);  // C = beta * C
     return;
   }
+#ifndef BAM_NO_AMX
   if (use_amx(M, N, K)) {
     amx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  } else {
-    rounded_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
   }
+#endif
+  rounded_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,

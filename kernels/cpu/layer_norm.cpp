@@ -1,5 +1,7 @@
 // LayerNorm kernels. Statistics in double per row (two passes: mean, then centred variance);
-// parameter gradients are summed per thread and combined at the end.
+// parameter gradients are summed per thread and combined at the end. Row sums run eight
+// accumulators side by side (in a fixed order, so results do not depend on threads): one chain of
+// dependent double additions made the statistics the slow part of the kernel.
 #include "kernels/cpu/layer_norm.h"
 
 #include <algorithm>
@@ -9,6 +11,22 @@
 #include "kernels/cpu/parallel.h"
 
 namespace bam::cpu {
+namespace {
+
+// sum over j in [0, n) of term(j), in double: eight interleaved partial sums (j mod 8), combined
+// pairwise. Independent chains let the compiler use vector additions.
+template <typename Term>
+inline double row_sum(int64_t n, Term term) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int k = 0; k < 8; ++k) acc[k] += term(j + k);
+  }
+  for (; j < n; ++j) acc[j % 8] += term(j);
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+}  // namespace
 
 template <typename T>
 void layer_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mean, T* rstd, int64_t rows,
@@ -17,12 +35,13 @@ void layer_norm_forward(const T* x, const T* weight, const T* bias, T* y, T* mea
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * cols;
       T* yr = y + r * cols;
-      double m = 0;
-      for (int64_t j = 0; j < cols; ++j) m += xr[j];
-      m /= static_cast<double>(cols);
-      double v = 0;
-      for (int64_t j = 0; j < cols; ++j) v += (xr[j] - m) * (xr[j] - m);
-      v /= static_cast<double>(cols);
+      const double m = row_sum(cols, [xr](int64_t j) { return double(xr[j]); }) / static_cast<double>(cols);
+      const double v = row_sum(cols,
+                               [xr, m](int64_t j) {
+                                 const double d = xr[j] - m;
+                                 return d * d;
+                               }) /
+                       static_cast<double>(cols);
       const T mu = static_cast<T>(m);
       const T rs = static_cast<T>(1.0 / std::sqrt(v + eps));
       mean[r] = mu;
@@ -47,31 +66,32 @@ void layer_norm_backward(const T* x, const T* weight, const T* mean, const T* rs
     int64_t begin = rows * task / tasks, end = rows * (task + 1) / tasks;
     double* pw = want_params ? partial.data() + static_cast<size_t>(task) * 2 * cols : nullptr;
     double* pb = want_params ? pw + cols : nullptr;
+    // This row's g = dy * weight and xhat = (x - mean) * rstd, each computed once.
+    std::vector<T> g(static_cast<size_t>(cols)), xhat(static_cast<size_t>(cols));
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * cols;
       const T* gr = dy + r * cols;
       const T mu = mean[r], rs = rstd[r];
       // With xhat = (x - mu) rstd and g = dy * weight:
       // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
-      double sum_g = 0, sum_g_xhat = 0;
-      for (int64_t j = 0; j < cols; ++j) {
-        T xhat = (xr[j] - mu) * rs;
-        T g = weight ? gr[j] * weight[j] : gr[j];
-        sum_g += g;
-        sum_g_xhat += double(g) * xhat;
-        if (want_params) {
-          pw[j] += double(gr[j]) * xhat;
+      for (int64_t j = 0; j < cols; ++j) xhat[j] = (xr[j] - mu) * rs;
+      if (weight) {
+        for (int64_t j = 0; j < cols; ++j) g[j] = gr[j] * weight[j];
+      } else {
+        std::copy(gr, gr + cols, g.begin());
+      }
+      const double sum_g = row_sum(cols, [&](int64_t j) { return double(g[j]); });
+      const double sum_g_xhat = row_sum(cols, [&](int64_t j) { return double(g[j]) * xhat[j]; });
+      if (want_params) {
+        for (int64_t j = 0; j < cols; ++j) {
+          pw[j] += double(gr[j]) * xhat[j];
           pb[j] += gr[j];
         }
       }
       if (dx) {
         T* dr = dx + r * cols;
         const T mean_g = static_cast<T>(sum_g / cols), mean_gx = static_cast<T>(sum_g_xhat / cols);
-        for (int64_t j = 0; j < cols; ++j) {
-          T xhat = (xr[j] - mu) * rs;
-          T g = weight ? gr[j] * weight[j] : gr[j];
-          dr[j] = rs * (g - mean_g - xhat * mean_gx);
-        }
+        for (int64_t j = 0; j < cols; ++j) dr[j] = rs * (g[j] - mean_g - xhat[j] * mean_gx);
       }
     }
   });
