@@ -139,7 +139,7 @@ std::vector<const char*> kernels() {
   if (bam::cpu::cpu_has_amx_bf16()) {
     names.push_back("amx");
   } else {
-    MESSAGE("this CPU has no AMX-BF16 (or BAM_CPU_AMX=0): the AMX kernel is not tested here");
+    MESSAGE("no AMX-BF16 here (the CPU lacks it, BAM_CPU_AMX=0, or the compiler could not build it): the AMX kernel is not tested");
   }
   return names;
 }
