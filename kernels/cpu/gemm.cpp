@@ -17,10 +17,10 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/scratch_buffer.h"
 
 namespace bam::cpu {
 namespace {
@@ -167,32 +167,9 @@ int64_t round_up(int64_t a, int64_t multiple) {
   return ceil_div(a, multiple) * multiple;
 }
 
-// A per-thread scratch buffer aligned to 64 bytes that only grows.
-class PackBuffer {
- public:
-  PackBuffer() = default;
-  PackBuffer(const PackBuffer&) = delete;
-  PackBuffer& operator=(const PackBuffer&) = delete;
-  ~PackBuffer() { std::free(data_); }
-
-  float* get(int64_t num_floats) {
-    const size_t bytes = static_cast<size_t>(round_up(num_floats * int64_t{sizeof(float)}, 64));
-    if (bytes > capacity_) {
-      std::free(data_);
-      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!data_) throw std::bad_alloc();
-      capacity_ = bytes;
-    }
-    return data_;
-  }
-
- private:
-  float* data_ = nullptr;
-  size_t capacity_ = 0;
-};
-
-thread_local PackBuffer t_packed_a;
-thread_local PackBuffer t_packed_b;
+// Per-thread packed operands.
+thread_local ScratchBuffer<float> t_packed_a;
+thread_local ScratchBuffer<float> t_packed_b;
 
 // Slack after a packed buffer: the AVX2 packers may store up to 8 floats past the last panel (the
 // AVX-512 ones store nothing past it).

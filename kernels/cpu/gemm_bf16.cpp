@@ -2,9 +2,7 @@
 // them, else as its specification: round copies of both operands, then the f32 GEMM.
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 #include <string>
 #include <vector>
 
@@ -12,6 +10,7 @@
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/scratch_buffer.h"
 
 namespace bam::cpu {
 namespace {
@@ -54,31 +53,9 @@ bool use_amx(int64_t M, int64_t N, int64_t K) {
          M * N * K > kAmxMinWork;
 }
 
-// A per-thread 64-byte-aligned buffer of bf16 that only grows.
-class Bf16Buffer {
- public:
-  Bf16Buffer() = default;
-  Bf16Buffer(const Bf16Buffer&) = delete;
-  Bf16Buffer& operator=(const Bf16Buffer&) = delete;
-  ~Bf16Buffer() { std::free(data_); }
-  uint16_t* get(int64_t elements) {
-    const size_t bytes = static_cast<size_t>((elements * 2 + 63) / 64 * 64);
-    if (bytes > capacity_) {
-      std::free(data_);
-      data_ = static_cast<uint16_t*>(std::aligned_alloc(64, bytes));
-      if (!data_) throw std::bad_alloc();
-      capacity_ = bytes;
-    }
-    return data_;
-  }
-
- private:
-  uint16_t* data_ = nullptr;
-  size_t capacity_ = 0;
-};
-
-thread_local Bf16Buffer t_packed_a;
-thread_local Bf16Buffer t_packed_b;
+// Per-thread packed operands, in bf16.
+thread_local ScratchBuffer<uint16_t> t_packed_a;
+thread_local ScratchBuffer<uint16_t> t_packed_b;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
