@@ -15,18 +15,11 @@
 // 32-column panels of the slice's packed op(B) (packed once per slice, by all threads).
 // The driver (threads, buffers) is in gemm_bf16.cpp: this file holds only what needs the AMX and
 // AVX-512 instructions, and no inline or template code from elsewhere (tests/check_avx2_objects.sh).
-// GCC 12's AVX-512 headers build the "undefined" source of unmasked shuffles as `__m512i x = x;`,
-// which -Wuninitialized reports at every use (a known header issue; the value is never read).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-
 #include <cstdint>
 #include <cstring>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/x86_intrinsics.h"
 
 namespace bam::cpu::gemm_detail {
 namespace {

@@ -12,6 +12,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/parallel.h"
 
 namespace bam::cpu {
@@ -73,14 +74,22 @@ void reduce(ReduceOp op, const T* x, T* out, int64_t outer, int64_t reduce_size,
     // Column sums: split over (outer x column blocks) so that narrow outputs still use all threads.
     const int64_t block = 256;
     int64_t blocks_per_outer = (inner + block - 1) / block;
+    [[maybe_unused]] const bool use_avx512 = cpu_has_avx512();
     parallel_for(outer * blocks_per_outer, 1, [&](int64_t begin, int64_t end) {
       std::vector<double> acc(block);
       for (int64_t task = begin; task < end; ++task) {
         int64_t o = task / blocks_per_outer;
         int64_t c0 = (task % blocks_per_outer) * block;
         int64_t width = std::min(block, inner - c0);
-        std::fill(acc.begin(), acc.begin() + width, 0.0);
         const T* base = x + o * reduce_size * inner + c0;
+        if constexpr (std::is_same_v<T, float>) {
+          if (use_avx512) {
+            column_sums_f32_avx512(base, reduce_size, inner, width, acc.data());
+            for (int64_t c = 0; c < width; ++c) out[o * inner + c0 + c] = static_cast<T>(acc[c]);
+            continue;
+          }
+        }
+        std::fill(acc.begin(), acc.begin() + width, 0.0);
         for (int64_t r = 0; r < reduce_size; ++r) accumulate_row(acc.data(), base + r * inner, width);
         for (int64_t c = 0; c < width; ++c) out[o * inner + c0 + c] = static_cast<T>(acc[c]);
       }
