@@ -140,6 +140,11 @@ std::vector<OpCase> nn_cases() {
                    [](const std::vector<Tensor>& x) { return layer_norm(x[0], x[1], x[2], 1e-6); }, ln_ref});
   cases.push_back({"layer_norm plain", {{{4, 5}, Values::normal, Layout::strided}},
                    [](const std::vector<Tensor>& x) { return layer_norm(x[0], Tensor(), Tensor(), 1e-6); }, ln_ref});
+  // Rows wider than the CPU kernel's eight partial sums, with a remainder.
+  cases.push_back({"layer_norm affine, 21 wide",
+                   {{{3, 21}, Values::normal}, {{21}}, {{21}}},
+                   [](const std::vector<Tensor>& x) { return layer_norm(x[0], x[1], x[2], 1e-6); },
+                   ln_ref});
 
   auto bn_train_ref = [](const std::vector<Ref>& r) {
     std::vector<double> mean, var;

@@ -2,12 +2,11 @@
 // Compiled with -mavx512f -mfma; gemm.cpp only calls in here after checking the CPU at run time.
 // The same design as gemm_avx2.cpp with registers twice as wide and twice as many of them: where
 // a core has two 512-bit FMA units, a k step does four times the AVX2 tile's multiply-adds.
-#include <immintrin.h>
-
 #include <cstdint>
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/gemm_x86_pack.h"
+#include "kernels/cpu/x86_intrinsics.h"
 
 namespace bam::cpu::gemm_detail {
 namespace {

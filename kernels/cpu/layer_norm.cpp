@@ -1,7 +1,7 @@
 // LayerNorm kernels. Statistics in double per row (two passes: mean, then centred variance);
-// parameter gradients are summed per thread and combined at the end. Row sums run eight
-// accumulators side by side (in a fixed order, so results do not depend on threads): one chain of
-// dependent double additions made the statistics the slow part of the kernel.
+// parameter gradients are summed per thread and combined at the end (so their last bits depend on
+// the thread count; the outputs and dx do not). Row sums run eight accumulators side by side, in a
+// fixed order: one chain of dependent double additions made the statistics the slow part.
 #include "kernels/cpu/layer_norm.h"
 
 #include <algorithm>
@@ -80,8 +80,6 @@ void layer_norm_backward(const T* x, const T* weight, const T* mean, const T* rs
       } else {
         std::copy(gr, gr + cols, g.begin());
       }
-      const double sum_g = row_sum(cols, [&](int64_t j) { return double(g[j]); });
-      const double sum_g_xhat = row_sum(cols, [&](int64_t j) { return double(g[j]) * xhat[j]; });
       if (want_params) {
         for (int64_t j = 0; j < cols; ++j) {
           pw[j] += double(gr[j]) * xhat[j];
@@ -89,6 +87,8 @@ void layer_norm_backward(const T* x, const T* weight, const T* mean, const T* rs
         }
       }
       if (dx) {
+        const double sum_g = row_sum(cols, [&](int64_t j) { return double(g[j]); });
+        const double sum_g_xhat = row_sum(cols, [&](int64_t j) { return double(g[j]) * xhat[j]; });
         T* dr = dx + r * cols;
         const T mean_g = static_cast<T>(sum_g / cols), mean_gx = static_cast<T>(sum_g_xhat / cols);
         for (int64_t j = 0; j < cols; ++j) dr[j] = rs * (g[j] - mean_g - xhat[j] * mean_gx);

@@ -28,8 +28,8 @@ void column_sums_f32_avx512(const float* x, int64_t rows, int64_t ld, int64_t wi
     const int64_t w = width - c0;
     const __mmask16 m0 = lanes16(w), m1 = lanes16(w - 16), m2 = lanes16(w - 32), m3 = lanes16(w - 48);
     __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    const float* row = x + c0;
-    for (int64_t r = 0; r < rows; ++r, row += ld) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = x + r * ld + c0;
       const __m512 v0 = _mm512_maskz_loadu_ps(m0, row);
       a0 = _mm512_add_pd(a0, low_doubles(v0));
       a1 = _mm512_add_pd(a1, high_doubles(v0));
