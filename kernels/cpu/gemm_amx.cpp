@@ -52,11 +52,6 @@ TileConfig make_config() {
 // and AVX-512 that the linker could pick for the whole program (tests/check_avx2_objects.sh).
 inline int64_t smaller(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// The first `count` (0..16) lanes.
-inline __mmask16 first_lanes(int64_t count) {
-  return count >= 16 ? __mmask16(0xFFFF) : count <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << count) - 1u);
-}
-
 // 32 floats -> 32 bf16 (round to nearest even; NaN stays NaN), low 16 floats first.
 inline __m512i to_bf16(__m512 low, __m512 high) { return (__m512i)_mm512_cvtne2ps_pbh(high, low); }
 
@@ -102,7 +97,7 @@ inline void transpose_words(__m512i r[16]) {
 void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, uint16_t* dst) {
   __m512i out[16];
   if (!trans) {
-    const __mmask16 low = first_lanes(kc), high = first_lanes(kc - 16);
+    const __mmask16 low = first_lanes16(kc), high = first_lanes16(kc - 16);
     for (int r = 0; r < 16; ++r) {
       out[r] = r < rows
                    ? to_bf16(_mm512_maskz_loadu_ps(low, src + r * ld), _mm512_maskz_loadu_ps(high, src + r * ld + 16))
@@ -110,7 +105,7 @@ void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t
     }
   } else {
     // Column k of op(A) is a stored row: pair stored rows 2p and 2p+1, then transpose the words.
-    const __mmask16 lanes = first_lanes(rows);
+    const __mmask16 lanes = first_lanes16(rows);
     for (int p = 0; p < 16; ++p) {
       const __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
       const __m512 o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
@@ -126,7 +121,7 @@ void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t
 void pack_b_tile(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc, uint16_t* dst) {
   __m512i out[16];
   if (!trans) {
-    const __mmask16 lanes = first_lanes(cols);
+    const __mmask16 lanes = first_lanes16(cols);
     for (int p = 0; p < 16; ++p) {
       const __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
       const __m512 o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
@@ -134,7 +129,7 @@ void pack_b_tile(bool trans, const float* src, int64_t ld, int64_t cols, int64_t
     }
   } else {
     // Column n of op(B) is a stored row, whose K run converts straight to pairs; transpose.
-    const __mmask16 low = first_lanes(kc), high = first_lanes(kc - 16);
+    const __mmask16 low = first_lanes16(kc), high = first_lanes16(kc - 16);
     for (int n = 0; n < 16; ++n) {
       out[n] = n < cols
                    ? to_bf16(_mm512_maskz_loadu_ps(low, src + n * ld), _mm512_maskz_loadu_ps(high, src + n * ld + 16))

@@ -15,9 +15,6 @@ namespace {
 constexpr int kRows = 12;
 constexpr int kCols = 32;
 
-// The first `count` (1..16) lanes.
-inline __mmask16 first_lanes16(int count) { return static_cast<__mmask16>((1u << count) - 1u); }
-
 // Accumulates a ROWS x (16 * HALVES) tile over kc steps, then writes its top-left rows x cols
 // corner (cols > 16 * (HALVES - 1)): c = alpha * acc + beta * c, c not read when beta == 0.
 // <12, 2> is the main kernel: 24 accumulators + 2 B vectors + 1 broadcast A value = 27 of the 32
