@@ -8,6 +8,7 @@
 #include "bam/bam_cross_entropy.h"
 #include "bam/sinkhorn.h"
 #include "engine/autograd.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
 
 namespace bam {
@@ -89,6 +90,34 @@ BamLossResult bam_loss(const Tensor& z_in, double eps, const BamLossOptions& o, 
     entropy = mul(sum(p_log_p), -1.0 / static_cast<double>(G * B));
   }
   return {cross_entropy_part(p, target, o), target, entropy};
+}
+
+}  // namespace bam
+
+namespace bam {
+
+BamLossResult bam_loss_across_ranks(const Tensor& z, double eps, const BamLossOptions& o, const Tensor& z_teacher,
+                                    Communicator& group, Tensor* global_z) {
+  const int64_t V = o.n_global + o.n_local, W = group.world_size();
+  BAM_CHECK(V >= 1 && z.dim() == 2 && z.size(0) % V == 0 && z.size(0) > 0,
+            "bam_loss: z must be [V*B, D] with V = {} views, got {}", V, z.describe());
+  const int64_t B = z.size(0) / V, D = z.size(1);
+  // [W*V*B, D] in rank order -> [V, W, B, D] -> crop-major over the global batch.
+  auto global_batch = [&](const Tensor& rows) {
+    return all_gather_rows(rows, group)
+        .reshape({W, V, B, D})
+        .permute({1, 0, 2, 3})
+        .contiguous()
+        .reshape({V * W * B, D});
+  };
+  Tensor teacher;
+  if (z_teacher.defined()) {
+    NoGradGuard no_grad;
+    teacher = global_batch(z_teacher.detach());
+  }
+  Tensor all = global_batch(z);
+  if (global_z) *global_z = all;
+  return bam_loss(all, eps, o, teacher);
 }
 
 }  // namespace bam

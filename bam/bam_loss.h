@@ -3,6 +3,7 @@
 // Shape letters: V views (n_global + n_local), B images per view, T target views, D embedding dim.
 #pragma once
 
+#include "engine/communicator.h"
 #include "engine/ops.h"
 
 namespace bam {
@@ -30,6 +31,17 @@ struct BamLossResult {
 // (same shape, no gradient) the target comes from the teacher's similarities and the source
 // compares student rows with teacher target columns.
 BamLossResult bam_loss(const Tensor& z, double eps, const BamLossOptions& options, const Tensor& z_teacher = Tensor());
+
+// Data parallelism (DESIGN.md section 4 item 10): z (and z_teacher) are this rank's [V*B, D].
+// Every rank's rows are gathered (all_gather_rows, differentiable) into the global batch, crop-major
+// and then rank-major (rank r's image b is image r*B + b), and bam_loss runs on the W*B images:
+// target columns from all ranks, Sinkhorn over all rows, the positive mask at r*B + b. Every rank
+// computes the same loss, redundantly (its cost grows as W^2, small beside the model for the
+// world sizes of one machine); the gathered rows' backward sums over ranks, so once
+// average_gradients has run, each rank holds the gradient of one process trained on all W*B images.
+// global_z, when given, receives the gathered [V*W*B, D] (for monitors of the whole batch).
+BamLossResult bam_loss_across_ranks(const Tensor& z, double eps, const BamLossOptions& options, const Tensor& z_teacher,
+                                    Communicator& group, Tensor* global_z = nullptr);
 
 // The cross-entropy part alone with a given (frozen) target [n_global*B, T*B]: what bam_loss
 // differentiates. For finite-difference checks, which must hold the target constant.

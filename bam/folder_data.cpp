@@ -31,6 +31,7 @@ data::LoaderOptions loader_options(const TrainConfig& c) {
   // Under bf16 autocast the patch embedding reads bf16 images: the GPU path writes its crops in
   // bf16 directly, which halves their memory and saves the model's cast. fp16 and f32 take f32.
   o.gpu_output = c.precision == "bf16" ? DType::bf16 : DType::f32;
+  o.shard = {static_cast<int>(c.rank), static_cast<int>(c.world_size)};
   return o;
 }
 

@@ -14,11 +14,14 @@ namespace {
 class SyntheticData : public TrainData {
  public:
   SyntheticData(const TrainConfig& c, int64_t n) : config_(c), images_(n) {
-    BAM_CHECK(n >= c.batch_size_per_gpu, "--data_path synthetic:{} has fewer images than one batch ({})", n,
-              c.batch_size_per_gpu);
+    BAM_CHECK(n >= c.batch_size_per_gpu * c.world_size,
+              "--data_path synthetic:{} has fewer images than one batch ({} x {} processes)", n, c.batch_size_per_gpu,
+              c.world_size);
   }
   int64_t num_images() const override { return images_; }
-  int64_t steps_per_epoch() const override { return images_ / config_.batch_size_per_gpu; }
+  // Data parallelism: a step's global batch is the next world_size * B images of the permutation,
+  // and this rank's part is the B at rank * B among them (data::BatchSequence does the same).
+  int64_t steps_per_epoch() const override { return images_ / (config_.batch_size_per_gpu * config_.world_size); }
   void start_epoch(int64_t epoch, int64_t first_step) override {
     epoch_ = epoch;
     step_ = first_step;
@@ -35,7 +38,8 @@ class SyntheticData : public TrainData {
     // Which images: a per-epoch permutation keyed by (seed, epoch).
     Generator order(static_cast<uint64_t>(config_.seed) * 7919 + static_cast<uint64_t>(epoch_) + 1);
     std::vector<int64_t> perm = randperm(images_, &order).to_vector<int64_t>();
-    std::vector<int64_t> ids(perm.begin() + step_ * B, perm.begin() + (step_ + 1) * B);
+    const int64_t first = (step_ * config_.world_size + config_.rank) * B;
+    std::vector<int64_t> ids(perm.begin() + first, perm.begin() + first + B);
     ++step_;
     int view = 0;
     for (bool global : {true, false}) {

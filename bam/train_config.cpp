@@ -96,6 +96,14 @@ void TrainConfig::validate() const {
   BAM_CHECK(time_budget_minutes >= 0, "--time_budget_minutes must be non-negative, got {}", time_budget_minutes);
   BAM_CHECK(!fit_epochs_to_budget || time_budget_minutes > 0,
             "--fit_epochs_to_budget needs --time_budget_minutes");
+  BAM_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "rank {} of {} processes is not a valid rank", rank,
+            world_size);
+  // Each rank would measure its own time and stop at its own step: the ranks would part ways.
+  BAM_CHECK(world_size == 1 || time_budget_minutes == 0,
+            "--time_budget_minutes is for one process; with WORLD_SIZE={} use --epochs or --max_steps", world_size);
+  // The boxes would be located by each rank on its own images and not shared.
+  BAM_CHECK(world_size == 1 || !use_ccrop, "--use_ccrop is for one process; with WORLD_SIZE={} use --use_ccrop false",
+            world_size);
 }
 
 VitConfig TrainConfig::vit() const {
@@ -139,7 +147,7 @@ ProjectorConfig TrainConfig::projector() const {
   X(loc_interval) X(ccrop_img_size) X(data_path) X(output_dir) X(saveckp_freq)                              \
   X(seed) X(num_workers) X(data_backend) X(knn_freq) X(knn_train_path) X(knn_val_path) X(eval_resize_ratio) \
   X(knn_train_fraction) X(knn_eval_fraction) X(eval_first) X(log_freq) X(time_budget_minutes)               \
-  X(fit_epochs_to_budget)
+  X(fit_epochs_to_budget) X(world_size)
 // clang-format on
 
 nlohmann::ordered_json TrainConfig::to_json() const {

@@ -79,6 +79,10 @@ struct TrainConfig {
   // With a budget: measure a few steps first and choose --max_steps so the whole schedule fits
   // the budget (warm-up becomes 10% of those steps, the eps warm-up at most the epochs they span).
   bool fit_epochs_to_budget = false;
+  // Data parallelism (set by bamtrain from torchrun's RANK and WORLD_SIZE, not flags): this
+  // process's rank among world_size processes that each train on batch_size_per_gpu images of one
+  // global batch. The checkpoint keeps world_size: the schedule depends on the global batch.
+  int64_t world_size = 1, rank = 0;
 
   // Errors name the flag ("--lr must be positive, got -1"); call before any work.
   void validate() const;

@@ -16,6 +16,7 @@
 #include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/cuda.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/random.h"
 #include "kernels/cpu/cpu_features.h"
@@ -62,6 +63,12 @@ StepMetrics read_step_metrics(const Tensor& loss, const Tensor& entropy, const T
 Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, KnnMonitor knn)
     : config_(config), data_(std::move(data)), knn_(std::move(knn)) {
   config_.validate();
+  if (config_.world_size > 1) {
+    group_ = process_group();
+    BAM_CHECK(group_ && group_->world_size() == config_.world_size && group_->rank() == config_.rank,
+              "trainer: rank {} of {} needs the process group of the run (set_process_group)", config_.rank,
+              config_.world_size);
+  }
   BAM_CHECK(parse_device(config_.device, &device_), "--device: bad value '{}'", config_.device);
   BAM_CHECK(device_.is_cpu() || cuda::is_available(), "--device {}: {}", config_.device, cuda::unavailable_reason());
   if (device_.is_cuda()) cuda::select_device(device_.index);  // the process's device (engine/cuda.h)
@@ -89,8 +96,8 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
 
 void Trainer::build_schedules() {
   const int64_t steps = data_->steps_per_epoch();
-  // Linear scaling rule: the base learning rate is given for a batch of 256.
-  const double base_lr = config_.lr * static_cast<double>(config_.batch_size_per_gpu) / 256.0;
+  // Linear scaling rule: the base learning rate is given for a (global) batch of 256.
+  const double base_lr = config_.lr * static_cast<double>(config_.batch_size_per_gpu * config_.world_size) / 256.0;
   total_steps_ = config_.max_steps > 0 ? std::min(config_.max_steps, config_.epochs * steps) : config_.epochs * steps;
   const int64_t warmup = config_.warmup_steps > 0 ? config_.warmup_steps : config_.warmup_epochs * steps;
   lr_schedule_ = cosine_schedule_steps(base_lr, config_.min_lr, total_steps_, warmup);
@@ -215,6 +222,10 @@ void Trainer::resume_if_possible(TrainResult& result) {
   BAM_CHECK(ck.config.batch_size_per_gpu == config_.batch_size_per_gpu,
             "{}: the checkpoint used --batch_size_per_gpu {}; resuming with {} would change the schedule",
             checkpoint_path(), ck.config.batch_size_per_gpu, config_.batch_size_per_gpu);
+  BAM_CHECK(ck.config.world_size == config_.world_size,
+            "{}: the checkpoint was trained by {} processes (WORLD_SIZE); resuming with {} would change the global "
+            "batch and the schedule",
+            checkpoint_path(), ck.config.world_size, config_.world_size);
   if (ck.config.fit_epochs_to_budget) {
     // The schedule was fitted when the run started; keep it rather than fitting again.
     config_.epochs = ck.config.epochs;
@@ -267,7 +278,28 @@ void Trainer::resume_if_possible(TrainResult& result) {
               static_cast<long long>(state_.epoch), static_cast<long long>(state_.global_step));
 }
 
+void Trainer::check_ranks_agree() {
+  if (!group_) return;
+  // The step and a sum over every weight, from rank 0 to all; each rank compares its own.
+  double checksum = 0;  // in order, on the host: the same bits from the same weights on any rank
+  for (const Tensor& p : student_->parameters()) {
+    Tensor host = p.detach().to(Device::cpu()).to(DType::f64).contiguous();
+    for (int64_t i = 0; i < host.numel(); ++i) checksum += host.data<double>()[i];
+  }
+  Tensor mine = empty({2}, {DType::f64, Device::cpu()});
+  mine.data<double>()[0] = static_cast<double>(state_.global_step);
+  mine.data<double>()[1] = checksum;
+  Tensor root = mine.clone();
+  group_->broadcast(root);
+  BAM_CHECK(root.data<double>()[0] == mine.data<double>()[0] && root.data<double>()[1] == mine.data<double>()[1],
+            "rank {} starts at step {} with weight sum {:.9g}, rank 0 at step {} with {:.9g}: every rank must read "
+            "the same --output_dir (a shared folder) and be built with the same flags",
+            config_.rank, state_.global_step, checksum, static_cast<int64_t>(root.data<double>()[0]),
+            root.data<double>()[1]);
+}
+
 void Trainer::save(const std::string& path) {
+  if (!writes_files()) return;
   state_.optimizer_steps = optimizer_->steps();
   state_.step_in_epoch = step_in_epoch_;
   state_.loss_scale = scaler_.enabled() ? scaler_.scale() : 0.0;
@@ -420,6 +452,7 @@ void Trainer::append_log(const EpochStats& s) {
 }
 
 void Trainer::append_log_row(const nlohmann::ordered_json& row) {
+  if (!writes_files()) return;
   std::ofstream out(config_.output_dir + "/log.txt", std::ios::app);
   BAM_CHECK(out.good(), "{}/log.txt: cannot open for appending", config_.output_dir);
   out << row.dump() << "\n";
@@ -467,10 +500,15 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
         z_teacher = teacher_->forward(batch.groups);
       }
     }
-    BamLossResult out = bam_loss(z, reg, loss_options, z_teacher);
+    Tensor z_all = z;  // the whole batch's embeddings, for the spread monitor
+    BamLossResult out = group_ ? bam_loss_across_ranks(z, reg, loss_options, z_teacher, *group_, &z_all)
+                               : bam_loss(z, reg, loss_options, z_teacher);
     optimizer_->zero_grad();
     scaler_.scale_loss(out.loss).backward();
     std::vector<Tensor> params = student_->parameters();
+    // Data parallelism: each rank's gradient becomes the mean over ranks, which is the gradient of
+    // the loss over the global batch (bam_loss_across_ranks), before anything reads it.
+    if (group_) average_gradients(params, *group_);
     // fp16: gradients back to their true size. Their sum of squares, read below with the loss, is
     // not finite when one overflowed: the step is then skipped and the scale shrinks. Clipping such
     // gradients first is harmless, since they are never applied.
@@ -490,7 +528,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     // loss stops the run before the weights or anything saved change, as does an index error a
     // kernel found (engine/cuda_error_slots.h).
     const StepMetrics metrics =
-        read_step_metrics(out.loss, out.target_entropy, embedding_std(z), grad_sum_of_squares);
+        read_step_metrics(out.loss, out.target_entropy, embedding_std(z_all), grad_sum_of_squares);
     const double loss = metrics.loss, spread = metrics.embedding_std;
     const bool finite = std::isfinite(metrics.grad_sum_of_squares);
     if (!std::isfinite(loss)) {
@@ -516,7 +554,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     stats.wd = wd_schedule_[gs];
 
     double elapsed = seconds_since(start);
-    double img_per_s = counted * B / elapsed;
+    double img_per_s = static_cast<double>(counted * B * config_.world_size) / elapsed;  // all ranks
     if ((it + 1) % config_.log_freq == 0 || it + 1 == steps) {
       double remaining_steps = static_cast<double>(total_steps_ - gs - 1);
       std::printf(
@@ -540,7 +578,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       // When this line was written (seconds since the run started): with --log_freq 1, the
       // differences between lines of one epoch are the steps' own times.
       j["time_s"] = seconds_since(run_start_);
-      std::ofstream(config_.output_dir + "/steps.jsonl", std::ios::app) << j.dump() << "\n";
+      if (writes_files()) std::ofstream(config_.output_dir + "/steps.jsonl", std::ios::app) << j.dump() << "\n";
     }
     // The steps after the first third of the window (past start-up costs), each from its wait for
     // data to here: the epoch-end work that the window may span is counted separately.
@@ -571,7 +609,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     stats.loss = loss_sum / counted;
     stats.target_entropy = entropy_sum / counted;
     stats.embedding_std = std_sum / counted;
-    stats.img_per_s = counted * B / stats.seconds;
+    stats.img_per_s = static_cast<double>(counted * B * config_.world_size) / stats.seconds;
     stats.data_wait_s /= counted;
     stats.host_waits_per_step /= counted;
   }
@@ -579,9 +617,10 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
 }
 
 TrainResult Trainer::run() {
-  prepare_output_dir(config_.output_dir);
+  if (writes_files()) prepare_output_dir(config_.output_dir);
   TrainResult result;
   resume_if_possible(result);
+  check_ranks_agree();
   bool resumed_boxes = false;
   if (config_.use_ccrop) {
     // After the resume, which may restore a budget-fitted --warmup_epochs.
@@ -699,7 +738,7 @@ TrainResult Trainer::run() {
     std::fflush(stdout);
   }
   try {
-    std::printf("Report: %s\n", write_training_report(config_.output_dir).c_str());
+    if (writes_files()) std::printf("Report: %s\n", write_training_report(config_.output_dir).c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "warning: could not write the report: %s\n", e.what());
   }

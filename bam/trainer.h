@@ -1,7 +1,8 @@
 // The bamtrain loop: schedules, forward over all crops, BAM loss, backward, clipping, optimizer,
 // teacher EMA; progress lines, log.txt (one JSON object per epoch), atomic checkpoints with exact
 // resume (also mid-epoch), the kNN monitor, and a stop on non-finite loss that leaves the last
-// checkpoint intact.
+// checkpoint intact. With world_size > 1 it is one rank of a data-parallel run: the loss over the
+// gathered global batch, gradients averaged over ranks, files written by rank 0.
 #pragma once
 
 #include <chrono>
@@ -17,6 +18,7 @@
 #include "bam/knn.h"
 #include "bam/train_config.h"
 #include "bam/train_data.h"
+#include "engine/communicator.h"
 #include "engine/grad_scaler.h"
 #include "engine/optim.h"
 
@@ -94,8 +96,13 @@ class Trainer {
   void append_log(const EpochStats& stats);
   void append_log_row(const nlohmann::ordered_json& row);  // one line of log.txt
   std::string memory_text() const;
+  // Data parallelism: rank 0 alone prints, writes log.txt, steps.jsonl, checkpoints and the report.
+  bool writes_files() const { return config_.rank == 0; }
+  // After a resume: every rank must continue from the same step and weights (the same --output_dir).
+  void check_ranks_agree();
 
   TrainConfig config_;
+  Communicator* group_ = nullptr;  // with world_size > 1: process_group()
   std::unique_ptr<TrainData> data_;
   KnnMonitor knn_;
   std::unique_ptr<BamModel> student_, teacher_;

@@ -8,10 +8,15 @@
 
 namespace bam::data {
 
-BatchSequence::BatchSequence(const Dataset& dataset, int64_t batch, bool drop_last, bool shuffle, uint64_t seed)
-    : num_images_(dataset.size()), batch_(batch), shuffle_(shuffle), seed_(seed) {
-  check_loader_batch(dataset, batch, drop_last);
-  steps_ = loader_steps_per_epoch(num_images_, batch, drop_last);
+BatchSequence::BatchSequence(const Dataset& dataset, int64_t batch, bool drop_last, bool shuffle, uint64_t seed,
+                             LoaderShard shard)
+    : num_images_(dataset.size()), batch_(batch), shard_(shard), shuffle_(shuffle), seed_(seed) {
+  BAM_CHECK(shard.world_size >= 1 && shard.rank >= 0 && shard.rank < shard.world_size,
+            "loader: rank {} of {} is not a valid shard", shard.rank, shard.world_size);
+  BAM_CHECK(shard.world_size == 1 || drop_last, "loader: a sharded loader ({} ranks) needs drop_last",
+            shard.world_size);
+  check_loader_batch(dataset, batch * shard.world_size, drop_last);
+  steps_ = loader_steps_per_epoch(num_images_, batch * shard.world_size, drop_last);
 }
 
 int64_t BatchSequence::rows(int64_t g) const { return std::min(batch_, num_images_ - first_position(g)); }

@@ -13,14 +13,24 @@
 
 namespace bam::data {
 
+// Data parallelism: this process's part of every batch (rank of world_size; see BatchSequence).
+struct LoaderShard {
+  int rank = 0, world_size = 1;
+};
+
 // A loader's batches numbered across epochs: batch g is step g % S of epoch g / S (S steps per
 // epoch). The loaders' workers count in these numbers, so running on from the last batch of an
 // epoch into the first of the next (LoaderOptions::epochs) is the same as running on within one,
 // and a batch's number alone says which images it holds and which random keys its crops draw.
 class BatchSequence {
  public:
-  // Fails naming the dataset when the batch size cannot work (check_loader_batch).
-  BatchSequence(const Dataset& dataset, int64_t batch, bool drop_last, bool shuffle, uint64_t seed);
+  // Fails naming the dataset when the batch size cannot work (check_loader_batch). With a shard
+  // (data parallelism), each step's images are the world * batch next ones of the epoch's order
+  // and rank `rank` takes the batch at rank * batch among them (torch's DistributedSampler hands
+  // out every world-th image instead; this way rank r's rows are images r*B.. of the global batch,
+  // the order the loss gathers them in). Only whole global batches: drop_last.
+  BatchSequence(const Dataset& dataset, int64_t batch, bool drop_last, bool shuffle, uint64_t seed,
+                LoaderShard shard = {});
   int64_t steps_per_epoch() const { return steps_; }
   int64_t number(int64_t epoch, int64_t step) const { return epoch * steps_ + step; }
   // The batch start_epoch(epoch, first_step) asks for: first_step is clamped to the epoch's end (a
@@ -39,7 +49,7 @@ class BatchSequence {
   // are kept.
   int64_t rows(int64_t g) const;
   // Where batch g's first image sits in its epoch's visiting order.
-  int64_t first_position(int64_t g) const { return step(g) * batch_; }
+  int64_t first_position(int64_t g) const { return (step(g) * shard_.world_size + shard_.rank) * batch_; }
   // The visiting order of `epoch` (loader_visit_order), computed once: the two epochs asked for
   // last are kept, which covers a batch of one epoch being rendered while the next one starts.
   // Not thread-safe (the loaders call it under their lock); what it returns stays valid.
@@ -47,6 +57,7 @@ class BatchSequence {
 
  private:
   int64_t num_images_, batch_, steps_ = 0;
+  LoaderShard shard_;
   bool shuffle_;
   uint64_t seed_;
   std::vector<std::pair<int64_t, std::shared_ptr<const std::vector<int64_t>>>> orders_;  // (epoch, order)

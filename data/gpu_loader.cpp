@@ -66,7 +66,7 @@ GpuCropLoader::GpuCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batc
       seed_(seed),
       options_(options),
       groups_(crop_group_layout(recipe_, options_)),
-      sequence_(dataset_, batch_size, options.drop_last, options.shuffle, seed) {
+      sequence_(dataset_, batch_size, options.drop_last, options.shuffle, seed, options.shard) {
   BAM_CHECK(options_.gpu_output == DType::f32 || options_.gpu_output == DType::bf16,
             "GPU loader: crops are written in f32 or bf16, not {}", dtype_name(options_.gpu_output));
   normalize_ = crop_normalize(recipe_);

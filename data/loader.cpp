@@ -19,7 +19,7 @@ MultiCropLoader::MultiCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t 
       seed_(seed),
       options_(options),
       groups_(crop_group_layout(recipe_, options_)),
-      sequence_(dataset_, batch_size, options.drop_last, options.shuffle, seed) {
+      sequence_(dataset_, batch_size, options.drop_last, options.shuffle, seed, options.shard) {
   // Buffers are allocated once: page-locked when a GPU will read them.
   pinned_ = cuda::is_available();
   slots_.resize(static_cast<size_t>(std::max(1, options_.prefetch)) + 1);

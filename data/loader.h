@@ -47,6 +47,7 @@ struct LoaderOptions {
   bool shuffle = true;
   DataBackend backend = DataBackend::cpu;
   DType gpu_output = DType::f32;  // the GPU path writes crops in f32 or bf16
+  LoaderShard shard = {};         // data parallelism: this rank's part of each batch
 };
 
 // `groups` lives in the loader's buffers until the next next(): the CPU loader's workers refill a

@@ -2,6 +2,7 @@
 #include "engine/layers.h"
 
 #include "engine/autocast.h"
+#include "engine/distributed.h"
 #include "engine/random.h"
 
 namespace bam {
@@ -45,6 +46,8 @@ BatchNorm1d::BatchNorm1d(int64_t features, bool affine, double momentum, double 
 }
 
 Tensor BatchNorm1d::forward(const Tensor& x) const {
+  if (Communicator* group = process_group(); group && group->world_size() > 1 && is_training())
+    return batch_norm_across_ranks(autocast_f32(x), weight, bias, running_mean, running_var, momentum_, eps_, *group);
   return batch_norm(autocast_f32(x), weight, bias, running_mean, running_var, is_training(), momentum_, eps_);
 }
 

@@ -36,7 +36,9 @@ class LayerNorm : public Module {
 };
 
 // BatchNorm over [N, C]: batch statistics in training (updating the running ones), running
-// statistics in eval. affine = false drops weight/bias (the projector's last BN).
+// statistics in eval. affine = false drops weight/bias (the projector's last BN). When the
+// process trains with others (process_group(), engine/communicator.h), training takes the
+// statistics over every rank's batch, as torch's SyncBatchNorm does.
 class BatchNorm1d : public Module {
  public:
   explicit BatchNorm1d(int64_t features, bool affine = true, double momentum = 0.1, double eps = 1e-5);

@@ -7,6 +7,7 @@
 
 #include "bam/output_dir.h"
 #include "bam/trainer.h"
+#include "engine/communicator.h"
 #include "engine/error.h"
 #include "engine/host_allocator.h"
 #include "tools/common/device_choice.h"
@@ -150,6 +151,7 @@ int main(int argc, char** argv) {
   add_flags(app, config, global_scale, local_scale, use_fp16);
   bam::tool::OfficialOnlyFlags official_only;
   add_official_only_flags(app, official_only, bam::tool::OfficialScript::pretrain);
+  std::string tool_name = "bamtrain";
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -158,7 +160,16 @@ int main(int argc, char** argv) {
   try {
     if (global_scale.size() == 2) config.global_crops_scale = {global_scale[0], global_scale[1]};
     if (local_scale.size() == 2) config.local_crops_scale = {local_scale[0], local_scale[1]};
-    check_official_only_flags(app, official_only, "bamtrain");
+    // Data parallelism: torchrun's RANK/WORLD_SIZE/LOCAL_RANK (or torch.distributed.launch's
+    // --local-rank); the other ranks print nothing but their errors.
+    bam::LaunchEnvironment launch = bam::launch_environment_from_env();
+    if (std::getenv("LOCAL_RANK") == nullptr) launch.local_rank = static_cast<int>(official_only.local_rank);
+    config.world_size = launch.world_size;
+    config.rank = launch.rank;
+    if (launch.rank != 0) tool_name = fmt::format("bamtrain (rank {})", launch.rank);
+    if (launch.rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr)
+      bam::fail("rank {}: cannot silence its output", launch.rank);
+    check_official_only_flags(app, official_only, "bamtrain", /*data_parallel=*/true);
     if (!config.use_ccrop)
       for (const char* flag : {"--box_thresh", "--loc_interval", "--ccrop_alpha", "--ccrop_img_size"})
         if (app.get_option(flag)->count() > 0)
@@ -169,20 +180,46 @@ int main(int argc, char** argv) {
               flag);
     if (use_fp16) config.precision = "fp16";
     config.device = bam::tool::resolve_device(config.device);
+    if (launch.distributed() && config.device == "cuda") config.device = fmt::format("cuda:{}", launch.local_rank);
     config.precision = bam::tool::resolve_precision(config.precision, config.device);
     config.data_backend = bam::tool::resolve_data_backend(config.data_backend, config.device);
     config.validate();
-    bam::prepare_output_dir(config.output_dir);
+    if (launch.rank == 0) bam::prepare_output_dir(config.output_dir);
     bam::tool::open_device(config.device);  // before the GPU loader and the model touch a device
+    if (launch.distributed()) {
+      // The ranks meet over TCP; on GPUs they then move tensors with NCCL when every rank can
+      // (BAM_DIST_BACKEND=tcp keeps TCP, through host memory).
+      std::shared_ptr<bam::Communicator> group = bam::connect_tcp(launch);
+      bam::Device device;
+      const char* backend = std::getenv("BAM_DIST_BACKEND");
+      BAM_CHECK(backend == nullptr || std::string(backend) == "tcp" || std::string(backend) == "nccl",
+                "BAM_DIST_BACKEND={}: expected tcp or nccl", backend ? backend : "");
+      if (bam::parse_device(config.device, &device) && device.is_cuda() &&
+          (backend == nullptr || std::string(backend) == "nccl")) {
+        std::string why_not;
+        if (auto nccl = bam::connect_nccl(group, device.index, &why_not))
+          group = nccl;
+        else if (backend != nullptr)
+          bam::fail("BAM_DIST_BACKEND=nccl: {}", why_not);
+        else
+          std::printf("note: the ranks talk over TCP through host memory, which is slower: %s\n", why_not.c_str());
+      }
+      bam::set_process_group(group);
+      std::printf("Data parallel: %s; each rank trains on %lld images of a global batch of %lld\n",
+                  bam::process_group()->describe().c_str(), static_cast<long long>(config.batch_size_per_gpu),
+                  static_cast<long long>(config.batch_size_per_gpu * launch.world_size));
+    }
     const auto args = config.to_json();     // items() must not outlive the object it iterates
     for (const auto& [key, value] : args.items()) std::printf("%s: %s\n", key.c_str(), value.dump().c_str());
     std::fflush(stdout);
     auto data = bam::make_train_data(config);
-    bam::Trainer trainer(config, std::move(data), bam::tool::make_knn_monitor(config));
+    // The kNN monitor runs on rank 0, while the others wait at the next step's first collective.
+    bam::Trainer trainer(config, std::move(data),
+                         launch.rank == 0 ? bam::tool::make_knn_monitor(config) : bam::KnnMonitor());
     bam::TrainResult result = trainer.run();
     std::printf("Training %s.\n", result.stopped_by_budget ? "paused (time budget)" : "done");
   } catch (const std::exception& e) {  // bam::Error, and anything else a library throws
-    std::fprintf(stderr, "bamtrain: %s\n", e.what());
+    std::fprintf(stderr, "%s: %s\n", tool_name.c_str(), e.what());
     return 1;
   }
   return 0;

@@ -1,0 +1,60 @@
+// Data parallelism's plumbing: the processes ("ranks") that train one model together, how they
+// find each other (torchrun's environment), and the three collectives they call in the same order:
+// all-gather, sum over ranks, broadcast from rank 0. The differentiable forms the model and the
+// loss use are in engine/distributed.h.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/tensor.h"
+
+namespace bam {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  virtual std::string describe() const = 0;
+  // Every rank's x (same shape and dtype on all ranks), stacked along dim 0 in rank order:
+  // [world * x.size(0), ...], rank r's rows at r * x.size(0). On x's device.
+  virtual Tensor all_gather(const Tensor& x) = 0;
+  // x (f32 or f64, contiguous) becomes the sum over ranks of x, in place. Every rank ends with the
+  // same bits (the sum is taken once and shared: over TCP in rank order, in NCCL's order on GPUs).
+  virtual void all_reduce_sum(Tensor& x) = 0;
+  // x becomes rank 0's x, in place.
+  virtual void broadcast(Tensor& x) = 0;
+};
+
+// How a process was launched: torchrun's (and torch.distributed.launch's) variables RANK,
+// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; and BAM_CONNECT_TIMEOUT_S, how long the ranks
+// wait for each other at start (default 300). All absent: one process (world_size 1).
+struct LaunchEnvironment {
+  int rank = 0, world_size = 1, local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  double connect_timeout_seconds = 300;
+  bool distributed() const { return world_size > 1; }
+};
+// Reads and checks the variables; a bad value fails naming the variable.
+LaunchEnvironment launch_environment_from_env();
+
+// The ranks of `env` connected over TCP: rank 0 listens on master_addr:master_port and the others
+// connect to it (retrying for up to connect_timeout_seconds while rank 0 starts). Collectives pass through
+// rank 0 (a star): simple and deterministic, meant for CPU training and for the few bytes NCCL
+// needs to start. Tensors on a GPU go through host memory.
+std::shared_ptr<Communicator> connect_tcp(const LaunchEnvironment& env);
+
+// For ranks on GPUs: NCCL between the GPUs (device `device` of this rank), started through `tcp`,
+// which still carries CPU tensors. Null when any rank cannot use NCCL (no libnccl.so.2, a build
+// without it, the CUDA emulator), with the reason in why_not: every rank then keeps TCP. A
+// collective call: every rank calls it.
+std::shared_ptr<Communicator> connect_nccl(std::shared_ptr<Communicator> tcp, int device, std::string* why_not);
+
+// The communicator the process trains with (torch.distributed's default group), or null when it
+// runs alone. Set once by the tool at start; BatchNorm1d reads it to share batch statistics.
+Communicator* process_group();
+void set_process_group(std::shared_ptr<Communicator> group);
+
+}  // namespace bam

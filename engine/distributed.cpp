@@ -1,0 +1,128 @@
+// The differentiable collectives and the gradient averaging (engine/distributed.h).
+#include "engine/distributed.h"
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace bam {
+namespace {
+
+std::shared_ptr<Communicator>& process_group_slot() {
+  static std::shared_ptr<Communicator> group;
+  return group;
+}
+
+}  // namespace
+
+Communicator* process_group() { return process_group_slot().get(); }
+void set_process_group(std::shared_ptr<Communicator> group) { process_group_slot() = std::move(group); }
+
+Tensor all_gather_rows(const Tensor& x, Communicator& group) {
+  BAM_CHECK(x.dim() >= 1, "all_gather_rows: needs a tensor with rows, got {}", x.describe());
+  Tensor out = group.all_gather(x.detach().contiguous());
+  if (!any_requires_grad({&x})) return out;
+  const int64_t rows = x.size(0), first = rows * group.rank();
+  Communicator* g = &group;
+  return record("all_gather_rows", out, {x}, [g, rows, first](const Tensor& grad) {
+    const bool exact = grad.dtype() == DType::f32 || grad.dtype() == DType::f64;
+    Tensor summed = exact ? grad.contiguous().clone() : grad.to(DType::f32).contiguous();
+    g->all_reduce_sum(summed);
+    return std::vector<Tensor>{summed.narrow(0, first, rows).to(grad.dtype())};
+  });
+}
+
+Tensor sum_over_ranks(const Tensor& x, Communicator& group) {
+  BAM_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::f64, "sum_over_ranks: sums f32 or f64, got {}",
+            x.describe());
+  Tensor out = x.detach().contiguous().clone();
+  group.all_reduce_sum(out);
+  if (!any_requires_grad({&x})) return out;
+  Communicator* g = &group;
+  return record("sum_over_ranks", out, {x}, [g](const Tensor& grad) {
+    Tensor summed = grad.contiguous().clone();
+    g->all_reduce_sum(summed);
+    return std::vector<Tensor>{summed};
+  });
+}
+
+// The mean and then the centred squares, summed over ranks (two passes, as the fused kernel takes
+// them), from differentiable ops: the gradient reaches every rank's rows through both sums.
+Tensor batch_norm_across_ranks(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                               const Tensor& running_var, double momentum, double eps, Communicator& group) {
+  BAM_CHECK(x.dim() == 2, "batch_norm across ranks: expects [N, C], got {}", x.describe());
+  const double n = static_cast<double>(x.size(0)) * group.world_size();
+  BAM_CHECK(n > 1, "batch_norm: training needs more than one value per channel, got {} on each of {} ranks",
+            x.describe(), group.world_size());
+  Tensor mean = div(sum_over_ranks(sum(x, {0}), group), n);
+  Tensor centred = sub(x, mean);
+  Tensor var = div(sum_over_ranks(sum(square(centred), {0}), group), n);
+  Tensor out = mul(centred, rsqrt(add(var, eps)));
+  if (weight.defined()) out = add(mul(out, weight), bias);
+  if (running_mean.defined() && running_var.defined()) {
+    NoGradGuard no_grad;
+    Tensor(running_mean).copy_(add(mul(running_mean, 1 - momentum), mul(mean.detach(), momentum)));
+    Tensor(running_var).copy_(add(mul(running_var, 1 - momentum), mul(var.detach(), momentum * n / (n - 1))));
+  }
+  return out;
+}
+
+void average_gradients(const std::vector<Tensor>& parameters, Communicator& group) {
+  if (group.world_size() == 1) return;
+  NoGradGuard no_grad;
+  // One flat buffer per (dtype, device), in parameter order: the same layout on every rank.
+  std::vector<std::vector<size_t>> buckets;
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    const Tensor& p = parameters[i];
+    bool placed = false;
+    for (auto& bucket : buckets) {
+      const Tensor& first = parameters[bucket.front()];
+      if (first.dtype() == p.dtype() && first.device() == p.device()) {
+        bucket.push_back(i);
+        placed = true;
+        break;
+      }
+    }
+    if (!placed) buckets.push_back({i});
+  }
+  const double scale = 1.0 / group.world_size();
+  for (const auto& bucket : buckets) {
+    std::vector<Tensor> flat;
+    for (size_t i : bucket) {
+      const Tensor& p = parameters[i];
+      Tensor g = p.grad();
+      flat.push_back(g.defined() ? g.reshape({-1}) : zeros({p.numel()}, {p.dtype(), p.device()}));
+    }
+    Tensor all = cat(flat, 0);
+    if (all.dtype() != DType::f32 && all.dtype() != DType::f64) all = all.to(DType::f32);
+    group.all_reduce_sum(all);
+    all = mul(all, scale);
+    int64_t offset = 0;
+    for (size_t i : bucket) {
+      Tensor p = parameters[i];
+      Tensor mean = all.narrow(0, offset, p.numel()).reshape(p.shape()).to(p.dtype());
+      offset += p.numel();
+      if (p.grad().defined())
+        Tensor(p.grad()).copy_(mean);
+      else
+        p.set_grad(mean.clone());
+    }
+  }
+}
+
+void broadcast_tensors(const std::vector<Tensor>& tensors, Communicator& group) {
+  if (group.world_size() == 1) return;
+  NoGradGuard no_grad;
+  for (const Tensor& t : tensors) {
+    Tensor target = t;
+    if (t.is_contiguous()) {
+      group.broadcast(target);
+    } else {
+      Tensor copy = t.contiguous().clone();
+      group.broadcast(copy);
+      target.copy_(copy);
+    }
+  }
+}
+
+}  // namespace bam

@@ -1,0 +1,333 @@
+// The TCP communicator: rank 0 accepts one connection from every other rank, and each collective
+// is a gather to rank 0 followed by its answer to everyone. Every message starts with a header
+// naming the collective and its size, so ranks that call different collectives (a bug, or a rank
+// that took another branch) fail with both calls named instead of hanging or mixing bytes.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "engine/communicator.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace bam {
+namespace {
+
+// A whole-number environment variable in [lo, hi], or `fallback` when unset.
+int env_int(const char* name, int fallback, int lo, int hi) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return fallback;
+  char* end = nullptr;
+  errno = 0;
+  const long value = std::strtol(text, &end, 10);
+  BAM_CHECK(errno == 0 && *end == '\0' && value >= lo && value <= hi,
+            "environment variable {}={}: expected a whole number in [{}, {}]", name, text, lo, hi);
+  return static_cast<int>(value);
+}
+
+enum class Op : uint32_t { hello = 1, all_gather = 2, all_reduce_f32 = 3, all_reduce_f64 = 4, broadcast = 5 };
+
+const char* op_name(uint32_t op) {
+  switch (static_cast<Op>(op)) {
+    case Op::hello: return "connect";
+    case Op::all_gather: return "all_gather";
+    case Op::all_reduce_f32: return "all_reduce_sum (f32)";
+    case Op::all_reduce_f64: return "all_reduce_sum (f64)";
+    case Op::broadcast: return "broadcast";
+  }
+  return "an unknown message";
+}
+
+constexpr uint32_t kMagic = 0x4241'4d31;  // "BAM1"
+
+struct Header {
+  uint32_t magic = kMagic;
+  uint32_t op = 0;
+  uint64_t bytes = 0;   // payload per rank
+  uint64_t sender = 0;  // rank; with hello, also the world size in the high 32 bits
+};
+
+class Socket {
+ public:
+  Socket() = default;
+  explicit Socket(int fd) : fd_(fd) {}
+  Socket(Socket&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Socket& operator=(Socket&& o) noexcept {
+    std::swap(fd_, o.fd_);
+    return *this;
+  }
+  ~Socket() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+class TcpCommunicator : public Communicator {
+ public:
+  TcpCommunicator(const LaunchEnvironment& env, double timeout_seconds);
+  int rank() const override { return env_.rank; }
+  int world_size() const override { return env_.world_size; }
+  std::string describe() const override {
+    return fmt::format("rank {} of {} over TCP ({}:{})", env_.rank, env_.world_size, env_.master_addr,
+                       env_.master_port);
+  }
+  Tensor all_gather(const Tensor& x) override;
+  void all_reduce_sum(Tensor& x) override;
+  void broadcast(Tensor& x) override;
+
+ private:
+  // Rank 0: every rank's `bytes` of `op` into gathered (rank order; its own from `mine`).
+  // Others: send theirs. Then rank 0 sends `answer_bytes` of `answer` to all (null: nothing).
+  void gather_to_root(Op op, const void* mine, uint64_t bytes, void* gathered);
+  void answer_from_root(Op op, void* answer, uint64_t bytes);
+  void send_all(int fd, const void* data, size_t bytes, int peer);
+  void recv_all(int fd, void* data, size_t bytes, int peer);
+  void expect(const Header& got, Op op, uint64_t bytes, int peer);
+
+  LaunchEnvironment env_;
+  std::vector<Socket> peers_;  // rank 0: peers_[r] is rank r's connection (peers_[0] unused)
+  Socket root_;                // other ranks: the connection to rank 0
+};
+
+void set_socket_options(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_seconds) : env_(env) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_seconds);
+  const std::string where = fmt::format("{}:{}", env.master_addr, env.master_port);
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(env.master_port);
+  const int rc = ::getaddrinfo(env.master_addr.c_str(), port.c_str(), &hints, &found);
+  BAM_CHECK(rc == 0 && found != nullptr, "MASTER_ADDR={}: cannot resolve it ({})", env.master_addr, ::gai_strerror(rc));
+  sockaddr_in address;
+  std::memcpy(&address, found->ai_addr, sizeof(address));
+  ::freeaddrinfo(found);
+
+  if (env.rank == 0) {
+    Socket listener(::socket(AF_INET, SOCK_STREAM, 0));
+    BAM_CHECK(listener.fd() >= 0, "rank 0: cannot open a socket: {}", std::strerror(errno));
+    int one = 1;
+    ::setsockopt(listener.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in any = address;
+    any.sin_addr.s_addr = htonl(INADDR_ANY);
+    BAM_CHECK(::bind(listener.fd(), reinterpret_cast<sockaddr*>(&any), sizeof(any)) == 0,
+              "rank 0: cannot listen on port {} (MASTER_PORT): {}; pick a free port", env.master_port,
+              std::strerror(errno));
+    BAM_CHECK(::listen(listener.fd(), env.world_size) == 0, "rank 0: listen on port {}: {}", env.master_port,
+              std::strerror(errno));
+    peers_.resize(static_cast<size_t>(env.world_size));
+    for (int joined = 1; joined < env.world_size;) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      pollfd p{listener.fd(), POLLIN, 0};
+      const int ready = left.count() > 0 ? ::poll(&p, 1, static_cast<int>(left.count())) : 0;
+      if (ready < 0 && errno == EINTR) continue;
+      BAM_CHECK(ready > 0,
+                "rank 0: {} of the {} other ranks connected to {} within {:.0f} s; start every rank "
+                "with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE",
+                joined - 1, env.world_size - 1, where, timeout_seconds);
+      Socket peer(::accept(listener.fd(), nullptr, nullptr));
+      if (peer.fd() < 0) continue;
+      set_socket_options(peer.fd());
+      Header hello;
+      recv_all(peer.fd(), &hello, sizeof(hello), -1);
+      const int rank = static_cast<int>(hello.sender & 0xffffffffu), world = static_cast<int>(hello.sender >> 32);
+      BAM_CHECK(hello.magic == kMagic && hello.op == static_cast<uint32_t>(Op::hello),
+                "rank 0: something that is not a bam rank connected to port {}", env.master_port);
+      BAM_CHECK(world == env.world_size, "rank {} was started with WORLD_SIZE={}, rank 0 with WORLD_SIZE={}", rank,
+                world, env.world_size);
+      BAM_CHECK(rank >= 1 && rank < env.world_size && peers_[static_cast<size_t>(rank)].fd() < 0,
+                "two processes were started with RANK={}: every rank in 0..{} must be started once", rank,
+                env.world_size - 1);
+      peers_[static_cast<size_t>(rank)] = std::move(peer);
+      ++joined;
+    }
+    // Everyone is here: tell them, so a rank's first collective never races a late joiner.
+    for (int r = 1; r < env.world_size; ++r) {
+      Header go;
+      go.op = static_cast<uint32_t>(Op::hello);
+      send_all(peers_[static_cast<size_t>(r)].fd(), &go, sizeof(go), r);
+    }
+    return;
+  }
+  // Other ranks: connect, retrying while rank 0 starts.
+  while (true) {
+    Socket s(::socket(AF_INET, SOCK_STREAM, 0));
+    BAM_CHECK(s.fd() >= 0, "rank {}: cannot open a socket: {}", env.rank, std::strerror(errno));
+    if (::connect(s.fd(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+      root_ = std::move(s);
+      break;
+    }
+    BAM_CHECK(std::chrono::steady_clock::now() < deadline,
+              "rank {}: rank 0 did not answer at {} (MASTER_ADDR:MASTER_PORT) within {:.0f} s: {}", env.rank, where,
+              timeout_seconds, std::strerror(errno));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  set_socket_options(root_.fd());
+  Header hello;
+  hello.op = static_cast<uint32_t>(Op::hello);
+  hello.sender = static_cast<uint64_t>(env.rank) | (static_cast<uint64_t>(env.world_size) << 32);
+  send_all(root_.fd(), &hello, sizeof(hello), 0);
+  Header go;
+  recv_all(root_.fd(), &go, sizeof(go), 0);
+  expect(go, Op::hello, 0, 0);
+}
+
+void TcpCommunicator::send_all(int fd, const void* data, size_t bytes, int peer) {
+  const char* p = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const ssize_t n = ::send(fd, p, bytes, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    BAM_CHECK(n > 0, "rank {}: sending to rank {} failed ({}): did that process stop?", env_.rank, peer,
+              std::strerror(errno));
+    p += n;
+    bytes -= static_cast<size_t>(n);
+  }
+}
+
+void TcpCommunicator::recv_all(int fd, void* data, size_t bytes, int peer) {
+  char* p = static_cast<char*>(data);
+  while (bytes > 0) {
+    const ssize_t n = ::recv(fd, p, bytes, 0);
+    if (n < 0 && errno == EINTR) continue;
+    // A peer that stopped with our bytes unread resets the connection instead of closing it.
+    BAM_CHECK(n != 0 && !(n < 0 && errno == ECONNRESET),
+              "rank {}: rank {} closed its connection: that process stopped (its own error says why)", env_.rank,
+              peer < 0 ? std::string("(joining)") : std::to_string(peer));
+    BAM_CHECK(n > 0, "rank {}: receiving from rank {} failed: {}", env_.rank, peer, std::strerror(errno));
+    p += n;
+    bytes -= static_cast<size_t>(n);
+  }
+}
+
+void TcpCommunicator::expect(const Header& got, Op op, uint64_t bytes, int peer) {
+  BAM_CHECK(got.magic == kMagic, "rank {}: a garbled message from rank {}", env_.rank, peer);
+  BAM_CHECK(got.op == static_cast<uint32_t>(op) && got.bytes == bytes,
+            "rank {} called {} of {} bytes while rank {} called {} of {} bytes: the ranks took different paths",
+            env_.rank, op_name(static_cast<uint32_t>(op)), bytes, peer, op_name(got.op), got.bytes);
+}
+
+void TcpCommunicator::gather_to_root(Op op, const void* mine, uint64_t bytes, void* gathered) {
+  Header h;
+  h.op = static_cast<uint32_t>(op);
+  h.bytes = bytes;
+  h.sender = static_cast<uint64_t>(env_.rank);
+  if (env_.rank != 0) {
+    send_all(root_.fd(), &h, sizeof(h), 0);
+    send_all(root_.fd(), mine, bytes, 0);
+    return;
+  }
+  char* out = static_cast<char*>(gathered);
+  std::memcpy(out, mine, bytes);
+  for (int r = 1; r < env_.world_size; ++r) {
+    Header got;
+    recv_all(peers_[static_cast<size_t>(r)].fd(), &got, sizeof(got), r);
+    expect(got, op, bytes, r);
+    recv_all(peers_[static_cast<size_t>(r)].fd(), out + static_cast<size_t>(r) * bytes, bytes, r);
+  }
+}
+
+void TcpCommunicator::answer_from_root(Op op, void* answer, uint64_t bytes) {
+  Header h;
+  h.op = static_cast<uint32_t>(op);
+  h.bytes = bytes;
+  if (env_.rank == 0) {
+    for (int r = 1; r < env_.world_size; ++r) {
+      send_all(peers_[static_cast<size_t>(r)].fd(), &h, sizeof(h), r);
+      send_all(peers_[static_cast<size_t>(r)].fd(), answer, bytes, r);
+    }
+    return;
+  }
+  Header got;
+  recv_all(root_.fd(), &got, sizeof(got), 0);
+  expect(got, op, bytes, 0);
+  recv_all(root_.fd(), answer, bytes, 0);
+}
+
+Tensor TcpCommunicator::all_gather(const Tensor& x) {
+  BAM_CHECK(x.dim() >= 1, "all_gather: needs a tensor with a first dimension, got {}", x.describe());
+  Tensor host = x.detach().to(Device::cpu()).contiguous();
+  Shape shape = x.shape();
+  shape[0] *= env_.world_size;
+  Tensor out = empty(shape, {x.dtype(), Device::cpu()});
+  const uint64_t bytes = static_cast<uint64_t>(host.numel()) * dtype_size(x.dtype());
+  gather_to_root(Op::all_gather, host.raw_data(), bytes, out.raw_data());
+  answer_from_root(Op::all_gather, out.raw_data(), bytes * static_cast<uint64_t>(env_.world_size));
+  return out.to(x.device());
+}
+
+void TcpCommunicator::all_reduce_sum(Tensor& x) {
+  BAM_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::f64, "all_reduce_sum: sums f32 or f64 tensors, got {}",
+            x.describe());
+  BAM_CHECK(x.is_contiguous(), "all_reduce_sum: needs a contiguous tensor, got {}", x.describe());
+  const Op op = x.dtype() == DType::f32 ? Op::all_reduce_f32 : Op::all_reduce_f64;
+  Tensor host = x.device().is_cpu() ? x : x.to(Device::cpu());
+  const int64_t n = host.numel();
+  const uint64_t bytes = static_cast<uint64_t>(n) * dtype_size(x.dtype());
+  Tensor gathered = env_.rank == 0 ? empty({env_.world_size * n}, {x.dtype(), Device::cpu()}) : Tensor();
+  gather_to_root(op, host.raw_data(), bytes, env_.rank == 0 ? gathered.raw_data() : nullptr);
+  if (env_.rank == 0) {
+    auto sum_in_rank_order = [&](auto* g, auto* out) {
+      for (int64_t i = 0; i < n; ++i) {
+        auto s = g[i];
+        for (int r = 1; r < env_.world_size; ++r) s += g[static_cast<int64_t>(r) * n + i];
+        out[i] = s;
+      }
+    };
+    if (x.dtype() == DType::f32)
+      sum_in_rank_order(gathered.data<float>(), host.data<float>());
+    else
+      sum_in_rank_order(gathered.data<double>(), host.data<double>());
+  }
+  answer_from_root(op, host.raw_data(), bytes);
+  if (!x.device().is_cpu()) x.copy_(host);
+}
+
+void TcpCommunicator::broadcast(Tensor& x) {
+  BAM_CHECK(x.is_contiguous(), "broadcast: needs a contiguous tensor, got {}", x.describe());
+  Tensor host = x.device().is_cpu() ? x : x.to(Device::cpu());
+  answer_from_root(Op::broadcast, host.raw_data(), static_cast<uint64_t>(host.numel()) * dtype_size(x.dtype()));
+  if (!x.device().is_cpu()) x.copy_(host);
+}
+
+}  // namespace
+
+LaunchEnvironment launch_environment_from_env() {
+  LaunchEnvironment e;
+  e.world_size = env_int("WORLD_SIZE", 1, 1, 1 << 16);
+  e.rank = env_int("RANK", 0, 0, e.world_size - 1);
+  e.local_rank = env_int("LOCAL_RANK", e.rank, 0, e.world_size - 1);
+  if (const char* addr = std::getenv("MASTER_ADDR"); addr != nullptr && *addr != '\0') e.master_addr = addr;
+  e.master_port = env_int("MASTER_PORT", 29500, 1, 65535);
+  e.connect_timeout_seconds = env_int("BAM_CONNECT_TIMEOUT_S", 300, 1, 86400);
+  BAM_CHECK(e.world_size == 1 || std::getenv("RANK") != nullptr,
+            "WORLD_SIZE={} but RANK is not set: start each process with its RANK (torchrun sets both)", e.world_size);
+  return e;
+}
+
+std::shared_ptr<Communicator> connect_tcp(const LaunchEnvironment& env) {
+  BAM_CHECK(env.world_size >= 1 && env.rank >= 0 && env.rank < env.world_size, "rank {} of {}: not a valid rank",
+            env.rank, env.world_size);
+  return std::make_shared<TcpCommunicator>(env, env.connect_timeout_seconds);
+}
+
+}  // namespace bam

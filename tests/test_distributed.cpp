@@ -1,0 +1,332 @@
+// Data parallelism on the CPU: ranks as threads of one process, talking over loopback TCP. The
+// collectives against plain loops, the differentiable ones by their gradients, and the BAM loss and
+// BatchNorm across ranks against one process that holds the whole batch. (tests/cli_data_parallel.sh
+// runs bamtrain as separate processes.)
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <functional>
+#include <thread>
+
+#include "bam/bam_loss.h"
+#include "bam/train_config.h"
+#include "data/batch_sequence.h"
+#include "engine/autograd.h"
+#include "engine/distributed.h"
+#include "engine/random.h"
+#include "tests/support.h"
+
+namespace bam::test {
+namespace {
+
+// A port the system had free a moment ago.
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  socklen_t length = sizeof(a);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &length) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Runs body(rank's communicator) on `world` threads; rethrows the lowest rank's error, if any. A
+// rank that fails closes its connections, so the others fail too rather than wait.
+void run_ranks(int world, const std::function<void(Communicator&)>& body) {
+  const int port = free_port();
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        LaunchEnvironment env;
+        env.rank = r;
+        env.world_size = world;
+        env.master_port = port;
+        env.connect_timeout_seconds = 60;
+        std::shared_ptr<Communicator> group = connect_tcp(env);
+        body(*group);
+      } catch (...) {
+        errors[static_cast<size_t>(r)] = std::current_exception();
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+double max_abs_difference(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
+  double m = 0;
+  for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
+  return m;
+}
+
+TEST_CASE("collectives: all_gather, all_reduce_sum and broadcast match plain loops, the same bits on every rank") {
+  const int world = 3;
+  std::vector<Tensor> x(world), y(world);
+  for (int r = 0; r < world; ++r) {
+    Generator g(test_seed("collectives") + static_cast<uint64_t>(r));
+    x[r] = randn({4, 5}, {}, &g);
+    y[r] = randn({7}, {DType::f64}, &g);
+  }
+  std::vector<Tensor> gathered(world), summed(world), summed64(world), broadcast(world);
+  run_ranks(world, [&](Communicator& group) {
+    const int r = group.rank();
+    gathered[r] = group.all_gather(x[r]);
+    summed[r] = x[r].clone();
+    group.all_reduce_sum(summed[r]);
+    summed64[r] = y[r].clone();
+    group.all_reduce_sum(summed64[r]);
+    broadcast[r] = x[r].clone();
+    group.broadcast(broadcast[r]);
+  });
+  const Tensor expected_gather = cat(x, 0);
+  const Tensor expected_sum = add(add(x[0], x[1]), x[2]), expected_sum64 = add(add(y[0], y[1]), y[2]);
+  for (int r = 0; r < world; ++r) {
+    INFO("rank " << r);
+    CHECK(max_abs_difference(gathered[r], expected_gather) == 0);
+    CHECK(max_abs_difference(summed[r], expected_sum) == 0);  // rank order: ((x0 + x1) + x2)
+    CHECK(max_abs_difference(summed64[r], expected_sum64) == 0);
+    CHECK(max_abs_difference(broadcast[r], x[0]) == 0);
+  }
+}
+
+TEST_CASE("collectives: ranks that call different collectives, or stop, fail with a message instead of hanging") {
+  const std::string different = error_of([] {
+    run_ranks(2, [](Communicator& group) {
+      if (group.rank() == 0) {
+        group.all_gather(zeros({2, 3}));
+      } else {
+        Tensor t = zeros({4});
+        group.all_reduce_sum(t);
+      }
+    });
+  });
+  CHECK_MESSAGE(different.find("took different paths") != std::string::npos, different);
+  CHECK_MESSAGE(different.find("all_gather of 24 bytes") != std::string::npos, different);
+  const std::string stopped = error_of([] {
+    run_ranks(2, [](Communicator& group) {
+      if (group.rank() == 0) group.all_gather(zeros({2, 3}));  // rank 1 returns and disconnects
+    });
+  });
+  CHECK_MESSAGE(stopped.find("rank 1 closed its connection") != std::string::npos, stopped);
+}
+
+TEST_CASE(
+    "all_gather_rows and sum_over_ranks: the gradient is summed over ranks (the objective is every rank's loss)") {
+  const int world = 2;
+  std::vector<Tensor> weights(world), gather_grads(world), sum_grads(world);
+  for (int r = 0; r < world; ++r) {
+    Generator g(test_seed("gather_grad") + static_cast<uint64_t>(r));
+    weights[r] = randn({6, 2}, {DType::f64}, &g);
+  }
+  run_ranks(world, [&](Communicator& group) {
+    const int r = group.rank();
+    Generator g(static_cast<uint64_t>(100 + r));
+    Tensor x = randn({3, 2}, {DType::f64}, &g).requires_grad_(true);
+    sum(mul(all_gather_rows(x, group), weights[r])).backward();
+    gather_grads[r] = x.grad();
+    Tensor s = randn({6, 2}, {DType::f64}, &g).requires_grad_(true);
+    sum(mul(sum_over_ranks(s, group), weights[r])).backward();
+    sum_grads[r] = s.grad();
+  });
+  const Tensor total = add(weights[0], weights[1]);
+  for (int r = 0; r < world; ++r) {
+    INFO("rank " << r);
+    CHECK(max_abs_difference(gather_grads[r], total.narrow(0, 3 * r, 3)) < 1e-15);
+    CHECK(max_abs_difference(sum_grads[r], total) < 1e-15);
+  }
+}
+
+TEST_CASE("batch_norm_across_ranks equals BatchNorm over the whole batch: output, running statistics, gradients") {
+  const int world = 2;
+  const int64_t N = 5, C = 4;
+  Generator g(test_seed("sync_batch_norm"));
+  const Tensor X = add(mul(randn({world * N, C}, {DType::f64}, &g), 3.0), 1.0);
+  const Tensor W = randn({world * N, C}, {DType::f64}, &g);  // the loss weights
+  const Tensor gamma0 = add(randn({C}, {DType::f64}, &g), 1.0), beta0 = randn({C}, {DType::f64}, &g);
+  // One process, the fused op.
+  Tensor X1 = X.clone().requires_grad_(true), gamma = gamma0.clone().requires_grad_(true),
+         beta = beta0.clone().requires_grad_(true);
+  Tensor running_mean = zeros({C}, {DType::f64}), running_var = ones({C}, {DType::f64});
+  Tensor out = batch_norm(X1, gamma, beta, running_mean, running_var, true, 0.1, 1e-5);
+  sum(mul(out, W)).backward();
+  std::vector<Tensor> outs(world), x_grads(world), gamma_grads(world), beta_grads(world), means(world), vars(world);
+  run_ranks(world, [&](Communicator& group) {
+    const int r = group.rank();
+    Tensor x = X.narrow(0, r * N, N).clone().requires_grad_(true);
+    Tensor gr = gamma0.clone().requires_grad_(true), br = beta0.clone().requires_grad_(true);
+    means[r] = zeros({C}, {DType::f64});
+    vars[r] = ones({C}, {DType::f64});
+    outs[r] = batch_norm_across_ranks(x, gr, br, means[r], vars[r], 0.1, 1e-5, group);
+    sum(mul(outs[r], W.narrow(0, r * N, N))).backward();
+    x_grads[r] = x.grad();
+    gamma_grads[r] = gr.grad();
+    beta_grads[r] = br.grad();
+  });
+  for (int r = 0; r < world; ++r) {
+    INFO("rank " << r);
+    CHECK(max_abs_difference(outs[r].detach(), out.detach().narrow(0, r * N, N)) < 1e-12);
+    CHECK(max_abs_difference(x_grads[r], X1.grad().narrow(0, r * N, N)) < 1e-12);
+    CHECK(max_abs_difference(means[r], running_mean) < 1e-14);
+    CHECK(max_abs_difference(vars[r], running_var) < 1e-13);
+  }
+  // The objective is the sum of the ranks' losses: the parameter gradients sum over ranks.
+  CHECK(max_abs_difference(add(gamma_grads[0], gamma_grads[1]), gamma.grad()) < 1e-12);
+  CHECK(max_abs_difference(add(beta_grads[0], beta_grads[1]), beta.grad()) < 1e-12);
+}
+
+TEST_CASE("bam_loss_across_ranks equals bam_loss over the whole batch, with its gradient once averaged over ranks") {
+  const int world = 2;
+  const int64_t B = 3, D = 8;
+  for (bool teacher : {false, true}) {
+    for (int64_t top_k : {int64_t{0}, int64_t{4}}) {
+      INFO("teacher " << teacher << ", top_k " << top_k);
+      BamLossOptions o;
+      o.n_global = 2;
+      o.n_local = 2;
+      o.top_k = top_k;
+      const int64_t V = o.n_global + o.n_local;
+      Generator g(test_seed("bam_loss_across_ranks"));
+      // The global batch, crop-major: view v of image i (i = r*B + b) at row v*W*B + i.
+      const Tensor Z = randn({V * world * B, D}, {DType::f64}, &g), Zt = randn({V * world * B, D}, {DType::f64}, &g);
+      auto rows_of = [&](const Tensor& all, int r) {
+        std::vector<Tensor> views;
+        for (int64_t v = 0; v < V; ++v) views.push_back(all.narrow(0, v * world * B + r * B, B));
+        return cat(views, 0);
+      };
+      Tensor Z1 = Z.clone().requires_grad_(true);
+      BamLossResult whole = bam_loss(Z1, 0.05, o, teacher ? Zt : Tensor());
+      whole.loss.backward();
+      std::vector<double> losses(world);
+      std::vector<Tensor> grads(world);
+      run_ranks(world, [&](Communicator& group) {
+        const int r = group.rank();
+        Tensor z = rows_of(Z, r).requires_grad_(true);
+        BamLossResult part = bam_loss_across_ranks(z, 0.05, o, teacher ? rows_of(Zt, r) : Tensor(), group);
+        part.loss.backward();
+        losses[r] = part.loss.item();
+        grads[r] = z.grad();
+      });
+      for (int r = 0; r < world; ++r) {
+        INFO("rank " << r);
+        CHECK(losses[r] == doctest::Approx(whole.loss.item()).epsilon(1e-12));
+        // Each rank's loss is the whole loss, and the gathered rows' backward sums over ranks:
+        // this rank's rows carry W times the whole gradient until average_gradients divides.
+        CHECK(max_abs_difference(div(grads[r], world), rows_of(Z1.grad(), r)) < 1e-12);
+      }
+    }
+  }
+}
+
+TEST_CASE("average_gradients: the mean over ranks, a missing gradient counted as zeros") {
+  const int world = 3;
+  std::vector<Tensor> p_grads(world), q_grads(world);
+  run_ranks(world, [&](Communicator& group) {
+    const int r = group.rank();
+    Tensor p = zeros({2, 3}).requires_grad_(true), q = zeros({4}).requires_grad_(true);
+    p.set_grad(full({2, 3}, r + 1.0));
+    if (r == 1) q.set_grad(full({4}, 6.0));
+    average_gradients({p, q}, group);
+    p_grads[r] = p.grad();
+    q_grads[r] = q.grad();
+  });
+  for (int r = 0; r < world; ++r) {
+    INFO("rank " << r);
+    CHECK(max_abs_difference(p_grads[r], full({2, 3}, 2.0)) < 1e-7);
+    REQUIRE(q_grads[r].defined());
+    CHECK(max_abs_difference(q_grads[r], full({4}, 2.0)) < 1e-7);
+  }
+}
+
+TEST_CASE("a sharded loader's ranks take, together, one process's batches: rank r the images at r*B of each") {
+  data::Dataset d;
+  d.root = "images";
+  for (int i = 0; i < 23; ++i) {
+    d.files.push_back("f" + std::to_string(i));
+    d.labels.push_back(-1);
+  }
+  const data::BatchSequence whole(d, 6, true, true, 7);
+  const data::BatchSequence rank0(d, 3, true, true, 7, {0, 2}), rank1(d, 3, true, true, 7, {1, 2});
+  REQUIRE(whole.steps_per_epoch() == 3);
+  CHECK(rank0.steps_per_epoch() == 3);
+  CHECK(rank1.steps_per_epoch() == 3);
+  for (int64_t g = 0; g < 6; ++g) {  // two epochs
+    CHECK(rank0.first_position(g) == whole.first_position(g));
+    CHECK(rank1.first_position(g) == whole.first_position(g) + 3);
+    CHECK(rank0.rows(g) == 3);
+    CHECK(rank1.rows(g) == 3);
+  }
+  const std::string kept = error_of([&] { data::BatchSequence(d, 3, false, true, 7, {0, 2}); });
+  CHECK_MESSAGE(kept.find("needs drop_last") != std::string::npos, kept);
+  const std::string too_few = error_of([&] { data::BatchSequence(d, 12, true, true, 7, {1, 2}); });
+  CHECK_MESSAGE(too_few.find("fewer than one batch of 24") != std::string::npos, too_few);
+}
+
+TEST_CASE("data-parallel runs refuse what each rank would do on its own, naming the flag") {
+  TrainConfig c;
+  c.arch = "vit_tiny";
+  c.data_path = "synthetic:64";
+  c.world_size = 2;
+  c.rank = 1;
+  CHECK_NOTHROW(c.validate());
+  TrainConfig budget = c;
+  budget.time_budget_minutes = 5;
+  CHECK(error_of([&] { budget.validate(); }).find("--time_budget_minutes is for one process") != std::string::npos);
+  TrainConfig ccrop = c;
+  ccrop.use_ccrop = true;
+  ccrop.data_path = "images";
+  CHECK(error_of([&] { ccrop.validate(); }).find("--use_ccrop is for one process") != std::string::npos);
+  TrainConfig bad = c;
+  bad.rank = 2;
+  CHECK(error_of([&] { bad.validate(); }).find("rank 2 of 2") != std::string::npos);
+}
+
+TEST_CASE("launch_environment_from_env reads torchrun's variables and names a bad one") {
+  struct Restore {
+    ~Restore() {
+      for (const char* name : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) ::unsetenv(name);
+    }
+  } restore;
+  for (const char* name : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) ::unsetenv(name);
+  CHECK_FALSE(launch_environment_from_env().distributed());
+  ::setenv("WORLD_SIZE", "4", 1);
+  ::setenv("RANK", "3", 1);
+  ::setenv("LOCAL_RANK", "1", 1);
+  ::setenv("MASTER_ADDR", "node7", 1);
+  ::setenv("MASTER_PORT", "29611", 1);
+  const LaunchEnvironment e = launch_environment_from_env();
+  CHECK(e.distributed());
+  CHECK(e.rank == 3);
+  CHECK(e.local_rank == 1);
+  CHECK(e.master_addr == "node7");
+  CHECK(e.master_port == 29611);
+  ::setenv("RANK", "4", 1);
+  CHECK(error_of([] { launch_environment_from_env(); }).find("RANK=4") != std::string::npos);
+  ::unsetenv("RANK");
+  CHECK(error_of([] { launch_environment_from_env(); }).find("RANK is not set") != std::string::npos);
+  ::setenv("RANK", "0", 1);
+  ::setenv("MASTER_PORT", "http", 1);
+  CHECK(error_of([] { launch_environment_from_env(); }).find("MASTER_PORT=http") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace bam::test
