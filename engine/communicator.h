@@ -28,7 +28,8 @@ class Communicator {
 };
 
 // How a process was launched: torchrun's (and torch.distributed.launch's) variables RANK,
-// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; and BAM_CONNECT_TIMEOUT_S, how long the ranks
+// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, with Slurm's SLURM_PROCID and SLURM_LOCALID
+// standing in for RANK and LOCAL_RANK (srun, as the official scripts launch); and BAM_CONNECT_TIMEOUT_S, how long the ranks
 // wait for each other at start (default 300). All absent: one process (world_size 1).
 struct LaunchEnvironment {
   int rank = 0, world_size = 1, local_rank = 0;

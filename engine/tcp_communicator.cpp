@@ -314,13 +314,21 @@ void TcpCommunicator::broadcast(Tensor& x) {
 LaunchEnvironment launch_environment_from_env() {
   LaunchEnvironment e;
   e.world_size = env_int("WORLD_SIZE", 1, 1, 1 << 16);
-  e.rank = env_int("RANK", 0, 0, e.world_size - 1);
-  e.local_rank = env_int("LOCAL_RANK", e.rank, 0, e.world_size - 1);
+  // Under Slurm without torchrun (the official scripts' srun), the rank comes from Slurm.
+  auto first_set = [](const char* a, const char* b) -> const char* {
+    return std::getenv(a) ? a : std::getenv(b) ? b : nullptr;
+  };
+  const char* rank_variable = first_set("RANK", "SLURM_PROCID");
+  const char* local_variable = first_set("LOCAL_RANK", "SLURM_LOCALID");
+  e.rank = rank_variable ? env_int(rank_variable, 0, 0, e.world_size - 1) : 0;
+  e.local_rank = local_variable ? env_int(local_variable, 0, 0, e.world_size - 1) : e.rank;
   if (const char* addr = std::getenv("MASTER_ADDR"); addr != nullptr && *addr != '\0') e.master_addr = addr;
   e.master_port = env_int("MASTER_PORT", 29500, 1, 65535);
   e.connect_timeout_seconds = env_int("BAM_CONNECT_TIMEOUT_S", 300, 1, 86400);
-  BAM_CHECK(e.world_size == 1 || std::getenv("RANK") != nullptr,
-            "WORLD_SIZE={} but RANK is not set: start each process with its RANK (torchrun sets both)", e.world_size);
+  BAM_CHECK(e.world_size == 1 || rank_variable != nullptr,
+            "WORLD_SIZE={} but RANK is not set: start each process with its RANK (torchrun sets both; under srun, "
+            "SLURM_PROCID stands in)",
+            e.world_size);
   return e;
 }
 

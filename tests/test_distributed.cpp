@@ -300,13 +300,16 @@ TEST_CASE("data-parallel runs refuse what each rank would do on its own, naming 
   CHECK(error_of([&] { bad.validate(); }).find("rank 2 of 2") != std::string::npos);
 }
 
-TEST_CASE("launch_environment_from_env reads torchrun's variables and names a bad one") {
+constexpr const char* kVariables[] = {"WORLD_SIZE",  "RANK",         "LOCAL_RANK",   "MASTER_ADDR",
+                                      "MASTER_PORT", "SLURM_PROCID", "SLURM_LOCALID"};
+
+TEST_CASE("launch_environment_from_env reads torchrun's variables (or Slurm's) and names a bad one") {
   struct Restore {
     ~Restore() {
-      for (const char* name : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) ::unsetenv(name);
+      for (const char* name : kVariables) ::unsetenv(name);
     }
   } restore;
-  for (const char* name : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) ::unsetenv(name);
+  for (const char* name : kVariables) ::unsetenv(name);
   CHECK_FALSE(launch_environment_from_env().distributed());
   ::setenv("WORLD_SIZE", "4", 1);
   ::setenv("RANK", "3", 1);
@@ -323,7 +326,13 @@ TEST_CASE("launch_environment_from_env reads torchrun's variables and names a ba
   CHECK(error_of([] { launch_environment_from_env(); }).find("RANK=4") != std::string::npos);
   ::unsetenv("RANK");
   CHECK(error_of([] { launch_environment_from_env(); }).find("RANK is not set") != std::string::npos);
-  ::setenv("RANK", "0", 1);
+  ::setenv("SLURM_PROCID", "2", 1);  // srun's rank, when torchrun's is absent
+  ::setenv("SLURM_LOCALID", "0", 1);
+  ::unsetenv("LOCAL_RANK");
+  CHECK(launch_environment_from_env().rank == 2);
+  CHECK(launch_environment_from_env().local_rank == 0);
+  ::setenv("RANK", "0", 1);  // torchrun's wins
+  CHECK(launch_environment_from_env().rank == 0);
   ::setenv("MASTER_PORT", "http", 1);
   CHECK(error_of([] { launch_environment_from_env(); }).find("MASTER_PORT=http") != std::string::npos);
 }

@@ -163,7 +163,8 @@ int main(int argc, char** argv) {
     // Data parallelism: torchrun's RANK/WORLD_SIZE/LOCAL_RANK (or torch.distributed.launch's
     // --local-rank); the other ranks print nothing but their errors.
     bam::LaunchEnvironment launch = bam::launch_environment_from_env();
-    if (std::getenv("LOCAL_RANK") == nullptr) launch.local_rank = static_cast<int>(official_only.local_rank);
+    if (app.get_option("--local-rank")->count() > 0 && std::getenv("LOCAL_RANK") == nullptr)
+      launch.local_rank = static_cast<int>(official_only.local_rank);
     config.world_size = launch.world_size;
     config.rank = launch.rank;
     if (launch.rank != 0) tool_name = fmt::format("bamtrain (rank {})", launch.rank);
