@@ -122,6 +122,7 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
   std::memcpy(&address, found->ai_addr, sizeof(address));
   ::freeaddrinfo(found);
 
+  if (env.rank == 0 && env.world_size == 1) return;  // alone: nothing to listen for
   if (env.rank == 0) {
     Socket listener(::socket(AF_INET, SOCK_STREAM, 0));
     BAM_CHECK(listener.fd() >= 0, "rank 0: cannot open a socket: {}", std::strerror(errno));

@@ -14,16 +14,17 @@
 #   - the README's main job (scripts/run.sh: Fashion-MNIST, bamtrain with its kNN monitor, bamprobe)
 #     on the GPU, shortened to one minute of training and 3 probe epochs (the dataset travels in
 #     .deps/fashion-mnist);
+#   - two data-parallel bamtrain ranks against one process (tests/cli_data_parallel.sh);
 #   - compute-sanitizer memcheck over the GPU suites, in whatever time is left.
 # It prints one table last. Logs go to $OUT (default /tmp/gpu-check).
 #   tools/gpu-check.sh            # everything, within GPU_CHECK_BUDGET_S (default 520 s)
 #   tools/gpu-check.sh --quick    # build and GPU tests only
 #   tools/gpu-check.sh --core     # build, GPU tests, microbenchmarks, bench-step + peer, timm
-#   tools/gpu-check.sh --rest     # build, data path, main job, memcheck
+#   tools/gpu-check.sh --rest     # build, data path, main job, data parallel, memcheck
 # Everything takes longer than one device call allows (600 s), so a session runs --core, then
 # --rest on the still-warm machine (the build is then incremental, and --rest finds the bf16 step
 # rate that --core left in build-gpu/ for its JPEG ratio).
-# GPU_CHECK_<STEP>=0 leaves a step out: TESTS, OPS, STEP, PEER, TIMM, DATA, MAIN, MEMCHECK.
+# GPU_CHECK_<STEP>=0 leaves a step out: TESTS, OPS, STEP, PEER, TIMM, DATA, MAIN, DP, MEMCHECK.
 set -uo pipefail
 export PATH="$PATH:/usr/local/cuda/bin"
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ enabled() {
     all) return 0 ;;
     quick) [ "$1" = tests ] ;;
     core) [[ $1 =~ ^(tests|ops|step|peer|timm)$ ]] ;;
-    rest) [[ $1 =~ ^(peer|data|main|memcheck)$ ]] ;;
+    rest) [[ $1 =~ ^(peer|data|main|dp|memcheck)$ ]] ;;
   esac
 }
 budget=${GPU_CHECK_BUDGET_S:-520}
@@ -64,6 +65,10 @@ limit() {
 cupti=$(find /usr/local/cuda/ -name 'libcupti.so*' 2>/dev/null | head -1)
 [ -z "$cupti" ] && cupti=$(python3 -c 'import nvidia.cuda_cupti as m, glob, os; print((glob.glob(os.path.join(os.path.dirname(m.__file__), "lib", "libcupti.so*")) + [""])[0])' 2>/dev/null)
 [ -n "$cupti" ] && export LD_LIBRARY_PATH="$(dirname "$cupti"):${LD_LIBRARY_PATH:-}"
+# NCCL, which bamtrain opens at run time for multi-GPU runs: the toolkit's, else PyTorch's wheel's.
+nccl=$(find /usr/local/cuda/ /usr/lib/x86_64-linux-gnu -name 'libnccl.so.2' 2>/dev/null | head -1)
+[ -z "$nccl" ] && nccl=$(python3 -c 'import nvidia.nccl as m, glob, os; print((glob.glob(os.path.join(os.path.dirname(m.__file__), "lib", "libnccl.so.2")) + [""])[0])' 2>/dev/null)
+[ -n "$nccl" ] && export LD_LIBRARY_PATH="$(dirname "$nccl"):${LD_LIBRARY_PATH:-}"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
 [ -d .deps/include ] || { echo "gpu-check: .deps/ is missing (run scripts/vendor-deps.sh and carry .deps)" >&2; exit 2; }
@@ -99,6 +104,12 @@ if enabled tests; then
     done
   fi
   grep -E "rows run on CUDA|relative|worst relative" "$OUT/gpu_tests.log" | sed 's/^.*MESSAGE: //'
+  # The NCCL case passes without checking anything when the library is missing: say which it was.
+  if grep -q "NCCL not exercised" "$OUT/gpu_tests.log"; then
+    row "NCCL, one rank" "not exercised: $(grep -o 'NCCL not exercised: .*' "$OUT/gpu_tests.log" | head -1 | cut -d: -f2-)"
+  elif ! printf '%s\n' "${failed[@]}" | grep -q NCCL; then
+    row "NCCL, one rank" "collectives on device tensors ok (${nccl:-libnccl.so.2 from the default path})"
+  fi
   status=${#failed[@]}
   if [ $status = 0 ]; then
     row "GPU tests" "passed (${#cases[@]} cases, one process each)"
@@ -287,7 +298,21 @@ if enabled main; then
   fi
 fi
 
-# 8. compute-sanitizer memcheck over the GPU suites, last, in whatever time the budget leaves.
+# 8. Data parallelism on the one GPU: two bamtrain ranks against one process with the whole batch,
+#    on the CPU and on cuda:0 (over TCP: NCCL takes one GPU per rank), and the failures a user can
+#    cause (tests/cli_data_parallel.sh, which CI runs on the CPU and the CUDA emulator).
+if enabled dp; then
+  BAM_DIST_BACKEND=tcp timeout $(limit 120) sh tests/cli_data_parallel.sh ./build-gpu/bin/bamtrain /tmp/gpu-check-dp \
+    ./build-gpu/bin/bamtrain >"$OUT/data_parallel.log" 2>&1
+  status=$?
+  if [ $status = 0 ]; then
+    row "data parallel, 2 ranks vs 1 (CPU and cuda:0)" "ok ($(grep -c '^ok' "$OUT/data_parallel.log") checks)"
+  else
+    row "data parallel, 2 ranks vs 1 (CPU and cuda:0)" "FAILED rc $status: $(grep '^FAILED' "$OUT/data_parallel.log" | head -2 | tr '\n' ' ')(see data_parallel.log)"
+  fi
+fi
+
+# 9. compute-sanitizer memcheck over the GPU suites, last, in whatever time the budget leaves.
 if enabled memcheck; then
   left=$(( budget - $(elapsed) ))
   if ! command -v compute-sanitizer >/dev/null; then
