@@ -37,8 +37,9 @@ BamLossResult bam_loss(const Tensor& z, double eps, const BamLossOptions& option
 // and then rank-major (rank r's image b is image r*B + b), and bam_loss runs on the W*B images:
 // target columns from all ranks, Sinkhorn over all rows, the positive mask at r*B + b. Every rank
 // computes the same loss, redundantly (its cost grows as W^2, small beside the model for the
-// world sizes of one machine); the gathered rows' backward sums over ranks, so once
-// average_gradients has run, each rank holds the gradient of one process trained on all W*B images.
+// world sizes of one machine); backward gives each rank the part of the gradient that flows through
+// its own images, so once sum_gradients_over_ranks has run, each rank holds the gradient of one
+// process trained on all W*B images.
 // global_z, when given, receives the gathered [V*W*B, D] (for monitors of the whole batch).
 BamLossResult bam_loss_across_ranks(const Tensor& z, double eps, const BamLossOptions& options, const Tensor& z_teacher,
                                     Communicator& group, Tensor* global_z = nullptr);

@@ -280,6 +280,20 @@ void Trainer::resume_if_possible(TrainResult& result) {
 
 void Trainer::check_ranks_agree() {
   if (!group_) return;
+  // The flags first: ranks that differ in one would call the collectives with different sizes,
+  // which NCCL cannot detect. All of them but the device, which is each rank's own.
+  nlohmann::ordered_json flags = config_.to_json();
+  flags.erase("device");
+  const std::string text = flags.dump();
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : text) hash = (hash ^ c) * 1099511628211ull;
+  Tensor flags_hash = empty({1}, {DType::i64, Device::cpu()});
+  flags_hash.data<int64_t>()[0] = static_cast<int64_t>(hash);
+  group_->broadcast(flags_hash);
+  BAM_CHECK(flags_hash.data<int64_t>()[0] == static_cast<int64_t>(hash),
+            "rank {} was started with other flags than rank 0 (the printed arguments differ): every rank needs the "
+            "same ones, but for --device",
+            config_.rank);
   // The step and a sum over every weight, from rank 0 to all; each rank compares its own.
   double checksum = 0;  // in order, on the host: the same bits from the same weights on any rank
   for (const Tensor& p : student_->parameters()) {
@@ -482,8 +496,10 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
   for (int64_t it = step_in_epoch_; it < steps; ++it) {
     const int64_t gs = epoch * steps + it;
     if (gs >= total_steps_) break;  // --max_steps ends the run inside this epoch
-    // Dropout and stochastic depth draw from a stream keyed by the step: resumable exactly.
-    manual_seed(static_cast<uint64_t>(config_.seed) * 1000003ull + static_cast<uint64_t>(gs));
+    // Dropout and stochastic depth draw from a stream keyed by the step: resumable exactly. Each rank
+    // draws its own masks (keyed by the rank too; rank 0's are a single process's).
+    manual_seed(static_cast<uint64_t>(config_.seed) * 1000003ull + static_cast<uint64_t>(gs) +
+                static_cast<uint64_t>(config_.rank) * 0x9e3779b97f4a7c15ull);
     auto wait_start = Clock::now();
     const int64_t waits_before = cuda::host_waits();
     CropBatch batch = data_->next();
@@ -506,9 +522,9 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     optimizer_->zero_grad();
     scaler_.scale_loss(out.loss).backward();
     std::vector<Tensor> params = student_->parameters();
-    // Data parallelism: each rank's gradient becomes the mean over ranks, which is the gradient of
-    // the loss over the global batch (bam_loss_across_ranks), before anything reads it.
-    if (group_) average_gradients(params, *group_);
+    // Data parallelism: each rank holds the part of the global batch's gradient that flowed through
+    // its own images (engine/distributed.h); their sum is the whole gradient, before anything reads it.
+    if (group_) sum_gradients_over_ranks(params, *group_);
     // fp16: gradients back to their true size. Their sum of squares, read below with the loss, is
     // not finite when one overflowed: the step is then skipped and the scale shrinks. Clipping such
     // gradients first is harmless, since they are never applied.

@@ -25,6 +25,13 @@ class Communicator {
   virtual void all_reduce_sum(Tensor& x) = 0;
   // x becomes rank 0's x, in place.
   virtual void broadcast(Tensor& x) = 0;
+  // NCCL's collectives do not notice a rank that stopped; they wait for it forever. With this on,
+  // the process exits, saying which rank stopped, as soon as another rank's TCP connection closes,
+  // until finish(). (Over TCP alone, the next collective would notice, but maybe much later.)
+  virtual void exit_when_a_peer_stops() {}
+  // The end of a run, called by every rank: waits for all of them, so that none exits while
+  // another still works (which the watch above would take for a failure).
+  virtual void finish() {}
 };
 
 // How a process was launched: torchrun's (and torch.distributed.launch's) variables RANK,

@@ -23,12 +23,8 @@ Tensor all_gather_rows(const Tensor& x, Communicator& group) {
   Tensor out = group.all_gather(x.detach().contiguous());
   if (!any_requires_grad({&x})) return out;
   const int64_t rows = x.size(0), first = rows * group.rank();
-  Communicator* g = &group;
-  return record("all_gather_rows", out, {x}, [g, rows, first](const Tensor& grad) {
-    const bool exact = grad.dtype() == DType::f32 || grad.dtype() == DType::f64;
-    Tensor summed = exact ? grad.contiguous().clone() : grad.to(DType::f32).contiguous();
-    g->all_reduce_sum(summed);
-    return std::vector<Tensor>{summed.narrow(0, first, rows).to(grad.dtype())};
+  return record("all_gather_rows", out, {x}, [rows, first](const Tensor& grad) {
+    return std::vector<Tensor>{grad.narrow(0, first, rows).contiguous()};
   });
 }
 
@@ -67,45 +63,33 @@ Tensor batch_norm_across_ranks(const Tensor& x, const Tensor& weight, const Tens
   return out;
 }
 
-void average_gradients(const std::vector<Tensor>& parameters, Communicator& group) {
+void sum_gradients_over_ranks(const std::vector<Tensor>& parameters, Communicator& group) {
   if (group.world_size() == 1) return;
   NoGradGuard no_grad;
   // One flat buffer per (dtype, device), in parameter order: the same layout on every rank.
-  std::vector<std::vector<size_t>> buckets;
-  for (size_t i = 0; i < parameters.size(); ++i) {
-    const Tensor& p = parameters[i];
+  std::vector<std::vector<Tensor>> buckets;
+  for (const Tensor& p : parameters) {
+    if (!p.grad().defined()) continue;
     bool placed = false;
     for (auto& bucket : buckets) {
-      const Tensor& first = parameters[bucket.front()];
-      if (first.dtype() == p.dtype() && first.device() == p.device()) {
-        bucket.push_back(i);
+      if (bucket.front().dtype() == p.dtype() && bucket.front().device() == p.device()) {
+        bucket.push_back(p);
         placed = true;
         break;
       }
     }
-    if (!placed) buckets.push_back({i});
+    if (!placed) buckets.push_back({p});
   }
-  const double scale = 1.0 / group.world_size();
   for (const auto& bucket : buckets) {
     std::vector<Tensor> flat;
-    for (size_t i : bucket) {
-      const Tensor& p = parameters[i];
-      Tensor g = p.grad();
-      flat.push_back(g.defined() ? g.reshape({-1}) : zeros({p.numel()}, {p.dtype(), p.device()}));
-    }
+    for (const Tensor& p : bucket) flat.push_back(p.grad().reshape({-1}));
     Tensor all = cat(flat, 0);
     if (all.dtype() != DType::f32 && all.dtype() != DType::f64) all = all.to(DType::f32);
     group.all_reduce_sum(all);
-    all = mul(all, scale);
     int64_t offset = 0;
-    for (size_t i : bucket) {
-      Tensor p = parameters[i];
-      Tensor mean = all.narrow(0, offset, p.numel()).reshape(p.shape()).to(p.dtype());
+    for (const Tensor& p : bucket) {
+      Tensor(p.grad()).copy_(all.narrow(0, offset, p.numel()).reshape(p.shape()));
       offset += p.numel();
-      if (p.grad().defined())
-        Tensor(p.grad()).copy_(mean);
-      else
-        p.set_grad(mean.clone());
     }
   }
 }

@@ -23,6 +23,7 @@ struct NcclLibrary {
   decltype(&ncclGetUniqueId) get_unique_id = nullptr;
   decltype(&ncclCommInitRank) comm_init_rank = nullptr;
   decltype(&ncclCommDestroy) comm_destroy = nullptr;
+  decltype(&ncclCommAbort) comm_abort = nullptr;
   decltype(&ncclAllGather) all_gather = nullptr;
   decltype(&ncclAllReduce) all_reduce = nullptr;
   decltype(&ncclBroadcast) broadcast = nullptr;
@@ -43,6 +44,7 @@ struct NcclLibrary {
     find(get_unique_id, "ncclGetUniqueId");
     find(comm_init_rank, "ncclCommInitRank");
     find(comm_destroy, "ncclCommDestroy");
+    find(comm_abort, "ncclCommAbort");
     find(all_gather, "ncclAllGather");
     find(all_reduce, "ncclAllReduce");
     find(broadcast, "ncclBroadcast");
@@ -67,9 +69,17 @@ class NcclCommunicator : public Communicator {
     std::memcpy(&unique, id.raw_data(), sizeof(unique));
     cuda::select_device(device_);
     check(nccl_.comm_init_rank(&comm_, world_size(), unique, rank()), "ncclCommInitRank");
+    // A rank that stops would leave the others waiting inside NCCL: stop with it instead.
+    bootstrap_->exit_when_a_peer_stops();
   }
+  // After finish() the communicator is taken down with its peers; otherwise (an error on this
+  // rank) aborted, which does not wait for them.
   ~NcclCommunicator() override {
-    if (comm_ != nullptr) nccl_.comm_destroy(comm_);
+    if (comm_ == nullptr) return;
+    if (finished_)
+      nccl_.comm_destroy(comm_);
+    else
+      nccl_.comm_abort(comm_);
   }
   int rank() const override { return bootstrap_->rank(); }
   int world_size() const override { return bootstrap_->world_size(); }
@@ -103,6 +113,12 @@ class NcclCommunicator : public Communicator {
     check(nccl_.broadcast(x.raw_data(), x.raw_data(), x.numel() * x.element_size(), ncclUint8, 0, comm_, stream()),
           "ncclBroadcast");
   }
+  void exit_when_a_peer_stops() override { bootstrap_->exit_when_a_peer_stops(); }
+  void finish() override {
+    cuda::synchronize();  // this rank's collectives are done before it says so
+    bootstrap_->finish();
+    finished_ = true;
+  }
 
  private:
   static cudaStream_t stream() { return static_cast<cudaStream_t>(cuda::current_stream()); }
@@ -115,6 +131,7 @@ class NcclCommunicator : public Communicator {
   std::shared_ptr<Communicator> bootstrap_;
   int device_;
   ncclComm_t comm_ = nullptr;
+  bool finished_ = false;
 };
 
 }  // namespace

@@ -10,8 +10,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -85,11 +87,15 @@ class TcpCommunicator : public Communicator {
     return fmt::format("rank {} of {} over TCP ({}:{})", env_.rank, env_.world_size, env_.master_addr,
                        env_.master_port);
   }
+  ~TcpCommunicator() override { stop_watching(); }
   Tensor all_gather(const Tensor& x) override;
   void all_reduce_sum(Tensor& x) override;
   void broadcast(Tensor& x) override;
+  void exit_when_a_peer_stops() override;
+  void finish() override;
 
  private:
+  void stop_watching();
   // Rank 0: every rank's `bytes` of `op` into gathered (rank order; its own from `mine`).
   // Others: send theirs. Then rank 0 sends `answer_bytes` of `answer` to all (null: nothing).
   void gather_to_root(Op op, const void* mine, uint64_t bytes, void* gathered);
@@ -101,11 +107,31 @@ class TcpCommunicator : public Communicator {
   LaunchEnvironment env_;
   std::vector<Socket> peers_;  // rank 0: peers_[r] is rank r's connection (peers_[0] unused)
   Socket root_;                // other ranks: the connection to rank 0
+  std::thread watcher_;        // exit_when_a_peer_stops
+  std::atomic<bool> watching_{false};
 };
 
 void set_socket_options(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+// Waits up to `seconds` for the bytes of a joining rank's hello: false when they do not come.
+bool receive_hello(int fd, Header* hello, double seconds) {
+  timeval limit{static_cast<time_t>(seconds), static_cast<suseconds_t>(1e6 * (seconds - static_cast<long>(seconds)))};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+  char* p = reinterpret_cast<char*>(hello);
+  size_t left = sizeof(*hello);
+  while (left > 0) {
+    const ssize_t n = ::recv(fd, p, left, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  timeval none{0, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+  return true;
 }
 
 TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_seconds) : env_(env) {
@@ -124,7 +150,7 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
 
   if (env.rank == 0 && env.world_size == 1) return;  // alone: nothing to listen for
   if (env.rank == 0) {
-    Socket listener(::socket(AF_INET, SOCK_STREAM, 0));
+    Socket listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     BAM_CHECK(listener.fd() >= 0, "rank 0: cannot open a socket: {}", std::strerror(errno));
     int one = 1;
     ::setsockopt(listener.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -146,14 +172,20 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
                 "rank 0: {} of the {} other ranks connected to {} within {:.0f} s; start every rank "
                 "with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE",
                 joined - 1, env.world_size - 1, where, timeout_seconds);
-      Socket peer(::accept(listener.fd(), nullptr, nullptr));
-      if (peer.fd() < 0) continue;
+      Socket peer(::accept4(listener.fd(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (peer.fd() < 0) {  // a connection that went away before it was taken: wait for the next
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        continue;
+      }
       set_socket_options(peer.fd());
       Header hello;
-      recv_all(peer.fd(), &hello, sizeof(hello), -1);
+      // Something that connects and says nothing, or not a bam rank's hello, is dropped.
+      if (!receive_hello(peer.fd(), &hello, 10.0) || hello.magic != kMagic ||
+          hello.op != static_cast<uint32_t>(Op::hello)) {
+        std::fprintf(stderr, "rank 0: dropped a connection to port %d that is not a bam rank\n", env.master_port);
+        continue;
+      }
       const int rank = static_cast<int>(hello.sender & 0xffffffffu), world = static_cast<int>(hello.sender >> 32);
-      BAM_CHECK(hello.magic == kMagic && hello.op == static_cast<uint32_t>(Op::hello),
-                "rank 0: something that is not a bam rank connected to port {}", env.master_port);
       BAM_CHECK(world == env.world_size, "rank {} was started with WORLD_SIZE={}, rank 0 with WORLD_SIZE={}", rank,
                 world, env.world_size);
       BAM_CHECK(rank >= 1 && rank < env.world_size && peers_[static_cast<size_t>(rank)].fd() < 0,
@@ -172,7 +204,7 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
   }
   // Other ranks: connect, retrying while rank 0 starts.
   while (true) {
-    Socket s(::socket(AF_INET, SOCK_STREAM, 0));
+    Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     BAM_CHECK(s.fd() >= 0, "rank {}: cannot open a socket: {}", env.rank, std::strerror(errno));
     if (::connect(s.fd(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
       root_ = std::move(s);
@@ -198,8 +230,9 @@ void TcpCommunicator::send_all(int fd, const void* data, size_t bytes, int peer)
   while (bytes > 0) {
     const ssize_t n = ::send(fd, p, bytes, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    BAM_CHECK(n > 0, "rank {}: sending to rank {} failed ({}): did that process stop?", env_.rank, peer,
-              std::strerror(errno));
+    BAM_CHECK(n > 0 || (errno != EPIPE && errno != ECONNRESET),
+              "rank {}: rank {} closed its connection: that process stopped (its own error says why)", env_.rank, peer);
+    BAM_CHECK(n > 0, "rank {}: sending to rank {} failed: {}", env_.rank, peer, std::strerror(errno));
     p += n;
     bytes -= static_cast<size_t>(n);
   }
@@ -306,8 +339,69 @@ void TcpCommunicator::all_reduce_sum(Tensor& x) {
 void TcpCommunicator::broadcast(Tensor& x) {
   BAM_CHECK(x.is_contiguous(), "broadcast: needs a contiguous tensor, got {}", x.describe());
   Tensor host = x.device().is_cpu() ? x : x.to(Device::cpu());
-  answer_from_root(Op::broadcast, host.raw_data(), static_cast<uint64_t>(host.numel()) * dtype_size(x.dtype()));
+  const uint64_t bytes = static_cast<uint64_t>(host.numel()) * dtype_size(x.dtype());
+  // Every rank says it is here first (a header with no payload of its own), so a rank in another
+  // collective is named rather than left waiting.
+  if (env_.rank == 0) {
+    for (int r = 1; r < env_.world_size; ++r) {
+      Header got;
+      recv_all(peers_[static_cast<size_t>(r)].fd(), &got, sizeof(got), r);
+      expect(got, Op::broadcast, bytes, r);
+    }
+  } else {
+    Header h;
+    h.op = static_cast<uint32_t>(Op::broadcast);
+    h.bytes = bytes;
+    h.sender = static_cast<uint64_t>(env_.rank);
+    send_all(root_.fd(), &h, sizeof(h), 0);
+  }
+  answer_from_root(Op::broadcast, host.raw_data(), bytes);
   if (!x.device().is_cpu()) x.copy_(host);
+}
+
+void TcpCommunicator::exit_when_a_peer_stops() {
+  if (env_.world_size == 1 || watching_) return;
+  watching_ = true;
+  watcher_ = std::thread([this] {
+    std::vector<pollfd> fds;
+    std::vector<int> ranks;
+    if (env_.rank == 0) {
+      for (int r = 1; r < env_.world_size; ++r) {
+        fds.push_back({peers_[static_cast<size_t>(r)].fd(), POLLRDHUP, 0});
+        ranks.push_back(r);
+      }
+    } else {
+      fds.push_back({root_.fd(), POLLRDHUP, 0});
+      ranks.push_back(0);
+    }
+    while (watching_) {
+      if (::poll(fds.data(), fds.size(), 200) <= 0) continue;
+      for (size_t i = 0; i < fds.size(); ++i) {
+        if ((fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0 || !watching_) continue;
+        std::fflush(stdout);
+        std::fprintf(stderr,
+                     "rank %d: rank %d closed its connection: that process stopped (its own error says why); "
+                     "stopping this one too\n",
+                     env_.rank, ranks[i]);
+        std::fflush(stderr);
+        std::_Exit(1);
+      }
+    }
+  });
+}
+
+void TcpCommunicator::stop_watching() {
+  watching_ = false;
+  if (watcher_.joinable()) watcher_.join();
+}
+
+void TcpCommunicator::finish() {
+  // Two barriers: after the first, every rank has ended its work; each stops watching before the
+  // second, so no rank exits while another still watches.
+  Tensor token = zeros({1}, {DType::f32, Device::cpu()});
+  all_reduce_sum(token);
+  stop_watching();
+  all_reduce_sum(token);
 }
 
 }  // namespace

@@ -122,6 +122,17 @@ TEST_CASE("collectives: ranks that call different collectives, or stop, fail wit
   });
   CHECK_MESSAGE(different.find("took different paths") != std::string::npos, different);
   CHECK_MESSAGE(different.find("all_gather of 24 bytes") != std::string::npos, different);
+  // A broadcast, whose payload only rank 0 sends, against a gather, which only the others send.
+  const std::string broadcast = error_of([] {
+    run_ranks(2, [](Communicator& group) {
+      Tensor t = zeros({3});
+      if (group.rank() == 0)
+        group.broadcast(t);
+      else
+        group.all_gather(t);
+    });
+  });
+  CHECK_MESSAGE(broadcast.find("took different paths") != std::string::npos, broadcast);
   const std::string stopped = error_of([] {
     run_ranks(2, [](Communicator& group) {
       if (group.rank() == 0) group.all_gather(zeros({2, 3}));  // rank 1 returns and disconnects
@@ -130,29 +141,26 @@ TEST_CASE("collectives: ranks that call different collectives, or stop, fail wit
   CHECK_MESSAGE(stopped.find("rank 1 closed its connection") != std::string::npos, stopped);
 }
 
-TEST_CASE(
-    "all_gather_rows and sum_over_ranks: the gradient is summed over ranks (the objective is every rank's loss)") {
+TEST_CASE("all_gather_rows: each rank keeps its rows of the shared loss's gradient; sum_over_ranks sums the parts") {
   const int world = 2;
-  std::vector<Tensor> weights(world), gather_grads(world), sum_grads(world);
-  for (int r = 0; r < world; ++r) {
-    Generator g(test_seed("gather_grad") + static_cast<uint64_t>(r));
-    weights[r] = randn({6, 2}, {DType::f64}, &g);
-  }
+  Generator g0(test_seed("gather_grad"));
+  const Tensor shared = randn({6, 2}, {DType::f64}, &g0);  // the one loss every rank computes
+  std::vector<Tensor> own(world), gather_grads(world), sum_grads(world);
+  for (int r = 0; r < world; ++r) own[r] = randn({6, 2}, {DType::f64}, &g0);  // each rank's own part
   run_ranks(world, [&](Communicator& group) {
     const int r = group.rank();
     Generator g(static_cast<uint64_t>(100 + r));
     Tensor x = randn({3, 2}, {DType::f64}, &g).requires_grad_(true);
-    sum(mul(all_gather_rows(x, group), weights[r])).backward();
+    sum(mul(all_gather_rows(x, group), shared)).backward();
     gather_grads[r] = x.grad();
     Tensor s = randn({6, 2}, {DType::f64}, &g).requires_grad_(true);
-    sum(mul(sum_over_ranks(s, group), weights[r])).backward();
+    sum(mul(sum_over_ranks(s, group), own[r])).backward();
     sum_grads[r] = s.grad();
   });
-  const Tensor total = add(weights[0], weights[1]);
   for (int r = 0; r < world; ++r) {
     INFO("rank " << r);
-    CHECK(max_abs_difference(gather_grads[r], total.narrow(0, 3 * r, 3)) < 1e-15);
-    CHECK(max_abs_difference(sum_grads[r], total) < 1e-15);
+    CHECK(max_abs_difference(gather_grads[r], shared.narrow(0, 3 * r, 3)) < 1e-15);
+    CHECK(max_abs_difference(sum_grads[r], add(own[0], own[1])) < 1e-15);
   }
 }
 
@@ -194,7 +202,7 @@ TEST_CASE("batch_norm_across_ranks equals BatchNorm over the whole batch: output
   CHECK(max_abs_difference(add(beta_grads[0], beta_grads[1]), beta.grad()) < 1e-12);
 }
 
-TEST_CASE("bam_loss_across_ranks equals bam_loss over the whole batch, with its gradient once averaged over ranks") {
+TEST_CASE("bam_loss_across_ranks equals bam_loss over the whole batch, and so does each rank's gradient of its rows") {
   const int world = 2;
   const int64_t B = 3, D = 8;
   for (bool teacher : {false, true}) {
@@ -229,31 +237,33 @@ TEST_CASE("bam_loss_across_ranks equals bam_loss over the whole batch, with its 
       for (int r = 0; r < world; ++r) {
         INFO("rank " << r);
         CHECK(losses[r] == doctest::Approx(whole.loss.item()).epsilon(1e-12));
-        // Each rank's loss is the whole loss, and the gathered rows' backward sums over ranks:
-        // this rank's rows carry W times the whole gradient until average_gradients divides.
-        CHECK(max_abs_difference(div(grads[r], world), rows_of(Z1.grad(), r)) < 1e-12);
+        // Each rank's loss is the whole loss, and its rows' gradient is the whole gradient's rows:
+        // the activation gradients are one process's (which fp16's loss scaling relies on).
+        CHECK(max_abs_difference(grads[r], rows_of(Z1.grad(), r)) < 1e-12);
       }
     }
   }
 }
 
-TEST_CASE("average_gradients: the mean over ranks, a missing gradient counted as zeros") {
+TEST_CASE("sum_gradients_over_ranks: the sum over ranks, per dtype; a parameter without a gradient keeps none") {
   const int world = 3;
-  std::vector<Tensor> p_grads(world), q_grads(world);
+  std::vector<Tensor> p_grads(world), q_grads(world), d_grads(world);
   run_ranks(world, [&](Communicator& group) {
     const int r = group.rank();
     Tensor p = zeros({2, 3}).requires_grad_(true), q = zeros({4}).requires_grad_(true);
+    Tensor d = zeros({5}, {DType::f64}).requires_grad_(true);
     p.set_grad(full({2, 3}, r + 1.0));
-    if (r == 1) q.set_grad(full({4}, 6.0));
-    average_gradients({p, q}, group);
+    d.set_grad(full({5}, 0.25 * r, {DType::f64}));
+    sum_gradients_over_ranks({p, q, d}, group);
     p_grads[r] = p.grad();
     q_grads[r] = q.grad();
+    d_grads[r] = d.grad();
   });
   for (int r = 0; r < world; ++r) {
     INFO("rank " << r);
-    CHECK(max_abs_difference(p_grads[r], full({2, 3}, 2.0)) < 1e-7);
-    REQUIRE(q_grads[r].defined());
-    CHECK(max_abs_difference(q_grads[r], full({4}, 2.0)) < 1e-7);
+    CHECK(max_abs_difference(p_grads[r], full({2, 3}, 6.0)) == 0);
+    CHECK_FALSE(q_grads[r].defined());
+    CHECK(max_abs_difference(d_grads[r], full({5}, 0.75, {DType::f64})) == 0);
   }
 }
 

@@ -2,12 +2,14 @@
 // BAM script (main_pretrain.py); the run prints every argument, then trains, resuming from
 // <output_dir>/checkpoint.safetensors when it exists.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
 #include "bam/output_dir.h"
 #include "bam/trainer.h"
 #include "engine/communicator.h"
+#include "engine/cuda.h"
 #include "engine/error.h"
 #include "engine/host_allocator.h"
 #include "tools/common/device_choice.h"
@@ -181,7 +183,9 @@ int main(int argc, char** argv) {
               flag);
     if (use_fp16) config.precision = "fp16";
     config.device = bam::tool::resolve_device(config.device);
-    if (launch.distributed() && config.device == "cuda") config.device = fmt::format("cuda:{}", launch.local_rank);
+    // Each rank its own GPU; modulo the count, for ranks that see only theirs (srun's GPU binding).
+    if (launch.distributed() && config.device == "cuda")
+      config.device = fmt::format("cuda:{}", launch.local_rank % std::max(1, bam::cuda::device_count()));
     config.precision = bam::tool::resolve_precision(config.precision, config.device);
     config.data_backend = bam::tool::resolve_data_backend(config.data_backend, config.device);
     config.validate();
@@ -205,6 +209,9 @@ int main(int argc, char** argv) {
         else
           std::printf("note: the ranks talk over TCP through host memory, which is slower: %s\n", why_not.c_str());
       }
+      // A rank that stops (an error, a kill) stops the others at once, naming it, instead of leaving
+      // them waiting in their next collective, or in NCCL for ever.
+      group->exit_when_a_peer_stops();
       bam::set_process_group(group);
       std::printf("Data parallel: %s; each rank trains on %lld images of a global batch of %lld\n",
                   bam::process_group()->describe().c_str(), static_cast<long long>(config.batch_size_per_gpu),
@@ -218,9 +225,12 @@ int main(int argc, char** argv) {
     bam::Trainer trainer(config, std::move(data),
                          launch.rank == 0 ? bam::tool::make_knn_monitor(config) : bam::KnnMonitor());
     bam::TrainResult result = trainer.run();
+    if (bam::process_group()) bam::process_group()->finish();  // every rank done before any exits
+    bam::set_process_group(nullptr);
     std::printf("Training %s.\n", result.stopped_by_budget ? "paused (time budget)" : "done");
   } catch (const std::exception& e) {  // bam::Error, and anything else a library throws
     std::fprintf(stderr, "%s: %s\n", tool_name.c_str(), e.what());
+    bam::set_process_group(nullptr);  // before CUDA goes: NCCL aborts, the other ranks see us stop
     return 1;
   }
   return 0;
