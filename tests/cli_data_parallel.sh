@@ -57,6 +57,14 @@ check "the step losses agree within 1e-5 (relative)" awk '
   { d = $1 - one[FNR]; if (d < 0) d = -d; if (d > 1e-5 * one[FNR]) { print "step " FNR ": " one[FNR] " vs " $1; bad = 1 } }
   END { exit bad }' "$work/one.losses" "$work/two.losses"
 
+# bamtrain's own launcher starts the same two ranks: the same losses, bit for bit.
+"$bin" $args --nproc_per_node 2 --batch_size_per_gpu 8 --output_dir "$work/launched" > "$work/launched.out" 2>&1
+check "--nproc_per_node 2 starts two ranks" grep -q "Starting 2 ranks on this machine" "$work/launched.out"
+check "which train" grep -q "Training done" "$work/launched.out"
+check "as the ranks started by hand do" cmp -s "$work/two.losses" "$(losses "$work/launched" > "$work/launched.losses"; echo "$work/launched.losses")"
+"$bin" $args --nproc_per_node 2 --batch_size_per_gpu 8 --lr -1 --output_dir "$work/launch_bad" > "$work/launch_bad.out" 2>&1
+check "a bad flag stops the launcher before any rank starts" test "$(grep -c "lr must be positive" "$work/launch_bad.out")" -eq 1
+
 two_ranks "$work/two" $((port + 1))
 check "both ranks resume the finished run" grep -q "Resumed from .*2 epochs and 8 steps done" "$work/two.out"
 check "and train nothing more" test "$(losses "$work/two" | wc -l)" -eq 8

@@ -14,6 +14,7 @@
 #include "engine/host_allocator.h"
 #include "tools/common/device_choice.h"
 #include "tools/common/knn_monitor.h"
+#include "tools/common/launcher.h"
 #include "tools/common/official_flags.h"
 
 namespace {
@@ -154,11 +155,18 @@ int main(int argc, char** argv) {
   bam::tool::OfficialOnlyFlags official_only;
   add_official_only_flags(app, official_only, bam::tool::OfficialScript::pretrain);
   std::string tool_name = "bamtrain";
+  int nproc_per_node = 1;
+  app.add_option("--nproc_per_node", nproc_per_node,
+                 "start this many ranks of this command on this machine (torchrun's flag; data parallelism over "
+                 "its GPUs, one each, or its cores)")
+      ->check(CLI::Range(1, 1024));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  // --nproc_per_node: this process only checks the flags and starts the ranks.
+  const bool launcher = nproc_per_node > 1 && std::getenv("WORLD_SIZE") == nullptr;
   try {
     if (global_scale.size() == 2) config.global_crops_scale = {global_scale[0], global_scale[1]};
     if (local_scale.size() == 2) config.local_crops_scale = {local_scale[0], local_scale[1]};
@@ -188,7 +196,9 @@ int main(int argc, char** argv) {
       config.device = fmt::format("cuda:{}", launch.local_rank % std::max(1, bam::cuda::device_count()));
     config.precision = bam::tool::resolve_precision(config.precision, config.device);
     config.data_backend = bam::tool::resolve_data_backend(config.data_backend, config.device);
+    if (launcher) config.world_size = nproc_per_node;  // what the ranks will check
     config.validate();
+    if (launcher) return bam::tool::run_local_ranks(nproc_per_node, argv);
     if (launch.rank == 0) bam::prepare_output_dir(config.output_dir);
     bam::tool::open_device(config.device);  // before the GPU loader and the model touch a device
     if (launch.distributed()) {
