@@ -14,7 +14,7 @@
 namespace bam {
 
 Tensor bam_cross_entropy(const Tensor& similarities, const Tensor& target, int64_t views, int64_t globals,
-                         int64_t batch, double temperature, bool positive_masking) {
+                         int64_t batch, double temperature, bool positive_masking, const RankColumns& ranks) {
   const DType dtype = similarities.dtype();
   BAM_CHECK(dtype == DType::f32 || dtype == DType::f64, "bam_cross_entropy: similarities must be f32 or f64, got {}",
             similarities.describe());
@@ -36,7 +36,19 @@ Tensor bam_cross_entropy(const Tensor& similarities, const Tensor& target, int64
   const Device device = s.device();
   Tensor row_loss = empty({views * batch}, {dtype, device});
   Tensor d_s = need_grad ? empty(s.shape(), {dtype, device}) : Tensor();
-  const cpu::BamCrossEntropyShape shape{views, globals, batch, columns, temperature, positive_masking};
+  BAM_CHECK(ranks.column_batch == 0 || (columns % ranks.column_batch == 0 && ranks.first_image >= 0 &&
+                                        ranks.first_image + batch <= ranks.column_batch),
+            "bam_cross_entropy: rows of images {}..{} are not among {} columns of {} images per view",
+            ranks.first_image, ranks.first_image + batch - 1, columns, ranks.column_batch);
+  const cpu::BamCrossEntropyShape shape{views,
+                                        globals,
+                                        batch,
+                                        columns,
+                                        temperature,
+                                        positive_masking,
+                                        ranks.column_batch,
+                                        ranks.first_image,
+                                        ranks.scale_images};
   if (device.is_cuda()) {
 #ifdef BAM_WITH_CUDA
     cuda_kernels::bam_cross_entropy(dtype, s.raw_data(), p.raw_data(), row_loss.raw_data(),

@@ -13,7 +13,12 @@ namespace bam {
 //   -1/(G (V-1) B) sum_{t<G} sum_{s != t} sum_b sum_j P_t[b, j] log softmax_j(S_s[b] / temperature)
 // with the positive columns (j mod B == b) left out of the softmax when positive_masking, and
 // (V-1) read as 1, every s counted, when V == 1.
+// ranks: data parallelism's column layout (kernels/cpu/bam_cross_entropy.h), for one rank's rows
+// against every rank's target columns.
+struct RankColumns {
+  int64_t column_batch = 0, first_image = 0, scale_images = 0;
+};
 Tensor bam_cross_entropy(const Tensor& similarities, const Tensor& target, int64_t views, int64_t globals,
-                         int64_t batch, double temperature, bool positive_masking);
+                         int64_t batch, double temperature, bool positive_masking, const RankColumns& ranks = {});
 
 }  // namespace bam

@@ -24,6 +24,9 @@ struct BamLossResult {
   // Mean entropy of P's rows (nats), a collapse/sharpness monitor: a one-element tensor on z's
   // device, left there so that computing it never makes the host wait (reading it does).
   Tensor target_entropy;
+  // bam_loss_across_ranks: the whole batch's loss, the sum of the ranks' `loss` (for reporting;
+  // no gradient). Undefined from bam_loss, whose `loss` is the whole loss.
+  Tensor loss_over_ranks = Tensor();
 };
 
 // z: projector outputs [V*B, D], crop-major, global views first; any floating dtype (the loss is
@@ -32,17 +35,16 @@ struct BamLossResult {
 // compares student rows with teacher target columns.
 BamLossResult bam_loss(const Tensor& z, double eps, const BamLossOptions& options, const Tensor& z_teacher = Tensor());
 
-// Data parallelism (DESIGN.md section 4 item 10): z (and z_teacher) are this rank's [V*B, D].
-// Every rank's rows are gathered (all_gather_rows, differentiable) into the global batch, crop-major
-// and then rank-major (rank r's image b is image r*B + b), and bam_loss runs on the W*B images:
-// target columns from all ranks, Sinkhorn over all rows, the positive mask at r*B + b. Every rank
-// computes the same loss, redundantly (its cost grows as W^2, small beside the model for the
-// world sizes of one machine); backward gives each rank the part of the gradient that flows through
-// its own images, so once sum_gradients_over_ranks has run, each rank holds the gradient of one
-// process trained on all W*B images.
-// global_z, when given, receives the gathered [V*W*B, D] (for monitors of the whole batch).
+// Data parallelism (DESIGN.md section 4 item 10): z (and z_teacher) are this rank's [V*B, D], its
+// B images of a whole batch of W*B (rank r's image b is image r*B + b). Every rank's target rows
+// are gathered (all_gather_rows), crop-major and then rank-major, so the similarities are this
+// rank's rows against all the target columns; the Sinkhorn target is balanced over every rank's
+// rows (sinkhorn_target_across_ranks); the positive mask sits at r*B + b. `loss` is this rank's
+// part of the whole batch's loss: the parts add up to bam_loss over all W*B images
+// (loss_over_ranks, and target_entropy, are the whole batch's), and their gradients, once
+// sum_gradients_over_ranks has added them, are that loss's gradient.
 BamLossResult bam_loss_across_ranks(const Tensor& z, double eps, const BamLossOptions& options, const Tensor& z_teacher,
-                                    Communicator& group, Tensor* global_z = nullptr);
+                                    Communicator& group);
 
 // The cross-entropy part alone with a given (frozen) target [n_global*B, T*B]: what bam_loss
 // differentiates. For finite-difference checks, which must hold the target constant.

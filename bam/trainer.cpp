@@ -37,11 +37,20 @@ std::string duration_text(double seconds) {
 
 // The collapse monitor: per-dimension std of the L2-normalised embeddings, averaged, times
 // sqrt(D). About 1 for embeddings spread over the sphere, 0 for a collapsed model. A one-element
-// tensor on z's device: computing it does not make the host wait.
-Tensor embedding_std(const Tensor& z) {
+// tensor on z's device: computing it does not make the host wait. With a process group, over
+// every rank's rows (their sums and sums of squares added up).
+Tensor embedding_std(const Tensor& z, Communicator* group) {
   NoGradGuard no_grad;
   Tensor zn = l2_normalize(z.detach().to(DType::f32), 1);
-  return mul(mean(sqrt(var(zn, {0}, false))), std::sqrt(static_cast<double>(z.size(1))));
+  const double root_d = std::sqrt(static_cast<double>(z.size(1)));
+  if (!group) return mul(mean(sqrt(var(zn, {0}, false))), root_d);
+  Tensor z64 = zn.to(DType::f64);
+  Tensor sums = cat({sum(z64, {0}, true), sum(square(z64), {0}, true)}, 0).contiguous();  // [2, D]
+  group->all_reduce_sum(sums);
+  const double n = static_cast<double>(z.size(0) * group->world_size());
+  Tensor mean_z = div(sums.narrow(0, 0, 1), n);
+  Tensor variance = clamp_min(sub(div(sums.narrow(0, 1, 1), n), square(mean_z)), 0.0);
+  return mul(mean(sqrt(variance)), root_d).to(DType::f32);
 }
 
 // The step's numbers the host needs, read back together (read_scalars): on a GPU this is the
@@ -516,8 +525,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
         z_teacher = teacher_->forward(batch.groups);
       }
     }
-    Tensor z_all = z;  // the whole batch's embeddings, for the spread monitor
-    BamLossResult out = group_ ? bam_loss_across_ranks(z, reg, loss_options, z_teacher, *group_, &z_all)
+    BamLossResult out = group_ ? bam_loss_across_ranks(z, reg, loss_options, z_teacher, *group_)
                                : bam_loss(z, reg, loss_options, z_teacher);
     optimizer_->zero_grad();
     scaler_.scale_loss(out.loss).backward();
@@ -543,8 +551,9 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     // together once backward is queued: on a GPU that is the step's one wait, and a non-finite
     // loss stops the run before the weights or anything saved change, as does an index error a
     // kernel found (engine/cuda_error_slots.h).
-    const StepMetrics metrics =
-        read_step_metrics(out.loss, out.target_entropy, embedding_std(z_all), grad_sum_of_squares);
+    // With several ranks, the whole batch's loss and embedding spread.
+    const StepMetrics metrics = read_step_metrics(group_ ? out.loss_over_ranks : out.loss, out.target_entropy,
+                                                  embedding_std(z, group_), grad_sum_of_squares);
     const double loss = metrics.loss, spread = metrics.embedding_std;
     const bool finite = std::isfinite(metrics.grad_sum_of_squares);
     if (!std::isfinite(loss)) {

@@ -23,8 +23,12 @@ Tensor all_gather_rows(const Tensor& x, Communicator& group) {
   Tensor out = group.all_gather(x.detach().contiguous());
   if (!any_requires_grad({&x})) return out;
   const int64_t rows = x.size(0), first = rows * group.rank();
-  return record("all_gather_rows", out, {x}, [rows, first](const Tensor& grad) {
-    return std::vector<Tensor>{grad.narrow(0, first, rows).contiguous()};
+  Communicator* g = &group;
+  return record("all_gather_rows", out, {x}, [g, rows, first](const Tensor& grad) {
+    const bool exact = grad.dtype() == DType::f32 || grad.dtype() == DType::f64;
+    Tensor summed = exact ? grad.contiguous().clone() : grad.to(DType::f32).contiguous();
+    g->all_reduce_sum(summed);
+    return std::vector<Tensor>{summed.narrow(0, first, rows).to(grad.dtype())};
   });
 }
 

@@ -1,14 +1,11 @@
 // The collectives as autograd ops, and the gradient reduction of data-parallel training.
 //
-// The convention: the objective is one loss that every rank computes identically from gathered
-// tensors (bam_loss_across_ranks). Backward on rank r then gives, for each of its own tensors, the
-// part of the gradient that flows through rank r's own forward. The gradient of the gathered
-// tensor is the same on every rank, so each rank keeps its rows of it (no communication, and the
-// activation gradients are exactly one process's). A tensor that every rank's own forward reads
-// (sum_over_ranks, the shared BatchNorm statistics) collects its parts by a sum over ranks, and so
-// do the parameters' gradients (sum_gradients_over_ranks). (torch.distributed.nn instead takes the
-// objective as the sum of per-rank losses and sums the gathered gradient over ranks: with one loss
-// computed on every rank, that would count it W times.)
+// The convention is torch.distributed.nn's: the objective is the sum of the ranks' losses, each
+// rank's being its part of the whole batch's loss (bam_loss_across_ranks). Backward on rank r
+// gives the gradient of its own part. A tensor that every rank's part reads (the gathered target
+// rows, the shared BatchNorm statistics) therefore collects its gradient by a sum over ranks, and
+// so do the parameters' gradients (sum_gradients_over_ranks). The activation gradients are then
+// exactly those of one process that holds the whole batch.
 #pragma once
 
 #include <vector>
@@ -18,8 +15,8 @@
 
 namespace bam {
 
-// Every rank's x stacked in rank order along dim 0 (Communicator::all_gather), for a loss that every
-// rank computes the same way from it. Backward: this rank's rows of the gradient.
+// Every rank's x stacked in rank order along dim 0 (Communicator::all_gather). Backward: the
+// gradient summed over ranks, then this rank's rows.
 Tensor all_gather_rows(const Tensor& x, Communicator& group);
 
 // The sum over ranks of x (same shape everywhere). Backward: the gradient summed over ranks.

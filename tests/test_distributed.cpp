@@ -141,26 +141,26 @@ TEST_CASE("collectives: ranks that call different collectives, or stop, fail wit
   CHECK_MESSAGE(stopped.find("rank 1 closed its connection") != std::string::npos, stopped);
 }
 
-TEST_CASE("all_gather_rows: each rank keeps its rows of the shared loss's gradient; sum_over_ranks sums the parts") {
+TEST_CASE("all_gather_rows and sum_over_ranks: the gradient is summed over ranks (each rank's loss is its part)") {
   const int world = 2;
   Generator g0(test_seed("gather_grad"));
-  const Tensor shared = randn({6, 2}, {DType::f64}, &g0);  // the one loss every rank computes
-  std::vector<Tensor> own(world), gather_grads(world), sum_grads(world);
-  for (int r = 0; r < world; ++r) own[r] = randn({6, 2}, {DType::f64}, &g0);  // each rank's own part
+  std::vector<Tensor> weights(world), gather_grads(world), sum_grads(world);
+  for (int r = 0; r < world; ++r) weights[r] = randn({6, 2}, {DType::f64}, &g0);  // rank r's part of the loss
   run_ranks(world, [&](Communicator& group) {
     const int r = group.rank();
     Generator g(static_cast<uint64_t>(100 + r));
     Tensor x = randn({3, 2}, {DType::f64}, &g).requires_grad_(true);
-    sum(mul(all_gather_rows(x, group), shared)).backward();
+    sum(mul(all_gather_rows(x, group), weights[r])).backward();
     gather_grads[r] = x.grad();
     Tensor s = randn({6, 2}, {DType::f64}, &g).requires_grad_(true);
-    sum(mul(sum_over_ranks(s, group), own[r])).backward();
+    sum(mul(sum_over_ranks(s, group), weights[r])).backward();
     sum_grads[r] = s.grad();
   });
+  const Tensor total = add(weights[0], weights[1]);
   for (int r = 0; r < world; ++r) {
     INFO("rank " << r);
-    CHECK(max_abs_difference(gather_grads[r], shared.narrow(0, 3 * r, 3)) < 1e-15);
-    CHECK(max_abs_difference(sum_grads[r], add(own[0], own[1])) < 1e-15);
+    CHECK(max_abs_difference(gather_grads[r], total.narrow(0, 3 * r, 3)) < 1e-15);
+    CHECK(max_abs_difference(sum_grads[r], total) < 1e-15);
   }
 }
 
@@ -202,47 +202,57 @@ TEST_CASE("batch_norm_across_ranks equals BatchNorm over the whole batch: output
   CHECK(max_abs_difference(add(beta_grads[0], beta_grads[1]), beta.grad()) < 1e-12);
 }
 
-TEST_CASE("bam_loss_across_ranks equals bam_loss over the whole batch, and so does each rank's gradient of its rows") {
+TEST_CASE("bam_loss_across_ranks: the ranks' parts add up to bam_loss over the whole batch, target and gradient too") {
   const int world = 2;
   const int64_t B = 3, D = 8;
-  for (bool teacher : {false, true}) {
-    for (int64_t top_k : {int64_t{0}, int64_t{4}}) {
-      INFO("teacher " << teacher << ", top_k " << top_k);
-      BamLossOptions o;
-      o.n_global = 2;
-      o.n_local = 2;
-      o.top_k = top_k;
-      const int64_t V = o.n_global + o.n_local;
-      Generator g(test_seed("bam_loss_across_ranks"));
-      // The global batch, crop-major: view v of image i (i = r*B + b) at row v*W*B + i.
-      const Tensor Z = randn({V * world * B, D}, {DType::f64}, &g), Zt = randn({V * world * B, D}, {DType::f64}, &g);
-      auto rows_of = [&](const Tensor& all, int r) {
-        std::vector<Tensor> views;
-        for (int64_t v = 0; v < V; ++v) views.push_back(all.narrow(0, v * world * B + r * B, B));
-        return cat(views, 0);
-      };
-      Tensor Z1 = Z.clone().requires_grad_(true);
-      BamLossResult whole = bam_loss(Z1, 0.05, o, teacher ? Zt : Tensor());
-      whole.loss.backward();
-      std::vector<double> losses(world);
-      std::vector<Tensor> grads(world);
-      run_ranks(world, [&](Communicator& group) {
-        const int r = group.rank();
-        Tensor z = rows_of(Z, r).requires_grad_(true);
-        BamLossResult part = bam_loss_across_ranks(z, 0.05, o, teacher ? rows_of(Zt, r) : Tensor(), group);
-        part.loss.backward();
-        losses[r] = part.loss.item();
-        grads[r] = z.grad();
-      });
-      for (int r = 0; r < world; ++r) {
-        INFO("rank " << r);
-        CHECK(losses[r] == doctest::Approx(whole.loss.item()).epsilon(1e-12));
-        // Each rank's loss is the whole loss, and its rows' gradient is the whole gradient's rows:
-        // the activation gradients are one process's (which fp16's loss scaling relies on).
-        CHECK(max_abs_difference(grads[r], rows_of(Z1.grad(), r)) < 1e-12);
+  for (bool teacher : {false, true})
+    for (int64_t top_k : {int64_t{0}, int64_t{4}})
+      for (bool masking : {true, false}) {
+        INFO("teacher " << teacher << ", top_k " << top_k << ", masking " << masking);
+        BamLossOptions o;
+        o.n_global = 2;
+        o.n_local = 2;
+        o.top_k = top_k;
+        o.positive_masking = masking;
+        const int64_t V = o.n_global + o.n_local;
+        Generator g(test_seed("bam_loss_across_ranks"));
+        // The whole batch, crop-major: view v of image i (i = r*B + b) at row v*W*B + i.
+        const Tensor Z = randn({V * world * B, D}, {DType::f64}, &g), Zt = randn({V * world * B, D}, {DType::f64}, &g);
+        auto rows_of = [&](const Tensor& all, int r, int64_t views) {
+          std::vector<Tensor> parts;
+          for (int64_t v = 0; v < views; ++v) parts.push_back(all.narrow(0, v * world * B + r * B, B));
+          return cat(parts, 0);
+        };
+        Tensor Z1 = Z.clone().requires_grad_(true);
+        BamLossResult whole = bam_loss(Z1, 0.05, o, teacher ? Zt : Tensor());
+        whole.loss.backward();
+        std::vector<double> parts(world), totals(world), entropies(world);
+        std::vector<Tensor> grads(world), targets(world);
+        run_ranks(world, [&](Communicator& group) {
+          const int r = group.rank();
+          Tensor z = rows_of(Z, r, V).requires_grad_(true);
+          BamLossResult part = bam_loss_across_ranks(z, 0.05, o, teacher ? rows_of(Zt, r, V) : Tensor(), group);
+          part.loss.backward();
+          parts[r] = part.loss.item();
+          totals[r] = part.loss_over_ranks.item();
+          entropies[r] = part.target_entropy.item();
+          grads[r] = z.grad();
+          targets[r] = part.target;
+        });
+        CHECK(parts[0] + parts[1] == doctest::Approx(whole.loss.item()).epsilon(1e-12));
+        for (int r = 0; r < world; ++r) {
+          INFO("rank " << r);
+          CHECK(totals[r] == doctest::Approx(whole.loss.item()).epsilon(1e-6));  // reported in f32
+          CHECK(entropies[r] == doctest::Approx(whole.target_entropy.item()).epsilon(1e-6));
+          CHECK(max_abs_difference(targets[r], rows_of(whole.target, r, o.n_global)) < 1e-12);
+        }
+        // Each rank's rows get their gradient of the whole loss (the activation gradients of one
+        // process, which fp16's loss scaling relies on).
+        for (int r = 0; r < world; ++r) {
+          INFO("rank " << r);
+          CHECK(max_abs_difference(grads[r], rows_of(Z1.grad(), r, V)) < 1e-12);
+        }
       }
-    }
-  }
 }
 
 TEST_CASE("sum_gradients_over_ranks: the sum over ranks, per dtype; a parameter without a gradient keeps none") {

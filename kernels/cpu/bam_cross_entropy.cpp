@@ -16,13 +16,15 @@ void bam_cross_entropy(const T* s, const T* p, T* row_loss, T* d_s, const BamCro
   const int64_t V = shape.views, G = shape.globals, B = shape.batch, C = shape.columns;
   // Both constants are formed in double and rounded once, as the CUDA kernel receives them.
   const T inv_tau = T(1.0 / shape.temperature);
-  const T scale = T(1.0 / (double(G) * double(V > 1 ? V - 1 : 1) * double(B)));
+  const int64_t CB = shape.column_batch > 0 ? shape.column_batch : B, first = shape.first_image;
+  const int64_t images = shape.scale_images > 0 ? shape.scale_images : B;
+  const T scale = T(1.0 / (double(G) * double(V > 1 ? V - 1 : 1) * double(images)));
   parallel_for(V * B, 16, [&](int64_t begin, int64_t end) {
     std::vector<T> w(static_cast<size_t>(C));
     for (int64_t i = begin; i < end; ++i) {
       const int64_t view = i / B, b = i % B;
       const T* row = s + i * C;
-      auto masked = [&](int64_t j) { return shape.positive_masking && j % B == b; };
+      auto masked = [&](int64_t j) { return shape.positive_masking && j % CB == first + b; };
       T m = -std::numeric_limits<T>::infinity();
       for (int64_t j = 0; j < C; ++j)
         if (!masked(j)) m = std::max(m, row[j] * inv_tau);

@@ -13,11 +13,12 @@ namespace {
 
 template <typename T>
 __global__ void bam_cross_entropy_kernel(const T* s, const T* p, T* row_loss, T* d_s, int64_t V, int64_t G, int64_t B,
-                                         int64_t C, T inv_tau, T scale, bool positive_masking) {
+                                         int64_t C, int64_t CB, int64_t first, T inv_tau, T scale,
+                                         bool positive_masking) {
   for (int64_t i = blockIdx.x; i < V * B; i += gridDim.x) {
     const int64_t view = i / B, b = i % B;
     const T* row = s + i * C;
-    auto masked = [&](int64_t j) { return positive_masking && j % B == b; };
+    auto masked = [&](int64_t j) { return positive_masking && j % CB == first + b; };
     T m = -cuda::std::numeric_limits<T>::infinity();
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x)
       if (!masked(j)) m = max(m, row[j] * inv_tau);
@@ -57,13 +58,15 @@ void bam_cross_entropy(DType dtype, const void* s, const void* p, void* row_loss
                        const cpu::BamCrossEntropyShape& shape, void* stream) {
   const int64_t V = shape.views, G = shape.globals, B = shape.batch, C = shape.columns;
   if (V * B == 0) return;
-  const double scale = 1.0 / (double(G) * double(V > 1 ? V - 1 : 1) * double(B));
+  const int64_t CB = shape.column_batch > 0 ? shape.column_batch : B;
+  const int64_t images = shape.scale_images > 0 ? shape.scale_images : B;
+  const double scale = 1.0 / (double(G) * double(V > 1 ? V - 1 : 1) * double(images));
   const unsigned threads = C >= 512 ? 256 : C >= 128 ? 128 : 32;
   auto launch = [&](auto tag) {
     using T = decltype(tag);
     bam_cross_entropy_kernel<T><<<row_blocks(V * B), threads, 0, as_stream(stream)>>>(
         static_cast<const T*>(s), static_cast<const T*>(p), static_cast<T*>(row_loss), static_cast<T*>(d_s), V, G, B, C,
-        T(1.0 / shape.temperature), T(scale), shape.positive_masking);
+        CB, shape.first_image, T(1.0 / shape.temperature), T(scale), shape.positive_masking);
   };
   dispatch_wide_storage("bam_cross_entropy", dtype, launch);
   BAM_CUDA_CHECK_LAUNCH();

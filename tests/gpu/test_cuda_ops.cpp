@@ -491,26 +491,31 @@ TEST_CASE("CUDA fused BAM cross-entropy matches the CPU kernel: loss and gradien
   struct Case {
     int64_t V, G, B, T;
     bool masking;
+    int64_t world = 1, rank = 0;  // data parallelism: this rank's rows against every rank's columns
   };
-  // A small case with and without masking, one view alone, and the ViT-S recipe (2 + 6 views of 256).
-  for (Case c : {Case{4, 2, 8, 2, true}, Case{4, 2, 8, 2, false}, Case{1, 1, 6, 1, true}, Case{8, 2, 256, 2, true}}) {
+  // A small case with and without masking, one view alone, the ViT-S recipe (2 + 6 views of 256),
+  // and rank 2 of 4.
+  for (Case c : {Case{4, 2, 8, 2, true}, Case{4, 2, 8, 2, false}, Case{1, 1, 6, 1, true}, Case{8, 2, 256, 2, true},
+                 Case{4, 2, 8, 2, true, 4, 2}}) {
     for (DType dtype : {DType::f32, DType::f64}) {
-      std::string what = fmt::format("V={} G={} B={} T={} masking={} {}", c.V, c.G, c.B, c.T, c.masking,
-                                     dtype_name(dtype));
+      std::string what = fmt::format("V={} G={} B={} T={} masking={} rank {} of {} {}", c.V, c.G, c.B, c.T, c.masking,
+                                     c.rank, c.world, dtype_name(dtype));
       CAPTURE(what);
-      const int64_t C = c.T * c.B;
+      const int64_t C = c.T * c.B * c.world;
+      const RankColumns ranks = c.world > 1 ? RankColumns{c.world * c.B, c.rank * c.B, c.world * c.B} : RankColumns{};
       // Similarities in [-1, 1] and targets whose rows sum to 1, as bam_loss gives them.
       Tensor s = maker.make({{c.V * c.B, C}, Values::unit}, maker.values({{c.V * c.B, C}, Values::unit}), dtype);
       InputSpec positive{{c.G * c.B, C}, Values::positive};
       Tensor raw = maker.make(positive, maker.values(positive), dtype);
       Tensor p = div(raw, sum(raw, {1}, true));
       Tensor cs = s.detach().requires_grad_(true), gs = s.to(Device::cuda()).detach().requires_grad_(true);
-      Tensor cpu_loss = bam_cross_entropy(cs, p, c.V, c.G, c.B, 0.1, c.masking);
-      Tensor gpu_loss = bam_cross_entropy(gs, p.to(Device::cuda()), c.V, c.G, c.B, 0.1, c.masking);
+      Tensor cpu_loss = bam_cross_entropy(cs, p, c.V, c.G, c.B, 0.1, c.masking, ranks);
+      Tensor gpu_loss = bam_cross_entropy(gs, p.to(Device::cuda()), c.V, c.G, c.B, 0.1, c.masking, ranks);
       Tolerance tol = tolerance_for(dtype);
       check_close(gpu_loss, to_ref(cpu_loss), tol, what + " loss");
       // Without a gradient to keep, the kernel computes the loss alone.
-      Tensor loss_only = bam_cross_entropy(s.to(Device::cuda()), p.to(Device::cuda()), c.V, c.G, c.B, 0.1, c.masking);
+      Tensor loss_only =
+          bam_cross_entropy(s.to(Device::cuda()), p.to(Device::cuda()), c.V, c.G, c.B, 0.1, c.masking, ranks);
       check_close(loss_only, to_ref(cpu_loss), tol, what + " loss without gradient");
       cpu_loss.backward();
       gpu_loss.backward();
