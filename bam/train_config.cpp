@@ -58,9 +58,10 @@ void TrainConfig::validate() const {
   BAM_CHECK(local_crops_number >= 0, "--local_crops_number must be non-negative, got {}", local_crops_number);
   BAM_CHECK(target_crops_number >= 0 && target_crops() <= global_crops_number + local_crops_number,
             "--target_crops_number {} exceeds the {} crops", target_crops_number, global_crops_number + local_crops_number);
-  BAM_CHECK(top_k_sink >= 0 && top_k_sink <= target_crops() * batch_size_per_gpu,
-            "--top_k_sink must be in [0, {}] (target crops x batch), got {}", target_crops() * batch_size_per_gpu,
-            top_k_sink);
+  // The target columns: every rank's target crops.
+  const int64_t target_columns = target_crops() * batch_size_per_gpu * world_size;
+  BAM_CHECK(top_k_sink >= 0 && top_k_sink <= target_columns,
+            "--top_k_sink must be in [0, {}] (target crops x batch x processes), got {}", target_columns, top_k_sink);
   auto scale_ok = [](const std::pair<double, double>& s) { return s.first > 0 && s.first <= s.second && s.second <= 1; };
   BAM_CHECK(scale_ok(global_crops_scale), "--global_crops_scale must be 0 < min <= max <= 1, got {} {}",
             global_crops_scale.first, global_crops_scale.second);

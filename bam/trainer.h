@@ -1,8 +1,8 @@
 // The bamtrain loop: schedules, forward over all crops, BAM loss, backward, clipping, optimizer,
 // teacher EMA; progress lines, log.txt (one JSON object per epoch), atomic checkpoints with exact
 // resume (also mid-epoch), the kNN monitor, and a stop on non-finite loss that leaves the last
-// checkpoint intact. With world_size > 1 it is one rank of a data-parallel run: the loss over the
-// gathered global batch, gradients averaged over ranks, files written by rank 0.
+// checkpoint intact. With world_size > 1 it is one rank of a data-parallel run: its part of the
+// whole batch's loss (bam_loss_across_ranks), the ranks' gradients added up, files written by rank 0.
 #pragma once
 
 #include <chrono>

@@ -1,4 +1,4 @@
-// The differentiable collectives and the gradient averaging (engine/distributed.h).
+// The differentiable collectives and the sum of the ranks' gradients (engine/distributed.h).
 #include "engine/distributed.h"
 
 #include "engine/autograd.h"

@@ -1,7 +1,8 @@
 // The NCCL communicator: collectives of GPU tensors between the GPUs' memories on the current
 // stream (no host round trip, no wait), CPU tensors through the TCP communicator it was started
 // from. libnccl.so.2 is opened at run time, so a build needs only nccl.h and a machine without
-// NCCL still trains, over TCP (connect_nccl says why). Linked into the tools built for a real GPU;
+// NCCL still trains, over TCP (connect_nccl says why). NCCL waits for ever on a rank that stopped:
+// the caller should turn on the TCP communicator's exit_when_a_peer_stops before connect_nccl. Linked into the tools built for a real GPU;
 // nccl_none.cpp stands in elsewhere (the CUDA emulator, builds without nccl.h).
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
@@ -69,8 +70,6 @@ class NcclCommunicator : public Communicator {
     std::memcpy(&unique, id.raw_data(), sizeof(unique));
     cuda::select_device(device_);
     check(nccl_.comm_init_rank(&comm_, world_size(), unique, rank()), "ncclCommInitRank");
-    // A rank that stops would leave the others waiting inside NCCL: stop with it instead.
-    bootstrap_->exit_when_a_peer_stops();
   }
   // After finish() the communicator is taken down with its peers; otherwise (an error on this
   // rank) aborted, which does not wait for them.

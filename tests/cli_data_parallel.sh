@@ -89,11 +89,24 @@ WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 6)) "$bin" $long --batch_size_per_gpu 
 survivor=$!
 for i in $(seq 1 600); do [ -s "$work/killed/steps.jsonl" ] && break; sleep 0.1; done  # training has begun
 kill -9 $victim
+timeout 120 sh -c "while kill -0 $survivor 2>/dev/null; do sleep 0.2; done"  # a broken watch must not hang
 wait $survivor
 killed_status=$?
 check "a rank killed mid-run stops the other" test "$killed_status" -ne 0
 check "which names it" grep -q "rank 1 closed its connection" "$work/killed.err"
 check "long before its 500 epochs" test "$(grep -c . "$work/killed/steps.jsonl")" -lt 1500
+
+# The launcher stopped by a signal (a scheduler's, say) stops its ranks.
+"$bin" $long --nproc_per_node 2 --batch_size_per_gpu 8 --output_dir "$work/launcher_stopped" \
+  > "$work/launcher_stopped.out" 2>&1 &
+launcher=$!
+for i in $(seq 1 600); do [ -s "$work/launcher_stopped/steps.jsonl" ] && break; sleep 0.1; done
+kill -TERM $launcher
+wait $launcher
+sleep 1
+check "a launcher stopped by SIGTERM leaves no rank running" \
+  test -z "$(pgrep -f -- "--output_dir $work/launcher_stopped")"
+pkill -KILL -f -- "--output_dir $work/launcher_stopped" 2>/dev/null
 
 # The gradient's scale shows with plain SGD at a large learning rate (AdamW hides it), and the
 # teacher, top-k targets and a frozen last layer take their own paths through the step.

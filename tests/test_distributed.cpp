@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "bam/bam_loss.h"
+#include "bam/sinkhorn.h"
 #include "bam/train_config.h"
 #include "data/batch_sequence.h"
 #include "engine/autograd.h"
@@ -203,56 +204,78 @@ TEST_CASE("batch_norm_across_ranks equals BatchNorm over the whole batch: output
 }
 
 TEST_CASE("bam_loss_across_ranks: the ranks' parts add up to bam_loss over the whole batch, target and gradient too") {
-  const int world = 2;
-  const int64_t B = 3, D = 8;
+  // Three ranks of two images (W != B, and a middle rank), all options, and more target crops than
+  // global ones.
+  const int world = 3;
+  const int64_t B = 2, D = 8;
   for (bool teacher : {false, true})
     for (int64_t top_k : {int64_t{0}, int64_t{4}})
-      for (bool masking : {true, false}) {
-        INFO("teacher " << teacher << ", top_k " << top_k << ", masking " << masking);
-        BamLossOptions o;
-        o.n_global = 2;
-        o.n_local = 2;
-        o.top_k = top_k;
-        o.positive_masking = masking;
-        const int64_t V = o.n_global + o.n_local;
-        Generator g(test_seed("bam_loss_across_ranks"));
-        // The whole batch, crop-major: view v of image i (i = r*B + b) at row v*W*B + i.
-        const Tensor Z = randn({V * world * B, D}, {DType::f64}, &g), Zt = randn({V * world * B, D}, {DType::f64}, &g);
-        auto rows_of = [&](const Tensor& all, int r, int64_t views) {
-          std::vector<Tensor> parts;
-          for (int64_t v = 0; v < views; ++v) parts.push_back(all.narrow(0, v * world * B + r * B, B));
-          return cat(parts, 0);
-        };
-        Tensor Z1 = Z.clone().requires_grad_(true);
-        BamLossResult whole = bam_loss(Z1, 0.05, o, teacher ? Zt : Tensor());
-        whole.loss.backward();
-        std::vector<double> parts(world), totals(world), entropies(world);
-        std::vector<Tensor> grads(world), targets(world);
-        run_ranks(world, [&](Communicator& group) {
-          const int r = group.rank();
-          Tensor z = rows_of(Z, r, V).requires_grad_(true);
-          BamLossResult part = bam_loss_across_ranks(z, 0.05, o, teacher ? rows_of(Zt, r, V) : Tensor(), group);
-          part.loss.backward();
-          parts[r] = part.loss.item();
-          totals[r] = part.loss_over_ranks.item();
-          entropies[r] = part.target_entropy.item();
-          grads[r] = z.grad();
-          targets[r] = part.target;
-        });
-        CHECK(parts[0] + parts[1] == doctest::Approx(whole.loss.item()).epsilon(1e-12));
-        for (int r = 0; r < world; ++r) {
-          INFO("rank " << r);
-          CHECK(totals[r] == doctest::Approx(whole.loss.item()).epsilon(1e-6));  // reported in f32
-          CHECK(entropies[r] == doctest::Approx(whole.target_entropy.item()).epsilon(1e-6));
-          CHECK(max_abs_difference(targets[r], rows_of(whole.target, r, o.n_global)) < 1e-12);
+      for (bool masking : {true, false})
+        for (int64_t target_crops : {int64_t{2}, int64_t{3}}) {
+          INFO("teacher " << teacher << ", top_k " << top_k << ", masking " << masking << ", target_crops "
+                          << target_crops);
+          BamLossOptions o;
+          o.n_global = 2;
+          o.n_local = 2;
+          o.target_crops = target_crops;
+          o.top_k = top_k;
+          o.positive_masking = masking;
+          const int64_t V = o.n_global + o.n_local;
+          Generator g(test_seed("bam_loss_across_ranks"));
+          // The whole batch, crop-major: view v of image i (i = r*B + b) at row v*W*B + i.
+          const Tensor Z = randn({V * world * B, D}, {DType::f64}, &g),
+                       Zt = randn({V * world * B, D}, {DType::f64}, &g);
+          auto rows_of = [&](const Tensor& all, int r, int64_t views) {
+            std::vector<Tensor> parts;
+            for (int64_t v = 0; v < views; ++v) parts.push_back(all.narrow(0, v * world * B + r * B, B));
+            return cat(parts, 0);
+          };
+          Tensor Z1 = Z.clone().requires_grad_(true);
+          BamLossResult whole = bam_loss(Z1, 0.05, o, teacher ? Zt : Tensor());
+          whole.loss.backward();
+          std::vector<double> parts(world), totals(world), entropies(world);
+          std::vector<Tensor> grads(world), targets(world);
+          run_ranks(world, [&](Communicator& group) {
+            const int r = group.rank();
+            Tensor z = rows_of(Z, r, V).requires_grad_(true);
+            BamLossResult part = bam_loss_across_ranks(z, 0.05, o, teacher ? rows_of(Zt, r, V) : Tensor(), group);
+            part.loss.backward();
+            parts[r] = part.loss.item();
+            totals[r] = part.loss_over_ranks.item();
+            entropies[r] = part.target_entropy.item();
+            grads[r] = z.grad();
+            targets[r] = part.target;
+          });
+          CHECK(parts[0] + parts[1] + parts[2] == doctest::Approx(whole.loss.item()).epsilon(1e-12));
+          for (int r = 0; r < world; ++r) {
+            INFO("rank " << r);
+            CHECK(totals[r] == doctest::Approx(whole.loss.item()).epsilon(1e-6));  // reported in f32
+            CHECK(entropies[r] == doctest::Approx(whole.target_entropy.item()).epsilon(1e-6));
+            CHECK(max_abs_difference(targets[r], rows_of(whole.target, r, o.n_global)) < 1e-12);
+          }
+          // Each rank's rows get their gradient of the whole loss (the activation gradients of one
+          // process, which fp16's loss scaling relies on).
+          for (int r = 0; r < world; ++r) {
+            INFO("rank " << r);
+            CHECK(max_abs_difference(grads[r], rows_of(Z1.grad(), r, V)) < 1e-12);
+          }
         }
-        // Each rank's rows get their gradient of the whole loss (the activation gradients of one
-        // process, which fp16's loss scaling relies on).
-        for (int r = 0; r < world; ++r) {
-          INFO("rank " << r);
-          CHECK(max_abs_difference(grads[r], rows_of(Z1.grad(), r, V)) < 1e-12);
-        }
-      }
+}
+
+TEST_CASE("sinkhorn_target_across_ranks with one rank is the fused kernel, in f32 and f64") {
+  Generator g(test_seed("sinkhorn one rank"));
+  for (DType dtype : {DType::f32, DType::f64})
+    for (bool masking : {true, false}) {
+      INFO(dtype_name(dtype) << ", masking " << masking);
+      const int64_t B = 16, V = 4, T = 2;
+      const Tensor s = sub(mul(rand({V * B, T * B}, {dtype}, &g), 2.0), 1.0);  // cosines in [-1, 1]
+      const Tensor kernel = sinkhorn_target(s, 0.05, 3, B, T, masking, 2 * B);
+      Tensor ops;
+      run_ranks(
+          1, [&](Communicator& group) { ops = sinkhorn_target_across_ranks(s, 0.05, 3, B, T, masking, 2 * B, group); });
+      // The same K (one rounding of exp, as the kernel's) and f64 sums in another order.
+      CHECK(max_abs_difference(ops, kernel) < (dtype == DType::f32 ? 1e-7 : 1e-15));
+    }
 }
 
 TEST_CASE("sum_gradients_over_ranks: the sum over ranks, per dtype; a parameter without a gradient keeps none") {

@@ -167,6 +167,13 @@ int main(int argc, char** argv) {
   }
   // --nproc_per_node: this process only checks the flags and starts the ranks.
   const bool launcher = nproc_per_node > 1 && std::getenv("WORLD_SIZE") == nullptr;
+  if (nproc_per_node > 1 && !launcher && std::getenv("BAM_LAUNCHED_RANK") == nullptr) {
+    std::fprintf(stderr,
+                 "bamtrain: --nproc_per_node %d: this process is already one rank of WORLD_SIZE=%s; start "
+                 "the ranks either with torchrun (or by hand) or with --nproc_per_node, not both\n",
+                 nproc_per_node, std::getenv("WORLD_SIZE"));
+    return 1;
+  }
   try {
     if (global_scale.size() == 2) config.global_crops_scale = {global_scale[0], global_scale[1]};
     if (local_scale.size() == 2) config.local_crops_scale = {local_scale[0], local_scale[1]};
@@ -205,6 +212,9 @@ int main(int argc, char** argv) {
       // The ranks meet over TCP; on GPUs they then move tensors with NCCL when every rank can
       // (BAM_DIST_BACKEND=tcp keeps TCP, through host memory).
       std::shared_ptr<bam::Communicator> group = bam::connect_tcp(launch);
+      // A rank that stops (an error, a kill) stops the others at once, naming it, instead of leaving
+      // them waiting in their next collective, or in NCCL (its start included) for ever.
+      group->exit_when_a_peer_stops();
       bam::Device device;
       const char* backend = std::getenv("BAM_DIST_BACKEND");
       BAM_CHECK(backend == nullptr || std::string(backend) == "tcp" || std::string(backend) == "nccl",
@@ -219,9 +229,6 @@ int main(int argc, char** argv) {
         else
           std::printf("note: the ranks talk over TCP through host memory, which is slower: %s\n", why_not.c_str());
       }
-      // A rank that stops (an error, a kill) stops the others at once, naming it, instead of leaving
-      // them waiting in their next collective, or in NCCL for ever.
-      group->exit_when_a_peer_stops();
       bam::set_process_group(group);
       std::printf("Data parallel: %s; each rank trains on %lld images of a global batch of %lld\n",
                   bam::process_group()->describe().c_str(), static_cast<long long>(config.batch_size_per_gpu),

@@ -1,9 +1,13 @@
-// The local launcher (tools/common/launcher.h): fork, set the rank's variables, exec this program.
+// The local launcher (tools/common/launcher.h): fork, exec this program with the rank's variables.
+// Everything the children need is built before the first fork (between fork and exec a child only
+// makes async-signal-safe calls). A child dies with the launcher (PR_SET_PDEATHSIG); a signal that
+// stops the launcher is passed on to the ranks; the first rank that fails takes the others down.
 #include "tools/common/launcher.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +20,8 @@
 #include <vector>
 
 #include "engine/error.h"
+
+extern char** environ;
 
 namespace bam::tool {
 namespace {
@@ -35,34 +41,77 @@ int free_local_port() {
   return ntohs(a.sin_port);
 }
 
+// The ranks' process ids, for the signal handler (which may only read them).
+constexpr int kMaxRanks = 1024;
+pid_t g_children[kMaxRanks];
+volatile sig_atomic_t g_started = 0;
+
+// (A rank already waited for has 0 in its place, which kill() must never get: it would signal the
+// whole process group.)
+void pass_signal_on(int signal) {
+  for (int i = 0; i < g_started; ++i)
+    if (g_children[i] > 0) ::kill(g_children[i], signal);
+}
+
+void stop_children() { pass_signal_on(SIGTERM); }
+
 }  // namespace
 
 int run_local_ranks(int ranks, char** argv) {
+  BAM_CHECK(ranks >= 1 && ranks <= kMaxRanks, "--nproc_per_node {}: expected 1 to {}", ranks, kMaxRanks);
   const int port = free_local_port();
+  // Each rank's environment: this one's, with the five variables set.
+  const char* names[] = {"RANK=", "LOCAL_RANK=", "WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT=", "BAM_LAUNCHED_RANK="};
+  std::vector<std::string> inherited;
+  for (char** e = environ; *e != nullptr; ++e) {
+    bool ours = false;
+    for (const char* name : names) ours = ours || std::strncmp(*e, name, std::strlen(name)) == 0;
+    if (!ours) inherited.emplace_back(*e);
+  }
+  std::vector<std::vector<std::string>> texts(static_cast<size_t>(ranks));
+  std::vector<std::vector<char*>> environments(static_cast<size_t>(ranks));
+  for (int r = 0; r < ranks; ++r) {
+    std::vector<std::string>& t = texts[static_cast<size_t>(r)];
+    t = inherited;
+    t.push_back("RANK=" + std::to_string(r));
+    t.push_back("LOCAL_RANK=" + std::to_string(r));
+    t.push_back("WORLD_SIZE=" + std::to_string(ranks));
+    t.push_back("MASTER_ADDR=127.0.0.1");
+    t.push_back("MASTER_PORT=" + std::to_string(port));
+    t.push_back("BAM_LAUNCHED_RANK=1");  // the child sees --nproc_per_node too: it is a rank
+    for (std::string& s : t) environments[static_cast<size_t>(r)].push_back(s.data());
+    environments[static_cast<size_t>(r)].push_back(nullptr);
+  }
+  static const char kExecFailed[] = "bamtrain --nproc_per_node: cannot start a rank (exec failed)\n";
   std::printf("Starting %d ranks on this machine (MASTER_ADDR=127.0.0.1 MASTER_PORT=%d); rank 0 reports\n", ranks,
               port);
   std::fflush(stdout);
-  std::vector<pid_t> children;
+  std::fflush(stderr);
+  const pid_t launcher = ::getpid();
+  struct sigaction pass_on {};
+  pass_on.sa_handler = pass_signal_on;
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(s, &pass_on, nullptr);
   for (int r = 0; r < ranks; ++r) {
     const pid_t pid = ::fork();
-    BAM_CHECK(pid >= 0, "--nproc_per_node: cannot start rank {}: {}", r, std::strerror(errno));
-    if (pid == 0) {
-      const std::string rank = std::to_string(r), world = std::to_string(ranks), p = std::to_string(port);
-      ::setenv("RANK", rank.c_str(), 1);
-      ::setenv("LOCAL_RANK", rank.c_str(), 1);
-      ::setenv("WORLD_SIZE", world.c_str(), 1);
-      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
-      ::setenv("MASTER_PORT", p.c_str(), 1);
-      ::execv("/proc/self/exe", argv);
-      std::fprintf(stderr, "--nproc_per_node: cannot start rank %d: %s\n", r, std::strerror(errno));
-      std::_Exit(127);
+    if (pid < 0) {
+      const int error = errno;
+      stop_children();
+      fail("--nproc_per_node: cannot start rank {}: {}", r, std::strerror(error));
     }
-    children.push_back(pid);
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // the rank ends with the launcher
+      if (::getppid() != launcher) ::_exit(1);
+      ::execve("/proc/self/exe", argv, environments[static_cast<size_t>(r)].data());
+      [[maybe_unused]] ssize_t n = ::write(2, kExecFailed, sizeof(kExecFailed) - 1);
+      ::_exit(127);
+    }
+    g_children[r] = pid;
+    g_started = r + 1;
   }
-  // A rank that fails makes the others stop by themselves (each watches the others' connections);
-  // the first failure is the status to report.
+  // The first failure is the status to report; the other ranks are then stopped (they would stop
+  // by themselves once connected, but not while still waiting for a peer that never comes).
   int result = 0;
-  for (size_t left = children.size(); left > 0;) {
+  for (int left = ranks; left > 0;) {
     int status = 0;
     const pid_t pid = ::waitpid(-1, &status, 0);
     if (pid < 0) {
@@ -70,8 +119,13 @@ int run_local_ranks(int ranks, char** argv) {
       break;
     }
     --left;
+    for (int i = 0; i < g_started; ++i)
+      if (g_children[i] == pid) g_children[i] = 0;
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (code != 0 && result == 0) result = code;
+    if (code != 0 && result == 0) {
+      result = code;
+      stop_children();
+    }
   }
   return result;
 }
