@@ -102,9 +102,6 @@ void TrainConfig::validate() const {
   // Each rank would measure its own time and stop at its own step: the ranks would part ways.
   BAM_CHECK(world_size == 1 || time_budget_minutes == 0,
             "--time_budget_minutes is for one process; with WORLD_SIZE={} use --epochs or --max_steps", world_size);
-  // The boxes would be located by each rank on its own images and not shared.
-  BAM_CHECK(world_size == 1 || !use_ccrop, "--use_ccrop is for one process; with WORLD_SIZE={} use --use_ccrop false",
-            world_size);
 }
 
 VitConfig TrainConfig::vit() const {

@@ -369,7 +369,20 @@ std::vector<data::ObjectBox> Trainer::locate_objects_in(const data::Dataset& ima
 
 void Trainer::renew_object_boxes(int64_t epoch, EpochStats* stats) {
   auto start = Clock::now();
-  std::vector<data::ObjectBox> boxes = locate_objects_in(*data_->images());
+  std::vector<data::ObjectBox> boxes;
+  // Data parallelism: rank 0 locates every image's box with the model all ranks hold, as one
+  // process would, and sends them to the others (which wait meanwhile).
+  if (config_.rank == 0) boxes = locate_objects_in(*data_->images());
+  if (group_) {
+    const int64_t n = data_->images()->size();
+    static_assert(sizeof(data::ObjectBox) == 4 * sizeof(float));
+    Tensor table = zeros({n, 4}, {DType::f32, Device::cpu()});
+    if (config_.rank == 0) std::memcpy(table.data<float>(), boxes.data(), boxes.size() * sizeof(data::ObjectBox));
+    group_->broadcast(table);
+    const float* b = table.data<float>();
+    boxes.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) boxes[i] = {b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]};
+  }
   double area = 0;
   for (const data::ObjectBox& b : boxes) area += (b.bottom - b.top) * (b.right - b.left);
   stats->box_area = boxes.empty() ? 0 : area / static_cast<double>(boxes.size());

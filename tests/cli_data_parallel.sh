@@ -6,6 +6,8 @@
 # process count, ranks started with different flags, a rank that never starts. Given a bamtrain
 # built on the CUDA emulator too, the same comparison on "GPU" tensors (which go through host
 # memory to the TCP transport: that binary has no NCCL).
+# With BAM_DP_IMAGES naming a JPEG folder, the two ranks also train from it with ContrastiveCrop
+# (rank 0 locates the boxes and sends them).
 # Usage: cli_data_parallel.sh <bamtrain> <scratch folder> [<bamtrain on the CUDA emulator>]
 set -u
 bin=$1
@@ -132,6 +134,29 @@ check "and the step losses agree: 1e-5 for three steps, then 1e-3" agree 1e-5 3 
   "$work/sgd_two.losses"
 check "which move: SGD trains" awk 'NR == 1 { first = $1 } END { exit !(first - $1 > 0.01 || $1 - first > 0.01) }' "$work/sgd_one.losses"
 args=$args_adamw
+
+if [ -n "${BAM_DP_IMAGES:-}" ]; then
+  # JPEGs through the loader's shards, and ContrastiveCrop: boxes located after epochs 0 and 1, the
+  # crops placed by them in epoch 2.
+  args_synthetic=$args
+  args=$(echo "$args" | sed "s|--data_path synthetic:64|--data_path $BAM_DP_IMAGES|; s/--epochs 2/--epochs 3/;
+                             s/--warmup_epochs 1/--warmup_epochs 0/; s/--global_crops_size 16/--global_crops_size 24/;
+                             s/--patch_size 8/--patch_size 6/; s/--local_crops_size 8/--local_crops_size 12/")
+  args="$args --use_ccrop true --loc_interval 1 --eval_resize_ratio 1"
+  "$bin" $args --batch_size_per_gpu 16 --output_dir "$work/ccrop_one" > "$work/ccrop_one.out" 2>&1
+  two_ranks "$work/ccrop_two" $((port + 7))
+  check "JPEGs and ContrastiveCrop: both runs train" grep -q "Training done" "$work/ccrop_one.out" "$work/ccrop_two.out"
+  check "rank 0 locates the boxes twice" test "$(grep -c "boxes located after epoch" "$work/ccrop_two.out")" -eq 2
+  check "and the ranks crop by them: their area is one process's" \
+    test "$(grep -o '"ccrop_box_area":[0-9.e-]*' "$work/ccrop_one/log.txt")" = \
+         "$(grep -o '"ccrop_box_area":[0-9.e-]*' "$work/ccrop_two/log.txt")"
+  losses "$work/ccrop_one" > "$work/ccrop_one.losses"
+  losses "$work/ccrop_two" > "$work/ccrop_two.losses"
+  check "the step losses agree within 1e-5, epoch 2 (cropped by the boxes) included" \
+    agree 1e-5 100 1e-5 "$work/ccrop_one.losses" "$work/ccrop_two.losses"
+  check "over all three epochs" test "$(wc -l < "$work/ccrop_two.losses")" -eq "$(wc -l < "$work/ccrop_one.losses")"
+  args=$args_synthetic
+fi
 
 WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 4)) BAM_CONNECT_TIMEOUT_S=2 "$bin" $args --batch_size_per_gpu 8 \
   --output_dir "$work/lonely" > "$work/lonely.out" 2>&1
