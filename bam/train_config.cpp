@@ -99,9 +99,6 @@ void TrainConfig::validate() const {
             "--fit_epochs_to_budget needs --time_budget_minutes");
   BAM_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "rank {} of {} processes is not a valid rank", rank,
             world_size);
-  // Each rank would measure its own time and stop at its own step: the ranks would part ways.
-  BAM_CHECK(world_size == 1 || time_budget_minutes == 0,
-            "--time_budget_minutes is for one process; with WORLD_SIZE={} use --epochs or --max_steps", world_size);
 }
 
 VitConfig TrainConfig::vit() const {

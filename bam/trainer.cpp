@@ -321,6 +321,13 @@ void Trainer::check_ranks_agree() {
             root.data<double>()[1]);
 }
 
+int64_t Trainer::decided_by_rank0(int64_t value) {
+  if (!group_) return value;
+  Tensor t = full({1}, static_cast<double>(value), {DType::f64, Device::cpu()});
+  group_->broadcast(t);
+  return static_cast<int64_t>(t.data<double>()[0]);
+}
+
 void Trainer::save(const std::string& path) {
   if (!writes_files()) return;
   state_.optimizer_steps = optimizer_->steps();
@@ -627,7 +634,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       double per_step = refit_step_seconds_ / static_cast<double>(refit_at_step_ - refit_at_step_ / 3);
       refit_at_step_ = -1;
       double left = budget_seconds_ - seconds_since(run_start_);
-      config_.max_steps = steps_within(left, per_step, state_.global_step);
+      config_.max_steps = decided_by_rank0(steps_within(left, per_step, state_.global_step));
       config_.epochs = (config_.max_steps + steps - 1) / steps;
       config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
       config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);
@@ -637,7 +644,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     }
     // Everything of the step, its logging included, has run: a wait anywhere in it is counted.
     stats.host_waits_per_step += static_cast<double>(cuda::host_waits() - waits_before);
-    if (deadline && Clock::now() >= *deadline && it + 1 < steps && gs + 1 < total_steps_) {
+    if (deadline && decided_by_rank0(Clock::now() >= *deadline) && it + 1 < steps && gs + 1 < total_steps_) {
       result.stopped_by_budget = true;
       break;
     }
@@ -698,7 +705,7 @@ TrainResult Trainer::run() {
     save_seconds_ = seconds_since(start);
     std::filesystem::remove(probe);
     // And ContrastiveCrop's box updates, a pass of the model over the training images each.
-    if (config_.use_ccrop) box_update_seconds_ = measure_box_update_seconds();
+    if (config_.use_ccrop && writes_files()) box_update_seconds_ = measure_box_update_seconds();  // rank 0 fits
   }
   // A kNN evaluation of the weights training starts from: asked for (--eval_first), or, fitting a
   // budget, to time the monitor (it is then also the baseline of the evaluations to come).
@@ -722,7 +729,7 @@ TrainResult Trainer::run() {
   }
   if (fit) {
     const int64_t steps = data_->steps_per_epoch();
-    config_.max_steps = steps_within(budget_seconds - seconds_since(run_start_), step_seconds, 0);
+    config_.max_steps = decided_by_rank0(steps_within(budget_seconds - seconds_since(run_start_), step_seconds, 0));
     config_.epochs = (config_.max_steps + steps - 1) / steps;
     config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
     config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);

@@ -87,6 +87,19 @@ check "the rank that differs says so" grep -q "rank 1 was started with other fla
 check "the other says which rank stopped" grep -q "rank 1 closed its connection" "$work/mismatch.err"
 check "no step was logged" test ! -e "$work/mismatch/steps.jsonl"
 
+# A time budget: rank 0 fits the schedule and calls the stop for both (each rank's clock differs).
+budget=$(echo "$args" | sed 's/--epochs 2/--epochs 1000/')
+WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 8)) "$bin" $budget --time_budget_minutes 0.05 --fit_epochs_to_budget true \
+  --batch_size_per_gpu 8 --output_dir "$work/budget" > "$work/budget.rank1.out" 2> "$work/budget.rank1.err" &
+rank1=$!
+WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 8)) "$bin" $budget --time_budget_minutes 0.05 --fit_epochs_to_budget true \
+  --batch_size_per_gpu 8 --output_dir "$work/budget" > "$work/budget.out" 2> "$work/budget.err"
+budget_status=$?
+wait $rank1
+check "two ranks fit a time budget together and both end cleanly" test "$budget_status" -eq 0 -a $? -eq 0
+check "rank 0 says what it fitted" grep -q "fit the 0.05-minute budget" "$work/budget.out"
+check "and the run ends in it" grep -Eq "Training (done|paused)" "$work/budget.out"
+
 # A rank killed mid-run: the other stops at once, naming it.
 long=$(echo "$args" | sed 's/--epochs 2/--epochs 500/')
 WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 6)) "$bin" $long --batch_size_per_gpu 8 \
