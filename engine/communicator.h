@@ -36,8 +36,9 @@ class Communicator {
 
 // How a process was launched: torchrun's (and torch.distributed.launch's) variables RANK,
 // WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, with Slurm's SLURM_PROCID and SLURM_LOCALID
-// standing in for RANK and LOCAL_RANK (srun, as the official scripts launch); and BAM_CONNECT_TIMEOUT_S, how long the ranks
-// wait for each other at start (default 300). All absent: one process (world_size 1).
+// standing in for RANK and LOCAL_RANK (srun, as the official scripts launch); and
+// BAM_CONNECT_TIMEOUT_S, how long the ranks wait for each other at start (default 300). All
+// absent: one process (world_size 1).
 struct LaunchEnvironment {
   int rank = 0, world_size = 1, local_rank = 0;
   std::string master_addr = "127.0.0.1";
@@ -49,9 +50,9 @@ struct LaunchEnvironment {
 LaunchEnvironment launch_environment_from_env();
 
 // The ranks of `env` connected over TCP: rank 0 listens on master_addr:master_port and the others
-// connect to it (retrying for up to connect_timeout_seconds while rank 0 starts). Collectives pass through
-// rank 0 (a star): simple and deterministic, meant for CPU training and for the few bytes NCCL
-// needs to start. Tensors on a GPU go through host memory.
+// connect to it (retrying for up to connect_timeout_seconds while rank 0 starts). Collectives
+// pass through rank 0 (a star): simple and deterministic, meant for CPU training and for the few
+// bytes NCCL needs to start. Tensors on a GPU go through host memory.
 std::shared_ptr<Communicator> connect_tcp(const LaunchEnvironment& env);
 
 // For ranks on GPUs: NCCL between the GPUs (device `device` of this rank), started through `tcp`,

@@ -98,19 +98,4 @@ void sum_gradients_over_ranks(const std::vector<Tensor>& parameters, Communicato
   }
 }
 
-void broadcast_tensors(const std::vector<Tensor>& tensors, Communicator& group) {
-  if (group.world_size() == 1) return;
-  NoGradGuard no_grad;
-  for (const Tensor& t : tensors) {
-    Tensor target = t;
-    if (t.is_contiguous()) {
-      group.broadcast(target);
-    } else {
-      Tensor copy = t.contiguous().clone();
-      group.broadcast(copy);
-      target.copy_(copy);
-    }
-  }
-}
-
 }  // namespace bam

@@ -29,11 +29,8 @@ Tensor batch_norm_across_ranks(const Tensor& x, const Tensor& weight, const Tens
                                const Tensor& running_var, double momentum, double eps, Communicator& group);
 
 // After backward on every rank: each parameter's gradient becomes its sum over ranks, the gradient
-// of the shared loss, in one all-reduce of a flat buffer per dtype and device. Parameters without a
+// of the whole batch's loss, in one all-reduce of a flat buffer per dtype and device. Parameters without a
 // gradient are left out (the ranks run the same model, so they agree on which).
 void sum_gradients_over_ranks(const std::vector<Tensor>& parameters, Communicator& group);
-
-// Sets every rank's tensors to rank 0's values (the initial weights, when ranks might differ).
-void broadcast_tensors(const std::vector<Tensor>& tensors, Communicator& group);
 
 }  // namespace bam

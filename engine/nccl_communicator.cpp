@@ -2,8 +2,9 @@
 // stream (no host round trip, no wait), CPU tensors through the TCP communicator it was started
 // from. libnccl.so.2 is opened at run time, so a build needs only nccl.h and a machine without
 // NCCL still trains, over TCP (connect_nccl says why). NCCL waits for ever on a rank that stopped:
-// the caller should turn on the TCP communicator's exit_when_a_peer_stops before connect_nccl. Linked into the tools built for a real GPU;
-// nccl_none.cpp stands in elsewhere (the CUDA emulator, builds without nccl.h).
+// the caller should turn on the TCP communicator's exit_when_a_peer_stops before connect_nccl.
+// Linked into the tools built for a real GPU; nccl_none.cpp stands in elsewhere (the CUDA
+// emulator, builds without nccl.h).
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 #include <nccl.h>

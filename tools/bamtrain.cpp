@@ -16,6 +16,7 @@
 #include "tools/common/knn_monitor.h"
 #include "tools/common/launcher.h"
 #include "tools/common/official_flags.h"
+#include "tools/common/rank_group.h"
 
 namespace {
 
@@ -209,27 +210,7 @@ int main(int argc, char** argv) {
     if (launch.rank == 0) bam::prepare_output_dir(config.output_dir);
     bam::tool::open_device(config.device);  // before the GPU loader and the model touch a device
     if (launch.distributed()) {
-      // The ranks meet over TCP; on GPUs they then move tensors with NCCL when every rank can
-      // (BAM_DIST_BACKEND=tcp keeps TCP, through host memory).
-      std::shared_ptr<bam::Communicator> group = bam::connect_tcp(launch);
-      // A rank that stops (an error, a kill) stops the others at once, naming it, instead of leaving
-      // them waiting in their next collective, or in NCCL (its start included) for ever.
-      group->exit_when_a_peer_stops();
-      bam::Device device;
-      const char* backend = std::getenv("BAM_DIST_BACKEND");
-      BAM_CHECK(backend == nullptr || std::string(backend) == "tcp" || std::string(backend) == "nccl",
-                "BAM_DIST_BACKEND={}: expected tcp or nccl", backend ? backend : "");
-      if (bam::parse_device(config.device, &device) && device.is_cuda() &&
-          (backend == nullptr || std::string(backend) == "nccl")) {
-        std::string why_not;
-        if (auto nccl = bam::connect_nccl(group, device.index, &why_not))
-          group = nccl;
-        else if (backend != nullptr)
-          bam::fail("BAM_DIST_BACKEND=nccl: {}", why_not);
-        else
-          std::printf("note: the ranks talk over TCP through host memory, which is slower: %s\n", why_not.c_str());
-      }
-      bam::set_process_group(group);
+      bam::set_process_group(bam::tool::join_rank_group(launch, config.device));
       std::printf("Data parallel: %s; each rank trains on %lld images of a global batch of %lld\n",
                   bam::process_group()->describe().c_str(), static_cast<long long>(config.batch_size_per_gpu),
                   static_cast<long long>(config.batch_size_per_gpu * launch.world_size));
