@@ -11,6 +11,12 @@ namespace bam {
 FeatureSet extract_features(const VisionTransformer* backbone, const data::Dataset& dataset,
                             const FeatureOptions& o) {
   NoGradGuard no_grad;
+  if (dataset.size() == 0) {  // a rank's empty part of a small folder: no rows, of the usual width
+    const int64_t width = backbone ? backbone->config().embed_dim * (o.n_last_blocks + (o.avgpool_patchtokens ? 1 : 0))
+                                   : 3 * o.img_size * o.img_size;
+    return {zeros({0, width}, {DType::f32, Device::cpu()}), zeros({0}, {DType::i64, Device::cpu()}),
+            dataset.num_classes()};
+  }
   data::LoaderOptions lo;
   lo.threads = o.threads;
   lo.drop_last = false;

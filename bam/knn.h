@@ -2,6 +2,7 @@
 // similarity to every training feature, the k most similar vote with weight exp(sim / T).
 #pragma once
 
+#include "engine/communicator.h"
 #include "engine/tensor.h"
 
 namespace bam {
@@ -9,7 +10,21 @@ namespace bam {
 struct KnnResult {
   double top1 = 0;  // percent
   double top5 = 0;
+  // What the percentages come from: test rows whose class is the vote's first, among its first
+  // five, and the rows classified (several ranks add theirs up).
+  int64_t correct1 = 0, correct5 = 0, count = 0;
 };
+
+// knn_classify over the ranks of a data-parallel run, each holding a contiguous part of the
+// training and of the test rows (in rank order, the whole sets; a part may be empty): the training
+// rows are gathered on every rank, each votes for its own test rows, and the counts are summed.
+// Every rank gets what knn_classify of the whole sets gives.
+KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& train_labels,
+                                    const Tensor& test_features, const Tensor& test_labels, int64_t num_classes,
+                                    Communicator& group, int64_t k = 20, double temperature = 0.07);
+
+// The percentages of counts (0 for no rows).
+KnnResult knn_result_of(int64_t correct1, int64_t correct5, int64_t count);
 
 // train_features [N, D], train_labels [N] (i64), test_features [M, D], test_labels [M].
 KnnResult knn_classify(const Tensor& train_features, const Tensor& train_labels, const Tensor& test_features,

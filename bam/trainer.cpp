@@ -377,18 +377,22 @@ std::vector<data::ObjectBox> Trainer::locate_objects_in(const data::Dataset& ima
 void Trainer::renew_object_boxes(int64_t epoch, EpochStats* stats) {
   auto start = Clock::now();
   std::vector<data::ObjectBox> boxes;
-  // Data parallelism: rank 0 locates every image's box with the model all ranks hold, as one
-  // process would, and sends them to the others (which wait meanwhile).
-  if (config_.rank == 0) boxes = locate_objects_in(*data_->images());
-  if (group_) {
-    const int64_t n = data_->images()->size();
+  if (!group_) {
+    boxes = locate_objects_in(*data_->images());
+  } else {
+    // Data parallelism: each rank locates the boxes of its part of the images, with the model all
+    // ranks hold, and gathers everyone's: the table one process would locate, on every rank.
     static_assert(sizeof(data::ObjectBox) == 4 * sizeof(float));
-    Tensor table = zeros({n, 4}, {DType::f32, Device::cpu()});
-    if (config_.rank == 0) std::memcpy(table.data<float>(), boxes.data(), boxes.size() * sizeof(data::ObjectBox));
-    group_->broadcast(table);
+    std::vector<data::ObjectBox> mine =
+        locate_objects_in(data::contiguous_part(*data_->images(), config_.rank, config_.world_size));
+    Tensor part = empty({static_cast<int64_t>(mine.size()), 4}, {DType::f32, Device::cpu()});
+    if (!mine.empty()) std::memcpy(part.data<float>(), mine.data(), mine.size() * sizeof(data::ObjectBox));
+    Tensor table = all_gather_varying_rows(part, *group_);
+    BAM_CHECK(table.size(0) == data_->images()->size(), "ContrastiveCrop: the ranks located {} boxes for {} images",
+              table.size(0), data_->images()->size());
     const float* b = table.data<float>();
-    boxes.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) boxes[i] = {b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]};
+    boxes.resize(static_cast<size_t>(table.size(0)));
+    for (int64_t i = 0; i < table.size(0); ++i) boxes[i] = {b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]};
   }
   double area = 0;
   for (const data::ObjectBox& b : boxes) area += (b.bottom - b.top) * (b.right - b.left);
@@ -404,7 +408,7 @@ void Trainer::renew_object_boxes(int64_t epoch, EpochStats* stats) {
 double Trainer::measure_box_update_seconds() {
   // Images spread evenly over the folder. A box update has a fixed cost (a loader and its
   // threads, the first kernels) and one per image: two timed samples (after a warm-up) give both,
-  // and a pass over the whole folder costs fixed + per image x all.
+  // and a pass over N images costs fixed + per image x N.
   const data::Dataset& all = *data_->images();
   auto spread = [&](int64_t m) {
     data::Dataset sample;
@@ -420,14 +424,16 @@ double Trainer::measure_box_update_seconds() {
     locate_objects_in(images);
     return seconds_since(start);
   };
-  const int64_t small = std::min<int64_t>(all.size(), 64), large = std::min<int64_t>(all.size(), 256);
+  // With several ranks each locates a part; the largest part takes the longest.
+  const int64_t world = config_.world_size, part = (all.size() + world - 1) / world;
+  const int64_t small = std::min<int64_t>(part, 64), large = std::min<int64_t>(part, 256);
   time_of(spread(std::min<int64_t>(small, 8)));  // warm-up
   const double t_small = time_of(spread(small));
-  if (large == small) return t_small * static_cast<double>(all.size()) / static_cast<double>(small);
+  if (large == small) return t_small * static_cast<double>(part) / static_cast<double>(small);
   const double t_large = time_of(spread(large));
   const double per_image = std::max(0.0, (t_large - t_small) / static_cast<double>(large - small));
   const double fixed = std::max(0.0, t_small - per_image * static_cast<double>(small));
-  return fixed + per_image * static_cast<double>(all.size());
+  return fixed + per_image * static_cast<double>(part);
 }
 
 void Trainer::print_contrastive_crop_plan(bool resumed_boxes) const {

@@ -188,4 +188,15 @@ Dataset balanced_subset(const Dataset& dataset, double fraction, uint64_t seed, 
   return subset;
 }
 
+Dataset contiguous_part(const Dataset& dataset, int64_t part, int64_t parts) {
+  BAM_CHECK(parts >= 1 && part >= 0 && part < parts, "contiguous_part: part {} of {} does not exist", part, parts);
+  const int64_t n = dataset.size(), first = part * n / parts, last = (part + 1) * n / parts;
+  Dataset slice;
+  slice.root = dataset.root;
+  slice.classes = dataset.classes;
+  slice.files.assign(dataset.files.begin() + first, dataset.files.begin() + last);
+  slice.labels.assign(dataset.labels.begin() + first, dataset.labels.begin() + last);
+  return slice;
+}
+
 }  // namespace bam::data

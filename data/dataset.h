@@ -38,4 +38,9 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 // the dataset unchanged. `flag` names the setting in errors.
 Dataset balanced_subset(const Dataset& dataset, double fraction, uint64_t seed, const char* flag);
 
+// Slice `part` of `parts` equal contiguous slices (images [part*N/parts, (part+1)*N/parts), so
+// their sizes differ by at most one): how the ranks of a data-parallel run share a pass over a
+// folder. The slices in part order are the whole dataset; one may be empty when parts > N.
+Dataset contiguous_part(const Dataset& dataset, int64_t part, int64_t parts);
+
 }  // namespace bam::data

@@ -1,6 +1,8 @@
 // The differentiable collectives and the sum of the ranks' gradients (engine/distributed.h).
 #include "engine/distributed.h"
 
+#include <algorithm>
+
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -30,6 +32,35 @@ Tensor all_gather_rows(const Tensor& x, Communicator& group) {
     g->all_reduce_sum(summed);
     return std::vector<Tensor>{summed.narrow(0, first, rows).to(grad.dtype())};
   });
+}
+
+Tensor all_gather_varying_rows(const Tensor& x, Communicator& group) {
+  BAM_CHECK(x.dim() >= 1, "all_gather_varying_rows: needs a tensor with rows, got {}", x.describe());
+  NoGradGuard no_grad;
+  // First what each rank holds, so that a mismatch fails here, by name, instead of as garbage.
+  const int64_t rows = x.size(0);
+  int64_t row_size = 1;
+  for (int64_t d = 1; d < x.dim(); ++d) row_size *= x.size(d);
+  const std::vector<int64_t> mine = {rows, row_size, static_cast<int64_t>(x.dtype())};
+  const std::vector<int64_t> held = group.all_gather(from_vector(mine, {1, 3})).to_vector<int64_t>();
+  int64_t most = 0;
+  for (int r = 0; r < group.world_size(); ++r) {
+    BAM_CHECK(held[3 * r + 1] == row_size && held[3 * r + 2] == mine[2],
+              "all_gather_varying_rows: rank {} holds rows of {} {} values, rank {} rows of {} {} values", group.rank(),
+              row_size, dtype_name(x.dtype()), r, held[3 * r + 1], dtype_name(static_cast<DType>(held[3 * r + 2])));
+    most = std::max(most, held[3 * r]);
+  }
+  // Then the rows, each rank's padded to the most any holds (all_gather takes equal sizes).
+  Shape padded_shape = x.shape();
+  padded_shape[0] = most;
+  Tensor padded = zeros(padded_shape, {x.dtype(), x.device()});
+  if (rows > 0) padded.narrow(0, 0, rows).copy_(x);
+  Tensor all = group.all_gather(padded);
+  std::vector<Tensor> parts;
+  for (int r = 0; r < group.world_size(); ++r)
+    if (held[3 * r] > 0) parts.push_back(all.narrow(0, r * most, held[3 * r]));
+  if (parts.empty()) return all;  // no rank holds a row: [0, ...]
+  return parts.size() == 1 ? parts[0].contiguous() : cat(parts, 0);
 }
 
 Tensor sum_over_ranks(const Tensor& x, Communicator& group) {

@@ -6,8 +6,9 @@
 # process count, ranks started with different flags, a rank that never starts. Given a bamtrain
 # built on the CUDA emulator too, the same comparison on "GPU" tensors (which go through host
 # memory to the TCP transport: that binary has no NCCL).
-# With BAM_DP_IMAGES naming a JPEG folder, the two ranks also train from it with ContrastiveCrop
-# (rank 0 locates the boxes and sends them).
+# With BAM_DP_IMAGES naming a JPEG folder (an ImageFolder's train, with its val beside it), the
+# two ranks also train from it with ContrastiveCrop and the kNN monitor, each rank locating the
+# boxes of its half of the images and extracting the features of its half of both folders.
 # Usage: cli_data_parallel.sh <bamtrain> <scratch folder> [<bamtrain on the CUDA emulator>]
 set -u
 bin=$1
@@ -150,19 +151,24 @@ args=$args_adamw
 
 if [ -n "${BAM_DP_IMAGES:-}" ]; then
   # JPEGs through the loader's shards, and ContrastiveCrop: boxes located after epochs 0 and 1, the
-  # crops placed by them in epoch 2.
+  # crops placed by them in epoch 2. The kNN monitor (on .../train and .../val) after every epoch.
   args_synthetic=$args
   args=$(echo "$args" | sed "s|--data_path synthetic:64|--data_path $BAM_DP_IMAGES|; s/--epochs 2/--epochs 3/;
                              s/--warmup_epochs 1/--warmup_epochs 0/; s/--global_crops_size 16/--global_crops_size 24/;
                              s/--patch_size 8/--patch_size 6/; s/--local_crops_size 8/--local_crops_size 12/")
-  args="$args --use_ccrop true --loc_interval 1 --eval_resize_ratio 1"
+  args="$(echo "$args" | sed "s/--knn_freq 0/--knn_freq 1/") --use_ccrop true --loc_interval 1 --eval_resize_ratio 1"
   "$bin" $args --batch_size_per_gpu 16 --output_dir "$work/ccrop_one" > "$work/ccrop_one.out" 2>&1
   two_ranks "$work/ccrop_two" $((port + 7))
   check "JPEGs and ContrastiveCrop: both runs train" grep -q "Training done" "$work/ccrop_one.out" "$work/ccrop_two.out"
-  check "rank 0 locates the boxes twice" test "$(grep -c "boxes located after epoch" "$work/ccrop_two.out")" -eq 2
+  check "the ranks locate the boxes twice" test "$(grep -c "boxes located after epoch" "$work/ccrop_two.out")" -eq 2
   check "and the ranks crop by them: their area is one process's" \
     test "$(grep -o '"ccrop_box_area":[0-9.e-]*' "$work/ccrop_one/log.txt")" = \
          "$(grep -o '"ccrop_box_area":[0-9.e-]*' "$work/ccrop_two/log.txt")"
+  check "the ranks evaluate kNN after each of the 3 epochs" \
+    test "$(grep -c '"knn_top1"' "$work/ccrop_two/log.txt")" -eq 3 -a "$(grep -c '"knn_top1"' "$work/ccrop_one/log.txt")" -eq 3
+  check "with one process's kNN accuracies" \
+    test "$(grep -o '"knn_top[15]":[0-9.e-]*' "$work/ccrop_one/log.txt")" = \
+         "$(grep -o '"knn_top[15]":[0-9.e-]*' "$work/ccrop_two/log.txt")"
   losses "$work/ccrop_one" > "$work/ccrop_one.losses"
   losses "$work/ccrop_two" > "$work/ccrop_two.losses"
   check "the step losses agree within 1e-5, epoch 2 (cropped by the boxes) included" \

@@ -7,14 +7,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <functional>
 #include <thread>
 
 #include "bam/bam_loss.h"
+#include "bam/knn.h"
 #include "bam/sinkhorn.h"
 #include "bam/train_config.h"
 #include "data/batch_sequence.h"
+#include "data/dataset.h"
 #include "engine/autograd.h"
 #include "engine/distributed.h"
 #include "engine/random.h"
@@ -140,6 +143,107 @@ TEST_CASE("collectives: ranks that call different collectives, or stop, fail wit
     });
   });
   CHECK_MESSAGE(stopped.find("rank 1 closed its connection") != std::string::npos, stopped);
+}
+
+TEST_CASE("all_gather_varying_rows: parts of any size (none included) in rank order; a different row is refused") {
+  const int world = 4;
+  const std::vector<int64_t> rows = {2, 0, 5, 1};
+  std::vector<Tensor> x(world), labels(world);
+  for (int r = 0; r < world; ++r) {
+    Generator g(test_seed("varying rows") + static_cast<uint64_t>(r));
+    x[r] = randn({rows[r], 3, 2}, {}, &g);
+    std::vector<int64_t> l;
+    for (int64_t i = 0; i < rows[r]; ++i) l.push_back(10 * r + i);
+    labels[r] = from_vector(l, {rows[r]});
+  }
+  std::vector<Tensor> gathered(world), gathered_labels(world), nothing(world);
+  run_ranks(world, [&](Communicator& group) {
+    const int r = group.rank();
+    gathered[r] = all_gather_varying_rows(x[r], group);
+    gathered_labels[r] = all_gather_varying_rows(labels[r], group);
+    nothing[r] = all_gather_varying_rows(zeros({0, 7}), group);
+  });
+  const Tensor expected = cat({x[0], x[2], x[3]}, 0);
+  const std::vector<int64_t> expected_labels = {0, 1, 20, 21, 22, 23, 24, 30};
+  for (int r = 0; r < world; ++r) {
+    INFO("rank " << r);
+    CHECK(max_abs_difference(gathered[r], expected) == 0);
+    CHECK(gathered_labels[r].to_vector<int64_t>() == expected_labels);
+    CHECK(nothing[r].shape() == Shape{0, 7});
+  }
+  const std::string different = error_of([] {
+    run_ranks(2, [](Communicator& group) { all_gather_varying_rows(zeros({2, group.rank() == 0 ? 3 : 4}), group); });
+  });
+  CHECK_MESSAGE(different.find("rows of 3 f32 values, rank 1 rows of 4 f32 values") != std::string::npos, different);
+}
+
+TEST_CASE("contiguous_part: the parts, in order, are the dataset; their sizes differ by at most one") {
+  data::Dataset d;
+  d.root = "images";
+  d.classes = {"a", "b"};
+  for (int i = 0; i < 7; ++i) {
+    d.files.push_back("f" + std::to_string(i));
+    d.labels.push_back(i % 2);
+  }
+  for (int64_t parts : {1, 3, 7, 9}) {
+    INFO(parts << " parts");
+    std::vector<std::string> files;
+    std::vector<int64_t> labels, sizes;
+    for (int64_t p = 0; p < parts; ++p) {
+      const data::Dataset part = data::contiguous_part(d, p, parts);
+      CHECK(part.classes == d.classes);
+      files.insert(files.end(), part.files.begin(), part.files.end());
+      labels.insert(labels.end(), part.labels.begin(), part.labels.end());
+      sizes.push_back(part.size());
+    }
+    CHECK(files == d.files);
+    CHECK(labels == d.labels);
+    CHECK(*std::max_element(sizes.begin(), sizes.end()) - *std::min_element(sizes.begin(), sizes.end()) <= 1);
+  }
+  const std::string missing = error_of([&] { data::contiguous_part(d, 3, 3); });
+  CHECK_MESSAGE(missing.find("part 3 of 3 does not exist") != std::string::npos, missing);
+}
+
+TEST_CASE("knn_classify_across_ranks: the ranks' parts give every rank the whole sets' kNN result") {
+  // Clustered features, so that the vote is neither all right nor all wrong; 10 classes for top-5.
+  const int64_t classes = 10, n_train = 53, n_test = 29, dims = 8;
+  Generator g(test_seed("knn across ranks"));
+  const Tensor centres = randn({classes, dims}, {}, &g);
+  auto sample = [&](int64_t n, Tensor* features, Tensor* labels) {
+    std::vector<int64_t> l;
+    for (int64_t i = 0; i < n; ++i) l.push_back((i * 7) % classes);
+    *labels = from_vector(l, {n});
+    *features = add(index_select(centres, 0, *labels), mul(randn({n, dims}, {}, &g), 1.5));
+  };
+  Tensor train, train_labels, test, test_labels;
+  sample(n_train, &train, &train_labels);
+  sample(n_test, &test, &test_labels);
+  const KnnResult whole = knn_classify(train, train_labels, test, test_labels, classes, 20, 0.07);
+  REQUIRE(whole.count == n_test);
+  REQUIRE(whole.correct1 > 0);
+  REQUIRE(whole.correct1 < n_test);
+  REQUIRE(whole.correct5 > whole.correct1);
+  for (int world : {2, 3}) {
+    INFO(world << " ranks");
+    std::vector<KnnResult> got(static_cast<size_t>(world));
+    run_ranks(world, [&](Communicator& group) {
+      const int r = group.rank();
+      auto part = [&](const Tensor& t) {
+        const int64_t n = t.size(0), first = r * n / world;
+        return t.narrow(0, first, (r + 1) * n / world - first).contiguous();
+      };
+      got[r] = knn_classify_across_ranks(part(train), part(train_labels), part(test), part(test_labels), classes, group,
+                                         20, 0.07);
+    });
+    for (int r = 0; r < world; ++r) {
+      INFO("rank " << r);
+      CHECK(got[r].correct1 == whole.correct1);
+      CHECK(got[r].correct5 == whole.correct5);
+      CHECK(got[r].count == whole.count);
+      CHECK(got[r].top1 == whole.top1);
+      CHECK(got[r].top5 == whole.top5);
+    }
+  }
 }
 
 TEST_CASE("all_gather_rows and sum_over_ranks: the gradient is summed over ranks (each rank's loss is its part)") {

@@ -219,9 +219,8 @@ int main(int argc, char** argv) {
     for (const auto& [key, value] : args.items()) std::printf("%s: %s\n", key.c_str(), value.dump().c_str());
     std::fflush(stdout);
     auto data = bam::make_train_data(config);
-    // The kNN monitor runs on rank 0, while the others wait at the next step's first collective.
-    bam::Trainer trainer(config, std::move(data),
-                         launch.rank == 0 ? bam::tool::make_knn_monitor(config) : bam::KnnMonitor());
+    // Every rank runs the kNN monitor, on its part of the folders.
+    bam::Trainer trainer(config, std::move(data), bam::tool::make_knn_monitor(config, bam::process_group()));
     bam::TrainResult result = trainer.run();
     if (bam::process_group()) bam::process_group()->finish();  // every rank done before any exits
     bam::set_process_group(nullptr);

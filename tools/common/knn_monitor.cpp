@@ -8,13 +8,14 @@
 
 #include "bam/features.h"
 #include "bam/folder_data.h"
+#include "bam/knn.h"
 #include "data/dataset.h"
 #include "data/image_error.h"
 #include "engine/error.h"
 
 namespace bam::tool {
 
-KnnMonitor make_knn_monitor(const TrainConfig& config) {
+KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
   if (config.knn_freq == 0 && !config.eval_first) return {};
   std::string train_path = config.knn_train_path, val_path = config.knn_val_path;
   // Default: an ImageFolder pair next to the training data (.../train and .../val).
@@ -51,10 +52,20 @@ KnnMonitor make_knn_monitor(const TrainConfig& config) {
   options.threads = static_cast<int>(std::max<int64_t>(1, config.num_workers));
   options.recipe = recipe_from_config(config);
   options.recipe.eval_resize_ratio = config.eval_resize_ratio;
-  return [train, val, options](const VisionTransformer& backbone) {
-    FeatureSet tr = extract_features(&backbone, train, options);
-    FeatureSet va = extract_features(&backbone, val, options);
-    return knn_classify(tr.features, tr.labels, va.features, va.labels, tr.num_classes, 20, 0.07);
+  const int64_t num_classes = train.num_classes();
+  if (!group) {
+    return [train, val, options, num_classes](const VisionTransformer& backbone) {
+      FeatureSet tr = extract_features(&backbone, train, options);
+      FeatureSet va = extract_features(&backbone, val, options);
+      return knn_classify(tr.features, tr.labels, va.features, va.labels, num_classes, 20, 0.07);
+    };
+  }
+  const data::Dataset train_part = data::contiguous_part(train, group->rank(), group->world_size());
+  const data::Dataset val_part = data::contiguous_part(val, group->rank(), group->world_size());
+  return [train_part, val_part, options, num_classes, group](const VisionTransformer& backbone) {
+    FeatureSet tr = extract_features(&backbone, train_part, options);
+    FeatureSet va = extract_features(&backbone, val_part, options);
+    return knn_classify_across_ranks(tr.features, tr.labels, va.features, va.labels, num_classes, *group, 20, 0.07);
   };
 }
 

@@ -3,10 +3,14 @@
 #pragma once
 
 #include "bam/trainer.h"
+#include "engine/communicator.h"
 
 namespace bam::tool {
 
-// An empty monitor when --knn_freq is 0.
-KnnMonitor make_knn_monitor(const TrainConfig& config);
+// An empty monitor when --knn_freq is 0 (and not --eval_first). With a process group, every rank
+// runs it together: each extracts the features of its part of both folders, the training
+// features are gathered on every rank, each classifies its part of the validation images against
+// all of them, and the correct counts are summed: the figures one process would get.
+KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group);
 
 }  // namespace bam::tool
