@@ -228,13 +228,27 @@ void Trainer::resume_if_possible(TrainResult& result) {
   if (auto flag = architecture_mismatch(ck.config, config_))
     fail("{}: the checkpoint was trained with a different {}; resume with the same value or use a new --output_dir",
          checkpoint_path(), *flag);
-  BAM_CHECK(ck.config.batch_size_per_gpu == config_.batch_size_per_gpu,
-            "{}: the checkpoint used --batch_size_per_gpu {}; resuming with {} would change the schedule",
-            checkpoint_path(), ck.config.batch_size_per_gpu, config_.batch_size_per_gpu);
-  BAM_CHECK(ck.config.world_size == config_.world_size,
-            "{}: the checkpoint was trained by {} processes (WORLD_SIZE); resuming with {} would change the global "
-            "batch and the schedule",
-            checkpoint_path(), ck.config.world_size, config_.world_size);
+  // The schedule, the data order and the learning rate follow the global batch alone: any split of
+  // it over processes continues the same run (rank r of W takes the images at r*B of each one).
+  const int64_t ck_global = ck.config.batch_size_per_gpu * ck.config.world_size;
+  const int64_t global = config_.batch_size_per_gpu * config_.world_size;
+  if (ck_global != global) {
+    const std::string keep =
+        ck_global % config_.world_size == 0
+            ? fmt::format("; keep {} images with --batch_size_per_gpu {} on {} process{}", ck_global,
+                          ck_global / config_.world_size, config_.world_size, config_.world_size > 1 ? "es" : "")
+            : std::string();
+    fail(
+        "{}: the checkpoint's run took global batches of {} images ({} process{} x --batch_size_per_gpu {}); "
+        "resuming with {} ({} x {}) would change the schedule{}",
+        checkpoint_path(), ck_global, ck.config.world_size, ck.config.world_size > 1 ? "es" : "",
+        ck.config.batch_size_per_gpu, global, config_.world_size, config_.batch_size_per_gpu, keep);
+  }
+  if (ck.config.world_size != config_.world_size)
+    std::printf("Resuming a run of %lld process%s x %lld images as %lld x %lld: the same global batch\n",
+                static_cast<long long>(ck.config.world_size), ck.config.world_size > 1 ? "es" : "",
+                static_cast<long long>(ck.config.batch_size_per_gpu), static_cast<long long>(config_.world_size),
+                static_cast<long long>(config_.batch_size_per_gpu));
   if (ck.config.fit_epochs_to_budget) {
     // The schedule was fitted when the run started; keep it rather than fitting again.
     config_.epochs = ck.config.epochs;

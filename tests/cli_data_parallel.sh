@@ -1,9 +1,10 @@
 #!/bin/sh
 # bamtrain as a data-parallel run: two processes on the CPU, started the way torchrun starts them
 # (WORLD_SIZE, RANK, MASTER_PORT), against one process that trains on the whole batch. Their step
-# losses must agree (the same global batch, loss and averaged gradient; only the order of float
-# sums differs). Then the run's resume, and the failures a user can cause: resuming with another
-# process count, ranks started with different flags, a rank that never starts. Given a bamtrain
+# losses must agree (the same global batch, loss and summed gradient; only the order of float
+# sums differs). Then the run's resume, with the same or another split of the global batch, and
+# the failures a user can cause: resuming with another global batch, ranks started with different
+# flags, a rank that never starts. Given a bamtrain
 # built on the CUDA emulator too, the same comparison on "GPU" tensors (which go through host
 # memory to the TCP transport: that binary has no NCCL).
 # With BAM_DP_IMAGES naming a JPEG folder (an ImageFolder's train, with its val beside it), the
@@ -79,7 +80,27 @@ check "both ranks resume the finished run" grep -q "Resumed from .*2 epochs and 
 check "and train nothing more" test "$(losses "$work/two" | wc -l)" -eq 8
 
 "$bin" $args --batch_size_per_gpu 8 --output_dir "$work/two" > "$work/alone.out" 2>&1
-check "one process refuses the two-process checkpoint" grep -q "trained by 2 processes (WORLD_SIZE)" "$work/alone.out"
+check "one process of 8 images refuses the checkpoint of 2 x 8" \
+  grep -q "global batches of 16 images (2 processes x --batch_size_per_gpu 8); resuming with 8 (1 x 8) would change the schedule; keep 16 images with --batch_size_per_gpu 16 on 1 process" "$work/alone.out"
+# Another split of the same global batch continues the run: epoch 1 from the checkpoint after
+# epoch 0, one process after two ranks and two ranks after one process, step for step the run
+# that went on unsplit.
+mkdir -p "$work/regrouped_one" "$work/regrouped_two"
+cp "$work/two/checkpoint0000.safetensors" "$work/regrouped_one/checkpoint.safetensors"
+cp "$work/one/checkpoint0000.safetensors" "$work/regrouped_two/checkpoint.safetensors"
+"$bin" $args --batch_size_per_gpu 16 --output_dir "$work/regrouped_one" > "$work/regrouped_one.out" 2>&1
+check "one process of 16 images resumes the two ranks' run after epoch 0" \
+  grep -q "Resuming a run of 2 processes x 8 images as 1 x 16" "$work/regrouped_one.out"
+two_ranks "$work/regrouped_two" $((port + 9))
+check "and two ranks of 8 resume one process's" grep -q "Resuming a run of 1 process x 16 images as 2 x 8" "$work/regrouped_two.out"
+losses "$work/regrouped_one" > "$work/regrouped_one.losses"
+losses "$work/regrouped_two" > "$work/regrouped_two.losses"
+tail -n 4 "$work/one.losses" > "$work/one.epoch1.losses"
+tail -n 4 "$work/two.losses" > "$work/two.epoch1.losses"
+check "both train epoch 1's 4 steps" \
+  test "$(wc -l < "$work/regrouped_one.losses")" -eq 4 -a "$(wc -l < "$work/regrouped_two.losses")" -eq 4
+check "as the unsplit runs did, within 1e-5" agree 1e-5 4 1e-5 "$work/one.epoch1.losses" "$work/regrouped_one.losses"
+check "(two ranks too)" agree 1e-5 4 1e-5 "$work/two.epoch1.losses" "$work/regrouped_two.losses"
 
 two_ranks "$work/mismatch" $((port + 2)) 4
 mismatch_status=$?
