@@ -1,8 +1,12 @@
-// kNN voting in chunks of test rows so the similarity matrix stays small.
+// kNN voting in chunks of test rows so the similarity matrix stays small; across ranks, each
+// rank's nearest neighbours merged.
 #include "bam/knn.h"
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <utility>
+#include <vector>
 
 #include "engine/autograd.h"
 #include "engine/distributed.h"
@@ -11,41 +15,60 @@
 
 namespace bam {
 
-KnnResult knn_classify(const Tensor& train_features, const Tensor& train_labels, const Tensor& test_features,
-                       const Tensor& test_labels, int64_t num_classes, int64_t k, double temperature) {
-  NoGradGuard no_grad;
+namespace {
+
+constexpr int64_t kChunk = 256;  // test rows per similarity block
+
+// One test row's vote: its k neighbours (similarity, training row) in topk's order vote for their
+// class with weight exp(similarity / T). Adds the row to the counts when its class comes first, or
+// among the first five (ties between vote totals: the lower class first, as a stable sort).
+void vote(const float* similarity, const int64_t* neighbour, int64_t k, const std::vector<int64_t>& train_labels,
+          int64_t label, int64_t num_classes, double temperature, int64_t* correct1, int64_t* correct5) {
+  std::vector<double> votes(static_cast<size_t>(num_classes), 0.0);
+  for (int64_t j = 0; j < k; ++j) votes[train_labels[neighbour[j]]] += std::exp(similarity[j] / temperature);
+  int64_t better = 0;
+  for (int64_t c = 0; c < num_classes; ++c)
+    if (votes[c] > votes[label] || (votes[c] == votes[label] && c < label)) ++better;
+  *correct1 += better == 0;
+  *correct5 += better < 5;
+}
+
+void check_shapes(const Tensor& train_features, const Tensor& train_labels, const Tensor& test_features,
+                  const Tensor& test_labels) {
   BAM_CHECK(train_features.dim() == 2 && test_features.dim() == 2 && train_features.size(1) == test_features.size(1),
             "knn: feature shapes {} and {} do not match", train_features.describe(), test_features.describe());
   BAM_CHECK(train_labels.numel() == train_features.size(0) && test_labels.numel() == test_features.size(0),
             "knn: label counts do not match the features");
+}
+
+void check_labels(const std::vector<int64_t>& labels, int64_t num_classes) {
+  for (int64_t l : labels) BAM_CHECK(l >= 0 && l < num_classes, "knn: label {} outside [0, {})", l, num_classes);
+}
+
+}  // namespace
+
+KnnResult knn_classify(const Tensor& train_features, const Tensor& train_labels, const Tensor& test_features,
+                       const Tensor& test_labels, int64_t num_classes, int64_t k, double temperature) {
+  NoGradGuard no_grad;
+  check_shapes(train_features, train_labels, test_features, test_labels);
   const int64_t n_train = train_features.size(0), n_test = test_features.size(0);
   BAM_CHECK(n_train > 0, "knn: no training features to vote");
-  if (n_test == 0) return knn_result_of(0, 0, 0);  // a rank's empty part of a small folder
+  if (n_test == 0) return knn_result_of(0, 0, 0);
   k = std::min(k, n_train);
   Tensor train = l2_normalize(train_features.to(DType::f32), 1);
   Tensor test = l2_normalize(test_features.to(DType::f32), 1);
   std::vector<int64_t> labels = train_labels.to_vector<int64_t>();
   std::vector<int64_t> truth = test_labels.to_vector<int64_t>();
-  for (int64_t l : labels) BAM_CHECK(l >= 0 && l < num_classes, "knn: label {} outside [0, {})", l, num_classes);
+  check_labels(labels, num_classes);
   int64_t correct1 = 0, correct5 = 0;
-  const int64_t chunk = 256;
-  for (int64_t start = 0; start < n_test; start += chunk) {
-    int64_t rows = std::min(chunk, n_test - start);
+  for (int64_t start = 0; start < n_test; start += kChunk) {
+    int64_t rows = std::min(kChunk, n_test - start);
     Tensor sim = matmul(test.narrow(0, start, rows), train.t());
     auto [values, index] = topk(sim, k, 1);
     std::vector<float> v = values.to_vector<float>();
     std::vector<int64_t> idx = index.to_vector<int64_t>();
-    for (int64_t r = 0; r < rows; ++r) {
-      std::vector<double> votes(num_classes, 0.0);
-      for (int64_t j = 0; j < k; ++j) votes[labels[idx[r * k + j]]] += std::exp(v[r * k + j] / temperature);
-      int64_t label = truth[start + r];
-      // Rank of the true class among the vote totals (ties: lower class index first, as a stable sort).
-      int64_t better = 0;
-      for (int64_t c = 0; c < num_classes; ++c)
-        if (votes[c] > votes[label] || (votes[c] == votes[label] && c < label)) ++better;
-      correct1 += better == 0;
-      correct5 += better < 5;
-    }
+    for (int64_t r = 0; r < rows; ++r)
+      vote(&v[r * k], &idx[r * k], k, labels, truth[start + r], num_classes, temperature, &correct1, &correct5);
   }
   return knn_result_of(correct1, correct5, n_test);
 }
@@ -54,16 +77,74 @@ KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& 
                                     const Tensor& test_features, const Tensor& test_labels, int64_t num_classes,
                                     Communicator& group, int64_t k, double temperature) {
   NoGradGuard no_grad;
-  // The memory bank in the whole set's order: the same top-k ties as one process.
-  const Tensor bank = all_gather_varying_rows(train_features.to(DType::f32), group);
-  const Tensor bank_labels = all_gather_varying_rows(train_labels, group);
-  const KnnResult mine = knn_classify(bank, bank_labels, test_features, test_labels, num_classes, k, temperature);
-  Tensor counts = from_vector(std::vector<double>{static_cast<double>(mine.correct1),
-                                                  static_cast<double>(mine.correct5), static_cast<double>(mine.count)},
-                              {3});
-  group.all_reduce_sum(counts);  // exact: counts far below 2^53
-  const double* c = counts.data<double>();
-  return knn_result_of(std::llround(c[0]), std::llround(c[1]), std::llround(c[2]));
+  check_shapes(train_features, train_labels, test_features, test_labels);
+  // The training rows stay where they are (a memory bank can be gigabytes); the test rows, and the
+  // labels, are what every rank needs whole.
+  std::vector<int64_t> train_rows_per_rank;
+  const std::vector<int64_t> labels =
+      all_gather_varying_rows(train_labels, group, &train_rows_per_rank).to_vector<int64_t>();
+  const int64_t n_train = static_cast<int64_t>(labels.size());
+  BAM_CHECK(n_train > 0, "knn: no training features to vote");
+  check_labels(labels, num_classes);
+  const Tensor test = l2_normalize(all_gather_varying_rows(test_features.to(DType::f32), group), 1);
+  const std::vector<int64_t> truth = all_gather_varying_rows(test_labels, group).to_vector<int64_t>();
+  const int64_t n_test = test.size(0);
+  if (n_test == 0) return knn_result_of(0, 0, 0);
+  k = std::min(k, n_train);
+  int64_t first_row = 0;  // this rank's first training row in the whole set
+  for (int r = 0; r < group.rank(); ++r) first_row += train_rows_per_rank[static_cast<size_t>(r)];
+  // Each rank's k nearest among its own rows, for every test row: (similarity, row in the whole
+  // set) pairs, in f64 (exact for both), padded with (-inf, -1) where a rank holds fewer than k.
+  const int64_t mine = train_features.size(0), k_mine = std::min(k, mine);
+  Tensor candidates = empty({n_test, k, 2}, {DType::f64, Device::cpu()});
+  double* c = candidates.data<double>();
+  for (int64_t i = 0; i < n_test * k; ++i) {
+    c[2 * i] = -std::numeric_limits<double>::infinity();
+    c[2 * i + 1] = -1;
+  }
+  if (k_mine > 0) {
+    const Tensor train = l2_normalize(train_features.to(DType::f32), 1);
+    for (int64_t start = 0; start < n_test; start += kChunk) {
+      const int64_t rows = std::min(kChunk, n_test - start);
+      auto [values, index] = topk(matmul(test.narrow(0, start, rows), train.t()), k_mine, 1);
+      const std::vector<float> v = values.to_vector<float>();
+      const std::vector<int64_t> idx = index.to_vector<int64_t>();
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < k_mine; ++j) {
+          double* pair = c + 2 * ((start + r) * k + j);
+          pair[0] = v[r * k_mine + j];
+          pair[1] = static_cast<double>(first_row + idx[r * k_mine + j]);
+        }
+    }
+  }
+  // The whole set's k nearest are the k nearest of the ranks' candidates, in topk's order
+  // (similarity descending, then the lower row): one process's neighbours, ties included.
+  const Tensor all = group.all_gather(candidates);  // [world * n_test, k, 2]
+  const double* a = all.data<double>();
+  const int64_t world = group.world_size();
+  int64_t correct1 = 0, correct5 = 0;
+  std::vector<std::pair<double, int64_t>> pool;
+  std::vector<float> similarity(static_cast<size_t>(k));
+  std::vector<int64_t> neighbour(static_cast<size_t>(k));
+  for (int64_t t = 0; t < n_test; ++t) {
+    pool.clear();
+    for (int64_t r = 0; r < world; ++r)
+      for (int64_t j = 0; j < k; ++j) {
+        const double* pair = a + 2 * ((r * n_test + t) * k + j);
+        if (pair[1] >= 0) pool.emplace_back(pair[0], static_cast<int64_t>(pair[1]));
+      }
+    std::partial_sort(pool.begin(), pool.begin() + k, pool.end(), [](const auto& x, const auto& y) {
+      const bool nx = std::isnan(x.first), ny = std::isnan(y.first);
+      if (nx || ny) return nx && !ny ? true : (nx && ny ? x.second < y.second : false);
+      return x.first != y.first ? x.first > y.first : x.second < y.second;
+    });
+    for (int64_t j = 0; j < k; ++j) {
+      similarity[j] = static_cast<float>(pool[j].first);
+      neighbour[j] = pool[j].second;
+    }
+    vote(similarity.data(), neighbour.data(), k, labels, truth[t], num_classes, temperature, &correct1, &correct5);
+  }
+  return knn_result_of(correct1, correct5, n_test);
 }
 
 KnnResult knn_result_of(int64_t correct1, int64_t correct5, int64_t count) {

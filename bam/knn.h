@@ -16,9 +16,11 @@ struct KnnResult {
 };
 
 // knn_classify over the ranks of a data-parallel run, each holding a contiguous part of the
-// training and of the test rows (in rank order, the whole sets; a part may be empty): the training
-// rows are gathered on every rank, each votes for its own test rows, and the counts are summed.
-// Every rank gets what knn_classify of the whole sets gives.
+// training and of the test rows (in rank order, the whole sets; a part may be empty). The training
+// features stay where they are: the test rows are gathered, each rank finds every test row's k
+// nearest among its own training rows, and the ranks' candidates are merged in topk's order
+// (similarity descending, then the lower row). Every rank gets what knn_classify of the whole
+// sets gives, ties among neighbours included.
 KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& train_labels,
                                     const Tensor& test_features, const Tensor& test_labels, int64_t num_classes,
                                     Communicator& group, int64_t k = 20, double temperature = 0.07);

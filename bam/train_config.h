@@ -81,7 +81,8 @@ struct TrainConfig {
   bool fit_epochs_to_budget = false;
   // Data parallelism (set by bamtrain from torchrun's RANK and WORLD_SIZE, not flags): this
   // process's rank among world_size processes that each train on batch_size_per_gpu images of one
-  // global batch. The checkpoint keeps world_size: the schedule depends on the global batch.
+  // global batch. The checkpoint keeps both: a resume must keep their product, the global batch,
+  // which the schedule, the learning rate and the data order depend on.
   int64_t world_size = 1, rank = 0;
 
   // Errors name the flag ("--lr must be positive, got -1"); call before any work.

@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -292,9 +291,7 @@ void Trainer::resume_if_possible(TrainResult& result) {
               "{}: ccrop.boxes holds {} ContrastiveCrop boxes, but --data_path {} has {} images; resume with the same "
               "images or use a new --output_dir",
               checkpoint_path(), ck.object_boxes.dim() == 2 ? ck.object_boxes.size(0) : -1, config_.data_path, n);
-    const float* b = ck.object_boxes.data<float>();
-    resumed_boxes_.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) resumed_boxes_[i] = {b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]};
+    resumed_boxes_ = data::boxes_from_tensor(ck.object_boxes);
   }
   result.resumed = true;
   std::printf("Resumed from %s: %lld epochs and %lld steps done\n", checkpoint_path().c_str(),
@@ -349,12 +346,7 @@ void Trainer::save(const std::string& path) {
   state_.loss_scale = scaler_.enabled() ? scaler_.scale() : 0.0;
   state_.loss_scale_clean_steps = scaler_.enabled() ? scaler_.clean_steps() : 0;
   Tensor boxes;
-  if (object_boxes_) {
-    const auto& v = object_boxes_->boxes;
-    static_assert(sizeof(data::ObjectBox) == 4 * sizeof(float));
-    boxes = empty({static_cast<int64_t>(v.size()), 4});
-    std::memcpy(boxes.data<float>(), v.data(), v.size() * sizeof(data::ObjectBox));
-  }
+  if (object_boxes_) boxes = data::boxes_to_tensor(object_boxes_->boxes);
   save_checkpoint(path, config_, state_, *student_, teacher_.get(), *optimizer_, boxes);
 }
 
@@ -396,17 +388,11 @@ void Trainer::renew_object_boxes(int64_t epoch, EpochStats* stats) {
   } else {
     // Data parallelism: each rank locates the boxes of its part of the images, with the model all
     // ranks hold, and gathers everyone's: the table one process would locate, on every rank.
-    static_assert(sizeof(data::ObjectBox) == 4 * sizeof(float));
-    std::vector<data::ObjectBox> mine =
+    const std::vector<data::ObjectBox> mine =
         locate_objects_in(data::contiguous_part(*data_->images(), config_.rank, config_.world_size));
-    Tensor part = empty({static_cast<int64_t>(mine.size()), 4}, {DType::f32, Device::cpu()});
-    if (!mine.empty()) std::memcpy(part.data<float>(), mine.data(), mine.size() * sizeof(data::ObjectBox));
-    Tensor table = all_gather_varying_rows(part, *group_);
-    BAM_CHECK(table.size(0) == data_->images()->size(), "ContrastiveCrop: the ranks located {} boxes for {} images",
-              table.size(0), data_->images()->size());
-    const float* b = table.data<float>();
-    boxes.resize(static_cast<size_t>(table.size(0)));
-    for (int64_t i = 0; i < table.size(0); ++i) boxes[i] = {b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]};
+    boxes = data::boxes_from_tensor(all_gather_varying_rows(data::boxes_to_tensor(mine), *group_));
+    BAM_CHECK(static_cast<int64_t>(boxes.size()) == data_->images()->size(),
+              "ContrastiveCrop: the ranks located {} boxes for {} images", boxes.size(), data_->images()->size());
   }
   double area = 0;
   for (const data::ObjectBox& b : boxes) area += (b.bottom - b.top) * (b.right - b.left);

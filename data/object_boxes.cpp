@@ -3,11 +3,30 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "engine/error.h"
 #include "engine/philox.h"
 
 namespace bam::data {
+
+static_assert(sizeof(ObjectBox) == 4 * sizeof(float), "boxes_to_tensor copies ObjectBox as four floats");
+
+Tensor boxes_to_tensor(const std::vector<ObjectBox>& boxes) {
+  Tensor table = empty({static_cast<int64_t>(boxes.size()), 4}, {DType::f32, Device::cpu()});
+  if (!boxes.empty()) std::memcpy(table.data<float>(), boxes.data(), boxes.size() * sizeof(ObjectBox));
+  return table;
+}
+
+std::vector<ObjectBox> boxes_from_tensor(const Tensor& table) {
+  BAM_CHECK(table.dim() == 2 && table.size(1) == 4 && table.dtype() == DType::f32,
+            "object boxes: expected an [N, 4] f32 table, got {}", table.describe());
+  const Tensor t = table.to(Device::cpu()).contiguous();
+  const float* b = t.data<float>();
+  std::vector<ObjectBox> boxes(static_cast<size_t>(t.size(0)));
+  for (size_t i = 0; i < boxes.size(); ++i) boxes[i] = {b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]};
+  return boxes;
+}
 
 std::optional<CropPlacement> ObjectBoxes::placement(int64_t epoch, int64_t index) const {
   if (epoch < first_epoch) return std::nullopt;

@@ -13,6 +13,8 @@
 #include <optional>
 #include <vector>
 
+#include "engine/tensor.h"
+
 namespace bam::data {
 
 // Where the object is, as fractions of the image's height and width (the official [h_min, w_min,
@@ -42,6 +44,11 @@ struct ObjectBoxes {
   // How crops of dataset image `index` are placed in `epoch`: nullopt for RandomResizedCrop.
   std::optional<CropPlacement> placement(int64_t epoch, int64_t index) const;
 };
+
+// The boxes as a [N, 4] f32 CPU tensor, a row (top, left, bottom, right) per image, as the
+// checkpoint stores them and the ranks gather them; and back (which checks the shape).
+Tensor boxes_to_tensor(const std::vector<ObjectBox>& boxes);
+std::vector<ObjectBox> boxes_from_tensor(const Tensor& table);
 
 // The box of one attention map, as the official update_box computes it: the map (gh x gw, the CLS
 // token's attention to each patch summed over heads) is scaled to [0, 1] (min-max, + 1e-5 in the

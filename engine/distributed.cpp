@@ -34,7 +34,7 @@ Tensor all_gather_rows(const Tensor& x, Communicator& group) {
   });
 }
 
-Tensor all_gather_varying_rows(const Tensor& x, Communicator& group) {
+Tensor all_gather_varying_rows(const Tensor& x, Communicator& group, std::vector<int64_t>* rows_per_rank) {
   BAM_CHECK(x.dim() >= 1, "all_gather_varying_rows: needs a tensor with rows, got {}", x.describe());
   NoGradGuard no_grad;
   // First what each rank holds, so that a mismatch fails here, by name, instead of as garbage.
@@ -50,16 +50,20 @@ Tensor all_gather_varying_rows(const Tensor& x, Communicator& group) {
               row_size, dtype_name(x.dtype()), r, held[3 * r + 1], dtype_name(static_cast<DType>(held[3 * r + 2])));
     most = std::max(most, held[3 * r]);
   }
+  if (rows_per_rank) {
+    rows_per_rank->clear();
+    for (int r = 0; r < group.world_size(); ++r) rows_per_rank->push_back(held[3 * r]);
+  }
   // Then the rows, each rank's padded to the most any holds (all_gather takes equal sizes).
   Shape padded_shape = x.shape();
   padded_shape[0] = most;
+  if (most == 0) return empty(padded_shape, {x.dtype(), x.device()});  // no rank holds a row (all see it)
   Tensor padded = zeros(padded_shape, {x.dtype(), x.device()});
   if (rows > 0) padded.narrow(0, 0, rows).copy_(x);
   Tensor all = group.all_gather(padded);
   std::vector<Tensor> parts;
   for (int r = 0; r < group.world_size(); ++r)
     if (held[3 * r] > 0) parts.push_back(all.narrow(0, r * most, held[3 * r]));
-  if (parts.empty()) return all;  // no rank holds a row: [0, ...]
   return parts.size() == 1 ? parts[0].contiguous() : cat(parts, 0);
 }
 

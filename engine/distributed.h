@@ -22,8 +22,8 @@ Tensor all_gather_rows(const Tensor& x, Communicator& group);
 // Every rank's rows of x, however many each holds (none included), stacked in rank order: what
 // one process holding them all would have. The dtype and the size of a row must be the same on
 // every rank. Not differentiable: for results gathered after the fact (evaluation features, the
-// located object boxes), on x's device.
-Tensor all_gather_varying_rows(const Tensor& x, Communicator& group);
+// located object boxes), on x's device. rows_per_rank, when given, receives each rank's count.
+Tensor all_gather_varying_rows(const Tensor& x, Communicator& group, std::vector<int64_t>* rows_per_rank = nullptr);
 
 // The sum over ranks of x (same shape everywhere). Backward: the gradient summed over ranks.
 Tensor sum_over_ranks(const Tensor& x, Communicator& group);

@@ -74,6 +74,26 @@ check "which train" grep -q "Training done" "$work/launched.out"
 check "as the ranks started by hand do" cmp -s "$work/two.losses" "$(losses "$work/launched" > "$work/launched.losses"; echo "$work/launched.losses")"
 "$bin" $args --nproc_per_node 2 --batch_size_per_gpu 8 --lr -1 --output_dir "$work/launch_bad" > "$work/launch_bad.out" 2>&1
 check "a bad flag stops the launcher before any rank starts" test "$(grep -c "lr must be positive" "$work/launch_bad.out")" -eq 1
+# torchrun's other values: cpu (a rank per core this process may use: two, under taskset), auto
+# (cpu with --device cpu). The launched ranks share the cores (one thread each), unless
+# BAM_NUM_THREADS says otherwise.
+if taskset -c 0,1 true 2> /dev/null; then
+  env -u BAM_NUM_THREADS taskset -c 0,1 "$bin" $args --nproc_per_node cpu --batch_size_per_gpu 8 \
+    --output_dir "$work/per_core" > "$work/per_core.out" 2>&1
+  check "--nproc_per_node cpu on two cores starts two ranks" grep -q "Starting 2 ranks on this machine" "$work/per_core.out"
+  check "of one CPU thread each, which train" grep -q "global batch of 16, with 1 CPU thread$" "$work/per_core.out"
+  check "(and finish)" grep -q "Training done" "$work/per_core.out"
+  BAM_NUM_THREADS=2 taskset -c 0,1 "$bin" $args --nproc_per_node auto --batch_size_per_gpu 8 \
+    --output_dir "$work/per_core_auto" > "$work/per_core_auto.out" 2>&1
+  check "--nproc_per_node auto with --device cpu: the same, with the threads BAM_NUM_THREADS sets" \
+    grep -q "global batch of 16, with 2 CPU threads$" "$work/per_core_auto.out"
+fi
+"$bin" $args --nproc_per_node two --output_dir "$work/nproc_bad" > "$work/nproc_bad.out" 2>&1
+check "--nproc_per_node two is refused, naming the values it takes" \
+  grep -q "nproc_per_node two: expected a count from 1 to 1024, or auto, cpu or gpu" "$work/nproc_bad.out"
+"$bin" $args --nproc_per_node gpu --batch_size_per_gpu 8 --output_dir "$work/nproc_gpu" > "$work/nproc_gpu.out" 2>&1
+check "--nproc_per_node gpu: one rank per GPU, or, with none, an error that says so" \
+  grep -q "Training done\|nproc_per_node gpu: no GPU answers" "$work/nproc_gpu.out"
 
 two_ranks "$work/two" $((port + 1))
 check "both ranks resume the finished run" grep -q "Resumed from .*2 epochs and 8 steps done" "$work/two.out"
@@ -168,6 +188,15 @@ check "SGD with a teacher, top-k and a frozen last layer: 8 steps each" \
 check "and the step losses agree: 1e-5 for three steps, then 1e-3" agree 1e-5 3 1e-3 "$work/sgd_one.losses" \
   "$work/sgd_two.losses"
 check "which move: SGD trains" awk 'NR == 1 { first = $1 } END { exit !(first - $1 > 0.01 || $1 - first > 0.01) }' "$work/sgd_one.losses"
+# The teacher (its EMA and momentum schedule) resumed by one process from the two ranks' epoch 0.
+mkdir -p "$work/sgd_regrouped"
+cp "$work/sgd_two/checkpoint0000.safetensors" "$work/sgd_regrouped/checkpoint.safetensors"
+"$bin" $args --batch_size_per_gpu 16 --output_dir "$work/sgd_regrouped" > "$work/sgd_regrouped.out" 2>&1
+losses "$work/sgd_regrouped" > "$work/sgd_regrouped.losses"
+tail -n 4 "$work/sgd_two.losses" > "$work/sgd_two.epoch1.losses"
+check "SGD with a teacher: one process goes on from the two ranks' epoch 0 as they did (1e-5)" \
+  agree 1e-5 4 1e-5 "$work/sgd_two.epoch1.losses" "$work/sgd_regrouped.losses"
+check "(4 steps)" test "$(wc -l < "$work/sgd_regrouped.losses")" -eq 4
 args=$args_adamw
 
 if [ -n "${BAM_DP_IMAGES:-}" ]; then

@@ -204,6 +204,30 @@ TEST_CASE("contiguous_part: the parts, in order, are the dataset; their sizes di
   CHECK_MESSAGE(missing.find("part 3 of 3 does not exist") != std::string::npos, missing);
 }
 
+// Every rank of `world` holds its contiguous part of the four sets; each must get `whole`.
+void check_knn_across_ranks(int world, const Tensor& train, const Tensor& train_labels, const Tensor& test,
+                            const Tensor& test_labels, int64_t classes, int64_t k, const KnnResult& whole) {
+  INFO(world << " ranks");
+  std::vector<KnnResult> got(static_cast<size_t>(world));
+  run_ranks(world, [&](Communicator& group) {
+    const int r = group.rank();
+    auto part = [&](const Tensor& t) {
+      const int64_t n = t.size(0), first = r * n / world;
+      return t.narrow(0, first, (r + 1) * n / world - first).contiguous();
+    };
+    got[r] = knn_classify_across_ranks(part(train), part(train_labels), part(test), part(test_labels), classes, group,
+                                       k, 0.07);
+  });
+  for (int r = 0; r < world; ++r) {
+    INFO("rank " << r);
+    CHECK(got[r].correct1 == whole.correct1);
+    CHECK(got[r].correct5 == whole.correct5);
+    CHECK(got[r].count == whole.count);
+    CHECK(got[r].top1 == whole.top1);
+    CHECK(got[r].top5 == whole.top5);
+  }
+}
+
 TEST_CASE("knn_classify_across_ranks: the ranks' parts give every rank the whole sets' kNN result") {
   // Clustered features, so that the vote is neither all right nor all wrong; 10 classes for top-5.
   const int64_t classes = 10, n_train = 53, n_test = 29, dims = 8;
@@ -223,27 +247,21 @@ TEST_CASE("knn_classify_across_ranks: the ranks' parts give every rank the whole
   REQUIRE(whole.correct1 > 0);
   REQUIRE(whole.correct1 < n_test);
   REQUIRE(whole.correct5 > whole.correct1);
-  for (int world : {2, 3}) {
-    INFO(world << " ranks");
-    std::vector<KnnResult> got(static_cast<size_t>(world));
-    run_ranks(world, [&](Communicator& group) {
-      const int r = group.rank();
-      auto part = [&](const Tensor& t) {
-        const int64_t n = t.size(0), first = r * n / world;
-        return t.narrow(0, first, (r + 1) * n / world - first).contiguous();
-      };
-      got[r] = knn_classify_across_ranks(part(train), part(train_labels), part(test), part(test_labels), classes, group,
-                                         20, 0.07);
-    });
-    for (int r = 0; r < world; ++r) {
-      INFO("rank " << r);
-      CHECK(got[r].correct1 == whole.correct1);
-      CHECK(got[r].correct5 == whole.correct5);
-      CHECK(got[r].count == whole.count);
-      CHECK(got[r].top1 == whole.top1);
-      CHECK(got[r].top5 == whole.top5);
-    }
-  }
+  for (int world : {2, 3}) check_knn_across_ranks(world, train, train_labels, test, test_labels, classes, 20, whole);
+}
+
+TEST_CASE("knn_classify_across_ranks: tied neighbours fall as in one process; a rank may hold no rows") {
+  // Three training rows with the same features and labels 0, 1, 2; k = 2. One process's topk keeps
+  // the lower rows on a tie, 0 and 1, whose equal votes make class 0 the first: the three test
+  // rows (class 0, the same features) are all right. Preferring the higher rows would make them
+  // all wrong. On 4 ranks one rank holds no training row and one no test row.
+  const Tensor u = from_vector(std::vector<float>{0.6f, 0.8f, 0.0f}, {1, 3});
+  const Tensor train = cat({u, u, u}, 0), test = cat({u, u, u}, 0);
+  const Tensor train_labels = from_vector(std::vector<int64_t>{0, 1, 2}, {3});
+  const Tensor test_labels = from_vector(std::vector<int64_t>{0, 0, 0}, {3});
+  const KnnResult whole = knn_classify(train, train_labels, test, test_labels, 3, 2, 0.07);
+  REQUIRE(whole.correct1 == 3);
+  for (int world : {2, 3, 4}) check_knn_across_ranks(world, train, train_labels, test, test_labels, 3, 2, whole);
 }
 
 TEST_CASE("all_gather_rows and sum_over_ranks: the gradient is summed over ranks (each rank's loss is its part)") {
@@ -439,8 +457,8 @@ TEST_CASE("a rank outside the world is refused, naming it") {
   CHECK(error_of([&] { c.validate(); }).find("rank 2 of 2") != std::string::npos);
 }
 
-constexpr const char* kVariables[] = {"WORLD_SIZE",  "RANK",         "LOCAL_RANK",   "MASTER_ADDR",
-                                      "MASTER_PORT", "SLURM_PROCID", "SLURM_LOCALID"};
+constexpr const char* kVariables[] = {"WORLD_SIZE",  "RANK",        "LOCAL_RANK",   "LOCAL_WORLD_SIZE",
+                                      "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_LOCALID"};
 
 TEST_CASE("launch_environment_from_env reads torchrun's variables (or Slurm's) and names a bad one") {
   struct Restore {
@@ -461,6 +479,12 @@ TEST_CASE("launch_environment_from_env reads torchrun's variables (or Slurm's) a
   CHECK(e.local_rank == 1);
   CHECK(e.master_addr == "node7");
   CHECK(e.master_port == 29611);
+  CHECK(e.local_world_size == 1);  // unset: this rank alone on its cores (srun binds them)
+  ::setenv("LOCAL_WORLD_SIZE", "2", 1);
+  CHECK(launch_environment_from_env().local_world_size == 2);
+  ::setenv("LOCAL_WORLD_SIZE", "5", 1);  // more ranks on this machine than in the world
+  CHECK(error_of([] { launch_environment_from_env(); }).find("LOCAL_WORLD_SIZE=5") != std::string::npos);
+  ::unsetenv("LOCAL_WORLD_SIZE");
   ::setenv("RANK", "4", 1);
   CHECK(error_of([] { launch_environment_from_env(); }).find("RANK=4") != std::string::npos);
   ::unsetenv("RANK");

@@ -457,6 +457,17 @@ TEST_CASE("the probe separates a tiny dataset with kNN and linear") {
   f.n_last_blocks = 2;
   FeatureSet vtr = extract_features(&vit, train, f), vva = extract_features(&vit, val, f);
   CHECK(vtr.features.shape() == Shape{72, 48});
+  // An empty dataset (a rank's part of a small folder): no rows, of the same width.
+  data::Dataset none;
+  none.root = train.root;
+  none.classes = train.classes;
+  CHECK(extract_features(nullptr, none, f).features.shape() == Shape{0, 3 * 16 * 16});
+  CHECK(extract_features(&vit, none, f).features.shape() == Shape{0, 48});
+  f.avgpool_patchtokens = true;
+  const int64_t pooled_width = extract_features(&vit, val, f).features.size(1);
+  CHECK(extract_features(&vit, none, f).features.shape() == Shape{0, pooled_width});
+  CHECK(extract_features(&vit, none, f).labels.numel() == 0);
+  f.avgpool_patchtokens = false;
   CHECK(train_linear_probe(vtr, vva, lo).top1 > 90);
 }
 

@@ -156,15 +156,23 @@ int main(int argc, char** argv) {
   bam::tool::OfficialOnlyFlags official_only;
   add_official_only_flags(app, official_only, bam::tool::OfficialScript::pretrain);
   std::string tool_name = "bamtrain";
-  int nproc_per_node = 1;
-  app.add_option("--nproc_per_node", nproc_per_node,
-                 "start this many ranks of this command on this machine (torchrun's flag; data parallelism over "
-                 "its GPUs, one each, or its cores)")
-      ->check(CLI::Range(1, 1024));
+  std::string nproc_text = "1";
+  app.add_option("--nproc_per_node", nproc_text,
+                 "start this many ranks of this command on this machine, as torchrun does (data parallelism over "
+                 "its GPUs, one each, or its cores): a count, gpu (one per GPU), cpu (one per core) or auto (gpu "
+                 "with --device cuda, else cpu)")
+      ->default_val(nproc_text);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+  int nproc_per_node = 1;
+  try {
+    nproc_per_node = bam::tool::ranks_per_node(nproc_text, bam::tool::resolve_device(config.device));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bamtrain: %s\n", e.what());
+    return 1;
   }
   // --nproc_per_node: this process only checks the flags and starts the ranks.
   const bool launcher = nproc_per_node > 1 && std::getenv("WORLD_SIZE") == nullptr;
@@ -210,10 +218,13 @@ int main(int argc, char** argv) {
     if (launch.rank == 0) bam::prepare_output_dir(config.output_dir);
     bam::tool::open_device(config.device);  // before the GPU loader and the model touch a device
     if (launch.distributed()) {
+      const int threads = bam::tool::share_cores_among_local_ranks(launch);
       bam::set_process_group(bam::tool::join_rank_group(launch, config.device));
-      std::printf("Data parallel: %s; each rank trains on %lld images of a global batch of %lld\n",
-                  bam::process_group()->describe().c_str(), static_cast<long long>(config.batch_size_per_gpu),
-                  static_cast<long long>(config.batch_size_per_gpu * launch.world_size));
+      std::printf(
+          "Data parallel: %s; each rank trains on %lld images of a global batch of %lld, with %d CPU "
+          "thread%s\n",
+          bam::process_group()->describe().c_str(), static_cast<long long>(config.batch_size_per_gpu),
+          static_cast<long long>(config.batch_size_per_gpu * launch.world_size), threads, threads == 1 ? "" : "s");
     }
     const auto args = config.to_json();     // items() must not outlive the object it iterates
     for (const auto& [key, value] : args.items()) std::printf("%s: %s\n", key.c_str(), value.dump().c_str());

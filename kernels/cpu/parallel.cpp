@@ -1,6 +1,8 @@
 // The thread pool behind parallel_for: N-1 workers plus the calling thread, woken per region.
 #include "kernels/cpu/parallel.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -21,8 +23,7 @@ int threads_from_environment() {
     long n = std::strtol(env, &end, 10);
     if (end != env && *end == '\0' && n >= 1 && n <= 1024) return static_cast<int>(n);
   }
-  unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
+  return available_cores();
 }
 
 // Workers sleep on a condition variable; a region publishes a job (task count + function),
@@ -130,6 +131,14 @@ ThreadPool& pool() {
 }
 
 }  // namespace
+
+int available_cores() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof(mask), &mask) == 0 && CPU_COUNT(&mask) > 0) return CPU_COUNT(&mask);
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
 
 int num_threads() {
   std::lock_guard<std::mutex> lock(g_pool_mutex);

@@ -6,8 +6,11 @@
 
 namespace bam::cpu {
 
-// Number of threads kernels use: BAM_NUM_THREADS if set, else the hardware's count.
+// Number of threads kernels use: BAM_NUM_THREADS if set, else available_cores().
 int num_threads();
+// The CPUs this process may run on: its affinity mask (which taskset, a container's cpuset and
+// Slurm's binding restrict), else the hardware's count.
+int available_cores();
 // Changes the pool size (>= 1). Not to be called while a parallel region runs.
 void set_num_threads(int n);
 

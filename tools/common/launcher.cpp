@@ -19,7 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/cuda.h"
 #include "engine/error.h"
+#include "kernels/cpu/parallel.h"
 
 extern char** environ;
 
@@ -57,11 +59,27 @@ void stop_children() { pass_signal_on(SIGTERM); }
 
 }  // namespace
 
+int ranks_per_node(const std::string& text, const std::string& resolved_device) {
+  const bool on_gpu = resolved_device.rfind("cuda", 0) == 0;
+  if (text == "gpu" || (text == "auto" && on_gpu)) {
+    BAM_CHECK(cuda::is_available(), "--nproc_per_node {}: no GPU answers: {}", text, cuda::unavailable_reason());
+    return cuda::device_count();
+  }
+  if (text == "cpu" || text == "auto") return cpu::available_cores();
+  char* end = nullptr;
+  errno = 0;
+  const long n = std::strtol(text.c_str(), &end, 10);
+  BAM_CHECK(!text.empty() && errno == 0 && *end == '\0' && n >= 1 && n <= kMaxRanks,
+            "--nproc_per_node {}: expected a count from 1 to {}, or auto, cpu or gpu", text, kMaxRanks);
+  return static_cast<int>(n);
+}
+
 int run_local_ranks(int ranks, char** argv) {
   BAM_CHECK(ranks >= 1 && ranks <= kMaxRanks, "--nproc_per_node {}: expected 1 to {}", ranks, kMaxRanks);
   const int port = free_local_port();
   // Each rank's environment: this one's, with the five variables set.
-  const char* names[] = {"RANK=", "LOCAL_RANK=", "WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT=", "BAM_LAUNCHED_RANK="};
+  const char* names[] = {
+      "RANK=", "LOCAL_RANK=", "WORLD_SIZE=", "LOCAL_WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT=", "BAM_LAUNCHED_RANK="};
   std::vector<std::string> inherited;
   for (char** e = environ; *e != nullptr; ++e) {
     bool ours = false;
@@ -76,6 +94,7 @@ int run_local_ranks(int ranks, char** argv) {
     t.push_back("RANK=" + std::to_string(r));
     t.push_back("LOCAL_RANK=" + std::to_string(r));
     t.push_back("WORLD_SIZE=" + std::to_string(ranks));
+    t.push_back("LOCAL_WORLD_SIZE=" + std::to_string(ranks));
     t.push_back("MASTER_ADDR=127.0.0.1");
     t.push_back("MASTER_PORT=" + std::to_string(port));
     t.push_back("BAM_LAUNCHED_RANK=1");  // the child sees --nproc_per_node too: it is a rank

@@ -1,11 +1,13 @@
 // Joining the ranks' group (tools/common/rank_group.h).
 #include "tools/common/rank_group.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "kernels/cpu/parallel.h"
 
 namespace bam::tool {
 
@@ -24,6 +26,12 @@ std::shared_ptr<Communicator> join_rank_group(const LaunchEnvironment& launch, c
   BAM_CHECK(backend == nullptr, "BAM_DIST_BACKEND=nccl: {}", why_not);
   std::printf("note: the ranks talk over TCP through host memory, which is slower: %s\n", why_not.c_str());
   return group;
+}
+
+int share_cores_among_local_ranks(const LaunchEnvironment& launch) {
+  if (std::getenv("BAM_NUM_THREADS") == nullptr && launch.local_world_size > 1)
+    cpu::set_num_threads(std::max(1, cpu::available_cores() / launch.local_world_size));
+  return cpu::num_threads();
 }
 
 }  // namespace bam::tool
