@@ -145,9 +145,12 @@ double Trainer::measure_step_seconds() {
       AutocastGuard autocast(compute_dtype_);
       z = model.forward(batch.groups);
     }
-    BamLossResult out = bam_loss(z, config_.reg, o);
+    // With several ranks, the collectives too: the loss across ranks and the gradients' sum.
+    BamLossResult out =
+        group_ ? bam_loss_across_ranks(z, config_.reg, o, Tensor(), *group_) : bam_loss(z, config_.reg, o);
     optimizer->zero_grad();
     out.loss.backward();
+    if (group_) sum_gradients_over_ranks(model.parameters(), *group_);
     clip_grad_norm(model.parameters(), 1.0);
     // The real step's one wait, at the same place: it costs what it costs there.
     (void)out.loss.item();
