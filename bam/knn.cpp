@@ -2,9 +2,12 @@
 // rank's nearest neighbours merged.
 #include "bam/knn.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -33,16 +36,34 @@ void vote(const float* similarity, const int64_t* neighbour, int64_t k, const st
   *correct5 += better < 5;
 }
 
-void check_shapes(const Tensor& train_features, const Tensor& train_labels, const Tensor& test_features,
-                  const Tensor& test_labels) {
-  BAM_CHECK(train_features.dim() == 2 && test_features.dim() == 2 && train_features.size(1) == test_features.size(1),
-            "knn: feature shapes {} and {} do not match", train_features.describe(), test_features.describe());
-  BAM_CHECK(train_labels.numel() == train_features.size(0) && test_labels.numel() == test_features.size(0),
-            "knn: label counts do not match the features");
+// What is wrong with the four inputs' shapes, or "".
+std::string shape_problem(const Tensor& train_features, const Tensor& train_labels, const Tensor& test_features,
+                          const Tensor& test_labels) {
+  if (train_features.dim() != 2 || test_features.dim() != 2 || train_features.size(1) != test_features.size(1))
+    return fmt::format("knn: feature shapes {} and {} do not match", train_features.describe(),
+                       test_features.describe());
+  if (train_labels.numel() != train_features.size(0) || test_labels.numel() != test_features.size(0))
+    return fmt::format("knn: {} and {} labels for {} and {} feature rows", train_labels.numel(), test_labels.numel(),
+                       train_features.size(0), test_features.size(0));
+  return "";
 }
 
 void check_labels(const std::vector<int64_t>& labels, int64_t num_classes) {
   for (int64_t l : labels) BAM_CHECK(l >= 0 && l < num_classes, "knn: label {} outside [0, {})", l, num_classes);
+}
+
+// For each row of `test`, its k most similar rows of `train` (both l2-normalised, k <= train
+// rows), in topk's order (similarity descending, then the lower row): fn(test row, similarities,
+// train rows), k of each. In blocks of kChunk test rows, so the similarity matrix stays small.
+template <typename Fn>
+void for_each_nearest(const Tensor& test, const Tensor& train, int64_t k, Fn fn) {
+  for (int64_t start = 0; start < test.size(0); start += kChunk) {
+    const int64_t rows = std::min(kChunk, test.size(0) - start);
+    auto [values, index] = topk(matmul(test.narrow(0, start, rows), train.t()), k, 1);
+    const std::vector<float> v = values.to_vector<float>();
+    const std::vector<int64_t> idx = index.to_vector<int64_t>();
+    for (int64_t r = 0; r < rows; ++r) fn(start + r, &v[r * k], &idx[r * k]);
+  }
 }
 
 }  // namespace
@@ -50,26 +71,20 @@ void check_labels(const std::vector<int64_t>& labels, int64_t num_classes) {
 KnnResult knn_classify(const Tensor& train_features, const Tensor& train_labels, const Tensor& test_features,
                        const Tensor& test_labels, int64_t num_classes, int64_t k, double temperature) {
   NoGradGuard no_grad;
-  check_shapes(train_features, train_labels, test_features, test_labels);
+  if (std::string problem = shape_problem(train_features, train_labels, test_features, test_labels); !problem.empty())
+    fail("{}", problem);
   const int64_t n_train = train_features.size(0), n_test = test_features.size(0);
   BAM_CHECK(n_train > 0, "knn: no training features to vote");
   if (n_test == 0) return knn_result_of(0, 0, 0);
   k = std::min(k, n_train);
-  Tensor train = l2_normalize(train_features.to(DType::f32), 1);
-  Tensor test = l2_normalize(test_features.to(DType::f32), 1);
-  std::vector<int64_t> labels = train_labels.to_vector<int64_t>();
-  std::vector<int64_t> truth = test_labels.to_vector<int64_t>();
+  const std::vector<int64_t> labels = train_labels.to_vector<int64_t>(), truth = test_labels.to_vector<int64_t>();
   check_labels(labels, num_classes);
+  check_labels(truth, num_classes);
   int64_t correct1 = 0, correct5 = 0;
-  for (int64_t start = 0; start < n_test; start += kChunk) {
-    int64_t rows = std::min(kChunk, n_test - start);
-    Tensor sim = matmul(test.narrow(0, start, rows), train.t());
-    auto [values, index] = topk(sim, k, 1);
-    std::vector<float> v = values.to_vector<float>();
-    std::vector<int64_t> idx = index.to_vector<int64_t>();
-    for (int64_t r = 0; r < rows; ++r)
-      vote(&v[r * k], &idx[r * k], k, labels, truth[start + r], num_classes, temperature, &correct1, &correct5);
-  }
+  for_each_nearest(l2_normalize(test_features.to(DType::f32), 1), l2_normalize(train_features.to(DType::f32), 1), k,
+                   [&](int64_t t, const float* similarity, const int64_t* neighbour) {
+                     vote(similarity, neighbour, k, labels, truth[t], num_classes, temperature, &correct1, &correct5);
+                   });
   return knn_result_of(correct1, correct5, n_test);
 }
 
@@ -77,7 +92,12 @@ KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& 
                                     const Tensor& test_features, const Tensor& test_labels, int64_t num_classes,
                                     Communicator& group, int64_t k, double temperature) {
   NoGradGuard no_grad;
-  check_shapes(train_features, train_labels, test_features, test_labels);
+  // A rank whose inputs are wrong must not leave the others waiting in a gather: all learn of it.
+  const std::string problem = shape_problem(train_features, train_labels, test_features, test_labels);
+  Tensor failed = from_vector(std::vector<double>{problem.empty() ? 0.0 : 1.0}, {1});
+  group.all_reduce_sum(failed);
+  if (!problem.empty()) fail("{} (rank {})", problem, group.rank());
+  BAM_CHECK(failed.data<double>()[0] == 0, "knn: another rank's features or labels do not match (see its error)");
   // The training rows stay where they are (a memory bank can be gigabytes); the test rows, and the
   // labels, are what every rank needs whole.
   std::vector<int64_t> train_rows_per_rank;
@@ -85,9 +105,10 @@ KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& 
       all_gather_varying_rows(train_labels, group, &train_rows_per_rank).to_vector<int64_t>();
   const int64_t n_train = static_cast<int64_t>(labels.size());
   BAM_CHECK(n_train > 0, "knn: no training features to vote");
-  check_labels(labels, num_classes);
   const Tensor test = l2_normalize(all_gather_varying_rows(test_features.to(DType::f32), group), 1);
   const std::vector<int64_t> truth = all_gather_varying_rows(test_labels, group).to_vector<int64_t>();
+  check_labels(labels, num_classes);  // the same on every rank: all fail together
+  check_labels(truth, num_classes);
   const int64_t n_test = test.size(0);
   if (n_test == 0) return knn_result_of(0, 0, 0);
   k = std::min(k, n_train);
@@ -95,30 +116,24 @@ KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& 
   for (int r = 0; r < group.rank(); ++r) first_row += train_rows_per_rank[static_cast<size_t>(r)];
   // Each rank's k nearest among its own rows, for every test row: (similarity, row in the whole
   // set) pairs, in f64 (exact for both), padded with (-inf, -1) where a rank holds fewer than k.
-  const int64_t mine = train_features.size(0), k_mine = std::min(k, mine);
+  const int64_t k_mine = std::min(k, train_features.size(0));
   Tensor candidates = empty({n_test, k, 2}, {DType::f64, Device::cpu()});
   double* c = candidates.data<double>();
   for (int64_t i = 0; i < n_test * k; ++i) {
     c[2 * i] = -std::numeric_limits<double>::infinity();
     c[2 * i + 1] = -1;
   }
-  if (k_mine > 0) {
-    const Tensor train = l2_normalize(train_features.to(DType::f32), 1);
-    for (int64_t start = 0; start < n_test; start += kChunk) {
-      const int64_t rows = std::min(kChunk, n_test - start);
-      auto [values, index] = topk(matmul(test.narrow(0, start, rows), train.t()), k_mine, 1);
-      const std::vector<float> v = values.to_vector<float>();
-      const std::vector<int64_t> idx = index.to_vector<int64_t>();
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < k_mine; ++j) {
-          double* pair = c + 2 * ((start + r) * k + j);
-          pair[0] = v[r * k_mine + j];
-          pair[1] = static_cast<double>(first_row + idx[r * k_mine + j]);
-        }
-    }
-  }
+  if (k_mine > 0)
+    for_each_nearest(test, l2_normalize(train_features.to(DType::f32), 1), k_mine,
+                     [&](int64_t t, const float* similarity, const int64_t* neighbour) {
+                       for (int64_t j = 0; j < k_mine; ++j) {
+                         c[2 * (t * k + j)] = similarity[j];
+                         c[2 * (t * k + j) + 1] = static_cast<double>(first_row + neighbour[j]);
+                       }
+                     });
   // The whole set's k nearest are the k nearest of the ranks' candidates, in topk's order
-  // (similarity descending, then the lower row): one process's neighbours, ties included.
+  // (similarity descending, then the lower row): one process's neighbours, ties included. Every
+  // rank merges them all (cheap next to the similarities) and gets the whole result.
   const Tensor all = group.all_gather(candidates);  // [world * n_test, k, 2]
   const double* a = all.data<double>();
   const int64_t world = group.world_size();

@@ -35,15 +35,12 @@ class Communicator {
 };
 
 // How a process was launched: torchrun's (and torch.distributed.launch's) variables RANK,
-// WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, with Slurm's SLURM_PROCID
-// and SLURM_LOCALID standing in for RANK and LOCAL_RANK (srun, as the official scripts launch);
-// and BAM_CONNECT_TIMEOUT_S, how long the ranks wait for each other at start (default 300). All
+// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, with Slurm's SLURM_PROCID and SLURM_LOCALID
+// standing in for RANK and LOCAL_RANK (srun, as the official scripts launch); and
+// BAM_CONNECT_TIMEOUT_S, how long the ranks wait for each other at start (default 300). All
 // absent: one process (world_size 1).
 struct LaunchEnvironment {
   int rank = 0, world_size = 1, local_rank = 0;
-  // The ranks on this machine (torchrun's LOCAL_WORLD_SIZE; 1 when unset, as under srun, which
-  // binds each task to its own cores).
-  int local_world_size = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   double connect_timeout_seconds = 300;

@@ -417,7 +417,6 @@ LaunchEnvironment launch_environment_from_env() {
   const char* local_variable = first_set("LOCAL_RANK", "SLURM_LOCALID");
   e.rank = rank_variable ? env_int(rank_variable, 0, 0, e.world_size - 1) : 0;
   e.local_rank = local_variable ? env_int(local_variable, 0, 0, e.world_size - 1) : e.rank;
-  e.local_world_size = e.world_size > 1 ? env_int("LOCAL_WORLD_SIZE", 1, 1, e.world_size) : 1;
   if (const char* addr = std::getenv("MASTER_ADDR"); addr != nullptr && *addr != '\0') e.master_addr = addr;
   e.master_port = env_int("MASTER_PORT", 29500, 1, 65535);
   e.connect_timeout_seconds = env_int("BAM_CONNECT_TIMEOUT_S", 300, 1, 86400);

@@ -77,7 +77,9 @@ check "a bad flag stops the launcher before any rank starts" test "$(grep -c "lr
 # torchrun's other values: cpu (a rank per core this process may use: two, under taskset), auto
 # (cpu with --device cpu). The launched ranks share the cores (one thread each), unless
 # BAM_NUM_THREADS says otherwise.
-if taskset -c 0,1 true 2> /dev/null; then
+if ! taskset -c 0,1 true 2> /dev/null; then
+  echo "skipped: --nproc_per_node cpu and auto (taskset cannot pin this process to cores 0 and 1)"
+else
   env -u BAM_NUM_THREADS taskset -c 0,1 "$bin" $args --nproc_per_node cpu --batch_size_per_gpu 8 \
     --output_dir "$work/per_core" > "$work/per_core.out" 2>&1
   check "--nproc_per_node cpu on two cores starts two ranks" grep -q "Starting 2 ranks on this machine" "$work/per_core.out"
@@ -92,8 +94,15 @@ fi
 check "--nproc_per_node two is refused, naming the values it takes" \
   grep -q "nproc_per_node two: expected a count from 1 to 1024, or auto, cpu or gpu" "$work/nproc_bad.out"
 "$bin" $args --nproc_per_node gpu --batch_size_per_gpu 8 --output_dir "$work/nproc_gpu" > "$work/nproc_gpu.out" 2>&1
-check "--nproc_per_node gpu: one rank per GPU, or, with none, an error that says so" \
-  grep -q "Training done\|nproc_per_node gpu: no GPU answers" "$work/nproc_gpu.out"
+gpus=$(nvidia-smi -L 2> /dev/null | grep -c "^GPU")
+if [ "${gpus:-0}" -eq 0 ]; then
+  check "--nproc_per_node gpu without a GPU says so" grep -q "nproc_per_node gpu: no GPU answers" "$work/nproc_gpu.out"
+else
+  check "--nproc_per_node gpu: a rank per GPU nvidia-smi lists ($gpus), which train" grep -q "Training done" "$work/nproc_gpu.out"
+  if [ "$gpus" -gt 1 ]; then
+    check "as $gpus ranks" grep -q "Starting $gpus ranks on this machine" "$work/nproc_gpu.out"
+  fi
+fi
 
 two_ranks "$work/two" $((port + 1))
 check "both ranks resume the finished run" grep -q "Resumed from .*2 epochs and 8 steps done" "$work/two.out"

@@ -218,8 +218,8 @@ int main(int argc, char** argv) {
     if (launch.rank == 0) bam::prepare_output_dir(config.output_dir);
     bam::tool::open_device(config.device);  // before the GPU loader and the model touch a device
     if (launch.distributed()) {
-      const int threads = bam::tool::share_cores_among_local_ranks(launch);
       bam::set_process_group(bam::tool::join_rank_group(launch, config.device));
+      const int threads = bam::tool::share_cores_among_local_ranks(*bam::process_group());
       std::printf(
           "Data parallel: %s; each rank trains on %lld images of a global batch of %lld, with %d CPU "
           "thread%s\n",

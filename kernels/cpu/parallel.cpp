@@ -18,12 +18,8 @@ namespace {
 thread_local bool t_in_region = false;
 
 int threads_from_environment() {
-  if (const char* env = std::getenv("BAM_NUM_THREADS")) {
-    char* end = nullptr;
-    long n = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && n >= 1 && n <= 1024) return static_cast<int>(n);
-  }
-  return available_cores();
+  const int requested = num_threads_requested();
+  return requested > 0 ? requested : available_cores();
 }
 
 // Workers sleep on a condition variable; a region publishes a job (task count + function),
@@ -131,6 +127,15 @@ ThreadPool& pool() {
 }
 
 }  // namespace
+
+int num_threads_requested() {
+  if (const char* env = std::getenv("BAM_NUM_THREADS")) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && n >= 1 && n <= 1024) return static_cast<int>(n);
+  }
+  return 0;
+}
 
 int available_cores() {
   cpu_set_t mask;

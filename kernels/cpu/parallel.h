@@ -8,6 +8,8 @@ namespace bam::cpu {
 
 // Number of threads kernels use: BAM_NUM_THREADS if set, else available_cores().
 int num_threads();
+// BAM_NUM_THREADS when it holds a count from 1 to 1024, else 0 (unset, or not a count).
+int num_threads_requested();
 // The CPUs this process may run on: its affinity mask (which taskset, a container's cpuset and
 // Slurm's binding restrict), else the hardware's count.
 int available_cores();

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -65,7 +66,7 @@ int ranks_per_node(const std::string& text, const std::string& resolved_device) 
     BAM_CHECK(cuda::is_available(), "--nproc_per_node {}: no GPU answers: {}", text, cuda::unavailable_reason());
     return cuda::device_count();
   }
-  if (text == "cpu" || text == "auto") return cpu::available_cores();
+  if (text == "cpu" || text == "auto") return std::min(cpu::available_cores(), kMaxRanks);
   char* end = nullptr;
   errno = 0;
   const long n = std::strtol(text.c_str(), &end, 10);
