@@ -1,7 +1,13 @@
 // The differentiable collectives and the sum of the ranks' gradients (engine/distributed.h).
 #include "engine/distributed.h"
 
+#include <sched.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
@@ -65,6 +71,26 @@ Tensor all_gather_varying_rows(const Tensor& x, Communicator& group, std::vector
   for (int r = 0; r < group.world_size(); ++r)
     if (held[3 * r] > 0) parts.push_back(all.narrow(0, r * most, held[3 * r]));
   return parts.size() == 1 ? parts[0].contiguous() : cat(parts, 0);
+}
+
+int ranks_sharing_cores(Communicator& group) {
+  // This rank's machine (an FNV-1a hash of the host name) and the CPUs it may run on.
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  uint64_t hash = 1469598103934665603ull;
+  for (const char* c = host; *c != '\0'; ++c) hash = (hash ^ static_cast<unsigned char>(*c)) * 1099511628211ull;
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (::sched_getaffinity(0, sizeof(mask), &mask) != 0) CPU_ZERO(&mask);  // unknown: taken as its peers'
+  constexpr size_t kWords = sizeof(cpu_set_t) / sizeof(int64_t);
+  std::vector<int64_t> mine(1 + kWords);
+  mine[0] = static_cast<int64_t>(hash);
+  std::memcpy(&mine[1], &mask, sizeof(mask));
+  const int64_t width = static_cast<int64_t>(mine.size());
+  const std::vector<int64_t> all = group.all_gather(from_vector(mine, {1, width})).to_vector<int64_t>();
+  int sharing = 0;
+  for (int r = 0; r < group.world_size(); ++r) sharing += std::equal(mine.begin(), mine.end(), all.begin() + r * width);
+  return sharing;
 }
 
 Tensor sum_over_ranks(const Tensor& x, Communicator& group) {

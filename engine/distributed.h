@@ -25,6 +25,12 @@ Tensor all_gather_rows(const Tensor& x, Communicator& group);
 // located object boxes), on x's device. rows_per_rank, when given, receives each rank's count.
 Tensor all_gather_varying_rows(const Tensor& x, Communicator& group, std::vector<int64_t>* rows_per_rank = nullptr);
 
+// How many ranks, this one included, run on this process's cores: those on the same machine (host
+// name) with the same CPU affinity mask. Ranks started side by side share all; ranks pinned to
+// cores of their own share none. One all-gather. (Affinity is per thread on Linux: this reads the
+// calling thread's.)
+int ranks_sharing_cores(Communicator& group);
+
 // The sum over ranks of x (same shape everywhere). Backward: the gradient summed over ranks.
 Tensor sum_over_ranks(const Tensor& x, Communicator& group);
 

@@ -4,6 +4,7 @@
 // runs bamtrain as separate processes.)
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -175,6 +176,35 @@ TEST_CASE("all_gather_varying_rows: parts of any size (none included) in rank or
     run_ranks(2, [](Communicator& group) { all_gather_varying_rows(zeros({2, group.rank() == 0 ? 3 : 4}), group); });
   });
   CHECK_MESSAGE(different.find("rows of 3 f32 values, rank 1 rows of 4 f32 values") != std::string::npos, different);
+}
+
+TEST_CASE("ranks_sharing_cores: ranks on the same cores count each other; ranks pinned apart do not") {
+  const int world = 3;
+  std::vector<int> shared(world), pinned(world);
+  cpu_set_t original;
+  REQUIRE(::sched_getaffinity(0, sizeof(original), &original) == 0);
+  run_ranks(world, [&](Communicator& group) { shared[group.rank()] = ranks_sharing_cores(group); });
+  for (int r = 0; r < world; ++r) CHECK(shared[r] == world);
+  // Pinned: rank 0 to the first CPU this process may use, the others to the rest (affinity is per
+  // thread). With one CPU there is nothing to pin apart.
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &original)) cpus.push_back(c);
+  if (cpus.size() < 2) return;
+  run_ranks(world, [&](Communicator& group) {
+    cpu_set_t mask;
+    CPU_ZERO(&mask);
+    if (group.rank() == 0) {
+      CPU_SET(cpus[0], &mask);
+    } else {
+      for (size_t i = 1; i < cpus.size(); ++i) CPU_SET(cpus[i], &mask);
+    }
+    REQUIRE(::sched_setaffinity(0, sizeof(mask), &mask) == 0);
+    pinned[group.rank()] = ranks_sharing_cores(group);
+  });
+  CHECK(pinned[0] == 1);
+  CHECK(pinned[1] == world - 1);
+  CHECK(pinned[2] == world - 1);
 }
 
 TEST_CASE("contiguous_part: the parts, in order, are the dataset; their sizes differ by at most one") {

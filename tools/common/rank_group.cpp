@@ -1,19 +1,13 @@
 // Joining the ranks' group (tools/common/rank_group.h).
 #include "tools/common/rank_group.h"
 
-#include <sched.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <vector>
 
 #include "engine/device.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
-#include "engine/ops.h"
 #include "kernels/cpu/parallel.h"
 
 namespace bam::tool {
@@ -36,23 +30,7 @@ std::shared_ptr<Communicator> join_rank_group(const LaunchEnvironment& launch, c
 }
 
 int share_cores_among_local_ranks(Communicator& group) {
-  // This process's identity for the purpose: its machine (an FNV-1a hash of the host name) and
-  // the CPUs it may run on.
-  char host[256] = {};
-  ::gethostname(host, sizeof(host) - 1);
-  uint64_t hash = 1469598103934665603ull;
-  for (const char* c = host; *c != '\0'; ++c) hash = (hash ^ static_cast<unsigned char>(*c)) * 1099511628211ull;
-  cpu_set_t mask;
-  CPU_ZERO(&mask);
-  if (::sched_getaffinity(0, sizeof(mask), &mask) != 0) CPU_ZERO(&mask);  // unknown: the same as its peers'
-  constexpr size_t kWords = sizeof(cpu_set_t) / sizeof(int64_t);
-  std::vector<int64_t> mine(1 + kWords);
-  mine[0] = static_cast<int64_t>(hash);
-  std::memcpy(&mine[1], &mask, sizeof(mask));
-  const int64_t width = static_cast<int64_t>(mine.size());
-  const std::vector<int64_t> all = group.all_gather(from_vector(mine, {1, width})).to_vector<int64_t>();
-  int sharing = 0;
-  for (int r = 0; r < group.world_size(); ++r) sharing += std::equal(mine.begin(), mine.end(), all.begin() + r * width);
+  const int sharing = ranks_sharing_cores(group);
   if (cpu::num_threads_requested() == 0 && sharing > 1)
     cpu::set_num_threads(std::max(1, cpu::available_cores() / sharing));
   return cpu::num_threads();

@@ -15,11 +15,11 @@ namespace bam::tool {
 std::shared_ptr<Communicator> join_rank_group(const LaunchEnvironment& launch, const std::string& device);
 
 // Ranks that run on the same cores share them: unless BAM_NUM_THREADS is set, each rank's CPU
-// kernels take the cores it may run on divided by the number of ranks on this machine with the
-// same CPU affinity (one all-gather of host name and affinity mask). Ranks started side by side
-// (torchrun, --nproc_per_node, by hand, srun without binding) divide the machine; ranks pinned
-// to cores of their own (srun's binding, numactl or taskset per rank) keep theirs. Without this,
-// each rank would start a thread per core. Returns the rank's thread count. A collective call.
+// kernels take the cores it may run on divided by ranks_sharing_cores() (engine/distributed.h).
+// Ranks started side by side (torchrun, --nproc_per_node, by hand, srun without binding) divide
+// the machine; ranks pinned to cores of their own (srun's binding, numactl or taskset per rank)
+// keep theirs. Without this, each rank would start a thread per core. Returns the rank's thread
+// count. A collective call.
 int share_cores_among_local_ranks(Communicator& group);
 
 }  // namespace bam::tool
