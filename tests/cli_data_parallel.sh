@@ -130,6 +130,30 @@ check "both train epoch 1's 4 steps" \
   test "$(wc -l < "$work/regrouped_one.losses")" -eq 4 -a "$(wc -l < "$work/regrouped_two.losses")" -eq 4
 check "as the unsplit runs did, within 1e-5" agree 1e-5 4 1e-5 "$work/one.epoch1.losses" "$work/regrouped_one.losses"
 check "(two ranks too)" agree 1e-5 4 1e-5 "$work/two.epoch1.losses" "$work/regrouped_two.losses"
+# And mid-epoch: two ranks stopped by a time budget wherever it strikes (the checkpoint is written
+# at that step), then one process of 16 goes on. Its next steps are those of the same two ranks
+# left to run. 64 steps an epoch, so the stop seldom falls between two epochs.
+args_saved=$args
+args=$(echo "$args" | sed 's/--data_path synthetic:64/--data_path synthetic:1024/; s/--epochs 2/--epochs 6/')
+two_ranks "$work/mid_whole" $((port + 10))
+WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 11)) "$bin" $args --time_budget_minutes 0.01 --batch_size_per_gpu 8 \
+  --output_dir "$work/mid" > /dev/null 2> "$work/mid.rank1.err" &
+rank1=$!
+WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 11)) "$bin" $args --time_budget_minutes 0.01 --batch_size_per_gpu 8 \
+  --output_dir "$work/mid" > "$work/mid.out" 2> "$work/mid.err"
+wait $rank1
+check "a time budget stops two ranks mid-run" grep -q "Time budget of 0.01 minutes spent at epoch" "$work/mid.out"
+stopped=$(losses "$work/mid" | wc -l)
+"$bin" $args --batch_size_per_gpu 16 --output_dir "$work/mid" > "$work/mid_resumed.out" 2>&1
+check "one process of 16 goes on from step $stopped (step $((stopped % 64)) of its epoch)" \
+  grep -q "Resuming a run of 2 processes x 8 images as 1 x 16" "$work/mid_resumed.out"
+losses "$work/mid_whole" | sed -n "$((stopped + 1)),$((stopped + 4))p" > "$work/mid_whole.next"
+losses "$work/mid" | sed -n "$((stopped + 1)),$((stopped + 4))p" > "$work/mid.next"
+check "to the end of the run" test "$(losses "$work/mid" | wc -l)" -eq "$(losses "$work/mid_whole" | wc -l)"
+check "and its next 4 steps are the uninterrupted ranks' (1e-5)" \
+  test "$(wc -l < "$work/mid.next")" -eq 4 -a "$(wc -l < "$work/mid_whole.next")" -eq 4
+check "(the losses)" agree 1e-5 4 1e-5 "$work/mid_whole.next" "$work/mid.next"
+args=$args_saved
 
 two_ranks "$work/mismatch" $((port + 2)) 4
 mismatch_status=$?
