@@ -136,13 +136,13 @@ check "(two ranks too)" agree 1e-5 4 1e-5 "$work/two.epoch1.losses" "$work/regro
 args_saved=$args
 args=$(echo "$args" | sed 's/--data_path synthetic:64/--data_path synthetic:1024/; s/--epochs 2/--epochs 6/')
 two_ranks "$work/mid_whole" $((port + 10))
-WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 11)) "$bin" $args --time_budget_minutes 0.01 --batch_size_per_gpu 8 \
+WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 11)) "$bin" $args --time_budget_minutes 0.005 --batch_size_per_gpu 8 \
   --output_dir "$work/mid" > /dev/null 2> "$work/mid.rank1.err" &
 rank1=$!
-WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 11)) "$bin" $args --time_budget_minutes 0.01 --batch_size_per_gpu 8 \
+WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 11)) "$bin" $args --time_budget_minutes 0.005 --batch_size_per_gpu 8 \
   --output_dir "$work/mid" > "$work/mid.out" 2> "$work/mid.err"
 wait $rank1
-check "a time budget stops two ranks mid-run" grep -q "Time budget of 0.01 minutes spent at epoch" "$work/mid.out"
+check "a time budget stops two ranks mid-run" grep -q "Time budget of 0.005 minutes spent at epoch" "$work/mid.out"
 stopped=$(losses "$work/mid" | wc -l)
 "$bin" $args --batch_size_per_gpu 16 --output_dir "$work/mid" > "$work/mid_resumed.out" 2>&1
 check "one process of 16 goes on from step $stopped (step $((stopped % 64)) of its epoch)" \
