@@ -8,9 +8,9 @@
 namespace bam::tool {
 
 // An empty monitor when --knn_freq is 0 (and not --eval_first). With a process group, every rank
-// runs it together: each extracts the features of its part of both folders, the training
-// features are gathered on every rank, each classifies its part of the validation images against
-// all of them, and the correct counts are summed: the figures one process would get.
+// runs it together: each extracts the features of its slice of both folders, and
+// knn_classify_across_ranks (bam/knn.h) merges the ranks' nearest neighbours: the figures one
+// process would get.
 KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group);
 
 }  // namespace bam::tool

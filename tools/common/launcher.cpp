@@ -78,7 +78,7 @@ int ranks_per_node(const std::string& text, const std::string& resolved_device) 
 int run_local_ranks(int ranks, char** argv) {
   BAM_CHECK(ranks >= 1 && ranks <= kMaxRanks, "--nproc_per_node {}: expected 1 to {}", ranks, kMaxRanks);
   const int port = free_local_port();
-  // Each rank's environment: this one's, with the five variables set.
+  // Each rank's environment: this one's, with torchrun's variables and BAM_LAUNCHED_RANK set.
   const char* names[] = {
       "RANK=", "LOCAL_RANK=", "WORLD_SIZE=", "LOCAL_WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT=", "BAM_LAUNCHED_RANK="};
   std::vector<std::string> inherited;
