@@ -76,6 +76,9 @@ data::ObjectBox official_box(const std::vector<float>& map, int g, int S, float 
     for (int y = 0; y < S; ++y) best = std::max(best, up[y * S + x]);
     if (best > t) cols.push_back(x);
   }
+  // Nothing above the threshold (the resized map's peak can fall below the map's, whose samples the
+  // output grid may miss): the whole image, as box_from_attention documents.
+  if (rows.empty() || cols.empty()) return data::ObjectBox{};
   const float s = static_cast<float>(S);
   return {rows.front() / s, cols.front() / s, rows.back() / s, cols.back() / s};
 }
