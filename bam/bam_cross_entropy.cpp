@@ -40,15 +40,8 @@ Tensor bam_cross_entropy(const Tensor& similarities, const Tensor& target, int64
                                         ranks.first_image + batch <= ranks.column_batch),
             "bam_cross_entropy: rows of images {}..{} are not among {} columns of {} images per view",
             ranks.first_image, ranks.first_image + batch - 1, columns, ranks.column_batch);
-  const cpu::BamCrossEntropyShape shape{views,
-                                        globals,
-                                        batch,
-                                        columns,
-                                        temperature,
-                                        positive_masking,
-                                        ranks.column_batch,
-                                        ranks.first_image,
-                                        ranks.scale_images};
+  const cpu::BamCrossEntropyShape shape{
+      views, globals, batch, columns, temperature, positive_masking, ranks.column_batch, ranks.first_image};
   if (device.is_cuda()) {
 #ifdef BAM_WITH_CUDA
     cuda_kernels::bam_cross_entropy(dtype, s.raw_data(), p.raw_data(), row_loss.raw_data(),

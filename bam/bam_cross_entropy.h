@@ -16,7 +16,7 @@ namespace bam {
 // ranks: data parallelism's column layout (kernels/cpu/bam_cross_entropy.h), for one rank's rows
 // against every rank's target columns.
 struct RankColumns {
-  int64_t column_batch = 0, first_image = 0, scale_images = 0;
+  int64_t column_batch = 0, first_image = 0;
 };
 Tensor bam_cross_entropy(const Tensor& similarities, const Tensor& target, int64_t views, int64_t globals,
                          int64_t batch, double temperature, bool positive_masking, const RankColumns& ranks = {});

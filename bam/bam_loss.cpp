@@ -76,7 +76,7 @@ Tensor cross_entropy_part(const Prepared& p, const Tensor& target, const BamLoss
   BAM_CHECK(target.dim() == 2 && target.size(0) == p.G * p.B && target.size(1) == p.columns,
             "bam_loss: target must be [{}, {}], got {}", p.G * p.B, p.columns, target.describe());
   return bam_cross_entropy(p.similarities, target.detach().to(p.compute), p.V, p.G, p.B, o.temperature,
-                           o.positive_masking, {p.W * p.B, p.first_image, p.W * p.B});
+                           o.positive_masking, {p.W * p.B, p.first_image});
 }
 
 // The balanced target of this process's global-view rows (no gradient), with top-k, and the sum

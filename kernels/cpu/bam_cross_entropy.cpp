@@ -17,8 +17,7 @@ void bam_cross_entropy(const T* s, const T* p, T* row_loss, T* d_s, const BamCro
   // Both constants are formed in double and rounded once, as the CUDA kernel receives them.
   const T inv_tau = T(1.0 / shape.temperature);
   const int64_t CB = shape.column_batch > 0 ? shape.column_batch : B, first = shape.first_image;
-  const int64_t images = shape.scale_images > 0 ? shape.scale_images : B;
-  const T scale = T(1.0 / (double(G) * double(V > 1 ? V - 1 : 1) * double(images)));
+  const T scale = T(1.0 / (double(G) * double(V > 1 ? V - 1 : 1) * double(CB)));
   parallel_for(V * B, 16, [&](int64_t begin, int64_t end) {
     std::vector<T> w(static_cast<size_t>(C));
     for (int64_t i = begin; i < end; ++i) {

@@ -14,8 +14,8 @@
 // Data parallelism (bam_loss_across_ranks): the rows are one rank's B images, the columns every
 // rank's target views (C = T * column_batch, column_batch = W*B images each), and this rank's
 // image b is image first_image + b among them: column j is masked when j mod column_batch ==
-// first_image + b, and scale counts all scale_images = W*B images, so that the ranks' losses add up
-// to the loss of the whole batch. (0 for the three: the single-process layout.)
+// first_image + b, and scale counts all column_batch = W*B images, so that the ranks' losses add
+// up to the loss of the whole batch. (0 for both: the single-process layout.)
 #pragma once
 
 #include <cstdint>
@@ -29,9 +29,8 @@ struct BamCrossEntropyShape {
   int64_t columns;  // C = T * B
   double temperature;
   bool positive_masking;
-  int64_t column_batch = 0;  // images per target view among the columns (0: batch)
+  int64_t column_batch = 0;  // images per target view among the columns, and the loss averages over (0: batch)
   int64_t first_image = 0;   // the column image of row image 0
-  int64_t scale_images = 0;  // the images the loss is averaged over (0: batch)
 };
 
 // s: [V*B, C]; p: [G*B, C]; row_loss: [V*B]; d_s: [V*B, C] or null (no gradient wanted).

@@ -59,8 +59,7 @@ void bam_cross_entropy(DType dtype, const void* s, const void* p, void* row_loss
   const int64_t V = shape.views, G = shape.globals, B = shape.batch, C = shape.columns;
   if (V * B == 0) return;
   const int64_t CB = shape.column_batch > 0 ? shape.column_batch : B;
-  const int64_t images = shape.scale_images > 0 ? shape.scale_images : B;
-  const double scale = 1.0 / (double(G) * double(V > 1 ? V - 1 : 1) * double(images));
+  const double scale = 1.0 / (double(G) * double(V > 1 ? V - 1 : 1) * double(CB));
   const unsigned threads = C >= 512 ? 256 : C >= 128 ? 128 : 32;
   auto launch = [&](auto tag) {
     using T = decltype(tag);

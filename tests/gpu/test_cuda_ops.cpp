@@ -502,7 +502,7 @@ TEST_CASE("CUDA fused BAM cross-entropy matches the CPU kernel: loss and gradien
                                      c.rank, c.world, dtype_name(dtype));
       CAPTURE(what);
       const int64_t C = c.T * c.B * c.world;
-      const RankColumns ranks = c.world > 1 ? RankColumns{c.world * c.B, c.rank * c.B, c.world * c.B} : RankColumns{};
+      const RankColumns ranks = c.world > 1 ? RankColumns{c.world * c.B, c.rank * c.B} : RankColumns{};
       // Similarities in [-1, 1] and targets whose rows sum to 1, as bam_loss gives them.
       Tensor s = maker.make({{c.V * c.B, C}, Values::unit}, maker.values({{c.V * c.B, C}, Values::unit}), dtype);
       InputSpec positive{{c.G * c.B, C}, Values::positive};
