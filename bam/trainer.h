@@ -83,6 +83,7 @@ class Trainer {
   };
   KnnEvaluation evaluate_knn();
   using Clock = std::chrono::steady_clock;
+  static double seconds_since(Clock::time_point t);
   EpochStats train_epoch(int64_t epoch, TrainResult& result, const std::optional<Clock::time_point>& deadline);
   // ContrastiveCrop: the boxes the crops are placed by from epoch `epoch` on, to the loader (and
   // to the next checkpoint); and their renewal from the model's attention after `epoch`.

@@ -11,6 +11,7 @@
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/fnv1a.h"
 #include "engine/ops.h"
 
 namespace bam {
@@ -77,8 +78,7 @@ int ranks_sharing_cores(Communicator& group) {
   // This rank's machine (an FNV-1a hash of the host name) and the CPUs it may run on.
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
-  uint64_t hash = 1469598103934665603ull;
-  for (const char* c = host; *c != '\0'; ++c) hash = (hash ^ static_cast<unsigned char>(*c)) * 1099511628211ull;
+  const uint64_t hash = fnv1a(host);
   cpu_set_t mask;
   CPU_ZERO(&mask);
   if (::sched_getaffinity(0, sizeof(mask), &mask) != 0) CPU_ZERO(&mask);  // unknown: taken as its peers'
