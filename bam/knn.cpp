@@ -81,7 +81,9 @@ KnnResult knn_classify(const Tensor& train_features, const Tensor& train_labels,
   check_labels(labels, num_classes);
   check_labels(truth, num_classes);
   int64_t correct1 = 0, correct5 = 0;
-  for_each_nearest(l2_normalize(test_features.to(DType::f32), 1), l2_normalize(train_features.to(DType::f32), 1), k,
+  const Device device = train_features.device();  // where the similarities are computed
+  for_each_nearest(l2_normalize(test_features.to(DType::f32).to(device), 1),
+                   l2_normalize(train_features.to(DType::f32), 1), k,
                    [&](int64_t t, const float* similarity, const int64_t* neighbour) {
                      vote(similarity, neighbour, k, labels, truth[t], num_classes, temperature, &correct1, &correct5);
                    });
@@ -98,15 +100,17 @@ KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& 
   group.all_reduce_sum(failed);
   if (!problem.empty()) fail("{} (rank {})", problem, group.rank());
   BAM_CHECK(failed.data<double>()[0] == 0, "knn: another rank's features or labels do not match (see its error)");
-  // The training rows stay where they are (a memory bank can be gigabytes); the test rows, and the
-  // labels, are what every rank needs whole.
+  // The training rows stay where they are (a memory bank can be gigabytes, on the host or a GPU);
+  // the test rows, and the labels, are what every rank needs whole. The gathers go through the host.
+  const Device device = train_features.device();  // where the similarities are computed
   std::vector<int64_t> train_rows_per_rank;
   const std::vector<int64_t> labels =
-      all_gather_varying_rows(train_labels, group, &train_rows_per_rank).to_vector<int64_t>();
+      all_gather_varying_rows(train_labels.to(Device::cpu()), group, &train_rows_per_rank).to_vector<int64_t>();
   const int64_t n_train = static_cast<int64_t>(labels.size());
   BAM_CHECK(n_train > 0, "knn: no training features to vote");
-  const Tensor test = l2_normalize(all_gather_varying_rows(test_features.to(DType::f32), group), 1);
-  const std::vector<int64_t> truth = all_gather_varying_rows(test_labels, group).to_vector<int64_t>();
+  const Tensor test =
+      l2_normalize(all_gather_varying_rows(test_features.to(DType::f32).to(Device::cpu()), group).to(device), 1);
+  const std::vector<int64_t> truth = all_gather_varying_rows(test_labels.to(Device::cpu()), group).to_vector<int64_t>();
   check_labels(labels, num_classes);  // the same on every rank: all fail together
   check_labels(truth, num_classes);
   const int64_t n_test = test.size(0);
@@ -160,6 +164,11 @@ KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& 
     vote(similarity.data(), neighbour.data(), k, labels, truth[t], num_classes, temperature, &correct1, &correct5);
   }
   return knn_result_of(correct1, correct5, n_test);
+}
+
+int64_t knn_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width) {
+  const int64_t f32 = static_cast<int64_t>(sizeof(float));
+  return 2 * (train_rows + test_rows) * width * f32 + kChunk * train_rows * f32;
 }
 
 KnnResult knn_result_of(int64_t correct1, int64_t correct5, int64_t count) {

@@ -25,10 +25,16 @@ KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& 
                                     const Tensor& test_features, const Tensor& test_labels, int64_t num_classes,
                                     Communicator& group, int64_t k = 20, double temperature = 0.07);
 
+// The device memory knn_classify (or, for one rank's rows, knn_classify_across_ranks) takes when
+// its features are on a GPU: the features (f32), their normalised copy and one block of similarities.
+int64_t knn_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width);
+
 // The percentages of counts (0 for no rows).
 KnnResult knn_result_of(int64_t correct1, int64_t correct5, int64_t count);
 
-// train_features [N, D], train_labels [N] (i64), test_features [M, D], test_labels [M].
+// train_features [N, D], train_labels [N] (i64), test_features [M, D], test_labels [M]. The
+// similarities are computed where the training features are (the host or a GPU: see
+// knn_device_bytes); the test features are moved there.
 KnnResult knn_classify(const Tensor& train_features, const Tensor& train_labels, const Tensor& test_features,
                        const Tensor& test_labels, int64_t num_classes, int64_t k = 20, double temperature = 0.07);
 

@@ -17,11 +17,18 @@ struct LinearProbeOptions {
   bool bn_head = false;
   uint64_t seed = 0;
   bool verbose = true;
+  // Where the classifier trains: the features (given on the host) are moved there, and each
+  // augmented epoch's replace the last's. See linear_probe_device_bytes for a GPU.
+  Device device = Device::cpu();
 };
 
 // train/val: features and labels. `augmented_epoch`, when given, returns fresh training features
 // for an epoch (the RandomResizedCrop + flip protocol); otherwise `train` is reused every epoch.
 KnnResult train_linear_probe(const FeatureSet& train, const FeatureSet& val, const LinearProbeOptions& options,
                              const std::function<FeatureSet(int64_t epoch)>& augmented_epoch = {});
+
+// The device memory train_linear_probe takes on a GPU: the features and labels of both sets
+// (f32, i64) and the validation logits.
+int64_t linear_probe_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width, int64_t classes);
 
 }  // namespace bam

@@ -207,6 +207,16 @@ void reset_peak_memory(int device_index) {
   stats.peak_bytes_in_use = stats.bytes_in_use;
 }
 
+size_t memory_available() {
+  if (!is_available()) return 0;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  BAM_CUDA_CHECK(cudaSetDevice(g_device));
+  size_t free_bytes = 0, total_bytes = 0;
+  BAM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const MemoryStats& stats = cache_for(g_device).stats;
+  return free_bytes + (stats.bytes_reserved - stats.bytes_in_use);
+}
+
 void copy_bytes(void* dst, const void* src, size_t nbytes, CopyKind kind) {
   if (nbytes == 0) return;
   cudaMemcpyKind k = kind == CopyKind::host_to_device   ? cudaMemcpyHostToDevice

@@ -50,6 +50,10 @@ struct MemoryStats {
 };
 MemoryStats memory_stats(int device_index);
 void reset_peak_memory(int device_index);
+// Bytes a new allocation can still get on the process's device: what the driver has free plus the
+// caching allocator's unused blocks. 0 without a device. Code that would move a large buffer to the
+// device (the evaluations' features) checks it first and stays on the host when it does not fit.
+size_t memory_available();
 
 // Copies nbytes between host and device memory (either direction, or device to device) on the
 // current stream. Host memory that is not page-locked makes the copy synchronous.

@@ -24,6 +24,7 @@ void* device_allocate_uncached(size_t, const char* what) { fail("cannot allocate
 void empty_cache() {}
 MemoryStats memory_stats(int) { return {}; }
 void reset_peak_memory(int) {}
+size_t memory_available() { return 0; }
 void copy_bytes(void*, const void*, size_t, CopyKind) { fail("cannot copy to or from CUDA: {}", kReason); }
 void synchronize() {}
 int64_t host_waits() { return 0; }

@@ -266,7 +266,12 @@ check "rank 0 alone gives up, saying who is missing" grep -q "0 of the 1 other r
 
 if [ -n "$emulated" ]; then
   # The emulator has one device, "cuda:0": both ranks use it. One epoch: emulated kernels are slow.
+  # With the JPEG folders, the kNN monitor after it, voting on the device.
   args=$(echo "$args" | sed 's/--device cpu/--device cuda:0 --data_backend cpu/; s/--epochs 2/--epochs 1/')
+  if [ -n "${BAM_DP_IMAGES:-}" ]; then
+    args="$(echo "$args" | sed "s/--knn_freq 0/--knn_freq 1/") --knn_train_path $BAM_DP_IMAGES
+          --knn_val_path $(dirname "$BAM_DP_IMAGES")/val"
+  fi
   "$emulated" $args --batch_size_per_gpu 16 --output_dir "$work/gpu_one" > "$work/gpu_one.out" 2>&1
   bin=$emulated
   two_ranks "$work/gpu_two" $((port + 5))
@@ -277,6 +282,12 @@ if [ -n "$emulated" ]; then
   check "4 logged steps each" test "$(wc -l < "$work/gpu_one.losses")" -eq 4 -a "$(wc -l < "$work/gpu_two.losses")" -eq 4
   check "the step losses on the emulated GPU agree within 1e-5" agree 1e-5 4 1e-5 "$work/gpu_one.losses" \
     "$work/gpu_two.losses"
+  if [ -n "${BAM_DP_IMAGES:-}" ]; then
+    check "the ranks' kNN vote on the emulated GPU gives one process's accuracies" \
+      test "$(grep -o '"knn_top[15]":[0-9.e-]*' "$work/gpu_one/log.txt")" = \
+           "$(grep -o '"knn_top[15]":[0-9.e-]*' "$work/gpu_two/log.txt")"
+    check "(evaluated once)" test "$(grep -c '"knn_top1"' "$work/gpu_two/log.txt")" -eq 1
+  fi
 fi
 
 if [ $failed -ne 0 ]; then

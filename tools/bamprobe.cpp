@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bam/checkpoint.h"
+#include "bam/evaluation_device.h"
 #include "bam/features.h"
 #include "bam/linear_probe.h"
 #include "bam/output_dir.h"
@@ -82,8 +83,10 @@ std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std:
   return vit;
 }
 
+// The row of one set of features. `device` is where the backbone runs: the kNN vote and the linear
+// probe run there too when their features fit (bam/evaluation_device.h).
 Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, const bam::data::Dataset& train,
-             const bam::data::Dataset& val, const ProbeConfig& c) {
+             const bam::data::Dataset& val, const ProbeConfig& c, bam::Device device) {
   Row row{name};
   bam::FeatureOptions f;
   f.img_size = c.img_size;
@@ -96,10 +99,14 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
   std::fflush(stdout);
   if (c.mode != "linear") {
     bam::FeatureSet tr = bam::extract_features(backbone, train, f), va = bam::extract_features(backbone, val, f);
+    const bam::EvaluationDevice on = bam::evaluation_device(
+        device, bam::knn_device_bytes(tr.features.size(0), va.features.size(0), tr.features.size(1)));
+    tr.features = tr.features.to(on.device);  // the host's copy goes
     row.knn =
         bam::knn_classify(tr.features, tr.labels, va.features, va.labels, tr.num_classes, c.nb_knn, c.temperature);
-    std::printf("[%s] kNN (k=%lld, T=%g): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(), static_cast<long long>(c.nb_knn),
-                c.temperature, row.knn.top1, row.knn.top5);
+    std::printf("[%s] kNN (k=%lld, T=%g%s%s): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
+                static_cast<long long>(c.nb_knn), c.temperature, on.note.empty() ? "" : ", on ", on.note.c_str(),
+                row.knn.top1, row.knn.top5);
   }
   if (c.mode != "knn") {
     f.n_last_blocks = backbone ? c.n_last_blocks : 1;
@@ -111,6 +118,11 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
     lo.batch_size = c.batch_size_per_gpu;
     lo.bn_head = c.bn_head;
     lo.seed = static_cast<uint64_t>(c.seed);
+    const bam::EvaluationDevice on = bam::evaluation_device(
+        device,
+        bam::linear_probe_device_bytes(tr.features.size(0), va.features.size(0), tr.features.size(1), tr.num_classes));
+    lo.device = on.device;
+    if (!on.note.empty()) std::printf("[%s] linear probe on %s\n", name.c_str(), on.note.c_str());
     std::function<bam::FeatureSet(int64_t)> augmented;
     if (c.linear_aug)
       augmented = [&, f](int64_t epoch) {
@@ -259,7 +271,7 @@ int main(int argc, char** argv) {
     if (c.baselines) {
       const int64_t raw_bytes = 2 * images * feature_floats(nullptr, c) * int64_t{sizeof(float)};
       if (bam::tool::fits_in_memory(raw_bytes, available)) {
-        rows.push_back(evaluate("raw pixels", nullptr, train, val, c));
+        rows.push_back(evaluate("raw pixels", nullptr, train, val, c, device));
       } else {
         std::printf(
             "[raw pixels] not evaluated: the pixels of %lld images (3 x %lld x %lld floats each, held twice at "
@@ -275,11 +287,11 @@ int main(int argc, char** argv) {
         auto random_backbone = std::make_unique<bam::VisionTransformer>(backbone->config(), &gen);
         random_backbone->train(false);
         random_backbone->to(device);
-        rows.push_back(evaluate("random-init backbone", random_backbone.get(), train, val, c));
+        rows.push_back(evaluate("random-init backbone", random_backbone.get(), train, val, c, device));
       }
     }
-    rows.push_back(
-        evaluate(c.pretrained_weights.empty() ? "random-init backbone" : "backbone", backbone.get(), train, val, c));
+    rows.push_back(evaluate(c.pretrained_weights.empty() ? "random-init backbone" : "backbone", backbone.get(), train,
+                            val, c, device));
     std::printf("\n| features | kNN top-1 | kNN top-5 | linear top-1 | linear top-5 |\n|---|---|---|---|---|\n");
     nlohmann::ordered_json results;
     for (const Row& r : rows) {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "bam/evaluation_device.h"
 #include "bam/features.h"
 #include "bam/folder_data.h"
 #include "bam/knn.h"
@@ -53,18 +54,24 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
   options.recipe = recipe_from_config(config);
   options.recipe.eval_resize_ratio = config.eval_resize_ratio;
   const int64_t num_classes = train.num_classes();
-  if (!group) {
-    return [train, val, options, num_classes](const VisionTransformer& backbone) {
-      FeatureSet tr = extract_features(&backbone, train, options);
-      FeatureSet va = extract_features(&backbone, val, options);
-      return knn_classify(tr.features, tr.labels, va.features, va.labels, num_classes, 20, 0.07);
-    };
+  // Each rank evaluates its slice of both folders (all of them in one process).
+  const bool several = group && group->world_size() > 1;
+  const int64_t val_rows = val.size();
+  if (several) {
+    train = data::contiguous_part(train, group->rank(), group->world_size());
+    val = data::contiguous_part(val, group->rank(), group->world_size());
   }
-  const data::Dataset train_part = data::contiguous_part(train, group->rank(), group->world_size());
-  const data::Dataset val_part = data::contiguous_part(val, group->rank(), group->world_size());
-  return [train_part, val_part, options, num_classes, group](const VisionTransformer& backbone) {
-    FeatureSet tr = extract_features(&backbone, train_part, options);
-    FeatureSet va = extract_features(&backbone, val_part, options);
+  return [train, val, val_rows, options, num_classes, group, several](const VisionTransformer& backbone) {
+    FeatureSet tr = extract_features(&backbone, train, options);
+    FeatureSet va = extract_features(&backbone, val, options);
+    // The vote runs on the backbone's GPU when the features fit there (the whole validation set
+    // included, which every rank gathers).
+    const Device backbone_device = backbone.parameters().front().device();
+    const EvaluationDevice on =
+        evaluation_device(backbone_device, knn_device_bytes(tr.features.size(0), val_rows, tr.features.size(1)));
+    if (backbone_device.is_cuda() && !on.device.is_cuda()) std::printf("kNN monitor: voting on %s\n", on.note.c_str());
+    tr.features = tr.features.to(on.device);  // the host's copy goes
+    if (!several) return knn_classify(tr.features, tr.labels, va.features, va.labels, num_classes, 20, 0.07);
     return knn_classify_across_ranks(tr.features, tr.labels, va.features, va.labels, num_classes, *group, 20, 0.07);
   };
 }

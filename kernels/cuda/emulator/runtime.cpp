@@ -242,6 +242,13 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
   return cudaSuccess;
 }
 
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  *free_bytes = kDeviceBytes - g_allocated;
+  *total_bytes = kDeviceBytes;
+  return cudaSuccess;
+}
+
 cudaError_t cudaFree(void* ptr) {
   complete_held_copies();
   if (!ptr) return cudaSuccess;
