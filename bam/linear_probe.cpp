@@ -1,31 +1,52 @@
-// Linear probe training on features held in memory.
+// Linear probe training on features held in memory; across ranks, on their gathered parts.
 #include "bam/linear_probe.h"
 
 #include <cmath>
 #include <cstdio>
+#include <optional>
+#include <vector>
 
 #include "bam/schedules.h"
 #include "engine/autograd.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
-#include "engine/layers.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/random.h"
+#include "kernels/cpu/parallel.h"
 
 namespace bam {
 namespace {
 
-// Top-1/top-5 of logits against labels, in percent.
+// Top-1/top-5 of logits against labels: the counts and percentages.
 KnnResult accuracy(const Tensor& logits, const std::vector<int64_t>& labels) {
+  const int64_t n = static_cast<int64_t>(labels.size());
+  if (n == 0) return knn_result_of(0, 0, 0);
   const int64_t k = std::min<int64_t>(5, logits.size(1));
   std::vector<int64_t> top = topk(logits, k, 1).second.to_vector<int64_t>();
   int64_t c1 = 0, c5 = 0;
-  for (size_t i = 0; i < labels.size(); ++i) {
+  for (int64_t i = 0; i < n; ++i) {
     c1 += top[i * k] == labels[i];
     for (int64_t j = 0; j < k; ++j) c5 += top[i * k + j] == labels[i];
   }
-  return {100.0 * c1 / labels.size(), 100.0 * c5 / labels.size()};
+  return knn_result_of(c1, c5, n);
 }
+
+// Sets the CPU kernels' threads for a scope (0: leaves them), and puts the old count back.
+class ThreadsFor {
+ public:
+  explicit ThreadsFor(int threads) : before_(cpu::num_threads()) {
+    if (threads > 0 && threads != before_) cpu::set_num_threads(threads);
+  }
+  ~ThreadsFor() {
+    if (cpu::num_threads() != before_) cpu::set_num_threads(before_);
+  }
+  ThreadsFor(const ThreadsFor&) = delete;
+  ThreadsFor& operator=(const ThreadsFor&) = delete;
+
+ private:
+  int before_;
+};
 
 }  // namespace
 
@@ -35,13 +56,20 @@ KnnResult train_linear_probe(const FeatureSet& train, const FeatureSet& val, con
   BAM_CHECK(C >= 2, "linear probe: need at least two classes, got {}", C);
   BAM_CHECK(val.features.size(1) == F, "linear probe: train features have {} dims but val features {}", F,
             val.features.size(1));
+  BAM_CHECK(train.features.size(0) > 0, "linear probe: no training features");
+  std::optional<ThreadsFor> threads(std::in_place, o.threads);
   const Device device = o.device;  // the features, the classifier and its optimizer live there
   Generator gen(o.seed);
-  // DINO's LinearClassifier: weight ~ N(0, 0.01), bias 0.
+  // DINO's LinearClassifier: weight ~ N(0, 0.01), bias 0; with --bn_head a BatchNorm without affine
+  // parameters before it (the op, not BatchNorm1d: the probe is one process's, whatever the run).
   Tensor weight = mul(randn({C, F}, {}, &gen), 0.01).to(device).requires_grad_(true);
   Tensor bias = zeros({C}, {DType::f32, device}).requires_grad_(true);
-  BatchNorm1d bn(F, false, 0.1, 1e-6);
-  bn.to(device);
+  Tensor running_mean = zeros({F}, {DType::f32, device}), running_var = ones({F}, {DType::f32, device});
+  auto head = [&](const Tensor& x, bool training) {
+    const Tensor normalised =
+        o.bn_head ? batch_norm(x, Tensor(), Tensor(), running_mean, running_var, training, 0.1, 1e-6) : x;
+    return linear(normalised, weight, bias);
+  };
   SGD optimizer({ParamGroup{{{"weight", weight}, {"bias", bias}}, false}}, 0.9);
   optimizer.set_weight_decay(0);
   const double lr = o.lr * static_cast<double>(o.batch_size) / 256.0;
@@ -51,7 +79,9 @@ KnnResult train_linear_probe(const FeatureSet& train, const FeatureSet& val, con
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
     if (augmented_epoch && epoch > 0) {
       features = Tensor();  // the last epoch's features go before the next epoch's arrive
+      threads.reset();      // the features are made with the threads the caller set
       FeatureSet fresh = augmented_epoch(epoch);
+      threads.emplace(o.threads);
       BAM_CHECK(fresh.features.size(0) == n && fresh.features.size(1) == F,
                 "linear probe: epoch {}'s features are {}, epoch 0's were [{}, {}]", epoch, fresh.features.describe(),
                 n, F);
@@ -63,13 +93,9 @@ KnnResult train_linear_probe(const FeatureSet& train, const FeatureSet& val, con
     Generator shuffle(o.seed * 31 + static_cast<uint64_t>(epoch) + 1);
     const Tensor order = randperm(n, &shuffle).to(device);
     Tensor loss_sum = zeros({}, {DType::f32, device});  // read once an epoch: no host wait per step
-    bn.train(true);
     for (int64_t s = 0; s < steps; ++s) {
       Tensor index = order.narrow(0, s * o.batch_size, std::min(o.batch_size, n - s * o.batch_size));
-      Tensor x = index_select(features, 0, index);
-      Tensor y = index_select(labels, 0, index);
-      if (o.bn_head) x = bn.forward(x);
-      Tensor loss = cross_entropy(linear(x, weight, bias), y);
+      Tensor loss = cross_entropy(head(index_select(features, 0, index), true), index_select(labels, 0, index));
       loss_sum.add_(loss.detach());
       optimizer.zero_grad();
       loss.backward();
@@ -80,10 +106,47 @@ KnnResult train_linear_probe(const FeatureSet& train, const FeatureSet& val, con
                   static_cast<long long>(o.epochs), loss_sum.item() / static_cast<double>(steps));
   }
   NoGradGuard no_grad;
-  bn.train(false);
-  const Tensor val_features = val.features.to(device);
-  Tensor x = o.bn_head ? bn.forward(val_features) : val_features;
-  return accuracy(linear(x, weight, bias), val.labels.to_vector<int64_t>());
+  return accuracy(head(val.features.to(device), false), val.labels.to_vector<int64_t>());
+}
+
+KnnResult train_linear_probe_across_ranks(const FeatureSet& train_part, const FeatureSet& val_part,
+                                          const LinearProbeOptions& o, Communicator& group,
+                                          const std::function<FeatureSet(int64_t epoch)>& augmented_part_epoch) {
+  // The gathers go through the GPUs when every rank's probe device is one (NCCL's path between
+  // them), else through the host; every rank must gather the same way.
+  Tensor on_gpu = from_vector(std::vector<double>{o.device.is_cuda() ? 1.0 : 0.0}, {1});
+  group.all_reduce_sum(on_gpu);
+  const Device gather_device = on_gpu.data<double>()[0] == group.world_size() ? o.device : Device::cpu();
+  auto whole = [&](const FeatureSet& part) {
+    FeatureSet set;
+    set.features = all_gather_varying_rows(part.features.to(DType::f32).to(gather_device), group);
+    set.labels = all_gather_varying_rows(part.labels.to(gather_device), group);
+    set.num_classes = part.num_classes;
+    return set;
+  };
+  FeatureSet train = whole(train_part), val = whole(val_part);
+  std::vector<double> result(6, 0.0);  // top-1, top-5, and their counts
+  if (group.rank() == 0) {
+    std::function<FeatureSet(int64_t)> augmented;
+    if (augmented_part_epoch) augmented = [&](int64_t epoch) { return whole(augmented_part_epoch(epoch)); };
+    const KnnResult r = train_linear_probe(train, val, o, augmented);
+    result = {
+        r.top1, r.top5, static_cast<double>(r.correct1), static_cast<double>(r.correct5), static_cast<double>(r.count),
+        0.0};
+  } else {
+    // The other ranks feed rank 0: their part of every augmented epoch, as its probe asks for them.
+    train = FeatureSet();
+    val = FeatureSet();
+    if (augmented_part_epoch)
+      for (int64_t epoch = 1; epoch < o.epochs; ++epoch) whole(augmented_part_epoch(epoch));
+  }
+  Tensor shared = from_vector(result, {6});
+  group.broadcast(shared);
+  const double* r = shared.data<double>();
+  KnnResult out = knn_result_of(static_cast<int64_t>(r[2]), static_cast<int64_t>(r[3]), static_cast<int64_t>(r[4]));
+  out.top1 = r[0];
+  out.top5 = r[1];
+  return out;
 }
 
 int64_t linear_probe_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width, int64_t classes) {

@@ -196,6 +196,7 @@ Dataset contiguous_part(const Dataset& dataset, int64_t part, int64_t parts) {
   slice.classes = dataset.classes;
   slice.files.assign(dataset.files.begin() + first, dataset.files.begin() + last);
   slice.labels.assign(dataset.labels.begin() + first, dataset.labels.begin() + last);
+  slice.first_index = dataset.first_index + first;
   return slice;
 }
 

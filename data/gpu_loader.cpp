@@ -441,9 +441,9 @@ void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
   const int64_t rows = sequence_.rows(batch);
   std::vector<std::pair<int, int>> sizes;
   for (const GpuBatchImage& im : slot.images) sizes.push_back({im.width, im.height});
-  auto crops = options_.eval_transform
-                   ? eval_crop_tasks(recipe_, sizes, options_.eval_size, options_.eval_whole_image)
-                   : multi_crop_tasks(recipe_, sizes, slot.indices, seed_, sequence_.epoch(batch), slot.boxes.get());
+  auto crops = options_.eval_transform ? eval_crop_tasks(recipe_, sizes, options_.eval_size, options_.eval_whole_image)
+                                       : multi_crop_tasks(recipe_, sizes, slot.indices, seed_, sequence_.epoch(batch),
+                                                          slot.boxes.get(), dataset_.first_index);
   std::vector<int> group_sizes(groups_.sizes.begin(), groups_.sizes.end());
   const GpuBatchPlan plan = plan_gpu_batch(slot.images, group_sizes, crops);
 

@@ -182,8 +182,9 @@ void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
   for (size_t g = 0; g < groups_.views.size(); ++g) {
     const int64_t S = groups_.sizes[g];
     for (int64_t v = 0; v < groups_.views[g]; ++v, ++crop) {
-      CropParams p = sample_crop(recipe_, image.width, image.height, seed_, epoch, static_cast<uint32_t>(index), crop,
-                                 placement ? &*placement : nullptr);
+      CropParams p =
+          sample_crop(recipe_, image.width, image.height, seed_, epoch,
+                      static_cast<uint32_t>(dataset_.first_index + index), crop, placement ? &*placement : nullptr);
       render_crop(image, p, recipe_, slot.groups[g] + (v * rows + b) * 3 * S * S);
     }
   }

@@ -15,6 +15,7 @@
 
 #include "bam/bam_loss.h"
 #include "bam/knn.h"
+#include "bam/linear_probe.h"
 #include "bam/sinkhorn.h"
 #include "bam/train_config.h"
 #include "data/batch_sequence.h"
@@ -318,6 +319,73 @@ TEST_CASE("knn_classify_across_ranks: a rank with mismatched inputs fails, and s
   });
   // run_ranks rethrows rank 0's error: it names the other rank's failure.
   CHECK_MESSAGE(error.find("another rank's features or labels do not match") != std::string::npos, error);
+}
+
+TEST_CASE("train_linear_probe_across_ranks: every rank gets one process's probe of the whole sets") {
+  // Six classes around random centres, noisy enough that the probe gets some rows wrong; five
+  // epochs, each augmented one with fresh noise and the rows in another order. The ranks hold
+  // contiguous parts (on 3 ranks of 2 validation rows, one holds none) and their batch is the whole.
+  Generator g(test_seed("linear probe across ranks"));
+  const Tensor centres = randn({6, 12}, {}, &g);
+  auto sample = [&](int64_t n) {
+    std::vector<int64_t> l;
+    for (int64_t i = 0; i < n; ++i) l.push_back((i * 5) % 6);
+    FeatureSet set;
+    set.labels = from_vector(l, {n});
+    set.features = add(index_select(centres, 0, set.labels), mul(randn({n, 12}, {}, &g), 1.3));
+    const Tensor order = randperm(n, &g);
+    set.features = index_select(set.features, 0, order);
+    set.labels = index_select(set.labels, 0, order);
+    set.num_classes = 6;
+    return set;
+  };
+  auto part = [](const FeatureSet& whole, int r, int world) {
+    const int64_t n = whole.features.size(0), first = r * n / world, rows = (r + 1) * n / world - first;
+    return FeatureSet{whole.features.narrow(0, first, rows).contiguous(),
+                      whole.labels.narrow(0, first, rows).contiguous(), whole.num_classes};
+  };
+  for (int64_t val_rows : {int64_t{90}, int64_t{2}}) {
+    const FeatureSet train = sample(100), val = sample(val_rows);
+    std::vector<FeatureSet> epochs;
+    for (int e = 0; e < 5; ++e) epochs.push_back(sample(100));
+    for (bool bn_head : {false, true}) {
+      CAPTURE(val_rows);
+      CAPTURE(bn_head);
+      LinearProbeOptions o;
+      o.epochs = 5;
+      o.lr = 0.3;
+      o.batch_size = 24;  // 100 rows: 4 steps an epoch, the last 4 rows left out (as one process)
+      o.bn_head = bn_head;
+      o.verbose = false;
+      const KnnResult one =
+          train_linear_probe(train, val, o, [&](int64_t epoch) { return epochs[static_cast<size_t>(epoch)]; });
+      if (val_rows > 2) {
+        REQUIRE(one.correct1 > 0);
+        REQUIRE(one.correct1 < one.count);
+      }
+      for (int world : {2, 3}) {
+        INFO(world << " ranks");
+        std::vector<KnnResult> got(static_cast<size_t>(world));
+        std::vector<std::vector<int64_t>> asked(static_cast<size_t>(world));
+        run_ranks(world, [&](Communicator& group) {
+          const int r = group.rank();
+          got[r] =
+              train_linear_probe_across_ranks(part(train, r, world), part(val, r, world), o, group, [&](int64_t epoch) {
+                asked[r].push_back(epoch);
+                return part(epochs[static_cast<size_t>(epoch)], r, world);
+              });
+        });
+        for (int r = 0; r < world; ++r) {
+          INFO("rank " << r);
+          CHECK(got[r].top1 == one.top1);
+          CHECK(got[r].top5 == one.top5);
+          CHECK(got[r].correct1 == one.correct1);
+          CHECK(got[r].count == one.count);
+          CHECK(asked[r] == std::vector<int64_t>{1, 2, 3, 4});
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("all_gather_rows and sum_over_ranks: the gradient is summed over ranks (each rank's loss is its part)") {

@@ -471,6 +471,30 @@ TEST_CASE("the probe separates a tiny dataset with kNN and linear") {
   CHECK(train_linear_probe(vtr, vva, lo).top1 > 90);
 }
 
+TEST_CASE("a contiguous part's augmented crops are the whole folder's crops of the same images") {
+  // The probe's --linear_aug views (RandomResizedCrop + flip), keyed by each image's index in the
+  // whole folder: the ranks of a data-parallel bamprobe make one process's features between them.
+  const data::Dataset whole = data::open_dataset(make_folder("part_crops", 3, 7, 4));
+  FeatureOptions f;
+  f.img_size = 12;
+  f.batch_size = 4;
+  f.threads = 2;
+  f.augment = true;
+  f.epoch = 3;
+  f.seed = 9;
+  const Tensor all = extract_features(nullptr, whole, f).features;
+  std::vector<Tensor> parts;
+  for (int64_t r = 0; r < 3; ++r) {
+    const data::Dataset part = data::contiguous_part(whole, r, 3);
+    CHECK(part.first_index == r * 21 / 3);
+    parts.push_back(extract_features(nullptr, part, f).features);
+  }
+  CHECK(max(abs(sub(cat(parts, 0), all))).item() == 0);
+  // Another epoch draws other crops (so the comparison above can fail).
+  f.epoch = 4;
+  CHECK(max(abs(sub(extract_features(nullptr, whole, f).features, all))).item() > 0);
+}
+
 TEST_CASE("arena reservations: what does not fit takes nothing, and threads get disjoint ranges") {
   std::atomic<int64_t> used{0};
   CHECK(data::reserve_in_arena(used, 60, 100) == 0);

@@ -23,7 +23,9 @@
 #include "tools/common/available_memory.h"
 #include "tools/common/device_choice.h"
 #include "tools/common/flag_checks.h"
+#include "tools/common/launcher.h"
 #include "tools/common/official_flags.h"
+#include "tools/common/rank_group.h"
 
 namespace {
 
@@ -83,10 +85,20 @@ std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std:
   return vit;
 }
 
+// How this process takes part: alone (group null), or as one rank of a data-parallel run.
+struct Ranks {
+  bam::Communicator* group = nullptr;
+  int probe_threads = 0;  // rank 0's CPU threads while it trains the probe alone (0: its own)
+  int rank() const { return group ? group->rank() : 0; }
+  int world_size() const { return group ? group->world_size() : 1; }
+};
+
 // The row of one set of features. `device` is where the backbone runs: the kNN vote and the linear
-// probe run there too when their features fit (bam/evaluation_device.h).
+// probe run there too when their features fit (bam/evaluation_device.h). With ranks, each extracts
+// the features of its slice of both folders; the kNN neighbours are merged and rank 0 trains the
+// linear probe on the gathered features, with the global batch: every rank gets one process's row.
 Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, const bam::data::Dataset& train,
-             const bam::data::Dataset& val, const ProbeConfig& c, bam::Device device) {
+             const bam::data::Dataset& val, const ProbeConfig& c, bam::Device device, const Ranks& ranks) {
   Row row{name};
   bam::FeatureOptions f;
   f.img_size = c.img_size;
@@ -95,15 +107,25 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
   f.backend = c.data_backend == "gpu" ? bam::data::DataBackend::gpu : bam::data::DataBackend::cpu;
   f.recipe.eval_resize_ratio = c.eval_resize_ratio;
   f.seed = static_cast<uint64_t>(c.seed);
+  bam::data::Dataset train_slice, val_slice;  // this rank's, with ranks
+  if (ranks.group) {
+    train_slice = bam::data::contiguous_part(train, ranks.rank(), ranks.world_size());
+    val_slice = bam::data::contiguous_part(val, ranks.rank(), ranks.world_size());
+  }
+  const bam::data::Dataset& train_part = ranks.group ? train_slice : train;
+  const bam::data::Dataset& val_part = ranks.group ? val_slice : val;
   std::printf("[%s] extracting features...\n", name.c_str());
   std::fflush(stdout);
   if (c.mode != "linear") {
-    bam::FeatureSet tr = bam::extract_features(backbone, train, f), va = bam::extract_features(backbone, val, f);
-    const bam::EvaluationDevice on = bam::evaluation_device(
-        device, bam::knn_device_bytes(tr.features.size(0), va.features.size(0), tr.features.size(1)));
+    bam::FeatureSet tr = bam::extract_features(backbone, train_part, f);
+    bam::FeatureSet va = bam::extract_features(backbone, val_part, f);
+    const bam::EvaluationDevice on =
+        bam::evaluation_device(device, bam::knn_device_bytes(tr.features.size(0), val.size(), tr.features.size(1)));
     tr.features = tr.features.to(on.device);  // the host's copy goes
-    row.knn =
-        bam::knn_classify(tr.features, tr.labels, va.features, va.labels, tr.num_classes, c.nb_knn, c.temperature);
+    row.knn = ranks.group ? bam::knn_classify_across_ranks(tr.features, tr.labels, va.features, va.labels,
+                                                           tr.num_classes, *ranks.group, c.nb_knn, c.temperature)
+                          : bam::knn_classify(tr.features, tr.labels, va.features, va.labels, tr.num_classes, c.nb_knn,
+                                              c.temperature);
     std::printf("[%s] kNN (k=%lld, T=%g%s%s): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
                 static_cast<long long>(c.nb_knn), c.temperature, on.note.empty() ? "" : ", on ", on.note.c_str(),
                 row.knn.top1, row.knn.top5);
@@ -111,27 +133,32 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
   if (c.mode != "knn") {
     f.n_last_blocks = backbone ? c.n_last_blocks : 1;
     f.avgpool_patchtokens = backbone && c.avgpool_patchtokens;
-    bam::FeatureSet tr = bam::extract_features(backbone, train, f), va = bam::extract_features(backbone, val, f);
+    bam::FeatureSet tr = bam::extract_features(backbone, train_part, f);
+    bam::FeatureSet va = bam::extract_features(backbone, val_part, f);
     bam::LinearProbeOptions lo;
     lo.epochs = c.epochs;
     lo.lr = c.lr;
-    lo.batch_size = c.batch_size_per_gpu;
+    lo.batch_size = c.batch_size_per_gpu * ranks.world_size();  // the global batch, as DINO's eval_linear
     lo.bn_head = c.bn_head;
     lo.seed = static_cast<uint64_t>(c.seed);
+    lo.threads = ranks.rank() == 0 ? ranks.probe_threads : 0;
     const bam::EvaluationDevice on = bam::evaluation_device(
-        device,
-        bam::linear_probe_device_bytes(tr.features.size(0), va.features.size(0), tr.features.size(1), tr.num_classes));
+        device, bam::linear_probe_device_bytes(train.size(), val.size(), tr.features.size(1), tr.num_classes));
     lo.device = on.device;
     if (!on.note.empty()) std::printf("[%s] linear probe on %s\n", name.c_str(), on.note.c_str());
+    if (ranks.group)
+      std::printf("[%s] rank 0 trains the linear probe on the %d ranks' features, with the global batch of %lld\n",
+                  name.c_str(), ranks.world_size(), static_cast<long long>(lo.batch_size));
     std::function<bam::FeatureSet(int64_t)> augmented;
     if (c.linear_aug)
       augmented = [&, f](int64_t epoch) {
         bam::FeatureOptions a = f;
         a.augment = true;
         a.epoch = epoch;
-        return bam::extract_features(backbone, train, a);
+        return bam::extract_features(backbone, train_part, a);
       };
-    row.linear = bam::train_linear_probe(tr, va, lo, augmented);
+    row.linear = ranks.group ? bam::train_linear_probe_across_ranks(tr, va, lo, *ranks.group, augmented)
+                             : bam::train_linear_probe(tr, va, lo, augmented);
     std::printf("[%s] linear (%lld epochs): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
                 static_cast<long long>(c.epochs), row.linear.top1, row.linear.top5);
   }
@@ -220,21 +247,60 @@ int main(int argc, char** argv) {
       ->default_val(c.device);
   bam::tool::OfficialOnlyFlags official_only;
   add_official_only_flags(app, official_only, bam::tool::OfficialScript::linear);
+  std::string nproc_text = "1";
+  app.add_option("--nproc_per_node", nproc_text,
+                 "start this many ranks of this command on this machine, as torchrun does (each extracts the "
+                 "features of its share of the images, on a GPU of its own or the cores): a count, gpu, cpu or auto")
+      ->default_val(nproc_text);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  std::string tool_name = "bamprobe";
+  std::shared_ptr<bam::Communicator> group;
   try {
     namespace fs = std::filesystem;
-    check_official_only_flags(app, official_only, "bamprobe");
+    const int nproc_per_node = bam::tool::ranks_per_node(nproc_text, bam::tool::resolve_device(c.device));
+    // --nproc_per_node: this process only checks the flags and starts the ranks.
+    const bool launcher = nproc_per_node > 1 && std::getenv("WORLD_SIZE") == nullptr;
+    BAM_CHECK(nproc_per_node == 1 || launcher || std::getenv("BAM_LAUNCHED_RANK") != nullptr,
+              "--nproc_per_node {}: this process is already one rank of WORLD_SIZE={}; start the ranks either with "
+              "torchrun (or by hand) or with --nproc_per_node, not both",
+              nproc_per_node, std::getenv("WORLD_SIZE") ? std::getenv("WORLD_SIZE") : "");
+    // Data parallelism: torchrun's RANK/WORLD_SIZE/LOCAL_RANK (or --local-rank); the other ranks
+    // print nothing but their errors.
+    bam::LaunchEnvironment launch = bam::launch_environment_from_env();
+    if (app.get_option("--local-rank")->count() > 0 && std::getenv("LOCAL_RANK") == nullptr)
+      launch.local_rank = static_cast<int>(official_only.local_rank);
+    if (launch.rank != 0) tool_name = fmt::format("bamprobe (rank {})", launch.rank);
+    if (launch.rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr)
+      bam::fail("rank {}: cannot silence its output", launch.rank);
+    check_official_only_flags(app, official_only);
     c.device = bam::tool::resolve_device(c.device);
+    // Each rank its own GPU; modulo the count, for ranks that see only theirs (srun's GPU binding).
+    if (launch.distributed() && c.device == "cuda")
+      c.device = fmt::format("cuda:{}", launch.local_rank % std::max(1, bam::cuda::device_count()));
     c.data_backend = bam::tool::resolve_data_backend(c.data_backend, c.device);
+    if (launcher) return bam::tool::run_local_ranks(nproc_per_node, argv);
     std::printf("device: %s\ndata_backend: %s\n", c.device.c_str(), c.data_backend.c_str());
-    bam::prepare_output_dir(c.output_dir);
+    if (launch.rank == 0) bam::prepare_output_dir(c.output_dir);
     const bam::Device device = bam::tool::open_device(c.device);
     BAM_CHECK(c.data_backend == "cpu" || device.is_cuda(),
               "--data_backend gpu needs --device cuda (the crops are made on the GPU), got --device {}", c.device);
+    Ranks ranks;
+    if (launch.distributed()) {
+      // Not the process group (bam::set_process_group): nothing here trains across the ranks.
+      group = bam::tool::join_rank_group(launch, c.device);
+      ranks.group = group.get();
+      const int threads = bam::tool::share_cores_among_local_ranks(*group);
+      // Rank 0 trains the linear probe while the others wait: then the cores are all its own.
+      if (bam::cpu::num_threads_requested() == 0) ranks.probe_threads = bam::cpu::available_cores();
+      std::printf(
+          "Data parallel: %s; each rank extracts the features of its share of the images, with %d CPU "
+          "thread%s\n",
+          group->describe().c_str(), threads, threads == 1 ? "" : "s");
+    }
     bam::data::Dataset train, val;
     try {
       train = bam::data::open_image_folder((fs::path(c.data_path) / "train").string());
@@ -253,9 +319,10 @@ int main(int argc, char** argv) {
               "--n_last_blocks {}: the backbone has {} blocks (1 takes the final CLS token alone)", c.n_last_blocks,
               backbone->config().depth);
     backbone->to(device);
-    std::printf("bamprobe: %lld train / %lld val images, %lld classes; backbone %s; %d threads\n",
+    std::printf("bamprobe: %lld train / %lld val images, %lld classes; backbone %s; %d CPU thread%s\n",
                 static_cast<long long>(train.size()), static_cast<long long>(val.size()),
-                static_cast<long long>(train.num_classes()), description.c_str(), bam::cpu::num_threads());
+                static_cast<long long>(train.num_classes()), description.c_str(), bam::cpu::num_threads(),
+                bam::cpu::num_threads() == 1 ? "" : "s");
     // Every row keeps its train and val features in memory (f32), twice at the peak: the batches'
     // features while they are joined, then the normalised copy the kNN votes with. Checked before
     // any work: the backbone's must fit, and raw pixels at a large --img_size (3 x 224 x 224
@@ -270,8 +337,12 @@ int main(int argc, char** argv) {
     std::vector<Row> rows;
     if (c.baselines) {
       const int64_t raw_bytes = 2 * images * feature_floats(nullptr, c) * int64_t{sizeof(float)};
-      if (bam::tool::fits_in_memory(raw_bytes, available)) {
-        rows.push_back(evaluate("raw pixels", nullptr, train, val, c, device));
+      // Every rank must agree: the rows are collective.
+      bam::Tensor raw_fits =
+          bam::from_vector(std::vector<double>{bam::tool::fits_in_memory(raw_bytes, available) ? 1.0 : 0.0}, {1});
+      if (group) group->all_reduce_sum(raw_fits);
+      if (raw_fits.data<double>()[0] == ranks.world_size()) {
+        rows.push_back(evaluate("raw pixels", nullptr, train, val, c, device, ranks));
       } else {
         std::printf(
             "[raw pixels] not evaluated: the pixels of %lld images (3 x %lld x %lld floats each, held twice at "
@@ -287,11 +358,11 @@ int main(int argc, char** argv) {
         auto random_backbone = std::make_unique<bam::VisionTransformer>(backbone->config(), &gen);
         random_backbone->train(false);
         random_backbone->to(device);
-        rows.push_back(evaluate("random-init backbone", random_backbone.get(), train, val, c, device));
+        rows.push_back(evaluate("random-init backbone", random_backbone.get(), train, val, c, device, ranks));
       }
     }
     rows.push_back(evaluate(c.pretrained_weights.empty() ? "random-init backbone" : "backbone", backbone.get(), train,
-                            val, c, device));
+                            val, c, device, ranks));
     std::printf("\n| features | kNN top-1 | kNN top-5 | linear top-1 | linear top-5 |\n|---|---|---|---|---|\n");
     nlohmann::ordered_json results;
     for (const Row& r : rows) {
@@ -304,13 +375,17 @@ int main(int argc, char** argv) {
                          {"linear_top5", value(r.linear.top5)}};
     }
     results["weights"] = description;  // beside the rows, not over the "backbone" row
-    const std::string json_path = (fs::path(c.output_dir) / "probe.json").string();
-    std::ofstream json(json_path);
-    json << results.dump(2) << "\n";
-    json.close();
-    BAM_CHECK(!json.fail(), "cannot write {} (the table above has the results)", json_path);
+    if (ranks.rank() == 0) {           // the others have the same rows
+      const std::string json_path = (fs::path(c.output_dir) / "probe.json").string();
+      std::ofstream json(json_path);
+      json << results.dump(2) << "\n";
+      json.close();
+      BAM_CHECK(!json.fail(), "cannot write {} (the table above has the results)", json_path);
+    }
+    if (group) group->finish();        // every rank done before any exits
   } catch (const std::exception& e) {  // bam::Error, and anything else a library throws
-    std::fprintf(stderr, "bamprobe: %s\n", e.what());
+    std::fprintf(stderr, "%s: %s\n", tool_name.c_str(), e.what());
+    group.reset();  // before CUDA goes: NCCL aborts, the other ranks see us stop
     return 1;
   }
   return 0;

@@ -196,7 +196,7 @@ int main(int argc, char** argv) {
     if (launch.rank != 0) tool_name = fmt::format("bamtrain (rank {})", launch.rank);
     if (launch.rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr)
       bam::fail("rank {}: cannot silence its output", launch.rank);
-    check_official_only_flags(app, official_only, "bamtrain", /*data_parallel=*/true);
+    check_official_only_flags(app, official_only);
     if (!config.use_ccrop)
       for (const char* flag : {"--box_thresh", "--loc_interval", "--ccrop_alpha", "--ccrop_img_size"})
         if (app.get_option(flag)->count() > 0)

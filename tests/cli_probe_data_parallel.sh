@@ -1,0 +1,74 @@
+#!/bin/sh
+# bamprobe as several ranks (real processes over TCP): each extracts the features of its share of
+# the images, the kNN neighbours are merged and rank 0 trains the linear probe on the gathered
+# features with the global batch. The table must be one process's with that batch, augmented
+# epochs (--linear_aug) and the BatchNorm head included; only rank 0 reports and writes probe.json.
+# With the CUDA emulator, the same on (emulated) GPU tensors: the vote and the probe on the device.
+#
+# Usage: cli_probe_data_parallel.sh <bamprobe> <scratch folder> <data folder with train/ and val/>
+#        [<bamprobe on the CUDA emulator>]
+set -u
+bin=$1
+work=$2
+data=$3
+emulated=${4:-}
+rm -rf "$work"
+mkdir -p "$work"
+args="--data_path $data --arch custom --embed_dim 32 --depth 2 --num_heads 2 --img_size 28 --patch_size 7
+      --epochs 4 --n_last_blocks 2 --bn_head true --linear_aug true --num_workers 1 --device cpu"
+failed=0
+check() {  # check <description> <command...>: the command must succeed
+  what=$1
+  shift
+  if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; failed=1; fi
+}
+same() { cmp -s "$1/probe.json" "$2/probe.json"; }
+
+"$bin" $args --batch_size_per_gpu 16 --output_dir "$work/one16" > "$work/one16.out" 2>&1
+check "one process probes" test -s "$work/one16/probe.json"
+
+"$bin" $args --nproc_per_node 2 --batch_size_per_gpu 8 --output_dir "$work/two" > "$work/two.out" 2>&1
+status=$?
+check "two ranks of 8 probe" test $status -eq 0
+check "over TCP" grep -q "Data parallel: rank 0 of 2 over TCP" "$work/two.out"
+check "rank 0 trains the probe with the global batch" \
+  grep -q "rank 0 trains the linear probe on the 2 ranks' features, with the global batch of 16" "$work/two.out"
+check "two ranks of 8 give one process's table with a batch of 16" same "$work/one16" "$work/two"
+check "one table, rank 0's" test "$(grep -c '^| features |' "$work/two.out")" -eq 1
+
+# Three ranks started by hand, as torchrun starts them; 3 x 5 against one process of 15.
+"$bin" $args --batch_size_per_gpu 15 --output_dir "$work/one15" > "$work/one15.out" 2>&1
+port=$((10000 + $$ % 20000))
+for rank in 1 2; do
+  WORLD_SIZE=3 RANK=$rank LOCAL_RANK=$rank MASTER_PORT=$port "$bin" $args --batch_size_per_gpu 5 \
+    --output_dir "$work/three" > "$work/three.rank$rank.out" 2>&1 &
+done
+WORLD_SIZE=3 RANK=0 LOCAL_RANK=0 MASTER_PORT=$port "$bin" $args --batch_size_per_gpu 5 \
+  --output_dir "$work/three" > "$work/three.out" 2>&1
+status=$?
+wait
+check "three ranks by hand probe" test $status -eq 0
+check "three ranks of 5 give one process's table with a batch of 15" same "$work/one15" "$work/three"
+check "(a batch of 15 is not one of 16: the comparison can fail)" test -n "$(cmp "$work/one15/probe.json" \
+  "$work/one16/probe.json")"
+check "the other ranks print nothing" test ! -s "$work/three.rank1.out" -a ! -s "$work/three.rank2.out"
+
+WORLD_SIZE=2 RANK=0 "$bin" $args --nproc_per_node 2 --output_dir "$work/both" > "$work/both.out" 2>&1
+check "--nproc_per_node inside a launched rank is refused" \
+  grep -q "start the ranks either with torchrun (or by hand) or with --nproc_per_node, not both" "$work/both.out"
+
+if [ -n "$emulated" ]; then
+  # The emulator has one device, "cuda:0": both ranks use it.
+  args=$(echo "$args" | sed 's/--device cpu/--device cuda:0 --data_backend cpu/; s/--epochs 4/--epochs 2/')
+  "$emulated" $args --batch_size_per_gpu 16 --output_dir "$work/gpu_one" > "$work/gpu_one.out" 2>&1
+  "$emulated" $args --nproc_per_node 2 --batch_size_per_gpu 8 --output_dir "$work/gpu_two" > "$work/gpu_two.out" 2>&1
+  status=$?
+  check "two ranks on the emulated GPU probe" test $status -eq 0
+  check "the vote and the probe on the device" grep -q "linear probe on cuda:0" "$work/gpu_two.out"
+  check "two ranks on the emulated GPU give one process's table" same "$work/gpu_one" "$work/gpu_two"
+fi
+
+if [ $failed -ne 0 ]; then
+  for f in "$work"/*.out; do echo "== $f"; tail -5 "$f"; done
+fi
+exit $failed
