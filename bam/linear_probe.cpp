@@ -1,9 +1,12 @@
 // Linear probe training on features held in memory; across ranks, on their gathered parts.
 #include "bam/linear_probe.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdio>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "bam/schedules.h"
@@ -50,7 +53,7 @@ class ThreadsFor {
 
 }  // namespace
 
-KnnResult train_linear_probe(const FeatureSet& train, const FeatureSet& val, const LinearProbeOptions& o,
+KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const LinearProbeOptions& o,
                              const std::function<FeatureSet(int64_t epoch)>& augmented_epoch) {
   const int64_t F = train.features.size(1), C = train.num_classes;
   BAM_CHECK(C >= 2, "linear probe: need at least two classes, got {}", C);
@@ -74,8 +77,10 @@ KnnResult train_linear_probe(const FeatureSet& train, const FeatureSet& val, con
   optimizer.set_weight_decay(0);
   const double lr = o.lr * static_cast<double>(o.batch_size) / 256.0;
   Tensor features = train.features.to(device), labels = train.labels.to(device);
+  train = FeatureSet();  // a set moved in goes once it is on the device (or with epoch 0's features)
   const int64_t n = features.size(0);
-  const int64_t steps = std::max<int64_t>(1, n / o.batch_size);
+  int64_t steps = (n + o.batch_size - 1) / o.batch_size;
+  if (o.bn_head && steps > 1 && n % o.batch_size == 1) --steps;
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
     if (augmented_epoch && epoch > 0) {
       features = Tensor();  // the last epoch's features go before the next epoch's arrive
@@ -112,35 +117,48 @@ KnnResult train_linear_probe(const FeatureSet& train, const FeatureSet& val, con
 KnnResult train_linear_probe_across_ranks(const FeatureSet& train_part, const FeatureSet& val_part,
                                           const LinearProbeOptions& o, Communicator& group,
                                           const std::function<FeatureSet(int64_t epoch)>& augmented_part_epoch) {
-  // The gathers go through the GPUs when every rank's probe device is one (NCCL's path between
-  // them), else through the host; every rank must gather the same way.
-  Tensor on_gpu = from_vector(std::vector<double>{o.device.is_cuda() ? 1.0 : 0.0}, {1});
-  group.all_reduce_sum(on_gpu);
-  const Device gather_device = on_gpu.data<double>()[0] == group.world_size() ? o.device : Device::cpu();
-  auto whole = [&](const FeatureSet& part) {
+  // What any rank can find wrong with its parts, shared first: all fail together, none waits.
+  std::string problem;
+  const Tensor &tf = train_part.features, &vf = val_part.features;
+  if (tf.dim() != 2 || vf.dim() != 2 || tf.size(1) != vf.size(1))
+    problem =
+        fmt::format("linear probe: train features {} and val features {} do not match", tf.describe(), vf.describe());
+  else if (train_part.labels.numel() != tf.size(0) || val_part.labels.numel() != vf.size(0))
+    problem = fmt::format("linear probe: {} and {} labels for {} and {} feature rows", train_part.labels.numel(),
+                          val_part.labels.numel(), tf.size(0), vf.size(0));
+  else if (train_part.num_classes < 2)
+    problem = fmt::format("linear probe: need at least two classes, got {}", train_part.num_classes);
+  Tensor failed = from_vector(std::vector<double>{problem.empty() ? 0.0 : 1.0}, {1});
+  group.all_reduce_sum(failed);
+  if (!problem.empty()) fail("{} (rank {})", problem, group.rank());
+  BAM_CHECK(failed.data<double>()[0] == 0, "linear probe: another rank's features do not match (see its error)");
+  // The parts go to rank 0 alone, through the host: it trains; the others need not hold the sets.
+  auto to_rank0 = [&](const FeatureSet& part, std::vector<int64_t>* rows_per_rank) {
     FeatureSet set;
-    set.features = all_gather_varying_rows(part.features.to(DType::f32).to(gather_device), group);
-    set.labels = all_gather_varying_rows(part.labels.to(gather_device), group);
+    set.features = gather_varying_rows_to_rank0(part.features.to(DType::f32).to(Device::cpu()), group, rows_per_rank);
+    set.labels = gather_varying_rows_to_rank0(part.labels.to(Device::cpu()), group);
     set.num_classes = part.num_classes;
     return set;
   };
-  FeatureSet train = whole(train_part), val = whole(val_part);
-  std::vector<double> result(6, 0.0);  // top-1, top-5, and their counts
+  std::vector<int64_t> train_rows;
+  FeatureSet train = to_rank0(train_part, &train_rows), val = to_rank0(val_part, nullptr);
+  int64_t n_train = 0;
+  for (int64_t rows : train_rows) n_train += rows;
+  BAM_CHECK(n_train > 0, "linear probe: no training features on any rank");
+  std::vector<double> result(5, 0.0);  // top-1, top-5, and their counts
   if (group.rank() == 0) {
     std::function<FeatureSet(int64_t)> augmented;
-    if (augmented_part_epoch) augmented = [&](int64_t epoch) { return whole(augmented_part_epoch(epoch)); };
-    const KnnResult r = train_linear_probe(train, val, o, augmented);
-    result = {
-        r.top1, r.top5, static_cast<double>(r.correct1), static_cast<double>(r.correct5), static_cast<double>(r.count),
-        0.0};
-  } else {
-    // The other ranks feed rank 0: their part of every augmented epoch, as its probe asks for them.
-    train = FeatureSet();
-    val = FeatureSet();
-    if (augmented_part_epoch)
-      for (int64_t epoch = 1; epoch < o.epochs; ++epoch) whole(augmented_part_epoch(epoch));
+    if (augmented_part_epoch) augmented = [&](int64_t epoch) { return to_rank0(augmented_part_epoch(epoch), nullptr); };
+    // An error in there (say, the GPU out of memory) leaves the others waiting in their next
+    // gather: the tools' ranks watch each other (Communicator::exit_when_a_peer_stops) and stop.
+    const KnnResult r = train_linear_probe(std::move(train), val, o, augmented);
+    result = {r.top1, r.top5, static_cast<double>(r.correct1), static_cast<double>(r.correct5),
+              static_cast<double>(r.count)};
+  } else if (augmented_part_epoch) {
+    // The other ranks feed rank 0 their part of every augmented epoch, as its probe asks for them.
+    for (int64_t epoch = 1; epoch < o.epochs; ++epoch) to_rank0(augmented_part_epoch(epoch), nullptr);
   }
-  Tensor shared = from_vector(result, {6});
+  Tensor shared = from_vector(result, {5});
   group.broadcast(shared);
   const double* r = shared.data<double>();
   KnnResult out = knn_result_of(static_cast<int64_t>(r[2]), static_cast<int64_t>(r[3]), static_cast<int64_t>(r[4]));

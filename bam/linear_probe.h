@@ -22,21 +22,25 @@ struct LinearProbeOptions {
   Device device = Device::cpu();
   // CPU threads for the probe's own steps (0: as they are); each augmented epoch's features are
   // made with the caller's. A data-parallel bamprobe's rank 0 trains alone while the ranks that
-  // share its cores wait: it takes their threads too.
+  // share its cores wait: it takes their threads too (not with augmented epochs, whose features
+  // they make meanwhile).
   int threads = 0;
 };
 
 // train/val: features and labels. `augmented_epoch`, when given, returns fresh training features
 // for an epoch (the RandomResizedCrop + flip protocol); otherwise `train` is reused every epoch.
-KnnResult train_linear_probe(const FeatureSet& train, const FeatureSet& val, const LinearProbeOptions& options,
+// Every training row is seen once an epoch, the last batch partial (DINO's loader keeps it), but
+// for a last batch of one row under the BatchNorm head, whose variance needs two. A caller that
+// moves `train` in lets the probe free the host's copy once it is on options.device.
+KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const LinearProbeOptions& options,
                              const std::function<FeatureSet(int64_t epoch)>& augmented_epoch = {});
 
 // train_linear_probe over the ranks of a data-parallel run, each holding a contiguous part of the
 // training and of the validation rows (in rank order, the whole sets; a part may be empty). The
-// parts are gathered (through the GPUs when every rank's options.device is one, else the host),
-// rank 0 trains the probe on the whole sets, and the other ranks feed it each augmented epoch's
-// part (augmented_part_epoch, called for epochs 1 .. epochs-1 on every rank, in order). Every rank
-// gets rank 0's result: what train_linear_probe of the whole sets gives with these options, whose
+// parts are gathered on rank 0 alone (through the host), which trains the probe on the whole sets
+// on its options.device, while the other ranks feed it each augmented epoch's part
+// (augmented_part_epoch, called for epochs 1 .. epochs-1 on every rank, in order). Every rank gets
+// rank 0's result: what train_linear_probe of the whole sets gives with these options, whose
 // batch_size is the whole batch. A collective call.
 KnnResult train_linear_probe_across_ranks(const FeatureSet& train_part, const FeatureSet& val_part,
                                           const LinearProbeOptions& options, Communicator& group,

@@ -16,7 +16,6 @@
 #include "engine/cuda.h"
 #include "engine/distributed.h"
 #include "engine/error.h"
-#include "engine/fnv1a.h"
 #include "engine/random.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm.h"
@@ -305,15 +304,8 @@ void Trainer::check_ranks_agree() {
   // which NCCL cannot detect. All of them but the device, which is each rank's own.
   nlohmann::ordered_json flags = config_.to_json();
   flags.erase("device");
-  const std::string text = flags.dump();
-  const uint64_t hash = fnv1a(text);
-  Tensor flags_hash = empty({1}, {DType::i64, Device::cpu()});
-  flags_hash.data<int64_t>()[0] = static_cast<int64_t>(hash);
-  group_->broadcast(flags_hash);
-  BAM_CHECK(flags_hash.data<int64_t>()[0] == static_cast<int64_t>(hash),
-            "rank {} was started with other flags than rank 0 (the printed arguments differ): every rank needs the "
-            "same ones, but for --device",
-            config_.rank);
+  bam::check_ranks_agree(*group_, flags.dump(), "flags",
+                         "the printed arguments differ, and every rank needs the same ones but for --device");
   // The step and a sum over every weight, from rank 0 to all; each rank compares its own.
   double checksum = 0;  // in order, on the host: the same bits from the same weights on any rank
   for (const Tensor& p : student_->parameters()) {

@@ -14,8 +14,10 @@ struct Dataset {
   std::vector<std::string> files;    // absolute or root-relative paths, in index order
   std::vector<int64_t> labels;       // per file; -1 when unlabelled
   std::vector<std::string> classes;  // class names (ImageFolder), empty otherwise
-  // The index files[0] has in the dataset this one is a part of (contiguous_part), else 0. An
-  // image's random crops are keyed by first_index + its index, so a part's crops are the whole's.
+  // The index files[0] has in the dataset this one is a part of (contiguous_part), else 0 (a
+  // balanced_subset is a dataset of its own). An image's random crops are keyed by first_index +
+  // its index, so a part's crops are the whole's; everything else (boxes, the visiting order, a
+  // damaged file's stand-in) counts within the part.
   int64_t first_index = 0;
   int64_t size() const { return static_cast<int64_t>(files.size()); }
   int64_t num_classes() const { return static_cast<int64_t>(classes.size()); }

@@ -41,10 +41,15 @@ Tensor all_gather_rows(const Tensor& x, Communicator& group) {
   });
 }
 
-Tensor all_gather_varying_rows(const Tensor& x, Communicator& group, std::vector<int64_t>* rows_per_rank) {
-  BAM_CHECK(x.dim() >= 1, "all_gather_varying_rows: needs a tensor with rows, got {}", x.describe());
+namespace {
+
+// Both gathers of varying rows: what each rank holds first (a mismatch fails on every rank, by
+// name, instead of as garbage), then the rows padded to the most any rank holds (the collectives
+// take equal sizes), put back together in rank order where `gather` returns them.
+Tensor gather_varying_rows(const Tensor& x, Communicator& group, std::vector<int64_t>* rows_per_rank, const char* what,
+                           Tensor (Communicator::*gather)(const Tensor&)) {
+  BAM_CHECK(x.dim() >= 1, "{}: needs a tensor with rows, got {}", what, x.describe());
   NoGradGuard no_grad;
-  // First what each rank holds, so that a mismatch fails here, by name, instead of as garbage.
   const int64_t rows = x.size(0);
   int64_t row_size = 1;
   for (int64_t d = 1; d < x.dim(); ++d) row_size *= x.size(d);
@@ -53,25 +58,50 @@ Tensor all_gather_varying_rows(const Tensor& x, Communicator& group, std::vector
   int64_t most = 0;
   for (int r = 0; r < group.world_size(); ++r) {
     BAM_CHECK(held[3 * r + 1] == row_size && held[3 * r + 2] == mine[2],
-              "all_gather_varying_rows: rank {} holds rows of {} {} values, rank {} rows of {} {} values", group.rank(),
-              row_size, dtype_name(x.dtype()), r, held[3 * r + 1], dtype_name(static_cast<DType>(held[3 * r + 2])));
+              "{}: rank {} holds rows of {} {} values, rank {} rows of {} {} values", what, group.rank(), row_size,
+              dtype_name(x.dtype()), r, held[3 * r + 1], dtype_name(static_cast<DType>(held[3 * r + 2])));
     most = std::max(most, held[3 * r]);
   }
   if (rows_per_rank) {
     rows_per_rank->clear();
     for (int r = 0; r < group.world_size(); ++r) rows_per_rank->push_back(held[3 * r]);
   }
-  // Then the rows, each rank's padded to the most any holds (all_gather takes equal sizes).
   Shape padded_shape = x.shape();
   padded_shape[0] = most;
   if (most == 0) return empty(padded_shape, {x.dtype(), x.device()});  // no rank holds a row (all see it)
   Tensor padded = zeros(padded_shape, {x.dtype(), x.device()});
   if (rows > 0) padded.narrow(0, 0, rows).copy_(x);
-  Tensor all = group.all_gather(padded);
+  Tensor all = (group.*gather)(padded);
+  if (all.size(0) == 0) return all;  // gather_to_rank0 on another rank than 0
+  padded = Tensor();
   std::vector<Tensor> parts;
   for (int r = 0; r < group.world_size(); ++r)
     if (held[3 * r] > 0) parts.push_back(all.narrow(0, r * most, held[3 * r]));
   return parts.size() == 1 ? parts[0].contiguous() : cat(parts, 0);
+}
+
+}  // namespace
+
+Tensor all_gather_varying_rows(const Tensor& x, Communicator& group, std::vector<int64_t>* rows_per_rank) {
+  return gather_varying_rows(x, group, rows_per_rank, "all_gather_varying_rows", &Communicator::all_gather);
+}
+
+Tensor gather_varying_rows_to_rank0(const Tensor& x, Communicator& group, std::vector<int64_t>* rows_per_rank) {
+  return gather_varying_rows(x, group, rows_per_rank, "gather_varying_rows_to_rank0", &Communicator::gather_to_rank0);
+}
+
+void check_ranks_agree(Communicator& group, const std::string& text, const std::string& what, const std::string& hint) {
+  const std::vector<int64_t> mine = {static_cast<int64_t>(fnv1a(text))};
+  const std::vector<int64_t> all = group.all_gather(from_vector(mine, {1})).to_vector<int64_t>();
+  std::string differing;
+  int count = 0;
+  for (int r = 1; r < group.world_size(); ++r)
+    if (all[static_cast<size_t>(r)] != all[0]) {
+      differing += (count++ ? ", " : "") + std::to_string(r);
+    }
+  if (count == 0) return;
+  fail("rank{} {} {} started with other {} than rank 0: {}", count > 1 ? "s" : "", differing,
+       count > 1 ? "were" : "was", what, hint);
 }
 
 int ranks_sharing_cores(Communicator& group) {

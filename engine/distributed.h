@@ -8,6 +8,7 @@
 // exactly those of one process that holds the whole batch.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "engine/communicator.h"
@@ -24,6 +25,16 @@ Tensor all_gather_rows(const Tensor& x, Communicator& group);
 // every rank. Not differentiable: for results gathered after the fact (evaluation features, the
 // located object boxes), on x's device. rows_per_rank, when given, receives each rank's count.
 Tensor all_gather_varying_rows(const Tensor& x, Communicator& group, std::vector<int64_t>* rows_per_rank = nullptr);
+// Stops every rank when any rank's `text` (its flags, what it read) differs from rank 0's: ranks
+// that differ would call the collectives in other orders or sizes, which a transport cannot always
+// tell. The message says which ranks were started with other `what` ("flags") than rank 0, and
+// `hint`, what every rank needs. Compares a hash of the text. A collective call.
+void check_ranks_agree(Communicator& group, const std::string& text, const std::string& what, const std::string& hint);
+
+// The same on rank 0 only (Communicator::gather_to_rank0); the others get no rows, and every rank
+// gets rows_per_rank. For what rank 0 alone goes on with (the linear probe's features).
+Tensor gather_varying_rows_to_rank0(const Tensor& x, Communicator& group,
+                                    std::vector<int64_t>* rows_per_rank = nullptr);
 
 // How many ranks, this one included, run on this process's cores: those on the same machine (host
 // name) with the same CPU affinity mask. Ranks started side by side share all; ranks pinned to

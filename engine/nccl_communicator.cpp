@@ -98,6 +98,7 @@ class NcclCommunicator : public Communicator {
           "ncclAllGather");
     return out;
   }
+  Tensor gather_to_rank0(const Tensor& x) override { return bootstrap_->gather_to_rank0(x); }  // the host's way
   void all_reduce_sum(Tensor& x) override {
     if (x.device().is_cpu()) return bootstrap_->all_reduce_sum(x);
     BAM_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::f64, "all_reduce_sum: sums f32 or f64 tensors, got {}",

@@ -38,7 +38,14 @@ int env_int(const char* name, int fallback, int lo, int hi) {
   return static_cast<int>(value);
 }
 
-enum class Op : uint32_t { hello = 1, all_gather = 2, all_reduce_f32 = 3, all_reduce_f64 = 4, broadcast = 5 };
+enum class Op : uint32_t {
+  hello = 1,
+  all_gather = 2,
+  all_reduce_f32 = 3,
+  all_reduce_f64 = 4,
+  broadcast = 5,
+  gather_to_rank0 = 6
+};
 
 const char* op_name(uint32_t op) {
   switch (static_cast<Op>(op)) {
@@ -47,6 +54,7 @@ const char* op_name(uint32_t op) {
     case Op::all_reduce_f32: return "all_reduce_sum (f32)";
     case Op::all_reduce_f64: return "all_reduce_sum (f64)";
     case Op::broadcast: return "broadcast";
+    case Op::gather_to_rank0: return "gather_to_rank0";
   }
   return "an unknown message";
 }
@@ -89,6 +97,7 @@ class TcpCommunicator : public Communicator {
   }
   ~TcpCommunicator() override { stop_watching(); }
   Tensor all_gather(const Tensor& x) override;
+  Tensor gather_to_rank0(const Tensor& x) override;
   void all_reduce_sum(Tensor& x) override;
   void broadcast(Tensor& x) override;
   void exit_when_a_peer_stops() override;
@@ -306,6 +315,17 @@ Tensor TcpCommunicator::all_gather(const Tensor& x) {
   const uint64_t bytes = static_cast<uint64_t>(host.numel()) * dtype_size(x.dtype());
   gather_to_root(Op::all_gather, host.raw_data(), bytes, out.raw_data());
   answer_from_root(Op::all_gather, out.raw_data(), bytes * static_cast<uint64_t>(env_.world_size));
+  return out.to(x.device());
+}
+
+Tensor TcpCommunicator::gather_to_rank0(const Tensor& x) {
+  BAM_CHECK(x.dim() >= 1, "gather_to_rank0: needs a tensor with a first dimension, got {}", x.describe());
+  Tensor host = x.detach().to(Device::cpu()).contiguous();
+  Shape shape = x.shape();
+  shape[0] = env_.rank == 0 ? shape[0] * env_.world_size : 0;
+  Tensor out = empty(shape, {x.dtype(), Device::cpu()});
+  const uint64_t bytes = static_cast<uint64_t>(host.numel()) * dtype_size(x.dtype());
+  gather_to_root(Op::gather_to_rank0, host.raw_data(), bytes, out.raw_data());
   return out.to(x.device());
 }
 

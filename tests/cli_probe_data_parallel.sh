@@ -23,6 +23,11 @@ check() {  # check <description> <command...>: the command must succeed
   if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; failed=1; fi
 }
 same() { cmp -s "$1/probe.json" "$2/probe.json"; }
+every() {  # every <pattern> <files...>: each file holds the pattern
+  pattern=$1
+  shift
+  for f in "$@"; do grep -q "$pattern" "$f" || return 1; done
+}
 
 "$bin" $args --batch_size_per_gpu 16 --output_dir "$work/one16" > "$work/one16.out" 2>&1
 check "one process probes" test -s "$work/one16/probe.json"
@@ -36,22 +41,38 @@ check "rank 0 trains the probe with the global batch" \
 check "two ranks of 8 give one process's table with a batch of 16" same "$work/one16" "$work/two"
 check "one table, rank 0's" test "$(grep -c '^| features |' "$work/two.out")" -eq 1
 
-# Three ranks started by hand, as torchrun starts them; 3 x 5 against one process of 15.
-"$bin" $args --batch_size_per_gpu 15 --output_dir "$work/one15" > "$work/one15.out" 2>&1
+# Three ranks started by hand, as torchrun starts them; 3 x 7 against one process of 21.
+"$bin" $args --batch_size_per_gpu 21 --output_dir "$work/one21" > "$work/one21.out" 2>&1
 port=$((10000 + $$ % 20000))
 for rank in 1 2; do
-  WORLD_SIZE=3 RANK=$rank LOCAL_RANK=$rank MASTER_PORT=$port "$bin" $args --batch_size_per_gpu 5 \
+  WORLD_SIZE=3 RANK=$rank LOCAL_RANK=$rank MASTER_PORT=$port "$bin" $args --batch_size_per_gpu 7 \
     --output_dir "$work/three" > "$work/three.rank$rank.out" 2>&1 &
 done
-WORLD_SIZE=3 RANK=0 LOCAL_RANK=0 MASTER_PORT=$port "$bin" $args --batch_size_per_gpu 5 \
+WORLD_SIZE=3 RANK=0 LOCAL_RANK=0 MASTER_PORT=$port "$bin" $args --batch_size_per_gpu 7 \
   --output_dir "$work/three" > "$work/three.out" 2>&1
 status=$?
 wait
 check "three ranks by hand probe" test $status -eq 0
-check "three ranks of 5 give one process's table with a batch of 15" same "$work/one15" "$work/three"
-check "(a batch of 15 is not one of 16: the comparison can fail)" test -n "$(cmp "$work/one15/probe.json" \
+check "three ranks of 7 give one process's table with a batch of 21" same "$work/one21" "$work/three"
+check "(a batch of 21 is not one of 16: the comparison can fail)" test -n "$(cmp "$work/one21/probe.json" \
   "$work/one16/probe.json")"
 check "the other ranks print nothing" test ! -s "$work/three.rank1.out" -a ! -s "$work/three.rank2.out"
+
+# A rank started with another flag: every rank stops, naming it, before any feature is extracted.
+for rank in 1 2; do
+  extra=""
+  [ $rank = 2 ] && extra="--seed 7"
+  WORLD_SIZE=3 RANK=$rank MASTER_PORT=$((port + 1)) "$bin" $args --batch_size_per_gpu 7 $extra \
+    --output_dir "$work/mismatch" > "$work/mismatch.rank$rank.out" 2>&1 &
+done
+WORLD_SIZE=3 RANK=0 MASTER_PORT=$((port + 1)) "$bin" $args --batch_size_per_gpu 7 \
+  --output_dir "$work/mismatch" > "$work/mismatch.out" 2>&1
+status=$?
+wait
+check "ranks started with other flags stop" test $status -ne 0
+check "every rank names the one that differs" every "rank 2 was started with other flags or folders than rank 0" \
+  "$work/mismatch.out" "$work/mismatch.rank1.out" "$work/mismatch.rank2.out"
+check "(before any extraction)" test -z "$(grep -l "extracting" "$work"/mismatch*.out)"
 
 WORLD_SIZE=2 RANK=0 "$bin" $args --nproc_per_node 2 --output_dir "$work/both" > "$work/both.out" 2>&1
 check "--nproc_per_node inside a launched rank is refused" \
@@ -64,7 +85,8 @@ if [ -n "$emulated" ]; then
   "$emulated" $args --nproc_per_node 2 --batch_size_per_gpu 8 --output_dir "$work/gpu_two" > "$work/gpu_two.out" 2>&1
   status=$?
   check "two ranks on the emulated GPU probe" test $status -eq 0
-  check "the vote and the probe on the device" grep -q "linear probe on cuda:0" "$work/gpu_two.out"
+  check "the vote on the device" grep -q "kNN (k=20, T=0.07, on cuda:0)" "$work/gpu_two.out"
+  check "and the probe" grep -q "linear probe on cuda:0" "$work/gpu_two.out"
   check "two ranks on the emulated GPU give one process's table" same "$work/gpu_one" "$work/gpu_two"
 fi
 

@@ -147,7 +147,9 @@ TEST_CASE("collectives: ranks that call different collectives, or stop, fail wit
   CHECK_MESSAGE(stopped.find("rank 1 closed its connection") != std::string::npos, stopped);
 }
 
-TEST_CASE("all_gather_varying_rows: parts of any size (none included) in rank order; a different row is refused") {
+TEST_CASE(
+    "all_gather_varying_rows (and to rank 0): parts of any size (none included) in rank order; a different row is "
+    "refused") {
   const int world = 4;
   const std::vector<int64_t> rows = {2, 0, 5, 1};
   std::vector<Tensor> x(world), labels(world);
@@ -158,12 +160,14 @@ TEST_CASE("all_gather_varying_rows: parts of any size (none included) in rank or
     for (int64_t i = 0; i < rows[r]; ++i) l.push_back(10 * r + i);
     labels[r] = from_vector(l, {rows[r]});
   }
-  std::vector<Tensor> gathered(world), gathered_labels(world), nothing(world);
+  std::vector<Tensor> gathered(world), gathered_labels(world), nothing(world), at_rank0(world);
+  std::vector<std::vector<int64_t>> counts(world);
   run_ranks(world, [&](Communicator& group) {
     const int r = group.rank();
     gathered[r] = all_gather_varying_rows(x[r], group);
     gathered_labels[r] = all_gather_varying_rows(labels[r], group);
     nothing[r] = all_gather_varying_rows(zeros({0, 7}), group);
+    at_rank0[r] = gather_varying_rows_to_rank0(x[r], group, &counts[r]);
   });
   const Tensor expected = cat({x[0], x[2], x[3]}, 0);
   const std::vector<int64_t> expected_labels = {0, 1, 20, 21, 22, 23, 24, 30};
@@ -172,6 +176,12 @@ TEST_CASE("all_gather_varying_rows: parts of any size (none included) in rank or
     CHECK(max_abs_difference(gathered[r], expected) == 0);
     CHECK(gathered_labels[r].to_vector<int64_t>() == expected_labels);
     CHECK(nothing[r].shape() == Shape{0, 7});
+    // The gather to rank 0: the same rows there, none elsewhere; every rank learns the counts.
+    if (r == 0)
+      CHECK(max_abs_difference(at_rank0[r], expected) == 0);
+    else
+      CHECK(at_rank0[r].shape() == Shape{0, 3, 2});
+    CHECK(counts[r] == rows);
   }
   const std::string different = error_of([] {
     run_ranks(2, [](Communicator& group) { all_gather_varying_rows(zeros({2, group.rank() == 0 ? 3 : 4}), group); });
@@ -354,7 +364,7 @@ TEST_CASE("train_linear_probe_across_ranks: every rank gets one process's probe 
       LinearProbeOptions o;
       o.epochs = 5;
       o.lr = 0.3;
-      o.batch_size = 24;  // 100 rows: 4 steps an epoch, the last 4 rows left out (as one process)
+      o.batch_size = 24;  // 100 rows: 5 steps an epoch, the last of 4 rows
       o.bn_head = bn_head;
       o.verbose = false;
       const KnnResult one =

@@ -15,6 +15,7 @@
 #include "data/image_error.h"
 #include "engine/autograd.h"
 #include "engine/cuda.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/host_allocator.h"
 #include "engine/random.h"
@@ -141,7 +142,8 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
     lo.batch_size = c.batch_size_per_gpu * ranks.world_size();  // the global batch, as DINO's eval_linear
     lo.bn_head = c.bn_head;
     lo.seed = static_cast<uint64_t>(c.seed);
-    lo.threads = ranks.rank() == 0 ? ranks.probe_threads : 0;
+    // Rank 0's steps may take its waiting peers' cores; not while they make augmented epochs.
+    lo.threads = ranks.rank() == 0 && !c.linear_aug ? ranks.probe_threads : 0;
     const bam::EvaluationDevice on = bam::evaluation_device(
         device, bam::linear_probe_device_bytes(train.size(), val.size(), tr.features.size(1), tr.num_classes));
     lo.device = on.device;
@@ -158,12 +160,39 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
         return bam::extract_features(backbone, train_part, a);
       };
     row.linear = ranks.group ? bam::train_linear_probe_across_ranks(tr, va, lo, *ranks.group, augmented)
-                             : bam::train_linear_probe(tr, va, lo, augmented);
+                             : bam::train_linear_probe(std::move(tr), va, lo, augmented);
     std::printf("[%s] linear (%lld epochs): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
                 static_cast<long long>(c.epochs), row.linear.top1, row.linear.top5);
   }
   std::fflush(stdout);
   return row;
+}
+
+// The flags that must be the same on every rank: all but --device (and --nproc_per_node).
+std::string flags_for_ranks(const ProbeConfig& c) {
+  nlohmann::ordered_json j = {{"pretrained_weights", c.pretrained_weights},
+                              {"checkpoint_key", c.checkpoint_key},
+                              {"arch", c.arch},
+                              {"patch_size", c.patch_size},
+                              {"embed_dim", c.embed_dim},
+                              {"depth", c.depth},
+                              {"num_heads", c.num_heads},
+                              {"n_last_blocks", c.n_last_blocks},
+                              {"avgpool_patchtokens", c.avgpool_patchtokens},
+                              {"bn_head", c.bn_head},
+                              {"linear_aug", c.linear_aug},
+                              {"baselines", c.baselines},
+                              {"epochs", c.epochs},
+                              {"batch_size_per_gpu", c.batch_size_per_gpu},
+                              {"nb_knn", c.nb_knn},
+                              {"img_size", c.img_size},
+                              {"seed", c.seed},
+                              {"lr", c.lr},
+                              {"temperature", c.temperature},
+                              {"eval_resize_ratio", c.eval_resize_ratio},
+                              {"data_path", c.data_path},
+                              {"mode", c.mode}};
+  return j.dump();
 }
 
 std::string cell(double v) { return v < 0 ? "-" : fmt::format("{:.2f}", v); }
@@ -261,28 +290,17 @@ int main(int argc, char** argv) {
   std::shared_ptr<bam::Communicator> group;
   try {
     namespace fs = std::filesystem;
-    const int nproc_per_node = bam::tool::ranks_per_node(nproc_text, bam::tool::resolve_device(c.device));
-    // --nproc_per_node: this process only checks the flags and starts the ranks.
-    const bool launcher = nproc_per_node > 1 && std::getenv("WORLD_SIZE") == nullptr;
-    BAM_CHECK(nproc_per_node == 1 || launcher || std::getenv("BAM_LAUNCHED_RANK") != nullptr,
-              "--nproc_per_node {}: this process is already one rank of WORLD_SIZE={}; start the ranks either with "
-              "torchrun (or by hand) or with --nproc_per_node, not both",
-              nproc_per_node, std::getenv("WORLD_SIZE") ? std::getenv("WORLD_SIZE") : "");
-    // Data parallelism: torchrun's RANK/WORLD_SIZE/LOCAL_RANK (or --local-rank); the other ranks
-    // print nothing but their errors.
-    bam::LaunchEnvironment launch = bam::launch_environment_from_env();
-    if (app.get_option("--local-rank")->count() > 0 && std::getenv("LOCAL_RANK") == nullptr)
-      launch.local_rank = static_cast<int>(official_only.local_rank);
-    if (launch.rank != 0) tool_name = fmt::format("bamprobe (rank {})", launch.rank);
-    if (launch.rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr)
-      bam::fail("rank {}: cannot silence its output", launch.rank);
+    // Data parallelism: --nproc_per_node, or torchrun's RANK/WORLD_SIZE/LOCAL_RANK (or
+    // --local-rank); the other ranks print nothing but their errors.
+    const bam::tool::RankLaunch launched = bam::tool::read_rank_launch(
+        "bamprobe", nproc_text, bam::tool::resolve_device(c.device),
+        app.get_option("--local-rank")->count() > 0 ? std::optional<int64_t>(official_only.local_rank) : std::nullopt);
+    const bam::LaunchEnvironment& launch = launched.launch;
+    tool_name = launched.tool_name;
     check_official_only_flags(app, official_only);
-    c.device = bam::tool::resolve_device(c.device);
-    // Each rank its own GPU; modulo the count, for ranks that see only theirs (srun's GPU binding).
-    if (launch.distributed() && c.device == "cuda")
-      c.device = fmt::format("cuda:{}", launch.local_rank % std::max(1, bam::cuda::device_count()));
+    c.device = bam::tool::rank_device(launch, bam::tool::resolve_device(c.device));
     c.data_backend = bam::tool::resolve_data_backend(c.data_backend, c.device);
-    if (launcher) return bam::tool::run_local_ranks(nproc_per_node, argv);
+    if (launched.launcher) return bam::tool::run_local_ranks(launched.nproc_per_node, argv);
     std::printf("device: %s\ndata_backend: %s\n", c.device.c_str(), c.data_backend.c_str());
     if (launch.rank == 0) bam::prepare_output_dir(c.output_dir);
     const bam::Device device = bam::tool::open_device(c.device);
@@ -294,7 +312,8 @@ int main(int argc, char** argv) {
       group = bam::tool::join_rank_group(launch, c.device);
       ranks.group = group.get();
       const int threads = bam::tool::share_cores_among_local_ranks(*group);
-      // Rank 0 trains the linear probe while the others wait: then the cores are all its own.
+      // Rank 0 trains the linear probe while the others wait: then the cores are all its own
+      // (without augmented epochs: the others extract the next one meanwhile).
       if (bam::cpu::num_threads_requested() == 0) ranks.probe_threads = bam::cpu::available_cores();
       std::printf(
           "Data parallel: %s; each rank extracts the features of its share of the images, with %d CPU "
@@ -315,6 +334,15 @@ int main(int argc, char** argv) {
               official_only.num_labels, c.data_path, train.num_classes());
     std::string description;
     auto backbone = load_backbone(c, &description);
+    if (ranks.group) {
+      // Ranks that differ in a flag or in what they read would call the collectives differently.
+      std::string text = flags_for_ranks(c);
+      for (const bam::data::Dataset* d : {&train, &val})
+        for (size_t i = 0; i < d->files.size(); ++i) text += d->files[i] + '\t' + std::to_string(d->labels[i]) + '\n';
+      text += description;
+      bam::check_ranks_agree(*ranks.group, text, "flags or folders",
+                             "every rank needs the same flags but for --device, and the same --data_path files");
+    }
     BAM_CHECK(c.mode == "knn" || (c.n_last_blocks >= 1 && c.n_last_blocks <= backbone->config().depth),
               "--n_last_blocks {}: the backbone has {} blocks (1 takes the final CLS token alone)", c.n_last_blocks,
               backbone->config().depth);
@@ -324,19 +352,23 @@ int main(int argc, char** argv) {
                 static_cast<long long>(train.num_classes()), description.c_str(), bam::cpu::num_threads(),
                 bam::cpu::num_threads() == 1 ? "" : "s");
     // Every row keeps its train and val features in memory (f32), twice at the peak: the batches'
-    // features while they are joined, then the normalised copy the kNN votes with. Checked before
-    // any work: the backbone's must fit, and raw pixels at a large --img_size (3 x 224 x 224
-    // floats an image) are left out of the table when theirs would not.
+    // features while they are joined, then the normalised copy the kNN votes with. Ranks on one
+    // machine hold a slice each, and rank 0 gathers the whole sets for the linear probe, padded
+    // and then joined: three times at the peak. Checked before any work: the backbone's must fit,
+    // and raw pixels at a large --img_size (3 x 224 x 224 floats an image) are left out of the
+    // table when theirs would not.
     const int64_t images = train.size() + val.size(), available = bam::tool::available_memory_bytes();
-    const int64_t backbone_bytes = 2 * images * feature_floats(backbone.get(), c) * int64_t{sizeof(float)};
+    const int64_t copies = ranks.group ? 3 : 2;
+    const char* held = ranks.group ? "3 times" : "twice";
+    const int64_t backbone_bytes = copies * images * feature_floats(backbone.get(), c) * int64_t{sizeof(float)};
     BAM_CHECK(bam::tool::fits_in_memory(backbone_bytes, available),
-              "the backbone's features of {} images ({} floats each, f32, held twice at the peak) take {}, more than "
+              "the backbone's features of {} images ({} floats each, f32, held {} at the peak) take {}, more than "
               "80 % of the {} of memory available; a smaller --n_last_blocks or --mode knn needs less",
-              images, feature_floats(backbone.get(), c), bam::tool::memory_text(backbone_bytes),
+              images, feature_floats(backbone.get(), c), held, bam::tool::memory_text(backbone_bytes),
               bam::tool::memory_text(available));
     std::vector<Row> rows;
     if (c.baselines) {
-      const int64_t raw_bytes = 2 * images * feature_floats(nullptr, c) * int64_t{sizeof(float)};
+      const int64_t raw_bytes = copies * images * feature_floats(nullptr, c) * int64_t{sizeof(float)};
       // Every rank must agree: the rows are collective.
       bam::Tensor raw_fits =
           bam::from_vector(std::vector<double>{bam::tool::fits_in_memory(raw_bytes, available) ? 1.0 : 0.0}, {1});
@@ -345,11 +377,11 @@ int main(int argc, char** argv) {
         rows.push_back(evaluate("raw pixels", nullptr, train, val, c, device, ranks));
       } else {
         std::printf(
-            "[raw pixels] not evaluated: the pixels of %lld images (3 x %lld x %lld floats each, held twice at "
+            "[raw pixels] not evaluated: the pixels of %lld images (3 x %lld x %lld floats each, held %s at "
             "the peak) take %s, more than 80 %% of the %s of memory available (a smaller --img_size fits them; "
             "--baselines false leaves the baselines out)\n",
             static_cast<long long>(images), static_cast<long long>(c.img_size), static_cast<long long>(c.img_size),
-            bam::tool::memory_text(raw_bytes).c_str(), bam::tool::memory_text(available).c_str());
+            held, bam::tool::memory_text(raw_bytes).c_str(), bam::tool::memory_text(available).c_str());
         rows.push_back(Row{"raw pixels (not evaluated: memory)"});
       }
       if (!c.pretrained_weights.empty()) {

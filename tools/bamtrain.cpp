@@ -167,35 +167,18 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  int nproc_per_node = 1;
-  try {
-    nproc_per_node = bam::tool::ranks_per_node(nproc_text, bam::tool::resolve_device(config.device));
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bamtrain: %s\n", e.what());
-    return 1;
-  }
-  // --nproc_per_node: this process only checks the flags and starts the ranks.
-  const bool launcher = nproc_per_node > 1 && std::getenv("WORLD_SIZE") == nullptr;
-  if (nproc_per_node > 1 && !launcher && std::getenv("BAM_LAUNCHED_RANK") == nullptr) {
-    std::fprintf(stderr,
-                 "bamtrain: --nproc_per_node %d: this process is already one rank of WORLD_SIZE=%s; start "
-                 "the ranks either with torchrun (or by hand) or with --nproc_per_node, not both\n",
-                 nproc_per_node, std::getenv("WORLD_SIZE"));
-    return 1;
-  }
   try {
     if (global_scale.size() == 2) config.global_crops_scale = {global_scale[0], global_scale[1]};
     if (local_scale.size() == 2) config.local_crops_scale = {local_scale[0], local_scale[1]};
-    // Data parallelism: torchrun's RANK/WORLD_SIZE/LOCAL_RANK (or torch.distributed.launch's
-    // --local-rank); the other ranks print nothing but their errors.
-    bam::LaunchEnvironment launch = bam::launch_environment_from_env();
-    if (app.get_option("--local-rank")->count() > 0 && std::getenv("LOCAL_RANK") == nullptr)
-      launch.local_rank = static_cast<int>(official_only.local_rank);
+    // Data parallelism: --nproc_per_node, or torchrun's RANK/WORLD_SIZE/LOCAL_RANK (or
+    // torch.distributed.launch's --local-rank); the other ranks print nothing but their errors.
+    const bam::tool::RankLaunch ranks = bam::tool::read_rank_launch(
+        "bamtrain", nproc_text, bam::tool::resolve_device(config.device),
+        app.get_option("--local-rank")->count() > 0 ? std::optional<int64_t>(official_only.local_rank) : std::nullopt);
+    const bam::LaunchEnvironment& launch = ranks.launch;
+    tool_name = ranks.tool_name;
     config.world_size = launch.world_size;
     config.rank = launch.rank;
-    if (launch.rank != 0) tool_name = fmt::format("bamtrain (rank {})", launch.rank);
-    if (launch.rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr)
-      bam::fail("rank {}: cannot silence its output", launch.rank);
     check_official_only_flags(app, official_only);
     if (!config.use_ccrop)
       for (const char* flag : {"--box_thresh", "--loc_interval", "--ccrop_alpha", "--ccrop_img_size"})
@@ -206,15 +189,12 @@ int main(int argc, char** argv) {
               "--use_ccrop true for the official recipe\n",
               flag);
     if (use_fp16) config.precision = "fp16";
-    config.device = bam::tool::resolve_device(config.device);
-    // Each rank its own GPU; modulo the count, for ranks that see only theirs (srun's GPU binding).
-    if (launch.distributed() && config.device == "cuda")
-      config.device = fmt::format("cuda:{}", launch.local_rank % std::max(1, bam::cuda::device_count()));
+    config.device = bam::tool::rank_device(launch, bam::tool::resolve_device(config.device));
     config.precision = bam::tool::resolve_precision(config.precision, config.device);
     config.data_backend = bam::tool::resolve_data_backend(config.data_backend, config.device);
-    if (launcher) config.world_size = nproc_per_node;  // what the ranks will check
+    if (ranks.launcher) config.world_size = ranks.nproc_per_node;  // what the ranks will check
     config.validate();
-    if (launcher) return bam::tool::run_local_ranks(nproc_per_node, argv);
+    if (ranks.launcher) return bam::tool::run_local_ranks(ranks.nproc_per_node, argv);
     if (launch.rank == 0) bam::prepare_output_dir(config.output_dir);
     bam::tool::open_device(config.device);  // before the GPU loader and the model touch a device
     if (launch.distributed()) {

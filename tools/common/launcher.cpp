@@ -5,6 +5,7 @@
 #include "tools/common/launcher.h"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -148,6 +149,36 @@ int run_local_ranks(int ranks, char** argv) {
     }
   }
   return result;
+}
+
+RankLaunch read_rank_launch(const char* tool, const std::string& nproc_per_node, const std::string& resolved_device,
+                            std::optional<int64_t> local_rank) {
+  RankLaunch r;
+  r.tool_name = tool;
+  r.nproc_per_node = ranks_per_node(nproc_per_node, resolved_device);
+  const char* world = std::getenv("WORLD_SIZE");
+  r.launcher = r.nproc_per_node > 1 && world == nullptr;
+  BAM_CHECK(r.nproc_per_node == 1 || r.launcher || std::getenv("BAM_LAUNCHED_RANK") != nullptr,
+            "--nproc_per_node {}: this process is already one rank of WORLD_SIZE={}; start the ranks either with "
+            "torchrun (or by hand) or with --nproc_per_node, not both",
+            r.nproc_per_node, world ? world : "");
+  r.launch = launch_environment_from_env();
+  if (local_rank && std::getenv("LOCAL_RANK") == nullptr) r.launch.local_rank = static_cast<int>(*local_rank);
+  if (local_rank && !r.launch.distributed() && !r.launcher)
+    std::printf(
+        "note: --local-rank %lld has no effect outside a data-parallel launch (WORLD_SIZE unset); "
+        "--device cuda:N picks the GPU\n",
+        static_cast<long long>(*local_rank));
+  if (r.launch.rank != 0) {
+    r.tool_name = fmt::format("{} (rank {})", tool, r.launch.rank);
+    if (std::freopen("/dev/null", "w", stdout) == nullptr) fail("rank {}: cannot silence its output", r.launch.rank);
+  }
+  return r;
+}
+
+std::string rank_device(const LaunchEnvironment& launch, const std::string& resolved_device) {
+  if (!launch.distributed() || resolved_device != "cuda") return resolved_device;
+  return fmt::format("cuda:{}", launch.local_rank % std::max(1, cuda::device_count()));
 }
 
 }  // namespace bam::tool

@@ -36,8 +36,7 @@ inline void add_official_only_flags(CLI::App& app, OfficialOnlyFlags& f, Officia
   app.add_option("--dist_url", f.dist_url, "unused: the ranks meet at MASTER_ADDR:MASTER_PORT (torchrun's)")
       ->group(group);
   app.add_option("--local-rank,--local_rank", f.local_rank,
-                 "this process's GPU when LOCAL_RANK is not set (torch.distributed.launch's flag)")
-      ->group(group);
+                 "a launched rank's GPU when LOCAL_RANK is not set (torch.distributed.launch's flag)");
   if (script == OfficialScript::pretrain) {
     boolean("--compile", f.compile, "torch.compile: the kernels here are compiled already");
   } else {
