@@ -79,8 +79,7 @@ KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const Line
   Tensor features = train.features.to(device), labels = train.labels.to(device);
   train = FeatureSet();  // a set moved in goes once it is on the device (or with epoch 0's features)
   const int64_t n = features.size(0);
-  int64_t steps = (n + o.batch_size - 1) / o.batch_size;
-  if (o.bn_head && steps > 1 && n % o.batch_size == 1) --steps;
+  const int64_t steps = linear_probe_steps(n, o.batch_size, o.bn_head);
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
     if (augmented_epoch && epoch > 0) {
       features = Tensor();  // the last epoch's features go before the next epoch's arrive
@@ -114,8 +113,8 @@ KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const Line
   return accuracy(head(val.features.to(device), false), val.labels.to_vector<int64_t>());
 }
 
-KnnResult train_linear_probe_across_ranks(const FeatureSet& train_part, const FeatureSet& val_part,
-                                          const LinearProbeOptions& o, Communicator& group,
+KnnResult train_linear_probe_across_ranks(FeatureSet train_part, FeatureSet val_part, const LinearProbeOptions& o,
+                                          Communicator& group,
                                           const std::function<FeatureSet(int64_t epoch)>& augmented_part_epoch) {
   // What any rank can find wrong with its parts, shared first: all fail together, none waits.
   std::string problem;
@@ -130,8 +129,10 @@ KnnResult train_linear_probe_across_ranks(const FeatureSet& train_part, const Fe
     problem = fmt::format("linear probe: need at least two classes, got {}", train_part.num_classes);
   Tensor failed = from_vector(std::vector<double>{problem.empty() ? 0.0 : 1.0}, {1});
   group.all_reduce_sum(failed);
-  if (!problem.empty()) fail("{} (rank {})", problem, group.rank());
-  BAM_CHECK(failed.data<double>()[0] == 0, "linear probe: another rank's features do not match (see its error)");
+  if (failed.data<double>()[0] != 0)
+    fail_on_every_rank(group, problem.empty() ? std::string("linear probe: another rank's features or labels do not "
+                                                            "match (see its error)")
+                                              : fmt::format("{} (rank {})", problem, group.rank()));
   // The parts go to rank 0 alone, through the host: it trains; the others need not hold the sets.
   auto to_rank0 = [&](const FeatureSet& part, std::vector<int64_t>* rows_per_rank) {
     FeatureSet set;
@@ -142,9 +143,11 @@ KnnResult train_linear_probe_across_ranks(const FeatureSet& train_part, const Fe
   };
   std::vector<int64_t> train_rows;
   FeatureSet train = to_rank0(train_part, &train_rows), val = to_rank0(val_part, nullptr);
+  train_part = FeatureSet();  // parts moved in go once gathered
+  val_part = FeatureSet();
   int64_t n_train = 0;
   for (int64_t rows : train_rows) n_train += rows;
-  BAM_CHECK(n_train > 0, "linear probe: no training features on any rank");
+  if (n_train == 0) fail_on_every_rank(group, "linear probe: no training features on any rank");
   std::vector<double> result(5, 0.0);  // top-1, top-5, and their counts
   if (group.rank() == 0) {
     std::function<FeatureSet(int64_t)> augmented;
@@ -165,6 +168,11 @@ KnnResult train_linear_probe_across_ranks(const FeatureSet& train_part, const Fe
   out.top1 = r[0];
   out.top5 = r[1];
   return out;
+}
+
+int64_t linear_probe_steps(int64_t rows, int64_t batch, bool bn_head) {
+  const int64_t steps = (rows + batch - 1) / batch;
+  return bn_head && steps > 1 && rows % batch == 1 ? steps - 1 : steps;
 }
 
 int64_t linear_probe_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width, int64_t classes) {

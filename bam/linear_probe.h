@@ -29,9 +29,8 @@ struct LinearProbeOptions {
 
 // train/val: features and labels. `augmented_epoch`, when given, returns fresh training features
 // for an epoch (the RandomResizedCrop + flip protocol); otherwise `train` is reused every epoch.
-// Every training row is seen once an epoch, the last batch partial (DINO's loader keeps it), but
-// for a last batch of one row under the BatchNorm head, whose variance needs two. A caller that
-// moves `train` in lets the probe free the host's copy once it is on options.device.
+// Every training row is seen once an epoch (linear_probe_steps). A caller that moves `train` in
+// lets the probe free the host's copy once it is on options.device.
 KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const LinearProbeOptions& options,
                              const std::function<FeatureSet(int64_t epoch)>& augmented_epoch = {});
 
@@ -41,10 +40,14 @@ KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const Line
 // on its options.device, while the other ranks feed it each augmented epoch's part
 // (augmented_part_epoch, called for epochs 1 .. epochs-1 on every rank, in order). Every rank gets
 // rank 0's result: what train_linear_probe of the whole sets gives with these options, whose
-// batch_size is the whole batch. A collective call.
-KnnResult train_linear_probe_across_ranks(const FeatureSet& train_part, const FeatureSet& val_part,
-                                          const LinearProbeOptions& options, Communicator& group,
+// batch_size is the whole batch. Parts moved in go once gathered. A collective call.
+KnnResult train_linear_probe_across_ranks(FeatureSet train_part, FeatureSet val_part, const LinearProbeOptions& options,
+                                          Communicator& group,
                                           const std::function<FeatureSet(int64_t epoch)>& augmented_part_epoch = {});
+
+// The probe's steps an epoch over `rows` rows: the last batch partial, as DINO's loader keeps it,
+// but for a last batch of one row under the BatchNorm head, whose batch variance needs two.
+int64_t linear_probe_steps(int64_t rows, int64_t batch, bool bn_head);
 
 // The device memory train_linear_probe takes on a GPU: the features and labels of both sets
 // (f32, i64) and the validation logits.

@@ -1,7 +1,7 @@
 // Data parallelism's plumbing: the processes ("ranks") that train one model together, how they
 // find each other (torchrun's environment), and the collectives they call in the same order:
-// all-gather (or gather to rank 0), sum over ranks, broadcast from rank 0. The differentiable forms the model and the
-// loss use are in engine/distributed.h.
+// all-gather (or gather to rank 0), sum over ranks, broadcast from rank 0. The differentiable
+// forms the model and the loss use are in engine/distributed.h.
 #pragma once
 
 #include <memory>
@@ -20,8 +20,9 @@ class Communicator {
   // Every rank's x (same shape and dtype on all ranks), stacked along dim 0 in rank order:
   // [world * x.size(0), ...], rank r's rows at r * x.size(0). On x's device.
   virtual Tensor all_gather(const Tensor& x) = 0;
-  // all_gather's result on rank 0 only (on x's device); the other ranks get no rows ([0, ...]). For
-  // results only rank 0 uses, which the others need not hold. Through the host on every transport.
+  // all_gather's result on rank 0 only (on x's device); the other ranks get no rows ([0, ...]).
+  // For results only rank 0 uses, which the others need not hold. Through the host on every
+  // transport.
   virtual Tensor gather_to_rank0(const Tensor& x) = 0;
   // x (f32 or f64, contiguous) becomes the sum over ranks of x, in place. Every rank ends with the
   // same bits (the sum is taken once and shared: over TCP in rank order, in NCCL's order on GPUs).

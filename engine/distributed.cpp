@@ -1,6 +1,7 @@
 // The differentiable collectives and the sum of the ranks' gradients (engine/distributed.h).
 #include "engine/distributed.h"
 
+#include <fmt/format.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -90,6 +91,11 @@ Tensor gather_varying_rows_to_rank0(const Tensor& x, Communicator& group, std::v
   return gather_varying_rows(x, group, rows_per_rank, "gather_varying_rows_to_rank0", &Communicator::gather_to_rank0);
 }
 
+void fail_on_every_rank(Communicator& group, const std::string& message) {
+  group.finish();
+  fail("{}", message);
+}
+
 void check_ranks_agree(Communicator& group, const std::string& text, const std::string& what, const std::string& hint) {
   const std::vector<int64_t> mine = {static_cast<int64_t>(fnv1a(text))};
   const std::vector<int64_t> all = group.all_gather(from_vector(mine, {1})).to_vector<int64_t>();
@@ -100,8 +106,8 @@ void check_ranks_agree(Communicator& group, const std::string& text, const std::
       differing += (count++ ? ", " : "") + std::to_string(r);
     }
   if (count == 0) return;
-  fail("rank{} {} {} started with other {} than rank 0: {}", count > 1 ? "s" : "", differing,
-       count > 1 ? "were" : "was", what, hint);
+  fail_on_every_rank(group, fmt::format("rank{} {} {} started with other {} than rank 0: {}", count > 1 ? "s" : "",
+                                        differing, count > 1 ? "were" : "was", what, hint));
 }
 
 int ranks_sharing_cores(Communicator& group) {

@@ -25,16 +25,21 @@ Tensor all_gather_rows(const Tensor& x, Communicator& group);
 // every rank. Not differentiable: for results gathered after the fact (evaluation features, the
 // located object boxes), on x's device. rows_per_rank, when given, receives each rank's count.
 Tensor all_gather_varying_rows(const Tensor& x, Communicator& group, std::vector<int64_t>* rows_per_rank = nullptr);
+// The same on rank 0 only (Communicator::gather_to_rank0); the others get no rows, and every rank
+// gets rows_per_rank. For what rank 0 alone goes on with (the linear probe's features).
+Tensor gather_varying_rows_to_rank0(const Tensor& x, Communicator& group,
+                                    std::vector<int64_t>* rows_per_rank = nullptr);
+
+// Throws `message` on every rank at once: each calls it, after a collective that told them all of
+// the failure. The peer watch (Communicator::exit_when_a_peer_stops) is stood down first
+// (finish()), so that no rank is stopped by another's exit before it has reported.
+[[noreturn]] void fail_on_every_rank(Communicator& group, const std::string& message);
+
 // Stops every rank when any rank's `text` (its flags, what it read) differs from rank 0's: ranks
 // that differ would call the collectives in other orders or sizes, which a transport cannot always
 // tell. The message says which ranks were started with other `what` ("flags") than rank 0, and
 // `hint`, what every rank needs. Compares a hash of the text. A collective call.
 void check_ranks_agree(Communicator& group, const std::string& text, const std::string& what, const std::string& hint);
-
-// The same on rank 0 only (Communicator::gather_to_rank0); the others get no rows, and every rank
-// gets rows_per_rank. For what rank 0 alone goes on with (the linear probe's features).
-Tensor gather_varying_rows_to_rank0(const Tensor& x, Communicator& group,
-                                    std::vector<int64_t>* rows_per_rank = nullptr);
 
 // How many ranks, this one included, run on this process's cores: those on the same machine (host
 // name) with the same CPU affinity mask. Ranks started side by side share all; ranks pinned to

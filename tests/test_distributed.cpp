@@ -398,6 +398,39 @@ TEST_CASE("train_linear_probe_across_ranks: every rank gets one process's probe 
   }
 }
 
+TEST_CASE("check_ranks_agree and the linear probe's checks stop every rank together, naming what differs") {
+  // One rank with other flags: every rank throws (run_ranks rethrows rank 0's), naming it.
+  const std::string one = error_of([] {
+    run_ranks(3, [](Communicator& group) {
+      check_ranks_agree(group, group.rank() == 2 ? "--seed 7" : "--seed 0", "flags", "the same ones");
+    });
+  });
+  CHECK_MESSAGE(one.find("rank 2 was started with other flags than rank 0: the same ones") != std::string::npos, one);
+  const std::string two = error_of([] {
+    run_ranks(3, [](Communicator& group) {
+      check_ranks_agree(group, group.rank() == 0 ? "a" : "b", "folders", "the same files");
+    });
+  });
+  CHECK_MESSAGE(two.find("ranks 1, 2 were started with other folders than rank 0") != std::string::npos, two);
+  std::vector<int> agreed(3, 0);
+  run_ranks(3, [&](Communicator& group) {
+    check_ranks_agree(group, "same", "flags", "");
+    agreed[group.rank()] = 1;
+  });
+  CHECK(agreed == std::vector<int>{1, 1, 1});
+  // The probe: rank 1's labels do not match its features; every rank stops before the gathers.
+  const std::string probe = error_of([] {
+    run_ranks(3, [](Communicator& group) {
+      const int64_t labels = group.rank() == 1 ? 3 : 2;
+      LinearProbeOptions o;
+      o.verbose = false;
+      train_linear_probe_across_ranks(FeatureSet{zeros({2, 4}), zeros({labels}, {DType::i64}), 2},
+                                      FeatureSet{zeros({1, 4}), zeros({1}, {DType::i64}), 2}, o, group);
+    });
+  });
+  CHECK_MESSAGE(probe.find("another rank's features or labels do not match") != std::string::npos, probe);
+}
+
 TEST_CASE("all_gather_rows and sum_over_ranks: the gradient is summed over ranks (each rank's loss is its part)") {
   const int world = 2;
   Generator g0(test_seed("gather_grad"));

@@ -471,6 +471,42 @@ TEST_CASE("the probe separates a tiny dataset with kNN and linear") {
   CHECK(train_linear_probe(vtr, vva, lo).top1 > 90);
 }
 
+TEST_CASE("the linear probe sees every row each epoch, the last batch partial (but not of one row with BatchNorm)") {
+  CHECK(linear_probe_steps(48, 24, false) == 2);
+  CHECK(linear_probe_steps(25, 24, false) == 2);  // DINO's loader keeps the last, partial batch
+  CHECK(linear_probe_steps(26, 24, true) == 2);
+  CHECK(linear_probe_steps(25, 24, true) == 1);  // a batch of one row has no batch variance
+  CHECK(linear_probe_steps(1, 24, true) == 1);
+  CHECK(linear_probe_steps(10, 24, false) == 1);
+  // Classes 0 and 1 in the first 24 rows; row 24 alone is class 2, and the validation rows are
+  // class 2, next to it: the probe learns it.
+  auto row = [](float a, float b, float c) { return std::vector<float>{a, b, c}; };
+  std::vector<float> x;
+  std::vector<int64_t> y;
+  for (int i = 0; i < 24; ++i) {
+    const std::vector<float> r = i % 2 ? row(0, 4, 0) : row(4, 0, 0);
+    x.insert(x.end(), r.begin(), r.end());
+    y.push_back(i % 2);
+  }
+  for (float v : row(0, 0, 4)) x.push_back(v);
+  y.push_back(2);
+  const FeatureSet train{from_vector(x, {25, 3}), from_vector(y, {25}), 3};
+  const FeatureSet val{from_vector(std::vector<float>{0, 0, 4, 0.2f, 0, 4}, {2, 3}),
+                       from_vector(std::vector<int64_t>{2, 2}, {2}), 3};
+  LinearProbeOptions o;
+  o.epochs = 40;
+  o.lr = 20;
+  o.batch_size = 24;
+  o.verbose = false;
+  CHECK(train_linear_probe(train, val, o).top1 == 100);
+  // With the BatchNorm head the batch of one row is left out: the running statistics stay finite
+  // (its variance, over n - 1 = 0, would make them NaN, and every prediction with them).
+  o.bn_head = true;
+  const FeatureSet val01{from_vector(std::vector<float>{4, 0, 0, 0, 4, 0}, {2, 3}),
+                         from_vector(std::vector<int64_t>{0, 1}, {2}), 3};
+  CHECK(train_linear_probe(train, val01, o).top1 == 100);
+}
+
 TEST_CASE("a contiguous part's augmented crops are the whole folder's crops of the same images") {
   // The probe's --linear_aug views (RandomResizedCrop + flip), keyed by each image's index in the
   // whole folder: the ranks of a data-parallel bamprobe make one process's features between them.

@@ -159,8 +159,9 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
         a.epoch = epoch;
         return bam::extract_features(backbone, train_part, a);
       };
-    row.linear = ranks.group ? bam::train_linear_probe_across_ranks(tr, va, lo, *ranks.group, augmented)
-                             : bam::train_linear_probe(std::move(tr), va, lo, augmented);
+    row.linear = ranks.group
+                     ? bam::train_linear_probe_across_ranks(std::move(tr), std::move(va), lo, *ranks.group, augmented)
+                     : bam::train_linear_probe(std::move(tr), va, lo, augmented);
     std::printf("[%s] linear (%lld epochs): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
                 static_cast<long long>(c.epochs), row.linear.top1, row.linear.top5);
   }
@@ -168,7 +169,8 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
   return row;
 }
 
-// The flags that must be the same on every rank: all but --device (and --nproc_per_node).
+// The flags that must be the same on every rank: all but --device, each rank's own (and
+// --nproc_per_node, which started them).
 std::string flags_for_ranks(const ProbeConfig& c) {
   nlohmann::ordered_json j = {{"pretrained_weights", c.pretrained_weights},
                               {"checkpoint_key", c.checkpoint_key},
@@ -191,7 +193,10 @@ std::string flags_for_ranks(const ProbeConfig& c) {
                               {"temperature", c.temperature},
                               {"eval_resize_ratio", c.eval_resize_ratio},
                               {"data_path", c.data_path},
-                              {"mode", c.mode}};
+                              {"mode", c.mode},
+                              {"output_dir", c.output_dir},
+                              {"num_workers", c.num_workers},
+                              {"data_backend", c.data_backend}};
   return j.dump();
 }
 
@@ -297,7 +302,7 @@ int main(int argc, char** argv) {
         app.get_option("--local-rank")->count() > 0 ? std::optional<int64_t>(official_only.local_rank) : std::nullopt);
     const bam::LaunchEnvironment& launch = launched.launch;
     tool_name = launched.tool_name;
-    check_official_only_flags(app, official_only);
+    if (!launched.launcher) check_official_only_flags(app, official_only);  // the ranks say it
     c.device = bam::tool::rank_device(launch, bam::tool::resolve_device(c.device));
     c.data_backend = bam::tool::resolve_data_backend(c.data_backend, c.device);
     if (launched.launcher) return bam::tool::run_local_ranks(launched.nproc_per_node, argv);
@@ -358,8 +363,9 @@ int main(int argc, char** argv) {
     // and raw pixels at a large --img_size (3 x 224 x 224 floats an image) are left out of the
     // table when theirs would not.
     const int64_t images = train.size() + val.size(), available = bam::tool::available_memory_bytes();
-    const int64_t copies = ranks.group ? 3 : 2;
-    const char* held = ranks.group ? "3 times" : "twice";
+    const bool gathered = ranks.group && c.mode != "knn";
+    const int64_t copies = gathered ? 3 : 2;
+    const char* held = gathered ? "3 times" : "twice";
     const int64_t backbone_bytes = copies * images * feature_floats(backbone.get(), c) * int64_t{sizeof(float)};
     BAM_CHECK(bam::tool::fits_in_memory(backbone_bytes, available),
               "the backbone's features of {} images ({} floats each, f32, held {} at the peak) take {}, more than "

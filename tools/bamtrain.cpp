@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
     tool_name = ranks.tool_name;
     config.world_size = launch.world_size;
     config.rank = launch.rank;
-    check_official_only_flags(app, official_only);
+    if (!ranks.launcher) check_official_only_flags(app, official_only);  // the ranks say it
     if (!config.use_ccrop)
       for (const char* flag : {"--box_thresh", "--loc_interval", "--ccrop_alpha", "--ccrop_img_size"})
         if (app.get_option(flag)->count() > 0)

@@ -103,7 +103,7 @@ int run_local_ranks(int ranks, char** argv) {
     for (std::string& s : t) environments[static_cast<size_t>(r)].push_back(s.data());
     environments[static_cast<size_t>(r)].push_back(nullptr);
   }
-  static const char kExecFailed[] = "bamtrain --nproc_per_node: cannot start a rank (exec failed)\n";
+  static const char kExecFailed[] = "--nproc_per_node: cannot start a rank (exec failed)\n";
   std::printf("Starting %d ranks on this machine (MASTER_ADDR=127.0.0.1 MASTER_PORT=%d); rank 0 reports\n", ranks,
               port);
   std::fflush(stdout);
@@ -166,7 +166,7 @@ RankLaunch read_rank_launch(const char* tool, const std::string& nproc_per_node,
   if (local_rank && std::getenv("LOCAL_RANK") == nullptr) r.launch.local_rank = static_cast<int>(*local_rank);
   if (local_rank && !r.launch.distributed() && !r.launcher)
     std::printf(
-        "note: --local-rank %lld has no effect outside a data-parallel launch (WORLD_SIZE unset); "
+        "note: --local-rank %lld has no effect outside a data-parallel launch (WORLD_SIZE unset or 1); "
         "--device cuda:N picks the GPU\n",
         static_cast<long long>(*local_rank));
   if (r.launch.rank != 0) {

@@ -1,4 +1,4 @@
-// bamtrain --nproc_per_node N: starts N ranks of the same command on this machine, as torchrun
+// bamtrain and bamprobe --nproc_per_node N: start N ranks of the same command on this machine, as torchrun
 // does, for users without Python: each child is this program with RANK, LOCAL_RANK, WORLD_SIZE,
 // LOCAL_WORLD_SIZE, MASTER_ADDR (127.0.0.1) and MASTER_PORT (a free port) set, and
 // BAM_LAUNCHED_RANK=1 (it is started with --nproc_per_node too, and must not launch again). Waits
