@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/cuda.h"
 #include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -168,9 +169,13 @@ KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& 
   return knn_result_of(correct1, correct5, n_test);
 }
 
-int64_t knn_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width) {
-  const int64_t f32 = static_cast<int64_t>(sizeof(float));
-  return 2 * (train_rows + test_rows) * width * f32 + kChunk * train_rows * f32;
+int64_t knn_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width, int64_t k) {
+  auto block = [](int64_t bytes) { return static_cast<int64_t>(cuda::allocation_size(static_cast<size_t>(bytes))); };
+  const int64_t f32 = 4, rows = std::min(kChunk, test_rows);
+  return 2 * block(train_rows * width * f32) + block(train_rows * f32)  // the features, normalised, norms
+         + 2 * block(test_rows * width * f32) + block(test_rows * f32)  // the test rows, likewise
+         + block(rows * train_rows * f32)                               // one block of similarities
+         + block(rows * k * f32) + block(rows * k * 8);                 // its k nearest
 }
 
 KnnResult knn_result_of(int64_t correct1, int64_t correct5, int64_t count) {

@@ -25,9 +25,11 @@ KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& 
                                     const Tensor& test_features, const Tensor& test_labels, int64_t num_classes,
                                     Communicator& group, int64_t k = 20, double temperature = 0.07);
 
-// The device memory knn_classify (or, for one rank's rows, knn_classify_across_ranks) takes when
-// its features are on a GPU: the features (f32), their normalised copy and one block of similarities.
-int64_t knn_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width);
+// The device memory knn_classify (or, for one rank's training rows and all the test rows,
+// knn_classify_across_ranks) takes at its peak when its features are on a GPU: the features (f32)
+// and their normalised copies, one block of similarities and its k nearest, as the caching
+// allocator rounds them (cuda::allocation_size).
+int64_t knn_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width, int64_t k);
 
 // The percentages of counts (0 for no rows).
 KnnResult knn_result_of(int64_t correct1, int64_t correct5, int64_t count);

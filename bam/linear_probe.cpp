@@ -11,6 +11,7 @@
 
 #include "bam/schedules.h"
 #include "engine/autograd.h"
+#include "engine/cuda.h"
 #include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -175,11 +176,16 @@ int64_t linear_probe_steps(int64_t rows, int64_t batch, bool bn_head) {
   return bn_head && steps > 1 && rows % batch == 1 ? steps - 1 : steps;
 }
 
-int64_t linear_probe_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width, int64_t classes) {
-  const int64_t f32 = static_cast<int64_t>(sizeof(float)), i64 = static_cast<int64_t>(sizeof(int64_t));
-  // The training and validation features with their labels (an augmented epoch's replace the
-  // last's, which go first), and the validation logits with their top-5.
-  return (train_rows + test_rows) * (width * f32 + i64) + test_rows * classes * f32 * 2;
+int64_t linear_probe_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width, int64_t classes,
+                                  int64_t batch) {
+  auto block = [](int64_t bytes) { return static_cast<int64_t>(cuda::allocation_size(static_cast<size_t>(bytes))); };
+  const int64_t f32 = 4, i64 = 8, top = std::min<int64_t>(5, classes);
+  batch = std::min(batch, train_rows);
+  return block(train_rows * width * f32) + 3 * block(train_rows * i64)            // features, labels (twice), order
+         + 3 * block(batch * width * f32) + 3 * block(batch * classes * f32)      // a batch: rows, normalised, grads
+         + 4 * block(classes * width * f32) + 4 * block(classes * f32)            // weight, bias: grads, momentum
+         + 2 * block(test_rows * width * f32) + block(test_rows * classes * f32)  // validation
+         + block(test_rows * top * (f32 + i64)) + 16 * block(width * f32);        // top-5; BatchNorm statistics
 }
 
 }  // namespace bam

@@ -49,8 +49,11 @@ KnnResult train_linear_probe_across_ranks(FeatureSet train_part, FeatureSet val_
 // but for a last batch of one row under the BatchNorm head, whose batch variance needs two.
 int64_t linear_probe_steps(int64_t rows, int64_t batch, bool bn_head);
 
-// The device memory train_linear_probe takes on a GPU: the features and labels of both sets
-// (f32, i64) and the validation logits.
-int64_t linear_probe_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width, int64_t classes);
+// The device memory train_linear_probe takes at its peak on a GPU, as the caching allocator rounds
+// it (cuda::allocation_size): the training features with their labels (twice while an augmented
+// epoch's replace them) and order, a batch's activations and gradients, the classifier with its
+// gradient and momentum, and at the end the validation features, their normalised copy, logits
+// and top-5.
+int64_t linear_probe_device_bytes(int64_t train_rows, int64_t test_rows, int64_t width, int64_t classes, int64_t batch);
 
 }  // namespace bam

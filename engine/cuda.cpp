@@ -41,11 +41,6 @@ const DeviceQuery& query_devices() {
 
 // Rounds requests up so blocks are reusable across slightly different sizes: 512 B granules
 // below 1 MiB, 2 MiB granules above.
-size_t rounded_size(size_t nbytes) {
-  if (nbytes == 0) nbytes = 1;
-  if (nbytes < (1u << 20)) return (nbytes + 511) / 512 * 512;
-  return (nbytes + (2u << 20) - 1) / (2u << 20) * (2u << 20);
-}
 
 struct DeviceCache {
   std::multimap<size_t, void*> free_blocks;  // size -> block
@@ -148,7 +143,7 @@ void* device_allocate_uncached(size_t nbytes, const char* what) {
 
 void* device_allocate(size_t nbytes, int device_index) {
   if (!is_available()) fail("cannot allocate CUDA memory: {}", unavailable_reason());
-  size_t size = rounded_size(nbytes);
+  size_t size = allocation_size(nbytes);
   std::lock_guard<std::mutex> lock(g_mutex);
   BAM_CHECK(device_index == g_device,
             "cannot allocate on cuda:{}: this process runs on cuda:{} (one CUDA device per process; choose it "

@@ -50,6 +50,15 @@ struct MemoryStats {
 };
 MemoryStats memory_stats(int device_index);
 void reset_peak_memory(int device_index);
+// The bytes the caching allocator takes for a tensor of `nbytes`: rounded up to 512 bytes, and
+// from 1 MiB on to a multiple of 2 MiB (so that freed blocks fit later requests). For estimates of
+// what a computation will hold on the device.
+inline size_t allocation_size(size_t nbytes) {
+  if (nbytes == 0) nbytes = 1;
+  if (nbytes < (size_t{1} << 20)) return (nbytes + 511) / 512 * 512;
+  return (nbytes + (size_t{2} << 20) - 1) / (size_t{2} << 20) * (size_t{2} << 20);
+}
+
 // Bytes a new allocation can still get on the process's device: what the driver has free plus the
 // caching allocator's unused blocks. 0 without a device. Code that would move a large buffer to the
 // device (the evaluations' features) checks it first and stays on the host when it does not fit.

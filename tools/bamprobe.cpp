@@ -120,8 +120,8 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
   if (c.mode != "linear") {
     bam::FeatureSet tr = bam::extract_features(backbone, train_part, f);
     bam::FeatureSet va = bam::extract_features(backbone, val_part, f);
-    const bam::EvaluationDevice on =
-        bam::evaluation_device(device, bam::knn_device_bytes(tr.features.size(0), val.size(), tr.features.size(1)));
+    const bam::EvaluationDevice on = bam::evaluation_device(
+        device, bam::knn_device_bytes(tr.features.size(0), val.size(), tr.features.size(1), c.nb_knn));
     tr.features = tr.features.to(on.device);  // the host's copy goes
     row.knn = ranks.group ? bam::knn_classify_across_ranks(tr.features, tr.labels, va.features, va.labels,
                                                            tr.num_classes, *ranks.group, c.nb_knn, c.temperature)
@@ -145,7 +145,8 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
     // Rank 0's steps may take its waiting peers' cores; not while they make augmented epochs.
     lo.threads = ranks.rank() == 0 && !c.linear_aug ? ranks.probe_threads : 0;
     const bam::EvaluationDevice on = bam::evaluation_device(
-        device, bam::linear_probe_device_bytes(train.size(), val.size(), tr.features.size(1), tr.num_classes));
+        device,
+        bam::linear_probe_device_bytes(train.size(), val.size(), tr.features.size(1), tr.num_classes, lo.batch_size));
     lo.device = on.device;
     if (!on.note.empty()) std::printf("[%s] linear probe on %s\n", name.c_str(), on.note.c_str());
     if (ranks.group)

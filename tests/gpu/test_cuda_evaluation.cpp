@@ -97,6 +97,47 @@ TEST_CASE("the linear probe trains on the GPU as on the host, with and without a
   }
 }
 
+TEST_CASE("the memory the evaluations say they take on the GPU bounds what they take") {
+  // evaluation_device decides by these estimates: one that is low would let a vote or a probe
+  // run out of device memory. 300 test rows: two blocks of similarities. Each from an empty
+  // cache, so that no block is reused at a larger size than asked.
+  Generator g(test_seed("evaluation memory"));
+  const Tensor centres = randn({10, 32}, {}, &g);
+  const FeatureSet train = clustered(2000, centres, 1.5, &g), test = clustered(300, centres, 1.5, &g);
+  const int dev = cuda::selected_device();
+  auto start = [&] {
+    cuda::synchronize();
+    cuda::empty_cache();
+    cuda::reset_peak_memory(dev);
+    return cuda::memory_stats(dev).bytes_in_use;
+  };
+  size_t before = start();
+  {
+    const Tensor bank = train.features.to(gpu());
+    knn_classify(bank, train.labels, test.features, test.labels, 10, 20, 0.07);
+  }
+  const size_t knn_peak = cuda::memory_stats(dev).peak_bytes_in_use - before;
+  const size_t knn_estimate = static_cast<size_t>(knn_device_bytes(2000, 300, 32, 20));
+  CHECK(knn_peak <= knn_estimate);
+  CHECK(knn_peak >= knn_estimate * 3 / 4);  // and not far above it
+  for (bool bn_head : {false, true}) {
+    CAPTURE(bn_head);
+    LinearProbeOptions o;
+    o.epochs = 2;
+    o.batch_size = 64;
+    o.bn_head = bn_head;
+    o.verbose = false;
+    o.device = gpu();
+    before = start();
+    train_linear_probe(train, test, o, [&](int64_t) { return clustered(2000, centres, 1.5, &g); });
+    const size_t probe_peak = cuda::memory_stats(dev).peak_bytes_in_use - before;
+    const size_t probe_estimate = static_cast<size_t>(linear_probe_device_bytes(2000, 300, 32, 10, 64));
+    CHECK(probe_peak <= probe_estimate);
+    CHECK(probe_peak >= probe_estimate / 2);
+    MESSAGE("kNN " << knn_peak << " of " << knn_estimate << " bytes; probe " << probe_peak << " of " << probe_estimate);
+  }
+}
+
 TEST_CASE("evaluations run on the GPU when their memory fits in four fifths of what it has") {
   const size_t before = cuda::memory_available();
   REQUIRE(before > 0);

@@ -68,7 +68,7 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
     // included, which every rank gathers).
     const Device backbone_device = backbone.parameters().front().device();
     const EvaluationDevice on =
-        evaluation_device(backbone_device, knn_device_bytes(tr.features.size(0), val_rows, tr.features.size(1)));
+        evaluation_device(backbone_device, knn_device_bytes(tr.features.size(0), val_rows, tr.features.size(1), 20));
     if (backbone_device.is_cuda() && !on.device.is_cuda()) std::printf("kNN monitor: voting on %s\n", on.note.c_str());
     tr.features = tr.features.to(on.device);  // the host's copy goes
     if (!several) return knn_classify(tr.features, tr.labels, va.features, va.labels, num_classes, 20, 0.07);
