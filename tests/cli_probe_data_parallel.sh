@@ -32,6 +32,14 @@ every() {  # every <pattern> <files...>: each file holds the pattern
 "$bin" $args --batch_size_per_gpu 16 --output_dir "$work/one16" > "$work/one16.out" 2>&1
 check "one process probes" test -s "$work/one16/probe.json"
 
+# The kNN's features are the linear features' last block, from the same pass: a kNN-only run
+# (the final block alone) votes the same.
+"$bin" $args --batch_size_per_gpu 16 --mode knn --output_dir "$work/knn_only" > "$work/knn_only.out" 2>&1
+knn_figures() { grep -o '"knn_top[15]": [0-9.e-]*' "$1/probe.json"; }
+check "the kNN of --mode both is --mode knn's" test "$(knn_figures "$work/one16")" = "$(knn_figures "$work/knn_only")"
+check "(two rows of figures)" test "$(knn_figures "$work/one16" | wc -l)" -eq 4
+check "one pass over the folders per row" test "$(grep -c "extracting features" "$work/one16.out")" -eq 2
+
 "$bin" $args --nproc_per_node 2 --batch_size_per_gpu 8 --output_dir "$work/two" > "$work/two.out" 2>&1
 status=$?
 check "two ranks of 8 probe" test $status -eq 0

@@ -115,27 +115,34 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
   }
   const bam::data::Dataset& train_part = ranks.group ? train_slice : train;
   const bam::data::Dataset& val_part = ranks.group ? val_slice : val;
+  // One pass over the folders serves both: the kNN's features (the final block's CLS token) are
+  // the linear probe's last block (every block's output goes through the final norm, as DINO's
+  // get_intermediate_layers does), and raw pixels are the same for both.
+  const bool knn = c.mode != "linear", linear = c.mode != "knn";
+  if (linear) {
+    f.n_last_blocks = backbone ? c.n_last_blocks : 1;
+    f.avgpool_patchtokens = backbone && c.avgpool_patchtokens;
+  }
   std::printf("[%s] extracting features...\n", name.c_str());
   std::fflush(stdout);
-  if (c.mode != "linear") {
-    bam::FeatureSet tr = bam::extract_features(backbone, train_part, f);
-    bam::FeatureSet va = bam::extract_features(backbone, val_part, f);
-    const bam::EvaluationDevice on = bam::evaluation_device(
-        device, bam::knn_device_bytes(tr.features.size(0), val.size(), tr.features.size(1), c.nb_knn));
-    tr.features = tr.features.to(on.device);  // the host's copy goes
-    row.knn = ranks.group ? bam::knn_classify_across_ranks(tr.features, tr.labels, va.features, va.labels,
-                                                           tr.num_classes, *ranks.group, c.nb_knn, c.temperature)
-                          : bam::knn_classify(tr.features, tr.labels, va.features, va.labels, tr.num_classes, c.nb_knn,
+  bam::FeatureSet tr = bam::extract_features(backbone, train_part, f);
+  bam::FeatureSet va = bam::extract_features(backbone, val_part, f);
+  if (knn) {
+    const int64_t width = backbone ? backbone->config().embed_dim : tr.features.size(1);
+    const int64_t first = backbone ? (f.n_last_blocks - 1) * width : 0;
+    const bam::EvaluationDevice on =
+        bam::evaluation_device(device, bam::knn_device_bytes(tr.features.size(0), val.size(), width, c.nb_knn));
+    const bam::Tensor train_knn = tr.features.narrow(1, first, width).contiguous().to(on.device);
+    const bam::Tensor val_knn = va.features.narrow(1, first, width).contiguous();
+    row.knn = ranks.group ? bam::knn_classify_across_ranks(train_knn, tr.labels, val_knn, va.labels, tr.num_classes,
+                                                           *ranks.group, c.nb_knn, c.temperature)
+                          : bam::knn_classify(train_knn, tr.labels, val_knn, va.labels, tr.num_classes, c.nb_knn,
                                               c.temperature);
     std::printf("[%s] kNN (k=%lld, T=%g%s%s): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
                 static_cast<long long>(c.nb_knn), c.temperature, on.note.empty() ? "" : ", on ", on.note.c_str(),
                 row.knn.top1, row.knn.top5);
   }
-  if (c.mode != "knn") {
-    f.n_last_blocks = backbone ? c.n_last_blocks : 1;
-    f.avgpool_patchtokens = backbone && c.avgpool_patchtokens;
-    bam::FeatureSet tr = bam::extract_features(backbone, train_part, f);
-    bam::FeatureSet va = bam::extract_features(backbone, val_part, f);
+  if (linear) {
     bam::LinearProbeOptions lo;
     lo.epochs = c.epochs;
     lo.lr = c.lr;
