@@ -14,7 +14,8 @@
 #   - the README's main job (scripts/run.sh: Fashion-MNIST, bamtrain with its kNN monitor, bamprobe)
 #     on the GPU, shortened to one minute of training and 3 probe epochs (the dataset travels in
 #     .deps/fashion-mnist);
-#   - two data-parallel bamtrain ranks against one process (tests/cli_data_parallel.sh);
+#   - data-parallel bamtrain and bamprobe ranks against one process (tests/cli_data_parallel.sh,
+#     tests/cli_probe_data_parallel.sh);
 #   - compute-sanitizer memcheck over the GPU suites, in whatever time is left.
 # It prints one table last. Logs go to $OUT (default /tmp/gpu-check).
 #   tools/gpu-check.sh            # everything, within GPU_CHECK_BUDGET_S (default 520 s)
@@ -309,6 +310,22 @@ if enabled dp; then
     row "data parallel, 2 ranks vs 1 (CPU and cuda:0)" "ok ($(grep -c '^ok' "$OUT/data_parallel.log") checks)"
   else
     row "data parallel, 2 ranks vs 1 (CPU and cuda:0)" "FAILED rc $status: $(grep '^FAILED' "$OUT/data_parallel.log" | head -2 | tr '\n' ' ')(see data_parallel.log)"
+  fi
+  # bamprobe's ranks against one process, on the CPU and on cuda:0 (the kNN vote and the linear
+  # probe on the GPU), on 60 + 60 Fashion-MNIST images (tests/cli_probe_data_parallel.sh).
+  if [ -f .deps/fashion-mnist/train-images-idx3-ubyte.gz ] &&
+     ./build-gpu/bin/bamtool fmnist --out /tmp/gpu-check-probe-data --limit 60 --source .deps/fashion-mnist \
+       >"$OUT/probe_parallel.log" 2>&1; then
+    BAM_DIST_BACKEND=tcp timeout $(limit 90) sh tests/cli_probe_data_parallel.sh ./build-gpu/bin/bamprobe \
+      /tmp/gpu-check-dp-probe /tmp/gpu-check-probe-data ./build-gpu/bin/bamprobe >>"$OUT/probe_parallel.log" 2>&1
+    status=$?
+    if [ $status = 0 ]; then
+      row "bamprobe, ranks vs 1 (CPU and cuda:0)" "ok ($(grep -c '^ok' "$OUT/probe_parallel.log") checks)"
+    else
+      row "bamprobe, ranks vs 1 (CPU and cuda:0)" "FAILED rc $status: $(grep '^FAILED' "$OUT/probe_parallel.log" | head -2 | tr '\n' ' ')(see probe_parallel.log)"
+    fi
+  else
+    row "bamprobe, ranks vs 1 (CPU and cuda:0)" "not run: no Fashion-MNIST images (.deps/fashion-mnist, see probe_parallel.log)"
   fi
 fi
 
