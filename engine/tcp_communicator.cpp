@@ -22,6 +22,7 @@
 #include "engine/communicator.h"
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "engine/whole_number.h"
 
 namespace bam {
 namespace {
@@ -30,12 +31,9 @@ namespace {
 int env_int(const char* name, int fallback, int lo, int hi) {
   const char* text = std::getenv(name);
   if (text == nullptr || *text == '\0') return fallback;
-  char* end = nullptr;
-  errno = 0;
-  const long value = std::strtol(text, &end, 10);
-  BAM_CHECK(errno == 0 && *end == '\0' && value >= lo && value <= hi,
-            "environment variable {}={}: expected a whole number in [{}, {}]", name, text, lo, hi);
-  return static_cast<int>(value);
+  const std::optional<int64_t> value = parse_whole_number(text, lo, hi);
+  BAM_CHECK(value.has_value(), "environment variable {}={}: expected a whole number in [{}, {}]", name, text, lo, hi);
+  return static_cast<int>(*value);
 }
 
 enum class Op : uint32_t {

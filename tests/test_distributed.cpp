@@ -23,6 +23,7 @@
 #include "engine/autograd.h"
 #include "engine/distributed.h"
 #include "engine/random.h"
+#include "engine/whole_number.h"
 #include "tests/support.h"
 
 namespace bam::test {
@@ -626,6 +627,14 @@ TEST_CASE("a rank outside the world is refused, naming it") {
 
 constexpr const char* kVariables[] = {"WORLD_SIZE",  "RANK",         "LOCAL_RANK",   "MASTER_ADDR",
                                       "MASTER_PORT", "SLURM_PROCID", "SLURM_LOCALID"};
+
+TEST_CASE("parse_whole_number: all of the text, decimal, within the bounds") {
+  CHECK(parse_whole_number("8", 1, 1024) == 8);
+  CHECK(parse_whole_number("1024", 1, 1024) == 1024);
+  CHECK(parse_whole_number("-3", -5, 5) == -3);
+  for (const char* bad : {"", "0", "1025", "2x", " 2", "2 ", "+2", "two", "0x10", "1e3", "99999999999999999999"})
+    CHECK_MESSAGE(!parse_whole_number(bad, 1, 1024).has_value(), bad);
+}
 
 TEST_CASE("launch_environment_from_env reads torchrun's variables (or Slurm's) and names a bad one") {
   struct Restore {

@@ -20,9 +20,11 @@
 #include "engine/host_allocator.h"
 #include "engine/random.h"
 #include "engine/safetensors.h"
+#include "engine/whole_number.h"
 #include "kernels/cpu/parallel.h"
 #include "tools/common/available_memory.h"
 #include "tools/common/device_choice.h"
+#include "tools/common/environment.h"
 #include "tools/common/flag_checks.h"
 #include "tools/common/launcher.h"
 #include "tools/common/official_flags.h"
@@ -64,7 +66,11 @@ std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std:
     } else {
       weights = file.tensors;  // an exported backbone: timm names at the top level
       auto number = [&](const char* key, int64_t fallback) {
-        return file.metadata.count(key) ? std::stoll(file.metadata.at(key)) : fallback;
+        if (!file.metadata.count(key)) return fallback;
+        const std::optional<int64_t> n = bam::parse_whole_number(file.metadata.at(key), 1, int64_t{1} << 20);
+        BAM_CHECK(n.has_value(), "--pretrained_weights {}: its metadata {} is '{}', not a positive whole number",
+                  c.pretrained_weights, key, file.metadata.at(key));
+        return *n;
       };
       v.embed_dim = number("embed_dim", v.embed_dim);
       v.depth = number("depth", v.depth);
@@ -303,6 +309,7 @@ int main(int argc, char** argv) {
   std::shared_ptr<bam::Communicator> group;
   try {
     namespace fs = std::filesystem;
+    bam::tool::check_environment_variables();
     // Data parallelism: --nproc_per_node, or torchrun's RANK/WORLD_SIZE/LOCAL_RANK (or
     // --local-rank); the other ranks print nothing but their errors.
     const bam::tool::RankLaunch launched = bam::tool::read_rank_launch(

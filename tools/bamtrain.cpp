@@ -13,6 +13,7 @@
 #include "engine/error.h"
 #include "engine/host_allocator.h"
 #include "tools/common/device_choice.h"
+#include "tools/common/environment.h"
 #include "tools/common/knn_monitor.h"
 #include "tools/common/launcher.h"
 #include "tools/common/official_flags.h"
@@ -168,6 +169,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    bam::tool::check_environment_variables();
     if (global_scale.size() == 2) config.global_crops_scale = {global_scale[0], global_scale[1]};
     if (local_scale.size() == 2) config.local_crops_scale = {local_scale[0], local_scale[1]};
     // Data parallelism: --nproc_per_node, or torchrun's RANK/WORLD_SIZE/LOCAL_RANK (or

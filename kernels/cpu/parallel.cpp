@@ -8,9 +8,12 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "engine/whole_number.h"
 
 namespace bam::cpu {
 namespace {
@@ -129,11 +132,8 @@ ThreadPool& pool() {
 }  // namespace
 
 int num_threads_requested() {
-  if (const char* env = std::getenv("BAM_NUM_THREADS")) {
-    char* end = nullptr;
-    const long n = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && n >= 1 && n <= 1024) return static_cast<int>(n);
-  }
+  if (const char* env = std::getenv("BAM_NUM_THREADS"))
+    if (const std::optional<int64_t> n = parse_whole_number(env, 1, kMaxThreads)) return static_cast<int>(*n);
   return 0;
 }
 

@@ -6,6 +6,7 @@
 #include "engine/error.h"
 #include "engine/host_allocator.h"
 #include "tools/bamtool/commands.h"
+#include "tools/common/environment.h"
 
 int main(int argc, char** argv) {
   bam::tune_host_allocator();
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    bam::tool::check_environment_variables();
     for (auto* sub : app.get_subcommands()) return actions.at(sub->get_name())();
   } catch (const std::exception& e) {  // bam::Error, and anything else a library throws
     std::fprintf(stderr, "bamtool: %s\n", e.what());

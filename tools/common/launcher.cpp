@@ -23,6 +23,7 @@
 
 #include "engine/cuda.h"
 #include "engine/error.h"
+#include "engine/whole_number.h"
 #include "kernels/cpu/parallel.h"
 
 extern char** environ;
@@ -68,12 +69,9 @@ int ranks_per_node(const std::string& text, const std::string& resolved_device) 
     return cuda::device_count();
   }
   if (text == "cpu" || text == "auto") return std::min(cpu::available_cores(), kMaxRanks);
-  char* end = nullptr;
-  errno = 0;
-  const long n = std::strtol(text.c_str(), &end, 10);
-  BAM_CHECK(!text.empty() && errno == 0 && *end == '\0' && n >= 1 && n <= kMaxRanks,
-            "--nproc_per_node {}: expected a count from 1 to {}, or auto, cpu or gpu", text, kMaxRanks);
-  return static_cast<int>(n);
+  const std::optional<int64_t> n = parse_whole_number(text, 1, kMaxRanks);
+  BAM_CHECK(n.has_value(), "--nproc_per_node {}: expected a count from 1 to {}, or auto, cpu or gpu", text, kMaxRanks);
+  return static_cast<int>(*n);
 }
 
 int run_local_ranks(int ranks, char** argv) {
