@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <string>
 
 #include "bam/evaluation_device.h"
 #include "bam/features.h"
@@ -53,6 +55,9 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
   options.threads = static_cast<int>(std::max<int64_t>(1, config.num_workers));
   options.recipe = recipe_from_config(config);
   options.recipe.eval_resize_ratio = config.eval_resize_ratio;
+  // The images through the training's data path: decoded and cropped on the GPU with --data_backend
+  // gpu, as the box update's are.
+  options.backend = config.data_backend == "gpu" ? data::DataBackend::gpu : data::DataBackend::cpu;
   const int64_t num_classes = train.num_classes();
   // Each rank evaluates its slice of both folders (all of them in one process).
   const bool several = group && group->world_size() > 1;
@@ -61,7 +66,8 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
     train = data::contiguous_part(train, group->rank(), group->world_size());
     val = data::contiguous_part(val, group->rank(), group->world_size());
   }
-  return [train, val, val_rows, options, num_classes, group, several](const VisionTransformer& backbone) {
+  auto said = std::make_shared<std::string>();  // where the last evaluation ran, as printed
+  return [train, val, val_rows, options, num_classes, group, several, said](const VisionTransformer& backbone) {
     FeatureSet tr = extract_features(&backbone, train, options);
     FeatureSet va = extract_features(&backbone, val, options);
     // The vote runs on the backbone's GPU when the features fit there (the whole validation set
@@ -69,7 +75,12 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
     const Device backbone_device = backbone.parameters().front().device();
     const EvaluationDevice on =
         evaluation_device(backbone_device, knn_device_bytes(tr.features.size(0), val_rows, tr.features.size(1), 20));
-    if (backbone_device.is_cuda() && !on.device.is_cuda()) std::printf("kNN monitor: voting on %s\n", on.note.c_str());
+    // Where it runs, said at the first evaluation and again when that changes.
+    const std::string where = fmt::format("kNN monitor: images through the {} loader, features on {}, the vote on {}",
+                                          options.backend == data::DataBackend::gpu ? "GPU" : "CPU",
+                                          backbone_device.str(), on.note.empty() ? std::string("the host") : on.note);
+    if (where != *said) std::printf("%s\n", where.c_str());
+    *said = where;
     tr.features = tr.features.to(on.device);  // the host's copy goes
     if (!several) return knn_classify(tr.features, tr.labels, va.features, va.labels, num_classes, 20, 0.07);
     return knn_classify_across_ranks(tr.features, tr.labels, va.features, va.labels, num_classes, *group, 20, 0.07);
