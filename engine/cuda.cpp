@@ -39,9 +39,6 @@ const DeviceQuery& query_devices() {
   return query;
 }
 
-// Rounds requests up so blocks are reusable across slightly different sizes: 512 B granules
-// below 1 MiB, 2 MiB granules above.
-
 struct DeviceCache {
   std::multimap<size_t, void*> free_blocks;  // size -> block
   std::map<void*, size_t> block_sizes;       // every block we own, in use or cached

@@ -1,18 +1,20 @@
 // Storage allocation: aligned host memory with usage counters, CUDA memory via engine/cuda.h.
 #include "engine/storage.h"
 
-#include <algorithm>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
 #include "engine/cuda.h"
 #include "engine/error.h"
+#include "engine/whole_number.h"
 
 namespace bam {
 namespace {
@@ -57,7 +59,9 @@ class HostCache {
  private:
   static size_t limit() {
     static const size_t bytes = [] {
-      if (const char* env = std::getenv("BAM_CPU_CACHE_MB")) return static_cast<size_t>(std::strtoull(env, nullptr, 10)) << 20;
+      if (const char* env = std::getenv("BAM_CPU_CACHE_MB"))  // a bad value is refused by the tools at start
+        if (const std::optional<int64_t> mib = parse_whole_number(env, 0, int64_t{1} << 30))
+          return static_cast<size_t>(*mib) << 20;
       // A third of physical memory, at least 2 GiB: enough to hold a training step's tensors.
       long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
       size_t third = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) / 3 : 0;

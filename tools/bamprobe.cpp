@@ -216,9 +216,9 @@ std::string flags_for_ranks(const ProbeConfig& c) {
 
 std::string cell(double v) { return v < 0 ? "-" : fmt::format("{:.2f}", v); }
 
-// Floats per image of the largest feature matrix a row holds at once (its kNN or its linear
-// features, for train and val together): the crop's pixels for raw pixels; for a backbone, its
-// CLS token (kNN) or the last n blocks' CLS tokens and the pooled patch tokens (linear).
+// Floats per image of the features a row extracts (train and val together; one pass serves the
+// kNN and the linear probe): the crop's pixels for raw pixels; for a backbone, its CLS token
+// (--mode knn) or the last n blocks' CLS tokens and the pooled patch tokens.
 int64_t feature_floats(const bam::VisionTransformer* backbone, const ProbeConfig& c) {
   if (!backbone) return 3 * c.img_size * c.img_size;
   const int64_t width = backbone->config().embed_dim;
@@ -372,7 +372,8 @@ int main(int argc, char** argv) {
                 static_cast<long long>(train.num_classes()), description.c_str(), bam::cpu::num_threads(),
                 bam::cpu::num_threads() == 1 ? "" : "s");
     // Every row keeps its train and val features in memory (f32), twice at the peak: the batches'
-    // features while they are joined, then the normalised copy the kNN votes with. Ranks on one
+    // features while they are joined, then the kNN's slice of them and its normalised copy (at
+    // most as wide as the features together, and no copy when the slice is all of them). Ranks on one
     // machine hold a slice each, and rank 0 gathers the whole sets for the linear probe, padded
     // and then joined: three times at the peak. Checked before any work: the backbone's must fit,
     // and raw pixels at a large --img_size (3 x 224 x 224 floats an image) are left out of the

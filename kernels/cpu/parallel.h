@@ -8,9 +8,9 @@ namespace bam::cpu {
 
 // Number of threads kernels use: BAM_NUM_THREADS if set, else available_cores().
 int num_threads();
+constexpr int kMaxThreads = 1024;
 // BAM_NUM_THREADS when it holds a count from 1 to kMaxThreads, else 0 (unset, or not a count: the
 // tools refuse such a value at start, tools/common/environment.h).
-constexpr int kMaxThreads = 1024;
 int num_threads_requested();
 // The CPUs this process may run on: its affinity mask (which taskset, a container's cpuset and
 // Slurm's binding restrict), else the hardware's count.

@@ -23,10 +23,16 @@ void check_environment_variables() {
   if (const std::string memory = value("BAM_AVAILABLE_MEMORY_MIB"); !memory.empty()) {
     char* end = nullptr;
     const double mib = std::strtod(memory.c_str(), &end);
-    BAM_CHECK(end == memory.c_str() + memory.size() && std::isfinite(mib) && mib > 0,
-              "BAM_AVAILABLE_MEMORY_MIB={}: expected a positive number of MiB (unset: what the system reports)",
-              memory);
+    // At least a byte (0 would read as "unknown"), at most 2^40 MiB (what a byte count holds).
+    BAM_CHECK(
+        end == memory.c_str() + memory.size() && std::isfinite(mib) && mib * 1048576.0 >= 1.0 && mib <= 1099511627776.0,
+        "BAM_AVAILABLE_MEMORY_MIB={}: expected a number of MiB from 1 byte's worth to 2^40 (unset: what the "
+        "system reports)",
+        memory);
   }
+  if (const std::string cache = value("BAM_CPU_CACHE_MB"); !cache.empty())
+    BAM_CHECK(parse_whole_number(cache, 0, int64_t{1} << 30).has_value(),
+              "BAM_CPU_CACHE_MB={}: expected a whole number of MiB for the host tensor cache (0 keeps none)", cache);
   if (const std::string backend = value("BAM_DIST_BACKEND"); !backend.empty())
     BAM_CHECK(backend == "tcp" || backend == "nccl", "BAM_DIST_BACKEND={}: expected tcp or nccl", backend);
 }

@@ -66,7 +66,7 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
     train = data::contiguous_part(train, group->rank(), group->world_size());
     val = data::contiguous_part(val, group->rank(), group->world_size());
   }
-  auto said = std::make_shared<std::string>();  // where the last evaluation ran, as printed
+  auto said = std::make_shared<std::string>();  // where the last evaluation ran
   return [train, val, val_rows, options, num_classes, group, several, said](const VisionTransformer& backbone) {
     FeatureSet tr = extract_features(&backbone, train, options);
     FeatureSet va = extract_features(&backbone, val, options);
@@ -79,8 +79,10 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
     const std::string where = fmt::format("kNN monitor: images through the {} loader, features on {}, the vote on {}",
                                           options.backend == data::DataBackend::gpu ? "GPU" : "CPU",
                                           backbone_device.str(), on.note.empty() ? std::string("the host") : on.note);
-    if (where != *said) std::printf("%s\n", where.c_str());
-    *said = where;
+    // (The note's figures change between evaluations: the devices alone decide whether to say it.)
+    const std::string key = backbone_device.str() + " " + on.device.str();
+    if (key != *said) std::printf("%s\n", where.c_str());
+    *said = key;
     tr.features = tr.features.to(on.device);  // the host's copy goes
     if (!several) return knn_classify(tr.features, tr.labels, va.features, va.labels, num_classes, 20, 0.07);
     return knn_classify_across_ranks(tr.features, tr.labels, va.features, va.labels, num_classes, *group, 20, 0.07);

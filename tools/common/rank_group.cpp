@@ -14,6 +14,7 @@ namespace bam::tool {
 
 std::shared_ptr<Communicator> join_rank_group(const LaunchEnvironment& launch, const std::string& device) {
   const char* backend = std::getenv("BAM_DIST_BACKEND");
+  if (backend != nullptr && *backend == '\0') backend = nullptr;  // empty: unset
   BAM_CHECK(backend == nullptr || std::string(backend) == "tcp" || std::string(backend) == "nccl",
             "BAM_DIST_BACKEND={}: expected tcp or nccl", backend ? backend : "");
   std::shared_ptr<Communicator> group = connect_tcp(launch);
