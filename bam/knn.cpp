@@ -97,12 +97,7 @@ KnnResult knn_classify_across_ranks(const Tensor& train_features, const Tensor& 
   NoGradGuard no_grad;
   // A rank whose inputs are wrong must not leave the others waiting in a gather: all learn of it.
   const std::string problem = shape_problem(train_features, train_labels, test_features, test_labels);
-  Tensor failed = from_vector(std::vector<double>{problem.empty() ? 0.0 : 1.0}, {1});
-  group.all_reduce_sum(failed);
-  if (failed.data<double>()[0] != 0)
-    fail_on_every_rank(group, problem.empty()
-                                  ? std::string("knn: another rank's features or labels do not match (see its error)")
-                                  : fmt::format("{} (rank {})", problem, group.rank()));
+  fail_if_any_rank(group, problem, "knn: another rank's features or labels do not match (see its error)");
   // The training rows stay where they are (a memory bank can be gigabytes, on the host or a GPU);
   // the test rows, and the labels, are what every rank needs whole. The gathers go through the host.
   const Device device = train_features.device();  // where the similarities are computed

@@ -128,12 +128,7 @@ KnnResult train_linear_probe_across_ranks(FeatureSet train_part, FeatureSet val_
                           val_part.labels.numel(), tf.size(0), vf.size(0));
   else if (train_part.num_classes < 2)
     problem = fmt::format("linear probe: need at least two classes, got {}", train_part.num_classes);
-  Tensor failed = from_vector(std::vector<double>{problem.empty() ? 0.0 : 1.0}, {1});
-  group.all_reduce_sum(failed);
-  if (failed.data<double>()[0] != 0)
-    fail_on_every_rank(group, problem.empty() ? std::string("linear probe: another rank's features or labels do not "
-                                                            "match (see its error)")
-                                              : fmt::format("{} (rank {})", problem, group.rank()));
+  fail_if_any_rank(group, problem, "linear probe: another rank's features or labels do not match (see its error)");
   // The parts go to rank 0 alone, through the host: it trains; the others need not hold the sets.
   auto to_rank0 = [&](const FeatureSet& part, std::vector<int64_t>* rows_per_rank) {
     FeatureSet set;

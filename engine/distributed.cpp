@@ -96,6 +96,17 @@ void fail_on_every_rank(Communicator& group, const std::string& message) {
   fail("{}", message);
 }
 
+bool true_on_every_rank(Communicator& group, bool value) {
+  Tensor count = from_vector(std::vector<double>{value ? 1.0 : 0.0}, {1});
+  group.all_reduce_sum(count);
+  return count.data<double>()[0] == group.world_size();
+}
+
+void fail_if_any_rank(Communicator& group, const std::string& problem, const std::string& elsewhere) {
+  if (true_on_every_rank(group, problem.empty())) return;
+  fail_on_every_rank(group, problem.empty() ? elsewhere : fmt::format("{} (rank {})", problem, group.rank()));
+}
+
 void check_ranks_agree(Communicator& group, const std::string& text, const std::string& what, const std::string& hint) {
   const std::vector<int64_t> mine = {static_cast<int64_t>(fnv1a(text))};
   const std::vector<int64_t> all = group.all_gather(from_vector(mine, {1})).to_vector<int64_t>();

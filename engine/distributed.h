@@ -35,6 +35,15 @@ Tensor gather_varying_rows_to_rank0(const Tensor& x, Communicator& group,
 // (finish()), so that no rank is stopped by another's exit before it has reported.
 [[noreturn]] void fail_on_every_rank(Communicator& group, const std::string& message);
 
+// Whether `value` holds on every rank (one all-reduce): for what the ranks must decide together,
+// such as whether a piece of work fits in each one's memory.
+bool true_on_every_rank(Communicator& group, bool value);
+
+// Every rank's `problem` with its inputs ("" for none), shared: when any rank has one, every rank
+// throws at once (fail_on_every_rank), with its own problem and the rank's number, or `elsewhere`.
+// Before a collective whose sizes a wrong input would make differ, so that no rank waits in it.
+void fail_if_any_rank(Communicator& group, const std::string& problem, const std::string& elsewhere);
+
 // Stops every rank when any rank's `text` (its flags, what it read) differs from rank 0's: ranks
 // that differ would call the collectives in other orders or sizes, which a transport cannot always
 // tell. The message says which ranks were started with other `what` ("flags") than rank 0, and

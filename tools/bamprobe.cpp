@@ -392,10 +392,8 @@ int main(int argc, char** argv) {
     if (c.baselines) {
       const int64_t raw_bytes = copies * images * feature_floats(nullptr, c) * int64_t{sizeof(float)};
       // Every rank must agree: the rows are collective.
-      bam::Tensor raw_fits =
-          bam::from_vector(std::vector<double>{bam::tool::fits_in_memory(raw_bytes, available) ? 1.0 : 0.0}, {1});
-      if (group) group->all_reduce_sum(raw_fits);
-      if (raw_fits.data<double>()[0] == ranks.world_size()) {
+      const bool raw_fits = bam::tool::fits_in_memory(raw_bytes, available);
+      if (group ? bam::true_on_every_rank(*group, raw_fits) : raw_fits) {
         rows.push_back(evaluate("raw pixels", nullptr, train, val, c, device, ranks));
       } else {
         std::printf(

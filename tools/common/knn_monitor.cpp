@@ -75,13 +75,13 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
     const Device backbone_device = backbone.parameters().front().device();
     const EvaluationDevice on =
         evaluation_device(backbone_device, knn_device_bytes(tr.features.size(0), val_rows, tr.features.size(1), 20));
-    // Where it runs, said at the first evaluation and again when that changes.
-    const std::string where = fmt::format("kNN monitor: images through the {} loader, features on {}, the vote on {}",
-                                          options.backend == data::DataBackend::gpu ? "GPU" : "CPU",
-                                          backbone_device.str(), on.note.empty() ? std::string("the host") : on.note);
-    // (The note's figures change between evaluations: the devices alone decide whether to say it.)
+    // Where it runs, said at the first evaluation and again when the devices change (not the
+    // note's figures, which change between evaluations).
     const std::string key = backbone_device.str() + " " + on.device.str();
-    if (key != *said) std::printf("%s\n", where.c_str());
+    if (key != *said)
+      std::printf("kNN monitor: images through the %s loader, features on %s, the vote on %s\n",
+                  options.backend == data::DataBackend::gpu ? "GPU" : "CPU", backbone_device.str().c_str(),
+                  on.note.empty() ? "the host" : on.note.c_str());
     *said = key;
     tr.features = tr.features.to(on.device);  // the host's copy goes
     if (!several) return knn_classify(tr.features, tr.labels, va.features, va.labels, num_classes, 20, 0.07);
