@@ -85,6 +85,18 @@ WORLD_SIZE=2 RANK=0 "$bin" $args --nproc_per_node 2 --output_dir "$work/both" > 
 check "--nproc_per_node inside a launched rank is refused" \
   grep -q "start the ranks either with torchrun (or by hand) or with --nproc_per_node, not both" "$work/both.out"
 
+# The memory check counts what the ranks add: for the kNN, each gathers the whole val set's
+# features and every rank's candidates. 0.1 MiB holds one process's features, not two ranks' kNN.
+BAM_AVAILABLE_MEMORY_MIB=0.1 "$bin" $args --mode knn --output_dir "$work/small_one" > "$work/small_one.out" 2>&1
+check "one process's kNN fits in 0.1 MiB" test -s "$work/small_one/probe.json"
+BAM_AVAILABLE_MEMORY_MIB=0.1 "$bin" $args --mode knn --nproc_per_node 2 --output_dir "$work/small_two" \
+  > "$work/small_two.out" 2>&1
+status=$?
+check "two ranks' kNN does not, and they stop" test $status -ne 0
+check "saying why" grep -q "held twice at the peak, and the 2 ranks. 142.5 KiB of kNN val features and candidates) take 172.5 KiB.*fewer ranks need less" \
+  "$work/small_two.out"
+check "(before any extraction)" test -z "$(grep -l "extracting" "$work"/small_two.out)"
+
 if [ -n "$emulated" ]; then
   # The emulator has one device, "cuda:0": both ranks use it.
   args=$(echo "$args" | sed 's/--device cpu/--device cuda:0 --data_backend cpu/; s/--epochs 4/--epochs 2/')

@@ -226,6 +226,36 @@ int64_t feature_floats(const bam::VisionTransformer* backbone, const ProbeConfig
   return c.mode == "knn" ? knn : c.mode == "linear" ? linear : std::max(knn, linear);
 }
 
+// The host memory a row's features take at their peak, on a machine running `world` ranks (1: one
+// process), checked before any work. Every row keeps its train and val features (f32), twice at
+// the peak: the batches' features while they are joined, then the kNN's slice of them and its
+// normalised copy (at most as wide as the features together). Ranks hold a slice each, and:
+//  - for the linear probe, rank 0 gathers the whole sets, padded and then joined: 3 times;
+//  - for the kNN, every rank also gathers the whole val set's kNN features (`knn_width` floats an
+//    image) and normalises them, and gathers every rank's k nearest candidates for each val image
+//    (two f64 each). The kNN's memory is freed before the linear probe starts.
+struct FeatureMemory {
+  int64_t bytes = 0;
+  std::string held;    // "twice at the peak", ...: for the message
+  std::string remedy;  // what needs less
+};
+FeatureMemory feature_memory(int64_t images, int64_t val_images, int64_t floats, int64_t knn_width,
+                             const ProbeConfig& c, int world) {
+  const int64_t f32 = sizeof(float), features = images * floats * f32;
+  const char* smaller = c.mode == "knn" ? "" : "a smaller --n_last_blocks or --mode knn needs less";
+  if (world == 1) return {2 * features, "twice at the peak", smaller};
+  const bool knn = c.mode != "linear", linear = c.mode != "knn";
+  const int64_t k = std::min<int64_t>(c.nb_knn, images - val_images);
+  const int64_t knn_extra =
+      knn ? world * (2 * val_images * knn_width * f32 + (world + 1) * val_images * k * 2 * int64_t{sizeof(double)}) : 0;
+  const int64_t knn_peak = 2 * features + knn_extra, linear_peak = linear ? 3 * features : 0;
+  if (linear_peak >= knn_peak) return {linear_peak, "3 times at the peak, gathered on rank 0", smaller};
+  return {knn_peak,
+          fmt::format("twice at the peak, and the {} ranks' {} of kNN val features and candidates", world,
+                      bam::tool::memory_text(knn_extra)),
+          "fewer ranks need less"};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -371,37 +401,31 @@ int main(int argc, char** argv) {
                 static_cast<long long>(train.size()), static_cast<long long>(val.size()),
                 static_cast<long long>(train.num_classes()), description.c_str(), bam::cpu::num_threads(),
                 bam::cpu::num_threads() == 1 ? "" : "s");
-    // Every row keeps its train and val features in memory (f32), twice at the peak: the batches'
-    // features while they are joined, then the kNN's slice of them and its normalised copy (at
-    // most as wide as the features together, and no copy when the slice is all of them). Ranks on one
-    // machine hold a slice each, and rank 0 gathers the whole sets for the linear probe, padded
-    // and then joined: three times at the peak. Checked before any work: the backbone's must fit,
-    // and raw pixels at a large --img_size (3 x 224 x 224 floats an image) are left out of the
-    // table when theirs would not.
     const int64_t images = train.size() + val.size(), available = bam::tool::available_memory_bytes();
-    const bool gathered = ranks.group && c.mode != "knn";
-    const int64_t copies = gathered ? 3 : 2;
-    const char* held = gathered ? "3 times" : "twice";
-    const int64_t backbone_bytes = copies * images * feature_floats(backbone.get(), c) * int64_t{sizeof(float)};
-    BAM_CHECK(bam::tool::fits_in_memory(backbone_bytes, available),
-              "the backbone's features of {} images ({} floats each, f32, held {} at the peak) take {}, more than "
-              "80 % of the {} of memory available; a smaller --n_last_blocks or --mode knn needs less",
-              images, feature_floats(backbone.get(), c), held, bam::tool::memory_text(backbone_bytes),
-              bam::tool::memory_text(available));
+    const FeatureMemory backbone_memory = feature_memory(images, val.size(), feature_floats(backbone.get(), c),
+                                                         backbone->config().embed_dim, c, ranks.world_size());
+    BAM_CHECK(bam::tool::fits_in_memory(backbone_memory.bytes, available),
+              "the backbone's features of {} images ({} floats each, f32, held {}) take {}, more than "
+              "80 % of the {} of memory available{}{}",
+              images, feature_floats(backbone.get(), c), backbone_memory.held,
+              bam::tool::memory_text(backbone_memory.bytes), bam::tool::memory_text(available),
+              backbone_memory.remedy.empty() ? "" : "; ", backbone_memory.remedy);
     std::vector<Row> rows;
     if (c.baselines) {
-      const int64_t raw_bytes = copies * images * feature_floats(nullptr, c) * int64_t{sizeof(float)};
+      const FeatureMemory raw_memory = feature_memory(images, val.size(), feature_floats(nullptr, c),
+                                                      feature_floats(nullptr, c), c, ranks.world_size());
       // Every rank must agree: the rows are collective.
-      const bool raw_fits = bam::tool::fits_in_memory(raw_bytes, available);
+      const bool raw_fits = bam::tool::fits_in_memory(raw_memory.bytes, available);
       if (group ? bam::true_on_every_rank(*group, raw_fits) : raw_fits) {
         rows.push_back(evaluate("raw pixels", nullptr, train, val, c, device, ranks));
       } else {
         std::printf(
-            "[raw pixels] not evaluated: the pixels of %lld images (3 x %lld x %lld floats each, held %s at "
-            "the peak) take %s, more than 80 %% of the %s of memory available (a smaller --img_size fits them; "
+            "[raw pixels] not evaluated: the pixels of %lld images (3 x %lld x %lld floats each, held %s) "
+            "take %s, more than 80 %% of the %s of memory available (a smaller --img_size fits them; "
             "--baselines false leaves the baselines out)\n",
             static_cast<long long>(images), static_cast<long long>(c.img_size), static_cast<long long>(c.img_size),
-            held, bam::tool::memory_text(raw_bytes).c_str(), bam::tool::memory_text(available).c_str());
+            raw_memory.held.c_str(), bam::tool::memory_text(raw_memory.bytes).c_str(),
+            bam::tool::memory_text(available).c_str());
         rows.push_back(Row{"raw pixels (not evaluated: memory)"});
       }
       if (!c.pretrained_weights.empty()) {
