@@ -20,6 +20,11 @@ struct EvaluationDevice {
 // `bytes` is what the evaluation takes on a GPU (knn_device_bytes, linear_probe_device_bytes). It
 // must fit in four fifths of cuda::memory_available(), the rest left to the allocator's slack
 // (and to training, for the kNN monitor). A backbone on the host evaluates on the host.
+// Ranks that share one GPU (more ranks than GPUs) share what it has: each takes its part.
 EvaluationDevice evaluation_device(Device backbone_device, int64_t bytes);
+
+// How many ranks run on this process's GPU, this one included (GpuPlacement::sharing_mine, set
+// once by the tool when it joins the ranks; 1 by default).
+void set_ranks_sharing_gpu(int ranks);
 
 }  // namespace bam

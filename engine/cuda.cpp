@@ -72,6 +72,14 @@ std::string device_description(int index) {
                      prop.totalGlobalMem / double(1u << 30));
 }
 
+std::string device_uuid(int index) {
+  cudaDeviceProp prop{};
+  BAM_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  std::string hex;
+  for (const char byte : prop.uuid.bytes) hex += fmt::format("{:02x}", static_cast<unsigned char>(byte));
+  return hex;
+}
+
 void select_device(int index) {
   if (!is_available()) fail("cuda:{}: {}", index, unavailable_reason());
   const int count = device_count();

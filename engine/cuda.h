@@ -19,6 +19,9 @@ std::string unavailable_reason();
 int device_count();
 // The device name and compute capability, e.g. "NVIDIA H200 (sm_90)".
 std::string device_description(int index);
+// The device's UUID as 32 hex digits: what tells two processes they use the same GPU, whatever
+// index each sees it under ("" without the CUDA backend).
+std::string device_uuid(int index);
 
 // One CUDA device per process, as one rank of a multi-GPU job runs on one GPU: every CUDA tensor
 // lives on it and all work runs on its stream. It is cuda:0 unless select_device() picks another

@@ -15,6 +15,7 @@ bool is_available() { return false; }
 std::string unavailable_reason() { return kReason; }
 int device_count() { return 0; }
 std::string device_description(int index) { return "cuda:" + std::to_string(index) + " (no CUDA backend)"; }
+std::string device_uuid(int) { return ""; }
 void select_device(int index) { fail("cuda:{}: {}", index, kReason); }
 int selected_device() { return 0; }
 void use_selected_device_on_this_thread() {}

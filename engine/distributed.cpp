@@ -121,11 +121,45 @@ void check_ranks_agree(Communicator& group, const std::string& text, const std::
                                         differing, count > 1 ? "were" : "was", what, hint));
 }
 
-int ranks_sharing_cores(Communicator& group) {
-  // This rank's machine (an FNV-1a hash of the host name) and the CPUs it may run on.
+namespace {
+
+// An FNV-1a hash of this machine's host name.
+uint64_t host_hash() {
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
-  const uint64_t hash = fnv1a(host);
+  return fnv1a(host);
+}
+
+}  // namespace
+
+GpuPlacement gpu_placement(Communicator& group, const std::string& gpu) {
+  // {on a GPU, hash of the machine and the GPU}: equal pairs on a GPU are ranks sharing one.
+  const std::vector<int64_t> mine = {gpu.empty() ? 0 : 1, static_cast<int64_t>(fnv1a(gpu, host_hash()))};
+  const std::vector<int64_t> all = group.all_gather(from_vector(mine, {1, 2})).to_vector<int64_t>();
+  GpuPlacement p;
+  const int world = group.world_size();
+  auto on_gpu = [&](int r) { return all[2 * static_cast<size_t>(r)] != 0; };
+  auto same_gpu = [&](int r, int s) {
+    return on_gpu(r) && on_gpu(s) && all[2 * size_t(r) + 1] == all[2 * size_t(s) + 1];
+  };
+  for (int r = 0; r < world; ++r) {
+    if (!on_gpu(r)) {
+      if (p.first_rank_on_the_cpu < 0) p.first_rank_on_the_cpu = r;
+      continue;
+    }
+    ++p.ranks_on_gpus;
+    std::vector<int> with_r;
+    for (int s = 0; s < world; ++s)
+      if (same_gpu(r, s)) with_r.push_back(s);
+    if (r == group.rank()) p.sharing_mine = static_cast<int>(with_r.size());
+    if (p.shared.empty() && with_r.size() > 1) p.shared = with_r;
+  }
+  return p;
+}
+
+int ranks_sharing_cores(Communicator& group) {
+  // This rank's machine (an FNV-1a hash of the host name) and the CPUs it may run on.
+  const uint64_t hash = host_hash();
   cpu_set_t mask;
   CPU_ZERO(&mask);
   if (::sched_getaffinity(0, sizeof(mask), &mask) != 0) CPU_ZERO(&mask);  // unknown: taken as its peers'

@@ -56,6 +56,18 @@ void check_ranks_agree(Communicator& group, const std::string& text, const std::
 // calling thread's.)
 int ranks_sharing_cores(Communicator& group);
 
+// Where the ranks' GPUs are, from each rank's `gpu` (its GPU's identity, cuda::device_uuid, or ""
+// for a rank on the CPU) and its machine (host name): ranks on one machine with the same identity
+// share one GPU. One all-gather. NCCL needs every rank on a GPU of its own, and ranks that share
+// a GPU share its memory.
+struct GpuPlacement {
+  int ranks_on_gpus = 0;           // of the world
+  int sharing_mine = 1;            // ranks on this rank's GPU, this one included (1 on the CPU)
+  std::vector<int> shared;         // the ranks on the first GPU that more than one rank uses, if any
+  int first_rank_on_the_cpu = -1;  // -1 when every rank is on a GPU
+};
+GpuPlacement gpu_placement(Communicator& group, const std::string& gpu);
+
 // The sum over ranks of x (same shape everywhere). Backward: the gradient summed over ranks.
 Tensor sum_over_ranks(const Tensor& x, Communicator& group);
 

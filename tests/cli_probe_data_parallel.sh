@@ -104,9 +104,16 @@ if [ -n "$emulated" ]; then
   "$emulated" $args --nproc_per_node 2 --batch_size_per_gpu 8 --output_dir "$work/gpu_two" > "$work/gpu_two.out" 2>&1
   status=$?
   check "two ranks on the emulated GPU probe" test $status -eq 0
+  check "over TCP: the ranks share one GPU" \
+    grep -q "note: the ranks talk over TCP .*: ranks 0 and 1 share one GPU (more ranks than GPUs)" "$work/gpu_two.out"
   check "the vote on the device" grep -q "kNN (k=20, T=0.07, on cuda:0)" "$work/gpu_two.out"
   check "and the probe" grep -q "linear probe on cuda:0" "$work/gpu_two.out"
   check "two ranks on the emulated GPU give one process's table" same "$work/gpu_one" "$work/gpu_two"
+  BAM_DIST_BACKEND=nccl "$emulated" $args --nproc_per_node 2 --batch_size_per_gpu 8 --output_dir "$work/gpu_nccl" \
+    > "$work/gpu_nccl.out" 2>&1
+  status=$?
+  check "BAM_DIST_BACKEND=nccl with ranks sharing a GPU stops, saying why" test $status -ne 0 -a -n \
+    "$(grep "BAM_DIST_BACKEND=nccl: ranks 0 and 1 share one GPU" "$work/gpu_nccl.out")"
 fi
 
 if [ $failed -ne 0 ]; then

@@ -219,6 +219,32 @@ TEST_CASE("ranks_sharing_cores: ranks on the same cores count each other; ranks 
   CHECK(pinned[2] == world - 1);
 }
 
+TEST_CASE("gpu_placement: ranks on one GPU count each other; a rank on the CPU is named") {
+  const int world = 4;
+  // Ranks 0 and 2 on one GPU, rank 1 on another, rank 3 on the CPU.
+  const std::vector<std::string> gpus = {"gpu-a", "gpu-b", "gpu-a", ""};
+  std::vector<GpuPlacement> seen(world);
+  run_ranks(world, [&](Communicator& group) { seen[group.rank()] = gpu_placement(group, gpus[group.rank()]); });
+  const std::vector<int> sharing = {2, 1, 2, 1};
+  for (int r = 0; r < world; ++r) {
+    CAPTURE(r);
+    CHECK(seen[r].sharing_mine == sharing[r]);
+    CHECK(seen[r].ranks_on_gpus == 3);
+    CHECK(seen[r].shared == std::vector<int>{0, 2});
+    CHECK(seen[r].first_rank_on_the_cpu == 3);
+  }
+  // A GPU each: nothing shared, nobody on the CPU.
+  run_ranks(3, [&](Communicator& group) {
+    seen[group.rank()] = gpu_placement(group, "gpu-" + std::to_string(group.rank()));
+  });
+  for (int r = 0; r < 3; ++r) {
+    CHECK(seen[r].sharing_mine == 1);
+    CHECK(seen[r].ranks_on_gpus == 3);
+    CHECK(seen[r].shared.empty());
+    CHECK(seen[r].first_rank_on_the_cpu == -1);
+  }
+}
+
 TEST_CASE("contiguous_part: the parts, in order, are the dataset; their sizes differ by at most one") {
   data::Dataset d;
   d.root = "images";

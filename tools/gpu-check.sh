@@ -300,10 +300,11 @@ if enabled main; then
 fi
 
 # 8. Data parallelism on the one GPU: two bamtrain ranks against one process with the whole batch,
-#    on the CPU and on cuda:0 (over TCP: NCCL takes one GPU per rank), and the failures a user can
-#    cause (tests/cli_data_parallel.sh, which CI runs on the CPU and the CUDA emulator).
+#    on the CPU and on cuda:0 (over TCP, which the ranks choose themselves: they share the GPU, and
+#    NCCL needs one for each), and the failures a user can cause (tests/cli_data_parallel.sh, which
+#    CI runs on the CPU and the CUDA emulator).
 if enabled dp; then
-  BAM_DIST_BACKEND=tcp timeout $(limit 120) sh tests/cli_data_parallel.sh ./build-gpu/bin/bamtrain /tmp/gpu-check-dp \
+  timeout $(limit 120) sh tests/cli_data_parallel.sh ./build-gpu/bin/bamtrain /tmp/gpu-check-dp \
     ./build-gpu/bin/bamtrain >"$OUT/data_parallel.log" 2>&1
   status=$?
   if [ $status = 0 ]; then
@@ -316,7 +317,7 @@ if enabled dp; then
   if [ -f .deps/fashion-mnist/train-images-idx3-ubyte.gz ] &&
      ./build-gpu/bin/bamtool fmnist --out /tmp/gpu-check-probe-data --limit 60 --source .deps/fashion-mnist \
        >"$OUT/probe_parallel.log" 2>&1; then
-    BAM_DIST_BACKEND=tcp timeout $(limit 90) sh tests/cli_probe_data_parallel.sh ./build-gpu/bin/bamprobe \
+    timeout $(limit 90) sh tests/cli_probe_data_parallel.sh ./build-gpu/bin/bamprobe \
       /tmp/gpu-check-dp-probe /tmp/gpu-check-probe-data ./build-gpu/bin/bamprobe >>"$OUT/probe_parallel.log" 2>&1
     status=$?
     if [ $status = 0 ]; then

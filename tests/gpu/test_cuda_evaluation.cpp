@@ -151,6 +151,16 @@ TEST_CASE("evaluations run on the GPU when their memory fits in four fifths of w
   CHECK(evaluation_device(gpu(), static_cast<int64_t>(static_cast<double>(before) * 0.79)).device == gpu());
   CHECK(evaluation_device(Device::cpu(), 1).device.is_cpu());
   CHECK(evaluation_device(Device::cpu(), 1).note.empty());
+  // Ranks that share the GPU each take their part of it: what fits one process does not fit
+  // each of two.
+  const int64_t half = static_cast<int64_t>(static_cast<double>(before) * 0.5);
+  CHECK(evaluation_device(gpu(), half).device == gpu());
+  set_ranks_sharing_gpu(2);
+  const EvaluationDevice shared = evaluation_device(gpu(), half);
+  set_ranks_sharing_gpu(1);
+  CHECK(shared.device.is_cpu());
+  CHECK_MESSAGE(shared.note.find("to each of the 2 ranks sharing it") != std::string::npos, shared.note);
+  CHECK(evaluation_device(gpu(), half).device == gpu());
   // A tensor takes memory; once freed, its block stays in the allocator's cache and counts as
   // available again (2 MiB of slack for a real device's page rounding and other processes).
   const size_t bytes = size_t{64} << 20, slack = size_t{2} << 20;

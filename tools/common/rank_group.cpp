@@ -1,10 +1,14 @@
 // Joining the ranks' group (tools/common/rank_group.h).
 #include "tools/common/rank_group.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
+#include "bam/evaluation_device.h"
+#include "engine/cuda.h"
 #include "engine/device.h"
 #include "engine/distributed.h"
 #include "engine/error.h"
@@ -21,11 +25,29 @@ std::shared_ptr<Communicator> join_rank_group(const LaunchEnvironment& launch, c
   // A rank that stops (an error, a kill) stops the others at once, naming it, instead of leaving
   // them waiting in their next collective, or in NCCL (its start included) for ever.
   group->exit_when_a_peer_stops();
+  // Where every rank runs decides the transport, together: NCCL needs all of them on GPUs of their
+  // own (two ranks on one GPU would stop NCCL at its start), and all must take it or none.
   Device d;
-  if (!parse_device(device, &d) || !d.is_cuda() || (backend != nullptr && std::string(backend) == "tcp")) return group;
+  const bool on_gpu = parse_device(device, &d) && d.is_cuda();
+  const GpuPlacement placement = gpu_placement(*group, on_gpu ? cuda::device_uuid(d.index) : "");
+  set_ranks_sharing_gpu(placement.sharing_mine);
+  const bool nccl_wanted = true_on_every_rank(*group, backend == nullptr || std::string(backend) == "nccl");
+  const bool nccl_required = backend != nullptr && std::string(backend) == "nccl";
   std::string why_not;
-  if (std::shared_ptr<Communicator> nccl = connect_nccl(group, d.index, &why_not)) return nccl;
-  BAM_CHECK(backend == nullptr, "BAM_DIST_BACKEND=nccl: {}", why_not);
+  if (placement.first_rank_on_the_cpu >= 0) {
+    why_not = fmt::format("rank {} runs on the CPU", placement.first_rank_on_the_cpu);
+  } else if (!placement.shared.empty()) {
+    std::string ranks;
+    for (size_t i = 0; i < placement.shared.size(); ++i)
+      ranks += (i == 0 ? "" : i + 1 == placement.shared.size() ? " and " : ", ") + std::to_string(placement.shared[i]);
+    why_not = fmt::format("ranks {} share one GPU (more ranks than GPUs); NCCL needs a GPU for each rank", ranks);
+  } else if (!nccl_wanted) {
+    return group;  // BAM_DIST_BACKEND=tcp on some rank
+  } else if (std::shared_ptr<Communicator> nccl = connect_nccl(group, d.index, &why_not)) {
+    return nccl;
+  }
+  if (!on_gpu && !nccl_required) return group;  // TCP is what a CPU rank expects
+  BAM_CHECK(!nccl_required, "BAM_DIST_BACKEND=nccl: {}", why_not);
   std::printf("note: the ranks talk over TCP through host memory, which is slower: %s\n", why_not.c_str());
   return group;
 }

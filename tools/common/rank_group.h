@@ -10,8 +10,10 @@
 namespace bam::tool {
 
 // Connects this rank to the others and returns the group it trains with. `device` is the rank's
-// resolved --device. BAM_DIST_BACKEND=tcp keeps TCP on GPUs; =nccl fails when NCCL cannot be used
-// (unset: NCCL when it can be, else TCP with a note).
+// resolved --device. The ranks choose together: NCCL when every rank is on a GPU of its own
+// (gpu_placement, engine/distributed.h) and can open it, else TCP with a note saying why.
+// BAM_DIST_BACKEND=tcp keeps TCP on GPUs; =nccl fails instead of the note. Tells the evaluations
+// how many ranks share this rank's GPU (set_ranks_sharing_gpu).
 std::shared_ptr<Communicator> join_rank_group(const LaunchEnvironment& launch, const std::string& device);
 
 // Ranks that run on the same cores share them: unless BAM_NUM_THREADS is set, each rank's CPU
