@@ -109,6 +109,15 @@ if [ -n "$emulated" ]; then
   check "the vote on the device" grep -q "kNN (k=20, T=0.07, on cuda:0)" "$work/gpu_two.out"
   check "and the probe" grep -q "linear probe on cuda:0" "$work/gpu_two.out"
   check "two ranks on the emulated GPU give one process's table" same "$work/gpu_one" "$work/gpu_two"
+  # One rank on the GPU and one on the CPU: they agree on TCP (no rank waits in NCCL's start).
+  WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 2)) "$emulated" $(echo "$args" | sed 's/--device cuda:0/--device cpu/') \
+    --batch_size_per_gpu 8 --output_dir "$work/gpu_cpu" > "$work/gpu_cpu.rank1.out" 2>&1 &
+  WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 2)) timeout 300 "$emulated" $args --batch_size_per_gpu 8 \
+    --output_dir "$work/gpu_cpu" > "$work/gpu_cpu.out" 2>&1
+  status=$?
+  wait
+  check "a rank on the GPU and one on the CPU probe" test $status -eq 0 -a -s "$work/gpu_cpu/probe.json"
+  check "over TCP, saying why" grep -q "note: the ranks talk over TCP .*: rank 1 runs on the CPU" "$work/gpu_cpu.out"
   BAM_DIST_BACKEND=nccl "$emulated" $args --nproc_per_node 2 --batch_size_per_gpu 8 --output_dir "$work/gpu_nccl" \
     > "$work/gpu_nccl.out" 2>&1
   status=$?
