@@ -1,16 +1,25 @@
 // Attention kernels: per (batch, head), three small GEMMs that read q, k, v in place from the
-// packed qkv rows (leading dimension 3C) and a row softmax; no permuted copies of q/k/v.
+// packed qkv rows (leading dimension 3C) and a row softmax; no permuted copies of q/k/v. This
+// loop through the general GEMM is the specification; f32 on a CPU with AVX-512 takes the
+// per-head kernels of attention_avx512.cpp instead (the same products, blocked for these sizes).
 #include "kernels/cpu/attention.h"
 
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/softmax.h"
 
 namespace bam::cpu {
 namespace {
+
+// Whether f32 attention takes the AVX-512 per-head kernels.
+bool use_avx512_heads() {
+  static const bool use = cpu_has_avx512();
+  return use;
+}
 
 template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
@@ -24,6 +33,20 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
 template <typename T>
 void attention_forward(const T* qkv, T* out, T* probs, int64_t B, int64_t N, int64_t H, int64_t D, double scale) {
   const int64_t C = H * D, row = 3 * C;
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_avx512_heads()) {
+      parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> scratch(static_cast<size_t>(attention_detail::avx512_scratch_floats(N, D)));
+        for (int64_t bh = begin; bh < end; ++bh) {
+          const int64_t b = bh / H, h = bh % H;
+          const float* q = qkv + b * N * row + h * D;
+          attention_detail::forward_head_avx512(q, q + C, q + 2 * C, row, out + b * N * C + h * D, C,
+                                                probs + bh * N * N, N, D, static_cast<float>(scale), scratch.data());
+        }
+      });
+      return;
+    }
+  }
   parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
@@ -42,6 +65,22 @@ template <typename T>
 void attention_backward(const T* qkv, const T* probs, const T* d_out, T* d_qkv, int64_t B, int64_t N, int64_t H,
                         int64_t D, double scale) {
   const int64_t C = H * D, row = 3 * C;
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_avx512_heads()) {
+      parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> scratch(static_cast<size_t>(attention_detail::avx512_scratch_floats(N, D)));
+        for (int64_t bh = begin; bh < end; ++bh) {
+          const int64_t b = bh / H, h = bh % H;
+          const float* q = qkv + b * N * row + h * D;
+          float* dq = d_qkv + b * N * row + h * D;
+          attention_detail::backward_head_avx512(q, q + C, q + 2 * C, row, probs + bh * N * N,
+                                                 d_out + b * N * C + h * D, C, dq, dq + C, dq + 2 * C, N, D,
+                                                 static_cast<float>(scale), scratch.data());
+        }
+      });
+      return;
+    }
+  }
   parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> d_scores(N * N);
     for (int64_t bh = begin; bh < end; ++bh) {

@@ -17,4 +17,19 @@ template <typename T>
 void attention_backward(const T* qkv, const T* probs, const T* d_out, T* d_qkv, int64_t B, int64_t N, int64_t H,
                         int64_t D, double scale);
 
+namespace attention_detail {
+
+// The f32 path with AVX-512 (attention_avx512.cpp), one (batch, head) pair a call, entered after
+// cpu_has_avx512(): q, k, v are the head's N x D blocks, rows ld_qkv apart (in the packed qkv row);
+// out and d_out rows are ld_out apart; p is the head's N x N softmax, dq/dk/dv are written
+// (overwritten) like q/k/v. `scratch` holds avx512_scratch_floats(N, D) floats.
+int64_t avx512_scratch_floats(int64_t N, int64_t D);
+void forward_head_avx512(const float* q, const float* k, const float* v, int64_t ld_qkv, float* out, int64_t ld_out,
+                         float* p, int64_t N, int64_t D, float scale, float* scratch);
+void backward_head_avx512(const float* q, const float* k, const float* v, int64_t ld_qkv, const float* p,
+                          const float* d_out, int64_t ld_out, float* dq, float* dk, float* dv, int64_t N, int64_t D,
+                          float scale, float* scratch);
+
+}  // namespace attention_detail
+
 }  // namespace bam::cpu
