@@ -49,7 +49,7 @@ class FolderData : public TrainData {
     CropBatch out;
     out.groups = std::move(b.groups);
     out.batch_size = static_cast<int64_t>(b.indices.size());
-    out.wait_seconds = b.wait_seconds;
+    out.device_wait_seconds = b.device_wait_seconds;
     return out;
   }
   const data::Dataset* images() const override { return &loader_->dataset(); }

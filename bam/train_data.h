@@ -20,7 +20,9 @@ struct CropBatch {
   // of view 0, then view 1, ...).
   std::vector<Tensor> groups;
   int64_t batch_size = 0;
-  double wait_seconds = 0;  // how long the trainer waited for this batch (data starvation)
+  // How long the trainer's GPU stream stood waiting for earlier batches' decode and crops (the
+  // GPU loader's kernels), learned a few batches late; the trainer times its own wait for next().
+  double device_wait_seconds = 0;
 };
 
 class TrainData {

@@ -426,7 +426,8 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     auto wait_start = Clock::now();
     const int64_t waits_before = cuda::host_waits();
     CropBatch batch = data_->next();
-    stats.data_wait_s += seconds_since(wait_start) + batch.wait_seconds;
+    // The host's wait for the batch, and the GPU's for the loader's kernels (data starvation both).
+    stats.data_wait_s += seconds_since(wait_start) + batch.device_wait_seconds;
     for (Tensor& g : batch.groups) g = g.to(device_);
 
     // The model runs under the autocast policy (engine/autocast.h); the loss always in f32.

@@ -24,23 +24,30 @@ constexpr int kOutputSlots = 2;  // batch k+1 is written while the trainer reads
 
 int64_t align16(int64_t n) { return (n + 15) / 16 * 16; }
 
-// The largest coefficient buffer (bytes) and pixel count among a few files spread over the
-// dataset, from their frame headers alone; sizes the pinned arenas.
+// A typical image's coefficient buffer (bytes) and pixel count, from the frame headers of a few
+// files spread over the dataset: the 90th percentile of each, which sizes the pinned arenas. Not
+// the largest: one 4000 x 3000 photo among the samples would pin 36 MB for every image of every
+// slot. An image that does not fit the arena is decoded on the CPU (and counted in the report).
 struct SizeEstimate {
   int64_t coefficient_bytes = 0, pixels = 0;
 };
 struct HeaderSeen {};
 
+int64_t percentile90(std::vector<int64_t> values) {
+  std::sort(values.begin(), values.end());
+  return values[(values.size() - 1) * 9 / 10];
+}
+
 SizeEstimate estimate_sizes(const Dataset& d) {
-  SizeEstimate e;
-  const int64_t samples = std::min<int64_t>(d.size(), 32);
+  std::vector<int64_t> coefficient_bytes, pixels;
+  const int64_t samples = std::min<int64_t>(d.size(), 64);
   for (int64_t k = 0; k < samples; ++k) {
     const std::string& path = d.files[static_cast<size_t>(k * d.size() / samples)];
     try {
       std::vector<uint8_t> bytes = read_image_file(path);
       decode_jpeg_coefficients_into(bytes.data(), bytes.size(), path, [&](const JpegLayout& layout) -> int16_t* {
-        e.coefficient_bytes = std::max<int64_t>(e.coefficient_bytes, layout.num_coefficients * 2);
-        e.pixels = std::max<int64_t>(e.pixels, int64_t{layout.width} * layout.height);
+        coefficient_bytes.push_back(layout.num_coefficients * 2);
+        pixels.push_back(int64_t{layout.width} * layout.height);
         throw HeaderSeen{};
       });
     } catch (const HeaderSeen&) {
@@ -48,10 +55,14 @@ SizeEstimate estimate_sizes(const Dataset& d) {
       // not a sequential JPEG, or damaged: the workers will say so
     }
   }
-  if (e.coefficient_bytes == 0) e.coefficient_bytes = 500 * 375 * 3;  // a 4:2:0 ImageNet-sized photo
-  if (e.pixels == 0) e.pixels = 500 * 375;
+  SizeEstimate e;
+  e.coefficient_bytes = coefficient_bytes.empty() ? 500 * 375 * 3 : percentile90(coefficient_bytes);  // a 4:2:0 photo
+  e.pixels = pixels.empty() ? 500 * 375 : percentile90(pixels);
   return e;
 }
+
+// The most one slot's arena pins: 1 GiB (ImageNet's 256-image batches take about 140 MB).
+constexpr int64_t kMaxArenaBytes = int64_t{1} << 30;
 
 cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 cudaEvent_t as_event(void* e) { return static_cast<cudaEvent_t>(e); }
@@ -102,8 +113,10 @@ void GpuCropLoader::stop_threads() {
 
 void GpuCropLoader::allocate_resources() {
   const SizeEstimate estimate = estimate_sizes(dataset_);
-  const int64_t coefficient_arena = align16(batch_ * estimate.coefficient_bytes * 5 / 4 + (int64_t{1} << 20));
-  const int64_t pixel_arena = align16(std::max<int64_t>(int64_t{16} << 20, batch_ * estimate.pixels * 3 / 8));
+  const int64_t coefficient_arena =
+      align16(std::min(kMaxArenaBytes, batch_ * estimate.coefficient_bytes * 5 / 4 + (int64_t{1} << 20)));
+  const int64_t pixel_arena =
+      align16(std::min(kMaxArenaBytes, std::max<int64_t>(int64_t{16} << 20, batch_ * estimate.pixels * 3 / 8)));
   host_slots_.resize(static_cast<size_t>(std::max(1, options_.prefetch)) + 1);
   for (auto& slot : host_slots_) {
     slot = std::make_unique<HostSlot>();
@@ -134,6 +147,14 @@ void GpuCropLoader::allocate_resources() {
     BAM_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
     out.ready = ready;
   }
+  wait_timers_.resize(kWaitTimers);
+  for (WaitTimer& t : wait_timers_) {
+    cudaEvent_t before, after;
+    BAM_CUDA_CHECK(cudaEventCreate(&before));
+    t.before = before;
+    BAM_CUDA_CHECK(cudaEventCreate(&after));
+    t.after = after;
+  }
   // The other device buffers are sized by the first batch's plan, and grown by a later batch that
   // needs more (ensure_device).
   ensure_device(&d_coefficients_, &coefficients_bytes_, coefficient_arena, "coefficients");
@@ -149,6 +170,10 @@ void GpuCropLoader::free_resources() {
     if (out.ready) cudaEventDestroy(as_event(out.ready));
   }
   output_slots_.clear();
+  for (WaitTimer& t : wait_timers_)
+    for (void* e : {t.before, t.after})
+      if (e) cudaEventDestroy(as_event(e));
+  wait_timers_.clear();
   for (void** p : {&d_coefficients_, &d_planes_, &d_rgb_, &d_tables_, &d_scratch_, &d_pixels_, &d_row_sums_,
                    &d_means_}) {
     if (*p) cudaFree(*p);
@@ -286,6 +311,7 @@ void GpuCropLoader::worker_loop() {
   for (;;) {
     int64_t g, b;
     HostSlot* slot;
+    bool prepared;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       auto available = [&](int64_t g) {
@@ -304,19 +330,26 @@ void GpuCropLoader::worker_loop() {
         slot->batch = g;
         slot->done = 0;
         slot->uploaded = false;
-        slot->order = sequence_.order(sequence_.epoch(g));
-        slot->boxes = boxes_;
         slot->coefficients_used = 0;
         slot->pixels_used = 0;
-        slot->images.assign(rows, GpuBatchImage{});
-        slot->pixel_offsets.assign(rows, -1);
-        slot->overflow.assign(rows, {});
-        slot->indices.assign(rows, -1);
-        slot->labels.assign(rows, -1);
+        slot->prepared = false;
+        try {  // allocations: a failure spoils the batch, as a worker's failure does below
+          slot->order = sequence_.order(sequence_.epoch(g));
+          slot->boxes = boxes_;
+          slot->images.assign(rows, GpuBatchImage{});
+          slot->pixel_offsets.assign(rows, -1);
+          slot->overflow.assign(rows, {});
+          slot->indices.assign(rows, -1);
+          slot->labels.assign(rows, -1);
+          slot->prepared = true;
+        } catch (...) {
+          failure_.note(g, std::current_exception());
+        }
       }
+      prepared = slot->prepared;
     }
     try {
-      produce(g, b, *slot);
+      if (prepared) produce(g, b, *slot);  // else the batch is spoiled already
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
       failure_.note(g, std::current_exception());
@@ -534,6 +567,18 @@ void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
 
 GpuCropLoader::Batch GpuCropLoader::next() {
   auto start = std::chrono::steady_clock::now();
+  // The device wait timed kWaitTimers batches ago: the trainer's stream has passed it by now (it
+  // is not waited for, but by a trainer that queued that many steps without reading any result).
+  // Only this thread writes consumer_next_ and the timers, so neither needs the lock here.
+  double device_wait = 0;
+  WaitTimer& previous_timer = wait_timers_[static_cast<size_t>(consumer_next_ % kWaitTimers)];
+  if (previous_timer.recorded) {
+    BAM_CUDA_CHECK(cudaEventSynchronize(as_event(previous_timer.after)));
+    float ms = 0;
+    BAM_CUDA_CHECK(cudaEventElapsedTime(&ms, as_event(previous_timer.before), as_event(previous_timer.after)));
+    device_wait = ms / 1000.0;
+    previous_timer.recorded = false;
+  }
   std::unique_lock<std::mutex> lock(mutex_);
   const int64_t g = consumer_next_;
   BAM_CHECK(g < consumer_end_, "loader: no batch left in the epoch (call start_epoch)");
@@ -547,7 +592,13 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   }
   OutputSlot& out = output_slots_[g % kOutputSlots];
   void* compute = cuda::current_stream();
+  // The stream waits for the batch's kernels on the device, which the host's wait above does not
+  // see: timed between two events (read kWaitTimers batches later, at the top of next()).
+  WaitTimer& timer = wait_timers_[static_cast<size_t>(g % kWaitTimers)];
+  BAM_CUDA_CHECK(cudaEventRecord(as_event(timer.before), as_stream(compute)));
   BAM_CUDA_CHECK(cudaStreamWaitEvent(as_stream(compute), as_event(out.ready), 0));
+  BAM_CUDA_CHECK(cudaEventRecord(as_event(timer.after), as_stream(compute)));
+  timer.recorded = true;
   // The trainer's work on the previous batch (the last of the epoch before, too) is queued: its
   // buffers may be rewritten after it.
   if (g > 0) {
@@ -567,6 +618,7 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   lock.unlock();
   launched_.notify_all();
   batch.wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  batch.device_wait_seconds = device_wait;
   return batch;
 }
 

@@ -52,6 +52,7 @@ class GpuCropLoader : public CropLoader {
     std::shared_ptr<const std::vector<int64_t>> order;  // of the batch's epoch
     std::shared_ptr<const ObjectBoxes> boxes;           // ContrastiveCrop's, when set
     bool uploaded = true;  // free for the workers (its previous upload has completed)
+    bool prepared = false;            // its vectors are sized for the batch (false: that failed, the batch is spoiled)
     int16_t* coefficients = nullptr;  // pinned arena
     int64_t coefficient_capacity = 0;
     std::atomic<int64_t> coefficients_used{0};
@@ -74,6 +75,16 @@ class GpuCropLoader : public CropLoader {
     int64_t batch = -1;
     std::vector<int64_t> indices, labels;  // of the batch in it
   };
+
+  // Times how long the trainer's stream waits for a batch's `ready` event: events on that stream
+  // just before and just after the wait. Read when the pair comes round again in the ring, by
+  // which time the stream has long passed them.
+  struct WaitTimer {
+    void* before = nullptr;  // cudaEvent_t
+    void* after = nullptr;
+    bool recorded = false;
+  };
+  static constexpr int kWaitTimers = 4;
 
   void worker_loop();
   void launcher_loop();
@@ -100,7 +111,8 @@ class GpuCropLoader : public CropLoader {
 
   std::vector<std::unique_ptr<HostSlot>> host_slots_;
   std::vector<OutputSlot> output_slots_;
-  void* stream_ = nullptr;  // cudaStream_t of the loader
+  std::vector<WaitTimer> wait_timers_;  // batch g's in wait_timers_[g % kWaitTimers]
+  void* stream_ = nullptr;              // cudaStream_t of the loader
   // Device working memory, shared by the batches (the loader's stream orders them).
   void *d_coefficients_ = nullptr, *d_planes_ = nullptr, *d_rgb_ = nullptr, *d_tables_ = nullptr;
   void *d_scratch_ = nullptr, *d_pixels_ = nullptr, *d_row_sums_ = nullptr, *d_means_ = nullptr;

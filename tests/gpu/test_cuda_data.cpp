@@ -365,6 +365,40 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
   fs::remove_all(root);
 }
 
+// The trainer's stream waits for each batch's kernels on the device, where the host does not see
+// it: next() times that wait between two events and reports it four batches later, so the
+// progress line's data wait includes a GPU that starves on the loader's kernels. With nothing
+// else on the stream, every wait is the batch's remaining decode and crops (on the emulator, the
+// time between the two records).
+TEST_CASE("GpuCropLoader reports the device's wait for its kernels, four batches late") {
+  namespace fs = std::filesystem;
+  const uint64_t seed = test_seed();
+  fs::path root = fs::temp_directory_path() / ("bam_gpu_wait_" + std::to_string(::getpid()));
+  data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
+  data::LoaderOptions o;
+  o.threads = 2;
+  o.backend = data::DataBackend::gpu;
+  o.shuffle = false;
+  o.epochs = 1;
+  auto gpu = data::make_crop_loader(dataset, multi_crop_test_recipe(), 1, seed, o);
+  gpu->start_epoch(0);
+  REQUIRE(gpu->steps_per_epoch() >= 6);
+  double later = 0;
+  for (int64_t step = 0; step < 6; ++step) {
+    const data::LoaderBatch b = gpu->next();
+    INFO("step " << step);
+    CHECK(std::isfinite(b.device_wait_seconds));
+    CHECK(b.device_wait_seconds >= 0);
+    if (step < 4)
+      CHECK(b.device_wait_seconds == 0);  // none timed yet
+    else
+      later += b.device_wait_seconds;
+  }
+  CHECK(later > 0);
+  CHECK(later < 60);
+  fs::remove_all(root);
+}
+
 // ContrastiveCrop's box update where bamtrain runs it with --device cuda --data_backend gpu: the
 // GPU loader's whole-image resize and the CUDA attention. The GPU's crops differ from the CPU's by
 // up to 1e-3 and its attention by rounding, so an edge may move by a pixel where a value sits at

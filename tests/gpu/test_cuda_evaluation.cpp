@@ -2,6 +2,7 @@
 // features on the device against the same on the host (their CPU twins), and the GPU-or-host
 // choice that bamprobe and bamtrain's kNN monitor make (bam/evaluation_device.h).
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -46,10 +47,13 @@ TEST_CASE("kNN with its training features on the GPU votes as on the host") {
       knn_classify(train.features.to(gpu()), train.labels, test.features, test.labels, 10, 20, 0.07);
   const KnnResult all_on_gpu = knn_classify(train.features.to(gpu()), train.labels.to(gpu()), test.features.to(gpu()),
                                             test.labels.to(gpu()), 10, 20, 0.07);
+  // cuBLASLt may sum the similarities in another order than the host's GEMM (split K): a row whose
+  // 20th and 21st neighbours, or two classes' votes, tie within a float ulp may vote otherwise.
+  // One such row at most (the emulator's GEMM gives the host's counts exactly).
   for (const KnnResult& r : {on_gpu, all_on_gpu}) {
     CHECK(r.count == host.count);
-    CHECK(r.correct1 == host.correct1);
-    CHECK(r.correct5 == host.correct5);
+    CHECK(std::abs(r.correct1 - host.correct1) <= 1);
+    CHECK(std::abs(r.correct5 - host.correct5) <= 1);
   }
 }
 
