@@ -206,8 +206,8 @@ std::string GpuCropLoader::describe_buffers() const {
       "{} output crops){}",
       std::max(1, options_.threads), pinned_bytes_ / 1048576.0, host_slots_.size(), device / 1048576.0,
       output_bytes_ / 1048576.0, dtype_name(options_.gpu_output),
-      coefficient_overflows_ ? fmt::format("; {} images over the coefficient arena were decoded on the CPU",
-                                           coefficient_overflows_.load())
+      coefficient_overflows_ ? fmt::format("; {} image{} over the coefficient arena decoded on the CPU",
+                                           coefficient_overflows_.load(), coefficient_overflows_ == 1 ? "" : "s")
                              : "");
 }
 
@@ -236,7 +236,7 @@ void GpuCropLoader::ensure_device(void** ptr, int64_t* capacity, int64_t bytes, 
     std::lock_guard<std::mutex> lock(mutex_);
     *capacity = size;
   }
-  if (growing)
+  if (growing && size >= (int64_t{1} << 20))  // (small buffers grow quietly)
     std::fprintf(stderr, "GPU loader: device buffer for %s grown to %.1f MiB\n", what, size / 1048576.0);
 }
 
@@ -332,6 +332,8 @@ void GpuCropLoader::worker_loop() {
         slot->uploaded = false;
         slot->coefficients_used = 0;
         slot->pixels_used = 0;
+        slot->coefficients_missed = 0;
+        slot->pixels_missed = 0;
         slot->prepared = false;
         try {  // allocations: a failure spoils the batch, as a worker's failure does below
           slot->order = sequence_.order(sequence_.epoch(g));
@@ -384,6 +386,7 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
                 coef_offset = at / 2;
                 return slot.coefficients + coef_offset;
               }
+              slot.coefficients_missed += align16(layout.num_coefficients * 2);
               spilled.assign(static_cast<size_t>(layout.num_coefficients), 0);
               return spilled.data();
             },
@@ -409,6 +412,7 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
       std::memcpy(slot.pixels + at, pixels.pixels.data(), static_cast<size_t>(need));
       slot.pixel_offsets[b] = at;
     } else {
+      slot.pixels_missed += align16(need);
       slot.overflow[b] = std::move(pixels.pixels);
     }
   }
@@ -563,6 +567,42 @@ void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
   out.labels = slot.labels;
   // The host slot is free for the workers once its bytes are on the device.
   BAM_CUDA_CHECK(cudaEventSynchronize(as_event(slot.upload_done)));
+  grow_host_arenas(slot);
+}
+
+void GpuCropLoader::grow_host_arenas(HostSlot& slot) {
+  // Images that missed an arena were decoded on the CPU (coefficients) or uploaded from pageable
+  // memory, a copy that waits for the loader's stream (pixels). The arenas start from a typical
+  // file; a batch of larger files (or of many PNGs) raises every slot's size to what the batch
+  // wanted and a quarter more, up to kMaxArenaBytes, and each slot grows after its next upload.
+  struct Arena {
+    void** memory;
+    int64_t* capacity;
+    int64_t* target;
+    int64_t wanted;
+    const char* what;
+  };
+  const Arena arenas[] = {
+      {reinterpret_cast<void**>(&slot.coefficients), &slot.coefficient_capacity, &coefficient_arena_target_,
+       slot.coefficients_used.load() + slot.coefficients_missed.load(), "coefficients"},
+      {reinterpret_cast<void**>(&slot.pixels), &slot.pixel_capacity, &pixel_arena_target_,
+       slot.pixels_used.load() + slot.pixels_missed.load(), "pixels decoded on the CPU"},
+  };
+  for (const Arena& a : arenas) {
+    if (a.wanted > *a.capacity) *a.target = std::max(*a.target, align16(std::min(kMaxArenaBytes, a.wanted * 5 / 4)));
+    if (*a.target <= *a.capacity) continue;
+    const int64_t size = *a.target;
+    void* grown = cuda::host_allocate_pinned(static_cast<size_t>(size));  // before freeing: a failure keeps the old
+    cuda::host_free_pinned(*a.memory);
+    *a.memory = grown;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      pinned_bytes_ += static_cast<size_t>(size - *a.capacity);
+    }
+    std::fprintf(stderr, "GPU loader: a page-locked arena for %s grown from %.1f to %.1f MiB\n", a.what,
+                 *a.capacity / 1048576.0, size / 1048576.0);
+    *a.capacity = size;
+  }
 }
 
 GpuCropLoader::Batch GpuCropLoader::next() {

@@ -59,6 +59,8 @@ class GpuCropLoader : public CropLoader {
     uint8_t* pixels = nullptr;  // pinned arena for CPU-decoded images
     int64_t pixel_capacity = 0;
     std::atomic<int64_t> pixels_used{0};
+    // Bytes that did not fit the arenas in this batch: the arenas grow by that much after its upload.
+    std::atomic<int64_t> coefficients_missed{0}, pixels_missed{0};
     std::vector<GpuBatchImage> images;
     std::vector<int64_t> pixel_offsets;          // per image in `pixels`, -1: in overflow[b]
     std::vector<std::vector<uint8_t>> overflow;  // pixels that did not fit the pinned arena
@@ -91,6 +93,9 @@ class GpuCropLoader : public CropLoader {
   void produce(int64_t batch, int64_t b, HostSlot& slot);  // image b of batch number `batch`
   void launch(int64_t batch, HostSlot& slot, OutputSlot& out);
   void ensure_device(void** ptr, int64_t* capacity, int64_t bytes, const char* what);
+  // After a slot's upload (on the launcher thread): the arenas' sizes to come grow to what its
+  // batch wanted, and the slot's arenas to those sizes.
+  void grow_host_arenas(HostSlot& slot);
   void allocate_resources();  // pinned slots, stream, output slots, the decode buffers
   void free_resources();      // all of it, whatever allocate_resources got to
   void stop_threads();        // stops and joins the workers and the launcher (those that started)
@@ -119,6 +124,7 @@ class GpuCropLoader : public CropLoader {
   int64_t coefficients_bytes_ = 0, planes_bytes_ = 0, rgb_bytes_ = 0, tables_bytes_ = 0;
   int64_t scratch_bytes_ = 0, pixels_bytes_ = 0, row_sums_bytes_ = 0, means_bytes_ = 0;
   size_t pinned_bytes_ = 0, output_bytes_ = 0;
+  int64_t coefficient_arena_target_ = 0, pixel_arena_target_ = 0;  // every slot's, from the largest batch yet
   std::atomic<int64_t> gpu_images_{0}, cpu_images_{0}, coefficient_overflows_{0};
 
   mutable std::mutex mutex_;

@@ -22,7 +22,9 @@ void append_bytes(void* context, void* data, int size) {
   out->insert(out->end(), p, p + size);
 }
 
-ImageFile encode(const std::string& name, int w, int h, int channels, int quality, uint64_t seed, bool png = false) {
+}  // namespace
+
+ImageFile encode(const std::string& name, int w, int h, int channels, int quality, uint64_t seed, bool png) {
   std::vector<uint8_t> px = synthetic_image(w, h, channels, seed);
   ImageFile f{name, {}};
   int ok = png ? stbi_write_png_to_func(append_bytes, &f.bytes, w, h, channels, px.data(), w * channels)
@@ -30,8 +32,6 @@ ImageFile encode(const std::string& name, int w, int h, int channels, int qualit
   BAM_CHECK(ok && !f.bytes.empty(), "test corpus: cannot encode {}", name);
   return f;
 }
-
-}  // namespace
 
 std::vector<ImageFile> gpu_test_corpus(uint64_t seed) {
   return {

@@ -18,6 +18,10 @@ struct ImageFile {
   std::vector<uint8_t> bytes;
 };
 
+// A synthetic photo-like image of w x h (1 or 3 channels) as a JPEG of `quality` (stb: 4:2:0 up
+// to 90, 4:4:4 above), or as a PNG.
+ImageFile encode(const std::string& name, int w, int h, int channels, int quality, uint64_t seed, bool png = false);
+
 // JPEGs at 4:2:0 (quality <= 90) and 4:4:4 (quality > 90), grayscale, odd and tiny sizes, a
 // 500x375 quality-90 photo-like image, and a PNG (which the GPU path takes as pixels).
 std::vector<ImageFile> gpu_test_corpus(uint64_t seed);
