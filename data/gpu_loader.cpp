@@ -61,7 +61,8 @@ SizeEstimate estimate_sizes(const Dataset& d) {
   return e;
 }
 
-// The most one slot's arena pins: 1 GiB (ImageNet's 256-image batches take about 140 MB).
+// The most one arena pins (a slot has two, coefficients and pixels): 1 GiB. ImageNet's 256-image
+// batches take about 140 MB of coefficients.
 constexpr int64_t kMaxArenaBytes = int64_t{1} << 30;
 
 cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
@@ -203,12 +204,15 @@ std::string GpuCropLoader::describe_buffers() const {
                                             means_bytes_);
   return fmt::format(
       "GPU loader: {} decode threads, {:.1f} MiB page-locked ({} slots), {:.1f} MiB device ({:.1f} MiB of it "
-      "{} output crops){}",
+      "{} output crops){}{}",
       std::max(1, options_.threads), pinned_bytes_ / 1048576.0, host_slots_.size(), device / 1048576.0,
       output_bytes_ / 1048576.0, dtype_name(options_.gpu_output),
       coefficient_overflows_ ? fmt::format("; {} image{} over the coefficient arena decoded on the CPU",
                                            coefficient_overflows_.load(), coefficient_overflows_ == 1 ? "" : "s")
-                             : "");
+                             : "",
+      pixel_overflows_ ? fmt::format("; {} image{} over the pixel arena uploaded from pageable memory",
+                                     pixel_overflows_.load(), pixel_overflows_ == 1 ? "" : "s")
+                       : "");
 }
 
 // Runs on the constructor's thread or the launcher thread, the only ones that touch the buffers;
@@ -392,7 +396,8 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
             },
             &pixels);
       });
-  if (image.decode_on_gpu && coef_offset < 0) {
+  const bool reconstructed = image.decode_on_gpu && coef_offset < 0;
+  if (reconstructed) {
     // The arena was full: reconstruct this one on the CPU from the coefficients it has.
     ++coefficient_overflows_;
     pixels.width = image.width;
@@ -412,7 +417,10 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
       std::memcpy(slot.pixels + at, pixels.pixels.data(), static_cast<size_t>(need));
       slot.pixel_offsets[b] = at;
     } else {
-      slot.pixels_missed += align16(need);
+      // Uploaded from pageable memory. The pixel arena grows for files the CPU decodes anyway,
+      // not for JPEGs that only missed the coefficient arena (which grows for them).
+      ++pixel_overflows_;
+      if (!reconstructed) slot.pixels_missed += align16(need);
       slot.overflow[b] = std::move(pixels.pixels);
     }
   }
@@ -588,11 +596,22 @@ void GpuCropLoader::grow_host_arenas(HostSlot& slot) {
       {reinterpret_cast<void**>(&slot.pixels), &slot.pixel_capacity, &pixel_arena_target_,
        slot.pixels_used.load() + slot.pixels_missed.load(), "pixels decoded on the CPU"},
   };
+  if (growth_failed_) return;
   for (const Arena& a : arenas) {
     if (a.wanted > *a.capacity) *a.target = std::max(*a.target, align16(std::min(kMaxArenaBytes, a.wanted * 5 / 4)));
     if (*a.target <= *a.capacity) continue;
     const int64_t size = *a.target;
-    void* grown = cuda::host_allocate_pinned(static_cast<size_t>(size));  // before freeing: a failure keeps the old
+    void* grown = nullptr;
+    try {  // before freeing the old one, which a failure keeps
+      grown = cuda::host_allocate_pinned(static_cast<size_t>(size));
+    } catch (const std::exception& e) {
+      // The batch is on the device already, and growing is only quicker: keep the arenas as
+      // they are, and stop trying (every slot would fail the same way).
+      std::fprintf(stderr, "GPU loader: the page-locked arena for %s stays at %.1f MiB (%s)\n", a.what,
+                   *a.capacity / 1048576.0, e.what());
+      growth_failed_ = true;
+      return;
+    }
     cuda::host_free_pinned(*a.memory);
     *a.memory = grown;
     {

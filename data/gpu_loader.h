@@ -125,7 +125,8 @@ class GpuCropLoader : public CropLoader {
   int64_t scratch_bytes_ = 0, pixels_bytes_ = 0, row_sums_bytes_ = 0, means_bytes_ = 0;
   size_t pinned_bytes_ = 0, output_bytes_ = 0;
   int64_t coefficient_arena_target_ = 0, pixel_arena_target_ = 0;  // every slot's, from the largest batch yet
-  std::atomic<int64_t> gpu_images_{0}, cpu_images_{0}, coefficient_overflows_{0};
+  bool growth_failed_ = false;  // page-locked memory ran out: the arenas stay as they are
+  std::atomic<int64_t> gpu_images_{0}, cpu_images_{0}, coefficient_overflows_{0}, pixel_overflows_{0};
 
   mutable std::mutex mutex_;
   std::condition_variable work_ready_, slot_done_, launched_, idle_;

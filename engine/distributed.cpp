@@ -157,6 +157,13 @@ GpuPlacement gpu_placement(Communicator& group, const std::string& gpu) {
   return p;
 }
 
+int ranks_on_this_machine(Communicator& group) {
+  const int64_t mine = static_cast<int64_t>(host_hash());
+  const std::vector<int64_t> all =
+      group.all_gather(from_vector(std::vector<int64_t>{mine}, {1, 1})).to_vector<int64_t>();
+  return static_cast<int>(std::count(all.begin(), all.end(), mine));
+}
+
 int ranks_sharing_cores(Communicator& group) {
   // This rank's machine (an FNV-1a hash of the host name) and the CPUs it may run on.
   const uint64_t hash = host_hash();

@@ -56,6 +56,10 @@ void check_ranks_agree(Communicator& group, const std::string& text, const std::
 // calling thread's.)
 int ranks_sharing_cores(Communicator& group);
 
+// How many ranks, this one included, run on this process's machine (the same host name). One
+// all-gather.
+int ranks_on_this_machine(Communicator& group);
+
 // Where the ranks' GPUs are, from each rank's `gpu` (its GPU's identity, cuda::device_uuid, or ""
 // for a rank on the CPU) and its machine (host name): ranks on one machine with the same identity
 // share one GPU. One all-gather. NCCL needs every rank on a GPU of its own, and ranks that share

@@ -81,6 +81,17 @@ check "every rank names the one that differs" every "rank 2 was started with oth
   "$work/mismatch.out" "$work/mismatch.rank1.out" "$work/mismatch.rank2.out"
 check "(before any extraction)" test -z "$(grep -l "extracting" "$work"/mismatch*.out)"
 
+# Ranks with different BAM_DIST_BACKEND would choose different transports: all stop, naming it.
+WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 3)) "$bin" $args --output_dir "$work/backend" \
+  > "$work/backend.rank1.out" 2>&1 &
+BAM_DIST_BACKEND=tcp WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 3)) "$bin" $args --output_dir "$work/backend" \
+  > "$work/backend.out" 2>&1
+status=$?
+wait
+check "ranks with different BAM_DIST_BACKEND stop" test $status -ne 0
+check "both naming it" every "rank 1 was started with other BAM_DIST_BACKEND than rank 0" "$work/backend.out" \
+  "$work/backend.rank1.out"
+
 WORLD_SIZE=2 RANK=0 "$bin" $args --nproc_per_node 2 --output_dir "$work/both" > "$work/both.out" 2>&1
 check "--nproc_per_node inside a launched rank is refused" \
   grep -q "start the ranks either with torchrun (or by hand) or with --nproc_per_node, not both" "$work/both.out"
@@ -93,7 +104,7 @@ BAM_AVAILABLE_MEMORY_MIB=0.1 "$bin" $args --mode knn --nproc_per_node 2 --output
   > "$work/small_two.out" 2>&1
 status=$?
 check "two ranks' kNN does not, and they stop" test $status -ne 0
-check "saying why" grep -q "held twice at the peak, and the 2 ranks. 142.5 KiB of kNN val features and candidates) take 172.5 KiB.*fewer ranks need less" \
+check "saying why" grep -q "held twice at the peak, and this machine.s 2 ranks. 142.5 KiB of kNN val features and candidates) take 172.5 KiB.*fewer ranks need less" \
   "$work/small_two.out"
 check "(before any extraction)" test -z "$(grep -l "extracting" "$work"/small_two.out)"
 
@@ -105,7 +116,7 @@ if [ -n "$emulated" ]; then
   status=$?
   check "two ranks on the emulated GPU probe" test $status -eq 0
   check "over TCP: the ranks share one GPU" \
-    grep -q "note: the ranks talk over TCP .*: ranks 0 and 1 share one GPU (more ranks than GPUs)" "$work/gpu_two.out"
+    grep -q "note: the ranks talk over TCP .*: ranks 0 and 1 share one GPU (more ranks than GPUs, or one --device cuda:N)" "$work/gpu_two.out"
   check "the vote on the device" grep -q "kNN (k=20, T=0.07, on cuda:0)" "$work/gpu_two.out"
   check "and the probe" grep -q "linear probe on cuda:0" "$work/gpu_two.out"
   check "two ranks on the emulated GPU give one process's table" same "$work/gpu_one" "$work/gpu_two"

@@ -95,6 +95,7 @@ std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std:
 // How this process takes part: alone (group null), or as one rank of a data-parallel run.
 struct Ranks {
   bam::Communicator* group = nullptr;
+  int on_this_machine = 1;  // ranks on this process's machine, it included
   int probe_threads = 0;  // rank 0's CPU threads while it trains the probe alone (0: its own)
   int rank() const { return group ? group->rank() : 0; }
   int world_size() const { return group ? group->world_size() : 1; }
@@ -226,32 +227,33 @@ int64_t feature_floats(const bam::VisionTransformer* backbone, const ProbeConfig
   return c.mode == "knn" ? knn : c.mode == "linear" ? linear : std::max(knn, linear);
 }
 
-// The host memory a row's features take at their peak, on a machine running `world` ranks (1: one
-// process), checked before any work. Every row keeps its train and val features (f32), twice at
-// the peak: the batches' features while they are joined, then the kNN's slice of them and its
-// normalised copy (at most as wide as the features together). Ranks hold a slice each, and:
+// The host memory a row's features take at their peak on this machine, for `world` ranks of which
+// `local` run here (1 and 1: one process), checked before any work. Every row keeps its train and
+// val features (f32), twice at the peak: the batches' features while they are joined, then the
+// kNN's slice of them and its normalised copy (at most as wide as the features together). Ranks
+// hold a slice each (counted as if all were here, as rank 0's machine holds them all below), and:
 //  - for the linear probe, rank 0 gathers the whole sets, padded and then joined: 3 times;
 //  - for the kNN, every rank also gathers the whole val set's kNN features (`knn_width` floats an
 //    image) and normalises them, and gathers every rank's k nearest candidates for each val image
-//    (two f64 each). The kNN's memory is freed before the linear probe starts.
+//    (two f64 each): `local` copies here. The kNN's memory is freed before the linear probe starts.
 struct FeatureMemory {
   int64_t bytes = 0;
   std::string held;    // "twice at the peak", ...: for the message
   std::string remedy;  // what needs less
 };
 FeatureMemory feature_memory(int64_t images, int64_t val_images, int64_t floats, int64_t knn_width,
-                             const ProbeConfig& c, int world) {
+                             const ProbeConfig& c, int world, int local) {
   const int64_t f32 = sizeof(float), features = images * floats * f32;
   const char* smaller = c.mode == "knn" ? "" : "a smaller --n_last_blocks or --mode knn needs less";
   if (world == 1) return {2 * features, "twice at the peak", smaller};
   const bool knn = c.mode != "linear", linear = c.mode != "knn";
   const int64_t k = std::min<int64_t>(c.nb_knn, images - val_images);
   const int64_t knn_extra =
-      knn ? world * (2 * val_images * knn_width * f32 + (world + 1) * val_images * k * 2 * int64_t{sizeof(double)}) : 0;
+      knn ? local * (2 * val_images * knn_width * f32 + (world + 1) * val_images * k * 2 * int64_t{sizeof(double)}) : 0;
   const int64_t knn_peak = 2 * features + knn_extra, linear_peak = linear ? 3 * features : 0;
   if (linear_peak >= knn_peak) return {linear_peak, "3 times at the peak, gathered on rank 0", smaller};
   return {knn_peak,
-          fmt::format("twice at the peak, and the {} ranks' {} of kNN val features and candidates", world,
+          fmt::format("twice at the peak, and this machine's {} ranks' {} of kNN val features and candidates", local,
                       bam::tool::memory_text(knn_extra)),
           "fewer ranks need less"};
 }
@@ -361,6 +363,7 @@ int main(int argc, char** argv) {
       // Not the process group (bam::set_process_group): nothing here trains across the ranks.
       group = bam::tool::join_rank_group(launch, c.device);
       ranks.group = group.get();
+      ranks.on_this_machine = bam::ranks_on_this_machine(*group);
       const int threads = bam::tool::share_cores_among_local_ranks(*group);
       // Rank 0 trains the linear probe while the others wait: then the cores are all its own
       // (without augmented epochs: the others extract the next one meanwhile).
@@ -402,8 +405,9 @@ int main(int argc, char** argv) {
                 static_cast<long long>(train.num_classes()), description.c_str(), bam::cpu::num_threads(),
                 bam::cpu::num_threads() == 1 ? "" : "s");
     const int64_t images = train.size() + val.size(), available = bam::tool::available_memory_bytes();
-    const FeatureMemory backbone_memory = feature_memory(images, val.size(), feature_floats(backbone.get(), c),
-                                                         backbone->config().embed_dim, c, ranks.world_size());
+    const FeatureMemory backbone_memory =
+        feature_memory(images, val.size(), feature_floats(backbone.get(), c), backbone->config().embed_dim, c,
+                       ranks.world_size(), ranks.on_this_machine);
     BAM_CHECK(bam::tool::fits_in_memory(backbone_memory.bytes, available),
               "the backbone's features of {} images ({} floats each, f32, held {}) take {}, more than "
               "80 % of the {} of memory available{}{}",
@@ -412,8 +416,9 @@ int main(int argc, char** argv) {
               backbone_memory.remedy.empty() ? "" : "; ", backbone_memory.remedy);
     std::vector<Row> rows;
     if (c.baselines) {
-      const FeatureMemory raw_memory = feature_memory(images, val.size(), feature_floats(nullptr, c),
-                                                      feature_floats(nullptr, c), c, ranks.world_size());
+      const FeatureMemory raw_memory =
+          feature_memory(images, val.size(), feature_floats(nullptr, c), feature_floats(nullptr, c), c,
+                         ranks.world_size(), ranks.on_this_machine);
       // Every rank must agree: the rows are collective.
       const bool raw_fits = bam::tool::fits_in_memory(raw_memory.bytes, available);
       if (group ? bam::true_on_every_rank(*group, raw_fits) : raw_fits) {

@@ -340,21 +340,19 @@ if enabled memcheck; then
   else
     # First the hazards the CUDA emulator cannot show (it runs a block's threads one after another,
     # switching only at barriers): shared-memory races and barrier misuse, in the kernels that
-    # share memory between threads (attention, both kernels), for at most a third of the time left.
+    # share memory between threads. The attention test runs both 16-bit kernels (mma and WMMA)
+    # itself. At most a third of the time left.
     for tool in racecheck synccheck; do
-      share=$(( left / 12 ))
-      [ $share -gt 60 ] && share=60
-      for kernel in mma wmma; do
-        BAM_ATTENTION=$kernel timeout $share compute-sanitizer --tool $tool --error-exitcode 9 \
-          ./build-gpu/bin/bam_gpu_tests --no-intro=true -tc="CUDA attention at the ViT shapes*" \
-          >"$OUT/${tool}_${kernel}.log" 2>&1
-        status=$?
-        case $status in
-          0) row "$tool, attention ($kernel)" "clean";;
-          124) row "$tool, attention ($kernel)" "timed out after ${share} s (see ${tool}_${kernel}.log)";;
-          *) row "$tool, attention ($kernel)" "rc $status (see ${tool}_${kernel}.log)";;
-        esac
-      done
+      share=$(( left / 6 ))
+      [ $share -gt 120 ] && share=120
+      timeout $share compute-sanitizer --tool $tool --error-exitcode 9 ./build-gpu/bin/bam_gpu_tests --no-intro=true \
+        -tc="CUDA attention at the ViT shapes*" >"$OUT/${tool}.log" 2>&1
+      status=$?
+      case $status in
+        0) row "$tool, attention (mma and WMMA)" "clean";;
+        124) row "$tool, attention (mma and WMMA)" "timed out after ${share} s (see ${tool}.log)";;
+        *) row "$tool, attention (mma and WMMA)" "rc $status (see ${tool}.log)";;
+      esac
     done
     left=$(( budget - $(elapsed) ))
     # The 65,535-crop launch test is left out: under memcheck its 65 thousand crops would take much

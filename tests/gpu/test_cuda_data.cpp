@@ -420,6 +420,7 @@ TEST_CASE("GpuCropLoader grows its page-locked arenas for files larger than the 
   // The large JPEG missed the arena once (epoch 0's first batch, reconstructed on the CPU); its
   // second time, in a slot grown meanwhile, it went to the GPU. The PNG goes through the CPU anyway.
   CHECK(after.find("; 1 image over the coefficient arena decoded on the CPU") != std::string::npos);
+  CHECK(after.find("; 1 image over the pixel arena uploaded from pageable memory") != std::string::npos);
   CHECK(gpu->gpu_decoded_images() == 2 * 15 - 1);
   CHECK(gpu->cpu_decoded_images() == 2 + 1);
   fs::remove_all(root);
@@ -428,8 +429,9 @@ TEST_CASE("GpuCropLoader grows its page-locked arenas for files larger than the 
 // The trainer's stream waits for each batch's kernels on the device, where the host does not see
 // it: next() times that wait between two events and reports it four batches later, so the
 // progress line's data wait includes a GPU that starves on the loader's kernels. With nothing
-// else on the stream, every wait is the batch's remaining decode and crops (on the emulator, the
-// time between the two records).
+// else on the stream, every wait is the batch's remaining decode and crops; on a GPU that has
+// finished them already it may read 0, on the emulator it is the time between the two records
+// (launches run when issued), which is never 0: there the reading itself is checked.
 TEST_CASE("GpuCropLoader reports the device's wait for its kernels, four batches late") {
   namespace fs = std::filesystem;
   const uint64_t seed = test_seed();
@@ -454,7 +456,8 @@ TEST_CASE("GpuCropLoader reports the device's wait for its kernels, four batches
     else
       later += b.device_wait_seconds;
   }
-  CHECK(later > 0);
+  MESSAGE("device wait of steps 4 and 5: " << later << " s");
+  if (cuda::device_description(0).find("emulator") != std::string::npos) CHECK(later > 0);
   CHECK(later < 60);
   fs::remove_all(root);
 }

@@ -31,7 +31,9 @@ std::shared_ptr<Communicator> join_rank_group(const LaunchEnvironment& launch, c
   const bool on_gpu = parse_device(device, &d) && d.is_cuda();
   const GpuPlacement placement = gpu_placement(*group, on_gpu ? cuda::device_uuid(d.index) : "");
   set_ranks_sharing_gpu(placement.sharing_mine);
-  const bool nccl_wanted = true_on_every_rank(*group, backend == nullptr || std::string(backend) == "nccl");
+  check_ranks_agree(*group, backend ? backend : "", "BAM_DIST_BACKEND",
+                    "every rank needs the same BAM_DIST_BACKEND (or none)");
+  const bool tcp_asked = backend != nullptr && std::string(backend) == "tcp";
   const bool nccl_required = backend != nullptr && std::string(backend) == "nccl";
   std::string why_not;
   if (placement.first_rank_on_the_cpu >= 0) {
@@ -40,13 +42,14 @@ std::shared_ptr<Communicator> join_rank_group(const LaunchEnvironment& launch, c
     std::string ranks;
     for (size_t i = 0; i < placement.shared.size(); ++i)
       ranks += (i == 0 ? "" : i + 1 == placement.shared.size() ? " and " : ", ") + std::to_string(placement.shared[i]);
-    why_not = fmt::format("ranks {} share one GPU (more ranks than GPUs); NCCL needs a GPU for each rank", ranks);
-  } else if (!nccl_wanted) {
-    return group;  // BAM_DIST_BACKEND=tcp on some rank
+    why_not = fmt::format(
+        "ranks {} share one GPU (more ranks than GPUs, or one --device cuda:N); NCCL needs a GPU for each rank", ranks);
+  } else if (tcp_asked) {
+    return group;
   } else if (std::shared_ptr<Communicator> nccl = connect_nccl(group, d.index, &why_not)) {
     return nccl;
   }
-  if (!on_gpu && !nccl_required) return group;  // TCP is what a CPU rank expects
+  if ((!on_gpu || tcp_asked) && !nccl_required) return group;  // what a CPU rank, or BAM_DIST_BACKEND=tcp, expects
   BAM_CHECK(!nccl_required, "BAM_DIST_BACKEND=nccl: {}", why_not);
   std::printf("note: the ranks talk over TCP through host memory, which is slower: %s\n", why_not.c_str());
   return group;
