@@ -11,7 +11,8 @@
 #   ./scripts/run.sh --device cpu    # where to train: auto (default: the GPU with bf16 when one
 #                                    # answers, else the CPU), cpu, cuda or cuda:N
 #   ./scripts/run.sh --crop_scale 0.4  # the smallest global crop, as a fraction of the image
-#                                    # (default 0.25, the PyTorch peer's; 0.4 did better in 60 minutes)
+#                                    # (default 0.25, the PyTorch peer's; 0.4 did better in 60
+#                                    # minutes at an older commit)
 #   ./scripts/run.sh --probe_epochs 5  # linear-probe epochs (default 30)
 #   ./scripts/run.sh --bin DIR       # use the tools already built in DIR: no install, no build
 #   ./scripts/run.sh --fmnist_source DIR  # the *-idx*-ubyte.gz files (default: the Debian package's)
