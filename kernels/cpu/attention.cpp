@@ -28,6 +28,16 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   else gemm_f64(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+// Runs head(b, h, scratch) for every (batch, head) pair on the thread pool, each task with the
+// scratch buffer of the AVX-512 per-head kernels.
+template <typename Head>
+void for_each_head_avx512(int64_t B, int64_t N, int64_t H, int64_t D, const Head& head) {
+  parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(attention_detail::avx512_scratch_floats(N, D)));
+    for (int64_t bh = begin; bh < end; ++bh) head(bh / H, bh % H, scratch.data());
+  });
+}
+
 }  // namespace
 
 template <typename T>
@@ -35,14 +45,10 @@ void attention_forward(const T* qkv, T* out, T* probs, int64_t B, int64_t N, int
   const int64_t C = H * D, row = 3 * C;
   if constexpr (std::is_same_v<T, float>) {
     if (use_avx512_heads()) {
-      parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
-        std::vector<float> scratch(static_cast<size_t>(attention_detail::avx512_scratch_floats(N, D)));
-        for (int64_t bh = begin; bh < end; ++bh) {
-          const int64_t b = bh / H, h = bh % H;
-          const float* q = qkv + b * N * row + h * D;
-          attention_detail::forward_head_avx512(q, q + C, q + 2 * C, row, out + b * N * C + h * D, C,
-                                                probs + bh * N * N, N, D, static_cast<float>(scale), scratch.data());
-        }
+      for_each_head_avx512(B, N, H, D, [&](int64_t b, int64_t h, float* scratch) {
+        const float* q = qkv + b * N * row + h * D;
+        attention_detail::forward_head_avx512(q, q + C, q + 2 * C, row, out + b * N * C + h * D, C,
+                                              probs + (b * H + h) * N * N, N, D, static_cast<float>(scale), scratch);
       });
       return;
     }
@@ -67,16 +73,12 @@ void attention_backward(const T* qkv, const T* probs, const T* d_out, T* d_qkv, 
   const int64_t C = H * D, row = 3 * C;
   if constexpr (std::is_same_v<T, float>) {
     if (use_avx512_heads()) {
-      parallel_for(B * H, 1, [&](int64_t begin, int64_t end) {
-        std::vector<float> scratch(static_cast<size_t>(attention_detail::avx512_scratch_floats(N, D)));
-        for (int64_t bh = begin; bh < end; ++bh) {
-          const int64_t b = bh / H, h = bh % H;
-          const float* q = qkv + b * N * row + h * D;
-          float* dq = d_qkv + b * N * row + h * D;
-          attention_detail::backward_head_avx512(q, q + C, q + 2 * C, row, probs + bh * N * N,
-                                                 d_out + b * N * C + h * D, C, dq, dq + C, dq + 2 * C, N, D,
-                                                 static_cast<float>(scale), scratch.data());
-        }
+      for_each_head_avx512(B, N, H, D, [&](int64_t b, int64_t h, float* scratch) {
+        const float* q = qkv + b * N * row + h * D;
+        float* dq = d_qkv + b * N * row + h * D;
+        attention_detail::backward_head_avx512(q, q + C, q + 2 * C, row, probs + (b * H + h) * N * N,
+                                               d_out + b * N * C + h * D, C, dq, dq + C, dq + 2 * C, N, D,
+                                               static_cast<float>(scale), scratch);
       });
       return;
     }
