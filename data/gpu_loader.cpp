@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -583,6 +582,7 @@ void GpuCropLoader::grow_host_arenas(HostSlot& slot) {
   // memory, a copy that waits for the loader's stream (pixels). The arenas start from a typical
   // file; a batch of larger files (or of many PNGs) raises every slot's size to what the batch
   // wanted and a quarter more, up to kMaxArenaBytes, and each slot grows after its next upload.
+  if (growth_failed_) return;
   struct Arena {
     void** memory;
     int64_t* capacity;
@@ -596,9 +596,15 @@ void GpuCropLoader::grow_host_arenas(HostSlot& slot) {
       {reinterpret_cast<void**>(&slot.pixels), &slot.pixel_capacity, &pixel_arena_target_,
        slot.pixels_used.load() + slot.pixels_missed.load(), "pixels decoded on the CPU"},
   };
-  if (growth_failed_) return;
   for (const Arena& a : arenas) {
-    if (a.wanted > *a.capacity) *a.target = std::max(*a.target, align16(std::min(kMaxArenaBytes, a.wanted * 5 / 4)));
+    const int64_t wanted = align16(std::min(kMaxArenaBytes, a.wanted * 5 / 4));
+    if (a.wanted > *a.capacity && wanted > *a.target) {
+      std::fprintf(stderr,
+                   "GPU loader: page-locked arenas for %s grow from %.1f to %.1f MiB (each slot after its "
+                   "next upload)\n",
+                   a.what, *a.capacity / 1048576.0, wanted / 1048576.0);
+      *a.target = wanted;
+    }
     if (*a.target <= *a.capacity) continue;
     const int64_t size = *a.target;
     void* grown = nullptr;
@@ -618,14 +624,11 @@ void GpuCropLoader::grow_host_arenas(HostSlot& slot) {
       std::lock_guard<std::mutex> lock(mutex_);
       pinned_bytes_ += static_cast<size_t>(size - *a.capacity);
     }
-    std::fprintf(stderr, "GPU loader: a page-locked arena for %s grown from %.1f to %.1f MiB\n", a.what,
-                 *a.capacity / 1048576.0, size / 1048576.0);
     *a.capacity = size;
   }
 }
 
 GpuCropLoader::Batch GpuCropLoader::next() {
-  auto start = std::chrono::steady_clock::now();
   // The device wait timed kWaitTimers batches ago: the trainer's stream has passed it by now (it
   // is not waited for, but by a trainer that queued that many steps without reading any result).
   // Only this thread writes consumer_next_ and the timers, so neither needs the lock here.
@@ -676,7 +679,6 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   ++consumer_next_;
   lock.unlock();
   launched_.notify_all();
-  batch.wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   batch.device_wait_seconds = device_wait;
   return batch;
 }

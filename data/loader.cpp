@@ -1,13 +1,13 @@
 // Loader threads, batch slots and the replacement of undecodable files.
 #include "data/loader.h"
 
-#include <chrono>
+#include <fmt/format.h>
+
 #include <cstdio>
 
 #include "data/loader_support.h"
 #include "engine/cuda.h"
 #include "engine/error.h"
-#include <fmt/format.h>
 
 namespace bam::data {
 
@@ -191,7 +191,6 @@ void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
 }
 
 MultiCropLoader::Batch MultiCropLoader::next() {
-  auto start = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mutex_);
   hand_back_lent_slot();  // the batch before is refilled from here on
   const int64_t g = consumer_next_;
@@ -211,7 +210,6 @@ MultiCropLoader::Batch MultiCropLoader::next() {
   ++consumer_next_;
   lock.unlock();
   work_ready_.notify_all();
-  batch.wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return batch;
 }
 

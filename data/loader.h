@@ -60,7 +60,6 @@ struct LoaderBatch {
   std::vector<Tensor> groups;    // per resolution; on the GPU for the gpu backend
   std::vector<int64_t> indices;  // dataset index of each image
   std::vector<int64_t> labels;   // its label (-1 when unlabelled)
-  double wait_seconds = 0;       // time next() blocked waiting for the workers
   // The GPU loader's: how long the trainer's stream stood waiting for earlier batches' kernels
   // (decode and crops), as far as it is known by now (a few batches late). 0 for the CPU loader.
   double device_wait_seconds = 0;

@@ -50,7 +50,8 @@ std::shared_ptr<Communicator> join_rank_group(const LaunchEnvironment& launch, c
     return nccl;
   }
   if ((!on_gpu || tcp_asked) && !nccl_required) return group;  // what a CPU rank, or BAM_DIST_BACKEND=tcp, expects
-  BAM_CHECK(!nccl_required, "BAM_DIST_BACKEND=nccl: {}", why_not);
+  // The same on every rank (the reason comes from what all of them told each other).
+  if (nccl_required) fail_on_every_rank(*group, fmt::format("BAM_DIST_BACKEND=nccl: {}", why_not));
   std::printf("note: the ranks talk over TCP through host memory, which is slower: %s\n", why_not.c_str());
   return group;
 }
