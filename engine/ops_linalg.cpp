@@ -268,6 +268,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                                                    bias.defined() ? 1.0f : 0.0f, out.raw_data(), out_features, 0,
                                                    cuda::current_stream()));
     }
+  } else if (bias.defined() && x.dtype() == DType::f32 && cpu_gemm_in_bf16()) {
+    // The bf16-operand GEMM adds the bias itself (on AMX it starts the accumulator tiles).
+    Tensor bc = contiguous_data(bias);
+    cpu::gemm_f32_bf16_bias(mx.transposed, !mw.transposed, rows, out_features, in, x2.data<float>(), mx.ld,
+                            w.data<float>(), mw.ld, bc.data<float>(), out.data<float>(), out_features);
   } else {
     // Every row starts as the bias; the GEMM accumulates on top (beta = 1).
     if (bias.defined()) copy_into(out, bias);

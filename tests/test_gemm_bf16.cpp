@@ -273,3 +273,46 @@ TEST_CASE("gemm_batched_f32_bf16 and the kernel names") {
                                       : std::string("rounded copies + ") + bam::cpu::gemm_kernel_name()));
   MESSAGE("this CPU: AMX-BF16 ", bam::cpu::cpu_has_amx_bf16() ? "yes" : "no");
 }
+
+TEST_CASE("gemm_f32_bf16_bias: the bits of filling C with the bias and adding the product (beta 1)") {
+  Restore restore;
+  std::mt19937 rng(kSeed + 3);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  // Whole and edge tiles and blocks, the rounded copies' small problems, and K cut into slices
+  // (the bias starts only the first); the linear layers' shapes (8704 x 384 x 128, 512 x 1024 x 1024).
+  std::vector<Case> shapes = {
+      {false, true, 8704, 384, 128, 1.0f, 1.0f, 0}, {false, true, 512, 1024, 1024, 1.0f, 1.0f, 0},
+      {false, true, 33, 47, 65, 1.0f, 1.0f, 3},     {true, false, 70, 600, 2000, 1.0f, 1.0f, 1},
+      {false, false, 5, 7, 3, 1.0f, 1.0f, 0},       {true, true, 100, 15, 2, 1.0f, 1.0f, 2},
+      {false, true, 16, 16, 32, 1.0f, 1.0f, 0},     {false, true, 48, 17, 0, 1.0f, 1.0f, 0},
+  };
+  for (const char* kernel : kernels()) {
+    REQUIRE(bam::cpu::gemm_bf16_force_kernel(kernel));
+    for (int threads : {1, 2}) {
+      bam::cpu::set_num_threads(threads);
+      for (const Case& c : shapes) {
+        const Problem p = make_problem(c, rng);
+        std::vector<float> bias(static_cast<size_t>(c.N));
+        for (float& b : bias) b = 10.0f * dist(rng);
+        // The specification: C's rows (padding kept) start as the bias; product added with beta 1.
+        std::vector<float> want = p.C;
+        for (int64_t i = 0; i < c.M; ++i) std::copy(bias.begin(), bias.end(), want.begin() + i * p.ldc);
+        gemm_f32_bf16(c.trans_a, c.trans_b, c.M, c.N, c.K, 1.0f, p.A.data(), p.lda, p.B.data(), p.ldb, 1.0f,
+                      want.data(), p.ldc);
+        // C starts as NaN: the bias path must not read it.
+        std::vector<float> got(p.C.size(), std::numeric_limits<float>::quiet_NaN());
+        for (int64_t i = 0; i < c.M; ++i) {
+          for (int64_t j = c.N; j < p.ldc; ++j) got[i * p.ldc + j] = want[i * p.ldc + j];
+        }
+        bam::cpu::gemm_f32_bf16_bias(c.trans_a, c.trans_b, c.M, c.N, c.K, p.A.data(), p.lda, p.B.data(), p.ldb,
+                                     bias.data(), got.data(), p.ldc);
+        CHECK_MESSAGE(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0, kernel,
+                      " threads=", threads, " ", describe(c));
+        // And the specification itself is the product plus the bias.
+        Problem with_bias = p;
+        for (int64_t i = 0; i < c.M; ++i) std::copy(bias.begin(), bias.end(), with_bias.C.begin() + i * p.ldc);
+        CHECK_MESSAGE(count_mismatches(c, with_bias, got) == 0, kernel, " ", describe(c));
+      }
+    }
+  }
+}

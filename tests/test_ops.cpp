@@ -132,19 +132,26 @@ TEST_CASE("layer_norm into another dtype equals layer_norm then a cast, forward 
 
 namespace bam::test {
 
-// The f32 GELU's AVX2 loop against the portable one (its specification): the same formula with
-// a polynomial exp and FMA contraction, over a grid that covers the erf polynomial's whole range,
-// the exp cut-off at |x| = 13.2, the tails of a range that is not a whole number of vectors, and
+// The f32 GELU's AVX-512 and AVX2 loops against the portable one (their specification): the same
+// formula with a polynomial exp and FMA contraction, over a grid that covers the erf polynomial's
+// whole range, the exp cut-off at |x| = 13.2, the tails of a range that is not a whole number of
+// vectors (of 8 or 16), and
 // infinities, NaN and signed zeros, which must come out alike. Phi(x) = (1 +- erf) / 2 carries
 // erf's absolute rounding (an ulp of 1, 6e-8) in both loops, so the two agree to a few of those
 // in Phi (times |x| forward, times dy backward) plus a relative 1e-6 of what is left. Where Phi
 // rounds to 0 (x below -5.5) the gradient is the density term x phi(x) alone, compared relatively
 // down to where exp underflows: an exp off by more than 2e-6 there fails.
-TEST_CASE("f32 GELU: the AVX2 loop agrees with the portable loop, forward and backward") {
-  if (!cpu::cpu_has_avx2_fma()) {
-    MESSAGE("this CPU has no AVX2/FMA (or BAM_CPU_AVX2=0): only the portable GELU runs here");
-    return;
+TEST_CASE("f32 GELU: the AVX-512 and AVX2 loops agree with the portable loop, forward and backward") {
+  std::vector<cpu::GeluLoop> twins;
+  for (cpu::GeluLoop limit : {cpu::GeluLoop::widest, cpu::GeluLoop::at_most_avx2}) {
+    const std::string name = cpu::gelu_loop_name(limit);
+    if (name != "portable" && (twins.empty() || name != cpu::gelu_loop_name(twins.back()))) twins.push_back(limit);
   }
+  MESSAGE("GELU loops compared with the portable one here: ", twins.size() == 2 ? "avx512 and avx2"
+                                                              : twins.empty() ? "none (no AVX2/FMA, or BAM_CPU_AVX2=0)"
+                                                                              : cpu::gelu_loop_name(twins[0]));
+  CHECK(std::string(cpu::gelu_loop_name(cpu::GeluLoop::portable)) == "portable");
+  CHECK((std::string(cpu::gelu_loop_name()) == "avx512") == cpu::cpu_has_avx512());
   std::vector<float> x;
   for (int i = -200000; i <= 200000; ++i) x.push_back(static_cast<float>(i) * 1e-4f);  // [-20, 20]
   for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 13.2f, -13.2f, 13.3f, -13.3f, 1e30f, -1e30f,
@@ -155,38 +162,42 @@ TEST_CASE("f32 GELU: the AVX2 loop agrees with the portable loop, forward and ba
   std::vector<float> dy(x.size());
   for (size_t i = 0; i < x.size(); ++i) dy[i] = 1.0f + 0.25f * static_cast<float>(i % 7);
   const double kPhiFloor = 1.5e-7;  // a few roundings of erf near 1 (an ulp of 1 is 6e-8)
-  for (int64_t len : {n, n - 1, int64_t{7}, int64_t{9}}) {
-    CAPTURE(len);
-    const int64_t start = n - len;  // the specials at the end are in every range
-    std::vector<float> y_port(len), y_avx(len), dx_port(len), dx_avx(len);
-    cpu::gelu_erf_forward_f32(x.data() + start, y_port.data(), len, false);
-    cpu::gelu_erf_forward_f32(x.data() + start, y_avx.data(), len, true);
-    cpu::gelu_erf_backward_f32(x.data() + start, dy.data() + start, dx_port.data(), len, false);
-    cpu::gelu_erf_backward_f32(x.data() + start, dy.data() + start, dx_avx.data(), len, true);
-    double worst = 0;  // |difference| / allowed
-    int64_t unlike = 0;
-    auto compare = [&](float p, float a, double allowed) {
-      if (!std::isfinite(p) || !std::isfinite(a)) {
-        unlike += !(std::isnan(p) == std::isnan(a) && (std::isnan(p) || p == a));
-        return;
+  for (cpu::GeluLoop twin : twins) {
+    const char* twin_name = cpu::gelu_loop_name(twin);
+    CAPTURE(twin_name);
+    for (int64_t len : {n, n - 1, int64_t{7}, int64_t{9}, int64_t{15}, int64_t{17}, int64_t{33}}) {
+      CAPTURE(len);
+      const int64_t start = n - len;  // the specials at the end are in every range
+      std::vector<float> y_port(len), y_avx(len), dx_port(len), dx_avx(len);
+      cpu::gelu_erf_forward_f32(x.data() + start, y_port.data(), len, cpu::GeluLoop::portable);
+      cpu::gelu_erf_forward_f32(x.data() + start, y_avx.data(), len, twin);
+      cpu::gelu_erf_backward_f32(x.data() + start, dy.data() + start, dx_port.data(), len, cpu::GeluLoop::portable);
+      cpu::gelu_erf_backward_f32(x.data() + start, dy.data() + start, dx_avx.data(), len, twin);
+      double worst = 0;  // |difference| / allowed
+      int64_t unlike = 0;
+      auto compare = [&](float p, float a, double allowed) {
+        if (!std::isfinite(p) || !std::isfinite(a)) {
+          unlike += !(std::isnan(p) == std::isnan(a) && (std::isnan(p) || p == a));
+          return;
+        }
+        const double d = std::fabs(double(p) - double(a)) / allowed;
+        worst = std::max(worst, d);
+        unlike += !(d <= 1.0);
+      };
+      for (int64_t i = 0; i < len; ++i) {
+        const double xi = x[start + i], g = dy[start + i];
+        const double density_term = std::fabs(xi) * 0.3989422804014327 * std::exp(-0.5 * xi * xi);
+        // Below x = -5.5 Phi rounds to 0 in both loops: the gradient is the density term alone, held
+        // to a relative 2e-6 down to the AVX2 exp's cut-off (|x| = 13.21: beyond it the AVX2 loop
+        // gives 0 where libm's subnormals make gradients up to about 2e-37).
+        const double phi_floor = xi < -5.5 ? 0.0 : kPhiFloor;
+        compare(y_port[i], y_avx[i], kPhiFloor * std::fabs(xi) + 1e-6 * std::fabs(double(y_port[i])) + 1e-38);
+        compare(dx_port[i], dx_avx[i],
+                g * (phi_floor + 2e-6 * density_term) + 1e-6 * std::fabs(double(dx_port[i])) + 1e-36);
       }
-      const double d = std::fabs(double(p) - double(a)) / allowed;
-      worst = std::max(worst, d);
-      unlike += !(d <= 1.0);
-    };
-    for (int64_t i = 0; i < len; ++i) {
-      const double xi = x[start + i], g = dy[start + i];
-      const double density_term = std::fabs(xi) * 0.3989422804014327 * std::exp(-0.5 * xi * xi);
-      // Below x = -5.5 Phi rounds to 0 in both loops: the gradient is the density term alone, held
-      // to a relative 2e-6 down to the AVX2 exp's cut-off (|x| = 13.21: beyond it the AVX2 loop
-      // gives 0 where libm's subnormals make gradients up to about 2e-37).
-      const double phi_floor = xi < -5.5 ? 0.0 : kPhiFloor;
-      compare(y_port[i], y_avx[i], kPhiFloor * std::fabs(xi) + 1e-6 * std::fabs(double(y_port[i])) + 1e-38);
-      compare(dx_port[i], dx_avx[i],
-              g * (phi_floor + 2e-6 * density_term) + 1e-6 * std::fabs(double(dx_port[i])) + 1e-36);
+      MESSAGE(twin_name << ", length " << len << ": worst difference " << worst << " of the allowed");
+      CHECK(unlike == 0);
     }
-    MESSAGE("length " << len << ": worst difference " << worst << " of the allowed");
-    CHECK(unlike == 0);
   }
 }
 

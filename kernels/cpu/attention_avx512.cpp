@@ -5,11 +5,12 @@
 // whose right operand is read row by row, so q k^T and dO v^T first lay k and v out transposed.
 // Compiled with -mavx512f -mfma; attention.cpp only calls in here after cpu_has_avx512(). The
 // results agree with the portable path to float rounding (the sums run in another order, and
-// exp is a polynomial); tests/test_ops.cpp holds them to it. No standard-library templates or
-// inline functions from headers here (tests/check_avx2_objects.sh).
+// exp is a polynomial, exp_avx512.h); tests/test_attention.cpp holds them to it. No standard-library
+// templates or inline functions from headers here (tests/check_avx2_objects.sh).
 #include <cstdint>
 
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/exp_avx512.h"
 #include "kernels/cpu/x86_intrinsics.h"
 
 namespace bam::cpu::attention_detail {
@@ -80,26 +81,6 @@ void transpose_into(const float* src, int64_t lds, int64_t rows, int64_t cols, f
   }
 }
 
-// exp(a) for a <= 0, sixteen lanes: as exp_nonpositive in gelu_avx2.cpp (Cephes' polynomial,
-// relative error about 1e-7; 0 below -87.3; NaN stays NaN).
-__m512 exp_nonpositive(__m512 a) {
-  const __mmask16 underflow = _mm512_cmp_ps_mask(a, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
-  a = _mm512_min_ps(_mm512_set1_ps(0.0f), _mm512_max_ps(_mm512_set1_ps(-87.3f), a));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), a);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~underflow), _mm512_mul_ps(p, _mm512_castsi512_ps(bits)));
-}
-
 // The softmax of a row of n scores (s, padded to whole vectors) into p (n floats): the row max
 // subtracted first, as the portable softmax_forward.
 void softmax_row(const float* s, int64_t n, float* p) {
@@ -109,7 +90,7 @@ void softmax_row(const float* s, int64_t n, float* p) {
   __m512 total = _mm512_setzero_ps();
   for (int64_t j = 0; j < n; j += kLanes) {
     const __mmask16 lanes = first_lanes16(n - j);
-    const __m512 e = _mm512_maskz_mov_ps(lanes, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(s + j), row_max)));
+    const __m512 e = _mm512_maskz_mov_ps(lanes, exp_nonpositive_avx512(_mm512_sub_ps(_mm512_loadu_ps(s + j), row_max)));
     _mm512_mask_storeu_ps(p + j, lanes, e);
     total = _mm512_add_ps(total, e);
   }

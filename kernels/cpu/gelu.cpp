@@ -1,4 +1,4 @@
-// The portable f32 GELU (the specification) and the choice of the AVX2 twin (gelu.h).
+// The portable f32 GELU (the specification) and the choice of its AVX-512 or AVX2 twin (gelu.h).
 #include "kernels/cpu/gelu.h"
 
 #include <cmath>
@@ -21,10 +21,29 @@ inline void gaussian_cdf_pdf(float x, float* cdf, float* pdf) {
   *pdf = kInvSqrt2Pi * e;
 }
 
+enum class Loop { avx512, avx2, portable };
+
+Loop choose(GeluLoop limit) {
+  if (limit == GeluLoop::widest && cpu_has_avx512()) return Loop::avx512;
+  if (limit != GeluLoop::portable && cpu_has_avx2_fma()) return Loop::avx2;
+  return Loop::portable;
+}
+
 }  // namespace
 
-void gelu_erf_forward_f32(const float* x, float* y, int64_t n, bool allow_avx2) {
-  if (allow_avx2 && cpu_has_avx2_fma()) return gelu_detail::forward_avx2(x, y, n);
+const char* gelu_loop_name(GeluLoop limit) {
+  switch (choose(limit)) {
+    case Loop::avx512: return "avx512";
+    case Loop::avx2: return "avx2";
+    case Loop::portable: break;
+  }
+  return "portable";
+}
+
+void gelu_erf_forward_f32(const float* x, float* y, int64_t n, GeluLoop limit) {
+  const Loop loop = choose(limit);
+  if (loop == Loop::avx512) return gelu_detail::forward_avx512(x, y, n);
+  if (loop == Loop::avx2) return gelu_detail::forward_avx2(x, y, n);
   for (int64_t i = 0; i < n; ++i) {
     float cdf, pdf;
     gaussian_cdf_pdf(x[i], &cdf, &pdf);
@@ -32,8 +51,10 @@ void gelu_erf_forward_f32(const float* x, float* y, int64_t n, bool allow_avx2) 
   }
 }
 
-void gelu_erf_backward_f32(const float* x, const float* dy, float* dx, int64_t n, bool allow_avx2) {
-  if (allow_avx2 && cpu_has_avx2_fma()) return gelu_detail::backward_avx2(x, dy, dx, n);
+void gelu_erf_backward_f32(const float* x, const float* dy, float* dx, int64_t n, GeluLoop limit) {
+  const Loop loop = choose(limit);
+  if (loop == Loop::avx512) return gelu_detail::backward_avx512(x, dy, dx, n);
+  if (loop == Loop::avx2) return gelu_detail::backward_avx2(x, dy, dx, n);
   for (int64_t i = 0; i < n; ++i) {
     float cdf, pdf;
     gaussian_cdf_pdf(x[i], &cdf, &pdf);

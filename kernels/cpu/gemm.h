@@ -54,6 +54,12 @@ bool gemm_force_kernel(const char* name);
 // subnormal operands, and a subnormal C they accumulate onto, as zero, and flush subnormal results.
 void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// C = op(A) op(B) + bias, the bias ([N] floats) added to every row: the linear layer's product,
+// bf16 operands as gemm_f32_bf16. Its specification: fill every row of C with the bias, then
+// gemm_f32_bf16 with alpha 1 and beta 1; this gives the same bits. On AMX the bias starts the
+// accumulator tiles instead, which saves writing C once and reading it back.
+void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                        const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc);
 void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
                            const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
                            float beta, float* C, int64_t ldc, int64_t stride_c);
@@ -76,10 +82,12 @@ namespace gemm_detail {
 void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t item_begin, int64_t item_end,
                 uint16_t* packed_b);
 void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, int64_t i0, uint16_t* packed_a);
-// C rows [i0, i0 + 32) x panels [panel_begin, panel_end) = alpha * packed A block x packed B + beta * C.
+// C rows [i0, i0 + 32) x panels [panel_begin, panel_end) = alpha * packed A block x packed B + beta * C;
+// with `bias` ([N] floats; only with alpha 1 and beta 1), the bias stands in for every old row of C
+// (which is not read).
 void amx_multiply_panels(const uint16_t* packed_a, const uint16_t* packed_b, int64_t M, int64_t N, int64_t K,
-                         int64_t i0, int64_t panel_begin, int64_t panel_end, float alpha, float beta, float* C,
-                         int64_t ldc);
+                         int64_t i0, int64_t panel_begin, int64_t panel_end, float alpha, float beta, const float* bias,
+                         float* C, int64_t ldc);
 
 // What gemm.cpp needs from an f32 micro-kernel implementation (one per instruction set).
 // Packed layouts: an A micro-panel holds `mr` rows of op(A) for kc steps, stored k-major

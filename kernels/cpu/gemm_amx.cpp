@@ -143,8 +143,12 @@ void pack_b_tile(bool trans, const float* src, int64_t ld, int64_t cols, int64_t
 // How a C tile starts and ends. `direct`: a whole 16 x 16 tile with alpha 1 and beta 0 or 1 is
 // loaded from (beta 1) and stored to C itself; any other goes through `scratch`, then
 // c = alpha * product + beta * c on its rows x cols (c not read when beta == 0).
+// `bias` (null for none; only with alpha 1 and beta 1) stands in for C's old rows: every row of
+// the tile starts as the same 16 values. A direct tile loads that row 16 times (a tile load with
+// stride 0); any other adds it at the end, as beta * c would have.
 struct TileTarget {
   float* c;
+  const float* bias;
   int rows;
   int cols;
   bool direct;
@@ -178,7 +182,9 @@ inline void store_c_tile(int tile, float* c, int64_t stride) {
 }
 
 inline void start_tile(int tile, const TileTarget& t, int64_t ldc, float beta) {
-  if (t.direct && beta == 1.0f) {
+  if (t.direct && t.bias) {
+    load_c_tile(tile, t.bias, 0);
+  } else if (t.direct && beta == 1.0f) {
     load_c_tile(tile, t.c, ldc * int64_t{sizeof(float)});
   } else {
     zero_c_tile(tile);
@@ -195,7 +201,9 @@ inline void finish_tile(int tile, const TileTarget& t, int64_t ldc, float alpha,
   for (int r = 0; r < t.rows; ++r) {
     float* c_row = t.c + r * ldc;
     const float* s = scratch + r * 16;
-    if (beta == 0.0f) {
+    if (t.bias) {
+      for (int j = 0; j < t.cols; ++j) c_row[j] = alpha * s[j] + t.bias[j];
+    } else if (beta == 0.0f) {
       for (int j = 0; j < t.cols; ++j) c_row[j] = alpha * s[j];
     } else {
       for (int j = 0; j < t.cols; ++j) c_row[j] = alpha * s[j] + beta * c_row[j];
@@ -208,13 +216,14 @@ inline void finish_tile(int tile, const TileTarget& t, int64_t ldc, float alpha,
 // TWO_COLS: whether the second tile row / column holds any of C (edges skip the empty half).
 template <bool TWO_ROWS, bool TWO_COLS>
 void multiply_block(int64_t chunks, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc, int rows, int cols,
-                    float alpha, float beta) {
+                    float alpha, float beta, const float* bias) {
   alignas(64) float scratch[16 * 16];
   const bool plain = alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
   TileTarget t[4];
   for (int q = 0; q < 4; ++q) {
     const int r0 = (q / 2) * 16, c0 = (q % 2) * 16;
     t[q].c = c + r0 * ldc + c0;
+    t[q].bias = bias ? bias + c0 : nullptr;
     t[q].rows = static_cast<int>(smaller(16, rows - r0));
     t[q].cols = static_cast<int>(smaller(16, cols - c0));
     t[q].direct = plain && t[q].rows == 16 && t[q].cols == 16;
@@ -280,8 +289,8 @@ void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K,
 }
 
 void amx_multiply_panels(const uint16_t* packed_a, const uint16_t* packed_b, int64_t M, int64_t N, int64_t K,
-                         int64_t i0, int64_t panel_begin, int64_t panel_end, float alpha, float beta, float* C,
-                         int64_t ldc) {
+                         int64_t i0, int64_t panel_begin, int64_t panel_end, float alpha, float beta, const float* bias,
+                         float* C, int64_t ldc) {
   static const TileConfig config = make_config();
   const int64_t chunks = (K + kChunk - 1) / kChunk;
   const int rows = static_cast<int>(smaller(kBlock, M - i0));
@@ -291,14 +300,15 @@ void amx_multiply_panels(const uint16_t* packed_a, const uint16_t* packed_b, int
     const int cols = static_cast<int>(smaller(kBlock, N - j0));
     const uint16_t* b = packed_b + panel * chunks * 2 * kTileElements;
     float* c = C + i0 * ldc + j0;
+    const float* panel_bias = bias ? bias + j0 : nullptr;
     if (rows > 16 && cols > 16) {
-      multiply_block<true, true>(chunks, packed_a, b, c, ldc, rows, cols, alpha, beta);
+      multiply_block<true, true>(chunks, packed_a, b, c, ldc, rows, cols, alpha, beta, panel_bias);
     } else if (rows > 16) {
-      multiply_block<true, false>(chunks, packed_a, b, c, ldc, rows, cols, alpha, beta);
+      multiply_block<true, false>(chunks, packed_a, b, c, ldc, rows, cols, alpha, beta, panel_bias);
     } else if (cols > 16) {
-      multiply_block<false, true>(chunks, packed_a, b, c, ldc, rows, cols, alpha, beta);
+      multiply_block<false, true>(chunks, packed_a, b, c, ldc, rows, cols, alpha, beta, panel_bias);
     } else {
-      multiply_block<false, false>(chunks, packed_a, b, c, ldc, rows, cols, alpha, beta);
+      multiply_block<false, false>(chunks, packed_a, b, c, ldc, rows, cols, alpha, beta, panel_bias);
     }
   }
   // Hands the tile state back, so that the thread's context switches stop saving 8 KiB of it.

@@ -67,8 +67,9 @@ constexpr int64_t kPackedBBudget = 512 * 1024;
 // kPackedBBudget; per slice, op(B) is packed by all threads, then each task packs its 32-row block
 // of op(A) for the slice and multiplies it with a run of B's 32-column panels, adding into C
 // (beta applies to the first slice only, as in gemm.cpp).
+// With `bias` (alpha and beta 1), the first slice starts from it instead of from C.
 void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+              const float* B, int64_t ldb, float beta, const float* bias, float* C, int64_t ldc) {
   constexpr int64_t kBlock = 32, kStep = 32, kTile = 512;
   const int64_t panels = ceil_div(N, kBlock);
   const int64_t row_blocks = ceil_div(M, kBlock);
@@ -93,6 +94,7 @@ void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     const float* b_slice = trans_b ? B + k0 : B + k0 * ldb;
     const float* a_slice = trans_a ? A + k0 * lda : A + k0;
     const float slice_beta = k0 == 0 ? beta : 1.0f;
+    const float* slice_bias = k0 == 0 ? bias : nullptr;
     const auto pack_b = [&](int64_t begin, int64_t end) {
       gemm_detail::amx_pack_b(trans_b, b_slice, ldb, N, kc, begin, end, packed_b);
     };
@@ -109,7 +111,7 @@ void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
       uint16_t* packed_a = t_packed_a.get(steps * 2 * kTile);
       gemm_detail::amx_pack_a(trans_a, a_slice, lda, M, kc, block * kBlock, packed_a);
       gemm_detail::amx_multiply_panels(packed_a, packed_b, M, N, kc, block * kBlock, panel_begin, panel_end, alpha,
-                                       slice_beta, C, ldc);
+                                       slice_beta, slice_bias, C, ldc);
     };
     if (threads > 1) {
       parallel_tasks(num_tasks, run_task);
@@ -130,11 +132,26 @@ void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
   }
 #ifndef BAM_NO_AMX
   if (use_amx(M, N, K)) {
-    amx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    amx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, nullptr, C, ldc);
     return;
   }
 #endif
   rounded_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                        const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc) {
+#ifndef BAM_NO_AMX
+  if (M > 0 && N > 0 && K > 0 && use_amx(M, N, K)) {
+    amx_gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, bias, C, ldc);
+    return;
+  }
+#endif
+  // The specification: every row starts as the bias, and the product is added on top.
+  parallel_for(M, std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) std::copy(bias, bias + N, C + r * ldc);
+  });
+  gemm_f32_bf16(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
 }
 
 void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
