@@ -197,29 +197,39 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 namespace {
 
 // The gradients of out = x weight^T + bias for the incoming g: dx, dw, db (undefined where not
-// needed). On CUDA dw and db come from one GEMM when cuBLASLt offers its bias-gradient epilogue.
+// needed). dw and db come from one pass over g where a kernel offers it: cuBLASLt's bias-gradient
+// epilogue on CUDA (when it has an algorithm for the layout), and on the CPU under bf16 autocast
+// the GEMM that sums g's columns while it packs g.
 std::vector<Tensor> linear_backward(const Tensor& g, const Tensor& xd, const Tensor& wd, bool need_x, bool need_w,
                                     bool need_b) {
   Tensor g2 = as_rows(g);
   Tensor dx, dw, db;
   if (need_x) dx = matmul(g2, wd).view(xd.shape());
-#ifdef BAM_WITH_CUDA
-  if (need_w && need_b && g2.device().is_cuda()) {
-    // dw = g^T x with db = the column sums of g in the same GEMM (cuBLASLt's bias-gradient
-    // epilogue), when cuBLASLt has an algorithm for it.
+  const bool cpu_fused = g2.device().is_cpu() && g2.dtype() == DType::f32 && cpu_gemm_in_bf16();
+  if (need_w && need_b && (g2.device().is_cuda() || cpu_fused)) {
     const int64_t in = wd.size(1), out_features = wd.size(0);
     Tensor gt = g2.t(), x2 = as_rows(xd);
     MatrixOperand mg = matrix_operand(gt), mx = matrix_operand(x2);
     Tensor w_grad = empty({out_features, in}, {g2.dtype(), g2.device()});
     Tensor b_grad = empty({out_features}, {g2.dtype(), g2.device()});
-    if (cuda_kernels::gemm_bias_grad(g2.dtype(), mg.transposed, mx.transposed, out_features, in, x2.size(0),
-                                     gt.raw_data(), mg.ld, x2.raw_data(), mx.ld, w_grad.raw_data(), in,
-                                     b_grad.raw_data(), cuda::current_stream())) {
+    bool fused = false;
+    if (cpu_fused) {
+      cpu::gemm_f32_bf16_bias_grad(mg.transposed, mx.transposed, out_features, in, x2.size(0), gt.data<float>(), mg.ld,
+                                   x2.data<float>(), mx.ld, w_grad.data<float>(), in, b_grad.data<float>());
+      fused = true;
+    }
+#ifdef BAM_WITH_CUDA
+    if (g2.device().is_cuda()) {
+      fused = cuda_kernels::gemm_bias_grad(g2.dtype(), mg.transposed, mx.transposed, out_features, in, x2.size(0),
+                                           gt.raw_data(), mg.ld, x2.raw_data(), mx.ld, w_grad.raw_data(), in,
+                                           b_grad.raw_data(), cuda::current_stream());
+    }
+#endif
+    if (fused) {
       dw = w_grad;
       db = b_grad;
     }
   }
-#endif
   if (need_w && !dw.defined()) dw = matmul(g2.t(), as_rows(xd));
   if (need_b && !db.defined()) db = sum(g2, {0});
   return {dx, dw, db};

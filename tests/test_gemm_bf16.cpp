@@ -316,3 +316,47 @@ TEST_CASE("gemm_f32_bf16_bias: the bits of filling C with the bias and adding th
     }
   }
 }
+
+TEST_CASE("gemm_f32_bf16_bias_grad: the product's bits, and op(A)'s row sums in order in double") {
+  Restore restore;
+  std::mt19937 rng(kSeed + 4);
+  // The linear layers' dW = g^T x (8704 rows of g); K cut into slices; M not a whole number of
+  // blocks or tiles (5, 40, 130) and small enough for column chunks; odd K (a half bf16 pair);
+  // the rounded copies' small problems; op(A) not transposed (the sums' own loop).
+  const Case shapes[] = {
+      {true, false, 128, 128, 8704, 1.0f, 0.0f, 0}, {true, false, 40, 600, 2001, 1.0f, 0.0f, 1},
+      {true, true, 130, 70, 333, 1.0f, 0.0f, 2},    {true, false, 5, 7, 3, 1.0f, 0.0f, 0},
+      {false, false, 33, 47, 65, 1.0f, 0.0f, 3},    {true, false, 17, 300, 1, 1.0f, 0.0f, 0},
+  };
+  for (const char* kernel : kernels()) {
+    REQUIRE(bam::cpu::gemm_bf16_force_kernel(kernel));
+    for (int threads : {1, 2, 3}) {
+      bam::cpu::set_num_threads(threads);
+      for (const Case& c : shapes) {
+        Problem p = make_problem(c, rng);
+        // Every third row of op(A) starts with 2^40 and ends with -2^40: the double sum between
+        // them keeps only what 2^40's ulp (2^-12) leaves of the small terms, so a sum in float, or
+        // in another order, gives other bits.
+        for (int64_t m = 0; m < c.M && c.K >= 2; m += 3) {
+          p.A[c.trans_a ? m : m * p.lda] = 0x1p40f;
+          p.A[c.trans_a ? (c.K - 1) * p.lda + m : m * p.lda + c.K - 1] = -0x1p40f;
+        }
+        const std::vector<float> want = run(c, p);
+        std::vector<float> got = p.C;  // NaN: beta 0
+        std::vector<float> sums(static_cast<size_t>(c.M), std::numeric_limits<float>::quiet_NaN());
+        bam::cpu::gemm_f32_bf16_bias_grad(c.trans_a, c.trans_b, c.M, c.N, c.K, p.A.data(), p.lda, p.B.data(), p.ldb,
+                                          got.data(), p.ldc, sums.data());
+        CHECK_MESSAGE(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0, kernel,
+                      " threads=", threads, " ", describe(c));
+        int64_t wrong_sums = 0;
+        for (int64_t m = 0; m < c.M; ++m) {
+          double sum = 0.0;
+          for (int64_t k = 0; k < c.K; ++k) sum += c.trans_a ? p.A[k * p.lda + m] : p.A[m * p.lda + k];
+          const float expected = static_cast<float>(sum);
+          wrong_sums += std::memcmp(&expected, &sums[static_cast<size_t>(m)], sizeof(float)) != 0;
+        }
+        CHECK_MESSAGE(wrong_sums == 0, kernel, " threads=", threads, " ", describe(c));
+      }
+    }
+  }
+}

@@ -14,7 +14,7 @@ namespace bam::cpu::gelu_detail {
 namespace {
 
 // Phi(x) and phi(x) for sixteen values, as gaussian_cdf_pdf in gelu.cpp.
-void gaussian_cdf_pdf(__m512 x, __m512* cdf, __m512* pdf) {
+inline void gaussian_cdf_pdf(__m512 x, __m512* cdf, __m512* pdf) {
   const __m512 z = _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(kSqrtHalf));
   const __m512 e = exp_nonpositive_avx512(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(-0.5f), x), x));
   const __m512 one = _mm512_set1_ps(1.0f);

@@ -60,6 +60,13 @@ void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
 // accumulator tiles instead, which saves writing C once and reading it back.
 void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                         const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc);
+// C = op(A) op(B) (bf16 operands, as gemm_f32_bf16 with alpha 1 and beta 0) and row_sums[m] = the
+// sum over k of op(A)(m, k) from the f32 values, in double, k in order: the linear layer's weight
+// and bias gradients in one pass (dW = g^T x, db = the column sums of g, with trans_a). The sums
+// have the bits of reduce<float>'s in-order sums; on AMX, with trans_a, they are taken while op(A)
+// is packed instead of in a pass of their own.
+void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                             const float* B, int64_t ldb, float* C, int64_t ldc, float* row_sums);
 void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
                            const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
                            float beta, float* C, int64_t ldc, int64_t stride_c);
@@ -81,7 +88,10 @@ namespace gemm_detail {
 // Zero padding fills every tile past M, N or K.
 void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t item_begin, int64_t item_end,
                 uint16_t* packed_b);
-void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, int64_t i0, uint16_t* packed_a);
+// With `row_sums` (trans_a only; null for none): the block's 32 rows of op(A) are also summed,
+// from the f32 values in k order, into row_sums[0, 32) (doubles, added to what they hold).
+void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, int64_t i0, uint16_t* packed_a,
+                double* row_sums);
 // C rows [i0, i0 + 32) x panels [panel_begin, panel_end) = alpha * packed A block x packed B + beta * C;
 // with `bias` ([N] floats; only with alpha 1 and beta 1), the bias stands in for every old row of C
 // (which is not read).

@@ -92,9 +92,17 @@ inline void transpose_words(__m512i r[16]) {
   }
 }
 
+// The low / high 8 floats of v, widened to double.
+inline __m512d low_doubles(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+inline __m512d high_doubles(__m512 v) {
+  return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xEE)));
+}
+
 // One A tile: rows [0, rows) x k [0, kc) of op(A) (rows <= 16, kc <= 32), zero-padded. `src`
 // points at op(A)(0, 0): rows are `ld` apart when !trans, columns are `ld` apart when trans.
-void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, uint16_t* dst) {
+// `sums` (trans only; null for none): the 16 rows' sums in double, to which the tile's f32 values
+// (before rounding) are added k by k in order.
+void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, uint16_t* dst, double* sums) {
   __m512i out[16];
   if (!trans) {
     const __mmask16 low = first_lanes16(kc), high = first_lanes16(kc - 16);
@@ -106,10 +114,27 @@ void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t
   } else {
     // Column k of op(A) is a stored row: pair stored rows 2p and 2p+1, then transpose the words.
     const __mmask16 lanes = first_lanes16(rows);
+    __m512d sum_low = _mm512_setzero_pd(), sum_high = _mm512_setzero_pd();
+    if (sums) {
+      sum_low = _mm512_loadu_pd(sums);
+      sum_high = _mm512_loadu_pd(sums + 8);
+    }
     for (int p = 0; p < 16; ++p) {
       const __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
       const __m512 o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
       out[p] = pair_rows(e, o);
+      if (sums && 2 * p < kc) {
+        sum_low = _mm512_add_pd(sum_low, low_doubles(e));
+        sum_high = _mm512_add_pd(sum_high, high_doubles(e));
+        if (2 * p + 1 < kc) {
+          sum_low = _mm512_add_pd(sum_low, low_doubles(o));
+          sum_high = _mm512_add_pd(sum_high, high_doubles(o));
+        }
+      }
+    }
+    if (sums) {
+      _mm512_storeu_pd(sums, sum_low);
+      _mm512_storeu_pd(sums + 8, sum_high);
     }
     transpose_words(out);
   }
@@ -271,7 +296,8 @@ void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K,
   }
 }
 
-void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, int64_t i0, uint16_t* packed_a) {
+void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, int64_t i0, uint16_t* packed_a,
+                double* row_sums) {
   const int64_t chunks = (K + kChunk - 1) / kChunk;
   for (int64_t step = 0; step < chunks; ++step) {
     const int64_t k0 = step * kChunk, kc = smaller(kChunk, K - k0);
@@ -282,7 +308,8 @@ void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K,
       if (rows <= 0) {
         std::memset(dst, 0, kTileElements * sizeof(uint16_t));
       } else {
-        pack_a_tile(trans_a, trans_a ? A + k0 * lda + r0 : A + r0 * lda + k0, lda, rows, kc, dst);
+        pack_a_tile(trans_a, trans_a ? A + k0 * lda + r0 : A + r0 * lda + k0, lda, rows, kc, dst,
+                    row_sums ? row_sums + half * 16 : nullptr);
       }
     }
   }

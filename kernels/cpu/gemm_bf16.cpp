@@ -67,9 +67,11 @@ constexpr int64_t kPackedBBudget = 512 * 1024;
 // kPackedBBudget; per slice, op(B) is packed by all threads, then each task packs its 32-row block
 // of op(A) for the slice and multiplies it with a run of B's 32-column panels, adding into C
 // (beta applies to the first slice only, as in gemm.cpp).
-// With `bias` (alpha and beta 1), the first slice starts from it instead of from C.
+// With `bias` (alpha and beta 1), the first slice starts from it instead of from C. With `a_sums`
+// (trans_a; ceil(M / 32) * 32 doubles, zero), op(A)'s rows are summed while they are packed: by the
+// first column chunk's task of each row block, slice after slice, so k stays in order.
 void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-              const float* B, int64_t ldb, float beta, const float* bias, float* C, int64_t ldc) {
+              const float* B, int64_t ldb, float beta, const float* bias, float* C, int64_t ldc, double* a_sums) {
   constexpr int64_t kBlock = 32, kStep = 32, kTile = 512;
   const int64_t panels = ceil_div(N, kBlock);
   const int64_t row_blocks = ceil_div(M, kBlock);
@@ -109,7 +111,8 @@ void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
       const int64_t panel_end = std::min(panels, panel_begin + panels_per_chunk);
       if (panel_begin >= panel_end) return;
       uint16_t* packed_a = t_packed_a.get(steps * 2 * kTile);
-      gemm_detail::amx_pack_a(trans_a, a_slice, lda, M, kc, block * kBlock, packed_a);
+      gemm_detail::amx_pack_a(trans_a, a_slice, lda, M, kc, block * kBlock, packed_a,
+                              a_sums && chunk == 0 ? a_sums + block * kBlock : nullptr);
       gemm_detail::amx_multiply_panels(packed_a, packed_b, M, N, kc, block * kBlock, panel_begin, panel_end, alpha,
                                        slice_beta, slice_bias, C, ldc);
     };
@@ -132,7 +135,7 @@ void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
   }
 #ifndef BAM_NO_AMX
   if (use_amx(M, N, K)) {
-    amx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, nullptr, C, ldc);
+    amx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, nullptr, C, ldc, nullptr);
     return;
   }
 #endif
@@ -143,7 +146,7 @@ void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
                         const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc) {
 #ifndef BAM_NO_AMX
   if (M > 0 && N > 0 && K > 0 && use_amx(M, N, K)) {
-    amx_gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, bias, C, ldc);
+    amx_gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, bias, C, ldc, nullptr);
     return;
   }
 #endif
@@ -152,6 +155,33 @@ void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
     for (int64_t r = begin; r < end; ++r) std::copy(bias, bias + N, C + r * ldc);
   });
   gemm_f32_bf16(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+}
+
+void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                             const float* B, int64_t ldb, float* C, int64_t ldc, float* row_sums) {
+#ifndef BAM_NO_AMX
+  if (trans_a && M > 0 && N > 0 && K > 0 && use_amx(M, N, K)) {
+    thread_local std::vector<double> sums;  // grow-only scratch of this thread
+    sums.assign(static_cast<size_t>(ceil_div(M, 32) * 32), 0.0);
+    amx_gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, nullptr, C, ldc, sums.data());
+    for (int64_t m = 0; m < M; ++m) row_sums[m] = static_cast<float>(sums[static_cast<size_t>(m)]);
+    return;
+  }
+#endif
+  // The specification: the product, then each row of op(A) summed in order in double (with
+  // trans_a a stored row at a time, each adding into a run of the sums).
+  gemm_f32_bf16(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
+  parallel_for(M, trans_a ? 256 : std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)),
+               [&](int64_t begin, int64_t end) {
+                 std::vector<double> sums(static_cast<size_t>(end - begin), 0.0);
+                 for (int64_t k = 0; k < K; ++k) {
+                   for (int64_t m = begin; m < end; ++m) {
+                     sums[static_cast<size_t>(m - begin)] += trans_a ? A[k * lda + m] : A[m * lda + k];
+                   }
+                 }
+                 for (int64_t m = begin; m < end; ++m)
+                   row_sums[m] = static_cast<float>(sums[static_cast<size_t>(m - begin)]);
+               });
 }
 
 void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
