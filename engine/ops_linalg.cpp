@@ -199,13 +199,14 @@ namespace {
 // The gradients of out = x weight^T + bias for the incoming g: dx, dw, db (undefined where not
 // needed). dw and db come from one pass over g where a kernel offers it: cuBLASLt's bias-gradient
 // epilogue on CUDA (when it has an algorithm for the layout), and on the CPU under bf16 autocast
-// the GEMM that sums g's columns while it packs g.
+// the GEMM that sums g's columns while it packs g (the bits of sum(g, {0}); not for one output,
+// whose sum(g, {0}) adds in another order).
 std::vector<Tensor> linear_backward(const Tensor& g, const Tensor& xd, const Tensor& wd, bool need_x, bool need_w,
                                     bool need_b) {
   Tensor g2 = as_rows(g);
   Tensor dx, dw, db;
   if (need_x) dx = matmul(g2, wd).view(xd.shape());
-  const bool cpu_fused = g2.device().is_cpu() && g2.dtype() == DType::f32 && cpu_gemm_in_bf16();
+  const bool cpu_fused = g2.device().is_cpu() && g2.dtype() == DType::f32 && cpu_gemm_in_bf16() && wd.size(0) > 1;
   if (need_w && need_b && (g2.device().is_cuda() || cpu_fused)) {
     const int64_t in = wd.size(1), out_features = wd.size(0);
     Tensor gt = g2.t(), x2 = as_rows(xd);

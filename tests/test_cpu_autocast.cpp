@@ -123,6 +123,38 @@ TEST_CASE("bf16 autocast on the CPU: linear, matmul and gelu_linear round their 
   CHECK(worst_relative(one.dw, plain.dw) > 2e-4);  // and it is rounded
 }
 
+// Linear's backward under bf16 takes the bias gradient inside the weight gradient's GEMM
+// (gemm_f32_bf16_bias_grad): the same bits as that GEMM alone and sum(g, {0}). One output (whose
+// sum(g, {0}) adds in another order) goes the separate way. (tests/test_gemm_bf16.cpp checks the
+// forward's bias inside the GEMM against the copy it replaced.)
+TEST_CASE("bf16 autocast on the CPU: linear's fused bias gradient has the separate ops' bits") {
+  std::mt19937 rng(13);
+  for (int64_t out_features : {int64_t{80}, int64_t{1}}) {
+    CAPTURE(out_features);
+    const int64_t rows = 300, in = 96;
+    const std::vector<float> x = random_values(size_t(rows * in), rng, false);
+    const std::vector<float> w = random_values(size_t(in * out_features), rng, false);
+    const std::vector<float> b = random_values(size_t(out_features), rng, false);
+    // An incoming gradient whose column sums depend on the order of the additions.
+    std::vector<float> g = random_values(size_t(rows * out_features), rng, false);
+    for (int64_t j = 0; j < out_features; ++j) {
+      g[size_t(j)] = 0x1p40f;
+      g[size_t((rows - 1) * out_features + j)] = -0x1p40f;
+    }
+    const Tensor c = from_vector(g, {rows, out_features});
+    const Grads fused = run([](const Tensor& tx, const Tensor& tw, const Tensor& tb) { return linear(tx, tw, tb); },
+                            DType::bf16, x, {rows, in}, w, {out_features, in}, b, c);
+    const Tensor tx = from_vector(x, {rows, in});
+    Tensor weight_grad;
+    {
+      AutocastGuard guard(DType::bf16);
+      weight_grad = matmul(c.t(), tx);
+    }
+    CHECK(worst_relative(fused.db, sum(c, {0})) == 0.0);
+    CHECK(worst_relative(fused.dw, weight_grad) == 0.0);
+  }
+}
+
 TEST_CASE("bf16 autocast on the CPU: batched matmul, and backward keeps the forward's setting") {
   std::mt19937 rng(5);
   const std::vector<float> a = random_values(2 * 100 * 48, rng, false), b = random_values(2 * 48 * 40, rng, false);

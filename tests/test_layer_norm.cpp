@@ -109,12 +109,14 @@ TEST_CASE("layer_norm<float>: the AVX-512 twins give the portable loops' bits") 
     // The outputs were written (the NaN poison is gone), and what was not asked for was not.
     int64_t nans = 0;
     for (float v : automatic.y) nans += std::isnan(v);
+    for (float v : automatic.mean) nans += std::isnan(v);
     for (float v : automatic.rstd) nans += std::isnan(v);
     if (c.want_dx) {
       for (float v : automatic.dx) nans += std::isnan(v);
     }
     if (c.want_params) {
       for (float v : automatic.d_weight) nans += std::isnan(v);
+      for (float v : automatic.d_bias) nans += std::isnan(v);
     }
     CHECK(nans == 0);
     if (!c.want_dx) CHECK(std::isnan(automatic.dx[0]));

@@ -62,9 +62,9 @@ void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
                         const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc);
 // C = op(A) op(B) (bf16 operands, as gemm_f32_bf16 with alpha 1 and beta 0) and row_sums[m] = the
 // sum over k of op(A)(m, k) from the f32 values, in double, k in order: the linear layer's weight
-// and bias gradients in one pass (dW = g^T x, db = the column sums of g, with trans_a). The sums
-// have the bits of reduce<float>'s in-order sums; on AMX, with trans_a, they are taken while op(A)
-// is packed instead of in a pass of their own.
+// and bias gradients in one pass (dW = g^T x, db = the column sums of g, with trans_a). With
+// trans_a the sums have the bits of reduce<float>'s column sums (sum(g, {0}) for M > 1); on AMX
+// they are taken while op(A) is packed instead of in a pass of their own.
 void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                              const float* B, int64_t ldb, float* C, int64_t ldc, float* row_sums);
 void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,

@@ -248,7 +248,7 @@ void multiply_block(int64_t chunks, const uint16_t* a, const uint16_t* b, float*
   for (int q = 0; q < 4; ++q) {
     const int r0 = (q / 2) * 16, c0 = (q % 2) * 16;
     t[q].c = c + r0 * ldc + c0;
-    t[q].bias = bias ? bias + c0 : nullptr;
+    t[q].bias = bias && c0 < cols ? bias + c0 : nullptr;
     t[q].rows = static_cast<int>(smaller(16, rows - r0));
     t[q].cols = static_cast<int>(smaller(16, cols - c0));
     t[q].direct = plain && t[q].rows == 16 && t[q].cols == 16;

@@ -10,6 +10,7 @@
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/reduce.h"
 #include "kernels/cpu/scratch_buffer.h"
 
 namespace bam::cpu {
@@ -168,15 +169,25 @@ void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, i
     return;
   }
 #endif
-  // The specification: the product, then each row of op(A) summed in order in double (with
-  // trans_a a stored row at a time, each adding into a run of the sums).
+  // The specification: the product, then each row of op(A) summed in order in double. A stored
+  // [K, M] block is what reduce's column sums take (the kernel behind sum(g, {0})); otherwise
+  // each task adds a stored row at a time into its run of the sums, or sums its rows.
   gemm_f32_bf16(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
+  if (trans_a && lda == M) {
+    reduce<float>(ReduceOp::sum, A, row_sums, 1, K, M);
+    return;
+  }
   parallel_for(M, trans_a ? 256 : std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)),
                [&](int64_t begin, int64_t end) {
                  std::vector<double> sums(static_cast<size_t>(end - begin), 0.0);
-                 for (int64_t k = 0; k < K; ++k) {
+                 if (trans_a) {
+                   for (int64_t k = 0; k < K; ++k) {
+                     const float* row = A + k * lda + begin;
+                     for (int64_t m = 0; m < end - begin; ++m) sums[static_cast<size_t>(m)] += row[m];
+                   }
+                 } else {
                    for (int64_t m = begin; m < end; ++m) {
-                     sums[static_cast<size_t>(m - begin)] += trans_a ? A[k * lda + m] : A[m * lda + k];
+                     for (int64_t k = 0; k < K; ++k) sums[static_cast<size_t>(m - begin)] += A[m * lda + k];
                    }
                  }
                  for (int64_t m = begin; m < end; ++m)
