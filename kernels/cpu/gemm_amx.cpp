@@ -92,12 +92,6 @@ inline void transpose_words(__m512i r[16]) {
   }
 }
 
-// The low / high 8 floats of v, widened to double.
-inline __m512d low_doubles(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-inline __m512d high_doubles(__m512 v) {
-  return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xEE)));
-}
-
 // One A tile: rows [0, rows) x k [0, kc) of op(A) (rows <= 16, kc <= 32), zero-padded. `src`
 // points at op(A)(0, 0): rows are `ld` apart when !trans, columns are `ld` apart when trans.
 // `sums` (trans only; null for none): the 16 rows' sums in double, to which the tile's f32 values

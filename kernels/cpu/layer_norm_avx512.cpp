@@ -13,12 +13,6 @@
 namespace bam::cpu::layer_norm_detail {
 namespace {
 
-// The low / high 8 floats of v, widened to double.
-inline __m512d low_doubles(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-inline __m512d high_doubles(__m512 v) {
-  return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xEE)));
-}
-
 // The mask of the first `count` of 8 double lanes.
 inline __mmask8 first_lanes8(int64_t count) {
   return count >= 8 ? __mmask8(0xFF) : count <= 0 ? __mmask8(0) : static_cast<__mmask8>((1u << count) - 1u);

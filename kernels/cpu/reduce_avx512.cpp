@@ -8,15 +8,6 @@
 #include "kernels/cpu/x86_intrinsics.h"
 
 namespace bam::cpu {
-namespace {
-
-// The low / high 8 floats of v, widened to double.
-inline __m512d low_doubles(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-inline __m512d high_doubles(__m512 v) {
-  return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xEE)));
-}
-
-}  // namespace
 
 void column_sums_f32_avx512(const float* x, int64_t rows, int64_t ld, int64_t width, double* out) {
   for (int64_t c0 = 0; c0 < width; c0 += 64) {
