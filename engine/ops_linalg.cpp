@@ -200,23 +200,33 @@ namespace {
 // needed). dw and db come from one pass over g where a kernel offers it: cuBLASLt's bias-gradient
 // epilogue on CUDA (when it has an algorithm for the layout), and on the CPU under bf16 autocast
 // the GEMM that sums g's columns while it packs g (the bits of sum(g, {0}); not for one output,
-// whose sum(g, {0}) adds in another order).
+// whose sum(g, {0}) adds in another order). With gelu_of_x the layer's input was GELU(xd)
+// (gelu_linear): the CPU's fused GEMM applies it while it packs xd; the other paths compute it
+// first. dx is then the gradient with respect to GELU(xd).
 std::vector<Tensor> linear_backward(const Tensor& g, const Tensor& xd, const Tensor& wd, bool need_x, bool need_w,
-                                    bool need_b) {
+                                    bool need_b, bool gelu_of_x = false) {
   Tensor g2 = as_rows(g);
   Tensor dx, dw, db;
   if (need_x) dx = matmul(g2, wd).view(xd.shape());
+  Tensor input;  // the layer's input, GELU(xd) computed once if a path needs it
+  const auto layer_input = [&]() -> const Tensor& {
+    if (!input.defined()) {
+      NoGradGuard no_grad;
+      input = gelu_of_x ? gelu(xd) : xd;
+    }
+    return input;
+  };
   const bool cpu_fused = g2.device().is_cpu() && g2.dtype() == DType::f32 && cpu_gemm_in_bf16() && wd.size(0) > 1;
   if (need_w && need_b && (g2.device().is_cuda() || cpu_fused)) {
     const int64_t in = wd.size(1), out_features = wd.size(0);
-    Tensor gt = g2.t(), x2 = as_rows(xd);
+    Tensor gt = g2.t(), x2 = as_rows(cpu_fused ? xd : layer_input());
     MatrixOperand mg = matrix_operand(gt), mx = matrix_operand(x2);
     Tensor w_grad = empty({out_features, in}, {g2.dtype(), g2.device()});
     Tensor b_grad = empty({out_features}, {g2.dtype(), g2.device()});
     bool fused = false;
     if (cpu_fused) {
       cpu::gemm_f32_bf16_bias_grad(mg.transposed, mx.transposed, out_features, in, x2.size(0), gt.data<float>(), mg.ld,
-                                   x2.data<float>(), mx.ld, w_grad.data<float>(), in, b_grad.data<float>());
+                                   x2.data<float>(), mx.ld, w_grad.data<float>(), in, b_grad.data<float>(), gelu_of_x);
       fused = true;
     }
 #ifdef BAM_WITH_CUDA
@@ -231,14 +241,15 @@ std::vector<Tensor> linear_backward(const Tensor& g, const Tensor& xd, const Ten
       db = b_grad;
     }
   }
-  if (need_w && !dw.defined()) dw = matmul(g2.t(), as_rows(xd));
+  if (need_w && !dw.defined()) dw = matmul(g2.t(), as_rows(layer_input()));
   if (need_b && !db.defined()) db = sum(g2, {0});
   return {dx, dw, db};
 }
 
-}  // namespace
-
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+// x weight^T + bias, not recorded; with gelu_of_x, GELU(x) weight^T + bias (gelu_linear). On the CPU
+// under bf16 autocast the GEMM adds the bias itself (on AMX it starts the accumulator tiles) and
+// applies the GELU while it packs x; elsewhere the GELU is computed first.
+Tensor linear_product(const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu_of_x) {
   Device device = same_device("linear", {&x, &weight, &bias});
   require_same_dtype("linear", x, weight);
   BAM_CHECK(weight.dim() == 2, "linear: weight must be [out, in], got {}", weight.describe());
@@ -250,10 +261,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     BAM_CHECK(bias.dim() == 1 && bias.size(0) == out_features, "linear: bias {} does not match {} outputs",
               bias.describe(), out_features);
   }
+  const bool cpu_bf16 = device.is_cpu() && x.dtype() == DType::f32 && cpu_gemm_in_bf16();
   Tensor x2, w = weight;
   {
     NoGradGuard no_grad;
-    x2 = as_rows(x);
+    x2 = as_rows(gelu_of_x && !cpu_bf16 ? gelu(x) : x);
   }
   const int64_t rows = x2.size(0);
   MatrixOperand mx = matrix_operand(x2), mw = matrix_operand(w);
@@ -279,11 +291,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                                                    bias.defined() ? 1.0f : 0.0f, out.raw_data(), out_features, 0,
                                                    cuda::current_stream()));
     }
-  } else if (bias.defined() && x.dtype() == DType::f32 && cpu_gemm_in_bf16()) {
-    // The bf16-operand GEMM adds the bias itself (on AMX it starts the accumulator tiles).
-    Tensor bc = contiguous_data(bias);
+  } else if (cpu_bf16) {
+    Tensor bc = bias.defined() ? contiguous_data(bias) : Tensor();
     cpu::gemm_f32_bf16_bias(mx.transposed, !mw.transposed, rows, out_features, in, x2.data<float>(), mx.ld,
-                            w.data<float>(), mw.ld, bc.data<float>(), out.data<float>(), out_features);
+                            w.data<float>(), mw.ld, bias.defined() ? bc.data<float>() : nullptr, out.data<float>(),
+                            out_features, gelu_of_x);
   } else {
     // Every row starts as the bias; the GEMM accumulates on top (beta = 1).
     if (bias.defined()) copy_into(out, bias);
@@ -297,6 +309,14 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   out_shape.push_back(out_features);
   out = out.view(out_shape);
 
+  return out;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  Device device = same_device("linear", {&x, &weight, &bias});
+  Tensor out = linear_product(x, weight, bias, false);
   Tensor xd = x.detach(), wd = weight.detach();
   bool need_x = x.requires_grad(), need_w = weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
   const std::optional<DType> autocast = cpu_backward_autocast(device);
@@ -310,7 +330,7 @@ Tensor gelu_linear(const Tensor& h, const Tensor& weight, const Tensor& bias) {
   Tensor out;
   {
     NoGradGuard no_grad;
-    out = linear(gelu(h), weight, bias);
+    out = linear_product(h, weight, bias, true);
   }
   if (!any_requires_grad({&h, &weight, &bias})) return out;
   Tensor hd = contiguous_data(h).detach(), wd = weight.detach();
@@ -318,12 +338,9 @@ Tensor gelu_linear(const Tensor& h, const Tensor& weight, const Tensor& bias) {
   const std::optional<DType> autocast = cpu_backward_autocast(h.device());
   return record("gelu_linear", out, {h, weight, bias}, [hd, wd, need_h, need_w, need_b, autocast](const Tensor& g) {
     ScopedAutocast scope(autocast);
-    Tensor a;  // gelu(h) again: the same kernel on the same input, so the same values as the forward's
-    {
-      NoGradGuard no_grad;
-      a = gelu(hd);
-    }
-    std::vector<Tensor> grads = linear_backward(g, a, wd, need_h, need_w, need_b);
+    // GELU(h) again where a product needs it: the same kernel on the same input, so the same values
+    // as the forward's (inside the GEMM's packing on the CPU under bf16).
+    std::vector<Tensor> grads = linear_backward(g, hd, wd, need_h, need_w, need_b, true);
     if (need_h) grads[0] = unary_grad(cpu::UnaryOp::gelu_erf, "gelu_linear", hd, Tensor(), grads[0]);
     return grads;
   });

@@ -1,6 +1,7 @@
 // Tests for gemm_f32_bf16 (kernels/cpu/gemm.h): the f32 GEMM with bf16-rounded operands, on AMX
 // tiles and as rounded copies through gemm_f32, against a double-precision loop over the rounded
-// operands.
+// operands; and its linear-layer forms (the bias, the bias gradient, GELU of an operand) against
+// the separate operations they replace, bit for bit.
 //
 // Shape letters: C is M x N, the reduction runs over K.
 #include <cmath>
@@ -13,6 +14,7 @@
 
 #include "engine/dtype.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/gelu.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
 #include "tests/doctest_text.h"
@@ -357,6 +359,60 @@ TEST_CASE("gemm_f32_bf16_bias_grad: the product's bits, and op(A)'s row sums in 
         }
         CHECK_MESSAGE(wrong_sums == 0, kernel, " threads=", threads, " ", describe(c));
       }
+    }
+  }
+}
+
+// GELU of an operand inside the packing: the bits of the GELU loop's copy multiplied (the MLP's
+// second layer, forward and weight gradient), on every layout of the operand.
+TEST_CASE("gemm_f32_bf16_bias with gelu_a and gemm_f32_bf16_bias_grad with gelu_b: GELU's bits, then the product") {
+  Restore restore;
+  std::mt19937 rng(kSeed + 5);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const Case shapes[] = {
+      {false, true, 8704, 128, 512, 1.0f, 0.0f, 0}, {true, false, 70, 600, 300, 1.0f, 0.0f, 1},
+      {false, false, 33, 47, 65, 1.0f, 0.0f, 3},    {true, true, 100, 40, 33, 1.0f, 0.0f, 2},
+      {false, true, 5, 7, 3, 1.0f, 0.0f, 0},
+  };
+  for (const char* kernel : kernels()) {
+    REQUIRE(bam::cpu::gemm_bf16_force_kernel(kernel));
+    for (const Case& c : shapes) {
+      Problem p = make_problem(c, rng);
+      for (float& v : p.A) v = normal(rng);  // GELU's whole range, negative half included
+      for (float& v : p.B) v = normal(rng);
+      std::vector<float> bias(static_cast<size_t>(c.N));
+      for (float& b : bias) b = normal(rng);
+      // The specification: GELU's copies of the stored operands (padding included), then the product.
+      std::vector<float> gelu_a(p.A.size()), gelu_b(p.B.size());
+      bam::cpu::gelu_erf_forward_f32(p.A.data(), gelu_a.data(), static_cast<int64_t>(p.A.size()));
+      bam::cpu::gelu_erf_forward_f32(p.B.data(), gelu_b.data(), static_cast<int64_t>(p.B.size()));
+      for (const float* with_bias : {static_cast<const float*>(bias.data()), static_cast<const float*>(nullptr)}) {
+        std::vector<float> want(p.C.size(), 0.0f), got(p.C.size(), 0.0f);
+        bam::cpu::gemm_f32_bf16_bias(c.trans_a, c.trans_b, c.M, c.N, c.K, gelu_a.data(), p.lda, p.B.data(), p.ldb,
+                                     with_bias, want.data(), p.ldc);
+        bam::cpu::gemm_f32_bf16_bias(c.trans_a, c.trans_b, c.M, c.N, c.K, p.A.data(), p.lda, p.B.data(), p.ldb,
+                                     with_bias, got.data(), p.ldc, true);
+        CHECK_MESSAGE(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0, kernel, " gelu_a ",
+                      with_bias ? "with" : "without", " bias ", describe(c));
+      }
+      std::vector<float> want(p.C.size(), 0.0f), got(p.C.size(), 0.0f);
+      std::vector<float> want_sums(static_cast<size_t>(c.M)), got_sums(static_cast<size_t>(c.M));
+      bam::cpu::gemm_f32_bf16_bias_grad(c.trans_a, c.trans_b, c.M, c.N, c.K, p.A.data(), p.lda, gelu_b.data(), p.ldb,
+                                        want.data(), p.ldc, want_sums.data());
+      bam::cpu::gemm_f32_bf16_bias_grad(c.trans_a, c.trans_b, c.M, c.N, c.K, p.A.data(), p.lda, p.B.data(), p.ldb,
+                                        got.data(), p.ldc, got_sums.data(), true);
+      CHECK_MESSAGE(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)) == 0, kernel, " gelu_b ",
+                    describe(c));
+      CHECK_MESSAGE(std::memcmp(got_sums.data(), want_sums.data(), want_sums.size() * sizeof(float)) == 0, kernel,
+                    " gelu_b sums ", describe(c));
+      // And GELU was applied: the plain product differs.
+      std::vector<float> plain(p.C.size(), 0.0f);
+      bam::cpu::gemm_f32_bf16_bias(c.trans_a, c.trans_b, c.M, c.N, c.K, p.A.data(), p.lda, p.B.data(), p.ldb, nullptr,
+                                   plain.data(), p.ldc);
+      std::vector<float> activated(p.C.size(), 0.0f);
+      bam::cpu::gemm_f32_bf16_bias(c.trans_a, c.trans_b, c.M, c.N, c.K, p.A.data(), p.lda, p.B.data(), p.ldb, nullptr,
+                                   activated.data(), p.ldc, true);
+      CHECK_MESSAGE(std::memcmp(plain.data(), activated.data(), plain.size() * sizeof(float)) != 0, describe(c));
     }
   }
 }

@@ -54,19 +54,22 @@ bool gemm_force_kernel(const char* name);
 // subnormal operands, and a subnormal C they accumulate onto, as zero, and flush subnormal results.
 void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
-// C = op(A) op(B) + bias, the bias ([N] floats) added to every row: the linear layer's product,
-// bf16 operands as gemm_f32_bf16. Its specification: fill every row of C with the bias, then
-// gemm_f32_bf16 with alpha 1 and beta 1; this gives the same bits. On AMX the bias starts the
-// accumulator tiles instead, which saves writing C once and reading it back.
+// C = op(A) op(B) + bias, the bias ([N] floats; null for none) added to every row: the linear
+// layer's product, bf16 operands as gemm_f32_bf16. Its specification: fill every row of C with the
+// bias, then gemm_f32_bf16 with alpha 1 and beta 1 (beta 0 without a bias); this gives the same
+// bits. On AMX the bias starts the accumulator tiles instead, which saves writing C once and
+// reading it back. With gelu_a, op(A) is GELU of the stored values (gelu_erf_forward_f32's bits),
+// applied while A is packed on AMX: the MLP's second layer without its hidden activation in memory.
 void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                        const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc);
+                        const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc, bool gelu_a = false);
 // C = op(A) op(B) (bf16 operands, as gemm_f32_bf16 with alpha 1 and beta 0) and row_sums[m] = the
 // sum over k of op(A)(m, k) from the f32 values, in double, k in order: the linear layer's weight
 // and bias gradients in one pass (dW = g^T x, db = the column sums of g, with trans_a). With
 // trans_a the sums have the bits of reduce<float>'s column sums (sum(g, {0}) for M > 1); on AMX
-// they are taken while op(A) is packed instead of in a pass of their own.
+// they are taken while op(A) is packed instead of in a pass of their own. With gelu_b, op(B) is
+// GELU of the stored values, as gelu_a above (the second MLP layer's weight gradient, g^T GELU(h)).
 void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                             const float* B, int64_t ldb, float* C, int64_t ldc, float* row_sums);
+                             const float* B, int64_t ldb, float* C, int64_t ldc, float* row_sums, bool gelu_b = false);
 void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
                            const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
                            float beta, float* C, int64_t ldc, int64_t stride_c);
@@ -86,12 +89,13 @@ namespace gemm_detail {
 //          16 columns each in the pair layout, at packed_b + item * 1024; steps = ceil(K / 32).
 //   op(A): one 32-row block for all of K: step s's two 16-row tiles at packed_a + s * 1024.
 // Zero padding fills every tile past M, N or K.
+// gelu_a / gelu_b: the operand is GELU of the stored values (gelu_avx512.h, the GELU loops' bits).
 void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t item_begin, int64_t item_end,
-                uint16_t* packed_b);
+                uint16_t* packed_b, bool gelu_b);
 // With `row_sums` (trans_a only; null for none): the block's 32 rows of op(A) are also summed,
 // from the f32 values in k order, into row_sums[0, 32) (doubles, added to what they hold).
 void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, int64_t i0, uint16_t* packed_a,
-                double* row_sums);
+                double* row_sums, bool gelu_a);
 // C rows [i0, i0 + 32) x panels [panel_begin, panel_end) = alpha * packed A block x packed B + beta * C;
 // with `bias` ([N] floats; only with alpha 1 and beta 1), the bias stands in for every old row of C
 // (which is not read).

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu/gelu_avx512.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/x86_intrinsics.h"
 
@@ -95,15 +96,24 @@ inline void transpose_words(__m512i r[16]) {
 // One A tile: rows [0, rows) x k [0, kc) of op(A) (rows <= 16, kc <= 32), zero-padded. `src`
 // points at op(A)(0, 0): rows are `ld` apart when !trans, columns are `ld` apart when trans.
 // `sums` (trans only; null for none): the 16 rows' sums in double, to which the tile's f32 values
-// (before rounding) are added k by k in order.
-void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, uint16_t* dst, double* sums) {
+// (before rounding) are added k by k in order. `gelu`: op(A) is GELU of the stored values (GELU(0)
+// is 0, so the padding stays zero).
+void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, uint16_t* dst, double* sums,
+                 bool gelu) {
   __m512i out[16];
   if (!trans) {
     const __mmask16 low = first_lanes16(kc), high = first_lanes16(kc - 16);
     for (int r = 0; r < 16; ++r) {
-      out[r] = r < rows
-                   ? to_bf16(_mm512_maskz_loadu_ps(low, src + r * ld), _mm512_maskz_loadu_ps(high, src + r * ld + 16))
-                   : _mm512_setzero_si512();
+      if (r >= rows) {
+        out[r] = _mm512_setzero_si512();
+        continue;
+      }
+      __m512 first = _mm512_maskz_loadu_ps(low, src + r * ld), second = _mm512_maskz_loadu_ps(high, src + r * ld + 16);
+      if (gelu) {
+        first = gelu_avx512(first);
+        second = gelu_avx512(second);
+      }
+      out[r] = to_bf16(first, second);
     }
   } else {
     // Column k of op(A) is a stored row: pair stored rows 2p and 2p+1, then transpose the words.
@@ -114,8 +124,12 @@ void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t
       sum_high = _mm512_loadu_pd(sums + 8);
     }
     for (int p = 0; p < 16; ++p) {
-      const __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
-      const __m512 o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
+      __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
+      __m512 o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
+      if (gelu) {
+        e = gelu_avx512(e);
+        o = gelu_avx512(o);
+      }
       out[p] = pair_rows(e, o);
       if (sums && 2 * p < kc) {
         sum_low = _mm512_add_pd(sum_low, low_doubles(e));
@@ -137,22 +151,34 @@ void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t
 
 // One B tile in the pair layout: k [0, kc) x columns [0, cols) of op(B) (kc <= 32, cols <= 16),
 // zero-padded. `src` points at op(B)(0, 0): rows are `ld` apart when !trans, columns when trans.
-void pack_b_tile(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc, uint16_t* dst) {
+// `gelu`: op(B) is GELU of the stored values.
+void pack_b_tile(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc, uint16_t* dst, bool gelu) {
   __m512i out[16];
   if (!trans) {
     const __mmask16 lanes = first_lanes16(cols);
     for (int p = 0; p < 16; ++p) {
-      const __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
-      const __m512 o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
+      __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
+      __m512 o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
+      if (gelu) {
+        e = gelu_avx512(e);
+        o = gelu_avx512(o);
+      }
       out[p] = pair_rows(e, o);
     }
   } else {
     // Column n of op(B) is a stored row, whose K run converts straight to pairs; transpose.
     const __mmask16 low = first_lanes16(kc), high = first_lanes16(kc - 16);
     for (int n = 0; n < 16; ++n) {
-      out[n] = n < cols
-                   ? to_bf16(_mm512_maskz_loadu_ps(low, src + n * ld), _mm512_maskz_loadu_ps(high, src + n * ld + 16))
-                   : _mm512_setzero_si512();
+      if (n >= cols) {
+        out[n] = _mm512_setzero_si512();
+        continue;
+      }
+      __m512 first = _mm512_maskz_loadu_ps(low, src + n * ld), second = _mm512_maskz_loadu_ps(high, src + n * ld + 16);
+      if (gelu) {
+        first = gelu_avx512(first);
+        second = gelu_avx512(second);
+      }
+      out[n] = to_bf16(first, second);
     }
     transpose_words(out);
   }
@@ -272,7 +298,7 @@ void multiply_block(int64_t chunks, const uint16_t* a, const uint16_t* b, float*
 }  // namespace
 
 void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t item_begin, int64_t item_end,
-                uint16_t* packed_b) {
+                uint16_t* packed_b, bool gelu_b) {
   const int64_t chunks = (K + kChunk - 1) / kChunk;
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t panel = item / chunks, step = item % chunks;
@@ -284,14 +310,14 @@ void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K,
       if (cols <= 0) {
         std::memset(dst, 0, kTileElements * sizeof(uint16_t));
       } else {
-        pack_b_tile(trans_b, trans_b ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb, cols, kc, dst);
+        pack_b_tile(trans_b, trans_b ? B + j0 * ldb + k0 : B + k0 * ldb + j0, ldb, cols, kc, dst, gelu_b);
       }
     }
   }
 }
 
 void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, int64_t i0, uint16_t* packed_a,
-                double* row_sums) {
+                double* row_sums, bool gelu_a) {
   const int64_t chunks = (K + kChunk - 1) / kChunk;
   for (int64_t step = 0; step < chunks; ++step) {
     const int64_t k0 = step * kChunk, kc = smaller(kChunk, K - k0);
@@ -303,7 +329,7 @@ void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K,
         std::memset(dst, 0, kTileElements * sizeof(uint16_t));
       } else {
         pack_a_tile(trans_a, trans_a ? A + k0 * lda + r0 : A + r0 * lda + k0, lda, rows, kc, dst,
-                    row_sums ? row_sums + half * 16 : nullptr);
+                    row_sums ? row_sums + half * 16 : nullptr, gelu_a);
       }
     }
   }

@@ -8,6 +8,7 @@
 
 #include "engine/dtype.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/gelu.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/reduce.h"
@@ -45,6 +46,17 @@ void rounded_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
   gemm_f32(trans_a, trans_b, M, N, K, alpha, a.data(), a_cols, b.data(), b_cols, beta, C, ldc);
 }
 
+// GELU of the stored rows x cols block at src (row stride ld) into dst, compact (row stride cols),
+// by the GELU loop in use (gelu_erf_forward_f32). Returns the new row stride.
+int64_t gelu_copy(const float* src, int64_t ld, int64_t rows, int64_t cols, std::vector<float>& dst) {
+  dst.resize(std::max(dst.size(), static_cast<size_t>(rows * cols)));
+  float* out = dst.data();
+  parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) gelu_erf_forward_f32(src + r * ld, out + r * cols, cols);
+  });
+  return std::max<int64_t>(cols, 1);
+}
+
 #ifndef BAM_NO_AMX  // (defined when the compiler cannot build gemm_amx.cpp)
 // Below this many multiply-adds the tiles' packing costs more than it saves.
 constexpr int64_t kAmxMinWork = 32 * 1024;
@@ -70,9 +82,11 @@ constexpr int64_t kPackedBBudget = 512 * 1024;
 // (beta applies to the first slice only, as in gemm.cpp).
 // With `bias` (alpha and beta 1), the first slice starts from it instead of from C. With `a_sums`
 // (trans_a; ceil(M / 32) * 32 doubles, zero), op(A)'s rows are summed while they are packed: by the
-// first column chunk's task of each row block, slice after slice, so k stays in order.
+// first column chunk's task of each row block, slice after slice, so k stays in order. gelu_a /
+// gelu_b: the operand is GELU of the stored values, applied while it is packed.
 void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-              const float* B, int64_t ldb, float beta, const float* bias, float* C, int64_t ldc, double* a_sums) {
+              const float* B, int64_t ldb, float beta, const float* bias, float* C, int64_t ldc, double* a_sums,
+              bool gelu_a, bool gelu_b) {
   constexpr int64_t kBlock = 32, kStep = 32, kTile = 512;
   const int64_t panels = ceil_div(N, kBlock);
   const int64_t row_blocks = ceil_div(M, kBlock);
@@ -99,7 +113,7 @@ void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     const float slice_beta = k0 == 0 ? beta : 1.0f;
     const float* slice_bias = k0 == 0 ? bias : nullptr;
     const auto pack_b = [&](int64_t begin, int64_t end) {
-      gemm_detail::amx_pack_b(trans_b, b_slice, ldb, N, kc, begin, end, packed_b);
+      gemm_detail::amx_pack_b(trans_b, b_slice, ldb, N, kc, begin, end, packed_b, gelu_b);
     };
     if (threads > 1) {
       parallel_for(panels * steps, 16, pack_b);
@@ -113,7 +127,7 @@ void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
       if (panel_begin >= panel_end) return;
       uint16_t* packed_a = t_packed_a.get(steps * 2 * kTile);
       gemm_detail::amx_pack_a(trans_a, a_slice, lda, M, kc, block * kBlock, packed_a,
-                              a_sums && chunk == 0 ? a_sums + block * kBlock : nullptr);
+                              a_sums && chunk == 0 ? a_sums + block * kBlock : nullptr, gelu_a);
       gemm_detail::amx_multiply_panels(packed_a, packed_b, M, N, kc, block * kBlock, panel_begin, panel_end, alpha,
                                        slice_beta, slice_bias, C, ldc);
     };
@@ -136,7 +150,7 @@ void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
   }
 #ifndef BAM_NO_AMX
   if (use_amx(M, N, K)) {
-    amx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, nullptr, C, ldc, nullptr);
+    amx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, nullptr, C, ldc, nullptr, false, false);
     return;
   }
 #endif
@@ -144,31 +158,46 @@ void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
 }
 
 void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                        const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc) {
+                        const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc, bool gelu_a) {
 #ifndef BAM_NO_AMX
   if (M > 0 && N > 0 && K > 0 && use_amx(M, N, K)) {
-    amx_gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, bias, C, ldc, nullptr);
+    amx_gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, bias ? 1.0f : 0.0f, bias, C, ldc, nullptr, gelu_a, false);
     return;
   }
 #endif
-  // The specification: every row starts as the bias, and the product is added on top.
-  parallel_for(M, std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1)), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) std::copy(bias, bias + N, C + r * ldc);
-  });
-  gemm_f32_bf16(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+  // The specification: GELU of A first (a copy), every row starting as the bias, and the product
+  // added on top.
+  if (gelu_a) {
+    thread_local std::vector<float> activated;  // grow-only scratch of this thread
+    const int64_t cols = gelu_copy(A, lda, trans_a ? K : M, trans_a ? M : K, activated);
+    gemm_f32_bf16_bias(trans_a, trans_b, M, N, K, activated.data(), cols, B, ldb, bias, C, ldc, false);
+    return;
+  }
+  if (bias) {
+    parallel_for(M, std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1)), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) std::copy(bias, bias + N, C + r * ldc);
+    });
+  }
+  gemm_f32_bf16(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, bias ? 1.0f : 0.0f, C, ldc);
 }
 
 void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                             const float* B, int64_t ldb, float* C, int64_t ldc, float* row_sums) {
+                             const float* B, int64_t ldb, float* C, int64_t ldc, float* row_sums, bool gelu_b) {
 #ifndef BAM_NO_AMX
   if (trans_a && M > 0 && N > 0 && K > 0 && use_amx(M, N, K)) {
     thread_local std::vector<double> sums;  // grow-only scratch of this thread
     sums.assign(static_cast<size_t>(ceil_div(M, 32) * 32), 0.0);
-    amx_gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, nullptr, C, ldc, sums.data());
+    amx_gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, nullptr, C, ldc, sums.data(), false, gelu_b);
     for (int64_t m = 0; m < M; ++m) row_sums[m] = static_cast<float>(sums[static_cast<size_t>(m)]);
     return;
   }
 #endif
+  if (gelu_b) {                                 // the specification: GELU of B first (a copy)
+    thread_local std::vector<float> activated;  // grow-only scratch of this thread
+    const int64_t cols = gelu_copy(B, ldb, trans_b ? N : K, trans_b ? K : N, activated);
+    gemm_f32_bf16_bias_grad(trans_a, trans_b, M, N, K, A, lda, activated.data(), cols, C, ldc, row_sums, false);
+    return;
+  }
   // The specification: the product, then each row of op(A) summed in order in double. A stored
   // [K, M] block is what reduce's column sums take (the kernel behind sum(g, {0})); otherwise
   // each task adds a stored row at a time into its run of the sums, or sums its rows.
