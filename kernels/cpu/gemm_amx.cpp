@@ -100,22 +100,27 @@ inline void transpose_words(__m512i r[16]) {
 // is 0, so the padding stays zero).
 void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, uint16_t* dst, double* sums,
                  bool gelu) {
-  __m512i out[16];
   if (!trans) {
+    // Each row of op(A) is a row of the tile: stored as it is converted (no 16 registers held, which
+    // the GELU's temporaries would spill).
     const __mmask16 low = first_lanes16(kc), high = first_lanes16(kc - 16);
     for (int r = 0; r < 16; ++r) {
-      if (r >= rows) {
-        out[r] = _mm512_setzero_si512();
-        continue;
+      __m512i row = _mm512_setzero_si512();
+      if (r < rows) {
+        __m512 first = _mm512_maskz_loadu_ps(low, src + r * ld),
+               second = _mm512_maskz_loadu_ps(high, src + r * ld + 16);
+        if (gelu) {
+          first = gelu_avx512(first);
+          second = gelu_avx512(second);
+        }
+        row = to_bf16(first, second);
       }
-      __m512 first = _mm512_maskz_loadu_ps(low, src + r * ld), second = _mm512_maskz_loadu_ps(high, src + r * ld + 16);
-      if (gelu) {
-        first = gelu_avx512(first);
-        second = gelu_avx512(second);
-      }
-      out[r] = to_bf16(first, second);
+      _mm512_store_si512(dst + r * 32, row);
     }
-  } else {
+    return;
+  }
+  __m512i out[16];
+  {
     // Column k of op(A) is a stored row: pair stored rows 2p and 2p+1, then transpose the words.
     const __mmask16 lanes = first_lanes16(rows);
     __m512d sum_low = _mm512_setzero_pd(), sum_high = _mm512_setzero_pd();
@@ -153,8 +158,8 @@ void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t
 // zero-padded. `src` points at op(B)(0, 0): rows are `ld` apart when !trans, columns when trans.
 // `gelu`: op(B) is GELU of the stored values.
 void pack_b_tile(bool trans, const float* src, int64_t ld, int64_t cols, int64_t kc, uint16_t* dst, bool gelu) {
-  __m512i out[16];
   if (!trans) {
+    // Each pair of rows of op(B) is a row of the tile: stored as it is converted (as in pack_a_tile).
     const __mmask16 lanes = first_lanes16(cols);
     for (int p = 0; p < 16; ++p) {
       __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
@@ -163,9 +168,12 @@ void pack_b_tile(bool trans, const float* src, int64_t ld, int64_t cols, int64_t
         e = gelu_avx512(e);
         o = gelu_avx512(o);
       }
-      out[p] = pair_rows(e, o);
+      _mm512_store_si512(dst + p * 32, pair_rows(e, o));
     }
-  } else {
+    return;
+  }
+  __m512i out[16];
+  {
     // Column n of op(B) is a stored row, whose K run converts straight to pairs; transpose.
     const __mmask16 low = first_lanes16(kc), high = first_lanes16(kc - 16);
     for (int n = 0; n < 16; ++n) {
@@ -299,9 +307,15 @@ void multiply_block(int64_t chunks, const uint16_t* a, const uint16_t* b, float*
 
 void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t item_begin, int64_t item_end,
                 uint16_t* packed_b, bool gelu_b) {
-  const int64_t chunks = (K + kChunk - 1) / kChunk;
-  for (int64_t item = item_begin; item < item_end; ++item) {
-    const int64_t panel = item / chunks, step = item % chunks;
+  const int64_t chunks = (K + kChunk - 1) / kChunk, panels = (N + kBlock - 1) / kBlock;
+  for (int64_t visit = item_begin; visit < item_end; ++visit) {
+    // The order in which this range's items are packed: with trans_b, a panel's steps in turn (each
+    // continues the same stored rows); otherwise a step's panels in turn, so that the 32 stored rows
+    // of a step are read from start to end (panel after panel they would be read 128 bytes at a
+    // time, 32 rows apart, which left the loads waiting on memory behind the GELU's arithmetic).
+    const int64_t panel = trans_b ? visit / chunks : visit % panels;
+    const int64_t step = trans_b ? visit % chunks : visit / panels;
+    const int64_t item = panel * chunks + step;
     const int64_t k0 = step * kChunk, kc = smaller(kChunk, K - k0);
     for (int half = 0; half < 2; ++half) {
       const int64_t j0 = panel * kBlock + half * 16;
