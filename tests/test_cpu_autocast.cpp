@@ -120,6 +120,7 @@ TEST_CASE("bf16 autocast on the CPU: linear, matmul and gelu_linear round their 
   CHECK(worst_relative(one.out, two.out) == 0.0);
   CHECK(worst_relative(one.dx, two.dx) == 0.0);
   CHECK(worst_relative(one.dw, two.dw) == 0.0);
+  CHECK(worst_relative(one.db, two.db) == 0.0);
   CHECK(worst_relative(one.dw, plain.dw) > 2e-4);  // and it is rounded
 }
 

@@ -90,9 +90,9 @@ namespace gemm_detail {
 //   op(A): one 32-row block for all of K: step s's two 16-row tiles at packed_a + s * 1024.
 // Zero padding fills every tile past M, N or K.
 // gelu_a / gelu_b: the operand is GELU of the stored values (gelu_avx512.h, the GELU loops' bits).
-// amx_pack_b packs items' worth of op(B) for visits [item_begin, item_end) of all panels x steps
-// items (the order of the visits is its own; together they pack every item once).
-void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t item_begin, int64_t item_end,
+// amx_pack_b packs the items of visits [visit_begin, visit_end) of the panels x steps items (the
+// visits run in an order of its own; together all of them pack every item once).
+void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t visit_begin, int64_t visit_end,
                 uint16_t* packed_b, bool gelu_b);
 // With `row_sums` (trans_a only; null for none): the block's 32 rows of op(A) are also summed,
 // from the f32 values in k order, into row_sums[0, 32) (doubles, added to what they hold).

@@ -305,10 +305,10 @@ void multiply_block(int64_t chunks, const uint16_t* a, const uint16_t* b, float*
 
 }  // namespace
 
-void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t item_begin, int64_t item_end,
+void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t visit_begin, int64_t visit_end,
                 uint16_t* packed_b, bool gelu_b) {
   const int64_t chunks = (K + kChunk - 1) / kChunk, panels = (N + kBlock - 1) / kBlock;
-  for (int64_t visit = item_begin; visit < item_end; ++visit) {
+  for (int64_t visit = visit_begin; visit < visit_end; ++visit) {
     // The order in which this range's items are packed: with trans_b, a panel's steps in turn (each
     // continues the same stored rows); otherwise a step's panels in turn, so that the 32 stored rows
     // of a step are read from start to end (panel after panel they would be read 128 bytes at a

@@ -49,7 +49,7 @@ void rounded_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
 // GELU of the stored rows x cols block at src (row stride ld) into dst, compact (row stride cols),
 // by the GELU loop in use (gelu_erf_forward_f32). Returns the new row stride.
 int64_t gelu_copy(const float* src, int64_t ld, int64_t rows, int64_t cols, std::vector<float>& dst) {
-  dst.resize(std::max(dst.size(), static_cast<size_t>(rows * cols)));
+  dst.resize(static_cast<size_t>(rows * cols));
   float* out = dst.data();
   parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) gelu_erf_forward_f32(src + r * ld, out + r * cols, cols);
@@ -168,7 +168,7 @@ void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
   // The specification: GELU of A first (a copy), every row starting as the bias, and the product
   // added on top.
   if (gelu_a) {
-    thread_local std::vector<float> activated;  // grow-only scratch of this thread
+    std::vector<float> activated;
     const int64_t cols = gelu_copy(A, lda, trans_a ? K : M, trans_a ? M : K, activated);
     gemm_f32_bf16_bias(trans_a, trans_b, M, N, K, activated.data(), cols, B, ldb, bias, C, ldc, false);
     return;
@@ -193,7 +193,7 @@ void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, i
   }
 #endif
   if (gelu_b) {                                 // the specification: GELU of B first (a copy)
-    thread_local std::vector<float> activated;  // grow-only scratch of this thread
+    std::vector<float> activated;
     const int64_t cols = gelu_copy(B, ldb, trans_b ? N : K, trans_b ? K : N, activated);
     gemm_f32_bf16_bias_grad(trans_a, trans_b, M, N, K, A, lda, activated.data(), cols, C, ldc, row_sums, false);
     return;
