@@ -315,11 +315,10 @@ Tensor linear_product(const Tensor& x, const Tensor& weight, const Tensor& bias,
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  Device device = same_device("linear", {&x, &weight, &bias});
   Tensor out = linear_product(x, weight, bias, false);
   Tensor xd = x.detach(), wd = weight.detach();
   bool need_x = x.requires_grad(), need_w = weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
-  const std::optional<DType> autocast = cpu_backward_autocast(device);
+  const std::optional<DType> autocast = cpu_backward_autocast(out.device());
   return record("linear", out, {x, weight, bias}, [xd, wd, need_x, need_w, need_b, autocast](const Tensor& g) {
     ScopedAutocast scope(autocast);
     return linear_backward(g, xd, wd, need_x, need_w, need_b);

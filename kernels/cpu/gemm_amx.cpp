@@ -120,37 +120,35 @@ void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t
     return;
   }
   __m512i out[16];
-  {
-    // Column k of op(A) is a stored row: pair stored rows 2p and 2p+1, then transpose the words.
-    const __mmask16 lanes = first_lanes16(rows);
-    __m512d sum_low = _mm512_setzero_pd(), sum_high = _mm512_setzero_pd();
-    if (sums) {
-      sum_low = _mm512_loadu_pd(sums);
-      sum_high = _mm512_loadu_pd(sums + 8);
-    }
-    for (int p = 0; p < 16; ++p) {
-      __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
-      __m512 o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
-      if (gelu) {
-        e = gelu_avx512(e);
-        o = gelu_avx512(o);
-      }
-      out[p] = pair_rows(e, o);
-      if (sums && 2 * p < kc) {
-        sum_low = _mm512_add_pd(sum_low, low_doubles(e));
-        sum_high = _mm512_add_pd(sum_high, high_doubles(e));
-        if (2 * p + 1 < kc) {
-          sum_low = _mm512_add_pd(sum_low, low_doubles(o));
-          sum_high = _mm512_add_pd(sum_high, high_doubles(o));
-        }
-      }
-    }
-    if (sums) {
-      _mm512_storeu_pd(sums, sum_low);
-      _mm512_storeu_pd(sums + 8, sum_high);
-    }
-    transpose_words(out);
+  // Column k of op(A) is a stored row: pair stored rows 2p and 2p+1, then transpose the words.
+  const __mmask16 lanes = first_lanes16(rows);
+  __m512d sum_low = _mm512_setzero_pd(), sum_high = _mm512_setzero_pd();
+  if (sums) {
+    sum_low = _mm512_loadu_pd(sums);
+    sum_high = _mm512_loadu_pd(sums + 8);
   }
+  for (int p = 0; p < 16; ++p) {
+    __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
+    __m512 o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
+    if (gelu) {
+      e = gelu_avx512(e);
+      o = gelu_avx512(o);
+    }
+    out[p] = pair_rows(e, o);
+    if (sums && 2 * p < kc) {
+      sum_low = _mm512_add_pd(sum_low, low_doubles(e));
+      sum_high = _mm512_add_pd(sum_high, high_doubles(e));
+      if (2 * p + 1 < kc) {
+        sum_low = _mm512_add_pd(sum_low, low_doubles(o));
+        sum_high = _mm512_add_pd(sum_high, high_doubles(o));
+      }
+    }
+  }
+  if (sums) {
+    _mm512_storeu_pd(sums, sum_low);
+    _mm512_storeu_pd(sums + 8, sum_high);
+  }
+  transpose_words(out);
   for (int r = 0; r < 16; ++r) _mm512_store_si512(dst + r * 32, out[r]);
 }
 
@@ -173,23 +171,21 @@ void pack_b_tile(bool trans, const float* src, int64_t ld, int64_t cols, int64_t
     return;
   }
   __m512i out[16];
-  {
-    // Column n of op(B) is a stored row, whose K run converts straight to pairs; transpose.
-    const __mmask16 low = first_lanes16(kc), high = first_lanes16(kc - 16);
-    for (int n = 0; n < 16; ++n) {
-      if (n >= cols) {
-        out[n] = _mm512_setzero_si512();
-        continue;
-      }
-      __m512 first = _mm512_maskz_loadu_ps(low, src + n * ld), second = _mm512_maskz_loadu_ps(high, src + n * ld + 16);
-      if (gelu) {
-        first = gelu_avx512(first);
-        second = gelu_avx512(second);
-      }
-      out[n] = to_bf16(first, second);
+  // Column n of op(B) is a stored row, whose K run converts straight to pairs; transpose.
+  const __mmask16 low = first_lanes16(kc), high = first_lanes16(kc - 16);
+  for (int n = 0; n < 16; ++n) {
+    if (n >= cols) {
+      out[n] = _mm512_setzero_si512();
+      continue;
     }
-    transpose_words(out);
+    __m512 first = _mm512_maskz_loadu_ps(low, src + n * ld), second = _mm512_maskz_loadu_ps(high, src + n * ld + 16);
+    if (gelu) {
+      first = gelu_avx512(first);
+      second = gelu_avx512(second);
+    }
+    out[n] = to_bf16(first, second);
   }
+  transpose_words(out);
   for (int p = 0; p < 16; ++p) _mm512_store_si512(dst + p * 32, out[p]);
 }
 

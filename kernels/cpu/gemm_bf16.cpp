@@ -192,36 +192,29 @@ void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, i
     return;
   }
 #endif
-  if (gelu_b) {                                 // the specification: GELU of B first (a copy)
+  if (gelu_b) {
+    // The specification: GELU of B first (a copy).
     std::vector<float> activated;
     const int64_t cols = gelu_copy(B, ldb, trans_b ? N : K, trans_b ? K : N, activated);
     gemm_f32_bf16_bias_grad(trans_a, trans_b, M, N, K, A, lda, activated.data(), cols, C, ldc, row_sums, false);
     return;
   }
   // The specification: the product, then each row of op(A) summed in order in double. A stored
-  // [K, M] block is what reduce's column sums take (the kernel behind sum(g, {0})); otherwise
-  // each task adds a stored row at a time into its run of the sums, or sums its rows.
+  // [K, M] block is what reduce's column sums take (the kernel behind sum(g, {0})); any other
+  // layout is summed k by k into each task's run of rows.
   gemm_f32_bf16(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
   if (trans_a && lda == M) {
     reduce<float>(ReduceOp::sum, A, row_sums, 1, K, M);
     return;
   }
-  parallel_for(M, trans_a ? 256 : std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)),
-               [&](int64_t begin, int64_t end) {
-                 std::vector<double> sums(static_cast<size_t>(end - begin), 0.0);
-                 if (trans_a) {
-                   for (int64_t k = 0; k < K; ++k) {
-                     const float* row = A + k * lda + begin;
-                     for (int64_t m = 0; m < end - begin; ++m) sums[static_cast<size_t>(m)] += row[m];
-                   }
-                 } else {
-                   for (int64_t m = begin; m < end; ++m) {
-                     for (int64_t k = 0; k < K; ++k) sums[static_cast<size_t>(m - begin)] += A[m * lda + k];
-                   }
-                 }
-                 for (int64_t m = begin; m < end; ++m)
-                   row_sums[m] = static_cast<float>(sums[static_cast<size_t>(m - begin)]);
-               });
+  const int64_t m_stride = trans_a ? 1 : lda, k_stride = trans_a ? lda : 1;  // op(A)(m, k)'s place
+  parallel_for(M, 64, [&](int64_t begin, int64_t end) {
+    std::vector<double> sums(static_cast<size_t>(end - begin), 0.0);
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t m = begin; m < end; ++m) sums[static_cast<size_t>(m - begin)] += A[m * m_stride + k * k_stride];
+    }
+    for (int64_t m = begin; m < end; ++m) row_sums[m] = static_cast<float>(sums[static_cast<size_t>(m - begin)]);
+  });
 }
 
 void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, float alpha,
