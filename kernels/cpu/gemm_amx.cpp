@@ -93,6 +93,18 @@ inline void transpose_words(__m512i r[16]) {
   }
 }
 
+// Stored rows 2p and 2p + 1 (`lanes` of each; zero at or past kc), through GELU with `gelu`: the
+// two rows that pair_rows interleaves into one row of a pair tile.
+inline void load_row_pair(const float* src, int64_t ld, int p, int64_t kc, __mmask16 lanes, bool gelu, __m512* e,
+                          __m512* o) {
+  *e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
+  *o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
+  if (gelu) {
+    *e = gelu_avx512(*e);
+    *o = gelu_avx512(*o);
+  }
+}
+
 // One A tile: rows [0, rows) x k [0, kc) of op(A) (rows <= 16, kc <= 32), zero-padded. `src`
 // points at op(A)(0, 0): rows are `ld` apart when !trans, columns are `ld` apart when trans.
 // `sums` (trans only; null for none): the 16 rows' sums in double, to which the tile's f32 values
@@ -128,12 +140,8 @@ void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t
     sum_high = _mm512_loadu_pd(sums + 8);
   }
   for (int p = 0; p < 16; ++p) {
-    __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
-    __m512 o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
-    if (gelu) {
-      e = gelu_avx512(e);
-      o = gelu_avx512(o);
-    }
+    __m512 e, o;
+    load_row_pair(src, ld, p, kc, lanes, gelu, &e, &o);
     out[p] = pair_rows(e, o);
     if (sums && 2 * p < kc) {
       sum_low = _mm512_add_pd(sum_low, low_doubles(e));
@@ -160,12 +168,8 @@ void pack_b_tile(bool trans, const float* src, int64_t ld, int64_t cols, int64_t
     // Each pair of rows of op(B) is a row of the tile: stored as it is converted (as in pack_a_tile).
     const __mmask16 lanes = first_lanes16(cols);
     for (int p = 0; p < 16; ++p) {
-      __m512 e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
-      __m512 o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
-      if (gelu) {
-        e = gelu_avx512(e);
-        o = gelu_avx512(o);
-      }
+      __m512 e, o;
+      load_row_pair(src, ld, p, kc, lanes, gelu, &e, &o);
       _mm512_store_si512(dst + p * 32, pair_rows(e, o));
     }
     return;
