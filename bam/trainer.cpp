@@ -580,10 +580,10 @@ TrainResult Trainer::run() {
     const bool bf16 = compute_dtype_ == DType::bf16;
     std::printf("CPU matmuls: %s (%s)\n", bf16 ? "bf16 operands, f32 sums" : "f32",
                 bf16 ? cpu::gemm_bf16_kernel_name() : cpu::gemm_kernel_name());
-    if (bf16 && !cpu::cpu_has_amx_bf16()) {
+    if (bf16 && !cpu::cpu_has_amx_bf16() && !cpu::cpu_has_avx512_bf16()) {
       std::printf(
-          "note: this CPU has no AMX-BF16, so --precision bf16 rounds the matmul operands without running "
-          "faster; --precision f32 is quicker here\n");
+          "note: this CPU has neither AMX-BF16 nor AVX-512 BF16, so --precision bf16 rounds the matmul operands "
+          "without running faster; --precision f32 is quicker here\n");
     }
   }
   double budget_seconds = 60 * config_.time_budget_minutes;

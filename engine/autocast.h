@@ -14,7 +14,8 @@
 // CPU kernels have no 16-bit paths), and only while the guard lives: backward replays the forward's
 // dtypes through the recorded casts. On the CPU, bf16 autocast acts inside the ops instead: the
 // f32 GEMMs of linear, matmul and gelu_linear round their operands to bf16 (engine/ops_linalg.cpp,
-// on AMX tiles where the CPU has them), and their backward restores the forward's autocast state.
+// on AMX tiles or with AVX-512 BF16 where the CPU has them), and their backward restores the
+// forward's autocast state.
 #pragma once
 
 #include "engine/tensor.h"

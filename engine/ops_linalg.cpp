@@ -57,7 +57,7 @@ MatrixOperand matrix_operand(Tensor& t) {
 }
 
 // Under bf16 autocast an f32 GEMM on the CPU rounds its operands to bf16 and accumulates in f32
-// (gemm_f32_bf16: AMX tiles where the CPU has them). That is the CPU's form of autocast: the
+// (gemm_f32_bf16: AMX tiles or AVX-512 BF16 where the CPU has them). That is the CPU's form of autocast: the
 // tensors stay f32 (the CPU kernels are f32/f64), only the products see bf16 operands, as the
 // GPU's bf16 GEMMs do.
 bool cpu_gemm_in_bf16() { return autocast_dtype() == DType::bf16; }
@@ -247,7 +247,7 @@ std::vector<Tensor> linear_backward(const Tensor& g, const Tensor& xd, const Ten
 }
 
 // x weight^T + bias, not recorded; with gelu_of_x, GELU(x) weight^T + bias (gelu_linear). On the CPU
-// under bf16 autocast the GEMM adds the bias itself (on AMX it starts the accumulator tiles) and
+// under bf16 autocast the GEMM adds the bias itself (its packed kernels start the accumulators from it) and
 // applies the GELU while it packs x; elsewhere the GELU is computed first.
 Tensor linear_product(const Tensor& x, const Tensor& weight, const Tensor& bias, bool gelu_of_x) {
   Device device = same_device("linear", {&x, &weight, &bias});

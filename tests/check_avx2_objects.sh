@@ -1,6 +1,6 @@
 #!/bin/sh
-# Fails when an object compiled for AVX2, AVX-512 or AMX (kernels/cpu/*_avx2.cpp, *_avx512.cpp and
-# *_amx.cpp, built with -mavx2 -mfma, -mavx512f, and -mamx-tile -mavx512bf16) defines
+# Fails when an object compiled for AVX2, AVX-512 or AMX (kernels/cpu/*_avx2.cpp, *_avx512.cpp,
+# *_avx512bf16.cpp and *_amx.cpp, built with -mavx2 -mfma, -mavx512f, -mavx512bf16, and -mamx-tile) defines
 # a weak symbol: a template or inline function instantiated there is a copy the linker may keep
 # for the whole program, which would then run AVX2 instructions on a CPU without them. Those files
 # must hold only their own functions (internal or explicitly named), entered after the CPU check.

@@ -98,7 +98,7 @@ void check_op(const char* name, F f, int64_t rows, int64_t in, int64_t out_featu
 
 TEST_CASE("bf16 autocast on the CPU: linear, matmul and gelu_linear round their GEMM operands") {
   MESSAGE("bf16 GEMM: ", cpu::gemm_bf16_kernel_name());
-  // 300 x 96 @ 96 x 80 is big enough for the AMX path (where the CPU has it).
+  // 300 x 96 @ 96 x 80 is big enough for the packed kernels (AMX or AVX-512 BF16, where the CPU has them).
   check_op(
       "linear", [](const Tensor& x, const Tensor& w, const Tensor& b) { return linear(x, w, b); }, 300, 96, 80, false);
   check_op(

@@ -1,5 +1,6 @@
 // Tests for gemm_f32_bf16 (kernels/cpu/gemm.h): the f32 GEMM with bf16-rounded operands, on AMX
-// tiles and as rounded copies through gemm_f32, against a double-precision loop over the rounded
+// tiles, with AVX-512 BF16's pair dot products and as rounded copies through gemm_f32, each where
+// the CPU has it, against a double-precision loop over the rounded
 // operands; and its linear-layer forms (the bias, the bias gradient, GELU of an operand) against
 // the separate operations they replace, bit for bit.
 //
@@ -135,9 +136,17 @@ std::vector<Case> cases() {
   return out;
 }
 
-// The kernels to run: the rounded copies always, AMX when the CPU has it (said when it has not).
+// The kernels to run: the rounded copies always, AVX-512 BF16's dot products and AMX when the CPU
+// has them (said when it has not).
 std::vector<const char*> kernels() {
   std::vector<const char*> names = {"rounded"};
+  if (bam::cpu::cpu_has_avx512_bf16()) {
+    names.push_back("avx512bf16");
+  } else {
+    MESSAGE(
+        "no AVX-512 BF16 here (the CPU lacks it, BAM_CPU_AVX512BF16=0, or the compiler could not build it): the "
+        "dot-product kernel is not tested");
+  }
   if (bam::cpu::cpu_has_amx_bf16()) {
     names.push_back("amx");
   } else {
@@ -270,10 +279,16 @@ TEST_CASE("gemm_batched_f32_bf16 and the kernel names") {
   REQUIRE(bam::cpu::gemm_bf16_force_kernel("rounded"));
   CHECK(std::string(bam::cpu::gemm_bf16_kernel_name()).rfind("rounded copies + ", 0) == 0);
   REQUIRE(bam::cpu::gemm_bf16_force_kernel(nullptr));
+  const std::string rounded = std::string("rounded copies + ") + bam::cpu::gemm_kernel_name();
+  CHECK(std::string(bam::cpu::gemm_bf16_kernel_name()) == (bam::cpu::cpu_has_amx_bf16()      ? "amx-bf16 32x32"
+                                                           : bam::cpu::cpu_has_avx512_bf16() ? "avx512-bf16 8x32"
+                                                                                             : rounded));
+  REQUIRE(bam::cpu::gemm_bf16_force_kernel("avx512bf16"));
   CHECK(std::string(bam::cpu::gemm_bf16_kernel_name()) ==
-        (bam::cpu::cpu_has_amx_bf16() ? "amx-bf16 32x32"
-                                      : std::string("rounded copies + ") + bam::cpu::gemm_kernel_name()));
-  MESSAGE("this CPU: AMX-BF16 ", bam::cpu::cpu_has_amx_bf16() ? "yes" : "no");
+        (bam::cpu::cpu_has_avx512_bf16() ? "avx512-bf16 8x32" : rounded));
+  REQUIRE(bam::cpu::gemm_bf16_force_kernel(nullptr));
+  MESSAGE("this CPU: AMX-BF16 ", bam::cpu::cpu_has_amx_bf16() ? "yes" : "no", ", AVX-512 BF16 ",
+          bam::cpu::cpu_has_avx512_bf16() ? "yes" : "no");
 }
 
 TEST_CASE("gemm_f32_bf16_bias: the bits of filling C with the bias and adding the product (beta 1)") {

@@ -50,8 +50,9 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
   boolean("--teacher", c.teacher, "momentum (EMA) teacher provides the target");
   app.add_option("--teacher_m", c.teacher_m, "initial teacher momentum (cosine to 1)")->default_val(c.teacher_m);
   // precision, device
-  app.add_option("--precision", c.precision,
-                 "f32 | bf16 | fp16 (CUDA only) | auto (bf16 on CUDA and on CPUs with AMX-BF16, else f32)")
+  app.add_option(
+         "--precision", c.precision,
+         "f32 | bf16 | fp16 (CUDA only) | auto (bf16 on CUDA and on CPUs with AMX-BF16 or AVX-512 BF16, else f32)")
       ->default_val(c.precision);
   app.add_option("--use_fp16", use_fp16, "same as --precision fp16 when true (official flag)")->type_name("BOOL");
   app.add_option("--device", c.device, "cpu | cuda | cuda:N | auto (cuda when a GPU answers, else cpu)")

@@ -1,11 +1,13 @@
 // bench_gemm: times bam's f32 GEMM on the transformer's shapes and, when built with OpenBLAS
 // (BAM_HAVE_OPENBLAS), the same calls through cblas_sgemm; prints one table row per shape.
-// With --bf16 "ours" is gemm_f32_bf16 (bf16-rounded operands: AMX when the CPU has it), still
-// against OpenBLAS's f32 sgemm.
+// With --bf16 "ours" is gemm_f32_bf16 (bf16-rounded operands: AMX or AVX-512 BF16 when the CPU has
+// it), still against OpenBLAS's f32 sgemm.
 //
 // Shapes are M x N x K (C is M x N); 12544 = 64 images x 196 tokens, 384 channels, 1152 = qkv
 // width, 1536 = MLP width; 4352 = 256 images x 17 tokens and 128 channels is the README's job.
-// Usage: bench_gemm [--threads N] [--quick] [--kernel auto|avx2|portable] [--bf16]
+// Usage: bench_gemm [--threads N] [--quick] [--kernel NAME] [--bf16]
+//   --kernel: the f32 kernel (auto, avx512, avx2, portable), or with --bf16 the bf16 one (auto, amx,
+//   avx512bf16, rounded).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -109,6 +111,7 @@ void run_openblas(const Shape& s, Operands& op) {
 int main(int argc, char** argv) {
   int threads = bam::cpu::num_threads();
   bool quick = false;
+  const char* kernel = nullptr;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
       threads = std::max(1, std::atoi(argv[++i]));
@@ -117,14 +120,16 @@ int main(int argc, char** argv) {
     } else if (std::strcmp(argv[i], "--bf16") == 0) {
       g_bf16 = true;
     } else if (std::strcmp(argv[i], "--kernel") == 0 && i + 1 < argc) {
-      if (!bam::cpu::gemm_force_kernel(argv[++i])) {
-        std::fprintf(stderr, "bench_gemm: unknown kernel '%s' (auto, avx2, portable)\n", argv[i]);
-        return 2;
-      }
+      kernel = argv[++i];
     } else {
       std::fprintf(stderr, "usage: bench_gemm [--threads N] [--quick] [--kernel NAME] [--bf16]\n");
       return 2;
     }
+  }
+  if (kernel && !(g_bf16 ? bam::cpu::gemm_bf16_force_kernel(kernel) : bam::cpu::gemm_force_kernel(kernel))) {
+    std::fprintf(stderr, "bench_gemm: unknown kernel '%s' (%s)\n", kernel,
+                 g_bf16 ? "with --bf16: auto, amx, avx512bf16, rounded" : "auto, avx512, avx2, portable");
+    return 2;
   }
   bam::cpu::set_num_threads(threads);
 #ifdef BAM_HAVE_OPENBLAS

@@ -1,4 +1,4 @@
-// cpu_has_avx2_fma, cpu_has_avx512 and cpu_has_amx_bf16 (cpu_features.h).
+// cpu_has_avx2_fma, cpu_has_avx512, cpu_has_avx512_bf16 and cpu_has_amx_bf16 (cpu_features.h).
 #include "kernels/cpu/cpu_features.h"
 
 #include <cstdint>
@@ -43,18 +43,35 @@ bool cpu_has_avx512() {
 #endif
 }
 
+bool cpu_has_avx512_bf16() {
+#if defined(__x86_64__) && !defined(BAM_NO_AVX512BF16)
+  static const bool has = [] {
+    const char* setting = std::getenv("BAM_CPU_AVX512BF16");
+    if (setting && std::strcmp(setting, "0") == 0) return false;
+    if (!cpu_has_avx512()) return false;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool avx512bw = (b >> 30) & 1u;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+    const bool avx512_bf16 = (a >> 5) & 1u;
+    return avx512bw && avx512_bf16;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
 bool cpu_has_amx_bf16() {
 #if defined(__x86_64__) && defined(__linux__) && !defined(BAM_NO_AMX)
   static const bool has = [] {
     const char* setting = std::getenv("BAM_CPU_AMX");
     if (setting && std::strcmp(setting, "0") == 0) return false;
-    if (!cpu_has_avx512()) return false;
+    if (!cpu_has_avx512_bf16()) return false;
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    const bool amx_bf16 = (d >> 22) & 1u, amx_tile = (d >> 24) & 1u, avx512bw = (b >> 30) & 1u;
-    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
-    const bool avx512_bf16 = (a >> 5) & 1u;
-    if (!(amx_bf16 && amx_tile && avx512bw && avx512_bf16)) return false;
+    const bool amx_bf16 = (d >> 22) & 1u, amx_tile = (d >> 24) & 1u;
+    if (!(amx_bf16 && amx_tile)) return false;
     // The OS must save the tile state (XCR0 bits 17 and 18) ...
     uint32_t xcr0_low = 0, xcr0_high = 0;
     __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));

@@ -9,8 +9,12 @@ bool cpu_has_avx2_fma();
 // AVX-512F on top of AVX2/FMA (the *_avx512.cpp files), with the OS saving the wide registers.
 // BAM_CPU_AVX512=0 turns it off (and BAM_CPU_AVX2=0 with it).
 bool cpu_has_avx512();
-// Intel AMX with bf16 tiles (and AVX-512 BF16/BW for the packing), with Linux's permission to use
-// the tiles obtained for this process (the *_amx.cpp files). BAM_CPU_AMX=0 turns it off.
+// AVX-512 BF16 and BW on top of AVX-512F (the *_avx512bf16.cpp files: the bf16 GEMM's packing and
+// its pair dot products, VDPBF16PS). AMD has them from Zen 4 on, Intel from Cooper Lake.
+// BAM_CPU_AVX512BF16=0 turns it off (and AMX with it, whose packing needs it).
+bool cpu_has_avx512_bf16();
+// Intel AMX with bf16 tiles, on top of AVX-512 BF16, with Linux's permission to use the tiles
+// obtained for this process (the *_amx.cpp files). BAM_CPU_AMX=0 turns it off.
 bool cpu_has_amx_bf16();
 
 }  // namespace bam::cpu

@@ -47,26 +47,29 @@ const char* gemm_kernel_name();
 bool gemm_force_kernel(const char* name);
 
 // gemm_f32's contract with both operands rounded to bf16 first (to nearest, ties to even) and the
-// products accumulated in f32: the CPU's matmul under bf16 autocast. With AMX-BF16
-// (cpu_has_amx_bf16) the rounding happens while the operands are packed into tiles; without it,
-// rounded copies of the operands go through gemm_f32 (the specification). The two differ only in
-// the order of the f32 additions, and in subnormal numbers (below 1.2e-38): the tiles read
-// subnormal operands, and a subnormal C they accumulate onto, as zero, and flush subnormal results.
+// products accumulated in f32: the CPU's matmul under bf16 autocast. On a CPU with AMX-BF16
+// (cpu_has_amx_bf16) or AVX-512 BF16 (cpu_has_avx512_bf16) the rounding happens while the operands
+// are packed, and the tiles or the pair dot products (VDPBF16PS) multiply them; without either,
+// rounded copies of the operands go through gemm_f32 (the specification). They differ only in
+// the order of the f32 additions, and in subnormal numbers (below 1.2e-38): the tiles and the dot
+// products read subnormal operands, and a subnormal C they accumulate onto, as zero, and flush
+// subnormal results.
 void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 // C = op(A) op(B) + bias, the bias ([N] floats; null for none) added to every row: the linear
 // layer's product, bf16 operands as gemm_f32_bf16. Its specification: fill every row of C with the
 // bias, then gemm_f32_bf16 with alpha 1 and beta 1 (beta 0 without a bias); this gives the same
-// bits. On AMX the bias starts the accumulator tiles instead, which saves writing C once and
-// reading it back. With gelu_a, op(A) is GELU of the stored values (gelu_erf_forward_f32's bits),
-// applied while A is packed on AMX: the MLP's second layer without its hidden activation in memory.
+// bits. The packed kernels (AMX, AVX-512 BF16) start their accumulators from the bias instead,
+// which saves writing C once and reading it back. With gelu_a, op(A) is GELU of the stored values
+// (gelu_erf_forward_f32's bits), applied while A is packed: the MLP's second layer without its
+// hidden activation in memory.
 void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                         const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc, bool gelu_a = false);
 // C = op(A) op(B) (bf16 operands, as gemm_f32_bf16 with alpha 1 and beta 0) and row_sums[m] = the
 // sum over k of op(A)(m, k) from the f32 values, in double, k in order: the linear layer's weight
 // and bias gradients in one pass (dW = g^T x, db = the column sums of g, with trans_a). With
-// trans_a the sums have the bits of reduce<float>'s column sums (sum(g, {0}) for M > 1); on AMX
-// they are taken while op(A) is packed instead of in a pass of their own. With gelu_b, op(B) is
+// trans_a the sums have the bits of reduce<float>'s column sums (sum(g, {0}) for M > 1); the packed
+// kernels take them while op(A) is packed instead of in a pass of their own. With gelu_b, op(B) is
 // GELU of the stored values, as gelu_a above (the second MLP layer's weight gradient, g^T GELU(h)).
 void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                              const float* B, int64_t ldb, float* C, int64_t ldc, float* row_sums, bool gelu_b = false);
@@ -74,34 +77,42 @@ void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M,
                            const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb, int64_t stride_b,
                            float beta, float* C, int64_t ldc, int64_t stride_c);
 
-// The bf16-operand GEMM in use: "amx-bf16 32x32" or "rounded copies + <the f32 kernel>". (Problems
-// of at most 32,768 multiply-adds always take the rounded copies.)
+// The bf16-operand GEMM in use: "amx-bf16 32x32", "avx512-bf16 8x32" or "rounded copies + <the f32
+// kernel>". (Problems of at most 32,768 multiply-adds always take the rounded copies.)
 const char* gemm_bf16_kernel_name();
-// "auto" (AMX when the CPU has it), "amx" (the same) or "rounded" (the rounded copies, even with
-// AMX); nullptr returns to "auto". Returns false for an unknown name. For tests and benchmarks.
+// "auto" (AMX when the CPU has it, else AVX-512 BF16 when it has that, else the rounded copies),
+// "amx" (the same), "avx512bf16" (the pair dot products even with AMX; the rounded copies without
+// AVX-512 BF16) or "rounded" (the rounded copies on any CPU); nullptr returns to "auto". Returns
+// false for an unknown name. For tests and benchmarks.
 bool gemm_bf16_force_kernel(const char* name);
 
 namespace gemm_detail {
 
-// The AMX pieces of gemm_f32_bf16 (gemm_amx.cpp; the driver is gemm_bf16.cpp); only to be used when
-// cpu_has_amx_bf16(), with M, N, K > 0. Packed layouts, in bf16 (uint16_t), 512 per tile:
+// The packed kernels of gemm_f32_bf16 (the driver is gemm_bf16.cpp), with M, N, K > 0. The packing
+// (gemm_bf16_pack_avx512bf16.cpp) is only to be used when cpu_has_avx512_bf16(). Packed layouts, in
+// bf16 (uint16_t), 512 per tile:
 //   op(B): 32-column panels; panel p's K step s (32 deep) is "item" p * steps + s, two tiles of
 //          16 columns each in the pair layout, at packed_b + item * 1024; steps = ceil(K / 32).
 //   op(A): one 32-row block for all of K: step s's two 16-row tiles at packed_a + s * 1024.
 // Zero padding fills every tile past M, N or K.
 // gelu_a / gelu_b: the operand is GELU of the stored values (gelu_avx512.h, the GELU loops' bits).
-// amx_pack_b packs the items of visits [visit_begin, visit_end) of the panels x steps items (the
+// bf16_pack_b packs the items of visits [visit_begin, visit_end) of the panels x steps items (the
 // visits run in an order of its own; together all of them pack every item once).
-void amx_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t visit_begin, int64_t visit_end,
-                uint16_t* packed_b, bool gelu_b);
+void bf16_pack_b(bool trans_b, const float* B, int64_t ldb, int64_t N, int64_t K, int64_t visit_begin,
+                 int64_t visit_end, uint16_t* packed_b, bool gelu_b);
 // With `row_sums` (trans_a only; null for none): the block's 32 rows of op(A) are also summed,
 // from the f32 values in k order, into row_sums[0, 32) (doubles, added to what they hold).
-void amx_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, int64_t i0, uint16_t* packed_a,
-                double* row_sums, bool gelu_a);
+void bf16_pack_a(bool trans_a, const float* A, int64_t lda, int64_t M, int64_t K, int64_t i0, uint16_t* packed_a,
+                 double* row_sums, bool gelu_a);
 // C rows [i0, i0 + 32) x panels [panel_begin, panel_end) = alpha * packed A block x packed B + beta * C;
 // with `bias` ([N] floats; only with alpha 1 and beta 1), the bias stands in for every old row of C
-// (which is not read).
+// (which is not read). On AMX tiles (gemm_amx.cpp; only when cpu_has_amx_bf16()), or with AVX-512
+// BF16's pair dot products (gemm_bf16_dot_avx512bf16.cpp; when cpu_has_avx512_bf16()). The two add
+// the products in different orders.
 void amx_multiply_panels(const uint16_t* packed_a, const uint16_t* packed_b, int64_t M, int64_t N, int64_t K,
+                         int64_t i0, int64_t panel_begin, int64_t panel_end, float alpha, float beta, const float* bias,
+                         float* C, int64_t ldc);
+void dot_multiply_panels(const uint16_t* packed_a, const uint16_t* packed_b, int64_t M, int64_t N, int64_t K,
                          int64_t i0, int64_t panel_begin, int64_t panel_end, float alpha, float beta, const float* bias,
                          float* C, int64_t ldc);
 

@@ -1,5 +1,6 @@
-// gemm_f32_bf16: the f32 GEMM with bf16-rounded operands (gemm.h), on AMX tiles when the CPU has
-// them, else as its specification: round copies of both operands, then the f32 GEMM.
+// gemm_f32_bf16: the f32 GEMM with bf16-rounded operands (gemm.h): on AMX tiles or with AVX-512
+// BF16's pair dot products when the CPU has them (both from the same packed operands, driven
+// here), else as its specification: round copies of both operands, then the f32 GEMM.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -17,8 +18,18 @@
 namespace bam::cpu {
 namespace {
 
-enum class Bf16Kernel { automatic, rounded };
-std::atomic<Bf16Kernel> g_forced{Bf16Kernel::automatic};
+// The kernels that multiply packed operands, and the rounded copies (the specification).
+enum class Bf16Kernel { amx, dot, rounded };
+enum class Bf16Choice { automatic, dot, rounded };  // what gemm_bf16_force_kernel asked for
+std::atomic<Bf16Choice> g_forced{Bf16Choice::automatic};
+
+// The kernel for problems large enough to pack (the forced one where the CPU has it).
+Bf16Kernel chosen_kernel() {
+  const Bf16Choice forced = g_forced.load(std::memory_order_acquire);
+  if (forced == Bf16Choice::rounded) return Bf16Kernel::rounded;
+  if (forced == Bf16Choice::automatic && cpu_has_amx_bf16()) return Bf16Kernel::amx;
+  return cpu_has_avx512_bf16() ? Bf16Kernel::dot : Bf16Kernel::rounded;
+}
 
 float round_to_bf16(float x) { return bf16_bits_to_float(float_to_bf16_bits(x)); }
 
@@ -57,13 +68,13 @@ int64_t gelu_copy(const float* src, int64_t ld, int64_t rows, int64_t cols, std:
   return std::max<int64_t>(cols, 1);
 }
 
-#ifndef BAM_NO_AMX  // (defined when the compiler cannot build gemm_amx.cpp)
-// Below this many multiply-adds the tiles' packing costs more than it saves.
-constexpr int64_t kAmxMinWork = 32 * 1024;
+#ifndef BAM_NO_AVX512BF16  // (defined when the compiler cannot build the *_avx512bf16.cpp files)
+// Below this many multiply-adds the packing costs more than it saves.
+constexpr int64_t kPackedMinWork = 32 * 1024;
 
-bool use_amx(int64_t M, int64_t N, int64_t K) {
-  return g_forced.load(std::memory_order_acquire) == Bf16Kernel::automatic && cpu_has_amx_bf16() &&
-         M * N * K > kAmxMinWork;
+// The packed kernel for this problem, or rounded for the rounded copies.
+Bf16Kernel packed_kernel(int64_t M, int64_t N, int64_t K) {
+  return M * N * K > kPackedMinWork ? chosen_kernel() : Bf16Kernel::rounded;
 }
 
 // Per-thread packed operands, in bf16.
@@ -73,20 +84,21 @@ thread_local ScratchBuffer<uint16_t> t_packed_b;
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Packed op(B) of one K slice kept at once: 512 Ki bf16 values (1 MiB), within a core's L2 on the CPUs that
-// have AMX (2 MiB), so that every row block rereads it from there rather than from memory.
-constexpr int64_t kPackedBBudget = 512 * 1024;
+// have AMX (2 MiB), so that every row block rereads it from there rather than from memory; half
+// that on the others (AMD's Zen 4 and 5 have 1 MiB of L2 a core).
+int64_t packed_b_budget(Bf16Kernel kernel) { return kernel == Bf16Kernel::amx ? 512 * 1024 : 256 * 1024; }
 
-// The AMX GEMM (the tile layouts are in gemm.h). K is cut into slices whose packed op(B) fits
-// kPackedBBudget; per slice, op(B) is packed by all threads, then each task packs its 32-row block
-// of op(A) for the slice and multiplies it with a run of B's 32-column panels, adding into C
-// (beta applies to the first slice only, as in gemm.cpp).
+// The packed GEMM (the layouts are in gemm.h), on AMX tiles or with pair dot products (`kernel`).
+// K is cut into slices whose packed op(B) fits packed_b_budget; per slice, op(B) is packed by all
+// threads, then each task packs its 32-row block of op(A) for the slice and multiplies it with a
+// run of B's 32-column panels, adding into C (beta applies to the first slice only, as in gemm.cpp).
 // With `bias` (alpha and beta 1), the first slice starts from it instead of from C. With `a_sums`
 // (trans_a; ceil(M / 32) * 32 doubles, zero), op(A)'s rows are summed while they are packed: by the
 // first column chunk's task of each row block, slice after slice, so k stays in order. gelu_a /
 // gelu_b: the operand is GELU of the stored values, applied while it is packed.
-void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-              const float* B, int64_t ldb, float beta, const float* bias, float* C, int64_t ldc, double* a_sums,
-              bool gelu_a, bool gelu_b) {
+void packed_gemm(Bf16Kernel kernel, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, const float* bias, float* C,
+                 int64_t ldc, double* a_sums, bool gelu_a, bool gelu_b) {
   constexpr int64_t kBlock = 32, kStep = 32, kTile = 512;
   const int64_t panels = ceil_div(N, kBlock);
   const int64_t row_blocks = ceil_div(M, kBlock);
@@ -94,7 +106,7 @@ void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
   // Equal slices of whole 32-deep steps, as deep as the budget allows.
   // (At least 16 steps, 512 deep: a wide op(B) would otherwise cut K so thin that loading and
   // storing C for every slice cost more than reading its packed B from L3.)
-  const int64_t budget_steps = std::max<int64_t>(16, kPackedBBudget / (panels * 2 * kTile));
+  const int64_t budget_steps = std::max<int64_t>(16, packed_b_budget(kernel) / (panels * 2 * kTile));
   const int64_t slices = ceil_div(ceil_div(K, kStep), budget_steps);
   const int64_t depth = ceil_div(ceil_div(K, kStep), slices) * kStep;
 
@@ -113,7 +125,7 @@ void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     const float slice_beta = k0 == 0 ? beta : 1.0f;
     const float* slice_bias = k0 == 0 ? bias : nullptr;
     const auto pack_b = [&](int64_t begin, int64_t end) {
-      gemm_detail::amx_pack_b(trans_b, b_slice, ldb, N, kc, begin, end, packed_b, gelu_b);
+      gemm_detail::bf16_pack_b(trans_b, b_slice, ldb, N, kc, begin, end, packed_b, gelu_b);
     };
     if (threads > 1) {
       parallel_for(panels * steps, 16, pack_b);
@@ -126,9 +138,16 @@ void amx_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
       const int64_t panel_end = std::min(panels, panel_begin + panels_per_chunk);
       if (panel_begin >= panel_end) return;
       uint16_t* packed_a = t_packed_a.get(steps * 2 * kTile);
-      gemm_detail::amx_pack_a(trans_a, a_slice, lda, M, kc, block * kBlock, packed_a,
-                              a_sums && chunk == 0 ? a_sums + block * kBlock : nullptr, gelu_a);
-      gemm_detail::amx_multiply_panels(packed_a, packed_b, M, N, kc, block * kBlock, panel_begin, panel_end, alpha,
+      gemm_detail::bf16_pack_a(trans_a, a_slice, lda, M, kc, block * kBlock, packed_a,
+                               a_sums && chunk == 0 ? a_sums + block * kBlock : nullptr, gelu_a);
+#ifndef BAM_NO_AMX  // (defined when the compiler cannot build gemm_amx.cpp)
+      if (kernel == Bf16Kernel::amx) {
+        gemm_detail::amx_multiply_panels(packed_a, packed_b, M, N, kc, block * kBlock, panel_begin, panel_end, alpha,
+                                         slice_beta, slice_bias, C, ldc);
+        return;
+      }
+#endif
+      gemm_detail::dot_multiply_panels(packed_a, packed_b, M, N, kc, block * kBlock, panel_begin, panel_end, alpha,
                                        slice_beta, slice_bias, C, ldc);
     };
     if (threads > 1) {
@@ -148,9 +167,9 @@ void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
     gemm_f32(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);  // C = beta * C
     return;
   }
-#ifndef BAM_NO_AMX
-  if (use_amx(M, N, K)) {
-    amx_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, nullptr, C, ldc, nullptr, false, false);
+#ifndef BAM_NO_AVX512BF16
+  if (const Bf16Kernel kernel = packed_kernel(M, N, K); kernel != Bf16Kernel::rounded) {
+    packed_gemm(kernel, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, nullptr, C, ldc, nullptr, false, false);
     return;
   }
 #endif
@@ -159,9 +178,11 @@ void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
 
 void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                         const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc, bool gelu_a) {
-#ifndef BAM_NO_AMX
-  if (M > 0 && N > 0 && K > 0 && use_amx(M, N, K)) {
-    amx_gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, bias ? 1.0f : 0.0f, bias, C, ldc, nullptr, gelu_a, false);
+#ifndef BAM_NO_AVX512BF16
+  if (const Bf16Kernel kernel = M > 0 && N > 0 && K > 0 ? packed_kernel(M, N, K) : Bf16Kernel::rounded;
+      kernel != Bf16Kernel::rounded) {
+    packed_gemm(kernel, trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, bias ? 1.0f : 0.0f, bias, C, ldc, nullptr,
+                gelu_a, false);
     return;
   }
 #endif
@@ -183,11 +204,13 @@ void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
 
 void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                              const float* B, int64_t ldb, float* C, int64_t ldc, float* row_sums, bool gelu_b) {
-#ifndef BAM_NO_AMX
-  if (trans_a && M > 0 && N > 0 && K > 0 && use_amx(M, N, K)) {
+#ifndef BAM_NO_AVX512BF16
+  if (const Bf16Kernel kernel = trans_a && M > 0 && N > 0 && K > 0 ? packed_kernel(M, N, K) : Bf16Kernel::rounded;
+      kernel != Bf16Kernel::rounded) {
     thread_local std::vector<double> sums;  // grow-only scratch of this thread
     sums.assign(static_cast<size_t>(ceil_div(M, 32) * 32), 0.0);
-    amx_gemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, nullptr, C, ldc, sums.data(), false, gelu_b);
+    packed_gemm(kernel, trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, nullptr, C, ldc, sums.data(), false,
+                gelu_b);
     for (int64_t m = 0; m < M; ++m) row_sums[m] = static_cast<float>(sums[static_cast<size_t>(m)]);
     return;
   }
@@ -235,8 +258,10 @@ void gemm_batched_f32_bf16(bool trans_a, bool trans_b, int64_t batch, int64_t M,
 }
 
 const char* gemm_bf16_kernel_name() {
-  if (g_forced.load(std::memory_order_acquire) == Bf16Kernel::automatic && cpu_has_amx_bf16()) {
-    return "amx-bf16 32x32";
+  switch (chosen_kernel()) {
+    case Bf16Kernel::amx: return "amx-bf16 32x32";
+    case Bf16Kernel::dot: return "avx512-bf16 8x32";
+    case Bf16Kernel::rounded: break;
   }
   static thread_local std::string name;
   name = std::string("rounded copies + ") + gemm_kernel_name();
@@ -245,11 +270,15 @@ const char* gemm_bf16_kernel_name() {
 
 bool gemm_bf16_force_kernel(const char* name) {
   if (!name || std::strcmp(name, "auto") == 0 || std::strcmp(name, "amx") == 0) {
-    g_forced.store(Bf16Kernel::automatic, std::memory_order_release);
+    g_forced.store(Bf16Choice::automatic, std::memory_order_release);
+    return true;
+  }
+  if (std::strcmp(name, "avx512bf16") == 0) {
+    g_forced.store(Bf16Choice::dot, std::memory_order_release);
     return true;
   }
   if (std::strcmp(name, "rounded") == 0) {
-    g_forced.store(Bf16Kernel::rounded, std::memory_order_release);
+    g_forced.store(Bf16Choice::rounded, std::memory_order_release);
     return true;
   }
   return false;

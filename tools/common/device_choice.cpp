@@ -15,7 +15,7 @@ std::string resolve_device(const std::string& device) {
 std::string resolve_precision(const std::string& precision, const std::string& resolved_device) {
   if (precision != "auto") return precision;
   if (resolved_device.rfind("cuda", 0) == 0) return "bf16";
-  return cpu::cpu_has_amx_bf16() ? "bf16" : "f32";
+  return cpu::cpu_has_amx_bf16() || cpu::cpu_has_avx512_bf16() ? "bf16" : "f32";
 }
 
 std::string resolve_data_backend(const std::string& backend, const std::string& resolved_device) {

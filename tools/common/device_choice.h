@@ -1,5 +1,6 @@
 // `--device auto` and `--precision auto` for the tools: the GPU with bf16 autocast when a CUDA
-// device answers, else the CPU, in bf16 where it has AMX-BF16 and in f32 elsewhere. Resolved once, before the flags are validated, so that logs
+// device answers, else the CPU, in bf16 where it multiplies bf16 faster than f32 (AMX-BF16 or
+// AVX-512 BF16) and in f32 elsewhere. Resolved once, before the flags are validated, so that logs
 // and checkpoints record what actually ran.
 #pragma once
 
@@ -11,8 +12,9 @@ namespace bam::tool {
 
 // "auto" -> "cuda" when a CUDA device is usable, else "cpu"; any other value is returned as is.
 std::string resolve_device(const std::string& device);
-// "auto" -> "bf16" on a CUDA device; on the CPU "bf16" when it has AMX-BF16 (its matmuls then run
-// on the tiles, with bf16 operands), else "f32"; any other value is returned as is.
+// "auto" -> "bf16" on a CUDA device; on the CPU "bf16" when it has AMX-BF16 or AVX-512 BF16 (its
+// matmuls then run on the tiles or the pair dot products, with bf16 operands), else "f32"; any
+// other value is returned as is.
 std::string resolve_precision(const std::string& precision, const std::string& resolved_device);
 
 // "auto" -> "gpu" on a CUDA device (with a CUDA build), "cpu" otherwise; any other value as is.
