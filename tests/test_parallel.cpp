@@ -1,7 +1,8 @@
 // Tests for the CPU thread pool (kernels/cpu/parallel.h): every task of every region runs exactly
 // once, regions follow each other back to back (workers still spinning) and after pauses (workers
 // asleep), the workers take part, the pool can be resized between regions, and nested regions run
-// serially.
+// serially. (Pools of more threads than cores skip the spinning: on a 2-core machine the 3- and
+// 4-thread cases take that path.)
 #include <atomic>
 #include <chrono>
 #include <cstdint>

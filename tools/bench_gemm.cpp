@@ -43,7 +43,7 @@ const Shape kAllShapes[] = {
     {"mlp fc1 d_weight", true, false, 1, 1536, 384, 12544}, {"qkv d_weight", true, false, 1, 1152, 384, 12544},
     {"attn scores", false, true, 1024, 50, 50, 32},         {"attn values", false, false, 1024, 50, 32, 50},
     {"small fc1 forward", false, true, 1, 4352, 512, 128},  {"small fc1 d_weight", true, false, 1, 512, 128, 4352},
-    {"projector layer", false, true, 1, 512, 1024, 1024},
+    {"small fc2 d_weight", true, false, 1, 128, 512, 4352}, {"projector layer", false, true, 1, 512, 1024, 1024},
 };
 
 double seconds_since(std::chrono::steady_clock::time_point start) {

@@ -52,6 +52,7 @@ bool cpu_has_avx512_bf16() {
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
     const bool avx512bw = (b >> 30) & 1u;
+    if (a < 1) return false;  // (EAX of subleaf 0: the last subleaf of leaf 7)
     if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
     const bool avx512_bf16 = (a >> 5) & 1u;
     return avx512bw && avx512_bf16;

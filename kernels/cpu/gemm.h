@@ -52,8 +52,9 @@ bool gemm_force_kernel(const char* name);
 // are packed, and the tiles or the pair dot products (VDPBF16PS) multiply them; without either,
 // rounded copies of the operands go through gemm_f32 (the specification). They differ only in
 // the order of the f32 additions, and in subnormal numbers (below 1.2e-38): the tiles and the dot
-// products read subnormal operands, and a subnormal C they accumulate onto, as zero, and flush
-// subnormal results.
+// products read subnormal operands as zero and flush subnormal sums, and so, where C is added in
+// their accumulators (alpha 1 and beta 1), a subnormal C too; the alpha and beta scaling after
+// them is ordinary f32 arithmetic.
 void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                    int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 // C = op(A) op(B) + bias, the bias ([N] floats; null for none) added to every row: the linear

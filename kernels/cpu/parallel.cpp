@@ -39,9 +39,12 @@ inline void cpu_relax() {
 #endif
 }
 
-// Checks ready() until it holds or kSpin has passed; returns ready().
+// Checks ready() until it holds or kSpin has passed; returns ready(). With more threads in the pool
+// than cores to run them (`spin` false), a spinning thread could hold the core the awaited one
+// needs: it checks once and goes to sleep.
 template <typename Ready>
-bool spin_until(const Ready& ready) {
+bool spin_until(bool spin, const Ready& ready) {
+  if (!spin) return ready();
   const auto deadline = std::chrono::steady_clock::now() + kSpin;
   for (int i = 1;; ++i) {
     if (ready()) return true;
@@ -80,7 +83,7 @@ class ThreadPool {
     wake_.notify_all();  // (no system call when no worker sleeps)
     work_on_tasks(fn, num_tasks);
     const auto finished = [&] { return busy_workers_.load(std::memory_order_acquire) == 0; };
-    if (!spin_until(finished)) {
+    if (!spin_until(spin_, finished)) {
       std::unique_lock<std::mutex> lock(mutex_);
       done_.wait(lock, finished);
     }
@@ -90,6 +93,7 @@ class ThreadPool {
  private:
   void start(int n) {
     quit_ = false;
+    spin_ = n <= available_cores();
     // Workers start from the current generation; reading it inside the thread instead could
     // miss a job published before the thread got going.
     uint64_t generation = generation_;
@@ -118,7 +122,7 @@ class ThreadPool {
       // The next region cannot be published before this worker has counted itself done with the
       // last one, so the generation moves on by exactly one.
       const auto published = [&] { return generation_.load(std::memory_order_acquire) != seen; };
-      if (!spin_until(published)) {
+      if (!spin_until(spin_, published)) {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, published);
       }
@@ -143,6 +147,7 @@ class ThreadPool {
   std::atomic<int> busy_workers_{0};
   std::atomic<uint64_t> generation_{0};
   bool quit_ = false;  // (written before a generation's release, like job_)
+  bool spin_ = true;   // whether waiting threads spin first (written before the workers start)
   std::atomic<int> next_task_{0};
 };
 

@@ -1,5 +1,5 @@
-// <immintrin.h> for the *_avx512.cpp and *_amx.cpp files, and their shared lane-mask and widening
-// helpers. GCC 12's AVX-512 headers build the "undefined" source of some unmasked intrinsics
+// <immintrin.h> for the *_avx512.cpp, *_avx512bf16.cpp and *_amx.cpp files, and their shared
+// lane-mask and widening helpers. GCC 12's AVX-512 headers build the "undefined" source of some unmasked intrinsics
 // (shuffles, conversions, 256-bit casts) as `__m512 x = x;`, which -Wuninitialized and
 // -Wmaybe-uninitialized report wherever they are inlined (a known header issue; the value is never
 // read). The warnings are silenced for the including file, which holds only intrinsic code.
