@@ -84,12 +84,12 @@ thread_local ScratchBuffer<uint16_t> t_packed_b;
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Packed op(B) of one K slice kept at once: 512 Ki bf16 values (1 MiB), within a core's L2 on the CPUs that
-// have AMX (2 MiB), so that every row block rereads it from there rather than from memory; half
-// that on the others (AMD's Zen 4 and 5 have 1 MiB of L2 a core).
-int64_t packed_b_budget(Bf16Kernel kernel) { return kernel == Bf16Kernel::amx ? 512 * 1024 : 256 * 1024; }
+// have AMX (2 MiB), so that every row block rereads it from there rather than from memory. (On AMD's
+// Zen 5, with 1 MiB of L2 a core, half that measured no faster for the dot products.)
+constexpr int64_t kPackedBBudget = 512 * 1024;
 
 // The packed GEMM (the layouts are in gemm.h), on AMX tiles or with pair dot products (`kernel`).
-// K is cut into slices whose packed op(B) fits packed_b_budget; per slice, op(B) is packed by all
+// K is cut into slices whose packed op(B) fits kPackedBBudget; per slice, op(B) is packed by all
 // threads, then each task packs its 32-row block of op(A) for the slice and multiplies it with a
 // run of B's 32-column panels, adding into C (beta applies to the first slice only, as in gemm.cpp).
 // With `bias` (alpha and beta 1), the first slice starts from it instead of from C. With `a_sums`
@@ -106,7 +106,7 @@ void packed_gemm(Bf16Kernel kernel, bool trans_a, bool trans_b, int64_t M, int64
   // Equal slices of whole 32-deep steps, as deep as the budget allows.
   // (At least 16 steps, 512 deep: a wide op(B) would otherwise cut K so thin that loading and
   // storing C for every slice cost more than reading its packed B from L3.)
-  const int64_t budget_steps = std::max<int64_t>(16, packed_b_budget(kernel) / (panels * 2 * kTile));
+  const int64_t budget_steps = std::max<int64_t>(16, kPackedBBudget / (panels * 2 * kTile));
   const int64_t slices = ceil_div(ceil_div(K, kStep), budget_steps);
   const int64_t depth = ceil_div(ceil_div(K, kStep), slices) * kStep;
 
