@@ -14,12 +14,20 @@
 #endif
 
 namespace bam::cpu {
+namespace {
+
+// Whether the environment variable says "0": the switch that turns a path off.
+bool turned_off(const char* variable) {
+  const char* setting = std::getenv(variable);
+  return setting && std::strcmp(setting, "0") == 0;
+}
+
+}  // namespace
 
 bool cpu_has_avx2_fma() {
 #if defined(__x86_64__) || defined(__i386__)
   static const bool has = [] {
-    const char* setting = std::getenv("BAM_CPU_AVX2");
-    if (setting && std::strcmp(setting, "0") == 0) return false;
+    if (turned_off("BAM_CPU_AVX2")) return false;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();
@@ -32,8 +40,7 @@ bool cpu_has_avx2_fma() {
 bool cpu_has_avx512() {
 #if defined(__x86_64__) || defined(__i386__)
   static const bool has = [] {
-    const char* setting = std::getenv("BAM_CPU_AVX512");
-    if (setting && std::strcmp(setting, "0") == 0) return false;
+    if (turned_off("BAM_CPU_AVX512")) return false;
     // (libgcc's check also asks the OS, through XGETBV, whether it saves the zmm registers.)
     return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
   }();
@@ -46,8 +53,7 @@ bool cpu_has_avx512() {
 bool cpu_has_avx512_bf16() {
 #if defined(__x86_64__) && !defined(BAM_NO_AVX512BF16)
   static const bool has = [] {
-    const char* setting = std::getenv("BAM_CPU_AVX512BF16");
-    if (setting && std::strcmp(setting, "0") == 0) return false;
+    if (turned_off("BAM_CPU_AVX512BF16")) return false;
     if (!cpu_has_avx512()) return false;
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
@@ -66,8 +72,7 @@ bool cpu_has_avx512_bf16() {
 bool cpu_has_amx_bf16() {
 #if defined(__x86_64__) && defined(__linux__) && !defined(BAM_NO_AMX)
   static const bool has = [] {
-    const char* setting = std::getenv("BAM_CPU_AMX");
-    if (setting && std::strcmp(setting, "0") == 0) return false;
+    if (turned_off("BAM_CPU_AMX")) return false;
     if (!cpu_has_avx512_bf16()) return false;
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;

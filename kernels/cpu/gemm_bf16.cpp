@@ -72,7 +72,7 @@ int64_t gelu_copy(const float* src, int64_t ld, int64_t rows, int64_t cols, std:
 // Below this many multiply-adds the packing costs more than it saves.
 constexpr int64_t kPackedMinWork = 32 * 1024;
 
-// The packed kernel for this problem, or rounded for the rounded copies.
+// The packed kernel for this problem, or rounded for the rounded copies (always for an empty one).
 Bf16Kernel packed_kernel(int64_t M, int64_t N, int64_t K) {
   return M * N * K > kPackedMinWork ? chosen_kernel() : Bf16Kernel::rounded;
 }
@@ -179,8 +179,7 @@ void gemm_f32_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
 void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                         const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc, bool gelu_a) {
 #ifndef BAM_NO_AVX512BF16
-  if (const Bf16Kernel kernel = M > 0 && N > 0 && K > 0 ? packed_kernel(M, N, K) : Bf16Kernel::rounded;
-      kernel != Bf16Kernel::rounded) {
+  if (const Bf16Kernel kernel = packed_kernel(M, N, K); kernel != Bf16Kernel::rounded) {
     packed_gemm(kernel, trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, bias ? 1.0f : 0.0f, bias, C, ldc, nullptr,
                 gelu_a, false);
     return;
@@ -205,8 +204,7 @@ void gemm_f32_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
 void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                              const float* B, int64_t ldb, float* C, int64_t ldc, float* row_sums, bool gelu_b) {
 #ifndef BAM_NO_AVX512BF16
-  if (const Bf16Kernel kernel = trans_a && M > 0 && N > 0 && K > 0 ? packed_kernel(M, N, K) : Bf16Kernel::rounded;
-      kernel != Bf16Kernel::rounded) {
+  if (const Bf16Kernel kernel = trans_a ? packed_kernel(M, N, K) : Bf16Kernel::rounded; kernel != Bf16Kernel::rounded) {
     thread_local std::vector<double> sums;  // grow-only scratch of this thread
     sums.assign(static_cast<size_t>(ceil_div(M, 32) * 32), 0.0);
     packed_gemm(kernel, trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, nullptr, C, ldc, sums.data(), false,
