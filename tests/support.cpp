@@ -1,11 +1,16 @@
-// Test support implementation: input generation, Ref helpers, closeness and gradient checks.
+// Test support implementation: input generation, Ref helpers, closeness and gradient checks,
+// the scratch folder.
 #include "tests/support.h"
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <numeric>
+#include <string>
 #include <thread>
 
 #include "engine/device_copy.h"
@@ -221,6 +226,36 @@ int64_t settled_count(const std::function<int64_t()>& count, int64_t at_least) {
   for (int i = 0; i < 2000 && count() < at_least; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   return count();
+}
+
+namespace {
+
+// This process's scratch root, removed (with everything in it) at exit.
+class ScratchRoot {
+ public:
+  ScratchRoot() : path_(std::filesystem::temp_directory_path() / ("bam_tests_" + std::to_string(::getpid()))) {
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchRoot() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  ScratchRoot(const ScratchRoot&) = delete;
+  ScratchRoot& operator=(const ScratchRoot&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace
+
+std::filesystem::path scratch_dir(const std::string& name) {
+  static const ScratchRoot root;
+  const std::filesystem::path dir = root.path() / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
 }
 
 }  // namespace bam::test

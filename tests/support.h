@@ -1,6 +1,7 @@
 // Test support: seeded random inputs in chosen layouts, a tiny f64 reference array type for naive
 // reference implementations, closeness checks from engine/tolerance.h, the f64
-// finite-difference gradient check used by the op table, and a folder moved away for a test.
+// finite-difference gradient check used by the op table, a scratch folder per test process, and
+// a folder moved away for a test.
 #pragma once
 
 #include <cstdint>
@@ -106,6 +107,11 @@ uint64_t test_seed(const char* test_name);
 // to 20 s for it to reach `at_least`, then 300 ms for it to go beyond, and returns it. The counts
 // tests wait for are limits the code sets, not timings: a slow machine can only hide an overrun.
 int64_t settled_count(const std::function<int64_t()>& count, int64_t at_least);
+
+// A fresh, empty folder for a test's files: <temp>/bam_tests_<pid>/<name> (`name` may hold
+// slashes). The whole <temp>/bam_tests_<pid> is removed when the test process exits normally, so
+// test runs leave nothing behind in the temporary directory.
+std::filesystem::path scratch_dir(const std::string& name);
 
 // Moves a folder away (to make every file of a dataset unreadable) and puts it back when
 // destroyed, however the test ends.

@@ -5,7 +5,6 @@
 // against the attention it reads, and a training run that renews its boxes with the teacher,
 // keeps them in its checkpoints and resumes from them exactly (and refuses to resume without
 // them where they would have been located). (The loader's side is in test_loader.cpp.)
-#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -87,12 +86,7 @@ bool same_box(const data::ObjectBox& a, const data::ObjectBox& b) {
   return a.top == b.top && a.left == b.left && a.bottom == b.bottom && a.right == b.right;
 }
 
-std::string fresh_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / ("bam_ccrop_" + std::to_string(::getpid())) / name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir.string();
-}
+std::string fresh_dir(const std::string& name) { return scratch_dir("ccrop/" + name).string(); }
 
 std::vector<data::ObjectBox> boxes_of(const LoadedCheckpoint& ck) {
   REQUIRE(ck.object_boxes.defined());
@@ -284,7 +278,7 @@ TEST_CASE("the boxes are used and renewed on main_pretrain.py's epochs") {
 }
 
 TEST_CASE("locate_objects reads the CLS attention of the last block of each whole image, in dataset order") {
-  const std::string root = write_colour_folder("bam_ccrop_" + std::to_string(::getpid()) + "/locate", 2, 7, 4);
+  const std::string root = write_colour_folder("ccrop/locate", 2, 7, 4);
   data::Dataset d = data::open_dataset(root);
   Generator gen(test_seed("locate objects"));
   VisionTransformer vit(tiny_vit_config(4, 16), &gen);
@@ -313,7 +307,7 @@ TEST_CASE("locate_objects reads the CLS attention of the last block of each whol
 }
 
 TEST_CASE("a ContrastiveCrop run renews its boxes with the teacher, keeps them in checkpoints and resumes exactly") {
-  const std::string folder = write_colour_folder("bam_ccrop_" + std::to_string(::getpid()) + "/images", 4, 16, 8);
+  const std::string folder = write_colour_folder("ccrop/images", 4, 16, 8);
   auto config = [&](const std::string& name) {
     TrainConfig c = small_train_config(fresh_dir(name));
     c.data_path = folder;
@@ -380,7 +374,7 @@ TEST_CASE("a ContrastiveCrop run renews its boxes with the teacher, keeps them i
     CHECK(rest.step_losses[i] == reference.step_losses[8 + i]);
   }
   // Resuming over another folder: the boxes do not fit it, and the error says so.
-  const std::string other = write_colour_folder("bam_ccrop_" + std::to_string(::getpid()) + "/other", 3, 16, 9);
+  const std::string other = write_colour_folder("ccrop/other", 3, 16, 9);
   TrainConfig moved = config("moved");
   std::filesystem::copy_file(full.output_dir + "/checkpoint0001.safetensors",
                              moved.output_dir + "/checkpoint.safetensors");

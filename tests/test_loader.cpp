@@ -4,7 +4,6 @@
 // epoch whose boxes are not known yet, damaged files reported, skipped and counted, and
 // the probe on a tiny separable dataset reaching high accuracy with both kNN and linear; the
 // arena reservations the GPU loader's decode threads share.
-#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -29,7 +28,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string make_folder(const std::string& name, int classes, int per_class, uint64_t seed) {
-  return write_colour_folder("bam_loader_" + std::to_string(::getpid()) + "/" + name, classes, per_class, seed);
+  return write_colour_folder("loader/" + name, classes, per_class, seed);
 }
 
 // The loader's decoded-image count once the workers have reached `at_least` (settled_count).

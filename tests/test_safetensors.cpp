@@ -4,7 +4,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "engine/safetensors.h"
 #include "tests/support.h"
@@ -13,8 +12,7 @@ namespace bam::test {
 namespace {
 
 std::string temp_path(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / ("bam_test_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  static const std::filesystem::path dir = scratch_dir("safetensors");
   return (dir / name).string();
 }
 

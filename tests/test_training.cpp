@@ -3,7 +3,6 @@
 // losses; a non-finite loss stops the run and leaves the last checkpoint intact; export writes a
 // timm-named backbone; bad flags are rejected with the flag named; the data source is told the
 // run's length in epochs, fitted to a time budget too; the output folder is made (or refused) first.
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -20,12 +19,7 @@
 namespace bam::test {
 namespace {
 
-std::string fresh_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / ("bam_train_" + std::to_string(::getpid())) / name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir.string();
-}
+std::string fresh_dir(const std::string& name) { return scratch_dir("train/" + name).string(); }
 
 TrainResult train(const TrainConfig& c) {
   Trainer trainer(c, make_train_data(c));

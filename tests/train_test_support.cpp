@@ -9,6 +9,7 @@
 
 #include "engine/random.h"
 #include "engine/tensor.h"
+#include "tests/support.h"
 
 namespace bam::test {
 
@@ -48,8 +49,7 @@ VitConfig tiny_vit_config(int64_t patch_size, int64_t img_size, int64_t embed_di
 
 std::string write_colour_folder(const std::string& name, int classes, int per_class, uint64_t seed) {
   namespace fs = std::filesystem;
-  const fs::path root = fs::temp_directory_path() / name;
-  fs::remove_all(root);
+  const fs::path root = scratch_dir(name);
   Generator gen(seed);
   const uint8_t palette[4][3] = {{220, 40, 40}, {40, 200, 60}, {50, 60, 210}, {200, 200, 40}};
   for (int c = 0; c < classes; ++c) {

@@ -16,7 +16,7 @@ TrainConfig small_train_config(const std::string& output_dir);
 // images in patch_size-pixel patches.
 VitConfig tiny_vit_config(int64_t patch_size, int64_t img_size, int64_t embed_dim = 32, int64_t heads = 2);
 
-// A folder of `classes` x `per_class` JPEGs under the temporary directory (`name` relative to it,
+// A folder of `classes` x `per_class` JPEGs in the process's scratch folder (scratch_dir(name),
 // emptied first), ImageFolder layout: class c's images are noisy versions of one colour (red,
 // green, blue, yellow), 12 to 20 px on a side. Returns its path.
 std::string write_colour_folder(const std::string& name, int classes, int per_class, uint64_t seed);

@@ -4,13 +4,12 @@
 // and bamtrain's step waiting for the device once.
 #include <cmath>
 #include <filesystem>
-#include <unistd.h>
 
 #include "bam/bam_loss.h"
 #include "bam/bam_model.h"
 #include "bam/trainer.h"
-#include "engine/cuda.h"
 #include "engine/autocast.h"
+#include "engine/cuda.h"
 #include "engine/grad_scaler.h"
 #include "engine/optim.h"
 #include "engine/random.h"
@@ -191,9 +190,7 @@ TEST_CASE("a short bf16 and fp16 training run tracks the f32 run's loss") {
 TEST_CASE("a bamtrain step waits for the device once, in bf16 and in fp16 (with --top_k_sink)") {
   for (const std::string precision : {"bf16", "fp16"}) {
     CAPTURE(precision);
-    TrainConfig c = small_train_config((std::filesystem::temp_directory_path() /
-                                        ("bam_gpu_waits_" + std::to_string(::getpid()) + "_" + precision))
-                                           .string());
+    TrainConfig c = small_train_config(scratch_dir("gpu_waits_" + precision).string());
     c.epochs = 1;
     c.warmup_epochs = 0;
     c.teacher = true;  // the EMA update must not wait either

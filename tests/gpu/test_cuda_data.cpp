@@ -3,7 +3,6 @@
 // GpuCropLoader against MultiCropLoader on a folder with damaged files mixed in.
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -208,7 +207,7 @@ data::Dataset write_test_folder(const std::filesystem::path& root, const std::ve
 TEST_CASE("MultiCropLoader's page-locked batches upload without a wait: a buffer is refilled after its upload") {
   namespace fs = std::filesystem;
   const uint64_t seed = test_seed();
-  fs::path root = fs::temp_directory_path() / ("bam_pinned_loader_" + std::to_string(::getpid()));
+  fs::path root = scratch_dir("pinned_loader");
   data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
   data::LoaderOptions o;
   o.threads = 3;
@@ -262,7 +261,7 @@ TEST_CASE("MultiCropLoader's page-locked batches upload without a wait: a buffer
 TEST_CASE("GpuCropLoader: a contiguous part's augmented crops are the whole folder's crops of its images") {
   namespace fs = std::filesystem;
   const uint64_t seed = test_seed();
-  fs::path root = fs::temp_directory_path() / ("bam_gpu_parts_" + std::to_string(::getpid()));
+  fs::path root = scratch_dir("gpu_parts");
   fs::remove_all(root);
   fs::create_directories(root / "a");
   const std::vector<ImageFile> files = gpu_test_corpus(seed);
@@ -294,7 +293,7 @@ TEST_CASE("GpuCropLoader: a contiguous part's augmented crops are the whole fold
 TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files skipped") {
   namespace fs = std::filesystem;
   const uint64_t seed = test_seed();
-  fs::path root = fs::temp_directory_path() / ("bam_gpu_loader_" + std::to_string(::getpid()));
+  fs::path root = scratch_dir("gpu_loader");
   data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
   auto boxes = std::make_shared<data::ObjectBoxes>();
   boxes->first_epoch = 1;
@@ -373,7 +372,7 @@ TEST_CASE("GpuCropLoader gives MultiCropLoader's batches, with damaged files ski
 TEST_CASE("GpuCropLoader grows its page-locked arenas for files larger than the sampled ones") {
   namespace fs = std::filesystem;
   const uint64_t seed = test_seed();
-  fs::path root = fs::temp_directory_path() / ("bam_gpu_arena_" + std::to_string(::getpid()));
+  fs::path root = scratch_dir("gpu_arena");
   fs::remove_all(root);
   fs::create_directories(root / "c");
   std::vector<ImageFile> files;
@@ -435,7 +434,7 @@ TEST_CASE("GpuCropLoader grows its page-locked arenas for files larger than the 
 TEST_CASE("GpuCropLoader reports the device's wait for its kernels, four batches late") {
   namespace fs = std::filesystem;
   const uint64_t seed = test_seed();
-  fs::path root = fs::temp_directory_path() / ("bam_gpu_wait_" + std::to_string(::getpid()));
+  fs::path root = scratch_dir("gpu_wait");
   data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
   data::LoaderOptions o;
   o.threads = 2;
@@ -469,7 +468,7 @@ TEST_CASE("GpuCropLoader reports the device's wait for its kernels, four batches
 TEST_CASE("ContrastiveCrop's box update on the GPU finds the CPU's boxes") {
   namespace fs = std::filesystem;
   const uint64_t seed = test_seed();
-  fs::path root = fs::temp_directory_path() / ("bam_gpu_boxes_" + std::to_string(::getpid()));
+  fs::path root = scratch_dir("gpu_boxes");
   data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
   Generator gen(seed);
   VisionTransformer vit(tiny_vit_config(8, 64), &gen);
@@ -498,7 +497,7 @@ TEST_CASE("ContrastiveCrop's box update on the GPU finds the CPU's boxes") {
 TEST_CASE("GpuCropLoader: a worker's failure spoils its batch only, and the next start_epoch tries again") {
   namespace fs = std::filesystem;
   const uint64_t seed = test_seed();
-  fs::path root = fs::temp_directory_path() / ("bam_gpu_spoiled_" + std::to_string(::getpid()));
+  fs::path root = scratch_dir("gpu_spoiled");
   data::Dataset dataset = write_test_folder(root, gpu_test_corpus(seed));
   data::AugmentRecipe recipe = multi_crop_test_recipe();
   data::LoaderOptions o;
