@@ -201,12 +201,14 @@ int64_t Trainer::steps_within(double seconds, double step_seconds, int64_t from_
   // on --saveckp_freq epochs) and a kNN evaluation every --knn_freq epochs and after the last.
   auto cost = [&](int64_t total) {
     const int64_t epochs = ceil_div(total, per_epoch) - first_epoch;
-    double t = static_cast<double>(total - from_step) * step_seconds + static_cast<double>(epochs) * save_seconds_;
-    if (config_.saveckp_freq > 0) t += static_cast<double>(ceil_div(epochs, config_.saveckp_freq)) * save_seconds_;
-    if (knn_ && config_.knn_freq > 0) t += static_cast<double>(ceil_div(epochs, config_.knn_freq)) * knn_seconds_;
+    const double save = save_seconds_.mean;
+    double t = static_cast<double>(total - from_step) * step_seconds + static_cast<double>(epochs) * save;
+    if (config_.saveckp_freq > 0) t += static_cast<double>(ceil_div(epochs, config_.saveckp_freq)) * save;
+    if (knn_ && config_.knn_freq > 0) t += static_cast<double>(ceil_div(epochs, config_.knn_freq)) * knn_seconds_.mean;
     if (config_.use_ccrop) {
       const int64_t all = first_epoch + epochs;
-      for (int64_t e = first_epoch; e < all; ++e) t += ccrop_schedule_.renews_after(e, all) ? box_update_seconds_ : 0.0;
+      for (int64_t e = first_epoch; e < all; ++e)
+        t += ccrop_schedule_.renews_after(e, all) ? box_update_seconds_.mean : 0.0;
     }
     return t;
   };
@@ -217,6 +219,38 @@ int64_t Trainer::steps_within(double seconds, double step_seconds, int64_t from_
     if (cost(mid) <= seconds) lo = mid; else hi = mid - 1;
   }
   return lo;
+}
+
+void Trainer::refit_to_budget() {
+  const int64_t steps = data_->steps_per_epoch();
+  const double per_step = refit_window_seconds_ / static_cast<double>(std::max<int64_t>(1, refit_window_steps_));
+  const double left = budget_seconds_ - seconds_since(run_start_);
+  const int64_t planned = config_.max_steps;
+  config_.max_steps = decided_by_rank0(steps_within(left, per_step, state_.global_step));
+  config_.epochs = (config_.max_steps + steps - 1) / steps;
+  // The first refit, early in the warm-up, sets the warm-up's length for good: the later ones
+  // only move the end of the cosine decay.
+  if (refits_done_ == 0) config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
+  config_.reg_warmup_epochs = std::min(requested_reg_warmup_epochs_, config_.epochs);
+  build_schedules();
+  ++refits_done_;
+  std::printf(
+      "Refitted to the budget at step %lld: %.3f s per step (mean of %lld steps), %lld steps in all (%.2f "
+      "epochs; was %lld)\n",
+      static_cast<long long>(state_.global_step), per_step, static_cast<long long>(refit_window_steps_),
+      static_cast<long long>(config_.max_steps), static_cast<double>(config_.max_steps) / steps,
+      static_cast<long long>(planned));
+  // The window keeps growing: the mean of all steps since its start follows a lasting change of
+  // speed, and averages out the minute-to-minute drift that a short window would chase (each
+  // refit moves the cosine decay's end, so a jumpy estimate makes a jumpy learning rate).
+  refit_at_step_ = state_.global_step + refit_interval_;
+  if (refit_at_step_ >= config_.max_steps) refit_at_step_ = -1;  // the run ends first
+}
+
+void Trainer::save_timed(const std::string& path) {
+  auto start = Clock::now();
+  save(path);
+  save_seconds_.add(seconds_since(start));
 }
 
 std::string Trainer::checkpoint_path() const { return config_.output_dir + "/checkpoint.safetensors"; }
@@ -520,22 +554,14 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       j["time_s"] = seconds_since(run_start_);
       if (writes_files()) std::ofstream(config_.output_dir + "/steps.jsonl", std::ios::app) << j.dump() << "\n";
     }
-    // The steps after the first third of the window (past start-up costs), each from its wait for
-    // data to here: the epoch-end work that the window may span is counted separately.
-    if (refit_at_step_ > 0 && state_.global_step > refit_at_step_ / 3) refit_step_seconds_ += seconds_since(wait_start);
-    if (state_.global_step == refit_at_step_) {
-      // The throwaway calibration misses the costs of the real loop (logging, the loader's threads
-      // sharing the cores): refit the schedule from the real steps, still inside the warm-up.
-      double per_step = refit_step_seconds_ / static_cast<double>(refit_at_step_ - refit_at_step_ / 3);
-      refit_at_step_ = -1;
-      double left = budget_seconds_ - seconds_since(run_start_);
-      config_.max_steps = decided_by_rank0(steps_within(left, per_step, state_.global_step));
-      config_.epochs = (config_.max_steps + steps - 1) / steps;
-      config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
-      config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);
-      build_schedules();
-      std::printf("Refitted to the budget: %.3f s per step measured, %lld steps in all (%.2f epochs)\n", per_step,
-                  static_cast<long long>(config_.max_steps), static_cast<double>(config_.max_steps) / steps);
+    // Each step of the refit window, from its wait for data to here: the epoch-end work that the
+    // window may span is counted separately.
+    if (refit_at_step_ > 0) {
+      if (state_.global_step > refit_window_start_) {
+        refit_window_seconds_ += seconds_since(wait_start);
+        ++refit_window_steps_;
+      }
+      if (state_.global_step == refit_at_step_) refit_to_budget();
     }
     // Everything of the step, its logging included, has run: a wait anywhere in it is counted.
     stats.host_waits_per_step += static_cast<double>(cuda::host_waits() - waits_before);
@@ -595,12 +621,10 @@ TrainResult Trainer::run() {
     // evaluation every --knn_freq epochs. On a GPU a small model's epoch can take less time than
     // one kNN evaluation, so both are measured once here and counted in the schedule.
     const std::string probe = config_.output_dir + "/checkpoint.timing.tmp";
-    auto start = Clock::now();
-    save(probe);
-    save_seconds_ = seconds_since(start);
+    save_timed(probe);
     std::filesystem::remove(probe);
     // And ContrastiveCrop's box updates, a pass of the model over the training images each.
-    if (config_.use_ccrop && writes_files()) box_update_seconds_ = measure_box_update_seconds();  // rank 0 fits
+    if (config_.use_ccrop && writes_files()) box_update_seconds_.add(measure_box_update_seconds());  // rank 0 fits
   }
   // A kNN evaluation of the weights training starts from: asked for (--eval_first), or, fitting a
   // budget, to time the monitor (it is then also the baseline of the evaluations to come).
@@ -610,7 +634,7 @@ TrainResult Trainer::run() {
   const bool finished = state_.global_step >= total_steps_;
   if (knn_ && !finished && (config_.eval_first || (fit && config_.knn_freq > 0))) {
     KnnEvaluation knn = evaluate_knn();
-    knn_seconds_ = knn.teacher_copied ? 2 * knn.seconds : knn.seconds;  // what the evaluations to come cost
+    knn_seconds_.add(knn.teacher_copied ? 2 * knn.seconds : knn.seconds);  // what the evaluations to come cost
     std::printf("kNN evaluation before training: %s (%.1f s%s)\n", knn.text().c_str(), knn.seconds,
                 config_.time_budget_minutes > 0 ? ", counted in the budget" : "");
     EpochStats measured;
@@ -627,7 +651,8 @@ TrainResult Trainer::run() {
     config_.max_steps = decided_by_rank0(steps_within(budget_seconds - seconds_since(run_start_), step_seconds, 0));
     config_.epochs = (config_.max_steps + steps - 1) / steps;
     config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
-    config_.reg_warmup_epochs = std::min(config_.reg_warmup_epochs, config_.epochs);
+    requested_reg_warmup_epochs_ = config_.reg_warmup_epochs;
+    config_.reg_warmup_epochs = std::min(requested_reg_warmup_epochs_, config_.epochs);
     build_schedules();
     std::printf(
         "Measured %.3f s per step: %lld steps (%.2f epochs of %lld steps) fit the %g-minute budget; "
@@ -635,9 +660,13 @@ TrainResult Trainer::run() {
         step_seconds, static_cast<long long>(config_.max_steps), static_cast<double>(config_.max_steps) / steps,
         static_cast<long long>(steps), config_.time_budget_minutes, static_cast<long long>(config_.warmup_steps));
     if (config_.use_ccrop)
-      std::printf("(counting a box update at %.3g s, measured on a sample of the images)\n", box_update_seconds_);
-    // Refit from real steps early in the warm-up; the deadline only catches a far-off estimate.
+      std::printf("(counting a box update at %.3g s, measured on a sample of the images)\n", box_update_seconds_.mean);
+    // Refit from real steps early in the warm-up (leaving the first third of that window out, past
+    // start-up costs), then about twenty times more in the run, each from the steps since the last
+    // and the epoch-end work's cost seen so far. The deadline only catches a far-off estimate.
     refit_at_step_ = std::clamp<int64_t>(config_.max_steps / 20, 9, 60);
+    refit_window_start_ = refit_at_step_ / 3;
+    refit_interval_ = std::max<int64_t>(refit_at_step_, config_.max_steps / 20);
     budget_seconds_ = budget_seconds;
     budget_seconds *= 1.15;
   }
@@ -651,7 +680,7 @@ TrainResult Trainer::run() {
   for (int64_t epoch = state_.epoch; epoch < epochs_in_schedule(); ++epoch) {
     EpochStats stats = train_epoch(epoch, result, deadline);
     if (result.stopped_by_budget) {
-      save(checkpoint_path());
+      save_timed(checkpoint_path());
       std::printf("Time budget of %g minutes spent at epoch %lld step %lld; checkpoint saved, run again to continue\n",
                   config_.time_budget_minutes, static_cast<long long>(epoch), static_cast<long long>(step_in_epoch_));
       break;
@@ -659,17 +688,20 @@ TrainResult Trainer::run() {
     state_.epoch = epoch + 1;
     step_in_epoch_ = 0;
     bool last = epoch + 1 == epochs_in_schedule();
-    if (config_.use_ccrop && ccrop_schedule_.renews_after(epoch, epochs_in_schedule()))
+    if (config_.use_ccrop && ccrop_schedule_.renews_after(epoch, epochs_in_schedule())) {
       renew_object_boxes(epoch, &stats);
+      box_update_seconds_.add(stats.box_seconds);
+    }
     if (knn_ && config_.knn_freq > 0 && ((epoch + 1) % config_.knn_freq == 0 || last)) {
       KnnEvaluation knn = evaluate_knn();
+      knn_seconds_.add(knn.seconds);
       knn.into(&stats);
       std::printf("kNN evaluation after epoch %lld: %s (%.1f s)\n", static_cast<long long>(epoch), knn.text().c_str(),
                   knn.seconds);
     }
-    save(checkpoint_path());
+    save_timed(checkpoint_path());
     if (config_.saveckp_freq > 0 && epoch % config_.saveckp_freq == 0)
-      save(fmt::format("{}/checkpoint{:04}.safetensors", config_.output_dir, epoch));
+      save_timed(fmt::format("{}/checkpoint{:04}.safetensors", config_.output_dir, epoch));
     append_log(stats);
     result.epochs.push_back(stats);
     std::printf("Epoch %lld done in %s: loss %.4f  target entropy %.3f  embedding std %.3f  %.1f img/s\n",

@@ -115,16 +115,31 @@ class Trainer {
   GradScaler scaler_{false};          // enabled for fp16
   std::vector<double> lr_schedule_, wd_schedule_, momentum_schedule_;
   int64_t total_steps_ = 0;  // the schedules' length: --max_steps or epochs x steps per epoch
-  // Fitting to a time budget: after `refit_at_step_` real steps the step time is measured again
-  // and the schedule refitted to what is left of the budget (-1: no refit pending).
+  // Fitting to a time budget: at `refit_at_step_` the schedule is refitted to what is left of the
+  // budget, from the mean time of the real steps after `refit_window_start_` (-1: no refit
+  // pending). The first refit comes early in the warm-up; the later ones every `refit_interval_`
+  // steps, so that the run lands on the budget when the machine's speed drifts.
   int64_t refit_at_step_ = -1;
+  int64_t refit_interval_ = 0;
+  int refits_done_ = 0;
   Clock::time_point run_start_;
-  double refit_step_seconds_ = 0;  // the refit window's steps, summed (epoch-end work left out)
+  int64_t refit_window_start_ = 0;   // the steps after this one are in the window
+  double refit_window_seconds_ = 0;  // the window's steps, summed (epoch-end work left out)
+  int64_t refit_window_steps_ = 0;
   double budget_seconds_ = 0;
-  // Measured before training when fitting to a budget: one checkpoint save, one kNN evaluation,
-  // one box update (ContrastiveCrop).
-  double save_seconds_ = 0, knn_seconds_ = 0;
-  double box_update_seconds_ = 0;  // with --use_ccrop
+  int64_t requested_reg_warmup_epochs_ = 0;  // --reg_warmup_epochs as given (a fit may shorten it)
+  void refit_to_budget();
+  // The cost of one occurrence of some epoch-end work: measured once before training, then
+  // averaged with each occurrence during the run.
+  struct MeanSeconds {
+    double mean = 0;
+    int64_t count = 0;
+    void add(double seconds) { mean += (seconds - mean) / static_cast<double>(++count); }
+  };
+  // When fitting to a budget: a checkpoint save, a kNN evaluation, a box update (ContrastiveCrop).
+  MeanSeconds save_seconds_, knn_seconds_;
+  MeanSeconds box_update_seconds_;           // with --use_ccrop
+  void save_timed(const std::string& path);  // save(), its time added to save_seconds_
   TrainState state_;
   int64_t step_in_epoch_ = 0;  // steps of state_.epoch already done (mid-epoch resume)
   ContrastiveCropSchedule ccrop_schedule_;

@@ -4,6 +4,7 @@
 // timm-named backbone; bad flags are rejected with the flag named; the data source is told the
 // run's length in epochs, fitted to a time budget too; the output folder is made (or refused) first.
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -40,6 +41,28 @@ class EpochsRecorder : public TrainData {
  private:
   std::unique_ptr<TrainData> inner_;
   int64_t* epochs_;
+};
+
+// Passes batches through, each after a pause: `first_ms` for the first `switch_at` batches (the
+// step calibration's among them), `then_ms` after. A machine whose speed changes mid-run.
+class ChangingSpeedData : public TrainData {
+ public:
+  ChangingSpeedData(std::unique_ptr<TrainData> inner, int first_ms, int then_ms, int64_t switch_at)
+      : inner_(std::move(inner)), first_ms_(first_ms), then_ms_(then_ms), switch_at_(switch_at) {}
+  int64_t num_images() const override { return inner_->num_images(); }
+  int64_t steps_per_epoch() const override { return inner_->steps_per_epoch(); }
+  void start_epoch(int64_t epoch, int64_t first_step) override { inner_->start_epoch(epoch, first_step); }
+  CropBatch next() override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(batches_++ < switch_at_ ? first_ms_ : then_ms_));
+    return inner_->next();
+  }
+  void set_epochs(int64_t epochs) override { inner_->set_epochs(epochs); }
+  std::string describe() const override { return inner_->describe(); }
+
+ private:
+  std::unique_ptr<TrainData> inner_;
+  int first_ms_, then_ms_;
+  int64_t switch_at_, batches_ = 0;
 };
 
 }  // namespace
@@ -173,6 +196,39 @@ TEST_CASE("a budget-fitted schedule counts the kNN monitor and checkpoint time a
   // The loader was told the fitted length, so that it runs on into each next epoch up to there.
   CHECK(data_epochs == static_cast<int64_t>(r.epochs.size()));
   CHECK(seconds < 6.0 * 1.15 + 3.0);  // the budget, its deadline margin, and the step calibration
+}
+
+// The schedule fitted to a budget is refitted through the run from the steps' real times: when
+// the machine slows down after the first refit, the run still completes its schedule (a fit kept
+// from the early steps ran into the deadline, its learning rate never annealed), and when it
+// speeds up, the run goes on to use the budget (a kept fit ended with much of it unspent).
+TEST_CASE("a budget-fitted schedule follows a change of speed during the run") {
+  for (const bool slows_down : {true, false}) {
+    CAPTURE(slows_down);
+    TrainConfig c = small_train_config(fresh_dir(slows_down ? "slower" : "faster"));
+    c.embed_dim = 16;  // steps cheap beside the pauses, which set their time
+    c.depth = 1;
+    c.local_crops_number = 0;
+    c.hidden_dim = 32;
+    c.out_dim = 32;
+    c.batch_size_per_gpu = 8;
+    c.data_path = "synthetic:512";  // 64 steps an epoch
+    c.epochs = 1000;
+    c.time_budget_minutes = 0.1;  // 6 s
+    c.fit_epochs_to_budget = true;
+    c.knn_freq = 0;
+    // The calibration's 6 batches and 80 steps, past the first refit (at step 60 at the most), at
+    // one speed; the rest at a speed 3 times lower or higher.
+    const int first_ms = slows_down ? 4 : 12, then_ms = slows_down ? 12 : 4;
+    auto start = std::chrono::steady_clock::now();
+    Trainer trainer(c, std::make_unique<ChangingSpeedData>(make_train_data(c), first_ms, then_ms, 86));
+    TrainResult r = trainer.run();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    MESSAGE(r.step_losses.size() << " steps in " << seconds << " s for a 6 s budget");
+    CHECK_FALSE(r.stopped_by_budget);  // the whole schedule ran, to the end of its decay
+    CHECK(seconds > 0.85 * 6.0);       // and it used the budget
+    CHECK(seconds < 6.0 * 1.15 + 3.0);
+  }
 }
 
 TEST_CASE("--eval_first and --teacher: the kNN monitor sees both backbones, and log.txt keeps each evaluation") {

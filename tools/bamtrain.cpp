@@ -143,7 +143,8 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
   app.add_option("--time_budget_minutes", c.time_budget_minutes,
                  "stop after this many minutes with a checkpoint (0: train all epochs)");
   boolean("--fit_epochs_to_budget", c.fit_epochs_to_budget,
-          "time a few steps first and set --max_steps so the whole schedule fits --time_budget_minutes");
+          "time a few steps first and set --max_steps so the whole schedule fits --time_budget_minutes "
+          "(refitted about twenty times during the run from the real steps' times)");
 }
 
 }  // namespace
