@@ -36,8 +36,8 @@ void product_tile(int64_t depth, const float* a, Strides as, const float* b, int
 #pragma GCC unroll 4
   for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < depth; ++k) {
-    const __m512 b0 = _mm512_maskz_loadu_ps(low, b + k * ldb);
-    const __m512 b1 = _mm512_maskz_loadu_ps(high, b + k * ldb + kLanes);
+    const __m512 b0 = load16(b + k * ldb, low);
+    const __m512 b1 = load16(b + k * ldb + kLanes, high);
 #pragma GCC unroll 4
     for (int r = 0; r < ROWS; ++r) {
       const __m512 a_value = _mm512_set1_ps(a[r * as.row + k * as.step]);
@@ -48,8 +48,8 @@ void product_tile(int64_t depth, const float* a, Strides as, const float* b, int
   const __m512 scale = _mm512_set1_ps(alpha);
 #pragma GCC unroll 4
   for (int r = 0; r < ROWS; ++r) {
-    _mm512_mask_storeu_ps(c + r * ldc, low, _mm512_mul_ps(scale, acc[r][0]));
-    if (high) _mm512_mask_storeu_ps(c + r * ldc + kLanes, high, _mm512_mul_ps(scale, acc[r][1]));
+    store16(c + r * ldc, low, _mm512_mul_ps(scale, acc[r][0]));
+    if (high) store16(c + r * ldc + kLanes, high, _mm512_mul_ps(scale, acc[r][1]));
   }
 }
 
@@ -91,13 +91,13 @@ void softmax_row(const float* s, int64_t n, float* p) {
   for (int64_t j = 0; j < n; j += kLanes) {
     const __mmask16 lanes = first_lanes16(n - j);
     const __m512 e = _mm512_maskz_mov_ps(lanes, exp_nonpositive_avx512(_mm512_sub_ps(_mm512_loadu_ps(s + j), row_max)));
-    _mm512_mask_storeu_ps(p + j, lanes, e);
+    store16(p + j, lanes, e);
     total = _mm512_add_ps(total, e);
   }
   const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));
   for (int64_t j = 0; j < n; j += kLanes) {
     const __mmask16 lanes = first_lanes16(n - j);
-    _mm512_mask_storeu_ps(p + j, lanes, _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, p + j), inverse));
+    store16(p + j, lanes, _mm512_mul_ps(load16(p + j, lanes), inverse));
   }
 }
 
@@ -132,14 +132,13 @@ void backward_head_avx512(const float* q, const float* k, const float* v, int64_
     __m512 dot = _mm512_setzero_ps();
     for (int64_t j = 0; j < N; j += kLanes) {
       const __mmask16 lanes = first_lanes16(N - j);
-      dot = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes, p_row + j), _mm512_maskz_loadu_ps(lanes, row + j), dot);
+      dot = _mm512_fmadd_ps(load16(p_row + j, lanes), load16(row + j, lanes), dot);
     }
     const __m512 total = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
     for (int64_t j = 0; j < N; j += kLanes) {
       const __mmask16 lanes = first_lanes16(N - j);
-      const __m512 g = _mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, row + j), total);
-      _mm512_mask_storeu_ps(row + j, lanes,
-                            _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, p_row + j), g), vscale));
+      const __m512 g = _mm512_sub_ps(load16(row + j, lanes), total);
+      store16(row + j, lanes, _mm512_mul_ps(_mm512_mul_ps(load16(p_row + j, lanes), g), vscale));
     }
   }
   small_product(N, D, N, d_scores, {ldn, 1}, k, ld_qkv, dq, ld_qkv, 1.0f);  // dQ = dS k

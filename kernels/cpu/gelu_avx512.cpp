@@ -16,19 +16,19 @@ namespace bam::cpu::gelu_detail {
 void forward_avx512(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 lanes = first_lanes16(n - i);
-    const __m512 v = _mm512_maskz_loadu_ps(lanes, x + i);
-    _mm512_mask_storeu_ps(y + i, lanes, gelu_avx512(v));
+    const __m512 v = load16(x + i, lanes);
+    store16(y + i, lanes, gelu_avx512(v));
   }
 }
 
 void backward_avx512(const float* x, const float* dy, float* dx, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 lanes = first_lanes16(n - i);
-    const __m512 v = _mm512_maskz_loadu_ps(lanes, x + i);
+    const __m512 v = load16(x + i, lanes);
     __m512 cdf, pdf;
     gelu_cdf_pdf_avx512(v, &cdf, &pdf);
     const __m512 slope = _mm512_fmadd_ps(v, pdf, cdf);
-    _mm512_mask_storeu_ps(dx + i, lanes, _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, dy + i), slope));
+    store16(dx + i, lanes, _mm512_mul_ps(load16(dy + i, lanes), slope));
   }
 }
 

@@ -59,8 +59,8 @@ void multiply_tile_fixed(int64_t kc, const float* a, const float* b, float* c, i
     for (int h = 0; h < HALVES; ++h) {
       const __mmask16 mask = h < HALVES - 1 ? __mmask16(0xFFFF) : last_mask;
       __m512 value = _mm512_mul_ps(acc[r][h], valpha);
-      if (beta != 0.0f) value = _mm512_fmadd_ps(vbeta, _mm512_maskz_loadu_ps(mask, c_row + 16 * h), value);
-      _mm512_mask_storeu_ps(c_row + 16 * h, mask, value);
+      if (beta != 0.0f) value = _mm512_fmadd_ps(vbeta, load16(c_row + 16 * h, mask), value);
+      _mm512_mask_storeu_ps(c_row + 16 * h, mask, value);  // masked even when full: see gemm_bf16_dot
     }
   }
 }
@@ -119,8 +119,7 @@ void pack_a_rows(const float* src, int64_t ld, int64_t kc, float* dst) {
 // loads and stores, which touch nothing past those 12.
 void pack_a_columns(const float* src, int64_t ld, int64_t kc, float* dst) {
   const __mmask16 twelve = first_lanes16(kRows);
-  for (int64_t k = 0; k < kc; ++k)
-    _mm512_mask_storeu_ps(dst + k * kRows, twelve, _mm512_maskz_loadu_ps(twelve, src + k * ld));
+  for (int64_t k = 0; k < kc; ++k) store16(dst + k * kRows, twelve, load16(src + k * ld, twelve));
 }
 
 void pack_a(bool trans, const float* src, int64_t ld, int64_t rows, int64_t kc, float* dst) {

@@ -66,8 +66,8 @@ inline void transpose_words(__m512i r[16]) {
 // two rows that pair_rows interleaves into one row of a pair tile.
 inline void load_row_pair(const float* src, int64_t ld, int p, int64_t kc, __mmask16 lanes, bool gelu, __m512* e,
                           __m512* o) {
-  *e = 2 * p < kc ? _mm512_maskz_loadu_ps(lanes, src + 2 * p * ld) : _mm512_setzero_ps();
-  *o = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(lanes, src + (2 * p + 1) * ld) : _mm512_setzero_ps();
+  *e = 2 * p < kc ? load16(src + 2 * p * ld, lanes) : _mm512_setzero_ps();
+  *o = 2 * p + 1 < kc ? load16(src + (2 * p + 1) * ld, lanes) : _mm512_setzero_ps();
   if (gelu) {
     *e = gelu_avx512(*e);
     *o = gelu_avx512(*o);
@@ -88,8 +88,7 @@ void pack_a_tile(bool trans, const float* src, int64_t ld, int64_t rows, int64_t
     for (int r = 0; r < 16; ++r) {
       __m512i row = _mm512_setzero_si512();
       if (r < rows) {
-        __m512 first = _mm512_maskz_loadu_ps(low, src + r * ld),
-               second = _mm512_maskz_loadu_ps(high, src + r * ld + 16);
+        __m512 first = load16(src + r * ld, low), second = load16(src + r * ld + 16, high);
         if (gelu) {
           first = gelu_avx512(first);
           second = gelu_avx512(second);
@@ -151,7 +150,7 @@ void pack_b_tile(bool trans, const float* src, int64_t ld, int64_t cols, int64_t
       out[n] = _mm512_setzero_si512();
       continue;
     }
-    __m512 first = _mm512_maskz_loadu_ps(low, src + n * ld), second = _mm512_maskz_loadu_ps(high, src + n * ld + 16);
+    __m512 first = load16(src + n * ld, low), second = load16(src + n * ld + 16, high);
     if (gelu) {
       first = gelu_avx512(first);
       second = gelu_avx512(second);

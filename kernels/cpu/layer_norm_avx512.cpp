@@ -41,14 +41,14 @@ void forward_rows_f32_avx512(const float* x, const float* weight, const float* b
     float* yr = y + r * cols;
     __m512d acc = _mm512_setzero_pd();
     for (int64_t j = 0; j < cols; j += 16) {
-      const __m512 v = _mm512_maskz_loadu_ps(first_lanes16(cols - j), xr + j);
+      const __m512 v = load16(xr + j, first_lanes16(cols - j));
       acc = add_chunk(acc, low_doubles(v), high_doubles(v), cols - j);
     }
     const double m = combine(acc) / static_cast<double>(cols);
     const __m512d vm = _mm512_set1_pd(m);
     acc = _mm512_setzero_pd();
     for (int64_t j = 0; j < cols; j += 16) {
-      const __m512 v = _mm512_maskz_loadu_ps(first_lanes16(cols - j), xr + j);
+      const __m512 v = load16(xr + j, first_lanes16(cols - j));
       const __m512d d_low = _mm512_sub_pd(low_doubles(v), vm), d_high = _mm512_sub_pd(high_doubles(v), vm);
       acc = add_chunk(acc, _mm512_mul_pd(d_low, d_low), _mm512_mul_pd(d_high, d_high), cols - j);
     }
@@ -60,10 +60,10 @@ void forward_rows_f32_avx512(const float* x, const float* weight, const float* b
     const __m512 vmu = _mm512_set1_ps(mu), vrs = _mm512_set1_ps(rs);
     for (int64_t j = 0; j < cols; j += 16) {
       const __mmask16 lanes = first_lanes16(cols - j);
-      __m512 h = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, xr + j), vmu), vrs);
-      if (weight) h = _mm512_mul_ps(h, _mm512_maskz_loadu_ps(lanes, weight + j));
-      if (bias) h = _mm512_add_ps(h, _mm512_maskz_loadu_ps(lanes, bias + j));
-      _mm512_mask_storeu_ps(yr + j, lanes, h);
+      __m512 h = _mm512_mul_ps(_mm512_sub_ps(load16(xr + j, lanes), vmu), vrs);
+      if (weight) h = _mm512_mul_ps(h, load16(weight + j, lanes));
+      if (bias) h = _mm512_add_ps(h, load16(bias + j, lanes));
+      store16(yr + j, lanes, h);
     }
   }
 }
@@ -78,16 +78,16 @@ void backward_rows_f32_avx512(const float* x, const float* weight, const float* 
     // xhat = (x - mean) * rstd and g = dy * weight, recomputed in each pass (the same operations,
     // so the same values) instead of kept in a row buffer.
     const auto xhat_at = [&](int64_t j, __mmask16 lanes) {
-      return _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, xr + j), vmu), vrs);
+      return _mm512_mul_ps(_mm512_sub_ps(load16(xr + j, lanes), vmu), vrs);
     };
     const auto g_at = [&](__m512 dy_chunk, int64_t j, __mmask16 lanes) {
-      return weight ? _mm512_mul_ps(dy_chunk, _mm512_maskz_loadu_ps(lanes, weight + j)) : dy_chunk;
+      return weight ? _mm512_mul_ps(dy_chunk, load16(weight + j, lanes)) : dy_chunk;
     };
     __m512d sum_g = _mm512_setzero_pd(), sum_g_xhat = _mm512_setzero_pd();
     for (int64_t j = 0; j < cols; j += 16) {
       const __mmask16 lanes = first_lanes16(cols - j);
       const __mmask8 low_lanes = first_lanes8(cols - j), high_lanes = first_lanes8(cols - j - 8);
-      const __m512 dy_chunk = _mm512_maskz_loadu_ps(lanes, gr + j);
+      const __m512 dy_chunk = load16(gr + j, lanes);
       const __m512 xhat = xhat_at(j, lanes);
       const __m512d xhat_low = low_doubles(xhat), xhat_high = high_doubles(xhat);
       if (partial_weight) {
@@ -95,13 +95,10 @@ void backward_rows_f32_avx512(const float* x, const float* weight, const float* 
         const __m512d dy_low = low_doubles(dy_chunk), dy_high = high_doubles(dy_chunk);
         double* pw = partial_weight + j;
         double* pb = partial_bias + j;
-        _mm512_mask_storeu_pd(pw, low_lanes,
-                              _mm512_add_pd(_mm512_maskz_loadu_pd(low_lanes, pw), _mm512_mul_pd(dy_low, xhat_low)));
-        _mm512_mask_storeu_pd(
-            pw + 8, high_lanes,
-            _mm512_add_pd(_mm512_maskz_loadu_pd(high_lanes, pw + 8), _mm512_mul_pd(dy_high, xhat_high)));
-        _mm512_mask_storeu_pd(pb, low_lanes, _mm512_add_pd(_mm512_maskz_loadu_pd(low_lanes, pb), dy_low));
-        _mm512_mask_storeu_pd(pb + 8, high_lanes, _mm512_add_pd(_mm512_maskz_loadu_pd(high_lanes, pb + 8), dy_high));
+        store8d(pw, low_lanes, _mm512_add_pd(load8d(pw, low_lanes), _mm512_mul_pd(dy_low, xhat_low)));
+        store8d(pw + 8, high_lanes, _mm512_add_pd(load8d(pw + 8, high_lanes), _mm512_mul_pd(dy_high, xhat_high)));
+        store8d(pb, low_lanes, _mm512_add_pd(load8d(pb, low_lanes), dy_low));
+        store8d(pb + 8, high_lanes, _mm512_add_pd(load8d(pb + 8, high_lanes), dy_high));
       }
       if (dx) {
         const __m512 g = g_at(dy_chunk, j, lanes);
@@ -116,11 +113,11 @@ void backward_rows_f32_avx512(const float* x, const float* weight, const float* 
     float* dr = dx + r * cols;
     for (int64_t j = 0; j < cols; j += 16) {
       const __mmask16 lanes = first_lanes16(cols - j);
-      const __m512 g = g_at(_mm512_maskz_loadu_ps(lanes, gr + j), j, lanes);
+      const __m512 g = g_at(load16(gr + j, lanes), j, lanes);
       const __m512 xhat = xhat_at(j, lanes);
       // rstd * ((g - mean(g)) - xhat * mean(g xhat))
       const __m512 inner = _mm512_sub_ps(_mm512_sub_ps(g, mean_g), _mm512_mul_ps(xhat, mean_gx));
-      _mm512_mask_storeu_ps(dr + j, lanes, _mm512_mul_ps(vrs, inner));
+      store16(dr + j, lanes, _mm512_mul_ps(vrs, inner));
     }
   }
 }

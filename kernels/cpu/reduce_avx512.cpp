@@ -24,7 +24,7 @@ void column_sums_f32_avx512(const float* x, int64_t rows, int64_t ld, int64_t wi
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) {
         if (mask[g]) {
-          const __m512 v = _mm512_maskz_loadu_ps(mask[g], row + 16 * g);
+          const __m512 v = load16(row + 16 * g, mask[g]);
           sums[2 * g] = _mm512_add_pd(sums[2 * g], low_doubles(v));
           sums[2 * g + 1] = _mm512_add_pd(sums[2 * g + 1], high_doubles(v));
         }
@@ -37,7 +37,7 @@ void column_sums_f32_avx512(const float* x, int64_t rows, int64_t ld, int64_t wi
       const int64_t left = w - 8 * h;
       if (left > 0) {
         const __mmask8 m = left >= 8 ? __mmask8(0xFF) : static_cast<__mmask8>((1u << left) - 1u);
-        _mm512_mask_storeu_pd(out + c0 + 8 * h, m, sums[h]);
+        store8d(out + c0 + 8 * h, m, sums[h]);
       }
     }
   }
