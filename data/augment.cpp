@@ -192,12 +192,24 @@ void resample_rows_cols(const Src* src, int src_h, int src_w, const std::vector<
       out[3 * x + 2] = std::clamp(b, 0.0f, 255.0f);
     }
   }
+  const int width = 3 * out_w;
   for (int y = 0; y < out_h; ++y) {
     const Taps& t = rows[y];
-    float* out = dst + static_cast<size_t>(y) * out_w * 3;
-    for (int x = 0; x < 3 * out_w; ++x) {
+    const int count = static_cast<int>(t.weights.size());
+    const float* first = mid.data() + static_cast<size_t>(t.first - row_lo) * width;
+    float* out = dst + static_cast<size_t>(y) * width;
+    // Eight values at a time, each summed over the taps in order as alone (eight independent
+    // chains of additions instead of one).
+    int x = 0;
+    for (; x + 8 <= width; x += 8) {
+      float acc[8] = {};
+      for (int k = 0; k < count; ++k)
+        for (int j = 0; j < 8; ++j) acc[j] += t.weights[k] * first[static_cast<size_t>(k) * width + x + j];
+      for (int j = 0; j < 8; ++j) out[x + j] = std::clamp(acc[j], 0.0f, 255.0f);
+    }
+    for (; x < width; ++x) {
       float acc = 0;
-      for (size_t k = 0; k < t.weights.size(); ++k) acc += t.weights[k] * mid[(t.first - row_lo + k) * out_w * 3 + x];
+      for (int k = 0; k < count; ++k) acc += t.weights[k] * first[static_cast<size_t>(k) * width + x];
       out[x] = std::clamp(acc, 0.0f, 255.0f);
     }
   }
@@ -221,28 +233,41 @@ void adjust(float* px, int n, int op, const CropParams& p) {
   for (int i = 0; i < n; ++i) jitter_pixel(px + 3 * i, op, p.brightness, p.contrast, p.saturation, p.hue, mean);
 }
 
-// Separable Gaussian with edge pixels repeated; radius ceil(3 sigma).
+// Separable Gaussian with edge pixels repeated; radius ceil(3 sigma). Each row (then column) of a
+// channel is first copied into `line` with its edge pixels repeated `radius` times on both sides, so
+// the taps run over a plain array: the same products, added in the same order (k from -radius to
+// radius), as indexing the crop with clamped coordinates.
 void gaussian_blur(float* px, int size, float sigma) {
   const GaussianKernel g = gaussian_kernel(sigma);
-  const int radius = g.radius;
-  std::vector<float> kernel(2 * radius + 1);
+  const int radius = g.radius, taps = 2 * radius + 1;
+  std::vector<float> kernel(taps);
   for (int k = -radius; k <= radius; ++k) kernel[k + radius] = g.weight(k);
-  std::vector<float> tmp(static_cast<size_t>(size) * size * 3);
+  std::vector<float> tmp(static_cast<size_t>(size) * size * 3), line(static_cast<size_t>(size) + 2 * radius);
   auto at = [size](int v) { return std::clamp(v, 0, size - 1); };
+  // One line: `size` values `stride` apart from src, repeated at the edges, convolved into dst.
+  auto blur_line = [&](const float* src, float* dst, int stride) {
+    for (int i = 0; i < size + 2 * radius; ++i) line[i] = src[static_cast<size_t>(at(i - radius)) * stride];
+    // Eight outputs at a time: each one's sum is a chain of dependent additions, and eight
+    // independent chains (a vector's lanes) keep the adder busy.
+    int x = 0;
+    for (; x + 8 <= size; x += 8) {
+      float acc[8] = {};
+      for (int k = 0; k < taps; ++k)
+        for (int j = 0; j < 8; ++j) acc[j] += kernel[k] * line[x + j + k];
+      for (int j = 0; j < 8; ++j) dst[static_cast<size_t>(x + j) * stride] = acc[j];
+    }
+    for (; x < size; ++x) {
+      float acc = 0;
+      for (int k = 0; k < taps; ++k) acc += kernel[k] * line[x + k];
+      dst[static_cast<size_t>(x) * stride] = acc;
+    }
+  };
   for (int y = 0; y < size; ++y)
-    for (int x = 0; x < size; ++x)
-      for (int c = 0; c < 3; ++c) {
-        float acc = 0;
-        for (int k = -radius; k <= radius; ++k) acc += kernel[k + radius] * px[(y * size + at(x + k)) * 3 + c];
-        tmp[(y * size + x) * 3 + c] = acc;
-      }
-  for (int y = 0; y < size; ++y)
-    for (int x = 0; x < size; ++x)
-      for (int c = 0; c < 3; ++c) {
-        float acc = 0;
-        for (int k = -radius; k <= radius; ++k) acc += kernel[k + radius] * tmp[(at(y + k) * size + x) * 3 + c];
-        px[(y * size + x) * 3 + c] = acc;
-      }
+    for (int c = 0; c < 3; ++c)
+      blur_line(px + static_cast<size_t>(y) * size * 3 + c, tmp.data() + static_cast<size_t>(y) * size * 3 + c, 3);
+  for (int x = 0; x < size; ++x)
+    for (int c = 0; c < 3; ++c)
+      blur_line(tmp.data() + static_cast<size_t>(x) * 3 + c, px + static_cast<size_t>(x) * 3 + c, size * 3);
 }
 
 void normalize_into(const float* hwc, int h, int w, const AugmentRecipe& r, float* out) {
