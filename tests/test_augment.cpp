@@ -1,11 +1,13 @@
 // The CPU augmentation: crop geometry (torchvision's RandomResizedCrop), PIL-style antialiased
 // bicubic resampling against hand-computed values, each colour operation on hand-checked pixels,
-// the per-view recipe (blur/solarise probabilities), and determinism of the RNG keys.
+// the per-view recipe (blur/solarise probabilities), determinism of the RNG keys, and the blur and
+// the resize's vertical pass against plain loops, bit for bit.
 #include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "data/augment.h"
+#include "data/augment_math.h"
 #include "tests/support.h"
 
 namespace bam::test {
@@ -277,6 +279,93 @@ TEST_CASE("the evaluation transform equals the whole resize cut to its centre, b
         }
     }
     INFO(k.w << "x" << k.h << " to " << k.size << " at ratio " << k.ratio);
+    CHECK(differ == 0);
+  }
+}
+
+// render_crop's blur computes eight outputs at a time over a copy of each line with its edges
+// repeated (data/augment.cpp); each output must keep the products and the order of the plain
+// separable convolution with clamped coordinates, which the GPU kernels follow: the same bits.
+// Sizes below, at and above the eight-wide blocks, sigmas whose radius reaches past the image.
+TEST_CASE("the Gaussian blur equals the plain separable convolution with repeated edges, bit for bit") {
+  std::mt19937_64 rng(test_seed("blur bits"));
+  for (int size : {3, 8, 13, 21, 28}) {
+    for (float sigma : {0.1f, 0.7f, 1.3f, 2.0f}) {
+      data::DecodedImage image = solid(size, size, 0, 0, 0);
+      for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(rng());
+      data::CropParams p;
+      p.blur_sigma = sigma;
+      // A full-image box at the image's size: the resize leaves every value as it is (one tap of
+      // weight 1), so the blur alone shapes the output.
+      const std::vector<float> got = render(image, p);
+
+      const data::augment_math::GaussianKernel g = data::augment_math::gaussian_kernel(sigma);
+      const int r = g.radius;
+      auto at = [size](int v) { return std::clamp(v, 0, size - 1); };
+      std::vector<float> px(image.pixels.begin(), image.pixels.end()), tmp(px.size()), want(px.size());
+      for (int y = 0; y < size; ++y)
+        for (int x = 0; x < size; ++x)
+          for (int c = 0; c < 3; ++c) {
+            float acc = 0;
+            for (int k = -r; k <= r; ++k) acc += g.weight(k) * px[(y * size + at(x + k)) * 3 + c];
+            tmp[(y * size + x) * 3 + c] = acc;
+          }
+      for (int y = 0; y < size; ++y)
+        for (int x = 0; x < size; ++x)
+          for (int c = 0; c < 3; ++c) {
+            float acc = 0;
+            for (int k = -r; k <= r; ++k) acc += g.weight(k) * tmp[(at(y + k) * size + x) * 3 + c];
+            // render() reads the normalised output back as x / 255 * 255.
+            want[(y * size + x) * 3 + c] = acc * (1.0f / 255.0f) * 255.0f;
+          }
+      size_t differ = 0;
+      for (size_t i = 0; i < got.size(); ++i) differ += got[i] != want[i];
+      INFO(size << " px, sigma " << sigma);
+      CHECK(differ == 0);
+    }
+  }
+}
+
+// The resize's vertical pass also sums eight values at a time (data/augment.cpp): against both
+// passes written as plain loops over PIL's windows (augment_math::resample_window), bit for bit,
+// for shrinking, enlarging and odd boxes, at widths around the eight-wide blocks.
+TEST_CASE("the antialiased resize equals its plain two-pass loops, bit for bit") {
+  std::mt19937_64 rng(test_seed("resize bits"));
+  struct Case {
+    int src_w, src_h;
+    double top, left, box_h, box_w;
+    int out_h, out_w;
+  };
+  for (Case k : {Case{40, 30, 3, 5, 20.5, 31.25, 9, 11}, Case{12, 17, 0, 0, 17, 12, 28, 28},
+                 Case{500, 375, 20, 40, 300, 410, 24, 24}, Case{7, 5, 1, 1, 3, 4, 3, 8}}) {
+    std::vector<float> src(static_cast<size_t>(k.src_w) * k.src_h * 3);
+    for (float& v : src) v = static_cast<float>(rng() % 256);
+    std::vector<float> got(static_cast<size_t>(k.out_w) * k.out_h * 3);
+    data::resize_bicubic_aa(src.data(), k.src_h, k.src_w, k.top, k.left, k.box_h, k.box_w, got.data(), k.out_h,
+                            k.out_w);
+    using data::augment_math::resample_window;
+    // Horizontal pass over every source row, then the vertical one, each clamped to [0, 255].
+    std::vector<float> mid(static_cast<size_t>(k.src_h) * k.out_w * 3), want(got.size());
+    for (int y = 0; y < k.src_h; ++y)
+      for (int x = 0; x < k.out_w; ++x) {
+        const auto w = resample_window(k.left, k.box_w / k.out_w, x, k.src_w);
+        for (int c = 0; c < 3; ++c) {
+          float acc = 0;
+          for (int t = w.lo; t < w.hi; ++t) acc += w.weight(t) * src[(static_cast<size_t>(y) * k.src_w + t) * 3 + c];
+          mid[(static_cast<size_t>(y) * k.out_w + x) * 3 + c] = std::clamp(acc, 0.0f, 255.0f);
+        }
+      }
+    for (int y = 0; y < k.out_h; ++y) {
+      const auto w = resample_window(k.top, k.box_h / k.out_h, y, k.src_h);
+      for (int i = 0; i < k.out_w * 3; ++i) {
+        float acc = 0;
+        for (int t = w.lo; t < w.hi; ++t) acc += w.weight(t) * mid[static_cast<size_t>(t) * k.out_w * 3 + i];
+        want[static_cast<size_t>(y) * k.out_w * 3 + i] = std::clamp(acc, 0.0f, 255.0f);
+      }
+    }
+    size_t differ = 0;
+    for (size_t i = 0; i < got.size(); ++i) differ += got[i] != want[i];
+    INFO(k.src_w << "x" << k.src_h << " box to " << k.out_w << "x" << k.out_h);
     CHECK(differ == 0);
   }
 }
