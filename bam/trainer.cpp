@@ -195,20 +195,20 @@ void Trainer::KnnEvaluation::into(EpochStats* stats) const {
 
 int64_t Trainer::steps_within(double seconds, double step_seconds, int64_t from_step) const {
   const int64_t per_epoch = data_->steps_per_epoch();
-  const int64_t first_epoch = from_step / per_epoch;
-  auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
-  // Seconds for the steps [from_step, total) and the epoch ends they reach: a save per epoch (two
-  // on --saveckp_freq epochs) and a kNN evaluation every --knn_freq epochs and after the last.
+  // The first epoch whose end is still to come: the one the next step is in, or, when from_step
+  // ends an epoch (a refit at its last step), that epoch, whose save and evaluation follow.
+  const int64_t first_epoch = from_step > 0 ? (from_step - 1) / per_epoch : 0;
+  // Seconds for the steps [from_step, total) and the ends of the epochs [first_epoch, last], each
+  // counted as run() does them: a save (two on --saveckp_freq epochs), a kNN evaluation after
+  // every --knn_freq-th epoch and after the last, ContrastiveCrop's box updates.
   auto cost = [&](int64_t total) {
-    const int64_t epochs = ceil_div(total, per_epoch) - first_epoch;
-    const double save = save_seconds_.mean;
-    double t = static_cast<double>(total - from_step) * step_seconds + static_cast<double>(epochs) * save;
-    if (config_.saveckp_freq > 0) t += static_cast<double>(ceil_div(epochs, config_.saveckp_freq)) * save;
-    if (knn_ && config_.knn_freq > 0) t += static_cast<double>(ceil_div(epochs, config_.knn_freq)) * knn_seconds_.mean;
-    if (config_.use_ccrop) {
-      const int64_t all = first_epoch + epochs;
-      for (int64_t e = first_epoch; e < all; ++e)
-        t += ccrop_schedule_.renews_after(e, all) ? box_update_seconds_.mean : 0.0;
+    const int64_t last = (total - 1) / per_epoch;
+    double t = static_cast<double>(total - from_step) * step_seconds;
+    for (int64_t e = first_epoch; e <= last; ++e) {
+      t += save_seconds_.mean;
+      if (config_.saveckp_freq > 0 && e % config_.saveckp_freq == 0) t += save_seconds_.mean;
+      if (knn_ && config_.knn_freq > 0 && ((e + 1) % config_.knn_freq == 0 || e == last)) t += knn_seconds_.mean;
+      if (config_.use_ccrop && ccrop_schedule_.renews_after(e, last + 1)) t += box_update_seconds_.mean;
     }
     return t;
   };
@@ -228,9 +228,13 @@ void Trainer::refit_to_budget() {
   const int64_t planned = config_.max_steps;
   config_.max_steps = decided_by_rank0(steps_within(left, per_step, state_.global_step));
   config_.epochs = (config_.max_steps + steps - 1) / steps;
-  // The first refit, early in the warm-up, sets the warm-up's length for good: the later ones
-  // only move the end of the cosine decay.
-  if (refits_done_ == 0) config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
+  // The first refit, early in the warm-up, sets the warm-up's length for good (the later ones only
+  // move the end of the cosine decay), and the interval of the refits to come, from its own plan
+  // rather than the calibration's.
+  if (refits_done_ == 0) {
+    config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
+    refit_interval_ = std::max<int64_t>(state_.global_step, config_.max_steps / 20);
+  }
   config_.reg_warmup_epochs = std::min(requested_reg_warmup_epochs_, config_.epochs);
   build_schedules();
   ++refits_done_;
@@ -662,11 +666,11 @@ TrainResult Trainer::run() {
     if (config_.use_ccrop)
       std::printf("(counting a box update at %.3g s, measured on a sample of the images)\n", box_update_seconds_.mean);
     // Refit from real steps early in the warm-up (leaving the first third of that window out, past
-    // start-up costs), then about twenty times more in the run, each from the steps since the last
-    // and the epoch-end work's cost seen so far. The deadline only catches a far-off estimate.
+    // start-up costs), then about twenty times more in the run, each from the mean of all the steps
+    // timed since then and the epoch-end work's mean cost so far. The deadline only catches a
+    // far-off estimate.
     refit_at_step_ = std::clamp<int64_t>(config_.max_steps / 20, 9, 60);
     refit_window_start_ = refit_at_step_ / 3;
-    refit_interval_ = std::max<int64_t>(refit_at_step_, config_.max_steps / 20);
     budget_seconds_ = budget_seconds;
     budget_seconds *= 1.15;
   }

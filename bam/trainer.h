@@ -118,7 +118,8 @@ class Trainer {
   // Fitting to a time budget: at `refit_at_step_` the schedule is refitted to what is left of the
   // budget, from the mean time of the real steps after `refit_window_start_` (-1: no refit
   // pending). The first refit comes early in the warm-up; the later ones every `refit_interval_`
-  // steps, so that the run lands on the budget when the machine's speed drifts.
+  // steps (a twentieth of the first refit's plan), so that the run lands near the budget when the
+  // machine's speed drifts.
   int64_t refit_at_step_ = -1;
   int64_t refit_interval_ = 0;
   int refits_done_ = 0;

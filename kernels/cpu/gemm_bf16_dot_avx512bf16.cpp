@@ -91,7 +91,7 @@ void multiply_group(int64_t chunks, const uint16_t* a, const uint16_t* b, float*
         if (beta != 0.0f) value = _mm512_add_ps(value, _mm512_mul_ps(vbeta, load16(c_row + 16 * h, mask)));
       }
       // The masked store even when every lane is written (not store16): for C's rows, 2 KB apart
-      // in a 17 MB product, Zen 5 ran the plain store 1.2 to 1.35 times slower (the README model's fc1
+      // in a 17 MB product, Zen 5 ran the plain store 1.2 to 1.5 times slower (the README model's fc1
       // forward, 8704 x 512 x 128: 2.3-2.7 against 1.7-2.0 ms).
       _mm512_mask_storeu_ps(c_row + 16 * h, mask, value);
     }
