@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "bam/bam_loss.h"
+#include "bam/budget_fit.h"
 #include "bam/output_dir.h"
 #include "bam/report.h"
 #include "bam/schedules.h"
@@ -194,31 +195,15 @@ void Trainer::KnnEvaluation::into(EpochStats* stats) const {
 }
 
 int64_t Trainer::steps_within(double seconds, double step_seconds, int64_t from_step) const {
-  const int64_t per_epoch = data_->steps_per_epoch();
-  // The first epoch whose end is still to come: the one the next step is in, or, when from_step
-  // ends an epoch (a refit at its last step), that epoch, whose save and evaluation follow.
-  const int64_t first_epoch = from_step > 0 ? (from_step - 1) / per_epoch : 0;
-  // Seconds for the steps [from_step, total) and the ends of the epochs [first_epoch, last], each
-  // counted as run() does them: a save (two on --saveckp_freq epochs), a kNN evaluation after
-  // every --knn_freq-th epoch and after the last, ContrastiveCrop's box updates.
-  auto cost = [&](int64_t total) {
-    const int64_t last = (total - 1) / per_epoch;
-    double t = static_cast<double>(total - from_step) * step_seconds;
-    for (int64_t e = first_epoch; e <= last; ++e) {
-      t += save_seconds_.mean;
-      if (config_.saveckp_freq > 0 && e % config_.saveckp_freq == 0) t += save_seconds_.mean;
-      if (knn_ && config_.knn_freq > 0 && ((e + 1) % config_.knn_freq == 0 || e == last)) t += knn_seconds_.mean;
-      if (config_.use_ccrop && ccrop_schedule_.renews_after(e, last + 1)) t += box_update_seconds_.mean;
-    }
-    return t;
-  };
-  // cost() grows with the step count: the largest count that fits, by bisection (at least one step).
-  int64_t lo = from_step + 1, hi = from_step + 1 + static_cast<int64_t>(seconds / std::max(step_seconds, 1e-9));
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo + 1) / 2;
-    if (cost(mid) <= seconds) lo = mid; else hi = mid - 1;
-  }
-  return lo;
+  EpochEndWork work;
+  work.steps_per_epoch = data_->steps_per_epoch();
+  work.saveckp_freq = config_.saveckp_freq;
+  work.knn_freq = knn_ ? config_.knn_freq : 0;
+  if (config_.use_ccrop) work.box_updates = ccrop_schedule_;
+  work.save_seconds = save_seconds_.mean;
+  work.knn_seconds = knn_seconds_.mean;
+  work.box_update_seconds = box_update_seconds_.mean;
+  return bam::steps_within(work, seconds, step_seconds, from_step);
 }
 
 void Trainer::refit_to_budget() {

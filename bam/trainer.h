@@ -67,7 +67,7 @@ class Trainer {
   double measure_step_seconds();
   // Fitting to a time budget: the most steps, counted from `from_step`, whose training time
   // (step_seconds each) plus the epoch-end work they bring (checkpoint saves, kNN evaluations,
-  // ContrastiveCrop's box updates, at the measured costs) fits in `seconds`.
+  // ContrastiveCrop's box updates, at the measured costs) fits in `seconds` (bam/budget_fit.h).
   int64_t steps_within(double seconds, double step_seconds, int64_t from_step) const;
   // The kNN monitor on the student's backbone and, with --teacher, the teacher's (in eval mode, as
   // the official script reports both), and how long it took.

@@ -1,0 +1,36 @@
+// The time budget's arithmetic (budget_fit.h).
+#include "bam/budget_fit.h"
+
+#include <algorithm>
+
+namespace bam {
+
+double seconds_to_finish(const EpochEndWork& work, double step_seconds, int64_t from_step, int64_t total) {
+  const int64_t per_epoch = work.steps_per_epoch;
+  const int64_t first = from_step > 0 ? (from_step - 1) / per_epoch : 0;
+  const int64_t last = (total - 1) / per_epoch;
+  double t = static_cast<double>(total - from_step) * step_seconds;
+  for (int64_t e = first; e <= last; ++e) {
+    t += work.save_seconds;
+    if (work.saveckp_freq > 0 && e % work.saveckp_freq == 0) t += work.save_seconds;
+    if (work.knn_freq > 0 && ((e + 1) % work.knn_freq == 0 || e == last)) t += work.knn_seconds;
+    if (work.box_updates && work.box_updates->renews_after(e, last + 1)) t += work.box_update_seconds;
+  }
+  return t;
+}
+
+int64_t steps_within(const EpochEndWork& work, double seconds, double step_seconds, int64_t from_step) {
+  // seconds_to_finish grows with the step count: the largest count that fits, by bisection.
+  int64_t lo = from_step + 1, hi = from_step + 1 + static_cast<int64_t>(seconds / std::max(step_seconds, 1e-9));
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo + 1) / 2;
+    if (seconds_to_finish(work, step_seconds, from_step, mid) <= seconds) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+}  // namespace bam

@@ -1,0 +1,62 @@
+// The time budget's arithmetic (bam/budget_fit.h) on hand-counted cases: the steps left, the
+// epoch ends they reach (saves, numbered saves, kNN evaluations after every k-th epoch and after
+// the last, ContrastiveCrop's box updates), a fit that starts mid-run, in an odd epoch or at an
+// epoch's last step.
+#include "bam/budget_fit.h"
+#include "tests/support.h"
+
+namespace bam::test {
+
+TEST_CASE("seconds_to_finish counts the steps and each epoch end as the trainer runs them") {
+  EpochEndWork w;
+  w.steps_per_epoch = 10;
+  // Steps alone.
+  CHECK(seconds_to_finish(w, 1.0, 0, 25) == 25.0);
+  CHECK(seconds_to_finish(w, 1.0, 7, 25) == 18.0);
+  // A save after each epoch the steps reach: 0, 1 and 2 for 25 steps.
+  w.save_seconds = 100;
+  CHECK(seconds_to_finish(w, 1.0, 0, 25) == 25.0 + 300);
+  // Numbered saves on epochs 0 and 2 (--saveckp_freq 2).
+  w.saveckp_freq = 2;
+  CHECK(seconds_to_finish(w, 1.0, 0, 25) == 25.0 + 300 + 200);
+  w.saveckp_freq = 0;
+  w.save_seconds = 0;
+  // kNN every 2 epochs: after epochs 1, 3, ... and after the last.
+  w.knn_freq = 2;
+  w.knn_seconds = 1000;
+  CHECK(seconds_to_finish(w, 1.0, 0, 40) == 40.0 + 2000);  // after 1 and 3
+  CHECK(seconds_to_finish(w, 1.0, 0, 50) == 50.0 + 3000);  // after 1, 3 and 4 (the last)
+  // From inside epoch 3 to the end of epoch 4: after 3 (the second) and 4 (the last). Counting
+  // ceil(epochs / 2) from epoch 3 finds one; the trainer runs two.
+  CHECK(seconds_to_finish(w, 1.0, 35, 50) == 15.0 + 2000);
+  // From inside epoch 4 to inside epoch 5: after 5 alone (the last; 4 is neither).
+  CHECK(seconds_to_finish(w, 1.0, 45, 53) == 8.0 + 1000);
+  // A fit at epoch 3's last step (40 steps done): epoch 3's evaluation is still to come.
+  CHECK(seconds_to_finish(w, 1.0, 40, 50) == 10.0 + 2000);
+  // ContrastiveCrop: boxes renewed after epochs 2 and 4 (from W = 2, every L = 2), never after the
+  // last one.
+  w.knn_freq = 0;
+  w.box_updates = ContrastiveCropSchedule{2, 2};
+  w.box_update_seconds = 10000;
+  CHECK(seconds_to_finish(w, 1.0, 0, 60) == 60.0 + 20000);  // epochs 0-5: after 2 and 4
+  CHECK(seconds_to_finish(w, 1.0, 0, 50) == 50.0 + 10000);  // epochs 0-4: 4 is the last
+}
+
+TEST_CASE("steps_within finds the most steps that fit, at least one") {
+  EpochEndWork w;
+  w.steps_per_epoch = 10;
+  w.knn_freq = 2;
+  w.knn_seconds = 5;
+  // From step 35: totals up to 50 end in epoch 4 and pay two evaluations (after 3 and 4); 51 and
+  // on reach epoch 5, whose end pays the second instead of 4's, one step more.
+  CHECK(steps_within(w, 25.0, 1.0, 35) == 50);
+  CHECK(steps_within(w, 24.9, 1.0, 35) == 49);
+  CHECK(steps_within(w, 26.0, 1.0, 35) == 51);
+  // No time left: one step.
+  CHECK(steps_within(w, -3.0, 1.0, 35) == 36);
+  // No epoch-end work: seconds / step time.
+  w.knn_freq = 0;
+  CHECK(steps_within(w, 100.0, 0.25, 0) == 400);
+}
+
+}  // namespace bam::test
