@@ -206,22 +206,26 @@ int64_t Trainer::steps_within(double seconds, double step_seconds, int64_t from_
   return bam::steps_within(work, seconds, step_seconds, from_step);
 }
 
+void Trainer::use_fitted_steps(int64_t max_steps, bool set_warmup) {
+  const int64_t steps = data_->steps_per_epoch();
+  config_.max_steps = decided_by_rank0(max_steps);
+  config_.epochs = (config_.max_steps + steps - 1) / steps;
+  if (set_warmup) config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
+  config_.reg_warmup_epochs = std::min(requested_reg_warmup_epochs_, config_.epochs);
+  build_schedules();
+}
+
 void Trainer::refit_to_budget() {
   const int64_t steps = data_->steps_per_epoch();
   const double per_step = refit_window_seconds_ / static_cast<double>(std::max<int64_t>(1, refit_window_steps_));
   const double left = budget_seconds_ - seconds_since(run_start_);
   const int64_t planned = config_.max_steps;
-  config_.max_steps = decided_by_rank0(steps_within(left, per_step, state_.global_step));
-  config_.epochs = (config_.max_steps + steps - 1) / steps;
   // The first refit, early in the warm-up, sets the warm-up's length for good (the later ones only
   // move the end of the cosine decay), and the interval of the refits to come, from its own plan
   // rather than the calibration's.
-  if (refits_done_ == 0) {
-    config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
-    refit_interval_ = std::max<int64_t>(state_.global_step, config_.max_steps / 20);
-  }
-  config_.reg_warmup_epochs = std::min(requested_reg_warmup_epochs_, config_.epochs);
-  build_schedules();
+  const bool first = refits_done_ == 0;
+  use_fitted_steps(steps_within(left, per_step, state_.global_step), first);
+  if (first) refit_interval_ = std::max<int64_t>(state_.global_step, config_.max_steps / 20);
   ++refits_done_;
   std::printf(
       "Refitted to the budget at step %lld: %.3f s per step (mean of %lld steps), %lld steps in all (%.2f "
@@ -637,12 +641,8 @@ TrainResult Trainer::run() {
   }
   if (fit) {
     const int64_t steps = data_->steps_per_epoch();
-    config_.max_steps = decided_by_rank0(steps_within(budget_seconds - seconds_since(run_start_), step_seconds, 0));
-    config_.epochs = (config_.max_steps + steps - 1) / steps;
-    config_.warmup_steps = std::max<int64_t>(1, std::llround(0.1 * config_.max_steps));
     requested_reg_warmup_epochs_ = config_.reg_warmup_epochs;
-    config_.reg_warmup_epochs = std::min(requested_reg_warmup_epochs_, config_.epochs);
-    build_schedules();
+    use_fitted_steps(steps_within(budget_seconds - seconds_since(run_start_), step_seconds, 0), true);
     std::printf(
         "Measured %.3f s per step: %lld steps (%.2f epochs of %lld steps) fit the %g-minute budget; "
         "warm-up %lld steps\n",

@@ -129,6 +129,9 @@ class Trainer {
   int64_t refit_window_steps_ = 0;
   double budget_seconds_ = 0;
   int64_t requested_reg_warmup_epochs_ = 0;  // --reg_warmup_epochs as given (a fit may shorten it)
+  // The fitted step count (rank 0's) as --max_steps, with the epochs, --reg_warmup_epochs and
+  // (set_warmup) a warm-up of a tenth that follow from it, and the schedules rebuilt.
+  void use_fitted_steps(int64_t max_steps, bool set_warmup);
   void refit_to_budget();
   // The cost of one occurrence of some epoch-end work: measured once before training, then
   // averaged with each occurrence during the run.

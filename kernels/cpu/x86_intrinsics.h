@@ -1,8 +1,9 @@
 // <immintrin.h> for the *_avx512.cpp, *_avx512bf16.cpp and *_amx.cpp files, and their shared
-// lane-mask, masked load/store and widening helpers. GCC 12's AVX-512 headers build the "undefined" source of some unmasked intrinsics
-// (shuffles, conversions, 256-bit casts) as `__m512 x = x;`, which -Wuninitialized and
-// -Wmaybe-uninitialized report wherever they are inlined (a known header issue; the value is never
-// read). The warnings are silenced for the including file, which holds only intrinsic code.
+// lane-mask, masked load/store and widening helpers. GCC 12's AVX-512 headers build the
+// "undefined" source of some unmasked intrinsics (shuffles, conversions, 256-bit casts) as
+// `__m512 x = x;`, which -Wuninitialized and -Wmaybe-uninitialized report wherever they are inlined
+// (a known header issue; the value is never read). The warnings are silenced for the including
+// file, which holds only intrinsic code.
 #pragma once
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -28,21 +29,13 @@ static inline __m512 load16(const float* p, __mmask16 lanes) {
   return lanes == __mmask16(0xFFFF) ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lanes, p);
 }
 static inline void store16(float* p, __mmask16 lanes, __m512 v) {
-  if (lanes == __mmask16(0xFFFF)) {
-    _mm512_storeu_ps(p, v);
-  } else {
-    _mm512_mask_storeu_ps(p, lanes, v);
-  }
+  lanes == __mmask16(0xFFFF) ? _mm512_storeu_ps(p, v) : _mm512_mask_storeu_ps(p, lanes, v);
 }
 static inline __m512d load8d(const double* p, __mmask8 lanes) {
   return lanes == __mmask8(0xFF) ? _mm512_loadu_pd(p) : _mm512_maskz_loadu_pd(lanes, p);
 }
 static inline void store8d(double* p, __mmask8 lanes, __m512d v) {
-  if (lanes == __mmask8(0xFF)) {
-    _mm512_storeu_pd(p, v);
-  } else {
-    _mm512_mask_storeu_pd(p, lanes, v);
-  }
+  lanes == __mmask8(0xFF) ? _mm512_storeu_pd(p, v) : _mm512_mask_storeu_pd(p, lanes, v);
 }
 
 // The low / high 8 floats of v, widened to double (for sums kept in double).
