@@ -2,10 +2,13 @@
 #include "data/augment.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "data/augment_math.h"
+#include "data/augment_pixels.h"
 #include "engine/philox.h"
+#include "kernels/cpu/cpu_features.h"
 
 namespace bam::data {
 
@@ -222,6 +225,14 @@ void resize_any(const Src* src, int src_h, int src_w, double top, double left, d
                      resample_taps(left, box_w, src_w, out_w, {}, filter), dst);
 }
 
+// Whether the per-pixel steps take the AVX-512 loops (render_crop_use_avx512).
+std::atomic<bool> g_pixels_avx512{true};
+
+bool pixels_avx512() {
+  static const bool has = cpu::cpu_has_avx512();
+  return has && g_pixels_avx512.load(std::memory_order_relaxed);
+}
+
 // One jitter step over the whole crop; contrast blends towards the crop's mean grey level.
 void adjust(float* px, int n, int op, const CropParams& p) {
   float mean = 0;
@@ -230,7 +241,10 @@ void adjust(float* px, int n, int op, const CropParams& p) {
     for (int i = 0; i < n; ++i) total += luma(px + 3 * i);
     mean = static_cast<float>(total / n);
   }
-  for (int i = 0; i < n; ++i) jitter_pixel(px + 3 * i, op, p.brightness, p.contrast, p.saturation, p.hue, mean);
+  int done = 0;
+  if (pixels_avx512())
+    done = augment_detail::jitter_avx512(px, n, op, p.brightness, p.contrast, p.saturation, p.hue, mean);
+  for (int i = done; i < n; ++i) jitter_pixel(px + 3 * i, op, p.brightness, p.contrast, p.saturation, p.hue, mean);
 }
 
 // Separable Gaussian with edge pixels repeated; radius ceil(3 sigma). Each row (then column) of a
@@ -296,17 +310,23 @@ void render_crop(const DecodedImage& image, const CropParams& p, const AugmentRe
         for (int c = 0; c < 3; ++c) std::swap(px[(y * S + x) * 3 + c], px[(y * S + S - 1 - x) * 3 + c]);
   if (p.jitter)
     for (int op : p.jitter_order) adjust(px.data(), n, op, p);
-  if (p.grayscale)
-    for (int i = 0; i < n; ++i) {
+  if (p.grayscale) {
+    const int done = pixels_avx512() ? augment_detail::grayscale_avx512(px.data(), n) : 0;
+    for (int i = done; i < n; ++i) {
       float g = luma(&px[3 * i]);
       px[3 * i] = px[3 * i + 1] = px[3 * i + 2] = g;
     }
+  }
   if (p.blur_sigma > 0) gaussian_blur(px.data(), S, p.blur_sigma);
-  if (p.solarize)
-    for (float& v : px)
-      if (v >= 128.0f) v = 255.0f - v;
+  if (p.solarize) {
+    const int done = pixels_avx512() ? augment_detail::solarize_avx512(px.data(), n) : 0;
+    for (size_t i = 3 * static_cast<size_t>(done); i < px.size(); ++i)
+      if (px[i] >= 128.0f) px[i] = 255.0f - px[i];
+  }
   normalize_into(px.data(), S, S, recipe, out);
 }
+
+void render_crop_use_avx512(bool use) { g_pixels_avx512.store(use, std::memory_order_relaxed); }
 
 EvalGeometry eval_geometry(int w, int h, int size, double eval_resize_ratio) {
   EvalGeometry g;

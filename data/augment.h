@@ -82,6 +82,10 @@ CropParams whole_image_params(int width, int height, int size);
 // in float in [0, 255] (PIL would round to 8 bits between steps: differences are below 1 level).
 void render_crop(const DecodedImage& image, const CropParams& params, const AugmentRecipe& recipe,
                  float* out);
+// Whether render_crop's per-pixel steps (jitter, grayscale, solarisation) run sixteen pixels at a
+// time with AVX-512 (augment_pixels.h; on a CPU that has it) or pixel by pixel, the specification.
+// Both give the same bits. For tests and benchmarks; not to be called while a crop is rendered.
+void render_crop_use_avx512(bool use);
 
 // The geometry of the evaluation transform for a width x height image: the resized size (shorter
 // side round(size * eval_resize_ratio), the other in proportion) and the centre crop's corner.

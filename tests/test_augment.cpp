@@ -1,13 +1,16 @@
 // The CPU augmentation: crop geometry (torchvision's RandomResizedCrop), PIL-style antialiased
 // bicubic resampling against hand-computed values, each colour operation on hand-checked pixels,
-// the per-view recipe (blur/solarise probabilities), determinism of the RNG keys, and the blur and
-// the resize's vertical pass against plain loops, bit for bit.
+// the per-view recipe (blur/solarise probabilities), determinism of the RNG keys, and the blur, the
+// resize's vertical pass and the AVX-512 per-pixel steps against plain loops, bit for bit.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "data/augment.h"
 #include "data/augment_math.h"
+#include "data/augment_pixels.h"
+#include "kernels/cpu/cpu_features.h"
 #include "tests/support.h"
 
 namespace bam::test {
@@ -368,6 +371,132 @@ TEST_CASE("the antialiased resize equals its plain two-pass loops, bit for bit")
     INFO(k.src_w << "x" << k.src_h << " box to " << k.out_w << "x" << k.out_h);
     CHECK(differ == 0);
   }
+}
+
+namespace {
+
+// Pixels that take every branch of the colour steps: greys (no hue), ties between the largest
+// channels (where two of the hue formulas meet), black (no saturation), each primary, values on
+// both sides of the solarisation threshold, then random ones; n is not a multiple of 16, so the
+// scalar tail runs too.
+std::vector<float> branch_pixels(std::mt19937& rng, int n) {
+  const float special[][3] = {{0, 0, 0},         {255, 255, 255},    {128, 128, 128},       {255, 0, 0},
+                              {0, 255, 0},       {0, 0, 255},        {255, 255, 0},         {0, 255, 255},
+                              {255, 0, 255},     {10, 10, 200},      {127.5f, 128, 128.5f}, {1e-3f, 0, 0},
+                              {127.99f, 128, 0}, {200, 13.25f, 200}, {3, 90, 90},           {64, 32, 16}};
+  std::uniform_real_distribution<float> value(0.0f, 255.0f);
+  std::vector<float> px(static_cast<size_t>(3 * n));
+  for (int i = 0; i < n; ++i)
+    for (int c = 0; c < 3; ++c)
+      px[static_cast<size_t>(3 * i + c)] = i < 16 ? special[i][c] : (i % 7 == 0 ? std::round(value(rng)) : value(rng));
+  return px;
+}
+
+int64_t differing_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  int64_t differ = 0;
+  for (size_t i = 0; i < a.size(); ++i) differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+  return differ;
+}
+
+}  // namespace
+
+TEST_CASE("the AVX-512 per-pixel steps give the scalar steps' bits") {
+  if (!cpu::cpu_has_avx512()) {
+    MESSAGE("no AVX-512 here: the per-pixel loops run pixel by pixel only");
+    return;
+  }
+  std::mt19937 rng(test_seed("augment pixels"));
+  const int n = 16 * 6 + 7;
+  // Hue rotations include a tiny negative one, which takes a grey pixel's h = 0 to 1 after the
+  // floor: the sector wraps from 6 to 0.
+  const float hues[] = {-0.5f, -0.1f, -1e-8f, 0.0f, 0.1f, 1.0f / 3.0f, 0.5f};
+  const float factors[] = {0.0f, 0.6f, 1.0f, 1.4f, 2.5f};
+  for (int op = 0; op < 4; ++op) {
+    for (float factor : factors) {
+      for (float hue : hues) {
+        if (op != 3 && hue != hues[0]) continue;  // the hue only matters to the hue step
+        const std::vector<float> px = branch_pixels(rng, n);
+        const float mean = 97.3f;
+        std::vector<float> want = px, got = px;
+        for (int i = 0; i < n; ++i)
+          data::augment_math::jitter_pixel(&want[static_cast<size_t>(3 * i)], op, factor, factor, factor, hue, mean);
+        const int done = data::augment_detail::jitter_avx512(got.data(), n, op, factor, factor, factor, hue, mean);
+        CHECK(done == n - n % 16);
+        for (int i = done; i < n; ++i)
+          data::augment_math::jitter_pixel(&got[static_cast<size_t>(3 * i)], op, factor, factor, factor, hue, mean);
+        CHECK_MESSAGE(differing_bits(got, want) == 0, "jitter step ", op, " factor ", factor, " hue ", hue);
+        if (op < 3 ? factor != 1.0f : std::abs(hue) >= 0.1f)
+          CHECK_MESSAGE(differing_bits(got, px) != 0, "jitter step ", op, " changed nothing");
+      }
+    }
+  }
+  // Grayscale and solarisation.
+  const std::vector<float> px = branch_pixels(rng, n);
+  std::vector<float> want = px, got = px;
+  for (int i = 0; i < n; ++i) {
+    const float g = data::augment_math::luma(&want[static_cast<size_t>(3 * i)]);
+    for (int c = 0; c < 3; ++c) want[static_cast<size_t>(3 * i + c)] = g;
+  }
+  int done = data::augment_detail::grayscale_avx512(got.data(), n);
+  for (int i = done; i < n; ++i) {
+    const float g = data::augment_math::luma(&got[static_cast<size_t>(3 * i)]);
+    for (int c = 0; c < 3; ++c) got[static_cast<size_t>(3 * i + c)] = g;
+  }
+  CHECK(differing_bits(got, want) == 0);
+  want = px;
+  got = px;
+  for (float& v : want)
+    if (v >= 128.0f) v = 255.0f - v;
+  done = data::augment_detail::solarize_avx512(got.data(), n);
+  for (size_t i = 3 * static_cast<size_t>(done); i < got.size(); ++i)
+    if (got[i] >= 128.0f) got[i] = 255.0f - got[i];
+  CHECK(differing_bits(got, want) == 0);
+}
+
+TEST_CASE("render_crop gives the same bits with and without the AVX-512 per-pixel steps") {
+  if (!cpu::cpu_has_avx512()) {
+    MESSAGE("no AVX-512 here: render_crop runs its per-pixel steps pixel by pixel only");
+    return;
+  }
+  // A 64 x 48 image with grey and saturated patches among random pixels; every view of the
+  // 8-crop recipe (jitter in random orders, grayscale, blur, solarisation) at 28 px and 20 px.
+  std::mt19937 rng(test_seed("render_crop avx512"));
+  data::DecodedImage img;
+  img.width = 64;
+  img.height = 48;
+  for (int y = 0; y < img.height; ++y)
+    for (int x = 0; x < img.width; ++x) {
+      const uint8_t r = static_cast<uint8_t>(rng()), g = static_cast<uint8_t>(rng()), b = static_cast<uint8_t>(rng());
+      if (x < 16)
+        img.pixels.insert(img.pixels.end(), {r, r, r});  // grey
+      else if (y < 12)
+        img.pixels.insert(img.pixels.end(), {255, g, 0});  // red at its top, blue at 0
+      else
+        img.pixels.insert(img.pixels.end(), {r, g, b});
+    }
+  data::AugmentRecipe recipe;
+  recipe.global_size = 28;
+  recipe.local_size = 20;
+  recipe.local_crops = 6;
+  struct Restore {
+    ~Restore() { data::render_crop_use_avx512(true); }
+  } restore;
+  int64_t crops = 0, jittered = 0;
+  for (uint32_t image = 0; image < 40; ++image) {
+    for (int view = 0; view < recipe.views(); ++view) {
+      const data::CropParams p = data::sample_crop(recipe, img.width, img.height, 5, 0, image, view);
+      const size_t size = static_cast<size_t>(3 * p.out_size * p.out_size);
+      std::vector<float> want(size), got(size);
+      data::render_crop_use_avx512(false);
+      data::render_crop(img, p, recipe, want.data());
+      data::render_crop_use_avx512(true);
+      data::render_crop(img, p, recipe, got.data());
+      CHECK_MESSAGE(differing_bits(got, want) == 0, "image ", image, " view ", view);
+      ++crops;
+      jittered += p.jitter;
+    }
+  }
+  CHECK(jittered > crops / 2);  // the recipe jitters with p = 0.8
 }
 
 }  // namespace bam::test
