@@ -1,6 +1,8 @@
 // Dataset indexing (directory walks, file lists) and epoch permutations.
 #include "data/dataset.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -53,6 +55,13 @@ std::vector<std::string> sorted_images_in(const fs::path& dir, bool recursive, I
   return out;
 }
 
+// A folder of tools' or systems' metadata (".ipynb_checkpoints", ".DS_Store" folders, ".git"), never a
+// class.
+bool is_hidden(const fs::path& path) {
+  const std::string name = path.filename().string();
+  return !name.empty() && name[0] == '.';
+}
+
 }  // namespace
 
 bool has_image_extension(const std::string& path) {
@@ -72,11 +81,16 @@ Dataset open_image_folder(const std::string& root) {
   IndexProgress progress{root};
   std::vector<std::string> class_dirs;
   for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory()) class_dirs.push_back(e.path().filename().string());
+    if (e.is_directory() && !is_hidden(e.path())) class_dirs.push_back(e.path().filename().string());
   std::sort(class_dirs.begin(), class_dirs.end());
   for (const std::string& name : class_dirs) {
     auto files = sorted_images_in(fs::path(root) / name, true, progress);
-    if (files.empty()) continue;  // torchvision skips classes without images... it fails; we keep going
+    // A folder without images stays a class, so that the labels follow the sorted folder names as
+    // torchvision's class_to_idx does (a train/ and a val/ with the same folders agree on every
+    // label even when one of them has an empty class); torchvision refuses such a folder.
+    if (files.empty())
+      std::fprintf(stderr, "warning: %s: no images; class %zu ('%s') stays empty\n",
+                   (fs::path(root) / name).string().c_str(), d.classes.size(), name.c_str());
     int64_t label = static_cast<int64_t>(d.classes.size());
     d.classes.push_back(name);
     for (auto& f : files) {
@@ -86,6 +100,19 @@ Dataset open_image_folder(const std::string& root) {
   }
   if (d.files.empty()) dataset_error(root + ": no images found in its class subfolders");
   return d;
+}
+
+std::string class_mismatch(const Dataset& a, const Dataset& b) {
+  if (a.classes == b.classes) return "";
+  const size_t common = std::min(a.classes.size(), b.classes.size());
+  for (size_t i = 0; i < common; ++i)
+    if (a.classes[i] != b.classes[i])
+      return fmt::format("class {} is '{}' in {} but '{}' in {}", i, a.classes[i], a.root, b.classes[i], b.root);
+  const Dataset& longer = a.classes.size() > b.classes.size() ? a : b;
+  const Dataset& shorter = a.classes.size() > b.classes.size() ? b : a;
+  return fmt::format("{} has {} classes and {} has {}: '{}' is only in {}", a.root, a.classes.size(), b.root,
+                     b.classes.size(), longer.classes[common], longer.root) +
+         (shorter.classes.empty() ? fmt::format(" ({} has no class folders)", shorter.root) : "");
 }
 
 Dataset open_flat_folder(const std::string& root) {
@@ -137,11 +164,26 @@ Dataset open_file_list(const std::string& list_path) {
 Dataset open_dataset(const std::string& path) {
   if (!fs::exists(path)) dataset_error(path + ": no such file or folder");
   if (fs::is_regular_file(path)) return open_file_list(path);
-  for (const auto& e : fs::directory_iterator(path))
-    if (e.is_directory()) {
+  std::string image_in_subfolder, image_at_top;
+  int64_t images_at_top = 0;
+  for (const auto& e : fs::directory_iterator(path)) {
+    if (e.is_regular_file() && has_image_extension(e.path().string())) {
+      if (images_at_top++ == 0) image_at_top = e.path().filename().string();
+    } else if (e.is_directory() && !is_hidden(e.path()) && image_in_subfolder.empty()) {
       for (const auto& inner : fs::recursive_directory_iterator(e.path()))
-        if (inner.is_regular_file() && has_image_extension(inner.path().string())) return open_image_folder(path);
+        if (inner.is_regular_file() && has_image_extension(inner.path().string())) {
+          image_in_subfolder = fs::relative(inner.path(), path).string();
+          break;
+        }
     }
+  }
+  // Both would make one of the two layouts drop the other's images without a word.
+  if (!image_in_subfolder.empty() && images_at_top > 0)
+    dataset_error(fmt::format(
+        "{}: holds {} image{} directly (such as {}) and others in sub-folders (such as {}): an ImageFolder has "
+        "only class sub-folders, a flat folder only images; move them, or list the images in a file list",
+        path, images_at_top, images_at_top == 1 ? "" : "s", image_at_top, image_in_subfolder));
+  if (!image_in_subfolder.empty()) return open_image_folder(path);
   return open_flat_folder(path);
 }
 

@@ -28,11 +28,18 @@ bool has_image_extension(const std::string& path);
 
 // Picks the layout: a .txt file is a file list; a folder whose entries include subfolders with
 // images is an ImageFolder; otherwise a flat folder. Prints indexing progress for big folders to
-// stderr. Fails (naming the path) when the path is missing or holds no image.
+// stderr. Fails (naming the path) when the path is missing or holds no image, and when it holds
+// images both directly and in sub-folders (one layout would drop the others).
 Dataset open_dataset(const std::string& path);
+// Every sub-folder not starting with '.' is a class, in sorted order (torchvision's class_to_idx);
+// one without images stays an empty class, with a warning on stderr.
 Dataset open_image_folder(const std::string& root);
 Dataset open_flat_folder(const std::string& root);
 Dataset open_file_list(const std::string& list_path);
+
+// "" when a and b have the same classes in the same order (so that a label means the same class in
+// both, as a train/ and a val/ folder must), else the first difference, naming both roots.
+std::string class_mismatch(const Dataset& a, const Dataset& b);
 
 // The visiting order of an epoch: a permutation of [0, n) keyed by (seed, epoch).
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);

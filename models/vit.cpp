@@ -90,6 +90,9 @@ Tensor PatchProjection::forward(const Tensor& images) const {
 }
 
 VisionTransformer::VisionTransformer(const VitConfig& c, Generator* gen) : config_(c) {
+  BAM_CHECK(c.embed_dim >= 1 && c.num_heads >= 1 && c.depth >= 1 && c.patch_size >= 1 && c.in_chans >= 1,
+            "ViT: embed_dim {}, depth {}, num_heads {}, patch_size {} and in_chans {} must all be positive",
+            c.embed_dim, c.depth, c.num_heads, c.patch_size, c.in_chans);
   BAM_CHECK(c.embed_dim % c.num_heads == 0, "ViT: embed_dim {} is not divisible by num_heads {}", c.embed_dim,
             c.num_heads);
   BAM_CHECK(c.img_size % c.patch_size == 0, "ViT: img_size {} is not a multiple of the patch size {}", c.img_size,

@@ -83,12 +83,38 @@ TEST_CASE("dataset layouts") {
                        data::ImageDecodeError);
   fs::create_directories(root + "/empty");
   CHECK_THROWS_WITH_AS(data::open_dataset(root + "/empty"), doctest::Contains("no images"), data::ImageDecodeError);
+  // A folder without images stays a class (the labels follow the sorted folder names, so a train/
+  // and a val/ with the same folders agree on every label); a hidden folder is never a class.
+  fs::create_directories(root + "/.ipynb_checkpoints");
+  fs::copy_file(root + "/class_0/0.jpg", root + "/.ipynb_checkpoints/0.jpg");
+  data::Dataset with_empty = data::open_dataset(root);
+  CHECK(with_empty.classes == std::vector<std::string>{"class_0", "class_1", "class_2", "empty"});
+  CHECK(with_empty.size() == 12);
+  CHECK(data::class_mismatch(with_empty, with_empty).empty());
+  // Images both directly in the folder and in sub-folders: one layout would drop the others.
+  fs::copy_file(root + "/class_0/0.jpg", root + "/stray.jpg");
+  CHECK_THROWS_WITH_AS(data::open_dataset(root), doctest::Contains("holds 1 image directly (such as stray.jpg)"),
+                       data::ImageDecodeError);
+  fs::remove(root + "/stray.jpg");
   // Epoch orders are permutations, different per epoch, identical per (seed, epoch).
   auto a = data::epoch_order(100, 3, 0), b = data::epoch_order(100, 3, 1);
   CHECK(a == data::epoch_order(100, 3, 0));
   CHECK(a != b);
   std::sort(b.begin(), b.end());
   for (int i = 0; i < 100; ++i) CHECK(b[i] == i);
+}
+
+TEST_CASE("class_mismatch names the first class that differs between two ImageFolders") {
+  data::Dataset train, val;
+  train.root = "train";
+  val.root = "val";
+  train.classes = {"a", "b", "c"};
+  val.classes = {"a", "b", "c"};
+  CHECK(data::class_mismatch(train, val).empty());
+  val.classes = {"a", "c", "d"};  // same count, shifted labels: 'b' is missing from val
+  CHECK(data::class_mismatch(train, val) == "class 1 is 'b' in train but 'c' in val");
+  val.classes = {"a", "b"};
+  CHECK(data::class_mismatch(train, val) == "train has 3 classes and val has 2: 'c' is only in train");
 }
 
 TEST_CASE("a balanced subset keeps each class's share, in order, the same for the same seed") {

@@ -38,6 +38,13 @@ TEST_CASE("ViT output shapes at several input sizes") {
   // The CLS output equals the last block's normalised first token.
   Tensor x = randn({2, 3, 16, 16}, {}, &gen);
   CHECK(vit.forward(x).to_vector<float>() == vit.forward_last_blocks(x, 1)[0].select(1, 0).contiguous().to_vector<float>());
+  // A zero in the configuration (an exported backbone's metadata, a flag) is an error, not a
+  // division by zero.
+  for (int field = 0; field < 4; ++field) {
+    VitConfig bad = tiny_vit();
+    (field == 0 ? bad.patch_size : field == 1 ? bad.num_heads : field == 2 ? bad.embed_dim : bad.depth) = 0;
+    CHECK_THROWS_WITH_AS(VisionTransformer(bad, &gen), doctest::Contains("must all be positive"), Error);
+  }
 }
 
 TEST_CASE("layers without a bias (--qkv_bias false, --proj_bias false) run forward and backward") {

@@ -270,12 +270,15 @@ int main(int argc, char** argv) {
       ->default_val(c.checkpoint_key);
   app.add_option("--arch", c.arch, "vit_tiny | vit_small | vit_base | custom (taken from a checkpoint when given)")
       ->default_val(c.arch);
-  app.add_option("--patch_size", c.patch_size, "patch size")->default_val(c.patch_size);
-  app.add_option("--embed_dim", c.embed_dim, "custom width");
-  app.add_option("--depth", c.depth, "custom depth");
-  app.add_option("--num_heads", c.num_heads, "custom heads");
+  app.add_option("--patch_size", c.patch_size, "patch size")
+      ->default_val(c.patch_size)
+      ->check(bam::tool::positive_number);
+  app.add_option("--embed_dim", c.embed_dim, "custom width")->check(bam::tool::positive_number);
+  app.add_option("--depth", c.depth, "custom depth")->check(bam::tool::positive_number);
+  app.add_option("--num_heads", c.num_heads, "custom heads")->check(bam::tool::positive_number);
   app.add_option("--n_last_blocks", c.n_last_blocks, "linear: CLS tokens of the last n blocks")
-      ->default_val(c.n_last_blocks);
+      ->default_val(c.n_last_blocks)
+      ->check(bam::tool::positive_number);
   app.add_option("--avgpool_patchtokens", c.avgpool_patchtokens, "linear: also average-pooled patch tokens")
       ->type_name("BOOL")
       ->default_val("false");
@@ -380,8 +383,8 @@ int main(int argc, char** argv) {
     } catch (const bam::data::ImageDecodeError& e) {
       bam::fail("--data_path {}: {} (expected train/ and val/ ImageFolders inside)", c.data_path, e.what());
     }
-    BAM_CHECK(train.num_classes() == val.num_classes(), "--data_path {}: train has {} classes but val has {}",
-              c.data_path, train.num_classes(), val.num_classes());
+    if (const std::string mismatch = bam::data::class_mismatch(train, val); !mismatch.empty())
+      bam::fail("--data_path {}: train/ and val/ must have the same class folders: {}", c.data_path, mismatch);
     BAM_CHECK(official_only.num_labels == 0 || official_only.num_labels == train.num_classes(),
               "--num_labels {}: --data_path {} has {} classes (the probe takes its labels from the class folders)",
               official_only.num_labels, c.data_path, train.num_classes());

@@ -39,8 +39,8 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
   } catch (const data::ImageDecodeError& e) {
     fail("kNN monitor: {}", e.what());
   }
-  BAM_CHECK(train.num_classes() == val.num_classes(), "kNN monitor: {} has {} classes but {} has {}", train_path,
-            train.num_classes(), val_path, val.num_classes());
+  if (const std::string mismatch = data::class_mismatch(train, val); !mismatch.empty())
+    fail("kNN monitor: the train and val folders must have the same class folders: {}", mismatch);
   // The official monitor's balanced fractions; the same images at every evaluation.
   const int64_t train_all = train.size(), val_all = val.size();
   train = data::balanced_subset(train, config.knn_train_fraction, config.seed, "--knn_train_fraction");
