@@ -276,7 +276,9 @@ void Trainer::resume_if_possible(TrainResult& result) {
                 static_cast<long long>(ck.config.batch_size_per_gpu), static_cast<long long>(config_.world_size),
                 static_cast<long long>(config_.batch_size_per_gpu));
   if (ck.config.fit_epochs_to_budget) {
-    // The schedule was fitted when the run started; keep it rather than fitting again.
+    // The schedule was fitted when the run started; keep it rather than fitting again (and say so
+    // in this run's checkpoints, so that a later resume keeps it too).
+    config_.fit_epochs_to_budget = true;
     config_.epochs = ck.config.epochs;
     config_.max_steps = ck.config.max_steps;
     config_.warmup_steps = ck.config.warmup_steps;
@@ -667,6 +669,7 @@ TrainResult Trainer::run() {
   if (config_.use_ccrop) print_contrastive_crop_plan(resumed_boxes);
   // epochs_in_schedule() is asked every epoch: a budget refit can change the schedule's length.
   for (int64_t epoch = state_.epoch; epoch < epochs_in_schedule(); ++epoch) {
+    if (state_.global_step >= total_steps_) break;  // a resumed run whose schedule ended inside this epoch
     EpochStats stats = train_epoch(epoch, result, deadline);
     if (result.stopped_by_budget) {
       save_timed(checkpoint_path());
@@ -674,13 +677,22 @@ TrainResult Trainer::run() {
                   config_.time_budget_minutes, static_cast<long long>(epoch), static_cast<long long>(step_in_epoch_));
       break;
     }
-    state_.epoch = epoch + 1;
-    step_in_epoch_ = 0;
+    // An epoch that --max_steps ended early stays the current one, at the step reached: a run
+    // resumed with a longer schedule continues it rather than skipping its remaining steps.
+    if (step_in_epoch_ == data_->steps_per_epoch()) {
+      state_.epoch = epoch + 1;
+      step_in_epoch_ = 0;
+    }
     bool last = epoch + 1 == epochs_in_schedule();
     if (config_.use_ccrop && ccrop_schedule_.renews_after(epoch, epochs_in_schedule())) {
       renew_object_boxes(epoch, &stats);
       box_update_seconds_.add(stats.box_seconds);
     }
+    // The epoch is saved before the kNN evaluation, which reads other folders and takes long: if it
+    // fails (a folder gone, memory short) or the run is stopped then, the epoch's training is kept.
+    save_timed(checkpoint_path());
+    if (config_.saveckp_freq > 0 && epoch % config_.saveckp_freq == 0)
+      save_timed(fmt::format("{}/checkpoint{:04}.safetensors", config_.output_dir, epoch));
     if (knn_ && config_.knn_freq > 0 && ((epoch + 1) % config_.knn_freq == 0 || last)) {
       KnnEvaluation knn = evaluate_knn();
       knn_seconds_.add(knn.seconds);
@@ -688,9 +700,6 @@ TrainResult Trainer::run() {
       std::printf("kNN evaluation after epoch %lld: %s (%.1f s)\n", static_cast<long long>(epoch), knn.text().c_str(),
                   knn.seconds);
     }
-    save_timed(checkpoint_path());
-    if (config_.saveckp_freq > 0 && epoch % config_.saveckp_freq == 0)
-      save_timed(fmt::format("{}/checkpoint{:04}.safetensors", config_.output_dir, epoch));
     append_log(stats);
     result.epochs.push_back(stats);
     std::printf("Epoch %lld done in %s: loss %.4f  target entropy %.3f  embedding std %.3f  %.1f img/s\n",

@@ -148,6 +148,22 @@ TEST_CASE("checkpoints round trip and resume reproduces the uninterrupted run") 
   CHECK(!a.optimizer.empty());
   CHECK(a.metadata.at("format") == "pt");
 
+  // A run that --max_steps ended inside an epoch, resumed with a longer schedule, continues that
+  // epoch where it stopped (it used to count the epoch as done and skip its remaining steps).
+  TrainConfig short_run = small_train_config(fresh_dir("max_steps_resume"));
+  short_run.epochs = 3;
+  short_run.max_steps = 6;  // epoch 0 (4 steps) and 2 of epoch 1's
+  REQUIRE(train(short_run).step_losses.size() == 6);
+  CHECK(load_checkpoint(short_run.output_dir + "/checkpoint.safetensors").state.epoch == 1);
+  CHECK(train(short_run).step_losses.empty());  // the same schedule again: already done
+  TrainConfig longer = short_run;
+  longer.max_steps = 0;
+  const TrainResult continued = train(longer);
+  CHECK(continued.step_losses.size() == 6);  // epoch 1's last 2 steps and epoch 2
+  const auto done = load_checkpoint(longer.output_dir + "/checkpoint.safetensors");
+  CHECK(done.state.epoch == 3);
+  CHECK(done.state.global_step == 12);
+
   // Resuming with another architecture is refused, naming the flag.
   TrainConfig other = first;
   other.embed_dim = 48;
@@ -280,6 +296,61 @@ TEST_CASE("--eval_first and --teacher: the kNN monitor sees both backbones, and 
   std::ifstream report(c.output_dir + "/report.html");
   const std::string html((std::istreambuf_iterator<char>(report)), {});
   CHECK(html.find("teacher top-1") != std::string::npos);
+}
+
+TEST_CASE("a kNN evaluation that fails after an epoch leaves that epoch saved") {
+  TrainConfig c = small_train_config(fresh_dir("knn_fails"));
+  c.epochs = 2;
+  c.knn_freq = 1;
+  KnnMonitor failing = [](const VisionTransformer&) -> KnnResult {
+    throw Error("kNN monitor: /mnt/val: no such file or folder");
+  };
+  Trainer trainer(c, make_train_data(c), failing);
+  CHECK_THROWS_WITH_AS(trainer.run(), doctest::Contains("/mnt/val"), Error);
+  const LoadedCheckpoint ck = load_checkpoint(c.output_dir + "/checkpoint.safetensors");
+  CHECK(ck.state.epoch == 1);  // epoch 0 trained and kept; a run again resumes at epoch 1
+}
+
+TEST_CASE("a budget-fitted schedule is kept by every later resume, with or without the budget flags") {
+  TrainConfig c = small_train_config(fresh_dir("fit_resume"));
+  c.embed_dim = 16;
+  c.depth = 1;
+  c.local_crops_number = 0;
+  c.hidden_dim = 32;
+  c.out_dim = 32;
+  c.batch_size_per_gpu = 8;
+  c.data_path = "synthetic:64";
+  c.epochs = 1000;
+  c.time_budget_minutes = 0.03;  // 1.8 s
+  c.fit_epochs_to_budget = true;
+  c.knn_freq = 1;
+  // The monitor times itself for the fit, then fails after epoch 0: the run stops with its fitted
+  // schedule saved, unfinished.
+  int calls = 0;
+  KnnMonitor fails_later = [&](const VisionTransformer&) -> KnnResult {
+    if (++calls > 1) throw Error("kNN monitor: the val folder is gone");
+    return KnnResult{50.0, 90.0};
+  };
+  CHECK_THROWS_AS(Trainer(c, make_train_data(c), fails_later).run(), Error);
+  const auto fitted = load_checkpoint(c.output_dir + "/checkpoint.safetensors");
+  REQUIRE(fitted.config.fit_epochs_to_budget);
+  REQUIRE(fitted.state.epoch == 1);
+  REQUIRE(fitted.config.max_steps > 2 * 8);  // more than this run's first epoch
+  // Resumed without the budget flags, the run keeps the fitted schedule and trains on to its end;
+  // its checkpoint must still say the schedule was fitted, or the next resume would rebuild it
+  // from --epochs 1000.
+  TrainConfig plain = c;
+  plain.time_budget_minutes = 0;
+  plain.fit_epochs_to_budget = false;
+  plain.knn_freq = 0;
+  const TrainResult rest = train(plain);
+  CHECK(rest.resumed);
+  CHECK(static_cast<int64_t>(rest.step_losses.size()) == fitted.config.max_steps - 8);
+  const auto after = load_checkpoint(c.output_dir + "/checkpoint.safetensors");
+  CHECK(after.config.fit_epochs_to_budget);
+  CHECK(after.config.max_steps == fitted.config.max_steps);
+  CHECK(after.state.global_step == fitted.config.max_steps);
+  CHECK(train(plain).step_losses.empty());  // and a third run finds it done
 }
 
 TEST_CASE("export writes the backbone under timm names") {
