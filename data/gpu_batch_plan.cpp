@@ -1,11 +1,15 @@
 // Planning one batch of the GPU data path: crop rectangles, IDCT block rectangles, buffer offsets.
 #include "data/gpu_batch_plan.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cmath>
 #include <optional>
 
 #include "data/augment_math.h"
+#include "data/image_error.h"
 #include "engine/error.h"
 
 namespace bam::data {
@@ -116,6 +120,12 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
     const size_t warnings_before = warnings ? warnings->size() : 0;
     try {
       image.layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, warnings);
+      if (image.layout.truncated) {  // as decode_image with refuse_truncated (the loaders' rule)
+        std::vector<std::string> reasons;
+        if (warnings) reasons.assign(warnings->begin() + static_cast<std::ptrdiff_t>(warnings_before), warnings->end());
+        if (warnings) warnings->resize(warnings_before);
+        throw ImageDecodeError(fmt::format("{}: incomplete image data ({})", name, fmt::join(reasons, "; ")));
+      }
       if (image.layout.exif_orientation == 1) {
         image.width = image.layout.width;
         image.height = image.layout.height;
@@ -129,7 +139,9 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
       if (warnings) warnings->resize(warnings_before);
     }
   }
-  *pixels = decode_image(bytes, size, name);
+  ImageDecodeOptions options;
+  options.refuse_truncated = true;
+  *pixels = decode_image(bytes, size, name, options);
   if (warnings) warnings->insert(warnings->end(), pixels->warnings.begin(), pixels->warnings.end());
   image.width = pixels->width;
   image.height = pixels->height;

@@ -30,6 +30,10 @@ struct ImageDecodeOptions {
   bool apply_exif_orientation = true;
   // When false, only our JPEG decoder is used; anything else throws (the fuzzer uses this).
   bool allow_fallback = true;
+  // When true, a JPEG whose image data is incomplete (a cut-off file: the missing part would decode
+  // as grey, as libjpeg and djpeg do) throws ImageDecodeError instead, as PIL does: the loaders
+  // report and skip such a file rather than train on it.
+  bool refuse_truncated = false;
 };
 
 // Decodes an in-memory file. `name` (usually the path) starts every error message. Throws

@@ -207,10 +207,11 @@ JpegLayout decode_jpeg_coefficients_into(const uint8_t* data, size_t size, std::
     decode_scan(state, scan, layout, coefficients, warnings);
     ++scans;
   }
+  layout.truncated = state.data_ended_early ? 1 : 0;
   for (const FrameComponent& f : state.components) {
-    if (!f.scanned && warnings) {
-      warnings->push_back(fmt::format("component {} has no scan; its coefficients are zero", f.id));
-    }
+    if (f.scanned) continue;
+    layout.truncated = 1;
+    if (warnings) warnings->push_back(fmt::format("component {} has no scan; its coefficients are zero", f.id));
   }
   layout.exif_orientation = state.exif_orientation;
   return layout;

@@ -62,7 +62,8 @@ struct JpegLayout {
   int32_t mcus_x;            // ceil(width / mcu_width)
   int32_t mcus_y;            // ceil(height / mcu_height)
   int32_t exif_orientation;  // 1..8 from APP1 Exif tag 0x0112; 1 when absent. Not applied here.
-  int32_t reserved;          // zero
+  int32_t truncated;         // 1 when image data is missing (a scan ended early, a component had no
+                             // scan): that part decodes as zero coefficients (grey), as in libjpeg
   int64_t num_coefficients;  // int16 values in the coefficient buffer (64 per block)
   JpegComponent components[kJpegMaxComponents];  // the first num_components are valid
 };

@@ -370,6 +370,7 @@ void decode_scan(ParserState& state, const std::vector<ScanComponent>& scan,
       }
       if (reader.overran()) {
         out_of_data = true;
+        state.data_ended_early = true;
         if (!warned && warnings) {
           warnings->push_back(fmt::format(
               "scan data ends early at MCU ({}, {}) of {}x{}: the rest of the segment is zero "

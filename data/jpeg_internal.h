@@ -99,6 +99,7 @@ struct ParserState {
   bool saw_adobe = false;
   int adobe_transform = 0;
   bool saw_exif = false;
+  bool data_ended_early = false;  // a scan ran out of entropy-coded data (decode_scan)
   int exif_orientation = 1;
 };
 

@@ -10,6 +10,17 @@
 #include "engine/error.h"
 
 namespace bam::data {
+namespace {
+
+// The loaders' decoding rule: a JPEG cut off inside its image data is reported and skipped (as PIL
+// refuses it), not trained on with its missing part grey.
+ImageDecodeOptions decode_options() {
+  ImageDecodeOptions options;
+  options.refuse_truncated = true;
+  return options;
+}
+
+}  // namespace
 
 MultiCropLoader::MultiCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed,
                                  LoaderOptions options)
@@ -159,9 +170,9 @@ void MultiCropLoader::worker_loop() {
 
 void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
   DecodedImage image;
-  const int64_t index =
-      unreadable_.first_decodable(*slot.order, sequence_.first_position(batch) + b, dataset_.root,
-                                  [&](int64_t candidate) { image = decode_image_file(dataset_.files[candidate]); });
+  const int64_t index = unreadable_.first_decodable(
+      *slot.order, sequence_.first_position(batch) + b, dataset_.root,
+      [&](int64_t candidate) { image = decode_image_file(dataset_.files[candidate], decode_options()); });
   ++images_decoded_;
   const int64_t rows = sequence_.rows(batch);
   const auto epoch = static_cast<uint32_t>(sequence_.epoch(batch));

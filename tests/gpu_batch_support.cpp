@@ -366,9 +366,12 @@ std::vector<MutatedBatch> mutated_batches(uint64_t seed, int trials) {
       data::GpuBatchImage im = prepare_file_for_gpu(f.bytes, f.name, &coefficients, &pixels);
       (im.decode_on_gpu ? on_gpu : on_cpu).push_back(f);
     } catch (const data::ImageDecodeError&) {
-      // The GPU loader skips the file; the CPU loader's decode_image must refuse it as well.
+      // The GPU loader skips the file; the CPU loader's decode_image must refuse it as well (both
+      // refuse a file cut inside its image data).
       ++refused;
-      CHECK_THROWS_AS(data::decode_image(f.bytes.data(), f.bytes.size(), f.name), data::ImageDecodeError);
+      data::ImageDecodeOptions loader_rule;
+      loader_rule.refuse_truncated = true;
+      CHECK_THROWS_AS(data::decode_image(f.bytes.data(), f.bytes.size(), f.name, loader_rule), data::ImageDecodeError);
     }
   }
   MESSAGE(trials << " mutated JPEGs: " << on_gpu.size() << " taken by the GPU path, " << on_cpu.size()

@@ -441,19 +441,38 @@ TEST_CASE("damaged files are reported once, skipped and counted") {
     std::ifstream good(root + "/class_1/0.jpg", std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(good)), {});
     std::ofstream(root + "/class_1/truncated.jpg", std::ios::binary) << bytes.substr(0, 40);
+    // Cut inside the entropy-coded data: the headers whole, half the scan gone. Decoded as djpeg
+    // does (the rest grey, with a warning), but the loaders refuse it, as PIL does.
+    const size_t sos = bytes.find("\xFF\xDA");
+    REQUIRE(sos != std::string::npos);
+    const size_t scan = sos + 2 + (static_cast<uint8_t>(bytes[sos + 2]) << 8 | static_cast<uint8_t>(bytes[sos + 3]));
+    REQUIRE(scan + 8 < bytes.size());
+    std::ofstream(root + "/class_0/cut_in_scan.jpg", std::ios::binary)
+        << bytes.substr(0, scan + (bytes.size() - scan) / 2);
   }
+  const data::DecodedImage padded = data::decode_image_file(root + "/class_0/cut_in_scan.jpg");
+  CHECK(padded.width > 0);
+  CHECK(!padded.warnings.empty());
+  data::ImageDecodeOptions refuse;
+  refuse.refuse_truncated = true;
+  CHECK_THROWS_WITH_AS(data::decode_image_file(root + "/class_0/cut_in_scan.jpg", refuse),
+                       doctest::Contains("cut_in_scan.jpg: incomplete image data (scan data ends early"),
+                       data::ImageDecodeError);
   data::Dataset d = data::open_dataset(root);
-  CHECK(d.size() == 15);
+  CHECK(d.size() == 16);
   data::MultiCropLoader loader(d, small_recipe(), 5, 1, {2, 2});
   for (int64_t epoch = 0; epoch < 2; ++epoch) {
     loader.start_epoch(epoch);
     for (int s = 0; s < 3; ++s) {
       auto batch = loader.next();
       CHECK(batch.indices.size() == 5);
-      for (int64_t i : batch.indices) CHECK(d.files[i].find("/bad_") == std::string::npos);
+      for (int64_t i : batch.indices) {
+        CHECK(d.files[i].find("/bad_") == std::string::npos);
+        CHECK(d.files[i].find("/cut_in_scan") == std::string::npos);
+      }
     }
   }
-  CHECK(loader.skipped_files() == 3);  // each damaged file counted once over both epochs
+  CHECK(loader.skipped_files() == 4);  // each damaged file counted once over both epochs
 }
 
 TEST_CASE("the probe separates a tiny dataset with kNN and linear") {
