@@ -16,6 +16,7 @@
 #include "data/augment.h"
 #include "data/dataset.h"
 #include "data/object_boxes.h"
+#include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -345,13 +346,7 @@ std::string write_training_report(const std::string& output_dir) {
   }
   html << "</body></html>\n";
   const std::string path = output_dir + "/report.html";
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    BAM_CHECK(out.good(), "{}: cannot write", tmp);
-    out << html.str();
-  }
-  fs::rename(tmp, path);
+  write_file_atomically(path, html.str());
   return path;
 }
 

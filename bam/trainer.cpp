@@ -12,6 +12,7 @@
 #include "bam/output_dir.h"
 #include "bam/report.h"
 #include "bam/schedules.h"
+#include "engine/atomic_file.h"
 #include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/cuda.h"
@@ -294,6 +295,7 @@ void Trainer::resume_if_possible(TrainResult& result) {
     scaler_.load_state(ck.state.loss_scale, ck.state.loss_scale_clean_steps);
   state_ = ck.state;
   step_in_epoch_ = ck.state.step_in_epoch;
+  trim_logs_to_checkpoint();
   if (config_.use_ccrop && !ck.object_boxes.defined()) {
     // The boxes would have been located by now: starting them over from the whole image would
     // crop differently from the run the checkpoint continues (the official script refuses too).
@@ -415,6 +417,42 @@ void Trainer::append_log(const EpochStats& s) {
   }
   j["epoch"] = s.epoch;
   append_log_row(j);
+}
+
+void Trainer::trim_logs_to_checkpoint() {
+  if (!writes_files()) return;
+  const auto trim = [](const std::string& path, const std::function<bool(const nlohmann::json&)>& keep) {
+    std::ifstream in(path);
+    if (!in.good()) return;
+    std::string kept, line;
+    int64_t dropped = 0;
+    while (std::getline(in, line)) {
+      const nlohmann::json row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!row.is_discarded() && row.is_object() && keep(row)) {
+        kept += line + "\n";
+      } else if (!line.empty()) {
+        ++dropped;
+      }
+    }
+    in.close();
+    if (dropped == 0) return;
+    write_file_atomically(path, kept);
+    std::printf("Resuming: %lld line%s of %s from after the checkpoint (or cut off) dropped\n",
+                static_cast<long long>(dropped), dropped == 1 ? "" : "s", path.c_str());
+  };
+  const int64_t step = state_.global_step, epoch = state_.epoch;
+  const bool inside_epoch = step_in_epoch_ > 0;
+  trim(config_.output_dir + "/steps.jsonl",
+       [&](const nlohmann::json& row) { return row.value("step", int64_t{0}) <= step; });
+  trim(config_.output_dir + "/log.txt", [&](const nlohmann::json& row) {
+    // An evaluation before training at this checkpoint's step came from a run that started here and
+    // is now run again.
+    if (row.value("before_training", false)) return row.value("global_step", int64_t{0}) < step;
+    // Epochs before the checkpoint's; its own only when it holds the epoch's end (--max_steps ended
+    // the schedule inside it), after which nothing runs again.
+    const int64_t e = row.value("epoch", int64_t{-1});
+    return e < epoch || (e == epoch && inside_epoch && step >= total_steps_);
+  });
 }
 
 void Trainer::append_log_row(const nlohmann::ordered_json& row) {

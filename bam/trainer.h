@@ -96,6 +96,9 @@ class Trainer {
   void save(const std::string& path);
   void append_log(const EpochStats& stats);
   void append_log_row(const nlohmann::ordered_json& row);  // one line of log.txt
+  // On resume: drops the rows of log.txt and steps.jsonl that an interrupted run wrote after its
+  // checkpoint (those steps run again) and any line a crash cut off.
+  void trim_logs_to_checkpoint();
   std::string memory_text() const;
   // Data parallelism: rank 0 alone prints, writes log.txt, steps.jsonl, checkpoints and the report.
   bool writes_files() const { return config_.rank == 0; }

@@ -1,15 +1,13 @@
 // Safetensors reading and atomic writing with nlohmann::json for the header.
 #include "engine/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/error.h"
 
@@ -154,46 +152,14 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   std::string text = header.dump();
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // data starts 8-byte aligned
 
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  BAM_CHECK(fd >= 0, "{}: cannot open for writing: {}", tmp, std::strerror(errno));
-  auto write_all = [&](const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::write(fd, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        int err = errno;
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        fail("{}: write failed: {}", tmp, std::strerror(err));
-      }
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-  };
-  unsigned char length_bytes[8];
-  uint64_t length = text.size();
-  for (int i = 0; i < 8; ++i) length_bytes[i] = static_cast<unsigned char>(length >> (8 * i));
-  write_all(length_bytes, 8);
-  write_all(text.data(), text.size());
-  for (const Tensor& h : host) write_all(h.raw_data(), static_cast<size_t>(h.numel()) * h.element_size());
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail("{}: could not flush to disk: {}", tmp, std::strerror(errno));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    fail("{}: could not move the new file into place: {}", path, std::strerror(err));
-  }
-  // Make the rename itself durable.
-  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
-  int dir_fd = ::open(dir.empty() ? "/" : dir.c_str(), O_RDONLY);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
+  write_file_atomically(path, [&](const AppendBytes& append) {
+    unsigned char length_bytes[8];
+    uint64_t length = text.size();
+    for (int i = 0; i < 8; ++i) length_bytes[i] = static_cast<unsigned char>(length >> (8 * i));
+    append(length_bytes, 8);
+    append(text.data(), text.size());
+    for (const Tensor& h : host) append(h.raw_data(), static_cast<size_t>(h.numel()) * h.element_size());
+  });
 }
 
 }  // namespace bam

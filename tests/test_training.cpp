@@ -311,6 +311,43 @@ TEST_CASE("a kNN evaluation that fails after an epoch leaves that epoch saved") 
   CHECK(ck.state.epoch == 1);  // epoch 0 trained and kept; a run again resumes at epoch 1
 }
 
+TEST_CASE("a resumed run drops the log rows an interrupted run wrote after its checkpoint, and cut-off lines") {
+  TrainConfig c = small_train_config(fresh_dir("log_trim"));
+  c.epochs = 3;
+  c.log_freq = 1;
+  c.knn_freq = 1;
+  // Epochs 0 and 1 train; the evaluation after epoch 1 fails, after epoch 1 was saved.
+  int calls = 0;
+  KnnMonitor fails_second = [&](const VisionTransformer&) -> KnnResult {
+    if (++calls == 2) throw Error("kNN monitor: the val folder is gone");
+    return KnnResult{50.0, 90.0};
+  };
+  CHECK_THROWS_AS(Trainer(c, make_train_data(c), fails_second).run(), Error);
+  // As if a later run had gone on from that checkpoint, logged two steps and epoch 2, and died
+  // mid-line before saving.
+  {
+    std::ofstream steps(c.output_dir + "/steps.jsonl", std::ios::app);
+    steps << R"({"epoch":2,"step":9,"loss":1.0})"
+          << "\n"
+          << R"({"epoch":2,"step":10,"loss":1.0})"
+          << "\n"
+          << R"({"epoch":2,"st)";
+    std::ofstream log(c.output_dir + "/log.txt", std::ios::app);
+    log << R"({"train_loss":1.0,"epoch":2})"
+        << "\n";
+  }
+  c.knn_freq = 0;
+  const TrainResult rest = train(c);
+  CHECK(rest.step_losses.size() == 4);  // epoch 2
+  std::vector<int64_t> steps, epochs;
+  std::ifstream step_rows(c.output_dir + "/steps.jsonl");
+  for (std::string line; std::getline(step_rows, line);) steps.push_back(nlohmann::json::parse(line).at("step"));
+  CHECK(steps == std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
+  std::ifstream log_rows(c.output_dir + "/log.txt");
+  for (std::string line; std::getline(log_rows, line);) epochs.push_back(nlohmann::json::parse(line).at("epoch"));
+  CHECK(epochs == std::vector<int64_t>{0, 2});  // epoch 1's row was lost with its evaluation; epoch 2 once
+}
+
 TEST_CASE("a budget-fitted schedule is kept by every later resume, with or without the budget flags") {
   TrainConfig c = small_train_config(fresh_dir("fit_resume"));
   c.embed_dim = 16;

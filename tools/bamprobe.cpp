@@ -13,6 +13,7 @@
 #include "bam/linear_probe.h"
 #include "bam/output_dir.h"
 #include "data/image_error.h"
+#include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/cuda.h"
 #include "engine/distributed.h"
@@ -461,10 +462,11 @@ int main(int argc, char** argv) {
     results["weights"] = description;  // beside the rows, not over the "backbone" row
     if (ranks.rank() == 0) {           // the others have the same rows
       const std::string json_path = (fs::path(c.output_dir) / "probe.json").string();
-      std::ofstream json(json_path);
-      json << results.dump(2) << "\n";
-      json.close();
-      BAM_CHECK(!json.fail(), "cannot write {} (the table above has the results)", json_path);
+      try {
+        bam::write_file_atomically(json_path, results.dump(2) + "\n");
+      } catch (const bam::Error& e) {
+        bam::fail("{} (the table above has the results)", e.what());
+      }
     }
     if (group) group->finish();        // every rank done before any exits
   } catch (const std::exception& e) {  // bam::Error, and anything else a library throws

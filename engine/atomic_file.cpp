@@ -1,0 +1,65 @@
+// write_file_atomically: temporary file, fsync, rename, fsync of the folder.
+#include "engine/atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "engine/error.h"
+
+namespace bam {
+
+void write_file_atomically(const std::string& path, const std::function<void(const AppendBytes&)>& write) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  BAM_CHECK(fd >= 0, "{}: cannot open for writing: {}", tmp, std::strerror(errno));
+  // Any failure from here on: close, remove the temporary file, report.
+  const auto give_up = [&](const std::string& what, int err) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail("{}: {}: {}", tmp, what, std::strerror(err));
+  };
+  const AppendBytes append = [&](const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const ssize_t w = ::write(fd, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) give_up("write failed", w < 0 ? errno : ENOSPC);
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  };
+  try {
+    write(append);
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::fsync(fd) != 0) give_up("could not flush to disk", errno);
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("{}: could not flush to disk: {}", tmp, std::strerror(err));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("{}: could not move the new file into place: {}", path, std::strerror(err));
+  }
+  // Make the rename itself durable.
+  const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  const int dir_fd = ::open(dir.empty() ? "/" : dir.c_str(), O_RDONLY);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+}
+
+void write_file_atomically(const std::string& path, std::string_view contents) {
+  write_file_atomically(path, [&](const AppendBytes& append) { append(contents.data(), contents.size()); });
+}
+
+}  // namespace bam
