@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/atomic_file.h"
 #include "engine/safetensors.h"
 #include "tests/support.h"
 
@@ -99,6 +100,32 @@ TEST_CASE("damaged files give errors that name the file") {
   wrong_dtype.replace(at, 5, "\"F8E\"");
   expect_error(wrong_dtype, "unsupported dtype F8E");
   CHECK_THROWS_WITH_AS(load_safetensors(temp_path("missing.safetensors")), doctest::Contains("cannot open"), Error);
+}
+
+TEST_CASE("write_file_atomically replaces a file whole, or leaves it as it was") {
+  const std::string dir = scratch_dir("atomic_file").string(), path = dir + "/probe.json";
+  const auto read = [&] {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  write_file_atomically(path, std::string("first\n"));
+  CHECK(read() == "first\n");
+  // A writer that fails half-way: the old contents stay, and no temporary file is left behind.
+  CHECK_THROWS_WITH_AS(write_file_atomically(path,
+                                             [](const AppendBytes& append) {
+                                               append("sec", 3);
+                                               throw Error("the writer gave up");
+                                             }),
+                       doctest::Contains("the writer gave up"), Error);
+  CHECK(read() == "first\n");
+  int64_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) files += entry.is_regular_file();
+  CHECK(files == 1);
+  // A folder that does not exist: the error names the file.
+  CHECK_THROWS_WITH_AS(write_file_atomically(dir + "/missing/probe.json", std::string("x")),
+                       doctest::Contains("missing/probe.json.tmp."), Error);
+  write_file_atomically(path, std::string("second\n"));
+  CHECK(read() == "second\n");
 }
 
 }  // namespace bam::test
