@@ -94,7 +94,9 @@ void TrainConfig::validate() const {
             knn_eval_fraction);
   BAM_CHECK(eval_resize_ratio >= 1, "--eval_resize_ratio must be at least 1, got {}", eval_resize_ratio);
   BAM_CHECK(log_freq >= 1, "--log_freq must be at least 1, got {}", log_freq);
-  BAM_CHECK(time_budget_minutes >= 0, "--time_budget_minutes must be non-negative, got {}", time_budget_minutes);
+  // At most a year: the deadline is kept in clock ticks, which a larger (or infinite) value overflows.
+  BAM_CHECK(time_budget_minutes >= 0 && time_budget_minutes <= 525600,
+            "--time_budget_minutes must be from 0 (none) to 525600 (a year), got {}", time_budget_minutes);
   BAM_CHECK(!fit_epochs_to_budget || time_budget_minutes > 0,
             "--fit_epochs_to_budget needs --time_budget_minutes");
   BAM_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "rank {} of {} processes is not a valid rank", rank,

@@ -19,6 +19,7 @@
 #include "data/batch_sequence.h"
 #include "data/loader.h"
 #include "data/loader_support.h"
+#include "data/unreadable_files.h"
 #include "engine/random.h"
 #include "tests/support.h"
 #include "tests/train_test_support.h"
@@ -473,6 +474,26 @@ TEST_CASE("damaged files are reported once, skipped and counted") {
     }
   }
   CHECK(loader.skipped_files() == 4);  // each damaged file counted once over both epochs
+}
+
+TEST_CASE("a dataset whose files all fail stops the loader after a few hundred tries, not after all of them") {
+  data::UnreadableFiles unreadable;
+  std::vector<int64_t> order(100000);
+  for (int64_t i = 0; i < static_cast<int64_t>(order.size()); ++i) order[static_cast<size_t>(i)] = i;
+  int64_t tries = 0;
+  const auto gone = [&](int64_t index) {
+    ++tries;
+    throw data::ImageDecodeError("/mnt/share/" + std::to_string(index) + ".jpg: cannot open (no such file)");
+  };
+  CHECK_THROWS_WITH_AS(unreadable.first_decodable(order, 5, "/mnt/share", gone),
+                       doctest::Contains("256 images in a row could not be read or decoded (the last: "
+                                         "/mnt/share/260.jpg: cannot open"),
+                       Error);
+  CHECK(tries == 256);
+  // A small dataset that is entirely bad says so.
+  std::vector<int64_t> few{0, 1, 2};
+  CHECK_THROWS_WITH_AS(unreadable.first_decodable(few, 0, "/tiny", gone),
+                       doctest::Contains("/tiny: none of the 3 images could be decoded"), Error);
 }
 
 TEST_CASE("the probe separates a tiny dataset with kNN and linear") {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <set>
 #include <thread>
@@ -457,6 +458,9 @@ TEST_CASE("bad settings name the flag before any work") {
   t = c;
   t.top_k_sink = 1000;
   expect(t, "--top_k_sink");
+  t = c;
+  t.time_budget_minutes = std::numeric_limits<double>::infinity();  // overflowed the deadline
+  expect(t, "--time_budget_minutes");
   t = c;
   t.data_path = "";
   expect(t, "--data_path");

@@ -73,10 +73,18 @@ Action add_augment(CLI::App& app) {
   sub->add_option("--n", o->n, "number of images (rows)")->default_val(o->n)->check(positive_number);
   sub->add_option("--seed", o->seed, "augmentation seed")->default_val(o->seed);
   sub->add_option("--epoch", o->epoch, "epoch (part of the RNG key)")->default_val(o->epoch);
-  sub->add_option("--global_crops_number", o->recipe.global_crops, "global views")->default_val(o->recipe.global_crops);
-  sub->add_option("--local_crops_number", o->recipe.local_crops, "local views")->default_val(6);
-  sub->add_option("--global_crops_size", o->recipe.global_size, "global side")->default_val(o->recipe.global_size);
-  sub->add_option("--local_crops_size", o->recipe.local_size, "local side")->default_val(o->recipe.local_size);
+  sub->add_option("--global_crops_number", o->recipe.global_crops, "global views")
+      ->default_val(o->recipe.global_crops)
+      ->check(positive_number);
+  sub->add_option("--local_crops_number", o->recipe.local_crops, "local views")
+      ->default_val(6)
+      ->check(non_negative_number);
+  sub->add_option("--global_crops_size", o->recipe.global_size, "global side")
+      ->default_val(o->recipe.global_size)
+      ->check(positive_number);
+  sub->add_option("--local_crops_size", o->recipe.local_size, "local side")
+      ->default_val(o->recipe.local_size)
+      ->check(positive_number);
   sub->add_option("--global_crops_scale", o->global_scale, "global area range")->expected(2);
   sub->add_option("--local_crops_scale", o->local_scale, "local area range")->expected(2);
   return [o] { return run_augment(*o); };

@@ -1,7 +1,9 @@
 // `bamtool export`: the backbone of a bamtrain checkpoint as a timm-compatible safetensors file.
 #include <cstdio>
+#include <filesystem>
 
 #include "bam/checkpoint.h"
+#include "engine/error.h"
 #include "engine/safetensors.h"
 #include "tools/bamtool/commands.h"
 
@@ -14,6 +16,11 @@ struct ExportOptions {
 };
 
 int run_export(const ExportOptions& o) {
+  std::error_code ec;
+  BAM_CHECK(!std::filesystem::equivalent(o.checkpoint, o.output, ec),
+            "export: the output {} is the checkpoint itself; writing the backbone there would replace the training "
+            "state (optimizer, projector, schedule position)",
+            o.output);
   LoadedCheckpoint ck = load_checkpoint(o.checkpoint);
   NamedTensors backbone = backbone_from_checkpoint(ck, o.teacher);
   VitConfig v = ck.config.vit();
