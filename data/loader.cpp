@@ -34,26 +34,40 @@ MultiCropLoader::MultiCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t 
   // Buffers are allocated once: page-locked when a GPU will read them.
   pinned_ = cuda::is_available();
   slots_.resize(static_cast<size_t>(std::max(1, options_.prefetch)) + 1);
-  for (Slot& slot : slots_) {
-    for (size_t g = 0; g < groups_.views.size(); ++g) {
-      size_t bytes = sizeof(float) * groups_.views[g] * batch_ * 3 * groups_.sizes[g] * groups_.sizes[g];
-      void* p = cuda::host_allocate_pinned(bytes);
-      allocations_.push_back(p);
-      slot.groups.push_back(static_cast<float*>(p));
-      buffer_bytes_ += bytes;
+  const int threads = std::max(1, options_.threads);
+  try {
+    for (Slot& slot : slots_) {
+      for (size_t g = 0; g < groups_.views.size(); ++g) {
+        size_t bytes = sizeof(float) * groups_.views[g] * batch_ * 3 * groups_.sizes[g] * groups_.sizes[g];
+        void* p = cuda::host_allocate_pinned(bytes);
+        allocations_.push_back(p);
+        slot.groups.push_back(static_cast<float*>(p));
+        buffer_bytes_ += bytes;
+      }
     }
+    for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  } catch (const std::exception& e) {
+    // No destructor runs for a constructor that throws: stop the threads started so far (a joinable
+    // std::thread destroyed would end the process) and free the buffers, then say what failed.
+    stop_workers();
+    for (void* p : allocations_) cuda::host_free_pinned(p);
+    fail("CPU loader: {} batch slots of {} images ({:.1f} MiB so far) and {} decoding threads (--num_workers): {}",
+         slots_.size(), batch_, static_cast<double>(buffer_bytes_) / (1 << 20), threads, e.what());
   }
-  int threads = std::max(1, options_.threads);
-  for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
-MultiCropLoader::~MultiCropLoader() {
+void MultiCropLoader::stop_workers() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
   }
   work_ready_.notify_all();
-  for (auto& w : workers_) w.join();
+  for (auto& w : workers_)
+    if (w.joinable()) w.join();
+}
+
+MultiCropLoader::~MultiCropLoader() {
+  stop_workers();
   try {
     hand_back_lent_slot();
     for (Slot& slot : slots_) slot.handed_back.wait();  // an upload may still read the buffers

@@ -142,6 +142,7 @@ class MultiCropLoader : public CropLoader {
   void produce(int64_t batch, int64_t b, Slot& slot);  // image b of batch number `batch`
   // The caller is done queueing work on the batch it holds: marks the stream for its slot.
   void hand_back_lent_slot();
+  void stop_workers();  // tells the workers to stop and joins them
   // Stops the workers, lets the images in progress finish and drops every batch prepared, so that
   // the workers start again at batch `first` (under the lock).
   void drop_prepared(std::unique_lock<std::mutex>& lock, int64_t first);

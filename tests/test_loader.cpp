@@ -476,6 +476,17 @@ TEST_CASE("damaged files are reported once, skipped and counted") {
   CHECK(loader.skipped_files() == 4);  // each damaged file counted once over both epochs
 }
 
+TEST_CASE("a loader whose buffers cannot be allocated says so, and frees what it had") {
+  const data::Dataset d = data::open_dataset(make_folder("huge_batch", 2, 3, 8));
+  data::LoaderOptions options;
+  options.threads = 2;
+  options.drop_last = false;
+  // 2^36 images a batch: far more memory than any machine has (it returned a null buffer that the
+  // workers then wrote to).
+  CHECK_THROWS_WITH_AS(data::MultiCropLoader(d, small_recipe(), int64_t{1} << 36, 1, options),
+                       doctest::Contains("out of host memory"), Error);
+}
+
 TEST_CASE("a dataset whose files all fail stops the loader after a few hundred tries, not after all of them") {
   data::UnreadableFiles unreadable;
   std::vector<int64_t> order(100000);
