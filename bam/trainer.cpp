@@ -295,7 +295,6 @@ void Trainer::resume_if_possible(TrainResult& result) {
     scaler_.load_state(ck.state.loss_scale, ck.state.loss_scale_clean_steps);
   state_ = ck.state;
   step_in_epoch_ = ck.state.step_in_epoch;
-  trim_logs_to_checkpoint();
   if (config_.use_ccrop && !ck.object_boxes.defined()) {
     // The boxes would have been located by now: starting them over from the whole image would
     // crop differently from the run the checkpoint continues (the official script refuses too).
@@ -325,8 +324,11 @@ void Trainer::resume_if_possible(TrainResult& result) {
     resumed_boxes_ = data::boxes_from_tensor(ck.object_boxes);
   }
   result.resumed = true;
-  std::printf("Resumed from %s: %lld epochs and %lld steps done\n", checkpoint_path().c_str(),
-              static_cast<long long>(state_.epoch), static_cast<long long>(state_.global_step));
+  trim_logs_to_checkpoint();  // once the checkpoint is accepted
+  std::printf("Resumed from %s: %lld steps done (epoch %lld, step %lld of %lld)%s\n", checkpoint_path().c_str(),
+              static_cast<long long>(state_.global_step), static_cast<long long>(state_.epoch),
+              static_cast<long long>(step_in_epoch_), static_cast<long long>(data_->steps_per_epoch()),
+              state_.global_step >= total_steps_ ? "; the schedule is complete" : "");
 }
 
 void Trainer::check_ranks_agree() {
@@ -732,7 +734,13 @@ TrainResult Trainer::run() {
     if (config_.saveckp_freq > 0 && epoch % config_.saveckp_freq == 0)
       save_timed(fmt::format("{}/checkpoint{:04}.safetensors", config_.output_dir, epoch));
     if (knn_ && config_.knn_freq > 0 && ((epoch + 1) % config_.knn_freq == 0 || last)) {
-      KnnEvaluation knn = evaluate_knn();
+      KnnEvaluation knn;
+      try {
+        knn = evaluate_knn();
+      } catch (...) {
+        append_log(stats);  // the epoch's row, without the evaluation that failed
+        throw;
+      }
       knn_seconds_.add(knn.seconds);
       knn.into(&stats);
       std::printf("kNN evaluation after epoch %lld: %s (%.1f s)\n", static_cast<long long>(epoch), knn.text().c_str(),

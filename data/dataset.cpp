@@ -34,10 +34,18 @@ struct IndexProgress {
   }
 };
 
+// A file or folder of tools' or systems' metadata (".ipynb_checkpoints", ".git", macOS's "._name.jpg"
+// AppleDouble files), never an image or a class.
+bool is_hidden(const fs::path& path) {
+  const std::string name = path.filename().string();
+  return !name.empty() && name[0] == '.';
+}
+
 std::vector<std::string> sorted_images_in(const fs::path& dir, bool recursive, IndexProgress& progress) {
   std::vector<std::string> out;
   auto add = [&](const fs::directory_entry& e) {
-    if (e.is_regular_file() && has_image_extension(e.path().string())) {
+    // (a file whose name starts with '.' is metadata: macOS's AppleDouble "._name.jpg" files)
+    if (e.is_regular_file() && !is_hidden(e.path()) && has_image_extension(e.path().string())) {
       out.push_back(e.path().string());
       progress.tick();
     }
@@ -53,13 +61,6 @@ std::vector<std::string> sorted_images_in(const fs::path& dir, bool recursive, I
   if (ec) dataset_error(dir.string() + ": cannot list the folder: " + ec.message());
   std::sort(out.begin(), out.end());
   return out;
-}
-
-// A folder of tools' or systems' metadata (".ipynb_checkpoints", ".DS_Store" folders, ".git"), never a
-// class.
-bool is_hidden(const fs::path& path) {
-  const std::string name = path.filename().string();
-  return !name.empty() && name[0] == '.';
 }
 
 }  // namespace
@@ -167,11 +168,11 @@ Dataset open_dataset(const std::string& path) {
   std::string image_in_subfolder, image_at_top;
   int64_t images_at_top = 0;
   for (const auto& e : fs::directory_iterator(path)) {
-    if (e.is_regular_file() && has_image_extension(e.path().string())) {
+    if (e.is_regular_file() && !is_hidden(e.path()) && has_image_extension(e.path().string())) {
       if (images_at_top++ == 0) image_at_top = e.path().filename().string();
     } else if (e.is_directory() && !is_hidden(e.path()) && image_in_subfolder.empty()) {
       for (const auto& inner : fs::recursive_directory_iterator(e.path()))
-        if (inner.is_regular_file() && has_image_extension(inner.path().string())) {
+        if (inner.is_regular_file() && !is_hidden(inner.path()) && has_image_extension(inner.path().string())) {
           image_in_subfolder = fs::relative(inner.path(), path).string();
           break;
         }

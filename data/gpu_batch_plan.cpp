@@ -117,26 +117,21 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
   // The quick scan reads the markers before the first scan; an Exif segment after it (before EOI,
   // or between the scans of a multi-scan file) shows only in the full parse's layout.
   if (jpeg && read_jpeg_exif_orientation(bytes, size) == 1) {
-    const size_t warnings_before = warnings ? warnings->size() : 0;
+    std::vector<std::string> found;  // this decode's warnings, passed on when it is kept
     try {
-      image.layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, warnings);
-      if (image.layout.truncated) {  // as decode_image with refuse_truncated (the loaders' rule)
-        std::vector<std::string> reasons;
-        if (warnings) reasons.assign(warnings->begin() + static_cast<std::ptrdiff_t>(warnings_before), warnings->end());
-        if (warnings) warnings->resize(warnings_before);
-        throw ImageDecodeError(fmt::format("{}: incomplete image data ({})", name, fmt::join(reasons, "; ")));
-      }
+      image.layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, &found);
+      if (image.layout.truncated)  // as decode_image with refuse_truncated (the loaders' rule)
+        throw ImageDecodeError(fmt::format("{}: incomplete image data ({})", name, fmt::join(found, "; ")));
       if (image.layout.exif_orientation == 1) {
         image.width = image.layout.width;
         image.height = image.layout.height;
         image.decode_on_gpu = true;
+        if (warnings) warnings->insert(warnings->end(), found.begin(), found.end());
         return image;
       }
       image.layout = JpegLayout{};  // its coefficients go unused; the CPU decode below reports again
-      if (warnings) warnings->resize(warnings_before);
     } catch (const UnsupportedJpegError&) {
       // progressive, CMYK, 12-bit, ...: the CPU decodes it below
-      if (warnings) warnings->resize(warnings_before);
     }
   }
   ImageDecodeOptions options;

@@ -16,7 +16,8 @@ class UnreadableFiles {
  public:
   // Calls decode(index) for order[position], order[position + 1], ... (wrapping) until one does
   // not throw, and returns that index; fails when none of the dataset's images decodes, or when
-  // kMaxFailuresInARow of them in a row do not (the dataset has gone, rather than a few files).
+  // kMaxFailuresInARow of them in a row do not and its folder `root` is gone or empty (the dataset
+  // has gone, rather than a few files).
   static constexpr int64_t kMaxFailuresInARow = 256;
   int64_t first_decodable(const std::vector<int64_t>& order, int64_t position, const std::string& root,
                           const std::function<void(int64_t)>& decode);

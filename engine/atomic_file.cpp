@@ -15,30 +15,26 @@ void write_file_atomically(const std::string& path, const std::function<void(con
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   BAM_CHECK(fd >= 0, "{}: cannot open for writing: {}", tmp, std::strerror(errno));
-  // Any failure from here on: close, remove the temporary file, report.
-  const auto give_up = [&](const std::string& what, int err) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    fail("{}: {}: {}", tmp, what, std::strerror(err));
-  };
+  // A failed write only throws; the catch below closes the file (once: a second close could shut a
+  // descriptor another thread has been given the same number since) and removes it.
   const AppendBytes append = [&](const void* data, size_t n) {
     const char* p = static_cast<const char*>(data);
     while (n > 0) {
       const ssize_t w = ::write(fd, p, n);
       if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) give_up("write failed", w < 0 ? errno : ENOSPC);
+      if (w <= 0) fail("{}: write failed: {}", tmp, std::strerror(w < 0 ? errno : ENOSPC));
       p += w;
       n -= static_cast<size_t>(w);
     }
   };
   try {
     write(append);
+    if (::fsync(fd) != 0) fail("{}: could not flush to disk: {}", tmp, std::strerror(errno));
   } catch (...) {
     ::close(fd);
     ::unlink(tmp.c_str());
     throw;
   }
-  if (::fsync(fd) != 0) give_up("could not flush to disk", errno);
   if (::close(fd) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());

@@ -111,7 +111,7 @@ else
 fi
 
 two_ranks "$work/two" $((port + 1))
-check "both ranks resume the finished run" grep -q "Resumed from .*2 epochs and 8 steps done" "$work/two.out"
+check "both ranks resume the finished run" grep -q "Resumed from .*8 steps done (epoch 2, step 0 of 4); the schedule is complete" "$work/two.out"
 check "and train nothing more" test "$(losses "$work/two" | wc -l)" -eq 8
 
 "$bin" $args --batch_size_per_gpu 8 --output_dir "$work/two" > "$work/alone.out" 2>&1

@@ -88,6 +88,7 @@ TEST_CASE("dataset layouts") {
   // and a val/ with the same folders agree on every label); a hidden folder is never a class.
   fs::create_directories(root + "/.ipynb_checkpoints");
   fs::copy_file(root + "/class_0/0.jpg", root + "/.ipynb_checkpoints/0.jpg");
+  std::ofstream(root + "/class_1/._0.jpg") << "AppleDouble metadata, not an image";
   data::Dataset with_empty = data::open_dataset(root);
   CHECK(with_empty.classes == std::vector<std::string>{"class_0", "class_1", "class_2", "empty"});
   CHECK(with_empty.size() == 12);
@@ -482,9 +483,9 @@ TEST_CASE("a loader whose buffers cannot be allocated says so, and frees what it
   options.threads = 2;
   options.drop_last = false;
   // 2^36 images a batch: far more memory than any machine has (it returned a null buffer that the
-  // workers then wrote to).
+  // workers then wrote to). ("out of host memory" without CUDA, CUDA's "out of memory" with it.)
   CHECK_THROWS_WITH_AS(data::MultiCropLoader(d, small_recipe(), int64_t{1} << 36, 1, options),
-                       doctest::Contains("out of host memory"), Error);
+                       doctest::Contains("memory"), Error);
 }
 
 TEST_CASE("a dataset whose files all fail stops the loader after a few hundred tries, not after all of them") {
@@ -501,6 +502,17 @@ TEST_CASE("a dataset whose files all fail stops the loader after a few hundred t
                                          "/mnt/share/260.jpg: cannot open"),
                        Error);
   CHECK(tries == 256);
+  // With the folder still there, a long run of damaged files (AppleDouble copies sorted before the
+  // images, in the evaluation's file order) is skipped, however long.
+  const std::string present = scratch_dir("loader/present").string();
+  std::ofstream(present + "/0.jpg") << "x";
+  tries = 0;
+  const auto damaged_first = [&](int64_t index) {
+    ++tries;
+    if (index < 1000) throw data::ImageDecodeError(std::to_string(index) + ".jpg: not a JPEG");
+  };
+  CHECK(unreadable.first_decodable(order, 0, present, damaged_first) == 1000);
+  CHECK(tries == 1001);
   // A small dataset that is entirely bad says so.
   std::vector<int64_t> few{0, 1, 2};
   CHECK_THROWS_WITH_AS(unreadable.first_decodable(few, 0, "/tiny", gone),

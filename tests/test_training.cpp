@@ -346,7 +346,7 @@ TEST_CASE("a resumed run drops the log rows an interrupted run wrote after its c
   CHECK(steps == std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
   std::ifstream log_rows(c.output_dir + "/log.txt");
   for (std::string line; std::getline(log_rows, line);) epochs.push_back(nlohmann::json::parse(line).at("epoch"));
-  CHECK(epochs == std::vector<int64_t>{0, 2});  // epoch 1's row was lost with its evaluation; epoch 2 once
+  CHECK(epochs == std::vector<int64_t>{0, 1, 2});  // epoch 1's row without its failed evaluation; epoch 2 once
 }
 
 TEST_CASE("a budget-fitted schedule is kept by every later resume, with or without the budget flags") {
@@ -373,7 +373,7 @@ TEST_CASE("a budget-fitted schedule is kept by every later resume, with or witho
   const auto fitted = load_checkpoint(c.output_dir + "/checkpoint.safetensors");
   REQUIRE(fitted.config.fit_epochs_to_budget);
   REQUIRE(fitted.state.epoch == 1);
-  REQUIRE(fitted.config.max_steps > 2 * 8);  // more than this run's first epoch
+  REQUIRE(fitted.config.max_steps > 8);  // more than this run's first epoch
   // Resumed without the budget flags, the run keeps the fitted schedule and trains on to its end;
   // its checkpoint must still say the schedule was fitted, or the next resume would rebuild it
   // from --epochs 1000.
