@@ -23,6 +23,25 @@ namespace {
 
 std::string fresh_dir(const std::string& name) { return scratch_dir("train/" + name).string(); }
 
+// A run fitted to a budget of `minutes`, with steps so cheap (8 images of 16 px, a one-block
+// model) that the test's pauses and monitors, not the machine's noisy step time, set its length;
+// `images` synthetic images (8 a step), --epochs 1000 until the fit.
+TrainConfig cheap_budget_config(const std::string& name, int64_t images, double minutes, int64_t knn_freq) {
+  TrainConfig c = small_train_config(fresh_dir(name));
+  c.embed_dim = 16;
+  c.depth = 1;
+  c.local_crops_number = 0;
+  c.hidden_dim = 32;
+  c.out_dim = 32;
+  c.batch_size_per_gpu = 8;
+  c.data_path = "synthetic:" + std::to_string(images);
+  c.epochs = 1000;
+  c.time_budget_minutes = minutes;
+  c.fit_epochs_to_budget = true;
+  c.knn_freq = knn_freq;
+  return c;
+}
+
 TrainResult train(const TrainConfig& c) {
   Trainer trainer(c, make_train_data(c));
   return trainer.run();
@@ -177,20 +196,9 @@ TEST_CASE("checkpoints round trip and resume reproduces the uninterrupted run") 
 // short of its end, its learning rate never annealed. The monitor here takes 0.4 s a call, and an
 // epoch is 64 steps, more than the refit's window, so the refit cannot average the monitor in.
 TEST_CASE("a budget-fitted schedule counts the kNN monitor and checkpoint time and completes") {
-  TrainConfig c = small_train_config(fresh_dir("budget"));
-  // Cheap steps (8 images of 16 px, a one-block model), so that the monitor's fixed 0.4 s rather
-  // than the step time, which a loaded machine makes noisy, sets the schedule's length.
-  c.embed_dim = 16;
-  c.depth = 1;
-  c.local_crops_number = 0;
-  c.hidden_dim = 32;
-  c.out_dim = 32;
-  c.batch_size_per_gpu = 8;
-  c.data_path = "synthetic:512";
-  c.epochs = 1000;
-  c.time_budget_minutes = 0.1;  // 6 s
-  c.fit_epochs_to_budget = true;
-  c.knn_freq = 1;
+  // Cheap steps, so that the monitor's fixed 0.4 s rather than the step time, which a loaded machine
+  // makes noisy, sets the schedule's length. 6 s.
+  TrainConfig c = cheap_budget_config("budget", 512, 0.1, 1);
   // With a teacher each evaluation after an epoch calls the monitor twice, but the one before
   // training once (the teacher is the student's copy then): the fit must count both calls.
   c.teacher = true;
@@ -222,18 +230,8 @@ TEST_CASE("a budget-fitted schedule counts the kNN monitor and checkpoint time a
 TEST_CASE("a budget-fitted schedule follows a change of speed during the run") {
   for (const bool slows_down : {true, false}) {
     CAPTURE(slows_down);
-    TrainConfig c = small_train_config(fresh_dir(slows_down ? "slower" : "faster"));
-    c.embed_dim = 16;  // steps cheap beside the pauses, which set their time
-    c.depth = 1;
-    c.local_crops_number = 0;
-    c.hidden_dim = 32;
-    c.out_dim = 32;
-    c.batch_size_per_gpu = 8;
-    c.data_path = "synthetic:512";  // 64 steps an epoch
-    c.epochs = 1000;
-    c.time_budget_minutes = 0.1;  // 6 s
-    c.fit_epochs_to_budget = true;
-    c.knn_freq = 0;
+    // Steps cheap beside the pauses, which set their time; 64 steps an epoch, 6 s.
+    TrainConfig c = cheap_budget_config(slows_down ? "slower" : "faster", 512, 0.1, 0);
     // The calibration's 6 batches and 80 steps, past the first refit (at step 60 at the most), at
     // one speed; the rest at a speed 3 times lower or higher.
     const int first_ms = slows_down ? 4 : 12, then_ms = slows_down ? 12 : 4;
@@ -350,18 +348,7 @@ TEST_CASE("a resumed run drops the log rows an interrupted run wrote after its c
 }
 
 TEST_CASE("a budget-fitted schedule is kept by every later resume, with or without the budget flags") {
-  TrainConfig c = small_train_config(fresh_dir("fit_resume"));
-  c.embed_dim = 16;
-  c.depth = 1;
-  c.local_crops_number = 0;
-  c.hidden_dim = 32;
-  c.out_dim = 32;
-  c.batch_size_per_gpu = 8;
-  c.data_path = "synthetic:64";
-  c.epochs = 1000;
-  c.time_budget_minutes = 0.03;  // 1.8 s
-  c.fit_epochs_to_budget = true;
-  c.knn_freq = 1;
+  TrainConfig c = cheap_budget_config("fit_resume", 64, 0.03, 1);  // 1.8 s
   // The monitor times itself for the fit, then fails after epoch 0: the run stops with its fitted
   // schedule saved, unfinished.
   int calls = 0;
