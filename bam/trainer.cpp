@@ -618,7 +618,12 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
 }
 
 TrainResult Trainer::run() {
-  if (writes_files()) prepare_output_dir(config_.output_dir);
+  if (writes_files()) {
+    prepare_output_dir(config_.output_dir);
+    for (const std::string& name : remove_abandoned_temporary_files(config_.output_dir))
+      std::printf("Removed %s/%s, a file an interrupted run left half-written\n", config_.output_dir.c_str(),
+                  name.c_str());
+  }
   TrainResult result;
   resume_if_possible(result);
   check_ranks_agree();

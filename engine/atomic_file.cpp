@@ -2,10 +2,14 @@
 #include "engine/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "engine/error.h"
 
@@ -56,6 +60,28 @@ void write_file_atomically(const std::string& path, const std::function<void(con
 
 void write_file_atomically(const std::string& path, std::string_view contents) {
   write_file_atomically(path, [&](const AppendBytes& append) { append(contents.data(), contents.size()); });
+}
+
+std::vector<std::string> remove_abandoned_temporary_files(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_regular_file()) continue;
+    const std::string name = it->path().filename().string();
+    const size_t at = name.rfind(".tmp.");
+    if (at == std::string::npos || at + 5 == name.size()) continue;
+    const std::string digits = name.substr(at + 5);
+    if (digits.size() > 9 ||
+        !std::all_of(digits.begin(), digits.end(), [](unsigned char ch) { return std::isdigit(ch); }))
+      continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    // Still being written by this process, or by another one that runs (kill with signal 0 only asks).
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    std::error_code remove_error;
+    if (fs::remove(it->path(), remove_error)) removed.push_back(name);
+  }
+  return removed;
 }
 
 }  // namespace bam

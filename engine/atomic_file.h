@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace bam {
 
@@ -21,5 +22,9 @@ void write_file_atomically(const std::string& path, const std::function<void(con
 
 // The same for contents held in memory.
 void write_file_atomically(const std::string& path, std::string_view contents);
+
+// Removes the temporary files (<name>.tmp.<pid>) in `dir` that a process no longer running left
+// there by crashing mid-write (a cut-off checkpoint can take hundreds of MB). Returns their names.
+std::vector<std::string> remove_abandoned_temporary_files(const std::string& dir);
 
 }  // namespace bam

@@ -1,5 +1,7 @@
 // Safetensors: bit-exact round trips for every dtype and layout, metadata, atomic replacement, and
 // clear errors (naming the file) for every kind of damaged file.
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -126,6 +128,14 @@ TEST_CASE("write_file_atomically replaces a file whole, or leaves it as it was")
                        doctest::Contains("missing/probe.json.tmp."), Error);
   write_file_atomically(path, std::string("second\n"));
   CHECK(read() == "second\n");
+  // What a crash mid-write leaves is removed later, unless its writer still runs.
+  const std::string ours = "log.txt.tmp." + std::to_string(::getpid());
+  for (const std::string name : {"checkpoint.safetensors.tmp.4194999", ours.c_str(), "notes.tmp.txt", "a.tmp."})
+    std::ofstream(dir + "/" + name) << "x";
+  CHECK(remove_abandoned_temporary_files(dir) == std::vector<std::string>{"checkpoint.safetensors.tmp.4194999"});
+  CHECK(std::filesystem::exists(dir + "/" + ours));
+  CHECK(std::filesystem::exists(dir + "/notes.tmp.txt"));
+  CHECK(std::filesystem::exists(dir + "/probe.json"));
 }
 
 }  // namespace bam::test

@@ -66,6 +66,9 @@ std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std:
       *description = fmt::format("{} ({}, epoch {})", c.pretrained_weights, c.checkpoint_key, ck.state.epoch);
     } else {
       weights = file.tensors;  // an exported backbone: timm names at the top level
+      if (c.checkpoint_key == "teacher")
+        std::printf("note: --checkpoint_key teacher has no effect: %s is an exported backbone (one set of weights)\n",
+                    c.pretrained_weights.c_str());
       auto number = [&](const char* key, int64_t fallback) {
         if (!file.metadata.count(key)) return fallback;
         const std::optional<int64_t> n = bam::parse_whole_number(file.metadata.at(key), 1, int64_t{1} << 20);
@@ -268,7 +271,8 @@ int main(int argc, char** argv) {
   app.add_option("--pretrained_weights", c.pretrained_weights,
                  "bamtrain checkpoint or exported backbone (.safetensors); none evaluates a random init");
   app.add_option("--checkpoint_key", c.checkpoint_key, "student | teacher (bamtrain checkpoints)")
-      ->default_val(c.checkpoint_key);
+      ->default_val(c.checkpoint_key)
+      ->check(CLI::IsMember({"student", "teacher"}));
   app.add_option("--arch", c.arch, "vit_tiny | vit_small | vit_base | custom (taken from a checkpoint when given)")
       ->default_val(c.arch);
   app.add_option("--patch_size", c.patch_size, "patch size")
