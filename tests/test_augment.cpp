@@ -4,13 +4,13 @@
 // resize's vertical pass and the AVX-512 per-pixel steps against plain loops, bit for bit.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <random>
 
 #include "data/augment.h"
 #include "data/augment_math.h"
 #include "data/augment_pixels.h"
 #include "kernels/cpu/cpu_features.h"
+#include "tests/bit_compare.h"
 #include "tests/support.h"
 
 namespace bam::test {
@@ -390,12 +390,6 @@ std::vector<float> branch_pixels(std::mt19937& rng, int n) {
     for (int c = 0; c < 3; ++c)
       px[static_cast<size_t>(3 * i + c)] = i < 16 ? special[i][c] : (i % 7 == 0 ? std::round(value(rng)) : value(rng));
   return px;
-}
-
-int64_t differing_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  int64_t differ = 0;
-  for (size_t i = 0; i < a.size(); ++i) differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
-  return differ;
 }
 
 }  // namespace

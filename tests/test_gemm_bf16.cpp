@@ -18,6 +18,7 @@
 #include "kernels/cpu/gelu.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
+#include "tests/bit_compare.h"
 #include "tests/doctest_text.h"
 
 namespace {
@@ -392,12 +393,6 @@ TEST_CASE("gemm_f32_bf16_bias with gelu_a and gemm_f32_bf16_bias_grad with gelu_
       {true, true, 100, 40, 33, 1.0f, 0.0f, 2},     {false, true, 5, 7, 3, 1.0f, 0.0f, 0},
   };
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  // Elements whose bits differ (NaN padding on both sides counts as alike).
-  const auto differing = [](const std::vector<float>& a, const std::vector<float>& b) {
-    int64_t differ = 0;
-    for (size_t i = 0; i < a.size(); ++i) differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
-    return differ;
-  };
   for (const char* kernel : kernels()) {
     REQUIRE(bam::cpu::gemm_bf16_force_kernel(kernel));
     for (int threads : {1, 3}) {
@@ -419,7 +414,7 @@ TEST_CASE("gemm_f32_bf16_bias with gelu_a and gemm_f32_bf16_bias_grad with gelu_
                                        with_bias, want.data(), p.ldc);
           bam::cpu::gemm_f32_bf16_bias(c.trans_a, c.trans_b, c.M, c.N, c.K, p.A.data(), p.lda, p.B.data(), p.ldb,
                                        with_bias, got.data(), p.ldc, true);
-          CHECK_MESSAGE(differing(got, want) == 0, kernel, " threads=", threads, " gelu_a ",
+          CHECK_MESSAGE(bam::test::differing_bits(got, want) == 0, kernel, " threads=", threads, " gelu_a ",
                         with_bias ? "with" : "without", " bias ", describe(c));
         }
         std::vector<float> want(p.C.size(), nan), got(p.C.size(), nan);
@@ -428,8 +423,8 @@ TEST_CASE("gemm_f32_bf16_bias with gelu_a and gemm_f32_bf16_bias_grad with gelu_
                                           want.data(), p.ldc, want_sums.data());
         bam::cpu::gemm_f32_bf16_bias_grad(c.trans_a, c.trans_b, c.M, c.N, c.K, p.A.data(), p.lda, p.B.data(), p.ldb,
                                           got.data(), p.ldc, got_sums.data(), true);
-        CHECK_MESSAGE(differing(got, want) == 0, kernel, " threads=", threads, " gelu_b ", describe(c));
-        CHECK_MESSAGE(differing(got_sums, want_sums) == 0, kernel, " gelu_b sums ", describe(c));
+        CHECK_MESSAGE(bam::test::differing_bits(got, want) == 0, kernel, " threads=", threads, " gelu_b ", describe(c));
+        CHECK_MESSAGE(bam::test::differing_bits(got_sums, want_sums) == 0, kernel, " gelu_b sums ", describe(c));
         // Without a bias it is gemm_f32_bf16 with beta 0; and GELU was applied: the plain product
         // differs.
         std::vector<float> plain(p.C.size(), nan), reference(p.C.size(), nan), activated(p.C.size(), nan);
@@ -437,10 +432,10 @@ TEST_CASE("gemm_f32_bf16_bias with gelu_a and gemm_f32_bf16_bias_grad with gelu_
                                      plain.data(), p.ldc);
         gemm_f32_bf16(c.trans_a, c.trans_b, c.M, c.N, c.K, 1.0f, p.A.data(), p.lda, p.B.data(), p.ldb, 0.0f,
                       reference.data(), p.ldc);
-        CHECK_MESSAGE(differing(plain, reference) == 0, kernel, " no bias ", describe(c));
+        CHECK_MESSAGE(bam::test::differing_bits(plain, reference) == 0, kernel, " no bias ", describe(c));
         bam::cpu::gemm_f32_bf16_bias(c.trans_a, c.trans_b, c.M, c.N, c.K, p.A.data(), p.lda, p.B.data(), p.ldb, nullptr,
                                      activated.data(), p.ldc, true);
-        CHECK_MESSAGE(differing(plain, activated) != 0, describe(c));
+        CHECK_MESSAGE(bam::test::differing_bits(plain, activated) != 0, describe(c));
       }
     }
   }

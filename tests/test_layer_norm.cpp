@@ -6,7 +6,6 @@
 // their definition and their gradients.)
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -14,9 +13,12 @@
 
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/layer_norm.h"
+#include "tests/bit_compare.h"
 #include "tests/doctest_text.h"
 
 namespace {
+
+using bam::test::differing_bits;
 
 struct LayerNormRun {
   std::vector<float> y, mean, rstd, dx, d_weight, d_bias;
@@ -48,13 +50,6 @@ LayerNormRun run_layer_norm(const char* kernel, const LayerNormCase& c, const st
       c.want_params ? out.d_weight.data() : nullptr, c.want_params ? out.d_bias.data() : nullptr, c.rows, c.cols);
   bam::cpu::layer_norm_force_kernel("auto");
   return out;
-}
-
-// Counts the elements whose bits differ (NaN where the other has a number counts).
-int64_t differing_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  int64_t differ = 0;
-  for (size_t i = 0; i < a.size(); ++i) differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
-  return differ;
 }
 
 }  // namespace
