@@ -1,15 +1,11 @@
 // Planning one batch of the GPU data path: crop rectangles, IDCT block rectangles, buffer offsets.
 #include "data/gpu_batch_plan.h"
 
-#include <fmt/format.h>
-#include <fmt/ranges.h>
-
 #include <algorithm>
 #include <cmath>
 #include <optional>
 
 #include "data/augment_math.h"
-#include "data/image_error.h"
 #include "engine/error.h"
 
 namespace bam::data {
@@ -120,8 +116,7 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
     std::vector<std::string> found;  // this decode's warnings, passed on when it is kept
     try {
       image.layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, &found);
-      if (image.layout.truncated)  // as decode_image with refuse_truncated (the loaders' rule)
-        throw ImageDecodeError(fmt::format("{}: incomplete image data ({})", name, fmt::join(found, "; ")));
+      refuse_if_truncated(image.layout, name, found);  // as decode_image with refuse_truncated
       if (image.layout.exif_orientation == 1) {
         image.width = image.layout.width;
         image.height = image.layout.height;

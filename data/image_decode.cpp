@@ -3,7 +3,6 @@
 #include "data/image_decode.h"
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <stb_image.h>
 
 #include <cerrno>
@@ -104,8 +103,7 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view na
             return coefficients.get();
           },
           &image.warnings, limits);
-      if (layout.truncated && options.refuse_truncated)
-        throw ImageDecodeError(fmt::format("{}: incomplete image data ({})", name, fmt::join(image.warnings, "; ")));
+      if (options.refuse_truncated) refuse_if_truncated(layout, name, image.warnings);
       image.width = layout.width;
       image.height = layout.height;
       image.pixels.resize(size_t(layout.width) * layout.height * 3);

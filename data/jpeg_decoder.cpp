@@ -3,6 +3,7 @@
 #include "data/jpeg_decoder.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cstring>
@@ -144,6 +145,11 @@ JpegLayout make_layout(const ParserState& state, const JpegDecodeLimits& limits,
 }
 
 }  // namespace
+
+void refuse_if_truncated(const JpegLayout& layout, std::string_view name, const std::vector<std::string>& warnings) {
+  if (layout.truncated)
+    throw ImageDecodeError(fmt::format("{}: incomplete image data ({})", name, fmt::join(warnings, "; ")));
+}
 
 JpegLayout decode_jpeg_coefficients_into(const uint8_t* data, size_t size, std::string_view name,
                                          const JpegCoefficientAllocator& allocate,

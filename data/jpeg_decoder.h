@@ -102,6 +102,11 @@ JpegLayout decode_jpeg_coefficients_into(const uint8_t* data, size_t size, std::
                                          std::vector<std::string>* warnings = nullptr,
                                          const JpegDecodeLimits& limits = {});
 
+// The loaders' rule for a layout whose image data is missing (layout.truncated: a file cut off
+// inside its scans): throws ImageDecodeError naming `name` and the decoder's `warnings`, as PIL
+// refuses such a file. Does nothing for a complete one.
+void refuse_if_truncated(const JpegLayout& layout, std::string_view name, const std::vector<std::string>& warnings);
+
 // Reads APP1 Exif orientation (tag 0x0112) by walking the markers up to the first scan; 1 when
 // absent or malformed, or when the data is not a JPEG. Never throws.
 int read_jpeg_exif_orientation(const uint8_t* data, size_t size);

@@ -14,6 +14,7 @@
 
 #include "engine/cuda_check.h"
 #include "engine/cuda_error_slots.h"
+#include "engine/host_allocator.h"
 
 namespace bam::cuda {
 namespace {
@@ -288,11 +289,7 @@ void StreamMark::wait() const {
 // Without a usable device there is nothing to page-lock for: plain aligned memory keeps the
 // callers' code paths the same (is_available() never changes within a process).
 void* host_allocate_pinned(size_t nbytes) {
-  if (!is_available()) {
-    void* ptr = std::aligned_alloc(64, (nbytes + 63) / 64 * 64 + 64);
-    BAM_CHECK(ptr != nullptr, "out of host memory allocating {:.1f} MiB", static_cast<double>(nbytes) / (1 << 20));
-    return ptr;
-  }
+  if (!is_available()) return host_allocate_aligned(nbytes);
   void* ptr = nullptr;
   BAM_CUDA_CHECK(cudaMallocHost(&ptr, nbytes == 0 ? 1 : nbytes));
   return ptr;

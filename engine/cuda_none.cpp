@@ -3,6 +3,7 @@
 
 #include "engine/cuda.h"
 #include "engine/error.h"
+#include "engine/host_allocator.h"
 
 namespace bam::cuda {
 
@@ -38,11 +39,7 @@ void StreamMark::record() {}
 void StreamMark::wait() const {}
 void StreamMark::wait_on_stream(void*) const {}
 // Without CUDA there is no page-locking; plain aligned memory keeps callers' code paths the same.
-void* host_allocate_pinned(size_t nbytes) {
-  void* ptr = std::aligned_alloc(64, (nbytes + 63) / 64 * 64 + 64);
-  BAM_CHECK(ptr != nullptr, "out of host memory allocating {:.1f} MiB", static_cast<double>(nbytes) / (1 << 20));
-  return ptr;
-}
+void* host_allocate_pinned(size_t nbytes) { return host_allocate_aligned(nbytes); }
 void host_free_pinned(void* ptr) { std::free(ptr); }
 
 }  // namespace bam::cuda

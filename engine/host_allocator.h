@@ -3,7 +3,14 @@
 // often on worker threads.
 #pragma once
 
+#include <cstddef>
+
 namespace bam {
+
+// `nbytes` of host memory aligned to 64 bytes (and rounded up to whole 64-byte lines, with one
+// line of slack), to be released with std::free: the buffers that are not page-locked. Throws
+// bam::Error ("out of host memory ...") when the allocation fails, rather than return null.
+void* host_allocate_aligned(size_t nbytes);
 
 // Keeps freed memory of up to 32 MB per allocation in the heap instead of returning it to the
 // kernel at once (glibc: M_MMAP_THRESHOLD 32 MB, M_TRIM_THRESHOLD 512 MB). glibc's default starts
