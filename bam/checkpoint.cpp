@@ -2,7 +2,9 @@
 #include "bam/checkpoint.h"
 
 #include "engine/error.h"
+#include "engine/random.h"
 #include "engine/safetensors.h"
+#include "models/vit.h"
 
 namespace bam {
 namespace {
@@ -29,13 +31,20 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, const T
       {"seed", std::to_string(config.seed)},
       {"args", config.to_json().dump()},
   };
+  if (!state.last_epoch_row.empty()) {
+    metadata.emplace("last_epoch_row", state.last_epoch_row);
+    metadata.emplace("last_epoch_row_step", std::to_string(state.last_epoch_row_step));
+    metadata.emplace("last_epoch_knn_due", std::string(state.last_epoch_knn_due ? "1" : "0"));
+  }
   save_safetensors(path, tensors, metadata);
 }
 
-LoadedCheckpoint load_checkpoint(const std::string& path) {
-  SafetensorsFile file = load_safetensors(path);
+LoadedCheckpoint load_checkpoint(const std::string& path) { return checkpoint_from_file(load_safetensors(path), path); }
+
+LoadedCheckpoint checkpoint_from_file(SafetensorsFile file, const std::string& path) {
   LoadedCheckpoint out;
   out.metadata = file.metadata;
+  out.path = path;
   BAM_CHECK(file.metadata.count("bam_checkpoint") && file.metadata.count("args"),
             "{}: not a bamtrain checkpoint (no bam_checkpoint/args metadata); an exported backbone cannot resume "
             "training",
@@ -49,9 +58,21 @@ LoadedCheckpoint load_checkpoint(const std::string& path) {
     out.state.loss_scale = std::stod(file.metadata.at("loss_scale"));
     if (auto it = file.metadata.find("loss_scale_clean_steps"); it != file.metadata.end())
       out.state.loss_scale_clean_steps = std::stoll(it->second);  // absent in older checkpoints
+    if (auto it = file.metadata.find("last_epoch_row"); it != file.metadata.end()) {  // absent in older ones too
+      const nlohmann::json row = nlohmann::json::parse(it->second);
+      BAM_CHECK(row.is_object() && row.contains("epoch"), "last_epoch_row is not a log row: {}", it->second);
+      out.state.last_epoch_row = it->second;
+      out.state.last_epoch_row_step = std::stoll(file.metadata.at("last_epoch_row_step"));
+      out.state.last_epoch_knn_due = file.metadata.at("last_epoch_knn_due") == "1";
+    }
   } catch (const std::exception& e) {
     fail("{}: corrupt checkpoint metadata: {}", path, e.what());
   }
+  const TrainState& st = out.state;
+  BAM_CHECK(st.epoch >= 0 && st.step_in_epoch >= 0 && st.global_step >= 0 && st.optimizer_steps >= 0 &&
+                st.optimizer_steps <= st.global_step,
+            "{}: corrupt checkpoint metadata: epoch {}, step {} of the next epoch, {} steps done, {} optimizer steps",
+            path, st.epoch, st.step_in_epoch, st.global_step, st.optimizer_steps);
   for (auto& [name, t] : file.tensors) {
     if (starts_with(name, "student."))
       out.student.emplace_back(name.substr(8), t);
@@ -61,6 +82,11 @@ LoadedCheckpoint load_checkpoint(const std::string& path) {
       out.optimizer.emplace_back(name.substr(10), t);
     else if (name == "ccrop.boxes")
       out.object_boxes = t;
+    else
+      fail(
+          "{}: unexpected tensor '{}' (a bamtrain checkpoint holds student.*, teacher.*, optimizer.* and "
+          "ccrop.boxes)",
+          path, name);
   }
   return out;
 }
@@ -72,6 +98,17 @@ NamedTensors backbone_from_checkpoint(const LoadedCheckpoint& checkpoint, bool t
   NamedTensors out;
   for (const auto& [name, t] : source)
     if (starts_with(name, "backbone.")) out.emplace_back(name.substr(9), t);
+  const char* which = teacher ? "teacher" : "student";
+  const VitConfig v = checkpoint.config.vit();
+  // From the shapes first: the arguments could ask for a model of any size.
+  if (const std::string mismatch = vit_weights_mismatch(out, v); !mismatch.empty())
+    fail("{}: its {} backbone does not match its arguments: {}", checkpoint.path, which, mismatch);
+  try {
+    Generator gen(0);
+    VisionTransformer(v, &gen).load_state(out, true);
+  } catch (const Error& e) {
+    fail("{}: its {} backbone does not match its arguments: {}", checkpoint.path, which, e.what());
+  }
   return out;
 }
 
@@ -88,6 +125,7 @@ std::optional<std::string> architecture_mismatch(const TrainConfig& a, const Tra
   if (pa.use_bn != pb.use_bn) return "--proj_use_bn";
   if (pa.last_bn != pb.last_bn) return "--proj_last_bn";
   if (pa.bias != pb.bias) return "--proj_bias";
+  if (pa.activation != pb.activation) return "--proj_act";
   if (a.teacher != b.teacher) return "--teacher";
   if (a.optimizer != b.optimizer) return "--optimizer";
   return std::nullopt;

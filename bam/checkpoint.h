@@ -1,7 +1,7 @@
 // bamtrain checkpoints as safetensors: student.<name> and teacher.<name> (parameters and
 // buffers), optimizer.<param>.<slot> (moments), ccrop.boxes (ContrastiveCrop's object boxes, [images,
 // 4] f32: top, left, bottom, right as fractions, when used), and in __metadata__ the epoch, step, optimizer
-// steps, the RNG seed and every argument as JSON ("args"), plus "format": "pt". Written
+// steps, the RNG seed, every argument as JSON ("args"), the last epoch's log row, plus "format": "pt". Written
 // atomically; `bamtool export` turns one into a timm-loadable backbone.
 #pragma once
 
@@ -12,6 +12,7 @@
 #include "bam/train_config.h"
 #include "engine/module.h"
 #include "engine/optim.h"
+#include "engine/safetensors.h"
 
 namespace bam {
 
@@ -22,6 +23,12 @@ struct TrainState {
   int64_t optimizer_steps = 0;
   double loss_scale = 0;        // fp16 dynamic loss scale (0 when unused)
   int64_t loss_scale_clean_steps = 0;  // clean steps since the scale last changed (fp16)
+  // The log.txt row of the last epoch that ended, as it stood when the epoch was saved (before its
+  // kNN evaluation), the step it ended at and whether an evaluation was due. A run stopped during
+  // that evaluation never wrote the row; the resume writes it (Trainer::restore_lost_epoch_row).
+  std::string last_epoch_row;  // JSON; empty before the first epoch ends (and in older checkpoints)
+  int64_t last_epoch_row_step = -1;
+  bool last_epoch_knn_due = false;
 };
 
 void save_checkpoint(const std::string& path, const TrainConfig& config, const TrainState& state, const Module& student,
@@ -33,11 +40,16 @@ struct LoadedCheckpoint {
   NamedTensors student, teacher, optimizer;
   Tensor object_boxes;  // ccrop.boxes (undefined when the run did not use ContrastiveCrop)
   std::map<std::string, std::string> metadata;
+  std::string path;  // the file it was read from, for messages
 };
 LoadedCheckpoint load_checkpoint(const std::string& path);
+// The same from a file already read (`path` names it in errors).
+LoadedCheckpoint checkpoint_from_file(SafetensorsFile file, const std::string& path);
 
 // The backbone of a checkpoint (student or teacher) under timm names, ready for
-// timm.create_model(..., num_classes=0, checkpoint_path=...).
+// timm.create_model(..., num_classes=0, checkpoint_path=...): checked, as timm's strict load will
+// check it, against the ViT the checkpoint's arguments describe (every name, shape and type), so a
+// damaged checkpoint is refused here rather than exported.
 NamedTensors backbone_from_checkpoint(const LoadedCheckpoint& checkpoint, bool teacher);
 
 // Names the first architecture flag that differs between a checkpoint and this run, if any.

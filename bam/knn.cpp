@@ -25,16 +25,26 @@ constexpr int64_t kChunk = 256;  // test rows per similarity block
 
 // One test row's vote: its k neighbours (similarity, training row) in topk's order vote for their
 // class with weight exp(similarity / T). Adds the row to the counts when its class comes first, or
-// among the first five (ties between vote totals: the lower class first, as a stable sort).
+// among the first min(5, k) (ties between vote totals: the lower class first, as a stable sort).
+// A class no neighbour voted for is never among them, wherever its number puts it.
 void vote(const float* similarity, const int64_t* neighbour, int64_t k, const std::vector<int64_t>& train_labels,
           int64_t label, int64_t num_classes, double temperature, int64_t* correct1, int64_t* correct5) {
   std::vector<double> votes(static_cast<size_t>(num_classes), 0.0);
-  for (int64_t j = 0; j < k; ++j) votes[train_labels[neighbour[j]]] += std::exp(similarity[j] / temperature);
+  std::vector<char> voted(static_cast<size_t>(num_classes), 0);
+  // exp((s - s_nearest) / T): every weight of the row divided by the same exp(s_nearest / T), which
+  // leaves the ranking as it is, and a small T cannot overflow the weights to inf, where every
+  // class would tie.
+  const double nearest = similarity[0];
+  for (int64_t j = 0; j < k; ++j) {
+    votes[train_labels[neighbour[j]]] += std::exp((similarity[j] - nearest) / temperature);
+    voted[train_labels[neighbour[j]]] = 1;
+  }
+  if (!voted[label] || std::isnan(votes[label])) return;
   int64_t better = 0;
   for (int64_t c = 0; c < num_classes; ++c)
-    if (votes[c] > votes[label] || (votes[c] == votes[label] && c < label)) ++better;
+    if (voted[c] && (votes[c] > votes[label] || (votes[c] == votes[label] && c < label))) ++better;
   *correct1 += better == 0;
-  *correct5 += better < 5;
+  *correct5 += better < std::min<int64_t>(5, k);
 }
 
 // What is wrong with the four inputs' shapes, or "".

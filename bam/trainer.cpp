@@ -287,9 +287,19 @@ void Trainer::resume_if_possible(TrainResult& result) {
     config_.reg_warmup_epochs = ck.config.reg_warmup_epochs;
     build_schedules();
   }
-  student_->load_state(ck.student);
-  if (teacher_) teacher_->load_state(ck.teacher);
-  optimizer_->load_state(ck.optimizer, ck.state.optimizer_steps);
+  BAM_CHECK(ck.state.step_in_epoch < data_->steps_per_epoch(),
+            "{}: the checkpoint is {} steps into an epoch, but --data_path {} makes epochs of {} steps (fewer images "
+            "than the checkpoint's run?); resume with its images or use a new --output_dir",
+            checkpoint_path(), ck.state.step_in_epoch, config_.data_path, data_->steps_per_epoch());
+  BAM_CHECK(teacher_ || ck.teacher.empty(), "{}: holds teacher weights, but this run has no teacher",
+            checkpoint_path());
+  try {
+    student_->load_state(ck.student);
+    if (teacher_) teacher_->load_state(ck.teacher);
+    optimizer_->load_state(ck.optimizer, ck.state.optimizer_steps);
+  } catch (const Error& e) {
+    fail("{}: {}", checkpoint_path(), e.what());
+  }
   // fp16: continue from the saved loss scale instead of backing off from 2^16 again.
   if (scaler_.enabled() && ck.state.loss_scale > 0)
     scaler_.load_state(ck.state.loss_scale, ck.state.loss_scale_clean_steps);
@@ -400,7 +410,7 @@ void add_knn_fields(nlohmann::ordered_json& j, const EpochStats& s) {
 
 }  // namespace
 
-void Trainer::append_log(const EpochStats& s) {
+nlohmann::ordered_json Trainer::log_row(const EpochStats& s, bool cuda) {
   nlohmann::ordered_json j;
   j["train_loss"] = s.loss;
   j["train_lr"] = s.lr;
@@ -411,14 +421,52 @@ void Trainer::append_log(const EpochStats& s) {
   j["train_img_per_s"] = s.img_per_s;
   j["train_data_wait_s"] = s.data_wait_s;
   j["train_seconds"] = s.seconds;
-  if (device_.is_cuda()) j["train_host_waits_per_step"] = s.host_waits_per_step;
+  if (cuda) j["train_host_waits_per_step"] = s.host_waits_per_step;
   add_knn_fields(j, s);
   if (s.box_area >= 0) {
     j["ccrop_box_area"] = s.box_area;
     j["ccrop_box_seconds"] = s.box_seconds;
   }
   j["epoch"] = s.epoch;
-  append_log_row(j);
+  return j;
+}
+
+void Trainer::append_log(const EpochStats& s) { append_log_row(log_row(s, device_.is_cuda())); }
+
+void Trainer::restore_lost_epoch_row() {
+  if (state_.last_epoch_row.empty()) return;  // no epoch has ended yet (or an older checkpoint)
+  nlohmann::ordered_json row = nlohmann::ordered_json::parse(state_.last_epoch_row);
+  const int64_t epoch = row.at("epoch").get<int64_t>();
+  int64_t lost = 0;
+  if (writes_files()) {
+    lost = 1;
+    std::ifstream in(config_.output_dir + "/log.txt");
+    for (std::string line; lost && std::getline(in, line);) {
+      const nlohmann::json r = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (r.is_object() && !r.value("before_training", false) && r.value("epoch", int64_t{-2}) == epoch) lost = 0;
+    }
+  }
+  if (!decided_by_rank0(lost)) return;
+  // The weights are the epoch's end only if nothing trained after it (a run stopped by its budget
+  // later saves this row again, from a later step).
+  const bool evaluate =
+      knn_ && config_.knn_freq > 0 && state_.last_epoch_knn_due && state_.last_epoch_row_step == state_.global_step;
+  if (evaluate) {
+    EpochStats measured;
+    KnnEvaluation knn = evaluate_knn();
+    knn.into(&measured);
+    add_knn_fields(row, measured);
+    row.erase("epoch");  // back to the last key, as append_log writes it
+    row["epoch"] = epoch;
+    std::printf("kNN evaluation after epoch %lld (run again: the previous run stopped during it): %s (%.1f s)\n",
+                static_cast<long long>(epoch), knn.text().c_str(), knn.seconds);
+  }
+  append_log_row(row);
+  std::printf(
+      "Resuming: log.txt had no row for epoch %lld (the previous run stopped after saving it%s); written "
+      "from the checkpoint%s\n",
+      static_cast<long long>(epoch), state_.last_epoch_knn_due ? ", during its kNN evaluation" : "",
+      evaluate ? " with the evaluation run again" : ", without a kNN evaluation");
 }
 
 void Trainer::trim_logs_to_checkpoint() {
@@ -627,6 +675,7 @@ TrainResult Trainer::run() {
   TrainResult result;
   resume_if_possible(result);
   check_ranks_agree();
+  if (result.resumed) restore_lost_epoch_row();  // after the check: it may run the (collective) kNN monitor
   bool resumed_boxes = false;
   if (config_.use_ccrop) {
     // After the resume, which may restore a budget-fitted --warmup_epochs.
@@ -734,11 +783,16 @@ TrainResult Trainer::run() {
       box_update_seconds_.add(stats.box_seconds);
     }
     // The epoch is saved before the kNN evaluation, which reads other folders and takes long: if it
-    // fails (a folder gone, memory short) or the run is stopped then, the epoch's training is kept.
+    // fails (a folder gone, memory short) or the run is stopped then, the epoch's training is kept,
+    // and so is its log row, which a resume writes if this run does not (restore_lost_epoch_row).
+    const bool knn_due = knn_ && config_.knn_freq > 0 && ((epoch + 1) % config_.knn_freq == 0 || last);
+    state_.last_epoch_row = log_row(stats, device_.is_cuda()).dump();
+    state_.last_epoch_row_step = state_.global_step;
+    state_.last_epoch_knn_due = knn_due;
     save_timed(checkpoint_path());
     if (config_.saveckp_freq > 0 && epoch % config_.saveckp_freq == 0)
       save_timed(fmt::format("{}/checkpoint{:04}.safetensors", config_.output_dir, epoch));
-    if (knn_ && config_.knn_freq > 0 && ((epoch + 1) % config_.knn_freq == 0 || last)) {
+    if (knn_due) {
       KnnEvaluation knn;
       try {
         knn = evaluate_knn();

@@ -94,11 +94,17 @@ class Trainer {
   double measure_box_update_seconds();
   void print_contrastive_crop_plan(bool resumed_boxes) const;
   void save(const std::string& path);
+  static nlohmann::ordered_json log_row(const EpochStats& stats, bool cuda);  // an epoch's line of log.txt
   void append_log(const EpochStats& stats);
   void append_log_row(const nlohmann::ordered_json& row);  // one line of log.txt
   // On resume: drops the rows of log.txt and steps.jsonl that an interrupted run wrote after its
   // checkpoint (those steps run again) and any line a crash cut off.
   void trim_logs_to_checkpoint();
+  // On resume: a run stopped (killed, not failing) during the kNN evaluation after an epoch had
+  // saved the epoch but not written its log row. The checkpoint holds the row; this writes it,
+  // with the evaluation run again on the checkpoint's weights (they are the epoch's end) if one was
+  // due. Rank 0 decides from log.txt; every rank evaluates (the monitor is collective).
+  void restore_lost_epoch_row();
   std::string memory_text() const;
   // Data parallelism: rank 0 alone prints, writes log.txt, steps.jsonl, checkpoints and the report.
   bool writes_files() const { return config_.rank == 0; }

@@ -62,7 +62,7 @@ void write_file_atomically(const std::string& path, std::string_view contents) {
   write_file_atomically(path, [&](const AppendBytes& append) { append(contents.data(), contents.size()); });
 }
 
-std::vector<std::string> remove_abandoned_temporary_files(const std::string& dir) {
+std::vector<std::string> remove_abandoned_temporary_files(const std::string& dir, const std::string& only_of) {
   namespace fs = std::filesystem;
   std::vector<std::string> removed;
   std::error_code ec;
@@ -71,6 +71,7 @@ std::vector<std::string> remove_abandoned_temporary_files(const std::string& dir
     const std::string name = it->path().filename().string();
     const size_t at = name.rfind(".tmp.");
     if (at == std::string::npos || at + 5 == name.size()) continue;
+    if (!only_of.empty() && name.compare(0, at, only_of) != 0) continue;
     const std::string digits = name.substr(at + 5);
     if (digits.size() > 9 ||
         !std::all_of(digits.begin(), digits.end(), [](unsigned char ch) { return std::isdigit(ch); }))

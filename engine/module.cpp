@@ -71,6 +71,10 @@ void Module::load_state(const NamedTensors& source, bool strict) {
     }
     BAM_CHECK(it->second.shape() == target.shape(), "load_state: '{}' has shape {} in the source but {} here", name,
               shape_str(it->second.shape()), shape_str(target.shape()));
+    // copy_ converts between any types: integers read as weights would be garbage, not an error.
+    BAM_CHECK(is_floating(it->second.dtype()) == is_floating(target.dtype()),
+              "load_state: '{}' is {} in the source but {} here", name, dtype_name(it->second.dtype()),
+              dtype_name(target.dtype()));
     Tensor(target).copy_(it->second);
     by_name.erase(it);
   }

@@ -100,10 +100,19 @@ void Optimizer::load_state(const NamedTensors& state, int64_t steps) {
         }
         BAM_CHECK(it->second.shape() == param.shape(), "optimizer state '{}.{}' has shape {} but the parameter is {}",
                   name, slot, shape_str(it->second.shape()), shape_str(param.shape()));
+        BAM_CHECK(is_floating(it->second.dtype()), "optimizer state '{}.{}' is {}, not floating point", name, slot,
+                  dtype_name(it->second.dtype()));
         slots_[index].push_back(it->second.to(DType::f32).to(param.device()).contiguous().clone());
+        by_name.erase(it);
       }
       ++index;
     }
+  // State of no parameter here: another model's, or a damaged file. And none at all after steps
+  // with moments (a parameter may lack them, if it never had a gradient; not every one).
+  if (!by_name.empty())
+    fail("optimizer state '{}' belongs to no parameter ({} such tensors)", by_name.begin()->first, by_name.size());
+  BAM_CHECK(steps == 0 || names.empty() || !state.empty(),
+            "no optimizer state after {} optimizer steps: its moments are missing", steps);
   steps_ = steps;
 }
 

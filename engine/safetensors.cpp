@@ -1,8 +1,10 @@
 // Safetensors reading and atomic writing with nlohmann::json for the header.
 #include "engine/safetensors.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -48,6 +50,9 @@ const Tensor* SafetensorsFile::find(const std::string& name) const {
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
+  std::error_code ec;
+  BAM_CHECK(!std::filesystem::exists(path, ec) || std::filesystem::is_regular_file(path, ec),
+            "{}: not a file (a folder?)", path);
   std::ifstream in(path, std::ios::binary);
   BAM_CHECK(in.good(), "{}: cannot open for reading", path);
   in.seekg(0, std::ios::end);
@@ -57,6 +62,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
             file_size);
   unsigned char length_bytes[8];
   in.read(reinterpret_cast<char*>(length_bytes), 8);
+  BAM_CHECK(in.good(), "{}: could not read the header length", path);
   uint64_t header_size = 0;
   for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | length_bytes[i];
   BAM_CHECK(header_size <= kMaxHeader && header_size <= file_size - 8,
@@ -67,11 +73,20 @@ SafetensorsFile load_safetensors(const std::string& path) {
   BAM_CHECK(in.good(), "{}: could not read the {}-byte header", path, header_size);
 
   nlohmann::json json;
+  // A name given twice would be read as its last entry, the first one unchecked: refused.
+  std::set<std::string> names;
+  std::string duplicate;
+  const auto note_duplicates = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    if (depth == 1 && event == nlohmann::json::parse_event_t::key && !names.insert(parsed.get<std::string>()).second)
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
   try {
-    json = nlohmann::json::parse(header);
+    json = nlohmann::json::parse(header, note_duplicates);
   } catch (const std::exception& e) {
     fail("{}: the header is not valid JSON: {}", path, e.what());
   }
+  BAM_CHECK(duplicate.empty(), "{}: the header names '{}' twice", path, duplicate);
   BAM_CHECK(json.is_object(), "{}: the header is not a JSON object", path);
   const uint64_t data_start = 8 + header_size, data_size = file_size - data_start;
 
@@ -100,17 +115,23 @@ SafetensorsFile load_safetensors(const std::string& path) {
       std::string dtype_name = info.at("dtype").get<std::string>();
       BAM_CHECK(safetensors_dtype(dtype_name, &e.dtype), "{}: tensor '{}' has unsupported dtype {}", path, name,
                 dtype_name);
-      for (const auto& s : info.at("shape")) {
-        BAM_CHECK(s.is_number_unsigned(), "{}: tensor '{}' has a bad shape entry", path, name);
+      const auto& shape = info.at("shape");
+      BAM_CHECK(shape.is_array(), "{}: tensor '{}' has a shape that is not a list: {}", path, name, shape.dump());
+      uint64_t expected = dtype_size(e.dtype);  // bytes, multiplied up with an overflow check
+      for (const auto& s : shape) {
+        BAM_CHECK(s.is_number_unsigned() && s.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX),
+                  "{}: tensor '{}' has a bad shape entry {}", path, name, s.dump());
+        BAM_CHECK(!__builtin_mul_overflow(expected, s.get<uint64_t>(), &expected),
+                  "{}: tensor '{}' of shape {} is larger than any file", path, name, shape.dump());
         e.shape.push_back(s.get<int64_t>());
       }
       const auto& offsets = info.at("data_offsets");
       BAM_CHECK(offsets.is_array() && offsets.size() == 2, "{}: tensor '{}' needs two data_offsets", path, name);
       e.begin = offsets[0].get<uint64_t>();
       e.end = offsets[1].get<uint64_t>();
-      BAM_CHECK(e.begin <= e.end && e.end <= data_size, "{}: tensor '{}' has data_offsets [{}, {}) outside the {} data bytes",
-                path, name, e.begin, e.end, data_size);
-      uint64_t expected = static_cast<uint64_t>(shape_numel(e.shape)) * dtype_size(e.dtype);
+      BAM_CHECK(e.begin <= e.end && e.end <= data_size,
+                "{}: tensor '{}' has data_offsets [{}, {}) outside the {} data bytes", path, name, e.begin, e.end,
+                data_size);
       BAM_CHECK(e.end - e.begin == expected, "{}: tensor '{}' of shape {} {} needs {} bytes but has {}", path, name,
                 shape_str(e.shape), dtype_name, expected, e.end - e.begin);
       entries.push_back(e);
@@ -119,9 +140,19 @@ SafetensorsFile load_safetensors(const std::string& path) {
     }
   }
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < entries.size(); ++i)
-    BAM_CHECK(entries[i].begin >= entries[i - 1].end || entries[i - 1].begin == entries[i - 1].end,
-              "{}: tensors '{}' and '{}' overlap", path, entries[i - 1].name, entries[i].name);
+  // The tensors cover the data bytes end to end, as the format asks: no overlap, no gap, nothing
+  // after the last (bytes no tensor claims are a damaged or doctored file).
+  uint64_t covered = 0;
+  const Entry* last = nullptr;  // the last that took bytes
+  for (const Entry& e : entries) {
+    if (e.begin == e.end) continue;  // an empty tensor takes no bytes
+    BAM_CHECK(e.begin >= covered, "{}: tensors '{}' and '{}' overlap", path, last ? last->name : "", e.name);
+    BAM_CHECK(e.begin == covered, "{}: the data bytes [{}, {}) before tensor '{}' belong to no tensor", path, covered,
+              e.begin, e.name);
+    covered = e.end;
+    last = &e;
+  }
+  BAM_CHECK(covered == data_size, "{}: the last {} data bytes belong to no tensor", path, data_size - covered);
   for (const Entry& e : entries) {
     Tensor t = empty(e.shape, {e.dtype});
     in.seekg(static_cast<std::streamoff>(data_start + e.begin));

@@ -2,14 +2,19 @@
 // other input sizes, as DINO's interpolate_pos_encoding), pre-norm blocks, final norm.
 #include "models/vit.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
+#include <optional>
+#include <set>
 
 #include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/checkpoint.h"
 #include "engine/error.h"
 #include "engine/random.h"
+#include "engine/whole_number.h"
 
 namespace bam {
 
@@ -175,6 +180,37 @@ Tensor VisionTransformer::last_attention(const Tensor& images) const {
   Tensor probs;
   blocks.back()->forward(x, &probs);
   return probs;
+}
+
+std::string vit_weights_mismatch(const NamedTensors& weights, const VitConfig& config) {
+  const Tensor* cls = nullptr;
+  const Tensor* patch = nullptr;
+  const Tensor* pos = nullptr;
+  std::set<int64_t> blocks;
+  for (const auto& [name, t] : weights) {
+    if (name == "cls_token") cls = &t;
+    if (name == "patch_embed.proj.weight") patch = &t;
+    if (name == "pos_embed") pos = &t;
+    if (name.rfind("blocks.", 0) == 0) {
+      const size_t dot = name.find('.', 7);
+      const std::optional<int64_t> i = parse_whole_number(name.substr(7, dot - 7), 0, int64_t{1} << 20);
+      if (i) blocks.insert(*i);
+    }
+  }
+  const int64_t E = config.embed_dim, P = config.patch_size, grid = config.img_size / config.patch_size;
+  if (!cls || !patch || !pos)
+    return "no cls_token, patch_embed.proj.weight or pos_embed: not a ViT backbone under timm names";
+  if (cls->shape() != Shape{1, 1, E})
+    return fmt::format("cls_token is {}: a ViT {} wide has [1, 1, {}]", shape_str(cls->shape()), E, E);
+  if (patch->shape() != Shape{E, config.in_chans, P, P})
+    return fmt::format("patch_embed.proj.weight is {}: patches of {} pixels make it [{}, {}, {}, {}]",
+                       shape_str(patch->shape()), P, E, config.in_chans, P, P);
+  if (static_cast<int64_t>(blocks.size()) != config.depth)
+    return fmt::format("the weights hold {} blocks, the configuration {}", blocks.size(), config.depth);
+  if (pos->shape() != Shape{1, 1 + grid * grid, E})
+    return fmt::format("pos_embed is {}: a {} x {} grid of patches ({} px) makes it [1, {}, {}]",
+                       shape_str(pos->shape()), grid, grid, config.img_size, 1 + grid * grid, E);
+  return "";
 }
 
 }  // namespace bam

@@ -38,6 +38,11 @@ struct VitConfig {
 // Returns false for an unknown name.
 bool vit_preset(const std::string& arch, VitConfig* config);
 
+// Why `weights` (timm names) cannot be the backbone of `config`, from their shapes alone, or "": the
+// width (cls_token), patch size (patch_embed.proj.weight), block count and position grid
+// (pos_embed). Checked before a model is built from a file's metadata, which could ask for any size.
+std::string vit_weights_mismatch(const NamedTensors& weights, const VitConfig& config);
+
 class ViTAttention : public Module {
  public:
   ViTAttention(int64_t dim, int64_t heads, bool qkv_bias, Generator* gen);

@@ -418,7 +418,7 @@ TEST_CASE("train_linear_probe_across_ranks: every rank gets one process's probe 
           CHECK(got[r].top5 == one.top5);
           CHECK(got[r].correct1 == one.correct1);
           CHECK(got[r].count == one.count);
-          CHECK(asked[r] == std::vector<int64_t>{1, 2, 3, 4});
+          CHECK(asked[r] == std::vector<int64_t>{0, 1, 2, 3, 4});
         }
       }
     }

@@ -559,6 +559,40 @@ TEST_CASE("the probe separates a tiny dataset with kNN and linear") {
   CHECK(train_linear_probe(vtr, vva, lo).top1 > 90);
 }
 
+TEST_CASE("the kNN vote: a small temperature does not overflow; top-5 counts only classes a neighbour voted for") {
+  // Six classes, two training rows each along its own axis; each test row is a copy of a training
+  // row of the next class (so every vote is wrong).
+  const int64_t classes = 6;
+  std::vector<float> train(12 * classes, 0.f), test(classes * classes, 0.f);
+  std::vector<int64_t> train_labels, test_labels;
+  for (int64_t c = 0; c < classes; ++c) {
+    for (int64_t copy = 0; copy < 2; ++copy) {
+      train[(2 * c + copy) * classes + c] = 1.f;
+      train_labels.push_back(c);
+    }
+    test[c * classes + c] = 1.f;
+    test_labels.push_back((c + 1) % classes);
+  }
+  const Tensor tr = from_vector(train, {2 * classes, classes}), te = from_vector(test, {classes, classes});
+  const Tensor trl = from_vector(train_labels, {2 * classes}), tel = from_vector(test_labels, {classes});
+  // One neighbour: the true class got no vote, so it is not among the "first five" whatever its
+  // number (a tie at zero among unvoted classes used to count the lower-numbered ones).
+  KnnResult one = knn_classify(tr, trl, te, tel, classes, 1, 0.07);
+  CHECK(one.top1 == 0);
+  CHECK(one.top5 == 0);
+  // Three neighbours: the two copies (similarity 1) and the lowest row of the rest (similarity 0:
+  // row 0, of class 0, or row 2, of class 1, for the test row that copies row 0). Top-5 is right
+  // where that row is of the true class: for the test rows of truth 1 and 0.
+  KnnResult three = knn_classify(tr, trl, te, tel, classes, 3, 0.07);
+  CHECK(three.top1 == 0);
+  CHECK(three.correct5 == 2);
+  // T = 0.001: exp(1 / T) is inf in f64; each row is then classified by its nearest neighbours,
+  // not by a tie of infinities (won by class 0).
+  const Tensor own = from_vector(train_labels, {2 * classes}).narrow(0, 0, 2 * classes);
+  KnnResult cold = knn_classify(tr, trl, tr, own, classes, 4, 0.001);
+  CHECK(cold.top1 == 100);
+}
+
 TEST_CASE("the linear probe sees every row each epoch, the last batch partial (but not of one row with BatchNorm)") {
   CHECK(linear_probe_steps(48, 24, false) == 2);
   CHECK(linear_probe_steps(25, 24, false) == 2);  // DINO's loader keeps the last, partial batch

@@ -2,6 +2,7 @@
 // clear errors (naming the file) for every kind of damaged file.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -102,6 +103,36 @@ TEST_CASE("damaged files give errors that name the file") {
   wrong_dtype.replace(at, 5, "\"F8E\"");
   expect_error(wrong_dtype, "unsupported dtype F8E");
   CHECK_THROWS_WITH_AS(load_safetensors(temp_path("missing.safetensors")), doctest::Contains("cannot open"), Error);
+  // A folder passed as the file.
+  std::filesystem::create_directories(temp_path("folder.safetensors"));
+  CHECK_THROWS_WITH_AS(load_safetensors(temp_path("folder.safetensors")), doctest::Contains("not a file"), Error);
+  // Headers written by hand: the data is 8 bytes, two f32 values.
+  auto file = [](std::string header, size_t data_bytes) {
+    while ((8 + header.size()) % 8) header.push_back(' ');
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(header.size() >> (8 * i));
+    return bytes + header + std::string(data_bytes, '\0');
+  };
+  const std::string both = R"("a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                           R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]})";
+  CHECK(load_safetensors((write_file(bad_path, file("{" + both + "}", 8)), bad_path)).tensors.size() == 2);
+  // A name given twice (the last would hide the first, unchecked).
+  expect_error(file(R"({"a":{"dtype":"NOPE","shape":"x","data_offsets":[0,0]},)" + both + "}", 8), "names 'a' twice");
+  // A shape that is not a list, or whose size overflows (it would pass as 0 bytes).
+  expect_error(file(R"({"a":{"dtype":"F32","shape":8,"data_offsets":[0,8]}})", 8), "not a list");
+  expect_error(file(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]},)"
+                    R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                    8),
+               "larger than any file");
+  expect_error(file(R"({"a":{"dtype":"F32","shape":[9223372036854775808],"data_offsets":[0,0]}})", 0),
+               "bad shape entry");
+  // Bytes that belong to no tensor: after the last, or between two.
+  expect_error(file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 8), "last 4 data bytes");
+  expect_error(file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "[0, 4) before tensor 'a'");
+  expect_error(file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                    R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                    8),
+               "overlap");
 }
 
 TEST_CASE("write_file_atomically replaces a file whole, or leaves it as it was") {
@@ -130,9 +161,15 @@ TEST_CASE("write_file_atomically replaces a file whole, or leaves it as it was")
   CHECK(read() == "second\n");
   // What a crash mid-write leaves is removed later, unless its writer still runs.
   const std::string ours = "log.txt.tmp." + std::to_string(::getpid());
-  for (const std::string name : {"checkpoint.safetensors.tmp.4194999", ours.c_str(), "notes.tmp.txt", "a.tmp."})
+  for (const std::string name : {"checkpoint.safetensors.tmp.4194999", ours.c_str(), "notes.tmp.txt", "a.tmp.",
+                                 "probe.json.tmp.4194998", "probe.json.bak.tmp.4194997"})
     std::ofstream(dir + "/" + name) << "x";
-  CHECK(remove_abandoned_temporary_files(dir) == std::vector<std::string>{"checkpoint.safetensors.tmp.4194999"});
+  // Those of one file only (bamprobe's probe.json), then all.
+  CHECK(remove_abandoned_temporary_files(dir, "probe.json") == std::vector<std::string>{"probe.json.tmp.4194998"});
+  CHECK(std::filesystem::exists(dir + "/checkpoint.safetensors.tmp.4194999"));
+  std::vector<std::string> removed = remove_abandoned_temporary_files(dir);
+  std::sort(removed.begin(), removed.end());
+  CHECK(removed == std::vector<std::string>{"checkpoint.safetensors.tmp.4194999", "probe.json.bak.tmp.4194997"});
   CHECK(std::filesystem::exists(dir + "/" + ours));
   CHECK(std::filesystem::exists(dir + "/notes.tmp.txt"));
   CHECK(std::filesystem::exists(dir + "/probe.json"));

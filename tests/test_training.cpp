@@ -1,12 +1,13 @@
 // Training: a short run on synthetic data lowers the loss without collapsing; checkpoints round
 // trip bit-exactly; resuming (after whole epochs or mid-epoch) reproduces the uninterrupted run's
-// losses; a non-finite loss stops the run and leaves the last checkpoint intact; export writes a
+// losses, and writes the log row of an epoch whose kNN evaluation was cut short; a non-finite loss stops the run and leaves the last checkpoint intact; export writes a
 // timm-named backbone; bad flags are rejected with the flag named; the data source is told the
 // run's length in epochs, fitted to a time budget too; the output folder is made (or refused) first.
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <set>
@@ -310,6 +311,56 @@ TEST_CASE("a kNN evaluation that fails after an epoch leaves that epoch saved") 
   CHECK(ck.state.epoch == 1);  // epoch 0 trained and kept; a run again resumes at epoch 1
 }
 
+TEST_CASE("a run stopped during the kNN evaluation after an epoch gets that epoch's log row on resume") {
+  TrainConfig c = small_train_config(fresh_dir("knn_stopped"));
+  c.epochs = 2;
+  c.knn_freq = 1;
+  // Figures that follow the weights: the same weights, evaluated again, give the same row.
+  int calls = 0;
+  KnnMonitor monitor = [&](const VisionTransformer& backbone) {
+    ++calls;
+    double s = 0;
+    for (const Tensor& p : backbone.parameters()) s += sum(p.detach().to(DType::f64)).item();
+    return KnnResult{s, s + 1};
+  };
+  const std::string log_path = c.output_dir + "/log.txt";
+  const auto read_lines = [&] {
+    std::vector<std::string> lines;
+    std::ifstream in(log_path);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  };
+  // What a run killed during epoch 1's evaluation leaves: epoch 1 saved, its row never written.
+  const auto stop_during_last_evaluation = [&] {
+    std::vector<std::string> lines = read_lines();
+    REQUIRE(lines.size() == 2);
+    std::ofstream(log_path, std::ios::trunc) << lines[0] << "\n";
+    return lines;
+  };
+  Trainer(c, make_train_data(c), monitor).run();
+  CHECK(calls == 2);
+  const std::vector<std::string> whole = stop_during_last_evaluation();
+  CHECK(nlohmann::json::parse(whole[1]).contains("knn_top1"));
+  // The resume evaluates epoch 1's weights (the checkpoint's) again and writes the row it lost.
+  calls = 0;
+  Trainer(c, make_train_data(c), monitor).run();
+  CHECK(calls == 1);
+  CHECK(read_lines() == whole);
+  // Run again, nothing is lost: no evaluation, no second row.
+  Trainer(c, make_train_data(c), monitor).run();
+  CHECK(calls == 1);
+  CHECK(read_lines() == whole);
+  // Resumed without the monitor: the row comes back without the evaluation it missed.
+  stop_during_last_evaluation();
+  c.knn_freq = 0;
+  Trainer(c, make_train_data(c)).run();
+  const std::vector<std::string> lines = read_lines();
+  REQUIRE(lines.size() == 2);
+  nlohmann::json expected = nlohmann::json::parse(whole[1]);
+  for (const char* key : {"knn_top1", "knn_top5"}) expected.erase(key);
+  CHECK(nlohmann::json::parse(lines[1]) == expected);
+}
+
 TEST_CASE("a resumed run drops the log rows an interrupted run wrote after its checkpoint, and cut-off lines") {
   TrainConfig c = small_train_config(fresh_dir("log_trim"));
   c.epochs = 3;
@@ -393,6 +444,79 @@ TEST_CASE("export writes the backbone under timm names") {
   CHECK(names.count("norm.bias"));
   for (auto& n : names) CHECK(n.find("head") == std::string::npos);
   CHECK_THROWS_WITH_AS(backbone_from_checkpoint(ck, true), doctest::Contains("--teacher true"), Error);
+}
+
+TEST_CASE("a damaged or doctored checkpoint is refused by name before it is trained on or exported") {
+  TrainConfig c = small_train_config(fresh_dir("doctored"));
+  c.epochs = 1;
+  train(c);
+  c.epochs = 2;
+  const std::string path = c.output_dir + "/checkpoint.safetensors";
+  const SafetensorsFile good = load_safetensors(path);
+  const auto error_of = [](const std::function<void()>& work) {
+    try {
+      work();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  // The checkpoint with `edit` applied: resuming from it and exporting its backbone fail (as `in`
+  // says), naming the file and `fragment`.
+  enum class In { resume, exporting, both };
+  const auto refused = [&](const char* fragment, const std::function<void(SafetensorsFile&)>& edit,
+                           In in = In::resume) {
+    SafetensorsFile f = good;
+    edit(f);
+    save_safetensors(path, f.tensors, f.metadata);
+    std::vector<std::string> errors;
+    if (in != In::exporting) errors.push_back(error_of([&] { train(c); }));
+    if (in != In::resume) errors.push_back(error_of([&] { backbone_from_checkpoint(load_checkpoint(path), false); }));
+    for (const std::string& error : errors) {
+      CHECK_MESSAGE(error.find(path) != std::string::npos, error);
+      CHECK_MESSAGE(error.find(fragment) != std::string::npos, error);
+    }
+  };
+  const auto drop = [](SafetensorsFile& f, const std::string& name) {
+    std::erase_if(f.tensors, [&](const auto& named) { return named.first == name; });
+  };
+  // Progress counters that cannot be (they sent the loader past the data).
+  refused("corrupt checkpoint metadata: epoch -1", [](SafetensorsFile& f) { f.metadata["epoch"] = "-1"; });
+  refused("4 steps done, 1000 optimizer steps", [](SafetensorsFile& f) { f.metadata["optimizer_steps"] = "1000"; });
+  refused("the checkpoint is 1000 steps into an epoch",
+          [](SafetensorsFile& f) { f.metadata["step_in_epoch"] = "1000"; });
+  // Tensors that belong nowhere, or are missing.
+  refused("unexpected tensor 'weird.tensor'",
+          [](SafetensorsFile& f) { f.tensors.emplace_back("weird.tensor", ones({2})); });
+  refused("holds teacher weights, but this run has no teacher", [](SafetensorsFile& f) {
+    f.tensors.emplace_back("teacher.backbone.cls_token", zeros({1, 1, 32}));
+  });
+  refused("optimizer state 'backbone.nothing.exp_avg' belongs to no parameter",
+          [](SafetensorsFile& f) { f.tensors.emplace_back("optimizer.backbone.nothing.exp_avg", ones({2})); });
+  refused("no optimizer state after 4 optimizer steps", [&](SafetensorsFile& f) {
+    std::erase_if(f.tensors, [](const auto& named) { return named.first.rfind("optimizer.", 0) == 0; });
+  });
+  refused(
+      "blocks.1.mlp.fc2.weight' is missing",
+      [&](SafetensorsFile& f) { drop(f, "student.backbone.blocks.1.mlp.fc2.weight"); }, In::both);
+  refused(
+      "the weights hold 1 blocks, the configuration 2",
+      [&](SafetensorsFile& f) {
+        std::erase_if(f.tensors, [](const auto& named) { return named.first.find(".blocks.1.") != std::string::npos; });
+      },
+      In::exporting);
+  // Integers where weights were (copy_ would convert their values): the type is named.
+  refused(
+      "norm.weight' is i32 in the source but f32 here",
+      [](SafetensorsFile& f) {
+        for (auto& [name, t] : f.tensors)
+          if (name == "student.backbone.norm.weight") t = t.to(DType::i32);
+      },
+      In::both);
+  // A run of another projector activation is another network, with the same weights.
+  save_safetensors(path, good.tensors, good.metadata);
+  c.proj_act = c.proj_act == "gelu" ? "relu" : "gelu";
+  CHECK_THROWS_WITH_AS(train(c), doctest::Contains("different --proj_act"), Error);
 }
 
 TEST_CASE("a non-finite loss stops the run and keeps the last checkpoint") {

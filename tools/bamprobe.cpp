@@ -38,6 +38,7 @@ struct ProbeConfig {
   int64_t patch_size = 16, embed_dim = 0, depth = 0, num_heads = 0;
   int64_t n_last_blocks = 4;
   bool avgpool_patchtokens = false, bn_head = false, linear_aug = false, baselines = true;
+  bool patch_size_given = false;  // on the command line (a file's own patch size wins, with a note)
   int64_t epochs = 100, batch_size_per_gpu = 128, nb_knn = 20, img_size = 224, num_workers = 4, seed = 0;
   double lr = 0.001, temperature = 0.07, eval_resize_ratio = 256.0 / 224.0;
   std::string data_path, output_dir = ".", mode = "both", device = "cpu", data_backend = "auto";
@@ -49,49 +50,71 @@ struct Row {
 };
 
 // The backbone to evaluate: a bamtrain checkpoint, an exported backbone, or random init (empty path).
+// The architecture flags make the random init's; a file's own architecture (a checkpoint's
+// arguments, an export's metadata) wins over them, with a note where a flag given says otherwise.
 std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std::string* description) {
   bam::VitConfig v;
   if (c.arch != "custom") BAM_CHECK(bam::vit_preset(c.arch, &v), "--arch: unknown architecture '{}'", c.arch);
   v.patch_size = c.patch_size;
   v.img_size = c.img_size;
+  if (c.embed_dim > 0) v.embed_dim = c.embed_dim;
+  if (c.depth > 0) v.depth = c.depth;
+  if (c.num_heads > 0) v.num_heads = c.num_heads;
+  // The file's value for one architecture flag: a note if the flag was given otherwise.
+  const auto take = [&](const char* flag, bool given, int64_t* value, int64_t from_file) {
+    if (given && *value != from_file)
+      std::printf("note: %s %lld differs from %s's %lld, which is used\n", flag, static_cast<long long>(*value),
+                  c.pretrained_weights.c_str(), static_cast<long long>(from_file));
+    *value = from_file;
+  };
   bam::NamedTensors weights;
   if (!c.pretrained_weights.empty()) {
     bam::SafetensorsFile file = bam::load_safetensors(c.pretrained_weights);
     if (file.metadata.count("bam_checkpoint")) {
-      bam::LoadedCheckpoint ck = bam::load_checkpoint(c.pretrained_weights);
-      BAM_CHECK(c.checkpoint_key == "student" || c.checkpoint_key == "teacher",
-                "--checkpoint_key must be student or teacher, got '{}'", c.checkpoint_key);
+      // Read once: the checkpoint is made of the file already in memory.
+      bam::LoadedCheckpoint ck = bam::checkpoint_from_file(std::move(file), c.pretrained_weights);
       weights = bam::backbone_from_checkpoint(ck, c.checkpoint_key == "teacher");
-      v = ck.config.vit();
+      const bam::VitConfig saved = ck.config.vit();
+      take("--embed_dim", c.embed_dim > 0, &v.embed_dim, saved.embed_dim);
+      take("--depth", c.depth > 0, &v.depth, saved.depth);
+      take("--num_heads", c.num_heads > 0, &v.num_heads, saved.num_heads);
+      take("--patch_size", c.patch_size_given, &v.patch_size, saved.patch_size);
+      v = saved;
       *description = fmt::format("{} ({}, epoch {})", c.pretrained_weights, c.checkpoint_key, ck.state.epoch);
     } else {
-      weights = file.tensors;  // an exported backbone: timm names at the top level
+      weights = std::move(file.tensors);  // an exported backbone: timm names at the top level
       if (c.checkpoint_key == "teacher")
         std::printf("note: --checkpoint_key teacher has no effect: %s is an exported backbone (one set of weights)\n",
                     c.pretrained_weights.c_str());
-      auto number = [&](const char* key, int64_t fallback) {
-        if (!file.metadata.count(key)) return fallback;
+      auto number = [&](const char* key, const char* flag, bool given, int64_t* value) {
+        if (!file.metadata.count(key)) return;
         const std::optional<int64_t> n = bam::parse_whole_number(file.metadata.at(key), 1, int64_t{1} << 20);
         BAM_CHECK(n.has_value(), "--pretrained_weights {}: its metadata {} is '{}', not a positive whole number",
                   c.pretrained_weights, key, file.metadata.at(key));
-        return *n;
+        take(flag, given, value, *n);
       };
-      v.embed_dim = number("embed_dim", v.embed_dim);
-      v.depth = number("depth", v.depth);
-      v.num_heads = number("num_heads", v.num_heads);
-      v.patch_size = number("patch_size", v.patch_size);
-      v.img_size = number("img_size", v.img_size);
+      number("embed_dim", "--embed_dim", c.embed_dim > 0, &v.embed_dim);
+      number("depth", "--depth", c.depth > 0, &v.depth);
+      number("num_heads", "--num_heads", c.num_heads > 0, &v.num_heads);
+      number("patch_size", "--patch_size", c.patch_size_given, &v.patch_size);
+      number("img_size", "--img_size", false, &v.img_size);
       *description = c.pretrained_weights;
     }
+    // From the shapes, before a model of the asked-for size is built.
+    if (const std::string mismatch = bam::vit_weights_mismatch(weights, v); !mismatch.empty())
+      bam::fail("--pretrained_weights {}: {}", c.pretrained_weights, mismatch);
   } else {
     *description = "random init";
   }
-  if (c.embed_dim > 0) v.embed_dim = c.embed_dim;
-  if (c.depth > 0) v.depth = c.depth;
-  if (c.num_heads > 0) v.num_heads = c.num_heads;
   bam::Generator gen(static_cast<uint64_t>(c.seed));
   auto vit = std::make_unique<bam::VisionTransformer>(v, &gen);
-  if (!weights.empty()) vit->load_state(weights, true);
+  if (!weights.empty()) {
+    try {
+      vit->load_state(weights, true);
+    } catch (const bam::Error& e) {
+      bam::fail("--pretrained_weights {}: {}", c.pretrained_weights, e.what());
+    }
+  }
   vit->train(false);
   return vit;
 }
@@ -139,19 +162,21 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
   bam::FeatureSet tr = bam::extract_features(backbone, train_part, f);
   bam::FeatureSet va = bam::extract_features(backbone, val_part, f);
   if (knn) {
+    const int64_t k = std::min(c.nb_knn, train.size());  // the neighbours there are (knn_classify caps it too)
     const int64_t width = backbone ? backbone->config().embed_dim : tr.features.size(1);
     const int64_t first = backbone ? (f.n_last_blocks - 1) * width : 0;
     const bam::EvaluationDevice on =
-        bam::evaluation_device(device, bam::knn_device_bytes(tr.features.size(0), val.size(), width, c.nb_knn));
+        bam::evaluation_device(device, bam::knn_device_bytes(tr.features.size(0), val.size(), width, k));
     const bam::Tensor train_knn = tr.features.narrow(1, first, width).contiguous().to(on.device);
     const bam::Tensor val_knn = va.features.narrow(1, first, width).contiguous();
-    row.knn = ranks.group ? bam::knn_classify_across_ranks(train_knn, tr.labels, val_knn, va.labels, tr.num_classes,
-                                                           *ranks.group, c.nb_knn, c.temperature)
-                          : bam::knn_classify(train_knn, tr.labels, val_knn, va.labels, tr.num_classes, c.nb_knn,
-                                              c.temperature);
-    std::printf("[%s] kNN (k=%lld, T=%g%s%s): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
-                static_cast<long long>(c.nb_knn), c.temperature, on.note.empty() ? "" : ", on ", on.note.c_str(),
-                row.knn.top1, row.knn.top5);
+    row.knn = ranks.group
+                  ? bam::knn_classify_across_ranks(train_knn, tr.labels, val_knn, va.labels, tr.num_classes,
+                                                   *ranks.group, k, c.temperature)
+                  : bam::knn_classify(train_knn, tr.labels, val_knn, va.labels, tr.num_classes, k, c.temperature);
+    const std::string k_text =
+        k < c.nb_knn ? fmt::format("{}, every training image (--nb_knn {})", k, c.nb_knn) : std::to_string(k);
+    std::printf("[%s] kNN (k=%s, T=%g%s%s): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(), k_text.c_str(), c.temperature,
+                on.note.empty() ? "" : ", on ", on.note.c_str(), row.knn.top1, row.knn.top5);
   }
   if (linear) {
     bam::LinearProbeOptions lo;
@@ -345,6 +370,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  c.patch_size_given = app.count("--patch_size") > 0;
   std::string tool_name = "bamprobe";
   std::shared_ptr<bam::Communicator> group;
   try {
@@ -362,7 +388,12 @@ int main(int argc, char** argv) {
     c.data_backend = bam::tool::resolve_data_backend(c.data_backend, c.device);
     if (launched.launcher) return bam::tool::run_local_ranks(launched.nproc_per_node, argv);
     std::printf("device: %s\ndata_backend: %s\n", c.device.c_str(), c.data_backend.c_str());
-    if (launch.rank == 0) bam::prepare_output_dir(c.output_dir);
+    if (launch.rank == 0) {
+      bam::prepare_output_dir(c.output_dir);
+      for (const std::string& name : bam::remove_abandoned_temporary_files(c.output_dir, "probe.json"))
+        std::printf("Removed %s/%s, a file an interrupted bamprobe left half-written\n", c.output_dir.c_str(),
+                    name.c_str());
+    }
     const bam::Device device = bam::tool::open_device(c.device);
     BAM_CHECK(c.data_backend == "cpu" || device.is_cuda(),
               "--data_backend gpu needs --device cuda (the crops are made on the GPU), got --device {}", c.device);
@@ -390,6 +421,19 @@ int main(int argc, char** argv) {
     }
     if (const std::string mismatch = bam::data::class_mismatch(train, val); !mismatch.empty())
       bam::fail("--data_path {}: train/ and val/ must have the same class folders: {}", c.data_path, mismatch);
+    if (c.mode != "knn") {  // what the linear probe needs, before any extraction
+      BAM_CHECK(train.num_classes() >= 2,
+                "--data_path {}: the linear probe needs at least two classes, train/ has {} (--mode knn runs the "
+                "kNN alone)",
+                c.data_path, train.num_classes());
+      const int64_t batch = c.batch_size_per_gpu * ranks.world_size();
+      BAM_CHECK(!c.bn_head || (batch >= 2 && train.size() >= 2),
+                "--bn_head true normalises each batch by its variance, which needs batches of at least 2 rows: "
+                "--batch_size_per_gpu {} on {} rank{} makes batches of {}, and --data_path {} has {} training "
+                "image{}",
+                c.batch_size_per_gpu, ranks.world_size(), ranks.world_size() == 1 ? "" : "s", batch, c.data_path,
+                train.size(), train.size() == 1 ? "" : "s");
+    }
     BAM_CHECK(official_only.num_labels == 0 || official_only.num_labels == train.num_classes(),
               "--num_labels {}: --data_path {} has {} classes (the probe takes its labels from the class folders)",
               official_only.num_labels, c.data_path, train.num_classes());
