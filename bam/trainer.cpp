@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "bam/bam_loss.h"
 #include "bam/budget_fit.h"
@@ -315,6 +316,7 @@ void Trainer::resume_if_possible(TrainResult& result) {
               "or use a new --output_dir",
               checkpoint_path(), ck.state.epoch, now.first_renewal());
   }
+  note_changed_recipe(ck.config);
   if (ck.config.use_ccrop != config_.use_ccrop || ck.config.loc_interval != config_.loc_interval ||
       ck.config.ccrop_alpha != config_.ccrop_alpha || ck.config.box_thresh != config_.box_thresh ||
       ck.config.box_image_size() != config_.box_image_size())
@@ -339,6 +341,52 @@ void Trainer::resume_if_possible(TrainResult& result) {
               static_cast<long long>(state_.global_step), static_cast<long long>(state_.epoch),
               static_cast<long long>(step_in_epoch_), static_cast<long long>(data_->steps_per_epoch()),
               state_.global_step >= total_steps_ ? "; the schedule is complete" : "");
+}
+
+void Trainer::note_changed_recipe(const TrainConfig& saved) const {
+  // Flags that may differ without changing what is trained (where, how fast, what is logged), and
+  // those checked or noted elsewhere: the architecture (refused), the batch split, the schedule's
+  // length (a longer one is how a finished run goes on), ContrastiveCrop's settings.
+  static const std::set<std::string> elsewhere = {"device",
+                                                  "num_workers",
+                                                  "data_backend",
+                                                  "output_dir",
+                                                  "saveckp_freq",
+                                                  "knn_freq",
+                                                  "knn_train_path",
+                                                  "knn_val_path",
+                                                  "knn_train_fraction",
+                                                  "knn_eval_fraction",
+                                                  "eval_resize_ratio",
+                                                  "eval_first",
+                                                  "log_freq",
+                                                  "time_budget_minutes",
+                                                  "fit_epochs_to_budget",
+                                                  "world_size",
+                                                  "batch_size_per_gpu",
+                                                  "epochs",
+                                                  "max_steps",
+                                                  "warmup_epochs",
+                                                  "warmup_steps",
+                                                  "reg_warmup_epochs",
+                                                  "grad_checkpointing",
+                                                  "use_ccrop",
+                                                  "loc_interval",
+                                                  "ccrop_alpha",
+                                                  "box_thresh",
+                                                  "ccrop_img_size"};
+  const nlohmann::ordered_json before = saved.to_json(), now = config_.to_json();
+  std::string was, is;
+  for (const auto& [key, value] : now.items()) {
+    if (elsewhere.count(key) || !before.contains(key) || before.at(key) == value) continue;
+    was += fmt::format(" --{} {}", key, before.at(key).dump());
+    is += fmt::format(" --{} {}", key, value.dump());
+  }
+  if (!was.empty())
+    std::printf(
+        "note: the checkpoint's run had%s; this run goes on with%s (a resume repeats the uninterrupted "
+        "run only with its flags)\n",
+        was.c_str(), is.c_str());
 }
 
 void Trainer::check_ranks_agree() {

@@ -110,6 +110,9 @@ class Trainer {
   bool writes_files() const { return config_.rank == 0; }
   // After a resume: every rank must continue from the same step and weights (the same --output_dir).
   void check_ranks_agree();
+  // On resume: a note naming the flags that change the training (the seed, the learning rate, the
+  // loss, the crops...) where this run's differ from the checkpoint's run.
+  void note_changed_recipe(const TrainConfig& saved) const;
   // Data parallelism: rank 0's value, on every rank. The time budget's decisions (the step count
   // fitted, the stop at the deadline) rest on each rank's own clock, so rank 0 makes them for all.
   int64_t decided_by_rank0(int64_t value);
