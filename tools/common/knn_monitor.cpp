@@ -14,6 +14,7 @@
 #include "bam/knn.h"
 #include "data/dataset.h"
 #include "data/image_error.h"
+#include "engine/autocast.h"
 #include "engine/error.h"
 
 namespace bam::tool {
@@ -71,9 +72,19 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
     val = data::contiguous_part(val, group->rank(), group->world_size());
   }
   auto said = std::make_shared<std::string>();  // where the last evaluation ran
-  return [train, val, val_rows, options, num_classes, group, several, said](const VisionTransformer& backbone) {
-    FeatureSet tr = extract_features(&backbone, train, options);
-    FeatureSet va = extract_features(&backbone, val, options);
+  // The features under the training's autocast policy (--precision): the monitor follows the
+  // trend of a training that ran so, and its passes over the folders (tens of thousands of images,
+  // an eighth of a short CPU run's budget in f32) take the 16-bit GEMMs' speed. The vote's
+  // similarities stay f32, and so do bamprobe's figures.
+  const DType compute = precision_dtype(config.precision);
+  return [train, val, val_rows, options, num_classes, group, several, said,
+          compute](const VisionTransformer& backbone) {
+    FeatureSet tr, va;
+    {
+      AutocastGuard autocast(compute);
+      tr = extract_features(&backbone, train, options);
+      va = extract_features(&backbone, val, options);
+    }
     // The vote runs on the backbone's GPU when the features fit there (the whole validation set
     // included, which every rank gathers).
     const Device backbone_device = backbone.parameters().front().device();
