@@ -397,6 +397,17 @@ void Trainer::check_ranks_agree() {
   flags.erase("device");
   bam::check_ranks_agree(*group_, flags.dump(), "flags",
                          "the printed arguments differ, and every rank needs the same ones but for --device");
+  // The same images too: the same flags can name other files on another machine (a node's own
+  // copy, a relative --data_path), and the ranks' batches would then be of other images.
+  // Names within the folder: the folder itself may be mounted elsewhere on each machine.
+  std::string images = std::to_string(data_->num_images()) + " images";
+  if (const data::Dataset* d = data_->images())
+    for (size_t i = 0; i < d->files.size(); ++i)
+      images += "\n" + std::filesystem::path(d->files[i]).lexically_relative(d->root).string() + "\t" +
+                std::to_string(d->labels[i]);
+  bam::check_ranks_agree(*group_, images, "images",
+                         "every rank must read the same --data_path files (a shared folder, or copies at the same "
+                         "path)");
   // The step and a sum over every weight, from rank 0 to all; each rank compares its own.
   double checksum = 0;  // in order, on the host: the same bits from the same weights on any rank
   for (const Tensor& p : student_->parameters()) {
@@ -758,8 +769,8 @@ TrainResult Trainer::run() {
     // evaluation every --knn_freq epochs. On a GPU a small model's epoch can take less time than
     // one kNN evaluation, so both are measured once here and counted in the schedule.
     const std::string probe = config_.output_dir + "/checkpoint.timing.tmp";
-    save_timed(probe);
-    std::filesystem::remove(probe);
+    save_timed(probe);  // rank 0 alone writes, and removes
+    if (writes_files()) std::filesystem::remove(probe);
     // And ContrastiveCrop's box updates, a pass of the model over the training images each.
     if (config_.use_ccrop && writes_files()) box_update_seconds_.add(measure_box_update_seconds());  // rank 0 fits
   }

@@ -42,11 +42,14 @@ class Communicator {
 // WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, with Slurm's SLURM_PROCID and SLURM_LOCALID
 // standing in for RANK and LOCAL_RANK (srun, as the official scripts launch); and
 // BAM_CONNECT_TIMEOUT_S, how long the ranks wait for each other at start (default 300). All
-// absent: one process (world_size 1).
+// absent: one process (world_size 1). Under torchrun, whose agent holds MASTER_PORT for its own
+// store (TORCHELASTIC_USE_AGENT_STORE=True), the ranks meet at MASTER_PORT + 1; BAM_MASTER_PORT,
+// when set, is the port in every case.
 struct LaunchEnvironment {
   int rank = 0, world_size = 1, local_rank = 0;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
+  std::string port_variable = "MASTER_PORT";  // where master_port came from, for messages
   double connect_timeout_seconds = 300;
   bool distributed() const { return world_size > 1; }
 };

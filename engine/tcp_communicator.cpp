@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -164,8 +165,8 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
     sockaddr_in any = address;
     any.sin_addr.s_addr = htonl(INADDR_ANY);
     BAM_CHECK(::bind(listener.fd(), reinterpret_cast<sockaddr*>(&any), sizeof(any)) == 0,
-              "rank 0: cannot listen on port {} (MASTER_PORT): {}; pick a free port", env.master_port,
-              std::strerror(errno));
+              "rank 0: cannot listen on port {} ({}): {}; pick a free port (BAM_MASTER_PORT sets it)", env.master_port,
+              env.port_variable, std::strerror(errno));
     BAM_CHECK(::listen(listener.fd(), env.world_size) == 0, "rank 0: listen on port {}: {}", env.master_port,
               std::strerror(errno));
     peers_.resize(static_cast<size_t>(env.world_size));
@@ -175,10 +176,16 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
       pollfd p{listener.fd(), POLLIN, 0};
       const int ready = left.count() > 0 ? ::poll(&p, 1, static_cast<int>(left.count())) : 0;
       if (ready < 0 && errno == EINTR) continue;
-      BAM_CHECK(ready > 0,
-                "rank 0: {} of the {} other ranks connected to {} within {:.0f} s; start every rank "
-                "with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE",
-                joined - 1, env.world_size - 1, where, timeout_seconds);
+      if (ready <= 0) {
+        std::string missing;
+        for (int r = 1; r < env.world_size; ++r)
+          if (peers_[static_cast<size_t>(r)].fd() < 0) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+        fail(
+            "rank 0: {} of the {} other ranks connected to {} within {:.0f} s (missing: rank{} {}); start every "
+            "rank with the same MASTER_ADDR, {} and WORLD_SIZE",
+            joined - 1, env.world_size - 1, where, timeout_seconds, env.world_size - joined > 1 ? "s" : "", missing,
+            env.port_variable);
+      }
       Socket peer(::accept4(listener.fd(), nullptr, nullptr, SOCK_CLOEXEC));
       if (peer.fd() < 0) {  // a connection that went away before it was taken: wait for the next
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -218,8 +225,8 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
       break;
     }
     BAM_CHECK(std::chrono::steady_clock::now() < deadline,
-              "rank {}: rank 0 did not answer at {} (MASTER_ADDR:MASTER_PORT) within {:.0f} s: {}", env.rank, where,
-              timeout_seconds, std::strerror(errno));
+              "rank {}: rank 0 did not answer at {} (MASTER_ADDR and {}) within {:.0f} s: {}", env.rank, where,
+              env.port_variable, timeout_seconds, std::strerror(errno));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   set_socket_options(root_.fd());
@@ -227,8 +234,15 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
   hello.op = static_cast<uint32_t>(Op::hello);
   hello.sender = static_cast<uint64_t>(env.rank) | (static_cast<uint64_t>(env.world_size) << 32);
   send_all(root_.fd(), &hello, sizeof(hello), 0);
+  // Rank 0 answers once every rank has joined, which it waits for at most timeout_seconds from
+  // before this connection: a longer silence is something else listening at that port.
+  const double answer_seconds = timeout_seconds + std::min(10.0, timeout_seconds);
   Header go;
-  recv_all(root_.fd(), &go, sizeof(go), 0);
+  BAM_CHECK(
+      receive_hello(root_.fd(), &go, answer_seconds) && go.magic == kMagic && go.op == static_cast<uint32_t>(Op::hello),
+      "rank {}: the program at {} ({}) accepted the connection but did not answer as bam's rank 0 within {:.0f} "
+      "s: another program listens there, or rank 0 stopped",
+      env.rank, where, env.port_variable, answer_seconds);
   expect(go, Op::hello, 0, 0);
 }
 
@@ -437,6 +451,20 @@ LaunchEnvironment launch_environment_from_env() {
   e.local_rank = local_variable ? env_int(local_variable, 0, 0, e.world_size - 1) : e.rank;
   if (const char* addr = std::getenv("MASTER_ADDR"); addr != nullptr && *addr != '\0') e.master_addr = addr;
   e.master_port = env_int("MASTER_PORT", 29500, 1, 65535);
+  // torchrun's agent keeps its own store listening on MASTER_PORT of rank 0's machine and says so
+  // (TORCHELASTIC_USE_AGENT_STORE=True): the ranks meet at the port after it then, or at
+  // BAM_MASTER_PORT, which every rank must be given alike.
+  const char* agent_store = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  if (std::getenv("BAM_MASTER_PORT")) {
+    e.master_port = env_int("BAM_MASTER_PORT", 29501, 1, 65535);
+    e.port_variable = "BAM_MASTER_PORT";
+  } else if (agent_store && std::string(agent_store) == "True") {
+    BAM_CHECK(e.master_port < 65535,
+              "MASTER_PORT=65535 is torchrun's store, and the ranks meet at the port after it: none is left (set "
+              "BAM_MASTER_PORT)");
+    e.master_port += 1;
+    e.port_variable = "MASTER_PORT+1, beside torchrun's store";
+  }
   e.connect_timeout_seconds = env_int("BAM_CONNECT_TIMEOUT_S", 300, 1, 86400);
   BAM_CHECK(e.world_size == 1 || rank_variable != nullptr,
             "WORLD_SIZE={} but RANK is not set: start each process with its RANK (torchrun sets both; under srun, "

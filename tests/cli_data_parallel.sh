@@ -168,6 +168,25 @@ check "both say which rank differs" every "rank 1 was started with other flags t
   "$work/mismatch.err"
 check "no step was logged" test ! -e "$work/mismatch/steps.jsonl"
 
+# The same flags naming other files: a relative --data_path on each machine's own copy, one image short.
+if [ -n "${BAM_DP_IMAGES:-}" ]; then
+  mkdir -p "$work/node0" "$work/node1"
+  cp -r "$BAM_DP_IMAGES" "$work/node0/imgs"
+  cp -r "$BAM_DP_IMAGES" "$work/node1/imgs"
+  rm "$(find "$work/node1/imgs" -name '*.jpg' | sort | tail -1)"
+  other=$(echo "$args" | sed 's|--data_path synthetic:64|--data_path imgs|')
+  (cd "$work/node1" && WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 12)) BAM_CONNECT_TIMEOUT_S=60 "$bin" $other \
+    --batch_size_per_gpu 8 --output_dir "$work/copies" > "$work/copies.rank1.out" 2> "$work/copies.rank1.err") &
+  rank1=$!
+  (cd "$work/node0" && WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 12)) BAM_CONNECT_TIMEOUT_S=60 "$bin" $other \
+    --batch_size_per_gpu 8 --output_dir "$work/copies" > "$work/copies.out" 2> "$work/copies.err")
+  copies_status=$?
+  wait $rank1
+  check "ranks that read other images stop before training" test "$copies_status" -ne 0 -a $? -ne 0
+  check "saying so" every "rank 1 was started with other images than rank 0" "$work/copies.err" "$work/copies.rank1.err"
+  check "(no step logged)" test ! -e "$work/copies/steps.jsonl"
+fi
+
 # A time budget: rank 0 fits the schedule and calls the stop for both (each rank's clock differs).
 budget=$(echo "$args" | sed 's/--epochs 2/--epochs 1000/')
 WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 8)) "$bin" $budget --time_budget_minutes 0.05 --fit_epochs_to_budget true \
@@ -197,6 +216,26 @@ killed_status=$?
 check "a rank killed mid-run stops the other" test "$killed_status" -ne 0
 check "which names it" grep -q "rank 1 closed its connection" "$work/killed.err"
 check "long before its 500 epochs" test "$(grep -c . "$work/killed/steps.jsonl")" -lt 1500
+
+# The same under --nproc_per_node: the launcher names the rank that was killed (it says nothing itself).
+"$bin" $long --nproc_per_node 2 --batch_size_per_gpu 8 --output_dir "$work/launched_killed" \
+  > "$work/launched_killed.out" 2> "$work/launched_killed.err" &
+launcher=$!
+for i in $(seq 1 600); do [ -s "$work/launched_killed/steps.jsonl" ] && break; sleep 0.1; done
+victim=none
+for status in /proc/[0-9]*/status; do  # the launcher's child with RANK=1
+  dir=$(dirname "$status")
+  if grep -qx "PPid:[[:space:]]*$launcher" "$status" 2>/dev/null &&
+     tr '\0' '\n' < "$dir/environ" 2>/dev/null | grep -qx "RANK=1"; then
+    victim=$(basename "$dir")
+  fi
+done
+check "(rank 1 found)" test "$victim" != none
+kill -9 "$victim"
+timeout 120 sh -c "while kill -0 $launcher 2>/dev/null; do sleep 0.2; done"
+wait $launcher
+check "the launcher stops when a rank is killed" test $? -ne 0
+check "naming the rank and the signal" grep -q "rank 1 (pid $victim) was killed by signal 9" "$work/launched_killed.err"
 
 # The launcher stopped by a signal (a scheduler's, say) stops its ranks.
 "$bin" $long --nproc_per_node 2 --batch_size_per_gpu 8 --output_dir "$work/launcher_stopped" \

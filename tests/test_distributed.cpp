@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <functional>
 #include <thread>
@@ -651,8 +652,15 @@ TEST_CASE("a rank outside the world is refused, naming it") {
   CHECK(error_of([&] { c.validate(); }).find("rank 2 of 2") != std::string::npos);
 }
 
-constexpr const char* kVariables[] = {"WORLD_SIZE",  "RANK",         "LOCAL_RANK",   "MASTER_ADDR",
-                                      "MASTER_PORT", "SLURM_PROCID", "SLURM_LOCALID"};
+constexpr const char* kVariables[] = {"WORLD_SIZE",
+                                      "RANK",
+                                      "LOCAL_RANK",
+                                      "MASTER_ADDR",
+                                      "MASTER_PORT",
+                                      "SLURM_PROCID",
+                                      "SLURM_LOCALID",
+                                      "BAM_MASTER_PORT",
+                                      "TORCHELASTIC_USE_AGENT_STORE"};
 
 TEST_CASE("parse_whole_number: all of the text, decimal, within the bounds") {
   CHECK(parse_whole_number("8", 1, 1024) == 8);
@@ -692,8 +700,48 @@ TEST_CASE("launch_environment_from_env reads torchrun's variables (or Slurm's) a
   CHECK(launch_environment_from_env().local_rank == 0);
   ::setenv("RANK", "0", 1);  // torchrun's wins
   CHECK(launch_environment_from_env().rank == 0);
+  // torchrun's agent holds MASTER_PORT for its store: the ranks meet at the next port, or at
+  // BAM_MASTER_PORT.
+  ::setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
+  CHECK(launch_environment_from_env().master_port == 29612);
+  CHECK(launch_environment_from_env().port_variable == "MASTER_PORT+1, beside torchrun's store");
+  ::setenv("BAM_MASTER_PORT", "31000", 1);
+  CHECK(launch_environment_from_env().master_port == 31000);
+  ::unsetenv("BAM_MASTER_PORT");
+  ::setenv("TORCHELASTIC_USE_AGENT_STORE", "False", 1);
+  CHECK(launch_environment_from_env().master_port == 29611);
   ::setenv("MASTER_PORT", "http", 1);
   CHECK(error_of([] { launch_environment_from_env(); }).find("MASTER_PORT=http") != std::string::npos);
+}
+
+TEST_CASE("a rank that reaches a program other than bam's rank 0 stops, saying so, instead of waiting") {
+  // What torchrun's store is to a rank that connects to MASTER_PORT: it accepts and says nothing.
+  const int port = free_port();
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  REQUIRE(::listen(fd, 4) == 0);
+  LaunchEnvironment env;
+  env.rank = 1;
+  env.world_size = 2;
+  env.master_port = port;
+  env.connect_timeout_seconds = 1;
+  const auto start = std::chrono::steady_clock::now();
+  const std::string error = error_of([&] { connect_tcp(env); });
+  ::close(fd);
+  CHECK_MESSAGE(
+      error.find("accepted the connection but did not answer as bam's rank 0 within 2 s") != std::string::npos, error);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+  // And rank 0, when ranks are missing, names them.
+  env.rank = 0;
+  env.world_size = 3;
+  env.master_port = free_port();
+  const std::string missing = error_of([&] { connect_tcp(env); });
+  CHECK_MESSAGE(missing.find("0 of the 2 other ranks connected") != std::string::npos, missing);
+  CHECK_MESSAGE(missing.find("(missing: ranks 1, 2)") != std::string::npos, missing);
 }
 
 }  // namespace

@@ -15,10 +15,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/cuda.h"
@@ -78,8 +81,15 @@ int run_local_ranks(int ranks, char** argv) {
   BAM_CHECK(ranks >= 1 && ranks <= kMaxRanks, "--nproc_per_node {}: expected 1 to {}", ranks, kMaxRanks);
   const int port = free_local_port();
   // Each rank's environment: this one's, with torchrun's variables and BAM_LAUNCHED_RANK set.
-  const char* names[] = {
-      "RANK=", "LOCAL_RANK=", "WORLD_SIZE=", "LOCAL_WORLD_SIZE=", "MASTER_ADDR=", "MASTER_PORT=", "BAM_LAUNCHED_RANK="};
+  const char* names[] = {"RANK=",
+                         "LOCAL_RANK=",
+                         "WORLD_SIZE=",
+                         "LOCAL_WORLD_SIZE=",
+                         "MASTER_ADDR=",
+                         "MASTER_PORT=",
+                         "BAM_LAUNCHED_RANK=",
+                         "BAM_MASTER_PORT=",
+                         "TORCHELASTIC_USE_AGENT_STORE="};  // the port is the launcher's
   std::vector<std::string> inherited;
   for (char** e = environ; *e != nullptr; ++e) {
     bool ours = false;
@@ -129,21 +139,46 @@ int run_local_ranks(int ranks, char** argv) {
   }
   // The first failure is the status to report; the other ranks are then stopped (they would stop
   // by themselves once connected, but not while still waiting for a peer that never comes).
+  // The failing rank is named here: one killed from outside (the OOM killer's SIGKILL) says
+  // nothing itself. The others get a moment to stop by themselves first, their watchers naming the
+  // peer they lost, before they are told to.
   int result = 0;
+  bool grace = false;  // a rank failed: the others are stopped at stop_at, unless they end first
+  auto stop_at = std::chrono::steady_clock::now();
   for (int left = ranks; left > 0;) {
     int status = 0;
-    const pid_t pid = ::waitpid(-1, &status, 0);
+    const pid_t pid = ::waitpid(-1, &status, grace ? WNOHANG : 0);
     if (pid < 0) {
       if (errno == EINTR) continue;
       break;
     }
+    if (pid == 0) {  // none ended yet, during the grace
+      if (std::chrono::steady_clock::now() >= stop_at) {
+        stop_children();
+        grace = false;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      continue;
+    }
     --left;
+    int rank = -1;
     for (int i = 0; i < g_started; ++i)
-      if (g_children[i] == pid) g_children[i] = 0;
+      if (g_children[i] == pid) {
+        g_children[i] = 0;
+        rank = i;
+      }
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (code != 0 && result == 0) {
       result = code;
-      stop_children();
+      if (WIFSIGNALED(status))
+        std::fprintf(stderr, "--nproc_per_node: rank %d (pid %d) was killed by signal %d (%s); stopping the others\n",
+                     rank, static_cast<int>(pid), WTERMSIG(status), ::strsignal(WTERMSIG(status)));
+      else
+        std::fprintf(stderr, "--nproc_per_node: rank %d (pid %d) exited with status %d; stopping the others\n", rank,
+                     static_cast<int>(pid), code);
+      stop_at = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      grace = true;
     }
   }
   return result;
