@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "bam/checkpoint.h"
@@ -181,8 +182,12 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
 Series column(const std::vector<nlohmann::json>& rows, const char* x_key, const char* y_key, const std::string& name) {
   Series s;
   s.name = name;
+  // Rows whose values are not numbers, or not finite ones (edited by hand, a diverged run's inf;
+  // beyond 1e300 the chart's range would overflow), are left out, as lines a crash cut short are:
+  // the rest still makes the chart.
+  const auto finite = [](const nlohmann::json& v) { return v.is_number() && std::fabs(v.get<double>()) < 1e300; };
   for (const auto& r : rows)
-    if (r.contains(x_key) && r.contains(y_key) && r[y_key].is_number()) {
+    if (r.is_object() && r.contains(x_key) && r.contains(y_key) && finite(r[x_key]) && finite(r[y_key])) {
       s.x.push_back(r[x_key].get<double>());
       s.y.push_back(r[y_key].get<double>());
     }
@@ -326,8 +331,16 @@ std::string write_training_report(const std::string& output_dir) {
     html << svg_chart("ContrastiveCrop: mean object-box area (fraction of the image)", "epoch", {area});
   html << "</div>";
 
+  std::optional<LoadedCheckpoint> loaded;
   if (fs::exists(checkpoint)) {
-    LoadedCheckpoint ck = load_checkpoint(checkpoint);
+    try {
+      loaded = load_checkpoint(checkpoint);
+    } catch (const std::exception& e) {  // the charts above are still worth the page
+      html << "<p class='note'>Checkpoint unreadable: " << escape(e.what()) << "</p>";
+    }
+  }
+  if (loaded) {
+    const LoadedCheckpoint& ck = *loaded;
     try {
       data::Dataset preview = preview_dataset(ck.config);
       html << "<h2>Augmented views</h2><p class='note'>One row per image: the global views, then the local views, "

@@ -32,6 +32,10 @@ bin=""
 fmnist_source=""
 while [ $# -gt 0 ]; do
   case "$1" in
+    --minutes|--out|--device|--crop_scale|--probe_epochs|--bin|--fmnist_source)
+      [ $# -ge 2 ] || { echo "run.sh: $1 needs a value (see --help)" >&2; exit 2; } ;;
+  esac
+  case "$1" in
     --minutes) minutes="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --fresh) fresh=1; shift ;;
@@ -44,8 +48,21 @@ while [ $# -gt 0 ]; do
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-case "$minutes" in ''|*[!0-9.]*) echo "run.sh: --minutes needs a number, got '$minutes'" >&2; exit 2 ;; esac
-case "$crop_scale" in ''|*[!0-9.]*) echo "run.sh: --crop_scale needs a number in (0, 1], got '$crop_scale'" >&2; exit 2 ;; esac
+# Every value checked before anything is installed, built or written.
+number_within() {  # number_within VALUE LOW HIGH: a decimal number with LOW < VALUE <= HIGH
+  case "$1" in ''|.|*[!0-9.]*|*.*.*) return 1 ;; esac
+  awk -v v="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(v + 0 > lo && v + 0 <= hi) }'
+}
+number_within "$minutes" 0 525600 ||
+  { echo "run.sh: --minutes needs a number of minutes above 0 (at most a year), got '$minutes'" >&2; exit 2; }
+number_within "$crop_scale" 0 1 ||
+  { echo "run.sh: --crop_scale needs a number in (0, 1], got '$crop_scale'" >&2; exit 2; }
+case "$device" in
+  auto|cpu|cuda) ;;
+  cuda:*[!0-9]*|cuda:) echo "run.sh: --device must be auto, cpu, cuda or cuda:N, got '$device'" >&2; exit 2 ;;
+  cuda:*) ;;
+  *) echo "run.sh: --device must be auto, cpu, cuda or cuda:N, got '$device'" >&2; exit 2 ;;
+esac
 case "$probe_epochs" in ''|*[!0-9]*) probe_epochs_ok=0 ;; *) probe_epochs_ok=$(( 10#$probe_epochs > 0 )) ;; esac
 [ "$probe_epochs_ok" = 1 ] || { echo "run.sh: --probe_epochs needs a positive whole number, got '$probe_epochs'" >&2; exit 2; }
 probe_epochs=$(( 10#$probe_epochs ))
@@ -67,12 +84,35 @@ if [ -n "$fmnist_source" ] && [ ! -f "$fmnist_source/train-images-idx3-ubyte.gz"
   echo "run.sh: --fmnist_source $fmnist_source has no train-images-idx3-ubyte.gz" >&2; exit 2
 fi
 threads=$(nproc 2>/dev/null || echo 2)
+# Folders under --out are removed only when this script made them: a folder of the same name
+# that holds anything else stops the run instead.
+made_here() {  # made_here DIR FILE...: DIR is absent or empty, or holds one of the FILEs this script's tools write
+  dir=$1
+  shift
+  [ -e "$dir" ] || return 0
+  [ -d "$dir" ] || return 1
+  [ -z "$(ls -A "$dir")" ] && return 0
+  for f in "$@"; do [ -e "$dir/$f" ] && return 0; done
+  return 1
+}
+refuse() {
+  echo "run.sh: $1 exists and was not made by this script; move it away or pick another --out" >&2
+  exit 2
+}
+if [ "$fresh" = 1 ]; then
+  made_here "$out/train" checkpoint.safetensors log.txt steps.jsonl || refuse "$out/train"
+  made_here "$out/probe" probe.json || refuse "$out/probe"
+fi
 
-# 1. Data: Fashion-MNIST (Debian package dataset-fashion-mnist) as JPEG files, written once.
+# 1. Data: Fashion-MNIST (Debian package dataset-fashion-mnist) as JPEG files, written once: into
+# data.partial, renamed to data when whole (an interrupted conversion is started over).
 if [ ! -f "$out/data/.complete" ]; then
-  rm -rf "$out/data"
-  "$bin/bamtool" fmnist --out "$out/data" ${fmnist_source:+--source "$fmnist_source"}
-  touch "$out/data/.complete"
+  made_here "$out/data" || refuse "$out/data"
+  rm -rf "$out/data.partial"
+  "$bin/bamtool" fmnist --out "$out/data.partial" ${fmnist_source:+--source "$fmnist_source"}
+  touch "$out/data.partial/.complete"
+  rm -rf "$out/data"  # absent or empty (made_here)
+  mv "$out/data.partial" "$out/data"
 fi
 
 # 2. Pretraining. The recipe (see the README for the reasons): a 4-block, 128-wide ViT on 7x7

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "bam/output_dir.h"
+#include "bam/report.h"
 #include "bam/trainer.h"
 #include "engine/safetensors.h"
 #include "tests/support.h"
@@ -296,6 +297,31 @@ TEST_CASE("--eval_first and --teacher: the kNN monitor sees both backbones, and 
   std::ifstream report(c.output_dir + "/report.html");
   const std::string html((std::istreambuf_iterator<char>(report)), {});
   CHECK(html.find("teacher top-1") != std::string::npos);
+}
+
+TEST_CASE("the report leaves out the rows it cannot plot and says when the checkpoint is unreadable") {
+  const std::string dir = fresh_dir("report_damaged");
+  std::filesystem::create_directories(dir);
+  // An edited log: a string where a number goes, values whose range would overflow, a cut line.
+  std::ofstream(dir + "/log.txt") << R"({"epoch":"x","train_loss":1})"
+                                  << "\n"
+                                  << R"({"epoch":0,"train_loss":5.5})"
+                                  << "\n"
+                                  << R"({"epoch":1,"train_loss":1e308})"
+                                  << "\n"
+                                  << R"({"epoch":2,"train_loss":-1e308})"
+                                  << "\n"
+                                  << R"({"epoch":3,"train_loss":4.5})"
+                                  << "\n"
+                                  << R"({"epoch":4,"tra)";
+  std::ofstream(dir + "/checkpoint.safetensors") << std::string(1000, 'x');
+  const std::string path = write_training_report(dir);
+  std::ifstream in(path);
+  const std::string html((std::istreambuf_iterator<char>(in)), {});
+  CHECK(html.find("Checkpoint unreadable: " + dir + "/checkpoint.safetensors") != std::string::npos);
+  CHECK(html.find("nan") == std::string::npos);
+  CHECK(html.find("inf") == std::string::npos);
+  CHECK(html.find("5.5") != std::string::npos);  // the loss chart's range: the two finite rows
 }
 
 TEST_CASE("a kNN evaluation that fails after an epoch leaves that epoch saved") {

@@ -314,7 +314,7 @@ if enabled dp; then
   fi
   # bamprobe's ranks against one process, on the CPU and on cuda:0 (the kNN vote and the linear
   # probe on the GPU), on 60 + 60 Fashion-MNIST images (tests/cli_probe_data_parallel.sh).
-  if [ -f .deps/fashion-mnist/train-images-idx3-ubyte.gz ] &&
+  if [ -f .deps/fashion-mnist/train-images-idx3-ubyte.gz ] && rm -rf /tmp/gpu-check-probe-data &&
      ./build-gpu/bin/bamtool fmnist --out /tmp/gpu-check-probe-data --limit 60 --source .deps/fashion-mnist \
        >"$OUT/probe_parallel.log" 2>&1; then
     timeout $(limit 90) sh tests/cli_probe_data_parallel.sh ./build-gpu/bin/bamprobe \

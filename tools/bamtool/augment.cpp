@@ -1,14 +1,15 @@
 // `bamtool augment`: a PNG grid of the multi-crop views of a few images (one row per image: the
 // global views, then the local views), so a user can see what their augmentation does.
-#include <stb_image_write.h>
+
+#include "data/augment.h"
 
 #include <algorithm>
 #include <cstdio>
 
-#include "data/augment.h"
 #include "data/dataset.h"
 #include "engine/error.h"
 #include "tools/bamtool/commands.h"
+#include "tools/common/image_files.h"
 
 namespace bam::tool {
 namespace {
@@ -21,6 +22,12 @@ struct AugmentOptions {
 };
 
 int run_augment(AugmentOptions o) {
+  // As bamtrain takes them: 0 < min <= max <= 1 (a crop of more than the image, or none, has no box).
+  for (const auto& [flag, scale] :
+       {std::pair{"--global_crops_scale", &o.global_scale}, std::pair{"--local_crops_scale", &o.local_scale}})
+    BAM_CHECK(scale->empty() || ((*scale)[0] > 0 && (*scale)[0] <= (*scale)[1] && (*scale)[1] <= 1),
+              "{} must be 0 < min <= max <= 1, got {} {}", flag, scale->empty() ? 0 : (*scale)[0],
+              scale->empty() ? 0 : (*scale)[1]);
   if (o.global_scale.size() == 2) o.recipe.global_scale_min = o.global_scale[0], o.recipe.global_scale_max = o.global_scale[1];
   if (o.local_scale.size() == 2) o.recipe.local_scale_min = o.local_scale[0], o.recipe.local_scale_max = o.local_scale[1];
   data::Dataset dataset;
@@ -54,8 +61,7 @@ int run_augment(AugmentOptions o) {
           }
     }
   }
-  BAM_CHECK(stbi_write_png(o.out.c_str(), width, height, 3, grid.data(), width * 3), "{}: could not write the PNG",
-            o.out);
+  write_png_file(o.out, width, height, grid.data());
   std::printf("wrote %s: %lld images x %lld views (%lld global %lldpx, %lld local %lldpx)\n", o.out.c_str(),
               static_cast<long long>(rows), static_cast<long long>(views), static_cast<long long>(o.recipe.global_crops),
               static_cast<long long>(o.recipe.global_size), static_cast<long long>(o.recipe.local_crops),

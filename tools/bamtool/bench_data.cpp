@@ -4,7 +4,6 @@
 // recipe (2x224 + 6x96) through the real loaders (MultiCropLoader, GpuCropLoader). --make_corpus N
 // writes N synthetic 500x375 quality-90 JPEGs first (the GPU machine has no image tools).
 // The PyTorch peer is tools/peers/torch_data_bench.py (torchvision nvJPEG decode, PIL + DINO).
-#include <stb_image_write.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "bam/output_dir.h"
@@ -26,6 +26,8 @@
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "tools/bamtool/commands.h"
+#include "tools/common/flag_checks.h"
+#include "tools/common/image_files.h"
 #ifdef BAM_WITH_CUDA
 #include "engine/cuda_check.h"
 #include "kernels/cuda/jpeg_batch.h"
@@ -62,7 +64,7 @@ void make_corpus(const std::string& folder, int64_t n) {
           px[(size_t(y) * W + x) * 3 + c] = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f));
         }
     std::string path = (fs::path(folder) / fmt::format("img_{:05d}.jpg", i)).string();
-    BAM_CHECK(stbi_write_jpg(path.c_str(), W, H, 3, px.data(), 90), "{}: cannot write", path);
+    write_jpeg_file(path, W, H, 3, px.data(), 90);
   }
   std::printf("wrote %lld JPEGs (500x375, quality 90) to %s\n", static_cast<long long>(n), folder.c_str());
 }
@@ -82,19 +84,25 @@ double parallel_rate(int64_t threads, double seconds, Fn fn) {
   std::mutex error_mutex;
   const auto start = Clock::now();
   std::vector<std::thread> pool;
-  for (int64_t t = 0; t < threads; ++t)
-    pool.emplace_back([&] {
-      try {
-        while (!failed.load() && since(start) < seconds) {
-          fn(next.fetch_add(1));
-          done.fetch_add(1);
+  try {
+    for (int64_t t = 0; t < threads; ++t)
+      pool.emplace_back([&] {
+        try {
+          while (!failed.load() && since(start) < seconds) {
+            fn(next.fetch_add(1));
+            done.fetch_add(1);
+          }
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(error_mutex);
+          if (!error) error = std::current_exception();
+          failed = true;
         }
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-        failed = true;
-      }
-    });
+      });
+  } catch (const std::system_error& e) {  // the threads started are stopped and joined first
+    failed = true;
+    for (auto& t : pool) t.join();
+    fail("--threads {}: could not start thread {}: {}", threads, pool.size() + 1, e.what());
+  }
   for (auto& t : pool) t.join();
   if (error) std::rethrow_exception(error);
   return done.load() / since(start);
@@ -292,10 +300,15 @@ Action add_bench_data(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("bench-data", "Images per second of the data path (decode; decode + multi-crop)");
   sub->add_option("--data_path", o->data_path, "folder of JPEGs (with --make_corpus: where to write them)")->required();
   sub->add_option("--make_corpus", o->make_corpus, "first write N synthetic 500x375 quality-90 JPEGs there")
-      ->default_val(o->make_corpus);
-  sub->add_option("--threads", o->threads, "CPU threads (decoding workers)")->default_val(o->threads);
-  sub->add_option("--batch_size", o->batch_size, "images per batch")->default_val(o->batch_size);
-  sub->add_option("--seconds", o->seconds, "time per row")->default_val(o->seconds);
+      ->default_val(o->make_corpus)
+      ->check(non_negative_number);
+  sub->add_option("--threads", o->threads, "CPU threads (decoding workers)")
+      ->default_val(o->threads)
+      ->check(CLI::Range(1, 1024));
+  sub->add_option("--batch_size", o->batch_size, "images per batch")
+      ->default_val(o->batch_size)
+      ->check(positive_number);
+  sub->add_option("--seconds", o->seconds, "time per row")->default_val(o->seconds)->check(CLI::Range(0.001, 3600.0));
   sub->add_option("--backend", o->backend, "cpu | gpu | both")->default_val(o->backend);
   sub->add_option("--mode", o->mode, "decode | crops | both")->default_val(o->mode);
   return [o] { return run_bench_data(*o); };

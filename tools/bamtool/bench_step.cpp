@@ -200,9 +200,9 @@ Action add_bench_step(CLI::App& app) {
   sub->add_option("--device", o->device, "cpu | cuda | cuda:N | auto")->default_val(o->device);
   sub->add_option("--precision", o->precision, "f32 | bf16 | fp16")->default_val(o->precision);
   sub->add_option("--arch", o->arch, "vit_tiny | vit_small | vit_base | custom")->default_val(o->arch);
-  sub->add_option("--embed_dim", o->embed_dim, "ViT width (overrides --arch)");
-  sub->add_option("--depth", o->depth, "ViT depth (overrides --arch)");
-  sub->add_option("--num_heads", o->num_heads, "heads (overrides --arch)");
+  sub->add_option("--embed_dim", o->embed_dim, "ViT width (overrides --arch)")->check(positive_number);
+  sub->add_option("--depth", o->depth, "ViT depth (overrides --arch)")->check(positive_number);
+  sub->add_option("--num_heads", o->num_heads, "heads (overrides --arch)")->check(positive_number);
   sub->add_option("--patch_size", o->patch_size, "patch size")->default_val(o->patch_size)->check(positive_number);
   sub->add_option("--batch", o->batch, "images per step")->default_val(o->batch)->check(CLI::Range(2, 1 << 20));
   sub->add_option("--global_crops", o->global_crops, "global crops")

@@ -1,12 +1,13 @@
 // `bamtool decode`: decodes one image with our decoder (stb_image for formats it does not take)
 // and writes it as binary PPM (P6, RGB; grayscale replicated), e.g. to compare with djpeg.
 #include <cstdio>
-#include <fstream>
+#include <filesystem>
 
 #include "data/image_decode.h"
 #include "engine/cuda.h"
 #include "engine/error.h"
 #include "tools/bamtool/commands.h"
+#include "tools/common/image_files.h"
 
 namespace bam::tool {
 namespace {
@@ -19,17 +20,16 @@ int run_decode(const DecodeOptions& o) {
   BAM_CHECK(o.backend == "cpu" || o.backend == "cuda", "--backend must be cpu or cuda, got '{}'", o.backend);
   BAM_CHECK(o.backend == "cpu", "--backend cuda: the GPU decode stages belong to the GPU data pipeline, which this "
             "build does not have ({})", cuda::is_available() ? "a device is present" : cuda::unavailable_reason());
+  std::error_code ec;
+  BAM_CHECK(!std::filesystem::equivalent(o.input, o.output, ec), "decode: the output {} is the input itself", o.output);
+  BAM_CHECK(!std::filesystem::is_directory(o.input, ec), "{}: is a folder, not an image file", o.input);
   data::DecodedImage image;
   try {
     image = data::decode_image_file(o.input);
   } catch (const data::ImageDecodeError& e) {
     fail("{}", e.what());
   }
-  std::ofstream out(o.output, std::ios::binary);
-  BAM_CHECK(out.good(), "{}: cannot open for writing", o.output);
-  out << "P6\n" << image.width << " " << image.height << "\n255\n";
-  out.write(reinterpret_cast<const char*>(image.pixels.data()), static_cast<std::streamsize>(image.pixels.size()));
-  BAM_CHECK(out.good(), "{}: write failed", o.output);
+  write_ppm_file(o.output, image.width, image.height, image.pixels.data());
   std::printf("%s: %dx%d, %s%s\n", o.input.c_str(), image.width, image.height,
               image.used_fallback ? "decoded by stb_image" : "decoded by bam's JPEG decoder",
               image.exif_orientation != 1 ? fmt::format(", Exif orientation {} applied", image.exif_orientation).c_str() : "");

@@ -2,7 +2,6 @@
 // ImageFolder of JPEG files: OUT/train/<class>/NNNNN.jpg (60,000) and OUT/val/<class>/NNNNN.jpg
 // (10,000). Class folders are prefixed with the label so that sorted names keep the dataset's
 // label order (0-t-shirt_top, 1-trouser, ...).
-#include <stb_image_write.h>
 #include <zlib.h>
 
 #include <cstdio>
@@ -11,6 +10,7 @@
 #include "bam/output_dir.h"
 #include "engine/error.h"
 #include "tools/bamtool/commands.h"
+#include "tools/common/image_files.h"
 
 namespace bam::tool {
 namespace {
@@ -53,6 +53,10 @@ struct FmnistOptions {
 int run_fmnist(const FmnistOptions& o) {
   namespace fs = std::filesystem;
   prepare_output_dir(o.out, "--out");
+  // Into fresh folders only: images of an earlier conversion would stay beside the new ones.
+  for (const char* split : {"train", "val"})
+    BAM_CHECK(!fs::exists(fs::path(o.out) / split), "--out {}: already holds {}/ (remove it, or pick another folder)",
+              o.out, split);
   for (const char* split : {"train", "val"}) {
     std::string prefix = std::string(o.source) + (std::string(split) == "train" ? "/train" : "/t10k");
     std::vector<int> image_dims, label_dims;
@@ -65,9 +69,7 @@ int run_fmnist(const FmnistOptions& o) {
     for (int i = 0; i < count; ++i) {
       BAM_CHECK(labels[i] < 10, "{}: label {} out of range", prefix, labels[i]);
       std::string path = (fs::path(o.out) / split / kClassNames[labels[i]] / fmt::format("{:05}.jpg", i)).string();
-      BAM_CHECK(stbi_write_jpg(path.c_str(), cols, rows, 1, images.data() + static_cast<size_t>(i) * rows * cols,
-                               o.quality),
-                "{}: could not write", path);
+      write_jpeg_file(path, cols, rows, 1, images.data() + static_cast<size_t>(i) * rows * cols, o.quality);
     }
     std::printf("wrote %d %s images to %s\n", count, split, (fs::path(o.out) / split).string().c_str());
   }
@@ -82,7 +84,9 @@ Action add_fmnist(CLI::App& app) {
   sub->add_option("--out", o->out, "output folder")->required();
   sub->add_option("--source", o->source, "folder with the *-idx*-ubyte.gz files")->default_val(o->source);
   sub->add_option("--quality", o->quality, "JPEG quality")->default_val(o->quality)->check(CLI::Range(1, 100));
-  sub->add_option("--limit", o->limit, "write only the first N images of each split (0: all)")->default_val(o->limit);
+  sub->add_option("--limit", o->limit, "write only the first N images of each split (0: all)")
+      ->default_val(o->limit)
+      ->check(CLI::NonNegativeNumber);
   return [o] { return run_fmnist(*o); };
 }
 

@@ -52,7 +52,7 @@ Action add_loss(CLI::App& app) {
   sub->add_option("--emb", o->embeddings, "safetensors file with 'z' (and optionally 'z_teacher')")->required();
   sub->add_option("--n_global", o->n_global, "global views")->required()->check(positive_number);
   sub->add_option("--n_local", o->n_local, "local views")->required()->check(non_negative_number);
-  sub->add_option("--target_crops", o->target_crops, "target views (default: n_global)");
+  sub->add_option("--target_crops", o->target_crops, "target views (default: n_global)")->check(positive_number);
   sub->add_option("--reg", o->reg, "Sinkhorn eps")->default_val(o->reg)->check(positive_number);
   sub->add_option("--temperature", o->temperature, "source temperature")
       ->default_val(o->temperature)
