@@ -22,6 +22,7 @@
 
 #include "engine/communicator.h"
 #include "engine/error.h"
+#include "engine/fnv1a.h"
 #include "engine/ops.h"
 #include "engine/whole_number.h"
 
@@ -63,9 +64,22 @@ constexpr uint32_t kMagic = 0x4241'4d31;  // "BAM1"
 struct Header {
   uint32_t magic = kMagic;
   uint32_t op = 0;
-  uint64_t bytes = 0;   // payload per rank
+  uint64_t bytes = 0;   // payload per rank; with hello, the job key (a rank's) or the Refusal (rank 0's)
   uint64_t sender = 0;  // rank; with hello, also the world size in the high 32 bits
 };
+
+// Rank 0's answer to a rank it does not take: that rank stops, saying why, and rank 0 waits on.
+// (A stray process, another job's rank on the same port, must not end a healthy job.)
+enum class Refusal : uint64_t { none = 0, world_size = 1, rank_taken = 2, other_job = 3 };
+
+// The job a rank belongs to, for rank 0 to tell its own ranks from another job's that reached the
+// same port: torchrun's run id, or BAM_RUN_ID (0 with neither).
+uint64_t job_key() {
+  std::string id;
+  for (const char* name : {"TORCHELASTIC_RUN_ID", "BAM_RUN_ID"})
+    if (const char* v = std::getenv(name)) id += std::string(name) + "=" + v + ";";
+  return id.empty() ? 0 : fnv1a(id);
+}
 
 class Socket {
  public:
@@ -122,6 +136,15 @@ class TcpCommunicator : public Communicator {
 void set_socket_options(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  // A peer's machine that loses power or its network sends nothing more, not even a close: the
+  // kernel's probes find it after about two minutes of silence (1 minute, then 6 probes 10 s
+  // apart), and the collective waiting on it fails instead of waiting forever. (A process that
+  // is stopped but alive still answers them: its own machine keeps the connection.)
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  int idle = 60, interval = 10, probes = 6;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof(probes));
 }
 
 // Waits up to `seconds` for the bytes of a joining rank's hello: false when they do not come.
@@ -200,13 +223,27 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
         continue;
       }
       const int rank = static_cast<int>(hello.sender & 0xffffffffu), world = static_cast<int>(hello.sender >> 32);
-      BAM_CHECK(world == env.world_size, "rank {} was started with WORLD_SIZE={}, rank 0 with WORLD_SIZE={}", rank,
-                world, env.world_size);
-      BAM_CHECK(rank >= 1 && rank < env.world_size && peers_[static_cast<size_t>(rank)].fd() < 0,
-                "two processes were started with RANK={}: every rank in 0..{} must be started once", rank,
-                env.world_size - 1);
-      peers_[static_cast<size_t>(rank)] = std::move(peer);
-      ++joined;
+      const auto refuse = [&](Refusal why, const std::string& what) {
+        Header no;
+        no.op = static_cast<uint32_t>(Op::hello);
+        no.bytes = static_cast<uint64_t>(why);
+        no.sender = static_cast<uint64_t>(env.world_size) << 32;
+        [[maybe_unused]] const ssize_t n = ::send(peer.fd(), &no, sizeof(no), MSG_NOSIGNAL);  // it may be gone
+        std::fprintf(stderr, "rank 0: refused a connection from %s; waiting for this job's ranks\n", what.c_str());
+      };
+      if (hello.bytes != job_key()) {
+        refuse(Refusal::other_job,
+               fmt::format("rank {} of another job (its TORCHELASTIC_RUN_ID or BAM_RUN_ID differs)", rank));
+      } else if (world != env.world_size) {
+        refuse(Refusal::world_size,
+               fmt::format("a rank {} started with WORLD_SIZE={} (this job's is {})", rank, world, env.world_size));
+      } else if (rank < 1 || rank >= env.world_size || peers_[static_cast<size_t>(rank)].fd() >= 0) {
+        refuse(Refusal::rank_taken, fmt::format("a second process started with RANK={}", rank));
+      } else {
+        peers_[static_cast<size_t>(rank)] = std::move(peer);
+        ++joined;
+      }
+      continue;
     }
     // Everyone is here: tell them, so a rank's first collective never races a late joiner.
     for (int r = 1; r < env.world_size; ++r) {
@@ -233,6 +270,7 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
   Header hello;
   hello.op = static_cast<uint32_t>(Op::hello);
   hello.sender = static_cast<uint64_t>(env.rank) | (static_cast<uint64_t>(env.world_size) << 32);
+  hello.bytes = job_key();
   send_all(root_.fd(), &hello, sizeof(hello), 0);
   // Rank 0 answers once every rank has joined, which it waits for at most timeout_seconds from
   // before this connection: a longer silence is something else listening at that port.
@@ -243,6 +281,21 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
       "rank {}: the program at {} ({}) accepted the connection but did not answer as bam's rank 0 within {:.0f} "
       "s: another program listens there, or rank 0 stopped",
       env.rank, where, env.port_variable, answer_seconds);
+  switch (static_cast<Refusal>(go.bytes)) {
+    case Refusal::none: break;
+    case Refusal::world_size:
+      fail("rank {} was started with WORLD_SIZE={}, rank 0 at {} with WORLD_SIZE={}", env.rank, env.world_size, where,
+           go.sender >> 32);
+    case Refusal::rank_taken:
+      fail("rank {}: rank 0 at {} already has a rank {}: every rank in 1..{} must be started once", env.rank, where,
+           env.rank, env.world_size - 1);
+    case Refusal::other_job:
+      fail(
+          "rank {}: the rank 0 at {} belongs to another job (TORCHELASTIC_RUN_ID or BAM_RUN_ID differs): give each "
+          "job its own MASTER_PORT",
+          env.rank, where);
+    default: fail("rank {}: rank 0 at {} refused this rank (reason {})", env.rank, where, go.bytes);
+  }
   expect(go, Op::hello, 0, 0);
 }
 

@@ -714,6 +714,46 @@ TEST_CASE("launch_environment_from_env reads torchrun's variables (or Slurm's) a
   CHECK(error_of([] { launch_environment_from_env(); }).find("MASTER_PORT=http") != std::string::npos);
 }
 
+TEST_CASE("rank 0 refuses a rank of another world size, which stops saying why, and goes on with its own") {
+  const int port = free_port();
+  auto env_of = [&](int rank, int world) {
+    LaunchEnvironment env;
+    env.rank = rank;
+    env.world_size = world;
+    env.master_port = port;
+    env.connect_timeout_seconds = 30;
+    return env;
+  };
+  std::string root_error, stray_error, rank1_error;
+  double sum = 0;
+  std::thread root([&] {
+    root_error = error_of([&] {
+      std::shared_ptr<Communicator> group = connect_tcp(env_of(0, 2));
+      Tensor x = full({1}, 1.0, {DType::f32, Device::cpu()});
+      group->all_reduce_sum(x);
+      sum = x.item();
+      group->finish();
+    });
+  });
+  // A stray process (another job's rank 1 of 3) reaches the port first: it is told why it is refused.
+  stray_error = error_of([&] { connect_tcp(env_of(1, 3)); });
+  std::thread rank1([&] {
+    rank1_error = error_of([&] {
+      std::shared_ptr<Communicator> group = connect_tcp(env_of(1, 2));
+      Tensor x = full({1}, 1.0, {DType::f32, Device::cpu()});
+      group->all_reduce_sum(x);
+      group->finish();
+    });
+  });
+  root.join();
+  rank1.join();
+  CHECK_MESSAGE(stray_error.find("rank 1 was started with WORLD_SIZE=3, rank 0 at") != std::string::npos, stray_error);
+  CHECK_MESSAGE(stray_error.find("with WORLD_SIZE=2") != std::string::npos, stray_error);
+  CHECK_MESSAGE(root_error == "(no error)", root_error);  // the job itself runs
+  CHECK_MESSAGE(rank1_error == "(no error)", rank1_error);
+  CHECK(sum == 2);
+}
+
 TEST_CASE("a rank that reaches a program other than bam's rank 0 stops, saying so, instead of waiting") {
   // What torchrun's store is to a rank that connects to MASTER_PORT: it accepts and says nothing.
   const int port = free_port();
