@@ -149,10 +149,11 @@ void GpuCropLoader::allocate_resources() {
   }
   wait_timers_.resize(kWaitTimers);
   for (WaitTimer& t : wait_timers_) {
+    // Timed, and waited on without spinning a core the decoding workers could use.
     cudaEvent_t before, after;
-    BAM_CUDA_CHECK(cudaEventCreate(&before));
+    BAM_CUDA_CHECK(cudaEventCreateWithFlags(&before, cudaEventBlockingSync));
     t.before = before;
-    BAM_CUDA_CHECK(cudaEventCreate(&after));
+    BAM_CUDA_CHECK(cudaEventCreateWithFlags(&after, cudaEventBlockingSync));
     t.after = after;
   }
   // The other device buffers are sized by the first batch's plan, and grown by a later batch that

@@ -82,10 +82,14 @@ void launch_with_smem(size_t bytes, dim3 grid, void* stream, Args... args) {
   BAM_CUDA_CHECK_LAUNCH();
 }
 
-// Blocks of `rows_per_block` rows along x, one (image, head) pair per y.
+// One (image, head) pair per x, blocks of `rows_per_block` rows along y. The pairs go on x, whose
+// limit is 2^31 - 1: on y (65535) a ViT-B batch of ~5,500 crops (12 heads) would not launch.
 inline dim3 attention_grid(int64_t B, int64_t N, int64_t H, int64_t rows_per_block) {
-  BAM_CHECK(B * H < 65536, "attention (CUDA): B * H = {} exceeds the grid's y limit", B * H);
-  return dim3(unsigned((N + rows_per_block - 1) / rows_per_block), unsigned(B * H));
+  const int64_t row_blocks = (N + rows_per_block - 1) / rows_per_block;
+  BAM_CHECK(B * H < (int64_t{1} << 31) && row_blocks < 65536,
+            "attention (CUDA): {} (image, head) pairs and {} blocks of rows exceed the grid's limits", B * H,
+            row_blocks);
+  return dim3(unsigned(B * H), unsigned(row_blocks));
 }
 
 }  // namespace bam::cuda_kernels

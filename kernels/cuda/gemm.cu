@@ -45,6 +45,11 @@ struct Context {
   std::mutex mutex;
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
+  // The stream the workspace is used on. One workspace serves one stream: two GEMMs on two streams
+  // would share it at the same time and corrupt each other. The engine's work is on one stream
+  // (engine/cuda.h, current_stream); a GEMM queued on another is refused rather than raced.
+  void* stream = nullptr;
+  bool stream_set = false;
   std::map<std::array<int64_t, 16>, Plan> plans;
 };
 
@@ -157,6 +162,10 @@ bool run_gemm(DType dtype, bool trans_a, bool trans_b, int64_t batch, int64_t M,
   Context& ctx = shared_context();
   std::lock_guard<std::mutex> lock(ctx.mutex);
   context_locked(ctx);
+  if (!ctx.stream_set) ctx.stream = stream, ctx.stream_set = true;
+  BAM_CHECK(stream == ctx.stream,
+            "gemm (CUDA): queued on another stream than the engine's, which would share cuBLASLt's workspace with it "
+            "(engine/cuda.h: the engine's work runs on one stream)");
   auto it = ctx.plans.find(key);
   if (it == ctx.plans.end()) {
     Plan plan;

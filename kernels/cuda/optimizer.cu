@@ -1,7 +1,10 @@
 // Optimizer kernels on the GPU, the same arithmetic (in f32) as kernels/cpu/optimizer.cpp. The
 // updates (AdamW, SGD, LARS) and the EMA teacher are multi-tensor launches: a whole list of
-// parameters per launch. Norm sums go to device doubles through a block reduction and one atomic
-// add per block, so clipping and LARS's trust ratios never wait for the host.
+// parameters per launch. Norm sums stay on the device, so clipping and LARS's trust ratios never
+// wait for the host: each block reduces its part and writes it to a slot of its own, and one small
+// launch adds the slots in block order. (An atomic add per block would sum in the order the blocks
+// finish, which changes from run to run: the clip coefficient, and with it every step of training,
+// would differ in the last bits between two runs of the same seed.)
 #include "engine/cuda_check.h"
 #include "kernels/cuda/numeric.cuh"
 #include "kernels/cuda/optimizer.h"
@@ -9,12 +12,31 @@
 namespace bam::cuda_kernels {
 namespace {
 
-__global__ void sum_of_squares_kernel(const float* x, int64_t n, double* sum) {
+// The blocks' partial sums (two per block for LARS), read by the launch after theirs on the same
+// stream. Every launch here has at most kMaxBlocks blocks (reduce_grid, kListChunks).
+constexpr int kMaxBlocks = 1024;
+__device__ double g_block_sums[2 * kMaxBlocks];
+
+// *sum += the `blocks` partial sums, in block order (one block: its threads take fixed strides,
+// and the block reduction's tree is fixed too).
+__global__ void add_block_sums_kernel(int blocks, double* sum) {
+  double acc = 0;
+  for (int b = threadIdx.x; b < blocks; b += blockDim.x) acc += g_block_sums[b];
+  acc = block_all_reduce(acc, SumOp{}, 0.0);
+  if (threadIdx.x == 0) *sum += acc;
+}
+
+void add_block_sums(int blocks, double* sum, void* stream) {
+  add_block_sums_kernel<<<1, kBlock, 0, as_stream(stream)>>>(blocks, sum);
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+__global__ void sum_of_squares_kernel(const float* x, int64_t n) {
   double acc = 0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     acc += double(x[i]) * x[i];
   acc = block_all_reduce(acc, SumOp{}, 0.0);
-  if (threadIdx.x == 0) atomicAdd(sum, acc);
+  if (threadIdx.x == 0) g_block_sums[blockIdx.x] = acc;
 }
 
 __global__ void clip_kernel(float* x, int64_t n, const double* sum_of_squares, double max_norm) {
@@ -138,8 +160,18 @@ __global__ void lars_norms_many_kernel(MomentumList list) {
   pp = block_all_reduce(pp, SumOp{}, 0.0);
   dd = block_all_reduce(dd, SumOp{}, 0.0);
   if (threadIdx.x == 0) {
-    atomicAdd(&list.norms[c.t][0], pp);
-    atomicAdd(&list.norms[c.t][1], dd);
+    g_block_sums[2 * blockIdx.x] = pp;
+    g_block_sums[2 * blockIdx.x + 1] = dd;
+  }
+}
+
+// Each chunk's pair of sums into its tensor's norms, in chunk order (one thread: a few hundred adds).
+__global__ void add_lars_norms_kernel(MomentumList list, int chunks) {
+  if (threadIdx.x != 0) return;
+  for (int b = 0; b < chunks; ++b) {
+    double* norms = list.norms[list.chunks.tensor[b]];
+    norms[0] += g_block_sums[2 * b];
+    norms[1] += g_block_sums[2 * b + 1];
   }
 }
 
@@ -169,18 +201,18 @@ __global__ void ema_many_kernel(EmaList list, float m, float one_minus) {
   for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) ema[i] = m * ema[i] + one_minus * x[i];
 }
 
-__global__ void sum_of_squares_many_kernel(SpanList list, double* sum) {
+__global__ void sum_of_squares_many_kernel(SpanList list) {
   const Chunk c = chunk_of(list.chunks, list.n);
   const float* x = list.x[c.t];
   double acc = 0;
   for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) acc += double(x[i]) * x[i];
   acc = block_all_reduce(acc, SumOp{}, 0.0);
-  if (threadIdx.x == 0) atomicAdd(sum, acc);
+  if (threadIdx.x == 0) g_block_sums[blockIdx.x] = acc;
 }
 
 // GradScaler's unscale: x *= inverse, and *sum += the squares of the results (inf or NaN anywhere
 // makes the sum non-finite), in one pass.
-__global__ void unscale_many_kernel(SpanList list, float inverse, double* sum) {
+__global__ void unscale_many_kernel(SpanList list, float inverse) {
   const Chunk c = chunk_of(list.chunks, list.n);
   float* x = list.x[c.t];
   double acc = 0;
@@ -190,7 +222,7 @@ __global__ void unscale_many_kernel(SpanList list, float inverse, double* sum) {
     acc += double(v) * v;
   }
   acc = block_all_reduce(acc, SumOp{}, 0.0);
-  if (threadIdx.x == 0) atomicAdd(sum, acc);
+  if (threadIdx.x == 0) g_block_sums[blockIdx.x] = acc;
 }
 
 __global__ void clip_many_kernel(SpanList list, const double* sum_of_squares, double max_norm) {
@@ -248,8 +280,10 @@ unsigned reduce_grid(int64_t n) {
 
 void accumulate_sum_of_squares(const float* x, int64_t n, double* sum, void* stream) {
   if (n == 0) return;
-  sum_of_squares_kernel<<<reduce_grid(n), kBlock, 0, as_stream(stream)>>>(x, n, sum);
+  const unsigned blocks = reduce_grid(n);
+  sum_of_squares_kernel<<<blocks, kBlock, 0, as_stream(stream)>>>(x, n);
   BAM_CUDA_CHECK_LAUNCH();
+  add_block_sums(int(blocks), sum, stream);
 }
 
 void clip_by_norm(float* x, int64_t n, const double* sum_of_squares, double max_norm, void* stream) {
@@ -278,15 +312,17 @@ void adamw_update_many(const AdamwTensor* tensors, int64_t count, double lr, dou
 
 void accumulate_sum_of_squares_many(const FloatSpan* spans, int64_t count, double* sum, void* stream) {
   for_each_span_list(spans, count, [&](const SpanList& list, int chunks) {
-    sum_of_squares_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, sum);
+    sum_of_squares_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list);
     BAM_CUDA_CHECK_LAUNCH();
+    add_block_sums(chunks, sum, stream);
   });
 }
 
 void unscale_many(const FloatSpan* spans, int64_t count, float inverse, double* sum, void* stream) {
   for_each_span_list(spans, count, [&](const SpanList& list, int chunks) {
-    unscale_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, inverse, sum);
+    unscale_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, inverse);
     BAM_CUDA_CHECK_LAUNCH();
+    add_block_sums(chunks, sum, stream);
   });
 }
 
@@ -331,6 +367,8 @@ void lars_update_many(const MomentumTensor* tensors, int64_t count, double lr, d
       count, list.chunks, [&](int64_t i) { return tensors[i].adapt ? tensors[i].n : 0; }, add,
       [&](int chunks) {
         lars_norms_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list);
+        BAM_CUDA_CHECK_LAUNCH();
+        add_lars_norms_kernel<<<1, 32, 0, as_stream(stream)>>>(list, chunks);
         BAM_CUDA_CHECK_LAUNCH();
       });
   for_each_list(
