@@ -233,12 +233,19 @@ bool pixels_avx512() {
   return has && g_pixels_avx512.load(std::memory_order_relaxed);
 }
 
-// One jitter step over the whole crop; contrast blends towards the crop's mean grey level.
-void adjust(float* px, int n, int op, const CropParams& p) {
+// One jitter step over the whole crop (S x S pixels); contrast blends towards the crop's mean grey
+// level, summed a row at a time and then over the rows, as the GPU's kernels sum it (in one
+// sequence the double sum can round differently where dark pixels carry many bits).
+void adjust(float* px, int S, int op, const CropParams& p) {
+  const int n = S * S;
   float mean = 0;
   if (op == 1) {
     double total = 0;
-    for (int i = 0; i < n; ++i) total += luma(px + 3 * i);
+    for (int y = 0; y < S; ++y) {
+      double row = 0;
+      for (int x = 0; x < S; ++x) row += luma(px + 3 * (y * S + x));
+      total += row;
+    }
     mean = static_cast<float>(total / n);
   }
   int done = 0;
@@ -309,7 +316,7 @@ void render_crop(const DecodedImage& image, const CropParams& p, const AugmentRe
       for (int x = 0; x < S / 2; ++x)
         for (int c = 0; c < 3; ++c) std::swap(px[(y * S + x) * 3 + c], px[(y * S + S - 1 - x) * 3 + c]);
   if (p.jitter)
-    for (int op : p.jitter_order) adjust(px.data(), n, op, p);
+    for (int op : p.jitter_order) adjust(px.data(), S, op, p);
   if (p.grayscale) {
     const int done = pixels_avx512() ? augment_detail::grayscale_avx512(px.data(), n) : 0;
     for (int i = done; i < n; ++i) {
