@@ -143,7 +143,8 @@ int run_local_ranks(int ranks, char** argv) {
   // nothing itself. The others get a moment to stop by themselves first, their watchers naming the
   // peer they lost, before they are told to.
   int result = 0;
-  bool grace = false;  // a rank failed: the others are stopped at stop_at, unless they end first
+  bool grace = false;     // a rank failed: the others are stopped at stop_at, unless they end first
+  bool stopping = false;  // they were told to stop: their exits are not failures of their own
   auto stop_at = std::chrono::steady_clock::now();
   for (int left = ranks; left > 0;) {
     int status = 0;
@@ -156,6 +157,7 @@ int run_local_ranks(int ranks, char** argv) {
       if (std::chrono::steady_clock::now() >= stop_at) {
         stop_children();
         grace = false;
+        stopping = true;
       } else {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
@@ -169,14 +171,18 @@ int run_local_ranks(int ranks, char** argv) {
         rank = i;
       }
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    // Every rank that fails on its own is named: the one killed from outside may be reaped after
+    // a peer that saw it go and stopped first.
+    if (code != 0 && !stopping) {
+      if (WIFSIGNALED(status))
+        std::fprintf(stderr, "--nproc_per_node: rank %d (pid %d) was killed by signal %d (%s)\n", rank,
+                     static_cast<int>(pid), WTERMSIG(status), ::strsignal(WTERMSIG(status)));
+      else
+        std::fprintf(stderr, "--nproc_per_node: rank %d (pid %d) exited with status %d\n", rank, static_cast<int>(pid),
+                     code);
+    }
     if (code != 0 && result == 0) {
       result = code;
-      if (WIFSIGNALED(status))
-        std::fprintf(stderr, "--nproc_per_node: rank %d (pid %d) was killed by signal %d (%s); stopping the others\n",
-                     rank, static_cast<int>(pid), WTERMSIG(status), ::strsignal(WTERMSIG(status)));
-      else
-        std::fprintf(stderr, "--nproc_per_node: rank %d (pid %d) exited with status %d; stopping the others\n", rank,
-                     static_cast<int>(pid), code);
       stop_at = std::chrono::steady_clock::now() + std::chrono::seconds(2);
       grace = true;
     }
