@@ -53,10 +53,12 @@ int free_local_port() {
 constexpr int kMaxRanks = 1024;
 pid_t g_children[kMaxRanks];
 volatile sig_atomic_t g_started = 0;
+volatile sig_atomic_t g_told_to_stop = 0;  // the ranks were signalled: their exits are not failures of their own
 
 // (A rank already waited for has 0 in its place, which kill() must never get: it would signal the
 // whole process group.)
 void pass_signal_on(int signal) {
+  g_told_to_stop = 1;
   for (int i = 0; i < g_started; ++i)
     if (g_children[i] > 0) ::kill(g_children[i], signal);
 }
@@ -143,8 +145,7 @@ int run_local_ranks(int ranks, char** argv) {
   // nothing itself. The others get a moment to stop by themselves first, their watchers naming the
   // peer they lost, before they are told to.
   int result = 0;
-  bool grace = false;     // a rank failed: the others are stopped at stop_at, unless they end first
-  bool stopping = false;  // they were told to stop: their exits are not failures of their own
+  bool grace = false;  // a rank failed: the others are stopped at stop_at, unless they end first
   auto stop_at = std::chrono::steady_clock::now();
   for (int left = ranks; left > 0;) {
     int status = 0;
@@ -157,7 +158,6 @@ int run_local_ranks(int ranks, char** argv) {
       if (std::chrono::steady_clock::now() >= stop_at) {
         stop_children();
         grace = false;
-        stopping = true;
       } else {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
@@ -173,7 +173,7 @@ int run_local_ranks(int ranks, char** argv) {
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     // Every rank that fails on its own is named: the one killed from outside may be reaped after
     // a peer that saw it go and stopped first.
-    if (code != 0 && !stopping) {
+    if (code != 0 && !g_told_to_stop) {
       if (WIFSIGNALED(status))
         std::fprintf(stderr, "--nproc_per_node: rank %d (pid %d) was killed by signal %d (%s)\n", rank,
                      static_cast<int>(pid), WTERMSIG(status), ::strsignal(WTERMSIG(status)));
