@@ -1,4 +1,6 @@
-// The training loop and its bookkeeping.
+// The training loop: the step, the epoch, the time budget and its refits, the kNN monitor. Resume
+// and checkpoints are in trainer_resume.cpp, log.txt in trainer_logs.cpp, ContrastiveCrop in
+// trainer_contrastive_crop.cpp.
 #include "bam/trainer.h"
 
 #include <chrono>
@@ -6,7 +8,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <set>
 
 #include "bam/bam_loss.h"
 #include "bam/budget_fit.h"
@@ -250,198 +251,11 @@ void Trainer::save_timed(const std::string& path) {
 
 std::string Trainer::checkpoint_path() const { return config_.output_dir + "/checkpoint.safetensors"; }
 
-void Trainer::resume_if_possible(TrainResult& result) {
-  if (!std::filesystem::exists(checkpoint_path())) return;
-  LoadedCheckpoint ck = load_checkpoint(checkpoint_path());
-  if (auto flag = architecture_mismatch(ck.config, config_))
-    fail("{}: the checkpoint was trained with a different {}; resume with the same value or use a new --output_dir",
-         checkpoint_path(), *flag);
-  // The schedule, the data order and the learning rate follow the global batch alone: any split of
-  // it over processes continues the same run (rank r of W takes the images at r*B of each one).
-  const int64_t ck_global = ck.config.batch_size_per_gpu * ck.config.world_size;
-  const int64_t global = config_.batch_size_per_gpu * config_.world_size;
-  if (ck_global != global) {
-    const std::string keep =
-        ck_global % config_.world_size == 0
-            ? fmt::format("; keep {} images with --batch_size_per_gpu {} on {} process{}", ck_global,
-                          ck_global / config_.world_size, config_.world_size, config_.world_size > 1 ? "es" : "")
-            : std::string();
-    fail(
-        "{}: the checkpoint's run took global batches of {} images ({} process{} x --batch_size_per_gpu {}); "
-        "resuming with {} ({} x {}) would change the schedule{}",
-        checkpoint_path(), ck_global, ck.config.world_size, ck.config.world_size > 1 ? "es" : "",
-        ck.config.batch_size_per_gpu, global, config_.world_size, config_.batch_size_per_gpu, keep);
-  }
-  if (ck.config.world_size != config_.world_size)
-    std::printf("Resuming a run of %lld process%s x %lld images as %lld x %lld: the same global batch\n",
-                static_cast<long long>(ck.config.world_size), ck.config.world_size > 1 ? "es" : "",
-                static_cast<long long>(ck.config.batch_size_per_gpu), static_cast<long long>(config_.world_size),
-                static_cast<long long>(config_.batch_size_per_gpu));
-  if (ck.config.fit_epochs_to_budget) {
-    // The schedule was fitted when the run started; keep it rather than fitting again (and say so
-    // in this run's checkpoints, so that a later resume keeps it too).
-    config_.fit_epochs_to_budget = true;
-    config_.epochs = ck.config.epochs;
-    config_.max_steps = ck.config.max_steps;
-    config_.warmup_steps = ck.config.warmup_steps;
-    config_.warmup_epochs = ck.config.warmup_epochs;
-    config_.reg_warmup_epochs = ck.config.reg_warmup_epochs;
-    build_schedules();
-  }
-  BAM_CHECK(ck.state.step_in_epoch < data_->steps_per_epoch(),
-            "{}: the checkpoint is {} steps into an epoch, but --data_path {} makes epochs of {} steps (fewer images "
-            "than the checkpoint's run?); resume with its images or use a new --output_dir",
-            checkpoint_path(), ck.state.step_in_epoch, config_.data_path, data_->steps_per_epoch());
-  BAM_CHECK(teacher_ || ck.teacher.empty(), "{}: holds teacher weights, but this run has no teacher",
-            checkpoint_path());
-  try {
-    student_->load_state(ck.student);
-    if (teacher_) teacher_->load_state(ck.teacher);
-    optimizer_->load_state(ck.optimizer, ck.state.optimizer_steps);
-  } catch (const Error& e) {
-    fail("{}: {}", checkpoint_path(), e.what());
-  }
-  // fp16: continue from the saved loss scale instead of backing off from 2^16 again.
-  if (scaler_.enabled() && ck.state.loss_scale > 0)
-    scaler_.load_state(ck.state.loss_scale, ck.state.loss_scale_clean_steps);
-  state_ = ck.state;
-  step_in_epoch_ = ck.state.step_in_epoch;
-  if (config_.use_ccrop && !ck.object_boxes.defined()) {
-    // The boxes would have been located by now: starting them over from the whole image would
-    // crop differently from the run the checkpoint continues (the official script refuses too).
-    const ContrastiveCropSchedule now{config_.loc_interval, config_.warmup_epochs};  // this run's flags
-    BAM_CHECK(ck.state.epoch <= now.first_renewal(),
-              "{}: --use_ccrop true, but the checkpoint holds no ContrastiveCrop boxes (its run did not use them) and "
-              "is {} epochs in, past the epoch after which they are first located ({}); resume with --use_ccrop false "
-              "or use a new --output_dir",
-              checkpoint_path(), ck.state.epoch, now.first_renewal());
-  }
-  note_changed_recipe(ck.config);
-  if (ck.config.use_ccrop != config_.use_ccrop || ck.config.loc_interval != config_.loc_interval ||
-      ck.config.ccrop_alpha != config_.ccrop_alpha || ck.config.box_thresh != config_.box_thresh ||
-      ck.config.box_image_size() != config_.box_image_size())
-    std::printf(
-        "note: the checkpoint's run used --use_ccrop %s --loc_interval %lld --ccrop_alpha %g --box_thresh %g "
-        "--ccrop_img_size %lld; this run's ContrastiveCrop settings differ, and its crops follow them from here "
-        "on\n",
-        ck.config.use_ccrop ? "true" : "false", static_cast<long long>(ck.config.loc_interval), ck.config.ccrop_alpha,
-        ck.config.box_thresh, static_cast<long long>(ck.config.box_image_size()));
-  if (config_.use_ccrop && ck.object_boxes.defined()) {
-    const int64_t n = data_->images()->size();
-    BAM_CHECK(ck.object_boxes.dim() == 2 && ck.object_boxes.size(0) == n && ck.object_boxes.size(1) == 4 &&
-                  ck.object_boxes.dtype() == DType::f32,
-              "{}: ccrop.boxes holds {} ContrastiveCrop boxes, but --data_path {} has {} images; resume with the same "
-              "images or use a new --output_dir",
-              checkpoint_path(), ck.object_boxes.dim() == 2 ? ck.object_boxes.size(0) : -1, config_.data_path, n);
-    resumed_boxes_ = data::boxes_from_tensor(ck.object_boxes);
-  }
-  result.resumed = true;
-  trim_logs_to_checkpoint();  // once the checkpoint is accepted
-  std::printf("Resumed from %s: %lld steps done (epoch %lld, step %lld of %lld)%s\n", checkpoint_path().c_str(),
-              static_cast<long long>(state_.global_step), static_cast<long long>(state_.epoch),
-              static_cast<long long>(step_in_epoch_), static_cast<long long>(data_->steps_per_epoch()),
-              state_.global_step >= total_steps_ ? "; the schedule is complete" : "");
-}
-
-void Trainer::note_changed_recipe(const TrainConfig& saved) const {
-  // Flags that may differ without changing what is trained (where, how fast, what is logged), and
-  // those checked or noted elsewhere: the architecture (refused), the batch split, the schedule's
-  // length (a longer one is how a finished run goes on), ContrastiveCrop's settings.
-  static const std::set<std::string> elsewhere = {"device",
-                                                  "num_workers",
-                                                  "data_backend",
-                                                  "output_dir",
-                                                  "saveckp_freq",
-                                                  "knn_freq",
-                                                  "knn_train_path",
-                                                  "knn_val_path",
-                                                  "knn_train_fraction",
-                                                  "knn_eval_fraction",
-                                                  "eval_resize_ratio",
-                                                  "eval_first",
-                                                  "log_freq",
-                                                  "time_budget_minutes",
-                                                  "fit_epochs_to_budget",
-                                                  "world_size",
-                                                  "batch_size_per_gpu",
-                                                  "epochs",
-                                                  "max_steps",
-                                                  "warmup_epochs",
-                                                  "warmup_steps",
-                                                  "reg_warmup_epochs",
-                                                  "grad_checkpointing",
-                                                  "use_ccrop",
-                                                  "loc_interval",
-                                                  "ccrop_alpha",
-                                                  "box_thresh",
-                                                  "ccrop_img_size"};
-  const nlohmann::ordered_json before = saved.to_json(), now = config_.to_json();
-  std::string was, is;
-  for (const auto& [key, value] : now.items()) {
-    if (elsewhere.count(key) || !before.contains(key) || before.at(key) == value) continue;
-    was += fmt::format(" --{} {}", key, before.at(key).dump());
-    is += fmt::format(" --{} {}", key, value.dump());
-  }
-  if (!was.empty())
-    std::printf(
-        "note: the checkpoint's run had%s; this run goes on with%s (a resume repeats the uninterrupted "
-        "run only with its flags)\n",
-        was.c_str(), is.c_str());
-}
-
-void Trainer::check_ranks_agree() {
-  if (!group_) return;
-  // The flags first: ranks that differ in one would call the collectives with different sizes,
-  // which NCCL cannot detect. All of them but the device, which is each rank's own.
-  nlohmann::ordered_json flags = config_.to_json();
-  flags.erase("device");
-  bam::check_ranks_agree(*group_, flags.dump(), "flags",
-                         "the printed arguments differ, and every rank needs the same ones but for --device");
-  // The same images too: the same flags can name other files on another machine (a node's own
-  // copy, a relative --data_path), and the ranks' batches would then be of other images.
-  // Names within the folder: the folder itself may be mounted elsewhere on each machine.
-  std::string images = std::to_string(data_->num_images()) + " images";
-  if (const data::Dataset* d = data_->images())
-    for (size_t i = 0; i < d->files.size(); ++i)
-      images += "\n" + std::filesystem::path(d->files[i]).lexically_relative(d->root).string() + "\t" +
-                std::to_string(d->labels[i]);
-  bam::check_ranks_agree(*group_, images, "images",
-                         "every rank must read the same --data_path files (a shared folder, or copies at the same "
-                         "path)");
-  // The step and a sum over every weight, from rank 0 to all; each rank compares its own.
-  double checksum = 0;  // in order, on the host: the same bits from the same weights on any rank
-  for (const Tensor& p : student_->parameters()) {
-    Tensor host = p.detach().to(Device::cpu()).to(DType::f64).contiguous();
-    for (int64_t i = 0; i < host.numel(); ++i) checksum += host.data<double>()[i];
-  }
-  Tensor mine = empty({2}, {DType::f64, Device::cpu()});
-  mine.data<double>()[0] = static_cast<double>(state_.global_step);
-  mine.data<double>()[1] = checksum;
-  Tensor root = mine.clone();
-  group_->broadcast(root);
-  BAM_CHECK(root.data<double>()[0] == mine.data<double>()[0] && root.data<double>()[1] == mine.data<double>()[1],
-            "rank {} starts at step {} with weight sum {:.9g}, rank 0 at step {} with {:.9g}: every rank must read "
-            "the same --output_dir (a shared folder) and be built with the same flags",
-            config_.rank, state_.global_step, checksum, static_cast<int64_t>(root.data<double>()[0]),
-            root.data<double>()[1]);
-}
-
 int64_t Trainer::decided_by_rank0(int64_t value) {
   if (!group_) return value;
   Tensor t = full({1}, static_cast<double>(value), {DType::f64, Device::cpu()});
   group_->broadcast(t);
   return static_cast<int64_t>(t.data<double>()[0]);
-}
-
-void Trainer::save(const std::string& path) {
-  if (!writes_files()) return;
-  state_.optimizer_steps = optimizer_->steps();
-  state_.step_in_epoch = step_in_epoch_;
-  state_.loss_scale = scaler_.enabled() ? scaler_.scale() : 0.0;
-  state_.loss_scale_clean_steps = scaler_.enabled() ? scaler_.clean_steps() : 0;
-  Tensor boxes;
-  if (object_boxes_) boxes = data::boxes_to_tensor(object_boxes_->boxes);
-  save_checkpoint(path, config_, state_, *student_, teacher_.get(), *optimizer_, boxes);
 }
 
 std::string Trainer::memory_text() const {
@@ -451,124 +265,6 @@ std::string Trainer::memory_text() const {
                        stats.peak_bytes_in_use / 1073741824.0);
   }
   return fmt::format("{:.2f} GiB (peak {:.2f})", cpu_bytes_in_use() / 1073741824.0, cpu_peak_bytes() / 1073741824.0);
-}
-
-namespace {
-
-// The kNN results of `s` that were measured, under their log.txt keys.
-void add_knn_fields(nlohmann::ordered_json& j, const EpochStats& s) {
-  if (s.knn_top1 >= 0) {
-    j["knn_top1"] = s.knn_top1;
-    j["knn_top5"] = s.knn_top5;
-  }
-  if (s.teacher_knn_top1 >= 0) {
-    j["teacher_knn_top1"] = s.teacher_knn_top1;
-    j["teacher_knn_top5"] = s.teacher_knn_top5;
-  }
-}
-
-}  // namespace
-
-nlohmann::ordered_json Trainer::log_row(const EpochStats& s, bool cuda) {
-  nlohmann::ordered_json j;
-  j["train_loss"] = s.loss;
-  j["train_lr"] = s.lr;
-  j["train_wd"] = s.wd;
-  j["train_reg"] = s.reg;
-  j["train_target_entropy"] = s.target_entropy;
-  j["train_embedding_std"] = s.embedding_std;
-  j["train_img_per_s"] = s.img_per_s;
-  j["train_data_wait_s"] = s.data_wait_s;
-  j["train_seconds"] = s.seconds;
-  if (cuda) j["train_host_waits_per_step"] = s.host_waits_per_step;
-  add_knn_fields(j, s);
-  if (s.box_area >= 0) {
-    j["ccrop_box_area"] = s.box_area;
-    j["ccrop_box_seconds"] = s.box_seconds;
-  }
-  j["epoch"] = s.epoch;
-  return j;
-}
-
-void Trainer::append_log(const EpochStats& s) { append_log_row(log_row(s, device_.is_cuda())); }
-
-void Trainer::restore_lost_epoch_row() {
-  if (state_.last_epoch_row.empty()) return;  // no epoch has ended yet (or an older checkpoint)
-  nlohmann::ordered_json row = nlohmann::ordered_json::parse(state_.last_epoch_row);
-  const int64_t epoch = row.at("epoch").get<int64_t>();
-  int64_t lost = 0;
-  if (writes_files()) {
-    lost = 1;
-    std::ifstream in(config_.output_dir + "/log.txt");
-    for (std::string line; lost && std::getline(in, line);) {
-      const nlohmann::json r = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (r.is_object() && !r.value("before_training", false) && r.value("epoch", int64_t{-2}) == epoch) lost = 0;
-    }
-  }
-  if (!decided_by_rank0(lost)) return;
-  // The weights are the epoch's end only if nothing trained after it (a run stopped by its budget
-  // later saves this row again, from a later step).
-  const bool evaluate =
-      knn_ && config_.knn_freq > 0 && state_.last_epoch_knn_due && state_.last_epoch_row_step == state_.global_step;
-  if (evaluate) {
-    EpochStats measured;
-    KnnEvaluation knn = evaluate_knn();
-    knn.into(&measured);
-    add_knn_fields(row, measured);
-    row.erase("epoch");  // back to the last key, as append_log writes it
-    row["epoch"] = epoch;
-    std::printf("kNN evaluation after epoch %lld (run again: the previous run stopped during it): %s (%.1f s)\n",
-                static_cast<long long>(epoch), knn.text().c_str(), knn.seconds);
-  }
-  append_log_row(row);
-  std::printf(
-      "Resuming: log.txt had no row for epoch %lld (the previous run stopped after saving it%s); written "
-      "from the checkpoint%s\n",
-      static_cast<long long>(epoch), state_.last_epoch_knn_due ? ", during its kNN evaluation" : "",
-      evaluate ? " with the evaluation run again" : ", without a kNN evaluation");
-}
-
-void Trainer::trim_logs_to_checkpoint() {
-  if (!writes_files()) return;
-  const auto trim = [](const std::string& path, const std::function<bool(const nlohmann::json&)>& keep) {
-    std::ifstream in(path);
-    if (!in.good()) return;
-    std::string kept, line;
-    int64_t dropped = 0;
-    while (std::getline(in, line)) {
-      const nlohmann::json row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (!row.is_discarded() && row.is_object() && keep(row)) {
-        kept += line + "\n";
-      } else if (!line.empty()) {
-        ++dropped;
-      }
-    }
-    in.close();
-    if (dropped == 0) return;
-    write_file_atomically(path, kept);
-    std::printf("Resuming: %lld line%s of %s from after the checkpoint (or cut off) dropped\n",
-                static_cast<long long>(dropped), dropped == 1 ? "" : "s", path.c_str());
-  };
-  const int64_t step = state_.global_step, epoch = state_.epoch;
-  const bool inside_epoch = step_in_epoch_ > 0;
-  trim(config_.output_dir + "/steps.jsonl",
-       [&](const nlohmann::json& row) { return row.value("step", int64_t{0}) <= step; });
-  trim(config_.output_dir + "/log.txt", [&](const nlohmann::json& row) {
-    // An evaluation before training at this checkpoint's step came from a run that started here and
-    // is now run again.
-    if (row.value("before_training", false)) return row.value("global_step", int64_t{0}) < step;
-    // Epochs before the checkpoint's; its own only when it holds the epoch's end (--max_steps ended
-    // the schedule inside it), after which nothing runs again.
-    const int64_t e = row.value("epoch", int64_t{-1});
-    return e < epoch || (e == epoch && inside_epoch && step >= total_steps_);
-  });
-}
-
-void Trainer::append_log_row(const nlohmann::ordered_json& row) {
-  if (!writes_files()) return;
-  std::ofstream out(config_.output_dir + "/log.txt", std::ios::app);
-  BAM_CHECK(out.good(), "{}/log.txt: cannot open for appending", config_.output_dir);
-  out << row.dump() << "\n";
 }
 
 EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::optional<Clock::time_point>& deadline) {
@@ -785,14 +481,7 @@ TrainResult Trainer::run() {
     knn_seconds_.add(knn.teacher_copied ? 2 * knn.seconds : knn.seconds);  // what the evaluations to come cost
     std::printf("kNN evaluation before training: %s (%.1f s%s)\n", knn.text().c_str(), knn.seconds,
                 config_.time_budget_minutes > 0 ? ", counted in the budget" : "");
-    EpochStats measured;
-    knn.into(&measured);
-    nlohmann::ordered_json j;
-    add_knn_fields(j, measured);
-    j["epoch"] = state_.epoch - 1;
-    j["global_step"] = state_.global_step;
-    j["before_training"] = true;
-    append_log_row(j);
+    append_before_training_row(knn);
   }
   if (fit) {
     const int64_t steps = data_->steps_per_epoch();

@@ -97,6 +97,8 @@ class Trainer {
   static nlohmann::ordered_json log_row(const EpochStats& stats, bool cuda);  // an epoch's line of log.txt
   void append_log(const EpochStats& stats);
   void append_log_row(const nlohmann::ordered_json& row);  // one line of log.txt
+  // The row of a kNN evaluation of the weights training starts from (marked before_training).
+  void append_before_training_row(const KnnEvaluation& knn);
   // On resume: drops the rows of log.txt and steps.jsonl that an interrupted run wrote after its
   // checkpoint (those steps run again) and any line a crash cut off.
   void trim_logs_to_checkpoint();
