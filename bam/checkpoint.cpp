@@ -100,14 +100,20 @@ NamedTensors backbone_from_checkpoint(const LoadedCheckpoint& checkpoint, bool t
     if (starts_with(name, "backbone.")) out.emplace_back(name.substr(9), t);
   const char* which = teacher ? "teacher" : "student";
   const VitConfig v = checkpoint.config.vit();
-  // From the shapes first: the arguments could ask for a model of any size.
+  // From the shapes, before any caller builds a model of the size the arguments ask for.
   if (const std::string mismatch = vit_weights_mismatch(out, v); !mismatch.empty())
     fail("{}: its {} backbone does not match its arguments: {}", checkpoint.path, which, mismatch);
+  return out;
+}
+
+NamedTensors backbone_for_export(const LoadedCheckpoint& checkpoint, bool teacher) {
+  NamedTensors out = backbone_from_checkpoint(checkpoint, teacher);
   try {
     Generator gen(0);
-    VisionTransformer(v, &gen).load_state(out, true);
+    VisionTransformer(checkpoint.config.vit(), &gen).load_state(out, true);
   } catch (const Error& e) {
-    fail("{}: its {} backbone does not match its arguments: {}", checkpoint.path, which, e.what());
+    fail("{}: its {} backbone does not match its arguments: {}", checkpoint.path, teacher ? "teacher" : "student",
+         e.what());
   }
   return out;
 }

@@ -47,10 +47,15 @@ LoadedCheckpoint load_checkpoint(const std::string& path);
 LoadedCheckpoint checkpoint_from_file(SafetensorsFile file, const std::string& path);
 
 // The backbone of a checkpoint (student or teacher) under timm names, ready for
-// timm.create_model(..., num_classes=0, checkpoint_path=...): checked, as timm's strict load will
-// check it, against the ViT the checkpoint's arguments describe (every name, shape and type), so a
-// damaged checkpoint is refused here rather than exported.
+// timm.create_model(..., num_classes=0, checkpoint_path=...). Its main shapes are checked against
+// the ViT the checkpoint's arguments describe (vit_weights_mismatch), before a caller builds one;
+// the caller's strict load checks the rest.
 NamedTensors backbone_from_checkpoint(const LoadedCheckpoint& checkpoint, bool teacher);
+
+// The same for `bamtool export`, which builds no model of its own: also loaded strictly into the
+// ViT the arguments describe (every name, shape and type), as timm's strict load will be, so a
+// damaged checkpoint is refused rather than exported.
+NamedTensors backbone_for_export(const LoadedCheckpoint& checkpoint, bool teacher);
 
 // Names the first architecture flag that differs between a checkpoint and this run, if any.
 std::optional<std::string> architecture_mismatch(const TrainConfig& saved, const TrainConfig& current);

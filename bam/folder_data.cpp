@@ -73,4 +73,9 @@ std::unique_ptr<TrainData> make_folder_data(const TrainConfig& config) {
   return std::make_unique<FolderData>(config, data::open_dataset(config.data_path));
 }
 
+std::filesystem::path folder_path(const std::string& path) {
+  std::filesystem::path p = std::filesystem::path(path).lexically_normal();
+  return p.has_filename() ? p : p.parent_path();
+}
+
 }  // namespace bam

@@ -198,8 +198,8 @@ Series column(const std::vector<nlohmann::json>& rows, const char* x_key, const 
 // training data.
 data::Dataset preview_dataset(const TrainConfig& c) {
   if (!c.knn_val_path.empty() && fs::is_directory(c.knn_val_path)) return data::open_dataset(c.knn_val_path);
-  fs::path val = fs::path(c.data_path).parent_path() / "val";
-  if (fs::path(c.data_path).filename() == "train" && fs::is_directory(val)) return data::open_dataset(val.string());
+  const fs::path train = folder_path(c.data_path), val = train.parent_path() / "val";
+  if (train.filename() == "train" && fs::is_directory(val)) return data::open_dataset(val.string());
   return data::open_dataset(c.data_path);
 }
 

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 
@@ -132,6 +133,9 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view na
 }
 
 std::vector<uint8_t> read_image_file(const std::string& path, const ImageDecodeOptions& options) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ImageDecodeError(fmt::format("{}: is a folder, not an image file", path));
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   if (!file) {
     throw ImageDecodeError(fmt::format("{}: cannot open ({})", path, std::strerror(errno)));

@@ -5,13 +5,14 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cctype>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "engine/error.h"
+#include "engine/whole_number.h"
 
 namespace bam {
 
@@ -70,13 +71,11 @@ std::vector<std::string> remove_abandoned_temporary_files(const std::string& dir
     if (!it->is_regular_file()) continue;
     const std::string name = it->path().filename().string();
     const size_t at = name.rfind(".tmp.");
-    if (at == std::string::npos || at + 5 == name.size()) continue;
+    if (at == std::string::npos) continue;
     if (!only_of.empty() && name.compare(0, at, only_of) != 0) continue;
-    const std::string digits = name.substr(at + 5);
-    if (digits.size() > 9 ||
-        !std::all_of(digits.begin(), digits.end(), [](unsigned char ch) { return std::isdigit(ch); }))
-      continue;
-    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    const std::optional<int64_t> writer = parse_whole_number(name.substr(at + 5), 1, INT32_MAX);
+    if (!writer) continue;
+    const pid_t pid = static_cast<pid_t>(*writer);
     // Still being written by this process, or by another one that runs (kill with signal 0 only asks).
     if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
     std::error_code remove_error;

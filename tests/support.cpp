@@ -258,4 +258,13 @@ std::filesystem::path scratch_dir(const std::string& name) {
   return dir;
 }
 
+std::string error_of(const std::function<void()>& work) {
+  try {
+    work();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
 }  // namespace bam::test

@@ -113,6 +113,9 @@ int64_t settled_count(const std::function<int64_t()>& count, int64_t at_least);
 // test runs leave nothing behind in the temporary directory.
 std::filesystem::path scratch_dir(const std::string& name);
 
+// What `work` throws (std::exception's what()), or "(no error)".
+std::string error_of(const std::function<void()>& work);
+
 // Moves a folder away (to make every file of a dataset unreadable) and puts it back when
 // destroyed, however the test ends.
 class MovedFolder {

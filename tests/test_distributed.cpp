@@ -70,15 +70,6 @@ void run_ranks(int world, const std::function<void(Communicator&)>& body) {
     if (e) std::rethrow_exception(e);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 double max_abs_difference(const Tensor& a, const Tensor& b) {
   REQUIRE(a.shape() == b.shape());
   std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();

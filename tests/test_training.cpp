@@ -479,14 +479,6 @@ TEST_CASE("a damaged or doctored checkpoint is refused by name before it is trai
   c.epochs = 2;
   const std::string path = c.output_dir + "/checkpoint.safetensors";
   const SafetensorsFile good = load_safetensors(path);
-  const auto error_of = [](const std::function<void()>& work) {
-    try {
-      work();
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("(no error)");
-  };
   // The checkpoint with `edit` applied: resuming from it and exporting its backbone fail (as `in`
   // says), naming the file and `fragment`.
   enum class In { resume, exporting, both };
@@ -497,7 +489,7 @@ TEST_CASE("a damaged or doctored checkpoint is refused by name before it is trai
     save_safetensors(path, f.tensors, f.metadata);
     std::vector<std::string> errors;
     if (in != In::exporting) errors.push_back(error_of([&] { train(c); }));
-    if (in != In::resume) errors.push_back(error_of([&] { backbone_from_checkpoint(load_checkpoint(path), false); }));
+    if (in != In::resume) errors.push_back(error_of([&] { backbone_for_export(load_checkpoint(path), false); }));
     for (const std::string& error : errors) {
       CHECK_MESSAGE(error.find(path) != std::string::npos, error);
       CHECK_MESSAGE(error.find(fragment) != std::string::npos, error);

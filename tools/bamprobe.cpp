@@ -99,10 +99,11 @@ std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std:
       number("patch_size", "--patch_size", c.patch_size_given, &v.patch_size);
       number("img_size", "--img_size", false, &v.img_size);
       *description = c.pretrained_weights;
+      // From the shapes, before a model of the asked-for size is built (backbone_from_checkpoint
+      // checks a checkpoint's the same way).
+      if (const std::string mismatch = bam::vit_weights_mismatch(weights, v); !mismatch.empty())
+        bam::fail("--pretrained_weights {}: {}", c.pretrained_weights, mismatch);
     }
-    // From the shapes, before a model of the asked-for size is built.
-    if (const std::string mismatch = bam::vit_weights_mismatch(weights, v); !mismatch.empty())
-      bam::fail("--pretrained_weights {}: {}", c.pretrained_weights, mismatch);
   } else {
     *description = "random init";
   }

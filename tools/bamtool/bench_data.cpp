@@ -220,7 +220,6 @@ double gpu_reconstruct_rate(const std::vector<std::vector<uint8_t>>& files, int6
 int run_bench_data(const BenchDataOptions& o) {
   BAM_CHECK(o.backend == "cpu" || o.backend == "gpu" || o.backend == "both", "--backend must be cpu, gpu or both");
   BAM_CHECK(o.mode == "decode" || o.mode == "crops" || o.mode == "both", "--mode must be decode, crops or both");
-  BAM_CHECK(o.threads >= 1 && o.batch_size >= 1 && o.seconds > 0, "--threads, --batch_size, --seconds must be positive");
   BAM_CHECK(o.make_corpus == 0 || o.make_corpus >= o.batch_size,
             "--make_corpus {}: fewer images than one batch of {} (--batch_size)", o.make_corpus, o.batch_size);
   if (o.make_corpus > 0) make_corpus(o.data_path, o.make_corpus);

@@ -22,7 +22,6 @@ int run_decode(const DecodeOptions& o) {
             "build does not have ({})", cuda::is_available() ? "a device is present" : cuda::unavailable_reason());
   std::error_code ec;
   BAM_CHECK(!std::filesystem::equivalent(o.input, o.output, ec), "decode: the output {} is the input itself", o.output);
-  BAM_CHECK(!std::filesystem::is_directory(o.input, ec), "{}: is a folder, not an image file", o.input);
   data::DecodedImage image;
   try {
     image = data::decode_image_file(o.input);

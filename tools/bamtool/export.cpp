@@ -22,7 +22,7 @@ int run_export(const ExportOptions& o) {
             "state (optimizer, projector, schedule position)",
             o.output);
   LoadedCheckpoint ck = load_checkpoint(o.checkpoint);
-  NamedTensors backbone = backbone_from_checkpoint(ck, o.teacher);
+  NamedTensors backbone = backbone_for_export(ck, o.teacher);
   VitConfig v = ck.config.vit();
   save_safetensors(o.output, backbone,
                    {{"format", "pt"},

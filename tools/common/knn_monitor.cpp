@@ -24,13 +24,9 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
   std::string train_path = config.knn_train_path, val_path = config.knn_val_path;
   // Default: an ImageFolder pair next to the training data (.../train and .../val).
   namespace fs = std::filesystem;
-  const auto folder = [](const std::string& path) {  // ".../train/" as ".../train"
-    fs::path p = fs::path(path).lexically_normal();
-    return p.has_filename() ? p : p.parent_path();
-  };
-  if (train_path.empty() && folder(config.data_path).filename() == "train") train_path = config.data_path;
+  if (train_path.empty() && folder_path(config.data_path).filename() == "train") train_path = config.data_path;
   if (val_path.empty() && !train_path.empty()) {
-    fs::path sibling = folder(train_path).parent_path() / "val";
+    fs::path sibling = folder_path(train_path).parent_path() / "val";
     if (fs::is_directory(sibling)) val_path = sibling.string();
   }
   BAM_CHECK(!train_path.empty() && !val_path.empty(),
