@@ -123,6 +123,9 @@ void run_cuda_index(const char* op, int64_t size, int64_t d, Launch launch) {
 #define BAM_CUDA_INDEX(op, ...) fail("{}: this build has no CUDA backend", op)
 #endif
 
+// The type index sums are kept in: f32 for the 16-bit floats, the tensor's own otherwise.
+DType accumulation_type(DType dtype) { return dtype == DType::bf16 || dtype == DType::f16 ? DType::f32 : dtype; }
+
 void check_index_tensor(const char* op, const Tensor& index) {
   BAM_CHECK(index.dtype() == DType::i64, "{}: the index must be i64, got {}", op, index.describe());
 }
@@ -163,20 +166,22 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   }
   Shape input_shape = x.shape();
   return record("index_select", out, {x}, [ic, d, input_shape, outer, inner](const Tensor& g) {
-    Tensor gc = contiguous_data(g);
-    Tensor dx = zeros(input_shape, {g.dtype(), g.device()});
+    // Repeated indices add several rows into one: the sums are kept in f32 for bf16/f16, rounded once.
+    DType sum_type = accumulation_type(g.dtype());
+    Tensor gc = contiguous_data(g.dtype() == sum_type ? g : g.to(sum_type));
+    Tensor dx = zeros(input_shape, {sum_type, g.device()});
     if (g.device().is_cuda()) {
       BAM_CUDA_INDEX("index_select", input_shape[d], d, [&](int64_t* error, void* stream) {
-        cuda_kernels::index_add(g.dtype(), dx.raw_data(), ic.data<int64_t>(), gc.raw_data(), outer, input_shape[d],
+        cuda_kernels::index_add(sum_type, dx.raw_data(), ic.data<int64_t>(), gc.raw_data(), outer, input_shape[d],
                                 ic.size(0), inner, error, stream);
       });
-      return std::vector<Tensor>{dx};
+    } else {
+      dispatch_floating("index_select", sum_type, [&](auto tag) {
+        using T = decltype(tag);
+        cpu::index_add<T>(dx.data<T>(), ic.data<int64_t>(), gc.data<T>(), outer, input_shape[d], ic.size(0), inner);
+      });
     }
-    dispatch_floating("index_select", g.dtype(), [&](auto tag) {
-      using T = decltype(tag);
-      cpu::index_add<T>(dx.data<T>(), ic.data<int64_t>(), gc.data<T>(), outer, input_shape[d], ic.size(0), inner);
-    });
-    return std::vector<Tensor>{dx};
+    return std::vector<Tensor>{sum_type == g.dtype() ? dx : dx.to(g.dtype())};
   });
 }
 
@@ -216,26 +221,34 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
   check_aligned("scatter_add", x, index, d);
   BAM_CHECK(src.shape() == index.shape(), "scatter_add: src {} must have the index's shape {}", src.describe(),
             shape_str(index.shape()));
+  // The sums are kept in f32 for bf16/f16 and rounded once: adding many small values one by one in
+  // an 8-bit mantissa loses them (1 + 2^-9 rounds back to 1), and on the GPU, where the adds are
+  // atomic, in an order that changes from run to run.
+  DType sum_type = accumulation_type(x.dtype());
   Tensor out;
   {
     NoGradGuard no_grad;
-    out = x.clone();
+    out = x.dtype() == sum_type ? x.clone() : x.to(sum_type);
   }
-  Tensor ic = contiguous_data(index), sc = contiguous_data(src);
+  Tensor ic = contiguous_data(index), sc = contiguous_data(src.dtype() == sum_type ? src : src.detach().to(sum_type));
   int64_t outer, inner;
   around(x.shape(), d, &outer, &inner);
   if (x.device().is_cuda()) {
     BAM_CUDA_INDEX("scatter_add", x.size(d), d, [&](int64_t* error, void* stream) {
-      cuda_kernels::scatter_add(x.dtype(), out.raw_data(), ic.data<int64_t>(), sc.raw_data(), outer, x.size(d),
+      cuda_kernels::scatter_add(sum_type, out.raw_data(), ic.data<int64_t>(), sc.raw_data(), outer, x.size(d),
                                 index.size(d), inner, error, stream);
     });
   } else {
-    dispatch_floating("scatter_add", x.dtype(), [&](auto tag) {
+    dispatch_floating("scatter_add", sum_type, [&](auto tag) {
       using T = decltype(tag);
       check_index_result(cpu::scatter_add<T>(out.data<T>(), ic.data<int64_t>(), sc.data<T>(), outer, x.size(d),
                                              index.size(d), inner),
                          "scatter_add", x.size(d), d);
     });
+  }
+  if (sum_type != x.dtype()) {
+    NoGradGuard no_grad;
+    out = out.to(x.dtype());
   }
   return record("scatter_add", out, {x, src}, [ic, d](const Tensor& g) {
     return std::vector<Tensor>{g, gather(g, d, ic)};

@@ -180,6 +180,35 @@ TEST_CASE("errors name the op and shapes") {
   CHECK_THROWS_AS(topk(a, 4, 1), Error);
 }
 
+TEST_CASE("scatter_add and index_select's gradient sum bf16/f16 values in f32, rounded once") {
+  // 1 + 2^-9 rounds back to 1 in bf16 (and 2048 + 1 to 2048 in f16): added one at a time in the
+  // storage type, 256 such terms vanish; summed in f32 they make 1.5 (2176), which both types hold.
+  struct Case {
+    DType dtype;
+    float start, term, expected;
+  };
+  for (Case c : {Case{DType::bf16, 1.0f, std::ldexp(1.0f, -9), 1.5f}, Case{DType::f16, 2048.0f, 0.5f, 2176.0f}}) {
+    CAPTURE(dtype_name(c.dtype));
+    std::vector<float> terms(256, c.term);
+    Tensor x = full({1}, c.start).to(c.dtype);
+    Tensor src = from_vector(terms, {256}).to(c.dtype);
+    Tensor index = zeros({256}, {DType::i64});
+    Tensor sum = scatter_add(x, 0, index, src);
+    CHECK(sum.dtype() == c.dtype);
+    CHECK(sum.to(DType::f32).item() == c.expected);
+
+    // index_select's backward adds the gradient of every repeat of row 0 into row 0.
+    Tensor rows = full({2, 1}, 0.0f).to(c.dtype).requires_grad_();
+    Tensor picked = index_select(rows, 0, zeros({257}, {DType::i64}));
+    std::vector<float> grad(257, c.term);
+    grad[0] = c.start;
+    picked.backward(from_vector(grad, {257, 1}).to(c.dtype));
+    REQUIRE(rows.grad().defined());
+    CHECK(rows.grad().dtype() == c.dtype);
+    CHECK(rows.grad().to(DType::f32).contiguous().data<float>()[0] == c.expected);
+  }
+}
+
 TEST_CASE("read_scalars: one-element tensors of any floating dtype, read together") {
   Tensor a = from_vector(std::vector<float>{1.5f}, {});
   Tensor b = from_vector(std::vector<double>{-2.25}, {1, 1});

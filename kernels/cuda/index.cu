@@ -1,5 +1,5 @@
 // Indexing kernels on the GPU: one thread per element of the indexed side. Gathers move words of
-// the element's size; scatters add atomically in the tensor's own type.
+// the element's size; scatters add atomically in f32 or f64 (the op sums bf16/f16 tensors in f32).
 #include "engine/cuda_check.h"
 #include "kernels/cuda/index.h"
 #include "kernels/cuda/numeric.cuh"
@@ -136,11 +136,16 @@ void launch_scatter(const char* name, DType dtype, void* out, const int64_t* ind
                     int64_t out_dim, int64_t index_dim, int64_t inner, bool per_slice, int64_t* error, void* stream) {
   int64_t total = outer * index_dim * inner;
   if (total == 0) return;
-  dispatch_floating_storage(name, dtype, [&](auto tag) {
+  auto launch = [&](auto tag) {
     using S = decltype(tag);
     scatter_add_kernel<S><<<grid_for(total), kBlock, 0, as_stream(stream)>>>(
         static_cast<S*>(out), index, static_cast<const S*>(src), total, out_dim, index_dim, inner, per_slice, error);
-  });
+  };
+  switch (dtype) {
+    case DType::f32: launch(float{}); break;
+    case DType::f64: launch(double{}); break;
+    default: fail("{} (CUDA): sums in f32 or f64, got {} (the op widens bf16/f16 first)", name, dtype_name(dtype));
+  }
   BAM_CUDA_CHECK_LAUNCH();
 }
 

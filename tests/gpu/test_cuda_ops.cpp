@@ -232,6 +232,13 @@ TEST_CASE("CUDA paths the op table does not reach: wide rows, ties, index errors
     sum(picked).backward();
     CHECK(leaf.grad().to_vector<float>() == std::vector<float>{1, 1, 1, 0, 0, 0, 0, 0, 0, 2, 2, 2});
 
+    // bf16 sums are kept in f32 and rounded once, as on the CPU (test_tensor.cpp): 256 terms of
+    // 2^-9 added to 1 make 1.5, where atomics in bf16 round every one of them away.
+    Tensor one = full({1}, 1.0, {DType::bf16, Device::cuda()});
+    Tensor terms = full({256}, std::ldexp(1.0, -9), {DType::bf16, Device::cuda()});
+    Tensor same_slot = zeros({256}, {DType::i64, Device::cuda()});
+    CHECK(scatter_add(one, 0, same_slot, terms).to(DType::f32).item() == 1.5);
+
     // No op waits of its own, and an error is thrown once, by the wait that covers its launch.
     const int64_t waits = cuda::host_waits();
     Tensor queued = gather(x, 0, bad);
