@@ -78,23 +78,20 @@ KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const Line
   optimizer.set_weight_decay(0);
   const double lr = o.lr * static_cast<double>(o.batch_size) / 256.0;
   const int64_t n = train.features.size(0);
-  // With augmented epochs every epoch brings its own features; else `train`'s serve them all.
-  Tensor features, labels;
-  if (!augmented_epoch) {
-    features = train.features.to(device);
-    labels = train.labels.to(device);
-  }
-  train = FeatureSet();  // a set moved in goes once it is on the device (or is not needed there)
+  // `train`'s features serve every epoch, or with augmented epochs the first, each later epoch
+  // bringing its own.
+  Tensor features = train.features.to(device), labels = train.labels.to(device);
+  train = FeatureSet();  // a set moved in goes once it is on the device
   const int64_t steps = linear_probe_steps(n, o.batch_size, o.bn_head);
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
-    if (augmented_epoch) {  // every epoch, the first too: the given `train` only sets the shapes
+    if (augmented_epoch && epoch > 0) {
       features = Tensor();  // the last epoch's features go before the next epoch's arrive
       threads.reset();      // the features are made with the threads the caller set
       FeatureSet fresh = augmented_epoch(epoch);
       threads.emplace(o.threads);
       BAM_CHECK(fresh.features.size(0) == n && fresh.features.size(1) == F,
-                "linear probe: epoch {}'s features are {}, the evaluation view's were [{}, {}]", epoch,
-                fresh.features.describe(), n, F);
+                "linear probe: epoch {}'s features are {}, epoch 0's were [{}, {}]", epoch, fresh.features.describe(),
+                n, F);
       features = fresh.features.to(device);
       labels = fresh.labels.to(device);
     }
@@ -160,7 +157,7 @@ KnnResult train_linear_probe_across_ranks(FeatureSet train_part, FeatureSet val_
               static_cast<double>(r.count)};
   } else if (augmented_part_epoch) {
     // The other ranks feed rank 0 their part of every augmented epoch, as its probe asks for them.
-    for (int64_t epoch = 0; epoch < o.epochs; ++epoch) to_rank0(augmented_part_epoch(epoch), nullptr);
+    for (int64_t epoch = 1; epoch < o.epochs; ++epoch) to_rank0(augmented_part_epoch(epoch), nullptr);
   }
   Tensor shared = from_vector(result, {5});
   group.broadcast(shared);

@@ -28,8 +28,8 @@ struct LinearProbeOptions {
 };
 
 // train/val: features and labels. `augmented_epoch`, when given, returns fresh training features
-// for each epoch, the first included (the RandomResizedCrop + flip protocol; `train`, of the same
-// shape, is then replaced); otherwise `train` is reused every epoch.
+// for epochs 1 .. epochs-1 (the RandomResizedCrop + flip protocol), `train` being epoch 0's;
+// otherwise `train` is reused every epoch.
 // Every training row is seen once an epoch (linear_probe_steps). A caller that moves `train` in
 // lets the probe free the host's copy once it is on options.device.
 KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const LinearProbeOptions& options,
@@ -38,8 +38,9 @@ KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const Line
 // train_linear_probe over the ranks of a data-parallel run, each holding a contiguous part of the
 // training and of the validation rows (in rank order, the whole sets; a part may be empty). The
 // parts are gathered on rank 0 alone (through the host), which trains the probe on the whole sets
-// on its options.device, while the other ranks feed it each augmented epoch's part
-// (augmented_part_epoch, called for epochs 0 .. epochs-1 on every rank, in order). Every rank gets
+// on its options.device, while the other ranks feed it each later augmented epoch's part
+// (augmented_part_epoch, called for epochs 1 .. epochs-1 on every rank, in order; train_part is
+// epoch 0's). Every rank gets
 // rank 0's result: what train_linear_probe of the whole sets gives with these options, whose
 // batch_size is the whole batch. Parts moved in go once gathered. A collective call.
 KnnResult train_linear_probe_across_ranks(FeatureSet train_part, FeatureSet val_part, const LinearProbeOptions& options,

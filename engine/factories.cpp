@@ -27,7 +27,9 @@ Tensor empty(const Shape& shape, TensorOptions options) {
   for (int64_t s : shape) BAM_CHECK(s >= 0, "empty: negative size in shape {}", shape_str(shape));
   BAM_CHECK(shape.size() <= 16, "tensors have at most 16 dims, got shape {}", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
-  size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(options.dtype);
+  size_t nbytes = 0;
+  BAM_CHECK(!__builtin_mul_overflow(static_cast<size_t>(shape_numel(shape)), dtype_size(options.dtype), &nbytes),
+            "empty: shape {} of {} is too large to allocate", shape_str(shape), dtype_name(options.dtype));
   impl->storage = std::make_shared<Storage>(nbytes, options.device);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);

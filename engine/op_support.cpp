@@ -57,6 +57,10 @@ Shape reduction_dims(const Shape& dims, int64_t ndim, const char* op) {
     std::iota(out.begin(), out.end(), 0);
     return out;
   }
+  if (ndim == 0) {  // as torch: dim 0 or -1 of a 0-d tensor is its one element, reduced to itself
+    for (int64_t d : dims) BAM_CHECK(d == 0 || d == -1, "{}: dimension {} is out of range for a 0-d tensor", op, d);
+    return out;
+  }
   for (int64_t d : dims) out.push_back(normalize_dim(d, ndim, op));
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());

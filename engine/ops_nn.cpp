@@ -256,6 +256,7 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
 Tensor drop_path(const Tensor& x, double p, bool training, Generator* gen) {
   BAM_CHECK(p >= 0 && p < 1, "drop_path: probability must be in [0, 1), got {}", p);
   if (!training || p == 0) return x;
+  BAM_CHECK(x.dim() >= 1, "drop_path: drops whole samples of a batch dimension, got {}", x.describe());
   Shape mask_shape(x.dim(), 1);
   mask_shape[0] = x.size(0);
   Tensor keep;

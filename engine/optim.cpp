@@ -40,16 +40,18 @@ void* stream() { return cuda::current_stream(); }
 
 void Optimizer::step() {
   NoGradGuard no_grad;
-  ++steps_;
   size_t index = 0;
+  std::vector<size_t> updated;  // counted once every update is queued or done: a failed step counts none
   try {
     for (auto& group : groups_) {
       for (auto& [name, param] : group.params) {
         if (slots_.size() <= index) slots_.resize(index + 1);
+        if (param_steps_.size() <= index) param_steps_.resize(index + 1, 0);
         Tensor grad = param.grad();
         if (grad.defined()) {
           if (!grad.is_contiguous()) grad = grad.contiguous();
-          update(param, grad, slots_[index], group.decay ? weight_decay_ : 0.0);
+          update(param, grad, slots_[index], group.decay ? weight_decay_ : 0.0, param_steps_[index] + 1);
+          updated.push_back(index);
         }
         ++index;
       }
@@ -63,6 +65,8 @@ void Optimizer::step() {
   }
   finish_step();
   pending_grads_.clear();
+  ++steps_;
+  for (size_t i : updated) ++param_steps_[i];
 }
 
 void Optimizer::zero_grad() {
@@ -76,9 +80,12 @@ NamedTensors Optimizer::state() const {
   size_t index = 0;
   for (const auto& group : groups_)
     for (const auto& [name, param] : group.params) {
-      if (index < slots_.size())
+      if (index < slots_.size()) {
         for (size_t s = 0; s < slots_[index].size(); ++s)
           if (slots_[index][s].defined()) out.emplace_back(name + "." + names[s], slots_[index][s]);
+        if (uses_param_steps() && !slots_[index].empty())
+          out.emplace_back(name + ".step", from_vector(std::vector<int64_t>{param_steps_[index]}, {1}));
+      }
       ++index;
     }
   return out;
@@ -88,10 +95,13 @@ void Optimizer::load_state(const NamedTensors& state, int64_t steps) {
   std::map<std::string, Tensor> by_name(state.begin(), state.end());
   std::vector<std::string> names = slot_names();
   size_t index = 0;
+  BAM_CHECK(steps >= 0, "optimizer: {} steps", steps);
   slots_.clear();
+  param_steps_.clear();
   for (const auto& group : groups_)
     for (const auto& [name, param] : group.params) {
       slots_.emplace_back();
+      param_steps_.push_back(0);
       for (const auto& slot : names) {
         auto it = by_name.find(name + "." + slot);
         if (it == by_name.end()) {
@@ -104,6 +114,23 @@ void Optimizer::load_state(const NamedTensors& state, int64_t steps) {
                   dtype_name(it->second.dtype()));
         slots_[index].push_back(it->second.to(DType::f32).to(param.device()).contiguous().clone());
         by_name.erase(it);
+      }
+      if (uses_param_steps()) {
+        auto it = by_name.find(name + ".step");
+        if (it != by_name.end()) {
+          const Tensor& count = it->second;
+          BAM_CHECK(count.dtype() == DType::i64 && count.numel() == 1, "optimizer state '{}.step' is {}, not one i64",
+                    name, count.describe());
+          const int64_t n = count.to(Device::cpu()).contiguous().data<int64_t>()[0];
+          BAM_CHECK(n >= 0 && n <= steps, "optimizer state '{}.step' is {}, outside 0 .. the optimizer's {} steps",
+                    name, n, steps);
+          BAM_CHECK(!slots_[index].empty() || n == 0,
+                    "optimizer state '{}.step' is {} but the parameter has no moments", name, n);
+          param_steps_[index] = n;
+          by_name.erase(it);
+        } else if (!slots_[index].empty()) {
+          param_steps_[index] = steps;  // a checkpoint from before the per-parameter counts
+        }
       }
       ++index;
     }
@@ -126,7 +153,8 @@ bool ensure_slots(std::vector<Tensor>& slots, const Tensor& param, size_t count)
 }
 }  // namespace
 
-void AdamW::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) {
+void AdamW::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay,
+                   int64_t param_step) {
   require_f32(param, param, "parameter");
   require_f32(grad, param, "gradient");
   ensure_slots(slots, param, 2);
@@ -135,21 +163,21 @@ void AdamW::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots
   if (param.device().is_cuda()) {
     // Queued for one multi-tensor launch in finish_step(); the gradient (perhaps a contiguous
     // copy made for this step) is kept alive until then.
-    pending_.push_back({p, g, m, v, param.numel(), weight_decay});
+    pending_.push_back({p, g, m, v, param.numel(), weight_decay, param_step});
     pending_grads_.push_back(grad);
     return;
   }
-  cpu::adamw_update(p, g, m, v, param.numel(), lr_, beta1_, beta2_, eps_, weight_decay, steps_);
+  cpu::adamw_update(p, g, m, v, param.numel(), lr_, beta1_, beta2_, eps_, weight_decay, param_step);
 }
 
 void AdamW::finish_step() {
   if (pending_.empty()) return;
   BAM_CUDA_BRANCH("adamw", cuda_kernels::adamw_update_many(pending_.data(), static_cast<int64_t>(pending_.size()), lr_,
-                                                           beta1_, beta2_, eps_, steps_, stream()));
+                                                           beta1_, beta2_, eps_, stream()));
   pending_.clear();
 }
 
-void SGD::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) {
+void SGD::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay, int64_t) {
   require_f32(param, param, "parameter");
   require_f32(grad, param, "gradient");
   bool first = ensure_slots(slots, param, 1);
@@ -170,7 +198,7 @@ void SGD::finish_step() {
   pending_.clear();
 }
 
-void LARS::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) {
+void LARS::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay, int64_t) {
   require_f32(param, param, "parameter");
   require_f32(grad, param, "gradient");
   ensure_slots(slots, param, 1);

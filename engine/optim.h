@@ -36,15 +36,23 @@ class Optimizer {
   // Drops every gradient (the next backward starts from nothing).
   void zero_grad();
 
-  // State tensors by name ("<param>.exp_avg", ...) plus the step count, for checkpoints.
+  // State tensors by name ("<param>.exp_avg", ...; AdamW's "<param>.step" too) plus the step
+  // count, for checkpoints. A parameter without state starts fresh; a checkpoint written before
+  // AdamW counted each parameter's steps gives every parameter with moments the optimizer's count.
   NamedTensors state() const;
   void load_state(const NamedTensors& state, int64_t steps);
   const std::vector<ParamGroup>& groups() const { return groups_; }
 
  protected:
-  // Updates one parameter; `slots` are this optimizer's state tensors for it (created on demand).
-  virtual void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) = 0;
+  // Updates one parameter; `slots` are this optimizer's state tensors for it (created on demand);
+  // `param_step` counts this parameter's updates, this one included (steps without its gradient
+  // are not counted: torch keeps state['step'] per parameter the same way).
+  virtual void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay,
+                      int64_t param_step) = 0;
   virtual std::vector<std::string> slot_names() const = 0;
+  // True where the updates depend on param_step (AdamW's bias corrections): the counts are then
+  // part of the state.
+  virtual bool uses_param_steps() const { return false; }
   // Called once after every update() of a step: on CUDA the optimizers queue their updates in
   // update() and launch them here, as one multi-tensor launch (a few for very long lists).
   virtual void finish_step() {}
@@ -55,6 +63,7 @@ class Optimizer {
   std::vector<Tensor> pending_grads_;  // queued updates' gradients (perhaps contiguous copies), kept
                                        // alive until finish_step() has launched them
   std::vector<std::vector<Tensor>> slots_;  // per parameter, flattened over groups
+  std::vector<int64_t> param_steps_;        // per parameter: the updates it had
   double lr_ = 0, weight_decay_ = 0;
   int64_t steps_ = 0;
 };
@@ -65,10 +74,12 @@ class AdamW : public Optimizer {
       : Optimizer(std::move(groups)), beta1_(beta1), beta2_(beta2), eps_(eps) {}
 
  protected:
-  void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) override;
+  void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay,
+              int64_t param_step) override;
   void finish_step() override;
   void drop_queued() override { pending_.clear(); }
   std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
+  bool uses_param_steps() const override { return true; }
 
  private:
   double beta1_, beta2_, eps_;
@@ -80,7 +91,8 @@ class SGD : public Optimizer {
   SGD(std::vector<ParamGroup> groups, double momentum = 0.9) : Optimizer(std::move(groups)), momentum_(momentum) {}
 
  protected:
-  void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) override;
+  void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay,
+              int64_t param_step) override;
   void finish_step() override;
   void drop_queued() override { pending_.clear(); }
   std::vector<std::string> slot_names() const override { return {"momentum_buffer"}; }
@@ -96,7 +108,8 @@ class LARS : public Optimizer {
       : Optimizer(std::move(groups)), momentum_(momentum), eta_(eta) {}
 
  protected:
-  void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay) override;
+  void update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots, double weight_decay,
+              int64_t param_step) override;
   void finish_step() override;
   void drop_queued() override { pending_.clear(); }
   std::vector<std::string> slot_names() const override { return {"mu"}; }

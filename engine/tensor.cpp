@@ -20,7 +20,8 @@ std::string shape_str(const Shape& shape) {
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t s : shape) n *= s;
+  for (int64_t s : shape)
+    BAM_CHECK(!__builtin_mul_overflow(n, s, &n), "shape {} has more elements than 2^63", shape_str(shape));
   return n;
 }
 
@@ -35,9 +36,9 @@ Shape contiguous_strides(const Shape& shape) {
 }
 
 int64_t normalize_dim(int64_t dim, int64_t ndim, const char* what) {
+  // A 0-d tensor has no dimension to name (reductions take one on their own: reduction_dims).
   int64_t d = dim < 0 ? dim + ndim : dim;
-  BAM_CHECK(d >= 0 && d < std::max<int64_t>(ndim, 1), "{}: dimension {} is out of range for a {}-d tensor", what,
-            dim, ndim);
+  BAM_CHECK(d >= 0 && d < ndim, "{}: dimension {} is out of range for a {}-d tensor", what, dim, ndim);
   return d;
 }
 

@@ -134,8 +134,10 @@ Tensor Tensor::slice(int64_t dim_, int64_t start, int64_t end, int64_t step) con
   start = std::clamp<int64_t>(start, 0, n);
   end = std::clamp<int64_t>(end, start, n);
   Shape shape = this->shape(), strides = this->strides();
-  shape[d] = (end - start + step - 1) / step;
-  strides[d] *= step;
+  shape[d] = (end - start) / step + ((end - start) % step != 0);  // no overflow for a step near 2^63
+  if (shape[d] > 1)  // one element or none: the stride is never stepped over
+    BAM_CHECK(!__builtin_mul_overflow(strides[d], step, &strides[d]),
+              "slice: step {} of dim {} of {} overflows its stride", step, d, describe());
   Shape input_shape = this->shape();
   return record("slice", make_view(*this, shape, strides, offset() + start * this->strides()[d]), {*this},
                 [input_shape, d, start, end, step](const Tensor& g) {
@@ -168,6 +170,9 @@ Tensor Tensor::expand(const Shape& requested) const {
   size_t lead = requested.size() - this->shape().size();
   for (size_t d = 0; d < this->shape().size(); ++d)
     if (shape[lead + d] == -1) shape[lead + d] = this->shape()[d];
+  for (int64_t s : shape)  // -1 keeps an existing size only; a new leading dim needs its own
+    BAM_CHECK(s >= 0, "expand: {} to {}: a new leading dimension needs a size, not -1", describe(),
+              shape_str(requested));
   Shape strides = broadcast_strides(*this, shape, "expand");
   Shape input_shape = this->shape();
   return record("expand", make_view(*this, shape, strides, offset()), {*this},

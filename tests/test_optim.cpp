@@ -1,6 +1,7 @@
 // Optimizers against closed-form single steps, parameter groups, gradient clipping, schedules.
 #include <cmath>
 #include <limits>
+#include <map>
 
 #include "bam/schedules.h"
 #include "engine/autocast.h"
@@ -43,7 +44,80 @@ TEST_CASE("AdamW: two steps against the closed form") {
   double expected = p1[0] * (1 - 0.001) - 0.1 / (1 - 0.81) * m / (std::sqrt(v) / std::sqrt(1 - 0.999 * 0.999) + 1e-8);
   CHECK(p2[0] == doctest::Approx(expected).epsilon(1e-5));
   CHECK(opt.steps() == 2);
-  CHECK(opt.state().size() == 2);  // exp_avg and exp_avg_sq of one parameter
+  CHECK(opt.state().size() == 3);  // exp_avg, exp_avg_sq and step of one parameter
+}
+
+TEST_CASE("AdamW counts each parameter's steps for its bias corrections, as torch's state['step']") {
+  // A (decayed) has a gradient from step 1, B (the last layer a --freeze_last_layer run unfreezes)
+  // from step 3: B's first update is the closed form of a first step, not step 3's corrections
+  // applied to fresh moments (0.64 times as far here; 2.7 times after 1,250 frozen steps).
+  Tensor a = from_vector(std::vector<float>{1.0f, -1.0f}, {2}).requires_grad_(true);
+  Tensor b = from_vector(std::vector<float>{0.5f, 2.0f}, {2}).requires_grad_(true);
+  auto make = [&] { return std::make_unique<AdamW>(std::vector<ParamGroup>{{{{"a", a}, {"b", b}}, true}}); };
+  auto opt = make();
+  opt->set_lr(0.1);
+  opt->set_weight_decay(0.05);
+  for (int step = 1; step <= 2; ++step) {
+    a.set_grad(from_vector(std::vector<float>{0.3f, -0.2f}, {2}));
+    opt->step();
+  }
+  const std::vector<float> b0 = b.to_vector<float>();
+  a.set_grad(from_vector(std::vector<float>{0.3f, -0.2f}, {2}));
+  b.set_grad(from_vector(std::vector<float>{0.4f, -0.1f}, {2}));
+  opt->step();
+  const std::vector<float> b1 = b.to_vector<float>();
+  CHECK(b1[0] == doctest::Approx(b0[0] * (1 - 0.1 * 0.05) - 0.1 * 0.4 / (0.4 + 1e-8)).epsilon(1e-6));
+  CHECK(b1[1] == doctest::Approx(b0[1] * (1 - 0.1 * 0.05) + 0.1 * 0.1 / (0.1 + 1e-8)).epsilon(1e-6));
+  CHECK(opt->steps() == 3);
+
+  // The counts are state: a resumed optimizer goes on as the one that kept running.
+  NamedTensors state = opt->state();
+  for (auto& [name, t] : state) t = t.clone();  // the moments themselves, which the next step updates
+  std::map<std::string, int64_t> counts;
+  for (const auto& [name, t] : state)
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".step") == 0) counts[name] = t.to_vector<int64_t>()[0];
+  CHECK(counts == std::map<std::string, int64_t>{{"a.step", 3}, {"b.step", 1}});
+  const Tensor a_saved = a.clone(), b_saved = b.clone();
+  auto next_step = [&](Optimizer& o) {
+    a.set_grad(from_vector(std::vector<float>{-0.1f, 0.2f}, {2}));
+    b.set_grad(from_vector(std::vector<float>{0.2f, 0.3f}, {2}));
+    o.step();
+    return std::make_pair(a.to_vector<float>(), b.to_vector<float>());
+  };
+  const auto kept = next_step(*opt);
+  auto resumed = make();
+  resumed->set_lr(0.1);
+  resumed->set_weight_decay(0.05);
+  resumed->load_state(state, 3);
+  {
+    NoGradGuard no_grad;
+    a.copy_(a_saved);
+    b.copy_(b_saved);
+  }
+  CHECK(next_step(*resumed) == kept);
+
+  // A checkpoint written before the counts: every parameter with moments takes the optimizer's.
+  NamedTensors old_style;
+  for (const auto& [name, t] : state)
+    if (name.find(".step") == std::string::npos) old_style.emplace_back(name, t);
+  auto old = make();
+  old->load_state(old_style, 3);
+  counts.clear();
+  for (const auto& [name, t] : old->state())
+    if (name.find(".step") != std::string::npos) counts[name] = t.to_vector<int64_t>()[0];
+  CHECK(counts == std::map<std::string, int64_t>{{"a.step", 3}, {"b.step", 3}});
+  // A count the optimizer cannot have reached is refused.
+  NamedTensors wrong = state;
+  for (auto& [name, t] : wrong)
+    if (name == "b.step") t = from_vector(std::vector<int64_t>{7}, {1});
+  CHECK_THROWS_WITH_AS(make()->load_state(wrong, 3), doctest::Contains("'b.step' is 7, outside 0 .. the optimizer's 3"),
+                       Error);
+
+  // A step that fails on a parameter counts for none.
+  a.set_grad(from_vector(std::vector<float>{0.1f, 0.1f}, {2}));
+  b.set_grad(from_vector(std::vector<double>{0.1, 0.1}, {2}));
+  CHECK_THROWS_AS(opt->step(), Error);
+  CHECK(opt->steps() == 4);
 }
 
 TEST_CASE("SGD with momentum and weight decay") {

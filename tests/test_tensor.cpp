@@ -209,6 +209,34 @@ TEST_CASE("scatter_add and index_select's gradient sum bf16/f16 values in f32, r
   }
 }
 
+TEST_CASE("edge shapes: 0-d tensors, sizes past 2^63, -1 in a new dim, huge slice steps are errors or exact") {
+  Tensor s = scalar_tensor(3);
+  CHECK_THROWS_WITH_AS(s.size(0), doctest::Contains("size: dimension 0 is out of range for a 0-d tensor"), Error);
+  CHECK_THROWS_WITH_AS(cat({s, scalar_tensor(2)}), doctest::Contains("cat: dimension 0 is out of range for a 0-d"),
+                       Error);
+  CHECK_THROWS_WITH_AS(s.narrow(0, 0, 1), doctest::Contains("narrow: dimension 0 is out of range"), Error);
+  CHECK(sum(s, {0}).item() == 3);  // as torch: a 0-d tensor's dim 0 (or -1) is its one element
+  CHECK(sum(s, {-1}).item() == 3);
+  CHECK_THROWS_WITH_AS(sum(s, {1}), doctest::Contains("dimension 1 is out of range for a 0-d tensor"), Error);
+  Generator gen(1);
+  CHECK_THROWS_WITH_AS(drop_path(s, 0.5, true, &gen), doctest::Contains("drop_path: drops whole samples"), Error);
+
+  CHECK_THROWS_WITH_AS(zeros({int64_t{1} << 62}), doctest::Contains("too large to allocate"), Error);
+  CHECK_THROWS_WITH_AS(zeros({int64_t{1} << 40, int64_t{1} << 40}), doctest::Contains("more elements than 2^63"),
+                       Error);
+
+  Tensor v = from_vector(std::vector<float>{1, 2, 3}, {3});
+  CHECK_THROWS_WITH_AS(v.expand({-1, 3}), doctest::Contains("a new leading dimension needs a size, not -1"), Error);
+  CHECK(v.expand({2, -1}).shape() == Shape{2, 3});
+  Tensor one = v.slice(0, 1, 3, std::numeric_limits<int64_t>::max());  // one element: no stride overflow
+  CHECK(one.to_vector<float>() == std::vector<float>{2});
+
+  // log_softmax of large values keeps log(2): (x - max) - log(sum), not x - (max + log(sum)).
+  const std::vector<float> big = log_softmax(from_vector(std::vector<float>{1e8f, 1e8f}, {1, 2}), 1).to_vector<float>();
+  CHECK(big[0] == doctest::Approx(-std::log(2.0)));
+  CHECK(big[1] == doctest::Approx(-std::log(2.0)));
+}
+
 TEST_CASE("read_scalars: one-element tensors of any floating dtype, read together") {
   Tensor a = from_vector(std::vector<float>{1.5f}, {});
   Tensor b = from_vector(std::vector<double>{-2.25}, {1, 1});

@@ -38,7 +38,7 @@ struct ProbeConfig {
   int64_t patch_size = 16, embed_dim = 0, depth = 0, num_heads = 0;
   int64_t n_last_blocks = 4;
   bool avgpool_patchtokens = false, bn_head = false, linear_aug = false, baselines = true;
-  bool patch_size_given = false;  // on the command line (a file's own patch size wins, with a note)
+  bool patch_size_given = false, arch_given = false;  // on the command line (a file's values win, with a note)
   int64_t epochs = 100, batch_size_per_gpu = 128, nb_knn = 20, img_size = 224, num_workers = 4, seed = 0;
   double lr = 0.001, temperature = 0.07, eval_resize_ratio = 256.0 / 224.0;
   std::string data_path, output_dir = ".", mode = "both", device = "cpu", data_backend = "auto";
@@ -104,6 +104,18 @@ std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std:
       if (const std::string mismatch = bam::vit_weights_mismatch(weights, v); !mismatch.empty())
         bam::fail("--pretrained_weights {}: {}", c.pretrained_weights, mismatch);
     }
+    // --arch given beside a file of another size: the sizes the preset alone sets (a size flag
+    // given beside it had its own note above).
+    bam::VitConfig preset;
+    if (c.arch_given && c.arch != "custom" && bam::vit_preset(c.arch, &preset) &&
+        ((c.embed_dim == 0 && preset.embed_dim != v.embed_dim) || (c.depth == 0 && preset.depth != v.depth) ||
+         (c.num_heads == 0 && preset.num_heads != v.num_heads)))
+      std::printf(
+          "note: --arch %s (width %lld, depth %lld, %lld heads) differs from %s's width %lld, depth %lld, "
+          "%lld heads, which are used\n",
+          c.arch.c_str(), static_cast<long long>(preset.embed_dim), static_cast<long long>(preset.depth),
+          static_cast<long long>(preset.num_heads), c.pretrained_weights.c_str(), static_cast<long long>(v.embed_dim),
+          static_cast<long long>(v.depth), static_cast<long long>(v.num_heads));
   } else {
     *description = "random init";
   }
@@ -158,9 +170,18 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
     f.n_last_blocks = backbone ? c.n_last_blocks : 1;
     f.avgpool_patchtokens = backbone && c.avgpool_patchtokens;
   }
+  // The linear probe's augmented epochs (--linear_aug) start with epoch 0's views; without the
+  // kNN, they are the only training features needed.
+  auto augmented_epoch = [&, f](int64_t epoch) {
+    bam::FeatureOptions a = f;
+    a.augment = true;
+    a.epoch = epoch;
+    return bam::extract_features(backbone, train_part, a);
+  };
   std::printf("[%s] extracting features...\n", name.c_str());
   std::fflush(stdout);
-  bam::FeatureSet tr = bam::extract_features(backbone, train_part, f);
+  bam::FeatureSet tr =
+      linear && c.linear_aug && !knn ? augmented_epoch(0) : bam::extract_features(backbone, train_part, f);
   bam::FeatureSet va = bam::extract_features(backbone, val_part, f);
   if (knn) {
     const int64_t k = std::min(c.nb_knn, train.size());  // the neighbours there are (knn_classify caps it too)
@@ -197,13 +218,13 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
       std::printf("[%s] rank 0 trains the linear probe on the %d ranks' features, with the global batch of %lld\n",
                   name.c_str(), ranks.world_size(), static_cast<long long>(lo.batch_size));
     std::function<bam::FeatureSet(int64_t)> augmented;
-    if (c.linear_aug)
-      augmented = [&, f](int64_t epoch) {
-        bam::FeatureOptions a = f;
-        a.augment = true;
-        a.epoch = epoch;
-        return bam::extract_features(backbone, train_part, a);
-      };
+    if (c.linear_aug) {
+      augmented = augmented_epoch;
+      if (knn) {  // the kNN's evaluation view is done with: the probe starts from epoch 0's views
+        tr = bam::FeatureSet();
+        tr = augmented_epoch(0);
+      }
+    }
     row.linear = ranks.group
                      ? bam::train_linear_probe_across_ranks(std::move(tr), std::move(va), lo, *ranks.group, augmented)
                      : bam::train_linear_probe(std::move(tr), va, lo, augmented);
@@ -372,6 +393,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   c.patch_size_given = app.count("--patch_size") > 0;
+  c.arch_given = app.count("--arch") > 0;
   std::string tool_name = "bamprobe";
   std::shared_ptr<bam::Communicator> group;
   try {

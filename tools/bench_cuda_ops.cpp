@@ -428,8 +428,8 @@ void bench_optimizer(Table& t) {
   fill_random(v, dtype, n, 0.0f, 1e-4f, 16);  // second moments are non-negative
   BAM_CUDA_CHECK(cudaMemsetAsync(sum.get(), 0, sizeof(double), stream()));
   t.measure("adamw_update", std::to_string(n), dtype, Ceiling::hbm, 7.0 * n * 4, [&] {
-    const kc::AdamwTensor tensor{p.as<float>(), g.as<float>(), m.as<float>(), v.as<float>(), n, 0.04};
-    kc::adamw_update_many(&tensor, 1, 1e-4, 0.9, 0.999, 1e-8, 10, stream());
+    const kc::AdamwTensor tensor{p.as<float>(), g.as<float>(), m.as<float>(), v.as<float>(), n, 0.04, 10};
+    kc::adamw_update_many(&tensor, 1, 1e-4, 0.9, 0.999, 1e-8, stream());
   });
   t.measure("sum_of_squares", std::to_string(n), dtype, Ceiling::hbm, 1.0 * n * 4,
             [&] { kc::accumulate_sum_of_squares(g.as<float>(), n, sum.as<double>(), stream()); });

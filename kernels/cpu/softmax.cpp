@@ -62,8 +62,10 @@ void log_softmax_forward(const T* x, T* y, int64_t rows, int64_t cols) {
       T m = row_max(xr, cols);
       double total = 0;
       for (int64_t j = 0; j < cols; ++j) total += std::exp(xr[j] - m);
-      T log_total = static_cast<T>(std::log(total)) + m;
-      for (int64_t j = 0; j < cols; ++j) yr[j] = xr[j] - log_total;
+      // (x - m) - log(total), not x - (m + log(total)): near a large m the sum would round away
+      // log(total) (at 1e8, where floats are 8 apart, a log 2 of two equal values).
+      T log_total = static_cast<T>(std::log(total));
+      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - log_total;
     }
   });
 }

@@ -65,6 +65,8 @@ struct AdamwList {
   float* v[kListTensors];
   int64_t n[kListTensors];
   float decay[kListTensors];
+  float step_size[kListTensors];       // lr / (1 - beta1^step), the tensor's own step
+  float inv_sqrt_bias2[kListTensors];  // 1 / sqrt(1 - beta2^step)
   ChunkTable chunks;
 };
 
@@ -116,11 +118,11 @@ __device__ __forceinline__ Chunk chunk_of(const ChunkTable& table, const int64_t
 }
 
 // AdamW with decoupled weight decay, in f32 as kernels/cpu/optimizer.cpp.
-__global__ void adamw_many_kernel(AdamwList list, float step_size, float inv_sqrt_bias2, float b1, float b2, float e) {
+__global__ void adamw_many_kernel(AdamwList list, float b1, float b2, float e) {
   const Chunk c = chunk_of(list.chunks, list.n);
   float *p = list.p[c.t], *m = list.m[c.t], *v = list.v[c.t];
   const float* g = list.g[c.t];
-  const float decay = list.decay[c.t];
+  const float decay = list.decay[c.t], step_size = list.step_size[c.t], inv_sqrt_bias2 = list.inv_sqrt_bias2[c.t];
   for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
     float gi = g[i];
     float mi = b1 * m[i] + (1.0f - b1) * gi;
@@ -293,8 +295,7 @@ void clip_by_norm(float* x, int64_t n, const double* sum_of_squares, double max_
 }
 
 void adamw_update_many(const AdamwTensor* tensors, int64_t count, double lr, double beta1, double beta2, double eps,
-                       int64_t step, void* stream) {
-  const double bias1 = 1.0 - std::pow(beta1, double(step)), bias2 = 1.0 - std::pow(beta2, double(step));
+                       void* stream) {
   AdamwList list{};
   for_each_list(
       count, list.chunks, [&](int64_t i) { return tensors[i].n; },
@@ -302,10 +303,13 @@ void adamw_update_many(const AdamwTensor* tensors, int64_t count, double lr, dou
         const AdamwTensor& t = tensors[i];
         list.p[slot] = t.p, list.g[slot] = t.g, list.m[slot] = t.m, list.v[slot] = t.v, list.n[slot] = t.n;
         list.decay[slot] = float(1.0 - lr * t.weight_decay);
+        // As the CPU twin (kernels/cpu/optimizer.cpp): the corrections in double, rounded to f32.
+        const double bias1 = 1.0 - std::pow(beta1, double(t.step)), bias2 = 1.0 - std::pow(beta2, double(t.step));
+        list.step_size[slot] = float(lr / bias1);
+        list.inv_sqrt_bias2[slot] = float(1.0 / std::sqrt(bias2));
       },
       [&](int chunks) {
-        adamw_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(
-            list, float(lr / bias1), float(1.0 / std::sqrt(bias2)), float(beta1), float(beta2), float(eps));
+        adamw_many_kernel<<<chunks, kBlock, 0, as_stream(stream)>>>(list, float(beta1), float(beta2), float(eps));
         BAM_CUDA_CHECK_LAUNCH();
       });
 }

@@ -21,9 +21,10 @@ struct AdamwTensor {
   float* v;
   int64_t n;
   double weight_decay;
+  int64_t step;  // this tensor's updates, this one included (its bias corrections)
 };
 void adamw_update_many(const AdamwTensor* tensors, int64_t count, double lr, double beta1, double beta2, double eps,
-                       int64_t step, void* stream);
+                       void* stream);
 struct FloatSpan {
   float* x;
   int64_t n;

@@ -88,15 +88,16 @@ TEST_CASE("the linear probe trains on the GPU as on the host, with and without a
           asked.push_back(epoch);
           return epochs[static_cast<size_t>(epoch)];
         };
-      const KnnResult host = train_linear_probe(train, val, o, next);
+      const FeatureSet& first = augmented ? epochs[0] : train;
+      const KnnResult host = train_linear_probe(first, val, o, next);
       o.device = gpu();
-      const KnnResult on_gpu = train_linear_probe(train, val, o, next);
+      const KnnResult on_gpu = train_linear_probe(first, val, o, next);
       REQUIRE(host.top1 > 30);  // better than chance (1 in 6), and not all right
       REQUIRE(host.top1 < 100);
       // The same training up to rounding: at most one validation row of 150 may fall differently.
       CHECK(std::abs(on_gpu.top1 - host.top1) <= 100.0 / 150 + 1e-9);
       CHECK(std::abs(on_gpu.top5 - host.top5) <= 100.0 / 150 + 1e-9);
-      if (augmented) CHECK(asked == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5});
+      if (augmented) CHECK(asked == std::vector<int64_t>{1, 2, 3, 4, 5, 1, 2, 3, 4, 5});
     }
   }
 }
