@@ -75,8 +75,8 @@ Tensor sinkhorn_target_across_ranks(const Tensor& similarities, double eps, int6
   BAM_CHECK(!positive_masking || batch * W > 1, "sinkhorn: masking leaves no target column");
   NoGradGuard no_grad;
   const Device device = similarities.device();
-  // K = exp(S/eps - m), in S's precision as the kernel forms it, with m the maximum over every
-  // rank's unmasked entries; masked entries 0.
+  // K = exp(S/eps - m[j]), the exponent in S's precision and K in double as the kernel forms them,
+  // with m[j] column j's maximum over every rank's unmasked rows; masked entries 0.
   // 1/eps rounded to S's precision first, as the kernel rounds it.
   const double inv_eps = dtype == DType::f32 ? static_cast<double>(static_cast<float>(1.0 / eps)) : 1.0 / eps;
   Tensor logits = mul(similarities.detach(), inv_eps);
@@ -88,11 +88,12 @@ Tensor sinkhorn_target_across_ranks(const Tensor& similarities, double eps, int6
     mask = eq(from_vector(row_image, {rows, 1}).to(device), from_vector(column_image, {1, cols}).to(device));
     logits = masked_fill(logits, mask, -std::numeric_limits<double>::infinity());
   }
-  Tensor m = max(group.all_gather(max(logits).reshape({1})));
-  Tensor k = exp(sub(logits, m)).to(DType::f64);  // exp(-inf) = 0 where masked
+  Tensor m = max(group.all_gather(max(logits, 0, true)), 0, true);  // [1, cols]
+  Tensor k = exp(sub(logits, m).to(DType::f64));                    // exp(-inf) = 0 where masked
   const double column_mass = 1.0 / static_cast<double>(cols - (positive_masking ? target_crops : 0));
   const double row_mass = 1.0 / static_cast<double>(rows * W);
-  Tensor x = ones({1, cols}, {DType::f64, device}), y = ones({rows, 1}, {DType::f64, device});
+  Tensor m64 = m.to(DType::f64);
+  Tensor x = exp(sub(m64, max(m64))), y = ones({rows, 1}, {DType::f64, device});
   for (int64_t it = 0; it < num_iters; ++it) {
     Tensor column_sums = sum(mul(k, y), {0}, true).contiguous();  // this rank's rows, then all ranks'
     group.all_reduce_sum(column_sums);

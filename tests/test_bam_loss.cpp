@@ -233,6 +233,24 @@ TEST_CASE("gradient against finite differences with the target frozen") {
   }
 }
 
+TEST_CASE("small Sinkhorn eps: f32 keeps to the f64 loss (each column of K is shifted by its own maximum)") {
+  // With one maximum for the whole matrix, a column whose best cosine is 0.2 below the matrix's
+  // best underflowed to zeros in f32 at eps 0.002 (exp(-100)), and the target was NaN.
+  InputMaker maker(test_seed("bam loss small eps"));
+  BamLossOptions o;
+  o.n_global = 2;
+  o.n_local = 2;
+  const Tensor z64 = from_vector(maker.values({{32, 16}}), {32, 16}, {DType::f64});
+  for (double eps : {0.01, 0.005, 0.002}) {
+    CAPTURE(eps);
+    const double reference = bam_loss(z64, eps, o).loss.item();
+    const BamLossResult r = bam_loss(z64.to(DType::f32), eps, o);
+    REQUIRE(std::isfinite(r.loss.item()));
+    CHECK(r.loss.item() == doctest::Approx(reference).epsilon(1e-3));
+    CHECK(std::isfinite(r.target_entropy.item()));
+  }
+}
+
 TEST_CASE("the loss is finite for extreme inputs and rejects bad shapes") {
   BamLossOptions o;
   // Identical embeddings everywhere (a collapsed model) and a very sharp eps.
