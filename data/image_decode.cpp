@@ -1,5 +1,5 @@
-// decode_image: picks our JPEG decoder or stb_image, checks size limits before decoding, and
-// applies the Exif orientation.
+// decode_image: picks our JPEG decoder, our PGM/PPM decoder or stb_image, checks size limits
+// before decoding, and applies the Exif orientation.
 #include "data/image_decode.h"
 
 #include <fmt/format.h>
@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "data/jpeg_decoder.h"
+#include "data/pnm_decoder.h"
 
 namespace bam::data {
 
@@ -42,17 +43,32 @@ DecodedImage decode_with_stb(const uint8_t* bytes, size_t size, std::string_view
                     "{} (ImageDecodeOptions::max_pixels)",
                     name, width, height, int64_t{width} * height, options.max_pixels));
   }
-  uint8_t* pixels = stbi_load_from_memory(bytes, length, &width, &height, &channels, 3);
+  // The file's own channels, converted to RGB here: stb's conversion of 16-bit samples read past
+  // its buffer (CVE-2021-42716). Gray is replicated and alpha dropped, as PIL's convert("RGB").
+  uint8_t* pixels = stbi_load_from_memory(bytes, length, &width, &height, &channels, 0);
   if (pixels == nullptr) {
     throw ImageDecodeError(fmt::format("{}: cannot decode image{} (stb_image: {})", name, context,
                                        stbi_failure_reason()));
   }
+  std::unique_ptr<uint8_t, void (*)(void*)> owned(pixels, stbi_image_free);
+  if (channels < 1 || channels > 4)
+    throw ImageDecodeError(fmt::format("{}: stb_image gave {} channels{}", name, channels, context));
   DecodedImage image;
   image.width = width;
   image.height = height;
-  image.pixels.assign(pixels, pixels + size_t(width) * height * 3);
-  stbi_image_free(pixels);
+  const size_t count = size_t(width) * size_t(height);
+  image.pixels.resize(count * 3);
+  for (size_t i = 0; i < count; ++i) {
+    const uint8_t* from = pixels + i * size_t(channels);
+    uint8_t* to = &image.pixels[3 * i];
+    if (channels >= 3) {
+      to[0] = from[0], to[1] = from[1], to[2] = from[2];
+    } else {
+      to[0] = to[1] = to[2] = from[0];
+    }
+  }
   image.used_fallback = true;
+  image.decoder = "stb_image";
   return image;
 }
 
@@ -121,6 +137,8 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view na
                               fmt::format("{}, which our decoder does not handle", reason));
       image.exif_orientation = read_jpeg_exif_orientation(bytes, size);
     }
+  } else if (looks_like_pnm(bytes, size)) {
+    image = decode_pnm(bytes, size, name, options);
   } else {
     if (!options.allow_fallback) {
       throw ImageDecodeError(
@@ -136,6 +154,10 @@ std::vector<uint8_t> read_image_file(const std::string& path, const ImageDecodeO
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw ImageDecodeError(fmt::format("{}: is a folder, not an image file", path));
+  // A FIFO or a device (from a file list) would block the open or the read: refused.
+  if (const auto kind = std::filesystem::status(path, ec).type();
+      !ec && kind != std::filesystem::file_type::regular && kind != std::filesystem::file_type::not_found)
+    throw ImageDecodeError(fmt::format("{}: is not a regular file", path));
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   if (!file) {
     throw ImageDecodeError(fmt::format("{}: cannot open ({})", path, std::strerror(errno)));

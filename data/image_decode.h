@@ -18,6 +18,7 @@ struct DecodedImage {
   int height = 0;
   std::vector<uint8_t> pixels;        // width * height * 3 bytes, RGB, rows top to bottom
   bool used_fallback = false;         // true when stb_image decoded it rather than our JPEG decoder
+  const char* decoder = "bam's JPEG decoder";  // or "bam's PGM/PPM decoder", "stb_image"
   int exif_orientation = 1;           // the orientation found (1..8); already applied when asked to
   std::vector<std::string> warnings;  // recoverable problems, e.g. JPEG data that ended early
 };

@@ -140,3 +140,59 @@ TEST_CASE("image: stb_image fallback decodes BMP and PGM exactly") {
     CHECK(g.pixels[3 * i + 2] == gray[i]);
   }
 }
+
+namespace {
+std::vector<uint8_t> bytes_of(const std::string& text) { return std::vector<uint8_t>(text.begin(), text.end()); }
+std::string decode_error(const std::vector<uint8_t>& file, const char* name) {
+  try {
+    (void)decode_image(file.data(), file.size(), name, ImageDecodeOptions{});
+  } catch (const ImageDecodeError& e) {
+    return e.what();
+  }
+  return "decoded";
+}
+}  // namespace
+
+TEST_CASE("image: PGM/PPM by bam's decoder: 8 and 16 bits, maxval scaling, comments; damaged headers refused") {
+  // 2x1 PPM with a comment, maxval 255.
+  std::vector<uint8_t> ppm = bytes_of("P6\n# made by hand\n2 1\n255\n");
+  for (uint8_t v : {10, 20, 30, 40, 50, 60}) ppm.push_back(v);
+  DecodedImage rgb = decode_image(ppm.data(), ppm.size(), "two.ppm", ImageDecodeOptions{});
+  CHECK_FALSE(rgb.used_fallback);
+  CHECK(std::string(rgb.decoder) == "bam's PGM/PPM decoder");
+  CHECK(rgb.pixels == std::vector<uint8_t>{10, 20, 30, 40, 50, 60});
+  // 16-bit PGM, big-endian, scaled as PIL: round(v * 255 / 65535); gray replicated.
+  std::vector<uint8_t> pgm16 = bytes_of("P5 3 1 65535 ");
+  for (uint16_t v : {uint16_t{0}, uint16_t{32768}, uint16_t{65535}}) {
+    pgm16.push_back(uint8_t(v >> 8));
+    pgm16.push_back(uint8_t(v & 255));
+  }
+  DecodedImage gray = decode_image(pgm16.data(), pgm16.size(), "deep.pgm", ImageDecodeOptions{});
+  CHECK(gray.pixels == std::vector<uint8_t>{0, 0, 0, 128, 128, 128, 255, 255, 255});
+  // maxval 15: 15 -> 255, 7 -> round(7 * 17) = 119.
+  std::vector<uint8_t> pgm15 = bytes_of("P5\n2 1\n15\n");
+  pgm15.push_back(15);
+  pgm15.push_back(7);
+  CHECK(decode_image(pgm15.data(), pgm15.size(), "low.pgm", ImageDecodeOptions{}).pixels ==
+        std::vector<uint8_t>{255, 255, 255, 119, 119, 119});
+
+  // stb_image read past its buffer on this 19-byte file (a segfault in a loader thread).
+  CHECK(decode_error(bytes_of("P5\n4000 4000\n65535\n"), "short.pgm") ==
+        "short.pgm: PNM file is truncated: 4000x4000 pixels need 32000000 bytes of samples, it has 0");
+  CHECK(decode_error(bytes_of("P6\n4 \n"), "cut.ppm") == "cut.ppm: PNM header has no height (damaged or truncated)");
+  CHECK(decode_error(bytes_of("P5 1 1 70000 xx"), "wide.pgm") ==
+        "wide.pgm: PNM maximum value 70000 is outside 1..65535");
+  CHECK(decode_error(bytes_of("P5 1 1 15 \x20"), "above.pgm") ==
+        "above.pgm: PNM sample 32 is above the maximum value 15");
+  CHECK(decode_error(bytes_of("P5 0 7 255 "), "none.pgm") == "none.pgm: PNM image is 0x7, without pixels");
+}
+
+TEST_CASE("image: formats stb would parse but torchvision folders never hold are refused, a truncated HDR at once") {
+  // stb_image looped forever on this truncated Radiance file (CVE-2021-42715); named .jpg, as a
+  // folder may hold it, it must still be an error and not a hung loader thread.
+  std::vector<uint8_t> hdr = bytes_of("#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 2 +X 8\n");
+  for (uint8_t b : {2, 2, 0, 8}) hdr.push_back(b);
+  CHECK(decode_error(hdr, "sun.jpg").find("sun.jpg: not a decodable image") == 0);
+  CHECK(decode_error(bytes_of("GIF89a\x01\x00\x01\x00\x00\x00\x00;"), "anim.gif")
+            .find("anim.gif: not a decodable image") == 0);
+}

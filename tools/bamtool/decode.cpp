@@ -29,9 +29,9 @@ int run_decode(const DecodeOptions& o) {
     fail("{}", e.what());
   }
   write_ppm_file(o.output, image.width, image.height, image.pixels.data());
-  std::printf("%s: %dx%d, %s%s\n", o.input.c_str(), image.width, image.height,
-              image.used_fallback ? "decoded by stb_image" : "decoded by bam's JPEG decoder",
-              image.exif_orientation != 1 ? fmt::format(", Exif orientation {} applied", image.exif_orientation).c_str() : "");
+  std::printf(
+      "%s: %dx%d, decoded by %s%s\n", o.input.c_str(), image.width, image.height, image.decoder,
+      image.exif_orientation != 1 ? fmt::format(", Exif orientation {} applied", image.exif_orientation).c_str() : "");
   for (const auto& w : image.warnings) std::printf("warning: %s\n", w.c_str());
   return 0;
 }
