@@ -148,14 +148,14 @@ struct Taps {
 
 // PIL's precompute_coeffs: the filter is stretched by the scale when shrinking (antialiasing).
 // The taps of output coordinates `coords` of a resize of [in_start, in_start + in_size) to
-// out_size samples (all of them when coords is empty).
-std::vector<Taps> resample_taps(double in_start, double in_size, int in_limit, int out_size,
+// out_size samples (all of them when coords is empty), reading only [clip_lo, clip_hi).
+std::vector<Taps> resample_taps(double in_start, double in_size, int clip_lo, int clip_hi, int out_size,
                                 const std::vector<int>& coords = {}, int filter = kBicubic) {
   const double scale = in_size / out_size;
   std::vector<Taps> taps(coords.empty() ? out_size : coords.size());
   for (size_t i = 0; i < taps.size(); ++i) {
     const int o = coords.empty() ? static_cast<int>(i) : coords[i];
-    const ResampleWindow w = resample_window(in_start, scale, o, in_limit, filter);
+    const ResampleWindow w = resample_window(in_start, scale, o, clip_lo, clip_hi, filter);
     taps[i].first = w.lo;
     for (int k = w.lo; k < w.hi; ++k) taps[i].weights.push_back(w.weight(k));
   }
@@ -218,11 +218,21 @@ void resample_rows_cols(const Src* src, int src_h, int src_w, const std::vector<
   }
 }
 
+// A resize of the box (top, left, box_h, box_w) of src to out_h x out_w. PIL's resize(box=...)
+// reads the image around the box (clip_to_box false); torchvision's resized_crop, which cuts the
+// box out first, reads only the box (true; its box is whole pixels).
 template <typename Src>
 void resize_any(const Src* src, int src_h, int src_w, double top, double left, double box_h, double box_w, float* dst,
-                int out_h, int out_w, int filter = kBicubic) {
-  resample_rows_cols(src, src_h, src_w, resample_taps(top, box_h, src_h, out_h, {}, filter),
-                     resample_taps(left, box_w, src_w, out_w, {}, filter), dst);
+                int out_h, int out_w, bool clip_to_box, int filter = kBicubic) {
+  const auto clip = [clip_to_box](double start, double size, int limit, int* lo, int* hi) {
+    *lo = clip_to_box ? std::max(static_cast<int>(start), 0) : 0;
+    *hi = clip_to_box ? std::min(static_cast<int>(start + size), limit) : limit;
+  };
+  int y_lo, y_hi, x_lo, x_hi;
+  clip(top, box_h, src_h, &y_lo, &y_hi);
+  clip(left, box_w, src_w, &x_lo, &x_hi);
+  resample_rows_cols(src, src_h, src_w, resample_taps(top, box_h, y_lo, y_hi, out_h, {}, filter),
+                     resample_taps(left, box_w, x_lo, x_hi, out_w, {}, filter), dst);
 }
 
 // Whether the per-pixel steps take the AVX-512 loops (render_crop_use_avx512).
@@ -303,13 +313,13 @@ void normalize_into(const float* hwc, int h, int w, const AugmentRecipe& r, floa
 
 void resize_bicubic_aa(const float* src, int src_h, int src_w, double top, double left, double box_h, double box_w,
                        float* dst, int out_h, int out_w) {
-  resize_any(src, src_h, src_w, top, left, box_h, box_w, dst, out_h, out_w);
+  resize_any(src, src_h, src_w, top, left, box_h, box_w, dst, out_h, out_w, false);
 }
 
 void render_crop(const DecodedImage& image, const CropParams& p, const AugmentRecipe& recipe, float* out) {
   const int S = p.out_size, n = S * S;
   std::vector<float> px(static_cast<size_t>(n) * 3);
-  resize_any(image.pixels.data(), image.height, image.width, p.top, p.left, p.height, p.width, px.data(), S, S,
+  resize_any(image.pixels.data(), image.height, image.width, p.top, p.left, p.height, p.width, px.data(), S, S, true,
              p.bilinear ? kBilinear : kBicubic);
   if (p.flip)
     for (int y = 0; y < S; ++y)
@@ -369,8 +379,8 @@ void render_eval(const DecodedImage& image, int size, const AugmentRecipe& recip
           crop[(static_cast<size_t>(y) * size + x) * 3 + c] =
               image.pixels[(static_cast<size_t>(rows[y]) * w + cols[x]) * 3 + c];
   } else {
-    resample_rows_cols(image.pixels.data(), h, w, resample_taps(0, h, h, oh, rows), resample_taps(0, w, w, ow, cols),
-                       crop.data());
+    resample_rows_cols(image.pixels.data(), h, w, resample_taps(0, h, 0, h, oh, rows),
+                       resample_taps(0, w, 0, w, ow, cols), crop.data());
   }
   normalize_into(crop.data(), size, size, recipe, out);
 }

@@ -100,8 +100,9 @@ EvalGeometry eval_geometry(int width, int height, int size, double eval_resize_r
 void render_eval(const DecodedImage& image, int size, const AugmentRecipe& recipe, float* out);
 
 // Separable antialiased bicubic resampling of a float HWC RGB image region (PIL's ImagingResample
-// arithmetic in float): box (top, left, box_h, box_w) of src [src_h, src_w, 3] -> dst [out_h,
-// out_w, 3].
+// arithmetic in float, as resize(box=...): the filter reads the image around the box): box (top,
+// left, box_h, box_w) of src [src_h, src_w, 3] -> dst [out_h, out_w, 3]. render_crop's resize
+// reads only its box, as torchvision's resized_crop.
 void resize_bicubic_aa(const float* src, int src_h, int src_w, double top, double left,
                        double box_h, double box_w, float* dst, int out_h, int out_w);
 

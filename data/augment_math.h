@@ -31,7 +31,9 @@ BAM_HD double pil_bilinear(double x) {
 
 // The source samples output coordinate `coord` reads (PIL's precompute_coeffs): centred at
 // in_start + (coord + 0.5) * scale, the filter stretched by the scale when shrinking (antialiasing),
-// clipped to [0, in_limit).
+// clipped to [clip_lo, clip_hi): a crop's box (torchvision's resized_crop cuts the box out, then
+// resizes it, so PIL's filter never reaches past the box), the whole image for the evaluation's
+// resize.
 struct ResampleWindow {
   int lo, hi;
   double center, filter_scale;
@@ -47,16 +49,17 @@ struct ResampleWindow {
   }
 };
 
-BAM_HD ResampleWindow resample_window(double in_start, double scale, int coord, int in_limit, int filter = kBicubic) {
+BAM_HD ResampleWindow resample_window(double in_start, double scale, int coord, int clip_lo, int clip_hi,
+                                      int filter = kBicubic) {
   ResampleWindow w;
   w.filter = filter;
   w.filter_scale = scale > 1.0 ? scale : 1.0;
   const double support = (filter == kBilinear ? 1.0 : 2.0) * w.filter_scale;
   w.center = in_start + (coord + 0.5) * scale;
   w.lo = static_cast<int>(w.center - support + 0.5);
-  if (w.lo < 0) w.lo = 0;
+  if (w.lo < clip_lo) w.lo = clip_lo;
   w.hi = static_cast<int>(w.center + support + 0.5);
-  if (w.hi > in_limit) w.hi = in_limit;
+  if (w.hi > clip_hi) w.hi = clip_hi;
   w.total = 0;
   for (int k = w.lo; k < w.hi; ++k) w.total += w.raw(k);
   if (w.total == 0) w.total = 1;

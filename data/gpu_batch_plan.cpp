@@ -22,6 +22,10 @@ CropTask crop_task_from_params(const CropParams& p, int src_w, int src_h, int64_
   t.scale_y = static_cast<double>(p.height) / p.out_size;
   t.off_x = t.off_y = 0;
   t.lim_x = t.lim_y = p.out_size - 1;
+  t.clip_x0 = std::max(p.left, 0);
+  t.clip_x1 = std::min(p.left + p.width, src_w);
+  t.clip_y0 = std::max(p.top, 0);
+  t.clip_y1 = std::min(p.top + p.height, src_h);
   t.out_index = out_index;
   t.flip = p.flip;
   t.jitter = p.jitter;
@@ -50,6 +54,9 @@ CropTask eval_crop_task(int w, int h, int size, double eval_resize_ratio, int64_
   t.off_y = g.top;
   t.lim_x = ow - 1;
   t.lim_y = oh - 1;
+  t.clip_x0 = t.clip_y0 = 0;
+  t.clip_x1 = w;
+  t.clip_y1 = h;
   t.out_index = out_index;
   for (int k = 0; k < 4; ++k) t.order[k] = k;
   t.brightness = t.contrast = t.saturation = 1;
@@ -141,9 +148,10 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
 namespace {
 
 // First and one-past-last source index of output coordinate o's taps (resample_taps).
-void tap_range(double x0, double scale, int off, int lim, int in_limit, int o, int filter, int* lo, int* hi) {
+void tap_range(double x0, double scale, int off, int lim, int clip_lo, int clip_hi, int o, int filter, int* lo,
+               int* hi) {
   const augment_math::ResampleWindow w =
-      augment_math::resample_window(x0, scale, std::clamp(o + off, 0, lim), in_limit, filter);
+      augment_math::resample_window(x0, scale, std::clamp(o + off, 0, lim), clip_lo, clip_hi, filter);
   *lo = w.lo;
   *hi = w.hi;
 }
@@ -153,10 +161,10 @@ void tap_range(double x0, double scale, int off, int lim, int in_limit, int o, i
 PixelRect crop_source_rect(const CropTask& t, int S) {
   PixelRect r;
   int lo, hi;
-  tap_range(t.x0, t.scale_x, t.off_x, t.lim_x, t.src_w, 0, t.filter, &r.x0, &hi);
-  tap_range(t.x0, t.scale_x, t.off_x, t.lim_x, t.src_w, S - 1, t.filter, &lo, &r.x1);
-  tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, 0, t.filter, &r.y0, &hi);
-  tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, S - 1, t.filter, &lo, &r.y1);
+  tap_range(t.x0, t.scale_x, t.off_x, t.lim_x, t.clip_x0, t.clip_x1, 0, t.filter, &r.x0, &hi);
+  tap_range(t.x0, t.scale_x, t.off_x, t.lim_x, t.clip_x0, t.clip_x1, S - 1, t.filter, &lo, &r.x1);
+  tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.clip_y0, t.clip_y1, 0, t.filter, &r.y0, &hi);
+  tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.clip_y0, t.clip_y1, S - 1, t.filter, &lo, &r.y1);
   return r;
 }
 
@@ -250,8 +258,8 @@ GpuBatchPlan plan_gpu_batch(const std::vector<GpuBatchImage>& images, const std:
       CropTask t = c.task;
       t.src_offset = plan.rgb_offsets[c.image];
       int lo, hi;
-      tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, 0, t.filter, &t.row_lo, &hi);
-      tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, S - 1, t.filter, &lo, &t.row_hi);
+      tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.clip_y0, t.clip_y1, 0, t.filter, &t.row_lo, &hi);
+      tap_range(t.y0, t.scale_y, t.off_y, t.lim_y, t.clip_y0, t.clip_y1, S - 1, t.filter, &lo, &t.row_hi);
       t.row_hi = std::max(t.row_hi, t.row_lo);
       t.mid_offset = mid;
       mid += int64_t{t.row_hi - t.row_lo} * S * 3;

@@ -137,6 +137,40 @@ TEST_CASE("antialiased bicubic resampling against hand-computed PIL values") {
   for (float v : out) CHECK(v == doctest::Approx(77.0f).epsilon(1e-5));
 }
 
+TEST_CASE("render_crop resizes its box as torchvision's resized_crop: the box cut out, then resized, bit for bit") {
+  // PIL's filter on the cut-out box never reads past it; resizing the box in place must not
+  // either (it did: an 8 px box of a 28 px image enlarged to 224 read outside it in 84 rows).
+  std::mt19937 rng(test_seed("render_crop box"));
+  data::DecodedImage img;
+  img.width = 40;
+  img.height = 31;
+  for (int i = 0; i < img.width * img.height * 3; ++i) img.pixels.push_back(static_cast<uint8_t>(rng()));
+  struct Box {
+    int top, left, height, width, out;
+  };
+  for (Box b : {Box{10, 7, 8, 12, 24}, Box{3, 20, 25, 17, 9}, Box{0, 0, 31, 40, 16}, Box{30, 39, 1, 1, 5}}) {
+    for (bool bilinear : {false, true}) {
+      data::CropParams p;
+      p.top = b.top, p.left = b.left, p.height = b.height, p.width = b.width, p.out_size = b.out;
+      p.bilinear = bilinear;
+      std::vector<float> in_place(static_cast<size_t>(3 * b.out * b.out)), cut_out(in_place.size());
+      data::render_crop(img, p, plain_recipe(), in_place.data());
+      data::DecodedImage box;
+      box.width = b.width;
+      box.height = b.height;
+      for (int y = 0; y < b.height; ++y) {
+        const auto row = img.pixels.begin() + (static_cast<size_t>(b.top + y) * img.width + b.left) * 3;
+        box.pixels.insert(box.pixels.end(), row, row + 3 * b.width);
+      }
+      p.top = p.left = 0;
+      data::render_crop(box, p, plain_recipe(), cut_out.data());
+      INFO("box " << b.top << "," << b.left << " " << b.height << "x" << b.width << " -> " << b.out
+                  << (bilinear ? " bilinear" : " bicubic"));
+      CHECK(in_place == cut_out);
+    }
+  }
+}
+
 TEST_CASE("the whole image resized bilinearly (ContrastiveCrop's box update) against hand-computed PIL values") {
   // Columns [0, 60, 120, 240] -> 2 pixels: scale 2 stretches the triangle to support 2. Output 0
   // is centred at 1.0 and weighs inputs 0..2 by T(-0.25), T(0.25), T(0.75) = .75, .75, .25 (sum
@@ -351,7 +385,7 @@ TEST_CASE("the antialiased resize equals its plain two-pass loops, bit for bit")
     std::vector<float> mid(static_cast<size_t>(k.src_h) * k.out_w * 3), want(got.size());
     for (int y = 0; y < k.src_h; ++y)
       for (int x = 0; x < k.out_w; ++x) {
-        const auto w = resample_window(k.left, k.box_w / k.out_w, x, k.src_w);
+        const auto w = resample_window(k.left, k.box_w / k.out_w, x, 0, k.src_w);
         for (int c = 0; c < 3; ++c) {
           float acc = 0;
           for (int t = w.lo; t < w.hi; ++t) acc += w.weight(t) * src[(static_cast<size_t>(y) * k.src_w + t) * 3 + c];
@@ -359,7 +393,7 @@ TEST_CASE("the antialiased resize equals its plain two-pass loops, bit for bit")
         }
       }
     for (int y = 0; y < k.out_h; ++y) {
-      const auto w = resample_window(k.top, k.box_h / k.out_h, y, k.src_h);
+      const auto w = resample_window(k.top, k.box_h / k.out_h, y, 0, k.src_h);
       for (int i = 0; i < k.out_w * 3; ++i) {
         float acc = 0;
         for (int t = w.lo; t < w.hi; ++t) acc += w.weight(t) * mid[static_cast<size_t>(t) * k.out_w * 3 + i];

@@ -18,8 +18,9 @@ namespace {
 using namespace data::augment_math;
 
 // The resampling window of output coordinate o along one axis of a crop (see CropTask).
-BAM_HD ResampleWindow window_for(double x0, double scale, int off, int lim, int in_limit, int o, int filter) {
-  return resample_window(x0, scale, clamp_to(o + off, 0, lim), in_limit, filter);
+BAM_HD ResampleWindow window_for(double x0, double scale, int off, int lim, int clip_lo, int clip_hi, int o,
+                                 int filter) {
+  return resample_window(x0, scale, clamp_to(o + off, 0, lim), clip_lo, clip_hi, filter);
 }
 
 BAM_HD void adjust(float* px, int op, const CropTask& t, float mean) {
@@ -68,7 +69,7 @@ BAM_HD void resize_rows(const Stage& s, int c, int64_t e) {
   const CropTask& t = s.tasks[c];
   if (e >= int64_t{t.row_hi - t.row_lo} * s.S) return;
   const int r = static_cast<int>(e / s.S), x = static_cast<int>(e % s.S);
-  const ResampleWindow taps = window_for(t.x0, t.scale_x, t.off_x, t.lim_x, t.src_w, x, t.filter);
+  const ResampleWindow taps = window_for(t.x0, t.scale_x, t.off_x, t.lim_x, t.clip_x0, t.clip_x1, x, t.filter);
   const uint8_t* line = s.rgb + t.src_offset + (int64_t{t.row_lo + r} * t.src_w) * 3;
   float acc[3] = {0, 0, 0};
   for (int k = taps.lo; k < taps.hi; ++k) {
@@ -84,7 +85,7 @@ BAM_HD void resize_cols(const Stage& s, int c, int64_t e) {
   const CropTask& t = s.tasks[c];
   const int y = static_cast<int>(e / s.S), x = static_cast<int>(e % s.S);
   const int xs = t.flip ? s.S - 1 - x : x;
-  const ResampleWindow taps = window_for(t.y0, t.scale_y, t.off_y, t.lim_y, t.src_h, y, t.filter);
+  const ResampleWindow taps = window_for(t.y0, t.scale_y, t.off_y, t.lim_y, t.clip_y0, t.clip_y1, y, t.filter);
   float px[3] = {0, 0, 0};
   for (int k = taps.lo; k < taps.hi; ++k) {  // each channel accumulates over k in order, as on the CPU
     const float w = taps.weight(k);

@@ -22,12 +22,14 @@ namespace bam::cuda_kernels {
 // with PIL's bicubic filter widened by the scale when shrinking. A RandomResizedCrop box (top,
 // left, h, w) is x0 = left, scale_x = w / S, off_x = 0, lim_x = S - 1; the evaluation transform
 // (resize to ow x oh, centre crop at (top, left)) is x0 = 0, scale_x = width / ow, off_x = left,
-// lim_x = ow - 1.
+// lim_x = ow - 1. The filter reads only [clip_x0, clip_x1): the box (torchvision cuts it out, then
+// resizes), or the whole image for the evaluation's resize.
 struct CropTask {
   int64_t src_offset;  // byte index of the source image's RGB8 (src_w * src_h * 3) in the batch buffer
   int32_t src_w, src_h;
   double x0, y0, scale_x, scale_y;
   int32_t off_x, off_y, lim_x, lim_y;
+  int32_t clip_x0, clip_x1, clip_y0, clip_y1;
   int32_t row_lo, row_hi;  // source rows the horizontal pass produces
   int64_t mid_offset;      // float index of those rows (row_hi - row_lo) x S x 3 in the scratch
   int64_t out_index;       // the crop's row in the group's output tensor [n, 3, S, S]
