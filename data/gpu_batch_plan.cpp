@@ -75,9 +75,13 @@ cuda_kernels::CropNormalize crop_normalize(const AugmentRecipe& r) {
 std::vector<std::vector<GpuBatchCrop>> multi_crop_tasks(const AugmentRecipe& recipe,
                                                         const std::vector<std::pair<int, int>>& sizes,
                                                         const std::vector<int64_t>& dataset_indices, uint64_t seed,
-                                                        int64_t epoch, const ObjectBoxes* boxes, int64_t first_index) {
+                                                        int64_t epoch, const ObjectBoxes* boxes, int64_t first_index,
+                                                        const std::vector<int64_t>& crop_keys) {
   BAM_CHECK(sizes.size() == dataset_indices.size(), "multi_crop_tasks: {} sizes for {} images", sizes.size(),
             dataset_indices.size());
+  BAM_CHECK(crop_keys.empty() || crop_keys.size() == sizes.size(), "multi_crop_tasks: {} crop keys for {} images",
+            crop_keys.size(), sizes.size());
+  const std::vector<int64_t>& keys = crop_keys.empty() ? dataset_indices : crop_keys;
   const int64_t B = static_cast<int64_t>(sizes.size());
   std::vector<std::vector<GpuBatchCrop>> groups(recipe.local_crops > 0 ? 2 : 1);
   std::vector<std::optional<CropPlacement>> placements(static_cast<size_t>(B));
@@ -88,9 +92,9 @@ std::vector<std::vector<GpuBatchCrop>> multi_crop_tasks(const AugmentRecipe& rec
     const int64_t row_view = global ? v : v - recipe.global_crops;
     for (int64_t b = 0; b < B; ++b) {
       const auto [w, h] = sizes[b];
-      CropParams p = sample_crop(recipe, w, h, seed, static_cast<uint32_t>(epoch),
-                                 static_cast<uint32_t>(first_index + dataset_indices[b]), static_cast<uint32_t>(v),
-                                 placements[b] ? &*placements[b] : nullptr);
+      CropParams p =
+          sample_crop(recipe, w, h, seed, static_cast<uint32_t>(epoch), static_cast<uint32_t>(first_index + keys[b]),
+                      static_cast<uint32_t>(v), placements[b] ? &*placements[b] : nullptr);
       groups[global ? 0 : 1].push_back({static_cast<int>(b), crop_task_from_params(p, w, h, row_view * B + b)});
     }
   }

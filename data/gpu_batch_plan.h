@@ -70,13 +70,16 @@ struct GpuBatchPlan {
 
 // The crops of a training batch, grouped by resolution as the CPU loader lays them out: group g
 // (global, then local) holds view v of image b at row v * B + b, with sample_crop's parameters for
-// (seed, epoch, first_index + dataset index, crop: Dataset::first_index), placed by ContrastiveCrop's
-// boxes when they apply to the epoch. `sizes` are the images' (width, height).
+// (seed, epoch, first_index + crop key, crop: Dataset::first_index), placed by ContrastiveCrop's
+// boxes of its dataset index when they apply to the epoch. `sizes` are the images' (width,
+// height); `crop_keys` the indices the images were asked for (a substitute for a damaged file
+// keeps its key), the dataset indices where empty.
 std::vector<std::vector<GpuBatchCrop>> multi_crop_tasks(const AugmentRecipe& recipe,
                                                         const std::vector<std::pair<int, int>>& sizes,
                                                         const std::vector<int64_t>& dataset_indices, uint64_t seed,
                                                         int64_t epoch, const ObjectBoxes* boxes = nullptr,
-                                                        int64_t first_index = 0);
+                                                        int64_t first_index = 0,
+                                                        const std::vector<int64_t>& crop_keys = {});
 // The evaluation transform of each image: one group of side `size`, row b for image b; with
 // `whole_image`, the whole image resized to size x size (whole_image_params) instead.
 std::vector<std::vector<GpuBatchCrop>> eval_crop_tasks(const AugmentRecipe& recipe,

@@ -280,6 +280,7 @@ int64_t GpuCropLoader::work_end() const {
 void GpuCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
   check_boxes_known(boxes_.get(), epoch);
+  unreadable_.retry_all();
   const int64_t first = sequence_.start_number(epoch, first_step);
   // Not where the loader has got to (or it failed): drop what was prepared.
   if (first != consumer_next_ || failure_.any() || launcher_failure_) drop_prepared(lock, first);
@@ -346,6 +347,7 @@ void GpuCropLoader::worker_loop() {
           slot->pixel_offsets.assign(rows, -1);
           slot->overflow.assign(rows, {});
           slot->indices.assign(rows, -1);
+          slot->crop_keys.assign(rows, -1);
           slot->labels.assign(rows, -1);
           slot->prepared = true;
         } catch (...) {
@@ -376,8 +378,9 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
   DecodedImage pixels;
   std::vector<int16_t> spilled;  // coefficients that did not fit the arena
   int64_t coef_offset = -1;
-  const int64_t index = unreadable_.first_decodable(
-      *slot.order, sequence_.first_position(batch) + b, dataset_.root, [&](int64_t candidate) {
+  const int64_t position = sequence_.first_position(batch) + b;
+  const int64_t index =
+      unreadable_.first_decodable(*slot.order, position, dataset_.root, [&](int64_t candidate) {
         const std::string& path = dataset_.files[candidate];
         std::vector<uint8_t> bytes = read_image_file(path);
         coef_offset = -1;
@@ -426,6 +429,7 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
   }
   slot.images[b] = image;
   slot.indices[b] = index;
+  slot.crop_keys[b] = (*slot.order)[static_cast<size_t>(position % static_cast<int64_t>(slot.order->size()))];
   slot.labels[b] = dataset_.labels[index];
 }
 
@@ -488,7 +492,7 @@ void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
   for (const GpuBatchImage& im : slot.images) sizes.push_back({im.width, im.height});
   auto crops = options_.eval_transform ? eval_crop_tasks(recipe_, sizes, options_.eval_size, options_.eval_whole_image)
                                        : multi_crop_tasks(recipe_, sizes, slot.indices, seed_, sequence_.epoch(batch),
-                                                          slot.boxes.get(), dataset_.first_index);
+                                                          slot.boxes.get(), dataset_.first_index, slot.crop_keys);
   std::vector<int> group_sizes(groups_.sizes.begin(), groups_.sizes.end());
   const GpuBatchPlan plan = plan_gpu_batch(slot.images, group_sizes, crops);
 

@@ -65,6 +65,7 @@ class GpuCropLoader : public CropLoader {
     std::vector<int64_t> pixel_offsets;          // per image in `pixels`, -1: in overflow[b]
     std::vector<std::vector<uint8_t>> overflow;  // pixels that did not fit the pinned arena
     std::vector<int64_t> indices, labels;
+    std::vector<int64_t> crop_keys;  // the images asked for (indices holds any substitute's)
     void* upload_done = nullptr;  // cudaEvent_t: the slot's bytes are on the device
     uint8_t* tables = nullptr;  // pinned staging of the task tables
     int64_t table_capacity = 0;

@@ -111,6 +111,7 @@ int64_t MultiCropLoader::work_end() const {
 void MultiCropLoader::start_epoch(int64_t epoch, int64_t first_step) {
   std::unique_lock<std::mutex> lock(mutex_);
   check_boxes_known(boxes_.get(), epoch);
+  unreadable_.retry_all();
   hand_back_lent_slot();
   const int64_t first = sequence_.start_number(epoch, first_step);
   // Not where the workers have got to (or they failed): let the work in progress finish before
@@ -184,9 +185,13 @@ void MultiCropLoader::worker_loop() {
 
 void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
   DecodedImage image;
-  const int64_t index = unreadable_.first_decodable(
-      *slot.order, sequence_.first_position(batch) + b, dataset_.root,
-      [&](int64_t candidate) { image = decode_image_file(dataset_.files[candidate], decode_options()); });
+  const int64_t position = sequence_.first_position(batch) + b;
+  const int64_t index = unreadable_.first_decodable(*slot.order, position, dataset_.root, [&](int64_t candidate) {
+    image = decode_image_file(dataset_.files[candidate], decode_options());
+  });
+  // The crops' random key: the image asked for, also where another one stands in for it (whose own
+  // key would repeat its crops at its own place in the epoch, in the same batch perhaps).
+  const int64_t key = (*slot.order)[static_cast<size_t>(position % static_cast<int64_t>(slot.order->size()))];
   ++images_decoded_;
   const int64_t rows = sequence_.rows(batch);
   const auto epoch = static_cast<uint32_t>(sequence_.epoch(batch));
@@ -209,7 +214,7 @@ void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
     for (int64_t v = 0; v < groups_.views[g]; ++v, ++crop) {
       CropParams p =
           sample_crop(recipe_, image.width, image.height, seed_, epoch,
-                      static_cast<uint32_t>(dataset_.first_index + index), crop, placement ? &*placement : nullptr);
+                      static_cast<uint32_t>(dataset_.first_index + key), crop, placement ? &*placement : nullptr);
       render_crop(image, p, recipe_, slot.groups[g] + (v * rows + b) * 3 * S * S);
     }
   }

@@ -31,17 +31,27 @@ int64_t UnreadableFiles::first_decodable(const std::vector<int64_t>& order, int6
           "the dataset still mounted?",
           root, k, last_error);
     const int64_t candidate = order[(position + k) % n];
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (passed_over_.count(candidate)) continue;  // the same file fails the same way
+    }
     try {
       decode(candidate);
       return candidate;
     } catch (const std::exception& e) {
       last_error = e.what();
       std::lock_guard<std::mutex> lock(mutex_);
+      passed_over_.insert(candidate);
       if (reported_.insert(candidate).second)
         std::fprintf(stderr, "warning: skipping unreadable image (%zu so far): %s\n", reported_.size(), e.what());
     }
   }
   fail("{}: none of the {} images could be decoded", root, n);
+}
+
+void UnreadableFiles::retry_all() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  passed_over_.clear();
 }
 
 int64_t UnreadableFiles::count() const {
