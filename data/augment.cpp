@@ -108,9 +108,12 @@ CropParams sample_crop(const AugmentRecipe& r, int width, int height, uint64_t s
   CropParams p;
   const bool global = crop < r.global_crops;
   p.out_size = static_cast<int>(global ? r.global_size : r.local_size);
+  // ContrastiveCrop's global crops draw their scale up to the whole image, whatever the global
+  // scale's upper bound (the official DataAugmentationCCrop: scale=(global_crops_scale[0], 1.)).
+  const double global_max = placement ? 1.0 : r.global_scale_max;
   random_resized_box(width, height, global ? r.global_scale_min : r.local_scale_min,
-                     global ? r.global_scale_max : r.local_scale_max, seed, epoch, image, crop, &p.top, &p.left,
-                     &p.height, &p.width, placement);
+                     global ? global_max : r.local_scale_max, seed, epoch, image, crop, &p.top, &p.left, &p.height,
+                     &p.width, placement);
   p.flip = draw(AugmentPurpose::flip, 0) < 0.5f;
   if (r.crop_and_flip_only) return p;
   p.jitter = draw(AugmentPurpose::jitter, 0) < r.jitter_p;

@@ -208,7 +208,12 @@ Dataset balanced_subset(const Dataset& dataset, double fraction, uint64_t seed, 
   BAM_CHECK(dataset.num_classes() > 0, "{} {}: {} is not labelled (an ImageFolder is needed)", flag, fraction,
             dataset.root);
   std::vector<std::vector<int64_t>> members(dataset.num_classes());
-  for (int64_t i = 0; i < dataset.size(); ++i) members[dataset.labels[i]].push_back(i);
+  for (int64_t i = 0; i < dataset.size(); ++i) {
+    const int64_t label = dataset.labels[i];
+    BAM_CHECK(label >= 0 && label < dataset.num_classes(), "{} {}: {} has label {}, outside its {} classes", flag,
+              fraction, dataset.files[i], label, dataset.num_classes());
+    members[label].push_back(i);
+  }
   std::vector<int64_t> kept;
   for (int64_t c = 0; c < dataset.num_classes(); ++c) {
     const auto& m = members[c];

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <stb_image.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -104,6 +105,13 @@ void apply_exif_orientation(int orientation, DecodedImage* image) {
   image->height = out_h;
 }
 
+void refuse_if_extreme_aspect(int width, int height, std::string_view name) {
+  const int64_t long_side = std::max(width, height), short_side = std::min(width, height);
+  if (long_side > int64_t{kMaxAspectRatio} * short_side)
+    throw ImageDecodeError(
+        fmt::format("{}: image is {}x{}, its sides more than {} to 1 apart", name, width, height, kMaxAspectRatio));
+}
+
 DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view name,
                           const ImageDecodeOptions& options) {
   if (size == 0) throw ImageDecodeError(fmt::format("{}: empty file (0 bytes)", name));
@@ -146,6 +154,7 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view na
     }
     image = decode_with_stb(bytes, size, name, options, "");
   }
+  refuse_if_extreme_aspect(image.width, image.height, name);
   if (options.apply_exif_orientation) apply_exif_orientation(image.exif_orientation, &image);
   return image;
 }

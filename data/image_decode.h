@@ -23,6 +23,12 @@ struct DecodedImage {
   std::vector<std::string> warnings;  // recoverable problems, e.g. JPEG data that ended early
 };
 
+// Images whose long side is more than this many times the short one are refused (by decode_image
+// and the GPU loader): a line of pixels (1 x 16,000,000 fits max_pixels) is no photo, and the
+// evaluation's resize to a 256-pixel short side would make it billions of pixels long.
+inline constexpr int kMaxAspectRatio = 1000;
+void refuse_if_extreme_aspect(int width, int height, std::string_view name);
+
 struct ImageDecodeOptions {
   // Images with more pixels are refused before decoding (see JpegDecodeLimits for the reasoning).
   int64_t max_pixels = int64_t{1} << 26;

@@ -204,6 +204,21 @@ TEST_CASE("ContrastiveCrop places crops as the official get_params: sizes and co
     CHECK(p.top == std::clamp(225 - p.height / 2, 0, 300 - p.height));
     CHECK(p.left == std::clamp(100 - p.width / 2, 0, 400 - p.width));
   }
+  // Global crops placed by a box draw their scale up to the whole image, as the official
+  // DataAugmentationCCrop's (global_crops_scale[0], 1.), whatever --global_crops_scale's upper bound.
+  data::AugmentRecipe capped = recipe;
+  capped.global_scale_max = 0.5;
+  double plain_largest = 0, placed_largest = 0;
+  for (uint32_t image = 0; image < 200; ++image)
+    for (uint32_t crop = 0; crop < 2; ++crop) {
+      const data::CropParams plain = data::sample_crop(capped, 400, 300, seed, 0, image, crop);
+      const data::CropParams placed = data::sample_crop(capped, 400, 300, seed, 0, image, crop, &point);
+      plain_largest = std::max(plain_largest, plain.height * plain.width / 120000.0);
+      placed_largest = std::max(placed_largest, placed.height * placed.width / 120000.0);
+    }
+  CHECK(plain_largest <= 0.5 + 0.01);
+  CHECK(placed_largest > 0.8);
+
   // The boxes apply from their first epoch on, and every image needs one.
   data::ObjectBoxes boxes;
   boxes.first_epoch = 2;

@@ -185,6 +185,10 @@ TEST_CASE("image: PGM/PPM by bam's decoder: 8 and 16 bits, maxval scaling, comme
   CHECK(decode_error(bytes_of("P5 1 1 15 \x20"), "above.pgm") ==
         "above.pgm: PNM sample 32 is above the maximum value 15");
   CHECK(decode_error(bytes_of("P5 0 7 255 "), "none.pgm") == "none.pgm: PNM image is 0x7, without pixels");
+  // A line of pixels is refused (its evaluation resize would be 256 x 512,256 pixels).
+  std::vector<uint8_t> line = bytes_of("P5 2001 1 255 ");
+  line.resize(line.size() + 2001, 7);
+  CHECK(decode_error(line, "line.pgm") == "line.pgm: image is 2001x1, its sides more than 1000 to 1 apart");
 }
 
 TEST_CASE("image: formats stb would parse but torchvision folders never hold are refused, a truncated HDR at once") {

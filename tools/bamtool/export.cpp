@@ -36,10 +36,13 @@ int run_export(const ExportOptions& o) {
                     {"epoch", std::to_string(ck.state.epoch)}});
   std::printf("wrote %zu backbone tensors (%s, epoch %lld) to %s\n", backbone.size(), o.teacher ? "teacher" : "student",
               static_cast<long long>(ck.state.epoch), o.output.c_str());
-  if (ck.config.arch != "custom")
-    std::printf("load with: timm.create_model('%s_patch%lld_%lld', num_classes=0, checkpoint_path='%s')\n",
-                ck.config.arch.c_str(), static_cast<long long>(v.patch_size), static_cast<long long>(v.img_size),
-                o.output.c_str());
+  // timm's constructor with the backbone's sizes: exact for every preset, size and patch (a model
+  // name such as vit_small_patch16_224 exists for a few of them only, and fixes its heads).
+  std::printf(
+      "load with: m = timm.models.VisionTransformer(img_size=%lld, patch_size=%lld, embed_dim=%lld, depth=%lld, "
+      "num_heads=%lld, num_classes=0); timm.models.load_checkpoint(m, '%s', strict=True)\n",
+      static_cast<long long>(v.img_size), static_cast<long long>(v.patch_size), static_cast<long long>(v.embed_dim),
+      static_cast<long long>(v.depth), static_cast<long long>(v.num_heads), o.output.c_str());
   return 0;
 }
 
