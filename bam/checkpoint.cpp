@@ -125,6 +125,8 @@ std::optional<std::string> architecture_mismatch(const TrainConfig& a, const Tra
   if (a.patch_size != b.patch_size) return "--patch_size";
   if (a.global_crops_size != b.global_crops_size) return "--global_crops_size";
   if (a.qkv_bias != b.qkv_bias) return "--qkv_bias";
+  if (a.pos_embed != b.pos_embed) return "--pos_embed";                             // a parameter, or a fixed table
+  if (a.freeze_patch_embed != b.freeze_patch_embed) return "--freeze_patch_embed";  // optimizer state or none
   if (pa.out_dim != pb.out_dim) return "--out_dim";
   if (pa.hidden_dim != pb.hidden_dim) return "--hidden_dim";
   if (pa.n_layers != pb.n_layers) return "--n_layers";

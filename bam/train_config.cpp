@@ -25,6 +25,14 @@ void TrainConfig::validate() const {
   BAM_CHECK(local_crops_number == 0 || local_crops_size % patch_size == 0,
             "--local_crops_size {} is not a multiple of --patch_size {}", local_crops_size, patch_size);
   BAM_CHECK(drop_path_rate >= 0 && drop_path_rate < 1, "--drop_path_rate must be in [0, 1), got {}", drop_path_rate);
+  BAM_CHECK(pos_embed == "learned" || pos_embed == "sincos", "--pos_embed must be learned or sincos, got '{}'",
+            pos_embed);
+  BAM_CHECK(pos_embed != "sincos" || dim % 4 == 0,
+            "--pos_embed sincos splits the width in four (sine and cosine of rows and columns): --embed_dim {} is not "
+            "divisible by 4",
+            dim);
+  BAM_CHECK(weight_init == "trunc_normal" || weight_init == "moco",
+            "--weight_init must be trunc_normal or moco, got '{}'", weight_init);
   BAM_CHECK(out_dim >= 1 && hidden_dim >= 1 && n_layers >= 1, "--out_dim, --hidden_dim and --n_layers must be positive");
   BAM_CHECK(proj_act == "gelu" || proj_act == "relu", "--proj_act must be gelu or relu, got '{}'", proj_act);
   BAM_CHECK(teacher_m >= 0 && teacher_m <= 1, "--teacher_m must be in [0, 1], got {}", teacher_m);
@@ -113,6 +121,9 @@ VitConfig TrainConfig::vit() const {
   v.img_size = global_crops_size;
   v.qkv_bias = qkv_bias;
   v.drop_path_rate = drop_path_rate;
+  v.pos_embed = pos_embed;
+  v.freeze_patch_embed = freeze_patch_embed;
+  v.weight_init = weight_init;
   v.checkpoint_every = std::max<int64_t>(grad_checkpointing, 0);
   return v;
 }
@@ -133,7 +144,8 @@ ProjectorConfig TrainConfig::projector() const {
 // One table drives both directions of the JSON conversion.
 // clang-format off
 #define BAM_CONFIG_FIELDS(X)                                                                                \
-  X(arch) X(patch_size) X(embed_dim) X(depth) X(num_heads) X(drop_path_rate) X(qkv_bias)                    \
+  X(arch) X(patch_size) X(embed_dim) X(depth) X(num_heads) X(drop_path_rate) X(qkv_bias) X(pos_embed)      \
+  X(freeze_patch_embed) X(weight_init)                                                                      \
   X(grad_checkpointing) X(out_dim) X(hidden_dim) X(n_layers) X(proj_use_bn) X(proj_last_bn) X(proj_bias)    \
   X(proj_act) X(teacher) X(teacher_m) X(precision) X(device) X(batch_size_per_gpu) X(epochs)                \
   X(warmup_epochs) X(max_steps) X(warmup_steps) X(lr) X(min_lr) X(optimizer) X(weight_decay)                \

@@ -18,6 +18,10 @@ struct TrainConfig {
   int64_t embed_dim = 0, depth = 0, num_heads = 0;  // custom sizes (override the preset when > 0)
   double drop_path_rate = 0.0;
   bool qkv_bias = true;
+  // The official BAM ViT's choices (models/vit.h, VitConfig): sincos, true, moco.
+  std::string pos_embed = "learned";  // learned | sincos
+  bool freeze_patch_embed = false;
+  std::string weight_init = "trunc_normal";  // trunc_normal | moco
   // > 0: activation checkpointing, every n-th ViT block keeps only its input and recomputes its
   // inside in backward (the official flag; 0 or negative: off)
   int64_t grad_checkpointing = 0;

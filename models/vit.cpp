@@ -1,5 +1,6 @@
-// The Vision Transformer: patch embedding, CLS token, position embedding (bicubically resized for
-// other input sizes, as DINO's interpolate_pos_encoding), pre-norm blocks, final norm.
+// The Vision Transformer: patch embedding, CLS token, position embedding (learned or the official
+// BAM ViT's fixed sine-cosine table; bicubically resized for other input sizes), pre-norm blocks,
+// final norm.
 #include "models/vit.h"
 
 #include <fmt/format.h>
@@ -106,8 +107,23 @@ VisionTransformer::VisionTransformer(const VitConfig& c, Generator* gen) : confi
   auto patch_container = std::make_shared<Container>();
   patch_proj = patch_container->add("proj", std::make_shared<PatchProjection>(c.in_chans, E, c.patch_size, gen));
   patch_embed = register_module("patch_embed", std::static_pointer_cast<Module>(patch_container));
+  BAM_CHECK(c.pos_embed == "learned" || c.pos_embed == "sincos", "ViT: --pos_embed must be learned or sincos, got '{}'",
+            c.pos_embed);
+  BAM_CHECK(c.pos_embed != "sincos" || E % 4 == 0, "ViT: --pos_embed sincos needs a width divisible by 4, got {}", E);
+  BAM_CHECK(c.weight_init == "trunc_normal" || c.weight_init == "moco",
+            "ViT: --weight_init must be trunc_normal or moco, got '{}'", c.weight_init);
   cls_token = register_parameter("cls_token", mul(randn({1, 1, E}, {}, gen), 1e-6));
+  // Drawn either way, so that the blocks get the same draws with either table.
   pos_embed = register_parameter("pos_embed", trunc_normal({1, 1 + grid * grid, E}, 0.0, 0.02, -2.0, 2.0, {}, gen));
+  if (c.pos_embed == "sincos") {
+    NoGradGuard no_grad;
+    pos_embed.copy_(sincos_position_table(grid, E));
+    pos_embed.requires_grad_(false);  // no gradient, no optimizer state, no weight decay
+  }
+  if (c.freeze_patch_embed) {
+    patch_proj->weight.requires_grad_(false);
+    patch_proj->bias.requires_grad_(false);
+  }
   auto block_container = std::make_shared<Container>();
   for (int64_t i = 0; i < c.depth; ++i) {
     double rate = c.depth > 1 ? c.drop_path_rate * static_cast<double>(i) / (c.depth - 1) : 0.0;
@@ -117,6 +133,38 @@ VisionTransformer::VisionTransformer(const VitConfig& c, Generator* gen) : confi
   }
   register_module("blocks", std::static_pointer_cast<Module>(block_container));
   norm = register_module("norm", std::make_shared<LayerNorm>(E, 1e-6));
+  if (c.weight_init == "moco") {
+    // timm's init_weights_vit_moco: xavier-uniform, U(+-sqrt(6 / (fan_in + fan_out))), with qkv's
+    // fan_out that of one of its three matrices. Biases stay 0.
+    NoGradGuard no_grad;
+    for (const auto& block : blocks)
+      for (const auto& [layer, thirds] : {std::pair{block->attn->qkv, true}, std::pair{block->attn->proj, false},
+                                          std::pair{block->mlp->fc1, false}, std::pair{block->mlp->fc2, false}}) {
+        const int64_t out = layer->weight.size(0), in = layer->weight.size(1);
+        const double bound = std::sqrt(6.0 / static_cast<double>((thirds ? out / 3 : out) + in));
+        layer->weight.copy_(sub(mul(rand({out, in}, {}, gen), 2 * bound), bound));
+      }
+  }
+}
+
+Tensor sincos_position_table(int64_t grid, int64_t E) {
+  BAM_CHECK(E % 4 == 0 && grid >= 1, "sincos_position_table: width {} must be divisible by 4", E);
+  const int64_t quarter = E / 4;
+  std::vector<float> table(static_cast<size_t>((1 + grid * grid) * E), 0.0f);  // row 0: the CLS position
+  for (int64_t r = 0; r < grid; ++r)
+    for (int64_t col = 0; col < grid; ++col) {
+      float* row = &table[static_cast<size_t>((1 + r * grid + col) * E)];
+      for (int64_t k = 0; k < quarter; ++k) {
+        // In f32, as torch computes the official table.
+        const float omega = 1.0f / std::pow(10000.0f, static_cast<float>(k) / static_cast<float>(quarter));
+        const float a = static_cast<float>(r) * omega, b = static_cast<float>(col) * omega;
+        row[k] = std::sin(a);
+        row[quarter + k] = std::cos(a);
+        row[2 * quarter + k] = std::sin(b);
+        row[3 * quarter + k] = std::cos(b);
+      }
+    }
+  return from_vector(table, {1, 1 + grid * grid, E});
 }
 
 Tensor VisionTransformer::position_embedding(int64_t gh, int64_t gw) const {

@@ -32,7 +32,22 @@ struct VitConfig {
   // only its input and recomputing its blocks in backward (engine/checkpoint.h; timm's
   // checkpoint_seq with every = n). One more forward of the blocks for their activations' memory.
   int64_t checkpoint_every = 0;
+  // The official BAM ViT (models/vit.py of the paper's code, MoCo v3's stability measures) differs
+  // from timm's default in three ways, each a choice here (timm's the default):
+  //   pos_embed "sincos": a fixed 2-D sine-cosine table (not trained; the CLS position 0) instead
+  //     of a learned one ("learned", trunc_normal .02);
+  //   freeze_patch_embed: the patch projection keeps its random initialisation;
+  //   weight_init "moco": the blocks' Linear weights xavier-uniform (qkv's as three matrices)
+  //     instead of trunc_normal .02 ("trunc_normal").
+  std::string pos_embed = "learned";
+  bool freeze_patch_embed = false;
+  std::string weight_init = "trunc_normal";
 };
+
+// MoCo v3's fixed position table for a grid x grid patch grid of width E (divisible by 4): the
+// patch at row r, column c gets [sin(r w), cos(r w), sin(c w), cos(c w)] over the E/4 frequencies
+// w_k = 10000^(-k / (E/4)); the CLS position is 0. [1, 1 + grid^2, E].
+Tensor sincos_position_table(int64_t grid, int64_t E);
 
 // "vit_tiny" (192/12/3), "vit_small" (384/12/6), "vit_base" (768/12/12); other fields default.
 // Returns false for an unknown name.

@@ -7,6 +7,7 @@
 
 #include "bam/bam_model.h"
 #include "engine/autograd.h"
+#include "engine/optim.h"
 #include "engine/random.h"
 #include "engine/storage.h"
 #include "tests/support.h"
@@ -188,6 +189,61 @@ TEST_CASE("ViT parameters carry timm's names and shapes") {
   }
   VitConfig unknown;
   CHECK_FALSE(vit_preset("vit_huge", &unknown));
+}
+
+TEST_CASE("the official BAM ViT's choices: fixed sin-cos positions, a frozen patch projection, MoCo's init") {
+  // The table: MoCo v3's build_2d_sincos_position_embedding (the patch at row r, column c), by hand.
+  const Tensor table = sincos_position_table(3, 8);
+  REQUIRE(table.shape() == Shape{1, 10, 8});
+  const std::vector<float> t = table.to_vector<float>();
+  for (int k = 0; k < 8; ++k) CHECK(t[k] == 0.0f);  // the CLS position
+  const int r = 2, c = 1;
+  const float* patch = &t[(1 + r * 3 + c) * 8];
+  for (int k = 0; k < 2; ++k) {
+    const double w = std::pow(10000.0, -k / 2.0);
+    CHECK(patch[k] == doctest::Approx(std::sin(r * w)).epsilon(1e-6));
+    CHECK(patch[2 + k] == doctest::Approx(std::cos(r * w)).epsilon(1e-6));
+    CHECK(patch[4 + k] == doctest::Approx(std::sin(c * w)).epsilon(1e-6));
+    CHECK(patch[6 + k] == doctest::Approx(std::cos(c * w)).epsilon(1e-6));
+  }
+
+  VitConfig official = tiny_vit_config(4, 16, 24, 3);
+  official.pos_embed = "sincos";
+  official.freeze_patch_embed = true;
+  official.weight_init = "moco";
+  Generator gen(5);
+  VisionTransformer vit(official, &gen);
+  CHECK(vit.pos_embed.to_vector<float>() == sincos_position_table(4, 24).to_vector<float>());
+  // MoCo's xavier-uniform: U(+-sqrt(6 / (fan_in + fan_out))), qkv as three 24 x 24 matrices; the
+  // standard deviation of U(+-b) is b / sqrt(3).
+  auto sd = [](const Tensor& w) { return std::sqrt(var(w.reshape({-1}), {0}).item()); };
+  const double qkv_bound = std::sqrt(6.0 / (24 + 24)), fc1_bound = std::sqrt(6.0 / (24 + 96));
+  CHECK(sd(vit.blocks[0]->attn->qkv->weight) == doctest::Approx(qkv_bound / std::sqrt(3.0)).epsilon(0.1));
+  CHECK(sd(vit.blocks[1]->mlp->fc1->weight) == doctest::Approx(fc1_bound / std::sqrt(3.0)).epsilon(0.1));
+  CHECK(max(abs(vit.blocks[0]->attn->qkv->weight)).item() <= qkv_bound);
+  CHECK(sum(abs(vit.blocks[0]->attn->qkv->bias)).item() == 0.0);
+
+  // Neither the table nor the patch projection is trained: no gradient, no optimizer state.
+  std::set<std::string> trained;
+  for (const ParamGroup& g : make_param_groups(vit.named_parameters()))
+    for (const auto& [name, p] : g.params) trained.insert(name);
+  CHECK(trained.count("pos_embed") == 0);
+  CHECK(trained.count("patch_embed.proj.weight") == 0);
+  CHECK(trained.count("patch_embed.proj.bias") == 0);
+  CHECK(trained.count("cls_token") == 1);
+  const Tensor patch_before = vit.patch_proj->weight.clone(), pos_before = vit.pos_embed.clone();
+  auto optimizer = make_optimizer("adamw", make_param_groups(vit.named_parameters()));
+  optimizer->set_lr(0.1);
+  sum(vit.forward(randn({2, 3, 16, 16}, {}, &gen))).backward();
+  CHECK_FALSE(vit.patch_proj->weight.grad().defined());
+  CHECK_FALSE(vit.pos_embed.grad().defined());
+  optimizer->step();
+  CHECK(vit.patch_proj->weight.to_vector<float>() == patch_before.to_vector<float>());
+  CHECK(vit.pos_embed.to_vector<float>() == pos_before.to_vector<float>());
+  VitConfig odd = official;
+  odd.embed_dim = 18;
+  odd.num_heads = 3;
+  CHECK_THROWS_WITH_AS(VisionTransformer(odd, &gen), doctest::Contains("sincos needs a width divisible by 4"), Error);
 }
 
 TEST_CASE("projector structure follows the official head") {

@@ -34,6 +34,14 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
   app.add_option("--num_heads", c.num_heads, "attention heads (overrides the preset)");
   app.add_option("--drop_path_rate", c.drop_path_rate, "stochastic depth rate")->default_val(c.drop_path_rate);
   boolean("--qkv_bias", c.qkv_bias, "bias on the qkv projection");
+  app.add_option("--pos_embed", c.pos_embed,
+                 "position embedding: learned (timm's) | sincos (the official BAM ViT's fixed 2-D sine-cosine table)")
+      ->default_val(c.pos_embed);
+  boolean("--freeze_patch_embed", c.freeze_patch_embed,
+          "keep the patch projection at its random initialisation (the official BAM ViT does)");
+  app.add_option("--weight_init", c.weight_init,
+                 "ViT block weights: trunc_normal (timm's, std 0.02) | moco (xavier-uniform, the official BAM ViT's)")
+      ->default_val(c.weight_init);
   app.add_option("--grad_checkpointing", c.grad_checkpointing,
                  "activation checkpointing: the ViT blocks in segments of N that recompute their activations in "
                  "backward (less memory, one more forward; 0 or negative: off)")
