@@ -1,6 +1,9 @@
 // The backward engine: topological order over grad_fn nodes, gradient accumulation, graph release.
 #include "engine/autograd.h"
 
+#include <fmt/format.h>
+
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -31,6 +34,39 @@ bool any_requires_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
+namespace {
+// Ops whose backward reads neither their inputs' values nor their output's (sums, views, copies,
+// moves by a kept index, linear resamplings): changing those in place after the forward is fine,
+// as in torch, and is not checked.
+bool backward_reads_no_values(std::string_view op) {
+  static const std::unordered_set<std::string_view> ops = {"add",
+                                                           "sub",
+                                                           "sum",
+                                                           "cat",
+                                                           "clone",
+                                                           "contiguous",
+                                                           "expand",
+                                                           "permute",
+                                                           "reshape",
+                                                           "view",
+                                                           "slice",
+                                                           "squeeze",
+                                                           "unsqueeze",
+                                                           "residual_add",
+                                                           "to_device",
+                                                           "to_dtype",
+                                                           "gather",
+                                                           "index_select",
+                                                           "scatter_add",
+                                                           "topk",
+                                                           "patchify",
+                                                           "all_gather_rows",
+                                                           "sum_over_ranks",
+                                                           "interpolate_bicubic"};
+  return ops.count(op) > 0;
+}
+}  // namespace
+
 Tensor record(const char* op_name, Tensor output, std::vector<Tensor> inputs, BackwardFn backward) {
   if (!any_requires_grad(inputs)) return output;
   auto node = std::make_shared<Node>();
@@ -47,6 +83,13 @@ Tensor record(const char* op_name, Tensor output, std::vector<Tensor> inputs, Ba
       edge.leaf = input.impl_ptr();
     edge.shape = input.shape();
     edge.dtype = input.dtype();
+  }
+  if (!backward_reads_no_values(op_name)) {
+    for (size_t i = 0; i < inputs.size(); ++i)
+      if (inputs[i].defined())
+        node->versions.push_back(
+            {inputs[i].storage(), inputs[i].storage()->version(), static_cast<int>(i), inputs[i].shape()});
+    node->versions.push_back({output.storage(), output.storage()->version(), -1, output.shape()});
   }
   node->backward = std::move(backward);
   node->output = output.impl_ptr();
@@ -131,6 +174,15 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
               "backward: the graph through '{}' was already freed by an earlier backward(); "
               "pass retain_graph=true to the first call to backpropagate twice",
               node->op_name);
+    for (const SavedVersion& saved : node->versions)
+      if (auto storage = saved.storage.lock(); storage && storage->version() != saved.version)
+        fail(
+            "backward of '{}': its {} {} was changed in place after the forward (fill_, copy_, add_, mul_, an "
+            "optimizer "
+            "step or a weight load; version {}, {} at the forward), and its gradient would be computed from the new "
+            "values: change a clone, or run backward first",
+            node->op_name, saved.index < 0 ? std::string("output") : fmt::format("input {}", saved.index),
+            shape_str(saved.shape), storage->version(), saved.version);
     if (auto output = node->output.lock(); output && output->retains_grad) {
       Tensor keep = grad_output.clone();
       output->grad = output->grad ? add(Tensor(output->grad), keep).impl_ptr() : keep.impl_ptr();

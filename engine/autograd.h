@@ -29,9 +29,20 @@ struct Edge {
   bool connected() const { return producer || leaf; }
 };
 
+// The version of a tensor's storage when an op recorded it (input index, or -1 for the output).
+struct SavedVersion {
+  std::weak_ptr<Storage> storage;  // not the data: a storage nobody else keeps may go
+  uint64_t version = 0;
+  int index = -1;
+  Shape shape;
+};
+
 struct Node {
   std::string op_name;
   std::vector<Edge> inputs;  // one per tensor input of the op; unconnected where no gradient is needed
+  // Every input's and the output's storage version at the forward: backward refuses to run when
+  // one changed in place since (its closure would read the new values), as torch does.
+  std::vector<SavedVersion> versions;
   BackwardFn backward;
   std::weak_ptr<TensorImpl> output;  // for retain_grad()
   Shape output_shape;

@@ -42,6 +42,7 @@ void Optimizer::step() {
   NoGradGuard no_grad;
   size_t index = 0;
   std::vector<size_t> updated;  // counted once every update is queued or done: a failed step counts none
+  std::vector<Tensor> updated_params;
   try {
     for (auto& group : groups_) {
       for (auto& [name, param] : group.params) {
@@ -52,6 +53,7 @@ void Optimizer::step() {
           if (!grad.is_contiguous()) grad = grad.contiguous();
           update(param, grad, slots_[index], group.decay ? weight_decay_ : 0.0, param_steps_[index] + 1);
           updated.push_back(index);
+          updated_params.push_back(param);
         }
         ++index;
       }
@@ -67,6 +69,8 @@ void Optimizer::step() {
   pending_grads_.clear();
   ++steps_;
   for (size_t i : updated) ++param_steps_[i];
+  // Written in place by the kernels, not through the tensors: a graph that read them is out of date.
+  for (const Tensor& param : updated_params) param.storage()->bump_version();
 }
 
 void Optimizer::zero_grad() {
@@ -307,6 +311,7 @@ void ema_update(const std::vector<Tensor>& ema, const std::vector<Tensor>& x, do
   if (!pairs.empty())
     BAM_CUDA_BRANCH("ema_update", cuda_kernels::ema_update_many(pairs.data(), static_cast<int64_t>(pairs.size()),
                                                                 momentum, stream()));
+  for (const Tensor& t : ema) t.storage()->bump_version();  // written in place by the kernels
 }
 
 }  // namespace bam

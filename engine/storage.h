@@ -1,6 +1,7 @@
 // Storage: one reference-counted block of memory on a device, shared by all views of a tensor.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -23,7 +24,14 @@ class Storage {
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
 
+  // Counts the in-place writes through tensors (fill_, copy_, add_, mul_, optimizer steps, EMA
+  // updates), shared by every view, as torch's version counter: autograd checks that what an op's
+  // backward reads has not changed since the forward (engine/autograd.h).
+  uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+  void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
+
  private:
+  std::atomic<uint64_t> version_{0};
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;

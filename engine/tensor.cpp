@@ -233,11 +233,14 @@ template std::vector<uint8_t> Tensor::to_vector<uint8_t>() const;
 // ---- in-place ---------------------------------------------------------------------------------
 
 namespace {
+// Every in-place write through a tensor passes here: refused on a tensor autograd tracks, and
+// counted in its storage's version otherwise.
 void check_inplace_allowed(const Tensor& t, const char* op) {
   BAM_CHECK(!(grad_mode_enabled() && t.requires_grad()),
             "{}: in-place update of {} which takes part in autograd; wrap it in NoGradGuard (optimizer "
             "updates) or use the out-of-place op",
             op, t.describe());
+  t.storage()->bump_version();
 }
 }  // namespace
 

@@ -1,5 +1,6 @@
 // Autograd semantics: scalar and given gradients, accumulation across calls, reuse of a tensor,
 // NoGradGuard, detach, graph release and retain_graph, retain_grad, misuse errors, deep graphs.
+#include "engine/optim.h"
 #include "tests/support.h"
 
 namespace bam::test {
@@ -124,6 +125,54 @@ TEST_CASE("views propagate gradients to their base") {
   sum(y).backward();
   // column 1 gets 10 each; columns 0 and 2 get 2 each (the broadcast sum feeds both outputs).
   CHECK(grad_of(x) == std::vector<double>{2, 10, 2, 2, 10, 2});
+}
+
+}  // namespace bam::test
+
+namespace bam::test {
+
+TEST_CASE("a tensor changed in place between forward and backward is an error, as torch's version counter") {
+  // mul keeps x for w's gradient: x.fill_ after the forward would make that gradient 5, not 2.
+  Tensor w = ones({3}).requires_grad_(true), x = full({3}, 2.0);
+  Tensor y = sum(mul(w, x));
+  x.fill_(5.0);
+  CHECK_THROWS_WITH_AS(y.backward(),
+                       doctest::Contains("backward of 'mul': its input 1 [3] was changed in place after the forward"),
+                       Error);
+  // A weight changed under NoGradGuard (an optimizer step, a load) between forward and backward.
+  Tensor a = randn({2, 3}), weight = randn({3, 4}).requires_grad_(true);
+  Tensor z = sum(matmul(a, weight));
+  {
+    NoGradGuard no_grad;
+    weight.add_(from_vector(std::vector<float>(12, 1.0f), {3, 4}));
+  }
+  CHECK_THROWS_WITH_AS(z.backward(), doctest::Contains("backward of 'matmul': its input 1 [3, 4] was changed"), Error);
+  // The output an op's backward reads (exp keeps it), changed through a detached alias.
+  Tensor v = ones({2}).requires_grad_(true);
+  Tensor e = exp(v);
+  Tensor loss = sum(e);
+  e.detach().mul_(2.0);
+  CHECK_THROWS_WITH_AS(loss.backward(), doctest::Contains("backward of 'exp': its output [2] was changed"), Error);
+  // An optimizer step between two backward passes over one retained graph.
+  Tensor p = full({2}, 1.0).requires_grad_(true);
+  Tensor q = sum(mul(p, p));
+  SGD sgd({ParamGroup{{{"p", p}}, false}}, 0.9);
+  sgd.set_lr(0.1);
+  q.backward(Tensor(), true);
+  sgd.step();
+  CHECK_THROWS_WITH_AS(q.backward(), doctest::Contains("backward of 'mul': its input 0 [2] was changed"), Error);
+  // An op whose backward reads no values (add, views, sums) may see its inputs change, as in torch.
+  Tensor w3 = ones({3}).requires_grad_(true), x3 = full({3}, 2.0);
+  Tensor y3 = sum(add(w3, x3.reshape({3})));
+  x3.fill_(5.0);
+  CHECK_NOTHROW(y3.backward());
+  CHECK(w3.grad().to_vector<float>() == std::vector<float>{1, 1, 1});
+  // Untouched tensors, or ones changed after backward, are fine.
+  Tensor w2 = ones({3}).requires_grad_(true), x2 = full({3}, 2.0);
+  Tensor y2 = sum(mul(w2, x2));
+  y2.backward();
+  x2.fill_(5.0);
+  CHECK(w2.grad().to_vector<float>() == std::vector<float>{2, 2, 2});
 }
 
 }  // namespace bam::test
