@@ -127,7 +127,7 @@ void accumulate_leaf_grad(TensorImpl* leaf, const Tensor& grad) {
   if (!leaf->grad) {
     // A fresh copy: the incoming gradient may share memory with another leaf's gradient
     // (add's backward hands the same tensor to both inputs), and optimizers update grads in place.
-    leaf->grad = grad.contiguous().clone().impl_ptr();
+    leaf->grad = (grad.is_contiguous() ? grad.clone() : grad.contiguous()).impl_ptr();  // one copy either way
   } else {
     Tensor current(leaf->grad);
     leaf->grad = add(current, grad).impl_ptr();

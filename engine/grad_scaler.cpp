@@ -72,7 +72,9 @@ void GradScaler::update(bool finite) {
     return;
   }
   if (++clean_steps_ >= options_.growth_interval) {
-    scale_ *= options_.growth_factor;
+    // As torch: a scale that would overflow stays where it is (an infinite scale makes every
+    // scaled loss inf, and every step would be skipped from then on).
+    if (std::isfinite(scale_ * options_.growth_factor)) scale_ *= options_.growth_factor;
     clean_steps_ = 0;
   }
 }

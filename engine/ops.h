@@ -130,7 +130,7 @@ std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim = 0);
 std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim = 0);      // views
 // Rows (along dim) picked by a 1-D i64 index.
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
-// out[i][j] = x[i][index[i][j]] along dim (index has x's rank, sizes <= x's off dim).
+// out[i][j] = x[i][index[i][j]] along dim (index has x's rank and x's sizes outside dim).
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
 // A copy of x with src added at index along dim (duplicate indices accumulate).
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);

@@ -62,7 +62,9 @@ Tensor attention(const Tensor& qkv, int64_t num_heads, Tensor* probs_out) {
     using T = decltype(tag);
     cpu::attention_forward<T>(qc.data<T>(), out.data<T>(), probs.data<T>(), B, N, H, D, scale);
   });
-  if (probs_out) *probs_out = probs;
+  // The maps backward reads are not handed out where backward will run: an edit of the caller's
+  // copy would change dQKV (the GPU computes the caller's maps apart from what its backward keeps).
+  if (probs_out) *probs_out = any_requires_grad({&qkv}) ? probs.clone() : probs;
   Tensor saved_qkv = qc.detach();
   return record("attention", out, {qkv}, [saved_qkv, probs, B, N, H, D, scale](const Tensor& g) {
     Tensor gc = contiguous_data(g);

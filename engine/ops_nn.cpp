@@ -313,6 +313,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   BAM_CHECK(logits.dim() == 2 && labels.dim() == 1 && labels.size(0) == logits.size(0),
             "cross_entropy: expects logits [N, C] and labels [N], got {} and {}", logits.describe(), labels.describe());
   BAM_CHECK(labels.dtype() == DType::i64, "cross_entropy: labels must be i64, got {}", labels.describe());
+  if (labels.device().is_cpu()) {  // on a GPU, gather reports a bad label at the next wait
+    const Tensor lc = labels.contiguous();
+    const int64_t* l = lc.data<int64_t>();
+    for (int64_t i = 0; i < lc.numel(); ++i)
+      BAM_CHECK(l[i] >= 0 && l[i] < logits.size(1), "cross_entropy: label {} (row {}) is outside the {} classes", l[i],
+                i, logits.size(1));
+  }
   return neg(mean(gather(log_softmax(logits, 1), 1, labels.unsqueeze(1))));
 }
 

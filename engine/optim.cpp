@@ -208,12 +208,12 @@ void LARS::update(Tensor& param, const Tensor& grad, std::vector<Tensor>& slots,
   ensure_slots(slots, param, 1);
   if (param.device().is_cuda()) {  // queued for finish_step()
     pending_.push_back({param.data<float>(), grad.data<float>(), slots[0].data<float>(), param.numel(), weight_decay,
-                        false, param.dim() > 1});
+                        false, param.dim() != 1});
     pending_grads_.push_back(grad);
     return;
   }
-  cpu::lars_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(), param.numel(), param.dim() > 1, lr_,
-                   momentum_, weight_decay, eta_);
+  cpu::lars_update(param.data<float>(), grad.data<float>(), slots[0].data<float>(), param.numel(), param.dim() != 1,
+                   lr_, momentum_, weight_decay, eta_);
 }
 
 void LARS::finish_step() {

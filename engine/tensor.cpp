@@ -240,6 +240,11 @@ void check_inplace_allowed(const Tensor& t, const char* op) {
             "{}: in-place update of {} which takes part in autograd; wrap it in NoGradGuard (optimizer "
             "updates) or use the out-of-place op",
             op, t.describe());
+  for (int64_t d = 0; d < t.dim(); ++d)  // as torch: the threads writing such a view would race
+    BAM_CHECK(t.strides()[d] != 0 || t.shape()[d] <= 1,
+              "{}: in-place update of {}, whose elements share memory (an expanded view, stride 0 in dim {}); "
+              "update a contiguous copy",
+              op, t.describe(), d);
   t.storage()->bump_version();
 }
 }  // namespace
@@ -254,6 +259,11 @@ Tensor& Tensor::fill_(double value) {
 Tensor& Tensor::copy_(const Tensor& src) {
   check_inplace_allowed(*this, "copy_");
   Tensor source = src.device() == device() ? src : src.to(device());
+  // A source in this tensor's own memory (x.t().copy_(x)) is read whole before any of it is written.
+  if (source.defined() && source.storage() == storage() && !source.same(*this)) {
+    NoGradGuard no_grad;
+    source = source.clone();
+  }
   copy_into(*this, source);
   return *this;
 }

@@ -254,6 +254,13 @@ TEST_CASE("GradScaler: unscales, skips on inf/NaN with backoff, grows after clea
     scaler.update(true);
   }
   CHECK(scaler.scale() == before * 2);
+  // Growth stops short of infinity, as torch's (an infinite scale would skip every step after).
+  GradScalerOptions huge = options;
+  huge.init_scale = std::numeric_limits<double>::max() / 1.5;
+  huge.growth_interval = 1;
+  GradScaler top(true, huge);
+  top.update(true);
+  CHECK(top.scale() == huge.init_scale);
 
   // Disabled (f32/bf16): the loss is untouched and gradients are left alone.
   GradScaler off(false);

@@ -178,6 +178,8 @@ TEST_CASE("errors name the op and shapes") {
                        doctest::Contains("index -1 is out of range"), Error);
   CHECK_THROWS_WITH_AS(layer_norm(a, zeros({4}), Tensor()), doctest::Contains("expected last dim 3"), Error);
   CHECK_THROWS_AS(topk(a, 4, 1), Error);
+  CHECK_THROWS_WITH_AS(cross_entropy(zeros({2, 3}), from_vector(std::vector<int64_t>{1, 3}, {2})),
+                       doctest::Contains("cross_entropy: label 3 (row 1) is outside the 3 classes"), Error);
 }
 
 TEST_CASE("scatter_add and index_select's gradient sum bf16/f16 values in f32, rounded once") {
@@ -230,6 +232,14 @@ TEST_CASE("edge shapes: 0-d tensors, sizes past 2^63, -1 in a new dim, huge slic
   CHECK(v.expand({2, -1}).shape() == Shape{2, 3});
   Tensor one = v.slice(0, 1, 3, std::numeric_limits<int64_t>::max());  // one element: no stride overflow
   CHECK(one.to_vector<float>() == std::vector<float>{2});
+
+  // copy_ from its own memory reads the source whole first; writes into an expanded view are refused.
+  Tensor square = from_vector(std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8, 9}, {3, 3});
+  square.copy_(square.t());
+  CHECK(square.to_vector<float>() == std::vector<float>{1, 4, 7, 2, 5, 8, 3, 6, 9});
+  Tensor row = zeros({3});
+  CHECK_THROWS_WITH_AS(row.expand({2, 3}).copy_(ones({2, 3})),
+                       doctest::Contains("whose elements share memory (an expanded view, stride 0 in dim 0)"), Error);
 
   // log_softmax of large values keeps log(2): (x - max) - log(sum), not x - (max + log(sum)).
   const std::vector<float> big = log_softmax(from_vector(std::vector<float>{1e8f, 1e8f}, {1, 2}), 1).to_vector<float>();
