@@ -101,6 +101,14 @@ Trainer::Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, Knn
             "--use_ccrop true needs an image folder as --data_path: {} has no images to locate objects in",
             data_->describe());
   build_schedules();
+  const int64_t warmup =
+      config_.warmup_steps > 0 ? config_.warmup_steps : config_.warmup_epochs * data_->steps_per_epoch();
+  if (writes_files() && !config_.fit_epochs_to_budget && warmup >= total_steps_ && warmup > 0)
+    std::printf(
+        "note: the warm-up (%lld steps, --warmup_%s) is as long as the whole run (%lld steps): the learning rate "
+        "only rises, and never decays\n",
+        static_cast<long long>(warmup), config_.warmup_steps > 0 ? "steps" : "epochs",
+        static_cast<long long>(total_steps_));
 }
 
 void Trainer::build_schedules() {
@@ -344,9 +352,15 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     const double loss = metrics.loss, spread = metrics.embedding_std;
     const bool finite = std::isfinite(metrics.grad_sum_of_squares);
     if (!std::isfinite(loss)) {
-      std::fprintf(stderr, "Loss is %g at epoch %lld step %lld: stopping. The last checkpoint (%s) is intact.\n", loss,
-                   static_cast<long long>(epoch), static_cast<long long>(it), checkpoint_path().c_str());
-      fail("non-finite loss ({}) at epoch {} step {}; lower --lr or raise --reg, then resume", loss, epoch, it);
+      // Steps counted from 1, as the progress line counts them.
+      std::error_code ec;
+      const bool saved = std::filesystem::exists(checkpoint_path(), ec);
+      fail(
+          "non-finite loss ({}) at epoch {} step {}: stopping, nothing of this step saved. Lower --lr or raise --reg, "
+          "then {}",
+          loss, epoch, it + 1,
+          saved ? fmt::format("resume from the last checkpoint, {}, which is intact", checkpoint_path())
+                : std::string("start again (no checkpoint was saved yet)"));
     }
     if (finite) optimizer_->step();
     scaler_.update(finite);
@@ -367,7 +381,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
 
     double elapsed = seconds_since(start);
     double img_per_s = static_cast<double>(counted * B * config_.world_size) / elapsed;  // all ranks
-    if ((it + 1) % config_.log_freq == 0 || it + 1 == steps) {
+    if ((it + 1) % config_.log_freq == 0 || it + 1 == steps || gs + 1 == total_steps_) {
       double remaining_steps = static_cast<double>(total_steps_ - gs - 1);
       std::printf(
           "Epoch [%lld/%lld] step %lld/%lld  eta %s  loss %.4f  lr %.3e  wd %.4f  ent %.3f  std %.3f  "
@@ -390,7 +404,16 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       // When this line was written (seconds since the run started): with --log_freq 1, the
       // differences between lines of one epoch are the steps' own times.
       j["time_s"] = seconds_since(run_start_);
-      if (writes_files()) std::ofstream(config_.output_dir + "/steps.jsonl", std::ios::app) << j.dump() << "\n";
+      if (writes_files()) {
+        std::ofstream out(config_.output_dir + "/steps.jsonl", std::ios::app);
+        out << j.dump() << "\n";
+        out.flush();
+        if (!out.good() && !steps_log_failed_) {  // the report's curves lose points; training goes on
+          steps_log_failed_ = true;
+          std::fprintf(stderr, "warning: %s/steps.jsonl: a step's line could not be written (disk full?)\n",
+                       config_.output_dir.c_str());
+        }
+      }
     }
     // Each step of the refit window, from its wait for data to here: the epoch-end work that the
     // window may span is counted separately.
@@ -429,6 +452,19 @@ TrainResult Trainer::run() {
   }
   TrainResult result;
   resume_if_possible(result);
+  if (!result.resumed && writes_files()) {
+    // A new run in a folder whose logs outlived their checkpoint (a run stopped before its first
+    // save, or a checkpoint removed): its rows would mix with this run's.
+    for (const char* name : {"log.txt", "steps.jsonl"}) {
+      const std::string path = config_.output_dir + "/" + name;
+      std::error_code ec;
+      if (!std::filesystem::exists(path, ec)) continue;
+      std::filesystem::rename(path, path + ".old", ec);
+      BAM_CHECK(!ec, "{}: a new run cannot move the old log aside to {}.old: {}", path, path, ec.message());
+      std::printf("note: %s belongs to an earlier run without a checkpoint here: moved to %s.old\n", path.c_str(),
+                  path.c_str());
+    }
+  }
   check_ranks_agree();
   if (result.resumed) restore_lost_epoch_row();  // after the check: it may run the (collective) kNN monitor
   bool resumed_boxes = false;
@@ -510,8 +546,17 @@ TrainResult Trainer::run() {
 
   if (config_.use_ccrop) print_contrastive_crop_plan(resumed_boxes);
   // epochs_in_schedule() is asked every epoch: a budget refit can change the schedule's length.
+  const int64_t first_epoch = state_.epoch;
   for (int64_t epoch = state_.epoch; epoch < epochs_in_schedule(); ++epoch) {
     if (state_.global_step >= total_steps_) break;  // a resumed run whose schedule ended inside this epoch
+    // The budget ran out during the epoch-end work (or on the last step, which train_epoch does not
+    // stop at): no next epoch. Its checkpoint is saved.
+    if (deadline && epoch > first_epoch && decided_by_rank0(Clock::now() >= *deadline)) {
+      result.stopped_by_budget = true;
+      std::printf("Time budget of %g minutes spent at the end of epoch %lld; checkpoint saved, run again to continue\n",
+                  config_.time_budget_minutes, static_cast<long long>(epoch - 1));
+      break;
+    }
     EpochStats stats = train_epoch(epoch, result, deadline);
     if (result.stopped_by_budget) {
       save_timed(checkpoint_path());

@@ -160,6 +160,7 @@ class Trainer {
   void save_timed(const std::string& path);  // save(), its time added to save_seconds_
   TrainState state_;
   int64_t step_in_epoch_ = 0;  // steps of state_.epoch already done (mid-epoch resume)
+  bool steps_log_failed_ = false;  // steps.jsonl could not be written once (warned)
   ContrastiveCropSchedule ccrop_schedule_;
   std::shared_ptr<const data::ObjectBoxes> object_boxes_;  // with --use_ccrop
   std::vector<data::ObjectBox> resumed_boxes_;             // from the checkpoint, until run() uses them

@@ -55,6 +55,9 @@ void Trainer::restore_lost_epoch_row() {
   if (state_.last_epoch_row.empty()) return;  // no epoch has ended yet (or an older checkpoint)
   nlohmann::ordered_json row = nlohmann::ordered_json::parse(state_.last_epoch_row);
   const int64_t epoch = row.at("epoch").get<int64_t>();
+  // The row of an epoch that --max_steps ended inside, resumed with a longer schedule: the epoch
+  // goes on, and its row is written when it ends (trim_logs_to_checkpoint dropped the short one).
+  if (epoch == state_.epoch && step_in_epoch_ > 0 && state_.global_step < total_steps_) return;
   int64_t lost = 0;
   if (writes_files()) {
     lost = 1;
@@ -128,6 +131,12 @@ void Trainer::append_log_row(const nlohmann::ordered_json& row) {
   std::ofstream out(config_.output_dir + "/log.txt", std::ios::app);
   BAM_CHECK(out.good(), "{}/log.txt: cannot open for appending", config_.output_dir);
   out << row.dump() << "\n";
+  out.flush();
+  // The checkpoint holds the epoch's row: a resume writes it again (restore_lost_epoch_row).
+  BAM_CHECK(out.good(),
+            "{}/log.txt: the epoch's row could not be written (disk full?); the checkpoint keeps it, "
+            "and a resume writes it",
+            config_.output_dir);
 }
 
 void Trainer::append_before_training_row(const KnnEvaluation& knn) {

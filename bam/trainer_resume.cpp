@@ -40,6 +40,15 @@ void Trainer::resume_if_possible(TrainResult& result) {
                 static_cast<long long>(ck.config.batch_size_per_gpu), static_cast<long long>(config_.world_size),
                 static_cast<long long>(config_.batch_size_per_gpu));
   if (ck.config.fit_epochs_to_budget) {
+    // A finished fitted run is not extended by a new budget (its learning rate has decayed to the
+    // end): rather than train nothing and report the old model as this budget's, say so.
+    const bool complete = ck.config.max_steps > 0 && ck.state.global_step >= ck.config.max_steps;
+    BAM_CHECK(
+        !complete || config_.time_budget_minutes <= 0 || config_.time_budget_minutes == ck.config.time_budget_minutes,
+        "{}: the checkpoint's run is complete, its {} steps fitted to --time_budget_minutes {}; this run asks "
+        "for --time_budget_minutes {}, and a finished schedule is not extended: train anew in another "
+        "--output_dir (scripts/run.sh: --fresh)",
+        checkpoint_path(), ck.config.max_steps, ck.config.time_budget_minutes, config_.time_budget_minutes);
     // The schedule was fitted when the run started; keep it rather than fitting again (and say so
     // in this run's checkpoints, so that a later resume keeps it too).
     config_.fit_epochs_to_budget = true;

@@ -340,11 +340,13 @@ TEST_CASE("gemm_f32_bf16_bias_grad: the product's bits, and op(A)'s row sums in 
   std::mt19937 rng(kSeed + 4);
   // The linear layers' dW = g^T x (8704 rows of g); K cut into slices; M not a whole number of
   // blocks or tiles (5, 40, 130) and small enough for column chunks; odd K (a half bf16 pair);
-  // the rounded copies' small problems; op(A) not transposed (the sums' own loop).
+  // the rounded copies' small problems; op(A) not transposed (the sums' own loop); one row of
+  // op(A) (a [K, 1] block, which reduce would sum in four lanes).
   const Case shapes[] = {
       {true, false, 128, 128, 8704, 1.0f, 0.0f, 0}, {true, false, 40, 600, 2001, 1.0f, 0.0f, 1},
       {true, true, 130, 70, 333, 1.0f, 0.0f, 2},    {true, false, 5, 7, 3, 1.0f, 0.0f, 0},
       {false, false, 33, 47, 65, 1.0f, 0.0f, 3},    {true, false, 17, 300, 1, 1.0f, 0.0f, 0},
+      {true, false, 1, 300, 2001, 1.0f, 0.0f, 0},   {true, false, 1, 8, 9, 1.0f, 0.0f, 0},
   };
   for (const char* kernel : kernels()) {
     REQUIRE(bam::cpu::gemm_bf16_force_kernel(kernel));

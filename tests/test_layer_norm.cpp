@@ -3,16 +3,19 @@
 // widths around the 8- and 16-lane steps and at the project's widths, with and without the affine
 // parameters, with rows far from zero mean (where the double statistics matter), and with the
 // outputs poisoned with NaN first. (The op table's cases check the loops themselves against
-// their definition and their gradients.)
+// their definition and their gradients.) And BatchNorm's sums: the same bits on any thread count.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/batch_norm.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/layer_norm.h"
+#include "kernels/cpu/parallel.h"
 #include "tests/bit_compare.h"
 #include "tests/doctest_text.h"
 
@@ -118,4 +121,35 @@ TEST_CASE("layer_norm<float>: the AVX-512 twins give the portable loops' bits") 
     if (!c.want_params) CHECK(std::isnan(automatic.d_bias[0]));
   }
   CHECK(total_differ == 0);
+}
+
+TEST_CASE("BatchNorm's statistics and gradients have the same bits on any number of threads") {
+  // The per-channel sums were split into one slice per thread: their rounding followed the count.
+  const int64_t N = 1000, C = 4, L = 1;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> x(N * C), dy(N * C);
+  for (int64_t i = 0; i < N * C; ++i) {
+    x[i] = u(rng) * (i % 3 == 0 ? 1e4f : 1e-3f);  // magnitudes far apart: the order of the sums shows
+    dy[i] = u(rng);
+  }
+  const int before = bam::cpu::num_threads();
+  std::vector<std::vector<float>> results;
+  for (int threads : {1, 2, 3}) {
+    bam::cpu::set_num_threads(threads);
+    std::vector<float> mean(C), var(C), rstd(C), dx(N * C), dw(C), db(C);
+    bam::cpu::batch_norm_stats<float>(x.data(), mean.data(), var.data(), N, C, L);
+    for (int64_t c = 0; c < C; ++c) rstd[c] = 1.0f / std::sqrt(var[c] + 1e-5f);
+    bam::cpu::batch_norm_backward<float>(x.data(), mean.data(), rstd.data(), nullptr, dy.data(), dx.data(), dw.data(),
+                                         db.data(), N, C, L, true);
+    std::vector<float> all = mean;
+    all.insert(all.end(), var.begin(), var.end());
+    all.insert(all.end(), dx.begin(), dx.end());
+    all.insert(all.end(), dw.begin(), dw.end());
+    all.insert(all.end(), db.begin(), db.end());
+    results.push_back(all);
+  }
+  bam::cpu::set_num_threads(before);
+  CHECK(std::memcmp(results[0].data(), results[1].data(), results[0].size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(results[0].data(), results[2].data(), results[0].size() * sizeof(float)) == 0);
 }

@@ -6,6 +6,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -96,4 +98,34 @@ TEST_CASE("thread pool: resized between regions, and nested regions run serially
   CHECK(inner.load() == 400);
   CHECK(nested_in_region.load() == 4);
   CHECK_FALSE(bam::cpu::in_parallel_region());
+}
+
+TEST_CASE("thread pool: a task that throws ends its region, and the caller gets the exception") {
+  // An allocation failing in a kernel's task: on a worker it ended the process (std::terminate),
+  // on the caller it unwound while the workers still ran the caller's function.
+  RestoreThreads restore;
+  bam::cpu::set_num_threads(3);
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<int64_t> ran{0};
+    bool thrown = false;
+    try {
+      bam::cpu::parallel_for(1000, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          if (i == 500 - round * 7) throw std::runtime_error("task failed");
+          ++ran;
+        }
+      });
+    } catch (const std::runtime_error& e) {
+      thrown = std::string(e.what()) == "task failed";
+    }
+    CHECK(thrown);
+    CHECK(ran.load() < 1000);
+    CHECK_FALSE(bam::cpu::in_parallel_region());
+    // The pool works on, in parallel.
+    std::atomic<int64_t> sum{0};
+    bam::cpu::parallel_for(1000, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) sum += i;
+    });
+    CHECK(sum.load() == 999 * 1000 / 2);
+  }
 }

@@ -241,6 +241,12 @@ TEST_CASE("edge shapes: 0-d tensors, sizes past 2^63, -1 in a new dim, huge slic
   CHECK_THROWS_WITH_AS(row.expand({2, 3}).copy_(ones({2, 3})),
                        doctest::Contains("whose elements share memory (an expanded view, stride 0 in dim 0)"), Error);
 
+  // topk ranks NaN above every value, as torch: first among the largest, last among the smallest.
+  const Tensor with_nan = from_vector(std::vector<float>{1, std::nanf(""), 0}, {3});
+  CHECK(topk(with_nan, 1, 0, false).second.to_vector<int64_t>() == std::vector<int64_t>{2});
+  CHECK(topk(with_nan, 1, 0, true).second.to_vector<int64_t>() == std::vector<int64_t>{1});
+  CHECK(topk(with_nan, 3, 0, false).second.to_vector<int64_t>() == std::vector<int64_t>{2, 0, 1});
+
   // log_softmax of large values keeps log(2): (x - max) - log(sum), not x - (max + log(sum)).
   const std::vector<float> big = log_softmax(from_vector(std::vector<float>{1e8f, 1e8f}, {1, 2}), 1).to_vector<float>();
   CHECK(big[0] == doctest::Approx(-std::log(2.0)));

@@ -424,6 +424,74 @@ TEST_CASE("a resumed run drops the log rows an interrupted run wrote after its c
   CHECK(epochs == std::vector<int64_t>{0, 1, 2});  // epoch 1's row without its failed evaluation; epoch 2 once
 }
 
+namespace {
+std::vector<int64_t> column_of(const std::string& path, const char* key) {
+  std::vector<int64_t> values;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) values.push_back(nlohmann::json::parse(line).at(key));
+  return values;
+}
+}  // namespace
+
+TEST_CASE("log rows: a --max_steps run extended writes its cut epoch once, the run's last step is logged") {
+  // 4 steps an epoch: --max_steps 6 ends inside epoch 1, whose short row a longer resume replaces
+  // (it was written back from the checkpoint, then again at the epoch's end: epochs 0, 1, 1, 2).
+  TrainConfig c = small_train_config(fresh_dir("max_steps_longer"));
+  c.epochs = 3;
+  c.max_steps = 6;
+  c.log_freq = 4;
+  c.knn_freq = 0;
+  train(c);
+  CHECK(column_of(c.output_dir + "/steps.jsonl", "step") == std::vector<int64_t>{4, 6});  // 6: the run's last
+  c.max_steps = 10;
+  CHECK(train(c).resumed);
+  CHECK(column_of(c.output_dir + "/log.txt", "epoch") == std::vector<int64_t>{0, 1, 2});
+  CHECK(column_of(c.output_dir + "/steps.jsonl", "step") == std::vector<int64_t>{4, 6, 8, 10});
+}
+
+TEST_CASE("a new run moves aside the logs of an earlier run that left no checkpoint") {
+  TrainConfig c = small_train_config(fresh_dir("old_logs"));
+  c.epochs = 1;
+  c.knn_freq = 0;
+  std::filesystem::create_directories(c.output_dir);
+  std::ofstream(c.output_dir + "/log.txt") << R"({"train_loss":9.0,"epoch":0})"
+                                           << "\n";
+  std::ofstream(c.output_dir + "/steps.jsonl") << R"({"epoch":0,"step":3,"loss":9.0})"
+                                               << "\n";
+  CHECK_FALSE(train(c).resumed);
+  CHECK(column_of(c.output_dir + "/log.txt.old", "epoch") == std::vector<int64_t>{0});
+  CHECK(column_of(c.output_dir + "/steps.jsonl.old", "step") == std::vector<int64_t>{3});
+  std::ifstream log(c.output_dir + "/log.txt");
+  const std::string first((std::istreambuf_iterator<char>(log)), {});
+  CHECK(first.find("9.0") == std::string::npos);  // this run's rows alone
+}
+
+TEST_CASE("the time budget is kept at epoch ends too, and a finished fitted run is not given another budget") {
+  // One step an epoch: the budget was checked only between an epoch's steps, so it never stopped.
+  TrainConfig c = cheap_budget_config("budget_epochs", 8, 0.01, 0);  // 0.6 s
+  c.fit_epochs_to_budget = false;
+  c.epochs = 100000;
+  const auto start = std::chrono::steady_clock::now();
+  const TrainResult r = train(c);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(r.stopped_by_budget);
+  CHECK(seconds < 20);
+  CHECK(r.step_losses.size() < 100000);
+
+  TrainConfig fitted = cheap_budget_config("budget_complete", 64, 0.02, 0);
+  bool complete = false;
+  for (int run = 0; run < 5 && !complete; ++run) {  // a slow machine may pause it at its deadline first
+    train(fitted);
+    const auto ck = load_checkpoint(fitted.output_dir + "/checkpoint.safetensors");
+    complete = ck.state.global_step >= ck.config.max_steps;
+  }
+  REQUIRE(complete);
+  TrainConfig longer = fitted;
+  longer.time_budget_minutes = 0.5;
+  CHECK_THROWS_WITH_AS(train(longer), doctest::Contains("the checkpoint's run is complete"), Error);
+  CHECK(train(fitted).step_losses.empty());  // the same budget: done, as before
+}
+
 TEST_CASE("a budget-fitted schedule is kept by every later resume, with or without the budget flags") {
   TrainConfig c = cheap_budget_config("fit_resume", 64, 0.03, 1);  // 1.8 s
   // The monitor times itself for the fit, then fails after epoch 0: the run stops with its fitted

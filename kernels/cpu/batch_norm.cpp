@@ -1,4 +1,4 @@
-// BatchNorm kernels: per-thread partial sums over slices of N, combined per channel in double.
+// BatchNorm kernels: partial sums over fixed slices of N, combined per channel in double, in order.
 #include "kernels/cpu/batch_norm.h"
 
 #include <algorithm>
@@ -10,13 +10,17 @@ namespace bam::cpu {
 namespace {
 
 // Runs `body(n_begin, n_end, sums)` on slices of N; each slice gets `width` zeroed doubles per
-// channel; returns the per-channel totals (C * width values).
+// channel; returns the per-channel totals (C * width values). The slices are fixed runs of rows,
+// added in order, so that the sums have the same bits on any number of threads.
+constexpr int64_t kRowsPerSlice = 64;
+
 template <typename Body>
 std::vector<double> channel_sums(int64_t N, int64_t C, int width, Body body) {
-  const int tasks = std::max(1, std::min<int>(num_threads(), static_cast<int>(N)));
+  const int tasks = static_cast<int>(std::max<int64_t>(1, (N + kRowsPerSlice - 1) / kRowsPerSlice));
   std::vector<double> partial(static_cast<size_t>(tasks) * C * width, 0.0);
   parallel_tasks(tasks, [&](int task) {
-    body(N * task / tasks, N * (task + 1) / tasks, partial.data() + static_cast<size_t>(task) * C * width);
+    body(std::min(N, task * kRowsPerSlice), std::min(N, (task + 1) * kRowsPerSlice),
+         partial.data() + static_cast<size_t>(task) * C * width);
   });
   std::vector<double> total(static_cast<size_t>(C) * width, 0.0);
   for (int t = 0; t < tasks; ++t)

@@ -221,10 +221,11 @@ void gemm_f32_bf16_bias_grad(bool trans_a, bool trans_b, int64_t M, int64_t N, i
     return;
   }
   // The specification: the product, then each row of op(A) summed in order in double. A stored
-  // [K, M] block is what reduce's column sums take (the kernel behind sum(g, {0})); any other
-  // layout is summed k by k into each task's run of rows.
+  // [K, M] block of more than one column is what reduce's column sums take (the kernel behind
+  // sum(g, {0})); one column would be reduce's row sum, in four interleaved lanes, so it and any
+  // other layout are summed k by k into each task's run of rows.
   gemm_f32_bf16(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
-  if (trans_a && lda == M) {
+  if (trans_a && lda == M && M > 1) {
     reduce<float>(ReduceOp::sum, A, row_sums, 1, K, M);
     return;
   }

@@ -112,7 +112,8 @@ void topk(const T* x, T* values, int64_t* indices, int64_t rows, int64_t cols, i
       auto before = [&](int64_t a, int64_t b) {
         T va = row[a], vb = row[b];
         bool na = std::isnan(va), nb = std::isnan(vb);
-        if (na || nb) return na && !nb ? true : (na && nb ? a < b : false);
+        // NaN ranks above every value, as torch: first among the largest, last among the smallest.
+        if (na || nb) return na && nb ? a < b : (largest ? na : nb);
         if (va != vb) return largest ? va > vb : va < vb;
         return a < b;
       };

@@ -33,7 +33,7 @@ IndexResult index_add(T* out, const int64_t* index, const T* src, int64_t outer,
                   int64_t inner);
 
 // Per row of [rows, cols]: the k largest (or smallest) values in order, ties broken by the lower
-// index, NaN ranked above everything (as PyTorch does).
+// index, NaN ranked above every value (as PyTorch does: first when largest, last when smallest).
 template <typename T>
 void topk(const T* x, T* values, int64_t* indices, int64_t rows, int64_t cols, int64_t k, bool largest);
 

@@ -17,7 +17,8 @@ void l2_normalize_forward(const T* x, T* y, T* norms, int64_t rows, int64_t cols
       for (int64_t j = 0; j < cols; ++j) ss += double(xr[j]) * xr[j];
       double norm = std::sqrt(ss);
       norms[r] = static_cast<T>(norm);
-      T inv = static_cast<T>(1.0 / std::max(norm, eps));
+      // The branch the backward takes from the stored norm (the CUDA twin compares it the same way).
+      T inv = static_cast<T>(1.0 / (static_cast<double>(norms[r]) <= eps ? eps : norm));
       for (int64_t j = 0; j < cols; ++j) y[r * cols + j] = xr[j] * inv;
     }
   });

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -82,12 +83,20 @@ class ThreadPool {
     }
     wake_.notify_all();  // (no system call when no worker sleeps)
     work_on_tasks(fn, num_tasks);
+    // Every worker is done with `fn` (which lives in the caller's frame) before this returns or
+    // throws.
     const auto finished = [&] { return busy_workers_.load(std::memory_order_acquire) == 0; };
     if (!spin_until(spin_, finished)) {
       std::unique_lock<std::mutex> lock(mutex_);
       done_.wait(lock, finished);
     }
     job_ = nullptr;
+    std::exception_ptr error;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      std::swap(error, error_);
+    }
+    if (error) std::rethrow_exception(error);
   }
 
  private:
@@ -111,10 +120,21 @@ class ThreadPool {
     workers_.clear();
   }
 
+  // A task that throws (an allocation in a kernel) ends the region: the tasks not started are
+  // skipped, and run() rethrows the first exception on the caller's thread once every worker is
+  // done; on a worker it would have ended the process.
   void work_on_tasks(const std::function<void(int)>& fn, int num_tasks) {
-    t_in_region = true;
-    for (int task = next_task_.fetch_add(1); task < num_tasks; task = next_task_.fetch_add(1)) fn(task);
-    t_in_region = false;
+    struct InRegion {
+      InRegion() { t_in_region = true; }
+      ~InRegion() { t_in_region = false; }
+    } in_region;
+    try {
+      for (int task = next_task_.fetch_add(1); task < num_tasks; task = next_task_.fetch_add(1)) fn(task);
+    } catch (...) {
+      next_task_.store(num_tasks);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
   }
 
   void worker_loop(uint64_t seen) {
@@ -149,6 +169,7 @@ class ThreadPool {
   bool quit_ = false;  // (written before a generation's release, like job_)
   bool spin_ = true;   // whether waiting threads spin first (written before the workers start)
   std::atomic<int> next_task_{0};
+  std::exception_ptr error_;  // a task's exception in this region (guarded by mutex_)
 };
 
 std::mutex g_pool_mutex;

@@ -50,11 +50,12 @@ __global__ void scatter_add_kernel(S* out, const int64_t* index, const S* src, i
   }
 }
 
-// The CPU twin's order: NaN first (lower index first among NaNs), then by value, then by index.
+// The CPU twin's order: NaN above every value (first when largest, last when smallest; lower
+// index first among NaNs), then by value, then by index.
 template <typename C>
 __device__ __forceinline__ bool topk_before(C va, int64_t a, C vb, int64_t b, bool largest) {
   bool na = isnan(va), nb = isnan(vb);
-  if (na || nb) return na && !nb ? true : (na && nb ? a < b : false);
+  if (na || nb) return na && nb ? a < b : (largest ? na : nb);
   if (va != vb) return largest ? va > vb : va < vb;
   return a < b;
 }

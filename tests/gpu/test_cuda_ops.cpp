@@ -195,7 +195,8 @@ TEST_CASE("CUDA paths the op table does not reach: wide rows, ties, index errors
     compare("l2_normalize 1031x517 " + d, dtype, v, [](const Tensor& x) { return l2_normalize(x, 1); });
   }
   {
-    // Quarter steps make many ties, broken by the lower index; NaN sorts first (the CPU's order).
+    // Quarter steps make many ties, broken by the lower index; NaN ranks above every value (the
+    // CPU's order: first among the largest, last among the smallest).
     std::vector<double> v = maker.values({wide});
     for (double& x : v) x = std::round(x * 4) / 4;
     v[5 * 517 + 100] = std::nan("");
