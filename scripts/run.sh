@@ -5,7 +5,8 @@
 # random-init backbone of the same architecture) and prints one table.
 #
 #   ./scripts/run.sh                 # 15-minute budget, resumes an interrupted run
-#   ./scripts/run.sh --minutes 60    # a longer run
+#   ./scripts/run.sh --minutes 60    # a longer run (with --fresh, or another --out, after a
+#                                    # finished run: a finished schedule is not extended)
 #   ./scripts/run.sh --fresh         # discard the previous run and start clean
 #   ./scripts/run.sh --out DIR       # everything goes under DIR (default runs/fmnist)
 #   ./scripts/run.sh --device cpu    # where to train: auto (default: the GPU with bf16 when one
