@@ -2,6 +2,7 @@
 #include "bam/train_data.h"
 
 #include <filesystem>
+#include <optional>
 
 #include "bam/folder_data.h"
 #include "bam/train_config.h"
@@ -9,6 +10,7 @@
 #include "engine/cuda.h"
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/whole_number.h"
 
 namespace bam {
 
@@ -29,14 +31,9 @@ std::unique_ptr<TrainData> make_train_data(const TrainConfig& config) {
   }
   const std::string& path = config.data_path;
   if (path.rfind("synthetic:", 0) == 0) {
-    int64_t n = 0;
-    try {
-      n = std::stoll(path.substr(10));
-    } catch (const std::exception&) {
-      fail("--data_path {}: expected synthetic:N with N images", path);
-    }
-    BAM_CHECK(n > 0, "--data_path {}: N must be positive", path);
-    return make_synthetic_data(config, n);
+    const std::optional<int64_t> n = parse_whole_number(path.substr(10), 1, int64_t{1} << 40);
+    BAM_CHECK(n.has_value(), "--data_path {}: expected synthetic:N with N a positive whole number of images", path);
+    return make_synthetic_data(config, *n);
   }
   BAM_CHECK(std::filesystem::exists(path), "--data_path {}: no such folder or file list", path);
   try {

@@ -3,6 +3,8 @@
 // trainer_contrastive_crop.cpp.
 #include "bam/trainer.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -500,7 +502,9 @@ TrainResult Trainer::run() {
     // The work between epochs is part of the budget too: a checkpoint save per epoch, and a kNN
     // evaluation every --knn_freq epochs. On a GPU a small model's epoch can take less time than
     // one kNN evaluation, so both are measured once here and counted in the schedule.
-    const std::string probe = config_.output_dir + "/checkpoint.timing.tmp";
+    // Named as a temporary file of this process: a run killed before removing it leaves a file the
+    // next start sweeps (remove_abandoned_temporary_files), not a checkpoint-sized stray.
+    const std::string probe = fmt::format("{}/checkpoint.timing.tmp.{}", config_.output_dir, ::getpid());
     save_timed(probe);  // rank 0 alone writes, and removes
     if (writes_files()) std::filesystem::remove(probe);
     // And ContrastiveCrop's box updates, a pass of the model over the training images each.

@@ -664,6 +664,11 @@ TEST_CASE("bad settings name the flag before any work") {
   t = c;
   t.data_path = "/no/such/folder";
   CHECK_THROWS_WITH_AS(make_train_data(t), doctest::Contains("--data_path /no/such/folder"), Error);
+  for (const char* bad : {"synthetic:16abc", "synthetic:0", "synthetic:-3", "synthetic:"}) {
+    t.data_path = bad;
+    CHECK_THROWS_WITH_AS(make_train_data(t), doctest::Contains("expected synthetic:N with N a positive whole number"),
+                         Error);
+  }
 }
 
 TEST_CASE("the output folder is made, or refused with the flag named, before any work") {
