@@ -8,8 +8,8 @@
 #include "kernels/cpu/x86_intrinsics.h"
 
 // a = n ln2 + r with |r| <= ln2 / 2; e^r from a degree-6 polynomial (Cephes' expf coefficients,
-// relative error about 1e-7); 2^n through the exponent bits. Below -87.3 the result would be
-// subnormal: it is 0 there. A NaN argument stays NaN (max and min return their second operand
+// relative error about 1e-7); 2^n through the exponent bits. Below -87.3, just above where e^a
+// becomes subnormal (-87.34), the result is 0. A NaN argument stays NaN (max and min return their second operand
 // when one is NaN, and the comparison is false).
 static inline __m512 exp_nonpositive_avx512(__m512 a) {
   const __mmask16 underflow = _mm512_cmp_ps_mask(a, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);

@@ -15,7 +15,7 @@ namespace {
 
 // exp(a) for a <= 0 (the only arguments here): a = n ln2 + r with |r| <= ln2 / 2, e^r from a
 // degree-6 polynomial (Cephes' expf coefficients, relative error about 1e-7), 2^n through the
-// exponent bits. Below -87.3 the result would be subnormal: it is 0 there (libm gives a subnormal
+// exponent bits. Below -87.3, just above where e^a becomes subnormal (-87.34), it is 0 (libm gives a subnormal
 // down to -103.9, which vanishes against the other terms; an infinite x then gives the portable
 // loop's inf * 0 = NaN gradient too). A NaN argument stays NaN: max/min return their second
 // operand when one is NaN, and the comparison is false.

@@ -119,9 +119,11 @@ const MicroKernelF32& active_kernel() {
 // ---------------------------------------------------------------------------------------------
 // Block sizes follow the data caches of the machine (read once):
 //   kc: the B micro-panel (kc x nr floats) fills ~2/3 of L1d, the rest is for the A micro-panel
-//       streaming past it: kc = 512 on a 48 KiB L1d (Zen 5), 336 on 32 KiB.
+//       streaming past it: on a 48 KiB L1d (Zen 5) kc = 256 for the AVX-512 12x32 kernel and 512
+//       for the AVX2 6x16 one; 168 and 336 on 32 KiB.
 //   mc: the A block (mc x kc floats) takes ~1/4 of L2, leaving room for the C rows and the B
-//       panels passing through: 126 rows on a 1 MiB L2.
+//       panels passing through, in whole micro-kernel rows: 252 (AVX-512) or 126 (AVX2) rows on
+//       a 1 MiB L2.
 // Both measured best (within noise) among kc 256..768 and mc 72..336 on Zen 5.
 struct CacheSizes {
   int64_t l1d_bytes = 32 * 1024;

@@ -51,7 +51,9 @@ bool gemm_force_kernel(const char* name);
 // (cpu_has_amx_bf16) or AVX-512 BF16 (cpu_has_avx512_bf16) the rounding happens while the operands
 // are packed, and the tiles or the pair dot products (VDPBF16PS) multiply them; without either,
 // rounded copies of the operands go through gemm_f32 (the specification). They differ only in
-// the order of the f32 additions, and in subnormal numbers (below 1.2e-38): the tiles and the dot
+// the order of the f32 additions; in one rounding of the alpha/beta epilogue (the packed kernels
+// multiply then add, gemm_f32's fuses them) where alpha is not 1 or beta neither 0 nor 1; and in
+// subnormal numbers (below 1.2e-38): the tiles and the dot
 // products read subnormal operands as zero and flush subnormal sums, and so, where C is added in
 // their accumulators (alpha 1 and beta 1), a subnormal C too; the alpha and beta scaling after
 // them is ordinary f32 arithmetic.
