@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "engine/random.h"
+#include "kernels/cpu/parallel.h"
 #include "tests/support.h"
 
 namespace bam::test {
@@ -178,6 +179,17 @@ TEST_CASE("errors name the op and shapes") {
                        doctest::Contains("index -1 is out of range"), Error);
   CHECK_THROWS_WITH_AS(layer_norm(a, zeros({4}), Tensor()), doctest::Contains("expected last dim 3"), Error);
   CHECK_THROWS_AS(topk(a, 4, 1), Error);
+  // Two bad indices far apart, on three threads: the error names the first, every time (it named
+  // whichever a thread met first).
+  const int threads = cpu::num_threads();
+  cpu::set_num_threads(3);
+  std::vector<int64_t> far(40000, 0);
+  far[100] = 1000;
+  far[30000] = -5;
+  const Tensor column = zeros({40000, 1}), far_index = from_vector(far, {40000, 1});
+  for (int round = 0; round < 10; ++round)
+    CHECK_THROWS_WITH_AS(gather(column, 1, far_index), doctest::Contains("index 1000 is out of range"), Error);
+  cpu::set_num_threads(threads);
   CHECK_THROWS_WITH_AS(cross_entropy(zeros({2, 3}), from_vector(std::vector<int64_t>{1, 3}, {2})),
                        doctest::Contains("cross_entropy: label 3 (row 1) is outside the 3 classes"), Error);
 }

@@ -3,8 +3,9 @@
 #include "kernels/cpu/index.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
+#include <limits>
+#include <mutex>
 #include <numeric>
 #include <vector>
 
@@ -13,15 +14,22 @@
 namespace bam::cpu {
 namespace {
 
-// Records the first bad index seen by any thread.
+// Records the bad index at the lowest position of the index tensor, whichever thread meets it
+// first: the error names the same index on any number of threads (errors are rare: a mutex).
 struct BadIndex {
-  std::atomic<bool> seen{false};
-  std::atomic<int64_t> value{0};
-  void report(int64_t v) {
-    bool expected = false;
-    if (seen.compare_exchange_strong(expected, true)) value.store(v);
+  std::mutex mutex;
+  int64_t position = std::numeric_limits<int64_t>::max();
+  int64_t value = 0;
+  void report(int64_t at, int64_t v) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (at < position) {
+      position = at;
+      value = v;
+    }
   }
-  IndexResult result() const { return seen.load() ? IndexResult{false, value.load()} : IndexResult{}; }
+  IndexResult result() const {
+    return position != std::numeric_limits<int64_t>::max() ? IndexResult{false, value} : IndexResult{};
+  }
 };
 
 }  // namespace
@@ -37,7 +45,7 @@ IndexResult gather(const T* x, const int64_t* index, T* out, int64_t outer, int6
                    for (int64_t i = 0; i < inner; ++i) {
                      int64_t k = index[oj * inner + i];
                      if (k < 0 || k >= x_dim) {
-                       bad.report(k);
+                       bad.report(oj * inner + i, k);
                        out[oj * inner + i] = T(0);
                        continue;
                      }
@@ -60,7 +68,7 @@ IndexResult scatter_add(T* out, const int64_t* index, const T* src, int64_t oute
                      int64_t pos = (o * index_dim + j) * inner + i;
                      int64_t k = index[pos];
                      if (k < 0 || k >= out_dim) {
-                       bad.report(k);
+                       bad.report(pos, k);
                        continue;
                      }
                      out[(o * out_dim + k) * inner + i] += src[pos];
