@@ -85,11 +85,12 @@ Tensor record(const char* op_name, Tensor output, std::vector<Tensor> inputs, Ba
     edge.dtype = input.dtype();
   }
   if (!backward_reads_no_values(op_name)) {
-    for (size_t i = 0; i < inputs.size(); ++i)
-      if (inputs[i].defined())
-        node->versions.push_back(
-            {inputs[i].storage(), inputs[i].storage()->version(), static_cast<int>(i), inputs[i].shape()});
-    node->versions.push_back({output.storage(), output.storage()->version(), -1, output.shape()});
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (!inputs[i].defined()) continue;
+      node->versions.push_back({inputs[i].storage(), inputs[i].storage()->version(), static_cast<int>(i)});
+      if (!node->inputs[i].connected()) node->inputs[i].shape = inputs[i].shape();  // for the error alone
+    }
+    node->versions.push_back({output.storage(), output.storage()->version(), -1});
   }
   node->backward = std::move(backward);
   node->output = output.impl_ptr();
@@ -182,7 +183,8 @@ void run_backward(const Tensor& root, const Tensor& gradient, bool retain_graph)
             "step or a weight load; version {}, {} at the forward), and its gradient would be computed from the new "
             "values: change a clone, or run backward first",
             node->op_name, saved.index < 0 ? std::string("output") : fmt::format("input {}", saved.index),
-            shape_str(saved.shape), storage->version(), saved.version);
+            shape_str(saved.index < 0 ? node->output_shape : node->inputs[static_cast<size_t>(saved.index)].shape),
+            storage->version(), saved.version);
     if (auto output = node->output.lock(); output && output->retains_grad) {
       Tensor keep = grad_output.clone();
       output->grad = output->grad ? add(Tensor(output->grad), keep).impl_ptr() : keep.impl_ptr();

@@ -24,17 +24,17 @@ struct Node;
 struct Edge {
   std::shared_ptr<Node> producer;
   std::shared_ptr<TensorImpl> leaf;
-  Shape shape;
+  Shape shape;  // also set, for its error message, on an unconnected input whose version is checked
   DType dtype = DType::f32;
   bool connected() const { return producer || leaf; }
 };
 
-// The version of a tensor's storage when an op recorded it (input index, or -1 for the output).
+// The version of a tensor's storage when an op recorded it (input index, or -1 for the output;
+// the shapes are the edge's and the node's).
 struct SavedVersion {
   std::weak_ptr<Storage> storage;  // not the data: a storage nobody else keeps may go
   uint64_t version = 0;
   int index = -1;
-  Shape shape;
 };
 
 struct Node {

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <map>
+#include <utility>
 
 #include "engine/autograd.h"
 #include "engine/cuda.h"
@@ -41,8 +42,8 @@ void* stream() { return cuda::current_stream(); }
 void Optimizer::step() {
   NoGradGuard no_grad;
   size_t index = 0;
-  std::vector<size_t> updated;  // counted once every update is queued or done: a failed step counts none
-  std::vector<Tensor> updated_params;
+  // Counted once every update is queued or done: a failed step counts none.
+  std::vector<std::pair<size_t, Tensor>> updated;
   try {
     for (auto& group : groups_) {
       for (auto& [name, param] : group.params) {
@@ -52,8 +53,7 @@ void Optimizer::step() {
         if (grad.defined()) {
           if (!grad.is_contiguous()) grad = grad.contiguous();
           update(param, grad, slots_[index], group.decay ? weight_decay_ : 0.0, param_steps_[index] + 1);
-          updated.push_back(index);
-          updated_params.push_back(param);
+          updated.emplace_back(index, param);
         }
         ++index;
       }
@@ -68,9 +68,10 @@ void Optimizer::step() {
   finish_step();
   pending_grads_.clear();
   ++steps_;
-  for (size_t i : updated) ++param_steps_[i];
-  // Written in place by the kernels, not through the tensors: a graph that read them is out of date.
-  for (const Tensor& param : updated_params) param.storage()->bump_version();
+  for (const auto& [i, param] : updated) {
+    ++param_steps_[i];
+    param.storage()->bump_version();  // written by the kernels, not through the tensor: graphs that read it are stale
+  }
 }
 
 void Optimizer::zero_grad() {

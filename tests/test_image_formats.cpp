@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tests/jpeg_test_support.h"
+#include "tests/support.h"
 
 using namespace bam::data;
 using namespace bam::test;
@@ -144,12 +145,7 @@ TEST_CASE("image: stb_image fallback decodes BMP and PGM exactly") {
 namespace {
 std::vector<uint8_t> bytes_of(const std::string& text) { return std::vector<uint8_t>(text.begin(), text.end()); }
 std::string decode_error(const std::vector<uint8_t>& file, const char* name) {
-  try {
-    (void)decode_image(file.data(), file.size(), name, ImageDecodeOptions{});
-  } catch (const ImageDecodeError& e) {
-    return e.what();
-  }
-  return "decoded";
+  return error_of([&] { (void)decode_image(file.data(), file.size(), name, ImageDecodeOptions{}); });
 }
 }  // namespace
 
