@@ -145,6 +145,7 @@ void MultiCropLoader::set_object_boxes(std::shared_ptr<const ObjectBoxes> boxes)
 void MultiCropLoader::worker_loop() {
   for (;;) {
     int64_t g, b;
+    bool prepared;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       const int64_t ahead = static_cast<int64_t>(slots_.size()) - 1;
@@ -157,25 +158,37 @@ void MultiCropLoader::worker_loop() {
       ++active_;
       Slot& slot = slots_[g % slots_.size()];
       if (slot.batch != g) {
-        slot.batch = g;
-        slot.done = 0;
-        slot.order = sequence_.order(sequence_.epoch(g));
-        slot.boxes = boxes_;
-        slot.indices.assign(sequence_.rows(g), -1);
-        slot.labels.assign(sequence_.rows(g), -1);
+        // Allocations (the epoch's order, the rows): one that fails spoils the batch, as a failure
+        // below does, and the slot is taken for batch g only once everything it needs is there.
+        try {
+          auto order = sequence_.order(sequence_.epoch(g));
+          std::vector<int64_t> indices(static_cast<size_t>(sequence_.rows(g)), -1);
+          std::vector<int64_t> labels(indices.size(), -1);
+          slot.order = std::move(order);
+          slot.indices = std::move(indices);
+          slot.labels = std::move(labels);
+          slot.boxes = boxes_;
+          slot.batch = g;
+          slot.done = 0;
+        } catch (...) {
+          failure_.note(g, std::current_exception());
+        }
       }
+      prepared = slot.batch == g;
     }
     Slot& slot = slots_[g % slots_.size()];
-    try {
-      slot.handed_back.wait();  // an upload from the batch this slot held before has read it
-      produce(g, b, slot);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      failure_.note(g, std::current_exception());
+    if (prepared) {
+      try {
+        slot.handed_back.wait();  // an upload from the batch this slot held before has read it
+        produce(g, b, slot);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        failure_.note(g, std::current_exception());
+      }
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      ++slot.done;
+      if (prepared) ++slot.done;  // else the slot still counts another batch's images
       --active_;
     }
     batch_ready_.notify_all();

@@ -1,7 +1,8 @@
 // Datasets and the loader: ImageFolder/flat/file-list indexing, every image of an epoch seen once,
 // identical batches whatever the thread count, batches numbered across epochs and prepared ahead
 // into the next one, ContrastiveCrop's boxes placing the crops and holding the run-ahead at an
-// epoch whose boxes are not known yet, damaged files reported, skipped and counted, and
+// epoch whose boxes are not known yet, damaged files reported, skipped and counted, a failed
+// allocation in a worker spoiling its batch only, and
 // the probe on a tiny separable dataset reaching high accuracy with both kNN and linear; the
 // arena reservations the GPU loader's decode threads share.
 
@@ -21,6 +22,7 @@
 #include "data/loader_support.h"
 #include "data/unreadable_files.h"
 #include "engine/random.h"
+#include "tests/refused_allocations.h"
 #include "tests/support.h"
 #include "tests/train_test_support.h"
 
@@ -338,6 +340,29 @@ TEST_CASE("a worker's failure spoils its batch only, and the next start_epoch tr
   CHECK_THROWS_WITH_AS(loader.next(), doctest::Contains("none of the 22 images could be decoded"), Error);
   away.reset();  // the files are back
   loader.start_epoch(1);
+  CHECK(take(loader, 4) == expected);
+}
+
+// Out of memory where a worker takes a slot for a new batch (the epoch's visiting order, 22 x 8
+// bytes): the batch is spoiled as by a damaged folder, and the next start_epoch tries again. (The
+// error escaped the worker thread and ended the process.)
+TEST_CASE("a worker that cannot allocate a batch's order spoils the batch, not the process") {
+  const data::Dataset d = data::open_dataset(make_folder("order_alloc", 2, 11, 8));
+  data::LoaderOptions o{2, 2};
+  Batches expected;
+  {
+    data::MultiCropLoader alone(d, small_recipe(), 5, 9, o);
+    alone.start_epoch(0);
+    expected = take(alone, 4);
+  }
+  data::MultiCropLoader loader(d, small_recipe(), 5, 9, o);
+  {
+    RefuseAllocations refuse(22 * sizeof(int64_t));
+    loader.start_epoch(0);
+    CHECK_THROWS_AS(loader.next(), std::bad_alloc);
+    CHECK(RefuseAllocations::refused() > 0);
+  }
+  loader.start_epoch(0);
   CHECK(take(loader, 4) == expected);
 }
 
