@@ -1,8 +1,9 @@
-// The training loop: the step, the epoch, the time budget and its refits, the kNN monitor. Resume
-// and checkpoints are in trainer_resume.cpp, log.txt in trainer_logs.cpp, ContrastiveCrop in
-// trainer_contrastive_crop.cpp.
+// The training loop: the step, the epoch, the time budget and its refits, the stop on a signal,
+// the kNN monitor. Resume and checkpoints are in trainer_resume.cpp, log.txt in trainer_logs.cpp,
+// ContrastiveCrop in trainer_contrastive_crop.cpp.
 #include "bam/trainer.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -16,6 +17,7 @@
 #include "bam/output_dir.h"
 #include "bam/report.h"
 #include "bam/schedules.h"
+#include "bam/stop_signals.h"
 #include "engine/atomic_file.h"
 #include "engine/autocast.h"
 #include "engine/autograd.h"
@@ -208,6 +210,10 @@ void Trainer::KnnEvaluation::into(EpochStats* stats) const {
 }
 
 int64_t Trainer::steps_within(double seconds, double step_seconds, int64_t from_step) const {
+  return bam::steps_within(epoch_end_work(), seconds, step_seconds, from_step);
+}
+
+EpochEndWork Trainer::epoch_end_work() const {
   EpochEndWork work;
   work.steps_per_epoch = data_->steps_per_epoch();
   work.saveckp_freq = config_.saveckp_freq;
@@ -216,7 +222,7 @@ int64_t Trainer::steps_within(double seconds, double step_seconds, int64_t from_
   work.save_seconds = save_seconds_.mean;
   work.knn_seconds = knn_seconds_.mean;
   work.box_update_seconds = box_update_seconds_.mean;
-  return bam::steps_within(work, seconds, step_seconds, from_step);
+  return work;
 }
 
 void Trainer::use_fitted_steps(int64_t max_steps, bool set_warmup) {
@@ -268,6 +274,22 @@ int64_t Trainer::decided_by_rank0(int64_t value) {
   return static_cast<int64_t>(t.data<double>()[0]);
 }
 
+Trainer::StopDecision Trainer::stop_decision(const std::optional<Clock::time_point>& deadline) {
+  const int signal = stop_signal();
+  const bool out_of_time = deadline && Clock::now() >= *deadline;
+  if (!group_) return {out_of_time, signal};
+  Tensor t = from_vector(std::vector<double>{writes_files() && out_of_time ? 1.0 : 0.0, signal != 0 ? 1.0 : 0.0,
+                                             static_cast<double>(signal)},
+                         {3});
+  group_->all_reduce_sum(t);
+  const double* v = t.data<double>();
+  StopDecision d;
+  d.budget = v[0] > 0;
+  // Every rank signalled by SIGINT: SIGINT; SIGTERM anywhere: SIGTERM.
+  if (v[1] > 0) d.signal = v[2] == SIGINT * v[1] ? SIGINT : SIGTERM;
+  return d;
+}
+
 std::string Trainer::memory_text() const {
   if (device_.is_cuda()) {
     auto stats = cuda::memory_stats(device_.index);
@@ -292,7 +314,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
   EpochStats stats;
   stats.epoch = epoch;
   stats.reg = reg;
-  double loss_sum = 0, entropy_sum = 0, std_sum = 0;
+  double loss_sum = 0, entropy_sum = 0, std_sum = 0, lr_sum = 0, wd_sum = 0;
   int64_t counted = 0;
   auto start = Clock::now();
   data_->start_epoch(epoch, step_in_epoch_);
@@ -378,20 +400,23 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     ++counted;
     ++state_.global_step;
     step_in_epoch_ = it + 1;
-    stats.lr = lr_schedule_[gs];
-    stats.wd = wd_schedule_[gs];
+    lr_sum += lr_schedule_[gs];
+    wd_sum += wd_schedule_[gs];
 
     double elapsed = seconds_since(start);
     double img_per_s = static_cast<double>(counted * B * config_.world_size) / elapsed;  // all ranks
     if ((it + 1) % config_.log_freq == 0 || it + 1 == steps || gs + 1 == total_steps_) {
-      double remaining_steps = static_cast<double>(total_steps_ - gs - 1);
+      // The steps left at this epoch's pace, and the saves, kNN evaluations and box updates of the
+      // epoch ends to come at what they have cost so far.
+      const double eta =
+          seconds_to_finish(epoch_end_work(), elapsed / static_cast<double>(counted), state_.global_step, total_steps_);
       std::printf(
           "Epoch [%lld/%lld] step %lld/%lld  eta %s  loss %.4f  lr %.3e  wd %.4f  ent %.3f  std %.3f  "
           "img/s %.1f  data %.3fs  mem %s\n",
           static_cast<long long>(epoch), static_cast<long long>((total_steps_ + steps - 1) / steps),
-          static_cast<long long>(it + 1), static_cast<long long>(steps),
-          duration_text(remaining_steps * elapsed / counted).c_str(), loss, lr_schedule_[gs], wd_schedule_[gs],
-          metrics.target_entropy, spread, img_per_s, stats.data_wait_s / counted, memory_text().c_str());
+          static_cast<long long>(it + 1), static_cast<long long>(steps), duration_text(eta).c_str(), loss,
+          lr_schedule_[gs], wd_schedule_[gs], metrics.target_entropy, spread, img_per_s, stats.data_wait_s / counted,
+          memory_text().c_str());
       std::fflush(stdout);
       nlohmann::ordered_json j;
       j["epoch"] = epoch;
@@ -403,6 +428,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       j["embedding_std"] = spread;
       j["img_per_s"] = img_per_s;
       j["data_wait_s"] = stats.data_wait_s / counted;
+      j["eta_s"] = eta;
       // When this line was written (seconds since the run started): with --log_freq 1, the
       // differences between lines of one epoch are the steps' own times.
       j["time_s"] = seconds_since(run_start_);
@@ -428,9 +454,13 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     }
     // Everything of the step, its logging included, has run: a wait anywhere in it is counted.
     stats.host_waits_per_step += static_cast<double>(cuda::host_waits() - waits_before);
-    if (deadline && decided_by_rank0(Clock::now() >= *deadline) && it + 1 < steps && gs + 1 < total_steps_) {
-      result.stopped_by_budget = true;
-      break;
+    // A stop between two steps of the epoch; after its last one (or the run's), the epoch's end
+    // saves and the run stops before the next epoch.
+    if (it + 1 < steps && gs + 1 < total_steps_) {
+      const StopDecision stop = stop_decision(deadline);
+      result.stopped_by_signal = stop.signal;
+      result.stopped_by_budget = !stop.signal && stop.budget;
+      if (stop.signal || stop.budget) break;
     }
   }
   stats.seconds = seconds_since(start);
@@ -438,6 +468,8 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     stats.loss = loss_sum / counted;
     stats.target_entropy = entropy_sum / counted;
     stats.embedding_std = std_sum / counted;
+    stats.lr = lr_sum / counted;
+    stats.wd = wd_sum / counted;
     stats.img_per_s = static_cast<double>(counted * B * config_.world_size) / stats.seconds;
     stats.data_wait_s /= counted;
     stats.host_waits_per_step /= counted;
@@ -553,19 +585,37 @@ TrainResult Trainer::run() {
   const int64_t first_epoch = state_.epoch;
   for (int64_t epoch = state_.epoch; epoch < epochs_in_schedule(); ++epoch) {
     if (state_.global_step >= total_steps_) break;  // a resumed run whose schedule ended inside this epoch
-    // The budget ran out during the epoch-end work (or on the last step, which train_epoch does not
-    // stop at): no next epoch. Its checkpoint is saved.
-    if (deadline && epoch > first_epoch && decided_by_rank0(Clock::now() >= *deadline)) {
+    // The budget ran out, or a stop signal came, during the epoch-end work (or on the last step,
+    // which train_epoch does not stop at): no next epoch. Its checkpoint is saved. A signal during
+    // the start (calibration, the first kNN evaluation) stops the run before its first step.
+    const StopDecision stop = stop_decision(epoch > first_epoch ? deadline : std::nullopt);
+    if (stop.signal) {
+      result.stopped_by_signal = stop.signal;
+      if (epoch > first_epoch)
+        std::printf(
+            "Stopped by %s after epoch %lld, whose checkpoint is saved: run the same command again to continue\n",
+            stop_signal_name(stop.signal), static_cast<long long>(epoch - 1));
+      else
+        std::printf("Stopped by %s before this run's first step: nothing new to save\n", stop_signal_name(stop.signal));
+      break;
+    }
+    if (stop.budget) {
       result.stopped_by_budget = true;
       std::printf("Time budget of %g minutes spent at the end of epoch %lld; checkpoint saved, run again to continue\n",
                   config_.time_budget_minutes, static_cast<long long>(epoch - 1));
       break;
     }
     EpochStats stats = train_epoch(epoch, result, deadline);
-    if (result.stopped_by_budget) {
+    if (result.stopped_by_budget || result.stopped_by_signal) {
       save_timed(checkpoint_path());
-      std::printf("Time budget of %g minutes spent at epoch %lld step %lld; checkpoint saved, run again to continue\n",
-                  config_.time_budget_minutes, static_cast<long long>(epoch), static_cast<long long>(step_in_epoch_));
+      if (result.stopped_by_signal)
+        std::printf("Stopped by %s at epoch %lld step %lld; checkpoint saved: run the same command again to continue\n",
+                    stop_signal_name(result.stopped_by_signal), static_cast<long long>(epoch),
+                    static_cast<long long>(step_in_epoch_));
+      else
+        std::printf(
+            "Time budget of %g minutes spent at epoch %lld step %lld; checkpoint saved, run again to continue\n",
+            config_.time_budget_minutes, static_cast<long long>(epoch), static_cast<long long>(step_in_epoch_));
       break;
     }
     // An epoch that --max_steps ended early stays the current one, at the step reached: a run
@@ -610,7 +660,9 @@ TrainResult Trainer::run() {
     std::fflush(stdout);
   }
   try {
-    if (writes_files()) std::printf("Report: %s\n", write_training_report(config_.output_dir).c_str());
+    // (A run stopped before its first step has nothing to report on, unless an earlier one does.)
+    if (writes_files() && (result.resumed || !result.step_losses.empty()))
+      std::printf("Report: %s\n", write_training_report(config_.output_dir).c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "warning: could not write the report: %s\n", e.what());
   }

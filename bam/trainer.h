@@ -1,8 +1,9 @@
 // The bamtrain loop: schedules, forward over all crops, BAM loss, backward, clipping, optimizer,
 // teacher EMA; progress lines, log.txt (one JSON object per epoch), atomic checkpoints with exact
-// resume (also mid-epoch), the kNN monitor, and a stop on non-finite loss that leaves the last
-// checkpoint intact. With world_size > 1 it is one rank of a data-parallel run: its part of the
-// whole batch's loss (bam_loss_across_ranks), the ranks' gradients added up, files written by rank 0.
+// resume (also mid-epoch), the kNN monitor, a stop on non-finite loss that leaves the last
+// checkpoint intact, and a saved stop at the time budget or at Ctrl-C/SIGTERM. With world_size > 1
+// it is one rank of a data-parallel run: its part of the whole batch's loss
+// (bam_loss_across_ranks), the ranks' gradients added up, files written by rank 0.
 #pragma once
 
 #include <chrono>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "bam/bam_model.h"
+#include "bam/budget_fit.h"
 #include "bam/checkpoint.h"
 #include "bam/contrastive_crop.h"
 #include "bam/knn.h"
@@ -26,6 +28,8 @@ namespace bam {
 
 struct EpochStats {
   int64_t epoch = 0;
+  // The loss, learning rate and weight decay are the means over the epoch's steps (as DINO's
+  // MetricLogger logs them: with a warm-up or a cosine, the first and last steps' differ).
   double loss = 0, lr = 0, wd = 0, reg = 0;
   double target_entropy = 0, embedding_std = 0;
   double img_per_s = 0, data_wait_s = 0, seconds = 0;
@@ -42,6 +46,9 @@ struct TrainResult {
   std::vector<EpochStats> epochs;   // this run's completed epochs
   bool resumed = false;
   bool stopped_by_budget = false;
+  // SIGINT or SIGTERM (bam/stop_signals.h) stopped the run between two steps, its checkpoint saved;
+  // 0 otherwise.
+  int stopped_by_signal = 0;
 };
 
 // Evaluates a backbone for the kNN monitor (supplied by the caller, which owns the labelled data).
@@ -52,6 +59,7 @@ class Trainer {
   Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, KnnMonitor knn = {});
   // Trains from output_dir/checkpoint.safetensors if it exists (same architecture flags
   // required), else from scratch. Throws bam::Error on a non-finite loss, after reporting it.
+  // Stops early, with its checkpoint saved, at the time budget or at a stop signal.
   TrainResult run();
 
   BamModel& student() { return *student_; }
@@ -69,6 +77,9 @@ class Trainer {
   // (step_seconds each) plus the epoch-end work they bring (checkpoint saves, kNN evaluations,
   // ContrastiveCrop's box updates, at the measured costs) fits in `seconds` (bam/budget_fit.h).
   int64_t steps_within(double seconds, double step_seconds, int64_t from_step) const;
+  // The work at the ends of epochs and what it has cost so far (0 where not measured yet): for the
+  // budget fit and for the progress line's ETA.
+  EpochEndWork epoch_end_work() const;
   // The kNN monitor on the student's backbone and, with --teacher, the teacher's (in eval mode, as
   // the official script reports both), and how long it took.
   struct KnnEvaluation {
@@ -115,9 +126,17 @@ class Trainer {
   // On resume: a note naming the flags that change the training (the seed, the learning rate, the
   // loss, the crops...) where this run's differ from the checkpoint's run.
   void note_changed_recipe(const TrainConfig& saved) const;
-  // Data parallelism: rank 0's value, on every rank. The time budget's decisions (the step count
-  // fitted, the stop at the deadline) rest on each rank's own clock, so rank 0 makes them for all.
+  // Data parallelism: rank 0's value, on every rank. The step count fitted to the time budget
+  // rests on each rank's own clock, so rank 0 decides it for all.
   int64_t decided_by_rank0(int64_t value);
+  // Whether the run stops here, the same answer on every rank: the time budget is spent (rank 0's
+  // clock decides), or a stop signal came (any rank's: each rank gets the launcher's, but a job
+  // scheduler may signal one). A collective with world_size > 1.
+  struct StopDecision {
+    bool budget = false;
+    int signal = 0;  // SIGINT or SIGTERM
+  };
+  StopDecision stop_decision(const std::optional<Clock::time_point>& deadline);
 
   TrainConfig config_;
   Communicator* group_ = nullptr;  // with world_size > 1: process_group()

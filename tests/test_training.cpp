@@ -93,22 +93,39 @@ TEST_CASE("a short run lowers the loss and does not collapse") {
   TrainConfig c = small_train_config(fresh_dir("short"));
   c.epochs = 6;
   c.data_path = "synthetic:128";
+  c.log_freq = 1;
   TrainResult r = train(c);
   REQUIRE(r.epochs.size() == 6);
   MESSAGE("loss by epoch: " << r.epochs.front().loss << " -> " << r.epochs.back().loss);
   CHECK(r.epochs.back().loss < r.epochs.front().loss - 0.1);
   CHECK(r.epochs.back().embedding_std > 0.3);  // collapse would drive this to 0
   CHECK(r.epochs.back().target_entropy > 0.5);
-  // log.txt has one JSON object per epoch with DINO's keys.
+  // log.txt has one JSON object per epoch with DINO's keys; the learning rate and weight decay are
+  // the epoch's means over its steps (steps.jsonl has each step's), as DINO logs them.
+  std::vector<double> lr_sum(6), wd_sum(6), steps(6), last_lr(6);
+  std::ifstream step_log(c.output_dir + "/steps.jsonl");
+  for (std::string line; std::getline(step_log, line);) {
+    auto j = nlohmann::json::parse(line);
+    const auto e = j.at("epoch").get<size_t>();
+    REQUIRE(e < 6);
+    lr_sum[e] += j.at("lr").get<double>();
+    last_lr[e] = j.at("lr").get<double>();
+    wd_sum[e] += j.at("wd").get<double>();
+    ++steps[e];
+  }
   std::ifstream log(c.output_dir + "/log.txt");
   int lines = 0;
   for (std::string line; std::getline(log, line); ++lines) {
     auto j = nlohmann::json::parse(line);
     CHECK(j.contains("train_loss"));
-    CHECK(j.contains("train_lr"));
     CHECK(j.at("epoch") == lines);
+    REQUIRE(steps[lines] == 8);
+    CHECK(j.at("train_lr").get<double>() == doctest::Approx(lr_sum[lines] / 8).epsilon(1e-12));
+    CHECK(j.at("train_wd").get<double>() == doctest::Approx(wd_sum[lines] / 8).epsilon(1e-12));
   }
   CHECK(lines == 6);
+  // The warm-up's epoch: its mean learning rate is below its last step's (which it logged).
+  CHECK(r.epochs[0].lr < 0.9 * last_lr[0]);
 }
 
 TEST_CASE("bf16 on the CPU (GEMM operands rounded) tracks the f32 run's loss") {
@@ -246,6 +263,31 @@ TEST_CASE("a budget-fitted schedule follows a change of speed during the run") {
     CHECK(seconds > 0.85 * 6.0);       // and it used the budget
     CHECK(seconds < 6.0 * 1.15 + 3.0);
   }
+}
+
+// The ETA of the progress line (and steps.jsonl's eta_s) counts the epoch ends to come: here a
+// kNN evaluation of 0.3 s after each epoch, timed from the first one on. (It counted the steps
+// left only, a few milliseconds.)
+TEST_CASE("the ETA counts the kNN evaluations to come at what the last ones cost") {
+  TrainConfig c = small_train_config(fresh_dir("eta"));  // 3 epochs of 4 steps
+  c.knn_freq = 1;
+  c.log_freq = 1;
+  KnnMonitor slow = [](const VisionTransformer&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return KnnResult{10.0, 20.0};
+  };
+  Trainer trainer(c, make_train_data(c), slow);
+  trainer.run();
+  std::ifstream steps(c.output_dir + "/steps.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(steps, line); ++lines) {
+    const auto j = nlohmann::json::parse(line);
+    const int64_t epoch = j.at("epoch");
+    const double eta = j.at("eta_s");
+    CAPTURE(line);
+    if (epoch >= 1) CHECK(eta >= 0.3 * static_cast<double>(3 - epoch));  // the evaluations left
+  }
+  CHECK(lines == 12);
 }
 
 TEST_CASE("--eval_first and --teacher: the kNN monitor sees both backbones, and log.txt keeps each evaluation") {

@@ -1,12 +1,13 @@
 // bamtrain: self-supervised pretraining of a ViT with the BAM objective. Flags follow the official
 // BAM script (main_pretrain.py); the run prints every argument, then trains, resuming from
-// <output_dir>/checkpoint.safetensors when it exists.
+// <output_dir>/checkpoint.safetensors when it exists. Ctrl-C stops it after a saved step.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
 #include "bam/output_dir.h"
+#include "bam/stop_signals.h"
 #include "bam/trainer.h"
 #include "engine/communicator.h"
 #include "engine/cuda.h"
@@ -167,6 +168,7 @@ int main(int argc, char** argv) {
   bam::tool::OfficialOnlyFlags official_only;
   add_official_only_flags(app, official_only, bam::tool::OfficialScript::pretrain);
   std::string tool_name = "bamtrain";
+  int stopped_by = 0;  // the stop signal that ended the run, once it is saved
   std::string nproc_text = "1";
   app.add_option("--nproc_per_node", nproc_text,
                  "start this many ranks of this command on this machine, as torchrun does (data parallelism over "
@@ -224,14 +226,22 @@ int main(int argc, char** argv) {
     auto data = bam::make_train_data(config);
     // Every rank runs the kNN monitor, on its part of the folders.
     bam::Trainer trainer(config, std::move(data), bam::tool::make_knn_monitor(config, bam::process_group()));
+    // From here a first Ctrl-C or SIGTERM stops the run after the step in progress, saved.
+    bam::install_stop_signal_handlers();
     bam::TrainResult result = trainer.run();
     if (bam::process_group()) bam::process_group()->finish();  // every rank done before any exits
     bam::set_process_group(nullptr);
-    std::printf("Training %s.\n", result.stopped_by_budget ? "paused (time budget)" : "done");
+    std::printf("Training %s.\n", result.stopped_by_signal   ? "stopped"
+                                  : result.stopped_by_budget ? "paused (time budget)"
+                                                             : "done");
+    stopped_by = result.stopped_by_signal;
   } catch (const std::exception& e) {  // bam::Error, and anything else a library throws
     std::fprintf(stderr, "%s: %s\n", tool_name.c_str(), e.what());
     bam::set_process_group(nullptr);  // before CUDA goes: NCCL aborts, the other ranks see us stop
     return 1;
   }
+  // Ended by the signal, as a shell or launcher expects of a process it interrupted (a script's
+  // loop stops too), now that everything is saved.
+  if (stopped_by != 0) bam::exit_by_signal(stopped_by);
   return 0;
 }

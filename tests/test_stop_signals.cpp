@@ -1,0 +1,153 @@
+// A stop signal (SIGINT, SIGTERM) during training: the run stops after the step in progress with
+// its checkpoint saved, or after an epoch's end when the signal comes at the epoch's last step, and
+// resuming reproduces the uninterrupted run bit for bit; a second signal, not the same one passed
+// on, ends the process at once. The signals are raised in this process, from
+// the data source, at a chosen batch; tests/cli_stop_signal.sh sends real ones to bamtrain and to
+// its --nproc_per_node launcher.
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "bam/checkpoint.h"
+#include "bam/stop_signals.h"
+#include "bam/trainer.h"
+#include "tests/support.h"
+#include "tests/train_test_support.h"
+
+namespace bam::test {
+namespace {
+
+// Passes batches through, and raises `signal` in this process when asked for batch `at` (from 1).
+class SignalAtBatch : public TrainData {
+ public:
+  SignalAtBatch(std::unique_ptr<TrainData> inner, int64_t at, int signal)
+      : inner_(std::move(inner)), at_(at), signal_(signal) {}
+  int64_t num_images() const override { return inner_->num_images(); }
+  int64_t steps_per_epoch() const override { return inner_->steps_per_epoch(); }
+  void start_epoch(int64_t epoch, int64_t first_step) override { inner_->start_epoch(epoch, first_step); }
+  CropBatch next() override {
+    if (++asked_ == at_) ::raise(signal_);
+    return inner_->next();
+  }
+  void set_epochs(int64_t epochs) override { inner_->set_epochs(epochs); }
+  std::string describe() const override { return inner_->describe(); }
+
+ private:
+  std::unique_ptr<TrainData> inner_;
+  int64_t at_, asked_ = 0;
+  int signal_;
+};
+
+// The handlers for one test: installed, and the defaults back afterwards (a Ctrl-C at the test
+// binary must end it).
+struct StopHandlers {
+  StopHandlers() {
+    clear_stop_signal();
+    ::signal(SIGINT, SIG_DFL);  // not ignored, whatever started this binary: the handlers take it
+    ::signal(SIGTERM, SIG_DFL);
+    install_stop_signal_handlers();
+  }
+  ~StopHandlers() {
+    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGTERM, SIG_DFL);
+    clear_stop_signal();
+  }
+};
+
+TrainResult train_signalled(const TrainConfig& c, int64_t at, int signal) {
+  Trainer trainer(c, std::make_unique<SignalAtBatch>(make_train_data(c), at, signal));
+  return trainer.run();
+}
+
+TrainConfig config_in(const std::string& name) {
+  TrainConfig c = small_train_config(scratch_dir("stop_signals/" + name).string());
+  c.teacher = true;  // its EMA state must survive the stop too
+  return c;          // 3 epochs of 4 steps
+}
+
+}  // namespace
+
+TEST_CASE("a stop signal between steps saves the step reached, and the resumed run is the uninterrupted one") {
+  StopHandlers handlers;
+  TrainResult reference;
+  {
+    const TrainConfig c = config_in("reference");
+    Trainer trainer(c, make_train_data(c));
+    reference = trainer.run();
+  }
+  REQUIRE(reference.step_losses.size() == 12);
+  struct Case {
+    int signal;
+    int64_t at;                 // the batch whose step gets the signal
+    size_t steps, epochs_done;  // what the stopped run trained
+  };
+  // SIGTERM during epoch 1's second step: that step ends, and the run stops inside the epoch.
+  // SIGINT during epoch 0's last step: the epoch ends as usual (its row and checkpoint), and the
+  // run stops before the next one.
+  for (const Case& k : {Case{SIGTERM, 6, 6, 1}, Case{SIGINT, 4, 4, 1}}) {
+    CAPTURE(k.at);
+    const TrainConfig c = config_in("stopped_at_" + std::to_string(k.at));
+    const TrainResult stopped = train_signalled(c, k.at, k.signal);
+    CHECK(stopped.stopped_by_signal == k.signal);
+    CHECK_FALSE(stopped.stopped_by_budget);
+    REQUIRE(stopped.step_losses.size() == k.steps);
+    CHECK(stopped.epochs.size() == k.epochs_done);
+    const LoadedCheckpoint saved = load_checkpoint(c.output_dir + "/checkpoint.safetensors");
+    CHECK(saved.state.global_step == static_cast<int64_t>(k.steps));
+    CHECK(saved.state.epoch == 1);
+    clear_stop_signal();
+    const TrainResult rest = train_signalled(c, 0, 0);
+    CHECK(rest.resumed);
+    CHECK(rest.stopped_by_signal == 0);
+    REQUIRE(rest.step_losses.size() == 12 - k.steps);
+    for (size_t i = 0; i < rest.step_losses.size(); ++i) {
+      CAPTURE(i);
+      CHECK(rest.step_losses[i] == reference.step_losses[k.steps + i]);  // bit-identical on the CPU
+    }
+  }
+}
+
+TEST_CASE("a stop signal before the first step stops the run with nothing trained or saved") {
+  StopHandlers handlers;
+  const TrainConfig c = config_in("before_first_step");
+  ::raise(SIGINT);  // as during the start: the resume, the calibration, the first kNN evaluation
+  const TrainResult r = train_signalled(c, 0, 0);
+  CHECK(r.stopped_by_signal == SIGINT);
+  CHECK(r.step_losses.empty());
+  CHECK_FALSE(std::filesystem::exists(c.output_dir + "/checkpoint.safetensors"));
+}
+
+TEST_CASE("a second signal within a second of the first is the same request; stop_signal names the first") {
+  StopHandlers handlers;
+  ::raise(SIGINT);
+  ::raise(SIGTERM);  // the launcher passing on the terminal's Ctrl-C: the process lives on
+  CHECK(stop_signal() == SIGINT);
+  CHECK(std::string(stop_signal_name(SIGTERM)) == "SIGTERM");
+  CHECK(std::string(stop_signal_name(9)) == "signal 9");
+}
+
+// (In a child process: the second signal ends it.)
+TEST_CASE("a second signal a second or more after the first ends the process at once, by that signal") {
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::signal(SIGTERM, SIG_DFL);
+    clear_stop_signal();
+    install_stop_signal_handlers();
+    ::raise(SIGTERM);
+    ::usleep(1100 * 1000);
+    ::raise(SIGTERM);
+    ::_exit(stop_signal() == SIGTERM ? 0 : 1);  // the first one was taken as a request: not reached
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == SIGTERM);
+}
+
+}  // namespace bam::test
