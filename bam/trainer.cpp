@@ -636,9 +636,11 @@ TrainResult Trainer::run() {
     state_.last_epoch_row = log_row(stats, device_.is_cuda()).dump();
     state_.last_epoch_row_step = state_.global_step;
     state_.last_epoch_knn_due = knn_due;
-    save_timed(checkpoint_path());
+    // The numbered copy first: a run stopped between the two saves resumes from the checkpoint
+    // before, trains the epoch again and writes both (the other order lost the numbered one).
     if (config_.saveckp_freq > 0 && epoch % config_.saveckp_freq == 0)
       save_timed(fmt::format("{}/checkpoint{:04}.safetensors", config_.output_dir, epoch));
+    save_timed(checkpoint_path());
     if (knn_due) {
       KnnEvaluation knn;
       try {

@@ -1,15 +1,17 @@
-// A stop signal (SIGINT, SIGTERM) during training: the run stops after the step in progress with
-// its checkpoint saved, or after an epoch's end when the signal comes at the epoch's last step, and
-// resuming reproduces the uninterrupted run bit for bit; a second signal, not the same one passed
-// on, ends the process at once. The signals are raised in this process, from
-// the data source, at a chosen batch; tests/cli_stop_signal.sh sends real ones to bamtrain and to
-// its --nproc_per_node launcher.
+// Interrupted training runs. A stop signal (SIGINT, SIGTERM): the run stops after the step in
+// progress with its checkpoint saved, or after an epoch's end when the signal comes at the epoch's
+// last step, and resuming reproduces the uninterrupted run bit for bit; a second signal, not the
+// same one passed on, ends the process at once. The signals are raised in this process, from the
+// data source, at a chosen batch; tests/cli_stop_signal.sh sends real ones to bamtrain and to its
+// --nproc_per_node launcher. A run that fails between an epoch's two saves keeps its numbered
+// checkpoint.
 
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -22,16 +24,16 @@
 namespace bam::test {
 namespace {
 
-// Passes batches through, and raises `signal` in this process when asked for batch `at` (from 1).
-class SignalAtBatch : public TrainData {
+// Passes batches through, and does `action` when asked for batch `at` (from 1).
+class ActionAtBatch : public TrainData {
  public:
-  SignalAtBatch(std::unique_ptr<TrainData> inner, int64_t at, int signal)
-      : inner_(std::move(inner)), at_(at), signal_(signal) {}
+  ActionAtBatch(std::unique_ptr<TrainData> inner, int64_t at, std::function<void()> action)
+      : inner_(std::move(inner)), at_(at), action_(std::move(action)) {}
   int64_t num_images() const override { return inner_->num_images(); }
   int64_t steps_per_epoch() const override { return inner_->steps_per_epoch(); }
   void start_epoch(int64_t epoch, int64_t first_step) override { inner_->start_epoch(epoch, first_step); }
   CropBatch next() override {
-    if (++asked_ == at_) ::raise(signal_);
+    if (++asked_ == at_) action_();
     return inner_->next();
   }
   void set_epochs(int64_t epochs) override { inner_->set_epochs(epochs); }
@@ -40,7 +42,7 @@ class SignalAtBatch : public TrainData {
  private:
   std::unique_ptr<TrainData> inner_;
   int64_t at_, asked_ = 0;
-  int signal_;
+  std::function<void()> action_;
 };
 
 // The handlers for one test: installed, and the defaults back afterwards (a Ctrl-C at the test
@@ -60,7 +62,7 @@ struct StopHandlers {
 };
 
 TrainResult train_signalled(const TrainConfig& c, int64_t at, int signal) {
-  Trainer trainer(c, std::make_unique<SignalAtBatch>(make_train_data(c), at, signal));
+  Trainer trainer(c, std::make_unique<ActionAtBatch>(make_train_data(c), at, [signal] { ::raise(signal); }));
   return trainer.run();
 }
 
@@ -129,6 +131,22 @@ TEST_CASE("a second signal within a second of the first is the same request; sto
   CHECK(stop_signal() == SIGINT);
   CHECK(std::string(stop_signal_name(SIGTERM)) == "SIGTERM");
   CHECK(std::string(stop_signal_name(9)) == "signal 9");
+}
+
+// An epoch's end writes checkpoint0000.safetensors (--saveckp_freq 1) and checkpoint.safetensors.
+// A run stopped between the two (here the second fails: a folder is in its way) has the numbered
+// one: a resume from the checkpoint before would not write it again. The other order lost it.
+TEST_CASE("a run stopped between an epoch's two saves keeps the numbered checkpoint") {
+  TrainConfig c = config_in("between_saves");
+  c.saveckp_freq = 1;
+  const std::string blocker = c.output_dir + "/checkpoint.safetensors/in_the_way";
+  Trainer trainer(c, std::make_unique<ActionAtBatch>(make_train_data(c), 4, [&] {
+                    std::filesystem::create_directories(blocker);  // during epoch 0's last step
+                  }));
+  CHECK_THROWS_WITH_AS(trainer.run(), doctest::Contains("checkpoint.safetensors"), Error);
+  const LoadedCheckpoint numbered = load_checkpoint(c.output_dir + "/checkpoint0000.safetensors");
+  CHECK(numbered.state.epoch == 1);
+  CHECK(numbered.state.global_step == 4);
 }
 
 // (In a child process: the second signal ends it.)
