@@ -126,8 +126,10 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
   if (jpeg && read_jpeg_exif_orientation(bytes, size) == 1) {
     std::vector<std::string> found;  // this decode's warnings, passed on when it is kept
     try {
-      image.layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, &found);
-      refuse_if_truncated(image.layout, name, found);  // as decode_image with refuse_truncated
+      JpegDecodeLimits limits;
+      limits.refuse_truncated = true;  // as decode_image with refuse_truncated, also before allocating
+      image.layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, &found, limits);
+      refuse_if_truncated(image.layout, name, found);
       refuse_if_extreme_aspect(image.layout.width, image.layout.height, name);
       if (image.layout.exif_orientation == 1) {
         image.width = image.layout.width;

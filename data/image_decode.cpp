@@ -120,6 +120,7 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view na
     try {
       JpegDecodeLimits limits;
       limits.max_pixels = options.max_pixels;
+      limits.refuse_truncated = options.refuse_truncated;
       std::unique_ptr<int16_t[]> coefficients;  // the decoder zeroes it; no need to twice
       JpegLayout layout = decode_jpeg_coefficients_into(
           bytes, size, name,

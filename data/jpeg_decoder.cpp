@@ -141,6 +141,18 @@ JpegLayout make_layout(const ParserState& state, const JpegDecodeLimits& limits,
                             "the decode limit",
                             layout.width, layout.height, offset));
   }
+  if (limits.refuse_truncated) {
+    // Every block of every component is coded (a non-interleaved scan codes the unpadded ones),
+    // in 2 bits at least.
+    int64_t blocks = 0;
+    for (int i = 0; i < layout.num_components; ++i)
+      blocks += int64_t{(layout.components[i].width + 7) / 8} * ((layout.components[i].height + 7) / 8);
+    const auto left = static_cast<int64_t>(state.size - state.pos);
+    if (4 * left < blocks)
+      fail(state, fmt::format("incomplete image data: {}x{} pixels need {} bytes of scan data at least, and {} "
+                              "bytes are left",
+                              layout.width, layout.height, (blocks + 3) / 4, left));
+  }
   return layout;
 }
 

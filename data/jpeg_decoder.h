@@ -75,6 +75,12 @@ struct JpegDecodeLimits {
   // coefficients, 200 MiB of IDCT planes and 200 MiB of RGB (4:4:4; 4:2:0 needs half the first
   // two); ImageNet's largest photos are far below it.
   int64_t max_pixels = int64_t{1} << 26;
+  // For a caller that refuses truncated images anyway (refuse_if_truncated): a frame whose blocks
+  // cannot fit in the bytes after its first scan header (a sequential Huffman scan codes a block
+  // in 2 bits at least, a DC and an AC code) is refused as incomplete before anything is
+  // allocated. A 600-byte file claiming 8192 x 8192 pixels made a loader thread allocate and zero
+  // 400 MiB of coefficients first.
+  bool refuse_truncated = false;
 };
 
 struct JpegCoefficients {

@@ -136,6 +136,39 @@ TEST_CASE("jpeg: hostile inputs are refused with messages that name the file and
     }
   }
   expect_error(huge, "huge.jpg", "above the decode limit");
+  // SOF claiming 8192 x 8192, within the limit, in a file of a few hundred bytes: the blocks cannot
+  // fit in it. A caller that refuses truncated images (the loaders) refuses it before allocating
+  // anything; otherwise it decodes, as libjpeg does, padded with zeros.
+  std::vector<uint8_t> claims_more = good;
+  for (size_t i = 2; i + 9 < claims_more.size(); ++i) {
+    if (claims_more[i] == 0xFF && claims_more[i + 1] == 0xC0) {
+      claims_more[i + 5] = claims_more[i + 7] = 0x20;  // height and width 0x2000
+      claims_more[i + 6] = claims_more[i + 8] = 0x00;
+      break;
+    }
+  }
+  JpegDecodeLimits refusing;
+  refusing.refuse_truncated = true;
+  bool allocated = false;
+  std::vector<int16_t> space;
+  const JpegCoefficientAllocator allocate = [&](const JpegLayout& l) {
+    allocated = true;
+    space.assign(size_t(l.num_coefficients), 0);
+    return space.data();
+  };
+  CHECK_THROWS_WITH_AS(decode_jpeg_coefficients_into(claims_more.data(), claims_more.size(), "claims_more.jpg",
+                                                     allocate, nullptr, refusing),
+                       doctest::Contains("claims_more.jpg: incomplete image data: 8192x8192 pixels need"),
+                       ImageDecodeError);
+  CHECK_FALSE(allocated);
+  CHECK(decode_jpeg_coefficients_into(claims_more.data(), claims_more.size(), "claims_more.jpg", allocate, nullptr)
+            .truncated == 1);
+  CHECK(allocated);
+  ImageDecodeOptions loader_rule;
+  loader_rule.refuse_truncated = true;
+  expect_error(claims_more, "claims_more.jpg", "incomplete image data", loader_rule);
+  // The whole image in the file: a lower bound, which no complete file is under.
+  CHECK_NOTHROW(decode_jpeg_coefficients_into(good.data(), good.size(), "good.jpg", allocate, nullptr, refusing));
   // A configurable limit: this 100x75 image is over a 1000-pixel budget.
   ImageDecodeOptions small;
   small.max_pixels = 1000;
