@@ -78,8 +78,8 @@ struct JpegDecodeLimits {
   // For a caller that refuses truncated images anyway (refuse_if_truncated): a frame whose blocks
   // cannot fit in the bytes after its first scan header (a sequential Huffman scan codes a block
   // in 2 bits at least, a DC and an AC code) is refused as incomplete before anything is
-  // allocated. A 600-byte file claiming 8192 x 8192 pixels made a loader thread allocate and zero
-  // 400 MiB of coefficients first.
+  // allocated. A file of a few hundred bytes claiming 8192 x 8192 pixels made a loader thread
+  // allocate and zero 200-400 MiB of coefficients first (4:2:0 to 4:4:4).
   bool refuse_truncated = false;
 };
 
