@@ -25,6 +25,7 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, const T
       {"epoch", std::to_string(state.epoch)},
       {"step_in_epoch", std::to_string(state.step_in_epoch)},
       {"global_step", std::to_string(state.global_step)},
+      {"num_images", std::to_string(state.num_images)},
       {"optimizer_steps", std::to_string(state.optimizer_steps)},
       {"loss_scale", fmt::format("{}", state.loss_scale)},
       {"loss_scale_clean_steps", std::to_string(state.loss_scale_clean_steps)},
@@ -36,6 +37,7 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, const T
     metadata.emplace("last_epoch_row_step", std::to_string(state.last_epoch_row_step));
     metadata.emplace("last_epoch_knn_due", std::string(state.last_epoch_knn_due ? "1" : "0"));
   }
+  if (!state.epoch_so_far.empty()) metadata.emplace("epoch_so_far", state.epoch_so_far);
   save_safetensors(path, tensors, metadata);
 }
 
@@ -54,6 +56,8 @@ LoadedCheckpoint checkpoint_from_file(SafetensorsFile file, const std::string& p
     out.state.epoch = std::stoll(file.metadata.at("epoch"));
     out.state.step_in_epoch = std::stoll(file.metadata.at("step_in_epoch"));
     out.state.global_step = std::stoll(file.metadata.at("global_step"));
+    if (auto it = file.metadata.find("num_images"); it != file.metadata.end())  // absent in older ones
+      out.state.num_images = std::stoll(it->second);
     out.state.optimizer_steps = std::stoll(file.metadata.at("optimizer_steps"));
     out.state.loss_scale = std::stod(file.metadata.at("loss_scale"));
     if (auto it = file.metadata.find("loss_scale_clean_steps"); it != file.metadata.end())
@@ -64,6 +68,10 @@ LoadedCheckpoint checkpoint_from_file(SafetensorsFile file, const std::string& p
       out.state.last_epoch_row = it->second;
       out.state.last_epoch_row_step = std::stoll(file.metadata.at("last_epoch_row_step"));
       out.state.last_epoch_knn_due = file.metadata.at("last_epoch_knn_due") == "1";
+    }
+    if (auto it = file.metadata.find("epoch_so_far"); it != file.metadata.end()) {
+      BAM_CHECK(nlohmann::json::parse(it->second).is_object(), "epoch_so_far is not an object: {}", it->second);
+      out.state.epoch_so_far = it->second;
     }
   } catch (const std::exception& e) {
     fail("{}: corrupt checkpoint metadata: {}", path, e.what());

@@ -20,6 +20,7 @@ struct TrainState {
   int64_t epoch = 0;            // completed epochs
   int64_t step_in_epoch = 0;    // steps done of the next epoch (a run stopped mid-epoch)
   int64_t global_step = 0;      // completed steps
+  int64_t num_images = 0;       // the training images of the run (0: not recorded, older checkpoints)
   int64_t optimizer_steps = 0;
   double loss_scale = 0;        // fp16 dynamic loss scale (0 when unused)
   int64_t loss_scale_clean_steps = 0;  // clean steps since the scale last changed (fp16)
@@ -29,6 +30,10 @@ struct TrainState {
   std::string last_epoch_row;  // JSON; empty before the first epoch ends (and in older checkpoints)
   int64_t last_epoch_row_step = -1;
   bool last_epoch_knn_due = false;
+  // A run stopped inside an epoch: that epoch's sums so far (loss, lr, data wait, seconds... as
+  // JSON, Trainer::EpochSums), from which a resume continues its log row. Empty otherwise (and in
+  // older checkpoints, whose resumed row averages the resumed steps only).
+  std::string epoch_so_far;
 };
 
 void save_checkpoint(const std::string& path, const TrainConfig& config, const TrainState& state, const Module& student,

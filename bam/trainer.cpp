@@ -314,8 +314,10 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
   EpochStats stats;
   stats.epoch = epoch;
   stats.reg = reg;
-  double loss_sum = 0, entropy_sum = 0, std_sum = 0, lr_sum = 0, wd_sum = 0;
-  int64_t counted = 0;
+  // A new epoch starts its sums; a resumed one continues those of its checkpoint.
+  if (step_in_epoch_ == 0) epoch_sums_ = EpochSums{};
+  EpochSums& sums = epoch_sums_;
+  const double seconds_before = sums.seconds;  // in the run that saved them
   auto start = Clock::now();
   data_->start_epoch(epoch, step_in_epoch_);
   student_->train();
@@ -331,7 +333,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     const int64_t waits_before = cuda::host_waits();
     CropBatch batch = data_->next();
     // The host's wait for the batch, and the GPU's for the loader's kernels (data starvation both).
-    stats.data_wait_s += seconds_since(wait_start) + batch.device_wait_seconds;
+    sums.data_wait_s += seconds_since(wait_start) + batch.device_wait_seconds;
     for (Tensor& g : batch.groups) g = g.to(device_);
 
     // The model runs under the autocast policy (engine/autocast.h); the loss always in f32.
@@ -394,28 +396,29 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     }
 
     result.step_losses.push_back(loss);
-    loss_sum += loss;
-    entropy_sum += metrics.target_entropy;
-    std_sum += spread;
-    ++counted;
+    sums.loss += loss;
+    sums.target_entropy += metrics.target_entropy;
+    sums.embedding_std += spread;
+    sums.lr += lr_schedule_[gs];
+    sums.wd += wd_schedule_[gs];
+    ++sums.steps;
     ++state_.global_step;
     step_in_epoch_ = it + 1;
-    lr_sum += lr_schedule_[gs];
-    wd_sum += wd_schedule_[gs];
 
-    double elapsed = seconds_since(start);
-    double img_per_s = static_cast<double>(counted * B * config_.world_size) / elapsed;  // all ranks
+    const double elapsed = seconds_before + seconds_since(start);
+    sums.seconds = elapsed;
+    const auto counted = static_cast<double>(sums.steps);
+    const double img_per_s = counted * static_cast<double>(B * config_.world_size) / elapsed;  // all ranks
     if ((it + 1) % config_.log_freq == 0 || it + 1 == steps || gs + 1 == total_steps_) {
       // The steps left at this epoch's pace, and the saves, kNN evaluations and box updates of the
       // epoch ends to come at what they have cost so far.
-      const double eta =
-          seconds_to_finish(epoch_end_work(), elapsed / static_cast<double>(counted), state_.global_step, total_steps_);
+      const double eta = seconds_to_finish(epoch_end_work(), elapsed / counted, state_.global_step, total_steps_);
       std::printf(
           "Epoch [%lld/%lld] step %lld/%lld  eta %s  loss %.4f  lr %.3e  wd %.4f  ent %.3f  std %.3f  "
           "img/s %.1f  data %.3fs  mem %s\n",
           static_cast<long long>(epoch), static_cast<long long>((total_steps_ + steps - 1) / steps),
           static_cast<long long>(it + 1), static_cast<long long>(steps), duration_text(eta).c_str(), loss,
-          lr_schedule_[gs], wd_schedule_[gs], metrics.target_entropy, spread, img_per_s, stats.data_wait_s / counted,
+          lr_schedule_[gs], wd_schedule_[gs], metrics.target_entropy, spread, img_per_s, sums.data_wait_s / counted,
           memory_text().c_str());
       std::fflush(stdout);
       nlohmann::ordered_json j;
@@ -427,7 +430,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       j["target_entropy"] = metrics.target_entropy;
       j["embedding_std"] = spread;
       j["img_per_s"] = img_per_s;
-      j["data_wait_s"] = stats.data_wait_s / counted;
+      j["data_wait_s"] = sums.data_wait_s / counted;
       j["eta_s"] = eta;
       // When this line was written (seconds since the run started): with --log_freq 1, the
       // differences between lines of one epoch are the steps' own times.
@@ -453,7 +456,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       if (state_.global_step == refit_at_step_) refit_to_budget();
     }
     // Everything of the step, its logging included, has run: a wait anywhere in it is counted.
-    stats.host_waits_per_step += static_cast<double>(cuda::host_waits() - waits_before);
+    sums.host_waits += static_cast<double>(cuda::host_waits() - waits_before);
     // A stop between two steps of the epoch; after its last one (or the run's), the epoch's end
     // saves and the run stops before the next epoch.
     if (it + 1 < steps && gs + 1 < total_steps_) {
@@ -463,16 +466,19 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
       if (stop.signal || stop.budget) break;
     }
   }
-  stats.seconds = seconds_since(start);
-  if (counted > 0) {
-    stats.loss = loss_sum / counted;
-    stats.target_entropy = entropy_sum / counted;
-    stats.embedding_std = std_sum / counted;
-    stats.lr = lr_sum / counted;
-    stats.wd = wd_sum / counted;
-    stats.img_per_s = static_cast<double>(counted * B * config_.world_size) / stats.seconds;
-    stats.data_wait_s /= counted;
-    stats.host_waits_per_step /= counted;
+  // The whole epoch's, a part trained before a resume included.
+  sums.seconds = seconds_before + seconds_since(start);
+  stats.seconds = sums.seconds;
+  if (sums.steps > 0) {
+    const auto counted = static_cast<double>(sums.steps);
+    stats.loss = sums.loss / counted;
+    stats.target_entropy = sums.target_entropy / counted;
+    stats.embedding_std = sums.embedding_std / counted;
+    stats.lr = sums.lr / counted;
+    stats.wd = sums.wd / counted;
+    stats.img_per_s = counted * static_cast<double>(B * config_.world_size) / stats.seconds;
+    stats.data_wait_s = sums.data_wait_s / counted;
+    stats.host_waits_per_step = sums.host_waits / counted;
   }
   return stats;
 }

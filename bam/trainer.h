@@ -179,6 +179,17 @@ class Trainer {
   void save_timed(const std::string& path);  // save(), its time added to save_seconds_
   TrainState state_;
   int64_t step_in_epoch_ = 0;  // steps of state_.epoch already done (mid-epoch resume)
+  // The running sums of the epoch in progress, for its log row. A run stopped inside an epoch keeps
+  // them in its checkpoint (TrainState::epoch_so_far), so that the resumed run's row averages all
+  // of the epoch's steps, not only its own.
+  struct EpochSums {
+    int64_t steps = 0;
+    double loss = 0, target_entropy = 0, embedding_std = 0, lr = 0, wd = 0;
+    double data_wait_s = 0, host_waits = 0, seconds = 0;
+    std::string to_json() const;
+    static EpochSums from_json(const std::string& text);  // throws on a malformed one
+  };
+  EpochSums epoch_sums_;
   bool steps_log_failed_ = false;  // steps.jsonl could not be written once (warned)
   ContrastiveCropSchedule ccrop_schedule_;
   std::shared_ptr<const data::ObjectBoxes> object_boxes_;  // with --use_ccrop

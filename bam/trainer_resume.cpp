@@ -63,6 +63,16 @@ void Trainer::resume_if_possible(TrainResult& result) {
             "{}: the checkpoint is {} steps into an epoch, but --data_path {} makes epochs of {} steps (fewer images "
             "than the checkpoint's run?); resume with its images or use a new --output_dir",
             checkpoint_path(), ck.state.step_in_epoch, config_.data_path, data_->steps_per_epoch());
+  // Other images under the same --data_path (a folder that grew) with as many steps an epoch: the
+  // run goes on, but not as the uninterrupted one would (each epoch's order is drawn over the images).
+  if (ck.state.num_images > 0 && ck.state.num_images != data_->num_images())
+    std::printf(
+        "note: --data_path %s has %lld training images, the checkpoint's run had %lld: the epochs from here on "
+        "visit them in another order than that run would have%s\n",
+        config_.data_path.c_str(), static_cast<long long>(data_->num_images()),
+        static_cast<long long>(ck.state.num_images),
+        ck.state.step_in_epoch > 0 ? ", and the epoch in progress may visit some images twice and others not at all"
+                                   : "");
   BAM_CHECK(teacher_ || ck.teacher.empty(), "{}: holds teacher weights, but this run has no teacher",
             checkpoint_path());
   try {
@@ -77,6 +87,13 @@ void Trainer::resume_if_possible(TrainResult& result) {
     scaler_.load_state(ck.state.loss_scale, ck.state.loss_scale_clean_steps);
   state_ = ck.state;
   step_in_epoch_ = ck.state.step_in_epoch;
+  if (step_in_epoch_ > 0 && !ck.state.epoch_so_far.empty()) {
+    try {
+      epoch_sums_ = EpochSums::from_json(ck.state.epoch_so_far);
+    } catch (const std::exception& e) {
+      fail("{}: corrupt checkpoint metadata: epoch_so_far: {}", checkpoint_path(), e.what());
+    }
+  }
   if (config_.use_ccrop && !ck.object_boxes.defined()) {
     // The boxes would have been located by now: starting them over from the whole image would
     // crop differently from the run the checkpoint continues (the official script refuses too).
@@ -201,11 +218,43 @@ void Trainer::save(const std::string& path) {
   if (!writes_files()) return;
   state_.optimizer_steps = optimizer_->steps();
   state_.step_in_epoch = step_in_epoch_;
+  state_.num_images = data_->num_images();
+  state_.epoch_so_far = step_in_epoch_ > 0 ? epoch_sums_.to_json() : std::string();
   state_.loss_scale = scaler_.enabled() ? scaler_.scale() : 0.0;
   state_.loss_scale_clean_steps = scaler_.enabled() ? scaler_.clean_steps() : 0;
   Tensor boxes;
   if (object_boxes_) boxes = data::boxes_to_tensor(object_boxes_->boxes);
   save_checkpoint(path, config_, state_, *student_, teacher_.get(), *optimizer_, boxes);
+}
+
+std::string Trainer::EpochSums::to_json() const {
+  nlohmann::ordered_json j;
+  j["steps"] = steps;
+  j["loss"] = loss;
+  j["target_entropy"] = target_entropy;
+  j["embedding_std"] = embedding_std;
+  j["lr"] = lr;
+  j["wd"] = wd;
+  j["data_wait_s"] = data_wait_s;
+  j["host_waits"] = host_waits;
+  j["seconds"] = seconds;
+  return j.dump();
+}
+
+Trainer::EpochSums Trainer::EpochSums::from_json(const std::string& text) {
+  const nlohmann::json j = nlohmann::json::parse(text);
+  EpochSums s;
+  s.steps = j.at("steps").get<int64_t>();
+  s.loss = j.at("loss").get<double>();
+  s.target_entropy = j.at("target_entropy").get<double>();
+  s.embedding_std = j.at("embedding_std").get<double>();
+  s.lr = j.at("lr").get<double>();
+  s.wd = j.at("wd").get<double>();
+  s.data_wait_s = j.at("data_wait_s").get<double>();
+  s.host_waits = j.at("host_waits").get<double>();
+  s.seconds = j.at("seconds").get<double>();
+  BAM_CHECK(s.steps >= 0 && s.seconds >= 0, "negative steps or seconds: {}", text);
+  return s;
 }
 
 }  // namespace bam

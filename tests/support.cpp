@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <numeric>
@@ -256,6 +257,35 @@ std::filesystem::path scratch_dir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+std::string stdout_of(const std::function<void()>& work) {
+  const std::filesystem::path file = scratch_dir("stdout_of") / "captured.txt";
+  std::fflush(stdout);
+  const int saved = ::dup(STDOUT_FILENO);
+  BAM_CHECK(saved >= 0, "stdout_of: cannot duplicate stdout");
+  std::FILE* capture = std::fopen(file.c_str(), "w+");
+  BAM_CHECK(capture != nullptr, "stdout_of: cannot open {}", file.string());
+  ::dup2(::fileno(capture), STDOUT_FILENO);
+  auto restore = [&] {
+    std::fflush(stdout);
+    ::dup2(saved, STDOUT_FILENO);
+    ::close(saved);
+  };
+  try {
+    work();
+  } catch (...) {
+    restore();
+    std::fclose(capture);
+    throw;
+  }
+  restore();
+  std::string text;
+  std::rewind(capture);
+  for (int c; (c = std::fgetc(capture)) != EOF;) text.push_back(static_cast<char>(c));
+  std::fclose(capture);
+  std::fputs(text.c_str(), stdout);  // still shown
+  return text;
 }
 
 std::string error_of(const std::function<void()>& work) {

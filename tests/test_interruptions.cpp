@@ -3,17 +3,20 @@
 // last step, and resuming reproduces the uninterrupted run bit for bit; a second signal, not the
 // same one passed on, ends the process at once. The signals are raised in this process, from the
 // data source, at a chosen batch; tests/cli_stop_signal.sh sends real ones to bamtrain and to its
-// --nproc_per_node launcher. A run that fails between an epoch's two saves keeps its numbered
-// checkpoint.
+// --nproc_per_node launcher. The epoch cut in two has one log.txt row, over all its steps. A run
+// that fails between an epoch's two saves keeps its numbered checkpoint. A resume over another
+// number of images says so.
 
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bam/checkpoint.h"
 #include "bam/stop_signals.h"
@@ -66,6 +69,17 @@ TrainResult train_signalled(const TrainConfig& c, int64_t at, int signal) {
   return trainer.run();
 }
 
+// log.txt's epoch rows.
+std::vector<nlohmann::json> epoch_rows(const std::string& dir) {
+  std::vector<nlohmann::json> rows;
+  std::ifstream log(dir + "/log.txt");
+  for (std::string line; std::getline(log, line);) {
+    nlohmann::json row = nlohmann::json::parse(line);
+    if (!row.value("before_training", false)) rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
 TrainConfig config_in(const std::string& name) {
   TrainConfig c = small_train_config(scratch_dir("stop_signals/" + name).string());
   c.teacher = true;  // its EMA state must survive the stop too
@@ -77,8 +91,9 @@ TrainConfig config_in(const std::string& name) {
 TEST_CASE("a stop signal between steps saves the step reached, and the resumed run is the uninterrupted one") {
   StopHandlers handlers;
   TrainResult reference;
+  const TrainConfig reference_config = config_in("reference");
   {
-    const TrainConfig c = config_in("reference");
+    const TrainConfig& c = reference_config;
     Trainer trainer(c, make_train_data(c));
     reference = trainer.run();
   }
@@ -110,6 +125,18 @@ TEST_CASE("a stop signal between steps saves the step reached, and the resumed r
     for (size_t i = 0; i < rest.step_losses.size(); ++i) {
       CAPTURE(i);
       CHECK(rest.step_losses[i] == reference.step_losses[k.steps + i]);  // bit-identical on the CPU
+    }
+    // log.txt: each epoch once, the one cut in two averaged over all its steps as the
+    // uninterrupted run's (it averaged the resumed steps only).
+    const std::vector<nlohmann::json> rows = epoch_rows(c.output_dir),
+                                      expected = epoch_rows(reference_config.output_dir);
+    REQUIRE(rows.size() == 3);
+    REQUIRE(expected.size() == 3);
+    for (size_t e = 0; e < 3; ++e) {
+      CAPTURE(e);
+      CHECK(rows[e].at("epoch") == e);
+      for (const char* key : {"train_loss", "train_lr", "train_wd", "train_target_entropy", "train_embedding_std"})
+        CHECK(rows[e].at(key) == expected[e].at(key));
     }
   }
 }
@@ -147,6 +174,34 @@ TEST_CASE("a run stopped between an epoch's two saves keeps the numbered checkpo
   const LoadedCheckpoint numbered = load_checkpoint(c.output_dir + "/checkpoint0000.safetensors");
   CHECK(numbered.state.epoch == 1);
   CHECK(numbered.state.global_step == 4);
+}
+
+// A folder that grew between a stop and its resume, with as many steps an epoch: the run goes on,
+// and says that its order is not the uninterrupted run's (it said nothing).
+TEST_CASE("a resume with another image count and the same steps per epoch says so") {
+  TrainConfig c = config_in("image_count");  // 64 images, 4 steps an epoch
+  c.max_steps = 2;                           // stops inside epoch 0
+  {
+    Trainer trainer(c, make_train_data(c));
+    trainer.run();
+  }
+  TrainConfig grown = c;
+  grown.data_path = "synthetic:72";  // 4 steps an epoch too
+  grown.max_steps = 3;
+  const std::string text = stdout_of([&] {
+    Trainer trainer(grown, make_train_data(grown));
+    trainer.run();
+  });
+  CHECK(text.find("note: --data_path synthetic:72 has 72 training images, the checkpoint's run had 64") !=
+        std::string::npos);
+  CHECK(text.find("the epoch in progress may visit some images twice") != std::string::npos);
+  grown.max_steps = 4;  // from a checkpoint of 72 images: nothing to say
+  const std::string again = stdout_of([&] {
+    Trainer trainer(grown, make_train_data(grown));
+    trainer.run();
+  });
+  CHECK(again.find("training images, the checkpoint's run had") == std::string::npos);
+  CHECK(load_checkpoint(c.output_dir + "/checkpoint.safetensors").state.num_images == 72);
 }
 
 // (In a child process: the second signal ends it.)
