@@ -119,6 +119,7 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
                                     const JpegCoefficientAllocator& allocate, DecodedImage* pixels,
                                     std::vector<std::string>* warnings) {
   GpuBatchImage image;
+  const ImageDecodeOptions options = loader_decode_options();
   const bool jpeg = size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8;
   // The kernels do not rotate, so an Exif-oriented JPEG is decoded (and turned upright) on the CPU.
   // The quick scan reads the markers before the first scan; an Exif segment after it (before EOI,
@@ -126,10 +127,8 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
   if (jpeg && read_jpeg_exif_orientation(bytes, size) == 1) {
     std::vector<std::string> found;  // this decode's warnings, passed on when it is kept
     try {
-      JpegDecodeLimits limits;
-      limits.refuse_truncated = true;  // as decode_image with refuse_truncated, also before allocating
-      image.layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, &found, limits);
-      refuse_if_truncated(image.layout, name, found);
+      image.layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, &found, jpeg_decode_limits(options));
+      refuse_if_truncated(image.layout, name, found);  // as decode_image does with these options
       refuse_if_extreme_aspect(image.layout.width, image.layout.height, name);
       if (image.layout.exif_orientation == 1) {
         image.width = image.layout.width;
@@ -143,8 +142,6 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
       // progressive, CMYK, 12-bit, ...: the CPU decodes it below
     }
   }
-  ImageDecodeOptions options;
-  options.refuse_truncated = true;
   *pixels = decode_image(bytes, size, name, options);
   if (warnings) warnings->insert(warnings->end(), pixels->warnings.begin(), pixels->warnings.end());
   image.width = pixels->width;

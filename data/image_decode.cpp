@@ -112,15 +112,26 @@ void refuse_if_extreme_aspect(int width, int height, std::string_view name) {
         fmt::format("{}: image is {}x{}, its sides more than {} to 1 apart", name, width, height, kMaxAspectRatio));
 }
 
+ImageDecodeOptions loader_decode_options() {
+  ImageDecodeOptions options;
+  options.refuse_truncated = true;
+  return options;
+}
+
+JpegDecodeLimits jpeg_decode_limits(const ImageDecodeOptions& options) {
+  JpegDecodeLimits limits;
+  limits.max_pixels = options.max_pixels;
+  limits.refuse_truncated = options.refuse_truncated;
+  return limits;
+}
+
 DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view name,
                           const ImageDecodeOptions& options) {
   if (size == 0) throw ImageDecodeError(fmt::format("{}: empty file (0 bytes)", name));
   DecodedImage image;
   if (looks_like_jpeg(bytes, size)) {
     try {
-      JpegDecodeLimits limits;
-      limits.max_pixels = options.max_pixels;
-      limits.refuse_truncated = options.refuse_truncated;
+      const JpegDecodeLimits limits = jpeg_decode_limits(options);
       std::unique_ptr<int16_t[]> coefficients;  // the decoder zeroes it; no need to twice
       JpegLayout layout = decode_jpeg_coefficients_into(
           bytes, size, name,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "data/image_error.h"
+#include "data/jpeg_decoder.h"
 
 namespace bam::data {
 
@@ -42,6 +43,13 @@ struct ImageDecodeOptions {
   // report and skip such a file rather than train on it.
   bool refuse_truncated = false;
 };
+
+// The loaders' rule, on the CPU and the GPU path alike: a JPEG cut off inside its image data is
+// reported and skipped (as PIL refuses it), not trained on with its missing part grey.
+ImageDecodeOptions loader_decode_options();
+// What `options` ask of our JPEG decoder (max_pixels, refuse_truncated), for a caller that runs it
+// directly (the GPU loader's coefficient decode), as decode_image does.
+JpegDecodeLimits jpeg_decode_limits(const ImageDecodeOptions& options);
 
 // Decodes an in-memory file. `name` (usually the path) starts every error message. Throws
 // ImageDecodeError for anything that cannot be decoded; never returns an empty image.

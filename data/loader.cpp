@@ -10,17 +10,6 @@
 #include "engine/error.h"
 
 namespace bam::data {
-namespace {
-
-// The loaders' decoding rule: a JPEG cut off inside its image data is reported and skipped (as PIL
-// refuses it), not trained on with its missing part grey.
-ImageDecodeOptions decode_options() {
-  ImageDecodeOptions options;
-  options.refuse_truncated = true;
-  return options;
-}
-
-}  // namespace
 
 MultiCropLoader::MultiCropLoader(Dataset dataset, AugmentRecipe recipe, int64_t batch_size, uint64_t seed,
                                  LoaderOptions options)
@@ -200,7 +189,7 @@ void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
   DecodedImage image;
   const int64_t position = sequence_.first_position(batch) + b;
   const int64_t index = unreadable_.first_decodable(*slot.order, position, dataset_.root, [&](int64_t candidate) {
-    image = decode_image_file(dataset_.files[candidate], decode_options());
+    image = decode_image_file(dataset_.files[candidate], loader_decode_options());
   });
   // The crops' random key: the image asked for, also where another one stands in for it (whose own
   // key would repeat its crops at its own place in the epoch, in the same batch perhaps).
