@@ -294,6 +294,12 @@ std::string write_training_report(const std::string& output_dir) {
   const std::string checkpoint = output_dir + "/checkpoint.safetensors";
   auto steps = read_jsonl(output_dir + "/steps.jsonl");
   auto epochs = read_jsonl(output_dir + "/log.txt");
+  // An evaluation before training that a resumed run made (--eval_first) measured the weights of
+  // its step, inside the epoch after the row's; at the row's epoch it would bend the kNN curve back.
+  // Only a new run's, at step 0, is drawn.
+  std::erase_if(epochs, [](const nlohmann::json& row) {
+    return row.value("before_training", false) && row.value("global_step", int64_t{0}) > 0;
+  });
   BAM_CHECK(!steps.empty() || !epochs.empty() || fs::exists(checkpoint),
             "{}: no training logs (steps.jsonl, log.txt) or checkpoint to report on", output_dir);
   std::ostringstream html;
@@ -343,9 +349,11 @@ std::string write_training_report(const std::string& output_dir) {
     const LoadedCheckpoint& ck = *loaded;
     try {
       data::Dataset preview = preview_dataset(ck.config);
-      html << "<h2>Augmented views</h2><p class='note'>One row per image: the global views, then the local views, "
-              "exactly as the loader renders them (epoch 0).</p>"
-           << augmentation_section(ck.config, preview);
+      html << "<h2>Augmented views</h2><p class='note'>One row per image of " << escape(preview.root)
+           << ": the global views, then the local views, drawn with the run's augmentation as the training loader "
+              "draws them at epoch 0"
+           << (ck.config.use_ccrop ? " (without ContrastiveCrop's boxes, which place the training crops)" : "")
+           << ".</p>" << augmentation_section(ck.config, preview);
       html << "<h2>CLS attention of the last block</h2>" << attention_section(ck, preview);
     } catch (const std::exception& e) {
       html << "<p class='note'>Images unavailable: " << escape(e.what()) << "</p>";

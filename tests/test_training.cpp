@@ -366,6 +366,29 @@ TEST_CASE("the report leaves out the rows it cannot plot and says when the check
   CHECK(html.find("5.5") != std::string::npos);  // the loss chart's range: the two finite rows
 }
 
+// A resumed run's evaluation before training (--eval_first) measured weights from inside the epoch
+// after its row's: the kNN chart leaves it out (a new run's, at step 0, stays).
+TEST_CASE("the report's kNN chart leaves out a resumed run's evaluation before training") {
+  const std::string dir = fresh_dir("report_resumed_eval");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/log.txt")
+      << R"({"knn_top1":10,"knn_top5":20,"epoch":-1,"global_step":0,"before_training":true})"
+      << "\n"
+      << R"({"train_loss":5,"knn_top1":30,"knn_top5":40,"epoch":0})"
+      << "\n"
+      << R"({"knn_top1":7000,"knn_top5":8000,"epoch":0,"global_step":7,"before_training":true})"
+      << "\n";
+  std::ifstream in(write_training_report(dir));
+  const std::string html((std::istreambuf_iterator<char>(in)), {});
+  const size_t chart = html.find("kNN accuracy");
+  REQUIRE(chart != std::string::npos);
+  const std::string knn = html.substr(chart, html.find("</svg>", chart) - chart);
+  // The y axis spans the new run's values, 10 to 40, padded by 5 %: its top tick is 41.5 (with
+  // the resumed evaluation's 8000 it was 8400).
+  CHECK(knn.find(">41.5<") != std::string::npos);
+  CHECK(knn.find(">8400<") == std::string::npos);
+}
+
 TEST_CASE("a kNN evaluation that fails after an epoch leaves that epoch saved") {
   TrainConfig c = small_train_config(fresh_dir("knn_fails"));
   c.epochs = 2;

@@ -209,6 +209,9 @@ if enabled data; then
     # The img/s column (characters 38-49: "%-36s %12.1f"); a failed row has "failed" there, and
     # its note may hold numbers of its own.
     value=$(grep -E "$label" "$OUT/data.log" | tail -1 | cut -c38-49 | xargs)
+    case $what in
+      "decode, hybrid") what="decode, hybrid (estimate: the slower half)" ;;
+    esac
     row "bench-data $what img/s (16 threads)" "${value:-failed rc $status (see data.log)}"
   done
   if enabled peer && [ -f tools/peers/torch_data_bench.py ]; then

@@ -82,8 +82,8 @@ Action add_augment(CLI::App& app) {
   sub->add_option("--global_crops_number", o->recipe.global_crops, "global views")
       ->default_val(o->recipe.global_crops)
       ->check(positive_number);
-  sub->add_option("--local_crops_number", o->recipe.local_crops, "local views")
-      ->default_val(6)
+  sub->add_option("--local_crops_number", o->recipe.local_crops, "local views (bamtrain's default: 0)")
+      ->default_val(o->recipe.local_crops)
       ->check(non_negative_number);
   sub->add_option("--global_crops_size", o->recipe.global_size, "global side")
       ->default_val(o->recipe.global_size)

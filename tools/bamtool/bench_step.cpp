@@ -61,9 +61,11 @@ double projector_forward_flops(const ProjectorConfig& p) {
 int run_bench(const BenchOptions& o) {
   const std::string device_name = tool::resolve_device(o.device);
   const Device device = tool::open_device(device_name);
-  const DType compute = precision_dtype(o.precision);
+  // auto as bamtrain resolves it: bf16 on a GPU, f32 on the CPU.
+  const std::string precision = tool::resolve_precision(o.precision, device_name);
+  const DType compute = precision_dtype(precision);
   BAM_CHECK(compute != DType::f16 || device.is_cuda(),
-            "--precision {}: fp16 runs on the GPU only; on the CPU use --precision f32 or bf16", o.precision);
+            "--precision {}: fp16 runs on the GPU only; on the CPU use --precision f32 or bf16", precision);
   BAM_CHECK(o.profile == 0 || device.is_cuda(), "--profile: the kernel profile needs --device cuda");
 #ifdef BAM_WITH_CUDA
   cuda_kernels::gemm_allow_tf32(o.tf32);
@@ -128,14 +130,14 @@ int run_bench(const BenchOptions& o) {
                                      compute == DType::bf16 ? cpu::gemm_bf16_kernel_name() : cpu::gemm_kernel_name());
   int64_t params = 0;
   for (auto& p : model.parameters()) params += p.numel();
-  std::printf("bench-step: ViT %lld/%lld/%lld patch %lld, projector %lld-%lld, B=%lld, %lldx%lld + %lldx%lld crops, "
-              "%s %s, %s, %.1fM parameters\n",
-              static_cast<long long>(vit.embed_dim), static_cast<long long>(vit.depth),
-              static_cast<long long>(vit.num_heads), static_cast<long long>(vit.patch_size),
-              static_cast<long long>(o.hidden_dim), static_cast<long long>(o.out_dim), static_cast<long long>(o.batch),
-              static_cast<long long>(o.global_crops), static_cast<long long>(o.global_size),
-              static_cast<long long>(o.local_crops), static_cast<long long>(o.local_size), device_name.c_str(),
-              o.precision.c_str(), where.c_str(), params / 1e6);
+  std::printf(
+      "bench-step: ViT %lld/%lld/%lld patch %lld, projector %lld-%lld, B=%lld, %lldx%lld + %lldx%lld crops, "
+      "%s %s, %s, %.1fM parameters\n",
+      static_cast<long long>(vit.embed_dim), static_cast<long long>(vit.depth), static_cast<long long>(vit.num_heads),
+      static_cast<long long>(vit.patch_size), static_cast<long long>(o.hidden_dim), static_cast<long long>(o.out_dim),
+      static_cast<long long>(o.batch), static_cast<long long>(o.global_crops), static_cast<long long>(o.global_size),
+      static_cast<long long>(o.local_crops), static_cast<long long>(o.local_size), device_name.c_str(),
+      precision.c_str(), where.c_str(), params / 1e6);
   if (o.recompute_gelu) std::printf("bench-step: the MLPs recompute their GELU in backward (--recompute_gelu)\n");
   if (o.grad_checkpointing > 0)
     std::printf(
@@ -148,6 +150,7 @@ int run_bench(const BenchOptions& o) {
   std::vector<double> times;
   double loss = 0;
   const int64_t waits_before = cuda::host_waits();
+  const int64_t skipped_before = scaler.enabled() ? scaler.skipped_steps() : 0;
   for (int64_t i = 0; i < o.steps; ++i) {
     auto start = std::chrono::steady_clock::now();
     loss = step();
@@ -174,8 +177,9 @@ int run_bench(const BenchOptions& o) {
     std::printf("| peak memory | %.2f GiB (host) |\n", cpu_peak_bytes() / 1073741824.0);
   std::printf("| last loss | %.4f |\n", loss);
   if (scaler.enabled())
-    std::printf("| loss scale | %.0f (%lld skipped steps) |\n", scaler.scale(),
-                static_cast<long long>(scaler.skipped_steps()));
+    // Of the timed steps only: a skipped step does no optimizer update, and is quicker.
+    std::printf("| loss scale | %.0f (%lld of the %lld timed steps skipped) |\n", scaler.scale(),
+                static_cast<long long>(scaler.skipped_steps() - skipped_before), static_cast<long long>(o.steps));
   // The table is out before CUPTI is loaded: a profiler that crashes or hangs cannot take it along
   // (stdout is a file under gpu-check, so it would still be buffered).
   std::fflush(stdout);
@@ -198,7 +202,8 @@ Action add_bench_step(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* sub = app.add_subcommand("bench-step", "Time one full BAM training step on synthetic inputs");
   sub->add_option("--device", o->device, "cpu | cuda | cuda:N | auto")->default_val(o->device);
-  sub->add_option("--precision", o->precision, "f32 | bf16 | fp16")->default_val(o->precision);
+  sub->add_option("--precision", o->precision, "f32 | bf16 | fp16 | auto (bf16 on a GPU, else f32)")
+      ->default_val(o->precision);
   sub->add_option("--arch", o->arch, "vit_tiny | vit_small | vit_base | custom")->default_val(o->arch);
   sub->add_option("--embed_dim", o->embed_dim, "ViT width (overrides --arch)")->check(positive_number);
   sub->add_option("--depth", o->depth, "ViT depth (overrides --arch)")->check(positive_number);

@@ -1,4 +1,6 @@
 // `bamtool export`: the backbone of a bamtrain checkpoint as a timm-compatible safetensors file.
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <filesystem>
 
@@ -21,6 +23,11 @@ int run_export(const ExportOptions& o) {
             "export: the output {} is the checkpoint itself; writing the backbone there would replace the training "
             "state (optimizer, projector, schedule position)",
             o.output);
+  // timm's load_checkpoint reads a file as safetensors by its suffix alone (torch.load otherwise).
+  BAM_CHECK(std::filesystem::path(o.output).extension() == ".safetensors",
+            "export: the output {} must end in .safetensors: timm picks the reader by the suffix, and would read "
+            "any other name as a pickled torch file",
+            o.output);
   LoadedCheckpoint ck = load_checkpoint(o.checkpoint);
   NamedTensors backbone = backbone_for_export(ck, o.teacher);
   VitConfig v = ck.config.vit();
@@ -37,12 +44,18 @@ int run_export(const ExportOptions& o) {
   std::printf("wrote %zu backbone tensors (%s, epoch %lld) to %s\n", backbone.size(), o.teacher ? "teacher" : "student",
               static_cast<long long>(ck.state.epoch), o.output.c_str());
   // timm's constructor with the backbone's sizes: exact for every preset, size and patch (a model
-  // name such as vit_small_patch16_224 exists for a few of them only, and fixes its heads).
+  // name such as vit_small_patch16_224 exists for a few of them only, and fixes its heads). The
+  // arguments where ours differ from timm's defaults are named (a missing qkv_bias=False made the
+  // strict load fail on the qkv biases timm expects).
+  std::string extra;
+  if (v.in_chans != 3) extra += fmt::format(", in_chans={}", v.in_chans);
+  if (v.mlp_ratio != 4.0) extra += fmt::format(", mlp_ratio={}", v.mlp_ratio);
+  if (!v.qkv_bias) extra += ", qkv_bias=False";
   std::printf(
       "load with: m = timm.models.VisionTransformer(img_size=%lld, patch_size=%lld, embed_dim=%lld, depth=%lld, "
-      "num_heads=%lld, num_classes=0); timm.models.load_checkpoint(m, '%s', strict=True)\n",
+      "num_heads=%lld%s, num_classes=0); timm.models.load_checkpoint(m, '%s', strict=True)\n",
       static_cast<long long>(v.img_size), static_cast<long long>(v.patch_size), static_cast<long long>(v.embed_dim),
-      static_cast<long long>(v.depth), static_cast<long long>(v.num_heads), o.output.c_str());
+      static_cast<long long>(v.depth), static_cast<long long>(v.num_heads), extra.c_str(), o.output.c_str());
   return 0;
 }
 

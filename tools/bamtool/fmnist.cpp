@@ -6,10 +6,13 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "bam/output_dir.h"
 #include "engine/error.h"
 #include "tools/bamtool/commands.h"
+#include "tools/common/flag_checks.h"
 #include "tools/common/image_files.h"
 
 namespace bam::tool {
@@ -50,6 +53,31 @@ struct FmnistOptions {
   int64_t limit = 0;  // per split; 0 writes everything
 };
 
+struct Split {
+  std::string name, prefix;
+  std::vector<uint8_t> images, labels;
+  int n = 0, rows = 0, cols = 0;
+};
+
+// Reads and checks a split's two IDX files.
+Split read_split(const std::string& source, const char* name) {
+  Split s;
+  s.name = name;
+  s.prefix = source + (s.name == "train" ? "/train" : "/t10k");
+  std::vector<int> image_dims, label_dims;
+  s.images = read_idx(s.prefix + "-images-idx3-ubyte.gz", 2051, &image_dims);
+  s.labels = read_idx(s.prefix + "-labels-idx1-ubyte.gz", 2049, &label_dims);
+  BAM_CHECK(image_dims[0] == label_dims[0], "{}: {} images but {} labels", s.prefix, image_dims[0], label_dims[0]);
+  s.n = image_dims[0];
+  s.rows = image_dims[1];
+  s.cols = image_dims[2];
+  BAM_CHECK(s.rows > 0 && s.cols > 0, "{}-images-idx3-ubyte.gz: images of {}x{} pixels", s.prefix, s.cols, s.rows);
+  for (int i = 0; i < s.n; ++i)
+    BAM_CHECK(s.labels[i] < 10, "{}-labels-idx1-ubyte.gz: label {} of image {} is not a class 0-9", s.prefix,
+              s.labels[i], i);
+  return s;
+}
+
 int run_fmnist(const FmnistOptions& o) {
   namespace fs = std::filesystem;
   prepare_output_dir(o.out, "--out");
@@ -57,21 +85,27 @@ int run_fmnist(const FmnistOptions& o) {
   for (const char* split : {"train", "val"})
     BAM_CHECK(!fs::exists(fs::path(o.out) / split), "--out {}: already holds {}/ (remove it, or pick another folder)",
               o.out, split);
-  for (const char* split : {"train", "val"}) {
-    std::string prefix = std::string(o.source) + (std::string(split) == "train" ? "/train" : "/t10k");
-    std::vector<int> image_dims, label_dims;
-    std::vector<uint8_t> images = read_idx(prefix + "-images-idx3-ubyte.gz", 2051, &image_dims);
-    std::vector<uint8_t> labels = read_idx(prefix + "-labels-idx1-ubyte.gz", 2049, &label_dims);
-    BAM_CHECK(image_dims[0] == label_dims[0], "{}: {} images but {} labels", prefix, image_dims[0], label_dims[0]);
-    const int n = image_dims[0], rows = image_dims[1], cols = image_dims[2];
-    const int count = o.limit > 0 ? static_cast<int>(std::min<int64_t>(o.limit, n)) : n;
-    for (const char* name : kClassNames) fs::create_directories(fs::path(o.out) / split / name);
+  // Both splits are read and checked before anything is written (a missing t10k file stopped the
+  // conversion after 60,000 train images, which then barred the rerun).
+  std::vector<Split> splits;
+  for (const char* name : {"train", "val"}) splits.push_back(read_split(o.source, name));
+  for (const Split& split : splits) {
+    // Written under <split>.partial and renamed when whole: an interrupted conversion leaves no
+    // train/ or val/ that looks complete. (A .partial folder an interrupted run left is this
+    // tool's own, and is started over.)
+    const fs::path done = fs::path(o.out) / split.name, partial = fs::path(o.out) / (split.name + ".partial");
+    fs::remove_all(partial);
+    const int count = o.limit > 0 ? static_cast<int>(std::min<int64_t>(o.limit, split.n)) : split.n;
+    for (const char* name : kClassNames) fs::create_directories(partial / name);
     for (int i = 0; i < count; ++i) {
-      BAM_CHECK(labels[i] < 10, "{}: label {} out of range", prefix, labels[i]);
-      std::string path = (fs::path(o.out) / split / kClassNames[labels[i]] / fmt::format("{:05}.jpg", i)).string();
-      write_jpeg_file(path, cols, rows, 1, images.data() + static_cast<size_t>(i) * rows * cols, o.quality);
+      const std::string path = (partial / kClassNames[split.labels[i]] / fmt::format("{:05}.jpg", i)).string();
+      write_jpeg_file(path, split.cols, split.rows, 1,
+                      split.images.data() + static_cast<size_t>(i) * split.rows * split.cols, o.quality);
     }
-    std::printf("wrote %d %s images to %s\n", count, split, (fs::path(o.out) / split).string().c_str());
+    std::error_code ec;
+    fs::rename(partial, done, ec);
+    BAM_CHECK(!ec, "--out {}: cannot rename {} to {}: {}", o.out, partial.string(), done.string(), ec.message());
+    std::printf("wrote %d %s images to %s\n", count, split.name.c_str(), done.string().c_str());
   }
   return 0;
 }
@@ -86,7 +120,7 @@ Action add_fmnist(CLI::App& app) {
   sub->add_option("--quality", o->quality, "JPEG quality")->default_val(o->quality)->check(CLI::Range(1, 100));
   sub->add_option("--limit", o->limit, "write only the first N images of each split (0: all)")
       ->default_val(o->limit)
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_number);
   return [o] { return run_fmnist(*o); };
 }
 
