@@ -378,12 +378,14 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
   DecodedImage pixels;
   std::vector<int16_t> spilled;  // coefficients that did not fit the arena
   int64_t coef_offset = -1;
+  int64_t missed = 0;  // coefficient bytes that did not fit the arena
   const int64_t position = sequence_.first_position(batch) + b;
   const int64_t index =
       unreadable_.first_decodable(*slot.order, position, dataset_.root, [&](int64_t candidate) {
         const std::string& path = dataset_.files[candidate];
         std::vector<uint8_t> bytes = read_image_file(path);
         coef_offset = -1;
+        missed = 0;
         image = prepare_image_for_gpu(
             bytes.data(), bytes.size(), path,
             [&](const JpegLayout& layout) -> int16_t* {
@@ -393,7 +395,7 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
                 coef_offset = at / 2;
                 return slot.coefficients + coef_offset;
               }
-              slot.coefficients_missed += align16(layout.num_coefficients * 2);
+              missed = align16(layout.num_coefficients * 2);
               spilled.assign(static_cast<size_t>(layout.num_coefficients), 0);
               return spilled.data();
             },
@@ -401,7 +403,10 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
       });
   const bool reconstructed = image.decode_on_gpu && coef_offset < 0;
   if (reconstructed) {
-    // The arena was full: reconstruct this one on the CPU from the coefficients it has.
+    // The arena was full: reconstruct this one on the CPU from the coefficients it has. Its bytes
+    // count toward the arena's growth; those of a file then refused (damaged, turned by Exif, too
+    // long and thin) do not, since it never goes to the GPU.
+    slot.coefficients_missed += missed;
     ++coefficient_overflows_;
     pixels.width = image.width;
     pixels.height = image.height;

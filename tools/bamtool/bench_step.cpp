@@ -202,7 +202,8 @@ Action add_bench_step(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* sub = app.add_subcommand("bench-step", "Time one full BAM training step on synthetic inputs");
   sub->add_option("--device", o->device, "cpu | cuda | cuda:N | auto")->default_val(o->device);
-  sub->add_option("--precision", o->precision, "f32 | bf16 | fp16 | auto (bf16 on a GPU, else f32)")
+  sub->add_option("--precision", o->precision,
+                  "f32 | bf16 | fp16 | auto (bf16 on a GPU or a CPU with bf16 dot products, else f32)")
       ->default_val(o->precision);
   sub->add_option("--arch", o->arch, "vit_tiny | vit_small | vit_base | custom")->default_val(o->arch);
   sub->add_option("--embed_dim", o->embed_dim, "ViT width (overrides --arch)")->check(positive_number);
