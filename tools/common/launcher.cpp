@@ -54,16 +54,23 @@ constexpr int kMaxRanks = 1024;
 pid_t g_children[kMaxRanks];
 volatile sig_atomic_t g_started = 0;
 volatile sig_atomic_t g_told_to_stop = 0;  // the ranks were signalled: their exits are not failures of their own
+volatile sig_atomic_t g_signal_received = 0;  // the signal that stopped the launcher (0: none)
 
 // (A rank already waited for has 0 in its place, which kill() must never get: it would signal the
 // whole process group.)
-void pass_signal_on(int signal) {
+void signal_children(int signal) {
   g_told_to_stop = 1;
   for (int i = 0; i < g_started; ++i)
     if (g_children[i] > 0) ::kill(g_children[i], signal);
 }
 
-void stop_children() { pass_signal_on(SIGTERM); }
+// The handler of the signals that stop the launcher: the ranks get them too.
+void pass_signal_on(int signal) {
+  g_signal_received = signal;
+  signal_children(signal);
+}
+
+void stop_children() { signal_children(SIGTERM); }
 
 }  // namespace
 
@@ -186,6 +193,15 @@ int run_local_ranks(int ranks, char** argv) {
       stop_at = std::chrono::steady_clock::now() + std::chrono::seconds(2);
       grace = true;
     }
+  }
+  // Stopped by a signal that the ranks, once they had saved, ended by too: the launcher ends by it
+  // as well, so that a shell running it in a loop stops there (an exit status of 130 would tell the
+  // shell that the launcher handled the interrupt, and the loop would go on).
+  const int stopped_by = g_signal_received;
+  if (stopped_by != 0 && result == 128 + stopped_by) {
+    std::fflush(nullptr);
+    ::signal(stopped_by, SIG_DFL);
+    ::raise(stopped_by);
   }
   return result;
 }
