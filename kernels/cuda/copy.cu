@@ -78,12 +78,51 @@ __device__ inline void store_from_double(void* p, DType t, int64_t i, double v) 
   }
 }
 
+// Integer and bool sources convert as the CPU's static_cast does (kernels/cpu/copy.cpp): to an
+// integer type modulo its range (i64 -1 to u8 is 255), to f32 and f64 rounded once from the exact
+// value (through double, i64 values past 2^53 rounded twice), to 16-bit floats through double then
+// float, as there.
+__device__ inline bool is_integer_type(DType t) {
+  return t == DType::i32 || t == DType::i64 || t == DType::u8 || t == DType::boolean;
+}
+
+__device__ inline int64_t load_as_int64(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::i32: return static_cast<const int32_t*>(p)[i];
+    case DType::i64: return static_cast<const int64_t*>(p)[i];
+    case DType::u8: return static_cast<const uint8_t*>(p)[i];
+    case DType::boolean: return static_cast<const bool*>(p)[i] ? 1 : 0;
+    default: return 0;  // not an integer type
+  }
+}
+
+__device__ inline void store_from_int64(void* p, DType t, int64_t i, int64_t v) {
+  switch (t) {
+    case DType::f32: static_cast<float*>(p)[i] = static_cast<float>(v); break;
+    case DType::f64: static_cast<double*>(p)[i] = static_cast<double>(v); break;
+    case DType::bf16:
+      static_cast<uint16_t*>(p)[i] = float_to_bf16_bits(static_cast<float>(static_cast<double>(v)));
+      break;
+    case DType::f16:
+      static_cast<uint16_t*>(p)[i] = float_to_f16_bits(static_cast<float>(static_cast<double>(v)));
+      break;
+    case DType::i32: static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v); break;
+    case DType::i64: static_cast<int64_t*>(p)[i] = v; break;
+    case DType::u8: static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v); break;
+    case DType::boolean: static_cast<bool*>(p)[i] = v != 0; break;
+  }
+}
+
 __global__ void convert_elements(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n,
                                  Layout layout) {
+  const bool integer_source = is_integer_type(src_dtype);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t s, d;
     offsets_of(layout, i, &s, &d);
-    store_from_double(dst, dst_dtype, d, load_as_double(src, src_dtype, s));
+    if (integer_source)
+      store_from_int64(dst, dst_dtype, d, load_as_int64(src, src_dtype, s));
+    else
+      store_from_double(dst, dst_dtype, d, load_as_double(src, src_dtype, s));
   }
 }
 

@@ -13,13 +13,17 @@ namespace bam::cuda_kernels {
 // out[o, j, i] = x[o, index[o, j, i], i]   (any dtype: values are moved, not computed)
 void gather(DType dtype, const void* x, const int64_t* index, void* out, int64_t outer, int64_t x_dim,
             int64_t index_dim, int64_t inner, int64_t* error, void* stream);
-// out[o, index[o, j, i], i] += src[o, j, i]   (floating dtypes; atomic, so duplicates accumulate)
+// out[o, index[o, j, i], i] += src[o, j, i]   (floating dtypes; atomic, so duplicates accumulate).
+// Where an index repeats, the order of its additions, and so the sum's last bits, can change from
+// run to run: the one kernel here whose result is not fixed by its inputs (the CPU twin adds in
+// order). The training step reaches it with unique indices only (the BAM loss's top-k columns);
+// a caller with repeats gets rounding noise in the last bits.
 void scatter_add(DType dtype, void* out, const int64_t* index, const void* src, int64_t outer, int64_t out_dim,
                  int64_t index_dim, int64_t inner, int64_t* error, void* stream);
 // out[o, k, i] = x[o, index[k], i]
 void index_select(DType dtype, const void* x, const int64_t* index, void* out, int64_t outer, int64_t x_dim,
                   int64_t num_indices, int64_t inner, int64_t* error, void* stream);
-// out[o, index[k], i] += src[o, k, i]
+// out[o, index[k], i] += src[o, k, i]   (atomic, as scatter_add: repeated indices add in any order)
 void index_add(DType dtype, void* out, const int64_t* index, const void* src, int64_t outer, int64_t out_dim,
                int64_t num_indices, int64_t inner, int64_t* error, void* stream);
 

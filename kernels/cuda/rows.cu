@@ -254,7 +254,8 @@ __global__ void l2_normalize_forward_kernel(const S* x, S* y, typename Num<S>::C
     }
     C norm = sqrt(block_all_reduce(ss, SumOp{}, C(0)));
     if (threadIdx.x == 0) norms[r] = norm;
-    C inv = C(1) / max(norm, C(eps));
+    // The CPU's comparison (and the backward's): a NaN norm gives NaN, where max() would take eps.
+    C inv = C(1) / (norm <= C(eps) ? C(eps) : norm);
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) y[r * cols + j] = N::store(N::load(xr[j]) * inv);
   }
 }

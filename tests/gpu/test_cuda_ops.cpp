@@ -280,6 +280,28 @@ TEST_CASE("CUDA paths the op table does not reach: wide rows, ties, index errors
     }
   }
   {
+    // Integer sources convert as the CPU's static_cast: modulo the target's range, and to f32 rounded
+    // once (they were clamped, and rounded through double). 2^60 + 2^36 + 1 rounds up to
+    // 2^60 + 2^37 in one step, down to 2^60 in two.
+    const std::vector<int64_t> v = {-1, 256, 4294967301LL, (int64_t{1} << 60) + (int64_t{1} << 36) + 1, 300, -129};
+    for (DType from : {DType::i64, DType::i32}) {
+      Tensor c = from_vector(v, {6}).to(from), g = c.to(Device::cuda());
+      for (DType to : {DType::u8, DType::i32, DType::i64, DType::f32, DType::f64, DType::bf16, DType::boolean}) {
+        CAPTURE(dtype_name(from));
+        CAPTURE(dtype_name(to));
+        CHECK(g.to(to).to(Device::cpu()).to(DType::f64).to_vector<double>() ==
+              c.to(to).to(DType::f64).to_vector<double>());
+      }
+    }
+    // A NaN in a row makes its norm NaN: the row normalises to NaN, as on the CPU (max() took eps
+    // for the norm, and the other entries came out near 1e12).
+    Tensor row = from_vector(std::vector<float>{std::nanf(""), 1, 2, 3, 4, 5}, {2, 3});
+    const std::vector<float> got = l2_normalize(row.to(Device::cuda()), 1).to(Device::cpu()).to_vector<float>();
+    const std::vector<float> want = l2_normalize(row, 1).to_vector<float>();
+    for (size_t i = 0; i < 3; ++i) CHECK(std::isnan(got[i]));
+    for (size_t i = 3; i < 6; ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-6));
+  }
+  {
     // A transposed (non-dense) view converted: the generic strided conversion.
     Tensor x = randn({37, 29});
     Tensor gx = x.to(Device::cuda());
