@@ -115,7 +115,12 @@ CropParams sample_crop(const AugmentRecipe& r, int width, int height, uint64_t s
                      global ? global_max : r.local_scale_max, seed, epoch, image, crop, &p.top, &p.left, &p.height,
                      &p.width, placement);
   p.flip = draw(AugmentPurpose::flip, 0) < 0.5f;
-  if (r.crop_and_flip_only) return p;
+  if (r.crop_and_flip_only) {
+    // The linear probe's RandomResizedCrop(224): torchvision's default filter, bilinear (DINO's
+    // eval_linear, where the pretraining's crops are bicubic).
+    p.bilinear = true;
+    return p;
+  }
   p.jitter = draw(AugmentPurpose::jitter, 0) < r.jitter_p;
   if (p.jitter) {
     p.brightness = draw.uniform(AugmentPurpose::jitter, 1, std::max(0.0, 1 - r.brightness), 1 + r.brightness);

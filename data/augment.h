@@ -21,7 +21,8 @@ struct AugmentRecipe {
   double brightness = 0.4, contrast = 0.4, saturation = 0.4, hue = 0.1;
   double jitter_p = 0.8, grayscale_p = 0.2;
   double blur_sigma_min = 0.1, blur_sigma_max = 2.0;
-  // The linear probe's training transform: RandomResizedCrop + flip only (no colour, blur, solarise).
+  // The linear probe's training transform: RandomResizedCrop (bilinear) + flip only (no colour,
+  // blur, solarise).
   bool crop_and_flip_only = false;
   // Evaluation resize: the shorter side goes to round(size * eval_resize_ratio) before the centre
   // crop (256/224 for ImageNet; 1 keeps small images such as Fashion-MNIST as they are).

@@ -582,6 +582,7 @@ void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
   BAM_CUDA_CHECK(cudaEventRecord(as_event(out.ready), stream));
   out.indices = slot.indices;
   out.labels = slot.labels;
+  out.requested = slot.crop_keys;
   // The host slot is free for the workers once its bytes are on the device.
   BAM_CUDA_CHECK(cudaEventSynchronize(as_event(slot.upload_done)));
   grow_host_arenas(slot);
@@ -686,6 +687,7 @@ GpuCropLoader::Batch GpuCropLoader::next() {
   }
   batch.indices = out.indices;
   batch.labels = out.labels;
+  batch.requested = out.requested;
   ++consumer_next_;
   lock.unlock();
   launched_.notify_all();

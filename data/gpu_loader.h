@@ -76,7 +76,7 @@ class GpuCropLoader : public CropLoader {
     void* ready = nullptr;      // cudaEvent_t: the batch's kernels are done
     cuda::StreamMark released;  // on the trainer's stream, behind its work on the batch last in it
     int64_t batch = -1;
-    std::vector<int64_t> indices, labels;  // of the batch in it
+    std::vector<int64_t> indices, labels, requested;  // of the batch in it
   };
 
   // Times how long the trainer's stream waits for a batch's `ready` event: events on that stream

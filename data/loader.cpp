@@ -152,10 +152,11 @@ void MultiCropLoader::worker_loop() {
         try {
           auto order = sequence_.order(sequence_.epoch(g));
           std::vector<int64_t> indices(static_cast<size_t>(sequence_.rows(g)), -1);
-          std::vector<int64_t> labels(indices.size(), -1);
+          std::vector<int64_t> labels(indices.size(), -1), requested(indices.size(), -1);
           slot.order = std::move(order);
           slot.indices = std::move(indices);
           slot.labels = std::move(labels);
+          slot.requested = std::move(requested);
           slot.boxes = boxes_;
           slot.batch = g;
           slot.done = 0;
@@ -199,6 +200,7 @@ void MultiCropLoader::produce(int64_t batch, int64_t b, Slot& slot) {
   const auto epoch = static_cast<uint32_t>(sequence_.epoch(batch));
   slot.indices[b] = index;
   slot.labels[b] = dataset_.labels[index];
+  slot.requested[b] = key;
   if (options_.eval_transform) {
     const int S = options_.eval_size;
     float* out = slot.groups[0] + b * 3 * S * S;
@@ -238,6 +240,7 @@ MultiCropLoader::Batch MultiCropLoader::next() {
   }
   batch.indices = slot.indices;
   batch.labels = slot.labels;
+  batch.requested = slot.requested;
   lent_slot_ = static_cast<int64_t>(g % slots_.size());
   ++consumer_next_;
   lock.unlock();

@@ -60,6 +60,9 @@ struct LoaderBatch {
   std::vector<Tensor> groups;    // per resolution; on the GPU for the gpu backend
   std::vector<int64_t> indices;  // dataset index of each image
   std::vector<int64_t> labels;   // its label (-1 when unlabelled)
+  // The image asked for at each row: it differs from `indices` where another image stood in for a
+  // file that could not be decoded (training takes the stand-in; evaluation leaves the row out).
+  std::vector<int64_t> requested;
   // The GPU loader's: how long the trainer's stream stood waiting for earlier batches' kernels
   // (decode and crops), as far as it is known by now (a few batches late). 0 for the CPU loader.
   double device_wait_seconds = 0;
@@ -133,7 +136,7 @@ class MultiCropLoader : public CropLoader {
     int64_t done = 0;
     std::shared_ptr<const std::vector<int64_t>> order;  // of the batch's epoch
     std::shared_ptr<const ObjectBoxes> boxes;           // ContrastiveCrop's, when set
-    std::vector<int64_t> indices, labels;
+    std::vector<int64_t> indices, labels, requested;
     // Recorded on the current stream when the caller is done queueing work on this batch (at the
     // next next() or start_epoch()): the workers wait for it before refilling the buffers.
     cuda::StreamMark handed_back;

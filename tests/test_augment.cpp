@@ -116,6 +116,23 @@ TEST_CASE("the view recipe: blur and solarisation probabilities per view") {
   CHECK(std::abs(flip / double(n) - 0.5) < 0.03);
 }
 
+// The linear probe's training crops (--linear_aug) are DINO eval_linear's RandomResizedCrop(224)
+// and flip: torchvision's default bilinear filter, nothing else; the pretraining's are bicubic.
+TEST_CASE("the linear probe's crops: bilinear, flipped, no colour, blur or solarisation") {
+  data::AugmentRecipe r;
+  for (uint32_t image = 0; image < 200; ++image) {
+    CHECK_FALSE(data::sample_crop(r, 64, 48, 7, 0, image, 0).bilinear);
+    r.crop_and_flip_only = true;
+    const data::CropParams p = data::sample_crop(r, 64, 48, 7, 0, image, 0);
+    r.crop_and_flip_only = false;
+    CHECK(p.bilinear);
+    CHECK_FALSE(p.jitter);
+    CHECK_FALSE(p.grayscale);
+    CHECK_FALSE(p.solarize);
+    CHECK(p.blur_sigma == 0);
+  }
+}
+
 TEST_CASE("antialiased bicubic resampling against hand-computed PIL values") {
   // [0, 0, 255, 255] -> 2 pixels: scale 2 stretches the a = -0.5 kernel to support 4; output 0
   // weighs inputs 0..3 by W(-0.25), W(0.25), W(0.75), W(1.25) = .8671875, .8671875, .2265625,

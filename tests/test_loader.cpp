@@ -566,6 +566,28 @@ TEST_CASE("a dataset whose files all fail stops the loader after a few hundred t
                        doctest::Contains("/tiny: none of the 3 images could be decoded"), Error);
 }
 
+// An evaluation set with a damaged file: its row is left out, where the image standing in for it
+// (the next decodable one, with that image's label) was counted twice.
+TEST_CASE("features leave out an image that cannot be decoded instead of counting its stand-in") {
+  const std::string root = make_folder("features_damaged", 2, 5, 3);
+  std::ofstream(root + "/class_0/2.jpg", std::ios::binary | std::ios::trunc) << "not a JPEG";
+  const data::Dataset d = data::open_dataset(root);
+  REQUIRE(d.size() == 10);
+  FeatureOptions f;
+  f.img_size = 16;
+  f.batch_size = 4;
+  f.threads = 2;
+  const FeatureSet set = extract_features(nullptr, d, f);
+  CHECK(set.features.size(0) == 9);
+  CHECK(set.labels.to_vector<int64_t>() == std::vector<int64_t>{0, 0, 0, 0, 1, 1, 1, 1, 1});
+  // The rows are the decodable images' own: row 2 is image 3, as extracted alone.
+  data::Dataset three = d;
+  three.files = {d.files[3]};
+  three.labels = {d.labels[3]};
+  CHECK(extract_features(nullptr, three, f).features.to_vector<float>() ==
+        set.features.narrow(0, 2, 1).contiguous().to_vector<float>());
+}
+
 TEST_CASE("the probe separates a tiny dataset with kNN and linear") {
   std::string train_root = make_folder("probe_train", 3, 24, 4), val_root = make_folder("probe_val", 3, 8, 5);
   data::Dataset train = data::open_dataset(train_root), val = data::open_dataset(val_root);

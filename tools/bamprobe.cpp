@@ -119,6 +119,10 @@ std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std:
   } else {
     *description = "random init";
   }
+  // Before any extraction (the raw-pixel row came first, and then the backbone's failed).
+  BAM_CHECK(c.img_size >= v.patch_size,
+            "--img_size {}: smaller than the backbone's patches of {} pixels, of which it would see none", c.img_size,
+            v.patch_size);
   bam::Generator gen(static_cast<uint64_t>(c.seed));
   auto vit = std::make_unique<bam::VisionTransformer>(v, &gen);
   if (!weights.empty()) {
