@@ -55,7 +55,7 @@ class ThreadsFor {
 }  // namespace
 
 KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const LinearProbeOptions& o,
-                             const std::function<FeatureSet(int64_t epoch)>& augmented_epoch) {
+                             const std::function<FeatureSet(int64_t epoch)>& augmented_epoch, LinearProbeBest* best) {
   const int64_t F = train.features.size(1), C = train.num_classes;
   BAM_CHECK(C >= 2, "linear probe: need at least two classes, got {}", C);
   BAM_CHECK(val.features.size(1) == F, "linear probe: train features have {} dims but val features {}", F,
@@ -83,6 +83,16 @@ KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const Line
   Tensor features = train.features.to(device), labels = train.labels.to(device);
   train = FeatureSet();  // a set moved in goes once it is on the device
   const int64_t steps = linear_probe_steps(n, o.batch_size, o.bn_head);
+  // The validation set, on the device from the start when validated between epochs.
+  const std::vector<int64_t> val_labels = val.labels.to_vector<int64_t>();
+  Tensor val_features = o.val_freq > 0 ? val.features.to(device) : Tensor();
+  const auto validate = [&] {
+    NoGradGuard no_grad;
+    if (!val_features.defined()) val_features = val.features.to(device);
+    return accuracy(head(val_features, false), val_labels);
+  };
+  LinearProbeBest seen;
+  KnnResult last{-1, -1};
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
     if (augmented_epoch && epoch > 0) {
       features = Tensor();  // the last epoch's features go before the next epoch's arrive
@@ -111,14 +121,25 @@ KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const Line
     if (o.verbose && (epoch + 1) % std::max<int64_t>(1, o.epochs / 5) == 0)
       std::printf("  linear probe epoch %lld/%lld: loss %.4f\n", static_cast<long long>(epoch + 1),
                   static_cast<long long>(o.epochs), loss_sum.item() / static_cast<double>(steps));
+    const bool final_epoch = epoch + 1 == o.epochs;
+    if (final_epoch || (o.val_freq > 0 && epoch % o.val_freq == 0)) {
+      const KnnResult r = validate();  // in eval mode: BatchNorm's running statistics, not updated
+      ++seen.validations;
+      if (seen.validations == 1 || r.top1 > seen.result.top1) {  // the first of equal ones, as max() keeps
+        seen.result = r;
+        seen.epoch = epoch + 1;
+      }
+      if (final_epoch) last = r;
+    }
   }
-  NoGradGuard no_grad;
-  return accuracy(head(val.features.to(device), false), val.labels.to_vector<int64_t>());
+  if (best) *best = seen;
+  return last;
 }
 
 KnnResult train_linear_probe_across_ranks(FeatureSet train_part, FeatureSet val_part, const LinearProbeOptions& o,
                                           Communicator& group,
-                                          const std::function<FeatureSet(int64_t epoch)>& augmented_part_epoch) {
+                                          const std::function<FeatureSet(int64_t epoch)>& augmented_part_epoch,
+                                          LinearProbeBest* best) {
   // What any rank can find wrong with its parts, shared first: all fail together, none waits.
   std::string problem;
   const Tensor &tf = train_part.features, &vf = val_part.features;
@@ -146,26 +167,47 @@ KnnResult train_linear_probe_across_ranks(FeatureSet train_part, FeatureSet val_
   int64_t n_train = 0;
   for (int64_t rows : train_rows) n_train += rows;
   if (n_train == 0) fail_on_every_rank(group, "linear probe: no training features on any rank");
-  std::vector<double> result(5, 0.0);  // top-1, top-5, and their counts
+  // top-1, top-5, and their counts; the same for the best validation, its epoch and the validations
+  std::vector<double> result(12, 0.0);
   if (group.rank() == 0) {
     std::function<FeatureSet(int64_t)> augmented;
     if (augmented_part_epoch) augmented = [&](int64_t epoch) { return to_rank0(augmented_part_epoch(epoch), nullptr); };
     // An error in there (say, the GPU out of memory) leaves the others waiting in their next
     // gather: the tools' ranks watch each other (Communicator::exit_when_a_peer_stops) and stop.
-    const KnnResult r = train_linear_probe(std::move(train), val, o, augmented);
-    result = {r.top1, r.top5, static_cast<double>(r.correct1), static_cast<double>(r.correct5),
-              static_cast<double>(r.count)};
+    LinearProbeBest b;
+    const KnnResult r = train_linear_probe(std::move(train), val, o, augmented, &b);
+    result = {r.top1,
+              r.top5,
+              static_cast<double>(r.correct1),
+              static_cast<double>(r.correct5),
+              static_cast<double>(r.count),
+              b.result.top1,
+              b.result.top5,
+              static_cast<double>(b.result.correct1),
+              static_cast<double>(b.result.correct5),
+              static_cast<double>(b.result.count),
+              static_cast<double>(b.epoch),
+              static_cast<double>(b.validations)};
   } else if (augmented_part_epoch) {
     // The other ranks feed rank 0 their part of every augmented epoch, as its probe asks for them.
     for (int64_t epoch = 1; epoch < o.epochs; ++epoch) to_rank0(augmented_part_epoch(epoch), nullptr);
   }
-  Tensor shared = from_vector(result, {5});
+  Tensor shared = from_vector(result, {12});
   group.broadcast(shared);
   const double* r = shared.data<double>();
-  KnnResult out = knn_result_of(static_cast<int64_t>(r[2]), static_cast<int64_t>(r[3]), static_cast<int64_t>(r[4]));
-  out.top1 = r[0];
-  out.top5 = r[1];
-  return out;
+  const auto result_at = [&](int at) {
+    KnnResult out = knn_result_of(static_cast<int64_t>(r[at + 2]), static_cast<int64_t>(r[at + 3]),
+                                  static_cast<int64_t>(r[at + 4]));
+    out.top1 = r[at];
+    out.top5 = r[at + 1];
+    return out;
+  };
+  if (best) {
+    best->result = result_at(5);
+    best->epoch = static_cast<int64_t>(r[10]);
+    best->validations = static_cast<int64_t>(r[11]);
+  }
+  return result_at(0);
 }
 
 int64_t linear_probe_steps(int64_t rows, int64_t batch, bool bn_head) {

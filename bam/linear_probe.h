@@ -1,6 +1,8 @@
 // The linear probe (DINO's eval_linear protocol on frozen features): an optional BatchNorm
 // without affine parameters, then one Linear layer, trained with SGD (momentum 0.9, no weight
-// decay, lr scaled by batch/256, cosine to 0 over the epochs); top-1/top-5 on the validation set.
+// decay, lr scaled by batch/256, cosine to 0 over the epochs); top-1/top-5 on the validation set
+// after the last epoch, and (DINO's reported figure) the best of the validations every val_freq
+// epochs.
 #pragma once
 
 #include <functional>
@@ -25,6 +27,16 @@ struct LinearProbeOptions {
   // share its cores wait: it takes their threads too (not with augmented epochs, whose features
   // they make meanwhile).
   int threads = 0;
+  // Validate after epochs 1, 1 + val_freq, 1 + 2 val_freq ... and the last, as DINO's eval_linear
+  // (its epoch % val_freq == 0, from 0), keeping the best top-1; 0: after the last epoch only.
+  int64_t val_freq = 0;
+};
+
+// The best top-1 of a probe's validations, DINO's reported figure (it selects on the validation
+// set), the epoch (from 1) it came after, and how many validations there were.
+struct LinearProbeBest {
+  KnnResult result{-1, -1};
+  int64_t epoch = 0, validations = 0;
 };
 
 // train/val: features and labels. `augmented_epoch`, when given, returns fresh training features
@@ -32,8 +44,10 @@ struct LinearProbeOptions {
 // otherwise `train` is reused every epoch.
 // Every training row is seen once an epoch (linear_probe_steps). A caller that moves `train` in
 // lets the probe free the host's copy once it is on options.device.
+// Returns the result after the last epoch; `best`, when given, gets the best of the validations.
 KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const LinearProbeOptions& options,
-                             const std::function<FeatureSet(int64_t epoch)>& augmented_epoch = {});
+                             const std::function<FeatureSet(int64_t epoch)>& augmented_epoch = {},
+                             LinearProbeBest* best = nullptr);
 
 // train_linear_probe over the ranks of a data-parallel run, each holding a contiguous part of the
 // training and of the validation rows (in rank order, the whole sets; a part may be empty). The
@@ -45,7 +59,8 @@ KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const Line
 // batch_size is the whole batch. Parts moved in go once gathered. A collective call.
 KnnResult train_linear_probe_across_ranks(FeatureSet train_part, FeatureSet val_part, const LinearProbeOptions& options,
                                           Communicator& group,
-                                          const std::function<FeatureSet(int64_t epoch)>& augmented_part_epoch = {});
+                                          const std::function<FeatureSet(int64_t epoch)>& augmented_part_epoch = {},
+                                          LinearProbeBest* best = nullptr);
 
 // The probe's steps an epoch over `rows` rows: the last batch partial, as DINO's loader keeps it,
 // but for a last batch of one row under the BatchNorm head, whose batch variance needs two.

@@ -386,8 +386,11 @@ TEST_CASE("train_linear_probe_across_ranks: every rank gets one process's probe 
       o.batch_size = 24;  // 100 rows: 5 steps an epoch, the last of 4 rows
       o.bn_head = bn_head;
       o.verbose = false;
-      const KnnResult one =
-          train_linear_probe(epochs[0], val, o, [&](int64_t epoch) { return epochs[static_cast<size_t>(epoch)]; });
+      o.val_freq = 2;  // validations after epochs 1, 3 and 5, the best of them reported too
+      LinearProbeBest one_best;
+      const KnnResult one = train_linear_probe(
+          epochs[0], val, o, [&](int64_t epoch) { return epochs[static_cast<size_t>(epoch)]; }, &one_best);
+      CHECK(one_best.validations == 3);
       if (val_rows > 2) {
         REQUIRE(one.correct1 > 0);
         REQUIRE(one.correct1 < one.count);
@@ -395,14 +398,17 @@ TEST_CASE("train_linear_probe_across_ranks: every rank gets one process's probe 
       for (int world : {2, 3}) {
         INFO(world << " ranks");
         std::vector<KnnResult> got(static_cast<size_t>(world));
+        std::vector<LinearProbeBest> got_best(static_cast<size_t>(world));
         std::vector<std::vector<int64_t>> asked(static_cast<size_t>(world));
         run_ranks(world, [&](Communicator& group) {
           const int r = group.rank();
-          got[r] = train_linear_probe_across_ranks(part(epochs[0], r, world), part(val, r, world), o, group,
-                                                   [&](int64_t epoch) {
-                                                     asked[r].push_back(epoch);
-                                                     return part(epochs[static_cast<size_t>(epoch)], r, world);
-                                                   });
+          got[r] = train_linear_probe_across_ranks(
+              part(epochs[0], r, world), part(val, r, world), o, group,
+              [&](int64_t epoch) {
+                asked[r].push_back(epoch);
+                return part(epochs[static_cast<size_t>(epoch)], r, world);
+              },
+              &got_best[r]);
         });
         for (int r = 0; r < world; ++r) {
           INFO("rank " << r);
@@ -411,6 +417,10 @@ TEST_CASE("train_linear_probe_across_ranks: every rank gets one process's probe 
           CHECK(got[r].correct1 == one.correct1);
           CHECK(got[r].count == one.count);
           CHECK(asked[r] == std::vector<int64_t>{1, 2, 3, 4});  // epoch 0's are the part given
+          CHECK(got_best[r].result.top1 == one_best.result.top1);
+          CHECK(got_best[r].result.correct1 == one_best.result.correct1);
+          CHECK(got_best[r].epoch == one_best.epoch);
+          CHECK(got_best[r].validations == 3);
         }
       }
     }

@@ -607,6 +607,21 @@ TEST_CASE("the probe separates a tiny dataset with kNN and linear") {
   lo.bn_head = true;
   lo.verbose = false;
   CHECK(train_linear_probe(tr, va, lo).top1 > 95);
+  // Validated every 3 epochs (after epochs 1, 4, ... 19, and the last, 20): the best of the
+  // validations, DINO's figure, is at least the last epoch's; the last is the same either way.
+  // With val_freq 0, one validation, after the last epoch.
+  LinearProbeBest best, once;
+  const KnnResult without = train_linear_probe(tr, va, lo, {}, &once);
+  lo.val_freq = 3;
+  const KnnResult with = train_linear_probe(tr, va, lo, {}, &best);
+  CHECK(with.correct1 == without.correct1);
+  CHECK(once.validations == 1);
+  CHECK(once.epoch == 20);
+  CHECK(once.result.correct1 == without.correct1);
+  CHECK(best.validations == 8);
+  CHECK(best.result.top1 >= with.top1);
+  CHECK((best.epoch >= 1 && best.epoch <= 20 && (best.epoch == 20 || best.epoch % 3 == 1)));
+  lo.val_freq = 0;
   // Through a random-init ViT the colours stay separable.
   Generator gen(6);
   VisionTransformer vit(tiny_vit_config(4, 16, 24), &gen);

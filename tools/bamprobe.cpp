@@ -40,13 +40,16 @@ struct ProbeConfig {
   bool avgpool_patchtokens = false, bn_head = false, linear_aug = false, baselines = true;
   bool patch_size_given = false, arch_given = false;  // on the command line (a file's values win, with a note)
   int64_t epochs = 100, batch_size_per_gpu = 128, nb_knn = 20, img_size = 224, num_workers = 4, seed = 0;
+  int64_t val_freq = 1;  // DINO's: the linear probe validated after every epoch, its best reported beside the last
   double lr = 0.001, temperature = 0.07, eval_resize_ratio = 256.0 / 224.0;
   std::string data_path, output_dir = ".", mode = "both", device = "cpu", data_backend = "auto";
 };
 
 struct Row {
+  explicit Row(std::string n = {}) : name(std::move(n)) {}
   std::string name;
   bam::KnnResult knn{-1, -1}, linear{-1, -1};
+  bam::LinearProbeBest linear_best;
 };
 
 // The backbone to evaluate: a bamtrain checkpoint, an exported backbone, or random init (empty path).
@@ -229,11 +232,18 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
         tr = augmented_epoch(0);
       }
     }
-    row.linear = ranks.group
-                     ? bam::train_linear_probe_across_ranks(std::move(tr), std::move(va), lo, *ranks.group, augmented)
-                     : bam::train_linear_probe(std::move(tr), va, lo, augmented);
+    lo.val_freq = c.val_freq;
+    row.linear = ranks.group ? bam::train_linear_probe_across_ranks(std::move(tr), std::move(va), lo, *ranks.group,
+                                                                    augmented, &row.linear_best)
+                             : bam::train_linear_probe(std::move(tr), va, lo, augmented, &row.linear_best);
     std::printf("[%s] linear (%lld epochs): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
                 static_cast<long long>(c.epochs), row.linear.top1, row.linear.top5);
+    if (row.linear_best.validations > 1)
+      std::printf(
+          "[%s] linear, best of %lld validations (--val_freq %lld; the figure DINO's eval_linear reports): top-1 "
+          "%.2f%% after epoch %lld\n",
+          name.c_str(), static_cast<long long>(row.linear_best.validations), static_cast<long long>(c.val_freq),
+          row.linear_best.result.top1, static_cast<long long>(row.linear_best.epoch));
   }
   std::fflush(stdout);
   return row;
@@ -255,6 +265,7 @@ std::string flags_for_ranks(const ProbeConfig& c) {
                               {"linear_aug", c.linear_aug},
                               {"baselines", c.baselines},
                               {"epochs", c.epochs},
+                              {"val_freq", c.val_freq},
                               {"batch_size_per_gpu", c.batch_size_per_gpu},
                               {"nb_knn", c.nb_knn},
                               {"img_size", c.img_size},
@@ -347,6 +358,11 @@ int main(int argc, char** argv) {
       ->type_name("BOOL")
       ->default_val("false");
   app.add_option("--epochs", c.epochs, "linear probe epochs")->default_val(c.epochs)->check(bam::tool::positive_number);
+  app.add_option("--val_freq", c.val_freq,
+                 "linear: validate every N epochs (and after the last), reporting the best beside the last "
+                 "epoch's, as DINO's eval_linear; 0: after the last only")
+      ->default_val(c.val_freq)
+      ->check(bam::tool::non_negative_number);
   app.add_option("--lr", c.lr, "linear probe learning rate for a batch of 256")
       ->default_val(c.lr)
       ->check(bam::tool::positive_number);
@@ -529,10 +545,15 @@ int main(int argc, char** argv) {
       std::printf("| %s | %s | %s | %s | %s |\n", r.name.c_str(), cell(r.knn.top1).c_str(), cell(r.knn.top5).c_str(),
                   cell(r.linear.top1).c_str(), cell(r.linear.top5).c_str());
       auto value = [](double v) { return v < 0 ? nlohmann::ordered_json() : nlohmann::ordered_json(v); };  // not run
-      results[r.name] = {{"knn_top1", value(r.knn.top1)},
-                         {"knn_top5", value(r.knn.top5)},
-                         {"linear_top1", value(r.linear.top1)},
-                         {"linear_top5", value(r.linear.top5)}};
+      results[r.name] = {
+          {"knn_top1", value(r.knn.top1)},
+          {"knn_top5", value(r.knn.top5)},
+          {"linear_top1", value(r.linear.top1)},
+          {"linear_top5", value(r.linear.top5)},
+          {"linear_best_top1", value(r.linear_best.result.top1)},
+          {"linear_best_top5", value(r.linear_best.result.top5)},
+          {"linear_best_epoch",
+           r.linear_best.validations > 0 ? nlohmann::ordered_json(r.linear_best.epoch) : nlohmann::ordered_json()}};
     }
     results["weights"] = description;  // beside the rows, not over the "backbone" row
     if (ranks.rank() == 0) {           // the others have the same rows

@@ -20,7 +20,7 @@ struct OfficialOnlyFlags {
   bool compile = false;
   // main_linear.py
   bool augment = false, evaluate = false;
-  int64_t imagenet_subset = 0, val_freq = 1, num_labels = 0;
+  int64_t imagenet_subset = 0, num_labels = 0;
 };
 
 enum class OfficialScript { pretrain, linear };
@@ -42,8 +42,6 @@ inline void add_official_only_flags(CLI::App& app, OfficialOnlyFlags& f, Officia
   } else {
     boolean("--augment", f.augment, "unused (it names the official checkpoint file; see --linear_aug)");
     app.add_option("--imagenet_subset", f.imagenet_subset, "unused")->group(group);
-    app.add_option("--val_freq", f.val_freq, "unused: the linear probe is validated after its last epoch")
-        ->group(group);
     app.add_flag("--evaluate", f.evaluate, "unused: there is no linear-probe checkpoint to evaluate")->group(group);
     app.add_option("--num_labels", f.num_labels, "checked: must equal the number of class folders")->group(group);
   }
@@ -63,7 +61,6 @@ inline void check_official_only_flags(const CLI::App& app, const OfficialOnlyFla
   if (f.compile) note("--compile", "has no effect: there is no graph to compile, the kernels are native code");
   if (f.augment) note("--augment", "has no effect: --linear_aug true trains the probe on augmented views");
   note("--imagenet_subset", "has no effect: the probe trains on the whole train/ folder");
-  note("--val_freq", "has no effect: the linear probe is validated after its last epoch");
   note("--evaluate", "has no effect: there is no linear-probe checkpoint to evaluate; the probe trains");
   std::fflush(stdout);
 }
