@@ -145,6 +145,10 @@ void set_socket_options(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof(probes));
+  // The probes only run on an idle connection: data sent to a machine that went away is instead
+  // retransmitted for about 15 minutes (tcp_retries2). Unacknowledged for two minutes, it fails.
+  unsigned int user_timeout_ms = 120000;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
 }
 
 // Waits up to `seconds` for the bytes of a joining rank's hello: false when they do not come.

@@ -503,12 +503,20 @@ int main(int argc, char** argv) {
     const FeatureMemory backbone_memory =
         feature_memory(images, val.size(), feature_floats(backbone.get(), c), backbone->config().embed_dim, c,
                        ranks.world_size(), ranks.on_this_machine);
-    BAM_CHECK(bam::tool::fits_in_memory(backbone_memory.bytes, available),
-              "the backbone's features of {} images ({} floats each, f32, held {}) take {}, more than "
-              "80 % of the {} of memory available{}{}",
-              images, feature_floats(backbone.get(), c), backbone_memory.held,
-              bam::tool::memory_text(backbone_memory.bytes), bam::tool::memory_text(available),
-              backbone_memory.remedy.empty() ? "" : "; ", backbone_memory.remedy);
+    // Each rank counts its own machine's memory; all of them stop together, the short one saying why.
+    std::string memory_problem;
+    if (!bam::tool::fits_in_memory(backbone_memory.bytes, available))
+      memory_problem = fmt::format(
+          "the backbone's features of {} images ({} floats each, f32, held {}) take {}, more than 80 % of the {} of "
+          "memory available{}{}",
+          images, feature_floats(backbone.get(), c), backbone_memory.held,
+          bam::tool::memory_text(backbone_memory.bytes), bam::tool::memory_text(available),
+          backbone_memory.remedy.empty() ? "" : "; ", backbone_memory.remedy);
+    if (group)
+      bam::fail_if_any_rank(*group, memory_problem,
+                            "another rank's machine has too little memory for the backbone's features (see its error)");
+    else if (!memory_problem.empty())
+      bam::fail("{}", memory_problem);
     std::vector<Row> rows;
     if (c.baselines) {
       const FeatureMemory raw_memory =

@@ -98,7 +98,9 @@ int run_local_ranks(int ranks, char** argv) {
                          "MASTER_PORT=",
                          "BAM_LAUNCHED_RANK=",
                          "BAM_MASTER_PORT=",
-                         "TORCHELASTIC_USE_AGENT_STORE="};  // the port is the launcher's
+                         "TORCHELASTIC_USE_AGENT_STORE=",  // the port is the launcher's
+                         "TORCHELASTIC_RUN_ID=",
+                         "BAM_RUN_ID="};  // this launch's own, below
   std::vector<std::string> inherited;
   for (char** e = environ; *e != nullptr; ++e) {
     bool ours = false;
@@ -116,6 +118,9 @@ int run_local_ranks(int ranks, char** argv) {
     t.push_back("LOCAL_WORLD_SIZE=" + std::to_string(ranks));
     t.push_back("MASTER_ADDR=127.0.0.1");
     t.push_back("MASTER_PORT=" + std::to_string(port));
+    // A job key of this launch's own: a rank of another job that reaches the port (two launches on
+    // one machine) is turned away rather than counted in, as torchrun's run id does.
+    t.push_back(fmt::format("BAM_RUN_ID=launcher-{}-{}", static_cast<long long>(::getpid()), port));
     t.push_back("BAM_LAUNCHED_RANK=1");  // the child sees --nproc_per_node too: it is a rank
     for (std::string& s : t) environments[static_cast<size_t>(r)].push_back(s.data());
     environments[static_cast<size_t>(r)].push_back(nullptr);
