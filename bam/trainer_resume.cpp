@@ -207,11 +207,18 @@ void Trainer::check_ranks_agree() {
   mine.data<double>()[1] = checksum;
   Tensor root = mine.clone();
   group_->broadcast(root);
-  BAM_CHECK(root.data<double>()[0] == mine.data<double>()[0] && root.data<double>()[1] == mine.data<double>()[1],
-            "rank {} starts at step {} with weight sum {:.9g}, rank 0 at step {} with {:.9g}: every rank must read "
-            "the same --output_dir (a shared folder) and be built with the same flags",
-            config_.rank, state_.global_step, checksum, static_cast<int64_t>(root.data<double>()[0]),
-            root.data<double>()[1]);
+  std::string problem;
+  if (root.data<double>()[0] != mine.data<double>()[0] || root.data<double>()[1] != mine.data<double>()[1])
+    problem = fmt::format(
+        "rank {} starts at step {} with weight sum {:.9g}, rank 0 at step {} with {:.9g}: every rank must read the "
+        "same --output_dir (a shared folder) and be built with the same flags",
+        config_.rank, state_.global_step, checksum, static_cast<int64_t>(root.data<double>()[0]),
+        root.data<double>()[1]);
+  // Rank 0 stops too, naming the rank (it went on, and was stopped by its watcher saying only that
+  // a peer had gone).
+  fail_if_any_rank(*group_, problem,
+                   "another rank starts from other weights or another step than rank 0 (see its error): every rank "
+                   "must read the same --output_dir (a shared folder) and be built with the same flags");
 }
 
 void Trainer::save(const std::string& path) {
