@@ -151,6 +151,19 @@ void set_socket_options(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
 }
 
+// Whether a connection's two ends are the same address and port. Before rank 0 listens, a
+// connection to a port in the ephemeral range can meet itself (TCP's simultaneous open, when the
+// port the kernel picks for the connecting end is that port): the rank would then read its own
+// hello back as rank 0's go.
+bool connected_to_itself(int fd) {
+  sockaddr_in local{}, peer{};
+  socklen_t local_length = sizeof(local), peer_length = sizeof(peer);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_length) != 0 ||
+      ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_length) != 0)
+    return false;
+  return local.sin_port == peer.sin_port && local.sin_addr.s_addr == peer.sin_addr.s_addr;
+}
+
 // Waits up to `seconds` for the bytes of a joining rank's hello: false when they do not come.
 bool receive_hello(int fd, Header* hello, double seconds) {
   timeval limit{static_cast<time_t>(seconds), static_cast<suseconds_t>(1e6 * (seconds - static_cast<long>(seconds)))};
@@ -262,8 +275,11 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
     Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     BAM_CHECK(s.fd() >= 0, "rank {}: cannot open a socket: {}", env.rank, std::strerror(errno));
     if (::connect(s.fd(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
-      root_ = std::move(s);
-      break;
+      if (!connected_to_itself(s.fd())) {
+        root_ = std::move(s);
+        break;
+      }
+      errno = ECONNREFUSED;  // nothing listens there yet: dropped, and tried again
     }
     BAM_CHECK(std::chrono::steady_clock::now() < deadline,
               "rank {}: rank 0 did not answer at {} (MASTER_ADDR and {}) within {:.0f} s: {}", env.rank, where,
