@@ -3,6 +3,7 @@
 // naming the collective and its size, so ranks that call different collectives (a bug, or a rank
 // that took another branch) fail with both calls named instead of hanging or mixing bytes.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -151,6 +152,39 @@ void set_socket_options(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
 }
 
+// connect() that gives up after `seconds`: a blocking one to an address whose packets are dropped
+// waits out the kernel's SYN retries (about two minutes) whatever BAM_CONNECT_TIMEOUT_S says.
+// True when connected; otherwise errno says why (ETIMEDOUT when the time ran out).
+bool connect_within(int fd, const sockaddr_in& address, double seconds) {
+  const int flags = ::fcntl(fd, F_GETFL, 0);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return false;
+  bool connected = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
+  if (!connected && errno == EINPROGRESS) {
+    pollfd p{fd, POLLOUT, 0};
+    int ready;
+    do {
+      ready = ::poll(&p, 1, static_cast<int>(std::max(1.0, seconds * 1000)));
+    } while (ready < 0 && errno == EINTR);  // (a signal restarts the whole wait: it is short)
+    if (ready == 0) {
+      errno = ETIMEDOUT;
+      return false;
+    }
+    int error = 0;
+    socklen_t length = sizeof(error);
+    if (ready < 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) return false;
+    if (error != 0) {
+      errno = error;
+      return false;
+    }
+    connected = true;
+  }
+  if (!connected) return false;
+  const int saved = errno;
+  ::fcntl(fd, F_SETFL, flags);  // blocking again, as the collectives expect
+  errno = saved;
+  return true;
+}
+
 // Whether a connection's two ends are the same address and port. Before rank 0 listens, a
 // connection to a port in the ephemeral range can meet itself (TCP's simultaneous open, when the
 // port the kernel picks for the connecting end is that port): the rank would then read its own
@@ -274,7 +308,8 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
   while (true) {
     Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     BAM_CHECK(s.fd() >= 0, "rank {}: cannot open a socket: {}", env.rank, std::strerror(errno));
-    if (::connect(s.fd(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+    const double left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+    if (connect_within(s.fd(), address, std::clamp(left, 0.05, 10.0))) {
       if (!connected_to_itself(s.fd())) {
         root_ = std::move(s);
         break;
