@@ -9,7 +9,8 @@
 # memory to the TCP transport: that binary has no NCCL).
 # With BAM_DP_IMAGES naming a JPEG folder (an ImageFolder's train, with its val beside it), the
 # two ranks also train from it with ContrastiveCrop and the kNN monitor, each rank locating the
-# boxes of its half of the images and extracting the features of its half of both folders.
+# boxes of its half of the images and extracting the features of its half of both folders; ranks
+# whose copies of the images, or of the kNN folders, differ stop saying so.
 # Usage: cli_data_parallel.sh <bamtrain> <scratch folder> [<bamtrain on the CUDA emulator>]
 set -u
 bin=$1
@@ -185,6 +186,25 @@ if [ -n "${BAM_DP_IMAGES:-}" ]; then
   check "ranks that read other images stop before training" test "$copies_status" -ne 0 -a $? -ne 0
   check "saying so" every "rank 1 was started with other images than rank 0" "$work/copies.err" "$work/copies.rank1.err"
   check "(no step logged)" test ! -e "$work/copies/steps.jsonl"
+  # The kNN monitor's folders likewise: the same training images, each node's own copy of val/ with
+  # one image short on node 1.
+  cp -r "$(dirname "$BAM_DP_IMAGES")/val" "$work/node0/val"
+  cp -r "$(dirname "$BAM_DP_IMAGES")/val" "$work/node1/val"
+  rm -rf "$work/node1/imgs"
+  cp -r "$BAM_DP_IMAGES" "$work/node1/imgs"
+  rm "$(find "$work/node1/val" -name '*.jpg' | sort | tail -1)"
+  monitored="$(echo "$other" | sed 's/--knn_freq 0/--knn_freq 1/') --knn_train_path imgs --knn_val_path val"
+  (cd "$work/node1" && WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 16)) BAM_CONNECT_TIMEOUT_S=60 "$bin" $monitored \
+    --batch_size_per_gpu 8 --output_dir "$work/knn_copies" > "$work/knn_copies.rank1.out" \
+    2> "$work/knn_copies.rank1.err") &
+  rank1=$!
+  (cd "$work/node0" && WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 16)) BAM_CONNECT_TIMEOUT_S=60 "$bin" $monitored \
+    --batch_size_per_gpu 8 --output_dir "$work/knn_copies" > "$work/knn_copies.out" 2> "$work/knn_copies.err")
+  knn_copies_status=$?
+  wait $rank1
+  check "ranks whose kNN folders differ stop before training" test "$knn_copies_status" -ne 0 -a $? -ne 0
+  check "saying so" every "rank 1 was started with other kNN monitor images than rank 0" "$work/knn_copies.err" \
+    "$work/knn_copies.rank1.err"
 fi
 
 # A time budget: rank 0 fits the schedule and calls the stop for both (each rank's clock differs).

@@ -77,7 +77,7 @@ WORLD_SIZE=3 RANK=0 MASTER_PORT=$((port + 1)) "$bin" $args --batch_size_per_gpu 
 status=$?
 wait
 check "ranks started with other flags stop" test $status -ne 0
-check "every rank names the one that differs" every "rank 2 was started with other flags or folders than rank 0" \
+check "every rank names the one that differs" every "rank 2 was started with other flags, folders or weights than rank 0" \
   "$work/mismatch.out" "$work/mismatch.rank1.out" "$work/mismatch.rank2.out"
 check "(before any extraction)" test -z "$(grep -l "extracting" "$work"/mismatch*.out)"
 

@@ -488,8 +488,17 @@ int main(int argc, char** argv) {
       for (const bam::data::Dataset* d : {&train, &val})
         for (size_t i = 0; i < d->files.size(); ++i) text += d->files[i] + '\t' + std::to_string(d->labels[i]) + '\n';
       text += description;
-      bam::check_ranks_agree(*ranks.group, text, "flags or folders",
-                             "every rank needs the same flags but for --device, and the same --data_path files");
+      // And the same weights: the same path can hold another file on another machine. A sum in
+      // order, on the host: the same bits from the same weights on any rank.
+      double weight_sum = 0;
+      for (const bam::Tensor& p : backbone->parameters()) {
+        const bam::Tensor host = p.detach().to(bam::Device::cpu()).to(bam::DType::f64).contiguous();
+        for (int64_t i = 0; i < host.numel(); ++i) weight_sum += host.data<double>()[i];
+      }
+      text += fmt::format("\nweight sum {:.17g}", weight_sum);
+      bam::check_ranks_agree(*ranks.group, text, "flags, folders or weights",
+                             "every rank needs the same flags but for --device, the same --data_path files and the "
+                             "same --pretrained_weights contents");
     }
     BAM_CHECK(c.mode == "knn" || (c.n_last_blocks >= 1 && c.n_last_blocks <= backbone->config().depth),
               "--n_last_blocks {}: the backbone has {} blocks (1 takes the final CLS token alone)", c.n_last_blocks,

@@ -15,6 +15,7 @@
 #include "data/dataset.h"
 #include "data/image_error.h"
 #include "engine/autocast.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
 
 namespace bam::tool {
@@ -64,6 +65,18 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
   const bool several = group && group->world_size() > 1;
   const int64_t val_rows = val.size();
   if (several) {
+    // Every rank extracts its slice of the same folders: the same file names and labels on each
+    // machine (a node's own copy of the folders could differ, and mix the counts silently).
+    std::string listed;
+    for (const data::Dataset* d : {&train, &val}) {
+      listed += std::to_string(d->size()) + " images\n";
+      for (size_t i = 0; i < d->files.size(); ++i)
+        listed +=
+            fs::path(d->files[i]).lexically_relative(d->root).string() + "\t" + std::to_string(d->labels[i]) + "\n";
+    }
+    check_ranks_agree(*group, listed, "kNN monitor images",
+                      "every rank must read the same --knn_train_path and --knn_val_path files (a shared folder, or "
+                      "copies at the same path)");
     train = data::contiguous_part(train, group->rank(), group->world_size());
     val = data::contiguous_part(val, group->rank(), group->world_size());
   }
