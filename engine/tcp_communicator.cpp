@@ -236,8 +236,11 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
     BAM_CHECK(listener.fd() >= 0, "rank 0: cannot open a socket: {}", std::strerror(errno));
     int one = 1;
     ::setsockopt(listener.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    // Every interface, for ranks on other machines; only the loopback one when MASTER_ADDR is a
+    // loopback address (the --nproc_per_node launcher's 127.0.0.1), where no other machine belongs.
     sockaddr_in any = address;
-    any.sin_addr.s_addr = htonl(INADDR_ANY);
+    const bool loopback = (ntohl(address.sin_addr.s_addr) >> 24) == 127;
+    if (!loopback) any.sin_addr.s_addr = htonl(INADDR_ANY);
     BAM_CHECK(::bind(listener.fd(), reinterpret_cast<sockaddr*>(&any), sizeof(any)) == 0,
               "rank 0: cannot listen on port {} ({}): {}; pick a free port (BAM_MASTER_PORT sets it)", env.master_port,
               env.port_variable, std::strerror(errno));
