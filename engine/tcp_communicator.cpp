@@ -236,10 +236,12 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
     BAM_CHECK(listener.fd() >= 0, "rank 0: cannot open a socket: {}", std::strerror(errno));
     int one = 1;
     ::setsockopt(listener.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    // Every interface, for ranks on other machines; only the loopback one when MASTER_ADDR is a
-    // loopback address (the --nproc_per_node launcher's 127.0.0.1), where no other machine belongs.
+    // Every interface, for ranks on other machines; only the loopback one when MASTER_ADDR names it
+    // (the --nproc_per_node launcher's 127.0.0.1), where no other machine belongs. Not for any name
+    // that resolves there: Debian maps the machine's own host name to 127.0.1.1, and a multi-node
+    // job's MASTER_ADDR=$(hostname) must still be reached from the other machines.
     sockaddr_in any = address;
-    const bool loopback = (ntohl(address.sin_addr.s_addr) >> 24) == 127;
+    const bool loopback = env.master_addr == "127.0.0.1" || env.master_addr == "localhost";
     if (!loopback) any.sin_addr.s_addr = htonl(INADDR_ANY);
     BAM_CHECK(::bind(listener.fd(), reinterpret_cast<sockaddr*>(&any), sizeof(any)) == 0,
               "rank 0: cannot listen on port {} ({}): {}; pick a free port (BAM_MASTER_PORT sets it)", env.master_port,
