@@ -171,19 +171,28 @@ check "no step was logged" test ! -e "$work/mismatch/steps.jsonl"
 
 # The same flags naming other files: a relative --data_path on each machine's own copy, one image short.
 if [ -n "${BAM_DP_IMAGES:-}" ]; then
+  # two_nodes <output> <port offset> <flags...>: rank r started in $work/node<r>, as on its own
+  # machine; returns rank 0's status, and rank 1's in rank1_status
+  two_nodes() {
+    out=$1 offset=$2
+    shift 2
+    (cd "$work/node1" && WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + offset)) BAM_CONNECT_TIMEOUT_S=60 "$bin" "$@" \
+      --batch_size_per_gpu 8 --output_dir "$work/$out" > "$work/$out.rank1.out" 2> "$work/$out.rank1.err") &
+    rank1=$!
+    (cd "$work/node0" && WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + offset)) BAM_CONNECT_TIMEOUT_S=60 "$bin" "$@" \
+      --batch_size_per_gpu 8 --output_dir "$work/$out" > "$work/$out.out" 2> "$work/$out.err")
+    status=$?
+    wait $rank1
+    rank1_status=$?
+    return $status
+  }
   mkdir -p "$work/node0" "$work/node1"
   cp -r "$BAM_DP_IMAGES" "$work/node0/imgs"
   cp -r "$BAM_DP_IMAGES" "$work/node1/imgs"
   rm "$(find "$work/node1/imgs" -name '*.jpg' | sort | tail -1)"
   other=$(echo "$args" | sed 's|--data_path synthetic:64|--data_path imgs|')
-  (cd "$work/node1" && WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 12)) BAM_CONNECT_TIMEOUT_S=60 "$bin" $other \
-    --batch_size_per_gpu 8 --output_dir "$work/copies" > "$work/copies.rank1.out" 2> "$work/copies.rank1.err") &
-  rank1=$!
-  (cd "$work/node0" && WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 12)) BAM_CONNECT_TIMEOUT_S=60 "$bin" $other \
-    --batch_size_per_gpu 8 --output_dir "$work/copies" > "$work/copies.out" 2> "$work/copies.err")
-  copies_status=$?
-  wait $rank1
-  check "ranks that read other images stop before training" test "$copies_status" -ne 0 -a $? -ne 0
+  two_nodes copies 12 $other
+  check "ranks that read other images stop before training" test $? -ne 0 -a "$rank1_status" -ne 0
   check "saying so" every "rank 1 was started with other images than rank 0" "$work/copies.err" "$work/copies.rank1.err"
   check "(no step logged)" test ! -e "$work/copies/steps.jsonl"
   # The kNN monitor's folders likewise: the same training images, each node's own copy of val/ with
@@ -193,16 +202,8 @@ if [ -n "${BAM_DP_IMAGES:-}" ]; then
   rm -rf "$work/node1/imgs"
   cp -r "$BAM_DP_IMAGES" "$work/node1/imgs"
   rm "$(find "$work/node1/val" -name '*.jpg' | sort | tail -1)"
-  monitored="$(echo "$other" | sed 's/--knn_freq 0/--knn_freq 1/') --knn_train_path imgs --knn_val_path val"
-  (cd "$work/node1" && WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 16)) BAM_CONNECT_TIMEOUT_S=60 "$bin" $monitored \
-    --batch_size_per_gpu 8 --output_dir "$work/knn_copies" > "$work/knn_copies.rank1.out" \
-    2> "$work/knn_copies.rank1.err") &
-  rank1=$!
-  (cd "$work/node0" && WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 16)) BAM_CONNECT_TIMEOUT_S=60 "$bin" $monitored \
-    --batch_size_per_gpu 8 --output_dir "$work/knn_copies" > "$work/knn_copies.out" 2> "$work/knn_copies.err")
-  knn_copies_status=$?
-  wait $rank1
-  check "ranks whose kNN folders differ stop before training" test "$knn_copies_status" -ne 0 -a $? -ne 0
+  two_nodes knn_copies 16 $(echo "$other" | sed 's/--knn_freq 0/--knn_freq 1/') --knn_train_path imgs --knn_val_path val
+  check "ranks whose kNN folders differ stop before training" test $? -ne 0 -a "$rank1_status" -ne 0
   check "saying so" every "rank 1 was started with other kNN monitor images than rank 0" "$work/knn_copies.err" \
     "$work/knn_copies.rank1.err"
 fi
