@@ -40,7 +40,9 @@ void on_stop_signal(int signal) {
                      "without saving)\n"
                    : "\nSIGTERM: stopping after this step and saving a checkpoint (send it again to stop at once, "
                      "without saving)\n");
-  } else if (now - g_first_nanoseconds.load() >= 1000000000) {
+  } else if (const int64_t first = g_first_nanoseconds.load(); first != 0 && now - first >= 1000000000) {
+    // (first is 0 for the moment between the first signal's exchange and its time's store, when
+    // a second one on another thread is the same request.)
     write_text("\nStopped at once: nothing saved since the last checkpoint\n");
     ::signal(signal, SIG_DFL);
     ::raise(signal);  // delivered when this handler returns
@@ -66,7 +68,10 @@ void install_stop_signal_handlers() {
 
 int stop_signal() { return g_signal.load(); }
 
-void clear_stop_signal() { g_signal = 0; }
+void clear_stop_signal() {
+  g_first_nanoseconds = 0;
+  g_signal = 0;
+}
 
 const char* stop_signal_name(int signal) {
   if (signal == SIGINT) return "SIGINT";
