@@ -38,7 +38,7 @@ FeatureSet extract_features(const VisionTransformer* backbone, const data::Datas
   loader->start_epoch(o.epoch);
   std::vector<Tensor> chunks;
   std::vector<int64_t> labels;
-  std::vector<int64_t> stand_ins;  // rows whose image stands in for an undecodable one
+  std::vector<int64_t> keep;  // the rows of images that were decoded themselves (not a stand-in)
   // Images go to the backbone's device; features come back to the host for kNN and the probe.
   const Device device = backbone ? backbone->parameters().front().device() : Device::cpu();
   for (int64_t step = 0; step < loader->steps_per_epoch(); ++step) {
@@ -56,30 +56,23 @@ FeatureSet extract_features(const VisionTransformer* backbone, const data::Datas
     }
     chunks.push_back(f.to(Device::cpu()));
     labels.insert(labels.end(), batch.labels.begin(), batch.labels.end());
+    const auto first_row = static_cast<int64_t>(labels.size() - batch.indices.size());
     for (size_t b = 0; b < batch.indices.size(); ++b)
-      if (batch.requested[b] != batch.indices[b])
-        stand_ins.push_back(static_cast<int64_t>(labels.size() - batch.indices.size() + b));
+      if (batch.requested[b] == batch.indices[b]) keep.push_back(first_row + static_cast<int64_t>(b));
   }
   FeatureSet out;
   out.features = chunks.size() == 1 ? chunks[0] : cat(chunks, 0);
   out.labels = from_vector(labels, {static_cast<int64_t>(labels.size())});
-  if (!stand_ins.empty()) {
+  if (keep.size() < labels.size()) {
     // An image that could not be decoded (reported by the loader) is left out, not counted twice
     // through the image that stood in for it, with that image's label: the sets then hold the
     // folder's decodable images once each, on any number of ranks.
-    std::vector<int64_t> keep;
-    for (int64_t row = 0, next = 0; row < static_cast<int64_t>(labels.size()); ++row) {
-      if (next < static_cast<int64_t>(stand_ins.size()) && stand_ins[next] == row) {
-        ++next;
-        continue;
-      }
-      keep.push_back(row);
-    }
     const Tensor rows = from_vector(keep, {static_cast<int64_t>(keep.size())});
     out.features = index_select(out.features, 0, rows);
     out.labels = index_select(out.labels, 0, rows);
+    const size_t left_out = labels.size() - keep.size();
     std::printf("note: %s: %zu image%s that could not be decoded left out of the features\n", dataset.root.c_str(),
-                stand_ins.size(), stand_ins.size() == 1 ? "" : "s");
+                left_out, left_out == 1 ? "" : "s");
   }
   out.num_classes = dataset.num_classes();
   return out;

@@ -188,20 +188,13 @@ void Trainer::check_ranks_agree() {
   // The same images too: the same flags can name other files on another machine (a node's own
   // copy, a relative --data_path), and the ranks' batches would then be of other images.
   // Names within the folder: the folder itself may be mounted elsewhere on each machine.
-  std::string images = std::to_string(data_->num_images()) + " images";
-  if (const data::Dataset* d = data_->images())
-    for (size_t i = 0; i < d->files.size(); ++i)
-      images += "\n" + std::filesystem::path(d->files[i]).lexically_relative(d->root).string() + "\t" +
-                std::to_string(d->labels[i]);
+  const data::Dataset* d = data_->images();
+  const std::string images = d ? data::dataset_listing(*d) : std::to_string(data_->num_images()) + " images";
   bam::check_ranks_agree(*group_, images, "images",
                          "every rank must read the same --data_path files (a shared folder, or copies at the same "
                          "path)");
   // The step and a sum over every weight, from rank 0 to all; each rank compares its own.
-  double checksum = 0;  // in order, on the host: the same bits from the same weights on any rank
-  for (const Tensor& p : student_->parameters()) {
-    Tensor host = p.detach().to(Device::cpu()).to(DType::f64).contiguous();
-    for (int64_t i = 0; i < host.numel(); ++i) checksum += host.data<double>()[i];
-  }
+  const double checksum = weight_checksum(student_->parameters());
   Tensor mine = empty({2}, {DType::f64, Device::cpu()});
   mine.data<double>()[0] = static_cast<double>(state_.global_step);
   mine.data<double>()[1] = checksum;

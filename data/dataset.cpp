@@ -248,4 +248,12 @@ Dataset contiguous_part(const Dataset& dataset, int64_t part, int64_t parts) {
   return slice;
 }
 
+std::string dataset_listing(const Dataset& dataset) {
+  std::string text = std::to_string(dataset.size()) + " images\n";
+  for (size_t i = 0; i < dataset.files.size(); ++i)
+    text += std::filesystem::path(dataset.files[i]).lexically_relative(dataset.root).string() + "\t" +
+            std::to_string(dataset.labels[i]) + "\n";
+  return text;
+}
+
 }  // namespace bam::data

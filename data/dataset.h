@@ -55,4 +55,9 @@ Dataset balanced_subset(const Dataset& dataset, double fraction, uint64_t seed, 
 // folder. The slices in part order are the whole dataset; one may be empty when parts > N.
 Dataset contiguous_part(const Dataset& dataset, int64_t part, int64_t parts);
 
+// What ranks compare to know that they read the same images: the image count, then each file's
+// name within the root (the root itself may be mounted elsewhere on each machine) and its label,
+// one a line.
+std::string dataset_listing(const Dataset& dataset);
+
 }  // namespace bam::data

@@ -247,4 +247,13 @@ void sum_gradients_over_ranks(const std::vector<Tensor>& parameters, Communicato
   }
 }
 
+double weight_checksum(const std::vector<Tensor>& tensors) {
+  double sum = 0;
+  for (const Tensor& t : tensors) {
+    const Tensor host = t.detach().to(Device::cpu()).to(DType::f64).contiguous();
+    for (int64_t i = 0; i < host.numel(); ++i) sum += host.data<double>()[i];
+  }
+  return sum;
+}
+
 }  // namespace bam

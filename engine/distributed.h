@@ -50,6 +50,10 @@ void fail_if_any_rank(Communicator& group, const std::string& problem, const std
 // `hint`, what every rank needs. Compares a hash of the text. A collective call.
 void check_ranks_agree(Communicator& group, const std::string& text, const std::string& what, const std::string& hint);
 
+// The sum of every value of `tensors`, in order, in f64 on the host: the same bits from the same
+// weights on any rank, for check_ranks_agree's callers to compare. Not collective.
+double weight_checksum(const std::vector<Tensor>& tensors);
+
 // How many ranks, this one included, run on this process's cores: those on the same machine (host
 // name) with the same CPU affinity mask. Ranks started side by side share all; ranks pinned to
 // cores of their own share none. One all-gather. (Affinity is per thread on Linux: this reads the

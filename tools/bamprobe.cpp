@@ -485,17 +485,10 @@ int main(int argc, char** argv) {
     if (ranks.group) {
       // Ranks that differ in a flag or in what they read would call the collectives differently.
       std::string text = flags_for_ranks(c);
-      for (const bam::data::Dataset* d : {&train, &val})
-        for (size_t i = 0; i < d->files.size(); ++i) text += d->files[i] + '\t' + std::to_string(d->labels[i]) + '\n';
+      for (const bam::data::Dataset* d : {&train, &val}) text += bam::data::dataset_listing(*d);
       text += description;
-      // And the same weights: the same path can hold another file on another machine. A sum in
-      // order, on the host: the same bits from the same weights on any rank.
-      double weight_sum = 0;
-      for (const bam::Tensor& p : backbone->parameters()) {
-        const bam::Tensor host = p.detach().to(bam::Device::cpu()).to(bam::DType::f64).contiguous();
-        for (int64_t i = 0; i < host.numel(); ++i) weight_sum += host.data<double>()[i];
-      }
-      text += fmt::format("\nweight sum {:.17g}", weight_sum);
+      // And the same weights: the same path can hold another file on another machine.
+      text += fmt::format("\nweight sum {:.17g}", bam::weight_checksum(backbone->parameters()));
       bam::check_ranks_agree(*ranks.group, text, "flags, folders or weights",
                              "every rank needs the same flags but for --device, the same --data_path files and the "
                              "same --pretrained_weights contents");

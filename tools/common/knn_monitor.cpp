@@ -67,14 +67,7 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
   if (several) {
     // Every rank extracts its slice of the same folders: the same file names and labels on each
     // machine (a node's own copy of the folders could differ, and mix the counts silently).
-    std::string listed;
-    for (const data::Dataset* d : {&train, &val}) {
-      listed += std::to_string(d->size()) + " images\n";
-      for (size_t i = 0; i < d->files.size(); ++i)
-        listed +=
-            fs::path(d->files[i]).lexically_relative(d->root).string() + "\t" + std::to_string(d->labels[i]) + "\n";
-    }
-    check_ranks_agree(*group, listed, "kNN monitor images",
+    check_ranks_agree(*group, data::dataset_listing(train) + data::dataset_listing(val), "kNN monitor images",
                       "every rank must read the same --knn_train_path and --knn_val_path files (a shared folder, or "
                       "copies at the same path)");
     train = data::contiguous_part(train, group->rank(), group->world_size());

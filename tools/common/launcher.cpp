@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "bam/stop_signals.h"
 #include "engine/cuda.h"
 #include "engine/error.h"
 #include "engine/whole_number.h"
@@ -203,11 +204,7 @@ int run_local_ranks(int ranks, char** argv) {
   // as well, so that a shell running it in a loop stops there (an exit status of 130 would tell the
   // shell that the launcher handled the interrupt, and the loop would go on).
   const int stopped_by = g_signal_received;
-  if (stopped_by != 0 && result == 128 + stopped_by) {
-    std::fflush(nullptr);
-    ::signal(stopped_by, SIG_DFL);
-    ::raise(stopped_by);
-  }
+  if (stopped_by != 0 && result == 128 + stopped_by) exit_by_signal(stopped_by);
   return result;
 }
 
