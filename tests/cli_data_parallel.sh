@@ -10,7 +10,8 @@
 # With BAM_DP_IMAGES naming a JPEG folder (an ImageFolder's train, with its val beside it), the
 # two ranks also train from it with ContrastiveCrop and the kNN monitor, each rank locating the
 # boxes of its half of the images and extracting the features of its half of both folders; ranks
-# whose copies of the images, or of the kNN folders, differ stop saying so.
+# whose copies of the images, or of the kNN folders, differ stop saying so. Ranks that resume other
+# checkpoints at the same (unshared) path stop too.
 # Usage: cli_data_parallel.sh <bamtrain> <scratch folder> [<bamtrain on the CUDA emulator>]
 set -u
 bin=$1
@@ -169,24 +170,38 @@ check "both say which rank differs" every "rank 1 was started with other flags t
   "$work/mismatch.err"
 check "no step was logged" test ! -e "$work/mismatch/steps.jsonl"
 
+# two_nodes <output> <port offset> <flags...>: rank r started in $work/node<r>, as on its own machine,
+# with --output_dir <output> relative to it (each node's own folder); returns rank 0's status, and
+# rank 1's in rank1_status
+two_nodes() {
+  out=$1 offset=$2
+  shift 2
+  (cd "$work/node1" && WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + offset)) BAM_CONNECT_TIMEOUT_S=60 "$bin" "$@" \
+    --batch_size_per_gpu 8 --output_dir "$out" > "$work/$out.rank1.out" 2> "$work/$out.rank1.err") &
+  rank1=$!
+  (cd "$work/node0" && WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + offset)) BAM_CONNECT_TIMEOUT_S=60 "$bin" "$@" \
+    --batch_size_per_gpu 8 --output_dir "$out" > "$work/$out.out" 2> "$work/$out.err")
+  status=$?
+  wait $rank1
+  rank1_status=$?
+  return $status
+}
+mkdir -p "$work/node0" "$work/node1"
+
+# The same flags and the same --output_dir naming another checkpoint on each machine (a folder that
+# is not shared): rank 0's resumes the run of seed 0, rank 1's a run of seed 1 at the same step.
+cp -r "$work/one" "$work/node0/resumed"
+"$bin" $args --seed 1 --batch_size_per_gpu 16 --output_dir "$work/node1/resumed" > "$work/seed1.out" 2>&1
+two_nodes resumed 13 $(echo "$args" | sed 's/--epochs 2/--epochs 3/')
+check "ranks that resume other weights stop before training" test $? -ne 0 -a "$rank1_status" -ne 0
+check "rank 1 says what it read" grep -q "rank 1 starts at step 8 with weight sum .*, rank 0 at step 8 with " \
+  "$work/resumed.rank1.err"
+check "and rank 0 why it stops" grep -q "another rank starts from other weights or another step than rank 0" \
+  "$work/resumed.err"
+check "no step was added" test "$(losses "$work/node0/resumed" | wc -l)" -eq 8
+
 # The same flags naming other files: a relative --data_path on each machine's own copy, one image short.
 if [ -n "${BAM_DP_IMAGES:-}" ]; then
-  # two_nodes <output> <port offset> <flags...>: rank r started in $work/node<r>, as on its own
-  # machine; returns rank 0's status, and rank 1's in rank1_status
-  two_nodes() {
-    out=$1 offset=$2
-    shift 2
-    (cd "$work/node1" && WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + offset)) BAM_CONNECT_TIMEOUT_S=60 "$bin" "$@" \
-      --batch_size_per_gpu 8 --output_dir "$work/$out" > "$work/$out.rank1.out" 2> "$work/$out.rank1.err") &
-    rank1=$!
-    (cd "$work/node0" && WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + offset)) BAM_CONNECT_TIMEOUT_S=60 "$bin" "$@" \
-      --batch_size_per_gpu 8 --output_dir "$work/$out" > "$work/$out.out" 2> "$work/$out.err")
-    status=$?
-    wait $rank1
-    rank1_status=$?
-    return $status
-  }
-  mkdir -p "$work/node0" "$work/node1"
   cp -r "$BAM_DP_IMAGES" "$work/node0/imgs"
   cp -r "$BAM_DP_IMAGES" "$work/node1/imgs"
   rm "$(find "$work/node1/imgs" -name '*.jpg' | sort | tail -1)"
@@ -194,7 +209,7 @@ if [ -n "${BAM_DP_IMAGES:-}" ]; then
   two_nodes copies 12 $other
   check "ranks that read other images stop before training" test $? -ne 0 -a "$rank1_status" -ne 0
   check "saying so" every "rank 1 was started with other images than rank 0" "$work/copies.err" "$work/copies.rank1.err"
-  check "(no step logged)" test ! -e "$work/copies/steps.jsonl"
+  check "(no step logged)" test ! -e "$work/node0/copies/steps.jsonl"
   # The kNN monitor's folders likewise: the same training images, each node's own copy of val/ with
   # one image short on node 1.
   cp -r "$(dirname "$BAM_DP_IMAGES")/val" "$work/node0/val"

@@ -5,13 +5,16 @@
 # epochs (--linear_aug) and the BatchNorm head included; only rank 0 reports and writes probe.json.
 # With the CUDA emulator, the same on (emulated) GPU tensors: the vote and the probe on the device.
 #
+# Ranks that read another weights file at the same path stop before extracting (bamtrain makes the
+# two files).
 # Usage: cli_probe_data_parallel.sh <bamprobe> <scratch folder> <data folder with train/ and val/>
-#        [<bamprobe on the CUDA emulator>]
+#        <bamtrain> [<bamprobe on the CUDA emulator>]
 set -u
 bin=$1
 work=$2
 data=$3
-emulated=${4:-}
+bamtrain=$4
+emulated=${5:-}
 rm -rf "$work"
 mkdir -p "$work"
 args="--data_path $data --arch custom --embed_dim 32 --depth 2 --num_heads 2 --img_size 28 --patch_size 7
@@ -80,6 +83,26 @@ check "ranks started with other flags stop" test $status -ne 0
 check "every rank names the one that differs" every "rank 2 was started with other flags, folders or weights than rank 0" \
   "$work/mismatch.out" "$work/mismatch.rank1.out" "$work/mismatch.rank2.out"
 check "(before any extraction)" test -z "$(grep -l "extracting" "$work"/mismatch*.out)"
+
+# The same flags and --pretrained_weights path, another file behind it on each machine (a relative
+# path from each node's own folder): one step of seed 0 on node 0, of seed 1 on node 1.
+for node in 0 1; do
+  "$bamtrain" --arch custom --embed_dim 32 --depth 2 --num_heads 2 --patch_size 7 --global_crops_size 28 \
+    --local_crops_number 0 --out_dim 32 --hidden_dim 32 --batch_size_per_gpu 8 --data_path synthetic:16 --epochs 1 \
+    --warmup_epochs 0 --max_steps 1 --knn_freq 0 --device cpu --seed $node --output_dir "$work/train$node" > "$work/train$node.out" 2>&1
+  mkdir -p "$work/node$node"
+  cp "$work/train$node/checkpoint.safetensors" "$work/node$node/weights.safetensors"
+done
+(cd "$work/node1" && WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 4)) "$bin" $args --pretrained_weights weights.safetensors \
+  --output_dir "$work/weights" > "$work/weights.rank1.out" 2>&1) &
+(cd "$work/node0" && WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 4)) "$bin" $args --pretrained_weights weights.safetensors \
+  --output_dir "$work/weights" > "$work/weights.out" 2>&1)
+status=$?
+wait
+check "ranks that read other weights at the same path stop" test $status -ne 0
+check "both naming the rank" every "rank 1 was started with other flags, folders or weights than rank 0" \
+  "$work/weights.out" "$work/weights.rank1.out"
+check "(before any extraction)" test -z "$(grep -l "extracting" "$work"/weights*.out)"
 
 # Ranks with different BAM_DIST_BACKEND would choose different transports: all stop, naming it.
 WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 3)) "$bin" $args --output_dir "$work/backend" \
