@@ -378,7 +378,14 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
   DecodedImage pixels;
   std::vector<int16_t> spilled;  // coefficients that did not fit the arena
   int64_t coef_offset = -1;
-  int64_t missed = 0;  // coefficient bytes that did not fit the arena
+  int64_t reserved = 0;  // coefficient bytes taken in the arena at coef_offset
+  int64_t missed = 0;    // coefficient bytes that did not fit the arena
+  // A candidate that took arena space and then did not use it (refused as damaged, or decoded on the
+  // CPU after all) gives it back, so that a damaged file does not push the next ones out of the arena.
+  const auto unreserve = [&] {
+    if (coef_offset >= 0) release_in_arena(slot.coefficients_used, coef_offset * 2, reserved);
+    coef_offset = -1;
+  };
   const int64_t position = sequence_.first_position(batch) + b;
   const int64_t index =
       unreadable_.first_decodable(*slot.order, position, dataset_.root, [&](int64_t candidate) {
@@ -386,20 +393,27 @@ void GpuCropLoader::produce(int64_t batch, int64_t b, HostSlot& slot) {
         std::vector<uint8_t> bytes = read_image_file(path);
         coef_offset = -1;
         missed = 0;
-        image = prepare_image_for_gpu(
-            bytes.data(), bytes.size(), path,
-            [&](const JpegLayout& layout) -> int16_t* {
-              const int64_t at = reserve_in_arena(slot.coefficients_used, align16(layout.num_coefficients * 2),
-                                                  slot.coefficient_capacity);
-              if (at >= 0) {
-                coef_offset = at / 2;
-                return slot.coefficients + coef_offset;
-              }
-              missed = align16(layout.num_coefficients * 2);
-              spilled.assign(static_cast<size_t>(layout.num_coefficients), 0);
-              return spilled.data();
-            },
-            &pixels);
+        try {
+          image = prepare_image_for_gpu(
+              bytes.data(), bytes.size(), path,
+              [&](const JpegLayout& layout) -> int16_t* {
+                const int64_t need = align16(layout.num_coefficients * 2);
+                const int64_t at = reserve_in_arena(slot.coefficients_used, need, slot.coefficient_capacity);
+                if (at >= 0) {
+                  coef_offset = at / 2;
+                  reserved = need;
+                  return slot.coefficients + coef_offset;
+                }
+                missed = need;
+                spilled.assign(static_cast<size_t>(layout.num_coefficients), 0);
+                return spilled.data();
+              },
+              &pixels);
+        } catch (...) {
+          unreserve();
+          throw;
+        }
+        if (!image.decode_on_gpu) unreserve();
       });
   const bool reconstructed = image.decode_on_gpu && coef_offset < 0;
   if (reconstructed) {

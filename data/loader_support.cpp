@@ -63,4 +63,9 @@ int64_t reserve_in_arena(std::atomic<int64_t>& used, int64_t bytes, int64_t capa
   return at;
 }
 
+bool release_in_arena(std::atomic<int64_t>& used, int64_t at, int64_t bytes) {
+  int64_t end = at + bytes;
+  return used.compare_exchange_strong(end, at);
+}
+
 }  // namespace bam::data

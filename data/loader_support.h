@@ -34,5 +34,10 @@ void check_boxes_known(const ObjectBoxes* boxes, int64_t epoch);
 // offset of the reserved range, or -1 when it does not fit. Nothing is taken then, so one large
 // image does not push every image after it out of the arena too.
 int64_t reserve_in_arena(std::atomic<int64_t>& used, int64_t bytes, int64_t capacity);
+// Gives back the range [at, at + bytes) that reserve_in_arena returned for an image that then did
+// not use it (a damaged file, or one the CPU decodes after all), when nothing was reserved after
+// it; returns whether it did. A range other threads have reserved past stays taken until the
+// arena is emptied for the next batch.
+bool release_in_arena(std::atomic<int64_t>& used, int64_t at, int64_t bytes);
 
 }  // namespace bam::data

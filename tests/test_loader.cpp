@@ -737,13 +737,22 @@ TEST_CASE("a contiguous part's augmented crops are the whole folder's crops of t
   CHECK(max(abs(sub(extract_features(nullptr, whole, f).features, all))).item() > 0);
 }
 
-TEST_CASE("arena reservations: what does not fit takes nothing, and threads get disjoint ranges") {
+TEST_CASE(
+    "arena reservations: what does not fit takes nothing, the last range can be given back, and threads get disjoint "
+    "ranges") {
   std::atomic<int64_t> used{0};
   CHECK(data::reserve_in_arena(used, 60, 100) == 0);
   CHECK(data::reserve_in_arena(used, 50, 100) == -1);  // does not fit ...
   CHECK(used.load() == 60);                      // ... and takes nothing
   CHECK(data::reserve_in_arena(used, 40, 100) == 60);  // so a smaller one after it still fits
   CHECK(data::reserve_in_arena(used, 1, 100) == -1);
+  // An image that did not use its range gives it back when it is the last one taken ...
+  CHECK(data::release_in_arena(used, 60, 40));
+  CHECK(used.load() == 60);
+  CHECK(data::reserve_in_arena(used, 30, 100) == 60);
+  // ... and not otherwise: a range reserved after it stays where it is.
+  CHECK(!data::release_in_arena(used, 0, 60));
+  CHECK(used.load() == 90);
 
   // Four threads reserving sizes 1..37 at random: the ranges they get never overlap, stay inside
   // the arena, and together account for exactly what `used` says.
