@@ -197,8 +197,9 @@ __global__ void layer_norm_partial_kernel(const S* x, const typename Num<S>::Com
                                           int64_t rows, int64_t cols) {
   using N = Num<S>;
   using C = typename N::Compute;
-  int64_t chunk = blockIdx.y;
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.x) * blockDim.x) {
+  // Chunks on x, whose grid reaches 2^31 - 1 (y and z stop at 65535); columns on y, strided.
+  const int64_t chunk = blockIdx.x;
+  for (int64_t c = blockIdx.y * int64_t(blockDim.x) + threadIdx.x; c < cols; c += int64_t(gridDim.y) * blockDim.x) {
     C sw = 0, sb = 0;
     int64_t end = (chunk + 1) * kChunkRows < rows ? (chunk + 1) * kChunkRows : rows;
     for (int64_t r = chunk * kChunkRows; r < end; ++r) {
@@ -448,12 +449,11 @@ void layer_norm_backward(DType dtype, DType dy_dtype, const void* x, const void*
     // Wider rows: dx, then the column sums over chunks of kChunkRows rows.
     if (dxs)
       layer_norm_dx_kernel<S, O><<<row_blocks(rows), threads, 0, as_stream(stream)>>>(xs, ws, m, rs, g, dxs, rows, cols);
-    const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
-    BAM_CHECK(chunks < 65536, "layer_norm_backward (CUDA): {} rows exceed the column-sum grid", rows);
+    const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;  // < 2^31 for any rows * cols that fit
     C* partial_w = static_cast<C*>(scratch);
     C* partial_b = partial_w + chunks * cols;
-    const unsigned column_blocks = static_cast<unsigned>((cols + kBlock - 1) / kBlock);
-    layer_norm_partial_kernel<S, O><<<dim3(column_blocks, unsigned(chunks)), kBlock, 0, as_stream(stream)>>>(
+    const unsigned column_blocks = static_cast<unsigned>(std::min<int64_t>((cols + kBlock - 1) / kBlock, 65535));
+    layer_norm_partial_kernel<S, O><<<dim3(unsigned(chunks), column_blocks), kBlock, 0, as_stream(stream)>>>(
         xs, m, rs, g, partial_w, partial_b, rows, cols);
     finish(chunks, partial_w, partial_b);
   });
