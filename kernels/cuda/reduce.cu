@@ -60,14 +60,14 @@ __global__ void reduce_rows_kernel(ReduceOp op, const S* x, S* out, int64_t rows
 // rows; its 8 warps' lanes read 32 consecutive elements of a row (coalesced) and stride over the
 // chunk's rows together. The 8 row groups combine in shared memory, and each chunk leaves one
 // partial per column in `partials` [chunks, outer * inner] (double), which reduce_chunks_kernel
-// combines. Splitting the rows into chunks keeps every SM busy when there are few columns (a
+// combines; with a single chunk (`partials` null) the block writes the result to `out` itself. Splitting the rows into chunks keeps every SM busy when there are few columns (a
 // bias gradient: 384 columns of 100,000 rows) instead of one thread walking each column.
 constexpr int kColumnTile = 32, kRowGroups = 8;
 
 template <typename S>
 __global__ void __launch_bounds__(kColumnTile* kRowGroups)
-    reduce_columns_kernel(ReduceOp op, const S* x, double* partials, int64_t outer, int64_t reduce_size, int64_t inner,
-                          int64_t rows_per_chunk) {
+    reduce_columns_kernel(ReduceOp op, const S* x, double* partials, S* out, int64_t outer, int64_t reduce_size,
+                          int64_t inner, int64_t rows_per_chunk) {
   using N = Num<S>;
   Accumulate<typename N::Compute> acc{op};
   __shared__ double partial[kRowGroups][kColumnTile];
@@ -86,7 +86,11 @@ __global__ void __launch_bounds__(kColumnTile* kRowGroups)
   __syncthreads();
   if (threadIdx.y == 0 && i < inner) {
     for (int g = 1; g < kRowGroups; ++g) value = acc.combine(value, partial[g][threadIdx.x]);
-    partials[int64_t(blockIdx.y) * outer * inner + o * inner + i] = value;
+    if (partials) {
+      partials[int64_t(blockIdx.y) * outer * inner + o * inner + i] = value;
+    } else {
+      out[o * inner + i] = N::store(typename N::Compute(value));
+    }
   }
 }
 
@@ -178,7 +182,8 @@ __global__ void arg_reduce_kernel(bool is_max, const S* x, int64_t* out, int64_t
 
 size_t reduce_scratch_bytes(int64_t outer, int64_t reduce_size, int64_t inner) {
   if (inner == 1 || outer * inner == 0) return 0;
-  return size_t(column_chunks(outer, reduce_size, inner)) * size_t(outer * inner) * sizeof(double);
+  const int64_t chunks = column_chunks(outer, reduce_size, inner);
+  return chunks == 1 ? 0 : size_t(chunks) * size_t(outer * inner) * sizeof(double);
 }
 
 void reduce(ReduceOp op, DType dtype, const void* x, void* out, int64_t outer, int64_t reduce_size, int64_t inner,
@@ -195,13 +200,15 @@ void reduce(ReduceOp op, DType dtype, const void* x, void* out, int64_t outer, i
       const int64_t rows_per_chunk = (reduce_size + chunks - 1) / chunks;
       const int64_t tiles = outer * ((inner + kColumnTile - 1) / kColumnTile);
       BAM_CHECK(tiles <= 0x7fffffff, "reduce (CUDA): {} column tiles are too many for one launch", tiles);
-      double* partials = static_cast<double*>(scratch);
+      double* partials = chunks == 1 ? nullptr : static_cast<double*>(scratch);  // one chunk: no second pass
       reduce_columns_kernel<S>
           <<<dim3(unsigned(tiles), unsigned(chunks)), dim3(kColumnTile, kRowGroups), 0, as_stream(stream)>>>(
-              op, static_cast<const S*>(x), partials, outer, reduce_size, inner, rows_per_chunk);
-      BAM_CUDA_CHECK_LAUNCH();
-      reduce_chunks_kernel<S><<<grid_for(outer * inner), kBlock, 0, as_stream(stream)>>>(
-          op, partials, static_cast<S*>(out), outer * inner, chunks);
+              op, static_cast<const S*>(x), partials, static_cast<S*>(out), outer, reduce_size, inner, rows_per_chunk);
+      if (partials) {
+        BAM_CUDA_CHECK_LAUNCH();
+        reduce_chunks_kernel<S><<<grid_for(outer * inner), kBlock, 0, as_stream(stream)>>>(
+            op, partials, static_cast<S*>(out), outer * inner, chunks);
+      }
     }
   });
   BAM_CUDA_CHECK_LAUNCH();

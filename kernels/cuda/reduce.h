@@ -11,7 +11,8 @@
 
 namespace bam::cuda_kernels {
 
-// Device scratch that reduce() needs for these sizes (0 for row reductions).
+// Device scratch that reduce() needs for these sizes: 0 for row reductions, and for column
+// reductions the GPU fills in one pass of row chunks (many columns, or few rows).
 size_t reduce_scratch_bytes(int64_t outer, int64_t reduce_size, int64_t inner);
 void reduce(cpu::ReduceOp op, DType dtype, const void* x, void* out, int64_t outer, int64_t reduce_size, int64_t inner,
             void* scratch, void* stream);

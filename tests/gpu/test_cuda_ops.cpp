@@ -159,6 +159,9 @@ TEST_CASE("CUDA elementwise and reductions: large, odd-sized inputs exercise the
     // Row sums of 517 and column sums of 1031 terms: the accumulation is in double on both sides.
     check_close(sum(gpu, {1}), to_ref(sum(cpu, {1})), tol, what + " row sums");
     check_close(sum(gpu, {0}), to_ref(sum(cpu, {0})), tol, what + " column sums");
+    // 40 rows are one chunk: the column kernel writes the sums itself, with no second pass.
+    check_close(sum(gpu.slice(0, 0, 40), {0}), to_ref(sum(cpu.slice(0, 0, 40), {0})), tol,
+                what + " 40-row column sums");
     check_close(argmax(gpu, 1), to_ref(argmax(cpu, 1)), tolerance_for(DType::i64), what + " argmax");
   }
 }
