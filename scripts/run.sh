@@ -77,9 +77,6 @@ if [ -n "$bin" ]; then
   for tool in bamtool bamtrain bamprobe; do
     [ -x "$bin/$tool" ] || { echo "run.sh: --bin $bin has no $tool" >&2; exit 2; }
   done
-else
-  ./scripts/build.sh
-  bin=build/bin
 fi
 if [ -n "$fmnist_source" ] && [ ! -f "$fmnist_source/train-images-idx3-ubyte.gz" ]; then
   echo "run.sh: --fmnist_source $fmnist_source has no train-images-idx3-ubyte.gz" >&2; exit 2
@@ -104,11 +101,16 @@ if [ "$fresh" = 1 ]; then
   made_here "$out/train" checkpoint.safetensors log.txt steps.jsonl || refuse "$out/train"
   made_here "$out/probe" probe.json || refuse "$out/probe"
 fi
+[ -f "$out/data/.complete" ] || made_here "$out/data" || refuse "$out/data"
+# Only now, with every value and folder checked: install and build (unless --bin).
+if [ -z "$bin" ]; then
+  ./scripts/build.sh
+  bin=build/bin
+fi
 
 # 1. Data: Fashion-MNIST (Debian package dataset-fashion-mnist) as JPEG files, written once: into
 # data.partial, renamed to data when whole (an interrupted conversion is started over).
 if [ ! -f "$out/data/.complete" ]; then
-  made_here "$out/data" || refuse "$out/data"
   rm -rf "$out/data.partial"
   "$bin/bamtool" fmnist --out "$out/data.partial" ${fmnist_source:+--source "$fmnist_source"}
   touch "$out/data.partial/.complete"
