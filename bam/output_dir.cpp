@@ -13,10 +13,21 @@
 
 namespace bam {
 
-void prepare_output_dir(const std::string& dir, const char* flag) {
+std::string prepare_output_dir(const std::string& dir, const char* flag) {
   namespace fs = std::filesystem;
   BAM_CHECK(!dir.empty(), "{} is empty: name a folder for the run's files", flag);
   std::error_code error;
+  // The outermost folder that does not exist yet: what create_directories makes.
+  std::string created;
+  fs::path p = fs::absolute(dir, error).lexically_normal();
+  while (!error && !p.empty()) {
+    std::error_code missing;  // set for a path not found too
+    if (fs::symlink_status(p, missing).type() != fs::file_type::not_found) break;
+    created = p.string();
+    if (p == p.parent_path()) break;
+    p = p.parent_path();
+  }
+  error.clear();
   fs::create_directories(dir, error);
   BAM_CHECK(!error, "{} {}: cannot create the folder: {}", flag, dir, error.message());
   // A folder can exist and still refuse files (read-only, another user's). The test file's name is
@@ -27,6 +38,18 @@ void prepare_output_dir(const std::string& dir, const char* flag) {
             std::error_code(errno, std::generic_category()).message());
   ::close(fd);
   ::unlink(probe.c_str());
+  return created;
+}
+
+void remove_unused_output_dir(const std::string& created) {
+  namespace fs = std::filesystem;
+  if (created.empty()) return;
+  std::error_code error;
+  for (auto it = fs::recursive_directory_iterator(created, error); !error && it != fs::recursive_directory_iterator();
+       it.increment(error)) {
+    if (!it->is_directory(error) || it->is_symlink(error)) return;  // a file was written: keep everything
+  }
+  if (!error) fs::remove_all(created, error);
 }
 
 }  // namespace bam

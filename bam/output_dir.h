@@ -7,7 +7,13 @@
 namespace bam {
 
 // Creates `dir` and its parents if needed, then creates and removes a file of its own in it. Throws
-// bam::Error naming `flag` and `dir` when either fails.
-void prepare_output_dir(const std::string& dir, const char* flag = "--output_dir");
+// bam::Error naming `flag` and `dir` when either fails. Returns the outermost folder it created
+// ("" when `dir` existed), for remove_unused_output_dir.
+std::string prepare_output_dir(const std::string& dir, const char* flag = "--output_dir");
+
+// Removes the folder that prepare_output_dir created, when nothing but folders was written under it:
+// a run refused after the folder was made (a bad --data_path, say) leaves nothing behind. Never
+// throws; does nothing for "".
+void remove_unused_output_dir(const std::string& created);
 
 }  // namespace bam

@@ -416,6 +416,7 @@ int main(int argc, char** argv) {
   c.arch_given = app.count("--arch") > 0;
   std::string tool_name = "bamprobe";
   std::shared_ptr<bam::Communicator> group;
+  std::string created_output_dir;  // by this run, removed again if it fails before writing a file
   try {
     namespace fs = std::filesystem;
     bam::tool::check_environment_variables();
@@ -432,7 +433,7 @@ int main(int argc, char** argv) {
     if (launched.launcher) return bam::tool::run_local_ranks(launched.nproc_per_node, argv);
     std::printf("device: %s\ndata_backend: %s\n", c.device.c_str(), c.data_backend.c_str());
     if (launch.rank == 0) {
-      bam::prepare_output_dir(c.output_dir);
+      created_output_dir = bam::prepare_output_dir(c.output_dir);
       for (const std::string& name : bam::remove_abandoned_temporary_files(c.output_dir, "probe.json"))
         std::printf("Removed %s/%s, a file an interrupted bamprobe left half-written\n", c.output_dir.c_str(),
                     name.c_str());
@@ -578,6 +579,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {  // bam::Error, and anything else a library throws
     std::fprintf(stderr, "%s: %s\n", tool_name.c_str(), e.what());
     group.reset();  // before CUDA goes: NCCL aborts, the other ranks see us stop
+    bam::remove_unused_output_dir(created_output_dir);  // a refused run leaves no empty folder
     return 1;
   }
   return 0;

@@ -180,6 +180,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  std::string created_output_dir;  // by this run, removed again if it fails before writing a file
   try {
     bam::tool::check_environment_variables();
     if (global_scale.size() == 2) config.global_crops_scale = {global_scale[0], global_scale[1]};
@@ -209,7 +210,7 @@ int main(int argc, char** argv) {
     if (ranks.launcher) config.world_size = ranks.nproc_per_node;  // what the ranks will check
     config.validate();
     if (ranks.launcher) return bam::tool::run_local_ranks(ranks.nproc_per_node, argv);
-    if (launch.rank == 0) bam::prepare_output_dir(config.output_dir);
+    if (launch.rank == 0) created_output_dir = bam::prepare_output_dir(config.output_dir);
     bam::tool::open_device(config.device);  // before the GPU loader and the model touch a device
     if (launch.distributed()) {
       bam::set_process_group(bam::tool::join_rank_group(launch, config.device));
@@ -238,6 +239,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {  // bam::Error, and anything else a library throws
     std::fprintf(stderr, "%s: %s\n", tool_name.c_str(), e.what());
     bam::set_process_group(nullptr);  // before CUDA goes: NCCL aborts, the other ranks see us stop
+    bam::remove_unused_output_dir(created_output_dir);  // a refused run leaves no empty folder
     return 1;
   }
   // Ended by the signal, as a shell or launcher expects of a process it interrupted (a script's
