@@ -180,11 +180,15 @@ void Trainer::note_changed_recipe(const TrainConfig& saved) const {
 void Trainer::check_ranks_agree() {
   if (!group_) return;
   // The flags first: ranks that differ in one would call the collectives with different sizes,
-  // which NCCL cannot detect. All of them but the device, which is each rank's own.
-  nlohmann::ordered_json flags = config_.to_json();
-  flags.erase("device");
-  bam::check_ranks_agree(*group_, flags.dump(), "flags",
-                         "the printed arguments differ, and every rank needs the same ones but for --device");
+  // which NCCL cannot detect. All of them but the device and the data backend (where the crops are
+  // made), which are each rank's own.
+  const nlohmann::ordered_json config = config_.to_json();  // items() must not outlive it
+  std::vector<std::pair<std::string, std::string>> flags;
+  for (const auto& [key, value] : config.items())
+    if (key != "device" && key != "data_backend") flags.emplace_back("--" + key, value.dump());
+  bam::check_ranks_agree(*group_, flags, "flags",
+                         "every rank needs the same flags but for --device and --data_backend (--precision auto "
+                         "resolves on each rank's device: give it explicitly to ranks on different devices)");
   // The same images too: the same flags can name other files on another machine (a node's own
   // copy, a relative --data_path), and the ranks' batches would then be of other images.
   // Names within the folder: the folder itself may be mounted elsewhere on each machine.

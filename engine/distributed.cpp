@@ -107,18 +107,64 @@ void fail_if_any_rank(Communicator& group, const std::string& problem, const std
   fail_on_every_rank(group, problem.empty() ? elsewhere : fmt::format("{} (rank {})", problem, group.rank()));
 }
 
+namespace {
+
+// "rank 2 was" / "ranks 1, 2 were".
+std::string ranks_were(const std::vector<int>& ranks) {
+  std::string list;
+  for (size_t i = 0; i < ranks.size(); ++i) list += (i ? ", " : "") + std::to_string(ranks[i]);
+  return fmt::format("rank{} {} {}", ranks.size() > 1 ? "s" : "", list, ranks.size() > 1 ? "were" : "was");
+}
+
+// The ranks whose `width` values in `all` (every rank's, rank after rank) differ from rank 0's.
+std::vector<int> ranks_unlike_rank0(const std::vector<int64_t>& all, size_t width, int world) {
+  std::vector<int> differing;
+  for (int r = 1; r < world; ++r)
+    for (size_t k = 0; k < width; ++k)
+      if (all[size_t(r) * width + k] != all[k]) {
+        differing.push_back(r);
+        break;
+      }
+  return differing;
+}
+
+}  // namespace
+
 void check_ranks_agree(Communicator& group, const std::string& text, const std::string& what, const std::string& hint) {
-  const std::vector<int64_t> mine = {static_cast<int64_t>(fnv1a(text))};
-  const std::vector<int64_t> all = group.all_gather(from_vector(mine, {1})).to_vector<int64_t>();
+  check_ranks_agree(group, {{std::string(), text}}, what, hint);
+}
+
+void check_ranks_agree(Communicator& group, const std::vector<std::pair<std::string, std::string>>& items,
+                       const std::string& what, const std::string& hint) {
+  const int world = group.world_size();
+  // First the list itself, {how many items, a hash of their names}: the per-item hashes below are
+  // gathered with one size, which every rank must share.
+  std::string names;
+  for (const auto& item : items) names += item.first + '\n';
+  const std::vector<int64_t> list = {static_cast<int64_t>(items.size()), static_cast<int64_t>(fnv1a(names))};
+  const std::vector<int64_t> lists = group.all_gather(from_vector(list, {1, 2})).to_vector<int64_t>();
+  if (const std::vector<int> other = ranks_unlike_rank0(lists, 2, world); !other.empty())
+    fail_on_every_rank(group, fmt::format("{} started with other {} than rank 0 (another build of the tool?): {}",
+                                          ranks_were(other), what, hint));
+  if (items.empty()) return;
+  std::vector<int64_t> mine;
+  for (const auto& item : items) mine.push_back(static_cast<int64_t>(fnv1a(item.second)));
+  const std::vector<int64_t> all =
+      group.all_gather(from_vector(mine, {1, static_cast<int64_t>(items.size())})).to_vector<int64_t>();
+  const std::vector<int> other = ranks_unlike_rank0(all, items.size(), world);
+  if (other.empty()) return;
+  // The named items that differ on any rank, in their order.
   std::string differing;
-  int count = 0;
-  for (int r = 1; r < group.world_size(); ++r)
-    if (all[static_cast<size_t>(r)] != all[0]) {
-      differing += (count++ ? ", " : "") + std::to_string(r);
-    }
-  if (count == 0) return;
-  fail_on_every_rank(group, fmt::format("rank{} {} {} started with other {} than rank 0: {}", count > 1 ? "s" : "",
-                                        differing, count > 1 ? "were" : "was", what, hint));
+  for (size_t k = 0; k < items.size(); ++k) {
+    if (items[k].first.empty()) continue;
+    for (int r : other)
+      if (all[size_t(r) * items.size() + k] != all[k]) {
+        differing += (differing.empty() ? "" : ", ") + items[k].first;
+        break;
+      }
+  }
+  fail_on_every_rank(group, fmt::format("{} started with other {} than rank 0{}: {}", ranks_were(other), what,
+                                        differing.empty() ? "" : " (" + differing + ")", hint));
 }
 
 namespace {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/communicator.h"
@@ -49,6 +50,13 @@ void fail_if_any_rank(Communicator& group, const std::string& problem, const std
 // tell. The message says which ranks were started with other `what` ("flags") than rank 0, and
 // `hint`, what every rank needs. Compares a hash of the text. A collective call.
 void check_ranks_agree(Communicator& group, const std::string& text, const std::string& what, const std::string& hint);
+
+// The same for a list of named items (a rank's flags one by one: {"--seed", "7"}, ...), whose
+// message also names the items that differ: "rank 1 was started with other flags than rank 0
+// (--seed, --lr): <hint>". Ranks whose lists have other names (another build of the tool) stop
+// too. Compares a hash of each item; two collective calls.
+void check_ranks_agree(Communicator& group, const std::vector<std::pair<std::string, std::string>>& items,
+                       const std::string& what, const std::string& hint);
 
 // The sum of every value of `tensors`, in order, in f64 on the host: the same bits from the same
 // weights on any rank, for check_ranks_agree's callers to compare. Not collective.

@@ -166,7 +166,7 @@ args=$args_saved
 two_ranks "$work/mismatch" $((port + 2)) 4
 mismatch_status=$?
 check "ranks started with different flags stop before training" test "$mismatch_status" -ne 0 -a "$rank1_status" -ne 0
-check "both say which rank differs" every "rank 1 was started with other flags than rank 0" "$work/mismatch.rank1.err" \
+check "both say which rank and flag differ" every "rank 1 was started with other flags than rank 0 (--batch_size_per_gpu)" "$work/mismatch.rank1.err" \
   "$work/mismatch.err"
 check "no step was logged" test ! -e "$work/mismatch/steps.jsonl"
 

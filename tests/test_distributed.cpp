@@ -2,17 +2,10 @@
 // collectives against plain loops, the differentiable ones by their gradients, and the BAM loss and
 // BatchNorm across ranks against one process that holds the whole batch. (tests/cli_data_parallel.sh
 // runs bamtrain as separate processes.)
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sched.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
-#include <functional>
-#include <thread>
 
 #include "bam/bam_loss.h"
 #include "bam/knn.h"
@@ -24,51 +17,11 @@
 #include "engine/autograd.h"
 #include "engine/distributed.h"
 #include "engine/random.h"
-#include "engine/whole_number.h"
+#include "tests/rank_threads.h"
 #include "tests/support.h"
 
 namespace bam::test {
 namespace {
-
-// A port the system had free a moment ago.
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-  socklen_t length = sizeof(a);
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &length) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-// Runs body(rank's communicator) on `world` threads; rethrows the lowest rank's error, if any. A
-// rank that fails closes its connections, so the others fail too rather than wait.
-void run_ranks(int world, const std::function<void(Communicator&)>& body) {
-  const int port = free_port();
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        LaunchEnvironment env;
-        env.rank = r;
-        env.world_size = world;
-        env.master_port = port;
-        env.connect_timeout_seconds = 60;
-        std::shared_ptr<Communicator> group = connect_tcp(env);
-        body(*group);
-      } catch (...) {
-        errors[static_cast<size_t>(r)] = std::current_exception();
-      }
-    });
-  for (std::thread& t : threads) t.join();
-  for (const std::exception_ptr& e : errors)
-    if (e) std::rethrow_exception(e);
-}
 
 double max_abs_difference(const Tensor& a, const Tensor& b) {
   REQUIRE(a.shape() == b.shape());
@@ -441,6 +394,29 @@ TEST_CASE("check_ranks_agree and the linear probe's checks stop every rank toget
     });
   });
   CHECK_MESSAGE(two.find("ranks 1, 2 were started with other folders than rank 0") != std::string::npos, two);
+  // Named items: the message names those that differ on any rank, in their order.
+  const std::string named = error_of([] {
+    run_ranks(3, [](Communicator& group) {
+      const std::string r = std::to_string(group.rank());
+      check_ranks_agree(
+          group, {{"--lr", group.rank() == 1 ? "0.1" : "0.5"}, {"--depth", "4"}, {"--seed", r == "2" ? "7" : "0"}},
+          "flags", "the same ones");
+    });
+  });
+  CHECK_MESSAGE(named.find("ranks 1, 2 were started with other flags than rank 0 (--lr, --seed): the same ones") !=
+                    std::string::npos,
+                named);
+  // A rank with another list of items (another build): stopped before the items are compared.
+  const std::string listed = error_of([] {
+    run_ranks(2, [](Communicator& group) {
+      std::vector<std::pair<std::string, std::string>> items = {{"--lr", "0.5"}};
+      if (group.rank() == 1) items.emplace_back("--new_flag", "1");
+      check_ranks_agree(group, items, "flags", "the same ones");
+    });
+  });
+  CHECK_MESSAGE(
+      listed.find("rank 1 was started with other flags than rank 0 (another build of the tool?)") != std::string::npos,
+      listed);
   std::vector<int> agreed(3, 0);
   run_ranks(3, [&](Communicator& group) {
     check_ranks_agree(group, "same", "flags", "");
@@ -640,149 +616,6 @@ TEST_CASE("a sharded loader's ranks take, together, one process's batches: rank 
   CHECK_MESSAGE(kept.find("needs drop_last") != std::string::npos, kept);
   const std::string too_few = error_of([&] { data::BatchSequence(d, 12, true, true, 7, {1, 2}); });
   CHECK_MESSAGE(too_few.find("fewer than one batch of 24") != std::string::npos, too_few);
-}
-
-TEST_CASE("a rank outside the world is refused, naming it") {
-  TrainConfig c;
-  c.arch = "vit_tiny";
-  c.data_path = "synthetic:64";
-  c.world_size = 2;
-  c.rank = 1;
-  CHECK_NOTHROW(c.validate());
-  c.rank = 2;
-  CHECK(error_of([&] { c.validate(); }).find("rank 2 of 2") != std::string::npos);
-}
-
-constexpr const char* kVariables[] = {"WORLD_SIZE",
-                                      "RANK",
-                                      "LOCAL_RANK",
-                                      "MASTER_ADDR",
-                                      "MASTER_PORT",
-                                      "SLURM_PROCID",
-                                      "SLURM_LOCALID",
-                                      "BAM_MASTER_PORT",
-                                      "TORCHELASTIC_USE_AGENT_STORE"};
-
-TEST_CASE("parse_whole_number: all of the text, decimal, within the bounds") {
-  CHECK(parse_whole_number("8", 1, 1024) == 8);
-  CHECK(parse_whole_number("1024", 1, 1024) == 1024);
-  CHECK(parse_whole_number("-3", -5, 5) == -3);
-  for (const char* bad : {"", "0", "1025", "2x", " 2", "2 ", "+2", "two", "0x10", "1e3", "99999999999999999999"})
-    CHECK_MESSAGE(!parse_whole_number(bad, 1, 1024).has_value(), bad);
-}
-
-TEST_CASE("launch_environment_from_env reads torchrun's variables (or Slurm's) and names a bad one") {
-  struct Restore {
-    ~Restore() {
-      for (const char* name : kVariables) ::unsetenv(name);
-    }
-  } restore;
-  for (const char* name : kVariables) ::unsetenv(name);
-  CHECK_FALSE(launch_environment_from_env().distributed());
-  ::setenv("WORLD_SIZE", "4", 1);
-  ::setenv("RANK", "3", 1);
-  ::setenv("LOCAL_RANK", "1", 1);
-  ::setenv("MASTER_ADDR", "node7", 1);
-  ::setenv("MASTER_PORT", "29611", 1);
-  const LaunchEnvironment e = launch_environment_from_env();
-  CHECK(e.distributed());
-  CHECK(e.rank == 3);
-  CHECK(e.local_rank == 1);
-  CHECK(e.master_addr == "node7");
-  CHECK(e.master_port == 29611);
-  ::setenv("RANK", "4", 1);
-  CHECK(error_of([] { launch_environment_from_env(); }).find("RANK=4") != std::string::npos);
-  ::unsetenv("RANK");
-  CHECK(error_of([] { launch_environment_from_env(); }).find("RANK is not set") != std::string::npos);
-  ::setenv("SLURM_PROCID", "2", 1);  // srun's rank, when torchrun's is absent
-  ::setenv("SLURM_LOCALID", "0", 1);
-  ::unsetenv("LOCAL_RANK");
-  CHECK(launch_environment_from_env().rank == 2);
-  CHECK(launch_environment_from_env().local_rank == 0);
-  ::setenv("RANK", "0", 1);  // torchrun's wins
-  CHECK(launch_environment_from_env().rank == 0);
-  // torchrun's agent holds MASTER_PORT for its store: the ranks meet at the next port, or at
-  // BAM_MASTER_PORT.
-  ::setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
-  CHECK(launch_environment_from_env().master_port == 29612);
-  CHECK(launch_environment_from_env().port_variable == "MASTER_PORT+1, beside torchrun's store");
-  ::setenv("BAM_MASTER_PORT", "31000", 1);
-  CHECK(launch_environment_from_env().master_port == 31000);
-  ::unsetenv("BAM_MASTER_PORT");
-  ::setenv("TORCHELASTIC_USE_AGENT_STORE", "False", 1);
-  CHECK(launch_environment_from_env().master_port == 29611);
-  ::setenv("MASTER_PORT", "http", 1);
-  CHECK(error_of([] { launch_environment_from_env(); }).find("MASTER_PORT=http") != std::string::npos);
-}
-
-TEST_CASE("rank 0 refuses a rank of another world size, which stops saying why, and goes on with its own") {
-  const int port = free_port();
-  auto env_of = [&](int rank, int world) {
-    LaunchEnvironment env;
-    env.rank = rank;
-    env.world_size = world;
-    env.master_port = port;
-    env.connect_timeout_seconds = 30;
-    return env;
-  };
-  std::string root_error, stray_error, rank1_error;
-  double sum = 0;
-  std::thread root([&] {
-    root_error = error_of([&] {
-      std::shared_ptr<Communicator> group = connect_tcp(env_of(0, 2));
-      Tensor x = full({1}, 1.0, {DType::f32, Device::cpu()});
-      group->all_reduce_sum(x);
-      sum = x.item();
-      group->finish();
-    });
-  });
-  // A stray process (another job's rank 1 of 3) reaches the port first: it is told why it is refused.
-  stray_error = error_of([&] { connect_tcp(env_of(1, 3)); });
-  std::thread rank1([&] {
-    rank1_error = error_of([&] {
-      std::shared_ptr<Communicator> group = connect_tcp(env_of(1, 2));
-      Tensor x = full({1}, 1.0, {DType::f32, Device::cpu()});
-      group->all_reduce_sum(x);
-      group->finish();
-    });
-  });
-  root.join();
-  rank1.join();
-  CHECK_MESSAGE(stray_error.find("rank 1 was started with WORLD_SIZE=3, rank 0 at") != std::string::npos, stray_error);
-  CHECK_MESSAGE(stray_error.find("with WORLD_SIZE=2") != std::string::npos, stray_error);
-  CHECK_MESSAGE(root_error == "(no error)", root_error);  // the job itself runs
-  CHECK_MESSAGE(rank1_error == "(no error)", rank1_error);
-  CHECK(sum == 2);
-}
-
-TEST_CASE("a rank that reaches a program other than bam's rank 0 stops, saying so, instead of waiting") {
-  // What torchrun's store is to a rank that connects to MASTER_PORT: it accepts and says nothing.
-  const int port = free_port();
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-  REQUIRE(::listen(fd, 4) == 0);
-  LaunchEnvironment env;
-  env.rank = 1;
-  env.world_size = 2;
-  env.master_port = port;
-  env.connect_timeout_seconds = 1;
-  const auto start = std::chrono::steady_clock::now();
-  const std::string error = error_of([&] { connect_tcp(env); });
-  ::close(fd);
-  CHECK_MESSAGE(
-      error.find("accepted the connection but did not answer as bam's rank 0 within 2 s") != std::string::npos, error);
-  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
-  // And rank 0, when ranks are missing, names them.
-  env.rank = 0;
-  env.world_size = 3;
-  env.master_port = free_port();
-  const std::string missing = error_of([&] { connect_tcp(env); });
-  CHECK_MESSAGE(missing.find("0 of the 2 other ranks connected") != std::string::npos, missing);
-  CHECK_MESSAGE(missing.find("(missing: ranks 1, 2)") != std::string::npos, missing);
 }
 
 }  // namespace

@@ -251,7 +251,8 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
 
 // The flags that must be the same on every rank: all but --device, each rank's own (and
 // --nproc_per_node, which started them).
-std::string flags_for_ranks(const ProbeConfig& c) {
+// The flags every rank must share, by name (not --device and --data_backend, each rank's own).
+std::vector<std::pair<std::string, std::string>> flags_for_ranks(const ProbeConfig& c) {
   nlohmann::ordered_json j = {{"pretrained_weights", c.pretrained_weights},
                               {"checkpoint_key", c.checkpoint_key},
                               {"arch", c.arch},
@@ -276,9 +277,10 @@ std::string flags_for_ranks(const ProbeConfig& c) {
                               {"data_path", c.data_path},
                               {"mode", c.mode},
                               {"output_dir", c.output_dir},
-                              {"num_workers", c.num_workers},
-                              {"data_backend", c.data_backend}};
-  return j.dump();
+                              {"num_workers", c.num_workers}};
+  std::vector<std::pair<std::string, std::string>> flags;
+  for (const auto& [key, value] : j.items()) flags.emplace_back("--" + key, value.dump());
+  return flags;
 }
 
 std::string cell(double v) { return v < 0 ? "-" : fmt::format("{:.2f}", v); }
@@ -485,14 +487,16 @@ int main(int argc, char** argv) {
     auto backbone = load_backbone(c, &description);
     if (ranks.group) {
       // Ranks that differ in a flag or in what they read would call the collectives differently.
-      std::string text = flags_for_ranks(c);
-      for (const bam::data::Dataset* d : {&train, &val}) text += bam::data::dataset_listing(*d);
-      text += description;
+      std::vector<std::pair<std::string, std::string>> items = flags_for_ranks(c);
+      items.emplace_back("the --data_path files", bam::data::dataset_listing(train) + bam::data::dataset_listing(val));
+      items.emplace_back("the backbone", description);
       // And the same weights: the same path can hold another file on another machine.
-      text += fmt::format("\nweight sum {:.17g}", bam::weight_checksum(backbone->parameters()));
-      bam::check_ranks_agree(*ranks.group, text, "flags, folders or weights",
-                             "every rank needs the same flags but for --device, the same --data_path files and the "
-                             "same --pretrained_weights contents");
+      items.emplace_back(
+          c.pretrained_weights.empty() ? "the random initial weights" : "the --pretrained_weights contents",
+          fmt::format("{:.17g}", bam::weight_checksum(backbone->parameters())));
+      bam::check_ranks_agree(*ranks.group, items, "flags, folders or weights",
+                             "every rank needs the same flags but for --device and --data_backend, the same "
+                             "--data_path files and the same --pretrained_weights contents");
     }
     BAM_CHECK(c.mode == "knn" || (c.n_last_blocks >= 1 && c.n_last_blocks <= backbone->config().depth),
               "--n_last_blocks {}: the backbone has {} blocks (1 takes the final CLS token alone)", c.n_last_blocks,
