@@ -41,7 +41,9 @@ class Communicator {
 // How a process was launched: torchrun's (and torch.distributed.launch's) variables RANK,
 // WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, with Slurm's SLURM_PROCID and SLURM_LOCALID
 // standing in for RANK and LOCAL_RANK (srun, as the official scripts launch); and
-// BAM_CONNECT_TIMEOUT_S, how long the ranks wait for each other at start (default 300). All
+// BAM_CONNECT_TIMEOUT_S, how long the ranks wait for each other at start (default 300), and
+// BAM_STALL_NOTICE_S, after how long a rank waiting in a collective says which rank it waits for
+// (default 300, then at each doubling; the wait itself goes on). All
 // absent: one process (world_size 1). Under torchrun, whose agent holds MASTER_PORT for its own
 // store (TORCHELASTIC_USE_AGENT_STORE=True), the ranks meet at MASTER_PORT + 1; BAM_MASTER_PORT,
 // when set, is the port in every case.
@@ -51,6 +53,7 @@ struct LaunchEnvironment {
   int master_port = 29500;
   std::string port_variable = "MASTER_PORT";  // where master_port came from, for messages
   double connect_timeout_seconds = 300;
+  double stall_notice_seconds = 300;
   bool distributed() const { return world_size > 1; }
 };
 // Reads and checks the variables; a bad value fails naming the variable.

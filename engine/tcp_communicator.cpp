@@ -374,8 +374,27 @@ void TcpCommunicator::send_all(int fd, const void* data, size_t bytes, int peer)
 
 void TcpCommunicator::recv_all(int fd, void* data, size_t bytes, int peer) {
   char* p = static_cast<char*>(data);
+  // A peer that is alive but does not send (stopped with Ctrl-Z, or busy with something long)
+  // would leave this rank waiting without a word: after stall_notice_seconds, and at each doubling,
+  // it says for whom it waits. The wait goes on; a peer that stops closes its connection.
+  const auto start = std::chrono::steady_clock::now();
+  double notice_at = env_.stall_notice_seconds;
   while (bytes > 0) {
-    const ssize_t n = ::recv(fd, p, bytes, 0);
+    ssize_t n = ::recv(fd, p, bytes, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd ready{fd, POLLIN, 0};
+      if (::poll(&ready, 1, 1000) == 0) {
+        const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (peer >= 0 && waited >= notice_at) {
+          std::fprintf(stderr,
+                       "rank %d: waiting for rank %d for %.0f s in a collective; it is still connected (stopped, "
+                       "or busy with something long?), and this rank goes on waiting\n",
+                       env_.rank, peer, waited);
+          notice_at *= 2;
+        }
+      }
+      continue;
+    }
     if (n < 0 && errno == EINTR) continue;
     // A peer that stopped with our bytes unread resets the connection instead of closing it.
     BAM_CHECK(n != 0 && !(n < 0 && errno == ECONNRESET),
@@ -579,6 +598,7 @@ LaunchEnvironment launch_environment_from_env() {
     e.port_variable = "MASTER_PORT+1, beside torchrun's store";
   }
   e.connect_timeout_seconds = env_int("BAM_CONNECT_TIMEOUT_S", 300, 1, 86400);
+  e.stall_notice_seconds = env_int("BAM_STALL_NOTICE_S", 300, 1, 86400);
   BAM_CHECK(e.world_size == 1 || rank_variable != nullptr,
             "WORLD_SIZE={} but RANK is not set: start each process with its RANK (torchrun sets both; under srun, "
             "SLURM_PROCID stands in)",

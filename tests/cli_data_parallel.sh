@@ -236,6 +236,27 @@ check "two ranks fit a time budget together and both end cleanly" test "$budget_
 check "rank 0 says what it fitted" grep -q "fit the 0.05-minute budget" "$work/budget.out"
 check "and the run ends in it" grep -Eq "Training (done|paused)" "$work/budget.out"
 
+# A rank stopped (SIGSTOP, as Ctrl-Z stops it) for a few seconds: the other says, after
+# BAM_STALL_NOTICE_S, whom it waits for, and the run goes on once it continues.
+stalled=$(echo "$args" | sed 's/--epochs 2/--epochs 300/')
+WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 14)) BAM_STALL_NOTICE_S=1 "$bin" $stalled --batch_size_per_gpu 8 \
+  --output_dir "$work/stalled" > "$work/stalled.rank1.out" 2>&1 &
+sleeper=$!
+WORLD_SIZE=2 RANK=0 MASTER_PORT=$((port + 14)) BAM_STALL_NOTICE_S=1 "$bin" $stalled --batch_size_per_gpu 8 \
+  --output_dir "$work/stalled" > "$work/stalled.out" 2> "$work/stalled.err" &
+waiter=$!
+for i in $(seq 1 600); do [ -s "$work/stalled/steps.jsonl" ] && break; sleep 0.1; done  # training has begun
+kill -STOP $sleeper
+sleep 3.5
+kill -CONT $sleeper
+wait $waiter
+waiter_status=$?
+wait $sleeper
+check "a rank stopped for a while and continued: both end cleanly" test "$waiter_status" -eq 0 -a $? -eq 0
+check "the other said whom it waited for" \
+  grep -q "rank 0: waiting for rank 1 for [0-9]* s in a collective; it is still connected" "$work/stalled.err"
+check "(at 1 s and 2 s, then it continued)" test "$(grep -c "waiting for rank 1" "$work/stalled.err")" -ge 2
+
 # A rank killed mid-run: the other stops at once, naming it.
 long=$(echo "$args" | sed 's/--epochs 2/--epochs 500/')
 WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 6)) "$bin" $long --batch_size_per_gpu 8 \
