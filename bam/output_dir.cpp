@@ -13,17 +13,18 @@
 
 namespace bam {
 
-std::string prepare_output_dir(const std::string& dir, const char* flag) {
+std::vector<std::string> prepare_output_dir(const std::string& dir, const char* flag) {
   namespace fs = std::filesystem;
   BAM_CHECK(!dir.empty(), "{} is empty: name a folder for the run's files", flag);
   std::error_code error;
-  // The outermost folder that does not exist yet: what create_directories makes.
-  std::string created;
+  // The folders that do not exist yet, deepest first: what create_directories makes.
+  std::vector<std::string> created;
   fs::path p = fs::absolute(dir, error).lexically_normal();
+  if (!error && p.filename().empty()) p = p.parent_path();  // "runs/x/": the folder, not an empty name
   while (!error && !p.empty()) {
     std::error_code missing;  // set for a path not found too
     if (fs::symlink_status(p, missing).type() != fs::file_type::not_found) break;
-    created = p.string();
+    created.push_back(p.string());
     if (p == p.parent_path()) break;
     p = p.parent_path();
   }
@@ -34,22 +35,23 @@ std::string prepare_output_dir(const std::string& dir, const char* flag) {
   // this process's own; O_EXCL | O_NOFOLLOW never opens an existing file or follows a link.
   const std::string probe = (fs::path(dir) / (".bam_write_test." + std::to_string(::getpid()))).string();
   int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
-  BAM_CHECK(fd >= 0, "{} {}: cannot write in the folder: {}", flag, dir,
-            std::error_code(errno, std::generic_category()).message());
+  if (fd < 0) {
+    const std::string reason = std::error_code(errno, std::generic_category()).message();
+    remove_unused_output_dir(created);
+    fail("{} {}: cannot write in the folder: {}", flag, dir, reason);
+  }
   ::close(fd);
   ::unlink(probe.c_str());
   return created;
 }
 
-void remove_unused_output_dir(const std::string& created) {
-  namespace fs = std::filesystem;
-  if (created.empty()) return;
-  std::error_code error;
-  for (auto it = fs::recursive_directory_iterator(created, error); !error && it != fs::recursive_directory_iterator();
-       it.increment(error)) {
-    if (!it->is_directory(error) || it->is_symlink(error)) return;  // a file was written: keep everything
+void remove_unused_output_dir(const std::vector<std::string>& created) {
+  for (const std::string& folder : created) {
+    std::error_code error;
+    // remove() on a folder is rmdir: it fails on one that holds anything, which then stays, with
+    // every parent above it.
+    if (!std::filesystem::remove(folder, error) || error) return;
   }
-  if (!error) fs::remove_all(created, error);
 }
 
 }  // namespace bam

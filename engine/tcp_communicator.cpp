@@ -359,40 +359,66 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
   expect(go, Op::hello, 0, 0);
 }
 
+// A peer that is alive but neither reads nor sends (stopped with Ctrl-Z, or busy with something
+// long) would leave this rank waiting without a word. StallNotice waits for the socket to be ready
+// in steps of a second, and once stall_notice_seconds have passed since the last byte moved (and at
+// each doubling) says for whom it waits. The wait goes on; a peer that stops closes its connection.
+namespace {
+
+class StallNotice {
+ public:
+  StallNotice(int rank, int peer, double seconds) : rank_(rank), peer_(peer), notice_at_(seconds), first_(seconds) {}
+  void progressed() {
+    last_ = std::chrono::steady_clock::now();
+    notice_at_ = first_;
+  }
+  // Waits up to a second for `fd` to be ready for `events` (POLLIN or POLLOUT).
+  void wait(int fd, short events) {
+    pollfd ready{fd, events, 0};
+    if (::poll(&ready, 1, 1000) != 0) return;  // ready, or an error the next call reports
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - last_).count();
+    if (peer_ < 0 || waited < notice_at_) return;
+    std::fprintf(stderr,
+                 "rank %d: waiting for rank %d for %.0f s in a collective; it is still connected, so it is stopped "
+                 "or busy with something long%s. This rank goes on waiting\n",
+                 rank_, peer_, waited, peer_ == 0 ? " (or waits itself for another rank)" : "");
+    notice_at_ *= 2;
+  }
+
+ private:
+  int rank_, peer_;
+  double notice_at_, first_;
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
 void TcpCommunicator::send_all(int fd, const void* data, size_t bytes, int peer) {
   const char* p = static_cast<const char*>(data);
+  StallNotice stall(env_.rank, peer, env_.stall_notice_seconds);
   while (bytes > 0) {
-    const ssize_t n = ::send(fd, p, bytes, MSG_NOSIGNAL);
+    const ssize_t n = ::send(fd, p, bytes, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      stall.wait(fd, POLLOUT);
+      continue;
+    }
     if (n < 0 && errno == EINTR) continue;
     BAM_CHECK(n > 0 || (errno != EPIPE && errno != ECONNRESET),
               "rank {}: rank {} closed its connection: that process stopped (its own error says why)", env_.rank, peer);
     BAM_CHECK(n > 0, "rank {}: sending to rank {} failed: {}", env_.rank, peer, std::strerror(errno));
     p += n;
     bytes -= static_cast<size_t>(n);
+    stall.progressed();
   }
 }
 
 void TcpCommunicator::recv_all(int fd, void* data, size_t bytes, int peer) {
   char* p = static_cast<char*>(data);
-  // A peer that is alive but does not send (stopped with Ctrl-Z, or busy with something long)
-  // would leave this rank waiting without a word: after stall_notice_seconds, and at each doubling,
-  // it says for whom it waits. The wait goes on; a peer that stops closes its connection.
-  const auto start = std::chrono::steady_clock::now();
-  double notice_at = env_.stall_notice_seconds;
+  StallNotice stall(env_.rank, peer, env_.stall_notice_seconds);
   while (bytes > 0) {
-    ssize_t n = ::recv(fd, p, bytes, MSG_DONTWAIT);
+    const ssize_t n = ::recv(fd, p, bytes, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      pollfd ready{fd, POLLIN, 0};
-      if (::poll(&ready, 1, 1000) == 0) {
-        const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        if (peer >= 0 && waited >= notice_at) {
-          std::fprintf(stderr,
-                       "rank %d: waiting for rank %d for %.0f s in a collective; it is still connected (stopped, "
-                       "or busy with something long?), and this rank goes on waiting\n",
-                       env_.rank, peer, waited);
-          notice_at *= 2;
-        }
-      }
+      stall.wait(fd, POLLIN);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -403,6 +429,7 @@ void TcpCommunicator::recv_all(int fd, void* data, size_t bytes, int peer) {
     BAM_CHECK(n > 0, "rank {}: receiving from rank {} failed: {}", env_.rank, peer, std::strerror(errno));
     p += n;
     bytes -= static_cast<size_t>(n);
+    stall.progressed();
   }
 }
 

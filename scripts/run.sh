@@ -111,6 +111,7 @@ fi
 # 1. Data: Fashion-MNIST (Debian package dataset-fashion-mnist) as JPEG files, written once: into
 # data.partial, renamed to data when whole (an interrupted conversion is started over).
 if [ ! -f "$out/data/.complete" ]; then
+  made_here "$out/data" || refuse "$out/data"  # again: the install and build took a while
   rm -rf "$out/data.partial"
   "$bin/bamtool" fmnist --out "$out/data.partial" ${fmnist_source:+--source "$fmnist_source"}
   touch "$out/data.partial/.complete"

@@ -80,7 +80,7 @@ WORLD_SIZE=3 RANK=0 MASTER_PORT=$((port + 1)) "$bin" $args --batch_size_per_gpu 
 status=$?
 wait
 check "ranks started with other flags stop" test $status -ne 0
-check "every rank names the rank and flag that differ" every "rank 2 was started with other flags, folders or weights than rank 0 (--seed, the random initial weights)" \
+check "every rank names the rank and flag that differ" every "rank 2 was started with other flags, folders or weights than rank 0 (--seed, the weights)" \
   "$work/mismatch.out" "$work/mismatch.rank1.out" "$work/mismatch.rank2.out"
 check "(before any extraction)" test -z "$(grep -l "extracting" "$work"/mismatch*.out)"
 
@@ -100,7 +100,7 @@ done
 status=$?
 wait
 check "ranks that read other weights at the same path stop" test $status -ne 0
-check "both naming the rank and the weights" every "rank 1 was started with other flags, folders or weights than rank 0 (the --pretrained_weights contents)" \
+check "both naming the rank and the weights" every "rank 1 was started with other flags, folders or weights than rank 0 (the weights)" \
   "$work/weights.out" "$work/weights.rank1.out"
 check "(before any extraction)" test -z "$(grep -l "extracting" "$work"/weights*.out)"
 

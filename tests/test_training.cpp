@@ -739,9 +739,23 @@ TEST_CASE("bad settings name the flag before any work") {
 TEST_CASE("the output folder is made, or refused with the flag named, before any work") {
   const std::string root = fresh_dir("output_dir");
   const std::string nested = root + "/a/b";
-  prepare_output_dir(nested);
+  const std::vector<std::string> made = prepare_output_dir(nested + "/");
   CHECK(std::filesystem::is_directory(nested));
   CHECK(std::filesystem::is_empty(nested));  // the write test leaves nothing behind
+  CHECK(made.size() == 2);                   // b, then a: the folders to remove if the run is refused
+  CHECK(prepare_output_dir(nested).empty());
+  // Removing them after a refusal takes only folders still empty: a sibling another run made in
+  // the meantime keeps its parent.
+  std::filesystem::create_directories(root + "/a/other");
+  remove_unused_output_dir(made);
+  CHECK(!std::filesystem::exists(nested));
+  CHECK(std::filesystem::is_directory(root + "/a/other"));
+  std::filesystem::remove(root + "/a/other");
+  std::filesystem::remove(root + "/a");
+  remove_unused_output_dir(prepare_output_dir(nested));  // both made again, both removed
+  CHECK(!std::filesystem::exists(root + "/a"));
+  CHECK(std::filesystem::is_directory(root));
+  prepare_output_dir(nested);
   const std::string file = root + "/a_file";
   std::ofstream(file) << "x";
   CHECK_THROWS_WITH_AS(prepare_output_dir(file), doctest::Contains(("--output_dir " + file).c_str()), Error);

@@ -418,7 +418,7 @@ int main(int argc, char** argv) {
   c.arch_given = app.count("--arch") > 0;
   std::string tool_name = "bamprobe";
   std::shared_ptr<bam::Communicator> group;
-  std::string created_output_dir;  // by this run, removed again if it fails before writing a file
+  std::vector<std::string> created_output_dir;  // by this run, removed again while still empty if it fails
   try {
     namespace fs = std::filesystem;
     bam::tool::check_environment_variables();
@@ -491,9 +491,7 @@ int main(int argc, char** argv) {
       items.emplace_back("the --data_path files", bam::data::dataset_listing(train) + bam::data::dataset_listing(val));
       items.emplace_back("the backbone", description);
       // And the same weights: the same path can hold another file on another machine.
-      items.emplace_back(
-          c.pretrained_weights.empty() ? "the random initial weights" : "the --pretrained_weights contents",
-          fmt::format("{:.17g}", bam::weight_checksum(backbone->parameters())));
+      items.emplace_back("the weights", fmt::format("{:.17g}", bam::weight_checksum(backbone->parameters())));
       bam::check_ranks_agree(*ranks.group, items, "flags, folders or weights",
                              "every rank needs the same flags but for --device and --data_backend, the same "
                              "--data_path files and the same --pretrained_weights contents");

@@ -180,7 +180,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  std::string created_output_dir;  // by this run, removed again if it fails before writing a file
+  std::vector<std::string> created_output_dir;  // by this run, removed again while still empty if it fails
   try {
     bam::tool::check_environment_variables();
     if (global_scale.size() == 2) config.global_crops_scale = {global_scale[0], global_scale[1]};

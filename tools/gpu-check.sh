@@ -321,7 +321,8 @@ if enabled dp; then
      ./build-gpu/bin/bamtool fmnist --out /tmp/gpu-check-probe-data --limit 60 --source .deps/fashion-mnist \
        >"$OUT/probe_parallel.log" 2>&1; then
     timeout $(limit 90) sh tests/cli_probe_data_parallel.sh ./build-gpu/bin/bamprobe \
-      /tmp/gpu-check-dp-probe /tmp/gpu-check-probe-data ./build-gpu/bin/bamprobe >>"$OUT/probe_parallel.log" 2>&1
+      /tmp/gpu-check-dp-probe /tmp/gpu-check-probe-data ./build-gpu/bin/bamtrain ./build-gpu/bin/bamprobe \
+      >>"$OUT/probe_parallel.log" 2>&1
     status=$?
     if [ $status = 0 ]; then
       row "bamprobe, ranks vs 1 (CPU and cuda:0)" "ok ($(grep -c '^ok' "$OUT/probe_parallel.log") checks)"
