@@ -35,11 +35,12 @@ void on_stop_signal(int signal) {
   int expected = 0;
   if (g_signal.compare_exchange_strong(expected, signal)) {
     g_first_nanoseconds = now;
-    write_text(signal == SIGINT
-                   ? "\nSIGINT: stopping after this step and saving a checkpoint (press Ctrl-C again to stop at once, "
-                     "without saving)\n"
-                   : "\nSIGTERM: stopping after this step and saving a checkpoint (send it again to stop at once, "
-                     "without saving)\n");
+    write_text(signal == SIGINT   ? "\nSIGINT: stopping after this step and saving a checkpoint (press Ctrl-C again to "
+                                    "stop at once, without saving)\n"
+               : signal == SIGHUP ? "\nSIGHUP (the terminal closed?): stopping after this step and saving a checkpoint "
+                                    "(start it with nohup to keep it running)\n"
+                                  : "\nSIGTERM: stopping after this step and saving a checkpoint (send it again to "
+                                    "stop at once, without saving)\n");
   } else if (const int64_t first = g_first_nanoseconds.load(); first != 0 && now - first >= 1000000000) {
     // (first is 0 for the moment between the first signal's exchange and its time's store, when
     // a second one on another thread is the same request.)
@@ -57,7 +58,7 @@ void install_stop_signal_handlers() {
   action.sa_handler = on_stop_signal;
   action.sa_flags = SA_RESTART;  // a read or a wait the signal interrupts goes on
   ::sigemptyset(&action.sa_mask);
-  for (int s : {SIGINT, SIGTERM}) {
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) {
     // A signal the process was started ignoring stays ignored: a shell starts a script's
     // background commands with SIGINT ignored, so that a Ctrl-C meant for the script spares them.
     struct sigaction before {};
@@ -76,6 +77,7 @@ void clear_stop_signal() {
 const char* stop_signal_name(int signal) {
   if (signal == SIGINT) return "SIGINT";
   if (signal == SIGTERM) return "SIGTERM";
+  if (signal == SIGHUP) return "SIGHUP";
   static thread_local char text[32];
   std::snprintf(text, sizeof text, "signal %d", signal);
   return text;

@@ -243,7 +243,10 @@ void Trainer::refit_to_budget() {
   // move the end of the cosine decay), and the interval of the refits to come, from its own plan
   // rather than the calibration's.
   const bool first = refits_done_ == 0;
-  use_fitted_steps(steps_within(left, per_step, state_.global_step), first);
+  // (A short plan's warm-up may have ended before the first refit, at step 9 or later: it stays
+  // ended, rather than start again at the new plan's length.)
+  use_fitted_steps(steps_within(left, per_step, state_.global_step),
+                   first && state_.global_step < config_.warmup_steps);
   if (first) refit_interval_ = std::max<int64_t>(state_.global_step, config_.max_steps / 20);
   ++refits_done_;
   std::printf(
@@ -285,8 +288,8 @@ Trainer::StopDecision Trainer::stop_decision(const std::optional<Clock::time_poi
   const double* v = t.data<double>();
   StopDecision d;
   d.budget = v[0] > 0;
-  // Every rank signalled by SIGINT: SIGINT; SIGTERM anywhere: SIGTERM.
-  if (v[1] > 0) d.signal = v[2] == SIGINT * v[1] ? SIGINT : SIGTERM;
+  // Every signalled rank got SIGINT: SIGINT; every one SIGHUP: SIGHUP; else SIGTERM.
+  if (v[1] > 0) d.signal = v[2] == SIGINT * v[1] ? SIGINT : v[2] == SIGHUP * v[1] ? SIGHUP : SIGTERM;
   return d;
 }
 
@@ -578,6 +581,7 @@ TrainResult Trainer::run() {
     // far-off estimate.
     refit_at_step_ = std::clamp<int64_t>(config_.max_steps / 20, 9, 60);
     refit_window_start_ = refit_at_step_ / 3;
+    if (refit_at_step_ >= config_.max_steps) refit_at_step_ = -1;  // the run ends first
     budget_seconds_ = budget_seconds;
     budget_seconds *= 1.15;
   }
@@ -648,6 +652,17 @@ TrainResult Trainer::run() {
       save_timed(fmt::format("{}/checkpoint{:04}.safetensors", config_.output_dir, epoch));
     save_timed(checkpoint_path());
     if (knn_due) {
+      // A stop asked for during the epoch's last step or its saves: the evaluation (a pass over the
+      // kNN folders) is left to the resume, which writes this row with it (restore_lost_epoch_row),
+      // so that a scheduler's grace period is not spent on it.
+      if (const StopDecision s = stop_decision(std::nullopt); s.signal) {
+        result.stopped_by_signal = s.signal;
+        std::printf(
+            "Stopped by %s after epoch %lld, whose checkpoint is saved; its kNN evaluation and log row come with the "
+            "next run of the same command\n",
+            stop_signal_name(s.signal), static_cast<long long>(epoch));
+        break;
+      }
       KnnEvaluation knn;
       try {
         knn = evaluate_knn();

@@ -58,11 +58,30 @@ void Trainer::resume_if_possible(TrainResult& result) {
     config_.warmup_epochs = ck.config.warmup_epochs;
     config_.reg_warmup_epochs = ck.config.reg_warmup_epochs;
     build_schedules();
+  } else if (config_.fit_epochs_to_budget) {
+    // A run that was not fitted is not fitted now (its schedule is under way): it goes on with the
+    // flags given, and its checkpoints must not claim a fit that later resumes would keep.
+    std::printf(
+        "note: --fit_epochs_to_budget true: the checkpoint's run was not fitted to a budget, and a schedule under "
+        "way is not refitted; this run goes on with --epochs %lld%s\n",
+        static_cast<long long>(config_.epochs),
+        config_.time_budget_minutes > 0 ? " and stops when --time_budget_minutes is spent" : "");
+    config_.fit_epochs_to_budget = false;
   }
   BAM_CHECK(ck.state.step_in_epoch < data_->steps_per_epoch(),
             "{}: the checkpoint is {} steps into an epoch, but --data_path {} makes epochs of {} steps (fewer images "
             "than the checkpoint's run?); resume with its images or use a new --output_dir",
             checkpoint_path(), ck.state.step_in_epoch, config_.data_path, data_->steps_per_epoch());
+  // Epochs of another length (more or fewer images at an epoch's end): the schedules are indexed
+  // by epoch and step in it, and would jump ahead or back from the checkpoint's step.
+  const int64_t steps = data_->steps_per_epoch();
+  if (ck.state.epoch > 0 && ck.state.global_step != ck.state.epoch * steps + ck.state.step_in_epoch)
+    fail(
+        "{}: the checkpoint's run took {} steps in {} epoch{} (epochs of {} steps), but --data_path {} makes epochs "
+        "of {} steps (another number of images?): its learning-rate and weight-decay schedules would jump; resume "
+        "with its images or use a new --output_dir",
+        checkpoint_path(), ck.state.global_step, ck.state.epoch, ck.state.epoch == 1 ? "" : "s",
+        (ck.state.global_step - ck.state.step_in_epoch) / ck.state.epoch, config_.data_path, steps);
   // Other images under the same --data_path (a folder that grew) with as many steps an epoch: the
   // run goes on, but not as the uninterrupted one would (each epoch's order is drawn over the images).
   if (ck.state.num_images > 0 && ck.state.num_images != data_->num_images())

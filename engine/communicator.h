@@ -42,8 +42,8 @@ class Communicator {
 // WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, with Slurm's SLURM_PROCID and SLURM_LOCALID
 // standing in for RANK and LOCAL_RANK (srun, as the official scripts launch); and
 // BAM_CONNECT_TIMEOUT_S, how long the ranks wait for each other at start (default 300), and
-// BAM_STALL_NOTICE_S, after how long a rank waiting in a collective says which rank it waits for
-// (default 300, then at each doubling; the wait itself goes on). All
+// BAM_STALL_NOTICE_S, after how long a rank waiting in a TCP collective says which rank it waits
+// for (default 300, then at each doubling; the wait itself goes on; NCCL has no such notice). All
 // absent: one process (world_size 1). Under torchrun, whose agent holds MASTER_PORT for its own
 // store (TORCHELASTIC_USE_AGENT_STORE=True), the ranks meet at MASTER_PORT + 1; BAM_MASTER_PORT,
 // when set, is the port in every case.

@@ -5,7 +5,8 @@
 # steps.jsonl line per step (none lost, none twice). Then two ranks under --nproc_per_node with
 # SIGINT sent to the whole process group, as a terminal's Ctrl-C is: every process gets it, the
 # ranks once more through the launcher; the ranks agree on the step to stop at, the launcher ends
-# by the signal too without calling it a rank's failure, and the run resumes to its end. (perl,
+# by the signal too without calling it a rank's failure, and the run resumes to its end. SIGHUP
+# stops a run the same way, and changes nothing under nohup, ranks included. (perl,
 # part of every Debian system, reports how its child ended.)
 # Usage: cli_stop_signal.sh <bamtrain> <scratch folder>
 set -u
@@ -74,6 +75,28 @@ check "the launcher does not call it a rank's failure" sh -c "! grep -q 'was kil
 check "two ranks resume the run to its end" grep -q "Training done" "$work/two.resumed.out"
 check "steps.jsonl has each of the 160 steps once ($(lines "$work/two/steps.jsonl") lines)" \
   each_step_once "$work/two/steps.jsonl" 160
+
+# SIGHUP (a closed terminal) to one process: a stop request like the others, saved.
+"${bin[@]}" $args --output_dir "$work/hup" > "$work/hup.out" 2>&1 &
+pid=$!  # env execs bamtrain: the same process
+check "a run for SIGHUP logs its first steps" wait_for_steps "$work/hup/steps.jsonl" 3 "$pid"
+kill -HUP "$pid"
+wait "$pid"
+status=$?
+check "SIGHUP ends bamtrain by SIGHUP (status $status)" [ "$status" -eq 129 ]
+check "once it has saved" grep -q "Stopped by SIGHUP .*saved" "$work/hup.out"
+# Under nohup (SIGHUP ignored from the start) the launcher and its ranks keep it ignored: SIGHUP to
+# the whole process group changes nothing, and the run ends as it would have.
+nohup "${bin[@]}" $(echo "$args" | sed 's/--epochs 10/--epochs 3/') --nproc_per_node 2 --output_dir "$work/nohup" \
+  > "$work/nohup.out" 2>&1 &
+pid=$!
+check "two ranks under nohup log their first steps" wait_for_steps "$work/nohup/steps.jsonl" 3 "$pid"
+kill -HUP -- "-$pid"
+wait "$pid"
+status=$?
+check "SIGHUP does not stop ranks started under nohup (status $status)" [ "$status" -eq 0 ]
+check "they train to the end" grep -q "Training done" "$work/nohup.out"
+check "(all 48 steps)" each_step_once "$work/nohup/steps.jsonl" 48
 
 if [ "$failed" -ne 0 ]; then
   for f in "$work"/*.out; do

@@ -1,4 +1,4 @@
-// Interrupted training runs. A stop signal (SIGINT, SIGTERM): the run stops after the step in
+// Interrupted training runs. A stop signal (SIGINT, SIGTERM, SIGHUP): the run stops after the step in
 // progress with its checkpoint saved, or after an epoch's end when the signal comes at the epoch's
 // last step, and resuming reproduces the uninterrupted run bit for bit; a second signal, not the
 // same one passed on, ends the process at once. The signals are raised in this process, from the
@@ -55,11 +55,13 @@ struct StopHandlers {
     clear_stop_signal();
     ::signal(SIGINT, SIG_DFL);  // not ignored, whatever started this binary: the handlers take it
     ::signal(SIGTERM, SIG_DFL);
+    ::signal(SIGHUP, SIG_DFL);
     install_stop_signal_handlers();
   }
   ~StopHandlers() {
     ::signal(SIGINT, SIG_DFL);
     ::signal(SIGTERM, SIG_DFL);
+    ::signal(SIGHUP, SIG_DFL);
     clear_stop_signal();
   }
 };
@@ -141,6 +143,40 @@ TEST_CASE("a stop signal between steps saves the step reached, and the resumed r
   }
 }
 
+// A signal during an epoch's last step whose end has a kNN evaluation due: the epoch is saved, the
+// evaluation (a long pass over other folders, which a scheduler's grace period may not cover) and
+// the row are left to the resume, which writes them.
+TEST_CASE("a stop signal at an epoch's last step leaves its kNN evaluation and row to the resume") {
+  StopHandlers handlers;
+  TrainConfig c = config_in("knn_left");
+  c.teacher = false;  // one evaluation per epoch end (the teacher would add its own)
+  c.knn_freq = 1;
+  int evaluations = 0;
+  const KnnMonitor monitor = [&](const VisionTransformer&) {
+    ++evaluations;
+    return KnnResult{50.0, 90.0};
+  };
+  {
+    Trainer trainer(c, std::make_unique<ActionAtBatch>(make_train_data(c), 4, [] { ::raise(SIGTERM); }), monitor);
+    const TrainResult stopped = trainer.run();
+    CHECK(stopped.stopped_by_signal == SIGTERM);
+  }
+  CHECK(evaluations == 0);
+  CHECK(load_checkpoint(c.output_dir + "/checkpoint.safetensors").state.global_step == 4);
+  CHECK(epoch_rows(c.output_dir).empty());
+  clear_stop_signal();
+  c.max_steps = 4;  // the resume trains nothing more: it writes the row, evaluated
+  {
+    Trainer trainer(c, make_train_data(c), monitor);
+    trainer.run();
+  }
+  CHECK(evaluations == 1);
+  const std::vector<nlohmann::json> rows = epoch_rows(c.output_dir);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].at("epoch") == 0);
+  CHECK(rows[0].contains("knn_top1"));
+}
+
 TEST_CASE("a stop signal before the first step stops the run with nothing trained or saved") {
   StopHandlers handlers;
   const TrainConfig c = config_in("before_first_step");
@@ -202,6 +238,52 @@ TEST_CASE("a resume with another image count and the same steps per epoch says s
   });
   CHECK(again.find("training images, the checkpoint's run had") == std::string::npos);
   CHECK(load_checkpoint(c.output_dir + "/checkpoint.safetensors").state.num_images == 72);
+}
+
+// Epochs of another length at an epoch's end (a folder that grew by a batch): the schedules, indexed
+// by epoch and step, would jump; the resume is refused, saying why (it went on, the steps skipped).
+TEST_CASE("a resume whose images make epochs of another length is refused") {
+  TrainConfig c = config_in("epoch_length");  // 64 images, 4 steps an epoch
+  c.max_steps = 4;                            // the end of epoch 0
+  {
+    Trainer trainer(c, make_train_data(c));
+    trainer.run();
+  }
+  TrainConfig grown = c;
+  grown.data_path = "synthetic:80";  // 5 steps an epoch
+  grown.max_steps = 8;
+  Trainer trainer(grown, make_train_data(grown));
+  CHECK_THROWS_WITH_AS(trainer.run(),
+                       doctest::Contains("took 4 steps in 1 epoch (epochs of 4 steps), but --data_path synthetic:80 "
+                                         "makes epochs of 5 steps"),
+                       Error);
+  CHECK(load_checkpoint(c.output_dir + "/checkpoint.safetensors").state.global_step == 4);  // untouched
+}
+
+// A run started without a fit, resumed with --fit_epochs_to_budget true: nothing is refitted, it
+// says so, and its checkpoint does not claim a fit (a later resume would keep these flags as fitted).
+TEST_CASE("a resume asking for a fit over a run that was not fitted goes on with its flags, saying so") {
+  TrainConfig c = config_in("unfitted");  // 64 images, 4 steps an epoch
+  c.max_steps = 2;
+  {
+    Trainer trainer(c, make_train_data(c));
+    trainer.run();
+  }
+  TrainConfig fit = c;
+  fit.max_steps = 3;
+  fit.time_budget_minutes = 10;
+  fit.fit_epochs_to_budget = true;
+  TrainResult result;
+  const std::string text = stdout_of([&] {
+    Trainer trainer(fit, make_train_data(fit));
+    result = trainer.run();
+  });
+  CHECK(text.find("the checkpoint's run was not fitted to a budget, and a schedule under way is not refitted") !=
+        std::string::npos);
+  CHECK(result.step_losses.size() == 1);  // --max_steps 3 as given
+  const LoadedCheckpoint after = load_checkpoint(c.output_dir + "/checkpoint.safetensors");
+  CHECK(!after.config.fit_epochs_to_budget);
+  CHECK(after.state.global_step == 3);
 }
 
 // (In a child process: the second signal ends it.)

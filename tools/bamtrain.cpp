@@ -235,7 +235,9 @@ int main(int argc, char** argv) {
     std::printf("Training %s.\n", result.stopped_by_signal   ? "stopped"
                                   : result.stopped_by_budget ? "paused (time budget)"
                                                              : "done");
-    stopped_by = result.stopped_by_signal;
+    // A signal after the last step's check (during the final saves, the report, the ranks' finish)
+    // still ends the process by it, as the handler's message promised.
+    stopped_by = result.stopped_by_signal ? result.stopped_by_signal : bam::stop_signal();
   } catch (const std::exception& e) {  // bam::Error, and anything else a library throws
     std::fprintf(stderr, "%s: %s\n", tool_name.c_str(), e.what());
     bam::set_process_group(nullptr);  // before CUDA goes: NCCL aborts, the other ranks see us stop
