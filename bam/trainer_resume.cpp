@@ -72,26 +72,6 @@ void Trainer::resume_if_possible(TrainResult& result) {
             "{}: the checkpoint is {} steps into an epoch, but --data_path {} makes epochs of {} steps (fewer images "
             "than the checkpoint's run?); resume with its images or use a new --output_dir",
             checkpoint_path(), ck.state.step_in_epoch, config_.data_path, data_->steps_per_epoch());
-  // Epochs of another length (more or fewer images at an epoch's end): the schedules are indexed
-  // by epoch and step in it, and would jump ahead or back from the checkpoint's step.
-  const int64_t steps = data_->steps_per_epoch();
-  if (ck.state.epoch > 0 && ck.state.global_step != ck.state.epoch * steps + ck.state.step_in_epoch)
-    fail(
-        "{}: the checkpoint's run took {} steps in {} epoch{} (epochs of {} steps), but --data_path {} makes epochs "
-        "of {} steps (another number of images?): its learning-rate and weight-decay schedules would jump; resume "
-        "with its images or use a new --output_dir",
-        checkpoint_path(), ck.state.global_step, ck.state.epoch, ck.state.epoch == 1 ? "" : "s",
-        (ck.state.global_step - ck.state.step_in_epoch) / ck.state.epoch, config_.data_path, steps);
-  // Other images under the same --data_path (a folder that grew) with as many steps an epoch: the
-  // run goes on, but not as the uninterrupted one would (each epoch's order is drawn over the images).
-  if (ck.state.num_images > 0 && ck.state.num_images != data_->num_images())
-    std::printf(
-        "note: --data_path %s has %lld training images, the checkpoint's run had %lld: the epochs from here on "
-        "visit them in another order than that run would have%s\n",
-        config_.data_path.c_str(), static_cast<long long>(data_->num_images()),
-        static_cast<long long>(ck.state.num_images),
-        ck.state.step_in_epoch > 0 ? ", and the epoch in progress may visit some images twice and others not at all"
-                                   : "");
   BAM_CHECK(teacher_ || ck.teacher.empty(), "{}: holds teacher weights, but this run has no teacher",
             checkpoint_path());
   try {
@@ -142,6 +122,29 @@ void Trainer::resume_if_possible(TrainResult& result) {
               checkpoint_path(), ck.object_boxes.dim() == 2 ? ck.object_boxes.size(0) : -1, config_.data_path, n);
     resumed_boxes_ = data::boxes_from_tensor(ck.object_boxes);
   }
+  // Epochs of another length (more or fewer images at an epoch's end): the schedules are indexed
+  // by epoch and step in it, and would jump ahead or back from the checkpoint's step. (Checkpoints
+  // of older versions, which record no image count, closed an epoch that --max_steps cut short:
+  // their steps need not add up, and they resume as before.)
+  const int64_t steps = data_->steps_per_epoch();
+  if (ck.state.num_images > 0 && ck.state.num_images != data_->num_images() && ck.state.epoch > 0 &&
+      ck.state.global_step != ck.state.epoch * steps + ck.state.step_in_epoch)
+    fail(
+        "{}: the checkpoint's run took {} steps in {} epoch{} (epochs of {} steps), but --data_path {} makes epochs "
+        "of {} steps (another number of images?): its learning-rate and weight-decay schedules would jump; resume "
+        "with its images or use a new --output_dir",
+        checkpoint_path(), ck.state.global_step, ck.state.epoch, ck.state.epoch == 1 ? "" : "s",
+        (ck.state.global_step - ck.state.step_in_epoch) / ck.state.epoch, config_.data_path, steps);
+  // Other images under the same --data_path (a folder that grew) with as many steps an epoch: the
+  // run goes on, but not as the uninterrupted one would (each epoch's order is drawn over the images).
+  if (ck.state.num_images > 0 && ck.state.num_images != data_->num_images())
+    std::printf(
+        "note: --data_path %s has %lld training images, the checkpoint's run had %lld: the epochs from here on "
+        "visit them in another order than that run would have%s\n",
+        config_.data_path.c_str(), static_cast<long long>(data_->num_images()),
+        static_cast<long long>(ck.state.num_images),
+        ck.state.step_in_epoch > 0 ? ", and the epoch in progress may visit some images twice and others not at all"
+                                   : "");
   result.resumed = true;
   trim_logs_to_checkpoint();  // once the checkpoint is accepted
   std::printf("Resumed from %s: %lld steps done (epoch %lld, step %lld of %lld)%s\n", checkpoint_path().c_str(),
