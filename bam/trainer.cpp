@@ -312,14 +312,17 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
   loss_options.num_sink_iter = config_.num_sink_iter;
   loss_options.top_k = config_.top_k_sink;
   loss_options.positive_masking = config_.positive_masking;
-  const double reg = reg_for_epoch(config_.reg, config_.final_reg(), config_.reg_warmup_epochs, epoch);
+  // A new epoch starts its sums and fixes its regularisation; a resumed one continues those of its
+  // checkpoint, the regularisation included (a refit during the epoch, or a changed
+  // --reg_warmup_epochs, acts from the next epoch, as in the uninterrupted run).
+  if (step_in_epoch_ == 0) epoch_sums_ = EpochSums{};
+  EpochSums& sums = epoch_sums_;
+  if (sums.reg < 0) sums.reg = reg_for_epoch(config_.reg, config_.final_reg(), config_.reg_warmup_epochs, epoch);
+  const double reg = sums.reg;
 
   EpochStats stats;
   stats.epoch = epoch;
   stats.reg = reg;
-  // A new epoch starts its sums; a resumed one continues those of its checkpoint.
-  if (step_in_epoch_ == 0) epoch_sums_ = EpochSums{};
-  EpochSums& sums = epoch_sums_;
   const double seconds_before = sums.seconds;  // in the run that saved them
   auto start = Clock::now();
   data_->start_epoch(epoch, step_in_epoch_);

@@ -186,6 +186,9 @@ class Trainer {
     int64_t steps = 0;
     double loss = 0, target_entropy = 0, embedding_std = 0, lr = 0, wd = 0;
     double data_wait_s = 0, host_waits = 0, seconds = 0;
+    // The epoch's BAM regularisation, fixed at its start (a budget refit may change the schedule
+    // it came from before the epoch ends); negative when not known (older checkpoints).
+    double reg = -1;
     std::string to_json() const;
     static EpochSums from_json(const std::string& text);  // throws on a malformed one
   };

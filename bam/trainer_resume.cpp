@@ -264,6 +264,7 @@ std::string Trainer::EpochSums::to_json() const {
   j["data_wait_s"] = data_wait_s;
   j["host_waits"] = host_waits;
   j["seconds"] = seconds;
+  j["reg"] = reg;
   return j.dump();
 }
 
@@ -279,6 +280,7 @@ Trainer::EpochSums Trainer::EpochSums::from_json(const std::string& text) {
   s.data_wait_s = j.at("data_wait_s").get<double>();
   s.host_waits = j.at("host_waits").get<double>();
   s.seconds = j.at("seconds").get<double>();
+  s.reg = j.value("reg", -1.0);  // (absent from older checkpoints)
   BAM_CHECK(s.steps >= 0 && s.seconds >= 0, "negative steps or seconds: {}", text);
   return s;
 }

@@ -177,6 +177,32 @@ TEST_CASE("a stop signal at an epoch's last step leaves its kNN evaluation and r
   CHECK(rows[0].contains("knn_top1"));
 }
 
+// An epoch's regularisation is fixed at its start: a run stopped inside it and resumed with another
+// reg schedule (as a budget refit during the epoch changes it) finishes the epoch with the value it
+// began with, as the uninterrupted run does; the new schedule acts from the next epoch.
+TEST_CASE("an epoch resumed mid-way keeps the regularisation it began with") {
+  StopHandlers handlers;
+  TrainConfig reference = config_in("reg_reference");
+  reference.reg_final = 0.2;
+  reference.reg_warmup_epochs = 3;  // epochs 0, 1, 2: 0.05, 0.125, 0.2
+  {
+    Trainer trainer(reference, make_train_data(reference));
+    trainer.run();
+  }
+  TrainConfig c = reference;
+  c.output_dir = config_in("reg_resumed").output_dir;
+  CHECK(train_signalled(c, 6, SIGTERM).stopped_by_signal == SIGTERM);  // epoch 1, step 2
+  clear_stop_signal();
+  c.reg_warmup_epochs = 2;  // would give epoch 1 the final 0.2
+  train_signalled(c, 0, 0);
+  const std::vector<nlohmann::json> rows = epoch_rows(c.output_dir), expected = epoch_rows(reference.output_dir);
+  REQUIRE(rows.size() == 3);
+  REQUIRE(expected.size() == 3);
+  CHECK(expected[1].at("train_reg").get<double>() == doctest::Approx(0.125));
+  CHECK(rows[1].at("train_reg") == expected[1].at("train_reg"));
+  CHECK(rows[1].at("train_loss") == expected[1].at("train_loss"));  // the steps after the stop too
+}
+
 TEST_CASE("a stop signal before the first step stops the run with nothing trained or saved") {
   StopHandlers handlers;
   const TrainConfig c = config_in("before_first_step");
