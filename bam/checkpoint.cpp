@@ -38,6 +38,8 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, const T
     metadata.emplace("last_epoch_knn_due", std::string(state.last_epoch_knn_due ? "1" : "0"));
   }
   if (!state.epoch_so_far.empty()) metadata.emplace("epoch_so_far", state.epoch_so_far);
+  if (state.boxes_due_after_epoch >= 0)
+    metadata.emplace("boxes_due_after_epoch", std::to_string(state.boxes_due_after_epoch));
   save_safetensors(path, tensors, metadata);
 }
 
@@ -69,6 +71,8 @@ LoadedCheckpoint checkpoint_from_file(SafetensorsFile file, const std::string& p
       out.state.last_epoch_row_step = std::stoll(file.metadata.at("last_epoch_row_step"));
       out.state.last_epoch_knn_due = file.metadata.at("last_epoch_knn_due") == "1";
     }
+    if (auto it = file.metadata.find("boxes_due_after_epoch"); it != file.metadata.end())
+      out.state.boxes_due_after_epoch = std::stoll(it->second);
     if (auto it = file.metadata.find("epoch_so_far"); it != file.metadata.end()) {
       BAM_CHECK(nlohmann::json::parse(it->second).is_object(), "epoch_so_far is not an object: {}", it->second);
       out.state.epoch_so_far = it->second;

@@ -34,6 +34,9 @@ struct TrainState {
   // JSON, Trainer::EpochSums), from which a resume continues its log row. Empty otherwise (and in
   // older checkpoints, whose resumed row averages the resumed steps only).
   std::string epoch_so_far;
+  // A run stopped at the end of an epoch after which ContrastiveCrop's boxes were due to be
+  // located again: that epoch, whose update the resume does first (-1: none left).
+  int64_t boxes_due_after_epoch = -1;
 };
 
 void save_checkpoint(const std::string& path, const TrainConfig& config, const TrainState& state, const Module& student,

@@ -512,7 +512,6 @@ TrainResult Trainer::run() {
     }
   }
   check_ranks_agree();
-  if (result.resumed) restore_lost_epoch_row();  // after the check: it may run the (collective) kNN monitor
   bool resumed_boxes = false;
   if (config_.use_ccrop) {
     // After the resume, which may restore a budget-fitted --warmup_epochs.
@@ -521,7 +520,9 @@ TrainResult Trainer::run() {
     resumed_boxes = !resumed_boxes_.empty();
     use_object_boxes(resumed_boxes ? std::move(resumed_boxes_) : std::vector<data::ObjectBox>(data_->images()->size()),
                      state_.epoch);
+    if (state_.boxes_due_after_epoch >= 0) renew_boxes_left_by_stop();  // (collective: after the check)
   }
+  if (result.resumed) restore_lost_epoch_row();  // after the check: it may run the (collective) kNN monitor
   int64_t params = 0;
   for (auto& p : student_->parameters()) params += p.numel();
   std::printf("%s\n%lld parameters; %lld steps per epoch of %lld images x %lld crops\n", data_->describe().c_str(),
@@ -638,9 +639,18 @@ TrainResult Trainer::run() {
       step_in_epoch_ = 0;
     }
     bool last = epoch + 1 == epochs_in_schedule();
+    // A stop signal seen at the epoch's end: the work left (the box update, the kNN evaluation, the
+    // log row) goes to the next run of the command, so that a scheduler's grace period, short
+    // against a pass of the model over every training image, is spent saving.
+    int stop_at_end = 0;
     if (config_.use_ccrop && ccrop_schedule_.renews_after(epoch, epochs_in_schedule())) {
-      renew_object_boxes(epoch, &stats);
-      box_update_seconds_.add(stats.box_seconds);
+      if (const StopDecision s = stop_decision(std::nullopt); s.signal) {
+        stop_at_end = s.signal;
+        state_.boxes_due_after_epoch = epoch;  // in the checkpoints below; renew_boxes_left_by_stop
+      } else {
+        renew_object_boxes(epoch, &stats);
+        box_update_seconds_.add(stats.box_seconds);
+      }
     }
     // The epoch is saved before the kNN evaluation, which reads other folders and takes long: if it
     // fails (a folder gone, memory short) or the run is stopped then, the epoch's training is kept,
@@ -654,18 +664,22 @@ TrainResult Trainer::run() {
     if (config_.saveckp_freq > 0 && epoch % config_.saveckp_freq == 0)
       save_timed(fmt::format("{}/checkpoint{:04}.safetensors", config_.output_dir, epoch));
     save_timed(checkpoint_path());
+    // (A stop asked for during the saves leaves the evaluation too; restore_lost_epoch_row writes
+    // the row with it.)
+    if (knn_due && stop_at_end == 0)
+      if (const StopDecision s = stop_decision(std::nullopt); s.signal) stop_at_end = s.signal;
+    if (stop_at_end != 0) {
+      result.stopped_by_signal = stop_at_end;
+      std::printf(
+          "Stopped by %s after epoch %lld, whose checkpoint is saved; its %slog row come%s with the next run "
+          "of the same command\n",
+          stop_signal_name(stop_at_end), static_cast<long long>(epoch),
+          state_.boxes_due_after_epoch >= 0 ? (knn_due ? "box update, kNN evaluation and " : "box update and ")
+                                            : (knn_due ? "kNN evaluation and " : ""),
+          state_.boxes_due_after_epoch >= 0 || knn_due ? "" : "s");
+      break;
+    }
     if (knn_due) {
-      // A stop asked for during the epoch's last step or its saves: the evaluation (a pass over the
-      // kNN folders) is left to the resume, which writes this row with it (restore_lost_epoch_row),
-      // so that a scheduler's grace period is not spent on it.
-      if (const StopDecision s = stop_decision(std::nullopt); s.signal) {
-        result.stopped_by_signal = s.signal;
-        std::printf(
-            "Stopped by %s after epoch %lld, whose checkpoint is saved; its kNN evaluation and log row come with the "
-            "next run of the same command\n",
-            stop_signal_name(s.signal), static_cast<long long>(epoch));
-        break;
-      }
       KnnEvaluation knn;
       try {
         knn = evaluate_knn();

@@ -118,6 +118,9 @@ class Trainer {
   // with the evaluation run again on the checkpoint's weights (they are the epoch's end) if one was
   // due. Rank 0 decides from log.txt; every rank evaluates (the monitor is collective).
   void restore_lost_epoch_row();
+  // A run stopped at an epoch's end left the ContrastiveCrop box update due then: located now, from
+  // the same weights, with its figures added to that epoch's row, and saved.
+  void renew_boxes_left_by_stop();
   std::string memory_text() const;
   // Data parallelism: rank 0 alone prints, writes log.txt, steps.jsonl, checkpoints and the report.
   bool writes_files() const { return config_.rank == 0; }

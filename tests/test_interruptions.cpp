@@ -41,6 +41,10 @@ class ActionAtBatch : public TrainData {
   }
   void set_epochs(int64_t epochs) override { inner_->set_epochs(epochs); }
   std::string describe() const override { return inner_->describe(); }
+  const data::Dataset* images() const override { return inner_->images(); }
+  void set_object_boxes(std::shared_ptr<const data::ObjectBoxes> boxes) override {
+    inner_->set_object_boxes(std::move(boxes));
+  }
 
  private:
   std::unique_ptr<TrainData> inner_;
@@ -201,6 +205,47 @@ TEST_CASE("an epoch resumed mid-way keeps the regularisation it began with") {
   CHECK(expected[1].at("train_reg").get<double>() == doctest::Approx(0.125));
   CHECK(rows[1].at("train_reg") == expected[1].at("train_reg"));
   CHECK(rows[1].at("train_loss") == expected[1].at("train_loss"));  // the steps after the stop too
+}
+
+// ContrastiveCrop: a signal during the last step of an epoch after which the boxes are located
+// again. The update (a pass of the model over every training image) is left to the resume, which
+// does it from the same weights: the resumed run is the uninterrupted one, boxes and losses.
+TEST_CASE("a stop signal at an epoch's end leaves ContrastiveCrop's box update to the resume, which does it") {
+  StopHandlers handlers;
+  const std::string folder = write_colour_folder("stop_signals/ccrop_images", 4, 16, 8);
+  auto config = [&](const std::string& name) {
+    TrainConfig c = config_in(name);
+    c.data_path = folder;  // 64 images, 4 steps an epoch
+    c.num_workers = 2;
+    c.use_ccrop = true;
+    c.loc_interval = 1;  // boxes after epochs 0 and 1
+    c.warmup_epochs = 0;
+    c.box_thresh = 0.5;
+    c.teacher_m = 0.5;
+    return c;
+  };
+  const TrainConfig full = config("ccrop_full");
+  const TrainResult reference = Trainer(full, make_train_data(full)).run();
+  REQUIRE(reference.step_losses.size() == 12);
+  const TrainConfig c = config("ccrop_stopped");
+  const TrainResult stopped = train_signalled(c, 4, SIGTERM);  // epoch 0's last step
+  CHECK(stopped.stopped_by_signal == SIGTERM);
+  CHECK(stopped.epochs.empty());  // no row, no update: both left
+  const LoadedCheckpoint saved = load_checkpoint(c.output_dir + "/checkpoint.safetensors");
+  CHECK(saved.state.boxes_due_after_epoch == 0);
+  CHECK(saved.state.global_step == 4);
+  clear_stop_signal();
+  const TrainResult rest = train_signalled(c, 0, 0);
+  REQUIRE(rest.step_losses.size() == 8);
+  for (size_t i = 0; i < 8; ++i) {
+    CAPTURE(i);
+    CHECK(rest.step_losses[i] == reference.step_losses[4 + i]);  // crops placed by the same boxes
+  }
+  const std::vector<nlohmann::json> rows = epoch_rows(c.output_dir), expected = epoch_rows(full.output_dir);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0].at("epoch") == 0);
+  CHECK(rows[0].at("ccrop_box_area") == expected[0].at("ccrop_box_area"));
+  CHECK(load_checkpoint(c.output_dir + "/checkpoint.safetensors").state.boxes_due_after_epoch == -1);
 }
 
 TEST_CASE("a stop signal before the first step stops the run with nothing trained or saved") {
