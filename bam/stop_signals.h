@@ -1,9 +1,9 @@
-// Ctrl-C (SIGINT), SIGTERM and SIGHUP (a closed terminal) as a request to stop training, not a kill: bamtrain finishes the step
-// in progress, saves its checkpoint and exits by the same signal, so that the same command resumes
-// where it stopped and a calling shell or launcher still sees the signal. A second signal ends the
-// process at once, without saving. The same request delivered twice within a second counts once:
-// Ctrl-C reaches a rank both from the terminal and through the --nproc_per_node launcher (or
-// torchrun), which passes it on.
+// Ctrl-C (SIGINT), SIGTERM and SIGHUP (a closed terminal) as a request to stop training, not a
+// kill: bamtrain finishes the step in progress, saves its checkpoint and exits by the same signal,
+// so that the same command resumes where it stopped and a calling shell or launcher still sees the
+// signal. A second signal ends the process at once, without saving. The same request delivered
+// twice within a second counts once: Ctrl-C reaches a rank both from the terminal and through the
+// --nproc_per_node launcher (or torchrun), which passes it on.
 #pragma once
 
 namespace bam {
