@@ -140,9 +140,10 @@ check "as the unsplit runs did, within 1e-5" agree 1e-5 4 1e-5 "$work/one.epoch1
 check "(two ranks too)" agree 1e-5 4 1e-5 "$work/two.epoch1.losses" "$work/regrouped_two.losses"
 # And mid-epoch: two ranks stopped by a time budget wherever it strikes (the checkpoint is written
 # at that step), then one process of 16 goes on. Its next steps are those of the same two ranks
-# left to run. 64 steps an epoch, so the stop seldom falls between two epochs.
+# left to run. 256 steps an epoch, about a second on two cores alone, so the 0.3 s budget strikes
+# inside the first epoch (with 64, a fast run took the whole epoch in it, and stopped between two).
 args_saved=$args
-args=$(echo "$args" | sed 's/--data_path synthetic:64/--data_path synthetic:1024/; s/--epochs 2/--epochs 6/')
+args=$(echo "$args" | sed 's/--data_path synthetic:64/--data_path synthetic:4096/')
 two_ranks "$work/mid_whole" $((port + 10))
 WORLD_SIZE=2 RANK=1 MASTER_PORT=$((port + 11)) "$bin" $args --time_budget_minutes 0.005 --batch_size_per_gpu 8 \
   --output_dir "$work/mid" > /dev/null 2> "$work/mid.rank1.err" &
@@ -153,7 +154,7 @@ wait $rank1
 check "a time budget stops two ranks mid-run" grep -q "Time budget of 0.005 minutes spent at epoch" "$work/mid.out"
 stopped=$(losses "$work/mid" | wc -l)
 "$bin" $args --batch_size_per_gpu 16 --output_dir "$work/mid" > "$work/mid_resumed.out" 2>&1
-check "one process of 16 goes on from step $stopped (step $((stopped % 64)) of its epoch)" \
+check "one process of 16 goes on from step $stopped (step $((stopped % 256)) of its epoch)" \
   grep -q "Resuming a run of 2 processes x 8 images as 1 x 16" "$work/mid_resumed.out"
 losses "$work/mid_whole" | sed -n "$((stopped + 1)),$((stopped + 4))p" > "$work/mid_whole.next"
 losses "$work/mid" | sed -n "$((stopped + 1)),$((stopped + 4))p" > "$work/mid.next"
