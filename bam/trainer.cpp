@@ -671,12 +671,10 @@ TrainResult Trainer::run() {
     if (stop_at_end != 0) {
       result.stopped_by_signal = stop_at_end;
       std::printf(
-          "Stopped by %s after epoch %lld, whose checkpoint is saved; its %slog row come%s with the next run "
-          "of the same command\n",
+          "Stopped by %s after epoch %lld, whose checkpoint is saved; the next run of the same command does the "
+          "rest of its end (%s%slog row)\n",
           stop_signal_name(stop_at_end), static_cast<long long>(epoch),
-          state_.boxes_due_after_epoch >= 0 ? (knn_due ? "box update, kNN evaluation and " : "box update and ")
-                                            : (knn_due ? "kNN evaluation and " : ""),
-          state_.boxes_due_after_epoch >= 0 || knn_due ? "" : "s");
+          state_.boxes_due_after_epoch >= 0 ? "box update, " : "", knn_due ? "kNN evaluation, " : "");
       break;
     }
     if (knn_due) {

@@ -121,6 +121,9 @@ class Trainer {
   // A run stopped at an epoch's end left the ContrastiveCrop box update due then: located now, from
   // the same weights, with its figures added to that epoch's row, and saved.
   void renew_boxes_left_by_stop();
+  // Adds what was measured after the epoch's row was saved (a kNN evaluation, a box update) to
+  // state_.last_epoch_row.
+  void add_to_last_epoch_row(const EpochStats& measured);
   std::string memory_text() const;
   // Data parallelism: rank 0 alone prints, writes log.txt, steps.jsonl, checkpoints and the report.
   bool writes_files() const { return config_.rank == 0; }

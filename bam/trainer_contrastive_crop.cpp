@@ -2,7 +2,6 @@
 // the model's attention (shared over the ranks of a data-parallel run), what a renewal costs when
 // fitting a time budget, and the plan printed at start.
 #include <cstdio>
-#include <nlohmann/json.hpp>
 #include <string>
 
 #include "bam/folder_data.h"
@@ -72,18 +71,9 @@ void Trainer::renew_boxes_left_by_stop() {
   EpochStats located;
   renew_object_boxes(epoch, &located);  // the weights the epoch ended with, as the stopped run had them
   box_update_seconds_.add(located.box_seconds);
-  // The epoch's row (which the stopped run left unwritten, restore_lost_epoch_row writes it) gets
-  // the update's figures, before its "epoch" key as log_row places them.
-  if (!state_.last_epoch_row.empty()) {
-    nlohmann::ordered_json row = nlohmann::ordered_json::parse(state_.last_epoch_row);
-    if (row.value("epoch", int64_t{-2}) == epoch) {
-      row.erase("epoch");
-      row["ccrop_box_area"] = located.box_area;
-      row["ccrop_box_seconds"] = located.box_seconds;
-      row["epoch"] = epoch;
-      state_.last_epoch_row = row.dump();
-    }
-  }
+  // The epoch's row, which the stopped run left unwritten (restore_lost_epoch_row writes it), gets
+  // the update's figures. (The checkpoint saved with the update due holds that epoch's row.)
+  if (!state_.last_epoch_row.empty()) add_to_last_epoch_row(located);
   state_.boxes_due_after_epoch = -1;
   save_timed(checkpoint_path());  // a stop from here on needs no second update
   std::printf("ContrastiveCrop: the box update after epoch %lld, which the stopped run left, is done\n",

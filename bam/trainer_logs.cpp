@@ -14,8 +14,12 @@ namespace bam {
 
 namespace {
 
-// The kNN results of `s` that were measured, under their log.txt keys.
-void add_knn_fields(nlohmann::ordered_json& j, const EpochStats& s) {
+// The kNN results and the ContrastiveCrop box update of `s` that were measured, under their
+// log.txt keys, after those `j` has (an "epoch" key stays the last, as log_row places it).
+void add_measured_fields(nlohmann::ordered_json& j, const EpochStats& s) {
+  const auto epoch = j.find("epoch");
+  const nlohmann::ordered_json epoch_value = epoch != j.end() ? *epoch : nlohmann::ordered_json();
+  if (epoch != j.end()) j.erase(epoch);
   if (s.knn_top1 >= 0) {
     j["knn_top1"] = s.knn_top1;
     j["knn_top5"] = s.knn_top5;
@@ -24,9 +28,20 @@ void add_knn_fields(nlohmann::ordered_json& j, const EpochStats& s) {
     j["teacher_knn_top1"] = s.teacher_knn_top1;
     j["teacher_knn_top5"] = s.teacher_knn_top5;
   }
+  if (s.box_area >= 0) {
+    j["ccrop_box_area"] = s.box_area;
+    j["ccrop_box_seconds"] = s.box_seconds;
+  }
+  if (!epoch_value.is_null()) j["epoch"] = epoch_value;
 }
 
 }  // namespace
+
+void Trainer::add_to_last_epoch_row(const EpochStats& measured) {
+  nlohmann::ordered_json row = nlohmann::ordered_json::parse(state_.last_epoch_row);
+  add_measured_fields(row, measured);
+  state_.last_epoch_row = row.dump();
+}
 
 nlohmann::ordered_json Trainer::log_row(const EpochStats& s, bool cuda) {
   nlohmann::ordered_json j;
@@ -40,11 +55,7 @@ nlohmann::ordered_json Trainer::log_row(const EpochStats& s, bool cuda) {
   j["train_data_wait_s"] = s.data_wait_s;
   j["train_seconds"] = s.seconds;
   if (cuda) j["train_host_waits_per_step"] = s.host_waits_per_step;
-  add_knn_fields(j, s);
-  if (s.box_area >= 0) {
-    j["ccrop_box_area"] = s.box_area;
-    j["ccrop_box_seconds"] = s.box_seconds;
-  }
+  add_measured_fields(j, s);
   j["epoch"] = s.epoch;
   return j;
 }
@@ -53,8 +64,7 @@ void Trainer::append_log(const EpochStats& s) { append_log_row(log_row(s, device
 
 void Trainer::restore_lost_epoch_row() {
   if (state_.last_epoch_row.empty()) return;  // no epoch has ended yet (or an older checkpoint)
-  nlohmann::ordered_json row = nlohmann::ordered_json::parse(state_.last_epoch_row);
-  const int64_t epoch = row.at("epoch").get<int64_t>();
+  const int64_t epoch = nlohmann::ordered_json::parse(state_.last_epoch_row).at("epoch").get<int64_t>();
   // The row of an epoch that --max_steps ended inside, resumed with a longer schedule: the epoch
   // goes on, and its row is written when it ends (trim_logs_to_checkpoint dropped the short one).
   if (epoch == state_.epoch && step_in_epoch_ > 0 && state_.global_step < total_steps_) return;
@@ -76,13 +86,11 @@ void Trainer::restore_lost_epoch_row() {
     EpochStats measured;
     KnnEvaluation knn = evaluate_knn();
     knn.into(&measured);
-    add_knn_fields(row, measured);
-    row.erase("epoch");  // back to the last key, as append_log writes it
-    row["epoch"] = epoch;
+    add_to_last_epoch_row(measured);
     std::printf("kNN evaluation after epoch %lld (run again: the previous run stopped during it): %s (%.1f s)\n",
                 static_cast<long long>(epoch), knn.text().c_str(), knn.seconds);
   }
-  append_log_row(row);
+  append_log_row(nlohmann::ordered_json::parse(state_.last_epoch_row));
   std::printf(
       "Resuming: log.txt had no row for epoch %lld (the previous run stopped after saving it%s); written "
       "from the checkpoint%s\n",
@@ -143,7 +151,7 @@ void Trainer::append_before_training_row(const KnnEvaluation& knn) {
   EpochStats measured;
   knn.into(&measured);
   nlohmann::ordered_json j;
-  add_knn_fields(j, measured);
+  add_measured_fields(j, measured);
   j["epoch"] = state_.epoch - 1;
   j["global_step"] = state_.global_step;
   j["before_training"] = true;
