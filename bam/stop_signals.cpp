@@ -58,13 +58,15 @@ void install_stop_signal_handlers() {
   action.sa_handler = on_stop_signal;
   action.sa_flags = SA_RESTART;  // a read or a wait the signal interrupts goes on
   ::sigemptyset(&action.sa_mask);
-  for (int s : {SIGINT, SIGTERM, SIGHUP}) {
-    // A signal the process was started ignoring stays ignored: a shell starts a script's
-    // background commands with SIGINT ignored, so that a Ctrl-C meant for the script spares them.
-    struct sigaction before {};
-    if (::sigaction(s, nullptr, &before) == 0 && before.sa_handler == SIG_IGN) continue;
-    ::sigaction(s, &action, nullptr);
-  }
+  for (int s : {SIGINT, SIGTERM, SIGHUP})
+    // A shell starts a script's background commands with SIGINT ignored, so that a Ctrl-C meant
+    // for the script spares them; nohup ignores SIGHUP.
+    if (!started_ignoring(s)) ::sigaction(s, &action, nullptr);
+}
+
+bool started_ignoring(int signal) {
+  struct sigaction before {};
+  return ::sigaction(signal, nullptr, &before) == 0 && before.sa_handler == SIG_IGN;
 }
 
 int stop_signal() { return g_signal.load(); }

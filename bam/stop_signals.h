@@ -12,6 +12,9 @@ namespace bam {
 // ignoring (nohup ignores SIGHUP; a shell starts a script's background commands ignoring SIGINT).
 // bamtrain calls it once its run is about to start; before that, a signal ends the process as usual.
 void install_stop_signal_handlers();
+// Whether this process was started with `signal` ignored (nohup's SIGHUP, a script's background
+// command's SIGINT): such a signal is left ignored, here and in the processes it starts.
+bool started_ignoring(int signal);
 // The first stop signal received since the handlers were installed (SIGINT, SIGTERM or SIGHUP), or 0.
 // Any thread may ask; the trainer asks between steps and between epochs.
 int stop_signal();

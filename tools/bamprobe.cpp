@@ -249,9 +249,8 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
   return row;
 }
 
-// The flags that must be the same on every rank: all but --device, each rank's own (and
-// --nproc_per_node, which started them).
-// The flags every rank must share, by name (not --device and --data_backend, each rank's own).
+// The flags every rank must share, by name: all but --device and --data_backend, each rank's own
+// (and --nproc_per_node, which started them).
 std::vector<std::pair<std::string, std::string>> flags_for_ranks(const ProbeConfig& c) {
   nlohmann::ordered_json j = {{"pretrained_weights", c.pretrained_weights},
                               {"checkpoint_key", c.checkpoint_key},

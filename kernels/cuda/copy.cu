@@ -1,7 +1,7 @@
 // Strided copy, dtype conversion and fill on the GPU. Dense copies are a memcpy; dense conversions
 // between floating types move 16-byte packs. Strided same-dtype copies move raw words; other
-// converting copies go through double (exact for every value of every dtype except i64 beyond
-// 2^53, which only same-dtype copies carry).
+// converting copies from a floating type go through double (exact for every floating value), and
+// from an integer or bool type through int64, as the CPU's static_cast converts them.
 #include <cuda/std/limits>
 #include <cuda_runtime.h>
 
@@ -80,12 +80,7 @@ __device__ inline void store_from_double(void* p, DType t, int64_t i, double v) 
 
 // Integer and bool sources convert as the CPU's static_cast does (kernels/cpu/copy.cpp): to an
 // integer type modulo its range (i64 -1 to u8 is 255), to f32 and f64 rounded once from the exact
-// value (through double, i64 values past 2^53 rounded twice), to 16-bit floats through double then
-// float, as there.
-__device__ inline bool is_integer_type(DType t) {
-  return t == DType::i32 || t == DType::i64 || t == DType::u8 || t == DType::boolean;
-}
-
+// value, to 16-bit floats through double then float, as there.
 __device__ inline int64_t load_as_int64(const void* p, DType t, int64_t i) {
   switch (t) {
     case DType::i32: return static_cast<const int32_t*>(p)[i];
@@ -115,7 +110,7 @@ __device__ inline void store_from_int64(void* p, DType t, int64_t i, int64_t v) 
 
 __global__ void convert_elements(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n,
                                  Layout layout) {
-  const bool integer_source = is_integer_type(src_dtype);
+  const bool integer_source = !is_floating(src_dtype);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t s, d;
     offsets_of(layout, i, &s, &d);

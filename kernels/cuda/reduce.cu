@@ -1,6 +1,7 @@
 // Reductions on the GPU. Rows (inner == 1) get one block each: threads stride over the row, then
 // combine through warp shuffles and shared memory. Columns (inner > 1) are cut into tiles of 32
-// columns times chunks of rows, each block leaving partial results that a second kernel combines.
+// columns times chunks of rows, each block leaving partial results that a second kernel combines
+// (with a single chunk, the blocks write the results themselves).
 // Arg reductions over rows get a block per row; over columns, a thread per output.
 #include <cuda/std/limits>
 
@@ -60,8 +61,9 @@ __global__ void reduce_rows_kernel(ReduceOp op, const S* x, S* out, int64_t rows
 // rows; its 8 warps' lanes read 32 consecutive elements of a row (coalesced) and stride over the
 // chunk's rows together. The 8 row groups combine in shared memory, and each chunk leaves one
 // partial per column in `partials` [chunks, outer * inner] (double), which reduce_chunks_kernel
-// combines; with a single chunk (`partials` null) the block writes the result to `out` itself. Splitting the rows into chunks keeps every SM busy when there are few columns (a
-// bias gradient: 384 columns of 100,000 rows) instead of one thread walking each column.
+// combines; with a single chunk (`partials` null) the block writes the result to `out` itself.
+// Splitting the rows into chunks keeps every SM busy when there are few columns (a bias gradient:
+// 384 columns of 100,000 rows) instead of one thread walking each column.
 constexpr int kColumnTile = 32, kRowGroups = 8;
 
 template <typename S>

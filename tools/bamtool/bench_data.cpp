@@ -85,18 +85,25 @@ DecodeSample read_decode_sample(const data::Dataset& d) {
   size_t bytes = 0;
   for (size_t i = 0; i < d.files.size() && sample.all.size() < kSampleFiles && bytes < kSampleBytes; ++i) {
     std::vector<uint8_t> file;
+    bool on_gpu = false;
     try {
+      // The GPU loader's own rule: what it decodes on the device, what on the CPU, what it refuses.
       file = data::read_image_file(d.files[i]);
-      data::decode_image(file.data(), file.size(), d.files[i]);
+      std::vector<int16_t> coefficients;
+      data::DecodedImage pixels;
+      on_gpu = data::prepare_image_for_gpu(
+                   file.data(), file.size(), d.files[i],
+                   [&](const data::JpegLayout& layout) {
+                     coefficients.assign(static_cast<size_t>(layout.num_coefficients), 0);
+                     return coefficients.data();
+                   },
+                   &pixels)
+                   .decode_on_gpu;
     } catch (const data::ImageDecodeError& e) {
       if (++sample.damaged <= 3) std::fprintf(stderr, "bench-data: skipped: %s\n", e.what());
       continue;
     }
-    try {
-      data::decode_jpeg_coefficients(file.data(), file.size(), d.files[i]);
-      sample.sequential_jpeg.push_back(file);
-    } catch (const data::ImageDecodeError&) {  // UnsupportedJpegError too: not for the GPU path
-    }
+    if (on_gpu) sample.sequential_jpeg.push_back(file);
     bytes += file.size();
     sample.all.push_back(std::move(file));
   }
@@ -173,7 +180,6 @@ double loader_rate(const data::Dataset& d, const BenchDataOptions& o, data::Data
   lo.gpu_output = DType::bf16;   // what bamtrain's GPU loader writes for bf16 training, its default there
   auto loader = data::make_crop_loader(d, recipe, o.batch_size, 0, lo);
   *note = loader->describe_buffers();
-  if (backend == data::DataBackend::gpu) *note += ", bf16 crops";
   int64_t images = 0, epoch = 0;
   loader->start_epoch(epoch);
   int64_t step = 0;
@@ -257,9 +263,11 @@ int run_bench_data(const BenchDataOptions& o) {
   BAM_CHECK(o.mode == "decode" || o.mode == "crops" || o.mode == "both", "--mode must be decode, crops or both");
   BAM_CHECK(o.make_corpus == 0 || o.make_corpus >= o.batch_size,
             "--make_corpus {}: fewer images than one batch of {} (--batch_size)", o.make_corpus, o.batch_size);
-  const bool gpu = o.backend != "cpu";
-  if (gpu && !cuda::is_available())  // before any corpus is written
+  const bool gpu = o.backend != "cpu", run_gpu = gpu && cuda::is_available(), run_cpu = o.backend != "gpu";
+  if (gpu && !run_gpu) {  // before any corpus is written
     BAM_CHECK(o.backend == "both", "--backend gpu: no usable CUDA device ({})", cuda::unavailable_reason());
+    std::printf("GPU rows skipped: %s\n", cuda::unavailable_reason().c_str());
+  }
   if (o.make_corpus > 0) make_corpus(o.data_path, o.make_corpus);
   data::Dataset d;
   try {
@@ -269,8 +277,6 @@ int run_bench_data(const BenchDataOptions& o) {
   }
   BAM_CHECK(d.size() >= o.batch_size, "--data_path {}: {} images, fewer than one batch of {}", o.data_path, d.size(),
             o.batch_size);
-  if (gpu && !cuda::is_available()) std::printf("GPU rows skipped: %s\n", cuda::unavailable_reason().c_str());
-  const bool run_gpu = gpu && cuda::is_available(), run_cpu = o.backend != "gpu";
   std::printf("bench-data: %lld images from %s, %lld threads, batch %lld, %.0f s per row\n",
               static_cast<long long>(d.size()), o.data_path.c_str(), static_cast<long long>(o.threads),
               static_cast<long long>(o.batch_size), o.seconds);

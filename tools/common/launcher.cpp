@@ -134,13 +134,10 @@ int run_local_ranks(int ranks, char** argv) {
   const pid_t launcher = ::getpid();
   struct sigaction pass_on {};
   pass_on.sa_handler = pass_signal_on;
-  for (int s : {SIGINT, SIGTERM, SIGHUP}) {
-    // A signal the launcher was started ignoring (nohup's SIGHUP, a script's background SIGINT)
-    // stays ignored, here and in the ranks, which inherit that through exec (a handler would not be).
-    struct sigaction before {};
-    if (::sigaction(s, nullptr, &before) == 0 && before.sa_handler == SIG_IGN) continue;
-    ::sigaction(s, &pass_on, nullptr);
-  }
+  for (int s : {SIGINT, SIGTERM, SIGHUP})
+    // One the launcher was started ignoring stays ignored, here and in the ranks, which inherit
+    // that through exec (a handler would not be).
+    if (!started_ignoring(s)) ::sigaction(s, &pass_on, nullptr);
   for (int r = 0; r < ranks; ++r) {
     const pid_t pid = ::fork();
     if (pid < 0) {
