@@ -10,11 +10,13 @@ double seconds_to_finish(const EpochEndWork& work, double step_seconds, int64_t 
   const int64_t first = from_step > 0 ? (from_step - 1) / per_epoch : 0;
   const int64_t last = (total - 1) / per_epoch;
   double t = static_cast<double>(total - from_step) * step_seconds;
+  std::optional<ContrastiveCropSchedule> boxes = work.box_updates;
+  if (boxes && work.box_schedule_epochs > 0) boxes = boxes->scaled(work.box_schedule_epochs, last + 1);
   for (int64_t e = first; e <= last; ++e) {
     t += work.save_seconds;
     if (work.saveckp_freq > 0 && e % work.saveckp_freq == 0) t += work.save_seconds;
     if (work.knn_freq > 0 && ((e + 1) % work.knn_freq == 0 || e == last)) t += work.knn_seconds;
-    if (work.box_updates && work.box_updates->renews_after(e, last + 1)) t += work.box_update_seconds;
+    if (boxes && boxes->renews_after(e, last + 1)) t += work.box_update_seconds;
   }
   return t;
 }

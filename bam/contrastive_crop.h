@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -27,6 +28,15 @@ struct ContrastiveCropSchedule {
   int64_t first_renewal() const { return (warmup_epochs + loc_interval - 1) / loc_interval * loc_interval; }
   bool renews_after(int64_t epoch, int64_t epochs) const {
     return epoch >= warmup_epochs && epoch != epochs - 1 && epoch % loc_interval == 0;
+  }
+  // The schedule of a run of `to_epochs` epochs with the proportions of this one's in a run of
+  // `from_epochs` (a schedule fitted to a time budget keeps --epochs' proportions): the warm-up
+  // rounded, the interval rounded and at least one epoch. The fitted run renews its boxes about as
+  // often as the requested one, at the same points of its length.
+  ContrastiveCropSchedule scaled(int64_t from_epochs, int64_t to_epochs) const {
+    const double f = static_cast<double>(to_epochs) / static_cast<double>(std::max<int64_t>(1, from_epochs));
+    return {std::max<int64_t>(1, std::llround(static_cast<double>(loc_interval) * f)),
+            std::llround(static_cast<double>(warmup_epochs) * f)};
   }
   // The first epoch whose boxes are not known while training `epoch`: the one after the next
   // renewal from `epoch` on (none within the run's `epochs`: the largest number).

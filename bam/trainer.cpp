@@ -234,6 +234,23 @@ void Trainer::use_fitted_steps(int64_t max_steps, bool set_warmup) {
   build_schedules();
 }
 
+void Trainer::scale_box_schedule(int64_t requested_epochs) {
+  const ContrastiveCropSchedule requested{config_.loc_interval, config_.warmup_epochs};
+  const ContrastiveCropSchedule fitted = requested.scaled(requested_epochs, config_.epochs);
+  // In the config too, so that the checkpoints keep them (and the saved flags agree with --epochs).
+  config_.loc_interval = fitted.loc_interval;
+  config_.warmup_epochs = fitted.warmup_epochs;
+  if (!config_.use_ccrop) return;
+  std::printf(
+      "ContrastiveCrop's schedule keeps the proportions of --epochs %lld in the %lld fitted: --loc_interval %lld "
+      "and --warmup_epochs %lld (given %lld and %lld)\n",
+      static_cast<long long>(requested_epochs), static_cast<long long>(config_.epochs),
+      static_cast<long long>(fitted.loc_interval), static_cast<long long>(fitted.warmup_epochs),
+      static_cast<long long>(requested.loc_interval), static_cast<long long>(requested.warmup_epochs));
+  ccrop_schedule_ = fitted;
+  use_object_boxes(object_boxes_->boxes, state_.epoch);  // the whole images still, placed by the new schedule
+}
+
 void Trainer::refit_to_budget() {
   const int64_t steps = data_->steps_per_epoch();
   const double per_step = refit_window_seconds_ / static_cast<double>(std::max<int64_t>(1, refit_window_steps_));
@@ -571,7 +588,10 @@ TrainResult Trainer::run() {
   if (fit) {
     const int64_t steps = data_->steps_per_epoch();
     requested_reg_warmup_epochs_ = config_.reg_warmup_epochs;
-    use_fitted_steps(steps_within(budget_seconds - seconds_since(run_start_), step_seconds, 0), true);
+    const int64_t requested_epochs = config_.epochs;
+    EpochEndWork work = epoch_end_work();
+    work.box_schedule_epochs = requested_epochs;  // the box updates keep --epochs' proportions
+    use_fitted_steps(bam::steps_within(work, budget_seconds - seconds_since(run_start_), step_seconds, 0), true);
     std::printf(
         "Measured %.3f s per step: %lld steps (%.2f epochs of %lld steps) fit the %g-minute budget; "
         "warm-up %lld steps\n",
@@ -579,6 +599,7 @@ TrainResult Trainer::run() {
         static_cast<long long>(steps), config_.time_budget_minutes, static_cast<long long>(config_.warmup_steps));
     if (config_.use_ccrop)
       std::printf("(counting a box update at %.3g s, measured on a sample of the images)\n", box_update_seconds_.mean);
+    scale_box_schedule(requested_epochs);
     // Refit from real steps early in the warm-up (leaving the first third of that window out, past
     // start-up costs), then about twenty times more in the run, each from the mean of all the steps
     // timed since then and the epoch-end work's mean cost so far. The deadline only catches a

@@ -172,6 +172,11 @@ class Trainer {
   // (set_warmup) a warm-up of a tenth that follow from it, and the schedules rebuilt.
   void use_fitted_steps(int64_t max_steps, bool set_warmup);
   void refit_to_budget();
+  // At the fit before training: --loc_interval and --warmup_epochs (which place ContrastiveCrop's
+  // box updates; the learning rate's warm-up is a tenth of the fitted steps) scaled from
+  // `requested_epochs` (--epochs) to the fitted epochs, in the config that the checkpoints keep.
+  // The refits keep them.
+  void scale_box_schedule(int64_t requested_epochs);
   // The cost of one occurrence of some epoch-end work: measured once before training, then
   // averaged with each occurrence during the run.
   struct MeanSeconds {

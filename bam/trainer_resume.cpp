@@ -56,6 +56,7 @@ void Trainer::resume_if_possible(TrainResult& result) {
     config_.max_steps = ck.config.max_steps;
     config_.warmup_steps = ck.config.warmup_steps;
     config_.warmup_epochs = ck.config.warmup_epochs;
+    config_.loc_interval = ck.config.loc_interval;  // (the fit scales both with the run)
     config_.reg_warmup_epochs = ck.config.reg_warmup_epochs;
     build_schedules();
   } else if (config_.fit_epochs_to_budget) {

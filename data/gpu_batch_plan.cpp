@@ -127,8 +127,7 @@ GpuBatchImage prepare_image_for_gpu(const uint8_t* bytes, size_t size, const std
   if (jpeg && read_jpeg_exif_orientation(bytes, size) == 1) {
     std::vector<std::string> found;  // this decode's warnings, passed on when it is kept
     try {
-      image.layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, &found, jpeg_decode_limits(options));
-      if (options.refuse_truncated) refuse_if_truncated(image.layout, name, found);  // as decode_image does
+      image.layout = decode_jpeg_layout(bytes, size, name, allocate, &found, options);  // as decode_image does
       refuse_if_extreme_aspect(image.layout.width, image.layout.height, name);
       if (image.layout.exif_orientation == 1) {
         image.width = image.layout.width;

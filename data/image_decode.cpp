@@ -118,11 +118,17 @@ ImageDecodeOptions loader_decode_options() {
   return options;
 }
 
-JpegDecodeLimits jpeg_decode_limits(const ImageDecodeOptions& options) {
+JpegLayout decode_jpeg_layout(const uint8_t* bytes, size_t size, std::string_view name,
+                              const JpegCoefficientAllocator& allocate, std::vector<std::string>* warnings,
+                              const ImageDecodeOptions& options) {
   JpegDecodeLimits limits;
   limits.max_pixels = options.max_pixels;
   limits.refuse_truncated = options.refuse_truncated;
-  return limits;
+  std::vector<std::string> found;  // refuse_if_truncated names this decode's warnings alone
+  const JpegLayout layout = decode_jpeg_coefficients_into(bytes, size, name, allocate, &found, limits);
+  if (options.refuse_truncated) refuse_if_truncated(layout, name, found);
+  if (warnings) warnings->insert(warnings->end(), found.begin(), found.end());
+  return layout;
 }
 
 DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view name,
@@ -131,16 +137,14 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, std::string_view na
   DecodedImage image;
   if (looks_like_jpeg(bytes, size)) {
     try {
-      const JpegDecodeLimits limits = jpeg_decode_limits(options);
       std::unique_ptr<int16_t[]> coefficients;  // the decoder zeroes it; no need to twice
-      JpegLayout layout = decode_jpeg_coefficients_into(
+      const JpegLayout layout = decode_jpeg_layout(
           bytes, size, name,
           [&](const JpegLayout& l) {
             coefficients.reset(new int16_t[size_t(l.num_coefficients)]);
             return coefficients.get();
           },
-          &image.warnings, limits);
-      if (options.refuse_truncated) refuse_if_truncated(layout, name, image.warnings);
+          &image.warnings, options);
       image.width = layout.width;
       image.height = layout.height;
       image.pixels.resize(size_t(layout.width) * layout.height * 3);

@@ -47,9 +47,13 @@ struct ImageDecodeOptions {
 // The loaders' rule, on the CPU and the GPU path alike: a JPEG cut off inside its image data is
 // reported and skipped (as PIL refuses it), not trained on with its missing part grey.
 ImageDecodeOptions loader_decode_options();
-// What `options` ask of our JPEG decoder (max_pixels, refuse_truncated), for a caller that runs it
-// directly (the GPU loader's coefficient decode), as decode_image does.
-JpegDecodeLimits jpeg_decode_limits(const ImageDecodeOptions& options);
+// Our JPEG decoder's coefficients (decode_jpeg_coefficients_into) under `options`: their
+// max_pixels, and a truncated file refused when they say refuse_truncated. The JPEG path of
+// decode_image, and of the GPU loader, which reconstructs the pixels on the device; both then
+// refuse sides too far apart (refuse_if_extreme_aspect), as for any format.
+JpegLayout decode_jpeg_layout(const uint8_t* bytes, size_t size, std::string_view name,
+                              const JpegCoefficientAllocator& allocate, std::vector<std::string>* warnings,
+                              const ImageDecodeOptions& options);
 
 // Decodes an in-memory file. `name` (usually the path) starts every error message. Throws
 // ImageDecodeError for anything that cannot be decoded; never returns an empty image.

@@ -290,6 +290,21 @@ TEST_CASE("the boxes are used and renewed on main_pretrain.py's epochs") {
   CHECK(every.renews_after(1, 3));
   CHECK(!every.renews_after(2, 3));
   CHECK(every.known_until(2, 3) == none);
+  // Scaled to a fitted run's length: the same proportions, the interval at least one epoch.
+  const ContrastiveCropSchedule official{20, 10};
+  const ContrastiveCropSchedule ten = official.scaled(100, 10);
+  CHECK(ten.loc_interval == 2);
+  CHECK(ten.warmup_epochs == 1);
+  const ContrastiveCropSchedule three = official.scaled(100, 3);
+  CHECK(three.loc_interval == 1);  // 0.6 rounds to 1
+  CHECK(three.warmup_epochs == 0);
+  CHECK(three.renews_after(0, 3));
+  CHECK(three.renews_after(1, 3));
+  const ContrastiveCropSchedule longer = official.scaled(100, 300);
+  CHECK(longer.loc_interval == 60);
+  CHECK(longer.warmup_epochs == 30);
+  CHECK(official.scaled(100, 100).loc_interval == 20);
+  CHECK(official.scaled(100, 1).loc_interval == 1);
 }
 
 TEST_CASE("locate_objects reads the CLS attention of the last block of each whole image, in dataset order") {
@@ -417,6 +432,70 @@ TEST_CASE("a ContrastiveCrop run renews its boxes with the teacher, keeps them i
   plain.max_steps = 0;
   CHECK_THROWS_WITH_AS(Trainer(plain, make_train_data(plain)).run(),
                        doctest::Contains("the checkpoint holds no ContrastiveCrop boxes"), Error);
+}
+
+// A run fitted to a time budget keeps --epochs' proportions in ContrastiveCrop's schedule: with
+// the official proportions (--loc_interval 20 and --warmup_epochs 10 of --epochs 100, here ten
+// times each, as these steps take milliseconds) and a fit of some tens of epochs, the boxes are
+// renewed about four times (unscaled, a fitted run shorter than the first renewal never renewed
+// them, and its checkpoints said --warmup_epochs beyond their --epochs). A resume keeps the
+// fitted schedule whatever the flags say.
+TEST_CASE("a ContrastiveCrop run fitted to a budget scales its box schedule with the run, and a resume keeps it") {
+  const std::string folder = write_colour_folder("ccrop/fit_images", 4, 16, 10);
+  auto config = [&](const std::string& name) {
+    TrainConfig c = small_train_config(fresh_dir(name));
+    c.data_path = folder;
+    c.num_workers = 2;
+    c.use_ccrop = true;
+    c.box_thresh = 0.5;
+    c.epochs = 1000;
+    c.warmup_epochs = 100;
+    c.loc_interval = 200;
+    c.time_budget_minutes = 0.04;
+    c.fit_epochs_to_budget = true;
+    return c;
+  };
+  const TrainConfig full = config("fit_full");
+  TrainResult r;
+  const std::string out = stdout_of([&] { r = Trainer(full, make_train_data(full)).run(); });
+  const std::string said = "ContrastiveCrop's schedule keeps the proportions of --epochs 1000 in the ";
+  const size_t at = out.find(said);
+  REQUIRE(at != std::string::npos);
+  const int64_t fitted = std::stoll(out.substr(at + said.size()));
+  CAPTURE(fitted);
+  REQUIRE(fitted >= 3);  // a budget of 2.4 s holds tens of these epochs
+  REQUIRE(fitted < 1000);
+  const ContrastiveCropSchedule scaled = ContrastiveCropSchedule{200, 100}.scaled(1000, fitted);
+  CHECK(out.find("fitted: --loc_interval " + std::to_string(scaled.loc_interval) + " and --warmup_epochs " +
+                 std::to_string(scaled.warmup_epochs) + " (given 200 and 100)") != std::string::npos);
+  const LoadedCheckpoint ck = load_checkpoint(full.output_dir + "/checkpoint.safetensors");
+  CHECK(ck.config.loc_interval == scaled.loc_interval);
+  CHECK(ck.config.warmup_epochs == scaled.warmup_epochs);
+  CHECK(ck.config.warmup_epochs <= ck.config.epochs);
+  // The epochs run renewed the boxes where the scaled schedule says, for the run's final length
+  // (the refits move its end).
+  int renewals = 0;
+  for (size_t e = 0; e < r.epochs.size(); ++e) {
+    CAPTURE(e);
+    const bool renewed = scaled.renews_after(static_cast<int64_t>(e), ck.config.epochs);
+    CHECK((r.epochs[e].box_area >= 0) == renewed);
+    renewals += renewed;
+  }
+  CHECK(renewals >= 1);
+
+  // Stopped in epoch 1 (after the calibration's 4 batches and epoch 0's 4), then resumed with the
+  // flags as given: the checkpoint's fitted schedule stays.
+  const TrainConfig crashed = config("fit_crashed");
+  CHECK_THROWS_WITH_AS(Trainer(crashed, std::make_unique<FailingData>(make_train_data(crashed), 10)).run(),
+                       doctest::Contains("the machine went down"), Error);
+  const LoadedCheckpoint stopped = load_checkpoint(crashed.output_dir + "/checkpoint.safetensors");
+  REQUIRE(stopped.state.epoch == 1);
+  CHECK(stopped.config.loc_interval < 200);
+  Trainer(crashed, make_train_data(crashed)).run();
+  const LoadedCheckpoint resumed = load_checkpoint(crashed.output_dir + "/checkpoint.safetensors");
+  CHECK(resumed.state.global_step > stopped.state.global_step);
+  CHECK(resumed.config.loc_interval == stopped.config.loc_interval);
+  CHECK(resumed.config.warmup_epochs == stopped.config.warmup_epochs);
 }
 
 }  // namespace bam::test

@@ -201,7 +201,9 @@ if enabled data; then
   sed -n '/^path/,$p' "$OUT/data.log"
   # Matched by the row's own label at the start of the line (a note may name another path).
   for what in "decode, CPU" "Huffman half" "decode, hybrid" "CPU loader" "GPU loader"; do
+    name=$what
     case $what in
+      "decode, hybrid") label="^$what" name="$what (estimate: the slower half)" ;;
       decode*) label="^$what" ;;
       Huffman*) label="^ +$what" ;;
       *) label="^decode \+ [^ ]+, $what" ;;
@@ -209,10 +211,7 @@ if enabled data; then
     # The img/s column (characters 38-49: "%-36s %12.1f"); a failed row has "failed" there, and
     # its note may hold numbers of its own.
     value=$(grep -E "$label" "$OUT/data.log" | tail -1 | cut -c38-49 | xargs)
-    case $what in
-      "decode, hybrid") what="decode, hybrid (estimate: the slower half)" ;;
-    esac
-    row "bench-data $what img/s (16 threads)" "${value:-failed rc $status (see data.log)}"
+    row "bench-data $name img/s (16 threads)" "${value:-failed rc $status (see data.log)}"
   done
   if enabled peer && [ -f tools/peers/torch_data_bench.py ]; then
     timeout $(limit 120) python3 tools/peers/torch_data_bench.py --folder "$corpus/train" --images 1024 --workers 16 \
