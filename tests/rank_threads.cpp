@@ -31,6 +31,12 @@ int free_port() {
 }
 
 void run_ranks(int world, const std::function<void(Communicator&)>& body) {
+  run_ranks(
+      world, [](LaunchEnvironment&) {}, body);
+}
+
+void run_ranks(int world, const std::function<void(LaunchEnvironment&)>& configure,
+               const std::function<void(Communicator&)>& body) {
   const int port = free_port();
   std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
   std::vector<std::thread> threads;
@@ -42,6 +48,7 @@ void run_ranks(int world, const std::function<void(Communicator&)>& body) {
         env.world_size = world;
         env.master_port = port;
         env.connect_timeout_seconds = 60;
+        configure(env);
         std::shared_ptr<Communicator> group = connect_tcp(env);
         body(*group);
       } catch (...) {

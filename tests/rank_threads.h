@@ -14,5 +14,8 @@ int free_port();
 // Runs body(rank's communicator) on `world` threads; rethrows the lowest rank's error, if any. A
 // rank that fails closes its connections, so the others fail too rather than wait.
 void run_ranks(int world, const std::function<void(Communicator&)>& body);
+// The same with each rank's LaunchEnvironment changed by `configure` first.
+void run_ranks(int world, const std::function<void(LaunchEnvironment&)>& configure,
+               const std::function<void(Communicator&)>& body);
 
 }  // namespace bam::test

@@ -259,17 +259,21 @@ std::filesystem::path scratch_dir(const std::string& name) {
   return dir;
 }
 
-std::string stdout_of(const std::function<void()>& work) {
-  const std::filesystem::path file = scratch_dir("stdout_of") / "captured.txt";
-  std::fflush(stdout);
-  const int saved = ::dup(STDOUT_FILENO);
-  BAM_CHECK(saved >= 0, "stdout_of: cannot duplicate stdout");
+namespace {
+
+// What `work` writes to file descriptor `fd` (stdout or stderr) through `stream`, which still goes
+// there afterwards.
+std::string output_of(int fd, std::FILE* stream, const char* name, const std::function<void()>& work) {
+  const std::filesystem::path file = scratch_dir(std::string(name) + "_of") / "captured.txt";
+  std::fflush(stream);
+  const int saved = ::dup(fd);
+  BAM_CHECK(saved >= 0, "{}_of: cannot duplicate {}", name, name);
   std::FILE* capture = std::fopen(file.c_str(), "w+");
-  BAM_CHECK(capture != nullptr, "stdout_of: cannot open {}", file.string());
-  ::dup2(::fileno(capture), STDOUT_FILENO);
+  BAM_CHECK(capture != nullptr, "{}_of: cannot open {}", name, file.string());
+  ::dup2(::fileno(capture), fd);
   auto restore = [&] {
-    std::fflush(stdout);
-    ::dup2(saved, STDOUT_FILENO);
+    std::fflush(stream);
+    ::dup2(saved, fd);
     ::close(saved);
   };
   try {
@@ -284,9 +288,15 @@ std::string stdout_of(const std::function<void()>& work) {
   std::rewind(capture);
   for (int c; (c = std::fgetc(capture)) != EOF;) text.push_back(static_cast<char>(c));
   std::fclose(capture);
-  std::fputs(text.c_str(), stdout);  // still shown
+  std::fputs(text.c_str(), stream);  // still shown
   return text;
 }
+
+}  // namespace
+
+std::string stdout_of(const std::function<void()>& work) { return output_of(STDOUT_FILENO, stdout, "stdout", work); }
+
+std::string stderr_of(const std::function<void()>& work) { return output_of(STDERR_FILENO, stderr, "stderr", work); }
 
 std::string error_of(const std::function<void()>& work) {
   try {

@@ -119,6 +119,8 @@ std::string error_of(const std::function<void()>& work);
 // What `work` prints to stdout (the progress lines and notes the tools print), which still goes
 // to stdout afterwards. Also printf's output from other threads meanwhile.
 std::string stdout_of(const std::function<void()>& work);
+// The same for stderr (the warnings and notices).
+std::string stderr_of(const std::function<void()>& work);
 
 // Moves a folder away (to make every file of a dataset unreadable) and puts it back when
 // destroyed, however the test ends.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "bam/bam_loss.h"
 #include "bam/knn.h"
@@ -91,6 +92,31 @@ TEST_CASE("collectives: ranks that call different collectives, or stop, fail wit
     });
   });
   CHECK_MESSAGE(stopped.find("rank 1 closed its connection") != std::string::npos, stopped);
+}
+
+// The sending side of the stall notice (cli_data_parallel.sh stops a whole bamtrain rank, whose
+// peer waits to receive): rank 0 broadcasts 64 MiB, far more than the loopback socket holds, to a
+// rank that does not read for 3 s. Rank 0, blocked in its send, says whom it waits for after
+// stall_notice_seconds, goes on waiting, and the broadcast arrives whole.
+TEST_CASE("collectives: a rank whose send stalls on a peer that does not read says so, and the data arrives") {
+  const int64_t n = int64_t{16} << 20;
+  Tensor received;
+  const std::string said = stderr_of([&] {
+    run_ranks(
+        2, [](LaunchEnvironment& env) { env.stall_notice_seconds = 1; },
+        [&](Communicator& group) {
+          Tensor t = group.rank() == 0 ? arange(0, static_cast<double>(n), 1, {DType::f32}) : zeros({n});
+          if (group.rank() == 1) std::this_thread::sleep_for(std::chrono::seconds(3));
+          group.broadcast(t);
+          if (group.rank() == 1) received = t;
+        });
+  });
+  CHECK_MESSAGE(said.find("rank 0: waiting for rank 1 for") != std::string::npos, said);
+  CHECK_MESSAGE(said.find("This rank goes on waiting") != std::string::npos, said);
+  REQUIRE(received.defined());
+  REQUIRE(received.numel() == n);
+  const float* v = received.data<float>();
+  for (int64_t i : {int64_t{0}, int64_t{1}, n / 2 + 3, n - 1}) CHECK(v[i] == static_cast<float>(i));
 }
 
 TEST_CASE(
