@@ -35,4 +35,24 @@ int64_t steps_within(const EpochEndWork& work, double seconds, double step_secon
   return lo;
 }
 
+RefitPlan first_refit_plan(int64_t max_steps) {
+  RefitPlan plan;
+  plan.at_step = std::clamp<int64_t>(max_steps / 20, 9, 60);
+  plan.window_start = plan.at_step / 3;
+  if (plan.at_step >= max_steps) plan.at_step = -1;
+  return plan;
+}
+
+RefitPlan next_refit_plan(const RefitPlan& before, int64_t step, int64_t max_steps) {
+  RefitPlan plan = before;  // the window keeps its start: it grows with the run
+  if (!before.first_done()) plan.interval = std::max<int64_t>({1, step, max_steps / 20});
+  plan.at_step = step + plan.interval;
+  if (plan.at_step >= max_steps) plan.at_step = -1;
+  return plan;
+}
+
+bool refit_restarts_warmup(const RefitPlan& plan, int64_t step, int64_t warmup_steps) {
+  return !plan.first_done() && step < warmup_steps;
+}
+
 }  // namespace bam

@@ -256,16 +256,8 @@ void Trainer::refit_to_budget() {
   const double per_step = refit_window_seconds_ / static_cast<double>(std::max<int64_t>(1, refit_window_steps_));
   const double left = budget_seconds_ - seconds_since(run_start_);
   const int64_t planned = config_.max_steps;
-  // The first refit, early in the warm-up, sets the warm-up's length for good (the later ones only
-  // move the end of the cosine decay), and the interval of the refits to come, from its own plan
-  // rather than the calibration's.
-  const bool first = refits_done_ == 0;
-  // (A short plan's warm-up may have ended before the first refit, at step 9 or later: it stays
-  // ended, rather than start again at the new plan's length.)
   use_fitted_steps(steps_within(left, per_step, state_.global_step),
-                   first && state_.global_step < config_.warmup_steps);
-  if (first) refit_interval_ = std::max<int64_t>(state_.global_step, config_.max_steps / 20);
-  ++refits_done_;
+                   refit_restarts_warmup(refit_, state_.global_step, config_.warmup_steps));
   std::printf(
       "Refitted to the budget at step %lld: %.3f s per step (mean of %lld steps), %lld steps in all (%.2f "
       "epochs; was %lld)\n",
@@ -275,8 +267,7 @@ void Trainer::refit_to_budget() {
   // The window keeps growing: the mean of all steps since its start follows a lasting change of
   // speed, and averages out the minute-to-minute drift that a short window would chase (each
   // refit moves the cosine decay's end, so a jumpy estimate makes a jumpy learning rate).
-  refit_at_step_ = state_.global_step + refit_interval_;
-  if (refit_at_step_ >= config_.max_steps) refit_at_step_ = -1;  // the run ends first
+  refit_ = next_refit_plan(refit_, state_.global_step, config_.max_steps);
 }
 
 void Trainer::save_timed(const std::string& path) {
@@ -471,12 +462,12 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     }
     // Each step of the refit window, from its wait for data to here: the epoch-end work that the
     // window may span is counted separately.
-    if (refit_at_step_ > 0) {
-      if (state_.global_step > refit_window_start_) {
+    if (refit_.at_step > 0) {
+      if (state_.global_step > refit_.window_start) {
         refit_window_seconds_ += seconds_since(wait_start);
         ++refit_window_steps_;
       }
-      if (state_.global_step == refit_at_step_) refit_to_budget();
+      if (state_.global_step == refit_.at_step) refit_to_budget();
     }
     // Everything of the step, its logging included, has run: a wait anywhere in it is counted.
     sums.host_waits += static_cast<double>(cuda::host_waits() - waits_before);
@@ -600,13 +591,10 @@ TrainResult Trainer::run() {
     if (config_.use_ccrop)
       std::printf("(counting a box update at %.3g s, measured on a sample of the images)\n", box_update_seconds_.mean);
     scale_box_schedule(requested_epochs);
-    // Refit from real steps early in the warm-up (leaving the first third of that window out, past
-    // start-up costs), then about twenty times more in the run, each from the mean of all the steps
-    // timed since then and the epoch-end work's mean cost so far. The deadline only catches a
-    // far-off estimate.
-    refit_at_step_ = std::clamp<int64_t>(config_.max_steps / 20, 9, 60);
-    refit_window_start_ = refit_at_step_ / 3;
-    if (refit_at_step_ >= config_.max_steps) refit_at_step_ = -1;  // the run ends first
+    // Refit from real steps early in the warm-up, then about twenty times more in the run, each
+    // from the mean of all the steps timed since then and the epoch-end work's mean cost so far
+    // (first_refit_plan). The deadline only catches a far-off estimate.
+    refit_ = first_refit_plan(config_.max_steps);
     budget_seconds_ = budget_seconds;
     budget_seconds *= 1.15;
   }

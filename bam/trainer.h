@@ -154,16 +154,11 @@ class Trainer {
   GradScaler scaler_{false};          // enabled for fp16
   std::vector<double> lr_schedule_, wd_schedule_, momentum_schedule_;
   int64_t total_steps_ = 0;  // the schedules' length: --max_steps or epochs x steps per epoch
-  // Fitting to a time budget: at `refit_at_step_` the schedule is refitted to what is left of the
-  // budget, from the mean time of the real steps after `refit_window_start_` (-1: no refit
-  // pending). The first refit comes early in the warm-up; the later ones every `refit_interval_`
-  // steps (a twentieth of the first refit's plan), so that the run lands near the budget when the
-  // machine's speed drifts.
-  int64_t refit_at_step_ = -1;
-  int64_t refit_interval_ = 0;
-  int refits_done_ = 0;
+  // Fitting to a time budget: at refit_.at_step the schedule is refitted to what is left of the
+  // budget, from the mean time of the real steps after refit_.window_start (bam/budget_fit.h), so
+  // that the run lands near the budget when the machine's speed drifts.
+  RefitPlan refit_;
   Clock::time_point run_start_;
-  int64_t refit_window_start_ = 0;   // the steps after this one are in the window
   double refit_window_seconds_ = 0;  // the window's steps, summed (epoch-end work left out)
   int64_t refit_window_steps_ = 0;
   double budget_seconds_ = 0;

@@ -1,7 +1,8 @@
 // The time budget's arithmetic (bam/budget_fit.h) on hand-counted cases: the steps left, the
 // epoch ends they reach (saves, numbered saves, kNN evaluations after every k-th epoch and after
-// the last, ContrastiveCrop's box updates), a fit that starts mid-run, in an odd epoch or at an
-// epoch's last step.
+// the last, ContrastiveCrop's box updates, scaled with the run at the first fit), a fit that
+// starts mid-run, in an odd epoch or at an epoch's last step; and when the refits come and what
+// the first one changes.
 #include "bam/budget_fit.h"
 #include "tests/support.h"
 
@@ -69,6 +70,45 @@ TEST_CASE("steps_within finds the most steps that fit, at least one") {
   // No epoch-end work: seconds / step time.
   w.knn_freq = 0;
   CHECK(steps_within(w, 100.0, 0.25, 0) == 400);
+}
+
+TEST_CASE("refits: the first early in the warm-up, then a twentieth of its plan apart, none past the end") {
+  // A long plan: the first refit at a twentieth, capped at 60, timing the steps after 20.
+  const RefitPlan first = first_refit_plan(10000);
+  CHECK(first.at_step == 60);
+  CHECK(first.window_start == 20);
+  CHECK(!first.first_done());
+  // Its refit (at step 60) made the plan 8000 steps: the next ones every 400, the window kept.
+  const RefitPlan second = next_refit_plan(first, 60, 8000);
+  CHECK(second.interval == 400);
+  CHECK(second.at_step == 460);
+  CHECK(second.window_start == 20);
+  // The interval stays the first refit's, whatever the later plans.
+  const RefitPlan third = next_refit_plan(second, 460, 20000);
+  CHECK(third.interval == 400);
+  CHECK(third.at_step == 860);
+  // One that would come at or past the plan's end is not planned.
+  CHECK(next_refit_plan(second, 7700, 8000).at_step == -1);
+  CHECK(next_refit_plan(second, 7599, 8000).at_step == 7999);
+  // A short plan: the first refit no earlier than step 9 (and the interval at least its step); a
+  // plan of 9 steps or fewer has none.
+  CHECK(first_refit_plan(100).at_step == 9);
+  CHECK(first_refit_plan(100).window_start == 3);
+  CHECK(next_refit_plan(first_refit_plan(100), 9, 100).interval == 9);
+  CHECK(first_refit_plan(10).at_step == 9);
+  CHECK(first_refit_plan(9).at_step == -1);
+  CHECK(first_refit_plan(1).at_step == -1);
+}
+
+TEST_CASE("refits: only the first restarts the warm-up, and only while it runs") {
+  const RefitPlan first = first_refit_plan(10000);
+  CHECK(refit_restarts_warmup(first, 60, 1000));  // 60 steps into a 1000-step warm-up
+  // A short plan's warm-up (10 % of 50 steps) ended before the first refit at step 9: a refit to a
+  // longer plan does not start it again.
+  CHECK(!refit_restarts_warmup(first_refit_plan(50), 9, 5));
+  CHECK(!refit_restarts_warmup(first_refit_plan(50), 9, 9));
+  // The later refits never do.
+  CHECK(!refit_restarts_warmup(next_refit_plan(first, 60, 10000), 560, 1000));
 }
 
 }  // namespace bam::test
