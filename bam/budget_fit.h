@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "bam/contrastive_crop.h"
+#include "bam/contrastive_crop_schedule.h"
 
 namespace bam {
 

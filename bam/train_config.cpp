@@ -156,7 +156,7 @@ ProjectorConfig TrainConfig::projector() const {
   X(loc_interval) X(ccrop_img_size) X(data_path) X(output_dir) X(saveckp_freq)                              \
   X(seed) X(num_workers) X(data_backend) X(knn_freq) X(knn_train_path) X(knn_val_path) X(eval_resize_ratio) \
   X(knn_train_fraction) X(knn_eval_fraction) X(eval_first) X(log_freq) X(time_budget_minutes)               \
-  X(fit_epochs_to_budget) X(world_size)
+  X(fit_epochs_to_budget) X(ccrop_scaled_from_epochs) X(ccrop_scaled_to_epochs) X(world_size)
 // clang-format on
 
 nlohmann::ordered_json TrainConfig::to_json() const {

@@ -6,6 +6,7 @@
 #include <string>
 #include <utility>
 
+#include "bam/contrastive_crop_schedule.h"
 #include "models/projector.h"
 #include "models/vit.h"
 
@@ -83,6 +84,9 @@ struct TrainConfig {
   // With a budget: measure a few steps first and choose --max_steps so the whole schedule fits
   // the budget (warm-up becomes 10% of those steps, the eps warm-up at most the epochs they span).
   bool fit_epochs_to_budget = false;
+  // Set by the fit, not flags: ContrastiveCrop's schedule scaled from the requested --epochs to the
+  // fitted epochs (ContrastiveCropSchedule::scaled; 0: not scaled), kept by the checkpoints.
+  int64_t ccrop_scaled_from_epochs = 0, ccrop_scaled_to_epochs = 0;
   // Data parallelism (set by bamtrain from torchrun's RANK and WORLD_SIZE, not flags): this
   // process's rank among world_size processes that each train on batch_size_per_gpu images of one
   // global batch. The checkpoint keeps both: a resume must keep their product, the global batch,
@@ -97,6 +101,9 @@ struct TrainConfig {
   int64_t target_crops() const { return target_crops_number > 0 ? target_crops_number : global_crops_number; }
   double final_reg() const { return reg_final < 0 ? reg : reg_final; }
   int64_t box_image_size() const { return ccrop_img_size > 0 ? ccrop_img_size : global_crops_size; }
+  ContrastiveCropSchedule ccrop_schedule() const {
+    return {loc_interval, warmup_epochs, ccrop_scaled_from_epochs, ccrop_scaled_to_epochs};
+  }
 
   nlohmann::ordered_json to_json() const;
   static TrainConfig from_json(const nlohmann::json& j);

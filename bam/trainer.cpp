@@ -218,7 +218,7 @@ EpochEndWork Trainer::epoch_end_work() const {
   work.steps_per_epoch = data_->steps_per_epoch();
   work.saveckp_freq = config_.saveckp_freq;
   work.knn_freq = knn_ ? config_.knn_freq : 0;
-  if (config_.use_ccrop) work.box_updates = ccrop_schedule_;
+  if (config_.use_ccrop) work.box_updates = config_.ccrop_schedule();
   work.save_seconds = save_seconds_.mean;
   work.knn_seconds = knn_seconds_.mean;
   work.box_update_seconds = box_update_seconds_.mean;
@@ -234,30 +234,19 @@ void Trainer::use_fitted_steps(int64_t max_steps, bool set_warmup) {
   build_schedules();
 }
 
-void Trainer::scale_box_schedule(int64_t requested_epochs) {
-  const ContrastiveCropSchedule requested{config_.loc_interval, config_.warmup_epochs};
-  const ContrastiveCropSchedule fitted = requested.scaled(requested_epochs, config_.epochs);
-  // In the config too, so that the checkpoints keep them (and the saved flags agree with --epochs).
-  config_.loc_interval = fitted.loc_interval;
-  config_.warmup_epochs = fitted.warmup_epochs;
-  if (!config_.use_ccrop) return;
-  std::printf(
-      "ContrastiveCrop's schedule keeps the proportions of --epochs %lld in the %lld fitted: --loc_interval %lld "
-      "and --warmup_epochs %lld (given %lld and %lld)\n",
-      static_cast<long long>(requested_epochs), static_cast<long long>(config_.epochs),
-      static_cast<long long>(fitted.loc_interval), static_cast<long long>(fitted.warmup_epochs),
-      static_cast<long long>(requested.loc_interval), static_cast<long long>(requested.warmup_epochs));
-  ccrop_schedule_ = fitted;
-  use_object_boxes(object_boxes_->boxes, state_.epoch);  // the whole images still, placed by the new schedule
-}
-
 void Trainer::refit_to_budget() {
   const int64_t steps = data_->steps_per_epoch();
   const double per_step = refit_window_seconds_ / static_cast<double>(std::max<int64_t>(1, refit_window_steps_));
   const double left = budget_seconds_ - seconds_since(run_start_);
   const int64_t planned = config_.max_steps;
-  use_fitted_steps(steps_within(left, per_step, state_.global_step),
+  // The first refit, before the first box update, scales ContrastiveCrop's schedule again, from
+  // its own plan rather than the calibration's (as it sets the warm-up).
+  const bool rescale = !refit_.first_done() && box_schedule_scalable();
+  EpochEndWork work = epoch_end_work();
+  if (rescale) work.box_schedule_epochs = config_.ccrop_scaled_from_epochs;
+  use_fitted_steps(bam::steps_within(work, left, per_step, state_.global_step),
                    refit_restarts_warmup(refit_, state_.global_step, config_.warmup_steps));
+  if (rescale) scale_box_schedule(config_.ccrop_scaled_from_epochs, "the refitted plan's");
   std::printf(
       "Refitted to the budget at step %lld: %.3f s per step (mean of %lld steps), %lld steps in all (%.2f "
       "epochs; was %lld)\n",
@@ -522,8 +511,6 @@ TrainResult Trainer::run() {
   check_ranks_agree();
   bool resumed_boxes = false;
   if (config_.use_ccrop) {
-    // After the resume, which may restore a budget-fitted --warmup_epochs.
-    ccrop_schedule_ = {config_.loc_interval, config_.warmup_epochs};
     // The boxes start as the whole image (or as the checkpoint left them).
     resumed_boxes = !resumed_boxes_.empty();
     use_object_boxes(resumed_boxes ? std::move(resumed_boxes_) : std::vector<data::ObjectBox>(data_->images()->size()),
@@ -590,7 +577,7 @@ TrainResult Trainer::run() {
         static_cast<long long>(steps), config_.time_budget_minutes, static_cast<long long>(config_.warmup_steps));
     if (config_.use_ccrop)
       std::printf("(counting a box update at %.3g s, measured on a sample of the images)\n", box_update_seconds_.mean);
-    scale_box_schedule(requested_epochs);
+    scale_box_schedule(requested_epochs, "the fitted");
     // Refit from real steps early in the warm-up, then about twenty times more in the run, each
     // from the mean of all the steps timed since then and the epoch-end work's mean cost so far
     // (first_refit_plan). The deadline only catches a far-off estimate.
@@ -652,7 +639,7 @@ TrainResult Trainer::run() {
     // log row) goes to the next run of the command, so that a scheduler's grace period, short
     // against a pass of the model over every training image, is spent saving.
     int stop_at_end = 0;
-    if (config_.use_ccrop && ccrop_schedule_.renews_after(epoch, epochs_in_schedule())) {
+    if (config_.use_ccrop && config_.ccrop_schedule().renews_after(epoch, epochs_in_schedule())) {
       if (const StopDecision s = stop_decision(std::nullopt); s.signal) {
         stop_at_end = s.signal;
         state_.boxes_due_after_epoch = epoch;  // in the checkpoints below; renew_boxes_left_by_stop

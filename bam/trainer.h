@@ -167,11 +167,13 @@ class Trainer {
   // (set_warmup) a warm-up of a tenth that follow from it, and the schedules rebuilt.
   void use_fitted_steps(int64_t max_steps, bool set_warmup);
   void refit_to_budget();
-  // At the fit before training: --loc_interval and --warmup_epochs (which place ContrastiveCrop's
-  // box updates; the learning rate's warm-up is a tenth of the fitted steps) scaled from
-  // `requested_epochs` (--epochs) to the fitted epochs, in the config that the checkpoints keep.
-  // The refits keep them.
-  void scale_box_schedule(int64_t requested_epochs);
+  // ContrastiveCrop's schedule scaled from `requested_epochs` (--epochs) to the epochs of the plan
+  // just fitted (at the fit before training, and again at the first refit while no box has been
+  // located: box_schedule_scalable), in the config that the checkpoints keep; the later refits
+  // keep it. `plan` names the plan in the message.
+  void scale_box_schedule(int64_t requested_epochs, const char* plan);
+  bool box_schedule_scalable() const;
+  std::string box_renewals_text() const;  // the first few renewals to come, for messages
   // The cost of one occurrence of some epoch-end work: measured once before training, then
   // averaged with each occurrence during the run.
   struct MeanSeconds {
@@ -199,8 +201,7 @@ class Trainer {
     static EpochSums from_json(const std::string& text);  // throws on a malformed one
   };
   EpochSums epoch_sums_;
-  bool steps_log_failed_ = false;  // steps.jsonl could not be written once (warned)
-  ContrastiveCropSchedule ccrop_schedule_;
+  bool steps_log_failed_ = false;                          // steps.jsonl could not be written once (warned)
   std::shared_ptr<const data::ObjectBoxes> object_boxes_;  // with --use_ccrop
   std::vector<data::ObjectBox> resumed_boxes_;             // from the checkpoint, until run() uses them
   Device device_;

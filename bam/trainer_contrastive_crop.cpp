@@ -1,6 +1,6 @@
 // The Trainer's ContrastiveCrop duties: the boxes the loader places crops by, their renewal from
 // the model's attention (shared over the ranks of a data-parallel run), what a renewal costs when
-// fitting a time budget, and the plan printed at start.
+// fitting a time budget and the schedule's scaling to the fitted run, and the plan printed at start.
 #include <cstdio>
 #include <string>
 
@@ -14,8 +14,9 @@ namespace bam {
 void Trainer::use_object_boxes(std::vector<data::ObjectBox> boxes, int64_t epoch) {
   auto b = std::make_shared<data::ObjectBoxes>();
   b->alpha = config_.ccrop_alpha;
-  b->first_epoch = ccrop_schedule_.first_epoch();
-  b->until_epoch = ccrop_schedule_.known_until(epoch, epochs_in_schedule());
+  const ContrastiveCropSchedule schedule = config_.ccrop_schedule();
+  b->first_epoch = schedule.first_epoch();
+  b->until_epoch = schedule.known_until(epoch, epochs_in_schedule());
   b->boxes = std::move(boxes);
   object_boxes_ = b;
   data_->set_object_boxes(object_boxes_);
@@ -111,22 +112,53 @@ double Trainer::measure_box_update_seconds() {
   return fixed + per_image * static_cast<double>(part);
 }
 
-void Trainer::print_contrastive_crop_plan(bool resumed_boxes) const {
-  std::string renewals;  // the first few renewals of this run
+std::string Trainer::box_renewals_text() const {
+  const ContrastiveCropSchedule schedule = config_.ccrop_schedule();
+  std::string renewals;  // the first few renewals to come
   int listed = 0;
   for (int64_t e = state_.epoch; e < epochs_in_schedule() && listed < 4; ++e) {
-    if (!ccrop_schedule_.renews_after(e, epochs_in_schedule())) continue;
+    if (!schedule.renews_after(e, epochs_in_schedule())) continue;
     if (listed > 0) renewals += ", ";
     renewals += ++listed == 4 ? std::string("...") : std::to_string(e);
   }
+  return renewals.empty() ? "(none in this run)" : renewals;
+}
+
+void Trainer::print_contrastive_crop_plan(bool resumed_boxes) const {
+  const ContrastiveCropSchedule schedule = config_.ccrop_schedule();
+  const std::string rule =
+      schedule.is_scaled()
+          ? fmt::format("the renewals of --epochs {} from --warmup_epochs on, every --loc_interval, scaled to {}",
+                        schedule.scaled_from, schedule.scaled_to)
+          : std::string("from --warmup_epochs on, every --loc_interval");
   std::printf(
       "ContrastiveCrop: crops placed by object boxes (Beta(%g) centres) from epoch %lld on; the boxes (%s) are "
-      "located from the %s's attention at %lld px after epochs %s (from --warmup_epochs on, every --loc_interval, "
-      "not after the last)\n",
-      config_.ccrop_alpha, static_cast<long long>(ccrop_schedule_.first_epoch()),
+      "located from the %s's attention at %lld px after epochs %s (%s, not after the last)\n",
+      config_.ccrop_alpha, static_cast<long long>(schedule.first_epoch()),
       resumed_boxes ? "from the checkpoint" : "the whole image so far", teacher_ ? "teacher" : "student",
-      static_cast<long long>(config_.box_image_size()), renewals.empty() ? "(none in this run)" : renewals.c_str());
+      static_cast<long long>(config_.box_image_size()), box_renewals_text().c_str(), rule.c_str());
   std::fflush(stdout);
+}
+
+bool Trainer::box_schedule_scalable() const {
+  // Scaled by the fit, and no box located yet: none after an epoch before this one.
+  return config_.ccrop_scaled_from_epochs > 0 && config_.ccrop_schedule().first_renewal() >= state_.epoch;
+}
+
+void Trainer::scale_box_schedule(int64_t requested_epochs, const char* plan) {
+  const ContrastiveCropSchedule scaled = config_.ccrop_schedule().scaled(requested_epochs, config_.epochs);
+  // (A refit whose plan would have located boxes before this epoch keeps the schedule it had.)
+  if (scaled.first_renewal() < state_.epoch) return;
+  config_.ccrop_scaled_from_epochs = scaled.scaled_from;
+  config_.ccrop_scaled_to_epochs = scaled.scaled_to;
+  if (!config_.use_ccrop) return;
+  std::printf(
+      "ContrastiveCrop's schedule scaled from --epochs %lld to %s %lld: its box updates at the same fractions of "
+      "the run, after epochs %s, and crops placed by the boxes from epoch %lld on\n",
+      static_cast<long long>(requested_epochs), plan, static_cast<long long>(config_.epochs),
+      box_renewals_text().c_str(), static_cast<long long>(config_.ccrop_schedule().first_epoch()));
+  std::fflush(stdout);
+  use_object_boxes(object_boxes_->boxes, state_.epoch);  // the whole images still, placed by the new schedule
 }
 
 }  // namespace bam

@@ -56,7 +56,8 @@ void Trainer::resume_if_possible(TrainResult& result) {
     config_.max_steps = ck.config.max_steps;
     config_.warmup_steps = ck.config.warmup_steps;
     config_.warmup_epochs = ck.config.warmup_epochs;
-    config_.loc_interval = ck.config.loc_interval;  // (the fit scales both with the run)
+    config_.ccrop_scaled_from_epochs = ck.config.ccrop_scaled_from_epochs;
+    config_.ccrop_scaled_to_epochs = ck.config.ccrop_scaled_to_epochs;
     config_.reg_warmup_epochs = ck.config.reg_warmup_epochs;
     build_schedules();
   } else if (config_.fit_epochs_to_budget) {
@@ -97,7 +98,7 @@ void Trainer::resume_if_possible(TrainResult& result) {
   if (config_.use_ccrop && !ck.object_boxes.defined()) {
     // The boxes would have been located by now: starting them over from the whole image would
     // crop differently from the run the checkpoint continues (the official script refuses too).
-    const ContrastiveCropSchedule now{config_.loc_interval, config_.warmup_epochs};  // this run's flags
+    const ContrastiveCropSchedule now = config_.ccrop_schedule();  // this run's flags (and fit)
     BAM_CHECK(ck.state.epoch <= now.first_renewal(),
               "{}: --use_ccrop true, but the checkpoint holds no ContrastiveCrop boxes (its run did not use them) and "
               "is {} epochs in, past the epoch after which they are first located ({}); resume with --use_ccrop false "
@@ -173,6 +174,8 @@ void Trainer::note_changed_recipe(const TrainConfig& saved) const {
                                                   "log_freq",
                                                   "time_budget_minutes",
                                                   "fit_epochs_to_budget",
+                                                  "ccrop_scaled_from_epochs",
+                                                  "ccrop_scaled_to_epochs",
                                                   "world_size",
                                                   "batch_size_per_gpu",
                                                   "epochs",

@@ -367,7 +367,9 @@ namespace {
 
 class StallNotice {
  public:
-  StallNotice(int rank, int peer, double seconds) : rank_(rank), peer_(peer), notice_at_(seconds), first_(seconds) {}
+  // `doing`: what this rank does with the peer ("sending to it", "receiving from it").
+  StallNotice(int rank, int peer, double seconds, const char* doing)
+      : rank_(rank), peer_(peer), doing_(doing), notice_at_(seconds), first_(seconds) {}
   void progressed() {
     last_ = std::chrono::steady_clock::now();
     notice_at_ = first_;
@@ -379,14 +381,15 @@ class StallNotice {
     const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - last_).count();
     if (peer_ < 0 || waited < notice_at_) return;
     std::fprintf(stderr,
-                 "rank %d: waiting for rank %d for %.0f s in a collective; it is still connected, so it is stopped "
-                 "or busy with something long%s. This rank goes on waiting\n",
-                 rank_, peer_, waited, peer_ == 0 ? " (or waits itself for another rank)" : "");
+                 "rank %d: waiting for rank %d for %.0f s in a collective (%s); it is still connected, so it is "
+                 "stopped or busy with something long%s. This rank goes on waiting\n",
+                 rank_, peer_, waited, doing_, peer_ == 0 ? " (or waits itself for another rank)" : "");
     notice_at_ *= 2;
   }
 
  private:
   int rank_, peer_;
+  const char* doing_;
   double notice_at_, first_;
   std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
 };
@@ -395,7 +398,7 @@ class StallNotice {
 
 void TcpCommunicator::send_all(int fd, const void* data, size_t bytes, int peer) {
   const char* p = static_cast<const char*>(data);
-  StallNotice stall(env_.rank, peer, env_.stall_notice_seconds);
+  StallNotice stall(env_.rank, peer, env_.stall_notice_seconds, "sending to it");
   while (bytes > 0) {
     const ssize_t n = ::send(fd, p, bytes, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -414,7 +417,7 @@ void TcpCommunicator::send_all(int fd, const void* data, size_t bytes, int peer)
 
 void TcpCommunicator::recv_all(int fd, void* data, size_t bytes, int peer) {
   char* p = static_cast<char*>(data);
-  StallNotice stall(env_.rank, peer, env_.stall_notice_seconds);
+  StallNotice stall(env_.rank, peer, env_.stall_notice_seconds, "receiving from it");
   while (bytes > 0) {
     const ssize_t n = ::recv(fd, p, bytes, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {

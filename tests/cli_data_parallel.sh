@@ -255,7 +255,8 @@ waiter_status=$?
 wait $sleeper
 check "a rank stopped for a while and continued: both end cleanly" test "$waiter_status" -eq 0 -a $? -eq 0
 check "the other said whom it waited for" \
-  grep -q "rank 0: waiting for rank 1 for [0-9]* s in a collective; it is still connected" "$work/stalled.err"
+  grep -Eq "rank 0: waiting for rank 1 for [0-9]+ s in a collective \((receiving from|sending to) it\); it is still connected" \
+  "$work/stalled.err"
 check "(at 1 s and 2 s, then it continued)" test "$(grep -c "waiting for rank 1" "$work/stalled.err")" -ge 2
 
 # A rank killed mid-run: the other stops at once, naming it.

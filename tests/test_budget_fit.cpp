@@ -41,15 +41,20 @@ TEST_CASE("seconds_to_finish counts the steps and each epoch end as the trainer 
   w.box_update_seconds = 10000;
   CHECK(seconds_to_finish(w, 1.0, 0, 60) == 60.0 + 20000);  // epochs 0-5: after 2 and 4
   CHECK(seconds_to_finish(w, 1.0, 0, 50) == 50.0 + 10000);  // epochs 0-4: 4 is the last
-  // The first fit's schedule, --loc_interval 20 and --warmup_epochs 10 of --epochs 100, scaled to
-  // each count's epochs: 10 epochs renew after 2, 4, 6 and 8 (L 2, W 1); 5 after 1, 2 and 3 (L 1,
-  // W 1: 0.5 rounds up); 30 after 6, 12, 18 and 24 (L 6, W 3).
+  // The first fit's schedule, --loc_interval 20 and --warmup_epochs 10 of --epochs 100 (renewals
+  // after 20, 40, 60 and 80), scaled to each count's epochs: 10 epochs renew after 2, 4, 6 and 8; 5
+  // after 1, 2 and 3 (4 is the last); 30 after 6, 12, 18 and 24.
   w.box_updates = ContrastiveCropSchedule{20, 10};
   w.box_schedule_epochs = 100;
   CHECK(seconds_to_finish(w, 1.0, 0, 100) == 100.0 + 40000);
   CHECK(seconds_to_finish(w, 1.0, 0, 50) == 50.0 + 30000);
   CHECK(seconds_to_finish(w, 1.0, 0, 300) == 300.0 + 40000);
   CHECK(seconds_to_finish(w, 1.0, 0, 10) == 10.0);  // one epoch: the last, no update
+  // A longer run never costs less, so that steps_within's bisection finds the longest that fits.
+  for (int64_t total = 2; total <= 3000; ++total) {
+    CAPTURE(total);
+    REQUIRE(seconds_to_finish(w, 1.0, 0, total) >= seconds_to_finish(w, 1.0, 0, total - 1));
+  }
   // Unscaled, 10 epochs of that schedule renew nothing (the first would follow epoch 20).
   w.box_schedule_epochs = 0;
   CHECK(seconds_to_finish(w, 1.0, 0, 100) == 100.0);

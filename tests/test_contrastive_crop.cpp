@@ -290,21 +290,38 @@ TEST_CASE("the boxes are used and renewed on main_pretrain.py's epochs") {
   CHECK(every.renews_after(1, 3));
   CHECK(!every.renews_after(2, 3));
   CHECK(every.known_until(2, 3) == none);
-  // Scaled to a fitted run's length: the same proportions, the interval at least one epoch.
+  // Scaled to a fitted run's length: the renewals of --epochs 100 (after 20, 40, 60 and 80) at the
+  // same fractions of the run, the boxes used from the epoch after the scaled max(L, W).
   const ContrastiveCropSchedule official{20, 10};
+  auto renewals = [](const ContrastiveCropSchedule& s, int64_t epochs) {
+    std::vector<int64_t> after;
+    for (int64_t e = 0; e < epochs; ++e)
+      if (s.renews_after(e, epochs)) after.push_back(e);
+    return after;
+  };
   const ContrastiveCropSchedule ten = official.scaled(100, 10);
-  CHECK(ten.loc_interval == 2);
-  CHECK(ten.warmup_epochs == 1);
+  CHECK(renewals(ten, 10) == std::vector<int64_t>{2, 4, 6, 8});
+  CHECK(ten.first_epoch() == 3);
+  CHECK(ten.first_renewal() == 2);
+  CHECK(ten.known_until(3, 10) == 5);
+  // 3 epochs: 0.6, 1.2, 1.8 and 2.4 round to 1 and 2, and 2 is the last: one renewal, after epoch 1,
+  // whose boxes epoch 2 uses (an interval and warm-up rounded apiece, 1 and 0, renewed after
+  // epoch 0 too, for boxes no crop used).
   const ContrastiveCropSchedule three = official.scaled(100, 3);
-  CHECK(three.loc_interval == 1);  // 0.6 rounds to 1
-  CHECK(three.warmup_epochs == 0);
-  CHECK(three.renews_after(0, 3));
-  CHECK(three.renews_after(1, 3));
-  const ContrastiveCropSchedule longer = official.scaled(100, 300);
-  CHECK(longer.loc_interval == 60);
-  CHECK(longer.warmup_epochs == 30);
-  CHECK(official.scaled(100, 100).loc_interval == 20);
-  CHECK(official.scaled(100, 1).loc_interval == 1);
+  CHECK(renewals(three, 3) == std::vector<int64_t>{1});
+  CHECK(three.first_epoch() == 2);
+  // 7 epochs: 1.4, 2.8, 4.2, 5.6 → 1, 3, 4, 6 (the last): three, never more than the full run's four.
+  CHECK(renewals(official.scaled(100, 7), 7) == std::vector<int64_t>{1, 3, 4});
+  CHECK(renewals(official.scaled(100, 300), 300) == std::vector<int64_t>{60, 120, 180, 240});
+  CHECK(official.scaled(100, 300).first_epoch() == 61);
+  CHECK(renewals(official.scaled(100, 100), 100) == renewals(official, 100));
+  CHECK(renewals(official.scaled(100, 1), 1).empty());
+  // A warm-up past the interval (30 of 100, every 20: after 40, 60 and 80; used from 31): scaled to
+  // 10, after 4, 6 and 8, used from 4.
+  const ContrastiveCropSchedule late_scaled = ContrastiveCropSchedule{20, 30}.scaled(100, 10);
+  CHECK(renewals(late_scaled, 10) == std::vector<int64_t>{4, 6, 8});
+  CHECK(late_scaled.first_epoch() == 4);
+  CHECK(late_scaled.first_renewal() == 4);
 }
 
 TEST_CASE("locate_objects reads the CLS attention of the last block of each whole image, in dataset order") {
@@ -437,9 +454,9 @@ TEST_CASE("a ContrastiveCrop run renews its boxes with the teacher, keeps them i
 // A run fitted to a time budget keeps --epochs' proportions in ContrastiveCrop's schedule: with
 // the official proportions (--loc_interval 20 and --warmup_epochs 10 of --epochs 100, here ten
 // times each, as these steps take milliseconds) and a fit of some tens of epochs, the boxes are
-// renewed about four times (unscaled, a fitted run shorter than the first renewal never renewed
-// them, and its checkpoints said --warmup_epochs beyond their --epochs). A resume keeps the
-// fitted schedule whatever the flags say.
+// renewed at most four times, at the same fractions of the run (unscaled, a fitted run shorter
+// than the first renewal never located a box). The first refit scales it again, from its own
+// plan; a resume keeps the checkpoint's scale.
 TEST_CASE("a ContrastiveCrop run fitted to a budget scales its box schedule with the run, and a resume keeps it") {
   const std::string folder = write_colour_folder("ccrop/fit_images", 4, 16, 10);
   auto config = [&](const std::string& name) {
@@ -451,51 +468,58 @@ TEST_CASE("a ContrastiveCrop run fitted to a budget scales its box schedule with
     c.epochs = 1000;
     c.warmup_epochs = 100;
     c.loc_interval = 200;
-    c.time_budget_minutes = 0.04;
+    c.time_budget_minutes = 0.05;
     c.fit_epochs_to_budget = true;
     return c;
+  };
+  // The epochs of the plan a message names ("... to the fitted 25: ..."); -1 without the message.
+  auto scaled_to = [](const std::string& out, const std::string& plan) -> int64_t {
+    const std::string said = "ContrastiveCrop's schedule scaled from --epochs 1000 to " + plan + " ";
+    const size_t at = out.find(said);
+    return at == std::string::npos ? -1 : std::stoll(out.substr(at + said.size()));
   };
   const TrainConfig full = config("fit_full");
   TrainResult r;
   const std::string out = stdout_of([&] { r = Trainer(full, make_train_data(full)).run(); });
-  const std::string said = "ContrastiveCrop's schedule keeps the proportions of --epochs 1000 in the ";
-  const size_t at = out.find(said);
-  REQUIRE(at != std::string::npos);
-  const int64_t fitted = std::stoll(out.substr(at + said.size()));
+  const int64_t fitted = scaled_to(out, "the fitted"), refitted = scaled_to(out, "the refitted plan's");
   CAPTURE(fitted);
-  REQUIRE(fitted >= 3);  // a budget of 2.4 s holds tens of these epochs
+  CAPTURE(refitted);
+  REQUIRE(fitted >= 3);  // a budget of 3 s holds tens of these epochs
   REQUIRE(fitted < 1000);
-  const ContrastiveCropSchedule scaled = ContrastiveCropSchedule{200, 100}.scaled(1000, fitted);
-  CHECK(out.find("fitted: --loc_interval " + std::to_string(scaled.loc_interval) + " and --warmup_epochs " +
-                 std::to_string(scaled.warmup_epochs) + " (given 200 and 100)") != std::string::npos);
   const LoadedCheckpoint ck = load_checkpoint(full.output_dir + "/checkpoint.safetensors");
-  CHECK(ck.config.loc_interval == scaled.loc_interval);
-  CHECK(ck.config.warmup_epochs == scaled.warmup_epochs);
-  CHECK(ck.config.warmup_epochs <= ck.config.epochs);
-  // The epochs run renewed the boxes where the scaled schedule says, for the run's final length
-  // (the refits move its end).
+  CHECK(ck.config.loc_interval == 200);  // the flags stay as given
+  CHECK(ck.config.warmup_epochs == 100);
+  CHECK(ck.config.ccrop_scaled_from_epochs == 1000);
+  CHECK(ck.config.ccrop_scaled_to_epochs == (refitted > 0 ? refitted : fitted));
+  // The epochs run renewed the boxes where the saved schedule says, for the run's final length
+  // (the later refits move its end).
+  const ContrastiveCropSchedule schedule = ck.config.ccrop_schedule();
   int renewals = 0;
   for (size_t e = 0; e < r.epochs.size(); ++e) {
     CAPTURE(e);
-    const bool renewed = scaled.renews_after(static_cast<int64_t>(e), ck.config.epochs);
+    const bool renewed = schedule.renews_after(static_cast<int64_t>(e), ck.config.epochs);
     CHECK((r.epochs[e].box_area >= 0) == renewed);
     renewals += renewed;
   }
   CHECK(renewals >= 1);
+  CHECK(renewals <= 4);
 
-  // Stopped in epoch 1 (after the calibration's 4 batches and epoch 0's 4), then resumed with the
-  // flags as given: the checkpoint's fitted schedule stays.
+  // Stopped in epoch 1 (after the calibration's 4 batches and epoch 0's 4), before the first
+  // refit, then resumed with the flags as given: the checkpoint's scale stays.
   const TrainConfig crashed = config("fit_crashed");
-  CHECK_THROWS_WITH_AS(Trainer(crashed, std::make_unique<FailingData>(make_train_data(crashed), 10)).run(),
-                       doctest::Contains("the machine went down"), Error);
+  const std::string crashed_out = stdout_of([&] {
+    CHECK_THROWS_WITH_AS(Trainer(crashed, std::make_unique<FailingData>(make_train_data(crashed), 10)).run(),
+                         doctest::Contains("the machine went down"), Error);
+  });
+  REQUIRE(scaled_to(crashed_out, "the fitted") >= 3);
   const LoadedCheckpoint stopped = load_checkpoint(crashed.output_dir + "/checkpoint.safetensors");
   REQUIRE(stopped.state.epoch == 1);
-  CHECK(stopped.config.loc_interval < 200);
+  CHECK(stopped.config.ccrop_scaled_to_epochs == scaled_to(crashed_out, "the fitted"));
   Trainer(crashed, make_train_data(crashed)).run();
   const LoadedCheckpoint resumed = load_checkpoint(crashed.output_dir + "/checkpoint.safetensors");
   CHECK(resumed.state.global_step > stopped.state.global_step);
-  CHECK(resumed.config.loc_interval == stopped.config.loc_interval);
-  CHECK(resumed.config.warmup_epochs == stopped.config.warmup_epochs);
+  CHECK(resumed.config.ccrop_scaled_from_epochs == 1000);
+  CHECK(resumed.config.ccrop_scaled_to_epochs == stopped.config.ccrop_scaled_to_epochs);
 }
 
 }  // namespace bam::test

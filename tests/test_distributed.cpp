@@ -95,27 +95,28 @@ TEST_CASE("collectives: ranks that call different collectives, or stop, fail wit
 }
 
 // The sending side of the stall notice (cli_data_parallel.sh stops a whole bamtrain rank, whose
-// peer waits to receive): rank 0 broadcasts 64 MiB, far more than the loopback socket holds, to a
-// rank that does not read for 3 s. Rank 0, blocked in its send, says whom it waits for after
-// stall_notice_seconds, goes on waiting, and the broadcast arrives whole.
+// peer waits to receive): rank 1 sends 64 MiB to rank 0's all_gather, far more than the loopback
+// socket holds, while rank 0 reads nothing for 3 s. Rank 1, blocked in its send, says whom it
+// waits for after stall_notice_seconds, goes on waiting, and the data arrives whole.
 TEST_CASE("collectives: a rank whose send stalls on a peer that does not read says so, and the data arrives") {
   const int64_t n = int64_t{16} << 20;
-  Tensor received;
+  Tensor gathered;
   const std::string said = stderr_of([&] {
     run_ranks(
         2, [](LaunchEnvironment& env) { env.stall_notice_seconds = 1; },
         [&](Communicator& group) {
-          Tensor t = group.rank() == 0 ? arange(0, static_cast<double>(n), 1, {DType::f32}) : zeros({n});
-          if (group.rank() == 1) std::this_thread::sleep_for(std::chrono::seconds(3));
-          group.broadcast(t);
-          if (group.rank() == 1) received = t;
+          const Tensor t = group.rank() == 1 ? arange(0, static_cast<double>(n), 1, {DType::f32}) : zeros({n});
+          if (group.rank() == 0) std::this_thread::sleep_for(std::chrono::seconds(3));
+          Tensor all = group.all_gather(t);
+          if (group.rank() == 0) gathered = all;
         });
   });
-  CHECK_MESSAGE(said.find("rank 0: waiting for rank 1 for") != std::string::npos, said);
+  CHECK_MESSAGE(said.find("rank 1: waiting for rank 0 for") != std::string::npos, said);
+  CHECK_MESSAGE(said.find("in a collective (sending to it)") != std::string::npos, said);
   CHECK_MESSAGE(said.find("This rank goes on waiting") != std::string::npos, said);
-  REQUIRE(received.defined());
-  REQUIRE(received.numel() == n);
-  const float* v = received.data<float>();
+  REQUIRE(gathered.defined());
+  REQUIRE(gathered.numel() == 2 * n);
+  const float* v = gathered.data<float>() + n;  // rank 1's part
   for (int64_t i : {int64_t{0}, int64_t{1}, n / 2 + 3, n - 1}) CHECK(v[i] == static_cast<float>(i));
 }
 

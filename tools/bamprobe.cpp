@@ -147,12 +147,14 @@ struct Ranks {
   int probe_threads = 0;  // rank 0's CPU threads while it trains the probe alone (0: its own)
   int rank() const { return group ? group->rank() : 0; }
   int world_size() const { return group ? group->world_size() : 1; }
-  // This rank's share of `images` (all of them alone).
-  bam::data::Dataset part(const bam::data::Dataset& images) const {
-    return group ? bam::data::contiguous_part(images, rank(), world_size()) : images;
+  // This rank's share of `images`: all of them alone, else its part, kept in *part.
+  const bam::data::Dataset& share_of(const bam::data::Dataset& images, bam::data::Dataset* part) const {
+    if (!group) return images;
+    *part = bam::data::contiguous_part(images, rank(), world_size());
+    return *part;
   }
-  // `value` on every rank (collective).
-  bool all(bool value) const { return group ? bam::true_on_every_rank(*group, value) : value; }
+  // Whether `value` holds on every rank (collective).
+  bool true_on_every_rank(bool value) const { return group ? bam::true_on_every_rank(*group, value) : value; }
   // Every rank stops when one has a problem (collective): its own, or `elsewhere`'s words.
   void fail_if_any(const std::string& problem, const std::string& elsewhere) const {
     if (group)
@@ -161,13 +163,14 @@ struct Ranks {
       bam::fail("{}", problem);
   }
   // The kNN vote and the linear probe over the shares of the training and validation rows.
-  bam::KnnResult knn(const bam::Tensor& train, const bam::Tensor& train_labels, const bam::Tensor& val,
-                     const bam::Tensor& val_labels, int64_t classes, int64_t k, double temperature) const {
+  bam::KnnResult knn_classify(const bam::Tensor& train, const bam::Tensor& train_labels, const bam::Tensor& val,
+                              const bam::Tensor& val_labels, int64_t classes, int64_t k, double temperature) const {
     return group ? bam::knn_classify_across_ranks(train, train_labels, val, val_labels, classes, *group, k, temperature)
                  : bam::knn_classify(train, train_labels, val, val_labels, classes, k, temperature);
   }
-  bam::KnnResult linear(bam::FeatureSet train, bam::FeatureSet val, const bam::LinearProbeOptions& options,
-                        const std::function<bam::FeatureSet(int64_t)>& augmented, bam::LinearProbeBest* best) const {
+  bam::KnnResult train_linear_probe(bam::FeatureSet train, bam::FeatureSet val, const bam::LinearProbeOptions& options,
+                                    const std::function<bam::FeatureSet(int64_t)>& augmented,
+                                    bam::LinearProbeBest* best) const {
     return group ? bam::train_linear_probe_across_ranks(std::move(train), std::move(val), options, *group, augmented,
                                                         best)
                  : bam::train_linear_probe(std::move(train), val, options, augmented, best);
@@ -188,7 +191,9 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
   f.backend = c.data_backend == "gpu" ? bam::data::DataBackend::gpu : bam::data::DataBackend::cpu;
   f.recipe.eval_resize_ratio = c.eval_resize_ratio;
   f.seed = static_cast<uint64_t>(c.seed);
-  const bam::data::Dataset train_part = ranks.part(train), val_part = ranks.part(val);
+  bam::data::Dataset train_slice, val_slice;  // with ranks
+  const bam::data::Dataset& train_part = ranks.share_of(train, &train_slice);
+  const bam::data::Dataset& val_part = ranks.share_of(val, &val_slice);
   // One pass over the folders serves both: the kNN's features (the final block's CLS token) are
   // the linear probe's last block (every block's output goes through the final norm, as DINO's
   // get_intermediate_layers does), and raw pixels are the same for both.
@@ -218,7 +223,7 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
         bam::evaluation_device(device, bam::knn_device_bytes(tr.features.size(0), val.size(), width, k));
     const bam::Tensor train_knn = tr.features.narrow(1, first, width).contiguous().to(on.device);
     const bam::Tensor val_knn = va.features.narrow(1, first, width).contiguous();
-    row.knn = ranks.knn(train_knn, tr.labels, val_knn, va.labels, tr.num_classes, k, c.temperature);
+    row.knn = ranks.knn_classify(train_knn, tr.labels, val_knn, va.labels, tr.num_classes, k, c.temperature);
     const std::string k_text =
         k < c.nb_knn ? fmt::format("{}, every training image (--nb_knn {})", k, c.nb_knn) : std::to_string(k);
     std::printf("[%s] kNN (k=%s, T=%g%s%s): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(), k_text.c_str(), c.temperature,
@@ -250,7 +255,7 @@ Row evaluate(const std::string& name, const bam::VisionTransformer* backbone, co
       }
     }
     lo.val_freq = c.val_freq;
-    row.linear = ranks.linear(std::move(tr), std::move(va), lo, augmented, &row.linear_best);
+    row.linear = ranks.train_linear_probe(std::move(tr), std::move(va), lo, augmented, &row.linear_best);
     std::printf("[%s] linear (%lld epochs): top-1 %.2f%%  top-5 %.2f%%\n", name.c_str(),
                 static_cast<long long>(c.epochs), row.linear.top1, row.linear.top5);
     if (row.linear_best.validations > 1)
@@ -540,7 +545,7 @@ int main(int argc, char** argv) {
                          ranks.world_size(), ranks.on_this_machine);
       // Every rank must agree: the rows are collective.
       const bool raw_fits = bam::tool::fits_in_memory(raw_memory.bytes, available);
-      if (ranks.all(raw_fits)) {
+      if (ranks.true_on_every_rank(raw_fits)) {
         rows.push_back(evaluate("raw pixels", nullptr, train, val, c, device, ranks));
       } else {
         std::printf(

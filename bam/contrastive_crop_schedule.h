@@ -1,0 +1,55 @@
+// When ContrastiveCrop renews its object boxes and from which epoch the crops use them: the
+// official main_pretrain.py rule, and the same rule scaled to a run fitted to a time budget.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+namespace bam {
+
+// The official rule, with --loc_interval L and --warmup_epochs W: crops use the boxes from epoch
+// max(L, W) + 1 on; the boxes are renewed after every epoch e >= W with e % L == 0, except the
+// run's last (they start as the whole image).
+//
+// A run fitted to a time budget (scaled_from > 0) keeps the proportions of the run it was asked
+// for, of scaled_from (--epochs) epochs, in its scaled_to: each renewal of the requested run (but
+// after its last epoch) comes at the same fraction of this run's length, rounded to an epoch (two
+// that round to one epoch are one renewal), and the boxes are used from the epoch after the
+// scaled max(L, W). The renewals of a longer fit are never fewer, and never more than the
+// requested run's.
+struct ContrastiveCropSchedule {
+  int64_t loc_interval = 20, warmup_epochs = 10;
+  int64_t scaled_from = 0, scaled_to = 0;  // 0: the flags' own schedule
+
+  bool is_scaled() const { return scaled_from > 0; }
+  int64_t first_epoch() const { return in_this_run(std::max(loc_interval, warmup_epochs)) + 1; }
+  // The first epoch after which they may be renewed: the first multiple of L from W on (scaled).
+  int64_t first_renewal() const { return in_this_run(unscaled_renewal(0)); }
+  bool renews_after(int64_t epoch, int64_t epochs) const;
+  // This schedule in a run of `to_epochs` fitted from one of `from_epochs` (--epochs).
+  ContrastiveCropSchedule scaled(int64_t from_epochs, int64_t to_epochs) const {
+    return {loc_interval, warmup_epochs, from_epochs, to_epochs};
+  }
+  // The first epoch whose boxes are not known while training `epoch`: the one after the next
+  // renewal from `epoch` on (none within the run's `epochs`: the largest number).
+  int64_t known_until(int64_t epoch, int64_t epochs) const {
+    for (int64_t e = epoch; e < epochs - 1; ++e)
+      if (renews_after(e, epochs)) return e + 1;
+    return std::numeric_limits<int64_t>::max();
+  }
+
+ private:
+  // The epoch after which the flags' schedule renews for the k-th time (k >= 0).
+  int64_t unscaled_renewal(int64_t k) const {
+    return ((warmup_epochs + loc_interval - 1) / loc_interval + k) * loc_interval;
+  }
+  // Epoch e of the requested run in this one.
+  int64_t in_this_run(int64_t e) const {
+    if (!is_scaled()) return e;
+    return std::llround(static_cast<double>(e) * static_cast<double>(scaled_to) / static_cast<double>(scaled_from));
+  }
+};
+
+}  // namespace bam
