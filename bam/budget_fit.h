@@ -17,8 +17,9 @@ struct EpochEndWork {
   int64_t saveckp_freq = 0;                            // 0: no numbered checkpoints
   int64_t knn_freq = 0;                                // 0: no kNN monitor
   std::optional<ContrastiveCropSchedule> box_updates;  // with --use_ccrop
-  // > 0: box_updates is the schedule of a run of this many epochs (--epochs, at the first fit), and
-  // each step count is costed with it scaled to that count's epochs (ContrastiveCropSchedule::scaled).
+  // > 0: box_updates is to be scaled from a run of this many epochs (--epochs; at the fit before
+  // training and the first refit), and each step count is costed with it scaled to that count's
+  // epochs (ContrastiveCropSchedule::scaled).
   int64_t box_schedule_epochs = 0;
   // What one of each costs, in seconds.
   double save_seconds = 0, knn_seconds = 0, box_update_seconds = 0;

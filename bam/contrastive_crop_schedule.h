@@ -23,10 +23,22 @@ struct ContrastiveCropSchedule {
   int64_t loc_interval = 20, warmup_epochs = 10;
   int64_t scaled_from = 0, scaled_to = 0;  // 0: the flags' own schedule
 
+  static constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+
   bool is_scaled() const { return scaled_from > 0; }
-  int64_t first_epoch() const { return in_this_run(std::max(loc_interval, warmup_epochs)) + 1; }
-  // The first epoch after which they may be renewed: the first multiple of L from W on (scaled).
-  int64_t first_renewal() const { return in_this_run(unscaled_renewal(0)); }
+  // The first epoch whose crops the boxes place (kNever: the requested run ends first).
+  int64_t first_epoch() const {
+    const int64_t e = std::max(loc_interval, warmup_epochs);
+    if (is_scaled() && e + 1 >= scaled_from) return kNever;
+    return in_this_run(e) + 1;
+  }
+  // The first epoch after which they may be renewed: the first multiple of L from W on (scaled;
+  // kNever: the requested run renews none).
+  int64_t first_renewal() const {
+    const int64_t e = unscaled_renewal(0);
+    if (is_scaled() && e >= scaled_from - 1) return kNever;
+    return in_this_run(e);
+  }
   bool renews_after(int64_t epoch, int64_t epochs) const;
   // This schedule in a run of `to_epochs` fitted from one of `from_epochs` (--epochs).
   ContrastiveCropSchedule scaled(int64_t from_epochs, int64_t to_epochs) const {
@@ -37,7 +49,7 @@ struct ContrastiveCropSchedule {
   int64_t known_until(int64_t epoch, int64_t epochs) const {
     for (int64_t e = epoch; e < epochs - 1; ++e)
       if (renews_after(e, epochs)) return e + 1;
-    return std::numeric_limits<int64_t>::max();
+    return kNever;
   }
 
  private:

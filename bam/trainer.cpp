@@ -239,14 +239,30 @@ void Trainer::refit_to_budget() {
   const double per_step = refit_window_seconds_ / static_cast<double>(std::max<int64_t>(1, refit_window_steps_));
   const double left = budget_seconds_ - seconds_since(run_start_);
   const int64_t planned = config_.max_steps;
-  // The first refit, before the first box update, scales ContrastiveCrop's schedule again, from
-  // its own plan rather than the calibration's (as it sets the warm-up).
-  const bool rescale = !refit_.first_done() && box_schedule_scalable();
-  EpochEndWork work = epoch_end_work();
-  if (rescale) work.box_schedule_epochs = config_.ccrop_scaled_from_epochs;
-  use_fitted_steps(bam::steps_within(work, left, per_step, state_.global_step),
-                   refit_restarts_warmup(refit_, state_.global_step, config_.warmup_steps));
-  if (rescale) scale_box_schedule(config_.ccrop_scaled_from_epochs, "the refitted plan's");
+  const EpochEndWork work = epoch_end_work();
+  int64_t max_steps = bam::steps_within(work, left, per_step, state_.global_step);
+  // The first refit, while the boxes have neither been located nor placed a crop, scales
+  // ContrastiveCrop's schedule again, from its own plan rather than the calibration's (as it sets
+  // the warm-up), and costs the plan with it. (A collective: every rank asks the same.)
+  std::optional<ContrastiveCropSchedule> rescaled;
+  if (!refit_.first_done() && box_schedule_scalable()) {
+    EpochEndWork scaled_work = work;
+    scaled_work.box_schedule_epochs = config_.ccrop_scaled_from_epochs;
+    const int64_t scaled_steps = decided_by_rank0(bam::steps_within(scaled_work, left, per_step, state_.global_step));
+    const ContrastiveCropSchedule candidate =
+        config_.ccrop_schedule().scaled(config_.ccrop_scaled_from_epochs, (scaled_steps + steps - 1) / steps);
+    if (box_schedule_replaceable(candidate)) {
+      rescaled = candidate;
+      max_steps = scaled_steps;
+    } else if (config_.use_ccrop) {
+      std::printf(
+          "(ContrastiveCrop's schedule stays scaled to %lld epochs: scaled to the refitted plan's %lld, its boxes "
+          "would already have been located or placed crops)\n",
+          static_cast<long long>(config_.ccrop_scaled_to_epochs), static_cast<long long>(candidate.scaled_to));
+    }
+  }
+  use_fitted_steps(max_steps, refit_restarts_warmup(refit_, state_.global_step, config_.warmup_steps));
+  if (rescaled) use_box_schedule(*rescaled, "the refitted plan's");
   std::printf(
       "Refitted to the budget at step %lld: %.3f s per step (mean of %lld steps), %lld steps in all (%.2f "
       "epochs; was %lld)\n",
@@ -577,7 +593,7 @@ TrainResult Trainer::run() {
         static_cast<long long>(steps), config_.time_budget_minutes, static_cast<long long>(config_.warmup_steps));
     if (config_.use_ccrop)
       std::printf("(counting a box update at %.3g s, measured on a sample of the images)\n", box_update_seconds_.mean);
-    scale_box_schedule(requested_epochs, "the fitted");
+    use_box_schedule(config_.ccrop_schedule().scaled(requested_epochs, config_.epochs), "the fitted");
     // Refit from real steps early in the warm-up, then about twenty times more in the run, each
     // from the mean of all the steps timed since then and the epoch-end work's mean cost so far
     // (first_refit_plan). The deadline only catches a far-off estimate.

@@ -167,13 +167,16 @@ class Trainer {
   // (set_warmup) a warm-up of a tenth that follow from it, and the schedules rebuilt.
   void use_fitted_steps(int64_t max_steps, bool set_warmup);
   void refit_to_budget();
-  // ContrastiveCrop's schedule scaled from `requested_epochs` (--epochs) to the epochs of the plan
-  // just fitted (at the fit before training, and again at the first refit while no box has been
-  // located: box_schedule_scalable), in the config that the checkpoints keep; the later refits
-  // keep it. `plan` names the plan in the message.
-  void scale_box_schedule(int64_t requested_epochs, const char* plan);
+  // ContrastiveCrop's schedule scaled from --epochs to the epochs of the plan just fitted (at the
+  // fit before training, and again at the first refit while box_schedule_scalable), in the config
+  // that the checkpoints keep; the later refits keep it. `plan` names the plan in the message.
+  void use_box_schedule(const ContrastiveCropSchedule& schedule, const char* plan);
+  // Whether `schedule` may replace the one in use: it would have located no box yet, nor placed
+  // a crop of this epoch by them (and the one in use has not either: box_schedule_scalable).
+  bool box_schedule_replaceable(const ContrastiveCropSchedule& schedule) const;
   bool box_schedule_scalable() const;
   std::string box_renewals_text() const;  // the first few renewals to come, for messages
+  std::string box_use_text() const;       // "from epoch N on", or "in no epoch of this run"
   // The cost of one occurrence of some epoch-end work: measured once before training, then
   // averaged with each occurrence during the run.
   struct MeanSeconds {

@@ -132,31 +132,44 @@ void Trainer::print_contrastive_crop_plan(bool resumed_boxes) const {
                         schedule.scaled_from, schedule.scaled_to)
           : std::string("from --warmup_epochs on, every --loc_interval");
   std::printf(
-      "ContrastiveCrop: crops placed by object boxes (Beta(%g) centres) from epoch %lld on; the boxes (%s) are "
-      "located from the %s's attention at %lld px after epochs %s (%s, not after the last)\n",
-      config_.ccrop_alpha, static_cast<long long>(schedule.first_epoch()),
-      resumed_boxes ? "from the checkpoint" : "the whole image so far", teacher_ ? "teacher" : "student",
-      static_cast<long long>(config_.box_image_size()), box_renewals_text().c_str(), rule.c_str());
+      "ContrastiveCrop: crops placed by object boxes (Beta(%g) centres) %s; the boxes (%s) are located from the "
+      "%s's attention at %lld px after epochs %s (%s, not after the last)\n",
+      config_.ccrop_alpha, box_use_text().c_str(), resumed_boxes ? "from the checkpoint" : "the whole image so far",
+      teacher_ ? "teacher" : "student", static_cast<long long>(config_.box_image_size()), box_renewals_text().c_str(),
+      rule.c_str());
   std::fflush(stdout);
 }
 
-bool Trainer::box_schedule_scalable() const {
-  // Scaled by the fit, and no box located yet: none after an epoch before this one.
-  return config_.ccrop_scaled_from_epochs > 0 && config_.ccrop_schedule().first_renewal() >= state_.epoch;
+std::string Trainer::box_use_text() const {
+  const int64_t first = config_.ccrop_schedule().first_epoch();
+  return first < epochs_in_schedule() ? fmt::format("from epoch {} on", first) : std::string("in no epoch of this run");
 }
 
-void Trainer::scale_box_schedule(int64_t requested_epochs, const char* plan) {
-  const ContrastiveCropSchedule scaled = config_.ccrop_schedule().scaled(requested_epochs, config_.epochs);
-  // (A refit whose plan would have located boxes before this epoch keeps the schedule it had.)
-  if (scaled.first_renewal() < state_.epoch) return;
-  config_.ccrop_scaled_from_epochs = scaled.scaled_from;
-  config_.ccrop_scaled_to_epochs = scaled.scaled_to;
+bool Trainer::box_schedule_replaceable(const ContrastiveCropSchedule& schedule) const {
+  // No box located after an epoch before this one, and no crop of this one placed by the boxes.
+  return schedule.first_renewal() >= state_.epoch && schedule.first_epoch() > state_.epoch;
+}
+
+bool Trainer::box_schedule_scalable() const {
+  return config_.ccrop_scaled_from_epochs > 0 && box_schedule_replaceable(config_.ccrop_schedule());
+}
+
+void Trainer::use_box_schedule(const ContrastiveCropSchedule& schedule, const char* plan) {
+  const ContrastiveCropSchedule before = config_.ccrop_schedule();
+  config_.ccrop_scaled_from_epochs = schedule.scaled_from;
+  config_.ccrop_scaled_to_epochs = schedule.scaled_to;
   if (!config_.use_ccrop) return;
+  // What the loader is told changes only with the first epoch the boxes place crops in or a
+  // renewal to come; otherwise its prepared batches stay.
+  bool changed = before.first_epoch() != schedule.first_epoch();
+  for (int64_t e = state_.epoch; e < epochs_in_schedule() && !changed; ++e)
+    changed = before.renews_after(e, epochs_in_schedule()) != schedule.renews_after(e, epochs_in_schedule());
+  if (!changed) return;
   std::printf(
       "ContrastiveCrop's schedule scaled from --epochs %lld to %s %lld: its box updates at the same fractions of "
-      "the run, after epochs %s, and crops placed by the boxes from epoch %lld on\n",
-      static_cast<long long>(requested_epochs), plan, static_cast<long long>(config_.epochs),
-      box_renewals_text().c_str(), static_cast<long long>(config_.ccrop_schedule().first_epoch()));
+      "the run, after epochs %s, and crops placed by the boxes %s\n",
+      static_cast<long long>(schedule.scaled_from), plan, static_cast<long long>(schedule.scaled_to),
+      box_renewals_text().c_str(), box_use_text().c_str());
   std::fflush(stdout);
   use_object_boxes(object_boxes_->boxes, state_.epoch);  // the whole images still, placed by the new schedule
 }

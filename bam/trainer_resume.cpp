@@ -55,7 +55,8 @@ void Trainer::resume_if_possible(TrainResult& result) {
     config_.epochs = ck.config.epochs;
     config_.max_steps = ck.config.max_steps;
     config_.warmup_steps = ck.config.warmup_steps;
-    config_.warmup_epochs = ck.config.warmup_epochs;
+    config_.warmup_epochs = ck.config.warmup_epochs;  // with the next three, ContrastiveCrop's schedule
+    config_.loc_interval = ck.config.loc_interval;
     config_.ccrop_scaled_from_epochs = ck.config.ccrop_scaled_from_epochs;
     config_.ccrop_scaled_to_epochs = ck.config.ccrop_scaled_to_epochs;
     config_.reg_warmup_epochs = ck.config.reg_warmup_epochs;

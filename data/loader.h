@@ -95,9 +95,10 @@ class CropLoader {
   virtual std::string describe_buffers() const = 0;
   // ContrastiveCrop (data/object_boxes.h): training crops of the epochs from boxes->first_epoch on
   // are placed within each image's box; nothing of boxes->until_epoch or later is prepared until
-  // the next call. Call it between epochs, from the thread that calls next(), once the work on the
-  // batch it holds is queued (as for start_epoch): batches prepared ahead with other boxes are
-  // dropped, and start_epoch prepares them again. Null: RandomResizedCrop everywhere (the default).
+  // the next call. Call it between epochs (or within one, with boxes known for it: a budget refit
+  // that rescales the schedule before any box is used), from the thread that calls next(), once
+  // the work on the batch it holds is queued (as for start_epoch): batches prepared ahead with
+  // other boxes are dropped, and prepared again. Null: RandomResizedCrop everywhere (the default).
   virtual void set_object_boxes(std::shared_ptr<const ObjectBoxes> boxes) = 0;
 };
 

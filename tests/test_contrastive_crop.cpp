@@ -322,6 +322,14 @@ TEST_CASE("the boxes are used and renewed on main_pretrain.py's epochs") {
   CHECK(renewals(late_scaled, 10) == std::vector<int64_t>{4, 6, 8});
   CHECK(late_scaled.first_epoch() == 4);
   CHECK(late_scaled.first_renewal() == 4);
+  // A requested run that never renews, nor uses, its boxes (10 epochs, from 9 every 9: 9 is its
+  // last) scaled to 30 does neither: no whole-image boxes with Beta centres in its last epochs.
+  const ContrastiveCropSchedule unused = ContrastiveCropSchedule{9, 9}.scaled(10, 30);
+  CHECK(renewals(unused, 30).empty());
+  CHECK(unused.first_epoch() == ContrastiveCropSchedule::kNever);
+  CHECK(unused.first_renewal() == ContrastiveCropSchedule::kNever);
+  CHECK(ContrastiveCropSchedule{1, 0}.scaled(1, 5).first_renewal() == ContrastiveCropSchedule::kNever);
+  CHECK(renewals(ContrastiveCropSchedule{1, 0}.scaled(1, 5), 5).empty());
 }
 
 TEST_CASE("locate_objects reads the CLS attention of the last block of each whole image, in dataset order") {
