@@ -132,6 +132,22 @@ TEST_CASE("rank 0 refuses a rank of another world size, which stops saying why, 
   CHECK(sum == 2);
 }
 
+TEST_CASE("a rank whose rank 0 never comes stops after the connect timeout, naming where it looked") {
+  LaunchEnvironment env;
+  env.rank = 1;
+  env.world_size = 2;
+  env.master_port = free_port();  // nothing listens there
+  env.connect_timeout_seconds = 1;
+  const auto start = std::chrono::steady_clock::now();
+  const std::string error = error_of([&] { connect_tcp(env); });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK_MESSAGE(error.find("rank 1: rank 0 did not answer at 127.0.0.1:" + std::to_string(env.master_port) +
+                           " (MASTER_ADDR and MASTER_PORT) within 1 s") != std::string::npos,
+                error);
+  CHECK(seconds >= 0.9);  // it retried until the deadline, not only once
+  CHECK(seconds < 10);
+}
+
 TEST_CASE("a rank that reaches a program other than bam's rank 0 stops, saying so, instead of waiting") {
   // What torchrun's store is to a rank that connects to MASTER_PORT: it accepts and says nothing.
   const int port = free_port();
