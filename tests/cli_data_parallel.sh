@@ -361,6 +361,19 @@ if [ -n "${BAM_DP_IMAGES:-}" ]; then
   check "the step losses agree within 1e-5, epoch 2 (cropped by the boxes) included" \
     agree 1e-5 100 1e-5 "$work/ccrop_one.losses" "$work/ccrop_two.losses"
   check "over all three epochs" test "$(wc -l < "$work/ccrop_two.losses")" -eq "$(wc -l < "$work/ccrop_one.losses")"
+  # Fitted to a time budget: rank 0 fits, the ranks scale ContrastiveCrop's schedule (the official
+  # 20 and 10 of 100 epochs) to the fitted epochs alike, and again at the first refit (a collective
+  # they take together), and locate the boxes together at most the full run's four times.
+  fitted=$(echo "$args" | sed "s/--epochs 3/--epochs 100/; s/--warmup_epochs 0/--warmup_epochs 10/;
+                               s/--loc_interval 1/--loc_interval 20/; s/--knn_freq 1/--knn_freq 0/")
+  args="$fitted --time_budget_minutes 0.1 --fit_epochs_to_budget true"
+  two_ranks "$work/ccrop_fit" $((port + 15))
+  fit_status=$?
+  check "ContrastiveCrop fitted to a budget on two ranks: both end cleanly" test "$fit_status" -eq 0 -a "$rank1_status" -eq 0
+  check "rank 0 scales the schedule to the fitted epochs" \
+    grep -q "ContrastiveCrop's schedule scaled from --epochs 100 to the fitted" "$work/ccrop_fit.out"
+  located=$(grep -c "boxes located after epoch" "$work/ccrop_fit.out")
+  check "and the ranks locate the boxes 1 to 4 times ($located)" test "$located" -ge 1 -a "$located" -le 4
   args=$args_synthetic
 fi
 
