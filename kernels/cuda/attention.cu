@@ -48,8 +48,8 @@ __global__ void __launch_bounds__(kRowsPerBlock)
   constexpr int TK = tile_rows<C, DM>();
   __shared__ C ks[TK][DM];
   __shared__ C vs[TK][DM];
-  const int64_t b = blockIdx.x / p.H, h = blockIdx.x % p.H;
-  const int64_t i = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  const GridBlock at = grid_block(p, blockDim.x);
+  const int64_t b = at.b, h = at.h, i = at.row0 + threadIdx.x;
   const bool active = i < p.N;
   C q[DM], acc[DM];
 #pragma unroll
@@ -131,8 +131,8 @@ __global__ void __launch_bounds__(kRowsPerBlock)
   constexpr int TK = tile_rows<C, DM>();
   __shared__ C ks[TK][DM];
   __shared__ C vs[TK][DM];
-  const int64_t b = blockIdx.x / p.H, h = blockIdx.x % p.H;
-  const int64_t i = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  const GridBlock at = grid_block(p, blockDim.x);
+  const int64_t b = at.b, h = at.h, i = at.row0 + threadIdx.x;
   const bool active = i < p.N;
   C q[DM], g[DM], dq[DM];
 #pragma unroll
@@ -180,8 +180,8 @@ __global__ void __launch_bounds__(kRowsPerBlock)
   __shared__ C qs[TK][DM];
   __shared__ C gs[TK][DM];
   __shared__ C lse_s[TK], delta_s[TK];
-  const int64_t b = blockIdx.x / p.H, h = blockIdx.x % p.H;
-  const int64_t j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  const GridBlock at = grid_block(p, blockDim.x);
+  const int64_t b = at.b, h = at.h, j = at.row0 + threadIdx.x;
   const bool active = j < p.N;
   C k[DM], v[DM], dk[DM], dv[DM];
 #pragma unroll

@@ -92,4 +92,13 @@ inline dim3 attention_grid(int64_t B, int64_t N, int64_t H, int64_t rows_per_blo
   return dim3(unsigned(B * H), unsigned(row_blocks));
 }
 
+// What attention_grid's block (blockIdx) stands for: image b, head h, and the first of its
+// `rows_per_block` rows.
+struct GridBlock {
+  int64_t b, h, row0;
+};
+__device__ __forceinline__ GridBlock grid_block(const PackedQkv& p, int64_t rows_per_block) {
+  return {int64_t(blockIdx.x) / p.H, int64_t(blockIdx.x) % p.H, int64_t(blockIdx.y) * rows_per_block};
+}
+
 }  // namespace bam::cuda_kernels

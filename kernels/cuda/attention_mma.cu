@@ -199,7 +199,8 @@ __global__ void __launch_bounds__(kThreads)
   S* v = reinterpret_cast<S*>(smem + Smem::own + Smem::stream);
   const int warp = threadIdx.x / 32;
   const MmaLane l = this_lane();
-  const int64_t b = blockIdx.x / p.H, h = blockIdx.x % p.H, i0 = int64_t(blockIdx.y) * kRows;
+  const GridBlock at = grid_block(p, kRows);
+  const int64_t b = at.b, h = at.h, i0 = at.row0;
   const bool active = i0 + warp * 16 < p.N;  // a warp of padding rows only loads
   load_tile_rows<S, DM, kRows, kThreads, LD>(q, qkv, i0, p.N, p.D, [&](int64_t i) { return p.q(b, i, h); });
 
@@ -288,7 +289,8 @@ __global__ void __launch_bounds__(kThreads)
   S* v = reinterpret_cast<S*>(smem + 2 * Smem::own + Smem::stream);
   const int warp = threadIdx.x / 32;
   const MmaLane l = this_lane();
-  const int64_t b = blockIdx.x / p.H, h = blockIdx.x % p.H, i0 = int64_t(blockIdx.y) * kRows;
+  const GridBlock at = grid_block(p, kRows);
+  const int64_t b = at.b, h = at.h, i0 = at.row0;
   const bool active = i0 + warp * 16 < p.N;
   load_tile_rows<S, DM, kRows, kThreads, LD>(q, qkv, i0, p.N, p.D, [&](int64_t i) { return p.q(b, i, h); });
   load_tile_rows<S, DM, kRows, kThreads, LD>(g, d_out, i0, p.N, p.D, [&](int64_t i) { return p.o(b, i, h); });
@@ -350,7 +352,8 @@ __global__ void __launch_bounds__(kThreads)
   float* delta_s = lse_s + SR;
   const int warp = threadIdx.x / 32;
   const MmaLane l = this_lane();
-  const int64_t b = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = int64_t(blockIdx.y) * kRows;
+  const GridBlock at = grid_block(p, kRows);
+  const int64_t b = at.b, h = at.h, j0 = at.row0;
   const int64_t rows = (b * p.H + h) * p.N;
   const bool active = j0 + warp * 16 < p.N;
   load_tile_rows<S, DM, kRows, kThreads, LD>(k, qkv, j0, p.N, p.D, [&](int64_t j) { return p.k(b, j, h); });

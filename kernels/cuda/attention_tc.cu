@@ -117,7 +117,8 @@ __global__ void __launch_bounds__(kThreads)
   S* probs = reinterpret_cast<S*>(smem + 3 * Smem::tile + Smem::scores) + warp * 16 * kProbLd;
   float* o = reinterpret_cast<float*>(smem + 3 * Smem::tile + Smem::scores + Smem::probs) + warp * 16 * OLD;
 
-  const int64_t b = blockIdx.x / p.H, h = blockIdx.x % p.H, i0 = int64_t(blockIdx.y) * kRows;
+  const GridBlock at = grid_block(p, kRows);
+  const int64_t b = at.b, h = at.h, i0 = at.row0;
   load_rows<S, DM>(q, qkv, i0, p.N, p.D, [&](int64_t i) { return p.q(b, i, h); });
   // Lanes 2r and 2r+1 own row r of the warp's 16: the even columns and the odd ones.
   const int r = lane / 2, parity = lane % 2;
@@ -211,7 +212,8 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(const S* qkv,
   float* dp = s + 16 * kScoreLd;
   S* ds = reinterpret_cast<S*>(smem + 4 * Smem::tile + Smem::scores) + warp * 2 * 16 * kProbLd;
 
-  const int64_t b = blockIdx.x / p.H, h = blockIdx.x % p.H, i0 = int64_t(blockIdx.y) * kRows;
+  const GridBlock at = grid_block(p, kRows);
+  const int64_t b = at.b, h = at.h, i0 = at.row0;
   load_rows<S, DM>(q, qkv, i0, p.N, p.D, [&](int64_t i) { return p.q(b, i, h); });
   load_rows<S, DM>(g, d_out, i0, p.N, p.D, [&](int64_t i) { return p.o(b, i, h); });
   const int r = lane / 2, parity = lane % 2;
@@ -264,7 +266,8 @@ __global__ void __launch_bounds__(kThreads)
   float* lse_s = reinterpret_cast<float*>(smem + 4 * Smem::tile + Smem::scores + Smem::probs);
   float* delta_s = lse_s + kTile;
 
-  const int64_t b = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = int64_t(blockIdx.y) * kRows;
+  const GridBlock at = grid_block(p, kRows);
+  const int64_t b = at.b, h = at.h, j0 = at.row0;
   load_rows<S, DM>(k, qkv, j0, p.N, p.D, [&](int64_t j) { return p.k(b, j, h); });
   load_rows<S, DM>(v, qkv, j0, p.N, p.D, [&](int64_t j) { return p.v(b, j, h); });
   const int r = lane / 2, parity = lane % 2;  // r: one of the warp's 16 keys; columns: queries

@@ -2,6 +2,7 @@
 // combine through warp shuffles and shared memory. Columns (inner > 1) are cut into tiles of 32
 // columns times chunks of rows, each block leaving partial results that a second kernel combines
 // (with a single chunk, the blocks write the results themselves).
+// column_sums is the single-chunk column pass on its own, for matrices of partial sums.
 // Arg reductions over rows get a block per row; over columns, a thread per output.
 #include <cuda/std/limits>
 
@@ -66,11 +67,12 @@ __global__ void reduce_rows_kernel(ReduceOp op, const S* x, S* out, int64_t rows
 // 384 columns of 100,000 rows) instead of one thread walking each column.
 constexpr int kColumnTile = 32, kRowGroups = 8;
 
-template <typename S>
+template <typename In, typename Out>
 __global__ void __launch_bounds__(kColumnTile* kRowGroups)
-    reduce_columns_kernel(ReduceOp op, const S* x, double* partials, S* out, int64_t outer, int64_t reduce_size,
+    reduce_columns_kernel(ReduceOp op, const In* x, double* partials, Out* out, int64_t outer, int64_t reduce_size,
                           int64_t inner, int64_t rows_per_chunk) {
-  using N = Num<S>;
+  using N = Num<In>;
+  using NO = Num<Out>;
   Accumulate<typename N::Compute> acc{op};
   __shared__ double partial[kRowGroups][kColumnTile];
   const int64_t tiles_per_slice = (inner + kColumnTile - 1) / kColumnTile;
@@ -80,7 +82,7 @@ __global__ void __launch_bounds__(kColumnTile* kRowGroups)
   const int64_t r_end = r_begin + rows_per_chunk < reduce_size ? r_begin + rows_per_chunk : reduce_size;
   double value = acc.identity();
   if (i < inner) {
-    const S* p = x + o * reduce_size * inner + i;
+    const In* p = x + o * reduce_size * inner + i;
     for (int64_t r = r_begin + threadIdx.y; r < r_end; r += kRowGroups)
       value = acc.combine(value, double(N::load(p[r * inner])));
   }
@@ -91,7 +93,7 @@ __global__ void __launch_bounds__(kColumnTile* kRowGroups)
     if (partials) {
       partials[int64_t(blockIdx.y) * outer * inner + o * inner + i] = value;
     } else {
-      out[o * inner + i] = N::store(typename N::Compute(value));
+      out[o * inner + i] = NO::store(typename NO::Compute(value));
     }
   }
 }
@@ -203,7 +205,7 @@ void reduce(ReduceOp op, DType dtype, const void* x, void* out, int64_t outer, i
       const int64_t tiles = outer * ((inner + kColumnTile - 1) / kColumnTile);
       BAM_CHECK(tiles <= 0x7fffffff, "reduce (CUDA): {} column tiles are too many for one launch", tiles);
       double* partials = chunks == 1 ? nullptr : static_cast<double*>(scratch);  // one chunk: no second pass
-      reduce_columns_kernel<S>
+      reduce_columns_kernel<S, S>
           <<<dim3(unsigned(tiles), unsigned(chunks)), dim3(kColumnTile, kRowGroups), 0, as_stream(stream)>>>(
               op, static_cast<const S*>(x), partials, static_cast<S*>(out), outer, reduce_size, inner, rows_per_chunk);
       if (partials) {
@@ -213,6 +215,30 @@ void reduce(ReduceOp op, DType dtype, const void* x, void* out, int64_t outer, i
       }
     }
   });
+  BAM_CUDA_CHECK_LAUNCH();
+}
+
+void column_sums(DType dtype, DType out_dtype, const void* x, void* out, int64_t rows, int64_t cols, void* stream) {
+  if (cols == 0) return;
+  const int64_t tiles = (cols + kColumnTile - 1) / kColumnTile;
+  BAM_CHECK(tiles <= 0x7fffffff, "column_sums (CUDA): {} column tiles are too many for one launch", tiles);
+  auto launch = [&](auto in_tag, auto out_tag) {
+    using In = decltype(in_tag);
+    using Out = decltype(out_tag);
+    reduce_columns_kernel<In, Out><<<dim3(unsigned(tiles), 1u), dim3(kColumnTile, kRowGroups), 0, as_stream(stream)>>>(
+        ReduceOp::sum, static_cast<const In*>(x), nullptr, static_cast<Out*>(out), 1, rows, cols, rows);
+  };
+  if (dtype == out_dtype) {
+    dispatch_floating_storage("column_sums", dtype, [&](auto tag) { launch(tag, tag); });
+  } else {
+    BAM_CHECK(dtype == DType::f32 && (out_dtype == DType::bf16 || out_dtype == DType::f16),
+              "column_sums (CUDA): {} in with {} out is not supported (f32 in, 16 bits out, or the same type)",
+              dtype_name(dtype), dtype_name(out_dtype));
+    if (out_dtype == DType::bf16)
+      launch(float{}, __nv_bfloat16{});
+    else
+      launch(float{}, __half{});
+  }
   BAM_CUDA_CHECK_LAUNCH();
 }
 

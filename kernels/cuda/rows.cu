@@ -2,20 +2,21 @@
 // backward, one block per row (grid-stride over rows), sized to the row (row_threads). Statistics
 // are block reductions in the compute type. LayerNorm's backward is one pass over x and dy: a
 // grid of resident blocks walks the rows, writes dx, and sums each block's share of the column
-// sums d_weight and d_bias in registers; a small kernel then adds the blocks' partial rows.
+// sums d_weight and d_bias in registers; reduce.cu's column pass then adds the blocks' partial rows.
 // Rows wider than 2048 take two passes (dx, then the column sums in row chunks).
-#include <cuda/std/limits>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <cuda/std/limits>
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 
 #include "engine/cuda_check.h"
 #include "engine/host_device.h"
 #include "kernels/cuda/numeric.cuh"
+#include "kernels/cuda/reduce.h"
 #include "kernels/cuda/rows.h"
 
 namespace bam::cuda_kernels {
@@ -212,35 +213,6 @@ __global__ void layer_norm_partial_kernel(const S* x, const typename Num<S>::Com
   }
 }
 
-// d_weight and d_bias: the column sums of the partial rows. A block takes 32 columns, and each of
-// its 8 warps a strided share of the parts, then they add up through shared memory.
-constexpr int kFinishGroups = 8;
-template <typename S>
-__global__ void layer_norm_finish_kernel(const typename Num<S>::Compute* partial_w,
-                                         const typename Num<S>::Compute* partial_b, S* d_weight, S* d_bias,
-                                         int64_t parts, int64_t cols) {
-  using N = Num<S>;
-  using C = typename N::Compute;
-  __shared__ C group_w[kFinishGroups][32], group_b[kFinishGroups][32];
-  const int64_t c = blockIdx.x * int64_t(32) + threadIdx.x;
-  C sw = 0, sb = 0;
-  if (c < cols)
-    for (int64_t k = threadIdx.y; k < parts; k += kFinishGroups) {
-      sw += partial_w[k * cols + c];
-      sb += partial_b[k * cols + c];
-    }
-  group_w[threadIdx.y][threadIdx.x] = sw;
-  group_b[threadIdx.y][threadIdx.x] = sb;
-  __syncthreads();
-  if (threadIdx.y != 0 || c >= cols) return;
-  for (int k = 1; k < kFinishGroups; ++k) {
-    sw += group_w[k][threadIdx.x];
-    sb += group_b[k][threadIdx.x];
-  }
-  if (d_weight) d_weight[c] = N::store(sw);
-  if (d_bias) d_bias[c] = N::store(sb);
-}
-
 template <typename S>
 __global__ void l2_normalize_forward_kernel(const S* x, S* y, typename Num<S>::Compute* norms, int64_t rows,
                                             int64_t cols, double eps) {
@@ -310,7 +282,7 @@ int one_pass_columns(int64_t cols) {
 }
 
 // Blocks of the one-pass backward: as many as the device holds at once, at most one per row. Each
-// block then walks many rows, and the partial rows the finish kernel adds stay few (about 1,800 on
+// block then walks many rows, and the partial rows the column pass adds stay few (about 1,800 on
 // an H200 at 384 columns). Without a kernel this is the bound from the SM's thread and block
 // limits (the scratch size); with one, its registers may allow fewer (the launch). The device's
 // limits and each kernel's occupancy are looked up once per device.
@@ -425,10 +397,12 @@ void layer_norm_backward(DType dtype, DType dy_dtype, const void* x, const void*
     const O* g = static_cast<const O*>(dy);
     S* dxs = static_cast<S*>(dx);
     const unsigned threads = row_threads(cols);
+    // d_weight and d_bias: the column sums of the partial rows (reduce.cu's column pass).
     auto finish = [&](int64_t parts, const C* partial_w, const C* partial_b) {
-      const unsigned column_blocks = static_cast<unsigned>((cols + 31) / 32);
-      layer_norm_finish_kernel<S><<<column_blocks, dim3(32, kFinishGroups), 0, as_stream(stream)>>>(
-          partial_w, partial_b, static_cast<S*>(d_weight), static_cast<S*>(d_bias), parts, cols);
+      static_assert(std::is_same_v<C, float> || std::is_same_v<C, double>);
+      const DType partial_dtype = std::is_same_v<C, double> ? DType::f64 : DType::f32;
+      if (d_weight) column_sums(partial_dtype, dtype, partial_w, d_weight, parts, cols, stream);
+      if (d_bias) column_sums(partial_dtype, dtype, partial_b, d_bias, parts, cols, stream);
     };
     if (!d_weight && !d_bias) {  // dx alone
       if (dxs)
