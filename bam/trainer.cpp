@@ -251,7 +251,7 @@ void Trainer::refit_to_budget() {
     const int64_t scaled_steps = decided_by_rank0(bam::steps_within(scaled_work, left, per_step, state_.global_step));
     const ContrastiveCropSchedule candidate =
         config_.ccrop_schedule().scaled(config_.ccrop_scaled_from_epochs, (scaled_steps + steps - 1) / steps);
-    if (box_schedule_replaceable(candidate)) {
+    if (candidate.untouched_at(state_.epoch)) {
       rescaled = candidate;
       max_steps = scaled_steps;
     } else if (config_.use_ccrop) {

@@ -171,9 +171,8 @@ class Trainer {
   // fit before training, and again at the first refit while box_schedule_scalable), in the config
   // that the checkpoints keep; the later refits keep it. `plan` names the plan in the message.
   void use_box_schedule(const ContrastiveCropSchedule& schedule, const char* plan);
-  // Whether `schedule` may replace the one in use: it would have located no box yet, nor placed
-  // a crop of this epoch by them (and the one in use has not either: box_schedule_scalable).
-  bool box_schedule_replaceable(const ContrastiveCropSchedule& schedule) const;
+  // Whether the schedule in use is scaled and untouched at this epoch (ContrastiveCropSchedule::
+  // untouched_at), so that the first refit may scale it again: to a schedule untouched here too.
   bool box_schedule_scalable() const;
   std::string box_renewals_text() const;  // the first few renewals to come, for messages
   std::string box_use_text() const;       // "from epoch N on", or "in no epoch of this run"

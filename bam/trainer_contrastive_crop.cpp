@@ -145,13 +145,8 @@ std::string Trainer::box_use_text() const {
   return first < epochs_in_schedule() ? fmt::format("from epoch {} on", first) : std::string("in no epoch of this run");
 }
 
-bool Trainer::box_schedule_replaceable(const ContrastiveCropSchedule& schedule) const {
-  // No box located after an epoch before this one, and no crop of this one placed by the boxes.
-  return schedule.first_renewal() >= state_.epoch && schedule.first_epoch() > state_.epoch;
-}
-
 bool Trainer::box_schedule_scalable() const {
-  return config_.ccrop_scaled_from_epochs > 0 && box_schedule_replaceable(config_.ccrop_schedule());
+  return config_.ccrop_scaled_from_epochs > 0 && config_.ccrop_schedule().untouched_at(state_.epoch);
 }
 
 void Trainer::use_box_schedule(const ContrastiveCropSchedule& schedule, const char* plan) {

@@ -330,6 +330,26 @@ TEST_CASE("the boxes are used and renewed on main_pretrain.py's epochs") {
   CHECK(unused.first_renewal() == ContrastiveCropSchedule::kNever);
   CHECK(ContrastiveCropSchedule{1, 0}.scaled(1, 5).first_renewal() == ContrastiveCropSchedule::kNever);
   CHECK(renewals(ContrastiveCropSchedule{1, 0}.scaled(1, 5), 5).empty());
+
+  // untouched_at, which lets the first refit scale the schedule again: true while training the
+  // epoch after which the first renewal comes, false from the next (ten: after 2, used from 3).
+  CHECK(ten.untouched_at(0));
+  CHECK(ten.untouched_at(2));
+  CHECK(!ten.untouched_at(3));
+  // Used from epoch 4 and renewed after it (late_scaled): touched at 4 by the crops alone.
+  CHECK(late_scaled.untouched_at(3));
+  CHECK(!late_scaled.untouched_at(4));
+  // Boxes used from 31 but never renewed (--epochs 18, from 15 every 10 scaled to 36): the use
+  // alone decides.
+  const ContrastiveCropSchedule used_only = ContrastiveCropSchedule{10, 15}.scaled(18, 36);
+  REQUIRE(used_only.first_renewal() == ContrastiveCropSchedule::kNever);
+  CHECK(used_only.first_epoch() == 31);
+  CHECK(used_only.untouched_at(30));
+  CHECK(!used_only.untouched_at(31));
+  CHECK(unused.untouched_at(1000));  // neither: never touched
+  // A rule of every epoch from 0 renews after epoch 0, so it is touched from epoch 1 on.
+  CHECK(every.untouched_at(0));
+  CHECK(!every.untouched_at(1));
 }
 
 TEST_CASE("locate_objects reads the CLS attention of the last block of each whole image, in dataset order") {
