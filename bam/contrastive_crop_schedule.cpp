@@ -1,4 +1,4 @@
-// ContrastiveCropSchedule::renews_after: see contrastive_crop_schedule.h.
+// ContrastiveCropSchedule::renews_after and same_from: see contrastive_crop_schedule.h.
 #include "bam/contrastive_crop_schedule.h"
 
 namespace bam {
@@ -15,6 +15,14 @@ bool ContrastiveCropSchedule::renews_after(int64_t epoch, int64_t epochs) const 
     if (here == epoch) return true;
     if (here > epoch) return false;
   }
+}
+
+bool ContrastiveCropSchedule::same_from(const ContrastiveCropSchedule& other, int64_t epoch, int64_t epochs) const {
+  const auto used_from = [&](const ContrastiveCropSchedule& s) { return std::clamp(s.first_epoch(), epoch, epochs); };
+  if (used_from(*this) != used_from(other)) return false;
+  for (int64_t e = epoch; e < epochs; ++e)
+    if (renews_after(e, epochs) != other.renews_after(e, epochs)) return false;
+  return true;
 }
 
 }  // namespace bam

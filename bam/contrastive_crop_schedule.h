@@ -43,6 +43,10 @@ struct ContrastiveCropSchedule {
   // Whether a run training `epoch` has not acted on this schedule yet (so it may still take
   // another): no renewal after an epoch before this one, and no crop of this one placed by the boxes.
   bool untouched_at(int64_t epoch) const { return first_renewal() >= epoch && first_epoch() > epoch; }
+  // Whether this schedule and `other` tell a run of `epochs` epochs the same from `epoch` on: the
+  // first epoch whose crops the boxes place (any at or before `epoch` is the same; none within the
+  // run too), and each renewal to come.
+  bool same_from(const ContrastiveCropSchedule& other, int64_t epoch, int64_t epochs) const;
   // This schedule in a run of `to_epochs` fitted from one of `from_epochs` (--epochs).
   ContrastiveCropSchedule scaled(int64_t from_epochs, int64_t to_epochs) const {
     return {loc_interval, warmup_epochs, from_epochs, to_epochs};

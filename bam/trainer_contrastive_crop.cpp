@@ -156,10 +156,7 @@ void Trainer::use_box_schedule(const ContrastiveCropSchedule& schedule, const ch
   if (!config_.use_ccrop) return;
   // What the loader is told changes only with the first epoch the boxes place crops in or a
   // renewal to come; otherwise its prepared batches stay.
-  bool changed = before.first_epoch() != schedule.first_epoch();
-  for (int64_t e = state_.epoch; e < epochs_in_schedule() && !changed; ++e)
-    changed = before.renews_after(e, epochs_in_schedule()) != schedule.renews_after(e, epochs_in_schedule());
-  if (!changed) return;
+  if (schedule.same_from(before, state_.epoch, epochs_in_schedule())) return;
   std::printf(
       "ContrastiveCrop's schedule scaled from --epochs %lld to %s %lld: its box updates at the same fractions of "
       "the run, after epochs %s, and crops placed by the boxes %s\n",

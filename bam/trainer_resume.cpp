@@ -1,6 +1,7 @@
 // The Trainer's resume and checkpoints: what a checkpoint must agree with before training goes on
 // from it (the architecture, the global batch, the images, every rank's weights), the flags it
 // notes as changed, and what a save writes.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <set>
@@ -50,7 +51,24 @@ void Trainer::resume_if_possible(TrainResult& result) {
         "--output_dir (scripts/run.sh: --fresh)",
         checkpoint_path(), ck.config.max_steps, ck.config.time_budget_minutes, config_.time_budget_minutes);
     // The schedule was fitted when the run started; keep it rather than fitting again (and say so
-    // in this run's checkpoints, so that a later resume keeps it too).
+    // in this run's checkpoints, so that a later resume keeps it too). The fit leaves
+    // --warmup_epochs and --loc_interval as given (they place ContrastiveCrop's schedule) and
+    // bounds --reg_warmup_epochs by the fitted epochs: a request for others is not followed, and
+    // is said (the schedule's length and warm-up steps are the fit's own, asked for by no flag).
+    std::string kept, asked;
+    const auto differs = [&](const char* flag, int64_t saved, int64_t requested) {
+      if (saved == requested) return;
+      kept += fmt::format(" --{} {}", flag, saved);
+      asked += fmt::format(" --{} {}", flag, requested);
+    };
+    differs("warmup_epochs", ck.config.warmup_epochs, config_.warmup_epochs);
+    differs("loc_interval", ck.config.loc_interval, config_.loc_interval);
+    differs("reg_warmup_epochs", ck.config.reg_warmup_epochs, std::min(config_.reg_warmup_epochs, ck.config.epochs));
+    if (!kept.empty())
+      std::printf(
+          "note: the checkpoint's run was fitted to a budget, and its schedule is kept as fitted, with%s; this "
+          "run's%s are not followed (train anew in another --output_dir to fit them)\n",
+          kept.c_str(), asked.c_str());
     config_.fit_epochs_to_budget = true;
     config_.epochs = ck.config.epochs;
     config_.max_steps = ck.config.max_steps;

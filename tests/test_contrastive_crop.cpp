@@ -350,6 +350,27 @@ TEST_CASE("the boxes are used and renewed on main_pretrain.py's epochs") {
   // A rule of every epoch from 0 renews after epoch 0, so it is touched from epoch 1 on.
   CHECK(every.untouched_at(0));
   CHECK(!every.untouched_at(1));
+
+  // same_from, which spares the loader's prepared batches when a refit's schedule tells it nothing
+  // new. Other flags, the same epochs: used from 3, renewed after 2, 4, 6 and 8.
+  const ContrastiveCropSchedule by_two{2, 2};
+  CHECK(by_two.same_from(by_two, 0, 10));
+  CHECK(by_two.same_from(ContrastiveCropSchedule{2, 1}, 0, 10));
+  // Used from 5 and renewed after 4 and 8: another schedule, but not in the last epoch, which
+  // renews nothing and uses the boxes under both.
+  const ContrastiveCropSchedule by_four{4, 2};
+  CHECK(!by_two.same_from(by_four, 0, 10));
+  CHECK(!by_two.same_from(by_four, 5, 10));  // the renewal after 6
+  CHECK(by_two.same_from(by_four, 9, 10));
+  // Two scalings whose boxes would first place crops in epochs 5 and 6, never renewed: in a run of
+  // 5 epochs neither is used, the same; in a run of 6 one is used in the last epoch.
+  const ContrastiveCropSchedule to_four = ContrastiveCropSchedule{10, 18}.scaled(20, 4),
+                                to_five = ContrastiveCropSchedule{10, 18}.scaled(20, 5);
+  REQUIRE(to_four.first_epoch() == 5);
+  REQUIRE(to_five.first_epoch() == 6);
+  REQUIRE(to_five.first_renewal() == ContrastiveCropSchedule::kNever);
+  CHECK(to_five.same_from(to_four, 0, 5));
+  CHECK(!to_five.same_from(to_four, 0, 6));
 }
 
 TEST_CASE("locate_objects reads the CLS attention of the last block of each whole image, in dataset order") {

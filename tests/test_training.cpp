@@ -4,6 +4,8 @@
 // timm-named backbone; bad flags are rejected with the flag named; the data source is told the
 // run's length in epochs, fitted to a time budget too; the output folder is made (or refused) first.
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -578,12 +580,23 @@ TEST_CASE("a budget-fitted schedule is kept by every later resume, with or witho
   plain.time_budget_minutes = 0;
   plain.fit_epochs_to_budget = false;
   plain.knn_freq = 0;
-  const TrainResult rest = train(plain);
+  // Flags of the fitted schedule asked anew are not followed, and the run says so.
+  plain.warmup_epochs = fitted.config.warmup_epochs + 3;
+  plain.loc_interval = fitted.config.loc_interval + 5;
+  TrainResult rest;
+  const std::string said = stdout_of([&] { rest = train(plain); });
+  CHECK_MESSAGE(said.find(fmt::format("its schedule is kept as fitted, with --warmup_epochs {} --loc_interval {}; "
+                                      "this run's --warmup_epochs {} --loc_interval {} are not followed",
+                                      fitted.config.warmup_epochs, fitted.config.loc_interval, plain.warmup_epochs,
+                                      plain.loc_interval)) != std::string::npos,
+                said);
   CHECK(rest.resumed);
   CHECK(static_cast<int64_t>(rest.step_losses.size()) == fitted.config.max_steps - 8);
   const auto after = load_checkpoint(c.output_dir + "/checkpoint.safetensors");
   CHECK(after.config.fit_epochs_to_budget);
   CHECK(after.config.max_steps == fitted.config.max_steps);
+  CHECK(after.config.warmup_epochs == fitted.config.warmup_epochs);
+  CHECK(after.config.loc_interval == fitted.config.loc_interval);
   CHECK(after.state.global_step == fitted.config.max_steps);
   CHECK(train(plain).step_losses.empty());  // and a third run finds it done
 }
