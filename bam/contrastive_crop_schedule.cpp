@@ -18,7 +18,7 @@ bool ContrastiveCropSchedule::renews_after(int64_t epoch, int64_t epochs) const 
 }
 
 bool ContrastiveCropSchedule::same_from(const ContrastiveCropSchedule& other, int64_t epoch, int64_t epochs) const {
-  const auto used_from = [&](const ContrastiveCropSchedule& s) { return std::clamp(s.first_epoch(), epoch, epochs); };
+  const auto used_from = [&](const ContrastiveCropSchedule& s) { return std::max(s.first_epoch(), epoch); };
   if (used_from(*this) != used_from(other)) return false;
   for (int64_t e = epoch; e < epochs; ++e)
     if (renews_after(e, epochs) != other.renews_after(e, epochs)) return false;

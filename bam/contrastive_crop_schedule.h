@@ -44,8 +44,9 @@ struct ContrastiveCropSchedule {
   // another): no renewal after an epoch before this one, and no crop of this one placed by the boxes.
   bool untouched_at(int64_t epoch) const { return first_renewal() >= epoch && first_epoch() > epoch; }
   // Whether this schedule and `other` tell a run of `epochs` epochs the same from `epoch` on: the
-  // first epoch whose crops the boxes place (any at or before `epoch` is the same; none within the
-  // run too), and each renewal to come.
+  // first epoch whose crops the boxes place (any at or before `epoch` is the same; past the run's
+  // end, not: a later refit can lengthen the run, and the loader places crops by that epoch
+  // itself), and each renewal to come (the trainer decides those again at every epoch's end).
   bool same_from(const ContrastiveCropSchedule& other, int64_t epoch, int64_t epochs) const;
   // This schedule in a run of `to_epochs` fitted from one of `from_epochs` (--epochs).
   ContrastiveCropSchedule scaled(int64_t from_epochs, int64_t to_epochs) const {

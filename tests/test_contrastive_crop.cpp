@@ -363,14 +363,18 @@ TEST_CASE("the boxes are used and renewed on main_pretrain.py's epochs") {
   CHECK(!by_two.same_from(by_four, 5, 10));  // the renewal after 6
   CHECK(by_two.same_from(by_four, 9, 10));
   // Two scalings whose boxes would first place crops in epochs 5 and 6, never renewed: in a run of
-  // 5 epochs neither is used, the same; in a run of 6 one is used in the last epoch.
+  // 5 epochs neither is used yet, but they differ all the same, as a later refit can lengthen the
+  // run to 6 and the loader would then place epoch 5's crops by the schedule it was last told.
   const ContrastiveCropSchedule to_four = ContrastiveCropSchedule{10, 18}.scaled(20, 4),
                                 to_five = ContrastiveCropSchedule{10, 18}.scaled(20, 5);
   REQUIRE(to_four.first_epoch() == 5);
   REQUIRE(to_five.first_epoch() == 6);
   REQUIRE(to_five.first_renewal() == ContrastiveCropSchedule::kNever);
-  CHECK(to_five.same_from(to_four, 0, 5));
+  CHECK(!to_five.same_from(to_four, 0, 5));
   CHECK(!to_five.same_from(to_four, 0, 6));
+  CHECK(to_five.same_from(to_five.scaled(20, 5), 0, 5));
+  // Both used from before `epoch`: the same from there on.
+  CHECK(to_five.same_from(to_four, 7, 9));
 }
 
 TEST_CASE("locate_objects reads the CLS attention of the last block of each whole image, in dataset order") {

@@ -583,13 +583,17 @@ TEST_CASE("a budget-fitted schedule is kept by every later resume, with or witho
   // Flags of the fitted schedule asked anew are not followed, and the run says so.
   plain.warmup_epochs = fitted.config.warmup_epochs + 3;
   plain.loc_interval = fitted.config.loc_interval + 5;
+  plain.reg_warmup_epochs = 0;  // the fit bounded the asked 30 by its epochs
+  REQUIRE(fitted.config.reg_warmup_epochs > 0);
   TrainResult rest;
   const std::string said = stdout_of([&] { rest = train(plain); });
-  CHECK_MESSAGE(said.find(fmt::format("its schedule is kept as fitted, with --warmup_epochs {} --loc_interval {}; "
-                                      "this run's --warmup_epochs {} --loc_interval {} are not followed",
-                                      fitted.config.warmup_epochs, fitted.config.loc_interval, plain.warmup_epochs,
-                                      plain.loc_interval)) != std::string::npos,
-                said);
+  CHECK_MESSAGE(
+      said.find(fmt::format("its schedule is kept as fitted, with --warmup_epochs {} --loc_interval {} "
+                            "--reg_warmup_epochs {}; this run's --warmup_epochs {} --loc_interval {} "
+                            "--reg_warmup_epochs 0 are not followed",
+                            fitted.config.warmup_epochs, fitted.config.loc_interval, fitted.config.reg_warmup_epochs,
+                            plain.warmup_epochs, plain.loc_interval)) != std::string::npos,
+      said);
   CHECK(rest.resumed);
   CHECK(static_cast<int64_t>(rest.step_losses.size()) == fitted.config.max_steps - 8);
   const auto after = load_checkpoint(c.output_dir + "/checkpoint.safetensors");
@@ -597,8 +601,16 @@ TEST_CASE("a budget-fitted schedule is kept by every later resume, with or witho
   CHECK(after.config.max_steps == fitted.config.max_steps);
   CHECK(after.config.warmup_epochs == fitted.config.warmup_epochs);
   CHECK(after.config.loc_interval == fitted.config.loc_interval);
+  CHECK(after.config.reg_warmup_epochs == fitted.config.reg_warmup_epochs);
   CHECK(after.state.global_step == fitted.config.max_steps);
   CHECK(train(plain).step_losses.empty());  // and a third run finds it done
+  // The first run's schedule flags again: no note.
+  TrainConfig same = plain;
+  same.warmup_epochs = c.warmup_epochs;
+  same.loc_interval = c.loc_interval;
+  same.reg_warmup_epochs = c.reg_warmup_epochs;
+  const std::string again = stdout_of([&] { CHECK(train(same).step_losses.empty()); });
+  CHECK_MESSAGE(again.find("are not followed") == std::string::npos, again);
 }
 
 TEST_CASE("export writes the backbone under timm names") {
