@@ -4,13 +4,18 @@
 // the threshold) and a hand-worked map, the renewal schedule of main_pretrain.py, locate_objects
 // against the attention it reads, and a training run that renews its boxes with the teacher,
 // keeps them in its checkpoints and resumes from them exactly (and refuses to resume without
-// them where they would have been located). (The loader's side is in test_loader.cpp.)
+// them where they would have been located), and runs fitted to a time budget that scale the
+// schedule, or keep it when a refit comes too late. (The loader's side is in test_loader.cpp.)
 
+#include <fmt/format.h>
+
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <random>
+#include <thread>
 
 #include "bam/contrastive_crop.h"
 #include "bam/trainer.h"
@@ -119,6 +124,46 @@ class FailingData : public TrainData {
   std::unique_ptr<TrainData> inner_;
   int64_t fail_at_, taken_ = 0;
 };
+
+// A folder's data whose batches take `first_ms` longer, then `then_ms` from batch `from` on
+// (counted over the run): a machine that slows down after the schedule was fitted.
+class SlowingData : public FailingData {
+ public:
+  SlowingData(std::unique_ptr<TrainData> inner, int first_ms, int64_t from, int then_ms)
+      : FailingData(std::move(inner), -1), first_ms_(first_ms), then_ms_(then_ms), from_(from) {}
+  CropBatch next() override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(taken_++ < from_ ? first_ms_ : then_ms_));
+    return FailingData::next();
+  }
+
+ private:
+  int first_ms_, then_ms_;
+  int64_t from_, taken_ = 0;
+};
+
+// A ContrastiveCrop run fitted to a 3-second budget, in the official proportions (--loc_interval
+// 20 and --warmup_epochs 10 of --epochs 100, here ten times each, as these steps take
+// milliseconds): the boxes are first located after 20 % of the run.
+TrainConfig fitted_ccrop_config(const std::string& name, const std::string& folder) {
+  TrainConfig c = small_train_config(fresh_dir(name));
+  c.data_path = folder;
+  c.num_workers = 2;
+  c.use_ccrop = true;
+  c.box_thresh = 0.5;
+  c.epochs = 1000;
+  c.warmup_epochs = 100;
+  c.loc_interval = 200;
+  c.time_budget_minutes = 0.05;
+  c.fit_epochs_to_budget = true;
+  return c;
+}
+
+// The epochs of the plan a run's message names ("... to the fitted 25: ..."); -1 without the message.
+int64_t scaled_to(const std::string& out, const std::string& plan) {
+  const std::string said = "ContrastiveCrop's schedule scaled from --epochs 1000 to " + plan + " ";
+  const size_t at = out.find(said);
+  return at == std::string::npos ? -1 : std::stoll(out.substr(at + said.size()));
+}
 
 }  // namespace
 
@@ -512,25 +557,7 @@ TEST_CASE("a ContrastiveCrop run renews its boxes with the teacher, keeps them i
 // plan; a resume keeps the checkpoint's scale.
 TEST_CASE("a ContrastiveCrop run fitted to a budget scales its box schedule with the run, and a resume keeps it") {
   const std::string folder = write_colour_folder("ccrop/fit_images", 4, 16, 10);
-  auto config = [&](const std::string& name) {
-    TrainConfig c = small_train_config(fresh_dir(name));
-    c.data_path = folder;
-    c.num_workers = 2;
-    c.use_ccrop = true;
-    c.box_thresh = 0.5;
-    c.epochs = 1000;
-    c.warmup_epochs = 100;
-    c.loc_interval = 200;
-    c.time_budget_minutes = 0.05;
-    c.fit_epochs_to_budget = true;
-    return c;
-  };
-  // The epochs of the plan a message names ("... to the fitted 25: ..."); -1 without the message.
-  auto scaled_to = [](const std::string& out, const std::string& plan) -> int64_t {
-    const std::string said = "ContrastiveCrop's schedule scaled from --epochs 1000 to " + plan + " ";
-    const size_t at = out.find(said);
-    return at == std::string::npos ? -1 : std::stoll(out.substr(at + said.size()));
-  };
+  auto config = [&](const std::string& name) { return fitted_ccrop_config(name, folder); };
   const TrainConfig full = config("fit_full");
   TrainResult r;
   const std::string out = stdout_of([&] { r = Trainer(full, make_train_data(full)).run(); });
@@ -573,6 +600,26 @@ TEST_CASE("a ContrastiveCrop run fitted to a budget scales its box schedule with
   CHECK(resumed.state.global_step > stopped.state.global_step);
   CHECK(resumed.config.ccrop_scaled_from_epochs == 1000);
   CHECK(resumed.config.ccrop_scaled_to_epochs == stopped.config.ccrop_scaled_to_epochs);
+}
+
+// The first refit scales the schedule again only while neither the schedule in use nor the new one
+// has acted on the run. Here the calibration's 4 batches take 15 ms more each (so that it fits
+// fewer than 200 steps and the first refit comes at step 9, in epoch 2, on any machine), and the
+// next ones 170 ms more: by the first refit the budget leaves only a few epochs, scaled to which the
+// boxes would already have been located after epoch 0 or 1. The schedule stays scaled to the
+// calibration's plan, and the run says so.
+TEST_CASE("a first refit whose rescaled box schedule would already have acted keeps the fitted one, saying so") {
+  TrainConfig c = fitted_ccrop_config("fit_refused", write_colour_folder("ccrop/refused_images", 4, 16, 10));
+  c.time_budget_minutes = 0.06;  // 3.6 s
+  const std::string out =
+      stdout_of([&] { Trainer(c, std::make_unique<SlowingData>(make_train_data(c), 15, 4, 170)).run(); });
+  const int64_t fitted = scaled_to(out, "the fitted");
+  CAPTURE(out);
+  REQUIRE(fitted >= 8);  // untouched at the first refit's epoch: the boxes first located after 2 or more
+  CHECK(out.find(fmt::format("(ContrastiveCrop's schedule stays scaled to {} epochs: scaled to the refitted plan's ",
+                             fitted)) != std::string::npos);
+  CHECK(scaled_to(out, "the refitted plan's") == -1);
+  CHECK(load_checkpoint(c.output_dir + "/checkpoint.safetensors").config.ccrop_scaled_to_epochs == fitted);
 }
 
 }  // namespace bam::test
