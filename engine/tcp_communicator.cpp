@@ -25,10 +25,16 @@
 #include "engine/error.h"
 #include "engine/fnv1a.h"
 #include "engine/ops.h"
+#include "engine/tcp_socket.h"
 #include "engine/whole_number.h"
 
 namespace bam {
 namespace {
+
+using tcp::connect_within;
+using tcp::connected_to_itself;
+using tcp::set_socket_options;
+using tcp::Socket;
 
 // A whole-number environment variable in [lo, hi], or `fallback` when unset.
 int env_int(const char* name, int fallback, int lo, int hi) {
@@ -82,24 +88,6 @@ uint64_t job_key() {
   return id.empty() ? 0 : fnv1a(id);
 }
 
-class Socket {
- public:
-  Socket() = default;
-  explicit Socket(int fd) : fd_(fd) {}
-  Socket(Socket&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  Socket& operator=(Socket&& o) noexcept {
-    std::swap(fd_, o.fd_);
-    return *this;
-  }
-  ~Socket() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int fd() const { return fd_; }
-
- private:
-  int fd_ = -1;
-};
-
 class TcpCommunicator : public Communicator {
  public:
   TcpCommunicator(const LaunchEnvironment& env, double timeout_seconds);
@@ -133,70 +121,6 @@ class TcpCommunicator : public Communicator {
   std::thread watcher_;        // exit_when_a_peer_stops
   std::atomic<bool> watching_{false};
 };
-
-void set_socket_options(int fd) {
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  // A peer's machine that loses power or its network sends nothing more, not even a close: the
-  // kernel's probes find it after about two minutes of silence (1 minute, then 6 probes 10 s
-  // apart), and the collective waiting on it fails instead of waiting forever. (A process that
-  // is stopped but alive still answers them: its own machine keeps the connection.)
-  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-  int idle = 60, interval = 10, probes = 6;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof(probes));
-  // The probes only run on an idle connection: data sent to a machine that went away is instead
-  // retransmitted for about 15 minutes (tcp_retries2). Unacknowledged for two minutes, it fails.
-  unsigned int user_timeout_ms = 120000;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
-}
-
-// connect() that gives up after `seconds`: a blocking one to an address whose packets are dropped
-// waits out the kernel's SYN retries (about two minutes) whatever BAM_CONNECT_TIMEOUT_S says.
-// True when connected; otherwise errno says why (ETIMEDOUT when the time ran out).
-bool connect_within(int fd, const sockaddr_in& address, double seconds) {
-  const int flags = ::fcntl(fd, F_GETFL, 0);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return false;
-  bool connected = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
-  if (!connected && errno == EINPROGRESS) {
-    pollfd p{fd, POLLOUT, 0};
-    int ready;
-    do {
-      ready = ::poll(&p, 1, static_cast<int>(std::max(1.0, seconds * 1000)));
-    } while (ready < 0 && errno == EINTR);  // (a signal restarts the whole wait: it is short)
-    if (ready == 0) {
-      errno = ETIMEDOUT;
-      return false;
-    }
-    int error = 0;
-    socklen_t length = sizeof(error);
-    if (ready < 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) return false;
-    if (error != 0) {
-      errno = error;
-      return false;
-    }
-    connected = true;
-  }
-  if (!connected) return false;
-  const int saved = errno;
-  ::fcntl(fd, F_SETFL, flags);  // blocking again, as the collectives expect
-  errno = saved;
-  return true;
-}
-
-// Whether a connection's two ends are the same address and port. Before rank 0 listens, a
-// connection to a port in the ephemeral range can meet itself (TCP's simultaneous open, when the
-// port the kernel picks for the connecting end is that port): the rank would then read its own
-// hello back as rank 0's go.
-bool connected_to_itself(int fd) {
-  sockaddr_in local{}, peer{};
-  socklen_t local_length = sizeof(local), peer_length = sizeof(peer);
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_length) != 0 ||
-      ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_length) != 0)
-    return false;
-  return local.sin_port == peer.sin_port && local.sin_addr.s_addr == peer.sin_addr.s_addr;
-}
 
 // Waits up to `seconds` for the bytes of a joining rank's hello: false when they do not come.
 bool receive_hello(int fd, Header* hello, double seconds) {

@@ -2,9 +2,13 @@
 // collectives against plain loops, the differentiable ones by their gradients, and the BAM loss and
 // BatchNorm across ranks against one process that holds the whole batch. (tests/cli_data_parallel.sh
 // runs bamtrain as separate processes.)
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sched.h>
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <thread>
 
@@ -18,11 +22,25 @@
 #include "engine/autograd.h"
 #include "engine/distributed.h"
 #include "engine/random.h"
+#include "engine/tcp_socket.h"
 #include "tests/rank_threads.h"
 #include "tests/support.h"
 
 namespace bam::test {
 namespace {
+
+// A TCP socket bound to a port of 127.0.0.1 the kernel picks; `address` is where it is bound.
+tcp::Socket bound_loopback_socket(sockaddr_in* address) {
+  tcp::Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(s.fd() >= 0);
+  sockaddr_in loopback{};
+  loopback.sin_family = AF_INET;
+  loopback.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(s.fd(), reinterpret_cast<const sockaddr*>(&loopback), sizeof(loopback)) == 0);
+  socklen_t length = sizeof(*address);
+  REQUIRE(::getsockname(s.fd(), reinterpret_cast<sockaddr*>(address), &length) == 0);
+  return s;
+}
 
 double max_abs_difference(const Tensor& a, const Tensor& b) {
   REQUIRE(a.shape() == b.shape());
@@ -160,6 +178,36 @@ TEST_CASE(
     run_ranks(2, [](Communicator& group) { all_gather_varying_rows(zeros({2, group.rank() == 0 ? 3 : 4}), group); });
   });
   CHECK_MESSAGE(different.find("rows of 3 f32 values, rank 1 rows of 4 f32 values") != std::string::npos, different);
+}
+
+// A rank connecting before rank 0 listens can meet itself: when the port the kernel picks for the
+// connecting end is rank 0's, TCP's simultaneous open connects the socket to itself, and the rank
+// would read its own hello back as rank 0's answer. Binding a socket to a port and connecting it
+// to that port makes the same connection on purpose.
+TEST_CASE("tcp sockets: a connection that met itself is told apart from one that reached a listener") {
+  sockaddr_in own{};
+  const tcp::Socket self = bound_loopback_socket(&own);
+  REQUIRE(tcp::connect_within(self.fd(), own, 5.0));
+  CHECK(tcp::connected_to_itself(self.fd()));
+  // A listener's connection has two ends, on the same address.
+  sockaddr_in listening{};
+  const tcp::Socket listener = bound_loopback_socket(&listening);
+  REQUIRE(::listen(listener.fd(), 1) == 0);
+  const tcp::Socket client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(tcp::connect_within(client.fd(), listening, 5.0));
+  CHECK_FALSE(tcp::connected_to_itself(client.fd()));
+  const tcp::Socket accepted(::accept(listener.fd(), nullptr, nullptr));
+  REQUIRE(accepted.fd() >= 0);
+  CHECK_FALSE(tcp::connected_to_itself(accepted.fd()));
+  // A port bound but not listening refuses, and errno says so; an unconnected socket is not itself.
+  sockaddr_in closed{};
+  const tcp::Socket holder = bound_loopback_socket(&closed);
+  const tcp::Socket refused(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const bool connected = tcp::connect_within(refused.fd(), closed, 5.0);
+  const int error = errno;
+  CHECK_FALSE(connected);
+  CHECK(error == ECONNREFUSED);
+  CHECK_FALSE(tcp::connected_to_itself(refused.fd()));
 }
 
 TEST_CASE("ranks_sharing_cores: ranks on the same cores count each other; ranks pinned apart do not") {
