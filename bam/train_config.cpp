@@ -46,8 +46,11 @@ void TrainConfig::validate() const {
   BAM_CHECK(batch_size_per_gpu >= 2, "--batch_size_per_gpu must be at least 2 (positive masking needs two images), got {}",
             batch_size_per_gpu);
   BAM_CHECK(epochs >= 1, "--epochs must be at least 1, got {}", epochs);
-  BAM_CHECK(warmup_epochs >= 0 && warmup_epochs <= epochs, "--warmup_epochs must be in [0, --epochs], got {}",
-            warmup_epochs);
+  BAM_CHECK(warmup_epochs >= 0 && warmup_epochs <= epochs,
+            "--warmup_epochs must be in [0, --epochs] (--epochs {}), got {}{}", epochs, warmup_epochs,
+            warmup_epochs == TrainConfig{}.warmup_epochs && epochs < warmup_epochs
+                ? " (its default, as the official script's): give a shorter warm-up for a run this short"
+                : "");
   BAM_CHECK(max_steps >= 0 && warmup_steps >= 0, "--max_steps and --warmup_steps must be non-negative");
   BAM_CHECK(lr > 0, "--lr must be positive, got {}", lr);
   BAM_CHECK(min_lr >= 0, "--min_lr must be non-negative, got {}", min_lr);

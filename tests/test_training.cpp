@@ -730,6 +730,15 @@ TEST_CASE("bad settings name the flag before any work") {
   t = c;
   t.arch = "resnet50";
   expect(t, "--arch");
+  // A run shorter than the default warm-up is told what to change.
+  t = c;
+  t.epochs = 3;
+  t.warmup_epochs = TrainConfig{}.warmup_epochs;
+  expect(t, "--warmup_epochs must be in [0, --epochs] (--epochs 3), got 10 (its default");
+  t.warmup_epochs = 4;  // given: no word of the default
+  const std::string given = error_of([&] { t.validate(); });
+  CHECK_MESSAGE(given.find("--warmup_epochs must be in [0, --epochs] (--epochs 3), got 4") != std::string::npos, given);
+  CHECK_MESSAGE(given.find("default") == std::string::npos, given);
   t = c;
   t.global_crops_size = 18;
   expect(t, "--global_crops_size");
