@@ -3,10 +3,8 @@
 // naming the collective and its size, so ranks that call different collectives (a bug, or a rank
 // that took another branch) fail with both calls named instead of hanging or mixing bytes.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>

@@ -13,6 +13,11 @@
 
 namespace bam::test {
 
+TrainResult train(const TrainConfig& c) {
+  Trainer trainer(c, make_train_data(c));
+  return trainer.run();
+}
+
 TrainConfig small_train_config(const std::string& output_dir) {
   TrainConfig c;
   c.arch = "custom";

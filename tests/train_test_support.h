@@ -7,10 +7,14 @@
 
 #include "bam/contrastive_crop.h"
 #include "bam/train_config.h"
+#include "bam/trainer.h"
 
 namespace bam::test {
 
 TrainConfig small_train_config(const std::string& output_dir);
+
+// A Trainer of `c` on the data it names (make_train_data), run: what the run returns.
+TrainResult train(const TrainConfig& c);
 
 // A ViT small enough for any test: 2 blocks of `embed_dim` with `heads` heads, on img_size-pixel
 // images in patch_size-pixel patches.
