@@ -9,13 +9,11 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <random>
-#include <thread>
 
 #include "bam/contrastive_crop.h"
 #include "bam/trainer.h"
@@ -123,22 +121,6 @@ class FailingData : public TrainData {
  private:
   std::unique_ptr<TrainData> inner_;
   int64_t fail_at_, taken_ = 0;
-};
-
-// A folder's data whose batches take `first_ms` longer, then `then_ms` from batch `from` on
-// (counted over the run): a machine that slows down after the schedule was fitted.
-class SlowingData : public FailingData {
- public:
-  SlowingData(std::unique_ptr<TrainData> inner, int first_ms, int64_t from, int then_ms)
-      : FailingData(std::move(inner), -1), first_ms_(first_ms), then_ms_(then_ms), from_(from) {}
-  CropBatch next() override {
-    std::this_thread::sleep_for(std::chrono::milliseconds(taken_++ < from_ ? first_ms_ : then_ms_));
-    return FailingData::next();
-  }
-
- private:
-  int first_ms_, then_ms_;
-  int64_t from_, taken_ = 0;
 };
 
 // A ContrastiveCrop run fitted to a 3-second budget, in the official proportions (--loc_interval
@@ -612,7 +594,7 @@ TEST_CASE("a first refit whose rescaled box schedule would already have acted ke
   TrainConfig c = fitted_ccrop_config("fit_refused", write_colour_folder("ccrop/refused_images", 4, 16, 10));
   c.time_budget_minutes = 0.06;  // 3.6 s
   const std::string out =
-      stdout_of([&] { Trainer(c, std::make_unique<SlowingData>(make_train_data(c), 15, 4, 170)).run(); });
+      stdout_of([&] { Trainer(c, std::make_unique<ChangingSpeedData>(make_train_data(c), 15, 170, 4)).run(); });
   const int64_t fitted = scaled_to(out, "the fitted");
   CAPTURE(out);
   REQUIRE(fitted >= 8);  // untouched at the first refit's epoch: the boxes first located after 2 or more

@@ -57,28 +57,6 @@ class EpochsRecorder : public TrainData {
   int64_t* epochs_;
 };
 
-// Passes batches through, each after a pause: `first_ms` for the first `switch_at` batches (the
-// step calibration's among them), `then_ms` after. A machine whose speed changes mid-run.
-class ChangingSpeedData : public TrainData {
- public:
-  ChangingSpeedData(std::unique_ptr<TrainData> inner, int first_ms, int then_ms, int64_t switch_at)
-      : inner_(std::move(inner)), first_ms_(first_ms), then_ms_(then_ms), switch_at_(switch_at) {}
-  int64_t num_images() const override { return inner_->num_images(); }
-  int64_t steps_per_epoch() const override { return inner_->steps_per_epoch(); }
-  void start_epoch(int64_t epoch, int64_t first_step) override { inner_->start_epoch(epoch, first_step); }
-  CropBatch next() override {
-    std::this_thread::sleep_for(std::chrono::milliseconds(batches_++ < switch_at_ ? first_ms_ : then_ms_));
-    return inner_->next();
-  }
-  void set_epochs(int64_t epochs) override { inner_->set_epochs(epochs); }
-  std::string describe() const override { return inner_->describe(); }
-
- private:
-  std::unique_ptr<TrainData> inner_;
-  int first_ms_, then_ms_;
-  int64_t switch_at_, batches_ = 0;
-};
-
 }  // namespace
 
 // --fit_epochs_to_budget counts the work between epochs: with a kNN monitor about as slow as an

@@ -4,8 +4,10 @@
 #include <stb_image_write.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <stdexcept>
+#include <thread>
 
 #include "engine/random.h"
 #include "engine/tensor.h"
@@ -16,6 +18,11 @@ namespace bam::test {
 TrainResult train(const TrainConfig& c) {
   Trainer trainer(c, make_train_data(c));
   return trainer.run();
+}
+
+CropBatch ChangingSpeedData::next() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(batches_++ < switch_at_ ? first_ms_ : then_ms_));
+  return inner_->next();
 }
 
 TrainConfig small_train_config(const std::string& output_dir) {

@@ -3,10 +3,13 @@
 // between epochs (tests change what they exercise); and a small labelled folder of image files.
 #pragma once
 
+#include <memory>
 #include <string>
+#include <utility>
 
 #include "bam/contrastive_crop.h"
 #include "bam/train_config.h"
+#include "bam/train_data.h"
 #include "bam/trainer.h"
 
 namespace bam::test {
@@ -15,6 +18,30 @@ TrainConfig small_train_config(const std::string& output_dir);
 
 // A Trainer of `c` on the data it names (make_train_data), run: what the run returns.
 TrainResult train(const TrainConfig& c);
+
+// Passes a source's batches through, each after a pause: `first_ms` for the first `switch_at`
+// batches (counted over the run; the step calibration's among them), `then_ms` after. A machine
+// whose speed changes mid-run, for the time-budget fit. Everything else goes to the source.
+class ChangingSpeedData : public TrainData {
+ public:
+  ChangingSpeedData(std::unique_ptr<TrainData> inner, int first_ms, int then_ms, int64_t switch_at)
+      : inner_(std::move(inner)), first_ms_(first_ms), then_ms_(then_ms), switch_at_(switch_at) {}
+  int64_t num_images() const override { return inner_->num_images(); }
+  int64_t steps_per_epoch() const override { return inner_->steps_per_epoch(); }
+  void start_epoch(int64_t epoch, int64_t first_step) override { inner_->start_epoch(epoch, first_step); }
+  CropBatch next() override;
+  void set_epochs(int64_t epochs) override { inner_->set_epochs(epochs); }
+  std::string describe() const override { return inner_->describe(); }
+  const data::Dataset* images() const override { return inner_->images(); }
+  void set_object_boxes(std::shared_ptr<const data::ObjectBoxes> boxes) override {
+    inner_->set_object_boxes(std::move(boxes));
+  }
+
+ private:
+  std::unique_ptr<TrainData> inner_;
+  int first_ms_, then_ms_;
+  int64_t switch_at_, batches_ = 0;
+};
 
 // A ViT small enough for any test: 2 blocks of `embed_dim` with `heads` heads, on img_size-pixel
 // images in patch_size-pixel patches.
