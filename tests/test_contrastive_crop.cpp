@@ -101,25 +101,16 @@ std::vector<data::ObjectBox> boxes_of(const LoadedCheckpoint& ck) {
 
 // Passes everything through to a folder's data, and fails at batch `fail_at` (counted over the run):
 // a crash in the middle of an epoch, after the checkpoint of the epoch before.
-class FailingData : public TrainData {
+class FailingData : public PassThroughData {
  public:
-  FailingData(std::unique_ptr<TrainData> inner, int64_t fail_at) : inner_(std::move(inner)), fail_at_(fail_at) {}
-  int64_t num_images() const override { return inner_->num_images(); }
-  int64_t steps_per_epoch() const override { return inner_->steps_per_epoch(); }
-  void start_epoch(int64_t epoch, int64_t first_step) override { inner_->start_epoch(epoch, first_step); }
+  FailingData(std::unique_ptr<TrainData> inner, int64_t fail_at)
+      : PassThroughData(std::move(inner)), fail_at_(fail_at) {}
   CropBatch next() override {
     if (taken_++ == fail_at_) fail("the machine went down");
-    return inner_->next();
-  }
-  void set_epochs(int64_t epochs) override { inner_->set_epochs(epochs); }
-  std::string describe() const override { return inner_->describe(); }
-  const data::Dataset* images() const override { return inner_->images(); }
-  void set_object_boxes(std::shared_ptr<const data::ObjectBoxes> boxes) override {
-    inner_->set_object_boxes(std::move(boxes));
+    return PassThroughData::next();
   }
 
  private:
-  std::unique_ptr<TrainData> inner_;
   int64_t fail_at_, taken_ = 0;
 };
 

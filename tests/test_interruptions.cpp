@@ -28,26 +28,16 @@ namespace bam::test {
 namespace {
 
 // Passes batches through, and does `action` when asked for batch `at` (from 1).
-class ActionAtBatch : public TrainData {
+class ActionAtBatch : public PassThroughData {
  public:
   ActionAtBatch(std::unique_ptr<TrainData> inner, int64_t at, std::function<void()> action)
-      : inner_(std::move(inner)), at_(at), action_(std::move(action)) {}
-  int64_t num_images() const override { return inner_->num_images(); }
-  int64_t steps_per_epoch() const override { return inner_->steps_per_epoch(); }
-  void start_epoch(int64_t epoch, int64_t first_step) override { inner_->start_epoch(epoch, first_step); }
+      : PassThroughData(std::move(inner)), at_(at), action_(std::move(action)) {}
   CropBatch next() override {
     if (++asked_ == at_) action_();
-    return inner_->next();
-  }
-  void set_epochs(int64_t epochs) override { inner_->set_epochs(epochs); }
-  std::string describe() const override { return inner_->describe(); }
-  const data::Dataset* images() const override { return inner_->images(); }
-  void set_object_boxes(std::shared_ptr<const data::ObjectBoxes> boxes) override {
-    inner_->set_object_boxes(std::move(boxes));
+    return PassThroughData::next();
   }
 
  private:
-  std::unique_ptr<TrainData> inner_;
   int64_t at_, asked_ = 0;
   std::function<void()> action_;
 };

@@ -42,18 +42,13 @@ TrainConfig cheap_budget_config(const std::string& name, int64_t images, double 
 }
 
 // Passes batches through and keeps the run length the trainer last gave its data source.
-class EpochsRecorder : public TrainData {
+class EpochsRecorder : public PassThroughData {
  public:
-  EpochsRecorder(std::unique_ptr<TrainData> inner, int64_t* epochs) : inner_(std::move(inner)), epochs_(epochs) {}
-  int64_t num_images() const override { return inner_->num_images(); }
-  int64_t steps_per_epoch() const override { return inner_->steps_per_epoch(); }
-  void start_epoch(int64_t epoch, int64_t first_step) override { inner_->start_epoch(epoch, first_step); }
-  CropBatch next() override { return inner_->next(); }
+  EpochsRecorder(std::unique_ptr<TrainData> inner, int64_t* epochs)
+      : PassThroughData(std::move(inner)), epochs_(epochs) {}
   void set_epochs(int64_t epochs) override { *epochs_ = epochs; }
-  std::string describe() const override { return inner_->describe(); }
 
  private:
-  std::unique_ptr<TrainData> inner_;
   int64_t* epochs_;
 };
 

@@ -22,7 +22,7 @@ TrainResult train(const TrainConfig& c) {
 
 CropBatch ChangingSpeedData::next() {
   std::this_thread::sleep_for(std::chrono::milliseconds(batches_++ < switch_at_ ? first_ms_ : then_ms_));
-  return inner_->next();
+  return PassThroughData::next();
 }
 
 TrainConfig small_train_config(const std::string& output_dir) {

@@ -19,17 +19,15 @@ TrainConfig small_train_config(const std::string& output_dir);
 // A Trainer of `c` on the data it names (make_train_data), run: what the run returns.
 TrainResult train(const TrainConfig& c);
 
-// Passes a source's batches through, each after a pause: `first_ms` for the first `switch_at`
-// batches (counted over the run; the step calibration's among them), `then_ms` after. A machine
-// whose speed changes mid-run, for the time-budget fit. Everything else goes to the source.
-class ChangingSpeedData : public TrainData {
+// A data source that passes every call through to `inner`: the base of the tests' wrappers, which
+// override the calls they watch or change.
+class PassThroughData : public TrainData {
  public:
-  ChangingSpeedData(std::unique_ptr<TrainData> inner, int first_ms, int then_ms, int64_t switch_at)
-      : inner_(std::move(inner)), first_ms_(first_ms), then_ms_(then_ms), switch_at_(switch_at) {}
+  explicit PassThroughData(std::unique_ptr<TrainData> inner) : inner_(std::move(inner)) {}
   int64_t num_images() const override { return inner_->num_images(); }
   int64_t steps_per_epoch() const override { return inner_->steps_per_epoch(); }
   void start_epoch(int64_t epoch, int64_t first_step) override { inner_->start_epoch(epoch, first_step); }
-  CropBatch next() override;
+  CropBatch next() override { return inner_->next(); }
   void set_epochs(int64_t epochs) override { inner_->set_epochs(epochs); }
   std::string describe() const override { return inner_->describe(); }
   const data::Dataset* images() const override { return inner_->images(); }
@@ -39,6 +37,18 @@ class ChangingSpeedData : public TrainData {
 
  private:
   std::unique_ptr<TrainData> inner_;
+};
+
+// Passes a source's batches through, each after a pause: `first_ms` for the first `switch_at`
+// batches (counted over the run; the step calibration's among them), `then_ms` after. A machine
+// whose speed changes mid-run, for the time-budget fit.
+class ChangingSpeedData : public PassThroughData {
+ public:
+  ChangingSpeedData(std::unique_ptr<TrainData> inner, int first_ms, int then_ms, int64_t switch_at)
+      : PassThroughData(std::move(inner)), first_ms_(first_ms), then_ms_(then_ms), switch_at_(switch_at) {}
+  CropBatch next() override;
+
+ private:
   int first_ms_, then_ms_;
   int64_t switch_at_, batches_ = 0;
 };
