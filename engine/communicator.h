@@ -54,6 +54,9 @@ struct LaunchEnvironment {
   std::string port_variable = "MASTER_PORT";  // where master_port came from, for messages
   double connect_timeout_seconds = 300;
   double stall_notice_seconds = 300;
+  // Rank 0: a socket already listening at master_port (BAM_LISTEN_FD, which the --nproc_per_node
+  // launcher sets), taken over and closed by connect_tcp instead of binding the port anew; -1: none.
+  int listen_fd = -1;
   bool distributed() const { return world_size > 1; }
 };
 // Reads and checks the variables; a bad value fails naming the variable.

@@ -3,6 +3,7 @@
 // naming the collective and its size, so ranks that call different collectives (a bug, or a rank
 // that took another branch) fail with both calls named instead of hanging or mixing bytes.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -139,6 +140,8 @@ bool receive_hello(int fd, Header* hello, double seconds) {
 }
 
 TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_seconds) : env_(env) {
+  // A handed listening socket is this communicator's from here, whatever fails below.
+  Socket handed(env.rank == 0 ? env.listen_fd : -1);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_seconds);
   const std::string where = fmt::format("{}:{}", env.master_addr, env.master_port);
   addrinfo hints{};
@@ -154,22 +157,33 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
 
   if (env.rank == 0 && env.world_size == 1) return;  // alone: nothing to listen for
   if (env.rank == 0) {
-    Socket listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    BAM_CHECK(listener.fd() >= 0, "rank 0: cannot open a socket: {}", std::strerror(errno));
-    int one = 1;
-    ::setsockopt(listener.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    // Every interface, for ranks on other machines; only the loopback one when MASTER_ADDR names it
-    // (the --nproc_per_node launcher's 127.0.0.1), where no other machine belongs. Not for any name
-    // that resolves there: Debian maps the machine's own host name to 127.0.1.1, and a multi-node
-    // job's MASTER_ADDR=$(hostname) must still be reached from the other machines.
-    sockaddr_in any = address;
-    const bool loopback = env.master_addr == "127.0.0.1" || env.master_addr == "localhost";
-    if (!loopback) any.sin_addr.s_addr = htonl(INADDR_ANY);
-    BAM_CHECK(::bind(listener.fd(), reinterpret_cast<sockaddr*>(&any), sizeof(any)) == 0,
-              "rank 0: cannot listen on port {} ({}): {}; pick a free port (BAM_MASTER_PORT sets it)", env.master_port,
-              env.port_variable, std::strerror(errno));
-    BAM_CHECK(::listen(listener.fd(), env.world_size) == 0, "rank 0: listen on port {}: {}", env.master_port,
-              std::strerror(errno));
+    Socket listener;
+    if (handed.fd() >= 0) {
+      // The launcher's socket, listening since before any rank started (tcp::listen_on_loopback).
+      BAM_CHECK(tcp::listens_at(handed.fd(), env.master_port),
+                "BAM_LISTEN_FD={}: not a socket listening at port {} ({}); the --nproc_per_node launcher sets it for "
+                "its rank 0, with MASTER_PORT",
+                handed.fd(), env.master_port, env.port_variable);
+      ::fcntl(handed.fd(), F_SETFD, FD_CLOEXEC);  // inherited through exec: not passed on again
+      listener = std::move(handed);
+    } else {
+      listener = Socket(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      BAM_CHECK(listener.fd() >= 0, "rank 0: cannot open a socket: {}", std::strerror(errno));
+      int one = 1;
+      ::setsockopt(listener.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      // Every interface, for ranks on other machines; only the loopback one when MASTER_ADDR names
+      // it (127.0.0.1), where no other machine belongs. Not for any name that resolves there: Debian
+      // maps the machine's own host name to 127.0.1.1, and a multi-node job's MASTER_ADDR=$(hostname)
+      // must still be reached from the other machines.
+      sockaddr_in any = address;
+      const bool loopback = env.master_addr == "127.0.0.1" || env.master_addr == "localhost";
+      if (!loopback) any.sin_addr.s_addr = htonl(INADDR_ANY);
+      BAM_CHECK(::bind(listener.fd(), reinterpret_cast<sockaddr*>(&any), sizeof(any)) == 0,
+                "rank 0: cannot listen on port {} ({}): {}; pick a free port (BAM_MASTER_PORT sets it)",
+                env.master_port, env.port_variable, std::strerror(errno));
+      BAM_CHECK(::listen(listener.fd(), env.world_size) == 0, "rank 0: listen on port {}: {}", env.master_port,
+                std::strerror(errno));
+    }
     peers_.resize(static_cast<size_t>(env.world_size));
     for (int joined = 1; joined < env.world_size;) {
       const auto left =
@@ -548,6 +562,13 @@ LaunchEnvironment launch_environment_from_env() {
               "BAM_MASTER_PORT)");
     e.master_port += 1;
     e.port_variable = "MASTER_PORT+1, beside torchrun's store";
+  }
+  if (std::getenv("BAM_LISTEN_FD") != nullptr) {
+    e.listen_fd = env_int("BAM_LISTEN_FD", -1, 0, 1 << 20);
+    BAM_CHECK(e.rank == 0 && e.world_size > 1,
+              "BAM_LISTEN_FD={}: only rank 0 of a data-parallel launch takes a listening socket (the --nproc_per_node "
+              "launcher sets it), not RANK={} of WORLD_SIZE={}",
+              e.listen_fd, e.rank, e.world_size);
   }
   e.connect_timeout_seconds = env_int("BAM_CONNECT_TIMEOUT_S", 300, 1, 86400);
   e.stall_notice_seconds = env_int("BAM_STALL_NOTICE_S", 300, 1, 86400);

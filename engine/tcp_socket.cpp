@@ -1,6 +1,7 @@
 // The socket pieces of the TCP communicator: see tcp_socket.h.
 #include "engine/tcp_socket.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -66,6 +67,35 @@ bool connected_to_itself(int fd) {
       ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_length) != 0)
     return false;
   return local.sin_port == peer.sin_port && local.sin_addr.s_addr == peer.sin_addr.s_addr;
+}
+
+Socket listen_on_loopback(int backlog, int* port) {
+  Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (s.fd() < 0) return s;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(a);
+  if (::bind(s.fd(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(s.fd(), backlog) != 0 ||
+      ::getsockname(s.fd(), reinterpret_cast<sockaddr*>(&a), &length) != 0) {
+    const int error = errno;
+    s = Socket();
+    errno = error;
+    return s;
+  }
+  *port = ntohs(a.sin_port);
+  return s;
+}
+
+bool listens_at(int fd, int port) {
+  int listening = 0, type = 0;
+  socklen_t length = sizeof(listening), type_length = sizeof(type);
+  sockaddr_in a{};
+  socklen_t address_length = sizeof(a);
+  return ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &length) == 0 && listening != 0 &&
+         ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_length) == 0 && type == SOCK_STREAM &&
+         ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &address_length) == 0 && a.sin_family == AF_INET &&
+         ntohs(a.sin_port) == port;
 }
 
 }  // namespace bam::tcp

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/distributed.h"
+#include "engine/tcp_socket.h"
 #include "tests/support.h"
 
 namespace bam::test {
@@ -37,7 +38,12 @@ void run_ranks(int world, const std::function<void(Communicator&)>& body) {
 
 void run_ranks(int world, const std::function<void(LaunchEnvironment&)>& configure,
                const std::function<void(Communicator&)>& body) {
-  const int port = free_port();
+  // Rank 0 takes over a socket listening already, as the --nproc_per_node launcher's does: a port
+  // picked free and bound later could be taken in between by another test process.
+  int port = 0;
+  tcp::Socket listener = tcp::listen_on_loopback(world, &port);
+  REQUIRE(listener.fd() >= 0);
+  const int listen_fd = listener.release();
   std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r)
@@ -48,6 +54,7 @@ void run_ranks(int world, const std::function<void(LaunchEnvironment&)>& configu
         env.world_size = world;
         env.master_port = port;
         env.connect_timeout_seconds = 60;
+        if (r == 0) env.listen_fd = listen_fd;
         configure(env);
         std::shared_ptr<Communicator> group = connect_tcp(env);
         body(*group);

@@ -1,9 +1,9 @@
 // Starting ranks: torchrun's (or Slurm's) variables read and checked, a rank outside the world
-// refused, and the TCP rendezvous's refusals: a rank of another world size, a program other than
-// bam's rank 0 at the port, ranks that never come.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
+// refused, rank 0 taking over the launcher's listening socket, and the TCP rendezvous's refusals:
+// a rank of another world size, a program other than bam's rank 0 at the port, ranks that never
+// come.
+#include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,6 +12,7 @@
 
 #include "bam/train_config.h"
 #include "engine/distributed.h"
+#include "engine/tcp_socket.h"
 #include "engine/whole_number.h"
 #include "tests/rank_threads.h"
 #include "tests/support.h"
@@ -30,15 +31,9 @@ TEST_CASE("a rank outside the world is refused, naming it") {
   CHECK(error_of([&] { c.validate(); }).find("rank 2 of 2") != std::string::npos);
 }
 
-constexpr const char* kVariables[] = {"WORLD_SIZE",
-                                      "RANK",
-                                      "LOCAL_RANK",
-                                      "MASTER_ADDR",
-                                      "MASTER_PORT",
-                                      "SLURM_PROCID",
-                                      "SLURM_LOCALID",
-                                      "BAM_MASTER_PORT",
-                                      "TORCHELASTIC_USE_AGENT_STORE"};
+constexpr const char* kVariables[] = {
+    "WORLD_SIZE",   "RANK",          "LOCAL_RANK",      "MASTER_ADDR",   "MASTER_PORT",
+    "SLURM_PROCID", "SLURM_LOCALID", "BAM_MASTER_PORT", "BAM_LISTEN_FD", "TORCHELASTIC_USE_AGENT_STORE"};
 
 TEST_CASE("parse_whole_number: all of the text, decimal, within the bounds") {
   CHECK(parse_whole_number("8", 1, 1024) == 8);
@@ -78,6 +73,16 @@ TEST_CASE("launch_environment_from_env reads torchrun's variables (or Slurm's) a
   CHECK(launch_environment_from_env().local_rank == 0);
   ::setenv("RANK", "0", 1);  // torchrun's wins
   CHECK(launch_environment_from_env().rank == 0);
+  // The launcher hands its rank 0 the listening socket; no other rank takes one.
+  CHECK(launch_environment_from_env().listen_fd == -1);
+  ::setenv("BAM_LISTEN_FD", "7", 1);
+  CHECK(launch_environment_from_env().listen_fd == 7);
+  ::setenv("RANK", "3", 1);
+  CHECK(error_of([] { launch_environment_from_env(); }).find("BAM_LISTEN_FD=7: only rank 0") != std::string::npos);
+  ::setenv("RANK", "0", 1);
+  ::setenv("BAM_LISTEN_FD", "seven", 1);
+  CHECK(error_of([] { launch_environment_from_env(); }).find("BAM_LISTEN_FD=seven") != std::string::npos);
+  ::unsetenv("BAM_LISTEN_FD");
   // torchrun's agent holds MASTER_PORT for its store: the ranks meet at the next port, or at
   // BAM_MASTER_PORT.
   ::setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
@@ -132,6 +137,65 @@ TEST_CASE("rank 0 refuses a rank of another world size, which stops saying why, 
   CHECK(sum == 2);
 }
 
+TEST_CASE("rank 0 takes over the listening socket it is handed (BAM_LISTEN_FD), and refuses a wrong one, naming it") {
+  int port = 0;
+  tcp::Socket listener = tcp::listen_on_loopback(2, &port);
+  REQUIRE(listener.fd() >= 0);
+  CHECK(tcp::listens_at(listener.fd(), port));
+  CHECK_FALSE(tcp::listens_at(listener.fd(), port == 65535 ? 1 : port + 1));
+  auto env_of = [&](int rank) {
+    LaunchEnvironment env;
+    env.rank = rank;
+    env.world_size = 2;
+    env.master_port = port;
+    env.connect_timeout_seconds = 30;
+    return env;
+  };
+  // Rank 1 comes first, as a launched rank may: the port listens already. Rank 0 binding it anew
+  // would fail (the port is in use: by the socket it was handed).
+  std::string rank1_error;
+  std::thread rank1([&] {
+    rank1_error = error_of([&] {
+      std::shared_ptr<Communicator> group = connect_tcp(env_of(1));
+      Tensor x = full({1}, 2.0, {DType::f32, Device::cpu()});
+      group->all_reduce_sum(x);
+      group->finish();
+    });
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  LaunchEnvironment root = env_of(0);
+  root.listen_fd = listener.release();
+  double sum = 0;
+  const std::string root_error = error_of([&] {
+    std::shared_ptr<Communicator> group = connect_tcp(root);
+    Tensor x = full({1}, 1.0, {DType::f32, Device::cpu()});
+    group->all_reduce_sum(x);
+    sum = x.item();
+    group->finish();
+  });
+  rank1.join();
+  CHECK_MESSAGE(root_error == "(no error)", root_error);
+  CHECK_MESSAGE(rank1_error == "(no error)", rank1_error);
+  CHECK(sum == 3);
+  CHECK(::fcntl(root.listen_fd, F_GETFD) == -1);  // the communicator closed it with itself
+
+  // A socket listening at another port, or no socket at all, is refused (and closed).
+  int other_port = 0;
+  tcp::Socket other = tcp::listen_on_loopback(1, &other_port);
+  REQUIRE(other.fd() >= 0);
+  int pipe_ends[2];
+  REQUIRE(::pipe(pipe_ends) == 0);
+  ::close(pipe_ends[1]);
+  for (int fd : {other.release(), pipe_ends[0]}) {
+    root.listen_fd = fd;
+    const std::string error = error_of([&] { connect_tcp(root); });
+    CHECK_MESSAGE(error.find(fmt::format("BAM_LISTEN_FD={}: not a socket listening at port {} (MASTER_PORT)", fd,
+                                         port)) != std::string::npos,
+                  error);
+    CHECK(::fcntl(fd, F_GETFD) == -1);
+  }
+}
+
 TEST_CASE("a rank whose rank 0 never comes stops after the connect timeout, naming where it looked") {
   LaunchEnvironment env;
   env.rank = 1;
@@ -150,14 +214,9 @@ TEST_CASE("a rank whose rank 0 never comes stops after the connect timeout, nami
 
 TEST_CASE("a rank that reaches a program other than bam's rank 0 stops, saying so, instead of waiting") {
   // What torchrun's store is to a rank that connects to MASTER_PORT: it accepts and says nothing.
-  const int port = free_port();
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
-  REQUIRE(::listen(fd, 4) == 0);
+  int port = 0;
+  tcp::Socket silent = tcp::listen_on_loopback(4, &port);
+  REQUIRE(silent.fd() >= 0);
   LaunchEnvironment env;
   env.rank = 1;
   env.world_size = 2;
@@ -165,7 +224,7 @@ TEST_CASE("a rank that reaches a program other than bam's rank 0 stops, saying s
   env.connect_timeout_seconds = 1;
   const auto start = std::chrono::steady_clock::now();
   const std::string error = error_of([&] { connect_tcp(env); });
-  ::close(fd);
+  silent = tcp::Socket();
   CHECK_MESSAGE(
       error.find("accepted the connection but did not answer as bam's rank 0 within 2 s") != std::string::npos, error);
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));

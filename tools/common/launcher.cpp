@@ -1,15 +1,14 @@
-// The local launcher (tools/common/launcher.h): fork, exec this program with the rank's variables.
+// The local launcher (tools/common/launcher.h): open the ranks' meeting port, fork, exec this
+// program with the rank's variables (rank 0 also with the port's listening socket).
 // Everything the children need is built before the first fork (between fork and exec a child only
 // makes async-signal-safe calls). A child dies with the launcher (PR_SET_PDEATHSIG); a signal that
 // stops the launcher is passed on to the ranks; the first rank that fails takes the others down.
 #include "tools/common/launcher.h"
 
-#include <arpa/inet.h>
+#include <fcntl.h>
 #include <fmt/format.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +26,7 @@
 #include "bam/stop_signals.h"
 #include "engine/cuda.h"
 #include "engine/error.h"
+#include "engine/tcp_socket.h"
 #include "engine/whole_number.h"
 #include "kernels/cpu/parallel.h"
 
@@ -34,21 +34,6 @@ extern char** environ;
 
 namespace bam::tool {
 namespace {
-
-// A port the system has free now (rank 0 binds it a moment later).
-int free_local_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  BAM_CHECK(fd >= 0, "--nproc_per_node: cannot open a socket: {}", std::strerror(errno));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(a);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &length) == 0;
-  ::close(fd);
-  BAM_CHECK(ok, "--nproc_per_node: cannot find a free port: {}", std::strerror(errno));
-  return ntohs(a.sin_port);
-}
 
 // The ranks' process ids, for the signal handler (which may only read them).
 constexpr int kMaxRanks = 1024;
@@ -89,7 +74,13 @@ int ranks_per_node(const std::string& text, const std::string& resolved_device) 
 
 int run_local_ranks(int ranks, char** argv) {
   BAM_CHECK(ranks >= 1 && ranks <= kMaxRanks, "--nproc_per_node {}: expected 1 to {}", ranks, kMaxRanks);
-  const int port = free_local_port();
+  // The port listens from before the first rank starts until rank 0, which takes the socket over
+  // (BAM_LISTEN_FD), accepts the others: no other program can take it in between, and a rank that
+  // connects early waits in the queue instead of being refused.
+  int port = 0;
+  tcp::Socket listener = tcp::listen_on_loopback(ranks, &port);
+  BAM_CHECK(listener.fd() >= 0, "--nproc_per_node: cannot listen on a free port of 127.0.0.1: {}",
+            std::strerror(errno));
   // Each rank's environment: this one's, with torchrun's variables and BAM_LAUNCHED_RANK set.
   const char* names[] = {"RANK=",
                          "LOCAL_RANK=",
@@ -99,6 +90,7 @@ int run_local_ranks(int ranks, char** argv) {
                          "MASTER_PORT=",
                          "BAM_LAUNCHED_RANK=",
                          "BAM_MASTER_PORT=",
+                         "BAM_LISTEN_FD=",
                          "TORCHELASTIC_USE_AGENT_STORE=",  // the port is the launcher's
                          "TORCHELASTIC_RUN_ID=",
                          "BAM_RUN_ID="};  // this launch's own, below
@@ -123,6 +115,7 @@ int run_local_ranks(int ranks, char** argv) {
     // one machine) is turned away rather than counted in, as torchrun's run id does.
     t.push_back(fmt::format("BAM_RUN_ID=launcher-{}-{}", static_cast<long long>(::getpid()), port));
     t.push_back("BAM_LAUNCHED_RANK=1");  // the child sees --nproc_per_node too: it is a rank
+    if (r == 0) t.push_back("BAM_LISTEN_FD=" + std::to_string(listener.fd()));
     for (std::string& s : t) environments[static_cast<size_t>(r)].push_back(s.data());
     environments[static_cast<size_t>(r)].push_back(nullptr);
   }
@@ -148,6 +141,7 @@ int run_local_ranks(int ranks, char** argv) {
     if (pid == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // the rank ends with the launcher
       if (::getppid() != launcher) ::_exit(1);
+      if (r == 0 && ::fcntl(listener.fd(), F_SETFD, 0) != 0) ::_exit(1);  // kept through exec for rank 0 alone
       ::execve("/proc/self/exe", argv, environments[static_cast<size_t>(r)].data());
       [[maybe_unused]] ssize_t n = ::write(2, kExecFailed, sizeof(kExecFailed) - 1);
       ::_exit(127);
@@ -155,6 +149,7 @@ int run_local_ranks(int ranks, char** argv) {
     g_children[r] = pid;
     g_started = r + 1;
   }
+  listener = tcp::Socket();  // rank 0 holds it now
   // The first failure is the status to report; the other ranks are then stopped (they would stop
   // by themselves once connected, but not while still waiting for a peer that never comes).
   // The failing rank is named here: one killed from outside (the OOM killer's SIGKILL) says

@@ -41,7 +41,9 @@ std::string rank_device(const LaunchEnvironment& launch, const std::string& reso
 int ranks_per_node(const std::string& text, const std::string& resolved_device);
 
 // Runs argv (this program) as `ranks` processes and returns the exit status to report: 0 when all
-// succeeded, else the first failure's (a rank killed by a signal counts as 128 + the signal). A
+// succeeded, else the first failure's (a rank killed by a signal counts as 128 + the signal). The
+// ranks meet at a loopback port that listens before the first of them starts, handed to rank 0
+// (BAM_LISTEN_FD, tcp::listen_on_loopback). A
 // SIGINT, SIGTERM or SIGHUP the launcher gets is passed on to the ranks; when they end by it (as
 // bamtrain's do once saved), the launcher ends by the same signal and does not return.
 int run_local_ranks(int ranks, char** argv);
