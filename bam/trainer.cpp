@@ -56,15 +56,15 @@ Tensor embedding_std(const Tensor& z, Communicator* group) {
 }
 
 // The step's numbers the host needs, read back together (read_scalars): on a GPU this is the
-// step's one wait. grad_sum_of_squares (fp16's overflow check, GradScaler::unscale_queued) is 0
-// when undefined.
+// step's one wait. `gradient_check` is finite exactly when every gradient is (a sum of their
+// squares, or their norm); 0 when undefined (no gradients).
 struct StepMetrics {
-  double loss, target_entropy, embedding_std, grad_sum_of_squares;
+  double loss, target_entropy, embedding_std, gradient_check;
 };
 StepMetrics read_step_metrics(const Tensor& loss, const Tensor& entropy, const Tensor& spread,
-                              const Tensor& grad_sum_of_squares) {
+                              const Tensor& gradient_check) {
   std::vector<Tensor> values = {loss, entropy, spread};
-  if (grad_sum_of_squares.defined()) values.push_back(grad_sum_of_squares);
+  if (gradient_check.defined()) values.push_back(gradient_check);
   const std::vector<double> v = read_scalars(values);
   return {v[0], v[1], v[2], v.size() > 3 ? v[3] : 0.0};
 }
@@ -373,15 +373,22 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     // Data parallelism: each rank holds the part of the global batch's gradient that flowed through
     // its own images (engine/distributed.h); their sum is the whole gradient, before anything reads it.
     if (group_) sum_gradients_over_ranks(params, *group_);
-    // fp16: gradients back to their true size. Their sum of squares, read below with the loss, is
-    // not finite when one overflowed: the step is then skipped and the scale shrinks. Clipping such
-    // gradients first is harmless, since they are never applied.
-    const Tensor grad_sum_of_squares = scaler_.unscale_queued(params);
+    // Whether every gradient is finite, read below with the loss. fp16: the gradients back to their
+    // true size, and their sum of squares: not finite when one overflowed, the step is then skipped
+    // and the scale shrinks. Clipping such gradients first is harmless, since they are never
+    // applied. f32 and bf16: the global clip's norm, or else a sum of squares of its own; a
+    // non-finite gradient there (a finite loss can have one) stops the run before it reaches the
+    // weights, and so the checkpoint.
+    Tensor gradient_check = scaler_.unscale_queued(params);
+    const bool clip_global = config_.clip_grad > 0 && config_.clip_mode != "param";
+    if (!scaler_.enabled() && !clip_global) gradient_check = grad_sum_of_squares(params);
     if (config_.clip_grad > 0) {
-      if (config_.clip_mode == "param")
+      if (!clip_global) {
         clip_grad_per_param(params, config_.clip_grad);
-      else
-        clip_grad_norm(params, config_.clip_grad);
+      } else {
+        Tensor norm = clip_grad_norm(params, config_.clip_grad);
+        if (!scaler_.enabled()) gradient_check = norm;
+      }
     }
     if (epoch < config_.freeze_last_layer)
       for (auto& [name, p] : student_->head->last_linear()->named_parameters()) p.set_grad(Tensor());
@@ -393,17 +400,19 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     // kernel found (engine/cuda_error_slots.h).
     // With several ranks, the whole batch's loss and embedding spread.
     const StepMetrics metrics = read_step_metrics(group_ ? out.loss_over_ranks : out.loss, out.target_entropy,
-                                                  embedding_std(z, group_), grad_sum_of_squares);
+                                                  embedding_std(z, group_), gradient_check);
     const double loss = metrics.loss, spread = metrics.embedding_std;
-    const bool finite = std::isfinite(metrics.grad_sum_of_squares);
-    if (!std::isfinite(loss)) {
+    const bool finite = std::isfinite(metrics.gradient_check);
+    if (!std::isfinite(loss) || (!finite && !scaler_.enabled())) {
       // Steps counted from 1, as the progress line counts them.
       std::error_code ec;
       const bool saved = std::filesystem::exists(checkpoint_path(), ec);
       fail(
-          "non-finite loss ({}) at epoch {} step {}: stopping, nothing of this step saved. Lower --lr or raise --reg, "
+          "non-finite {} at epoch {} step {}: stopping, nothing of this step saved. Lower --lr{} or raise --reg, "
           "then {}",
-          loss, epoch, it + 1,
+          std::isfinite(loss) ? fmt::format("gradient (the loss, {}, is finite)", loss)
+                              : fmt::format("loss ({})", loss),
+          epoch, it + 1, config_.clip_grad > 0 ? "" : ", clip the gradients (--clip_grad)",
           saved ? fmt::format("resume from the last checkpoint, {}, which is intact", checkpoint_path())
                 : std::string("start again (no checkpoint was saved yet)"));
     }

@@ -1,7 +1,7 @@
 // The bamtrain loop: schedules, forward over all crops, BAM loss, backward, clipping, optimizer,
 // teacher EMA; progress lines, log.txt (one JSON object per epoch), atomic checkpoints with exact
-// resume (also mid-epoch), the kNN monitor, a stop on non-finite loss that leaves the last
-// checkpoint intact, and a saved stop at the time budget or at Ctrl-C/SIGTERM. With world_size > 1
+// resume (also mid-epoch), the kNN monitor, a stop on a non-finite loss or gradient that leaves
+// the last checkpoint intact, and a saved stop at the time budget or at Ctrl-C/SIGTERM. With world_size > 1
 // it is one rank of a data-parallel run: its part of the whole batch's loss
 // (bam_loss_across_ranks), the ranks' gradients added up, files written by rank 0.
 #pragma once
@@ -58,7 +58,8 @@ class Trainer {
  public:
   Trainer(const TrainConfig& config, std::unique_ptr<TrainData> data, KnnMonitor knn = {});
   // Trains from output_dir/checkpoint.safetensors if it exists (same architecture flags
-  // required), else from scratch. Throws bam::Error on a non-finite loss, after reporting it.
+  // required), else from scratch. Throws bam::Error on a non-finite loss, or a non-finite gradient
+  // outside fp16 (whose loss scaler skips such a step), before the weights change.
   // Stops early, with its checkpoint saved, at the time budget or at a stop signal.
   TrainResult run();
 

@@ -252,26 +252,45 @@ std::vector<Tensor> gradients_of(const std::vector<Tensor>& params) {
 
 }  // namespace
 
-Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+Tensor grad_sum_of_squares(const std::vector<Tensor>& params) {
   NoGradGuard no_grad;
   std::vector<Tensor> grads = gradients_of(params);
-  if (!grads.empty() && grads.front().device().is_cuda()) {
-    // Two multi-tensor launches: the squares summed into one device double, then every gradient
-    // scaled by the coefficient each block computes from it. The host never waits.
-    Tensor total = zeros({}, {DType::f64, grads.front().device()});
-    BAM_CUDA_BRANCH("clip_grad_norm", [&] {
+  if (grads.empty()) return Tensor();
+  Tensor total = zeros({}, {DType::f64, grads.front().device()});
+  if (total.device().is_cuda()) {
+    // One multi-tensor launch sums the squares into one device double; the host does not wait.
+    BAM_CUDA_BRANCH("grad_sum_of_squares", [&] {
       std::vector<cuda_kernels::FloatSpan> spans;
       for (Tensor& g : grads) spans.push_back({g.data<float>(), g.numel()});
-      const auto count = static_cast<int64_t>(spans.size());
-      cuda_kernels::accumulate_sum_of_squares_many(spans.data(), count, total.data<double>(), stream());
-      cuda_kernels::clip_by_norm_many(spans.data(), count, total.data<double>(), max_norm, stream());
+      cuda_kernels::accumulate_sum_of_squares_many(spans.data(), static_cast<int64_t>(spans.size()),
+                                                   total.data<double>(), stream());
     }());
-    return sqrt(total);
+    return total;
   }
   double sum = 0;
   for (const Tensor& g : grads) sum += cpu::sum_of_squares(g.data<float>(), g.numel());
-  double norm = std::sqrt(sum);
-  double coef = max_norm / (norm + 1e-6);
+  total.data<double>()[0] = sum;
+  return total;
+}
+
+Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  NoGradGuard no_grad;
+  Tensor total = grad_sum_of_squares(params);
+  if (!total.defined()) return zeros({}, {DType::f64});
+  std::vector<Tensor> grads = gradients_of(params);
+  if (total.device().is_cuda()) {
+    // Every gradient scaled by the coefficient each block computes from the device's sum: the host
+    // never waits.
+    BAM_CUDA_BRANCH("clip_grad_norm", [&] {
+      std::vector<cuda_kernels::FloatSpan> spans;
+      for (Tensor& g : grads) spans.push_back({g.data<float>(), g.numel()});
+      cuda_kernels::clip_by_norm_many(spans.data(), static_cast<int64_t>(spans.size()), total.data<double>(), max_norm,
+                                      stream());
+    }());
+    return sqrt(total);
+  }
+  const double norm = std::sqrt(total.data<double>()[0]);
+  const double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0)
     for (const Tensor& g : grads) cpu::scale_in_place(g.data<float>(), g.numel(), static_cast<float>(coef));
   return full({}, norm, {DType::f64});

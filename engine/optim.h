@@ -122,6 +122,11 @@ class LARS : public Optimizer {
 // "adamw", "sgd" or "lars"; fails naming the flag value otherwise.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, std::vector<ParamGroup> groups);
 
+// The sum of the squares of every existing gradient of `params` (contiguous f32, one device), as
+// a 0-d f64 tensor on their device, not read back; finite exactly when every gradient is.
+// Undefined when none has a gradient.
+Tensor grad_sum_of_squares(const std::vector<Tensor>& params);
+
 // Global L2 norm of all gradients; when it exceeds max_norm every gradient is scaled by
 // max_norm / (norm + 1e-6) (torch.nn.utils.clip_grad_norm_). Returns the norm before clipping as
 // a 0-d f64 tensor on the gradients' device: on CUDA the norm and the scaling stay on the device

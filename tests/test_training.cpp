@@ -5,6 +5,7 @@
 // flags are rejected with the flag named; the output folder is made (or refused) first. (Runs
 // fitted to a time budget are in test_time_budget.cpp.)
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -486,11 +487,42 @@ TEST_CASE("a non-finite loss stops the run and keeps the last checkpoint") {
   wild.epochs = 3;
   wild.lr = 1e30;
   wild.clip_grad = 0;
-  CHECK_THROWS_WITH_AS(train(wild), doctest::Contains("non-finite loss"), Error);
+  CHECK_THROWS_WITH_AS(train(wild), doctest::Contains("non-finite"), Error);
   std::ifstream in(path, std::ios::binary);
   std::string bytes_after(std::istreambuf_iterator<char>(in), {});
   CHECK(bytes_after == bytes_before);
   CHECK(std::filesystem::last_write_time(path) == before);
+}
+
+TEST_CASE("a non-finite gradient under a finite loss stops the run before the weights change, in f32") {
+  // A temperature of 1e-38 keeps the loss finite (about 4e37) while its gradient, 1/temperature
+  // times larger, overflows f32 within the first steps. Applied, it would make every weight NaN,
+  // and an epoch that ended on that step would save them as its checkpoint (the epochs here are 2
+  // steps long).
+  struct Clip {
+    double max;
+    const char* mode;
+  };
+  for (const Clip clip : {Clip{0, "global"}, Clip{3.0, "global"}, Clip{3.0, "param"}}) {
+    CAPTURE(clip.max);
+    CAPTURE(clip.mode);
+    TrainConfig c = small_train_config(fresh_dir("nan_gradient"));
+    c.data_path = "synthetic:32";
+    c.temperature = 1e-38;
+    c.clip_grad = clip.max;
+    c.clip_mode = clip.mode;
+    c.drop_path_rate = 0;
+    CHECK_THROWS_WITH_AS(train(c), doctest::Contains("non-finite gradient (the loss, "), Error);
+    const std::string path = c.output_dir + "/checkpoint.safetensors";
+    if (!std::filesystem::exists(path)) continue;
+    for (const auto& [name, t] : load_safetensors(path).tensors) {
+      if (t.dtype() != DType::f32) continue;
+      const float* v = t.data<float>();
+      bool finite = true;
+      for (int64_t i = 0; i < t.numel(); ++i) finite = finite && std::isfinite(v[i]);
+      CHECK_MESSAGE(finite, name);
+    }
+  }
 }
 
 TEST_CASE("bad settings name the flag before any work") {
