@@ -134,7 +134,8 @@ if [ "$fresh" = 1 ]; then rm -rf "$out/train" "$out/probe"; fi
   --knn_freq 2 --eval_resize_ratio 1 --num_workers "$threads" --log_freq 50 --seed 0 \
   --device "$device" --precision auto
 
-# 3. Evaluation on the Fashion-MNIST test set (DESIGN.md section 6 protocol at 28 px).
+# 3. Evaluation on the Fashion-MNIST test set: DESIGN.md section 6's protocol at 28 px, but for the
+#    linear probe's training augmentation (--linear_aug true; off, as the README says why).
 "$bin/bamprobe" \
   --pretrained_weights "$out/train/checkpoint.safetensors" --data_path "$out/data" \
   --img_size 28 --eval_resize_ratio 1 --n_last_blocks 4 --bn_head true \

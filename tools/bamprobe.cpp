@@ -42,7 +42,7 @@ struct ProbeConfig {
   int64_t epochs = 100, batch_size_per_gpu = 128, nb_knn = 20, img_size = 224, num_workers = 4, seed = 0;
   int64_t val_freq = 1;  // DINO's: the linear probe validated after every epoch, its best reported beside the last
   double lr = 0.001, temperature = 0.07, eval_resize_ratio = 256.0 / 224.0;
-  std::string data_path, output_dir = ".", mode = "both", device = "cpu", data_backend = "auto";
+  std::string data_path, output_dir = ".", mode = "both", device = "auto", data_backend = "auto";
 };
 
 struct Row {

@@ -63,7 +63,10 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
          "--precision", c.precision,
          "f32 | bf16 | fp16 (CUDA only) | auto (bf16 on CUDA and on CPUs with AMX-BF16 or AVX-512 BF16, else f32)")
       ->default_val(c.precision);
-  app.add_option("--use_fp16", use_fp16, "same as --precision fp16 when true (official flag)")->type_name("BOOL");
+  app.add_option("--use_fp16", use_fp16,
+                 "true: same as --precision fp16; false without --precision: f32 (the official flag, whose false is "
+                 "full precision)")
+      ->type_name("BOOL");
   app.add_option("--device", c.device, "cpu | cuda | cuda:N | auto (cuda when a GPU answers, else cpu)")
       ->default_val(c.device);
   // optimisation
@@ -162,6 +165,12 @@ int main(int argc, char** argv) {
   bam::tune_host_allocator();
   CLI::App app{"bamtrain: BAM self-supervised pretraining of a Vision Transformer"};
   bam::TrainConfig config;
+  // The tool's defaults where they differ from the library's (TrainConfig, which tests build on):
+  // the GPU when one answers, with bf16 autocast (DESIGN.md section 3), as the official script
+  // trains on the GPU in mixed precision; on a CPU, bf16 GEMM operands where it has bf16 dot
+  // products, else f32 (tools/common/device_choice.h).
+  config.device = "auto";
+  config.precision = "auto";
   std::vector<double> global_scale, local_scale;
   bool use_fp16 = false;
   add_flags(app, config, global_scale, local_scale, use_fp16);
@@ -203,7 +212,10 @@ int main(int argc, char** argv) {
               "--use_ccrop false (DESIGN.md's RandomResizedCrop), the official script's is true; pass "
               "--use_ccrop true for the official recipe\n",
               flag);
-    if (use_fp16) config.precision = "fp16";
+    if (use_fp16)
+      config.precision = "fp16";
+    else if (app.get_option("--use_fp16")->count() > 0 && app.get_option("--precision")->count() == 0)
+      config.precision = "f32";
     config.device = bam::tool::rank_device(launch, bam::tool::resolve_device(config.device));
     config.precision = bam::tool::resolve_precision(config.precision, config.device);
     config.data_backend = bam::tool::resolve_data_backend(config.data_backend, config.device);
