@@ -381,7 +381,6 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     // weights, and so the checkpoint.
     Tensor gradient_check = scaler_.unscale_queued(params);
     const bool clip_global = config_.clip_grad > 0 && config_.clip_mode != "param";
-    if (!scaler_.enabled() && !clip_global) gradient_check = grad_sum_of_squares(params);
     if (config_.clip_grad > 0) {
       if (!clip_global) {
         clip_grad_per_param(params, config_.clip_grad);
@@ -392,6 +391,9 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     }
     if (epoch < config_.freeze_last_layer)
       for (auto& [name, p] : student_->head->last_linear()->named_parameters()) p.set_grad(Tensor());
+    // (After the freeze: a frozen layer's gradient is never applied. The global clip's norm counts
+    // it, as DINO's does, and a non-finite one there would have made the others NaN.)
+    if (!scaler_.enabled() && !clip_global) gradient_check = grad_sum_of_squares(params);
     optimizer_->set_lr(lr_schedule_[gs]);
     optimizer_->set_weight_decay(wd_schedule_[gs]);
     // The loss, the target entropy, the embedding spread and fp16's overflow check are read

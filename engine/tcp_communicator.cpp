@@ -275,7 +275,8 @@ TcpCommunicator::TcpCommunicator(const LaunchEnvironment& env, double timeout_se
   BAM_CHECK(
       receive_hello(root_.fd(), &go, answer_seconds) && go.magic == kMagic && go.op == static_cast<uint32_t>(Op::hello),
       "rank {}: the program at {} ({}) accepted the connection but did not answer as bam's rank 0 within {:.0f} "
-      "s: another program listens there, or rank 0 stopped",
+      "s: another program listens there, rank 0 stopped, or it is still starting (BAM_CONNECT_TIMEOUT_S gives it "
+      "longer)",
       env.rank, where, env.port_variable, answer_seconds);
   switch (static_cast<Refusal>(go.bytes)) {
     case Refusal::none: break;
@@ -580,8 +581,9 @@ LaunchEnvironment launch_environment_from_env() {
 }
 
 std::shared_ptr<Communicator> connect_tcp(const LaunchEnvironment& env) {
-  BAM_CHECK(env.world_size >= 1 && env.rank >= 0 && env.rank < env.world_size, "rank {} of {}: not a valid rank",
-            env.rank, env.world_size);
+  const bool valid = env.world_size >= 1 && env.rank >= 0 && env.rank < env.world_size;
+  if (!valid && env.listen_fd >= 0) ::close(env.listen_fd);  // handed over all the same
+  BAM_CHECK(valid, "rank {} of {}: not a valid rank", env.rank, env.world_size);
   return std::make_shared<TcpCommunicator>(env, env.connect_timeout_seconds);
 }
 
