@@ -85,6 +85,13 @@ LoadedCheckpoint checkpoint_from_file(SafetensorsFile file, const std::string& p
                 st.optimizer_steps <= st.global_step,
             "{}: corrupt checkpoint metadata: epoch {}, step {} of the next epoch, {} steps done, {} optimizer steps",
             path, st.epoch, st.step_in_epoch, st.global_step, st.optimizer_steps);
+  // (bamtrain stops before a non-finite step reaches the weights, so only a diverged run of
+  // another version, or a damaged file, holds one.)
+  if (const std::string bad = first_non_finite(file.tensors); !bad.empty())
+    fail(
+        "{}: {} is NaN or infinite: the weights of a diverged run, which nothing should train on, evaluate or "
+        "export; resume from an earlier checkpoint (checkpointNNNN.safetensors) or start again",
+        path, bad);
   for (auto& [name, t] : file.tensors) {
     if (starts_with(name, "student."))
       out.student.emplace_back(name.substr(8), t);

@@ -118,9 +118,16 @@ KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const Line
       loss.backward();
       optimizer.step();
     }
+    // Read every epoch (one wait): a classifier that diverged has NaN weights, and the accuracy
+    // it would report is no result.
+    const double mean_loss = loss_sum.item() / static_cast<double>(steps);
+    BAM_CHECK(std::isfinite(mean_loss),
+              "linear probe: non-finite loss ({}) in epoch {} of {}: the classifier diverged; lower --lr (it is {} "
+              "for a batch of 256, {} for this batch of {})",
+              mean_loss, epoch + 1, o.epochs, o.lr, lr, o.batch_size);
     if (o.verbose && (epoch + 1) % std::max<int64_t>(1, o.epochs / 5) == 0)
       std::printf("  linear probe epoch %lld/%lld: loss %.4f\n", static_cast<long long>(epoch + 1),
-                  static_cast<long long>(o.epochs), loss_sum.item() / static_cast<double>(steps));
+                  static_cast<long long>(o.epochs), mean_loss);
     const bool final_epoch = epoch + 1 == o.epochs;
     if (final_epoch || (o.val_freq > 0 && epoch % o.val_freq == 0)) {
       const KnnResult r = validate();  // in eval mode: BatchNorm's running statistics, not updated

@@ -45,6 +45,7 @@ struct LinearProbeBest {
 // Every training row is seen once an epoch (linear_probe_steps). A caller that moves `train` in
 // lets the probe free the host's copy once it is on options.device.
 // Returns the result after the last epoch; `best`, when given, gets the best of the validations.
+// A non-finite training loss (the classifier diverged) is an error naming the epoch and the lr.
 KnnResult train_linear_probe(FeatureSet train, const FeatureSet& val, const LinearProbeOptions& options,
                              const std::function<FeatureSet(int64_t epoch)>& augmented_epoch = {},
                              LinearProbeBest* best = nullptr);

@@ -1,6 +1,7 @@
 // Safetensors reading and atomic writing with nlohmann::json for the header.
 #include "engine/safetensors.h"
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/ops.h"
 
 namespace bam {
 namespace {
@@ -191,6 +193,23 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     append(text.data(), text.size());
     for (const Tensor& h : host) append(h.raw_data(), static_cast<size_t>(h.numel()) * h.element_size());
   });
+}
+
+std::string first_non_finite(const NamedTensors& tensors) {
+  for (const auto& [name, t] : tensors) {
+    if (!is_floating(t.dtype()) || t.numel() == 0) continue;
+    const Tensor values = t.dtype() == DType::f64 ? t.contiguous() : t.to(DType::f32).contiguous();
+    int64_t bad = 0;
+    if (values.dtype() == DType::f64) {
+      const double* v = values.data<double>();
+      for (int64_t i = 0; i < values.numel(); ++i) bad += std::isfinite(v[i]) ? 0 : 1;
+    } else {
+      const float* v = values.data<float>();
+      for (int64_t i = 0; i < values.numel(); ++i) bad += std::isfinite(v[i]) ? 0 : 1;
+    }
+    if (bad > 0) return fmt::format("{} ({} of {} values)", name, bad, t.numel());
+  }
+  return "";
 }
 
 }  // namespace bam

@@ -711,6 +711,11 @@ TEST_CASE("the linear probe sees every row each epoch, the last batch partial (b
   const FeatureSet val01{from_vector(std::vector<float>{4, 0, 0, 0, 4, 0}, {2, 3}),
                          from_vector(std::vector<int64_t>{0, 1}, {2}), 3};
   CHECK(train_linear_probe(train, val01, o).top1 == 100);
+  // A learning rate that makes the classifier diverge is an error, not a NaN classifier's accuracy.
+  o.bn_head = false;
+  o.lr = 1e38;
+  CHECK_THROWS_WITH_AS(train_linear_probe(train, val01, o),
+                       doctest::Contains("linear probe: non-finite loss (nan) in epoch "), Error);
 }
 
 TEST_CASE("a contiguous part's augmented crops are the whole folder's crops of the same images") {

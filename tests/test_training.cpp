@@ -465,6 +465,20 @@ TEST_CASE("a damaged or doctored checkpoint is refused by name before it is trai
           if (name == "student.backbone.norm.weight") t = t.to(DType::i32);
       },
       In::both);
+  // The weights of a diverged run (bamtrain no longer saves them; an older one did): the tensor
+  // is named with its count, for training, evaluating and exporting alike.
+  const auto poisoned = [](const std::string& target, float value) {
+    return [target, value](SafetensorsFile& f) {
+      for (auto& [name, t] : f.tensors)
+        if (name == target) {
+          t = t.contiguous().clone();
+          t.data<float>()[1] = value;
+        }
+    };
+  };
+  refused("student.backbone.blocks.0.attn.qkv.weight (1 of 3072 values) is NaN or infinite",
+          poisoned("student.backbone.blocks.0.attn.qkv.weight", std::numeric_limits<float>::quiet_NaN()), In::both);
+  refused("optimizer.backbone.pos_embed.exp_avg (1 of", poisoned("optimizer.backbone.pos_embed.exp_avg", INFINITY));
   // A run of another projector activation is another network, with the same weights.
   save_safetensors(path, good.tensors, good.metadata);
   c.proj_act = c.proj_act == "gelu" ? "relu" : "gelu";

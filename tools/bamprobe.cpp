@@ -86,6 +86,11 @@ std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std:
       *description = fmt::format("{} ({}, epoch {})", c.pretrained_weights, c.checkpoint_key, ck.state.epoch);
     } else {
       weights = std::move(file.tensors);  // an exported backbone: timm names at the top level
+      if (const std::string bad = bam::first_non_finite(weights); !bad.empty())
+        bam::fail(
+            "--pretrained_weights {}: {} is NaN or infinite: the weights of a diverged run, whose features "
+            "and accuracies would mean nothing",
+            c.pretrained_weights, bad);
       if (c.checkpoint_key == "teacher")
         std::printf("note: --checkpoint_key teacher has no effect: %s is an exported backbone (one set of weights)\n",
                     c.pretrained_weights.c_str());
