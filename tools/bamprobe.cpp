@@ -454,9 +454,12 @@ int main(int argc, char** argv) {
     const bam::LaunchEnvironment& launch = launched.launch;
     tool_name = launched.tool_name;
     if (!launched.launcher) check_official_only_flags(app, official_only);  // the ranks say it
+    const std::string asked_device = c.device;
     c.device = bam::tool::rank_device(launch, bam::tool::resolve_device(c.device));
     c.data_backend = bam::tool::resolve_data_backend(c.data_backend, c.device);
     if (launched.launcher) return bam::tool::run_local_ranks(launched.nproc_per_node, argv);
+    if (const std::string note = bam::tool::cpu_fallback_note(asked_device, c.device); !note.empty())
+      std::printf("%s\n", note.c_str());
     std::printf("device: %s\ndata_backend: %s\n", c.device.c_str(), c.data_backend.c_str());
     if (launch.rank == 0) {
       created_output_dir = bam::prepare_output_dir(c.output_dir);

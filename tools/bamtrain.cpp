@@ -216,12 +216,15 @@ int main(int argc, char** argv) {
       config.precision = "fp16";
     else if (app.get_option("--use_fp16")->count() > 0 && app.get_option("--precision")->count() == 0)
       config.precision = "f32";
+    const std::string asked_device = config.device;
     config.device = bam::tool::rank_device(launch, bam::tool::resolve_device(config.device));
     config.precision = bam::tool::resolve_precision(config.precision, config.device);
     config.data_backend = bam::tool::resolve_data_backend(config.data_backend, config.device);
     if (ranks.launcher) config.world_size = ranks.nproc_per_node;  // what the ranks will check
     config.validate();
     if (ranks.launcher) return bam::tool::run_local_ranks(ranks.nproc_per_node, argv);
+    if (const std::string note = bam::tool::cpu_fallback_note(asked_device, config.device); !note.empty())
+      std::printf("%s\n", note.c_str());
     if (launch.rank == 0) created_output_dir = bam::prepare_output_dir(config.output_dir);
     bam::tool::open_device(config.device);  // before the GPU loader and the model touch a device
     if (launch.distributed()) {

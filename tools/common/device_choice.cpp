@@ -12,6 +12,12 @@ std::string resolve_device(const std::string& device) {
   return cuda::is_available() ? "cuda" : "cpu";
 }
 
+std::string cpu_fallback_note(const std::string& asked, const std::string& resolved_device) {
+  if (asked != "auto" || resolved_device != "cpu") return "";
+  return "note: --device auto: no GPU answered (" + cuda::unavailable_reason() +
+         "), so this runs on the CPU (--device cpu asks for it)";
+}
+
 std::string resolve_precision(const std::string& precision, const std::string& resolved_device) {
   if (precision != "auto") return precision;
   if (resolved_device.rfind("cuda", 0) == 0) return "bf16";

@@ -12,6 +12,11 @@ namespace bam::tool {
 
 // "auto" -> "cuda" when a CUDA device is usable, else "cpu"; any other value is returned as is.
 std::string resolve_device(const std::string& device);
+// For a --device `asked` of "auto" that resolved to the CPU: a note saying why no GPU was taken
+// (the driver's message, or a build without CUDA), so that a GPU machine whose driver fails does
+// not train on its CPU unnoticed; empty otherwise.
+std::string cpu_fallback_note(const std::string& asked, const std::string& resolved_device);
+
 // "auto" -> "bf16" on a CUDA device; on the CPU "bf16" when it has AMX-BF16 or AVX-512 BF16 (its
 // matmuls then run on the tiles or the pair dot products, with bf16 operands), else "f32"; any
 // other value is returned as is.
