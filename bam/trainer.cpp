@@ -379,21 +379,18 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     // applied. f32 and bf16: the global clip's norm, or else a sum of squares of its own; a
     // non-finite gradient there (a finite loss can have one) stops the run before it reaches the
     // weights, and so the checkpoint.
-    Tensor gradient_check = scaler_.unscale_queued(params);
-    const bool clip_global = config_.clip_grad > 0 && config_.clip_mode != "param";
+    Tensor gradient_check = scaler_.unscale_queued(params), clip_norm;
     if (config_.clip_grad > 0) {
-      if (!clip_global) {
+      if (config_.clip_mode == "param")
         clip_grad_per_param(params, config_.clip_grad);
-      } else {
-        Tensor norm = clip_grad_norm(params, config_.clip_grad);
-        if (!scaler_.enabled()) gradient_check = norm;
-      }
+      else
+        clip_norm = clip_grad_norm(params, config_.clip_grad);
     }
     if (epoch < config_.freeze_last_layer)
       for (auto& [name, p] : student_->head->last_linear()->named_parameters()) p.set_grad(Tensor());
     // (After the freeze: a frozen layer's gradient is never applied. The global clip's norm counts
     // it, as DINO's does, and a non-finite one there would have made the others NaN.)
-    if (!scaler_.enabled() && !clip_global) gradient_check = grad_sum_of_squares(params);
+    if (!scaler_.enabled()) gradient_check = clip_norm.defined() ? clip_norm : grad_sum_of_squares(params);
     optimizer_->set_lr(lr_schedule_[gs]);
     optimizer_->set_weight_decay(wd_schedule_[gs]);
     // The loss, the target entropy, the embedding spread and fp16's overflow check are read

@@ -250,18 +250,14 @@ std::vector<Tensor> gradients_of(const std::vector<Tensor>& params) {
   return grads;
 }
 
-}  // namespace
-
-Tensor grad_sum_of_squares(const std::vector<Tensor>& params) {
-  NoGradGuard no_grad;
-  std::vector<Tensor> grads = gradients_of(params);
-  if (grads.empty()) return Tensor();
+// The sum of the squares of `grads` (not empty) as a 0-d f64 tensor on their device, not read back.
+Tensor sum_of_squares_of(const std::vector<Tensor>& grads) {
   Tensor total = zeros({}, {DType::f64, grads.front().device()});
   if (total.device().is_cuda()) {
     // One multi-tensor launch sums the squares into one device double; the host does not wait.
     BAM_CUDA_BRANCH("grad_sum_of_squares", [&] {
       std::vector<cuda_kernels::FloatSpan> spans;
-      for (Tensor& g : grads) spans.push_back({g.data<float>(), g.numel()});
+      for (Tensor g : grads) spans.push_back({g.data<float>(), g.numel()});
       cuda_kernels::accumulate_sum_of_squares_many(spans.data(), static_cast<int64_t>(spans.size()),
                                                    total.data<double>(), stream());
     }());
@@ -273,11 +269,19 @@ Tensor grad_sum_of_squares(const std::vector<Tensor>& params) {
   return total;
 }
 
+}  // namespace
+
+Tensor grad_sum_of_squares(const std::vector<Tensor>& params) {
+  NoGradGuard no_grad;
+  const std::vector<Tensor> grads = gradients_of(params);
+  return grads.empty() ? Tensor() : sum_of_squares_of(grads);
+}
+
 Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard no_grad;
-  Tensor total = grad_sum_of_squares(params);
-  if (!total.defined()) return zeros({}, {DType::f64});
   std::vector<Tensor> grads = gradients_of(params);
+  if (grads.empty()) return zeros({}, {DType::f64});
+  Tensor total = sum_of_squares_of(grads);
   if (total.device().is_cuda()) {
     // Every gradient scaled by the coefficient each block computes from the device's sum: the host
     // never waits.

@@ -13,7 +13,6 @@
 #include "engine/atomic_file.h"
 #include "engine/autograd.h"
 #include "engine/error.h"
-#include "engine/ops.h"
 
 namespace bam {
 namespace {
