@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
   app.add_option("--nproc_per_node", nproc_text,
                  "start this many ranks of this command on this machine, as torchrun does (data parallelism over "
                  "its GPUs, one each, or its cores): a count, gpu (one per GPU), cpu (one per core) or auto (gpu "
-                 "with --device cuda, else cpu)")
+                 "when training runs on a GPU, as --device auto does where one answers, else cpu)")
       ->default_val(nproc_text);
   try {
     app.parse(argc, argv);
