@@ -1,6 +1,8 @@
 // Checkpoint save/load on top of the safetensors reader/writer.
 #include "bam/checkpoint.h"
 
+#include <cmath>
+
 #include "engine/error.h"
 #include "engine/random.h"
 #include "engine/safetensors.h"
@@ -19,6 +21,14 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, const T
     for (const auto& [name, t] : teacher->state()) tensors.emplace_back("teacher." + name, t);
   for (const auto& [name, t] : optimizer.state()) tensors.emplace_back("optimizer." + name, t);
   if (object_boxes.defined()) tensors.emplace_back("ccrop.boxes", object_boxes);
+  // The trainer stops a step whose loss or gradient is not finite before it changes the weights,
+  // but an update can still overflow them (a learning rate near the float range): such weights are
+  // never written, so the file already at `path` stays the last good one.
+  if (const std::string bad = first_non_finite(tensors); !bad.empty())
+    fail(
+        "{}: not saved, as {} is NaN or infinite after step {} (the update overflowed the weights; lower --lr): "
+        "the checkpoint already there, if any, is kept",
+        path, bad, state.global_step);
   std::map<std::string, std::string> metadata = {
       {"format", "pt"},
       {"bam_checkpoint", "1"},
@@ -66,7 +76,8 @@ LoadedCheckpoint checkpoint_from_file(SafetensorsFile file, const std::string& p
       out.state.loss_scale_clean_steps = std::stoll(it->second);  // absent in older checkpoints
     if (auto it = file.metadata.find("last_epoch_row"); it != file.metadata.end()) {  // absent in older ones too
       const nlohmann::json row = nlohmann::json::parse(it->second);
-      BAM_CHECK(row.is_object() && row.contains("epoch"), "last_epoch_row is not a log row: {}", it->second);
+      BAM_CHECK(row.is_object() && row.contains("epoch") && row.at("epoch").is_number_integer(),
+                "last_epoch_row is not a log row: {}", it->second);
       out.state.last_epoch_row = it->second;
       out.state.last_epoch_row_step = std::stoll(file.metadata.at("last_epoch_row_step"));
       out.state.last_epoch_knn_due = file.metadata.at("last_epoch_knn_due") == "1";
@@ -80,6 +91,16 @@ LoadedCheckpoint checkpoint_from_file(SafetensorsFile file, const std::string& p
   } catch (const std::exception& e) {
     fail("{}: corrupt checkpoint metadata: {}", path, e.what());
   }
+  // The arguments it was trained with are read back as the run's (resume) or the model's
+  // (bamprobe, export, report): a damaged file's would divide by zero or ask for any size.
+  try {
+    out.config.validate_stored();
+  } catch (const std::exception& e) {
+    fail("{}: corrupt checkpoint metadata: its args are not a valid run's: {}", path, e.what());
+  }
+  BAM_CHECK(std::isfinite(out.state.loss_scale) && out.state.loss_scale >= 0 && out.state.loss_scale <= 0x1p64,
+            "{}: corrupt checkpoint metadata: loss_scale {} is not 0 (none) or a finite scale up to 2^64", path,
+            out.state.loss_scale);
   const TrainState& st = out.state;
   BAM_CHECK(st.epoch >= 0 && st.step_in_epoch >= 0 && st.global_step >= 0 && st.optimizer_steps >= 0 &&
                 st.optimizer_steps <= st.global_step,
@@ -112,7 +133,7 @@ LoadedCheckpoint checkpoint_from_file(SafetensorsFile file, const std::string& p
 
 NamedTensors backbone_from_checkpoint(const LoadedCheckpoint& checkpoint, bool teacher) {
   const NamedTensors& source = teacher ? checkpoint.teacher : checkpoint.student;
-  BAM_CHECK(!source.empty(), "the checkpoint has no {} weights{}", teacher ? "teacher" : "student",
+  BAM_CHECK(!source.empty(), "{}: the checkpoint has no {} weights{}", checkpoint.path, teacher ? "teacher" : "student",
             teacher ? " (was it trained with --teacher true?)" : "");
   NamedTensors out;
   for (const auto& [name, t] : source)

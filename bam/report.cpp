@@ -171,7 +171,8 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
     try {
-      rows.push_back(nlohmann::json::parse(line));
+      nlohmann::json row = nlohmann::json::parse(line);
+      if (row.is_object()) rows.push_back(std::move(row));  // (a line of another shape has nothing to draw)
     } catch (const std::exception&) {
       // A line cut short by a crash is skipped, not fatal.
     }
@@ -225,8 +226,9 @@ std::string augmentation_section(const TrainConfig& c, const data::Dataset& d) {
 
 std::string attention_section(const LoadedCheckpoint& ck, const data::Dataset& d) {
   const TrainConfig& c = ck.config;
+  NamedTensors weights = backbone_from_checkpoint(ck, false);  // its shapes checked before the model is built
   VisionTransformer vit(c.vit(), nullptr);
-  vit.load_state(backbone_from_checkpoint(ck, false));
+  vit.load_state(weights);
   vit.train(false);
   data::AugmentRecipe r = recipe_from_config(c);
   r.eval_resize_ratio = c.eval_resize_ratio;
@@ -298,7 +300,9 @@ std::string write_training_report(const std::string& output_dir) {
   // its step, inside the epoch after the row's; at the row's epoch it would bend the kNN curve back.
   // Only a new run's, at step 0, is drawn.
   std::erase_if(epochs, [](const nlohmann::json& row) {
-    return row.value("before_training", false) && row.value("global_step", int64_t{0}) > 0;
+    const auto before = row.find("before_training"), step = row.find("global_step");
+    return before != row.end() && before->is_boolean() && before->get<bool>() && step != row.end() &&
+           step->is_number() && step->get<double>() > 0;
   });
   BAM_CHECK(!steps.empty() || !epochs.empty() || fs::exists(checkpoint),
             "{}: no training logs (steps.jsonl, log.txt) or checkpoint to report on", output_dir);

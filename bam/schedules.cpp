@@ -4,7 +4,26 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/error.h"
+
 namespace bam {
+
+CosineSchedule::CosineSchedule(double base, double final, int64_t total_steps, int64_t warmup_steps,
+                               double warmup_start)
+    : base_(base),
+      final_(final),
+      warmup_start_(warmup_start),
+      total_(std::max<int64_t>(0, total_steps)),
+      warmup_(std::min(total_, std::max<int64_t>(0, warmup_steps))) {}
+
+double CosineSchedule::at(int64_t step) const {
+  BAM_CHECK(step >= 0 && step < total_, "schedule: step {} outside [0, {})", step, total_);
+  if (step < warmup_)
+    return warmup_ == 1 ? warmup_start_
+                        : warmup_start_ + (base_ - warmup_start_) * static_cast<double>(step) / (warmup_ - 1);
+  const double progress = static_cast<double>(step - warmup_) / static_cast<double>(total_ - warmup_);
+  return final_ + 0.5 * (base_ - final_) * (1.0 + std::cos(M_PI * progress));
+}
 
 std::vector<double> cosine_schedule(double base, double final, int64_t epochs, int64_t steps_per_epoch,
                                     int64_t warmup_epochs, double warmup_start) {
@@ -13,18 +32,10 @@ std::vector<double> cosine_schedule(double base, double final, int64_t epochs, i
 
 std::vector<double> cosine_schedule_steps(double base, double final, int64_t total, int64_t warmup_steps,
                                           double warmup_start) {
-  const int64_t warmup = std::min(total, std::max<int64_t>(0, warmup_steps));
-  std::vector<double> schedule;
-  schedule.reserve(total);
-  for (int64_t i = 0; i < warmup; ++i)
-    schedule.push_back(warmup == 1 ? warmup_start
-                                   : warmup_start + (base - warmup_start) * static_cast<double>(i) / (warmup - 1));
-  const int64_t rest = total - warmup;
-  for (int64_t i = 0; i < rest; ++i) {
-    double progress = static_cast<double>(i) / static_cast<double>(rest);
-    schedule.push_back(final + 0.5 * (base - final) * (1.0 + std::cos(M_PI * progress)));
-  }
-  return schedule;
+  const CosineSchedule schedule(base, final, total, warmup_steps, warmup_start);
+  std::vector<double> values(static_cast<size_t>(schedule.total_steps()));
+  for (int64_t i = 0; i < schedule.total_steps(); ++i) values[static_cast<size_t>(i)] = schedule.at(i);
+  return values;
 }
 
 double reg_for_epoch(double reg, double reg_final, int64_t warmup_epochs, int64_t epoch) {

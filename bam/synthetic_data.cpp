@@ -1,5 +1,6 @@
 // Generated training data: smooth sinusoidal patterns per class, with per-crop noise and flips.
 #include <cmath>
+#include <vector>
 
 #include "bam/train_config.h"
 #include "bam/train_data.h"
@@ -35,11 +36,14 @@ class SyntheticData : public TrainData {
     const int64_t B = config_.batch_size_per_gpu;
     CropBatch batch;
     batch.batch_size = B;
-    // Which images: a per-epoch permutation keyed by (seed, epoch).
-    Generator order(static_cast<uint64_t>(config_.seed) * 7919 + static_cast<uint64_t>(epoch_) + 1);
-    std::vector<int64_t> perm = randperm(images_, &order).to_vector<int64_t>();
+    // Which images: a per-epoch permutation keyed by (seed, epoch), drawn once per epoch.
+    if (order_epoch_ != epoch_) {
+      Generator order(static_cast<uint64_t>(config_.seed) * 7919 + static_cast<uint64_t>(epoch_) + 1);
+      order_ = randperm(images_, &order).to_vector<int64_t>();
+      order_epoch_ = epoch_;
+    }
     const int64_t first = (step_ * config_.world_size + config_.rank) * B;
-    std::vector<int64_t> ids(perm.begin() + first, perm.begin() + first + B);
+    std::vector<int64_t> ids(order_.begin() + first, order_.begin() + first + B);
     ++step_;
     int view = 0;
     for (bool global : {true, false}) {
@@ -85,6 +89,8 @@ class SyntheticData : public TrainData {
   TrainConfig config_;
   int64_t images_;
   int64_t epoch_ = 0, step_ = 0;
+  int64_t order_epoch_ = -1;    // the epoch whose order order_ holds
+  std::vector<int64_t> order_;  // this epoch's permutation of the images
 };
 
 }  // namespace

@@ -2,13 +2,14 @@
 #include "bam/train_config.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "engine/device.h"
 #include "engine/error.h"
 
 namespace bam {
 
-void TrainConfig::validate() const {
+void TrainConfig::validate_model() const {
   VitConfig v;
   BAM_CHECK(arch == "custom" || vit_preset(arch, &v),
             "--arch: unknown architecture '{}' (choose vit_tiny, vit_small, vit_base, or custom with "
@@ -35,6 +36,34 @@ void TrainConfig::validate() const {
             "--weight_init must be trunc_normal or moco, got '{}'", weight_init);
   BAM_CHECK(out_dim >= 1 && hidden_dim >= 1 && n_layers >= 1, "--out_dim, --hidden_dim and --n_layers must be positive");
   BAM_CHECK(proj_act == "gelu" || proj_act == "relu", "--proj_act must be gelu or relu, got '{}'", proj_act);
+}
+
+void TrainConfig::validate_stored() const {
+  validate_model();
+  BAM_CHECK(epochs >= 1 && epochs <= kMaxEpochs, "--epochs must be from 1 to {}, got {}", kMaxEpochs, epochs);
+  BAM_CHECK(max_steps >= 0 && warmup_steps >= 0 && warmup_epochs >= 0 && reg_warmup_epochs >= 0,
+            "--max_steps, --warmup_steps, --warmup_epochs and --reg_warmup_epochs must be non-negative");
+  BAM_CHECK(loc_interval >= 1, "--loc_interval must be at least 1, got {}", loc_interval);
+  BAM_CHECK(ccrop_scaled_from_epochs >= 0 && ccrop_scaled_to_epochs >= 0,
+            "ccrop_scaled_from_epochs and ccrop_scaled_to_epochs must be non-negative");
+}
+
+void TrainConfig::validate() const {
+  // Every real-valued setting is finite: an infinite --lr would make every weight NaN in one step
+  // (and NaN already fails the range checks below, as any comparison with it is false).
+  for (const auto& [flag, value] : {std::pair<const char*, double>{"--lr", lr},
+                                    {"--min_lr", min_lr},
+                                    {"--weight_decay", weight_decay},
+                                    {"--weight_decay_end", weight_decay_end},
+                                    {"--clip_grad", clip_grad},
+                                    {"--reg", reg},
+                                    {"--reg_final", reg_final},
+                                    {"--temperature", temperature},
+                                    {"--ccrop_alpha", ccrop_alpha},
+                                    {"--eval_resize_ratio", eval_resize_ratio},
+                                    {"--drop_path_rate", drop_path_rate}})
+    BAM_CHECK(std::isfinite(value), "{} must be a finite number, got {}", flag, value);
+  validate_model();
   BAM_CHECK(teacher_m >= 0 && teacher_m <= 1, "--teacher_m must be in [0, 1], got {}", teacher_m);
   BAM_CHECK(precision == "f32" || precision == "bf16" || precision == "fp16",
             "--precision must be f32, bf16 or fp16, got '{}'", precision);
@@ -45,7 +74,9 @@ void TrainConfig::validate() const {
             "or bf16");
   BAM_CHECK(batch_size_per_gpu >= 2, "--batch_size_per_gpu must be at least 2 (positive masking needs two images), got {}",
             batch_size_per_gpu);
-  BAM_CHECK(epochs >= 1, "--epochs must be at least 1, got {}", epochs);
+  // (A million epochs is ten thousand times ImageNet's longest recipe; beyond it, the step counts
+  // of a large folder would overflow.)
+  BAM_CHECK(epochs >= 1 && epochs <= kMaxEpochs, "--epochs must be from 1 to {}, got {}", kMaxEpochs, epochs);
   BAM_CHECK(warmup_epochs >= 0 && warmup_epochs <= epochs,
             "--warmup_epochs must be in [0, --epochs] (--epochs {}), got {}{}", epochs, warmup_epochs,
             warmup_epochs == TrainConfig{}.warmup_epochs && epochs < warmup_epochs
@@ -53,6 +84,8 @@ void TrainConfig::validate() const {
                 : "");
   BAM_CHECK(max_steps >= 0 && warmup_steps >= 0, "--max_steps and --warmup_steps must be non-negative");
   BAM_CHECK(lr > 0, "--lr must be positive, got {}", lr);
+  BAM_CHECK(std::isfinite(lr * static_cast<double>(batch_size_per_gpu * world_size) / 256.0),
+            "--lr {} times the global batch over 256 (the linear scaling rule) is not a finite number", lr);
   BAM_CHECK(min_lr >= 0, "--min_lr must be non-negative, got {}", min_lr);
   BAM_CHECK(optimizer == "adamw" || optimizer == "sgd" || optimizer == "lars",
             "--optimizer must be adamw, sgd or lars, got '{}'", optimizer);
@@ -61,7 +94,8 @@ void TrainConfig::validate() const {
   BAM_CHECK(clip_mode == "global" || clip_mode == "param", "--clip_mode must be global or param, got '{}'", clip_mode);
   BAM_CHECK(freeze_last_layer >= 0, "--freeze_last_layer must be non-negative, got {}", freeze_last_layer);
   BAM_CHECK(reg > 0, "--reg must be positive, got {}", reg);
-  BAM_CHECK(reg_final < 0 || reg_final > 0, "--reg_final must be positive, got {}", reg_final);
+  BAM_CHECK(reg_final == -1 || reg_final > 0,
+            "--reg_final must be positive (or -1, its default: the same as --reg), got {}", reg_final);
   BAM_CHECK(reg_warmup_epochs >= 0, "--reg_warmup_epochs must be non-negative, got {}", reg_warmup_epochs);
   BAM_CHECK(temperature > 0, "--temperature must be positive, got {}", temperature);
   BAM_CHECK(num_sink_iter >= 0, "--num_sink_iter must be non-negative, got {}", num_sink_iter);
@@ -93,7 +127,7 @@ void TrainConfig::validate() const {
             "crops to place (pass --use_ccrop false)",
             data_path);
   BAM_CHECK(saveckp_freq >= 0, "--saveckp_freq must be non-negative, got {}", saveckp_freq);
-  BAM_CHECK(num_workers >= 0, "--num_workers must be non-negative, got {}", num_workers);
+  BAM_CHECK(num_workers >= 0 && num_workers <= 1024, "--num_workers must be from 0 to 1024, got {}", num_workers);
   BAM_CHECK(data_backend == "cpu" || data_backend == "gpu", "--data_backend must be cpu, gpu or auto, got '{}'",
             data_backend);
   BAM_CHECK(data_backend == "cpu" || device.rfind("cuda", 0) == 0,
@@ -103,7 +137,8 @@ void TrainConfig::validate() const {
             knn_train_fraction);
   BAM_CHECK(knn_eval_fraction > 0 && knn_eval_fraction <= 1, "--knn_eval_fraction must be in (0, 1], got {}",
             knn_eval_fraction);
-  BAM_CHECK(eval_resize_ratio >= 1, "--eval_resize_ratio must be at least 1, got {}", eval_resize_ratio);
+  BAM_CHECK(eval_resize_ratio >= 1 && eval_resize_ratio <= 4, "--eval_resize_ratio must be from 1 to 4, got {}",
+            eval_resize_ratio);
   BAM_CHECK(log_freq >= 1, "--log_freq must be at least 1, got {}", log_freq);
   // At most a year: the deadline is kept in clock ticks, which a larger (or infinite) value overflows.
   BAM_CHECK(time_budget_minutes >= 0 && time_budget_minutes <= 525600,

@@ -13,6 +13,7 @@
 namespace bam {
 
 struct TrainConfig {
+  static constexpr int64_t kMaxEpochs = 1000000;  // --epochs at most
   // model
   std::string arch = "vit_small";  // vit_tiny | vit_small | vit_base | custom
   int64_t patch_size = 16;
@@ -95,6 +96,12 @@ struct TrainConfig {
 
   // Errors name the flag ("--lr must be positive, got -1"); call before any work.
   void validate() const;
+  // The model these arguments describe (checked first by validate()).
+  void validate_model() const;
+  // What a checkpoint's stored arguments must satisfy to be read back: the model (bamprobe, export
+  // and the report build it) and the schedule a resumed fitted run takes over. Not all of
+  // validate(): a fitted run stores its fitted --epochs beside the warm-up it was given.
+  void validate_stored() const;
   // Derived values.
   VitConfig vit() const;
   ProjectorConfig projector() const;

@@ -31,8 +31,10 @@ std::unique_ptr<TrainData> make_train_data(const TrainConfig& config) {
   }
   const std::string& path = config.data_path;
   if (path.rfind("synthetic:", 0) == 0) {
-    const std::optional<int64_t> n = parse_whole_number(path.substr(10), 1, int64_t{1} << 40);
-    BAM_CHECK(n.has_value(), "--data_path {}: expected synthetic:N with N a positive whole number of images", path);
+    // (At most 2^30 images: each epoch's order is a permutation held in memory, 8 GiB at that size.)
+    const std::optional<int64_t> n = parse_whole_number(path.substr(10), 1, int64_t{1} << 30);
+    BAM_CHECK(n.has_value(), "--data_path {}: expected synthetic:N with N a whole number of images from 1 to {}", path,
+              int64_t{1} << 30);
     return make_synthetic_data(config, *n);
   }
   BAM_CHECK(std::filesystem::exists(path), "--data_path {}: no such folder or file list", path);

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -121,9 +122,9 @@ void Trainer::build_schedules() {
   const double base_lr = config_.lr * static_cast<double>(config_.batch_size_per_gpu * config_.world_size) / 256.0;
   total_steps_ = config_.max_steps > 0 ? std::min(config_.max_steps, config_.epochs * steps) : config_.epochs * steps;
   const int64_t warmup = config_.warmup_steps > 0 ? config_.warmup_steps : config_.warmup_epochs * steps;
-  lr_schedule_ = cosine_schedule_steps(base_lr, config_.min_lr, total_steps_, warmup);
-  wd_schedule_ = cosine_schedule_steps(config_.weight_decay, config_.weight_decay_end, total_steps_, 0);
-  momentum_schedule_ = cosine_schedule_steps(config_.teacher_m, 1.0, total_steps_, 0);
+  lr_schedule_ = CosineSchedule(base_lr, config_.min_lr, total_steps_, warmup);
+  wd_schedule_ = CosineSchedule(config_.weight_decay, config_.weight_decay_end, total_steps_, 0);
+  momentum_schedule_ = CosineSchedule(config_.teacher_m, 1.0, total_steps_, 0);
   data_->set_epochs(epochs_in_schedule());  // the loader runs on into each next epoch up to here
 }
 
@@ -391,8 +392,8 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     // (After the freeze: a frozen layer's gradient is never applied. The global clip's norm counts
     // it, as DINO's does, and a non-finite one there would have made the others NaN.)
     if (!scaler_.enabled()) gradient_check = clip_norm.defined() ? clip_norm : grad_sum_of_squares(params);
-    optimizer_->set_lr(lr_schedule_[gs]);
-    optimizer_->set_weight_decay(wd_schedule_[gs]);
+    optimizer_->set_lr(lr_schedule_.at(gs));
+    optimizer_->set_weight_decay(wd_schedule_.at(gs));
     // The loss, the target entropy, the embedding spread and fp16's overflow check are read
     // together once backward is queued: on a GPU that is the step's one wait, and a non-finite
     // loss stops the run before the weights or anything saved change, as does an index error a
@@ -419,15 +420,15 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     scaler_.update(finite);
     if (teacher_) {
       NoGradGuard no_grad;
-      ema_update(teacher_->parameters(), student_->parameters(), momentum_schedule_[gs]);
+      ema_update(teacher_->parameters(), student_->parameters(), momentum_schedule_.at(gs));
     }
 
     result.step_losses.push_back(loss);
     sums.loss += loss;
     sums.target_entropy += metrics.target_entropy;
     sums.embedding_std += spread;
-    sums.lr += lr_schedule_[gs];
-    sums.wd += wd_schedule_[gs];
+    sums.lr += lr_schedule_.at(gs);
+    sums.wd += wd_schedule_.at(gs);
     ++sums.steps;
     ++state_.global_step;
     step_in_epoch_ = it + 1;
@@ -445,15 +446,15 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
           "img/s %.1f  data %.3fs  mem %s\n",
           static_cast<long long>(epoch), static_cast<long long>((total_steps_ + steps - 1) / steps),
           static_cast<long long>(it + 1), static_cast<long long>(steps), duration_text(eta).c_str(), loss,
-          lr_schedule_[gs], wd_schedule_[gs], metrics.target_entropy, spread, img_per_s, sums.data_wait_s / counted,
-          memory_text().c_str());
+          lr_schedule_.at(gs), wd_schedule_.at(gs), metrics.target_entropy, spread, img_per_s,
+          sums.data_wait_s / counted, memory_text().c_str());
       std::fflush(stdout);
       nlohmann::ordered_json j;
       j["epoch"] = epoch;
       j["step"] = state_.global_step;
       j["loss"] = loss;
-      j["lr"] = lr_schedule_[gs];
-      j["wd"] = wd_schedule_[gs];
+      j["lr"] = lr_schedule_.at(gs);
+      j["wd"] = wd_schedule_.at(gs);
       j["target_entropy"] = metrics.target_entropy;
       j["embedding_std"] = spread;
       j["img_per_s"] = img_per_s;
@@ -510,10 +511,29 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
   return stats;
 }
 
+namespace {
+
+// The files bamtrain writes into --output_dir, whose abandoned temporary copies it may remove:
+// checkpoint.safetensors, checkpointNNNN.safetensors, the save-timing probe, the logs and the
+// report. (The folder may be shared, the current one by default.)
+bool written_by_bamtrain(const std::string& name) {
+  if (name == "checkpoint.safetensors" || name == "log.txt" || name == "steps.jsonl" || name == "report.html" ||
+      name == "checkpoint.timing" || name.rfind("checkpoint.timing.tmp.", 0) == 0)
+    return true;
+  const std::string prefix = "checkpoint", suffix = ".safetensors";
+  if (name.size() < prefix.size() + 4 + suffix.size() || name.rfind(prefix, 0) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return false;
+  const std::string number = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  return std::all_of(number.begin(), number.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
+
+}  // namespace
+
 TrainResult Trainer::run() {
   if (writes_files()) {
     prepare_output_dir(config_.output_dir);
-    for (const std::string& name : remove_abandoned_temporary_files(config_.output_dir))
+    for (const std::string& name : remove_abandoned_temporary_files(config_.output_dir, written_by_bamtrain))
       std::printf("Removed %s/%s, a file an interrupted run left half-written\n", config_.output_dir.c_str(),
                   name.c_str());
   }
@@ -521,15 +541,27 @@ TrainResult Trainer::run() {
   resume_if_possible(result);
   if (!result.resumed && writes_files()) {
     // A new run in a folder whose logs outlived their checkpoint (a run stopped before its first
-    // save, or a checkpoint removed): its rows would mix with this run's.
-    for (const char* name : {"log.txt", "steps.jsonl"}) {
+    // save, or a checkpoint removed): its rows would mix with this run's, and its numbered
+    // checkpoints would be overwritten by this run's. Each moves to <name>.old (or .old.2, .old.3,
+    // ... when an earlier move took that name).
+    std::vector<std::string> earlier = {"log.txt", "steps.jsonl"};
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(config_.output_dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name != "checkpoint.safetensors" && written_by_bamtrain(name) && name.rfind("checkpoint", 0) == 0 &&
+          name.find(".timing") == std::string::npos)
+        earlier.push_back(name);
+    }
+    std::sort(earlier.begin() + 2, earlier.end());
+    for (const std::string& name : earlier) {
       const std::string path = config_.output_dir + "/" + name;
-      std::error_code ec;
       if (!std::filesystem::exists(path, ec)) continue;
-      std::filesystem::rename(path, path + ".old", ec);
-      BAM_CHECK(!ec, "{}: a new run cannot move the old log aside to {}.old: {}", path, path, ec.message());
-      std::printf("note: %s belongs to an earlier run without a checkpoint here: moved to %s.old\n", path.c_str(),
-                  path.c_str());
+      std::string aside = path + ".old";
+      for (int n = 2; std::filesystem::exists(aside, ec); ++n) aside = fmt::format("{}.old.{}", path, n);
+      std::filesystem::rename(path, aside, ec);
+      BAM_CHECK(!ec, "{}: a new run cannot move the earlier run's file aside to {}: {}", path, aside, ec.message());
+      std::printf("note: %s belongs to an earlier run without a checkpoint here: moved to %s\n", path.c_str(),
+                  aside.c_str());
     }
   }
   check_ranks_agree();

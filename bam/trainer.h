@@ -18,6 +18,7 @@
 #include "bam/checkpoint.h"
 #include "bam/contrastive_crop.h"
 #include "bam/knn.h"
+#include "bam/schedules.h"
 #include "bam/train_config.h"
 #include "bam/train_data.h"
 #include "engine/communicator.h"
@@ -153,7 +154,7 @@ class Trainer {
   std::unique_ptr<Optimizer> optimizer_;
   DType compute_dtype_ = DType::f32;  // the autocast type of --precision (f32: autocast off)
   GradScaler scaler_{false};          // enabled for fp16
-  std::vector<double> lr_schedule_, wd_schedule_, momentum_schedule_;
+  CosineSchedule lr_schedule_, wd_schedule_, momentum_schedule_;
   int64_t total_steps_ = 0;  // the schedules' length: --max_steps or epochs x steps per epoch
   // Fitting to a time budget: at refit_.at_step the schedule is refitted to what is left of the
   // budget, from the mean time of the real steps after refit_.window_start (bam/budget_fit.h), so

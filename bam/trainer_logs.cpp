@@ -74,7 +74,10 @@ void Trainer::restore_lost_epoch_row() {
     std::ifstream in(config_.output_dir + "/log.txt");
     for (std::string line; lost && std::getline(in, line);) {
       const nlohmann::json r = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (r.is_object() && !r.value("before_training", false) && r.value("epoch", int64_t{-2}) == epoch) lost = 0;
+      try {  // (value() throws for a field of another type: such a row is not the epoch's)
+        if (r.is_object() && !r.value("before_training", false) && r.value("epoch", int64_t{-2}) == epoch) lost = 0;
+      } catch (const nlohmann::json::exception&) {
+      }
     }
   }
   if (!decided_by_rank0(lost)) return;
@@ -107,7 +110,12 @@ void Trainer::trim_logs_to_checkpoint() {
     int64_t dropped = 0;
     while (std::getline(in, line)) {
       const nlohmann::json row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (!row.is_discarded() && row.is_object() && keep(row)) {
+      bool kept_row = false;
+      try {  // a row whose fields have other types (edited by hand) is dropped as a damaged line
+        kept_row = !row.is_discarded() && row.is_object() && keep(row);
+      } catch (const nlohmann::json::exception&) {
+      }
+      if (kept_row) {
         kept += line + "\n";
       } else if (!line.empty()) {
         ++dropped;
@@ -116,7 +124,7 @@ void Trainer::trim_logs_to_checkpoint() {
     in.close();
     if (dropped == 0) return;
     write_file_atomically(path, kept);
-    std::printf("Resuming: %lld line%s of %s from after the checkpoint (or cut off) dropped\n",
+    std::printf("Resuming: %lld line%s of %s from after the checkpoint (or cut off or damaged) dropped\n",
                 static_cast<long long>(dropped), dropped == 1 ? "" : "s", path.c_str());
   };
   const int64_t step = state_.global_step, epoch = state_.epoch;

@@ -14,6 +14,7 @@
 #include "data/image_error.h"
 #include "engine/error.h"
 #include "engine/philox.h"
+#include "engine/whole_number.h"
 
 namespace bam::data {
 namespace fs = std::filesystem;
@@ -21,6 +22,8 @@ namespace fs = std::filesystem;
 namespace {
 
 [[noreturn]] void dataset_error(const std::string& message) { throw ImageDecodeError(message); }
+
+constexpr int64_t kMaxListLabel = (int64_t{1} << 20) - 1;  // a file list's largest class label
 
 // Prints "indexing PATH: N images" every 10k files, so a big folder does not look like a hang.
 struct IndexProgress {
@@ -140,14 +143,19 @@ Dataset open_file_list(const std::string& list_path) {
     std::istringstream fields(line);
     std::string path;
     fields >> path;
+    // A NUL byte: a binary file (an archive, an image) given as a list.
+    if (line.find('\0') != std::string::npos)
+      dataset_error(list_path + ": not a text file list (line " + std::to_string(line_number) +
+                    " holds a NUL byte); --data_path takes a folder of images or a list of image paths");
     int64_t label = -1;
     std::string label_text;
     if (fields >> label_text) {
-      try {
-        label = std::stoll(label_text);
-      } catch (const std::exception&) {
-        dataset_error(list_path + ":" + std::to_string(line_number) + ": '" + label_text + "' is not an integer label");
-      }
+      // A whole label below 2^20 (classes 0..label are made): "3.7", "12abc" or a file size are not.
+      const std::optional<int64_t> n = parse_whole_number(label_text, 0, kMaxListLabel);
+      if (!n)
+        dataset_error(fmt::format("{}:{}: '{}' is not a class label (a whole number from 0 to {})", list_path,
+                                  line_number, label_text, kMaxListLabel));
+      label = *n;
       any_label = true;
     }
     fs::path p(path);
@@ -164,7 +172,13 @@ Dataset open_file_list(const std::string& list_path) {
 
 Dataset open_dataset(const std::string& path) {
   if (!fs::exists(path)) dataset_error(path + ": no such file or folder");
-  if (fs::is_regular_file(path)) return open_file_list(path);
+  if (fs::is_regular_file(path)) {
+    if (has_image_extension(path))
+      dataset_error(path +
+                    ": an image, not a dataset: give the folder that holds the images, or a text file "
+                    "listing them");
+    return open_file_list(path);
+  }
   std::string image_in_subfolder, image_at_top;
   int64_t images_at_top = 0;
   for (const auto& e : fs::directory_iterator(path)) {

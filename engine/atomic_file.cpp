@@ -63,7 +63,8 @@ void write_file_atomically(const std::string& path, std::string_view contents) {
   write_file_atomically(path, [&](const AppendBytes& append) { append(contents.data(), contents.size()); });
 }
 
-std::vector<std::string> remove_abandoned_temporary_files(const std::string& dir, const std::string& only_of) {
+std::vector<std::string> remove_abandoned_temporary_files(const std::string& dir,
+                                                          const std::function<bool(const std::string&)>& ours) {
   namespace fs = std::filesystem;
   std::vector<std::string> removed;
   std::error_code ec;
@@ -72,7 +73,7 @@ std::vector<std::string> remove_abandoned_temporary_files(const std::string& dir
     const std::string name = it->path().filename().string();
     const size_t at = name.rfind(".tmp.");
     if (at == std::string::npos) continue;
-    if (!only_of.empty() && name.compare(0, at, only_of) != 0) continue;
+    if (!ours(name.substr(0, at))) continue;
     const std::optional<int64_t> writer = parse_whole_number(name.substr(at + 5), 1, INT32_MAX);
     if (!writer) continue;
     const pid_t pid = static_cast<pid_t>(*writer);

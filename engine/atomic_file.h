@@ -25,8 +25,9 @@ void write_file_atomically(const std::string& path, std::string_view contents);
 
 // Removes the temporary files (<name>.tmp.<pid>) in `dir` that a process no longer running left
 // there by crashing mid-write (a cut-off checkpoint can take hundreds of MB). Returns their names.
-// With `only_of`, only those of that file (a tool whose folder may be shared, such as the current
-// one, removes what it writes and nothing else).
-std::vector<std::string> remove_abandoned_temporary_files(const std::string& dir, const std::string& only_of = "");
+// Only those whose <name> `ours` accepts: a tool's folder may be shared (the current one by
+// default), and other programs' temporary files there are not its to remove.
+std::vector<std::string> remove_abandoned_temporary_files(const std::string& dir,
+                                                          const std::function<bool(const std::string&)>& ours);
 
 }  // namespace bam

@@ -197,7 +197,8 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
 std::string first_non_finite(const NamedTensors& tensors) {
   for (const auto& [name, t] : tensors) {
     if (!is_floating(t.dtype()) || t.numel() == 0) continue;
-    const Tensor values = t.dtype() == DType::f64 ? t.contiguous() : t.to(DType::f32).contiguous();
+    const Tensor host = t.detach().to(Device::cpu());
+    const Tensor values = host.dtype() == DType::f64 ? host.contiguous() : host.to(DType::f32).contiguous();
     int64_t bad = 0;
     if (values.dtype() == DType::f64) {
       const double* v = values.data<double>();

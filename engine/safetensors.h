@@ -20,7 +20,7 @@ struct SafetensorsFile {
 // that disagrees with the byte count, an unsupported dtype) is an Error naming the file.
 SafetensorsFile load_safetensors(const std::string& path);
 
-// The first floating-point tensor of `tensors` (on the CPU) that holds a NaN or an infinity, as
+// The first floating-point tensor of `tensors` (on any device) that holds a NaN or an infinity, as
 // "<name> (<count> of <numel> values)"; empty when every value is finite. Weights saved by a run
 // that diverged: what is computed from them means nothing, so the tools refuse them by name.
 std::string first_non_finite(const NamedTensors& tensors);

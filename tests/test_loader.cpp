@@ -82,6 +82,25 @@ TEST_CASE("dataset layouts") {
   REQUIRE(listed.size() == 2);
   CHECK(listed.labels == std::vector<int64_t>{5, 1});
   CHECK(fs::exists(listed.files[0]));
+  // A list's labels are whole class numbers, named with the line when not: a size or a timestamp
+  // in the second column made that many classes.
+  for (const char* bad : {"3.7", "12abc", "1700000000", "-2"}) {
+    std::ofstream(list) << "class_0/0.jpg 1\nclass_0/1.jpg " << bad << "\n";
+    CHECK_THROWS_WITH_AS(
+        data::open_dataset(list),
+        doctest::Contains((list + ":2: '" + bad + "' is not a class label (a whole number from 0 to").c_str()),
+        data::ImageDecodeError);
+  }
+  // An image, or a binary file, is not a list.
+  CHECK_THROWS_WITH_AS(data::open_dataset(root + "/class_0/0.jpg"), doctest::Contains("0.jpg: an image, not a dataset"),
+                       data::ImageDecodeError);
+  {
+    std::ofstream archive(root + "/images.tar", std::ios::binary);
+    archive << "class_0/0.jpg" << std::string(3, '\0') << "ustar";
+  }
+  CHECK_THROWS_WITH_AS(data::open_dataset(root + "/images.tar"), doctest::Contains("images.tar: not a text file list"),
+                       data::ImageDecodeError);
+  fs::remove(root + "/images.tar");
   CHECK_THROWS_WITH_AS(data::open_dataset(root + "/missing"), doctest::Contains("no such file or folder"),
                        data::ImageDecodeError);
   fs::create_directories(root + "/empty");

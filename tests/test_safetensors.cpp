@@ -165,9 +165,10 @@ TEST_CASE("write_file_atomically replaces a file whole, or leaves it as it was")
                                  "probe.json.tmp.4194998", "probe.json.bak.tmp.4194997"})
     std::ofstream(dir + "/" + name) << "x";
   // Those of one file only (bamprobe's probe.json), then all.
-  CHECK(remove_abandoned_temporary_files(dir, "probe.json") == std::vector<std::string>{"probe.json.tmp.4194998"});
+  CHECK(remove_abandoned_temporary_files(dir, [](const std::string& name) { return name == "probe.json"; }) ==
+        std::vector<std::string>{"probe.json.tmp.4194998"});
   CHECK(std::filesystem::exists(dir + "/checkpoint.safetensors.tmp.4194999"));
-  std::vector<std::string> removed = remove_abandoned_temporary_files(dir);
+  std::vector<std::string> removed = remove_abandoned_temporary_files(dir, [](const std::string&) { return true; });
   std::sort(removed.begin(), removed.end());
   CHECK(removed == std::vector<std::string>{"checkpoint.safetensors.tmp.4194999", "probe.json.bak.tmp.4194997"});
   CHECK(std::filesystem::exists(dir + "/" + ours));

@@ -202,8 +202,12 @@ TEST_CASE("--eval_first and --teacher: the kNN monitor sees both backbones, and 
 TEST_CASE("the report leaves out the rows it cannot plot and says when the checkpoint is unreadable") {
   const std::string dir = fresh_dir("report_damaged");
   std::filesystem::create_directories(dir);
-  // An edited log: a string where a number goes, values whose range would overflow, a cut line.
+  // An edited log: a string where a number goes, values whose range would overflow, a cut line,
+  // a line that is not an object, a flag of another type.
   std::ofstream(dir + "/log.txt") << R"({"epoch":"x","train_loss":1})"
+                                  << "\n"
+                                  << "7\n"
+                                  << R"({"before_training":1,"global_step":"x"})"
                                   << "\n"
                                   << R"({"epoch":0,"train_loss":5.5})"
                                   << "\n"
@@ -334,6 +338,13 @@ TEST_CASE("a resumed run drops the log rows an interrupted run wrote after its c
     std::ofstream log(c.output_dir + "/log.txt", std::ios::app);
     log << R"({"train_loss":1.0,"epoch":2})"
         << "\n";
+    // Rows edited by hand, with fields of other types (they stopped the resume with a bare JSON
+    // type error): dropped as damaged lines.
+    log << R"({"epoch":"3"})"
+        << "\n"
+        << R"({"before_training":1})"
+        << "\n"
+        << "7\n";
   }
   c.knn_freq = 0;
   const TrainResult rest = train(c);
@@ -372,6 +383,24 @@ TEST_CASE("log rows: a --max_steps run extended writes its cut epoch once, the r
   CHECK(column_of(c.output_dir + "/steps.jsonl", "step") == std::vector<int64_t>{4, 6, 8, 10});
 }
 
+TEST_CASE("bamtrain removes the half-written files of its own that a crash left, and no one else's") {
+  TrainConfig c = small_train_config(fresh_dir("abandoned_files"));
+  c.epochs = 1;
+  c.max_steps = 1;
+  c.knn_freq = 0;
+  std::filesystem::create_directories(c.output_dir);
+  // Left by writers that no longer run (no process has these ids: they are above Linux's limit).
+  const std::vector<std::string> ours = {"checkpoint.safetensors.tmp.4194999", "checkpoint0040.safetensors.tmp.4194998",
+                                         "log.txt.tmp.4194997", "checkpoint.timing.tmp.4194996.tmp.4194996"};
+  const std::vector<std::string> theirs = {"dataset.tar.tmp.4194999", "checkpoint_mine.pth.tmp.4194999",
+                                           "checkpoint00x1.safetensors.tmp.4194999"};
+  for (const auto& names : {ours, theirs})
+    for (const std::string& name : names) std::ofstream(c.output_dir + "/" + name) << "x";
+  train(c);
+  for (const std::string& name : ours) CHECK_MESSAGE(!std::filesystem::exists(c.output_dir + "/" + name), name);
+  for (const std::string& name : theirs) CHECK_MESSAGE(std::filesystem::exists(c.output_dir + "/" + name), name);
+}
+
 TEST_CASE("a new run moves aside the logs of an earlier run that left no checkpoint") {
   TrainConfig c = small_train_config(fresh_dir("old_logs"));
   c.epochs = 1;
@@ -387,6 +416,22 @@ TEST_CASE("a new run moves aside the logs of an earlier run that left no checkpo
   std::ifstream log(c.output_dir + "/log.txt");
   const std::string first((std::istreambuf_iterator<char>(log)), {});
   CHECK(first.find("9.0") == std::string::npos);  // this run's rows alone
+  // Again, with its checkpoint removed: the logs go to .old.2 (.old is taken), and its numbered
+  // checkpoint, which the new run would overwrite, aside too.
+  const auto bytes_of = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string earlier = bytes_of(c.output_dir + "/checkpoint.safetensors");
+  std::filesystem::rename(c.output_dir + "/checkpoint.safetensors", c.output_dir + "/checkpoint0000.safetensors");
+  c.saveckp_freq = 1;
+  c.seed = 5;  // another run: other weights
+  CHECK_FALSE(train(c).resumed);
+  CHECK(column_of(c.output_dir + "/log.txt.old", "epoch") == std::vector<int64_t>{0});  // untouched
+  CHECK(std::filesystem::exists(c.output_dir + "/log.txt.old.2"));
+  CHECK(std::filesystem::exists(c.output_dir + "/steps.jsonl.old.2"));
+  CHECK(bytes_of(c.output_dir + "/checkpoint0000.safetensors.old") == earlier);
+  CHECK(bytes_of(c.output_dir + "/checkpoint0000.safetensors") != earlier);  // this run's
 }
 
 TEST_CASE("export writes the backbone under timm names") {
@@ -437,6 +482,21 @@ TEST_CASE("a damaged or doctored checkpoint is refused by name before it is trai
   refused("4 steps done, 1000 optimizer steps", [](SafetensorsFile& f) { f.metadata["optimizer_steps"] = "1000"; });
   refused("the checkpoint is 1000 steps into an epoch",
           [](SafetensorsFile& f) { f.metadata["step_in_epoch"] = "1000"; });
+  // Arguments no run could have had (a patch size of 0 divided by zero in the shape check), and a
+  // loss scale that would skip every fp16 step.
+  const auto edit_args = [](const char* key, nlohmann::json value) {
+    return [key, value](SafetensorsFile& f) {
+      nlohmann::json args = nlohmann::json::parse(f.metadata["args"]);
+      args[key] = value;
+      f.metadata["args"] = args.dump();
+    };
+  };
+  refused("its args are not a valid run's: --patch_size must be in [1, 64], got 0", edit_args("patch_size", 0),
+          In::both);
+  refused("its args are not a valid run's: --loc_interval must be at least 1", edit_args("loc_interval", 0));
+  refused(
+      "loss_scale inf is not 0 (none) or a finite scale", [](SafetensorsFile& f) { f.metadata["loss_scale"] = "inf"; },
+      In::both);
   // Tensors that belong nowhere, or are missing.
   refused("unexpected tensor 'weird.tensor'",
           [](SafetensorsFile& f) { f.tensors.emplace_back("weird.tensor", ones({2})); });
@@ -506,6 +566,36 @@ TEST_CASE("a non-finite loss stops the run and keeps the last checkpoint") {
   std::string bytes_after(std::istreambuf_iterator<char>(in), {});
   CHECK(bytes_after == bytes_before);
   CHECK(std::filesystem::last_write_time(path) == before);
+}
+
+TEST_CASE("weights an update overflowed are never saved: the last checkpoint stays") {
+  // A learning rate past the float range turns the weights infinite in the first update, whose
+  // loss and gradients were finite; with one step per epoch the epoch's checkpoint comes next.
+  TrainConfig c = small_train_config(fresh_dir("overflowed_weights"));
+  c.data_path = "synthetic:16";  // one step per epoch
+  c.epochs = 1;
+  c.warmup_epochs = 0;
+  train(c);
+  const std::string path = c.output_dir + "/checkpoint.safetensors";
+  std::string bytes_before;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes_before.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  TrainConfig wild = c;
+  wild.epochs = 3;
+  wild.lr = 1e40;
+  wild.clip_grad = 0;
+  wild.saveckp_freq = 1;
+  const std::string message = error_of([&] { train(wild); });
+  // (The numbered copy is saved first, and refused first.)
+  CHECK_MESSAGE(message.find("/checkpoint0001.safetensors: not saved, as student.") != std::string::npos, message);
+  CHECK_MESSAGE(message.find("is NaN or infinite after step 2") != std::string::npos, message);
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes_after(std::istreambuf_iterator<char>(in), {});
+  CHECK(bytes_after == bytes_before);
+  CHECK(!std::filesystem::exists(c.output_dir + "/checkpoint0001.safetensors"));  // nor a numbered copy
+  CHECK_NOTHROW(load_checkpoint(path));                                           // still whole, and finite
 }
 
 TEST_CASE("a non-finite gradient under a finite loss stops the run before the weights change, in f32") {
@@ -584,11 +674,32 @@ TEST_CASE("bad settings name the flag before any work") {
   t = c;
   t.data_path = "/no/such/folder";
   CHECK_THROWS_WITH_AS(make_train_data(t), doctest::Contains("--data_path /no/such/folder"), Error);
-  for (const char* bad : {"synthetic:16abc", "synthetic:0", "synthetic:-3", "synthetic:"}) {
+  for (const char* bad : {"synthetic:16abc", "synthetic:0", "synthetic:-3", "synthetic:", "synthetic:1073741825"}) {
     t.data_path = bad;
-    CHECK_THROWS_WITH_AS(make_train_data(t), doctest::Contains("expected synthetic:N with N a positive whole number"),
+    CHECK_THROWS_WITH_AS(make_train_data(t), doctest::Contains("expected synthetic:N with N a whole number of images"),
                          Error);
   }
+  // Real-valued settings are finite: an infinite learning rate made every weight NaN in one step.
+  const double inf = std::numeric_limits<double>::infinity();
+  for (auto [flag, set] : std::vector<std::pair<const char*, std::function<void(TrainConfig&)>>>{
+           {"--lr must be a finite number", [&](TrainConfig& x) { x.lr = inf; }},
+           {"--min_lr must be a finite number", [&](TrainConfig& x) { x.min_lr = inf; }},
+           {"--weight_decay_end must be a finite number", [&](TrainConfig& x) { x.weight_decay_end = inf; }},
+           {"--reg must be a finite number", [&](TrainConfig& x) { x.reg = inf; }},
+           {"--clip_grad must be a finite number", [&](TrainConfig& x) { x.clip_grad = inf; }},
+           {"--temperature must be a finite number", [&](TrainConfig& x) { x.temperature = inf; }},
+           {"(the linear scaling rule) is not a finite number", [&](TrainConfig& x) { x.lr = 1e308; }},
+           {"--reg_final must be positive (or -1", [&](TrainConfig& x) { x.reg_final = -0.05; }},
+           {"--eval_resize_ratio must be from 1 to 4", [&](TrainConfig& x) { x.eval_resize_ratio = 1e9; }},
+           {"--epochs must be from 1 to 1000000", [&](TrainConfig& x) { x.epochs = int64_t{1} << 62; }},
+       }) {
+    t = c;
+    set(t);
+    expect(t, flag);
+  }
+  t = c;
+  t.reg_final = -1;  // the default: the same as --reg
+  CHECK_NOTHROW(t.validate());
 }
 
 TEST_CASE("the output folder is made, or refused with the flag named, before any work") {

@@ -131,6 +131,12 @@ std::unique_ptr<bam::VisionTransformer> load_backbone(const ProbeConfig& c, std:
   BAM_CHECK(c.img_size >= v.patch_size,
             "--img_size {}: smaller than the backbone's patches of {} pixels, of which it would see none", c.img_size,
             v.patch_size);
+  // (The patch grid would leave the last rows and columns out, unseen.)
+  BAM_CHECK(c.img_size % v.patch_size == 0,
+            "--img_size {} is not a multiple of the backbone's patch size {}: its last {} pixel rows and columns "
+            "would be left out; give {} or {}",
+            c.img_size, v.patch_size, c.img_size % v.patch_size, c.img_size - c.img_size % v.patch_size,
+            c.img_size - c.img_size % v.patch_size + v.patch_size);
   bam::Generator gen(static_cast<uint64_t>(c.seed));
   auto vit = std::make_unique<bam::VisionTransformer>(v, &gen);
   if (!weights.empty()) {
@@ -411,13 +417,13 @@ int main(int argc, char** argv) {
       ->check(bam::tool::positive_number);
   app.add_option("--eval_resize_ratio", c.eval_resize_ratio, "shorter side to img_size x ratio before the centre crop")
       ->default_val(c.eval_resize_ratio)
-      ->check(CLI::Range(1.0, 4.0));
+      ->check(bam::tool::finite_range(1.0, 4.0));
   app.add_option("--baselines", c.baselines, "also evaluate raw pixels and a random-init backbone")
       ->type_name("BOOL")
       ->default_val("true");
   app.add_option("--num_workers", c.num_workers, "decoding threads")
       ->default_val(c.num_workers)
-      ->check(bam::tool::positive_number);
+      ->check(bam::tool::finite_range(1, 1024));
   app.add_option("--data_backend", c.data_backend,
                  "cpu | gpu | auto: where images are decoded and cropped (auto: gpu with a CUDA device)")
       ->default_val(c.data_backend)
@@ -433,6 +439,7 @@ int main(int argc, char** argv) {
                  "start this many ranks of this command on this machine, as torchrun does (each extracts the "
                  "features of its share of the images, on a GPU of its own or the cores): a count, gpu, cpu or auto")
       ->default_val(nproc_text);
+  bam::tool::require_plain_numbers(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -463,7 +470,8 @@ int main(int argc, char** argv) {
     std::printf("device: %s\ndata_backend: %s\n", c.device.c_str(), c.data_backend.c_str());
     if (launch.rank == 0) {
       created_output_dir = bam::prepare_output_dir(c.output_dir);
-      for (const std::string& name : bam::remove_abandoned_temporary_files(c.output_dir, "probe.json"))
+      for (const std::string& name : bam::remove_abandoned_temporary_files(
+               c.output_dir, [](const std::string& name) { return name == "probe.json"; }))
         std::printf("Removed %s/%s, a file an interrupted bamprobe left half-written\n", c.output_dir.c_str(),
                     name.c_str());
     }
@@ -485,6 +493,10 @@ int main(int argc, char** argv) {
           "thread%s\n",
           group->describe().c_str(), threads, threads == 1 ? "" : "s");
     }
+    // The backbone first: its file and architecture are checked before the folders are listed
+    // (which takes a while for a large dataset).
+    std::string description;
+    auto backbone = load_backbone(c, &description);
     bam::data::Dataset train, val;
     try {
       train = bam::data::open_image_folder((fs::path(c.data_path) / "train").string());
@@ -510,8 +522,6 @@ int main(int argc, char** argv) {
     BAM_CHECK(official_only.num_labels == 0 || official_only.num_labels == train.num_classes(),
               "--num_labels {}: --data_path {} has {} classes (the probe takes its labels from the class folders)",
               official_only.num_labels, c.data_path, train.num_classes());
-    std::string description;
-    auto backbone = load_backbone(c, &description);
     if (ranks.group) {
       // Ranks that differ in a flag or in what they read would call the collectives differently.
       std::vector<std::pair<std::string, std::string>> items = flags_for_ranks(c);

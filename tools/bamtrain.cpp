@@ -15,6 +15,7 @@
 #include "engine/host_allocator.h"
 #include "tools/common/device_choice.h"
 #include "tools/common/environment.h"
+#include "tools/common/flag_checks.h"
 #include "tools/common/knn_monitor.h"
 #include "tools/common/launcher.h"
 #include "tools/common/official_flags.h"
@@ -30,9 +31,11 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
   // model
   app.add_option("--arch", c.arch, "vit_tiny | vit_small | vit_base | custom")->default_val(c.arch);
   app.add_option("--patch_size", c.patch_size, "ViT patch size (4, 8, 16, ...)")->default_val(c.patch_size);
-  app.add_option("--embed_dim", c.embed_dim, "ViT width (overrides the --arch preset)");
-  app.add_option("--depth", c.depth, "number of ViT blocks (overrides the preset)");
-  app.add_option("--num_heads", c.num_heads, "attention heads (overrides the preset)");
+  app.add_option("--embed_dim", c.embed_dim, "ViT width (overrides the --arch preset)")
+      ->check(bam::tool::positive_number);
+  app.add_option("--depth", c.depth, "number of ViT blocks (overrides the preset)")->check(bam::tool::positive_number);
+  app.add_option("--num_heads", c.num_heads, "attention heads (overrides the preset)")
+      ->check(bam::tool::positive_number);
   app.add_option("--drop_path_rate", c.drop_path_rate, "stochastic depth rate")->default_val(c.drop_path_rate);
   boolean("--qkv_bias", c.qkv_bias, "bias on the qkv projection");
   app.add_option("--pos_embed", c.pos_embed,
@@ -184,6 +187,7 @@ int main(int argc, char** argv) {
                  "its GPUs, one each, or its cores): a count, gpu (one per GPU), cpu (one per core) or auto (gpu "
                  "when training runs on a GPU, as --device auto does where one answers, else cpu)")
       ->default_val(nproc_text);
+  bam::tool::require_plain_numbers(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -212,9 +216,24 @@ int main(int argc, char** argv) {
               "--use_ccrop false (DESIGN.md's RandomResizedCrop), the official script's is true; pass "
               "--use_ccrop true for the official recipe\n",
               flag);
-    if (use_fp16)
+    // Other settings of parts that are off, said rather than ignored in silence.
+    if (config.knn_freq == 0 && !config.eval_first)
+      for (const char* flag :
+           {"--knn_train_path", "--knn_val_path", "--knn_train_fraction", "--knn_eval_fraction", "--eval_resize_ratio"})
+        if (app.get_option(flag)->count() > 0)
+          std::printf(
+              "note: %s is a kNN monitor setting, and the monitor is off (--knn_freq 0, its default, and no "
+              "--eval_first): pass --knn_freq N to evaluate every N epochs\n",
+              flag);
+    if (config.local_crops_number == 0)
+      for (const char* flag : {"--local_crops_scale", "--local_crops_size"})
+        if (app.get_option(flag)->count() > 0)
+          std::printf("note: %s is a local-crop setting, and there are none (--local_crops_number 0)\n", flag);
+    if (use_fp16) {
+      BAM_CHECK(app.get_option("--precision")->count() == 0 || config.precision == "fp16",
+                "--use_fp16 true asks for fp16, --precision for {}: give one of them", config.precision);
       config.precision = "fp16";
-    else if (app.get_option("--use_fp16")->count() > 0 && app.get_option("--precision")->count() == 0)
+    } else if (app.get_option("--use_fp16")->count() > 0 && app.get_option("--precision")->count() == 0)
       config.precision = "f32";
     const std::string asked_device = config.device;
     config.device = bam::tool::rank_device(launch, bam::tool::resolve_device(config.device));
@@ -239,6 +258,7 @@ int main(int argc, char** argv) {
     const auto args = config.to_json();     // items() must not outlive the object it iterates
     for (const auto& [key, value] : args.items()) std::printf("%s: %s\n", key.c_str(), value.dump().c_str());
     std::fflush(stdout);
+    bam::tool::knn_monitor_folders(config);  // (a monitor without folders is refused before any listing)
     auto data = bam::make_train_data(config);
     // Every rank runs the kNN monitor, on its part of the folders.
     bam::Trainer trainer(config, std::move(data), bam::tool::make_knn_monitor(config, bam::process_group()));

@@ -5,8 +5,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
+#include <vector>
 
 #include "data/dataset.h"
+#include "data/image_error.h"
 #include "engine/error.h"
 #include "tools/bamtool/commands.h"
 #include "tools/common/image_files.h"
@@ -36,14 +39,25 @@ int run_augment(AugmentOptions o) {
   } catch (const data::ImageDecodeError& e) {
     fail("--data_path {}", e.what());
   }
-  const int64_t rows = std::min<int64_t>(o.n, dataset.size()), views = o.recipe.views();
+  // The first --n images of the epoch's order that decode: a damaged one is reported and skipped.
+  std::vector<int64_t> order = data::epoch_order(dataset.size(), static_cast<uint64_t>(o.seed), o.epoch);
+  std::vector<std::pair<int64_t, data::DecodedImage>> images;
+  int64_t skipped = 0;
+  for (size_t k = 0; k < order.size() && static_cast<int64_t>(images.size()) < o.n; ++k) {
+    try {
+      images.emplace_back(order[k], data::decode_image_file(dataset.files[order[k]]));
+    } catch (const data::ImageDecodeError& e) {
+      std::fprintf(stderr, "skipped %s\n", e.what());
+      ++skipped;
+    }
+  }
+  BAM_CHECK(!images.empty(), "--data_path {}: none of its {} images could be decoded", o.data_path, skipped);
+  const int64_t rows = static_cast<int64_t>(images.size()), views = o.recipe.views();
   const int cell = static_cast<int>(std::max(o.recipe.global_size, o.recipe.local_size)), pad = 4;
   const int width = static_cast<int>(views * (cell + pad) + pad), height = static_cast<int>(rows * (cell + pad) + pad);
   std::vector<uint8_t> grid(static_cast<size_t>(width) * height * 3, 255);
-  std::vector<int64_t> order = data::epoch_order(dataset.size(), static_cast<uint64_t>(o.seed), o.epoch);
   for (int64_t r = 0; r < rows; ++r) {
-    int64_t index = order[r];
-    data::DecodedImage image = data::decode_image_file(dataset.files[index]);
+    const auto& [index, image] = images[static_cast<size_t>(r)];
     for (int64_t v = 0; v < views; ++v) {
       data::CropParams p = data::sample_crop(o.recipe, image.width, image.height, static_cast<uint64_t>(o.seed),
                                              static_cast<uint32_t>(o.epoch), static_cast<uint32_t>(index),
@@ -62,6 +76,9 @@ int run_augment(AugmentOptions o) {
     }
   }
   write_png_file(o.out, width, height, grid.data());
+  if (skipped > 0)
+    std::printf("%lld image%s could not be decoded and %s skipped (named above)\n", static_cast<long long>(skipped),
+                skipped == 1 ? "" : "s", skipped == 1 ? "was" : "were");
   std::printf("wrote %s: %lld images x %lld views (%lld global %lldpx, %lld local %lldpx)\n", o.out.c_str(),
               static_cast<long long>(rows), static_cast<long long>(views), static_cast<long long>(o.recipe.global_crops),
               static_cast<long long>(o.recipe.global_size), static_cast<long long>(o.recipe.local_crops),

@@ -358,7 +358,7 @@ Action add_bench_data(CLI::App& app) {
   sub->add_option("--batch_size", o->batch_size, "images per batch")
       ->default_val(o->batch_size)
       ->check(positive_number);
-  sub->add_option("--seconds", o->seconds, "time per row")->default_val(o->seconds)->check(CLI::Range(0.001, 3600.0));
+  sub->add_option("--seconds", o->seconds, "time per row")->default_val(o->seconds)->check(finite_range(0.001, 3600.0));
   sub->add_option("--backend", o->backend, "cpu | gpu | both")->default_val(o->backend);
   sub->add_option("--mode", o->mode, "decode | crops | both")->default_val(o->mode);
   return [o] { return run_bench_data(*o); };

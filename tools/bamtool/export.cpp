@@ -28,6 +28,19 @@ int run_export(const ExportOptions& o) {
             "export: the output {} must end in .safetensors: timm picks the reader by the suffix, and would read "
             "any other name as a pickled torch file",
             o.output);
+  // Nor over another training checkpoint (export run/checkpoint0040.safetensors run/checkpoint.safetensors
+  // would have replaced the run's resume point with a bare backbone).
+  if (std::filesystem::exists(o.output, ec)) {
+    bool is_checkpoint = false;
+    try {
+      is_checkpoint = load_safetensors(o.output).metadata.count("bam_checkpoint") > 0;
+    } catch (const Error&) {  // not a safetensors file we can read: not a checkpoint either
+    }
+    BAM_CHECK(!is_checkpoint,
+              "export: the output {} is a bamtrain checkpoint; writing the backbone there would replace its training "
+              "state: give another name",
+              o.output);
+  }
   LoadedCheckpoint ck = load_checkpoint(o.checkpoint);
   NamedTensors backbone = backbone_for_export(ck, o.teacher);
   VitConfig v = ck.config.vit();

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   actions["augment"] = bam::tool::add_augment(app);
   actions["report"] = bam::tool::add_report(app);
   actions["bench-data"] = bam::tool::add_bench_data(app);
+  bam::tool::require_plain_numbers(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

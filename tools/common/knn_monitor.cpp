@@ -20,7 +20,7 @@
 
 namespace bam::tool {
 
-KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
+std::pair<std::string, std::string> knn_monitor_folders(const TrainConfig& config) {
   if (config.knn_freq == 0 && !config.eval_first) return {};
   std::string train_path = config.knn_train_path, val_path = config.knn_val_path;
   // Default: an ImageFolder pair next to the training data (.../train and .../val).
@@ -34,6 +34,12 @@ KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
             "{} needs labelled ImageFolders: pass --knn_train_path and --knn_val_path (or train on "
             ".../train with a .../val beside it)",
             config.knn_freq > 0 ? fmt::format("--knn_freq {}", config.knn_freq) : std::string("--eval_first"));
+  return {train_path, val_path};
+}
+
+KnnMonitor make_knn_monitor(const TrainConfig& config, Communicator* group) {
+  if (config.knn_freq == 0 && !config.eval_first) return {};
+  const auto [train_path, val_path] = knn_monitor_folders(config);
   data::Dataset train, val;
   try {
     train = data::open_image_folder(train_path);
