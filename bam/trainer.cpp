@@ -418,6 +418,14 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     }
     if (finite) optimizer_->step();
     scaler_.update(finite);
+    if (scaler_.exhausted())
+      fail(
+          "fp16: the gradients stayed non-finite at every loss scale down to {:.3g} (epoch {} step {}, {} steps "
+          "skipped "
+          "so far): they overflow whatever the scale. Nothing of these steps was applied; lower --lr or raise --reg, "
+          "or train with --precision bf16{}",
+          scaler_.scale(), epoch, it + 1, scaler_.skipped_steps(),
+          std::filesystem::exists(checkpoint_path()) ? fmt::format(", then resume from {}", checkpoint_path()) : "");
     if (teacher_) {
       NoGradGuard no_grad;
       ema_update(teacher_->parameters(), student_->parameters(), momentum_schedule_.at(gs));

@@ -39,6 +39,10 @@ class GradScaler {
   Tensor unscale_queued(const std::vector<Tensor>& params);
   // After the step (finite: it was taken) or instead of it (!finite: skipped): adjusts the scale.
   void update(bool finite);
+  // The scale has backed off below 2^-24, fp16's smallest value: a scaled gradient that still
+  // overflows does so at any scale, and skipping on would skip every step in silence (until the
+  // scale reached 0 and the steps applied nothing).
+  bool exhausted() const { return enabled_ && scale_ < 0x1p-24; }
 
   // For checkpoints: the scale and the clean-step counter.
   void load_state(double scale, int64_t clean_steps) { scale_ = scale, clean_steps_ = clean_steps; }

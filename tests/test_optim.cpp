@@ -261,6 +261,16 @@ TEST_CASE("GradScaler: unscales, skips on inf/NaN with backoff, grows after clea
   GradScaler top(true, huge);
   top.update(true);
   CHECK(top.scale() == huge.init_scale);
+  // Backed off below 2^-24, fp16's smallest value (from 2^16: 41 skips in a row), it is exhausted:
+  // a gradient that overflows there does at any scale, and the trainer stops.
+  GradScaler shrinking(true);
+  int skips = 0;
+  while (!shrinking.exhausted() && skips < 100) {
+    shrinking.update(false);
+    ++skips;
+  }
+  CHECK(skips == 41);
+  CHECK_FALSE(GradScaler(false).exhausted());
 
   // Disabled (f32/bf16): the loss is untouched and gradients are left alone.
   GradScaler off(false);

@@ -210,4 +210,24 @@ TEST_CASE("a bamtrain step waits for the device once, in bf16 and in fp16 (with 
   }
 }
 
+// A gradient that overflows fp16 at every loss scale (a temperature of 1e-38 multiplies it by
+// 1e38) was skipped step after step in silence, the scale halving towards 0. Once the scale is
+// below fp16's smallest value the run stops, saying why, with nothing of those steps applied.
+TEST_CASE("fp16: gradients that overflow at every loss scale stop the run") {
+  TrainConfig c = small_train_config(scratch_dir("gpu_fp16_exhausted").string());
+  c.data_path = "synthetic:16";  // one step per epoch
+  c.epochs = 60;
+  c.warmup_epochs = 0;
+  c.temperature = 1e-38;
+  c.drop_path_rate = 0;
+  c.device = "cuda";
+  c.precision = "fp16";
+  std::filesystem::remove_all(c.output_dir);
+  const std::string message = error_of([&] { Trainer(c, make_train_data(c)).run(); });
+  CHECK_MESSAGE(message.find("fp16: the gradients stayed non-finite at every loss scale down to") != std::string::npos,
+                message);
+  CHECK_MESSAGE(message.find("41 steps skipped so far") != std::string::npos, message);
+  std::filesystem::remove_all(c.output_dir);
+}
+
 }  // namespace bam::test
