@@ -68,4 +68,13 @@ NamedTensors backbone_for_export(const LoadedCheckpoint& checkpoint, bool teache
 // Names the first architecture flag that differs between a checkpoint and this run, if any.
 std::optional<std::string> architecture_mismatch(const TrainConfig& saved, const TrainConfig& current);
 
+// Throws, naming `path` and the flag, when this run's flags cannot resume the checkpoint trained
+// with `saved`: another architecture, or another global batch (the schedule follows it).
+void check_resumable(const TrainConfig& saved, const TrainConfig& current, const std::string& path);
+
+// The same check from the checkpoint's header alone (no tensor is read), for a tool to run before
+// it lists any images; nothing when `path` holds no bamtrain checkpoint whose arguments read back
+// (loading it whole later says what is wrong).
+void check_resumable_early(const TrainConfig& current, const std::string& path);
+
 }  // namespace bam

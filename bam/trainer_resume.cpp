@@ -4,37 +4,58 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <string>
 
 #include "bam/trainer.h"
 #include "engine/distributed.h"
 #include "engine/error.h"
+#include "engine/safetensors.h"
 
 namespace bam {
 
-void Trainer::resume_if_possible(TrainResult& result) {
-  if (!std::filesystem::exists(checkpoint_path())) return;
-  LoadedCheckpoint ck = load_checkpoint(checkpoint_path());
-  if (auto flag = architecture_mismatch(ck.config, config_))
+void check_resumable(const TrainConfig& saved, const TrainConfig& current, const std::string& path) {
+  if (auto flag = architecture_mismatch(saved, current))
     fail("{}: the checkpoint was trained with a different {}; resume with the same value or use a new --output_dir",
-         checkpoint_path(), *flag);
+         path, *flag);
   // The schedule, the data order and the learning rate follow the global batch alone: any split of
   // it over processes continues the same run (rank r of W takes the images at r*B of each one).
-  const int64_t ck_global = ck.config.batch_size_per_gpu * ck.config.world_size;
-  const int64_t global = config_.batch_size_per_gpu * config_.world_size;
-  if (ck_global != global) {
+  const int64_t saved_global = saved.batch_size_per_gpu * saved.world_size;
+  const int64_t global = current.batch_size_per_gpu * current.world_size;
+  if (saved_global != global) {
     const std::string keep =
-        ck_global % config_.world_size == 0
-            ? fmt::format("; keep {} images with --batch_size_per_gpu {} on {} process{}", ck_global,
-                          ck_global / config_.world_size, config_.world_size, config_.world_size > 1 ? "es" : "")
+        saved_global % current.world_size == 0
+            ? fmt::format("; keep {} images with --batch_size_per_gpu {} on {} process{}", saved_global,
+                          saved_global / current.world_size, current.world_size, current.world_size > 1 ? "es" : "")
             : std::string();
     fail(
         "{}: the checkpoint's run took global batches of {} images ({} process{} x --batch_size_per_gpu {}); "
         "resuming with {} ({} x {}) would change the schedule{}",
-        checkpoint_path(), ck_global, ck.config.world_size, ck.config.world_size > 1 ? "es" : "",
-        ck.config.batch_size_per_gpu, global, config_.world_size, config_.batch_size_per_gpu, keep);
+        path, saved_global, saved.world_size, saved.world_size > 1 ? "es" : "", saved.batch_size_per_gpu, global,
+        current.world_size, current.batch_size_per_gpu, keep);
   }
+}
+
+void check_resumable_early(const TrainConfig& current, const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return;
+  TrainConfig saved;
+  try {
+    const std::map<std::string, std::string> metadata = load_safetensors_metadata(path);
+    if (!metadata.count("bam_checkpoint") || !metadata.count("args")) return;
+    saved = TrainConfig::from_json(nlohmann::json::parse(metadata.at("args")));
+    saved.validate_stored();
+  } catch (const std::exception&) {
+    return;  // the whole load says what is wrong, in its place
+  }
+  check_resumable(saved, current, path);
+}
+
+void Trainer::resume_if_possible(TrainResult& result) {
+  if (!std::filesystem::exists(checkpoint_path())) return;
+  LoadedCheckpoint ck = load_checkpoint(checkpoint_path());
+  check_resumable(ck.config, config_, checkpoint_path());
   if (ck.config.world_size != config_.world_size)
     std::printf("Resuming a run of %lld process%s x %lld images as %lld x %lld: the same global batch\n",
                 static_cast<long long>(ck.config.world_size), ck.config.world_size > 1 ? "es" : "",

@@ -50,7 +50,10 @@ const Tensor* SafetensorsFile::find(const std::string& name) const {
   return nullptr;
 }
 
-SafetensorsFile load_safetensors(const std::string& path) {
+namespace {
+
+// The file's header (checked whole, as below) and, with `read_tensors`, its tensors.
+SafetensorsFile read_safetensors(const std::string& path, bool read_tensors) {
   std::error_code ec;
   BAM_CHECK(!std::filesystem::exists(path, ec) || std::filesystem::is_regular_file(path, ec),
             "{}: not a file (a folder?)", path);
@@ -154,6 +157,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
     last = &e;
   }
   BAM_CHECK(covered == data_size, "{}: the last {} data bytes belong to no tensor", path, data_size - covered);
+  if (!read_tensors) return out;
   for (const Entry& e : entries) {
     Tensor t = empty(e.shape, {e.dtype});
     in.seekg(static_cast<std::streamoff>(data_start + e.begin));
@@ -162,6 +166,14 @@ SafetensorsFile load_safetensors(const std::string& path) {
     out.tensors.emplace_back(e.name, t);
   }
   return out;
+}
+
+}  // namespace
+
+SafetensorsFile load_safetensors(const std::string& path) { return read_safetensors(path, true); }
+
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path) {
+  return read_safetensors(path, false).metadata;
 }
 
 void save_safetensors(const std::string& path, const NamedTensors& tensors,

@@ -19,6 +19,8 @@ struct SafetensorsFile {
 // Reads every tensor. Any malformation (truncation, bad JSON, offsets outside the data, a shape
 // that disagrees with the byte count, an unsupported dtype) is an Error naming the file.
 SafetensorsFile load_safetensors(const std::string& path);
+// The "__metadata__" map alone, from the header (checked as above), without reading any tensor.
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path);
 
 // The first floating-point tensor of `tensors` (on any device) that holds a NaN or an infinity, as
 // "<name> (<count> of <numel> values)"; empty when every value is finite. Weights saved by a run

@@ -258,7 +258,10 @@ int main(int argc, char** argv) {
     const auto args = config.to_json();     // items() must not outlive the object it iterates
     for (const auto& [key, value] : args.items()) std::printf("%s: %s\n", key.c_str(), value.dump().c_str());
     std::fflush(stdout);
-    bam::tool::knn_monitor_folders(config);  // (a monitor without folders is refused before any listing)
+    // Refused before any images are listed: a monitor without folders, a checkpoint these flags
+    // cannot resume.
+    bam::tool::knn_monitor_folders(config);
+    bam::check_resumable_early(config, config.output_dir + "/checkpoint.safetensors");
     auto data = bam::make_train_data(config);
     // Every rank runs the kNN monitor, on its part of the folders.
     bam::Trainer trainer(config, std::move(data), bam::tool::make_knn_monitor(config, bam::process_group()));
