@@ -98,8 +98,8 @@ LoadedCheckpoint checkpoint_from_file(SafetensorsFile file, const std::string& p
   } catch (const std::exception& e) {
     fail("{}: corrupt checkpoint metadata: its args are not a valid run's: {}", path, e.what());
   }
-  BAM_CHECK(std::isfinite(out.state.loss_scale) && out.state.loss_scale >= 0 && out.state.loss_scale <= 0x1p64,
-            "{}: corrupt checkpoint metadata: loss_scale {} is not 0 (none) or a finite scale up to 2^64", path,
+  BAM_CHECK(std::isfinite(out.state.loss_scale) && out.state.loss_scale >= 0,
+            "{}: corrupt checkpoint metadata: loss_scale {} is not 0 (none) or a finite scale", path,
             out.state.loss_scale);
   const TrainState& st = out.state;
   BAM_CHECK(st.epoch >= 0 && st.step_in_epoch >= 0 && st.global_step >= 0 && st.optimizer_steps >= 0 &&
@@ -161,7 +161,13 @@ NamedTensors backbone_for_export(const LoadedCheckpoint& checkpoint, bool teache
 std::optional<std::string> architecture_mismatch(const TrainConfig& a, const TrainConfig& b) {
   auto va = a.vit(), vb = b.vit();
   auto pa = a.projector(), pb = b.projector();
-  if (va.embed_dim != vb.embed_dim || va.depth != vb.depth || va.num_heads != vb.num_heads) return "--arch";
+  // The sizes come from --arch's preset or from the flags that override it: both are named, with the values.
+  if (va.embed_dim != vb.embed_dim)
+    return fmt::format("width (--arch/--embed_dim: {} in the checkpoint, {} here)", va.embed_dim, vb.embed_dim);
+  if (va.depth != vb.depth)
+    return fmt::format("depth (--arch/--depth: {} in the checkpoint, {} here)", va.depth, vb.depth);
+  if (va.num_heads != vb.num_heads)
+    return fmt::format("head count (--arch/--num_heads: {} in the checkpoint, {} here)", va.num_heads, vb.num_heads);
   if (a.patch_size != b.patch_size) return "--patch_size";
   if (a.global_crops_size != b.global_crops_size) return "--global_crops_size";
   if (a.qkv_bias != b.qkv_bias) return "--qkv_bias";

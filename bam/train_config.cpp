@@ -40,7 +40,7 @@ void TrainConfig::validate_model() const {
 
 void TrainConfig::validate_stored() const {
   validate_model();
-  BAM_CHECK(epochs >= 1 && epochs <= kMaxEpochs, "--epochs must be from 1 to {}, got {}", kMaxEpochs, epochs);
+  BAM_CHECK(epochs >= 1, "--epochs must be at least 1, got {}", epochs);
   BAM_CHECK(max_steps >= 0 && warmup_steps >= 0 && warmup_epochs >= 0 && reg_warmup_epochs >= 0,
             "--max_steps, --warmup_steps, --warmup_epochs and --reg_warmup_epochs must be non-negative");
   BAM_CHECK(loc_interval >= 1, "--loc_interval must be at least 1, got {}", loc_interval);
@@ -74,8 +74,8 @@ void TrainConfig::validate() const {
             "or bf16");
   BAM_CHECK(batch_size_per_gpu >= 2, "--batch_size_per_gpu must be at least 2 (positive masking needs two images), got {}",
             batch_size_per_gpu);
-  // (A million epochs is ten thousand times ImageNet's longest recipe; beyond it, the step counts
-  // of a large folder would overflow.)
+  // (A billion epochs stands for "until the time budget"; beyond it, the step counts of a large
+  // folder could overflow.)
   BAM_CHECK(epochs >= 1 && epochs <= kMaxEpochs, "--epochs must be from 1 to {}, got {}", kMaxEpochs, epochs);
   BAM_CHECK(warmup_epochs >= 0 && warmup_epochs <= epochs,
             "--warmup_epochs must be in [0, --epochs] (--epochs {}), got {}{}", epochs, warmup_epochs,

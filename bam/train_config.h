@@ -13,7 +13,7 @@
 namespace bam {
 
 struct TrainConfig {
-  static constexpr int64_t kMaxEpochs = 1000000;  // --epochs at most
+  static constexpr int64_t kMaxEpochs = 1000000000;  // --epochs at most
   // model
   std::string arch = "vit_small";  // vit_tiny | vit_small | vit_base | custom
   int64_t patch_size = 16;
@@ -48,7 +48,7 @@ struct TrainConfig {
   std::string clip_mode = "global";  // global | param (DINO's per-parameter clipping)
   int64_t freeze_last_layer = 0;
   // BAM
-  double reg = 0.05, reg_final = -1;  // reg_final < 0: same as reg
+  double reg = 0.05, reg_final = -1;  // reg_final -1: same as reg
   int64_t reg_warmup_epochs = 30;
   double temperature = 0.1;
   int64_t num_sink_iter = 3, top_k_sink = 0;

@@ -418,7 +418,7 @@ EpochStats Trainer::train_epoch(int64_t epoch, TrainResult& result, const std::o
     }
     if (finite) optimizer_->step();
     scaler_.update(finite);
-    if (scaler_.exhausted())
+    if (!finite && scaler_.exhausted())
       fail(
           "fp16: the gradients stayed non-finite at every loss scale down to {:.3g} (epoch {} step {}, {} steps "
           "skipped "

@@ -32,9 +32,9 @@ refused "--batch_size_per_gpu: expected a whole number in decimal digits, got '0
 refused "--epochs: is out of range, got 99999999999999999999" "$train" $data --epochs 99999999999999999999
 refused "--lr: expected a finite number, got inf" "$train" $data --lr inf
 refused "--temperature: expected a finite number, got nan" "$train" $data --temperature nan
-refused "--epochs must be from 1 to 1000000, got 1000001" "$train" $data --epochs 1000001
+refused "--epochs must be from 1 to 1000000000, got 1000000001" "$train" $data --epochs 1000000001
 refused "--reg_final must be positive (or -1, its default: the same as --reg), got -0.5" "$train" $data --reg_final -0.5
-refused "--embed_dim: must be positive, got -384" "$train" $data --arch vit_small --embed_dim -384
+refused "--embed_dim: must be 0 or more, got -384" "$train" $data --arch vit_small --embed_dim -384
 refused "--eval_resize_ratio: must be a number from 1 to 4, got nan" "$probe" $data --eval_resize_ratio nan
 refused "--epochs: is out of range, got 99999999999999999999" "$probe" $data --epochs 99999999999999999999
 refused "--nb_knn: expected a whole number in decimal digits, got '20.5'" "$probe" $data --nb_knn 20.5

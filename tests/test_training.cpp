@@ -691,7 +691,7 @@ TEST_CASE("bad settings name the flag before any work") {
            {"(the linear scaling rule) is not a finite number", [&](TrainConfig& x) { x.lr = 1e308; }},
            {"--reg_final must be positive (or -1", [&](TrainConfig& x) { x.reg_final = -0.05; }},
            {"--eval_resize_ratio must be from 1 to 4", [&](TrainConfig& x) { x.eval_resize_ratio = 1e9; }},
-           {"--epochs must be from 1 to 1000000", [&](TrainConfig& x) { x.epochs = int64_t{1} << 62; }},
+           {"--epochs must be from 1 to 1000000000", [&](TrainConfig& x) { x.epochs = int64_t{1} << 62; }},
        }) {
     t = c;
     set(t);

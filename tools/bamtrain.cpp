@@ -31,11 +31,12 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
   // model
   app.add_option("--arch", c.arch, "vit_tiny | vit_small | vit_base | custom")->default_val(c.arch);
   app.add_option("--patch_size", c.patch_size, "ViT patch size (4, 8, 16, ...)")->default_val(c.patch_size);
-  app.add_option("--embed_dim", c.embed_dim, "ViT width (overrides the --arch preset)")
-      ->check(bam::tool::positive_number);
-  app.add_option("--depth", c.depth, "number of ViT blocks (overrides the preset)")->check(bam::tool::positive_number);
-  app.add_option("--num_heads", c.num_heads, "attention heads (overrides the preset)")
-      ->check(bam::tool::positive_number);
+  app.add_option("--embed_dim", c.embed_dim, "ViT width (overrides the --arch preset; 0: the preset's)")
+      ->check(bam::tool::non_negative_number);
+  app.add_option("--depth", c.depth, "number of ViT blocks (overrides the preset; 0: the preset's)")
+      ->check(bam::tool::non_negative_number);
+  app.add_option("--num_heads", c.num_heads, "attention heads (overrides the preset; 0: the preset's)")
+      ->check(bam::tool::non_negative_number);
   app.add_option("--drop_path_rate", c.drop_path_rate, "stochastic depth rate")->default_val(c.drop_path_rate);
   boolean("--qkv_bias", c.qkv_bias, "bias on the qkv projection");
   app.add_option("--pos_embed", c.pos_embed,
@@ -140,7 +141,7 @@ void add_flags(CLI::App& app, bam::TrainConfig& c, std::vector<double>& global_s
       ->default_val(c.num_workers);
   c.data_backend = "auto";
   app.add_option("--data_backend", c.data_backend,
-                 "cpu | gpu | auto: where JPEGs are decoded and augmented (auto: gpu with --device cuda)")
+                 "cpu | gpu | auto: where JPEGs are decoded and augmented (auto: gpu when training runs on a GPU)")
       ->default_val(c.data_backend);
   app.add_option("--knn_freq", c.knn_freq, "kNN monitor every N epochs (0: off)")->default_val(c.knn_freq);
   app.add_option("--knn_train_path", c.knn_train_path, "labelled ImageFolder for the kNN monitor's memory bank");
@@ -208,7 +209,8 @@ int main(int argc, char** argv) {
     config.world_size = launch.world_size;
     config.rank = launch.rank;
     if (!ranks.launcher) check_official_only_flags(app, official_only);  // the ranks say it
-    if (!config.use_ccrop)
+    // (Said once: by the launcher's ranks, not by the launcher too.)
+    if (!config.use_ccrop && !ranks.launcher)
       for (const char* flag : {"--box_thresh", "--loc_interval", "--ccrop_alpha", "--ccrop_img_size"})
         if (app.get_option(flag)->count() > 0)
           std::printf(
@@ -217,15 +219,14 @@ int main(int argc, char** argv) {
               "--use_ccrop true for the official recipe\n",
               flag);
     // Other settings of parts that are off, said rather than ignored in silence.
-    if (config.knn_freq == 0 && !config.eval_first)
-      for (const char* flag :
-           {"--knn_train_path", "--knn_val_path", "--knn_train_fraction", "--knn_eval_fraction", "--eval_resize_ratio"})
+    if (config.knn_freq == 0 && !config.eval_first && !ranks.launcher)
+      for (const char* flag : {"--knn_train_path", "--knn_val_path", "--knn_train_fraction", "--knn_eval_fraction"})
         if (app.get_option(flag)->count() > 0)
           std::printf(
               "note: %s is a kNN monitor setting, and the monitor is off (--knn_freq 0, its default, and no "
               "--eval_first): pass --knn_freq N to evaluate every N epochs\n",
               flag);
-    if (config.local_crops_number == 0)
+    if (config.local_crops_number == 0 && !ranks.launcher)
       for (const char* flag : {"--local_crops_scale", "--local_crops_size"})
         if (app.get_option(flag)->count() > 0)
           std::printf("note: %s is a local-crop setting, and there are none (--local_crops_number 0)\n", flag);

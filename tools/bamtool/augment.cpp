@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <utility>
 #include <vector>
 
 #include "data/dataset.h"
@@ -39,29 +38,29 @@ int run_augment(AugmentOptions o) {
   } catch (const data::ImageDecodeError& e) {
     fail("--data_path {}", e.what());
   }
-  // The first --n images of the epoch's order that decode: a damaged one is reported and skipped.
-  std::vector<int64_t> order = data::epoch_order(dataset.size(), static_cast<uint64_t>(o.seed), o.epoch);
-  std::vector<std::pair<int64_t, data::DecodedImage>> images;
-  int64_t skipped = 0;
-  for (size_t k = 0; k < order.size() && static_cast<int64_t>(images.size()) < o.n; ++k) {
+  // The first --n images of the epoch's order that decode, one at a time: a damaged one is
+  // reported and skipped. The grid is cut to the rows drawn.
+  const std::vector<int64_t> order = data::epoch_order(dataset.size(), static_cast<uint64_t>(o.seed), o.epoch);
+  const int64_t capacity = std::min<int64_t>(o.n, dataset.size()), views = o.recipe.views();
+  const int cell = static_cast<int>(std::max(o.recipe.global_size, o.recipe.local_size)), pad = 4;
+  const int width = static_cast<int>(views * (cell + pad) + pad);
+  std::vector<uint8_t> grid(static_cast<size_t>(width) * static_cast<size_t>(capacity * (cell + pad) + pad) * 3, 255);
+  int64_t rows = 0, skipped = 0;
+  for (size_t k = 0; k < order.size() && rows < capacity; ++k) {
+    const int64_t index = order[k];
+    data::DecodedImage image;
     try {
-      images.emplace_back(order[k], data::decode_image_file(dataset.files[order[k]]));
+      image = data::decode_image_file(dataset.files[index]);
     } catch (const data::ImageDecodeError& e) {
       std::fprintf(stderr, "skipped %s\n", e.what());
       ++skipped;
+      continue;
     }
-  }
-  BAM_CHECK(!images.empty(), "--data_path {}: none of its {} images could be decoded", o.data_path, skipped);
-  const int64_t rows = static_cast<int64_t>(images.size()), views = o.recipe.views();
-  const int cell = static_cast<int>(std::max(o.recipe.global_size, o.recipe.local_size)), pad = 4;
-  const int width = static_cast<int>(views * (cell + pad) + pad), height = static_cast<int>(rows * (cell + pad) + pad);
-  std::vector<uint8_t> grid(static_cast<size_t>(width) * height * 3, 255);
-  for (int64_t r = 0; r < rows; ++r) {
-    const auto& [index, image] = images[static_cast<size_t>(r)];
+    const int64_t r = rows++;
     for (int64_t v = 0; v < views; ++v) {
-      data::CropParams p = data::sample_crop(o.recipe, image.width, image.height, static_cast<uint64_t>(o.seed),
-                                             static_cast<uint32_t>(o.epoch), static_cast<uint32_t>(index),
-                                             static_cast<uint32_t>(v));
+      data::CropParams p =
+          data::sample_crop(o.recipe, image.width, image.height, static_cast<uint64_t>(o.seed),
+                            static_cast<uint32_t>(o.epoch), static_cast<uint32_t>(index), static_cast<uint32_t>(v));
       std::vector<float> crop(3 * p.out_size * p.out_size);
       data::render_crop(image, p, o.recipe, crop.data());
       const int x0 = static_cast<int>(pad + v * (cell + pad)), y0 = static_cast<int>(pad + r * (cell + pad));
@@ -75,6 +74,9 @@ int run_augment(AugmentOptions o) {
           }
     }
   }
+  BAM_CHECK(rows > 0, "--data_path {}: none of its {} images could be decoded", o.data_path, skipped);
+  const int height = static_cast<int>(rows * (cell + pad) + pad);
+  grid.resize(static_cast<size_t>(width) * height * 3);
   write_png_file(o.out, width, height, grid.data());
   if (skipped > 0)
     std::printf("%lld image%s could not be decoded and %s skipped (named above)\n", static_cast<long long>(skipped),

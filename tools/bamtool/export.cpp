@@ -33,7 +33,7 @@ int run_export(const ExportOptions& o) {
   if (std::filesystem::exists(o.output, ec)) {
     bool is_checkpoint = false;
     try {
-      is_checkpoint = load_safetensors(o.output).metadata.count("bam_checkpoint") > 0;
+      is_checkpoint = load_safetensors_metadata(o.output).count("bam_checkpoint") > 0;
     } catch (const Error&) {  // not a safetensors file we can read: not a checkpoint either
     }
     BAM_CHECK(!is_checkpoint,
