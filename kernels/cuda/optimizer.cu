@@ -5,7 +5,10 @@
 // launch adds the slots in block order. (An atomic add per block would sum in the order the blocks
 // finish, which changes from run to run: the clip coefficient, and with it every step of training,
 // would differ in the last bits between two runs of the same seed.)
+#include <mutex>
+
 #include "engine/cuda_check.h"
+#include "engine/error.h"
 #include "kernels/cuda/numeric.cuh"
 #include "kernels/cuda/optimizer.h"
 
@@ -17,6 +20,20 @@ namespace {
 constexpr int kMaxBlocks = 1024;
 __device__ double g_block_sums[2 * kMaxBlocks];
 
+// One scratch for the whole process is right only while every launch that uses it runs on one
+// stream (the engine's: engine/cuda.h), which orders them; a second stream would race on it, and
+// nothing but a real device would show that. So the first stream seen is the only one taken.
+void check_scratch_stream(void* stream) {
+  static std::mutex mutex;
+  static bool seen = false;
+  static void* first = nullptr;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!seen) first = stream, seen = true;
+  BAM_CHECK(stream == first,
+            "optimizer reductions (CUDA): queued on another stream than the engine's; they share one device scratch "
+            "(g_block_sums), which only one stream's order keeps apart");
+}
+
 // *sum += the `blocks` partial sums, in block order (one block: its threads take fixed strides,
 // and the block reduction's tree is fixed too).
 __global__ void add_block_sums_kernel(int blocks, double* sum) {
@@ -27,6 +44,7 @@ __global__ void add_block_sums_kernel(int blocks, double* sum) {
 }
 
 void add_block_sums(int blocks, double* sum, void* stream) {
+  check_scratch_stream(stream);
   add_block_sums_kernel<<<1, kBlock, 0, as_stream(stream)>>>(blocks, sum);
   BAM_CUDA_CHECK_LAUNCH();
 }
@@ -356,6 +374,7 @@ void sgd_update_many(const MomentumTensor* tensors, int64_t count, double lr, do
 void lars_update_many(const MomentumTensor* tensors, int64_t count, double lr, double momentum, double eta,
                       double* norms, void* stream) {
   if (count == 0) return;
+  check_scratch_stream(stream);
   BAM_CUDA_CHECK(cudaMemsetAsync(norms, 0, size_t(2 * count) * sizeof(double), as_stream(stream)));
   MomentumList list{};
   // Vectors (adapt false) are neither decayed nor adapted, as the CPU's lars_update.

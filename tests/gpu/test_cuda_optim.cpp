@@ -3,6 +3,7 @@
 // GradScaler's unscale (which must find inf and NaN). The parameter lists cross the kernels' list
 // (64 tensors) and chunk-table splits, so every launch path runs.
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "engine/grad_scaler.h"
 #include "engine/optim.h"
 #include "engine/random.h"
+#include "kernels/cuda/optimizer.h"
 #include "tests/support.h"
 
 namespace bam::test {
@@ -171,6 +173,18 @@ TEST_CASE("CUDA per-parameter clipping and GradScaler's unscale match the CPU; u
     CHECK_FALSE(cpu_scaler.unscale(cpu_params));
     CHECK_FALSE(gpu_scaler.unscale(gpu_params));
   }
+}
+
+// The norm reductions share one device scratch, kept apart only by the order of one stream: a
+// launch on another stream is refused before it is queued. (The stream below is a value no launch
+// ever sees: the check refuses it first.)
+TEST_CASE("the optimizer's norm reductions refuse a second stream") {
+  Tensor x = ones({1000}, {DType::f32, Device::cuda()}), sum = zeros({1}, {DType::f64, Device::cuda()});
+  cuda_kernels::accumulate_sum_of_squares(x.data<float>(), x.numel(), sum.data<double>(), cuda::current_stream());
+  CHECK(sum.item() == 1000.0);
+  void* other = reinterpret_cast<void*>(uintptr_t{0x10});
+  CHECK_THROWS_WITH_AS(cuda_kernels::accumulate_sum_of_squares(x.data<float>(), x.numel(), sum.data<double>(), other),
+                       doctest::Contains("queued on another stream than the engine's"), Error);
 }
 
 }  // namespace bam::test
