@@ -376,7 +376,9 @@ std::vector<MutatedBatch> mutated_batches(uint64_t seed, int trials) {
   }
   MESSAGE(trials << " mutated JPEGs: " << on_gpu.size() << " taken by the GPU path, " << on_cpu.size()
                  << " decoded on the CPU, " << refused << " refused by both");
-  CHECK(on_gpu.size() >= static_cast<size_t>(trials / 3));
+  // (About 55 % are taken: 82 of 150 on average, sd 6. A fifth is 5.5 sd below that for 60 trials,
+  // so a seed does not fail the count by chance, and the GPU path still sees a fair share.)
+  CHECK(on_gpu.size() >= static_cast<size_t>(trials / 5));
   // Batch k holds GPU files 6k to 6k+5, the PNG, CPU-decoded file k if there is one, and a recipe
   // drawn from (seed, k). The mutations are drawn in order, so with fewer trials batch k has the
   // same files and recipe, except the last, partial batch and a CPU-decoded file k that only the
