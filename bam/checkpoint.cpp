@@ -23,7 +23,9 @@ void save_checkpoint(const std::string& path, const TrainConfig& config, const T
   if (object_boxes.defined()) tensors.emplace_back("ccrop.boxes", object_boxes);
   // The trainer stops a step whose loss or gradient is not finite before it changes the weights,
   // but an update can still overflow them (a learning rate near the float range): such weights are
-  // never written, so the file already at `path` stays the last good one.
+  // never written, so the file already at `path` stays the last good one. (Checked on the host
+  // copies the writer takes, so a GPU's tensors cross to the host once.)
+  for (auto& [name, t] : tensors) t = t.detach().to(Device::cpu());
   if (const std::string bad = first_non_finite(tensors); !bad.empty())
     fail(
         "{}: not saved, as {} is NaN or infinite after step {} (the update overflowed the weights; lower --lr): "

@@ -524,16 +524,19 @@ namespace {
 // The files bamtrain writes into --output_dir, whose abandoned temporary copies it may remove:
 // checkpoint.safetensors, checkpointNNNN.safetensors, the save-timing probe, the logs and the
 // report. (The folder may be shared, the current one by default.)
-bool written_by_bamtrain(const std::string& name) {
-  if (name == "checkpoint.safetensors" || name == "log.txt" || name == "steps.jsonl" || name == "report.html" ||
-      name == "checkpoint.timing" || name.rfind("checkpoint.timing.tmp.", 0) == 0)
-    return true;
+// checkpointNNNN.safetensors, an epoch's numbered copy (--saveckp_freq).
+bool is_numbered_checkpoint(const std::string& name) {
   const std::string prefix = "checkpoint", suffix = ".safetensors";
   if (name.size() < prefix.size() + 4 + suffix.size() || name.rfind(prefix, 0) != 0 ||
       name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
     return false;
   const std::string number = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
   return std::all_of(number.begin(), number.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
+
+bool written_by_bamtrain(const std::string& name) {
+  return name == "checkpoint.safetensors" || name == "log.txt" || name == "steps.jsonl" || name == "report.html" ||
+         name == "checkpoint.timing" || name.rfind("checkpoint.timing.tmp.", 0) == 0 || is_numbered_checkpoint(name);
 }
 
 }  // namespace
@@ -556,9 +559,7 @@ TrainResult Trainer::run() {
     std::error_code ec;
     for (std::filesystem::directory_iterator it(config_.output_dir, ec), end; !ec && it != end; it.increment(ec)) {
       const std::string name = it->path().filename().string();
-      if (name != "checkpoint.safetensors" && written_by_bamtrain(name) && name.rfind("checkpoint", 0) == 0 &&
-          name.find(".timing") == std::string::npos)
-        earlier.push_back(name);
+      if (is_numbered_checkpoint(name)) earlier.push_back(name);
     }
     std::sort(earlier.begin() + 2, earlier.end());
     for (const std::string& name : earlier) {

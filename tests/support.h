@@ -116,6 +116,9 @@ std::filesystem::path scratch_dir(const std::string& name);
 // What `work` throws (std::exception's what()), or "(no error)".
 std::string error_of(const std::function<void()>& work);
 
+// The whole file's bytes (empty when it cannot be read).
+std::string read_file(const std::string& path);
+
 // What `work` prints to stdout (the progress lines and notes the tools print), which still goes
 // to stdout afterwards. Also printf's output from other threads meanwhile.
 std::string stdout_of(const std::function<void()>& work);

@@ -418,11 +418,7 @@ TEST_CASE("a new run moves aside the logs of an earlier run that left no checkpo
   CHECK(first.find("9.0") == std::string::npos);  // this run's rows alone
   // Again, with its checkpoint removed: the logs go to .old.2 (.old is taken), and its numbered
   // checkpoint, which the new run would overwrite, aside too.
-  const auto bytes_of = [](const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
-  const std::string earlier = bytes_of(c.output_dir + "/checkpoint.safetensors");
+  const std::string earlier = read_file(c.output_dir + "/checkpoint.safetensors");
   std::filesystem::rename(c.output_dir + "/checkpoint.safetensors", c.output_dir + "/checkpoint0000.safetensors");
   c.saveckp_freq = 1;
   c.seed = 5;  // another run: other weights
@@ -430,8 +426,8 @@ TEST_CASE("a new run moves aside the logs of an earlier run that left no checkpo
   CHECK(column_of(c.output_dir + "/log.txt.old", "epoch") == std::vector<int64_t>{0});  // untouched
   CHECK(std::filesystem::exists(c.output_dir + "/log.txt.old.2"));
   CHECK(std::filesystem::exists(c.output_dir + "/steps.jsonl.old.2"));
-  CHECK(bytes_of(c.output_dir + "/checkpoint0000.safetensors.old") == earlier);
-  CHECK(bytes_of(c.output_dir + "/checkpoint0000.safetensors") != earlier);  // this run's
+  CHECK(read_file(c.output_dir + "/checkpoint0000.safetensors.old") == earlier);
+  CHECK(read_file(c.output_dir + "/checkpoint0000.safetensors") != earlier);  // this run's
 }
 
 TEST_CASE("export writes the backbone under timm names") {
@@ -551,20 +547,14 @@ TEST_CASE("a non-finite loss stops the run and keeps the last checkpoint") {
   train(c);
   std::string path = c.output_dir + "/checkpoint.safetensors";
   auto before = std::filesystem::last_write_time(path);
-  std::string bytes_before;
-  {
-    std::ifstream in(path, std::ios::binary);
-    bytes_before.assign(std::istreambuf_iterator<char>(in), {});
-  }
+  const std::string bytes_before = read_file(path);
   // An absurd learning rate blows the weights up within a step or two.
   TrainConfig wild = c;
   wild.epochs = 3;
   wild.lr = 1e30;
   wild.clip_grad = 0;
   CHECK_THROWS_WITH_AS(train(wild), doctest::Contains("non-finite"), Error);
-  std::ifstream in(path, std::ios::binary);
-  std::string bytes_after(std::istreambuf_iterator<char>(in), {});
-  CHECK(bytes_after == bytes_before);
+  CHECK(read_file(path) == bytes_before);
   CHECK(std::filesystem::last_write_time(path) == before);
 }
 
@@ -577,11 +567,7 @@ TEST_CASE("weights an update overflowed are never saved: the last checkpoint sta
   c.warmup_epochs = 0;
   train(c);
   const std::string path = c.output_dir + "/checkpoint.safetensors";
-  std::string bytes_before;
-  {
-    std::ifstream in(path, std::ios::binary);
-    bytes_before.assign(std::istreambuf_iterator<char>(in), {});
-  }
+  const std::string bytes_before = read_file(path);
   TrainConfig wild = c;
   wild.epochs = 3;
   wild.lr = 1e40;
@@ -591,9 +577,7 @@ TEST_CASE("weights an update overflowed are never saved: the last checkpoint sta
   // (The numbered copy is saved first, and refused first.)
   CHECK_MESSAGE(message.find("/checkpoint0001.safetensors: not saved, as student.") != std::string::npos, message);
   CHECK_MESSAGE(message.find("is NaN or infinite after step 2") != std::string::npos, message);
-  std::ifstream in(path, std::ios::binary);
-  const std::string bytes_after(std::istreambuf_iterator<char>(in), {});
-  CHECK(bytes_after == bytes_before);
+  CHECK(read_file(path) == bytes_before);
   CHECK(!std::filesystem::exists(c.output_dir + "/checkpoint0001.safetensors"));  // nor a numbered copy
   CHECK_NOTHROW(load_checkpoint(path));                                           // still whole, and finite
 }

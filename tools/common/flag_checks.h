@@ -17,13 +17,24 @@
 
 namespace bam::tool {
 
+namespace detail {
+
+// Empty when `text` is a finite number, which goes to *value; else what is wrong with it.
+inline std::string finite_number_problem(const std::string& text, double* value) {
+  char* end = nullptr;
+  *value = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size()) return "expected a number, got '" + text + "'";
+  if (!std::isfinite(*value)) return "expected a finite number, got " + text;
+  return {};
+}
+
+}  // namespace detail
+
 inline CLI::Validator sign_check(bool zero_allowed) {
   return CLI::Validator(
       [zero_allowed](std::string& text) -> std::string {
-        char* end = nullptr;
-        double value = std::strtod(text.c_str(), &end);
-        if (text.empty() || end != text.c_str() + text.size()) return "expected a number, got '" + text + "'";
-        if (!std::isfinite(value)) return "expected a finite number, got " + text;
+        double value = 0;
+        if (std::string problem = detail::finite_number_problem(text, &value); !problem.empty()) return problem;
         if (value > 0 || (zero_allowed && value == 0)) return {};
         return std::string(zero_allowed ? "must be 0 or more" : "must be positive") + ", got " + text;
       },
@@ -39,10 +50,8 @@ inline const CLI::Validator non_negative_number = sign_check(true);
 inline CLI::Validator finite_range(double lo, double hi) {
   return CLI::Validator(
       [lo, hi](std::string& text) -> std::string {
-        char* end = nullptr;
-        const double value = std::strtod(text.c_str(), &end);
-        if (text.empty() || end != text.c_str() + text.size()) return "expected a number, got '" + text + "'";
-        if (std::isfinite(value) && value >= lo && value <= hi) return {};
+        double value = 0;
+        if (detail::finite_number_problem(text, &value).empty() && value >= lo && value <= hi) return {};
         return "must be a number from " + CLI::detail::to_string(lo) + " to " + CLI::detail::to_string(hi) + ", got " +
                text;
       },
@@ -70,14 +79,6 @@ inline std::string plain_whole_number_problem(const std::string& text, bool is_u
   return {};
 }
 
-inline std::string finite_number_problem(const std::string& text) {
-  char* end = nullptr;
-  const double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || end != text.c_str() + text.size()) return "expected a number, got '" + text + "'";
-  if (!std::isfinite(value)) return "expected a finite number, got " + text;
-  return {};
-}
-
 }  // namespace detail
 
 // Call after every option of `app` (and of its subcommands) is added, before parsing: each
@@ -91,7 +92,12 @@ inline void require_plain_numbers(CLI::App& app) {
       option->check(CLI::Validator(
           [is_uint](std::string& text) { return detail::plain_whole_number_problem(text, is_uint); }, ""));
     else if (type.rfind("FLOAT", 0) == 0)
-      option->check(CLI::Validator([](std::string& text) { return detail::finite_number_problem(text); }, ""));
+      option->check(CLI::Validator(
+          [](std::string& text) {
+            double value = 0;
+            return detail::finite_number_problem(text, &value);
+          },
+          ""));
   }
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) require_plain_numbers(*sub);
 }
