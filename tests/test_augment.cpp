@@ -51,29 +51,47 @@ std::vector<float> render(const data::DecodedImage& img, data::CropParams p) {
 
 TEST_CASE("RandomResizedCrop boxes stay inside the image, within scale and aspect bounds") {
   uint64_t seed = test_seed("crop boxes");
-  int fallbacks = 0;
+  int fallbacks = 0, near_square_fallbacks = 0;
   for (uint32_t image = 0; image < 300; ++image) {
     int w = 20 + image % 97, h = 15 + (image * 7) % 131;
     int top, left, bh, bw;
     data::random_resized_box(w, h, 0.2, 0.9, seed, 0, image, 1, &top, &left, &bh, &bw);
+    CAPTURE(w);
+    CAPTURE(h);
+    CAPTURE(bw);
+    CAPTURE(bh);
     CHECK(top >= 0);
     CHECK(left >= 0);
     CHECK(top + bh <= h);
     CHECK(left + bw <= w);
-    const double area = double(bw) * bh / (double(w) * h);
-    // The drawn aspect is in [3/4, 4/3] before each side is rounded to whole pixels (as
-    // torchvision's): the box's own aspect may be off by up to half a pixel on each side, which on
-    // a small box is more than any fixed margin (6 x 9 from 6.49 x 8.5, say).
-    if (area > 0.9 + 0.1 || area < 0.2 - 0.1) {
+    // After ten failed draws the box is the whole image clamped to the aspect range, centred.
+    const double ratio = double(w) / h;
+    const int fallback_w = ratio > 4.0 / 3.0 ? int(std::nearbyint(h * 4.0 / 3.0)) : w;
+    const int fallback_h = ratio < 3.0 / 4.0 ? int(std::nearbyint(w * 4.0 / 3.0)) : h;
+    if (bw == fallback_w && bh == fallback_h && top == (h - fallback_h) / 2 && left == (w - fallback_w) / 2) {
       ++fallbacks;
-    } else {
-      CAPTURE(bw);
-      CAPTURE(bh);
-      CHECK((bw + 0.5) / (bh - 0.5) >= 3.0 / 4.0);
-      CHECK((bw - 0.5) / (bh + 0.5) <= 4.0 / 3.0);
+      // An image within 10 % of square fails a draw with probability under 0.15 (only a large,
+      // elongated box overflows it), so ten failures in a row are a one-in-1e8 event: a fallback
+      // there means the draws are wrong.
+      near_square_fallbacks += ratio >= 1 / 1.1 && ratio <= 1.1;
+      continue;
     }
+    // Otherwise a drawn box: area in [0.2, 0.9] of the image and aspect in [3/4, 4/3] before each
+    // side is rounded to whole pixels (as torchvision's), so its own area and aspect may be off by
+    // up to half a pixel on each side, which on a small box is more than any fixed margin (6 x 9
+    // from 6.49 x 8.5, say). These bounds are exact under that rounding.
+    const double image_area = double(w) * h;
+    CHECK((bw - 0.5) * (bh - 0.5) <= 0.9 * image_area);
+    CHECK((bw + 0.5) * (bh + 0.5) >= 0.2 * image_area);
+    CHECK((bw + 0.5) / (bh - 0.5) >= 3.0 / 4.0);
+    CHECK((bw - 0.5) / (bh + 0.5) <= 4.0 / 3.0);
   }
-  CHECK(fallbacks < 15);
+  CHECK(near_square_fallbacks == 0);
+  // The corpus holds elongated images that most draws overflow (114 x 18, say, where 97 % of the
+  // ten-draw rounds fall back), so the fallback is exercised: over 2,000 seeds these 300 images
+  // gave 26.3 fallbacks on average, standard deviation 3.5 (14 to 38); the bounds are 4.6 away.
+  CHECK(fallbacks >= 10);
+  CHECK(fallbacks <= 42);
   // A tall sliver cannot fit any 3/4..4/3 box at scale 1: the fallback centres a clamped box.
   int top, left, bh, bw;
   data::random_resized_box(10, 100, 1.0, 1.0, seed, 0, 0, 0, &top, &left, &bh, &bw);

@@ -24,7 +24,11 @@ struct NaiveOptions {
   bool masking;
 };
 
-double naive_loss(const std::vector<double>& z_flat, int D, const NaiveOptions& o) {
+// top_k_gap, when given, receives the smallest gap between the k-th and (k+1)-th averaged target
+// over the batch, relative to the k-th: a selection that a rounding error of that size could
+// change. (Relative, as the sharp targets of a small eps leave many averages near 0, whose order
+// changes nothing that matters: the loss weighs them by their size.)
+double naive_loss(const std::vector<double>& z_flat, int D, const NaiveOptions& o, double* top_k_gap = nullptr) {
   const int V = o.G + o.L, rows = V * o.B, cols = o.T * o.B;
   Matrix zn(rows, std::vector<double>(D));
   for (int i = 0; i < rows; ++i) {  // 1. rows scaled to unit length
@@ -78,6 +82,9 @@ double naive_loss(const std::vector<double>& z_flat, int D, const NaiveOptions& 
         average[a] = {-s / o.G, a};
       }
       std::stable_sort(average.begin(), average.end());
+      if (top_k_gap && o.top_k < cols)
+        *top_k_gap = std::min(*top_k_gap, (average[o.top_k].first - average[o.top_k - 1].first) /
+                                              std::max(-average[o.top_k - 1].first, 1e-300));
       std::vector<bool> keep(cols, false);
       for (int k = 0; k < o.top_k; ++k) keep[average[k].second] = true;
       for (int t = 0; t < o.G; ++t) {
@@ -188,7 +195,7 @@ TEST_CASE("golden cases from an independent implementation") {
 
 TEST_CASE("matches a naive f64 implementation over every option combination") {
   InputMaker maker(test_seed("bam loss naive"));
-  int checked = 0;
+  int checked = 0, near_ties = 0;
   for (int L : {0, 1, 3})
     for (int T : {1, 2})
       for (bool masking : {true, false})
@@ -197,7 +204,8 @@ TEST_CASE("matches a naive f64 implementation over every option combination") {
             NaiveOptions n{2, L, T, 4, 0.07, 0.15, iters, top_k, masking};
             const int D = 5, rows = (2 + L) * 4;
             std::vector<double> z = maker.values({{rows, D}});
-            double expected = naive_loss(z, D, n);
+            double top_k_gap = INFINITY;
+            double expected = naive_loss(z, D, n, &top_k_gap);
             CAPTURE(L);
             CAPTURE(T);
             CAPTURE(masking);
@@ -205,11 +213,18 @@ TEST_CASE("matches a naive f64 implementation over every option combination") {
             CAPTURE(iters);
             Tensor z64 = from_vector(z, {rows, D}, {DType::f64});
             CHECK(bam_loss(z64, n.eps, options_of(n)).loss.item() == doctest::Approx(expected).epsilon(1e-10));
+            // f32 keeps to 1e-4 unless two averaged targets tie at the top-k boundary within f32's
+            // rounding: then f32 may keep the other one, legitimately. (Ties within 1e-5 are rare:
+            // none in the 28,800 combinations of 400 seeds; failures were about 1 run in 10,000.)
             Tensor z32 = z64.to(DType::f32);
-            CHECK(bam_loss(z32, n.eps, options_of(n)).loss.item() == doctest::Approx(expected).epsilon(1e-4));
+            if (top_k_gap > 1e-5)
+              CHECK(bam_loss(z32, n.eps, options_of(n)).loss.item() == doctest::Approx(expected).epsilon(1e-4));
+            else
+              ++near_ties;
             ++checked;
           }
   CHECK(checked == 72);
+  CHECK(near_ties <= 1);
   // One view only: the single global view is compared with itself.
   std::vector<double> z = maker.values({{6, 3}});
   NaiveOptions single{1, 0, 1, 6, 0.1, 0.2, 3, 0, true};

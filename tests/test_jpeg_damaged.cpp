@@ -99,6 +99,10 @@ TEST_CASE("jpeg: corrupted bytes decode or throw ImageDecodeError, never crash")
   }
   MESSAGE(fmt::format("corruption (seed {}): {} decoded, {} rejected with ImageDecodeError", seed, decoded, rejected));
   CHECK(decoded + rejected == 1200);
+  // Both outcomes are common (about 720 and 480 over seeds 11-15, within 30 of those): a decoder
+  // that refused any damage, or one that never refused, fails here.
+  CHECK(decoded >= 400);
+  CHECK(rejected >= 200);
 }
 
 TEST_CASE("jpeg: hostile inputs are refused with messages that name the file and the problem") {

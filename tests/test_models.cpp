@@ -267,6 +267,15 @@ TEST_CASE("projector structure follows the official head") {
   // The last BN has no affine: in training mode each output column has mean 0 and variance 1.
   auto m = mean(out, {0}).to_vector<float>();
   for (float v : m) CHECK(std::abs(v) < 1e-5);
+  // The batch variance is var / (var + eps) of the column before it: just under 1, by eps = 1e-5
+  // over that variance (about 1e-3 here, with the head's 0.02-std weights).
+  const auto values = out.to_vector<float>();
+  for (int64_t col = 0; col < 12; ++col) {
+    double sum_squares = 0;
+    for (int64_t row = 0; row < 10; ++row) sum_squares += double(values[row * 12 + col]) * values[row * 12 + col];
+    CHECK(sum_squares / 10 <= 1.0 + 1e-6);
+    CHECK(sum_squares / 10 >= 0.95);
+  }
   p.use_bn = false;
   p.n_layers = 1;
   Projector plain(p, &gen);

@@ -142,8 +142,17 @@ TEST_CASE("dropout keeps about 1-p of the values, scaled by 1/(1-p)") {
   }
   CHECK(std::abs(kept / 100000.0 - 0.75) < 0.01);
   CHECK(dropout(x, 0.25, false, &g).same(x));
-  auto paths = drop_path(ones({4000, 3}), 0.5, true, &g).to_vector<float>();
-  for (int i = 0; i < 4000; ++i) CHECK((paths[3 * i] == paths[3 * i + 1] && paths[3 * i] == paths[3 * i + 2]));
+  // drop_path keeps or drops whole samples: each row is all 0 or all 1/(1-p), kept with 1-p.
+  auto paths = drop_path(ones({4000, 3}), 0.25, true, &g).to_vector<float>();
+  int kept_rows = 0;
+  for (int i = 0; i < 4000; ++i) {
+    CHECK((paths[3 * i] == paths[3 * i + 1] && paths[3 * i] == paths[3 * i + 2]));
+    CHECK_MESSAGE((paths[3 * i] == 0.0f || std::abs(paths[3 * i] - 1.0f / 0.75f) < 1e-6f),
+                  "drop_path output " << paths[3 * i]);
+    kept_rows += paths[3 * i] != 0.0f;
+  }
+  CHECK(std::abs(kept_rows / 4000.0 - 0.75) < 0.035);  // 5 standard deviations (0.0068)
+  CHECK(drop_path(x, 0.25, false, &g).same(x));
 }
 
 TEST_CASE("parallel_for covers every index exactly once") {
