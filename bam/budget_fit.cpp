@@ -5,18 +5,32 @@
 
 namespace bam {
 
+namespace {
+
+// How many multiples of m (> 0) lie in [lo, hi], for 0 <= lo.
+int64_t multiples_in(int64_t lo, int64_t hi, int64_t m) { return hi < lo ? 0 : hi / m - (lo + m - 1) / m + 1; }
+
+}  // namespace
+
 double seconds_to_finish(const EpochEndWork& work, double step_seconds, int64_t from_step, int64_t total) {
+  // Counted, not looped over: a run may be asked for a billion epochs, and this is asked at every
+  // logged step (the progress line's eta).
   const int64_t per_epoch = work.steps_per_epoch;
   const int64_t first = from_step > 0 ? (from_step - 1) / per_epoch : 0;
   const int64_t last = (total - 1) / per_epoch;
   double t = static_cast<double>(total - from_step) * step_seconds;
-  std::optional<ContrastiveCropSchedule> boxes = work.box_updates;
-  if (boxes && work.box_schedule_epochs > 0) boxes = boxes->scaled(work.box_schedule_epochs, last + 1);
-  for (int64_t e = first; e <= last; ++e) {
-    t += work.save_seconds;
-    if (work.saveckp_freq > 0 && e % work.saveckp_freq == 0) t += work.save_seconds;
-    if (work.knn_freq > 0 && ((e + 1) % work.knn_freq == 0 || e == last)) t += work.knn_seconds;
-    if (boxes && boxes->renews_after(e, last + 1)) t += work.box_update_seconds;
+  if (last < first) return t;
+  const int64_t epochs = last - first + 1;
+  t += static_cast<double>(epochs) * work.save_seconds;  // every epoch's checkpoint
+  if (work.saveckp_freq > 0) t += static_cast<double>(multiples_in(first, last, work.saveckp_freq)) * work.save_seconds;
+  if (work.knn_freq > 0) {
+    // After every knn_freq-th epoch (e + 1 a multiple), and after the last in any case.
+    const int64_t evaluations = multiples_in(first + 1, last + 1, work.knn_freq) + ((last + 1) % work.knn_freq != 0);
+    t += static_cast<double>(evaluations) * work.knn_seconds;
+  }
+  if (std::optional<ContrastiveCropSchedule> boxes = work.box_updates) {
+    if (work.box_schedule_epochs > 0) boxes = boxes->scaled(work.box_schedule_epochs, last + 1);
+    t += static_cast<double>(boxes->renewals_between(first, last, last + 1)) * work.box_update_seconds;
   }
   return t;
 }

@@ -39,7 +39,13 @@ struct ContrastiveCropSchedule {
     if (is_scaled() && e >= scaled_from - 1) return kNever;
     return in_this_run(e);
   }
-  bool renews_after(int64_t epoch, int64_t epochs) const;
+  // The first epoch from `from` on after which a run of `epochs` epochs renews the boxes (kNever:
+  // none). It jumps from renewal to renewal, never epoch by epoch: a run may be asked for a
+  // billion epochs, and the trainer asks at every logged step.
+  int64_t next_renewal(int64_t from, int64_t epochs) const;
+  bool renews_after(int64_t epoch, int64_t epochs) const { return next_renewal(epoch, epochs) == epoch; }
+  // How many of the epochs first..last of a run of `epochs` epochs the boxes are renewed after.
+  int64_t renewals_between(int64_t first, int64_t last, int64_t epochs) const;
   // Whether a run training `epoch` has not acted on this schedule yet (so it may still take
   // another): no renewal after an epoch before this one, and no crop of this one placed by the boxes.
   bool untouched_at(int64_t epoch) const { return first_renewal() >= epoch && first_epoch() > epoch; }
@@ -55,9 +61,8 @@ struct ContrastiveCropSchedule {
   // The first epoch whose boxes are not known while training `epoch`: the one after the next
   // renewal from `epoch` on (none within the run's `epochs`: the largest number).
   int64_t known_until(int64_t epoch, int64_t epochs) const {
-    for (int64_t e = epoch; e < epochs - 1; ++e)
-      if (renews_after(e, epochs)) return e + 1;
-    return kNever;
+    const int64_t e = next_renewal(epoch, epochs);
+    return e == kNever ? kNever : e + 1;
   }
 
  private:
@@ -65,6 +70,8 @@ struct ContrastiveCropSchedule {
   int64_t unscaled_renewal(int64_t k) const {
     return ((warmup_epochs + loc_interval - 1) / loc_interval + k) * loc_interval;
   }
+  // How many renewals the requested run of a scaled schedule has (those before its last epoch).
+  int64_t scaled_renewal_count() const;
   // Epoch e of the requested run in this one.
   int64_t in_this_run(int64_t e) const {
     if (!is_scaled()) return e;

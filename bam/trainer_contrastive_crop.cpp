@@ -116,8 +116,8 @@ std::string Trainer::box_renewals_text() const {
   const ContrastiveCropSchedule schedule = config_.ccrop_schedule();
   std::string renewals;  // the first few renewals to come
   int listed = 0;
-  for (int64_t e = state_.epoch; e < epochs_in_schedule() && listed < 4; ++e) {
-    if (!schedule.renews_after(e, epochs_in_schedule())) continue;
+  for (int64_t e = schedule.next_renewal(state_.epoch, epochs_in_schedule());
+       e != ContrastiveCropSchedule::kNever && listed < 4; e = schedule.next_renewal(e + 1, epochs_in_schedule())) {
     if (listed > 0) renewals += ", ";
     renewals += ++listed == 4 ? std::string("...") : std::to_string(e);
   }

@@ -60,6 +60,64 @@ TEST_CASE("seconds_to_finish counts the steps and each epoch end as the trainer 
   CHECK(seconds_to_finish(w, 1.0, 0, 100) == 100.0);
 }
 
+TEST_CASE("seconds_to_finish, counted, equals the sum over every epoch end; a billion epochs cost nothing") {
+  // The reference: each epoch end from the first still to come to the run's last, as the trainer
+  // meets them.
+  const auto summed = [](const EpochEndWork& w, double step_seconds, int64_t from_step, int64_t total) {
+    const int64_t first = from_step > 0 ? (from_step - 1) / w.steps_per_epoch : 0;
+    const int64_t last = (total - 1) / w.steps_per_epoch;
+    double t = static_cast<double>(total - from_step) * step_seconds;
+    std::optional<ContrastiveCropSchedule> boxes = w.box_updates;
+    if (boxes && w.box_schedule_epochs > 0) boxes = boxes->scaled(w.box_schedule_epochs, last + 1);
+    for (int64_t e = first; e <= last; ++e) {
+      t += w.save_seconds;
+      if (w.saveckp_freq > 0 && e % w.saveckp_freq == 0) t += w.save_seconds;
+      if (w.knn_freq > 0 && ((e + 1) % w.knn_freq == 0 || e == last)) t += w.knn_seconds;
+      if (boxes && boxes->renews_after(e, last + 1)) t += w.box_update_seconds;
+    }
+    return t;
+  };
+  int checked = 0;
+  for (int64_t per_epoch : {1, 3, 10})
+    for (int64_t saveckp : {0, 1, 4})
+      for (int64_t knn : {0, 1, 3})
+        for (int boxes = 0; boxes < 3; ++boxes) {
+          EpochEndWork w;
+          w.steps_per_epoch = per_epoch;
+          w.saveckp_freq = saveckp;
+          w.knn_freq = knn;
+          w.save_seconds = 100;
+          w.knn_seconds = 10000;
+          w.box_update_seconds = 1e6;
+          if (boxes > 0) w.box_updates = ContrastiveCropSchedule{3, 2};
+          if (boxes == 2) w.box_schedule_epochs = 17;
+          for (int64_t from = 0; from < 40; from += 3)
+            for (int64_t total = from + 1; total < from + 45; total += 2) {
+              CAPTURE(per_epoch);
+              CAPTURE(saveckp);
+              CAPTURE(knn);
+              CAPTURE(boxes);
+              CAPTURE(from);
+              CAPTURE(total);
+              CHECK(seconds_to_finish(w, 1.0, from, total) == summed(w, 1.0, from, total));
+              ++checked;
+            }
+        }
+  CHECK(checked == 81 * 14 * 22);
+  // --epochs 1000000000 of one step, a save after each and a numbered one every 20th, kNN every
+  // 10th, ContrastiveCrop's default schedule: asked at every logged step, so it must not scan.
+  EpochEndWork w;
+  w.steps_per_epoch = 1;
+  w.saveckp_freq = 20;
+  w.knn_freq = 10;
+  w.box_updates = ContrastiveCropSchedule{20, 10};
+  w.save_seconds = 1;
+  w.knn_seconds = 1000;
+  w.box_update_seconds = 1e6;
+  const int64_t epochs = 1'000'000'000;
+  CHECK(seconds_to_finish(w, 0.0, 0, epochs) == double(epochs) + 5e7 + 1e8 * 1000 + (5e7 - 1) * 1e6);
+}
+
 TEST_CASE("steps_within finds the most steps that fit, at least one") {
   EpochEndWork w;
   w.steps_per_epoch = 10;

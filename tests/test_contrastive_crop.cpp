@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -393,6 +394,71 @@ TEST_CASE("the boxes are used and renewed on main_pretrain.py's epochs") {
   CHECK(to_five.same_from(to_five.scaled(20, 5), 0, 5));
   // Both used from before `epoch`: the same from there on.
   CHECK(to_five.same_from(to_four, 7, 9));
+}
+
+TEST_CASE("the schedule's jumps (next_renewal, renewals_between, same_from) agree with a scan of every epoch") {
+  // The reference: the rule of contrastive_crop_schedule.h asked of each epoch in turn, as the
+  // schedule once did (and as a run of a billion epochs cannot afford at every logged step).
+  const auto scanned_renews_after = [](const ContrastiveCropSchedule& s, int64_t epoch, int64_t epochs) {
+    if (epoch == epochs - 1) return false;
+    const int64_t first_multiple = (s.warmup_epochs + s.loc_interval - 1) / s.loc_interval;
+    if (!s.is_scaled()) return epoch >= s.warmup_epochs && epoch % s.loc_interval == 0;
+    for (int64_t k = 0;; ++k) {
+      const int64_t e = (first_multiple + k) * s.loc_interval;
+      if (e >= s.scaled_from - 1) return false;
+      const int64_t here = std::llround(double(e) * double(s.scaled_to) / double(s.scaled_from));
+      if (here == epoch) return true;
+      if (here > epoch) return false;
+    }
+  };
+  std::vector<ContrastiveCropSchedule> schedules;
+  for (int64_t L : {1, 2, 3, 7, 20})
+    for (int64_t W : {0, 1, 5, 10, 30}) {
+      schedules.push_back({L, W});
+      for (int64_t from : {1, 2, 10, 37, 100})
+        for (int64_t to : {1, 3, 7, 10, 36, 300}) schedules.push_back(ContrastiveCropSchedule{L, W}.scaled(from, to));
+    }
+  int64_t renewals_seen = 0;
+  for (const ContrastiveCropSchedule& s : schedules) {
+    CAPTURE(s.loc_interval);
+    CAPTURE(s.warmup_epochs);
+    CAPTURE(s.scaled_from);
+    CAPTURE(s.scaled_to);
+    for (int64_t epochs : {1, 2, 5, 13, 60, 301}) {
+      CAPTURE(epochs);
+      std::vector<int64_t> after;  // the epochs the scan renews after
+      for (int64_t e = 0; e < epochs; ++e)
+        if (scanned_renews_after(s, e, epochs)) after.push_back(e);
+      renewals_seen += static_cast<int64_t>(after.size());
+      for (int64_t from = 0; from <= epochs; ++from) {
+        CAPTURE(from);
+        const auto next = std::lower_bound(after.begin(), after.end(), from);
+        REQUIRE(s.next_renewal(from, epochs) == (next == after.end() ? ContrastiveCropSchedule::kNever : *next));
+        if (from < epochs) CHECK(s.renews_after(from, epochs) == std::binary_search(after.begin(), after.end(), from));
+        for (int64_t last : {from, from + 1, from + 6, epochs - 1, epochs + 5}) {
+          const auto count =
+              std::count_if(after.begin(), after.end(), [&](int64_t e) { return e >= from && e <= last; });
+          CHECK(s.renewals_between(from, last, epochs) == count);
+        }
+      }
+    }
+  }
+  CHECK(renewals_seen > 10000);
+  // same_from over pairs of the scaled schedules, against the scan of the epochs to come.
+  for (size_t a = 0; a < schedules.size(); a += 7)
+    for (size_t b = 0; b < schedules.size(); b += 11)
+      for (int64_t epoch : {0, 3, 9})
+        for (int64_t epochs : {10, 40}) {
+          bool same = std::max(schedules[a].first_epoch(), epoch) == std::max(schedules[b].first_epoch(), epoch);
+          for (int64_t e = epoch; e < epochs && same; ++e)
+            same = scanned_renews_after(schedules[a], e, epochs) == scanned_renews_after(schedules[b], e, epochs);
+          CHECK(schedules[a].same_from(schedules[b], epoch, epochs) == same);
+        }
+  // A billion epochs: counted, not scanned (the old scan took seconds per call).
+  const ContrastiveCropSchedule official{20, 10};
+  CHECK(official.renewals_between(0, 999'999'999, 1'000'000'000) == 49'999'999);  // 20, 40, ..., 999,999,980
+  CHECK(official.next_renewal(999'999'981, 1'000'000'000) == ContrastiveCropSchedule::kNever);
+  CHECK(official.same_from(official, 0, 1'000'000'000));
 }
 
 TEST_CASE("locate_objects reads the CLS attention of the last block of each whole image, in dataset order") {
