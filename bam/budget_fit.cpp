@@ -7,8 +7,8 @@ namespace bam {
 
 namespace {
 
-// How many multiples of m (> 0) lie in [lo, hi], for 0 <= lo.
-int64_t multiples_in(int64_t lo, int64_t hi, int64_t m) { return hi < lo ? 0 : hi / m - (lo + m - 1) / m + 1; }
+// How many multiples of m (> 0, as large as a flag may be) lie in [lo, hi], for 0 <= lo.
+int64_t multiples_in(int64_t lo, int64_t hi, int64_t m) { return hi < lo ? 0 : hi / m - (lo / m + (lo % m != 0)) + 1; }
 
 }  // namespace
 

@@ -40,8 +40,8 @@ struct ContrastiveCropSchedule {
     return in_this_run(e);
   }
   // The first epoch from `from` on after which a run of `epochs` epochs renews the boxes (kNever:
-  // none). It jumps from renewal to renewal, never epoch by epoch: a run may be asked for a
-  // billion epochs, and the trainer asks at every logged step.
+  // none). Computed, never scanned epoch by epoch: a run may be asked for a billion epochs, and
+  // the trainer asks at every logged step. Epochs past the run's last renew nothing.
   int64_t next_renewal(int64_t from, int64_t epochs) const;
   bool renews_after(int64_t epoch, int64_t epochs) const { return next_renewal(epoch, epochs) == epoch; }
   // How many of the epochs first..last of a run of `epochs` epochs the boxes are renewed after.
@@ -67,11 +67,14 @@ struct ContrastiveCropSchedule {
 
  private:
   // The epoch after which the flags' schedule renews for the k-th time (k >= 0).
-  int64_t unscaled_renewal(int64_t k) const {
-    return ((warmup_epochs + loc_interval - 1) / loc_interval + k) * loc_interval;
-  }
+  int64_t unscaled_renewal(int64_t k) const { return (ceil_div(warmup_epochs, loc_interval) + k) * loc_interval; }
   // How many renewals the requested run of a scaled schedule has (those before its last epoch).
   int64_t scaled_renewal_count() const;
+  // The first k in [0, scaled_renewal_count()) whose renewal lands in this run at or after
+  // `epoch` (scaled_renewal_count(): none).
+  int64_t first_renewal_landing_from(int64_t epoch) const;
+  // ceil(a / m) for a >= 0 and m > 0, with no overflow for any of them (a flag may be huge).
+  static int64_t ceil_div(int64_t a, int64_t m) { return a / m + (a % m != 0); }
   // Epoch e of the requested run in this one.
   int64_t in_this_run(int64_t e) const {
     if (!is_scaled()) return e;

@@ -3,7 +3,10 @@
 // the last, ContrastiveCrop's box updates, scaled with the run at the first fit), a fit that
 // starts mid-run, in an odd epoch or at an epoch's last step; and when the refits come and what
 // the first one changes.
+#include <limits>
+
 #include "bam/budget_fit.h"
+#include "tests/contrastive_crop_scan.h"
 #include "tests/support.h"
 
 namespace bam::test {
@@ -73,7 +76,7 @@ TEST_CASE("seconds_to_finish, counted, equals the sum over every epoch end; a bi
       t += w.save_seconds;
       if (w.saveckp_freq > 0 && e % w.saveckp_freq == 0) t += w.save_seconds;
       if (w.knn_freq > 0 && ((e + 1) % w.knn_freq == 0 || e == last)) t += w.knn_seconds;
-      if (boxes && boxes->renews_after(e, last + 1)) t += w.box_update_seconds;
+      if (boxes && scanned_renews_after(*boxes, e, last + 1)) t += w.box_update_seconds;
     }
     return t;
   };
@@ -104,6 +107,18 @@ TEST_CASE("seconds_to_finish, counted, equals the sum over every epoch end; a bi
             }
         }
   CHECK(checked == 81 * 14 * 22);
+  // Nothing left, or less than nothing: no epoch end counted twice, none from before the start.
+  EpochEndWork every;
+  every.steps_per_epoch = 4;
+  every.knn_freq = 1;
+  every.knn_seconds = 10;
+  CHECK(seconds_to_finish(every, 1.0, 8, 8) == summed(every, 1.0, 8, 8));  // epoch 1's end still to come
+  CHECK(seconds_to_finish(every, 1.0, 9, 8) == -1.0);                      // (the steps alone: no epoch from 2 to 1)
+  // Frequencies as large as a flag may be: "never", with no overflow (and the last epoch's kNN).
+  every.knn_freq = std::numeric_limits<int64_t>::max();
+  every.saveckp_freq = std::numeric_limits<int64_t>::max();
+  every.save_seconds = 100;
+  CHECK(seconds_to_finish(every, 1.0, 0, 40) == 40.0 + 10 * 100 + 100 + 10);  // numbered save: epoch 0
   // --epochs 1000000000 of one step, a save after each and a numbered one every 20th, kNN every
   // 10th, ContrastiveCrop's default schedule: asked at every logged step, so it must not scan.
   EpochEndWork w;

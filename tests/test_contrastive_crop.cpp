@@ -22,6 +22,7 @@
 #include "data/object_boxes.h"
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "tests/contrastive_crop_scan.h"
 #include "tests/support.h"
 #include "tests/train_test_support.h"
 
@@ -397,20 +398,7 @@ TEST_CASE("the boxes are used and renewed on main_pretrain.py's epochs") {
 }
 
 TEST_CASE("the schedule's jumps (next_renewal, renewals_between, same_from) agree with a scan of every epoch") {
-  // The reference: the rule of contrastive_crop_schedule.h asked of each epoch in turn, as the
-  // schedule once did (and as a run of a billion epochs cannot afford at every logged step).
-  const auto scanned_renews_after = [](const ContrastiveCropSchedule& s, int64_t epoch, int64_t epochs) {
-    if (epoch == epochs - 1) return false;
-    const int64_t first_multiple = (s.warmup_epochs + s.loc_interval - 1) / s.loc_interval;
-    if (!s.is_scaled()) return epoch >= s.warmup_epochs && epoch % s.loc_interval == 0;
-    for (int64_t k = 0;; ++k) {
-      const int64_t e = (first_multiple + k) * s.loc_interval;
-      if (e >= s.scaled_from - 1) return false;
-      const int64_t here = std::llround(double(e) * double(s.scaled_to) / double(s.scaled_from));
-      if (here == epoch) return true;
-      if (here > epoch) return false;
-    }
-  };
+  // The reference is the scan of tests/contrastive_crop_scan.h.
   std::vector<ContrastiveCropSchedule> schedules;
   for (int64_t L : {1, 2, 3, 7, 20})
     for (int64_t W : {0, 1, 5, 10, 30}) {
@@ -430,6 +418,8 @@ TEST_CASE("the schedule's jumps (next_renewal, renewals_between, same_from) agre
       for (int64_t e = 0; e < epochs; ++e)
         if (scanned_renews_after(s, e, epochs)) after.push_back(e);
       renewals_seen += static_cast<int64_t>(after.size());
+      CHECK(s.next_renewal(-3, epochs) == s.next_renewal(0, epochs));  // (before the run: from its start)
+      CHECK(s.renewals_between(-3, epochs + 3, epochs) == static_cast<int64_t>(after.size()));
       for (int64_t from = 0; from <= epochs; ++from) {
         CAPTURE(from);
         const auto next = std::lower_bound(after.begin(), after.end(), from);
@@ -459,6 +449,15 @@ TEST_CASE("the schedule's jumps (next_renewal, renewals_between, same_from) agre
   CHECK(official.renewals_between(0, 999'999'999, 1'000'000'000) == 49'999'999);  // 20, 40, ..., 999,999,980
   CHECK(official.next_renewal(999'999'981, 1'000'000'000) == ContrastiveCropSchedule::kNever);
   CHECK(official.same_from(official, 0, 1'000'000'000));
+  // Flags as large as a user may pass (an interval meaning "never"): no overflow, the rule's answer.
+  const int64_t huge = std::numeric_limits<int64_t>::max();
+  const ContrastiveCropSchedule never{huge, 0};
+  CHECK(never.next_renewal(0, 100) == 0);  // epoch 0 is a multiple of any interval
+  CHECK(never.next_renewal(1, 100) == ContrastiveCropSchedule::kNever);
+  CHECK(never.renewals_between(0, 98, 100) == 1);
+  CHECK(ContrastiveCropSchedule{huge, 5}.next_renewal(0, 100) == ContrastiveCropSchedule::kNever);
+  CHECK(ContrastiveCropSchedule{huge, 5}.scaled(1'000'000'000, 10).renewals_between(0, 9, 10) == 0);
+  CHECK(ContrastiveCropSchedule{7, 0}.scaled(huge, 10).next_renewal(0, 10) == 0);
 }
 
 TEST_CASE("locate_objects reads the CLS attention of the last block of each whole image, in dataset order") {

@@ -128,8 +128,9 @@ TEST_CASE("thread pool: a task that throws ends its region, and the caller gets 
     CHECK(sum.load() == 999 * 1000 / 2);
   }
   // The tasks not yet started when one throws are skipped: task 0 throws at once and every other
-  // task takes a millisecond, so a pool that ran them all would count 9,999 (and take 5 s on its
-  // three threads); skipped, the other threads finish the few they had taken.
+  // task takes a millisecond, so a pool that ran them all would count 9,999 (about 5 s on the two
+  // threads left); skipped, the others finish the few they had taken. (The bound leaves seconds
+  // for a loaded machine to deschedule the throwing thread.)
   std::atomic<int> started{0};
   CHECK_THROWS_AS(bam::cpu::parallel_tasks(10000,
                                            [&](int task) {
@@ -139,5 +140,5 @@ TEST_CASE("thread pool: a task that throws ends its region, and the caller gets 
                                            }),
                   std::runtime_error);
   MESSAGE("tasks started after the first threw: " << started.load());
-  CHECK(started.load() < 300);
+  CHECK(started.load() < 5000);
 }

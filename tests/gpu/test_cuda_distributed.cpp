@@ -1,6 +1,6 @@
 // Data parallelism's GPU transport: the NCCL communicator with one rank, on the GPU's own tensors
 // (one GPU cannot hold two NCCL ranks; tests/cli_data_parallel.sh runs two ranks over TCP). It
-// checks the library loads and each collective runs on the engine's stream. all_gather writes a
+// checks the library loads and each collective runs and leaves the values whole. all_gather writes a
 // new tensor, so its byte count is checked too; all_reduce_sum and broadcast work in place, and
 // with one rank a wrong count or type would leave the tensor as it was: those need two or more
 // GPUs, which no check here has had yet. On the CUDA emulator, or where
