@@ -132,8 +132,9 @@ void pack_a_columns(const float* src, int64_t ld, int64_t kc, float* dst) {
     float* to = dst + k * kRows;
     _mm_storeu_ps(to, _mm_loadu_ps(from));
     // Two floats via a 64-bit load: never reads past the 6 values that belong to the panel.
-    _mm_storel_pi(reinterpret_cast<__m64*>(to + 4),
-                  _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(from + 4))));
+    // (_mm_loadl_epi64/_mm_storel_epi64 are the unaligned 64-bit moves; _mm_load_sd reads through
+    // a double*, which must be 8-byte aligned, and from + 4 need not be: UBSan's finding.)
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(to + 4), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(from + 4)));
   }
 }
 
