@@ -81,9 +81,7 @@ inline void transpose8(Lanes* m) {
 
 // The same arithmetic as idct_islow_block in int32 lanes; false when the block's values are too
 // large for that to be exact (the caller then uses the reference).
-#if defined(__x86_64__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default")))
-#endif
+BAM_VECTOR_CLONES
 bool idct_islow_block_lanes(const int16_t* coefficients, const uint16_t* quant, uint8_t* out,
                             ptrdiff_t stride) {
   // Pass 1 works down the columns: rows[r] holds dequantised row r, one column per lane.

@@ -11,6 +11,16 @@
 
 #include "data/jpeg_decoder.h"
 
+// The integer loops of the IDCT and the reconstruction are built twice by GCC on x86-64, for AVX2
+// and for the baseline, the one to run picked at load time (target_clones: the same source, so the
+// same bits). Not under ThreadSanitizer, whose instrumented ifunc resolvers run before its runtime
+// starts and crash the program at load.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define BAM_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define BAM_VECTOR_CLONES
+#endif
+
 namespace bam::data::jpeg_detail {
 
 // Markers (the byte after 0xFF).

@@ -17,14 +17,8 @@ namespace {
 using namespace jpeg_arith;
 
 // Loops in chunks of kChunk with a constant trip count are vectorised by GCC and Clang at -O2;
-// scalar loops finish each row. On x86-64 GCC also builds an AVX2 clone picked at load time.
+// scalar loops finish each row. On x86-64 GCC also builds an AVX2 clone (BAM_VECTOR_CLONES).
 constexpr int kChunk = 32;
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define BAM_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define BAM_VECTOR_CLONES
-#endif
 
 BAM_VECTOR_CLONES
 void ycbcr_to_rgb_row(const uint8_t* __restrict y, const uint8_t* __restrict cb,

@@ -20,6 +20,15 @@
 
 namespace bam::test {
 
+// Whether the suites run under ThreadSanitizer (scripts/sanitize.sh --thread), whose steps are
+// about ten times slower and which defers signals: the few tests of wall-clock schedules and of
+// signal delivery skip under it, saying so.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kUnderThreadSanitizer = true;
+#else
+constexpr bool kUnderThreadSanitizer = false;
+#endif
+
 // A dense row-major f64 array: what reference implementations read and write.
 struct Ref {
   Shape shape;

@@ -16,8 +16,8 @@ namespace bam::test {
 namespace {
 
 TEST_CASE("after tune_host_allocator, repeated JPEG decodes on a worker thread stop faulting in fresh pages") {
-#if defined(__SANITIZE_ADDRESS__)
-  MESSAGE("skipped: AddressSanitizer replaces glibc's malloc, which tune_host_allocator tunes");
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  MESSAGE("skipped: the sanitizer replaces glibc's malloc, which tune_host_allocator tunes");
 #elif defined(__GLIBC__) && defined(RUSAGE_THREAD)
   tune_host_allocator();
   const ImageFile photo = gpu_test_corpus(test_seed())[0];
