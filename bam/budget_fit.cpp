@@ -5,13 +5,6 @@
 
 namespace bam {
 
-namespace {
-
-// How many multiples of m (> 0, as large as a flag may be) lie in [lo, hi], for 0 <= lo.
-int64_t multiples_in(int64_t lo, int64_t hi, int64_t m) { return hi < lo ? 0 : hi / m - (lo / m + (lo % m != 0)) + 1; }
-
-}  // namespace
-
 double seconds_to_finish(const EpochEndWork& work, double step_seconds, int64_t from_step, int64_t total) {
   // Counted, not looped over: a run may be asked for a billion epochs, and this is asked at every
   // logged step (the progress line's eta).

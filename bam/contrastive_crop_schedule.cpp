@@ -44,9 +44,7 @@ int64_t ContrastiveCropSchedule::renewals_between(int64_t first, int64_t last, i
   last = std::min(last, epochs - 2);  // never after the run's last epoch
   if (last < first) return 0;
   if (!is_scaled()) {
-    // The multiples of L in [max(first, W), last].
-    const int64_t start = std::max(first, warmup_epochs);
-    return last < start ? 0 : last / loc_interval - ceil_div(start, loc_interval) + 1;
+    return multiples_in(std::max(first, warmup_epochs), last, loc_interval);
   }
   // The requested run's renewals k_first..k_end-1 land in [first, last]. They land d = L * to /
   // from epochs apart before rounding: with d >= 1 each on its own epoch (round(x + d) >=
@@ -62,9 +60,7 @@ int64_t ContrastiveCropSchedule::renewals_between(int64_t first, int64_t last, i
 bool ContrastiveCropSchedule::same_from(const ContrastiveCropSchedule& other, int64_t epoch, int64_t epochs) const {
   const auto used_from = [&](const ContrastiveCropSchedule& s) { return std::max(s.first_epoch(), epoch); };
   if (used_from(*this) != used_from(other)) return false;
-  if (loc_interval == other.loc_interval && warmup_epochs == other.warmup_epochs &&
-      (is_scaled() ? scaled_from == other.scaled_from && scaled_to == other.scaled_to : !other.is_scaled()))
-    return true;  // the same schedule
+  if (*this == other) return true;
   // The renewals to come, compared one by one up to the first that differs.
   int64_t mine = next_renewal(epoch, epochs), theirs = other.next_renewal(epoch, epochs);
   while (mine == theirs && mine != kNever) {

@@ -9,6 +9,12 @@
 
 namespace bam {
 
+// ceil(a / m) for a >= 0 and m > 0, with no overflow for any of them (a flag may be huge).
+inline int64_t ceil_div(int64_t a, int64_t m) { return a / m + (a % m != 0); }
+// How many multiples of m (> 0) lie in [lo, hi], for 0 <= lo: epochs counted, not scanned (here
+// and in budget_fit.cpp).
+inline int64_t multiples_in(int64_t lo, int64_t hi, int64_t m) { return hi < lo ? 0 : hi / m - ceil_div(lo, m) + 1; }
+
 // The official rule, with --loc_interval L and --warmup_epochs W: crops use the boxes from epoch
 // max(L, W) + 1 on; the boxes are renewed after every epoch e >= W with e % L == 0, except the
 // run's last (they start as the whole image).
@@ -25,6 +31,7 @@ struct ContrastiveCropSchedule {
 
   static constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 
+  bool operator==(const ContrastiveCropSchedule&) const = default;
   bool is_scaled() const { return scaled_from > 0; }
   // The first epoch whose crops the boxes place (kNever: the requested run ends first).
   int64_t first_epoch() const {
@@ -73,8 +80,6 @@ struct ContrastiveCropSchedule {
   // The first k in [0, scaled_renewal_count()) whose renewal lands in this run at or after
   // `epoch` (scaled_renewal_count(): none).
   int64_t first_renewal_landing_from(int64_t epoch) const;
-  // ceil(a / m) for a >= 0 and m > 0, with no overflow for any of them (a flag may be huge).
-  static int64_t ceil_div(int64_t a, int64_t m) { return a / m + (a % m != 0); }
   // Epoch e of the requested run in this one.
   int64_t in_this_run(int64_t e) const {
     if (!is_scaled()) return e;

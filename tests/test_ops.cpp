@@ -6,6 +6,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <string_view>
 #include <utility>
 
 #include "kernels/cpu/cpu_features.h"
@@ -60,101 +61,31 @@ TEST_CASE("op table: forward against references, gradients against finite differ
 
 TEST_CASE("op table covers every op of the API") {
   // The public ops of engine/ops.h and the Tensor view methods; each must have a row.
-  const char* required[] = {"add",
-                            "sub",
-                            "mul",
-                            "div",
-                            "maximum",
-                            "minimum",
-                            "residual_add",
-                            "add scalar",
-                            "mul scalar",
-                            "scalar sub",
-                            "scalar div",
-                            "neg",
-                            "exp",
-                            "log",
-                            "sqrt",
-                            "rsqrt",
-                            "abs",
-                            "square",
-                            "pow",
-                            "clamp",
-                            "clamp_min",
-                            "tanh",
-                            "erf",
-                            "sigmoid",
-                            "relu",
-                            "gelu (erf)",
-                            "gelu (tanh)",
-                            "eq",
-                            "ne",
-                            "lt",
-                            "le",
-                            "gt",
-                            "ge",
-                            "compare with scalar",
-                            "logical_not",
-                            "where",
-                            "masked_fill",
-                            "sum",
-                            "mean",
-                            "var",
-                            "max",
-                            "min",
-                            "argmax",
-                            "argmin",
-                            "sum_to_shape",
-                            "matmul",
-                            "linear",
-                            "gelu_linear",
-                            "softmax",
-                            "log_softmax",
-                            "layer_norm",
-                            "batch_norm train",
-                            "batch_norm eval",
-                            "dropout",
-                            "drop_path",
-                            "l2_normalize",
-                            "soft_cross_entropy",
-                            "cross_entropy",
-                            "patchify",
-                            "bicubic",
-                            "reshape",
-                            "view",
-                            "permute",
-                            "transpose",
-                            "narrow",
-                            "slice",
-                            "select",
-                            "expand",
-                            "unsqueeze",
-                            "flatten",
-                            "contiguous",
-                            "clone",
-                            "cat",
-                            "stack",
-                            "split",
-                            "chunk",
-                            "index_select",
-                            "gather",
-                            "scatter_add",
-                            "topk",
-                            "attention"};
+  // clang-format off
+  const char* required[] = {
+      "add", "sub", "mul", "div", "maximum", "minimum", "residual_add", "add scalar", "mul scalar", "scalar sub",
+      "scalar div", "neg", "exp", "log", "sqrt", "rsqrt", "abs", "square", "pow", "clamp", "clamp_min", "tanh", "erf",
+      "sigmoid", "relu", "gelu (erf)", "gelu (tanh)", "eq", "ne", "lt", "le", "gt", "ge", "compare with scalar",
+      "logical_not", "where", "masked_fill", "sum", "mean", "var", "max", "min", "argmax", "argmin", "sum_to_shape",
+      "matmul", "linear", "gelu_linear", "softmax", "log_softmax", "layer_norm", "batch_norm train", "batch_norm eval",
+      "dropout", "drop_path", "l2_normalize", "soft_cross_entropy", "cross_entropy", "patchify", "bicubic", "reshape",
+      "view", "permute", "transpose", "narrow", "slice", "select", "expand", "unsqueeze", "flatten", "contiguous",
+      "clone", "cat", "stack", "split", "chunk", "index_select", "gather", "scatter_add", "topk", "attention"};
+  // clang-format on
   // A row belongs to the longest required name that its own name starts with as a whole word
   // ("add scalar (f32)" is add scalar's, not add's; "expand" is not exp's; "flatten(1)" and
   // "linear, bias ..." are flatten's and linear's).
   auto cases = all_op_cases();
   std::map<std::string, int> rows_of;
   for (const auto& c : cases) {
-    std::string owner;
-    for (const std::string op : required) {
+    std::string_view owner;
+    for (const std::string_view op : required) {
       const bool word_prefix =
           c.name.rfind(op, 0) == 0 && (c.name.size() == op.size() || std::strchr(" (,", c.name[op.size()]));
       if (word_prefix && op.size() > owner.size()) owner = op;
     }
     CHECK_MESSAGE(!owner.empty(), "op-table row " << c.name << " names no public op");
-    ++rows_of[owner];
+    ++rows_of[std::string(owner)];
   }
   for (const char* op : required) CHECK_MESSAGE(rows_of[op] > 0, "no op-table row for " << op);
   std::set<std::string> names;

@@ -28,6 +28,25 @@ inline std::string finite_number_problem(const std::string& text, double* value)
   return {};
 }
 
+// Empty when `text` is a plain decimal whole number (an optional sign, then digits) that fits
+// 64 bits; else what is wrong with it. Unsigned options take no sign.
+inline std::string plain_whole_number_problem(const std::string& text, bool is_unsigned) {
+  size_t digits = text.size() > 0 && (text[0] == '-' || text[0] == '+') ? 1 : 0;
+  if (is_unsigned && digits == 1 && text[0] == '-') return "must be 0 or more, got " + text;
+  bool plain = text.size() > digits;
+  for (size_t i = digits; i < text.size(); ++i) plain = plain && text[i] >= '0' && text[i] <= '9';
+  if (!plain) return "expected a whole number in decimal digits, got '" + text + "'";
+  if (text.size() > digits + 1 && text[digits] == '0')  // C's octal, which CLI11 would read
+    return "expected a whole number in decimal digits without leading zeros, got '" + text + "'";
+  errno = 0;
+  if (is_unsigned)
+    (void)std::strtoull(text.c_str(), nullptr, 10);
+  else
+    (void)std::strtoll(text.c_str(), nullptr, 10);
+  if (errno == ERANGE) return "is out of range, got " + text;
+  return {};
+}
+
 }  // namespace detail
 
 inline CLI::Validator sign_check(bool zero_allowed) {
@@ -57,29 +76,6 @@ inline CLI::Validator finite_range(double lo, double hi) {
       },
       "");
 }
-
-namespace detail {
-
-// Empty when `text` is a plain decimal whole number (an optional sign, then digits) that fits
-// 64 bits; else what is wrong with it. Unsigned options take no sign.
-inline std::string plain_whole_number_problem(const std::string& text, bool is_unsigned) {
-  size_t digits = text.size() > 0 && (text[0] == '-' || text[0] == '+') ? 1 : 0;
-  if (is_unsigned && digits == 1 && text[0] == '-') return "must be 0 or more, got " + text;
-  bool plain = text.size() > digits;
-  for (size_t i = digits; i < text.size(); ++i) plain = plain && text[i] >= '0' && text[i] <= '9';
-  if (!plain) return "expected a whole number in decimal digits, got '" + text + "'";
-  if (text.size() > digits + 1 && text[digits] == '0')  // C's octal, which CLI11 would read
-    return "expected a whole number in decimal digits without leading zeros, got '" + text + "'";
-  errno = 0;
-  if (is_unsigned)
-    (void)std::strtoull(text.c_str(), nullptr, 10);
-  else
-    (void)std::strtoll(text.c_str(), nullptr, 10);
-  if (errno == ERANGE) return "is out of range, got " + text;
-  return {};
-}
-
-}  // namespace detail
 
 // Call after every option of `app` (and of its subcommands) is added, before parsing: each
 // whole-number option then takes plain decimal digits within 64 bits, each floating-point
