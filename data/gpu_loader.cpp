@@ -534,12 +534,14 @@ void GpuCropLoader::launch(int64_t batch, HostSlot& slot, OutputSlot& out) {
     slot.tables = static_cast<uint8_t*>(cuda::host_allocate_pinned(capacity));
     slot.table_capacity = capacity;
   }
-  std::memcpy(slot.tables, plan.block_tasks.data(), plan.block_tasks.size() * sizeof(cuda_kernels::JpegBlockTask));
-  std::memcpy(slot.tables + block_bytes, plan.pixel_tasks.data(),
-              plan.pixel_tasks.size() * sizeof(cuda_kernels::JpegPixelTask));
-  for (size_t g = 0; g < plan.groups.size(); ++g)
-    std::memcpy(slot.tables + crop_at[g], plan.groups[g].crops.data(),
-                plan.groups[g].crops.size() * sizeof(cuda_kernels::CropTask));
+  // (A table may be empty, e.g. no block tasks when every image was decoded on the CPU: its
+  // data() may then be null, which memcpy must not be given even for no bytes.)
+  auto pack = [&](int64_t at, const auto& table) {
+    if (!table.empty()) std::memcpy(slot.tables + at, table.data(), table.size() * sizeof(table[0]));
+  };
+  pack(0, plan.block_tasks);
+  pack(block_bytes, plan.pixel_tasks);
+  for (size_t g = 0; g < plan.groups.size(); ++g) pack(crop_at[g], plan.groups[g].crops);
 
   // Device working memory (grown, with a note, when a batch needs more than any before).
   const int64_t coefficient_bytes = slot.coefficients_used.load();  // reserve_in_arena keeps it within the arena

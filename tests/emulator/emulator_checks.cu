@@ -80,6 +80,10 @@ __global__ void write_kernel(float* out, int count) {
   for (int i = threadIdx.x; i < count; i += blockDim.x) out[i] = 1.0f;
 }
 
+__global__ void copy_kernel(const float* in, float* out, int count) {
+  for (int i = threadIdx.x; i < count; i += blockDim.x) out[i] = in[i];
+}
+
 }  // namespace
 
 void warp_shuffles(const float* in, float* sums, float* rotated, float* up, int threads) {
@@ -117,6 +121,9 @@ void racy_broadcast(float* out) {
 }
 void write_elements(float* out, int n, bool one_past_the_end) {
   write_kernel<<<1, 64>>>(out, one_past_the_end ? n + 1 : n);
+}
+void copy_elements(const float* in, float* out, int n, bool one_past_the_end) {
+  copy_kernel<<<1, 64>>>(in, out, one_past_the_end ? n + 1 : n);
 }
 
 }  // namespace bam::emulator_checks

@@ -31,5 +31,7 @@ void interleaved_groups(float* out);
 void racy_broadcast(float* out);
 // Writes out[0..n] (one past the end when asked to).
 void write_elements(float* out, int n, bool one_past_the_end);
+// Copies in[0..n] to out[0..n] (reading and writing one past the end when asked to).
+void copy_elements(const float* in, float* out, int n, bool one_past_the_end);
 
 }  // namespace bam::emulator_checks

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -46,12 +47,66 @@ bam_emu_switch:
   .text
 )");
 
-namespace bam::emu {
+// AddressSanitizer keeps a map of which memory is addressable, stacks included: each switch
+// between the scheduler's stack and a fiber's is announced to it (start before, finish after), so
+// that it checks a kernel's locals on the right stack and unwinds an exception thrown in a fiber
+// (scripts/sanitize.sh --emulator). Elsewhere the two calls compile to nothing.
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define BAM_EMU_ADDRESS_SANITIZER 1
+#endif
 
+// ThreadSanitizer as a race checker for kernels (scripts/sanitize.sh --emulator-races): each
+// fiber is a TSan fiber, and the only happens-before edges between the threads of a block are the
+// ones a GPU guarantees: __syncthreads() (all the block's threads) and a warp operation (the lanes
+// of its mask). An access to shared or global memory that conflicts with another thread's and is
+// ordered by neither is reported as a data race, with both threads' stacks. Blocks are ordered
+// one after the next (a launch's writes are seen by the next launch, and static __shared__ arrays
+// are reused), so a race between two blocks is not seen. This file itself is built without TSan's
+// instrumentation: the scheduler's bookkeeping is not the kernels' business.
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/common_interface_defs.h>
+#include <sanitizer/tsan_interface.h>
+#define BAM_EMU_THREAD_SANITIZER 1
+#endif
+
+namespace bam::emu {
 
 namespace {
 
 constexpr size_t kStackBytes = 256 * 1024;
+
+#if BAM_EMU_ADDRESS_SANITIZER
+void starting_switch(void** fake_stack, const void* bottom, size_t size) {
+  __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+}
+void finished_switch(void* fake_stack, const void** from_bottom = nullptr, size_t* from_size = nullptr) {
+  __sanitizer_finish_switch_fiber(fake_stack, from_bottom, from_size);
+}
+#else
+void starting_switch(void**, const void*, size_t) {}
+void finished_switch(void*, const void** = nullptr, size_t* = nullptr) {}
+#endif
+
+// The happens-before edges ThreadSanitizer is told about: `release` publishes what the calling
+// fiber has done so far at `token`; `acquire` makes all that was released there visible.
+#if BAM_EMU_THREAD_SANITIZER
+void release(void* token) { __tsan_release(token); }
+void acquire(void* token) { __tsan_acquire(token); }
+void* new_race_fiber() { return __tsan_create_fiber(0); }
+void* current_race_fiber() { return __tsan_get_current_fiber(); }
+void destroy_race_fiber(void* fiber) { __tsan_destroy_fiber(fiber); }
+// With `sync`, what the caller did before happens before what the fiber does next.
+void switching_to(void* fiber, bool sync) { __tsan_switch_to_fiber(fiber, sync ? 0 : __tsan_switch_to_fiber_no_sync); }
+#else
+void release(void*) {}
+void acquire(void*) {}
+void* new_race_fiber() { return nullptr; }
+void* current_race_fiber() { return nullptr; }
+void destroy_race_fiber(void*) {}
+void switching_to(void*, bool) {}
+#endif
 
 enum class State { ready, at_block_barrier, at_warp_operation, done };
 
@@ -63,21 +118,50 @@ struct Fiber {
   const char* what = nullptr;
   void* lane_data = nullptr;
   Combine combine = nullptr;
+  unsigned char* stack = nullptr;  // its lowest address; kStackBytes long
+  void* fake_stack = nullptr;      // AddressSanitizer's, while it is suspended
+  void* race_fiber = nullptr;      // ThreadSanitizer's
+  unsigned barriers_passed = 0;    // __syncthreads() calls completed in this block
+  void* warp_token = nullptr;      // the warp operation it waits at, for ThreadSanitizer
 };
 
 struct BlockRun {
   std::vector<Fiber> fibers;
   std::vector<int> warp_waiting;  // per warp: lanes at a warp operation
   void* scheduler_sp = nullptr;
+  const void* scheduler_stack = nullptr;  // the scheduler's stack, for AddressSanitizer
+  size_t scheduler_stack_bytes = 0;
+  void* scheduler_fake_stack = nullptr;
+  void* scheduler_race_fiber = nullptr;
+  // ThreadSanitizer's tokens: __syncthreads() number k releases and acquires barrier_tokens[k % 2]
+  // (a thread may arrive at barrier k + 1 before the last of the others leaves barrier k, but not
+  // at k + 2); each warp operation has a token of its own; a thread that ends releases block_end.
+  char barrier_tokens[2] = {};
+  std::deque<char> warp_tokens;
+  char block_end = 0;
   size_t current = 0;
   const std::function<void()>* body = nullptr;
   std::vector<unsigned char> shared_storage;
   unsigned char* shared = nullptr;  // 128-byte aligned, inside shared_storage
   size_t shared_bytes = 0;
   std::string fault;  // set by the kernel's thread (an exception) or by the scheduler
+  const LaunchConfig* config = nullptr;
 };
 
 thread_local BlockRun* t_block = nullptr;
+
+// A sanitizer's report stops the program inside a fiber: this says which kernel launch, block and
+// thread it was (the report's stack names the kernel's line, but not its coordinates).
+#if BAM_EMU_ADDRESS_SANITIZER || BAM_EMU_THREAD_SANITIZER
+void name_the_thread_at_death() {
+  const BlockRun* run = t_block;
+  if (!run || !run->config) return;
+  const Coordinates& c = g_coordinates;
+  std::fprintf(stderr, "CUDA emulator: in the kernel launched at %s:%d, block (%u,%u,%u), thread (%u,%u,%u)\n",
+               run->config->file, run->config->line, c.block.x, c.block.y, c.block.z, c.thread.x, c.thread.y,
+               c.thread.z);
+}
+#endif
 
 // Fiber stacks are mapped once per host thread, reused by every block and unmapped when the
 // thread ends. Below each stack are inaccessible pages: an overflow faults there instead of
@@ -85,12 +169,15 @@ thread_local BlockRun* t_block = nullptr;
 constexpr size_t kGuardPage = 64 * 1024;  // wider than a kernel's largest stack frame
 struct StackPool {
   std::vector<unsigned char*> stacks;  // each kStackBytes, above its guard page
+  std::vector<void*> race_fibers;      // ThreadSanitizer's fiber of each stack's thread
   ~StackPool() {
     for (unsigned char* s : stacks) munmap(s - kGuardPage, kStackBytes + kGuardPage);
+    for (void* f : race_fibers) destroy_race_fiber(f);
   }
 };
+thread_local StackPool t_stacks;
 unsigned char* stack_for(size_t i) {
-  thread_local StackPool pool;
+  StackPool& pool = t_stacks;
   while (pool.stacks.size() <= i) {
     void* p = mmap(nullptr, kStackBytes + kGuardPage, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -98,6 +185,7 @@ unsigned char* stack_for(size_t i) {
     if (mprotect(p, kGuardPage, PROT_NONE) != 0)
       throw std::runtime_error("CUDA emulator: cannot protect a stack guard");
     pool.stacks.push_back(static_cast<unsigned char*>(p) + kGuardPage);
+    pool.race_fibers.push_back(new_race_fiber());
   }
   return pool.stacks[i];
 }
@@ -107,9 +195,18 @@ std::string str(Xyz v) {
   return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")";
 }
 
+// Switches from the running fiber to the scheduler; returns when the scheduler resumes it.
+void to_scheduler(BlockRun& run, Fiber& self) {
+  switching_to(run.scheduler_race_fiber, false);
+  starting_switch(&self.fake_stack, run.scheduler_stack, run.scheduler_stack_bytes);
+  bam_emu_switch(&self.sp, run.scheduler_sp);
+  finished_switch(self.fake_stack);
+}
+
 void fiber_main() {
   BlockRun& run = *t_block;
   Fiber& self = run.fibers[run.current];
+  finished_switch(nullptr, &run.scheduler_stack, &run.scheduler_stack_bytes);
   try {
     (*run.body)();
   } catch (const std::exception& e) {
@@ -118,6 +215,9 @@ void fiber_main() {
     if (run.fault.empty()) run.fault = "thread " + str(self.thread) + " threw";
   }
   self.state = State::done;
+  release(&run.block_end);
+  switching_to(run.scheduler_race_fiber, false);
+  starting_switch(nullptr, run.scheduler_stack, run.scheduler_stack_bytes);  // nullptr: this fiber ends
   bam_emu_switch(&self.sp, run.scheduler_sp);  // never resumed
   __builtin_unreachable();
 }
@@ -132,13 +232,24 @@ void* initial_stack(unsigned char* stack) {
   return sp;
 }
 
+// After a fault the block's fibers are abandoned where they wait, their frames' redzones still
+// marked on their stacks: cleared for AddressSanitizer before the stacks are used again.
+void abandon_fibers([[maybe_unused]] BlockRun& run) {
+#if BAM_EMU_ADDRESS_SANITIZER
+  for (Fiber& f : run.fibers) {
+    if (f.state != State::done && f.stack) ASAN_UNPOISON_MEMORY_REGION(f.stack, kStackBytes);
+    f.fake_stack = nullptr;
+  }
+#endif
+}
+
 // Suspends the running fiber in `state` and returns to the scheduler.
 void suspend(State state) {
   BlockRun* run = t_block;
   if (!run) throw std::logic_error("CUDA emulator: a device function was called outside a kernel");
   Fiber& self = run->fibers[run->current];
   self.state = state;
-  bam_emu_switch(&self.sp, run->scheduler_sp);
+  to_scheduler(*run, self);
   // Resumed: the scheduler has set g_coordinates for this thread.
 }
 
@@ -227,6 +338,7 @@ void run_block(BlockRun& run, const LaunchConfig& config, uint3 block, bool reve
   const size_t threads = size_t(bd.x) * bd.y * bd.z;
   if (run.fibers.size() != threads) run.fibers.resize(threads);
   run.warp_waiting.assign((threads + 31) / 32, 0);
+  run.warp_tokens.clear();
   run.fault.clear();
   // Dynamic shared memory starts as NaN bytes, as uninitialised memory that a test can notice.
   std::memset(run.shared, 0xff, run.shared_bytes);
@@ -234,7 +346,10 @@ void run_block(BlockRun& run, const LaunchConfig& config, uint3 block, bool reve
     Fiber& f = run.fibers[i];
     f.state = State::ready;
     f.thread = uint3{unsigned(i % bd.x), unsigned(i / bd.x % bd.y), unsigned(i / (size_t(bd.x) * bd.y))};
-    f.sp = initial_stack(stack_for(i));
+    f.stack = stack_for(i);
+    f.race_fiber = t_stacks.race_fibers[i];
+    f.barriers_passed = 0;
+    f.sp = initial_stack(f.stack);
   }
   for (;;) {
     bool any_ran = false;
@@ -245,7 +360,10 @@ void run_block(BlockRun& run, const LaunchConfig& config, uint3 block, bool reve
       run.current = i;
       g_coordinates = Coordinates{f.thread, block, uint3{config.block.x, config.block.y, config.block.z},
                                   uint3{config.grid.x, config.grid.y, config.grid.z}};
+      switching_to(f.race_fiber, true);  // the scheduler's writes (and earlier blocks') come first
+      starting_switch(&run.scheduler_fake_stack, f.stack, kStackBytes);
       bam_emu_switch(&run.scheduler_sp, f.sp);
+      finished_switch(run.scheduler_fake_stack);
       any_ran = true;
       if (!run.fault.empty()) return;
     }
@@ -255,7 +373,10 @@ void run_block(BlockRun& run, const LaunchConfig& config, uint3 block, bool reve
       done += f.state == State::done;
       at_barrier += f.state == State::at_block_barrier;
     }
-    if (done == threads) return;
+    if (done == threads) {
+      acquire(&run.block_end);  // the next block, launch or host code sees all this block did
+      return;
+    }
     std::string problem;
     bool released = false;
     try {
@@ -283,7 +404,15 @@ std::mutex g_launch_mutex;  // one launch at a time: __shared__ variables are st
 
 }  // namespace
 
-void sync_block() { suspend(State::at_block_barrier); }
+void sync_block() {
+  BlockRun* run = t_block;
+  if (!run) throw std::logic_error("CUDA emulator: __syncthreads() was called outside a kernel");
+  Fiber& self = run->fibers[run->current];
+  char* token = &run->barrier_tokens[self.barriers_passed++ % 2];
+  release(token);
+  suspend(State::at_block_barrier);
+  acquire(token);
+}
 
 void warp_collective(unsigned mask, const char* what, void* lane_data, Combine combine) {
   BlockRun* run = t_block;
@@ -294,16 +423,26 @@ void warp_collective(unsigned mask, const char* what, void* lane_data, Combine c
     run->fault = "thread " + str(self.thread) + " calls " + what + " with a mask that leaves out its own lane";
     suspend(State::at_warp_operation);  // never resumed: the block stops at the fault
   }
+  const size_t base = run->current / 32 * 32;
+  // The operation's token: that of a lane already waiting at it (same operation, same mask), or
+  // a new one for the first to arrive.
+  self.warp_token = nullptr;
+  for (size_t i = base; i < std::min(run->fibers.size(), base + 32) && !self.warp_token; ++i) {
+    const Fiber& g = run->fibers[i];
+    if (g.state == State::at_warp_operation && g.mask == mask && g.what == what) self.warp_token = g.warp_token;
+  }
+  if (!self.warp_token) self.warp_token = &run->warp_tokens.emplace_back();
+  release(self.warp_token);
   self.mask = mask;
   self.what = what;
   self.lane_data = lane_data;
   self.combine = combine;
   self.state = State::at_warp_operation;
   // The last lane to arrive runs the operation and carries on without a switch.
-  const size_t base = run->current / 32 * 32;
   std::string problem;
   if (++run->warp_waiting[base / 32] == __builtin_popcount(mask)) release_warp(*run, base, &problem);
-  if (self.state == State::at_warp_operation) bam_emu_switch(&self.sp, run->scheduler_sp);
+  if (self.state == State::at_warp_operation) to_scheduler(*run, self);
+  acquire(self.warp_token);
 }
 
 unsigned char* dynamic_shared_memory() { return t_block ? t_block->shared : nullptr; }
@@ -336,9 +475,26 @@ void run_grid(const void* kernel, const LaunchConfig& config, const std::functio
   const uint64_t launch = launches[kernel]++;
   BlockRun run;
   run.body = &body;
+  run.config = &config;
+#if BAM_EMU_ADDRESS_SANITIZER || BAM_EMU_THREAD_SANITIZER
+  static const bool named = (__sanitizer_set_death_callback(name_the_thread_at_death), true);
+  (void)named;
+#endif
+  run.scheduler_race_fiber = current_race_fiber();
   run.shared_storage.resize(config.shared_bytes + 128);
   run.shared = run.shared_storage.data() + (128 - reinterpret_cast<uintptr_t>(run.shared_storage.data()) % 128);
   run.shared_bytes = config.shared_bytes;
+#if BAM_EMU_ADDRESS_SANITIZER
+  // Past either end of the dynamic shared memory is unaddressable, as on a GPU.
+  struct PoisonedPadding {
+    std::vector<unsigned char>& storage;
+    PoisonedPadding(std::vector<unsigned char>& storage, const unsigned char* shared, size_t bytes) : storage(storage) {
+      ASAN_POISON_MEMORY_REGION(storage.data(), shared - storage.data());
+      ASAN_POISON_MEMORY_REGION(shared + bytes, storage.data() + storage.size() - (shared + bytes));
+    }
+    ~PoisonedPadding() { ASAN_UNPOISON_MEMORY_REGION(storage.data(), storage.size()); }
+  } padding(run.shared_storage, run.shared, run.shared_bytes);
+#endif
   struct CurrentBlock {  // t_block names `run` while it runs, whatever leaves this scope
     BlockRun* outer = t_block;
     explicit CurrentBlock(BlockRun* run) { t_block = run; }
@@ -349,6 +505,7 @@ void run_grid(const void* kernel, const LaunchConfig& config, const std::functio
       for (unsigned x = 0; x < g.x; ++x) {
         run_block(run, config, uint3{x, y, z}, (launch + x + y + z) % 2 == 1);
         if (!run.fault.empty()) {
+          abandon_fibers(run);
           throw std::runtime_error("CUDA emulator: kernel launched at " + where() + ", grid " + str(g) + ", block " +
                                    str(b) + ": in block (" + std::to_string(x) + "," + std::to_string(y) + "," +
                                    std::to_string(z) + "), " + run.fault);

@@ -34,7 +34,8 @@ const char* element(DType dtype, const void* base, int64_t offset) {
 // A rows x cols matrix (row stride ld) as dense f32.
 std::vector<float> dense(DType dtype, const void* p, int64_t rows, int64_t cols, int64_t ld) {
   std::vector<float> out(static_cast<size_t>(rows * cols));
-  for (int64_t r = 0; r < rows; ++r) cpu::convert(element(dtype, p, r * ld), dtype, &out[r * cols], DType::f32, cols);
+  for (int64_t r = 0; r < rows; ++r)
+    cpu::convert(element(dtype, p, r * ld), dtype, out.data() + r * cols, DType::f32, cols);
   return out;
 }
 
@@ -61,7 +62,7 @@ void multiply(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int
       for (int64_t col = 0; col < N; ++col) c[r * N + col] += row[col];
   }
   for (int64_t r = 0; r < M; ++r)
-    cpu::convert(&c[r * N], DType::f32, const_cast<char*>(element(dtype, C, r * ldc)), dtype, N);
+    cpu::convert(c.data() + r * N, DType::f32, const_cast<char*>(element(dtype, C, r * ldc)), dtype, N);
   if (bias_grad) {
     std::vector<float> sums(static_cast<size_t>(M), 0.0f);
     for (int64_t r = 0; r < M; ++r)

@@ -9,7 +9,8 @@
 // a page-locked buffer before the right wait reads the copy wrong here too. Every other call
 // completes before it returns. Device blocks carry guard bytes on both sides,
 // checked after every launch and at cudaFree, so a kernel that writes out of bounds is named; the
-// device side of a copy or memset must lie inside one device block.
+// device side of a copy or memset must lie inside one device block. Under AddressSanitizer the
+// guards are unaddressable instead, so that a read out of bounds is caught too, where it happens.
 #include <cuda_runtime_api.h>
 
 #include <array>
@@ -24,6 +25,12 @@
 #include <vector>
 
 #include "kernels/cuda/emulator/emulator_state.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/lsan_interface.h>
+#define BAM_EMU_ADDRESS_SANITIZER 1
+#endif
 
 struct CUstream_st {
   bool blocking = true;  // false: created with cudaStreamNonBlocking
@@ -95,7 +102,26 @@ void complete_copies_on(cudaStream_t stream) {
   complete_held_copies_if([&](const HeldCopy& c) { return same_queue(c, stream, blocking); });
 }
 
-bool guards_intact(unsigned char* p, size_t size) {
+// A device block of `size` bytes at p: 256 bytes before it (p is 256-byte aligned, as cudaMalloc's
+// blocks are), then 256 or more after it, up to a multiple of 256.
+size_t bytes_around(size_t size) { return (size + 2 * 256 + 255) / 256 * 256; }
+
+// Writes the guard bytes on both sides of the block (under AddressSanitizer: makes all the bytes
+// around it unaddressable).
+void set_guards(unsigned char* p, size_t size) {
+#if BAM_EMU_ADDRESS_SANITIZER
+  ASAN_POISON_MEMORY_REGION(p - 256, 256);
+  ASAN_POISON_MEMORY_REGION(p + size, bytes_around(size) - 256 - size);
+#else
+  std::memset(p - kGuard, kGuardByte, kGuard);
+  std::memset(p + size, kGuardByte, kGuard);
+#endif
+}
+
+bool guards_intact([[maybe_unused]] unsigned char* p, [[maybe_unused]] size_t size) {
+#if BAM_EMU_ADDRESS_SANITIZER
+  return true;  // a write to them has been reported where it happened
+#endif
   static const std::array<unsigned char, kGuard> pattern = [] {
     std::array<unsigned char, kGuard> a;
     a.fill(kGuardByte);
@@ -147,8 +173,7 @@ void check_device_guards(const char* file, int line) {
   for (auto& [p, size] : g_blocks)
     if (!guards_intact(p, size)) {
       // Reported once: the guards are restored, so that later launches and cudaFree go on.
-      std::memset(p - kGuard, kGuardByte, kGuard);
-      std::memset(p + size, kGuardByte, kGuard);
+      set_guards(p, size);
       throw std::runtime_error("CUDA emulator: the kernel launched at " + std::string(file) + ":" +
                                std::to_string(line) + " wrote outside a device block of " + std::to_string(size) +
                                " bytes");
@@ -231,11 +256,15 @@ const char* cudaGetErrorString(cudaError_t error) {
 cudaError_t cudaMalloc(void** ptr, size_t size) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_allocated + size > kDeviceBytes) return cudaErrorMemoryAllocation;
-  auto* raw = static_cast<unsigned char*>(std::aligned_alloc(256, (size + 2 * 256 + 255) / 256 * 256));
+  auto* raw = static_cast<unsigned char*>(std::aligned_alloc(256, bytes_around(size)));
   if (!raw) return cudaErrorMemoryAllocation;
-  unsigned char* p = raw + 256;  // 256-byte aligned, as cudaMalloc's blocks are
-  std::memset(p - kGuard, kGuardByte, kGuard);
-  std::memset(p + size, kGuardByte, kGuard);
+  unsigned char* p = raw + 256;
+  set_guards(p, size);
+#if BAM_EMU_ADDRESS_SANITIZER
+  // Device memory still allocated at exit is the driver's to reclaim, not a host leak (the
+  // engine's cache keeps its blocks to the end): LeakSanitizer leaves it out.
+  __lsan_ignore_object(raw);
+#endif
   g_blocks[p] = size;
   g_allocated += size;
   *ptr = p;
@@ -261,6 +290,9 @@ cudaError_t cudaFree(void* ptr) {
     std::abort();
   }
   g_allocated -= it->second;
+#if BAM_EMU_ADDRESS_SANITIZER
+  ASAN_UNPOISON_MEMORY_REGION(it->first - 256, bytes_around(it->second));
+#endif
   std::free(it->first - 256);
   g_blocks.erase(it);
   return cudaSuccess;
